@@ -1,0 +1,2 @@
+//! Reading a recorded device session back and re-folding it through the
+//! engine to compare every decision; rendering transcripts.
