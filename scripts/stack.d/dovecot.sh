@@ -1,0 +1,150 @@
+# shellcheck shell=bash
+# Dovecot: IMAP on 127.0.0.1:1143 (CONDSTORE/QRESYNC, SPECIAL-USE, NOTIFY, IDLE),
+# LMTP on 127.0.0.1:1024 for Postfix, and SASL auth on 127.0.0.1:1026 for
+# Postfix submission. Users: alice@ and bob@example.test, 50 load users
+# loadNNNN@load.test (OPUSH_STACK_LOAD_USERS to change), and a master user
+# `opush-master` (login as `user*opush-master`) for background push.
+# Passwords: $OPUSH_DEMO_PASSWORD (default opush-demo).
+
+DOVECOT_DIR="$STACK_DIR/dovecot"
+DOVECOT_CONF="$DOVECOT_DIR/dovecot.conf"
+DOVECOT_IMAP_PORT=1143
+DOVECOT_LMTP_PORT=1024
+DOVECOT_AUTH_PORT=1026
+
+dovecot_install() {
+  apt_install dovecot-imapd dovecot-lmtpd
+}
+
+_dovecot_write_config() {
+  mkdir -p "$DOVECOT_DIR/run" "$DOVECOT_DIR/mail"
+  chown mail:mail "$DOVECOT_DIR/mail"
+  local hash
+  hash=$(doveadm -c /dev/null pw -s SHA512-CRYPT -p "$OPUSH_DEMO_PASSWORD" 2>/dev/null \
+    || doveadm pw -s SHA512-CRYPT -p "$OPUSH_DEMO_PASSWORD")
+  {
+    echo "alice@example.test:$hash::::::"
+    echo "bob@example.test:$hash::::::"
+    local n=${OPUSH_STACK_LOAD_USERS:-50} i
+    for ((i = 1; i <= n; i++)); do printf 'load%04d@load.test:%s::::::\n' "$i" "$hash"; done
+  } >"$DOVECOT_DIR/users"
+  echo "opush-master:$hash::::::" >"$DOVECOT_DIR/master-users"
+  chmod 640 "$DOVECOT_DIR/users" "$DOVECOT_DIR/master-users"
+  chgrp dovecot "$DOVECOT_DIR/users" "$DOVECOT_DIR/master-users"
+  cat >"$DOVECOT_CONF" <<CONF
+# Written by scripts/stack (dovecot plug-in). Loopback only.
+protocols = imap lmtp
+listen = 127.0.0.1
+base_dir = $DOVECOT_DIR/run
+instance_name = opush-dovecot
+state_dir = $DOVECOT_DIR/state
+log_path = $DOVECOT_DIR/dovecot.log
+info_log_path = $DOVECOT_DIR/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_master_user_separator = *
+first_valid_uid = 8
+mail_uid = mail
+mail_gid = mail
+mail_location = maildir:$DOVECOT_DIR/mail/%d/%n
+mailbox_list_index = yes
+mail_max_userip_connections = 10000
+protocol imap {
+  mail_max_userip_connections = 10000
+  imap_idle_notify_interval = 2 mins
+}
+passdb {
+  driver = passwd-file
+  args = scheme=SHA512-CRYPT $DOVECOT_DIR/master-users
+  master = yes
+  result_success = continue
+}
+passdb {
+  driver = passwd-file
+  args = scheme=SHA512-CRYPT username_format=%Lu $DOVECOT_DIR/users
+}
+userdb {
+  driver = static
+  args = uid=mail gid=mail home=$DOVECOT_DIR/mail/%d/%n
+}
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Drafts {
+    special_use = \\Drafts
+    auto = subscribe
+  }
+  mailbox Sent {
+    special_use = \\Sent
+    auto = subscribe
+  }
+  mailbox Trash {
+    special_use = \\Trash
+    auto = subscribe
+  }
+  mailbox Junk {
+    special_use = \\Junk
+    auto = subscribe
+  }
+  mailbox Archive {
+    special_use = \\Archive
+    auto = create
+  }
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $DOVECOT_IMAP_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+  process_min_avail = 1
+  service_count = 0
+  client_limit = 10000
+}
+service imap {
+  process_limit = 2048
+  client_limit = 1
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $DOVECOT_LMTP_PORT
+  }
+}
+service auth {
+  inet_listener {
+    address = 127.0.0.1
+    port = $DOVECOT_AUTH_PORT
+  }
+}
+default_vsz_limit = 512M
+CONF
+  mkdir -p "$DOVECOT_DIR/state"
+}
+
+dovecot_up() {
+  _dovecot_write_config
+  ulimit -n 65536 2>/dev/null || true
+  dovecot -c "$DOVECOT_CONF" || die "dovecot failed to start (see $DOVECOT_DIR/dovecot.log)"
+  wait_port 127.0.0.1 $DOVECOT_IMAP_PORT 30 || die "dovecot IMAP did not open port $DOVECOT_IMAP_PORT"
+  wait_port 127.0.0.1 $DOVECOT_LMTP_PORT 30 || die "dovecot LMTP did not open port $DOVECOT_LMTP_PORT"
+}
+
+dovecot_down() {
+  [ -f "$DOVECOT_CONF" ] || return 0
+  doveadm -c "$DOVECOT_CONF" stop 2>/dev/null || true
+  local i
+  for ((i = 0; i < 50; i++)); do port_open 127.0.0.1 $DOVECOT_IMAP_PORT || return 0; sleep 0.1; done
+  pkill -f "dovecot -c $DOVECOT_CONF" || true
+}
+
+dovecot_status() {
+  [ -f "$DOVECOT_CONF" ] && port_open 127.0.0.1 $DOVECOT_IMAP_PORT || return 1
+  # Answering: the IMAP greeting arrives.
+  local greeting
+  greeting=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$DOVECOT_IMAP_PORT; IFS= read -r line <&3; echo \"\$line\"" 2>/dev/null) || true
+  [[ "$greeting" == "* OK"* ]]
+}
