@@ -4,3 +4,9 @@
 //!
 //! Architecture invariant: this crate knows nothing about HTTP servers,
 //! storage, time or the network. It works on `&[u8]` and typed values only.
+
+pub mod autodiscover;
+pub mod headers;
+pub mod query;
+pub mod status;
+pub mod version;
