@@ -10,3 +10,5 @@ pub mod headers;
 pub mod query;
 pub mod status;
 pub mod version;
+
+pub mod wbxml;

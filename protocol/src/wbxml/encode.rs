@@ -1,0 +1,90 @@
+//! The WBXML encoder: `Element` tree → bytes, appended to a caller's buffer so
+//! a connection can reuse one allocation. Text is always STR_I, `Node::Opaque`
+//! always OPAQUE; SWITCH_PAGE only when the page changes. It does not
+//! recurse, so a deep tree cannot overflow the stack.
+
+use super::{Element, Node};
+
+/// WBXML 1.3, unknown public id (0x01), UTF-8 (106 = 0x6A), empty string table.
+const HEADER: [u8; 4] = [0x03, 0x01, 0x6A, 0x00];
+
+/// Appends the WBXML encoding of the document rooted at `root` to `out`.
+///
+/// A NUL character cannot be carried by a WBXML inline string (nor by XML);
+/// NULs inside text are left out.
+pub fn encode(root: &Element<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&HEADER);
+    let mut page: u8 = 0;
+    // Each frame: the element's children and the index of the next one.
+    let mut stack: Vec<(&[Node<'_>], usize)> = Vec::with_capacity(16);
+    open(root, &mut page, out, &mut stack);
+    while let Some((children, idx)) = stack.last_mut() {
+        let Some(node) = children.get(*idx) else {
+            out.push(0x01); // END
+            stack.pop();
+            continue;
+        };
+        *idx += 1;
+        match node {
+            Node::Element(el) => open(el, &mut page, out, &mut stack),
+            Node::Text(text) => write_str_i(text.as_bytes(), out),
+            Node::Opaque(bytes) => {
+                out.push(0xC3);
+                write_mb_u_int32(bytes.len(), out);
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+}
+
+/// The WBXML encoding of the document rooted at `root`, in a new buffer.
+pub fn encode_to_vec(root: &Element<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    encode(root, &mut out);
+    out
+}
+
+fn open<'t, 'a>(
+    el: &'t Element<'a>,
+    page: &mut u8,
+    out: &mut Vec<u8>,
+    stack: &mut Vec<(&'t [Node<'a>], usize)>,
+) {
+    if el.tag.page != *page {
+        out.push(0x00);
+        out.push(el.tag.page);
+        *page = el.tag.page;
+    }
+    let token = el.tag.token & 0x3F;
+    if el.children.is_empty() {
+        out.push(token);
+    } else {
+        out.push(token | 0x40);
+        stack.push((&el.children, 0));
+    }
+}
+
+fn write_str_i(bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(0x03);
+    if memchr::memchr(0, bytes).is_none() {
+        out.extend_from_slice(bytes);
+    } else {
+        out.extend(bytes.iter().copied().filter(|&b| b != 0));
+    }
+    out.push(0x00);
+}
+
+fn write_mb_u_int32(value: usize, out: &mut Vec<u8>) {
+    // Lengths above u32::MAX cannot be expressed; EAS bodies never get near.
+    let v = u32::try_from(value).unwrap_or(u32::MAX);
+    let mut buf = [0u8; 5];
+    let mut i = buf.len() - 1;
+    buf[i] = (v & 0x7F) as u8;
+    let mut rest = v >> 7;
+    while rest != 0 {
+        i -= 1;
+        buf[i] = 0x80 | (rest & 0x7F) as u8;
+        rest >>= 7;
+    }
+    out.extend_from_slice(&buf[i..]);
+}
