@@ -5,9 +5,10 @@
 //! answer, the test fails with the command that starts it. It never skips:
 //! a missing service is a failed test, in CI and on a laptop alike.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A service of the test stack: its name in `scripts/stack` and its address.
 #[derive(Debug, Clone, Copy)]
@@ -74,4 +75,112 @@ pub fn corpus_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// A deliberately plain IMAP client on a blocking socket, for tests to check
+/// what Dovecot holds independently of opush's own IMAP code.
+pub struct RawImap {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    n: u32,
+}
+
+impl RawImap {
+    /// Connects to the stack's Dovecot (failing the test when it is down).
+    pub fn connect() -> RawImap {
+        let addr = require(DOVECOT_IMAP);
+        let w = TcpStream::connect(addr).expect("connect imap");
+        w.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut r = BufReader::new(w.try_clone().expect("clone"));
+        let mut greeting = String::new();
+        r.read_line(&mut greeting).expect("greeting");
+        assert!(greeting.starts_with("* OK"), "greeting: {greeting}");
+        RawImap { r, w, n: 0 }
+    }
+
+    /// Connects and logs in as `user` with the stack password.
+    pub fn login(user: &str) -> RawImap {
+        let mut imap = RawImap::connect();
+        let (_, ok) = imap.cmd(&format!("LOGIN {user} {}", demo_password()));
+        assert!(ok.starts_with("OK"), "login {user}: {ok}");
+        imap
+    }
+
+    /// Sends a command; returns (untagged lines, tagged status line without the tag).
+    /// Literals in responses are read into the line that announced them.
+    pub fn cmd(&mut self, c: &str) -> (Vec<String>, String) {
+        self.n += 1;
+        let tag = format!("t{}", self.n);
+        write!(self.w, "{tag} {c}\r\n").expect("write");
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).expect("read");
+            assert!(!l.is_empty(), "connection closed during {c}");
+            if let Some(rest) = l.strip_prefix(&format!("{tag} ")) {
+                return (lines, rest.trim_end().to_owned());
+            }
+            // `{n}` at the end of a line announces n bytes of literal.
+            if let Some(n) = l
+                .trim_end()
+                .strip_suffix('}')
+                .and_then(|x| x.rsplit_once('{'))
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+            {
+                let mut lit = vec![0u8; n];
+                self.r.read_exact(&mut lit).expect("literal");
+                l.push_str(&String::from_utf8_lossy(&lit));
+                let mut tail = String::new();
+                self.r.read_line(&mut tail).expect("read");
+                l.push_str(&tail);
+            }
+            lines.push(l);
+        }
+    }
+
+    /// UIDs in `mailbox` whose Subject contains `needle`.
+    pub fn search_subject(&mut self, mailbox: &str, needle: &str) -> Vec<u32> {
+        let (_, ok) = self.cmd(&format!("SELECT \"{mailbox}\""));
+        assert!(ok.starts_with("OK"), "select {mailbox}: {ok}");
+        let (found, _) = self.cmd(&format!("UID SEARCH SUBJECT \"{needle}\""));
+        found
+            .iter()
+            .filter_map(|l| l.strip_prefix("* SEARCH"))
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|u| u.parse().ok())
+            .collect()
+    }
+
+    /// Waits (up to 30 s) until a message whose Subject contains `needle` is in `mailbox`.
+    pub fn wait_for_subject(&mut self, mailbox: &str, needle: &str) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let uids = self.search_subject(mailbox, needle);
+            if !uids.is_empty() {
+                return uids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no message with subject {needle:?} arrived in {mailbox}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The whole message with this UID in the selected mailbox.
+    pub fn fetch_message(&mut self, uid: u32) -> String {
+        let (lines, ok) = self.cmd(&format!("UID FETCH {uid} BODY.PEEK[]"));
+        assert!(ok.starts_with("OK"), "fetch {uid}: {ok}");
+        lines.concat()
+    }
+}
+
+/// A marker unique to this test run, for subjects and folder names.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
 }

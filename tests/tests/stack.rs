@@ -5,54 +5,16 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use opush_tests::{demo_password, require, DOVECOT_IMAP, POSTFIX_SMTP};
-
-struct Imap {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-    n: u32,
-}
-
-impl Imap {
-    fn connect() -> Imap {
-        let addr = require(DOVECOT_IMAP);
-        let w = TcpStream::connect(addr).expect("connect imap");
-        w.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut r = BufReader::new(w.try_clone().expect("clone"));
-        let mut greeting = String::new();
-        r.read_line(&mut greeting).expect("greeting");
-        assert!(greeting.starts_with("* OK"), "greeting: {greeting}");
-        Imap { r, w, n: 0 }
-    }
-
-    /// Sends a command, returns (untagged lines, tagged status line).
-    fn cmd(&mut self, c: &str) -> (Vec<String>, String) {
-        self.n += 1;
-        let tag = format!("t{}", self.n);
-        write!(self.w, "{tag} {c}\r\n").expect("write");
-        let mut lines = Vec::new();
-        loop {
-            let mut l = String::new();
-            self.r.read_line(&mut l).expect("read");
-            assert!(!l.is_empty(), "connection closed during {c}");
-            if let Some(rest) = l.strip_prefix(&format!("{tag} ")) {
-                return (lines, rest.trim_end().to_owned());
-            }
-            lines.push(l);
-        }
-    }
-}
+use opush_tests::{require, unique, RawImap, POSTFIX_SMTP};
 
 #[test]
 fn dovecot_authenticates_and_announces_extensions() {
-    let mut imap = Imap::connect();
+    let mut imap = RawImap::connect();
     let (_, bad) = imap.cmd("LOGIN alice@example.test not-the-password");
     assert!(bad.starts_with("NO"), "wrong password accepted: {bad}");
-    let (_, ok) = imap.cmd(&format!("LOGIN alice@example.test {}", demo_password()));
-    assert!(ok.starts_with("OK"), "login: {ok}");
+    let mut imap = RawImap::login("alice@example.test");
     let (caps, _) = imap.cmd("CAPABILITY");
     let caps = caps.join(" ");
     for ext in [
@@ -114,27 +76,10 @@ fn postfix_delivers_into_dovecot() {
     expect(&mut r, "250");
     write!(w, "QUIT\r\n").expect("write");
 
-    // Delivery is asynchronous: poll the recipient's INBOX for the marker.
-    let mut imap = Imap::connect();
-    let (_, ok) = imap.cmd(&format!("LOGIN load0050@load.test {}", demo_password()));
-    assert!(ok.starts_with("OK"), "login: {ok}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        imap.cmd("SELECT INBOX");
-        let (found, _) = imap.cmd(&format!("UID SEARCH SUBJECT \"{marker}\""));
-        let uids: Vec<&str> = found
-            .iter()
-            .filter_map(|l| l.strip_prefix("* SEARCH"))
-            .flat_map(|l| l.split_whitespace())
-            .collect();
-        if !uids.is_empty() {
-            assert_eq!(uids.len(), 1, "delivered more than once: {uids:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "message {marker} never arrived in Dovecot"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Delivery is asynchronous: wait for the message in the recipient's INBOX.
+    let mut imap = RawImap::login("load0050@load.test");
+    let uids = imap.wait_for_subject("INBOX", &marker);
+    assert_eq!(uids.len(), 1, "delivered more than once: {uids:?}");
+    let msg = imap.fetch_message(uids[0]);
+    assert!(msg.contains("hello"), "body lost: {msg}");
 }
