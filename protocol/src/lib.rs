@@ -12,3 +12,4 @@ pub mod status;
 pub mod version;
 
 pub mod wbxml;
+pub mod xml;

@@ -1,0 +1,559 @@
+//! The XML form of EAS WBXML documents, for people: logs, `opush wbxml
+//! decode|encode`, golden files. Element names are exactly those of
+//! [MS-ASWBXML]; each code page is an XML namespace named like `AirSync:`.
+//!
+//! Output: the root's page is the default namespace (`xmlns="AirSync:"`), the
+//! other pages used get a prefix declared on the root (`xmlns:email="Email:"`),
+//! children are indented by two spaces, and OPAQUE content is base64.
+//! Input: prefixes or a default namespace redeclared on any element are both
+//! accepted; whitespace between elements is ignored, text of leaf elements
+//! is kept verbatim.
+//!
+//! Conventions that make decode → XML → encode byte-exact:
+//! - `<X/>` is an element without content, `<X></X>` one holding an empty string;
+//! - content of the kind [`is_opaque`] does not expect is marked with an
+//!   attribute: `wbxml="opaque"` (base64 OPAQUE on a text element) or
+//!   `wbxml="str"` (a string on an element that is normally OPAQUE).
+//!
+//! This module must not be used on the request path for parsing devices'
+//! WBXML: that is `wbxml::decode`. It is sans I/O like the rest of the crate.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+
+use crate::wbxml::{
+    code_page, code_page_by_namespace, decode, encode_to_vec, is_opaque, tags, DecodeError,
+    Element, Node, Tag,
+};
+
+/// Why an XML document cannot be turned into EAS WBXML (or WBXML into XML).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    /// The WBXML input does not decode.
+    #[error("WBXML: {0}")]
+    Decode(#[from] DecodeError),
+    /// The XML is not well-formed.
+    #[error("XML syntax at byte {position}: {message}")]
+    Syntax {
+        /// Byte offset in the input.
+        position: u64,
+        /// The parser's message.
+        message: String,
+    },
+    /// An element without a namespace, or with an undeclared prefix.
+    #[error("element <{name}> has no EAS namespace (use xmlns=\"AirSync:\" or a prefix)")]
+    NoNamespace {
+        /// The element name as written.
+        name: String,
+    },
+    /// A namespace that is not one of the 26 EAS code pages.
+    #[error("unknown EAS namespace {namespace:?}")]
+    UnknownNamespace {
+        /// The namespace URI.
+        namespace: String,
+    },
+    /// An element name its code page does not define.
+    #[error("{namespace} has no element named {name:?}")]
+    UnknownElement {
+        /// The code page's namespace.
+        namespace: &'static str,
+        /// The element name.
+        name: String,
+    },
+    /// Base64 content of an OPAQUE element does not decode.
+    #[error("element {tag} holds invalid base64")]
+    Base64 {
+        /// The element.
+        tag: String,
+    },
+    /// An attribute other than namespace declarations and `wbxml=`.
+    #[error("unexpected attribute {name:?} on <{element}>")]
+    Attribute {
+        /// Attribute name.
+        name: String,
+        /// Element name.
+        element: String,
+    },
+    /// Text outside the root, several roots, or no root at all.
+    #[error("document structure: {0}")]
+    Structure(&'static str),
+}
+
+/// Elements whose text must never reach a log: shown as `*` by
+/// [`element_to_xml_masked`].
+pub fn is_secret(tag: Tag) -> bool {
+    matches!(
+        tag,
+        tags::settings::PASSWORD
+            | tags::settings::DEVICE_PASSWORD
+            | tags::itemoperations::PASSWORD
+            | tags::search::PASSWORD
+    )
+}
+
+/// WBXML bytes → indented XML text.
+pub fn wbxml_to_xml(input: &[u8]) -> Result<String, XmlError> {
+    Ok(element_to_xml(&decode(input)?))
+}
+
+/// XML text → WBXML bytes.
+pub fn xml_to_wbxml(xml: &str) -> Result<Vec<u8>, XmlError> {
+    Ok(encode_to_vec(&xml_to_element(xml)?))
+}
+
+/// The XML form of a tree.
+pub fn element_to_xml(root: &Element<'_>) -> String {
+    render(root, false)
+}
+
+/// The XML form of a tree with the text of [`is_secret`] elements replaced by
+/// `*`: the form to log.
+pub fn element_to_xml_masked(root: &Element<'_>) -> String {
+    render(root, true)
+}
+
+fn prefix_of(page: u8) -> String {
+    code_page(page)
+        .map(|p| p.namespace.to_ascii_lowercase())
+        .unwrap_or_else(|| format!("p{page}"))
+}
+
+fn render(root: &Element<'_>, mask: bool) -> String {
+    let mut used = [false; 256];
+    mark_pages(root, &mut used);
+    let mut out = String::with_capacity(256);
+    out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
+    let mut ns_decl = String::new();
+    let root_ns = root.tag.page_name().unwrap_or("Unknown");
+    let _ = write!(ns_decl, " xmlns=\"{root_ns}:\"");
+    for (page, &is_used) in used.iter().enumerate() {
+        let Ok(page) = u8::try_from(page) else { break };
+        if is_used && page != root.tag.page {
+            let ns = code_page(page).map(|p| p.namespace).unwrap_or("Unknown");
+            let _ = write!(ns_decl, " xmlns:{}=\"{ns}:\"", prefix_of(page));
+        }
+    }
+    // Explicit stack: (element, next child index, indentation).
+    let mut stack: Vec<(&Element<'_>, usize)> = Vec::new();
+    if !write_open(&mut out, root, root.tag.page, &ns_decl, 0, mask) {
+        stack.push((root, 0));
+    }
+    loop {
+        let depth = stack.len();
+        let Some((el, idx)) = stack.last_mut() else {
+            break;
+        };
+        let el: &Element<'_> = el;
+        let i = *idx;
+        *idx += 1;
+        match el.children.get(i) {
+            None => {
+                stack.pop();
+                indent(&mut out, depth - 1);
+                write_name(&mut out, el.tag, root.tag.page, true);
+                out.push_str(">\n");
+            }
+            Some(Node::Element(c)) => {
+                if !write_open(&mut out, c, root.tag.page, "", depth, mask) {
+                    stack.push((c, 0));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+fn mark_pages(root: &Element<'_>, used: &mut [bool; 256]) {
+    let mut stack = vec![root];
+    while let Some(el) = stack.pop() {
+        used[usize::from(el.tag.page)] = true;
+        for child in &el.children {
+            if let Node::Element(c) = child {
+                stack.push(c);
+            }
+        }
+    }
+}
+
+fn indent(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+}
+
+fn write_name(out: &mut String, tag: Tag, root_page: u8, closing: bool) {
+    out.push_str(if closing { "</" } else { "<" });
+    if tag.page != root_page {
+        out.push_str(&prefix_of(tag.page));
+        out.push(':');
+    }
+    match tag.name() {
+        Some(name) => out.push_str(name),
+        None => {
+            let _ = write!(out, "Unknown{:02X}", tag.token);
+        }
+    }
+}
+
+/// Writes an element's start. Returns true when the element was written
+/// completely (no element children), false when its children follow.
+fn write_open(
+    out: &mut String,
+    el: &Element<'_>,
+    root_page: u8,
+    ns_decl: &str,
+    depth: usize,
+    mask: bool,
+) -> bool {
+    indent(out, depth);
+    write_name(out, el.tag, root_page, false);
+    out.push_str(ns_decl);
+    let all_elements = el.children.iter().all(|c| matches!(c, Node::Element(_)));
+    if el.children.is_empty() {
+        out.push_str("/>\n");
+        return true;
+    }
+    if all_elements {
+        out.push_str(">\n");
+        return false;
+    }
+    // Text or opaque content: written inline, children included, so that no
+    // indentation whitespace is added to the text.
+    let opaque_tag = is_opaque(el.tag);
+    let has_opaque = el.children.iter().any(|c| matches!(c, Node::Opaque(_)));
+    let has_text = el.children.iter().any(|c| matches!(c, Node::Text(_)));
+    if has_opaque && !opaque_tag {
+        out.push_str(" wbxml=\"opaque\"");
+    } else if has_text && opaque_tag {
+        out.push_str(" wbxml=\"str\"");
+    }
+    out.push('>');
+    write_inline_children(out, el, root_page, mask);
+    write_name(out, el.tag, root_page, true);
+    out.push_str(">\n");
+    true
+}
+
+fn write_inline_children(out: &mut String, el: &Element<'_>, root_page: u8, mask: bool) {
+    let secret = mask && is_secret(el.tag);
+    for child in &el.children {
+        match child {
+            Node::Text(t) if secret && !t.is_empty() => out.push('*'),
+            Node::Text(t) => escape_into(out, t),
+            Node::Opaque(b) => out.push_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            Node::Element(c) => {
+                // Mixed content (not used by EAS): kept on one line.
+                write_name(out, c.tag, root_page, false);
+                if c.children.is_empty() {
+                    out.push_str("/>");
+                } else {
+                    if c.children.iter().any(|n| matches!(n, Node::Opaque(_))) && !is_opaque(c.tag)
+                    {
+                        out.push_str(" wbxml=\"opaque\"");
+                    } else if c.children.iter().any(|n| matches!(n, Node::Text(_)))
+                        && is_opaque(c.tag)
+                    {
+                        out.push_str(" wbxml=\"str\"");
+                    }
+                    out.push('>');
+                    write_inline_children(out, c, root_page, mask);
+                    write_name(out, c.tag, root_page, true);
+                    out.push('>');
+                }
+            }
+        }
+    }
+}
+
+fn escape_into(out: &mut String, text: &str) {
+    let mut last = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let rep: Option<&str> = match b {
+            b'&' => Some("&amp;"),
+            b'<' => Some("&lt;"),
+            b'>' => Some("&gt;"),
+            b'\r' => Some("&#13;"),
+            b'\t' | b'\n' => None,
+            0x01..=0x1F | 0x7F => None,
+            _ => continue,
+        };
+        out.push_str(&text[last..i]);
+        match rep {
+            Some(r) => out.push_str(r),
+            None if b == b'\t' || b == b'\n' => out.push(char::from(b)),
+            None => {
+                let _ = write!(out, "&#{b};");
+            }
+        }
+        last = i + 1;
+    }
+    out.push_str(&text[last..]);
+}
+
+/// How an element's content was marked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Default,
+    Opaque,
+    Str,
+}
+
+struct Open {
+    el: Element<'static>,
+    kind: Kind,
+}
+
+/// XML text → tree.
+pub fn xml_to_element(xml: &str) -> Result<Element<'static>, XmlError> {
+    let mut reader = NsReader::from_str(xml);
+    reader.config_mut().trim_text(false);
+    let mut stack: Vec<Open> = Vec::new();
+    let mut root: Option<Element<'static>> = None;
+    loop {
+        let pos = reader.buffer_position();
+        let (ns, event) = reader.read_resolved_event().map_err(|e| XmlError::Syntax {
+            position: pos,
+            message: e.to_string(),
+        })?;
+        match event {
+            Event::Start(ref start) | Event::Empty(ref start) => {
+                let is_empty = matches!(event, Event::Empty(_));
+                let local = start.local_name();
+                let name = String::from_utf8_lossy(local.as_ref()).into_owned();
+                let tag = resolve_tag(&ns, &name)?;
+                let mut kind = Kind::Default;
+                for attr in start.attributes() {
+                    let attr = attr.map_err(|e| XmlError::Syntax {
+                        position: pos,
+                        message: e.to_string(),
+                    })?;
+                    let key = attr.key.as_ref();
+                    if key == b"xmlns" || key.starts_with(b"xmlns:") {
+                        continue;
+                    }
+                    match (key, attr.value.as_ref()) {
+                        (b"wbxml", b"opaque") => kind = Kind::Opaque,
+                        (b"wbxml", b"str") => kind = Kind::Str,
+                        _ => {
+                            return Err(XmlError::Attribute {
+                                name: String::from_utf8_lossy(key).into_owned(),
+                                element: name,
+                            })
+                        }
+                    }
+                }
+                if root.is_some() {
+                    return Err(XmlError::Structure("more than one root element"));
+                }
+                let open = Open {
+                    el: Element::new(tag),
+                    kind,
+                };
+                if is_empty {
+                    close(open, &mut stack, &mut root, false)?;
+                } else {
+                    stack.push(open);
+                }
+            }
+            Event::End(_) => {
+                let open = stack
+                    .pop()
+                    .ok_or(XmlError::Structure("closing tag without opening tag"))?;
+                close(open, &mut stack, &mut root, true)?;
+            }
+            Event::Text(text) => {
+                let text = text.unescape().map_err(|e| XmlError::Syntax {
+                    position: pos,
+                    message: e.to_string(),
+                })?;
+                push_text(&mut stack, text)?;
+            }
+            Event::CData(data) => {
+                let text = std::str::from_utf8(&data)
+                    .map_err(|e| XmlError::Syntax {
+                        position: pos,
+                        message: e.to_string(),
+                    })?
+                    .to_owned();
+                push_text(&mut stack, Cow::Owned(text))?;
+            }
+            Event::Eof => break,
+            Event::Decl(_) | Event::PI(_) | Event::DocType(_) | Event::Comment(_) => {}
+        }
+    }
+    if !stack.is_empty() {
+        return Err(XmlError::Structure("unclosed element at end of input"));
+    }
+    root.ok_or(XmlError::Structure("no root element"))
+}
+
+fn resolve_tag(ns: &ResolveResult<'_>, name: &str) -> Result<Tag, XmlError> {
+    let ResolveResult::Bound(ns) = ns else {
+        return Err(XmlError::NoNamespace {
+            name: name.to_owned(),
+        });
+    };
+    let uri = String::from_utf8_lossy(ns.as_ref());
+    let page = code_page_by_namespace(&uri).ok_or_else(|| XmlError::UnknownNamespace {
+        namespace: uri.clone().into_owned(),
+    })?;
+    page.token(name)
+        .map(|t| Tag::new(page.id, t))
+        .ok_or_else(|| XmlError::UnknownElement {
+            namespace: page.namespace,
+            name: name.to_owned(),
+        })
+}
+
+fn push_text(stack: &mut [Open], text: Cow<'_, str>) -> Result<(), XmlError> {
+    let Some(open) = stack.last_mut() else {
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        return Err(XmlError::Structure("text outside the root element"));
+    };
+    if let Some(Node::Text(prev)) = open.el.children.last_mut() {
+        prev.to_mut().push_str(&text);
+    } else {
+        open.el
+            .children
+            .push(Node::Text(Cow::Owned(text.into_owned())));
+    }
+    Ok(())
+}
+
+fn close(
+    mut open: Open,
+    stack: &mut [Open],
+    root: &mut Option<Element<'static>>,
+    had_end_tag: bool,
+) -> Result<(), XmlError> {
+    let el = &mut open.el;
+    if el.children.iter().any(|c| matches!(c, Node::Element(_))) {
+        el.children
+            .retain(|c| !matches!(c, Node::Text(t) if t.trim().is_empty()));
+    } else if had_end_tag && el.children.is_empty() {
+        // `<X></X>`: an empty string, as opposed to `<X/>`.
+        el.children.push(Node::Text(Cow::Borrowed("")));
+    }
+    let opaque = match open.kind {
+        Kind::Opaque => true,
+        Kind::Str => false,
+        Kind::Default => is_opaque(el.tag),
+    };
+    if opaque {
+        for child in &mut el.children {
+            if let Node::Text(t) = child {
+                let compact: String = t.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(compact.as_bytes())
+                    .map_err(|_| XmlError::Base64 {
+                        tag: el.tag.to_string(),
+                    })?;
+                *child = Node::Opaque(Cow::Owned(bytes));
+            }
+        }
+    }
+    match stack.last_mut() {
+        Some(parent) => parent.el.children.push(Node::Element(open.el)),
+        None => *root = Some(open.el),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wbxml::tags::{airsync, airsyncbase, composemail, email, settings};
+
+    fn sample() -> Element<'static> {
+        Element::new(airsync::SYNC).with(
+            Element::new(airsync::COLLECTIONS).with(
+                Element::new(airsync::COLLECTION)
+                    .with(Element::with_text(airsync::SYNC_KEY, "0"))
+                    .with(Element::with_text(email::SUBJECT, "a < b & c\r\n\té"))
+                    .with(Element::with_text(airsyncbase::TYPE, ""))
+                    .with(Element::new(airsync::GET_CHANGES))
+                    .with(Element::with_opaque(
+                        composemail::MIME,
+                        vec![0u8, 1, 2, 255],
+                    ))
+                    .with(Element::with_opaque(email::READ, vec![7u8]))
+                    .with(Element::with_text(composemail::MIME, "plain")),
+            ),
+        )
+    }
+
+    #[test]
+    fn tree_round_trips_through_xml() {
+        let tree = sample();
+        let xml = element_to_xml(&tree);
+        assert!(xml.contains("<Sync xmlns=\"AirSync:\""), "{xml}");
+        assert!(xml.contains("xmlns:email=\"Email:\""), "{xml}");
+        assert!(
+            xml.contains("<email:Subject>a &lt; b &amp; c&#13;\n\té</email:Subject>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<composemail:Mime>AAEC/w==</composemail:Mime>"),
+            "{xml}"
+        );
+        assert_eq!(xml_to_element(&xml).expect("parse"), tree);
+    }
+
+    #[test]
+    fn default_namespace_redeclared_is_accepted() {
+        let xml = r#"<Sync xmlns="AirSync:"><Collections><Collection>
+            <ApplicationData><Subject xmlns="Email:">hi</Subject></ApplicationData>
+        </Collection></Collections></Sync>"#;
+        let el = xml_to_element(xml).expect("parse");
+        let data = el
+            .child(airsync::COLLECTIONS)
+            .and_then(|c| c.child(airsync::COLLECTION))
+            .and_then(|c| c.child(airsync::APPLICATION_DATA))
+            .expect("path");
+        assert_eq!(data.child_text(email::SUBJECT), Some("hi"));
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        assert!(matches!(
+            xml_to_element("<Sync/>"),
+            Err(XmlError::NoNamespace { .. })
+        ));
+        assert!(matches!(
+            xml_to_element(r#"<Sync xmlns="Nope:"/>"#),
+            Err(XmlError::UnknownNamespace { .. })
+        ));
+        assert!(matches!(
+            xml_to_element(r#"<Bogus xmlns="AirSync:"/>"#),
+            Err(XmlError::UnknownElement { .. })
+        ));
+        assert!(matches!(
+            xml_to_element(r#"<Sync xmlns="AirSync:" a="1"/>"#),
+            Err(XmlError::Attribute { .. })
+        ));
+        assert!(matches!(
+            xml_to_element(r#"<Mime xmlns="ComposeMail:">!!</Mime>"#),
+            Err(XmlError::Base64 { .. })
+        ));
+        assert!(xml_to_element(r#"<Sync xmlns="AirSync:">"#).is_err());
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let tree = Element::new(settings::SETTINGS).with(
+            Element::new(settings::DEVICE_PASSWORD)
+                .with(Element::with_text(settings::PASSWORD, "hunter2")),
+        );
+        let xml = element_to_xml_masked(&tree);
+        assert!(!xml.contains("hunter2"), "{xml}");
+        assert!(xml.contains("<Password>*</Password>"), "{xml}");
+    }
+}

@@ -1,0 +1,64 @@
+//! Subcommands of the `opush` binary, one module each. `main.rs` parses the
+//! command line into [`Cli`] and calls [`run`]; every subcommand returns its
+//! exit code. Command logic that is not about the terminal belongs in the
+//! library crates (e.g. `opush_protocol::xml` for `wbxml`).
+
+pub mod wbxml;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// opush: an Exchange ActiveSync server.
+#[derive(Debug, Parser)]
+#[command(name = "opush", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Configuration file (default: embedded store, loopback, port 8082).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Convert between WBXML and XML with the EAS code pages.
+    Wbxml {
+        /// decode or encode.
+        #[command(subcommand)]
+        action: wbxml::Action,
+    },
+    /// Storage schema: status, install, update.
+    Schema {
+        /// status, install or update.
+        #[arg(value_parser = ["status", "install", "update"])]
+        action: String,
+    },
+    /// Replay a recorded session.
+    Replay {
+        /// Arguments of the replay command.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Runs one parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { .. } => not_implemented("serve"),
+        Command::Wbxml { action } => wbxml::run(action),
+        Command::Schema { action } => not_implemented(&format!("schema {action}")),
+        Command::Replay { .. } => not_implemented("replay"),
+    }
+}
+
+fn not_implemented(what: &str) -> ExitCode {
+    eprintln!("opush {what}: not implemented yet");
+    ExitCode::from(2)
+}
