@@ -6,6 +6,7 @@
 //! storage, time or the network. It works on `&[u8]` and typed values only.
 
 pub mod autodiscover;
+pub mod commands;
 pub mod headers;
 pub mod query;
 pub mod status;

@@ -1,0 +1,154 @@
+//! AirSyncBase types shared by Sync, ItemOperations, Search and Find
+//! (MS-ASAIRS): body preferences, bodies, attachments.
+//!
+//! Exists so every command reads and writes bodies the same way. It must not
+//! fetch or convert content; it only carries what the wire carries.
+
+use super::tree::{self, Owned};
+use super::CommandError;
+use crate::wbxml::tags::airsyncbase as asb;
+use crate::wbxml::Element;
+
+/// `BodyPreference` (MS-ASAIRS 2.2.2.7), 12.0+.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BodyPreference {
+    /// `Type`: 1 plain text, 2 HTML, 3 RTF, 4 MIME.
+    pub body_type: u8,
+    /// `TruncationSize` in bytes.
+    pub truncation_size: Option<u32>,
+    /// `AllOrNone`.
+    pub all_or_none: Option<bool>,
+    /// `Preview` length in characters (14.0+).
+    pub preview: Option<u32>,
+}
+
+impl BodyPreference {
+    /// Reads a `BodyPreference` or `BodyPartPreference` element.
+    pub fn from_element(el: &Element<'_>) -> Result<Self, CommandError> {
+        Ok(BodyPreference {
+            body_type: tree::req_num(el, asb::TYPE)?,
+            truncation_size: tree::opt_num(el, asb::TRUNCATION_SIZE)?,
+            all_or_none: tree::opt_bool(el, asb::ALL_OR_NONE)?,
+            preview: tree::opt_num(el, asb::PREVIEW)?,
+        })
+    }
+
+    /// Builds the element named `tag` (`BodyPreference` or `BodyPartPreference`).
+    pub fn to_element(&self, tag: crate::wbxml::Tag) -> Owned {
+        let mut el = Element::new(tag);
+        el.push(tree::text_el(asb::TYPE, self.body_type));
+        tree::push_opt(&mut el, asb::TRUNCATION_SIZE, self.truncation_size);
+        tree::push_bool(&mut el, asb::ALL_OR_NONE, self.all_or_none);
+        tree::push_opt(&mut el, asb::PREVIEW, self.preview);
+        el
+    }
+}
+
+/// `Body` (MS-ASAIRS 2.2.2.9).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Body {
+    /// `Type`.
+    pub body_type: u8,
+    /// `EstimatedDataSize`.
+    pub estimated_data_size: Option<u64>,
+    /// `Truncated`.
+    pub truncated: Option<bool>,
+    /// `Data`.
+    pub data: Option<String>,
+    /// `Preview` (14.0+).
+    pub preview: Option<String>,
+}
+
+impl Body {
+    /// Reads a `Body` element.
+    pub fn from_element(el: &Element<'_>) -> Result<Self, CommandError> {
+        Ok(Body {
+            body_type: tree::req_num(el, asb::TYPE)?,
+            estimated_data_size: tree::opt_num(el, asb::ESTIMATED_DATA_SIZE)?,
+            truncated: tree::opt_bool(el, asb::TRUNCATED)?,
+            data: tree::opt_text(el, asb::DATA)?,
+            preview: tree::opt_text(el, asb::PREVIEW)?,
+        })
+    }
+
+    /// Builds the `Body` element.
+    pub fn to_element(&self) -> Owned {
+        let mut el = Element::new(asb::BODY);
+        el.push(tree::text_el(asb::TYPE, self.body_type));
+        tree::push_opt(&mut el, asb::ESTIMATED_DATA_SIZE, self.estimated_data_size);
+        tree::push_bool(&mut el, asb::TRUNCATED, self.truncated);
+        tree::push_opt(&mut el, asb::DATA, self.data.as_deref());
+        tree::push_opt(&mut el, asb::PREVIEW, self.preview.as_deref());
+        el
+    }
+}
+
+/// `Attachment` (MS-ASAIRS 2.2.2.4).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attachment {
+    /// `DisplayName`.
+    pub display_name: Option<String>,
+    /// `FileReference` (for ItemOperations Fetch).
+    pub file_reference: Option<String>,
+    /// `Method` (1 normal, 5 embedded message, 6 OLE).
+    pub method: Option<u8>,
+    /// `EstimatedDataSize`.
+    pub estimated_data_size: Option<u64>,
+    /// `ContentId`.
+    pub content_id: Option<String>,
+    /// `ContentLocation`.
+    pub content_location: Option<String>,
+    /// `IsInline`.
+    pub is_inline: Option<bool>,
+}
+
+impl Attachment {
+    /// Reads an `Attachment` element.
+    pub fn from_element(el: &Element<'_>) -> Result<Self, CommandError> {
+        Ok(Attachment {
+            display_name: tree::opt_text(el, asb::DISPLAY_NAME)?,
+            file_reference: tree::opt_text(el, asb::FILE_REFERENCE)?,
+            method: tree::opt_num(el, asb::METHOD)?,
+            estimated_data_size: tree::opt_num(el, asb::ESTIMATED_DATA_SIZE)?,
+            content_id: tree::opt_text(el, asb::CONTENT_ID)?,
+            content_location: tree::opt_text(el, asb::CONTENT_LOCATION)?,
+            is_inline: tree::opt_bool(el, asb::IS_INLINE)?,
+        })
+    }
+
+    /// Builds the `Attachment` element.
+    pub fn to_element(&self) -> Owned {
+        let mut el = Element::new(asb::ATTACHMENT);
+        tree::push_opt(&mut el, asb::DISPLAY_NAME, self.display_name.as_deref());
+        tree::push_opt(&mut el, asb::FILE_REFERENCE, self.file_reference.as_deref());
+        tree::push_opt(&mut el, asb::METHOD, self.method);
+        tree::push_opt(&mut el, asb::ESTIMATED_DATA_SIZE, self.estimated_data_size);
+        tree::push_opt(&mut el, asb::CONTENT_ID, self.content_id.as_deref());
+        tree::push_opt(
+            &mut el,
+            asb::CONTENT_LOCATION,
+            self.content_location.as_deref(),
+        );
+        tree::push_bool(&mut el, asb::IS_INLINE, self.is_inline);
+        el
+    }
+}
+
+/// Reads the `Attachment` children of an `Attachments` element.
+pub fn attachments_from(el: &Element<'_>) -> Result<Vec<Attachment>, CommandError> {
+    el.children_with(asb::ATTACHMENT)
+        .map(Attachment::from_element)
+        .collect()
+}
+
+/// Builds an `Attachments` element (none when the list is empty).
+pub fn attachments_to(list: &[Attachment]) -> Option<Owned> {
+    if list.is_empty() {
+        return None;
+    }
+    let mut el = Element::new(asb::ATTACHMENTS);
+    for a in list {
+        el.push(a.to_element());
+    }
+    Some(el)
+}

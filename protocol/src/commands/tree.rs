@@ -1,0 +1,151 @@
+//! Small helpers to read typed fields from, and write them to, the WBXML
+//! tree (`crate::wbxml::Element`), shared by every command module.
+//!
+//! Exists so each command reads like its schema. It must not know any
+//! command: only elements, text, numbers and booleans, with typed errors.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+use super::CommandError;
+use crate::wbxml::{Element, Node, Tag};
+
+/// An element that owns its data, as typed values produce.
+pub type Owned = Element<'static>;
+
+/// Fails unless `el` is the element `tag`.
+pub(crate) fn expect_tag(el: &Element<'_>, tag: Tag) -> Result<(), CommandError> {
+    if el.tag == tag {
+        Ok(())
+    } else {
+        Err(CommandError::UnexpectedElement {
+            expected: tag,
+            found: el.tag,
+        })
+    }
+}
+
+/// The text content of an element: its text, or its opaque bytes as UTF-8,
+/// or `""` for an empty element.
+pub(crate) fn content(el: &Element<'_>) -> Result<String, CommandError> {
+    if let Some(t) = el.text_concat() {
+        return Ok(t.into_owned());
+    }
+    if let Some(b) = el.opaque() {
+        return String::from_utf8(b.to_vec()).map_err(|_| CommandError::InvalidValue {
+            tag: el.tag,
+            value: "<non-UTF-8 opaque>".to_owned(),
+        });
+    }
+    Ok(String::new())
+}
+
+/// The bytes of an element: opaque data, or text bytes.
+pub(crate) fn bytes(el: &Element<'_>) -> Vec<u8> {
+    if let Some(b) = el.opaque() {
+        return b.to_vec();
+    }
+    el.text_concat()
+        .map(|t| t.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// The text of the required child `tag`.
+pub(crate) fn req_text(el: &Element<'_>, tag: Tag) -> Result<String, CommandError> {
+    content(el.child(tag).ok_or(CommandError::Missing(tag))?)
+}
+
+/// The text of the optional child `tag`.
+pub(crate) fn opt_text(el: &Element<'_>, tag: Tag) -> Result<Option<String>, CommandError> {
+    el.child(tag).map(content).transpose()
+}
+
+/// Parses a value, mapping failure to [`CommandError::InvalidValue`].
+pub(crate) fn parse<T: FromStr>(tag: Tag, s: &str) -> Result<T, CommandError> {
+    s.trim().parse().map_err(|_| CommandError::InvalidValue {
+        tag,
+        value: s.chars().take(64).collect(),
+    })
+}
+
+/// The required child `tag`, parsed.
+pub(crate) fn req_num<T: FromStr>(el: &Element<'_>, tag: Tag) -> Result<T, CommandError> {
+    parse(tag, &req_text(el, tag)?)
+}
+
+/// The optional child `tag`, parsed.
+pub(crate) fn opt_num<T: FromStr>(el: &Element<'_>, tag: Tag) -> Result<Option<T>, CommandError> {
+    opt_text(el, tag)?.map(|s| parse(tag, &s)).transpose()
+}
+
+/// An EAS boolean: `1`/`0`; an empty element means true (MS-ASDTYPE boolean
+/// and the empty-tag forms such as `<GetChanges/>`).
+pub(crate) fn bool_of(el: &Element<'_>) -> Result<bool, CommandError> {
+    match content(el)?.trim() {
+        "" | "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        other => Err(CommandError::InvalidValue {
+            tag: el.tag,
+            value: other.chars().take(16).collect(),
+        }),
+    }
+}
+
+/// The optional boolean child `tag`.
+pub(crate) fn opt_bool(el: &Element<'_>, tag: Tag) -> Result<Option<bool>, CommandError> {
+    el.child(tag).map(bool_of).transpose()
+}
+
+/// True when the child `tag` is present (a flag element such as `MoreAvailable`).
+pub(crate) fn has(el: &Element<'_>, tag: Tag) -> bool {
+    el.child(tag).is_some()
+}
+
+/// A text element.
+pub(crate) fn text_el(tag: Tag, value: impl Display) -> Owned {
+    Element::with_text(tag, value.to_string())
+}
+
+/// Appends `<tag>value</tag>` when `value` is present.
+pub(crate) fn push_opt<T: Display>(parent: &mut Owned, tag: Tag, value: Option<T>) {
+    if let Some(v) = value {
+        parent.push(text_el(tag, v));
+    }
+}
+
+/// Appends `<tag>1</tag>`/`<tag>0</tag>` when present.
+pub(crate) fn push_bool(parent: &mut Owned, tag: Tag, value: Option<bool>) {
+    if let Some(v) = value {
+        parent.push(text_el(tag, if v { "1" } else { "0" }));
+    }
+}
+
+/// Appends `<tag/>` when `flag` is set.
+pub(crate) fn push_flag(parent: &mut Owned, tag: Tag, flag: bool) {
+    if flag {
+        parent.push(Element::new(tag));
+    }
+}
+
+/// Appends an opaque element when present.
+pub(crate) fn push_opaque(parent: &mut Owned, tag: Tag, value: Option<&Vec<u8>>) {
+    if let Some(v) = value {
+        parent.push(Element::with_opaque(tag, v.clone()));
+    }
+}
+
+/// The owned copy of a subtree (for generic payloads).
+pub(crate) fn owned(el: &Element<'_>) -> Owned {
+    el.clone().into_owned()
+}
+
+/// The element's children that are elements, owned.
+pub(crate) fn owned_children(el: &Element<'_>) -> Vec<Owned> {
+    el.children
+        .iter()
+        .filter_map(|n| match n {
+            Node::Element(e) => Some(owned(e)),
+            _ => None,
+        })
+        .collect()
+}
