@@ -3,3 +3,122 @@
 //! fields.
 //!
 //! Architecture invariant: no I/O, no clock, no randomness, never awaits.
+//! `engine/clippy.toml` forbids the clock and RNG methods.
+//!
+//! # Model
+//! A device's life is a log of [`Event`]s. [`apply`] folds one event into a
+//! [`DeviceState`] and is total (any sequence folds, nothing panics). Each
+//! `decide_*` function takes `&DeviceState`, the command input and `now`,
+//! and returns a [`Decision`]: the response model plus the events recording
+//! the decision. Decisions are a function of (state, input, now, config).
+//!
+//! Items are backend-neutral: a [`BackendItemId`] (IMAP "uidvalidity/uid",
+//! DAV href), an [`ItemVersion`] that changes with the item, a
+//! `received_at` for the FilterType window and optionally a content digest.
+//! Observations ([`Observation`]) are a full listing or a delta since a
+//! backend cursor. A validity change (UIDVALIDITY) makes every known item
+//! vanish: the device receives Deletes then Adds through normal paging, which
+//! every device handles, rather than Status 3 (which some clients handle by
+//! dropping local changes). Since IMAP ids embed the validity this is also
+//! what a full listing shows.
+//!
+//! Each collection keeps, per item, the backend side and the device side
+//! (what the device confirmed) plus a `dirty` set of items whose sides may
+//! differ, so a no-change Sync visits nothing. Pages are taken from `dirty`
+//! in order; the soft-delete scan walks the items on the device ordered by
+//! `received_at` only below the window cutoff.
+//!
+//! # SyncKeys and acknowledgement
+//! Keys are decimal counters per collection that never repeat (a reset
+//! continues the count), so an old key is never mistaken for a live one.
+//! Only the device's use of a key confirms the batch that issued it:
+//! * SyncKey "0": `SyncReset` (device side emptied), a new key, no items.
+//! * the pending batch's key: `SyncKeyConfirmed`, then client commands, then
+//!   the next page as `SyncKeyIssued` (or the same key when nothing is due).
+//! * the confirmed key while a batch is pending: the answer was lost; the
+//!   same batch is returned (byte-identical rendering) and `SyncRetried` is
+//!   recorded. After `retries_before_shrink` identical replays the batch is
+//!   re-issued with half its changes; a one-item batch still failing after
+//!   `retries_before_quarantine` more retries quarantines that item
+//!   (reported in the response, skipped, released when the item changes).
+//! * anything else: Status 3 ([MS-ASCMD] 2.2.3.177.17), the device resyncs.
+//!
+//! FilterType changes with a non-zero key do not reset the collection:
+//! [MS-ASCMD] 2.2.3.68.2 says the server maintains the window — items
+//! leaving it are sent as SoftDelete, items entering it as Add. The answer to
+//! the request that changes the filter sets MoreAvailable so the device comes
+//! back for newly included items. FilterType 8 (incomplete tasks) is "all".
+//!
+//! Conflicts ([MS-ASCMD] 2.2.3.34): by default (1) the server object wins —
+//! the device's Change gets Status 7 and the server version is sent back; with
+//! Conflict 0 the device's change is applied.
+//!
+//! Client Adds are idempotent by ClientId; in contacts folders an Add whose
+//! content digest (blake3 of the ApplicationData, computed by the server)
+//! matches an existing item is mapped onto it instead of creating a duplicate.
+//!
+//! # Effects, in order (the server carries them out)
+//! 1. Parse, authenticate, [`check_policy`].
+//! 2. Observe the backends; fold the observation as
+//!    [`Event::BackendObserved`] / [`Event::HierarchyObserved`].
+//! 3. For commands that change the backend (Sync `<Commands>`, MoveItems,
+//!    Folder*): `plan_*` returns the backend effects; perform them in order
+//!    and collect their outcomes.
+//! 4. `decide_*` with the outcomes: response model + events.
+//! 5. Append all events of steps 2-4 atomically. A new SyncKey reaches the
+//!    device only after the events creating it are durable; if the append
+//!    fails the device gets a retryable error and retries with its old key
+//!    (step 3 effects are then found done: ClientId mapping, observations).
+//! 6. Fold the events into the in-memory state.
+//! 7. Fetch the content the response needs (Add/Change/Fetch bodies by
+//!    backend id and version), render, send, then log `ResponseSent`.
+//!
+//! # Known limits
+//! * A lost FolderCreate/Update/Delete answer leads to FolderSync Status 9
+//!   on the retry (the device resyncs its hierarchy).
+//! * An item that ages out of the window while dirty and not yet on the
+//!   device stays in `dirty` (skipped at no cost beyond a lookup) until it
+//!   is observed again.
+
+mod decision;
+mod event;
+mod folder_sync;
+mod move_items;
+mod ping;
+mod provision;
+mod snapshot;
+mod state;
+mod sync;
+mod types;
+
+pub use decision::{Decision, EngineConfig, StepError};
+pub use event::{
+    decode_event, encode_event, AppliedChange, BackendFolder, Batch, ClientReply, CodecError,
+    Event, FolderChange, Observation, ObservationKind, ObservedItem, ReplyKind, ServerChange,
+    FORMAT_VERSION,
+};
+pub use folder_sync::{
+    decide_folder_op, decide_folder_sync, hierarchy_out_of_date, plan_folder_op, FolderEffect,
+    FolderOp, FolderOpResponse, FolderOutcome, FolderSyncResponse,
+};
+pub use move_items::{decide_move, plan_move, MoveEffect, MoveOutcome, MoveRequest, MoveResponse};
+pub use ping::{
+    decide_get_item_estimate, decide_ping, has_changes, ping_changes, EstimateRequest,
+    EstimateResponse, PingRequest, PingResponse,
+};
+pub use provision::{
+    check_policy, decide_provision, PolicyCheck, ProvisionRequest, ProvisionResponse,
+};
+pub use snapshot::{decode_snapshot, encode_snapshot};
+pub use state::{
+    apply, fold, CollectionState, DeviceFolder, DeviceSide, DeviceState, Folder, Hierarchy, Item,
+    Pending, PolicyState, ServerSide, WipeState,
+};
+pub use sync::{
+    decide_sync, plan_sync, BackendEffect, ClientCommand, Conflict, EffectOutcome, SyncInput,
+    SyncRequest, SyncResponse, SyncStatus,
+};
+pub use types::{
+    BackendFolderId, BackendItemId, ClientId, CollectionId, Command, Digest, FilterType,
+    FolderType, ItemVersion, PolicyKey, ProtocolVersion, ServerId, SyncKey, Timestamp,
+};

@@ -1,0 +1,76 @@
+//! What every `decide_*` returns and takes besides the state: the
+//! [`Decision`] (response model + events to append), the [`EngineConfig`]
+//! values the server passes in, and [`StepError`] for caller mistakes.
+//!
+//! Protocol outcomes (invalid SyncKey, unknown folder…) are statuses in the
+//! response model, not errors; `StepError` means the caller broke the
+//! plan/decide contract. A failed step returns no events: nothing changes.
+
+use crate::event::Event;
+
+/// The result of a decision: what to answer and what to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision<R> {
+    /// The response model the server renders.
+    pub response: R,
+    /// Events to append (durably, before the response is sent).
+    pub events: Vec<Event>,
+}
+
+/// Limits and policies chosen by configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// WindowSize used when the request has none.
+    pub default_window: u32,
+    /// Server maximum WindowSize (the client's value is capped to it).
+    pub max_window: u32,
+    /// Identical replays of a lost answer before the window shrinks.
+    pub retries_before_shrink: u32,
+    /// Further retries of a one-item answer before that item is quarantined.
+    pub retries_before_quarantine: u32,
+    /// Lowest accepted Ping HeartbeatInterval (seconds).
+    pub min_heartbeat: u32,
+    /// Highest accepted Ping HeartbeatInterval (seconds).
+    pub max_heartbeat: u32,
+    /// Most folders one Ping may watch.
+    pub max_ping_folders: usize,
+    /// Whether devices must be provisioned.
+    pub require_provisioning: bool,
+    /// Accept a policy acknowledgement with status 2 (partially applied).
+    pub allow_partial_compliance: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_window: 100,
+            max_window: 512,
+            retries_before_shrink: 2,
+            retries_before_quarantine: 3,
+            min_heartbeat: 60,
+            max_heartbeat: 3540,
+            max_ping_folders: 300,
+            require_provisioning: true,
+            allow_partial_compliance: true,
+        }
+    }
+}
+
+/// The caller broke the engine's contract (never a protocol status).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StepError {
+    /// The outcomes do not match the planned effects.
+    #[error("expected {expected} effect outcomes, got {got}")]
+    OutcomeMismatch {
+        /// Planned effects.
+        expected: usize,
+        /// Outcomes given.
+        got: usize,
+    },
+    /// An outcome does not fit its effect (e.g. `Deleted` for a create).
+    #[error("outcome {index} does not match its effect")]
+    OutcomeKind {
+        /// Position in the plan.
+        index: usize,
+    },
+}

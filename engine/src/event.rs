@@ -1,0 +1,467 @@
+//! The per-device event log: every fact the engine learns or decides, and
+//! the versioned binary encoding storage keeps opaquely.
+//!
+//! Events are facts, never commands: `apply` folds them and never fails.
+//! Encoding is rkyv behind an 8-byte header (`b"OPEV"` + little-endian u32
+//! [`FORMAT_VERSION`]); a newer version is rejected with a typed error, never
+//! misread. This module must not interpret events (that is `state`).
+
+use crate::types::{
+    BackendFolderId, BackendItemId, ClientId, CollectionId, Command, Digest, FilterType,
+    FolderType, ItemVersion, PolicyKey, ProtocolVersion, ServerId, SyncKey, Timestamp,
+};
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Version of the event encoding. Bump it when an event's layout changes and
+/// keep a decoder for every older version.
+pub const FORMAT_VERSION: u32 = 1;
+
+const EVENT_MAGIC: &[u8; 4] = b"OPEV";
+pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";
+
+/// An item as the backend shows it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ObservedItem {
+    /// Backend identity.
+    pub id: BackendItemId,
+    /// Current version.
+    pub version: ItemVersion,
+    /// Date used by the FilterType window (mail: received; calendar: end).
+    pub received_at: Timestamp,
+    /// Content digest when the backend can give one cheaply (contacts).
+    pub digest: Option<Digest>,
+}
+
+/// Whether an observation lists everything or only what changed.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObservationKind {
+    /// `changed` is the complete content of the folder; absent items vanished.
+    Full,
+    /// `changed`/`vanished` since the previous cursor (IMAP QRESYNC, DAV sync-token).
+    Delta,
+}
+
+/// What the backend contains for one collection, as seen by the server.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// Backend validity (IMAP UIDVALIDITY); a change means every item is new.
+    pub validity: u64,
+    /// Backend cursor after this observation (HIGHESTMODSEQ, sync-token digest).
+    pub cursor: u64,
+    /// Full listing or delta.
+    pub kind: ObservationKind,
+    /// Items present (full) or added/changed (delta).
+    pub changed: Vec<ObservedItem>,
+    /// Items gone (delta only; ignored for a full listing).
+    pub vanished: Vec<BackendItemId>,
+}
+
+/// A folder as the backend lists it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BackendFolder {
+    /// Backend identity (must survive renames for a rename to be an Update).
+    pub id: BackendFolderId,
+    /// DisplayName.
+    pub name: String,
+    /// Parent folder, `None` at the root.
+    pub parent: Option<BackendFolderId>,
+    /// EAS Type chosen by the server (special folders from configuration).
+    pub folder_type: FolderType,
+}
+
+/// One server-side change sent to the device in a Sync response.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum ServerChange {
+    /// `<Add>`: content to fetch is `id` at `version`.
+    Add {
+        /// ServerId number.
+        n: u32,
+        /// Backend identity.
+        id: BackendItemId,
+        /// Version sent.
+        version: ItemVersion,
+    },
+    /// `<Change>`.
+    Change {
+        /// ServerId number.
+        n: u32,
+        /// Backend identity.
+        id: BackendItemId,
+        /// Version sent.
+        version: ItemVersion,
+    },
+    /// `<Delete>`: the item is gone from the backend.
+    Delete {
+        /// ServerId number.
+        n: u32,
+        /// Backend identity.
+        id: BackendItemId,
+    },
+    /// `<SoftDelete>`: the item left the FilterType window.
+    SoftDelete {
+        /// ServerId number.
+        n: u32,
+        /// Backend identity.
+        id: BackendItemId,
+    },
+}
+
+impl ServerChange {
+    /// The backend identity the change is about.
+    pub fn id(&self) -> &BackendItemId {
+        match self {
+            ServerChange::Add { id, .. }
+            | ServerChange::Change { id, .. }
+            | ServerChange::Delete { id, .. }
+            | ServerChange::SoftDelete { id, .. } => id,
+        }
+    }
+
+    /// The ServerId number.
+    pub fn n(&self) -> u32 {
+        match self {
+            ServerChange::Add { n, .. }
+            | ServerChange::Change { n, .. }
+            | ServerChange::Delete { n, .. }
+            | ServerChange::SoftDelete { n, .. } => *n,
+        }
+    }
+}
+
+/// Which client command a reply answers.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// `<Add>`
+    Add,
+    /// `<Change>`
+    Change,
+    /// `<Delete>`
+    Delete,
+    /// `<Fetch>`
+    Fetch,
+}
+
+/// The answer to one client command, kept in the batch so a retried request
+/// gets exactly the same replies.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClientReply {
+    /// Which command.
+    pub kind: ReplyKind,
+    /// ClientId of an Add.
+    pub client_id: Option<ClientId>,
+    /// ServerId concerned (assigned one for an Add).
+    pub server_id: Option<ServerId>,
+    /// Sync Status of the command ([MS-ASCMD] 2.2.3.177.17).
+    pub status: u8,
+    /// Backend item to fetch content from (Fetch).
+    pub backend: Option<BackendItemId>,
+}
+
+/// What one SyncKey carries: the answer to replay byte-for-byte on a retry.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The SyncKey issued with the batch.
+    pub key: SyncKey,
+    /// Server changes, in response order.
+    pub changes: Vec<ServerChange>,
+    /// Replies to client commands, in request order.
+    pub replies: Vec<ClientReply>,
+    /// MoreAvailable.
+    pub more_available: bool,
+}
+
+/// One folder-hierarchy change for FolderSync.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum FolderChange {
+    /// `<Add>`
+    Add {
+        /// ServerId of the folder.
+        id: CollectionId,
+        /// ParentId (`None` = "0").
+        parent: Option<CollectionId>,
+        /// DisplayName.
+        name: String,
+        /// Type.
+        folder_type: FolderType,
+    },
+    /// `<Update>` (rename or move).
+    Update {
+        /// ServerId of the folder.
+        id: CollectionId,
+        /// ParentId.
+        parent: Option<CollectionId>,
+        /// DisplayName.
+        name: String,
+        /// Type.
+        folder_type: FolderType,
+    },
+    /// `<Delete>`
+    Delete {
+        /// ServerId of the folder.
+        id: CollectionId,
+    },
+}
+
+/// What a client command did to the backend (recorded after the server
+/// performed the planned effect).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum AppliedChange {
+    /// The device created the item (or it was deduplicated onto `item`).
+    Added {
+        /// The device's ClientId.
+        client_id: ClientId,
+        /// The backend item now carrying it.
+        item: ObservedItem,
+    },
+    /// The device changed the item; the backend now has `version`.
+    Changed {
+        /// New version.
+        version: ItemVersion,
+    },
+    /// The device deleted the item.
+    Deleted,
+}
+
+/// Every fact of a device's life. See the crate docs for the fold rules.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A request arrived (log/replay only; does not change sync state).
+    RequestReceived {
+        /// Server-chosen request id.
+        req_id: u64,
+        /// Arrival time.
+        at: Timestamp,
+        /// Command.
+        command: Command,
+        /// MS-ASProtocolVersion.
+        protocol_version: ProtocolVersion,
+        /// blake3 of the decoded request (bodies stay out of the log).
+        request: Digest,
+    },
+    /// The backend content of a collection was observed.
+    BackendObserved {
+        /// Request that observed it.
+        req_id: u64,
+        /// Collection.
+        collection: CollectionId,
+        /// Observation time (for the filter window).
+        at: Timestamp,
+        /// What was seen.
+        observation: Observation,
+    },
+    /// SyncKey 0: the device starts this collection over.
+    SyncReset {
+        /// Collection.
+        collection: CollectionId,
+        /// The first key issued.
+        key: SyncKey,
+        /// FilterType in force.
+        filter: FilterType,
+        /// Time of the reset.
+        at: Timestamp,
+    },
+    /// The device used the key of the pending batch: it has that batch.
+    SyncKeyConfirmed {
+        /// Collection.
+        collection: CollectionId,
+        /// The confirmed key.
+        key: SyncKey,
+    },
+    /// A new SyncKey and the batch it carries (becomes the pending batch).
+    SyncKeyIssued {
+        /// Collection.
+        collection: CollectionId,
+        /// The batch.
+        batch: Batch,
+    },
+    /// The device presented the previous key again (lost response).
+    SyncRetried {
+        /// Collection.
+        collection: CollectionId,
+        /// The key it presented.
+        key: SyncKey,
+    },
+    /// The device asked for another FilterType (no reset, see crate docs).
+    FilterChanged {
+        /// Collection.
+        collection: CollectionId,
+        /// New FilterType.
+        filter: FilterType,
+        /// When.
+        at: Timestamp,
+    },
+    /// A device-side change was carried out on the backend.
+    ClientChangeApplied {
+        /// Collection.
+        collection: CollectionId,
+        /// ServerId number of the item.
+        n: u32,
+        /// Backend identity of the item.
+        id: BackendItemId,
+        /// What happened.
+        change: AppliedChange,
+    },
+    /// An item kept failing delivery: skipped until it changes.
+    ItemQuarantined {
+        /// Collection.
+        collection: CollectionId,
+        /// Item.
+        id: BackendItemId,
+    },
+    /// The device moved an item (MoveItems); not echoed back to it.
+    ItemMovedByDevice {
+        /// Source collection.
+        src: CollectionId,
+        /// Source item.
+        src_id: BackendItemId,
+        /// Destination collection.
+        dst: CollectionId,
+        /// ServerId number in the destination.
+        dst_n: u32,
+        /// The item in the destination.
+        item: ObservedItem,
+    },
+    /// The backend folder list was observed.
+    HierarchyObserved {
+        /// Full list.
+        folders: Vec<BackendFolder>,
+    },
+    /// FolderSync with SyncKey 0.
+    HierarchyReset {
+        /// First hierarchy key.
+        key: SyncKey,
+    },
+    /// The device used the pending hierarchy key.
+    HierarchyKeyConfirmed {
+        /// Key.
+        key: SyncKey,
+    },
+    /// A hierarchy key was issued with these changes.
+    FolderHierarchyChanged {
+        /// New hierarchy key.
+        key: SyncKey,
+        /// Changes sent.
+        changes: Vec<FolderChange>,
+    },
+    /// The device created/renamed/deleted a folder and the backend did it;
+    /// the device already knows, so this is applied to its view directly.
+    FolderChangedByDevice {
+        /// New hierarchy key given in the response.
+        key: SyncKey,
+        /// The change as the device sees it.
+        change: FolderChange,
+        /// The backend folder (None for a delete).
+        folder: Option<BackendFolder>,
+    },
+    /// Provision phase 1: a temporary policy key was sent.
+    PolicyKeyIssued {
+        /// Temporary key.
+        policy_key: PolicyKey,
+    },
+    /// Provision phase 2: the device acknowledged; final key.
+    DeviceProvisioned {
+        /// Final key.
+        policy_key: PolicyKey,
+    },
+    /// The server's policy changed: the device must provision again.
+    PolicyChanged,
+    /// An administrator asked for a remote wipe.
+    WipeRequested {
+        /// When.
+        at: Timestamp,
+    },
+    /// The device acknowledged the wipe.
+    WipeAcknowledged {
+        /// When.
+        at: Timestamp,
+    },
+    /// A Ping was armed with these folders (remembered for empty Pings).
+    PingArmed {
+        /// Folders.
+        folders: Vec<CollectionId>,
+        /// HeartbeatInterval in seconds.
+        heartbeat: u32,
+    },
+    /// A response left (log/replay only).
+    ResponseSent {
+        /// Request id.
+        req_id: u64,
+        /// Status sent.
+        status: u16,
+        /// blake3 of the rendered body.
+        digest: Digest,
+    },
+}
+
+/// Errors decoding stored bytes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    /// Fewer than 8 bytes or a wrong magic.
+    #[error("not an opush {0} record")]
+    BadHeader(&'static str),
+    /// Written by a newer opush.
+    #[error("format version {found} is newer than supported {supported}")]
+    NewerVersion {
+        /// Version in the record.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+    /// Version too old and no longer readable (none so far).
+    #[error("format version {0} is not supported")]
+    UnsupportedVersion(u32),
+    /// The payload failed validation.
+    #[error("corrupt payload: {0}")]
+    Corrupt(String),
+    /// Encoding failed (should not happen with in-memory values).
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+pub(crate) fn with_header(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Checks the header and returns an aligned copy of the payload.
+pub(crate) fn payload(
+    magic: &[u8; 4],
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<rkyv::util::AlignedVec<16>, CodecError> {
+    if bytes.len() < 8 || &bytes[..4] != magic {
+        return Err(CodecError::BadHeader(what));
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&bytes[4..8]);
+    let version = u32::from_le_bytes(v);
+    if version > FORMAT_VERSION {
+        return Err(CodecError::NewerVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version == 0 {
+        return Err(CodecError::UnsupportedVersion(version));
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len() - 8);
+    aligned.extend_from_slice(&bytes[8..]);
+    Ok(aligned)
+}
+
+/// Encodes one event for the log.
+pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(event)
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(with_header(EVENT_MAGIC, &bytes))
+}
+
+/// Decodes one event; rejects newer versions and corrupt bytes.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
+    let aligned = payload(EVENT_MAGIC, "event", bytes)?;
+    rkyv::from_bytes::<Event, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| CodecError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,131 @@
+//! MoveItems: a move made by the device is recorded so that it is not
+//! echoed back to that device as a Delete in the source and an Add in the
+//! destination. Other devices of the user have their own state and simply
+//! observe the backend (a vanish and a new item).
+//!
+//! Two-step like Sync commands; nothing here mutates state.
+
+use crate::decision::{Decision, StepError};
+use crate::event::{Event, ObservedItem};
+use crate::state::DeviceState;
+use crate::types::{BackendFolderId, BackendItemId, CollectionId, ServerId};
+
+/// One `<Move>` of a MoveItems request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveRequest {
+    /// SrcMsgId.
+    pub src: ServerId,
+    /// DstFldId.
+    pub dst: CollectionId,
+}
+
+/// The backend move to perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveEffect {
+    /// Source collection.
+    pub src: CollectionId,
+    /// Item to move.
+    pub id: BackendItemId,
+    /// Destination backend folder.
+    pub dst_folder: BackendFolderId,
+}
+
+/// Outcome of a move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// Moved: the item in the destination.
+    Moved(ObservedItem),
+    /// The backend failed.
+    Failed,
+}
+
+/// MoveItems Response for one move ([MS-ASCMD] 2.2.3.177.9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveResponse {
+    /// 1 invalid source, 2 invalid destination, 3 success, 4 same
+    /// source and destination, 5 failure.
+    pub status: u8,
+    /// SrcMsgId.
+    pub src: ServerId,
+    /// DstMsgId on success.
+    pub dst: Option<ServerId>,
+}
+
+/// Step 1: the effect to perform, or the failure status.
+pub fn plan_move(state: &DeviceState, req: &MoveRequest) -> Result<MoveEffect, MoveResponse> {
+    let fail = |status| MoveResponse {
+        status,
+        src: req.src,
+        dst: None,
+    };
+    let src_col = req.src.collection;
+    let c = state.collections.get(&src_col).ok_or_else(|| fail(1))?;
+    let id = c.by_n.get(&req.src.n).ok_or_else(|| fail(1))?;
+    if c.items.get(id).is_none_or(|i| i.server.is_none()) {
+        return Err(fail(1));
+    }
+    let dst_folder = state.hierarchy.ids.get(&req.dst).ok_or_else(|| fail(2))?;
+    if req.dst == src_col {
+        return Err(fail(4));
+    }
+    Ok(MoveEffect {
+        src: src_col,
+        id: id.clone(),
+        dst_folder: dst_folder.clone(),
+    })
+}
+
+/// Step 2: records a performed move.
+pub fn decide_move(
+    state: &DeviceState,
+    req: &MoveRequest,
+    outcome: &MoveOutcome,
+) -> Result<Decision<MoveResponse>, StepError> {
+    let effect = match plan_move(state, req) {
+        Ok(e) => e,
+        Err(r) => {
+            return Ok(Decision {
+                response: r,
+                events: vec![],
+            })
+        }
+    };
+    let item = match outcome {
+        MoveOutcome::Failed => {
+            return Ok(Decision {
+                response: MoveResponse {
+                    status: 5,
+                    src: req.src,
+                    dst: None,
+                },
+                events: vec![],
+            })
+        }
+        MoveOutcome::Moved(item) => item,
+    };
+    let dst_n = state.collections.get(&req.dst).map_or(1, |d| {
+        d.items
+            .get(&item.id)
+            .map(|i| i.n)
+            .filter(|n| *n != 0)
+            .unwrap_or(d.next_n)
+    });
+    let dst = ServerId {
+        collection: req.dst,
+        n: dst_n,
+    };
+    Ok(Decision {
+        response: MoveResponse {
+            status: 3,
+            src: req.src,
+            dst: Some(dst),
+        },
+        events: vec![Event::ItemMovedByDevice {
+            src: effect.src,
+            src_id: effect.id,
+            dst: req.dst,
+            dst_n,
+            item: item.clone(),
+        }],
+    })
+}

@@ -1,0 +1,762 @@
+//! `DeviceState` and the total fold `apply(&mut DeviceState, &Event)`.
+//!
+//! Every event sequence folds without failing or panicking: unknown
+//! collections, keys that do not match, items that vanished — all are
+//! ignored or handled as documented. This module decides nothing; it only
+//! records what `decide_*` chose and what backends showed. All maps are
+//! ordered (BTreeMap) so iteration, and therefore every decision, is
+//! deterministic.
+
+use crate::event::{
+    AppliedChange, BackendFolder, Batch, Event, FolderChange, ObservationKind, ObservedItem,
+    ServerChange,
+};
+use crate::types::{
+    BackendFolderId, BackendItemId, ClientId, CollectionId, Digest, FilterType, FolderType,
+    ItemVersion, PolicyKey, SyncKey, Timestamp,
+};
+use rkyv::{Archive, Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The backend side of an item.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerSide {
+    /// Current version.
+    pub version: ItemVersion,
+    /// Date for the filter window.
+    pub received_at: Timestamp,
+}
+
+/// The device side of an item (as confirmed by the device's next SyncKey).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceSide {
+    /// Version the device holds.
+    pub version: ItemVersion,
+    /// `received_at` when it was sent (key of the soft-delete index).
+    pub received_at: Timestamp,
+}
+
+/// One item of a collection, both sides.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Item {
+    /// ServerId number, 0 until first sent.
+    pub n: u32,
+    /// What the backend has (None: vanished).
+    pub server: Option<ServerSide>,
+    /// What the device has (None: not on the device).
+    pub device: Option<DeviceSide>,
+    /// Known to be outside the filter window and not on the device.
+    pub filtered_out: bool,
+}
+
+/// The still-unconfirmed answer of a collection.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The batch issued with `batch.key`.
+    pub batch: Batch,
+    /// How many times the device presented the previous key again.
+    pub retries: u32,
+}
+
+/// Sync state of one collection for one device.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CollectionState {
+    /// EAS folder type (decides filter window and dedupe).
+    pub folder_type: FolderType,
+    /// FilterType in force.
+    pub filter: FilterType,
+    /// Backend validity seen last.
+    pub validity: Option<u64>,
+    /// Backend cursor seen last.
+    pub cursor: u64,
+    /// Items by backend identity.
+    pub items: BTreeMap<BackendItemId, Item>,
+    /// ServerId number → backend identity.
+    pub by_n: BTreeMap<u32, BackendItemId>,
+    /// Items on the device ordered by `received_at` (soft-delete scan).
+    pub on_device: BTreeSet<(Timestamp, BackendItemId)>,
+    /// Items that may need sending.
+    pub dirty: BTreeSet<BackendItemId>,
+    /// Next ServerId number.
+    pub next_n: u32,
+    /// Whether the device bootstrapped this collection (SyncKey 0).
+    pub synced: bool,
+    /// The confirmed SyncKey (what the device holds for sure).
+    pub current: SyncKey,
+    /// Highest key ever issued (keys never repeat).
+    pub last_key: SyncKey,
+    /// The issued-but-unconfirmed batch.
+    pub pending: Option<Pending>,
+    /// ClientId of device-created items → ServerId number.
+    pub client_ids: BTreeMap<ClientId, u32>,
+    /// Content digests (contacts dedupe) → backend identity.
+    pub digests: BTreeMap<Digest, BackendItemId>,
+    /// Items skipped after repeated delivery failures.
+    pub quarantined: BTreeSet<BackendItemId>,
+}
+
+impl CollectionState {
+    /// An empty collection.
+    pub fn new(folder_type: FolderType) -> CollectionState {
+        CollectionState {
+            folder_type,
+            filter: FilterType::All,
+            validity: None,
+            cursor: 0,
+            items: BTreeMap::new(),
+            by_n: BTreeMap::new(),
+            on_device: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            next_n: 1,
+            synced: false,
+            current: SyncKey::ZERO,
+            last_key: SyncKey::ZERO,
+            pending: None,
+            client_ids: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            quarantined: BTreeSet::new(),
+        }
+    }
+
+    /// Cutoff of the filter window at `at` (None: no window for this folder).
+    pub fn cutoff(&self, at: Timestamp) -> Option<Timestamp> {
+        if self.folder_type.is_time_filtered() {
+            self.filter.cutoff(at)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `item` needs attention, ignoring time (used to keep `dirty`).
+    fn needs_attention(item: &Item) -> bool {
+        match (item.server, item.device) {
+            (Some(_), None) => !item.filtered_out,
+            (Some(s), Some(d)) => s.version != d.version,
+            (None, Some(_)) => true,
+            (None, None) => false,
+        }
+    }
+
+    fn refresh(&mut self, id: &BackendItemId) {
+        let Some(item) = self.items.get(id) else {
+            self.dirty.remove(id);
+            return;
+        };
+        if item.server.is_none() && item.device.is_none() {
+            let n = item.n;
+            self.items.remove(id);
+            self.dirty.remove(id);
+            if n != 0 && self.by_n.get(&n) == Some(id) {
+                self.by_n.remove(&n);
+            }
+            self.quarantined.remove(id);
+            self.digests.retain(|_, v| v != id);
+            return;
+        }
+        if Self::needs_attention(item) {
+            self.dirty.insert(id.clone());
+        } else {
+            self.dirty.remove(id);
+        }
+    }
+
+    fn set_device(&mut self, id: &BackendItemId, device: Option<DeviceSide>) {
+        let Some(item) = self.items.get_mut(id) else {
+            return;
+        };
+        if let Some(old) = item.device {
+            self.on_device.remove(&(old.received_at, id.clone()));
+        }
+        item.device = device;
+        if let Some(new) = device {
+            self.on_device.insert((new.received_at, id.clone()));
+        }
+    }
+
+    fn assign_n(&mut self, id: &BackendItemId, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let Some(item) = self.items.get_mut(id) else {
+            return;
+        };
+        if item.n != n {
+            if item.n != 0 && self.by_n.get(&item.n) == Some(id) {
+                self.by_n.remove(&item.n);
+            }
+            item.n = n;
+            self.by_n.insert(n, id.clone());
+        }
+        self.next_n = self.next_n.max(n.saturating_add(1));
+    }
+
+    fn upsert_server(&mut self, obs: &ObservedItem, at: Timestamp) {
+        let cutoff = self.cutoff(at);
+        let item = self.items.entry(obs.id.clone()).or_default();
+        let changed = item.server.map(|s| s.version) != Some(obs.version);
+        item.server = Some(ServerSide {
+            version: obs.version,
+            received_at: obs.received_at,
+        });
+        if changed {
+            item.filtered_out =
+                item.device.is_none() && cutoff.is_some_and(|c| obs.received_at < c);
+            self.quarantined.remove(&obs.id);
+        }
+        if let Some(d) = obs.digest {
+            self.digests.insert(d, obs.id.clone());
+        }
+        self.refresh(&obs.id);
+    }
+
+    fn vanish(&mut self, id: &BackendItemId) {
+        if let Some(item) = self.items.get_mut(id) {
+            item.server = None;
+            self.refresh(id);
+        }
+    }
+
+    fn observe(&mut self, at: Timestamp, obs: &crate::event::Observation) {
+        if self.validity.is_some_and(|v| v != obs.validity) {
+            let ids: Vec<BackendItemId> = self.items.keys().cloned().collect();
+            for id in &ids {
+                self.vanish(id);
+            }
+        }
+        self.validity = Some(obs.validity);
+        match obs.kind {
+            ObservationKind::Full => {
+                let present: BTreeSet<&BackendItemId> = obs.changed.iter().map(|i| &i.id).collect();
+                let gone: Vec<BackendItemId> = self
+                    .items
+                    .iter()
+                    .filter(|(id, it)| it.server.is_some() && !present.contains(id))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in &gone {
+                    self.vanish(id);
+                }
+            }
+            ObservationKind::Delta => {
+                for id in &obs.vanished {
+                    self.vanish(id);
+                }
+            }
+        }
+        for it in &obs.changed {
+            self.upsert_server(it, at);
+        }
+        self.cursor = obs.cursor;
+    }
+
+    fn reset(&mut self, key: SyncKey, filter: FilterType, at: Timestamp) {
+        self.filter = filter;
+        self.synced = true;
+        self.current = key;
+        self.last_key = self.last_key.max(key);
+        self.pending = None;
+        self.on_device.clear();
+        self.dirty.clear();
+        self.quarantined.clear();
+        self.client_ids.clear();
+        let cutoff = self.cutoff(at);
+        let ids: Vec<BackendItemId> = self.items.keys().cloned().collect();
+        for id in &ids {
+            if let Some(item) = self.items.get_mut(id) {
+                item.device = None;
+                item.filtered_out = match item.server {
+                    Some(s) => cutoff.is_some_and(|c| s.received_at < c),
+                    None => false,
+                };
+            }
+            self.refresh(id);
+        }
+    }
+
+    fn change_filter(&mut self, filter: FilterType, at: Timestamp) {
+        self.filter = filter;
+        let cutoff = self.cutoff(at);
+        let ids: Vec<BackendItemId> = self.items.keys().cloned().collect();
+        for id in &ids {
+            if let Some(item) = self.items.get_mut(id) {
+                item.filtered_out = match (item.server, item.device) {
+                    (Some(s), None) => cutoff.is_some_and(|c| s.received_at < c),
+                    _ => false,
+                };
+            }
+            self.refresh(id);
+        }
+    }
+
+    fn confirm(&mut self, key: SyncKey) {
+        let Some(p) = self.pending.take_if(|p| p.batch.key == key) else {
+            return;
+        };
+        for ch in &p.batch.changes {
+            let id = ch.id();
+            match ch {
+                ServerChange::Add { version, .. } | ServerChange::Change { version, .. } => {
+                    let received_at = self
+                        .items
+                        .get(id)
+                        .and_then(|i| i.server.map(|s| s.received_at))
+                        .unwrap_or_default();
+                    self.set_device(
+                        id,
+                        Some(DeviceSide {
+                            version: *version,
+                            received_at,
+                        }),
+                    );
+                }
+                ServerChange::Delete { .. } => self.set_device(id, None),
+                ServerChange::SoftDelete { .. } => {
+                    self.set_device(id, None);
+                    if let Some(item) = self.items.get_mut(id) {
+                        item.filtered_out = true;
+                    }
+                }
+            }
+            self.refresh(id);
+        }
+        self.current = key;
+    }
+
+    fn issue(&mut self, batch: &Batch) {
+        for ch in &batch.changes {
+            self.assign_n(ch.id(), ch.n());
+        }
+        self.last_key = self.last_key.max(batch.key);
+        // A batch re-issued after delivery failures keeps the retry count.
+        let retries = self.pending.as_ref().map_or(0, |p| p.retries);
+        self.pending = Some(Pending {
+            batch: batch.clone(),
+            retries,
+        });
+    }
+
+    fn client_change(&mut self, n: u32, id: &BackendItemId, change: &AppliedChange) {
+        match change {
+            AppliedChange::Added { client_id, item } => {
+                let existing = self.items.contains_key(&item.id);
+                if !existing {
+                    self.items.insert(item.id.clone(), Item::default());
+                }
+                if let Some(it) = self.items.get_mut(&item.id) {
+                    it.server = Some(ServerSide {
+                        version: item.version,
+                        received_at: item.received_at,
+                    });
+                    it.filtered_out = false;
+                }
+                self.set_device(
+                    &item.id,
+                    Some(DeviceSide {
+                        version: item.version,
+                        received_at: item.received_at,
+                    }),
+                );
+                self.assign_n(&item.id, n);
+                if let Some(d) = item.digest {
+                    self.digests.insert(d, item.id.clone());
+                }
+                self.client_ids.insert(client_id.clone(), n);
+                self.refresh(&item.id);
+            }
+            AppliedChange::Changed { version } => {
+                let received_at = match self.items.get_mut(id) {
+                    Some(it) => {
+                        let received_at = it.server.map(|s| s.received_at).unwrap_or_default();
+                        it.server = Some(ServerSide {
+                            version: *version,
+                            received_at,
+                        });
+                        received_at
+                    }
+                    None => return,
+                };
+                self.set_device(
+                    id,
+                    Some(DeviceSide {
+                        version: *version,
+                        received_at,
+                    }),
+                );
+                self.refresh(id);
+            }
+            AppliedChange::Deleted => {
+                if let Some(it) = self.items.get_mut(id) {
+                    it.server = None;
+                }
+                self.set_device(id, None);
+                self.refresh(id);
+            }
+        }
+    }
+}
+
+/// A folder as the engine tracks it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Folder {
+    /// Its CollectionId / folder ServerId.
+    pub id: CollectionId,
+    /// DisplayName.
+    pub name: String,
+    /// Parent backend folder.
+    pub parent: Option<BackendFolderId>,
+    /// Type.
+    pub folder_type: FolderType,
+}
+
+/// A folder as the device knows it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeviceFolder {
+    /// ParentId.
+    pub parent: Option<CollectionId>,
+    /// DisplayName.
+    pub name: String,
+    /// Type.
+    pub folder_type: FolderType,
+}
+
+/// The folder hierarchy of one device.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Backend folders by backend identity.
+    pub folders: BTreeMap<BackendFolderId, Folder>,
+    /// CollectionId → backend identity (live folders only).
+    pub ids: BTreeMap<CollectionId, BackendFolderId>,
+    /// Every backend identity ever seen → its CollectionId (stable ids).
+    pub assigned: BTreeMap<BackendFolderId, CollectionId>,
+    /// Next CollectionId.
+    pub next_id: u32,
+    /// The device's confirmed view.
+    pub device: BTreeMap<CollectionId, DeviceFolder>,
+    /// FolderSync done at least once.
+    pub synced: bool,
+    /// Confirmed hierarchy SyncKey.
+    pub current: SyncKey,
+    /// Highest hierarchy key issued.
+    pub last_key: SyncKey,
+    /// Issued, unconfirmed changes.
+    pub pending: Option<(SyncKey, Vec<FolderChange>)>,
+}
+
+impl Default for Hierarchy {
+    fn default() -> Self {
+        Hierarchy {
+            folders: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            assigned: BTreeMap::new(),
+            next_id: 1,
+            device: BTreeMap::new(),
+            synced: false,
+            current: SyncKey::ZERO,
+            last_key: SyncKey::ZERO,
+            pending: None,
+        }
+    }
+}
+
+impl Hierarchy {
+    fn id_for(&mut self, backend: &BackendFolderId) -> CollectionId {
+        if let Some(id) = self.assigned.get(backend) {
+            return *id;
+        }
+        let id = CollectionId(self.next_id);
+        self.next_id = self.next_id.saturating_add(1);
+        self.assigned.insert(backend.clone(), id);
+        id
+    }
+
+    fn observe(&mut self, folders: &[BackendFolder]) {
+        let mut next: BTreeMap<BackendFolderId, Folder> = BTreeMap::new();
+        for f in folders {
+            let id = self.id_for(&f.id);
+            next.insert(
+                f.id.clone(),
+                Folder {
+                    id,
+                    name: f.name.clone(),
+                    parent: f.parent.clone(),
+                    folder_type: f.folder_type,
+                },
+            );
+        }
+        self.ids = next.iter().map(|(b, f)| (f.id, b.clone())).collect();
+        self.folders = next;
+    }
+
+    /// The ParentId of a backend folder's parent.
+    pub fn parent_id(&self, parent: &Option<BackendFolderId>) -> Option<CollectionId> {
+        parent
+            .as_ref()
+            .and_then(|p| self.folders.get(p))
+            .map(|f| f.id)
+    }
+
+    fn apply_changes(&mut self, changes: &[FolderChange]) {
+        for ch in changes {
+            match ch {
+                FolderChange::Add {
+                    id,
+                    parent,
+                    name,
+                    folder_type,
+                }
+                | FolderChange::Update {
+                    id,
+                    parent,
+                    name,
+                    folder_type,
+                } => {
+                    self.device.insert(
+                        *id,
+                        DeviceFolder {
+                            parent: *parent,
+                            name: name.clone(),
+                            folder_type: *folder_type,
+                        },
+                    );
+                }
+                FolderChange::Delete { id } => {
+                    self.device.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// Provisioning state ([MS-ASPROV] 3.1.5.1).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PolicyState {
+    /// Never provisioned.
+    #[default]
+    Initial,
+    /// Phase 1 done: temporary key sent, waiting for the acknowledgement.
+    Pending(PolicyKey),
+    /// Acknowledged: the final key.
+    Acknowledged(PolicyKey),
+    /// The server's policy changed since the device acknowledged this key.
+    Outdated(PolicyKey),
+}
+
+/// Remote wipe state ([MS-ASPROV] 3.1.5.2).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WipeState {
+    /// No wipe.
+    #[default]
+    None,
+    /// Requested, not yet acknowledged.
+    Requested,
+    /// The device acknowledged.
+    Acknowledged,
+}
+
+/// Everything the engine knows about one device.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeviceState {
+    /// Provisioning.
+    pub policy: PolicyState,
+    /// Remote wipe.
+    pub wipe: WipeState,
+    /// Folder hierarchy.
+    pub hierarchy: Hierarchy,
+    /// Per-collection sync state.
+    pub collections: BTreeMap<CollectionId, CollectionState>,
+    /// Last armed Ping (folders, heartbeat seconds).
+    pub ping: Option<(Vec<CollectionId>, u32)>,
+    /// Number of events folded (for snapshots).
+    pub applied: u64,
+}
+
+impl DeviceState {
+    fn collection_mut(&mut self, id: CollectionId) -> &mut CollectionState {
+        let folder_type = self
+            .hierarchy
+            .ids
+            .get(&id)
+            .and_then(|b| self.hierarchy.folders.get(b))
+            .map_or(FolderType::Unknown, |f| f.folder_type);
+        self.collections
+            .entry(id)
+            .or_insert_with(|| CollectionState::new(folder_type))
+    }
+}
+
+/// Folds one event into the state. Total: never fails, never panics.
+pub fn apply(state: &mut DeviceState, event: &Event) {
+    state.applied = state.applied.saturating_add(1);
+    match event {
+        Event::RequestReceived { .. } | Event::ResponseSent { .. } => {}
+        Event::BackendObserved {
+            collection,
+            at,
+            observation,
+            ..
+        } => {
+            state.collection_mut(*collection).observe(*at, observation);
+        }
+        Event::SyncReset {
+            collection,
+            key,
+            filter,
+            at,
+        } => {
+            state.collection_mut(*collection).reset(*key, *filter, *at);
+        }
+        Event::SyncKeyConfirmed { collection, key } => {
+            if let Some(c) = state.collections.get_mut(collection) {
+                c.confirm(*key);
+            }
+        }
+        Event::SyncKeyIssued { collection, batch } => {
+            if let Some(c) = state.collections.get_mut(collection) {
+                c.issue(batch);
+            }
+        }
+        Event::SyncRetried { collection, key } => {
+            if let Some(c) = state.collections.get_mut(collection) {
+                if c.current == *key {
+                    if let Some(p) = c.pending.as_mut() {
+                        p.retries = p.retries.saturating_add(1);
+                    }
+                }
+            }
+        }
+        Event::FilterChanged {
+            collection,
+            filter,
+            at,
+        } => {
+            if let Some(c) = state.collections.get_mut(collection) {
+                c.change_filter(*filter, *at);
+            }
+        }
+        Event::ClientChangeApplied {
+            collection,
+            n,
+            id,
+            change,
+        } => {
+            if let Some(c) = state.collections.get_mut(collection) {
+                c.client_change(*n, id, change);
+            }
+        }
+        Event::ItemQuarantined { collection, id } => {
+            if let Some(c) = state.collections.get_mut(collection) {
+                if c.items.contains_key(id) {
+                    c.quarantined.insert(id.clone());
+                }
+            }
+        }
+        Event::ItemMovedByDevice {
+            src,
+            src_id,
+            dst,
+            dst_n,
+            item,
+        } => {
+            if let Some(c) = state.collections.get_mut(src) {
+                if let Some(it) = c.items.get_mut(src_id) {
+                    it.server = None;
+                }
+                c.set_device(src_id, None);
+                c.refresh(src_id);
+            }
+            let d = state.collection_mut(*dst);
+            d.client_change(
+                *dst_n,
+                &item.id,
+                &AppliedChange::Added {
+                    client_id: ClientId(String::new()),
+                    item: item.clone(),
+                },
+            );
+            d.client_ids.remove(&ClientId(String::new()));
+        }
+        Event::HierarchyObserved { folders } => state.hierarchy.observe(folders),
+        Event::HierarchyReset { key } => {
+            let h = &mut state.hierarchy;
+            h.device.clear();
+            h.pending = None;
+            h.synced = true;
+            h.current = *key;
+            h.last_key = h.last_key.max(*key);
+        }
+        Event::HierarchyKeyConfirmed { key } => {
+            let h = &mut state.hierarchy;
+            if let Some((k, changes)) = h.pending.take_if(|(k, _)| k == key) {
+                h.apply_changes(&changes);
+                h.current = k;
+            }
+        }
+        Event::FolderHierarchyChanged { key, changes } => {
+            let h = &mut state.hierarchy;
+            h.last_key = h.last_key.max(*key);
+            h.pending = Some((*key, changes.clone()));
+        }
+        Event::FolderChangedByDevice {
+            key,
+            change,
+            folder,
+        } => {
+            let h = &mut state.hierarchy;
+            match (change, folder) {
+                (FolderChange::Delete { id }, _) => {
+                    if let Some(b) = h.ids.remove(id) {
+                        h.folders.remove(&b);
+                    }
+                }
+                (FolderChange::Add { id, .. } | FolderChange::Update { id, .. }, Some(f)) => {
+                    if let Some(old) = h.ids.get(id).cloned() {
+                        h.folders.remove(&old);
+                    }
+                    h.assigned.insert(f.id.clone(), *id);
+                    h.next_id = h.next_id.max(id.0.saturating_add(1));
+                    h.ids.insert(*id, f.id.clone());
+                    h.folders.insert(
+                        f.id.clone(),
+                        Folder {
+                            id: *id,
+                            name: f.name.clone(),
+                            parent: f.parent.clone(),
+                            folder_type: f.folder_type,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            h.apply_changes(std::slice::from_ref(change));
+            h.pending = None;
+            h.current = *key;
+            h.last_key = h.last_key.max(*key);
+            if let FolderChange::Delete { id } = change {
+                state.collections.remove(id);
+            }
+        }
+        Event::PolicyKeyIssued { policy_key } => state.policy = PolicyState::Pending(*policy_key),
+        Event::DeviceProvisioned { policy_key } => {
+            state.policy = PolicyState::Acknowledged(*policy_key)
+        }
+        Event::PolicyChanged => {
+            if let PolicyState::Acknowledged(k) = state.policy {
+                state.policy = PolicyState::Outdated(k);
+            }
+        }
+        Event::WipeRequested { .. } => state.wipe = WipeState::Requested,
+        Event::WipeAcknowledged { .. } => {
+            if state.wipe == WipeState::Requested {
+                state.wipe = WipeState::Acknowledged;
+            }
+        }
+        Event::PingArmed { folders, heartbeat } => state.ping = Some((folders.clone(), *heartbeat)),
+    }
+}
+
+/// Folds a sequence of events from `state`.
+pub fn fold<'a>(state: &mut DeviceState, events: impl IntoIterator<Item = &'a Event>) {
+    for e in events {
+        apply(state, e);
+    }
+}
