@@ -131,6 +131,13 @@ fn every_corpus_body_decodes_into_its_typed_command_and_round_trips() {
     }
     println!("total {total} files, {identical} byte-identical");
     assert_eq!(total, 600, "every WBXML body of the corpus is checked");
+    // Known differences: `<DeletesAsMoves>1</DeletesAsMoves>` re-encodes as
+    // `<DeletesAsMoves/>` (same meaning), and DeviceInformation fields are
+    // written in one order while iOS uses another.
+    assert!(
+        identical * 100 >= total * 99,
+        "only {identical} of {total} bodies re-encode byte for byte"
+    );
     for required in [
         "Sync-request",
         "Sync-response",

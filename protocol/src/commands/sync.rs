@@ -297,6 +297,9 @@ impl SyncOptions {
             tree::push_opt(&mut el, s::CLASS, self.class.as_deref());
         }
         tree::push_opt(&mut el, s::FILTER_TYPE, self.filter_type);
+        // The order devices use (Android, iOS): MIME settings before bodies.
+        tree::push_opt(&mut el, s::MIME_TRUNCATION, self.mime_truncation);
+        tree::push_opt(&mut el, s::MIME_SUPPORT, self.mime_support);
         if v >= V12_0 {
             for p in &self.body_preferences {
                 el.push(p.to_element(asb::BODY_PREFERENCE));
@@ -308,8 +311,6 @@ impl SyncOptions {
             }
         }
         tree::push_opt(&mut el, s::CONFLICT, self.conflict);
-        tree::push_opt(&mut el, s::MIME_SUPPORT, self.mime_support);
-        tree::push_opt(&mut el, s::MIME_TRUNCATION, self.mime_truncation);
         tree::push_opt(&mut el, s::TRUNCATION, self.truncation);
         if v >= V14_0 {
             tree::push_opt(&mut el, s::MAX_ITEMS, self.max_items);
@@ -428,8 +429,8 @@ impl SyncCollectionRequest {
             }
             el.push(e);
         }
-        tree::push_bool(&mut el, s::DELETES_AS_MOVES, self.deletes_as_moves);
-        tree::push_bool(&mut el, s::GET_CHANGES, self.get_changes);
+        tree::push_bool_empty_true(&mut el, s::DELETES_AS_MOVES, self.deletes_as_moves);
+        tree::push_bool_empty_true(&mut el, s::GET_CHANGES, self.get_changes);
         tree::push_opt(&mut el, s::WINDOW_SIZE, self.window_size);
         if v >= V14_0 {
             tree::push_bool(&mut el, s::CONVERSATION_MODE, self.conversation_mode);

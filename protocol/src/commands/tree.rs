@@ -120,6 +120,16 @@ pub(crate) fn push_bool(parent: &mut Owned, tag: Tag, value: Option<bool>) {
     }
 }
 
+/// Appends `<tag/>` for true and `<tag>0</tag>` for false, when present
+/// (the form devices use for `GetChanges` and `DeletesAsMoves`).
+pub(crate) fn push_bool_empty_true(parent: &mut Owned, tag: Tag, value: Option<bool>) {
+    match value {
+        Some(true) => parent.push(Element::new(tag)),
+        Some(false) => parent.push(text_el(tag, "0")),
+        None => {}
+    }
+}
+
 /// Appends `<tag/>` when `flag` is set.
 pub(crate) fn push_flag(parent: &mut Owned, tag: Tag, flag: bool) {
     if flag {
