@@ -20,7 +20,7 @@ use opush_protocol::commands::{
     EasDocument,
 };
 use opush_protocol::version::ProtocolVersion;
-use opush_protocol::wbxml;
+use opush_protocol::wbxml::{self, tags};
 use serde_json::Value;
 
 fn corpus_dir() -> PathBuf {
@@ -149,4 +149,36 @@ fn every_corpus_body_decodes_into_its_typed_command_and_round_trips() {
             "{required} missing from the walk"
         );
     }
+}
+
+/// The standalone device captures (Windows Mobile 6.1, Omnia Pro, Nokia,
+/// iPhone; `standalone/captured-wbxml`) carry no protocol version: the
+/// 2.5-era Sync requests (with `Class`) are read as 12.0, the rest as 12.1.
+#[test]
+fn standalone_device_captures_decode_and_round_trip() {
+    let dir = corpus_dir().join("standalone/captured-wbxml");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let root = wbxml::decode(&bytes).unwrap();
+        let ctx = path.display().to_string();
+        match root.tag.name() {
+            Some("Sync") => {
+                round_trip::<SyncRequest>(&bytes, ProtocolVersion::V12_0, &ctx);
+            }
+            Some("FolderSync") if root.child(tags::folderhierarchy::STATUS).is_some() => {
+                round_trip::<FolderSyncResponse>(&bytes, ProtocolVersion::V12_1, &ctx);
+            }
+            Some("FolderSync") => {
+                round_trip::<FolderSyncRequest>(&bytes, ProtocolVersion::V12_1, &ctx);
+            }
+            Some("Settings") => {
+                round_trip::<SettingsRequest>(&bytes, ProtocolVersion::V12_1, &ctx);
+            }
+            other => panic!("{ctx}: unexpected root {other:?}"),
+        }
+        n += 1;
+    }
+    assert_eq!(n, 10, "the 10 standalone captures");
 }
