@@ -20,6 +20,7 @@ use crate::wbxml::{self, DecodeError, Element, Tag};
 
 pub mod airsyncbase;
 pub mod compose;
+pub mod dispatch;
 pub mod find;
 pub mod folder_create;
 pub mod folder_delete;
@@ -44,6 +45,7 @@ pub(crate) mod tree;
 pub mod validate_cert;
 
 pub use crate::query::Command;
+pub use dispatch::Request;
 pub use tree::Owned;
 
 /// Why a WBXML document is not a valid request or response of a command.
