@@ -320,6 +320,8 @@ pub enum Event {
         dst_n: u32,
         /// The item in the destination.
         item: ObservedItem,
+        /// The device's copy was older than the backend's: send a Change.
+        stale: bool,
     },
     /// The backend folder list was observed.
     HierarchyObserved {

@@ -114,6 +114,14 @@ pub fn decide_move(
         collection: req.dst,
         n: dst_n,
     };
+    let stale = state
+        .collections
+        .get(&effect.src)
+        .and_then(|c| c.items.get(&effect.id))
+        .is_none_or(|i| match (i.server, i.device) {
+            (Some(s), Some(d)) => s.version != d.version || d.stale,
+            _ => true,
+        });
     Ok(Decision {
         response: MoveResponse {
             status: 3,
@@ -126,6 +134,7 @@ pub fn decide_move(
             dst: req.dst,
             dst_n,
             item: item.clone(),
+            stale,
         }],
     })
 }

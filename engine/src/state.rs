@@ -34,6 +34,9 @@ pub struct DeviceSide {
     pub version: ItemVersion,
     /// `received_at` when it was sent (key of the soft-delete index).
     pub received_at: Timestamp,
+    /// The device's copy is older than `version` says (it moved an item it
+    /// had not received the latest change of): a Change is due.
+    pub stale: bool,
 }
 
 /// One item of a collection, both sides.
@@ -131,7 +134,7 @@ impl CollectionState {
     fn needs_attention(item: &Item) -> bool {
         match (item.server, item.device) {
             (Some(_), None) => !item.filtered_out,
-            (Some(s), Some(d)) => s.version != d.version,
+            (Some(s), Some(d)) => s.version != d.version || d.stale,
             (None, Some(_)) => true,
             (None, None) => false,
         }
@@ -142,6 +145,17 @@ impl CollectionState {
             self.dirty.remove(id);
             return;
         };
+        let in_pending = || {
+            self.pending
+                .as_ref()
+                .is_some_and(|p| p.batch.changes.iter().any(|c| c.id() == id))
+        };
+        if item.server.is_none() && item.device.is_none() && in_pending() {
+            // The device may hold it from the unconfirmed batch: keep it so
+            // the next page can delete it.
+            self.dirty.insert(id.clone());
+            return;
+        }
         if item.server.is_none() && item.device.is_none() {
             let n = item.n;
             self.items.remove(id);
@@ -306,6 +320,7 @@ impl CollectionState {
                         Some(DeviceSide {
                             version: *version,
                             received_at,
+                            stale: false,
                         }),
                     );
                 }
@@ -354,6 +369,7 @@ impl CollectionState {
                     Some(DeviceSide {
                         version: item.version,
                         received_at: item.received_at,
+                        stale: false,
                     }),
                 );
                 self.assign_n(&item.id, n);
@@ -380,6 +396,7 @@ impl CollectionState {
                     Some(DeviceSide {
                         version: *version,
                         received_at,
+                        stale: false,
                     }),
                 );
                 self.refresh(id);
@@ -656,6 +673,7 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
             dst,
             dst_n,
             item,
+            stale,
         } => {
             if let Some(c) = state.collections.get_mut(src) {
                 if let Some(it) = c.items.get_mut(src_id) {
@@ -674,6 +692,12 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
                 },
             );
             d.client_ids.remove(&ClientId(String::new()));
+            if *stale {
+                if let Some(dev) = d.items.get_mut(&item.id).and_then(|i| i.device.as_mut()) {
+                    dev.stale = true;
+                }
+                d.refresh(&item.id);
+            }
         }
         Event::HierarchyObserved { folders } => state.hierarchy.observe(folders),
         Event::HierarchyReset { key } => {

@@ -234,6 +234,7 @@ impl<'a> Overlay<'a> {
                         Some(DeviceSide {
                             version: *version,
                             received_at,
+                            stale: false,
                         })
                     }
                     ServerChange::Delete { .. } | ServerChange::SoftDelete { .. } => None,
@@ -265,7 +266,9 @@ impl<'a> Overlay<'a> {
                 Some(Action::Add(s.version))
             }
             (Some(s), Some(_)) if !in_window(s) => Some(Action::SoftDelete),
-            (Some(s), Some(d)) if s.version != d.version => Some(Action::Change(s.version)),
+            (Some(s), Some(d)) if s.version != d.version || d.stale => {
+                Some(Action::Change(s.version))
+            }
             (None, Some(_)) => Some(Action::Delete),
             _ => None,
         }
@@ -370,7 +373,7 @@ fn lookup<'a>(
 
 fn is_conflict(ov: &Overlay<'_>, id: &BackendItemId) -> bool {
     let server = ov.c.items.get(id).and_then(|i| i.server);
-    matches!((server, ov.device_of(id)), (Some(s), Some(d)) if s.version != d.version)
+    matches!((server, ov.device_of(id)), (Some(s), Some(d)) if s.version != d.version || d.stale)
 }
 
 /// What a command will do, shared by plan and decide so they agree.
