@@ -1,1 +1,176 @@
-fn main() {}
+//! Criterion benches of the engine's hot paths on a 100,000-item collection:
+//! a no-change Sync decide, the per-page cost of an initial sync in windows
+//! of 100, and snapshot encode/decode. Also prints the state size.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use opush_engine::*;
+
+const N: u64 = 100_000;
+const COL: CollectionId = CollectionId(1);
+
+fn hierarchy() -> Event {
+    Event::HierarchyObserved {
+        folders: vec![BackendFolder {
+            id: BackendFolderId("INBOX".into()),
+            name: "Inbox".into(),
+            parent: None,
+            folder_type: FolderType::Inbox,
+        }],
+    }
+}
+
+fn observation() -> Observation {
+    Observation {
+        validity: 1,
+        cursor: N,
+        kind: ObservationKind::Full,
+        changed: (0..N)
+            .map(|i| ObservedItem {
+                id: BackendItemId(format!("1700000000/{i}")),
+                version: ItemVersion(i),
+                received_at: Timestamp(1_000_000 + i),
+                digest: None,
+            })
+            .collect(),
+        vanished: vec![],
+    }
+}
+
+fn request(key: SyncKey) -> SyncInput {
+    SyncInput {
+        request: SyncRequest {
+            collection: COL,
+            sync_key: key,
+            window_size: Some(100),
+            filter: None,
+            conflict: None,
+            get_changes: true,
+            commands: vec![],
+        },
+        outcomes: vec![],
+    }
+}
+
+/// A state with `N` items of which the device has none yet, reset.
+fn fresh() -> DeviceState {
+    let mut s = DeviceState::default();
+    apply(&mut s, &hierarchy());
+    apply(
+        &mut s,
+        &Event::BackendObserved {
+            req_id: 1,
+            collection: COL,
+            at: Timestamp(2_000_000),
+            observation: observation(),
+        },
+    );
+    let d = decide_sync(
+        &s,
+        &request(SyncKey::ZERO),
+        Timestamp(2_000_000),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    fold(&mut s, &d.events);
+    s
+}
+
+/// Syncs until nothing is due (windows of 512), returns the state.
+fn synced() -> DeviceState {
+    let mut s = fresh();
+    let cfg = EngineConfig::default();
+    let mut key = s.collections[&COL].current;
+    loop {
+        let mut input = request(key);
+        input.request.window_size = Some(512);
+        let d = decide_sync(&s, &input, Timestamp(2_000_000), &cfg).unwrap();
+        fold(&mut s, &d.events);
+        let k = d.response.sync_key.unwrap();
+        if k == key {
+            return s;
+        }
+        key = k;
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let cfg = EngineConfig::default();
+    let now = Timestamp(2_000_000);
+
+    let state = synced();
+    let key = state.collections[&COL].current;
+    let empty_delta = Event::BackendObserved {
+        req_id: 2,
+        collection: COL,
+        at: now,
+        observation: Observation {
+            validity: 1,
+            cursor: N,
+            kind: ObservationKind::Delta,
+            changed: vec![],
+            vanished: vec![],
+        },
+    };
+    c.bench_function("sync_decide_no_change_100k", |b| {
+        b.iter(|| {
+            let d = decide_sync(black_box(&state), black_box(&request(key)), now, &cfg).unwrap();
+            assert!(d.response.changes.is_empty());
+            d
+        })
+    });
+    c.bench_function("sync_apply_empty_delta_plus_decide_100k", |b| {
+        let mut s = state.clone();
+        b.iter(|| {
+            apply(&mut s, black_box(&empty_delta));
+            decide_sync(&s, &request(key), now, &cfg).unwrap()
+        })
+    });
+
+    // Initial sync: one page (decide + fold of its events), at the start and
+    // near the end of the collection, to show the cost does not grow.
+    let start = fresh();
+    for (name, pages_done) in [
+        ("initial_sync_page_first_100k", 0usize),
+        ("initial_sync_page_late_100k", 900),
+    ] {
+        let mut s = start.clone();
+        let mut key = s.collections[&COL].current;
+        for _ in 0..pages_done {
+            let d = decide_sync(&s, &request(key), now, &cfg).unwrap();
+            fold(&mut s, &d.events);
+            key = d.response.sync_key.unwrap();
+        }
+        c.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || s.clone(),
+                |s| {
+                    let d = decide_sync(s, &request(key), now, &cfg).unwrap();
+                    assert_eq!(d.response.changes.len(), 100);
+                    fold(s, &d.events);
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+
+    let bytes = encode_snapshot(&state).unwrap();
+    eprintln!(
+        "snapshot of {N} synced items: {} bytes ({} bytes/item)",
+        bytes.len(),
+        bytes.len() as u64 / N
+    );
+    c.bench_function("snapshot_decode_100k", |b| {
+        b.iter(|| decode_snapshot(black_box(&bytes)).unwrap())
+    });
+    c.bench_function("snapshot_encode_100k", |b| {
+        b.iter(|| encode_snapshot(black_box(&state)).unwrap())
+    });
+}
+
+criterion_group! {
+    name = engine;
+    config = Criterion::default().sample_size(20);
+    targets = benches
+}
+criterion_main!(engine);

@@ -126,10 +126,19 @@ fn with_changes(
     device
 }
 
-/// Whether the device's hierarchy view differs from the backend's.
-pub fn hierarchy_out_of_date(state: &DeviceState) -> bool {
+/// The device's folders, assuming the pending FolderSync answer arrived.
+pub fn device_folders(state: &DeviceState) -> BTreeMap<CollectionId, DeviceFolder> {
     let h = &state.hierarchy;
-    !h.synced || target(h) != h.device
+    match &h.pending {
+        Some((_, changes)) => with_changes(h.device.clone(), changes),
+        None => h.device.clone(),
+    }
+}
+
+/// Whether the device's hierarchy view (pending answer included) differs
+/// from the backend's: Ping Status 7.
+pub fn hierarchy_out_of_date(state: &DeviceState) -> bool {
+    !state.hierarchy.synced || target(&state.hierarchy) != device_folders(state)
 }
 
 /// Decides a FolderSync (after the server folded a `HierarchyObserved`).

@@ -98,8 +98,8 @@ pub use event::{
     FORMAT_VERSION,
 };
 pub use folder_sync::{
-    decide_folder_op, decide_folder_sync, hierarchy_out_of_date, plan_folder_op, FolderEffect,
-    FolderOp, FolderOpResponse, FolderOutcome, FolderSyncResponse,
+    decide_folder_op, decide_folder_sync, device_folders, hierarchy_out_of_date, plan_folder_op,
+    FolderEffect, FolderOp, FolderOpResponse, FolderOutcome, FolderSyncResponse,
 };
 pub use move_items::{decide_move, plan_move, MoveEffect, MoveOutcome, MoveRequest, MoveResponse};
 pub use ping::{

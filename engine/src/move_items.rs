@@ -8,6 +8,7 @@
 use crate::decision::{Decision, StepError};
 use crate::event::{Event, ObservedItem};
 use crate::state::DeviceState;
+use crate::sync::Overlay;
 use crate::types::{BackendFolderId, BackendItemId, CollectionId, ServerId};
 
 /// One `<Move>` of a MoveItems request.
@@ -114,14 +115,16 @@ pub fn decide_move(
         collection: req.dst,
         n: dst_n,
     };
-    let stale = state
-        .collections
-        .get(&effect.src)
-        .and_then(|c| c.items.get(&effect.id))
-        .is_none_or(|i| match (i.server, i.device) {
+    // The device's copy, assuming it received the pending batch (it names
+    // the item by a ServerId, so it has it).
+    let stale = state.collections.get(&effect.src).is_none_or(|c| {
+        let ov = Overlay::confirmed(c);
+        let server = c.items.get(&effect.id).and_then(|i| i.server);
+        match (server, ov.device_of(&effect.id)) {
             (Some(s), Some(d)) => s.version != d.version || d.stale,
             _ => true,
-        });
+        }
+    });
     Ok(Decision {
         response: MoveResponse {
             status: 3,

@@ -8,7 +8,7 @@
 
 use crate::decision::{Decision, EngineConfig};
 use crate::event::Event;
-use crate::folder_sync::hierarchy_out_of_date;
+use crate::folder_sync::{device_folders, hierarchy_out_of_date};
 use crate::state::DeviceState;
 use crate::sync::Overlay;
 use crate::types::{CollectionId, FilterType, SyncKey, Timestamp};
@@ -136,8 +136,8 @@ pub fn decide_ping(
     if folders.len() > config.max_ping_folders {
         return none(PingResponse::TooManyFolders(config.max_ping_folders));
     }
-    let h = &state.hierarchy;
-    if hierarchy_out_of_date(state) || folders.iter().any(|f| !h.device.contains_key(f)) {
+    let known = device_folders(state);
+    if hierarchy_out_of_date(state) || folders.iter().any(|f| !known.contains_key(f)) {
         return none(PingResponse::HierarchyOutOfDate);
     }
     let mut events = Vec::new();

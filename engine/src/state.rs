@@ -174,6 +174,22 @@ impl CollectionState {
         }
     }
 
+    /// Drops an item the device no longer has and the backend no longer
+    /// shows under this id (a move made by the device).
+    fn forget(&mut self, id: &BackendItemId) {
+        let Some(item) = self.items.remove(id) else {
+            return;
+        };
+        if let Some(d) = item.device {
+            self.on_device.remove(&(d.received_at, id.clone()));
+        }
+        if item.n != 0 && self.by_n.get(&item.n) == Some(id) {
+            self.by_n.remove(&item.n);
+        }
+        self.dirty.remove(id);
+        self.quarantined.remove(id);
+    }
+
     fn set_device(&mut self, id: &BackendItemId, device: Option<DeviceSide>) {
         let Some(item) = self.items.get_mut(id) else {
             return;
@@ -676,11 +692,7 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
             stale,
         } => {
             if let Some(c) = state.collections.get_mut(src) {
-                if let Some(it) = c.items.get_mut(src_id) {
-                    it.server = None;
-                }
-                c.set_device(src_id, None);
-                c.refresh(src_id);
+                c.forget(src_id);
             }
             let d = state.collection_mut(*dst);
             d.client_change(

@@ -245,7 +245,7 @@ impl<'a> Overlay<'a> {
         ov
     }
 
-    fn device_of(&self, id: &BackendItemId) -> Option<DeviceSide> {
+    pub(crate) fn device_of(&self, id: &BackendItemId) -> Option<DeviceSide> {
         match self.device.get(id) {
             Some(d) => *d,
             None => self.c.items.get(id).and_then(|i| i.device),

@@ -284,3 +284,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: (cases() / 20).max(50), ..ProptestConfig::default() })]
+
+    /// Folding the log from scratch, or from a snapshot taken at any point,
+    /// gives the same state as the live one.
+    #[test]
+    fn fold_from_scratch_and_from_every_snapshot_agree(ops in prop::collection::vec(op(), 1..16)) {
+        let mut w = World::new();
+        for op in &ops {
+            w.step(op);
+        }
+        let live = &w.pair.server.state;
+        let log = &w.pair.server.log;
+        let mut scratch = DeviceState::default();
+        fold(&mut scratch, log);
+        prop_assert_eq!(&scratch, live);
+        let mut prefix = DeviceState::default();
+        for k in 0..=log.len() {
+            let bytes = encode_snapshot(&prefix).unwrap();
+            let mut s = decode_snapshot(&bytes).unwrap();
+            prop_assert_eq!(&s, &prefix);
+            fold(&mut s, &log[k..]);
+            prop_assert_eq!(&s, live);
+            if k < log.len() {
+                apply(&mut prefix, &log[k]);
+            }
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! One test per status the engine can produce, named after the spec
+//! section, plus "a failed step changes nothing" checks.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use opush_engine::*;
+
+const NOW: u64 = 1_000 * 24 * HOUR;
+
+fn world() -> (Backend, Pair) {
+    let backend = Backend::new();
+    let mut pair = Pair::new(EngineConfig::default());
+    pair.folder_sync(&backend);
+    (backend, pair)
+}
+
+fn sync_req(col: CollectionId, key: SyncKey, commands: Vec<ClientCommand>) -> SyncInput {
+    SyncInput {
+        request: SyncRequest {
+            collection: col,
+            sync_key: key,
+            window_size: Some(10),
+            filter: None,
+            conflict: None,
+            get_changes: true,
+            commands,
+        },
+        outcomes: vec![],
+    }
+}
+
+// [MS-ASCMD] 2.2.3.177.17 Sync Status 3: unknown SyncKey.
+#[test]
+fn sync_status_3_unknown_key() {
+    let (mut backend, mut pair) = world();
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let before = pair.server.state.clone();
+    let d = decide_sync(
+        &pair.server.state,
+        &sync_req(INBOX, SyncKey(999), vec![]),
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(d.response.status, SyncStatus::InvalidSyncKey);
+    assert_eq!(d.response.status.code(), 3);
+    assert!(d.events.is_empty(), "a failed step changes nothing");
+    assert_eq!(pair.server.state, before);
+}
+
+// [MS-ASCMD] 2.2.3.177.17 Sync Status 3: a key from before a reset is expired.
+#[test]
+fn sync_status_3_key_from_before_reset() {
+    let (mut backend, mut pair) = world();
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let old = pair.device.keys[&INBOX];
+    pair.device.keys.insert(INBOX, SyncKey::ZERO);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let d = decide_sync(
+        &pair.server.state,
+        &sync_req(INBOX, old, vec![]),
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(d.response.status.code(), 3);
+}
+
+// [MS-ASCMD] Sync Status 12: CollectionId not in the hierarchy.
+#[test]
+fn sync_status_12_unknown_collection() {
+    let (_, pair) = world();
+    let d = decide_sync(
+        &pair.server.state,
+        &sync_req(CollectionId(77), SyncKey::ZERO, vec![]),
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(d.response.status.code(), 12);
+    assert!(d.events.is_empty());
+}
+
+// [MS-ASCMD] Sync Status 8 on Change/Delete/Fetch of an unknown ServerId.
+#[test]
+fn sync_status_8_object_not_found() {
+    let (mut backend, mut pair) = world();
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let key = pair.device.keys[&INBOX];
+    let sid = ServerId {
+        collection: INBOX,
+        n: 42,
+    };
+    let input = sync_req(
+        INBOX,
+        key,
+        vec![
+            ClientCommand::Change {
+                server_id: sid,
+                digest: Digest::of(b"x"),
+            },
+            ClientCommand::Delete { server_id: sid },
+            ClientCommand::Fetch { server_id: sid },
+        ],
+    );
+    assert!(plan_sync(&pair.server.state, &input.request).is_empty());
+    let d = decide_sync(
+        &pair.server.state,
+        &input,
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    let statuses: Vec<u8> = d.response.replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![8, 8, 8]);
+}
+
+// [MS-ASCMD] Sync Status 7: the server object replaces the client's (Conflict 1, default).
+#[test]
+fn sync_status_7_conflict_server_wins() {
+    let (mut backend, mut pair) = world();
+    let uid = backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let sid = *pair.device.items.keys().next().unwrap();
+    backend.folders.get_mut(&INBOX).unwrap().change(uid, 2);
+    pair.server.append(&[Event::BackendObserved {
+        req_id: 9,
+        collection: INBOX,
+        at: Timestamp(NOW),
+        observation: backend.folders[&INBOX].observation(),
+    }]);
+    let key = pair.device.keys[&INBOX];
+    let input = sync_req(
+        INBOX,
+        key,
+        vec![ClientCommand::Change {
+            server_id: sid,
+            digest: Digest::of(b"mine"),
+        }],
+    );
+    assert!(
+        plan_sync(&pair.server.state, &input.request).is_empty(),
+        "no backend write when the server wins"
+    );
+    let d = decide_sync(
+        &pair.server.state,
+        &input,
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(d.response.replies[0].status, 7);
+    assert!(
+        matches!(d.response.changes.as_slice(), [ServerChange::Change { n, .. }] if *n == sid.n)
+    );
+    // Conflict 0: the client's change is applied.
+    let mut input = input;
+    input.request.conflict = Some(Conflict::ClientWins);
+    assert_eq!(plan_sync(&pair.server.state, &input.request).len(), 1);
+}
+
+// [MS-ASCMD] Sync: a retried request gets the identical answer and no new effects.
+#[test]
+fn sync_retry_is_identical_and_idempotent() {
+    let (mut backend, mut pair) = world();
+    for i in 0..5 {
+        backend.folders.get_mut(&INBOX).unwrap().add(NOW, i);
+    }
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.device.local_add(INBOX, 99);
+    let lost = pair.sync(&mut backend, INBOX, 3, NOW, true);
+    let n_items = backend.folders[&INBOX].items.len();
+    let again = pair.sync(&mut backend, INBOX, 3, NOW, false);
+    assert_eq!(lost.response, again.response);
+    assert_eq!(
+        backend.folders[&INBOX].items.len(),
+        n_items,
+        "the Add was not performed twice"
+    );
+}
+
+// Broken item: repeated retries shrink the window, then quarantine the item.
+#[test]
+fn sync_broken_item_is_quarantined() {
+    let (mut backend, mut pair) = world();
+    for i in 0..4 {
+        backend.folders.get_mut(&INBOX).unwrap().add(NOW, i);
+    }
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let mut sizes = Vec::new();
+    let mut quarantined = Vec::new();
+    for _ in 0..12 {
+        let r = pair.sync(&mut backend, INBOX, 10, NOW, true);
+        sizes.push(r.response.changes.len());
+        quarantined.extend(r.response.quarantined.clone());
+    }
+    assert_eq!(&sizes[..3], &[4, 4, 4], "identical replays first");
+    assert!(
+        sizes.contains(&2) && sizes.contains(&1),
+        "then a shrinking window: {sizes:?}"
+    );
+    assert_eq!(quarantined.len(), 1, "one item quarantined: {sizes:?}");
+    pair.settle(&mut backend, INBOX, NOW);
+    assert_eq!(pair.device.view(INBOX).len(), 3, "the others still arrive");
+}
+
+// [MS-ASCMD] 2.2.3.177.5 FolderSync Status 9.
+#[test]
+fn folder_sync_status_9() {
+    let (_, pair) = world();
+    let d = decide_folder_sync(&pair.server.state, SyncKey(12345));
+    assert_eq!(d.response.status, 9);
+    assert!(d.events.is_empty());
+}
+
+// [MS-ASCMD] FolderCreate 2 (exists), 3 (special), 5 (parent not found), 9, 10; FolderDelete 3, 4.
+#[test]
+fn folder_op_statuses() {
+    let (_, pair) = world();
+    let s = &pair.server.state;
+    let key = pair.device.hierarchy_key;
+    let create = |parent, name: &str, ft| FolderOp::Create {
+        sync_key: key,
+        parent,
+        name: name.into(),
+        folder_type: ft,
+    };
+    let status = |op: &FolderOp| plan_folder_op(s, op).err().map(|r| r.status);
+    assert_eq!(
+        status(&create(None, "Archive", FolderType::UserMail)),
+        Some(2)
+    );
+    assert_eq!(status(&create(None, "X", FolderType::Inbox)), Some(3));
+    assert_eq!(
+        status(&create(Some(CollectionId(99)), "X", FolderType::UserMail)),
+        Some(5)
+    );
+    assert_eq!(status(&create(None, "", FolderType::UserMail)), Some(10));
+    assert_eq!(
+        status(&FolderOp::Create {
+            sync_key: SyncKey(999),
+            parent: None,
+            name: "X".into(),
+            folder_type: FolderType::UserMail
+        }),
+        Some(9)
+    );
+    assert_eq!(
+        status(&FolderOp::Delete {
+            sync_key: key,
+            id: INBOX
+        }),
+        Some(3)
+    );
+    assert_eq!(
+        status(&FolderOp::Delete {
+            sync_key: key,
+            id: CollectionId(99)
+        }),
+        Some(4)
+    );
+    let ok = create(None, "New", FolderType::UserMail);
+    assert!(plan_folder_op(s, &ok).is_ok());
+    let folder = BackendFolder {
+        id: BackendFolderId("New".into()),
+        name: "New".into(),
+        parent: None,
+        folder_type: FolderType::UserMail,
+    };
+    let d = decide_folder_op(s, &ok, &FolderOutcome::Done(Some(folder)));
+    assert_eq!(d.response.status, 1);
+    assert_eq!(d.response.server_id, Some(CollectionId(4)));
+    assert_eq!(
+        decide_folder_op(s, &ok, &FolderOutcome::Failed)
+            .response
+            .status,
+        6
+    );
+}
+
+// [MS-ASPROV] / [MS-ASCMD] 2.2.2: 449 up to 12.1, 142/143/144/140 from 14.0.
+#[test]
+fn provisioning_statuses() {
+    let cfg = EngineConfig::default();
+    let mut s = DeviceState::default();
+    let check = |s: &DeviceState, k: Option<u32>, v| {
+        check_policy(s, Command::Sync, k.map(PolicyKey), v, &cfg)
+    };
+    assert_eq!(
+        check(&s, None, ProtocolVersion::V12_1),
+        PolicyCheck::Http449
+    );
+    assert_eq!(
+        check(&s, None, ProtocolVersion::V14_1),
+        PolicyCheck::Status(142)
+    );
+    let req = ProvisionRequest {
+        policy_key: None,
+        policy_status: None,
+        remote_wipe_status: None,
+    };
+    let d = decide_provision(&s, &req, PolicyKey(111), Timestamp(NOW), &cfg);
+    assert_eq!(d.response.policy_key, Some(PolicyKey(111)));
+    fold(&mut s, &d.events);
+    assert_eq!(
+        check(&s, Some(111), ProtocolVersion::V14_1),
+        PolicyCheck::Status(142),
+        "not acknowledged yet"
+    );
+    let wrong = ProvisionRequest {
+        policy_key: Some(PolicyKey(5)),
+        policy_status: Some(1),
+        remote_wipe_status: None,
+    };
+    assert_eq!(
+        decide_provision(&s, &wrong, PolicyKey(222), Timestamp(NOW), &cfg)
+            .response
+            .policy_status,
+        Some(5)
+    );
+    let ack = ProvisionRequest {
+        policy_key: Some(PolicyKey(111)),
+        policy_status: Some(1),
+        remote_wipe_status: None,
+    };
+    let d = decide_provision(&s, &ack, PolicyKey(222), Timestamp(NOW), &cfg);
+    fold(&mut s, &d.events);
+    assert_eq!(s.policy, PolicyState::Acknowledged(PolicyKey(222)));
+    assert_eq!(
+        check(&s, Some(222), ProtocolVersion::V14_1),
+        PolicyCheck::Allowed
+    );
+    assert_eq!(
+        check(&s, Some(7), ProtocolVersion::V14_1),
+        PolicyCheck::Status(144)
+    );
+    apply(&mut s, &Event::PolicyChanged);
+    assert_eq!(
+        check(&s, Some(222), ProtocolVersion::V14_1),
+        PolicyCheck::Status(143)
+    );
+    assert_eq!(
+        check(&s, Some(222), ProtocolVersion::V12_0),
+        PolicyCheck::Http449
+    );
+    apply(&mut s, &Event::WipeRequested { at: Timestamp(NOW) });
+    assert_eq!(
+        check(&s, Some(222), ProtocolVersion::V14_1),
+        PolicyCheck::Status(140)
+    );
+    let d = decide_provision(&s, &req, PolicyKey(333), Timestamp(NOW), &cfg);
+    assert!(d.response.remote_wipe);
+    let wipe_ack = ProvisionRequest {
+        policy_key: None,
+        policy_status: None,
+        remote_wipe_status: Some(1),
+    };
+    let d = decide_provision(&s, &wipe_ack, PolicyKey(333), Timestamp(NOW), &cfg);
+    fold(&mut s, &d.events);
+    assert_eq!(s.wipe, WipeState::Acknowledged);
+}
+
+// [MS-ASCMD] 2.2.3.177.10 Ping Status 1/2/3/5/6/7.
+#[test]
+fn ping_statuses() {
+    let (mut backend, mut pair) = world();
+    let cfg = EngineConfig::default();
+    let now = Timestamp(NOW);
+    let empty = PingRequest {
+        heartbeat: None,
+        folders: None,
+    };
+    assert_eq!(
+        decide_ping(&pair.server.state, &empty, now, &cfg)
+            .response
+            .status(),
+        3
+    );
+    let req = |hb, f: Vec<CollectionId>| PingRequest {
+        heartbeat: Some(hb),
+        folders: Some(f),
+    };
+    assert_eq!(
+        decide_ping(&pair.server.state, &req(10, vec![INBOX]), now, &cfg).response,
+        PingResponse::HeartbeatOutOfBounds(60)
+    );
+    assert_eq!(
+        decide_ping(&pair.server.state, &req(9999, vec![INBOX]), now, &cfg).response,
+        PingResponse::HeartbeatOutOfBounds(3540)
+    );
+    let many: Vec<CollectionId> = (0..301).map(CollectionId).collect();
+    assert_eq!(
+        decide_ping(&pair.server.state, &req(600, many), now, &cfg)
+            .response
+            .status(),
+        6
+    );
+    assert_eq!(
+        decide_ping(
+            &pair.server.state,
+            &req(600, vec![CollectionId(50)]),
+            now,
+            &cfg
+        )
+        .response
+        .status(),
+        7
+    );
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let d = decide_ping(&pair.server.state, &req(600, vec![INBOX]), now, &cfg);
+    assert_eq!(d.response.status(), 1);
+    fold(&mut pair.server.state, &d.events);
+    // Only items inside the filter window count.
+    pair.device.filters.insert(INBOX, FilterType::OneDay);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    backend
+        .folders
+        .get_mut(&INBOX)
+        .unwrap()
+        .add(NOW - 5 * 24 * HOUR, 1);
+    pair.server.append(&[Event::BackendObserved {
+        req_id: 1,
+        collection: INBOX,
+        at: now,
+        observation: backend.folders[&INBOX].observation(),
+    }]);
+    assert_eq!(
+        decide_ping(&pair.server.state, &empty, now, &cfg)
+            .response
+            .status(),
+        1,
+        "old mail is outside the window"
+    );
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 2);
+    pair.server.append(&[Event::BackendObserved {
+        req_id: 2,
+        collection: INBOX,
+        at: now,
+        observation: backend.folders[&INBOX].observation(),
+    }]);
+    assert_eq!(
+        decide_ping(&pair.server.state, &empty, now, &cfg).response,
+        PingResponse::Changes(vec![INBOX])
+    );
+}
+
+// [MS-ASCMD] 2.2.3.177.6 GetItemEstimate Status 1/2/3/4.
+#[test]
+fn get_item_estimate_statuses() {
+    let (mut backend, mut pair) = world();
+    let now = Timestamp(NOW);
+    let est = |s: &DeviceState, c, k| {
+        decide_get_item_estimate(
+            s,
+            &EstimateRequest {
+                collection: c,
+                sync_key: k,
+                filter: None,
+            },
+            now,
+        )
+    };
+    assert_eq!(
+        est(&pair.server.state, CollectionId(50), SyncKey(1)).status,
+        2
+    );
+    assert_eq!(est(&pair.server.state, INBOX, SyncKey(1)).status, 3);
+    for i in 0..7 {
+        backend.folders.get_mut(&INBOX).unwrap().add(NOW, i);
+    }
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.server.append(&[Event::BackendObserved {
+        req_id: 1,
+        collection: INBOX,
+        at: now,
+        observation: backend.folders[&INBOX].observation(),
+    }]);
+    let key = pair.device.keys[&INBOX];
+    assert_eq!(est(&pair.server.state, INBOX, SyncKey(4242)).status, 4);
+    assert_eq!(
+        est(&pair.server.state, INBOX, key),
+        EstimateResponse {
+            status: 1,
+            estimate: Some(7)
+        }
+    );
+}
+
+// MoveItems: 1 invalid source, 2 invalid destination, 4 same folder, 5 failure, 3 success without echo.
+#[test]
+fn move_items_statuses_and_no_echo() {
+    let (mut backend, mut pair) = world();
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    for col in [INBOX, ARCHIVE] {
+        pair.sync(&mut backend, col, 10, NOW, false);
+        pair.sync(&mut backend, col, 10, NOW, false);
+    }
+    let s = &pair.server.state;
+    let sid = *pair.device.items.keys().next().unwrap();
+    let st = |src, dst| {
+        plan_move(s, &MoveRequest { src, dst })
+            .err()
+            .map(|r| r.status)
+    };
+    assert_eq!(
+        st(
+            ServerId {
+                collection: INBOX,
+                n: 99
+            },
+            ARCHIVE
+        ),
+        Some(1)
+    );
+    assert_eq!(st(sid, CollectionId(99)), Some(2));
+    assert_eq!(st(sid, INBOX), Some(4));
+    let req = MoveRequest {
+        src: sid,
+        dst: ARCHIVE,
+    };
+    assert_eq!(
+        decide_move(s, &req, &MoveOutcome::Failed)
+            .unwrap()
+            .response
+            .status,
+        5
+    );
+    let f = backend.folders.get_mut(&INBOX).unwrap();
+    let (_, r, c) = f.items.pop_first().unwrap().1;
+    let a = backend.folders.get_mut(&ARCHIVE).unwrap();
+    let uid = a.add(r, c);
+    let item = ObservedItem {
+        id: a.id(uid),
+        version: ItemVersion(1),
+        received_at: Timestamp(r),
+        digest: None,
+    };
+    let d = decide_move(s, &req, &MoveOutcome::Moved(item)).unwrap();
+    assert_eq!(d.response.status, 3);
+    pair.server.append(&d.events);
+    let dst = d.response.dst.unwrap();
+    let content = pair.device.items.remove(&sid).unwrap();
+    pair.device.items.insert(dst, content);
+    for col in [INBOX, ARCHIVE] {
+        let r = pair.sync(&mut backend, col, 10, NOW, false);
+        assert!(
+            r.response.changes.is_empty(),
+            "the move is not echoed: {:?}",
+            r.response.changes
+        );
+    }
+}
+
+// Contacts created twice with new ClientIds (some Android versions) are deduplicated.
+#[test]
+fn contacts_add_dedupe_by_digest() {
+    let (mut backend, mut pair) = world();
+    pair.sync(&mut backend, CONTACTS, 10, NOW, false);
+    pair.device.local_add(CONTACTS, 77);
+    pair.sync(&mut backend, CONTACTS, 10, NOW, false);
+    pair.device.local_add(CONTACTS, 77);
+    let r = pair.sync(&mut backend, CONTACTS, 10, NOW, false);
+    assert_eq!(backend.folders[&CONTACTS].items.len(), 1, "created once");
+    assert_eq!(r.response.replies.len(), 1);
+}
+
+// Codec: a newer format version is rejected with a typed error.
+#[test]
+fn codec_rejects_newer_version_and_garbage() {
+    let mut bytes = encode_event(&Event::PolicyChanged).unwrap();
+    assert_eq!(decode_event(&bytes).unwrap(), Event::PolicyChanged);
+    bytes[4..8].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    assert!(matches!(
+        decode_event(&bytes),
+        Err(CodecError::NewerVersion { .. })
+    ));
+    assert!(matches!(decode_event(b"xx"), Err(CodecError::BadHeader(_))));
+    let mut bad = encode_event(&Event::PolicyChanged).unwrap();
+    bad.truncate(9);
+    assert!(decode_event(&bad).is_err());
+    assert!(decode_snapshot(&bytes).is_err());
+}
