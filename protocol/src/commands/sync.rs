@@ -213,7 +213,7 @@ pub enum CommandResponse {
 pub struct SyncCollectionResponse {
     /// `Class` (before 12.1).
     pub class: Option<String>,
-    /// The new `SyncKey`.
+    /// The new `SyncKey` (empty when the answer has none).
     pub sync_key: SyncKey,
     /// `CollectionId`.
     pub collection_id: CollectionId,
@@ -677,7 +677,10 @@ impl SyncCollectionResponse {
     fn to_element(&self, v: ProtocolVersion) -> Owned {
         let mut el = Element::new(s::COLLECTION);
         push_class(&mut el, &self.class, v);
-        el.push(tree::text_el(s::SYNC_KEY, &self.sync_key));
+        // An empty key (an error answer without one) is left out.
+        if !self.sync_key.0.is_empty() {
+            el.push(tree::text_el(s::SYNC_KEY, &self.sync_key));
+        }
         el.push(tree::text_el(s::COLLECTION_ID, &self.collection_id));
         tree::push_opt(&mut el, s::STATUS, self.status.map(SyncStatus::code));
         tree::push_flag(&mut el, s::MORE_AVAILABLE, self.more_available);
