@@ -323,10 +323,9 @@ impl Email {
             tree::push_bool(&mut el, email2::RECEIVED_AS_BCC, self.received_as_bcc);
             tree::push_opt(&mut el, email2::SENDER, self.sender.as_deref());
         }
+        // Unmodelled properties are passed through as received.
         for x in &self.extra {
-            if e2_ok || x.tag.page != email2::PAGE {
-                el.push(x.clone());
-            }
+            el.push(x.clone());
         }
         el
     }
