@@ -163,7 +163,7 @@ fn render(root: &Element<'_>, mask: bool) -> String {
                     stack.push((c, 0));
                 }
             }
-            Some(_) => {}
+            Some(node) => write_wrapped(&mut out, node, is_secret(el.tag) && mask, depth),
         }
     }
     out
@@ -202,7 +202,9 @@ fn write_name(out: &mut String, tag: Tag, root_page: u8, closing: bool) {
 }
 
 /// Writes an element's start. Returns true when the element was written
-/// completely (no element children), false when its children follow.
+/// completely, false when its children follow on their own lines (then text
+/// or opaque nodes among them are written as `wbxml:str` / `wbxml:opaque`
+/// wrappers, so that mixed content survives the round trip).
 fn write_open(
     out: &mut String,
     el: &Element<'_>,
@@ -214,60 +216,65 @@ fn write_open(
     indent(out, depth);
     write_name(out, el.tag, root_page, false);
     out.push_str(ns_decl);
-    let all_elements = el.children.iter().all(|c| matches!(c, Node::Element(_)));
     if el.children.is_empty() {
         out.push_str("/>\n");
         return true;
     }
-    if all_elements {
+    let (Some(only), 1) = (el.children.first(), el.children.len()) else {
         out.push_str(">\n");
         return false;
+    };
+    match only {
+        Node::Element(_) => {
+            out.push_str(">\n");
+            return false;
+        }
+        Node::Text(t) => {
+            if is_opaque(el.tag) {
+                out.push_str(" wbxml=\"str\"");
+            }
+            out.push('>');
+            if mask && is_secret(el.tag) && !t.is_empty() {
+                out.push('*');
+            } else {
+                escape_into(out, t);
+            }
+        }
+        Node::Opaque(b) => {
+            if !is_opaque(el.tag) {
+                out.push_str(" wbxml=\"opaque\"");
+            }
+            out.push('>');
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(b));
+        }
     }
-    // Text or opaque content: written inline, children included, so that no
-    // indentation whitespace is added to the text.
-    let opaque_tag = is_opaque(el.tag);
-    let has_opaque = el.children.iter().any(|c| matches!(c, Node::Opaque(_)));
-    let has_text = el.children.iter().any(|c| matches!(c, Node::Text(_)));
-    if has_opaque && !opaque_tag {
-        out.push_str(" wbxml=\"opaque\"");
-    } else if has_text && opaque_tag {
-        out.push_str(" wbxml=\"str\"");
-    }
-    out.push('>');
-    write_inline_children(out, el, root_page, mask);
     write_name(out, el.tag, root_page, true);
     out.push_str(">\n");
     true
 }
 
-fn write_inline_children(out: &mut String, el: &Element<'_>, root_page: u8, mask: bool) {
-    let secret = mask && is_secret(el.tag);
-    for child in &el.children {
-        match child {
-            Node::Text(t) if secret && !t.is_empty() => out.push('*'),
-            Node::Text(t) => escape_into(out, t),
-            Node::Opaque(b) => out.push_str(&base64::engine::general_purpose::STANDARD.encode(b)),
-            Node::Element(c) => {
-                // Mixed content (not used by EAS): kept on one line.
-                write_name(out, c.tag, root_page, false);
-                if c.children.is_empty() {
-                    out.push_str("/>");
-                } else {
-                    if c.children.iter().any(|n| matches!(n, Node::Opaque(_))) && !is_opaque(c.tag)
-                    {
-                        out.push_str(" wbxml=\"opaque\"");
-                    } else if c.children.iter().any(|n| matches!(n, Node::Text(_)))
-                        && is_opaque(c.tag)
-                    {
-                        out.push_str(" wbxml=\"str\"");
-                    }
-                    out.push('>');
-                    write_inline_children(out, c, root_page, mask);
-                    write_name(out, c.tag, root_page, true);
-                    out.push('>');
-                }
+/// The namespace of the wrappers that carry text or opaque nodes of
+/// elements whose content is not EAS-shaped (mixed content, several nodes).
+pub const WRAPPER_NAMESPACE: &str = "opush:wbxml";
+
+fn write_wrapped(out: &mut String, node: &Node<'_>, secret: bool, depth: usize) {
+    indent(out, depth);
+    match node {
+        Node::Text(t) => {
+            let _ = write!(out, "<wbxml:str xmlns:wbxml=\"{WRAPPER_NAMESPACE}\">");
+            if secret && !t.is_empty() {
+                out.push('*');
+            } else {
+                escape_into(out, t);
             }
+            out.push_str("</wbxml:str>\n");
         }
+        Node::Opaque(b) => {
+            let _ = write!(out, "<wbxml:opaque xmlns:wbxml=\"{WRAPPER_NAMESPACE}\">");
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(b));
+            out.push_str("</wbxml:opaque>\n");
+        }
+        Node::Element(_) => {}
     }
 }
 
@@ -302,11 +309,15 @@ enum Kind {
     Default,
     Opaque,
     Str,
+    WrapStr,
+    WrapOpaque,
 }
 
 struct Open {
     el: Element<'static>,
     kind: Kind,
+    /// Indices of children that came from `wbxml:*` wrappers: kept verbatim.
+    wrapped: Vec<usize>,
 }
 
 /// XML text → tree.
@@ -326,8 +337,11 @@ pub fn xml_to_element(xml: &str) -> Result<Element<'static>, XmlError> {
                 let is_empty = matches!(event, Event::Empty(_));
                 let local = start.local_name();
                 let name = String::from_utf8_lossy(local.as_ref()).into_owned();
-                let tag = resolve_tag(&ns, &name)?;
-                let mut kind = Kind::Default;
+                let (tag, mut kind) = match wrapper_kind(&ns, &name)? {
+                    Some(kind) => (Tag::new(0, 0), kind),
+                    None => (resolve_tag(&ns, &name)?, Kind::Default),
+                };
+                let wrapper = kind != Kind::Default;
                 for attr in start.attributes() {
                     let attr = attr.map_err(|e| XmlError::Syntax {
                         position: pos,
@@ -338,8 +352,8 @@ pub fn xml_to_element(xml: &str) -> Result<Element<'static>, XmlError> {
                         continue;
                     }
                     match (key, attr.value.as_ref()) {
-                        (b"wbxml", b"opaque") => kind = Kind::Opaque,
-                        (b"wbxml", b"str") => kind = Kind::Str,
+                        (b"wbxml", b"opaque") if !wrapper => kind = Kind::Opaque,
+                        (b"wbxml", b"str") if !wrapper => kind = Kind::Str,
                         _ => {
                             return Err(XmlError::Attribute {
                                 name: String::from_utf8_lossy(key).into_owned(),
@@ -354,6 +368,7 @@ pub fn xml_to_element(xml: &str) -> Result<Element<'static>, XmlError> {
                 let open = Open {
                     el: Element::new(tag),
                     kind,
+                    wrapped: Vec::new(),
                 };
                 if is_empty {
                     close(open, &mut stack, &mut root, false)?;
@@ -393,6 +408,20 @@ pub fn xml_to_element(xml: &str) -> Result<Element<'static>, XmlError> {
     root.ok_or(XmlError::Structure("no root element"))
 }
 
+fn wrapper_kind(ns: &ResolveResult<'_>, name: &str) -> Result<Option<Kind>, XmlError> {
+    match ns {
+        ResolveResult::Bound(ns) if ns.as_ref() == WRAPPER_NAMESPACE.as_bytes() => match name {
+            "str" => Ok(Some(Kind::WrapStr)),
+            "opaque" => Ok(Some(Kind::WrapOpaque)),
+            _ => Err(XmlError::UnknownElement {
+                namespace: WRAPPER_NAMESPACE,
+                name: name.to_owned(),
+            }),
+        },
+        _ => Ok(None),
+    }
+}
+
 fn resolve_tag(ns: &ResolveResult<'_>, name: &str) -> Result<Tag, XmlError> {
     let ResolveResult::Bound(ns) = ns else {
         return Err(XmlError::NoNamespace {
@@ -418,7 +447,9 @@ fn push_text(stack: &mut [Open], text: Cow<'_, str>) -> Result<(), XmlError> {
         }
         return Err(XmlError::Structure("text outside the root element"));
     };
-    if let Some(Node::Text(prev)) = open.el.children.last_mut() {
+    let last = open.el.children.len().checked_sub(1);
+    let mergeable = last.is_some_and(|i| !open.wrapped.contains(&i));
+    if let (true, Some(Node::Text(prev))) = (mergeable, open.el.children.last_mut()) {
         prev.to_mut().push_str(&text);
     } else {
         open.el
@@ -434,19 +465,30 @@ fn close(
     root: &mut Option<Element<'static>>,
     had_end_tag: bool,
 ) -> Result<(), XmlError> {
+    if matches!(open.kind, Kind::WrapStr | Kind::WrapOpaque) {
+        return close_wrapper(open, stack);
+    }
     let el = &mut open.el;
-    if el.children.iter().any(|c| matches!(c, Node::Element(_))) {
-        el.children
-            .retain(|c| !matches!(c, Node::Text(t) if t.trim().is_empty()));
+    if !open.wrapped.is_empty() || el.children.iter().any(|c| matches!(c, Node::Element(_))) {
+        // Indentation between elements is not content; wrapped text is.
+        let mut idx = 0;
+        let wrapped = &open.wrapped;
+        el.children.retain(|c| {
+            let keep = wrapped.contains(&idx) || !matches!(c, Node::Text(t) if t.trim().is_empty());
+            idx += 1;
+            keep
+        });
     } else if had_end_tag && el.children.is_empty() {
         // `<X></X>`: an empty string, as opposed to `<X/>`.
         el.children.push(Node::Text(Cow::Borrowed("")));
     }
-    let opaque = match open.kind {
-        Kind::Opaque => true,
-        Kind::Str => false,
-        Kind::Default => is_opaque(el.tag),
-    };
+    // With wrappers, every node already has its kind.
+    let opaque = open.wrapped.is_empty()
+        && match open.kind {
+            Kind::Opaque => true,
+            Kind::Default => is_opaque(el.tag),
+            Kind::Str | Kind::WrapStr | Kind::WrapOpaque => false,
+        };
     if opaque {
         for child in &mut el.children {
             if let Node::Text(t) = child {
@@ -464,6 +506,35 @@ fn close(
         Some(parent) => parent.el.children.push(Node::Element(open.el)),
         None => *root = Some(open.el),
     }
+    Ok(())
+}
+
+/// A `wbxml:str` / `wbxml:opaque` wrapper closes: its content becomes one
+/// node of the enclosing element.
+fn close_wrapper(open: Open, stack: &mut [Open]) -> Result<(), XmlError> {
+    let mut text = String::new();
+    for child in open.el.children {
+        match child {
+            Node::Text(t) => text.push_str(&t),
+            _ => return Err(XmlError::Structure("element inside a wbxml wrapper")),
+        }
+    }
+    let node = if open.kind == Kind::WrapOpaque {
+        let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|_| XmlError::Base64 {
+                tag: "wbxml:opaque".to_owned(),
+            })?;
+        Node::Opaque(Cow::Owned(bytes))
+    } else {
+        Node::Text(Cow::Owned(text))
+    };
+    let parent = stack
+        .last_mut()
+        .ok_or(XmlError::Structure("wbxml wrapper outside an element"))?;
+    parent.wrapped.push(parent.el.children.len());
+    parent.el.children.push(node);
     Ok(())
 }
 
@@ -544,6 +615,25 @@ mod tests {
             Err(XmlError::Base64 { .. })
         ));
         assert!(xml_to_element(r#"<Sync xmlns="AirSync:">"#).is_err());
+    }
+
+    #[test]
+    fn mixed_content_uses_wrappers() {
+        let tree = Element::new(airsync::SYNC)
+            .with(Node::Text(Cow::Borrowed("")))
+            .with(Element::new(airsync::STATUS))
+            .with(Node::Text(Cow::Borrowed("  ")))
+            .with(Node::Opaque(Cow::Borrowed(&[1u8, 2][..])));
+        let xml = element_to_xml(&tree);
+        assert!(
+            xml.contains("<wbxml:str xmlns:wbxml=\"opush:wbxml\"></wbxml:str>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<wbxml:opaque xmlns:wbxml=\"opush:wbxml\">AQI=</wbxml:opaque>"),
+            "{xml}"
+        );
+        assert_eq!(xml_to_element(&xml).expect("parse"), tree);
     }
 
     #[test]

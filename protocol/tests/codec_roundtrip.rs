@@ -90,6 +90,13 @@ proptest! {
     }
 
     #[test]
+    fn xml_form_of_any_tree_round_trips(tree in any_tree()) {
+        let xml = element_to_xml(&tree);
+        let back = xml_to_element(&xml).map_err(|e| TestCaseError::fail(format!("{e}\n{xml}")))?;
+        prop_assert_eq!(encode_to_vec(&back), encode_to_vec(&tree), "{}", xml);
+    }
+
+    #[test]
     fn xml_form_round_trips(tree in eas_tree()) {
         let xml = element_to_xml(&tree);
         let back = xml_to_element(&xml).map_err(|e| TestCaseError::fail(format!("{e}\n{xml}")))?;

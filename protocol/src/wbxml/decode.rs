@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::{code_page, Element, Node, Tag};
+use super::{code_page, CodePage, Element, Node, Tag, CODE_PAGES};
 
 /// Deepest element nesting the decoder accepts. EAS documents stay below 20.
 pub const MAX_DEPTH: usize = 256;
@@ -154,7 +154,13 @@ impl<'a> Reader<'a> {
 }
 
 fn utf8(bytes: &[u8], offset: usize) -> Result<&str, DecodeError> {
-    simdutf8::basic::from_utf8(bytes).map_err(|_| DecodeError::Utf8 { offset })
+    // SIMD validation pays off on bodies; tags' short values are faster the
+    // plain way.
+    if bytes.len() < 64 {
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::Utf8 { offset })
+    } else {
+        simdutf8::basic::from_utf8(bytes).map_err(|_| DecodeError::Utf8 { offset })
+    }
 }
 
 /// Appends text to an element, merging it with a text node just before it
@@ -201,6 +207,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
     let string_table = r.take(table_len, at)?;
 
     let mut page: u8 = 0;
+    let mut page_table: &CodePage = &CODE_PAGES[0];
     let mut stack: Vec<Element<'_>> = Vec::with_capacity(16);
     let mut root: Option<Element<'_>> = None;
 
@@ -210,9 +217,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
         match b {
             SWITCH_PAGE => {
                 let p = r.byte()?;
-                if code_page(p).is_none() {
-                    return Err(DecodeError::UnknownPage { page: p, offset });
-                }
+                page_table = code_page(p).ok_or(DecodeError::UnknownPage { page: p, offset })?;
                 page = p;
             }
             END => {
@@ -284,7 +289,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
             _ => {
                 let token = b & 0x3F;
                 let tag = Tag::new(page, token);
-                if tag.name().is_none() {
+                if page_table.name(token).is_none() {
                     return Err(DecodeError::UnknownToken {
                         page,
                         token,

@@ -221,7 +221,9 @@ pub struct Document<'a> {
 }
 
 /// True for the elements whose content [MS-ASCMD]/[MS-ASEMAIL] define as
-/// binary and that EAS peers send as OPAQUE. The XML form writes their
+/// binary and that EAS peers send as OPAQUE: the MIME of SendMail /
+/// SmartReply / SmartForward, conversation ids and indexes, and contact
+/// pictures (`Data` of ResolveRecipients and GAL). The XML form writes their
 /// content as base64, and XML → WBXML decodes it back to OPAQUE.
 pub fn is_opaque(tag: Tag) -> bool {
     use tags::*;
@@ -232,5 +234,7 @@ pub fn is_opaque(tag: Tag) -> bool {
             | email2::CONVERSATION_INDEX
             | itemoperations::CONVERSATION_ID
             | search::CONVERSATION_ID
+            | resolverecipients::DATA
+            | gal::DATA
     )
 }
