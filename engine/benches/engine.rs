@@ -94,6 +94,19 @@ fn synced() -> DeviceState {
     }
 }
 
+/// Resident set size of this process (Linux), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn benches(c: &mut Criterion) {
     let cfg = EngineConfig::default();
     let now = Timestamp(2_000_000);
@@ -127,12 +140,13 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    // Initial sync: one page (decide + fold of its events), at the start and
-    // near the end of the collection, to show the cost does not grow.
+    // Initial sync: the decide of one page at the start and near the end of
+    // the collection (the cost must not grow), then a whole initial sync of
+    // 100k items in windows of 100 (decide + fold of every page).
     let start = fresh();
     for (name, pages_done) in [
-        ("initial_sync_page_first_100k", 0usize),
-        ("initial_sync_page_late_100k", 900),
+        ("initial_sync_page_decide_first_100k", 0usize),
+        ("initial_sync_page_decide_late_100k", 900),
     ] {
         let mut s = start.clone();
         let mut key = s.collections[&COL].current;
@@ -141,18 +155,49 @@ fn benches(c: &mut Criterion) {
             fold(&mut s, &d.events);
             key = d.response.sync_key.unwrap();
         }
+        // The device presents the key of the pending page: confirm + next page.
         c.bench_function(name, |b| {
-            b.iter_batched_ref(
-                || s.clone(),
-                |s| {
-                    let d = decide_sync(s, &request(key), now, &cfg).unwrap();
-                    assert_eq!(d.response.changes.len(), 100);
-                    fold(s, &d.events);
-                },
-                criterion::BatchSize::LargeInput,
-            )
+            b.iter(|| {
+                let d = decide_sync(black_box(&s), &request(key), now, &cfg).unwrap();
+                assert_eq!(d.response.changes.len(), 100);
+                d
+            })
         });
     }
+    let mut group = c.benchmark_group("initial_sync_full");
+    group.sample_size(10);
+    group.bench_function("initial_sync_100k_in_windows_of_100", |b| {
+        b.iter_batched(
+            || start.clone(),
+            |mut s| {
+                let mut key = s.collections[&COL].current;
+                let mut pages = 0;
+                loop {
+                    let d = decide_sync(&s, &request(key), now, &cfg).unwrap();
+                    fold(&mut s, &d.events);
+                    let k = d.response.sync_key.unwrap();
+                    if k == key {
+                        break;
+                    }
+                    key = k;
+                    pages += 1;
+                }
+                assert_eq!(pages, 1000);
+                s
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+
+    let before = rss_kib();
+    let copy = state.clone();
+    let after = rss_kib();
+    eprintln!(
+        "state memory for {N} synced items: ~{} KiB (RSS growth of one clone)",
+        after.saturating_sub(before)
+    );
+    drop(copy);
 
     let bytes = encode_snapshot(&state).unwrap();
     eprintln!(
