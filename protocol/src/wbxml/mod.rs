@@ -223,7 +223,8 @@ pub struct Document<'a> {
 /// True for the elements whose content [MS-ASCMD]/[MS-ASEMAIL] define as
 /// binary and that EAS peers send as OPAQUE: the MIME of SendMail /
 /// SmartReply / SmartForward, conversation ids and indexes, and contact
-/// pictures (`Data` of ResolveRecipients and GAL). The XML form writes their
+/// pictures (`Data` of ResolveRecipients and GAL), and the content of an
+/// attachment a client adds (`AirSyncBase:Content`). The XML form writes their
 /// content as base64, and XML → WBXML decodes it back to OPAQUE.
 pub fn is_opaque(tag: Tag) -> bool {
     use tags::*;
@@ -236,5 +237,6 @@ pub fn is_opaque(tag: Tag) -> bool {
             | search::CONVERSATION_ID
             | resolverecipients::DATA
             | gal::DATA
+            | airsyncbase::CONTENT
     )
 }
