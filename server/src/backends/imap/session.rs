@@ -1,0 +1,1267 @@
+//! An authenticated IMAP connection and every operation the server needs.
+//!
+//! Each command runs under the configured timeout (`tokio::time`); after a
+//! timeout or I/O error the session is marked broken and must not be reused
+//! (the pool drops it). Must not: log command text (it may carry data a
+//! user typed), panic on a server reply, allocate from unchecked server counts.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_imap::imap_proto;
+use async_imap::imap_proto::{
+    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, StatusAttribute,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::parse::{self, quote, uid_set};
+use super::utf7;
+use super::{
+    Changes, Flag, Flags, Folder, FolderStatus, IdleOutcome, ImapError, MailboxState,
+    MessageHeaders, MessageMeta, SearchQuery, SpecialUse, StoreOutcome, HEADER_FIELDS,
+};
+use crate::config::ImapConfig;
+
+/// Most UIDs accepted in one server-sent set (VANISHED, COPYUID, MODIFIED).
+const MAX_UID_SET: usize = 10_000_000;
+
+/// Reads one response (an async block: `async_imap`'s response type is not
+/// nameable outside the crate). I/O problems are `Unavailable`, unparsable data `Protocol`.
+macro_rules! read_next {
+    ($inner:expr) => {
+        async {
+            match $inner.read_response().await {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => Err(ImapError::Unavailable("connection closed by server".into())),
+                Err(e) => Err(io_error(e)),
+            }
+        }
+    };
+}
+
+/// A piece of a command: text, or a literal (`{n}` + bytes).
+enum Part<'a> {
+    Text(String),
+    Literal(&'a [u8]),
+}
+
+/// Owned summary of a command's tagged OK.
+#[derive(Debug, Default)]
+struct Done {
+    text: String,
+    append_uid: Option<u32>,
+    copy_uids: Vec<(u32, u32)>,
+}
+
+/// Receives each untagged response of a command as it arrives.
+type Handler<'h> = &'h mut (dyn FnMut(&Response<'_>) -> Result<(), ImapError> + Send);
+
+fn ignore(_: &Response<'_>) -> Result<(), ImapError> {
+    Ok(())
+}
+
+/// COPYUID pairs of a response code, bounded by `limit`.
+fn copy_uids(code: Option<&ResponseCode<'_>>, limit: usize) -> Result<Vec<(u32, u32)>, ImapError> {
+    match code {
+        Some(ResponseCode::CopyUid(_, from, to)) => {
+            let from = parse::expand_uid_set(from, limit)?;
+            let to = parse::expand_uid_set(to, limit)?;
+            Ok(from.into_iter().zip(to).collect())
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Selected {
+    raw: String,
+    read_only: bool,
+    state: MailboxState,
+}
+
+/// An authenticated IMAP connection (see the module docs for the rules).
+pub struct Session {
+    inner: async_imap::Session<TcpStream>,
+    user: String,
+    timeout: Duration,
+    caps: HashSet<String>,
+    condstore: bool,
+    qresync: bool,
+    selected: Option<Selected>,
+    broken: bool,
+    folder_names: [(SpecialUse, String); 3],
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("qresync", &self.qresync)
+            .field("selected", &self.selected.as_ref().map(|s| &s.raw))
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl Session {
+    pub(super) async fn start(
+        inner: async_imap::Session<TcpStream>,
+        cfg: &ImapConfig,
+        user: String,
+    ) -> Result<Session, ImapError> {
+        let mut s = Session {
+            inner,
+            user,
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            caps: HashSet::new(),
+            condstore: false,
+            qresync: false,
+            selected: None,
+            broken: false,
+            folder_names: [
+                (SpecialUse::Drafts, cfg.folder_drafts.clone()),
+                (SpecialUse::Sent, cfg.folder_sent.clone()),
+                (SpecialUse::Trash, cfg.folder_trash.clone()),
+            ],
+        };
+        let mut caps = HashSet::new();
+        s.simple_with("CAPABILITY", "CAPABILITY".into(), &mut |r| {
+            if let Response::Capabilities(list) = r {
+                for c in list {
+                    caps.insert(match c {
+                        imap_proto::Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+                        imap_proto::Capability::Auth(a) => {
+                            format!("AUTH={}", a.to_ascii_uppercase())
+                        }
+                        imap_proto::Capability::Atom(a) => a.to_ascii_uppercase(),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        s.caps = caps;
+        if cfg.use_condstore {
+            if s.has("QRESYNC") {
+                s.simple("ENABLE", "ENABLE QRESYNC".into()).await?;
+                s.qresync = true;
+                s.condstore = true;
+            } else if s.has("CONDSTORE") {
+                s.condstore = true;
+            }
+        }
+        Ok(s)
+    }
+
+    /// The user this session belongs to.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Whether the server advertised capability `name` (case-insensitive).
+    pub fn has(&self, name: &str) -> bool {
+        self.caps.contains(&name.to_ascii_uppercase())
+    }
+
+    /// CONDSTORE in use (MODSEQ available).
+    pub fn condstore(&self) -> bool {
+        self.condstore
+    }
+
+    /// QRESYNC enabled ([`Session::changes_since`] available).
+    pub fn qresync(&self) -> bool {
+        self.qresync
+    }
+
+    /// False once a timeout or I/O error left the connection in an unknown state.
+    pub fn is_usable(&self) -> bool {
+        !self.broken
+    }
+
+    // ----- command plumbing -------------------------------------------------
+
+    async fn exec(
+        &mut self,
+        what: &'static str,
+        parts: Vec<Part<'_>>,
+        on: Handler<'_>,
+    ) -> Result<Done, ImapError> {
+        if self.broken {
+            return Err(ImapError::Unavailable("connection already failed".into()));
+        }
+        let t = self.timeout;
+        let res = match tokio::time::timeout(t, self.exec_inner(what, parts, on)).await {
+            Err(_) => Err(ImapError::Unavailable(format!(
+                "{what} timed out after {t:?}"
+            ))),
+            Ok(r) => r,
+        };
+        if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
+            self.broken = true;
+            self.selected = None;
+        }
+        res
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ImapError> {
+        self.inner
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .map_err(|e| ImapError::Unavailable(format!("write: {e}")))
+    }
+
+    async fn exec_inner(
+        &mut self,
+        what: &'static str,
+        parts: Vec<Part<'_>>,
+        on: Handler<'_>,
+    ) -> Result<Done, ImapError> {
+        let literal_plus = self.has("LITERAL+");
+        let mut tag = None;
+        let mut text = String::new();
+        for part in parts {
+            match part {
+                Part::Text(t) => text.push_str(&t),
+                Part::Literal(bytes) => {
+                    text.push_str(&format!(
+                        "{{{}{}}}",
+                        bytes.len(),
+                        if literal_plus { "+" } else { "" }
+                    ));
+                    if tag.is_none() {
+                        let id = self
+                            .inner
+                            .run_command(&text)
+                            .await
+                            .map_err(|e| ImapError::Unavailable(format!("{what}: {e}")))?;
+                        tag = Some(id);
+                    } else {
+                        text.push_str("\r\n");
+                        self.write_raw(text.as_bytes()).await?;
+                    }
+                    text.clear();
+                    if !literal_plus {
+                        // Wait for the continuation request.
+                        loop {
+                            let r = read_next!(self.inner).await?;
+                            match r.parsed() {
+                                Response::Continue(_) => break,
+                                Response::Done {
+                                    status, outcome, ..
+                                } => {
+                                    let info = outcome.information.as_deref().unwrap_or("");
+                                    return Err(no_error(
+                                        what,
+                                        status,
+                                        outcome.code.as_ref(),
+                                        info,
+                                    ));
+                                }
+                                other => on(other)?,
+                            }
+                        }
+                    }
+                    self.write_raw(bytes).await?;
+                }
+            }
+        }
+        let id = match tag {
+            None => self
+                .inner
+                .run_command(&text)
+                .await
+                .map_err(|e| ImapError::Unavailable(format!("{what}: {e}")))?,
+            Some(id) => {
+                text.push_str("\r\n");
+                self.write_raw(text.as_bytes()).await?;
+                self.inner
+                    .get_mut()
+                    .flush()
+                    .await
+                    .map_err(|e| ImapError::Unavailable(format!("flush: {e}")))?;
+                id
+            }
+        };
+        loop {
+            let r = read_next!(self.inner).await?;
+            match r.parsed() {
+                Response::Done {
+                    tag,
+                    status,
+                    outcome,
+                } if *tag == id => {
+                    let info = outcome.information.as_deref().unwrap_or("");
+                    if *status != imap_proto::Status::Ok {
+                        return Err(no_error(what, status, outcome.code.as_ref(), info));
+                    }
+                    let append_uid = match &outcome.code {
+                        Some(ResponseCode::AppendUid(_, uids)) => {
+                            parse::expand_uid_set(uids, 1)?.first().copied()
+                        }
+                        _ => None,
+                    };
+                    return Ok(Done {
+                        text: info.to_string(),
+                        append_uid,
+                        copy_uids: copy_uids(outcome.code.as_ref(), MAX_UID_SET)?,
+                    });
+                }
+                Response::Data {
+                    status: imap_proto::Status::Bye,
+                    outcome,
+                } => {
+                    let info = outcome.information.as_deref().unwrap_or("");
+                    return Err(ImapError::Unavailable(format!(
+                        "server closed the connection: {info}"
+                    )));
+                }
+                other => on(other)?,
+            }
+        }
+    }
+
+    async fn simple(&mut self, what: &'static str, cmd: String) -> Result<Done, ImapError> {
+        self.exec(what, vec![Part::Text(cmd)], &mut ignore).await
+    }
+
+    async fn simple_with(
+        &mut self,
+        what: &'static str,
+        cmd: String,
+        on: Handler<'_>,
+    ) -> Result<Done, ImapError> {
+        self.exec(what, vec![Part::Text(cmd)], on).await
+    }
+
+    // ----- folders ------------------------------------------------------------
+
+    /// LIST all mailboxes with SPECIAL-USE and subscription; with `with_status`
+    /// and LIST-STATUS, also each mailbox's STATUS in the same round trip.
+    pub async fn list_folders(&mut self, with_status: bool) -> Result<Vec<Folder>, ImapError> {
+        let extended = self.has("LIST-EXTENDED");
+        let mut cmd = String::from("LIST \"\" \"*\"");
+        if extended {
+            let mut opts = vec!["SUBSCRIBED"];
+            if self.has("SPECIAL-USE") {
+                opts.push("SPECIAL-USE");
+            }
+            let status_items = if self.condstore {
+                "STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"
+            } else {
+                "STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
+            };
+            if with_status && self.has("LIST-STATUS") {
+                opts.push(status_items);
+            }
+            cmd.push_str(&format!(" RETURN ({})", opts.join(" ")));
+        }
+        let mut folders = Vec::new();
+        let mut statuses = Vec::new();
+        self.simple_with("LIST", cmd, &mut |r| {
+            match r {
+                Response::MailboxData(MailboxDatum::List(l)) => {
+                    let attributes: Vec<String> = l.name_attributes.iter().map(name_attr).collect();
+                    let has = |a: &str| attributes.iter().any(|x| x.eq_ignore_ascii_case(a));
+                    if has("\\NonExistent") {
+                        return Ok(());
+                    }
+                    let raw = l.name.to_string();
+                    let delimiter = l.delimiter.as_deref().and_then(|d| d.chars().next());
+                    let special = if raw.eq_ignore_ascii_case("INBOX") {
+                        Some(SpecialUse::Inbox)
+                    } else {
+                        l.name_attributes.iter().find_map(|a| match a {
+                            NameAttribute::Drafts => Some(SpecialUse::Drafts),
+                            NameAttribute::Sent => Some(SpecialUse::Sent),
+                            NameAttribute::Trash => Some(SpecialUse::Trash),
+                            NameAttribute::Junk => Some(SpecialUse::Junk),
+                            NameAttribute::Archive => Some(SpecialUse::Archive),
+                            _ => None,
+                        })
+                    };
+                    let parent = delimiter
+                        .and_then(|d| raw.rsplit_once(d))
+                        .map(|(p, _)| p.to_string());
+                    folders.push(Folder {
+                        name: utf7::decode(&raw).unwrap_or_else(|_| raw.clone()),
+                        delimiter,
+                        special,
+                        parent,
+                        subscribed: !extended || has("\\Subscribed"),
+                        selectable: !has("\\Noselect"),
+                        attributes,
+                        status: None,
+                        raw_name: raw,
+                    });
+                }
+                Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+                    statuses.push((mailbox.to_string(), folder_status(status)));
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+        .await?;
+        if !extended {
+            let mut subscribed = HashSet::new();
+            self.simple_with("LSUB", "LSUB \"\" \"*\"".into(), &mut |r| {
+                if let Response::MailboxData(MailboxDatum::List(l)) = r {
+                    subscribed.insert(l.name.to_string());
+                }
+                Ok(())
+            })
+            .await?;
+            for f in &mut folders {
+                f.subscribed = subscribed.contains(&f.raw_name);
+            }
+        }
+        for (mailbox, st) in statuses {
+            if let Some(f) = folders.iter_mut().find(|f| f.raw_name == mailbox) {
+                f.status = Some(st);
+            }
+        }
+        // Configured names stand in for roles the server does not mark.
+        for (role, name) in &self.folder_names {
+            if !folders.iter().any(|f| f.special == Some(*role)) {
+                if let Some(f) = folders
+                    .iter_mut()
+                    .find(|f| f.special.is_none() && f.raw_name == *name)
+                {
+                    f.special = Some(*role);
+                }
+            }
+        }
+        Ok(folders)
+    }
+
+    async fn is_subscribed(&mut self, raw: &str) -> Result<bool, ImapError> {
+        let mut found = false;
+        self.simple_with("LSUB", format!("LSUB \"\" {}", quote(raw)?), &mut |r| {
+            if let Response::MailboxData(MailboxDatum::List(l)) = r {
+                found |= l.name == raw;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// CREATE and SUBSCRIBE. An existing unsubscribed mailbox is subscribed
+    /// (`Ok`); an existing subscribed one is `AlreadyExists`.
+    pub async fn create_folder(&mut self, raw: &str) -> Result<(), ImapError> {
+        let q = quote(raw)?;
+        match self.simple("CREATE", format!("CREATE {q}")).await {
+            Ok(_) => {}
+            Err(ImapError::AlreadyExists(_)) => {
+                if self.is_subscribed(raw).await? {
+                    return Err(ImapError::AlreadyExists(raw.to_string()));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.subscribe(raw).await
+    }
+
+    /// UNSUBSCRIBE (best effort) and DELETE.
+    pub async fn delete_folder(&mut self, raw: &str) -> Result<(), ImapError> {
+        let q = quote(raw)?;
+        if self.selected.as_ref().is_some_and(|s| s.raw == raw) {
+            self.unselect().await?;
+        }
+        let _ = self.simple("UNSUBSCRIBE", format!("UNSUBSCRIBE {q}")).await;
+        if self.broken {
+            return Err(ImapError::Unavailable(
+                "connection failed during UNSUBSCRIBE".into(),
+            ));
+        }
+        self.simple("DELETE", format!("DELETE {q}"))
+            .await
+            .map(|_| ())
+    }
+
+    /// RENAME, moving the subscription along.
+    pub async fn rename_folder(&mut self, from: &str, to: &str) -> Result<(), ImapError> {
+        let (qf, qt) = (quote(from)?, quote(to)?);
+        if self.selected.as_ref().is_some_and(|s| s.raw == from) {
+            self.unselect().await?;
+        }
+        self.simple("RENAME", format!("RENAME {qf} {qt}")).await?;
+        let _ = self
+            .simple("UNSUBSCRIBE", format!("UNSUBSCRIBE {qf}"))
+            .await;
+        self.subscribe(to).await
+    }
+
+    /// SUBSCRIBE.
+    pub async fn subscribe(&mut self, raw: &str) -> Result<(), ImapError> {
+        self.simple("SUBSCRIBE", format!("SUBSCRIBE {}", quote(raw)?))
+            .await
+            .map(|_| ())
+    }
+
+    /// UNSUBSCRIBE.
+    pub async fn unsubscribe(&mut self, raw: &str) -> Result<(), ImapError> {
+        self.simple("UNSUBSCRIBE", format!("UNSUBSCRIBE {}", quote(raw)?))
+            .await
+            .map(|_| ())
+    }
+
+    /// STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN [HIGHESTMODSEQ]): the cheap poll.
+    pub async fn status(&mut self, raw: &str) -> Result<FolderStatus, ImapError> {
+        let items = if self.condstore {
+            "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"
+        } else {
+            "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
+        };
+        let mut found = None;
+        self.simple_with(
+            "STATUS",
+            format!("STATUS {} {items}", quote(raw)?),
+            &mut |r| {
+                if let Response::MailboxData(MailboxDatum::Status { status, .. }) = r {
+                    found = Some(folder_status(status));
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        found.ok_or_else(|| ImapError::Protocol("STATUS without a STATUS response".into()))
+    }
+
+    // ----- mailbox state ------------------------------------------------------
+
+    /// SELECT (read-write).
+    pub async fn select(&mut self, raw: &str) -> Result<MailboxState, ImapError> {
+        self.open(raw, false).await
+    }
+
+    /// EXAMINE (read-only).
+    pub async fn examine(&mut self, raw: &str) -> Result<MailboxState, ImapError> {
+        self.open(raw, true).await
+    }
+
+    async fn open(&mut self, raw: &str, read_only: bool) -> Result<MailboxState, ImapError> {
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
+        self.selected = None;
+        let condstore = self.condstore;
+        let mut st = MailboxState::default();
+        self.simple_with(verb, format!("{verb} {}", quote(raw)?), &mut |r| {
+            match r {
+                Response::MailboxData(MailboxDatum::Exists(n)) => st.exists = *n,
+                Response::Data { outcome, .. } => match outcome.code {
+                    Some(ResponseCode::UidValidity(v)) => st.uidvalidity = v,
+                    Some(ResponseCode::UidNext(v)) => st.uidnext = v,
+                    Some(ResponseCode::HighestModSeq(v)) if condstore => st.highestmodseq = Some(v),
+                    _ => {}
+                },
+                _ => {}
+            }
+            Ok(())
+        })
+        .await?;
+        self.selected = Some(Selected {
+            raw: raw.to_string(),
+            read_only,
+            state: st,
+        });
+        Ok(st)
+    }
+
+    async fn ensure(&mut self, raw: &str, writable: bool) -> Result<MailboxState, ImapError> {
+        match &self.selected {
+            Some(s) if s.raw == raw && (!writable || !s.read_only) => Ok(s.state),
+            _ => self.open(raw, !writable).await,
+        }
+    }
+
+    async fn unselect(&mut self) -> Result<(), ImapError> {
+        if self.selected.is_some() {
+            let cmd = if self.has("UNSELECT") {
+                "UNSELECT"
+            } else {
+                "CLOSE"
+            };
+            self.simple("UNSELECT", cmd.into()).await?;
+            self.selected = None;
+        }
+        Ok(())
+    }
+
+    /// Changes since `modseq` (QRESYNC): `UID FETCH 1:* (…) (CHANGEDSINCE n VANISHED)`.
+    /// `Unsupported` without QRESYNC: use [`Session::list_messages`] then.
+    pub async fn changes_since(&mut self, raw: &str, modseq: u64) -> Result<Changes, ImapError> {
+        if !self.qresync {
+            return Err(ImapError::Unsupported("QRESYNC not available".into()));
+        }
+        let mut state = self.open(raw, true).await?;
+        let mut changed = Vec::new();
+        let mut vanished = Vec::new();
+        let max_uid = state.uidnext.saturating_sub(1);
+        self.simple_with(
+            "UID FETCH",
+            format!("UID FETCH 1:* (UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE) (CHANGEDSINCE {modseq} VANISHED)"),
+            &mut |r| {
+                match r {
+                    Response::Fetch(_, attrs) => changed.extend(meta_of(attrs)),
+                    Response::Vanished { uids, .. } => {
+                        for range in uids {
+                            let (a, b) = (*range.start(), (*range.end()).min(max_uid));
+                            if a > b {
+                                continue;
+                            }
+                            if vanished.len() + (b - a) as usize + 1 > MAX_UID_SET {
+                                return Err(ImapError::Protocol("VANISHED set too large".into()));
+                            }
+                            vanished.extend(a..=b);
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        vanished.sort_unstable();
+        vanished.dedup();
+        changed.sort_by_key(|m: &MessageMeta| m.uid);
+        if let Some(m) = changed.iter().filter_map(|m| m.modseq).max() {
+            state.highestmodseq = Some(state.highestmodseq.unwrap_or(0).max(m));
+        }
+        Ok(Changes {
+            state,
+            changed,
+            vanished,
+        })
+    }
+
+    fn meta_items(&self) -> &'static str {
+        if self.condstore {
+            "(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE)"
+        } else {
+            "(UID FLAGS INTERNALDATE RFC822.SIZE)"
+        }
+    }
+
+    async fn fetch_metas(&mut self, set: &str) -> Result<Vec<MessageMeta>, ImapError> {
+        let items = self.meta_items();
+        let mut out = Vec::new();
+        self.simple_with("UID FETCH", format!("UID FETCH {set} {items}"), &mut |r| {
+            if let Response::Fetch(_, attrs) = r {
+                out.extend(meta_of(attrs));
+            }
+            Ok(())
+        })
+        .await?;
+        out.sort_by_key(|m| m.uid);
+        out.dedup_by_key(|m| m.uid);
+        Ok(out)
+    }
+
+    async fn uid_search(&mut self, parts: Vec<Part<'_>>) -> Result<Vec<u32>, ImapError> {
+        let mut out = Vec::new();
+        self.exec("UID SEARCH", parts, &mut |r| {
+            if let Response::MailboxData(MailboxDatum::Search(v)) = r {
+                if out.len() + v.len() > MAX_UID_SET {
+                    return Err(ImapError::Protocol("SEARCH result too large".into()));
+                }
+                out.extend_from_slice(v);
+            }
+            Ok(())
+        })
+        .await?;
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Full listing (the fallback without CONDSTORE), optionally only messages
+    /// with INTERNALDATE on or after the day of `since` (FilterType window).
+    pub async fn list_messages(
+        &mut self,
+        raw: &str,
+        since: Option<i64>,
+    ) -> Result<Vec<MessageMeta>, ImapError> {
+        let state = self.open(raw, true).await?;
+        if state.exists == 0 {
+            return Ok(Vec::new());
+        }
+        let set = match since {
+            None => "1:*".to_string(),
+            Some(t) => {
+                let uids = self
+                    .uid_search(vec![Part::Text(format!(
+                        "UID SEARCH SINCE {}",
+                        parse::format_search_date(t)
+                    ))])
+                    .await?;
+                match uid_set(&uids) {
+                    None => return Ok(Vec::new()),
+                    Some(s) => s,
+                }
+            }
+        };
+        self.fetch_metas(&set).await
+    }
+
+    /// Metadata of the given UIDs (absent UIDs are skipped).
+    pub async fn fetch_meta(
+        &mut self,
+        raw: &str,
+        uids: &[u32],
+    ) -> Result<Vec<MessageMeta>, ImapError> {
+        let Some(set) = uid_set(uids) else {
+            return Ok(Vec::new());
+        };
+        self.ensure(raw, false).await?;
+        self.fetch_metas(&set).await
+    }
+
+    // ----- content ------------------------------------------------------------
+
+    /// Header fields ([`HEADER_FIELDS`]) and BODYSTRUCTURE of the given UIDs
+    /// (missing UIDs are simply absent from the result).
+    pub async fn fetch_headers(
+        &mut self,
+        raw: &str,
+        uids: &[u32],
+    ) -> Result<Vec<MessageHeaders>, ImapError> {
+        let Some(set) = uid_set(uids) else {
+            return Ok(Vec::new());
+        };
+        self.ensure(raw, false).await?;
+        let mut out = Vec::new();
+        self.simple_with(
+            "UID FETCH",
+            format!(
+                "UID FETCH {set} (UID BODY.PEEK[HEADER.FIELDS ({})] BODYSTRUCTURE)",
+                HEADER_FIELDS.join(" ")
+            ),
+            &mut |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    let mut h = MessageHeaders::default();
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => h.uid = *u,
+                            AttributeValue::BodySection { data: Some(d), .. } => {
+                                h.fields = parse::parse_header_fields(d)
+                            }
+                            AttributeValue::BodyStructure(bs) => {
+                                let root =
+                                    if matches!(bs, imap_proto::BodyStructure::Multipart { .. }) {
+                                        ""
+                                    } else {
+                                        "1"
+                                    };
+                                h.body = parse::body_part(bs, root, 0);
+                            }
+                            _ => {}
+                        }
+                    }
+                    if h.uid != 0 {
+                        out.push(h);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        out.sort_by_key(|h| h.uid);
+        Ok(out)
+    }
+
+    /// The whole message (`BODY.PEEK[]`), refused with `TooLarge` above `max_size`.
+    pub async fn fetch_message(
+        &mut self,
+        raw: &str,
+        uid: u32,
+        max_size: u64,
+    ) -> Result<Vec<u8>, ImapError> {
+        let meta = self.fetch_meta(raw, &[uid]).await?;
+        let size = meta
+            .iter()
+            .find(|m| m.uid == uid)
+            .map(|m| u64::from(m.size))
+            .ok_or_else(|| ImapError::NotFound(format!("UID {uid} in {raw}")))?;
+        if size > max_size {
+            return Err(ImapError::TooLarge {
+                size,
+                limit: max_size,
+            });
+        }
+        self.fetch_section(raw, uid, "", None).await
+    }
+
+    /// A byte range of a section (`""` = whole message, `"1.2"` = a part, as
+    /// encoded on the wire): `BODY.PEEK[section]<offset.len>`. Reading past
+    /// the end gives fewer (or zero) bytes.
+    pub async fn fetch_partial(
+        &mut self,
+        raw: &str,
+        uid: u32,
+        section: &str,
+        offset: u32,
+        len: u32,
+    ) -> Result<Vec<u8>, ImapError> {
+        self.fetch_section(raw, uid, section, Some((offset, len)))
+            .await
+    }
+
+    async fn fetch_section(
+        &mut self,
+        raw: &str,
+        uid: u32,
+        section: &str,
+        range: Option<(u32, u32)>,
+    ) -> Result<Vec<u8>, ImapError> {
+        if !section.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(ImapError::InvalidInput(format!("bad section {section:?}")));
+        }
+        self.ensure(raw, false).await?;
+        let partial = range.map(|(o, l)| format!("<{o}.{l}>")).unwrap_or_default();
+        let mut found: Option<Vec<u8>> = None;
+        self.simple_with(
+            "UID FETCH",
+            format!("UID FETCH {uid} (UID BODY.PEEK[{section}]{partial})"),
+            &mut |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    if attrs
+                        .iter()
+                        .any(|a| matches!(a, AttributeValue::Uid(u) if *u == uid))
+                    {
+                        for a in attrs {
+                            if let AttributeValue::BodySection { data, .. } = a {
+                                found =
+                                    Some(data.as_deref().map(<[u8]>::to_vec).unwrap_or_default());
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        found.ok_or_else(|| ImapError::NotFound(format!("UID {uid} section [{section}] in {raw}")))
+    }
+
+    // ----- mutations ----------------------------------------------------------
+
+    /// `UID STORE +FLAGS.SILENT` (add) or `-FLAGS.SILENT`, optionally
+    /// `(UNCHANGEDSINCE n)` (CONDSTORE): conflicting UIDs come back in `modified`.
+    pub async fn store_flags(
+        &mut self,
+        raw: &str,
+        uids: &[u32],
+        flags: &[Flag],
+        add: bool,
+        unchanged_since: Option<u64>,
+    ) -> Result<StoreOutcome, ImapError> {
+        let Some(set) = uid_set(uids) else {
+            return Ok(StoreOutcome::default());
+        };
+        let names = flags
+            .iter()
+            .map(Flag::to_imap)
+            .collect::<Result<Vec<_>, _>>()?;
+        if names.is_empty() {
+            return Ok(StoreOutcome::default());
+        }
+        let cond = match unchanged_since {
+            Some(m) if self.condstore => format!(" (UNCHANGEDSINCE {m})"),
+            Some(_) => {
+                return Err(ImapError::Unsupported(
+                    "UNCHANGEDSINCE needs CONDSTORE".into(),
+                ))
+            }
+            None => String::new(),
+        };
+        self.ensure(raw, true).await?;
+        let sign = if add { '+' } else { '-' };
+        let done = self
+            .simple(
+                "UID STORE",
+                format!(
+                    "UID STORE {set}{cond} {sign}FLAGS.SILENT ({})",
+                    names.join(" ")
+                ),
+            )
+            .await?;
+        Ok(StoreOutcome {
+            modified: parse::parse_modified(&done.text, MAX_UID_SET)?,
+        })
+    }
+
+    /// Moves messages (`UID MOVE`, or COPY + `\Deleted` + `UID EXPUNGE`).
+    /// Returns `(old uid, new uid)` pairs when the server reports COPYUID.
+    pub async fn move_messages(
+        &mut self,
+        raw: &str,
+        uids: &[u32],
+        dest: &str,
+    ) -> Result<Vec<(u32, u32)>, ImapError> {
+        let Some(set) = uid_set(uids) else {
+            return Ok(Vec::new());
+        };
+        let qd = quote(dest)?;
+        self.ensure(raw, true).await?;
+        let limit = uids.len();
+        let mut pairs = Vec::new();
+        if self.has("MOVE") {
+            let done = self
+                .simple_with("UID MOVE", format!("UID MOVE {set} {qd}"), &mut |r| {
+                    if let Response::Data { outcome, .. } = r {
+                        pairs.extend(copy_uids(outcome.code.as_ref(), limit)?);
+                    }
+                    Ok(())
+                })
+                .await?;
+            pairs.extend(done.copy_uids);
+        } else {
+            let done = self
+                .simple("UID COPY", format!("UID COPY {set} {qd}"))
+                .await?;
+            pairs.extend(done.copy_uids);
+            self.simple(
+                "UID STORE",
+                format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+            )
+            .await?;
+            self.expunge_set(&set).await?;
+        }
+        Ok(pairs)
+    }
+
+    async fn expunge_set(&mut self, set: &str) -> Result<(), ImapError> {
+        if self.has("UIDPLUS") {
+            self.simple("UID EXPUNGE", format!("UID EXPUNGE {set}"))
+                .await?;
+        } else {
+            self.simple("EXPUNGE", "EXPUNGE".into()).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks `\Deleted` and expunges exactly these UIDs (UIDPLUS; plain EXPUNGE otherwise).
+    pub async fn expunge(&mut self, raw: &str, uids: &[u32]) -> Result<(), ImapError> {
+        let Some(set) = uid_set(uids) else {
+            return Ok(());
+        };
+        self.ensure(raw, true).await?;
+        self.simple(
+            "UID STORE",
+            format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+        )
+        .await?;
+        self.expunge_set(&set).await
+    }
+
+    /// APPEND; returns the new UID when the server reports APPENDUID (UIDPLUS).
+    pub async fn append(
+        &mut self,
+        raw: &str,
+        flags: &[Flag],
+        internal_date: Option<i64>,
+        message: &[u8],
+    ) -> Result<Option<u32>, ImapError> {
+        let names = flags
+            .iter()
+            .map(Flag::to_imap)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut head = format!("APPEND {}", quote(raw)?);
+        if !names.is_empty() {
+            head.push_str(&format!(" ({})", names.join(" ")));
+        }
+        if let Some(t) = internal_date {
+            head.push_str(&format!(" \"{}\"", parse::format_date_time(t)));
+        }
+        head.push(' ');
+        let done = self
+            .exec(
+                "APPEND",
+                vec![Part::Text(head), Part::Literal(message)],
+                &mut ignore,
+            )
+            .await?;
+        if self.selected.as_ref().is_some_and(|s| s.raw == raw) {
+            // The cached EXISTS/UIDNEXT are stale now.
+            self.selected = None;
+        }
+        Ok(done.append_uid)
+    }
+
+    /// `UID SEARCH CHARSET UTF-8 …`: UIDs matching every given criterion, ascending.
+    /// Non-ASCII strings are sent as literals.
+    pub async fn search(&mut self, raw: &str, q: &SearchQuery) -> Result<Vec<u32>, ImapError> {
+        let strings: Vec<(&str, &String)> = [
+            ("SUBJECT", &q.subject),
+            ("FROM", &q.from),
+            ("TO", &q.to),
+            ("BODY", &q.body),
+            ("TEXT", &q.text),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
+        let mut parts = vec![Part::Text("UID SEARCH CHARSET UTF-8".into())];
+        let mut n = 0;
+        for (key, value) in &strings {
+            if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+                return Err(ImapError::InvalidInput(format!(
+                    "{key} contains a control character"
+                )));
+            }
+            match quote(value) {
+                Ok(qv) => parts.push(Part::Text(format!(" {key} {qv}"))),
+                Err(_) => {
+                    parts.push(Part::Text(format!(" {key} ")));
+                    parts.push(Part::Literal(value.as_bytes()));
+                }
+            }
+            n += 1;
+        }
+        if let Some(t) = q.since {
+            parts.push(Part::Text(format!(
+                " SINCE {}",
+                parse::format_search_date(t)
+            )));
+            n += 1;
+        }
+        if let Some(t) = q.before {
+            parts.push(Part::Text(format!(
+                " BEFORE {}",
+                parse::format_search_date(t)
+            )));
+            n += 1;
+        }
+        if n == 0 {
+            parts.push(Part::Text(" ALL".into()));
+        }
+        self.ensure(raw, false).await?;
+        self.uid_search(parts).await
+    }
+
+    /// Deletes every message of the mailbox; returns how many there were.
+    pub async fn empty_folder(&mut self, raw: &str) -> Result<u32, ImapError> {
+        let st = self.open(raw, false).await?;
+        if st.exists == 0 {
+            return Ok(0);
+        }
+        self.simple("STORE", "STORE 1:* +FLAGS.SILENT (\\Deleted)".into())
+            .await?;
+        self.simple("EXPUNGE", "EXPUNGE".into()).await?;
+        self.selected = None;
+        Ok(st.exists)
+    }
+
+    /// NOOP (keeps the connection alive, checks it).
+    pub async fn noop(&mut self) -> Result<(), ImapError> {
+        self.simple("NOOP", "NOOP".into()).await.map(|_| ())
+    }
+
+    /// LOGOUT (best effort) and close.
+    pub async fn logout(mut self) {
+        if !self.broken {
+            let _ = self.simple("LOGOUT", "LOGOUT".into()).await;
+        }
+    }
+
+    // ----- push ---------------------------------------------------------------
+
+    /// Selects `raw` and IDLEs until the server reports a change or `wait`
+    /// elapses. Each I/O step also has the configured timeout.
+    pub async fn idle_wait(&mut self, raw: &str, wait: Duration) -> Result<IdleOutcome, ImapError> {
+        if !self.has("IDLE") {
+            return Err(ImapError::Unsupported("IDLE not available".into()));
+        }
+        if self.broken {
+            return Err(ImapError::Unavailable("connection already failed".into()));
+        }
+        self.ensure(raw, false).await?;
+        let t = self.timeout;
+        let res = self.idle_inner(wait, t).await;
+        if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
+            self.broken = true;
+            self.selected = None;
+        }
+        res
+    }
+
+    async fn idle_inner(&mut self, wait: Duration, t: Duration) -> Result<IdleOutcome, ImapError> {
+        let id = tokio::time::timeout(t, self.inner.run_command("IDLE"))
+            .await
+            .map_err(|_| ImapError::Unavailable("IDLE timed out".into()))?
+            .map_err(|e| ImapError::Unavailable(format!("IDLE: {e}")))?;
+        let mut changed = false;
+        // The continuation request (pending news may come first).
+        loop {
+            let r = tokio::time::timeout(t, read_next!(self.inner))
+                .await
+                .map_err(|_| ImapError::Unavailable("IDLE continuation timed out".into()))??;
+            match r.parsed() {
+                Response::Continue(_) => break,
+                Response::Done {
+                    status, outcome, ..
+                } => {
+                    let info = outcome.information.as_deref().unwrap_or("");
+                    return Err(no_error("IDLE", status, None, info));
+                }
+                other => changed |= is_change(other),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while !changed {
+            match tokio::time::timeout_at(deadline, read_next!(self.inner)).await {
+                Err(_) => break,
+                Ok(r) => {
+                    let r = r?;
+                    match r.parsed() {
+                        Response::Data {
+                            status: imap_proto::Status::Bye,
+                            ..
+                        } => {
+                            return Err(ImapError::Unavailable(
+                                "server closed the connection during IDLE".into(),
+                            ));
+                        }
+                        other => changed |= is_change(other),
+                    }
+                }
+            }
+        }
+        tokio::time::timeout(t, self.inner.run_command_untagged("DONE"))
+            .await
+            .map_err(|_| ImapError::Unavailable("DONE timed out".into()))?
+            .map_err(|e| ImapError::Unavailable(format!("DONE: {e}")))?;
+        loop {
+            let r = tokio::time::timeout(t, read_next!(self.inner))
+                .await
+                .map_err(|_| ImapError::Unavailable("IDLE completion timed out".into()))??;
+            match r.parsed() {
+                Response::Done {
+                    tag,
+                    status,
+                    outcome,
+                } if *tag == id => {
+                    if *status != imap_proto::Status::Ok {
+                        let info = outcome.information.as_deref().unwrap_or("");
+                        return Err(no_error("IDLE", status, None, info));
+                    }
+                    break;
+                }
+                other => changed |= is_change(other),
+            }
+        }
+        if changed {
+            // EXISTS/UIDNEXT cached from SELECT are stale.
+            self.selected = None;
+            Ok(IdleOutcome::Changed)
+        } else {
+            Ok(IdleOutcome::Timeout)
+        }
+    }
+}
+
+fn io_error(e: std::io::Error) -> ImapError {
+    if e.kind() == std::io::ErrorKind::Other {
+        ImapError::Protocol(format!("read: {e}"))
+    } else {
+        ImapError::Unavailable(format!("read: {e}"))
+    }
+}
+
+fn is_change(r: &Response<'_>) -> bool {
+    matches!(
+        r,
+        Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_))
+            | Response::Expunge(_)
+            | Response::Vanished { .. }
+            | Response::Fetch(..)
+    )
+}
+
+fn name_attr(a: &NameAttribute<'_>) -> String {
+    match a {
+        NameAttribute::NoInferiors => "\\Noinferiors".into(),
+        NameAttribute::NoSelect => "\\Noselect".into(),
+        NameAttribute::Marked => "\\Marked".into(),
+        NameAttribute::Unmarked => "\\Unmarked".into(),
+        NameAttribute::All => "\\All".into(),
+        NameAttribute::Archive => "\\Archive".into(),
+        NameAttribute::Drafts => "\\Drafts".into(),
+        NameAttribute::Flagged => "\\Flagged".into(),
+        NameAttribute::Junk => "\\Junk".into(),
+        NameAttribute::Sent => "\\Sent".into(),
+        NameAttribute::Trash => "\\Trash".into(),
+        NameAttribute::Extension(s) => s.to_string(),
+        _ => "\\Unknown".into(),
+    }
+}
+
+fn folder_status(attrs: &[StatusAttribute]) -> FolderStatus {
+    let mut st = FolderStatus::default();
+    for a in attrs {
+        match a {
+            StatusAttribute::Messages(n) => st.messages = *n,
+            StatusAttribute::UidNext(n) => st.uidnext = *n,
+            StatusAttribute::UidValidity(n) => st.uidvalidity = *n,
+            StatusAttribute::Unseen(n) => st.unseen = *n,
+            StatusAttribute::HighestModSeq(n) => st.highestmodseq = Some(*n),
+            _ => {}
+        }
+    }
+    st
+}
+
+fn meta_of(attrs: &[AttributeValue<'_>]) -> Option<MessageMeta> {
+    let mut m = MessageMeta::default();
+    for a in attrs {
+        match a {
+            AttributeValue::Uid(u) => m.uid = *u,
+            AttributeValue::Flags(f) => m.flags = Flags::from_imap(f.iter().map(|s| s.as_ref())),
+            AttributeValue::ModSeq(v) => m.modseq = Some(*v),
+            AttributeValue::InternalDate(d) => {
+                m.internal_date = parse::parse_internal_date(d).unwrap_or(0)
+            }
+            AttributeValue::Rfc822Size(s) => m.size = *s,
+            _ => {}
+        }
+    }
+    (m.uid != 0).then_some(m)
+}
+
+fn no_error(
+    what: &'static str,
+    status: &imap_proto::Status,
+    code: Option<&ResponseCode<'_>>,
+    info: &str,
+) -> ImapError {
+    let upper = info.to_ascii_uppercase();
+    match status {
+        imap_proto::Status::Bad => ImapError::Protocol(format!("{what}: BAD {info}")),
+        _ if matches!(code, Some(ResponseCode::TryCreate))
+            || upper.contains("NONEXISTENT")
+            || upper.contains("TRYCREATE")
+            // imap-proto drops RFC 5530 codes it does not know; fall back to the text.
+            || upper.contains("DOESN'T EXIST")
+            || upper.contains("DOES NOT EXIST")
+            || upper.contains("NO SUCH MAILBOX")
+            || upper.contains("UNKNOWN MAILBOX") =>
+        {
+            ImapError::NotFound(format!("{what}: {info}"))
+        }
+        _ if upper.contains("ALREADYEXISTS") || upper.contains("ALREADY EXISTS") => {
+            ImapError::AlreadyExists(format!("{what}: {info}"))
+        }
+        _ if upper.contains("UNAVAILABLE")
+            || upper.contains("SERVERBUG")
+            || upper.contains("INUSE") =>
+        {
+            ImapError::Unavailable(format!("{what}: {info}"))
+        }
+        _ => ImapError::Rejected {
+            command: what,
+            text: info.to_string(),
+        },
+    }
+}

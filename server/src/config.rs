@@ -1,0 +1,754 @@
+//! The `opush.toml` model: every section and key the server reads, their
+//! defaults (the demo configuration of `scripts/stack`), and the
+//! `OPUSH_<SECTION>_<KEY>` environment overrides.
+//!
+//! This module only parses and validates. It does not open sockets, read
+//! other files, or log: secrets are held in [`Secret`], which never prints.
+//! Every key is documented in `docs/CONFIGURATION.md`; keep both in step.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "OPUSH_";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file (after environment overrides) is not valid TOML for this model.
+    #[error("invalid configuration{}: {message}", origin.as_deref().map(|p| format!(" in {p}")).unwrap_or_default())]
+    Parse {
+        /// File path, if any.
+        origin: Option<String>,
+        /// Parser message (names the key).
+        message: String,
+    },
+    /// An `OPUSH_*` variable names a key of a known section that does not exist.
+    #[error("environment variable {var} does not name a configuration key")]
+    UnknownEnv {
+        /// Variable name.
+        var: String,
+    },
+    /// A value is out of its allowed range or inconsistent with another.
+    #[error("invalid value for {key}: {reason}")]
+    Invalid {
+        /// `section.key`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A secret string (password). `Debug`, `Display` and `Serialize` print `*`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret value, for the one call that needs it (a login).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("*")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Accept any scalar: an environment override like `1234` parses as an integer.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        Ok(Secret(match Scalar::deserialize(d)? {
+            Scalar::S(s) => s,
+            Scalar::I(i) => i.to_string(),
+            Scalar::F(f) => f.to_string(),
+            Scalar::B(b) => b.to_string(),
+        }))
+    }
+}
+
+/// Transport security towards a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain TCP (loopback or trusted network only).
+    #[default]
+    None,
+    /// Plain TCP upgraded with STARTTLS.
+    Starttls,
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Tls,
+}
+
+/// The whole `opush.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[storage]`: passed through to `opush-storage` (see docs/CONFIGURATION.md).
+    pub storage: toml::Table,
+    /// `[imap]`
+    pub imap: ImapConfig,
+    /// `[smtp]`
+    pub smtp: SmtpConfig,
+    /// `[dav]`
+    pub dav: DavConfig,
+    /// `[ldap]`
+    pub ldap: LdapConfig,
+    /// `[devices]`
+    pub devices: DevicesConfig,
+    /// `[policy]`
+    pub policy: PolicyConfig,
+    /// `[console]`
+    pub console: ConsoleConfig,
+    /// `[logging]`
+    pub logging: LoggingConfig,
+}
+
+/// `[server]`: the HTTP front end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the EAS/Autodiscover HTTP listener binds.
+    pub listen: SocketAddr,
+    /// Public base URL devices reach (Autodiscover answers with it).
+    pub public_url: String,
+    /// Address of the admin/metrics HTTP listener.
+    pub admin_listen: SocketAddr,
+    /// Maximum requests processed at once; more wait (then 503).
+    pub max_in_flight: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_request_body: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            public_url: "http://127.0.0.1:8082".into(),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            max_in_flight: 1024,
+            max_request_body: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[imap]`: the mail store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImapConfig {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// Log in with `user@domain` (true) or with the local part only (false).
+    pub login_with_domain: bool,
+    /// Timeout of every network operation (connect, command, read), milliseconds.
+    pub timeout_ms: u64,
+    /// Master user for background push (`user*master` login), if any.
+    pub master_user: Option<String>,
+    /// Master user password.
+    pub master_password: Option<Secret>,
+    /// Separator between user and master user in the login name.
+    pub master_separator: String,
+    /// Drafts folder name, used when the server has no `\Drafts` SPECIAL-USE.
+    pub folder_drafts: String,
+    /// Sent folder name, used when the server has no `\Sent` SPECIAL-USE.
+    pub folder_sent: String,
+    /// Trash folder name, used when the server has no `\Trash` SPECIAL-USE.
+    pub folder_trash: String,
+    /// Maximum open connections per user.
+    pub pool_size: usize,
+    /// An idle pooled connection is closed after this many seconds.
+    pub pool_idle_timeout_s: u64,
+    /// Use CONDSTORE/QRESYNC when the server offers them (false: always full listings).
+    pub use_condstore: bool,
+    /// Push: STATUS polling period when IDLE/NOTIFY are not used, seconds.
+    pub poll_interval_s: u64,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            host: "127.0.0.1".into(),
+            port: 1143,
+            tls: TlsMode::None,
+            login_with_domain: true,
+            timeout_ms: 30_000,
+            master_user: None,
+            master_password: None,
+            master_separator: "*".into(),
+            folder_drafts: "Drafts".into(),
+            folder_sent: "Sent".into(),
+            folder_trash: "Trash".into(),
+            pool_size: 4,
+            pool_idle_timeout_s: 300,
+            use_condstore: true,
+            poll_interval_s: 60,
+        }
+    }
+}
+
+/// `[smtp]`: mail submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// Authenticate with the device user's credentials.
+    pub auth: bool,
+    /// Largest message accepted by SendMail/SmartReply/SmartForward, bytes.
+    pub max_message_size: u64,
+    /// Timeout of every network operation, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 1025,
+            tls: TlsMode::None,
+            auth: false,
+            max_message_size: 10 * 1024 * 1024,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[dav]`: CalDAV/CardDAV server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DavConfig {
+    /// Base URL; unset disables calendar and contacts collections.
+    pub url: Option<String>,
+    /// Timeout of every request, milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `[ldap]`: directory for ResolveRecipients / Search GAL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://` or `ldaps://` URL; unset disables GAL search.
+    pub url: Option<String>,
+    /// Search base; `%d` is replaced by the user's domain.
+    pub base_dn: String,
+    /// Search filter; `%q` is replaced by the (escaped) query.
+    pub filter: String,
+    /// Maximum entries returned.
+    pub limit: u32,
+    /// Bind DN, if the directory needs one.
+    pub bind_dn: Option<String>,
+    /// Bind password.
+    pub bind_password: Option<Secret>,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            url: None,
+            base_dn: "dc=%d".into(),
+            filter: "(|(mail=%q*)(cn=%q*)(sn=%q*)(givenName=%q*))".into(),
+            limit: 100,
+            bind_dn: None,
+            bind_password: None,
+        }
+    }
+}
+
+/// `[devices]`: device admission and sync limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// Accept devices never seen before (false: only pre-registered devices).
+    pub allow_unknown: bool,
+    /// WindowSize used when the device sends none.
+    pub window_size: u32,
+    /// Upper bound applied to the device's WindowSize.
+    pub max_window_size: u32,
+    /// Smallest Ping/Sync HeartbeatInterval accepted, seconds.
+    pub heartbeat_min_s: u32,
+    /// Largest Ping/Sync HeartbeatInterval accepted, seconds.
+    pub heartbeat_max_s: u32,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            allow_unknown: true,
+            window_size: 100,
+            max_window_size: 512,
+            heartbeat_min_s: 60,
+            heartbeat_max_s: 3540,
+        }
+    }
+}
+
+/// `[policy]`: the Provision policy (MS-ASPROV EASProvisionDoc) sent to devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Require devices to provision before syncing (449 otherwise).
+    pub require_provisioning: bool,
+    /// DevicePasswordEnabled.
+    pub device_password_enabled: bool,
+    /// AlphanumericDevicePasswordRequired.
+    pub alphanumeric_device_password_required: bool,
+    /// AllowSimpleDevicePassword.
+    pub allow_simple_device_password: bool,
+    /// MinDevicePasswordLength.
+    pub min_device_password_length: u32,
+    /// MaxInactivityTimeDeviceLock, seconds.
+    pub max_inactivity_time_device_lock_s: u32,
+    /// MaxDevicePasswordFailedAttempts.
+    pub max_device_password_failed_attempts: u32,
+    /// DevicePasswordExpiration, days (0 = never).
+    pub device_password_expiration_days: u32,
+    /// RequireDeviceEncryption.
+    pub require_device_encryption: bool,
+    /// AttachmentsEnabled.
+    pub attachments_enabled: bool,
+    /// MaxAttachmentSize, bytes (0 = no limit).
+    pub max_attachment_size: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            require_provisioning: true,
+            device_password_enabled: false,
+            alphanumeric_device_password_required: false,
+            allow_simple_device_password: true,
+            min_device_password_length: 4,
+            max_inactivity_time_device_lock_s: 900,
+            max_device_password_failed_attempts: 8,
+            device_password_expiration_days: 0,
+            require_device_encryption: false,
+            attachments_enabled: true,
+            max_attachment_size: 0,
+        }
+    }
+}
+
+/// `[console]`: the SSH admin console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Start the console.
+    pub enable: bool,
+    /// Bind address.
+    pub address: String,
+    /// TCP port.
+    pub port: u16,
+    /// Users (IMAP logins) allowed to use the console.
+    pub admin_users: Vec<String>,
+    /// SSH host key file (generated on first start if missing).
+    pub host_key: Option<PathBuf>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enable: false,
+            address: "127.0.0.1".into(),
+            port: 5665,
+            admin_users: Vec::new(),
+            host_key: None,
+        }
+    }
+}
+
+/// `[logging]`: levels, globally and per named logger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Default level: trace, debug, info, warn, error or off.
+    pub level: String,
+    /// Level per named logger (e.g. `REQUEST.FULL = "debug"`, `imap = "warn"`).
+    pub loggers: BTreeMap<String, String>,
+    /// Output format: `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            loggers: BTreeMap::new(),
+            format: "text".into(),
+        }
+    }
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+const SECTIONS: [&str; 10] = [
+    "server", "storage", "imap", "smtp", "dav", "ldap", "devices", "policy", "console", "logging",
+];
+
+impl Config {
+    /// Reads `path`, applies `OPUSH_*` environment overrides and validates.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_with_env(&text, Some(path.display().to_string()), std::env::vars())
+    }
+
+    /// The demo configuration with `OPUSH_*` environment overrides applied.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_toml_with_env("", None, std::env::vars())
+    }
+
+    /// Parses TOML text without environment overrides, then validates.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_toml_with_env(text, None, std::iter::empty())
+    }
+
+    /// Parses TOML text, applies the given `(name, value)` variables as
+    /// overrides (only `OPUSH_<SECTION>_<KEY>` for a known section), validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: Option<String>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            origin: origin.clone(),
+            message,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        let defaults =
+            toml::Table::try_from(Config::default()).map_err(|e| parse_err(e.to_string()))?;
+        let mut vars: Vec<(String, String)> = vars.into_iter().collect();
+        vars.sort();
+        for (var, value) in vars {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let Some((section, key)) = rest.split_once('_') else {
+                continue;
+            };
+            if !SECTIONS.contains(&section) || key.is_empty() {
+                continue;
+            }
+            let known_type = defaults
+                .get(section)
+                .and_then(|s| s.as_table())
+                .and_then(|s| s.get(key));
+            let parsed = env_value(&value, known_type);
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section_table) = entry.as_table_mut() else {
+                return Err(parse_err(format!("[{section}] is not a table")));
+            };
+            if known_type.is_none() && section != "storage" && !optional_key(section, key) {
+                return Err(ConfigError::UnknownEnv { var });
+            }
+            section_table.insert(key.to_string(), parsed);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and cross-key consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.imap.port == 0 {
+            return invalid("imap.port", "must not be 0");
+        }
+        if self.imap.timeout_ms == 0 {
+            return invalid("imap.timeout_ms", "must be > 0");
+        }
+        if self.imap.pool_size == 0 {
+            return invalid("imap.pool_size", "must be >= 1");
+        }
+        if self.imap.master_user.is_some() != self.imap.master_password.is_some() {
+            return invalid(
+                "imap.master_user",
+                "master_user and master_password go together",
+            );
+        }
+        if self.imap.poll_interval_s == 0 {
+            return invalid("imap.poll_interval_s", "must be > 0");
+        }
+        if self.smtp.port == 0 {
+            return invalid("smtp.port", "must not be 0");
+        }
+        if self.server.max_in_flight == 0 {
+            return invalid("server.max_in_flight", "must be >= 1");
+        }
+        if self.devices.window_size == 0 || self.devices.window_size > self.devices.max_window_size
+        {
+            return invalid("devices.window_size", "must be in 1..=max_window_size");
+        }
+        if self.devices.heartbeat_min_s == 0
+            || self.devices.heartbeat_min_s > self.devices.heartbeat_max_s
+        {
+            return invalid("devices.heartbeat_min_s", "must be in 1..=heartbeat_max_s");
+        }
+        if self.ldap.url.is_some() && !self.ldap.filter.contains("%q") {
+            return invalid("ldap.filter", "must contain %q");
+        }
+        if self.policy.min_device_password_length > 16 {
+            return invalid(
+                "policy.min_device_password_length",
+                "must be <= 16 (MS-ASPROV)",
+            );
+        }
+        for (name, level) in std::iter::once(("level", &self.logging.level))
+            .chain(self.logging.loggers.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "logging.level",
+                    reason: format!("{name} = {level:?}: expected one of {}", LEVELS.join(", ")),
+                });
+            }
+        }
+        if !["text", "json"].contains(&self.logging.format.as_str()) {
+            return invalid("logging.format", "expected text or json");
+        }
+        Ok(())
+    }
+}
+
+/// Keys that are `None` by default (so absent from the serialized defaults).
+fn optional_key(section: &str, key: &str) -> bool {
+    matches!(
+        (section, key),
+        ("imap", "master_user" | "master_password")
+            | ("dav", "url" | "timeout_ms")
+            | ("ldap", "url" | "bind_dn" | "bind_password")
+            | ("console", "host_key")
+    )
+}
+
+/// Interprets an environment value: as a string when the key is a string,
+/// otherwise as a TOML value (number, bool, array, inline table), falling
+/// back to a string.
+fn env_value(raw: &str, known: Option<&toml::Value>) -> toml::Value {
+    if let Some(toml::Value::String(_)) = known {
+        return toml::Value::String(raw.to_string());
+    }
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_file_is_the_demo_config() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8082");
+        assert_eq!(c.imap.port, 1143);
+        assert_eq!(c.smtp.max_message_size, 10 * 1024 * 1024);
+        assert_eq!(c.console.port, 5665);
+    }
+
+    #[test]
+    fn file_values_and_env_overrides() {
+        let text = r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            [imap]
+            host = "mail.example.test"
+            tls = "starttls"
+            [storage]
+            backend = "cassandra"
+            seeds = ["10.0.0.1:9042"]
+            [logging.loggers]
+            imap = "debug"
+        "#;
+        let c = Config::from_toml_with_env(
+            text,
+            None,
+            env(&[
+                ("OPUSH_IMAP_PORT", "993"),
+                ("OPUSH_IMAP_TLS", "tls"),
+                ("OPUSH_IMAP_LOGIN_WITH_DOMAIN", "false"),
+                ("OPUSH_IMAP_MASTER_USER", "master"),
+                ("OPUSH_IMAP_MASTER_PASSWORD", "12345"),
+                ("OPUSH_STORAGE_KEYSPACE", "opush_test"),
+                ("OPUSH_DEVICES_ALLOW_UNKNOWN", "false"),
+                ("OPUSH_DEMO_PASSWORD", "ignored: not a section"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.imap.host, "mail.example.test");
+        assert_eq!(c.imap.port, 993);
+        assert_eq!(c.imap.tls, TlsMode::Tls);
+        assert!(!c.imap.login_with_domain);
+        assert_eq!(c.imap.master_user.as_deref(), Some("master"));
+        assert_eq!(
+            c.imap.master_password.as_ref().map(Secret::expose),
+            Some("12345")
+        );
+        assert_eq!(c.storage["backend"].as_str(), Some("cassandra"));
+        assert_eq!(c.storage["keyspace"].as_str(), Some("opush_test"));
+        assert_eq!(c.logging.loggers["imap"], "debug");
+        assert!(!c.devices.allow_unknown);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut c = Config::default();
+        c.imap.master_user = Some("m".into());
+        c.imap.master_password = Some(Secret::new("hunter2"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert_eq!(format!("{}", Secret::new("hunter2")), "*");
+        let ser = toml::to_string(&c).unwrap();
+        assert!(!ser.contains("hunter2"), "{ser}");
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        assert!(matches!(
+            Config::from_toml("[imap]\nport = \"x\""),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::from_toml("[imap]\nprot = 1"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::from_toml("[nope]\na = 1"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::from_toml("[imap]\nport = 70000"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::from_toml("[devices]\nwindow_size = 1000"),
+            Err(ConfigError::Invalid {
+                key: "devices.window_size",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Config::from_toml("[logging]\nlevel = \"loud\""),
+            Err(ConfigError::Invalid {
+                key: "logging.level",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Config::from_toml("[imap]\nmaster_user = \"m\""),
+            Err(ConfigError::Invalid {
+                key: "imap.master_user",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Config::from_toml_with_env("", None, env(&[("OPUSH_IMAP_HOSTNAME", "x")])),
+            Err(ConfigError::UnknownEnv { .. })
+        ));
+        assert!(matches!(
+            Config::load("/nonexistent/opush.toml"),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn documented_keys_match_the_model() {
+        // Every key of the model appears in docs/CONFIGURATION.md as `section.key`.
+        let doc = include_str!("../../docs/CONFIGURATION.md");
+        let mut c = Config::default();
+        c.imap.master_user = Some(String::new());
+        c.imap.master_password = Some(Secret::default());
+        c.dav.url = Some(String::new());
+        c.dav.timeout_ms = Some(0);
+        c.ldap.url = Some(String::new());
+        c.ldap.bind_dn = Some(String::new());
+        c.ldap.bind_password = Some(Secret::default());
+        c.console.host_key = Some(PathBuf::new());
+        let t = toml::Table::try_from(c).unwrap();
+        let mut missing = Vec::new();
+        for (section, keys) in &t {
+            for key in keys.as_table().into_iter().flat_map(|k| k.keys()) {
+                let name = format!("`{section}.{key}`");
+                if !doc.contains(&name) {
+                    missing.push(name);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented keys: {missing:?}");
+    }
+}

@@ -1,0 +1,7 @@
+//! The `opush` server library: HTTP front end, authentication, device
+//! registry use, EAS command handlers, backend connectors and configuration.
+//! The binary (`main.rs`) is a thin command line over it; tests start the
+//! real server in-process from here.
+
+pub mod backends;
+pub mod config;
