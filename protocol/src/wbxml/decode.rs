@@ -296,6 +296,24 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                         offset,
                     });
                 }
+                // Fast path for the most common shape, `<Tag>text</Tag>`
+                // (tag, STR_I, END) inside a parent: no stack round trip.
+                if b & 0x40 != 0 && input.get(r.pos) == Some(&STR_I) {
+                    if let Some(parent) = stack.last_mut() {
+                        let rest = input.get(r.pos + 1..).unwrap_or_default();
+                        if let Some(len) = memchr::memchr(0, rest) {
+                            if rest.get(len + 1) == Some(&END) {
+                                let text = utf8(&rest[..len], r.pos + 1)?;
+                                r.pos += len + 3;
+                                parent.children.push(Node::Element(Element {
+                                    tag,
+                                    children: vec![Node::Text(Cow::Borrowed(text))],
+                                }));
+                                continue;
+                            }
+                        }
+                    }
+                }
                 let el = Element::new(tag);
                 if b & 0x40 != 0 {
                     if stack.len() >= MAX_DEPTH {

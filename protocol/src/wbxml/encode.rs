@@ -58,6 +58,11 @@ fn open<'t, 'a>(
     let token = el.tag.token & 0x3F;
     if el.children.is_empty() {
         out.push(token);
+    } else if let [Node::Text(text)] = el.children.as_slice() {
+        // `<Tag>text</Tag>`, the most common shape: no stack frame.
+        out.push(token | 0x40);
+        write_str_i(text.as_bytes(), out);
+        out.push(0x01);
     } else {
         out.push(token | 0x40);
         stack.push((&el.children, 0));
