@@ -374,6 +374,50 @@ fn ping_provision_settings() {
     );
     check(
         "settings",
+        "request-oof-set",
+        V14_1,
+        SettingsRequest {
+            oof: Some(OofRequest::Set(OofSettings {
+                state: Some(2),
+                start_time: Some("2026-12-24T00:00:00.000Z".into()),
+                end_time: Some("2027-01-02T00:00:00.000Z".into()),
+                messages: vec![OofMessage {
+                    audience: OofAudience::Internal,
+                    enabled: Some(true),
+                    reply_message: Some("Back on the 2nd.".into()),
+                    body_type: Some("Text".into()),
+                }],
+            })),
+            ..SettingsRequest::default()
+        },
+    );
+    check(
+        "settings",
+        "response-oof-get",
+        V14_1,
+        SettingsResponse {
+            status: SettingsStatus::Success,
+            oof: Some(OofResponse {
+                status: SettingsStatus::Success,
+                get: Some(OofSettings {
+                    state: Some(0),
+                    messages: vec![OofMessage {
+                        audience: OofAudience::ExternalUnknown,
+                        enabled: Some(false),
+                        reply_message: None,
+                        body_type: Some("HTML".into()),
+                    }],
+                    ..OofSettings::default()
+                }),
+            }),
+            device_password_status: None,
+            user_information: None,
+            device_information_status: None,
+            rights_management: None,
+        },
+    );
+    check(
+        "settings",
         "response",
         V14_1,
         SettingsResponse {

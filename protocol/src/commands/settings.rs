@@ -2,8 +2,8 @@
 //! out-of-office, device password, rights management templates.
 //!
 //! Exists to type these exchanges. The device password is a
-//! [`crate::headers::Password`] so it never prints. Out-of-office and
-//! rights-management payloads are kept as their elements for now.
+//! [`crate::headers::Password`] so it never prints. Rights-management and
+//! 14.1 `Accounts` payloads are kept as their elements for now.
 
 use super::tree::{self, Owned};
 use super::{eas_document, since, CommandError};
@@ -74,11 +74,124 @@ impl DeviceInformation {
     }
 }
 
+/// Who an out-of-office message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OofAudience {
+    /// `AppliesToInternal`.
+    Internal,
+    /// `AppliesToExternalKnown`.
+    ExternalKnown,
+    /// `AppliesToExternalUnknown`.
+    ExternalUnknown,
+}
+
+impl OofAudience {
+    fn tag(self) -> crate::wbxml::Tag {
+        match self {
+            OofAudience::Internal => st::APPLIES_TO_INTERNAL,
+            OofAudience::ExternalKnown => st::APPLIES_TO_EXTERNAL_KNOWN,
+            OofAudience::ExternalUnknown => st::APPLIES_TO_EXTERNAL_UNKNOWN,
+        }
+    }
+}
+
+/// `OofMessage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OofMessage {
+    /// The audience (one `AppliesTo…` element).
+    pub audience: OofAudience,
+    /// `Enabled`.
+    pub enabled: Option<bool>,
+    /// `ReplyMessage`.
+    pub reply_message: Option<String>,
+    /// `BodyType` (`Text` or `HTML`).
+    pub body_type: Option<String>,
+}
+
+/// Out-of-office settings (`Oof/Set`, or `Oof/Get` in a response).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OofSettings {
+    /// `OofState`: 0 disabled, 1 global, 2 time-based.
+    pub state: Option<u8>,
+    /// `StartTime`.
+    pub start_time: Option<String>,
+    /// `EndTime`.
+    pub end_time: Option<String>,
+    /// `OofMessage`s.
+    pub messages: Vec<OofMessage>,
+}
+
+impl OofSettings {
+    fn from_element(el: &Element<'_>) -> Result<Self, CommandError> {
+        let messages = el
+            .children_with(st::OOF_MESSAGE)
+            .map(|m| {
+                let audience = [
+                    OofAudience::Internal,
+                    OofAudience::ExternalKnown,
+                    OofAudience::ExternalUnknown,
+                ]
+                .into_iter()
+                .find(|a| tree::has(m, a.tag()))
+                .ok_or(CommandError::Missing(st::APPLIES_TO_INTERNAL))?;
+                Ok(OofMessage {
+                    audience,
+                    enabled: tree::opt_bool(m, st::ENABLED)?,
+                    reply_message: tree::opt_text(m, st::REPLY_MESSAGE)?,
+                    body_type: tree::opt_text(m, st::BODY_TYPE)?,
+                })
+            })
+            .collect::<Result<_, CommandError>>()?;
+        Ok(OofSettings {
+            state: tree::opt_num(el, st::OOF_STATE)?,
+            start_time: tree::opt_text(el, st::START_TIME)?,
+            end_time: tree::opt_text(el, st::END_TIME)?,
+            messages,
+        })
+    }
+
+    fn to_element(&self, tag: crate::wbxml::Tag) -> Owned {
+        let mut el = Element::new(tag);
+        tree::push_opt(&mut el, st::OOF_STATE, self.state);
+        tree::push_opt(&mut el, st::START_TIME, self.start_time.as_deref());
+        tree::push_opt(&mut el, st::END_TIME, self.end_time.as_deref());
+        for m in &self.messages {
+            let mut me = Element::new(st::OOF_MESSAGE).with(Element::new(m.audience.tag()));
+            tree::push_bool(&mut me, st::ENABLED, m.enabled);
+            tree::push_opt(&mut me, st::REPLY_MESSAGE, m.reply_message.as_deref());
+            tree::push_opt(&mut me, st::BODY_TYPE, m.body_type.as_deref());
+            el.push(me);
+        }
+        el
+    }
+}
+
+/// `Oof` in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OofRequest {
+    /// `Get/BodyType`.
+    Get {
+        /// `Text` or `HTML`.
+        body_type: String,
+    },
+    /// `Set`.
+    Set(OofSettings),
+}
+
+/// `Oof` in a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OofResponse {
+    /// `Status`.
+    pub status: SettingsStatus,
+    /// `Get` (answer to a Get).
+    pub get: Option<OofSettings>,
+}
+
 /// Settings request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SettingsRequest {
-    /// `Oof` (Get or Set), kept as its element.
-    pub oof: Option<Owned>,
+    /// `Oof` (Get or Set).
+    pub oof: Option<OofRequest>,
     /// `DevicePassword/Set/Password` (never printed).
     pub device_password: Option<Password>,
     /// `UserInformation/Get`.
@@ -105,8 +218,8 @@ pub struct UserInformation {
 pub struct SettingsResponse {
     /// Global `Status`.
     pub status: SettingsStatus,
-    /// `Oof` answer, kept as its element.
-    pub oof: Option<Owned>,
+    /// `Oof` answer.
+    pub oof: Option<OofResponse>,
     /// `DevicePassword/Status`.
     pub device_password_status: Option<SettingsStatus>,
     /// `UserInformation`: its `Status` and `Get`.
@@ -145,7 +258,16 @@ impl SettingsRequest {
             )?),
         };
         Ok(SettingsRequest {
-            oof: el.child(st::OOF).map(tree::owned),
+            oof: match el.child(st::OOF) {
+                None => None,
+                Some(o) => Some(match (o.child(st::GET), o.child(st::SET)) {
+                    (Some(g), _) => OofRequest::Get {
+                        body_type: tree::req_text(g, st::BODY_TYPE)?,
+                    },
+                    (None, Some(set)) => OofRequest::Set(OofSettings::from_element(set)?),
+                    (None, None) => return Err(CommandError::Missing(st::GET)),
+                }),
+            },
             device_password,
             user_information_get: el
                 .child(st::USER_INFORMATION)
@@ -160,8 +282,15 @@ impl SettingsRequest {
     /// Builds the `Settings` request element.
     pub fn to_element(&self, v: ProtocolVersion) -> Owned {
         let mut el = Element::new(st::SETTINGS);
-        if let Some(o) = &self.oof {
-            el.push(o.clone());
+        match &self.oof {
+            None => {}
+            Some(OofRequest::Get { body_type }) => el.push(
+                Element::new(st::OOF)
+                    .with(Element::new(st::GET).with(tree::text_el(st::BODY_TYPE, body_type))),
+            ),
+            Some(OofRequest::Set(settings)) => {
+                el.push(Element::new(st::OOF).with(settings.to_element(st::SET)))
+            }
         }
         if let Some(p) = &self.device_password {
             el.push(
@@ -212,7 +341,18 @@ impl SettingsResponse {
         };
         Ok(SettingsResponse {
             status: status_in(el)?,
-            oof: el.child(st::OOF).map(tree::owned),
+            oof: el
+                .child(st::OOF)
+                .map(|o| {
+                    Ok::<_, CommandError>(OofResponse {
+                        status: status_in(o)?,
+                        get: o
+                            .child(st::GET)
+                            .map(OofSettings::from_element)
+                            .transpose()?,
+                    })
+                })
+                .transpose()?,
             device_password_status: el.child(st::DEVICE_PASSWORD).map(status_in).transpose()?,
             user_information,
             device_information_status: el
@@ -229,7 +369,11 @@ impl SettingsResponse {
         let mut el = Element::new(st::SETTINGS);
         el.push(status_el(self.status));
         if let Some(o) = &self.oof {
-            el.push(o.clone());
+            let mut oe = Element::new(st::OOF).with(status_el(o.status));
+            if let Some(g) = &o.get {
+                oe.push(g.to_element(st::GET));
+            }
+            el.push(oe);
         }
         if let Some(s) = self.device_password_status {
             el.push(Element::new(st::DEVICE_PASSWORD).with(status_el(s)));
