@@ -48,6 +48,9 @@ enum Op {
         window: u32,
         lose: bool,
     },
+    ConflictPolicy {
+        client_wins: bool,
+    },
     Filter {
         f: u8,
     },
@@ -72,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::sample::select(vec![0u8, 1, 3, 5]).prop_map(|f| Op::Filter { f }),
         1 => (0u64..72).prop_map(|hours| Op::Clock { hours }),
         1 => Just(Op::UidValidity),
+        1 => any::<bool>().prop_map(|client_wins| Op::ConflictPolicy { client_wins }),
     ]
 }
 
@@ -239,6 +243,13 @@ impl World {
                     .insert(INBOX, FilterType::from_u8(*f).unwrap());
             }
             Op::Clock { hours } => self.now += hours * HOUR,
+            Op::ConflictPolicy { client_wins } => {
+                self.pair.device.conflict = Some(if *client_wins {
+                    Conflict::ClientWins
+                } else {
+                    Conflict::ServerWins
+                });
+            }
             Op::UidValidity => {
                 let f = self.backend.folders.get_mut(&INBOX).unwrap();
                 f.validity += 1;

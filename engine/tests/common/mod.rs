@@ -214,6 +214,8 @@ pub struct Device {
     pub local_adds: BTreeMap<ClientId, (CollectionId, u64)>,
     pub contents: BTreeMap<Digest, u64>,
     pub next_client_id: u64,
+    /// The Conflict option the device sends (None: server wins).
+    pub conflict: Option<Conflict>,
 }
 
 impl Device {
@@ -337,7 +339,7 @@ impl Pair {
             sync_key: key,
             window_size: Some(window),
             filter: self.device.filters.get(&col).copied(),
-            conflict: None,
+            conflict: self.device.conflict,
             get_changes: key != SyncKey::ZERO,
             commands,
         };
