@@ -7,7 +7,8 @@
 //! `delete COL UID`, `sync COL [window=N] [filter=N] [lose]`,
 //! `device-add COL CONTENT`, `device-change SID CONTENT`,
 //! `device-delete SID`, `validity COL`, `clock +H`, `ping HB COL...`,
-//! `estimate COL`.
+//! `estimate COL`, `folder-add ID TYPE [PARENT]`, `folder-rename ID NAME`,
+//! `folder-move ID PARENT|-`, `folder-delete ID`, `foldersync [key=K] [lose]`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -22,6 +23,7 @@ fn run(input: &str) -> String {
     let mut pair = Pair::new(EngineConfig::default());
     let mut now = 1_000 * 24 * HOUR;
     let mut out = String::new();
+    let mut folders = backend.folder_list();
     pair.folder_sync(&backend);
     for line in input.lines() {
         let line = line.trim();
@@ -68,6 +70,85 @@ fn run(input: &str) -> String {
                 let f = backend.folders.get_mut(&col(1)).unwrap();
                 f.validity += 1;
                 f.cursor += 1;
+            }
+            "folder-add" => {
+                let parent = words.get(3).map(|p| BackendFolderId(p.to_string()));
+                let folder_type = FolderType::from_code(num(2) as u8).unwrap();
+                folders.push(BackendFolder {
+                    id: BackendFolderId(words[1].into()),
+                    name: words[1].into(),
+                    parent,
+                    folder_type,
+                });
+            }
+            "folder-rename" => {
+                for f in folders.iter_mut().filter(|f| f.id.0 == words[1]) {
+                    f.name = words[2].into();
+                }
+            }
+            "folder-move" => {
+                let parent = (words[2] != "-").then(|| BackendFolderId(words[2].into()));
+                for f in folders.iter_mut().filter(|f| f.id.0 == words[1]) {
+                    f.parent = parent.clone();
+                }
+            }
+            "folder-delete" => folders.retain(|f| f.id.0 != words[1]),
+            "foldersync" => {
+                if let Some(k) = opt("key") {
+                    pair.device.hierarchy_key = SyncKey(k);
+                }
+                let key = pair.device.hierarchy_key;
+                pair.server.append(&[Event::HierarchyObserved {
+                    folders: folders.clone(),
+                }]);
+                let d = decide_folder_sync(&pair.server.state, key);
+                pair.server.append(&d.events);
+                let lose = words.contains(&"lose");
+                match (d.response.sync_key, lose) {
+                    (Some(k), false) => pair.device.hierarchy_key = k,
+                    // [MS-ASCMD] FolderSync Status 9: the device starts over with key 0.
+                    (None, false) => pair.device.hierarchy_key = SyncKey::ZERO,
+                    _ => {}
+                }
+                write!(out, "> {line}: key {key} -> status {}", d.response.status).unwrap();
+                if let Some(k) = d.response.sync_key {
+                    write!(out, " key {k}").unwrap();
+                }
+                writeln!(out, "{}", if lose { " (lost)" } else { "" }).unwrap();
+                for ch in &d.response.changes {
+                    let parent =
+                        |p: &Option<CollectionId>| p.map_or("0".to_string(), |p| p.to_string());
+                    match ch {
+                        FolderChange::Add {
+                            id,
+                            parent: p,
+                            name,
+                            folder_type,
+                        } => {
+                            writeln!(
+                                out,
+                                "  Add {id} parent {} {name:?} type {}",
+                                parent(p),
+                                folder_type.code()
+                            )
+                        }
+                        FolderChange::Update {
+                            id,
+                            parent: p,
+                            name,
+                            folder_type,
+                        } => {
+                            writeln!(
+                                out,
+                                "  Update {id} parent {} {name:?} type {}",
+                                parent(p),
+                                folder_type.code()
+                            )
+                        }
+                        FolderChange::Delete { id } => writeln!(out, "  Delete {id}"),
+                    }
+                    .unwrap();
+                }
             }
             "device-add" => pair.device.local_add(col(1), num(2)),
             "device-change" => pair.device.local_change(sid(1), num(2)),
@@ -132,6 +213,9 @@ fn run(input: &str) -> String {
                 }
             }
             "ping" => {
+                pair.server.append(&[Event::HierarchyObserved {
+                    folders: folders.clone(),
+                }]);
                 observe(&mut pair, &backend, (2..words.len()).map(col), now);
                 let req = PingRequest {
                     heartbeat: Some(num(1) as u32),
