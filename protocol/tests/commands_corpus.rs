@@ -131,11 +131,19 @@ fn every_corpus_body_decodes_into_its_typed_command_and_round_trips() {
     }
     println!("total {total} files, {identical} byte-identical");
     assert_eq!(total, 600, "every WBXML body of the corpus is checked");
-    // Known differences: `<DeletesAsMoves>1</DeletesAsMoves>` re-encodes as
-    // `<DeletesAsMoves/>` (same meaning), and DeviceInformation fields are
-    // written in one order while iOS uses another.
+    // Every Exchange response re-encodes byte for byte: that is the form the
+    // server writes. Device requests may differ in form only (the typed
+    // round trip above is exact): `<DeletesAsMoves>1</DeletesAsMoves>` comes
+    // back as `<DeletesAsMoves/>`, an empty string sent as an empty inline
+    // string comes back as an empty element, and iOS orders DeviceInformation
+    // fields differently.
+    for (k, t) in &tally {
+        if k.ends_with("-response") {
+            assert_eq!(t.identical, t.files, "{k}: {:?}", t.differing);
+        }
+    }
     assert!(
-        identical * 100 >= total * 99,
+        identical * 100 >= total * 98,
         "only {identical} of {total} bodies re-encode byte for byte"
     );
     for required in [

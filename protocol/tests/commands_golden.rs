@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use std::path::PathBuf;
 
 use opush_protocol::commands::airsyncbase::{Attachment, Body, BodyPreference};
+use opush_protocol::commands::calendar::{Attendee, Calendar, EventFields, Exception, Recurrence};
 use opush_protocol::commands::compose::{ComposeRequest, ComposeResponse, Source};
 use opush_protocol::commands::find::*;
 use opush_protocol::commands::folder_create::*;
@@ -188,6 +189,60 @@ fn sync() {
                         server_id: ServerId::from("2:1"),
                     },
                 ]),
+                ..SyncCollectionResponse::default()
+            }],
+            ..SyncResponse::default()
+        },
+    );
+    check(
+        "sync",
+        "response-calendar",
+        V14_1,
+        SyncResponse {
+            collections: vec![SyncCollectionResponse {
+                sync_key: SyncKey::from("7"),
+                collection_id: CollectionId::from("8"),
+                status: Some(SyncStatus::Success),
+                commands: Some(vec![ServerCommand::Add {
+                    server_id: ServerId::from("8:1"),
+                    application_data: ApplicationData::Calendar(Box::new(Calendar {
+                        time_zone: Some("xP///w==".into()),
+                        uid: Some("040000008200E0".into()),
+                        organizer_name: Some("Ann".into()),
+                        organizer_email: Some("ann@example.org".into()),
+                        fields: EventFields {
+                            dt_stamp: Some("20261128T120000Z".into()),
+                            start_time: Some("20261201T090000Z".into()),
+                            subject: Some("Stand-up".into()),
+                            attendees: Some(vec![Attendee {
+                                email: "bob@example.org".into(),
+                                name: Some("Bob".into()),
+                                status: Some(5),
+                                attendee_type: Some(1),
+                            }]),
+                            location: Some(String::new()),
+                            end_time: Some("20261201T091500Z".into()),
+                            sensitivity: Some(0),
+                            busy_status: Some(2),
+                            all_day_event: Some(false),
+                            reminder: Some(15),
+                            meeting_status: Some(1),
+                            ..EventFields::default()
+                        },
+                        recurrence: Some(Recurrence {
+                            recurrence_type: 1,
+                            interval: Some(1),
+                            day_of_week: Some(62),
+                            ..Recurrence::default()
+                        }),
+                        exceptions: Some(vec![Exception {
+                            deleted: Some(true),
+                            exception_start_time: Some("20261225T090000Z".into()),
+                            ..Exception::default()
+                        }]),
+                        ..Calendar::default()
+                    })),
+                }]),
                 ..SyncCollectionResponse::default()
             }],
             ..SyncResponse::default()

@@ -8,6 +8,7 @@
 use std::fmt::Debug;
 
 use opush_protocol::commands::airsyncbase::{Attachment, Body, BodyPreference};
+use opush_protocol::commands::calendar::{Attendee, Calendar, EventFields, Exception, Recurrence};
 use opush_protocol::commands::folder_sync::*;
 use opush_protocol::commands::item_operations::*;
 use opush_protocol::commands::items::{ApplicationData, Email, Flag};
@@ -66,7 +67,7 @@ fn body_pref() -> impl Strategy<Value = BodyPreference> {
         )
 }
 
-fn body() -> impl Strategy<Value = Body> {
+fn body() -> BoxedStrategy<Body> {
     (
         1u8..5,
         of(any::<u64>()),
@@ -83,9 +84,10 @@ fn body() -> impl Strategy<Value = Body> {
                 preview,
             },
         )
+        .boxed()
 }
 
-fn attachment() -> impl Strategy<Value = Attachment> {
+fn attachment() -> BoxedStrategy<Attachment> {
     (
         of(text()),
         of(word()),
@@ -107,9 +109,10 @@ fn attachment() -> impl Strategy<Value = Attachment> {
                 }
             },
         )
+        .boxed()
 }
 
-fn email() -> impl Strategy<Value = Email> {
+fn email() -> BoxedStrategy<Email> {
     (
         (text(), of(text()), of(text()), of(text()), of(text())),
         (
@@ -152,6 +155,7 @@ fn email() -> impl Strategy<Value = Email> {
             sender: d.3,
             ..Email::default()
         })
+        .boxed()
 }
 
 fn contact_props() -> impl Strategy<Value = Vec<Owned>> {
@@ -169,14 +173,103 @@ fn contact_props() -> impl Strategy<Value = Vec<Owned>> {
     )
 }
 
-fn app_data() -> impl Strategy<Value = ApplicationData> {
-    prop_oneof![
-        email().prop_map(|e| ApplicationData::Email(Box::new(e))),
-        contact_props().prop_map(ApplicationData::Properties),
-    ]
+fn event_fields() -> BoxedStrategy<EventFields> {
+    (
+        (of(word()), of(word()), of(text()), of(text()), of(word())),
+        of(vec((word(), of(text()), of(0u8..6), of(1u8..4)), 0..3)),
+        (
+            of(body()),
+            of(0u8..4),
+            of(0u8..5),
+            of(any::<bool>()),
+            of(0u32..10080),
+        ),
+        (of(vec(word(), 0..3)), of(0u8..16)),
+    )
+        .prop_map(|(a, attendees, c, d)| EventFields {
+            dt_stamp: a.0,
+            start_time: a.1,
+            subject: a.2,
+            location: a.3,
+            end_time: a.4,
+            attendees: attendees.map(|l| {
+                l.into_iter()
+                    .map(|(email, name, status, attendee_type)| Attendee {
+                        email,
+                        name,
+                        status,
+                        attendee_type,
+                    })
+                    .collect()
+            }),
+            body: c.0,
+            sensitivity: c.1,
+            busy_status: c.2,
+            all_day_event: c.3,
+            reminder: c.4,
+            categories: d.0,
+            meeting_status: d.1,
+            extra: Vec::new(),
+        })
+        .boxed()
 }
 
-fn sync_options() -> impl Strategy<Value = SyncOptions> {
+fn calendar() -> BoxedStrategy<Calendar> {
+    (
+        (of(word()), word(), of(text()), of(word())),
+        event_fields(),
+        of((
+            0u8..7,
+            of(1u32..100),
+            of(1u32..10),
+            of(1u8..128),
+            of(word()),
+        )),
+        of(vec((of(any::<bool>()), event_fields(), of(word())), 0..3)),
+        (of(any::<bool>()), of(0u8..6), of(0u8..5)),
+    )
+        .prop_map(|(a, fields, rec, exceptions, d)| Calendar {
+            time_zone: a.0,
+            // A UID makes the item recognisably a calendar item.
+            uid: Some(a.1),
+            organizer_name: a.2,
+            organizer_email: a.3,
+            fields,
+            recurrence: rec.map(|r| Recurrence {
+                recurrence_type: r.0,
+                occurrences: r.1,
+                interval: r.2,
+                day_of_week: r.3,
+                until: r.4,
+                ..Recurrence::default()
+            }),
+            exceptions: exceptions.map(|l| {
+                l.into_iter()
+                    .map(|(deleted, fields, exception_start_time)| Exception {
+                        deleted,
+                        fields,
+                        exception_start_time,
+                    })
+                    .collect()
+            }),
+            response_requested: d.0,
+            response_type: d.1,
+            native_body_type: d.2,
+            ..Calendar::default()
+        })
+        .boxed()
+}
+
+fn app_data() -> BoxedStrategy<ApplicationData> {
+    prop_oneof![
+        email().prop_map(|e| ApplicationData::Email(Box::new(e))),
+        calendar().prop_map(|c| ApplicationData::Calendar(Box::new(c))),
+        contact_props().prop_map(ApplicationData::Properties),
+    ]
+    .boxed()
+}
+
+fn sync_options() -> BoxedStrategy<SyncOptions> {
     (
         of(word()),
         of(0u8..9),
@@ -201,9 +294,10 @@ fn sync_options() -> impl Strategy<Value = SyncOptions> {
             truncation: x.3,
             max_items: x.4,
         })
+        .boxed()
 }
 
-fn client_command() -> impl Strategy<Value = ClientCommand> {
+fn client_command() -> BoxedStrategy<ClientCommand> {
     prop_oneof![
         (word(), app_data()).prop_map(|(c, a)| ClientCommand::Add {
             class: None,
@@ -224,6 +318,7 @@ fn client_command() -> impl Strategy<Value = ClientCommand> {
             server_id: ServerId(s)
         }),
     ]
+    .boxed()
 }
 
 fn sync_request() -> impl Strategy<Value = SyncRequest> {

@@ -1,13 +1,15 @@
 //! Item payloads (`ApplicationData`) carried by Sync, ItemOperations and
 //! Search: Email is modelled field by field (MS-ASEMAIL, MS-ASAIRS,
-//! Email2); Calendar, Contacts, Tasks and Notes are kept as their ordered
-//! list of property elements (typed by tag, values untouched) for now.
+//! Email2), Calendar too (`super::calendar`, MS-ASCAL); Contacts, Tasks and
+//! Notes are kept as their ordered list of property elements (typed by tag,
+//! values untouched) for now.
 //!
 //! Exists so the engine and backends see an email as a struct. It must not
 //! interpret MIME or dates: values stay as the wire has them. Properties the
 //! Email model does not name are kept in `extra`, so nothing is lost.
 
 use super::airsyncbase::{self, Attachment, Body};
+use super::calendar::Calendar;
 use super::tree::{self, Owned};
 use super::CommandError;
 use crate::version::ProtocolVersion;
@@ -19,6 +21,8 @@ use crate::wbxml::{Element, Tag};
 pub enum ApplicationData {
     /// An email (properties on the Email, Email2 and AirSyncBase pages only).
     Email(Box<Email>),
+    /// A calendar item (any property on the Calendar page).
+    Calendar(Box<Calendar>),
     /// Any other class (Calendar, Contacts, Tasks, Notes, SMS…): the property
     /// elements in document order.
     Properties(Vec<Owned>),
@@ -50,6 +54,14 @@ impl ApplicationData {
         version: ProtocolVersion,
     ) -> Result<Self, CommandError> {
         let pages = || el.elements().map(|c| c.tag.page);
+        let is_calendar = pages().any(|p| p == crate::wbxml::tags::calendar::PAGE)
+            && !pages()
+                .any(|p| NON_EMAIL_PAGES.contains(&p) && p != crate::wbxml::tags::calendar::PAGE);
+        if is_calendar {
+            return Ok(ApplicationData::Calendar(Box::new(
+                Calendar::from_properties(el, version)?,
+            )));
+        }
         let is_email = !pages().any(|p| NON_EMAIL_PAGES.contains(&p))
             && pages().any(|p| p == email::PAGE || p == email2::PAGE);
         if is_email {
@@ -70,6 +82,7 @@ impl ApplicationData {
     pub fn to_element_as(&self, tag: Tag, version: ProtocolVersion) -> Owned {
         match self {
             ApplicationData::Email(e) => e.to_element_as(tag, version),
+            ApplicationData::Calendar(c) => c.to_element_as(tag, version),
             ApplicationData::Properties(props) => {
                 let mut el = Element::new(tag);
                 for p in props {

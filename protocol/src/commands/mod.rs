@@ -19,6 +19,7 @@ use crate::version::ProtocolVersion;
 use crate::wbxml::{self, DecodeError, Element, Tag};
 
 pub mod airsyncbase;
+pub mod calendar;
 pub mod compose;
 pub mod dispatch;
 pub mod find;

@@ -101,9 +101,15 @@ pub(crate) fn has(el: &Element<'_>, tag: Tag) -> bool {
     el.child(tag).is_some()
 }
 
-/// A text element.
+/// A text element; an empty value gives an empty element (`<Location/>`),
+/// as Exchange writes empty strings.
 pub(crate) fn text_el(tag: Tag, value: impl Display) -> Owned {
-    Element::with_text(tag, value.to_string())
+    let text = value.to_string();
+    if text.is_empty() {
+        Element::new(tag)
+    } else {
+        Element::with_text(tag, text)
+    }
 }
 
 /// Appends `<tag>value</tag>` when `value` is present.
