@@ -1,2 +1,29 @@
-//! The per-device event log, snapshots and device registry, on an embedded
-//! store (default) or Apache Cassandra, with versioned schemas and TTLs.
+//! The per-device event log, snapshots, device registry and full-capture
+//! bodies of opush, on an embedded store (default, redb) or Apache Cassandra
+//! (scylla driver), with versioned schemas, migrations and TTLs.
+//!
+//! Entry point: [`Store`], a closed enum over the two backends with one
+//! `match` per operation (`dispatch.rs`). Writes to a device's log are an
+//! [`AppendBatch`] value carrying its precondition (the device head),
+//! committed in one call: a redb write transaction or a Cassandra
+//! lightweight transaction. Payloads are opaque bytes plus a format version:
+//! this crate must not depend on `engine` or decode what it stores.
+
+pub mod cassandra;
+mod config;
+mod dispatch;
+pub mod embedded;
+mod error;
+mod model;
+pub mod schema;
+
+pub use config::{BackendKind, ConsistencyLevel, Password, RetryPolicyKind, StorageConfig};
+pub use dispatch::Store;
+pub use error::{Result, StorageError};
+pub use model::{
+    digest, AppendBatch, Capture, DeviceKey, DeviceRecord, DeviceState, NewEvent, Snapshot,
+    StoredEvent, MAX_ID_LEN,
+};
+pub use schema::{
+    MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
+};

@@ -1,0 +1,220 @@
+//! [`Store`]: the closed set of backends and the one place that matches on
+//! it. Each operation is one `match`; argument checks common to both
+//! backends happen here once. No backend logic lives in this module.
+
+use std::time::Duration;
+
+use crate::cassandra::CassandraStore;
+use crate::embedded::EmbeddedStore;
+use crate::schema::{MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA};
+use crate::{
+    AppendBatch, BackendKind, Capture, DeviceKey, DeviceRecord, Result, Snapshot, StorageConfig,
+    StoredEvent,
+};
+
+/// The storage of opush. Cheap to clone; share one per process.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// redb in a local directory.
+    Embedded(EmbeddedStore),
+    /// Apache Cassandra.
+    Cassandra(CassandraStore),
+}
+
+impl Store {
+    /// Opens the backend named by `config` (does not install a schema; see
+    /// [`Store::schema_status`]).
+    pub async fn open(config: &StorageConfig) -> Result<Store> {
+        config.validate()?;
+        match config.backend {
+            BackendKind::Embedded => {
+                let cfg = config.clone();
+                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&cfg))
+                    .await
+                    .map_err(|e| crate::StorageError::Backend(e.to_string()))??;
+                Ok(Store::Embedded(store))
+            }
+            BackendKind::Cassandra => Ok(Store::Cassandra(CassandraStore::new(config)?)),
+        }
+    }
+
+    /// Where the schema stands: install required, OK, update advised or required.
+    pub async fn schema_status(&self) -> Result<SchemaStatus> {
+        match self {
+            Store::Embedded(s) => s.schema_status().await,
+            Store::Cassandra(s) => s.schema_status().await,
+        }
+    }
+
+    /// Installs the latest schema on an empty store.
+    pub async fn install_schema(&self) -> Result<()> {
+        self.install_schema_version(LATEST_SCHEMA).await
+    }
+
+    /// Installs an older schema version on an empty store (used to test
+    /// migrations, and to reproduce an old deployment).
+    pub async fn install_schema_version(&self, version: u32) -> Result<()> {
+        match self {
+            Store::Embedded(s) => s.install_schema_version(version).await,
+            Store::Cassandra(s) => s.install_schema_version(version).await,
+        }
+    }
+
+    /// Migrates to the latest schema, resuming where an interrupted run stopped.
+    pub async fn update_schema(&self, opts: MigrationOptions) -> Result<MigrationReport> {
+        match self {
+            Store::Embedded(s) => s.update_schema(opts).await,
+            Store::Cassandra(s) => s.update_schema(opts).await,
+        }
+    }
+
+    /// The device's head sequence (0 when it has no live events).
+    pub async fn head(&self, device: &DeviceKey) -> Result<u64> {
+        device.validate()?;
+        match self {
+            Store::Embedded(s) => s.head(device.clone()).await,
+            Store::Cassandra(s) => s.head(device).await,
+        }
+    }
+
+    /// Appends the batch if the device head is still `batch.expected_head`;
+    /// returns the new head. A concurrent writer gives `StorageError::Conflict`
+    /// and nothing is written.
+    pub async fn append(&self, batch: AppendBatch) -> Result<u64> {
+        batch.device.validate()?;
+        if batch.events.is_empty() {
+            return Err(crate::StorageError::InvalidInput(
+                "empty append batch".into(),
+            ));
+        }
+        match self {
+            Store::Embedded(s) => s.append(batch).await,
+            Store::Cassandra(s) => s.append(&batch).await,
+        }
+    }
+
+    /// The device's live events with `seq >= from_seq`, in order.
+    pub async fn read_events(&self, device: &DeviceKey, from_seq: u64) -> Result<Vec<StoredEvent>> {
+        device.validate()?;
+        match self {
+            Store::Embedded(s) => s.read_events(device.clone(), from_seq).await,
+            Store::Cassandra(s) => s.read_events(device, from_seq).await,
+        }
+    }
+
+    /// Replaces the latest snapshot of one collection of a device.
+    pub async fn put_snapshot(
+        &self,
+        device: &DeviceKey,
+        collection: &str,
+        snapshot: Snapshot,
+    ) -> Result<()> {
+        device.validate()?;
+        match self {
+            Store::Embedded(s) => {
+                s.put_snapshot(device.clone(), collection.to_owned(), snapshot)
+                    .await
+            }
+            Store::Cassandra(s) => s.put_snapshot(device, collection, &snapshot).await,
+        }
+    }
+
+    /// The latest snapshot of one collection of a device.
+    pub async fn get_snapshot(
+        &self,
+        device: &DeviceKey,
+        collection: &str,
+    ) -> Result<Option<Snapshot>> {
+        device.validate()?;
+        match self {
+            Store::Embedded(s) => s.get_snapshot(device.clone(), collection.to_owned()).await,
+            Store::Cassandra(s) => s.get_snapshot(device, collection).await,
+        }
+    }
+
+    /// Creates or replaces a device registry row (refreshing its TTL).
+    pub async fn put_device(&self, record: DeviceRecord) -> Result<()> {
+        record.key.validate()?;
+        match self {
+            Store::Embedded(s) => s.put_device(record).await,
+            Store::Cassandra(s) => s.put_device(&record).await,
+        }
+    }
+
+    /// One device registry row.
+    pub async fn get_device(&self, key: &DeviceKey) -> Result<Option<DeviceRecord>> {
+        key.validate()?;
+        match self {
+            Store::Embedded(s) => s.get_device(key.clone()).await,
+            Store::Cassandra(s) => s.get_device(key).await,
+        }
+    }
+
+    /// The devices of one user.
+    pub async fn list_devices(&self, user: &str) -> Result<Vec<DeviceRecord>> {
+        match self {
+            Store::Embedded(s) => s.list_devices(Some(user.to_owned())).await,
+            Store::Cassandra(s) => s.list_devices(Some(user)).await,
+        }
+    }
+
+    /// Every device of the server.
+    pub async fn list_all_devices(&self) -> Result<Vec<DeviceRecord>> {
+        match self {
+            Store::Embedded(s) => s.list_devices(None).await,
+            Store::Cassandra(s) => s.list_devices(None).await,
+        }
+    }
+
+    /// Stores a request/response body of the full-capture mode with its own TTL.
+    pub async fn put_capture(
+        &self,
+        device: &DeviceKey,
+        req_id: &str,
+        kind: &str,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<()> {
+        device.validate()?;
+        match self {
+            Store::Embedded(s) => {
+                s.put_capture(
+                    device.clone(),
+                    req_id.to_owned(),
+                    kind.to_owned(),
+                    bytes,
+                    ttl,
+                )
+                .await
+            }
+            Store::Cassandra(s) => s.put_capture(device, req_id, kind, &bytes, ttl).await,
+        }
+    }
+
+    /// Every live capture of a device, ordered by request id then kind.
+    pub async fn get_captures(&self, device: &DeviceKey) -> Result<Vec<Capture>> {
+        device.validate()?;
+        match self {
+            Store::Embedded(s) => s.get_captures(device.clone()).await,
+            Store::Cassandra(s) => s.get_captures(device).await,
+        }
+    }
+
+    /// Deletes expired rows now (the embedded store also does it in the
+    /// background; Cassandra expires rows itself). Returns rows deleted.
+    pub async fn purge_expired(&self) -> Result<u64> {
+        match self {
+            Store::Embedded(s) => s.purge_expired().await,
+            Store::Cassandra(_) => Ok(0),
+        }
+    }
+
+    /// Deletes every table of the store (the Cassandra keyspace, or the
+    /// embedded file's content). For tests and decommissioning only.
+    pub async fn destroy(&self) -> Result<()> {
+        match self {
+            Store::Embedded(s) => s.destroy().await,
+            Store::Cassandra(s) => s.drop_keyspace().await,
+        }
+    }
+}

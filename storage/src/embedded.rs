@@ -1,0 +1,866 @@
+//! The embedded backend: one redb file in a data directory, zero set-up.
+//!
+//! Why redb: it is durable by default (one fsync per commit, checksummed
+//! pages), which gives "an acknowledged append survives `kill -9`" without a
+//! persistence policy to get right, and its B-tree makes the per-device range
+//! scans cheap (see docs/STORAGE.md). redb has no TTL, so every row carries
+//! its expiry time, reads skip expired rows, and a background thread deletes
+//! them through an index keyed by expiry time.
+//!
+//! All keys are byte strings built here (`user \0 device \0 …`; ids never
+//! contain NUL). Blocking redb calls run on tokio's blocking pool; this
+//! module must not block an async worker thread.
+
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::model::{digest, now_ms};
+use crate::schema::{
+    MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
+};
+use crate::{
+    AppendBatch, Capture, DeviceKey, DeviceRecord, Result, Snapshot, StorageConfig, StorageError,
+    StoredEvent,
+};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const HEADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("heads");
+const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
+const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
+const DEVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("devices");
+const CAPTURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("captures");
+const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+
+const META_VERSION: &str = "schema_version";
+const META_INSTALLED: &str = "schema_installed_at_ms";
+const META_MIGRATION_V2: &str = "migration_v1_v2_last_key";
+
+/// Table tags in the expiry index.
+const T_HEAD: u8 = 1;
+const T_EVENT: u8 = 2;
+const T_SNAPSHOT: u8 = 3;
+const T_DEVICE: u8 = 4;
+const T_CAPTURE: u8 = 5;
+
+/// Event row layouts: 1 = schema v1 (no digest), 2 = schema v2 (digest).
+const LAYOUT_V1: u8 = 1;
+const LAYOUT_V2: u8 = 2;
+
+fn backend<E: std::fmt::Display>(e: E) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+fn now_s() -> u64 {
+    (now_ms().max(0) / 1000) as u64
+}
+
+fn corrupt(what: &str) -> StorageError {
+    StorageError::Corrupt(format!("embedded store: malformed {what} row"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
+fn device_prefix(device: &DeviceKey) -> Vec<u8> {
+    let mut k = device.to_bytes();
+    k.push(0);
+    k
+}
+
+fn event_key(device: &DeviceKey, seq: u64) -> Vec<u8> {
+    let mut k = device_prefix(device);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Upper bound of every key that starts with `prefix` (prefix ends with NUL
+/// or is followed only by bytes; replacing its last byte by last+1 works for
+/// our NUL-terminated prefixes).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+fn check_part(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > crate::model::MAX_ID_LEN || s.contains('\0') {
+        return Err(StorageError::InvalidInput(format!(
+            "{what} must be 1-256 bytes without NUL"
+        )));
+    }
+    Ok(())
+}
+
+fn index_expiry(txn: &WriteTransaction, expires: u64, table: u8, key: &[u8]) -> Result<()> {
+    let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.extend_from_slice(&expires.to_be_bytes());
+    k.push(table);
+    k.extend_from_slice(key);
+    ix.insert(k.as_slice(), ()).map_err(backend)?;
+    Ok(())
+}
+
+fn encode_event(layout: u8, format_version: u16, expires: u64, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + 2 + 8 + 32 + payload.len());
+    v.push(layout);
+    v.extend_from_slice(&format_version.to_le_bytes());
+    v.extend_from_slice(&expires.to_le_bytes());
+    if layout == LAYOUT_V2 {
+        v.extend_from_slice(&digest(payload));
+    }
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Decodes an event row; `None` when expired.
+fn decode_event(seq: u64, v: &[u8], now: u64) -> Result<Option<StoredEvent>> {
+    let layout = *v.first().ok_or_else(|| corrupt("event"))?;
+    let fmt = v
+        .get(1..3)
+        .and_then(|s| s.try_into().ok())
+        .map(u16::from_le_bytes)
+        .ok_or_else(|| corrupt("event"))?;
+    let expires = u64_at(v, 3).ok_or_else(|| corrupt("event"))?;
+    if expires <= now {
+        return Ok(None);
+    }
+    let (dig, payload) = match layout {
+        LAYOUT_V1 => (None, &v[11..]),
+        LAYOUT_V2 => {
+            let d: [u8; 32] = v
+                .get(11..43)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| corrupt("event"))?;
+            let payload = &v[43..];
+            if digest(payload) != d {
+                return Err(StorageError::Corrupt(format!(
+                    "event {seq}: digest mismatch"
+                )));
+            }
+            (Some(d), payload)
+        }
+        _ => return Err(corrupt("event")),
+    };
+    Ok(Some(StoredEvent {
+        seq,
+        format_version: fmt,
+        digest: dig,
+        payload: payload.to_vec(),
+    }))
+}
+
+struct Inner {
+    db: Database,
+    cfg: StorageConfig,
+    /// Dropping it stops the expiry thread.
+    _stop: mpsc::Sender<()>,
+}
+
+/// The embedded store. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.cfg.path)
+            .finish()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) `<cfg.path>/opush.redb` and starts the
+    /// background expiry thread. Does not install a schema.
+    pub fn open(cfg: &StorageConfig) -> Result<Self> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.path).map_err(|e| {
+            StorageError::Config(format!("cannot create {}: {e}", cfg.path.display()))
+        })?;
+        let db = Database::create(cfg.path.join("opush.redb")).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Unavailable(format!(
+                "{} is open in another process",
+                cfg.path.display()
+            )),
+            other => backend(other),
+        })?;
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let inner = Arc::new(Inner {
+            db,
+            cfg: cfg.clone(),
+            _stop: stop_tx,
+        });
+        let weak = Arc::downgrade(&inner);
+        let every = Duration::from_secs(cfg.expiry_interval_s.max(1));
+        std::thread::Builder::new()
+            .name("opush-storage-expiry".into())
+            .spawn(move || expiry_loop(weak, stop_rx, every))
+            .map_err(backend)?;
+        Ok(EmbeddedStore { inner })
+    }
+
+    /// Runs `f` on the blocking pool with the shared state.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StorageError::Backend(format!("storage task failed: {e}")))?
+    }
+
+    /// See [`crate::Store::schema_status`].
+    pub async fn schema_status(&self) -> Result<SchemaStatus> {
+        self.run(|i| i.schema_status()).await
+    }
+
+    /// See [`crate::Store::install_schema_version`].
+    pub async fn install_schema_version(&self, version: u32) -> Result<()> {
+        self.run(move |i| i.install(version)).await
+    }
+
+    /// See [`crate::Store::update_schema`].
+    pub async fn update_schema(&self, opts: MigrationOptions) -> Result<MigrationReport> {
+        self.run(move |i| i.update(opts)).await
+    }
+
+    /// See [`crate::Store::head`].
+    pub async fn head(&self, device: DeviceKey) -> Result<u64> {
+        self.run(move |i| i.head(&device)).await
+    }
+
+    /// See [`crate::Store::append`].
+    pub async fn append(&self, batch: AppendBatch) -> Result<u64> {
+        self.run(move |i| i.append(&batch)).await
+    }
+
+    /// See [`crate::Store::read_events`].
+    pub async fn read_events(&self, device: DeviceKey, from_seq: u64) -> Result<Vec<StoredEvent>> {
+        self.run(move |i| i.read_events(&device, from_seq)).await
+    }
+
+    /// See [`crate::Store::put_snapshot`].
+    pub async fn put_snapshot(
+        &self,
+        device: DeviceKey,
+        collection: String,
+        snap: Snapshot,
+    ) -> Result<()> {
+        self.run(move |i| i.put_snapshot(&device, &collection, &snap))
+            .await
+    }
+
+    /// See [`crate::Store::get_snapshot`].
+    pub async fn get_snapshot(
+        &self,
+        device: DeviceKey,
+        collection: String,
+    ) -> Result<Option<Snapshot>> {
+        self.run(move |i| i.get_snapshot(&device, &collection))
+            .await
+    }
+
+    /// See [`crate::Store::put_device`].
+    pub async fn put_device(&self, rec: DeviceRecord) -> Result<()> {
+        self.run(move |i| i.put_device(&rec)).await
+    }
+
+    /// See [`crate::Store::get_device`].
+    pub async fn get_device(&self, key: DeviceKey) -> Result<Option<DeviceRecord>> {
+        self.run(move |i| i.get_device(&key)).await
+    }
+
+    /// See [`crate::Store::list_devices`].
+    pub async fn list_devices(&self, user: Option<String>) -> Result<Vec<DeviceRecord>> {
+        self.run(move |i| i.list_devices(user.as_deref())).await
+    }
+
+    /// See [`crate::Store::put_capture`].
+    pub async fn put_capture(
+        &self,
+        device: DeviceKey,
+        req_id: String,
+        kind: String,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<()> {
+        self.run(move |i| i.put_capture(&device, &req_id, &kind, &bytes, ttl))
+            .await
+    }
+
+    /// See [`crate::Store::get_captures`].
+    pub async fn get_captures(&self, device: DeviceKey) -> Result<Vec<Capture>> {
+        self.run(move |i| i.get_captures(&device)).await
+    }
+
+    /// See [`crate::Store::destroy`].
+    pub async fn destroy(&self) -> Result<()> {
+        self.run(|i| i.destroy()).await
+    }
+
+    /// See [`crate::Store::purge_expired`].
+    pub async fn purge_expired(&self) -> Result<u64> {
+        self.run(|i| i.purge_expired(now_s())).await
+    }
+}
+
+fn expiry_loop(inner: Weak<Inner>, stop: mpsc::Receiver<()>, every: Duration) {
+    loop {
+        match stop.recv_timeout(every) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        match inner.purge_expired(now_s()) {
+            Ok(n) if n > 0 => tracing::debug!(target: "storage", rows = n, "expired rows deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(target: "storage", error = %e, "expiry pass failed"),
+        }
+    }
+}
+
+impl Inner {
+    fn installed(&self) -> Result<Option<(u32, i64)>> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        let Some(v) = meta.get(META_VERSION).map_err(backend)? else {
+            return Ok(None);
+        };
+        let version = v
+            .value()
+            .try_into()
+            .map(u32::from_le_bytes)
+            .map_err(|_| corrupt("meta"))?;
+        let at = match meta.get(META_INSTALLED).map_err(backend)? {
+            Some(a) => a
+                .value()
+                .try_into()
+                .map(i64::from_le_bytes)
+                .map_err(|_| corrupt("meta"))?,
+            None => 0,
+        };
+        Ok(Some((version, at)))
+    }
+
+    fn destroy(&self) -> Result<()> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        for t in [HEADS, EVENTS, SNAPSHOTS, DEVICES, CAPTURES] {
+            txn.delete_table(t).map_err(backend)?;
+        }
+        txn.delete_table(EXPIRY).map_err(backend)?;
+        txn.delete_table(META).map_err(backend)?;
+        txn.commit().map_err(backend)
+    }
+
+    fn schema_status(&self) -> Result<SchemaStatus> {
+        Ok(SchemaStatus::classify(
+            self.installed()?,
+            LATEST_SCHEMA,
+            MIN_SUPPORTED_SCHEMA,
+        ))
+    }
+
+    /// The installed version, or SchemaMismatch when there is none.
+    fn require_schema(&self) -> Result<u32> {
+        match self.installed()? {
+            Some((v, _)) if v <= LATEST_SCHEMA => Ok(v),
+            Some((v, _)) => Err(StorageError::SchemaMismatch(format!(
+                "schema version {v} is newer than this code"
+            ))),
+            None => Err(StorageError::SchemaMismatch(
+                "no schema installed: run `opush schema install`".into(),
+            )),
+        }
+    }
+
+    fn install(&self, version: u32) -> Result<()> {
+        if version == 0 || version > LATEST_SCHEMA {
+            return Err(StorageError::InvalidInput(format!(
+                "no schema version {version}"
+            )));
+        }
+        if let Some((v, _)) = self.installed()? {
+            return Err(StorageError::SchemaMismatch(format!(
+                "schema version {v} already installed"
+            )));
+        }
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            for t in [HEADS, EVENTS, SNAPSHOTS, DEVICES, CAPTURES] {
+                txn.open_table(t).map_err(backend)?;
+            }
+            txn.open_table(EXPIRY).map_err(backend)?;
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            meta.insert(META_VERSION, version.to_le_bytes().as_slice())
+                .map_err(backend)?;
+            meta.insert(META_INSTALLED, now_ms().to_le_bytes().as_slice())
+                .map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+        tracing::info!(target: "MIGRATION", version, "embedded schema installed");
+        Ok(())
+    }
+
+    fn update(&self, opts: MigrationOptions) -> Result<MigrationReport> {
+        let from = self.require_schema()?;
+        let mut rows = 0;
+        if from >= LATEST_SCHEMA {
+            return Ok(MigrationReport {
+                from,
+                to: from,
+                rows,
+                complete: true,
+            });
+        }
+        // v1 -> v2: add the per-event blake3 digest (row layout 1 -> 2).
+        let batch = opts.batch_size.max(1) as usize;
+        let mut steps = 0u64;
+        loop {
+            if opts.max_batches.is_some_and(|m| steps >= m) {
+                tracing::info!(target: "MIGRATION", rows, "v1->v2 interrupted; run update again to resume");
+                return Ok(MigrationReport {
+                    from,
+                    to: from,
+                    rows,
+                    complete: false,
+                });
+            }
+            let txn = self.db.begin_write().map_err(backend)?;
+            let (n, done) = {
+                let mut meta = txn.open_table(META).map_err(backend)?;
+                let start: Vec<u8> = meta
+                    .get(META_MIGRATION_V2)
+                    .map_err(backend)?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                let mut events = txn.open_table(EVENTS).map_err(backend)?;
+                let mut todo: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(batch);
+                let mut last = None;
+                let mut more = false;
+                for item in events.range::<&[u8]>(start.as_slice()..).map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    if k.value() == start.as_slice() {
+                        continue; // already migrated in the previous step
+                    }
+                    if todo.len() >= batch {
+                        more = true;
+                        break;
+                    }
+                    let v = v.value();
+                    if v.first() == Some(&LAYOUT_V1) {
+                        let fmt = v.get(1..3).ok_or_else(|| corrupt("event"))?;
+                        let expires = v.get(3..11).ok_or_else(|| corrupt("event"))?;
+                        let payload = &v[11..];
+                        let mut nv = Vec::with_capacity(v.len() + 33);
+                        nv.push(LAYOUT_V2);
+                        nv.extend_from_slice(fmt);
+                        nv.extend_from_slice(expires);
+                        nv.extend_from_slice(&digest(payload));
+                        nv.extend_from_slice(payload);
+                        todo.push((k.value().to_vec(), nv));
+                    } else {
+                        todo.push((k.value().to_vec(), Vec::new()));
+                    }
+                    last = Some(k.value().to_vec());
+                }
+                let n = todo.iter().filter(|(_, v)| !v.is_empty()).count() as u64;
+                for (k, v) in &todo {
+                    if !v.is_empty() {
+                        events.insert(k.as_slice(), v.as_slice()).map_err(backend)?;
+                    }
+                }
+                if let Some(last) = &last {
+                    meta.insert(META_MIGRATION_V2, last.as_slice())
+                        .map_err(backend)?;
+                }
+                if !more {
+                    meta.remove(META_MIGRATION_V2).map_err(backend)?;
+                    meta.insert(META_VERSION, LATEST_SCHEMA.to_le_bytes().as_slice())
+                        .map_err(backend)?;
+                    meta.insert(META_INSTALLED, now_ms().to_le_bytes().as_slice())
+                        .map_err(backend)?;
+                }
+                (n, !more)
+            };
+            txn.commit().map_err(backend)?;
+            rows += n;
+            steps += 1;
+            tracing::info!(target: "MIGRATION", step = steps, rows_in_step = n, rows, "v1->v2 progress");
+            if done {
+                tracing::info!(target: "MIGRATION", rows, "v1->v2 complete; schema version 2");
+                return Ok(MigrationReport {
+                    from,
+                    to: LATEST_SCHEMA,
+                    rows,
+                    complete: true,
+                });
+            }
+        }
+    }
+
+    fn head_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        heads: &T,
+        dev: &[u8],
+        now: u64,
+    ) -> Result<u64> {
+        match heads.get(dev).map_err(backend)? {
+            Some(v) => {
+                let v = v.value();
+                let head = u64_at(v, 0).ok_or_else(|| corrupt("head"))?;
+                let expires = u64_at(v, 8).ok_or_else(|| corrupt("head"))?;
+                Ok(if expires <= now { 0 } else { head })
+            }
+            None => Ok(0),
+        }
+    }
+
+    fn head(&self, device: &DeviceKey) -> Result<u64> {
+        device.validate()?;
+        self.require_schema()?;
+        let txn = self.db.begin_read().map_err(backend)?;
+        let heads = txn.open_table(HEADS).map_err(backend)?;
+        Self::head_in(&heads, &device.to_bytes(), now_s())
+    }
+
+    fn append(&self, batch: &AppendBatch) -> Result<u64> {
+        batch.device.validate()?;
+        let version = self.require_schema()?;
+        let layout = if version >= 2 { LAYOUT_V2 } else { LAYOUT_V1 };
+        let now = now_s();
+        let expires = now + self.cfg.ttl_events_s;
+        let dev = batch.device.to_bytes();
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut heads = txn.open_table(HEADS).map_err(backend)?;
+            let actual = Self::head_in(&heads, &dev, now)?;
+            if actual != batch.expected_head {
+                return Err(StorageError::Conflict {
+                    device: batch.device.to_string(),
+                    expected: batch.expected_head,
+                    actual,
+                });
+            }
+            let mut events = txn.open_table(EVENTS).map_err(backend)?;
+            for (i, ev) in batch.events.iter().enumerate() {
+                let key = event_key(&batch.device, batch.expected_head + 1 + i as u64);
+                events
+                    .insert(
+                        key.as_slice(),
+                        encode_event(layout, ev.format_version, expires, &ev.payload).as_slice(),
+                    )
+                    .map_err(backend)?;
+                index_expiry(&txn, expires, T_EVENT, &key)?;
+            }
+            let mut hv = [0u8; 16];
+            hv[..8].copy_from_slice(&batch.new_head().to_le_bytes());
+            hv[8..].copy_from_slice(&expires.to_le_bytes());
+            heads
+                .insert(dev.as_slice(), hv.as_slice())
+                .map_err(backend)?;
+            index_expiry(&txn, expires, T_HEAD, &dev)?;
+        }
+        txn.commit().map_err(backend)?;
+        Ok(batch.new_head())
+    }
+
+    fn read_events(&self, device: &DeviceKey, from_seq: u64) -> Result<Vec<StoredEvent>> {
+        device.validate()?;
+        self.require_schema()?;
+        let now = now_s();
+        let txn = self.db.begin_read().map_err(backend)?;
+        let events = txn.open_table(EVENTS).map_err(backend)?;
+        let prefix = device_prefix(device);
+        let lo = event_key(device, from_seq);
+        let hi = prefix_end(&prefix);
+        let mut out = Vec::new();
+        for item in events
+            .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+            .map_err(backend)?
+        {
+            let (k, v) = item.map_err(backend)?;
+            let seq = k
+                .value()
+                .get(prefix.len()..)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt("event key"))?;
+            if let Some(ev) = decode_event(seq, v.value(), now)? {
+                out.push(ev);
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_snapshot(&self, device: &DeviceKey, collection: &str, snap: &Snapshot) -> Result<()> {
+        device.validate()?;
+        check_part("collection id", collection)?;
+        self.require_schema()?;
+        let expires = now_s() + self.cfg.ttl_snapshots_s;
+        let mut key = device_prefix(device);
+        key.extend_from_slice(collection.as_bytes());
+        let mut v = Vec::with_capacity(18 + snap.payload.len());
+        v.extend_from_slice(&snap.seq.to_le_bytes());
+        v.extend_from_slice(&snap.format_version.to_le_bytes());
+        v.extend_from_slice(&expires.to_le_bytes());
+        v.extend_from_slice(&snap.payload);
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut t = txn.open_table(SNAPSHOTS).map_err(backend)?;
+            t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+            index_expiry(&txn, expires, T_SNAPSHOT, &key)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
+    fn get_snapshot(&self, device: &DeviceKey, collection: &str) -> Result<Option<Snapshot>> {
+        device.validate()?;
+        check_part("collection id", collection)?;
+        self.require_schema()?;
+        let mut key = device_prefix(device);
+        key.extend_from_slice(collection.as_bytes());
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(SNAPSHOTS).map_err(backend)?;
+        let Some(v) = t.get(key.as_slice()).map_err(backend)? else {
+            return Ok(None);
+        };
+        let v = v.value();
+        let seq = u64_at(v, 0).ok_or_else(|| corrupt("snapshot"))?;
+        let fmt = v
+            .get(8..10)
+            .and_then(|s| s.try_into().ok())
+            .map(u16::from_le_bytes)
+            .ok_or_else(|| corrupt("snapshot"))?;
+        let expires = u64_at(v, 10).ok_or_else(|| corrupt("snapshot"))?;
+        if expires <= now_s() {
+            return Ok(None);
+        }
+        Ok(Some(Snapshot {
+            seq,
+            format_version: fmt,
+            payload: v[18..].to_vec(),
+        }))
+    }
+
+    fn put_device(&self, rec: &DeviceRecord) -> Result<()> {
+        rec.key.validate()?;
+        self.require_schema()?;
+        let expires = now_s() + self.cfg.ttl_devices_s;
+        let key = rec.key.to_bytes();
+        let mut v = expires.to_le_bytes().to_vec();
+        serde_json::to_writer(&mut v, rec).map_err(backend)?;
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut t = txn.open_table(DEVICES).map_err(backend)?;
+            t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+            index_expiry(&txn, expires, T_DEVICE, &key)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
+    fn decode_device(v: &[u8], now: u64) -> Result<Option<DeviceRecord>> {
+        let expires = u64_at(v, 0).ok_or_else(|| corrupt("device"))?;
+        if expires <= now {
+            return Ok(None);
+        }
+        serde_json::from_slice(&v[8..])
+            .map(Some)
+            .map_err(|_| corrupt("device"))
+    }
+
+    fn get_device(&self, key: &DeviceKey) -> Result<Option<DeviceRecord>> {
+        key.validate()?;
+        self.require_schema()?;
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(DEVICES).map_err(backend)?;
+        let Some(v) = t.get(key.to_bytes().as_slice()).map_err(backend)? else {
+            return Ok(None);
+        };
+        Self::decode_device(v.value(), now_s())
+    }
+
+    fn list_devices(&self, user: Option<&str>) -> Result<Vec<DeviceRecord>> {
+        self.require_schema()?;
+        let now = now_s();
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(DEVICES).map_err(backend)?;
+        let mut out = Vec::new();
+        let mut push = |v: &[u8]| -> Result<()> {
+            if let Some(r) = Self::decode_device(v, now)? {
+                out.push(r);
+            }
+            Ok(())
+        };
+        match user {
+            Some(u) => {
+                check_part("user", u)?;
+                let mut lo = u.as_bytes().to_vec();
+                lo.push(0);
+                let hi = prefix_end(&lo);
+                for item in t
+                    .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                    .map_err(backend)?
+                {
+                    push(item.map_err(backend)?.1.value())?;
+                }
+            }
+            None => {
+                for item in t.iter().map_err(backend)? {
+                    push(item.map_err(backend)?.1.value())?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_capture(
+        &self,
+        device: &DeviceKey,
+        req_id: &str,
+        kind: &str,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<()> {
+        device.validate()?;
+        check_part("request id", req_id)?;
+        check_part("capture kind", kind)?;
+        self.require_schema()?;
+        let expires = now_s() + ttl.as_secs().max(1);
+        let mut key = device_prefix(device);
+        key.extend_from_slice(req_id.as_bytes());
+        key.push(0);
+        key.extend_from_slice(kind.as_bytes());
+        let mut v = Vec::with_capacity(48 + bytes.len());
+        v.extend_from_slice(&expires.to_le_bytes());
+        v.extend_from_slice(&now_ms().to_le_bytes());
+        v.extend_from_slice(&digest(bytes));
+        v.extend_from_slice(bytes);
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut t = txn.open_table(CAPTURES).map_err(backend)?;
+            t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+            index_expiry(&txn, expires, T_CAPTURE, &key)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
+    fn get_captures(&self, device: &DeviceKey) -> Result<Vec<Capture>> {
+        device.validate()?;
+        self.require_schema()?;
+        let now = now_s();
+        let prefix = device_prefix(device);
+        let hi = prefix_end(&prefix);
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(CAPTURES).map_err(backend)?;
+        let mut out = Vec::new();
+        for item in t
+            .range::<&[u8]>(prefix.as_slice()..hi.as_slice())
+            .map_err(backend)?
+        {
+            let (k, v) = item.map_err(backend)?;
+            let (k, v) = (k.value(), v.value());
+            let expires = u64_at(v, 0).ok_or_else(|| corrupt("capture"))?;
+            if expires <= now {
+                continue;
+            }
+            let at_ms = u64_at(v, 8).ok_or_else(|| corrupt("capture"))? as i64;
+            let dig: [u8; 32] = v
+                .get(16..48)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| corrupt("capture"))?;
+            let rest = &k[prefix.len()..];
+            let sep = rest
+                .iter()
+                .position(|&c| c == 0)
+                .ok_or_else(|| corrupt("capture key"))?;
+            let req_id =
+                String::from_utf8(rest[..sep].to_vec()).map_err(|_| corrupt("capture key"))?;
+            let kind =
+                String::from_utf8(rest[sep + 1..].to_vec()).map_err(|_| corrupt("capture key"))?;
+            out.push(Capture {
+                req_id,
+                kind,
+                at_ms,
+                digest: dig,
+                bytes: v[48..].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes rows whose expiry is at or before `now` (seconds), in passes
+    /// of bounded size so that writers are not held up for long.
+    fn purge_expired(&self, now: u64) -> Result<u64> {
+        if self.installed()?.is_none() {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        loop {
+            let txn = self.db.begin_write().map_err(backend)?;
+            let done = {
+                let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
+                let hi = (now + 1).to_be_bytes();
+                let mut keys = Vec::new();
+                for item in ix.range::<&[u8]>(..hi.as_slice()).map_err(backend)? {
+                    keys.push(item.map_err(backend)?.0.value().to_vec());
+                    if keys.len() >= 1000 {
+                        break;
+                    }
+                }
+                for k in &keys {
+                    ix.remove(k.as_slice()).map_err(backend)?;
+                    let (tag, row) = (
+                        k.get(8).copied().unwrap_or(0),
+                        k.get(9..).unwrap_or_default(),
+                    );
+                    let (def, exp_at) = match tag {
+                        T_HEAD => (HEADS, 8),
+                        T_EVENT => (EVENTS, 3),
+                        T_SNAPSHOT => (SNAPSHOTS, 10),
+                        T_DEVICE => (DEVICES, 0),
+                        T_CAPTURE => (CAPTURES, 0),
+                        _ => continue,
+                    };
+                    let mut t = txn.open_table(def).map_err(backend)?;
+                    // The row may have been rewritten with a later expiry since.
+                    let expired = match t.get(row).map_err(backend)? {
+                        Some(v) => u64_at(v.value(), exp_at).is_some_and(|e| e <= now),
+                        None => false,
+                    };
+                    if expired {
+                        t.remove(row).map_err(backend)?;
+                        deleted += 1;
+                    }
+                }
+                keys.len() < 1000
+            };
+            txn.commit().map_err(backend)?;
+            if done {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+/// Opens the embedded store at `path` with default settings (for tools).
+pub fn open_path(path: &Path) -> Result<EmbeddedStore> {
+    EmbeddedStore::open(&StorageConfig {
+        path: path.to_path_buf(),
+        ..StorageConfig::default()
+    })
+}

@@ -1,0 +1,217 @@
+//! The values that go in and out of the store: device keys, append batches,
+//! stored events, snapshots, device registry records and captures. Payloads
+//! are opaque bytes plus a format version: this crate never decodes them
+//! (the `engine` crate owns their encoding).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, StorageError};
+
+/// Longest user or device id accepted (bytes).
+pub const MAX_ID_LEN: usize = 256;
+
+/// One device of one user: the unit of the event log and of its head.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeviceKey {
+    /// The authenticated user (e.g. `alice@example.com`).
+    pub user: String,
+    /// The EAS DeviceId.
+    pub device_id: String,
+}
+
+impl DeviceKey {
+    /// Builds a key, rejecting empty, too long or NUL-containing ids.
+    pub fn new(user: impl Into<String>, device_id: impl Into<String>) -> Result<Self> {
+        let key = DeviceKey {
+            user: user.into(),
+            device_id: device_id.into(),
+        };
+        key.validate()?;
+        Ok(key)
+    }
+
+    /// Checks the key can be stored.
+    pub fn validate(&self) -> Result<()> {
+        for (what, s) in [("user", &self.user), ("device id", &self.device_id)] {
+            if s.is_empty() || s.len() > MAX_ID_LEN || s.contains('\0') {
+                return Err(StorageError::InvalidInput(format!(
+                    "{what} must be 1-{MAX_ID_LEN} bytes without NUL"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `user\0device_id`: the embedded store's key prefix for this device.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.user.len() + 1 + self.device_id.len());
+        v.extend_from_slice(self.user.as_bytes());
+        v.push(0);
+        v.extend_from_slice(self.device_id.as_bytes());
+        v
+    }
+}
+
+impl fmt::Display for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.user, self.device_id)
+    }
+}
+
+/// An event to append: its format version and its encoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Version of the encoding of `payload` (defined by `engine`).
+    pub format_version: u16,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// A write to one device's log, conditional on the device's head: it is
+/// committed in one call, entirely or not at all, and only if the head is
+/// still `expected_head` (0 = the device has no events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendBatch {
+    /// The device whose log grows.
+    pub device: DeviceKey,
+    /// The head sequence the caller folded its state from.
+    pub expected_head: u64,
+    /// Events, given sequences `expected_head + 1 ..` in order.
+    pub events: Vec<NewEvent>,
+}
+
+impl AppendBatch {
+    /// Starts a batch on top of `expected_head`.
+    pub fn new(device: DeviceKey, expected_head: u64) -> Self {
+        AppendBatch {
+            device,
+            expected_head,
+            events: Vec::new(),
+        }
+    }
+
+    /// Adds one event.
+    pub fn event(mut self, format_version: u16, payload: impl Into<Vec<u8>>) -> Self {
+        self.events.push(NewEvent {
+            format_version,
+            payload: payload.into(),
+        });
+        self
+    }
+
+    /// The head after a successful commit.
+    pub fn new_head(&self) -> u64 {
+        self.expected_head + self.events.len() as u64
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the device's log, from 1.
+    pub seq: u64,
+    /// Version of the encoding of `payload`.
+    pub format_version: u16,
+    /// blake3 of `payload` (absent only on rows written at schema v1 and not yet migrated).
+    pub digest: Option<[u8; 32]>,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// The latest folded state of one collection of one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The head sequence the state was folded up to (events after it must be re-applied).
+    pub seq: u64,
+    /// Version of the encoding of `payload`.
+    pub format_version: u16,
+    /// The encoded state.
+    pub payload: Vec<u8>,
+}
+
+/// Where a device stands in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum DeviceState {
+    /// May sync.
+    #[default]
+    Allowed,
+    /// Known but held back by an administrator.
+    Quarantined,
+    /// A remote wipe is pending.
+    WipeRequested,
+    /// The device acknowledged the wipe.
+    Wiped,
+}
+
+impl DeviceState {
+    /// Stable text form (stored in Cassandra).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Allowed => "allowed",
+            DeviceState::Quarantined => "quarantined",
+            DeviceState::WipeRequested => "wipe_requested",
+            DeviceState::Wiped => "wiped",
+        }
+    }
+
+    /// Parses [`DeviceState::as_str`].
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "allowed" => DeviceState::Allowed,
+            "quarantined" => DeviceState::Quarantined,
+            "wipe_requested" => DeviceState::WipeRequested,
+            "wiped" => DeviceState::Wiped,
+            _ => return Err(StorageError::Corrupt(format!("unknown device state {s:?}"))),
+        })
+    }
+}
+
+/// A device registry row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Who owns the device.
+    pub key: DeviceKey,
+    /// EAS DeviceType (e.g. `iPhone`).
+    pub device_type: String,
+    /// First request seen, Unix milliseconds.
+    pub first_seen_ms: i64,
+    /// Latest request seen, Unix milliseconds.
+    pub last_seen_ms: i64,
+    /// The current policy key, once provisioned.
+    pub policy_key: Option<u32>,
+    /// Allowed, quarantined, wipe requested or wiped.
+    pub state: DeviceState,
+    /// Free-form device information from Settings (Model, OS, UserAgent…).
+    pub info: BTreeMap<String, String>,
+}
+
+/// A request or response body kept by the full-capture mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// The request id the body belongs to.
+    pub req_id: String,
+    /// What it is (e.g. `request`, `response`).
+    pub kind: String,
+    /// When it was stored, Unix milliseconds.
+    pub at_ms: i64,
+    /// blake3 of `bytes`.
+    pub digest: [u8; 32],
+    /// The body.
+    pub bytes: Vec<u8>,
+}
+
+/// blake3 of a payload.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    *blake3::hash(bytes).as_bytes()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,541 @@
+//! The storage conformance suite: every behaviour of the `Store` API,
+//! written once and run against both backends (`embedded::*` and
+//! `cassandra::*`; the Cassandra half needs `scripts/stack up cassandra`
+//! and fails, not skips, without it). Each Cassandra test uses its own
+//! fresh keyspace and drops it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Backend, TestStore};
+use opush_storage::{
+    digest, AppendBatch, DeviceKey, DeviceRecord, DeviceState, MigrationOptions, SchemaStatus,
+    Snapshot, StorageError, Store, LATEST_SCHEMA,
+};
+
+fn dev(user: &str, id: &str) -> DeviceKey {
+    DeviceKey::new(user, id).unwrap()
+}
+
+fn payload(device: &DeviceKey, seq: u64) -> Vec<u8> {
+    format!("event {seq} of {device}").into_bytes()
+}
+
+/// Appends `n` single-event batches and returns the head.
+async fn append_n(store: &Store, device: &DeviceKey, n: u64) -> u64 {
+    let mut head = store.head(device).await.unwrap();
+    for _ in 0..n {
+        let seq = head + 1;
+        head = store
+            .append(AppendBatch::new(device.clone(), head).event(1, payload(device, seq)))
+            .await
+            .unwrap();
+    }
+    head
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Embedded).await })*
+        }
+        mod cassandra {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Cassandra).await })*
+        }
+    };
+}
+
+conformance!(
+    append_and_read_in_order,
+    concurrent_writers_exactly_one_wins,
+    stale_head_and_bad_input_are_rejected,
+    snapshots_keep_the_latest,
+    device_registry,
+    captures_round_trip,
+    rows_expire_after_their_ttl,
+    schema_lifecycle,
+    interrupted_migration_resumes,
+);
+
+async fn append_and_read_in_order(backend: Backend) {
+    let t = TestStore::installed(backend).await;
+    let s = &t.store;
+    let a = dev("alice@example.com", "ApplDEV1");
+    let b = dev("alice@example.com", "ApplDEV10"); // a prefix of the other id must not mix logs
+    assert_eq!(s.head(&a).await.unwrap(), 0);
+    assert!(s.read_events(&a, 0).await.unwrap().is_empty());
+
+    let batch = AppendBatch::new(a.clone(), 0)
+        .event(3, b"one".to_vec())
+        .event(4, b"two".to_vec());
+    assert_eq!(s.append(batch).await.unwrap(), 2);
+    let batch = AppendBatch::new(a.clone(), 2).event(3, b"three".to_vec());
+    assert_eq!(s.append(batch).await.unwrap(), 3);
+    append_n(s, &b, 5).await;
+
+    let events = s.read_events(&a, 0).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    assert_eq!(payloads, vec![b"one".as_slice(), b"two", b"three"]);
+    assert_eq!(
+        events.iter().map(|e| e.format_version).collect::<Vec<_>>(),
+        vec![3, 4, 3]
+    );
+    for e in &events {
+        assert_eq!(e.digest, Some(digest(&e.payload)), "event {} digest", e.seq);
+    }
+    let tail = s.read_events(&a, 2).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(s.head(&a).await.unwrap(), 3);
+    assert_eq!(s.head(&b).await.unwrap(), 5);
+    assert_eq!(s.read_events(&b, 0).await.unwrap().len(), 5);
+    t.cleanup().await;
+}
+
+async fn concurrent_writers_exactly_one_wins(backend: Backend) {
+    let t = TestStore::installed(backend).await;
+    let s = t.store.clone();
+    let d = dev("bob", "dev-race");
+    append_n(&s, &d, 2).await;
+    for round in 0..5u64 {
+        let head = s.head(&d).await.unwrap();
+        let w1 = AppendBatch::new(d.clone(), head)
+            .event(1, format!("writer one round {round}").into_bytes());
+        let w2 = AppendBatch::new(d.clone(), head)
+            .event(1, format!("writer two round {round}").into_bytes())
+            .event(1, b"second event of writer two".to_vec());
+        let (s1, s2) = (s.clone(), s.clone());
+        let (r1, r2) = tokio::join!(
+            tokio::spawn(async move { s1.append(w1).await }),
+            tokio::spawn(async move { s2.append(w2).await })
+        );
+        let (r1, r2) = (r1.unwrap(), r2.unwrap());
+        let (won, lost) = match (&r1, &r2) {
+            (Ok(_), Err(_)) => (1, r2),
+            (Err(_), Ok(_)) => (2, r1),
+            other => panic!("round {round}: expected exactly one winner, got {other:?}"),
+        };
+        let new_head = s.head(&d).await.unwrap();
+        match lost {
+            Err(StorageError::Conflict {
+                expected, actual, ..
+            }) => {
+                assert_eq!(expected, head);
+                assert_eq!(actual, new_head, "the conflict reports the winner's head");
+            }
+            other => panic!("round {round}: loser got {other:?}"),
+        }
+        let events = s.read_events(&d, head + 1).await.unwrap();
+        let expected_len = if won == 1 { 1 } else { 2 };
+        assert_eq!(
+            events.len(),
+            expected_len,
+            "round {round}: only the winner's events are stored"
+        );
+        assert_eq!(new_head, head + expected_len as u64);
+        let who = if won == 1 { "writer one" } else { "writer two" };
+        assert!(String::from_utf8_lossy(&events[0].payload).starts_with(who));
+    }
+    t.cleanup().await;
+}
+
+async fn stale_head_and_bad_input_are_rejected(backend: Backend) {
+    let t = TestStore::installed(backend).await;
+    let s = &t.store;
+    let d = dev("carol", "dev1");
+    append_n(s, &d, 3).await;
+    let err = s
+        .append(AppendBatch::new(d.clone(), 1).event(1, b"late".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::Conflict {
+                expected: 1,
+                actual: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    let err = s
+        .append(AppendBatch::new(d.clone(), 7).event(1, b"ahead".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::Conflict {
+                expected: 7,
+                actual: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.read_events(&d, 0).await.unwrap().len(),
+        3,
+        "failed appends wrote nothing"
+    );
+    let err = s.append(AppendBatch::new(d.clone(), 3)).await.unwrap_err();
+    assert!(matches!(err, StorageError::InvalidInput(_)), "{err:?}");
+    assert!(matches!(
+        DeviceKey::new("a\0b", "x"),
+        Err(StorageError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        DeviceKey::new("", "x"),
+        Err(StorageError::InvalidInput(_))
+    ));
+    let bad = DeviceKey {
+        user: "u".into(),
+        device_id: "x".repeat(300),
+    };
+    assert!(matches!(
+        s.head(&bad).await,
+        Err(StorageError::InvalidInput(_))
+    ));
+    t.cleanup().await;
+}
+
+async fn snapshots_keep_the_latest(backend: Backend) {
+    let t = TestStore::installed(backend).await;
+    let s = &t.store;
+    let d = dev("dave", "dev1");
+    assert_eq!(s.get_snapshot(&d, "inbox").await.unwrap(), None);
+    let first = Snapshot {
+        seq: 10,
+        format_version: 1,
+        payload: vec![1; 1000],
+    };
+    s.put_snapshot(&d, "inbox", first.clone()).await.unwrap();
+    assert_eq!(s.get_snapshot(&d, "inbox").await.unwrap(), Some(first));
+    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let second = Snapshot {
+        seq: 42,
+        format_version: 2,
+        payload: big,
+    };
+    s.put_snapshot(&d, "inbox", second.clone()).await.unwrap();
+    let other = Snapshot {
+        seq: 5,
+        format_version: 1,
+        payload: b"calendar".to_vec(),
+    };
+    s.put_snapshot(&d, "calendar", other.clone()).await.unwrap();
+    assert_eq!(s.get_snapshot(&d, "inbox").await.unwrap(), Some(second));
+    assert_eq!(s.get_snapshot(&d, "calendar").await.unwrap(), Some(other));
+    assert_eq!(
+        s.get_snapshot(&dev("dave", "dev2"), "inbox").await.unwrap(),
+        None
+    );
+    t.cleanup().await;
+}
+
+fn record(user: &str, id: &str, state: DeviceState) -> DeviceRecord {
+    let mut info = BTreeMap::new();
+    info.insert("Model".to_string(), format!("model of {id}"));
+    info.insert("OS".to_string(), "iOS 18.1".to_string());
+    DeviceRecord {
+        key: dev(user, id),
+        device_type: "iPhone".into(),
+        first_seen_ms: 1_700_000_000_000,
+        last_seen_ms: 1_700_000_100_000,
+        policy_key: None,
+        state,
+        info,
+    }
+}
+
+async fn device_registry(backend: Backend) {
+    let t = TestStore::installed(backend).await;
+    let s = &t.store;
+    let a1 = record("erin", "phone", DeviceState::Allowed);
+    let a2 = record("erin", "tablet", DeviceState::Quarantined);
+    let b1 = record("erin2", "phone", DeviceState::WipeRequested);
+    for r in [&a1, &a2, &b1] {
+        s.put_device(r.clone()).await.unwrap();
+    }
+    assert_eq!(s.get_device(&a1.key).await.unwrap(), Some(a1.clone()));
+    assert_eq!(s.get_device(&dev("erin", "watch")).await.unwrap(), None);
+    let mut mine = s.list_devices("erin").await.unwrap();
+    mine.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(
+        mine,
+        vec![a1.clone(), a2.clone()],
+        "erin2's devices are not erin's"
+    );
+    let mut all = s.list_all_devices().await.unwrap();
+    all.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(all, vec![a1.clone(), a2, b1]);
+
+    let mut updated = a1.clone();
+    updated.state = DeviceState::Wiped;
+    updated.policy_key = Some(3_000_000_001);
+    updated.last_seen_ms += 5;
+    updated
+        .info
+        .insert("UserAgent".into(), "Apple-iPhone/2101".into());
+    s.put_device(updated.clone()).await.unwrap();
+    assert_eq!(s.get_device(&a1.key).await.unwrap(), Some(updated));
+    t.cleanup().await;
+}
+
+async fn captures_round_trip(backend: Backend) {
+    let t = TestStore::installed(backend).await;
+    let s = &t.store;
+    let d = dev("frank", "dev1");
+    let ttl = Duration::from_secs(3600);
+    s.put_capture(&d, "req-0002", "request", b"<Sync/>".to_vec(), ttl)
+        .await
+        .unwrap();
+    s.put_capture(&d, "req-0001", "response", vec![3, 1, 106, 0], ttl)
+        .await
+        .unwrap();
+    s.put_capture(&d, "req-0001", "request", vec![3, 1, 106, 0, 0], ttl)
+        .await
+        .unwrap();
+    s.put_capture(
+        &dev("frank", "dev2"),
+        "req-0001",
+        "request",
+        b"other".to_vec(),
+        ttl,
+    )
+    .await
+    .unwrap();
+    let caps = s.get_captures(&d).await.unwrap();
+    let ids: Vec<(&str, &str)> = caps
+        .iter()
+        .map(|c| (c.req_id.as_str(), c.kind.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("req-0001", "request"),
+            ("req-0001", "response"),
+            ("req-0002", "request")
+        ]
+    );
+    assert_eq!(caps[2].bytes, b"<Sync/>");
+    for c in &caps {
+        assert_eq!(c.digest, digest(&c.bytes));
+        assert!(c.at_ms > 1_700_000_000_000);
+    }
+    t.cleanup().await;
+}
+
+async fn rows_expire_after_their_ttl(backend: Backend) {
+    let t = TestStore::fresh_with(backend, |c| {
+        c.ttl_events_s = 2;
+        c.ttl_snapshots_s = 2;
+        c.ttl_devices_s = 2;
+        c.expiry_interval_s = 3600; // the test purges by hand
+    })
+    .await;
+    let s = &t.store;
+    s.install_schema().await.unwrap();
+    let d = dev("gina", "dev1");
+    append_n(s, &d, 3).await;
+    s.put_snapshot(
+        &d,
+        "inbox",
+        Snapshot {
+            seq: 3,
+            format_version: 1,
+            payload: b"state".to_vec(),
+        },
+    )
+    .await
+    .unwrap();
+    s.put_device(record("gina", "dev1", DeviceState::Allowed))
+        .await
+        .unwrap();
+    s.put_capture(
+        &d,
+        "r1",
+        "request",
+        b"body".to_vec(),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    s.put_capture(
+        &d,
+        "r2",
+        "request",
+        b"kept".to_vec(),
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.read_events(&d, 0).await.unwrap().len(), 3);
+    assert!(s.get_snapshot(&d, "inbox").await.unwrap().is_some());
+
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    assert_eq!(
+        s.read_events(&d, 0).await.unwrap(),
+        vec![],
+        "events expired"
+    );
+    assert_eq!(
+        s.head(&d).await.unwrap(),
+        0,
+        "an expired device starts over"
+    );
+    assert_eq!(s.get_snapshot(&d, "inbox").await.unwrap(), None);
+    assert_eq!(s.get_device(&d).await.unwrap(), None);
+    assert!(s.list_devices("gina").await.unwrap().is_empty());
+    let caps = s.get_captures(&d).await.unwrap();
+    assert_eq!(
+        caps.iter().map(|c| c.req_id.as_str()).collect::<Vec<_>>(),
+        vec!["r2"]
+    );
+    let purged = s.purge_expired().await.unwrap();
+    if backend == Backend::Embedded {
+        // 3 events, the head, the snapshot, the device and one capture.
+        assert_eq!(purged, 7);
+    }
+    // The device starts over from sequence 1.
+    assert_eq!(
+        s.append(AppendBatch::new(d.clone(), 0).event(1, b"again".to_vec()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.read_events(&d, 0).await.unwrap().len(), 1);
+    t.cleanup().await;
+}
+
+async fn schema_lifecycle(backend: Backend) {
+    let t = TestStore::fresh_with(backend, |_| {}).await;
+    let s = &t.store;
+    assert_eq!(
+        s.schema_status().await.unwrap(),
+        SchemaStatus::InstallRequired {
+            latest: LATEST_SCHEMA
+        }
+    );
+    let d = dev("hank", "dev1");
+    let err = s.head(&d).await.unwrap_err();
+    assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+    s.install_schema().await.unwrap();
+    match s.schema_status().await.unwrap() {
+        SchemaStatus::Ok {
+            version,
+            installed_at_ms,
+        } => {
+            assert_eq!(version, LATEST_SCHEMA);
+            assert!(installed_at_ms > 1_700_000_000_000);
+        }
+        other => panic!("after install: {other:?}"),
+    }
+    let err = s.install_schema().await.unwrap_err();
+    assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+    let opts = MigrationOptions {
+        batch_size: 10,
+        page_size: 10,
+        max_batches: None,
+    };
+    let report = s.update_schema(opts).await.unwrap();
+    assert!(report.complete && report.rows == 0 && report.to == LATEST_SCHEMA);
+    assert_eq!(append_n(s, &d, 1).await, 1);
+    t.cleanup().await;
+}
+
+async fn interrupted_migration_resumes(backend: Backend) {
+    let t = TestStore::fresh_with(backend, |c| {
+        c.migration_batch_size = 10;
+        c.migration_page_size = 7;
+    })
+    .await;
+    let s = &t.store;
+    s.install_schema_version(1).await.unwrap();
+    assert_eq!(
+        s.schema_status().await.unwrap(),
+        SchemaStatus::UpdateRequired {
+            current: 1,
+            latest: LATEST_SCHEMA
+        }
+    );
+    let devices = [dev("ivy", "a"), dev("ivy", "b"), dev("jack", "a")];
+    // jack/a has more events than a migration step, so a step stops inside a partition.
+    for (d, n) in devices.iter().zip([9u64, 4, 25]) {
+        append_n(s, d, n).await;
+    }
+    for d in &devices {
+        assert!(
+            s.read_events(d, 0)
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| e.digest.is_none()),
+            "v1 rows have no digest"
+        );
+    }
+    let opts = MigrationOptions {
+        batch_size: 10,
+        page_size: 7,
+        max_batches: Some(2),
+    };
+    let first = s.update_schema(opts).await.unwrap();
+    assert!(!first.complete, "{first:?}");
+    assert_eq!(first.rows, 20);
+    assert_eq!(first.to, 1);
+    assert_eq!(
+        s.schema_status().await.unwrap(),
+        SchemaStatus::UpdateRequired {
+            current: 1,
+            latest: LATEST_SCHEMA
+        }
+    );
+
+    // A new process (store) resumes from the recorded progress.
+    let t = t.reopen().await;
+    let s2 = &t.store;
+    let opts = MigrationOptions {
+        batch_size: 10,
+        page_size: 7,
+        max_batches: None,
+    };
+    let second = s2.update_schema(opts).await.unwrap();
+    assert!(second.complete, "{second:?}");
+    assert_eq!(
+        first.rows + second.rows,
+        38,
+        "every row migrated exactly once"
+    );
+    match s2.schema_status().await.unwrap() {
+        SchemaStatus::Ok { version, .. } => assert_eq!(version, LATEST_SCHEMA),
+        other => panic!("after update: {other:?}"),
+    }
+    for (d, n) in devices.iter().zip([9u64, 4, 25]) {
+        let events = s2.read_events(d, 0).await.unwrap();
+        assert_eq!(events.len() as u64, n);
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1);
+            assert_eq!(e.payload, payload(d, e.seq));
+            assert_eq!(
+                e.digest,
+                Some(digest(&e.payload)),
+                "{d} event {} migrated",
+                e.seq
+            );
+        }
+    }
+    // New appends carry digests too.
+    assert_eq!(append_n(s2, &devices[0], 1).await, 10);
+    let last = s2.read_events(&devices[0], 10).await.unwrap();
+    assert_eq!(last[0].digest, Some(digest(&last[0].payload)));
+    t.cleanup().await;
+}
