@@ -9,6 +9,7 @@ use std::fmt::Debug;
 
 use opush_protocol::commands::airsyncbase::{Attachment, Body, BodyPreference};
 use opush_protocol::commands::calendar::{Attendee, Calendar, EventFields, Exception, Recurrence};
+use opush_protocol::commands::contacts::Contact;
 use opush_protocol::commands::folder_sync::*;
 use opush_protocol::commands::item_operations::*;
 use opush_protocol::commands::items::{ApplicationData, Email, Flag};
@@ -173,6 +174,48 @@ fn contact_props() -> impl Strategy<Value = Vec<Owned>> {
     )
 }
 
+/// Notes-page properties: an item class kept as a generic property list.
+fn note_props() -> impl Strategy<Value = Vec<Owned>> {
+    vec(
+        (
+            prop_oneof![
+                Just(tags::notes::SUBJECT),
+                Just(tags::notes::MESSAGE_CLASS),
+                Just(tags::notes::LAST_MODIFIED_DATE)
+            ],
+            "[a-z]{1,10}",
+        )
+            .prop_map(|(t, s)| Element::with_text(t, s)),
+        0..4,
+    )
+}
+
+fn contact() -> BoxedStrategy<Contact> {
+    (
+        word(),
+        (of(text()), of(text()), of(word()), of(text())),
+        (
+            of(body()),
+            of(vec(word(), 0..3)),
+            of(vec(text(), 0..2)),
+            of(1u8..5),
+        ),
+    )
+        .prop_map(|(first_name, a, b)| Contact {
+            first_name: Some(first_name),
+            last_name: a.0,
+            file_as: a.1,
+            email1_address: a.2,
+            company_name: a.3,
+            body: b.0,
+            categories: b.1,
+            children: b.2,
+            native_body_type: b.3,
+            ..Contact::default()
+        })
+        .boxed()
+}
+
 fn event_fields() -> BoxedStrategy<EventFields> {
     (
         (of(word()), of(word()), of(text()), of(text()), of(word())),
@@ -264,7 +307,8 @@ fn app_data() -> BoxedStrategy<ApplicationData> {
     prop_oneof![
         email().prop_map(|e| ApplicationData::Email(Box::new(e))),
         calendar().prop_map(|c| ApplicationData::Calendar(Box::new(c))),
-        contact_props().prop_map(ApplicationData::Properties),
+        contact().prop_map(|c| ApplicationData::Contact(Box::new(c))),
+        note_props().prop_map(ApplicationData::Properties),
     ]
     .boxed()
 }

@@ -1,8 +1,8 @@
 //! Item payloads (`ApplicationData`) carried by Sync, ItemOperations and
 //! Search: Email is modelled field by field (MS-ASEMAIL, MS-ASAIRS,
-//! Email2), Calendar too (`super::calendar`, MS-ASCAL); Contacts, Tasks and
-//! Notes are kept as their ordered list of property elements (typed by tag,
-//! values untouched) for now.
+//! Email2), Calendar (`super::calendar`, MS-ASCAL) and Contacts
+//! (`super::contacts`, MS-ASCNTC) too; Tasks, Notes and SMS are kept as their
+//! ordered list of property elements (typed by tag, values untouched).
 //!
 //! Exists so the engine and backends see an email as a struct. It must not
 //! interpret MIME or dates: values stay as the wire has them. Properties the
@@ -10,6 +10,7 @@
 
 use super::airsyncbase::{self, Attachment, Body};
 use super::calendar::Calendar;
+use super::contacts::Contact;
 use super::tree::{self, Owned};
 use super::CommandError;
 use crate::version::ProtocolVersion;
@@ -23,6 +24,8 @@ pub enum ApplicationData {
     Email(Box<Email>),
     /// A calendar item (any property on the Calendar page).
     Calendar(Box<Calendar>),
+    /// A contact (a Contacts or Contacts2 property, no Calendar one).
+    Contact(Box<Contact>),
     /// Any other class (Calendar, Contacts, Tasks, Notes, SMS…): the property
     /// elements in document order.
     Properties(Vec<Owned>),
@@ -53,13 +56,17 @@ impl ApplicationData {
         el: &Element<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, CommandError> {
+        use crate::wbxml::tags::{calendar, contacts, contacts2};
         let pages = || el.elements().map(|c| c.tag.page);
-        let is_calendar = pages().any(|p| p == crate::wbxml::tags::calendar::PAGE)
-            && !pages()
-                .any(|p| NON_EMAIL_PAGES.contains(&p) && p != crate::wbxml::tags::calendar::PAGE);
-        if is_calendar {
+        let has = |page: u8| pages().any(|p| p == page);
+        if has(calendar::PAGE) {
             return Ok(ApplicationData::Calendar(Box::new(
                 Calendar::from_properties(el, version)?,
+            )));
+        }
+        if has(contacts::PAGE) || has(contacts2::PAGE) {
+            return Ok(ApplicationData::Contact(Box::new(
+                Contact::from_properties(el, version)?,
             )));
         }
         let is_email = !pages().any(|p| NON_EMAIL_PAGES.contains(&p))
@@ -83,6 +90,7 @@ impl ApplicationData {
         match self {
             ApplicationData::Email(e) => e.to_element_as(tag, version),
             ApplicationData::Calendar(c) => c.to_element_as(tag, version),
+            ApplicationData::Contact(c) => c.to_element_as(tag, version),
             ApplicationData::Properties(props) => {
                 let mut el = Element::new(tag);
                 for p in props {

@@ -21,6 +21,7 @@ use crate::wbxml::{self, DecodeError, Element, Tag};
 pub mod airsyncbase;
 pub mod calendar;
 pub mod compose;
+pub mod contacts;
 pub mod dispatch;
 pub mod find;
 pub mod folder_create;
