@@ -232,6 +232,9 @@ fn benches(c: &mut Criterion) {
         bytes.len(),
         bytes.len() as u64 / N
     );
+    c.bench_function("snapshot_check_100k", |b| {
+        b.iter(|| check_snapshot(black_box(&bytes)).unwrap())
+    });
     c.bench_function("snapshot_decode_100k", |b| {
         b.iter(|| decode_snapshot(black_box(&bytes)).unwrap())
     });

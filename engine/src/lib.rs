@@ -109,7 +109,7 @@ pub use ping::{
 pub use provision::{
     check_policy, decide_provision, PolicyCheck, ProvisionRequest, ProvisionResponse,
 };
-pub use snapshot::{decode_snapshot, encode_snapshot};
+pub use snapshot::{check_snapshot, decode_snapshot, encode_snapshot};
 pub use state::{
     apply, fold, CollectionState, DeviceFolder, DeviceSide, DeviceState, Folder, Hierarchy, Item,
     Pending, PolicyState, ServerSide, WipeState,

@@ -252,12 +252,28 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn action(&self, id: &BackendItemId, cutoff: Option<Timestamp>) -> Option<Action> {
-        if self.claimed.contains(id) || self.c.quarantined.contains(id) {
+    /// What is due for `id`, with its ServerId number (0: not assigned).
+    fn action(&self, id: &BackendItemId, cutoff: Option<Timestamp>) -> Option<(Action, u32)> {
+        if (!self.claimed.is_empty() && self.claimed.contains(id))
+            || (!self.c.quarantined.is_empty() && self.c.quarantined.contains(id))
+        {
             return None;
         }
         let item = self.c.items.get(id)?;
-        let dev = self.device_of(id);
+        let dev = match self.device.get(id) {
+            Some(d) => *d,
+            None => item.device,
+        };
+        self.action_of(id, item, dev, cutoff).map(|a| (a, item.n))
+    }
+
+    fn action_of(
+        &self,
+        id: &BackendItemId,
+        item: &crate::state::Item,
+        dev: Option<DeviceSide>,
+        cutoff: Option<Timestamp>,
+    ) -> Option<Action> {
         let in_window = |s: ServerSide| cutoff.is_none_or(|c| s.received_at >= c);
         match (item.server, dev) {
             (Some(s), None) if in_window(s) && !item.filtered_out => Some(Action::Add(s.version)),
@@ -278,7 +294,7 @@ impl<'a> Overlay<'a> {
     fn for_each_candidate(
         &self,
         cutoff: Option<Timestamp>,
-        mut f: impl FnMut(&BackendItemId, Action) -> bool,
+        mut f: impl FnMut(&BackendItemId, Action, u32) -> bool,
     ) {
         let mut seen: BTreeSet<&BackendItemId> = BTreeSet::new();
         if let Some(cut) = cutoff {
@@ -286,9 +302,9 @@ impl<'a> Overlay<'a> {
                 if *t >= cut {
                     break;
                 }
-                if let Some(a) = self.action(id, cutoff) {
+                if let Some((a, n)) = self.action(id, cutoff) {
                     seen.insert(id);
-                    if !f(id, a) {
+                    if !f(id, a, n) {
                         return;
                     }
                 }
@@ -298,8 +314,8 @@ impl<'a> Overlay<'a> {
             if seen.contains(id) {
                 continue;
             }
-            if let Some(a) = self.action(id, cutoff) {
-                if !f(id, a) {
+            if let Some((a, n)) = self.action(id, cutoff) {
+                if !f(id, a, n) {
                     return;
                 }
             }
@@ -309,7 +325,7 @@ impl<'a> Overlay<'a> {
     /// Counts what the next Sync would send (GetItemEstimate, Ping).
     pub(crate) fn count(&self, cutoff: Option<Timestamp>, limit: usize) -> usize {
         let mut n = 0usize;
-        self.for_each_candidate(cutoff, |_, _| {
+        self.for_each_candidate(cutoff, |_, _, _| {
             n += 1;
             n < limit
         });
@@ -334,12 +350,11 @@ fn page(
 ) -> (Vec<ServerChange>, bool) {
     let mut changes = Vec::new();
     let mut more = false;
-    ov.for_each_candidate(cutoff, |id, action| {
+    ov.for_each_candidate(cutoff, |id, action, item_n| {
         if changes.len() >= window {
             more = true;
             return false;
         }
-        let item_n = ov.c.items.get(id).map_or(0, |i| i.n);
         let n = if item_n != 0 {
             item_n
         } else {
