@@ -289,6 +289,19 @@ impl RequestLine {
         }
     }
 
+    /// The protocol version of the request: the base64 query's byte, else the
+    /// `MS-ASProtocolVersion` header (required with the plain form).
+    pub fn protocol_version_with_header(
+        &self,
+        header: Option<&str>,
+    ) -> Result<ProtocolVersion, QueryError> {
+        match (self.protocol_version, header) {
+            (Some(v), _) => Ok(v),
+            (None, Some(h)) => Ok(h.parse()?),
+            (None, None) => Err(QueryError::Missing("MS-ASProtocolVersion")),
+        }
+    }
+
     /// Parses the plain form. Parameter names are matched case-insensitively,
     /// in any order; unknown parameters are ignored.
     pub fn parse_plain(query: &str) -> Result<Self, QueryError> {
@@ -709,6 +722,25 @@ mod tests {
         assert_eq!(q.params.item_id.as_deref(), Some("5:12"));
         assert!(q.params.save_in_sent);
         assert_eq!(RequestLine::parse(&q.to_plain()), Ok(q));
+    }
+
+    #[test]
+    fn version_from_query_or_header() {
+        let plain = RequestLine::parse("Cmd=Sync&User=a&DeviceId=b&DeviceType=c").unwrap();
+        assert_eq!(
+            plain.protocol_version_with_header(Some("14.1")),
+            Ok(ProtocolVersion::V14_1)
+        );
+        assert_eq!(
+            plain.protocol_version_with_header(None),
+            Err(QueryError::Missing("MS-ASProtocolVersion"))
+        );
+        assert!(plain.protocol_version_with_header(Some("9.9")).is_err());
+        let b64 = RequestLine::parse("jAAMBBCkufmbxGcztuQus5kI+d1IBG1/bn0DV1A4").unwrap();
+        assert_eq!(
+            b64.protocol_version_with_header(Some("12.1")),
+            Ok(ProtocolVersion::V14_0)
+        );
     }
 
     #[test]
