@@ -18,6 +18,7 @@ use opush_protocol::commands::provision::*;
 use opush_protocol::commands::send_mail::*;
 use opush_protocol::commands::settings::DeviceInformation;
 use opush_protocol::commands::sync::*;
+use opush_protocol::commands::tasks::Task;
 use opush_protocol::commands::{
     ClientId, CollectionId, CommandError, EasDocument, Owned, ServerId, SyncKey,
 };
@@ -309,6 +310,17 @@ fn app_data() -> BoxedStrategy<ApplicationData> {
         calendar().prop_map(|c| ApplicationData::Calendar(Box::new(c))),
         contact().prop_map(|c| ApplicationData::Contact(Box::new(c))),
         note_props().prop_map(ApplicationData::Properties),
+        (word(), of(any::<bool>()), of(word()), of(0u8..3)).prop_map(
+            |(subject, complete, due_date, importance)| {
+                ApplicationData::Task(Box::new(Task {
+                    subject: Some(subject),
+                    complete,
+                    due_date,
+                    importance,
+                    ..Task::default()
+                }))
+            }
+        ),
     ]
     .boxed()
 }

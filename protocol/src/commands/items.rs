@@ -1,8 +1,9 @@
 //! Item payloads (`ApplicationData`) carried by Sync, ItemOperations and
 //! Search: Email is modelled field by field (MS-ASEMAIL, MS-ASAIRS,
 //! Email2), Calendar (`super::calendar`, MS-ASCAL) and Contacts
-//! (`super::contacts`, MS-ASCNTC) too; Tasks, Notes and SMS are kept as their
-//! ordered list of property elements (typed by tag, values untouched).
+//! (`super::contacts`, MS-ASCNTC) and Tasks (`super::tasks`, MS-ASTASK)
+//! too; Notes and other classes are kept as their ordered list of property
+//! elements (typed by tag, values untouched).
 //!
 //! Exists so the engine and backends see an email as a struct. It must not
 //! interpret MIME or dates: values stay as the wire has them. Properties the
@@ -11,6 +12,7 @@
 use super::airsyncbase::{self, Attachment, Body};
 use super::calendar::Calendar;
 use super::contacts::Contact;
+use super::tasks::Task;
 use super::tree::{self, Owned};
 use super::CommandError;
 use crate::version::ProtocolVersion;
@@ -26,6 +28,8 @@ pub enum ApplicationData {
     Calendar(Box<Calendar>),
     /// A contact (a Contacts or Contacts2 property, no Calendar one).
     Contact(Box<Contact>),
+    /// A task (a top-level Tasks property, no Calendar or Contacts one).
+    Task(Box<Task>),
     /// Any other class (Calendar, Contacts, Tasks, Notes, SMS…): the property
     /// elements in document order.
     Properties(Vec<Owned>),
@@ -69,6 +73,11 @@ impl ApplicationData {
                 Contact::from_properties(el, version)?,
             )));
         }
+        if has(crate::wbxml::tags::tasks::PAGE) {
+            return Ok(ApplicationData::Task(Box::new(Task::from_properties(
+                el, version,
+            )?)));
+        }
         let is_email = !pages().any(|p| NON_EMAIL_PAGES.contains(&p))
             && pages().any(|p| p == email::PAGE || p == email2::PAGE);
         if is_email {
@@ -91,6 +100,7 @@ impl ApplicationData {
             ApplicationData::Email(e) => e.to_element_as(tag, version),
             ApplicationData::Calendar(c) => c.to_element_as(tag, version),
             ApplicationData::Contact(c) => c.to_element_as(tag, version),
+            ApplicationData::Task(t) => t.to_element_as(tag, version),
             ApplicationData::Properties(props) => {
                 let mut el = Element::new(tag);
                 for p in props {

@@ -43,6 +43,7 @@ pub mod settings;
 pub mod smart_forward;
 pub mod smart_reply;
 pub mod sync;
+pub mod tasks;
 pub(crate) mod tree;
 pub mod validate_cert;
 
