@@ -12,7 +12,7 @@ use opush_protocol::commands::calendar::{Attendee, Calendar, EventFields, Except
 use opush_protocol::commands::contacts::Contact;
 use opush_protocol::commands::folder_sync::*;
 use opush_protocol::commands::item_operations::*;
-use opush_protocol::commands::items::{ApplicationData, Email, Flag};
+use opush_protocol::commands::items::{ApplicationData, Email, Flag, MeetingRequest};
 use opush_protocol::commands::ping::*;
 use opush_protocol::commands::provision::*;
 use opush_protocol::commands::send_mail::*;
@@ -142,6 +142,14 @@ fn email() -> BoxedStrategy<Email> {
             attachments: b.2,
             body: b.3,
             message_class: c.0,
+            meeting_request: d.2.map(|r| MeetingRequest {
+                all_day_event: Some(r),
+                start_time: Some("20261201T090000Z".into()),
+                organizer: c.1.clone(),
+                instance_type: c.2,
+                reminder: c.2.map(u32::from),
+                ..MeetingRequest::default()
+            }),
             internet_cpid: c.1,
             flag: c.2.map(|status| Flag {
                 status: Some(status),

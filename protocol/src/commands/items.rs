@@ -151,6 +151,91 @@ impl Flag {
     }
 }
 
+/// `MeetingRequest` of a meeting invitation email (MS-ASEMAIL 2.2.2.48).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MeetingRequest {
+    /// `AllDayEvent`.
+    pub all_day_event: Option<bool>,
+    /// `StartTime`.
+    pub start_time: Option<String>,
+    /// `DtStamp`.
+    pub dt_stamp: Option<String>,
+    /// `EndTime`.
+    pub end_time: Option<String>,
+    /// `InstanceType` (0 single, 1 master, 2 occurrence, 3 exception).
+    pub instance_type: Option<u8>,
+    /// `Location`.
+    pub location: Option<String>,
+    /// `Organizer`.
+    pub organizer: Option<String>,
+    /// `RecurrenceId`.
+    pub recurrence_id: Option<String>,
+    /// `Reminder` (seconds).
+    pub reminder: Option<u32>,
+    /// `ResponseRequested`.
+    pub response_requested: Option<bool>,
+    /// `Sensitivity`.
+    pub sensitivity: Option<u8>,
+    /// `BusyStatus` (intended status).
+    pub busy_status: Option<u8>,
+    /// `TimeZone` (base64).
+    pub time_zone: Option<String>,
+    /// `GlobalObjId` (base64).
+    pub global_obj_id: Option<String>,
+    /// Other properties (`Recurrences`, `DisallowNewTimeProposal`, Email2
+    /// `MeetingMessageType`…), in order.
+    pub extra: Vec<Owned>,
+}
+
+impl MeetingRequest {
+    fn from_element(el: &Element<'_>) -> Result<Self, CommandError> {
+        let mut m = MeetingRequest::default();
+        for c in el.elements() {
+            let text = || tree::content(c);
+            match c.tag {
+                email::ALL_DAY_EVENT => m.all_day_event = Some(tree::bool_of(c)?),
+                email::START_TIME => m.start_time = Some(text()?),
+                email::DT_STAMP => m.dt_stamp = Some(text()?),
+                email::END_TIME => m.end_time = Some(text()?),
+                email::INSTANCE_TYPE => m.instance_type = Some(tree::parse(c.tag, &text()?)?),
+                email::LOCATION => m.location = Some(text()?),
+                email::ORGANIZER => m.organizer = Some(text()?),
+                email::RECURRENCE_ID => m.recurrence_id = Some(text()?),
+                email::REMINDER => m.reminder = Some(tree::parse(c.tag, &text()?)?),
+                email::RESPONSE_REQUESTED => m.response_requested = Some(tree::bool_of(c)?),
+                email::SENSITIVITY => m.sensitivity = Some(tree::parse(c.tag, &text()?)?),
+                email::BUSY_STATUS => m.busy_status = Some(tree::parse(c.tag, &text()?)?),
+                email::TIME_ZONE => m.time_zone = Some(text()?),
+                email::GLOBAL_OBJ_ID => m.global_obj_id = Some(text()?),
+                _ => m.extra.push(tree::owned(c)),
+            }
+        }
+        Ok(m)
+    }
+
+    fn to_element(&self) -> Owned {
+        let mut el = Element::new(email::MEETING_REQUEST);
+        tree::push_bool(&mut el, email::ALL_DAY_EVENT, self.all_day_event);
+        tree::push_opt(&mut el, email::START_TIME, self.start_time.as_deref());
+        tree::push_opt(&mut el, email::DT_STAMP, self.dt_stamp.as_deref());
+        tree::push_opt(&mut el, email::END_TIME, self.end_time.as_deref());
+        tree::push_opt(&mut el, email::INSTANCE_TYPE, self.instance_type);
+        tree::push_opt(&mut el, email::LOCATION, self.location.as_deref());
+        tree::push_opt(&mut el, email::ORGANIZER, self.organizer.as_deref());
+        tree::push_opt(&mut el, email::RECURRENCE_ID, self.recurrence_id.as_deref());
+        tree::push_opt(&mut el, email::REMINDER, self.reminder);
+        tree::push_bool(&mut el, email::RESPONSE_REQUESTED, self.response_requested);
+        for x in &self.extra {
+            el.push(x.clone());
+        }
+        tree::push_opt(&mut el, email::SENSITIVITY, self.sensitivity);
+        tree::push_opt(&mut el, email::BUSY_STATUS, self.busy_status);
+        tree::push_opt(&mut el, email::TIME_ZONE, self.time_zone.as_deref());
+        tree::push_opt(&mut el, email::GLOBAL_OBJ_ID, self.global_obj_id.as_deref());
+        el
+    }
+}
+
 /// An email item (MS-ASEMAIL 2.2.2). Every field is optional: a Sync
 /// `Change` carries only what changed (typically `Read` or `Flag`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -181,8 +266,8 @@ pub struct Email {
     pub body: Option<Body>,
     /// `MessageClass` (e.g. `IPM.Note`).
     pub message_class: Option<String>,
-    /// `MeetingRequest`, kept as its element (basic support).
-    pub meeting_request: Option<Owned>,
+    /// `MeetingRequest` (invitations).
+    pub meeting_request: Option<MeetingRequest>,
     /// `InternetCPID`.
     pub internet_cpid: Option<String>,
     /// `Flag`.
@@ -245,7 +330,9 @@ impl Email {
                 }
                 asb::BODY if version.has_airsyncbase() => e.body = Some(Body::from_element(c)?),
                 email::MESSAGE_CLASS => set_text(&mut e.message_class, c, &mut extra)?,
-                email::MEETING_REQUEST => e.meeting_request = Some(tree::owned(c)),
+                email::MEETING_REQUEST => {
+                    e.meeting_request = Some(MeetingRequest::from_element(c)?)
+                }
                 email::INTERNET_CPID => set_text(&mut e.internet_cpid, c, &mut extra)?,
                 email::FLAG => e.flag = Some(Flag::from_element(c)?),
                 email::CONTENT_CLASS => set_text(&mut e.content_class, c, &mut extra)?,
@@ -317,7 +404,7 @@ impl Email {
         }
         tree::push_opt(&mut el, email::MESSAGE_CLASS, self.message_class.as_deref());
         if let Some(m) = &self.meeting_request {
-            el.push(m.clone());
+            el.push(m.to_element());
         }
         tree::push_opt(&mut el, email::INTERNET_CPID, self.internet_cpid.as_deref());
         if let Some(f) = &self.flag {
