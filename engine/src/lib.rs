@@ -73,6 +73,24 @@
 //! 7. Fetch the content the response needs (Add/Change/Fetch bodies by
 //!    backend id and version), render, send, then log `ResponseSent`.
 //!
+//! # API shape
+//! * Sync: [`plan_sync`] → effects → [`decide_sync`] (one call per
+//!   collection of the request). MoveItems: [`plan_move`] → [`decide_move`].
+//!   Folder*: [`plan_folder_op`] → [`decide_folder_op`]. FolderSync:
+//!   [`decide_folder_sync`]. Provision: [`check_policy`] before every
+//!   command, [`decide_provision`]. Ping: [`decide_ping`], then
+//!   [`ping_changes`] each time the watcher fires. GetItemEstimate:
+//!   [`decide_get_item_estimate`] (no events).
+//! * `RequestReceived` and `ResponseSent` are written by the server around
+//!   each request; the engine ignores them when folding (replay uses them).
+//! * Snapshots: [`encode_snapshot`] / [`decode_snapshot`] for the whole
+//!   device, [`check_snapshot`] validates without loading.
+//!
+//! # Costs (see docs/BENCHMARKS.md, "Engine")
+//! A no-change Sync decide on 100,000 items is well under a microsecond;
+//! a page of 100 costs the same at the start and the end of an initial sync;
+//! state is about 300 bytes per synced item.
+//!
 //! # Known limits
 //! * A lost FolderCreate/Update/Delete answer leads to FolderSync Status 9
 //!   on the retry (the device resyncs its hierarchy).
