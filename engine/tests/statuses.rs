@@ -586,3 +586,121 @@ fn codec_rejects_newer_version_and_garbage() {
     assert!(decode_event(&bad).is_err());
     assert!(decode_snapshot(&bytes).is_err());
 }
+
+// [MS-ASCMD] Sync Status 5 on a command whose backend effect failed; the
+// device keeps its item and may retry it later.
+#[test]
+fn sync_status_5_when_the_backend_fails() {
+    let (mut backend, mut pair) = world();
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let key = pair.device.keys[&INBOX];
+    let sid = *pair.device.items.keys().next().unwrap();
+    let mut input = sync_req(
+        INBOX,
+        key,
+        vec![
+            ClientCommand::Add {
+                client_id: ClientId("n1".into()),
+                digest: Digest::of(b"new"),
+            },
+            ClientCommand::Delete { server_id: sid },
+        ],
+    );
+    assert_eq!(plan_sync(&pair.server.state, &input.request).len(), 2);
+    input.outcomes = vec![EffectOutcome::Failed, EffectOutcome::Failed];
+    let d = decide_sync(
+        &pair.server.state,
+        &input,
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    let replies: Vec<(ReplyKind, u8)> = d
+        .response
+        .replies
+        .iter()
+        .map(|r| (r.kind, r.status))
+        .collect();
+    assert_eq!(replies, vec![(ReplyKind::Add, 5), (ReplyKind::Delete, 5)]);
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ClientChangeApplied { .. })));
+}
+
+// A caller that breaks the plan/decide contract gets a StepError and no events.
+#[test]
+fn step_error_on_outcome_mismatch_changes_nothing() {
+    let (mut backend, mut pair) = world();
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let key = pair.device.keys[&INBOX];
+    let mut input = sync_req(
+        INBOX,
+        key,
+        vec![ClientCommand::Add {
+            client_id: ClientId("n1".into()),
+            digest: Digest::of(b"x"),
+        }],
+    );
+    let cfg = EngineConfig::default();
+    assert_eq!(
+        decide_sync(&pair.server.state, &input, Timestamp(NOW), &cfg),
+        Err(StepError::OutcomeMismatch {
+            expected: 1,
+            got: 0
+        })
+    );
+    input.outcomes = vec![EffectOutcome::Deleted];
+    assert_eq!(
+        decide_sync(&pair.server.state, &input, Timestamp(NOW), &cfg),
+        Err(StepError::OutcomeKind { index: 0 })
+    );
+}
+
+// [MS-ASCMD] FolderUpdate Status 4 (no such folder), 2 (name taken), 5 (parent
+// not found); a successful rename keeps the folder's ServerId.
+#[test]
+fn folder_update_statuses() {
+    let (_, pair) = world();
+    let s = &pair.server.state;
+    let key = pair.device.hierarchy_key;
+    let update = |id, parent, name: &str| FolderOp::Update {
+        sync_key: key,
+        id,
+        parent,
+        name: name.into(),
+    };
+    let status = |op: &FolderOp| plan_folder_op(s, op).err().map(|r| r.status);
+    assert_eq!(status(&update(CollectionId(99), None, "X")), Some(4));
+    assert_eq!(status(&update(ARCHIVE, None, "Contacts")), Some(2));
+    assert_eq!(
+        status(&update(ARCHIVE, Some(CollectionId(99)), "X")),
+        Some(5)
+    );
+    assert_eq!(status(&update(INBOX, None, "X")), Some(3));
+    let op = update(ARCHIVE, None, "Old mail");
+    let folder = BackendFolder {
+        id: BackendFolderId("Old mail".into()),
+        name: "Old mail".into(),
+        parent: None,
+        folder_type: FolderType::UserMail,
+    };
+    let d = decide_folder_op(s, &op, &FolderOutcome::Done(Some(folder)));
+    assert_eq!(d.response.status, 1);
+    let mut state = s.clone();
+    fold(&mut state, &d.events);
+    assert_eq!(
+        state.hierarchy.ids.get(&ARCHIVE),
+        Some(&BackendFolderId("Old mail".into()))
+    );
+    assert_eq!(
+        state
+            .hierarchy
+            .device
+            .get(&ARCHIVE)
+            .map(|f| f.name.as_str()),
+        Some("Old mail")
+    );
+}
