@@ -13,6 +13,7 @@ use opush_protocol::commands::contacts::Contact;
 use opush_protocol::commands::folder_sync::*;
 use opush_protocol::commands::item_operations::*;
 use opush_protocol::commands::items::{ApplicationData, Email, Flag, MeetingRequest};
+use opush_protocol::commands::notes::Note;
 use opush_protocol::commands::ping::*;
 use opush_protocol::commands::provision::*;
 use opush_protocol::commands::send_mail::*;
@@ -183,14 +184,14 @@ fn contact_props() -> impl Strategy<Value = Vec<Owned>> {
     )
 }
 
-/// Notes-page properties: an item class kept as a generic property list.
-fn note_props() -> impl Strategy<Value = Vec<Owned>> {
+/// Document-library properties: kept as a generic property list.
+fn library_props() -> impl Strategy<Value = Vec<Owned>> {
     vec(
         (
             prop_oneof![
-                Just(tags::notes::SUBJECT),
-                Just(tags::notes::MESSAGE_CLASS),
-                Just(tags::notes::LAST_MODIFIED_DATE)
+                Just(tags::documentlibrary::LINK_ID),
+                Just(tags::documentlibrary::DISPLAY_NAME),
+                Just(tags::documentlibrary::CONTENT_TYPE)
             ],
             "[a-z]{1,10}",
         )
@@ -317,7 +318,16 @@ fn app_data() -> BoxedStrategy<ApplicationData> {
         email().prop_map(|e| ApplicationData::Email(Box::new(e))),
         calendar().prop_map(|c| ApplicationData::Calendar(Box::new(c))),
         contact().prop_map(|c| ApplicationData::Contact(Box::new(c))),
-        note_props().prop_map(ApplicationData::Properties),
+        library_props().prop_map(ApplicationData::Properties),
+        (of(text()), of(body()), of(vec(word(), 0..3))).prop_map(|(subject, body, categories)| {
+            ApplicationData::Note(Box::new(Note {
+                subject,
+                body,
+                message_class: Some("IPM.StickyNote".into()),
+                categories,
+                ..Note::default()
+            }))
+        }),
         (word(), of(any::<bool>()), of(word()), of(0u8..3)).prop_map(
             |(subject, complete, due_date, importance)| {
                 ApplicationData::Task(Box::new(Task {

@@ -1,9 +1,10 @@
 //! Item payloads (`ApplicationData`) carried by Sync, ItemOperations and
 //! Search: Email is modelled field by field (MS-ASEMAIL, MS-ASAIRS,
 //! Email2), Calendar (`super::calendar`, MS-ASCAL) and Contacts
-//! (`super::contacts`, MS-ASCNTC) and Tasks (`super::tasks`, MS-ASTASK)
-//! too; Notes and other classes are kept as their ordered list of property
-//! elements (typed by tag, values untouched).
+//! (`super::contacts`, MS-ASCNTC), Tasks (`super::tasks`, MS-ASTASK) and
+//! Notes (`super::notes`, MS-ASNOTE) too; anything else (document library
+//! entries, GAL results, attachment data) is kept as its ordered list of
+//! property elements (typed by tag, values untouched).
 //!
 //! Exists so the engine and backends see an email as a struct. It must not
 //! interpret MIME or dates: values stay as the wire has them. Properties the
@@ -12,6 +13,7 @@
 use super::airsyncbase::{self, Attachment, Body};
 use super::calendar::Calendar;
 use super::contacts::Contact;
+use super::notes::Note;
 use super::tasks::Task;
 use super::tree::{self, Owned};
 use super::CommandError;
@@ -30,6 +32,8 @@ pub enum ApplicationData {
     Contact(Box<Contact>),
     /// A task (a top-level Tasks property, no Calendar or Contacts one).
     Task(Box<Task>),
+    /// A note (a Notes property, none of the classes above).
+    Note(Box<Note>),
     /// Any other class (Calendar, Contacts, Tasks, Notes, SMS…): the property
     /// elements in document order.
     Properties(Vec<Owned>),
@@ -78,6 +82,11 @@ impl ApplicationData {
                 el, version,
             )?)));
         }
+        if has(crate::wbxml::tags::notes::PAGE) {
+            return Ok(ApplicationData::Note(Box::new(Note::from_properties(
+                el, version,
+            )?)));
+        }
         let is_email = !pages().any(|p| NON_EMAIL_PAGES.contains(&p))
             && pages().any(|p| p == email::PAGE || p == email2::PAGE);
         if is_email {
@@ -101,6 +110,7 @@ impl ApplicationData {
             ApplicationData::Calendar(c) => c.to_element_as(tag, version),
             ApplicationData::Contact(c) => c.to_element_as(tag, version),
             ApplicationData::Task(t) => t.to_element_as(tag, version),
+            ApplicationData::Note(n) => n.to_element_as(tag, version),
             ApplicationData::Properties(props) => {
                 let mut el = Element::new(tag);
                 for p in props {

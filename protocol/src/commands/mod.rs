@@ -34,6 +34,7 @@ pub mod item_operations;
 pub mod items;
 pub mod meeting_response;
 pub mod move_items;
+pub mod notes;
 pub mod ping;
 pub mod provision;
 pub mod resolve_recipients;
