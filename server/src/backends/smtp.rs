@@ -20,7 +20,6 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::response::Severity;
 
 /// How to reach the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -229,7 +228,7 @@ async fn transaction(
     // The message itself may be large: allow the timeout per started 1 MiB.
     let data_timeout = t * u32::try_from(message.len() / (1 << 20) + 1).unwrap_or(u32::MAX);
     let resp = step(data_timeout, "message", conn.message(message)).await?.map_err(|e| classify(e, "end of DATA"))?;
-    if resp.severity() == Severity::PositiveCompletion {
+    if resp.is_positive() {
         Ok(Accepted { reply: format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" ")) })
     } else {
         Err(SmtpError::Unavailable(format!("unexpected answer to DATA: {}", resp.code())))
