@@ -5,3 +5,4 @@
 
 pub mod backends;
 pub mod config;
+pub mod outgoing;

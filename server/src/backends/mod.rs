@@ -3,3 +3,4 @@
 //! that tell an outage from a refusal, and knows nothing of EAS.
 
 pub mod imap;
+pub mod smtp;
