@@ -599,6 +599,7 @@ fn env_value(raw: &str, known: Option<&toml::Value>) -> toml::Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 mod tests {
     use super::*;
 

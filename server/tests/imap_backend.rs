@@ -3,6 +3,7 @@
 //! Each test works in its own `opush-test-…` folder of a user reserved for
 //! this file (`load0047@load.test`), or on alice through the master user, and
 //! deletes what it created. A missing Dovecot fails the tests (never skips).
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::time::Duration;
 

@@ -309,6 +309,7 @@ fn encoding_name(e: &imap_proto::ContentEncoding<'_>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 mod tests {
     use super::*;
 

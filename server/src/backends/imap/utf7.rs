@@ -136,6 +136,7 @@ pub fn decode(raw: &str) -> Result<String, Utf7Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 mod tests {
     use super::*;
 
