@@ -81,13 +81,32 @@ pub enum Request {
 }
 
 impl Request {
-    /// Decodes the body of `line.command` for `version`.
+    /// Decodes the body of `line.command` for `version`. SendMail,
+    /// SmartReply and SmartForward bodies are MIME before 14.0, WBXML after.
     pub fn decode(
         line: &RequestLine,
         version: ProtocolVersion,
         body: &[u8],
     ) -> Result<Request, CommandError> {
-        let mime_form = version < ProtocolVersion::V14_0;
+        Self::decode_with_content_type(line, version, None, body)
+    }
+
+    /// Like [`Request::decode`], but a `Content-Type: message/rfc822` body
+    /// is read as the MIME form whatever the version (clients may still send
+    /// MIME with 14.x).
+    pub fn decode_with_content_type(
+        line: &RequestLine,
+        version: ProtocolVersion,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Request, CommandError> {
+        let is_rfc822 = content_type
+            .and_then(|c| c.split(';').next())
+            .is_some_and(|c| {
+                c.trim()
+                    .eq_ignore_ascii_case(crate::headers::CONTENT_TYPE_RFC822)
+            });
+        let mime_form = version < ProtocolVersion::V14_0 || is_rfc822;
         Ok(match line.command {
             Command::Sync if body.is_empty() && version >= ProtocolVersion::V12_1 => {
                 Request::Sync(None)
@@ -222,6 +241,28 @@ mod tests {
         assert!(matches!(
             Request::decode(&att, ProtocolVersion::V14_0, b""),
             Err(CommandError::CommandNotInVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn rfc822_content_type_selects_the_mime_form() {
+        let send = line("Cmd=SendMail&User=u&DeviceId=d&DeviceType=t&SaveInSent=T");
+        let mime = b"Subject: x\r\n\r\nhi";
+        let Request::SendMail(SendMailRequest(req)) = Request::decode_with_content_type(
+            &send,
+            ProtocolVersion::V14_1,
+            Some("message/rfc822; charset=utf-8"),
+            mime,
+        )
+        .unwrap() else {
+            panic!("not a SendMail");
+        };
+        assert_eq!(req.mime, mime.to_vec());
+        assert!(req.save_in_sent_items);
+        // Without the content type, 14.1 expects WBXML.
+        assert!(matches!(
+            Request::decode(&send, ProtocolVersion::V14_1, mime),
+            Err(CommandError::Wbxml(_))
         ));
     }
 
