@@ -263,6 +263,48 @@ pub fn error_response_xml(code: AutodiscoverErrorCode, time: &str, id: &str) -> 
     out
 }
 
+/// Opens a mobilesync response document up to and including `<User>…</User>`.
+fn mobilesync_head(out: &mut String, culture: &str, display_name: &str, email_address: &str) {
+    out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
+    out.push_str(&format!(
+        "<Autodiscover xmlns=\"{RESPONSE_SCHEMA}\"><Response xmlns=\"{MOBILESYNC_RESPONSE_SCHEMA}\">"
+    ));
+    text_element(out, "Culture", culture);
+    out.push_str("<User>");
+    text_element(out, "DisplayName", display_name);
+    text_element(out, "EMailAddress", email_address);
+    out.push_str("</User>");
+}
+
+/// Renders a mobilesync response whose `Action/Redirect` tells the device to
+/// run Autodiscover again with another email address.
+pub fn redirect_response_xml(display_name: &str, email_address: &str, redirect_to: &str) -> String {
+    let mut out = String::new();
+    mobilesync_head(&mut out, "en:us", display_name, email_address);
+    out.push_str("<Action>");
+    text_element(&mut out, "Redirect", redirect_to);
+    out.push_str("</Action></Response></Autodiscover>");
+    out
+}
+
+/// Renders a mobilesync response whose `Action/Error` reports a failure for
+/// this user (`Status` 1 = error, with a message and debug data).
+pub fn action_error_response_xml(
+    display_name: &str,
+    email_address: &str,
+    message: &str,
+    debug_data: &str,
+) -> String {
+    let mut out = String::new();
+    mobilesync_head(&mut out, "en:us", display_name, email_address);
+    out.push_str("<Action><Error>");
+    text_element(&mut out, "Status", "1");
+    text_element(&mut out, "Message", message);
+    text_element(&mut out, "DebugData", debug_data);
+    out.push_str("</Error></Action></Response></Autodiscover>");
+    out
+}
+
 fn text_element(out: &mut String, name: &str, text: &str) {
     out.push('<');
     out.push_str(name);
@@ -383,6 +425,20 @@ mod tests {
         assert!(xml.contains("<Type>MobileSync</Type>"));
         assert!(xml.contains("Ex &lt;Ta&gt; &amp; co"));
         assert_eq!(AutodiscoverResponse::parse(xml.as_bytes()), Ok(res));
+    }
+
+    #[test]
+    fn redirect_and_action_error_are_well_formed() {
+        let xml = redirect_response_xml("Ann", "ann@old.example", "ann@new.example");
+        let found = leaves(xml.as_bytes()).unwrap();
+        assert!(found.iter().any(
+            |(p, t)| p.last().map(String::as_str) == Some("Redirect") && t == "ann@new.example"
+        ));
+        let xml = action_error_response_xml("Ann", "ann@x", "No mailbox", "a<b");
+        let found = leaves(xml.as_bytes()).unwrap();
+        assert!(found.iter().any(|(p, t)| p.join("/")
+            == "Autodiscover/Response/Action/Error/DebugData"
+            && t == "a<b"));
     }
 
     #[test]
