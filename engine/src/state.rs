@@ -145,14 +145,17 @@ impl CollectionState {
             self.dirty.remove(id);
             return;
         };
-        let in_pending = || {
-            self.pending
-                .as_ref()
-                .is_some_and(|p| p.batch.changes.iter().any(|c| c.id() == id))
-        };
-        if item.server.is_none() && item.device.is_none() && in_pending() {
-            // The device may hold it from the unconfirmed batch: keep it so
-            // the next page can delete it.
+        if Self::needs_attention(item) {
+            self.dirty.insert(id.clone());
+            return;
+        }
+        // Looks settled — unless the device may hold it from the unconfirmed
+        // batch: then the next page (which sees that batch) decides.
+        let in_pending = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.batch.changes.iter().any(|c| c.id() == id));
+        if in_pending {
             self.dirty.insert(id.clone());
             return;
         }
@@ -167,11 +170,7 @@ impl CollectionState {
             self.digests.retain(|_, v| v != id);
             return;
         }
-        if Self::needs_attention(item) {
-            self.dirty.insert(id.clone());
-        } else {
-            self.dirty.remove(id);
-        }
+        self.dirty.remove(id);
     }
 
     /// Drops an item the device no longer has and the backend no longer
@@ -223,20 +222,27 @@ impl CollectionState {
     fn upsert_server(&mut self, obs: &ObservedItem, at: Timestamp) {
         let cutoff = self.cutoff(at);
         let item = self.items.entry(obs.id.clone()).or_default();
-        let changed = item.server.map(|s| s.version) != Some(obs.version);
-        item.server = Some(ServerSide {
+        let new_side = Some(ServerSide {
             version: obs.version,
             received_at: obs.received_at,
         });
+        let changed = item.server != new_side;
+        let version_changed = item.server.map(|s| s.version) != Some(obs.version);
+        item.server = new_side;
+        if version_changed {
+            // A changed item may now be deliverable: release its quarantine.
+            self.quarantined.remove(&obs.id);
+        }
         if changed {
             item.filtered_out =
                 item.device.is_none() && cutoff.is_some_and(|c| obs.received_at < c);
-            self.quarantined.remove(&obs.id);
         }
         if let Some(d) = obs.digest {
             self.digests.insert(d, obs.id.clone());
         }
-        self.refresh(&obs.id);
+        if changed {
+            self.refresh(&obs.id);
+        }
     }
 
     fn vanish(&mut self, id: &BackendItemId) {
