@@ -1,0 +1,138 @@
+//! `handle_provision`: the two-step policy download / acknowledgement
+//! ([MS-ASPROV] 3.2.5.1), the remote wipe order and its acknowledgement,
+//! and (14.1+) the DeviceInformation sent along.
+//!
+//! The decision is `engine::decide_provision`; this module only parses,
+//! draws the new policy key, records the events (before answering) and
+//! renders. It must not check the policy key of other commands (that is the
+//! provisioning gate in `crate::device` / `engine::check_policy`).
+
+use opush_engine::{decide_provision, PolicyKey, ProvisionRequest as EngineRequest};
+use opush_protocol::commands::provision::{
+    PolicyData, PolicyResponse, ProvisionRequest, ProvisionResponse, POLICY_TYPE_WBXML,
+    POLICY_TYPE_XML,
+};
+use opush_protocol::commands::Owned;
+use opush_protocol::query::Command;
+use opush_protocol::status::{PolicyStatus, ProvisionStatus};
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::tags::provision as pv;
+use opush_protocol::wbxml::{encode_to_vec, Element};
+
+use super::{CommandContext, CommandError, EasResponse};
+use crate::session::{device_key, now, session_error, EasServices};
+
+/// The `EASProvisionDoc` settings of a policy, in document order, from
+/// `(setting, value)` pairs such as `(provision::MIN_DEVICE_PASSWORD_LENGTH, "4")`.
+pub fn policy_document(settings: &[(opush_protocol::wbxml::Tag, String)]) -> Vec<Owned> {
+    settings
+        .iter()
+        .map(|(tag, value)| Element::with_text(*tag, value.clone()))
+        .collect()
+}
+
+/// A permissive default policy (no password, attachments allowed), used
+/// until `[policy]` is wired to [`policy_document`].
+pub fn default_policy() -> Vec<Owned> {
+    policy_document(&[
+        (pv::DEVICE_PASSWORD_ENABLED, "0".to_owned()),
+        (pv::ALPHANUMERIC_DEVICE_PASSWORD_REQUIRED, "0".to_owned()),
+        (pv::ATTACHMENTS_ENABLED, "1".to_owned()),
+        (pv::MIN_DEVICE_PASSWORD_LENGTH, "4".to_owned()),
+        (pv::MAX_INACTIVITY_TIME_DEVICE_LOCK, "900".to_owned()),
+        (pv::MAX_DEVICE_PASSWORD_FAILED_ATTEMPTS, "8".to_owned()),
+        (pv::ALLOW_SIMPLE_DEVICE_PASSWORD, "1".to_owned()),
+        (pv::REQUIRE_DEVICE_ENCRYPTION, "0".to_owned()),
+    ])
+}
+
+/// Handles `Cmd=Provision`.
+pub async fn handle_provision(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+) -> Result<EasResponse, CommandError> {
+    let invalid = |reason: String| CommandError::InvalidRequest {
+        command: Command::Provision,
+        reason,
+    };
+    let doc = ctx
+        .document
+        .ok_or_else(|| invalid("empty body".to_owned()))?;
+    let req = ProvisionRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let res = provision(&req, ctx.version, &ctx.user.user, &ctx.request.device_id, eas).await?;
+    Ok(EasResponse::wbxml(encode_to_vec(&res.to_element(ctx.version))))
+}
+
+/// The Provision exchange without HTTP: loads the device, decides, records
+/// the events, returns the response model.
+pub async fn provision(
+    req: &ProvisionRequest,
+    version: ProtocolVersion,
+    user: &str,
+    device_id: &str,
+    eas: &EasServices,
+) -> Result<ProvisionResponse, CommandError> {
+    let wanted_type = req
+        .policy
+        .as_ref()
+        .map(|p| p.policy_type.clone())
+        .unwrap_or_else(|| POLICY_TYPE_WBXML.to_owned());
+    let known_type = wanted_type == POLICY_TYPE_WBXML
+        || (wanted_type == POLICY_TYPE_XML && version <= ProtocolVersion::V2_5);
+    let mut session = eas
+        .sessions
+        .open(device_key(user, device_id)?)
+        .await
+        .map_err(session_error)?;
+    let engine_req = EngineRequest {
+        policy_key: req.policy.as_ref().and_then(|p| p.policy_key).map(PolicyKey),
+        policy_status: req.policy.as_ref().and_then(|p| p.status),
+        remote_wipe_status: req.remote_wipe_status.or(req.account_only_remote_wipe_status),
+    };
+    let new_key = PolicyKey(new_policy_key()?);
+    let decision = decide_provision(session.state(), &engine_req, new_key, now(), &eas.engine);
+    if !known_type && req.remote_wipe_status.is_none() && !decision.response.remote_wipe {
+        return Ok(ProvisionResponse {
+            status: ProvisionStatus::Success,
+            device_information_status: req.device_information.as_ref().map(|_| 1),
+            policy: Some(PolicyResponse {
+                policy_type: wanted_type,
+                status: PolicyStatus::UnknownPolicyType,
+                policy_key: None,
+                data: None,
+            }),
+            remote_wipe: false,
+            account_only_remote_wipe: false,
+        });
+    }
+    session
+        .commit(&decision.events)
+        .await
+        .map_err(session_error)?;
+    let r = decision.response;
+    let policy = r.policy_status.map(|status| PolicyResponse {
+        policy_type: wanted_type.clone(),
+        status: PolicyStatus::from_code(status.into()),
+        policy_key: r.policy_key.map(|k| k.0),
+        data: r
+            .include_policy
+            .then(|| PolicyData::EasProvisionDoc(eas.policy.clone())),
+    });
+    Ok(ProvisionResponse {
+        status: ProvisionStatus::from_code(r.status.into()),
+        device_information_status: req.device_information.as_ref().map(|_| 1),
+        policy,
+        remote_wipe: r.remote_wipe,
+        account_only_remote_wipe: false,
+    })
+}
+
+/// A fresh non-zero policy key (0 means "no key" on the wire).
+fn new_policy_key() -> Result<u32, CommandError> {
+    loop {
+        let k = getrandom::u32().map_err(|e| CommandError::BackendUnavailable(format!("no randomness: {e}")))?;
+        if k != 0 {
+            return Ok(k);
+        }
+    }
+}

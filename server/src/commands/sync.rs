@@ -1,0 +1,408 @@
+//! `handle_sync` for email collections ([MS-ASCMD] 2.2.1.21): observe the
+//! IMAP folder (UID + flags listing, which works on every server), carry
+//! out the device's Read/Flag changes and deletes (moved to Trash or
+//! expunged per `DeletesAsMoves`), let `engine::decide_sync` choose the
+//! window, record the events, then fetch and render the messages.
+//!
+//! Backend item ids are `"<UIDVALIDITY>/<UID>"`, so a UIDVALIDITY change
+//! makes every item new (Deletes then Adds). An item's version is a digest
+//! of its flags: a flag change on either side is a `Change`.
+//! This module must not decide which items a device gets, nor keys; and it
+//! renders a retried batch from the same recorded decision, so a retried
+//! SyncKey gets the same answer.
+
+use opush_engine::{
+    decide_sync, fold, plan_sync, BackendEffect, BackendItemId, ClientCommand as EngineCommand,
+    CollectionId, Conflict, Digest, EffectOutcome, Event, FilterType, ItemVersion, Observation,
+    ObservationKind, ObservedItem, ReplyKind, ServerChange, ServerId, SyncInput,
+    SyncKey as EngineKey, SyncRequest as EngineRequest, SyncStatus as EngineStatus, Timestamp,
+};
+use opush_protocol::commands::airsyncbase::BodyPreference;
+use opush_protocol::commands::items::{ApplicationData, Email};
+use opush_protocol::commands::sync::{
+    ClientCommand, CommandResponse, ServerCommand, SyncCollectionRequest,
+    SyncCollectionResponse, SyncRequest, SyncResponse,
+};
+use opush_protocol::commands::{ClientId as WireClientId, ServerId as WireServerId, SyncKey as WireKey};
+use opush_protocol::query::Command;
+use opush_protocol::status::SyncStatus;
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::encode_to_vec;
+
+use super::{CommandContext, CommandError, EasResponse};
+use crate::backends::imap::{Flag, Flags, MessageMeta, PooledSession, SpecialUse};
+use crate::email::{to_email, MessageInfo};
+use crate::session::{device_key, imap_error, now, session_error, EasServices};
+
+/// Largest message fetched for rendering; bigger ones are sent without body.
+pub const MAX_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Handles `Cmd=Sync`.
+pub async fn handle_sync(ctx: &CommandContext<'_>, eas: &EasServices) -> Result<EasResponse, CommandError> {
+    let invalid = |reason: String| CommandError::InvalidRequest {
+        command: Command::Sync,
+        reason,
+    };
+    let doc = ctx.document.ok_or_else(|| invalid("empty Sync (cached request) not supported".to_owned()))?;
+    let req = SyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let res = sync(&req, ctx.version, &ctx.user.user, &ctx.request.device_id, eas).await?;
+    Ok(EasResponse::wbxml(encode_to_vec(&res.to_element(ctx.version))))
+}
+
+/// The IMAP item id of a message.
+pub fn item_id(uidvalidity: u32, uid: u32) -> BackendItemId {
+    BackendItemId(format!("{uidvalidity}/{uid}"))
+}
+
+/// The UID of an item id (`None` when not an IMAP id).
+pub fn uid_of(id: &BackendItemId) -> Option<(u32, u32)> {
+    let (v, u) = id.0.split_once('/')?;
+    Some((v.parse().ok()?, u.parse().ok()?))
+}
+
+/// The version of a message: a digest of the flags a device sees.
+pub fn version_of(flags: &Flags) -> ItemVersion {
+    let mut keywords = flags.keywords.clone();
+    keywords.sort();
+    let text = format!("{}{}{}|{}", u8::from(flags.seen), u8::from(flags.flagged), u8::from(flags.answered), keywords.join(" "));
+    let d = blake3::hash(text.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_bytes()[..8]);
+    ItemVersion(u64::from_le_bytes(b))
+}
+
+fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
+    ObservedItem {
+        id: item_id(uidvalidity, m.uid),
+        version: version_of(&m.flags),
+        received_at: Timestamp(u64::try_from(m.internal_date.max(0)).unwrap_or(0).saturating_mul(1000)),
+        digest: None,
+    }
+}
+
+/// What one collection of the request needs beyond the engine.
+struct Prepared<'r> {
+    wire: &'r SyncCollectionRequest,
+    raw: Option<String>,
+    request: EngineRequest,
+}
+
+/// Sync without HTTP.
+pub async fn sync(
+    req: &SyncRequest,
+    version: ProtocolVersion,
+    user: &str,
+    device_id: &str,
+    eas: &EasServices,
+) -> Result<SyncResponse, CommandError> {
+    let mut session = eas.sessions.open(device_key(user, device_id)?).await.map_err(session_error)?;
+    let mut state = session.state().clone();
+    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let trash = trash_folder(&mut imap).await?;
+    let at = now();
+    let req_id = at.0;
+    let mut events: Vec<Event> = Vec::new();
+    let mut answers = Vec::new();
+    for wire in &req.collections {
+        let prepared = prepare(wire, &state, req.window_size);
+        let Some(prepared) = prepared else {
+            answers.push((wire, None, None));
+            continue;
+        };
+        // 2. Observe.
+        if let Some(raw) = &prepared.raw {
+            let mailbox = imap.select(raw).await.map_err(imap_error)?;
+            let list = imap.list_messages(raw, None).await.map_err(imap_error)?;
+            let observation = Observation {
+                validity: u64::from(mailbox.uidvalidity),
+                cursor: mailbox.highestmodseq.unwrap_or(0),
+                kind: ObservationKind::Full,
+                changed: list.iter().map(|m| observed(mailbox.uidvalidity, m)).collect(),
+                vanished: Vec::new(),
+            };
+            let ev = Event::BackendObserved { req_id, collection: prepared.request.collection, at, observation };
+            fold(&mut state, std::slice::from_ref(&ev));
+            events.push(ev);
+        }
+        // 3. Carry out the device's changes.
+        let effects = plan_sync(&state, &prepared.request);
+        let mut outcomes = Vec::with_capacity(effects.len());
+        for effect in &effects {
+            outcomes.push(perform(&mut imap, effect, &prepared, &state, trash.as_deref()).await);
+        }
+        // 4. Decide.
+        let input = SyncInput { request: prepared.request, outcomes };
+        let decision = decide_sync(&state, &input, at, &eas.engine)
+            .map_err(|e| CommandError::BackendUnavailable(format!("sync plan mismatch: {e}")))?;
+        fold(&mut state, &decision.events);
+        events.extend(decision.events);
+        answers.push((wire, Some(prepared.raw), Some(decision.response)));
+    }
+    // 5. Record before answering.
+    session.commit(&events).await.map_err(session_error)?;
+    drop(session);
+    // 7. Fetch and render.
+    let mut collections = Vec::with_capacity(answers.len());
+    for (wire, raw, response) in answers {
+        let Some(r) = response else {
+            collections.push(SyncCollectionResponse {
+                sync_key: WireKey(String::new()),
+                collection_id: wire.collection_id.clone(),
+                status: Some(SyncStatus::from_code(12)),
+                ..SyncCollectionResponse::default()
+            });
+            continue;
+        };
+        let prefs = body_preferences(wire);
+        collections.push(render(&mut imap, r, raw.flatten().as_deref(), &prefs, version, wire).await?);
+    }
+    Ok(SyncResponse { status: None, limit: None, collections })
+}
+
+fn prepare<'r>(wire: &'r SyncCollectionRequest, state: &opush_engine::DeviceState, global_window: Option<u32>) -> Option<Prepared<'r>> {
+    let collection = CollectionId::parse(&wire.collection_id.0)?;
+    let sync_key = EngineKey::parse(&wire.sync_key.0)?;
+    let raw = state.hierarchy.ids.get(&collection).map(|b| b.0.clone());
+    let filter = wire.options.first().and_then(|o| o.filter_type).and_then(FilterType::from_u8);
+    let conflict = wire.options.first().and_then(|o| o.conflict).map(|c| if c == 0 { Conflict::ClientWins } else { Conflict::ServerWins });
+    let commands = wire
+        .commands
+        .iter()
+        .flatten()
+        .filter_map(|c| match c {
+            ClientCommand::Add { client_id, application_data, .. } => Some(EngineCommand::Add {
+                client_id: opush_engine::ClientId(client_id.0.clone()),
+                digest: Digest::of(format!("{application_data:?}").as_bytes()),
+            }),
+            ClientCommand::Change { server_id, application_data, .. } => Some(EngineCommand::Change {
+                server_id: ServerId::parse(&server_id.0)?,
+                digest: Digest::of(format!("{application_data:?}").as_bytes()),
+            }),
+            ClientCommand::Delete { server_id, .. } => Some(EngineCommand::Delete { server_id: ServerId::parse(&server_id.0)? }),
+            ClientCommand::Fetch { server_id } => Some(EngineCommand::Fetch { server_id: ServerId::parse(&server_id.0)? }),
+        })
+        .collect();
+    Some(Prepared {
+        wire,
+        raw,
+        request: EngineRequest {
+            collection,
+            sync_key,
+            window_size: wire.window_size.or(global_window),
+            filter,
+            conflict,
+            get_changes: wire.get_changes.unwrap_or(sync_key != EngineKey::ZERO),
+            commands,
+        },
+    })
+}
+
+fn body_preferences(wire: &SyncCollectionRequest) -> Vec<BodyPreference> {
+    wire.options
+        .iter()
+        .find(|o| o.class.as_deref().is_none_or(|c| c == "Email"))
+        .map(|o| o.body_preferences.clone())
+        .unwrap_or_default()
+}
+
+async fn trash_folder(imap: &mut PooledSession) -> Result<Option<String>, CommandError> {
+    let folders = imap.list_folders(false).await.map_err(imap_error)?;
+    Ok(folders.into_iter().find(|f| f.special == Some(SpecialUse::Trash)).map(|f| f.raw_name))
+}
+
+/// Carries out one planned effect; a failure is an outcome, not an error.
+async fn perform(
+    imap: &mut PooledSession,
+    effect: &BackendEffect,
+    prepared: &Prepared<'_>,
+    state: &opush_engine::DeviceState,
+    trash: Option<&str>,
+) -> EffectOutcome {
+    let Some(raw) = prepared.raw.as_deref() else {
+        return EffectOutcome::Failed;
+    };
+    match effect {
+        BackendEffect::Create { .. } => EffectOutcome::Failed,
+        BackendEffect::Update { collection, id, .. } => {
+            let Some((_, uid)) = uid_of(id) else { return EffectOutcome::Failed };
+            let Some(email) = change_for(prepared, state, *collection, id) else { return EffectOutcome::Failed };
+            let mut set = Vec::new();
+            let mut clear = Vec::new();
+            if let Some(read) = email.read {
+                if read { set.push(Flag::Seen) } else { clear.push(Flag::Seen) }
+            }
+            if let Some(flag) = &email.flag {
+                if flag.status == Some(2) { set.push(Flag::Flagged) } else { clear.push(Flag::Flagged) }
+            }
+            if let Some(categories) = &email.categories {
+                let current = imap.fetch_meta(raw, &[uid]).await.ok().and_then(|m| m.into_iter().next());
+                if let Some(meta) = current {
+                    for k in &meta.flags.keywords {
+                        if !categories.contains(k) {
+                            clear.push(Flag::Keyword(k.clone()));
+                        }
+                    }
+                }
+                set.extend(categories.iter().map(|c| Flag::Keyword(c.clone())));
+            }
+            if !set.is_empty() && imap.store_flags(raw, &[uid], &set, true, None).await.is_err() {
+                return EffectOutcome::Failed;
+            }
+            if !clear.is_empty() && imap.store_flags(raw, &[uid], &clear, false, None).await.is_err() {
+                return EffectOutcome::Failed;
+            }
+            match imap.fetch_meta(raw, &[uid]).await {
+                Ok(metas) => match metas.first() {
+                    Some(m) => EffectOutcome::Updated(version_of(&m.flags)),
+                    None => EffectOutcome::Failed,
+                },
+                Err(_) => EffectOutcome::Failed,
+            }
+        }
+        BackendEffect::Delete { id, .. } => {
+            let Some((_, uid)) = uid_of(id) else { return EffectOutcome::Failed };
+            let as_moves = prepared.wire.deletes_as_moves.unwrap_or(true);
+            let done = match trash {
+                Some(t) if as_moves && t != raw => imap.move_messages(raw, &[uid], t).await.map(|_| ()),
+                _ => imap.expunge(raw, &[uid]).await,
+            };
+            match done {
+                Ok(()) => EffectOutcome::Deleted,
+                Err(_) => EffectOutcome::Failed,
+            }
+        }
+    }
+}
+
+/// The Email of the device's `<Change>` for backend item `id`.
+fn change_for<'r>(prepared: &'r Prepared<'_>, state: &opush_engine::DeviceState, collection: CollectionId, id: &BackendItemId) -> Option<&'r Email> {
+    let col = state.collections.get(&collection)?;
+    let n = col.items.get(id)?.n;
+    prepared.wire.commands.iter().flatten().find_map(|c| match c {
+        ClientCommand::Change { server_id, application_data: ApplicationData::Email(e), .. }
+            if ServerId::parse(&server_id.0).map(|s| s.n) == Some(n) =>
+        {
+            Some(e.as_ref())
+        }
+        _ => None,
+    })
+}
+
+async fn render(
+    imap: &mut PooledSession,
+    r: opush_engine::SyncResponse,
+    raw: Option<&str>,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+    wire: &SyncCollectionRequest,
+) -> Result<SyncCollectionResponse, CommandError> {
+    let collection = r.collection;
+    let sid = |n: u32| WireServerId(ServerId { collection, n }.to_string());
+    let mut commands = Vec::new();
+    for change in &r.changes {
+        commands.push(match change {
+            ServerChange::Add { n, id, .. } => ServerCommand::Add {
+                server_id: sid(*n),
+                application_data: ApplicationData::Email(Box::new(full_email(imap, raw, id, &sid(*n).0, prefs, version).await?)),
+            },
+            ServerChange::Change { n, id, .. } => ServerCommand::Change {
+                server_id: sid(*n),
+                application_data: ApplicationData::Email(Box::new(flags_email(imap, raw, id).await?)),
+            },
+            ServerChange::Delete { n, .. } => ServerCommand::Delete { server_id: sid(*n), instance_id: None },
+            ServerChange::SoftDelete { n, .. } => ServerCommand::SoftDelete { server_id: sid(*n) },
+        });
+    }
+    let mut responses = Vec::new();
+    for reply in &r.replies {
+        let status = SyncStatus::from_code(reply.status.into());
+        let server_id = reply.server_id.map(|s| WireServerId(s.to_string()));
+        match reply.kind {
+            ReplyKind::Add => responses.push(CommandResponse::Add {
+                class: None,
+                client_id: WireClientId(reply.client_id.as_ref().map(|c| c.0.clone()).unwrap_or_default()),
+                server_id,
+                status,
+            }),
+            ReplyKind::Change if reply.status != 1 => responses.push(CommandResponse::Change {
+                class: None,
+                server_id: server_id.unwrap_or_default(),
+                status,
+                instance_id: None,
+            }),
+            ReplyKind::Delete if reply.status != 1 => responses.push(CommandResponse::Delete {
+                server_id: server_id.unwrap_or_default(),
+                status,
+                instance_id: None,
+            }),
+            ReplyKind::Fetch => {
+                let data = match (&reply.backend, &server_id) {
+                    (Some(id), Some(s)) if reply.status == 1 => Some(ApplicationData::Email(Box::new(
+                        full_email(imap, raw, id, &s.0, prefs, version).await?,
+                    ))),
+                    _ => None,
+                };
+                responses.push(CommandResponse::Fetch { server_id: server_id.unwrap_or_default(), status, application_data: data });
+            }
+            ReplyKind::Change | ReplyKind::Delete => {}
+        }
+    }
+    let ok = r.status == EngineStatus::Success;
+    Ok(SyncCollectionResponse {
+        class: None,
+        sync_key: WireKey(r.sync_key.map(|k| k.0.to_string()).unwrap_or_default()),
+        collection_id: wire.collection_id.clone(),
+        status: Some(SyncStatus::from_code(r.status.code().into())),
+        more_available: ok && r.more_available,
+        responses: (!responses.is_empty()).then_some(responses),
+        commands: (ok && !commands.is_empty()).then_some(commands),
+    })
+}
+
+async fn meta_of(imap: &mut PooledSession, raw: &str, uid: u32) -> Result<Option<MessageMeta>, CommandError> {
+    Ok(imap.fetch_meta(raw, &[uid]).await.map_err(imap_error)?.into_iter().next())
+}
+
+fn info_of(server_id: &str, meta: Option<&MessageMeta>) -> MessageInfo {
+    MessageInfo {
+        server_id: server_id.to_owned(),
+        internal_date: meta.map_or(0, |m| m.internal_date),
+        seen: meta.is_some_and(|m| m.flags.seen),
+        flagged: meta.is_some_and(|m| m.flags.flagged),
+        keywords: meta.map(|m| m.flags.keywords.clone()).unwrap_or_default(),
+    }
+}
+
+/// The whole item (Add, Fetch): headers, flags, body, attachments.
+async fn full_email(
+    imap: &mut PooledSession,
+    raw: Option<&str>,
+    id: &BackendItemId,
+    server_id: &str,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+) -> Result<Email, CommandError> {
+    let (Some(raw), Some((_, uid))) = (raw, uid_of(id)) else {
+        return Ok(to_email(b"", &info_of(server_id, None), prefs, version));
+    };
+    let meta = meta_of(imap, raw, uid).await?;
+    // A message that vanished or is too big is still sent (empty body):
+    // one bad message must not block the collection.
+    let bytes = match imap.fetch_message(raw, uid, MAX_MESSAGE_BYTES).await {
+        Ok(b) => b,
+        Err(e) if e.is_retryable() => return Err(imap_error(e)),
+        Err(_) => Vec::new(),
+    };
+    Ok(to_email(&bytes, &info_of(server_id, meta.as_ref()), prefs, version))
+}
+
+/// A flags-only Change: Read, Flag, Categories.
+async fn flags_email(imap: &mut PooledSession, raw: Option<&str>, id: &BackendItemId) -> Result<Email, CommandError> {
+    let meta = match (raw, uid_of(id)) {
+        (Some(raw), Some((_, uid))) => meta_of(imap, raw, uid).await?,
+        _ => None,
+    };
+    let info = info_of("", meta.as_ref());
+    let full = to_email(b"", &info, &[], ProtocolVersion::V2_5);
+    Ok(Email { read: full.read, flag: full.flag, categories: full.categories, ..Email::default() })
+}

@@ -1,0 +1,239 @@
+//! The AirSyncBase `Body` of an email, chosen from the device's
+//! `BodyPreference` list ([MS-ASAIRS] 2.2.2.7): plain text (1), HTML (2) or
+//! MIME (4), truncated to `TruncationSize` on a character boundary, empty
+//! under `AllOrNone` when it would not fit, with a plain-text `Preview`
+//! (14.0+) taken from the text part or the HTML stripped of its tags.
+//!
+//! It works on an already parsed message and never fails: a message without
+//! a text part gets an empty body, never an error. It must not fetch
+//! anything; the caller bounds the size of what it passes in.
+
+use opush_protocol::commands::airsyncbase::{Body, BodyPreference};
+use opush_protocol::version::ProtocolVersion;
+
+use super::html::strip_tags;
+
+/// Body Type values ([MS-ASAIRS] 2.2.2.22.1).
+pub const TYPE_PLAIN: u8 = 1;
+/// HTML.
+pub const TYPE_HTML: u8 = 2;
+/// MIME (the whole message).
+pub const TYPE_MIME: u8 = 4;
+
+/// Longest Preview the protocol allows ([MS-ASAIRS] 2.2.2.37.1).
+pub const MAX_PREVIEW: u32 = 255;
+
+/// The renditions of one message a body can be built from.
+#[derive(Debug, Clone, Copy)]
+pub struct BodySource<'a> {
+    /// The text/plain body, if the message has one.
+    pub text: Option<&'a str>,
+    /// The text/html body, if the message has one.
+    pub html: Option<&'a str>,
+    /// The whole message as stored.
+    pub mime: &'a [u8],
+}
+
+impl BodySource<'_> {
+    /// `NativeBodyType`: HTML when the message has an HTML part, else plain.
+    pub fn native_type(&self) -> u8 {
+        if self.html.is_some() {
+            TYPE_HTML
+        } else {
+            TYPE_PLAIN
+        }
+    }
+
+    fn plain(&self) -> String {
+        match (self.text, self.html) {
+            (Some(t), _) => t.to_owned(),
+            (None, Some(h)) => strip_tags(h),
+            (None, None) => String::new(),
+        }
+    }
+
+    fn html(&self) -> String {
+        match (self.html, self.text) {
+            (Some(h), _) => h.to_owned(),
+            (None, Some(t)) => text_to_html(t),
+            (None, None) => String::new(),
+        }
+    }
+
+    fn render(&self, body_type: u8) -> String {
+        match body_type {
+            TYPE_HTML => self.html(),
+            TYPE_MIME => String::from_utf8_lossy(self.mime).into_owned(),
+            _ => self.plain(),
+        }
+    }
+}
+
+/// Picks the preference the server answers with: the one asking for the
+/// message's native type if present, else MIME if asked, else the highest
+/// of HTML and plain text. RTF (3) and unknown types are never chosen.
+pub fn choose_preference(prefs: &[BodyPreference], native: u8) -> Option<&BodyPreference> {
+    let supported = |p: &&BodyPreference| matches!(p.body_type, TYPE_PLAIN | TYPE_HTML | TYPE_MIME);
+    prefs
+        .iter()
+        .filter(supported)
+        .find(|p| p.body_type == native)
+        .or_else(|| prefs.iter().filter(supported).find(|p| p.body_type == TYPE_MIME))
+        .or_else(|| prefs.iter().filter(supported).max_by_key(|p| p.body_type))
+}
+
+/// Builds the `Body` for `prefs` (an empty list means plain text, whole).
+pub fn build_body(src: &BodySource<'_>, prefs: &[BodyPreference], version: ProtocolVersion) -> Body {
+    let default = BodyPreference {
+        body_type: TYPE_PLAIN,
+        ..BodyPreference::default()
+    };
+    let pref = choose_preference(prefs, src.native_type()).unwrap_or(&default);
+    let full = src.render(pref.body_type);
+    let full_size = full.len() as u64;
+    let (data, truncated) = match pref.truncation_size {
+        Some(max) if full.len() > max as usize => {
+            if pref.all_or_none == Some(true) {
+                (None, true)
+            } else {
+                (Some(truncate_utf8(&full, max as usize).to_owned()), true)
+            }
+        }
+        _ => (Some(full), false),
+    };
+    let preview = match pref.preview {
+        Some(n) if n > 0 && version >= ProtocolVersion::V14_0 => {
+            Some(preview(src, n.min(MAX_PREVIEW) as usize))
+        }
+        _ => None,
+    };
+    Body {
+        body_type: pref.body_type,
+        estimated_data_size: Some(full_size),
+        truncated: Some(truncated),
+        data,
+        preview,
+    }
+}
+
+/// The first `max_chars` characters of the plain text, whitespace collapsed.
+pub fn preview(src: &BodySource<'_>, max_chars: usize) -> String {
+    let plain = src.plain();
+    let mut out = String::new();
+    let mut n_chars = 0;
+    for word in plain.split_whitespace() {
+        for c in (!out.is_empty()).then_some(' ').into_iter().chain(word.chars()) {
+            if n_chars == max_chars {
+                return out;
+            }
+            out.push(c);
+            n_chars += 1;
+        }
+    }
+    out
+}
+
+/// The longest prefix of `s` of at most `max` bytes ending on a char boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A plain text shown as HTML (escaped, line breaks kept).
+fn text_to_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    out.push_str("<html><body>");
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' => out.push_str("<br>\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.push_str("</body></html>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pref(body_type: u8, truncation_size: Option<u32>, all_or_none: Option<bool>) -> BodyPreference {
+        BodyPreference {
+            body_type,
+            truncation_size,
+            all_or_none,
+            preview: None,
+        }
+    }
+
+    const SRC: BodySource<'static> = BodySource {
+        text: Some("héllo wörld, a plain body"),
+        html: Some("<p>héllo <b>wörld</b></p>"),
+        mime: b"Subject: x\r\n\r\nbody",
+    };
+
+    #[test]
+    fn native_html_wins_then_mime_then_highest() {
+        let both = [pref(1, None, None), pref(2, None, None)];
+        assert_eq!(choose_preference(&both, TYPE_HTML).map(|p| p.body_type), Some(2));
+        assert_eq!(choose_preference(&both, TYPE_PLAIN).map(|p| p.body_type), Some(1));
+        let mime = [pref(1, None, None), pref(4, None, None)];
+        assert_eq!(choose_preference(&mime, TYPE_HTML).map(|p| p.body_type), Some(4));
+        assert_eq!(choose_preference(&[pref(3, None, None)], TYPE_PLAIN), None);
+    }
+
+    #[test]
+    fn truncation_cuts_on_a_char_boundary() {
+        // "héllo": h(1) é(2) → 2 bytes would split 'é'.
+        let body = build_body(&SRC, &[pref(1, Some(2), None)], ProtocolVersion::V14_1);
+        assert_eq!(body.data.as_deref(), Some("h"));
+        assert_eq!(body.truncated, Some(true));
+        assert_eq!(body.estimated_data_size, Some(SRC.text.map_or(0, str::len) as u64));
+    }
+
+    #[test]
+    fn all_or_none_sends_nothing_when_too_big_and_everything_when_it_fits() {
+        let cut = build_body(&SRC, &[pref(2, Some(5), Some(true))], ProtocolVersion::V14_1);
+        assert_eq!((cut.data, cut.truncated), (None, Some(true)));
+        let fits = build_body(&SRC, &[pref(2, Some(500), Some(true))], ProtocolVersion::V14_1);
+        assert_eq!(fits.data.as_deref(), SRC.html);
+        assert_eq!(fits.truncated, Some(false));
+    }
+
+    #[test]
+    fn mime_is_the_whole_message_and_plain_of_html_only_is_stripped() {
+        let mime = build_body(&SRC, &[pref(4, None, None)], ProtocolVersion::V12_1);
+        assert_eq!(mime.data.as_deref(), Some("Subject: x\r\n\r\nbody"));
+        let html_only = BodySource { text: None, ..SRC };
+        let plain = build_body(&html_only, &[pref(1, None, None)], ProtocolVersion::V12_1);
+        assert_eq!(plain.data.as_deref(), Some("héllo wörld"));
+    }
+
+    #[test]
+    fn preview_is_plain_bounded_and_only_from_14() {
+        let mut p = pref(2, None, None);
+        p.preview = Some(8);
+        let html_only = BodySource { text: None, ..SRC };
+        let body = build_body(&html_only, &[p.clone()], ProtocolVersion::V14_1);
+        assert_eq!(body.preview.as_deref(), Some("héllo wö"));
+        let old = build_body(&html_only, &[p], ProtocolVersion::V12_1);
+        assert_eq!(old.preview, None);
+    }
+
+    #[test]
+    fn plain_text_asked_as_html_is_escaped() {
+        let plain_only = BodySource { text: Some("a<b\nc"), html: None, mime: b"" };
+        let body = build_body(&plain_only, &[pref(2, None, None)], ProtocolVersion::V16_1);
+        assert_eq!(body.data.as_deref(), Some("<html><body>a&lt;b<br>\nc</body></html>"));
+    }
+}

@@ -1,0 +1,289 @@
+//! IMAP message → EAS Email `ApplicationData` ([MS-ASEMAIL] 2.2.2): headers
+//! decoded (RFC 2047, any charset), To/Cc/From/ReplyTo/Subject,
+//! DateReceived from the IMAP INTERNALDATE, DisplayTo, Importance, Read,
+//! Flag, Categories (IMAP keywords), MessageClass, InternetCPID, the body
+//! per `BodyPreference` ([`body`]) and the attachments with their
+//! [`FileReference`].
+//!
+//! Exists so every command that returns mail (Sync, ItemOperations, Search)
+//! renders it the same way. Conversion never fails: a message that does not
+//! parse, a body without a charset or a broken calendar part gives an item
+//! with what could be read — one bad message must never block a Sync. It
+//! must not do I/O; the caller fetches the bytes (bounded) and the flags.
+
+pub mod body;
+pub mod html;
+
+use std::fmt;
+
+use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
+use opush_protocol::commands::airsyncbase::{Attachment, BodyPreference};
+use opush_protocol::commands::items::{Email, Flag};
+use opush_protocol::version::ProtocolVersion;
+
+use body::{build_body, BodySource};
+
+/// What IMAP says about a message besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageInfo {
+    /// The item's ServerId as the device knows it (`"<collection>:<n>"`),
+    /// used to build attachment FileReferences.
+    pub server_id: String,
+    /// INTERNALDATE, Unix seconds.
+    pub internal_date: i64,
+    /// `\Seen`.
+    pub seen: bool,
+    /// `\Flagged`.
+    pub flagged: bool,
+    /// IMAP keywords shown as Categories (system flags excluded by the caller).
+    pub keywords: Vec<String>,
+}
+
+/// Identifies one attachment for ItemOperations Fetch and GetAttachment:
+/// `"<collection>:<n>:<index>"`, the index counting the message's
+/// attachments in MIME order from 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReference {
+    /// The item's ServerId (`"<collection>:<n>"`).
+    pub server_id: String,
+    /// Attachment index.
+    pub index: u32,
+}
+
+impl FileReference {
+    /// Parses `"<collection>:<n>:<index>"` (`None` for anything else).
+    pub fn parse(s: &str) -> Option<FileReference> {
+        let (server_id, index) = s.rsplit_once(':')?;
+        let (collection, n) = server_id.split_once(':')?;
+        let digits = |t: &str| !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(collection) || !digits(n) || !digits(index) {
+            return None;
+        }
+        Some(FileReference {
+            server_id: server_id.to_owned(),
+            index: index.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for FileReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.server_id, self.index)
+    }
+}
+
+/// One attachment's content, for ItemOperations Fetch / GetAttachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentContent {
+    /// MIME type (e.g. `application/pdf`).
+    pub content_type: String,
+    /// Decoded bytes.
+    pub data: Vec<u8>,
+}
+
+/// Converts a message to its Email ApplicationData for `version`.
+pub fn to_email(
+    raw: &[u8],
+    info: &MessageInfo,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+) -> Email {
+    let mut email = Email {
+        date_received: Some(format_date(info.internal_date)),
+        read: Some(info.seen),
+        importance: Some(1),
+        message_class: Some("IPM.Note".to_owned()),
+        internet_cpid: Some("65001".to_owned()),
+        content_class: Some("urn:content-classes:message".to_owned()),
+        flag: Some(flag_of(info.flagged)),
+        categories: Some(info.keywords.clone()),
+        ..Email::default()
+    };
+    let parsed = MessageParser::default().parse(raw);
+    let Some(msg) = parsed else {
+        // Not a message at all: still an item, with an empty body.
+        email.subject = Some(String::new());
+        if version.has_airsyncbase() {
+            let src = BodySource { text: None, html: None, mime: raw };
+            email.native_body_type = Some(src.native_type());
+            email.body = Some(build_body(&src, prefs, version));
+        }
+        return email;
+    };
+    email.subject = Some(msg.subject().unwrap_or_default().to_owned());
+    email.from = msg.from().map(render_addresses);
+    email.to = msg.to().map(render_addresses);
+    email.cc = msg.cc().map(render_addresses);
+    email.reply_to = msg.reply_to().map(render_addresses);
+    email.display_to = msg.to().map(display_names);
+    email.thread_topic = msg.thread_name().map(str::to_owned);
+    email.importance = Some(importance(
+        msg.header_raw("Importance"),
+        msg.header_raw("X-Priority"),
+    ));
+    if msg
+        .content_type()
+        .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("signed")))
+    {
+        email.message_class = Some("IPM.Note.SMIME.MultipartSigned".to_owned());
+    }
+    if version.has_airsyncbase() {
+        let text = msg.body_text(0);
+        let html = if msg.html_body_count() > 0 && msg.html_part(0).is_some_and(|p| p.is_text_html()) {
+            msg.body_html(0)
+        } else {
+            None
+        };
+        let src = BodySource {
+            text: text.as_deref(),
+            html: html.as_deref(),
+            mime: raw,
+        };
+        email.native_body_type = Some(src.native_type());
+        email.body = Some(build_body(&src, prefs, version));
+        email.attachments = attachments(&msg, &info.server_id);
+    }
+    email
+}
+
+/// The content of attachment `index` (MIME order, as listed by [`to_email`]).
+pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
+    let msg = MessageParser::default().parse(raw)?;
+    let part = msg.attachments().nth(index as usize)?;
+    let content_type = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_owned(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let data = match &part.body {
+        PartType::Message(inner) => inner.raw_message().to_vec(),
+        _ => part.contents().to_vec(),
+    };
+    Some(AttachmentContent { content_type, data })
+}
+
+fn attachments(msg: &mail_parser::Message<'_>, server_id: &str) -> Vec<Attachment> {
+    msg.attachments()
+        .enumerate()
+        .map(|(idx, part)| {
+            let is_message = matches!(part.body, PartType::Message(_));
+            let name = part
+                .attachment_name()
+                .map(str::to_owned)
+                .or_else(|| {
+                    part.message()
+                        .and_then(|m| m.subject())
+                        .map(|s| format!("{s}.eml"))
+                })
+                .unwrap_or_else(|| format!("attachment-{}", idx + 1));
+            let inline = part.content_disposition().is_some_and(|d| d.is_inline())
+                && part.content_id().is_some();
+            Attachment {
+                display_name: Some(name),
+                file_reference: Some(
+                    FileReference {
+                        server_id: server_id.to_owned(),
+                        index: idx as u32,
+                    }
+                    .to_string(),
+                ),
+                method: Some(if is_message { 5 } else { 1 }),
+                estimated_data_size: Some(part.len() as u64),
+                content_id: part.content_id().map(str::to_owned),
+                content_location: part.content_location().map(str::to_owned),
+                is_inline: Some(inline),
+            }
+        })
+        .collect()
+}
+
+fn flag_of(flagged: bool) -> Flag {
+    if flagged {
+        Flag {
+            status: Some(2),
+            flag_type: Some("Follow up".to_owned()),
+            ..Flag::default()
+        }
+    } else {
+        // An empty <Flag/> means "not flagged" ([MS-ASEMAIL] 2.2.2.34).
+        Flag::default()
+    }
+}
+
+/// `"Name" <addr>, <addr2>` — the form EAS devices display and reply to.
+fn render_addresses(addr: &Address<'_>) -> String {
+    addr.iter()
+        .filter_map(|a| {
+            let address = a.address.as_deref()?;
+            Some(match a.name.as_deref().filter(|n| !n.is_empty()) {
+                Some(name) => format!("\"{}\" <{address}>", name.replace('"', "'")),
+                None => format!("<{address}>"),
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// DisplayTo: the names of the To recipients (address when nameless).
+fn display_names(addr: &Address<'_>) -> String {
+    addr.iter()
+        .filter_map(|a| {
+            a.name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .or(a.address.as_deref())
+                .map(str::to_owned)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Importance 0 (low), 1 (normal), 2 (high) from `Importance` or `X-Priority`.
+fn importance(header: Option<&str>, x_priority: Option<&str>) -> u8 {
+    if let Some(h) = header {
+        let h = h.trim().to_ascii_lowercase();
+        if h.starts_with("high") {
+            return 2;
+        }
+        if h.starts_with("low") {
+            return 0;
+        }
+    }
+    match x_priority.and_then(|p| p.trim().chars().next()) {
+        Some('1' | '2') => 2,
+        Some('4' | '5') => 0,
+        _ => 1,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.000Z` ([MS-ASDTYPE] 2.3) for Unix seconds.
+pub fn format_date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests;

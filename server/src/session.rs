@@ -1,0 +1,282 @@
+//! Loading a device's sync state and recording its decisions: the latest
+//! snapshot plus the events after it, folded by `engine`; events appended
+//! conditionally on the device head; one writer per device within the
+//! process; a snapshot every `snapshot_every` events.
+//!
+//! Exists so every command handler follows lifecycle steps 3 and 5 of
+//! `docs/DESIGN.md` the same way. It must not decide anything (that is
+//! `engine`) nor talk to the backends. A failed append changes nothing in
+//! memory: the cached state is dropped and re-read from the store on the
+//! next request, so another node's write (a `Conflict`) is never hidden.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use opush_engine::{decode_event, decode_snapshot, encode_event, encode_snapshot, fold, DeviceState, Event};
+use opush_storage::{AppendBatch, DeviceKey, Snapshot, Store, StorageError};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+/// The snapshot row name used for a whole device state.
+pub const SNAPSHOT_NAME: &str = "device";
+
+/// Why a session could not be loaded or a decision recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The store failed (nothing was written).
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A stored event or snapshot does not decode.
+    #[error("stored {what} at seq {seq} does not decode: {reason}")]
+    Corrupt {
+        /// `event` or `snapshot`.
+        what: &'static str,
+        /// Its sequence.
+        seq: u64,
+        /// The codec's message.
+        reason: String,
+    },
+    /// An event could not be encoded (a bug, reported instead of a panic).
+    #[error("event encoding failed: {0}")]
+    Encode(String),
+}
+
+impl SessionError {
+    /// Whether the device should simply retry (store down, concurrent writer).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SessionError::Storage(e) => e.is_retryable() || matches!(e, StorageError::Conflict { .. }),
+            SessionError::Corrupt { .. } | SessionError::Encode(_) => false,
+        }
+    }
+}
+
+/// A device's folded state and the head it was folded up to.
+#[derive(Debug, Clone, Default)]
+struct Loaded {
+    state: DeviceState,
+    head: u64,
+    snapshot_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    loaded: Option<Loaded>,
+}
+
+/// The per-process registry of device sessions over one [`Store`].
+pub struct Sessions {
+    store: Arc<Store>,
+    snapshot_every: u64,
+    max_cached: usize,
+    slots: Mutex<HashMap<String, Arc<AsyncMutex<Slot>>>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("snapshot_every", &self.snapshot_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// Sessions over `store`, snapshotting every `snapshot_every` events
+    /// (0: never) and keeping at most about `max_cached` idle devices in memory.
+    pub fn new(store: Arc<Store>, snapshot_every: u64, max_cached: usize) -> Sessions {
+        Sessions {
+            store,
+            snapshot_every,
+            max_cached: max_cached.max(1),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Opens the device's session: waits for any other request of the same
+    /// device in this process, then loads its state (from memory when this
+    /// process wrote it last, else snapshot + events from the store).
+    pub async fn open(&self, device: DeviceKey) -> Result<DeviceSession<'_>, SessionError> {
+        let slot = self.slot(&device);
+        let mut guard = slot.lock_owned().await;
+        if guard.loaded.is_none() {
+            guard.loaded = Some(self.load(&device).await?);
+        }
+        Ok(DeviceSession {
+            sessions: self,
+            device,
+            guard,
+        })
+    }
+
+    fn slot(&self, device: &DeviceKey) -> Arc<AsyncMutex<Slot>> {
+        let name = device.to_string();
+        // A poisoned map only means another request panicked while holding
+        // this short lock; the map itself is still consistent.
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= self.max_cached && !slots.contains_key(&name) {
+            // Forget devices no request holds (their state reloads from the store).
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        slots.entry(name).or_default().clone()
+    }
+
+    async fn load(&self, device: &DeviceKey) -> Result<Loaded, SessionError> {
+        let mut loaded = Loaded::default();
+        if let Some(snap) = self.store.get_snapshot(device, SNAPSHOT_NAME).await? {
+            loaded.state = decode_snapshot(&snap.payload).map_err(|e| SessionError::Corrupt {
+                what: "snapshot",
+                seq: snap.seq,
+                reason: e.to_string(),
+            })?;
+            loaded.head = snap.seq;
+            loaded.snapshot_seq = snap.seq;
+        }
+        let stored = self.store.read_events(device, loaded.head + 1).await?;
+        let mut events = Vec::with_capacity(stored.len());
+        for ev in &stored {
+            events.push(decode_event(&ev.payload).map_err(|e| SessionError::Corrupt {
+                what: "event",
+                seq: ev.seq,
+                reason: e.to_string(),
+            })?);
+            loaded.head = ev.seq;
+        }
+        fold(&mut loaded.state, &events);
+        Ok(loaded)
+    }
+}
+
+/// One request's exclusive access to a device's state.
+pub struct DeviceSession<'a> {
+    sessions: &'a Sessions,
+    device: DeviceKey,
+    guard: OwnedMutexGuard<Slot>,
+}
+
+impl std::fmt::Debug for DeviceSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceSession")
+            .field("device", &self.device.to_string())
+            .field("head", &self.head())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceSession<'_> {
+    /// The device's current state.
+    pub fn state(&self) -> &DeviceState {
+        static EMPTY: std::sync::OnceLock<DeviceState> = std::sync::OnceLock::new();
+        match &self.guard.loaded {
+            Some(l) => &l.state,
+            None => EMPTY.get_or_init(DeviceState::default),
+        }
+    }
+
+    /// The head sequence the state was folded up to.
+    pub fn head(&self) -> u64 {
+        self.guard.loaded.as_ref().map_or(0, |l| l.head)
+    }
+
+    /// The device.
+    pub fn device(&self) -> &DeviceKey {
+        &self.device
+    }
+
+    /// Appends `events` on top of the current head (all or nothing), then
+    /// folds them into the state. On any failure the cached state is dropped
+    /// and the caller answers with a retryable error. An empty list is a no-op.
+    pub async fn commit(&mut self, events: &[Event]) -> Result<(), SessionError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let head = self.head();
+        let mut batch = AppendBatch::new(self.device.clone(), head);
+        for ev in events {
+            let bytes = encode_event(ev).map_err(|e| SessionError::Encode(e.to_string()))?;
+            batch = batch.event(FORMAT_VERSION_U16, bytes);
+        }
+        let new_head = match self.sessions.store.append(batch).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.guard.loaded = None;
+                return Err(e.into());
+            }
+        };
+        let Some(loaded) = self.guard.loaded.as_mut() else {
+            return Ok(());
+        };
+        fold(&mut loaded.state, events);
+        loaded.head = new_head;
+        let every = self.sessions.snapshot_every;
+        if every > 0 && new_head.saturating_sub(loaded.snapshot_seq) >= every {
+            match encode_snapshot(&loaded.state) {
+                Ok(payload) => {
+                    let snap = Snapshot {
+                        seq: new_head,
+                        format_version: FORMAT_VERSION_U16,
+                        payload,
+                    };
+                    // A snapshot is a cache: failing to write one only means
+                    // the next load folds more events.
+                    match self.sessions.store.put_snapshot(&self.device, SNAPSHOT_NAME, snap).await {
+                        Ok(()) => loaded.snapshot_seq = new_head,
+                        Err(e) => tracing::warn!(device = %self.device, error = %e, "snapshot not written"),
+                    }
+                }
+                Err(e) => tracing::warn!(device = %self.device, error = %e, "snapshot not encoded"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine's format version as the store records it.
+const FORMAT_VERSION_U16: u16 = {
+    assert!(opush_engine::FORMAT_VERSION <= u16::MAX as u32);
+    opush_engine::FORMAT_VERSION as u16
+};
+
+/// What the EAS command handlers share besides the HTTP context: the device
+/// sessions, the engine's limits and the policy sent by Provision.
+#[derive(Debug)]
+pub struct EasServices {
+    /// Device sessions over the store.
+    pub sessions: Sessions,
+    /// Engine limits and switches.
+    pub engine: opush_engine::EngineConfig,
+    /// The `EASProvisionDoc` settings sent on policy download.
+    pub policy: Vec<opush_protocol::commands::Owned>,
+    /// IMAP connections (handlers log in through the master user until the
+    /// device's credentials reach the command context).
+    pub imap: Arc<crate::backends::imap::ImapPool>,
+}
+
+/// Maps an IMAP failure to the handler error (the device retries).
+pub fn imap_error(e: crate::backends::imap::ImapError) -> crate::commands::CommandError {
+    crate::commands::CommandError::BackendUnavailable(e.to_string())
+}
+
+/// The store key of a user's device (a bad id is the request's fault).
+pub fn device_key(user: &str, device_id: &str) -> Result<DeviceKey, crate::commands::CommandError> {
+    DeviceKey::new(user, device_id).map_err(|e| crate::commands::CommandError::InvalidRequest {
+        command: opush_protocol::query::Command::Sync,
+        reason: format!("device key: {e}"),
+    })
+}
+
+/// The engine's notion of now (Unix milliseconds), taken at the edge.
+pub fn now() -> opush_engine::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    opush_engine::Timestamp(ms)
+}
+
+/// Maps a session failure to the handler error (`crate::error` renders it).
+pub fn session_error(e: SessionError) -> crate::commands::CommandError {
+    crate::commands::CommandError::StorageUnavailable(e.to_string())
+}

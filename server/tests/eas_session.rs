@@ -1,0 +1,151 @@
+//! Device sessions and Provision over the real embedded store in a temp
+//! dir: state survives a reload (snapshot + events), a stale head is a
+//! conflict that changes nothing, and the two-step policy exchange records
+//! the acknowledged key. No IMAP involved.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+
+use std::sync::Arc;
+
+use opush_engine::{Event, PolicyKey, PolicyState};
+use opush_protocol::commands::provision::{PolicyRequest, ProvisionRequest, POLICY_TYPE_WBXML};
+use opush_protocol::status::PolicyStatus;
+use opush_protocol::version::ProtocolVersion;
+use opush_server::backends::imap::ImapPool;
+use opush_server::config::ImapConfig;
+use opush_server::commands::provision::{default_policy, provision};
+use opush_server::session::{EasServices, Sessions, SNAPSHOT_NAME};
+use opush_storage::{AppendBatch, DeviceKey, Store, StorageConfig, StorageError};
+
+async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
+    let config = StorageConfig {
+        path: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let store = Store::open(&config).await.unwrap();
+    store.install_schema().await.unwrap();
+    Arc::new(store)
+}
+
+fn services(store: Arc<Store>, snapshot_every: u64) -> EasServices {
+    EasServices {
+        sessions: Sessions::new(store, snapshot_every, 16),
+        engine: opush_engine::EngineConfig::default(),
+        policy: default_policy(),
+        imap: Arc::new(ImapPool::new(ImapConfig::default())),
+    }
+}
+
+fn key() -> DeviceKey {
+    DeviceKey::new("alice@example.test", "DEV1").unwrap()
+}
+
+#[tokio::test]
+async fn state_survives_a_reload_with_and_without_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    {
+        let sessions = Sessions::new(store.clone(), 2, 16);
+        let mut s = sessions.open(key()).await.unwrap();
+        assert_eq!(s.head(), 0);
+        s.commit(&[Event::PolicyKeyIssued { policy_key: PolicyKey(7) }]).await.unwrap();
+        s.commit(&[Event::DeviceProvisioned { policy_key: PolicyKey(9) }]).await.unwrap();
+        s.commit(&[Event::PolicyChanged]).await.unwrap();
+        assert_eq!(s.head(), 3);
+        assert_eq!(s.state().policy, PolicyState::Outdated(PolicyKey(9)));
+    }
+    // A snapshot was written at head 2 (every 2 events); event 3 is folded on top.
+    let snap = store.get_snapshot(&key(), SNAPSHOT_NAME).await.unwrap().unwrap();
+    assert_eq!(snap.seq, 2);
+    let fresh = Sessions::new(store.clone(), 0, 16);
+    let s = fresh.open(key()).await.unwrap();
+    assert_eq!(s.head(), 3);
+    assert_eq!(s.state().policy, PolicyState::Outdated(PolicyKey(9)));
+}
+
+#[tokio::test]
+async fn a_concurrent_writer_is_a_retryable_conflict_that_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let sessions = Sessions::new(store.clone(), 0, 16);
+    {
+        let mut s = sessions.open(key()).await.unwrap();
+        s.commit(&[Event::PolicyKeyIssued { policy_key: PolicyKey(1) }]).await.unwrap();
+    }
+    // Another node appends behind this process's back.
+    let other = opush_engine::encode_event(&Event::PolicyKeyIssued { policy_key: PolicyKey(2) }).unwrap();
+    store
+        .append(AppendBatch::new(key(), 1).event(1, other))
+        .await
+        .unwrap();
+    {
+        let mut s = sessions.open(key()).await.unwrap();
+        assert_eq!(s.head(), 1, "served from memory");
+        let err = s
+            .commit(&[Event::PolicyKeyIssued { policy_key: PolicyKey(3) }])
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(matches!(err, opush_server::session::SessionError::Storage(StorageError::Conflict { .. })));
+    }
+    assert_eq!(store.head(&key()).await.unwrap(), 2);
+    // The next request re-reads the store and sees the other node's event.
+    let s = sessions.open(key()).await.unwrap();
+    assert_eq!(s.head(), 2);
+    assert_eq!(s.state().policy, PolicyState::Pending(PolicyKey(2)));
+}
+
+// [MS-ASPROV] 3.2.5.1.1: download (temporary key), then acknowledge (final key).
+#[tokio::test]
+async fn provision_two_steps_then_a_wrong_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(store(&dir).await, 10);
+    for version in [ProtocolVersion::V12_1, ProtocolVersion::V14_1, ProtocolVersion::V16_1] {
+        let device = format!("DEV{version:?}");
+        let download = ProvisionRequest {
+            policy: Some(PolicyRequest {
+                policy_type: POLICY_TYPE_WBXML.to_owned(),
+                ..PolicyRequest::default()
+            }),
+            ..ProvisionRequest::default()
+        };
+        let first = provision(&download, version, "bob@example.test", &device, &eas).await.unwrap();
+        let p1 = first.policy.unwrap();
+        assert_eq!(p1.status, PolicyStatus::Success);
+        let temp = p1.policy_key.unwrap();
+        assert!(p1.data.is_some(), "policy document sent on download");
+
+        let ack = ProvisionRequest {
+            policy: Some(PolicyRequest {
+                policy_type: POLICY_TYPE_WBXML.to_owned(),
+                policy_key: Some(temp),
+                status: Some(1),
+            }),
+            ..ProvisionRequest::default()
+        };
+        let second = provision(&ack, version, "bob@example.test", &device, &eas).await.unwrap();
+        let p2 = second.policy.unwrap();
+        assert_eq!(p2.status, PolicyStatus::Success);
+        let fin = p2.policy_key.unwrap();
+        assert_ne!(fin, temp);
+        assert!(p2.data.is_none());
+        let s = eas
+            .sessions
+            .open(DeviceKey::new("bob@example.test", &device).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(s.state().policy, PolicyState::Acknowledged(PolicyKey(fin)));
+        drop(s);
+
+        let wrong = ProvisionRequest {
+            policy: Some(PolicyRequest {
+                policy_type: POLICY_TYPE_WBXML.to_owned(),
+                policy_key: Some(fin.wrapping_add(1)),
+                status: Some(1),
+            }),
+            ..ProvisionRequest::default()
+        };
+        let third = provision(&wrong, version, "bob@example.test", &device, &eas).await.unwrap();
+        assert_eq!(third.policy.unwrap().status, PolicyStatus::PolicyKeyMismatch);
+    }
+}
