@@ -4,5 +4,9 @@
 //! real server in-process from here.
 
 pub mod backends;
+pub mod commands;
 pub mod config;
+pub mod device;
+pub mod error;
+pub mod http;
 pub mod outgoing;

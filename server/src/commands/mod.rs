@@ -1,0 +1,233 @@
+//! The EAS command dispatch: one `match` on [`Command`] calling the
+//! `handle_<command>` function of `commands/<command>.rs`, with the request
+//! context every handler gets and the typed response or error it returns.
+//!
+//! A request reaches this module only after the HTTP layer has routed it,
+//! parsed its request line and headers, authenticated the user, recorded the
+//! device, passed the provisioning gate and checked that the body decodes.
+//! Handlers must not build HTTP error answers themselves: they return a
+//! [`CommandError`] and `crate::error` turns it into the EAS/HTTP answer.
+//!
+//! A `Cmd=` value that names no command never gets here: the request-line
+//! parser reports it (`QueryError::UnknownCommand`) and the HTTP layer
+//! answers 400 — that is the "unknown" arm of the dispatch.
+
+
+use bytes::Bytes;
+use opush_protocol::headers::CONTENT_TYPE_WBXML;
+use opush_protocol::query::{Command, RequestLine};
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::Element;
+
+use crate::device::DeviceRecord;
+use crate::http::auth::AuthenticatedUser;
+use crate::http::AppState;
+
+/// Everything a handler may use for one request.
+pub struct CommandContext<'a> {
+    /// Shared server state: settings, device registry (and, as they land,
+    /// the store, the engine and the backends).
+    pub app: &'a AppState,
+    /// The authenticated user.
+    pub user: &'a AuthenticatedUser,
+    /// The device, as recorded for this request.
+    pub device: &'a DeviceRecord,
+    /// The request's protocol version (header or base64 query).
+    pub version: ProtocolVersion,
+    /// The parsed request line (command, device, parameters).
+    pub request: &'a RequestLine,
+    /// The policy key the device sent, if any.
+    pub policy_key: Option<u32>,
+    /// The raw request body (already bounded by `[server] max_request_body`).
+    pub body: &'a Bytes,
+    /// The decoded WBXML body, for commands whose body is WBXML and was not empty.
+    pub document: Option<&'a Element<'static>>,
+}
+
+/// A handler's successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EasResponse {
+    /// HTTP status (200 for every EAS answer, including error Status values).
+    pub http_status: u16,
+    /// `Content-Type`, if there is a body.
+    pub content_type: Option<&'static str>,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl EasResponse {
+    /// A 200 answer with a WBXML body.
+    pub fn wbxml(body: Vec<u8>) -> Self {
+        EasResponse {
+            http_status: 200,
+            content_type: Some(CONTENT_TYPE_WBXML),
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// A 200 answer without a body (e.g. SendMail success before 14.0).
+    pub fn empty() -> Self {
+        EasResponse {
+            http_status: 200,
+            content_type: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}
+
+/// Why a handler could not answer normally. `crate::error` maps each to the
+/// EAS Status / HTTP code and logs the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command is routed but has no handler yet.
+    #[error("command {0} is not implemented by this server")]
+    NotImplemented(Command),
+    /// The request is well-formed WBXML but not a valid request for the command.
+    #[error("invalid {command} request: {reason}")]
+    InvalidRequest {
+        /// The command.
+        command: Command,
+        /// What is wrong (logged, never sent).
+        reason: String,
+    },
+    /// A backend (IMAP, SMTP, DAV, LDAP) is unreachable; the device retries.
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(String),
+    /// The store failed; nothing was written and the device retries.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
+}
+
+/// Routes a request to its command handler.
+pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandError> {
+    let command = ctx.request.command;
+    // Every command is listed so that adding a handler is a one-line change
+    // and the compiler points at this match when `Command` grows.
+    match command {
+        Command::Sync
+        | Command::SendMail
+        | Command::SmartForward
+        | Command::SmartReply
+        | Command::GetAttachment
+        | Command::GetHierarchy
+        | Command::CreateCollection
+        | Command::DeleteCollection
+        | Command::MoveCollection
+        | Command::FolderSync
+        | Command::FolderCreate
+        | Command::FolderDelete
+        | Command::FolderUpdate
+        | Command::MoveItems
+        | Command::GetItemEstimate
+        | Command::MeetingResponse
+        | Command::Search
+        | Command::Settings
+        | Command::Ping
+        | Command::ItemOperations
+        | Command::Provision
+        | Command::ResolveRecipients
+        | Command::ValidateCert
+        | Command::Find => Err(CommandError::NotImplemented(command)),
+    }
+}
+
+/// True when the command's request body is WBXML at this protocol version
+/// (and so must decode): not GetAttachment (no body), not the MIME bodies of
+/// SendMail/SmartReply/SmartForward before 14.0, not the 2.5 hierarchy
+/// commands (no body).
+pub fn body_is_wbxml(command: Command, version: ProtocolVersion) -> bool {
+    match command {
+        Command::GetAttachment
+        | Command::GetHierarchy
+        | Command::CreateCollection
+        | Command::DeleteCollection
+        | Command::MoveCollection => false,
+        Command::SendMail | Command::SmartForward | Command::SmartReply => {
+            version >= ProtocolVersion::V14_0
+        }
+        Command::Sync
+        | Command::FolderSync
+        | Command::FolderCreate
+        | Command::FolderDelete
+        | Command::FolderUpdate
+        | Command::MoveItems
+        | Command::GetItemEstimate
+        | Command::MeetingResponse
+        | Command::Search
+        | Command::Settings
+        | Command::Ping
+        | Command::ItemOperations
+        | Command::Provision
+        | Command::ResolveRecipients
+        | Command::ValidateCert
+        | Command::Find => true,
+    }
+}
+
+/// The (code page namespace, root element) of a command's WBXML response,
+/// for the commands whose response has a top-level `Status` (MS-ASCMD
+/// 2.2.1.x). `None`: the command answers errors with HTTP codes only.
+pub fn response_root(command: Command) -> Option<(&'static str, &'static str)> {
+    Some(match command {
+        Command::Sync => ("AirSync", "Sync"),
+        Command::FolderSync => ("FolderHierarchy", "FolderSync"),
+        Command::FolderCreate => ("FolderHierarchy", "FolderCreate"),
+        Command::FolderDelete => ("FolderHierarchy", "FolderDelete"),
+        Command::FolderUpdate => ("FolderHierarchy", "FolderUpdate"),
+        Command::GetItemEstimate => ("GetItemEstimate", "GetItemEstimate"),
+        Command::Search => ("Search", "Search"),
+        Command::Settings => ("Settings", "Settings"),
+        Command::Ping => ("Ping", "Ping"),
+        Command::ItemOperations => ("ItemOperations", "ItemOperations"),
+        Command::Provision => ("Provision", "Provision"),
+        Command::ResolveRecipients => ("ResolveRecipients", "ResolveRecipients"),
+        Command::ValidateCert => ("ValidateCert", "ValidateCert"),
+        Command::SendMail => ("ComposeMail", "SendMail"),
+        Command::SmartForward => ("ComposeMail", "SmartForward"),
+        Command::SmartReply => ("ComposeMail", "SmartReply"),
+        Command::Find => ("Find", "Find"),
+        Command::GetAttachment
+        | Command::GetHierarchy
+        | Command::CreateCollection
+        | Command::DeleteCollection
+        | Command::MoveCollection
+        | Command::MoveItems
+        | Command::MeetingResponse => return None,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+    use opush_protocol::wbxml::{code_page_by_namespace, tag_by_name};
+
+    #[test]
+    fn every_response_root_and_status_exist_in_the_code_pages() {
+        let mut n_roots = 0;
+        for command in Command::ALL {
+            if let Some((ns, root)) = response_root(command) {
+                let page = code_page_by_namespace(ns).unwrap();
+                assert!(tag_by_name(page.id, root).is_some(), "{ns}:{root}");
+                assert!(tag_by_name(page.id, "Status").is_some(), "{ns}:Status");
+                n_roots += 1;
+            }
+        }
+        assert_eq!(n_roots, 17);
+    }
+
+    #[test]
+    fn mime_bodies_are_not_wbxml_before_14() {
+        assert!(!body_is_wbxml(Command::SendMail, ProtocolVersion::V12_1));
+        assert!(body_is_wbxml(Command::SendMail, ProtocolVersion::V14_0));
+        assert!(body_is_wbxml(Command::Sync, ProtocolVersion::V2_5));
+        assert!(!body_is_wbxml(
+            Command::GetAttachment,
+            ProtocolVersion::V16_1
+        ));
+    }
+}

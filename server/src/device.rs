@@ -1,0 +1,373 @@
+//! The device registry as the HTTP front end uses it on every request: record
+//! that a device was seen (last seen, user agent, protocol version), decide
+//! whether it may talk to us (allowed, quarantined, blocked), and the
+//! provisioning gate (MS-ASPROV: HTTP 449 up to 12.1, Status 142/143/144
+//! from 14.0).
+//!
+//! The registry is a trait so the storage crate's registry can replace the
+//! in-process [`MemoryDeviceRegistry`] without touching the request path.
+//! This module must not decide *policies* (that is Provision's job): it only
+//! compares the policy key a device sends with the one it acknowledged.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use opush_protocol::query::Command;
+use opush_protocol::version::ProtocolVersion;
+
+/// Whether a device may sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAccess {
+    /// Normal traffic.
+    Allowed,
+    /// Unknown device held until an administrator allows it
+    /// (`[devices] allow_unknown = false`).
+    Quarantined,
+    /// Explicitly blocked by an administrator.
+    Blocked,
+}
+
+/// What one request tells us about its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSeen {
+    /// The authenticated user (`user@domain`).
+    pub user: String,
+    /// `DeviceId`.
+    pub device_id: String,
+    /// `DeviceType`.
+    pub device_type: String,
+    /// `User-Agent`, if sent.
+    pub user_agent: Option<String>,
+    /// The request's protocol version.
+    pub protocol_version: ProtocolVersion,
+    /// When the request arrived.
+    pub at: SystemTime,
+}
+
+/// A device as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The user owning this partnership.
+    pub user: String,
+    /// `DeviceId`.
+    pub device_id: String,
+    /// `DeviceType` (last seen).
+    pub device_type: String,
+    /// `User-Agent` (last seen).
+    pub user_agent: Option<String>,
+    /// Protocol version of the last request.
+    pub protocol_version: ProtocolVersion,
+    /// First request.
+    pub first_seen: SystemTime,
+    /// Last request.
+    pub last_seen: SystemTime,
+    /// Access state.
+    pub access: DeviceAccess,
+    /// The policy key the device acknowledged in Provision (None: never provisioned).
+    pub policy_key: Option<u32>,
+    /// The server's policy changed since the device acknowledged its key.
+    pub policy_refresh: bool,
+}
+
+/// A registry failure (the store behind it is down or refused the write).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The backing store cannot be reached; retry later.
+    #[error("device registry unavailable: {0}")]
+    Unavailable(String),
+    /// The registry is full (bounded in-process registry).
+    #[error("device registry full ({0} devices)")]
+    Full(usize),
+}
+
+/// The registry the request path talks to.
+pub trait DeviceRegistry: Send + Sync {
+    /// Records a request of a device and returns its record. An unknown
+    /// device is created `Allowed` when `allow_unknown`, `Quarantined`
+    /// otherwise.
+    fn record_request(
+        &self,
+        seen: DeviceSeen,
+        allow_unknown: bool,
+    ) -> BoxFuture<'_, Result<DeviceRecord, RegistryError>>;
+}
+
+/// The in-process registry (until the storage crate's registry is wired):
+/// bounded, forgotten on restart.
+#[derive(Debug)]
+pub struct MemoryDeviceRegistry {
+    devices: Mutex<HashMap<(String, String), DeviceRecord>>,
+    max_devices: usize,
+}
+
+impl MemoryDeviceRegistry {
+    /// A registry holding at most `max_devices` devices.
+    pub fn new(max_devices: usize) -> Self {
+        MemoryDeviceRegistry {
+            devices: Mutex::new(HashMap::new()),
+            max_devices,
+        }
+    }
+
+    /// The record of a device, if known.
+    pub fn get(&self, user: &str, device_id: &str) -> Option<DeviceRecord> {
+        self.lock()
+            .get(&(user.to_owned(), device_id.to_owned()))
+            .cloned()
+    }
+
+    /// Sets a known device's access (administration). Returns false if unknown.
+    pub fn set_access(&self, user: &str, device_id: &str, access: DeviceAccess) -> bool {
+        self.update(user, device_id, |r| r.access = access)
+    }
+
+    /// Records the policy key a device acknowledged (Provision). Returns false if unknown.
+    pub fn set_policy_key(&self, user: &str, device_id: &str, key: Option<u32>) -> bool {
+        self.update(user, device_id, |r| {
+            r.policy_key = key;
+            r.policy_refresh = false;
+        })
+    }
+
+    /// Marks that the server policy changed for a device. Returns false if unknown.
+    pub fn require_policy_refresh(&self, user: &str, device_id: &str) -> bool {
+        self.update(user, device_id, |r| r.policy_refresh = true)
+    }
+
+    fn update(&self, user: &str, device_id: &str, f: impl FnOnce(&mut DeviceRecord)) -> bool {
+        match self
+            .lock()
+            .get_mut(&(user.to_owned(), device_id.to_owned()))
+        {
+            Some(r) => {
+                f(r);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), DeviceRecord>> {
+        // A panic while holding this lock cannot leave a record half-written
+        // (every update is a plain field store), so a poisoned lock is usable.
+        self.devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record_now(
+        &self,
+        seen: DeviceSeen,
+        allow_unknown: bool,
+    ) -> Result<DeviceRecord, RegistryError> {
+        let mut devices = self.lock();
+        let key = (seen.user.clone(), seen.device_id.clone());
+        if let Some(r) = devices.get_mut(&key) {
+            r.device_type = seen.device_type;
+            if seen.user_agent.is_some() {
+                r.user_agent = seen.user_agent;
+            }
+            r.protocol_version = seen.protocol_version;
+            r.last_seen = seen.at;
+            return Ok(r.clone());
+        }
+        if devices.len() >= self.max_devices {
+            return Err(RegistryError::Full(self.max_devices));
+        }
+        let record = DeviceRecord {
+            user: seen.user,
+            device_id: seen.device_id,
+            device_type: seen.device_type,
+            user_agent: seen.user_agent,
+            protocol_version: seen.protocol_version,
+            first_seen: seen.at,
+            last_seen: seen.at,
+            access: if allow_unknown {
+                DeviceAccess::Allowed
+            } else {
+                DeviceAccess::Quarantined
+            },
+            policy_key: None,
+            policy_refresh: false,
+        };
+        devices.insert(key, record.clone());
+        Ok(record)
+    }
+}
+
+impl DeviceRegistry for MemoryDeviceRegistry {
+    fn record_request(
+        &self,
+        seen: DeviceSeen,
+        allow_unknown: bool,
+    ) -> BoxFuture<'_, Result<DeviceRecord, RegistryError>> {
+        let res = self.record_now(seen, allow_unknown);
+        Box::pin(async move { res })
+    }
+}
+
+/// The provisioning gate's verdict for one request (MS-ASPROV 3.2.5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvisionVerdict {
+    /// The request may proceed.
+    Pass,
+    /// The device never completed Provision, or sent no key (Status 142).
+    NotProvisioned,
+    /// The server policy changed since the device's key (Status 143).
+    PolicyRefresh,
+    /// The device sent a key the server does not know (Status 144).
+    InvalidPolicyKey,
+}
+
+impl ProvisionVerdict {
+    /// The MS-ASCMD common status used from 14.0 on.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            ProvisionVerdict::Pass => None,
+            ProvisionVerdict::NotProvisioned => Some(142),
+            ProvisionVerdict::PolicyRefresh => Some(143),
+            ProvisionVerdict::InvalidPolicyKey => Some(144),
+        }
+    }
+}
+
+/// Decides whether a request needs Provision first. Pure: the inputs are
+/// the `[policy] require_provisioning` switch, the command, the key the
+/// device sent (`X-MS-PolicyKey` or the base64 query), and the registry's
+/// acknowledged key and refresh flag. Provision itself always passes.
+///
+/// How the verdict is sent depends on the protocol version (449 up to 12.1,
+/// a Status from 14.0): see `error.rs`.
+pub fn provision_gate(
+    required: bool,
+    command: Command,
+    sent_key: Option<u32>,
+    device: &DeviceRecord,
+) -> ProvisionVerdict {
+    if !required || command == Command::Provision {
+        return ProvisionVerdict::Pass;
+    }
+    let Some(acknowledged) = device.policy_key else {
+        return ProvisionVerdict::NotProvisioned;
+    };
+    match sent_key {
+        None | Some(0) => ProvisionVerdict::NotProvisioned,
+        Some(k) if k != acknowledged => ProvisionVerdict::InvalidPolicyKey,
+        Some(_) if device.policy_refresh => ProvisionVerdict::PolicyRefresh,
+        Some(_) => ProvisionVerdict::Pass,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+
+    fn seen(device_id: &str) -> DeviceSeen {
+        DeviceSeen {
+            user: "alice@example.test".into(),
+            device_id: device_id.into(),
+            device_type: "WP8".into(),
+            user_agent: Some("agent/1".into()),
+            protocol_version: ProtocolVersion::V14_0,
+            at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn record(policy_key: Option<u32>, policy_refresh: bool) -> DeviceRecord {
+        let reg = MemoryDeviceRegistry::new(4);
+        let mut r = reg.record_now(seen("d1"), true).unwrap();
+        r.policy_key = policy_key;
+        r.policy_refresh = policy_refresh;
+        r
+    }
+
+    #[test]
+    fn unknown_device_quarantined_unless_allowed() {
+        let reg = MemoryDeviceRegistry::new(4);
+        assert_eq!(
+            reg.record_now(seen("q"), false).unwrap().access,
+            DeviceAccess::Quarantined
+        );
+        assert_eq!(
+            reg.record_now(seen("a"), true).unwrap().access,
+            DeviceAccess::Allowed
+        );
+        // A known device keeps its state whatever the switch says now.
+        assert_eq!(
+            reg.record_now(seen("q"), true).unwrap().access,
+            DeviceAccess::Quarantined
+        );
+    }
+
+    #[test]
+    fn record_updates_last_seen_agent_and_version() {
+        let reg = MemoryDeviceRegistry::new(4);
+        reg.record_now(seen("d"), true).unwrap();
+        let mut later = seen("d");
+        later.at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60);
+        later.user_agent = Some("agent/2".into());
+        later.protocol_version = ProtocolVersion::V16_1;
+        let r = reg.record_now(later, true).unwrap();
+        assert_eq!(r.first_seen, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            r.last_seen.duration_since(r.first_seen).unwrap().as_secs(),
+            60
+        );
+        assert_eq!(r.user_agent.as_deref(), Some("agent/2"));
+        assert_eq!(r.protocol_version, ProtocolVersion::V16_1);
+    }
+
+    #[test]
+    fn registry_is_bounded() {
+        let reg = MemoryDeviceRegistry::new(1);
+        reg.record_now(seen("a"), true).unwrap();
+        assert_eq!(reg.record_now(seen("b"), true), Err(RegistryError::Full(1)));
+        // Known devices still get through.
+        assert!(reg.record_now(seen("a"), true).is_ok());
+    }
+
+    // [MS-ASPROV] 3.2.5.1: Provision is always allowed; others need the acknowledged key.
+    #[test]
+    fn provision_gate_verdicts() {
+        use ProvisionVerdict::*;
+        let never = record(None, false);
+        let done = record(Some(1234), false);
+        let stale = record(Some(1234), true);
+        assert_eq!(provision_gate(false, Command::Sync, None, &never), Pass);
+        assert_eq!(provision_gate(true, Command::Provision, None, &never), Pass);
+        assert_eq!(
+            provision_gate(true, Command::Sync, None, &never),
+            NotProvisioned
+        );
+        assert_eq!(
+            provision_gate(true, Command::Sync, Some(1234), &never),
+            NotProvisioned
+        );
+        assert_eq!(
+            provision_gate(true, Command::Sync, Some(0), &done),
+            NotProvisioned
+        );
+        assert_eq!(
+            provision_gate(true, Command::Sync, None, &done),
+            NotProvisioned
+        );
+        assert_eq!(
+            provision_gate(true, Command::Sync, Some(99), &done),
+            InvalidPolicyKey
+        );
+        assert_eq!(
+            provision_gate(true, Command::FolderSync, Some(1234), &done),
+            Pass
+        );
+        assert_eq!(
+            provision_gate(true, Command::Sync, Some(1234), &stale),
+            PolicyRefresh
+        );
+        assert_eq!(NotProvisioned.status(), Some(142));
+        assert_eq!(PolicyRefresh.status(), Some(143));
+        assert_eq!(InvalidPolicyKey.status(), Some(144));
+    }
+}

@@ -1,0 +1,291 @@
+//! Basic authentication of EAS requests: the credentials are checked by a
+//! [`CredentialVerifier`] (IMAP LOGIN in production), and a success is
+//! remembered for a short TTL in an [`AuthCache`] keyed by a salted blake3
+//! digest of login and password.
+//!
+//! It must never keep a password: not in the cache (digests only, with a
+//! random per-process salt), not in logs (`Password` prints `*`). A failure
+//! is never cached, and a success is never extended past its TTL, so a
+//! changed password stops working at most one TTL later.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use opush_protocol::headers::{BasicCredentials, Login, Password};
+use tokio::time::Instant;
+
+/// The verdict of the credential backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The backend accepted the credentials.
+    Accepted,
+    /// The backend refused them (a real credential failure: HTTP 401).
+    Rejected,
+}
+
+/// The credential backend could not give a verdict (HTTP 503 + Retry-After).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("credential backend unavailable: {0}")]
+pub struct VerifierUnavailable(pub String);
+
+/// Checks a login and password against the groupware (IMAP LOGIN).
+pub trait CredentialVerifier: Send + Sync {
+    /// Accepted, rejected, or the backend is unreachable.
+    fn verify<'a>(
+        &'a self,
+        login: &'a Login,
+        password: &'a Password,
+    ) -> BoxFuture<'a, Result<Verdict, VerifierUnavailable>>;
+}
+
+/// A user whose credentials were verified for this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedUser {
+    /// The login as sent (`user@domain`, `DOMAIN\user` or `user`).
+    pub login: Login,
+    /// The user's canonical name, `user@domain` (or `user`): the key of the
+    /// device registry and of the user's state.
+    pub user: String,
+}
+
+/// Why a request is not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("no Authorization header")]
+    Missing,
+    /// The header is not usable Basic credentials.
+    #[error("unusable Authorization header: {0}")]
+    Malformed(String),
+    /// The backend refused the credentials.
+    #[error("credentials rejected for {0}")]
+    Rejected(String),
+    /// The backend could not be asked.
+    #[error(transparent)]
+    Unavailable(#[from] VerifierUnavailable),
+}
+
+/// Remembers recent successful logins, by digest, for a TTL.
+pub struct AuthCache {
+    key: [u8; 32],
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl std::fmt::Debug for AuthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("ttl", &self.ttl)
+            .field("max_entries", &self.max_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthCache {
+    /// A cache with a random salt. `ttl` zero disables caching.
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        let mut key = [0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            // No OS randomness: without an unguessable salt the digests
+            // must not be kept, so caching is turned off.
+            return AuthCache {
+                key,
+                ttl: Duration::ZERO,
+                max_entries,
+                entries: Mutex::new(HashMap::new()),
+            };
+        }
+        AuthCache {
+            key,
+            ttl,
+            max_entries,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The salted digest of a login and password.
+    pub fn digest(&self, login: &Login, password: &Password) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        // Length-prefixed so that ("ab", "c") and ("a", "bc") differ.
+        h.update(&(login.raw.len() as u64).to_le_bytes());
+        h.update(login.raw.as_bytes());
+        h.update(password.expose().as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// True when the digest was accepted less than a TTL ago.
+    pub fn is_fresh(&self, digest: &[u8; 32], now: Instant) -> bool {
+        let mut entries = self.lock();
+        match entries.get(digest) {
+            Some(expires) if *expires > now => true,
+            Some(_) => {
+                entries.remove(digest);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Records a success. The expiry is fixed here and never extended.
+    pub fn remember(&self, digest: [u8; 32], now: Instant) {
+        if self.ttl.is_zero() || self.max_entries == 0 {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.len() >= self.max_entries {
+            entries.retain(|_, expires| *expires > now);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(digest, now + self.ttl);
+    }
+
+    /// Drops a digest (its password was just refused).
+    pub fn forget(&self, digest: &[u8; 32]) {
+        self.lock().remove(digest);
+    }
+
+    /// Number of entries (expired ones included until touched).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant>> {
+        // Entries are plain values; a panic elsewhere cannot corrupt them.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The verifier plus its cache.
+pub struct Authenticator {
+    verifier: Arc<dyn CredentialVerifier>,
+    cache: AuthCache,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator caching successes for `ttl`.
+    pub fn new(verifier: Arc<dyn CredentialVerifier>, ttl: Duration, max_entries: usize) -> Self {
+        Authenticator {
+            verifier,
+            cache: AuthCache::new(ttl, max_entries),
+        }
+    }
+
+    /// The cache (for tests and the console).
+    pub fn cache(&self) -> &AuthCache {
+        &self.cache
+    }
+
+    /// Authenticates the `Authorization` header value of a request.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let value = authorization.ok_or(AuthError::Missing)?;
+        let creds =
+            BasicCredentials::parse(value).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let user = creds.login.email_form();
+        let digest = self.cache.digest(&creds.login, &creds.password);
+        if self.cache.is_fresh(&digest, Instant::now()) {
+            return Ok(AuthenticatedUser {
+                login: creds.login,
+                user,
+            });
+        }
+        match self.verifier.verify(&creds.login, &creds.password).await? {
+            Verdict::Accepted => {
+                self.cache.remember(digest, Instant::now());
+                Ok(AuthenticatedUser {
+                    login: creds.login,
+                    user,
+                })
+            }
+            Verdict::Rejected => {
+                self.cache.forget(&digest);
+                Err(AuthError::Rejected(creds.login.raw))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+
+    fn login(s: &str) -> Login {
+        Login::parse(s)
+    }
+
+    #[test]
+    fn digest_depends_on_login_password_and_salt() {
+        let a = AuthCache::new(Duration::from_secs(60), 10);
+        let b = AuthCache::new(Duration::from_secs(60), 10);
+        let p = Password::new("opush-demo");
+        let d = a.digest(&login("alice@example.test"), &p);
+        assert_eq!(d, a.digest(&login("alice@example.test"), &p));
+        assert_ne!(d, a.digest(&login("bob@example.test"), &p));
+        assert_ne!(
+            d,
+            a.digest(&login("alice@example.test"), &Password::new("x"))
+        );
+        assert_ne!(
+            d,
+            b.digest(&login("alice@example.test"), &p),
+            "per-process salt"
+        );
+        assert_ne!(
+            a.digest(&login("ab"), &Password::new("c")),
+            a.digest(&login("a"), &Password::new("bc"))
+        );
+    }
+
+    #[test]
+    fn entries_expire_after_ttl_and_are_not_extended() {
+        let c = AuthCache::new(Duration::from_secs(60), 10);
+        let d = c.digest(&login("alice"), &Password::new("p"));
+        let t0 = Instant::now();
+        c.remember(d, t0);
+        assert!(c.is_fresh(&d, t0 + Duration::from_secs(30)));
+        assert!(c.is_fresh(&d, t0 + Duration::from_secs(59)));
+        assert!(!c.is_fresh(&d, t0 + Duration::from_secs(60)));
+        assert!(c.is_empty(), "an expired entry is dropped when seen");
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let c = AuthCache::new(Duration::from_secs(60), 2);
+        let now = Instant::now();
+        for i in 0..10 {
+            c.remember(c.digest(&login(&format!("u{i}")), &Password::new("p")), now);
+            assert!(c.len() <= 2);
+        }
+    }
+
+    #[test]
+    fn zero_ttl_caches_nothing() {
+        let c = AuthCache::new(Duration::ZERO, 10);
+        let d = c.digest(&login("alice"), &Password::new("p"));
+        c.remember(d, Instant::now());
+        assert!(c.is_empty());
+    }
+}

@@ -1,0 +1,588 @@
+//! The HTTP front end (warp): routes `/Microsoft-Server-ActiveSync` (and
+//! `/opush/ActiveSyncServlet/`), `/autodiscover/autodiscover.xml` (any case,
+//! and `/opush/Autodiscover/`), and carries every request through the
+//! lifecycle's first steps: in-flight limit, request line and headers, Basic
+//! authentication, body size limit, loop throttling, device registry,
+//! provisioning gate, body decoding, then the command dispatch. One access
+//! log line per request.
+//!
+//! It must not know what a command does (that is `crate::commands`), nor map
+//! errors to codes itself (that is `crate::error`). It never logs the
+//! `Authorization` header or a password.
+
+pub mod auth;
+mod autodiscover;
+pub mod imap_login;
+pub mod limits;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use opush_protocol::headers::{
+    parse_protocol_version, PolicyKey, MS_AS_PROTOCOL_COMMANDS, MS_AS_PROTOCOL_VERSION,
+    MS_AS_PROTOCOL_VERSIONS, MS_SERVER_ACTIVESYNC, X_MS_POLICY_KEY,
+};
+use opush_protocol::query::{QueryForm, RequestLine};
+use opush_protocol::version::{
+    ProtocolVersion, PROTOCOL_COMMANDS_HEADER, PROTOCOL_VERSIONS_HEADER,
+};
+use opush_protocol::wbxml;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use warp::Filter;
+
+use crate::commands::{self, body_is_wbxml, CommandContext, EasResponse};
+use crate::device::{provision_gate, DeviceAccess, DeviceRegistry, DeviceSeen, ProvisionVerdict};
+use crate::error::{self, ErrorContext, ErrorSettings, ServerError};
+use auth::{AuthenticatedUser, Authenticator, CredentialVerifier};
+use limits::LoopDetector;
+
+/// What the HTTP layer needs from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Public base URL devices reach (`[server] public_url`); Autodiscover
+    /// answers `<public_url>/Microsoft-Server-ActiveSync`.
+    pub public_url: String,
+    /// Requests processed at once (`[server] max_in_flight`); more get 503.
+    pub max_in_flight: usize,
+    /// Largest request body in bytes (`[server] max_request_body`); more gets 413.
+    pub max_request_body: u64,
+    /// How long a successful login is remembered.
+    pub auth_cache_ttl: Duration,
+    /// Bound on remembered logins.
+    pub auth_cache_max_entries: usize,
+    /// `Retry-After` sent with 503 answers.
+    pub retry_after: Duration,
+    /// Unknown devices are allowed (true) or quarantined (`[devices] allow_unknown`).
+    pub allow_unknown_devices: bool,
+    /// Devices must Provision first (`[policy] require_provisioning`).
+    pub require_provisioning: bool,
+    /// Window of the loop detector.
+    pub loop_window: Duration,
+    /// Identical requests allowed per window (0: no loop detection).
+    pub loop_max_repeats: u32,
+    /// Basic realm.
+    pub realm: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            public_url: "http://127.0.0.1:8082".into(),
+            max_in_flight: 1024,
+            max_request_body: 32 * 1024 * 1024,
+            auth_cache_ttl: Duration::from_secs(60),
+            auth_cache_max_entries: 100_000,
+            retry_after: Duration::from_secs(30),
+            allow_unknown_devices: true,
+            require_provisioning: false,
+            loop_window: Duration::from_secs(60),
+            loop_max_repeats: 30,
+            realm: "opush".into(),
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The MobileSync URL Autodiscover hands out.
+    pub fn mobile_sync_url(&self) -> String {
+        let base = self.public_url.trim_end_matches('/');
+        if base
+            .to_ascii_lowercase()
+            .ends_with("/microsoft-server-activesync")
+        {
+            base.to_owned()
+        } else {
+            format!("{base}/Microsoft-Server-ActiveSync")
+        }
+    }
+}
+
+/// Whether device traffic is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeMode {
+    /// Normal operation.
+    Ready,
+    /// Storage is not usable (schema missing or too old): every device
+    /// request gets 503 and an ERROR log with this reason.
+    AdminOnly(String),
+}
+
+/// The state shared by all requests.
+pub struct AppState {
+    /// Settings.
+    pub settings: HttpSettings,
+    /// Authentication (verifier + cache).
+    pub auth: Authenticator,
+    /// The device registry.
+    pub devices: Arc<dyn DeviceRegistry>,
+    /// Ready or admin-only.
+    pub mode: ServeMode,
+    in_flight: Arc<Semaphore>,
+    loops: LoopDetector,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds the shared state.
+    pub fn new(
+        settings: HttpSettings,
+        verifier: Arc<dyn CredentialVerifier>,
+        devices: Arc<dyn DeviceRegistry>,
+        mode: ServeMode,
+    ) -> Arc<Self> {
+        Arc::new(AppState {
+            auth: Authenticator::new(
+                verifier,
+                settings.auth_cache_ttl,
+                settings.auth_cache_max_entries,
+            ),
+            devices,
+            mode,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            loops: LoopDetector::new(settings.loop_window, settings.loop_max_repeats, 100_000),
+            settings,
+        })
+    }
+}
+
+/// The warp filter answering every request (never rejects).
+pub fn routes(
+    app: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::any()
+        .map(move || app.clone())
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            |app: Arc<AppState>,
+             method: Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers: HeaderMap,
+             body| async move {
+                handle(app, method, path.as_str().to_owned(), query, headers, body).await
+            },
+        )
+}
+
+/// Serves on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(app))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
+
+/// Which endpoint a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    ActiveSync,
+    Autodiscover,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Option<Endpoint> {
+        let p = path.trim_end_matches('/');
+        if p.eq_ignore_ascii_case("/Microsoft-Server-ActiveSync")
+            || p.eq_ignore_ascii_case("/opush/ActiveSyncServlet")
+        {
+            Some(Endpoint::ActiveSync)
+        } else if p.eq_ignore_ascii_case("/autodiscover/autodiscover.xml")
+            || p.eq_ignore_ascii_case("/opush/Autodiscover")
+        {
+            Some(Endpoint::Autodiscover)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the access log says about a request, filled in as it is known.
+#[derive(Debug, Default)]
+struct Access {
+    ctx: ErrorContext,
+    user: Option<String>,
+    device: Option<String>,
+}
+
+async fn handle<S, B>(
+    app: Arc<AppState>,
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: S,
+) -> warp::reply::Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let started = Instant::now();
+    let mut access = Access::default();
+    let res = process(&app, &mut access, &method, &path, &query, &headers, body).await;
+    let res = match res {
+        Ok(res) => res,
+        Err(err) => error::respond(
+            &err,
+            access.ctx,
+            ErrorSettings {
+                retry_after: app.settings.retry_after,
+                realm: &app.settings.realm,
+            },
+        ),
+    };
+    tracing::info!(
+        target: "opush::access",
+        method = %method,
+        path = %path,
+        cmd = access.ctx.command.map(|c| c.name()).unwrap_or("-"),
+        user = access.user.as_deref().unwrap_or("-"),
+        device = access.device.as_deref().unwrap_or("-"),
+        status = res.http_status,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "access"
+    );
+    into_warp(res)
+}
+
+fn into_warp(res: EasResponse) -> warp::reply::Response {
+    let mut out = warp::reply::Response::new(res.body.into());
+    *out.status_mut() = StatusCode::from_u16(res.http_status).unwrap_or(StatusCode::BAD_REQUEST);
+    let h = out.headers_mut();
+    if let Some(ct) = res.content_type {
+        h.insert(
+            warp::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(ct),
+        );
+    }
+    for (name, value) in res.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            h.append(name, value);
+        }
+    }
+    out
+}
+
+async fn process<S, B>(
+    app: &AppState,
+    access: &mut Access,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: S,
+) -> Result<EasResponse, ServerError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let endpoint = Endpoint::of(path).ok_or_else(|| ServerError::NotFound(path.to_owned()))?;
+    // Held until the answer is built; the body is read under it.
+    let _permit = app
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ServerError::Overloaded(app.settings.max_in_flight))?;
+    match endpoint {
+        Endpoint::Autodiscover => {
+            if method != Method::POST {
+                return Err(ServerError::MethodNotAllowed {
+                    method: method.to_string(),
+                    allow: "POST",
+                });
+            }
+            let user = authenticate(app, access, headers).await?;
+            let limit = app
+                .settings
+                .max_request_body
+                .min(opush_protocol::autodiscover::MAX_REQUEST_BYTES as u64);
+            let body = read_body(body, limit, headers).await?;
+            autodiscover::answer(&app.settings, &user, &body)
+        }
+        Endpoint::ActiveSync => {
+            if method != Method::OPTIONS && method != Method::POST {
+                return Err(ServerError::MethodNotAllowed {
+                    method: method.to_string(),
+                    allow: "OPTIONS,POST",
+                });
+            }
+            if let ServeMode::AdminOnly(reason) = &app.mode {
+                return Err(ServerError::AdminOnly(reason.clone()));
+            }
+            if method == Method::OPTIONS {
+                // Devices send credentials with OPTIONS and use its 401 to
+                // validate an account (as Exchange answers).
+                authenticate(app, access, headers).await?;
+                return Ok(options());
+            }
+            active_sync(app, access, query, headers, body).await
+        }
+    }
+}
+
+async fn authenticate(
+    app: &AppState,
+    access: &mut Access,
+    headers: &HeaderMap,
+) -> Result<AuthenticatedUser, ServerError> {
+    let value = match headers.get(warp::http::header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| auth::AuthError::Malformed("Authorization is not ASCII".to_owned()))?,
+        ),
+    };
+    let user = app.auth.authenticate(value).await?;
+    access.user = Some(user.user.clone());
+    Ok(user)
+}
+
+/// The OPTIONS answer (MS-ASHTTP 2.2.4).
+fn options() -> EasResponse {
+    EasResponse {
+        http_status: 200,
+        content_type: None,
+        headers: vec![
+            ("Allow", "OPTIONS,POST".to_owned()),
+            ("Public", "OPTIONS,POST".to_owned()),
+            (
+                MS_SERVER_ACTIVESYNC,
+                ProtocolVersion::LATEST.as_str().to_owned(),
+            ),
+            (MS_AS_PROTOCOL_VERSIONS, PROTOCOL_VERSIONS_HEADER.to_owned()),
+            (MS_AS_PROTOCOL_COMMANDS, PROTOCOL_COMMANDS_HEADER.to_owned()),
+            ("Cache-Control", "private".to_owned()),
+        ],
+        body: Vec::new(),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ServerError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| ServerError::BadRequest(format!("header {name} is not ASCII"))),
+    }
+}
+
+async fn active_sync<S, B>(
+    app: &AppState,
+    access: &mut Access,
+    query: &str,
+    headers: &HeaderMap,
+    body: S,
+) -> Result<EasResponse, ServerError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    // 1. Request line and headers.
+    let request = RequestLine::parse(query)?;
+    access.ctx.command = Some(request.command);
+    access.device = Some(request.device_id.clone());
+    let version = match (request.form, request.protocol_version) {
+        (QueryForm::Base64, Some(v)) => v,
+        _ => {
+            let value = header_str(headers, MS_AS_PROTOCOL_VERSION)?.ok_or_else(|| {
+                ServerError::BadRequest(format!("missing {MS_AS_PROTOCOL_VERSION} header"))
+            })?;
+            parse_protocol_version(value).map_err(|e| {
+                ServerError::BadRequest(format!(
+                    "{e}; supported versions are {PROTOCOL_VERSIONS_HEADER}"
+                ))
+            })?
+        }
+    };
+    access.ctx.version = Some(version);
+    let policy_key = match header_str(headers, X_MS_POLICY_KEY)? {
+        Some(v) => Some(
+            v.parse::<PolicyKey>()
+                .map_err(|e| ServerError::BadRequest(e.to_string()))?
+                .0,
+        ),
+        None => request.policy_key,
+    };
+
+    // 2. Authentication, then the body (never read for a stranger).
+    let user = authenticate(app, access, headers).await?;
+    if let Some(query_user) = &request.user {
+        if !query_user.eq_ignore_ascii_case(&user.login.raw)
+            && !query_user.eq_ignore_ascii_case(&user.login.user)
+            && !query_user.eq_ignore_ascii_case(&user.user)
+        {
+            tracing::debug!(query_user = %query_user, user = %user.user, "User= differs from the authenticated login");
+        }
+    }
+    let body = read_body(body, app.settings.max_request_body, headers).await?;
+
+    // 3. A device repeating itself is slowed down.
+    let key = LoopDetector::key(
+        &user.user,
+        &request.device_id,
+        request.command.name(),
+        &body,
+    );
+    if let Some(wait) = app.loops.hit(key, Instant::now()) {
+        return Err(ServerError::Throttled(wait));
+    }
+
+    // 4. Device registry, access, provisioning.
+    let device = app
+        .devices
+        .record_request(
+            DeviceSeen {
+                user: user.user.clone(),
+                device_id: request.device_id.clone(),
+                device_type: request.device_type.clone(),
+                user_agent: header_str(headers, "User-Agent")
+                    .ok()
+                    .flatten()
+                    .map(str::to_owned),
+                protocol_version: version,
+                at: SystemTime::now(),
+            },
+            app.settings.allow_unknown_devices,
+        )
+        .await?;
+    if device.access != DeviceAccess::Allowed {
+        return Err(ServerError::DeviceDenied(device.access));
+    }
+    match provision_gate(
+        app.settings.require_provisioning,
+        request.command,
+        policy_key,
+        &device,
+    ) {
+        ProvisionVerdict::Pass => {}
+        verdict => return Err(ServerError::ProvisionRequired(verdict)),
+    }
+
+    // 5. The body must decode when the command's body is WBXML.
+    let document = if !body.is_empty() && body_is_wbxml(request.command, version) {
+        let doc = wbxml::decode(&body)
+            .map_err(|e| ServerError::BadRequest(format!("undecodable WBXML body: {e}")))?;
+        Some(doc.into_owned())
+    } else {
+        None
+    };
+
+    // 6. The command.
+    let ctx = CommandContext {
+        app,
+        user: &user,
+        device: &device,
+        version,
+        request: &request,
+        policy_key,
+        body: &body,
+        document: document.as_ref(),
+    };
+    Ok(commands::dispatch(ctx).await?)
+}
+
+async fn read_body<S, B>(body: S, limit: u64, headers: &HeaderMap) -> Result<Bytes, ServerError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let declared = header_str(headers, "Content-Length")?
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ServerError::BadRequest("bad Content-Length".to_owned()))
+        })
+        .transpose()?;
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ServerError::PayloadTooLarge { limit });
+    }
+    let initial = declared.unwrap_or(0).min(limit).min(1 << 20);
+    let mut buf = BytesMut::with_capacity(usize::try_from(initial).unwrap_or(0));
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ServerError::BadRequest(format!("reading the body: {e}")))?;
+        if (buf.len() + chunk.remaining()) as u64 > limit {
+            return Err(ServerError::PayloadTooLarge { limit });
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            buf.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_match_with_or_without_slash_and_any_case() {
+        for p in [
+            "/Microsoft-Server-ActiveSync",
+            "/Microsoft-Server-ActiveSync/",
+            "/microsoft-server-activesync",
+            "/opush/ActiveSyncServlet/",
+            "/opush/ActiveSyncServlet",
+        ] {
+            assert_eq!(Endpoint::of(p), Some(Endpoint::ActiveSync), "{p}");
+        }
+        for p in [
+            "/autodiscover/autodiscover.xml",
+            "/Autodiscover/Autodiscover.xml",
+            "/AUTODISCOVER/AUTODISCOVER.XML",
+            "/opush/Autodiscover/",
+        ] {
+            assert_eq!(Endpoint::of(p), Some(Endpoint::Autodiscover), "{p}");
+        }
+        for p in ["/", "/Microsoft-Server-ActiveSync/x", "/autodiscover"] {
+            assert_eq!(Endpoint::of(p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn mobile_sync_url_from_public_url() {
+        let mut s = HttpSettings {
+            public_url: "https://mail.example.test/".into(),
+            ..HttpSettings::default()
+        };
+        assert_eq!(
+            s.mobile_sync_url(),
+            "https://mail.example.test/Microsoft-Server-ActiveSync"
+        );
+        s.public_url = "https://mail.example.test/Microsoft-Server-ActiveSync".into();
+        assert_eq!(
+            s.mobile_sync_url(),
+            "https://mail.example.test/Microsoft-Server-ActiveSync"
+        );
+    }
+}
