@@ -98,7 +98,8 @@ pub fn is_secret(tag: Tag) -> bool {
 
 /// WBXML bytes → indented XML text.
 pub fn wbxml_to_xml(input: &[u8]) -> Result<String, XmlError> {
-    Ok(element_to_xml(&decode(input)?))
+    let root = decode(input)?;
+    Ok(render(&root, false, input.len() + input.len() / 8 + 256))
 }
 
 /// XML text → WBXML bytes.
@@ -108,13 +109,13 @@ pub fn xml_to_wbxml(xml: &str) -> Result<Vec<u8>, XmlError> {
 
 /// The XML form of a tree.
 pub fn element_to_xml(root: &Element<'_>) -> String {
-    render(root, false)
+    render(root, false, 256)
 }
 
 /// The XML form of a tree with the text of [`is_secret`] elements replaced by
 /// `*`: the form to log.
 pub fn element_to_xml_masked(root: &Element<'_>) -> String {
-    render(root, true)
+    render(root, true, 256)
 }
 
 fn prefix_of(page: u8) -> String {
@@ -123,10 +124,10 @@ fn prefix_of(page: u8) -> String {
         .unwrap_or_else(|| format!("p{page}"))
 }
 
-fn render(root: &Element<'_>, mask: bool) -> String {
+fn render(root: &Element<'_>, mask: bool, capacity: usize) -> String {
     let mut used = [false; 256];
     mark_pages(root, &mut used);
-    let mut out = String::with_capacity(256);
+    let mut out = String::with_capacity(capacity);
     out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
     let mut ns_decl = String::new();
     let root_ns = root.tag.page_name().unwrap_or("Unknown");
@@ -278,23 +279,37 @@ fn write_wrapped(out: &mut String, node: &Node<'_>, secret: bool, depth: usize) 
     }
 }
 
+/// Bytes that text cannot hold verbatim in XML: markup characters, CR
+/// (which XML parsers normalise away) and control characters.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b != 0x09 && b != 0x0A;
+        b += 1;
+    }
+    t[0x7F] = true;
+    t[b'&' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t
+};
+
 fn escape_into(out: &mut String, text: &str) {
+    out.reserve(text.len());
+    let bytes = text.as_bytes();
     let mut last = 0;
-    for (i, b) in text.bytes().enumerate() {
-        let rep: Option<&str> = match b {
-            b'&' => Some("&amp;"),
-            b'<' => Some("&lt;"),
-            b'>' => Some("&gt;"),
-            b'\r' => Some("&#13;"),
-            b'\t' | b'\n' => None,
-            0x01..=0x1F | 0x7F => None,
-            _ => continue,
-        };
+    while let Some(pos) = bytes[last..]
+        .iter()
+        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
+    {
+        let i = last + pos;
         out.push_str(&text[last..i]);
-        match rep {
-            Some(r) => out.push_str(r),
-            None if b == b'\t' || b == b'\n' => out.push(char::from(b)),
-            None => {
+        match bytes[i] {
+            b'&' => out.push_str("&amp;"),
+            b'<' => out.push_str("&lt;"),
+            b'>' => out.push_str("&gt;"),
+            b => {
                 let _ = write!(out, "&#{b};");
             }
         }
