@@ -386,6 +386,18 @@ fn lookup<'a>(
     c.items.get(id).filter(|i| i.server.is_some()).map(|_| id)
 }
 
+/// Like [`lookup`], for commands that need the device to hold the item: a
+/// Change or Delete of an item the device confirmed it no longer has (it
+/// received a Delete/SoftDelete) is answered "object not found" and never
+/// reaches the backend.
+fn lookup_on_device<'a>(
+    ov: &Overlay<'a>,
+    sid: &ServerId,
+    collection: CollectionId,
+) -> Option<&'a BackendItemId> {
+    lookup(ov.c, sid, collection).filter(|id| ov.device_of(id).is_some())
+}
+
 fn is_conflict(ov: &Overlay<'_>, id: &BackendItemId) -> bool {
     let server = ov.c.items.get(id).and_then(|i| i.server);
     matches!((server, ov.device_of(id)), (Some(s), Some(d)) if s.version != d.version || d.stale)
@@ -443,7 +455,7 @@ fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest) -> Vec<Planned<'a>>
                 }
             }
             ClientCommand::Change { server_id, digest } => {
-                match lookup(c, server_id, req.collection) {
+                match lookup_on_device(ov, server_id, req.collection) {
                     None => not_found(ReplyKind::Change, server_id),
                     Some(id) if conflict == Conflict::ServerWins && is_conflict(ov, id) => {
                         Planned::Reply(ClientReply {
@@ -461,13 +473,15 @@ fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest) -> Vec<Planned<'a>>
                     }),
                 }
             }
-            ClientCommand::Delete { server_id } => match lookup(c, server_id, req.collection) {
-                None => not_found(ReplyKind::Delete, server_id),
-                Some(id) => Planned::Effect(BackendEffect::Delete {
-                    collection: req.collection,
-                    id: id.clone(),
-                }),
-            },
+            ClientCommand::Delete { server_id } => {
+                match lookup_on_device(ov, server_id, req.collection) {
+                    None => not_found(ReplyKind::Delete, server_id),
+                    Some(id) => Planned::Effect(BackendEffect::Delete {
+                        collection: req.collection,
+                        id: id.clone(),
+                    }),
+                }
+            }
             ClientCommand::Fetch { server_id } => match lookup(c, server_id, req.collection) {
                 None => not_found(ReplyKind::Fetch, server_id),
                 Some(id) => Planned::Reply(ClientReply {
