@@ -34,11 +34,14 @@ cassandra_cluster_up() {
     log "cassandra-cluster: up on 127.0.0.1-3:9042 in $((SECONDS - t0))s"
 }
 
-# cassandra_cluster_down [N...]: stop every node, or only nodes N (for fault tests).
+# cassandra_cluster_down: stop every node, or only the nodes listed in
+# $CASSANDRA_CLUSTER_NODES (e.g. "2 3", for fault tests); `up` restarts them.
 cassandra_cluster_down() {
     local i
-    for i in 1 2 3; do cass_stop "$CCL_DIR/node$i"; done
-    log "cassandra-cluster: down"
+    for i in ${CASSANDRA_CLUSTER_NODES:-1 2 3}; do
+        case "$i" in 1|2|3) cass_stop "$CCL_DIR/node$i" ;; *) die "cassandra-cluster: no node $i" ;; esac
+    done
+    log "cassandra-cluster: stopped node(s) ${CASSANDRA_CLUSTER_NODES:-1 2 3}"
 }
 
 cassandra_cluster_status() {
