@@ -12,8 +12,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use opush_engine::{decode_event, decode_snapshot, encode_event, encode_snapshot, fold, DeviceState, Event};
-use opush_storage::{AppendBatch, DeviceKey, Snapshot, Store, StorageError};
+use opush_engine::{
+    decode_event, decode_snapshot, encode_event, encode_snapshot, fold, DeviceState, Event,
+};
+use opush_storage::{AppendBatch, DeviceKey, Snapshot, StorageError, Store};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 /// The snapshot row name used for a whole device state.
@@ -44,7 +46,9 @@ impl SessionError {
     /// Whether the device should simply retry (store down, concurrent writer).
     pub fn is_retryable(&self) -> bool {
         match self {
-            SessionError::Storage(e) => e.is_retryable() || matches!(e, StorageError::Conflict { .. }),
+            SessionError::Storage(e) => {
+                e.is_retryable() || matches!(e, StorageError::Conflict { .. })
+            }
             SessionError::Corrupt { .. } | SessionError::Encode(_) => false,
         }
     }
@@ -138,11 +142,13 @@ impl Sessions {
         let stored = self.store.read_events(device, loaded.head + 1).await?;
         let mut events = Vec::with_capacity(stored.len());
         for ev in &stored {
-            events.push(decode_event(&ev.payload).map_err(|e| SessionError::Corrupt {
-                what: "event",
-                seq: ev.seq,
-                reason: e.to_string(),
-            })?);
+            events.push(
+                decode_event(&ev.payload).map_err(|e| SessionError::Corrupt {
+                    what: "event",
+                    seq: ev.seq,
+                    reason: e.to_string(),
+                })?,
+            );
             loaded.head = ev.seq;
         }
         fold(&mut loaded.state, &events);
@@ -222,9 +228,16 @@ impl DeviceSession<'_> {
                     };
                     // A snapshot is a cache: failing to write one only means
                     // the next load folds more events.
-                    match self.sessions.store.put_snapshot(&self.device, SNAPSHOT_NAME, snap).await {
+                    match self
+                        .sessions
+                        .store
+                        .put_snapshot(&self.device, SNAPSHOT_NAME, snap)
+                        .await
+                    {
                         Ok(()) => loaded.snapshot_seq = new_head,
-                        Err(e) => tracing::warn!(device = %self.device, error = %e, "snapshot not written"),
+                        Err(e) => {
+                            tracing::warn!(device = %self.device, error = %e, "snapshot not written")
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(device = %self.device, error = %e, "snapshot not encoded"),

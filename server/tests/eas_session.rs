@@ -3,7 +3,11 @@
 //! conflict that changes nothing, and the two-step policy exchange records
 //! the acknowledged key. No IMAP involved.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
 
 use std::sync::Arc;
 
@@ -12,10 +16,10 @@ use opush_protocol::commands::provision::{PolicyRequest, ProvisionRequest, POLIC
 use opush_protocol::status::PolicyStatus;
 use opush_protocol::version::ProtocolVersion;
 use opush_server::backends::imap::ImapPool;
-use opush_server::config::ImapConfig;
 use opush_server::commands::provision::{default_policy, provision};
+use opush_server::config::ImapConfig;
 use opush_server::session::{EasServices, Sessions, SNAPSHOT_NAME};
-use opush_storage::{AppendBatch, DeviceKey, Store, StorageConfig, StorageError};
+use opush_storage::{AppendBatch, DeviceKey, StorageConfig, StorageError, Store};
 
 async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
     let config = StorageConfig {
@@ -48,14 +52,26 @@ async fn state_survives_a_reload_with_and_without_snapshot() {
         let sessions = Sessions::new(store.clone(), 2, 16);
         let mut s = sessions.open(key()).await.unwrap();
         assert_eq!(s.head(), 0);
-        s.commit(&[Event::PolicyKeyIssued { policy_key: PolicyKey(7) }]).await.unwrap();
-        s.commit(&[Event::DeviceProvisioned { policy_key: PolicyKey(9) }]).await.unwrap();
+        s.commit(&[Event::PolicyKeyIssued {
+            policy_key: PolicyKey(7),
+        }])
+        .await
+        .unwrap();
+        s.commit(&[Event::DeviceProvisioned {
+            policy_key: PolicyKey(9),
+        }])
+        .await
+        .unwrap();
         s.commit(&[Event::PolicyChanged]).await.unwrap();
         assert_eq!(s.head(), 3);
         assert_eq!(s.state().policy, PolicyState::Outdated(PolicyKey(9)));
     }
     // A snapshot was written at head 2 (every 2 events); event 3 is folded on top.
-    let snap = store.get_snapshot(&key(), SNAPSHOT_NAME).await.unwrap().unwrap();
+    let snap = store
+        .get_snapshot(&key(), SNAPSHOT_NAME)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(snap.seq, 2);
     let fresh = Sessions::new(store.clone(), 0, 16);
     let s = fresh.open(key()).await.unwrap();
@@ -70,10 +86,17 @@ async fn a_concurrent_writer_is_a_retryable_conflict_that_changes_nothing() {
     let sessions = Sessions::new(store.clone(), 0, 16);
     {
         let mut s = sessions.open(key()).await.unwrap();
-        s.commit(&[Event::PolicyKeyIssued { policy_key: PolicyKey(1) }]).await.unwrap();
+        s.commit(&[Event::PolicyKeyIssued {
+            policy_key: PolicyKey(1),
+        }])
+        .await
+        .unwrap();
     }
     // Another node appends behind this process's back.
-    let other = opush_engine::encode_event(&Event::PolicyKeyIssued { policy_key: PolicyKey(2) }).unwrap();
+    let other = opush_engine::encode_event(&Event::PolicyKeyIssued {
+        policy_key: PolicyKey(2),
+    })
+    .unwrap();
     store
         .append(AppendBatch::new(key(), 1).event(1, other))
         .await
@@ -82,11 +105,16 @@ async fn a_concurrent_writer_is_a_retryable_conflict_that_changes_nothing() {
         let mut s = sessions.open(key()).await.unwrap();
         assert_eq!(s.head(), 1, "served from memory");
         let err = s
-            .commit(&[Event::PolicyKeyIssued { policy_key: PolicyKey(3) }])
+            .commit(&[Event::PolicyKeyIssued {
+                policy_key: PolicyKey(3),
+            }])
             .await
             .unwrap_err();
         assert!(err.is_retryable(), "{err}");
-        assert!(matches!(err, opush_server::session::SessionError::Storage(StorageError::Conflict { .. })));
+        assert!(matches!(
+            err,
+            opush_server::session::SessionError::Storage(StorageError::Conflict { .. })
+        ));
     }
     assert_eq!(store.head(&key()).await.unwrap(), 2);
     // The next request re-reads the store and sees the other node's event.
@@ -100,7 +128,11 @@ async fn a_concurrent_writer_is_a_retryable_conflict_that_changes_nothing() {
 async fn provision_two_steps_then_a_wrong_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let eas = services(store(&dir).await, 10);
-    for version in [ProtocolVersion::V12_1, ProtocolVersion::V14_1, ProtocolVersion::V16_1] {
+    for version in [
+        ProtocolVersion::V12_1,
+        ProtocolVersion::V14_1,
+        ProtocolVersion::V16_1,
+    ] {
         let device = format!("DEV{version:?}");
         let download = ProvisionRequest {
             policy: Some(PolicyRequest {
@@ -109,7 +141,9 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             }),
             ..ProvisionRequest::default()
         };
-        let first = provision(&download, version, "bob@example.test", &device, &eas).await.unwrap();
+        let first = provision(&download, version, "bob@example.test", &device, &eas)
+            .await
+            .unwrap();
         let p1 = first.policy.unwrap();
         assert_eq!(p1.status, PolicyStatus::Success);
         let temp = p1.policy_key.unwrap();
@@ -123,7 +157,9 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             }),
             ..ProvisionRequest::default()
         };
-        let second = provision(&ack, version, "bob@example.test", &device, &eas).await.unwrap();
+        let second = provision(&ack, version, "bob@example.test", &device, &eas)
+            .await
+            .unwrap();
         let p2 = second.policy.unwrap();
         assert_eq!(p2.status, PolicyStatus::Success);
         let fin = p2.policy_key.unwrap();
@@ -145,7 +181,12 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             }),
             ..ProvisionRequest::default()
         };
-        let third = provision(&wrong, version, "bob@example.test", &device, &eas).await.unwrap();
-        assert_eq!(third.policy.unwrap().status, PolicyStatus::PolicyKeyMismatch);
+        let third = provision(&wrong, version, "bob@example.test", &device, &eas)
+            .await
+            .unwrap();
+        assert_eq!(
+            third.policy.unwrap().status,
+            PolicyStatus::PolicyKeyMismatch
+        );
     }
 }

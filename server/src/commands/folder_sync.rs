@@ -8,7 +8,9 @@
 //! folder ids (the engine does both). Users without a Sent (or any special)
 //! folder simply get no such folder.
 
-use opush_engine::{decide_folder_sync, BackendFolder, BackendFolderId, Event, FolderChange, FolderType, SyncKey};
+use opush_engine::{
+    decide_folder_sync, BackendFolder, BackendFolderId, Event, FolderChange, FolderType, SyncKey,
+};
 use opush_protocol::commands::folder_sync::{
     Folder as WireFolder, FolderChange as WireChange, FolderSyncRequest, FolderSyncResponse,
 };
@@ -63,10 +65,15 @@ pub async fn handle_folder_sync(
         command: Command::FolderSync,
         reason,
     };
-    let doc = ctx.document.ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req = FolderSyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let doc = ctx
+        .document
+        .ok_or_else(|| invalid("empty body".to_owned()))?;
+    let req =
+        FolderSyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
     let res = folder_sync(&req, &ctx.user.user, &ctx.request.device_id, eas).await?;
-    Ok(EasResponse::wbxml(encode_to_vec(&res.to_element(ctx.version))))
+    Ok(EasResponse::wbxml(encode_to_vec(
+        &res.to_element(ctx.version),
+    )))
 }
 
 /// FolderSync without HTTP: observe IMAP, decide, record, answer.
@@ -117,8 +124,18 @@ pub async fn folder_sync(
     })
 }
 
-fn observed_sorted(list: &[BackendFolder]) -> Vec<(&BackendFolderId, &String, &Option<BackendFolderId>, FolderType)> {
-    let mut v: Vec<_> = list.iter().map(|f| (&f.id, &f.name, &f.parent, f.folder_type)).collect();
+fn observed_sorted(
+    list: &[BackendFolder],
+) -> Vec<(
+    &BackendFolderId,
+    &String,
+    &Option<BackendFolderId>,
+    FolderType,
+)> {
+    let mut v: Vec<_> = list
+        .iter()
+        .map(|f| (&f.id, &f.name, &f.parent, f.folder_type))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(b.0));
     v
 }
@@ -133,17 +150,28 @@ fn status_only(status: FolderSyncStatus) -> FolderSyncResponse {
 
 /// An engine folder change as the wire carries it.
 pub fn wire_change(change: &FolderChange) -> WireChange {
-    let folder = |id: &opush_engine::CollectionId, parent: &Option<opush_engine::CollectionId>, name: &str, t: FolderType| WireFolder {
+    let folder = |id: &opush_engine::CollectionId,
+                  parent: &Option<opush_engine::CollectionId>,
+                  name: &str,
+                  t: FolderType| WireFolder {
         server_id: WireServerId(id.to_string()),
         parent_id: WireServerId(parent.map_or_else(|| "0".to_owned(), |p| p.to_string())),
         display_name: name.to_owned(),
         folder_type: t.code(),
     };
     match change {
-        FolderChange::Add { id, parent, name, folder_type } => WireChange::Add(folder(id, parent, name, *folder_type)),
-        FolderChange::Update { id, parent, name, folder_type } => {
-            WireChange::Update(folder(id, parent, name, *folder_type))
-        }
+        FolderChange::Add {
+            id,
+            parent,
+            name,
+            folder_type,
+        } => WireChange::Add(folder(id, parent, name, *folder_type)),
+        FolderChange::Update {
+            id,
+            parent,
+            name,
+            folder_type,
+        } => WireChange::Update(folder(id, parent, name, *folder_type)),
         FolderChange::Delete { id } => WireChange::Delete(WireServerId(id.to_string())),
     }
 }

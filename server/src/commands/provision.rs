@@ -58,9 +58,19 @@ pub async fn handle_provision(
     let doc = ctx
         .document
         .ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req = ProvisionRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = provision(&req, ctx.version, &ctx.user.user, &ctx.request.device_id, eas).await?;
-    Ok(EasResponse::wbxml(encode_to_vec(&res.to_element(ctx.version))))
+    let req =
+        ProvisionRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let res = provision(
+        &req,
+        ctx.version,
+        &ctx.user.user,
+        &ctx.request.device_id,
+        eas,
+    )
+    .await?;
+    Ok(EasResponse::wbxml(encode_to_vec(
+        &res.to_element(ctx.version),
+    )))
 }
 
 /// The Provision exchange without HTTP: loads the device, decides, records
@@ -85,9 +95,15 @@ pub async fn provision(
         .await
         .map_err(session_error)?;
     let engine_req = EngineRequest {
-        policy_key: req.policy.as_ref().and_then(|p| p.policy_key).map(PolicyKey),
+        policy_key: req
+            .policy
+            .as_ref()
+            .and_then(|p| p.policy_key)
+            .map(PolicyKey),
         policy_status: req.policy.as_ref().and_then(|p| p.status),
-        remote_wipe_status: req.remote_wipe_status.or(req.account_only_remote_wipe_status),
+        remote_wipe_status: req
+            .remote_wipe_status
+            .or(req.account_only_remote_wipe_status),
     };
     let new_key = PolicyKey(new_policy_key()?);
     let decision = decide_provision(session.state(), &engine_req, new_key, now(), &eas.engine);
@@ -130,7 +146,8 @@ pub async fn provision(
 /// A fresh non-zero policy key (0 means "no key" on the wire).
 fn new_policy_key() -> Result<u32, CommandError> {
     loop {
-        let k = getrandom::u32().map_err(|e| CommandError::BackendUnavailable(format!("no randomness: {e}")))?;
+        let k = getrandom::u32()
+            .map_err(|e| CommandError::BackendUnavailable(format!("no randomness: {e}")))?;
         if k != 0 {
             return Ok(k);
         }

@@ -20,10 +20,12 @@ use opush_engine::{
 use opush_protocol::commands::airsyncbase::BodyPreference;
 use opush_protocol::commands::items::{ApplicationData, Email};
 use opush_protocol::commands::sync::{
-    ClientCommand, CommandResponse, ServerCommand, SyncCollectionRequest,
-    SyncCollectionResponse, SyncRequest, SyncResponse,
+    ClientCommand, CommandResponse, ServerCommand, SyncCollectionRequest, SyncCollectionResponse,
+    SyncRequest, SyncResponse,
 };
-use opush_protocol::commands::{ClientId as WireClientId, ServerId as WireServerId, SyncKey as WireKey};
+use opush_protocol::commands::{
+    ClientId as WireClientId, ServerId as WireServerId, SyncKey as WireKey,
+};
 use opush_protocol::query::Command;
 use opush_protocol::status::SyncStatus;
 use opush_protocol::version::ProtocolVersion;
@@ -38,15 +40,29 @@ use crate::session::{device_key, imap_error, now, session_error, EasServices};
 pub const MAX_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Handles `Cmd=Sync`.
-pub async fn handle_sync(ctx: &CommandContext<'_>, eas: &EasServices) -> Result<EasResponse, CommandError> {
+pub async fn handle_sync(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+) -> Result<EasResponse, CommandError> {
     let invalid = |reason: String| CommandError::InvalidRequest {
         command: Command::Sync,
         reason,
     };
-    let doc = ctx.document.ok_or_else(|| invalid("empty Sync (cached request) not supported".to_owned()))?;
+    let doc = ctx
+        .document
+        .ok_or_else(|| invalid("empty Sync (cached request) not supported".to_owned()))?;
     let req = SyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = sync(&req, ctx.version, &ctx.user.user, &ctx.request.device_id, eas).await?;
-    Ok(EasResponse::wbxml(encode_to_vec(&res.to_element(ctx.version))))
+    let res = sync(
+        &req,
+        ctx.version,
+        &ctx.user.user,
+        &ctx.request.device_id,
+        eas,
+    )
+    .await?;
+    Ok(EasResponse::wbxml(encode_to_vec(
+        &res.to_element(ctx.version),
+    )))
 }
 
 /// The IMAP item id of a message.
@@ -64,7 +80,13 @@ pub fn uid_of(id: &BackendItemId) -> Option<(u32, u32)> {
 pub fn version_of(flags: &Flags) -> ItemVersion {
     let mut keywords = flags.keywords.clone();
     keywords.sort();
-    let text = format!("{}{}{}|{}", u8::from(flags.seen), u8::from(flags.flagged), u8::from(flags.answered), keywords.join(" "));
+    let text = format!(
+        "{}{}{}|{}",
+        u8::from(flags.seen),
+        u8::from(flags.flagged),
+        u8::from(flags.answered),
+        keywords.join(" ")
+    );
     let d = blake3::hash(text.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&d.as_bytes()[..8]);
@@ -75,7 +97,11 @@ fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
     ObservedItem {
         id: item_id(uidvalidity, m.uid),
         version: version_of(&m.flags),
-        received_at: Timestamp(u64::try_from(m.internal_date.max(0)).unwrap_or(0).saturating_mul(1000)),
+        received_at: Timestamp(
+            u64::try_from(m.internal_date.max(0))
+                .unwrap_or(0)
+                .saturating_mul(1000),
+        ),
         digest: None,
     }
 }
@@ -95,7 +121,11 @@ pub async fn sync(
     device_id: &str,
     eas: &EasServices,
 ) -> Result<SyncResponse, CommandError> {
-    let mut session = eas.sessions.open(device_key(user, device_id)?).await.map_err(session_error)?;
+    let mut session = eas
+        .sessions
+        .open(device_key(user, device_id)?)
+        .await
+        .map_err(session_error)?;
     let mut state = session.state().clone();
     let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
     let trash = trash_folder(&mut imap).await?;
@@ -117,10 +147,18 @@ pub async fn sync(
                 validity: u64::from(mailbox.uidvalidity),
                 cursor: mailbox.highestmodseq.unwrap_or(0),
                 kind: ObservationKind::Full,
-                changed: list.iter().map(|m| observed(mailbox.uidvalidity, m)).collect(),
+                changed: list
+                    .iter()
+                    .map(|m| observed(mailbox.uidvalidity, m))
+                    .collect(),
                 vanished: Vec::new(),
             };
-            let ev = Event::BackendObserved { req_id, collection: prepared.request.collection, at, observation };
+            let ev = Event::BackendObserved {
+                req_id,
+                collection: prepared.request.collection,
+                at,
+                observation,
+            };
             fold(&mut state, std::slice::from_ref(&ev));
             events.push(ev);
         }
@@ -131,7 +169,10 @@ pub async fn sync(
             outcomes.push(perform(&mut imap, effect, &prepared, &state, trash.as_deref()).await);
         }
         // 4. Decide.
-        let input = SyncInput { request: prepared.request, outcomes };
+        let input = SyncInput {
+            request: prepared.request,
+            outcomes,
+        };
         let decision = decide_sync(&state, &input, at, &eas.engine)
             .map_err(|e| CommandError::BackendUnavailable(format!("sync plan mismatch: {e}")))?;
         fold(&mut state, &decision.events);
@@ -154,32 +195,72 @@ pub async fn sync(
             continue;
         };
         let prefs = body_preferences(wire);
-        collections.push(render(&mut imap, r, raw.flatten().as_deref(), &prefs, version, wire).await?);
+        collections.push(
+            render(
+                &mut imap,
+                r,
+                raw.flatten().as_deref(),
+                &prefs,
+                version,
+                wire,
+            )
+            .await?,
+        );
     }
-    Ok(SyncResponse { status: None, limit: None, collections })
+    Ok(SyncResponse {
+        status: None,
+        limit: None,
+        collections,
+    })
 }
 
-fn prepare<'r>(wire: &'r SyncCollectionRequest, state: &opush_engine::DeviceState, global_window: Option<u32>) -> Option<Prepared<'r>> {
+fn prepare<'r>(
+    wire: &'r SyncCollectionRequest,
+    state: &opush_engine::DeviceState,
+    global_window: Option<u32>,
+) -> Option<Prepared<'r>> {
     let collection = CollectionId::parse(&wire.collection_id.0)?;
     let sync_key = EngineKey::parse(&wire.sync_key.0)?;
     let raw = state.hierarchy.ids.get(&collection).map(|b| b.0.clone());
-    let filter = wire.options.first().and_then(|o| o.filter_type).and_then(FilterType::from_u8);
-    let conflict = wire.options.first().and_then(|o| o.conflict).map(|c| if c == 0 { Conflict::ClientWins } else { Conflict::ServerWins });
+    let filter = wire
+        .options
+        .first()
+        .and_then(|o| o.filter_type)
+        .and_then(FilterType::from_u8);
+    let conflict = wire.options.first().and_then(|o| o.conflict).map(|c| {
+        if c == 0 {
+            Conflict::ClientWins
+        } else {
+            Conflict::ServerWins
+        }
+    });
     let commands = wire
         .commands
         .iter()
         .flatten()
         .filter_map(|c| match c {
-            ClientCommand::Add { client_id, application_data, .. } => Some(EngineCommand::Add {
+            ClientCommand::Add {
+                client_id,
+                application_data,
+                ..
+            } => Some(EngineCommand::Add {
                 client_id: opush_engine::ClientId(client_id.0.clone()),
                 digest: Digest::of(format!("{application_data:?}").as_bytes()),
             }),
-            ClientCommand::Change { server_id, application_data, .. } => Some(EngineCommand::Change {
+            ClientCommand::Change {
+                server_id,
+                application_data,
+                ..
+            } => Some(EngineCommand::Change {
                 server_id: ServerId::parse(&server_id.0)?,
                 digest: Digest::of(format!("{application_data:?}").as_bytes()),
             }),
-            ClientCommand::Delete { server_id, .. } => Some(EngineCommand::Delete { server_id: ServerId::parse(&server_id.0)? }),
-            ClientCommand::Fetch { server_id } => Some(EngineCommand::Fetch { server_id: ServerId::parse(&server_id.0)? }),
+            ClientCommand::Delete { server_id, .. } => Some(EngineCommand::Delete {
+                server_id: ServerId::parse(&server_id.0)?,
+            }),
+            ClientCommand::Fetch { server_id } => Some(EngineCommand::Fetch {
+                server_id: ServerId::parse(&server_id.0)?,
+            }),
         })
         .collect();
     Some(Prepared {
@@ -207,7 +288,10 @@ fn body_preferences(wire: &SyncCollectionRequest) -> Vec<BodyPreference> {
 
 async fn trash_folder(imap: &mut PooledSession) -> Result<Option<String>, CommandError> {
     let folders = imap.list_folders(false).await.map_err(imap_error)?;
-    Ok(folders.into_iter().find(|f| f.special == Some(SpecialUse::Trash)).map(|f| f.raw_name))
+    Ok(folders
+        .into_iter()
+        .find(|f| f.special == Some(SpecialUse::Trash))
+        .map(|f| f.raw_name))
 }
 
 /// Carries out one planned effect; a failure is an outcome, not an error.
@@ -224,18 +308,34 @@ async fn perform(
     match effect {
         BackendEffect::Create { .. } => EffectOutcome::Failed,
         BackendEffect::Update { collection, id, .. } => {
-            let Some((_, uid)) = uid_of(id) else { return EffectOutcome::Failed };
-            let Some(email) = change_for(prepared, state, *collection, id) else { return EffectOutcome::Failed };
+            let Some((_, uid)) = uid_of(id) else {
+                return EffectOutcome::Failed;
+            };
+            let Some(email) = change_for(prepared, state, *collection, id) else {
+                return EffectOutcome::Failed;
+            };
             let mut set = Vec::new();
             let mut clear = Vec::new();
             if let Some(read) = email.read {
-                if read { set.push(Flag::Seen) } else { clear.push(Flag::Seen) }
+                if read {
+                    set.push(Flag::Seen)
+                } else {
+                    clear.push(Flag::Seen)
+                }
             }
             if let Some(flag) = &email.flag {
-                if flag.status == Some(2) { set.push(Flag::Flagged) } else { clear.push(Flag::Flagged) }
+                if flag.status == Some(2) {
+                    set.push(Flag::Flagged)
+                } else {
+                    clear.push(Flag::Flagged)
+                }
             }
             if let Some(categories) = &email.categories {
-                let current = imap.fetch_meta(raw, &[uid]).await.ok().and_then(|m| m.into_iter().next());
+                let current = imap
+                    .fetch_meta(raw, &[uid])
+                    .await
+                    .ok()
+                    .and_then(|m| m.into_iter().next());
                 if let Some(meta) = current {
                     for k in &meta.flags.keywords {
                         if !categories.contains(k) {
@@ -245,10 +345,20 @@ async fn perform(
                 }
                 set.extend(categories.iter().map(|c| Flag::Keyword(c.clone())));
             }
-            if !set.is_empty() && imap.store_flags(raw, &[uid], &set, true, None).await.is_err() {
+            if !set.is_empty()
+                && imap
+                    .store_flags(raw, &[uid], &set, true, None)
+                    .await
+                    .is_err()
+            {
                 return EffectOutcome::Failed;
             }
-            if !clear.is_empty() && imap.store_flags(raw, &[uid], &clear, false, None).await.is_err() {
+            if !clear.is_empty()
+                && imap
+                    .store_flags(raw, &[uid], &clear, false, None)
+                    .await
+                    .is_err()
+            {
                 return EffectOutcome::Failed;
             }
             match imap.fetch_meta(raw, &[uid]).await {
@@ -260,10 +370,14 @@ async fn perform(
             }
         }
         BackendEffect::Delete { id, .. } => {
-            let Some((_, uid)) = uid_of(id) else { return EffectOutcome::Failed };
+            let Some((_, uid)) = uid_of(id) else {
+                return EffectOutcome::Failed;
+            };
             let as_moves = prepared.wire.deletes_as_moves.unwrap_or(true);
             let done = match trash {
-                Some(t) if as_moves && t != raw => imap.move_messages(raw, &[uid], t).await.map(|_| ()),
+                Some(t) if as_moves && t != raw => {
+                    imap.move_messages(raw, &[uid], t).await.map(|_| ())
+                }
                 _ => imap.expunge(raw, &[uid]).await,
             };
             match done {
@@ -275,17 +389,27 @@ async fn perform(
 }
 
 /// The Email of the device's `<Change>` for backend item `id`.
-fn change_for<'r>(prepared: &'r Prepared<'_>, state: &opush_engine::DeviceState, collection: CollectionId, id: &BackendItemId) -> Option<&'r Email> {
+fn change_for<'r>(
+    prepared: &'r Prepared<'_>,
+    state: &opush_engine::DeviceState,
+    collection: CollectionId,
+    id: &BackendItemId,
+) -> Option<&'r Email> {
     let col = state.collections.get(&collection)?;
     let n = col.items.get(id)?.n;
-    prepared.wire.commands.iter().flatten().find_map(|c| match c {
-        ClientCommand::Change { server_id, application_data: ApplicationData::Email(e), .. }
-            if ServerId::parse(&server_id.0).map(|s| s.n) == Some(n) =>
-        {
-            Some(e.as_ref())
-        }
-        _ => None,
-    })
+    prepared
+        .wire
+        .commands
+        .iter()
+        .flatten()
+        .find_map(|c| match c {
+            ClientCommand::Change {
+                server_id,
+                application_data: ApplicationData::Email(e),
+                ..
+            } if ServerId::parse(&server_id.0).map(|s| s.n) == Some(n) => Some(e.as_ref()),
+            _ => None,
+        })
 }
 
 async fn render(
@@ -303,13 +427,20 @@ async fn render(
         commands.push(match change {
             ServerChange::Add { n, id, .. } => ServerCommand::Add {
                 server_id: sid(*n),
-                application_data: ApplicationData::Email(Box::new(full_email(imap, raw, id, &sid(*n).0, prefs, version).await?)),
+                application_data: ApplicationData::Email(Box::new(
+                    full_email(imap, raw, id, &sid(*n).0, prefs, version).await?,
+                )),
             },
             ServerChange::Change { n, id, .. } => ServerCommand::Change {
                 server_id: sid(*n),
-                application_data: ApplicationData::Email(Box::new(flags_email(imap, raw, id).await?)),
+                application_data: ApplicationData::Email(Box::new(
+                    flags_email(imap, raw, id).await?,
+                )),
             },
-            ServerChange::Delete { n, .. } => ServerCommand::Delete { server_id: sid(*n), instance_id: None },
+            ServerChange::Delete { n, .. } => ServerCommand::Delete {
+                server_id: sid(*n),
+                instance_id: None,
+            },
             ServerChange::SoftDelete { n, .. } => ServerCommand::SoftDelete { server_id: sid(*n) },
         });
     }
@@ -320,7 +451,13 @@ async fn render(
         match reply.kind {
             ReplyKind::Add => responses.push(CommandResponse::Add {
                 class: None,
-                client_id: WireClientId(reply.client_id.as_ref().map(|c| c.0.clone()).unwrap_or_default()),
+                client_id: WireClientId(
+                    reply
+                        .client_id
+                        .as_ref()
+                        .map(|c| c.0.clone())
+                        .unwrap_or_default(),
+                ),
                 server_id,
                 status,
             }),
@@ -337,12 +474,16 @@ async fn render(
             }),
             ReplyKind::Fetch => {
                 let data = match (&reply.backend, &server_id) {
-                    (Some(id), Some(s)) if reply.status == 1 => Some(ApplicationData::Email(Box::new(
-                        full_email(imap, raw, id, &s.0, prefs, version).await?,
-                    ))),
+                    (Some(id), Some(s)) if reply.status == 1 => Some(ApplicationData::Email(
+                        Box::new(full_email(imap, raw, id, &s.0, prefs, version).await?),
+                    )),
                     _ => None,
                 };
-                responses.push(CommandResponse::Fetch { server_id: server_id.unwrap_or_default(), status, application_data: data });
+                responses.push(CommandResponse::Fetch {
+                    server_id: server_id.unwrap_or_default(),
+                    status,
+                    application_data: data,
+                });
             }
             ReplyKind::Change | ReplyKind::Delete => {}
         }
@@ -359,8 +500,17 @@ async fn render(
     })
 }
 
-async fn meta_of(imap: &mut PooledSession, raw: &str, uid: u32) -> Result<Option<MessageMeta>, CommandError> {
-    Ok(imap.fetch_meta(raw, &[uid]).await.map_err(imap_error)?.into_iter().next())
+async fn meta_of(
+    imap: &mut PooledSession,
+    raw: &str,
+    uid: u32,
+) -> Result<Option<MessageMeta>, CommandError> {
+    Ok(imap
+        .fetch_meta(raw, &[uid])
+        .await
+        .map_err(imap_error)?
+        .into_iter()
+        .next())
 }
 
 fn info_of(server_id: &str, meta: Option<&MessageMeta>) -> MessageInfo {
@@ -393,16 +543,30 @@ async fn full_email(
         Err(e) if e.is_retryable() => return Err(imap_error(e)),
         Err(_) => Vec::new(),
     };
-    Ok(to_email(&bytes, &info_of(server_id, meta.as_ref()), prefs, version))
+    Ok(to_email(
+        &bytes,
+        &info_of(server_id, meta.as_ref()),
+        prefs,
+        version,
+    ))
 }
 
 /// A flags-only Change: Read, Flag, Categories.
-async fn flags_email(imap: &mut PooledSession, raw: Option<&str>, id: &BackendItemId) -> Result<Email, CommandError> {
+async fn flags_email(
+    imap: &mut PooledSession,
+    raw: Option<&str>,
+    id: &BackendItemId,
+) -> Result<Email, CommandError> {
     let meta = match (raw, uid_of(id)) {
         (Some(raw), Some((_, uid))) => meta_of(imap, raw, uid).await?,
         _ => None,
     };
     let info = info_of("", meta.as_ref());
     let full = to_email(b"", &info, &[], ProtocolVersion::V2_5);
-    Ok(Email { read: full.read, flag: full.flag, categories: full.categories, ..Email::default() })
+    Ok(Email {
+        read: full.read,
+        flag: full.flag,
+        categories: full.categories,
+        ..Email::default()
+    })
 }

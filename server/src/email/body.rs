@@ -78,12 +78,21 @@ pub fn choose_preference(prefs: &[BodyPreference], native: u8) -> Option<&BodyPr
         .iter()
         .filter(supported)
         .find(|p| p.body_type == native)
-        .or_else(|| prefs.iter().filter(supported).find(|p| p.body_type == TYPE_MIME))
+        .or_else(|| {
+            prefs
+                .iter()
+                .filter(supported)
+                .find(|p| p.body_type == TYPE_MIME)
+        })
         .or_else(|| prefs.iter().filter(supported).max_by_key(|p| p.body_type))
 }
 
 /// Builds the `Body` for `prefs` (an empty list means plain text, whole).
-pub fn build_body(src: &BodySource<'_>, prefs: &[BodyPreference], version: ProtocolVersion) -> Body {
+pub fn build_body(
+    src: &BodySource<'_>,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+) -> Body {
     let default = BodyPreference {
         body_type: TYPE_PLAIN,
         ..BodyPreference::default()
@@ -122,7 +131,11 @@ pub fn preview(src: &BodySource<'_>, max_chars: usize) -> String {
     let mut out = String::new();
     let mut n_chars = 0;
     for word in plain.split_whitespace() {
-        for c in (!out.is_empty()).then_some(' ').into_iter().chain(word.chars()) {
+        for c in (!out.is_empty())
+            .then_some(' ')
+            .into_iter()
+            .chain(word.chars())
+        {
             if n_chars == max_chars {
                 return out;
             }
@@ -167,7 +180,11 @@ fn text_to_html(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn pref(body_type: u8, truncation_size: Option<u32>, all_or_none: Option<bool>) -> BodyPreference {
+    fn pref(
+        body_type: u8,
+        truncation_size: Option<u32>,
+        all_or_none: Option<bool>,
+    ) -> BodyPreference {
         BodyPreference {
             body_type,
             truncation_size,
@@ -185,10 +202,19 @@ mod tests {
     #[test]
     fn native_html_wins_then_mime_then_highest() {
         let both = [pref(1, None, None), pref(2, None, None)];
-        assert_eq!(choose_preference(&both, TYPE_HTML).map(|p| p.body_type), Some(2));
-        assert_eq!(choose_preference(&both, TYPE_PLAIN).map(|p| p.body_type), Some(1));
+        assert_eq!(
+            choose_preference(&both, TYPE_HTML).map(|p| p.body_type),
+            Some(2)
+        );
+        assert_eq!(
+            choose_preference(&both, TYPE_PLAIN).map(|p| p.body_type),
+            Some(1)
+        );
         let mime = [pref(1, None, None), pref(4, None, None)];
-        assert_eq!(choose_preference(&mime, TYPE_HTML).map(|p| p.body_type), Some(4));
+        assert_eq!(
+            choose_preference(&mime, TYPE_HTML).map(|p| p.body_type),
+            Some(4)
+        );
         assert_eq!(choose_preference(&[pref(3, None, None)], TYPE_PLAIN), None);
     }
 
@@ -198,14 +224,25 @@ mod tests {
         let body = build_body(&SRC, &[pref(1, Some(2), None)], ProtocolVersion::V14_1);
         assert_eq!(body.data.as_deref(), Some("h"));
         assert_eq!(body.truncated, Some(true));
-        assert_eq!(body.estimated_data_size, Some(SRC.text.map_or(0, str::len) as u64));
+        assert_eq!(
+            body.estimated_data_size,
+            Some(SRC.text.map_or(0, str::len) as u64)
+        );
     }
 
     #[test]
     fn all_or_none_sends_nothing_when_too_big_and_everything_when_it_fits() {
-        let cut = build_body(&SRC, &[pref(2, Some(5), Some(true))], ProtocolVersion::V14_1);
+        let cut = build_body(
+            &SRC,
+            &[pref(2, Some(5), Some(true))],
+            ProtocolVersion::V14_1,
+        );
         assert_eq!((cut.data, cut.truncated), (None, Some(true)));
-        let fits = build_body(&SRC, &[pref(2, Some(500), Some(true))], ProtocolVersion::V14_1);
+        let fits = build_body(
+            &SRC,
+            &[pref(2, Some(500), Some(true))],
+            ProtocolVersion::V14_1,
+        );
         assert_eq!(fits.data.as_deref(), SRC.html);
         assert_eq!(fits.truncated, Some(false));
     }
@@ -232,8 +269,15 @@ mod tests {
 
     #[test]
     fn plain_text_asked_as_html_is_escaped() {
-        let plain_only = BodySource { text: Some("a<b\nc"), html: None, mime: b"" };
+        let plain_only = BodySource {
+            text: Some("a<b\nc"),
+            html: None,
+            mime: b"",
+        };
         let body = build_body(&plain_only, &[pref(2, None, None)], ProtocolVersion::V16_1);
-        assert_eq!(body.data.as_deref(), Some("<html><body>a&lt;b<br>\nc</body></html>"));
+        assert_eq!(
+            body.data.as_deref(),
+            Some("<html><body>a&lt;b<br>\nc</body></html>")
+        );
     }
 }

@@ -11,7 +11,18 @@
 const SKIPPED: [&str; 4] = ["script", "style", "head", "title"];
 /// Tags that start a new line.
 const BLOCKS: [&str; 12] = [
-    "br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "table", "blockquote", "hr",
+    "br",
+    "p",
+    "div",
+    "tr",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "table",
+    "blockquote",
+    "hr",
 ];
 
 /// Extracts the text of an HTML document.
@@ -170,7 +181,10 @@ mod tests {
         assert_eq!(strip_tags("a &bogus; b <p"), "a &bogus; b");
         assert_eq!(strip_tags("x <!-- never closed"), "x");
         assert_eq!(strip_tags("<style>never closed"), "");
-        assert_eq!(strip_tags("plain   text\n\twith  spaces"), "plain text with spaces");
+        assert_eq!(
+            strip_tags("plain   text\n\twith  spaces"),
+            "plain text with spaces"
+        );
     }
 
     #[test]

@@ -55,7 +55,8 @@ impl FileReference {
     pub fn parse(s: &str) -> Option<FileReference> {
         let (server_id, index) = s.rsplit_once(':')?;
         let (collection, n) = server_id.split_once(':')?;
-        let digits = |t: &str| !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |t: &str| !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit());
         if !digits(collection) || !digits(n) || !digits(index) {
             return None;
         }
@@ -104,7 +105,11 @@ pub fn to_email(
         // Not a message at all: still an item, with an empty body.
         email.subject = Some(String::new());
         if version.has_airsyncbase() {
-            let src = BodySource { text: None, html: None, mime: raw };
+            let src = BodySource {
+                text: None,
+                html: None,
+                mime: raw,
+            };
             email.native_body_type = Some(src.native_type());
             email.body = Some(build_body(&src, prefs, version));
         }
@@ -121,19 +126,22 @@ pub fn to_email(
         msg.header_raw("Importance"),
         msg.header_raw("X-Priority"),
     ));
-    if msg
-        .content_type()
-        .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("signed")))
-    {
+    if msg.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("signed"))
+    }) {
         email.message_class = Some("IPM.Note.SMIME.MultipartSigned".to_owned());
     }
     if version.has_airsyncbase() {
         let text = msg.body_text(0);
-        let html = if msg.html_body_count() > 0 && msg.html_part(0).is_some_and(|p| p.is_text_html()) {
-            msg.body_html(0)
-        } else {
-            None
-        };
+        let html =
+            if msg.html_body_count() > 0 && msg.html_part(0).is_some_and(|p| p.is_text_html()) {
+                msg.body_html(0)
+            } else {
+                None
+            };
         let src = BodySource {
             text: text.as_deref(),
             html: html.as_deref(),

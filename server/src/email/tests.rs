@@ -39,7 +39,10 @@ Bonjour, \xc3\xa7a va ?\r\n";
 fn rfc2047_headers_are_decoded_and_addresses_rendered() {
     let e = to_email(ENCODED, &info(), &plain_pref(), ProtocolVersion::V14_1);
     assert_eq!(e.subject.as_deref(), Some("À bientôt €"));
-    assert_eq!(e.from.as_deref(), Some("\"Renée Dupré\" <renee@example.test>"));
+    assert_eq!(
+        e.from.as_deref(),
+        Some("\"Renée Dupré\" <renee@example.test>")
+    );
     assert_eq!(
         e.to.as_deref(),
         Some("\"Bob\" <bob@example.test>, <carol@example.test>")
@@ -149,9 +152,20 @@ fn attachments_are_left_out_before_airsyncbase() {
 fn file_references_reject_anything_else() {
     assert_eq!(
         FileReference::parse("5:12:3"),
-        Some(FileReference { server_id: "5:12".to_owned(), index: 3 })
+        Some(FileReference {
+            server_id: "5:12".to_owned(),
+            index: 3
+        })
     );
-    for bad in ["", "5:12", "5::3", "a:1:2", "5:12:3:4", "5:12:99999999999", "5:12:-1"] {
+    for bad in [
+        "",
+        "5:12",
+        "5::3",
+        "a:1:2",
+        "5:12:3:4",
+        "5:12:99999999999",
+        "5:12:-1",
+    ] {
         assert_eq!(FileReference::parse(bad), None, "{bad:?}");
     }
 }
