@@ -106,8 +106,22 @@ fn bench_doc(c: &mut Criterion, name: &str, tree: &Element<'_>) {
 fn codec(c: &mut Criterion) {
     let bodies: Vec<String> = (0..100).map(mime_body).collect();
     let sync = sync_response(&bodies);
+    let folders = tag_heavy();
+    // CODEC_BENCH_DUMP=DIR writes the inputs, for whole-process comparisons.
+    if let Some(dir) = std::env::var_os("CODEC_BENCH_DUMP") {
+        let dir = std::path::PathBuf::from(dir);
+        for (name, tree) in [
+            ("sync_100_emails_1MB", &sync),
+            ("foldersync_10k_elements", &folders),
+        ] {
+            let path = dir.join(format!("{name}.wbxml"));
+            if let Err(e) = std::fs::write(&path, encode_to_vec(tree)) {
+                eprintln!("cannot write {}: {e}", path.display());
+            }
+        }
+    }
     bench_doc(c, "sync_100_emails_1MB", &sync);
-    bench_doc(c, "foldersync_10k_elements", &tag_heavy());
+    bench_doc(c, "foldersync_10k_elements", &folders);
 }
 
 // The macro-generated entry points cannot carry doc comments.
