@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use opush_protocol::commands::airsyncbase::BodyPreference;
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
+use opush_protocol::commands::get_item_estimate::{EstimateCollection, GetItemEstimateRequest};
 use opush_protocol::commands::items::{ApplicationData, Email};
+use opush_protocol::commands::move_items::{Move, MoveItemsRequest};
 use opush_protocol::commands::sync::{
     ClientCommand, ServerCommand, SyncCollectionRequest, SyncCollectionResponse, SyncOptions,
     SyncRequest,
@@ -26,6 +28,8 @@ use opush_protocol::commands::{CollectionId, ServerId, SyncKey};
 use opush_protocol::version::ProtocolVersion;
 use opush_server::backends::imap::ImapPool;
 use opush_server::commands::folder_sync::folder_sync;
+use opush_server::commands::get_item_estimate::get_item_estimate;
+use opush_server::commands::move_items::move_items;
 use opush_server::commands::provision::default_policy;
 use opush_server::commands::sync::sync;
 use opush_server::config::{ImapConfig, Secret};
@@ -147,6 +151,9 @@ async fn scenario(user: &str, version: ProtocolVersion) {
         "caf\u{e9}",
     );
 
+    // A subscribed folder to move into (kept between runs; emptied here).
+    raw.cmd("CREATE eas-moves");
+    raw.cmd("SUBSCRIBE eas-moves");
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir).await;
 
@@ -161,9 +168,15 @@ async fn scenario(user: &str, version: ProtocolVersion) {
     )
     .await
     .unwrap();
-    let inbox = fs
-        .changes
-        .unwrap()
+    let changes = fs.changes.unwrap();
+    let moves_folder = changes
+        .iter()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.display_name == "eas-moves" => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .expect("eas-moves in the hierarchy");
+    let inbox = changes
         .iter()
         .find_map(|c| match c {
             FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
@@ -301,6 +314,93 @@ async fn scenario(user: &str, version: ProtocolVersion) {
     )
     .await;
     assert!(r5.commands.is_none(), "{:?}", r5.commands);
+
+    // GetItemEstimate counts what the next Sync would send.
+    let estimate = |key: String| GetItemEstimateRequest {
+        collections: vec![EstimateCollection {
+            collection_id: CollectionId(inbox.clone()),
+            sync_key: SyncKey(key),
+            ..EstimateCollection::default()
+        }],
+    };
+    let e0 = get_item_estimate(
+        &estimate(r5.sync_key.0.clone()),
+        version,
+        user,
+        "DEVSYNC",
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(e0.responses[0].estimate, Some(0));
+    append(&mut raw, &format!("{tag} estimated"), "x");
+    append(&mut raw, &format!("{tag} estimated 2"), "x");
+    let e2 = get_item_estimate(
+        &estimate(r5.sync_key.0.clone()),
+        version,
+        user,
+        "DEVSYNC",
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(e2.responses[0].estimate, Some(2));
+    assert_eq!(e2.responses[0].status.code(), 1);
+    let r6 = one(
+        &eas,
+        user,
+        version,
+        request(&inbox, &r5.sync_key.0, 50, None),
+    )
+    .await;
+    assert_eq!(r6.commands.as_ref().map(Vec::len), Some(2));
+
+    // MoveItems: the "late" message goes to eas-moves on the IMAP side.
+    let mv = MoveItemsRequest {
+        moves: vec![Move {
+            src_msg_id: ServerId(late_id.clone()),
+            src_fld_id: CollectionId(inbox.clone()),
+            dst_fld_id: CollectionId(moves_folder.clone()),
+        }],
+    };
+    let moved = move_items(&mv, user, "DEVSYNC", &eas).await.unwrap();
+    assert_eq!(moved.responses[0].status.code(), 3, "{moved:?}");
+    let dst_id = moved.responses[0].dst_msg_id.clone().unwrap();
+    assert!(
+        dst_id.0.starts_with(&format!("{moves_folder}:")),
+        "{dst_id:?}"
+    );
+    assert!(raw
+        .search_subject("INBOX", &format!("{tag} late"))
+        .is_empty());
+    assert_eq!(
+        raw.search_subject("eas-moves", &format!("{tag} late"))
+            .len(),
+        1
+    );
+    // The source's next Sync neither resends it nor reports it deleted.
+    let r7 = one(
+        &eas,
+        user,
+        version,
+        request(&inbox, &r6.sync_key.0, 50, None),
+    )
+    .await;
+    assert!(r7.commands.is_none(), "{:?}", r7.commands);
+    // An unknown source is status 1.
+    let bad = MoveItemsRequest {
+        moves: vec![Move {
+            src_msg_id: ServerId(format!("{inbox}:999999")),
+            src_fld_id: CollectionId(inbox.clone()),
+            dst_fld_id: CollectionId(moves_folder.clone()),
+        }],
+    };
+    let bad = move_items(&bad, user, "DEVSYNC", &eas).await.unwrap();
+    assert_eq!(bad.responses[0].status.code(), 1);
+    // Empty the move target for the next run.
+    raw.cmd("SELECT eas-moves");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    raw.cmd("EXPUNGE");
 }
 
 #[tokio::test]

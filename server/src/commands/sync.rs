@@ -93,7 +93,8 @@ pub fn version_of(flags: &Flags) -> ItemVersion {
     ItemVersion(u64::from_le_bytes(b))
 }
 
-fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
+/// The observed form of a listed message.
+pub fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
     ObservedItem {
         id: item_id(uidvalidity, m.uid),
         version: version_of(&m.flags),
@@ -104,6 +105,35 @@ fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
         ),
         digest: None,
     }
+}
+
+/// Lists an IMAP folder (UID + flags: works without CONDSTORE) as a full
+/// observation of `collection`.
+pub async fn observe(
+    imap: &mut PooledSession,
+    raw: &str,
+    collection: CollectionId,
+    req_id: u64,
+    at: Timestamp,
+) -> Result<Event, CommandError> {
+    let mailbox = imap.select(raw).await.map_err(imap_error)?;
+    let list = imap.list_messages(raw, None).await.map_err(imap_error)?;
+    let observation = Observation {
+        validity: u64::from(mailbox.uidvalidity),
+        cursor: mailbox.highestmodseq.unwrap_or(0),
+        kind: ObservationKind::Full,
+        changed: list
+            .iter()
+            .map(|m| observed(mailbox.uidvalidity, m))
+            .collect(),
+        vanished: Vec::new(),
+    };
+    Ok(Event::BackendObserved {
+        req_id,
+        collection,
+        at,
+        observation,
+    })
 }
 
 /// What one collection of the request needs beyond the engine.
@@ -141,24 +171,7 @@ pub async fn sync(
         };
         // 2. Observe.
         if let Some(raw) = &prepared.raw {
-            let mailbox = imap.select(raw).await.map_err(imap_error)?;
-            let list = imap.list_messages(raw, None).await.map_err(imap_error)?;
-            let observation = Observation {
-                validity: u64::from(mailbox.uidvalidity),
-                cursor: mailbox.highestmodseq.unwrap_or(0),
-                kind: ObservationKind::Full,
-                changed: list
-                    .iter()
-                    .map(|m| observed(mailbox.uidvalidity, m))
-                    .collect(),
-                vanished: Vec::new(),
-            };
-            let ev = Event::BackendObserved {
-                req_id,
-                collection: prepared.request.collection,
-                at,
-                observation,
-            };
+            let ev = observe(&mut imap, raw, prepared.request.collection, req_id, at).await?;
             fold(&mut state, std::slice::from_ref(&ev));
             events.push(ev);
         }

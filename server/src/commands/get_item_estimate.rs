@@ -1,0 +1,120 @@
+//! `handle_get_item_estimate` ([MS-ASCMD] 2.2.1.9): observe each mail
+//! folder asked about, record the observation, and let
+//! `engine::decide_get_item_estimate` count what the next Sync would send.
+//!
+//! It must not change the device's sync keys or items (the engine decision
+//! has no events); only the observation is recorded.
+
+use opush_engine::{
+    decide_get_item_estimate, fold, CollectionId, EstimateRequest, FilterType, SyncKey,
+};
+use opush_protocol::commands::get_item_estimate::{
+    EstimateResponse, GetItemEstimateRequest, GetItemEstimateResponse,
+};
+use opush_protocol::query::Command;
+use opush_protocol::status::GetItemEstimateStatus;
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::encode_to_vec;
+
+use super::sync::observe;
+use super::{CommandContext, CommandError, EasResponse};
+use crate::session::{device_key, imap_error, now, session_error, EasServices};
+
+/// Handles `Cmd=GetItemEstimate`.
+pub async fn handle_get_item_estimate(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+) -> Result<EasResponse, CommandError> {
+    let invalid = |reason: String| CommandError::InvalidRequest {
+        command: Command::GetItemEstimate,
+        reason,
+    };
+    let doc = ctx
+        .document
+        .ok_or_else(|| invalid("empty body".to_owned()))?;
+    let req = GetItemEstimateRequest::from_element(doc, ctx.version)
+        .map_err(|e| invalid(e.to_string()))?;
+    let res = get_item_estimate(
+        &req,
+        ctx.version,
+        &ctx.user.user,
+        &ctx.request.device_id,
+        eas,
+    )
+    .await?;
+    Ok(EasResponse::wbxml(encode_to_vec(
+        &res.to_element(ctx.version),
+    )))
+}
+
+/// GetItemEstimate without HTTP.
+pub async fn get_item_estimate(
+    req: &GetItemEstimateRequest,
+    _version: ProtocolVersion,
+    user: &str,
+    device_id: &str,
+    eas: &EasServices,
+) -> Result<GetItemEstimateResponse, CommandError> {
+    let mut session = eas
+        .sessions
+        .open(device_key(user, device_id)?)
+        .await
+        .map_err(session_error)?;
+    let mut state = session.state().clone();
+    let at = now();
+    let mut events = Vec::new();
+    let mut imap = None;
+    let mut responses = Vec::with_capacity(req.collections.len());
+    for c in &req.collections {
+        let collection = CollectionId::parse(&c.collection_id.0);
+        let sync_key = SyncKey::parse(&c.sync_key.0);
+        let (Some(collection), Some(sync_key)) = (collection, sync_key) else {
+            responses.push(EstimateResponse {
+                status: GetItemEstimateStatus::from_code(if collection.is_none() { 2 } else { 4 }),
+                class: None,
+                collection_id: Some(c.collection_id.clone()),
+                estimate: None,
+            });
+            continue;
+        };
+        if let Some(raw) = state.hierarchy.ids.get(&collection).map(|b| b.0.clone()) {
+            if state
+                .collections
+                .get(&collection)
+                .is_some_and(|col| col.synced)
+            {
+                if imap.is_none() {
+                    imap = Some(eas.imap.get_master(user).await.map_err(imap_error)?);
+                }
+                if let Some(session) = imap.as_mut() {
+                    let ev = observe(session, &raw, collection, at.0, at).await?;
+                    fold(&mut state, std::slice::from_ref(&ev));
+                    events.push(ev);
+                }
+            }
+        }
+        let filter = c
+            .options
+            .first()
+            .and_then(|o| o.filter_type)
+            .or(c.filter_type)
+            .and_then(FilterType::from_u8);
+        let r = decide_get_item_estimate(
+            &state,
+            &EstimateRequest {
+                collection,
+                sync_key,
+                filter,
+            },
+            at,
+        );
+        responses.push(EstimateResponse {
+            status: GetItemEstimateStatus::from_code(r.status.into()),
+            class: None,
+            collection_id: Some(c.collection_id.clone()),
+            estimate: r.estimate.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        });
+    }
+    session.commit(&events).await.map_err(session_error)?;
+    Ok(GetItemEstimateResponse { responses })
+}

@@ -1,0 +1,143 @@
+//! `handle_move_items` ([MS-ASCMD] 2.2.1.12): move messages between IMAP
+//! folders (UID MOVE) and record where each landed, so the destination's
+//! next Sync does not send the moved item back as new.
+//!
+//! `engine::plan_move` validates source and destination and
+//! `engine::decide_move` records the outcome; this module only performs
+//! the IMAP move. It must not answer before the events are durable.
+
+use opush_engine::{
+    decide_move, plan_move, CollectionId, MoveOutcome, MoveRequest, ObservedItem, ServerId,
+};
+use opush_protocol::commands::move_items::{MoveItemsRequest, MoveItemsResponse, MoveResult};
+use opush_protocol::commands::ServerId as WireServerId;
+use opush_protocol::query::Command;
+use opush_protocol::status::MoveItemsStatus;
+use opush_protocol::wbxml::encode_to_vec;
+
+use super::sync::{item_id, uid_of, version_of};
+use super::{CommandContext, CommandError, EasResponse};
+use crate::backends::imap::PooledSession;
+use crate::session::{device_key, imap_error, session_error, EasServices};
+
+/// Handles `Cmd=MoveItems`.
+pub async fn handle_move_items(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+) -> Result<EasResponse, CommandError> {
+    let invalid = |reason: String| CommandError::InvalidRequest {
+        command: Command::MoveItems,
+        reason,
+    };
+    let doc = ctx
+        .document
+        .ok_or_else(|| invalid("empty body".to_owned()))?;
+    let req =
+        MoveItemsRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let res = move_items(&req, &ctx.user.user, &ctx.request.device_id, eas).await?;
+    Ok(EasResponse::wbxml(encode_to_vec(
+        &res.to_element(ctx.version),
+    )))
+}
+
+/// MoveItems without HTTP.
+pub async fn move_items(
+    req: &MoveItemsRequest,
+    user: &str,
+    device_id: &str,
+    eas: &EasServices,
+) -> Result<MoveItemsResponse, CommandError> {
+    let mut session = eas
+        .sessions
+        .open(device_key(user, device_id)?)
+        .await
+        .map_err(session_error)?;
+    let mut state = session.state().clone();
+    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let mut events = Vec::new();
+    let mut responses = Vec::with_capacity(req.moves.len());
+    for m in &req.moves {
+        let fail = |status: u16| MoveResult {
+            src_msg_id: m.src_msg_id.clone(),
+            status: MoveItemsStatus::from_code(status),
+            dst_msg_id: None,
+        };
+        let (Some(src), Some(dst)) = (
+            ServerId::parse(&m.src_msg_id.0),
+            CollectionId::parse(&m.dst_fld_id.0),
+        ) else {
+            responses.push(fail(if ServerId::parse(&m.src_msg_id.0).is_none() {
+                1
+            } else {
+                2
+            }));
+            continue;
+        };
+        let engine_req = MoveRequest { src, dst };
+        let outcome = match plan_move(&state, &engine_req) {
+            Err(r) => {
+                responses.push(fail(r.status.into()));
+                continue;
+            }
+            Ok(effect) => {
+                let src_raw = state.hierarchy.ids.get(&effect.src).map(|b| b.0.clone());
+                match src_raw {
+                    Some(src_raw) => {
+                        perform(&mut imap, &src_raw, &effect.id, &effect.dst_folder.0).await
+                    }
+                    None => MoveOutcome::Failed,
+                }
+            }
+        };
+        let decision = decide_move(&state, &engine_req, &outcome)
+            .map_err(|e| CommandError::BackendUnavailable(format!("move plan mismatch: {e}")))?;
+        opush_engine::fold(&mut state, &decision.events);
+        events.extend(decision.events);
+        let r = decision.response;
+        responses.push(MoveResult {
+            src_msg_id: m.src_msg_id.clone(),
+            status: MoveItemsStatus::from_code(r.status.into()),
+            dst_msg_id: r.dst.map(|d| WireServerId(d.to_string())),
+        });
+    }
+    session.commit(&events).await.map_err(session_error)?;
+    Ok(MoveItemsResponse { responses })
+}
+
+async fn perform(
+    imap: &mut PooledSession,
+    src_raw: &str,
+    id: &opush_engine::BackendItemId,
+    dst_raw: &str,
+) -> MoveOutcome {
+    let Some((_, uid)) = uid_of(id) else {
+        return MoveOutcome::Failed;
+    };
+    let moved = match imap.move_messages(src_raw, &[uid], dst_raw).await {
+        Ok(pairs) => pairs,
+        Err(_) => return MoveOutcome::Failed,
+    };
+    let Some(&(_, new_uid)) = moved.iter().find(|(old, _)| *old == uid) else {
+        return MoveOutcome::Failed;
+    };
+    let Ok(status) = imap.status(dst_raw).await else {
+        return MoveOutcome::Failed;
+    };
+    let meta = match imap.fetch_meta(dst_raw, &[new_uid]).await {
+        Ok(m) => m.into_iter().next(),
+        Err(_) => None,
+    };
+    let Some(meta) = meta else {
+        return MoveOutcome::Failed;
+    };
+    MoveOutcome::Moved(ObservedItem {
+        id: item_id(status.uidvalidity, new_uid),
+        version: version_of(&meta.flags),
+        received_at: opush_engine::Timestamp(
+            u64::try_from(meta.internal_date.max(0))
+                .unwrap_or(0)
+                .saturating_mul(1000),
+        ),
+        digest: None,
+    })
+}
