@@ -537,7 +537,7 @@ fn info_of(server_id: &str, meta: Option<&MessageMeta>) -> MessageInfo {
 }
 
 /// The whole item (Add, Fetch): headers, flags, body, attachments.
-async fn full_email(
+pub(crate) async fn full_email(
     imap: &mut PooledSession,
     raw: Option<&str>,
     id: &BackendItemId,

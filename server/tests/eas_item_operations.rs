@@ -1,0 +1,251 @@
+//! ItemOperations against the real Dovecot of the test stack and the
+//! embedded store: Fetch by ServerId (HTML body), Fetch of an attachment by
+//! the FileReference a Sync listed (whole and by byte Range), unknown items
+//! and EmptyFolderContents.
+//!
+//! Reserved Dovecot user: load0034.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use opush_protocol::commands::airsyncbase::BodyPreference;
+use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
+use opush_protocol::commands::item_operations::{
+    FetchOptions, FetchTarget, ItemOperationsRequest, Operation, OperationResult,
+};
+use opush_protocol::commands::items::ApplicationData;
+use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncRequest};
+use opush_protocol::commands::{CollectionId, SyncKey};
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::tags::itemoperations as io;
+use opush_server::backends::imap::ImapPool;
+use opush_server::commands::folder_sync::folder_sync;
+use opush_server::commands::item_operations::item_operations;
+use opush_server::commands::provision::default_policy;
+use opush_server::commands::sync::sync;
+use opush_server::config::{ImapConfig, Secret};
+use opush_server::session::{EasServices, Sessions};
+use opush_storage::{StorageConfig, Store};
+use opush_tests::{demo_password, unique, RawImap};
+
+const USER: &str = "load0034@load.test";
+const DEVICE: &str = "DEVIOPS";
+
+async fn services(dir: &tempfile::TempDir) -> EasServices {
+    let config = StorageConfig {
+        path: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let store = Store::open(&config).await.unwrap();
+    store.install_schema().await.unwrap();
+    let imap = ImapConfig {
+        master_user: Some("opush-master".to_owned()),
+        master_password: Some(Secret::new(demo_password())),
+        ..ImapConfig::default()
+    };
+    EasServices {
+        sessions: Sessions::new(Arc::new(store), 50, 64),
+        engine: opush_engine::EngineConfig::default(),
+        policy: default_policy(),
+        imap: Arc::new(ImapPool::new(imap)),
+    }
+}
+
+fn sync_req(inbox: &str, key: &str) -> SyncRequest {
+    SyncRequest {
+        collections: vec![SyncCollectionRequest {
+            sync_key: SyncKey(key.to_owned()),
+            collection_id: CollectionId(inbox.to_owned()),
+            window_size: Some(50),
+            ..SyncCollectionRequest::default()
+        }],
+        ..SyncRequest::default()
+    }
+}
+
+fn fetch(target: FetchTarget, options: FetchOptions) -> Operation {
+    Operation::Fetch {
+        store: "Mailbox".to_owned(),
+        target,
+        options: Some(Box::new(options)),
+    }
+}
+
+#[tokio::test]
+async fn fetch_by_server_id_and_file_reference_then_empty_the_folder() {
+    let version = ProtocolVersion::V14_1;
+    let mut raw = RawImap::login(USER);
+    raw.cmd("SELECT INBOX");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    raw.cmd("EXPUNGE");
+    let tag = unique("iops");
+    let msg = format!(
+        "From: a@example.test\r\nTo: b@load.test\r\nSubject: {tag}\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=B1\r\n\r\n--B1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+<p>Hello <b>there</b></p>\r\n--B1\r\nContent-Type: text/plain; name=notes.txt\r\n\
+Content-Disposition: attachment; filename=notes.txt\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
+    );
+    let (_, ok) = raw.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
+    assert!(ok.starts_with("OK"), "{ok}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        USER,
+        DEVICE,
+        &eas,
+    )
+    .await
+    .unwrap();
+    let inbox = fs
+        .changes
+        .unwrap()
+        .iter()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let r0 = sync(&sync_req(&inbox, "0"), version, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    let k1 = r0.collections[0].sync_key.0.clone();
+    let r1 = sync(&sync_req(&inbox, &k1), version, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    let commands = r1.collections[0].commands.clone().unwrap();
+    assert_eq!(commands.len(), 1);
+    let ServerCommand::Add {
+        server_id,
+        application_data: ApplicationData::Email(email),
+    } = &commands[0]
+    else {
+        panic!("{commands:?}");
+    };
+    assert_eq!(email.attachments.len(), 1);
+    let fref = email.attachments[0].file_reference.clone().unwrap();
+    assert_eq!(
+        email.attachments[0].display_name.as_deref(),
+        Some("notes.txt")
+    );
+
+    let html = FetchOptions {
+        body_preferences: vec![BodyPreference {
+            body_type: 2,
+            ..BodyPreference::default()
+        }],
+        ..FetchOptions::default()
+    };
+    let req = ItemOperationsRequest {
+        operations: vec![
+            fetch(
+                FetchTarget {
+                    collection_id: Some(inbox.clone()),
+                    server_id: Some(server_id.0.clone()),
+                    ..FetchTarget::default()
+                },
+                html,
+            ),
+            fetch(
+                FetchTarget {
+                    file_reference: Some(fref.clone()),
+                    ..FetchTarget::default()
+                },
+                FetchOptions::default(),
+            ),
+            fetch(
+                FetchTarget {
+                    file_reference: Some(fref.clone()),
+                    ..FetchTarget::default()
+                },
+                FetchOptions {
+                    range: Some("4-7".to_owned()),
+                    ..FetchOptions::default()
+                },
+            ),
+            fetch(
+                FetchTarget {
+                    server_id: Some(format!("{inbox}:4242")),
+                    ..FetchTarget::default()
+                },
+                FetchOptions::default(),
+            ),
+        ],
+    };
+    let res = item_operations(&req, version, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert_eq!(res.results.len(), 4);
+    let status_of = |r: &OperationResult| match r {
+        OperationResult::Fetch { status, .. } => status.code(),
+        other => panic!("{other:?}"),
+    };
+    let props_of = |r: &OperationResult| match r {
+        OperationResult::Fetch { properties, .. } => properties.clone().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status_of(&res.results[0]), 1);
+    let ApplicationData::Email(full) = props_of(&res.results[0]) else {
+        panic!("not an email")
+    };
+    let body = full.body.unwrap();
+    assert_eq!(body.body_type, 2);
+    assert!(body.data.unwrap().contains("<b>there</b>"));
+
+    let data_of = |p: ApplicationData| match p {
+        ApplicationData::Properties(props) => {
+            let data = props
+                .iter()
+                .find(|e| e.tag == io::DATA)
+                .unwrap()
+                .text()
+                .unwrap()
+                .to_owned();
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap()
+        }
+        other => panic!("attachment answered as {other:?}"),
+    };
+    assert_eq!(status_of(&res.results[1]), 1);
+    assert_eq!(data_of(props_of(&res.results[1])), b"0123456789abcdef");
+    assert_eq!(status_of(&res.results[2]), 1);
+    assert_eq!(data_of(props_of(&res.results[2])), b"4567");
+    assert_eq!(status_of(&res.results[3]), 6);
+
+    // EmptyFolderContents empties INBOX on the IMAP side.
+    let empty = ItemOperationsRequest {
+        operations: vec![Operation::EmptyFolderContents {
+            collection_id: inbox.clone(),
+            delete_sub_folders: false,
+        }],
+    };
+    let res = item_operations(&empty, version, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert!(matches!(
+        &res.results[0],
+        OperationResult::EmptyFolderContents { status, .. } if status.code() == 1
+    ));
+    assert!(raw.search_subject("INBOX", &tag).is_empty());
+    // The next Sync tells the device.
+    let k2 = r1.collections[0].sync_key.0.clone();
+    let r2 = sync(&sync_req(&inbox, &k2), version, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    let cmds = r2.collections[0].commands.clone().unwrap();
+    assert!(
+        matches!(cmds.as_slice(), [ServerCommand::Delete { .. }]),
+        "{cmds:?}"
+    );
+}
