@@ -182,6 +182,8 @@ pub struct ImapConfig {
     pub port: u16,
     /// Transport security.
     pub tls: TlsMode,
+    /// Extra CA certificates (PEM) trusted for TLS, besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
     /// Log in with `user@domain` (true) or with the local part only (false).
     pub login_with_domain: bool,
     /// Timeout of every network operation (connect, command, read), milliseconds.
@@ -214,6 +216,7 @@ impl Default for ImapConfig {
             host: "127.0.0.1".into(),
             port: 1143,
             tls: TlsMode::None,
+            ca_file: None,
             login_with_domain: true,
             timeout_ms: 30_000,
             master_user: None,
@@ -575,7 +578,7 @@ impl Config {
 fn optional_key(section: &str, key: &str) -> bool {
     matches!(
         (section, key),
-        ("imap", "master_user" | "master_password")
+        ("imap", "master_user" | "master_password" | "ca_file")
             | ("dav", "url" | "timeout_ms")
             | ("ldap", "url" | "bind_dn" | "bind_password")
             | ("console", "host_key")
@@ -734,6 +737,7 @@ mod tests {
         let mut c = Config::default();
         c.imap.master_user = Some(String::new());
         c.imap.master_password = Some(Secret::default());
+        c.imap.ca_file = Some(PathBuf::new());
         c.dav.url = Some(String::new());
         c.dav.timeout_ms = Some(0);
         c.ldap.url = Some(String::new());

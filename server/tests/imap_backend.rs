@@ -91,12 +91,21 @@ async fn login_ok_wrong_password_and_outage_are_told_apart() {
     assert!(matches!(err, ImapError::Unavailable(_)), "{err:?}");
     assert!(err.is_retryable());
 
+    // Implicit TLS against the plain port: the handshake fails, which is an
+    // outage (retryable), not a credential failure.
     let mut tls = cfg();
     tls.tls = TlsMode::Tls;
-    assert!(matches!(
-        ImapClient::login(&tls, USER, &password()).await,
-        Err(ImapError::Unsupported(_))
-    ));
+    let err = ImapClient::login(&tls, USER, &password())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImapError::Unavailable(_)), "{err:?}");
+    // STARTTLS where the server (ssl = no) does not offer it: refused, typed.
+    let mut starttls = cfg();
+    starttls.tls = TlsMode::Starttls;
+    let err = ImapClient::login(&starttls, USER, &password())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImapError::Unsupported(_)), "{err:?}");
 
     // login_with_domain = false logs in as the local part, which Dovecot does not know.
     let mut local = cfg();

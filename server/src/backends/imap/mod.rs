@@ -16,6 +16,7 @@
 mod parse;
 pub mod pool;
 mod session;
+pub mod stream;
 pub mod utf7;
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 
 use crate::config::{ImapConfig, Secret, TlsMode};
+use stream::ImapStream;
 
 pub use parse::{format_date_time, format_search_date, parse_internal_date};
 pub use pool::{ImapPool, PooledSession};
@@ -441,14 +443,8 @@ impl ImapClient {
         user: &str,
     ) -> Result<Session, ImapError> {
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        if cfg.tls != TlsMode::None {
-            return Err(ImapError::Unsupported(
-                "[imap] tls = starttls|tls is not implemented yet; use tls = \"none\" on loopback"
-                    .into(),
-            ));
-        }
         let addr = (cfg.host.as_str(), cfg.port);
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => {
                 return Err(ImapError::Unavailable(format!(
                     "connect to {}:{} timed out",
@@ -463,20 +459,46 @@ impl ImapClient {
             }
             Ok(Ok(s)) => s,
         };
-        let _ = stream.set_nodelay(true);
-        let mut client = async_imap::Client::new(stream);
-        let greeting = tokio::time::timeout(timeout, client.read_response())
-            .await
-            .map_err(|_| ImapError::Unavailable("no IMAP greeting before timeout".into()))?
-            .map_err(|e| ImapError::Unavailable(format!("reading greeting: {e}")))?
-            .ok_or_else(|| ImapError::Unavailable("connection closed before greeting".into()))?;
-        if let imap_proto::Response::Data {
-            status: imap_proto::Status::Bye,
-            ..
-        } = greeting.parsed()
-        {
-            return Err(ImapError::Unavailable("server greeted with BYE".into()));
-        }
+        let _ = tcp.set_nodelay(true);
+        let client = match cfg.tls {
+            TlsMode::None => {
+                let mut client = async_imap::Client::new(ImapStream::Plain(tcp));
+                read_greeting(&mut client, timeout).await?;
+                client
+            }
+            TlsMode::Tls => {
+                let tls = tokio::time::timeout(timeout, stream::tls_handshake(cfg, tcp))
+                    .await
+                    .map_err(|_| ImapError::Unavailable("TLS handshake timed out".into()))??;
+                let mut client = async_imap::Client::new(tls);
+                read_greeting(&mut client, timeout).await?;
+                client
+            }
+            TlsMode::Starttls => {
+                let mut plain = async_imap::Client::new(ImapStream::Plain(tcp));
+                read_greeting(&mut plain, timeout).await?;
+                let starttls = plain.run_command_and_check_ok("STARTTLS", None);
+                match tokio::time::timeout(timeout, starttls).await {
+                    Err(_) => return Err(ImapError::Unavailable("STARTTLS timed out".into())),
+                    Ok(Err(AsyncImapError::Io(e))) => {
+                        return Err(ImapError::Unavailable(format!("STARTTLS: {e}")))
+                    }
+                    Ok(Err(e)) => {
+                        return Err(ImapError::Unsupported(format!(
+                            "server refused STARTTLS: {e}"
+                        )))
+                    }
+                    Ok(Ok(())) => {}
+                }
+                let ImapStream::Plain(tcp) = plain.into_inner() else {
+                    return Err(ImapError::Protocol("STARTTLS on a TLS stream".into()));
+                };
+                let tls = tokio::time::timeout(timeout, stream::tls_handshake(cfg, tcp))
+                    .await
+                    .map_err(|_| ImapError::Unavailable("TLS handshake timed out".into()))??;
+                async_imap::Client::new(tls)
+            }
+        };
         let inner =
             match tokio::time::timeout(timeout, client.login(login, password.expose())).await {
                 Err(_) => return Err(ImapError::Unavailable("LOGIN timed out".into())),
@@ -485,6 +507,25 @@ impl ImapClient {
             };
         Session::start(inner, cfg, user.to_string()).await
     }
+}
+
+async fn read_greeting(
+    client: &mut async_imap::Client<ImapStream>,
+    timeout: Duration,
+) -> Result<(), ImapError> {
+    let greeting = tokio::time::timeout(timeout, client.read_response())
+        .await
+        .map_err(|_| ImapError::Unavailable("no IMAP greeting before timeout".into()))?
+        .map_err(|e| ImapError::Unavailable(format!("reading greeting: {e}")))?
+        .ok_or_else(|| ImapError::Unavailable("connection closed before greeting".into()))?;
+    if let imap_proto::Response::Data {
+        status: imap_proto::Status::Bye,
+        ..
+    } = greeting.parsed()
+    {
+        return Err(ImapError::Unavailable("server greeted with BYE".into()));
+    }
+    Ok(())
 }
 
 /// The login name for `user` under `login_with_domain`.

@@ -13,9 +13,9 @@ use async_imap::imap_proto::{
     AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, StatusAttribute,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::parse::{self, quote, uid_set};
+use super::stream::ImapStream;
 use super::utf7;
 use super::{
     Changes, Flag, Flags, Folder, FolderStatus, IdleOutcome, ImapError, MailboxState,
@@ -82,7 +82,7 @@ struct Selected {
 
 /// An authenticated IMAP connection (see the module docs for the rules).
 pub struct Session {
-    inner: async_imap::Session<TcpStream>,
+    inner: async_imap::Session<ImapStream>,
     user: String,
     timeout: Duration,
     caps: HashSet<String>,
@@ -106,7 +106,7 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(super) async fn start(
-        inner: async_imap::Session<TcpStream>,
+        inner: async_imap::Session<ImapStream>,
         cfg: &ImapConfig,
         user: String,
     ) -> Result<Session, ImapError> {
