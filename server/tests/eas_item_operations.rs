@@ -26,6 +26,7 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::itemoperations as io;
 use opush_server::backends::imap::ImapPool;
 use opush_server::commands::folder_sync::folder_sync;
+use opush_server::commands::get_attachment::get_attachment;
 use opush_server::commands::item_operations::item_operations;
 use opush_server::commands::provision::default_policy;
 use opush_server::commands::sync::sync;
@@ -222,6 +223,24 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
     assert_eq!(status_of(&res.results[2]), 1);
     assert_eq!(data_of(props_of(&res.results[2])), b"4567");
     assert_eq!(status_of(&res.results[3]), 6);
+
+    // GetAttachment (12.1) answers the same bytes for the same FileReference.
+    let att = get_attachment(&fref, ProtocolVersion::V12_1, USER, DEVICE, &eas)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(att.data, b"0123456789abcdef");
+    assert_eq!(att.content_type, "text/plain");
+    let none = get_attachment(
+        &format!("{inbox}:4242:0"),
+        ProtocolVersion::V12_1,
+        USER,
+        DEVICE,
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert!(none.is_none());
 
     // EmptyFolderContents empties INBOX on the IMAP side.
     let empty = ItemOperationsRequest {

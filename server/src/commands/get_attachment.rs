@@ -1,0 +1,95 @@
+//! `handle_get_attachment` ([MS-ASCMD] 2.2.1.8, 12.1 and older): the raw
+//! bytes of the attachment named by `AttachmentName`, which is the
+//! FileReference a Sync listed.
+//!
+//! Read-only: nothing is recorded. An unknown or malformed reference is
+//! HTTP 500 with no body, which is what the protocol specifies for a failed
+//! GetAttachment; a backend outage is a retryable error.
+
+use opush_protocol::commands::get_attachment::GetAttachmentRequest;
+use opush_protocol::query::Command;
+use opush_protocol::version::ProtocolVersion;
+
+use super::sync::{uid_of, MAX_MESSAGE_BYTES};
+use super::{CommandContext, CommandError, EasResponse};
+use crate::email::{attachment_content, AttachmentContent, FileReference};
+use crate::session::{device_key, imap_error, session_error, EasServices};
+
+/// Handles `Cmd=GetAttachment`.
+pub async fn handle_get_attachment(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+) -> Result<EasResponse, CommandError> {
+    let req = GetAttachmentRequest::from_request_line(ctx.request, ctx.version).map_err(|e| {
+        CommandError::InvalidRequest {
+            command: Command::GetAttachment,
+            reason: e.to_string(),
+        }
+    })?;
+    let found = get_attachment(
+        &req.attachment_name,
+        ctx.version,
+        &ctx.user.user,
+        &ctx.request.device_id,
+        eas,
+    )
+    .await?;
+    Ok(match found {
+        Some(att) => EasResponse {
+            http_status: 200,
+            content_type: None,
+            headers: vec![("Content-Type", att.content_type)],
+            body: att.data,
+        },
+        None => EasResponse {
+            http_status: 500,
+            content_type: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+    })
+}
+
+/// The attachment named by a FileReference, `None` when there is none.
+pub async fn get_attachment(
+    attachment_name: &str,
+    _version: ProtocolVersion,
+    user: &str,
+    device_id: &str,
+    eas: &EasServices,
+) -> Result<Option<AttachmentContent>, CommandError> {
+    let Some(fref) = FileReference::parse(attachment_name) else {
+        return Ok(None);
+    };
+    let state = {
+        let session = eas
+            .sessions
+            .open(device_key(user, device_id)?)
+            .await
+            .map_err(session_error)?;
+        session.state().clone()
+    };
+    let Some(sid) = opush_engine::ServerId::parse(&fref.server_id) else {
+        return Ok(None);
+    };
+    let raw = state
+        .hierarchy
+        .ids
+        .get(&sid.collection)
+        .map(|b| b.0.clone());
+    let id = state
+        .collections
+        .get(&sid.collection)
+        .and_then(|c| c.by_n.get(&sid.n))
+        .cloned();
+    let (Some(raw), Some((_, uid))) = (raw, id.as_ref().and_then(uid_of)) else {
+        return Ok(None);
+    };
+    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let bytes = match imap.fetch_message(&raw, uid, MAX_MESSAGE_BYTES).await {
+        Ok(b) => b,
+        Err(e) if e.is_retryable() => return Err(imap_error(e)),
+        Err(_) => return Ok(None),
+    };
+    Ok(attachment_content(&bytes, fref.index))
+}
