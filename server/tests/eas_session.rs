@@ -190,3 +190,54 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
         );
     }
 }
+
+// [MS-ASCMD] 2.2.1.18: DeviceInformation reaches the registry; Oof is denied.
+#[tokio::test]
+async fn settings_store_device_information_and_answer_user_information() {
+    use opush_protocol::commands::settings::{DeviceInformation, OofRequest, SettingsRequest};
+    use opush_server::commands::settings::settings;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let eas = services(store.clone(), 10);
+    let req = SettingsRequest {
+        device_information: Some(DeviceInformation {
+            model: Some("Pixel 9".to_owned()),
+            os: Some("Android 16".to_owned()),
+            ..DeviceInformation::default()
+        }),
+        user_information_get: true,
+        oof: Some(OofRequest::Get {
+            body_type: "Text".to_owned(),
+        }),
+        ..SettingsRequest::default()
+    };
+    let res = settings(
+        &req,
+        ProtocolVersion::V14_1,
+        "alice@example.test",
+        "DEV1",
+        "Android",
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status.code(), 1);
+    assert_eq!(res.device_information_status.map(|s| s.code()), Some(1));
+    assert_eq!(res.oof.unwrap().status.code(), 7);
+    let (status, info) = res.user_information.unwrap();
+    assert_eq!(status.code(), 1);
+    assert_eq!(
+        info.unwrap().primary_smtp_address.as_deref(),
+        Some("alice@example.test")
+    );
+    let record = store.get_device(&key()).await.unwrap().unwrap();
+    assert_eq!(
+        record.info.get("Model").map(String::as_str),
+        Some("Pixel 9")
+    );
+    assert_eq!(
+        record.info.get("OS").map(String::as_str),
+        Some("Android 16")
+    );
+    assert_eq!(record.device_type, "Android");
+}
