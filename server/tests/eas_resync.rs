@@ -1,0 +1,207 @@
+//! Resync cases against the real Dovecot and the embedded store: a
+//! UIDVALIDITY change (folder deleted and recreated under the same name)
+//! becomes Deletes then Adds, and a 2,000-message INBOX is sent in windows
+//! with MoreAvailable, each item exactly once.
+//!
+//! Reserved Dovecot users: load0035 (UIDVALIDITY), load0036 (2,000 messages).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
+use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncRequest};
+use opush_protocol::commands::{CollectionId, SyncKey};
+use opush_protocol::version::ProtocolVersion;
+use opush_server::backends::imap::ImapPool;
+use opush_server::commands::folder_sync::folder_sync;
+use opush_server::commands::provision::default_policy;
+use opush_server::commands::sync::sync;
+use opush_server::config::{ImapConfig, Secret};
+use opush_server::session::{EasServices, Sessions};
+use opush_storage::{StorageConfig, Store};
+use opush_tests::{demo_password, RawImap};
+
+async fn services(dir: &tempfile::TempDir) -> EasServices {
+    let config = StorageConfig {
+        path: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let store = Store::open(&config).await.unwrap();
+    store.install_schema().await.unwrap();
+    let imap = ImapConfig {
+        master_user: Some("opush-master".to_owned()),
+        master_password: Some(Secret::new(demo_password())),
+        ..ImapConfig::default()
+    };
+    EasServices {
+        sessions: Sessions::new(Arc::new(store), 50, 64),
+        engine: opush_engine::EngineConfig::default(),
+        policy: default_policy(),
+        imap: Arc::new(ImapPool::new(imap)),
+    }
+}
+
+fn append(imap: &mut RawImap, mailbox: &str, subject: &str) {
+    let msg = format!(
+        "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n"
+    );
+    let (_, ok) = imap.cmd(&format!("APPEND {mailbox} {{{}+}}\r\n{msg}", msg.len()));
+    assert!(ok.starts_with("OK"), "append: {ok}");
+}
+
+fn req(collection: &str, key: &str, window: u32) -> SyncRequest {
+    SyncRequest {
+        collections: vec![SyncCollectionRequest {
+            sync_key: SyncKey(key.to_owned()),
+            collection_id: CollectionId(collection.to_owned()),
+            window_size: Some(window),
+            ..SyncCollectionRequest::default()
+        }],
+        ..SyncRequest::default()
+    }
+}
+
+async fn collection_named(eas: &EasServices, user: &str, device: &str, name: &str) -> String {
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        user,
+        device,
+        eas,
+    )
+    .await
+    .unwrap();
+    fs.changes
+        .unwrap()
+        .iter()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.display_name == name => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{name} not in the hierarchy"))
+}
+
+// [MS-ASCMD] 2.2.3.177.17: the server resyncs without Status 3 when the
+// backend's UIDVALIDITY changes: old items are deleted, new ones added.
+#[tokio::test]
+async fn a_uidvalidity_change_is_deletes_then_adds() {
+    let user = "load0035@load.test";
+    let version = ProtocolVersion::V14_1;
+    let mut raw = RawImap::login(user);
+    raw.cmd("DELETE eas-uv");
+    let (_, ok) = raw.cmd("CREATE eas-uv");
+    assert!(ok.starts_with("OK"), "{ok}");
+    raw.cmd("SUBSCRIBE eas-uv");
+    append(&mut raw, "eas-uv", "before one");
+    append(&mut raw, "eas-uv", "before two");
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let coll = collection_named(&eas, user, "DEVUV", "eas-uv").await;
+    let r0 = sync(&req(&coll, "0", 50), version, user, "DEVUV", &eas)
+        .await
+        .unwrap();
+    let r1 = sync(
+        &req(&coll, &r0.collections[0].sync_key.0, 50),
+        version,
+        user,
+        "DEVUV",
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r1.collections[0].commands.as_ref().map(Vec::len), Some(2));
+
+    // Recreate the folder: same name, new UIDVALIDITY.
+    let (_, ok) = raw.cmd("DELETE eas-uv");
+    assert!(ok.starts_with("OK"), "{ok}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    raw.cmd("CREATE eas-uv");
+    raw.cmd("SUBSCRIBE eas-uv");
+    append(&mut raw, "eas-uv", "after");
+
+    let r2 = sync(
+        &req(&coll, &r1.collections[0].sync_key.0, 50),
+        version,
+        user,
+        "DEVUV",
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r2.collections[0].status.map(|s| s.code()), Some(1));
+    let cmds = r2.collections[0].commands.clone().unwrap();
+    let deletes = cmds
+        .iter()
+        .filter(|c| matches!(c, ServerCommand::Delete { .. }))
+        .count();
+    let adds = cmds
+        .iter()
+        .filter(|c| matches!(c, ServerCommand::Add { .. }))
+        .count();
+    assert_eq!((deletes, adds), (2, 1), "{cmds:?}");
+}
+
+#[tokio::test]
+async fn a_two_thousand_message_inbox_is_sent_in_windows() {
+    let user = "load0036@load.test";
+    let version = ProtocolVersion::V16_1;
+    let n_messages = 2_000;
+    let mut raw = RawImap::login(user);
+    raw.cmd("SELECT INBOX");
+    let (lines, _) = raw.cmd("UID SEARCH ALL");
+    let present = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("* SEARCH"))
+        .flat_map(|l| l.split_whitespace())
+        .count();
+    if present != n_messages {
+        raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+        raw.cmd("EXPUNGE");
+        for i in 0..n_messages {
+            append(&mut raw, "INBOX", &format!("bulk {i:04}"));
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let inbox = collection_named(&eas, user, "DEVBULK", "INBOX").await;
+    let r0 = sync(&req(&inbox, "0", 512), version, user, "DEVBULK", &eas)
+        .await
+        .unwrap();
+    let mut key = r0.collections[0].sync_key.0.clone();
+    let mut seen = BTreeSet::new();
+    let mut n_rounds = 0;
+    loop {
+        n_rounds += 1;
+        assert!(n_rounds <= 10, "too many rounds");
+        let r = sync(&req(&inbox, &key, 512), version, user, "DEVBULK", &eas)
+            .await
+            .unwrap();
+        let c = &r.collections[0];
+        let cmds = c.commands.clone().unwrap_or_default();
+        assert!(cmds.len() <= 512);
+        for cmd in &cmds {
+            let ServerCommand::Add { server_id, .. } = cmd else {
+                panic!("{cmd:?}");
+            };
+            assert!(
+                seen.insert(server_id.0.clone()),
+                "sent twice: {server_id:?}"
+            );
+        }
+        key = c.sync_key.0.clone();
+        if !c.more_available {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), n_messages);
+    assert_eq!(n_rounds, 4);
+}
