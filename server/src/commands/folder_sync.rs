@@ -175,3 +175,103 @@ pub fn wire_change(change: &FolderChange) -> WireChange {
         FolderChange::Delete { id } => WireChange::Delete(WireServerId(id.to_string())),
     }
 }
+
+/// Carries out a FolderCreate/Delete/Update on IMAP and records it:
+/// the hierarchy is observed first (so the engine validates against what
+/// IMAP has now), then `engine::plan_folder_op` / `decide_folder_op`.
+pub(crate) async fn folder_op(
+    op: &opush_engine::FolderOp,
+    user: &str,
+    device_id: &str,
+    eas: &EasServices,
+) -> Result<opush_engine::FolderOpResponse, CommandError> {
+    use opush_engine::{decide_folder_op, plan_folder_op, FolderEffect, FolderOutcome};
+    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let listed = imap.list_folders(false).await.map_err(imap_error)?;
+    let mut session = eas
+        .sessions
+        .open(device_key(user, device_id)?)
+        .await
+        .map_err(session_error)?;
+    let mut state = session.state().clone();
+    let mut events = vec![Event::HierarchyObserved {
+        folders: backend_folders(&listed),
+    }];
+    opush_engine::fold(&mut state, &events);
+    let effect = match plan_folder_op(&state, op) {
+        Ok(effect) => effect,
+        Err(res) => {
+            session.commit(&events).await.map_err(session_error)?;
+            return Ok(res);
+        }
+    };
+    let raw_under = |parent: &Option<BackendFolderId>, name: &str| match parent
+        .as_ref()
+        .and_then(|p| listed.iter().find(|f| f.raw_name == p.0))
+    {
+        Some(p) => p.child_raw_name(name),
+        None => crate::backends::imap::utf7::encode(name),
+    };
+    let outcome = match &effect {
+        FolderEffect::Create { parent, name, .. } => {
+            let raw = raw_under(parent, name);
+            let exists = listed.iter().any(|f| f.raw_name == raw);
+            let done = if exists {
+                // An existing but unsubscribed folder is subscribed.
+                imap.subscribe(&raw).await
+            } else {
+                match imap.create_folder(&raw).await {
+                    Ok(()) => imap.subscribe(&raw).await,
+                    Err(e) => Err(e),
+                }
+            };
+            finish(&mut imap, done, &raw).await
+        }
+        FolderEffect::Delete { folder } => match imap.delete_folder(&folder.0).await {
+            Ok(()) => FolderOutcome::Done(None),
+            Err(_) => FolderOutcome::Failed,
+        },
+        FolderEffect::Update {
+            folder,
+            parent,
+            name,
+        } => {
+            let raw = raw_under(parent, name);
+            let done = match imap.rename_folder(&folder.0, &raw).await {
+                Ok(()) => imap.subscribe(&raw).await,
+                Err(e) => Err(e),
+            };
+            finish(&mut imap, done, &raw).await
+        }
+    };
+    let decision = decide_folder_op(&state, op, &outcome);
+    events.extend(decision.events);
+    session.commit(&events).await.map_err(session_error)?;
+    Ok(decision.response)
+}
+
+/// The folder as IMAP lists it after a create/rename.
+async fn finish(
+    imap: &mut crate::backends::imap::PooledSession,
+    done: Result<(), crate::backends::imap::ImapError>,
+    raw: &str,
+) -> opush_engine::FolderOutcome {
+    if done.is_err() {
+        return opush_engine::FolderOutcome::Failed;
+    }
+    match imap.list_folders(false).await {
+        Ok(list) => match backend_folders(&list).into_iter().find(|f| f.id.0 == raw) {
+            Some(f) => opush_engine::FolderOutcome::Done(Some(f)),
+            None => opush_engine::FolderOutcome::Failed,
+        },
+        Err(_) => opush_engine::FolderOutcome::Failed,
+    }
+}
+
+/// A ParentId: `"0"` is the root; `Err` when it is not a folder id.
+pub(crate) fn parent_of(id: &str) -> Result<Option<opush_engine::CollectionId>, ()> {
+    if id == "0" || id.is_empty() {
+        return Ok(None);
+    }
+    opush_engine::CollectionId::parse(id).map(Some).ok_or(())
+}

@@ -1,0 +1,185 @@
+//! FolderCreate / FolderUpdate / FolderDelete against the real Dovecot and
+//! the embedded store: a non-ASCII folder name (modified UTF-7 on the IMAP
+//! side), creating an existing unsubscribed folder subscribes it, a
+//! duplicate is status 2, a special folder cannot be deleted, and the
+//! device's own changes are not sent back by the next FolderSync.
+//!
+//! Reserved Dovecot user: load0037.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::sync::Arc;
+
+use opush_protocol::commands::folder_create::FolderCreateRequest;
+use opush_protocol::commands::folder_delete::FolderDeleteRequest;
+use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
+use opush_protocol::commands::folder_update::FolderUpdateRequest;
+use opush_protocol::commands::{ServerId, SyncKey};
+use opush_server::backends::imap::ImapPool;
+use opush_server::commands::folder_create::folder_create;
+use opush_server::commands::folder_delete::folder_delete;
+use opush_server::commands::folder_sync::folder_sync;
+use opush_server::commands::folder_update::folder_update;
+use opush_server::commands::provision::default_policy;
+use opush_server::config::{ImapConfig, Secret};
+use opush_server::session::{EasServices, Sessions};
+use opush_storage::{StorageConfig, Store};
+use opush_tests::{demo_password, RawImap};
+
+const USER: &str = "load0037@load.test";
+const DEVICE: &str = "DEVFOLDERS";
+
+async fn services(dir: &tempfile::TempDir) -> EasServices {
+    let config = StorageConfig {
+        path: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let store = Store::open(&config).await.unwrap();
+    store.install_schema().await.unwrap();
+    let imap = ImapConfig {
+        master_user: Some("opush-master".to_owned()),
+        master_password: Some(Secret::new(demo_password())),
+        ..ImapConfig::default()
+    };
+    EasServices {
+        sessions: Sessions::new(Arc::new(store), 50, 64),
+        engine: opush_engine::EngineConfig::default(),
+        policy: default_policy(),
+        imap: Arc::new(ImapPool::new(imap)),
+    }
+}
+
+fn listing(raw: &mut RawImap, command: &str) -> String {
+    let (lines, ok) = raw.cmd(command);
+    assert!(ok.starts_with("OK"), "{command}: {ok}");
+    lines.concat()
+}
+
+#[tokio::test]
+async fn create_rename_delete_with_non_ascii_names() {
+    let mut raw = RawImap::login(USER);
+    for name in ["Caf&AOk- &JhU-", "eas-renamed", "eas-unsub"] {
+        raw.cmd(&format!("DELETE \"{name}\""));
+    }
+    raw.cmd("CREATE eas-unsub");
+    raw.cmd("UNSUBSCRIBE eas-unsub");
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        USER,
+        DEVICE,
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs.status.code(), 1);
+    let changes = fs.changes.unwrap();
+    assert!(
+        !changes
+            .iter()
+            .any(|c| matches!(c, FolderChange::Add(f) if f.display_name == "eas-unsub")),
+        "unsubscribed folders are hidden"
+    );
+    let inbox = changes
+        .iter()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let key = fs.sync_key.unwrap();
+
+    let create = |key: &SyncKey, name: &str| FolderCreateRequest {
+        sync_key: key.clone(),
+        parent_id: ServerId("0".to_owned()),
+        display_name: name.to_owned(),
+        folder_type: 12,
+    };
+    let c1 = folder_create(&create(&key, "Café ☕"), USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert_eq!(c1.status.code(), 1, "{c1:?}");
+    let cafe = c1.server_id.clone().unwrap();
+    let key = c1.sync_key.unwrap();
+    assert!(listing(&mut raw, "LSUB \"\" \"*\"").contains("Caf&AOk- &JhU-"));
+
+    // Already there but unsubscribed: subscribed, success.
+    let c2 = folder_create(&create(&key, "eas-unsub"), USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert_eq!(c2.status.code(), 1, "{c2:?}");
+    let key = c2.sync_key.unwrap();
+    assert!(listing(&mut raw, "LSUB \"\" \"*\"").contains("eas-unsub"));
+
+    // A duplicate is status 2 and changes nothing.
+    let dup = folder_create(&create(&key, "Café ☕"), USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert_eq!(dup.status.code(), 2);
+
+    let upd = folder_update(
+        &FolderUpdateRequest {
+            sync_key: key.clone(),
+            server_id: cafe.clone(),
+            parent_id: ServerId("0".to_owned()),
+            display_name: "eas-renamed".to_owned(),
+        },
+        USER,
+        DEVICE,
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(upd.status.code(), 1, "{upd:?}");
+    let key = upd.sync_key.unwrap();
+    let list = listing(&mut raw, "LIST \"\" \"*\"");
+    assert!(
+        list.contains("eas-renamed") && !list.contains("Caf&AOk-"),
+        "{list}"
+    );
+
+    // INBOX is special: status 3.
+    let special = folder_delete(
+        &FolderDeleteRequest {
+            sync_key: key.clone(),
+            server_id: inbox,
+        },
+        USER,
+        DEVICE,
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(special.status.code(), 3);
+
+    let del = folder_delete(
+        &FolderDeleteRequest {
+            sync_key: key.clone(),
+            server_id: cafe,
+        },
+        USER,
+        DEVICE,
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(del.status.code(), 1, "{del:?}");
+    let key = del.sync_key.unwrap();
+    assert!(!listing(&mut raw, "LIST \"\" \"*\"").contains("eas-renamed"));
+
+    // The device's own changes are not echoed.
+    let again = folder_sync(&FolderSyncRequest { sync_key: key }, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert_eq!(again.status.code(), 1);
+    assert_eq!(again.changes.map(|c| c.len()), Some(0));
+    raw.cmd("DELETE eas-unsub");
+}
