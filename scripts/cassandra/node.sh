@@ -77,7 +77,8 @@ cass_wait_ready() {
         sleep 1
     done
     wait_port "$ip" 9042 $((deadline - SECONDS > 0 ? deadline - SECONDS : 1)) || die "cassandra: port $ip:9042 closed"
-    until python3 "$CASS_SCRIPTS/cql.py" "$ip" 9042 cassandra cassandra 2>/dev/null; do
+    # The default superuser logs in at QUORUM; the opush role (once created) at LOCAL_ONE.
+    until python3 "$CASS_SCRIPTS/cql.py" "$ip" 9042 cassandra cassandra 2>/dev/null || cass_login_ok "$ip"; do
         [ $SECONDS -lt $deadline ] || die "cassandra: superuser login on $ip still failing after ${CASS_START_TIMEOUT}s"
         sleep 1
     done

@@ -130,9 +130,11 @@ impl RetrySession for OpushRetrySession {
             error = %info.error,
             "retrying"
         );
+        // Timeouts and "unavailable" come from a live coordinator: ask it
+        // again, so that `max_retries` (not the length of the load-balancing
+        // plan) bounds the attempts. A node that cannot answer is skipped.
         match info.error {
-            RequestAttemptError::DbError(DbError::Unavailable { .. } | DbError::Overloaded, _)
-            | RequestAttemptError::DbError(DbError::IsBootstrapping, _)
+            RequestAttemptError::DbError(DbError::Overloaded | DbError::IsBootstrapping, _)
             | RequestAttemptError::BrokenConnectionError(_) => RetryDecision::RetryNextTarget(None),
             _ => RetryDecision::RetrySameTarget(None),
         }
