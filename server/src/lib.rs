@@ -10,3 +10,4 @@ pub mod device;
 pub mod error;
 pub mod http;
 pub mod outgoing;
+pub mod serve;

@@ -51,7 +51,7 @@ pub enum Command {
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve { .. } => not_implemented("serve"),
+        Command::Serve { config } => opush_server::serve::main(config.as_deref()),
         Command::Wbxml { action } => wbxml::run(action),
         Command::Schema { action } => not_implemented(&format!("schema {action}")),
         Command::Replay { .. } => not_implemented("replay"),

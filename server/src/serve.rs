@@ -1,0 +1,187 @@
+//! `opush serve`: configuration → storage → listener → graceful shutdown.
+//!
+//! Loads `opush.toml` (with `OPUSH_*` overrides), opens the store and checks
+//! its schema: a missing, too old or unreachable store starts the server in
+//! admin-only mode (every device request gets 503, with an ERROR log saying
+//! why and which `opush schema …` command to run) rather than refusing to
+//! start. Binds `[server] listen`, serves until SIGTERM or ctrl-c, then lets
+//! in-flight requests finish. It must not hold request logic (that is
+//! `crate::http`) nor print secrets (the configuration's secrets print `*`).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opush_storage::{SchemaStatus, StorageConfig, Store};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError};
+use crate::device::MemoryDeviceRegistry;
+use crate::http::imap_login::ImapLoginVerifier;
+use crate::http::{self, AppState, HttpSettings, ServeMode};
+
+/// Why `opush serve` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// `[server] listen`.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The HTTP settings of a configuration.
+pub fn http_settings(cfg: &Config) -> HttpSettings {
+    HttpSettings {
+        public_url: cfg.server.public_url.clone(),
+        max_in_flight: cfg.server.max_in_flight,
+        max_request_body: cfg.server.max_request_body,
+        allow_unknown_devices: cfg.devices.allow_unknown,
+        require_provisioning: cfg.policy.require_provisioning,
+        ..HttpSettings::default()
+    }
+}
+
+/// Why device traffic must be refused, if it must: the store's schema
+/// status, or the reason the store could not be opened.
+pub async fn storage_mode(cfg: &Config) -> ServeMode {
+    let storage = match StorageConfig::deserialize(toml::Value::Table(cfg.storage.clone())) {
+        Ok(s) => s,
+        Err(e) => return ServeMode::AdminOnly(format!("invalid [storage] configuration: {e}")),
+    };
+    let store = match Store::open(&storage).await {
+        Ok(s) => s,
+        Err(e) => {
+            return ServeMode::AdminOnly(format!(
+                "storage unavailable ({e}); fix [storage] and restart"
+            ))
+        }
+    };
+    match store.schema_status().await {
+        Ok(status) if status.is_serviceable() => ServeMode::Ready,
+        Ok(status @ SchemaStatus::InstallRequired { .. }) => ServeMode::AdminOnly(format!(
+            "storage schema not installed ({status}); run `opush schema install`"
+        )),
+        Ok(status @ SchemaStatus::TooNew { .. }) => ServeMode::AdminOnly(format!(
+            "storage schema newer than this opush ({status}); upgrade opush"
+        )),
+        Ok(status) => ServeMode::AdminOnly(format!(
+            "storage schema too old ({status}); run `opush schema update`"
+        )),
+        Err(e) => ServeMode::AdminOnly(format!("cannot read the storage schema ({e})")),
+    }
+}
+
+/// Runs the server until `shutdown` resolves.
+pub async fn run_with(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let mode = storage_mode(&cfg).await;
+    if let ServeMode::AdminOnly(reason) = &mode {
+        tracing::error!("admin-only mode, no device traffic: {reason}");
+    }
+    let listener = TcpListener::bind(cfg.server.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.server.listen,
+            source,
+        })?;
+    let app = AppState::new(
+        http_settings(&cfg),
+        Arc::new(ImapLoginVerifier::new(cfg.imap.clone())),
+        Arc::new(MemoryDeviceRegistry::new(1_000_000)),
+        mode,
+    );
+    tracing::info!(
+        listen = %cfg.server.listen,
+        public_url = %cfg.server.public_url,
+        "opush serving"
+    );
+    http::serve(listener, app, shutdown).await;
+    tracing::info!("opush stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("ctrl-c: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// `opush serve [--config FILE]`: loads the configuration, installs the
+/// log subscriber, runs until a signal. Returns the process exit code.
+pub fn main(config_path: Option<&Path>) -> ExitCode {
+    let cfg = match config_path {
+        Some(p) => Config::load(p),
+        None => Config::from_env(),
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("opush serve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let level = cfg
+        .logging
+        .level
+        .parse::<tracing::Level>()
+        .unwrap_or(tracing::Level::INFO);
+    // A subscriber may already be set (tests); then logs go there.
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .finish(),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("opush serve: {}", ServeError::Runtime(e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = runtime.block_on(run_with(cfg, shutdown_signal()));
+    // Give spawned connection tasks a moment to flush after graceful shutdown.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("opush serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
