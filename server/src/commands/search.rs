@@ -1,0 +1,161 @@
+//! `handle_search` ([MS-ASCMD] 2.2.1.16) of the `Mailbox` store: the
+//! `FreeText` of the query is searched with IMAP `SEARCH TEXT` (subject,
+//! addresses and body) in the folder named by the query's `CollectionId`
+//! (INBOX when absent); results come newest first within `Range`.
+//!
+//! Results are read from IMAP at request time; nothing is recorded. The
+//! `LongId` is `"<CollectionId>:<UIDVALIDITY>/<UID>"`. Other stores and
+//! queries without FreeText answer a clean status, never an error.
+
+use opush_engine::{BackendItemId, CollectionId};
+use opush_protocol::commands::items::ApplicationData;
+use opush_protocol::commands::search::{SearchRequest, SearchResponse, SearchResult};
+use opush_protocol::commands::Owned;
+use opush_protocol::query::Command;
+use opush_protocol::status::SearchStatus;
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::encode_to_vec;
+use opush_protocol::wbxml::tags::{airsync, search as se};
+
+use super::item_operations::parse_range;
+use super::sync::{full_email, item_id};
+use super::{CommandContext, CommandError, EasResponse};
+use crate::backends::imap::SearchQuery;
+use crate::session::{device_key, imap_error, session_error, EasServices};
+
+/// Most results returned by one Search (the default `Range` is 0-99).
+pub const MAX_RESULTS: usize = 100;
+
+/// Handles `Cmd=Search`.
+pub async fn handle_search(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+) -> Result<EasResponse, CommandError> {
+    let invalid = |reason: String| CommandError::InvalidRequest {
+        command: Command::Search,
+        reason,
+    };
+    let doc = ctx
+        .document
+        .ok_or_else(|| invalid("empty body".to_owned()))?;
+    let req = SearchRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let res = search(
+        &req,
+        ctx.version,
+        &ctx.user.user,
+        &ctx.request.device_id,
+        eas,
+    )
+    .await?;
+    Ok(EasResponse::wbxml(encode_to_vec(
+        &res.to_element(ctx.version),
+    )))
+}
+
+fn find_text(el: &Owned, tag: opush_protocol::wbxml::Tag) -> Option<String> {
+    if el.tag == tag {
+        return el.text().map(str::to_owned);
+    }
+    el.elements().find_map(|c| find_text(c, tag))
+}
+
+fn status_only(status: SearchStatus) -> SearchResponse {
+    SearchResponse {
+        status: SearchStatus::Success,
+        store_status: Some(status),
+        results: Vec::new(),
+        range: None,
+        total: None,
+    }
+}
+
+/// Search without HTTP.
+pub async fn search(
+    req: &SearchRequest,
+    version: ProtocolVersion,
+    user: &str,
+    device_id: &str,
+    eas: &EasServices,
+) -> Result<SearchResponse, CommandError> {
+    if !req.name.eq_ignore_ascii_case("Mailbox") {
+        return Ok(status_only(SearchStatus::from_code(2)));
+    }
+    let Some(query) = &req.query else {
+        return Ok(status_only(SearchStatus::from_code(2)));
+    };
+    let Some(text) = find_text(query, se::FREE_TEXT).filter(|t| !t.trim().is_empty()) else {
+        return Ok(status_only(SearchStatus::from_code(8)));
+    };
+    let state = {
+        let session = eas
+            .sessions
+            .open(device_key(user, device_id)?)
+            .await
+            .map_err(session_error)?;
+        session.state().clone()
+    };
+    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    // The folder: the query's CollectionId, else INBOX.
+    let wanted = find_text(query, airsync::COLLECTION_ID).and_then(|c| CollectionId::parse(&c));
+    let (collection, raw) = match wanted {
+        Some(c) => match state.hierarchy.ids.get(&c) {
+            Some(b) => (c, b.0.clone()),
+            None => return Ok(status_only(SearchStatus::from_code(11))),
+        },
+        None => {
+            let inbox = state
+                .hierarchy
+                .folders
+                .iter()
+                .find(|(_, f)| f.folder_type == opush_engine::FolderType::Inbox);
+            match inbox {
+                Some((b, f)) => (f.id, b.0.clone()),
+                None => return Ok(status_only(SearchStatus::from_code(11))),
+            }
+        }
+    };
+    let mailbox = imap.select(&raw).await.map_err(imap_error)?;
+    let mut uids = imap
+        .search(
+            &raw,
+            &SearchQuery {
+                text: Some(text),
+                ..SearchQuery::default()
+            },
+        )
+        .await
+        .map_err(imap_error)?;
+    uids.sort_unstable_by(|a, b| b.cmp(a));
+    let total = uids.len();
+    let range = req.options.as_ref().and_then(|o| o.range.clone());
+    let (start, end) = match range.as_deref().map(|r| parse_range(r, total)) {
+        None => (0, total),
+        Some(Some(r)) => r,
+        Some(None) => (0, 0),
+    };
+    let end = end.min(start + MAX_RESULTS);
+    let prefs = req
+        .options
+        .as_ref()
+        .map(|o| o.body_preferences.clone())
+        .unwrap_or_default();
+    let mut results = Vec::new();
+    for uid in uids.get(start..end).unwrap_or_default() {
+        let id: BackendItemId = item_id(mailbox.uidvalidity, *uid);
+        let long_id = format!("{collection}:{}", id.0);
+        let email = full_email(&mut imap, Some(&raw), &id, &long_id, &prefs, version).await?;
+        results.push(SearchResult {
+            class: Some("Email".to_owned()),
+            long_id: Some(long_id),
+            collection_id: Some(collection.to_string()),
+            properties: Some(ApplicationData::Email(Box::new(email))),
+        });
+    }
+    Ok(SearchResponse {
+        status: SearchStatus::Success,
+        store_status: Some(SearchStatus::Success),
+        range: (!results.is_empty()).then(|| format!("{start}-{}", start + results.len() - 1)),
+        total: Some(u32::try_from(total).unwrap_or(u32::MAX)),
+        results,
+    })
+}

@@ -1,0 +1,132 @@
+//! Search of the mailbox against the real Dovecot: FreeText matched by IMAP
+//! SEARCH in subject and body, newest first, bounded by Range, with the
+//! messages rendered like Sync renders them.
+//!
+//! Reserved Dovecot user: load0038.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::sync::Arc;
+
+use opush_protocol::commands::folder_sync::FolderSyncRequest;
+use opush_protocol::commands::items::ApplicationData;
+use opush_protocol::commands::search::{SearchOptions, SearchRequest};
+use opush_protocol::commands::SyncKey;
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::tags::search as se;
+use opush_protocol::wbxml::Element;
+use opush_server::backends::imap::ImapPool;
+use opush_server::commands::folder_sync::folder_sync;
+use opush_server::commands::provision::default_policy;
+use opush_server::commands::search::search;
+use opush_server::config::{ImapConfig, Secret};
+use opush_server::session::{EasServices, Sessions};
+use opush_storage::{StorageConfig, Store};
+use opush_tests::{demo_password, unique, RawImap};
+
+const USER: &str = "load0038@load.test";
+const DEVICE: &str = "DEVSEARCH";
+
+async fn services(dir: &tempfile::TempDir) -> EasServices {
+    let config = StorageConfig {
+        path: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let store = Store::open(&config).await.unwrap();
+    store.install_schema().await.unwrap();
+    let imap = ImapConfig {
+        master_user: Some("opush-master".to_owned()),
+        master_password: Some(Secret::new(demo_password())),
+        ..ImapConfig::default()
+    };
+    EasServices {
+        sessions: Sessions::new(Arc::new(store), 50, 64),
+        engine: opush_engine::EngineConfig::default(),
+        policy: default_policy(),
+        imap: Arc::new(ImapPool::new(imap)),
+    }
+}
+
+fn append(imap: &mut RawImap, subject: &str, body: &str) {
+    let msg =
+        format!("From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\r\n{body}\r\n");
+    let (_, ok) = imap.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
+    assert!(ok.starts_with("OK"), "append: {ok}");
+}
+
+fn query(text: &str, range: &str) -> SearchRequest {
+    SearchRequest {
+        name: "Mailbox".to_owned(),
+        query: Some(
+            Element::new(se::QUERY).with(
+                Element::new(se::AND).with(Element::with_text(se::FREE_TEXT, text.to_owned())),
+            ),
+        ),
+        options: Some(SearchOptions {
+            range: Some(range.to_owned()),
+            ..SearchOptions::default()
+        }),
+    }
+}
+
+#[tokio::test]
+async fn free_text_matches_subject_and_body_newest_first() {
+    let mut raw = RawImap::login(USER);
+    raw.cmd("SELECT INBOX");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    raw.cmd("EXPUNGE");
+    let word = unique("needle").replace('-', "");
+    append(&mut raw, &format!("first {word}"), "nothing");
+    append(&mut raw, "second", &format!("the body has {word} inside"));
+    append(&mut raw, "third", "unrelated");
+    append(&mut raw, &format!("fourth {word}"), "x");
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        USER,
+        DEVICE,
+        &eas,
+    )
+    .await
+    .unwrap();
+    let version = ProtocolVersion::V14_1;
+    let all = search(&query(&word, "0-9"), version, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert_eq!(all.store_status.map(|s| s.code()), Some(1));
+    assert_eq!(all.total, Some(3));
+    let subjects: Vec<String> = all
+        .results
+        .iter()
+        .map(|r| match r.properties.as_ref().unwrap() {
+            ApplicationData::Email(e) => e.subject.clone().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![
+            format!("fourth {word}"),
+            "second".to_owned(),
+            format!("first {word}")
+        ]
+    );
+    let page = search(&query(&word, "1-1"), version, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert_eq!(page.results.len(), 1);
+    assert_eq!(page.range.as_deref(), Some("1-1"));
+    let none = search(&query("zzzznotthere", "0-9"), version, USER, DEVICE, &eas)
+        .await
+        .unwrap();
+    assert_eq!(none.total, Some(0));
+    assert!(none.results.is_empty());
+}
