@@ -1,0 +1,90 @@
+//! Criterion benchmarks of the message → Email conversion that every Sync
+//! Add and ItemOperations Fetch runs: a small plain message, a multipart
+//! HTML message with attachments, and a 1 MiB HTML body truncated to 32 KiB.
+//! Pure CPU (no IMAP): what opush adds on top of the fetch.
+
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates undocumented functions"
+)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use opush_protocol::commands::airsyncbase::BodyPreference;
+use opush_protocol::version::ProtocolVersion;
+use opush_server::email::{to_email, MessageInfo};
+
+fn info() -> MessageInfo {
+    MessageInfo {
+        server_id: "5:12".to_owned(),
+        internal_date: 1_764_323_400,
+        seen: false,
+        flagged: true,
+        keywords: vec!["Work".to_owned()],
+    }
+}
+
+fn small() -> Vec<u8> {
+    b"From: =?UTF-8?Q?Ren=C3=A9e?= <renee@example.test>\r\nTo: bob@example.test\r\n\
+Subject: =?UTF-8?B?w4AgYmllbnTDtHQ=?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+Short plain body.\r\n"
+        .to_vec()
+}
+
+fn multipart() -> Vec<u8> {
+    let attachment = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n".repeat(2_000);
+    format!(
+        "From: a@example.test\r\nTo: b@example.test\r\nSubject: files\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=B1\r\n\r\n--B1\r\nContent-Type: multipart/alternative; boundary=B2\r\n\r\n\
+--B2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee attached.\r\n\
+--B2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>See <b>attached</b>.</p></body></html>\r\n\
+--B2--\r\n--B1\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}\
+--B1\r\nContent-Type: image/png; name=b.png\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}--B1--\r\n"
+    )
+    .into_bytes()
+}
+
+fn large_html() -> Vec<u8> {
+    let para =
+        "<p>Lorem ipsum dolor sit amet, <b>consectetur</b> adipiscing elit &amp; more.</p>\n";
+    let body = para.repeat(1024 * 1024 / para.len());
+    format!(
+        "From: a@example.test\r\nTo: b@example.test\r\nSubject: big\r\n\
+Content-Type: text/html; charset=utf-8\r\n\r\n{body}"
+    )
+    .into_bytes()
+}
+
+fn bench(c: &mut Criterion) {
+    let html_pref = vec![BodyPreference {
+        body_type: 2,
+        truncation_size: Some(32 * 1024),
+        all_or_none: None,
+        preview: Some(255),
+    }];
+    let plain_pref = vec![BodyPreference {
+        body_type: 1,
+        truncation_size: Some(32 * 1024),
+        all_or_none: None,
+        preview: None,
+    }];
+    let mut group = c.benchmark_group("to_email");
+    for (name, msg, prefs) in [
+        ("small_plain", small(), &plain_pref),
+        ("multipart_html_2_attachments", multipart(), &html_pref),
+        ("html_1MiB_as_plain_truncated", large_html(), &plain_pref),
+        (
+            "html_1MiB_as_html_truncated_with_preview",
+            large_html(),
+            &html_pref,
+        ),
+    ] {
+        group.throughput(Throughput::Bytes(msg.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| to_email(black_box(&msg), &info(), prefs, ProtocolVersion::V16_1))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
