@@ -13,6 +13,19 @@
 //! answers 400 — that is the "unknown" arm of the dispatch.
 
 
+pub mod folder_create;
+pub mod folder_delete;
+pub mod folder_sync;
+pub mod folder_update;
+pub mod get_attachment;
+pub mod get_item_estimate;
+pub mod item_operations;
+pub mod move_items;
+pub mod provision;
+pub mod search;
+pub mod settings;
+pub mod sync;
+
 use bytes::Bytes;
 use opush_protocol::headers::CONTENT_TYPE_WBXML;
 use opush_protocol::query::{Command, RequestLine};
