@@ -17,10 +17,12 @@ use opush_storage::{SchemaStatus, StorageConfig, Store};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::backends::imap::ImapPool;
 use crate::config::{Config, ConfigError};
 use crate::device::MemoryDeviceRegistry;
 use crate::http::imap_login::ImapLoginVerifier;
 use crate::http::{self, AppState, HttpSettings, ServeMode};
+use crate::session::{EasServices, Sessions};
 
 /// Why `opush serve` could not run.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,9 @@ pub enum ServeError {
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// The store could not be opened for device traffic.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// The HTTP settings of a configuration.
@@ -83,6 +88,21 @@ pub async fn storage_mode(cfg: &Config) -> ServeMode {
     }
 }
 
+/// The EAS command services over the configured store and IMAP server.
+async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
+    let storage = StorageConfig::deserialize(toml::Value::Table(cfg.storage.clone()))
+        .map_err(|e| ServeError::Storage(format!("invalid [storage] configuration: {e}")))?;
+    let store = Store::open(&storage)
+        .await
+        .map_err(|e| ServeError::Storage(format!("storage unavailable: {e}")))?;
+    Ok(EasServices {
+        sessions: Sessions::new(Arc::new(store), 100, 10_000),
+        engine: opush_engine::EngineConfig::default(),
+        policy: crate::commands::provision::default_policy(),
+        imap: Arc::new(ImapPool::new(cfg.imap.clone())),
+    })
+}
+
 /// Runs the server until `shutdown` resolves.
 pub async fn run_with(
     cfg: Config,
@@ -98,11 +118,16 @@ pub async fn run_with(
             addr: cfg.server.listen,
             source,
         })?;
-    let app = AppState::new(
+    let eas = match &mode {
+        ServeMode::Ready => Some(Arc::new(eas_services(&cfg).await?)),
+        ServeMode::AdminOnly(_) => None,
+    };
+    let app = AppState::with_eas(
         http_settings(&cfg),
         Arc::new(ImapLoginVerifier::new(cfg.imap.clone())),
         Arc::new(MemoryDeviceRegistry::new(1_000_000)),
         mode,
+        eas,
     );
     tracing::info!(
         listen = %cfg.server.listen,

@@ -26,10 +26,24 @@ async fn config(dir: &std::path::Path) -> Config {
     Config::from_toml(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://mail.example.test\"\n\
          [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
-         [imap]\nhost = \"127.0.0.1\"\nport = {IMAP_PORT}\n",
+         [imap]\nhost = \"127.0.0.1\"\nport = {IMAP_PORT}\n\
+         master_user = \"opush-master\"\nmaster_password = \"{PASSWORD}\"\n\
+         [policy]\nrequire_provisioning = false\n",
         dir.display()
     ))
     .unwrap()
+}
+
+/// FolderSync with SyncKey 0, as a device sends it first (14.0, the wp8 query's version).
+fn initial_folder_sync() -> Vec<u8> {
+    use opush_protocol::commands::folder_sync::FolderSyncRequest;
+    use opush_protocol::commands::SyncKey;
+    let req = FolderSyncRequest {
+        sync_key: SyncKey("0".to_owned()),
+    };
+    opush_protocol::wbxml::encode_to_vec(
+        &req.to_element(opush_protocol::version::ProtocolVersion::V14_0),
+    )
 }
 
 async fn wait_listening(addr: std::net::SocketAddr) {
@@ -108,10 +122,14 @@ async fn serve_runs_admin_only_without_schema_then_serves_once_installed() {
         "POST",
         &target,
         &[("Authorization", &a)],
-        &wp8_folder_sync_body(),
+        &initial_folder_sync(),
     )
     .await;
     assert_eq!(res.status, 200);
+    // The FolderSync handler answered from Dovecot over HTTP: Status 1 and an Inbox (Type 2).
+    let xml = opush_protocol::xml::wbxml_to_xml(&res.body).unwrap();
+    assert!(xml.contains("<Status>1</Status>"), "{xml}");
+    assert!(xml.contains("<Type>2</Type>"), "no Inbox in {xml}");
     // Graceful shutdown: the listener closes and run_with returns Ok.
     tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task)

@@ -12,7 +12,6 @@
 //! parser reports it (`QueryError::UnknownCommand`) and the HTTP layer
 //! answers 400 — that is the "unknown" arm of the dispatch.
 
-
 pub mod folder_create;
 pub mod folder_delete;
 pub mod folder_sync;
@@ -120,28 +119,31 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
     let command = ctx.request.command;
     // Every command is listed so that adding a handler is a one-line change
     // and the compiler points at this match when `Command` grows.
+    let Some(eas) = ctx.app.eas.as_deref() else {
+        return Err(CommandError::NotImplemented(command));
+    };
     match command {
-        Command::Sync
-        | Command::SendMail
+        Command::Provision => provision::handle_provision(&ctx, eas).await,
+        Command::FolderSync => folder_sync::handle_folder_sync(&ctx, eas).await,
+        Command::FolderCreate => folder_create::handle_folder_create(&ctx, eas).await,
+        Command::FolderDelete => folder_delete::handle_folder_delete(&ctx, eas).await,
+        Command::FolderUpdate => folder_update::handle_folder_update(&ctx, eas).await,
+        Command::Sync => sync::handle_sync(&ctx, eas).await,
+        Command::GetItemEstimate => get_item_estimate::handle_get_item_estimate(&ctx, eas).await,
+        Command::ItemOperations => item_operations::handle_item_operations(&ctx, eas).await,
+        Command::MoveItems => move_items::handle_move_items(&ctx, eas).await,
+        Command::Settings => settings::handle_settings(&ctx, eas).await,
+        Command::Search => search::handle_search(&ctx, eas).await,
+        Command::GetAttachment => get_attachment::handle_get_attachment(&ctx, eas).await,
+        Command::SendMail
         | Command::SmartForward
         | Command::SmartReply
-        | Command::GetAttachment
         | Command::GetHierarchy
         | Command::CreateCollection
         | Command::DeleteCollection
         | Command::MoveCollection
-        | Command::FolderSync
-        | Command::FolderCreate
-        | Command::FolderDelete
-        | Command::FolderUpdate
-        | Command::MoveItems
-        | Command::GetItemEstimate
         | Command::MeetingResponse
-        | Command::Search
-        | Command::Settings
         | Command::Ping
-        | Command::ItemOperations
-        | Command::Provision
         | Command::ResolveRecipients
         | Command::ValidateCert
         | Command::Find => Err(CommandError::NotImplemented(command)),

@@ -123,6 +123,9 @@ pub struct AppState {
     pub devices: Arc<dyn DeviceRegistry>,
     /// Ready or admin-only.
     pub mode: ServeMode,
+    /// The EAS command services (store sessions, engine config, IMAP), when
+    /// the server is ready for device traffic; `None` in admin-only mode.
+    pub eas: Option<Arc<crate::session::EasServices>>,
     in_flight: Arc<Semaphore>,
     loops: LoopDetector,
 }
@@ -144,7 +147,19 @@ impl AppState {
         devices: Arc<dyn DeviceRegistry>,
         mode: ServeMode,
     ) -> Arc<Self> {
+        Self::with_eas(settings, verifier, devices, mode, None)
+    }
+
+    /// Builds the shared state with the EAS command services.
+    pub fn with_eas(
+        settings: HttpSettings,
+        verifier: Arc<dyn CredentialVerifier>,
+        devices: Arc<dyn DeviceRegistry>,
+        mode: ServeMode,
+        eas: Option<Arc<crate::session::EasServices>>,
+    ) -> Arc<Self> {
         Arc::new(AppState {
+            eas,
             auth: Authenticator::new(
                 verifier,
                 settings.auth_cache_ttl,
