@@ -3,6 +3,7 @@
 //! exit code. Command logic that is not about the terminal belongs in the
 //! library crates (e.g. `opush_protocol::xml` for `wbxml`).
 
+pub mod schema;
 pub mod wbxml;
 
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub enum Command {
         /// status, install or update.
         #[arg(value_parser = ["status", "install", "update"])]
         action: String,
+        /// Configuration file (default: built-in configuration and OPUSH_* variables).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Replay a recorded session.
     Replay {
@@ -53,7 +57,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => opush_server::serve::main(config.as_deref()),
         Command::Wbxml { action } => wbxml::run(action),
-        Command::Schema { action } => not_implemented(&format!("schema {action}")),
+        Command::Schema { action, config } => schema::run(&action, config.as_deref()),
         Command::Replay { .. } => not_implemented("replay"),
     }
 }
