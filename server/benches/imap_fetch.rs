@@ -5,7 +5,10 @@
 //! Needs `scripts/stack up dovecot` (panics otherwise). The first run fills
 //! `opush-bench-10k` of `load0048@load.test` (kept for later runs).
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
-#![allow(missing_docs, reason = "criterion_group! generates undocumented functions")]
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates undocumented functions"
+)]
 
 use std::time::Duration;
 

@@ -58,7 +58,12 @@ pub struct Stamp {
 }
 
 /// Prepares `mime` for submission as `sender`.
-pub fn prepare(mime: &[u8], sender: &Sender, stamp: &Stamp, max_size: usize) -> Result<Outgoing, OutgoingError> {
+pub fn prepare(
+    mime: &[u8],
+    sender: &Sender,
+    stamp: &Stamp,
+    max_size: usize,
+) -> Result<Outgoing, OutgoingError> {
     if mime.len() > max_size {
         return Err(OutgoingError::TooLarge(mime.len(), max_size));
     }
@@ -66,7 +71,9 @@ pub fn prepare(mime: &[u8], sender: &Sender, stamp: &Stamp, max_size: usize) -> 
     let split = header_end(&mime).ok_or(OutgoingError::Malformed("no header section"))?;
     let (head, body) = mime.split_at(split);
 
-    let parsed = MessageParser::new().parse_headers(head).ok_or(OutgoingError::Malformed("unreadable header section"))?;
+    let parsed = MessageParser::new()
+        .parse_headers(head)
+        .ok_or(OutgoingError::Malformed("unreadable header section"))?;
     let mut recipients: Vec<String> = Vec::new();
     let mut existing_id = None;
     let mut has_date = false;
@@ -107,7 +114,12 @@ pub fn prepare(mime: &[u8], sender: &Sender, stamp: &Stamp, max_size: usize) -> 
         out.extend_from_slice(field);
     }
     out.extend_from_slice(body);
-    Ok(Outgoing { envelope_from: sender.address.clone(), recipients, message: out, message_id })
+    Ok(Outgoing {
+        envelope_from: sender.address.clone(),
+        recipients,
+        message: out,
+        message_id,
+    })
 }
 
 fn collect(a: &Address<'_>, out: &mut Vec<String>) {
@@ -121,7 +133,10 @@ fn collect(a: &Address<'_>, out: &mut Vec<String>) {
     };
     match a {
         Address::List(list) => list.iter().for_each(&mut push),
-        Address::Group(groups) => groups.iter().flat_map(|g| g.addresses.iter()).for_each(&mut push),
+        Address::Group(groups) => groups
+            .iter()
+            .flat_map(|g| g.addresses.iter())
+            .for_each(&mut push),
     }
 }
 
@@ -156,7 +171,12 @@ pub fn encode_word(text: &str) -> String {
     }
     words
         .iter()
-        .map(|w| format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(w.as_bytes())))
+        .map(|w| {
+            format!(
+                "=?UTF-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -177,7 +197,9 @@ fn to_crlf(mime: &[u8]) -> Vec<u8> {
 
 /// Offset just past the blank line ending the header section.
 fn header_end(mime: &[u8]) -> Option<usize> {
-    memchr::memmem::find(mime, b"\r\n\r\n").map(|i| i + 2).filter(|&i| i > 2)
+    memchr::memmem::find(mime, b"\r\n\r\n")
+        .map(|i| i + 2)
+        .filter(|&i| i > 2)
 }
 
 /// The header fields of a header section, each with its folded continuation lines and CRLF.
@@ -222,21 +244,41 @@ mod tests {
     use super::*;
 
     fn alice() -> Sender {
-        Sender { display_name: "Alice Martin".into(), address: "alice@example.test".into() }
+        Sender {
+            display_name: "Alice Martin".into(),
+            address: "alice@example.test".into(),
+        }
     }
     fn stamp() -> Stamp {
-        Stamp { date: "Sat, 28 Nov 2026 21:30:00 +0000".into(), unique: "u1".into(), host: "opush.test".into() }
+        Stamp {
+            date: "Sat, 28 Nov 2026 21:30:00 +0000".into(),
+            unique: "u1".into(),
+            host: "opush.test".into(),
+        }
     }
 
     #[test]
     fn bcc_goes_to_the_envelope_only_and_from_is_the_user() {
         let mime = b"From: someone@else.test\r\nTo: Bob <bob@example.test>\r\nCc: carol@example.test, BOB@example.test\r\nBcc: dave@example.test\r\nSubject: hi\r\n\r\nbody\r\nBcc: not a header\r\n";
         let out = prepare(mime, &alice(), &stamp(), 1 << 20).expect("prepare");
-        assert_eq!(out.recipients, ["bob@example.test", "carol@example.test", "dave@example.test"]);
+        assert_eq!(
+            out.recipients,
+            [
+                "bob@example.test",
+                "carol@example.test",
+                "dave@example.test"
+            ]
+        );
         let text = String::from_utf8(out.message).expect("utf8");
-        assert!(text.starts_with("From: \"Alice Martin\" <alice@example.test>\r\n"), "{text}");
+        assert!(
+            text.starts_with("From: \"Alice Martin\" <alice@example.test>\r\n"),
+            "{text}"
+        );
         assert!(!text.contains("Bcc: dave"), "{text}");
-        assert!(text.ends_with("\r\n\r\nbody\r\nBcc: not a header\r\n"), "body changed: {text}");
+        assert!(
+            text.ends_with("\r\n\r\nbody\r\nBcc: not a header\r\n"),
+            "body changed: {text}"
+        );
         assert!(text.contains("Date: Sat, 28 Nov 2026 21:30:00 +0000\r\n"));
         assert!(text.contains("Message-ID: <u1@opush.test>\r\n"));
         assert_eq!(out.message_id, "u1@opush.test");
@@ -255,21 +297,42 @@ mod tests {
 
     #[test]
     fn bare_lf_becomes_crlf() {
-        let out = prepare(b"To: bob@example.test\nSubject: s\n\nline1\nline2\n", &alice(), &stamp(), 1 << 20).expect("prepare");
+        let out = prepare(
+            b"To: bob@example.test\nSubject: s\n\nline1\nline2\n",
+            &alice(),
+            &stamp(),
+            1 << 20,
+        )
+        .expect("prepare");
         assert!(out.message.ends_with(b"\r\n\r\nline1\r\nline2\r\n"));
-        assert!(!out.message.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+        assert!(!out
+            .message
+            .windows(2)
+            .any(|w| w[1] == b'\n' && w[0] != b'\r'));
     }
 
     #[test]
     fn errors_are_typed() {
-        assert_eq!(prepare(b"Subject: x\r\n\r\nb", &alice(), &stamp(), 100), Err(OutgoingError::NoRecipient));
-        assert_eq!(prepare(&[b'a'; 101], &alice(), &stamp(), 100), Err(OutgoingError::TooLarge(101, 100)));
-        assert!(matches!(prepare(b"no header at all", &alice(), &stamp(), 100), Err(OutgoingError::Malformed(_))));
+        assert_eq!(
+            prepare(b"Subject: x\r\n\r\nb", &alice(), &stamp(), 100),
+            Err(OutgoingError::NoRecipient)
+        );
+        assert_eq!(
+            prepare(&[b'a'; 101], &alice(), &stamp(), 100),
+            Err(OutgoingError::TooLarge(101, 100))
+        );
+        assert!(matches!(
+            prepare(b"no header at all", &alice(), &stamp(), 100),
+            Err(OutgoingError::Malformed(_))
+        ));
     }
 
     #[test]
     fn non_ascii_names_are_encoded_words() {
-        let s = Sender { display_name: "Élodie Ünal".into(), address: "e@example.test".into() };
+        let s = Sender {
+            display_name: "Élodie Ünal".into(),
+            address: "e@example.test".into(),
+        };
         let f = format_mailbox(&s);
         assert!(f.starts_with("=?UTF-8?B?"), "{f}");
         assert!(f.ends_with(" <e@example.test>"));

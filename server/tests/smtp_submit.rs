@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use opush_server::backends::smtp::{submit, SmtpError, SmtpLogin, SmtpSettings, SmtpTls, Submission};
+use opush_server::backends::smtp::{
+    submit, SmtpError, SmtpLogin, SmtpSettings, SmtpTls, Submission,
+};
 use opush_server::outgoing::{prepare, Sender, Stamp};
 use opush_tests::{demo_password, require, unique, RawImap, POSTFIX_SMTP, POSTFIX_SUBMISSION};
 
@@ -19,11 +21,18 @@ fn relay(port: u16) -> SmtpSettings {
 }
 
 fn stamp(marker: &str) -> Stamp {
-    Stamp { date: "Sat, 28 Nov 2026 21:30:00 +0000".into(), unique: marker.into(), host: "opush.test".into() }
+    Stamp {
+        date: "Sat, 28 Nov 2026 21:30:00 +0000".into(),
+        unique: marker.into(),
+        host: "opush.test".into(),
+    }
 }
 
 fn alice() -> Sender {
-    Sender { display_name: "Alice Émile".into(), address: "alice@example.test".into() }
+    Sender {
+        display_name: "Alice Émile".into(),
+        address: "alice@example.test".into(),
+    }
 }
 
 #[tokio::test]
@@ -37,7 +46,11 @@ async fn prepared_message_arrives_once_without_bcc() {
     let accepted = submit(
         &relay(1025),
         None,
-        &Submission { envelope_from: &out.envelope_from, recipients: &out.recipients, message: &out.message },
+        &Submission {
+            envelope_from: &out.envelope_from,
+            recipients: &out.recipients,
+            message: &out.message,
+        },
     )
     .await
     .expect("submit");
@@ -48,11 +61,17 @@ async fn prepared_message_arrives_once_without_bcc() {
         let uids = imap.wait_for_subject("INBOX", &marker);
         assert_eq!(uids.len(), 1, "{user} got {} copies", uids.len());
         let msg = imap.fetch_message(uids[0]);
-        assert!(msg.contains("From: =?UTF-8?B?"), "identity not applied: {msg}");
+        assert!(
+            msg.contains("From: =?UTF-8?B?"),
+            "identity not applied: {msg}"
+        );
         assert!(msg.contains("<alice@example.test>"), "{msg}");
         assert!(!msg.contains("Bcc:"), "Bcc leaked to {user}: {msg}");
         assert!(!msg.contains("spoofed@"), "{msg}");
-        assert!(msg.contains(&format!("Message-ID: <{marker}@opush.test>")), "{msg}");
+        assert!(
+            msg.contains(&format!("Message-ID: <{marker}@opush.test>")),
+            "{msg}"
+        );
     }
 }
 
@@ -62,18 +81,37 @@ async fn authenticated_submission_and_bad_credentials() {
     let marker = unique("smtp-submission");
     let mime = format!("To: load0043@load.test\r\nSubject: {marker}\r\n\r\nbody\r\n");
     let out = prepare(mime.as_bytes(), &alice(), &stamp(&marker), 10 << 20).expect("prepare");
-    let sub = Submission { envelope_from: &out.envelope_from, recipients: &out.recipients, message: &out.message };
+    let sub = Submission {
+        envelope_from: &out.envelope_from,
+        recipients: &out.recipients,
+        message: &out.message,
+    };
 
     let password = demo_password();
-    let bad = submit(&relay(1587), Some(&SmtpLogin { user: "alice@example.test", password: "wrong" }), &sub).await;
+    let bad = submit(
+        &relay(1587),
+        Some(&SmtpLogin {
+            user: "alice@example.test",
+            password: "wrong",
+        }),
+        &sub,
+    )
+    .await;
     assert!(matches!(bad, Err(SmtpError::Auth(_))), "{bad:?}");
     // Nothing may have been delivered by the refused attempt.
     let mut imap = RawImap::login("load0043@load.test");
     assert!(imap.search_subject("INBOX", &marker).is_empty());
 
-    submit(&relay(1587), Some(&SmtpLogin { user: "alice@example.test", password: &password }), &sub)
-        .await
-        .expect("submit with auth");
+    submit(
+        &relay(1587),
+        Some(&SmtpLogin {
+            user: "alice@example.test",
+            password: &password,
+        }),
+        &sub,
+    )
+    .await
+    .expect("submit with auth");
     assert_eq!(imap.wait_for_subject("INBOX", &marker).len(), 1);
 }
 
@@ -81,12 +119,18 @@ async fn authenticated_submission_and_bad_credentials() {
 async fn refused_recipient_sends_to_nobody() {
     require(POSTFIX_SMTP);
     let marker = unique("smtp-refused");
-    let mime = format!("To: load0044@load.test, someone@elsewhere.invalid\r\nSubject: {marker}\r\n\r\nbody\r\n");
+    let mime = format!(
+        "To: load0044@load.test, someone@elsewhere.invalid\r\nSubject: {marker}\r\n\r\nbody\r\n"
+    );
     let out = prepare(mime.as_bytes(), &alice(), &stamp(&marker), 10 << 20).expect("prepare");
     let res = submit(
         &relay(1025),
         None,
-        &Submission { envelope_from: &out.envelope_from, recipients: &out.recipients, message: &out.message },
+        &Submission {
+            envelope_from: &out.envelope_from,
+            recipients: &out.recipients,
+            message: &out.message,
+        },
     )
     .await;
     match res {
@@ -99,7 +143,10 @@ async fn refused_recipient_sends_to_nobody() {
     // The valid recipient must not have received it either (all or nothing).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut imap = RawImap::login("load0044@load.test");
-    assert!(imap.search_subject("INBOX", &marker).is_empty(), "partial delivery");
+    assert!(
+        imap.search_subject("INBOX", &marker).is_empty(),
+        "partial delivery"
+    );
 }
 
 #[tokio::test]
@@ -108,7 +155,11 @@ async fn relay_outage_is_retryable() {
     let res = submit(
         &relay(1),
         None,
-        &Submission { envelope_from: "alice@example.test", recipients: &["bob@example.test".into()], message: b"x" },
+        &Submission {
+            envelope_from: "alice@example.test",
+            recipients: &["bob@example.test".into()],
+            message: b"x",
+        },
     )
     .await;
     match res {

@@ -59,7 +59,10 @@ pub struct SmtpLogin<'a> {
 
 impl std::fmt::Debug for SmtpLogin<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpLogin").field("user", &self.user).field("password", &"*").finish()
+        f.debug_struct("SmtpLogin")
+            .field("user", &self.user)
+            .field("password", &"*")
+            .finish()
     }
 }
 
@@ -126,14 +129,19 @@ fn code_of(e: &lettre::transport::smtp::Error) -> Option<u16> {
 /// Classifies a failed command: 4xx and I/O errors are temporary, 5xx final.
 fn classify(e: lettre::transport::smtp::Error, what: &str) -> SmtpError {
     if e.is_permanent() {
-        SmtpError::Refused { code: code_of(&e).unwrap_or(550), reply: format!("{what}: {e}") }
+        SmtpError::Refused {
+            code: code_of(&e).unwrap_or(550),
+            reply: format!("{what}: {e}"),
+        }
     } else {
         SmtpError::Unavailable(format!("{what}: {e}"))
     }
 }
 
 fn parse_address(a: &str) -> Result<Address, SmtpError> {
-    a.trim().parse::<Address>().map_err(|_| SmtpError::BadAddress(a.to_owned()))
+    a.trim()
+        .parse::<Address>()
+        .map_err(|_| SmtpError::BadAddress(a.to_owned()))
 }
 
 /// Submits one message in one SMTP transaction.
@@ -145,8 +153,16 @@ pub async fn submit(
     if sub.recipients.is_empty() {
         return Err(SmtpError::NoRecipient);
     }
-    let from = if sub.envelope_from.is_empty() { None } else { Some(parse_address(sub.envelope_from)?) };
-    let rcpts = sub.recipients.iter().map(|r| parse_address(r)).collect::<Result<Vec<_>, _>>()?;
+    let from = if sub.envelope_from.is_empty() {
+        None
+    } else {
+        Some(parse_address(sub.envelope_from)?)
+    };
+    let rcpts = sub
+        .recipients
+        .iter()
+        .map(|r| parse_address(r))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let hello = ClientId::Domain(settings.hello_name.clone());
     let implicit_tls = match settings.tls {
@@ -164,8 +180,18 @@ pub async fn submit(
         ),
     )
     .await
-    .map_err(|_| SmtpError::Unavailable(format!("connect to {}:{} timed out", settings.host, settings.port)))?
-    .map_err(|e| SmtpError::Unavailable(format!("connect to {}:{}: {e}", settings.host, settings.port)))?;
+    .map_err(|_| {
+        SmtpError::Unavailable(format!(
+            "connect to {}:{} timed out",
+            settings.host, settings.port
+        ))
+    })?
+    .map_err(|e| {
+        SmtpError::Unavailable(format!(
+            "connect to {}:{}: {e}",
+            settings.host, settings.port
+        ))
+    })?;
 
     let res = transaction(&mut conn, settings, login, from, &rcpts, sub.message).await;
     // QUIT politely; a failure here changes nothing about the outcome.
@@ -174,7 +200,8 @@ pub async fn submit(
 }
 
 fn tls_parameters(host: &str) -> Result<TlsParameters, SmtpError> {
-    TlsParameters::new(host.to_owned()).map_err(|e| SmtpError::Unavailable(format!("TLS set-up for {host}: {e}")))
+    TlsParameters::new(host.to_owned())
+        .map_err(|e| SmtpError::Unavailable(format!("TLS set-up for {host}: {e}")))
 }
 
 async fn step<T>(
@@ -182,7 +209,9 @@ async fn step<T>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
 ) -> Result<Result<T, lettre::transport::smtp::Error>, SmtpError> {
-    tokio::time::timeout(timeout, f).await.map_err(|_| SmtpError::Unavailable(format!("{what}: timed out")))
+    tokio::time::timeout(timeout, f)
+        .await
+        .map_err(|_| SmtpError::Unavailable(format!("{what}: timed out")))
 }
 
 async fn transaction(
@@ -197,17 +226,27 @@ async fn transaction(
     if settings.tls == SmtpTls::StartTls {
         let params = tls_parameters(&settings.host)?;
         let hello = ClientId::Domain(settings.hello_name.clone());
-        step(t, "STARTTLS", conn.starttls(params, &hello)).await?.map_err(|e| classify(e, "STARTTLS"))?;
+        step(t, "STARTTLS", conn.starttls(params, &hello))
+            .await?
+            .map_err(|e| classify(e, "STARTTLS"))?;
     }
     if let Some(login) = login {
         let creds = Credentials::new(login.user.to_owned(), login.password.to_owned());
-        match step(t, "AUTH", conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds)).await? {
+        match step(
+            t,
+            "AUTH",
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds),
+        )
+        .await?
+        {
             Ok(_) => {}
             Err(e) if e.is_permanent() => return Err(SmtpError::Auth(e.to_string())),
             Err(e) => return Err(SmtpError::Unavailable(format!("AUTH: {e}"))),
         }
     }
-    step(t, "MAIL", conn.command(Mail::new(from, vec![]))).await?.map_err(|e| classify(e, "MAIL FROM"))?;
+    step(t, "MAIL", conn.command(Mail::new(from, vec![])))
+        .await?
+        .map_err(|e| classify(e, "MAIL FROM"))?;
 
     let mut refused = Vec::new();
     for rcpt in rcpts {
@@ -224,13 +263,26 @@ async fn transaction(
         let _ = step(t, "RSET", conn.command(Rset)).await;
         return Err(SmtpError::InvalidRecipients(refused));
     }
-    step(t, "DATA", conn.command(Data)).await?.map_err(|e| classify(e, "DATA"))?;
+    step(t, "DATA", conn.command(Data))
+        .await?
+        .map_err(|e| classify(e, "DATA"))?;
     // The message itself may be large: allow the timeout per started 1 MiB.
     let data_timeout = t * u32::try_from(message.len() / (1 << 20) + 1).unwrap_or(u32::MAX);
-    let resp = step(data_timeout, "message", conn.message(message)).await?.map_err(|e| classify(e, "end of DATA"))?;
+    let resp = step(data_timeout, "message", conn.message(message))
+        .await?
+        .map_err(|e| classify(e, "end of DATA"))?;
     if resp.is_positive() {
-        Ok(Accepted { reply: format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" ")) })
+        Ok(Accepted {
+            reply: format!(
+                "{} {}",
+                resp.code(),
+                resp.message().collect::<Vec<_>>().join(" ")
+            ),
+        })
     } else {
-        Err(SmtpError::Unavailable(format!("unexpected answer to DATA: {}", resp.code())))
+        Err(SmtpError::Unavailable(format!(
+            "unexpected answer to DATA: {}",
+            resp.code()
+        )))
     }
 }
