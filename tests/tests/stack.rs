@@ -41,20 +41,13 @@ fn dovecot_authenticates_and_announces_extensions() {
 #[test]
 fn postfix_delivers_into_dovecot() {
     let addr = require(POSTFIX_SMTP);
-    let marker = format!(
-        "stack-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let marker = unique("stack-test");
     let s = TcpStream::connect(addr).expect("connect smtp");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     let mut w = s;
-    let mut expect = |r: &mut BufReader<TcpStream>, code: &str| loop {
+    let expect = |r: &mut BufReader<TcpStream>, code: &str| loop {
         let mut l = String::new();
         r.read_line(&mut l).expect("smtp read");
         assert!(l.starts_with(code), "expected {code}, got {l}");
