@@ -114,6 +114,11 @@ pub enum CommandError {
     StorageUnavailable(String),
 }
 
+/// A command handler's answer, type-erased.
+type HandlerFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<EasResponse, CommandError>> + Send + 'a>,
+>;
+
 /// Routes a request to its command handler.
 pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandError> {
     let command = ctx.request.command;
@@ -122,19 +127,24 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
     let Some(eas) = ctx.app.eas.as_deref() else {
         return Err(CommandError::NotImplemented(command));
     };
-    match command {
-        Command::Provision => provision::handle_provision(&ctx, eas).await,
-        Command::FolderSync => folder_sync::handle_folder_sync(&ctx, eas).await,
-        Command::FolderCreate => folder_create::handle_folder_create(&ctx, eas).await,
-        Command::FolderDelete => folder_delete::handle_folder_delete(&ctx, eas).await,
-        Command::FolderUpdate => folder_update::handle_folder_update(&ctx, eas).await,
-        Command::Sync => sync::handle_sync(&ctx, eas).await,
-        Command::GetItemEstimate => get_item_estimate::handle_get_item_estimate(&ctx, eas).await,
-        Command::ItemOperations => item_operations::handle_item_operations(&ctx, eas).await,
-        Command::MoveItems => move_items::handle_move_items(&ctx, eas).await,
-        Command::Settings => settings::handle_settings(&ctx, eas).await,
-        Command::Search => search::handle_search(&ctx, eas).await,
-        Command::GetAttachment => get_attachment::handle_get_attachment(&ctx, eas).await,
+    // Each handler future is boxed: the request path is one long chain of
+    // futures, and naming every handler's type in it overflows the
+    // compiler's query depth in the crates that embed the server.
+    let handler: HandlerFuture<'_> = match command {
+        Command::Provision => Box::pin(provision::handle_provision(&ctx, eas)),
+        Command::FolderSync => Box::pin(folder_sync::handle_folder_sync(&ctx, eas)),
+        Command::FolderCreate => Box::pin(folder_create::handle_folder_create(&ctx, eas)),
+        Command::FolderDelete => Box::pin(folder_delete::handle_folder_delete(&ctx, eas)),
+        Command::FolderUpdate => Box::pin(folder_update::handle_folder_update(&ctx, eas)),
+        Command::Sync => Box::pin(sync::handle_sync(&ctx, eas)),
+        Command::GetItemEstimate => {
+            Box::pin(get_item_estimate::handle_get_item_estimate(&ctx, eas))
+        }
+        Command::ItemOperations => Box::pin(item_operations::handle_item_operations(&ctx, eas)),
+        Command::MoveItems => Box::pin(move_items::handle_move_items(&ctx, eas)),
+        Command::Settings => Box::pin(settings::handle_settings(&ctx, eas)),
+        Command::Search => Box::pin(search::handle_search(&ctx, eas)),
+        Command::GetAttachment => Box::pin(get_attachment::handle_get_attachment(&ctx, eas)),
         Command::SendMail
         | Command::SmartForward
         | Command::SmartReply
@@ -146,8 +156,9 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
         | Command::Ping
         | Command::ResolveRecipients
         | Command::ValidateCert
-        | Command::Find => Err(CommandError::NotImplemented(command)),
-    }
+        | Command::Find => return Err(CommandError::NotImplemented(command)),
+    };
+    handler.await
 }
 
 /// True when the command's request body is WBXML at this protocol version
