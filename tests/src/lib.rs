@@ -60,9 +60,13 @@ pub fn require(svc: Service) -> SocketAddr {
     addr
 }
 
-/// The workspace root.
+/// The workspace root. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test;
+/// the compile-time value is the fallback for a binary run by hand.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.join("..")
 }
 
 /// The real-device traffic corpus in `../shared/corpus`, beside the clone.

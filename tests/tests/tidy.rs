@@ -123,6 +123,11 @@ fn protocol_and_engine_do_no_io() {
 fn engine_reads_no_clock_and_no_randomness() {
     let mut files = Vec::new();
     rust_files(&repo_root().join("engine/src"), &mut files);
+    assert!(
+        files.len() >= 5,
+        "engine/src has only {} .rs files: wrong root?",
+        files.len()
+    );
     let forbidden = [
         "SystemTime::now",
         "Instant::now",
