@@ -12,46 +12,22 @@
     reason = "test code: a panic is a test failure"
 )]
 
-use std::sync::Arc;
+mod eas_support;
+use eas_support::services;
 
 use opush_protocol::commands::folder_create::FolderCreateRequest;
 use opush_protocol::commands::folder_delete::FolderDeleteRequest;
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
 use opush_protocol::commands::folder_update::FolderUpdateRequest;
 use opush_protocol::commands::{ServerId, SyncKey};
-use opush_server::backends::imap::ImapPool;
 use opush_server::commands::folder_create::folder_create;
 use opush_server::commands::folder_delete::folder_delete;
 use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::folder_update::folder_update;
-use opush_server::commands::provision::default_policy;
-use opush_server::config::{ImapConfig, Secret};
-use opush_server::session::{EasServices, Sessions};
-use opush_storage::{StorageConfig, Store};
-use opush_tests::{demo_password, RawImap};
+use opush_tests::RawImap;
 
 const USER: &str = "load0037@load.test";
 const DEVICE: &str = "DEVFOLDERS";
-
-async fn services(dir: &tempfile::TempDir) -> EasServices {
-    let config = StorageConfig {
-        path: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    };
-    let store = Store::open(&config).await.unwrap();
-    store.install_schema().await.unwrap();
-    let imap = ImapConfig {
-        master_user: Some("opush-master".to_owned()),
-        master_password: Some(Secret::new(demo_password())),
-        ..ImapConfig::default()
-    };
-    EasServices {
-        sessions: Sessions::new(Arc::new(store), 50, 64),
-        engine: opush_engine::EngineConfig::default(),
-        policy: default_policy(),
-        imap: Arc::new(ImapPool::new(imap)),
-    }
-}
 
 fn listing(raw: &mut RawImap, command: &str) -> String {
     let (lines, ok) = raw.cmd(command);

@@ -11,7 +11,8 @@
     reason = "test code: a panic is a test failure"
 )]
 
-use std::sync::Arc;
+mod eas_support;
+use eas_support::services;
 
 use base64::Engine as _;
 use opush_protocol::commands::airsyncbase::BodyPreference;
@@ -24,39 +25,14 @@ use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncR
 use opush_protocol::commands::{CollectionId, SyncKey};
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::itemoperations as io;
-use opush_server::backends::imap::ImapPool;
 use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::get_attachment::get_attachment;
 use opush_server::commands::item_operations::item_operations;
-use opush_server::commands::provision::default_policy;
 use opush_server::commands::sync::sync;
-use opush_server::config::{ImapConfig, Secret};
-use opush_server::session::{EasServices, Sessions};
-use opush_storage::{StorageConfig, Store};
-use opush_tests::{demo_password, unique, RawImap};
+use opush_tests::{unique, RawImap};
 
 const USER: &str = "load0034@load.test";
 const DEVICE: &str = "DEVIOPS";
-
-async fn services(dir: &tempfile::TempDir) -> EasServices {
-    let config = StorageConfig {
-        path: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    };
-    let store = Store::open(&config).await.unwrap();
-    store.install_schema().await.unwrap();
-    let imap = ImapConfig {
-        master_user: Some("opush-master".to_owned()),
-        master_password: Some(Secret::new(demo_password())),
-        ..ImapConfig::default()
-    };
-    EasServices {
-        sessions: Sessions::new(Arc::new(store), 50, 64),
-        engine: opush_engine::EngineConfig::default(),
-        policy: default_policy(),
-        imap: Arc::new(ImapPool::new(imap)),
-    }
-}
 
 fn sync_req(inbox: &str, key: &str) -> SyncRequest {
     SyncRequest {

@@ -11,41 +11,19 @@
     reason = "test code: a panic is a test failure"
 )]
 
+mod eas_support;
+use eas_support::services;
+
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
 use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncRequest};
 use opush_protocol::commands::{CollectionId, SyncKey};
 use opush_protocol::version::ProtocolVersion;
-use opush_server::backends::imap::ImapPool;
 use opush_server::commands::folder_sync::folder_sync;
-use opush_server::commands::provision::default_policy;
 use opush_server::commands::sync::sync;
-use opush_server::config::{ImapConfig, Secret};
-use opush_server::session::{EasServices, Sessions};
-use opush_storage::{StorageConfig, Store};
-use opush_tests::{demo_password, RawImap};
-
-async fn services(dir: &tempfile::TempDir) -> EasServices {
-    let config = StorageConfig {
-        path: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    };
-    let store = Store::open(&config).await.unwrap();
-    store.install_schema().await.unwrap();
-    let imap = ImapConfig {
-        master_user: Some("opush-master".to_owned()),
-        master_password: Some(Secret::new(demo_password())),
-        ..ImapConfig::default()
-    };
-    EasServices {
-        sessions: Sessions::new(Arc::new(store), 50, 64),
-        engine: opush_engine::EngineConfig::default(),
-        policy: default_policy(),
-        imap: Arc::new(ImapPool::new(imap)),
-    }
-}
+use opush_server::session::EasServices;
+use opush_tests::RawImap;
 
 fn append(imap: &mut RawImap, mailbox: &str, subject: &str) {
     let msg = format!(

@@ -13,7 +13,8 @@
     reason = "test code: a panic is a test failure"
 )]
 
-use std::sync::Arc;
+mod eas_support;
+use eas_support::services;
 
 use opush_protocol::commands::airsyncbase::BodyPreference;
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
@@ -26,36 +27,12 @@ use opush_protocol::commands::sync::{
 };
 use opush_protocol::commands::{CollectionId, ServerId, SyncKey};
 use opush_protocol::version::ProtocolVersion;
-use opush_server::backends::imap::ImapPool;
 use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::get_item_estimate::get_item_estimate;
 use opush_server::commands::move_items::move_items;
-use opush_server::commands::provision::default_policy;
 use opush_server::commands::sync::sync;
-use opush_server::config::{ImapConfig, Secret};
-use opush_server::session::{EasServices, Sessions};
-use opush_storage::{StorageConfig, Store};
-use opush_tests::{demo_password, unique, RawImap};
-
-async fn services(dir: &tempfile::TempDir) -> EasServices {
-    let config = StorageConfig {
-        path: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    };
-    let store = Store::open(&config).await.unwrap();
-    store.install_schema().await.unwrap();
-    let imap = ImapConfig {
-        master_user: Some("opush-master".to_owned()),
-        master_password: Some(Secret::new(demo_password())),
-        ..ImapConfig::default()
-    };
-    EasServices {
-        sessions: Sessions::new(Arc::new(store), 50, 64),
-        engine: opush_engine::EngineConfig::default(),
-        policy: default_policy(),
-        imap: Arc::new(ImapPool::new(imap)),
-    }
-}
+use opush_server::session::EasServices;
+use opush_tests::{unique, RawImap};
 
 fn reset_inbox(imap: &mut RawImap) {
     let (_, ok) = imap.cmd("SELECT INBOX");

@@ -1,0 +1,35 @@
+//! Shared set-up of the `eas_*` tests: the EAS services over a fresh
+//! embedded store in a temporary directory and the stack's Dovecot, reached
+//! through its master user.
+
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+use std::sync::Arc;
+
+use opush_server::backends::imap::ImapPool;
+use opush_server::commands::provision::default_policy;
+use opush_server::config::{ImapConfig, Secret};
+use opush_server::session::{EasServices, Sessions};
+use opush_storage::{StorageConfig, Store};
+use opush_tests::demo_password;
+
+/// EAS services over a new embedded store in `dir` (schema installed).
+pub async fn services(dir: &tempfile::TempDir) -> EasServices {
+    let config = StorageConfig {
+        path: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let store = Store::open(&config).await.unwrap();
+    store.install_schema().await.unwrap();
+    let imap = ImapConfig {
+        master_user: Some("opush-master".to_owned()),
+        master_password: Some(Secret::new(demo_password())),
+        ..ImapConfig::default()
+    };
+    EasServices {
+        sessions: Sessions::new(Arc::new(store), 50, 64),
+        engine: opush_engine::EngineConfig::default(),
+        policy: default_policy(),
+        imap: Arc::new(ImapPool::new(imap)),
+    }
+}
