@@ -16,7 +16,15 @@ dovecot_install() {
   apt_install dovecot-imapd dovecot-lmtpd
 }
 
+# _dovecot_write_config [DIR IMAP_PORT [INSTANCE]]: the shared instance by
+# default; with arguments, a private IMAP-only instance (scripts/dovecot-private)
+# that a test may stop and start without disturbing anyone else.
 _dovecot_write_config() {
+  local DOVECOT_DIR=${1:-$DOVECOT_DIR} DOVECOT_IMAP_PORT=${2:-$DOVECOT_IMAP_PORT}
+  local instance=${3:-opush-dovecot} DOVECOT_CONF=${1:+$1/dovecot.conf}
+  DOVECOT_CONF=${DOVECOT_CONF:-$DOVECOT_DIR/dovecot.conf}
+  local protocols="imap lmtp"
+  if [ -n "${1:-}" ]; then protocols="imap"; fi
   mkdir -p "$DOVECOT_DIR/run" "$DOVECOT_DIR/mail"
   chown mail:mail "$DOVECOT_DIR/mail"
   local hash
@@ -33,10 +41,10 @@ _dovecot_write_config() {
   chgrp dovecot "$DOVECOT_DIR/users" "$DOVECOT_DIR/master-users"
   cat >"$DOVECOT_CONF" <<CONF
 # Written by scripts/stack (dovecot plug-in). Loopback only.
-protocols = imap lmtp
+protocols = $protocols
 listen = 127.0.0.1
 base_dir = $DOVECOT_DIR/run
-instance_name = opush-dovecot
+instance_name = $instance
 state_dir = $DOVECOT_DIR/state
 log_path = $DOVECOT_DIR/dovecot.log
 info_log_path = $DOVECOT_DIR/dovecot.log
@@ -108,6 +116,10 @@ service imap {
   process_limit = 2048
   client_limit = 1
 }
+default_vsz_limit = 512M
+CONF
+  if [ -z "${1:-}" ]; then
+    cat >>"$DOVECOT_CONF" <<CONF
 service lmtp {
   inet_listener lmtp {
     address = 127.0.0.1
@@ -120,8 +132,8 @@ service auth {
     port = $DOVECOT_AUTH_PORT
   }
 }
-default_vsz_limit = 512M
 CONF
+  fi
   mkdir -p "$DOVECOT_DIR/state"
 }
 
