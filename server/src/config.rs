@@ -194,6 +194,9 @@ pub struct ImapConfig {
     pub master_password: Option<Secret>,
     /// Separator between user and master user in the login name.
     pub master_separator: String,
+    /// Command handlers reach IMAP through the master user instead of the
+    /// device's own credentials (which are then only checked at login).
+    pub master_for_requests: bool,
     /// Drafts folder name, used when the server has no `\Drafts` SPECIAL-USE.
     pub folder_drafts: String,
     /// Sent folder name, used when the server has no `\Sent` SPECIAL-USE.
@@ -222,6 +225,7 @@ impl Default for ImapConfig {
             master_user: None,
             master_password: None,
             master_separator: "*".into(),
+            master_for_requests: false,
             folder_drafts: "Drafts".into(),
             folder_sent: "Sent".into(),
             folder_trash: "Trash".into(),
@@ -530,6 +534,12 @@ impl Config {
                 "master_user and master_password go together",
             );
         }
+        if self.imap.master_for_requests && self.imap.master_user.is_none() {
+            return invalid(
+                "imap.master_for_requests",
+                "needs master_user and master_password",
+            );
+        }
         if self.imap.poll_interval_s == 0 {
             return invalid("imap.poll_interval_s", "must be > 0");
         }
@@ -717,6 +727,13 @@ mod tests {
             Config::from_toml("[imap]\nmaster_user = \"m\""),
             Err(ConfigError::Invalid {
                 key: "imap.master_user",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Config::from_toml("[imap]\nmaster_for_requests = true"),
+            Err(ConfigError::Invalid {
+                key: "imap.master_for_requests",
                 ..
             })
         ));

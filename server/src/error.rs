@@ -114,9 +114,11 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             tracing::error!(cmd, error = %err, "cannot authenticate: credential backend down");
             http(503, vec![retry(settings.retry_after)])
         }
-        ServerError::Auth(auth) => {
-            match auth {
-                AuthError::Missing => tracing::info!(cmd, error = %err, "authentication required"),
+        ServerError::Auth(_) | ServerError::Command(CommandError::CredentialsRejected(_)) => {
+            match err {
+                ServerError::Auth(AuthError::Missing) => {
+                    tracing::info!(cmd, error = %err, "authentication required")
+                }
                 _ => tracing::warn!(cmd, error = %err, "authentication failed"),
             }
             http(
@@ -328,6 +330,15 @@ mod tests {
         assert_eq!(res.http_status, 503);
         assert_eq!(header(&res, "Retry-After"), Some("30"));
         assert_eq!(header(&res, "WWW-Authenticate"), None);
+        // A handler whose IMAP login is refused (password changed since the
+        // login was cached) answers 401 too, at every version.
+        let res = respond(
+            &ServerError::Command(CommandError::CredentialsRejected("alice".into())),
+            ctx(Command::Sync, ProtocolVersion::V16_1),
+            SETTINGS,
+        );
+        assert_eq!(res.http_status, 401);
+        assert!(header(&res, "WWW-Authenticate").is_some());
     }
 
     #[test]

@@ -263,9 +263,59 @@ pub struct EasServices {
     pub engine: opush_engine::EngineConfig,
     /// The `EASProvisionDoc` settings sent on policy download.
     pub policy: Vec<opush_protocol::commands::Owned>,
-    /// IMAP connections (handlers log in through the master user until the
-    /// device's credentials reach the command context).
+    /// IMAP connections: handlers log in as the device's user
+    /// ([`EasServices::imap_for`]); the master user serves background work.
     pub imap: Arc<crate::backends::imap::ImapPool>,
+}
+
+/// Whom a command acts for: the authenticated user, the device, and the
+/// password the user logged in with (memory only, prints `*`), so handlers
+/// reach the mailbox as the user and not as a privileged account.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The user's canonical name (`user@domain`).
+    pub user: &'a str,
+    /// The device id of the request line.
+    pub device_id: &'a str,
+    /// The verified password of this request.
+    pub password: &'a crate::config::Secret,
+}
+
+impl<'a> Caller<'a> {
+    /// A caller (tests and tools build one; requests get it from the context).
+    pub fn new(user: &'a str, device_id: &'a str, password: &'a crate::config::Secret) -> Self {
+        Caller {
+            user,
+            device_id,
+            password,
+        }
+    }
+
+    /// The store key of this caller's device.
+    pub fn device_key(&self) -> Result<DeviceKey, crate::commands::CommandError> {
+        device_key(self.user, self.device_id)
+    }
+}
+
+impl EasServices {
+    /// An IMAP session for a request: as the caller with its own password,
+    /// or through the master user when `[imap] master_for_requests` is set.
+    pub async fn imap_for(
+        &self,
+        caller: &Caller<'_>,
+    ) -> Result<crate::backends::imap::PooledSession, crate::commands::CommandError> {
+        let res = if self.imap.config().master_for_requests {
+            self.imap.get_master(caller.user).await
+        } else {
+            self.imap.get(caller.user, caller.password).await
+        };
+        res.map_err(|e| match e {
+            crate::backends::imap::ImapError::Auth { user } => {
+                crate::commands::CommandError::CredentialsRejected(user)
+            }
+            e => imap_error(e),
+        })
+    }
 }
 
 /// Maps an IMAP failure to the handler error (the device retries).

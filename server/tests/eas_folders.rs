@@ -13,7 +13,7 @@
 )]
 
 mod eas_support;
-use eas_support::services;
+use eas_support::{caller, services};
 
 use opush_protocol::commands::folder_create::FolderCreateRequest;
 use opush_protocol::commands::folder_delete::FolderDeleteRequest;
@@ -50,8 +50,7 @@ async fn create_rename_delete_with_non_ascii_names() {
         &FolderSyncRequest {
             sync_key: SyncKey("0".to_owned()),
         },
-        USER,
-        DEVICE,
+        &caller(USER, DEVICE),
         &eas,
     )
     .await
@@ -79,7 +78,7 @@ async fn create_rename_delete_with_non_ascii_names() {
         display_name: name.to_owned(),
         folder_type: 12,
     };
-    let c1 = folder_create(&create(&key, "Café ☕"), USER, DEVICE, &eas)
+    let c1 = folder_create(&create(&key, "Café ☕"), &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     assert_eq!(c1.status.code(), 1, "{c1:?}");
@@ -88,7 +87,7 @@ async fn create_rename_delete_with_non_ascii_names() {
     assert!(listing(&mut raw, "LSUB \"\" \"*\"").contains("Caf&AOk- &JhU-"));
 
     // Already there but unsubscribed: subscribed, success.
-    let c2 = folder_create(&create(&key, "eas-unsub"), USER, DEVICE, &eas)
+    let c2 = folder_create(&create(&key, "eas-unsub"), &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     assert_eq!(c2.status.code(), 1, "{c2:?}");
@@ -96,7 +95,7 @@ async fn create_rename_delete_with_non_ascii_names() {
     assert!(listing(&mut raw, "LSUB \"\" \"*\"").contains("eas-unsub"));
 
     // A duplicate is status 2 and changes nothing.
-    let dup = folder_create(&create(&key, "Café ☕"), USER, DEVICE, &eas)
+    let dup = folder_create(&create(&key, "Café ☕"), &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     assert_eq!(dup.status.code(), 2);
@@ -108,8 +107,7 @@ async fn create_rename_delete_with_non_ascii_names() {
             parent_id: ServerId("0".to_owned()),
             display_name: "eas-renamed".to_owned(),
         },
-        USER,
-        DEVICE,
+        &caller(USER, DEVICE),
         &eas,
     )
     .await
@@ -128,8 +126,7 @@ async fn create_rename_delete_with_non_ascii_names() {
             sync_key: key.clone(),
             server_id: inbox,
         },
-        USER,
-        DEVICE,
+        &caller(USER, DEVICE),
         &eas,
     )
     .await
@@ -141,8 +138,7 @@ async fn create_rename_delete_with_non_ascii_names() {
             sync_key: key.clone(),
             server_id: cafe,
         },
-        USER,
-        DEVICE,
+        &caller(USER, DEVICE),
         &eas,
     )
     .await
@@ -152,9 +148,13 @@ async fn create_rename_delete_with_non_ascii_names() {
     assert!(!listing(&mut raw, "LIST \"\" \"*\"").contains("eas-renamed"));
 
     // The device's own changes are not echoed.
-    let again = folder_sync(&FolderSyncRequest { sync_key: key }, USER, DEVICE, &eas)
-        .await
-        .unwrap();
+    let again = folder_sync(
+        &FolderSyncRequest { sync_key: key },
+        &caller(USER, DEVICE),
+        &eas,
+    )
+    .await
+    .unwrap();
     assert_eq!(again.status.code(), 1);
     assert_eq!(again.changes.map(|c| c.len()), Some(0));
     raw.cmd("DELETE eas-unsub");

@@ -12,7 +12,7 @@
 )]
 
 mod eas_support;
-use eas_support::services;
+use eas_support::{caller, services};
 
 use base64::Engine as _;
 use opush_protocol::commands::airsyncbase::BodyPreference;
@@ -78,8 +78,7 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
         &FolderSyncRequest {
             sync_key: SyncKey("0".to_owned()),
         },
-        USER,
-        DEVICE,
+        &caller(USER, DEVICE),
         &eas,
     )
     .await
@@ -93,11 +92,11 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
             _ => None,
         })
         .unwrap();
-    let r0 = sync(&sync_req(&inbox, "0"), version, USER, DEVICE, &eas)
+    let r0 = sync(&sync_req(&inbox, "0"), version, &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     let k1 = r0.collections[0].sync_key.0.clone();
-    let r1 = sync(&sync_req(&inbox, &k1), version, USER, DEVICE, &eas)
+    let r1 = sync(&sync_req(&inbox, &k1), version, &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     let commands = r1.collections[0].commands.clone().unwrap();
@@ -159,7 +158,7 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
             ),
         ],
     };
-    let res = item_operations(&req, version, USER, DEVICE, &eas)
+    let res = item_operations(&req, version, &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     assert_eq!(res.results.len(), 4);
@@ -201,7 +200,7 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
     assert_eq!(status_of(&res.results[3]), 6);
 
     // GetAttachment (12.1) answers the same bytes for the same FileReference.
-    let att = get_attachment(&fref, ProtocolVersion::V12_1, USER, DEVICE, &eas)
+    let att = get_attachment(&fref, ProtocolVersion::V12_1, &caller(USER, DEVICE), &eas)
         .await
         .unwrap()
         .unwrap();
@@ -210,8 +209,7 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
     let none = get_attachment(
         &format!("{inbox}:4242:0"),
         ProtocolVersion::V12_1,
-        USER,
-        DEVICE,
+        &caller(USER, DEVICE),
         &eas,
     )
     .await
@@ -225,7 +223,7 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
             delete_sub_folders: false,
         }],
     };
-    let res = item_operations(&empty, version, USER, DEVICE, &eas)
+    let res = item_operations(&empty, version, &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     assert!(matches!(
@@ -235,7 +233,7 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
     assert!(raw.search_subject("INBOX", &tag).is_empty());
     // The next Sync tells the device.
     let k2 = r1.collections[0].sync_key.0.clone();
-    let r2 = sync(&sync_req(&inbox, &k2), version, USER, DEVICE, &eas)
+    let r2 = sync(&sync_req(&inbox, &k2), version, &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     let cmds = r2.collections[0].commands.clone().unwrap();

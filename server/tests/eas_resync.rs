@@ -12,7 +12,7 @@
 )]
 
 mod eas_support;
-use eas_support::services;
+use eas_support::{caller, services};
 
 use std::collections::BTreeSet;
 
@@ -50,8 +50,7 @@ async fn collection_named(eas: &EasServices, user: &str, device: &str, name: &st
         &FolderSyncRequest {
             sync_key: SyncKey("0".to_owned()),
         },
-        user,
-        device,
+        &caller(user, device),
         eas,
     )
     .await
@@ -83,14 +82,13 @@ async fn a_uidvalidity_change_is_deletes_then_adds() {
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir).await;
     let coll = collection_named(&eas, user, "DEVUV", "eas-uv").await;
-    let r0 = sync(&req(&coll, "0", 50), version, user, "DEVUV", &eas)
+    let r0 = sync(&req(&coll, "0", 50), version, &caller(user, "DEVUV"), &eas)
         .await
         .unwrap();
     let r1 = sync(
         &req(&coll, &r0.collections[0].sync_key.0, 50),
         version,
-        user,
-        "DEVUV",
+        &caller(user, "DEVUV"),
         &eas,
     )
     .await
@@ -108,8 +106,7 @@ async fn a_uidvalidity_change_is_deletes_then_adds() {
     let r2 = sync(
         &req(&coll, &r1.collections[0].sync_key.0, 50),
         version,
-        user,
-        "DEVUV",
+        &caller(user, "DEVUV"),
         &eas,
     )
     .await
@@ -151,18 +148,28 @@ async fn a_two_thousand_message_inbox_is_sent_in_windows() {
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir).await;
     let inbox = collection_named(&eas, user, "DEVBULK", "INBOX").await;
-    let r0 = sync(&req(&inbox, "0", 512), version, user, "DEVBULK", &eas)
-        .await
-        .unwrap();
+    let r0 = sync(
+        &req(&inbox, "0", 512),
+        version,
+        &caller(user, "DEVBULK"),
+        &eas,
+    )
+    .await
+    .unwrap();
     let mut key = r0.collections[0].sync_key.0.clone();
     let mut seen = BTreeSet::new();
     let mut n_rounds = 0;
     loop {
         n_rounds += 1;
         assert!(n_rounds <= 10, "too many rounds");
-        let r = sync(&req(&inbox, &key, 512), version, user, "DEVBULK", &eas)
-            .await
-            .unwrap();
+        let r = sync(
+            &req(&inbox, &key, 512),
+            version,
+            &caller(user, "DEVBULK"),
+            &eas,
+        )
+        .await
+        .unwrap();
         let c = &r.collections[0];
         let cmds = c.commands.clone().unwrap_or_default();
         assert!(cmds.len() <= 512);

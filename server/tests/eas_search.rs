@@ -11,7 +11,7 @@
 )]
 
 mod eas_support;
-use eas_support::services;
+use eas_support::{caller, services};
 
 use opush_protocol::commands::folder_sync::FolderSyncRequest;
 use opush_protocol::commands::items::ApplicationData;
@@ -67,14 +67,13 @@ async fn free_text_matches_subject_and_body_newest_first() {
         &FolderSyncRequest {
             sync_key: SyncKey("0".to_owned()),
         },
-        USER,
-        DEVICE,
+        &caller(USER, DEVICE),
         &eas,
     )
     .await
     .unwrap();
     let version = ProtocolVersion::V14_1;
-    let all = search(&query(&word, "0-9"), version, USER, DEVICE, &eas)
+    let all = search(&query(&word, "0-9"), version, &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     assert_eq!(all.store_status.map(|s| s.code()), Some(1));
@@ -95,14 +94,19 @@ async fn free_text_matches_subject_and_body_newest_first() {
             format!("first {word}")
         ]
     );
-    let page = search(&query(&word, "1-1"), version, USER, DEVICE, &eas)
+    let page = search(&query(&word, "1-1"), version, &caller(USER, DEVICE), &eas)
         .await
         .unwrap();
     assert_eq!(page.results.len(), 1);
     assert_eq!(page.range.as_deref(), Some("1-1"));
-    let none = search(&query("zzzznotthere", "0-9"), version, USER, DEVICE, &eas)
-        .await
-        .unwrap();
+    let none = search(
+        &query("zzzznotthere", "0-9"),
+        version,
+        &caller(USER, DEVICE),
+        &eas,
+    )
+    .await
+    .unwrap();
     assert_eq!(none.total, Some(0));
     assert!(none.results.is_empty());
 }

@@ -17,8 +17,8 @@ use opush_protocol::status::PolicyStatus;
 use opush_protocol::version::ProtocolVersion;
 use opush_server::backends::imap::ImapPool;
 use opush_server::commands::provision::{default_policy, provision};
-use opush_server::config::ImapConfig;
-use opush_server::session::{EasServices, Sessions, SNAPSHOT_NAME};
+use opush_server::config::{ImapConfig, Secret};
+use opush_server::session::{Caller, EasServices, Sessions, SNAPSHOT_NAME};
 use opush_storage::{AppendBatch, DeviceKey, StorageConfig, StorageError, Store};
 
 async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
@@ -29,6 +29,11 @@ async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
     let store = Store::open(&config).await.unwrap();
     store.install_schema().await.unwrap();
     Arc::new(store)
+}
+
+/// No IMAP is reached here: any password does.
+fn password() -> Secret {
+    Secret::new("unused")
 }
 
 fn services(store: Arc<Store>, snapshot_every: u64) -> EasServices {
@@ -141,9 +146,14 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             }),
             ..ProvisionRequest::default()
         };
-        let first = provision(&download, version, "bob@example.test", &device, &eas)
-            .await
-            .unwrap();
+        let first = provision(
+            &download,
+            version,
+            &Caller::new("bob@example.test", &device, &password()),
+            &eas,
+        )
+        .await
+        .unwrap();
         let p1 = first.policy.unwrap();
         assert_eq!(p1.status, PolicyStatus::Success);
         let temp = p1.policy_key.unwrap();
@@ -157,9 +167,14 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             }),
             ..ProvisionRequest::default()
         };
-        let second = provision(&ack, version, "bob@example.test", &device, &eas)
-            .await
-            .unwrap();
+        let second = provision(
+            &ack,
+            version,
+            &Caller::new("bob@example.test", &device, &password()),
+            &eas,
+        )
+        .await
+        .unwrap();
         let p2 = second.policy.unwrap();
         assert_eq!(p2.status, PolicyStatus::Success);
         let fin = p2.policy_key.unwrap();
@@ -181,9 +196,14 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             }),
             ..ProvisionRequest::default()
         };
-        let third = provision(&wrong, version, "bob@example.test", &device, &eas)
-            .await
-            .unwrap();
+        let third = provision(
+            &wrong,
+            version,
+            &Caller::new("bob@example.test", &device, &password()),
+            &eas,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             third.policy.unwrap().status,
             PolicyStatus::PolicyKeyMismatch
@@ -214,8 +234,7 @@ async fn settings_store_device_information_and_answer_user_information() {
     let res = settings(
         &req,
         ProtocolVersion::V14_1,
-        "alice@example.test",
-        "DEV1",
+        &Caller::new("alice@example.test", "DEV1", &password()),
         "Android",
         &eas,
     )

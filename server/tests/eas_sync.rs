@@ -14,7 +14,7 @@
 )]
 
 mod eas_support;
-use eas_support::services;
+use eas_support::{caller, services};
 
 use opush_protocol::commands::airsyncbase::BodyPreference;
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
@@ -109,7 +109,9 @@ async fn one(
     version: ProtocolVersion,
     req: SyncRequest,
 ) -> SyncCollectionResponse {
-    let mut res = sync(&req, version, user, "DEVSYNC", eas).await.unwrap();
+    let mut res = sync(&req, version, &caller(user, "DEVSYNC"), eas)
+        .await
+        .unwrap();
     assert_eq!(res.collections.len(), 1);
     res.collections.remove(0)
 }
@@ -139,8 +141,7 @@ async fn scenario(user: &str, version: ProtocolVersion) {
         &FolderSyncRequest {
             sync_key: SyncKey("0".to_owned()),
         },
-        user,
-        "DEVSYNC",
+        &caller(user, "DEVSYNC"),
         &eas,
     )
     .await
@@ -303,8 +304,7 @@ async fn scenario(user: &str, version: ProtocolVersion) {
     let e0 = get_item_estimate(
         &estimate(r5.sync_key.0.clone()),
         version,
-        user,
-        "DEVSYNC",
+        &caller(user, "DEVSYNC"),
         &eas,
     )
     .await
@@ -315,8 +315,7 @@ async fn scenario(user: &str, version: ProtocolVersion) {
     let e2 = get_item_estimate(
         &estimate(r5.sync_key.0.clone()),
         version,
-        user,
-        "DEVSYNC",
+        &caller(user, "DEVSYNC"),
         &eas,
     )
     .await
@@ -340,7 +339,9 @@ async fn scenario(user: &str, version: ProtocolVersion) {
             dst_fld_id: CollectionId(moves_folder.clone()),
         }],
     };
-    let moved = move_items(&mv, user, "DEVSYNC", &eas).await.unwrap();
+    let moved = move_items(&mv, &caller(user, "DEVSYNC"), &eas)
+        .await
+        .unwrap();
     assert_eq!(moved.responses[0].status.code(), 3, "{moved:?}");
     let dst_id = moved.responses[0].dst_msg_id.clone().unwrap();
     assert!(
@@ -372,7 +373,9 @@ async fn scenario(user: &str, version: ProtocolVersion) {
             dst_fld_id: CollectionId(moves_folder.clone()),
         }],
     };
-    let bad = move_items(&bad, user, "DEVSYNC", &eas).await.unwrap();
+    let bad = move_items(&bad, &caller(user, "DEVSYNC"), &eas)
+        .await
+        .unwrap();
     assert_eq!(bad.responses[0].status.code(), 1);
     // Empty the move target for the next run.
     raw.cmd("SELECT eas-moves");

@@ -12,7 +12,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::folder_sync::{folder_op, parent_of};
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::EasServices;
+use crate::session::{Caller, EasServices};
 
 /// Handles `Cmd=FolderCreate`.
 pub async fn handle_folder_create(
@@ -28,7 +28,7 @@ pub async fn handle_folder_create(
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req =
         FolderCreateRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = folder_create(&req, &ctx.user.user, &ctx.request.device_id, eas).await?;
+    let res = folder_create(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -37,8 +37,7 @@ pub async fn handle_folder_create(
 /// FolderCreate without HTTP.
 pub async fn folder_create(
     req: &FolderCreateRequest,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<FolderCreateResponse, CommandError> {
     let fail = |status: u16| FolderCreateResponse {
@@ -63,7 +62,7 @@ pub async fn folder_create(
         name: req.display_name.clone(),
         folder_type,
     };
-    let r = folder_op(&op, user, device_id, eas).await?;
+    let r = folder_op(&op, caller, eas).await?;
     Ok(FolderCreateResponse {
         status: FolderCreateStatus::from_code(r.status.into()),
         sync_key: r.sync_key.map(|k| WireKey(k.0.to_string())),

@@ -11,7 +11,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::folder_sync::folder_op;
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::EasServices;
+use crate::session::{Caller, EasServices};
 
 /// Handles `Cmd=FolderDelete`.
 pub async fn handle_folder_delete(
@@ -27,7 +27,7 @@ pub async fn handle_folder_delete(
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req =
         FolderDeleteRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = folder_delete(&req, &ctx.user.user, &ctx.request.device_id, eas).await?;
+    let res = folder_delete(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -36,8 +36,7 @@ pub async fn handle_folder_delete(
 /// FolderDelete without HTTP.
 pub async fn folder_delete(
     req: &FolderDeleteRequest,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<FolderDeleteResponse, CommandError> {
     let fail = |status: u16| FolderDeleteResponse {
@@ -50,7 +49,7 @@ pub async fn folder_delete(
     let Some(id) = CollectionId::parse(&req.server_id.0) else {
         return Ok(fail(4));
     };
-    let r = folder_op(&FolderOp::Delete { sync_key, id }, user, device_id, eas).await?;
+    let r = folder_op(&FolderOp::Delete { sync_key, id }, caller, eas).await?;
     Ok(FolderDeleteResponse {
         status: FolderDeleteStatus::from_code(r.status.into()),
         sync_key: r.sync_key.map(|k| WireKey(k.0.to_string())),

@@ -21,7 +21,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{Folder as ImapFolder, SpecialUse};
-use crate::session::{device_key, imap_error, session_error, EasServices};
+use crate::session::{imap_error, session_error, Caller, EasServices};
 
 /// The folders a device sees: selectable, and subscribed unless special
 /// (INBOX and the special folders are always shown).
@@ -70,7 +70,7 @@ pub async fn handle_folder_sync(
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req =
         FolderSyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = folder_sync(&req, &ctx.user.user, &ctx.request.device_id, eas).await?;
+    let res = folder_sync(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -79,21 +79,20 @@ pub async fn handle_folder_sync(
 /// FolderSync without HTTP: observe IMAP, decide, record, answer.
 pub async fn folder_sync(
     req: &FolderSyncRequest,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<FolderSyncResponse, CommandError> {
     let Some(key) = SyncKey::parse(&req.sync_key.0) else {
         return Ok(status_only(FolderSyncStatus::InvalidSyncKey));
     };
     let folders = {
-        let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+        let mut imap = eas.imap_for(caller).await?;
         imap.list_folders(false).await.map_err(imap_error)?
     };
     let observed = backend_folders(&folders);
     let mut session = eas
         .sessions
-        .open(device_key(user, device_id)?)
+        .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
     let mut events = Vec::new();
@@ -181,16 +180,15 @@ pub fn wire_change(change: &FolderChange) -> WireChange {
 /// IMAP has now), then `engine::plan_folder_op` / `decide_folder_op`.
 pub(crate) async fn folder_op(
     op: &opush_engine::FolderOp,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<opush_engine::FolderOpResponse, CommandError> {
     use opush_engine::{decide_folder_op, plan_folder_op, FolderEffect, FolderOutcome};
-    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let mut imap = eas.imap_for(caller).await?;
     let listed = imap.list_folders(false).await.map_err(imap_error)?;
     let mut session = eas
         .sessions
-        .open(device_key(user, device_id)?)
+        .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
     let mut state = session.state().clone();

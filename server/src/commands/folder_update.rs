@@ -11,7 +11,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::folder_sync::{folder_op, parent_of};
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::EasServices;
+use crate::session::{Caller, EasServices};
 
 /// Handles `Cmd=FolderUpdate`.
 pub async fn handle_folder_update(
@@ -27,7 +27,7 @@ pub async fn handle_folder_update(
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req =
         FolderUpdateRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = folder_update(&req, &ctx.user.user, &ctx.request.device_id, eas).await?;
+    let res = folder_update(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -36,8 +36,7 @@ pub async fn handle_folder_update(
 /// FolderUpdate without HTTP.
 pub async fn folder_update(
     req: &FolderUpdateRequest,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<FolderUpdateResponse, CommandError> {
     let fail = |status: u16| FolderUpdateResponse {
@@ -59,7 +58,7 @@ pub async fn folder_update(
         parent,
         name: req.display_name.clone(),
     };
-    let r = folder_op(&op, user, device_id, eas).await?;
+    let r = folder_op(&op, caller, eas).await?;
     Ok(FolderUpdateResponse {
         status: FolderUpdateStatus::from_code(r.status.into()),
         sync_key: r.sync_key.map(|k| WireKey(k.0.to_string())),

@@ -13,7 +13,7 @@ use opush_protocol::version::ProtocolVersion;
 use super::sync::{uid_of, MAX_MESSAGE_BYTES};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::email::{attachment_content, AttachmentContent, FileReference};
-use crate::session::{device_key, imap_error, session_error, EasServices};
+use crate::session::{imap_error, session_error, Caller, EasServices};
 
 /// Handles `Cmd=GetAttachment`.
 pub async fn handle_get_attachment(
@@ -26,14 +26,7 @@ pub async fn handle_get_attachment(
             reason: e.to_string(),
         }
     })?;
-    let found = get_attachment(
-        &req.attachment_name,
-        ctx.version,
-        &ctx.user.user,
-        &ctx.request.device_id,
-        eas,
-    )
-    .await?;
+    let found = get_attachment(&req.attachment_name, ctx.version, &ctx.caller(), eas).await?;
     Ok(match found {
         Some(att) => EasResponse {
             http_status: 200,
@@ -54,8 +47,7 @@ pub async fn handle_get_attachment(
 pub async fn get_attachment(
     attachment_name: &str,
     _version: ProtocolVersion,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<Option<AttachmentContent>, CommandError> {
     let Some(fref) = FileReference::parse(attachment_name) else {
@@ -64,7 +56,7 @@ pub async fn get_attachment(
     let state = {
         let session = eas
             .sessions
-            .open(device_key(user, device_id)?)
+            .open(caller.device_key()?)
             .await
             .map_err(session_error)?;
         session.state().clone()
@@ -85,7 +77,7 @@ pub async fn get_attachment(
     let (Some(raw), Some((_, uid))) = (raw, id.as_ref().and_then(uid_of)) else {
         return Ok(None);
     };
-    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let mut imap = eas.imap_for(caller).await?;
     let bytes = match imap.fetch_message(&raw, uid, MAX_MESSAGE_BYTES).await {
         Ok(b) => b,
         Err(e) if e.is_retryable() => return Err(imap_error(e)),

@@ -18,7 +18,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::sync::observe;
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::{device_key, imap_error, now, session_error, EasServices};
+use crate::session::{now, session_error, Caller, EasServices};
 
 /// Handles `Cmd=GetItemEstimate`.
 pub async fn handle_get_item_estimate(
@@ -34,14 +34,7 @@ pub async fn handle_get_item_estimate(
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req = GetItemEstimateRequest::from_element(doc, ctx.version)
         .map_err(|e| invalid(e.to_string()))?;
-    let res = get_item_estimate(
-        &req,
-        ctx.version,
-        &ctx.user.user,
-        &ctx.request.device_id,
-        eas,
-    )
-    .await?;
+    let res = get_item_estimate(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -51,13 +44,12 @@ pub async fn handle_get_item_estimate(
 pub async fn get_item_estimate(
     req: &GetItemEstimateRequest,
     _version: ProtocolVersion,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<GetItemEstimateResponse, CommandError> {
     let mut session = eas
         .sessions
-        .open(device_key(user, device_id)?)
+        .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
     let mut state = session.state().clone();
@@ -84,7 +76,7 @@ pub async fn get_item_estimate(
                 .is_some_and(|col| col.synced)
             {
                 if imap.is_none() {
-                    imap = Some(eas.imap.get_master(user).await.map_err(imap_error)?);
+                    imap = Some(eas.imap_for(caller).await?);
                 }
                 if let Some(session) = imap.as_mut() {
                     let ev = observe(session, &raw, collection, at.0, at).await?;

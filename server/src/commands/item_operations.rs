@@ -24,7 +24,7 @@ use super::sync::{full_email, uid_of, MAX_MESSAGE_BYTES};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::PooledSession;
 use crate::email::{attachment_content, FileReference};
-use crate::session::{device_key, imap_error, session_error, EasServices};
+use crate::session::{imap_error, session_error, Caller, EasServices};
 
 /// Handles `Cmd=ItemOperations`.
 pub async fn handle_item_operations(
@@ -40,14 +40,7 @@ pub async fn handle_item_operations(
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req = ItemOperationsRequest::from_element(doc, ctx.version)
         .map_err(|e| invalid(e.to_string()))?;
-    let res = item_operations(
-        &req,
-        ctx.version,
-        &ctx.user.user,
-        &ctx.request.device_id,
-        eas,
-    )
-    .await?;
+    let res = item_operations(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -57,20 +50,19 @@ pub async fn handle_item_operations(
 pub async fn item_operations(
     req: &ItemOperationsRequest,
     version: ProtocolVersion,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<ItemOperationsResponse, CommandError> {
     // Read-only: the state is looked at, nothing is recorded.
     let state = {
         let session = eas
             .sessions
-            .open(device_key(user, device_id)?)
+            .open(caller.device_key()?)
             .await
             .map_err(session_error)?;
         session.state().clone()
     };
-    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let mut imap = eas.imap_for(caller).await?;
     let mut results = Vec::with_capacity(req.operations.len());
     for op in &req.operations {
         results.push(match op {

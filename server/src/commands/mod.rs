@@ -56,6 +56,17 @@ pub struct CommandContext<'a> {
     pub document: Option<&'a Element<'static>>,
 }
 
+impl CommandContext<'_> {
+    /// Whom the request acts for (user, device, in-memory password).
+    pub fn caller(&self) -> crate::session::Caller<'_> {
+        crate::session::Caller {
+            user: &self.user.user,
+            device_id: &self.request.device_id,
+            password: &self.user.password,
+        }
+    }
+}
+
 /// A handler's successful answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EasResponse {
@@ -106,6 +117,10 @@ pub enum CommandError {
         /// What is wrong (logged, never sent).
         reason: String,
     },
+    /// The backend refused the user's own credentials during the command
+    /// (the password changed since the login was cached): HTTP 401.
+    #[error("backend refused the credentials of {0}")]
+    CredentialsRejected(String),
     /// A backend (IMAP, SMTP, DAV, LDAP) is unreachable; the device retries.
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),

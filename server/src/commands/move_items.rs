@@ -18,7 +18,7 @@ use opush_protocol::wbxml::encode_to_vec;
 use super::sync::{item_id, uid_of, version_of};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::PooledSession;
-use crate::session::{device_key, imap_error, session_error, EasServices};
+use crate::session::{session_error, Caller, EasServices};
 
 /// Handles `Cmd=MoveItems`.
 pub async fn handle_move_items(
@@ -34,7 +34,7 @@ pub async fn handle_move_items(
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req =
         MoveItemsRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = move_items(&req, &ctx.user.user, &ctx.request.device_id, eas).await?;
+    let res = move_items(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -43,17 +43,16 @@ pub async fn handle_move_items(
 /// MoveItems without HTTP.
 pub async fn move_items(
     req: &MoveItemsRequest,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<MoveItemsResponse, CommandError> {
     let mut session = eas
         .sessions
-        .open(device_key(user, device_id)?)
+        .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
     let mut state = session.state().clone();
-    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let mut imap = eas.imap_for(caller).await?;
     let mut events = Vec::new();
     let mut responses = Vec::with_capacity(req.moves.len());
     for m in &req.moves {

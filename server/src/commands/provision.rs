@@ -20,7 +20,7 @@ use opush_protocol::wbxml::tags::provision as pv;
 use opush_protocol::wbxml::{encode_to_vec, Element};
 
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::{device_key, now, session_error, EasServices};
+use crate::session::{now, session_error, Caller, EasServices};
 
 /// The `EASProvisionDoc` settings of a policy, in document order, from
 /// `(setting, value)` pairs such as `(provision::MIN_DEVICE_PASSWORD_LENGTH, "4")`.
@@ -60,14 +60,7 @@ pub async fn handle_provision(
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req =
         ProvisionRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = provision(
-        &req,
-        ctx.version,
-        &ctx.user.user,
-        &ctx.request.device_id,
-        eas,
-    )
-    .await?;
+    let res = provision(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -78,8 +71,7 @@ pub async fn handle_provision(
 pub async fn provision(
     req: &ProvisionRequest,
     version: ProtocolVersion,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<ProvisionResponse, CommandError> {
     let wanted_type = req
@@ -91,7 +83,7 @@ pub async fn provision(
         || (wanted_type == POLICY_TYPE_XML && version <= ProtocolVersion::V2_5);
     let mut session = eas
         .sessions
-        .open(device_key(user, device_id)?)
+        .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
     let engine_req = EngineRequest {

@@ -21,7 +21,7 @@ use super::item_operations::parse_range;
 use super::sync::{full_email, item_id};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::SearchQuery;
-use crate::session::{device_key, imap_error, session_error, EasServices};
+use crate::session::{imap_error, session_error, Caller, EasServices};
 
 /// Most results returned by one Search (the default `Range` is 0-99).
 pub const MAX_RESULTS: usize = 100;
@@ -39,14 +39,7 @@ pub async fn handle_search(
         .document
         .ok_or_else(|| invalid("empty body".to_owned()))?;
     let req = SearchRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = search(
-        &req,
-        ctx.version,
-        &ctx.user.user,
-        &ctx.request.device_id,
-        eas,
-    )
-    .await?;
+    let res = search(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -73,8 +66,7 @@ fn status_only(status: SearchStatus) -> SearchResponse {
 pub async fn search(
     req: &SearchRequest,
     version: ProtocolVersion,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<SearchResponse, CommandError> {
     if !req.name.eq_ignore_ascii_case("Mailbox") {
@@ -89,12 +81,12 @@ pub async fn search(
     let state = {
         let session = eas
             .sessions
-            .open(device_key(user, device_id)?)
+            .open(caller.device_key()?)
             .await
             .map_err(session_error)?;
         session.state().clone()
     };
-    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let mut imap = eas.imap_for(caller).await?;
     // The folder: the query's CollectionId, else INBOX.
     let wanted = find_text(query, airsync::COLLECTION_ID).and_then(|c| CollectionId::parse(&c));
     let (collection, raw) = match wanted {

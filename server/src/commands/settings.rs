@@ -18,7 +18,7 @@ use opush_protocol::wbxml::encode_to_vec;
 use opush_storage::{DeviceRecord, DeviceState};
 
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::{device_key, EasServices};
+use crate::session::{Caller, EasServices};
 
 /// Handles `Cmd=Settings`.
 pub async fn handle_settings(
@@ -37,8 +37,7 @@ pub async fn handle_settings(
     let res = settings(
         &req,
         ctx.version,
-        &ctx.user.user,
-        &ctx.request.device_id,
+        &ctx.caller(),
         &ctx.request.device_type,
         eas,
     )
@@ -52,17 +51,15 @@ pub async fn handle_settings(
 pub async fn settings(
     req: &SettingsRequest,
     version: ProtocolVersion,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     device_type: &str,
     eas: &EasServices,
 ) -> Result<SettingsResponse, CommandError> {
     let device_information_status = match &req.device_information {
         None => None,
-        Some(info) => {
-            Some(store_device_information(user, device_id, device_type, info, eas).await?)
-        }
+        Some(info) => Some(store_device_information(caller, device_type, info, eas).await?),
     };
+    let user = caller.user;
     let user_information = req.user_information_get.then(|| {
         let address = user.contains('@').then(|| user.to_owned());
         let info = if version >= ProtocolVersion::V14_1 {
@@ -98,13 +95,12 @@ pub async fn settings(
 }
 
 async fn store_device_information(
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     device_type: &str,
     info: &DeviceInformation,
     eas: &EasServices,
 ) -> Result<SettingsStatus, CommandError> {
-    let key = device_key(user, device_id)?;
+    let key = caller.device_key()?;
     let store = eas.sessions.store();
     let now_ms = i64::try_from(crate::session::now().0).unwrap_or(i64::MAX);
     let existing = store

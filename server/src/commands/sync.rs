@@ -34,7 +34,7 @@ use opush_protocol::wbxml::encode_to_vec;
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{Flag, Flags, MessageMeta, PooledSession, SpecialUse};
 use crate::email::{to_email, MessageInfo};
-use crate::session::{device_key, imap_error, now, session_error, EasServices};
+use crate::session::{imap_error, now, session_error, Caller, EasServices};
 
 /// Largest message fetched for rendering; bigger ones are sent without body.
 pub const MAX_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
@@ -52,14 +52,7 @@ pub async fn handle_sync(
         .document
         .ok_or_else(|| invalid("empty Sync (cached request) not supported".to_owned()))?;
     let req = SyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
-    let res = sync(
-        &req,
-        ctx.version,
-        &ctx.user.user,
-        &ctx.request.device_id,
-        eas,
-    )
-    .await?;
+    let res = sync(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
@@ -147,17 +140,16 @@ struct Prepared<'r> {
 pub async fn sync(
     req: &SyncRequest,
     version: ProtocolVersion,
-    user: &str,
-    device_id: &str,
+    caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<SyncResponse, CommandError> {
     let mut session = eas
         .sessions
-        .open(device_key(user, device_id)?)
+        .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
     let mut state = session.state().clone();
-    let mut imap = eas.imap.get_master(user).await.map_err(imap_error)?;
+    let mut imap = eas.imap_for(caller).await?;
     let trash = trash_folder(&mut imap).await?;
     let at = now();
     let req_id = at.0;

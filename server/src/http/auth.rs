@@ -3,8 +3,11 @@
 //! remembered for a short TTL in an [`AuthCache`] keyed by a salted blake3
 //! digest of login and password.
 //!
-//! It must never keep a password: not in the cache (digests only, with a
-//! random per-process salt), not in logs (`Password` prints `*`). A failure
+//! It must never keep a password beyond the request: not in the cache
+//! (digests only, with a random per-process salt), not in logs (`Password`
+//! and `Secret` print `*`). The verified password travels with the request
+//! in [`AuthenticatedUser`] (memory only) so handlers can reach the user's
+//! mailbox as the user. A failure
 //! is never cached, and a success is never extended past its TTL, so a
 //! changed password stops working at most one TTL later.
 
@@ -15,6 +18,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use opush_protocol::headers::{BasicCredentials, Login, Password};
 use tokio::time::Instant;
+
+use crate::config::Secret;
 
 /// The verdict of the credential backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,9 @@ pub struct AuthenticatedUser {
     /// The user's canonical name, `user@domain` (or `user`): the key of the
     /// device registry and of the user's state.
     pub user: String,
+    /// The verified password, in memory for this request only (handlers
+    /// log in to IMAP with it). Prints as `*`; never stored or logged.
+    pub password: Secret,
 }
 
 /// Why a request is not authenticated.
@@ -207,6 +215,7 @@ impl Authenticator {
         let digest = self.cache.digest(&creds.login, &creds.password);
         if self.cache.is_fresh(&digest, Instant::now()) {
             return Ok(AuthenticatedUser {
+                password: Secret::new(creds.password.expose()),
                 login: creds.login,
                 user,
             });
@@ -215,6 +224,7 @@ impl Authenticator {
             Verdict::Accepted => {
                 self.cache.remember(digest, Instant::now());
                 Ok(AuthenticatedUser {
+                    password: Secret::new(creds.password.expose()),
                     login: creds.login,
                     user,
                 })
@@ -279,6 +289,33 @@ mod tests {
             c.remember(c.digest(&login(&format!("u{i}")), &Password::new("p")), now);
             assert!(c.len() <= 2);
         }
+    }
+
+    struct AcceptAll;
+    impl CredentialVerifier for AcceptAll {
+        fn verify<'a>(
+            &'a self,
+            _login: &'a Login,
+            _password: &'a Password,
+        ) -> BoxFuture<'a, Result<Verdict, VerifierUnavailable>> {
+            Box::pin(async { Ok(Verdict::Accepted) })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_password_travels_with_the_user_but_never_prints() {
+        let auth = Authenticator::new(Arc::new(AcceptAll), Duration::from_secs(60), 10);
+        // "alice@example.test:s3cret-pw" in Basic form.
+        let header = "Basic YWxpY2VAZXhhbXBsZS50ZXN0OnMzY3JldC1wdw==";
+        for _ in 0..2 {
+            // The second call is answered from the cache: the password must
+            // still reach the handlers.
+            let user = auth.authenticate(Some(header)).await.unwrap();
+            assert_eq!(user.user, "alice@example.test");
+            assert_eq!(user.password.expose(), "s3cret-pw");
+            assert!(!format!("{user:?}").contains("s3cret"), "{user:?}");
+        }
+        assert_eq!(auth.cache().len(), 1);
     }
 
     #[test]

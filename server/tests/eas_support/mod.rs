@@ -1,15 +1,16 @@
 //! Shared set-up of the `eas_*` tests: the EAS services over a fresh
 //! embedded store in a temporary directory and the stack's Dovecot, reached
-//! through its master user.
+//! as each test user with the demo password (the master user is configured,
+//! as in production, for background work only).
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use opush_server::backends::imap::ImapPool;
 use opush_server::commands::provision::default_policy;
 use opush_server::config::{ImapConfig, Secret};
-use opush_server::session::{EasServices, Sessions};
+use opush_server::session::{Caller, EasServices, Sessions};
 use opush_storage::{StorageConfig, Store};
 use opush_tests::demo_password;
 
@@ -32,4 +33,15 @@ pub async fn services(dir: &tempfile::TempDir) -> EasServices {
         policy: default_policy(),
         imap: Arc::new(ImapPool::new(imap)),
     }
+}
+
+/// The caller of a handler-level test: `user` on `device_id` with the demo
+/// password (what the HTTP layer hands the handlers after Basic auth).
+pub fn caller<'a>(user: &'a str, device_id: &'a str) -> Caller<'a> {
+    static PASSWORD: OnceLock<Secret> = OnceLock::new();
+    Caller::new(
+        user,
+        device_id,
+        PASSWORD.get_or_init(|| Secret::new(demo_password())),
+    )
 }
