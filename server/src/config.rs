@@ -142,6 +142,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// `[logging]`
     pub logging: LoggingConfig,
+    /// `[push]`
+    pub push: PushConfig,
 }
 
 /// `[server]`: the HTTP front end.
@@ -337,6 +339,38 @@ impl Default for DevicesConfig {
     }
 }
 
+/// `[push]`: parked Pings and the per-user watchers behind them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Most Pings parked at once (they do not count against
+    /// `server.max_in_flight`); more get 503 + Retry-After.
+    pub max_parked: usize,
+    /// A user's watcher closes this many seconds after its last Ping left.
+    pub linger_s: u64,
+    /// Longest pause between two reconnection attempts of a watcher, seconds
+    /// (the pause doubles from one second up to this).
+    pub reconnect_max_s: u64,
+    /// Watch a single folder with IMAP IDLE (false: always STATUS polling
+    /// every `imap.poll_interval_s`).
+    pub use_idle: bool,
+    /// Pings one device may send per minute; more get 503 + Retry-After
+    /// (tight-loop damping; 0 disables).
+    pub max_pings_per_minute: u32,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            max_parked: 50_000,
+            linger_s: 30,
+            reconnect_max_s: 60,
+            use_idle: true,
+            max_pings_per_minute: 20,
+        }
+    }
+}
+
 /// `[policy]`: the Provision policy (MS-ASPROV EASProvisionDoc) sent to devices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -434,8 +468,9 @@ impl Default for LoggingConfig {
 }
 
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "server", "storage", "imap", "smtp", "dav", "ldap", "devices", "policy", "console", "logging",
+    "push",
 ];
 
 impl Config {
@@ -542,6 +577,12 @@ impl Config {
         }
         if self.imap.poll_interval_s == 0 {
             return invalid("imap.poll_interval_s", "must be > 0");
+        }
+        if self.push.max_parked == 0 {
+            return invalid("push.max_parked", "must be >= 1");
+        }
+        if self.push.reconnect_max_s == 0 {
+            return invalid("push.reconnect_max_s", "must be >= 1");
         }
         if self.smtp.port == 0 {
             return invalid("smtp.port", "must not be 0");

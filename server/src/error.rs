@@ -177,6 +177,19 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             // [MS-ASCMD] 2.2.2: 103 InvalidXML (14.0+); 400 before.
             status_or(ctx, 103, || http(400, vec![]))
         }
+        ServerError::Command(CommandError::Throttled(wait)) => {
+            tracing::warn!(cmd, error = %err, "device asked to come back later");
+            http(
+                503,
+                vec![
+                    retry(*wait),
+                    (
+                        X_MS_AS_THROTTLE,
+                        Throttle::CommandFrequency.as_str().to_owned(),
+                    ),
+                ],
+            )
+        }
         ServerError::Command(
             CommandError::BackendUnavailable(_) | CommandError::StorageUnavailable(_),
         ) => {

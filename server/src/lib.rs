@@ -11,5 +11,6 @@ pub mod email;
 pub mod error;
 pub mod http;
 pub mod outgoing;
+pub mod push;
 pub mod serve;
 pub mod session;

@@ -97,9 +97,17 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
         .map_err(|e| ServeError::Storage(format!("storage unavailable: {e}")))?;
     Ok(EasServices {
         sessions: Sessions::new(Arc::new(store), 100, 10_000),
-        engine: opush_engine::EngineConfig::default(),
+        engine: opush_engine::EngineConfig {
+            min_heartbeat: cfg.devices.heartbeat_min_s,
+            max_heartbeat: cfg.devices.heartbeat_max_s,
+            ..opush_engine::EngineConfig::default()
+        },
         policy: crate::commands::provision::default_policy(),
         imap: Arc::new(ImapPool::new(cfg.imap.clone())),
+        push: crate::push::PushHub::new(
+            crate::push::PushSettings::from_config(&cfg.push, &cfg.imap),
+            cfg.imap.clone(),
+        ),
     })
 }
 

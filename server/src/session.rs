@@ -266,6 +266,8 @@ pub struct EasServices {
     /// IMAP connections: handlers log in as the device's user
     /// ([`EasServices::imap_for`]); the master user serves background work.
     pub imap: Arc<crate::backends::imap::ImapPool>,
+    /// The push hub parked Pings wait on.
+    pub push: crate::push::PushHub,
 }
 
 /// Whom a command acts for: the authenticated user, the device, and the

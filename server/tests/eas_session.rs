@@ -42,6 +42,10 @@ fn services(store: Arc<Store>, snapshot_every: u64) -> EasServices {
         engine: opush_engine::EngineConfig::default(),
         policy: default_policy(),
         imap: Arc::new(ImapPool::new(ImapConfig::default())),
+        push: opush_server::push::PushHub::new(
+            opush_server::push::PushSettings::default(),
+            ImapConfig::default(),
+        ),
     }
 }
 

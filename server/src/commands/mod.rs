@@ -20,6 +20,7 @@ pub mod get_attachment;
 pub mod get_item_estimate;
 pub mod item_operations;
 pub mod move_items;
+pub mod ping;
 pub mod provision;
 pub mod search;
 pub mod settings;
@@ -54,6 +55,9 @@ pub struct CommandContext<'a> {
     pub body: &'a Bytes,
     /// The decoded WBXML body, for commands whose body is WBXML and was not empty.
     pub document: Option<&'a Element<'static>>,
+    /// The request's `[server] max_in_flight` permit: a handler that parks
+    /// (Ping) releases it for the time it waits.
+    pub in_flight: &'a crate::http::limits::InFlightPermit,
 }
 
 impl CommandContext<'_> {
@@ -127,6 +131,10 @@ pub enum CommandError {
     /// The store failed; nothing was written and the device retries.
     #[error("storage unavailable: {0}")]
     StorageUnavailable(String),
+    /// The device should come back later (a device pinging in a tight loop,
+    /// or all `[push] max_parked` slots taken): 503 + Retry-After.
+    #[error("device asked to retry after {0:?}")]
+    Throttled(std::time::Duration),
 }
 
 /// A command handler's answer, type-erased.
@@ -142,6 +150,9 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
     let Some(eas) = ctx.app.eas.as_deref() else {
         return Err(CommandError::NotImplemented(command));
     };
+    // Any request of a device ends its parked Ping (MS-ASCMD: a device is
+    // never stuck behind its own old Ping).
+    eas.push.supersede(&ctx.user.user, &ctx.request.device_id);
     // Each handler future is boxed: the request path is one long chain of
     // futures, and naming every handler's type in it overflows the
     // compiler's query depth in the crates that embed the server.
@@ -160,6 +171,7 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
         Command::Settings => Box::pin(settings::handle_settings(&ctx, eas)),
         Command::Search => Box::pin(search::handle_search(&ctx, eas)),
         Command::GetAttachment => Box::pin(get_attachment::handle_get_attachment(&ctx, eas)),
+        Command::Ping => Box::pin(ping::handle_ping(&ctx, eas)),
         Command::SendMail
         | Command::SmartForward
         | Command::SmartReply
@@ -168,7 +180,6 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
         | Command::DeleteCollection
         | Command::MoveCollection
         | Command::MeetingResponse
-        | Command::Ping
         | Command::ResolveRecipients
         | Command::ValidateCert
         | Command::Find => return Err(CommandError::NotImplemented(command)),

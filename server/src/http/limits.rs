@@ -1,4 +1,6 @@
-//! Protection against misbehaving devices: the [`LoopDetector`] counts
+//! Protection against misbehaving devices and overload: the
+//! [`InFlightPermit`] a request holds against `[server] max_in_flight`
+//! (released early by a parked Ping), and the [`LoopDetector`], which counts
 //! identical requests (same user, device, command and body) in a fixed time
 //! window, so a device stuck in a loop is slowed down with 503 +
 //! Retry-After + `X-MS-ASThrottle` (MS-ASHTTP 2.2.2.1.2.4) instead of being
@@ -12,7 +14,30 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+
+/// A request's place among `[server] max_in_flight`. Dropping it, or
+/// [`InFlightPermit::release`], frees the place.
+#[derive(Debug)]
+pub struct InFlightPermit(Mutex<Option<OwnedSemaphorePermit>>);
+
+impl InFlightPermit {
+    /// Holds `permit`.
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        InFlightPermit(Mutex::new(Some(permit)))
+    }
+
+    /// Frees the place now (a parked Ping waits outside the in-flight bound).
+    pub fn release(&self) {
+        let taken = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(taken);
+    }
+}
 
 /// Counts repeats of the same request per window.
 #[derive(Debug)]

@@ -318,12 +318,14 @@ where
     B: Buf,
 {
     let endpoint = Endpoint::of(path).ok_or_else(|| ServerError::NotFound(path.to_owned()))?;
-    // Held until the answer is built; the body is read under it.
-    let _permit = app
-        .in_flight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ServerError::Overloaded(app.settings.max_in_flight))?;
+    // Held until the answer is built (the body is read under it), unless
+    // the command parks (Ping) and releases it.
+    let permit = limits::InFlightPermit::new(
+        app.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ServerError::Overloaded(app.settings.max_in_flight))?,
+    );
     match endpoint {
         Endpoint::Autodiscover => {
             if method != Method::POST {
@@ -356,7 +358,7 @@ where
                 authenticate(app, access, headers).await?;
                 return Ok(options());
             }
-            active_sync(app, access, query, headers, body).await
+            active_sync(app, access, query, headers, body, &permit).await
         }
     }
 }
@@ -414,6 +416,7 @@ async fn active_sync<S, B>(
     query: &str,
     headers: &HeaderMap,
     body: S,
+    in_flight: &limits::InFlightPermit,
 ) -> Result<EasResponse, ServerError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -519,6 +522,7 @@ where
         policy_key,
         body: &body,
         document: document.as_ref(),
+        in_flight,
     };
     Ok(commands::dispatch(ctx).await?)
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use opush_server::backends::imap::ImapPool;
 use opush_server::commands::provision::default_policy;
 use opush_server::config::{ImapConfig, Secret};
+use opush_server::push::{PushHub, PushSettings};
 use opush_server::session::{Caller, EasServices, Sessions};
 use opush_storage::{StorageConfig, Store};
 use opush_tests::demo_password;
@@ -31,7 +32,8 @@ pub async fn services(dir: &tempfile::TempDir) -> EasServices {
         sessions: Sessions::new(Arc::new(store), 50, 64),
         engine: opush_engine::EngineConfig::default(),
         policy: default_policy(),
-        imap: Arc::new(ImapPool::new(imap)),
+        imap: Arc::new(ImapPool::new(imap.clone())),
+        push: PushHub::new(PushSettings::default(), imap),
     }
 }
 

@@ -1071,6 +1071,20 @@ impl Session {
     /// Selects `raw` and IDLEs until the server reports a change or `wait`
     /// elapses. Each I/O step also has the configured timeout.
     pub async fn idle_wait(&mut self, raw: &str, wait: Duration) -> Result<IdleOutcome, ImapError> {
+        self.idle_wait_until(raw, wait, std::future::pending::<()>())
+            .await
+    }
+
+    /// Like [`Session::idle_wait`], but also ends the IDLE (cleanly, with
+    /// DONE) as soon as `stop` resolves, answering `Timeout` then unless the
+    /// server reported a change. The push hub uses it to re-plan its watch
+    /// when the set of watched folders changes.
+    pub async fn idle_wait_until(
+        &mut self,
+        raw: &str,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<IdleOutcome, ImapError> {
         if !self.has("IDLE") {
             return Err(ImapError::Unsupported("IDLE not available".into()));
         }
@@ -1079,7 +1093,7 @@ impl Session {
         }
         self.ensure(raw, false).await?;
         let t = self.timeout;
-        let res = self.idle_inner(wait, t).await;
+        let res = self.idle_inner(wait, t, stop).await;
         if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
             self.broken = true;
             self.selected = None;
@@ -1087,7 +1101,13 @@ impl Session {
         res
     }
 
-    async fn idle_inner(&mut self, wait: Duration, t: Duration) -> Result<IdleOutcome, ImapError> {
+    async fn idle_inner(
+        &mut self,
+        wait: Duration,
+        t: Duration,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<IdleOutcome, ImapError> {
+        let mut stop = std::pin::pin!(stop);
         let id = tokio::time::timeout(t, self.inner.run_command("IDLE"))
             .await
             .map_err(|_| ImapError::Unavailable("IDLE timed out".into()))?
@@ -1111,7 +1131,11 @@ impl Session {
         }
         let deadline = tokio::time::Instant::now() + wait;
         while !changed {
-            match tokio::time::timeout_at(deadline, read_next!(self.inner)).await {
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(deadline, read_next!(self.inner)) => r,
+                () = &mut stop => break,
+            };
+            match next {
                 Err(_) => break,
                 Ok(r) => {
                     let r = r?;

@@ -1,0 +1,277 @@
+//! `handle_ping` ([MS-ASCMD] 2.2.1.13): answer at once when a folder the
+//! device watches already has something its next Sync would send, else
+//! park on the user's push watcher until a change, the heartbeat, or the
+//! device's next request.
+//!
+//! Steps: `engine::decide_ping` validates (heartbeat bounds → 5, folder
+//! count → 6, unknown folders or an out-of-date hierarchy → 7, nothing
+//! given and nothing remembered → 3) and records `PingArmed`. Then, per
+//! watched mailbox, STATUS (the watcher mark this Ping starts from) *before*
+//! the observation (recorded as `BackendObserved`), so a change between the
+//! two is re-checked rather than missed. `engine::ping_changes` says which
+//! folders the next Sync would fill (it applies each collection's filter
+//! window), so a change the device would not see does not wake it.
+//!
+//! While parked, the Ping holds neither the device session (the device's
+//! other requests must not wait behind it) nor an `[server] max_in_flight`
+//! permit (it takes a `[push] max_parked` slot instead) nor an IMAP
+//! connection. A newer request of the same device ends it with Status 1
+//! (nothing to report: the device is busy elsewhere and pings again). A
+//! device pinging faster than `[push] max_pings_per_minute` gets 503 +
+//! Retry-After. No Ping is answered later than its heartbeat.
+
+use std::time::Duration;
+
+use opush_engine::{decide_ping, fold, ping_changes, CollectionId, Event, PingResponse as Model};
+use opush_protocol::commands::ping::{PingRequest, PingResponse};
+use opush_protocol::commands::CollectionId as WireId;
+use opush_protocol::status::PingStatus;
+use opush_protocol::wbxml::encode_to_vec;
+use tokio::time::Instant;
+
+use super::sync::observe;
+use super::{CommandContext, CommandError, EasResponse};
+use crate::backends::imap::ImapError;
+use crate::push::{Mark, Wake, WatchKey, WatchLogin};
+use crate::session::{imap_error, now, session_error, Caller, EasServices};
+
+/// Handles `Cmd=Ping`.
+pub async fn handle_ping(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+) -> Result<EasResponse, CommandError> {
+    // An empty body is "same as last time" (MS-ASCMD 3.1.5.8).
+    let req = match ctx.document {
+        None => PingRequest::default(),
+        Some(doc) => match PingRequest::from_element(doc, ctx.version) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "Ping request does not follow the schema");
+                return Ok(render(ctx, answer(PingStatus::SyntaxError)));
+            }
+        },
+    };
+    let release = || ctx.in_flight.release();
+    let res = ping(&req, &ctx.caller(), eas, release).await?;
+    Ok(render(ctx, res))
+}
+
+fn render(ctx: &CommandContext<'_>, res: PingResponse) -> EasResponse {
+    EasResponse::wbxml(encode_to_vec(&res.to_element(ctx.version)))
+}
+
+fn answer(status: PingStatus) -> PingResponse {
+    PingResponse {
+        status,
+        folders: Vec::new(),
+        max_folders: None,
+        heartbeat_interval: None,
+    }
+}
+
+fn changes(folders: &[CollectionId]) -> PingResponse {
+    PingResponse {
+        folders: folders.iter().map(|c| WireId(c.to_string())).collect(),
+        ..answer(PingStatus::ChangesOccurred)
+    }
+}
+
+fn from_model(model: &Model) -> PingResponse {
+    match model {
+        Model::Wait { .. } => answer(PingStatus::HeartbeatExpired),
+        Model::Changes(c) => changes(c),
+        Model::MissingParameters => answer(PingStatus::MissingParameters),
+        Model::HeartbeatOutOfBounds(bound) => PingResponse {
+            heartbeat_interval: Some(*bound),
+            ..answer(PingStatus::InvalidHeartbeatInterval)
+        },
+        Model::TooManyFolders(max) => PingResponse {
+            max_folders: Some(u32::try_from(*max).unwrap_or(u32::MAX)),
+            ..answer(PingStatus::TooManyFolders)
+        },
+        Model::HierarchyOutOfDate => answer(PingStatus::FolderSyncRequired),
+    }
+}
+
+/// What a look at the backends found.
+enum Check {
+    /// These folders have something for the next Sync (maybe none).
+    Changes(Vec<CollectionId>),
+    /// A watched folder is gone: FolderSync first.
+    Gone,
+}
+
+/// Observes `folders` of the device (those with a mailbox), records the
+/// observations and asks the engine which ones the next Sync would fill.
+/// Each mailbox is STATUSed before it is observed; with `marks`, those
+/// STATUS figures are returned (the marks a parked Ping starts from).
+async fn check(
+    caller: &Caller<'_>,
+    eas: &EasServices,
+    folders: &[CollectionId],
+    only: Option<&[WatchKey]>,
+    mut marks: Option<&mut Vec<(WatchKey, Option<Mark>)>>,
+    mut extra: Vec<Event>,
+) -> Result<Check, CommandError> {
+    let mut session = eas
+        .sessions
+        .open(caller.device_key()?)
+        .await
+        .map_err(session_error)?;
+    let mut state = session.state().clone();
+    let at = now();
+    let mut events = std::mem::take(&mut extra);
+    fold(&mut state, &events);
+    let mut imap = None;
+    let mut gone = false;
+    for c in folders {
+        let Some(raw) = state.hierarchy.ids.get(c).map(|b| b.0.clone()) else {
+            continue;
+        };
+        let key = WatchKey::Mail(raw.clone());
+        if only.is_some_and(|keys| !keys.contains(&key)) {
+            continue;
+        }
+        if imap.is_none() {
+            imap = Some(eas.imap_for(caller).await?);
+        }
+        let Some(session) = imap.as_mut() else {
+            continue;
+        };
+        let mark = match session.status(&raw).await {
+            Ok(st) => Mark::Mail(st),
+            Err(ImapError::NotFound(_)) => Mark::Gone,
+            Err(e) => return Err(imap_error(e)),
+        };
+        let exists = mark != Mark::Gone;
+        if let Some(marks) = marks.as_deref_mut() {
+            marks.push((key, Some(mark)));
+        }
+        if !exists {
+            gone = true;
+            continue;
+        }
+        if !state.collections.get(c).is_some_and(|col| col.synced) {
+            continue;
+        }
+        let ev = observe(session, &raw, *c, at.0, at).await?;
+        fold(&mut state, std::slice::from_ref(&ev));
+        events.push(ev);
+    }
+    drop(imap);
+    let changed = ping_changes(&state, folders, at);
+    session.commit(&events).await.map_err(session_error)?;
+    Ok(if gone && changed.is_empty() {
+        Check::Gone
+    } else {
+        Check::Changes(changed)
+    })
+}
+
+/// Ping without HTTP. `on_park` runs once, when the Ping parks (the HTTP
+/// layer releases its in-flight permit there). The user's watcher logs in
+/// through `[imap] master_user` when one is configured, else with the
+/// caller's password (held in memory by the watcher only).
+pub async fn ping(
+    req: &PingRequest,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+    on_park: impl FnOnce(),
+) -> Result<PingResponse, CommandError> {
+    let (user, device_id) = (caller.user, caller.device_id);
+    let login = if eas.imap.config().master_user.is_some() {
+        WatchLogin::Master
+    } else {
+        WatchLogin::Password(caller.password.clone())
+    };
+    if let Some(wait) = eas.push.damp(user, device_id, Instant::now()) {
+        return Err(CommandError::Throttled(wait));
+    }
+    let folders = match &req.folders {
+        None => None,
+        Some(list) => {
+            let mut ids = Vec::with_capacity(list.len());
+            for f in list {
+                match CollectionId::parse(&f.id.0) {
+                    Some(id) => ids.push(id),
+                    // Not an id this server hands out: the device's hierarchy is stale.
+                    None => return Ok(answer(PingStatus::FolderSyncRequired)),
+                }
+            }
+            Some(ids)
+        }
+    };
+    let engine_req = opush_engine::PingRequest {
+        heartbeat: req.heartbeat_interval,
+        folders,
+    };
+    let (decision, armed) = {
+        let session = eas
+            .sessions
+            .open(caller.device_key()?)
+            .await
+            .map_err(session_error)?;
+        let d = decide_ping(session.state(), &engine_req, now(), &eas.engine);
+        (d.response, d.events)
+    };
+    let (folders, heartbeat) = match &decision {
+        Model::Wait {
+            folders, heartbeat, ..
+        } => (folders.clone(), *heartbeat),
+        Model::Changes(_) => (Vec::new(), 0),
+        _ => {
+            // Validation failures record nothing.
+            return Ok(from_model(&decision));
+        }
+    };
+    if let Model::Changes(c) = &decision {
+        // Already pending before any new observation.
+        let mut session = eas
+            .sessions
+            .open(caller.device_key()?)
+            .await
+            .map_err(session_error)?;
+        session.commit(&armed).await.map_err(session_error)?;
+        return Ok(changes(c));
+    }
+    let deadline = Instant::now() + Duration::from_secs(u64::from(heartbeat));
+    let mut marks = Vec::new();
+    match check(caller, eas, &folders, None, Some(&mut marks), armed).await? {
+        Check::Gone => return Ok(answer(PingStatus::FolderSyncRequired)),
+        Check::Changes(c) if !c.is_empty() => return Ok(changes(&c)),
+        Check::Changes(_) => {}
+    }
+    let parked = eas.push.park(user, device_id).map_err(|e| {
+        tracing::warn!(error = %e, "Ping not parked");
+        CommandError::Throttled(Duration::from_secs(60))
+    })?;
+    on_park();
+    let mut sub = eas.push.subscribe(user, login, marks);
+    loop {
+        match sub.wait(deadline, &parked).await {
+            Wake::Timeout => return Ok(answer(PingStatus::HeartbeatExpired)),
+            Wake::Superseded => {
+                tracing::debug!(user, device = device_id, "parked Ping superseded");
+                return Ok(answer(PingStatus::HeartbeatExpired));
+            }
+            Wake::Changed => {}
+        }
+        let keys = sub.changed();
+        let seen = sub.current(&keys);
+        let recheck = check(caller, eas, &folders, Some(&keys), None, Vec::new());
+        match tokio::time::timeout_at(deadline, recheck).await {
+            Err(_) => return Ok(answer(PingStatus::HeartbeatExpired)),
+            Ok(Ok(Check::Gone)) => return Ok(answer(PingStatus::FolderSyncRequired)),
+            Ok(Ok(Check::Changes(c))) if !c.is_empty() => return Ok(changes(&c)),
+            // Nothing the device would sync (flags outside the window, …).
+            Ok(Ok(Check::Changes(_))) => sub.rebase(seen),
+            Ok(Err(e)) => {
+                // The watcher saw a change but it cannot be looked at now
+                // (IMAP or the store failing): look again shortly.
+                tracing::warn!(user, device = device_id, error = %e, "Ping re-check failed");
+                let pause = Instant::now() + Duration::from_secs(1);
+                tokio::time::sleep_until(pause.min(deadline)).await;
+            }
+        }
+    }
+}
