@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Dovecot: IMAP on 127.0.0.1:1143 (CONDSTORE/QRESYNC, SPECIAL-USE, NOTIFY, IDLE),
 # LMTP on 127.0.0.1:1024 for Postfix, and SASL auth on 127.0.0.1:1026 for
-# Postfix submission. Users: alice@ and bob@example.test, 50 load users
+# Postfix submission. Users: alice@ and bob@example.test, 1100 load users
 # loadNNNN@load.test (OPUSH_STACK_LOAD_USERS to change), and a master user
 # `opush-master` (login as `user*opush-master`) for background push.
 # Passwords: $OPUSH_DEMO_PASSWORD (default opush-demo).
@@ -16,6 +16,43 @@ dovecot_install() {
   apt_install dovecot-imapd dovecot-lmtpd
 }
 
+# _dovecot_write_users DIR: writes DIR/users (alice, bob, and
+# OPUSH_STACK_LOAD_USERS load users, default 1100: load0001-0100 for the tests,
+# load0101-1100 for the push load tool) and prints the password hash used.
+# Idempotent: an existing hash that still matches the password is reused and
+# the file is replaced only when its content changes, so running it against a
+# live Dovecot (which re-reads a changed passwd-file) is harmless.
+_dovecot_write_users() {
+  local dir=$1 hash="" old
+  if [ -f "$dir/users" ]; then
+    old=$(sed -n 's/^alice@example.test:\([^:]*\):.*/\1/p' "$dir/users")
+    if [ -n "$old" ] && doveadm -c /dev/null pw -t "$old" -p "$OPUSH_DEMO_PASSWORD" >/dev/null 2>&1; then
+      hash=$old
+    fi
+  fi
+  if [ -z "$hash" ]; then
+    hash=$(doveadm -c /dev/null pw -s SHA512-CRYPT -p "$OPUSH_DEMO_PASSWORD" 2>/dev/null \
+      || doveadm pw -s SHA512-CRYPT -p "$OPUSH_DEMO_PASSWORD")
+  fi
+  local tmp="$dir/users.new" n=${OPUSH_STACK_LOAD_USERS:-1100} i
+  {
+    echo "alice@example.test:$hash::::::"
+    echo "bob@example.test:$hash::::::"
+    for ((i = 1; i <= n; i++)); do printf 'load%04d@load.test:%s::::::\n' "$i" "$hash"; done
+  } >"$tmp"
+  chmod 640 "$tmp"
+  chgrp dovecot "$tmp"
+  if cmp -s "$tmp" "$dir/users"; then rm -f "$tmp"; else mv -f "$tmp" "$dir/users"; fi
+  echo "$hash"
+}
+
+# dovecot_refresh: called by `scripts/stack up` when Dovecot already runs:
+# brings the users file up to date (no restart).
+dovecot_refresh() {
+  [ -d "$DOVECOT_DIR" ] || return 0
+  _dovecot_write_users "$DOVECOT_DIR" >/dev/null
+}
+
 # _dovecot_write_config [DIR IMAP_PORT [INSTANCE]]: the shared instance by
 # default; with arguments, a private IMAP-only instance (scripts/dovecot-private)
 # that a test may stop and start without disturbing anyone else.
@@ -28,17 +65,10 @@ _dovecot_write_config() {
   mkdir -p "$DOVECOT_DIR/run" "$DOVECOT_DIR/mail"
   chown mail:mail "$DOVECOT_DIR/mail"
   local hash
-  hash=$(doveadm -c /dev/null pw -s SHA512-CRYPT -p "$OPUSH_DEMO_PASSWORD" 2>/dev/null \
-    || doveadm pw -s SHA512-CRYPT -p "$OPUSH_DEMO_PASSWORD")
-  {
-    echo "alice@example.test:$hash::::::"
-    echo "bob@example.test:$hash::::::"
-    local n=${OPUSH_STACK_LOAD_USERS:-50} i
-    for ((i = 1; i <= n; i++)); do printf 'load%04d@load.test:%s::::::\n' "$i" "$hash"; done
-  } >"$DOVECOT_DIR/users"
+  hash=$(_dovecot_write_users "$DOVECOT_DIR")
   echo "opush-master:$hash::::::" >"$DOVECOT_DIR/master-users"
-  chmod 640 "$DOVECOT_DIR/users" "$DOVECOT_DIR/master-users"
-  chgrp dovecot "$DOVECOT_DIR/users" "$DOVECOT_DIR/master-users"
+  chmod 640 "$DOVECOT_DIR/master-users"
+  chgrp dovecot "$DOVECOT_DIR/master-users"
   cat >"$DOVECOT_CONF" <<CONF
 # Written by scripts/stack (dovecot plug-in). Loopback only.
 protocols = $protocols
@@ -113,7 +143,7 @@ service imap-login {
   client_limit = 10000
 }
 service imap {
-  process_limit = 2048
+  process_limit = 4096
   client_limit = 1
 }
 default_vsz_limit = 512M
