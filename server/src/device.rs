@@ -1,20 +1,19 @@
 //! The device registry as the HTTP front end uses it on every request: record
 //! that a device was seen (last seen, user agent, protocol version), decide
 //! whether it may talk to us (allowed, quarantined, blocked), and the
-//! provisioning gate (MS-ASPROV: HTTP 449 up to 12.1, Status 142/143/144
-//! from 14.0).
+//! provisioning gate's verdicts (MS-ASPROV: HTTP 449 up to 12.1, Status
+//! 140/142/143/144 from 14.0; the verdict itself comes from the device's
+//! event-sourced state, `EasServices::provision_verdict`).
 //!
 //! The registry is a trait so the storage crate's registry can replace the
 //! in-process [`MemoryDeviceRegistry`] without touching the request path.
-//! This module must not decide *policies* (that is Provision's job): it only
-//! compares the policy key a device sends with the one it acknowledged.
+//! This module must not decide *policies* (that is Provision's job).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
-use opush_protocol::query::Command;
 use opush_protocol::version::ProtocolVersion;
 
 /// Whether a device may sync.
@@ -213,6 +212,9 @@ impl DeviceRegistry for MemoryDeviceRegistry {
 pub enum ProvisionVerdict {
     /// The request may proceed.
     Pass,
+    /// An administrator asked for a remote wipe (Status 140): the device
+    /// must Provision to receive it.
+    RemoteWipe,
     /// The device never completed Provision, or sent no key (Status 142).
     NotProvisioned,
     /// The server policy changed since the device's key (Status 143).
@@ -226,37 +228,11 @@ impl ProvisionVerdict {
     pub fn status(self) -> Option<u16> {
         match self {
             ProvisionVerdict::Pass => None,
+            ProvisionVerdict::RemoteWipe => Some(140),
             ProvisionVerdict::NotProvisioned => Some(142),
             ProvisionVerdict::PolicyRefresh => Some(143),
             ProvisionVerdict::InvalidPolicyKey => Some(144),
         }
-    }
-}
-
-/// Decides whether a request needs Provision first. Pure: the inputs are
-/// the `[policy] require_provisioning` switch, the command, the key the
-/// device sent (`X-MS-PolicyKey` or the base64 query), and the registry's
-/// acknowledged key and refresh flag. Provision itself always passes.
-///
-/// How the verdict is sent depends on the protocol version (449 up to 12.1,
-/// a Status from 14.0): see `error.rs`.
-pub fn provision_gate(
-    required: bool,
-    command: Command,
-    sent_key: Option<u32>,
-    device: &DeviceRecord,
-) -> ProvisionVerdict {
-    if !required || command == Command::Provision {
-        return ProvisionVerdict::Pass;
-    }
-    let Some(acknowledged) = device.policy_key else {
-        return ProvisionVerdict::NotProvisioned;
-    };
-    match sent_key {
-        None | Some(0) => ProvisionVerdict::NotProvisioned,
-        Some(k) if k != acknowledged => ProvisionVerdict::InvalidPolicyKey,
-        Some(_) if device.policy_refresh => ProvisionVerdict::PolicyRefresh,
-        Some(_) => ProvisionVerdict::Pass,
     }
 }
 
@@ -274,14 +250,6 @@ mod tests {
             protocol_version: ProtocolVersion::V14_0,
             at: SystemTime::UNIX_EPOCH,
         }
-    }
-
-    fn record(policy_key: Option<u32>, policy_refresh: bool) -> DeviceRecord {
-        let reg = MemoryDeviceRegistry::new(4);
-        let mut r = reg.record_now(seen("d1"), true).unwrap();
-        r.policy_key = policy_key;
-        r.policy_refresh = policy_refresh;
-        r
     }
 
     #[test]
@@ -329,43 +297,11 @@ mod tests {
         assert!(reg.record_now(seen("a"), true).is_ok());
     }
 
-    // [MS-ASPROV] 3.2.5.1: Provision is always allowed; others need the acknowledged key.
     #[test]
-    fn provision_gate_verdicts() {
+    fn verdict_statuses() {
         use ProvisionVerdict::*;
-        let never = record(None, false);
-        let done = record(Some(1234), false);
-        let stale = record(Some(1234), true);
-        assert_eq!(provision_gate(false, Command::Sync, None, &never), Pass);
-        assert_eq!(provision_gate(true, Command::Provision, None, &never), Pass);
-        assert_eq!(
-            provision_gate(true, Command::Sync, None, &never),
-            NotProvisioned
-        );
-        assert_eq!(
-            provision_gate(true, Command::Sync, Some(1234), &never),
-            NotProvisioned
-        );
-        assert_eq!(
-            provision_gate(true, Command::Sync, Some(0), &done),
-            NotProvisioned
-        );
-        assert_eq!(
-            provision_gate(true, Command::Sync, None, &done),
-            NotProvisioned
-        );
-        assert_eq!(
-            provision_gate(true, Command::Sync, Some(99), &done),
-            InvalidPolicyKey
-        );
-        assert_eq!(
-            provision_gate(true, Command::FolderSync, Some(1234), &done),
-            Pass
-        );
-        assert_eq!(
-            provision_gate(true, Command::Sync, Some(1234), &stale),
-            PolicyRefresh
-        );
+        assert_eq!(Pass.status(), None);
+        assert_eq!(RemoteWipe.status(), Some(140));
         assert_eq!(NotProvisioned.status(), Some(142));
         assert_eq!(PolicyRefresh.status(), Some(143));
         assert_eq!(InvalidPolicyKey.status(), Some(144));

@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) is a thin command line over it; tests start the
 //! real server in-process from here.
 
+pub mod admin;
 pub mod backends;
 pub mod commands;
 pub mod config;

@@ -58,6 +58,18 @@ pub fn http_settings(cfg: &Config) -> HttpSettings {
     }
 }
 
+/// The engine's limits and switches of a configuration (`[devices]`, `[policy]`).
+pub fn engine_config(cfg: &Config) -> opush_engine::EngineConfig {
+    opush_engine::EngineConfig {
+        default_window: cfg.devices.window_size,
+        max_window: cfg.devices.max_window_size,
+        min_heartbeat: cfg.devices.heartbeat_min_s,
+        max_heartbeat: cfg.devices.heartbeat_max_s,
+        require_provisioning: cfg.policy.require_provisioning,
+        ..opush_engine::EngineConfig::default()
+    }
+}
+
 /// Why device traffic must be refused, if it must: the store's schema
 /// status, or the reason the store could not be opened.
 pub async fn storage_mode(cfg: &Config) -> ServeMode {
@@ -97,12 +109,8 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
         .map_err(|e| ServeError::Storage(format!("storage unavailable: {e}")))?;
     Ok(EasServices {
         sessions: Sessions::new(Arc::new(store), 100, 10_000),
-        engine: opush_engine::EngineConfig {
-            min_heartbeat: cfg.devices.heartbeat_min_s,
-            max_heartbeat: cfg.devices.heartbeat_max_s,
-            ..opush_engine::EngineConfig::default()
-        },
-        policy: crate::commands::provision::default_policy(),
+        engine: engine_config(cfg),
+        policy: crate::commands::provision::policy_from_config(&cfg.policy),
         imap: Arc::new(ImapPool::new(cfg.imap.clone())),
         push: crate::push::PushHub::new(
             crate::push::PushSettings::from_config(&cfg.push, &cfg.imap),

@@ -103,9 +103,19 @@ impl Sessions {
     /// Opens the device's session: waits for any other request of the same
     /// device in this process, then loads its state (from memory when this
     /// process wrote it last, else snapshot + events from the store).
+    ///
+    /// A state kept in memory is used only while the store's head is the
+    /// one it was folded up to: another writer (an administrator's wipe from
+    /// `opush device`, another node on the same Cassandra) makes it reload.
+    /// That costs one head read per request, and no write.
     pub async fn open(&self, device: DeviceKey) -> Result<DeviceSession<'_>, SessionError> {
         let slot = self.slot(&device);
         let mut guard = slot.lock_owned().await;
+        if let Some(loaded) = &guard.loaded {
+            if self.store.head(&device).await? != loaded.head {
+                guard.loaded = None;
+            }
+        }
         if guard.loaded.is_none() {
             guard.loaded = Some(self.load(&device).await?);
         }
@@ -299,7 +309,86 @@ impl<'a> Caller<'a> {
     }
 }
 
+/// The engine's name of a command (for the policy check and the log).
+pub fn engine_command(command: opush_protocol::query::Command) -> opush_engine::Command {
+    use opush_engine::Command as E;
+    use opush_protocol::query::Command as P;
+    match command {
+        P::Sync => E::Sync,
+        P::FolderSync => E::FolderSync,
+        P::FolderCreate => E::FolderCreate,
+        P::FolderDelete => E::FolderDelete,
+        P::FolderUpdate => E::FolderUpdate,
+        P::GetItemEstimate => E::GetItemEstimate,
+        P::Ping => E::Ping,
+        P::Provision => E::Provision,
+        P::MoveItems => E::MoveItems,
+        _ => E::Other,
+    }
+}
+
+/// The engine's name of a protocol version.
+pub fn engine_version(
+    version: opush_protocol::version::ProtocolVersion,
+) -> opush_engine::ProtocolVersion {
+    use opush_engine::ProtocolVersion as E;
+    use opush_protocol::version::ProtocolVersion as P;
+    match version {
+        P::V2_5 => E::V2_5,
+        P::V12_0 => E::V12_0,
+        P::V12_1 => E::V12_1,
+        P::V14_0 => E::V14_0,
+        P::V14_1 => E::V14_1,
+        P::V16_0 => E::V16_0,
+        P::V16_1 => E::V16_1,
+    }
+}
+
 impl EasServices {
+    /// The provisioning gate ([MS-ASPROV] 3.2.5.1): checks the policy key a
+    /// request sent against the device's event-sourced state with
+    /// `engine::check_policy` (a pending remote wipe first, then the
+    /// acknowledged key when `require_provisioning`). Reads only.
+    pub async fn provision_verdict(
+        &self,
+        caller: &Caller<'_>,
+        command: opush_protocol::query::Command,
+        policy_key: Option<u32>,
+        require_provisioning: bool,
+    ) -> Result<crate::device::ProvisionVerdict, crate::commands::CommandError> {
+        use crate::device::ProvisionVerdict;
+        if command == opush_protocol::query::Command::Provision {
+            return Ok(ProvisionVerdict::Pass);
+        }
+        let session = self
+            .sessions
+            .open(caller.device_key()?)
+            .await
+            .map_err(session_error)?;
+        let config = opush_engine::EngineConfig {
+            require_provisioning,
+            ..self.engine.clone()
+        };
+        // Asked as 14.0+ so the verdict names its Status; the HTTP edge
+        // sends 449 instead to older devices (`crate::error`).
+        let check = opush_engine::check_policy(
+            session.state(),
+            engine_command(command),
+            policy_key.map(opush_engine::PolicyKey),
+            opush_engine::ProtocolVersion::V16_1,
+            &config,
+        );
+        Ok(match check {
+            opush_engine::PolicyCheck::Allowed => ProvisionVerdict::Pass,
+            opush_engine::PolicyCheck::Status(140) => ProvisionVerdict::RemoteWipe,
+            opush_engine::PolicyCheck::Status(143) => ProvisionVerdict::PolicyRefresh,
+            opush_engine::PolicyCheck::Status(144) => ProvisionVerdict::InvalidPolicyKey,
+            opush_engine::PolicyCheck::Status(_) | opush_engine::PolicyCheck::Http449 => {
+                ProvisionVerdict::NotProvisioned
+            }
+        })
+    }
+
     /// An IMAP session for a request: as the caller with its own password,
     /// or through the master user when `[imap] master_for_requests` is set.
     pub async fn imap_for(

@@ -101,18 +101,19 @@ async fn a_concurrent_writer_is_a_retryable_conflict_that_changes_nothing() {
         .await
         .unwrap();
     }
-    // Another node appends behind this process's back.
+    // Another node appends behind this process's back while a request of
+    // this process holds the device: its commit is a conflict.
     let other = opush_engine::encode_event(&Event::PolicyKeyIssued {
         policy_key: PolicyKey(2),
     })
     .unwrap();
-    store
-        .append(AppendBatch::new(key(), 1).event(1, other))
-        .await
-        .unwrap();
     {
         let mut s = sessions.open(key()).await.unwrap();
-        assert_eq!(s.head(), 1, "served from memory");
+        assert_eq!(s.head(), 1);
+        store
+            .append(AppendBatch::new(key(), 1).event(1, other))
+            .await
+            .unwrap();
         let err = s
             .commit(&[Event::PolicyKeyIssued {
                 policy_key: PolicyKey(3),
@@ -263,4 +264,33 @@ async fn settings_store_device_information_and_answer_user_information() {
         Some("Android 16")
     );
     assert_eq!(record.device_type, "Android");
+}
+
+#[tokio::test]
+async fn a_state_kept_in_memory_is_not_used_once_the_store_moved_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let sessions = Sessions::new(store.clone(), 0, 16);
+    {
+        let mut s = sessions.open(key()).await.unwrap();
+        s.commit(&[Event::PolicyKeyIssued {
+            policy_key: PolicyKey(1),
+        }])
+        .await
+        .unwrap();
+    }
+    // An administrator's wipe, appended by another process between two
+    // requests: the next request sees it without first failing a commit.
+    let wipe = opush_engine::encode_event(&Event::WipeRequested {
+        at: opush_engine::Timestamp(5),
+    })
+    .unwrap();
+    store
+        .append(AppendBatch::new(key(), 1).event(1, wipe))
+        .await
+        .unwrap();
+    let s = sessions.open(key()).await.unwrap();
+    assert_eq!(s.head(), 2);
+    assert_eq!(s.state().wipe, opush_engine::WipeState::Requested);
+    assert_eq!(s.state().policy, PolicyState::Pending(PolicyKey(1)));
 }

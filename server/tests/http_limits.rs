@@ -1,6 +1,7 @@
 //! Overload and misbehaving devices against the real server: in-flight limit
 //! (503), body limit (413), a looping device (503 + X-MS-ASThrottle),
-//! admin-only mode (503), quarantined devices and the provisioning gate.
+//! admin-only mode (503) and quarantined devices (the provisioning gate is
+//! in http_provision.rs).
 
 #![allow(
     clippy::unwrap_used,
@@ -267,61 +268,5 @@ async fn quarantined_devices_are_refused() {
     let res = request(srv.addr, "POST", &folder_sync_target("Q1"), &new, &body).await;
     assert_eq!(res.status, 200);
     assert_ne!(status(&res.body), "129");
-    srv.stop().await;
-}
-
-// [MS-ASPROV] 3.2.5.1: 449 up to 12.1, Status 142/144 from 14.0.
-#[tokio::test]
-async fn unprovisioned_devices_are_sent_to_provision() {
-    let srv = start(HttpSettings {
-        require_provisioning: true,
-        ..settings()
-    })
-    .await;
-    let a = basic(ALICE, PASSWORD);
-    let body = wp8_folder_sync_body();
-    let new = [
-        ("Authorization", a.as_str()),
-        ("MS-ASProtocolVersion", "14.1"),
-    ];
-    let res = request(srv.addr, "POST", &folder_sync_target("P1"), &new, &body).await;
-    assert_eq!(status(&res.body), "142");
-    let old = [
-        ("Authorization", a.as_str()),
-        ("MS-ASProtocolVersion", "12.1"),
-    ];
-    let res = request(srv.addr, "POST", &folder_sync_target("P2"), &old, &body).await;
-    assert_eq!(res.status, 449);
-    // Once provisioned with key 77: the right key passes, another is 144.
-    assert!(srv.devices.set_policy_key(ALICE, "P1", Some(77)));
-    let with_key = [
-        ("Authorization", a.as_str()),
-        ("MS-ASProtocolVersion", "14.1"),
-        ("X-MS-PolicyKey", "77"),
-    ];
-    let res = request(
-        srv.addr,
-        "POST",
-        &folder_sync_target("P1"),
-        &with_key,
-        &body,
-    )
-    .await;
-    assert_eq!(res.status, 200);
-    assert!(!["142", "143", "144"].contains(&status(&res.body).as_str()));
-    let wrong_key = [
-        ("Authorization", a.as_str()),
-        ("MS-ASProtocolVersion", "14.1"),
-        ("X-MS-PolicyKey", "78"),
-    ];
-    let res = request(
-        srv.addr,
-        "POST",
-        &folder_sync_target("P1"),
-        &wrong_key,
-        &body,
-    )
-    .await;
-    assert_eq!(status(&res.body), "144");
     srv.stop().await;
 }

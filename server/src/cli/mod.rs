@@ -3,6 +3,7 @@
 //! exit code. Command logic that is not about the terminal belongs in the
 //! library crates (e.g. `opush_protocol::xml` for `wbxml`).
 
+pub mod device;
 pub mod schema;
 pub mod wbxml;
 
@@ -44,6 +45,12 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Device administration: remote wipe, allow, quarantine.
+    Device {
+        /// wipe, allow or quarantine.
+        #[command(subcommand)]
+        action: device::Action,
+    },
     /// Replay a recorded session.
     Replay {
         /// Arguments of the replay command.
@@ -58,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => opush_server::serve::main(config.as_deref()),
         Command::Wbxml { action } => wbxml::run(action),
         Command::Schema { action, config } => schema::run(&action, config.as_deref()),
+        Command::Device { action } => device::run(action),
         Command::Replay { .. } => not_implemented("replay"),
     }
 }

@@ -31,19 +31,53 @@ pub fn policy_document(settings: &[(opush_protocol::wbxml::Tag, String)]) -> Vec
         .collect()
 }
 
-/// A permissive default policy (no password, attachments allowed), used
-/// until `[policy]` is wired to [`policy_document`].
+/// A permissive default policy (no password, attachments allowed): the
+/// document of the default `[policy]` section.
 pub fn default_policy() -> Vec<Owned> {
-    policy_document(&[
-        (pv::DEVICE_PASSWORD_ENABLED, "0".to_owned()),
-        (pv::ALPHANUMERIC_DEVICE_PASSWORD_REQUIRED, "0".to_owned()),
-        (pv::ATTACHMENTS_ENABLED, "1".to_owned()),
-        (pv::MIN_DEVICE_PASSWORD_LENGTH, "4".to_owned()),
-        (pv::MAX_INACTIVITY_TIME_DEVICE_LOCK, "900".to_owned()),
-        (pv::MAX_DEVICE_PASSWORD_FAILED_ATTEMPTS, "8".to_owned()),
-        (pv::ALLOW_SIMPLE_DEVICE_PASSWORD, "1".to_owned()),
-        (pv::REQUIRE_DEVICE_ENCRYPTION, "0".to_owned()),
-    ])
+    policy_from_config(&crate::config::PolicyConfig::default())
+}
+
+/// The `EASProvisionDoc` of the `[policy]` section ([MS-ASPROV] 2.2.2.27).
+pub fn policy_from_config(p: &crate::config::PolicyConfig) -> Vec<Owned> {
+    let flag = |b: bool| if b { "1" } else { "0" }.to_owned();
+    let mut settings = vec![
+        (pv::DEVICE_PASSWORD_ENABLED, flag(p.device_password_enabled)),
+        (
+            pv::ALPHANUMERIC_DEVICE_PASSWORD_REQUIRED,
+            flag(p.alphanumeric_device_password_required),
+        ),
+        (pv::ATTACHMENTS_ENABLED, flag(p.attachments_enabled)),
+        (
+            pv::MIN_DEVICE_PASSWORD_LENGTH,
+            p.min_device_password_length.to_string(),
+        ),
+        (
+            pv::MAX_INACTIVITY_TIME_DEVICE_LOCK,
+            p.max_inactivity_time_device_lock_s.to_string(),
+        ),
+        (
+            pv::MAX_DEVICE_PASSWORD_FAILED_ATTEMPTS,
+            p.max_device_password_failed_attempts.to_string(),
+        ),
+        (
+            pv::ALLOW_SIMPLE_DEVICE_PASSWORD,
+            flag(p.allow_simple_device_password),
+        ),
+        (
+            pv::REQUIRE_DEVICE_ENCRYPTION,
+            flag(p.require_device_encryption),
+        ),
+    ];
+    if p.device_password_expiration_days > 0 {
+        settings.push((
+            pv::DEVICE_PASSWORD_EXPIRATION,
+            p.device_password_expiration_days.to_string(),
+        ));
+    }
+    if p.max_attachment_size > 0 {
+        settings.push((pv::MAX_ATTACHMENT_SIZE, p.max_attachment_size.to_string()));
+    }
+    policy_document(&settings)
 }
 
 /// Handles `Cmd=Provision`.

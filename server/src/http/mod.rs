@@ -37,7 +37,7 @@ use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use warp::Filter;
 
 use crate::commands::{self, body_is_wbxml, CommandContext, EasResponse};
-use crate::device::{provision_gate, DeviceAccess, DeviceRegistry, DeviceSeen, ProvisionVerdict};
+use crate::device::{DeviceAccess, DeviceRegistry, DeviceSeen, ProvisionVerdict};
 use crate::error::{self, ErrorContext, ErrorSettings, ServerError};
 use auth::{AuthenticatedUser, Authenticator, CredentialVerifier};
 use limits::LoopDetector;
@@ -493,14 +493,21 @@ where
     if device.access != DeviceAccess::Allowed {
         return Err(ServerError::DeviceDenied(device.access));
     }
-    match provision_gate(
-        app.settings.require_provisioning,
-        request.command,
-        policy_key,
-        &device,
-    ) {
-        ProvisionVerdict::Pass => {}
-        verdict => return Err(ServerError::ProvisionRequired(verdict)),
+    if let Some(eas) = app.eas.as_deref() {
+        // The device's own event-sourced state decides (engine::check_policy).
+        let caller = crate::session::Caller::new(&user.user, &request.device_id, &user.password);
+        match eas
+            .provision_verdict(
+                &caller,
+                request.command,
+                policy_key,
+                app.settings.require_provisioning,
+            )
+            .await?
+        {
+            ProvisionVerdict::Pass => {}
+            verdict => return Err(ServerError::ProvisionRequired(verdict)),
+        }
     }
 
     // 5. The body must decode when the command's body is WBXML.

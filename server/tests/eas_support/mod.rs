@@ -39,6 +39,7 @@ pub async fn services(dir: &tempfile::TempDir) -> EasServices {
 
 /// The caller of a handler-level test: `user` on `device_id` with the demo
 /// password (what the HTTP layer hands the handlers after Basic auth).
+#[allow(dead_code, reason = "not every test binary using this module calls it")]
 pub fn caller<'a>(user: &'a str, device_id: &'a str) -> Caller<'a> {
     static PASSWORD: OnceLock<Secret> = OnceLock::new();
     Caller::new(

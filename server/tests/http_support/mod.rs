@@ -132,6 +132,44 @@ pub async fn start_with_imap_port(
     }
 }
 
+/// Starts a server with the EAS command services (store, engine, IMAP),
+/// verifying logins on the stack's Dovecot.
+pub async fn start_with_eas(
+    settings: HttpSettings,
+    eas: Arc<opush_server::session::EasServices>,
+) -> TestServer {
+    require_dovecot().await;
+    init_logs();
+    let verifier = Arc::new(ImapLoginVerifier::new(ImapConfig {
+        host: "127.0.0.1".into(),
+        port: IMAP_PORT,
+        login_with_domain: true,
+        timeout_ms: 10_000,
+        ..ImapConfig::default()
+    }));
+    let devices = Arc::new(MemoryDeviceRegistry::new(1000));
+    let app = AppState::with_eas(
+        settings,
+        verifier,
+        devices.clone(),
+        ServeMode::Ready,
+        Some(eas),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, app.clone(), async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        devices,
+        app,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
 /// A port nothing listens on.
 pub async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
