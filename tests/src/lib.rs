@@ -10,6 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub mod eas;
+pub mod fill;
+
 /// A service of the test stack: its name in `scripts/stack` and its address.
 #[derive(Debug, Clone, Copy)]
 pub struct Service {
@@ -92,7 +95,11 @@ pub struct RawImap {
 impl RawImap {
     /// Connects to the stack's Dovecot (failing the test when it is down).
     pub fn connect() -> RawImap {
-        let addr = require(DOVECOT_IMAP);
+        RawImap::connect_to(require(DOVECOT_IMAP))
+    }
+
+    /// Connects to an IMAP server at `addr` (e.g. a private Dovecot).
+    pub fn connect_to(addr: SocketAddr) -> RawImap {
         let w = TcpStream::connect(addr).expect("connect imap");
         w.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
@@ -105,7 +112,12 @@ impl RawImap {
 
     /// Connects and logs in as `user` with the stack password.
     pub fn login(user: &str) -> RawImap {
-        let mut imap = RawImap::connect();
+        RawImap::login_to(require(DOVECOT_IMAP), user)
+    }
+
+    /// Connects to `addr` and logs in as `user` with the stack password.
+    pub fn login_to(addr: SocketAddr, user: &str) -> RawImap {
+        let mut imap = RawImap::connect_to(addr);
         let (_, ok) = imap.cmd(&format!("LOGIN {user} {}", demo_password()));
         assert!(ok.starts_with("OK"), "login {user}: {ok}");
         imap

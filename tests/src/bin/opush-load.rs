@@ -1,0 +1,2 @@
+//! Placeholder: the load tool (written next).
+fn main() {}

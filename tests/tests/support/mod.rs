@@ -1,0 +1,202 @@
+//! Shared set-up of the HTTP integration tests: opush started in-process
+//! through `opush_server::serve::run_with` (the same path as `opush serve`)
+//! on a free loopback port, over an embedded store in a temporary directory
+//! (schema installed first), against a real Dovecot; typed views of the
+//! answers a test reads most (FolderSync, Sync).
+//!
+//! It must not fake any service: a missing Dovecot fails the test.
+
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the harness"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncResponse};
+use opush_protocol::commands::sync::{ServerCommand, SyncResponse};
+use opush_protocol::headers::parse_protocol_version;
+use opush_protocol::version::ProtocolVersion;
+use opush_server::config::Config;
+use opush_storage::{StorageConfig, Store};
+use opush_tests::eas::{EasClient, HttpResponse};
+use opush_tests::{demo_password, require, DOVECOT_IMAP};
+use tokio::sync::oneshot;
+
+/// What a test needs of its server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// IMAP port (1143: the shared Dovecot).
+    pub imap_port: u16,
+    /// `[policy] require_provisioning`.
+    pub require_provisioning: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            imap_port: 1143,
+            require_provisioning: false,
+        }
+    }
+}
+
+/// A running opush.
+pub struct Opush {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Opush {
+    /// A device of `user` (stack password) speaking `version`.
+    pub fn client(&self, user: &str, device_id: &str, version: &str) -> EasClient {
+        EasClient::new(self.addr, user, &demo_password(), device_id, version)
+    }
+
+    /// Graceful shutdown, waiting for the server to stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("opush did not stop within 20 s")
+                .expect("opush task panicked");
+        }
+    }
+}
+
+/// Installs (once) a log subscriber printing warnings and errors, which the
+/// test harness shows for failing tests.
+fn init_logs() {
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_test_writer()
+            .finish(),
+    );
+}
+
+/// Starts opush over a fresh embedded store.
+pub async fn start(opts: Options) -> Opush {
+    init_logs();
+    if opts.imap_port == 1143 {
+        require(DOVECOT_IMAP);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = Config::from_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://mail.example.test\"\n\
+         max_in_flight = 256\n\
+         [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
+         [imap]\nhost = \"127.0.0.1\"\nport = {}\n\
+         master_user = \"opush-master\"\nmaster_password = \"{}\"\n\
+         [policy]\nrequire_provisioning = {}\n",
+        dir.path().display(),
+        opts.imap_port,
+        demo_password(),
+        opts.require_provisioning,
+    ))
+    .unwrap();
+    {
+        let storage = StorageConfig {
+            path: dir.path().to_path_buf(),
+            ..StorageConfig::default()
+        };
+        let store = Store::open(&storage).await.unwrap();
+        store.install_schema().await.unwrap();
+    }
+    let addr = cfg.server.listen;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        opush_server::serve::run_with(cfg, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("opush serve failed");
+    });
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Opush {
+                addr,
+                shutdown: Some(tx),
+                task: Some(task),
+                _dir: dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("opush did not listen on {addr}");
+}
+
+/// The typed protocol version of "12.1" etc.
+pub fn version(v: &str) -> ProtocolVersion {
+    parse_protocol_version(v).unwrap()
+}
+
+/// A FolderSync answer, checked for HTTP 200 and Status 1.
+pub fn folder_sync(res: &HttpResponse) -> FolderSyncResponse {
+    assert_eq!(res.status, 200, "FolderSync HTTP status");
+    let r = FolderSyncResponse::from_element(&res.element(), ProtocolVersion::V14_1)
+        .unwrap_or_else(|e| panic!("FolderSync answer ({e}): {}", res.xml()));
+    assert_eq!(r.status.code(), 1, "FolderSync status: {}", res.xml());
+    r
+}
+
+/// `(ServerId, Type)` of the folder whose DisplayName is `name`.
+pub fn folder_named(r: &FolderSyncResponse, name: &str) -> Option<(String, u8)> {
+    r.changes.iter().flatten().find_map(|c| match c {
+        FolderChange::Add(f) if f.display_name == name => {
+            Some((f.server_id.0.clone(), f.folder_type))
+        }
+        _ => None,
+    })
+}
+
+/// A Sync answer, checked for HTTP 200.
+pub fn sync_response(res: &HttpResponse, v: &str) -> SyncResponse {
+    assert_eq!(res.status, 200, "Sync HTTP status ({:?})", res.body);
+    SyncResponse::from_element(&res.element(), version(v))
+        .unwrap_or_else(|e| panic!("Sync answer ({e}): {}", res.xml()))
+}
+
+/// The ServerId of a server command.
+pub fn server_id(c: &ServerCommand) -> &str {
+    match c {
+        ServerCommand::Add { server_id, .. }
+        | ServerCommand::Change { server_id, .. }
+        | ServerCommand::Delete { server_id, .. }
+        | ServerCommand::SoftDelete { server_id } => &server_id.0,
+    }
+}
+
+/// A one-collection Sync request (XML) with a plain-text body preference.
+pub fn sync_xml(collection: &str, key: &str, window: u32, extra: &str) -> String {
+    let get_changes = if key == "0" { "" } else { "<GetChanges/>" };
+    let window = if key == "0" {
+        String::new()
+    } else {
+        format!("<WindowSize>{window}</WindowSize>")
+    };
+    format!(
+        "<Sync xmlns=\"AirSync:\" xmlns:airsyncbase=\"AirSyncBase:\" xmlns:email=\"Email:\"><Collections><Collection>\
+         <SyncKey>{key}</SyncKey><CollectionId>{collection}</CollectionId>{get_changes}{window}\
+         <Options><airsyncbase:BodyPreference><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:TruncationSize>200</airsyncbase:TruncationSize></airsyncbase:BodyPreference></Options>\
+         {extra}</Collection></Collections></Sync>"
+    )
+}
