@@ -292,19 +292,16 @@ async fn provisioning(v: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waiting for core: after Provision is acknowledged, the gate still answers 449/142 (it reads the in-memory registry, which Provision does not update)"]
 async fn provisioning_12_1() {
     provisioning("12.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waiting for core: after Provision is acknowledged, the gate still answers 449/142 (it reads the in-memory registry, which Provision does not update)"]
 async fn provisioning_14_1() {
     provisioning("14.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waiting for core: after Provision is acknowledged, the gate still answers 449/142 (it reads the in-memory registry, which Provision does not update)"]
 async fn provisioning_16_1() {
     provisioning("16.1").await;
 }
