@@ -451,10 +451,19 @@ impl Default for ConsoleConfig {
 pub struct LoggingConfig {
     /// Default level: trace, debug, info, warn, error or off.
     pub level: String,
-    /// Level per named logger (e.g. `REQUEST.FULL = "debug"`, `imap = "warn"`).
+    /// Level per named logger (e.g. `"REQUEST.FULL" = "debug"`); the names
+    /// are those of `crate::obs::Logger`.
     pub loggers: BTreeMap<String, String>,
     /// Output format: `text` or `json`.
     pub format: String,
+    /// Log file (rotated and compressed); empty: standard error.
+    pub file: String,
+    /// Access log file in Apache combined format; empty: none.
+    pub access_log: String,
+    /// Size at which a log file is rotated, bytes.
+    pub max_file_bytes: u64,
+    /// Rotated (gzip) files kept per log.
+    pub keep_files: usize,
 }
 
 impl Default for LoggingConfig {
@@ -463,6 +472,10 @@ impl Default for LoggingConfig {
             level: "info".into(),
             loggers: BTreeMap::new(),
             format: "text".into(),
+            file: String::new(),
+            access_log: String::new(),
+            max_file_bytes: 64 * 1024 * 1024,
+            keep_files: 7,
         }
     }
 }
@@ -618,6 +631,22 @@ impl Config {
                 });
             }
         }
+        if let Some(name) = self
+            .logging
+            .loggers
+            .keys()
+            .find(|k| crate::obs::Logger::from_name(k).is_none())
+        {
+            return Err(ConfigError::Invalid {
+                key: "logging.loggers",
+                reason: format!(
+                    "unknown logger {name:?}; known: {}",
+                    crate::obs::Logger::ALL
+                        .map(crate::obs::Logger::name)
+                        .join(", ")
+                ),
+            });
+        }
         if !["text", "json"].contains(&self.logging.format.as_str()) {
             return invalid("logging.format", "expected text or json");
         }
@@ -686,7 +715,7 @@ mod tests {
             backend = "cassandra"
             seeds = ["10.0.0.1:9042"]
             [logging.loggers]
-            imap = "debug"
+            "IMAP.COMMAND" = "debug"
         "#;
         let c = Config::from_toml_with_env(
             text,
@@ -716,7 +745,7 @@ mod tests {
         );
         assert_eq!(c.storage["backend"].as_str(), Some("cassandra"));
         assert_eq!(c.storage["keyspace"].as_str(), Some("opush_test"));
-        assert_eq!(c.logging.loggers["imap"], "debug");
+        assert_eq!(c.logging.loggers["IMAP.COMMAND"], "debug");
         assert!(!c.devices.allow_unknown);
     }
 
@@ -761,6 +790,13 @@ mod tests {
             Config::from_toml("[logging]\nlevel = \"loud\""),
             Err(ConfigError::Invalid {
                 key: "logging.level",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Config::from_toml("[logging.loggers]\nimap = \"debug\""),
+            Err(ConfigError::Invalid {
+                key: "logging.loggers",
                 ..
             })
         ));

@@ -192,6 +192,7 @@ impl MemoryDeviceRegistry {
             policy_refresh: false,
         };
         devices.insert(key, record.clone());
+        crate::obs::metrics::set_devices(devices.len());
         Ok(record)
     }
 }

@@ -111,15 +111,18 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             http(413, vec![])
         }
         ServerError::Auth(AuthError::Unavailable(_)) => {
-            tracing::error!(cmd, error = %err, "cannot authenticate: credential backend down");
+            crate::obs::metrics::backend_error("auth");
+            tracing::error!(target: "AUTHENTICATION", cmd, error = %err, "cannot authenticate: credential backend down");
             http(503, vec![retry(settings.retry_after)])
         }
         ServerError::Auth(_) | ServerError::Command(CommandError::CredentialsRejected(_)) => {
             match err {
                 ServerError::Auth(AuthError::Missing) => {
-                    tracing::info!(cmd, error = %err, "authentication required")
+                    tracing::info!(target: "AUTHENTICATION", cmd, error = %err, "authentication required")
                 }
-                _ => tracing::warn!(cmd, error = %err, "authentication failed"),
+                _ => {
+                    tracing::warn!(target: "AUTHENTICATION", cmd, error = %err, "authentication failed")
+                }
             }
             http(
                 401,
@@ -151,6 +154,7 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             http(503, vec![retry(settings.retry_after)])
         }
         ServerError::Registry(_) => {
+            crate::obs::metrics::storage_error();
             tracing::error!(cmd, error = %err, "device registry failure");
             http(503, vec![retry(settings.retry_after)])
         }
@@ -191,8 +195,12 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             )
         }
         ServerError::Command(
-            CommandError::BackendUnavailable(_) | CommandError::StorageUnavailable(_),
+            e @ (CommandError::BackendUnavailable(_) | CommandError::StorageUnavailable(_)),
         ) => {
+            match e {
+                CommandError::StorageUnavailable(_) => crate::obs::metrics::storage_error(),
+                _ => crate::obs::metrics::backend_error("backend"),
+            }
             tracing::error!(cmd, error = %err, "command failed, device will retry");
             // [MS-ASCMD] 2.2.2: 111 ServerErrorRetryLater (14.0+); 503 before.
             status_or(ctx, 111, || http(503, vec![retry(settings.retry_after)]))

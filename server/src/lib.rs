@@ -11,6 +11,7 @@ pub mod device;
 pub mod email;
 pub mod error;
 pub mod http;
+pub mod obs;
 pub mod outgoing;
 pub mod push;
 pub mod serve;

@@ -4,8 +4,10 @@
 //! its schema: a missing, too old or unreachable store starts the server in
 //! admin-only mode (every device request gets 503, with an ERROR log saying
 //! why and which `opush schema …` command to run) rather than refusing to
-//! start. Binds `[server] listen`, serves until SIGTERM or ctrl-c, then lets
-//! in-flight requests finish. It must not hold request logic (that is
+//! start. Binds `[server] listen` and the admin address (`[server]
+//! admin_listen`: metrics and logger levels, see `crate::obs::admin`),
+//! serves until SIGTERM or ctrl-c, then lets in-flight requests finish.
+//! SIGHUP re-reads the configuration's `[logging]` levels. It must not hold request logic (that is
 //! `crate::http`) nor print secrets (the configuration's secrets print `*`).
 
 use std::path::Path;
@@ -145,13 +147,48 @@ pub async fn run_with(
         mode,
         eas,
     );
+    match crate::obs::access_log(&cfg.logging) {
+        Ok(Some(log)) => {
+            app.set_access_log(log);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(target: "CONTAINER", error = %e, "no access log"),
+    }
+    // Both listeners stop on the one shutdown signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    // Device traffic matters more than the admin address: a busy admin
+    // port is an ERROR line, not a refusal to start.
+    let admin = match TcpListener::bind(cfg.server.admin_listen).await {
+        Ok(l) => {
+            tracing::info!(target: "CONTAINER", admin_listen = %cfg.server.admin_listen, "admin address: /metrics, /loggers");
+            Some(tokio::spawn(crate::obs::admin::serve(
+                l,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        Err(e) => {
+            tracing::error!(target: "CONTAINER", admin_listen = %cfg.server.admin_listen, error = %e, "admin address not served");
+            None
+        }
+    };
     tracing::info!(
+        target: "CONTAINER",
         listen = %cfg.server.listen,
         public_url = %cfg.server.public_url,
         "opush serving"
     );
-    http::serve(listener, app, shutdown).await;
-    tracing::info!("opush stopped");
+    http::serve(listener, app, stopped(stop_rx)).await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    tracing::info!(target: "CONTAINER", "opush stopped");
     Ok(())
 }
 
@@ -193,18 +230,11 @@ pub fn main(config_path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let level = cfg
-        .logging
-        .level
-        .parse::<tracing::Level>()
-        .unwrap_or(tracing::Level::INFO);
     // A subscriber may already be set (tests); then logs go there.
-    let _ = tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .finish(),
-    );
+    if let Err(e) = crate::obs::install(&cfg.logging) {
+        eprintln!("opush serve: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -215,6 +245,18 @@ pub fn main(config_path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    #[cfg(unix)]
+    {
+        let _in_runtime = runtime.enter();
+        match crate::obs::reload_on_sighup(config_path.map(Path::to_path_buf)) {
+            Ok(task) => {
+                runtime.spawn(task);
+            }
+            Err(e) => {
+                tracing::warn!(target: "CONFIGURATION", error = %e, "no SIGHUP handler: levels change through the admin address only")
+            }
+        }
+    }
     let res = runtime.block_on(run_with(cfg, shutdown_signal()));
     // Give spawned connection tasks a moment to flush after graceful shutdown.
     runtime.shutdown_timeout(Duration::from_secs(5));

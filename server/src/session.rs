@@ -16,6 +16,8 @@ use opush_engine::{
     decode_event, decode_snapshot, encode_event, encode_snapshot, fold, DeviceState, Event,
 };
 use opush_storage::{AppendBatch, DeviceKey, Snapshot, StorageError, Store};
+
+use crate::obs::{timed, Category};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 /// The snapshot row name used for a whole device state.
@@ -117,7 +119,7 @@ impl Sessions {
             }
         }
         if guard.loaded.is_none() {
-            guard.loaded = Some(self.load(&device).await?);
+            guard.loaded = Some(timed(Category::Storage, self.load(&device)).await?);
         }
         Ok(DeviceSession {
             sessions: self,
@@ -215,7 +217,7 @@ impl DeviceSession<'_> {
             let bytes = encode_event(ev).map_err(|e| SessionError::Encode(e.to_string()))?;
             batch = batch.event(FORMAT_VERSION_U16, bytes);
         }
-        let new_head = match self.sessions.store.append(batch).await {
+        let new_head = match timed(Category::Storage, self.sessions.store.append(batch)).await {
             Ok(h) => h,
             Err(e) => {
                 self.guard.loaded = None;
@@ -238,12 +240,11 @@ impl DeviceSession<'_> {
                     };
                     // A snapshot is a cache: failing to write one only means
                     // the next load folds more events.
-                    match self
+                    let put = self
                         .sessions
                         .store
-                        .put_snapshot(&self.device, SNAPSHOT_NAME, snap)
-                        .await
-                    {
+                        .put_snapshot(&self.device, SNAPSHOT_NAME, snap);
+                    match timed(Category::Storage, put).await {
                         Ok(()) => loaded.snapshot_seq = new_head,
                         Err(e) => {
                             tracing::warn!(device = %self.device, error = %e, "snapshot not written")

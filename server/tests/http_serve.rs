@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 async fn config(dir: &std::path::Path) -> Config {
     let port = closed_port().await;
     Config::from_toml(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://mail.example.test\"\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"https://mail.example.test\"\n\
          [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
          [imap]\nhost = \"127.0.0.1\"\nport = {IMAP_PORT}\n\
          master_user = \"opush-master\"\nmaster_password = \"{PASSWORD}\"\n\

@@ -144,8 +144,17 @@ fn parse_address(a: &str) -> Result<Address, SmtpError> {
         .map_err(|_| SmtpError::BadAddress(a.to_owned()))
 }
 
-/// Submits one message in one SMTP transaction.
+/// Submits one message in one SMTP transaction (an SMTP section of the
+/// request's BREAKDOWN).
 pub async fn submit(
+    settings: &SmtpSettings,
+    login: Option<&SmtpLogin<'_>>,
+    sub: &Submission<'_>,
+) -> Result<Accepted, SmtpError> {
+    crate::obs::timed(crate::obs::Category::Smtp, submit_now(settings, login, sub)).await
+}
+
+async fn submit_now(
     settings: &SmtpSettings,
     login: Option<&SmtpLogin<'_>>,
     sub: &Submission<'_>,

@@ -107,6 +107,7 @@ pub async fn item_operations(
             },
         });
     }
+    crate::obs::summary::item_operations(&req.operations, &results);
     Ok(ItemOperationsResponse {
         status: ItemOperationsStatus::Success,
         results,

@@ -184,7 +184,7 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
         | Command::ValidateCert
         | Command::Find => return Err(CommandError::NotImplemented(command)),
     };
-    handler.await
+    crate::obs::timed(crate::obs::command_category(command), handler).await
 }
 
 /// True when the command's request body is WBXML at this protocol version

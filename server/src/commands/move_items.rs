@@ -100,7 +100,9 @@ pub async fn move_items(
         });
     }
     session.commit(&events).await.map_err(session_error)?;
-    Ok(MoveItemsResponse { responses })
+    let res = MoveItemsResponse { responses };
+    crate::obs::summary::move_items(req, &res);
+    Ok(res)
 }
 
 async fn perform(

@@ -425,6 +425,7 @@ async fn render(
     version: ProtocolVersion,
     wire: &SyncCollectionRequest,
 ) -> Result<SyncCollectionResponse, CommandError> {
+    crate::obs::summary::sync(&r);
     let collection = r.collection;
     let sid = |n: u32| WireServerId(ServerId { collection, n }.to_string());
     let mut commands = Vec::new();

@@ -214,6 +214,7 @@ impl Authenticator {
         let user = creds.login.email_form();
         let digest = self.cache.digest(&creds.login, &creds.password);
         if self.cache.is_fresh(&digest, Instant::now()) {
+            tracing::debug!(target: "AUTHENTICATION", user = %user, "accepted (cached)");
             return Ok(AuthenticatedUser {
                 password: Secret::new(creds.password.expose()),
                 login: creds.login,
@@ -222,6 +223,7 @@ impl Authenticator {
         }
         match self.verifier.verify(&creds.login, &creds.password).await? {
             Verdict::Accepted => {
+                tracing::debug!(target: "AUTHENTICATION", user = %user, "accepted by the backend");
                 self.cache.remember(digest, Instant::now());
                 Ok(AuthenticatedUser {
                     password: Secret::new(creds.password.expose()),

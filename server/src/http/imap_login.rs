@@ -58,6 +58,7 @@ impl CredentialVerifier for ImapLoginVerifier {
                     ))),
                 }
             };
+            let attempt = crate::obs::timed(crate::obs::Category::Imap, attempt);
             match timeout(self.bound(), attempt).await {
                 Ok(res) => res,
                 Err(_) => Err(VerifierUnavailable(format!(

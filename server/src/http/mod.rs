@@ -3,8 +3,10 @@
 //! and `/opush/Autodiscover/`), and carries every request through the
 //! lifecycle's first steps: in-flight limit, request line and headers, Basic
 //! authentication, body size limit, loop throttling, device registry,
-//! provisioning gate, body decoding, then the command dispatch. One access
-//! log line per request.
+//! provisioning gate, body decoding, then the command dispatch. Each request
+//! runs in its own observability scope (`crate::obs`): one REQUEST.TRIMMED
+//! line, REQUEST.FULL bodies (secrets masked), BREAKDOWN and SUMMARY lines,
+//! request metrics and one access log line (Apache combined format).
 //!
 //! It must not know what a command does (that is `crate::commands`), nor map
 //! errors to codes itself (that is `crate::error`). It never logs the
@@ -128,6 +130,7 @@ pub struct AppState {
     pub eas: Option<Arc<crate::session::EasServices>>,
     in_flight: Arc<Semaphore>,
     loops: LoopDetector,
+    access_log: std::sync::OnceLock<crate::obs::access::AccessLog>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -169,8 +172,17 @@ impl AppState {
             mode,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             loops: LoopDetector::new(settings.loop_window, settings.loop_max_repeats, 100_000),
+            access_log: std::sync::OnceLock::new(),
             settings,
         })
+    }
+}
+
+impl AppState {
+    /// Writes one access log line per request to `log` from now on (once;
+    /// false if an access log was already set).
+    pub fn set_access_log(&self, log: crate::obs::access::AccessLog) -> bool {
+        self.access_log.set(log).is_ok()
     }
 }
 
@@ -180,6 +192,7 @@ pub fn routes(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::any()
         .map(move || app.clone())
+        .and(warp::addr::remote())
         .and(warp::method())
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -187,12 +200,21 @@ pub fn routes(
         .and(warp::body::stream())
         .then(
             |app: Arc<AppState>,
+             remote: Option<std::net::SocketAddr>,
              method: Method,
              path: warp::path::FullPath,
              query: String,
              headers: HeaderMap,
              body| async move {
-                handle(app, method, path.as_str().to_owned(), query, headers, body).await
+                let scope = crate::obs::RequestScope::new();
+                let req = Request {
+                    remote,
+                    method,
+                    path: path.as_str().to_owned(),
+                    query,
+                    headers,
+                };
+                crate::obs::scope::run(scope.clone(), handle(app, &scope, req, body)).await
             },
         )
 }
@@ -243,12 +265,19 @@ struct Access {
     device: Option<String>,
 }
 
-async fn handle<S, B>(
-    app: Arc<AppState>,
+/// The request line and headers as received.
+struct Request {
+    remote: Option<std::net::SocketAddr>,
     method: Method,
     path: String,
     query: String,
     headers: HeaderMap,
+}
+
+async fn handle<S, B>(
+    app: Arc<AppState>,
+    scope: &crate::obs::RequestScope,
+    req: Request,
     body: S,
 ) -> warp::reply::Response
 where
@@ -256,6 +285,16 @@ where
     B: Buf,
 {
     let started = Instant::now();
+    let unix_ms = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let Request {
+        remote,
+        method,
+        path,
+        query,
+        headers,
+    } = req;
     let mut access = Access::default();
     let res = process(&app, &mut access, &method, &path, &query, &headers, body).await;
     let res = match res {
@@ -269,18 +308,79 @@ where
             },
         ),
     };
+    let took = started.elapsed();
+    let cmd = access.ctx.command.map(|c| c.name()).unwrap_or("-");
+    log_response(&res);
     tracing::info!(
-        target: "opush::access",
-        method = %method,
-        path = %path,
-        cmd = access.ctx.command.map(|c| c.name()).unwrap_or("-"),
-        user = access.user.as_deref().unwrap_or("-"),
+        target: "REQUEST.TRIMMED",
         device = access.device.as_deref().unwrap_or("-"),
         status = res.http_status,
-        duration_ms = started.elapsed().as_millis() as u64,
-        "access"
+        bytes = res.body.len(),
+        duration_ms = took.as_millis() as u64,
+        "{method} {path} {cmd}"
     );
+    crate::obs::metrics::request_done(cmd, res.http_status, took);
+    if let Some(log) = app.access_log.get() {
+        let target = if query.is_empty() {
+            path.clone()
+        } else {
+            format!("{path}?{query}")
+        };
+        log.write(&crate::obs::access::AccessRecord {
+            remote,
+            user: access.user.as_deref(),
+            unix_ms,
+            method: method.as_str(),
+            target: &target,
+            status: res.http_status,
+            bytes: res.body.len(),
+            referer: headers.get("Referer").and_then(|v| v.to_str().ok()),
+            user_agent: headers.get("User-Agent").and_then(|v| v.to_str().ok()),
+        });
+    }
+    crate::obs::log_request_end(scope, access.ctx.command);
     into_warp(res)
+}
+
+/// The request's headers for REQUEST.FULL, `Authorization` as `*`.
+fn masked_headers(headers: &HeaderMap) -> String {
+    let mut out = String::new();
+    for (name, value) in headers {
+        let value = if name == warp::http::header::AUTHORIZATION
+            || name == warp::http::header::PROXY_AUTHORIZATION
+            || crate::obs::layer::is_secret_field(name.as_str())
+        {
+            "*"
+        } else {
+            value.to_str().unwrap_or("<not ASCII>")
+        };
+        out.push_str(&format!("\n  {name}: {value}"));
+    }
+    out
+}
+
+fn full_enabled() -> bool {
+    tracing::enabled!(target: "REQUEST.FULL", tracing::Level::DEBUG)
+}
+
+/// REQUEST.FULL: the response, as masked XML when it is WBXML.
+fn log_response(res: &EasResponse) {
+    if !full_enabled() {
+        return;
+    }
+    let body = if res.content_type == Some(opush_protocol::headers::CONTENT_TYPE_WBXML) {
+        match wbxml::decode(&res.body) {
+            Ok(doc) => opush_protocol::xml::element_to_xml_masked(&doc),
+            Err(e) => format!("<undecodable WBXML: {e}>"),
+        }
+    } else {
+        format!(
+            "<{} bytes of {}>",
+            res.body.len(),
+            res.content_type.unwrap_or("no content")
+        )
+    };
+    tracing::debug!(target: "REQUEST.FULL", status = res.http_status, "response {body}");
 }
 
 fn into_warp(res: EasResponse) -> warp::reply::Response {
@@ -376,6 +476,7 @@ async fn authenticate(
         ),
     };
     let user = app.auth.authenticate(value).await?;
+    crate::obs::scope::set_user(&user.user);
     access.user = Some(user.user.clone());
     Ok(user)
 }
@@ -424,6 +525,7 @@ where
 {
     // 1. Request line and headers.
     let request = RequestLine::parse(query)?;
+    crate::obs::scope::set_command(request.command.name());
     access.ctx.command = Some(request.command);
     access.device = Some(request.device_id.clone());
     let version = match (request.form, request.protocol_version) {
@@ -518,6 +620,13 @@ where
     } else {
         None
     };
+    if full_enabled() {
+        let xml = match &document {
+            Some(doc) => opush_protocol::xml::element_to_xml_masked(doc),
+            None => format!("<{} bytes, not WBXML>", body.len()),
+        };
+        tracing::debug!(target: "REQUEST.FULL", "request {query}{}\n{xml}", masked_headers(headers));
+    }
 
     // 6. The command.
     let ctx = CommandContext {

@@ -206,7 +206,7 @@ impl ImapPool {
         };
         let session = match reused {
             Some(s) => s,
-            None => login().await?,
+            None => crate::obs::timed(crate::obs::Category::Imap, login()).await?,
         };
         Ok(PooledSession {
             session: Some(session),

@@ -191,12 +191,21 @@ impl Session {
             return Err(ImapError::Unavailable("connection already failed".into()));
         }
         let t = self.timeout;
-        let res = match tokio::time::timeout(t, self.exec_inner(what, parts, on)).await {
+        let started = tokio::time::Instant::now();
+        let run = tokio::time::timeout(t, self.exec_inner(what, parts, on));
+        let res = match crate::obs::timed(crate::obs::Category::Imap, run).await {
             Err(_) => Err(ImapError::Unavailable(format!(
                 "{what} timed out after {t:?}"
             ))),
             Ok(r) => r,
         };
+        tracing::debug!(
+            target: "IMAP.COMMAND",
+            user = %self.user,
+            ms = started.elapsed().as_millis() as u64,
+            ok = res.is_ok(),
+            "{what}"
+        );
         if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
             self.broken = true;
             self.selected = None;

@@ -1,0 +1,253 @@
+//! Prometheus metrics, served as text at `/metrics` on the admin address.
+//!
+//! A small hand-written registry (a few counters, gauges and one histogram
+//! family) rather than a metrics framework: the set is fixed and the
+//! exposition format is simple. Process-wide, like the process it measures.
+//!
+//! Exposed: `opush_requests_total{command,code}`,
+//! `opush_request_duration_seconds{command}` (histogram),
+//! `opush_parked_pings`, `opush_devices`, `opush_storage_errors_total`,
+//! `opush_backend_errors_total{backend}`, `opush_retries_total{what}`.
+//! Other modules update them with the functions below (one call each).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    requests: BTreeMap<(String, u16), u64>,
+    latency: BTreeMap<String, Histogram>,
+    storage_errors: u64,
+    backend_errors: BTreeMap<&'static str, u64>,
+    retries: BTreeMap<&'static str, u64>,
+}
+
+static TABLES: Mutex<Tables> = Mutex::new(Tables {
+    requests: BTreeMap::new(),
+    latency: BTreeMap::new(),
+    storage_errors: 0,
+    backend_errors: BTreeMap::new(),
+    retries: BTreeMap::new(),
+});
+static PARKED_PINGS: AtomicI64 = AtomicI64::new(0);
+static DEVICES: AtomicI64 = AtomicI64::new(0);
+
+fn tables() -> std::sync::MutexGuard<'static, Tables> {
+    // Poisoned only if a metrics call panicked; the numbers stay usable.
+    TABLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records one answered request: its command (`-` when none), HTTP code and duration.
+pub fn request_done(command: &str, code: u16, took: Duration) {
+    let mut t = tables();
+    *t.requests.entry((command.to_owned(), code)).or_default() += 1;
+    t.latency
+        .entry(command.to_owned())
+        .or_default()
+        .observe(took.as_secs_f64());
+}
+
+/// A Ping parked (waiting for changes or its heartbeat).
+pub fn parked_pings_inc() {
+    PARKED_PINGS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A parked Ping ended (answered, replaced or cancelled).
+pub fn parked_pings_dec() {
+    PARKED_PINGS.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The number of devices the registry knows.
+pub fn set_devices(n: usize) {
+    DEVICES.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+}
+
+/// A store operation failed.
+pub fn storage_error() {
+    tables().storage_errors += 1;
+}
+
+/// A backend (`imap`, `smtp`, `dav`, `ldap`, `auth`) failed.
+pub fn backend_error(backend: &'static str) {
+    *tables().backend_errors.entry(backend).or_default() += 1;
+}
+
+/// An operation was retried (`storage`, …).
+pub fn retry(what: &'static str) {
+    *tables().retries.entry(what).or_default() += 1;
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The exposition text (Prometheus text format 0.0.4).
+pub fn render() -> String {
+    let t = tables();
+    let mut out = String::with_capacity(4096);
+    let o = &mut out;
+    let _ = writeln!(o, "# HELP opush_requests_total EAS and Autodiscover requests answered, by command and HTTP code.");
+    let _ = writeln!(o, "# TYPE opush_requests_total counter");
+    for ((cmd, code), n) in &t.requests {
+        let _ = writeln!(
+            o,
+            "opush_requests_total{{command=\"{}\",code=\"{code}\"}} {n}",
+            label(cmd)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP opush_request_duration_seconds Time to answer a request, by command."
+    );
+    let _ = writeln!(o, "# TYPE opush_request_duration_seconds histogram");
+    for (cmd, h) in &t.latency {
+        let cmd = label(cmd);
+        for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
+            let _ = writeln!(
+                o,
+                "opush_request_duration_seconds_bucket{{command=\"{cmd}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "opush_request_duration_seconds_bucket{{command=\"{cmd}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            o,
+            "opush_request_duration_seconds_sum{{command=\"{cmd}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            o,
+            "opush_request_duration_seconds_count{{command=\"{cmd}\"}} {}",
+            h.count
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP opush_parked_pings Ping requests currently parked."
+    );
+    let _ = writeln!(o, "# TYPE opush_parked_pings gauge");
+    let _ = writeln!(
+        o,
+        "opush_parked_pings {}",
+        PARKED_PINGS.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "# HELP opush_devices Devices known to the device registry."
+    );
+    let _ = writeln!(o, "# TYPE opush_devices gauge");
+    let _ = writeln!(o, "opush_devices {}", DEVICES.load(Ordering::Relaxed));
+    let _ = writeln!(
+        o,
+        "# HELP opush_storage_errors_total Requests failed by the store."
+    );
+    let _ = writeln!(o, "# TYPE opush_storage_errors_total counter");
+    let _ = writeln!(o, "opush_storage_errors_total {}", t.storage_errors);
+    let _ = writeln!(
+        o,
+        "# HELP opush_backend_errors_total Requests failed by a backend, by backend."
+    );
+    let _ = writeln!(o, "# TYPE opush_backend_errors_total counter");
+    for (b, n) in &t.backend_errors {
+        let _ = writeln!(o, "opush_backend_errors_total{{backend=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP opush_retries_total Operations retried, by what was retried."
+    );
+    let _ = writeln!(o, "# TYPE opush_retries_total counter");
+    for (w, n) in &t.retries {
+        let _ = writeln!(o, "opush_retries_total{{what=\"{w}\"}} {n}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn counters_histograms_and_gauges_render() {
+        let before = render();
+        let series = "opush_requests_total{command=\"UnitTestCmd\",code=\"200\"}";
+        assert_eq!(value(&before, series), None);
+        request_done("UnitTestCmd", 200, Duration::from_millis(30));
+        request_done("UnitTestCmd", 200, Duration::from_secs(2));
+        parked_pings_inc();
+        parked_pings_inc();
+        parked_pings_dec();
+        let text = render();
+        assert_eq!(value(&text, series), Some(2.0));
+        let bucket = |le: &str| {
+            value(
+                &text,
+                &format!(
+                    "opush_request_duration_seconds_bucket{{command=\"UnitTestCmd\",le=\"{le}\"}}"
+                ),
+            )
+        };
+        assert_eq!(bucket("0.025"), Some(0.0));
+        assert_eq!(bucket("0.05"), Some(1.0));
+        assert_eq!(bucket("2.5"), Some(2.0));
+        assert_eq!(bucket("+Inf"), Some(2.0));
+        let sum = value(
+            &text,
+            "opush_request_duration_seconds_sum{command=\"UnitTestCmd\"}",
+        )
+        .unwrap_or(0.0);
+        assert!((sum - 2.03).abs() < 1e-9, "{sum}");
+        // Other tests in this binary may park pings too; ours moved it by one.
+        assert!(value(&text, "opush_parked_pings").is_some());
+        for family in [
+            "opush_devices",
+            "opush_storage_errors_total",
+            "# TYPE opush_backend_errors_total counter",
+            "# TYPE opush_retries_total counter",
+        ] {
+            assert!(text.contains(family), "{family}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
