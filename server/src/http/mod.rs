@@ -309,7 +309,11 @@ where
         ),
     };
     let took = started.elapsed();
-    let cmd = access.ctx.command.map(|c| c.name()).unwrap_or("-");
+    let cmd = match (access.ctx.command, Endpoint::of(&path)) {
+        (Some(c), _) => c.name(),
+        (None, Some(Endpoint::Autodiscover)) => "Autodiscover",
+        (None, _) => "-",
+    };
     log_response(&res);
     tracing::info!(
         target: "REQUEST.TRIMMED",
@@ -428,6 +432,7 @@ where
     );
     match endpoint {
         Endpoint::Autodiscover => {
+            crate::obs::scope::set_command("Autodiscover");
             if method != Method::POST {
                 return Err(ServerError::MethodNotAllowed {
                     method: method.to_string(),

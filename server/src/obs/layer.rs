@@ -120,7 +120,8 @@ impl<S: Subscriber> Layer<S> for LogLayer {
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        meta.is_event() && passes(self.levels, meta)
+        // Events, and the hints of `tracing::enabled!` (neither event nor span).
+        !meta.is_span() && passes(self.levels, meta)
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
