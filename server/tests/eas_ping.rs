@@ -196,6 +196,14 @@ async fn a_new_message_in_inbox_answers_a_parked_ping() {
     let parked = spawn_ping(&eas, user, "PING1", request(Some(300), &[&inbox]));
     wait_until("the Ping parks", || eas.push.parked_count() == 1).await;
     assert!(!parked.is_finished());
+    // The parked-Ping gauge of /metrics counts it (other tests may park too).
+    let gauge = || {
+        let text = opush_server::obs::metrics::render();
+        text.lines()
+            .find_map(|l| l.strip_prefix("opush_parked_pings ")?.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    wait_until("the gauge counts the Ping", || gauge() >= 1).await;
     append(&mut raw, "INBOX", &unique("ping-inbox"));
     let res = answer(parked).await;
     assert_eq!(res.status.code(), 2);

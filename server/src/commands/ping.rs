@@ -246,6 +246,7 @@ pub async fn ping(
         CommandError::Throttled(Duration::from_secs(60))
     })?;
     on_park();
+    let _parked_gauge = crate::obs::metrics::ParkedPing::new();
     let mut sub = eas.push.subscribe(user, login, marks);
     loop {
         match sub.wait(deadline, &parked).await {

@@ -84,6 +84,26 @@ pub fn parked_pings_dec() {
     PARKED_PINGS.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Counts one parked Ping for as long as it lives (dropped when the Ping
+/// ends, however it ends).
+#[derive(Debug)]
+pub struct ParkedPing(());
+
+impl ParkedPing {
+    /// Counts a Ping as parked.
+    #[allow(clippy::new_without_default, reason = "creating one has an effect")]
+    pub fn new() -> ParkedPing {
+        parked_pings_inc();
+        ParkedPing(())
+    }
+}
+
+impl Drop for ParkedPing {
+    fn drop(&mut self) {
+        parked_pings_dec();
+    }
+}
+
 /// The number of devices the registry knows.
 pub fn set_devices(n: usize) {
     DEVICES.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
@@ -211,6 +231,10 @@ mod tests {
         assert_eq!(value(&before, series), None);
         request_done("UnitTestCmd", 200, Duration::from_millis(30));
         request_done("UnitTestCmd", 200, Duration::from_secs(2));
+        let before_pings = PARKED_PINGS.load(Ordering::Relaxed);
+        let guard = ParkedPing::new();
+        assert_eq!(PARKED_PINGS.load(Ordering::Relaxed), before_pings + 1);
+        drop(guard);
         parked_pings_inc();
         parked_pings_inc();
         parked_pings_dec();
