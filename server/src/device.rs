@@ -5,8 +5,9 @@
 //! 140/142/143/144 from 14.0; the verdict itself comes from the device's
 //! event-sourced state, `EasServices::provision_verdict`).
 //!
-//! The registry is a trait so the storage crate's registry can replace the
-//! in-process [`MemoryDeviceRegistry`] without touching the request path.
+//! The registry is a trait: [`StoreDeviceRegistry`] keeps the devices in the
+//! store's registry rows (production), [`MemoryDeviceRegistry`] in memory
+//! (admin-only mode, HTTP-layer tests).
 //! This module must not decide *policies* (that is Provision's job).
 
 use std::collections::HashMap;
@@ -64,10 +65,6 @@ pub struct DeviceRecord {
     pub last_seen: SystemTime,
     /// Access state.
     pub access: DeviceAccess,
-    /// The policy key the device acknowledged in Provision (None: never provisioned).
-    pub policy_key: Option<u32>,
-    /// The server's policy changed since the device acknowledged its key.
-    pub policy_refresh: bool,
 }
 
 /// A registry failure (the store behind it is down or refused the write).
@@ -79,6 +76,9 @@ pub enum RegistryError {
     /// The registry is full (bounded in-process registry).
     #[error("device registry full ({0} devices)")]
     Full(usize),
+    /// The user or device id cannot name a device (too long, NUL…).
+    #[error("invalid device: {0}")]
+    Invalid(String),
 }
 
 /// The registry the request path talks to.
@@ -93,8 +93,8 @@ pub trait DeviceRegistry: Send + Sync {
     ) -> BoxFuture<'_, Result<DeviceRecord, RegistryError>>;
 }
 
-/// The in-process registry (until the storage crate's registry is wired):
-/// bounded, forgotten on restart.
+/// An in-process registry, bounded and forgotten on restart: for servers
+/// without a store (admin-only mode) and for tests of the HTTP layer.
 #[derive(Debug)]
 pub struct MemoryDeviceRegistry {
     devices: Mutex<HashMap<(String, String), DeviceRecord>>,
@@ -120,19 +120,6 @@ impl MemoryDeviceRegistry {
     /// Sets a known device's access (administration). Returns false if unknown.
     pub fn set_access(&self, user: &str, device_id: &str, access: DeviceAccess) -> bool {
         self.update(user, device_id, |r| r.access = access)
-    }
-
-    /// Records the policy key a device acknowledged (Provision). Returns false if unknown.
-    pub fn set_policy_key(&self, user: &str, device_id: &str, key: Option<u32>) -> bool {
-        self.update(user, device_id, |r| {
-            r.policy_key = key;
-            r.policy_refresh = false;
-        })
-    }
-
-    /// Marks that the server policy changed for a device. Returns false if unknown.
-    pub fn require_policy_refresh(&self, user: &str, device_id: &str) -> bool {
-        self.update(user, device_id, |r| r.policy_refresh = true)
     }
 
     fn update(&self, user: &str, device_id: &str, f: impl FnOnce(&mut DeviceRecord)) -> bool {
@@ -188,8 +175,6 @@ impl MemoryDeviceRegistry {
             } else {
                 DeviceAccess::Quarantined
             },
-            policy_key: None,
-            policy_refresh: false,
         };
         devices.insert(key, record.clone());
         crate::obs::metrics::set_devices(devices.len());
@@ -205,6 +190,181 @@ impl DeviceRegistry for MemoryDeviceRegistry {
     ) -> BoxFuture<'_, Result<DeviceRecord, RegistryError>> {
         let res = self.record_now(seen, allow_unknown);
         Box::pin(async move { res })
+    }
+}
+
+/// The device registry on the store's registry rows (`put/get_device`).
+///
+/// A device is created on its first request (allowed or quarantined per
+/// `[devices] allow_unknown`) and its row updated with the request's device
+/// type, `User-Agent`, protocol version and time. So that a request does not
+/// cost a store write, an allowed device whose type, agent and version did
+/// not change is written at most once per `write_every` (its last-seen time
+/// is that precise); the same period bounds how long an administrator's
+/// change of an allowed device takes to apply. A device that is not allowed
+/// is re-read on each of its requests, so allowing it applies at once.
+/// Rows are read-modify-written, keeping what Settings and administrators
+/// put there (device information, wipe state).
+pub struct StoreDeviceRegistry {
+    store: std::sync::Arc<opush_storage::Store>,
+    write_every: std::time::Duration,
+    max_cached: usize,
+    cache: Mutex<HashMap<(String, String), Cached>>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    record: DeviceRecord,
+    written: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for StoreDeviceRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreDeviceRegistry")
+            .field("write_every", &self.write_every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registry-row `info` key of the last request's `User-Agent` header.
+pub const INFO_USER_AGENT: &str = "HttpUserAgent";
+/// Registry-row `info` key of the last request's protocol version.
+pub const INFO_PROTOCOL_VERSION: &str = "ProtocolVersion";
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_millis(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl StoreDeviceRegistry {
+    /// A registry over `store`, writing an unchanged allowed device at most
+    /// once per `write_every`, caching about `max_cached` devices.
+    pub fn new(
+        store: std::sync::Arc<opush_storage::Store>,
+        write_every: std::time::Duration,
+        max_cached: usize,
+    ) -> Self {
+        StoreDeviceRegistry {
+            store,
+            write_every,
+            max_cached: max_cached.max(1),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Cached>> {
+        // Entries are replaced whole; a poisoned lock holds consistent data.
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The answer from memory when nothing needs writing.
+    fn fresh(&self, seen: &DeviceSeen, now: tokio::time::Instant) -> Option<DeviceRecord> {
+        let mut cache = self.lock();
+        let c = cache.get_mut(&(seen.user.clone(), seen.device_id.clone()))?;
+        let unchanged = c.record.device_type == seen.device_type
+            && (seen.user_agent.is_none() || seen.user_agent == c.record.user_agent)
+            && c.record.protocol_version == seen.protocol_version;
+        if unchanged
+            && c.record.access == DeviceAccess::Allowed
+            && now.duration_since(c.written) < self.write_every
+        {
+            c.record.last_seen = seen.at;
+            return Some(c.record.clone());
+        }
+        None
+    }
+
+    async fn record_slow(
+        &self,
+        seen: DeviceSeen,
+        allow_unknown: bool,
+    ) -> Result<DeviceRecord, RegistryError> {
+        use opush_storage::DeviceState as Row;
+        let unavailable =
+            |e: opush_storage::StorageError| RegistryError::Unavailable(e.to_string());
+        let key = opush_storage::DeviceKey::new(&seen.user, &seen.device_id)
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let at = millis(seen.at);
+        let mut row = match self.store.get_device(&key).await.map_err(unavailable)? {
+            Some(row) => row,
+            None => opush_storage::DeviceRecord {
+                key,
+                device_type: seen.device_type.clone(),
+                first_seen_ms: at,
+                last_seen_ms: at,
+                policy_key: None,
+                state: if allow_unknown {
+                    Row::Allowed
+                } else {
+                    Row::Quarantined
+                },
+                info: std::collections::BTreeMap::new(),
+            },
+        };
+        row.device_type = seen.device_type.clone();
+        row.last_seen_ms = row.last_seen_ms.max(at);
+        row.info.insert(
+            INFO_PROTOCOL_VERSION.to_owned(),
+            seen.protocol_version.as_str().to_owned(),
+        );
+        if let Some(agent) = &seen.user_agent {
+            row.info.insert(INFO_USER_AGENT.to_owned(), agent.clone());
+        }
+        self.store
+            .put_device(row.clone())
+            .await
+            .map_err(unavailable)?;
+        let record = DeviceRecord {
+            user: seen.user.clone(),
+            device_id: seen.device_id.clone(),
+            device_type: row.device_type,
+            user_agent: row.info.get(INFO_USER_AGENT).cloned(),
+            protocol_version: seen.protocol_version,
+            first_seen: from_millis(row.first_seen_ms),
+            last_seen: from_millis(row.last_seen_ms),
+            // A wipe needs the device to reach Provision: it stays allowed.
+            access: match row.state {
+                Row::Quarantined => DeviceAccess::Quarantined,
+                Row::Allowed | Row::WipeRequested | Row::Wiped => DeviceAccess::Allowed,
+            },
+        };
+        let now = tokio::time::Instant::now();
+        let mut cache = self.lock();
+        if cache.len() >= self.max_cached {
+            cache.retain(|_, c| now.duration_since(c.written) < self.write_every);
+            if cache.len() >= self.max_cached {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            (seen.user, seen.device_id),
+            Cached {
+                record: record.clone(),
+                written: now,
+            },
+        );
+        Ok(record)
+    }
+}
+
+impl DeviceRegistry for StoreDeviceRegistry {
+    fn record_request(
+        &self,
+        seen: DeviceSeen,
+        allow_unknown: bool,
+    ) -> BoxFuture<'_, Result<DeviceRecord, RegistryError>> {
+        Box::pin(async move {
+            if let Some(record) = self.fresh(&seen, tokio::time::Instant::now()) {
+                return Ok(record);
+            }
+            self.record_slow(seen, allow_unknown).await
+        })
     }
 }
 

@@ -153,6 +153,10 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             tracing::error!(cmd, error = %err, "device traffic refused");
             http(503, vec![retry(settings.retry_after)])
         }
+        ServerError::Registry(RegistryError::Invalid(_)) => {
+            tracing::warn!(cmd, error = %err, "bad request");
+            http(400, vec![])
+        }
         ServerError::Registry(_) => {
             crate::obs::metrics::storage_error();
             tracing::error!(cmd, error = %err, "device registry failure");

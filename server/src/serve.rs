@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::backends::imap::ImapPool;
 use crate::config::{Config, ConfigError};
-use crate::device::MemoryDeviceRegistry;
+use crate::device::{MemoryDeviceRegistry, StoreDeviceRegistry};
 use crate::http::imap_login::ImapLoginVerifier;
 use crate::http::{self, AppState, HttpSettings, ServeMode};
 use crate::session::{EasServices, Sessions};
@@ -59,6 +59,10 @@ pub fn http_settings(cfg: &Config) -> HttpSettings {
         ..HttpSettings::default()
     }
 }
+
+/// An allowed device whose type, agent and version did not change is
+/// written to the registry at most this often (its last-seen precision).
+pub const REGISTRY_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The engine's limits and switches of a configuration (`[devices]`, `[policy]`).
 pub fn engine_config(cfg: &Config) -> opush_engine::EngineConfig {
@@ -140,10 +144,20 @@ pub async fn run_with(
         ServeMode::Ready => Some(Arc::new(eas_services(&cfg).await?)),
         ServeMode::AdminOnly(_) => None,
     };
+    // Devices live in the store's registry; without a store (admin-only
+    // mode, no device traffic) an empty in-memory registry stands in.
+    let devices: Arc<dyn crate::device::DeviceRegistry> = match &eas {
+        Some(eas) => Arc::new(StoreDeviceRegistry::new(
+            eas.sessions.store().clone(),
+            REGISTRY_WRITE_EVERY,
+            1_000_000,
+        )),
+        None => Arc::new(MemoryDeviceRegistry::new(1)),
+    };
     let app = AppState::with_eas(
         http_settings(&cfg),
         Arc::new(ImapLoginVerifier::new(cfg.imap.clone())),
-        Arc::new(MemoryDeviceRegistry::new(1_000_000)),
+        devices,
         mode,
         eas,
     );

@@ -72,7 +72,8 @@ pub fn settings() -> HttpSettings {
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its device registry.
+    /// Its in-memory device registry (servers from [`start`] and
+    /// [`start_with_imap_port`]; [`start_with_eas`] uses the store's).
     pub devices: Arc<MemoryDeviceRegistry>,
     /// Its state.
     pub app: Arc<AppState>,
@@ -147,14 +148,15 @@ pub async fn start_with_eas(
         timeout_ms: 10_000,
         ..ImapConfig::default()
     }));
-    let devices = Arc::new(MemoryDeviceRegistry::new(1000));
-    let app = AppState::with_eas(
-        settings,
-        verifier,
-        devices.clone(),
-        ServeMode::Ready,
-        Some(eas),
-    );
+    // As in production: the devices live in the store's registry rows
+    // (`devices` below stays empty for such a server).
+    let registry = Arc::new(opush_server::device::StoreDeviceRegistry::new(
+        eas.sessions.store().clone(),
+        opush_server::serve::REGISTRY_WRITE_EVERY,
+        1000,
+    ));
+    let devices = Arc::new(MemoryDeviceRegistry::new(1));
+    let app = AppState::with_eas(settings, verifier, registry, ServeMode::Ready, Some(eas));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
