@@ -75,7 +75,13 @@ pub fn repo_root() -> PathBuf {
 /// The real-device traffic corpus in `../shared/corpus`, beside the clone.
 /// Fails the calling test when it is missing.
 pub fn corpus_dir() -> PathBuf {
-    let dir = repo_root().join("../shared/corpus/real-devices");
+    // A clone has shared/ beside it; a worktree under wt/ two levels up.
+    let near = repo_root().join("../shared/corpus/real-devices");
+    let dir = if near.is_dir() {
+        near
+    } else {
+        repo_root().join("../../shared/corpus/real-devices")
+    };
     assert!(
         dir.is_dir(),
         "the traffic corpus is missing at {}",

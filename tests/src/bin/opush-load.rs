@@ -1,2 +1,451 @@
-//! Placeholder: the load tool (written next).
-fn main() {}
+//! `opush-load`: the load tool of issue #5 "Speed". It starts a real `opush
+//! serve` (a release binary, embedded store in a fresh directory) against
+//! the stack's Dovecot and measures, over loopback HTTP:
+//!
+//! 1. the raw reference: one IMAP connection fetching every message of a
+//!    10,000-message INBOX (`UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[])`);
+//! 2. the initial sync of that INBOX by one device in windows (messages/s,
+//!    server CPU seconds and peak RSS from /proc);
+//! 3. no-change Sync latency p50/p99: the same device on the 10,000-message
+//!    INBOX alone, then N devices (over 19 users with small INBOXes) syncing
+//!    concurrently.
+//!
+//! Every loop is bounded (windows, rounds, deadline); it talks only to
+//! 127.0.0.1 and stops the server it started. Mailboxes are filled once and
+//! reused (`opush_tests::fill`). Users: load0001 (big INBOX), load0002–load0020.
+//! Figures go to stdout; docs/BENCHMARKS.md records them with the command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opush_protocol::commands::sync::SyncResponse;
+use opush_protocol::version::ProtocolVersion;
+use opush_tests::eas::{find_text, EasClient};
+use opush_tests::{demo_password, fill, RawImap};
+
+const BIG_USER: &str = "load0001@load.test";
+const BIG_MARKER: &str = "load-v1";
+const SMALL_MARKER: &str = "load-small-v1";
+
+#[derive(Debug, Clone)]
+struct Args {
+    opush: PathBuf,
+    messages: usize,
+    small: usize,
+    devices: usize,
+    rounds: usize,
+    window: u32,
+    version: String,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: opush-load [--opush PATH] [--messages N] [--small N] [--devices N] [--rounds N] [--window N] [--version V]\n\
+         defaults: target/release/opush, 10000 messages, 100 per small INBOX, 100 devices, 50 rounds, window 100, 14.1"
+    );
+    std::process::exit(2)
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        opush: opush_tests::repo_root().join("target/release/opush"),
+        messages: 10_000,
+        small: 100,
+        devices: 100,
+        rounds: 50,
+        window: 100,
+        version: "14.1".to_owned(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| usage());
+        let num = || value.parse::<usize>().unwrap_or_else(|_| usage());
+        match flag.as_str() {
+            "--opush" => a.opush = PathBuf::from(&value),
+            "--messages" => a.messages = num(),
+            "--small" => a.small = num(),
+            "--devices" => a.devices = num(),
+            "--rounds" => a.rounds = num().min(10_000),
+            "--window" => a.window = u32::try_from(num()).unwrap_or(100).clamp(1, 512),
+            "--version" => a.version = value.clone(),
+            _ => usage(),
+        }
+    }
+    a
+}
+
+/// The server process: CPU seconds (user+system) and memory from /proc.
+struct Proc(u32);
+
+impl Proc {
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
+        // Fields after the `(comm)`: state is field 3; utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+        // rest[0] is field 3, so field n is rest[n - 3].
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    fn status_kb(&self, key: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.0)).unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(opush: &PathBuf) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir =
+            opush_tests::repo_root().join(format!("target/tmp/opush-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("load dir");
+        let config = dir.join("opush.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+                 max_in_flight = 1024\n[storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
+                 [imap]\nhost = \"127.0.0.1\"\nport = 1143\n\
+                 master_user = \"opush-master\"\nmaster_password = \"{}\"\n\
+                 [policy]\nrequire_provisioning = false\n[logging]\nlevel = \"warn\"\n",
+                dir.join("store").display(),
+                demo_password()
+            ),
+        )
+        .expect("write config");
+        let status = Command::new(opush)
+            .args(["schema", "install", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (build it: cargo build --release -p opush-server)",
+                    opush.display()
+                )
+            });
+        assert!(status.success(), "opush schema install failed");
+        let child = Command::new(opush)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("opush serve");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "opush serve did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, addr, dir }
+    }
+
+    fn proc(&self) -> Proc {
+        Proc(self.child.id())
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sync_xml(collection: &str, key: &str, window: u32) -> String {
+    let more = if key == "0" {
+        String::new()
+    } else {
+        format!("<GetChanges/><WindowSize>{window}</WindowSize>")
+    };
+    format!(
+        "<Sync xmlns=\"AirSync:\" xmlns:airsyncbase=\"AirSyncBase:\"><Collections><Collection>\
+         <SyncKey>{key}</SyncKey><CollectionId>{collection}</CollectionId>{more}\
+         <Options><FilterType>0</FilterType><airsyncbase:BodyPreference><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:TruncationSize>500</airsyncbase:TruncationSize></airsyncbase:BodyPreference></Options>\
+         </Collection></Collections></Sync>"
+    )
+}
+
+/// FolderSync, then the INBOX's collection id.
+async fn inbox_of(c: &mut EasClient) -> String {
+    let res = c
+        .post_xml(
+            "FolderSync",
+            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
+        )
+        .await;
+    assert_eq!(res.status, 200, "FolderSync");
+    let fs = opush_protocol::commands::folder_sync::FolderSyncResponse::from_element(
+        &res.element(),
+        ProtocolVersion::V14_1,
+    )
+    .expect("FolderSync answer");
+    fs.changes
+        .iter()
+        .flatten()
+        .find_map(|ch| match ch {
+            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 2 => {
+                Some(f.server_id.0.clone())
+            }
+            _ => None,
+        })
+        .expect("an Inbox")
+}
+
+/// One Sync; returns (new key, number of items, more available).
+async fn sync_once(
+    c: &mut EasClient,
+    v: ProtocolVersion,
+    col: &str,
+    key: &str,
+    window: u32,
+) -> (String, usize, bool) {
+    let res = c.post_xml("Sync", &sync_xml(col, key, window)).await;
+    assert_eq!(res.status, 200, "Sync HTTP status");
+    let el = res.element();
+    let r = SyncResponse::from_element(&el, v).unwrap_or_else(|e| panic!("Sync answer: {e}"));
+    let c0 = r
+        .collections
+        .first()
+        .unwrap_or_else(|| panic!("no collection: {:?}", find_text(&el, "Status")));
+    assert_eq!(c0.status.map(|s| s.code()), Some(1), "Sync status");
+    (
+        c0.sync_key.0.clone(),
+        c0.commands.as_ref().map_or(0, Vec::len),
+        c0.more_available,
+    )
+}
+
+/// Syncs a collection to the end; returns (key, items, requests).
+async fn sync_to_end(
+    c: &mut EasClient,
+    v: ProtocolVersion,
+    col: &str,
+    window: u32,
+    expected: usize,
+) -> (String, usize, usize) {
+    let (mut key, _, _) = sync_once(c, v, col, "0", window).await;
+    let mut items = 0;
+    let max_requests = expected / window as usize + 20;
+    for n in 1..=max_requests {
+        let (k, got, more) = sync_once(c, v, col, &key, window).await;
+        key = k;
+        items += got;
+        if !more {
+            return (key, items, n);
+        }
+    }
+    panic!("sync of {col} did not end in {max_requests} requests");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let a = args();
+    let v = opush_protocol::headers::parse_protocol_version(&a.version).unwrap_or_else(|_| usage());
+    opush_tests::require(opush_tests::DOVECOT_IMAP);
+    println!(
+        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}",
+        a.messages, a.devices, a.rounds, a.window, a.version
+    );
+
+    // Data, filled once.
+    let t = Instant::now();
+    let mut imap = RawImap::login(BIG_USER);
+    let filled = fill::ensure(&mut imap, "INBOX", a.messages, BIG_MARKER, |i| {
+        fill::text_message(BIG_MARKER, i)
+    });
+    let users: Vec<String> = (2..=20).map(|n| format!("load{n:04}@load.test")).collect();
+    if a.devices > 0 {
+        for u in &users {
+            let mut im = RawImap::login(u);
+            fill::ensure(&mut im, "INBOX", a.small, SMALL_MARKER, |i| {
+                fill::text_message(SMALL_MARKER, i)
+            });
+        }
+    }
+    println!(
+        "data: ready in {:.1} s (big INBOX {})",
+        t.elapsed().as_secs_f64(),
+        if filled { "filled now" } else { "reused" }
+    );
+
+    // 1. The raw reference: one IMAP connection, every message.
+    let (_, ok) = imap.cmd("EXAMINE INBOX");
+    assert!(ok.starts_with("OK"), "{ok}");
+    let t = Instant::now();
+    let (lines, ok) = imap.cmd("UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])");
+    let raw_time = t.elapsed();
+    assert!(ok.starts_with("OK"), "{ok}");
+    let raw_bytes: usize = lines.iter().map(String::len).sum();
+    let raw_n = lines.iter().filter(|l| l.starts_with("* ")).count();
+    println!(
+        "raw IMAP: {raw_n} messages, {:.1} MB in {:.3} s = {:.0} msg/s",
+        raw_bytes as f64 / 1e6,
+        raw_time.as_secs_f64(),
+        raw_n as f64 / raw_time.as_secs_f64()
+    );
+    drop(lines);
+
+    let server = Server::start(&a.opush);
+    let proc = server.proc();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = server.addr;
+    rt.block_on(async {
+        // 2. Initial sync of the big INBOX.
+        let mut c = EasClient::new(addr, BIG_USER, &demo_password(), "LOADBIG", &a.version);
+        let inbox = inbox_of(&mut c).await;
+        let rss_peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (peak, on, pid) = (rss_peak.clone(), sampling.clone(), proc.0);
+            tokio::spawn(async move {
+                let p = Proc(pid);
+                while on.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak.fetch_max(p.status_kb("VmRSS:"), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let rss_before = proc.status_kb("VmRSS:");
+        let cpu0 = proc.cpu_seconds();
+        let t = Instant::now();
+        let (key, items, requests) = sync_to_end(&mut c, v, &inbox, a.window, a.messages).await;
+        let took = t.elapsed();
+        let cpu = proc.cpu_seconds() - cpu0;
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = sampler.await;
+        assert_eq!(items, a.messages, "every message once");
+        println!(
+            "initial sync over HTTP: {items} messages in {requests} windows, {:.3} s = {:.0} msg/s ({:.2}x the raw IMAP time); \
+             server CPU {cpu:.2} s ({:.0}% of one core); server RSS {} MB before, peak {} MB during",
+            took.as_secs_f64(),
+            items as f64 / took.as_secs_f64(),
+            took.as_secs_f64() / raw_time.as_secs_f64(),
+            100.0 * cpu / took.as_secs_f64(),
+            rss_before / 1024,
+            rss_peak.load(std::sync::atomic::Ordering::Relaxed) / 1024
+        );
+
+        // 3a. No-change Sync on the big INBOX, one device.
+        let mut lat = Vec::with_capacity(a.rounds);
+        let mut key = key;
+        for _ in 0..a.rounds {
+            let t = Instant::now();
+            let (k, n, _) = sync_once(&mut c, v, &inbox, &key, a.window).await;
+            lat.push(t.elapsed());
+            assert_eq!(n, 0, "a no-change Sync carries nothing");
+            key = k;
+        }
+        lat.sort();
+        println!(
+            "no-change Sync, 1 device, {}-message INBOX: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} syncs)",
+            a.messages,
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            ms(*lat.last().unwrap_or(&Duration::ZERO)),
+            lat.len()
+        );
+
+        // 3b. N devices at once.
+        if a.devices > 0 {
+            let mut ready = Vec::new();
+            for i in 0..a.devices {
+                let user = &users[i % users.len()];
+                let mut d = EasClient::new(addr, user, &demo_password(), &format!("LOADDEV{i:04}"), &a.version);
+                let inbox = inbox_of(&mut d).await;
+                let (key, items, _) = sync_to_end(&mut d, v, &inbox, a.window, a.small).await;
+                assert_eq!(items, a.small);
+                ready.push((d, inbox, key));
+            }
+            let cpu0 = proc.cpu_seconds();
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for (mut d, inbox, mut key) in ready {
+                let (rounds, window) = (a.rounds, a.window);
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(rounds);
+                    for _ in 0..rounds {
+                        let t = Instant::now();
+                        let (k, n, _) = sync_once(&mut d, v, &inbox, &key, window).await;
+                        lat.push(t.elapsed());
+                        assert_eq!(n, 0);
+                        key = k;
+                    }
+                    lat
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("device task"));
+            }
+            let wall = t.elapsed();
+            let cpu = proc.cpu_seconds() - cpu0;
+            all.sort();
+            println!(
+                "no-change Sync, {} devices at once ({}-message INBOXes): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+                 {} syncs in {:.2} s = {:.0} syncs/s; server CPU {cpu:.2} s; server RSS {} MB",
+                a.devices,
+                a.small,
+                ms(percentile(&all, 0.5)),
+                ms(percentile(&all, 0.99)),
+                ms(*all.last().unwrap_or(&Duration::ZERO)),
+                all.len(),
+                wall.as_secs_f64(),
+                all.len() as f64 / wall.as_secs_f64(),
+                proc.status_kb("VmRSS:") / 1024
+            );
+        }
+    });
+    println!(
+        "server peak RSS (VmHWM): {} MB",
+        proc.status_kb("VmHWM:") / 1024
+    );
+    server.stop();
+}
