@@ -107,7 +107,7 @@ impl RawImap {
     /// Connects to an IMAP server at `addr` (e.g. a private Dovecot).
     pub fn connect_to(addr: SocketAddr) -> RawImap {
         let w = TcpStream::connect(addr).expect("connect imap");
-        w.set_read_timeout(Some(Duration::from_secs(20)))
+        w.set_read_timeout(Some(Duration::from_secs(120)))
             .expect("timeout");
         let mut r = BufReader::new(w.try_clone().expect("clone"));
         let mut greeting = String::new();
