@@ -79,9 +79,11 @@ pub async fn get_item_estimate(
                     imap = Some(eas.imap_for(caller).await?);
                 }
                 if let Some(session) = imap.as_mut() {
-                    let ev = observe(session, &raw, collection, at.0, at).await?;
-                    fold(&mut state, std::slice::from_ref(&ev));
-                    events.push(ev);
+                    let ev = observe(session, &raw, collection, &state, at.0, at).await?;
+                    if let Some(ev) = ev {
+                        fold(&mut state, std::slice::from_ref(&ev));
+                        events.push(ev);
+                    }
                 }
             }
         }

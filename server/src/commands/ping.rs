@@ -154,9 +154,11 @@ async fn check(
         if !state.collections.get(c).is_some_and(|col| col.synced) {
             continue;
         }
-        let ev = observe(session, &raw, *c, at.0, at).await?;
-        fold(&mut state, std::slice::from_ref(&ev));
-        events.push(ev);
+        let ev = observe(session, &raw, *c, &state, at.0, at).await?;
+        if let Some(ev) = ev {
+            fold(&mut state, std::slice::from_ref(&ev));
+            events.push(ev);
+        }
     }
     drop(imap);
     let changed = ping_changes(&state, folders, at);

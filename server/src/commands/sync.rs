@@ -1,5 +1,6 @@
 //! `handle_sync` for email collections ([MS-ASCMD] 2.2.1.21): observe the
-//! IMAP folder (UID + flags listing, which works on every server), carry
+//! IMAP folder (CONDSTORE/QRESYNC delta, or a UID + flags listing, which
+//! works on every server; nothing recorded when nothing changed), carry
 //! out the device's Read/Flag changes and deletes (moved to Trash or
 //! expunged per `DeletesAsMoves`), let `engine::decide_sync` choose the
 //! window, record the events, then fetch and render the messages.
@@ -100,20 +101,69 @@ pub fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
     }
 }
 
-/// Lists an IMAP folder (UID + flags: works without CONDSTORE) as a full
-/// observation of `collection`.
+/// Observes an IMAP folder for `collection`, as an event to record, or
+/// `None` when the folder holds nothing the device state does not already
+/// say (a no-change Sync then writes nothing).
+///
+/// With CONDSTORE/QRESYNC (`[imap] use_condstore`, server support) and an
+/// earlier observation under the same UIDVALIDITY: an unchanged
+/// HIGHESTMODSEQ means nothing changed (no listing at all), otherwise the
+/// changes and VANISHED UIDs since the recorded modseq are a `Delta`.
+/// Otherwise (no CONDSTORE, first look, UIDVALIDITY changed: a resync) a
+/// `Full` UID + FLAGS listing.
 pub async fn observe(
     imap: &mut PooledSession,
     raw: &str,
     collection: CollectionId,
+    state: &opush_engine::DeviceState,
     req_id: u64,
     at: Timestamp,
-) -> Result<Event, CommandError> {
+) -> Result<Option<Event>, CommandError> {
     let mailbox = imap.select(raw).await.map_err(imap_error)?;
+    let validity = u64::from(mailbox.uidvalidity);
+    let known = state.collections.get(&collection);
+    let event = |observation: Observation| Event::BackendObserved {
+        req_id,
+        collection,
+        at,
+        observation,
+    };
+    let use_condstore = imap.condstore();
+    if let (true, Some(c), Some(highest)) = (use_condstore, known, mailbox.highestmodseq) {
+        if c.validity == Some(validity) && c.cursor > 0 {
+            if highest == c.cursor {
+                return Ok(None);
+            }
+            match imap.changes_since(raw, c.cursor).await {
+                Ok(changes) => {
+                    let observation = Observation {
+                        validity,
+                        cursor: changes.state.highestmodseq.unwrap_or(highest),
+                        kind: ObservationKind::Delta,
+                        changed: changes
+                            .changed
+                            .iter()
+                            .map(|m| observed(mailbox.uidvalidity, m))
+                            .collect(),
+                        vanished: changes
+                            .vanished
+                            .iter()
+                            .map(|uid| item_id(mailbox.uidvalidity, *uid))
+                            .filter(|id| c.items.get(id).is_some_and(|i| i.server.is_some()))
+                            .collect(),
+                    };
+                    return Ok((!is_noop(c, &observation)).then(|| event(observation)));
+                }
+                // No QRESYNC on this server: the full listing below.
+                Err(crate::backends::imap::ImapError::Unsupported(_)) => {}
+                Err(e) => return Err(imap_error(e)),
+            }
+        }
+    }
     let list = imap.list_messages(raw, None).await.map_err(imap_error)?;
     let observation = Observation {
-        validity: u64::from(mailbox.uidvalidity),
-        cursor: mailbox.highestmodseq.unwrap_or(0),
+        validity,
+        cursor: mailbox.highestmodseq.filter(|_| use_condstore).unwrap_or(0),
         kind: ObservationKind::Full,
         changed: list
             .iter()
@@ -121,12 +171,29 @@ pub async fn observe(
             .collect(),
         vanished: Vec::new(),
     };
-    Ok(Event::BackendObserved {
-        req_id,
-        collection,
-        at,
-        observation,
+    Ok(match known {
+        Some(c) if is_noop(c, &observation) => None,
+        _ => Some(event(observation)),
     })
+}
+
+/// True when folding `obs` would change nothing in `c`.
+fn is_noop(c: &opush_engine::CollectionState, obs: &Observation) -> bool {
+    if c.validity != Some(obs.validity) || c.cursor != obs.cursor || !obs.vanished.is_empty() {
+        return false;
+    }
+    let same = obs.changed.iter().all(|o| {
+        c.items
+            .get(&o.id)
+            .and_then(|i| i.server)
+            .is_some_and(|s| s.version == o.version && s.received_at == o.received_at)
+    });
+    match obs.kind {
+        ObservationKind::Delta => same,
+        ObservationKind::Full => {
+            same && c.items.values().filter(|i| i.server.is_some()).count() == obs.changed.len()
+        }
+    }
 }
 
 /// What one collection of the request needs beyond the engine.
@@ -163,9 +230,11 @@ pub async fn sync(
         };
         // 2. Observe.
         if let Some(raw) = &prepared.raw {
-            let ev = observe(&mut imap, raw, prepared.request.collection, req_id, at).await?;
-            fold(&mut state, std::slice::from_ref(&ev));
-            events.push(ev);
+            let collection = prepared.request.collection;
+            if let Some(ev) = observe(&mut imap, raw, collection, &state, req_id, at).await? {
+                fold(&mut state, std::slice::from_ref(&ev));
+                events.push(ev);
+            }
         }
         // 3. Carry out the device's changes.
         let effects = plan_sync(&state, &prepared.request);

@@ -1,0 +1,205 @@
+//! How Sync observes IMAP, against the real Dovecot (CONDSTORE + QRESYNC):
+//! with `[imap] use_condstore` (a QRESYNC delta since the recorded modseq)
+//! and without it (full UID + FLAGS listings), server-side flag changes,
+//! expunges and new messages reach the device, and a Sync with nothing new
+//! appends nothing to the device's log (the no-change path writes nothing).
+//!
+//! Works in its own `opush-observe-…` folder of load0031 (whose INBOX
+//! belongs to eas_sync), deleted at the end.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod eas_support;
+use eas_support::{caller, services};
+
+use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
+use opush_protocol::commands::items::ApplicationData;
+use opush_protocol::commands::sync::{
+    ServerCommand, SyncCollectionRequest, SyncCollectionResponse, SyncRequest,
+};
+use opush_protocol::commands::{CollectionId, SyncKey};
+use opush_protocol::version::ProtocolVersion;
+use opush_server::backends::imap::ImapPool;
+use opush_server::commands::folder_sync::folder_sync;
+use opush_server::commands::sync::sync;
+use opush_server::session::EasServices;
+use opush_storage::DeviceKey;
+use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
+
+const USER: &str = "load0031@load.test";
+
+fn append(imap: &mut RawImap, folder: &str, subject: &str) {
+    let msg =
+        format!("From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\r\nbody\r\n");
+    let (_, ok) = imap.cmd(&format!("APPEND {folder} {{{}+}}\r\n{msg}", msg.len()));
+    assert!(ok.starts_with("OK"), "append: {ok}");
+}
+
+async fn sync_once(
+    eas: &EasServices,
+    device: &str,
+    coll: &str,
+    key: &str,
+) -> SyncCollectionResponse {
+    let req = SyncRequest {
+        collections: vec![SyncCollectionRequest {
+            sync_key: SyncKey(key.to_owned()),
+            collection_id: CollectionId(coll.to_owned()),
+            window_size: Some(50),
+            ..SyncCollectionRequest::default()
+        }],
+        ..SyncRequest::default()
+    };
+    let mut res = sync(&req, ProtocolVersion::V14_1, &caller(USER, device), eas)
+        .await
+        .unwrap();
+    res.collections.remove(0)
+}
+
+async fn head(eas: &EasServices, device: &str) -> u64 {
+    eas.sessions
+        .store()
+        .head(&DeviceKey::new(USER, device).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn scenario(use_condstore: bool) {
+    require(DOVECOT_IMAP);
+    let folder = unique("opush-observe");
+    let device = if use_condstore { "DEVOBS1" } else { "DEVOBS2" };
+    let mut raw = RawImap::login(USER);
+    let (_, ok) = raw.cmd(&format!("CREATE {folder}"));
+    assert!(ok.starts_with("OK"), "{ok}");
+    raw.cmd(&format!("SUBSCRIBE {folder}"));
+    for i in 0..3 {
+        append(&mut raw, &folder, &format!("m{i}"));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = services(&dir).await;
+    let mut cfg = eas.imap.config().clone();
+    cfg.use_condstore = use_condstore;
+    eas.imap = std::sync::Arc::new(ImapPool::new(cfg));
+
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        &caller(USER, device),
+        &eas,
+    )
+    .await
+    .unwrap();
+    let coll = fs
+        .changes
+        .unwrap()
+        .iter()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.display_name == folder => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .expect("the test folder in the hierarchy");
+
+    let r0 = sync_once(&eas, device, &coll, "0").await;
+    let r1 = sync_once(&eas, device, &coll, &r0.sync_key.0).await;
+    assert_eq!(r1.commands.as_ref().map(Vec::len), Some(3), "{r1:?}");
+    let ids: Vec<String> = r1
+        .commands
+        .iter()
+        .flatten()
+        .map(|c| match c {
+            ServerCommand::Add { server_id, .. } => server_id.0.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // Confirms the batch; nothing new.
+    let r2 = sync_once(&eas, device, &coll, &r1.sync_key.0).await;
+    assert!(r2.commands.is_none(), "{r2:?}");
+    let key = r2.sync_key.0.clone();
+
+    // Nothing changed: the same key, no command, nothing appended.
+    let before = head(&eas, device).await;
+    let same = sync_once(&eas, device, &coll, &key).await;
+    assert!(same.commands.is_none(), "{same:?}");
+    assert_eq!(same.sync_key.0, key);
+    assert_eq!(
+        head(&eas, device).await,
+        before,
+        "a no-change Sync writes nothing"
+    );
+
+    // Server side: m0 read, m1 expunged, m3 new.
+    raw.cmd(&format!("SELECT {folder}"));
+    raw.cmd("UID STORE 1 +FLAGS.SILENT (\\Seen)");
+    raw.cmd("UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+    raw.cmd("EXPUNGE");
+    append(&mut raw, &folder, "m3");
+    let r3 = sync_once(&eas, device, &coll, &key).await;
+    let cmds = r3.commands.clone().unwrap_or_default();
+    assert_eq!(cmds.len(), 3, "{cmds:?}");
+    assert!(
+        cmds.iter().any(|c| matches!(c,
+        ServerCommand::Change { server_id, application_data: ApplicationData::Email(e) }
+            if server_id.0 == ids[0] && e.read == Some(true))),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, ServerCommand::Delete { server_id, .. } if server_id.0 == ids[1])),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.iter().any(|c| matches!(c,
+        ServerCommand::Add { application_data: ApplicationData::Email(e), .. }
+            if e.subject.as_deref() == Some("m3"))),
+        "{cmds:?}"
+    );
+
+    // The server-side changes were observed the configured way.
+    let events = eas
+        .sessions
+        .store()
+        .read_events(&DeviceKey::new(USER, device).unwrap(), 1)
+        .await
+        .unwrap();
+    let kind = events
+        .iter()
+        .rev()
+        .find_map(|e| match opush_engine::decode_event(&e.payload).unwrap() {
+            opush_engine::Event::BackendObserved { observation, .. } => Some(observation.kind),
+            _ => None,
+        })
+        .unwrap();
+    let expected = if use_condstore {
+        opush_engine::ObservationKind::Delta
+    } else {
+        opush_engine::ObservationKind::Full
+    };
+    assert_eq!(kind, expected);
+
+    // Confirmed; then quiet again, without writes.
+    let r4 = sync_once(&eas, device, &coll, &r3.sync_key.0).await;
+    assert!(r4.commands.is_none(), "{r4:?}");
+    let before = head(&eas, device).await;
+    let quiet = sync_once(&eas, device, &coll, &r4.sync_key.0).await;
+    assert!(quiet.commands.is_none());
+    assert_eq!(head(&eas, device).await, before);
+
+    raw.cmd("CLOSE");
+    raw.cmd(&format!("DELETE {folder}"));
+}
+
+#[tokio::test]
+async fn condstore_delta_and_no_write_without_changes() {
+    scenario(true).await;
+}
+
+#[tokio::test]
+async fn full_listing_without_condstore() {
+    scenario(false).await;
+}
