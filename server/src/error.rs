@@ -133,11 +133,11 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             )
         }
         ServerError::Overloaded(_) => {
-            tracing::warn!(cmd, error = %err, "overloaded");
+            tracing::warn!(target: "RESOURCES", cmd, error = %err, "overloaded");
             http(503, vec![retry(settings.retry_after)])
         }
         ServerError::Throttled(wait) => {
-            tracing::warn!(cmd, error = %err, "device throttled");
+            tracing::warn!(target: "RESOURCES", cmd, error = %err, "device throttled");
             http(
                 503,
                 vec![
@@ -159,7 +159,7 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
         }
         ServerError::Registry(_) => {
             crate::obs::metrics::storage_error();
-            tracing::error!(cmd, error = %err, "device registry failure");
+            tracing::error!(target: "BACKEND", cmd, error = %err, "device registry failure");
             http(503, vec![retry(settings.retry_after)])
         }
         ServerError::DeviceDenied(_) => {
@@ -205,7 +205,7 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
                 CommandError::StorageUnavailable(_) => crate::obs::metrics::storage_error(),
                 _ => crate::obs::metrics::backend_error("backend"),
             }
-            tracing::error!(cmd, error = %err, "command failed, device will retry");
+            tracing::error!(target: "BACKEND", cmd, error = %err, "command failed, device will retry");
             // [MS-ASCMD] 2.2.2: 111 ServerErrorRetryLater (14.0+); 503 before.
             status_or(ctx, 111, || http(503, vec![retry(settings.retry_after)]))
         }

@@ -130,6 +130,7 @@ pub async fn run_with(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    tracing::info!(target: "CONFIGURATION", "{}", crate::obs::masked_config(&cfg));
     let mode = storage_mode(&cfg).await;
     if let ServeMode::AdminOnly(reason) = &mode {
         tracing::error!("admin-only mode, no device traffic: {reason}");

@@ -179,6 +179,11 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
             .unwrap();
     }
     opush_server::obs::apply_logging(&cfg.logging).unwrap();
+    // The free-form [storage] table may hold the Cassandra password; the
+    // configuration line at start must mask it (the embedded store ignores it).
+    let mut cfg = cfg;
+    cfg.storage
+        .insert("password".to_owned(), toml::Value::String(password.clone()));
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(run_with(cfg.clone(), async move {
         let _ = rx.await;
@@ -383,6 +388,10 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
     assert!(
         log_text.contains("authorization: *"),
         "REQUEST.FULL did not log headers"
+    );
+    assert!(
+        log_text.contains("storage.password = *") && log_text.contains("imap.master_password = "),
+        "no masked configuration line"
     );
 
     // Every line has the format.

@@ -101,7 +101,7 @@ impl Logger {
         if let Some(l) = Logger::from_name(target) {
             return (l, false);
         }
-        const MAP: [(&str, Logger); 12] = [
+        const MAP: [(&str, Logger); 13] = [
             ("opush_server::http::auth", Logger::Authentication),
             ("opush_server::http::imap_login", Logger::Authentication),
             ("opush_server::config", Logger::Configuration),
@@ -111,6 +111,7 @@ impl Logger {
             ("opush_server::email", Logger::MailData),
             ("opush_server::outgoing", Logger::MailData),
             ("opush_server::session", Logger::Backend),
+            ("opush_server::push", Logger::Backend),
             ("opush_server::http::limits", Logger::Resources),
             ("opush_storage", Logger::Backend),
             ("storage", Logger::Backend),

@@ -147,6 +147,37 @@ pub fn reload_on_sighup(
     })
 }
 
+/// The configuration as `section.key = value` pairs for the CONFIGURATION
+/// logger, every secret (by key name, in every section, the free-form
+/// `[storage]` table included) as `*`.
+pub fn masked_config(cfg: &Config) -> String {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if layer::is_secret_field(k) {
+                        out.push(format!("{key} = *"));
+                    } else {
+                        walk(&key, v, out);
+                    }
+                }
+            }
+            other => out.push(format!("{prefix} = {other}")),
+        }
+    }
+    let mut out = Vec::new();
+    match toml::Value::try_from(cfg) {
+        Ok(v) => walk("", &v, &mut out),
+        Err(e) => out.push(format!("<not printable: {e}>")),
+    }
+    out.join(", ")
+}
+
 /// The category a command's handler time is filed under in BREAKDOWN.
 pub fn command_category(command: Command) -> Category {
     match command {
