@@ -294,9 +294,9 @@ impl StoreDeviceRegistry {
         let mut row = match self.store.get_device(&key).await.map_err(unavailable)? {
             Some(row) => row,
             None => opush_storage::DeviceRecord {
+                first_seen_ms: crate::obs::metrics::device_created(at),
                 key,
                 device_type: seen.device_type.clone(),
-                first_seen_ms: at,
                 last_seen_ms: at,
                 policy_key: None,
                 state: if allow_unknown {
@@ -349,6 +349,7 @@ impl StoreDeviceRegistry {
                 written: now,
             },
         );
+        crate::obs::metrics::set_devices(cache.len());
         Ok(record)
     }
 }

@@ -350,6 +350,7 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
         2.0,
     );
     assert!(metric(&after, "opush_devices") >= 1.0, "{after}");
+    moved("opush_devices_created_total", 1.0);
     assert!(after.contains("# TYPE opush_parked_pings gauge"));
 
     tx.send(()).unwrap();

@@ -6,7 +6,8 @@
 //!
 //! Exposed: `opush_requests_total{command,code}`,
 //! `opush_request_duration_seconds{command}` (histogram),
-//! `opush_parked_pings`, `opush_devices`, `opush_storage_errors_total`,
+//! `opush_parked_pings`, `opush_devices`, `opush_devices_created_total`,
+//! `opush_storage_errors_total`,
 //! `opush_backend_errors_total{backend}`, `opush_retries_total{what}`.
 //! Other modules update them with the functions below (one call each).
 
@@ -47,6 +48,7 @@ struct Tables {
     storage_errors: u64,
     backend_errors: BTreeMap<&'static str, u64>,
     retries: BTreeMap<&'static str, u64>,
+    devices_created: u64,
 }
 
 static TABLES: Mutex<Tables> = Mutex::new(Tables {
@@ -55,6 +57,7 @@ static TABLES: Mutex<Tables> = Mutex::new(Tables {
     storage_errors: 0,
     backend_errors: BTreeMap::new(),
     retries: BTreeMap::new(),
+    devices_created: 0,
 });
 static PARKED_PINGS: AtomicI64 = AtomicI64::new(0);
 static DEVICES: AtomicI64 = AtomicI64::new(0);
@@ -104,7 +107,15 @@ impl Drop for ParkedPing {
     }
 }
 
-/// The number of devices the registry knows.
+/// A device was seen for the first time (registered); returns `at` so the
+/// call fits in the expression that creates the device's record.
+pub fn device_created<T>(at: T) -> T {
+    tables().devices_created += 1;
+    at
+}
+
+/// The number of devices the registry holds in memory (the in-memory
+/// registry: all; the store's registry: those with a recent request).
 pub fn set_devices(n: usize) {
     DEVICES.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
 }
@@ -186,10 +197,16 @@ pub fn render() -> String {
     );
     let _ = writeln!(
         o,
-        "# HELP opush_devices Devices known to the device registry."
+        "# HELP opush_devices Devices the registry holds in memory (with the store registry: recently active)."
     );
     let _ = writeln!(o, "# TYPE opush_devices gauge");
     let _ = writeln!(o, "opush_devices {}", DEVICES.load(Ordering::Relaxed));
+    let _ = writeln!(
+        o,
+        "# HELP opush_devices_created_total Devices registered (first request) by this process."
+    );
+    let _ = writeln!(o, "# TYPE opush_devices_created_total counter");
+    let _ = writeln!(o, "opush_devices_created_total {}", t.devices_created);
     let _ = writeln!(
         o,
         "# HELP opush_storage_errors_total Requests failed by the store."
