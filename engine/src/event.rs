@@ -393,6 +393,14 @@ pub enum Event {
         /// blake3 of the rendered body.
         digest: Digest,
     },
+    /// SendMail/SmartReply/SmartForward handed a message with this ClientId
+    /// to the relay (a retry with the same ClientId is not sent again).
+    MailSent {
+        /// The request's `ClientId`.
+        client_id: ClientId,
+        /// When the relay accepted it.
+        at: Timestamp,
+    },
 }
 
 /// Errors decoding stored bytes.

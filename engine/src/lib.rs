@@ -80,7 +80,9 @@
 //!   [`decide_folder_sync`]. Provision: [`check_policy`] before every
 //!   command, [`decide_provision`]. Ping: [`decide_ping`], then
 //!   [`ping_changes`] each time the watcher fires. GetItemEstimate:
-//!   [`decide_get_item_estimate`] (no events).
+//!   [`decide_get_item_estimate`] (no events). SendMail/SmartReply/
+//!   SmartForward: [`check_send`] before submitting, [`decide_sent`] after
+//!   the relay accepted (ClientId dedupe).
 //! * `RequestReceived` and `ResponseSent` are written by the server around
 //!   each request; the engine ignores them when folding (replay uses them).
 //! * Snapshots: [`encode_snapshot`] / [`decode_snapshot`] for the whole
@@ -104,6 +106,7 @@ mod folder_sync;
 mod move_items;
 mod ping;
 mod provision;
+mod send;
 mod snapshot;
 mod state;
 mod sync;
@@ -127,6 +130,7 @@ pub use ping::{
 pub use provision::{
     check_policy, decide_provision, PolicyCheck, ProvisionRequest, ProvisionResponse,
 };
+pub use send::{check_send, decide_sent, SendCheck, MAX_SENT_CLIENT_IDS};
 pub use snapshot::{check_snapshot, decode_snapshot, encode_snapshot};
 pub use state::{
     apply, fold, CollectionState, DeviceFolder, DeviceSide, DeviceState, Folder, Hierarchy, Item,

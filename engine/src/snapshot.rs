@@ -85,6 +85,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DeviceState, CodecError> {
         collections,
         ping: rkyv::deserialize::<_, RkyvError>(&a.ping).map_err(corrupt)?,
         applied: a.applied.to_native(),
+        sent: rkyv::deserialize::<_, RkyvError>(&a.sent).map_err(corrupt)?,
     })
 }
 

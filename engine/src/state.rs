@@ -607,6 +607,9 @@ pub struct DeviceState {
     pub ping: Option<(Vec<CollectionId>, u32)>,
     /// Number of events folded (for snapshots).
     pub applied: u64,
+    /// ClientIds of the last messages sent, oldest first, at most
+    /// [`crate::MAX_SENT_CLIENT_IDS`].
+    pub sent: Vec<ClientId>,
 }
 
 impl DeviceState {
@@ -793,6 +796,7 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
             }
         }
         Event::PingArmed { folders, heartbeat } => state.ping = Some((folders.clone(), *heartbeat)),
+        Event::MailSent { client_id, .. } => crate::send::remember_sent(state, client_id),
     }
 }
 

@@ -181,6 +181,10 @@ fn event() -> impl Strategy<Value = Event> {
         Just(Event::WipeAcknowledged { at: Timestamp(2) }),
         (prop::collection::vec(col(), 0..3), any::<u32>())
             .prop_map(|(folders, heartbeat)| Event::PingArmed { folders, heartbeat }),
+        (0u8..4).prop_map(|c| Event::MailSent {
+            client_id: ClientId(format!("c{c}")),
+            at: Timestamp(3)
+        }),
     ]
 }
 
