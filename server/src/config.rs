@@ -144,6 +144,10 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[push]`
     pub push: PushConfig,
+    /// `[identity]`
+    pub identity: IdentityConfig,
+    /// `[receipt]`
+    pub receipt: ReceiptConfig,
 }
 
 /// `[server]`: the HTTP front end.
@@ -268,6 +272,31 @@ impl Default for SmtpConfig {
             timeout_ms: 30_000,
         }
     }
+}
+
+/// `[identity]`: who a user's messages come from (SendMail, SmartReply,
+/// SmartForward set `From` to this identity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Domain added to a login without one to form the user's address
+    /// (empty: the login is used as it is).
+    pub default_domain: String,
+    /// Display name per address, e.g. `"alice@example.test" = "Alice Martin"`.
+    pub names: BTreeMap<String, String>,
+}
+
+/// `[receipt]`: receipts opush sends itself, rendered from templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiptConfig {
+    /// Send the sender a delivery receipt (`delivery_receipt.mustache`) once
+    /// the relay accepted a message.
+    pub delivery: bool,
+    /// Send read receipts (`read_receipt.mustache`) when asked to.
+    pub read: bool,
+    /// Directory of the templates; unset: the configuration file's directory.
+    pub templates: Option<PathBuf>,
 }
 
 /// `[dav]`: CalDAV/CardDAV server.
@@ -481,9 +510,9 @@ impl Default for LoggingConfig {
 }
 
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 13] = [
     "server", "storage", "imap", "smtp", "dav", "ldap", "devices", "policy", "console", "logging",
-    "push",
+    "push", "identity", "receipt",
 ];
 
 impl Config {
@@ -494,7 +523,12 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml_with_env(&text, Some(path.display().to_string()), std::env::vars())
+        let mut cfg =
+            Self::from_toml_with_env(&text, Some(path.display().to_string()), std::env::vars())?;
+        if cfg.receipt.templates.is_none() {
+            cfg.receipt.templates = path.parent().map(Path::to_path_buf);
+        }
+        Ok(cfg)
     }
 
     /// The demo configuration with `OPUSH_*` environment overrides applied.
@@ -662,6 +696,7 @@ fn optional_key(section: &str, key: &str) -> bool {
             | ("dav", "url" | "timeout_ms")
             | ("ldap", "url" | "bind_dn" | "bind_password")
             | ("console", "host_key")
+            | ("receipt", "templates")
     )
 }
 

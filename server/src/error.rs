@@ -15,6 +15,7 @@ use opush_protocol::query::{Command, QueryError};
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::{code_page_by_namespace, encode_to_vec, tag_by_name, Element};
 
+use crate::commands::compose::SendFailure;
 use crate::commands::{response_root, CommandError, EasResponse};
 use crate::device::{DeviceAccess, ProvisionVerdict, RegistryError};
 use crate::http::auth::AuthError;
@@ -198,6 +199,9 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
                 ],
             )
         }
+        ServerError::Command(CommandError::Send(failure)) => {
+            send_failure(failure, err, ctx, settings)
+        }
         ServerError::Command(
             e @ (CommandError::BackendUnavailable(_) | CommandError::StorageUnavailable(_)),
         ) => {
@@ -208,6 +212,68 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             tracing::error!(target: "BACKEND", cmd, error = %err, "command failed, device will retry");
             // [MS-ASCMD] 2.2.2: 111 ServerErrorRetryLater (14.0+); 503 before.
             status_or(ctx, 111, || http(503, vec![retry(settings.retry_after)]))
+        }
+    }
+}
+
+/// SendMail/SmartReply/SmartForward failures ([MS-ASCMD] 2.2.2 common
+/// status codes from 14.0; HTTP codes before, where the response has no body).
+fn send_failure(
+    failure: &SendFailure,
+    err: &ServerError,
+    ctx: ErrorContext,
+    settings: ErrorSettings<'_>,
+) -> EasResponse {
+    let cmd = ctx.command.map(Command::name).unwrap_or("-");
+    match failure {
+        SendFailure::PreviouslySent(_) => {
+            tracing::info!(cmd, error = %err, "ClientId already sent, not sent again");
+            // 118 MessagePreviouslySent; before 14.0 (no ClientId) plain success.
+            status_or(ctx, 118, EasResponse::empty)
+        }
+        SendFailure::TooLarge { .. } => {
+            tracing::warn!(cmd, error = %err, "message too large, not sent");
+            // 122 AttachmentIsTooLarge (the message as a whole).
+            status_or(ctx, 122, || http(413, vec![]))
+        }
+        SendFailure::InvalidMime(_) => {
+            tracing::warn!(cmd, error = %err, "invalid MIME, not sent");
+            status_or(ctx, 107, || http(400, vec![]))
+        }
+        SendFailure::NoRecipient => {
+            tracing::warn!(cmd, error = %err, "message without recipient, not sent");
+            status_or(ctx, 119, || http(400, vec![]))
+        }
+        SendFailure::RecipientsRefused(_) => {
+            tracing::warn!(cmd, error = %err, "invalid recipient, not sent");
+            // 116 MessageRecipientUnresolved.
+            status_or(ctx, 116, || http(400, vec![]))
+        }
+        SendFailure::Refused(_) => {
+            tracing::error!(cmd, error = %err, "relay refused the message");
+            // 120 MailSubmissionFailed.
+            status_or(ctx, 120, || http(400, vec![]))
+        }
+        SendFailure::RelayUnavailable(_) => {
+            tracing::error!(cmd, error = %err, "relay unavailable, device will retry");
+            status_or(ctx, 111, || {
+                http(
+                    503,
+                    vec![retry_after(
+                        settings.retry_after.max(Duration::from_secs(1)),
+                    )],
+                )
+            })
+        }
+        SendFailure::SourceNotFound(_) => {
+            tracing::warn!(cmd, error = %err, "original message not found");
+            // 150 ItemNotFound.
+            status_or(ctx, 150, || http(400, vec![]))
+        }
+        SendFailure::ReplyFailed(_) => {
+            tracing::error!(cmd, error = %err, "reply/forward could not be built");
+            // 121 MessageReplyFailed.
+            status_or(ctx, 121, || http(400, vec![]))
         }
     }
 }
@@ -376,6 +442,42 @@ mod tests {
         assert_eq!(res.http_status, 503);
         assert_eq!(header(&res, "Retry-After"), Some("3"));
         assert_eq!(header(&res, "X-MS-ASThrottle"), Some("CommandFrequency"));
+    }
+
+    // [MS-ASCMD] 2.2.2 common status codes of SendMail/SmartReply/SmartForward.
+    #[test]
+    fn send_failures_have_their_own_status() {
+        let cases = [
+            (SendFailure::PreviouslySent("c".into()), "118", 200),
+            (SendFailure::TooLarge { size: 2, limit: 1 }, "122", 413),
+            (SendFailure::InvalidMime("x".into()), "107", 400),
+            (SendFailure::NoRecipient, "119", 400),
+            (SendFailure::RecipientsRefused("x".into()), "116", 400),
+            (SendFailure::Refused("x".into()), "120", 400),
+            (SendFailure::RelayUnavailable("x".into()), "111", 503),
+            (SendFailure::SourceNotFound("x".into()), "150", 400),
+            (SendFailure::ReplyFailed("x".into()), "121", 400),
+        ];
+        for (failure, status, old_http) in cases {
+            let err = ServerError::Command(CommandError::Send(failure));
+            for command in [
+                Command::SendMail,
+                Command::SmartReply,
+                Command::SmartForward,
+            ] {
+                let new = respond(&err, ctx(command, ProtocolVersion::V14_1), SETTINGS);
+                assert_eq!(new.http_status, 200);
+                let doc = decode(&new.body).unwrap();
+                assert_eq!(
+                    doc.child_text(tags::composemail::STATUS),
+                    Some(status),
+                    "{err}"
+                );
+                let old = respond(&err, ctx(command, ProtocolVersion::V12_1), SETTINGS);
+                assert_eq!(old.http_status, old_http, "{err}");
+                assert!(old.body.is_empty());
+            }
+        }
     }
 
     #[test]

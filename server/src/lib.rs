@@ -14,5 +14,7 @@ pub mod http;
 pub mod obs;
 pub mod outgoing;
 pub mod push;
+pub mod receipt;
+pub mod reply;
 pub mod serve;
 pub mod session;

@@ -29,6 +29,19 @@ pub struct Outgoing {
     pub message: Vec<u8>,
     /// The Message-ID the message carries (without angle brackets).
     pub message_id: String,
+    /// The device's `Bcc` fields (CRLF-terminated), kept for the Sent copy only.
+    pub bcc_fields: Vec<u8>,
+}
+
+impl Outgoing {
+    /// The copy saved in the sender's Sent folder: the message as sent,
+    /// with the `Bcc` fields back so the sender sees whom they copied.
+    pub fn sent_copy(&self) -> Vec<u8> {
+        let mut copy = Vec::with_capacity(self.bcc_fields.len() + self.message.len());
+        copy.extend_from_slice(&self.bcc_fields);
+        copy.extend_from_slice(&self.message);
+        copy
+    }
 }
 
 /// Why a message cannot be sent as it is.
@@ -106,9 +119,14 @@ pub fn prepare(
     if !head_has(head, "message-id") {
         out.extend_from_slice(format!("Message-ID: <{message_id}>\r\n").as_bytes());
     }
+    let mut bcc_fields = Vec::new();
     for field in fields(head) {
         let name = field_name(field).to_ascii_lowercase();
-        if name == "bcc" || name == "from" || name == "sender" {
+        if name == "bcc" {
+            bcc_fields.extend_from_slice(field);
+            continue;
+        }
+        if name == "from" || name == "sender" {
             continue;
         }
         out.extend_from_slice(field);
@@ -119,7 +137,36 @@ pub fn prepare(
         recipients,
         message: out,
         message_id,
+        bcc_fields,
     })
+}
+
+/// An RFC 5322 date (`Sun, 29 Nov 2026 01:02:03 +0000`) of a Unix time, UTC.
+pub fn rfc5322_date(unix: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = DAYS[usize::try_from(days.rem_euclid(7)).unwrap_or(0)];
+    let month_name = MONTHS[usize::try_from(month - 1).unwrap_or(0)];
+    format!(
+        "{weekday}, {day} {month_name} {year:04} {:02}:{:02}:{:02} +0000",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 fn collect(a: &Address<'_>, out: &mut Vec<String>) {
@@ -269,12 +316,17 @@ mod tests {
                 "dave@example.test"
             ]
         );
-        let text = String::from_utf8(out.message).expect("utf8");
+        let text = String::from_utf8(out.message.clone()).expect("utf8");
         assert!(
             text.starts_with("From: \"Alice Martin\" <alice@example.test>\r\n"),
             "{text}"
         );
         assert!(!text.contains("Bcc: dave"), "{text}");
+        let copy = String::from_utf8(out.sent_copy()).expect("utf8");
+        assert!(
+            copy.starts_with("Bcc: dave@example.test\r\nFrom: "),
+            "{copy}"
+        );
         assert!(
             text.ends_with("\r\n\r\nbody\r\nBcc: not a header\r\n"),
             "body changed: {text}"
@@ -293,6 +345,16 @@ mod tests {
         assert_eq!(text.matches("Message-ID:").count(), 1);
         assert!(text.contains("Subject:\r\n folded\r\n"));
         assert_eq!(out.message_id, "x@dev");
+    }
+
+    #[test]
+    fn dates_are_rfc5322() {
+        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_914_123),
+            "Sun, 29 Nov 2026 01:02:03 +0000"
+        );
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 
     #[test]

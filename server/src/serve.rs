@@ -122,6 +122,7 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
             crate::push::PushSettings::from_config(&cfg.push, &cfg.imap),
             cfg.imap.clone(),
         ),
+        send: crate::commands::compose::SendSettings::from_config(cfg),
     })
 }
 

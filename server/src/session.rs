@@ -277,6 +277,9 @@ pub struct EasServices {
     /// IMAP connections: handlers log in as the device's user
     /// ([`EasServices::imap_for`]); the master user serves background work.
     pub imap: Arc<crate::backends::imap::ImapPool>,
+    /// SMTP relay, identities, size limit and receipts for SendMail,
+    /// SmartReply and SmartForward.
+    pub send: crate::commands::compose::SendSettings,
     /// The push hub parked Pings wait on.
     pub push: crate::push::PushHub,
 }

@@ -46,6 +46,7 @@ fn services(store: Arc<Store>, snapshot_every: u64) -> EasServices {
             opush_server::push::PushSettings::default(),
             ImapConfig::default(),
         ),
+        send: opush_server::commands::compose::SendSettings::default(),
     }
 }
 

@@ -12,6 +12,7 @@
 //! parser reports it (`QueryError::UnknownCommand`) and the HTTP layer
 //! answers 400 — that is the "unknown" arm of the dispatch.
 
+pub mod compose;
 pub mod folder_create;
 pub mod folder_delete;
 pub mod folder_sync;
@@ -23,7 +24,10 @@ pub mod move_items;
 pub mod ping;
 pub mod provision;
 pub mod search;
+pub mod send_mail;
 pub mod settings;
+pub mod smart_forward;
+pub mod smart_reply;
 pub mod sync;
 
 use bytes::Bytes;
@@ -135,6 +139,9 @@ pub enum CommandError {
     /// or all `[push] max_parked` slots taken): 503 + Retry-After.
     #[error("device asked to retry after {0:?}")]
     Throttled(std::time::Duration),
+    /// SendMail/SmartReply/SmartForward did not send the message.
+    #[error("message not sent: {0}")]
+    Send(compose::SendFailure),
 }
 
 /// A command handler's answer, type-erased.
@@ -172,10 +179,10 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
         Command::Search => Box::pin(search::handle_search(&ctx, eas)),
         Command::GetAttachment => Box::pin(get_attachment::handle_get_attachment(&ctx, eas)),
         Command::Ping => Box::pin(ping::handle_ping(&ctx, eas)),
-        Command::SendMail
-        | Command::SmartForward
-        | Command::SmartReply
-        | Command::GetHierarchy
+        Command::SendMail => Box::pin(send_mail::handle_send_mail(&ctx, eas)),
+        Command::SmartReply => Box::pin(smart_reply::handle_smart_reply(&ctx, eas)),
+        Command::SmartForward => Box::pin(smart_forward::handle_smart_forward(&ctx, eas)),
+        Command::GetHierarchy
         | Command::CreateCollection
         | Command::DeleteCollection
         | Command::MoveCollection

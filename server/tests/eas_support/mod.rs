@@ -34,6 +34,7 @@ pub async fn services(dir: &tempfile::TempDir) -> EasServices {
         policy: default_policy(),
         imap: Arc::new(ImapPool::new(imap.clone())),
         push: PushHub::new(PushSettings::default(), imap),
+        send: opush_server::commands::compose::SendSettings::default(),
     }
 }
 

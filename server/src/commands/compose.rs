@@ -1,0 +1,613 @@
+//! What SendMail, SmartReply and SmartForward share ([MS-ASCMD] 2.2.1.17,
+//! 2.2.1.19, 2.2.1.20): reading the request in both forms (MIME body with
+//! query parameters before 14.0, ComposeMail WBXML from 14.0), then one
+//! pipeline:
+//!
+//! 1. size check (`[smtp] max_message_size`, Status 122);
+//! 2. open the device session (one writer per device) and ask the engine
+//!    whether the ClientId was sent already (Status 118, nothing sent);
+//! 3. SmartReply/SmartForward: fetch the original from IMAP (ItemId +
+//!    FolderId, or LongId) and build the full message (`crate::reply`);
+//! 4. `crate::outgoing::prepare` (From = the user's identity, Bcc out of the
+//!    message, Date / Message-ID), then SMTP submission;
+//! 5. record `MailSent` for the ClientId (after the relay accepted: a failed
+//!    submission leaves nothing, so the retry goes out);
+//! 6. best effort, never failing the send: flag the original `\Answered` /
+//!    `$Forwarded`, save a copy in Sent (created when missing), send the
+//!    delivery receipt if configured.
+//!
+//! Each failure is a [`SendFailure`]; `crate::error` maps it to its Status
+//! and logs it. This module never logs a password.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use opush_engine::{
+    check_send, decide_sent, BackendItemId, ClientId, CollectionId, SendCheck, ServerId,
+};
+use opush_protocol::commands::compose::{ComposeRequest, Source};
+use opush_protocol::commands::send_mail::SendMailRequest;
+use opush_protocol::commands::smart_forward::SmartForwardRequest;
+use opush_protocol::commands::smart_reply::SmartReplyRequest;
+use opush_protocol::query::Command;
+use opush_protocol::version::ProtocolVersion;
+
+use super::sync::uid_of;
+use super::{CommandContext, CommandError, EasResponse};
+use crate::backends::imap::{utf7, Flag, ImapError, PooledSession, SpecialUse};
+use crate::backends::smtp::{submit, SmtpError, SmtpLogin, SmtpSettings, SmtpTls, Submission};
+use crate::config::{Config, IdentityConfig, TlsMode};
+use crate::outgoing::{prepare, rfc5322_date, Outgoing, OutgoingError, Sender, Stamp};
+use crate::reply::{self, ReplyError, SmartKind};
+use crate::session::{imap_error, now, session_error, Caller, EasServices};
+
+/// Why a message was not sent. Every variant has its own Status
+/// (`crate::error`) and log line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    /// Over `[smtp] max_message_size` (Status 122).
+    #[error("message of {size} bytes is over the {limit}-byte limit")]
+    TooLarge {
+        /// Message size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a readable MIME message (Status 107).
+    #[error("invalid MIME: {0}")]
+    InvalidMime(String),
+    /// No To, Cc or Bcc (Status 119).
+    #[error("the message has no recipient")]
+    NoRecipient,
+    /// The relay refused recipients for good (Status 116); nothing was sent.
+    #[error("recipients refused: {0}")]
+    RecipientsRefused(String),
+    /// The relay refused the sender or the message (Status 120).
+    #[error("relay refused the message: {0}")]
+    Refused(String),
+    /// The relay cannot be reached or failed temporarily (Status 111: retry).
+    #[error("relay unavailable: {0}")]
+    RelayUnavailable(String),
+    /// This ClientId was sent already (Status 118); not sent again.
+    #[error("ClientId {0:?} was sent already")]
+    PreviouslySent(String),
+    /// The original of a SmartReply/SmartForward does not exist (Status 150).
+    #[error("original message not found: {0}")]
+    SourceNotFound(String),
+    /// The reply or forward could not be built (Status 121).
+    #[error("reply/forward not built: {0}")]
+    ReplyFailed(String),
+}
+
+impl From<SendFailure> for CommandError {
+    fn from(f: SendFailure) -> Self {
+        CommandError::Send(f)
+    }
+}
+
+/// What the send pipeline needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct SendSettings {
+    /// The relay.
+    pub smtp: SmtpSettings,
+    /// Authenticate to the relay with the device user's credentials.
+    pub smtp_auth: bool,
+    /// Largest message accepted (bytes).
+    pub max_message_size: usize,
+    /// Addresses and display names.
+    pub identity: IdentityConfig,
+    /// Right part of the Message-IDs opush creates.
+    pub host: String,
+    /// Sent folder name when the IMAP server marks none `\Sent`.
+    pub sent_folder: String,
+    /// Send delivery receipts.
+    pub delivery_receipt: bool,
+    /// Send read receipts.
+    pub read_receipt: bool,
+    /// Where the receipt templates are.
+    pub templates: Option<PathBuf>,
+}
+
+impl SendSettings {
+    /// The settings of a configuration.
+    pub fn from_config(cfg: &Config) -> SendSettings {
+        let host = host_of(&cfg.server.public_url);
+        SendSettings {
+            smtp: SmtpSettings {
+                host: cfg.smtp.host.clone(),
+                port: cfg.smtp.port,
+                tls: match cfg.smtp.tls {
+                    TlsMode::None => SmtpTls::None,
+                    TlsMode::Starttls => SmtpTls::StartTls,
+                    TlsMode::Tls => SmtpTls::Tls,
+                },
+                timeout: Duration::from_millis(cfg.smtp.timeout_ms),
+                hello_name: host.clone(),
+            },
+            smtp_auth: cfg.smtp.auth,
+            max_message_size: usize::try_from(cfg.smtp.max_message_size).unwrap_or(usize::MAX),
+            identity: cfg.identity.clone(),
+            host,
+            sent_folder: cfg.imap.folder_sent.clone(),
+            delivery_receipt: cfg.receipt.delivery,
+            read_receipt: cfg.receipt.read,
+            templates: cfg.receipt.templates.clone(),
+        }
+    }
+
+    /// The identity `user` sends as.
+    pub fn sender(&self, user: &str) -> Sender {
+        let address = if user.contains('@') || self.identity.default_domain.is_empty() {
+            user.to_owned()
+        } else {
+            format!("{user}@{}", self.identity.default_domain)
+        };
+        let display_name = self
+            .identity
+            .names
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(&address))
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        Sender {
+            display_name,
+            address,
+        }
+    }
+}
+
+impl Default for SendSettings {
+    fn default() -> Self {
+        SendSettings::from_config(&Config::default())
+    }
+}
+
+/// The host part of a URL (`https://mail.example.test:443/x` → `mail.example.test`).
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = if authority.starts_with('[') {
+        authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| h)
+            .trim_start_matches('[')
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() {
+        "localhost".to_owned()
+    } else {
+        host.to_owned()
+    }
+}
+
+/// What a successful send did (for tests and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The Message-ID of the message sent.
+    pub message_id: String,
+    /// Envelope recipients.
+    pub recipients: Vec<String>,
+    /// The relay's answer.
+    pub relay_reply: String,
+    /// Whether a copy is in the Sent folder.
+    pub saved_in_sent: bool,
+    /// Whether the original was flagged (SmartReply/SmartForward).
+    pub original_flagged: bool,
+}
+
+/// Handles SendMail, SmartReply and SmartForward requests.
+pub async fn handle_compose(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+    command: Command,
+) -> Result<EasResponse, CommandError> {
+    let req = read_request(ctx, command)?;
+    compose(&req, command, &ctx.caller(), eas).await?;
+    Ok(EasResponse::empty())
+}
+
+/// The request in either form.
+fn read_request(
+    ctx: &CommandContext<'_>,
+    command: Command,
+) -> Result<ComposeRequest, CommandError> {
+    let invalid = |reason: String| CommandError::InvalidRequest { command, reason };
+    if ctx.version >= ProtocolVersion::V14_0 {
+        let doc = ctx
+            .document
+            .ok_or_else(|| invalid("empty body".to_owned()))?;
+        let res = match command {
+            Command::SmartReply => SmartReplyRequest::from_element(doc, ctx.version).map(|r| r.0),
+            Command::SmartForward => {
+                SmartForwardRequest::from_element(doc, ctx.version).map(|r| r.0)
+            }
+            _ => SendMailRequest::from_element(doc, ctx.version).map(|r| r.0),
+        };
+        res.map_err(|e| invalid(e.to_string()))
+    } else {
+        ComposeRequest::from_mime(ctx.request, ctx.body, command != Command::SendMail)
+            .map_err(|e| invalid(e.to_string()))
+    }
+}
+
+/// SendMail / SmartReply / SmartForward without HTTP. IMAP is reached as
+/// the caller (`EasServices::imap_for`); with `[smtp] auth` the relay gets
+/// the caller's credentials too.
+pub async fn compose(
+    req: &ComposeRequest,
+    command: Command,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+) -> Result<Sent, CommandError> {
+    let settings = &eas.send;
+    let user = caller.user;
+    if req.mime.len() > settings.max_message_size {
+        return Err(SendFailure::TooLarge {
+            size: req.mime.len(),
+            limit: settings.max_message_size,
+        }
+        .into());
+    }
+    let mut session = eas
+        .sessions
+        .open(caller.device_key()?)
+        .await
+        .map_err(session_error)?;
+    let client_id = req
+        .client_id
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| ClientId(c.to_owned()));
+    if check_send(session.state(), client_id.as_ref()) == SendCheck::AlreadySent {
+        return Err(SendFailure::PreviouslySent(client_id.map(|c| c.0).unwrap_or_default()).into());
+    }
+
+    let kind = match command {
+        Command::SmartReply => Some(SmartKind::Reply),
+        Command::SmartForward => Some(SmartKind::Forward),
+        _ => None,
+    };
+    let mut imap: Option<PooledSession> = None;
+    let mut original_at: Option<(String, u32)> = None;
+    let mime: std::borrow::Cow<'_, [u8]> = match kind {
+        None => std::borrow::Cow::Borrowed(&req.mime),
+        Some(kind) => {
+            let source = req
+                .source
+                .as_ref()
+                .ok_or_else(|| CommandError::InvalidRequest {
+                    command,
+                    reason: "no Source".to_owned(),
+                })?;
+            let (raw, uid) = locate(session.state(), source)?;
+            let conn = eas.imap_for(caller).await?;
+            let conn = imap.insert(conn);
+            check_validity(conn, &raw, source, session.state()).await?;
+            let original = match conn
+                .fetch_message(&raw, uid, settings.max_message_size as u64)
+                .await
+            {
+                Ok(m) => m,
+                Err(ImapError::NotFound(what)) => {
+                    return Err(SendFailure::SourceNotFound(what).into())
+                }
+                Err(ImapError::TooLarge { size, limit }) => {
+                    return Err(SendFailure::TooLarge {
+                        size: usize::try_from(size).unwrap_or(usize::MAX),
+                        limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                    }
+                    .into())
+                }
+                Err(e) => return Err(imap_error(e)),
+            };
+            original_at = Some((raw, uid));
+            let built = reply::build(kind, &req.mime, &original, req.replace_mime).map_err(
+                |e| match e {
+                    ReplyError::DeviceMime => SendFailure::InvalidMime(e.to_string()),
+                    ReplyError::Original | ReplyError::Write(_) => {
+                        SendFailure::ReplyFailed(e.to_string())
+                    }
+                },
+            )?;
+            std::borrow::Cow::Owned(built)
+        }
+    };
+
+    let sender = settings.sender(user);
+    let at = now();
+    let stamp = Stamp {
+        date: rfc5322_date(i64::try_from(at.0 / 1000).unwrap_or(0)),
+        unique: unique_id(),
+        host: settings.host.clone(),
+    };
+    let out = prepare(&mime, &sender, &stamp, settings.max_message_size).map_err(|e| match e {
+        OutgoingError::TooLarge(size, limit) => SendFailure::TooLarge { size, limit },
+        OutgoingError::NoRecipient => SendFailure::NoRecipient,
+        OutgoingError::Malformed(m) => SendFailure::InvalidMime(m.to_owned()),
+    })?;
+    drop(mime);
+
+    let login = settings.smtp_auth.then(|| SmtpLogin {
+        user,
+        password: caller.password.expose(),
+    });
+    let accepted = submit(
+        &settings.smtp,
+        login.as_ref(),
+        &Submission {
+            envelope_from: &out.envelope_from,
+            recipients: &out.recipients,
+            message: &out.message,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        SmtpError::Unavailable(m) => SendFailure::RelayUnavailable(m),
+        SmtpError::InvalidRecipients(_) | SmtpError::BadAddress(_) => {
+            SendFailure::RecipientsRefused(e.to_string())
+        }
+        SmtpError::NoRecipient => SendFailure::NoRecipient,
+        SmtpError::Refused { code: 552, .. } => SendFailure::TooLarge {
+            size: out.message.len(),
+            limit: settings.max_message_size,
+        },
+        SmtpError::Refused { .. } | SmtpError::Auth(_) => SendFailure::Refused(e.to_string()),
+    })?;
+    tracing::info!(
+        user,
+        command = command.name(),
+        message_id = %out.message_id,
+        recipients = out.recipients.len(),
+        relay = %accepted.reply,
+        "message sent"
+    );
+
+    // The message is out: from here on nothing may fail the request.
+    let events = decide_sent(client_id.as_ref(), at);
+    if !events.is_empty() {
+        if let Err(e) = session.commit(&events).await {
+            tracing::error!(user, error = %e, "sent ClientId not recorded: a retry would send again");
+        }
+    }
+    drop(session);
+
+    let mut sent = Sent {
+        message_id: out.message_id.clone(),
+        recipients: out.recipients.clone(),
+        relay_reply: accepted.reply,
+        saved_in_sent: false,
+        original_flagged: false,
+    };
+    if (original_at.is_some() || req.save_in_sent_items) && imap.is_none() {
+        match eas.imap_for(caller).await {
+            Ok(c) => imap = Some(c),
+            Err(e) => tracing::warn!(user, error = %e, "IMAP unavailable after send"),
+        }
+    }
+    if let Some(conn) = imap.as_mut() {
+        if let (Some((raw, uid)), Some(kind)) = (&original_at, kind) {
+            let flag = match kind {
+                SmartKind::Reply => Flag::Answered,
+                SmartKind::Forward => Flag::Forwarded,
+            };
+            match conn.store_flags(raw, &[*uid], &[flag], true, None).await {
+                Ok(_) => sent.original_flagged = true,
+                Err(e) => tracing::warn!(user, error = %e, "original not flagged"),
+            }
+        }
+        if req.save_in_sent_items {
+            match save_in_sent(conn, settings, &out).await {
+                Ok(()) => sent.saved_in_sent = true,
+                Err(e) => tracing::warn!(user, error = %e, "sent copy not saved"),
+            }
+        }
+    }
+    if settings.delivery_receipt {
+        if let Err(e) = delivery_receipt(settings, &sender, &out, &stamp).await {
+            tracing::warn!(user, error = %e, "delivery receipt not sent");
+        }
+    }
+    Ok(sent)
+}
+
+/// The IMAP folder and UID of the original: `ItemId` (a ServerId the device
+/// has) or `LongId` (`"<CollectionId>:<UIDVALIDITY>/<UID>"` from Search).
+fn locate(
+    state: &opush_engine::DeviceState,
+    source: &Source,
+) -> Result<(String, u32), SendFailure> {
+    let not_found = |what: &str| SendFailure::SourceNotFound(what.to_owned());
+    if let Some(item) = source.item_id.as_deref() {
+        let sid = ServerId::parse(item).ok_or_else(|| not_found(item))?;
+        if let Some(folder) = source.folder_id.as_deref() {
+            if CollectionId::parse(folder) != Some(sid.collection) {
+                return Err(not_found(item));
+            }
+        }
+        let raw = state
+            .hierarchy
+            .ids
+            .get(&sid.collection)
+            .ok_or_else(|| not_found(item))?;
+        let id = state
+            .collections
+            .get(&sid.collection)
+            .and_then(|c| c.by_n.get(&sid.n))
+            .ok_or_else(|| not_found(item))?;
+        let (_, uid) = uid_of(id).ok_or_else(|| not_found(item))?;
+        return Ok((raw.0.clone(), uid));
+    }
+    if let Some(long) = source.long_id.as_deref() {
+        let (collection, id) = long.split_once(':').ok_or_else(|| not_found(long))?;
+        let collection = CollectionId::parse(collection).ok_or_else(|| not_found(long))?;
+        let raw = state
+            .hierarchy
+            .ids
+            .get(&collection)
+            .ok_or_else(|| not_found(long))?;
+        let (_, uid) = uid_of(&BackendItemId(id.to_owned())).ok_or_else(|| not_found(long))?;
+        return Ok((raw.0.clone(), uid));
+    }
+    Err(not_found("no ItemId or LongId"))
+}
+
+/// A LongId names a UIDVALIDITY: a folder that was recreated since holds
+/// other messages under the same UIDs.
+async fn check_validity(
+    conn: &mut PooledSession,
+    raw: &str,
+    source: &Source,
+    state: &opush_engine::DeviceState,
+) -> Result<(), CommandError> {
+    let id = match (&source.item_id, &source.long_id) {
+        (Some(item), _) => ServerId::parse(item).and_then(|sid| {
+            state
+                .collections
+                .get(&sid.collection)
+                .and_then(|c| c.by_n.get(&sid.n))
+                .cloned()
+        }),
+        (None, Some(long)) => long
+            .split_once(':')
+            .map(|(_, id)| BackendItemId(id.to_owned())),
+        (None, None) => None,
+    };
+    let Some((validity, _)) = id.as_ref().and_then(uid_of) else {
+        return Ok(());
+    };
+    let status = match conn.status(raw).await {
+        Ok(s) => s,
+        Err(ImapError::NotFound(what)) => return Err(SendFailure::SourceNotFound(what).into()),
+        Err(e) => return Err(imap_error(e)),
+    };
+    if status.uidvalidity != validity {
+        return Err(SendFailure::SourceNotFound(format!(
+            "{raw}: UIDVALIDITY is {} now, not {validity}",
+            status.uidvalidity
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// APPENDs the sent copy (`\Seen`) to the Sent folder, creating it when the
+/// user has none.
+async fn save_in_sent(
+    conn: &mut PooledSession,
+    settings: &SendSettings,
+    out: &Outgoing,
+) -> Result<(), ImapError> {
+    let folders = conn.list_folders(false).await?;
+    let existing = folders
+        .iter()
+        .find(|f| f.special == Some(SpecialUse::Sent))
+        .or_else(|| {
+            folders
+                .iter()
+                .find(|f| f.name.eq_ignore_ascii_case(&settings.sent_folder))
+        })
+        .map(|f| f.raw_name.clone());
+    let raw = match existing {
+        Some(raw) => raw,
+        None => {
+            let raw = utf7::encode(&settings.sent_folder);
+            match conn.create_folder(&raw).await {
+                Ok(()) | Err(ImapError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+            tracing::info!(folder = %settings.sent_folder, "Sent folder created");
+            raw
+        }
+    };
+    conn.append(&raw, &[Flag::Seen], None, &out.sent_copy())
+        .await
+        .map(|_| ())
+}
+
+/// Sends the sender a delivery receipt rendered from
+/// `delivery_receipt.mustache` (null envelope sender, like a DSN).
+async fn delivery_receipt(
+    settings: &SendSettings,
+    sender: &Sender,
+    out: &Outgoing,
+    stamp: &Stamp,
+) -> Result<(), String> {
+    let template = read_template(settings, "delivery_receipt.mustache")
+        .unwrap_or_else(|| crate::receipt::DEFAULT_DELIVERY_TEMPLATE.to_owned());
+    let text = crate::receipt::render(
+        &template,
+        &crate::receipt::delivery_data(&settings.smtp.host, &out.recipients),
+    )
+    .map_err(|e| e.to_string())?;
+    let message = crate::receipt::receipt_message(
+        &format!("postmaster@{}", settings.host),
+        sender,
+        "Delivered",
+        &out.message_id,
+        &text,
+        stamp,
+    );
+    let rcpt = [sender.address.clone()];
+    submit(
+        &settings.smtp,
+        None,
+        &Submission {
+            envelope_from: "",
+            recipients: &rcpt,
+            message: &message,
+        },
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+fn read_template(settings: &SendSettings, name: &str) -> Option<String> {
+    let dir = settings.templates.as_ref()?;
+    std::fs::read_to_string(dir.join(name)).ok()
+}
+
+/// A unique left part for a Message-ID.
+fn unique_id() -> String {
+    let mut b = [0u8; 12];
+    if getrandom::fill(&mut b).is_err() {
+        // Still unique enough within this process: time + counter.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return format!("{}.{n}", now().0);
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}.{hex}", now().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_urls() {
+        assert_eq!(host_of("https://mail.example.test/x"), "mail.example.test");
+        assert_eq!(host_of("http://127.0.0.1:8082"), "127.0.0.1");
+        assert_eq!(host_of("http://[::1]:8082/"), "::1");
+        assert_eq!(host_of(""), "localhost");
+    }
+
+    #[test]
+    fn identity_from_config() {
+        let mut s = SendSettings::default();
+        s.identity
+            .names
+            .insert("Alice@Example.test".into(), "Alice Émile".into());
+        s.identity.default_domain = "example.test".into();
+        assert_eq!(
+            s.sender("alice"),
+            Sender {
+                display_name: "Alice Émile".into(),
+                address: "alice@example.test".into()
+            }
+        );
+        assert_eq!(s.sender("bob@other.test").display_name, "");
+    }
+}

@@ -1,0 +1,486 @@
+//! Building the whole message of a SmartReply or SmartForward ([MS-ASCMD]
+//! 2.2.1.19, 2.2.1.20): the device sends only its new text, the server adds
+//! the original — quoted below the new text in plain text and in HTML, its
+//! attachments kept on a forward — and the threading headers
+//! (`In-Reply-To`, `References`).
+//!
+//! Pure functions over MIME bytes (mail-parser reads, mail-builder writes
+//! the body); the header fields the device wrote (To, Cc, Bcc, Subject, …)
+//! are kept byte for byte. `From`, `Date`, `Message-ID` and `Bcc` are left
+//! to [`crate::outgoing::prepare`], which every outgoing message goes
+//! through. No I/O.
+//!
+//! Text without a charset is read as UTF-8, or as Latin-1 when it is 8-bit
+//! and not valid UTF-8; everything written is UTF-8, so non-ASCII text from
+//! either message goes out intact.
+
+use std::borrow::Cow;
+
+use mail_builder::headers::content_type::ContentType as BuiltContentType;
+use mail_builder::mime::{BodyPart, MimePart};
+use mail_parser::{Address, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+
+/// Which Smart command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmartKind {
+    /// SmartReply: the original is quoted (`> `) and answered.
+    Reply,
+    /// SmartForward: the original is included with its attachments.
+    Forward,
+}
+
+/// Why the full message could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplyError {
+    /// The device's message is not readable MIME.
+    #[error("the device's message is not readable MIME")]
+    DeviceMime,
+    /// The original message is not readable MIME.
+    #[error("the original message is not readable MIME")]
+    Original,
+    /// The message could not be written.
+    #[error("cannot write the message: {0}")]
+    Write(String),
+}
+
+/// The threading headers a reply or forward of `original` carries:
+/// (`In-Reply-To`, `References`), each without angle brackets.
+pub fn threading(original: &Message<'_>) -> (Option<String>, Vec<String>) {
+    let id = original.message_id().map(str::to_owned);
+    let mut refs: Vec<String> = match original.references() {
+        mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
+        mail_parser::HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+        _ => match original.in_reply_to() {
+            mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
+            _ => Vec::new(),
+        },
+    };
+    if let Some(id) = &id {
+        if !refs.contains(id) {
+            refs.push(id.clone());
+        }
+    }
+    (id, refs)
+}
+
+/// Builds the full SmartReply/SmartForward message from the device's
+/// message and the original. With `replace_mime` the device's message is
+/// already complete: only the threading headers are added.
+pub fn build(
+    kind: SmartKind,
+    device_mime: &[u8],
+    original_mime: &[u8],
+    replace_mime: bool,
+) -> Result<Vec<u8>, ReplyError> {
+    let device = MessageParser::new()
+        .parse(device_mime)
+        .ok_or(ReplyError::DeviceMime)?;
+    let original = MessageParser::new()
+        .parse(original_mime)
+        .ok_or(ReplyError::Original)?;
+    let (in_reply_to, references) = threading(&original);
+    let body_start = device.root_part().raw_body_offset() as usize;
+    let head = device_mime
+        .get(..body_start)
+        .ok_or(ReplyError::DeviceMime)?;
+
+    let mut out = Vec::with_capacity(device_mime.len() + original_mime.len() + 512);
+    // The device's header fields, minus those this module writes.
+    let replaced: &[&str] = if replace_mime {
+        &["in-reply-to", "references"]
+    } else {
+        &[
+            "in-reply-to",
+            "references",
+            "mime-version",
+            "content-type",
+            "content-transfer-encoding",
+            "content-disposition",
+        ]
+    };
+    for field in header_fields(head) {
+        let name = field_name(field);
+        if replaced.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            continue;
+        }
+        out.extend_from_slice(field);
+        if !field.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if kind == SmartKind::Reply {
+        if let Some(id) = &in_reply_to {
+            out.extend_from_slice(format!("In-Reply-To: <{id}>\r\n").as_bytes());
+        }
+    }
+    if !references.is_empty() {
+        let list = references
+            .iter()
+            .map(|r| format!("<{r}>"))
+            .collect::<Vec<_>>()
+            .join("\r\n ");
+        out.extend_from_slice(format!("References: {list}\r\n").as_bytes());
+    }
+    if replace_mime {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(device_mime.get(body_start..).unwrap_or_default());
+        return Ok(out);
+    }
+    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    body(kind, &device, &original)
+        .write_part(&mut out)
+        .map_err(|e| ReplyError::Write(e.to_string()))?;
+    Ok(out)
+}
+
+/// The MIME body: new text + quoted original, as plain text (and HTML when
+/// either message has HTML), then the attachments.
+fn body<'a>(kind: SmartKind, device: &'a Message<'a>, original: &'a Message<'a>) -> MimePart<'a> {
+    let new_text = text_body(device);
+    let orig_text = text_body(original);
+    let header = quote_header(original);
+
+    let mut plain = String::with_capacity(new_text.len() + orig_text.len() + 256);
+    plain.push_str(new_text.trim_end_matches(['\r', '\n']));
+    plain.push_str("\r\n\r\n-----Original Message-----\r\n");
+    for (name, value) in &header {
+        plain.push_str(&format!("{name}: {value}\r\n"));
+    }
+    plain.push_str("\r\n");
+    for line in orig_text.lines() {
+        if kind == SmartKind::Reply {
+            plain.push('>');
+            if !line.is_empty() {
+                plain.push(' ');
+            }
+        }
+        plain.push_str(line);
+        plain.push_str("\r\n");
+    }
+    let text_part = MimePart::new(
+        BuiltContentType::new("text/plain").attribute("charset", "utf-8"),
+        BodyPart::Text(plain.into()),
+    );
+
+    let device_html = html_body(device);
+    let orig_html = html_body(original);
+    let alternative = if device_html.is_some() || orig_html.is_some() {
+        let mut html = String::new();
+        match device_html {
+            Some(h) => html.push_str(&inner_body(&h)),
+            None => html.push_str(&format!(
+                "<div style=\"white-space:pre-wrap\">{}</div>",
+                escape(new_text.trim_end())
+            )),
+        }
+        html.push_str("<hr>");
+        for (name, value) in &header {
+            html.push_str(&format!("<b>{name}:</b> {}<br>", escape(value)));
+        }
+        html.push_str("<br>");
+        let quoted = match orig_html {
+            Some(h) => inner_body(&h).into_owned(),
+            None => format!(
+                "<div style=\"white-space:pre-wrap\">{}</div>",
+                escape(&orig_text)
+            ),
+        };
+        if kind == SmartKind::Reply {
+            html.push_str("<blockquote style=\"margin:0 0 0 .8ex;border-left:1px solid #ccc;padding-left:1ex\">");
+            html.push_str(&quoted);
+            html.push_str("</blockquote>");
+        } else {
+            html.push_str(&quoted);
+        }
+        let html =
+            format!("<html><head><meta charset=\"utf-8\"></head><body>{html}</body></html>\r\n");
+        let html_part = MimePart::new(
+            BuiltContentType::new("text/html").attribute("charset", "utf-8"),
+            BodyPart::Text(html.into()),
+        );
+        MimePart::new("multipart/alternative", vec![text_part, html_part])
+    } else {
+        text_part
+    };
+
+    let mut attachments: Vec<MimePart<'a>> = device.attachments().filter_map(attachment).collect();
+    if kind == SmartKind::Forward {
+        attachments.extend(original.attachments().filter_map(attachment));
+    }
+    if attachments.is_empty() {
+        alternative
+    } else {
+        let mut parts = Vec::with_capacity(attachments.len() + 1);
+        parts.push(alternative);
+        parts.extend(attachments);
+        MimePart::new("multipart/mixed", parts)
+    }
+}
+
+/// One attachment, kept as it was (type, name, decoded content).
+fn attachment<'a>(part: &'a MessagePart<'a>) -> Option<MimePart<'a>> {
+    let ct = part.content_type();
+    let mime = match ct {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{sub}", ct.ctype()),
+            None => ct.ctype().to_owned(),
+        },
+        None => "application/octet-stream".to_owned(),
+    };
+    let name = part.attachment_name().unwrap_or("attachment").to_owned();
+    let data: Cow<'a, [u8]> = match &part.body {
+        PartType::Message(m) => Cow::Borrowed(m.raw_message()),
+        PartType::Multipart(_) => return None,
+        _ => Cow::Borrowed(part.contents()),
+    };
+    let mut mp = MimePart::new(BuiltContentType::new(mime), BodyPart::Binary(data));
+    if part.is_inline_disposition() {
+        mp = mp.inline();
+        if let Some(cid) = part.content_id() {
+            mp = mp.cid(cid.to_owned());
+        }
+    } else {
+        mp = mp.attachment(name);
+    }
+    Some(mp)
+}
+
+trait Disposition {
+    fn is_inline_disposition(&self) -> bool;
+}
+
+impl Disposition for MessagePart<'_> {
+    fn is_inline_disposition(&self) -> bool {
+        self.content_disposition()
+            .is_some_and(|d| d.ctype().eq_ignore_ascii_case("inline"))
+            && self.content_id().is_some()
+    }
+}
+
+/// The "From / Sent / To / Cc / Subject" block above the quoted original.
+fn quote_header(m: &Message<'_>) -> Vec<(&'static str, String)> {
+    let mut h = Vec::new();
+    if let Some(a) = m.from() {
+        h.push(("From", addresses(a)));
+    }
+    if let Some(d) = m.date() {
+        h.push(("Sent", d.to_rfc822()));
+    }
+    if let Some(a) = m.to() {
+        h.push(("To", addresses(a)));
+    }
+    if let Some(a) = m.cc() {
+        h.push(("Cc", addresses(a)));
+    }
+    h.push(("Subject", m.subject().unwrap_or_default().to_owned()));
+    h
+}
+
+fn addresses(a: &Address<'_>) -> String {
+    let one = |addr: &mail_parser::Addr<'_>| match (addr.name.as_deref(), addr.address.as_deref()) {
+        (Some(n), Some(a)) if !n.is_empty() => format!("{n} <{a}>"),
+        (_, Some(a)) => a.to_owned(),
+        (Some(n), None) => n.to_owned(),
+        (None, None) => String::new(),
+    };
+    match a {
+        Address::List(l) => l.iter().map(one).collect::<Vec<_>>().join(", "),
+        Address::Group(g) => g
+            .iter()
+            .flat_map(|g| g.addresses.iter())
+            .map(one)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The message's plain text (from its HTML when it has no text part).
+fn text_body<'a>(m: &'a Message<'a>) -> Cow<'a, str> {
+    match m.text_part(0) {
+        Some(p) if !p.is_text_html() => part_text(m, p),
+        _ => m.body_text(0).unwrap_or_default(),
+    }
+}
+
+/// The message's HTML, only when it has a real `text/html` part.
+fn html_body<'a>(m: &'a Message<'a>) -> Option<Cow<'a, str>> {
+    match m.html_part(0) {
+        Some(p) if p.is_text_html() => Some(part_text(m, p)),
+        _ => None,
+    }
+}
+
+/// A text part's content; 8-bit text without a charset that is not UTF-8
+/// is read as Latin-1 rather than losing its non-ASCII characters.
+fn part_text<'a>(m: &'a Message<'a>, p: &'a MessagePart<'a>) -> Cow<'a, str> {
+    let text = match &p.body {
+        PartType::Text(t) | PartType::Html(t) => t.clone(),
+        _ => Cow::Borrowed(""),
+    };
+    let has_charset = p
+        .content_type()
+        .is_some_and(|ct| ct.attribute("charset").is_some());
+    let plain_encoding = p
+        .content_transfer_encoding()
+        .is_none_or(|e| e.eq_ignore_ascii_case("7bit") || e.eq_ignore_ascii_case("8bit"));
+    if !has_charset && plain_encoding && text.contains('\u{FFFD}') {
+        let raw = m
+            .raw_message()
+            .get(p.raw_body_offset() as usize..p.raw_end_offset() as usize)
+            .unwrap_or_default();
+        if std::str::from_utf8(raw).is_err() {
+            return Cow::Owned(raw.iter().map(|&b| char::from(b)).collect());
+        }
+    }
+    text
+}
+
+/// What is between `<body …>` and `</body>` (the whole text if none).
+fn inner_body<'a>(html: &'a str) -> Cow<'a, str> {
+    let lower = html.to_ascii_lowercase();
+    let start = lower
+        .find("<body")
+        .and_then(|i| lower[i..].find('>').map(|j| i + j + 1));
+    let end = lower.rfind("</body>");
+    match (start, end) {
+        (Some(s), Some(e)) if s <= e => Cow::Owned(html[s..e].to_owned()),
+        (Some(s), None) => Cow::Owned(html[s..].to_owned()),
+        _ => Cow::Borrowed(html),
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The header fields of a header section, each with its continuation lines.
+fn header_fields(head: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < head.len() {
+        let Some(nl) = memchr::memchr(b'\n', &head[i..]) else {
+            break;
+        };
+        let end = i + nl + 1;
+        let next = head.get(end);
+        if !matches!(next, Some(b' ' | b'\t')) {
+            let field = &head[start..end];
+            if field.iter().all(|b| *b == b'\r' || *b == b'\n') {
+                break;
+            }
+            out.push(field);
+            start = end;
+        }
+        i = end;
+    }
+    out
+}
+
+fn field_name(field: &[u8]) -> Cow<'_, str> {
+    let end = memchr::memchr(b':', field).unwrap_or(0);
+    String::from_utf8_lossy(field[..end].trim_ascii())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+
+    const ORIGINAL: &[u8] = b"From: Bob Stone <bob@example.test>\r\nTo: alice@example.test\r\nSubject: Plans\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <orig-1@example.test>\r\nReferences: <root@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nFirst line\r\nSecond line \xc3\xa9\r\n--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"plan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfs\r\n--b1--\r\n";
+
+    fn parse(b: &[u8]) -> Message<'_> {
+        MessageParser::new().parse(b).unwrap()
+    }
+
+    #[test]
+    fn reply_quotes_the_original_and_threads() {
+        let device = b"To: bob@example.test\r\nSubject: RE: Plans\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSounds good \xe2\x9c\x93\r\n";
+        let out = build(SmartKind::Reply, device, ORIGINAL, false).unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(
+            text.contains("In-Reply-To: <orig-1@example.test>\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("References: <root@example.test>\r\n <orig-1@example.test>\r\n"),
+            "{text}"
+        );
+        let m = parse(&out);
+        assert_eq!(m.subject(), Some("RE: Plans"));
+        let body = m.body_text(0).unwrap();
+        assert!(body.starts_with("Sounds good \u{2713}"), "{body}");
+        assert!(
+            body.contains("> First line\r\n> Second line \u{e9}"),
+            "{body}"
+        );
+        assert!(
+            body.contains("From: Bob Stone <bob@example.test>"),
+            "{body}"
+        );
+        // A reply does not carry the original's attachments.
+        assert_eq!(m.attachment_count(), 0);
+        // Plain only on both sides: no HTML part invented.
+        assert!(!m.html_part(0).is_some_and(|p| p.is_text_html()));
+    }
+
+    #[test]
+    fn forward_keeps_attachments_and_html() {
+        let device = b"To: carol@example.test\r\nSubject: FW: Plans\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>See <b>below</b></p></body></html>\r\n";
+        let out = build(SmartKind::Forward, device, ORIGINAL, false).unwrap();
+        let m = parse(&out);
+        assert!(m.in_reply_to().is_empty());
+        assert_eq!(m.attachment_count(), 1);
+        let att = m.attachment(0).unwrap();
+        assert_eq!(att.attachment_name(), Some("plan.pdf"));
+        assert_eq!(att.contents(), b"%PDF-1.4\n%\xc7\xec");
+        let html = m.body_html(0).unwrap();
+        assert!(html.contains("<p>See <b>below</b></p><hr>"), "{html}");
+        assert!(html.contains("Second line \u{e9}"), "{html}");
+        let text = m.body_text(0).unwrap();
+        assert!(
+            text.contains("\r\nFirst line\r\n"),
+            "not quoted on forward: {text}"
+        );
+    }
+
+    #[test]
+    fn replace_mime_keeps_the_device_body() {
+        let device = b"To: bob@example.test\r\nSubject: RE: x\r\nContent-Type: text/plain\r\n\r\nonly this\r\n";
+        let out = build(SmartKind::Reply, device, ORIGINAL, true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\n\r\nonly this\r\n"), "{text}");
+        assert!(!text.contains("First line"));
+        assert!(text.contains("In-Reply-To: <orig-1@example.test>"));
+        assert!(text.contains("Content-Type: text/plain\r\n"));
+    }
+
+    #[test]
+    fn eight_bit_text_without_charset_survives() {
+        // Latin-1 é and UTF-8 ü, neither labelled.
+        let latin = b"To: bob@example.test\r\nSubject: RE: x\r\n\r\ncaf\xe9\r\n";
+        let out = build(SmartKind::Reply, latin, ORIGINAL, false).unwrap();
+        assert!(parse(&out).body_text(0).unwrap().starts_with("caf\u{e9}"));
+        let utf8 = b"To: bob@example.test\r\nSubject: RE: x\r\n\r\n\xc3\xbcber\r\n";
+        let out = build(SmartKind::Reply, utf8, ORIGINAL, false).unwrap();
+        assert!(parse(&out).body_text(0).unwrap().starts_with("\u{fc}ber"));
+    }
+
+    #[test]
+    fn unreadable_input_is_an_error() {
+        assert_eq!(
+            build(SmartKind::Reply, b"", ORIGINAL, false),
+            Err(ReplyError::DeviceMime)
+        );
+    }
+}
