@@ -30,7 +30,9 @@ use opush_server::commands::sync::sync;
 use opush_server::commands::CommandError;
 use opush_server::config::Secret;
 use opush_server::session::{Caller, EasServices};
-use opush_tests::{demo_password, require, unique, RawImap, DOVECOT_IMAP, POSTFIX_SMTP};
+use opush_tests::{
+    demo_password, require, unique, RawImap, DOVECOT_IMAP, POSTFIX_SMTP, POSTFIX_SUBMISSION,
+};
 
 fn pw() -> Secret {
     Secret::new(demo_password())
@@ -485,4 +487,78 @@ async fn reply_and_forward_of_a_message_with_an_attachment() {
     )
     .await;
     assert!(matches!(failure(res), SendFailure::SourceNotFound(_)));
+}
+
+// [receipt] delivery: the sender gets a receipt rendered from the
+// configuration directory's delivery_receipt.mustache.
+#[tokio::test]
+async fn delivery_receipt_from_the_configured_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = eas(&dir).await;
+    let templates = tempfile::tempdir().unwrap();
+    let marker = unique("receipt");
+    std::fs::write(
+        templates.path().join("delivery_receipt.mustache"),
+        format!("{marker} relayed by {{{{host}}}} to:\n{{{{#recipients}}}}- {{{{address}}}}\n{{{{/recipients}}}}"),
+    )
+    .unwrap();
+    eas.send.delivery_receipt = true;
+    eas.send.templates = Some(templates.path().to_path_buf());
+    let mime = format!("To: {RCPT}\r\nSubject: {marker}\r\n\r\nwith a receipt\r\n");
+    compose(
+        &send_req(&unique("cid"), mime, false),
+        Command::SendMail,
+        &Caller::new(SENDER, "DEVSEND8", &pw()),
+        &eas,
+    )
+    .await
+    .expect("send");
+    let mut own = RawImap::login(SENDER);
+    let uids = own.wait_for_subject("INBOX", &format!("Delivered: {marker}"));
+    assert_eq!(uids.len(), 1);
+    let receipt = own.fetch_message(uids[0]);
+    assert!(
+        receipt.contains(&format!("{marker} relayed by 127.0.0.1 to:\r\n- {RCPT}")),
+        "{receipt}"
+    );
+    assert!(
+        receipt.contains("Auto-Submitted: auto-replied"),
+        "{receipt}"
+    );
+}
+
+// [smtp] auth: submission (port 1587) with the device user's own credentials.
+#[tokio::test]
+async fn authenticated_submission_with_the_device_password() {
+    let submission = require(POSTFIX_SUBMISSION);
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = eas(&dir).await;
+    eas.send.smtp.port = submission.port();
+    eas.send.smtp_auth = true;
+    let marker = unique("auth");
+    let mime = format!("To: {RCPT}\r\nSubject: {marker}\r\n\r\nauthenticated\r\n");
+    compose(
+        &send_req(&unique("cid"), mime.clone(), false),
+        Command::SendMail,
+        &Caller::new(SENDER, "DEVSEND9", &pw()),
+        &eas,
+    )
+    .await
+    .expect("authenticated send");
+    assert_eq!(
+        RawImap::login(RCPT)
+            .wait_for_subject("INBOX", &marker)
+            .len(),
+        1
+    );
+    // A wrong password is the relay's refusal, not an outage.
+    let wrong = Secret::new("wrong");
+    let res = compose(
+        &send_req(&unique("cid"), mime, false),
+        Command::SendMail,
+        &Caller::new(SENDER, "DEVSEND9", &wrong),
+        &eas,
+    )
+    .await;
+    assert!(matches!(failure(res), SendFailure::Refused(_)));
 }

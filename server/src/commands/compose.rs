@@ -544,7 +544,7 @@ async fn delivery_receipt(
     let message = crate::receipt::receipt_message(
         &format!("postmaster@{}", settings.host),
         sender,
-        "Delivered",
+        &format!("Delivered: {}", subject_of(&out.message)),
         &out.message_id,
         &text,
         stamp,
@@ -562,6 +562,14 @@ async fn delivery_receipt(
     .await
     .map(|_| ())
     .map_err(|e| e.to_string())
+}
+
+/// The decoded Subject of a message (empty when it has none).
+fn subject_of(message: &[u8]) -> String {
+    mail_parser::MessageParser::new()
+        .parse_headers(message)
+        .and_then(|m| m.subject().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn read_template(settings: &SendSettings, name: &str) -> Option<String> {
