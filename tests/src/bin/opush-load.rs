@@ -44,7 +44,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: opush-load [--opush PATH] [--messages N] [--small N] [--devices N] [--rounds N] [--window N] [--version V]\n\
-         defaults: target/release/opush, 10000 messages, 100 per small INBOX, 100 devices, 50 rounds, window 100, 14.1"
+         defaults: target/release/opush, 10000 messages, 100 per small INBOX, 100 devices, 25 rounds (the loop detector slows a device past 30 identical requests a minute), window 100, 14.1"
     );
     std::process::exit(2)
 }
@@ -55,7 +55,7 @@ fn args() -> Args {
         messages: 10_000,
         small: 100,
         devices: 100,
-        rounds: 50,
+        rounds: 25,
         window: 100,
         version: "14.1".to_owned(),
     };
@@ -162,7 +162,18 @@ impl Server {
         Proc(self.child.id())
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        // Drop does it.
+    }
+}
+
+impl Drop for Server {
+    /// SIGTERM (graceful), then SIGKILL after 15 s; also when the tool panics.
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
