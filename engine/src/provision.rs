@@ -42,6 +42,11 @@ pub fn check_policy(
     } else {
         match (state.policy, header_key) {
             (PolicyState::Acknowledged(k), Some(h)) if k == h => None,
+            // Android devices (seen in the corpus: Samsung GT-I9100, EAS
+            // 12.1) send their key with Sync but none with Ping, and
+            // Exchange answers those Pings 200. A provisioned device's
+            // key-less Ping is let through; a wrong key still is not.
+            (PolicyState::Acknowledged(_), None) if command == Command::Ping => None,
             (PolicyState::Acknowledged(_) | PolicyState::Outdated(_), Some(_)) => {
                 match state.policy {
                     PolicyState::Outdated(k) if Some(k) == header_key => Some(143),

@@ -299,6 +299,11 @@ fn provisioning_statuses() {
         check(&s, None, ProtocolVersion::V14_1),
         PolicyCheck::Status(142)
     );
+    assert_eq!(
+        check_policy(&s, Command::Ping, None, ProtocolVersion::V12_1, &cfg),
+        PolicyCheck::Http449,
+        "an unprovisioned device's Ping is refused"
+    );
     let req = ProvisionRequest {
         policy_key: None,
         policy_status: None,
@@ -339,7 +344,26 @@ fn provisioning_statuses() {
         check(&s, Some(7), ProtocolVersion::V14_1),
         PolicyCheck::Status(144)
     );
+    // A provisioned device may omit its key on Ping (Exchange answers 200),
+    // on no other command, and not with a wrong key.
+    let ping = |s: &DeviceState, k: Option<u32>, v| {
+        check_policy(s, Command::Ping, k.map(PolicyKey), v, &cfg)
+    };
+    assert_eq!(ping(&s, None, ProtocolVersion::V12_1), PolicyCheck::Allowed);
+    assert_eq!(
+        check(&s, None, ProtocolVersion::V12_1),
+        PolicyCheck::Http449
+    );
+    assert_eq!(
+        ping(&s, Some(7), ProtocolVersion::V14_1),
+        PolicyCheck::Status(144)
+    );
     apply(&mut s, &Event::PolicyChanged);
+    assert_eq!(
+        ping(&s, None, ProtocolVersion::V14_1),
+        PolicyCheck::Status(142),
+        "an outdated policy is not waved through"
+    );
     assert_eq!(
         check(&s, Some(222), ProtocolVersion::V14_1),
         PolicyCheck::Status(143)

@@ -12,8 +12,8 @@
 //! fails if a capture replays too few steps: the exchanges of a device
 //! caught mid-session (its keys come from before the capture), Syncs of
 //! collections opush does not serve (contacts, calendar), and Pings
-//! (in `ping_steps_of_the_captures`, ignored until opush accepts a
-//! provisioned device's Ping without a policy key as Exchange does).
+//! (in `ping_steps_of_the_captures`: the provisioned Samsung sends Ping
+//! without a policy key, which Exchange and opush accept).
 //!
 //! Reserved Dovecot user: load0040 (its INBOX is filled once with 300 messages).
 
@@ -714,7 +714,6 @@ async fn windows_phone_8_base64_request_lines() {
 /// session: the Ping it sent in the iOS capture (new mail arrives: Status 2
 /// as Exchange answered), then the same Ping with an empty body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waiting for core: the provisioned Samsung GT-I9100 sends Ping without X-MS-PolicyKey; Exchange answered 200, opush answers 449 (engine::check_policy takes a missing key for 'not provisioned')"]
 async fn ping_steps_of_the_captures() {
     let capture = "gs2-exchange-receive300EmailsInManualMode2";
     let out = replay_with(
