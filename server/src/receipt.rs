@@ -252,10 +252,10 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// A receipt message: `from` (the server's postmaster) to `to`, subject
-/// `subject`, in reply to `message_id`, with `text` as its plain body.
+/// A receipt message: `from` to `to`, subject `subject`, in reply to
+/// `message_id`, with `text` as its plain body.
 pub fn receipt_message(
-    from: &str,
+    from: &crate::outgoing::Sender,
     to: &crate::outgoing::Sender,
     subject: &str,
     message_id: &str,
@@ -265,7 +265,7 @@ pub fn receipt_message(
     use mail_builder::headers::raw::Raw;
     use mail_builder::MessageBuilder;
     let builder = MessageBuilder::new()
-        .from(("Mail Delivery System", from))
+        .from((from.display_name.as_str(), from.address.as_str()))
         .to((to.display_name.as_str(), to.address.as_str()))
         .subject(subject)
         .header("Date", Raw::new(stamp.date.as_str()))

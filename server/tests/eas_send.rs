@@ -19,9 +19,11 @@ use eas_support::services;
 
 use opush_protocol::commands::compose::{ComposeRequest, Source};
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
-use opush_protocol::commands::items::ApplicationData;
-use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncRequest};
-use opush_protocol::commands::{CollectionId, SyncKey};
+use opush_protocol::commands::items::{ApplicationData, Email};
+use opush_protocol::commands::sync::{
+    ClientCommand, ServerCommand, SyncCollectionRequest, SyncRequest,
+};
+use opush_protocol::commands::{CollectionId, ServerId, SyncKey};
 use opush_protocol::query::Command;
 use opush_protocol::version::ProtocolVersion;
 use opush_server::commands::compose::{compose, SendFailure};
@@ -561,4 +563,98 @@ async fn authenticated_submission_with_the_device_password() {
     )
     .await;
     assert!(matches!(failure(res), SendFailure::Refused(_)));
+}
+
+// [receipt] read: a message asking for a receipt (Disposition-Notification-To)
+// that the device marks read gets one, once ($MDNSent).
+#[tokio::test]
+async fn read_receipt_when_the_device_marks_a_message_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = eas(&dir).await;
+    eas.send.read_receipt = true;
+    let device = "DEVREAD";
+    let version = ProtocolVersion::V14_1;
+    let marker = unique("mdn");
+    let folder = marker.replace('-', "");
+    let mut raw = RawImap::login(REPLIER);
+    let (_, ok) = raw.cmd(&format!("CREATE \"{folder}\""));
+    assert!(ok.starts_with("OK"), "{ok}");
+    raw.cmd(&format!("SUBSCRIBE \"{folder}\""));
+    let msg = format!(
+        "From: {RCPT}\r\nTo: {REPLIER}\r\nSubject: {marker}\r\nMessage-ID: <{marker}@load.test>\r\nDisposition-Notification-To: {RCPT}\r\n\r\nplease confirm\r\n"
+    );
+    let (_, ok) = raw.cmd(&format!("APPEND \"{folder}\" {{{}+}}\r\n{msg}", msg.len()));
+    assert!(ok.starts_with("OK"), "{ok}");
+
+    let password = pw();
+    let caller = Caller::new(REPLIER, device, &password);
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        &caller,
+        &eas,
+    )
+    .await
+    .unwrap();
+    let collection = fs
+        .changes
+        .unwrap()
+        .iter()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.display_name == folder => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let r0 = sync(&sync_req(&collection, "0"), version, &caller, &eas)
+        .await
+        .unwrap();
+    let k1 = r0.collections[0].sync_key.0.clone();
+    let r1 = sync(&sync_req(&collection, &k1), version, &caller, &eas)
+        .await
+        .unwrap();
+    let k2 = r1.collections[0].sync_key.0.clone();
+    let commands = r1.collections[0].commands.clone().unwrap();
+    let ServerCommand::Add { server_id, .. } = &commands[0] else {
+        panic!("{commands:?}");
+    };
+    let read = |key: &str| {
+        let mut req = sync_req(&collection, key);
+        req.collections[0].commands = Some(vec![ClientCommand::Change {
+            class: None,
+            server_id: ServerId(server_id.0.clone()),
+            application_data: ApplicationData::Email(Box::new(Email {
+                read: Some(true),
+                ..Email::default()
+            })),
+        }]);
+        req
+    };
+    let r2 = sync(&read(&k2), version, &caller, &eas).await.unwrap();
+    let k3 = r2.collections[0].sync_key.0.clone();
+    let mut rcpt = RawImap::login(RCPT);
+    let receipts = rcpt.wait_for_subject("INBOX", &format!("Read: {marker}"));
+    assert_eq!(receipts.len(), 1);
+    let receipt = rcpt.fetch_message(receipts[0]);
+    assert!(
+        receipt.contains(&format!("Your message was read by {REPLIER}.")),
+        "{receipt}"
+    );
+    assert!(
+        receipt.contains(&format!("In-Reply-To: <{marker}@load.test>")),
+        "{receipt}"
+    );
+    let (flags, _) = raw.cmd(&format!("STATUS \"{folder}\" (MESSAGES)"));
+    assert!(flags.concat().contains("MESSAGES 1"), "{flags:?}");
+    raw.cmd(&format!("SELECT \"{folder}\""));
+    let (flags, _) = raw.cmd("FETCH 1 FLAGS");
+    assert!(flags.concat().contains("$MDNSent"), "{flags:?}");
+
+    // Marked read again: no second receipt.
+    sync(&read(&k3), version, &caller, &eas).await.unwrap();
+    raw.cmd("CLOSE");
+    raw.cmd(&format!("UNSUBSCRIBE \"{folder}\""));
+    raw.cmd(&format!("DELETE \"{folder}\""));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(count(RCPT, "INBOX", &format!("Read: {marker}")), 1);
 }

@@ -541,8 +541,12 @@ async fn delivery_receipt(
         &crate::receipt::delivery_data(&settings.smtp.host, &out.recipients),
     )
     .map_err(|e| e.to_string())?;
+    let postmaster = Sender {
+        display_name: "Mail Delivery System".to_owned(),
+        address: format!("postmaster@{}", settings.host),
+    };
     let message = crate::receipt::receipt_message(
-        &format!("postmaster@{}", settings.host),
+        &postmaster,
         sender,
         &format!("Delivered: {}", subject_of(&out.message)),
         &out.message_id,
@@ -562,6 +566,117 @@ async fn delivery_receipt(
     .await
     .map(|_| ())
     .map_err(|e| e.to_string())
+}
+
+/// The keyword recording that a read receipt went out (RFC 3503).
+const MDN_SENT: &str = "$MDNSent";
+
+/// After the device marked a message read (`[receipt] read`): when the
+/// message asks for a receipt (`Disposition-Notification-To`) and none was
+/// sent yet (`$MDNSent`), sends one rendered from `read_receipt.mustache`
+/// (`address`: the reader) and sets `$MDNSent`, so marking it read again
+/// sends nothing. Best effort: a failure is logged, the Sync goes on.
+pub async fn read_receipt(
+    imap: &mut PooledSession,
+    raw: &str,
+    uid: u32,
+    settings: &SendSettings,
+    user: &str,
+) {
+    if let Err(e) = try_read_receipt(imap, raw, uid, settings, user).await {
+        tracing::warn!(user, error = %e, "read receipt not sent");
+    }
+}
+
+async fn try_read_receipt(
+    imap: &mut PooledSession,
+    raw: &str,
+    uid: u32,
+    settings: &SendSettings,
+    user: &str,
+) -> Result<(), String> {
+    let meta = imap
+        .fetch_meta(raw, &[uid])
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(meta) = meta.first() else {
+        return Ok(());
+    };
+    if meta
+        .flags
+        .keywords
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(MDN_SENT))
+    {
+        return Ok(());
+    }
+    // The header section is at the start; 64 KiB covers any sane one.
+    let head = imap
+        .fetch_partial(raw, uid, "", 0, 64 * 1024)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(&head) else {
+        return Ok(());
+    };
+    // mail-parser keeps unknown fields as text: read the value as a `To`.
+    let Some(dnt) = parsed.header_raw("Disposition-Notification-To") else {
+        return Ok(());
+    };
+    let as_to = format!("To:{dnt}\r\n\r\n");
+    let Some(to) = mail_parser::MessageParser::new()
+        .parse_headers(as_to.as_bytes())
+        .and_then(|m| {
+            m.to()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address.as_deref())
+                .map(str::to_owned)
+        })
+    else {
+        return Ok(());
+    };
+    let reader = settings.sender(user);
+    let template = read_template(settings, "read_receipt.mustache")
+        .unwrap_or_else(|| crate::receipt::DEFAULT_READ_TEMPLATE.to_owned());
+    let text = crate::receipt::render(&template, &crate::receipt::read_data(&reader.address))
+        .map_err(|e| e.to_string())?;
+    let at = now();
+    let stamp = Stamp {
+        date: rfc5322_date(i64::try_from(at.0 / 1000).unwrap_or(0)),
+        unique: unique_id(),
+        host: settings.host.clone(),
+    };
+    let message = crate::receipt::receipt_message(
+        &reader,
+        &Sender {
+            display_name: String::new(),
+            address: to.clone(),
+        },
+        &format!("Read: {}", parsed.subject().unwrap_or_default()),
+        parsed.message_id().unwrap_or_default(),
+        &text,
+        &stamp,
+    );
+    submit(
+        &settings.smtp,
+        None,
+        &Submission {
+            envelope_from: "",
+            recipients: &[to],
+            message: &message,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    imap.store_flags(
+        raw,
+        &[uid],
+        &[Flag::Keyword(MDN_SENT.to_owned())],
+        true,
+        None,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The decoded Subject of a message (empty when it has none).

@@ -240,7 +240,20 @@ pub async fn sync(
         let effects = plan_sync(&state, &prepared.request);
         let mut outcomes = Vec::with_capacity(effects.len());
         for effect in &effects {
-            outcomes.push(perform(&mut imap, effect, &prepared, &state, trash.as_deref()).await);
+            let outcome = perform(&mut imap, effect, &prepared, &state, trash.as_deref()).await;
+            // `[receipt] read`: a message the device marked read may ask for a receipt.
+            if let (true, EffectOutcome::Updated(_), BackendEffect::Update { collection, id, .. }) =
+                (eas.send.read_receipt, &outcome, effect)
+            {
+                let read = change_for(&prepared, &state, *collection, id)
+                    .is_some_and(|e| e.read == Some(true));
+                if let (true, Some(raw), Some((_, uid))) =
+                    (read, prepared.raw.as_deref(), uid_of(id))
+                {
+                    super::compose::read_receipt(&mut imap, raw, uid, &eas.send, caller.user).await;
+                }
+            }
+            outcomes.push(outcome);
         }
         // 4. Decide.
         let input = SyncInput {
