@@ -420,6 +420,7 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
         "REQUEST.FULL",
         "REQUEST.TRIMMED",
         "IMAP.COMMAND",
+        "MAIL.DATA",
         "AUTHENTICATION",
         "CONFIGURATION",
         "CONTAINER",

@@ -89,6 +89,7 @@ pub fn to_email(
     prefs: &[BodyPreference],
     version: ProtocolVersion,
 ) -> Email {
+    tracing::debug!(target: "MAIL.DATA", bytes = raw.len(), version = version.as_str(), "message to Email");
     let mut email = Email {
         date_received: Some(format_date(info.internal_date)),
         read: Some(info.seen),

@@ -39,17 +39,24 @@ struct Open {
 
 impl RotatingFile {
     /// Opens (appends to) `path`, creating its directory; rotates past
-    /// `max_bytes` (at least 1 KiB), keeping `keep` compressed files.
+    /// `max_bytes` (at least 1 KiB), keeping `keep` compressed files. A path
+    /// that is not a regular file (`/dev/null`, a pipe) is written but never
+    /// rotated.
     pub fn open(path: impl Into<PathBuf>, max_bytes: u64, keep: usize) -> io::Result<Arc<Self>> {
         let path = path.into();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let written = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let written = meta.len();
         Ok(Arc::new(RotatingFile {
             path,
-            max_bytes: max_bytes.max(1024),
+            max_bytes: if meta.is_file() {
+                max_bytes.max(1024)
+            } else {
+                u64::MAX
+            },
             keep,
             inner: Mutex::new(Open { file, written }),
             pending: Mutex::new(Vec::new()),
@@ -75,6 +82,11 @@ impl RotatingFile {
 
     fn rotate(&self, open: &mut Open) -> io::Result<()> {
         open.file.flush()?;
+        if !fs::symlink_metadata(&self.path)?.is_file() {
+            // Replaced by something else since it was opened: never move it.
+            open.written = 0;
+            return Ok(());
+        }
         let n = ROTATION_NO.fetch_add(1, Ordering::Relaxed);
         let staged = sibling(&self.path, &format!("rotating.{}.{n}", std::process::id()));
         fs::rename(&self.path, &staged)?;
