@@ -340,6 +340,23 @@ fn provisioning_statuses() {
         check(&s, Some(222), ProtocolVersion::V14_1),
         PolicyCheck::Allowed
     );
+    // A provisioned device's Ping without a key is served (as Exchange
+    // does); any other command without a key, or a Ping with a wrong one, is not.
+    let ping = |k: Option<u32>| {
+        check_policy(
+            &s,
+            Command::Ping,
+            k.map(PolicyKey),
+            ProtocolVersion::V12_1,
+            &cfg,
+        )
+    };
+    assert_eq!(ping(None), PolicyCheck::Allowed);
+    assert_eq!(ping(Some(7)), PolicyCheck::Http449);
+    assert_eq!(
+        check(&s, None, ProtocolVersion::V12_1),
+        PolicyCheck::Http449
+    );
     assert_eq!(
         check(&s, Some(7), ProtocolVersion::V14_1),
         PolicyCheck::Status(144)

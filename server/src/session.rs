@@ -67,7 +67,14 @@ struct Loaded {
 #[derive(Debug, Default)]
 struct Slot {
     loaded: Option<Loaded>,
+    /// The device's remembered Sync request, once read from the store
+    /// (`Some(None)`: read, there is none).
+    sync_request: Option<Option<Vec<u8>>>,
 }
+
+/// The store row (a named snapshot) holding a device's last full Sync
+/// request, without its commands, for empty and `Partial` Syncs.
+pub const SYNC_REQUEST_ROW: &str = "sync-request";
 
 /// The per-process registry of device sessions over one [`Store`].
 pub struct Sessions {
@@ -116,6 +123,7 @@ impl Sessions {
         if let Some(loaded) = &guard.loaded {
             if self.store.head(&device).await? != loaded.head {
                 guard.loaded = None;
+                guard.sync_request = None;
             }
         }
         if guard.loaded.is_none() {
@@ -202,6 +210,46 @@ impl DeviceSession<'_> {
     /// The device.
     pub fn device(&self) -> &DeviceKey {
         &self.device
+    }
+
+    /// The device's remembered Sync request (encoded), if any: read from
+    /// the store once, then kept with the device's state.
+    pub async fn remembered_sync_request(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        if let Some(cached) = &self.guard.sync_request {
+            return Ok(cached.clone());
+        }
+        let row = self
+            .sessions
+            .store
+            .get_snapshot(&self.device, SYNC_REQUEST_ROW)
+            .await?
+            .map(|snap| snap.payload);
+        self.guard.sync_request = Some(row.clone());
+        Ok(row)
+    }
+
+    /// Remembers the device's Sync request (encoded); written to the store
+    /// only when it differs from the one remembered.
+    pub async fn remember_sync_request(&mut self, request: Vec<u8>) -> Result<(), SessionError> {
+        if self.remembered_sync_request().await?.as_deref() == Some(request.as_slice()) {
+            return Ok(());
+        }
+        let snap = Snapshot {
+            seq: self.head(),
+            format_version: FORMAT_VERSION_U16,
+            payload: request.clone(),
+        };
+        if let Err(e) = self
+            .sessions
+            .store
+            .put_snapshot(&self.device, SYNC_REQUEST_ROW, snap)
+            .await
+        {
+            self.guard.sync_request = None;
+            return Err(e.into());
+        }
+        self.guard.sync_request = Some(Some(request));
+        Ok(())
     }
 
     /// Appends `events` on top of the current head (all or nothing), then

@@ -49,14 +49,117 @@ pub async fn handle_sync(
         command: Command::Sync,
         reason,
     };
-    let doc = ctx
-        .document
-        .ok_or_else(|| invalid("empty Sync (cached request) not supported".to_owned()))?;
-    let req = SyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let wire = match ctx.document {
+        Some(doc) => {
+            Some(SyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?)
+        }
+        None => None,
+    };
+    let req = match resolve_request(wire, &ctx.caller(), eas).await? {
+        Ok(req) => req,
+        Err(answer) => {
+            return Ok(EasResponse::wbxml(encode_to_vec(
+                &answer.to_element(ctx.version),
+            )))
+        }
+    };
     let res = sync(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
+}
+
+/// Version the remembered request is encoded with (the richest form).
+const REMEMBERED_VERSION: ProtocolVersion = ProtocolVersion::V16_1;
+
+/// The request a Sync stands for ([MS-ASCMD] 2.2.3.125 Partial, 2.2.1.21
+/// empty Sync): an empty body repeats the device's last full request, a
+/// `Partial` one is merged into it (its collections replace or add to the
+/// remembered ones), each remembered collection taking the SyncKey the
+/// device last received. A full request (and the merge) is remembered,
+/// without its commands, in the store (written only when it differs), so
+/// this survives restarts. `Err` is the answer to send instead: Status 13
+/// when nothing is remembered.
+pub async fn resolve_request(
+    wire: Option<SyncRequest>,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+) -> Result<Result<SyncRequest, SyncResponse>, CommandError> {
+    let mut session = eas
+        .sessions
+        .open(caller.device_key()?)
+        .await
+        .map_err(session_error)?;
+    let wire = match wire {
+        Some(req) if !req.partial => {
+            session
+                .remember_sync_request(remembered_form(&req))
+                .await
+                .map_err(session_error)?;
+            return Ok(Ok(req));
+        }
+        wire => wire,
+    };
+    let remembered = session
+        .remembered_sync_request()
+        .await
+        .map_err(session_error)?
+        .and_then(|bytes| {
+            let doc = opush_protocol::wbxml::decode(&bytes).ok()?;
+            SyncRequest::from_element(&doc, REMEMBERED_VERSION).ok()
+        });
+    let Some(mut req) = remembered else {
+        // [MS-ASCMD] Sync Status 13: the request is incomplete; resend it whole.
+        return Ok(Err(SyncResponse {
+            status: Some(SyncStatus::from_code(13)),
+            limit: None,
+            collections: Vec::new(),
+        }));
+    };
+    let state = session.state();
+    for c in &mut req.collections {
+        let latest = CollectionId::parse(&c.collection_id.0)
+            .and_then(|id| state.collections.get(&id))
+            .filter(|col| col.synced)
+            .map(|col| col.last_key);
+        if let Some(key) = latest {
+            c.sync_key = WireKey(key.0.to_string());
+        }
+    }
+    if let Some(partial) = wire {
+        for c in partial.collections {
+            match req
+                .collections
+                .iter_mut()
+                .find(|r| r.collection_id == c.collection_id)
+            {
+                Some(slot) => *slot = c,
+                None => req.collections.push(c),
+            }
+        }
+        req.window_size = partial.window_size.or(req.window_size);
+        req.wait = partial.wait;
+        req.heartbeat_interval = partial.heartbeat_interval;
+        session
+            .remember_sync_request(remembered_form(&req))
+            .await
+            .map_err(session_error)?;
+    }
+    req.partial = false;
+    Ok(Ok(req))
+}
+
+/// A request as remembered: commands dropped (they are not repeated) and
+/// SyncKeys left out (the state knows the latest), so a device repeating
+/// itself causes no write.
+fn remembered_form(req: &SyncRequest) -> Vec<u8> {
+    let mut r = req.clone();
+    r.partial = false;
+    for c in &mut r.collections {
+        c.commands = None;
+        c.sync_key = WireKey("0".to_owned());
+    }
+    encode_to_vec(&r.to_element(REMEMBERED_VERSION))
 }
 
 /// The IMAP item id of a message.

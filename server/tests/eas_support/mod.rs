@@ -15,14 +15,20 @@ use opush_server::session::{Caller, EasServices, Sessions};
 use opush_storage::{StorageConfig, Store};
 use opush_tests::demo_password;
 
-/// EAS services over a new embedded store in `dir` (schema installed).
+/// EAS services over the embedded store in `dir` (schema installed when
+/// the store is new; an existing one is reopened as it is, as after a restart).
 pub async fn services(dir: &tempfile::TempDir) -> EasServices {
     let config = StorageConfig {
         path: dir.path().to_path_buf(),
         ..StorageConfig::default()
     };
     let store = Store::open(&config).await.unwrap();
-    store.install_schema().await.unwrap();
+    if matches!(
+        store.schema_status().await.unwrap(),
+        opush_storage::SchemaStatus::InstallRequired { .. }
+    ) {
+        store.install_schema().await.unwrap();
+    }
     let imap = ImapConfig {
         master_user: Some("opush-master".to_owned()),
         master_password: Some(Secret::new(demo_password())),
