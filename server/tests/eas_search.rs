@@ -1,6 +1,7 @@
 //! Search of the mailbox against the real Dovecot: FreeText matched by IMAP
 //! SEARCH in subject and body, newest first, bounded by Range, with the
-//! messages rendered like Sync renders them.
+//! messages rendered like Sync renders them; a result fetched again by its
+//! LongId (ItemOperations).
 //!
 //! Reserved Dovecot user: load0038.
 
@@ -14,6 +15,9 @@ mod eas_support;
 use eas_support::{caller, services};
 
 use opush_protocol::commands::folder_sync::FolderSyncRequest;
+use opush_protocol::commands::item_operations::{
+    FetchTarget, ItemOperationsRequest, Operation, OperationResult,
+};
 use opush_protocol::commands::items::ApplicationData;
 use opush_protocol::commands::search::{SearchOptions, SearchRequest};
 use opush_protocol::commands::SyncKey;
@@ -21,6 +25,7 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::search as se;
 use opush_protocol::wbxml::Element;
 use opush_server::commands::folder_sync::folder_sync;
+use opush_server::commands::item_operations::item_operations;
 use opush_server::commands::search::search;
 use opush_tests::{unique, RawImap};
 
@@ -109,4 +114,50 @@ async fn free_text_matches_subject_and_body_newest_first() {
     .unwrap();
     assert_eq!(none.total, Some(0));
     assert!(none.results.is_empty());
+
+    // [MS-ASCMD] 2.2.1.10: ItemOperations Fetch of a Search result by LongId.
+    let long_id = all.results[1].long_id.clone().unwrap();
+    let fetch = |long_id: String| ItemOperationsRequest {
+        operations: vec![Operation::Fetch {
+            store: "Mailbox".to_owned(),
+            target: FetchTarget {
+                long_id: Some(long_id),
+                ..FetchTarget::default()
+            },
+            options: None,
+        }],
+    };
+    let res = item_operations(
+        &fetch(long_id.clone()),
+        version,
+        &caller(USER, DEVICE),
+        &eas,
+    )
+    .await
+    .unwrap();
+    match &res.results[0] {
+        OperationResult::Fetch {
+            status,
+            properties: Some(ApplicationData::Email(e)),
+            ..
+        } => {
+            assert_eq!(status.code(), 1);
+            assert_eq!(e.subject.as_deref(), Some("second"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A LongId under another UIDVALIDITY, or of an unknown message: not found.
+    let (coll, item) = long_id.split_once(':').unwrap();
+    let (validity, uid) = item.split_once('/').unwrap();
+    let stale = format!("{coll}:{}/{uid}", validity.parse::<u32>().unwrap() + 1);
+    let gone = format!("{coll}:{validity}/999999");
+    for bad in [stale, gone, "nonsense".to_owned()] {
+        let res = item_operations(&fetch(bad.clone()), version, &caller(USER, DEVICE), &eas)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&res.results[0], OperationResult::Fetch { status, .. } if status.code() == 6),
+            "{bad}: {res:?}"
+        );
+    }
 }

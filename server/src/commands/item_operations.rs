@@ -218,8 +218,10 @@ async fn fetch(
             Some(ApplicationData::Properties(props)),
         ));
     }
+    if let (None, Some(long_id)) = (target.server_id.as_deref(), target.long_id.as_deref()) {
+        return fetch_long_id(imap, state, target, long_id, prefs, version).await;
+    }
     let Some(server_id) = target.server_id.as_deref() else {
-        // LongId (Search) results are not kept: the item is unknown.
         return Ok(fetch_result(
             ItemOperationsStatus::ObjectNotFound,
             target,
@@ -234,6 +236,52 @@ async fn fetch(
         ));
     };
     let email = full_email(imap, Some(&raw), &id, server_id, prefs, version).await?;
+    Ok(fetch_result(
+        ItemOperationsStatus::Success,
+        target,
+        Some(ApplicationData::Email(Box::new(email))),
+    ))
+}
+
+/// Fetch of a Search result by its LongId (`"<CollectionId>:<UIDVALIDITY>/<UID>"`,
+/// as `commands/search.rs` makes them): the message must still be there
+/// under the same UIDVALIDITY, else ObjectNotFound.
+async fn fetch_long_id(
+    imap: &mut PooledSession,
+    state: &DeviceState,
+    target: &FetchTarget,
+    long_id: &str,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+) -> Result<OperationResult, CommandError> {
+    let not_found = || fetch_result(ItemOperationsStatus::ObjectNotFound, target, None);
+    let located = long_id.split_once(':').and_then(|(collection, item)| {
+        let raw = opush_engine::CollectionId::parse(collection)
+            .and_then(|c| state.hierarchy.ids.get(&c))?
+            .0
+            .clone();
+        let id = BackendItemId(item.to_owned());
+        let (validity, uid) = uid_of(&id)?;
+        Some((raw, id, validity, uid))
+    });
+    let Some((raw, id, validity, uid)) = located else {
+        return Ok(not_found());
+    };
+    let mailbox = match imap.select(&raw).await {
+        Ok(m) => m,
+        Err(e) if e.is_retryable() => return Err(imap_error(e)),
+        Err(_) => return Ok(not_found()),
+    };
+    if mailbox.uidvalidity != validity {
+        return Ok(not_found());
+    }
+    match imap.fetch_meta(&raw, &[uid]).await {
+        Ok(metas) if !metas.is_empty() => {}
+        Ok(_) => return Ok(not_found()),
+        Err(e) if e.is_retryable() => return Err(imap_error(e)),
+        Err(_) => return Ok(not_found()),
+    }
+    let email = full_email(imap, Some(&raw), &id, long_id, prefs, version).await?;
     Ok(fetch_result(
         ItemOperationsStatus::Success,
         target,
