@@ -18,7 +18,7 @@ pub struct Decision<R> {
 }
 
 /// Limits and policies chosen by configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     /// WindowSize used when the request has none.
     pub default_window: u32,

@@ -6,6 +6,7 @@
 //! [`FORMAT_VERSION`]); a newer version is rejected with a typed error, never
 //! misread. This module must not interpret events (that is `state`).
 
+use crate::record::DecisionRecord;
 use crate::types::{
     BackendFolderId, BackendItemId, ClientId, CollectionId, Command, Digest, FilterType,
     FolderType, ItemVersion, PolicyKey, ProtocolVersion, ServerId, SyncKey, Timestamp,
@@ -14,7 +15,21 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// Version of the event encoding. Bump it when an event's layout changes and
 /// keep a decoder for every older version.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// History (each version reads every older one):
+/// * 1: the first layout.
+/// * 2: adds [`Event::MailSent`] and [`Event::Decided`] at the end of the
+///   enum. The archived size of `Event` is unchanged and no older variant
+///   changed, so version-1 event bytes decode as they are (checked by
+///   `tests/codec_compat.rs` against golden version-1 bytes); a version-1
+///   binary refuses version-2 records as newer instead of misreading them.
+///   Snapshots: `DeviceState` gained `sent` in this version, so a version-1
+///   snapshot is refused ([`CodecError::UnsupportedVersion`]) and the device
+///   is folded from its events instead.
+///
+/// New variants go at the end of [`Event`] and keep their inline size small
+/// (box large payloads) so the archived size of `Event` does not grow.
+pub const FORMAT_VERSION: u32 = 2;
 
 const EVENT_MAGIC: &[u8; 4] = b"OPEV";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";
@@ -400,6 +415,18 @@ pub enum Event {
         client_id: ClientId,
         /// When the relay accepted it.
         at: Timestamp,
+    },
+    /// A decision's inputs and response (log/replay only; does not change
+    /// sync state). The `events` events that follow it in the log are the
+    /// ones the decision produced, so replay can re-run it (see
+    /// [`crate::redecide`]) and compare both.
+    Decided {
+        /// Request the decision belongs to.
+        req_id: u64,
+        /// Number of events right after this one that the decision produced.
+        events: u32,
+        /// Inputs and response (boxed: keeps `Event` small).
+        record: Box<DecisionRecord>,
     },
 }
 

@@ -15,7 +15,7 @@ use crate::types::{BackendFolderId, CollectionId, FolderType, SyncKey};
 use std::collections::BTreeMap;
 
 /// FolderSync response model.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct FolderSyncResponse {
     /// Status: 1 success, 9 invalid SyncKey ([MS-ASCMD] 2.2.3.177.5).
     pub status: u8,
@@ -216,7 +216,7 @@ fn invalid() -> Decision<FolderSyncResponse> {
 }
 
 /// A device request to change the hierarchy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum FolderOp {
     /// FolderCreate.
     Create {
@@ -250,7 +250,7 @@ pub enum FolderOp {
 }
 
 /// The backend effect of a folder operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum FolderEffect {
     /// Create under `parent`.
     Create {
@@ -278,7 +278,7 @@ pub enum FolderEffect {
 }
 
 /// Outcome of a folder effect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum FolderOutcome {
     /// Created/updated: the folder as the backend now lists it.
     Done(Option<BackendFolder>),
@@ -287,7 +287,7 @@ pub enum FolderOutcome {
 }
 
 /// Status of FolderCreate/Delete/Update ([MS-ASCMD] 2.2.3.177.2-4).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct FolderOpResponse {
     /// 1 success, 2 exists, 3 special folder, 4 not found, 5 parent not
     /// found, 6 server error, 9 invalid SyncKey, 10 malformed request.

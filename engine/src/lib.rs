@@ -84,7 +84,12 @@
 //!   SmartForward: [`check_send`] before submitting, [`decide_sent`] after
 //!   the relay accepted (ClientId dedupe).
 //! * `RequestReceived` and `ResponseSent` are written by the server around
-//!   each request; the engine ignores them when folding (replay uses them).
+//!   each request, and `Decided` (a [`DecisionRecord`]: input, `now`,
+//!   configuration, response) right before the events of each decision.
+//!   Fold rule: these three change no sync state; like every event they only
+//!   count in `DeviceState::applied`. So a log folds to the same sync state
+//!   with or without them, and replay re-runs each `Decided` with
+//!   [`redecide`] on the state folded up to it.
 //! * Snapshots: [`encode_snapshot`] / [`decode_snapshot`] for the whole
 //!   device, [`check_snapshot`] validates without loading.
 //!
@@ -106,6 +111,7 @@ mod folder_sync;
 mod move_items;
 mod ping;
 mod provision;
+mod record;
 mod send;
 mod snapshot;
 mod state;
@@ -130,6 +136,7 @@ pub use ping::{
 pub use provision::{
     check_policy, decide_provision, PolicyCheck, ProvisionRequest, ProvisionResponse,
 };
+pub use record::{redecide, DecisionInput, DecisionOutput, DecisionRecord};
 pub use send::{check_send, decide_sent, SendCheck, MAX_SENT_CLIENT_IDS};
 pub use snapshot::{check_snapshot, decode_snapshot, encode_snapshot};
 pub use state::{

@@ -12,7 +12,7 @@ use crate::sync::Overlay;
 use crate::types::{BackendFolderId, BackendItemId, CollectionId, ServerId};
 
 /// One `<Move>` of a MoveItems request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct MoveRequest {
     /// SrcMsgId.
     pub src: ServerId,
@@ -21,7 +21,7 @@ pub struct MoveRequest {
 }
 
 /// The backend move to perform.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct MoveEffect {
     /// Source collection.
     pub src: CollectionId,
@@ -32,7 +32,7 @@ pub struct MoveEffect {
 }
 
 /// Outcome of a move.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum MoveOutcome {
     /// Moved: the item in the destination.
     Moved(ObservedItem),
@@ -41,7 +41,7 @@ pub enum MoveOutcome {
 }
 
 /// MoveItems Response for one move ([MS-ASCMD] 2.2.3.177.9).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct MoveResponse {
     /// 1 invalid source, 2 invalid destination, 3 success, 4 same
     /// source and destination, 5 failure.

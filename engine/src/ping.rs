@@ -43,7 +43,7 @@ fn count_changes(
 }
 
 /// A Ping request; both fields absent means "same as last time".
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct PingRequest {
     /// HeartbeatInterval in seconds.
     pub heartbeat: Option<u32>,
@@ -52,7 +52,7 @@ pub struct PingRequest {
 }
 
 /// Ping response model ([MS-ASCMD] 2.2.3.177.10).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum PingResponse {
     /// Nothing yet: park until `deadline` (status 1 at expiry) or until the
     /// watcher fires, then call [`ping_changes`] after folding observations.
@@ -161,7 +161,7 @@ pub fn decide_ping(
 }
 
 /// One collection of a GetItemEstimate request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EstimateRequest {
     /// CollectionId.
     pub collection: CollectionId,
@@ -172,7 +172,7 @@ pub struct EstimateRequest {
 }
 
 /// GetItemEstimate response ([MS-ASCMD] 2.2.3.177.6).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EstimateResponse {
     /// 1 success, 2 invalid collection, 3 sync state not primed (SyncKey 0
     /// or never synced), 4 invalid SyncKey.

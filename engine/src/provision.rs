@@ -11,7 +11,7 @@ use crate::state::{DeviceState, PolicyState, WipeState};
 use crate::types::{Command, PolicyKey, ProtocolVersion, Timestamp};
 
 /// Result of checking `X-MS-PolicyKey` before a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicyCheck {
     /// Go on.
     Allowed,
@@ -64,7 +64,7 @@ pub fn check_policy(
 }
 
 /// A Provision request in engine terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ProvisionRequest {
     /// PolicyKey in the request (phase 2 acknowledgement).
     pub policy_key: Option<PolicyKey>,
@@ -75,7 +75,7 @@ pub struct ProvisionRequest {
 }
 
 /// Provision response model ([MS-ASPROV] 2.2.2).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ProvisionResponse {
     /// Provision Status (1 success).
     pub status: u8,

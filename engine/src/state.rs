@@ -630,7 +630,7 @@ impl DeviceState {
 pub fn apply(state: &mut DeviceState, event: &Event) {
     state.applied = state.applied.saturating_add(1);
     match event {
-        Event::RequestReceived { .. } | Event::ResponseSent { .. } => {}
+        Event::RequestReceived { .. } | Event::ResponseSent { .. } | Event::Decided { .. } => {}
         Event::BackendObserved {
             collection,
             at,

@@ -19,7 +19,7 @@ use crate::types::{
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Status values of a Sync collection / command ([MS-ASCMD] 2.2.3.177.17).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncStatus {
     /// 1
     Success,
@@ -50,7 +50,9 @@ impl SyncStatus {
 }
 
 /// The Conflict option ([MS-ASCMD] 2.2.3.34).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum Conflict {
     /// 0: the client object replaces the server object.
     ClientWins,
@@ -60,7 +62,7 @@ pub enum Conflict {
 }
 
 /// A command the device sent inside `<Commands>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ClientCommand {
     /// `<Add>` with the blake3 digest of its ApplicationData.
     Add {
@@ -89,7 +91,7 @@ pub enum ClientCommand {
 }
 
 /// One collection of a Sync request, in engine terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SyncRequest {
     /// CollectionId.
     pub collection: CollectionId,
@@ -108,7 +110,7 @@ pub struct SyncRequest {
 }
 
 /// A backend action the server must perform before `decide_sync`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum BackendEffect {
     /// Create an item from the device's `<Add>` (IMAP APPEND, DAV PUT).
     Create {
@@ -138,7 +140,7 @@ pub enum BackendEffect {
 }
 
 /// What happened when the server performed an effect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum EffectOutcome {
     /// `Create` done: the new item.
     Created(ObservedItem),
@@ -152,7 +154,7 @@ pub enum EffectOutcome {
 
 /// The input of `decide_sync`: the request plus the outcomes of the effects
 /// `plan_sync` returned for it, in the same order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SyncInput {
     /// The request.
     pub request: SyncRequest,
@@ -161,7 +163,7 @@ pub struct SyncInput {
 }
 
 /// The Sync response model for one collection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SyncResponse {
     /// CollectionId.
     pub collection: CollectionId,

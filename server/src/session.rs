@@ -151,13 +151,25 @@ impl Sessions {
     async fn load(&self, device: &DeviceKey) -> Result<Loaded, SessionError> {
         let mut loaded = Loaded::default();
         if let Some(snap) = self.store.get_snapshot(device, SNAPSHOT_NAME).await? {
-            loaded.state = decode_snapshot(&snap.payload).map_err(|e| SessionError::Corrupt {
-                what: "snapshot",
-                seq: snap.seq,
-                reason: e.to_string(),
-            })?;
-            loaded.head = snap.seq;
-            loaded.snapshot_seq = snap.seq;
+            match decode_snapshot(&snap.payload) {
+                Ok(state) => {
+                    loaded.state = state;
+                    loaded.head = snap.seq;
+                    loaded.snapshot_seq = snap.seq;
+                }
+                // A snapshot of an older layout is only a stale cache: fold
+                // the whole log instead (the next commit writes a new one).
+                Err(opush_engine::CodecError::UnsupportedVersion(v)) => {
+                    tracing::info!(device = %device, version = v, "old snapshot layout ignored");
+                }
+                Err(e) => {
+                    return Err(SessionError::Corrupt {
+                        what: "snapshot",
+                        seq: snap.seq,
+                        reason: e.to_string(),
+                    })
+                }
+            }
         }
         let stored = self.store.read_events(device, loaded.head + 1).await?;
         let mut events = Vec::with_capacity(stored.len());

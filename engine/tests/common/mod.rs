@@ -294,11 +294,37 @@ impl Pair {
         }
     }
 
+    /// Logs the decision's inputs right before its events, as the server does.
+    fn record(
+        &mut self,
+        input: DecisionInput,
+        output: DecisionOutput,
+        at: Timestamp,
+        events: &[Event],
+    ) {
+        let record = DecisionRecord {
+            at,
+            config: self.server.config.clone(),
+            input,
+            output,
+        };
+        self.server
+            .append(&[record.into_event(self.req_id, events.len())]);
+    }
+
     pub fn folder_sync(&mut self, backend: &Backend) -> FolderSyncResponse {
         self.server.append(&[Event::HierarchyObserved {
             folders: backend.folder_list(),
         }]);
         let d = decide_folder_sync(&self.server.state, self.device.hierarchy_key);
+        self.record(
+            DecisionInput::FolderSync {
+                sync_key: self.device.hierarchy_key,
+            },
+            DecisionOutput::FolderSync(d.response.clone()),
+            Timestamp(0),
+            &d.events,
+        );
         self.server.append(&d.events);
         if let Some(k) = d.response.sync_key {
             self.device.hierarchy_key = k;
@@ -365,6 +391,12 @@ impl Pair {
         )
         .unwrap();
         assert_eq!(d, again);
+        self.record(
+            DecisionInput::Sync(input),
+            DecisionOutput::Sync(d.response.clone()),
+            Timestamp(now),
+            &d.events,
+        );
         self.server.append(&d.events);
         let r = d.response;
         // Content is fetched after the append, before the response leaves.

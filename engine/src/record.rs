@@ -1,0 +1,274 @@
+//! Decision records: every input one `decide_*` call was given (the
+//! engine-level request, the outcomes of the effects the server carried out,
+//! `now` and the configuration) together with the response it returned, so
+//! that a recorded session can be re-run decision by decision.
+//!
+//! The server logs one [`Event::Decided`] carrying a [`DecisionRecord`]
+//! right before the events that decision produced; [`redecide`] calls the
+//! same `decide_*` function again on the state folded up to that point.
+//! This module decides nothing itself and must not mutate state.
+
+use crate::decision::{Decision, EngineConfig, StepError};
+use crate::event::Event;
+use crate::folder_sync::{
+    decide_folder_op, decide_folder_sync, plan_folder_op, FolderOp, FolderOpResponse,
+    FolderOutcome, FolderSyncResponse,
+};
+use crate::move_items::{decide_move, plan_move, MoveOutcome, MoveRequest, MoveResponse};
+use crate::ping::{
+    decide_get_item_estimate, decide_ping, ping_changes, EstimateRequest, EstimateResponse,
+    PingRequest, PingResponse,
+};
+use crate::provision::{
+    check_policy, decide_provision, PolicyCheck, ProvisionRequest, ProvisionResponse,
+};
+use crate::state::DeviceState;
+use crate::sync::{decide_sync, plan_sync, SyncInput, SyncResponse};
+use crate::types::{CollectionId, Command, PolicyKey, ProtocolVersion, SyncKey, Timestamp};
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// The input of one engine decision: which `decide_*` function and
+/// everything it takes besides the state, `now` and the configuration.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum DecisionInput {
+    /// [`decide_sync`] for one collection (the effects' outcomes included).
+    Sync(SyncInput),
+    /// [`decide_folder_sync`] with the SyncKey presented.
+    FolderSync {
+        /// Hierarchy SyncKey presented.
+        sync_key: SyncKey,
+    },
+    /// FolderCreate/Delete/Update: [`decide_folder_op`] with the outcome of
+    /// the planned effect, or `None` when [`plan_folder_op`] refused it
+    /// (nothing was carried out).
+    FolderOp {
+        /// The operation.
+        op: FolderOp,
+        /// The effect's outcome.
+        outcome: Option<FolderOutcome>,
+    },
+    /// One `<Move>`: [`decide_move`] with the outcome, or `None` when
+    /// [`plan_move`] refused it.
+    Move {
+        /// The move.
+        request: MoveRequest,
+        /// The effect's outcome.
+        outcome: Option<MoveOutcome>,
+    },
+    /// [`decide_provision`] with the policy key the server drew.
+    Provision {
+        /// The request.
+        request: ProvisionRequest,
+        /// The fresh key offered to the decision.
+        new_key: PolicyKey,
+    },
+    /// [`decide_ping`].
+    Ping(PingRequest),
+    /// [`ping_changes`] when a parked Ping's watcher fired.
+    PingChanges {
+        /// Folders watched.
+        folders: Vec<CollectionId>,
+    },
+    /// [`decide_get_item_estimate`] for one collection.
+    GetItemEstimate(EstimateRequest),
+    /// [`check_policy`] before a command.
+    PolicyCheck {
+        /// The command about to run.
+        command: Command,
+        /// `X-MS-PolicyKey`.
+        header_key: Option<PolicyKey>,
+        /// MS-ASProtocolVersion.
+        version: ProtocolVersion,
+    },
+}
+
+impl DecisionInput {
+    /// A short name for transcripts and divergence reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DecisionInput::Sync(_) => "Sync",
+            DecisionInput::FolderSync { .. } => "FolderSync",
+            DecisionInput::FolderOp { op, .. } => match op {
+                FolderOp::Create { .. } => "FolderCreate",
+                FolderOp::Delete { .. } => "FolderDelete",
+                FolderOp::Update { .. } => "FolderUpdate",
+            },
+            DecisionInput::Move { .. } => "MoveItems",
+            DecisionInput::Provision { .. } => "Provision",
+            DecisionInput::Ping(_) => "Ping",
+            DecisionInput::PingChanges { .. } => "PingChanges",
+            DecisionInput::GetItemEstimate(_) => "GetItemEstimate",
+            DecisionInput::PolicyCheck { .. } => "PolicyCheck",
+        }
+    }
+}
+
+/// The response model a decision returned (the same variants as
+/// [`DecisionInput`]).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum DecisionOutput {
+    /// Sync, one collection.
+    Sync(SyncResponse),
+    /// FolderSync.
+    FolderSync(FolderSyncResponse),
+    /// FolderCreate/Delete/Update.
+    FolderOp(FolderOpResponse),
+    /// One move.
+    Move(MoveResponse),
+    /// Provision.
+    Provision(ProvisionResponse),
+    /// Ping.
+    Ping(PingResponse),
+    /// Folders with changes.
+    PingChanges(Vec<CollectionId>),
+    /// GetItemEstimate, one collection.
+    GetItemEstimate(EstimateResponse),
+    /// The policy check.
+    PolicyCheck(PolicyCheck),
+}
+
+/// One decision as the log keeps it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// The `now` the decision was given.
+    pub at: Timestamp,
+    /// The configuration in force.
+    pub config: EngineConfig,
+    /// The input.
+    pub input: DecisionInput,
+    /// The response model it returned.
+    pub output: DecisionOutput,
+}
+
+impl DecisionRecord {
+    /// The [`Event::Decided`] for this record, announcing that the next
+    /// `n_events` events of the log are the ones the decision produced.
+    pub fn into_event(self, req_id: u64, n_events: usize) -> Event {
+        Event::Decided {
+            req_id,
+            events: u32::try_from(n_events).unwrap_or(u32::MAX),
+            record: Box::new(self),
+        }
+    }
+}
+
+/// Runs the decision described by `record` again on `state` (the state
+/// folded up to the `Decided` event): the response model and the events, to
+/// compare with what was recorded. Pure, like every `decide_*`.
+pub fn redecide(
+    state: &DeviceState,
+    record: &DecisionRecord,
+) -> Result<Decision<DecisionOutput>, StepError> {
+    let now = record.at;
+    let config = &record.config;
+    let plain = |response: DecisionOutput| Decision {
+        response,
+        events: Vec::new(),
+    };
+    Ok(match &record.input {
+        DecisionInput::Sync(input) => {
+            let planned = plan_sync(state, &input.request).len();
+            if planned != input.outcomes.len() {
+                return Err(StepError::OutcomeMismatch {
+                    expected: planned,
+                    got: input.outcomes.len(),
+                });
+            }
+            map(
+                decide_sync(state, input, now, config)?,
+                DecisionOutput::Sync,
+            )
+        }
+        DecisionInput::FolderSync { sync_key } => map(
+            decide_folder_sync(state, *sync_key),
+            DecisionOutput::FolderSync,
+        ),
+        DecisionInput::FolderOp { op, outcome } => match (outcome, plan_folder_op(state, op)) {
+            (Some(o), Ok(_)) => map(decide_folder_op(state, op, o), DecisionOutput::FolderOp),
+            (None, Err(r)) => plain(DecisionOutput::FolderOp(r)),
+            // A refused plan never has an outcome and an accepted one always does.
+            (Some(_), Err(_)) => {
+                return Err(StepError::OutcomeMismatch {
+                    expected: 0,
+                    got: 1,
+                })
+            }
+            (None, Ok(_)) => {
+                return Err(StepError::OutcomeMismatch {
+                    expected: 1,
+                    got: 0,
+                })
+            }
+        },
+        DecisionInput::Move { request, outcome } => match (outcome, plan_move(state, request)) {
+            (Some(o), Ok(_)) => map(decide_move(state, request, o)?, DecisionOutput::Move),
+            (None, Err(r)) => plain(DecisionOutput::Move(r)),
+            (Some(_), Err(_)) => {
+                return Err(StepError::OutcomeMismatch {
+                    expected: 0,
+                    got: 1,
+                })
+            }
+            (None, Ok(_)) => {
+                return Err(StepError::OutcomeMismatch {
+                    expected: 1,
+                    got: 0,
+                })
+            }
+        },
+        DecisionInput::Provision { request, new_key } => map(
+            decide_provision(state, request, *new_key, now, config),
+            DecisionOutput::Provision,
+        ),
+        DecisionInput::Ping(request) => map(
+            decide_ping(state, request, now, config),
+            DecisionOutput::Ping,
+        ),
+        DecisionInput::PingChanges { folders } => plain(DecisionOutput::PingChanges(ping_changes(
+            state, folders, now,
+        ))),
+        DecisionInput::GetItemEstimate(request) => plain(DecisionOutput::GetItemEstimate(
+            decide_get_item_estimate(state, request, now),
+        )),
+        DecisionInput::PolicyCheck {
+            command,
+            header_key,
+            version,
+        } => plain(DecisionOutput::PolicyCheck(check_policy(
+            state,
+            *command,
+            *header_key,
+            *version,
+            config,
+        ))),
+    })
+}
+
+fn map<R>(d: Decision<R>, f: impl FnOnce(R) -> DecisionOutput) -> Decision<DecisionOutput> {
+    Decision {
+        response: f(d.response),
+        events: d.events,
+    }
+}
+
+macro_rules! output_from {
+    ($($ty:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$ty> for DecisionOutput {
+            fn from(r: $ty) -> DecisionOutput {
+                DecisionOutput::$variant(r)
+            }
+        })*
+    };
+}
+
+output_from! {
+    SyncResponse => Sync,
+    FolderSyncResponse => FolderSync,
+    FolderOpResponse => FolderOp,
+    MoveResponse => Move,
+    ProvisionResponse => Provision,
+    PingResponse => Ping,
+    Vec<CollectionId> => PingChanges,
+    EstimateResponse => GetItemEstimate,
+    PolicyCheck => PolicyCheck,
+}
