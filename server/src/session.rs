@@ -4,16 +4,21 @@
 //! process; a snapshot every `snapshot_every` events.
 //!
 //! Exists so every command handler follows lifecycle steps 3 and 5 of
-//! `docs/DESIGN.md` the same way. It must not decide anything (that is
+//! `docs/DESIGN.md` the same way, and records its request the same way: a
+//! [`Recorder`] collects `RequestReceived`, the observations and one
+//! `Decided` (inputs, `now`, configuration, response) before each
+//! decision's events, so `opush replay` can re-run every decision. It must not decide anything (that is
 //! `engine`) nor talk to the backends. A failed append changes nothing in
 //! memory: the cached state is dropped and re-read from the store on the
 //! next request, so another node's write (a `Conflict`) is never hidden.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opush_engine::{
-    decode_event, decode_snapshot, encode_event, encode_snapshot, fold, DeviceState, Event,
+    decode_event, decode_snapshot, encode_event, encode_snapshot, fold, Decision, DecisionInput,
+    DecisionOutput, DecisionRecord, DeviceState, Digest, Event,
 };
 use opush_storage::{AppendBatch, DeviceKey, Snapshot, StorageError, Store};
 
@@ -315,6 +320,227 @@ impl DeviceSession<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl DeviceSession<'_> {
+    /// Commits what `rec` collected (`RequestReceived` first, then the
+    /// observations and decisions in order) and marks the request as
+    /// recorded, so its `ResponseSent` is logged after the answer.
+    pub async fn commit_request(&mut self, rec: Recorder) -> Result<(), SessionError> {
+        self.commit(&rec.events).await?;
+        if rec
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::RequestReceived { .. }))
+        {
+            rec.meta.recorded.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+tokio::task_local! {
+    /// The request being served by this task (set by the command dispatch).
+    static REQUEST: RequestMeta;
+}
+
+/// One request as the device log records it: id, arrival time, command,
+/// protocol version and the digest of its body (bodies stay out of the log).
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    /// Server-chosen id, unique within the process and increasing.
+    pub req_id: u64,
+    /// Arrival time: the `now` of every decision of the request.
+    pub at: opush_engine::Timestamp,
+    /// The command.
+    pub command: opush_engine::Command,
+    /// MS-ASProtocolVersion.
+    pub protocol_version: opush_engine::ProtocolVersion,
+    /// blake3 of the request body as received.
+    pub request: Digest,
+    recorded: Arc<AtomicBool>,
+}
+
+impl RequestMeta {
+    /// A request arriving now.
+    pub fn new(
+        command: opush_protocol::query::Command,
+        version: opush_protocol::version::ProtocolVersion,
+        body: &[u8],
+    ) -> RequestMeta {
+        let at = now();
+        RequestMeta {
+            req_id: next_request_id(at),
+            at,
+            command: engine_command(command),
+            protocol_version: engine_version(version),
+            request: Digest::of(body),
+            recorded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Runs `f` as this request: every [`Recorder`] created inside uses it.
+    pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
+        REQUEST.scope(self, f).await
+    }
+
+    /// The request of the current task, if it runs inside [`RequestMeta::scope`].
+    pub fn current() -> Option<RequestMeta> {
+        REQUEST.try_with(Clone::clone).ok()
+    }
+
+    /// Whether a handler committed this request's `RequestReceived`.
+    pub fn was_recorded(&self) -> bool {
+        self.recorded.load(Ordering::Acquire)
+    }
+
+    /// The `RequestReceived` event.
+    pub fn received(&self) -> Event {
+        Event::RequestReceived {
+            req_id: self.req_id,
+            at: self.at,
+            command: self.command,
+            protocol_version: self.protocol_version,
+            request: self.request,
+        }
+    }
+}
+
+/// A request id: the arrival time in microseconds, bumped past the last id
+/// handed out so ids never repeat within the process.
+fn next_request_id(at: opush_engine::Timestamp) -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let wanted = at.0.saturating_mul(1000);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let id = wanted.max(prev.saturating_add(1));
+        match LAST.compare_exchange_weak(prev, id, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return id,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+/// Collects what one request records in the device log, in order, on a
+/// working copy of the device state: `RequestReceived` (once per request),
+/// observations ([`Recorder::observed`]) and decisions
+/// ([`Recorder::decided`]: a `Decided` event, then the decision's events).
+/// [`DeviceSession::commit_request`] appends it all at once.
+///
+/// Every handler that asks the engine for a decision goes through it:
+/// `let mut rec = Recorder::new(&session, eas, Command::X);`, then
+/// `rec.observed(ev)` / `rec.decided(input, decision)`, then
+/// `session.commit_request(rec)`. Outside [`RequestMeta::scope`] (tests and
+/// tools calling a handler's core function) the request is recorded as a
+/// 14.1 request with an empty body digest.
+#[derive(Debug)]
+pub struct Recorder {
+    meta: RequestMeta,
+    config: opush_engine::EngineConfig,
+    state: DeviceState,
+    events: Vec<Event>,
+}
+
+impl Recorder {
+    /// Starts recording on a copy of `session`'s state.
+    pub fn new(
+        session: &DeviceSession<'_>,
+        eas: &EasServices,
+        command: opush_protocol::query::Command,
+    ) -> Recorder {
+        let meta = RequestMeta::current().unwrap_or_else(|| {
+            RequestMeta::new(
+                command,
+                opush_protocol::version::ProtocolVersion::V14_1,
+                &[],
+            )
+        });
+        let events = if meta.was_recorded() {
+            Vec::new()
+        } else {
+            vec![meta.received()]
+        };
+        Recorder {
+            meta,
+            config: eas.engine.clone(),
+            state: session.state().clone(),
+            events,
+        }
+    }
+
+    /// The working state: the session's plus everything recorded so far.
+    pub fn state(&self) -> &DeviceState {
+        &self.state
+    }
+
+    /// The request's time, the `now` to give the engine.
+    pub fn at(&self) -> opush_engine::Timestamp {
+        self.meta.at
+    }
+
+    /// The request id (for `BackendObserved`).
+    pub fn req_id(&self) -> u64 {
+        self.meta.req_id
+    }
+
+    /// Records an observation (or any input event) and folds it.
+    pub fn observed(&mut self, event: Event) {
+        fold(&mut self.state, std::slice::from_ref(&event));
+        self.events.push(event);
+    }
+
+    /// Records a decision made on [`Recorder::state`] at [`Recorder::at`]
+    /// from `input`: `Decided`, then its events (folded); returns the response.
+    pub fn decided<R: Clone + Into<DecisionOutput>>(
+        &mut self,
+        input: DecisionInput,
+        decision: Decision<R>,
+    ) -> R {
+        let record = DecisionRecord {
+            at: self.meta.at,
+            config: self.config.clone(),
+            input,
+            output: decision.response.clone().into(),
+        };
+        self.events
+            .push(record.into_event(self.meta.req_id, decision.events.len()));
+        fold(&mut self.state, &decision.events);
+        self.events.extend(decision.events);
+        decision.response
+    }
+
+    /// Whether anything besides `RequestReceived` was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.events
+            .iter()
+            .all(|e| matches!(e, Event::RequestReceived { .. }))
+    }
+}
+
+/// Logs `ResponseSent` for a request whose handler recorded it (best
+/// effort: the answer is already decided; a failure is only logged).
+pub async fn record_response(
+    eas: &EasServices,
+    device: DeviceKey,
+    meta: &RequestMeta,
+    status: u16,
+    body: &[u8],
+) {
+    if !meta.was_recorded() {
+        return;
+    }
+    let event = Event::ResponseSent {
+        req_id: meta.req_id,
+        status,
+        digest: Digest::of(body),
+    };
+    let done = match eas.sessions.open(device).await {
+        Ok(mut session) => session.commit(&[event]).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = done {
+        tracing::warn!(req_id = meta.req_id, error = %e, "ResponseSent not recorded");
     }
 }
 

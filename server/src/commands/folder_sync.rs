@@ -9,7 +9,8 @@
 //! folder simply get no such folder.
 
 use opush_engine::{
-    decide_folder_sync, BackendFolder, BackendFolderId, Event, FolderChange, FolderType, SyncKey,
+    decide_folder_sync, BackendFolder, BackendFolderId, DecisionInput, Event, FolderChange,
+    FolderType, SyncKey,
 };
 use opush_protocol::commands::folder_sync::{
     Folder as WireFolder, FolderChange as WireChange, FolderSyncRequest, FolderSyncResponse,
@@ -21,7 +22,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{Folder as ImapFolder, SpecialUse};
-use crate::session::{imap_error, session_error, Caller, EasServices};
+use crate::session::{imap_error, session_error, Caller, EasServices, Recorder};
 
 /// The folders a device sees: selectable, and subscribed unless special
 /// (INBOX and the special folders are always shown).
@@ -95,7 +96,7 @@ pub async fn folder_sync(
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
-    let mut events = Vec::new();
+    let mut rec = Recorder::new(&session, eas, Command::FolderSync);
     let known = session
         .state()
         .hierarchy
@@ -104,15 +105,12 @@ pub async fn folder_sync(
         .map(|(id, f)| (id, &f.name, &f.parent, f.folder_type));
     // Record the listing only when it differs from what the log already says.
     if known.ne(observed_sorted(&observed)) {
-        events.push(Event::HierarchyObserved { folders: observed });
+        rec.observed(Event::HierarchyObserved { folders: observed });
     }
-    // Decide on the state as it will be once the observation is recorded.
-    let mut state = session.state().clone();
-    opush_engine::fold(&mut state, &events);
-    let decision = decide_folder_sync(&state, key);
-    events.extend(decision.events);
-    session.commit(&events).await.map_err(session_error)?;
-    let r = decision.response;
+    // Decide on the state as it is once the observation is recorded.
+    let decision = decide_folder_sync(rec.state(), key);
+    let r = rec.decided(DecisionInput::FolderSync { sync_key: key }, decision);
+    session.commit_request(rec).await.map_err(session_error)?;
     if r.status != 1 {
         return Ok(status_only(FolderSyncStatus::from_code(r.status.into())));
     }
@@ -191,15 +189,25 @@ pub(crate) async fn folder_op(
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
-    let mut state = session.state().clone();
-    let mut events = vec![Event::HierarchyObserved {
+    let mut rec = Recorder::new(&session, eas, folder_command(op));
+    rec.observed(Event::HierarchyObserved {
         folders: backend_folders(&listed),
-    }];
-    opush_engine::fold(&mut state, &events);
-    let effect = match plan_folder_op(&state, op) {
+    });
+    let effect = match plan_folder_op(rec.state(), op) {
         Ok(effect) => effect,
         Err(res) => {
-            session.commit(&events).await.map_err(session_error)?;
+            let input = DecisionInput::FolderOp {
+                op: op.clone(),
+                outcome: None,
+            };
+            let res = rec.decided(
+                input,
+                opush_engine::Decision {
+                    response: res,
+                    events: Vec::new(),
+                },
+            );
+            session.commit_request(rec).await.map_err(session_error)?;
             return Ok(res);
         }
     };
@@ -242,10 +250,23 @@ pub(crate) async fn folder_op(
             finish(&mut imap, done, &raw).await
         }
     };
-    let decision = decide_folder_op(&state, op, &outcome);
-    events.extend(decision.events);
-    session.commit(&events).await.map_err(session_error)?;
-    Ok(decision.response)
+    let decision = decide_folder_op(rec.state(), op, &outcome);
+    let input = DecisionInput::FolderOp {
+        op: op.clone(),
+        outcome: Some(outcome),
+    };
+    let res = rec.decided(input, decision);
+    session.commit_request(rec).await.map_err(session_error)?;
+    Ok(res)
+}
+
+/// The wire command of a folder operation.
+fn folder_command(op: &opush_engine::FolderOp) -> Command {
+    match op {
+        opush_engine::FolderOp::Create { .. } => Command::FolderCreate,
+        opush_engine::FolderOp::Delete { .. } => Command::FolderDelete,
+        opush_engine::FolderOp::Update { .. } => Command::FolderUpdate,
+    }
 }
 
 /// The folder as IMAP lists it after a create/rename.

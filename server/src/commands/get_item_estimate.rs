@@ -6,7 +6,8 @@
 //! has no events); only the observation is recorded.
 
 use opush_engine::{
-    decide_get_item_estimate, fold, CollectionId, EstimateRequest, FilterType, SyncKey,
+    decide_get_item_estimate, CollectionId, Decision, DecisionInput, EstimateRequest, FilterType,
+    SyncKey,
 };
 use opush_protocol::commands::get_item_estimate::{
     EstimateResponse, GetItemEstimateRequest, GetItemEstimateResponse,
@@ -18,7 +19,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::sync::observe;
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::{now, session_error, Caller, EasServices};
+use crate::session::{session_error, Caller, EasServices, Recorder};
 
 /// Handles `Cmd=GetItemEstimate`.
 pub async fn handle_get_item_estimate(
@@ -52,9 +53,8 @@ pub async fn get_item_estimate(
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
-    let mut state = session.state().clone();
-    let at = now();
-    let mut events = Vec::new();
+    let mut rec = Recorder::new(&session, eas, Command::GetItemEstimate);
+    let at = rec.at();
     let mut imap = None;
     let mut responses = Vec::with_capacity(req.collections.len());
     for c in &req.collections {
@@ -69,8 +69,15 @@ pub async fn get_item_estimate(
             });
             continue;
         };
-        if let Some(raw) = state.hierarchy.ids.get(&collection).map(|b| b.0.clone()) {
-            if state
+        if let Some(raw) = rec
+            .state()
+            .hierarchy
+            .ids
+            .get(&collection)
+            .map(|b| b.0.clone())
+        {
+            if rec
+                .state()
                 .collections
                 .get(&collection)
                 .is_some_and(|col| col.synced)
@@ -79,10 +86,10 @@ pub async fn get_item_estimate(
                     imap = Some(eas.imap_for(caller).await?);
                 }
                 if let Some(session) = imap.as_mut() {
-                    let ev = observe(session, &raw, collection, &state, at.0, at).await?;
+                    let ev =
+                        observe(session, &raw, collection, rec.state(), rec.req_id(), at).await?;
                     if let Some(ev) = ev {
-                        fold(&mut state, std::slice::from_ref(&ev));
-                        events.push(ev);
+                        rec.observed(ev);
                     }
                 }
             }
@@ -93,14 +100,18 @@ pub async fn get_item_estimate(
             .and_then(|o| o.filter_type)
             .or(c.filter_type)
             .and_then(FilterType::from_u8);
-        let r = decide_get_item_estimate(
-            &state,
-            &EstimateRequest {
-                collection,
-                sync_key,
-                filter,
+        let request = EstimateRequest {
+            collection,
+            sync_key,
+            filter,
+        };
+        let response = decide_get_item_estimate(rec.state(), &request, at);
+        let r = rec.decided(
+            DecisionInput::GetItemEstimate(request),
+            Decision {
+                response,
+                events: Vec::new(),
             },
-            at,
         );
         responses.push(EstimateResponse {
             status: GetItemEstimateStatus::from_code(r.status.into()),
@@ -109,6 +120,6 @@ pub async fn get_item_estimate(
             estimate: r.estimate.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         });
     }
-    session.commit(&events).await.map_err(session_error)?;
+    session.commit_request(rec).await.map_err(session_error)?;
     Ok(GetItemEstimateResponse { responses })
 }

@@ -191,7 +191,29 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
         | Command::ValidateCert
         | Command::Find => return Err(CommandError::NotImplemented(command)),
     };
-    crate::obs::timed(crate::obs::command_category(command), handler).await
+    // Every request runs as a recorded request: handlers that record a
+    // decision (`session::Recorder`) log `RequestReceived` with it, and
+    // `ResponseSent` follows once the answer is known.
+    let meta = crate::session::RequestMeta::new(command, ctx.version, ctx.body);
+    let res = meta
+        .clone()
+        .scope(crate::obs::timed(
+            crate::obs::command_category(command),
+            handler,
+        ))
+        .await;
+    if meta.was_recorded() {
+        if let Ok(device) = crate::session::device_key(&ctx.user.user, &ctx.request.device_id) {
+            let (status, body) = match &res {
+                Ok(r) => (r.http_status, r.body.as_slice()),
+                // The HTTP layer maps the error (`crate::error`); the log
+                // keeps 0: "failed after recording".
+                Err(_) => (0, &[][..]),
+            };
+            crate::session::record_response(eas, device, &meta, status, body).await;
+        }
+    }
+    res
 }
 
 /// True when the command's request body is WBXML at this protocol version

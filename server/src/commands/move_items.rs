@@ -7,7 +7,8 @@
 //! the IMAP move. It must not answer before the events are durable.
 
 use opush_engine::{
-    decide_move, plan_move, CollectionId, MoveOutcome, MoveRequest, ObservedItem, ServerId,
+    decide_move, plan_move, CollectionId, Decision, DecisionInput, MoveOutcome, MoveRequest,
+    ObservedItem, ServerId,
 };
 use opush_protocol::commands::move_items::{MoveItemsRequest, MoveItemsResponse, MoveResult};
 use opush_protocol::commands::ServerId as WireServerId;
@@ -18,7 +19,7 @@ use opush_protocol::wbxml::encode_to_vec;
 use super::sync::{item_id, uid_of, version_of};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::PooledSession;
-use crate::session::{session_error, Caller, EasServices};
+use crate::session::{session_error, Caller, EasServices, Recorder};
 
 /// Handles `Cmd=MoveItems`.
 pub async fn handle_move_items(
@@ -51,9 +52,8 @@ pub async fn move_items(
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
-    let mut state = session.state().clone();
+    let mut rec = Recorder::new(&session, eas, Command::MoveItems);
     let mut imap = eas.imap_for(caller).await?;
-    let mut events = Vec::new();
     let mut responses = Vec::with_capacity(req.moves.len());
     for m in &req.moves {
         let fail = |status: u16| MoveResult {
@@ -73,13 +73,29 @@ pub async fn move_items(
             continue;
         };
         let engine_req = MoveRequest { src, dst };
-        let outcome = match plan_move(&state, &engine_req) {
+        let outcome = match plan_move(rec.state(), &engine_req) {
             Err(r) => {
+                let input = DecisionInput::Move {
+                    request: engine_req,
+                    outcome: None,
+                };
+                let r = rec.decided(
+                    input,
+                    Decision {
+                        response: r,
+                        events: Vec::new(),
+                    },
+                );
                 responses.push(fail(r.status.into()));
                 continue;
             }
             Ok(effect) => {
-                let src_raw = state.hierarchy.ids.get(&effect.src).map(|b| b.0.clone());
+                let src_raw = rec
+                    .state()
+                    .hierarchy
+                    .ids
+                    .get(&effect.src)
+                    .map(|b| b.0.clone());
                 match src_raw {
                     Some(src_raw) => {
                         perform(&mut imap, &src_raw, &effect.id, &effect.dst_folder.0).await
@@ -88,18 +104,20 @@ pub async fn move_items(
                 }
             }
         };
-        let decision = decide_move(&state, &engine_req, &outcome)
+        let decision = decide_move(rec.state(), &engine_req, &outcome)
             .map_err(|e| CommandError::BackendUnavailable(format!("move plan mismatch: {e}")))?;
-        opush_engine::fold(&mut state, &decision.events);
-        events.extend(decision.events);
-        let r = decision.response;
+        let input = DecisionInput::Move {
+            request: engine_req,
+            outcome: Some(outcome),
+        };
+        let r = rec.decided(input, decision);
         responses.push(MoveResult {
             src_msg_id: m.src_msg_id.clone(),
             status: MoveItemsStatus::from_code(r.status.into()),
             dst_msg_id: r.dst.map(|d| WireServerId(d.to_string())),
         });
     }
-    session.commit(&events).await.map_err(session_error)?;
+    session.commit_request(rec).await.map_err(session_error)?;
     let res = MoveItemsResponse { responses };
     crate::obs::summary::move_items(req, &res);
     Ok(res)

@@ -7,7 +7,7 @@
 //! renders. It must not check the policy key of other commands (that is the
 //! provisioning gate in `crate::device` / `engine::check_policy`).
 
-use opush_engine::{decide_provision, PolicyKey, ProvisionRequest as EngineRequest};
+use opush_engine::{decide_provision, DecisionInput, PolicyKey, ProvisionRequest as EngineRequest};
 use opush_protocol::commands::provision::{
     PolicyData, PolicyResponse, ProvisionRequest, ProvisionResponse, POLICY_TYPE_WBXML,
     POLICY_TYPE_XML,
@@ -20,7 +20,7 @@ use opush_protocol::wbxml::tags::provision as pv;
 use opush_protocol::wbxml::{encode_to_vec, Element};
 
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::{now, session_error, Caller, EasServices};
+use crate::session::{session_error, Caller, EasServices, Recorder};
 
 /// The `EASProvisionDoc` settings of a policy, in document order, from
 /// `(setting, value)` pairs such as `(provision::MIN_DEVICE_PASSWORD_LENGTH, "4")`.
@@ -132,8 +132,10 @@ pub async fn provision(
             .or(req.account_only_remote_wipe_status),
     };
     let new_key = PolicyKey(new_policy_key()?);
-    let decision = decide_provision(session.state(), &engine_req, new_key, now(), &eas.engine);
+    let mut rec = Recorder::new(&session, eas, Command::Provision);
+    let decision = decide_provision(rec.state(), &engine_req, new_key, rec.at(), &eas.engine);
     if !known_type && req.remote_wipe_status.is_none() && !decision.response.remote_wipe {
+        // The decision is not used: nothing is recorded.
         return Ok(ProvisionResponse {
             status: ProvisionStatus::Success,
             device_information_status: req.device_information.as_ref().map(|_| 1),
@@ -147,11 +149,12 @@ pub async fn provision(
             account_only_remote_wipe: false,
         });
     }
-    session
-        .commit(&decision.events)
-        .await
-        .map_err(session_error)?;
-    let r = decision.response;
+    let input = DecisionInput::Provision {
+        request: engine_req,
+        new_key,
+    };
+    let r = rec.decided(input, decision);
+    session.commit_request(rec).await.map_err(session_error)?;
     let policy = r.policy_status.map(|status| PolicyResponse {
         policy_type: wanted_type.clone(),
         status: PolicyStatus::from_code(status.into()),

@@ -13,9 +13,9 @@
 //! SyncKey gets the same answer.
 
 use opush_engine::{
-    decide_sync, fold, plan_sync, BackendEffect, BackendItemId, ClientCommand as EngineCommand,
-    CollectionId, Conflict, Digest, EffectOutcome, Event, FilterType, ItemVersion, Observation,
-    ObservationKind, ObservedItem, ReplyKind, ServerChange, ServerId, SyncInput,
+    decide_sync, plan_sync, BackendEffect, BackendItemId, ClientCommand as EngineCommand,
+    CollectionId, Conflict, DecisionInput, Digest, EffectOutcome, Event, FilterType, ItemVersion,
+    Observation, ObservationKind, ObservedItem, ReplyKind, ServerChange, ServerId, SyncInput,
     SyncKey as EngineKey, SyncRequest as EngineRequest, SyncStatus as EngineStatus, Timestamp,
 };
 use opush_protocol::commands::airsyncbase::BodyPreference;
@@ -35,7 +35,7 @@ use opush_protocol::wbxml::encode_to_vec;
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{Flag, Flags, MessageMeta, PooledSession, SpecialUse};
 use crate::email::{to_email, MessageInfo};
-use crate::session::{imap_error, now, session_error, Caller, EasServices};
+use crate::session::{imap_error, session_error, Caller, EasServices, Recorder};
 
 /// Largest message fetched for rendering; bigger ones are sent without body.
 pub const MAX_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
@@ -318,15 +318,14 @@ pub async fn sync(
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
-    let mut state = session.state().clone();
+    let mut rec = Recorder::new(&session, eas, Command::Sync);
     let mut imap = eas.imap_for(caller).await?;
     let trash = trash_folder(&mut imap).await?;
-    let at = now();
-    let req_id = at.0;
-    let mut events: Vec<Event> = Vec::new();
+    let at = rec.at();
+    let req_id = rec.req_id();
     let mut answers = Vec::new();
     for wire in &req.collections {
-        let prepared = prepare(wire, &state, req.window_size);
+        let prepared = prepare(wire, rec.state(), req.window_size);
         let Some(prepared) = prepared else {
             answers.push((wire, None, None));
             continue;
@@ -334,21 +333,21 @@ pub async fn sync(
         // 2. Observe.
         if let Some(raw) = &prepared.raw {
             let collection = prepared.request.collection;
-            if let Some(ev) = observe(&mut imap, raw, collection, &state, req_id, at).await? {
-                fold(&mut state, std::slice::from_ref(&ev));
-                events.push(ev);
+            if let Some(ev) = observe(&mut imap, raw, collection, rec.state(), req_id, at).await? {
+                rec.observed(ev);
             }
         }
         // 3. Carry out the device's changes.
-        let effects = plan_sync(&state, &prepared.request);
+        let effects = plan_sync(rec.state(), &prepared.request);
         let mut outcomes = Vec::with_capacity(effects.len());
         for effect in &effects {
-            let outcome = perform(&mut imap, effect, &prepared, &state, trash.as_deref()).await;
+            let outcome =
+                perform(&mut imap, effect, &prepared, rec.state(), trash.as_deref()).await;
             // `[receipt] read`: a message the device marked read may ask for a receipt.
             if let (true, EffectOutcome::Updated(_), BackendEffect::Update { collection, id, .. }) =
                 (eas.send.read_receipt, &outcome, effect)
             {
-                let read = change_for(&prepared, &state, *collection, id)
+                let read = change_for(&prepared, rec.state(), *collection, id)
                     .is_some_and(|e| e.read == Some(true));
                 if let (true, Some(raw), Some((_, uid))) =
                     (read, prepared.raw.as_deref(), uid_of(id))
@@ -363,14 +362,13 @@ pub async fn sync(
             request: prepared.request,
             outcomes,
         };
-        let decision = decide_sync(&state, &input, at, &eas.engine)
+        let decision = decide_sync(rec.state(), &input, at, &eas.engine)
             .map_err(|e| CommandError::BackendUnavailable(format!("sync plan mismatch: {e}")))?;
-        fold(&mut state, &decision.events);
-        events.extend(decision.events);
-        answers.push((wire, Some(prepared.raw), Some(decision.response)));
+        let response = rec.decided(DecisionInput::Sync(input), decision);
+        answers.push((wire, Some(prepared.raw), Some(response)));
     }
     // 5. Record before answering.
-    session.commit(&events).await.map_err(session_error)?;
+    session.commit_request(rec).await.map_err(session_error)?;
     drop(session);
     // 7. Fetch and render.
     let mut collections = Vec::with_capacity(answers.len());
