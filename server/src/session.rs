@@ -510,6 +510,23 @@ impl Recorder {
         decision.response
     }
 
+    /// Like [`Recorder::decided`] for a decision made later than the
+    /// request (a parked Ping's re-check): `decide` runs on the working
+    /// state and the record carries `at` as its `now`.
+    pub fn decided_at<R: Clone + Into<DecisionOutput>>(
+        &mut self,
+        input: DecisionInput,
+        at: opush_engine::Timestamp,
+        decide: impl FnOnce(&DeviceState) -> Decision<R>,
+    ) -> R {
+        let decision = decide(&self.state);
+        let saved = self.meta.at;
+        self.meta.at = at;
+        let response = self.decided(input, decision);
+        self.meta.at = saved;
+        response
+    }
+
     /// Whether anything besides `RequestReceived` was recorded.
     pub fn is_empty(&self) -> bool {
         self.events

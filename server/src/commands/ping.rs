@@ -22,9 +22,12 @@
 
 use std::time::Duration;
 
-use opush_engine::{decide_ping, fold, ping_changes, CollectionId, Event, PingResponse as Model};
+use opush_engine::{
+    decide_ping, ping_changes, CollectionId, Decision, DecisionInput, PingResponse as Model,
+};
 use opush_protocol::commands::ping::{PingRequest, PingResponse};
 use opush_protocol::commands::CollectionId as WireId;
+use opush_protocol::query::Command;
 use opush_protocol::status::PingStatus;
 use opush_protocol::wbxml::encode_to_vec;
 use tokio::time::Instant;
@@ -33,7 +36,7 @@ use super::sync::observe;
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::ImapError;
 use crate::push::{Mark, Wake, WatchKey, WatchLogin};
-use crate::session::{imap_error, now, session_error, Caller, EasServices};
+use crate::session::{imap_error, now, session_error, Caller, EasServices, Recorder};
 
 /// Handles `Cmd=Ping`.
 pub async fn handle_ping(
@@ -111,21 +114,19 @@ async fn check(
     folders: &[CollectionId],
     only: Option<&[WatchKey]>,
     mut marks: Option<&mut Vec<(WatchKey, Option<Mark>)>>,
-    mut extra: Vec<Event>,
 ) -> Result<Check, CommandError> {
     let mut session = eas
         .sessions
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
-    let mut state = session.state().clone();
+    let mut rec = Recorder::new(&session, eas, Command::Ping);
+    // A re-check happens later than the request: its own time.
     let at = now();
-    let mut events = std::mem::take(&mut extra);
-    fold(&mut state, &events);
     let mut imap = None;
     let mut gone = false;
     for c in folders {
-        let Some(raw) = state.hierarchy.ids.get(c).map(|b| b.0.clone()) else {
+        let Some(raw) = rec.state().hierarchy.ids.get(c).map(|b| b.0.clone()) else {
             continue;
         };
         let key = WatchKey::Mail(raw.clone());
@@ -151,18 +152,26 @@ async fn check(
             gone = true;
             continue;
         }
-        if !state.collections.get(c).is_some_and(|col| col.synced) {
+        if !rec.state().collections.get(c).is_some_and(|col| col.synced) {
             continue;
         }
-        let ev = observe(session, &raw, *c, &state, at.0, at).await?;
+        let ev = observe(session, &raw, *c, rec.state(), rec.req_id(), at).await?;
         if let Some(ev) = ev {
-            fold(&mut state, std::slice::from_ref(&ev));
-            events.push(ev);
+            rec.observed(ev);
         }
     }
     drop(imap);
-    let changed = ping_changes(&state, folders, at);
-    session.commit(&events).await.map_err(session_error)?;
+    let changed = rec.decided_at(
+        DecisionInput::PingChanges {
+            folders: folders.to_vec(),
+        },
+        at,
+        |state| Decision {
+            response: ping_changes(state, folders, at),
+            events: Vec::new(),
+        },
+    );
+    session.commit_request(rec).await.map_err(session_error)?;
     Ok(if gone && changed.is_empty() {
         Check::Gone
     } else {
@@ -207,38 +216,30 @@ pub async fn ping(
         heartbeat: req.heartbeat_interval,
         folders,
     };
-    let (decision, armed) = {
-        let session = eas
-            .sessions
-            .open(caller.device_key()?)
-            .await
-            .map_err(session_error)?;
-        let d = decide_ping(session.state(), &engine_req, now(), &eas.engine);
-        (d.response, d.events)
-    };
-    let (folders, heartbeat) = match &decision {
-        Model::Wait {
-            folders, heartbeat, ..
-        } => (folders.clone(), *heartbeat),
-        Model::Changes(_) => (Vec::new(), 0),
-        _ => {
-            // Validation failures record nothing.
-            return Ok(from_model(&decision));
-        }
-    };
-    if let Model::Changes(c) = &decision {
-        // Already pending before any new observation.
+    let decision = {
         let mut session = eas
             .sessions
             .open(caller.device_key()?)
             .await
             .map_err(session_error)?;
-        session.commit(&armed).await.map_err(session_error)?;
-        return Ok(changes(c));
-    }
+        let mut rec = Recorder::new(&session, eas, Command::Ping);
+        let d = decide_ping(rec.state(), &engine_req, rec.at(), &eas.engine);
+        let decision = rec.decided(DecisionInput::Ping(engine_req), d);
+        // Recorded (PingArmed included) before anything is answered.
+        session.commit_request(rec).await.map_err(session_error)?;
+        decision
+    };
+    let (folders, heartbeat) = match &decision {
+        Model::Wait {
+            folders, heartbeat, ..
+        } => (folders.clone(), *heartbeat),
+        // Already pending before any new observation.
+        Model::Changes(c) => return Ok(changes(c)),
+        _ => return Ok(from_model(&decision)),
+    };
     let deadline = Instant::now() + Duration::from_secs(u64::from(heartbeat));
     let mut marks = Vec::new();
-    match check(caller, eas, &folders, None, Some(&mut marks), armed).await? {
+    match check(caller, eas, &folders, None, Some(&mut marks)).await? {
         Check::Gone => return Ok(answer(PingStatus::FolderSyncRequired)),
         Check::Changes(c) if !c.is_empty() => return Ok(changes(&c)),
         Check::Changes(_) => {}
@@ -261,7 +262,7 @@ pub async fn ping(
         }
         let keys = sub.changed();
         let seen = sub.current(&keys);
-        let recheck = check(caller, eas, &folders, Some(&keys), None, Vec::new());
+        let recheck = check(caller, eas, &folders, Some(&keys), None);
         match tokio::time::timeout_at(deadline, recheck).await {
             Err(_) => return Ok(answer(PingStatus::HeartbeatExpired)),
             Ok(Ok(Check::Gone)) => return Ok(answer(PingStatus::FolderSyncRequired)),
