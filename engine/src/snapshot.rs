@@ -81,11 +81,27 @@ fn collection(a: &Archived<CollectionState>) -> Result<CollectionState, CodecErr
     })
 }
 
-/// Decodes a snapshot.
+/// `DeviceState` as snapshots stored it before `sent` (the ClientIds of
+/// sent mail) was added: same fields, same order, so its archive is the old
+/// layout. Kept so snapshots written before that change still load.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct DeviceStateV1 {
+    policy: crate::state::PolicyState,
+    wipe: crate::state::WipeState,
+    hierarchy: crate::state::Hierarchy,
+    collections: BTreeMap<crate::types::CollectionId, CollectionState>,
+    ping: Option<(Vec<crate::types::CollectionId>, u32)>,
+    applied: u64,
+}
+
+/// Decodes a snapshot (the current layout, or the one before `sent`).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<DeviceState, CodecError> {
     check_layout(bytes)?;
     let aligned = payload(SNAPSHOT_MAGIC, "snapshot", bytes)?;
-    let a = rkyv::access::<Archived<DeviceState>, RkyvError>(&aligned).map_err(corrupt)?;
+    let a = match rkyv::access::<Archived<DeviceState>, RkyvError>(&aligned) {
+        Ok(a) => a,
+        Err(e) => return decode_v1(&aligned).map_err(|_| corrupt(e)),
+    };
     let collections = a
         .collections
         .iter()
@@ -107,12 +123,87 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DeviceState, CodecError> {
     })
 }
 
+fn decode_v1(aligned: &[u8]) -> Result<DeviceState, CodecError> {
+    let a = rkyv::access::<Archived<DeviceStateV1>, RkyvError>(aligned).map_err(corrupt)?;
+    let collections = a
+        .collections
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                rkyv::deserialize::<_, RkyvError>(k).map_err(corrupt)?,
+                collection(v)?,
+            ))
+        })
+        .collect::<Result<BTreeMap<_, _>, CodecError>>()?;
+    Ok(DeviceState {
+        policy: rkyv::deserialize::<_, RkyvError>(&a.policy).map_err(corrupt)?,
+        wipe: rkyv::deserialize::<_, RkyvError>(&a.wipe).map_err(corrupt)?,
+        hierarchy: rkyv::deserialize::<_, RkyvError>(&a.hierarchy).map_err(corrupt)?,
+        collections,
+        ping: rkyv::deserialize::<_, RkyvError>(&a.ping).map_err(corrupt)?,
+        applied: a.applied.to_native(),
+        sent: Vec::new(),
+    })
+}
+
 /// Validates a snapshot without building the state (cheap integrity check
 /// for storage and replay tools).
 pub fn check_snapshot(bytes: &[u8]) -> Result<(), CodecError> {
     check_layout(bytes)?;
     let aligned = payload(SNAPSHOT_MAGIC, "snapshot", bytes)?;
-    rkyv::access::<Archived<DeviceState>, RkyvError>(&aligned)
-        .map(|_| ())
-        .map_err(corrupt)
+    match rkyv::access::<Archived<DeviceState>, RkyvError>(&aligned) {
+        Ok(_) => Ok(()),
+        Err(e) => rkyv::access::<Archived<DeviceStateV1>, RkyvError>(&aligned)
+            .map(|_| ())
+            .map_err(|_| corrupt(e)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::types::{BackendFolderId, FolderType, PolicyKey};
+
+    // A snapshot written before `sent` existed still loads, with no ClientIds.
+    #[test]
+    fn snapshots_of_the_layout_before_sent_still_load() {
+        let mut state = DeviceState::default();
+        crate::state::fold(
+            &mut state,
+            &[
+                Event::PolicyKeyIssued {
+                    policy_key: PolicyKey(7),
+                },
+                Event::HierarchyObserved {
+                    folders: vec![crate::event::BackendFolder {
+                        id: BackendFolderId("INBOX".into()),
+                        name: "Inbox".into(),
+                        parent: None,
+                        folder_type: FolderType::Inbox,
+                    }],
+                },
+            ],
+        );
+        let old = DeviceStateV1 {
+            policy: state.policy,
+            wipe: state.wipe,
+            hierarchy: state.hierarchy.clone(),
+            collections: state.collections.clone(),
+            ping: state.ping.clone(),
+            applied: state.applied,
+        };
+        let bytes = with_header(SNAPSHOT_MAGIC, &rkyv::to_bytes::<RkyvError>(&old).unwrap());
+        // The old bytes do not pass as the current layout: the V1 path reads them.
+        let aligned = payload(SNAPSHOT_MAGIC, "snapshot", &bytes).unwrap();
+        assert!(rkyv::access::<Archived<DeviceState>, RkyvError>(&aligned).is_err());
+        check_snapshot(&bytes).unwrap();
+        assert_eq!(decode_snapshot(&bytes).unwrap(), state);
+        // And the current layout round-trips as before.
+        state.sent.push(crate::types::ClientId("c1".into()));
+        let now = encode_snapshot(&state).unwrap();
+        assert_eq!(decode_snapshot(&now).unwrap(), state);
+        assert!(decode_snapshot(&now[..now.len() - 3]).is_err());
+    }
 }
