@@ -415,6 +415,7 @@ fn main() {
                 assert_eq!(items, a.small);
                 ready.push((d, inbox, key));
             }
+            println!("{} devices synced; no-change rounds start", a.devices);
             let cpu0 = proc.cpu_seconds();
             let t = Instant::now();
             let mut tasks = Vec::new();
