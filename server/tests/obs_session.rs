@@ -1,8 +1,8 @@
 //! Logs, access log and metrics of a whole device session against the real
-//! Dovecot (embedded store): `opush serve` in-process with an access log
+//! Dovecot and Postfix (embedded store): `opush serve` in-process with an access log
 //! and an admin address; every named logger switched to TRACE through the
 //! admin address; a session of Autodiscover, Provision, FolderSync, Sync,
-//! ItemOperations, MoveItems, Settings (with a device password) and a
+//! ItemOperations, Settings (with a device password), SendMail and a
 //! wrong-password request; then:
 //! - no password, nor any base64 form of it, appears in any log output
 //!   (log lines, the access log) — `REQUEST.FULL` included;
@@ -28,12 +28,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use opush_protocol::commands::compose::ComposeRequest;
+use opush_protocol::commands::send_mail::SendMailRequest;
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::encode_to_vec;
 use opush_protocol::xml::{wbxml_to_xml, xml_to_wbxml};
 use opush_server::config::Config;
 use opush_server::obs::layer::{Format, Output};
 use opush_server::serve::run_with;
 use opush_storage::{StorageConfig, Store};
-use opush_tests::{demo_password, require, unique, RawImap, DOVECOT_IMAP};
+use opush_tests::{demo_password, require, unique, RawImap, DOVECOT_IMAP, POSTFIX_SMTP};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
@@ -91,7 +95,10 @@ struct Client {
 
 impl Client {
     async fn eas(&self, cmd: &str, xml: &str) -> (Resp, String) {
-        let body = xml_to_wbxml(xml).unwrap();
+        self.eas_wbxml(cmd, xml_to_wbxml(xml).unwrap()).await
+    }
+
+    async fn eas_wbxml(&self, cmd: &str, body: Vec<u8>) -> (Resp, String) {
         let res = request(
             self.addr,
             "POST",
@@ -146,6 +153,7 @@ async fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> Resp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_session_logs_no_password_and_moves_the_metrics() {
     require(DOVECOT_IMAP);
+    require(POSTFIX_SMTP);
     let password = demo_password();
     let logs = Arc::new(Mutex::new(Vec::new()));
     assert!(
@@ -284,6 +292,19 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
         ),
     )
     .await;
+    // SendMail (14.1 WBXML) to bob himself through Postfix.
+    let send = SendMailRequest(ComposeRequest {
+        client_id: Some(unique("obs-cid")),
+        mime: format!("To: {USER}\r\nSubject: {subject}-sent\r\n\r\nsent\r\n").into_bytes(),
+        ..ComposeRequest::default()
+    });
+    let (_, sent) = c
+        .eas_wbxml(
+            "SendMail",
+            encode_to_vec(&send.to_element(ProtocolVersion::V14_1)),
+        )
+        .await;
+    assert!(sent.is_empty(), "SendMail failed: {sent}");
     // A wrong password: 401, and it is not logged either.
     let res = request(
         addr,
@@ -445,6 +466,24 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
             && l.contains("] CHANGE: ")
             && !l.contains("CHANGE: 0,")),
         "no SUMMARY.OUT with the new message: {sync_lines:#?}"
+    );
+    assert!(
+        log_text.lines().any(|l| l.contains("/cSendMail/")
+            && l.contains("{SUMMARY.IN}")
+            && l.ends_with("] CHANGE: 1, DELETE: 0, FETCH: 0")),
+        "no SendMail summary"
+    );
+    assert!(
+        log_text
+            .lines()
+            .any(|l| l.contains("/cSendMail/") && l.contains("{BREAKDOWN}") && l.contains("SMTP:")),
+        "no SMTP section in the SendMail breakdown"
+    );
+    assert!(
+        log_text.lines().any(|l| l.contains("/cFolderSync/")
+            && l.contains("{SUMMARY.OUT}")
+            && !l.ends_with("] CHANGE: 0, DELETE: 0, FETCH: 0")),
+        "no FolderSync summary with the folders sent"
     );
     assert!(
         log_text.lines().any(|l| l.contains("/cItemOperations/")

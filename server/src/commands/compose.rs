@@ -328,6 +328,7 @@ pub async fn compose(
         OutgoingError::Malformed(m) => SendFailure::InvalidMime(m.to_owned()),
     })?;
     drop(mime);
+    crate::obs::summary::message_sent();
 
     let login = settings.smtp_auth.then(|| SmtpLogin {
         user,

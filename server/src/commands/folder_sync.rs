@@ -114,6 +114,7 @@ pub async fn folder_sync(
     if r.status != 1 {
         return Ok(status_only(FolderSyncStatus::from_code(r.status.into())));
     }
+    crate::obs::summary::folder_sync(&r.changes);
     Ok(FolderSyncResponse {
         status: FolderSyncStatus::Success,
         sync_key: r.sync_key.map(|k| WireSyncKey(k.0.to_string())),

@@ -143,6 +143,7 @@ pub async fn search(
             properties: Some(ApplicationData::Email(Box::new(email))),
         });
     }
+    crate::obs::summary::search(results.len());
     Ok(SearchResponse {
         status: SearchStatus::Success,
         store_status: Some(SearchStatus::Success),

@@ -39,6 +39,26 @@ pub fn sync(r: &SyncResponse) {
     count(Direction::In, Kind::Change, 0);
 }
 
+/// FolderSync: the hierarchy changes sent (adds and updates, deletes).
+pub fn folder_sync(changes: &[opush_engine::FolderChange]) {
+    let deletes = changes
+        .iter()
+        .filter(|c| matches!(c, opush_engine::FolderChange::Delete { .. }))
+        .count();
+    count(Direction::Out, Kind::Change, changes.len() - deletes);
+    count(Direction::Out, Kind::Delete, deletes);
+}
+
+/// Search: the items returned (each with its properties: a fetch).
+pub fn search(n_results: usize) {
+    count(Direction::Out, Kind::Fetch, n_results);
+}
+
+/// SendMail / SmartReply / SmartForward: one message from the device.
+pub fn message_sent() {
+    count(Direction::In, Kind::Change, 1);
+}
+
 /// ItemOperations: fetches asked and returned, folders emptied, moves.
 pub fn item_operations(ops: &[Operation], results: &[OperationResult]) {
     for op in ops {
