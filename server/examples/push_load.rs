@@ -54,6 +54,7 @@ struct Args {
     heartbeat: u32,
     idle_secs: u64,
     concurrency: usize,
+    park_rate: usize,
 }
 
 fn args() -> Args {
@@ -67,6 +68,7 @@ fn args() -> Args {
         heartbeat: 1800,
         idle_secs: 30,
         concurrency: 48,
+        park_rate: 300,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -85,6 +87,7 @@ fn args() -> Args {
             "--heartbeat" => a.heartbeat = v.parse().expect("seconds"),
             "--idle-secs" => a.idle_secs = n().min(600) as u64,
             "--concurrency" => a.concurrency = n().clamp(1, 512),
+            "--park-rate" => a.park_rate = n().clamp(10, 100_000),
             other => panic!("unknown option {other}"),
         }
     }
@@ -361,7 +364,8 @@ path = "{store}"
 master_user = "opush-master"
 master_password = "{PASSWORD}"
 master_for_requests = true
-pool_idle_timeout_s = 20
+pool_size = 2
+pool_idle_timeout_s = 10
 [devices]
 heartbeat_max_s = 3540
 [policy]
@@ -388,6 +392,8 @@ level = "warn"
     let mut child = std::process::Command::new(&a.opush)
         .args(["serve", "--config"])
         .arg(&cfg)
+        // Fewer malloc arenas: many small allocations across tokio's workers.
+        .env("MALLOC_ARENA_MAX", "2")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -420,17 +426,33 @@ level = "warn"
         }
     }
     let mut conns = Vec::with_capacity(total);
-    for t in tasks {
+    for (i, t) in tasks.into_iter().enumerate() {
         conns.push(t.await.expect("prepare"));
+        if (i + 1) % 1000 == 0 {
+            println!(
+                "  {} devices prepared ({:.0} s)",
+                i + 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     let prepare_secs = started.elapsed().as_secs_f64();
-    println!("prepared {total} devices in {prepare_secs:.1} s");
+    let (rss_prepared, _, _) = proc_stat(pid);
+    println!(
+        "prepared {total} devices in {prepare_secs:.1} s; opush RSS {} MB",
+        rss_prepared / 1024
+    );
 
     // 2. Park one Ping per device.
     let answers: Answers = Arc::new(Mutex::new(HashMap::new()));
     let mut waiting = Vec::with_capacity(total);
     let (_, _, t_before_park) = proc_stat(pid);
-    for (mut http, inbox) in conns {
+    // Paced like devices reconnecting, not all in the same millisecond.
+    let per_tick = (a.park_rate / 10).max(1);
+    for (i, (mut http, inbox)) in conns.into_iter().enumerate() {
+        if i > 0 && i % per_tick == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let body = encode_to_vec(
             &PingRequest {
                 heartbeat_interval: Some(a.heartbeat),
@@ -463,8 +485,15 @@ level = "warn"
         }));
     }
     // Parked = nothing answered within a few seconds of the last send.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let early: usize = answers.lock().unwrap().values().map(Vec::len).sum();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut codes: HashMap<u8, usize> = HashMap::new();
+    for (_, code) in answers.lock().unwrap().values().flatten() {
+        *codes.entry(*code).or_default() += 1;
+    }
+    let early: usize = codes.values().sum();
+    if early > 0 {
+        println!("early answers by Ping status (0: HTTP error): {codes:?}");
+    }
     let (rss, hwm, t0) = proc_stat(pid);
     println!(
         "parked {} Pings ({early} answered early); opush RSS {} MB (before devices {} MB, peak {} MB); park CPU {:.1} s",
@@ -534,9 +563,9 @@ level = "warn"
         rss_end / 1024,
         hwm_end / 1024
     );
-    let _ = child.kill();
-    let _ = child.wait();
     for w in waiting {
         w.abort();
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }

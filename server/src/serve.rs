@@ -156,6 +156,19 @@ pub async fn run_with(
         )),
         None => Arc::new(MemoryDeviceRegistry::new(1)),
     };
+    if let Some(eas) = &eas {
+        // Idle pooled IMAP connections close after `[imap] pool_idle_timeout_s`
+        // even for users who never come back (the pool only prunes on use).
+        let pool = eas.imap.clone();
+        let every = Duration::from_secs(cfg.imap.pool_idle_timeout_s.clamp(1, 60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                pool.reap();
+            }
+        });
+    }
     let app = AppState::with_eas(
         http_settings(&cfg),
         Arc::new(ImapLoginVerifier::new(cfg.imap.clone())),
