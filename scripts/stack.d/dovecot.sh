@@ -91,6 +91,9 @@ mail_max_userip_connections = 10000
 protocol imap {
   mail_max_userip_connections = 10000
   imap_idle_notify_interval = 2 mins
+  # Connections in IDLE (opush push watchers) move to one shared
+  # imap-hibernate process after 5 s instead of keeping an imap process each.
+  imap_hibernate_timeout = 5s
 }
 passdb {
   driver = passwd-file
@@ -145,6 +148,20 @@ service imap-login {
 service imap {
   process_limit = 4096
   client_limit = 1
+  # imap-hibernate (running as the internal user) hands connections back
+  # through this socket. Loopback test stack only: it lets that user reach
+  # any mailbox.
+  unix_listener imap-master {
+    user = \$default_internal_user
+  }
+  extra_groups = \$default_internal_group
+}
+service imap-hibernate {
+  unix_listener imap-hibernate {
+    mode = 0660
+    group = \$default_internal_group
+  }
+  client_limit = 20000
 }
 default_vsz_limit = 512M
 CONF

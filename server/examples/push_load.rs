@@ -68,7 +68,7 @@ fn args() -> Args {
         heartbeat: 1800,
         idle_secs: 30,
         concurrency: 48,
-        park_rate: 300,
+        park_rate: 100,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -356,7 +356,7 @@ async fn main() {
             r#"[server]
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
-max_in_flight = 512
+max_in_flight = 1024
 [storage]
 backend = "embedded"
 path = "{store}"
@@ -364,7 +364,7 @@ path = "{store}"
 master_user = "opush-master"
 master_password = "{PASSWORD}"
 master_for_requests = true
-pool_size = 2
+pool_size = 4
 pool_idle_timeout_s = 10
 [devices]
 heartbeat_max_s = 3540
@@ -447,9 +447,16 @@ level = "warn"
     let answers: Answers = Arc::new(Mutex::new(HashMap::new()));
     let mut waiting = Vec::with_capacity(total);
     let (_, _, t_before_park) = proc_stat(pid);
-    // Paced like devices reconnecting, not all in the same millisecond.
+    // Paced like devices reconnecting, not all in the same millisecond, and
+    // interleaved: device 0 of every user, then device 1, …
     let per_tick = (a.park_rate / 10).max(1);
-    for (i, (mut http, inbox)) in conns.into_iter().enumerate() {
+    let mut order: Vec<usize> = (0..total).collect();
+    order.sort_by_key(|n| (n % a.devices, n / a.devices));
+    let mut slots: Vec<Option<(Http, String)>> = conns.into_iter().map(Some).collect();
+    for (i, n) in order.into_iter().enumerate() {
+        let Some((mut http, inbox)) = slots[n].take() else {
+            continue;
+        };
         if i > 0 && i % per_tick == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
