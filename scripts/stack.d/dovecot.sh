@@ -164,6 +164,9 @@ service imap-hibernate {
   client_limit = 20000
 }
 default_vsz_limit = 512M
+# Every imap process talks to stats and anvil: with thousands of push
+# watchers their default limit of 1000 clients stalls new logins.
+default_client_limit = 20000
 CONF
   if [ -z "${1:-}" ]; then
     cat >>"$DOVECOT_CONF" <<CONF

@@ -12,10 +12,15 @@
 //! file-descriptor limit (and opush's, which inherits it) and spreads its
 //! connections over several loopback source addresses. Users are
 //! `load0101@load.test` onwards (`scripts/stack up dovecot` creates them).
+//! Thousands of watchers need Dovecot's hibernation and client limits as
+//! `scripts/stack.d/dovecot.sh` now writes them: a shared instance started
+//! before that should not be loaded; use a private one
+//! (`scripts/dovecot-private up target/tmp/load-dovecot 11531`, `--imap-port 11531`).
 //!
 //! ```text
 //! cargo build -p opush-server --bin opush --example push_load
-//! target/debug/examples/push_load --opush target/debug/opush --users 1000 --devices 10
+//! scripts/dovecot-private up target/tmp/load-dovecot 11531
+//! target/debug/examples/push_load --opush target/debug/opush --users 1000 --devices 10 --imap-port 11531
 //! ```
 
 #![allow(
@@ -55,6 +60,7 @@ struct Args {
     idle_secs: u64,
     concurrency: usize,
     park_rate: usize,
+    imap_port: u16,
 }
 
 fn args() -> Args {
@@ -69,6 +75,7 @@ fn args() -> Args {
         idle_secs: 30,
         concurrency: 48,
         park_rate: 100,
+        imap_port: 1143,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -88,6 +95,7 @@ fn args() -> Args {
             "--idle-secs" => a.idle_secs = n().min(600) as u64,
             "--concurrency" => a.concurrency = n().clamp(1, 512),
             "--park-rate" => a.park_rate = n().clamp(10, 100_000),
+            "--imap-port" => a.imap_port = v.parse().expect("a port"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -275,8 +283,10 @@ async fn prepare(http: &mut Http) -> String {
 /// Answers of parked Pings: user → when each device's Ping answered.
 type Answers = Arc<Mutex<HashMap<String, Vec<(Instant, u8)>>>>;
 
-async fn imap_append(user: &str) -> (Instant, Duration) {
-    let s = TcpStream::connect("127.0.0.1:1143").await.expect("dovecot");
+async fn imap_append(port: u16, user: &str) -> (Instant, Duration) {
+    let s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("dovecot");
     let (r, mut w) = s.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -361,6 +371,7 @@ max_in_flight = 1024
 backend = "embedded"
 path = "{store}"
 [imap]
+port = {imap_port}
 master_user = "opush-master"
 master_password = "{PASSWORD}"
 master_for_requests = true
@@ -379,6 +390,7 @@ level = "warn"
             port = a.port,
             store = dir.path().join("store").display(),
             parked = total + 100,
+            imap_port = a.imap_port,
         ),
     )
     .unwrap();
@@ -528,7 +540,7 @@ level = "warn"
     let mut appends = Vec::new();
     for s in 0..a.samples.min(a.users) {
         let user = user_name(a.first_user + s);
-        let (t0, append) = imap_append(&user).await;
+        let (t0, append) = imap_append(a.imap_port, &user).await;
         appends.push(append);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
