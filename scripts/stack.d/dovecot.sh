@@ -49,6 +49,7 @@ _dovecot_write_users() {
 # dovecot_refresh: called by `scripts/stack up` when Dovecot already runs:
 # brings the users file up to date (no restart).
 dovecot_refresh() {
+  _dovecot_raise_inotify
   [ -d "$DOVECOT_DIR" ] || return 0
   _dovecot_write_users "$DOVECOT_DIR" >/dev/null
 }
@@ -187,7 +188,16 @@ CONF
   mkdir -p "$DOVECOT_DIR/state"
 }
 
+# _dovecot_raise_inotify: every IDLE process of the mail user needs an inotify
+# instance; past the kernel's default of 128 Dovecot falls back to polling
+# (30 s) and cannot hibernate. Best effort (needs root).
+_dovecot_raise_inotify() {
+  local f=/proc/sys/fs/inotify/max_user_instances
+  if [ -w "$f" ] && [ "$(cat "$f")" -lt 8192 ]; then echo 8192 >"$f" || true; fi
+}
+
 dovecot_up() {
+  _dovecot_raise_inotify
   _dovecot_write_config
   ulimit -n 65536 2>/dev/null || true
   dovecot -c "$DOVECOT_CONF" || die "dovecot failed to start (see $DOVECOT_DIR/dovecot.log)"

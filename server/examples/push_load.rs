@@ -74,7 +74,7 @@ fn args() -> Args {
         heartbeat: 1800,
         idle_secs: 30,
         concurrency: 48,
-        park_rate: 100,
+        park_rate: 50,
         imap_port: 1143,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -366,7 +366,7 @@ async fn main() {
             r#"[server]
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
-max_in_flight = 1024
+max_in_flight = 4096
 [storage]
 backend = "embedded"
 path = "{store}"
