@@ -38,6 +38,10 @@ pub struct EngineConfig {
     pub require_provisioning: bool,
     /// Accept a policy acknowledgement with status 2 (partially applied).
     pub allow_partial_compliance: bool,
+    /// Bytes budget of one Sync window (0: none). The engine counts items;
+    /// the shell, which knows item sizes, asks again with a smaller
+    /// WindowSize when a window's content would exceed this.
+    pub max_window_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +56,7 @@ impl Default for EngineConfig {
             max_ping_folders: 300,
             require_provisioning: true,
             allow_partial_compliance: true,
+            max_window_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -354,6 +354,9 @@ pub struct DevicesConfig {
     pub heartbeat_min_s: u32,
     /// Largest Ping/Sync HeartbeatInterval accepted, seconds.
     pub heartbeat_max_s: u32,
+    /// Bytes budget of one Sync window (0: none): a window whose messages
+    /// would exceed it is cut with MoreAvailable.
+    pub max_window_bytes: u64,
 }
 
 impl Default for DevicesConfig {
@@ -364,6 +367,7 @@ impl Default for DevicesConfig {
             max_window_size: 512,
             heartbeat_min_s: 60,
             heartbeat_max_s: 3540,
+            max_window_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -72,6 +72,7 @@ pub fn engine_config(cfg: &Config) -> opush_engine::EngineConfig {
         min_heartbeat: cfg.devices.heartbeat_min_s,
         max_heartbeat: cfg.devices.heartbeat_max_s,
         require_provisioning: cfg.policy.require_provisioning,
+        max_window_bytes: cfg.devices.max_window_bytes,
         ..opush_engine::EngineConfig::default()
     }
 }

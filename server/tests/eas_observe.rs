@@ -203,3 +203,59 @@ async fn condstore_delta_and_no_write_without_changes() {
 async fn full_listing_without_condstore() {
     scenario(false).await;
 }
+
+// Responses are bounded by bytes as well as items: six 60 KB messages with a
+// 150 KB budget and WindowSize 50 come two by two, with MoreAvailable.
+#[tokio::test]
+async fn windows_are_cut_by_the_bytes_budget() {
+    require(DOVECOT_IMAP);
+    let folder = unique("opush-bytes");
+    let device = "DEVBYTES";
+    let mut raw = RawImap::login(USER);
+    let (_, ok) = raw.cmd(&format!("CREATE {folder}"));
+    assert!(ok.starts_with("OK"), "{ok}");
+    raw.cmd(&format!("SUBSCRIBE {folder}"));
+    let filler = "x".repeat(76);
+    let body: String = (0..780).map(|_| format!("{filler}\r\n")).collect();
+    for i in 0..6 {
+        let msg = format!("From: a@example.test\r\nSubject: big{i}\r\n\r\n{body}");
+        let (_, ok) = raw.cmd(&format!("APPEND {folder} {{{}+}}\r\n{msg}", msg.len()));
+        assert!(ok.starts_with("OK"), "append: {ok}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = services(&dir).await;
+    eas.engine.max_window_bytes = 150_000;
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        &caller(USER, device),
+        &eas,
+    )
+    .await
+    .unwrap();
+    let coll = fs
+        .changes
+        .unwrap()
+        .iter()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.display_name == folder => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut key = sync_once(&eas, device, &coll, "0").await.sync_key.0;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let r = sync_once(&eas, device, &coll, &key).await;
+        let n = r.commands.as_ref().map_or(0, Vec::len);
+        assert!(n <= 2, "{n} messages of 60 KB in a 150 KB window");
+        seen.push(n);
+        key = r.sync_key.0.clone();
+        if !r.more_available {
+            break;
+        }
+    }
+    assert_eq!(seen.iter().sum::<usize>(), 6, "{seen:?}");
+    assert_eq!(seen[0], 2, "{seen:?}");
+    raw.cmd(&format!("DELETE {folder}"));
+}

@@ -358,12 +358,23 @@ pub async fn sync(
             outcomes.push(outcome);
         }
         // 4. Decide.
-        let input = SyncInput {
+        let mut input = SyncInput {
             request: prepared.request,
             outcomes,
         };
-        let decision = decide_sync(rec.state(), &input, at, &eas.engine)
-            .map_err(|e| CommandError::BackendUnavailable(format!("sync plan mismatch: {e}")))?;
+        let mismatch = |e: opush_engine::StepError| {
+            CommandError::BackendUnavailable(format!("sync plan mismatch: {e}"))
+        };
+        let mut decision = decide_sync(rec.state(), &input, at, &eas.engine).map_err(mismatch)?;
+        // A window whose messages exceed the bytes budget is decided again,
+        // smaller (the engine then answers MoreAvailable).
+        if let Some(raw) = prepared.raw.as_deref() {
+            let budget = eas.engine.max_window_bytes;
+            if let Some(n) = window_cut(&mut imap, raw, &decision.response, budget).await? {
+                input.request.window_size = Some(n);
+                decision = decide_sync(rec.state(), &input, at, &eas.engine).map_err(mismatch)?;
+            }
+        }
         let response = rec.decided(DecisionInput::Sync(input), decision);
         answers.push((wire, Some(prepared.raw), Some(response)));
     }
@@ -400,6 +411,42 @@ pub async fn sync(
         limit: None,
         collections,
     })
+}
+
+/// The number of leading changes of `r` whose messages fit in `budget`
+/// bytes (RFC822.SIZE, at least one), when fewer than all of them do.
+async fn window_cut(
+    imap: &mut PooledSession,
+    raw: &str,
+    r: &opush_engine::SyncResponse,
+    budget: u64,
+) -> Result<Option<u32>, CommandError> {
+    let uid = |c: &ServerChange| match c {
+        ServerChange::Add { id, .. } => uid_of(id).map(|(_, u)| u),
+        _ => None,
+    };
+    let uids: Vec<u32> = r.changes.iter().filter_map(uid).collect();
+    if budget == 0 || uids.len() < 2 {
+        return Ok(None);
+    }
+    let sizes: std::collections::HashMap<u32, u64> = imap
+        .fetch_meta(raw, &uids)
+        .await
+        .map_err(imap_error)?
+        .into_iter()
+        .map(|m| (m.uid, u64::from(m.size)))
+        .collect();
+    let mut total = 0u64;
+    for (i, change) in r.changes.iter().enumerate() {
+        total += uid(change)
+            .and_then(|u| sizes.get(&u))
+            .copied()
+            .unwrap_or(0);
+        if total > budget && i > 0 {
+            return Ok(u32::try_from(i).ok());
+        }
+    }
+    Ok(None)
 }
 
 fn prepare<'r>(
