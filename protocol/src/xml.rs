@@ -139,9 +139,19 @@ fn render(root: &Element<'_>, mask: bool, capacity: usize) -> String {
             let _ = write!(ns_decl, " xmlns:{}=\"{ns}:\"", prefix_of(page));
         }
     }
+    // "prefix:" of every page used except the root's, computed once.
+    let prefixes: Vec<String> = (0u8..=255)
+        .map(|page| {
+            if used[usize::from(page)] && page != root.tag.page {
+                format!("{}:", prefix_of(page))
+            } else {
+                String::new()
+            }
+        })
+        .collect();
     // Explicit stack: (element, next child index, indentation).
     let mut stack: Vec<(&Element<'_>, usize)> = Vec::new();
-    if !write_open(&mut out, root, root.tag.page, &ns_decl, 0, mask) {
+    if !write_open(&mut out, root, &prefixes, &ns_decl, 0, mask) {
         stack.push((root, 0));
     }
     loop {
@@ -156,11 +166,11 @@ fn render(root: &Element<'_>, mask: bool, capacity: usize) -> String {
             None => {
                 stack.pop();
                 indent(&mut out, depth - 1);
-                write_name(&mut out, el.tag, root.tag.page, true);
+                write_name(&mut out, el.tag, &prefixes, true);
                 out.push_str(">\n");
             }
             Some(Node::Element(c)) => {
-                if !write_open(&mut out, c, root.tag.page, "", depth, mask) {
+                if !write_open(&mut out, c, &prefixes, "", depth, mask) {
                     stack.push((c, 0));
                 }
             }
@@ -183,16 +193,18 @@ fn mark_pages(root: &Element<'_>, used: &mut [bool; 256]) {
 }
 
 fn indent(out: &mut String, depth: usize) {
-    for _ in 0..depth {
-        out.push_str("  ");
+    const SPACES: &str = "                                                                ";
+    match SPACES.get(..2 * depth) {
+        Some(spaces) => out.push_str(spaces),
+        None => (0..depth).for_each(|_| out.push_str("  ")),
     }
 }
 
-fn write_name(out: &mut String, tag: Tag, root_page: u8, closing: bool) {
+/// `prefixes[page]` is `"prefix:"`, or empty for the root's page.
+fn write_name(out: &mut String, tag: Tag, prefixes: &[String], closing: bool) {
     out.push_str(if closing { "</" } else { "<" });
-    if tag.page != root_page {
-        out.push_str(&prefix_of(tag.page));
-        out.push(':');
+    if let Some(prefix) = prefixes.get(usize::from(tag.page)) {
+        out.push_str(prefix);
     }
     match tag.name() {
         Some(name) => out.push_str(name),
@@ -209,13 +221,13 @@ fn write_name(out: &mut String, tag: Tag, root_page: u8, closing: bool) {
 fn write_open(
     out: &mut String,
     el: &Element<'_>,
-    root_page: u8,
+    prefixes: &[String],
     ns_decl: &str,
     depth: usize,
     mask: bool,
 ) -> bool {
     indent(out, depth);
-    write_name(out, el.tag, root_page, false);
+    write_name(out, el.tag, prefixes, false);
     out.push_str(ns_decl);
     if el.children.is_empty() {
         out.push_str("/>\n");
@@ -249,7 +261,7 @@ fn write_open(
             out.push_str(&base64::engine::general_purpose::STANDARD.encode(b));
         }
     }
-    write_name(out, el.tag, root_page, true);
+    write_name(out, el.tag, prefixes, true);
     out.push_str(">\n");
     true
 }
@@ -295,25 +307,68 @@ static NEEDS_ESCAPE: [bool; 256] = {
     t
 };
 
+/// True when one of the eight bytes of `w` may need escaping: below 0x20
+/// (tab and LF included, the byte loop sorts them out), `&`, `<`, `>` or DEL.
+/// Bytes of multi-byte UTF-8 characters (0x80 and up) never match.
+fn chunk_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (below_space
+        | has_zero(w ^ (ONES * u64::from(b'&')))
+        | has_zero(w ^ (ONES * u64::from(b'<')))
+        | has_zero(w ^ (ONES * u64::from(b'>')))
+        | has_zero(w ^ (ONES * 0x7F)))
+        != 0
+}
+
+/// `&#NN;` for a byte (a control character here), without the formatting
+/// machinery: MIME bodies carry one CR per line.
+fn push_char_ref(out: &mut String, b: u8) {
+    out.push_str("&#");
+    if b >= 100 {
+        out.push(char::from(b'0' + b / 100));
+    }
+    if b >= 10 {
+        out.push(char::from(b'0' + b / 10 % 10));
+    }
+    out.push(char::from(b'0' + b % 10));
+    out.push(';');
+}
+
 fn escape_into(out: &mut String, text: &str) {
     out.reserve(text.len());
     let bytes = text.as_bytes();
+    // `text[last..i]` is checked and not written yet.
     let mut last = 0;
-    while let Some(pos) = bytes[last..]
-        .iter()
-        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
-    {
-        let i = last + pos;
-        out.push_str(&text[last..i]);
-        match bytes[i] {
-            b'&' => out.push_str("&amp;"),
-            b'<' => out.push_str("&lt;"),
-            b'>' => out.push_str("&gt;"),
-            b => {
-                let _ = write!(out, "&#{b};");
+    let mut i = 0;
+    while i < bytes.len() {
+        // Bodies are long runs of plain text: skip them eight bytes at a time.
+        if let Some(chunk) = bytes
+            .get(i..i + 8)
+            .and_then(|c| <[u8; 8]>::try_from(c).ok())
+        {
+            if !chunk_needs_escape(u64::from_le_bytes(chunk)) {
+                i += 8;
+                continue;
             }
         }
-        last = i + 1;
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let b = bytes[i];
+            if NEEDS_ESCAPE[usize::from(b)] {
+                out.push_str(&text[last..i]);
+                match b {
+                    b'&' => out.push_str("&amp;"),
+                    b'<' => out.push_str("&lt;"),
+                    b'>' => out.push_str("&gt;"),
+                    _ => push_char_ref(out, b),
+                }
+                last = i + 1;
+            }
+            i += 1;
+        }
     }
     out.push_str(&text[last..]);
 }
@@ -591,6 +646,52 @@ mod tests {
             "{xml}"
         );
         assert_eq!(xml_to_element(&xml).expect("parse"), tree);
+    }
+
+    /// The plain definition the chunked escaper must agree with.
+    fn escape_reference(text: &str) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '\t' | '\n' => out.push(c),
+                c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                    out.push_str(&format!("&#{};", u32::from(c)));
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_agrees_with_the_plain_definition() {
+        // Every special byte at every offset of a 8-byte chunk, between
+        // plain ASCII and multi-byte characters, and every byte value once.
+        let specials = [
+            '&', '<', '>', '\r', '\n', '\t', '\u{0}', '\u{1f}', '\u{7f}', ' ', 'é', '✓',
+        ];
+        let mut cases: Vec<String> = Vec::new();
+        for &special in &specials {
+            for pad in 0..20 {
+                let mut s = "abcdefghijklmnopqrstuvwxyz"
+                    .chars()
+                    .take(pad)
+                    .collect::<String>();
+                s.push(special);
+                s.push_str("0123456789Ünïcödé");
+                s.push(special);
+                cases.push(s);
+            }
+        }
+        cases.push((0u8..=0x7f).map(char::from).chain(['é', '✓']).collect());
+        for case in &cases {
+            let mut out = String::new();
+            escape_into(&mut out, case);
+            assert_eq!(out, escape_reference(case), "{case:?}");
+        }
     }
 
     #[test]

@@ -163,18 +163,37 @@ fn utf8(bytes: &[u8], offset: usize) -> Result<&str, DecodeError> {
     }
 }
 
-/// Appends text to an element, merging it with a text node just before it
-/// (WBXML may split one string into several STR_I/STR_T tokens).
-fn push_text<'a>(el: &mut Element<'a>, text: &'a str) {
-    if let Some(Node::Text(prev)) = el.children.last_mut() {
-        prev.to_mut().push_str(text);
-    } else {
-        el.children.push(Node::Text(Cow::Borrowed(text)));
+/// Appends text to the open element whose children start at `start` in
+/// `nodes`, merging it with a text node just before it (WBXML may split one
+/// string into several STR_I/STR_T tokens).
+fn push_text<'a>(nodes: &mut Vec<Node<'a>>, start: usize, text: &'a str) {
+    if nodes.len() > start {
+        if let Some(Node::Text(prev)) = nodes.last_mut() {
+            prev.to_mut().push_str(text);
+            return;
+        }
+    }
+    nodes.push(Node::Text(Cow::Borrowed(text)));
+}
+
+/// Position of the first NUL in `bytes`. Element values are mostly a few
+/// bytes long, where a plain scan beats setting up the SIMD search.
+fn find_nul(bytes: &[u8]) -> Option<usize> {
+    const SHORT: usize = 16;
+    let (head, tail) = bytes.split_at(bytes.len().min(SHORT));
+    match head.iter().position(|&b| b == 0) {
+        Some(i) => Some(i),
+        None => memchr::memchr(0, tail).map(|i| i + SHORT),
     }
 }
 
 /// Decodes an EAS WBXML document and returns its root element. Strings and
 /// opaque data borrow from `input`.
+///
+/// The children of all open elements are collected in one scratch vector;
+/// when an element closes, its children move out of it into a vector of
+/// exactly their number. So a document costs one allocation per element
+/// with content and no regrowth.
 pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
     let mut r = Reader { input, pos: 0 };
 
@@ -186,13 +205,11 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
             reason: "version is not WBXML 1.1–1.3",
         });
     }
-    let at = r.pos;
     let public_id = r.mb_u_int32()?;
     if public_id == 0 {
         // The public id is a string-table index; its value does not matter.
         r.mb_u_int32()?;
     }
-    let _ = at;
     let at = r.pos;
     let charset = r.mb_u_int32()?;
     if charset != 106 && charset != 0 {
@@ -208,10 +225,11 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
 
     let mut page: u8 = 0;
     let mut page_table: &CodePage = &CODE_PAGES[0];
-    let mut stack: Vec<Element<'_>> = Vec::with_capacity(16);
-    let mut root: Option<Element<'_>> = None;
+    // Open elements: tag and where their children start in `nodes`.
+    let mut open: Vec<(Tag, usize)> = Vec::with_capacity(16);
+    let mut nodes: Vec<Node<'_>> = Vec::with_capacity(64);
 
-    while root.is_none() {
+    let root = loop {
         let offset = r.pos;
         let b = r.byte()?;
         match b {
@@ -221,40 +239,44 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                 page = p;
             }
             END => {
-                let done = stack.pop().ok_or(DecodeError::Unsupported {
+                let (tag, start) = open.pop().ok_or(DecodeError::Unsupported {
                     what: "END outside any element",
                     offset,
                 })?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(Node::Element(done)),
-                    None => root = Some(done),
+                let children: Vec<Node<'_>> = nodes.drain(start..).collect();
+                let done = Element { tag, children };
+                if open.is_empty() {
+                    break done;
                 }
+                nodes.push(Node::Element(done));
             }
             STR_I => {
                 let s = r.str_i()?;
-                let parent = stack.last_mut().ok_or(DecodeError::Unsupported {
+                let &(_, start) = open.last().ok_or(DecodeError::Unsupported {
                     what: "text outside the root element",
                     offset,
                 })?;
-                push_text(parent, s);
+                push_text(&mut nodes, start, s);
             }
             STR_T => {
                 let idx = r.mb_u_int32()?;
                 let s = table_string(string_table, idx, table_at, offset)?;
-                let parent = stack.last_mut().ok_or(DecodeError::Unsupported {
+                let &(_, start) = open.last().ok_or(DecodeError::Unsupported {
                     what: "text outside the root element",
                     offset,
                 })?;
-                push_text(parent, s);
+                push_text(&mut nodes, start, s);
             }
             OPAQUE => {
                 let len = r.mb_u_int32()?;
                 let bytes = r.take(len, offset)?;
-                let parent = stack.last_mut().ok_or(DecodeError::Unsupported {
-                    what: "opaque data outside the root element",
-                    offset,
-                })?;
-                parent.children.push(Node::Opaque(Cow::Borrowed(bytes)));
+                if open.is_empty() {
+                    return Err(DecodeError::Unsupported {
+                        what: "opaque data outside the root element",
+                        offset,
+                    });
+                }
+                nodes.push(Node::Opaque(Cow::Borrowed(bytes)));
             }
             ENTITY => {
                 return Err(DecodeError::Unsupported {
@@ -296,42 +318,40 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                         offset,
                     });
                 }
+                if b & 0x40 == 0 {
+                    let el = Element::new(tag);
+                    if open.is_empty() {
+                        break el;
+                    }
+                    nodes.push(Node::Element(el));
+                    continue;
+                }
                 // Fast path for the most common shape, `<Tag>text</Tag>`
-                // (tag, STR_I, END) inside a parent: no stack round trip.
-                if b & 0x40 != 0 && input.get(r.pos) == Some(&STR_I) {
-                    if let Some(parent) = stack.last_mut() {
-                        let rest = input.get(r.pos + 1..).unwrap_or_default();
-                        if let Some(len) = memchr::memchr(0, rest) {
-                            if rest.get(len + 1) == Some(&END) {
-                                let text = utf8(&rest[..len], r.pos + 1)?;
-                                r.pos += len + 3;
-                                parent.children.push(Node::Element(Element {
-                                    tag,
-                                    children: vec![Node::Text(Cow::Borrowed(text))],
-                                }));
-                                continue;
-                            }
+                // (tag, STR_I, END) inside a parent: no frame round trip.
+                if !open.is_empty() && input.get(r.pos) == Some(&STR_I) {
+                    let rest = input.get(r.pos + 1..).unwrap_or_default();
+                    if let Some(len) = find_nul(rest) {
+                        if rest.get(len + 1) == Some(&END) {
+                            let text = utf8(&rest[..len], r.pos + 1)?;
+                            r.pos += len + 3;
+                            nodes.push(Node::Element(Element {
+                                tag,
+                                children: vec![Node::Text(Cow::Borrowed(text))],
+                            }));
+                            continue;
                         }
                     }
                 }
-                let el = Element::new(tag);
-                if b & 0x40 != 0 {
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(DecodeError::TooDeep {
-                            max: MAX_DEPTH,
-                            offset,
-                        });
-                    }
-                    stack.push(el);
-                } else {
-                    match stack.last_mut() {
-                        Some(parent) => parent.children.push(Node::Element(el)),
-                        None => root = Some(el),
-                    }
+                if open.len() >= MAX_DEPTH {
+                    return Err(DecodeError::TooDeep {
+                        max: MAX_DEPTH,
+                        offset,
+                    });
                 }
+                open.push((tag, nodes.len()));
             }
         }
-    }
+    };
 
     if r.pos < input.len() {
         return Err(DecodeError::TrailingData {
@@ -339,7 +359,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
             offset: r.pos,
         });
     }
-    root.ok_or(DecodeError::NoRoot)
+    Ok(root)
 }
 
 fn table_string(
@@ -354,4 +374,62 @@ fn table_string(
         .ok_or(DecodeError::LengthOverflow { offset })?;
     let len = memchr::memchr(0, rest).ok_or(DecodeError::LengthOverflow { offset })?;
     utf8(&rest[..len], table_at + start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wbxml::tags::airsync;
+
+    fn text(s: &str) -> Node<'_> {
+        Node::Text(Cow::Borrowed(s))
+    }
+
+    #[test]
+    fn split_strings_merge_only_within_their_element() {
+        // <Sync>"a" "b" <Status>"c" "d"</Status> "e" <SyncKey/> "f"</Sync>
+        let mut doc = vec![0x03, 0x01, 0x6A, 0x00, 0x45];
+        for part in [&b"a"[..], b"b"] {
+            doc.push(STR_I);
+            doc.extend_from_slice(part);
+            doc.push(0);
+        }
+        doc.push(0x4E); // Status, with content
+        for part in [&b"c"[..], b"d"] {
+            doc.push(STR_I);
+            doc.extend_from_slice(part);
+            doc.push(0);
+        }
+        doc.extend_from_slice(&[END, STR_I, b'e', 0, 0x0B, STR_I, b'f', 0, END]);
+        let root = decode(&doc).expect("decodes");
+        let expected = Element::new(airsync::SYNC)
+            .with(text("ab"))
+            .with(Element::with_text(airsync::STATUS, "cd"))
+            .with(text("e"))
+            .with(Element::new(airsync::SYNC_KEY))
+            .with(text("f"));
+        assert_eq!(root, expected);
+        assert_eq!(root.children.capacity(), root.children.len());
+    }
+
+    #[test]
+    fn nested_elements_keep_their_own_children() {
+        // <Sync><Collections><Collection><SyncKey>1</SyncKey></Collection>
+        // <Collection/></Collections><Status>7</Status></Sync>
+        let doc = [
+            0x03, 0x01, 0x6A, 0x00, 0x45, 0x5C, 0x4F, 0x4B, STR_I, b'1', 0, END, END, 0x0F, END,
+            0x4E, STR_I, b'7', 0, END, END,
+        ];
+        let expected = Element::new(airsync::SYNC)
+            .with(
+                Element::new(airsync::COLLECTIONS)
+                    .with(
+                        Element::new(airsync::COLLECTION)
+                            .with(Element::with_text(airsync::SYNC_KEY, "1")),
+                    )
+                    .with(Element::new(airsync::COLLECTION)),
+            )
+            .with(Element::with_text(airsync::STATUS, "7"));
+        assert_eq!(decode(&doc).expect("decodes"), expected);
+    }
 }
