@@ -8,6 +8,12 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc malloc: decoding EAS documents allocates one
+/// small vector per element, and glibc spent half of a tag-heavy decode in
+/// malloc/free (docs/BENCHMARKS.md, "WBXML codec").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::run(cli::Cli::parse())
 }

@@ -4,6 +4,7 @@
 //! Exists so each command reads like its schema. It must not know any
 //! command: only elements, text, numbers and booleans, with typed errors.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::str::FromStr;
 
@@ -28,16 +29,24 @@ pub(crate) fn expect_tag(el: &Element<'_>, tag: Tag) -> Result<(), CommandError>
 /// The text content of an element: its text, or its opaque bytes as UTF-8,
 /// or `""` for an empty element.
 pub(crate) fn content(el: &Element<'_>) -> Result<String, CommandError> {
+    content_str(el).map(Cow::into_owned)
+}
+
+/// [`content`] borrowed from the tree where it can be: numbers and booleans
+/// are parsed from it without a copy.
+fn content_str<'t>(el: &'t Element<'_>) -> Result<Cow<'t, str>, CommandError> {
     if let Some(t) = el.text_concat() {
-        return Ok(t.into_owned());
+        return Ok(t);
     }
     if let Some(b) = el.opaque() {
-        return String::from_utf8(b.to_vec()).map_err(|_| CommandError::InvalidValue {
-            tag: el.tag,
-            value: "<non-UTF-8 opaque>".to_owned(),
-        });
+        return std::str::from_utf8(b)
+            .map(Cow::Borrowed)
+            .map_err(|_| CommandError::InvalidValue {
+                tag: el.tag,
+                value: "<non-UTF-8 opaque>".to_owned(),
+            });
     }
-    Ok(String::new())
+    Ok(Cow::Borrowed(""))
 }
 
 /// The bytes of an element: opaque data, or text bytes.
@@ -70,18 +79,23 @@ pub(crate) fn parse<T: FromStr>(tag: Tag, s: &str) -> Result<T, CommandError> {
 
 /// The required child `tag`, parsed.
 pub(crate) fn req_num<T: FromStr>(el: &Element<'_>, tag: Tag) -> Result<T, CommandError> {
-    parse(tag, &req_text(el, tag)?)
+    parse(
+        tag,
+        &content_str(el.child(tag).ok_or(CommandError::Missing(tag))?)?,
+    )
 }
 
 /// The optional child `tag`, parsed.
 pub(crate) fn opt_num<T: FromStr>(el: &Element<'_>, tag: Tag) -> Result<Option<T>, CommandError> {
-    opt_text(el, tag)?.map(|s| parse(tag, &s)).transpose()
+    el.child(tag)
+        .map(|c| parse(tag, &content_str(c)?))
+        .transpose()
 }
 
 /// An EAS boolean: `1`/`0`; an empty element means true (MS-ASDTYPE boolean
 /// and the empty-tag forms such as `<GetChanges/>`).
 pub(crate) fn bool_of(el: &Element<'_>) -> Result<bool, CommandError> {
-    match content(el)?.trim() {
+    match content_str(el)?.trim() {
         "" | "1" | "true" => Ok(true),
         "0" | "false" => Ok(false),
         other => Err(CommandError::InvalidValue {
