@@ -282,3 +282,106 @@ async fn windows_are_cut_by_the_bytes_budget() {
     assert_eq!(seen[0], 2, "{seen:?}");
     raw.cmd(&format!("DELETE {folder}"));
 }
+
+// [MS-ASCMD] 2.2.3.7.2 (16.0+): a draft added by the device is APPENDed to
+// the Drafts folder (\Draft); a retried Add (same SyncKey, same ClientId)
+// does not append it twice.
+#[tokio::test]
+async fn a_draft_added_by_the_device_reaches_drafts_once() {
+    use opush_protocol::commands::airsyncbase::Body;
+    use opush_protocol::commands::items::Email;
+    use opush_protocol::commands::sync::{ClientCommand, CommandResponse};
+    use opush_protocol::commands::ClientId;
+    require(DOVECOT_IMAP);
+    let device = "DEVDRAFT";
+    let marker = unique("draft");
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        &caller(USER, device),
+        &eas,
+    )
+    .await
+    .unwrap();
+    let drafts = fs
+        .changes
+        .unwrap()
+        .iter()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.folder_type == 3 => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .expect("a Drafts folder");
+    let v16 = ProtocolVersion::V16_1;
+    let run = |key: String, commands: Option<Vec<ClientCommand>>| {
+        let eas = &eas;
+        let drafts = drafts.clone();
+        async move {
+            let req = SyncRequest {
+                collections: vec![SyncCollectionRequest {
+                    sync_key: SyncKey(key),
+                    collection_id: CollectionId(drafts),
+                    window_size: Some(512),
+                    get_changes: Some(false),
+                    commands,
+                    ..SyncCollectionRequest::default()
+                }],
+                ..SyncRequest::default()
+            };
+            sync(&req, v16, &caller(USER, device), eas)
+                .await
+                .unwrap()
+                .collections
+                .remove(0)
+        }
+    };
+    let k1 = run("0".into(), None).await.sync_key.0;
+    let add = vec![ClientCommand::Add {
+        class: None,
+        client_id: ClientId("c-1".into()),
+        application_data: ApplicationData::Email(Box::new(Email {
+            to: Some("bob@example.test".into()),
+            subject: Some(marker.clone()),
+            body: Some(Body {
+                body_type: 1,
+                data: Some("draft text".into()),
+                ..Body::default()
+            }),
+            ..Email::default()
+        })),
+    }];
+    let first = run(k1.clone(), Some(add.clone())).await;
+    let added = |r: &SyncCollectionResponse| {
+        r.responses
+            .iter()
+            .flatten()
+            .find_map(|c| match c {
+                CommandResponse::Add {
+                    client_id,
+                    server_id,
+                    status,
+                    ..
+                } if client_id.0 == "c-1" => Some((status.code(), server_id.clone())),
+                _ => None,
+            })
+            .expect("an Add response")
+    };
+    let (status, sid) = added(&first);
+    assert_eq!(status, 1, "{first:?}");
+    assert!(sid.is_some());
+    let mut raw = RawImap::login(USER);
+    let uids = raw.search_subject("Drafts", &marker);
+    assert_eq!(uids.len(), 1, "the draft is in Drafts");
+    // A lost answer: the same request again gets the same ServerId, no second copy.
+    let again = run(k1, Some(add)).await;
+    assert_eq!(added(&again), (1, sid));
+    assert_eq!(raw.search_subject("Drafts", &marker).len(), 1);
+    let text = raw.fetch_message(uids[0]);
+    assert!(text.contains("draft text"), "{text}");
+    raw.cmd("SELECT Drafts");
+    raw.cmd(&format!("UID STORE {} +FLAGS.SILENT (\\Deleted)", uids[0]));
+    raw.cmd("EXPUNGE");
+}

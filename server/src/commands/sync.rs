@@ -1,9 +1,12 @@
 //! `handle_sync` for email collections ([MS-ASCMD] 2.2.1.21): observe the
 //! IMAP folder (CONDSTORE/QRESYNC delta, or a UID + flags listing, which
 //! works on every server; nothing recorded when nothing changed), carry
-//! out the device's Read/Flag changes and deletes (moved to Trash or
-//! expunged per `DeletesAsMoves`), let `engine::decide_sync` choose the
-//! window, record the events, then fetch and render the messages.
+//! out the device's Read/Flag changes, deletes (moved to Trash or
+//! expunged per `DeletesAsMoves`) and, from 16.0, drafts it adds to Drafts
+//! (IMAP APPEND with `\Draft`; a retried Add is answered from the record),
+//! let `engine::decide_sync` choose the window (cut again when its messages
+//! exceed `[devices] max_window_bytes`), record the events, then fetch and
+//! render the messages.
 //!
 //! Backend item ids are `"<UIDVALIDITY>/<UID>"`, so a UIDVALIDITY change
 //! makes every item new (Deletes then Adds). An item's version is a digest
@@ -341,8 +344,16 @@ pub async fn sync(
         let effects = plan_sync(rec.state(), &prepared.request);
         let mut outcomes = Vec::with_capacity(effects.len());
         for effect in &effects {
-            let outcome =
-                perform(&mut imap, effect, &prepared, rec.state(), trash.as_deref()).await;
+            let outcome = perform(
+                &mut imap,
+                effect,
+                &prepared,
+                rec.state(),
+                trash.as_deref(),
+                version,
+                caller.user,
+            )
+            .await;
             // `[receipt] read`: a message the device marked read may ask for a receipt.
             if let (true, EffectOutcome::Updated(_), BackendEffect::Update { collection, id, .. }) =
                 (eas.send.read_receipt, &outcome, effect)
@@ -536,12 +547,49 @@ async fn perform(
     prepared: &Prepared<'_>,
     state: &opush_engine::DeviceState,
     trash: Option<&str>,
+    version: ProtocolVersion,
+    from: &str,
 ) -> EffectOutcome {
     let Some(raw) = prepared.raw.as_deref() else {
         return EffectOutcome::Failed;
     };
     match effect {
-        BackendEffect::Create { .. } => EffectOutcome::Failed,
+        BackendEffect::Create {
+            collection,
+            client_id,
+            ..
+        } => {
+            // [MS-ASCMD] 16.0+: a device may add drafts; other adds of mail
+            // are refused.
+            let drafts = state
+                .collections
+                .get(collection)
+                .is_some_and(|c| c.folder_type == opush_engine::FolderType::Drafts);
+            let Some(email) = add_for(prepared, client_id) else {
+                return EffectOutcome::Failed;
+            };
+            if !drafts || version < ProtocolVersion::V16_0 {
+                return EffectOutcome::Failed;
+            }
+            let message = draft_message(from, email);
+            let uid = match imap
+                .append(raw, &[Flag::Draft, Flag::Seen], None, &message)
+                .await
+            {
+                Ok(Some(uid)) => uid,
+                _ => return EffectOutcome::Failed,
+            };
+            let Ok(mailbox) = imap.select(raw).await else {
+                return EffectOutcome::Failed;
+            };
+            match imap.fetch_meta(raw, &[uid]).await {
+                Ok(metas) => match metas.first() {
+                    Some(m) => EffectOutcome::Created(observed(mailbox.uidvalidity, m)),
+                    None => EffectOutcome::Failed,
+                },
+                Err(_) => EffectOutcome::Failed,
+            }
+        }
         BackendEffect::Update { collection, id, .. } => {
             let Some((_, uid)) = uid_of(id) else {
                 return EffectOutcome::Failed;
@@ -621,6 +669,55 @@ async fn perform(
             }
         }
     }
+}
+
+/// The Email of the device's `<Add>` with `client_id`.
+fn add_for<'r>(
+    prepared: &'r Prepared<'_>,
+    client_id: &opush_engine::ClientId,
+) -> Option<&'r Email> {
+    prepared
+        .wire
+        .commands
+        .iter()
+        .flatten()
+        .find_map(|c| match c {
+            ClientCommand::Add {
+                client_id: wire_id,
+                application_data: ApplicationData::Email(e),
+                ..
+            } if wire_id.0 == client_id.0 => Some(e.as_ref()),
+            _ => None,
+        })
+}
+
+/// The RFC 5322 form of a draft the device added: From the user, its To,
+/// Cc, Subject and body (HTML when the device sent Type 2).
+fn draft_message(from: &str, email: &Email) -> Vec<u8> {
+    use mail_builder::headers::raw::Raw;
+    let mut builder = mail_builder::MessageBuilder::new().from(from);
+    if let Some(to) = email.to.as_deref().filter(|t| !t.trim().is_empty()) {
+        builder = builder.header("To", Raw::new(to));
+    }
+    if let Some(cc) = email.cc.as_deref().filter(|t| !t.trim().is_empty()) {
+        builder = builder.header("Cc", Raw::new(cc));
+    }
+    if let Some(subject) = &email.subject {
+        builder = builder.subject(subject.as_str());
+    }
+    let text = email
+        .body
+        .as_ref()
+        .and_then(|b| b.data.clone())
+        .unwrap_or_default();
+    builder = match email.body.as_ref().map(|b| b.body_type) {
+        Some(2) => builder.html_body(text),
+        _ => builder.text_body(text),
+    };
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = builder.write_to(&mut out);
+    out
 }
 
 /// The Email of the device's `<Change>` for backend item `id`.
