@@ -755,20 +755,19 @@ async fn render(
     crate::obs::summary::sync(&r);
     let collection = r.collection;
     let sid = |n: u32| WireServerId(ServerId { collection, n }.to_string());
+    let mut pf = Prefetch::new(imap, raw, &r).await?;
     let mut commands = Vec::new();
     for change in &r.changes {
         commands.push(match change {
             ServerChange::Add { n, id, .. } => ServerCommand::Add {
                 server_id: sid(*n),
                 application_data: ApplicationData::Email(Box::new(
-                    full_email(imap, raw, id, &sid(*n).0, prefs, version).await?,
+                    pf.email(imap, id, &sid(*n).0, prefs, version).await?,
                 )),
             },
             ServerChange::Change { n, id, .. } => ServerCommand::Change {
                 server_id: sid(*n),
-                application_data: ApplicationData::Email(Box::new(
-                    flags_email(imap, raw, id).await?,
-                )),
+                application_data: ApplicationData::Email(Box::new(pf.flags_email(id))),
             },
             ServerChange::Delete { n, .. } => ServerCommand::Delete {
                 server_id: sid(*n),
@@ -808,7 +807,7 @@ async fn render(
             ReplyKind::Fetch => {
                 let data = match (&reply.backend, &server_id) {
                     (Some(id), Some(s)) if reply.status == 1 => Some(ApplicationData::Email(
-                        Box::new(full_email(imap, raw, id, &s.0, prefs, version).await?),
+                        Box::new(pf.email(imap, id, &s.0, prefs, version).await?),
                     )),
                     _ => None,
                 };
@@ -884,22 +883,149 @@ pub(crate) async fn full_email(
     ))
 }
 
-/// A flags-only Change: Read, Flag, Categories.
-async fn flags_email(
-    imap: &mut PooledSession,
-    raw: Option<&str>,
-    id: &BackendItemId,
-) -> Result<Email, CommandError> {
-    let meta = match (raw, uid_of(id)) {
-        (Some(raw), Some((_, uid))) => meta_of(imap, raw, uid).await?,
-        _ => None,
-    };
-    let info = info_of("", meta.as_ref());
-    let full = to_email(b"", &info, &[], ProtocolVersion::V2_5);
-    Ok(Email {
+/// Most messages fetched by one `UID FETCH` while rendering a window.
+const PREFETCH_MESSAGES: usize = 100;
+/// Most bytes (RFC822.SIZE) fetched by one `UID FETCH` while rendering: a
+/// window of large messages is fetched a few at a time, so memory stays
+/// bounded by this, not by the window.
+const PREFETCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What rendering a window needs from IMAP, fetched in few round trips: the
+/// metadata of every message the window names in one `UID FETCH`, then the
+/// messages to send in full in batches bounded by count and bytes, in the
+/// order they are rendered (one round trip per message made a window of 100
+/// cost ~100 round trips; a batch costs about one).
+struct Prefetch<'r> {
+    raw: Option<&'r str>,
+    metas: std::collections::HashMap<u32, MessageMeta>,
+    /// UIDs whose whole message is rendered, in render order.
+    order: Vec<u32>,
+    /// Index in `order` of the first UID not fetched yet.
+    next: usize,
+    bodies: std::collections::HashMap<u32, Vec<u8>>,
+}
+
+impl<'r> Prefetch<'r> {
+    async fn new(
+        imap: &mut PooledSession,
+        raw: Option<&'r str>,
+        r: &opush_engine::SyncResponse,
+    ) -> Result<Prefetch<'r>, CommandError> {
+        let mut order = Vec::new();
+        let mut wanted = Vec::new();
+        for change in &r.changes {
+            match change {
+                ServerChange::Add { id, .. } => {
+                    if let Some((_, uid)) = uid_of(id) {
+                        order.push(uid);
+                        wanted.push(uid);
+                    }
+                }
+                ServerChange::Change { id, .. } => wanted.extend(uid_of(id).map(|(_, u)| u)),
+                ServerChange::Delete { .. } | ServerChange::SoftDelete { .. } => {}
+            }
+        }
+        for reply in &r.replies {
+            if let (ReplyKind::Fetch, 1, Some(id)) = (reply.kind, reply.status, &reply.backend) {
+                if let Some((_, uid)) = uid_of(id) {
+                    order.push(uid);
+                    wanted.push(uid);
+                }
+            }
+        }
+        let mut metas = std::collections::HashMap::new();
+        if let (Some(raw), false) = (raw, wanted.is_empty()) {
+            for m in imap.fetch_meta(raw, &wanted).await.map_err(imap_error)? {
+                metas.insert(m.uid, m);
+            }
+        }
+        Ok(Prefetch {
+            raw,
+            metas,
+            order,
+            next: 0,
+            bodies: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Fetches the next batch of `order` (at least one message, then up to
+    /// the count and byte bounds), skipping vanished and oversized messages.
+    async fn fetch_next(
+        &mut self,
+        imap: &mut PooledSession,
+        raw: &str,
+    ) -> Result<(), CommandError> {
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(&uid) = self.order.get(self.next) {
+            let Some(size) = self.metas.get(&uid).map(|m| u64::from(m.size)) else {
+                self.next += 1;
+                continue;
+            };
+            if size > MAX_MESSAGE_BYTES {
+                self.next += 1;
+                continue;
+            }
+            if !batch.is_empty()
+                && (batch.len() >= PREFETCH_MESSAGES || bytes + size > PREFETCH_BYTES)
+            {
+                break;
+            }
+            batch.push(uid);
+            bytes += size;
+            self.next += 1;
+        }
+        match imap.fetch_messages(raw, &batch).await {
+            Ok(found) => self.bodies.extend(found),
+            Err(e) if e.is_retryable() => return Err(imap_error(e)),
+            // A batch the server refuses is sent without bodies: one bad
+            // message must not block the collection.
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The whole item (Add, Fetch). A message that vanished or is too big
+    /// is still sent, with an empty body.
+    async fn email(
+        &mut self,
+        imap: &mut PooledSession,
+        id: &BackendItemId,
+        server_id: &str,
+        prefs: &[BodyPreference],
+        version: ProtocolVersion,
+    ) -> Result<Email, CommandError> {
+        let (Some(raw), Some((_, uid))) = (self.raw, uid_of(id)) else {
+            return Ok(to_email(b"", &info_of(server_id, None), prefs, version));
+        };
+        // Render order is fetch order: the next batch holds the message
+        // unless it vanished (then it is never found and the loop ends when
+        // `next` passes it).
+        while !self.bodies.contains_key(&uid) && self.order[self.next..].contains(&uid) {
+            self.fetch_next(imap, raw).await?;
+        }
+        let bytes = self.bodies.remove(&uid).unwrap_or_default();
+        Ok(to_email(
+            &bytes,
+            &info_of(server_id, self.metas.get(&uid)),
+            prefs,
+            version,
+        ))
+    }
+
+    /// A flags-only Change: Read, Flag, Categories.
+    fn flags_email(&self, id: &BackendItemId) -> Email {
+        let meta = uid_of(id).and_then(|(_, uid)| self.metas.get(&uid));
+        flags_only(&info_of("", meta))
+    }
+}
+
+fn flags_only(info: &MessageInfo) -> Email {
+    let full = to_email(b"", info, &[], ProtocolVersion::V2_5);
+    Email {
         read: full.read,
         flag: full.flag,
         categories: full.categories,
         ..Email::default()
-    })
+    }
 }

@@ -817,6 +817,45 @@ impl Session {
             .await
     }
 
+    /// Whole messages of `uids` in one `UID FETCH` (`BODY.PEEK[]`), by UID.
+    /// UIDs that no longer exist are simply absent. The caller bounds the
+    /// batch (count and total RFC822.SIZE): every body is held in memory.
+    pub async fn fetch_messages(
+        &mut self,
+        raw: &str,
+        uids: &[u32],
+    ) -> Result<std::collections::HashMap<u32, Vec<u8>>, ImapError> {
+        let mut out = std::collections::HashMap::with_capacity(uids.len());
+        let Some(set) = uid_set(uids) else {
+            return Ok(out);
+        };
+        self.ensure(raw, false).await?;
+        self.simple_with(
+            "UID FETCH",
+            format!("UID FETCH {set} (UID BODY.PEEK[])"),
+            &mut |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    let uid = attrs.iter().find_map(|a| match a {
+                        AttributeValue::Uid(u) => Some(*u),
+                        _ => None,
+                    });
+                    let body = attrs.iter().find_map(|a| match a {
+                        AttributeValue::BodySection { data, .. } => {
+                            Some(data.as_deref().map(<[u8]>::to_vec).unwrap_or_default())
+                        }
+                        _ => None,
+                    });
+                    if let (Some(uid), Some(body)) = (uid, body) {
+                        out.insert(uid, body);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+
     async fn fetch_section(
         &mut self,
         raw: &str,
