@@ -4,6 +4,7 @@
 //! library crates (e.g. `opush_protocol::xml` for `wbxml`).
 
 pub mod device;
+pub mod replay;
 pub mod schema;
 pub mod wbxml;
 
@@ -66,11 +67,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Wbxml { action } => wbxml::run(action),
         Command::Schema { action, config } => schema::run(&action, config.as_deref()),
         Command::Device { action } => device::run(action),
-        Command::Replay { .. } => not_implemented("replay"),
+        Command::Replay { args } => replay::run(args),
     }
-}
-
-fn not_implemented(what: &str) -> ExitCode {
-    eprintln!("opush {what}: not implemented yet");
-    ExitCode::from(2)
 }

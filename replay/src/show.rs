@@ -1,0 +1,130 @@
+//! `opush replay show`: a transcript of a bundle, request by request: time,
+//! command, the request (captured body as XML when full capture was on),
+//! what the server observed, each decision (SyncKey issued, items
+//! added/changed/deleted, status) and the response.
+
+use crate::bundle::{Bundle, BundleError};
+use opush_engine::{DecisionOutput, Event, ServerChange};
+use std::fmt::Write as _;
+
+fn time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03} (unix ms {ms})", ms % 1000)
+}
+
+fn xml(bytes: &[u8]) -> String {
+    match opush_protocol::wbxml::decode(bytes) {
+        Ok(doc) => opush_protocol::xml::element_to_xml_masked(&doc),
+        Err(_) => format!("({} bytes, not WBXML)", bytes.len()),
+    }
+}
+
+fn decision(out: &DecisionOutput) -> String {
+    match out {
+        DecisionOutput::Sync(r) => {
+            let (mut add, mut change, mut delete) = (0, 0, 0);
+            for c in &r.changes {
+                match c {
+                    ServerChange::Add { .. } => add += 1,
+                    ServerChange::Change { .. } => change += 1,
+                    ServerChange::Delete { .. } | ServerChange::SoftDelete { .. } => delete += 1,
+                }
+            }
+            format!(
+                "collection {} status {} SyncKey {} adds {add} changes {change} deletes {delete} replies {}{}",
+                r.collection,
+                r.status.code(),
+                r.sync_key.map_or("-".to_owned(), |k| k.to_string()),
+                r.replies.len(),
+                if r.more_available { " MoreAvailable" } else { "" }
+            )
+        }
+        DecisionOutput::FolderSync(r) => format!(
+            "status {} SyncKey {} changes {}",
+            r.status,
+            r.sync_key.map_or("-".to_owned(), |k| k.to_string()),
+            r.changes.len()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The transcript of every request, or only of the `request`-th (from 1).
+pub fn show(bundle: &Bundle, request: Option<usize>) -> Result<String, BundleError> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "bundle: user {} device {}, engine format {}, {} events from seq {}",
+        bundle.user,
+        bundle.device,
+        bundle.engine_format_version,
+        bundle.events.len(),
+        bundle.start_seq + 1
+    );
+    let mut n = 0usize;
+    let mut shown = request.is_none();
+    for (seq, event) in bundle.decoded()? {
+        if let Event::RequestReceived {
+            req_id,
+            at,
+            command,
+            protocol_version,
+            ..
+        } = &event
+        {
+            n += 1;
+            shown = request.is_none_or(|r| r == n);
+            if shown {
+                let _ = writeln!(
+                    out,
+                    "\n#{n} {} {command:?} (protocol {protocol_version:?}) request {req_id}",
+                    time(at.0)
+                );
+                if let Some(body) = bundle.capture(*req_id, "request") {
+                    let _ = writeln!(out, "  request body:\n{}", xml(&body));
+                }
+            }
+            continue;
+        }
+        if !shown {
+            continue;
+        }
+        let line = match &event {
+            Event::BackendObserved {
+                collection,
+                observation,
+                ..
+            } => format!(
+                "observed collection {collection}: validity {} cursor {} {:?}, {} items, {} vanished",
+                observation.validity,
+                observation.cursor,
+                observation.kind,
+                observation.changed.len(),
+                observation.vanished.len()
+            ),
+            Event::HierarchyObserved { folders } => {
+                format!("observed {} folders", folders.len())
+            }
+            Event::Decided { record, events, .. } => format!(
+                "decision {} at {}: {} ({events} events)\n    input: {:?}",
+                record.input.name(),
+                time(record.at.0),
+                decision(&record.output),
+                record.input
+            ),
+            Event::ResponseSent {
+                req_id, status, ..
+            } => {
+                let mut s = format!("response sent: HTTP {status}");
+                if let Some(body) = bundle.capture(*req_id, "response") {
+                    let _ = write!(s, "\n  response body:\n{}", xml(&body));
+                }
+                s
+            }
+            other => format!("{other:?}"),
+        };
+        let _ = writeln!(out, "  [{seq}] {line}");
+    }
+    Ok(out)
+}
