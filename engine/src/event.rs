@@ -23,9 +23,12 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   changed, so version-1 event bytes decode as they are (checked by
 ///   `tests/codec_compat.rs` against golden version-1 bytes); a version-1
 ///   binary refuses version-2 records as newer instead of misreading them.
-///   Snapshots: `DeviceState` gained `sent` in this version, so a version-1
-///   snapshot is refused ([`CodecError::UnsupportedVersion`]) and the device
-///   is folded from its events instead.
+///   Snapshots: `DeviceState` gained `sent` in this version; the snapshot
+///   decoder still reads the older layout.
+///
+/// `Event::Decided` embeds [`crate::DecisionRecord`], hence `EngineConfig`
+/// and the input/response types of every `decide_*`: a field added to any
+/// of them changes the event layout like a field added to an event does.
 ///
 /// New variants go at the end of [`Event`] and keep their inline size small
 /// (box large payloads) so the archived size of `Event` does not grow.

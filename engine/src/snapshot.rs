@@ -14,23 +14,6 @@ use rkyv::rancor::Error as RkyvError;
 use rkyv::Archived;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The oldest format version whose `DeviceState` layout this build reads
-/// (version 2 added `sent`); older snapshots are refused, never misread, and
-/// the caller folds the events instead (a snapshot is only a cache).
-const OLDEST_SNAPSHOT_LAYOUT: u32 = 2;
-
-fn check_layout(bytes: &[u8]) -> Result<(), CodecError> {
-    if let Some(v) = bytes.get(4..8) {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(v);
-        let version = u32::from_le_bytes(b);
-        if version != 0 && version < OLDEST_SNAPSHOT_LAYOUT && &bytes[..4] == SNAPSHOT_MAGIC {
-            return Err(CodecError::UnsupportedVersion(version));
-        }
-    }
-    Ok(())
-}
-
 /// Encodes a snapshot.
 pub fn encode_snapshot(state: &DeviceState) -> Result<Vec<u8>, CodecError> {
     let bytes =
@@ -96,7 +79,6 @@ struct DeviceStateV1 {
 
 /// Decodes a snapshot (the current layout, or the one before `sent`).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<DeviceState, CodecError> {
-    check_layout(bytes)?;
     let aligned = payload(SNAPSHOT_MAGIC, "snapshot", bytes)?;
     let a = match rkyv::access::<Archived<DeviceState>, RkyvError>(&aligned) {
         Ok(a) => a,
@@ -149,7 +131,6 @@ fn decode_v1(aligned: &[u8]) -> Result<DeviceState, CodecError> {
 /// Validates a snapshot without building the state (cheap integrity check
 /// for storage and replay tools).
 pub fn check_snapshot(bytes: &[u8]) -> Result<(), CodecError> {
-    check_layout(bytes)?;
     let aligned = payload(SNAPSHOT_MAGIC, "snapshot", bytes)?;
     match rkyv::access::<Archived<DeviceState>, RkyvError>(&aligned) {
         Ok(_) => Ok(()),

@@ -219,20 +219,3 @@ fn version_1_events_still_decode() {
         assert_eq!(&decode_event(&bytes).unwrap(), expected);
     }
 }
-
-// Version 2 changed the DeviceState layout: an older snapshot is refused
-// (the caller folds the log instead), never misread.
-#[test]
-fn version_1_snapshots_are_refused_not_misread() {
-    let mut bytes = encode_snapshot(&DeviceState::default()).unwrap();
-    assert_eq!(decode_snapshot(&bytes).unwrap(), DeviceState::default());
-    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
-    assert_eq!(
-        decode_snapshot(&bytes),
-        Err(CodecError::UnsupportedVersion(1))
-    );
-    assert_eq!(
-        check_snapshot(&bytes),
-        Err(CodecError::UnsupportedVersion(1))
-    );
-}
