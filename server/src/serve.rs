@@ -170,6 +170,7 @@ pub async fn run_with(
             }
         });
     }
+    let flush_at_exit = eas.clone();
     let app = AppState::with_eas(
         http_settings(&cfg),
         Arc::new(ImapLoginVerifier::new(cfg.imap.clone())),
@@ -217,6 +218,10 @@ pub async fn run_with(
     http::serve(listener, app, stopped(stop_rx)).await;
     if let Some(admin) = admin {
         let _ = admin.await;
+    }
+    if let Some(eas) = flush_at_exit {
+        // Requests that changed nothing left their trace in memory.
+        eas.sessions.flush().await;
     }
     tracing::info!(target: "CONTAINER", "opush stopped");
     Ok(())

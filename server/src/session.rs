@@ -25,6 +25,31 @@ use opush_storage::{AppendBatch, DeviceKey, Snapshot, StorageError, Store};
 use crate::obs::{timed, Category};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+/// Most trace events deferred per device before they are appended anyway.
+pub const MAX_PENDING: usize = 256;
+/// Oldest a deferred trace event gets before the device's next request
+/// appends it.
+pub const MAX_PENDING_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether an event only traces a request (the fold ignores it).
+fn is_trace(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::RequestReceived { .. } | Event::Decided { .. } | Event::ResponseSent { .. }
+    )
+}
+
+fn drop_pending(slot: &mut Slot, why: &str) {
+    if !slot.pending.is_empty() {
+        tracing::debug!(
+            events = slot.pending.len(),
+            "deferred trace events dropped: {why}"
+        );
+    }
+    slot.pending.clear();
+    slot.pending_since = None;
+}
+
 /// The snapshot row name used for a whole device state.
 pub const SNAPSHOT_NAME: &str = "device";
 
@@ -72,6 +97,15 @@ struct Loaded {
 #[derive(Debug, Default)]
 struct Slot {
     loaded: Option<Loaded>,
+    /// The device (set when a request opens the slot; used by [`Sessions::flush`]).
+    device: Option<DeviceKey>,
+    /// Trace events (`RequestReceived`, `Decided`, `ResponseSent`) not yet
+    /// appended: they change no sync state, so they ride along with the
+    /// device's next state-changing append instead of costing a durable
+    /// write each (see [`DeviceSession::commit`]).
+    pending: Vec<Event>,
+    /// When the oldest pending event was deferred.
+    pending_since: Option<std::time::Instant>,
     /// The device's remembered Sync request, once read from the store
     /// (`Some(None)`: read, there is none).
     sync_request: Option<Option<Vec<u8>>>,
@@ -129,8 +163,13 @@ impl Sessions {
             if self.store.head(&device).await? != loaded.head {
                 guard.loaded = None;
                 guard.sync_request = None;
+                // Appended after another writer's events they would be out
+                // of order for replay: dropped (they only traced requests
+                // that changed nothing).
+                drop_pending(&mut guard, "another writer moved the head");
             }
         }
+        guard.device = Some(device.clone());
         if guard.loaded.is_none() {
             guard.loaded = Some(timed(Category::Storage, self.load(&device)).await?);
         }
@@ -139,6 +178,32 @@ impl Sessions {
             device,
             guard,
         })
+    }
+
+    /// Appends every device's deferred trace events (at shutdown, or before
+    /// exporting a session from a running process's store).
+    pub async fn flush(&self) {
+        let slots: Vec<_> = {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.values().cloned().collect()
+        };
+        for slot in slots {
+            let guard = slot.lock_owned().await;
+            let Some(device) = guard.device.clone() else {
+                continue;
+            };
+            if guard.pending.is_empty() {
+                continue;
+            }
+            let mut session = DeviceSession {
+                sessions: self,
+                device,
+                guard,
+            };
+            if let Err(e) = session.append(&[]).await {
+                tracing::warn!(device = %session.device, error = %e, "deferred trace events not written");
+            }
+        }
     }
 
     fn slot(&self, device: &DeviceKey) -> Arc<AsyncMutex<Slot>> {
@@ -272,13 +337,49 @@ impl DeviceSession<'_> {
     /// Appends `events` on top of the current head (all or nothing), then
     /// folds them into the state. On any failure the cached state is dropped
     /// and the caller answers with a retryable error. An empty list is a no-op.
+    ///
+    /// Events that only trace requests (`RequestReceived`, `Decided`,
+    /// `ResponseSent`: the fold ignores them) are deferred in memory and
+    /// appended, in order, in front of the device's next state-changing
+    /// events — or once [`MAX_PENDING`] of them wait or the oldest is
+    /// [`MAX_PENDING_AGE`] old, or at shutdown. A request that changes
+    /// nothing (a no-change Sync, a Ping that finds nothing) then costs no
+    /// durable write; a crash loses only the trace of such requests, never
+    /// a decision that changed the device's state.
     pub async fn commit(&mut self, events: &[Event]) -> Result<(), SessionError> {
         if events.is_empty() {
             return Ok(());
         }
+        if self.guard.loaded.is_some() && events.iter().all(is_trace) {
+            let slot = &mut *self.guard;
+            slot.pending.extend_from_slice(events);
+            let since = *slot
+                .pending_since
+                .get_or_insert_with(std::time::Instant::now);
+            if slot.pending.len() < MAX_PENDING && since.elapsed() < MAX_PENDING_AGE {
+                if let Some(loaded) = slot.loaded.as_mut() {
+                    fold(&mut loaded.state, events);
+                }
+                return Ok(());
+            }
+            if let Some(loaded) = slot.loaded.as_mut() {
+                fold(&mut loaded.state, events);
+            }
+            return self.append(&[]).await;
+        }
+        self.append(events).await
+    }
+
+    /// Appends the deferred trace events and then `events`.
+    async fn append(&mut self, events: &[Event]) -> Result<(), SessionError> {
+        let pending = std::mem::take(&mut self.guard.pending);
+        self.guard.pending_since = None;
+        if pending.is_empty() && events.is_empty() {
+            return Ok(());
+        }
         let head = self.head();
         let mut batch = AppendBatch::new(self.device.clone(), head);
-        for ev in events {
+        for ev in pending.iter().chain(events) {
             let bytes = encode_event(ev).map_err(|e| SessionError::Encode(e.to_string()))?;
             batch = batch.event(FORMAT_VERSION_U16, bytes);
         }

@@ -155,6 +155,22 @@ async fn scenario(use_condstore: bool) {
         Vec::<String>::new(),
         "a no-change Sync records no observation nor sync state"
     );
+    assert_eq!(
+        head(&eas, device).await,
+        before,
+        "a no-change Sync appends nothing: its trace waits in memory"
+    );
+    eas.sessions.flush().await;
+    assert!(
+        head(&eas, device).await > before,
+        "the deferred trace (Decided) is appended by a flush"
+    );
+    assert_eq!(
+        state_events_since(&eas, device, before).await,
+        Vec::<String>::new(),
+        "the flush writes trace events only"
+    );
+    let before = head(&eas, device).await;
 
     // Server side: m0 read, m1 expunged, m3 new.
     raw.cmd(&format!("SELECT {folder}"));

@@ -137,6 +137,9 @@ async fn a_recorded_email_session_replays_identically() {
     .await
     .unwrap();
 
+    // Requests that changed nothing are traced in memory until the next
+    // append: write them as the server does at shutdown.
+    eas.sessions.flush().await;
     let bundle = opush_replay::export(eas.sessions.store(), USER, DEVICE, None, None)
         .await
         .unwrap();
