@@ -170,7 +170,6 @@ async fn scenario(use_condstore: bool) {
         Vec::<String>::new(),
         "the flush writes trace events only"
     );
-    let before = head(&eas, device).await;
 
     // Server side: m0 read, m1 expunged, m3 new.
     raw.cmd(&format!("SELECT {folder}"));
