@@ -145,19 +145,32 @@ async fn a_parked_ping_frees_its_in_flight_slot_and_ends_on_the_next_request() {
     }
     let inbox = prepare(addr, "HTTPPING1").await;
 
-    // Park a Ping on its own connection.
+    // Park a Ping on its own connection. With max_in_flight = 1 the Ping
+    // itself is refused (503) if it arrives while another request holds the
+    // only slot: it is sent alone, and again until it is not refused.
     let body = ping_body(&inbox);
     let auth = basic(USER, PASSWORD);
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut bytes = head(
-        "POST",
-        &target("Ping", "HTTPPING1"),
-        &[("Authorization", &auth), ("MS-ASProtocolVersion", "14.1")],
-        Some(body.len()),
-    );
-    bytes.extend_from_slice(&body);
-    s.write_all(&bytes).await.unwrap();
-    let parked = tokio::spawn(async move { read_response(&mut s).await });
+    let mut parked = None;
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut bytes = head(
+            "POST",
+            &target("Ping", "HTTPPING1"),
+            &[("Authorization", &auth), ("MS-ASProtocolVersion", "14.1")],
+            Some(body.len()),
+        );
+        bytes.extend_from_slice(&body);
+        s.write_all(&bytes).await.unwrap();
+        let task = tokio::spawn(async move { read_response(&mut s).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if !task.is_finished() {
+            parked = Some(task);
+            break;
+        }
+        let early = task.await.unwrap();
+        assert_eq!(early.status, 503, "the Ping answered instead of parking");
+    }
+    let parked = parked.expect("the Ping parks");
 
     // With max_in_flight = 1, another device gets through once the Ping parked.
     let mut served = false;
@@ -174,7 +187,11 @@ async fn a_parked_ping_frees_its_in_flight_slot_and_ends_on_the_next_request() {
         served,
         "the parked Ping still holds the only in-flight slot"
     );
-    assert!(!parked.is_finished());
+    if parked.is_finished() {
+        let early = parked.await.unwrap();
+        let xml = opush_protocol::xml::wbxml_to_xml(&early.body).unwrap_or_default();
+        panic!("the Ping answered early: HTTP {} {xml}", early.status);
+    }
 
     // The parked bound is its own: a second parked Ping is refused.
     let inbox2 = prepare(addr, "HTTPPING2").await;
