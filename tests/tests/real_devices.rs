@@ -738,7 +738,6 @@ async fn ping_steps_of_the_captures() {
 
 /// A device repeating its last Sync with an empty body (12.1+).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waiting for core: an empty-bodied Sync answers 400 (\"empty Sync (cached request) not supported\")"]
 async fn empty_bodied_sync_repeats_the_last_request() {
     let capture = "gs2-exchange-receive300EmailsInManualMode2";
     let out = replay(
