@@ -77,6 +77,20 @@ struct DeviceStateV1 {
     applied: u64,
 }
 
+/// The collections of either snapshot layout (their type did not change).
+fn collections(
+    a: &Archived<BTreeMap<crate::types::CollectionId, CollectionState>>,
+) -> Result<BTreeMap<crate::types::CollectionId, CollectionState>, CodecError> {
+    a.iter()
+        .map(|(k, v)| {
+            Ok((
+                rkyv::deserialize::<_, RkyvError>(k).map_err(corrupt)?,
+                collection(v)?,
+            ))
+        })
+        .collect()
+}
+
 /// Decodes a snapshot (the current layout, or the one before `sent`).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<DeviceState, CodecError> {
     let aligned = payload(SNAPSHOT_MAGIC, "snapshot", bytes)?;
@@ -84,16 +98,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DeviceState, CodecError> {
         Ok(a) => a,
         Err(e) => return decode_v1(&aligned).map_err(|_| corrupt(e)),
     };
-    let collections = a
-        .collections
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                rkyv::deserialize::<_, RkyvError>(k).map_err(corrupt)?,
-                collection(v)?,
-            ))
-        })
-        .collect::<Result<BTreeMap<_, _>, CodecError>>()?;
+    let collections = collections(&a.collections)?;
     Ok(DeviceState {
         policy: rkyv::deserialize::<_, RkyvError>(&a.policy).map_err(corrupt)?,
         wipe: rkyv::deserialize::<_, RkyvError>(&a.wipe).map_err(corrupt)?,
@@ -107,16 +112,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DeviceState, CodecError> {
 
 fn decode_v1(aligned: &[u8]) -> Result<DeviceState, CodecError> {
     let a = rkyv::access::<Archived<DeviceStateV1>, RkyvError>(aligned).map_err(corrupt)?;
-    let collections = a
-        .collections
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                rkyv::deserialize::<_, RkyvError>(k).map_err(corrupt)?,
-                collection(v)?,
-            ))
-        })
-        .collect::<Result<BTreeMap<_, _>, CodecError>>()?;
+    let collections = collections(&a.collections)?;
     Ok(DeviceState {
         policy: rkyv::deserialize::<_, RkyvError>(&a.policy).map_err(corrupt)?,
         wipe: rkyv::deserialize::<_, RkyvError>(&a.wipe).map_err(corrupt)?,
