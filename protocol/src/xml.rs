@@ -118,6 +118,29 @@ pub fn element_to_xml_masked(root: &Element<'_>) -> String {
     render(root, true, 256)
 }
 
+/// Replaces the text (or opaque data) of every [`is_secret`] element of
+/// `root` with `*`, in place; true when anything was replaced. For bodies
+/// that are kept (full capture) rather than printed.
+pub fn mask_secrets(root: &mut Element<'_>) -> bool {
+    let mut changed = false;
+    let secret = is_secret(root.tag);
+    for node in &mut root.children {
+        match node {
+            Node::Element(child) => changed |= mask_secrets(child),
+            Node::Text(t) if secret && !t.is_empty() && t.as_ref() != "*" => {
+                *node = Node::Text("*".into());
+                changed = true;
+            }
+            Node::Opaque(b) if secret && !b.is_empty() => {
+                *node = Node::Text("*".into());
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
 fn prefix_of(page: u8) -> String {
     code_page(page)
         .map(|p| p.namespace.to_ascii_lowercase())
@@ -750,6 +773,23 @@ mod tests {
             "{xml}"
         );
         assert_eq!(xml_to_element(&xml).expect("parse"), tree);
+    }
+
+    #[test]
+    fn mask_secrets_replaces_only_secret_text() {
+        let xml = r#"<Settings xmlns="Settings:"><DevicePassword><Set><Password>hunter2</Password></Set></DevicePassword><UserInformation><Get/></UserInformation></Settings>"#;
+        let mut tree = xml_to_element(xml).expect("parse");
+        assert!(mask_secrets(&mut tree));
+        let out = element_to_xml(&tree);
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("<Password>*</Password>"), "{out}");
+        assert!(out.contains("<Get/>") || out.contains("<Get />"), "{out}");
+        assert!(!mask_secrets(&mut tree), "already masked");
+        let mut plain = xml_to_element(
+            r#"<FolderSync xmlns="FolderHierarchy:"><SyncKey>0</SyncKey></FolderSync>"#,
+        )
+        .expect("parse");
+        assert!(!mask_secrets(&mut plain));
     }
 
     #[test]

@@ -68,8 +68,11 @@ impl BundleEvent {
 pub struct BundleCapture {
     /// The request id it belongs to.
     pub req_id: String,
-    /// `request` or `response`.
+    /// `request-head`, `request`, `response-head` or `response`.
     pub kind: String,
+    /// When it was stored, Unix milliseconds (0 in older bundles).
+    #[serde(default)]
+    pub at_ms: i64,
     /// The body, base64.
     pub bytes: String,
 }
@@ -142,11 +145,17 @@ pub async fn export(
     let mut start_state = state.clone();
     let mut start_seq = base_seq;
     let mut events = Vec::new();
+    // Every request the live log records (captures of other requests are
+    // those the log never saw: refused before a handler, or failed).
+    let mut logged = std::collections::BTreeSet::new();
     let mut started = since.is_none();
     let mut last_time = 0;
     for ev in stored.iter().filter(|e| e.seq > base_seq) {
         let event = decode_event(&ev.payload)
             .map_err(|e| BundleError::Invalid(format!("stored event {}: {e}", ev.seq)))?;
+        if let Event::RequestReceived { req_id, .. } = &event {
+            logged.insert(req_id.to_string());
+        }
         // Cut only at a request's start, so no decision is split.
         if let (Event::RequestReceived { at, .. }, false) = (&event, started) {
             if since.is_some_and(|s| at.0 >= s) {
@@ -181,11 +190,16 @@ pub async fn export(
             _ => None,
         })
         .collect();
+    let in_window = |at_ms: i64| {
+        let at = u64::try_from(at_ms).unwrap_or(0);
+        since.is_none_or(|s| at >= s) && until.is_none_or(|u| at <= u)
+    };
     for c in store.get_captures(&key).await? {
-        if wanted.contains(&c.req_id) {
+        if wanted.contains(&c.req_id) || (!logged.contains(&c.req_id) && in_window(c.at_ms)) {
             captures.push(BundleCapture {
                 req_id: c.req_id,
                 kind: c.kind,
+                at_ms: c.at_ms,
                 bytes: B64.encode(&c.bytes),
             });
         }
@@ -255,11 +269,37 @@ impl Bundle {
 
     /// The captured body of `kind` for a request.
     pub fn capture(&self, req_id: u64, kind: &str) -> Option<Vec<u8>> {
-        let id = req_id.to_string();
+        self.capture_of(&req_id.to_string(), kind)
+    }
+
+    /// The captured body of `kind` for a request id as the store names it.
+    pub fn capture_of(&self, req_id: &str, kind: &str) -> Option<Vec<u8>> {
         self.captures
             .iter()
-            .find(|c| c.req_id == id && c.kind == kind)
+            .find(|c| c.req_id == req_id && c.kind == kind)
             .and_then(|c| B64.decode(&c.bytes).ok())
+    }
+
+    /// Request ids of captures whose request the bundle's events do not
+    /// hold (refused before reaching a handler), oldest first.
+    pub fn unlogged_captures(&self) -> Vec<String> {
+        let logged: std::collections::BTreeSet<String> = self
+            .events
+            .iter()
+            .filter_map(|e| match e.decode() {
+                Ok(Event::RequestReceived { req_id, .. }) => Some(req_id.to_string()),
+                _ => None,
+            })
+            .collect();
+        let mut ids: Vec<(i64, String)> = self
+            .captures
+            .iter()
+            .filter(|c| !logged.contains(&c.req_id))
+            .map(|c| (c.at_ms, c.req_id.clone()))
+            .collect();
+        ids.sort();
+        ids.dedup_by(|a, b| a.1 == b.1);
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 }
 

@@ -1,5 +1,6 @@
 //! `opush replay show`: a transcript of a bundle, request by request: time,
-//! command, the request (captured body as XML when full capture was on),
+//! command, the request (captured head and body, WBXML as masked XML, when
+//! full capture was on),
 //! what the server observed, each decision (SyncKey issued, items
 //! added/changed/deleted, status) and the response.
 
@@ -13,11 +14,42 @@ fn time(ms: u64) -> String {
     format!("{h:02}:{m:02}:{s:02}.{:03} (unix ms {ms})", ms % 1000)
 }
 
-fn xml(bytes: &[u8]) -> String {
+/// A captured body: masked XML for WBXML, else the text (up to 4 KB).
+fn body(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "(empty)".to_owned();
+    }
     match opush_protocol::wbxml::decode(bytes) {
         Ok(doc) => opush_protocol::xml::element_to_xml_masked(&doc),
-        Err(_) => format!("({} bytes, not WBXML)", bytes.len()),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+            if bytes.len() > 4096 {
+                format!("{text}\n… ({} bytes in all)", bytes.len())
+            } else {
+                text
+            }
+        }
     }
+}
+
+/// The captured head and body of one side (`request` or `response`).
+fn captured(bundle: &Bundle, req_id: &str, side: &str) -> Option<String> {
+    let head = bundle.capture_of(req_id, &format!("{side}-head"));
+    let data = bundle.capture_of(req_id, side);
+    if head.is_none() && data.is_none() {
+        return None;
+    }
+    let mut s = String::new();
+    if let Some(h) = head {
+        let _ = writeln!(s, "  {side} head:");
+        for line in String::from_utf8_lossy(&h).lines() {
+            let _ = writeln!(s, "    {line}");
+        }
+    }
+    if let Some(b) = data {
+        let _ = write!(s, "  {side} body:\n{}", body(&b));
+    }
+    Some(s.trim_end().to_owned())
 }
 
 fn decision(out: &DecisionOutput) -> String {
@@ -81,8 +113,8 @@ pub fn show(bundle: &Bundle, request: Option<usize>) -> Result<String, BundleErr
                     "\n#{n} {} {command:?} (protocol {protocol_version:?}) request {req_id}",
                     time(at.0)
                 );
-                if let Some(body) = bundle.capture(*req_id, "request") {
-                    let _ = writeln!(out, "  request body:\n{}", xml(&body));
+                if let Some(text) = captured(bundle, &req_id.to_string(), "request") {
+                    let _ = writeln!(out, "{text}");
                 }
             }
             continue;
@@ -117,14 +149,31 @@ pub fn show(bundle: &Bundle, request: Option<usize>) -> Result<String, BundleErr
                 req_id, status, ..
             } => {
                 let mut s = format!("response sent: HTTP {status}");
-                if let Some(body) = bundle.capture(*req_id, "response") {
-                    let _ = write!(s, "\n  response body:\n{}", xml(&body));
+                if let Some(text) = captured(bundle, &req_id.to_string(), "response") {
+                    let _ = write!(s, "\n{text}");
                 }
                 s
             }
             other => format!("{other:?}"),
         };
         let _ = writeln!(out, "  [{seq}] {line}");
+    }
+    if request.is_none() {
+        let unlogged = bundle.unlogged_captures();
+        if !unlogged.is_empty() {
+            let _ = writeln!(
+                out,
+                "\ncaptured requests the log does not record (answered before a handler recorded them):"
+            );
+        }
+        for id in unlogged {
+            let _ = writeln!(out, "\ncaptured request {id}");
+            for side in ["request", "response"] {
+                if let Some(text) = captured(bundle, &id, side) {
+                    let _ = writeln!(out, "{text}");
+                }
+            }
+        }
     }
     Ok(out)
 }

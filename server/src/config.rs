@@ -148,6 +148,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// `[receipt]`
     pub receipt: ReceiptConfig,
+    /// `[capture]`
+    pub capture: CaptureConfig,
 }
 
 /// `[server]`: the HTTP front end.
@@ -297,6 +299,46 @@ pub struct ReceiptConfig {
     pub read: bool,
     /// Directory of the templates; unset: the configuration file's directory.
     pub templates: Option<PathBuf>,
+}
+
+/// `[capture]`: the full-capture mode (`crate::capture`): every request
+/// and response of the listed devices stored with its headers, for
+/// debugging one device. Off by default; the admin address switches devices
+/// on and off at run time (`PUT`/`DELETE /capture/USER/DEVICE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Devices captured from the start, each `"user@domain/DeviceId"`.
+    pub devices: Vec<String>,
+    /// How long captured bodies are kept, seconds.
+    pub ttl_s: u64,
+    /// Largest body stored whole, bytes; a longer one is cut to this size.
+    pub max_body_bytes: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            devices: Vec::new(),
+            ttl_s: 24 * 3600,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl CaptureConfig {
+    /// The configured devices as `(user, device id)`.
+    pub fn device_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        self.devices
+            .iter()
+            .map(|d| match d.split_once('/') {
+                Some((u, dev)) if !u.trim().is_empty() && !dev.trim().is_empty() => {
+                    Ok((u.trim().to_owned(), dev.trim().to_owned()))
+                }
+                _ => Err(format!("{d:?}: expected \"user@domain/DeviceId\"")),
+            })
+            .collect()
+    }
 }
 
 /// `[dav]`: CalDAV/CardDAV server.
@@ -514,9 +556,9 @@ impl Default for LoggingConfig {
 }
 
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "server", "storage", "imap", "smtp", "dav", "ldap", "devices", "policy", "console", "logging",
-    "push", "identity", "receipt",
+    "push", "identity", "receipt", "capture",
 ];
 
 impl Config {
@@ -684,6 +726,15 @@ impl Config {
                         .join(", ")
                 ),
             });
+        }
+        if let Err(reason) = self.capture.device_pairs() {
+            return Err(ConfigError::Invalid {
+                key: "capture.devices",
+                reason,
+            });
+        }
+        if self.capture.ttl_s == 0 {
+            return invalid("capture.ttl_s", "must be >= 1");
         }
         if !["text", "json"].contains(&self.logging.format.as_str()) {
             return invalid("logging.format", "expected text or json");

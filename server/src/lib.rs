@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod backends;
+pub mod capture;
 pub mod commands;
 pub mod config;
 pub mod device;

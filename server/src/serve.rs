@@ -171,6 +171,9 @@ pub async fn run_with(
         });
     }
     let flush_at_exit = eas.clone();
+    let capture = eas
+        .as_ref()
+        .map(|_| Arc::new(crate::capture::Captures::from_config(&cfg.capture)));
     let app = AppState::with_eas(
         http_settings(&cfg),
         Arc::new(ImapLoginVerifier::new(cfg.imap.clone())),
@@ -185,6 +188,13 @@ pub async fn run_with(
         Ok(None) => {}
         Err(e) => tracing::error!(target: "CONTAINER", error = %e, "no access log"),
     }
+    if let Some(capture) = &capture {
+        app.set_capture(capture.clone());
+        let listed = capture.describe();
+        if listed.lines().count() > 1 {
+            tracing::info!(target: "CONFIGURATION", "full capture on for:\n{}", listed.trim_end());
+        }
+    }
     // Both listeners stop on the one shutdown signal.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -198,9 +208,10 @@ pub async fn run_with(
     // port is an ERROR line, not a refusal to start.
     let admin = match TcpListener::bind(cfg.server.admin_listen).await {
         Ok(l) => {
-            tracing::info!(target: "CONTAINER", admin_listen = %cfg.server.admin_listen, "admin address: /metrics, /loggers");
+            tracing::info!(target: "CONTAINER", admin_listen = %cfg.server.admin_listen, "admin address: /metrics, /loggers, /capture");
             Some(tokio::spawn(crate::obs::admin::serve(
                 l,
+                capture,
                 stopped(stop_rx.clone()),
             )))
         }

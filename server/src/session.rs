@@ -508,6 +508,12 @@ impl RequestMeta {
     }
 }
 
+/// A fresh request id (for a request that never reaches a handler, e.g. a
+/// captured request refused by the HTTP layer).
+pub fn new_request_id() -> u64 {
+    next_request_id(now())
+}
+
 /// A request id: the arrival time in microseconds, bumped past the last id
 /// handed out so ids never repeat within the process.
 fn next_request_id(at: opush_engine::Timestamp) -> u64 {

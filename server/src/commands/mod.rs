@@ -62,6 +62,10 @@ pub struct CommandContext<'a> {
     /// The request's `[server] max_in_flight` permit: a handler that parks
     /// (Ping) releases it for the time it waits.
     pub in_flight: &'a crate::http::limits::InFlightPermit,
+    /// The request as the device log records it (id, arrival time, body
+    /// digest); created by the HTTP layer so the full-capture mode files
+    /// the bodies under the same id.
+    pub meta: crate::session::RequestMeta,
 }
 
 impl CommandContext<'_> {
@@ -194,7 +198,7 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
     // Every request runs as a recorded request: handlers that record a
     // decision (`session::Recorder`) log `RequestReceived` with it, and
     // `ResponseSent` follows once the answer is known.
-    let meta = crate::session::RequestMeta::new(command, ctx.version, ctx.body);
+    let meta = ctx.meta.clone();
     let res = meta
         .clone()
         .scope(crate::obs::timed(

@@ -131,6 +131,7 @@ pub struct AppState {
     in_flight: Arc<Semaphore>,
     loops: LoopDetector,
     access_log: std::sync::OnceLock<crate::obs::access::AccessLog>,
+    capture: std::sync::OnceLock<Arc<crate::capture::Captures>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -173,6 +174,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             loops: LoopDetector::new(settings.loop_window, settings.loop_max_repeats, 100_000),
             access_log: std::sync::OnceLock::new(),
+            capture: std::sync::OnceLock::new(),
             settings,
         })
     }
@@ -183,6 +185,18 @@ impl AppState {
     /// false if an access log was already set).
     pub fn set_access_log(&self, log: crate::obs::access::AccessLog) -> bool {
         self.access_log.set(log).is_ok()
+    }
+
+    /// Keeps the requests and responses of the devices `capture` names
+    /// (full-capture mode, `crate::capture`) from now on (once; false if
+    /// already set).
+    pub fn set_capture(&self, capture: Arc<crate::capture::Captures>) -> bool {
+        self.capture.set(capture).is_ok()
+    }
+
+    /// The full-capture switches, if set.
+    pub fn capture(&self) -> Option<&Arc<crate::capture::Captures>> {
+        self.capture.get()
     }
 }
 
@@ -263,6 +277,10 @@ struct Access {
     ctx: ErrorContext,
     user: Option<String>,
     device: Option<String>,
+    /// The request body, once read (for the full-capture mode).
+    body: Option<Bytes>,
+    /// The request's id in the device log, once assigned.
+    req_id: Option<u64>,
 }
 
 /// The request line and headers as received.
@@ -315,6 +333,7 @@ where
         (None, _) => "-",
     };
     log_response(&res);
+    capture(&app, &access, &method, &path, &query, &headers, &res).await;
     tracing::info!(
         target: "REQUEST.TRIMMED",
         device = access.device.as_deref().unwrap_or("-"),
@@ -344,6 +363,59 @@ where
     }
     crate::obs::log_request_end(scope, access.ctx.command);
     into_warp(res)
+}
+
+/// Full-capture mode: stores the exchange when its device is captured.
+async fn capture(
+    app: &AppState,
+    access: &Access,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    res: &EasResponse,
+) {
+    let (Some(captures), Some(eas), Some(user), Some(device)) = (
+        app.capture(),
+        app.eas.as_deref(),
+        access.user.as_deref(),
+        access.device.as_deref(),
+    ) else {
+        return;
+    };
+    if !captures.is_on(user, device) {
+        return;
+    }
+    let target = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut response_head = format!("HTTP/1.1 {}", res.http_status);
+    if let Some(ct) = res.content_type {
+        response_head.push_str(&format!("\ncontent-type: {ct}"));
+    }
+    for (name, value) in &res.headers {
+        response_head.push_str(&format!("\n{name}: {value}"));
+    }
+    let request_body = access.body.as_deref().unwrap_or(&[]);
+    let request_wbxml = access
+        .ctx
+        .command
+        .zip(access.ctx.version)
+        .is_some_and(|(c, v)| body_is_wbxml(c, v));
+    let exchange = crate::capture::Exchange {
+        req_id: access.req_id.unwrap_or_else(crate::session::new_request_id),
+        request_head: format!("{method} {target} HTTP/1.1{}", masked_headers(headers)),
+        request_body,
+        request_wbxml,
+        response_head,
+        response_body: &res.body,
+        response_wbxml: res.content_type == Some(opush_protocol::headers::CONTENT_TYPE_WBXML),
+    };
+    captures
+        .store(eas.sessions.store(), user, device, &exchange)
+        .await;
 }
 
 /// The request's headers for REQUEST.FULL, `Authorization` as `*`.
@@ -567,6 +639,9 @@ where
         }
     }
     let body = read_body(body, app.settings.max_request_body, headers).await?;
+    access.body = Some(body.clone());
+    let meta = crate::session::RequestMeta::new(request.command, version, &body);
+    access.req_id = Some(meta.req_id);
 
     // 3. A device repeating itself is slowed down.
     let key = LoopDetector::key(
@@ -644,6 +719,7 @@ where
         body: &body,
         document: document.as_ref(),
         in_flight,
+        meta,
     };
     Ok(commands::dispatch(ctx).await?)
 }

@@ -5,8 +5,13 @@
 //! - `GET /loggers`: every named logger and its level, one `NAME level` per line.
 //! - `PUT /loggers/NAME` with body `trace|debug|info|warn`: changes that
 //!   logger's level at once (WARN and above always pass).
+//! - `GET /capture`: the devices under full capture (`crate::capture`), one
+//!   `user/device source` per line; `PUT /capture/USER/DEVICE` switches a
+//!   device's capture on, `DELETE /capture/USER/DEVICE` off (this process
+//!   only: a restart returns to `[capture] devices`).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
@@ -14,6 +19,7 @@ use warp::http::StatusCode;
 use warp::Filter;
 
 use super::logger::{Logger, LoggerLevel};
+use crate::capture::{percent_decode, Captures};
 
 fn text(status: StatusCode, body: String) -> warp::reply::Response {
     let mut res = warp::reply::Response::new(body.into());
@@ -50,12 +56,63 @@ pub fn put_logger(name: &str, body: &[u8]) -> (StatusCode, String) {
     )
 }
 
+/// Switches full capture of a device on (`on`) or off from the admin
+/// address; the answer's status and text.
+pub fn switch_capture(
+    capture: Option<&Captures>,
+    user: &str,
+    device: &str,
+    on: bool,
+) -> (StatusCode, String) {
+    let Some(capture) = capture else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no device traffic is served (admin-only mode): nothing to capture\n".to_owned(),
+        );
+    };
+    let (Some(user), Some(device)) = (percent_decode(user), percent_decode(device)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "bad %-escape in the user or device\n".to_owned(),
+        );
+    };
+    if on {
+        match capture.enable(&user, &device) {
+            Ok(fresh) => {
+                tracing::info!(target: "CONFIGURATION", user = %user, device = %device, "full capture on");
+                (
+                    StatusCode::OK,
+                    format!(
+                        "{user}/{device} captured{} (bodies kept {} s)\n",
+                        if fresh { "" } else { " already" },
+                        capture.ttl().as_secs()
+                    ),
+                )
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        }
+    } else if capture.disable(&user, &device) {
+        tracing::info!(target: "CONFIGURATION", user = %user, device = %device, "full capture off");
+        (
+            StatusCode::OK,
+            format!("{user}/{device} no longer captured\n"),
+        )
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!("{user}/{device} was not captured\n"),
+        )
+    }
+}
+
 fn known() -> String {
     Logger::ALL.map(Logger::name).join(", ")
 }
 
-/// The admin routes.
+/// The admin routes (`capture`: the server's full-capture switches, `None`
+/// in admin-only mode).
 pub fn routes(
+    capture: Option<Arc<Captures>>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let metrics = warp::get()
         .and(warp::path("metrics"))
@@ -75,23 +132,53 @@ pub fn routes(
             let (status, msg) = put_logger(&name, &body);
             text(status, msg)
         });
+    let listed = capture.clone();
+    let list_capture = warp::get()
+        .and(warp::path("capture"))
+        .and(warp::path::end())
+        .map(move || match &listed {
+            Some(c) => text(StatusCode::OK, c.describe()),
+            None => text(StatusCode::OK, String::new()),
+        });
+    let switch = warp::put()
+        .map(|| true)
+        .or(warp::delete().map(|| false))
+        .unify()
+        .and(warp::path("capture"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .map(move |on: bool, user: String, device: String| {
+            let (status, msg) = switch_capture(capture.as_deref(), &user, &device, on);
+            text(status, msg)
+        });
     metrics
         .or(list)
         .unify()
         .or(put)
         .unify()
+        .or(list_capture)
+        .unify()
+        .or(switch)
+        .unify()
         .recover(|_rejection: warp::Rejection| async {
             Ok::<_, std::convert::Infallible>(text(
                 StatusCode::NOT_FOUND,
-                "admin address: GET /metrics, GET /loggers, PUT /loggers/NAME\n".to_owned(),
+                "admin address: GET /metrics, GET /loggers, PUT /loggers/NAME, GET /capture, \
+                 PUT|DELETE /capture/USER/DEVICE\n"
+                    .to_owned(),
             ))
         })
         .unify()
 }
 
 /// Serves the admin routes on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
-    warp::serve(routes())
+pub async fn serve(
+    listener: TcpListener,
+    capture: Option<Arc<Captures>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(capture))
         .incoming(listener)
         .graceful(shutdown)
         .run()
@@ -114,5 +201,30 @@ mod tests {
             LoggerLevel::Debug
         );
         put_logger("RESOURCES", b"info");
+    }
+
+    #[test]
+    fn capture_switch_validates_and_answers() {
+        let c = Captures::default();
+        assert_eq!(
+            switch_capture(None, "a@b.test", "D", true).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            switch_capture(Some(&c), "a%40b.test", "D", false).0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            switch_capture(Some(&c), "a%4", "D", true).0,
+            StatusCode::BAD_REQUEST
+        );
+        let (status, msg) = switch_capture(Some(&c), "a%40b.test", "D", true);
+        assert_eq!(status, StatusCode::OK, "{msg}");
+        assert!(c.is_on("a@b.test", "D"));
+        assert_eq!(
+            switch_capture(Some(&c), "a@b.test", "D", false).0,
+            StatusCode::OK
+        );
+        assert!(!c.is_on("a@b.test", "D"));
     }
 }
