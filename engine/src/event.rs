@@ -238,6 +238,13 @@ pub enum AppliedChange {
     },
     /// The device deleted the item.
     Deleted,
+    /// The device changed the item and the backend replaced it by `item`
+    /// (an edited draft gets a new IMAP UID): the ServerId moves to `item`,
+    /// the old backend item is gone.
+    Replaced {
+        /// The backend item now carrying the ServerId.
+        item: ObservedItem,
+    },
 }
 
 /// Every fact of a device's life. See the crate docs for the fold rules.

@@ -430,6 +430,42 @@ impl CollectionState {
                 self.set_device(id, None);
                 self.refresh(id);
             }
+            AppliedChange::Replaced { item } => {
+                if item.id == *id {
+                    // Replaced by itself: only the version moved.
+                    self.client_change(
+                        n,
+                        id,
+                        &AppliedChange::Changed {
+                            version: item.version,
+                        },
+                    );
+                    return;
+                }
+                // The old item is gone from both sides; its number moves on.
+                self.forget(id);
+                self.items.entry(item.id.clone()).or_default();
+                if let Some(it) = self.items.get_mut(&item.id) {
+                    it.server = Some(ServerSide {
+                        version: item.version,
+                        received_at: item.received_at,
+                    });
+                    it.filtered_out = false;
+                }
+                self.set_device(
+                    &item.id,
+                    Some(DeviceSide {
+                        version: item.version,
+                        received_at: item.received_at,
+                        stale: false,
+                    }),
+                );
+                self.assign_n(&item.id, n);
+                if let Some(d) = item.digest {
+                    self.digests.insert(d, item.id.clone());
+                }
+                self.refresh(&item.id);
+            }
         }
     }
 }

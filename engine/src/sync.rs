@@ -150,6 +150,10 @@ pub enum EffectOutcome {
     Deleted,
     /// The backend refused or failed.
     Failed,
+    /// `Update` done by replacing the item with a new one (an edited draft:
+    /// IMAP APPEND of the new message, expunge of the old): the device keeps
+    /// its ServerId, now bound to `item`.
+    Replaced(ObservedItem),
 }
 
 /// The input of `decide_sync`: the request plus the outcomes of the effects
@@ -830,6 +834,24 @@ fn decide_advance(
                             n,
                             id,
                             change: AppliedChange::Changed { version: *version },
+                        });
+                    }
+                    (BackendEffect::Update { id, .. }, EffectOutcome::Replaced(item)) => {
+                        let n = c.items.get(&id).map_or(0, |i| i.n);
+                        ov.claimed.insert(id.clone());
+                        ov.claimed.insert(item.id.clone());
+                        replies.push(ClientReply {
+                            kind: ReplyKind::Change,
+                            client_id: None,
+                            server_id: Some(ServerId { collection: col, n }),
+                            status: SyncStatus::Success.code(),
+                            backend: None,
+                        });
+                        events.push(Event::ClientChangeApplied {
+                            collection: col,
+                            n,
+                            id,
+                            change: AppliedChange::Replaced { item: item.clone() },
                         });
                     }
                     (BackendEffect::Delete { id, .. }, EffectOutcome::Deleted) => {

@@ -105,7 +105,7 @@ fn event() -> impl Strategy<Value = Event> {
             filter: FilterType::from_u8(f).unwrap(),
             at: Timestamp(9 * 86_400_000)
         }),
-        (col(), 0u32..8, id(), item(), 0u8..3).prop_map(|(collection, n, id, item, k)| {
+        (col(), 0u32..8, id(), item(), 0u8..4).prop_map(|(collection, n, id, item, k)| {
             Event::ClientChangeApplied {
                 collection,
                 n,
@@ -118,6 +118,7 @@ fn event() -> impl Strategy<Value = Event> {
                     1 => AppliedChange::Changed {
                         version: item.version,
                     },
+                    2 => AppliedChange::Replaced { item },
                     _ => AppliedChange::Deleted,
                 },
             }

@@ -745,3 +745,52 @@ fn folder_update_statuses() {
         Some("Old mail")
     );
 }
+
+// [MS-ASCMD] 2.2.3.24 Change of a 16.x draft: the backend replaces the item
+// (a new IMAP UID); the device keeps its ServerId, gets Status 1 for the
+// Change, and neither a Delete nor an Add for it afterwards; a retry of the
+// same request changes nothing more.
+#[test]
+fn sync_change_replaced_on_the_backend_keeps_the_server_id() {
+    let (mut backend, mut pair) = world();
+    backend.replace_on_update = true;
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 2);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.settle(&mut backend, INBOX, NOW);
+    let (sid, _) = pair
+        .device
+        .items
+        .iter()
+        .find(|(_, (_, c))| *c == 1)
+        .map(|(s, i)| (*s, i.clone()))
+        .unwrap();
+    pair.device.local_change(sid, 10);
+    let r = pair.sync(&mut backend, INBOX, 10, NOW + 1, true);
+    let replies: Vec<(ReplyKind, Option<ServerId>, u8)> = r
+        .response
+        .replies
+        .iter()
+        .map(|r| (r.kind, r.server_id, r.status))
+        .collect();
+    assert_eq!(replies, vec![(ReplyKind::Change, Some(sid), 1)]);
+    // The response was lost: the retry is answered from the record, the
+    // backend is not touched again.
+    let uids_before: Vec<u64> = backend.folders[&INBOX].items.keys().copied().collect();
+    let again = pair.sync(&mut backend, INBOX, 10, NOW + 2, false);
+    assert_eq!(again.response.replies, r.response.replies);
+    let uids_after: Vec<u64> = backend.folders[&INBOX].items.keys().copied().collect();
+    assert_eq!(uids_before, uids_after);
+    let new_id = backend.folders[&INBOX].id(*uids_after.last().unwrap());
+    let col = &pair.server.state.collections[&INBOX];
+    assert_eq!(col.by_n.get(&sid.n), Some(&new_id));
+    // Later syncs send nothing about the replaced item.
+    let next = pair.sync(&mut backend, INBOX, 10, NOW + 3, false);
+    assert!(
+        next.response.changes.is_empty(),
+        "{:?}",
+        next.response.changes
+    );
+    assert_eq!(pair.device.items.len(), 2);
+    assert_eq!(pair.device.items[&sid].1, 10);
+}

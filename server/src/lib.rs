@@ -9,6 +9,7 @@ pub mod capture;
 pub mod commands;
 pub mod config;
 pub mod device;
+pub mod draft;
 pub mod email;
 pub mod error;
 pub mod http;

@@ -218,7 +218,7 @@ fn body<'a>(kind: SmartKind, device: &'a Message<'a>, original: &'a Message<'a>)
 }
 
 /// One attachment, kept as it was (type, name, decoded content).
-fn attachment<'a>(part: &'a MessagePart<'a>) -> Option<MimePart<'a>> {
+pub(crate) fn attachment<'a>(part: &'a MessagePart<'a>) -> Option<MimePart<'a>> {
     let ct = part.content_type();
     let mime = match ct {
         Some(ct) => match ct.subtype() {

@@ -71,6 +71,8 @@ impl MailFolder {
 #[derive(Clone, Debug, Default)]
 pub struct Backend {
     pub folders: BTreeMap<CollectionId, MailFolder>,
+    /// Updates replace the item by a new one (IMAP drafts: APPEND + expunge).
+    pub replace_on_update: bool,
 }
 
 impl Backend {
@@ -149,6 +151,16 @@ impl Backend {
             } => {
                 let f = self.folders.get_mut(collection).unwrap();
                 match f.uid_of(id).filter(|u| f.items.contains_key(u)) {
+                    Some(uid) if self.replace_on_update => {
+                        f.items.remove(&uid);
+                        let new_uid = f.add(now, contents[digest]);
+                        EffectOutcome::Replaced(ObservedItem {
+                            id: f.id(new_uid),
+                            version: ItemVersion(1),
+                            received_at: Timestamp(now),
+                            digest: Some(*digest),
+                        })
+                    }
                     Some(uid) => {
                         f.change(uid, contents[digest]);
                         EffectOutcome::Updated(ItemVersion(f.items[&uid].0))

@@ -1,11 +1,12 @@
 //! `handle_item_operations` ([MS-ASCMD] 2.2.1.10) for the mailbox store:
 //! Fetch of a whole message by ServerId, Fetch of an attachment by
-//! FileReference (with an optional byte `Range`), EmptyFolderContents.
+//! FileReference (with an optional byte `Range`), EmptyFolderContents and
+//! the conversation `Move` (14.0+).
 //!
 //! Content is read from IMAP at request time and never stored. The
 //! attachment bytes go inline, base64, in `Data` (the multipart answer is
-//! not offered). Conversation `Move` and document libraries answer a clean
-//! failure status, never an error.
+//! not offered). Document libraries answer a clean failure status, never
+//! an error.
 
 use base64::Engine as _;
 use opush_engine::{BackendItemId, DeviceState, ServerId};
@@ -100,9 +101,18 @@ pub async fn item_operations(
                 }
             }
             Operation::Move {
-                conversation_id, ..
+                conversation_id,
+                dst_fld_id,
+                move_always,
             } => OperationResult::Move {
-                status: ItemOperationsStatus::ServerError,
+                status: move_conversation(
+                    &mut imap,
+                    &state,
+                    conversation_id,
+                    dst_fld_id,
+                    *move_always,
+                )
+                .await?,
                 conversation_id: Some(conversation_id.clone()),
             },
         });
@@ -111,6 +121,95 @@ pub async fn item_operations(
     Ok(ItemOperationsResponse {
         status: ItemOperationsStatus::Success,
         results,
+    })
+}
+
+/// [MS-ASCMD] 2.2.3.117.1 ItemOperations `Move`: every message of the
+/// conversation (see [`crate::email::conversation`]) in the device's mail
+/// folders — except Sent Items, Deleted Items, Drafts, Outbox and the
+/// destination itself — is moved (IMAP `UID MOVE`) to `DstFldId`. The
+/// device learns of the moves by its next Sync of those folders.
+///
+/// `MoveAlways` is required (Status 155 without it, [MS-ASCMD] 2.2.3.118);
+/// its "future messages too" part needs a server-side rule and is not
+/// carried out. An unknown destination is Status 156, a conversation with
+/// no message left ObjectNotFound.
+async fn move_conversation(
+    imap: &mut PooledSession,
+    state: &DeviceState,
+    conversation_id: &[u8],
+    dst_fld_id: &str,
+    move_always: bool,
+) -> Result<ItemOperationsStatus, CommandError> {
+    use opush_engine::FolderType;
+    use opush_protocol::status::CommonStatus;
+    if !move_always {
+        return Ok(CommonStatus::MoveCommandDisallowedForNonPersistentMoveAction.into());
+    }
+    let mail = |t: FolderType| {
+        matches!(
+            t,
+            FolderType::Inbox | FolderType::UserMail | FolderType::UserGeneric
+        )
+    };
+    let dest = opush_engine::CollectionId::parse(dst_fld_id)
+        .and_then(|c| state.hierarchy.ids.get(&c))
+        .and_then(|raw| state.hierarchy.folders.get(raw).map(|f| (raw, f)))
+        .filter(|(_, f)| mail(f.folder_type) || f.folder_type == FolderType::DeletedItems);
+    let Some((dest, _)) = dest else {
+        return Ok(CommonStatus::MoveCommandInvalidDestinationFolder.into());
+    };
+    let sources: Vec<&str> = state
+        .hierarchy
+        .ids
+        .values()
+        .filter(|raw| *raw != dest)
+        .filter(|raw| {
+            state
+                .hierarchy
+                .folders
+                .get(*raw)
+                .is_some_and(|f| mail(f.folder_type))
+        })
+        .map(|raw| raw.0.as_str())
+        .collect();
+    let mut moved = 0usize;
+    for raw in sources {
+        let headers = match imap.fetch_thread_headers(raw).await {
+            Ok(h) => h,
+            Err(e) if e.is_retryable() => return Err(imap_error(e)),
+            // A folder that vanished meanwhile holds nothing to move.
+            Err(_) => continue,
+        };
+        let uids: Vec<u32> = headers
+            .iter()
+            .filter(|h| {
+                crate::email::conversation::conversation_id(
+                    h.get("References"),
+                    h.get("In-Reply-To"),
+                    h.get("Message-ID"),
+                )
+                .is_some_and(|id| id.as_slice() == conversation_id)
+            })
+            .map(|h| h.uid)
+            .collect();
+        if uids.is_empty() {
+            continue;
+        }
+        match imap.move_messages(raw, &uids, &dest.0).await {
+            Ok(_) => moved += uids.len(),
+            Err(e) if e.is_retryable() => return Err(imap_error(e)),
+            Err(e) => {
+                tracing::warn!(target: "MAIL.DATA", folder = raw, error = %e, "conversation move failed");
+                return Ok(CommonStatus::FailureInMoveOperation.into());
+            }
+        }
+    }
+    tracing::debug!(target: "MAIL.DATA", moved, always = move_always, "conversation moved");
+    Ok(if moved == 0 {
+        ItemOperationsStatus::ObjectNotFound
+    } else {
+        ItemOperationsStatus::Success
     })
 }
 

@@ -2,8 +2,10 @@
 //! IMAP folder (CONDSTORE/QRESYNC delta, or a UID + flags listing, which
 //! works on every server; nothing recorded when nothing changed), carry
 //! out the device's Read/Flag changes, deletes (moved to Trash or
-//! expunged per `DeletesAsMoves`) and, from 16.0, drafts it adds to Drafts
-//! (IMAP APPEND with `\Draft`; a retried Add is answered from the record),
+//! expunged per `DeletesAsMoves`) and, from 16.0, drafts it adds to or
+//! edits in Drafts (`crate::draft`: IMAP APPEND with `\Draft`, an edit
+//! replaces the message and keeps the ServerId; a retried request is
+//! answered from the record),
 //! let `engine::decide_sync` choose the window (cut again when its messages
 //! exceed `[devices] max_window_bytes`), record the events, then fetch and
 //! render the messages.
@@ -571,7 +573,7 @@ async fn perform(
             if !drafts || version < ProtocolVersion::V16_0 {
                 return EffectOutcome::Failed;
             }
-            let message = draft_message(from, email);
+            let message = crate::draft::new_draft(from, email);
             let uid = match imap
                 .append(raw, &[Flag::Draft, Flag::Seen], None, &message)
                 .await
@@ -597,6 +599,14 @@ async fn perform(
             let Some(email) = change_for(prepared, state, *collection, id) else {
                 return EffectOutcome::Failed;
             };
+            // [MS-ASCMD] 16.0+: a draft's recipients, subject or body edited.
+            let drafts = state
+                .collections
+                .get(collection)
+                .is_some_and(|c| c.folder_type == opush_engine::FolderType::Drafts);
+            if drafts && version >= ProtocolVersion::V16_0 && crate::draft::edits_content(email) {
+                return crate::draft::replace_draft(imap, raw, uid, from, email).await;
+            }
             let mut set = Vec::new();
             let mut clear = Vec::new();
             if let Some(read) = email.read {
@@ -689,35 +699,6 @@ fn add_for<'r>(
             } if wire_id.0 == client_id.0 => Some(e.as_ref()),
             _ => None,
         })
-}
-
-/// The RFC 5322 form of a draft the device added: From the user, its To,
-/// Cc, Subject and body (HTML when the device sent Type 2).
-fn draft_message(from: &str, email: &Email) -> Vec<u8> {
-    use mail_builder::headers::raw::Raw;
-    let mut builder = mail_builder::MessageBuilder::new().from(from);
-    if let Some(to) = email.to.as_deref().filter(|t| !t.trim().is_empty()) {
-        builder = builder.header("To", Raw::new(to));
-    }
-    if let Some(cc) = email.cc.as_deref().filter(|t| !t.trim().is_empty()) {
-        builder = builder.header("Cc", Raw::new(cc));
-    }
-    if let Some(subject) = &email.subject {
-        builder = builder.subject(subject.as_str());
-    }
-    let text = email
-        .body
-        .as_ref()
-        .and_then(|b| b.data.clone())
-        .unwrap_or_default();
-    builder = match email.body.as_ref().map(|b| b.body_type) {
-        Some(2) => builder.html_body(text),
-        _ => builder.text_body(text),
-    };
-    let mut out = Vec::new();
-    // Writing to a Vec cannot fail.
-    let _ = builder.write_to(&mut out);
-    out
 }
 
 /// The Email of the device's `<Change>` for backend item `id`.

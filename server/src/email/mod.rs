@@ -1,7 +1,8 @@
 //! IMAP message → EAS Email `ApplicationData` ([MS-ASEMAIL] 2.2.2): headers
 //! decoded (RFC 2047, any charset), To/Cc/From/ReplyTo/Subject,
 //! DateReceived from the IMAP INTERNALDATE, DisplayTo, Importance, Read,
-//! Flag, Categories (IMAP keywords), MessageClass, InternetCPID, the body
+//! Flag, Categories (IMAP keywords), MessageClass, InternetCPID,
+//! ConversationId (14.0+, [`conversation`]), the body
 //! per `BodyPreference` ([`body`]) and the attachments with their
 //! [`FileReference`].
 //!
@@ -12,6 +13,7 @@
 //! must not do I/O; the caller fetches the bytes (bounded) and the flags.
 
 pub mod body;
+pub mod conversation;
 pub mod html;
 
 use std::fmt;
@@ -123,6 +125,14 @@ pub fn to_email(
     email.reply_to = msg.reply_to().map(render_addresses);
     email.display_to = msg.to().map(display_names);
     email.thread_topic = msg.thread_name().map(str::to_owned);
+    if version >= ProtocolVersion::V14_0 {
+        email.conversation_id = conversation::conversation_id(
+            msg.header_raw("References"),
+            msg.header_raw("In-Reply-To"),
+            msg.header_raw("Message-ID"),
+        )
+        .map(|id| id.to_vec());
+    }
     email.importance = Some(importance(
         msg.header_raw("Importance"),
         msg.header_raw("X-Priority"),

@@ -186,3 +186,16 @@ fn importance_reads_importance_then_x_priority() {
     assert_eq!(importance(Some("normal"), Some("3")), 1);
     assert_eq!(importance(None, None), 1);
 }
+
+#[test]
+fn conversation_id_from_14_0_joins_a_reply_to_its_original() {
+    let original =
+        b"From: a@example.test\r\nSubject: Plans\r\nMessage-ID: <root@example.test>\r\n\r\nhi\r\n";
+    let reply = b"From: b@example.test\r\nSubject: Re: Plans\r\nMessage-ID: <r1@example.test>\r\nIn-Reply-To: <root@example.test>\r\nReferences: <root@example.test>\r\n\r\nho\r\n";
+    let a = to_email(original, &info(), &plain_pref(), ProtocolVersion::V14_1);
+    let b = to_email(reply, &info(), &plain_pref(), ProtocolVersion::V16_1);
+    assert_eq!(a.conversation_id.as_ref().map(Vec::len), Some(16));
+    assert_eq!(a.conversation_id, b.conversation_id);
+    let old = to_email(original, &info(), &plain_pref(), ProtocolVersion::V12_1);
+    assert_eq!(old.conversation_id, None, "Email2 is 14.0+");
+}

@@ -780,6 +780,49 @@ impl Session {
         Ok(out)
     }
 
+    /// The threading header fields (`Message-ID`, `In-Reply-To`,
+    /// `References`) of every message of a folder, for finding a
+    /// conversation's messages (`body` is left empty).
+    pub async fn fetch_thread_headers(
+        &mut self,
+        raw: &str,
+    ) -> Result<Vec<MessageHeaders>, ImapError> {
+        let state = self.ensure(raw, false).await?;
+        if state.exists == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        self.simple_with(
+            "UID FETCH",
+            "UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)])"
+                .to_owned(),
+            &mut |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    let mut h = MessageHeaders::default();
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => h.uid = *u,
+                            AttributeValue::BodySection { data: Some(d), .. } => {
+                                h.fields = parse::parse_header_fields(d)
+                            }
+                            _ => {}
+                        }
+                    }
+                    if h.uid != 0 {
+                        if out.len() >= MAX_UID_SET {
+                            return Err(ImapError::Protocol("FETCH result too large".into()));
+                        }
+                        out.push(h);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        out.sort_by_key(|h| h.uid);
+        Ok(out)
+    }
+
     /// The whole message (`BODY.PEEK[]`), refused with `TooLarge` above `max_size`.
     pub async fn fetch_message(
         &mut self,
