@@ -46,11 +46,23 @@ async fn sync_once(
     coll: &str,
     key: &str,
 ) -> SyncCollectionResponse {
+    sync_with(eas, device, coll, key, Vec::new()).await
+}
+
+/// One Sync of `coll` with the given `Options` (none when empty).
+async fn sync_with(
+    eas: &EasServices,
+    device: &str,
+    coll: &str,
+    key: &str,
+    options: Vec<opush_protocol::commands::sync::SyncOptions>,
+) -> SyncCollectionResponse {
     let req = SyncRequest {
         collections: vec![SyncCollectionRequest {
             sync_key: SyncKey(key.to_owned()),
             collection_id: CollectionId(coll.to_owned()),
             window_size: Some(50),
+            options,
             ..SyncCollectionRequest::default()
         }],
         ..SyncRequest::default()
@@ -243,7 +255,9 @@ async fn full_listing_without_condstore() {
 }
 
 // Responses are bounded by bytes as well as items: six 60 KB messages with a
-// 150 KB budget and WindowSize 50 come two by two, with MoreAvailable.
+// 150 KB budget and WindowSize 50 come two by two, with MoreAvailable; with
+// bodies truncated to 500 bytes they fit in one window (the budget counts
+// rendered sizes).
 #[tokio::test]
 async fn windows_are_cut_by_the_bytes_budget() {
     require(DOVECOT_IMAP);
@@ -295,6 +309,50 @@ async fn windows_are_cut_by_the_bytes_budget() {
     }
     assert_eq!(seen.iter().sum::<usize>(), 6, "{seen:?}");
     assert_eq!(seen[0], 2, "{seen:?}");
+
+    // The budget counts what is rendered: bodies truncated to 500 bytes
+    // leave room for all six messages in one window.
+    let device = "DEVBYTES2";
+    let options = || {
+        vec![opush_protocol::commands::sync::SyncOptions {
+            body_preferences: vec![opush_protocol::commands::airsyncbase::BodyPreference {
+                body_type: 1,
+                truncation_size: Some(500),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    };
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        &caller(USER, device),
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert!(fs.changes.is_some());
+    let key = sync_with(&eas, device, &coll, "0", options())
+        .await
+        .sync_key
+        .0;
+    let r = sync_with(&eas, device, &coll, &key, options()).await;
+    let n = r.commands.as_ref().map_or(0, Vec::len);
+    assert_eq!(n, 6, "truncated bodies: one window of six");
+    assert!(!r.more_available);
+    let body = |c: &opush_protocol::commands::sync::ServerCommand| match c {
+        opush_protocol::commands::sync::ServerCommand::Add {
+            application_data: ApplicationData::Email(e),
+            ..
+        } => e
+            .body
+            .as_ref()
+            .and_then(|b| b.data.as_ref())
+            .map_or(0, String::len),
+        _ => 0,
+    };
+    assert!(r.commands.iter().flatten().all(|c| body(c) <= 500));
     raw.cmd(&format!("DELETE {folder}"));
 }
 

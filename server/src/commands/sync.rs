@@ -6,8 +6,9 @@
 //! edits in Drafts (`crate::draft`: IMAP APPEND with `\Draft`, an edit
 //! replaces the message and keeps the ServerId; a retried request is
 //! answered from the record),
-//! let `engine::decide_sync` choose the window (cut again when its messages
-//! exceed `[devices] max_window_bytes`), record the events, then fetch and
+//! let `engine::decide_sync` choose the window (cut again when its rendered
+//! Emails, estimated from sizes and BodyPreference, exceed `[devices]
+//! max_window_bytes`), record the events, then fetch and
 //! render the messages.
 //!
 //! Backend item ids are `"<UIDVALIDITY>/<UID>"`, so a UIDVALIDITY change
@@ -39,6 +40,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{Flag, Flags, MessageMeta, PooledSession, SpecialUse};
+use crate::email::body::rendered_estimate;
 use crate::email::{to_email, MessageInfo};
 use crate::session::{imap_error, session_error, Caller, EasServices, Recorder};
 
@@ -383,7 +385,9 @@ pub async fn sync(
         // smaller (the engine then answers MoreAvailable).
         if let Some(raw) = prepared.raw.as_deref() {
             let budget = eas.engine.max_window_bytes;
-            if let Some(n) = window_cut(&mut imap, raw, &decision.response, budget).await? {
+            let prefs = body_preferences(wire);
+            let cut = window_cut(&mut imap, raw, &decision.response, budget, &prefs, version);
+            if let Some(n) = cut.await? {
                 input.request.window_size = Some(n);
                 decision = decide_sync(rec.state(), &input, at, &eas.engine).map_err(mismatch)?;
             }
@@ -426,13 +430,18 @@ pub async fn sync(
     })
 }
 
-/// The number of leading changes of `r` whose messages fit in `budget`
-/// bytes (RFC822.SIZE, at least one), when fewer than all of them do.
+/// The number of leading changes of `r` whose rendered Emails fit in
+/// `budget` bytes (at least one), when fewer than all of them do. What an
+/// Email adds is estimated from its RFC822.SIZE and the body preference
+/// (`email::body::rendered_estimate`: a truncated body counts its
+/// truncation size, a MIME body the whole message), so nothing is fetched.
 async fn window_cut(
     imap: &mut PooledSession,
     raw: &str,
     r: &opush_engine::SyncResponse,
     budget: u64,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
 ) -> Result<Option<u32>, CommandError> {
     let uid = |c: &ServerChange| match c {
         ServerChange::Add { id, .. } => uid_of(id).map(|(_, u)| u),
@@ -447,7 +456,10 @@ async fn window_cut(
         .await
         .map_err(imap_error)?
         .into_iter()
-        .map(|m| (m.uid, u64::from(m.size)))
+        .map(|m| {
+            let size = u64::from(m.size);
+            (m.uid, rendered_estimate(size, prefs, version))
+        })
         .collect();
     let mut total = 0u64;
     for (i, change) in r.changes.iter().enumerate() {

@@ -87,6 +87,41 @@ pub fn choose_preference(prefs: &[BodyPreference], native: u8) -> Option<&BodyPr
         .or_else(|| prefs.iter().filter(supported).max_by_key(|p| p.body_type))
 }
 
+/// What an item's header fields (From, To, Subject, …) and fixed elements
+/// are assumed to add to a response at most (never more than the message).
+pub const ENVELOPE_BYTES: u64 = 4096;
+
+/// An upper estimate, without reading the message, of the bytes the Email of
+/// a message of `size` bytes (RFC822.SIZE) adds to a response for `prefs`:
+/// the body as [`build_body`] would choose and truncate it (whichever the
+/// message's native type turns out to be), the Preview, and the envelope
+/// ([`ENVELOPE_BYTES`], at most `size`). Sync sizes its windows with it, so
+/// a truncated window holds more messages than a MIME one.
+pub fn rendered_estimate(size: u64, prefs: &[BodyPreference], version: ProtocolVersion) -> u64 {
+    let default = BodyPreference {
+        body_type: TYPE_PLAIN,
+        ..BodyPreference::default()
+    };
+    let body = [TYPE_PLAIN, TYPE_HTML]
+        .into_iter()
+        .map(|native| {
+            let pref = choose_preference(prefs, native).unwrap_or(&default);
+            let data = match pref.truncation_size {
+                Some(max) => size.min(u64::from(max)),
+                None => size,
+            };
+            let preview = match pref.preview {
+                // UTF-8: at most 4 bytes a character.
+                Some(n) if version >= ProtocolVersion::V14_0 => u64::from(n.min(MAX_PREVIEW)) * 4,
+                _ => 0,
+            };
+            data + preview
+        })
+        .max()
+        .unwrap_or(size);
+    body + size.min(ENVELOPE_BYTES)
+}
+
 /// Builds the `Body` for `prefs` (an empty list means plain text, whole).
 pub fn build_body(
     src: &BodySource<'_>,
@@ -279,5 +314,36 @@ mod tests {
             body.data.as_deref(),
             Some("<html><body>a&lt;b<br>\nc</body></html>")
         );
+    }
+
+    #[test]
+    fn the_estimate_follows_truncation_and_bounds_the_rendered_body() {
+        let v = ProtocolVersion::V14_1;
+        let mb = 1_000_000;
+        let truncated = [pref(TYPE_PLAIN, Some(500), None)];
+        let mime = [pref(TYPE_MIME, None, None)];
+        assert_eq!(rendered_estimate(mb, &truncated, v), 500 + ENVELOPE_BYTES);
+        assert_eq!(rendered_estimate(mb, &mime, v), mb + ENVELOPE_BYTES);
+        assert_eq!(rendered_estimate(mb, &[], v), mb + ENVELOPE_BYTES);
+        assert_eq!(rendered_estimate(100, &truncated, v), 200);
+        // HTML native with only a plain preference asked: the larger wins.
+        let both = [
+            pref(TYPE_PLAIN, Some(500), None),
+            pref(TYPE_MIME, None, None),
+        ];
+        assert_eq!(rendered_estimate(mb, &both, v), mb + ENVELOPE_BYTES);
+        // The estimate bounds what build_body renders.
+        let text = "word ".repeat(2000);
+        let msg = format!("Subject: x\r\n\r\n{text}");
+        let src = BodySource {
+            text: Some(&text),
+            html: None,
+            mime: msg.as_bytes(),
+        };
+        for prefs in [&truncated[..], &mime[..], &[]] {
+            let body = build_body(&src, prefs, v);
+            let rendered = body.data.map_or(0, |d| d.len()) as u64;
+            assert!(rendered <= rendered_estimate(msg.len() as u64, prefs, v));
+        }
     }
 }
