@@ -166,6 +166,21 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// Largest accepted request body, in bytes.
     pub max_request_body: u64,
+    /// `Retry-After` (seconds) of 503 answers: overload, backend outage.
+    pub retry_after_s: u64,
+    /// Realm of the `WWW-Authenticate: Basic` challenge.
+    pub realm: String,
+    /// A successful login is remembered this many seconds (0: never; every
+    /// request then logs in to IMAP).
+    pub auth_cache_ttl_s: u64,
+    /// Most logins remembered at once (the oldest are forgotten first).
+    pub auth_cache_max_entries: usize,
+    /// Loop detector: more than `loop_max_repeats` identical requests of a
+    /// device within `loop_window_s` seconds are throttled (503 +
+    /// `X-MS-ASThrottle`). 0 turns the detector off.
+    pub loop_max_repeats: u32,
+    /// The loop detector's window, seconds.
+    pub loop_window_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -176,6 +191,12 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
             max_in_flight: 1024,
             max_request_body: 32 * 1024 * 1024,
+            retry_after_s: 30,
+            realm: "opush".into(),
+            auth_cache_ttl_s: 60,
+            auth_cache_max_entries: 100_000,
+            loop_max_repeats: 30,
+            loop_window_s: 60,
         }
     }
 }
@@ -399,6 +420,15 @@ pub struct DevicesConfig {
     /// Bytes budget of one Sync window (0: none): a window whose messages
     /// would exceed it is cut with MoreAvailable.
     pub max_window_bytes: u64,
+    /// An unchanged device's registry row is rewritten at most this often,
+    /// seconds (the precision of its last-seen time).
+    pub registry_write_every_s: u64,
+    /// Device states kept in memory between requests (about; idle ones
+    /// beyond it are dropped and folded again from the store when needed).
+    pub max_cached_states: usize,
+    /// A snapshot of a device's state is written every this many events
+    /// (0: never; a state is then folded from its whole log).
+    pub snapshot_every: u64,
 }
 
 impl Default for DevicesConfig {
@@ -410,6 +440,9 @@ impl Default for DevicesConfig {
             heartbeat_min_s: 60,
             heartbeat_max_s: 3540,
             max_window_bytes: 8 * 1024 * 1024,
+            registry_write_every_s: 60,
+            max_cached_states: 10_000,
+            snapshot_every: 100,
         }
     }
 }
@@ -683,6 +716,39 @@ impl Config {
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be >= 1");
         }
+        if !(1..=86_400).contains(&self.server.retry_after_s) {
+            return invalid("server.retry_after_s", "must be in 1..=86400");
+        }
+        if self.server.realm.trim().is_empty()
+            || self
+                .server
+                .realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return invalid(
+                "server.realm",
+                "must be non-empty, without quotes, backslashes or control characters",
+            );
+        }
+        if self.server.auth_cache_ttl_s > 86_400 {
+            return invalid("server.auth_cache_ttl_s", "must be <= 86400 (one day)");
+        }
+        if self.server.auth_cache_max_entries == 0 {
+            return invalid("server.auth_cache_max_entries", "must be >= 1");
+        }
+        if self.server.loop_max_repeats > 0 && self.server.loop_window_s == 0 {
+            return invalid(
+                "server.loop_window_s",
+                "must be >= 1 when loop_max_repeats > 0",
+            );
+        }
+        if self.devices.registry_write_every_s == 0 {
+            return invalid("devices.registry_write_every_s", "must be >= 1");
+        }
+        if self.devices.max_cached_states == 0 {
+            return invalid("devices.max_cached_states", "must be >= 1");
+        }
         if self.devices.window_size == 0 || self.devices.window_size > self.devices.max_window_size
         {
             return invalid("devices.window_size", "must be in 1..=max_window_size");
@@ -849,6 +915,61 @@ mod tests {
         assert_eq!(format!("{}", Secret::new("hunter2")), "*");
         let ser = toml::to_string(&c).unwrap();
         assert!(!ser.contains("hunter2"), "{ser}");
+    }
+
+    #[test]
+    fn operational_knobs_reach_the_server_and_bad_values_are_refused() {
+        let c = Config::from_toml_with_env(
+            "[server]\nretry_after_s = 7\nrealm = \"Mail at Example\"\nloop_max_repeats = 5\n\
+             loop_window_s = 20\nauth_cache_ttl_s = 0\n\
+             [devices]\nregistry_write_every_s = 300\nmax_cached_states = 50\nsnapshot_every = 0\n",
+            None,
+            env(&[("OPUSH_SERVER_AUTH_CACHE_MAX_ENTRIES", "10")]),
+        )
+        .unwrap();
+        let http = crate::serve::http_settings(&c);
+        assert_eq!(http.retry_after, std::time::Duration::from_secs(7));
+        assert_eq!(http.realm, "Mail at Example");
+        assert_eq!(http.loop_max_repeats, 5);
+        assert_eq!(http.loop_window, std::time::Duration::from_secs(20));
+        assert_eq!(http.auth_cache_ttl, std::time::Duration::ZERO);
+        assert_eq!(http.auth_cache_max_entries, 10);
+        assert_eq!(c.devices.registry_write_every_s, 300);
+        assert_eq!(c.devices.max_cached_states, 50);
+        assert_eq!(c.devices.snapshot_every, 0);
+        // The defaults are what the server used before they were keys.
+        let d = crate::serve::http_settings(&Config::default());
+        assert_eq!(d.retry_after, std::time::Duration::from_secs(30));
+        assert_eq!((d.loop_max_repeats, d.realm.as_str()), (30, "opush"));
+        for (toml, key) in [
+            ("[server]\nretry_after_s = 0", "server.retry_after_s"),
+            ("[server]\nrealm = \"a\\\"b\"", "server.realm"),
+            ("[server]\nrealm = \" \"", "server.realm"),
+            (
+                "[server]\nauth_cache_ttl_s = 100000",
+                "server.auth_cache_ttl_s",
+            ),
+            (
+                "[server]\nauth_cache_max_entries = 0",
+                "server.auth_cache_max_entries",
+            ),
+            ("[server]\nloop_window_s = 0", "server.loop_window_s"),
+            (
+                "[devices]\nregistry_write_every_s = 0",
+                "devices.registry_write_every_s",
+            ),
+            (
+                "[devices]\nmax_cached_states = 0",
+                "devices.max_cached_states",
+            ),
+        ] {
+            match Config::from_toml(toml) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{toml}"),
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
+        // The loop detector may be off with any window.
+        assert!(Config::from_toml("[server]\nloop_max_repeats = 0\nloop_window_s = 0").is_ok());
     }
 
     #[test]

@@ -56,13 +56,14 @@ pub fn http_settings(cfg: &Config) -> HttpSettings {
         max_request_body: cfg.server.max_request_body,
         allow_unknown_devices: cfg.devices.allow_unknown,
         require_provisioning: cfg.policy.require_provisioning,
-        ..HttpSettings::default()
+        retry_after: Duration::from_secs(cfg.server.retry_after_s),
+        realm: cfg.server.realm.clone(),
+        auth_cache_ttl: Duration::from_secs(cfg.server.auth_cache_ttl_s),
+        auth_cache_max_entries: cfg.server.auth_cache_max_entries,
+        loop_window: Duration::from_secs(cfg.server.loop_window_s),
+        loop_max_repeats: cfg.server.loop_max_repeats,
     }
 }
-
-/// An allowed device whose type, agent and version did not change is
-/// written to the registry at most this often (its last-seen precision).
-pub const REGISTRY_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The engine's limits and switches of a configuration (`[devices]`, `[policy]`).
 pub fn engine_config(cfg: &Config) -> opush_engine::EngineConfig {
@@ -115,7 +116,11 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
         .await
         .map_err(|e| ServeError::Storage(format!("storage unavailable: {e}")))?;
     Ok(EasServices {
-        sessions: Sessions::new(Arc::new(store), 100, 10_000),
+        sessions: Sessions::new(
+            Arc::new(store),
+            cfg.devices.snapshot_every,
+            cfg.devices.max_cached_states,
+        ),
         engine: engine_config(cfg),
         policy: crate::commands::provision::policy_from_config(&cfg.policy),
         imap: Arc::new(ImapPool::new(cfg.imap.clone())),
@@ -152,7 +157,7 @@ pub async fn run_with(
     let devices: Arc<dyn crate::device::DeviceRegistry> = match &eas {
         Some(eas) => Arc::new(StoreDeviceRegistry::new(
             eas.sessions.store().clone(),
-            REGISTRY_WRITE_EVERY,
+            Duration::from_secs(cfg.devices.registry_write_every_s),
             1_000_000,
         )),
         None => Arc::new(MemoryDeviceRegistry::new(1)),

@@ -152,7 +152,9 @@ pub async fn start_with_eas(
     // (`devices` below stays empty for such a server).
     let registry = Arc::new(opush_server::device::StoreDeviceRegistry::new(
         eas.sessions.store().clone(),
-        opush_server::serve::REGISTRY_WRITE_EVERY,
+        std::time::Duration::from_secs(
+            opush_server::config::DevicesConfig::default().registry_write_every_s,
+        ),
         1000,
     ));
     let devices = Arc::new(MemoryDeviceRegistry::new(1));
