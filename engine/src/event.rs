@@ -25,6 +25,12 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   binary refuses version-2 records as newer instead of misreading them.
 ///   Snapshots: `DeviceState` gained `sent` in this version; the snapshot
 ///   decoder still reads the older layout.
+/// * 3: adds the `SendCheck` and `Sent` variants at the end of
+///   [`crate::DecisionInput`] and [`crate::DecisionOutput`] (SendMail,
+///   SmartReply and SmartForward recorded as decisions). Their archived
+///   sizes are unchanged (`record.rs` checks them), so version-2 records
+///   decode as they are (`tests/replay/email-v2.bundle` replays); a
+///   version-2 binary refuses version-3 records as newer.
 ///
 /// `Event::Decided` embeds [`crate::DecisionRecord`], hence `EngineConfig`
 /// and the input/response types of every `decide_*`: a field added to any
@@ -32,7 +38,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///
 /// New variants go at the end of [`Event`] and keep their inline size small
 /// (box large payloads) so the archived size of `Event` does not grow.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const EVENT_MAGIC: &[u8; 4] = b"OPEV";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";

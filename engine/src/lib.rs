@@ -137,7 +137,9 @@ pub use provision::{
     check_policy, decide_provision, PolicyCheck, ProvisionRequest, ProvisionResponse,
 };
 pub use record::{redecide, DecisionInput, DecisionOutput, DecisionRecord};
-pub use send::{check_send, decide_sent, SendCheck, MAX_SENT_CLIENT_IDS};
+pub use send::{
+    check_send, decide_sent, MailAccepted, SendCheck, SendRequest, MAX_SENT_CLIENT_IDS,
+};
 pub use snapshot::{check_snapshot, decode_snapshot, encode_snapshot};
 pub use state::{
     apply, fold, CollectionState, DeviceFolder, DeviceSide, DeviceState, Folder, Hierarchy, Item,

@@ -38,7 +38,7 @@ fn every_checked_in_bundle_replays_identically() {
         };
         assert!(report.decisions > 0, "{}: no decision", path.display());
         let text = show(&bundle, None).unwrap();
-        assert!(text.contains("decision Sync"), "{text}");
+        assert!(text.contains("decision "), "{text}");
         assert!(
             text.contains("response sent: HTTP") || text.contains("#1 "),
             "{text}"

@@ -762,19 +762,23 @@ impl EasServices {
     /// The provisioning gate ([MS-ASPROV] 3.2.5.1): checks the policy key a
     /// request sent against the device's event-sourced state with
     /// `engine::check_policy` (a pending remote wipe first, then the
-    /// acknowledged key when `require_provisioning`). Reads only.
+    /// acknowledged key when `require_provisioning`). Changes no state; the
+    /// check is recorded as the request's first decision (`RequestReceived`
+    /// and a `Decided` trace, deferred like every trace event) so `opush
+    /// replay run` re-checks it.
     pub async fn provision_verdict(
         &self,
         caller: &Caller<'_>,
         command: opush_protocol::query::Command,
         policy_key: Option<u32>,
         require_provisioning: bool,
+        meta: &RequestMeta,
     ) -> Result<crate::device::ProvisionVerdict, crate::commands::CommandError> {
         use crate::device::ProvisionVerdict;
         if command == opush_protocol::query::Command::Provision {
             return Ok(ProvisionVerdict::Pass);
         }
-        let session = self
+        let mut session = self
             .sessions
             .open(caller.device_key()?)
             .await
@@ -785,6 +789,11 @@ impl EasServices {
         };
         // Asked as 14.0+ so the verdict names its Status; the HTTP edge
         // sends 449 instead to older devices (`crate::error`).
+        let input = DecisionInput::PolicyCheck {
+            command: engine_command(command),
+            header_key: policy_key.map(opush_engine::PolicyKey),
+            version: opush_engine::ProtocolVersion::V16_1,
+        };
         let check = opush_engine::check_policy(
             session.state(),
             engine_command(command),
@@ -792,6 +801,19 @@ impl EasServices {
             opush_engine::ProtocolVersion::V16_1,
             &config,
         );
+        let mut events = Vec::with_capacity(2);
+        if !meta.was_recorded() {
+            events.push(meta.received());
+        }
+        let record = DecisionRecord {
+            at: meta.at,
+            config,
+            input,
+            output: check.into(),
+        };
+        events.push(record.into_event(meta.req_id, 0));
+        session.commit(&events).await.map_err(session_error)?;
+        meta.recorded.store(true, Ordering::Release);
         Ok(match check {
             opush_engine::PolicyCheck::Allowed => ProvisionVerdict::Pass,
             opush_engine::PolicyCheck::Status(140) => ProvisionVerdict::RemoteWipe,

@@ -23,7 +23,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use opush_engine::{
-    check_send, decide_sent, BackendItemId, ClientId, CollectionId, SendCheck, ServerId,
+    check_send, decide_sent, BackendItemId, ClientId, CollectionId, Decision, DecisionInput,
+    MailAccepted, SendCheck, SendRequest, ServerId,
 };
 use opush_protocol::commands::compose::{ComposeRequest, Source};
 use opush_protocol::commands::send_mail::SendMailRequest;
@@ -39,7 +40,7 @@ use crate::backends::smtp::{submit, SmtpError, SmtpLogin, SmtpSettings, SmtpTls,
 use crate::config::{Config, IdentityConfig, TlsMode};
 use crate::outgoing::{prepare, rfc5322_date, Outgoing, OutgoingError, Sender, Stamp};
 use crate::reply::{self, ReplyError, SmartKind};
-use crate::session::{imap_error, now, session_error, Caller, EasServices};
+use crate::session::{imap_error, now, session_error, Caller, EasServices, Recorder};
 
 /// Why a message was not sent. Every variant has its own Status
 /// (`crate::error`) and log line.
@@ -243,13 +244,6 @@ pub async fn compose(
 ) -> Result<Sent, CommandError> {
     let settings = &eas.send;
     let user = caller.user;
-    if req.mime.len() > settings.max_message_size {
-        return Err(SendFailure::TooLarge {
-            size: req.mime.len(),
-            limit: settings.max_message_size,
-        }
-        .into());
-    }
     let mut session = eas
         .sessions
         .open(caller.device_key()?)
@@ -260,8 +254,36 @@ pub async fn compose(
         .as_deref()
         .filter(|c| !c.is_empty())
         .map(|c| ClientId(c.to_owned()));
-    if check_send(session.state(), client_id.as_ref()) == SendCheck::AlreadySent {
-        return Err(SendFailure::PreviouslySent(client_id.map(|c| c.0).unwrap_or_default()).into());
+    // The size limit and the ClientId dedupe, recorded as a decision.
+    let request = SendRequest {
+        client_id: client_id.clone(),
+        size: req.mime.len() as u64,
+        max_size: settings.max_message_size as u64,
+    };
+    let mut rec = Recorder::new(&session, eas, command);
+    let check = rec.decided(
+        DecisionInput::SendCheck(request.clone()),
+        Decision {
+            response: check_send(rec.state(), &request),
+            events: Vec::new(),
+        },
+    );
+    let at = rec.at();
+    session.commit_request(rec).await.map_err(session_error)?;
+    match check {
+        SendCheck::Send => {}
+        SendCheck::TooLarge => {
+            return Err(SendFailure::TooLarge {
+                size: req.mime.len(),
+                limit: settings.max_message_size,
+            }
+            .into())
+        }
+        SendCheck::AlreadySent => {
+            return Err(
+                SendFailure::PreviouslySent(client_id.map(|c| c.0).unwrap_or_default()).into(),
+            )
+        }
     }
 
     let kind = match command {
@@ -316,9 +338,8 @@ pub async fn compose(
     };
 
     let sender = settings.sender(user);
-    let at = now();
     let stamp = Stamp {
-        date: rfc5322_date(i64::try_from(at.0 / 1000).unwrap_or(0)),
+        date: rfc5322_date(i64::try_from(now().0 / 1000).unwrap_or(0)),
         unique: unique_id(),
         host: settings.host.clone(),
     };
@@ -366,11 +387,18 @@ pub async fn compose(
     );
 
     // The message is out: from here on nothing may fail the request.
-    let events = decide_sent(client_id.as_ref(), at);
-    if !events.is_empty() {
-        if let Err(e) = session.commit(&events).await {
-            tracing::error!(user, error = %e, "sent ClientId not recorded: a retry would send again");
-        }
+    let mut rec = Recorder::new(&session, eas, command);
+    rec.decided(
+        DecisionInput::Sent {
+            client_id: client_id.clone(),
+        },
+        Decision {
+            response: MailAccepted,
+            events: decide_sent(client_id.as_ref(), at),
+        },
+    );
+    if let Err(e) = session.commit_request(rec).await {
+        tracing::error!(user, error = %e, "sent ClientId not recorded: a retry would send again");
     }
     drop(session);
 

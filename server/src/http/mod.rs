@@ -684,6 +684,7 @@ where
                 request.command,
                 policy_key,
                 app.settings.require_provisioning,
+                &meta,
             )
             .await?
         {
