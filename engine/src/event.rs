@@ -27,7 +27,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   decoder still reads the older layout.
 /// * 3: adds the `SendCheck` and `Sent` variants at the end of
 ///   [`crate::DecisionInput`] and [`crate::DecisionOutput`] (SendMail,
-///   SmartReply and SmartForward recorded as decisions). Their archived
+///   SmartReply and SmartForward recorded as decisions), and
+///   `AppliedChange::Replaced` (an edited 16.x draft). Their archived
 ///   sizes are unchanged (`record.rs` checks them), so version-2 records
 ///   decode as they are (`tests/replay/email-v2.bundle` replays); a
 ///   version-2 binary refuses version-3 records as newer.
