@@ -1,14 +1,15 @@
-//! Device administration on the store: remote wipe, allow and quarantine.
-//! Exists so the command line (`opush device …`) and, later, the SSH
-//! console share one implementation of each action.
+//! Device administration on the store: remote wipe, allow, quarantine and
+//! listing. Exists so the command line (`opush device …`), the admin HTTP
+//! address of a running server (`POST /devices/USER/DEVICE/ACTION`, used by
+//! the command line when the server holds the embedded store) and, later,
+//! the SSH console share one implementation of each action and its answer
+//! text ([`run`]).
 //!
 //! A wipe is an event of the device's log (`Event::WipeRequested`), so the
 //! engine sees it on the device's next request (Status 140 / HTTP 449, then
 //! `<RemoteWipe/>` in Provision) and replay shows it; the registry row
 //! mirrors it for listings. Access is a registry field. Nothing here talks
 //! to the device or to a backend.
-
-use std::sync::Arc;
 
 use opush_engine::{Event, WipeState};
 use opush_storage::{DeviceKey, DeviceRecord, DeviceState as RegistryState, StorageError, Store};
@@ -53,13 +54,15 @@ fn key(user: &str, device: &str) -> Result<DeviceKey, AdminError> {
 }
 
 /// Records a remote wipe for a device the store knows (it has a registry
-/// row or a log).
+/// row or a log), through `sessions` (a running server passes its own, so
+/// its cached state of the device sees the wipe at once).
 pub async fn request_wipe(
-    store: Arc<Store>,
+    sessions: &Sessions,
     user: &str,
     device: &str,
 ) -> Result<WipeOutcome, AdminError> {
     let key = key(user, device)?;
+    let store = sessions.store().clone();
     let record = store.get_device(&key).await?;
     if record.is_none() && store.head(&key).await? == 0 {
         return Err(AdminError::UnknownDevice {
@@ -67,7 +70,6 @@ pub async fn request_wipe(
             device: device.to_owned(),
         });
     }
-    let sessions = Sessions::new(store.clone(), 0, 1);
     let mut session = sessions.open(key).await?;
     let outcome = match session.state().wipe {
         WipeState::Requested => WipeOutcome::AlreadyPending,
@@ -110,4 +112,141 @@ pub async fn set_access(
     };
     store.put_device(record.clone()).await?;
     Ok(record)
+}
+
+/// The devices of `user` (every device when `None`), ordered by user and id.
+pub async fn list(store: &Store, user: Option<&str>) -> Result<Vec<DeviceRecord>, AdminError> {
+    let mut rows = match user {
+        Some(u) => store.list_devices(u).await?,
+        None => store.list_all_devices().await?,
+    };
+    rows.sort_by(|a, b| (&a.key.user, &a.key.device_id).cmp(&(&b.key.user, &b.key.device_id)));
+    Ok(rows)
+}
+
+/// One line per device: `user device type state last-seen(ms) policy-key`.
+pub fn describe(rows: &[DeviceRecord]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let state = match r.state {
+            RegistryState::Allowed => "allowed",
+            RegistryState::Quarantined => "quarantined",
+            RegistryState::WipeRequested => "wipe-requested",
+            RegistryState::Wiped => "wiped",
+        };
+        let policy = r.policy_key.map_or("-".to_owned(), |k| k.to_string());
+        out.push_str(&format!(
+            "{} {} {} {state} {} {policy}\n",
+            r.key.user,
+            r.key.device_id,
+            if r.device_type.is_empty() {
+                "-"
+            } else {
+                &r.device_type
+            },
+            r.last_seen_ms
+        ));
+    }
+    out
+}
+
+/// An administrative action on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Remote wipe on the next request.
+    Wipe,
+    /// Allow to sync.
+    Allow,
+    /// Hold back until allowed.
+    Quarantine,
+}
+
+impl Action {
+    /// The action of its name (`wipe`, `allow`, `quarantine`).
+    pub fn parse(name: &str) -> Option<Action> {
+        match name {
+            "wipe" => Some(Action::Wipe),
+            "allow" => Some(Action::Allow),
+            "quarantine" => Some(Action::Quarantine),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Wipe => "wipe",
+            Action::Allow => "allow",
+            Action::Quarantine => "quarantine",
+        }
+    }
+}
+
+/// Carries out `action` on a device and returns the sentence the
+/// administrator reads.
+pub async fn run(
+    sessions: &Sessions,
+    action: Action,
+    user: &str,
+    device: &str,
+) -> Result<String, AdminError> {
+    match action {
+        Action::Wipe => Ok(match request_wipe(sessions, user, device).await? {
+            WipeOutcome::Requested | WipeOutcome::RequestedAgain => {
+                format!("remote wipe requested for {device} of {user}: sent on its next request")
+            }
+            WipeOutcome::AlreadyPending => {
+                format!("a remote wipe is already pending for {device} of {user}")
+            }
+        }),
+        Action::Allow | Action::Quarantine => {
+            let allowed = action == Action::Allow;
+            set_access(sessions.store(), user, device, allowed).await?;
+            Ok(format!(
+                "{device} of {user} is now {}",
+                if allowed { "allowed" } else { "quarantined" }
+            ))
+        }
+    }
+}
+
+/// Device administration inside a running server: its own sessions (one
+/// writer per device in the process) and registry cache (forgotten after a
+/// change, so the next request sees it).
+pub struct DeviceAdmin {
+    eas: std::sync::Arc<crate::session::EasServices>,
+    registry: std::sync::Arc<crate::device::StoreDeviceRegistry>,
+}
+
+impl std::fmt::Debug for DeviceAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceAdmin").finish_non_exhaustive()
+    }
+}
+
+impl DeviceAdmin {
+    /// Administration over a server's sessions and registry.
+    pub fn new(
+        eas: std::sync::Arc<crate::session::EasServices>,
+        registry: std::sync::Arc<crate::device::StoreDeviceRegistry>,
+    ) -> DeviceAdmin {
+        DeviceAdmin { eas, registry }
+    }
+
+    /// [`run`], then the registry cache entry of the device is dropped.
+    pub async fn run(
+        &self,
+        action: Action,
+        user: &str,
+        device: &str,
+    ) -> Result<String, AdminError> {
+        let res = run(&self.eas.sessions, action, user, device).await;
+        self.registry.forget(user, device);
+        res
+    }
+
+    /// [`list`] rendered by [`describe`].
+    pub async fn list(&self, user: Option<&str>) -> Result<String, AdminError> {
+        Ok(describe(&list(self.eas.sessions.store(), user).await?))
+    }
 }

@@ -256,6 +256,12 @@ impl StoreDeviceRegistry {
         }
     }
 
+    /// Forgets what is cached of a device, so its next request reads the
+    /// registry row again (after an administrator changed it).
+    pub fn forget(&self, user: &str, device_id: &str) {
+        self.lock().remove(&(user.to_owned(), device_id.to_owned()));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Cached>> {
         // Entries are replaced whole; a poisoned lock holds consistent data.
         self.cache

@@ -154,12 +154,24 @@ pub async fn run_with(
     };
     // Devices live in the store's registry; without a store (admin-only
     // mode, no device traffic) an empty in-memory registry stands in.
-    let devices: Arc<dyn crate::device::DeviceRegistry> = match &eas {
-        Some(eas) => Arc::new(StoreDeviceRegistry::new(
+    let store_registry = eas.as_ref().map(|eas| {
+        Arc::new(StoreDeviceRegistry::new(
             eas.sessions.store().clone(),
             Duration::from_secs(cfg.devices.registry_write_every_s),
             1_000_000,
-        )),
+        ))
+    });
+    // The admin address administers devices through this process (its
+    // sessions and registry cache), which holds the embedded store.
+    let device_admin = match (&eas, &store_registry) {
+        (Some(eas), Some(registry)) => Some(Arc::new(crate::admin::DeviceAdmin::new(
+            eas.clone(),
+            registry.clone(),
+        ))),
+        _ => None,
+    };
+    let devices: Arc<dyn crate::device::DeviceRegistry> = match store_registry {
+        Some(registry) => registry,
         None => Arc::new(MemoryDeviceRegistry::new(1)),
     };
     if let Some(eas) = &eas {
@@ -213,10 +225,11 @@ pub async fn run_with(
     // port is an ERROR line, not a refusal to start.
     let admin = match TcpListener::bind(cfg.server.admin_listen).await {
         Ok(l) => {
-            tracing::info!(target: "CONTAINER", admin_listen = %cfg.server.admin_listen, "admin address: /metrics, /loggers, /capture");
+            tracing::info!(target: "CONTAINER", admin_listen = %cfg.server.admin_listen, "admin address: /metrics, /loggers, /capture, /devices");
             Some(tokio::spawn(crate::obs::admin::serve(
                 l,
                 capture,
+                device_admin,
                 stopped(stop_rx.clone()),
             )))
         }

@@ -189,14 +189,10 @@ async fn gate_provision_acknowledge_and_remote_wipe_per_version() {
 
         // An administrator wipes the device: the next request is refused
         // with 140 (449 before 14.0) even with the right key.
-        let outcome = request_wipe(eas.sessions.store().clone(), ALICE, &dev.id)
-            .await
-            .unwrap();
+        let outcome = request_wipe(&eas.sessions, ALICE, &dev.id).await.unwrap();
         assert_eq!(outcome, WipeOutcome::Requested);
         assert_eq!(
-            request_wipe(eas.sessions.store().clone(), ALICE, &dev.id)
-                .await
-                .unwrap(),
+            request_wipe(&eas.sessions, ALICE, &dev.id).await.unwrap(),
             WipeOutcome::AlreadyPending
         );
         assert_eq!(dev.folder_sync(Some(fin)).await, dev.refused("140"));
@@ -219,9 +215,7 @@ async fn gate_provision_acknowledge_and_remote_wipe_per_version() {
     srv.stop().await;
 
     // A wipe of a device the store never saw is refused.
-    assert!(
-        request_wipe(eas.sessions.store().clone(), ALICE, "NOSUCHDEVICE")
-            .await
-            .is_err()
-    );
+    assert!(request_wipe(&eas.sessions, ALICE, "NOSUCHDEVICE")
+        .await
+        .is_err());
 }

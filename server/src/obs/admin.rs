@@ -9,6 +9,13 @@
 //!   `user/device source` per line; `PUT /capture/USER/DEVICE` switches a
 //!   device's capture on, `DELETE /capture/USER/DEVICE` off (this process
 //!   only: a restart returns to `[capture] devices`).
+//! - `GET /devices` (every device) or `GET /devices/USER`: one device per
+//!   line (`crate::admin::describe`); `POST /devices/USER/DEVICE/ACTION`
+//!   (`wipe`, `allow`, `quarantine`) carries out the action through the
+//!   running server (`crate::admin::DeviceAdmin`): 200 with the sentence,
+//!   404 for an unknown device, 400 for a bad name, 503 when the store
+//!   fails or no device traffic is served. `opush device` uses these when
+//!   the server holds the store.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +26,7 @@ use warp::http::StatusCode;
 use warp::Filter;
 
 use super::logger::{Logger, LoggerLevel};
+use crate::admin::{Action, AdminError, DeviceAdmin};
 use crate::capture::{percent_decode, Captures};
 
 fn text(status: StatusCode, body: String) -> warp::reply::Response {
@@ -105,14 +113,66 @@ pub fn switch_capture(
     }
 }
 
+/// Answers a device administration request (`action` None: a listing).
+pub async fn device_request(
+    devices: Option<&DeviceAdmin>,
+    user: Option<&str>,
+    device: Option<&str>,
+    action: Option<&str>,
+) -> (StatusCode, String) {
+    let Some(devices) = devices else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no device traffic is served (admin-only mode): no device store\n".to_owned(),
+        );
+    };
+    let decode = |s: Option<&str>| match s {
+        None => Ok(None),
+        Some(s) => percent_decode(s).map(Some).ok_or(()),
+    };
+    let (Ok(user), Ok(device)) = (decode(user), decode(device)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "bad %-escape in the user or device\n".to_owned(),
+        );
+    };
+    let res = match (action, user.as_deref(), device.as_deref()) {
+        (None, user, None) => devices.list(user).await,
+        (Some(name), Some(user), Some(device)) => {
+            let Some(action) = Action::parse(name) else {
+                return (
+                    StatusCode::NOT_FOUND,
+                    format!("unknown action {name:?}: expected wipe, allow or quarantine\n"),
+                );
+            };
+            let res = devices.run(action, user, device).await;
+            if res.is_ok() {
+                tracing::info!(target: "CONFIGURATION", user = %user, device = %device, action = action.name(), "device administration");
+            }
+            res.map(|line| format!("{line}\n"))
+        }
+        _ => return (StatusCode::NOT_FOUND, "no such device route\n".to_owned()),
+    };
+    match res {
+        Ok(text) => (StatusCode::OK, text),
+        Err(e @ AdminError::UnknownDevice { .. }) => (StatusCode::NOT_FOUND, format!("{e}\n")),
+        Err(e @ AdminError::InvalidDevice(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => {
+            tracing::warn!(target: "CONFIGURATION", error = %e, "device administration failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
+        }
+    }
+}
+
 fn known() -> String {
     Logger::ALL.map(Logger::name).join(", ")
 }
 
-/// The admin routes (`capture`: the server's full-capture switches, `None`
-/// in admin-only mode).
+/// The admin routes (`capture`: the server's full-capture switches,
+/// `devices`: its device administration; both `None` in admin-only mode).
 pub fn routes(
     capture: Option<Arc<Captures>>,
+    devices: Option<Arc<DeviceAdmin>>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let metrics = warp::get()
         .and(warp::path("metrics"))
@@ -152,8 +212,49 @@ pub fn routes(
             let (status, msg) = switch_capture(capture.as_deref(), &user, &device, on);
             text(status, msg)
         });
+    let listed_devices = devices.clone();
+    let list_devices = warp::get()
+        .and(warp::path("devices"))
+        .and(
+            warp::path::param::<String>()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(warp::path::end())
+        .then(move |user: Option<String>| {
+            let devices = listed_devices.clone();
+            async move {
+                let (status, msg) =
+                    device_request(devices.as_deref(), user.as_deref(), None, None).await;
+                text(status, msg)
+            }
+        });
+    let device_action = warp::post()
+        .and(warp::path("devices"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .then(move |user: String, device: String, action: String| {
+            let devices = devices.clone();
+            async move {
+                let (status, msg) = device_request(
+                    devices.as_deref(),
+                    Some(&user),
+                    Some(&device),
+                    Some(&action),
+                )
+                .await;
+                text(status, msg)
+            }
+        });
     metrics
         .or(list)
+        .unify()
+        .or(list_devices)
+        .unify()
+        .or(device_action)
         .unify()
         .or(put)
         .unify()
@@ -165,7 +266,8 @@ pub fn routes(
             Ok::<_, std::convert::Infallible>(text(
                 StatusCode::NOT_FOUND,
                 "admin address: GET /metrics, GET /loggers, PUT /loggers/NAME, GET /capture, \
-                 PUT|DELETE /capture/USER/DEVICE\n"
+                 PUT|DELETE /capture/USER/DEVICE, GET /devices[/USER], \
+                 POST /devices/USER/DEVICE/wipe|allow|quarantine\n"
                     .to_owned(),
             ))
         })
@@ -176,9 +278,10 @@ pub fn routes(
 pub async fn serve(
     listener: TcpListener,
     capture: Option<Arc<Captures>>,
+    devices: Option<Arc<DeviceAdmin>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(capture))
+    warp::serve(routes(capture, devices))
         .incoming(listener)
         .graceful(shutdown)
         .run()
