@@ -8,6 +8,7 @@ pub mod backends;
 pub mod capture;
 pub mod commands;
 pub mod config;
+pub mod dates;
 pub mod device;
 pub mod draft;
 pub mod email;

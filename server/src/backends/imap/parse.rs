@@ -9,86 +9,10 @@ use async_imap::imap_proto::{self, BodyStructure};
 
 use super::{BodyPart, ImapError};
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Parses an IMAP `date-time` (`"28-Nov-2026 21:15:56 +0100"`, day may be
-/// space-padded) into Unix seconds (UTC).
-pub fn parse_internal_date(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, rest) = s.split_once(' ')?;
-    let (time, zone) = rest.trim_start().split_once(' ')?;
-    let mut dparts = date.split('-');
-    let day: u32 = dparts.next()?.trim().parse().ok()?;
-    let mon = dparts.next()?;
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon))? as u32 + 1;
-    let year: i64 = dparts.next()?.parse().ok()?;
-    let mut tparts = time.split(':');
-    let h: i64 = tparts.next()?.parse().ok()?;
-    let mi: i64 = tparts.next()?.parse().ok()?;
-    let se: i64 = tparts.next()?.parse().ok()?;
-    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let zone = zone.trim();
-    if zone.len() != 5 {
-        return None;
-    }
-    let sign = match zone.as_bytes()[0] {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let zh: i64 = zone.get(1..3)?.parse().ok()?;
-    let zm: i64 = zone.get(3..5)?.parse().ok()?;
-    let offset = sign * (zh * 3600 + zm * 60);
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se - offset)
-}
-
-/// Formats Unix seconds as an IMAP `date` (`1-Feb-2026`) for SEARCH SINCE/BEFORE.
-pub fn format_search_date(unix: i64) -> String {
-    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
-    format!("{d}-{}-{y}", MONTHS[(m - 1) as usize])
-}
-
-/// Formats Unix seconds as an IMAP `date-time` in UTC, for APPEND.
-pub fn format_date_time(unix: i64) -> String {
-    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
-    let secs = unix.rem_euclid(86_400);
-    format!(
-        "{d:02}-{}-{y:04} {:02}:{:02}:{:02} +0000",
-        MONTHS[(m - 1) as usize],
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
-}
+pub use crate::dates::{
+    imap_date as format_search_date, imap_date_time as format_date_time,
+    parse_imap_date_time as parse_internal_date,
+};
 
 /// Compresses UIDs into an IMAP sequence set (`1:3,7,9:10`). Empty input → `None`.
 pub fn uid_set(uids: &[u32]) -> Option<String> {
