@@ -825,6 +825,37 @@ impl EasServices {
         })
     }
 
+    /// The caller's device session (this request is its one writer) and a
+    /// [`Recorder`] of `command` on it: the preamble of every command that
+    /// observes, decides and records.
+    pub async fn open_recorded(
+        &self,
+        caller: &Caller<'_>,
+        command: opush_protocol::query::Command,
+    ) -> Result<(DeviceSession<'_>, Recorder), crate::commands::CommandError> {
+        let session = self
+            .sessions
+            .open(caller.device_key()?)
+            .await
+            .map_err(session_error)?;
+        let rec = Recorder::new(&session, self, command);
+        Ok((session, rec))
+    }
+
+    /// A copy of the caller's device state, for a read-only command that
+    /// records nothing (the device's session is held only while copying).
+    pub async fn device_state(
+        &self,
+        caller: &Caller<'_>,
+    ) -> Result<opush_engine::DeviceState, crate::commands::CommandError> {
+        let session = self
+            .sessions
+            .open(caller.device_key()?)
+            .await
+            .map_err(session_error)?;
+        Ok(session.state().clone())
+    }
+
     /// An IMAP session for a request: as the caller with its own password,
     /// or through the master user when `[imap] master_for_requests` is set.
     pub async fn imap_for(

@@ -19,15 +19,7 @@ pub async fn handle_folder_create(
     ctx: &CommandContext<'_>,
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
-    let invalid = |reason: String| CommandError::InvalidRequest {
-        command: Command::FolderCreate,
-        reason,
-    };
-    let doc = ctx
-        .document
-        .ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req =
-        FolderCreateRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let req = ctx.request(Command::FolderCreate, FolderCreateRequest::from_element)?;
     let res = folder_create(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),

@@ -22,7 +22,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{Folder as ImapFolder, SpecialUse};
-use crate::session::{imap_error, session_error, Caller, EasServices, Recorder};
+use crate::session::{imap_error, session_error, Caller, EasServices};
 
 /// The folders a device sees: selectable, and subscribed unless special
 /// (INBOX and the special folders are always shown).
@@ -62,15 +62,7 @@ pub async fn handle_folder_sync(
     ctx: &CommandContext<'_>,
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
-    let invalid = |reason: String| CommandError::InvalidRequest {
-        command: Command::FolderSync,
-        reason,
-    };
-    let doc = ctx
-        .document
-        .ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req =
-        FolderSyncRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let req = ctx.request(Command::FolderSync, FolderSyncRequest::from_element)?;
     let res = folder_sync(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
@@ -91,12 +83,7 @@ pub async fn folder_sync(
         imap.list_folders(false).await.map_err(imap_error)?
     };
     let observed = backend_folders(&folders);
-    let mut session = eas
-        .sessions
-        .open(caller.device_key()?)
-        .await
-        .map_err(session_error)?;
-    let mut rec = Recorder::new(&session, eas, Command::FolderSync);
+    let (mut session, mut rec) = eas.open_recorded(caller, Command::FolderSync).await?;
     let known = session
         .state()
         .hierarchy
@@ -185,12 +172,7 @@ pub(crate) async fn folder_op(
     use opush_engine::{decide_folder_op, plan_folder_op, FolderEffect, FolderOutcome};
     let mut imap = eas.imap_for(caller).await?;
     let listed = imap.list_folders(false).await.map_err(imap_error)?;
-    let mut session = eas
-        .sessions
-        .open(caller.device_key()?)
-        .await
-        .map_err(session_error)?;
-    let mut rec = Recorder::new(&session, eas, folder_command(op));
+    let (mut session, mut rec) = eas.open_recorded(caller, folder_command(op)).await?;
     rec.observed(Event::HierarchyObserved {
         folders: backend_folders(&listed),
     });

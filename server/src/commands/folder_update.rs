@@ -18,15 +18,7 @@ pub async fn handle_folder_update(
     ctx: &CommandContext<'_>,
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
-    let invalid = |reason: String| CommandError::InvalidRequest {
-        command: Command::FolderUpdate,
-        reason,
-    };
-    let doc = ctx
-        .document
-        .ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req =
-        FolderUpdateRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let req = ctx.request(Command::FolderUpdate, FolderUpdateRequest::from_element)?;
     let res = folder_update(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),

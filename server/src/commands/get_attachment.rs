@@ -13,7 +13,7 @@ use opush_protocol::version::ProtocolVersion;
 use super::sync::{uid_of, MAX_MESSAGE_BYTES};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::email::{attachment_content, AttachmentContent, FileReference};
-use crate::session::{imap_error, session_error, Caller, EasServices};
+use crate::session::{imap_error, Caller, EasServices};
 
 /// Handles `Cmd=GetAttachment`.
 pub async fn handle_get_attachment(
@@ -53,14 +53,7 @@ pub async fn get_attachment(
     let Some(fref) = FileReference::parse(attachment_name) else {
         return Ok(None);
     };
-    let state = {
-        let session = eas
-            .sessions
-            .open(caller.device_key()?)
-            .await
-            .map_err(session_error)?;
-        session.state().clone()
-    };
+    let state = eas.device_state(caller).await?;
     let Some(sid) = opush_engine::ServerId::parse(&fref.server_id) else {
         return Ok(None);
     };

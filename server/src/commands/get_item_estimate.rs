@@ -19,22 +19,17 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::sync::observe;
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::{session_error, Caller, EasServices, Recorder};
+use crate::session::{session_error, Caller, EasServices};
 
 /// Handles `Cmd=GetItemEstimate`.
 pub async fn handle_get_item_estimate(
     ctx: &CommandContext<'_>,
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
-    let invalid = |reason: String| CommandError::InvalidRequest {
-        command: Command::GetItemEstimate,
-        reason,
-    };
-    let doc = ctx
-        .document
-        .ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req = GetItemEstimateRequest::from_element(doc, ctx.version)
-        .map_err(|e| invalid(e.to_string()))?;
+    let req = ctx.request(
+        Command::GetItemEstimate,
+        GetItemEstimateRequest::from_element,
+    )?;
     let res = get_item_estimate(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
@@ -48,12 +43,7 @@ pub async fn get_item_estimate(
     caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<GetItemEstimateResponse, CommandError> {
-    let mut session = eas
-        .sessions
-        .open(caller.device_key()?)
-        .await
-        .map_err(session_error)?;
-    let mut rec = Recorder::new(&session, eas, Command::GetItemEstimate);
+    let (mut session, mut rec) = eas.open_recorded(caller, Command::GetItemEstimate).await?;
     let at = rec.at();
     let mut imap = None;
     let mut responses = Vec::with_capacity(req.collections.len());

@@ -25,22 +25,14 @@ use super::sync::{full_email, uid_of, MAX_MESSAGE_BYTES};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::PooledSession;
 use crate::email::{attachment_content, FileReference};
-use crate::session::{imap_error, session_error, Caller, EasServices};
+use crate::session::{imap_error, Caller, EasServices};
 
 /// Handles `Cmd=ItemOperations`.
 pub async fn handle_item_operations(
     ctx: &CommandContext<'_>,
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
-    let invalid = |reason: String| CommandError::InvalidRequest {
-        command: Command::ItemOperations,
-        reason,
-    };
-    let doc = ctx
-        .document
-        .ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req = ItemOperationsRequest::from_element(doc, ctx.version)
-        .map_err(|e| invalid(e.to_string()))?;
+    let req = ctx.request(Command::ItemOperations, ItemOperationsRequest::from_element)?;
     let res = item_operations(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
@@ -55,14 +47,7 @@ pub async fn item_operations(
     eas: &EasServices,
 ) -> Result<ItemOperationsResponse, CommandError> {
     // Read-only: the state is looked at, nothing is recorded.
-    let state = {
-        let session = eas
-            .sessions
-            .open(caller.device_key()?)
-            .await
-            .map_err(session_error)?;
-        session.state().clone()
-    };
+    let state = eas.device_state(caller).await?;
     let mut imap = eas.imap_for(caller).await?;
     let mut results = Vec::with_capacity(req.operations.len());
     for op in &req.operations {

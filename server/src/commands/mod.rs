@@ -69,6 +69,21 @@ pub struct CommandContext<'a> {
 }
 
 impl CommandContext<'_> {
+    /// The typed request of a command whose body is WBXML: `from_element`
+    /// applied to the decoded body; an empty or undecodable body is
+    /// `InvalidRequest` with the reason.
+    pub fn request<T, E: std::fmt::Display>(
+        &self,
+        command: Command,
+        from_element: impl FnOnce(&Element<'static>, ProtocolVersion) -> Result<T, E>,
+    ) -> Result<T, CommandError> {
+        let invalid = |reason: String| CommandError::InvalidRequest { command, reason };
+        let doc = self
+            .document
+            .ok_or_else(|| invalid("empty body".to_owned()))?;
+        from_element(doc, self.version).map_err(|e| invalid(e.to_string()))
+    }
+
     /// Whom the request acts for (user, device, in-memory password).
     pub fn caller(&self) -> crate::session::Caller<'_> {
         crate::session::Caller {

@@ -19,22 +19,14 @@ use opush_protocol::wbxml::encode_to_vec;
 use super::sync::{item_id, uid_of, version_of};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::PooledSession;
-use crate::session::{session_error, Caller, EasServices, Recorder};
+use crate::session::{session_error, Caller, EasServices};
 
 /// Handles `Cmd=MoveItems`.
 pub async fn handle_move_items(
     ctx: &CommandContext<'_>,
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
-    let invalid = |reason: String| CommandError::InvalidRequest {
-        command: Command::MoveItems,
-        reason,
-    };
-    let doc = ctx
-        .document
-        .ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req =
-        MoveItemsRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let req = ctx.request(Command::MoveItems, MoveItemsRequest::from_element)?;
     let res = move_items(&req, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
@@ -47,12 +39,7 @@ pub async fn move_items(
     caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<MoveItemsResponse, CommandError> {
-    let mut session = eas
-        .sessions
-        .open(caller.device_key()?)
-        .await
-        .map_err(session_error)?;
-    let mut rec = Recorder::new(&session, eas, Command::MoveItems);
+    let (mut session, mut rec) = eas.open_recorded(caller, Command::MoveItems).await?;
     let mut imap = eas.imap_for(caller).await?;
     let mut responses = Vec::with_capacity(req.moves.len());
     for m in &req.moves {

@@ -21,7 +21,7 @@ use super::item_operations::parse_range;
 use super::sync::{full_email, item_id};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::SearchQuery;
-use crate::session::{imap_error, session_error, Caller, EasServices};
+use crate::session::{imap_error, Caller, EasServices};
 
 /// Most results returned by one Search (the default `Range` is 0-99).
 pub const MAX_RESULTS: usize = 100;
@@ -31,14 +31,7 @@ pub async fn handle_search(
     ctx: &CommandContext<'_>,
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
-    let invalid = |reason: String| CommandError::InvalidRequest {
-        command: Command::Search,
-        reason,
-    };
-    let doc = ctx
-        .document
-        .ok_or_else(|| invalid("empty body".to_owned()))?;
-    let req = SearchRequest::from_element(doc, ctx.version).map_err(|e| invalid(e.to_string()))?;
+    let req = ctx.request(Command::Search, SearchRequest::from_element)?;
     let res = search(&req, ctx.version, &ctx.caller(), eas).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
@@ -78,14 +71,7 @@ pub async fn search(
     let Some(text) = find_text(query, se::FREE_TEXT).filter(|t| !t.trim().is_empty()) else {
         return Ok(status_only(SearchStatus::from_code(8)));
     };
-    let state = {
-        let session = eas
-            .sessions
-            .open(caller.device_key()?)
-            .await
-            .map_err(session_error)?;
-        session.state().clone()
-    };
+    let state = eas.device_state(caller).await?;
     let mut imap = eas.imap_for(caller).await?;
     // The folder: the query's CollectionId, else INBOX.
     let wanted = find_text(query, airsync::COLLECTION_ID).and_then(|c| CollectionId::parse(&c));
