@@ -12,11 +12,10 @@
 )]
 
 mod eas_support;
-use eas_support::{caller, services};
+use eas_support::{caller, first_folder_sync, services};
 
 use base64::Engine as _;
 use opush_protocol::commands::airsyncbase::BodyPreference;
-use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
 use opush_protocol::commands::item_operations::{
     FetchOptions, FetchTarget, ItemOperationsRequest, Operation, OperationResult,
 };
@@ -25,7 +24,6 @@ use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncR
 use opush_protocol::commands::{CollectionId, SyncKey};
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::itemoperations as io;
-use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::get_attachment::get_attachment;
 use opush_server::commands::item_operations::item_operations;
 use opush_server::commands::sync::sync;
@@ -74,24 +72,9 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
 
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir).await;
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &caller(USER, DEVICE),
-        &eas,
-    )
-    .await
-    .unwrap();
-    let inbox = fs
-        .changes
-        .unwrap()
-        .iter()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let inbox = first_folder_sync(&eas, &caller(USER, DEVICE))
+        .await
+        .of_type(2);
     let r0 = sync(&sync_req(&inbox, "0"), version, &caller(USER, DEVICE), &eas)
         .await
         .unwrap();

@@ -15,7 +15,7 @@
 )]
 
 mod eas_support;
-use eas_support::{caller, services};
+use eas_support::{caller, first_folder_sync, services};
 
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
 use opush_protocol::commands::items::ApplicationData;
@@ -121,24 +121,9 @@ async fn scenario(use_condstore: bool) {
     cfg.use_condstore = use_condstore;
     eas.imap = std::sync::Arc::new(ImapPool::new(cfg));
 
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &caller(USER, device),
-        &eas,
-    )
-    .await
-    .unwrap();
-    let coll = fs
-        .changes
-        .unwrap()
-        .iter()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.display_name == folder => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .expect("the test folder in the hierarchy");
+    let coll = first_folder_sync(&eas, &caller(USER, device))
+        .await
+        .named(&folder);
 
     let r0 = sync_once(&eas, device, &coll, "0").await;
     let r1 = sync_once(&eas, device, &coll, &r0.sync_key.0).await;
@@ -277,24 +262,9 @@ async fn windows_are_cut_by_the_bytes_budget() {
     let dir = tempfile::tempdir().unwrap();
     let mut eas = services(&dir).await;
     eas.engine.max_window_bytes = 150_000;
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &caller(USER, device),
-        &eas,
-    )
-    .await
-    .unwrap();
-    let coll = fs
-        .changes
-        .unwrap()
-        .iter()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.display_name == folder => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let coll = first_folder_sync(&eas, &caller(USER, device))
+        .await
+        .named(&folder);
     let mut key = sync_once(&eas, device, &coll, "0").await.sync_key.0;
     let mut seen = Vec::new();
     for _ in 0..10 {
@@ -323,16 +293,12 @@ async fn windows_are_cut_by_the_bytes_budget() {
             ..Default::default()
         }]
     };
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &caller(USER, device),
-        &eas,
-    )
-    .await
-    .unwrap();
-    assert!(fs.changes.is_some());
+    assert_eq!(
+        first_folder_sync(&eas, &caller(USER, device))
+            .await
+            .named(&folder),
+        coll
+    );
     let key = sync_with(&eas, device, &coll, "0", options())
         .await
         .sync_key

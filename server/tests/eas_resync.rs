@@ -12,15 +12,13 @@
 )]
 
 mod eas_support;
-use eas_support::{caller, services};
+use eas_support::{caller, first_folder_sync, services};
 
 use std::collections::BTreeSet;
 
-use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
 use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncRequest};
 use opush_protocol::commands::{CollectionId, SyncKey};
 use opush_protocol::version::ProtocolVersion;
-use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::sync::sync;
 use opush_server::session::EasServices;
 use opush_tests::RawImap;
@@ -46,23 +44,9 @@ fn req(collection: &str, key: &str, window: u32) -> SyncRequest {
 }
 
 async fn collection_named(eas: &EasServices, user: &str, device: &str, name: &str) -> String {
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &caller(user, device),
-        eas,
-    )
-    .await
-    .unwrap();
-    fs.changes
-        .unwrap()
-        .iter()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.display_name == name => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{name} not in the hierarchy"))
+    first_folder_sync(eas, &caller(user, device))
+        .await
+        .named(name)
 }
 
 // [MS-ASCMD] 2.2.3.177.17: the server resyncs without Status 3 when the

@@ -15,10 +15,9 @@
 )]
 
 mod eas_support;
-use eas_support::services;
+use eas_support::{first_folder_sync, services};
 
 use opush_protocol::commands::compose::{ComposeRequest, Source};
-use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
 use opush_protocol::commands::items::{ApplicationData, Email};
 use opush_protocol::commands::sync::{
     ClientCommand, ServerCommand, SyncCollectionRequest, SyncRequest,
@@ -27,7 +26,6 @@ use opush_protocol::commands::{CollectionId, ServerId, SyncKey};
 use opush_protocol::query::Command;
 use opush_protocol::version::ProtocolVersion;
 use opush_server::commands::compose::{compose, SendFailure};
-use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::sync::sync;
 use opush_server::commands::CommandError;
 use opush_server::config::Secret;
@@ -361,24 +359,7 @@ async fn reply_and_forward_of_a_message_with_an_attachment() {
 
     let password = pw();
     let caller = Caller::new(REPLIER, device, &password);
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &caller,
-        &eas,
-    )
-    .await
-    .unwrap();
-    let inbox = fs
-        .changes
-        .unwrap()
-        .iter()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let inbox = first_folder_sync(&eas, &caller).await.of_type(2);
     let r0 = sync(&sync_req(&inbox, "0"), version, &caller, &eas)
         .await
         .unwrap();
@@ -588,24 +569,7 @@ async fn read_receipt_when_the_device_marks_a_message_read() {
 
     let password = pw();
     let caller = Caller::new(REPLIER, device, &password);
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &caller,
-        &eas,
-    )
-    .await
-    .unwrap();
-    let collection = fs
-        .changes
-        .unwrap()
-        .iter()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.display_name == folder => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let collection = first_folder_sync(&eas, &caller).await.named(&folder);
     let r0 = sync(&sync_req(&collection, "0"), version, &caller, &eas)
         .await
         .unwrap();

@@ -14,10 +14,9 @@
 )]
 
 mod eas_support;
-use eas_support::{caller, services};
+use eas_support::{caller, first_folder_sync, services};
 
 use opush_protocol::commands::airsyncbase::BodyPreference;
-use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
 use opush_protocol::commands::get_item_estimate::{EstimateCollection, GetItemEstimateRequest};
 use opush_protocol::commands::items::{ApplicationData, Email};
 use opush_protocol::commands::move_items::{Move, MoveItemsRequest};
@@ -27,7 +26,6 @@ use opush_protocol::commands::sync::{
 };
 use opush_protocol::commands::{CollectionId, ServerId, SyncKey};
 use opush_protocol::version::ProtocolVersion;
-use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::get_item_estimate::get_item_estimate;
 use opush_server::commands::move_items::move_items;
 use opush_server::commands::sync::sync;
@@ -137,30 +135,9 @@ async fn scenario(user: &str, version: ProtocolVersion) {
     let eas = services(&dir).await;
 
     // FolderSync 0: INBOX is there with Type 2.
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &caller(user, "DEVSYNC"),
-        &eas,
-    )
-    .await
-    .unwrap();
-    let changes = fs.changes.unwrap();
-    let moves_folder = changes
-        .iter()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.display_name == "eas-moves" => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .expect("eas-moves in the hierarchy");
-    let inbox = changes
-        .iter()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .expect("INBOX in the hierarchy");
+    let folders = first_folder_sync(&eas, &caller(user, "DEVSYNC")).await;
+    let moves_folder = folders.named("eas-moves");
+    let inbox = folders.of_type(2);
 
     // Sync 0: a key, no items.
     let r0 = one(&eas, user, version, request(&inbox, "0", 3, None)).await;

@@ -1,7 +1,8 @@
 //! Shared set-up of the `eas_*` tests: the EAS services over a fresh
 //! embedded store in a temporary directory and the stack's Dovecot, reached
 //! as each test user with the demo password (the master user is configured,
-//! as in production, for background work only).
+//! as in production, for background work only), and the first FolderSync
+//! of a device with its folders looked up by type or name.
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
@@ -53,5 +54,59 @@ pub fn caller<'a>(user: &'a str, device_id: &'a str) -> Caller<'a> {
         user,
         device_id,
         PASSWORD.get_or_init(|| Secret::new(demo_password())),
+    )
+}
+
+/// The folders a device learns from its first FolderSync (SyncKey 0).
+#[allow(dead_code, reason = "not every test binary using this module calls it")]
+pub struct Folders(pub Vec<opush_protocol::commands::folder_sync::Folder>);
+
+#[allow(dead_code, reason = "not every test binary using this module calls it")]
+impl Folders {
+    /// The ServerId of the (first) folder of EAS type `folder_type` (2: Inbox).
+    pub fn of_type(&self, folder_type: u8) -> String {
+        self.find(|f| f.folder_type == folder_type)
+            .unwrap_or_else(|| panic!("no folder of type {folder_type} in {:?}", self.0))
+    }
+
+    /// The ServerId of the folder whose DisplayName is `name`.
+    pub fn named(&self, name: &str) -> String {
+        self.find(|f| f.display_name == name)
+            .unwrap_or_else(|| panic!("no folder {name:?} in {:?}", self.0))
+    }
+
+    fn find(
+        &self,
+        pred: impl Fn(&opush_protocol::commands::folder_sync::Folder) -> bool,
+    ) -> Option<String> {
+        self.0
+            .iter()
+            .find(|f| pred(f))
+            .map(|f| f.server_id.0.clone())
+    }
+}
+
+/// FolderSync 0 of `caller`: every folder it adds.
+#[allow(dead_code, reason = "not every test binary using this module calls it")]
+pub async fn first_folder_sync(eas: &EasServices, caller: &Caller<'_>) -> Folders {
+    use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
+    let fs = opush_server::commands::folder_sync::folder_sync(
+        &FolderSyncRequest {
+            sync_key: opush_protocol::commands::SyncKey("0".to_owned()),
+        },
+        caller,
+        eas,
+    )
+    .await
+    .unwrap();
+    Folders(
+        fs.changes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| match c {
+                FolderChange::Add(f) => Some(f),
+                _ => None,
+            })
+            .collect(),
     )
 }
