@@ -176,14 +176,26 @@ async fn device_administration_while_the_server_runs() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(first, Some(200), "the device syncs");
-    let cli = |args: &'static [&'static str]| {
+    let cli = |args: Vec<&'static str>| {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || opush_any(&config, args))
+        async move {
+            tokio::task::spawn_blocking(move || opush_any(&config, &args))
+                .await
+                .unwrap()
+        }
+    };
+    let admin = |action: &'static str, device: &'static str| {
+        cli(vec![
+            "device",
+            action,
+            "--user",
+            "load0058@load.test",
+            "--device",
+            device,
+        ])
     };
 
-    let (ok, text) = cli(&["device", "list", "--user", "load0058@load.test"])
-        .await
-        .unwrap();
+    let (ok, text) = cli(vec!["device", "list", "--user", "load0058@load.test"]).await;
     assert!(ok, "{text}");
     assert!(
         text.lines()
@@ -191,16 +203,7 @@ async fn device_administration_while_the_server_runs() {
         "{text}"
     );
 
-    let (ok, text) = cli(&[
-        "device",
-        "quarantine",
-        "--user",
-        "load0058@load.test",
-        "--device",
-        "CLISERVE1",
-    ])
-    .await
-    .unwrap();
+    let (ok, text) = admin("quarantine", "CLISERVE1").await;
     assert!(ok && text.contains("quarantined"), "{text}");
     let res = client.post_xml("FolderSync", folder_sync).await;
     assert_eq!(
@@ -208,29 +211,11 @@ async fn device_administration_while_the_server_runs() {
         "a quarantined 12.1 device is refused at once"
     );
 
-    let (ok, text) = cli(&[
-        "device",
-        "allow",
-        "--user",
-        "load0058@load.test",
-        "--device",
-        "CLISERVE1",
-    ])
-    .await
-    .unwrap();
+    let (ok, text) = admin("allow", "CLISERVE1").await;
     assert!(ok && text.contains("allowed"), "{text}");
     assert_eq!(client.post_xml("FolderSync", folder_sync).await.status, 200);
 
-    let (ok, text) = cli(&[
-        "device",
-        "wipe",
-        "--user",
-        "load0058@load.test",
-        "--device",
-        "CLISERVE1",
-    ])
-    .await
-    .unwrap();
+    let (ok, text) = admin("wipe", "CLISERVE1").await;
     assert!(ok && text.contains("remote wipe requested"), "{text}");
     let res = client.post_xml("FolderSync", folder_sync).await;
     assert_eq!(
@@ -238,16 +223,7 @@ async fn device_administration_while_the_server_runs() {
         "the wipe reaches the device through Provision"
     );
 
-    let (ok, text) = cli(&[
-        "device",
-        "wipe",
-        "--user",
-        "load0058@load.test",
-        "--device",
-        "NOPE",
-    ])
-    .await
-    .unwrap();
+    let (ok, text) = admin("wipe", "NOPE").await;
     assert!(!ok, "{text}");
     assert!(text.contains("no device NOPE"), "{text}");
 

@@ -19,14 +19,7 @@ const WRONG: &str = "Wr0ng-pa55word-xyzzy";
 async fn wrong_password_is_401_with_challenge() {
     let srv = start(settings()).await;
     let a = basic("alice@example.test", WRONG);
-    let res = request(
-        srv.addr,
-        "OPTIONS",
-        "/Microsoft-Server-ActiveSync",
-        &[("Authorization", &a)],
-        b"",
-    )
-    .await;
+    let res = options_as(srv.addr, &a).await;
     assert_eq!(res.status, 401);
     assert_eq!(
         res.header("WWW-Authenticate"),
@@ -35,14 +28,7 @@ async fn wrong_password_is_401_with_challenge() {
     // A refused password is not cached.
     assert!(srv.app.auth.cache().is_empty());
     // Not Basic at all.
-    let res = request(
-        srv.addr,
-        "OPTIONS",
-        "/Microsoft-Server-ActiveSync",
-        &[("Authorization", "Bearer abc")],
-        b"",
-    )
-    .await;
+    let res = options_as(srv.addr, "Bearer abc").await;
     assert_eq!(res.status, 401);
     srv.stop().await;
 }
@@ -56,27 +42,13 @@ async fn both_login_spellings_are_accepted() {
         "bob@example.test",
     ] {
         let a = basic(login, PASSWORD);
-        let res = request(
-            srv.addr,
-            "OPTIONS",
-            "/Microsoft-Server-ActiveSync",
-            &[("Authorization", &a)],
-            b"",
-        )
-        .await;
+        let res = options_as(srv.addr, &a).await;
         assert_eq!(res.status, 200, "{login}");
     }
     assert_eq!(srv.app.auth.cache().len(), 3);
     // Another user's password is refused (the cache is keyed by login and password).
     let a = basic("bob@example.test", WRONG);
-    let res = request(
-        srv.addr,
-        "OPTIONS",
-        "/Microsoft-Server-ActiveSync",
-        &[("Authorization", &a)],
-        b"",
-    )
-    .await;
+    let res = options_as(srv.addr, &a).await;
     assert_eq!(res.status, 401);
     srv.stop().await;
 }
@@ -86,14 +58,7 @@ async fn imap_outage_is_503_with_retry_after_not_401() {
     let port = closed_port().await;
     let srv = start_with_imap_port(settings(), port, ServeMode::Ready).await;
     let a = basic("alice@example.test", PASSWORD);
-    let res = request(
-        srv.addr,
-        "OPTIONS",
-        "/Microsoft-Server-ActiveSync",
-        &[("Authorization", &a)],
-        b"",
-    )
-    .await;
+    let res = options_as(srv.addr, &a).await;
     assert_eq!(res.status, 503);
     assert_eq!(res.header("Retry-After"), Some("30"));
     assert_eq!(res.header("WWW-Authenticate"), None);
@@ -108,14 +73,7 @@ async fn passwords_never_reach_the_log() {
     let body = wp8_folder_sync_body();
     let target = format!("/Microsoft-Server-ActiveSync?{WP8_QUERY}");
     for a in [&good, &bad] {
-        request(
-            srv.addr,
-            "OPTIONS",
-            "/Microsoft-Server-ActiveSync",
-            &[("Authorization", a)],
-            b"",
-        )
-        .await;
+        options_as(srv.addr, a).await;
         request(srv.addr, "POST", &target, &[("Authorization", a)], &body).await;
         request(
             srv.addr,

@@ -61,14 +61,7 @@ async fn in_flight_limit_gives_503_then_recovers() {
     slow.write_all(b"\x03\x01\x6a").await.unwrap();
     let mut saw_503 = None;
     for _ in 0..100 {
-        let res = request(
-            srv.addr,
-            "OPTIONS",
-            "/Microsoft-Server-ActiveSync",
-            &[("Authorization", &a)],
-            b"",
-        )
-        .await;
+        let res = options_as(srv.addr, &a).await;
         if res.status == 503 {
             saw_503 = Some(res);
             break;
@@ -81,14 +74,7 @@ async fn in_flight_limit_gives_503_then_recovers() {
     drop(slow);
     let mut ok = false;
     for _ in 0..100 {
-        let res = request(
-            srv.addr,
-            "OPTIONS",
-            "/Microsoft-Server-ActiveSync",
-            &[("Authorization", &a)],
-            b"",
-        )
-        .await;
+        let res = options_as(srv.addr, &a).await;
         if res.status == 200 {
             ok = true;
             break;

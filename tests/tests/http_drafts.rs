@@ -48,25 +48,11 @@ async fn folders(c: &mut EasClient) -> opush_protocol::commands::folder_sync::Fo
     folder_sync(&res)
 }
 
-/// Sync 0 then one full Sync of `collection`: the key and the items.
+/// Sync 0 then Syncs of `collection` to the end: the key and the items.
 async fn initial(c: &mut EasClient, collection: &str) -> (String, Vec<ServerCommand>) {
     let res = c.post_xml("Sync", &sync_xml(collection, "0", 0, "")).await;
-    let mut key = sync_response(&res, V).collections[0].sync_key.0.clone();
-    let mut all = Vec::new();
-    for _ in 0..50 {
-        let res = c
-            .post_xml("Sync", &sync_xml(collection, &key, 100, ""))
-            .await;
-        let r = sync_response(&res, V);
-        let col = &r.collections[0];
-        assert_eq!(col.status.map(|s| s.code()), Some(1), "{}", res.xml());
-        key = col.sync_key.0.clone();
-        all.extend(col.commands.clone().unwrap_or_default());
-        if !col.more_available {
-            return (key, all);
-        }
-    }
-    panic!("Sync of {collection} never ended");
+    let key = sync_response(&res, V).collections[0].sync_key.0.clone();
+    sync_all(c, V, collection, key, 100).await
 }
 
 fn draft_message(marker: &str) -> String {

@@ -233,6 +233,20 @@ pub fn head(
     out
 }
 
+/// `OPTIONS /Microsoft-Server-ActiveSync` with this `Authorization`
+/// header: the cheapest authenticated request.
+#[allow(dead_code, reason = "not every test binary using this module calls it")]
+pub async fn options_as(addr: SocketAddr, authorization: &str) -> Resp {
+    request(
+        addr,
+        "OPTIONS",
+        "/Microsoft-Server-ActiveSync",
+        &[("Authorization", authorization)],
+        b"",
+    )
+    .await
+}
+
 /// Sends one request and reads the whole response.
 pub async fn request(
     addr: SocketAddr,

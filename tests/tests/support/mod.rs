@@ -200,3 +200,28 @@ pub fn sync_xml(collection: &str, key: &str, window: u32, extra: &str) -> String
          {extra}</Collection></Collections></Sync>"
     )
 }
+
+/// Syncs `collection` from `key` to the end; returns the new key and every command.
+pub async fn sync_all(
+    c: &mut EasClient,
+    v: &str,
+    collection: &str,
+    mut key: String,
+    window: u32,
+) -> (String, Vec<ServerCommand>) {
+    let mut all = Vec::new();
+    for _ in 0..1000 {
+        let res = c
+            .post_xml("Sync", &sync_xml(collection, &key, window, ""))
+            .await;
+        let r = sync_response(&res, v);
+        let col = &r.collections[0];
+        assert_eq!(col.status.map(|s| s.code()), Some(1), "{}", res.xml());
+        key = col.sync_key.0.clone();
+        all.extend(col.commands.clone().unwrap_or_default());
+        if !col.more_available {
+            return (key, all);
+        }
+    }
+    panic!("Sync of {collection} never ended");
+}
