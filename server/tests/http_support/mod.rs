@@ -109,15 +109,24 @@ pub async fn start_with_imap_port(
     mode: ServeMode,
 ) -> TestServer {
     init_logs();
-    let verifier = Arc::new(ImapLoginVerifier::new(ImapConfig {
+    let devices = Arc::new(MemoryDeviceRegistry::new(1000));
+    let app = AppState::new(settings, verifier(imap_port), devices.clone(), mode);
+    listen(app, devices).await
+}
+
+/// Logins verified by IMAP LOGIN on `127.0.0.1:imap_port`.
+fn verifier(imap_port: u16) -> Arc<ImapLoginVerifier> {
+    Arc::new(ImapLoginVerifier::new(ImapConfig {
         host: "127.0.0.1".into(),
         port: imap_port,
         login_with_domain: true,
         timeout_ms: 10_000,
         ..ImapConfig::default()
-    }));
-    let devices = Arc::new(MemoryDeviceRegistry::new(1000));
-    let app = AppState::new(settings, verifier, devices.clone(), mode);
+    }))
+}
+
+/// Serves `app` on a free loopback port until the server is stopped.
+async fn listen(app: Arc<AppState>, devices: Arc<MemoryDeviceRegistry>) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -141,13 +150,6 @@ pub async fn start_with_eas(
 ) -> TestServer {
     require_dovecot().await;
     init_logs();
-    let verifier = Arc::new(ImapLoginVerifier::new(ImapConfig {
-        host: "127.0.0.1".into(),
-        port: IMAP_PORT,
-        login_with_domain: true,
-        timeout_ms: 10_000,
-        ..ImapConfig::default()
-    }));
     // As in production: the devices live in the store's registry rows
     // (`devices` below stays empty for such a server).
     let registry = Arc::new(opush_server::device::StoreDeviceRegistry::new(
@@ -158,20 +160,14 @@ pub async fn start_with_eas(
         1000,
     ));
     let devices = Arc::new(MemoryDeviceRegistry::new(1));
-    let app = AppState::with_eas(settings, verifier, registry, ServeMode::Ready, Some(eas));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, app.clone(), async move {
-        let _ = rx.await;
-    }));
-    TestServer {
-        addr,
-        devices,
-        app,
-        shutdown: Some(tx),
-        task: Some(task),
-    }
+    let app = AppState::with_eas(
+        settings,
+        verifier(IMAP_PORT),
+        registry,
+        ServeMode::Ready,
+        Some(eas),
+    );
+    listen(app, devices).await
 }
 
 /// A port nothing listens on.
