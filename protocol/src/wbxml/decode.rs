@@ -141,15 +141,65 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
-    /// An inline string up to its NUL terminator.
-    fn str_i(&mut self) -> Result<&'a str, DecodeError> {
+    /// An inline string up to its NUL terminator: where it starts and ends.
+    fn str_i(&mut self) -> Result<(usize, usize), DecodeError> {
         let start = self.pos;
-        let rest = &self.input[start..];
-        let len = memchr::memchr(0, rest).ok_or(DecodeError::Truncated {
+        let len = memchr::memchr(0, &self.input[start..]).ok_or(DecodeError::Truncated {
             offset: self.input.len(),
         })?;
         self.pos = start + len + 1;
-        utf8(&rest[..len], start)
+        Ok((start, start + len))
+    }
+}
+
+/// UTF-8 validation a stretch of the input at a time rather than string by
+/// string: validating a few bytes costs a function call and a loop set-up,
+/// which is most of a tag-heavy document's strings. `text` is the longest
+/// valid UTF-8 run of the input starting at `start`; a string inside it is a
+/// sub-slice (its ends are char boundaries: the STR_I before it and the NUL
+/// after it are ASCII), checked by `str::get`. A string outside it starts a
+/// new run, so every byte is scanned at most twice (once more when the run
+/// ends on an invalid byte), however the document interleaves text and
+/// binary data.
+struct Utf8Runs<'a> {
+    start: usize,
+    text: &'a str,
+}
+
+impl<'a> Utf8Runs<'a> {
+    /// `input[start..end]` as text.
+    #[inline]
+    fn get(&mut self, input: &'a [u8], start: usize, end: usize) -> Result<&'a str, DecodeError> {
+        let in_run = start
+            .checked_sub(self.start)
+            .and_then(|from| self.text.get(from..end - self.start));
+        match in_run {
+            Some(s) => Ok(s),
+            None => self.new_run(input, start, end),
+        }
+    }
+
+    #[cold]
+    fn new_run(
+        &mut self,
+        input: &'a [u8],
+        start: usize,
+        end: usize,
+    ) -> Result<&'a str, DecodeError> {
+        let rest = input.get(start..).unwrap_or_default();
+        let text = match simdutf8::compat::from_utf8(rest) {
+            Ok(text) => text,
+            Err(e) => {
+                // The valid prefix, as `&str` (a second, SIMD, pass).
+                let valid = rest.get(..e.valid_up_to()).unwrap_or_default();
+                simdutf8::basic::from_utf8(valid)
+                    .map_err(|_| DecodeError::Utf8 { offset: start })?
+            }
+        };
+        self.start = start;
+        self.text = text;
+        text.get(..end - start)
+            .ok_or(DecodeError::Utf8 { offset: start })
     }
 }
 
@@ -163,21 +213,9 @@ fn utf8(bytes: &[u8], offset: usize) -> Result<&str, DecodeError> {
     }
 }
 
-/// Appends text to the open element whose children start at `start` in
-/// `nodes`, merging it with a text node just before it (WBXML may split one
-/// string into several STR_I/STR_T tokens).
-fn push_text<'a>(nodes: &mut Vec<Node<'a>>, start: usize, text: &'a str) {
-    if nodes.len() > start {
-        if let Some(Node::Text(prev)) = nodes.last_mut() {
-            prev.to_mut().push_str(text);
-            return;
-        }
-    }
-    nodes.push(Node::Text(Cow::Borrowed(text)));
-}
-
 /// Position of the first NUL in `bytes`. Element values are mostly a few
 /// bytes long, where a plain scan beats setting up the SIMD search.
+#[inline]
 fn find_nul(bytes: &[u8]) -> Option<usize> {
     const SHORT: usize = 16;
     let (head, tail) = bytes.split_at(bytes.len().min(SHORT));
@@ -185,6 +223,29 @@ fn find_nul(bytes: &[u8]) -> Option<usize> {
         Some(i) => Some(i),
         None => memchr::memchr(0, tail).map(|i| i + SHORT),
     }
+}
+
+/// The text of `<Tag>text</Tag>` when the bytes after a tag with content
+/// are exactly STR_I, the string, END: the text and the position after the
+/// END. The most common shape of an EAS element, decoded without an open
+/// frame.
+#[inline]
+fn leaf_text<'a>(
+    input: &'a [u8],
+    pos: usize,
+    runs: &mut Utf8Runs<'a>,
+) -> Result<Option<(&'a str, usize)>, DecodeError> {
+    let Some((&STR_I, rest)) = input.get(pos..).and_then(<[u8]>::split_first) else {
+        return Ok(None);
+    };
+    let Some(len) = find_nul(rest) else {
+        return Ok(None);
+    };
+    if rest.get(len + 1) != Some(&END) {
+        return Ok(None);
+    }
+    let text = runs.get(input, pos + 1, pos + 1 + len)?;
+    Ok(Some((text, pos + len + 3)))
 }
 
 /// Decodes an EAS WBXML document and returns its root element. Strings and
@@ -228,44 +289,96 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
     // Open elements: tag and where their children start in `nodes`.
     let mut open: Vec<(Tag, usize)> = Vec::with_capacity(16);
     let mut nodes: Vec<Node<'_>> = Vec::with_capacity(64);
+    let mut runs = Utf8Runs {
+        start: input.len(),
+        text: "",
+    };
 
     let root = loop {
         let offset = r.pos;
         let b = r.byte()?;
         match b {
-            SWITCH_PAGE => {
-                let p = r.byte()?;
-                page_table = code_page(p).ok_or(DecodeError::UnknownPage { page: p, offset })?;
-                page = p;
+            // A tag with content: `<Tag>text</Tag>` at once, or a new frame.
+            0x45..=0x7F => {
+                let token = b & 0x3F;
+                if page_table.name(token).is_none() {
+                    return Err(DecodeError::UnknownToken {
+                        page,
+                        token,
+                        offset,
+                    });
+                }
+                let tag = Tag::new(page, token);
+                if let Some((text, next)) = leaf_text(input, r.pos, &mut runs)? {
+                    r.pos = next;
+                    if open.is_empty() {
+                        break Element::with_text(tag, text);
+                    }
+                    push_leaf(&mut nodes, tag, text);
+                } else {
+                    if open.len() >= MAX_DEPTH {
+                        return Err(DecodeError::TooDeep {
+                            max: MAX_DEPTH,
+                            offset,
+                        });
+                    }
+                    open.push((tag, nodes.len()));
+                }
+            }
+            // A tag without content.
+            0x05..=0x3F => {
+                if page_table.name(b).is_none() {
+                    return Err(DecodeError::UnknownToken {
+                        page,
+                        token: b,
+                        offset,
+                    });
+                }
+                let tag = Tag::new(page, b);
+                if open.is_empty() {
+                    break Element::new(tag);
+                }
+                push_empty(&mut nodes, tag);
             }
             END => {
                 let (tag, start) = open.pop().ok_or(DecodeError::Unsupported {
                     what: "END outside any element",
                     offset,
                 })?;
-                let children: Vec<Node<'_>> = nodes.drain(start..).collect();
-                let done = Element { tag, children };
                 if open.is_empty() {
-                    break done;
+                    break Element {
+                        tag,
+                        children: nodes.drain(start..).collect(),
+                    };
                 }
-                nodes.push(Node::Element(done));
+                push_closed(&mut nodes, tag, start);
             }
-            STR_I => {
-                let s = r.str_i()?;
+            STR_I | STR_T => {
+                let s = if b == STR_I {
+                    let (start, end) = r.str_i()?;
+                    runs.get(input, start, end)?
+                } else {
+                    let idx = r.mb_u_int32()?;
+                    table_string(string_table, idx, table_at, offset)?
+                };
                 let &(_, start) = open.last().ok_or(DecodeError::Unsupported {
                     what: "text outside the root element",
                     offset,
                 })?;
-                push_text(&mut nodes, start, s);
+                // WBXML may split one string into several STR_I/STR_T
+                // tokens: they make one text node.
+                if nodes.len() > start {
+                    if let Some(Node::Text(prev)) = nodes.last_mut() {
+                        prev.to_mut().push_str(s);
+                        continue;
+                    }
+                }
+                nodes.push(Node::Text(Cow::Borrowed(s)));
             }
-            STR_T => {
-                let idx = r.mb_u_int32()?;
-                let s = table_string(string_table, idx, table_at, offset)?;
-                let &(_, start) = open.last().ok_or(DecodeError::Unsupported {
-                    what: "text outside the root element",
-                    offset,
-                })?;
-                push_text(&mut nodes, start, s);
+            SWITCH_PAGE => {
+                let p = r.byte()?;
+                page_table = code_page(p).ok_or(DecodeError::UnknownPage { page: p, offset })?;
+                page = p;
             }
             OPAQUE => {
                 let len = r.mb_u_int32()?;
@@ -296,59 +409,18 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                     offset,
                 })
             }
-            _ if b & 0x3F == LITERAL => {
+            LITERAL | 0x44 | 0x84 | 0xC4 => {
                 return Err(DecodeError::Unsupported {
                     what: "literal tag",
                     offset,
                 })
             }
-            _ if b & 0x80 != 0 => {
+            // 0x85..=0xBF, 0xC5..=0xFF: tags with attributes.
+            _ => {
                 return Err(DecodeError::Unsupported {
                     what: "attributes",
                     offset,
                 })
-            }
-            _ => {
-                let token = b & 0x3F;
-                let tag = Tag::new(page, token);
-                if page_table.name(token).is_none() {
-                    return Err(DecodeError::UnknownToken {
-                        page,
-                        token,
-                        offset,
-                    });
-                }
-                if b & 0x40 == 0 {
-                    let el = Element::new(tag);
-                    if open.is_empty() {
-                        break el;
-                    }
-                    nodes.push(Node::Element(el));
-                    continue;
-                }
-                // Fast path for the most common shape, `<Tag>text</Tag>`
-                // (tag, STR_I, END) inside a parent: no frame round trip.
-                if !open.is_empty() && input.get(r.pos) == Some(&STR_I) {
-                    let rest = input.get(r.pos + 1..).unwrap_or_default();
-                    if let Some(len) = find_nul(rest) {
-                        if rest.get(len + 1) == Some(&END) {
-                            let text = utf8(&rest[..len], r.pos + 1)?;
-                            r.pos += len + 3;
-                            nodes.push(Node::Element(Element {
-                                tag,
-                                children: vec![Node::Text(Cow::Borrowed(text))],
-                            }));
-                            continue;
-                        }
-                    }
-                }
-                if open.len() >= MAX_DEPTH {
-                    return Err(DecodeError::TooDeep {
-                        max: MAX_DEPTH,
-                        offset,
-                    });
-                }
-                open.push((tag, nodes.len()));
             }
         }
     };
@@ -360,6 +432,43 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
         });
     }
     Ok(root)
+}
+
+// Appending a node with `Vec::push` builds it on the stack first (it must
+// exist before `push` may grow the vector) and then copies it, and the
+// copy's wide loads wait for the narrow stores that built it: a
+// store-forwarding stall that took a fifth of the decoding time.
+// `resize_with` grows first and then lets the closure build the node in its
+// final place. (It calls the closure once here: the vector grows by one.)
+
+/// Appends `<tag>text</tag>`.
+#[inline(never)]
+fn push_leaf<'a>(nodes: &mut Vec<Node<'a>>, tag: Tag, text: &'a str) {
+    nodes.resize_with(nodes.len() + 1, || {
+        Node::Element(Element {
+            tag,
+            children: vec![Node::Text(Cow::Borrowed(text))],
+        })
+    });
+}
+
+/// Appends `<tag/>`.
+#[inline(never)]
+fn push_empty(nodes: &mut Vec<Node<'_>>, tag: Tag) {
+    nodes.resize_with(nodes.len() + 1, || Node::Element(Element::new(tag)));
+}
+
+/// Replaces the children of a closing element, `nodes[start..]`, by the
+/// element.
+#[inline(never)]
+fn push_closed(nodes: &mut Vec<Node<'_>>, tag: Tag, start: usize) {
+    let mut children = nodes.split_off(start);
+    nodes.resize_with(nodes.len() + 1, || {
+        Node::Element(Element {
+            tag,
+            children: std::mem::take(&mut children),
+        })
+    });
 }
 
 fn table_string(
@@ -431,5 +540,42 @@ mod tests {
             )
             .with(Element::with_text(airsync::STATUS, "7"));
         assert_eq!(decode(&doc).expect("decodes"), expected);
+    }
+
+    #[test]
+    fn strings_after_binary_data_are_still_validated() {
+        use crate::wbxml::encode_to_vec;
+        use crate::wbxml::tags::composemail;
+        // Opaque bytes that are not UTF-8 end a validated run: the strings
+        // after them, short (a leaf) or long (mixed content), start new ones.
+        let long = "ü".repeat(40);
+        let tree = Element::new(composemail::SEND_MAIL)
+            .with(Element::with_text(composemail::CLIENT_ID, "é1"))
+            .with(Element::with_opaque(
+                composemail::MIME,
+                vec![0xFF, 0xC3, 0x28],
+            ))
+            .with(Element::with_text(composemail::ACCOUNT_ID, long.as_str()))
+            .with(Element::with_opaque(composemail::MIME, vec![0xF0, 0x9F]))
+            .with(text("x"))
+            .with(Element::with_text(composemail::SAVE_IN_SENT_ITEMS, "ü"));
+        let doc = encode_to_vec(&tree);
+        assert_eq!(decode(&doc).expect("decodes"), tree);
+
+        // ... STR_I C3 BC 00 END END: break the last "ü" (C3 28).
+        let mut bad = doc.clone();
+        let at = bad.len() - 5;
+        assert_eq!(bad[at..at + 2], [0xC3, 0xBC]);
+        bad[at + 1] = 0x28;
+        assert_eq!(decode(&bad), Err(DecodeError::Utf8 { offset: at }));
+
+        // A bad byte inside the long string, right after invalid opaque data.
+        let mut bad = doc.clone();
+        let start = doc
+            .windows(4)
+            .position(|w| w == [STR_I, 0xC3, 0xBC, 0xC3])
+            .expect("the long string");
+        bad[start + 20] = 0xFF;
+        assert_eq!(decode(&bad), Err(DecodeError::Utf8 { offset: start + 1 }));
     }
 }
