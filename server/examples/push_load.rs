@@ -18,7 +18,7 @@
 //! (`scripts/dovecot-private up target/tmp/load-dovecot 11531`, `--imap-port 11531`).
 //!
 //! ```text
-//! cargo build -p opush-server --bin opush --example push_load
+//! cargo build -p opush-server --bins --example push_load
 //! scripts/dovecot-private up target/tmp/load-dovecot 11531
 //! target/debug/examples/push_load --opush target/debug/opush --users 1000 --devices 10 --imap-port 11531
 //! ```

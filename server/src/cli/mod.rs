@@ -7,6 +7,7 @@ pub mod device;
 pub mod replay;
 pub mod schema;
 pub mod wbxml;
+pub mod wbxml_io;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,9 @@ use clap::{Parser, Subcommand};
 
 /// opush: an Exchange ActiveSync server.
 #[derive(Debug, Parser)]
-#[command(name = "opush", version, about)]
+// `bin_name`: usage lines say `opush` whether this binary was started as
+// `opush-server` or through the `opush` front (src/bin/opush.rs).
+#[command(name = "opush", bin_name = "opush", version, about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
