@@ -12,7 +12,7 @@
 )]
 
 mod eas_support;
-use eas_support::{caller, first_folder_sync, services};
+use eas_support::{caller, first_folder_sync, services, sync_req};
 
 use base64::Engine as _;
 use opush_protocol::commands::airsyncbase::BodyPreference;
@@ -20,8 +20,7 @@ use opush_protocol::commands::item_operations::{
     FetchOptions, FetchTarget, ItemOperationsRequest, Operation, OperationResult,
 };
 use opush_protocol::commands::items::ApplicationData;
-use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncRequest};
-use opush_protocol::commands::{CollectionId, SyncKey};
+use opush_protocol::commands::sync::ServerCommand;
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::itemoperations as io;
 use opush_server::commands::get_attachment::get_attachment;
@@ -31,18 +30,6 @@ use opush_tests::{unique, RawImap};
 
 const USER: &str = "load0034@load.test";
 const DEVICE: &str = "DEVIOPS";
-
-fn sync_req(inbox: &str, key: &str) -> SyncRequest {
-    SyncRequest {
-        collections: vec![SyncCollectionRequest {
-            sync_key: SyncKey(key.to_owned()),
-            collection_id: CollectionId(inbox.to_owned()),
-            window_size: Some(50),
-            ..SyncCollectionRequest::default()
-        }],
-        ..SyncRequest::default()
-    }
-}
 
 fn fetch(target: FetchTarget, options: FetchOptions) -> Operation {
     Operation::Fetch {

@@ -15,14 +15,12 @@
 )]
 
 mod eas_support;
-use eas_support::{first_folder_sync, services};
+use eas_support::{first_folder_sync, services, sync_req};
 
 use opush_protocol::commands::compose::{ComposeRequest, Source};
 use opush_protocol::commands::items::{ApplicationData, Email};
-use opush_protocol::commands::sync::{
-    ClientCommand, ServerCommand, SyncCollectionRequest, SyncRequest,
-};
-use opush_protocol::commands::{CollectionId, ServerId, SyncKey};
+use opush_protocol::commands::sync::{ClientCommand, ServerCommand};
+use opush_protocol::commands::ServerId;
 use opush_protocol::query::Command;
 use opush_protocol::version::ProtocolVersion;
 use opush_server::commands::compose::{compose, SendFailure};
@@ -321,18 +319,6 @@ async fn missing_sent_folder_is_created() {
 }
 
 const ORIGINAL_ATTACHMENT: &str = "JVBERi0xLjQKJcfsj6IKNSAwIG9iago=";
-
-fn sync_req(inbox: &str, key: &str) -> SyncRequest {
-    SyncRequest {
-        collections: vec![SyncCollectionRequest {
-            sync_key: SyncKey(key.to_owned()),
-            collection_id: CollectionId(inbox.to_owned()),
-            window_size: Some(50),
-            ..SyncCollectionRequest::default()
-        }],
-        ..SyncRequest::default()
-    }
-}
 
 // [MS-ASCMD] 2.2.1.19 SmartReply (by ItemId) and 2.2.1.20 SmartForward (by
 // LongId) of a message with an attachment.

@@ -110,3 +110,19 @@ pub async fn first_folder_sync(eas: &EasServices, caller: &Caller<'_>) -> Folder
             .collect(),
     )
 }
+
+/// A Sync of one collection with `key`, WindowSize 50, default options.
+#[allow(dead_code, reason = "not every test binary using this module calls it")]
+pub fn sync_req(collection: &str, key: &str) -> opush_protocol::commands::sync::SyncRequest {
+    use opush_protocol::commands::sync::{SyncCollectionRequest, SyncRequest};
+    use opush_protocol::commands::{CollectionId, SyncKey};
+    SyncRequest {
+        collections: vec![SyncCollectionRequest {
+            sync_key: SyncKey(key.to_owned()),
+            collection_id: CollectionId(collection.to_owned()),
+            window_size: Some(50),
+            ..SyncCollectionRequest::default()
+        }],
+        ..SyncRequest::default()
+    }
+}
