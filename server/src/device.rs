@@ -297,7 +297,9 @@ impl StoreDeviceRegistry {
         let key = opush_storage::DeviceKey::new(&seen.user, &seen.device_id)
             .map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let at = millis(seen.at);
-        let mut row = match self.store.get_device(&key).await.map_err(unavailable)? {
+        let stored = self.store.get_device(&key).await.map_err(unavailable)?;
+        let new_device = stored.is_none();
+        let mut row = match stored {
             Some(row) => row,
             None => opush_storage::DeviceRecord {
                 first_seen_ms: crate::obs::metrics::device_created(at),
@@ -326,6 +328,9 @@ impl StoreDeviceRegistry {
             .put_device(row.clone())
             .await
             .map_err(unavailable)?;
+        if new_device {
+            crate::obs::metrics::device_registered();
+        }
         let record = DeviceRecord {
             user: seen.user.clone(),
             device_id: seen.device_id.clone(),
@@ -355,7 +360,6 @@ impl StoreDeviceRegistry {
                 written: now,
             },
         );
-        crate::obs::metrics::set_devices(cache.len());
         Ok(record)
     }
 }

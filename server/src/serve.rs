@@ -65,6 +65,9 @@ pub fn http_settings(cfg: &Config) -> HttpSettings {
     }
 }
 
+/// How often `opush_devices` is recounted from the store.
+pub const DEVICE_RECOUNT: Duration = Duration::from_secs(3600);
+
 /// The engine's limits and switches of a configuration (`[devices]`, `[policy]`).
 pub fn engine_config(cfg: &Config) -> opush_engine::EngineConfig {
     opush_engine::EngineConfig {
@@ -187,6 +190,26 @@ pub async fn run_with(
             }
         });
     }
+    // Ended at shutdown (it holds the store, which must close with the server).
+    let recount = eas.as_ref().map(|eas| {
+        // `opush_devices`: the store's count, taken now and every
+        // DEVICE_RECOUNT (devices expire, administrators remove them); new
+        // devices are added as the registry writes them.
+        let store = eas.sessions.store().clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DEVICE_RECOUNT);
+            loop {
+                tick.tick().await;
+                match store.list_all_devices().await {
+                    Ok(all) => crate::obs::metrics::set_devices(all.len()),
+                    Err(e) => {
+                        crate::obs::metrics::storage_error();
+                        tracing::warn!(target: "BACKEND", error = %e, "devices not counted");
+                    }
+                }
+            }
+        })
+    });
     let flush_at_exit = eas.clone();
     let capture = eas
         .as_ref()
@@ -247,6 +270,10 @@ pub async fn run_with(
     http::serve(listener, app, stopped(stop_rx)).await;
     if let Some(admin) = admin {
         let _ = admin.await;
+    }
+    if let Some(task) = recount {
+        task.abort();
+        let _ = task.await;
     }
     if let Some(eas) = flush_at_exit {
         // Requests that changed nothing left their trace in memory.

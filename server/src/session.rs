@@ -202,6 +202,7 @@ impl Sessions {
             };
             if let Err(e) = session.append(&[]).await {
                 tracing::warn!(device = %session.device, error = %e, "deferred trace events not written");
+                crate::obs::metrics::storage_error();
             }
         }
     }
@@ -413,6 +414,7 @@ impl DeviceSession<'_> {
                     match timed(Category::Storage, put).await {
                         Ok(()) => loaded.snapshot_seq = new_head,
                         Err(e) => {
+                            crate::obs::metrics::storage_error();
                             tracing::warn!(device = %self.device, error = %e, "snapshot not written")
                         }
                     }
@@ -665,6 +667,7 @@ pub async fn record_response(
     };
     if let Err(e) = done {
         tracing::warn!(req_id = meta.req_id, error = %e, "ResponseSent not recorded");
+        crate::obs::metrics::storage_error();
     }
 }
 

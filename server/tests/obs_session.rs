@@ -10,7 +10,9 @@
 //!   IMAP.COMMAND, AUTHENTICATION lines are there;
 //! - the access log is in combined format;
 //! - `/metrics` counters moved;
-//! - SIGHUP re-reads the `[logging]` levels.
+//! - SIGHUP re-reads the `[logging]` levels;
+//! - with the device under full capture, no password is in what the store
+//!   keeps of its requests and responses either.
 //!
 //! Reserved Dovecot user: bob@example.test.
 
@@ -179,10 +181,19 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
     let cfg = Config::from_toml(&config_text).unwrap();
     {
         let storage = StorageConfig::deserialize(toml::Value::Table(cfg.storage.clone())).unwrap();
-        Store::open(&storage)
-            .await
-            .unwrap()
-            .install_schema()
+        let store = Store::open(&storage).await.unwrap();
+        store.install_schema().await.unwrap();
+        // A device registered before start: `opush_devices` counts the store.
+        store
+            .put_device(opush_storage::DeviceRecord {
+                key: opush_storage::DeviceKey::new(USER, "OBSEARLIER").unwrap(),
+                device_type: "Old".into(),
+                first_seen_ms: 1_700_000_000_000,
+                last_seen_ms: 1_700_000_000_000,
+                policy_key: None,
+                state: opush_storage::DeviceState::Allowed,
+                info: Default::default(),
+            })
             .await
             .unwrap();
     }
@@ -204,7 +215,16 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
     // Every logger to TRACE through the admin address.
     let before = admin(admin_addr, "GET", "/metrics", "").await;
     assert_eq!(before.status, 200);
-    let before = String::from_utf8(before.body).unwrap();
+    let mut before = String::from_utf8(before.body).unwrap();
+    // The store's device count is taken at start (in the background).
+    for _ in 0..100 {
+        if metric(&before, "opush_devices") == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        before = String::from_utf8(admin(admin_addr, "GET", "/metrics", "").await.body).unwrap();
+    }
+    assert_eq!(metric(&before, "opush_devices"), 1.0, "{before}");
     for logger in opush_server::obs::Logger::ALL {
         let res = admin(
             admin_addr,
@@ -221,6 +241,9 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
             .status,
         404
     );
+    // Full capture of the session's device: what it stores is checked too.
+    let on = admin(admin_addr, "PUT", &format!("/capture/{USER}/{DEVICE}"), "").await;
+    assert_eq!(on.status, 200);
     let listed = String::from_utf8(admin(admin_addr, "GET", "/loggers", "").await.body).unwrap();
     assert!(listed.contains("REQUEST.FULL trace\n"), "{listed}");
 
@@ -319,6 +342,14 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
     )
     .await;
     assert_eq!(res.status, 401);
+    // A FolderSync with an unknown SyncKey: HTTP 200, Status 9.
+    let (_, bad_key) = c
+        .eas(
+            "FolderSync",
+            r#"<FolderSync xmlns="FolderHierarchy:"><SyncKey>999</SyncKey></FolderSync>"#,
+        )
+        .await;
+    assert!(bad_key.contains("<Status>9</Status>"), "{bad_key}");
 
     // SIGHUP re-reads [logging] from the file.
     let config_path = dir.path().join("opush.toml");
@@ -353,13 +384,29 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
         let (b, a) = (metric(&before, series), metric(&after, series));
         assert!(a - b >= by, "{series}: {b} -> {a}\n{after}");
     };
-    moved("opush_requests_total{command=\"Sync\",code=\"200\"}", 2.0);
+    // By command, HTTP code and EAS Status.
     moved(
-        "opush_requests_total{command=\"ItemOperations\",code=\"200\"}",
+        "opush_requests_total{command=\"Sync\",code=\"200\",status=\"1\"}",
+        2.0,
+    );
+    moved(
+        "opush_requests_total{command=\"ItemOperations\",code=\"200\",status=\"1\"}",
         1.0,
     );
     moved(
-        "opush_requests_total{command=\"FolderSync\",code=\"401\"}",
+        "opush_requests_total{command=\"FolderSync\",code=\"200\",status=\"1\"}",
+        1.0,
+    );
+    moved(
+        "opush_requests_total{command=\"FolderSync\",code=\"401\",status=\"-\"}",
+        1.0,
+    );
+    moved(
+        "opush_requests_total{command=\"SendMail\",code=\"200\",status=\"-\"}",
+        1.0,
+    );
+    moved(
+        "opush_requests_total{command=\"FolderSync\",code=\"200\",status=\"9\"}",
         1.0,
     );
     moved(
@@ -370,7 +417,8 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
         "opush_request_duration_seconds_bucket{command=\"Sync\",le=\"+Inf\"}",
         2.0,
     );
-    assert!(metric(&after, "opush_devices") >= 1.0, "{after}");
+    // The one registered before start and this session's device.
+    assert_eq!(metric(&after, "opush_devices"), 2.0, "{after}");
     moved("opush_devices_created_total", 1.0);
     assert!(after.contains("# TYPE opush_parked_pings gauge"));
 
@@ -402,6 +450,32 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
             "{secret:?} in the access log"
         );
     }
+    // Nor in the captured requests and responses (full-capture mode).
+    let storage = StorageConfig::deserialize(toml::Value::Table(cfg.storage.clone())).unwrap();
+    let store = Store::open(&storage).await.unwrap();
+    let captures = store
+        .get_captures(&opush_storage::DeviceKey::new(USER, DEVICE).unwrap())
+        .await
+        .unwrap();
+    assert!(captures.len() >= 4 * 8, "{} captures", captures.len());
+    for c in &captures {
+        let text = String::from_utf8_lossy(&c.bytes);
+        for secret in forbidden(&password)
+            .iter()
+            .chain(&forbidden(WRONG_PASSWORD))
+        {
+            assert!(
+                !c.bytes
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_bytes()),
+                "{secret:?} in capture {} {}: {text}",
+                c.req_id,
+                c.kind
+            );
+        }
+    }
+    assert!(captures.iter().any(|c| c.kind == "request-head"
+        && String::from_utf8_lossy(&c.bytes).contains("authorization: *")));
     // It was not silent: the masked password and the bodies are there.
     assert!(
         log_text.contains("<Password>*</Password>"),

@@ -471,6 +471,62 @@ fn push_closed(nodes: &mut Vec<Node<'_>>, tag: Tag, start: usize) {
     });
 }
 
+/// The number in the first element named `Status` (any code page), found
+/// by scanning the tokens without building a tree: the scan stops there, so
+/// it costs little even for a large Sync response. `None` when there is no
+/// such element or the input is not EAS WBXML. For metrics and logs, not
+/// for decisions.
+pub fn first_status(input: &[u8]) -> Option<u16> {
+    let mut r = Reader { input, pos: 0 };
+    if !(0x01..=0x03).contains(&r.byte().ok()?) {
+        return None;
+    }
+    if r.mb_u_int32().ok()? == 0 {
+        r.mb_u_int32().ok()?;
+    }
+    r.mb_u_int32().ok()?;
+    let at = r.pos;
+    let table_len = r.mb_u_int32().ok()?;
+    let table_at = r.pos;
+    let string_table = r.take(table_len, at).ok()?;
+    let mut page_table: &CodePage = &CODE_PAGES[0];
+    let mut in_status = false;
+    loop {
+        let offset = r.pos;
+        let b = r.byte().ok()?;
+        let text = match b {
+            SWITCH_PAGE => {
+                page_table = code_page(r.byte().ok()?)?;
+                continue;
+            }
+            END if in_status => return None,
+            END => continue,
+            STR_I => {
+                let (start, end) = r.str_i().ok()?;
+                std::str::from_utf8(input.get(start..end)?).ok()?
+            }
+            STR_T => {
+                let idx = r.mb_u_int32().ok()?;
+                table_string(string_table, idx, table_at, offset).ok()?
+            }
+            OPAQUE => {
+                let len = r.mb_u_int32().ok()?;
+                r.take(len, offset).ok()?;
+                continue;
+            }
+            ENTITY | PI | 0x40..=0x42 | 0x80..=0x82 | 0xC0..=0xC2 => return None,
+            _ if b & 0x3F == LITERAL || b & 0x80 != 0 => return None,
+            _ => {
+                in_status = b & 0x40 != 0 && page_table.name(b & 0x3F)? == "Status";
+                continue;
+            }
+        };
+        if in_status {
+            return text.trim().parse().ok();
+        }
+    }
+}
+
 fn table_string(
     table: &[u8],
     idx: u32,
@@ -492,6 +548,25 @@ mod tests {
 
     fn text(s: &str) -> Node<'_> {
         Node::Text(Cow::Borrowed(s))
+    }
+
+    #[test]
+    fn first_status_finds_the_first_status_anywhere() {
+        let doc = |xml: &str| crate::xml::xml_to_wbxml(xml).expect("test XML");
+        let sync = doc(
+            r#"<Sync xmlns="AirSync:"><Collections><Collection><SyncKey>5</SyncKey><CollectionId>3</CollectionId><Status>1</Status></Collection><Collection><Status>8</Status></Collection></Collections></Sync>"#,
+        );
+        assert_eq!(first_status(&sync), Some(1));
+        let fs = doc(r#"<FolderSync xmlns="FolderHierarchy:"><Status>142</Status></FolderSync>"#);
+        assert_eq!(first_status(&fs), Some(142));
+        let none = doc(r#"<Sync xmlns="AirSync:"><Collections/></Sync>"#);
+        assert_eq!(first_status(&none), None);
+        assert_eq!(first_status(b""), None);
+        assert_eq!(first_status(b"<xml/>"), None);
+        // Opaque data before the Status is skipped, not read as tokens.
+        let mut with_opaque = vec![0x03, 0x01, 0x6A, 0x00, 0x45, 0xC3, 0x02, 0x4E, 0x01];
+        with_opaque.extend_from_slice(&[0x4E, 0x03, b'7', 0x00, 0x01, 0x01]);
+        assert_eq!(first_status(&with_opaque), Some(7));
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod pages;
 
 use std::borrow::Cow;
 
-pub use decode::{decode, DecodeError, MAX_DEPTH};
+pub use decode::{decode, first_status, DecodeError, MAX_DEPTH};
 pub use encode::{encode, encode_to_vec};
 pub use pages::{code_page, code_page_by_namespace, tag_by_name, tags, CodePage, CODE_PAGES};
 

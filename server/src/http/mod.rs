@@ -342,7 +342,10 @@ where
         duration_ms = took.as_millis() as u64,
         "{method} {path} {cmd}"
     );
-    crate::obs::metrics::request_done(cmd, res.http_status, took);
+    let eas_status = (res.content_type == Some(opush_protocol::headers::CONTENT_TYPE_WBXML))
+        .then(|| wbxml::first_status(&res.body))
+        .flatten();
+    crate::obs::metrics::request_done(cmd, res.http_status, eas_status, took);
     if let Some(log) = app.access_log.get() {
         let target = if query.is_empty() {
             path.clone()

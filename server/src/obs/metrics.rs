@@ -4,7 +4,9 @@
 //! family) rather than a metrics framework: the set is fixed and the
 //! exposition format is simple. Process-wide, like the process it measures.
 //!
-//! Exposed: `opush_requests_total{command,code}`,
+//! Exposed: `opush_requests_total{command,code,status}` (`status`: the
+//! response's EAS Status, the first `Status` element of its WBXML body —
+//! the command's, or its first collection's — or `-` when it has none),
 //! `opush_request_duration_seconds{command}` (histogram),
 //! `opush_parked_pings`, `opush_devices`, `opush_devices_created_total`,
 //! `opush_storage_errors_total`,
@@ -43,7 +45,7 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Tables {
-    requests: BTreeMap<(String, u16), u64>,
+    requests: BTreeMap<(String, u16, Option<u16>), u64>,
     latency: BTreeMap<String, Histogram>,
     storage_errors: u64,
     backend_errors: BTreeMap<&'static str, u64>,
@@ -67,10 +69,13 @@ fn tables() -> std::sync::MutexGuard<'static, Tables> {
     TABLES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Records one answered request: its command (`-` when none), HTTP code and duration.
-pub fn request_done(command: &str, code: u16, took: Duration) {
+/// Records one answered request: its command (`-` when none), HTTP code,
+/// EAS Status (when the body has one) and duration.
+pub fn request_done(command: &str, code: u16, status: Option<u16>, took: Duration) {
     let mut t = tables();
-    *t.requests.entry((command.to_owned(), code)).or_default() += 1;
+    *t.requests
+        .entry((command.to_owned(), code, status))
+        .or_default() += 1;
     t.latency
         .entry(command.to_owned())
         .or_default()
@@ -114,10 +119,17 @@ pub fn device_created<T>(at: T) -> T {
     at
 }
 
-/// The number of devices the registry holds in memory (the in-memory
-/// registry: all; the store's registry: those with a recent request).
+/// The number of devices known: the in-memory registry's size, or the
+/// store's device count (counted at start and every
+/// [`crate::serve::DEVICE_RECOUNT`], kept current in between by
+/// [`device_registered`]).
 pub fn set_devices(n: usize) {
     DEVICES.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+}
+
+/// A device was written to the store's registry for the first time.
+pub fn device_registered() {
+    DEVICES.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A store operation failed.
@@ -147,12 +159,13 @@ pub fn render() -> String {
     let t = tables();
     let mut out = String::with_capacity(4096);
     let o = &mut out;
-    let _ = writeln!(o, "# HELP opush_requests_total EAS and Autodiscover requests answered, by command and HTTP code.");
+    let _ = writeln!(o, "# HELP opush_requests_total EAS and Autodiscover requests answered, by command, HTTP code and EAS Status (- when the answer has none).");
     let _ = writeln!(o, "# TYPE opush_requests_total counter");
-    for ((cmd, code), n) in &t.requests {
+    for ((cmd, code, status), n) in &t.requests {
+        let status = status.map_or("-".to_owned(), |s| s.to_string());
         let _ = writeln!(
             o,
-            "opush_requests_total{{command=\"{}\",code=\"{code}\"}} {n}",
+            "opush_requests_total{{command=\"{}\",code=\"{code}\",status=\"{status}\"}} {n}",
             label(cmd)
         );
     }
@@ -197,7 +210,7 @@ pub fn render() -> String {
     );
     let _ = writeln!(
         o,
-        "# HELP opush_devices Devices the registry holds in memory (with the store registry: recently active)."
+        "# HELP opush_devices Devices registered in the store (recounted hourly, new ones added as they come)."
     );
     let _ = writeln!(o, "# TYPE opush_devices gauge");
     let _ = writeln!(o, "opush_devices {}", DEVICES.load(Ordering::Relaxed));
@@ -209,13 +222,13 @@ pub fn render() -> String {
     let _ = writeln!(o, "opush_devices_created_total {}", t.devices_created);
     let _ = writeln!(
         o,
-        "# HELP opush_storage_errors_total Requests failed by the store."
+        "# HELP opush_storage_errors_total Store operations that failed: requests answered with a retry, and writes done without (snapshot, request trace, capture, device count)."
     );
     let _ = writeln!(o, "# TYPE opush_storage_errors_total counter");
     let _ = writeln!(o, "opush_storage_errors_total {}", t.storage_errors);
     let _ = writeln!(
         o,
-        "# HELP opush_backend_errors_total Requests failed by a backend, by backend."
+        "# HELP opush_backend_errors_total Backend failures (requests failed by a backend, push watchers losing IMAP), by backend."
     );
     let _ = writeln!(o, "# TYPE opush_backend_errors_total counter");
     for (b, n) in &t.backend_errors {
@@ -244,10 +257,14 @@ mod tests {
     #[test]
     fn counters_histograms_and_gauges_render() {
         let before = render();
-        let series = "opush_requests_total{command=\"UnitTestCmd\",code=\"200\"}";
+        let series = "opush_requests_total{command=\"UnitTestCmd\",code=\"200\",status=\"1\"}";
+        let failed = "opush_requests_total{command=\"UnitTestCmd\",code=\"200\",status=\"142\"}";
+        let plain = "opush_requests_total{command=\"UnitTestCmd\",code=\"401\",status=\"-\"}";
         assert_eq!(value(&before, series), None);
-        request_done("UnitTestCmd", 200, Duration::from_millis(30));
-        request_done("UnitTestCmd", 200, Duration::from_secs(2));
+        request_done("UnitTestCmd", 200, Some(1), Duration::from_millis(30));
+        request_done("UnitTestCmd", 200, Some(1), Duration::from_secs(2));
+        request_done("UnitTestCmd", 200, Some(142), Duration::from_millis(1));
+        request_done("UnitTestCmd", 401, None, Duration::from_millis(1));
         let before_pings = PARKED_PINGS.load(Ordering::Relaxed);
         let guard = ParkedPing::new();
         assert_eq!(PARKED_PINGS.load(Ordering::Relaxed), before_pings + 1);
@@ -257,6 +274,8 @@ mod tests {
         parked_pings_dec();
         let text = render();
         assert_eq!(value(&text, series), Some(2.0));
+        assert_eq!(value(&text, failed), Some(1.0));
+        assert_eq!(value(&text, plain), Some(1.0));
         let bucket = |le: &str| {
             value(
                 &text,
@@ -265,16 +284,16 @@ mod tests {
                 ),
             )
         };
-        assert_eq!(bucket("0.025"), Some(0.0));
-        assert_eq!(bucket("0.05"), Some(1.0));
-        assert_eq!(bucket("2.5"), Some(2.0));
-        assert_eq!(bucket("+Inf"), Some(2.0));
+        assert_eq!(bucket("0.025"), Some(2.0));
+        assert_eq!(bucket("0.05"), Some(3.0));
+        assert_eq!(bucket("2.5"), Some(4.0));
+        assert_eq!(bucket("+Inf"), Some(4.0));
         let sum = value(
             &text,
             "opush_request_duration_seconds_sum{command=\"UnitTestCmd\"}",
         )
         .unwrap_or(0.0);
-        assert!((sum - 2.03).abs() < 1e-9, "{sum}");
+        assert!((sum - 2.032).abs() < 1e-9, "{sum}");
         // Other tests in this binary may park pings too; ours moved it by one.
         assert!(value(&text, "opush_parked_pings").is_some());
         for family in [
