@@ -120,12 +120,6 @@ pub async fn device_request(
     device: Option<&str>,
     action: Option<&str>,
 ) -> (StatusCode, String) {
-    let Some(devices) = devices else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no device traffic is served (admin-only mode): no device store\n".to_owned(),
-        );
-    };
     let decode = |s: Option<&str>| match s {
         None => Ok(None),
         Some(s) => percent_decode(s).map(Some).ok_or(()),
@@ -136,15 +130,25 @@ pub async fn device_request(
             "bad %-escape in the user or device\n".to_owned(),
         );
     };
+    let action = match action.map(|name| (name, Action::parse(name))) {
+        None => None,
+        Some((_, Some(action))) => Some(action),
+        Some((name, None)) => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("unknown action {name:?}: expected wipe, allow or quarantine\n"),
+            )
+        }
+    };
+    let Some(devices) = devices else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no device traffic is served (admin-only mode): no device store\n".to_owned(),
+        );
+    };
     let res = match (action, user.as_deref(), device.as_deref()) {
         (None, user, None) => devices.list(user).await,
-        (Some(name), Some(user), Some(device)) => {
-            let Some(action) = Action::parse(name) else {
-                return (
-                    StatusCode::NOT_FOUND,
-                    format!("unknown action {name:?}: expected wipe, allow or quarantine\n"),
-                );
-            };
+        (Some(action), Some(user), Some(device)) => {
             let res = devices.run(action, user, device).await;
             if res.is_ok() {
                 tracing::info!(target: "CONFIGURATION", user = %user, device = %device, action = action.name(), "device administration");
@@ -304,6 +308,23 @@ mod tests {
             LoggerLevel::Debug
         );
         put_logger("RESOURCES", b"info");
+    }
+
+    #[tokio::test]
+    async fn device_routes_refuse_what_they_cannot_serve() {
+        // Admin-only mode: no store, nothing to administer.
+        let (status, msg) = device_request(None, Some("a@b.test"), Some("D"), Some("wipe")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{msg}");
+        assert_eq!(
+            device_request(None, None, None, None).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // Bad input is a 4xx whatever the mode.
+        let bad_escape = device_request(None, Some("a%4"), Some("D"), Some("wipe")).await;
+        assert_eq!(bad_escape.0, StatusCode::BAD_REQUEST);
+        let (status, msg) = device_request(None, Some("a"), Some("D"), Some("erase")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(msg.contains("erase"), "{msg}");
     }
 
     #[test]
