@@ -372,34 +372,34 @@ impl CollectionState {
         });
     }
 
+    /// Item `n` is `item` on both sides (a device's add or replacement).
+    fn bind(&mut self, n: u32, item: &ObservedItem) {
+        let it = self.items.entry(item.id.clone()).or_default();
+        it.server = Some(ServerSide {
+            version: item.version,
+            received_at: item.received_at,
+        });
+        it.filtered_out = false;
+        self.set_device(
+            &item.id,
+            Some(DeviceSide {
+                version: item.version,
+                received_at: item.received_at,
+                stale: false,
+            }),
+        );
+        self.assign_n(&item.id, n);
+        if let Some(d) = item.digest {
+            self.digests.insert(d, item.id.clone());
+        }
+        self.refresh(&item.id);
+    }
+
     fn client_change(&mut self, n: u32, id: &BackendItemId, change: &AppliedChange) {
         match change {
             AppliedChange::Added { client_id, item } => {
-                let existing = self.items.contains_key(&item.id);
-                if !existing {
-                    self.items.insert(item.id.clone(), Item::default());
-                }
-                if let Some(it) = self.items.get_mut(&item.id) {
-                    it.server = Some(ServerSide {
-                        version: item.version,
-                        received_at: item.received_at,
-                    });
-                    it.filtered_out = false;
-                }
-                self.set_device(
-                    &item.id,
-                    Some(DeviceSide {
-                        version: item.version,
-                        received_at: item.received_at,
-                        stale: false,
-                    }),
-                );
-                self.assign_n(&item.id, n);
-                if let Some(d) = item.digest {
-                    self.digests.insert(d, item.id.clone());
-                }
+                self.bind(n, item);
                 self.client_ids.insert(client_id.clone(), n);
-                self.refresh(&item.id);
             }
             AppliedChange::Changed { version } => {
                 let received_at = match self.items.get_mut(id) {
@@ -444,27 +444,7 @@ impl CollectionState {
                 }
                 // The old item is gone from both sides; its number moves on.
                 self.forget(id);
-                self.items.entry(item.id.clone()).or_default();
-                if let Some(it) = self.items.get_mut(&item.id) {
-                    it.server = Some(ServerSide {
-                        version: item.version,
-                        received_at: item.received_at,
-                    });
-                    it.filtered_out = false;
-                }
-                self.set_device(
-                    &item.id,
-                    Some(DeviceSide {
-                        version: item.version,
-                        received_at: item.received_at,
-                        stale: false,
-                    }),
-                );
-                self.assign_n(&item.id, n);
-                if let Some(d) = item.digest {
-                    self.digests.insert(d, item.id.clone());
-                }
-                self.refresh(&item.id);
+                self.bind(n, item);
             }
         }
     }

@@ -819,9 +819,22 @@ fn decide_advance(
                             change: AppliedChange::Added { client_id, item },
                         });
                     }
-                    (BackendEffect::Update { id, .. }, EffectOutcome::Updated(version)) => {
+                    (
+                        BackendEffect::Update { id, .. },
+                        outcome @ (EffectOutcome::Updated(_) | EffectOutcome::Replaced(_)),
+                    ) => {
                         let n = c.items.get(&id).map_or(0, |i| i.n);
                         ov.claimed.insert(id.clone());
+                        let change = match outcome {
+                            EffectOutcome::Replaced(item) => {
+                                ov.claimed.insert(item.id.clone());
+                                AppliedChange::Replaced { item: item.clone() }
+                            }
+                            EffectOutcome::Updated(version) => {
+                                AppliedChange::Changed { version: *version }
+                            }
+                            _ => return Err(StepError::OutcomeKind { index }),
+                        };
                         replies.push(ClientReply {
                             kind: ReplyKind::Change,
                             client_id: None,
@@ -833,25 +846,7 @@ fn decide_advance(
                             collection: col,
                             n,
                             id,
-                            change: AppliedChange::Changed { version: *version },
-                        });
-                    }
-                    (BackendEffect::Update { id, .. }, EffectOutcome::Replaced(item)) => {
-                        let n = c.items.get(&id).map_or(0, |i| i.n);
-                        ov.claimed.insert(id.clone());
-                        ov.claimed.insert(item.id.clone());
-                        replies.push(ClientReply {
-                            kind: ReplyKind::Change,
-                            client_id: None,
-                            server_id: Some(ServerId { collection: col, n }),
-                            status: SyncStatus::Success.code(),
-                            backend: None,
-                        });
-                        events.push(Event::ClientChangeApplied {
-                            collection: col,
-                            n,
-                            id,
-                            change: AppliedChange::Replaced { item: item.clone() },
+                            change,
                         });
                     }
                     (BackendEffect::Delete { id, .. }, EffectOutcome::Deleted) => {

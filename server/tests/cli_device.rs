@@ -35,18 +35,9 @@ async fn open(dir: &std::path::Path) -> Arc<Store> {
 }
 
 fn opush(config: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_opush"))
-        .args(args)
-        .args(["--user", USER, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut args = args.to_vec();
+    args.extend(["--user", USER]);
+    opush_any(config, &args)
 }
 
 #[tokio::test]

@@ -37,7 +37,22 @@ fn email_of(c: &ServerCommand) -> Option<&Email> {
     }
 }
 
-/// FolderSync 0: `(ServerId, Type)` by display name.
+/// The ServerId of the folder of EAS type `folder_type`.
+fn of_type(
+    fs: &opush_protocol::commands::folder_sync::FolderSyncResponse,
+    folder_type: u8,
+) -> Option<String> {
+    fs.changes.iter().flatten().find_map(|ch| match ch {
+        opush_protocol::commands::folder_sync::FolderChange::Add(f)
+            if f.folder_type == folder_type =>
+        {
+            Some(f.server_id.0.clone())
+        }
+        _ => None,
+    })
+}
+
+/// FolderSync 0: every folder.
 async fn folders(c: &mut EasClient) -> opush_protocol::commands::folder_sync::FolderSyncResponse {
     let res = c
         .post_xml(
@@ -83,17 +98,7 @@ async fn a_draft_edited_by_the_device_replaces_the_imap_message() {
     let opush = start(Options::default()).await;
     let mut c = opush.client(user, "DRAFTEDIT161", V);
     let fs = folders(&mut c).await;
-    let drafts = fs
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|ch| match ch {
-            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 3 => {
-                Some(f.server_id.0.clone())
-            }
-            _ => None,
-        })
-        .expect("a Drafts folder");
+    let drafts = of_type(&fs, 3).expect("a Drafts folder");
     let (key, items) = initial(&mut c, &drafts).await;
     let sid = items
         .iter()
@@ -229,17 +234,7 @@ async fn item_operations_moves_a_conversation() {
     let opush = start(Options::default()).await;
     let mut c = opush.client(user, "CONVMOVE161", V);
     let fs = folders(&mut c).await;
-    let inbox = fs
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|ch| match ch {
-            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 2 => {
-                Some(f.server_id.0.clone())
-            }
-            _ => None,
-        })
-        .unwrap();
+    let inbox = of_type(&fs, 2).unwrap();
     let src_id = folder_named(&fs, src).unwrap().0;
     let dst_id = folder_named(&fs, dst).unwrap().0;
     let conversation = |items: &[ServerCommand], n: &str| {
