@@ -16,6 +16,11 @@
 //! longer than `[capture] max_body_bytes` is cut to that size; the head then
 //! says so in an `X-Opush-Capture` line.
 //!
+//! The device's request trace (`RequestReceived`, `Decided`,
+//! `ResponseSent`), which the server otherwise defers until a state change,
+//! is appended after each captured request, so a bundle exported from a
+//! running server (Cassandra) joins every capture to its request.
+//!
 //! Run-time switches live in this process only: a restart returns to the
 //! configured set (a debugging switch left on by mistake does not outlive
 //! the process; put the device in `[capture] devices` to keep it).
@@ -226,6 +231,21 @@ impl Captures {
                 tracing::warn!(target: "BACKEND", device = %key, req_id = %req_id, error = %e, "capture not stored");
                 return;
             }
+        }
+    }
+
+    /// Stores an exchange, then appends the device's deferred request trace
+    /// so the store holds the request's events next to its capture.
+    pub async fn store_and_flush(
+        &self,
+        sessions: &crate::session::Sessions,
+        user: &str,
+        device: &str,
+        x: &Exchange<'_>,
+    ) {
+        self.store(sessions.store(), user, device, x).await;
+        if let Ok(key) = DeviceKey::new(user, device) {
+            sessions.flush_device(&key).await;
         }
     }
 }

@@ -188,22 +188,40 @@ impl Sessions {
             slots.values().cloned().collect()
         };
         for slot in slots {
-            let guard = slot.lock_owned().await;
-            let Some(device) = guard.device.clone() else {
-                continue;
-            };
-            if guard.pending.is_empty() {
-                continue;
-            }
-            let mut session = DeviceSession {
-                sessions: self,
-                device,
-                guard,
-            };
-            if let Err(e) = session.append(&[]).await {
-                tracing::warn!(device = %session.device, error = %e, "deferred trace events not written");
-                crate::obs::metrics::storage_error();
-            }
+            self.flush_slot(slot).await;
+        }
+    }
+
+    /// Appends one device's deferred trace events now (a device under full
+    /// capture: its log is complete in the store after each request, so a
+    /// bundle exported from a running server joins every capture to its
+    /// request).
+    pub async fn flush_device(&self, device: &DeviceKey) {
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.get(&device.to_string()).cloned()
+        };
+        if let Some(slot) = slot {
+            self.flush_slot(slot).await;
+        }
+    }
+
+    async fn flush_slot(&self, slot: Arc<AsyncMutex<Slot>>) {
+        let guard = slot.lock_owned().await;
+        let Some(device) = guard.device.clone() else {
+            return;
+        };
+        if guard.pending.is_empty() {
+            return;
+        }
+        let mut session = DeviceSession {
+            sessions: self,
+            device,
+            guard,
+        };
+        if let Err(e) = session.append(&[]).await {
+            tracing::warn!(device = %session.device, error = %e, "deferred trace events not written");
+            crate::obs::metrics::storage_error();
         }
     }
 

@@ -5,7 +5,8 @@
 //! password masked), `opush replay export` puts them in the bundle, `replay
 //! show` prints them and `replay run` still replays; a device not captured
 //! (or switched off) has none; captured rows expire after `[capture] ttl_s`
-//! on the embedded store and on Cassandra.
+//! on the embedded store and on Cassandra; a bundle exported from a running
+//! server (Cassandra) already joins each capture to its request.
 //!
 //! Reserved Dovecot users: load0051, load0052, load0053.
 
@@ -321,6 +322,7 @@ async fn captures_expire(
     store_toml: &str,
     open: impl std::future::Future<Output = Store>,
     user: &str,
+    live: Option<&Store>,
 ) {
     let server = Server::start(
         store_toml,
@@ -331,11 +333,40 @@ async fn captures_expire(
     let body = wbxml(r#"<FolderSync xmlns="FolderHierarchy:"><SyncKey>0</SyncKey></FolderSync>"#);
     let res = c.post("FolderSync", &body).await;
     assert_eq!(res.status, 200);
+    if let Some(store) = live {
+        // A request that changes nothing (its trace would otherwise wait
+        // in memory for the next change), exported from the running
+        // server: its trace is in the store already, joined to its capture.
+        let key = opush_tests::eas::find_text(&res.element(), "SyncKey").unwrap();
+        let again = wbxml(&format!(
+            r#"<FolderSync xmlns="FolderHierarchy:"><SyncKey>{key}</SyncKey></FolderSync>"#
+        ));
+        let res2 = c.post("FolderSync", &again).await;
+        assert_eq!(res2.status, 200);
+        let bundle = export(store, user, "CAPTTL", None, None).await.unwrap();
+        assert!(bundle.unlogged_captures().is_empty(), "{bundle:?}");
+        let req_id = bundle
+            .decoded()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                opush_engine::Event::RequestReceived { req_id, .. } => Some(req_id),
+                _ => None,
+            })
+            .nth(1)
+            .expect("the no-change request is in the live log");
+        assert_eq!(bundle.capture(req_id, "request"), Some(again));
+        assert_eq!(bundle.capture(req_id, "response"), Some(res2.body.clone()));
+        assert!(bundle.decoded().unwrap().iter().any(|(_, e)| matches!(
+            e,
+            opush_engine::Event::ResponseSent { req_id: r, .. } if *r == req_id
+        )));
+    }
     server.stop().await;
     let store = open.await;
     let key = DeviceKey::new(user, "CAPTTL").unwrap();
     let caps = store.get_captures(&key).await.unwrap();
-    assert_eq!(caps.len(), 4, "{caps:?}");
+    assert_eq!(caps.len(), if live.is_some() { 8 } else { 4 }, "{caps:?}");
     assert!(caps.iter().any(|c| c.kind == "request" && c.bytes == body));
     assert!(caps
         .iter()
@@ -361,7 +392,7 @@ async fn captures_expire_on_the_embedded_store() {
         .await
         .unwrap()
     };
-    captures_expire(&toml, open, "load0054@load.test").await;
+    captures_expire(&toml, open, "load0054@load.test", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,6 +415,7 @@ async fn captures_expire_on_cassandra() {
     );
     let config = StorageConfig::deserialize(toml::Value::Table(toml.parse().unwrap())).unwrap();
     let open = async { Store::open(&config).await.unwrap() };
-    captures_expire(&toml, open, "load0055@load.test").await;
+    let live = Store::open(&config).await.unwrap();
+    captures_expire(&toml, open, "load0055@load.test", Some(&live)).await;
     Store::open(&config).await.unwrap().destroy().await.unwrap();
 }

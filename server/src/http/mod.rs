@@ -417,7 +417,7 @@ async fn capture(
         response_wbxml: res.content_type == Some(opush_protocol::headers::CONTENT_TYPE_WBXML),
     };
     captures
-        .store(eas.sessions.store(), user, device, &exchange)
+        .store_and_flush(&eas.sessions, user, device, &exchange)
         .await;
 }
 
