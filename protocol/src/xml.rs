@@ -18,6 +18,8 @@
 //! This module must not be used on the request path for parsing devices'
 //! WBXML: that is `wbxml::decode`. It is sans I/O like the rest of the crate.
 
+mod steps;
+
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
@@ -27,8 +29,8 @@ use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
 use crate::wbxml::{
-    code_page, code_page_by_namespace, decode, encode_to_vec, is_opaque, tags, DecodeError,
-    Element, Node, Tag,
+    code_page, code_page_by_namespace, encode_to_vec, is_opaque, tags, DecodeError, Element, Node,
+    Tag,
 };
 
 /// Why an XML document cannot be turned into EAS WBXML (or WBXML into XML).
@@ -98,13 +100,11 @@ pub fn is_secret(tag: Tag) -> bool {
 
 /// WBXML bytes → indented XML text.
 pub fn wbxml_to_xml(input: &[u8]) -> Result<String, XmlError> {
-    let root = decode(input)?;
     // Tag-heavy documents grow ~5× as XML (names, indentation, closing
     // tags); bodies barely grow. Reserving for the first case costs the
     // second nothing (pages never written are never touched), while growing
-    // the string copies it and touches every page again: most of the time
-    // `opush wbxml decode` spent on a 58 KB FolderSync.
-    Ok(render(&root, false, input.len().saturating_mul(6) + 4096))
+    // the string copies it and touches every page again.
+    steps::wbxml_to_xml(input, input.len().saturating_mul(6) + 4096)
 }
 
 /// XML text → WBXML bytes.
@@ -152,17 +152,21 @@ fn prefix_of(page: u8) -> String {
         .unwrap_or_else(|| format!("p{page}"))
 }
 
-fn render(root: &Element<'_>, mask: bool, capacity: usize) -> String {
-    let mut used = [false; 256];
-    mark_pages(root, &mut used);
+/// The start of the XML form: the declaration in a string of `capacity`,
+/// the root's namespace declarations (the root's page as the default
+/// namespace, every other page `used` by prefix) and `prefixes[page]`
+/// (`"prefix:"`, empty for the root's page).
+fn prelude(used: &[bool; 256], root_page: u8, capacity: usize) -> (String, String, Vec<String>) {
     let mut out = String::with_capacity(capacity);
     out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
     let mut ns_decl = String::new();
-    let root_ns = root.tag.page_name().unwrap_or("Unknown");
+    let root_ns = code_page(root_page)
+        .map(|p| p.namespace)
+        .unwrap_or("Unknown");
     let _ = write!(ns_decl, " xmlns=\"{root_ns}:\"");
     for (page, &is_used) in used.iter().enumerate() {
         let Ok(page) = u8::try_from(page) else { break };
-        if is_used && page != root.tag.page {
+        if is_used && page != root_page {
             let ns = code_page(page).map(|p| p.namespace).unwrap_or("Unknown");
             let _ = write!(ns_decl, " xmlns:{}=\"{ns}:\"", prefix_of(page));
         }
@@ -170,13 +174,20 @@ fn render(root: &Element<'_>, mask: bool, capacity: usize) -> String {
     // "prefix:" of every page used except the root's, computed once.
     let prefixes: Vec<String> = (0u8..=255)
         .map(|page| {
-            if used[usize::from(page)] && page != root.tag.page {
+            if used[usize::from(page)] && page != root_page {
                 format!("{}:", prefix_of(page))
             } else {
                 String::new()
             }
         })
         .collect();
+    (out, ns_decl, prefixes)
+}
+
+fn render(root: &Element<'_>, mask: bool, capacity: usize) -> String {
+    let mut used = [false; 256];
+    mark_pages(root, &mut used);
+    let (mut out, ns_decl, prefixes) = prelude(&used, root.tag.page, capacity);
     // Explicit stack: (element, next child index, indentation).
     let mut stack: Vec<(&Element<'_>, usize)> = Vec::new();
     if !write_open(&mut out, root, &prefixes, &ns_decl, 0, mask) {
@@ -640,6 +651,42 @@ fn close_wrapper(open: Open, stack: &mut [Open]) -> Result<(), XmlError> {
 mod tests {
     use super::*;
     use crate::wbxml::tags::{airsync, airsyncbase, composemail, email, settings};
+
+    #[test]
+    fn steps_render_like_the_tree() {
+        // Split strings (merged by the tree decoder), an element with content
+        // but no children, mixed content, opaque data in both wrappers, a
+        // single opaque child, and roots that are a leaf or empty.
+        let mut split = vec![0x03, 0x01, 0x6A, 0x00, 0x45];
+        for part in [&b"a&"[..], b"<b"] {
+            split.push(0x03);
+            split.extend_from_slice(part);
+            split.push(0);
+        }
+        split.extend_from_slice(&[0x4E, 0x03, b'c', 0, 0x03, b'\r', 0, 0x01, 0x4B, 0x01]);
+        split.extend_from_slice(&[0xC3, 0x02, 0xFF, 0x00, 0x03, b'f', 0, 0x01]);
+        let trees = [
+            sample(),
+            Element::new(composemail::SEND_MAIL)
+                .with(Element::with_opaque(composemail::MIME, &b"raw"[..]))
+                .with(Element::with_text(composemail::MIME, "as text"))
+                .with(Element::with_opaque(airsync::SYNC_KEY, &b"\x00\x01"[..]))
+                .with(Node::Opaque(Cow::Borrowed(&b"loose"[..])))
+                .with(Element::new(airsync::COMMANDS).with(Element::new(airsync::ADD))),
+            Element::with_text(airsync::STATUS, "1"),
+            Element::new(airsync::SYNC),
+        ];
+        let mut docs: Vec<Vec<u8>> = trees.iter().map(encode_to_vec).collect();
+        docs.push(split);
+        for doc in &docs {
+            let tree = crate::wbxml::decode(doc).expect("decodes");
+            assert_eq!(wbxml_to_xml(doc).expect("converts"), element_to_xml(&tree));
+        }
+        let xml = wbxml_to_xml(&docs[docs.len() - 1]).expect("converts");
+        assert!(xml.contains("a&amp;&lt;b</wbxml:str>"), "{xml}");
+        assert!(xml.contains("<Status>c&#13;</Status>"), "{xml}");
+        assert!(xml.contains("<SyncKey/>"), "{xml}");
+    }
 
     fn sample() -> Element<'static> {
         Element::new(airsync::SYNC).with(

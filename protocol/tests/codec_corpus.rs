@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use opush_protocol::wbxml::{decode, encode_to_vec};
-use opush_protocol::xml::{wbxml_to_xml, xml_to_wbxml};
+use opush_protocol::xml::{element_to_xml, wbxml_to_xml, xml_to_wbxml};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/real-devices")
@@ -107,6 +107,9 @@ fn every_real_document_round_trips_through_xml() {
     for path in &files {
         let bytes = std::fs::read(path).expect("read corpus file");
         let xml = wbxml_to_xml(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // Written from the decoder's steps: the same as the tree's rendering.
+        let tree = decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(xml, element_to_xml(&tree), "{}", path.display());
         let back = xml_to_wbxml(&xml).unwrap_or_else(|e| panic!("{}: {e}\n{xml}", path.display()));
         assert!(
             back == bytes,

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use opush_protocol::wbxml::{decode, encode, encode_to_vec, Element, Node, Tag, CODE_PAGES};
-use opush_protocol::xml::{element_to_xml, xml_to_element};
+use opush_protocol::xml::{element_to_xml, wbxml_to_xml, xml_to_element};
 use proptest::prelude::*;
 
 fn any_tag() -> impl Strategy<Value = Tag> {
@@ -87,6 +87,13 @@ proptest! {
         let mut buf = vec![0xAA; 3];
         encode(&back, &mut buf);
         prop_assert_eq!(&buf[3..], &bytes[..]);
+    }
+
+    #[test]
+    fn wbxml_to_xml_writes_what_the_tree_renders(tree in any_tree()) {
+        // `wbxml_to_xml` renders from the decoder's steps, not from a tree.
+        let xml = wbxml_to_xml(&encode_to_vec(&tree)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(xml, element_to_xml(&tree));
     }
 
     #[test]

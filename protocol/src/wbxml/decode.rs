@@ -256,6 +256,100 @@ fn leaf_text<'a>(
 /// exactly their number. So a document costs one allocation per element
 /// with content and no regrowth.
 pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
+    let mut tree = TreeSink {
+        nodes: Vec::with_capacity(64),
+    };
+    decode_into(input, &mut tree)?;
+    match tree.nodes.pop() {
+        Some(Node::Element(root)) => Ok(root),
+        // `decode_into` returns once the root element is complete.
+        _ => Err(DecodeError::NoRoot),
+    }
+}
+
+/// What the decoding loop hands the document to, in document order: the
+/// tree builder of [`decode`], or the event list the XML writer renders
+/// from (`crate::xml`), which needs no allocation per element. The loop
+/// checks everything; a sink only records.
+pub(crate) trait Sink<'a> {
+    /// Where the children of an open element start.
+    type Mark: Copy;
+    /// The start of the element `tag`, whose children follow; returns where
+    /// they start.
+    fn open(&mut self, tag: Tag) -> Self::Mark;
+    /// `<tag>text</tag>`, complete.
+    fn leaf(&mut self, tag: Tag, text: &'a str);
+    /// `<tag/>`.
+    fn empty(&mut self, tag: Tag);
+    /// The end of the element `tag` opened at `start`; `root` for the
+    /// document's root, the last call.
+    fn close(&mut self, tag: Tag, start: Self::Mark, root: bool);
+    /// Text in the open element whose children start at `start`.
+    fn text(&mut self, start: Self::Mark, text: &'a str);
+    /// Opaque data in the open element.
+    fn opaque(&mut self, bytes: &'a [u8]);
+}
+
+/// The tree of [`decode`]: the children of all open elements in one vector.
+struct TreeSink<'a> {
+    nodes: Vec<Node<'a>>,
+}
+
+impl<'a> Sink<'a> for TreeSink<'a> {
+    type Mark = usize;
+
+    #[inline]
+    fn open(&mut self, _tag: Tag) -> usize {
+        self.nodes.len()
+    }
+
+    #[inline]
+    fn leaf(&mut self, tag: Tag, text: &'a str) {
+        push_leaf(&mut self.nodes, tag, text);
+    }
+
+    #[inline]
+    fn empty(&mut self, tag: Tag) {
+        push_empty(&mut self.nodes, tag);
+    }
+
+    #[inline]
+    fn close(&mut self, tag: Tag, start: usize, root: bool) {
+        if root {
+            // Not `split_off`: the root's vector gets exactly its children's
+            // capacity, not the scratch vector's.
+            let children = self.nodes.drain(start..).collect();
+            self.nodes.push(Node::Element(Element { tag, children }));
+        } else {
+            push_closed(&mut self.nodes, tag, start);
+        }
+    }
+
+    #[inline]
+    fn text(&mut self, start: usize, text: &'a str) {
+        // WBXML may split one string into several STR_I/STR_T tokens: they
+        // make one text node.
+        if self.nodes.len() > start {
+            if let Some(Node::Text(prev)) = self.nodes.last_mut() {
+                prev.to_mut().push_str(text);
+                return;
+            }
+        }
+        self.nodes.push(Node::Text(Cow::Borrowed(text)));
+    }
+
+    #[inline]
+    fn opaque(&mut self, bytes: &'a [u8]) {
+        self.nodes.push(Node::Opaque(Cow::Borrowed(bytes)));
+    }
+}
+
+/// Decodes `input` into `sink`, and returns once the root element is
+/// complete and nothing follows it.
+pub(crate) fn decode_into<'a, S: Sink<'a>>(
+    input: &'a [u8],
+    sink: &mut S,
+) -> Result<(), DecodeError> {
     let mut r = Reader { input, pos: 0 };
 
     // Header: version, public id, charset, string table.
@@ -286,15 +380,14 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
 
     let mut page: u8 = 0;
     let mut page_table: &CodePage = &CODE_PAGES[0];
-    // Open elements: tag and where their children start in `nodes`.
-    let mut open: Vec<(Tag, usize)> = Vec::with_capacity(16);
-    let mut nodes: Vec<Node<'_>> = Vec::with_capacity(64);
+    // Open elements: tag and where their children start.
+    let mut open: Vec<(Tag, S::Mark)> = Vec::with_capacity(16);
     let mut runs = Utf8Runs {
         start: input.len(),
         text: "",
     };
 
-    let root = loop {
+    loop {
         let offset = r.pos;
         let b = r.byte()?;
         match b {
@@ -311,10 +404,10 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                 let tag = Tag::new(page, token);
                 if let Some((text, next)) = leaf_text(input, r.pos, &mut runs)? {
                     r.pos = next;
+                    sink.leaf(tag, text);
                     if open.is_empty() {
-                        break Element::with_text(tag, text);
+                        break;
                     }
-                    push_leaf(&mut nodes, tag, text);
                 } else {
                     if open.len() >= MAX_DEPTH {
                         return Err(DecodeError::TooDeep {
@@ -322,7 +415,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                             offset,
                         });
                     }
-                    open.push((tag, nodes.len()));
+                    open.push((tag, sink.open(tag)));
                 }
             }
             // A tag without content.
@@ -334,24 +427,20 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                         offset,
                     });
                 }
-                let tag = Tag::new(page, b);
+                sink.empty(Tag::new(page, b));
                 if open.is_empty() {
-                    break Element::new(tag);
+                    break;
                 }
-                push_empty(&mut nodes, tag);
             }
             END => {
                 let (tag, start) = open.pop().ok_or(DecodeError::Unsupported {
                     what: "END outside any element",
                     offset,
                 })?;
+                sink.close(tag, start, open.is_empty());
                 if open.is_empty() {
-                    break Element {
-                        tag,
-                        children: nodes.drain(start..).collect(),
-                    };
+                    break;
                 }
-                push_closed(&mut nodes, tag, start);
             }
             STR_I | STR_T => {
                 let s = if b == STR_I {
@@ -365,15 +454,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                     what: "text outside the root element",
                     offset,
                 })?;
-                // WBXML may split one string into several STR_I/STR_T
-                // tokens: they make one text node.
-                if nodes.len() > start {
-                    if let Some(Node::Text(prev)) = nodes.last_mut() {
-                        prev.to_mut().push_str(s);
-                        continue;
-                    }
-                }
-                nodes.push(Node::Text(Cow::Borrowed(s)));
+                sink.text(start, s);
             }
             SWITCH_PAGE => {
                 let p = r.byte()?;
@@ -389,7 +470,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                         offset,
                     });
                 }
-                nodes.push(Node::Opaque(Cow::Borrowed(bytes)));
+                sink.opaque(bytes);
             }
             ENTITY => {
                 return Err(DecodeError::Unsupported {
@@ -423,7 +504,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
                 })
             }
         }
-    };
+    }
 
     if r.pos < input.len() {
         return Err(DecodeError::TrailingData {
@@ -431,7 +512,7 @@ pub fn decode(input: &[u8]) -> Result<Element<'_>, DecodeError> {
             offset: r.pos,
         });
     }
-    Ok(root)
+    Ok(())
 }
 
 // Appending a node with `Vec::push` builds it on the stack first (it must
