@@ -168,7 +168,7 @@ struct Utf8Runs<'a> {
 
 impl<'a> Utf8Runs<'a> {
     /// `input[start..end]` as text.
-    #[inline]
+    #[inline(always)]
     fn get(&mut self, input: &'a [u8], start: usize, end: usize) -> Result<&'a str, DecodeError> {
         let in_run = start
             .checked_sub(self.start)
@@ -215,7 +215,7 @@ fn utf8(bytes: &[u8], offset: usize) -> Result<&str, DecodeError> {
 
 /// Position of the first NUL in `bytes`. Element values are mostly a few
 /// bytes long, where a plain scan beats setting up the SIMD search.
-#[inline]
+#[inline(always)]
 fn find_nul(bytes: &[u8]) -> Option<usize> {
     const SHORT: usize = 16;
     let (head, tail) = bytes.split_at(bytes.len().min(SHORT));
@@ -229,7 +229,7 @@ fn find_nul(bytes: &[u8]) -> Option<usize> {
 /// are exactly STR_I, the string, END: the text and the position after the
 /// END. The most common shape of an EAS element, decoded without an open
 /// frame.
-#[inline]
+#[inline(always)]
 fn leaf_text<'a>(
     input: &'a [u8],
     pos: usize,
