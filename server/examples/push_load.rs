@@ -61,6 +61,8 @@ struct Args {
     concurrency: usize,
     park_rate: usize,
     imap_port: u16,
+    /// Extra `section.key=value` settings for opush.toml.
+    sets: Vec<(String, String)>,
 }
 
 fn args() -> Args {
@@ -76,6 +78,7 @@ fn args() -> Args {
         concurrency: 48,
         park_rate: 50,
         imap_port: 1143,
+        sets: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -96,6 +99,10 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = n().clamp(1, 512),
             "--park-rate" => a.park_rate = n().clamp(10, 100_000),
             "--imap-port" => a.imap_port = v.parse().expect("a port"),
+            "--set" => {
+                let (k, val) = v.split_once('=').expect("--set section.key=value");
+                a.sets.push((k.to_owned(), val.to_owned()));
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -394,6 +401,20 @@ level = "warn"
         ),
     )
     .unwrap();
+    if !a.sets.is_empty() {
+        // Each `--set section.key=value` goes right under its section header.
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        for (k, v) in &a.sets {
+            let (section, key) = k.split_once('.').expect("section.key");
+            let header = format!("[{section}]\n");
+            let line = format!("{key} = {v}\n");
+            match text.find(&header) {
+                Some(at) => text.insert_str(at + header.len(), &line),
+                None => text.push_str(&format!("{header}{line}")),
+            }
+        }
+        std::fs::write(&cfg, text).unwrap();
+    }
     let out = std::process::Command::new(&a.opush)
         .args(["schema", "install", "--config"])
         .arg(&cfg)

@@ -423,9 +423,12 @@ pub struct DevicesConfig {
     /// An unchanged device's registry row is rewritten at most this often,
     /// seconds (the precision of its last-seen time).
     pub registry_write_every_s: u64,
-    /// Device states kept in memory between requests (about; idle ones
-    /// beyond it are dropped and folded again from the store when needed).
+    /// Most device states kept folded in memory between requests (the
+    /// least recently used idle ones are dropped first and folded again
+    /// from the store when needed).
     pub max_cached_states: usize,
+    /// Bound on the estimated size of those states, MiB.
+    pub max_cached_states_mb: u64,
     /// A snapshot of a device's state is written every this many events
     /// (0: never; a state is then folded from its whole log).
     pub snapshot_every: u64,
@@ -441,7 +444,8 @@ impl Default for DevicesConfig {
             heartbeat_max_s: 3540,
             max_window_bytes: 8 * 1024 * 1024,
             registry_write_every_s: 60,
-            max_cached_states: 10_000,
+            max_cached_states: 2_000,
+            max_cached_states_mb: 64,
             snapshot_every: 100,
         }
     }
@@ -465,6 +469,14 @@ pub struct PushConfig {
     /// Pings one device may send per minute; more get 503 + Retry-After
     /// (tight-loop damping; 0 disables).
     pub max_pings_per_minute: u32,
+    /// Watch several folders with IMAP NOTIFY (RFC 5465) when the server
+    /// offers it (false: STATUS polling every `imap.poll_interval_s`).
+    pub use_notify: bool,
+    /// Longest pause between two folder-list checks (LIST) of a watcher
+    /// waiting in IDLE or NOTIFY, seconds (a polling watcher lists every
+    /// round): how soon a folder created or deleted on the IMAP side ends
+    /// a parked Ping with Status 7.
+    pub hierarchy_check_s: u64,
 }
 
 impl Default for PushConfig {
@@ -475,6 +487,8 @@ impl Default for PushConfig {
             reconnect_max_s: 60,
             use_idle: true,
             max_pings_per_minute: 20,
+            use_notify: true,
+            hierarchy_check_s: 300,
         }
     }
 }
@@ -748,6 +762,9 @@ impl Config {
         }
         if self.devices.max_cached_states == 0 {
             return invalid("devices.max_cached_states", "must be >= 1");
+        }
+        if self.devices.max_cached_states_mb == 0 {
+            return invalid("devices.max_cached_states_mb", "must be >= 1");
         }
         if self.devices.window_size == 0 || self.devices.window_size > self.devices.max_window_size
         {

@@ -123,6 +123,10 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
             Arc::new(store),
             cfg.devices.snapshot_every,
             cfg.devices.max_cached_states,
+        )
+        .with_max_cached_bytes(
+            usize::try_from(cfg.devices.max_cached_states_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
         ),
         engine: engine_config(cfg),
         policy: crate::commands::provision::policy_from_config(&cfg.policy),

@@ -115,12 +115,107 @@ struct Slot {
 /// request, without its commands, for empty and `Partial` Syncs.
 pub const SYNC_REQUEST_ROW: &str = "sync-request";
 
+/// A rough count of the bytes a folded device state holds (engine bench:
+/// ~300 bytes per synced item with its indexes), for the cache's byte bound.
+fn approx_state_bytes(state: &DeviceState) -> usize {
+    let folders = state.hierarchy.ids.len().saturating_mul(256);
+    let collections: usize = state
+        .collections
+        .values()
+        .map(|c| {
+            512 + c.items.len().saturating_mul(320)
+                + c.client_ids.len().saturating_mul(64)
+                + c.digests.len().saturating_mul(96)
+        })
+        .sum();
+    2048 + folders + collections
+}
+
+/// One device's place in the cache.
+struct CacheEntry {
+    slot: Arc<AsyncMutex<Slot>>,
+    /// Its key in [`SlotCache::order`] (last use), while it holds a state.
+    tick: Option<u64>,
+    /// [`approx_state_bytes`] of its state when last released.
+    bytes: usize,
+}
+
+/// The device slots, with least-recently-used order over those holding a
+/// folded state (the only large part: a slot without one holds at most
+/// [`MAX_PENDING`] deferred trace events).
+#[derive(Default)]
+struct SlotCache {
+    map: HashMap<String, CacheEntry>,
+    /// Last use → device, oldest first.
+    order: std::collections::BTreeMap<u64, String>,
+    next_tick: u64,
+    /// Sum of `bytes` over the entries in `order`.
+    bytes: usize,
+}
+
+impl SlotCache {
+    fn touch(&mut self, name: &str, bytes: Option<usize>) {
+        let tick = self.next_tick;
+        self.next_tick += 1;
+        let Some(e) = self.map.get_mut(name) else {
+            return;
+        };
+        if let Some(old) = e.tick.replace(tick) {
+            self.order.remove(&old);
+        } else {
+            e.bytes = 0;
+        }
+        if let Some(b) = bytes {
+            self.bytes = self.bytes.saturating_sub(e.bytes).saturating_add(b);
+            e.bytes = b;
+        }
+        self.order.insert(tick, name.to_owned());
+    }
+
+    /// Drops the states of the least recently used idle devices until at
+    /// most `max_states` states of at most `max_bytes` (estimated) remain.
+    /// A device in use (held by a request, or locked) is skipped; a slot
+    /// with deferred trace events keeps them (they are appended with the
+    /// device's next write), others leave the map.
+    fn evict(&mut self, max_states: usize, max_bytes: usize) {
+        let mut skipped = Vec::new();
+        while self.order.len() + skipped.len() > max_states || self.bytes > max_bytes {
+            let Some((tick, name)) = self.order.pop_first() else {
+                break;
+            };
+            let Some(e) = self.map.get_mut(&name) else {
+                continue;
+            };
+            let idle = Arc::strong_count(&e.slot) == 1;
+            let keep = match e.slot.try_lock() {
+                Ok(mut slot) if idle => {
+                    slot.loaded = None;
+                    slot.sync_request = None;
+                    !slot.pending.is_empty()
+                }
+                _ => {
+                    skipped.push((tick, name));
+                    continue;
+                }
+            };
+            let freed = std::mem::take(&mut e.bytes);
+            e.tick = None;
+            self.bytes = self.bytes.saturating_sub(freed);
+            if !keep {
+                self.map.remove(&name);
+            }
+        }
+        self.order.extend(skipped);
+    }
+}
+
 /// The per-process registry of device sessions over one [`Store`].
 pub struct Sessions {
     store: Arc<Store>,
     snapshot_every: u64,
     max_cached: usize,
-    slots: Mutex<HashMap<String, Arc<AsyncMutex<Slot>>>>,
+    max_cached_bytes: usize,
+    slots: Mutex<SlotCache>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -133,14 +228,51 @@ impl std::fmt::Debug for Sessions {
 
 impl Sessions {
     /// Sessions over `store`, snapshotting every `snapshot_every` events
-    /// (0: never) and keeping at most about `max_cached` idle devices in memory.
+    /// (0: never) and keeping the folded states of at most `max_cached`
+    /// devices in memory (the least recently used are dropped first and
+    /// reload from the store when their device comes back).
     pub fn new(store: Arc<Store>, snapshot_every: u64, max_cached: usize) -> Sessions {
         Sessions {
             store,
             snapshot_every,
             max_cached: max_cached.max(1),
-            slots: Mutex::new(HashMap::new()),
+            max_cached_bytes: usize::MAX,
+            slots: Mutex::new(SlotCache::default()),
         }
+    }
+
+    /// Also bounds the cached states by their estimated size, in bytes
+    /// (`[devices] max_cached_states_mb`).
+    pub fn with_max_cached_bytes(mut self, bytes: usize) -> Sessions {
+        self.max_cached_bytes = bytes.max(1);
+        self
+    }
+
+    /// Devices whose folded state is held in memory now, and its
+    /// estimated size in bytes.
+    pub fn cached(&self) -> (usize, usize) {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        (slots.order.len(), slots.bytes)
+    }
+
+    /// Called when a request releases a device: marks it most recently
+    /// used with its state's size, then trims the cache.
+    fn released(&self, name: &str, bytes: Option<usize>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        match bytes {
+            Some(b) => slots.touch(name, Some(b)),
+            None => {
+                // No state kept (a failed append dropped it).
+                if let Some(e) = slots.map.get_mut(name) {
+                    if let Some(t) = e.tick.take() {
+                        let b = std::mem::take(&mut e.bytes);
+                        slots.order.remove(&t);
+                        slots.bytes = slots.bytes.saturating_sub(b);
+                    }
+                }
+            }
+        }
+        slots.evict(self.max_cached, self.max_cached_bytes);
     }
 
     /// The store.
@@ -185,7 +317,7 @@ impl Sessions {
     pub async fn flush(&self) {
         let slots: Vec<_> = {
             let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.values().cloned().collect()
+            slots.map.values().map(|e| e.slot.clone()).collect()
         };
         for slot in slots {
             self.flush_slot(slot).await;
@@ -230,11 +362,16 @@ impl Sessions {
         // A poisoned map only means another request panicked while holding
         // this short lock; the map itself is still consistent.
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if slots.len() >= self.max_cached && !slots.contains_key(&name) {
-            // Forget devices no request holds (their state reloads from the store).
-            slots.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        slots.entry(name).or_default().clone()
+        slots
+            .map
+            .entry(name)
+            .or_insert_with(|| CacheEntry {
+                slot: Arc::default(),
+                tick: None,
+                bytes: 0,
+            })
+            .slot
+            .clone()
     }
 
     async fn load(&self, device: &DeviceKey) -> Result<Loaded, SessionError> {
@@ -290,6 +427,17 @@ impl std::fmt::Debug for DeviceSession<'_> {
             .field("device", &self.device.to_string())
             .field("head", &self.head())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DeviceSession<'_> {
+    fn drop(&mut self) {
+        let bytes = self
+            .guard
+            .loaded
+            .as_ref()
+            .map(|l| approx_state_bytes(&l.state));
+        self.sessions.released(&self.device.to_string(), bytes);
     }
 }
 

@@ -6,7 +6,11 @@
 //! superseding its own Ping, and an IMAP restart while parked (on a PRIVATE
 //! Dovecot, `scripts/dovecot-private`, port 11520, never the shared one).
 //!
-//! Reserved Dovecot users: load0021–load0030. Waits are bounded so a broken
+//! Also: several folders watched through IMAP NOTIFY (and STATUS polling
+//! when it is switched off), and Status 7 when the folder hierarchy
+//! changes on the IMAP side (before the Ping or while it is parked).
+//!
+//! Reserved Dovecot users: load0021–load0030, load0061–load0065. Waits are bounded so a broken
 //! hub fails the test instead of hanging it; they assert behaviour, not speed.
 
 #![allow(
@@ -30,7 +34,7 @@ use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::ping::ping;
 use opush_server::commands::sync::sync;
 use opush_server::config::ImapConfig;
-use opush_server::push::{PushHub, PushSettings};
+use opush_server::push::{PushHub, PushSettings, WatcherKind};
 use opush_server::session::EasServices;
 use opush_tests::{repo_root, unique, RawImap};
 
@@ -38,19 +42,27 @@ const V: ProtocolVersion = ProtocolVersion::V14_1;
 
 /// The stack's services with test-sized push settings and heartbeats from 1 s.
 async fn services(dir: &tempfile::TempDir, imap: Option<ImapConfig>) -> Arc<EasServices> {
+    services_with(dir, imap, |_| {}).await
+}
+
+/// Like [`services`], with `tune` applied to the push settings.
+async fn services_with(
+    dir: &tempfile::TempDir,
+    imap: Option<ImapConfig>,
+    tune: impl FnOnce(&mut PushSettings),
+) -> Arc<EasServices> {
     let mut eas = eas_support::services(dir).await;
     let imap = imap.unwrap_or_else(|| eas.imap.config().clone());
     eas.imap = Arc::new(ImapPool::new(imap.clone()));
     eas.engine.min_heartbeat = 1;
-    eas.push = PushHub::new(
-        PushSettings {
-            poll_interval: Duration::from_secs(1),
-            linger: Duration::from_millis(500),
-            reconnect_max: Duration::from_secs(2),
-            ..PushSettings::default()
-        },
-        imap,
-    );
+    let mut settings = PushSettings {
+        poll_interval: Duration::from_secs(1),
+        linger: Duration::from_millis(500),
+        reconnect_max: Duration::from_secs(2),
+        ..PushSettings::default()
+    };
+    tune(&mut settings);
+    eas.push = PushHub::new(settings, imap);
     Arc::new(eas)
 }
 
@@ -293,9 +305,14 @@ async fn two_devices_of_one_user_share_one_watcher() {
 
     let pa = spawn_ping(&eas, user, "PING4A", request(Some(300), &[&a]));
     let pb = spawn_ping(&eas, user, "PING4B", request(Some(300), &[&b]));
+    // A Ping counts as parked just before it subscribes: wait for both
+    // subscriptions rather than assume they follow at once.
     wait_until("both Pings park", || eas.push.parked_count() == 2).await;
+    wait_until("both Pings subscribe", || {
+        eas.push.watcher(user).is_some_and(|w| w.subscribers() == 2)
+    })
+    .await;
     assert_eq!(eas.push.watcher_count(), 1);
-    assert_eq!(eas.push.watcher(user).unwrap().subscribers(), 2);
     append(&mut raw, "INBOX", &unique("ping-two"));
     let (ra, rb) = (answer(pa).await, answer(pb).await);
     assert_eq!((ra.status.code(), rb.status.code()), (2, 2));
@@ -396,4 +413,143 @@ async fn a_change_made_while_imap_is_down_is_reported_after_reconnection() {
     let res = answer(parked).await;
     assert_eq!(res.status.code(), 2);
     assert_eq!(ids(&res), vec![inbox.as_str()]);
+}
+
+/// Creates (and subscribes) `names`, emptied, for `user`.
+fn folders(raw: &mut RawImap, names: &[&str]) {
+    for name in names {
+        raw.cmd(&format!("CREATE {name}"));
+        raw.cmd(&format!("SUBSCRIBE {name}"));
+        empty(raw, name);
+    }
+}
+
+/// Deletes `name` if it exists (a previous run may have left it).
+fn delete(raw: &mut RawImap, name: &str) {
+    raw.cmd(&format!("UNSUBSCRIBE {name}"));
+    raw.cmd(&format!("DELETE {name}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_folders_are_watched_through_notify() {
+    let user = "load0061@load.test";
+    let mut raw = RawImap::login(user);
+    let (_, caps) = raw.cmd("CAPABILITY");
+    empty(&mut raw, "INBOX");
+    folders(&mut raw, &["notify-a", "notify-b", "notify-c"]);
+    let dir = tempfile::tempdir().unwrap();
+    // Polling every hour: only a notification can answer within the test.
+    let eas = services_with(&dir, None, |s| s.poll_interval = Duration::from_secs(3600)).await;
+    let ids_ = prepare(
+        &eas,
+        user,
+        "NOTIFY1",
+        &["INBOX", "notify-a", "notify-b", "notify-c"],
+    )
+    .await;
+    let armed: Vec<&str> = ids_.iter().map(String::as_str).collect();
+    let parked = spawn_ping(&eas, user, "NOTIFY1", request(Some(300), &armed));
+    wait_until("the Ping subscribes", || {
+        eas.push.watcher(user).is_some_and(|w| w.subscribers() == 1)
+    })
+    .await;
+    let watcher = eas.push.watcher(user).unwrap();
+    wait_until("the watcher waits", || watcher.kind() != WatcherKind::Starting).await;
+    assert_eq!(
+        watcher.kind(),
+        WatcherKind::Notify,
+        "the stack's Dovecot advertises NOTIFY ({caps})"
+    );
+    append(&mut raw, "notify-b", &unique("notify-b"));
+    let res = answer(parked).await;
+    assert_eq!(res.status.code(), 2);
+    assert_eq!(ids(&res), vec![ids_[2].as_str()]);
+    assert_eq!(watcher.kind(), WatcherKind::Notify);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_switched_off_falls_back_to_status_polling() {
+    let user = "load0062@load.test";
+    let mut raw = RawImap::login(user);
+    empty(&mut raw, "INBOX");
+    folders(&mut raw, &["poll-a"]);
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services_with(&dir, None, |s| s.use_notify = false).await;
+    let ids_ = prepare(&eas, user, "NOTIFY2", &["INBOX", "poll-a"]).await;
+    let parked = spawn_ping(
+        &eas,
+        user,
+        "NOTIFY2",
+        request(Some(300), &[&ids_[0], &ids_[1]]),
+    );
+    wait_until("the Ping subscribes", || {
+        eas.push.watcher(user).is_some_and(|w| w.subscribers() == 1)
+    })
+    .await;
+    let watcher = eas.push.watcher(user).unwrap();
+    wait_until("the watcher waits", || watcher.kind() != WatcherKind::Starting).await;
+    assert_eq!(watcher.kind(), WatcherKind::Poll);
+    append(&mut raw, "poll-a", &unique("poll-a"));
+    let res = answer(parked).await;
+    assert_eq!(res.status.code(), 2);
+    assert_eq!(ids(&res), vec![ids_[1].as_str()]);
+}
+
+// [MS-ASCMD] 2.2.3.177.11 Ping Status 7: the folder hierarchy is out of date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_created_or_deleted_on_the_imap_side_answers_status_7() {
+    let user = "load0063@load.test";
+    let mut raw = RawImap::login(user);
+    empty(&mut raw, "INBOX");
+    delete(&mut raw, "tree-new");
+    folders(&mut raw, &["tree-old"]);
+    let dir = tempfile::tempdir().unwrap();
+    // The single-folder watcher IDLEs and lists the folders every second.
+    let eas = services_with(&dir, None, |s| s.hierarchy_check = Duration::from_secs(1)).await;
+    let inbox = prepare(&eas, user, "TREE1", &["INBOX"]).await.remove(0);
+
+    // Created while parked.
+    let parked = spawn_ping(&eas, user, "TREE1", request(Some(300), &[&inbox]));
+    wait_until("the Ping subscribes", || {
+        eas.push.watcher(user).is_some_and(|w| w.subscribers() == 1)
+    })
+    .await;
+    folders(&mut raw, &["tree-new"]);
+    assert_eq!(answer(parked).await.status.code(), 7);
+    // Until the device runs FolderSync, every Ping says so at once.
+    let again = answer(spawn_ping(&eas, user, "TREE1", PingRequest::default())).await;
+    assert_eq!(again.status.code(), 7);
+
+    // After a FolderSync the Ping parks again; a deletion ends it with 7.
+    let inbox = prepare(&eas, user, "TREE1", &["INBOX"]).await.remove(0);
+    let parked = spawn_ping(&eas, user, "TREE1", request(Some(300), &[&inbox]));
+    wait_until("the Ping subscribes", || {
+        eas.push.watcher(user).is_some_and(|w| w.subscribers() == 1)
+    })
+    .await;
+    assert!(!parked.is_finished());
+    delete(&mut raw, "tree-old");
+    assert_eq!(answer(parked).await.status.code(), 7);
+}
+
+// [MS-ASCMD] 2.2.3.177.11: a Ping on a folder no longer in the hierarchy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_on_a_folder_deleted_before_it_answers_status_7() {
+    let user = "load0064@load.test";
+    let mut raw = RawImap::login(user);
+    empty(&mut raw, "INBOX");
+    folders(&mut raw, &["gone-sub"]);
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir, None).await;
+    let ids_ = prepare(&eas, user, "TREE2", &["INBOX", "gone-sub"]).await;
+    delete(&mut raw, "gone-sub");
+    let res = answer(spawn_ping(
+        &eas,
+        user,
+        "TREE2",
+        request(Some(300), &[&ids_[1]]),
+    ))
+    .await;
+    assert_eq!(res.status.code(), 7);
+    assert_eq!(eas.push.parked_count(), 0);
 }

@@ -82,6 +82,11 @@ impl fmt::Display for Password {
     }
 }
 
+/// Default page cache of the embedded store, MiB: small enough for a
+/// 1 GiB machine, large enough that the heads and recent events of a few
+/// thousand active devices stay in memory.
+pub const DEFAULT_CACHE_MB: u64 = 32;
+
 /// The `[storage]` section.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -122,6 +127,9 @@ pub struct StorageConfig {
     pub migration_page_size: u32,
     /// How often the embedded store deletes expired rows.
     pub expiry_interval_s: u64,
+    /// Page cache of the embedded store, MiB (redb's own default is 1 GiB,
+    /// which a busy server fills: most of its resident memory).
+    pub cache_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -145,6 +153,7 @@ impl Default for StorageConfig {
             migration_batch_size: 500,
             migration_page_size: 1_000,
             expiry_interval_s: 60,
+            cache_mb: DEFAULT_CACHE_MB,
         }
     }
 }

@@ -109,6 +109,18 @@ pub async fn folder_sync(
     })
 }
 
+/// Whether `observed` (from [`backend_folders`]) differs from the folders
+/// the device's log last recorded: a FolderSync would record a new
+/// `HierarchyObserved` (Ping uses it to answer Status 7).
+pub(crate) fn differs_from_log(state: &opush_engine::DeviceState, observed: &[BackendFolder]) -> bool {
+    let known = state
+        .hierarchy
+        .folders
+        .iter()
+        .map(|(id, f)| (id, &f.name, &f.parent, f.folder_type));
+    known.ne(observed_sorted(observed))
+}
+
 fn observed_sorted(
     list: &[BackendFolder],
 ) -> Vec<(

@@ -23,7 +23,8 @@
 use std::time::Duration;
 
 use opush_engine::{
-    decide_ping, ping_changes, CollectionId, Decision, DecisionInput, PingResponse as Model,
+    decide_ping, hierarchy_out_of_date, ping_changes, CollectionId, Decision, DecisionInput, Event,
+    PingResponse as Model,
 };
 use opush_protocol::commands::ping::{PingRequest, PingResponse};
 use opush_protocol::commands::CollectionId as WireId;
@@ -32,10 +33,11 @@ use opush_protocol::status::PingStatus;
 use opush_protocol::wbxml::encode_to_vec;
 use tokio::time::Instant;
 
+use super::folder_sync::{backend_folders, differs_from_log};
 use super::sync::observe;
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::ImapError;
-use crate::push::{Mark, Wake, WatchKey, WatchLogin};
+use crate::push::{hierarchy_mark, Mark, Wake, WatchKey, WatchLogin};
 use crate::session::{imap_error, now, session_error, Caller, EasServices, Recorder};
 
 /// Handles `Cmd=Ping`.
@@ -125,6 +127,22 @@ async fn check(
     let at = now();
     let mut imap = None;
     let mut gone = false;
+    // The folder list first (before the mailboxes' marks): on the first
+    // look, and when the watcher saw it change.
+    if only.is_none_or(|keys| keys.contains(&WatchKey::Hierarchy)) {
+        let session = imap.insert(eas.imap_for(caller).await?);
+        let list = session.list_folders(false).await.map_err(imap_error)?;
+        if let Some(marks) = marks.as_deref_mut() {
+            marks.push((WatchKey::Hierarchy, Some(hierarchy_mark(&list))));
+        }
+        let observed = backend_folders(&list);
+        if differs_from_log(rec.state(), &observed) {
+            rec.observed(Event::HierarchyObserved { folders: observed });
+        }
+        // A folder created, deleted or renamed on the IMAP side since the
+        // device's last FolderSync: it must FolderSync first.
+        gone |= hierarchy_out_of_date(rec.state());
+    }
     for c in folders {
         let Some(raw) = rec.state().hierarchy.ids.get(c).map(|b| b.0.clone()) else {
             continue;

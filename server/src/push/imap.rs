@@ -4,11 +4,17 @@
 //!
 //! Each round it STATUSes every watched mailbox (MESSAGES, UIDNEXT,
 //! UIDVALIDITY, UNSEEN and, with CONDSTORE, HIGHESTMODSEQ, so flag changes
-//! count too) and publishes the marks, then waits: IDLE on the mailbox when
-//! exactly one is watched and the server has IDLE, otherwise
-//! `[imap] poll_interval_s`. A change in the watched set ends the wait at
-//! once (IDLE is ended with DONE). DAV collections are polled through the
-//! hub's [`super::dav::TokenSource`] in the same round.
+//! count too), LISTs the folders when the hierarchy is watched and a check
+//! is due, and publishes the marks, then waits ([`super::WatcherKind`]):
+//! IDLE on the mailbox when exactly one is watched and the server has IDLE;
+//! NOTIFY (RFC 5465, `[push] use_notify`) on all of them when several are
+//! watched and the server has it (Dovecot advertises it after login); else
+//! `[imap] poll_interval_s`. NOTIFY and IDLE only say *that* something
+//! happened: the marks always come from the next round's own STATUS, so a
+//! notification never has to be parsed for figures. A change in the
+//! watched set ends the wait at once (IDLE is ended with DONE). DAV
+//! collections are polled through the hub's [`super::dav::TokenSource`] in
+//! the same round (a watcher with DAV keys waits at most the poll interval).
 //!
 //! On any IMAP failure the connection is dropped and re-opened after a
 //! pause that doubles up to `[push] reconnect_max_s`; marks are kept, so
@@ -19,8 +25,11 @@
 
 use crate::backends::imap::{ImapClient, ImapError, Session};
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Inner, Mark, UserWatch, WatchKey, WatchLogin};
+use tokio::time::Instant;
+
+use super::{hierarchy_mark, Inner, Mark, UserWatch, WatchKey, WatchLogin, WatcherKind};
 
 async fn login(hub: &Inner, watch: &UserWatch) -> Result<Session, ImapError> {
     match watch.login() {
@@ -34,9 +43,16 @@ async fn status_round(
     hub: &Inner,
     watch: &UserWatch,
     session: &mut Session,
+    list: bool,
 ) -> Result<(), ImapError> {
     for key in watch.keys() {
         match &key {
+            WatchKey::Hierarchy => {
+                if list {
+                    let folders = session.list_folders(false).await?;
+                    watch.observe(&key, hierarchy_mark(&folders));
+                }
+            }
             WatchKey::Mail(raw) => match session.status(raw).await {
                 Ok(st) => watch.observe(&key, Mark::Mail(st)),
                 Err(ImapError::NotFound(_)) => watch.observe(&key, Mark::Gone),
@@ -63,6 +79,8 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
     let settings = hub.settings().clone();
     let mut backoff = settings.reconnect_min;
     let mut session: Option<Session> = None;
+    // When the folders were last listed (the hierarchy check).
+    let mut last_list: Option<Instant> = None;
     tracing::debug!(user = %watch.user(), "push watcher started");
     loop {
         if watch.subscribers() == 0 {
@@ -78,7 +96,9 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
             continue;
         }
         let keys = watch.keys();
-        let needs_imap = keys.iter().any(|k| matches!(k, WatchKey::Mail(_)));
+        let needs_imap = keys
+            .iter()
+            .any(|k| matches!(k, WatchKey::Mail(_) | WatchKey::Hierarchy));
         if needs_imap && session.is_none() {
             match login(&hub, &watch).await {
                 Ok(s) => {
@@ -96,8 +116,37 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
                 }
             }
         }
+        let mail: Vec<String> = keys
+            .iter()
+            .filter_map(|k| match k {
+                WatchKey::Mail(raw) => Some(raw.clone()),
+                _ => None,
+            })
+            .collect();
+        let has_dav = keys.iter().any(|k| matches!(k, WatchKey::Dav(_)));
+        let kind = match session.as_ref() {
+            Some(s) if mail.len() == 1 && !has_dav && settings.use_idle && s.has("IDLE") => {
+                WatcherKind::Idle
+            }
+            Some(s)
+                if !mail.is_empty()
+                    && settings.use_notify
+                    && s.has("NOTIFY")
+                    && s.has("IDLE") =>
+            {
+                WatcherKind::Notify
+            }
+            _ => WatcherKind::Poll,
+        };
+        let list_due = kind == WatcherKind::Poll
+            || last_list.is_none_or(|t: Instant| t.elapsed() >= settings.hierarchy_check);
         let round = match session.as_mut() {
-            Some(s) => status_round(&hub, &watch, s).await,
+            // NOTIFY first, so what changes during the round is reported.
+            Some(s) if kind == WatcherKind::Notify => match s.notify_set(&mail).await {
+                Ok(()) => status_round(&hub, &watch, s, list_due).await,
+                Err(e) => Err(e),
+            },
+            Some(s) => status_round(&hub, &watch, s, list_due).await,
             None => Ok(()),
         };
         if let Err(e) = round {
@@ -106,34 +155,52 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
             crate::obs::metrics::retry("imap");
             session = None;
             watch.set_connected(false);
+            watch.set_kind(WatcherKind::Starting);
             let _ = tokio::time::timeout(backoff, watch.replanned()).await;
             backoff = (backoff * 2).min(settings.reconnect_max);
             continue;
         }
+        if list_due {
+            last_list = Some(Instant::now());
+        }
+        watch.set_kind(kind);
         backoff = settings.reconnect_min;
-        let idle_folder = match (keys.as_slice(), session.as_ref()) {
-            ([WatchKey::Mail(raw)], Some(s)) if settings.use_idle && s.has("IDLE") => {
-                Some(raw.clone())
-            }
-            _ => None,
+        // How long the server may be left to tell: bounded by IDLE's
+        // limit, by DAV polling, and by the next hierarchy check.
+        let mut wait = if has_dav {
+            settings.poll_interval
+        } else {
+            settings.idle_max
         };
-        match (idle_folder, session.as_mut()) {
-            (Some(raw), Some(s)) => {
-                let stop = watch.replanned();
-                if let Err(e) = s.idle_wait_until(&raw, settings.idle_max, stop).await {
-                    tracing::warn!(user = %watch.user(), error = %e, "push watcher IDLE failed");
-                    if s.is_usable() {
-                        // E.g. the mailbox went away: poll instead of re-IDLing at once.
-                        let _ =
-                            tokio::time::timeout(settings.poll_interval, watch.replanned()).await;
-                    } else {
-                        session = None;
-                        watch.set_connected(false);
-                    }
-                }
+        if keys.contains(&WatchKey::Hierarchy) {
+            let since = last_list.map_or(Duration::ZERO, |t| t.elapsed());
+            wait = wait.min(settings.hierarchy_check.saturating_sub(since));
+        }
+        let waited = match (kind, session.as_mut()) {
+            (WatcherKind::Idle, Some(s)) => {
+                let raw = mail.first().cloned().unwrap_or_default();
+                s.idle_wait_until(&raw, wait, watch.replanned())
+                    .await
+                    .map(|_| ())
             }
+            (WatcherKind::Notify, Some(s)) => s
+                .notify_wait_until(&mail, wait, watch.replanned())
+                .await
+                .map(|_| ()),
             _ => {
                 let _ = tokio::time::timeout(settings.poll_interval, watch.replanned()).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = waited {
+            tracing::warn!(user = %watch.user(), error = %e, ?kind, "push watcher wait failed");
+            if session.as_ref().is_some_and(Session::is_usable) {
+                // E.g. the mailbox went away: poll instead of waiting again at once.
+                let _ = tokio::time::timeout(settings.poll_interval, watch.replanned()).await;
+            } else {
+                session = None;
+                watch.set_connected(false);
+                watch.set_kind(WatcherKind::Starting);
             }
         }
         // A session used for hours is still good; one that failed is dropped above.

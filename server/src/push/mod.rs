@@ -54,6 +54,12 @@ pub struct PushSettings {
     pub idle_max: Duration,
     /// Pings of one device per minute before damping (0: off).
     pub max_pings_per_minute: u32,
+    /// NOTIFY (RFC 5465) for several folders where the server has it
+    /// (false: STATUS polling).
+    pub use_notify: bool,
+    /// Longest time between two LISTs of a watcher that waits in IDLE or
+    /// NOTIFY (hierarchy changes; a polling watcher LISTs every round).
+    pub hierarchy_check: Duration,
 }
 
 impl Default for PushSettings {
@@ -74,6 +80,8 @@ impl PushSettings {
             use_idle: push.use_idle,
             idle_max: Duration::from_secs(25 * 60),
             max_pings_per_minute: push.max_pings_per_minute,
+            use_notify: push.use_notify,
+            hierarchy_check: Duration::from_secs(push.hierarchy_check_s.max(1)),
         }
     }
 }
@@ -85,6 +93,33 @@ pub enum WatchKey {
     Mail(String),
     /// A CalDAV/CardDAV collection by href (see [`dav`]).
     Dav(String),
+    /// The user's mail folder list, as devices see it (see
+    /// [`hierarchy_mark`]): a folder created, deleted or renamed on the
+    /// IMAP side changes it.
+    Hierarchy,
+}
+
+/// How a watcher waits for changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatcherKind {
+    /// Not connected yet (or between connections).
+    #[default]
+    Starting,
+    /// IMAP IDLE on the one watched mailbox.
+    Idle,
+    /// IMAP NOTIFY (RFC 5465) on every watched mailbox.
+    Notify,
+    /// STATUS polling every `[imap] poll_interval_s`.
+    Poll,
+}
+
+/// The mark of a mail folder list: a digest of the folders devices see
+/// (`commands::folder_sync::backend_folders`), in a stable order.
+pub fn hierarchy_mark(list: &[crate::backends::imap::Folder]) -> Mark {
+    let mut folders = crate::commands::folder_sync::backend_folders(list);
+    folders.sort_by(|a, b| a.id.0.cmp(&b.id.0));
+    let text = format!("{folders:?}");
+    Mark::Hierarchy(blake3::hash(text.as_bytes()).to_hex().to_string())
 }
 
 /// The last state seen of a watched folder; any difference is a change.
@@ -94,6 +129,8 @@ pub enum Mark {
     Mail(FolderStatus),
     /// A DAV sync-token (or CTag).
     Token(String),
+    /// A digest of the folder list ([`hierarchy_mark`]).
+    Hierarchy(String),
     /// The folder no longer exists.
     Gone,
 }
@@ -147,6 +184,7 @@ struct WatchState {
     subscribers: usize,
     running: bool,
     connected: bool,
+    kind: WatcherKind,
     login: Option<WatchLogin>,
 }
 
@@ -217,6 +255,16 @@ impl UserWatch {
     /// Whether the watcher is connected to its backend.
     pub fn connected(&self) -> bool {
         self.lock().connected
+    }
+
+    /// Records how the watcher waits now.
+    pub fn set_kind(&self, kind: WatcherKind) {
+        self.lock().kind = kind;
+    }
+
+    /// How the watcher waits now (for logs and tests).
+    pub fn kind(&self) -> WatcherKind {
+        self.lock().kind
     }
 
     /// Resolves when the watched set or the subscriber count changes.

@@ -91,6 +91,8 @@ pub struct Session {
     selected: Option<Selected>,
     broken: bool,
     folder_names: [(SpecialUse, String); 3],
+    /// The mailboxes of the NOTIFY SET in force, if any.
+    notify_set: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -124,6 +126,7 @@ impl Session {
                 (SpecialUse::Sent, cfg.folder_sent.clone()),
                 (SpecialUse::Trash, cfg.folder_trash.clone()),
             ],
+            notify_set: None,
         };
         let mut caps = HashSet::new();
         s.simple_with("CAPABILITY", "CAPABILITY".into(), &mut |r| {
@@ -529,8 +532,11 @@ impl Session {
             "STATUS",
             format!("STATUS {} {items}", quote(raw)?),
             &mut |r| {
-                if let Response::MailboxData(MailboxDatum::Status { status, .. }) = r {
-                    found = Some(folder_status(status));
+                // Under NOTIFY other mailboxes' STATUS may arrive meanwhile.
+                if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = r {
+                    if mailbox == raw {
+                        found = Some(folder_status(status));
+                    }
                 }
                 Ok(())
             },
@@ -1192,6 +1198,61 @@ impl Session {
         res
     }
 
+    /// NOTIFY ([RFC 5465]) on `mailboxes` (new and expunged messages, flag
+    /// changes), then IDLE without a selected mailbox until the server
+    /// reports an event, `wait` passes or `stop` resolves. The NOTIFY SET
+    /// is sent only when `mailboxes` differ from the one in force, so a
+    /// change between two waits is reported by the server at the next IDLE.
+    /// `Unsupported` when the server lacks NOTIFY or IDLE.
+    pub async fn notify_wait_until(
+        &mut self,
+        mailboxes: &[String],
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<IdleOutcome, ImapError> {
+        self.notify_set(mailboxes).await?;
+        let t = self.timeout;
+        let res = self.idle_inner(wait, t, stop).await;
+        if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
+            self.broken = true;
+            self.selected = None;
+        }
+        res
+    }
+
+    /// Sends `NOTIFY SET` for `mailboxes` unless it is already in force
+    /// (call it before reading the marks a wait starts from).
+    pub async fn notify_set(&mut self, mailboxes: &[String]) -> Result<(), ImapError> {
+        if !self.has("NOTIFY") || !self.has("IDLE") {
+            return Err(ImapError::Unsupported("NOTIFY not available".into()));
+        }
+        if self.broken {
+            return Err(ImapError::Unavailable("connection already failed".into()));
+        }
+        // Events of the selected mailbox would need the `selected` filter.
+        self.unselect().await?;
+        if self.notify_set.as_deref() == Some(mailboxes) {
+            return Ok(());
+        }
+        let mut names = Vec::with_capacity(mailboxes.len());
+        for m in mailboxes {
+            names.push(quote(m)?);
+        }
+        // One `mailboxes` filter only: Dovecot 2.3 sends no message events
+        // for a mailbox that a `personal` filter also covers (hierarchy
+        // changes are found by the watcher's LIST instead).
+        self.simple(
+            "NOTIFY",
+            format!(
+                "NOTIFY SET (mailboxes ({}) (MessageNew MessageExpunge FlagChange))",
+                names.join(" ")
+            ),
+        )
+        .await?;
+        self.notify_set = Some(mailboxes.to_vec());
+        Ok(())
+    }
+
     async fn idle_inner(
         &mut self,
         wait: Duration,
@@ -1288,7 +1349,13 @@ fn io_error(e: std::io::Error) -> ImapError {
 fn is_change(r: &Response<'_>) -> bool {
     matches!(
         r,
-        Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_))
+        // STATUS and LIST arrive under NOTIFY.
+        Response::MailboxData(
+            MailboxDatum::Exists(_)
+                | MailboxDatum::Recent(_)
+                | MailboxDatum::Status { .. }
+                | MailboxDatum::List(_)
+        )
             | Response::Expunge(_)
             | Response::Vanished { .. }
             | Response::Fetch(..)
