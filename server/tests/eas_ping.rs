@@ -454,7 +454,10 @@ async fn several_folders_are_watched_through_notify() {
     })
     .await;
     let watcher = eas.push.watcher(user).unwrap();
-    wait_until("the watcher waits", || watcher.kind() != WatcherKind::Starting).await;
+    wait_until("the watcher waits", || {
+        watcher.kind() != WatcherKind::Starting
+    })
+    .await;
     assert_eq!(
         watcher.kind(),
         WatcherKind::Notify,
@@ -487,7 +490,10 @@ async fn notify_switched_off_falls_back_to_status_polling() {
     })
     .await;
     let watcher = eas.push.watcher(user).unwrap();
-    wait_until("the watcher waits", || watcher.kind() != WatcherKind::Starting).await;
+    wait_until("the watcher waits", || {
+        watcher.kind() != WatcherKind::Starting
+    })
+    .await;
     assert_eq!(watcher.kind(), WatcherKind::Poll);
     append(&mut raw, "poll-a", &unique("poll-a"));
     let res = answer(parked).await;

@@ -188,18 +188,18 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&cfg.path).map_err(|e| {
             StorageError::Config(format!("cannot create {}: {e}", cfg.path.display()))
         })?;
-        let cache = usize::try_from(cfg.cache_mb.max(1).saturating_mul(1024 * 1024))
-            .unwrap_or(usize::MAX);
+        let cache =
+            usize::try_from(cfg.cache_mb.max(1).saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         let db = Database::builder()
             .set_cache_size(cache)
             .create(cfg.path.join("opush.redb"))
             .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Unavailable(format!(
-                "{} is open in another process",
-                cfg.path.display()
-            )),
-            other => backend(other),
-        })?;
+                redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Unavailable(format!(
+                    "{} is open in another process",
+                    cfg.path.display()
+                )),
+                other => backend(other),
+            })?;
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let inner = Arc::new(Inner {
             db,

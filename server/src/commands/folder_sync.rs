@@ -112,7 +112,10 @@ pub async fn folder_sync(
 /// Whether `observed` (from [`backend_folders`]) differs from the folders
 /// the device's log last recorded: a FolderSync would record a new
 /// `HierarchyObserved` (Ping uses it to answer Status 7).
-pub(crate) fn differs_from_log(state: &opush_engine::DeviceState, observed: &[BackendFolder]) -> bool {
+pub(crate) fn differs_from_log(
+    state: &opush_engine::DeviceState,
+    observed: &[BackendFolder],
+) -> bool {
     let known = state
         .hierarchy
         .folders

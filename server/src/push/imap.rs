@@ -129,10 +129,7 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
                 WatcherKind::Idle
             }
             Some(s)
-                if !mail.is_empty()
-                    && settings.use_notify
-                    && s.has("NOTIFY")
-                    && s.has("IDLE") =>
+                if !mail.is_empty() && settings.use_notify && s.has("NOTIFY") && s.has("IDLE") =>
             {
                 WatcherKind::Notify
             }

@@ -1355,8 +1355,7 @@ fn is_change(r: &Response<'_>) -> bool {
                 | MailboxDatum::Recent(_)
                 | MailboxDatum::Status { .. }
                 | MailboxDatum::List(_)
-        )
-            | Response::Expunge(_)
+        ) | Response::Expunge(_)
             | Response::Vanished { .. }
             | Response::Fetch(..)
     )
