@@ -46,6 +46,78 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 const V: ProtocolVersion = ProtocolVersion::V14_1;
+
+/// With `--in-process true`, the server runs on threads of its own runtime
+/// and this allocator (mimalloc, as the `opush` binary uses, underneath)
+/// counts the bytes those threads hold: the live heap of the server alone,
+/// which RSS (allocator pages, the load tool's own connections) is not.
+struct Counting;
+
+static SERVER_BYTES: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+thread_local! {
+    static SERVER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn on_server_thread() -> bool {
+    SERVER_THREAD.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+// SAFETY: forwards every call to mimalloc unchanged; the counter is a side effect.
+#[allow(unsafe_code, reason = "a GlobalAlloc impl is unsafe by definition")]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if on_server_thread() {
+            SERVER_BYTES.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if on_server_thread() {
+            SERVER_BYTES.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        if on_server_thread() {
+            SERVER_BYTES.fetch_add(
+                new as isize - layout.size() as isize,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        // SAFETY: same contract as ours.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The in-process server's live heap, MB (0 when it runs as a child).
+fn server_heap_mb() -> f64 {
+    SERVER_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1_048_576.0
+}
+
+/// Starts `opush serve` with `cfg` on a runtime of its own in this process.
+fn serve_in_process(cfg: &std::path::Path) {
+    let cfg = opush_server::config::Config::load(cfg).expect("config");
+    let blocking = cfg.server.blocking_threads.max(1);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(blocking)
+            .enable_all()
+            .on_thread_start(|| SERVER_THREAD.with(|c| c.set(true)))
+            .build()
+            .expect("server runtime");
+        let _ = rt.block_on(opush_server::serve::run_with(
+            cfg,
+            std::future::pending::<()>(),
+        ));
+    });
+}
 const PASSWORD: &str = "opush-demo";
 
 #[derive(Debug, Clone)]
@@ -63,6 +135,8 @@ struct Args {
     imap_port: u16,
     /// Extra `section.key=value` settings for opush.toml.
     sets: Vec<(String, String)>,
+    /// Run the server in this process and count its live heap bytes.
+    in_process: bool,
 }
 
 fn args() -> Args {
@@ -79,6 +153,7 @@ fn args() -> Args {
         park_rate: 50,
         imap_port: 1143,
         sets: Vec::new(),
+        in_process: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -99,6 +174,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = n().clamp(1, 512),
             "--park-rate" => a.park_rate = n().clamp(10, 100_000),
             "--imap-port" => a.imap_port = v.parse().expect("a port"),
+            "--in-process" => a.in_process = v == "true",
             "--set" => {
                 let (k, val) = v.split_once('=').expect("--set section.key=value");
                 a.sets.push((k.to_owned(), val.to_owned()));
@@ -422,16 +498,21 @@ level = "warn"
         .expect("run opush schema install");
     assert!(out.status.success(), "schema install: {out:?}");
     let log = std::fs::File::create(dir.path().join("opush.log")).unwrap();
-    let mut child = std::process::Command::new(&a.opush)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        // Fewer malloc arenas: many small allocations across tokio's workers.
-        .env("MALLOC_ARENA_MAX", "2")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start opush");
-    let pid = child.id();
+    let mut child = if a.in_process {
+        serve_in_process(&cfg);
+        None
+    } else {
+        Some(
+            std::process::Command::new(&a.opush)
+                .args(["serve", "--config"])
+                .arg(&cfg)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start opush"),
+        )
+    };
+    let pid = child.as_ref().map_or(std::process::id(), |c| c.id());
     for _ in 0..300 {
         if TcpStream::connect(("127.0.0.1", a.port)).await.is_ok() {
             break;
@@ -472,8 +553,9 @@ level = "warn"
     let prepare_secs = started.elapsed().as_secs_f64();
     let (rss_prepared, _, _) = proc_stat(pid);
     println!(
-        "prepared {total} devices in {prepare_secs:.1} s; opush RSS {} MB",
-        rss_prepared / 1024
+        "prepared {total} devices in {prepare_secs:.1} s; opush RSS {} MB (server heap {:.0} MB)",
+        rss_prepared / 1024,
+        server_heap_mb()
     );
 
     // 2. Park one Ping per device.
@@ -536,9 +618,10 @@ level = "warn"
     }
     let (rss, hwm, t0) = proc_stat(pid);
     println!(
-        "parked {} Pings ({early} answered early); opush RSS {} MB (before devices {} MB, peak {} MB); park CPU {:.1} s",
+        "parked {} Pings ({early} answered early); opush RSS {} MB (server heap {:.0} MB; before devices {} MB, peak {} MB); park CPU {:.1} s",
         total - early,
         rss / 1024,
+        server_heap_mb(),
         rss0 / 1024,
         hwm / 1024,
         (t0 - t_before_park) as f64 / 100.0
@@ -550,9 +633,10 @@ level = "warn"
     let ticks_per_s = 100.0;
     let idle_cpu = (t1 - t0) as f64 / ticks_per_s / a.idle_secs as f64 * 100.0;
     println!(
-        "idle {} s: opush CPU {idle_cpu:.2} % of one core, RSS {} MB",
+        "idle {} s: opush CPU {idle_cpu:.2} % of one core, RSS {} MB (server heap {:.0} MB)",
         a.idle_secs,
-        rss_idle / 1024
+        rss_idle / 1024,
+        server_heap_mb()
     );
 
     // 4. APPEND → Ping answer latency, one user per sample.
@@ -606,6 +690,8 @@ level = "warn"
     for w in waiting {
         w.abort();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Some(c) = child.as_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

@@ -181,6 +181,9 @@ pub struct ServerConfig {
     pub loop_max_repeats: u32,
     /// The loop detector's window, seconds.
     pub loop_window_s: u64,
+    /// Most threads of the blocking pool (embedded store calls): each
+    /// keeps allocator pages of its own, so fewer threads hold less memory.
+    pub blocking_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -197,6 +200,7 @@ impl Default for ServerConfig {
             auth_cache_max_entries: 100_000,
             loop_max_repeats: 30,
             loop_window_s: 60,
+            blocking_threads: 16,
         }
     }
 }

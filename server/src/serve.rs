@@ -111,6 +111,17 @@ pub async fn storage_mode(cfg: &Config) -> ServeMode {
     }
 }
 
+/// Turns transparent huge pages off for this process (Linux). mimalloc
+/// asks for huge pages on its arenas; a 2 MiB page stays resident while any
+/// of its small blocks is in use, which with thousands of parked Pings and
+/// cached states made up about a third of the server's resident memory.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!(error = %e, "transparent huge pages left on");
+    }
+}
+
 /// The EAS command services over the configured store and IMAP server.
 async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
     let storage = StorageConfig::deserialize(toml::Value::Table(cfg.storage.clone()))
@@ -330,8 +341,10 @@ pub fn main(config_path: Option<&Path>) -> ExitCode {
         eprintln!("opush serve: {e}");
         return ExitCode::FAILURE;
     }
+    no_transparent_huge_pages();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(cfg.server.blocking_threads.max(1))
         .build()
     {
         Ok(r) => r,

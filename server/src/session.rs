@@ -1070,3 +1070,71 @@ pub fn now() -> opush_engine::Timestamp {
 pub fn session_error(e: SessionError) -> crate::commands::CommandError {
     crate::commands::CommandError::StorageUnavailable(e.to_string())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+
+    fn cache_with(names: &[&str]) -> SlotCache {
+        let mut cache = SlotCache::default();
+        for name in names {
+            let slot = Slot {
+                loaded: Some(Loaded::default()),
+                ..Slot::default()
+            };
+            cache.map.insert(
+                (*name).to_owned(),
+                CacheEntry {
+                    slot: Arc::new(AsyncMutex::new(slot)),
+                    tick: None,
+                    bytes: 0,
+                },
+            );
+            cache.touch(name, Some(1000));
+        }
+        cache
+    }
+
+    fn has_state(cache: &SlotCache, name: &str) -> bool {
+        cache
+            .map
+            .get(name)
+            .is_some_and(|e| e.slot.try_lock().unwrap().loaded.is_some())
+    }
+
+    #[test]
+    fn the_least_recently_used_idle_states_are_dropped_first() {
+        let mut cache = cache_with(&["a", "b", "c", "d"]);
+        // `a` used again: `b` is now the oldest.
+        cache.touch("a", Some(1000));
+        // `b` is held by a request, `c` has deferred trace events.
+        let held = cache.map["b"].slot.clone();
+        cache.map["c"]
+            .slot
+            .try_lock()
+            .unwrap()
+            .pending
+            .push(Event::PingArmed {
+                folders: Vec::new(),
+                heartbeat: 60,
+            });
+        cache.evict(2, usize::MAX);
+        assert_eq!(cache.order.len(), 2);
+        assert!(has_state(&cache, "b"), "a held device keeps its state");
+        assert!(has_state(&cache, "a"), "the most recent one stays");
+        // `c` lost its state but keeps its pending events; `d` left.
+        assert!(!has_state(&cache, "c"));
+        assert_eq!(cache.map["c"].slot.try_lock().unwrap().pending.len(), 1);
+        assert!(!cache.map.contains_key("d"));
+        assert_eq!(cache.bytes, 2000);
+        drop(held);
+
+        // The byte bound alone.
+        let mut cache = cache_with(&["x", "y", "z"]);
+        cache.evict(usize::MAX, 2500);
+        assert_eq!(cache.order.len(), 2);
+        assert!(!cache.map.contains_key("x"));
+        assert_eq!(cache.bytes, 2000);
+    }
+}
