@@ -48,9 +48,11 @@ use tokio::sync::Semaphore;
 const V: ProtocolVersion = ProtocolVersion::V14_1;
 
 /// With `--in-process true`, the server runs on threads of its own runtime
-/// and this allocator (mimalloc, as the `opush` binary uses, underneath)
-/// counts the bytes those threads hold: the live heap of the server alone,
-/// which RSS (allocator pages, the load tool's own connections) is not.
+/// and this allocator counts the bytes those threads hold: the live heap of
+/// the server alone, which RSS (allocator pages, the load tool's own
+/// connections) is not. It forwards to the system allocator, so `heaptrack`
+/// can attribute the server's heap to call sites (the `opush` binary itself
+/// uses mimalloc).
 struct Counting;
 
 static SERVER_BYTES: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
@@ -60,10 +62,12 @@ thread_local! {
 }
 
 fn on_server_thread() -> bool {
-    SERVER_THREAD.try_with(std::cell::Cell::get).unwrap_or(false)
+    SERVER_THREAD
+        .try_with(std::cell::Cell::get)
+        .unwrap_or(false)
 }
 
-// SAFETY: forwards every call to mimalloc unchanged; the counter is a side effect.
+// SAFETY: forwards every call to the system allocator unchanged; the counter is a side effect.
 #[allow(unsafe_code, reason = "a GlobalAlloc impl is unsafe by definition")]
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
@@ -71,14 +75,14 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
             SERVER_BYTES.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
         }
         // SAFETY: same contract as ours.
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
+        unsafe { std::alloc::System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         if on_server_thread() {
             SERVER_BYTES.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
         }
         // SAFETY: same contract as ours.
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
         if on_server_thread() {
@@ -88,7 +92,7 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
             );
         }
         // SAFETY: same contract as ours.
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new) }
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
     }
 }
 

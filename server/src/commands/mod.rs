@@ -229,7 +229,10 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
                 // keeps 0: "failed after recording".
                 Err(_) => (0, &[][..]),
             };
-            crate::session::record_response(eas, device, &meta, status, body).await;
+            Box::pin(crate::session::record_response(
+                eas, device, &meta, status, body,
+            ))
+            .await;
         }
     }
     res

@@ -234,7 +234,9 @@ pub async fn ping(
         heartbeat: req.heartbeat_interval,
         folders,
     };
-    let decision = {
+    // Boxed, like the checks below: a parked Ping's future keeps only what
+    // it waits with, not the state of the steps that came before.
+    let decision = Box::pin(async {
         let mut session = eas
             .sessions
             .open(caller.device_key()?)
@@ -245,8 +247,9 @@ pub async fn ping(
         let decision = rec.decided(DecisionInput::Ping(engine_req), d);
         // Recorded (PingArmed included) before anything is answered.
         session.commit_request(rec).await.map_err(session_error)?;
-        decision
-    };
+        Ok::<_, CommandError>(decision)
+    })
+    .await?;
     let (folders, heartbeat) = match &decision {
         Model::Wait {
             folders, heartbeat, ..
@@ -257,7 +260,7 @@ pub async fn ping(
     };
     let deadline = Instant::now() + Duration::from_secs(u64::from(heartbeat));
     let mut marks = Vec::new();
-    match check(caller, eas, &folders, None, Some(&mut marks)).await? {
+    match Box::pin(check(caller, eas, &folders, None, Some(&mut marks))).await? {
         Check::Gone => return Ok(answer(PingStatus::FolderSyncRequired)),
         Check::Changes(c) if !c.is_empty() => return Ok(changes(&c)),
         Check::Changes(_) => {}
@@ -280,7 +283,7 @@ pub async fn ping(
         }
         let keys = sub.changed();
         let seen = sub.current(&keys);
-        let recheck = check(caller, eas, &folders, Some(&keys), None);
+        let recheck = Box::pin(check(caller, eas, &folders, Some(&keys), None));
         match tokio::time::timeout_at(deadline, recheck).await {
             Err(_) => return Ok(answer(PingStatus::HeartbeatExpired)),
             Ok(Ok(Check::Gone)) => return Ok(answer(PingStatus::FolderSyncRequired)),

@@ -314,7 +314,18 @@ where
         headers,
     } = req;
     let mut access = Access::default();
-    let res = process(&app, &mut access, &method, &path, &query, &headers, body).await;
+    // Sub-futures that finish before a Ping parks are boxed: an unboxed one
+    // would keep its (large) state in every parked request's future.
+    let res = Box::pin(process(
+        &app,
+        &mut access,
+        &method,
+        &path,
+        &query,
+        &headers,
+        body,
+    ))
+    .await;
     let res = match res {
         Ok(res) => res,
         Err(err) => error::respond(
@@ -333,7 +344,10 @@ where
         (None, _) => "-",
     };
     log_response(&res);
-    capture(&app, &access, &method, &path, &query, &headers, &res).await;
+    Box::pin(capture(
+        &app, &access, &method, &path, &query, &headers, &res,
+    ))
+    .await;
     tracing::info!(
         target: "REQUEST.TRIMMED",
         device = access.device.as_deref().unwrap_or("-"),
@@ -514,7 +528,7 @@ where
                     allow: "POST",
                 });
             }
-            let user = authenticate(app, access, headers).await?;
+            let user = Box::pin(authenticate(app, access, headers)).await?;
             let limit = app
                 .settings
                 .max_request_body
@@ -632,7 +646,7 @@ where
     };
 
     // 2. Authentication, then the body (never read for a stranger).
-    let user = authenticate(app, access, headers).await?;
+    let user = Box::pin(authenticate(app, access, headers)).await?;
     if let Some(query_user) = &request.user {
         if !query_user.eq_ignore_ascii_case(&user.login.raw)
             && !query_user.eq_ignore_ascii_case(&user.login.user)
@@ -641,7 +655,7 @@ where
             tracing::debug!(query_user = %query_user, user = %user.user, "User= differs from the authenticated login");
         }
     }
-    let body = read_body(body, app.settings.max_request_body, headers).await?;
+    let body = Box::pin(read_body(body, app.settings.max_request_body, headers)).await?;
     access.body = Some(body.clone());
     let meta = crate::session::RequestMeta::new(request.command, version, &body);
     access.req_id = Some(meta.req_id);
@@ -658,9 +672,8 @@ where
     }
 
     // 4. Device registry, access, provisioning.
-    let device = app
-        .devices
-        .record_request(
+    let device = Box::pin(
+        app.devices.record_request(
             DeviceSeen {
                 user: user.user.clone(),
                 device_id: request.device_id.clone(),
@@ -673,23 +686,23 @@ where
                 at: SystemTime::now(),
             },
             app.settings.allow_unknown_devices,
-        )
-        .await?;
+        ),
+    )
+    .await?;
     if device.access != DeviceAccess::Allowed {
         return Err(ServerError::DeviceDenied(device.access));
     }
     if let Some(eas) = app.eas.as_deref() {
         // The device's own event-sourced state decides (engine::check_policy).
         let caller = crate::session::Caller::new(&user.user, &request.device_id, &user.password);
-        match eas
-            .provision_verdict(
-                &caller,
-                request.command,
-                policy_key,
-                app.settings.require_provisioning,
-                &meta,
-            )
-            .await?
+        match Box::pin(eas.provision_verdict(
+            &caller,
+            request.command,
+            policy_key,
+            app.settings.require_provisioning,
+            &meta,
+        ))
+        .await?
         {
             ProvisionVerdict::Pass => {}
             verdict => return Err(ServerError::ProvisionRequired(verdict)),
