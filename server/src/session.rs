@@ -331,7 +331,7 @@ impl Sessions {
     pub async fn flush_device(&self, device: &DeviceKey) {
         let slot = {
             let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.get(&device.to_string()).cloned()
+            slots.map.get(&device.to_string()).map(|e| e.slot.clone())
         };
         if let Some(slot) = slot {
             self.flush_slot(slot).await;
