@@ -350,6 +350,16 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
         )
         .await;
     assert!(bad_key.contains("<Status>9</Status>"), "{bad_key}");
+    // An undecodable body: 400, and REQUEST.FULL still shows the request.
+    let res = request(
+        addr,
+        "POST",
+        &eas_target("FolderSync"),
+        &[("Authorization", &c.auth), ("MS-ASProtocolVersion", "14.1")],
+        b"\x03\x01\x6a\x00\xff\xff",
+    )
+    .await;
+    assert_eq!(res.status, 400);
 
     // SIGHUP re-reads [logging] from the file.
     let config_path = dir.path().join("opush.toml");
@@ -484,6 +494,14 @@ async fn a_full_session_logs_no_password_and_moves_the_metrics() {
     assert!(
         log_text.contains("authorization: *"),
         "REQUEST.FULL did not log headers"
+    );
+    assert!(
+        log_text.contains("bytes of undecodable WBXML"),
+        "REQUEST.FULL did not log the refused request"
+    );
+    assert!(
+        log_text.contains("request Autodiscover"),
+        "REQUEST.FULL did not log Autodiscover"
     );
     assert!(
         log_text.contains("storage.password = *") && log_text.contains("imap.master_password = "),

@@ -534,6 +534,10 @@ where
                 .max_request_body
                 .min(opush_protocol::autodiscover::MAX_REQUEST_BYTES as u64);
             let body = read_body(body, limit, headers).await?;
+            if full_enabled() {
+                // The body (an e-mail address and a schema) is not logged.
+                tracing::debug!(target: "REQUEST.FULL", "request Autodiscover{}\n<{} bytes of XML>", masked_headers(headers), body.len());
+            }
             autodiscover::answer(&app.settings, &user, &body)
         }
         Endpoint::ActiveSync => {
@@ -657,6 +661,19 @@ where
     }
     let body = Box::pin(read_body(body, app.settings.max_request_body, headers)).await?;
     access.body = Some(body.clone());
+    // REQUEST.FULL before any check that may refuse it (loop, registry,
+    // provisioning gate, body decoding), so refused requests show too.
+    if full_enabled() {
+        let xml = if !body.is_empty() && body_is_wbxml(request.command, version) {
+            match wbxml::decode(&body) {
+                Ok(doc) => opush_protocol::xml::element_to_xml_masked(&doc),
+                Err(e) => format!("<{} bytes of undecodable WBXML: {e}>", body.len()),
+            }
+        } else {
+            format!("<{} bytes, not WBXML>", body.len())
+        };
+        tracing::debug!(target: "REQUEST.FULL", "request {query}{}\n{xml}", masked_headers(headers));
+    }
     let meta = crate::session::RequestMeta::new(request.command, version, &body);
     access.req_id = Some(meta.req_id);
 
@@ -717,14 +734,6 @@ where
     } else {
         None
     };
-    if full_enabled() {
-        let xml = match &document {
-            Some(doc) => opush_protocol::xml::element_to_xml_masked(doc),
-            None => format!("<{} bytes, not WBXML>", body.len()),
-        };
-        tracing::debug!(target: "REQUEST.FULL", "request {query}{}\n{xml}", masked_headers(headers));
-    }
-
     // 6. The command.
     let ctx = CommandContext {
         app,
