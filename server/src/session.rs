@@ -31,6 +31,10 @@ pub const MAX_PENDING: usize = 256;
 /// appends it.
 pub const MAX_PENDING_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// How long one request's check of the store head stands for its later
+/// session opens.
+pub const HEAD_CHECK_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Whether an event only traces a request (the fold ignores it).
 fn is_trace(e: &Event) -> bool {
     matches!(
@@ -87,9 +91,14 @@ impl SessionError {
 }
 
 /// A device's folded state and the head it was folded up to.
+///
+/// The state is shared copy-on-write with the [`Recorder`]s of requests: a
+/// request that changes nothing (a no-change Sync, an empty Ping) never
+/// copies it, one that changes it copies it once (`Arc::make_mut`) and its
+/// working copy becomes the session's state when its events are committed.
 #[derive(Debug, Clone, Default)]
 struct Loaded {
-    state: DeviceState,
+    state: Arc<DeviceState>,
     head: u64,
     snapshot_seq: u64,
 }
@@ -109,6 +118,11 @@ struct Slot {
     /// The device's remembered Sync request, once read from the store
     /// (`Some(None)`: read, there is none).
     sync_request: Option<Option<Vec<u8>>>,
+    /// The HTTP request (obs scope id) that last checked `loaded` against
+    /// the store's head, and when: one head read per request, however many
+    /// times its handlers open the session (a request that waits, a parked
+    /// Ping, checks again after [`HEAD_CHECK_REUSE`]).
+    checked_in: Option<(u64, std::time::Instant)>,
 }
 
 /// The store row (a named snapshot) holding a device's last full Sync
@@ -287,12 +301,19 @@ impl Sessions {
     /// A state kept in memory is used only while the store's head is the
     /// one it was folded up to: another writer (an administrator's wipe from
     /// `opush device`, another node on the same Cassandra) makes it reload.
-    /// That costs one head read per request, and no write.
+    /// That costs one head read per request (the provisioning gate, the
+    /// handler and the response record of one HTTP request share it), and
+    /// no write.
     pub async fn open(&self, device: DeviceKey) -> Result<DeviceSession<'_>, SessionError> {
         let slot = self.slot(&device);
         let mut guard = slot.lock_owned().await;
-        if let Some(loaded) = &guard.loaded {
-            if self.store.head(&device).await? != loaded.head {
+        let request = crate::obs::scope::with_current(|s| s.id());
+        let checked = match (request, guard.checked_in) {
+            (Some(r), Some((c, at))) => r == c && at.elapsed() < HEAD_CHECK_REUSE,
+            _ => false,
+        };
+        if let (Some(loaded), false) = (&guard.loaded, checked) {
+            if timed(Category::Storage, self.store.head(&device)).await? != loaded.head {
                 guard.loaded = None;
                 guard.sync_request = None;
                 // Appended after another writer's events they would be out
@@ -304,6 +325,9 @@ impl Sessions {
         guard.device = Some(device.clone());
         if guard.loaded.is_none() {
             guard.loaded = Some(timed(Category::Storage, self.load(&device)).await?);
+        }
+        if !checked {
+            guard.checked_in = request.map(|r| (r, std::time::Instant::now()));
         }
         Ok(DeviceSession {
             sessions: self,
@@ -379,7 +403,7 @@ impl Sessions {
         if let Some(snap) = self.store.get_snapshot(device, SNAPSHOT_NAME).await? {
             match decode_snapshot(&snap.payload) {
                 Ok(state) => {
-                    loaded.state = state;
+                    loaded.state = Arc::new(state);
                     loaded.head = snap.seq;
                     loaded.snapshot_seq = snap.seq;
                 }
@@ -409,7 +433,9 @@ impl Sessions {
             );
             loaded.head = ev.seq;
         }
-        fold(&mut loaded.state, &events);
+        if !events.is_empty() {
+            fold(Arc::make_mut(&mut loaded.state), &events);
+        }
         Ok(loaded)
     }
 }
@@ -448,6 +474,16 @@ impl DeviceSession<'_> {
         match &self.guard.loaded {
             Some(l) => &l.state,
             None => EMPTY.get_or_init(DeviceState::default),
+        }
+    }
+
+    /// The device's current state, shared: for a handler that reads it
+    /// after giving the session back (no copy; a later request that changes
+    /// the state copies it then).
+    pub fn shared_state(&self) -> Arc<DeviceState> {
+        match &self.guard.loaded {
+            Some(l) => l.state.clone(),
+            None => Arc::default(),
         }
     }
 
@@ -523,22 +559,27 @@ impl DeviceSession<'_> {
             let since = *slot
                 .pending_since
                 .get_or_insert_with(std::time::Instant::now);
-            if slot.pending.len() < MAX_PENDING && since.elapsed() < MAX_PENDING_AGE {
-                if let Some(loaded) = slot.loaded.as_mut() {
-                    fold(&mut loaded.state, events);
-                }
-                return Ok(());
-            }
             if let Some(loaded) = slot.loaded.as_mut() {
-                fold(&mut loaded.state, events);
+                fold(Arc::make_mut(&mut loaded.state), events);
+            }
+            if slot.pending.len() < MAX_PENDING && since.elapsed() < MAX_PENDING_AGE {
+                return Ok(());
             }
             return self.append(&[]).await;
         }
         self.append(events).await
     }
 
-    /// Appends the deferred trace events and then `events`.
+    /// Appends the deferred trace events and then `events`, then folds
+    /// `events` into the state.
     async fn append(&mut self, events: &[Event]) -> Result<(), SessionError> {
+        self.append_then(events, Folded::No).await
+    }
+
+    /// [`DeviceSession::append`] where the caller may already hold the
+    /// state with `events` folded: it then replaces the session's state
+    /// instead of folding them a second time.
+    async fn append_then(&mut self, events: &[Event], folded: Folded) -> Result<(), SessionError> {
         let pending = std::mem::take(&mut self.guard.pending);
         self.guard.pending_since = None;
         if pending.is_empty() && events.is_empty() {
@@ -560,7 +601,20 @@ impl DeviceSession<'_> {
         let Some(loaded) = self.guard.loaded.as_mut() else {
             return Ok(());
         };
-        fold(&mut loaded.state, events);
+        match folded {
+            Folded::No => {
+                if !events.is_empty() {
+                    fold(Arc::make_mut(&mut loaded.state), events);
+                }
+            }
+            Folded::Yes { state, unfolded } => {
+                loaded.state = state;
+                if unfolded > 0 {
+                    let st = Arc::make_mut(&mut loaded.state);
+                    st.applied = st.applied.saturating_add(unfolded);
+                }
+            }
+        }
         loaded.head = new_head;
         let every = self.sessions.snapshot_every;
         if every > 0 && new_head.saturating_sub(loaded.snapshot_seq) >= every {
@@ -596,17 +650,55 @@ impl DeviceSession<'_> {
     /// Commits what `rec` collected (`RequestReceived` first, then the
     /// observations and decisions in order) and marks the request as
     /// recorded, so its `ResponseSent` is logged after the answer.
+    ///
+    /// A recorder that changed nothing hands back no state (the session's
+    /// is still right, and only trace events are committed: deferred). One
+    /// that did holds the new state already folded: after the append it
+    /// becomes the session's state, so nothing is folded twice.
     pub async fn commit_request(&mut self, rec: Recorder) -> Result<(), SessionError> {
-        self.commit(&rec.events).await?;
-        if rec
-            .events
+        let Recorder {
+            meta,
+            state,
+            events,
+            unfolded,
+            base_applied,
+            ..
+        } = rec;
+        // The recorder's state replaces the session's only if it grew from
+        // it: the session folded nothing since (every fold counts in
+        // `applied`), else its events are folded again as usual.
+        let take = match &self.guard.loaded {
+            Some(l) => !Arc::ptr_eq(&l.state, &state) && l.state.applied == base_applied,
+            None => false,
+        };
+        if !take || events.iter().all(is_trace) {
+            drop(state);
+            self.commit(&events).await?;
+        } else {
+            self.append_then(&events, Folded::Yes { state, unfolded })
+                .await?;
+        }
+        if events
             .iter()
             .any(|e| matches!(e, Event::RequestReceived { .. }))
         {
-            rec.meta.recorded.store(true, Ordering::Release);
+            meta.recorded.store(true, Ordering::Release);
         }
         Ok(())
     }
+}
+
+/// Whether the events being appended are already folded into a state the
+/// caller hands over.
+enum Folded {
+    /// No: fold them into the session's state.
+    No,
+    /// Yes: `state` is the session's state with every event folded except
+    /// `unfolded` trace events (which only count in `applied`).
+    Yes {
+        state: Arc<DeviceState>,
+        unfolded: u64,
+    },
 }
 
 tokio::task_local! {
@@ -713,12 +805,17 @@ fn next_request_id(at: opush_engine::Timestamp) -> u64 {
 pub struct Recorder {
     meta: RequestMeta,
     config: opush_engine::EngineConfig,
-    state: DeviceState,
+    /// Shared with the session until the first event that changes it.
+    state: Arc<DeviceState>,
     events: Vec<Event>,
+    /// Events in `events` not folded into `state` (trace events only).
+    unfolded: u64,
+    /// `applied` of the session's state when recording started.
+    base_applied: u64,
 }
 
 impl Recorder {
-    /// Starts recording on a copy of `session`'s state.
+    /// Starts recording on `session`'s state (shared until a change copies it).
     pub fn new(
         session: &DeviceSession<'_>,
         eas: &EasServices,
@@ -736,11 +833,15 @@ impl Recorder {
         } else {
             vec![meta.received()]
         };
+        let unfolded = events.len() as u64;
+        let state = session.shared_state();
         Recorder {
             meta,
             config: eas.engine.clone(),
-            state: session.state().clone(),
+            base_applied: state.applied,
+            state,
             events,
+            unfolded,
         }
     }
 
@@ -761,7 +862,7 @@ impl Recorder {
 
     /// Records an observation (or any input event) and folds it.
     pub fn observed(&mut self, event: Event) {
-        fold(&mut self.state, std::slice::from_ref(&event));
+        fold(Arc::make_mut(&mut self.state), std::slice::from_ref(&event));
         self.events.push(event);
     }
 
@@ -780,7 +881,10 @@ impl Recorder {
         };
         self.events
             .push(record.into_event(self.meta.req_id, decision.events.len()));
-        fold(&mut self.state, &decision.events);
+        self.unfolded += 1;
+        if !decision.events.is_empty() {
+            fold(Arc::make_mut(&mut self.state), &decision.events);
+        }
         self.events.extend(decision.events);
         decision.response
     }
@@ -1011,18 +1115,19 @@ impl EasServices {
         Ok((session, rec))
     }
 
-    /// A copy of the caller's device state, for a read-only command that
-    /// records nothing (the device's session is held only while copying).
+    /// The caller's device state, shared (no copy), for a read-only
+    /// command that records nothing (the device's session is held only
+    /// while it is looked up).
     pub async fn device_state(
         &self,
         caller: &Caller<'_>,
-    ) -> Result<opush_engine::DeviceState, crate::commands::CommandError> {
+    ) -> Result<Arc<opush_engine::DeviceState>, crate::commands::CommandError> {
         let session = self
             .sessions
             .open(caller.device_key()?)
             .await
             .map_err(session_error)?;
-        Ok(session.state().clone())
+        Ok(session.shared_state())
     }
 
     /// An IMAP session for a request: as the caller with its own password,

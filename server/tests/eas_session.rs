@@ -295,3 +295,91 @@ async fn a_state_kept_in_memory_is_not_used_once_the_store_moved_on() {
     assert_eq!(s.state().wipe, opush_engine::WipeState::Requested);
     assert_eq!(s.state().policy, PolicyState::Pending(PolicyKey(1)));
 }
+
+#[tokio::test]
+async fn a_recorded_request_leaves_the_state_a_reload_folds() {
+    use opush_protocol::query::Command;
+    use opush_server::session::Recorder;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let eas = services(store.clone(), 3);
+    {
+        let mut s = eas.sessions.open(key()).await.unwrap();
+        // A request that changes the state: its working copy becomes the session's.
+        let mut rec = Recorder::new(&s, &eas, Command::Provision);
+        rec.observed(Event::PolicyKeyIssued {
+            policy_key: PolicyKey(7),
+        });
+        s.commit_request(rec).await.unwrap();
+        assert_eq!(s.state().policy, PolicyState::Pending(PolicyKey(7)));
+        // A request that changes nothing: only its trace is committed (deferred).
+        let rec = Recorder::new(&s, &eas, Command::Ping);
+        assert!(rec.is_empty());
+        s.commit_request(rec).await.unwrap();
+        // A request during which the session itself moved on: its events
+        // are folded on top of what the session holds, not swapped in.
+        let mut rec = Recorder::new(&s, &eas, Command::Provision);
+        rec.observed(Event::DeviceProvisioned {
+            policy_key: PolicyKey(9),
+        });
+        s.commit(&[Event::WipeRequested {
+            at: opush_engine::Timestamp(5),
+        }])
+        .await
+        .unwrap();
+        s.commit_request(rec).await.unwrap();
+        assert_eq!(s.state().wipe, opush_engine::WipeState::Requested);
+        assert_eq!(s.state().policy, PolicyState::Acknowledged(PolicyKey(9)));
+    }
+    eas.sessions.flush().await;
+    let in_memory = eas.sessions.open(key()).await.unwrap().state().clone();
+    let reloaded = services(store, 0)
+        .sessions
+        .open(key())
+        .await
+        .unwrap()
+        .state()
+        .clone();
+    // `applied` included: trace events count as folded in both.
+    assert_eq!(in_memory, reloaded);
+    assert!(in_memory.applied >= 6, "{}", in_memory.applied);
+}
+
+#[tokio::test]
+async fn one_request_reads_the_head_once_the_next_request_reads_it_again() {
+    use opush_server::obs::scope::run;
+    use opush_server::obs::RequestScope;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let sessions = Sessions::new(store.clone(), 0, 16);
+    {
+        let mut s = sessions.open(key()).await.unwrap();
+        s.commit(&[Event::PolicyKeyIssued {
+            policy_key: PolicyKey(1),
+        }])
+        .await
+        .unwrap();
+    }
+    let wipe = opush_engine::encode_event(&Event::WipeRequested {
+        at: opush_engine::Timestamp(5),
+    })
+    .unwrap();
+    run(RequestScope::new(), async {
+        assert_eq!(sessions.open(key()).await.unwrap().head(), 1);
+        // Another writer, within the same request: this request's later
+        // opens keep the head it read (one head read per request)...
+        store
+            .append(AppendBatch::new(key(), 1).event(1, wipe))
+            .await
+            .unwrap();
+        assert_eq!(sessions.open(key()).await.unwrap().head(), 1);
+    })
+    .await;
+    // ...and the next request reads it again.
+    run(RequestScope::new(), async {
+        let s = sessions.open(key()).await.unwrap();
+        assert_eq!(s.head(), 2);
+        assert_eq!(s.state().wipe, opush_engine::WipeState::Requested);
+    })
+    .await;
+}
