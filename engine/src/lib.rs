@@ -72,6 +72,9 @@
 //! 6. Fold the events into the in-memory state.
 //! 7. Fetch the content the response needs (Add/Change/Fetch bodies by
 //!    backend id and version), render, send, then log `ResponseSent`.
+//!    Fetching and rendering only read the backends, so the server may run
+//!    them while the append of step 5 is in flight; the response is sent
+//!    only once both are done.
 //!
 //! # API shape
 //! * Sync: [`plan_sync`] → effects → [`decide_sync`] (one call per

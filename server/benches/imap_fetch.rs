@@ -84,6 +84,24 @@ fn imap_reference(c: &mut Criterion) {
     g.bench_function("status_poll", |b| {
         b.iter(|| rt.block_on(s.status(FOLDER)).expect("status"))
     });
+    g.bench_function("select_10k", |b| {
+        b.iter(|| rt.block_on(s.select(FOLDER)).expect("select"))
+    });
+    let window: Vec<u32> = (5001..=5100).collect();
+    g.bench_function("fetch_meta_100", |b| {
+        b.iter(|| {
+            let m = rt.block_on(s.fetch_meta(FOLDER, &window)).expect("meta");
+            assert_eq!(m.len(), window.len());
+        })
+    });
+    g.bench_function("fetch_messages_100", |b| {
+        b.iter(|| {
+            let m = rt
+                .block_on(s.fetch_messages(FOLDER, &window))
+                .expect("messages");
+            assert_eq!(m.len(), window.len());
+        })
+    });
     g.finish();
 }
 

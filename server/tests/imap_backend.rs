@@ -648,3 +648,30 @@ async fn pool_reuses_per_credentials_and_is_bounded() {
     s.discard();
     assert_eq!(pool.idle_count("alice@example.test"), 0);
 }
+
+#[tokio::test]
+async fn pool_waits_for_a_busy_session_before_logging_in_another() {
+    require_dovecot().await;
+    // A user of its own: the idle count below is this test's alone.
+    const GROWING: &str = "load0066@load.test";
+    let mut c = cfg();
+    c.pool_size = 4;
+    let pool = ImapPool::new(c);
+    let held = pool.get(GROWING, &password()).await.unwrap();
+    // The first session comes back well within the pool's grace period:
+    // the waiting request gets it instead of a second login.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        drop(held);
+    });
+    let mut second = pool.get(GROWING, &password()).await.unwrap();
+    second.noop().await.unwrap();
+    release.await.unwrap();
+    drop(second);
+    assert_eq!(pool.idle_count(GROWING), 1, "one connection served both");
+    // A session held past the grace period: the pool grows.
+    let held = pool.get(GROWING, &password()).await.unwrap();
+    let other = pool.get(GROWING, &password()).await.unwrap();
+    drop((held, other));
+    assert_eq!(pool.idle_count(GROWING), 2);
+}

@@ -34,7 +34,7 @@ use opush_protocol::wbxml::encode_to_vec;
 use tokio::time::Instant;
 
 use super::folder_sync::{backend_folders, differs_from_log};
-use super::sync::observe;
+use super::sync::observe_after;
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::ImapError;
 use crate::push::{hierarchy_mark, Mark, Wake, WatchKey, WatchLogin};
@@ -163,6 +163,11 @@ async fn check(
             Err(e) => return Err(imap_error(e)),
         };
         let exists = mark != Mark::Gone;
+        // The STATUS just asked is the observation's freshness check.
+        let status = match &mark {
+            Mark::Mail(st) => Some(*st),
+            _ => None,
+        };
         if let Some(marks) = marks.as_deref_mut() {
             marks.push((key, Some(mark)));
         }
@@ -173,7 +178,16 @@ async fn check(
         if !rec.state().collections.get(c).is_some_and(|col| col.synced) {
             continue;
         }
-        let ev = observe(session, &raw, *c, rec.state(), rec.req_id(), at).await?;
+        let ev = observe_after(
+            session,
+            &raw,
+            *c,
+            rec.state(),
+            rec.req_id(),
+            at,
+            status.as_ref(),
+        )
+        .await?;
         if let Some(ev) = ev {
             rec.observed(ev);
         }

@@ -39,7 +39,7 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::encode_to_vec;
 
 use super::{CommandContext, CommandError, EasResponse};
-use crate::backends::imap::{Flag, Flags, MessageMeta, PooledSession, SpecialUse};
+use crate::backends::imap::{Flag, Flags, FolderStatus, MessageMeta, PooledSession, SpecialUse};
 use crate::email::body::rendered_estimate;
 use crate::email::{to_email, MessageInfo};
 use crate::session::{imap_error, session_error, Caller, EasServices, Recorder};
@@ -216,9 +216,14 @@ pub fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
 /// say (a no-change Sync then writes nothing).
 ///
 /// With CONDSTORE/QRESYNC (`[imap] use_condstore`, server support) and an
-/// earlier observation under the same UIDVALIDITY: an unchanged
-/// HIGHESTMODSEQ means nothing changed (no listing at all), otherwise the
-/// changes and VANISHED UIDs since the recorded modseq are a `Delta`.
+/// earlier observation under the same UIDVALIDITY: a `STATUS` whose
+/// UIDVALIDITY and HIGHESTMODSEQ are the recorded ones proves nothing
+/// changed (no SELECT, no listing: one round trip, asked now, so a change
+/// made before this request is always seen) — or, when the connection has
+/// the folder selected already (the windows of an initial sync), a SELECT,
+/// which is as fresh and keeps it selected for the fetches that follow;
+/// otherwise the changes and VANISHED UIDs since the recorded modseq are a
+/// `Delta`.
 /// Otherwise (no CONDSTORE, first look, UIDVALIDITY changed: a resync) a
 /// `Full` UID + FLAGS listing.
 pub async fn observe(
@@ -229,9 +234,37 @@ pub async fn observe(
     req_id: u64,
     at: Timestamp,
 ) -> Result<Option<Event>, CommandError> {
+    observe_after(imap, raw, collection, state, req_id, at, None).await
+}
+
+/// [`observe`] for a caller that has just asked the folder's `STATUS`
+/// (Ping): `status` stands for the freshness check.
+pub async fn observe_after(
+    imap: &mut PooledSession,
+    raw: &str,
+    collection: CollectionId,
+    state: &opush_engine::DeviceState,
+    req_id: u64,
+    at: Timestamp,
+    status: Option<&FolderStatus>,
+) -> Result<Option<Event>, CommandError> {
+    let known = state.collections.get(&collection);
+    let selected = imap.selected_mailbox() == Some(raw);
+    if let (true, Some(c), false) = (imap.condstore(), known, selected) {
+        if c.validity.is_some() && c.cursor > 0 {
+            let fresh = match status {
+                Some(st) => *st,
+                None => imap.status(raw).await.map_err(imap_error)?,
+            };
+            if c.validity == Some(u64::from(fresh.uidvalidity))
+                && fresh.highestmodseq == Some(c.cursor)
+            {
+                return Ok(None);
+            }
+        }
+    }
     let mailbox = imap.select(raw).await.map_err(imap_error)?;
     let validity = u64::from(mailbox.uidvalidity);
-    let known = state.collections.get(&collection);
     let event = |observation: Observation| Event::BackendObserved {
         req_id,
         collection,
@@ -327,7 +360,13 @@ pub async fn sync(
         .map_err(session_error)?;
     let mut rec = Recorder::new(&session, eas, Command::Sync);
     let mut imap = eas.imap_for(caller).await?;
-    let trash = trash_folder(&mut imap).await?;
+    let ahead = Ahead {
+        cache: eas.imap.read_ahead(),
+        device: caller.device_key()?.to_string(),
+        wait: std::time::Duration::from_millis(eas.imap.config().timeout_ms),
+    };
+    // The Trash folder, looked up (LIST) only when a delete moves a message.
+    let mut trash: Option<Option<String>> = None;
     let at = rec.at();
     let req_id = rec.req_id();
     let mut answers = Vec::new();
@@ -348,12 +387,16 @@ pub async fn sync(
         let effects = plan_sync(rec.state(), &prepared.request);
         let mut outcomes = Vec::with_capacity(effects.len());
         for effect in &effects {
+            let moves = prepared.wire.deletes_as_moves.unwrap_or(true);
+            if trash.is_none() && moves && matches!(effect, BackendEffect::Delete { .. }) {
+                trash = Some(trash_folder(&mut imap).await?);
+            }
             let outcome = perform(
                 &mut imap,
                 effect,
                 &prepared,
                 rec.state(),
-                trash.as_deref(),
+                trash.as_ref().and_then(|t| t.as_deref()),
                 version,
                 caller.user,
             )
@@ -382,47 +425,106 @@ pub async fn sync(
         };
         let mut decision = decide_sync(rec.state(), &input, at, &eas.engine).map_err(mismatch)?;
         // A window whose messages exceed the bytes budget is decided again,
-        // smaller (the engine then answers MoreAvailable).
+        // smaller (the engine then answers MoreAvailable). The metadata
+        // fetched for the sizes serves the rendering too.
+        let mut metas = Metas::new();
         if let Some(raw) = prepared.raw.as_deref() {
             let budget = eas.engine.max_window_bytes;
             let prefs = body_preferences(wire);
-            let cut = window_cut(&mut imap, raw, &decision.response, budget, &prefs, version);
+            let cut = window_cut(
+                &mut imap,
+                raw,
+                &decision.response,
+                budget,
+                (&prefs, version),
+                &mut metas,
+            );
             if let Some(n) = cut.await? {
                 input.request.window_size = Some(n);
                 decision = decide_sync(rec.state(), &input, at, &eas.engine).map_err(mismatch)?;
             }
         }
         let response = rec.decided(DecisionInput::Sync(input), decision);
-        answers.push((wire, Some(prepared.raw), Some(response)));
+        answers.push((wire, Some(prepared.raw), Some((response, metas))));
     }
-    // 5. Record before answering.
-    session.commit_request(rec).await.map_err(session_error)?;
-    drop(session);
-    // 7. Fetch and render.
-    let mut collections = Vec::with_capacity(answers.len());
-    for (wire, raw, response) in answers {
-        let Some(r) = response else {
-            collections.push(SyncCollectionResponse {
-                sync_key: WireKey(String::new()),
-                collection_id: wire.collection_id.clone(),
-                status: Some(SyncStatus::from_code(12)),
-                ..SyncCollectionResponse::default()
-            });
+    // 5. Record before answering, and 7. fetch and render meanwhile: the
+    // append waits on the disk, the rendering on IMAP and the CPU; the
+    // answer leaves only once both are done (a new SyncKey is never sent
+    // before its events are durable).
+    // Windows followed by more: the next one is read ahead (below).
+    let more: Vec<(CollectionId, String, usize)> = answers
+        .iter()
+        .filter_map(|(_, raw, response)| {
+            let (r, _) = response.as_ref()?;
+            let raw = raw.as_ref()?.as_ref()?;
+            (r.more_available && r.status == EngineStatus::Success)
+                .then(|| (r.collection, raw.clone(), r.changes.len()))
+        })
+        .collect();
+    let render_all = async {
+        let mut collections = Vec::with_capacity(answers.len());
+        for (wire, raw, response) in answers {
+            let Some((r, metas)) = response else {
+                collections.push(SyncCollectionResponse {
+                    sync_key: WireKey(String::new()),
+                    collection_id: wire.collection_id.clone(),
+                    status: Some(SyncStatus::from_code(12)),
+                    ..SyncCollectionResponse::default()
+                });
+                continue;
+            };
+            let prefs = body_preferences(wire);
+            collections.push(
+                render(
+                    &mut imap,
+                    r,
+                    Source {
+                        raw: raw.flatten().as_deref(),
+                        metas,
+                        ahead: Some(&ahead),
+                    },
+                    &prefs,
+                    version,
+                    wire,
+                )
+                .await?,
+            );
+        }
+        Ok::<_, CommandError>(collections)
+    };
+    let (committed, rendered) = tokio::join!(session.commit_request(rec), render_all);
+    committed.map_err(session_error)?;
+    let collections = rendered?;
+    // 8. While the device reads this window, fetch the messages its next
+    // one will most likely carry (a cache of IMAP data: the engine still
+    // decides the next window; see `backends::imap::ahead`).
+    // A caught-up device's next Sync most likely finds nothing: its folder
+    // is left (off the answer's path) so that Sync is one STATUS, not a
+    // SELECT (see `observe_after`). Only with UNSELECT: CLOSE would expunge.
+    if more.is_empty() && imap.selected_mailbox().is_some() && imap.has("UNSELECT") {
+        tokio::spawn(async move {
+            let _ = imap.unselect().await;
+        });
+    }
+    let spare_connection = eas.imap.config().pool_size > 1;
+    for (collection, raw, window) in more.into_iter().filter(|_| spare_connection) {
+        let Some((validity, uids)) = next_window_guess(session.state(), collection, window) else {
             continue;
         };
-        let prefs = body_preferences(wire);
-        collections.push(
-            render(
-                &mut imap,
-                r,
-                raw.flatten().as_deref(),
-                &prefs,
-                version,
-                wire,
-            )
-            .await?,
-        );
+        let pool = eas.imap.clone();
+        let (user, password) = (caller.user.to_owned(), caller.password.clone());
+        let connect = async move {
+            if pool.config().master_for_requests {
+                pool.get_master(&user).await
+            } else {
+                pool.get(&user, &password).await
+            }
+        };
+        ahead
+            .cache
+            .start(ahead.device.clone(), raw, validity, uids, connect);
     }
+    drop(session);
     Ok(SyncResponse {
         status: None,
         limit: None,
@@ -430,18 +532,69 @@ pub async fn sync(
     })
 }
 
+/// Message metadata by UID, fetched once per window.
+type Metas = std::collections::HashMap<u32, MessageMeta>;
+
+/// Where a window's rendering looks for messages read ahead.
+struct Ahead<'a> {
+    cache: &'a crate::backends::imap::ahead::ReadAhead,
+    device: String,
+    /// Longest wait for a read-ahead still running (the IMAP timeout).
+    wait: std::time::Duration,
+}
+
+/// The UIDs (and their UIDVALIDITY) the next window of `collection` will
+/// most likely add, `window` at most: the dirty items after the issued
+/// batch that are on the server and not on the device, in the engine's
+/// candidate order. A guess only: it decides what is fetched early, never
+/// what is sent.
+fn next_window_guess(
+    state: &opush_engine::DeviceState,
+    collection: CollectionId,
+    window: usize,
+) -> Option<(u32, Vec<u32>)> {
+    let c = state.collections.get(&collection)?;
+    let issued: std::collections::HashSet<&BackendItemId> = c
+        .pending
+        .iter()
+        .flat_map(|p| p.batch.changes.iter().map(ServerChange::id))
+        .collect();
+    let mut validity = None;
+    let mut uids = Vec::with_capacity(window);
+    for id in &c.dirty {
+        if uids.len() >= window {
+            break;
+        }
+        if issued.contains(id) {
+            continue;
+        }
+        let due = c
+            .items
+            .get(id)
+            .is_some_and(|i| i.server.is_some() && i.device.is_none() && !i.filtered_out);
+        let Some((v, uid)) = uid_of(id).filter(|_| due) else {
+            continue;
+        };
+        if *validity.get_or_insert(v) == v {
+            uids.push(uid);
+        }
+    }
+    Some((validity?, uids)).filter(|(_, u)| !u.is_empty())
+}
+
 /// The number of leading changes of `r` whose rendered Emails fit in
 /// `budget` bytes (at least one), when fewer than all of them do. What an
 /// Email adds is estimated from its RFC822.SIZE and the body preference
 /// (`email::body::rendered_estimate`: a truncated body counts its
-/// truncation size, a MIME body the whole message), so nothing is fetched.
+/// truncation size, a MIME body the whole message): no body is fetched.
+/// The metadata it fetched is left in `metas` (the rendering uses it).
 async fn window_cut(
     imap: &mut PooledSession,
     raw: &str,
     r: &opush_engine::SyncResponse,
     budget: u64,
-    prefs: &[BodyPreference],
-    version: ProtocolVersion,
+    (prefs, version): (&[BodyPreference], ProtocolVersion),
+    metas: &mut Metas,
 ) -> Result<Option<u32>, CommandError> {
     let uid = |c: &ServerChange| match c {
         ServerChange::Add { id, .. } => uid_of(id).map(|(_, u)| u),
@@ -451,22 +604,14 @@ async fn window_cut(
     if budget == 0 || uids.len() < 2 {
         return Ok(None);
     }
-    let sizes: std::collections::HashMap<u32, u64> = imap
-        .fetch_meta(raw, &uids)
-        .await
-        .map_err(imap_error)?
-        .into_iter()
-        .map(|m| {
-            let size = u64::from(m.size);
-            (m.uid, rendered_estimate(size, prefs, version))
-        })
-        .collect();
+    for m in imap.fetch_meta(raw, &uids).await.map_err(imap_error)? {
+        metas.insert(m.uid, m);
+    }
     let mut total = 0u64;
     for (i, change) in r.changes.iter().enumerate() {
         total += uid(change)
-            .and_then(|u| sizes.get(&u))
-            .copied()
-            .unwrap_or(0);
+            .and_then(|u| metas.get(&u))
+            .map_or(0, |m| rendered_estimate(u64::from(m.size), prefs, version));
         if total > budget && i > 0 {
             return Ok(u32::try_from(i).ok());
         }
@@ -737,10 +882,18 @@ fn change_for<'r>(
         })
 }
 
+/// Where a window's messages come from: the folder, the metadata fetched
+/// already, the read-ahead cache.
+struct Source<'a> {
+    raw: Option<&'a str>,
+    metas: Metas,
+    ahead: Option<&'a Ahead<'a>>,
+}
+
 async fn render(
     imap: &mut PooledSession,
     r: opush_engine::SyncResponse,
-    raw: Option<&str>,
+    Source { raw, metas, ahead }: Source<'_>,
     prefs: &[BodyPreference],
     version: ProtocolVersion,
     wire: &SyncCollectionRequest,
@@ -748,7 +901,7 @@ async fn render(
     crate::obs::summary::sync(&r);
     let collection = r.collection;
     let sid = |n: u32| WireServerId(ServerId { collection, n }.to_string());
-    let mut pf = Prefetch::new(imap, raw, &r).await?;
+    let mut pf = Prefetch::new(imap, raw, &r, metas, ahead).await?;
     let mut commands = Vec::new();
     for change in &r.changes {
         commands.push(match change {
@@ -903,6 +1056,8 @@ impl<'r> Prefetch<'r> {
         imap: &mut PooledSession,
         raw: Option<&'r str>,
         r: &opush_engine::SyncResponse,
+        mut metas: Metas,
+        ahead: Option<&Ahead<'_>>,
     ) -> Result<Prefetch<'r>, CommandError> {
         let mut order = Vec::new();
         let mut wanted = Vec::new();
@@ -926,18 +1081,31 @@ impl<'r> Prefetch<'r> {
                 }
             }
         }
-        let mut metas = std::collections::HashMap::new();
+        // Those the window cut fetched already are not asked again.
+        wanted.retain(|uid| !metas.contains_key(uid));
         if let (Some(raw), false) = (raw, wanted.is_empty()) {
             for m in imap.fetch_meta(raw, &wanted).await.map_err(imap_error)? {
                 metas.insert(m.uid, m);
             }
+        }
+        // Messages read ahead while the device handled the last window.
+        let mut bodies = std::collections::HashMap::new();
+        let validity = r.changes.iter().find_map(|c| match c {
+            ServerChange::Add { id, .. } => uid_of(id).map(|(v, _)| v),
+            _ => None,
+        });
+        if let (Some(raw), Some(ahead), Some(validity)) = (raw, ahead, validity) {
+            bodies = ahead
+                .cache
+                .take(&ahead.device, raw, validity, &order, ahead.wait)
+                .await;
         }
         Ok(Prefetch {
             raw,
             metas,
             order,
             next: 0,
-            bodies: std::collections::HashMap::new(),
+            bodies,
         })
     }
 
@@ -951,6 +1119,11 @@ impl<'r> Prefetch<'r> {
         let mut batch = Vec::new();
         let mut bytes = 0u64;
         while let Some(&uid) = self.order.get(self.next) {
+            if self.bodies.contains_key(&uid) {
+                // Read ahead already.
+                self.next += 1;
+                continue;
+            }
             let Some(size) = self.metas.get(&uid).map(|m| u64::from(m.size)) else {
                 self.next += 1;
                 continue;

@@ -13,6 +13,7 @@
 //! Mailbox arguments are *raw* (modified UTF-7) names as returned in
 //! [`Folder::raw_name`]; use [`utf7::encode`] to build new ones.
 
+pub mod ahead;
 mod parse;
 pub mod pool;
 mod session;

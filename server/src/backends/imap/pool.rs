@@ -1,7 +1,12 @@
 //! A bounded per-user pool of authenticated IMAP sessions.
 //!
 //! At most `[imap] pool_size` sessions per user exist at once (further
-//! requests wait, up to the command timeout, then get `Unavailable`). Idle
+//! requests wait, up to the command timeout, then get `Unavailable`). The
+//! pool grows lazily: when no session is idle but another request of the
+//! same user holds one, it first waits up to [`GROW_AFTER`] for that one to
+//! come back — most requests hold a session for a STATUS or two, well under
+//! a millisecond, while a new login costs a password hash on the server
+//! (milliseconds alone, far more when a burst of devices logs in at once). Idle
 //! sessions are reused while younger than `pool_idle_timeout_s` and only for
 //! the same credentials: the pool keys them by a keyed blake3 digest of the
 //! password (random per-process key, memory only, never logged). A session
@@ -29,7 +34,13 @@ struct Idle {
 struct UserPool {
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Idle>>,
+    /// Signalled when a session goes back to `idle`.
+    returned: tokio::sync::Notify,
 }
+
+/// Longest a request waits for a busy session of its user to come back
+/// before logging in another one.
+pub const GROW_AFTER: Duration = Duration::from_millis(20);
 
 /// The pool; cheap to clone (shared).
 #[derive(Clone)]
@@ -37,6 +48,7 @@ pub struct ImapPool {
     cfg: Arc<ImapConfig>,
     key: Digest,
     users: Arc<Mutex<HashMap<String, Arc<UserPool>>>>,
+    read_ahead: super::ahead::ReadAhead,
 }
 
 impl std::fmt::Debug for ImapPool {
@@ -97,6 +109,7 @@ impl Drop for PooledSession {
                         digest: self.digest,
                     });
                 }
+                self.user_pool.returned.notify_one();
             }
         }
     }
@@ -123,7 +136,13 @@ impl ImapPool {
             cfg: Arc::new(cfg),
             key: random_key(),
             users: Arc::new(Mutex::new(HashMap::new())),
+            read_ahead: super::ahead::ReadAhead::default(),
         }
+    }
+
+    /// Message bodies read ahead for devices' next Sync windows.
+    pub fn read_ahead(&self) -> &super::ahead::ReadAhead {
+        &self.read_ahead
     }
 
     /// The configuration in use.
@@ -139,6 +158,7 @@ impl ImapPool {
                 Arc::new(UserPool {
                     permits: Arc::new(Semaphore::new(self.cfg.pool_size)),
                     idle: Mutex::new(Vec::new()),
+                    returned: tokio::sync::Notify::new(),
                 })
             })
             .clone()
@@ -189,7 +209,7 @@ impl ImapPool {
             })?
             .map_err(|_| ImapError::Unavailable("pool closed".into()))?;
         let max_idle = Duration::from_secs(self.cfg.pool_idle_timeout_s);
-        let reused = {
+        let take_idle = || {
             let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             idle.retain(|i| now.duration_since(i.since) < max_idle && i.session.is_usable());
@@ -204,6 +224,21 @@ impl ImapPool {
             }
             found
         };
+        let mut reused = take_idle();
+        // Others of this user hold sessions (our own permit aside): one is
+        // usually back sooner than a login would take.
+        let busy = self.cfg.pool_size - pool.permits.available_permits() > 1;
+        if reused.is_none() && busy {
+            let deadline = Instant::now() + GROW_AFTER;
+            while reused.is_none() {
+                let back = pool.returned.notified();
+                reused = take_idle();
+                if reused.is_some() || tokio::time::timeout_at(deadline, back).await.is_err() {
+                    break;
+                }
+                reused = take_idle();
+            }
+        }
         let session = match reused {
             Some(s) => s,
             None => crate::obs::timed(crate::obs::Category::Imap, login()).await?,

@@ -177,6 +177,19 @@ impl Session {
         self.qresync
     }
 
+    /// The selected mailbox (raw name), if any.
+    pub fn selected_mailbox(&self) -> Option<&str> {
+        self.selected.as_ref().map(|s| s.raw.as_str())
+    }
+
+    /// UIDVALIDITY of `raw` when it is the selected mailbox.
+    pub fn selected_uidvalidity(&self, raw: &str) -> Option<u32> {
+        self.selected
+            .as_ref()
+            .filter(|s| s.raw == raw)
+            .map(|s| s.state.uidvalidity)
+    }
+
     /// False once a timeout or I/O error left the connection in an unknown state.
     pub fn is_usable(&self) -> bool {
         !self.broken
@@ -521,7 +534,21 @@ impl Session {
     }
 
     /// STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN [HIGHESTMODSEQ]): the cheap poll.
+    ///
+    /// Always the server's current figures: STATUS of the mailbox this
+    /// session has selected would answer with the session's own view, which
+    /// misses what other sessions changed since (RFC 3501 6.3.10: "SHOULD
+    /// NOT" be used on the selected mailbox), so that mailbox is first
+    /// unselected (UNSELECT; without it, re-EXAMINEd: never CLOSE, which
+    /// would expunge).
     pub async fn status(&mut self, raw: &str) -> Result<FolderStatus, ImapError> {
+        if self.selected.as_ref().is_some_and(|s| s.raw == raw) {
+            if self.has("UNSELECT") {
+                self.unselect().await?;
+            } else {
+                self.open(raw, true).await?;
+            }
+        }
         let items = if self.condstore {
             "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"
         } else {
@@ -591,7 +618,10 @@ impl Session {
         }
     }
 
-    async fn unselect(&mut self) -> Result<(), ImapError> {
+    /// Leaves the selected mailbox (UNSELECT, or CLOSE when the server
+    /// lacks it — which expunges `\Deleted` messages of a read-write
+    /// selection). Nothing to do when none is selected.
+    pub async fn unselect(&mut self) -> Result<(), ImapError> {
         if self.selected.is_some() {
             let cmd = if self.has("UNSELECT") {
                 "UNSELECT"
