@@ -8,7 +8,10 @@
 //!    server CPU seconds and peak RSS from /proc);
 //! 3. no-change Sync latency p50/p99: the same device on the 10,000-message
 //!    INBOX alone, then N devices (over 19 users with small INBOXes) syncing
-//!    concurrently.
+//!    concurrently, each as fast as it gets answers (a closed loop: the
+//!    latency then measures the server's saturation throughput, by Little's
+//!    law N / throughput), and with `--rate R` the same number of fresh
+//!    devices paced at R syncs/s in all (latency at a given load).
 //!
 //! Every loop is bounded (windows, rounds, deadline); it talks only to
 //! 127.0.0.1 and stops the server it started. Mailboxes are filled once and
@@ -39,12 +42,16 @@ struct Args {
     rounds: usize,
     window: u32,
     version: String,
+    /// Paced no-change rounds: total syncs/s over all devices (0: none).
+    rate: f64,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: opush-load [--opush PATH] [--messages N] [--small N] [--devices N] [--rounds N] [--window N] [--version V]\n\
-         defaults: target/release/opush, 10000 messages, 100 per small INBOX, 100 devices, 25 rounds (the loop detector slows a device past 30 identical requests a minute), window 100, 14.1"
+        "usage: opush-load [--opush PATH] [--messages N] [--small N] [--devices N] [--rounds N] [--window N] [--version V] [--rate R]\n\
+         defaults: target/release/opush, 10000 messages, 100 per small INBOX, 100 devices, 25 rounds (the loop detector slows a device past 30 identical requests a minute), window 100, 14.1;\n\
+         --rate R adds a paced run after the closed-loop one: the same devices send R no-change Syncs per second in all, evenly spread\n\
+         (latency counted from each request's scheduled time, so a late answer delays nothing unmeasured)"
     );
     std::process::exit(2)
 }
@@ -58,6 +65,7 @@ fn args() -> Args {
         rounds: 25,
         window: 100,
         version: "14.1".to_owned(),
+        rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +79,7 @@ fn args() -> Args {
             "--rounds" => a.rounds = num().min(10_000),
             "--window" => a.window = u32::try_from(num()).unwrap_or(100).clamp(1, 512),
             "--version" => a.version = value.clone(),
+            "--rate" => a.rate = value.parse::<f64>().unwrap_or_else(|_| usage()).max(0.0),
             _ => usage(),
         }
     }
@@ -259,7 +268,10 @@ async fn sync_once(
     )
 }
 
-/// Syncs a collection to the end; returns (key, items, requests).
+/// Syncs a collection to the end; returns (key, items, requests). The
+/// last window's key is confirmed by one more Sync (it carries nothing and
+/// records the confirmation), so what follows is a steady no-change Sync
+/// that writes nothing.
 async fn sync_to_end(
     c: &mut EasClient,
     v: ProtocolVersion,
@@ -275,7 +287,9 @@ async fn sync_to_end(
         key = k;
         items += got;
         if !more {
-            return (key, items, n);
+            let (k, extra, _) = sync_once(c, v, col, &key, window).await;
+            assert_eq!(extra, 0, "nothing after the last window");
+            return (k, items, n);
         }
     }
     panic!("sync of {col} did not end in {max_requests} requests");
@@ -404,17 +418,27 @@ fn main() {
             lat.len()
         );
 
+        // Devices over the small INBOXes, synced to the end.
+        let prepare = |prefix: &'static str| {
+            let (users, version) = (users.clone(), a.version.clone());
+            let (n, window, small) = (a.devices, a.window, a.small);
+            async move {
+                let mut ready = Vec::new();
+                for i in 0..n {
+                    let user = &users[i % users.len()];
+                    let mut d = EasClient::new(addr, user, &demo_password(), &format!("{prefix}{i:04}"), &version);
+                    let inbox = inbox_of(&mut d).await;
+                    let (key, items, _) = sync_to_end(&mut d, v, &inbox, window, small).await;
+                    assert_eq!(items, small);
+                    ready.push((d, inbox, key));
+                }
+                ready
+            }
+        };
+
         // 3b. N devices at once.
         if a.devices > 0 {
-            let mut ready = Vec::new();
-            for i in 0..a.devices {
-                let user = &users[i % users.len()];
-                let mut d = EasClient::new(addr, user, &demo_password(), &format!("LOADDEV{i:04}"), &a.version);
-                let inbox = inbox_of(&mut d).await;
-                let (key, items, _) = sync_to_end(&mut d, v, &inbox, a.window, a.small).await;
-                assert_eq!(items, a.small);
-                ready.push((d, inbox, key));
-            }
+            let ready = prepare("LOADDEV").await;
             println!("{} devices synced; no-change rounds start", a.devices);
             let cpu0 = proc.cpu_seconds();
             let t = Instant::now();
@@ -452,6 +476,58 @@ fn main() {
                 wall.as_secs_f64(),
                 all.len() as f64 / wall.as_secs_f64(),
                 proc.status_kb("VmRSS:") / 1024
+            );
+        }
+
+        // 3c. The same, paced: R syncs/s in all (fresh devices: the loop
+        // detector allows 30 identical requests a minute per device).
+        if a.devices > 0 && a.rate > 0.0 {
+            let ready = prepare("LOADPACE").await;
+            let interval = Duration::from_secs_f64(a.devices as f64 / a.rate);
+            println!(
+                "{} devices synced; paced rounds start ({:.0} syncs/s, one per device every {:.1} ms)",
+                a.devices,
+                a.rate,
+                ms(interval)
+            );
+            let cpu0 = proc.cpu_seconds();
+            let t = Instant::now();
+            let start = tokio::time::Instant::now() + Duration::from_millis(50);
+            let mut tasks = Vec::new();
+            for (i, (mut d, inbox, mut key)) in ready.into_iter().enumerate() {
+                let (rounds, window) = (a.rounds, a.window);
+                let offset = interval.mul_f64(i as f64 / a.devices as f64);
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(rounds);
+                    for r in 0..rounds {
+                        let due = start + offset + interval * r as u32;
+                        tokio::time::sleep_until(due).await;
+                        let (k, n, _) = sync_once(&mut d, v, &inbox, &key, window).await;
+                        lat.push(due.elapsed());
+                        assert_eq!(n, 0);
+                        key = k;
+                    }
+                    lat
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("device task"));
+            }
+            let wall = t.elapsed();
+            let cpu = proc.cpu_seconds() - cpu0;
+            all.sort();
+            println!(
+                "no-change Sync, {} devices paced at {:.0} syncs/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+                 {} syncs in {:.2} s; server CPU {cpu:.2} s ({:.0} us per sync)",
+                a.devices,
+                a.rate,
+                ms(percentile(&all, 0.5)),
+                ms(percentile(&all, 0.99)),
+                ms(*all.last().unwrap_or(&Duration::ZERO)),
+                all.len(),
+                wall.as_secs_f64(),
+                1e6 * cpu / all.len().max(1) as f64
             );
         }
     });
