@@ -93,6 +93,9 @@ pub struct Session {
     folder_names: [(SpecialUse, String); 3],
     /// The mailboxes of the NOTIFY SET in force, if any.
     notify_set: Option<Vec<String>>,
+    /// Tags of the commands this module writes itself (`O1`, `O2`, …;
+    /// `async-imap`'s own are `A0001`…).
+    tags: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -121,6 +124,7 @@ impl Session {
             qresync: false,
             selected: None,
             broken: false,
+            tags: 0,
             folder_names: [
                 (SpecialUse::Drafts, cfg.folder_drafts.clone()),
                 (SpecialUse::Sent, cfg.folder_sent.clone()),
@@ -293,11 +297,24 @@ impl Session {
             }
         }
         let id = match tag {
-            None => self
-                .inner
-                .run_command(&text)
-                .await
-                .map_err(|e| ImapError::Unavailable(format!("{what}: {e}")))?,
+            None => {
+                // One write for the whole line: `run_command` writes the
+                // tag, the space, the command and CRLF separately, and each
+                // piece wakes the server for nothing (~0.5 ms per command
+                // on a busy machine).
+                self.tags += 1;
+                let id = imap_proto::RequestId(format!("O{}", self.tags));
+                text.insert(0, ' ');
+                text.insert_str(0, &id.0);
+                text.push_str("\r\n");
+                self.write_raw(text.as_bytes()).await?;
+                self.inner
+                    .get_mut()
+                    .flush()
+                    .await
+                    .map_err(|e| ImapError::Unavailable(format!("flush: {e}")))?;
+                id
+            }
             Some(id) => {
                 text.push_str("\r\n");
                 self.write_raw(text.as_bytes()).await?;
