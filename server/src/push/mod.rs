@@ -1,6 +1,6 @@
 //! The push hub: where parked Pings wait for a change in the backends.
 //!
-//! One watcher per user ([`imap::run`], a tokio task), shared by all of that
+//! One watcher per user (`imap::run`, a tokio task), shared by all of that
 //! user's devices and parked Pings. A watcher keeps, for every watched
 //! folder, the latest [`Mark`] it saw (IMAP STATUS figures, or a DAV
 //! sync-token) and bumps a generation counter whenever one changes. A parked

@@ -550,7 +550,7 @@ impl Session {
             .map(|_| ())
     }
 
-    /// STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN [HIGHESTMODSEQ]): the cheap poll.
+    /// STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN \[HIGHESTMODSEQ\]): the cheap poll.
     ///
     /// Always the server's current figures: STATUS of the mailbox this
     /// session has selected would answer with the session's own view, which
