@@ -802,25 +802,7 @@ impl Session {
             ),
             &mut |r| {
                 if let Response::Fetch(_, attrs) = r {
-                    let mut h = MessageHeaders::default();
-                    for a in attrs {
-                        match a {
-                            AttributeValue::Uid(u) => h.uid = *u,
-                            AttributeValue::BodySection { data: Some(d), .. } => {
-                                h.fields = parse::parse_header_fields(d)
-                            }
-                            AttributeValue::BodyStructure(bs) => {
-                                let root =
-                                    if matches!(bs, imap_proto::BodyStructure::Multipart { .. }) {
-                                        ""
-                                    } else {
-                                        "1"
-                                    };
-                                h.body = parse::body_part(bs, root, 0);
-                            }
-                            _ => {}
-                        }
-                    }
+                    let h = message_headers(attrs);
                     if h.uid != 0 {
                         out.push(h);
                     }
@@ -851,16 +833,7 @@ impl Session {
                 .to_owned(),
             &mut |r| {
                 if let Response::Fetch(_, attrs) = r {
-                    let mut h = MessageHeaders::default();
-                    for a in attrs {
-                        match a {
-                            AttributeValue::Uid(u) => h.uid = *u,
-                            AttributeValue::BodySection { data: Some(d), .. } => {
-                                h.fields = parse::parse_header_fields(d)
-                            }
-                            _ => {}
-                        }
-                    }
+                    let h = message_headers(attrs);
                     if h.uid != 0 {
                         if out.len() >= MAX_UID_SET {
                             return Err(ImapError::Protocol("FETCH result too large".into()));
@@ -1492,4 +1465,28 @@ fn no_error(
             text: info.to_string(),
         },
     }
+}
+
+/// The UID, the fetched header fields and (when asked for) the body
+/// structure of one FETCH response; what was not fetched stays empty.
+fn message_headers(attrs: &[AttributeValue<'_>]) -> MessageHeaders {
+    let mut h = MessageHeaders::default();
+    for a in attrs {
+        match a {
+            AttributeValue::Uid(u) => h.uid = *u,
+            AttributeValue::BodySection { data: Some(d), .. } => {
+                h.fields = parse::parse_header_fields(d)
+            }
+            AttributeValue::BodyStructure(bs) => {
+                let root = if matches!(bs, imap_proto::BodyStructure::Multipart { .. }) {
+                    ""
+                } else {
+                    "1"
+                };
+                h.body = parse::body_part(bs, root, 0);
+            }
+            _ => {}
+        }
+    }
+    h
 }
