@@ -204,34 +204,12 @@ pub fn redecide(
             (Some(o), Ok(_)) => map(decide_folder_op(state, op, o), DecisionOutput::FolderOp),
             (None, Err(r)) => plain(DecisionOutput::FolderOp(r)),
             // A refused plan never has an outcome and an accepted one always does.
-            (Some(_), Err(_)) => {
-                return Err(StepError::OutcomeMismatch {
-                    expected: 0,
-                    got: 1,
-                })
-            }
-            (None, Ok(_)) => {
-                return Err(StepError::OutcomeMismatch {
-                    expected: 1,
-                    got: 0,
-                })
-            }
+            (o, plan) => return Err(outcome_mismatch(plan.is_ok(), o.is_some())),
         },
         DecisionInput::Move { request, outcome } => match (outcome, plan_move(state, request)) {
             (Some(o), Ok(_)) => map(decide_move(state, request, o)?, DecisionOutput::Move),
             (None, Err(r)) => plain(DecisionOutput::Move(r)),
-            (Some(_), Err(_)) => {
-                return Err(StepError::OutcomeMismatch {
-                    expected: 0,
-                    got: 1,
-                })
-            }
-            (None, Ok(_)) => {
-                return Err(StepError::OutcomeMismatch {
-                    expected: 1,
-                    got: 0,
-                })
-            }
+            (o, plan) => return Err(outcome_mismatch(plan.is_ok(), o.is_some())),
         },
         DecisionInput::Provision { request, new_key } => map(
             decide_provision(state, request, *new_key, now, config),
@@ -297,6 +275,15 @@ output_from! {
     PolicyCheck => PolicyCheck,
     SendCheck => SendCheck,
     MailAccepted => Sent,
+}
+
+/// A recorded outcome that does not fit the plan: an accepted plan needs one
+/// outcome, a refused plan none.
+fn outcome_mismatch(plan_accepted: bool, has_outcome: bool) -> StepError {
+    StepError::OutcomeMismatch {
+        expected: usize::from(plan_accepted),
+        got: usize::from(has_outcome),
+    }
 }
 
 #[cfg(test)]
