@@ -200,7 +200,10 @@ dovecot_up() {
   _dovecot_raise_inotify
   _dovecot_write_config
   ulimit -n 65536 2>/dev/null || true
-  dovecot -c "$DOVECOT_CONF" || die "dovecot failed to start (see $DOVECOT_DIR/dovecot.log)"
+  # The master daemonises but keeps the stderr it was given: hand it a file, not the caller's
+  # terminal or pipe (`scripts/stack up | tail` would otherwise wait for Dovecot to exit).
+  dovecot -c "$DOVECOT_CONF" </dev/null >/dev/null 2>>"$DOVECOT_DIR/dovecot-start.log" ||
+    { cat "$DOVECOT_DIR/dovecot-start.log" >&2; die "dovecot failed to start (see $DOVECOT_DIR/dovecot.log)"; }
   wait_port 127.0.0.1 $DOVECOT_IMAP_PORT 30 || die "dovecot IMAP did not open port $DOVECOT_IMAP_PORT"
   wait_port 127.0.0.1 $DOVECOT_LMTP_PORT 30 || die "dovecot LMTP did not open port $DOVECOT_LMTP_PORT"
 }
