@@ -54,6 +54,32 @@ fn key() -> DeviceKey {
     DeviceKey::new("alice@example.test", "DEV1").unwrap()
 }
 
+/// A store in `dir` whose device already holds one committed event
+/// (PolicyKeyIssued 1), with the sessions that wrote it.
+async fn one_event_device(dir: &tempfile::TempDir) -> (Arc<Store>, Sessions) {
+    let store = store(dir).await;
+    let sessions = Sessions::new(store.clone(), 0, 16);
+    {
+        let mut s = sessions.open(key()).await.unwrap();
+        s.commit(&[Event::PolicyKeyIssued {
+            policy_key: PolicyKey(1),
+        }])
+        .await
+        .unwrap();
+    }
+    (store, sessions)
+}
+
+/// Appends `event` at head 1 as another writer (another node, an
+/// administrator's command) would: behind the sessions' back.
+async fn append_behind(store: &Store, event: &Event) {
+    let bytes = opush_engine::encode_event(event).unwrap();
+    store
+        .append(AppendBatch::new(key(), 1).event(1, bytes))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn state_survives_a_reload_with_and_without_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,29 +118,19 @@ async fn state_survives_a_reload_with_and_without_snapshot() {
 #[tokio::test]
 async fn a_concurrent_writer_is_a_retryable_conflict_that_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let sessions = Sessions::new(store.clone(), 0, 16);
-    {
-        let mut s = sessions.open(key()).await.unwrap();
-        s.commit(&[Event::PolicyKeyIssued {
-            policy_key: PolicyKey(1),
-        }])
-        .await
-        .unwrap();
-    }
+    let (store, sessions) = one_event_device(&dir).await;
     // Another node appends behind this process's back while a request of
     // this process holds the device: its commit is a conflict.
-    let other = opush_engine::encode_event(&Event::PolicyKeyIssued {
-        policy_key: PolicyKey(2),
-    })
-    .unwrap();
     {
         let mut s = sessions.open(key()).await.unwrap();
         assert_eq!(s.head(), 1);
-        store
-            .append(AppendBatch::new(key(), 1).event(1, other))
-            .await
-            .unwrap();
+        append_behind(
+            &store,
+            &Event::PolicyKeyIssued {
+                policy_key: PolicyKey(2),
+            },
+        )
+        .await;
         let err = s
             .commit(&[Event::PolicyKeyIssued {
                 policy_key: PolicyKey(3),
@@ -270,26 +286,16 @@ async fn settings_store_device_information_and_answer_user_information() {
 #[tokio::test]
 async fn a_state_kept_in_memory_is_not_used_once_the_store_moved_on() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let sessions = Sessions::new(store.clone(), 0, 16);
-    {
-        let mut s = sessions.open(key()).await.unwrap();
-        s.commit(&[Event::PolicyKeyIssued {
-            policy_key: PolicyKey(1),
-        }])
-        .await
-        .unwrap();
-    }
+    let (store, sessions) = one_event_device(&dir).await;
     // An administrator's wipe, appended by another process between two
     // requests: the next request sees it without first failing a commit.
-    let wipe = opush_engine::encode_event(&Event::WipeRequested {
-        at: opush_engine::Timestamp(5),
-    })
-    .unwrap();
-    store
-        .append(AppendBatch::new(key(), 1).event(1, wipe))
-        .await
-        .unwrap();
+    append_behind(
+        &store,
+        &Event::WipeRequested {
+            at: opush_engine::Timestamp(5),
+        },
+    )
+    .await;
     let s = sessions.open(key()).await.unwrap();
     assert_eq!(s.head(), 2);
     assert_eq!(s.state().wipe, opush_engine::WipeState::Requested);
@@ -350,28 +356,18 @@ async fn one_request_reads_the_head_once_the_next_request_reads_it_again() {
     use opush_server::obs::scope::run;
     use opush_server::obs::RequestScope;
     let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let sessions = Sessions::new(store.clone(), 0, 16);
-    {
-        let mut s = sessions.open(key()).await.unwrap();
-        s.commit(&[Event::PolicyKeyIssued {
-            policy_key: PolicyKey(1),
-        }])
-        .await
-        .unwrap();
-    }
-    let wipe = opush_engine::encode_event(&Event::WipeRequested {
-        at: opush_engine::Timestamp(5),
-    })
-    .unwrap();
+    let (store, sessions) = one_event_device(&dir).await;
     run(RequestScope::new(), async {
         assert_eq!(sessions.open(key()).await.unwrap().head(), 1);
         // Another writer, within the same request: this request's later
         // opens keep the head it read (one head read per request)...
-        store
-            .append(AppendBatch::new(key(), 1).event(1, wipe))
-            .await
-            .unwrap();
+        append_behind(
+            &store,
+            &Event::WipeRequested {
+                at: opush_engine::Timestamp(5),
+            },
+        )
+        .await;
         assert_eq!(sessions.open(key()).await.unwrap().head(), 1);
     })
     .await;
