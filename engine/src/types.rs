@@ -70,11 +70,17 @@ impl SyncKey {
     /// Parses the wire form; anything that is not a decimal u64 is `None`
     /// (the caller answers "invalid SyncKey").
     pub fn parse(s: &str) -> Option<SyncKey> {
-        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok().map(SyncKey)
+        decimal(s, 20).map(SyncKey)
     }
+}
+
+/// The plain decimal wire form of the numeric identifiers: ASCII digits
+/// only (no sign, no blanks), at most `max_len` of them, within `T`'s range.
+fn decimal<T: std::str::FromStr>(s: &str, max_len: usize) -> Option<T> {
+    if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 impl fmt::Display for SyncKey {
@@ -93,10 +99,7 @@ pub struct CollectionId(pub u32);
 impl CollectionId {
     /// Parses the decimal wire form.
     pub fn parse(s: &str) -> Option<CollectionId> {
-        if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok().map(CollectionId)
+        decimal(s, 10).map(CollectionId)
     }
 }
 
@@ -124,12 +127,9 @@ impl ServerId {
     pub fn parse(s: &str) -> Option<ServerId> {
         let (c, n) = s.split_once(':')?;
         let collection = CollectionId::parse(c)?;
-        if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
         Some(ServerId {
             collection,
-            n: n.parse().ok()?,
+            n: decimal(n, 10)?,
         })
     }
 }
