@@ -32,6 +32,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   sizes are unchanged (`record.rs` checks them), so version-2 records
 ///   decode as they are (`tests/replay/email-v2.bundle` replays); a
 ///   version-2 binary refuses version-3 records as newer.
+/// * 4: adds `SyncWait` at the end of [`crate::DecisionInput`] and
+///   [`crate::DecisionOutput`] (a Sync's `Wait`/`HeartbeatInterval`,
+///   `crate::decide_sync_wait`); archived sizes unchanged, so version-3
+///   records decode as they are.
 ///
 /// `Event::Decided` embeds [`crate::DecisionRecord`], hence `EngineConfig`
 /// and the input/response types of every `decide_*`: a field added to any
@@ -39,7 +43,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///
 /// New variants go at the end of [`Event`] and keep their inline size small
 /// (box large payloads) so the archived size of `Event` does not grow.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 const EVENT_MAGIC: &[u8; 4] = b"OPEV";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";

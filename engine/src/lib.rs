@@ -119,6 +119,7 @@ mod send;
 mod snapshot;
 mod state;
 mod sync;
+mod sync_wait;
 mod types;
 
 pub use decision::{Decision, EngineConfig, StepError};
@@ -151,6 +152,10 @@ pub use state::{
 pub use sync::{
     decide_sync, plan_sync, BackendEffect, ClientCommand, Conflict, EffectOutcome, SyncInput,
     SyncRequest, SyncResponse, SyncStatus,
+};
+pub use sync_wait::{
+    decide_sync_wait, wait_bounds, SyncWaitRequest, SyncWaitResponse, MAX_WAIT_MINUTES,
+    MIN_WAIT_MINUTES,
 };
 pub use types::{
     BackendFolderId, BackendItemId, ClientId, CollectionId, Command, Digest, FilterType,

@@ -25,6 +25,7 @@ use crate::provision::{
 use crate::send::{check_send, decide_sent, MailAccepted, SendCheck, SendRequest};
 use crate::state::DeviceState;
 use crate::sync::{decide_sync, plan_sync, SyncInput, SyncResponse};
+use crate::sync_wait::{decide_sync_wait, SyncWaitRequest, SyncWaitResponse};
 use crate::types::{
     ClientId, CollectionId, Command, PolicyKey, ProtocolVersion, SyncKey, Timestamp,
 };
@@ -91,6 +92,9 @@ pub enum DecisionInput {
         /// The request's ClientId, if any.
         client_id: Option<ClientId>,
     },
+    /// [`decide_sync_wait`]: a Sync's `Wait`/`HeartbeatInterval` (format
+    /// version 4).
+    SyncWait(SyncWaitRequest),
 }
 
 impl DecisionInput {
@@ -112,6 +116,7 @@ impl DecisionInput {
             DecisionInput::PolicyCheck { .. } => "PolicyCheck",
             DecisionInput::SendCheck(_) => "SendCheck",
             DecisionInput::Sent { .. } => "Sent",
+            DecisionInput::SyncWait(_) => "SyncWait",
         }
     }
 }
@@ -142,6 +147,8 @@ pub enum DecisionOutput {
     SendCheck(SendCheck),
     /// The message was accepted and its ClientId remembered (format version 3).
     Sent(MailAccepted),
+    /// The long-poll decision of a Sync (format version 4).
+    SyncWait(SyncWaitResponse),
 }
 
 /// One decision as the log keeps it.
@@ -243,6 +250,10 @@ pub fn redecide(
             response: DecisionOutput::Sent(MailAccepted),
             events: decide_sent(client_id.as_ref(), now),
         },
+        DecisionInput::SyncWait(request) => map(
+            decide_sync_wait(request, now, config),
+            DecisionOutput::SyncWait,
+        ),
     })
 }
 
@@ -275,6 +286,7 @@ output_from! {
     PolicyCheck => PolicyCheck,
     SendCheck => SendCheck,
     MailAccepted => Sent,
+    SyncWaitResponse => SyncWait,
 }
 
 /// A recorded outcome that does not fit the plan: an accepted plan needs one

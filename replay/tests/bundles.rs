@@ -83,11 +83,10 @@ fn an_altered_observation_changes_the_final_state() {
 
 #[test]
 fn a_bundle_from_a_newer_engine_is_refused_clearly() {
-    let (_, bundle) = bundles().remove(0);
-    let text = bundle.to_json().replace(
-        &format!("\"engine_format_version\": {FORMAT_VERSION}"),
-        &format!("\"engine_format_version\": {}", FORMAT_VERSION + 1),
-    );
+    let (_, mut bundle) = bundles().remove(0);
+    // Whatever version the golden was recorded with (older ones are kept).
+    bundle.engine_format_version = FORMAT_VERSION + 1;
+    let text = bundle.to_json();
     let err = Bundle::from_json(&text).unwrap_err();
     assert!(matches!(err, BundleError::NewerEngine { .. }), "{err}");
     let msg = err.to_string();

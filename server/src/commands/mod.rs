@@ -29,6 +29,7 @@ pub mod settings;
 pub mod smart_forward;
 pub mod smart_reply;
 pub mod sync;
+pub mod sync_wait;
 
 use bytes::Bytes;
 use opush_protocol::headers::CONTENT_TYPE_WBXML;

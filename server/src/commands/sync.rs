@@ -62,7 +62,9 @@ pub async fn handle_sync(
         }
         None => None,
     };
-    let req = match resolve_request(wire, &ctx.caller(), eas).await? {
+    // Boxed: a long-poll Sync keeps this future while parked, so it holds
+    // only what the wait needs, not the steps' state (see `sync_wait`).
+    let req = match Box::pin(resolve_request(wire, &ctx.caller(), eas)).await? {
         Ok(req) => req,
         Err(answer) => {
             return Ok(EasResponse::wbxml(encode_to_vec(
@@ -70,7 +72,17 @@ pub async fn handle_sync(
             )))
         }
     };
-    let res = sync(&req, ctx.version, &ctx.caller(), eas).await?;
+    if super::sync_wait::wants_wait(&req) {
+        let release = || ctx.in_flight.release();
+        let waited =
+            super::sync_wait::sync_waiting(&req, ctx.version, &ctx.caller(), eas, release).await?;
+        return Ok(match waited {
+            Some(res) => EasResponse::wbxml(encode_to_vec(&res.to_element(ctx.version))),
+            // [MS-ASCMD] 2.2.1.21.2: the empty Sync response.
+            None => EasResponse::empty(),
+        });
+    }
+    let res = Box::pin(sync(&req, ctx.version, &ctx.caller(), eas)).await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))

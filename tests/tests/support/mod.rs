@@ -36,6 +36,9 @@ pub struct Options {
     pub imap_port: u16,
     /// `[policy] require_provisioning`.
     pub require_provisioning: bool,
+    /// More configuration, appended to the file (whole sections, e.g.
+    /// `"[devices]\nheartbeat_min_s = 1\n"`).
+    pub extra_toml: String,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
         Options {
             imap_port: 1143,
             require_provisioning: false,
+            extra_toml: String::new(),
         }
     }
 }
@@ -60,6 +64,14 @@ impl Opush {
     /// A device of `user` (stack password) speaking `version`.
     pub fn client(&self, user: &str, device_id: &str, version: &str) -> EasClient {
         EasClient::new(self.addr, user, &demo_password(), device_id, version)
+    }
+
+    /// [`Opush::stop`], keeping the embedded store's directory (open it
+    /// with `path` = the directory), e.g. to export a device's log.
+    pub async fn stop_keeping_store(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        self.stop().await;
+        dir
     }
 
     /// Graceful shutdown, waiting for the server to stop.
@@ -105,11 +117,12 @@ pub async fn start(opts: Options) -> Opush {
          [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
          [imap]\nhost = \"127.0.0.1\"\nport = {}\n\
          master_user = \"opush-master\"\nmaster_password = \"{}\"\n\
-         [policy]\nrequire_provisioning = {}\n",
+         [policy]\nrequire_provisioning = {}\n{}",
         dir.path().display(),
         opts.imap_port,
         demo_password(),
         opts.require_provisioning,
+        opts.extra_toml,
     ))
     .unwrap();
     {
