@@ -112,7 +112,7 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             http(413, vec![])
         }
         ServerError::Auth(AuthError::Unavailable(_)) => {
-            crate::obs::metrics::backend_error("auth");
+            crate::obs::metrics::backend_error("auth", "unavailable");
             tracing::error!(target: "AUTHENTICATION", cmd, error = %err, "cannot authenticate: credential backend down");
             http(503, vec![retry(settings.retry_after)])
         }
@@ -203,11 +203,16 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             send_failure(failure, err, ctx, settings)
         }
         ServerError::Command(
-            e @ (CommandError::BackendUnavailable(_) | CommandError::StorageUnavailable(_)),
+            e @ (CommandError::BackendUnavailable(_)
+            | CommandError::BackendFailed { .. }
+            | CommandError::StorageUnavailable(_)),
         ) => {
             match e {
                 CommandError::StorageUnavailable(_) => crate::obs::metrics::storage_error(),
-                _ => crate::obs::metrics::backend_error("backend"),
+                CommandError::BackendFailed { backend, kind, .. } => {
+                    crate::obs::metrics::backend_error(backend, kind)
+                }
+                _ => crate::obs::metrics::backend_error("unknown", "unavailable"),
             }
             tracing::error!(target: "BACKEND", cmd, error = %err, "command failed, device will retry");
             // [MS-ASCMD] 2.2.2: 111 ServerErrorRetryLater (14.0+); 503 before.
@@ -250,11 +255,13 @@ fn send_failure(
             status_or(ctx, 116, || http(400, vec![]))
         }
         SendFailure::Refused(_) => {
+            crate::obs::metrics::backend_error("smtp", "rejected");
             tracing::error!(cmd, error = %err, "relay refused the message");
             // 120 MailSubmissionFailed.
             status_or(ctx, 120, || http(400, vec![]))
         }
         SendFailure::RelayUnavailable(_) => {
+            crate::obs::metrics::backend_error("smtp", "unavailable");
             tracing::error!(cmd, error = %err, "relay unavailable, device will retry");
             status_or(ctx, 111, || {
                 http(
@@ -430,6 +437,24 @@ mod tests {
         );
         assert_eq!(res.http_status, 401);
         assert!(header(&res, "WWW-Authenticate").is_some());
+    }
+
+    #[test]
+    fn backend_failures_are_counted_by_backend_and_kind() {
+        let series = "opush_backend_errors_total{backend=\"imap\",kind=\"protocol\"} ";
+        let count = || {
+            crate::obs::metrics::render()
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let before = count();
+        let err = ServerError::Command(crate::session::imap_error(
+            crate::backends::imap::ImapError::Protocol("garbage".into()),
+        ));
+        let res = respond(&err, ctx(Command::Sync, ProtocolVersion::V14_1), SETTINGS);
+        assert_eq!(status_of(&res), "111");
+        assert!(count() > before, "{}", crate::obs::metrics::render());
     }
 
     #[test]

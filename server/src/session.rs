@@ -1152,7 +1152,11 @@ impl EasServices {
 
 /// Maps an IMAP failure to the handler error (the device retries).
 pub fn imap_error(e: crate::backends::imap::ImapError) -> crate::commands::CommandError {
-    crate::commands::CommandError::BackendUnavailable(e.to_string())
+    crate::commands::CommandError::BackendFailed {
+        backend: "imap",
+        kind: e.kind(),
+        reason: e.to_string(),
+    }
 }
 
 /// The store key of a user's device (a bad id is the request's fault).

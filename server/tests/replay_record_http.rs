@@ -148,6 +148,24 @@ async fn a_provisioning_and_sendmail_session_replays_identically() {
             _ => None,
         })
         .collect();
+    // The gate's refusal is answered, and the answer recorded like any other.
+    let events = bundle.decoded().unwrap();
+    let refused = events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Decided { req_id, record, .. }
+                if record.output == DecisionOutput::PolicyCheck(PolicyCheck::Status(142)) =>
+            {
+                Some(*req_id)
+            }
+            _ => None,
+        })
+        .expect("the gate's 142 is recorded");
+    assert!(
+        events.iter().any(|(_, e)| matches!(e,
+            Event::ResponseSent { req_id, status: 200, .. } if *req_id == refused)),
+        "no ResponseSent for the refused request"
+    );
     let has = |f: &dyn Fn(&DecisionOutput) -> bool| decided.iter().any(|(_, o)| f(o));
     assert!(has(
         &|o| *o == DecisionOutput::PolicyCheck(PolicyCheck::Status(142))

@@ -150,8 +150,23 @@ pub enum CommandError {
     #[error("backend refused the credentials of {0}")]
     CredentialsRejected(String),
     /// A backend (IMAP, SMTP, DAV, LDAP) is unreachable; the device retries.
+    /// Metrics label it `unknown`: prefer [`CommandError::BackendFailed`],
+    /// which says which backend and how.
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
+    /// A backend (or the server's own machinery) failed during the command;
+    /// the device retries. Counted in `opush_backend_errors_total` with its
+    /// `backend` and `kind` labels.
+    #[error("{backend} failed ({kind}): {reason}")]
+    BackendFailed {
+        /// Which backend: `imap`, `smtp`, `dav`, `ldap`, or `engine` / `os`
+        /// for the server's own failures.
+        backend: &'static str,
+        /// What kind of failure (`unavailable`, `protocol`, …).
+        kind: &'static str,
+        /// What happened (logged, never sent).
+        reason: String,
+    },
     /// The store failed; nothing was written and the device retries.
     #[error("storage unavailable: {0}")]
     StorageUnavailable(String),

@@ -91,8 +91,13 @@ pub async fn move_items(
                 }
             }
         };
-        let decision = decide_move(rec.state(), &engine_req, &outcome)
-            .map_err(|e| CommandError::BackendUnavailable(format!("move plan mismatch: {e}")))?;
+        let decision = decide_move(rec.state(), &engine_req, &outcome).map_err(|e| {
+            CommandError::BackendFailed {
+                backend: "engine",
+                kind: "plan_mismatch",
+                reason: format!("move: {e}"),
+            }
+        })?;
         let input = DecisionInput::Move {
             request: engine_req,
             outcome: Some(outcome),

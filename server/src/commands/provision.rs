@@ -167,8 +167,11 @@ pub async fn provision(
 /// A fresh non-zero policy key (0 means "no key" on the wire).
 fn new_policy_key() -> Result<u32, CommandError> {
     loop {
-        let k = getrandom::u32()
-            .map_err(|e| CommandError::BackendUnavailable(format!("no randomness: {e}")))?;
+        let k = getrandom::u32().map_err(|e| CommandError::BackendFailed {
+            backend: "os",
+            kind: "randomness",
+            reason: e.to_string(),
+        })?;
         if k != 0 {
             return Ok(k);
         }

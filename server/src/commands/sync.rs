@@ -432,8 +432,10 @@ pub async fn sync(
             request: prepared.request,
             outcomes,
         };
-        let mismatch = |e: opush_engine::StepError| {
-            CommandError::BackendUnavailable(format!("sync plan mismatch: {e}"))
+        let mismatch = |e: opush_engine::StepError| CommandError::BackendFailed {
+            backend: "engine",
+            kind: "plan_mismatch",
+            reason: format!("sync: {e}"),
         };
         let mut decision = decide_sync(rec.state(), &input, at, &eas.engine).map_err(mismatch)?;
         // A window whose messages exceed the bytes budget is decided again,

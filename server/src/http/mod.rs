@@ -722,7 +722,28 @@ where
         .await?
         {
             ProvisionVerdict::Pass => {}
-            verdict => return Err(ServerError::ProvisionRequired(verdict)),
+            verdict => {
+                // The refusal is the request's answer: answered here so the
+                // device log gets its ResponseSent (replay sees it).
+                let res = error::respond(
+                    &ServerError::ProvisionRequired(verdict),
+                    access.ctx,
+                    ErrorSettings {
+                        retry_after: app.settings.retry_after,
+                        realm: &app.settings.realm,
+                    },
+                );
+                let device = crate::session::device_key(&user.user, &request.device_id)?;
+                Box::pin(crate::session::record_response(
+                    eas,
+                    device,
+                    &meta,
+                    res.http_status,
+                    &res.body,
+                ))
+                .await;
+                return Ok(res);
+            }
         }
     }
 

@@ -10,7 +10,7 @@
 //! `opush_request_duration_seconds{command}` (histogram),
 //! `opush_parked_pings`, `opush_devices`, `opush_devices_created_total`,
 //! `opush_storage_errors_total`,
-//! `opush_backend_errors_total{backend}`, `opush_retries_total{what}`.
+//! `opush_backend_errors_total{backend,kind}`, `opush_retries_total{what}`.
 //! Other modules update them with the functions below (one call each).
 
 use std::collections::BTreeMap;
@@ -48,7 +48,7 @@ struct Tables {
     requests: BTreeMap<(String, u16, Option<u16>), u64>,
     latency: BTreeMap<String, Histogram>,
     storage_errors: u64,
-    backend_errors: BTreeMap<&'static str, u64>,
+    backend_errors: BTreeMap<(&'static str, &'static str), u64>,
     retries: BTreeMap<&'static str, u64>,
     devices_created: u64,
 }
@@ -137,9 +137,11 @@ pub fn storage_error() {
     tables().storage_errors += 1;
 }
 
-/// A backend (`imap`, `smtp`, `dav`, `ldap`, `auth`) failed.
-pub fn backend_error(backend: &'static str) {
-    *tables().backend_errors.entry(backend).or_default() += 1;
+/// A backend (`imap`, `smtp`, `dav`, `ldap`, `auth`; `engine` and `os`
+/// for the server's own failures) failed, with the `kind` of failure
+/// (`unavailable`, `protocol`, `rejected`, …).
+pub fn backend_error(backend: &'static str, kind: &'static str) {
+    *tables().backend_errors.entry((backend, kind)).or_default() += 1;
 }
 
 /// An operation was retried (`storage`, …).
@@ -228,11 +230,14 @@ pub fn render() -> String {
     let _ = writeln!(o, "opush_storage_errors_total {}", t.storage_errors);
     let _ = writeln!(
         o,
-        "# HELP opush_backend_errors_total Backend failures (requests failed by a backend, push watchers losing IMAP), by backend."
+        "# HELP opush_backend_errors_total Backend failures (requests failed by a backend, push watchers losing IMAP), by backend and kind of failure."
     );
     let _ = writeln!(o, "# TYPE opush_backend_errors_total counter");
-    for (b, n) in &t.backend_errors {
-        let _ = writeln!(o, "opush_backend_errors_total{{backend=\"{b}\"}} {n}");
+    for ((b, k), n) in &t.backend_errors {
+        let _ = writeln!(
+            o,
+            "opush_backend_errors_total{{backend=\"{b}\",kind=\"{k}\"}} {n}"
+        );
     }
     let _ = writeln!(
         o,

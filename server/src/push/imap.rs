@@ -107,7 +107,7 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
                 }
                 Err(e) => {
                     tracing::warn!(user = %watch.user(), error = %e, retry_in = ?backoff, "push watcher cannot log in");
-                    crate::obs::metrics::backend_error("imap");
+                    crate::obs::metrics::backend_error("imap", e.kind());
                     crate::obs::metrics::retry("imap");
                     watch.set_connected(false);
                     let _ = tokio::time::timeout(backoff, watch.replanned()).await;
@@ -148,7 +148,7 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
         };
         if let Err(e) = round {
             tracing::warn!(user = %watch.user(), error = %e, retry_in = ?backoff, "push watcher lost IMAP");
-            crate::obs::metrics::backend_error("imap");
+            crate::obs::metrics::backend_error("imap", e.kind());
             crate::obs::metrics::retry("imap");
             session = None;
             watch.set_connected(false);

@@ -85,6 +85,21 @@ impl ImapError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ImapError::Unavailable(_))
     }
+
+    /// A short name of the kind of failure, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ImapError::Auth { .. } => "auth",
+            ImapError::Unavailable(_) => "unavailable",
+            ImapError::Protocol(_) => "protocol",
+            ImapError::NotFound(_) => "not_found",
+            ImapError::AlreadyExists(_) => "already_exists",
+            ImapError::Rejected { .. } => "rejected",
+            ImapError::TooLarge { .. } => "too_large",
+            ImapError::Unsupported(_) => "unsupported",
+            ImapError::InvalidInput(_) => "invalid_input",
+        }
+    }
 }
 
 /// Role of a folder, from SPECIAL-USE (RFC 6154), or configured names as fallback.
