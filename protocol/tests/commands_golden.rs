@@ -178,6 +178,7 @@ fn sync() {
                         client_id: ClientId::from("c1"),
                         server_id: Some(ServerId::from("9:1")),
                         status: SyncStatus::Success,
+                        application_data: None,
                     },
                 ]),
                 commands: Some(vec![

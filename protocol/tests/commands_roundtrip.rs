@@ -109,6 +109,7 @@ fn attachment() -> BoxedStrategy<Attachment> {
                     content_id,
                     content_location: None,
                     is_inline,
+                    client_id: None,
                 }
             },
         )
@@ -466,6 +467,7 @@ fn sync_response() -> impl Strategy<Value = SyncResponse> {
                 client_id: ClientId(c),
                 server_id: s.map(ServerId),
                 status: st,
+                application_data: None,
             }
         }),
         (word(), status(SyncStatus::from_code), of(word())).prop_map(|(s, st, i)| {
@@ -474,6 +476,7 @@ fn sync_response() -> impl Strategy<Value = SyncResponse> {
                 server_id: ServerId(s),
                 status: st,
                 instance_id: i,
+                application_data: None,
             }
         }),
         (word(), status(SyncStatus::from_code), of(word())).prop_map(|(s, st, i)| {

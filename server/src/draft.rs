@@ -7,7 +7,17 @@
 //! (`EffectOutcome::Replaced`), so the device never sees a Delete + Add for
 //! its own edit. A retried Sync (same SyncKey) is answered from the record
 //! and never replaces twice. The message building is pure; only
-//! [`replace_draft`] talks to IMAP.
+//! [`replace_draft`] (and [`attachment_refs`], for the answer) talk to IMAP.
+//!
+//! Attachments ([MS-ASAIRS] 2.2.2.2 `Add`, 2.2.2.21 `Delete`, 16.0+): an
+//! Add or Change may carry `Attachments/Add` (content, name, type, inline
+//! ContentId) and, for a Change, `Attachments/Delete` by FileReference. The
+//! rebuilt message keeps the old attachments that are not deleted, in
+//! order, then the added ones; the answer gives each added attachment's
+//! ClientId with its FileReference (`<ServerId>:<index>`, the index among
+//! the message's attachments, as ItemOperations reads it). A draft larger
+//! than `MAX_MESSAGE_BYTES` once rebuilt is refused (the device's command
+//! fails; nothing is written).
 
 use std::borrow::Cow;
 
@@ -16,8 +26,12 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 use mail_parser::MessageParser;
-use opush_engine::EffectOutcome;
-use opush_protocol::commands::items::Email;
+use std::collections::HashMap;
+
+use opush_engine::{EffectOutcome, ReplyKind};
+use opush_protocol::commands::airsyncbase::{Attachment, AttachmentAdd};
+use opush_protocol::commands::items::{ApplicationData, Email};
+use opush_protocol::commands::sync::{ClientCommand, SyncCollectionRequest};
 
 use crate::backends::imap::{Flag, PooledSession};
 use crate::commands::sync::{observed, MAX_MESSAGE_BYTES};
@@ -29,17 +43,21 @@ pub fn edits_content(change: &Email) -> bool {
         || change.cc.is_some()
         || change.subject.is_some()
         || change.body.as_ref().is_some_and(|b| b.data.is_some())
+        || !change.attachments_add.is_empty()
+        || !change.attachments_delete.is_empty()
 }
 
 /// The RFC 5322 form of a draft the device added: From the user, its To,
 /// Cc, Subject and body (HTML when the device sent Type 2).
 pub fn new_draft(from: &str, email: &Email) -> Vec<u8> {
-    edited_draft(from, b"", email)
+    edited_draft(from, b"", email, "")
 }
 
 /// The edited draft: what the device's Change carries, the rest (To, Cc,
 /// Subject, body, threading headers, attachments) kept from `old`.
-pub fn edited_draft(from: &str, old: &[u8], change: &Email) -> Vec<u8> {
+/// `server_id` is the draft's ServerId: a deleted FileReference names an
+/// attachment of this item (`<server_id>:<index>`); others are ignored.
+pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> Vec<u8> {
     let parsed = if old.is_empty() {
         None
     } else {
@@ -79,14 +97,24 @@ pub fn edited_draft(from: &str, old: &[u8], change: &Email) -> Vec<u8> {
         Some(text) => MimePart::new(utf8("text/plain"), BodyPart::Text(text.into())),
         None => old_body(parsed.as_ref()),
     };
-    let attachments: Vec<MimePart<'_>> = parsed
+    let deleted: Vec<u32> = change
+        .attachments_delete
+        .iter()
+        .filter_map(|f| crate::email::FileReference::parse(f))
+        .filter(|f| f.server_id == server_id)
+        .map(|f| f.index)
+        .collect();
+    let mut attachments: Vec<MimePart<'_>> = parsed
         .as_ref()
         .map(|m| {
             m.attachments()
-                .filter_map(crate::reply::attachment)
+                .enumerate()
+                .filter(|(i, _)| !deleted.contains(&(*i as u32)))
+                .filter_map(|(_, part)| crate::reply::attachment(part))
                 .collect()
         })
         .unwrap_or_default();
+    attachments.extend(change.attachments_add.iter().map(added_part));
     builder = if attachments.is_empty() {
         builder.body(body)
     } else {
@@ -99,6 +127,31 @@ pub fn edited_draft(from: &str, old: &[u8], change: &Email) -> Vec<u8> {
     // Writing to a Vec cannot fail.
     let _ = builder.write_to(&mut out);
     out
+}
+
+/// The MIME part of an attachment the device added.
+fn added_part(add: &AttachmentAdd) -> MimePart<'_> {
+    let mime = add
+        .content_type
+        .as_deref()
+        .filter(|t| t.contains('/') && !t.contains(['\r', '\n']))
+        .unwrap_or("application/octet-stream");
+    let part = MimePart::new(
+        ContentType::new(mime),
+        BodyPart::Binary(Cow::Borrowed(&add.content)),
+    );
+    let cid = add.content_id.as_deref().filter(|c| !c.is_empty());
+    match (add.is_inline == Some(true), cid) {
+        (true, Some(cid)) => part.inline().cid(cid.trim_matches(['<', '>']).to_owned()),
+        _ => {
+            let name = add
+                .display_name
+                .as_deref()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or("attachment");
+            part.attachment(name.to_owned())
+        }
+    }
 }
 
 fn utf8(mime: &str) -> ContentType<'_> {
@@ -130,7 +183,7 @@ fn old_body<'a>(old: Option<&'a mail_parser::Message<'a>>) -> MimePart<'a> {
 pub async fn replace_draft(
     imap: &mut PooledSession,
     raw: &str,
-    uid: u32,
+    (uid, server_id): (u32, &str),
     from: &str,
     change: &Email,
 ) -> EffectOutcome {
@@ -158,7 +211,11 @@ pub async fn replace_draft(
         .clone()
         .unwrap_or_else(|| old_flags.keywords.clone());
     flags.extend(keywords.into_iter().map(Flag::Keyword));
-    let message = edited_draft(from, &old, change);
+    let message = edited_draft(from, &old, change, server_id);
+    if message.len() as u64 > MAX_MESSAGE_BYTES {
+        tracing::warn!(target: "MAIL.DATA", folder = raw, uid, bytes = message.len(), "edited draft too large, not replaced");
+        return EffectOutcome::Failed;
+    }
     let new_uid = match imap.append(raw, &flags, None, &message).await {
         Ok(Some(u)) => u,
         _ => return EffectOutcome::Failed,
@@ -176,6 +233,112 @@ pub async fn replace_draft(
         },
         Err(_) => EffectOutcome::Failed,
     }
+}
+
+/// The drafts of one collection's answer whose Add or Change (status 1)
+/// added attachments: their ServerId number → (UID now, the device's
+/// Email), for [`attachment_refs`].
+pub type AddedAttachments<'r> = HashMap<u32, (u32, &'r Email)>;
+
+/// [`AddedAttachments`] of `r`, the engine's answer to `wire`, with the
+/// item UIDs from `state` (after the decision).
+pub fn added_attachments<'r>(
+    wire: &'r SyncCollectionRequest,
+    state: &opush_engine::DeviceState,
+    r: &opush_engine::SyncResponse,
+) -> AddedAttachments<'r> {
+    let mut out = HashMap::new();
+    let Some(col) = state.collections.get(&r.collection) else {
+        return out;
+    };
+    for reply in r.replies.iter().filter(|reply| reply.status == 1) {
+        let Some(s) = reply.server_id else { continue };
+        let email = wire
+            .commands
+            .iter()
+            .flatten()
+            .find_map(|c| match (c, reply.kind) {
+                (
+                    ClientCommand::Add {
+                        client_id,
+                        application_data: ApplicationData::Email(e),
+                        ..
+                    },
+                    ReplyKind::Add,
+                ) if reply
+                    .client_id
+                    .as_ref()
+                    .is_some_and(|id| id.0 == client_id.0) =>
+                {
+                    Some(e)
+                }
+                (
+                    ClientCommand::Change {
+                        server_id,
+                        application_data: ApplicationData::Email(e),
+                        ..
+                    },
+                    ReplyKind::Change,
+                ) if opush_engine::ServerId::parse(&server_id.0) == Some(s) => Some(e),
+                _ => None,
+            });
+        let Some(email) = email.filter(|e| !e.attachments_add.is_empty()) else {
+            continue;
+        };
+        let uid = col
+            .by_n
+            .get(&s.n)
+            .and_then(crate::commands::sync::uid_of)
+            .map(|(_, uid)| uid);
+        if let Some(uid) = uid {
+            out.insert(s.n, (uid, email.as_ref()));
+        }
+    }
+    out
+}
+
+/// The answer's `ApplicationData` for a draft whose Add or Change added
+/// attachments: each added attachment's ClientId with its FileReference.
+/// The added attachments are the last ones of the stored message (`uid`),
+/// so their indexes are counted from the message as it is now; a retried
+/// request reads the same message and gets the same answer. `None` when
+/// nothing was added or the message cannot be read.
+pub async fn attachment_refs(
+    imap: &mut PooledSession,
+    raw: &str,
+    uid: u32,
+    server_id: &str,
+    change: &Email,
+) -> Option<ApplicationData> {
+    if change.attachments_add.is_empty() {
+        return None;
+    }
+    let bytes = imap.fetch_message(raw, uid, MAX_MESSAGE_BYTES).await.ok()?;
+    let count = MessageParser::default()
+        .parse(&bytes)?
+        .attachments()
+        .count();
+    let first = count.checked_sub(change.attachments_add.len())?;
+    let attachments = change
+        .attachments_add
+        .iter()
+        .enumerate()
+        .map(|(i, add)| Attachment {
+            client_id: Some(add.client_id.clone()),
+            file_reference: Some(
+                crate::email::FileReference {
+                    server_id: server_id.to_owned(),
+                    index: (first + i) as u32,
+                }
+                .to_string(),
+            ),
+            ..Attachment::default()
+        })
+        .collect();
+    Some(ApplicationData::Email(Box::new(Email {
+        attachments,
+        ..Email::default()
+    })))
 }
 
 #[cfg(test)]
@@ -199,7 +362,7 @@ mod tests {
             }),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", OLD, &change);
+        let out = edited_draft("alice@example.test", OLD, &change, "5:1");
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.subject(), Some("Plans, v2"));
         assert_eq!(m.body_text(0).unwrap().trim(), "Second draft");
@@ -219,7 +382,7 @@ mod tests {
             ..Email::default()
         };
         assert!(edits_content(&change));
-        let out = edited_draft("alice@example.test", OLD, &change);
+        let out = edited_draft("alice@example.test", OLD, &change, "5:1");
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
             m.header_raw("To").map(str::trim),
@@ -232,6 +395,72 @@ mod tests {
             ..Email::default()
         };
         assert!(!edits_content(&read_only));
+    }
+
+    fn add(client_id: &str, name: &str, content: &[u8]) -> AttachmentAdd {
+        AttachmentAdd {
+            client_id: client_id.to_owned(),
+            content: content.to_vec(),
+            display_name: Some(name.to_owned()),
+            content_type: Some("application/octet-stream".to_owned()),
+            method: Some(1),
+            ..AttachmentAdd::default()
+        }
+    }
+
+    // [MS-ASAIRS] 2.2.2.2 Add, 2.2.2.21 Delete: kept attachments stay in
+    // order, deleted ones (by this item's FileReference) go, added ones come last.
+    #[test]
+    fn attachments_are_added_after_the_kept_ones_and_deleted_by_reference() {
+        let change = Email {
+            attachments_add: vec![add("c1", "notes.txt", b"hello notes")],
+            attachments_delete: vec!["9:9:0".to_owned()],
+            ..Email::default()
+        };
+        assert!(edits_content(&change));
+        let out = edited_draft("alice@example.test", OLD, &change, "5:1");
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(
+            m.attachment_count(),
+            2,
+            "another item's reference deletes nothing"
+        );
+        assert_eq!(m.attachment(0).unwrap().attachment_name(), Some("plan.pdf"));
+        assert_eq!(
+            m.attachment(1).unwrap().attachment_name(),
+            Some("notes.txt")
+        );
+        assert_eq!(m.attachment(1).unwrap().contents(), b"hello notes");
+        assert_eq!(m.subject(), Some("Plans"), "the rest is kept");
+
+        let delete = Email {
+            attachments_delete: vec!["5:1:0".to_owned()],
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", OLD, &delete, "5:1");
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(m.attachment_count(), 0);
+        assert_eq!(m.body_text(0).unwrap().trim(), "First draft");
+    }
+
+    #[test]
+    fn a_new_draft_carries_inline_and_attached_parts() {
+        let mut inline = add("c2", "logo.png", &[0x89, b'P', b'N', b'G']);
+        inline.content_type = Some("image/png".to_owned());
+        inline.is_inline = Some(true);
+        inline.content_id = Some("<logo@device>".to_owned());
+        let email = Email {
+            subject: Some("With files".to_owned()),
+            attachments_add: vec![add("c1", "a.bin", &[0, 1, 2, 255]), inline],
+            ..Email::default()
+        };
+        let out = new_draft("alice@example.test", &email);
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(m.attachment_count(), 2);
+        assert_eq!(m.attachment(0).unwrap().contents(), &[0, 1, 2, 255]);
+        let png = m.attachment(1).unwrap();
+        assert_eq!(png.content_id(), Some("logo@device"));
+        assert_eq!(png.contents(), &[0x89, b'P', b'N', b'G']);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct Attachment {
     pub content_location: Option<String>,
     /// `IsInline`.
     pub is_inline: Option<bool>,
+    /// `ClientId` (16.0+, in a Sync response's `Responses`: the device's id
+    /// of an attachment it added, with the `FileReference` it now has).
+    pub client_id: Option<String>,
 }
 
 impl Attachment {
@@ -113,12 +116,14 @@ impl Attachment {
             content_id: tree::opt_text(el, asb::CONTENT_ID)?,
             content_location: tree::opt_text(el, asb::CONTENT_LOCATION)?,
             is_inline: tree::opt_bool(el, asb::IS_INLINE)?,
+            client_id: tree::opt_text(el, asb::CLIENT_ID)?,
         })
     }
 
     /// Builds the `Attachment` element.
     pub fn to_element(&self) -> Owned {
         let mut el = Element::new(asb::ATTACHMENT);
+        tree::push_opt(&mut el, asb::CLIENT_ID, self.client_id.as_deref());
         tree::push_opt(&mut el, asb::DISPLAY_NAME, self.display_name.as_deref());
         tree::push_opt(&mut el, asb::FILE_REFERENCE, self.file_reference.as_deref());
         tree::push_opt(&mut el, asb::METHOD, self.method);
@@ -134,6 +139,102 @@ impl Attachment {
     }
 }
 
+/// An attachment a device adds to a draft (`Attachments/Add`, MS-ASAIRS
+/// 2.2.2.2; 16.0+ Sync requests).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct AttachmentAdd {
+    /// `ClientId`: the device's temporary id of the attachment.
+    pub client_id: String,
+    /// `Content`: the attachment's bytes (opaque).
+    pub content: Vec<u8>,
+    /// `DisplayName`.
+    pub display_name: Option<String>,
+    /// `ContentType`.
+    pub content_type: Option<String>,
+    /// `Method` (1 normal, 5 embedded message, 6 OLE).
+    pub method: Option<u8>,
+    /// `ContentId`.
+    pub content_id: Option<String>,
+    /// `ContentLocation`.
+    pub content_location: Option<String>,
+    /// `IsInline`.
+    pub is_inline: Option<bool>,
+}
+
+impl std::fmt::Debug for AttachmentAdd {
+    /// The content as its length and a 64-bit FNV-1a hash: a request's
+    /// debug form (logged, digested to recognise a retried request) stays
+    /// small and still tells different contents apart.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hash = self.content.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        f.debug_struct("AttachmentAdd")
+            .field("client_id", &self.client_id)
+            .field(
+                "content",
+                &format_args!("<{} bytes, fnv1a {hash:016x}>", self.content.len()),
+            )
+            .field("display_name", &self.display_name)
+            .field("content_type", &self.content_type)
+            .field("method", &self.method)
+            .field("content_id", &self.content_id)
+            .field("content_location", &self.content_location)
+            .field("is_inline", &self.is_inline)
+            .finish()
+    }
+}
+
+impl AttachmentAdd {
+    /// Reads an `Add` element of `Attachments`.
+    pub fn from_element(el: &Element<'_>) -> Result<Self, CommandError> {
+        Ok(AttachmentAdd {
+            client_id: tree::req_text(el, asb::CLIENT_ID)?,
+            content: el.child(asb::CONTENT).map(tree::bytes).unwrap_or_default(),
+            display_name: tree::opt_text(el, asb::DISPLAY_NAME)?,
+            content_type: tree::opt_text(el, asb::CONTENT_TYPE)?,
+            method: tree::opt_num(el, asb::METHOD)?,
+            content_id: tree::opt_text(el, asb::CONTENT_ID)?,
+            content_location: tree::opt_text(el, asb::CONTENT_LOCATION)?,
+            is_inline: tree::opt_bool(el, asb::IS_INLINE)?,
+        })
+    }
+
+    /// Builds the `Add` element.
+    pub fn to_element(&self) -> Owned {
+        let mut el = Element::new(asb::ADD);
+        el.push(tree::text_el(asb::CLIENT_ID, &self.client_id));
+        el.push(Element::with_opaque(asb::CONTENT, self.content.clone()));
+        tree::push_opt(&mut el, asb::DISPLAY_NAME, self.display_name.as_deref());
+        tree::push_opt(&mut el, asb::CONTENT_TYPE, self.content_type.as_deref());
+        tree::push_opt(&mut el, asb::METHOD, self.method);
+        tree::push_opt(&mut el, asb::CONTENT_ID, self.content_id.as_deref());
+        tree::push_opt(
+            &mut el,
+            asb::CONTENT_LOCATION,
+            self.content_location.as_deref(),
+        );
+        tree::push_bool(&mut el, asb::IS_INLINE, self.is_inline);
+        el
+    }
+}
+
+/// The 16.x attachment edits of an `Attachments` element of a request:
+/// its `Add` children and the `FileReference` of each `Delete`.
+pub fn attachment_edits_from(
+    el: &Element<'_>,
+) -> Result<(Vec<AttachmentAdd>, Vec<String>), CommandError> {
+    let adds = el
+        .children_with(asb::ADD)
+        .map(AttachmentAdd::from_element)
+        .collect::<Result<_, _>>()?;
+    let deletes = el
+        .children_with(asb::DELETE)
+        .map(|d| tree::req_text(d, asb::FILE_REFERENCE))
+        .collect::<Result<_, _>>()?;
+    Ok((adds, deletes))
+}
+
 /// Reads the `Attachment` children of an `Attachments` element.
 pub fn attachments_from(el: &Element<'_>) -> Result<Vec<Attachment>, CommandError> {
     el.children_with(asb::ATTACHMENT)
@@ -143,12 +244,29 @@ pub fn attachments_from(el: &Element<'_>) -> Result<Vec<Attachment>, CommandErro
 
 /// Builds an `Attachments` element (none when the list is empty).
 pub fn attachments_to(list: &[Attachment]) -> Option<Owned> {
-    if list.is_empty() {
+    attachments_with_edits(list, &[], &[])
+}
+
+/// Builds an `Attachments` element with `Attachment`s and the 16.x request
+/// edits (`Add`s, then a `Delete` per FileReference); none when all are
+/// empty.
+pub fn attachments_with_edits(
+    list: &[Attachment],
+    adds: &[AttachmentAdd],
+    deletes: &[String],
+) -> Option<Owned> {
+    if list.is_empty() && adds.is_empty() && deletes.is_empty() {
         return None;
     }
     let mut el = Element::new(asb::ATTACHMENTS);
     for a in list {
         el.push(a.to_element());
+    }
+    for a in adds {
+        el.push(a.to_element());
+    }
+    for d in deletes {
+        el.push(Element::new(asb::DELETE).with(tree::text_el(asb::FILE_REFERENCE, d)));
     }
     Some(el)
 }

@@ -87,8 +87,12 @@ impl ApplicationData {
                 el, version,
             )?)));
         }
+        // Only AirSyncBase properties (a 16.x draft Change that just adds or
+        // deletes attachments) is read as an Email too: no other class
+        // changes nothing but attachments without its own properties.
+        let only_airsyncbase = pages().next().is_some() && pages().all(|p| p == asb::PAGE);
         let is_email = !pages().any(|p| NON_EMAIL_PAGES.contains(&p))
-            && pages().any(|p| p == email::PAGE || p == email2::PAGE);
+            && (pages().any(|p| p == email::PAGE || p == email2::PAGE) || only_airsyncbase);
         if is_email {
             Ok(ApplicationData::Email(Box::new(Email::from_children(
                 el, version,
@@ -272,6 +276,11 @@ pub struct Email {
     pub read: Option<bool>,
     /// AirSyncBase `Attachments` (12.0+).
     pub attachments: Vec<Attachment>,
+    /// Attachments a device adds to a draft (`Attachments/Add`, 16.0+).
+    pub attachments_add: Vec<airsyncbase::AttachmentAdd>,
+    /// FileReferences of the attachments a device deletes from a draft
+    /// (`Attachments/Delete`, 16.0+).
+    pub attachments_delete: Vec<String>,
     /// AirSyncBase `Body` (12.0+).
     pub body: Option<Body>,
     /// `MessageClass` (e.g. `IPM.Note`).
@@ -336,7 +345,9 @@ impl Email {
                 email::IMPORTANCE => e.importance = Some(tree::parse(t, &tree::content(c)?)?),
                 email::READ => e.read = Some(tree::bool_of(c)?),
                 asb::ATTACHMENTS if version.has_airsyncbase() => {
-                    e.attachments = airsyncbase::attachments_from(c)?
+                    e.attachments = airsyncbase::attachments_from(c)?;
+                    (e.attachments_add, e.attachments_delete) =
+                        airsyncbase::attachment_edits_from(c)?;
                 }
                 asb::BODY if version.has_airsyncbase() => e.body = Some(Body::from_element(c)?),
                 email::MESSAGE_CLASS => set_text(&mut e.message_class, c, &mut extra)?,
@@ -405,7 +416,11 @@ impl Email {
         tree::push_opt(&mut el, email::IMPORTANCE, self.importance);
         tree::push_bool(&mut el, email::READ, self.read);
         if asb_ok {
-            if let Some(a) = airsyncbase::attachments_to(&self.attachments) {
+            if let Some(a) = airsyncbase::attachments_with_edits(
+                &self.attachments,
+                &self.attachments_add,
+                &self.attachments_delete,
+            ) {
                 el.push(a);
             }
             if let Some(b) = &self.body {

@@ -176,6 +176,9 @@ pub enum CommandResponse {
         server_id: Option<ServerId>,
         /// `Status`.
         status: SyncStatus,
+        /// `ApplicationData` (16.0+: the `Attachments` a draft's `Add`
+        /// added, each with its `ClientId` and new `FileReference`).
+        application_data: Option<ApplicationData>,
     },
     /// Answer to a failed (or 16.x) `Change`.
     Change {
@@ -187,6 +190,9 @@ pub enum CommandResponse {
         status: SyncStatus,
         /// `InstanceId` (16.0+).
         instance_id: Option<String>,
+        /// `ApplicationData` (16.0+: the attachments a draft's `Change`
+        /// added, as for `Add`).
+        application_data: Option<ApplicationData>,
     },
     /// Answer to a failed `Delete` (16.0+ for calendar occurrences).
     Delete {
@@ -497,6 +503,16 @@ impl SyncRequest {
     }
 }
 
+/// The `ApplicationData` of a `Responses` entry (16.0+), if any.
+fn application_data_of(
+    el: &Element<'_>,
+    v: ProtocolVersion,
+) -> Result<Option<ApplicationData>, CommandError> {
+    el.child(s::APPLICATION_DATA)
+        .map(|a| ApplicationData::from_element(a, v))
+        .transpose()
+}
+
 impl CommandResponse {
     fn from_element(el: &Element<'_>, v: ProtocolVersion) -> Result<Option<Self>, CommandError> {
         Ok(Some(match el.tag {
@@ -505,12 +521,14 @@ impl CommandResponse {
                 client_id: ClientId(tree::req_text(el, s::CLIENT_ID)?),
                 server_id: tree::opt_text(el, s::SERVER_ID)?.map(ServerId),
                 status: status_of(el)?,
+                application_data: application_data_of(el, v)?,
             },
             s::CHANGE => CommandResponse::Change {
                 class: tree::opt_text(el, s::CLASS)?,
                 server_id: ServerId(tree::req_text(el, s::SERVER_ID)?),
                 status: status_of(el)?,
                 instance_id: instance_id(el, v)?,
+                application_data: application_data_of(el, v)?,
             },
             s::DELETE => CommandResponse::Delete {
                 server_id: ServerId(tree::req_text(el, s::SERVER_ID)?),
@@ -536,12 +554,16 @@ impl CommandResponse {
                 client_id,
                 server_id,
                 status,
+                application_data,
             } => {
                 let mut el = Element::new(s::ADD);
                 push_class(&mut el, class, v);
                 el.push(tree::text_el(s::CLIENT_ID, client_id));
                 tree::push_opt(&mut el, s::SERVER_ID, server_id.as_ref());
                 el.push(tree::text_el(s::STATUS, status.code()));
+                if let (true, Some(data)) = (v >= V16_0, application_data) {
+                    el.push(data.to_element(v));
+                }
                 el
             }
             CommandResponse::Change {
@@ -549,6 +571,7 @@ impl CommandResponse {
                 server_id,
                 status,
                 instance_id,
+                application_data,
             } => {
                 let mut el = Element::new(s::CHANGE);
                 push_class(&mut el, class, v);
@@ -556,6 +579,9 @@ impl CommandResponse {
                 el.push(tree::text_el(s::STATUS, status.code()));
                 if v >= V16_0 {
                     tree::push_opt(&mut el, asb::INSTANCE_ID, instance_id.as_deref());
+                    if let Some(data) = application_data {
+                        el.push(data.to_element(v));
+                    }
                 }
                 el
             }

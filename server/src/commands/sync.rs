@@ -4,7 +4,8 @@
 //! out the device's Read/Flag changes, deletes (moved to Trash or
 //! expunged per `DeletesAsMoves`) and, from 16.0, drafts it adds to or
 //! edits in Drafts (`crate::draft`: IMAP APPEND with `\Draft`, an edit
-//! replaces the message and keeps the ServerId; a retried request is
+//! replaces the message and keeps the ServerId, attachments added or
+//! deleted, their FileReferences in the answer; a retried request is
 //! answered from the record),
 //! let `engine::decide_sync` choose the window (cut again when its rendered
 //! Emails, estimated from sizes and BodyPreference, exceed `[devices]
@@ -475,9 +476,17 @@ pub async fn sync(
                 .then(|| (r.collection, raw.clone(), r.changes.len()))
         })
         .collect();
+    // 16.x drafts that gained attachments: the answer names their FileReferences.
+    let drafts: Vec<crate::draft::AddedAttachments<'_>> = answers
+        .iter()
+        .map(|(wire, _, response)| match response {
+            Some((r, _)) => crate::draft::added_attachments(wire, rec.state(), r),
+            None => Default::default(),
+        })
+        .collect();
     let render_all = async {
         let mut collections = Vec::with_capacity(answers.len());
-        for (wire, raw, response) in answers {
+        for ((wire, raw, response), drafts) in answers.into_iter().zip(drafts) {
             let Some((r, metas)) = response else {
                 collections.push(SyncCollectionResponse {
                     sync_key: WireKey(String::new()),
@@ -496,6 +505,7 @@ pub async fn sync(
                         raw: raw.flatten().as_deref(),
                         metas,
                         ahead: Some(&ahead),
+                        drafts,
                     },
                     &prefs,
                     version,
@@ -745,6 +755,10 @@ async fn perform(
                 return EffectOutcome::Failed;
             }
             let message = crate::draft::new_draft(from, email);
+            if message.len() as u64 > MAX_MESSAGE_BYTES {
+                tracing::warn!(target: "MAIL.DATA", folder = raw, bytes = message.len(), "new draft too large, not added");
+                return EffectOutcome::Failed;
+            }
             let uid = match imap
                 .append(raw, &[Flag::Draft, Flag::Seen], None, &message)
                 .await
@@ -776,7 +790,17 @@ async fn perform(
                 .get(collection)
                 .is_some_and(|c| c.folder_type == opush_engine::FolderType::Drafts);
             if drafts && version >= ProtocolVersion::V16_0 && crate::draft::edits_content(email) {
-                return crate::draft::replace_draft(imap, raw, uid, from, email).await;
+                let sid = state
+                    .collections
+                    .get(collection)
+                    .and_then(|c| c.items.get(id))
+                    .map(|i| ServerId {
+                        collection: *collection,
+                        n: i.n,
+                    })
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                return crate::draft::replace_draft(imap, raw, (uid, &sid), from, email).await;
             }
             let mut set = Vec::new();
             let mut clear = Vec::new();
@@ -902,12 +926,19 @@ struct Source<'a> {
     raw: Option<&'a str>,
     metas: Metas,
     ahead: Option<&'a Ahead<'a>>,
+    /// Drafts whose Add/Change added attachments (`crate::draft`).
+    drafts: crate::draft::AddedAttachments<'a>,
 }
 
 async fn render(
     imap: &mut PooledSession,
     r: opush_engine::SyncResponse,
-    Source { raw, metas, ahead }: Source<'_>,
+    Source {
+        raw,
+        metas,
+        ahead,
+        drafts,
+    }: Source<'_>,
     prefs: &[BodyPreference],
     version: ProtocolVersion,
     wire: &SyncCollectionRequest,
@@ -940,6 +971,14 @@ async fn render(
     for reply in &r.replies {
         let status = SyncStatus::from_code(reply.status.into());
         let server_id = reply.server_id.map(|s| WireServerId(s.to_string()));
+        // 16.x: the FileReferences of the attachments a draft's command added.
+        let added = match (raw, reply.server_id.and_then(|s| drafts.get(&s.n))) {
+            (Some(raw), Some((uid, email))) => {
+                let sid = server_id.as_ref().map_or("", |s| s.0.as_str());
+                crate::draft::attachment_refs(imap, raw, *uid, sid, email).await
+            }
+            _ => None,
+        };
         match reply.kind {
             ReplyKind::Add => responses.push(CommandResponse::Add {
                 class: None,
@@ -952,13 +991,17 @@ async fn render(
                 ),
                 server_id,
                 status,
+                application_data: added,
             }),
-            ReplyKind::Change if reply.status != 1 => responses.push(CommandResponse::Change {
-                class: None,
-                server_id: server_id.unwrap_or_default(),
-                status,
-                instance_id: None,
-            }),
+            ReplyKind::Change if reply.status != 1 || added.is_some() => {
+                responses.push(CommandResponse::Change {
+                    class: None,
+                    server_id: server_id.unwrap_or_default(),
+                    status,
+                    instance_id: None,
+                    application_data: added,
+                })
+            }
             ReplyKind::Delete if reply.status != 1 => responses.push(CommandResponse::Delete {
                 server_id: server_id.unwrap_or_default(),
                 status,

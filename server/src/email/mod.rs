@@ -213,6 +213,7 @@ fn attachments(msg: &mail_parser::Message<'_>, server_id: &str) -> Vec<Attachmen
                 content_id: part.content_id().map(str::to_owned),
                 content_location: part.content_location().map(str::to_owned),
                 is_inline: Some(inline),
+                client_id: None,
             }
         })
         .collect()

@@ -1,0 +1,214 @@
+//! 16.1 draft attachments over HTTP against the stack's Dovecot
+//! ([MS-ASAIRS] 2.2.2.2 `Add`, 2.2.2.21 `Delete`, 2.2.2.14 `ClientId`,
+//! 2.2.2.24.1 `FileReference`): a draft added with two attachments (one
+//! inline with a ContentId) is stored in IMAP with both, the answer gives
+//! each attachment's ClientId with its FileReference, a retried request
+//! stores nothing more and answers the same; a Change deleting one by its
+//! FileReference and adding another rebuilds the IMAP message with the
+//! kept and the new one, and the new FileReference fetches the new content.
+//!
+//! Reserved Dovecot user: load0089.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod support;
+
+use base64::Engine as _;
+use opush_protocol::wbxml::Element;
+use opush_tests::eas::{find_all, find_text, EasClient, HttpResponse};
+use opush_tests::{unique, RawImap};
+use support::*;
+
+const V: &str = "16.1";
+const USER: &str = "load0089@load.test";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `<airsyncbase:Add>` of an attachment.
+fn attachment_add(client_id: &str, name: &str, content: &[u8], inline_cid: Option<&str>) -> String {
+    let (ctype, inline) = match inline_cid {
+        Some(cid) => (
+            "image/png",
+            format!(
+                "<airsyncbase:ContentId>{cid}</airsyncbase:ContentId>\
+                 <airsyncbase:IsInline>1</airsyncbase:IsInline>"
+            ),
+        ),
+        None => ("application/octet-stream", String::new()),
+    };
+    format!(
+        "<airsyncbase:Add><airsyncbase:ClientId>{client_id}</airsyncbase:ClientId>\
+         <airsyncbase:Content>{}</airsyncbase:Content>\
+         <airsyncbase:DisplayName>{name}</airsyncbase:DisplayName>\
+         <airsyncbase:ContentType>{ctype}</airsyncbase:ContentType>\
+         <airsyncbase:Method>1</airsyncbase:Method>{inline}</airsyncbase:Add>",
+        b64(content)
+    )
+}
+
+/// ClientId → FileReference of the `Attachment`s of an answer.
+fn references(root: &Element<'_>) -> Vec<(String, String)> {
+    find_all(root, "Attachment")
+        .into_iter()
+        .map(|a| {
+            (
+                find_text(a, "ClientId").unwrap_or_default(),
+                find_text(a, "FileReference").unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn status_1(res: &HttpResponse) -> Element<'static> {
+    let root = res.element();
+    let statuses: Vec<_> = find_all(&root, "Status")
+        .into_iter()
+        .map(|s| s.text_concat().map(|t| t.into_owned()).unwrap_or_default())
+        .collect();
+    assert!(statuses.iter().all(|s| s == "1"), "{}", res.xml());
+    root
+}
+
+async fn fetch_reference(c: &mut EasClient, file_reference: &str) -> Vec<u8> {
+    let res = c
+        .post_xml(
+            "ItemOperations",
+            &format!(
+                "<ItemOperations xmlns=\"ItemOperations:\" xmlns:airsyncbase=\"AirSyncBase:\">\
+                 <Fetch><Store>Mailbox</Store><airsyncbase:FileReference>{file_reference}\
+                 </airsyncbase:FileReference></Fetch></ItemOperations>"
+            ),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    let root = res.element();
+    let data = find_all(&root, "Data");
+    let data = data
+        .first()
+        .unwrap_or_else(|| panic!("no Data: {}", res.xml()));
+    data.opaque()
+        .map(<[u8]>::to_vec)
+        .or_else(|| {
+            data.text_concat().map(|t| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(t.trim())
+                    .unwrap()
+            })
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_draft_gains_and_loses_attachments() {
+    let marker = unique("draftatt");
+    let mut imap = RawImap::login(USER);
+    imap.cmd("SELECT Drafts");
+    imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    imap.cmd("EXPUNGE");
+
+    let opush = start(Options::default()).await;
+    let mut c = opush.client(USER, "DRAFTATT161", V);
+    let fs = folder_sync(
+        &c.post_xml(
+            "FolderSync",
+            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
+        )
+        .await,
+    );
+    let drafts = fs
+        .changes
+        .iter()
+        .flatten()
+        .find_map(|ch| match ch {
+            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 3 => {
+                Some(f.server_id.0.clone())
+            }
+            _ => None,
+        })
+        .expect("a Drafts folder");
+    let res = c.post_xml("Sync", &sync_xml(&drafts, "0", 0, "")).await;
+    let key = sync_response(&res, V).collections[0].sync_key.0.clone();
+    let (key, _) = sync_all(&mut c, V, &drafts, key, 100).await;
+
+    // Add: a draft with an attachment and an inline image.
+    let pdf = b"%PDF-1.4 pretend plan".to_vec();
+    let png = vec![0x89, b'P', b'N', b'G', 0, 1, 2, 3];
+    let add = format!(
+        "<Commands><Add><ClientId>{marker}-d</ClientId><ApplicationData>\
+         <email:To>bob@example.test</email:To><email:Subject>{marker}</email:Subject>\
+         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:Data>see attached</airsyncbase:Data></airsyncbase:Body>\
+         <airsyncbase:Attachments>{}{}</airsyncbase:Attachments>\
+         </ApplicationData></Add></Commands>",
+        attachment_add("att-pdf", "plan.pdf", &pdf, None),
+        attachment_add("att-png", "logo.png", &png, Some("logo@device")),
+    );
+    let req = sync_xml(&drafts, &key, 100, &add);
+    let res = c.post_xml("Sync", &req).await;
+    let root = status_1(&res);
+    let sid = find_text(&root, "ServerId").expect("the draft's ServerId");
+    let refs = references(&root);
+    assert_eq!(
+        refs,
+        vec![
+            ("att-pdf".to_owned(), format!("{sid}:0")),
+            ("att-png".to_owned(), format!("{sid}:1")),
+        ],
+        "{}",
+        res.xml()
+    );
+    let key = sync_response(&res, V).collections[0].sync_key.0.clone();
+
+    let uids = imap.search_subject("Drafts", &marker);
+    assert_eq!(uids.len(), 1, "one draft");
+    let text = imap.fetch_message(uids[0]);
+    assert!(text.contains("plan.pdf"), "{text}");
+    assert!(text.contains("<logo@device>"), "{text}");
+    assert!(text.contains("see attached"), "{text}");
+
+    // A lost answer: the same request again stores nothing more and
+    // answers the same references.
+    let again = c.post_xml("Sync", &req).await;
+    let again_root = status_1(&again);
+    assert_eq!(references(&again_root), refs, "{}", again.xml());
+    assert_eq!(imap.search_subject("Drafts", &marker), uids);
+
+    // The FileReferences fetch what was added.
+    assert_eq!(fetch_reference(&mut c, &format!("{sid}:0")).await, pdf);
+
+    // Change: the PDF deleted by its FileReference, a text file added.
+    let notes = b"second thoughts".to_vec();
+    let change = format!(
+        "<Commands><Change><ServerId>{sid}</ServerId><ApplicationData>\
+         <airsyncbase:Attachments>\
+         <airsyncbase:Delete><airsyncbase:FileReference>{sid}:0</airsyncbase:FileReference></airsyncbase:Delete>\
+         {}</airsyncbase:Attachments></ApplicationData></Change></Commands>",
+        attachment_add("att-notes", "notes.txt", &notes, None),
+    );
+    let res = c
+        .post_xml("Sync", &sync_xml(&drafts, &key, 100, &change))
+        .await;
+    let root = status_1(&res);
+    assert_eq!(
+        references(&root),
+        vec![("att-notes".to_owned(), format!("{sid}:1"))],
+        "the image is now first, the new file second: {}",
+        res.xml()
+    );
+    let new_uids = imap.search_subject("Drafts", &marker);
+    assert_eq!(new_uids.len(), 1, "still one draft");
+    assert_ne!(new_uids, uids, "the message was rebuilt");
+    let text = imap.fetch_message(new_uids[0]);
+    assert!(!text.contains("plan.pdf"), "the PDF is gone: {text}");
+    assert!(text.contains("<logo@device>"), "the image is kept: {text}");
+    assert!(text.contains("notes.txt"), "{text}");
+    assert!(text.contains(&format!("Subject: {marker}")), "{text}");
+    assert_eq!(fetch_reference(&mut c, &format!("{sid}:1")).await, notes);
+    opush.stop().await;
+}
