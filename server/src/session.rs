@@ -96,6 +96,7 @@ impl SessionError {
 /// request that changes nothing (a no-change Sync, an empty Ping) never
 /// copies it, one that changes it copies it once (`Arc::make_mut`) and its
 /// working copy becomes the session's state when its events are committed.
+/// Sync borrows it instead ([`Recorder::exclusive`]): no copy at all.
 #[derive(Debug, Clone, Default)]
 struct Loaded {
     state: Arc<DeviceState>,
@@ -324,7 +325,14 @@ impl Sessions {
         }
         guard.device = Some(device.clone());
         if guard.loaded.is_none() {
-            guard.loaded = Some(timed(Category::Storage, self.load(&device)).await?);
+            let mut loaded = timed(Category::Storage, self.load(&device)).await?;
+            // Trace events still deferred (a request that failed while its
+            // recorder held the state) are not in the store yet but count
+            // in `applied` once appended: folded now, as they were before.
+            if !guard.pending.is_empty() {
+                fold(Arc::make_mut(&mut loaded.state), &guard.pending);
+            }
+            guard.loaded = Some(loaded);
         }
         if !checked {
             guard.checked_in = request.map(|r| (r, std::time::Instant::now()));
@@ -654,7 +662,8 @@ impl DeviceSession<'_> {
     /// A recorder that changed nothing hands back no state (the session's
     /// is still right, and only trace events are committed: deferred). One
     /// that did holds the new state already folded: after the append it
-    /// becomes the session's state, so nothing is folded twice.
+    /// becomes the session's state, so nothing is folded twice. A state
+    /// lent by [`Recorder::exclusive`] comes back here.
     pub async fn commit_request(&mut self, rec: Recorder) -> Result<(), SessionError> {
         let Recorder {
             meta,
@@ -662,11 +671,36 @@ impl DeviceSession<'_> {
             events,
             unfolded,
             base_applied,
+            lent,
             ..
         } = rec;
         // The recorder's state replaces the session's only if it grew from
         // it: the session folded nothing since (every fold counts in
         // `applied`), else its events are folded again as usual.
+        if let Some((head, snapshot_seq)) = lent {
+            // The session lent its state for the request: it comes back
+            // with the request's events folded (no copy was made).
+            let all_trace = events.iter().all(is_trace);
+            self.guard.loaded = Some(Loaded {
+                state: Arc::clone(&state),
+                head,
+                snapshot_seq,
+            });
+            if all_trace {
+                drop(state);
+                self.commit(&events).await?;
+            } else {
+                self.append_then(&events, Folded::Yes { state, unfolded })
+                    .await?;
+            }
+            if events
+                .iter()
+                .any(|e| matches!(e, Event::RequestReceived { .. }))
+            {
+                meta.recorded.store(true, Ordering::Release);
+            }
+            return Ok(());
+        }
         let take = match &self.guard.loaded {
             Some(l) => !Arc::ptr_eq(&l.state, &state) && l.state.applied == base_applied,
             None => false,
@@ -812,6 +846,9 @@ pub struct Recorder {
     unfolded: u64,
     /// `applied` of the session's state when recording started.
     base_applied: u64,
+    /// Set when the session lent its state ([`Recorder::exclusive`]): the
+    /// head and snapshot sequence it goes back with.
+    lent: Option<(u64, u64)>,
 }
 
 impl Recorder {
@@ -842,7 +879,31 @@ impl Recorder {
             state,
             events,
             unfolded,
+            lent: None,
         }
+    }
+
+    /// Starts recording on `session`'s state, lent to the recorder until
+    /// [`DeviceSession::commit_request`] gives it back: the recorder's
+    /// changes are folded in place, with no copy of the state. A copy is
+    /// O(items): for a large folder synced window after window, copying
+    /// (and dropping the old copy) at every window was most of the
+    /// server's CPU. Meanwhile the session has no state; a request that
+    /// fails before committing leaves it so, and the next request reloads
+    /// the state from the store (snapshot + events), which is what a failed
+    /// append does too.
+    pub fn exclusive(
+        session: &mut DeviceSession<'_>,
+        eas: &EasServices,
+        command: opush_protocol::query::Command,
+    ) -> Recorder {
+        let mut rec = Recorder::new(session, eas, command);
+        if let Some(loaded) = session.guard.loaded.take() {
+            rec.lent = Some((loaded.head, loaded.snapshot_seq));
+            // The only other reference is the one just taken from the session.
+            rec.state = loaded.state;
+        }
+        rec
     }
 
     /// The working state: the session's plus everything recorded so far.

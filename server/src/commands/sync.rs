@@ -371,7 +371,7 @@ pub async fn sync(
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
-    let mut rec = Recorder::new(&session, eas, Command::Sync);
+    let mut rec = Recorder::exclusive(&mut session, eas, Command::Sync);
     let mut imap = eas.imap_for(caller).await?;
     let ahead = Ahead {
         cache: eas.imap.read_ahead(),
