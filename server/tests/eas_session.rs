@@ -379,3 +379,56 @@ async fn one_request_reads_the_head_once_the_next_request_reads_it_again() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_exclusive_recorder_changes_the_state_in_place_and_a_failed_request_reloads() {
+    use opush_protocol::query::Command;
+    use opush_server::session::Recorder;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let eas = services(store.clone(), 0);
+    {
+        let mut s = eas.sessions.open(key()).await.unwrap();
+        let before = Arc::as_ptr(&s.shared_state()) as usize;
+        // Sync's recorder: the session's state is changed in place, not copied.
+        let mut rec = Recorder::exclusive(&mut s, &eas, Command::Sync);
+        rec.observed(Event::PolicyKeyIssued {
+            policy_key: PolicyKey(7),
+        });
+        assert_eq!(rec.state().policy, PolicyState::Pending(PolicyKey(7)));
+        s.commit_request(rec).await.unwrap();
+        assert_eq!(s.state().policy, PolicyState::Pending(PolicyKey(7)));
+        assert_eq!(Arc::as_ptr(&s.shared_state()) as usize, before, "no copy");
+        assert_eq!(s.head(), 2, "RequestReceived and the observation");
+        // One that changes nothing: its trace is deferred, the state stays.
+        let rec = Recorder::exclusive(&mut s, &eas, Command::Sync);
+        s.commit_request(rec).await.unwrap();
+        assert_eq!(s.head(), 2);
+        assert_eq!(s.state().policy, PolicyState::Pending(PolicyKey(7)));
+    }
+    {
+        // A request that fails after changing its working state: nothing of
+        // it is committed, and the session no longer holds a state.
+        let mut s = eas.sessions.open(key()).await.unwrap();
+        let mut rec = Recorder::exclusive(&mut s, &eas, Command::Sync);
+        rec.observed(Event::DeviceProvisioned {
+            policy_key: PolicyKey(9),
+        });
+        drop(rec);
+    }
+    // The next request reloads the committed state, deferred trace included.
+    let s = eas.sessions.open(key()).await.unwrap();
+    assert_eq!(s.head(), 2);
+    assert_eq!(s.state().policy, PolicyState::Pending(PolicyKey(7)));
+    let after_failure = s.state().clone();
+    drop(s);
+    eas.sessions.flush().await;
+    let reloaded = services(store, 0)
+        .sessions
+        .open(key())
+        .await
+        .unwrap()
+        .state()
+        .clone();
+    assert_eq!(after_failure, reloaded, "`applied` counts the deferred trace");
+}
