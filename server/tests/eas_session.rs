@@ -430,5 +430,8 @@ async fn an_exclusive_recorder_changes_the_state_in_place_and_a_failed_request_r
         .unwrap()
         .state()
         .clone();
-    assert_eq!(after_failure, reloaded, "`applied` counts the deferred trace");
+    assert_eq!(
+        after_failure, reloaded,
+        "`applied` counts the deferred trace"
+    );
 }
