@@ -36,6 +36,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   [`crate::DecisionOutput`] (a Sync's `Wait`/`HeartbeatInterval`,
 ///   `crate::decide_sync_wait`); archived sizes unchanged, so version-3
 ///   records decode as they are.
+/// * 5: adds [`Event::PolicyChecked`] at the end of [`Event`] (the
+///   provisioning gate's per-request check without a copy of the whole
+///   configuration; older logs keep their `Decided` form, which still
+///   replays).
 ///
 /// `Event::Decided` embeds [`crate::DecisionRecord`], hence `EngineConfig`
 /// and the input/response types of every `decide_*`: a field added to any
@@ -43,7 +47,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///
 /// New variants go at the end of [`Event`] and keep their inline size small
 /// (box large payloads) so the archived size of `Event` does not grow.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 const EVENT_MAGIC: &[u8; 4] = b"OPEV";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";
@@ -449,6 +453,72 @@ pub enum Event {
         /// Inputs and response (boxed: keeps `Event` small).
         record: Box<DecisionRecord>,
     },
+    /// The provisioning gate's check of one request (format version 5),
+    /// the compact form of a `Decided` with a
+    /// [`crate::DecisionInput::PolicyCheck`] input: every request has one,
+    /// so it keeps only what [`crate::check_policy`] reads of the
+    /// configuration (`require_provisioning`), not a whole
+    /// [`crate::EngineConfig`]. [`Event::decision`] gives it back as a
+    /// [`DecisionRecord`]; replay re-runs it like any decision. It produces
+    /// no events.
+    PolicyChecked {
+        /// Request the check belongs to.
+        req_id: u64,
+        /// The check's `now`.
+        at: Timestamp,
+        /// The command about to run.
+        command: Command,
+        /// `X-MS-PolicyKey`.
+        header_key: Option<PolicyKey>,
+        /// The version the check was asked at.
+        version: ProtocolVersion,
+        /// `[policy] require_provisioning` in force.
+        require_provisioning: bool,
+        /// The verdict.
+        check: crate::PolicyCheck,
+    },
+}
+
+impl Event {
+    /// The decision this event records, with its request id and the number
+    /// of events after it that the decision produced: a `Decided`'s record,
+    /// or the record a `PolicyChecked` stands for (the configuration's
+    /// other fields at their defaults: the check does not read them).
+    pub fn decision(&self) -> Option<(u64, u32, std::borrow::Cow<'_, DecisionRecord>)> {
+        match self {
+            Event::Decided {
+                req_id,
+                events,
+                record,
+            } => Some((*req_id, *events, std::borrow::Cow::Borrowed(record))),
+            Event::PolicyChecked {
+                req_id,
+                at,
+                command,
+                header_key,
+                version,
+                require_provisioning,
+                check,
+            } => Some((
+                *req_id,
+                0,
+                std::borrow::Cow::Owned(DecisionRecord {
+                    at: *at,
+                    config: crate::EngineConfig {
+                        require_provisioning: *require_provisioning,
+                        ..crate::EngineConfig::default()
+                    },
+                    input: crate::DecisionInput::PolicyCheck {
+                        command: *command,
+                        header_key: *header_key,
+                        version: *version,
+                    },
+                    output: crate::DecisionOutput::PolicyCheck(*check),
+                }),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Errors decoding stored bytes.
@@ -522,4 +592,15 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
     let aligned = payload(EVENT_MAGIC, "event", bytes)?;
     rkyv::from_bytes::<Event, rkyv::rancor::Error>(&aligned)
         .map_err(|e| CodecError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The archived size of `Event` as earlier versions laid it out: a
+    /// variant added at the end must not grow it, or older records would
+    /// no longer decode as they are.
+    #[test]
+    fn the_archived_event_keeps_its_size() {
+        assert_eq!(std::mem::size_of::<super::ArchivedEvent>(), 104);
+    }
 }

@@ -646,7 +646,10 @@ impl DeviceState {
 pub fn apply(state: &mut DeviceState, event: &Event) {
     state.applied = state.applied.saturating_add(1);
     match event {
-        Event::RequestReceived { .. } | Event::ResponseSent { .. } | Event::Decided { .. } => {}
+        Event::RequestReceived { .. }
+        | Event::ResponseSent { .. }
+        | Event::Decided { .. }
+        | Event::PolicyChecked { .. } => {}
         Event::BackendObserved {
             collection,
             at,

@@ -112,6 +112,7 @@ fn time_of(e: &Event) -> Option<u64> {
     match e {
         Event::RequestReceived { at, .. } => Some(at.0),
         Event::Decided { record, .. } => Some(record.at.0),
+        Event::PolicyChecked { at, .. } => Some(at.0),
         _ => None,
     }
 }

@@ -59,12 +59,10 @@ pub fn run(bundle: &Bundle) -> Result<Result<Report, Box<Divergence>>, BundleErr
         decisions: 0,
     };
     for (i, (seq, event)) in events.iter().enumerate() {
-        if let Event::Decided {
-            req_id,
-            events: n,
-            record,
-        } = event
-        {
+        if let Some((req_id, n, record)) = event.decision() {
+            let req_id = &req_id;
+            let n = &n;
+            let record = record.as_ref();
             let div = |what: &str, expected: String, got: String| {
                 Box::new(Divergence {
                     seq: *seq,

@@ -138,13 +138,18 @@ pub fn show(bundle: &Bundle, request: Option<usize>) -> Result<String, BundleErr
             Event::HierarchyObserved { folders } => {
                 format!("observed {} folders", folders.len())
             }
-            Event::Decided { record, events, .. } => format!(
-                "decision {} at {}: {} ({events} events)\n    input: {:?}",
-                record.input.name(),
-                time(record.at.0),
-                decision(&record.output),
-                record.input
-            ),
+            e @ (Event::Decided { .. } | Event::PolicyChecked { .. }) => {
+                let Some((_, events, record)) = e.decision() else {
+                    continue;
+                };
+                format!(
+                    "decision {} at {}: {} ({events} events)\n    input: {:?}",
+                    record.input.name(),
+                    time(record.at.0),
+                    decision(&record.output),
+                    record.input
+                )
+            }
             Event::ResponseSent {
                 req_id, status, ..
             } => {

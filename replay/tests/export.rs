@@ -35,7 +35,9 @@ async fn round_trip(store: &Store) {
         .await
         .unwrap();
     assert_eq!(whole.events, source.events);
-    assert_eq!(whole.end_state, source.end_state);
+    // The same state (the bytes differ when the checked-in bundle was
+    // written by an older engine format: the snapshot header names it).
+    assert_eq!(whole.end().unwrap(), source.end().unwrap());
     assert!(run(&whole).unwrap().is_ok());
 
     // From the third request on: the start state is folded up to it.

@@ -39,7 +39,10 @@ pub const HEAD_CHECK_REUSE: std::time::Duration = std::time::Duration::from_secs
 fn is_trace(e: &Event) -> bool {
     matches!(
         e,
-        Event::RequestReceived { .. } | Event::Decided { .. } | Event::ResponseSent { .. }
+        Event::RequestReceived { .. }
+            | Event::Decided { .. }
+            | Event::ResponseSent { .. }
+            | Event::PolicyChecked { .. }
     )
 }
 
@@ -1098,8 +1101,9 @@ impl EasServices {
     /// `engine::check_policy` (a pending remote wipe first, then the
     /// acknowledged key when `require_provisioning`). Changes no state; the
     /// check is recorded as the request's first decision (`RequestReceived`
-    /// and a `Decided` trace, deferred like every trace event) so `opush
-    /// replay run` re-checks it.
+    /// and a `PolicyChecked` trace — the compact form of a `Decided`,
+    /// without a copy of the configuration — deferred like every trace
+    /// event) so `opush replay run` re-checks it.
     pub async fn provision_verdict(
         &self,
         caller: &Caller<'_>,
@@ -1123,29 +1127,30 @@ impl EasServices {
         };
         // Asked as 14.0+ so the verdict names its Status; the HTTP edge
         // sends 449 instead to older devices (`crate::error`).
-        let input = DecisionInput::PolicyCheck {
-            command: engine_command(command),
-            header_key: policy_key.map(opush_engine::PolicyKey),
-            version: opush_engine::ProtocolVersion::V16_1,
-        };
+        let (header_key, version) = (
+            policy_key.map(opush_engine::PolicyKey),
+            opush_engine::ProtocolVersion::V16_1,
+        );
         let check = opush_engine::check_policy(
             session.state(),
             engine_command(command),
-            policy_key.map(opush_engine::PolicyKey),
-            opush_engine::ProtocolVersion::V16_1,
+            header_key,
+            version,
             &config,
         );
         let mut events = Vec::with_capacity(2);
         if !meta.was_recorded() {
             events.push(meta.received());
         }
-        let record = DecisionRecord {
+        events.push(Event::PolicyChecked {
+            req_id: meta.req_id,
             at: meta.at,
-            config,
-            input,
-            output: check.into(),
-        };
-        events.push(record.into_event(meta.req_id, 0));
+            command: engine_command(command),
+            header_key,
+            version,
+            require_provisioning,
+            check,
+        });
         session.commit(&events).await.map_err(session_error)?;
         meta.recorded.store(true, Ordering::Release);
         Ok(match check {

@@ -143,22 +143,28 @@ async fn a_provisioning_and_sendmail_session_replays_identically() {
         .decoded()
         .unwrap()
         .into_iter()
-        .filter_map(|(_, e)| match e {
-            Event::Decided { record, .. } => Some((record.input, record.output)),
-            _ => None,
+        .filter_map(|(_, e)| {
+            e.decision()
+                .map(|(_, _, r)| (r.input.clone(), r.output.clone()))
         })
         .collect();
+    // The gate's checks are recorded in their compact form (no copy of the
+    // configuration), one per request that reached it.
+    let checks = bundle
+        .decoded()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PolicyChecked { .. }))
+        .count();
+    assert_eq!(checks, 5, "every request but the two Provisions is checked");
     // The gate's refusal is answered, and the answer recorded like any other.
     let events = bundle.decoded().unwrap();
     let refused = events
         .iter()
-        .find_map(|(_, e)| match e {
-            Event::Decided { req_id, record, .. }
-                if record.output == DecisionOutput::PolicyCheck(PolicyCheck::Status(142)) =>
-            {
-                Some(*req_id)
-            }
-            _ => None,
+        .find_map(|(_, e)| {
+            let (req_id, _, record) = e.decision()?;
+            (record.output == DecisionOutput::PolicyCheck(PolicyCheck::Status(142)))
+                .then_some(req_id)
         })
         .expect("the gate's 142 is recorded");
     assert!(
