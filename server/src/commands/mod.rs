@@ -350,3 +350,28 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod future_sizes {
+    use super::*;
+    use crate::session::EasServices;
+
+    fn size_of_output<'a, F: std::future::Future>(
+        _: impl Fn(&'a CommandContext<'a>, &'a EasServices) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A parked long-poll Sync keeps its handler's future (boxed by the
+    /// dispatch) for the whole wait, like a parked Ping: the steps before
+    /// parking are boxed so it holds no more than a Ping does.
+    #[test]
+    fn a_parked_sync_holds_no_more_than_a_parked_ping() {
+        let sync = size_of_output(sync::handle_sync);
+        let ping = size_of_output(ping::handle_ping);
+        assert!(
+            sync <= ping + 64,
+            "Sync future {sync} B, Ping future {ping} B"
+        );
+    }
+}
