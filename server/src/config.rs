@@ -240,6 +240,15 @@ pub struct ImapConfig {
     pub pool_size: usize,
     /// An idle pooled connection is closed after this many seconds.
     pub pool_idle_timeout_s: u64,
+    /// A request that finds all of its user's connections busy waits this
+    /// long for one to come back before a background login grows the pool.
+    pub pool_grow_after_ms: u64,
+    /// Maximum pooled connections over all users (the oldest idle one of
+    /// any user is closed to make room).
+    pub max_connections: usize,
+    /// Maximum logins in flight to the IMAP server at once (pool and
+    /// Basic-auth checks); the others queue.
+    pub max_logins_in_flight: usize,
     /// Use CONDSTORE/QRESYNC when the server offers them (false: always full listings).
     pub use_condstore: bool,
     /// Push: STATUS polling period when IDLE/NOTIFY are not used, seconds.
@@ -264,6 +273,9 @@ impl Default for ImapConfig {
             folder_trash: "Trash".into(),
             pool_size: 4,
             pool_idle_timeout_s: 300,
+            pool_grow_after_ms: 20,
+            max_connections: 4096,
+            max_logins_in_flight: 8,
             use_condstore: true,
             poll_interval_s: 60,
         }
@@ -704,8 +716,23 @@ impl Config {
         if self.imap.timeout_ms == 0 {
             return invalid("imap.timeout_ms", "must be > 0");
         }
-        if self.imap.pool_size == 0 {
-            return invalid("imap.pool_size", "must be >= 1");
+        if self.imap.pool_size == 0 || self.imap.pool_size > 64 {
+            return invalid("imap.pool_size", "must be 1-64");
+        }
+        if self.imap.pool_idle_timeout_s == 0 || self.imap.pool_idle_timeout_s > 86_400 {
+            return invalid("imap.pool_idle_timeout_s", "must be 1-86400 (one day)");
+        }
+        if self.imap.pool_grow_after_ms >= self.imap.timeout_ms {
+            return invalid(
+                "imap.pool_grow_after_ms",
+                "must be below imap.timeout_ms (a request would give up first)",
+            );
+        }
+        if self.imap.max_connections < self.imap.pool_size {
+            return invalid("imap.max_connections", "must be >= imap.pool_size");
+        }
+        if self.imap.max_logins_in_flight == 0 || self.imap.max_logins_in_flight > 1024 {
+            return invalid("imap.max_logins_in_flight", "must be 1-1024");
         }
         if self.imap.master_user.is_some() != self.imap.master_password.is_some() {
             return invalid(
@@ -1054,6 +1081,45 @@ mod tests {
             Config::load("/nonexistent/opush.toml"),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn imap_pool_bounds_are_validated() {
+        let key = |toml: &str| match Config::from_toml(toml) {
+            Err(ConfigError::Invalid { key, .. }) => Some(key),
+            Ok(_) => None,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(key("[imap]\npool_size = 0"), Some("imap.pool_size"));
+        assert_eq!(key("[imap]\npool_size = 65"), Some("imap.pool_size"));
+        assert_eq!(
+            key("[imap]\npool_idle_timeout_s = 0"),
+            Some("imap.pool_idle_timeout_s")
+        );
+        assert_eq!(
+            key("[imap]\ntimeout_ms = 100\npool_grow_after_ms = 100"),
+            Some("imap.pool_grow_after_ms")
+        );
+        assert_eq!(
+            key("[imap]\npool_size = 8\nmax_connections = 7"),
+            Some("imap.max_connections")
+        );
+        assert_eq!(
+            key("[imap]\nmax_logins_in_flight = 0"),
+            Some("imap.max_logins_in_flight")
+        );
+        let ok = Config::from_toml(
+            "[imap]\npool_size = 2\npool_grow_after_ms = 0\nmax_connections = 2\nmax_logins_in_flight = 1",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                ok.imap.pool_size,
+                ok.imap.max_connections,
+                ok.imap.max_logins_in_flight
+            ),
+            (2, 2, 1)
+        );
     }
 
     #[test]

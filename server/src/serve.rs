@@ -229,13 +229,13 @@ pub async fn run_with(
     let capture = eas
         .as_ref()
         .map(|_| Arc::new(crate::capture::Captures::from_config(&cfg.capture)));
-    let app = AppState::with_eas(
-        http_settings(&cfg),
-        Arc::new(ImapLoginVerifier::new(cfg.imap.clone())),
-        devices,
-        mode,
-        eas,
-    );
+    // Basic-auth logins share the pool's login gate, and the pool adopts
+    // the sessions they open.
+    let verifier = match &eas {
+        Some(eas) => ImapLoginVerifier::with_pool(eas.imap.clone()),
+        None => ImapLoginVerifier::new(cfg.imap.clone()),
+    };
+    let app = AppState::with_eas(http_settings(&cfg), Arc::new(verifier), devices, mode, eas);
     match crate::obs::access_log(&cfg.logging) {
         Ok(Some(log)) => {
             app.set_access_log(log);

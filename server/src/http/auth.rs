@@ -10,6 +10,11 @@
 //! mailbox as the user. A failure
 //! is never cached, and a success is never extended past its TTL, so a
 //! changed password stops working at most one TTL later.
+//!
+//! Requests that miss the cache with the same credentials at the same time
+//! (a user's devices when the entry expires) share one verification: the
+//! first asks the backend, the others wait for its verdict, so an expiry
+//! costs the IMAP server one login per user, not one per request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -175,10 +180,15 @@ impl AuthCache {
     }
 }
 
+/// One verification in flight, shared by the requests that wait for it.
+type Pending = Arc<tokio::sync::OnceCell<Result<Verdict, VerifierUnavailable>>>;
+
 /// The verifier plus its cache.
 pub struct Authenticator {
     verifier: Arc<dyn CredentialVerifier>,
     cache: AuthCache,
+    /// Verifications in flight, by credential digest.
+    pending: Mutex<HashMap<[u8; 32], Pending>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -195,7 +205,54 @@ impl Authenticator {
         Authenticator {
             verifier,
             cache: AuthCache::new(ttl, max_entries),
+            pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks the verifier, or joins the verification of the same
+    /// credentials already under way; the cache is updated once.
+    async fn verify_shared(
+        &self,
+        digest: [u8; 32],
+        login: &Login,
+        password: &Password,
+    ) -> Result<Verdict, VerifierUnavailable> {
+        /// Unlists the shared verification when its waiter is done or
+        /// dropped (a cancelled request must not leave an entry behind).
+        struct Unlist<'a>(&'a Authenticator, [u8; 32], Pending);
+        impl Drop for Unlist<'_> {
+            fn drop(&mut self) {
+                let mut pending = self.0.pending();
+                if pending
+                    .get(&self.1)
+                    .is_some_and(|c| Arc::ptr_eq(c, &self.2))
+                {
+                    pending.remove(&self.1);
+                }
+            }
+        }
+        let cell = self.pending().entry(digest).or_default().clone();
+        let unlist = Unlist(self, digest, cell.clone());
+        let verdict = cell
+            .get_or_init(|| async {
+                let verdict = self.verifier.verify(login, password).await;
+                match verdict {
+                    Ok(Verdict::Accepted) => self.cache.remember(digest, Instant::now()),
+                    Ok(Verdict::Rejected) => self.cache.forget(&digest),
+                    Err(_) => {}
+                }
+                verdict
+            })
+            .await
+            .clone();
+        drop(unlist);
+        verdict
     }
 
     /// The cache (for tests and the console).
@@ -221,20 +278,19 @@ impl Authenticator {
                 user,
             });
         }
-        match self.verifier.verify(&creds.login, &creds.password).await? {
+        match self
+            .verify_shared(digest, &creds.login, &creds.password)
+            .await?
+        {
             Verdict::Accepted => {
                 tracing::debug!(target: "AUTHENTICATION", user = %user, "accepted by the backend");
-                self.cache.remember(digest, Instant::now());
                 Ok(AuthenticatedUser {
                     password: Secret::new(creds.password.expose()),
                     login: creds.login,
                     user,
                 })
             }
-            Verdict::Rejected => {
-                self.cache.forget(&digest);
-                Err(AuthError::Rejected(creds.login.raw))
-            }
+            Verdict::Rejected => Err(AuthError::Rejected(creds.login.raw)),
         }
     }
 }
@@ -318,6 +374,57 @@ mod tests {
             assert!(!format!("{user:?}").contains("s3cret"), "{user:?}");
         }
         assert_eq!(auth.cache().len(), 1);
+    }
+
+    /// Counts its calls and answers after a pause (so calls overlap).
+    struct Slow(std::sync::atomic::AtomicUsize, Verdict);
+    impl CredentialVerifier for Slow {
+        fn verify<'a>(
+            &'a self,
+            _login: &'a Login,
+            _password: &'a Password,
+        ) -> BoxFuture<'a, Result<Verdict, VerifierUnavailable>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let verdict = self.1;
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(verdict)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_verification() {
+        for (verdict, ttl) in [
+            (Verdict::Accepted, Duration::from_secs(60)),
+            (Verdict::Rejected, Duration::from_secs(60)),
+            (Verdict::Accepted, Duration::ZERO),
+        ] {
+            let slow = Arc::new(Slow(Default::default(), verdict));
+            let auth = Arc::new(Authenticator::new(slow.clone(), ttl, 10));
+            let header = "Basic YWxpY2VAZXhhbXBsZS50ZXN0OnMzY3JldC1wdw==";
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let auth = auth.clone();
+                    tokio::spawn(async move { auth.authenticate(Some(header)).await })
+                })
+                .collect();
+            for t in tasks {
+                let res = t.await.unwrap();
+                assert_eq!(res.is_ok(), verdict == Verdict::Accepted, "{res:?}");
+            }
+            assert_eq!(
+                slow.0.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{verdict:?}"
+            );
+            // Done: the next miss (no cache, or a refusal) asks again.
+            if ttl.is_zero() || verdict == Verdict::Rejected {
+                let _ = auth.authenticate(Some(header)).await;
+                assert_eq!(slow.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+            }
+            assert!(auth.pending().is_empty());
+        }
     }
 
     #[test]

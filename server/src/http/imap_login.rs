@@ -5,7 +5,14 @@
 //!
 //! It must not log or keep the password; the login name the device sent is
 //! passed as `user@domain` and the backend applies `[imap] login_with_domain`.
+//!
+//! With the request pool attached ([`ImapLoginVerifier::with_pool`]) the
+//! login waits its turn at the pool's [`LoginGate`] and the session it opened
+//! is handed to the pool instead of logged out: the request that follows
+//! needs a connection of that user anyway, and a login is the expensive
+//! part (a password hash on the server).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -13,7 +20,7 @@ use opush_protocol::headers::{Login, Password};
 use tokio::time::timeout;
 
 use super::auth::{CredentialVerifier, Verdict, VerifierUnavailable};
-use crate::backends::imap::{ImapClient, ImapError};
+use crate::backends::imap::{ImapClient, ImapError, ImapPool};
 use crate::config::{ImapConfig, Secret};
 
 /// Verifies credentials with an IMAP LOGIN.
@@ -21,12 +28,23 @@ use crate::config::{ImapConfig, Secret};
 pub struct ImapLoginVerifier {
     /// The `[imap]` section.
     pub imap: ImapConfig,
+    /// The request pool: gates the login and adopts the session.
+    pool: Option<Arc<ImapPool>>,
 }
 
 impl ImapLoginVerifier {
-    /// A verifier for the IMAP server of `imap`.
+    /// A verifier for the IMAP server of `imap` (logs out after each check).
     pub fn new(imap: ImapConfig) -> Self {
-        ImapLoginVerifier { imap }
+        ImapLoginVerifier { imap, pool: None }
+    }
+
+    /// A verifier whose logins go through `pool`'s login gate and whose
+    /// sessions the pool adopts.
+    pub fn with_pool(pool: Arc<ImapPool>) -> Self {
+        ImapLoginVerifier {
+            imap: pool.config().clone(),
+            pool: Some(pool),
+        }
     }
 
     fn bound(&self) -> Duration {
@@ -46,9 +64,23 @@ impl CredentialVerifier for ImapLoginVerifier {
             let user = login.email_form();
             let secret = Secret::new(password.expose());
             let attempt = async {
-                match ImapClient::login(&self.imap, &user, &secret).await {
+                let login = ImapClient::login(&self.imap, &user, &secret);
+                let res = match self.pool.as_ref().map(|p| p.login_gate()) {
+                    Some(gate) => gate.run("verify", login).await,
+                    None => {
+                        crate::obs::metrics::imap_login("verify");
+                        login.await
+                    }
+                };
+                match res {
                     Ok(session) => {
-                        session.logout().await;
+                        let session = match &self.pool {
+                            Some(pool) => pool.adopt(&user, &secret, session).err(),
+                            None => Some(session),
+                        };
+                        if let Some(session) = session {
+                            session.logout().await;
+                        }
                         Ok(Verdict::Accepted)
                     }
                     Err(ImapError::Auth { .. }) => Ok(Verdict::Rejected),

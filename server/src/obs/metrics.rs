@@ -10,7 +10,10 @@
 //! `opush_request_duration_seconds{command}` (histogram),
 //! `opush_parked_pings`, `opush_devices`, `opush_devices_created_total`,
 //! `opush_storage_errors_total`,
-//! `opush_backend_errors_total{backend,kind}`, `opush_retries_total{what}`.
+//! `opush_backend_errors_total{backend,kind}`, `opush_retries_total{what}`,
+//! `opush_imap_logins_total{purpose}` (`pool`: a request's connection,
+//! `verify`: a Basic-auth check, `push`: a watcher),
+//! `opush_imap_pooled_connections`.
 //! Other modules update them with the functions below (one call each).
 
 use std::collections::BTreeMap;
@@ -50,6 +53,7 @@ struct Tables {
     storage_errors: u64,
     backend_errors: BTreeMap<(&'static str, &'static str), u64>,
     retries: BTreeMap<&'static str, u64>,
+    imap_logins: BTreeMap<&'static str, u64>,
     devices_created: u64,
 }
 
@@ -59,10 +63,12 @@ static TABLES: Mutex<Tables> = Mutex::new(Tables {
     storage_errors: 0,
     backend_errors: BTreeMap::new(),
     retries: BTreeMap::new(),
+    imap_logins: BTreeMap::new(),
     devices_created: 0,
 });
 static PARKED_PINGS: AtomicI64 = AtomicI64::new(0);
 static DEVICES: AtomicI64 = AtomicI64::new(0);
+static IMAP_POOLED: AtomicI64 = AtomicI64::new(0);
 
 fn tables() -> std::sync::MutexGuard<'static, Tables> {
     // Poisoned only if a metrics call panicked; the numbers stay usable.
@@ -147,6 +153,16 @@ pub fn backend_error(backend: &'static str, kind: &'static str) {
 /// An operation was retried (`storage`, …).
 pub fn retry(what: &'static str) {
     *tables().retries.entry(what).or_default() += 1;
+}
+
+/// An IMAP LOGIN is about to be sent (`pool`, `verify`, `push`).
+pub fn imap_login(purpose: &'static str) {
+    *tables().imap_logins.entry(purpose).or_default() += 1;
+}
+
+/// Connections open in the IMAP pool, over all users.
+pub fn set_imap_pooled(n: usize) {
+    IMAP_POOLED.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
 }
 
 /// Escapes a label value (backslash, quote, newline).
@@ -247,6 +263,24 @@ pub fn render() -> String {
     for (w, n) in &t.retries {
         let _ = writeln!(o, "opush_retries_total{{what=\"{w}\"}} {n}");
     }
+    let _ = writeln!(
+        o,
+        "# HELP opush_imap_logins_total IMAP logins sent, by purpose (pool: a request's connection, verify: a Basic-auth check, push: a watcher)."
+    );
+    let _ = writeln!(o, "# TYPE opush_imap_logins_total counter");
+    for (p, n) in &t.imap_logins {
+        let _ = writeln!(o, "opush_imap_logins_total{{purpose=\"{p}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP opush_imap_pooled_connections IMAP connections open in the request pool (idle, in use, logging in)."
+    );
+    let _ = writeln!(o, "# TYPE opush_imap_pooled_connections gauge");
+    let _ = writeln!(
+        o,
+        "opush_imap_pooled_connections {}",
+        IMAP_POOLED.load(Ordering::Relaxed)
+    );
     out
 }
 
@@ -306,9 +340,21 @@ mod tests {
             "opush_storage_errors_total",
             "# TYPE opush_backend_errors_total counter",
             "# TYPE opush_retries_total counter",
+            "# TYPE opush_imap_logins_total counter",
+            "opush_imap_pooled_connections",
         ] {
             assert!(text.contains(family), "{family}");
         }
+    }
+
+    #[test]
+    fn imap_logins_count_by_purpose() {
+        let series = "opush_imap_logins_total{purpose=\"verify\"}";
+        let before = value(&render(), series).unwrap_or(0.0);
+        imap_login("verify");
+        imap_login("verify");
+        // Other tests may log in too; ours added at least two.
+        assert!(value(&render(), series).unwrap_or(0.0) >= before + 2.0);
     }
 
     #[test]

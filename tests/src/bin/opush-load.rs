@@ -112,15 +112,21 @@ impl Proc {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
     dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 impl Server {
     fn start(opush: &PathBuf) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
+        let admin_port = free_port();
         let dir =
             opush_tests::repo_root().join(format!("target/tmp/opush-load-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("load dir");
@@ -129,6 +135,7 @@ impl Server {
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+                 admin_listen = \"127.0.0.1:{admin_port}\"\n\
                  max_in_flight = 1024\n[storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
                  [imap]\nhost = \"127.0.0.1\"\nport = 1143\n\
                  master_user = \"opush-master\"\nmaster_password = \"{}\"\n\
@@ -164,7 +171,34 @@ impl Server {
             assert!(Instant::now() < deadline, "opush serve did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Server { child, addr, dir }
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+        Server {
+            child,
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    /// IMAP logins the server sent so far, by purpose (its `/metrics`).
+    fn imap_logins(&self) -> Logins {
+        use std::io::{Read, Write};
+        let mut text = String::new();
+        if let Ok(mut c) = std::net::TcpStream::connect(self.admin) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = c.write_all(b"GET /metrics HTTP/1.0\r\nHost: opush\r\n\r\n");
+            let _ = c.read_to_string(&mut text);
+        }
+        let count = |purpose: &str| {
+            let series = format!("opush_imap_logins_total{{purpose=\"{purpose}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Logins {
+            pool: count("pool"),
+            verify: count("verify"),
+        }
     }
 
     fn proc(&self) -> Proc {
@@ -200,6 +234,35 @@ impl Drop for Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// IMAP logins by purpose, from the server's metrics.
+#[derive(Debug, Clone, Copy, Default)]
+struct Logins {
+    pool: u64,
+    verify: u64,
+}
+
+impl std::ops::Sub for Logins {
+    type Output = Logins;
+    fn sub(self, o: Logins) -> Logins {
+        Logins {
+            pool: self.pool.saturating_sub(o.pool),
+            verify: self.verify.saturating_sub(o.verify),
+        }
+    }
+}
+
+impl std::fmt::Display for Logins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "IMAP logins {} (pool {}, auth check {})",
+            self.pool + self.verify,
+            self.pool,
+            self.verify
+        )
     }
 }
 
@@ -307,13 +370,25 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `/proc/loadavg`'s three figures, to print beside the results.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn main() {
     let a = args();
     let v = opush_protocol::headers::parse_protocol_version(&a.version).unwrap_or_else(|_| usage());
     opush_tests::require(opush_tests::DOVECOT_IMAP);
     println!(
-        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}",
-        a.messages, a.devices, a.rounds, a.window, a.version
+        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}; load average {}",
+        a.messages,
+        a.devices,
+        a.rounds,
+        a.window,
+        a.version,
+        load_average()
     );
 
     // Data, filled once.
@@ -440,6 +515,7 @@ fn main() {
         if a.devices > 0 {
             let ready = prepare("LOADDEV").await;
             println!("{} devices synced; no-change rounds start", a.devices);
+            let logins0 = server.imap_logins();
             let cpu0 = proc.cpu_seconds();
             let t = Instant::now();
             let mut tasks = Vec::new();
@@ -466,7 +542,7 @@ fn main() {
             all.sort();
             println!(
                 "no-change Sync, {} devices at once ({}-message INBOXes): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-                 {} syncs in {:.2} s = {:.0} syncs/s; server CPU {cpu:.2} s; server RSS {} MB",
+                 {} syncs in {:.2} s = {:.0} syncs/s; server CPU {cpu:.2} s; server RSS {} MB; {}",
                 a.devices,
                 a.small,
                 ms(percentile(&all, 0.5)),
@@ -475,7 +551,8 @@ fn main() {
                 all.len(),
                 wall.as_secs_f64(),
                 all.len() as f64 / wall.as_secs_f64(),
-                proc.status_kb("VmRSS:") / 1024
+                proc.status_kb("VmRSS:") / 1024,
+                server.imap_logins() - logins0
             );
         }
 
@@ -490,6 +567,7 @@ fn main() {
                 a.rate,
                 ms(interval)
             );
+            let logins0 = server.imap_logins();
             let cpu0 = proc.cpu_seconds();
             let t = Instant::now();
             let start = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -519,7 +597,7 @@ fn main() {
             all.sort();
             println!(
                 "no-change Sync, {} devices paced at {:.0} syncs/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-                 {} syncs in {:.2} s; server CPU {cpu:.2} s ({:.0} us per sync)",
+                 {} syncs in {:.2} s; server CPU {cpu:.2} s ({:.0} us per sync); {}",
                 a.devices,
                 a.rate,
                 ms(percentile(&all, 0.5)),
@@ -527,13 +605,15 @@ fn main() {
                 ms(*all.last().unwrap_or(&Duration::ZERO)),
                 all.len(),
                 wall.as_secs_f64(),
-                1e6 * cpu / all.len().max(1) as f64
+                1e6 * cpu / all.len().max(1) as f64,
+                server.imap_logins() - logins0
             );
         }
     });
     println!(
-        "server peak RSS (VmHWM): {} MB",
-        proc.status_kb("VmHWM:") / 1024
+        "server peak RSS (VmHWM): {} MB; load average {}",
+        proc.status_kb("VmHWM:") / 1024,
+        load_average()
     );
     server.stop();
 }

@@ -1,23 +1,43 @@
-//! A bounded per-user pool of authenticated IMAP sessions.
+//! A bounded pool of authenticated IMAP sessions, per user and overall.
 //!
-//! At most `[imap] pool_size` sessions per user exist at once (further
-//! requests wait, up to the command timeout, then get `Unavailable`). The
-//! pool grows lazily: when no session is idle but another request of the
-//! same user holds one, it first waits up to [`GROW_AFTER`] for that one to
-//! come back — most requests hold a session for a STATUS or two, well under
-//! a millisecond, while a new login costs a password hash on the server
-//! (milliseconds alone, far more when a burst of devices logs in at once). Idle
-//! sessions are reused while younger than `pool_idle_timeout_s` and only for
-//! the same credentials: the pool keys them by a keyed blake3 digest of the
-//! password (random per-process key, memory only, never logged). A session
-//! that hit a timeout or I/O error is dropped, so the next request reconnects.
+//! Why it is shaped this way: a LOGIN costs the IMAP server a password hash
+//! (milliseconds alone, a second or more when a burst of them queues on a
+//! busy machine), while a pooled session is back in well under a
+//! millisecond after the STATUS of a no-change Sync. So a request never
+//! waits for a login it does not need:
+//!
+//! - a user with no open session logs in in the foreground (nothing else
+//!   could serve the request, and a refused password is its answer);
+//! - otherwise a request first waits up to `[imap] pool_grow_after_ms` for
+//!   one of the user's busy sessions to come back; past it, **one**
+//!   background login per user grows the pool, and the request takes
+//!   whichever comes first, a returned session or the new one;
+//! - the verifier of Basic auth hands its freshly logged-in session to the
+//!   pool ([`ImapPool::adopt`]) instead of logging out.
+//!
+//! Bounds a sysadmin tunes (`docs/CONFIGURATION.md`): at most
+//! `pool_size` sessions per user and `max_connections` over all users
+//! (past it, the oldest idle session of any user is closed to make room;
+//! with none idle the request waits), at most `max_logins_in_flight`
+//! logins at once to the server ([`LoginGate`], shared with the verifier:
+//! a login storm after a restart queues here instead of swamping the
+//! server's password hashing), idle sessions closed after
+//! `pool_idle_timeout_s`. Every wait ends at `timeout_ms` with
+//! `Unavailable`.
+//!
+//! Idle sessions are reused only for the same credentials: the pool keys
+//! them by a keyed blake3 digest of the password (random per-process key,
+//! memory only, never logged). A session that hit a timeout or I/O error,
+//! or whose request was cancelled mid-command, is dropped, so the next
+//! request reconnects.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::{ImapClient, ImapError, Session};
@@ -31,30 +51,180 @@ struct Idle {
     digest: Digest,
 }
 
+#[derive(Default)]
+struct UserState {
+    idle: Vec<Idle>,
+    /// Sessions of this user that exist or are being logged in: idle,
+    /// lent out, or reserved for a login (`<= pool_size`).
+    open: usize,
+    /// Background logins under way for this user (0 or 1).
+    growing: usize,
+}
+
 struct UserPool {
+    state: Mutex<UserState>,
+    /// Signalled when a session goes back to idle, a new one lands, or a
+    /// reservation is given up.
+    returned: Notify,
+}
+
+impl UserPool {
+    fn lock(&self) -> MutexGuard<'_, UserState> {
+        // Plain counters and sessions: a panic elsewhere leaves them usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Bounds the logins in flight to the IMAP server (`[imap]
+/// max_logins_in_flight`). Shared by the pool and the Basic-auth verifier.
+#[derive(Clone, Debug)]
+pub struct LoginGate {
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<Idle>>,
-    /// Signalled when a session goes back to `idle`.
-    returned: tokio::sync::Notify,
+    timeout: Duration,
+}
+
+impl LoginGate {
+    /// A gate letting `max` logins through at once; a login waits for its
+    /// turn at most `timeout`.
+    pub fn new(max: usize, timeout: Duration) -> LoginGate {
+        LoginGate {
+            permits: Arc::new(Semaphore::new(max.max(1))),
+            timeout,
+        }
+    }
+
+    /// Runs `login` once a slot is free; `Unavailable` when none frees up
+    /// within the timeout. `purpose` labels the login metric.
+    pub async fn run<T>(
+        &self,
+        purpose: &'static str,
+        login: impl std::future::Future<Output = Result<T, ImapError>>,
+    ) -> Result<T, ImapError> {
+        let _slot = tokio::time::timeout(self.timeout, self.permits.acquire())
+            .await
+            .map_err(|_| {
+                ImapError::Unavailable(
+                    "too many IMAP logins in flight (max_logins_in_flight)".into(),
+                )
+            })?
+            .map_err(|_| ImapError::Unavailable("login gate closed".into()))?;
+        crate::obs::metrics::imap_login(purpose);
+        login.await
+    }
+}
+
+/// Connections open over all users, against `[imap] max_connections`.
+struct Global {
+    open: Mutex<usize>,
+    /// Signalled when a connection closes or goes idle (room under the cap,
+    /// or one to close to make room), for requests waiting at the cap.
+    freed: Notify,
+    /// Requests waiting at the cap (returns signal `freed` only then).
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+struct Shared {
+    cfg: ImapConfig,
+    key: Digest,
+    users: Mutex<HashMap<String, Arc<UserPool>>>,
+    global: Global,
+    gate: LoginGate,
+    /// Logins the pool did itself (tests and the load tool read it).
+    logins: AtomicU64,
+}
+
+impl Shared {
+    fn users(&self) -> MutexGuard<'_, HashMap<String, Arc<UserPool>>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn global_open(&self) -> MutexGuard<'_, usize> {
+        self.global.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes one unit of the global budget; false at the cap.
+    fn reserve_global(&self) -> bool {
+        let mut open = self.global_open();
+        if *open >= self.cfg.max_connections {
+            return false;
+        }
+        *open += 1;
+        crate::obs::metrics::set_imap_pooled(*open);
+        true
+    }
+
+    /// Gives back `n` units of the global budget.
+    fn release_global(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut open = self.global_open();
+        *open = open.saturating_sub(n);
+        crate::obs::metrics::set_imap_pooled(*open);
+        drop(open);
+        self.global.freed.notify_waiters();
+    }
+
+    /// Closes the oldest idle session of any user; false when none is idle.
+    fn evict_oldest_idle(&self) -> bool {
+        let users = self.users();
+        let mut oldest: Option<(Instant, &Arc<UserPool>)> = None;
+        for pool in users.values() {
+            let st = pool.lock();
+            if let Some(since) = st.idle.iter().map(|i| i.since).min() {
+                if oldest.is_none_or(|(o, _)| since < o) {
+                    oldest = Some((since, pool));
+                }
+            }
+        }
+        let Some((since, pool)) = oldest else {
+            return false;
+        };
+        let mut st = pool.lock();
+        let Some(pos) = st.idle.iter().position(|i| i.since == since) else {
+            return false;
+        };
+        let evicted = st.idle.swap_remove(pos);
+        st.open -= 1;
+        drop(st);
+        drop(users);
+        drop(evicted);
+        self.release_global(1);
+        true
+    }
+}
+
+/// Counts a request waiting at the global cap while it lives.
+struct AtCap<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> AtCap<'a> {
+    fn new(waiting: &'a std::sync::atomic::AtomicUsize) -> AtCap<'a> {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        AtCap(waiting)
+    }
+}
+
+impl Drop for AtCap<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Longest a request waits for a busy session of its user to come back
-/// before logging in another one.
+/// before a login grows the pool, when `[imap] pool_grow_after_ms` is not set.
 pub const GROW_AFTER: Duration = Duration::from_millis(20);
 
 /// The pool; cheap to clone (shared).
 #[derive(Clone)]
 pub struct ImapPool {
-    cfg: Arc<ImapConfig>,
-    key: Digest,
-    users: Arc<Mutex<HashMap<String, Arc<UserPool>>>>,
+    shared: Arc<Shared>,
     read_ahead: super::ahead::ReadAhead,
 }
 
 impl std::fmt::Debug for ImapPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImapPool")
-            .field("host", &self.cfg.host)
+            .field("host", &self.shared.cfg.host)
             .finish_non_exhaustive()
     }
 }
@@ -63,8 +233,8 @@ impl std::fmt::Debug for ImapPool {
 pub struct PooledSession {
     session: Option<Session>,
     user_pool: Arc<UserPool>,
+    shared: Arc<Shared>,
     digest: Digest,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for PooledSession {
@@ -100,15 +270,24 @@ impl PooledSession {
 
 impl Drop for PooledSession {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            if session.is_usable() {
-                if let Ok(mut idle) = self.user_pool.idle.lock() {
-                    idle.push(Idle {
-                        session,
-                        since: Instant::now(),
-                        digest: self.digest,
-                    });
+        match self.session.take() {
+            Some(session) if session.is_usable() => {
+                self.user_pool.lock().idle.push(Idle {
+                    session,
+                    since: Instant::now(),
+                    digest: self.digest,
+                });
+                self.user_pool.returned.notify_one();
+                if self.shared.global.waiting.load(Ordering::SeqCst) > 0 {
+                    // Someone at the cap can close this one to make room.
+                    self.shared.global.freed.notify_waiters();
                 }
+            }
+            closed => {
+                drop(closed);
+                self.user_pool.lock().open -= 1;
+                self.shared.release_global(1);
+                // A waiter may now open one in its place.
                 self.user_pool.returned.notify_one();
             }
         }
@@ -129,13 +308,38 @@ fn random_key() -> Digest {
     key
 }
 
+/// What a checkout decided under the user's lock.
+enum Step {
+    Reuse(Session),
+    /// A slot is reserved: log in now and hand the session to the caller.
+    LoginHere,
+    /// A slot is reserved: log in in the background, into the idle list.
+    LoginBehind,
+    /// The global cap is reached: make room.
+    Evict,
+    Wait,
+}
+
 impl ImapPool {
     /// A pool for the given `[imap]` configuration.
     pub fn new(cfg: ImapConfig) -> ImapPool {
+        let gate = LoginGate::new(
+            cfg.max_logins_in_flight,
+            Duration::from_millis(cfg.timeout_ms),
+        );
         ImapPool {
-            cfg: Arc::new(cfg),
-            key: random_key(),
-            users: Arc::new(Mutex::new(HashMap::new())),
+            shared: Arc::new(Shared {
+                cfg,
+                key: random_key(),
+                users: Mutex::new(HashMap::new()),
+                global: Global {
+                    open: Mutex::new(0),
+                    freed: Notify::new(),
+                    waiting: std::sync::atomic::AtomicUsize::new(0),
+                },
+                gate,
+                logins: AtomicU64::new(0),
+            }),
             read_ahead: super::ahead::ReadAhead::default(),
         }
     }
@@ -147,18 +351,40 @@ impl ImapPool {
 
     /// The configuration in use.
     pub fn config(&self) -> &ImapConfig {
-        &self.cfg
+        &self.shared.cfg
+    }
+
+    /// The gate every login to this IMAP server goes through.
+    pub fn login_gate(&self) -> &LoginGate {
+        &self.shared.gate
+    }
+
+    /// Logins the pool has done since it was created (not the verifier's).
+    pub fn logins(&self) -> u64 {
+        self.shared.logins.load(Ordering::Relaxed)
+    }
+
+    /// Connections open over all users (idle, lent out, logging in).
+    pub fn open_total(&self) -> usize {
+        *self.shared.global_open()
+    }
+
+    fn digest(&self, password: &Secret) -> Digest {
+        *blake3::keyed_hash(&self.shared.key, password.expose().as_bytes()).as_bytes()
+    }
+
+    fn master_digest(&self) -> Digest {
+        *blake3::keyed_hash(&self.shared.key, b"\0master").as_bytes()
     }
 
     fn user_pool(&self, user: &str) -> Arc<UserPool> {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let mut users = self.shared.users();
         users
             .entry(user.to_string())
             .or_insert_with(|| {
                 Arc::new(UserPool {
-                    permits: Arc::new(Semaphore::new(self.cfg.pool_size)),
-                    idle: Mutex::new(Vec::new()),
-                    returned: tokio::sync::Notify::new(),
+                    state: Mutex::new(UserState::default()),
+                    returned: Notify::new(),
                 })
             })
             .clone()
@@ -167,24 +393,48 @@ impl ImapPool {
     /// A session for `user` authenticated with `password` (reused or new).
     /// A wrong password is `Auth` even if a session for another password is idle.
     pub async fn get(&self, user: &str, password: &Secret) -> Result<PooledSession, ImapError> {
-        let digest = *blake3::keyed_hash(&self.key, password.expose().as_bytes()).as_bytes();
-        let cfg = self.cfg.clone();
-        let (u, p) = (user.to_string(), password.clone());
-        self.checkout(user, digest, move || async move {
-            ImapClient::login(&cfg, &u, &p).await
+        let digest = self.digest(password);
+        let (shared, u, p) = (self.shared.clone(), user.to_string(), password.clone());
+        self.checkout(user, digest, move || {
+            let (shared, u, p) = (shared.clone(), u.clone(), p.clone());
+            async move { ImapClient::login(&shared.cfg, &u, &p).await }
         })
         .await
     }
 
     /// A session for `user` through the master user (background push).
     pub async fn get_master(&self, user: &str) -> Result<PooledSession, ImapError> {
-        let digest = *blake3::keyed_hash(&self.key, b"\0master").as_bytes();
-        let cfg = self.cfg.clone();
-        let u = user.to_string();
-        self.checkout(user, digest, move || async move {
-            ImapClient::login_master(&cfg, &u).await
+        let digest = self.master_digest();
+        let (shared, u) = (self.shared.clone(), user.to_string());
+        self.checkout(user, digest, move || {
+            let (shared, u) = (shared.clone(), u.clone());
+            async move { ImapClient::login_master(&shared.cfg, &u).await }
         })
         .await
+    }
+
+    /// Takes `session`, just logged in as `user` with `password` (the
+    /// Basic-auth verifier's), into the pool when the user's requests would
+    /// use it and there is room; otherwise gives it back (to log out).
+    pub fn adopt(&self, user: &str, password: &Secret, session: Session) -> Result<(), Session> {
+        if self.shared.cfg.master_for_requests || !session.is_usable() {
+            return Err(session);
+        }
+        let digest = self.digest(password);
+        let pool = self.user_pool(user);
+        let mut st = pool.lock();
+        if st.open >= self.shared.cfg.pool_size || !self.shared.reserve_global() {
+            return Err(session);
+        }
+        st.open += 1;
+        st.idle.push(Idle {
+            session,
+            since: Instant::now(),
+            digest,
+        });
+        drop(st);
+        pool.returned.notify_one();
+        Ok(())
     }
 
     async fn checkout<F, Fut>(
@@ -194,86 +444,267 @@ impl ImapPool {
         login: F,
     ) -> Result<PooledSession, ImapError>
     where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Session, ImapError>>,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Session, ImapError>> + Send + 'static,
     {
+        let cfg = &self.shared.cfg;
         let pool = self.user_pool(user);
-        let wait = Duration::from_millis(self.cfg.timeout_ms);
-        let permit = tokio::time::timeout(wait, pool.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                ImapError::Unavailable(format!(
-                    "all {} IMAP connections of {user} busy",
-                    self.cfg.pool_size
-                ))
-            })?
-            .map_err(|_| ImapError::Unavailable("pool closed".into()))?;
-        let max_idle = Duration::from_secs(self.cfg.pool_idle_timeout_s);
-        let take_idle = || {
-            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(cfg.timeout_ms);
+        let grow_at = start + Duration::from_millis(cfg.pool_grow_after_ms);
+        let max_idle = Duration::from_secs(cfg.pool_idle_timeout_s);
+        loop {
+            // Registered before looking, so a return in between is not missed.
+            let mut returned = Box::pin(pool.returned.notified());
+            returned.as_mut().enable();
             let now = Instant::now();
-            idle.retain(|i| now.duration_since(i.since) < max_idle && i.session.is_usable());
-            let found = idle
-                .iter()
-                .position(|i| i.digest == digest)
-                .map(|pos| idle.swap_remove(pos).session);
-            if found.is_none() {
-                // Sessions opened with other credentials (an old password) go,
-                // so open connections stay within `pool_size`.
-                idle.retain(|i| i.digest == digest);
-            }
-            found
-        };
-        let mut reused = take_idle();
-        // Others of this user hold sessions (our own permit aside): one is
-        // usually back sooner than a login would take.
-        let busy = self.cfg.pool_size - pool.permits.available_permits() > 1;
-        if reused.is_none() && busy {
-            let deadline = Instant::now() + GROW_AFTER;
-            while reused.is_none() {
-                let back = pool.returned.notified();
-                reused = take_idle();
-                if reused.is_some() || tokio::time::timeout_at(deadline, back).await.is_err() {
-                    break;
+            let (step, closed) = {
+                let mut st = pool.lock();
+                // Expired, broken, or opened with other credentials (an
+                // old password): closed, so they leave room.
+                let before = st.idle.len();
+                let mut closed = Vec::new();
+                let mut i = 0;
+                while i < st.idle.len() {
+                    let it = &st.idle[i];
+                    let stale = now.duration_since(it.since) >= max_idle || !it.session.is_usable();
+                    let other = it.digest != digest;
+                    if stale || other {
+                        closed.push(st.idle.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
                 }
-                reused = take_idle();
+                st.open -= before - st.idle.len();
+                // The most recently returned one: its connection is warm.
+                let step = if let Some(it) = st.idle.pop() {
+                    Step::Reuse(it.session)
+                } else if st.open >= cfg.pool_size {
+                    Step::Wait
+                } else if st.open == 0 || (st.growing == 0 && now >= grow_at) {
+                    if self.shared.reserve_global() {
+                        st.open += 1;
+                        if st.open == 1 {
+                            Step::LoginHere
+                        } else {
+                            st.growing += 1;
+                            Step::LoginBehind
+                        }
+                    } else {
+                        Step::Evict
+                    }
+                } else {
+                    Step::Wait
+                };
+                (step, closed.len())
+            };
+            self.shared.release_global(closed);
+            match step {
+                Step::Reuse(session) => return Ok(self.lend(pool.clone(), session, digest)),
+                Step::LoginHere => {
+                    // Not waiting: a notification goes to someone who is.
+                    drop(returned);
+                    return self.login_here(pool.clone(), digest, login()).await;
+                }
+                Step::LoginBehind => {
+                    self.login_behind(pool.clone(), user, digest, login());
+                    continue;
+                }
+                Step::Evict => {
+                    let at_cap = AtCap::new(&self.shared.global.waiting);
+                    let mut freed = Box::pin(self.shared.global.freed.notified());
+                    freed.as_mut().enable();
+                    let evicted = self.shared.evict_oldest_idle();
+                    if !evicted {
+                        tokio::select! {
+                            _ = freed => {}
+                            _ = returned => {}
+                            _ = tokio::time::sleep_until(deadline) => {}
+                        }
+                    }
+                    drop(at_cap);
+                    if evicted || Instant::now() < deadline {
+                        continue;
+                    }
+                    return Err(self.busy(user));
+                }
+                Step::Wait => {}
+            }
+            let wake = if now < grow_at {
+                grow_at.min(deadline)
+            } else {
+                deadline
+            };
+            tokio::select! {
+                _ = returned => {}
+                _ = tokio::time::sleep_until(wake) => {
+                    if wake >= deadline {
+                        return Err(self.busy(user));
+                    }
+                }
             }
         }
-        let session = match reused {
-            Some(s) => s,
-            None => crate::obs::timed(crate::obs::Category::Imap, login()).await?,
-        };
-        Ok(PooledSession {
+    }
+
+    fn busy(&self, user: &str) -> ImapError {
+        let cfg = &self.shared.cfg;
+        ImapError::Unavailable(format!(
+            "no IMAP connection of {user} free within {} ms ({} per user, {} in all)",
+            cfg.timeout_ms, cfg.pool_size, cfg.max_connections
+        ))
+    }
+
+    /// Logs in for the caller, on a slot it reserved.
+    async fn login_here(
+        &self,
+        pool: Arc<UserPool>,
+        digest: Digest,
+        login: impl std::future::Future<Output = Result<Session, ImapError>>,
+    ) -> Result<PooledSession, ImapError> {
+        self.shared.logins.fetch_add(1, Ordering::Relaxed);
+        let login = self.shared.gate.run("pool", login);
+        match crate::obs::timed(crate::obs::Category::Imap, login).await {
+            Ok(session) => Ok(self.lend(pool, session, digest)),
+            Err(e) => {
+                pool.lock().open -= 1;
+                self.shared.release_global(1);
+                pool.returned.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    /// Logs in in the background, on a slot reserved for it; the session
+    /// lands in the idle list for whichever request of the user wants one.
+    fn login_behind(
+        &self,
+        pool: Arc<UserPool>,
+        user: &str,
+        digest: Digest,
+        login: impl std::future::Future<Output = Result<Session, ImapError>> + Send + 'static,
+    ) {
+        self.shared.logins.fetch_add(1, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        let user = user.to_string();
+        tokio::spawn(async move {
+            let res = shared.gate.run("pool", login).await;
+            let mut st = pool.lock();
+            st.growing -= 1;
+            match res {
+                Ok(session) => st.idle.push(Idle {
+                    session,
+                    since: Instant::now(),
+                    digest,
+                }),
+                Err(e) => {
+                    st.open -= 1;
+                    drop(st);
+                    shared.release_global(1);
+                    tracing::debug!(target: "BACKEND", user = %user, error = %e, "IMAP pool did not grow");
+                }
+            }
+            pool.returned.notify_one();
+        });
+    }
+
+    fn lend(&self, user_pool: Arc<UserPool>, session: Session, digest: Digest) -> PooledSession {
+        PooledSession {
             session: Some(session),
-            user_pool: pool,
+            user_pool,
+            shared: self.shared.clone(),
             digest,
-            _permit: permit,
-        })
+        }
     }
 
     /// Closes idle sessions older than the idle timeout; returns how many.
     /// Call it periodically (the push hub or a maintenance task).
     pub fn reap(&self) -> usize {
-        let max_idle = Duration::from_secs(self.cfg.pool_idle_timeout_s);
+        let max_idle = Duration::from_secs(self.shared.cfg.pool_idle_timeout_s);
         let now = Instant::now();
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        let mut closed = 0;
-        users.retain(|_, pool| {
-            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let before = idle.len();
-            idle.retain(|i| now.duration_since(i.since) < max_idle);
-            closed += before - idle.len();
-            !idle.is_empty() || pool.permits.available_permits() < self.cfg.pool_size
-        });
-        closed
+        let mut closed = Vec::new();
+        {
+            let mut users = self.shared.users();
+            users.retain(|_, pool| {
+                let mut st = pool.lock();
+                let mut i = 0;
+                while i < st.idle.len() {
+                    if now.duration_since(st.idle[i].since) >= max_idle {
+                        closed.push(st.idle.swap_remove(i));
+                        st.open -= 1;
+                    } else {
+                        i += 1;
+                    }
+                }
+                // Kept while in use: a request holding this pool (between
+                // looking it up and locking it) must find it in the map.
+                st.open > 0 || Arc::strong_count(pool) > 1
+            });
+        }
+        let n = closed.len();
+        drop(closed);
+        self.shared.release_global(n);
+        n
     }
 
     /// Idle sessions currently held for `user`.
     pub fn idle_count(&self, user: &str) -> usize {
-        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        users
-            .get(user)
-            .map(|p| p.idle.lock().map(|i| i.len()).unwrap_or(0))
-            .unwrap_or(0)
+        let pool = self.shared.users().get(user).cloned();
+        pool.map(|p| p.lock().idle.len()).unwrap_or(0)
+    }
+
+    /// Sessions open for `user` (idle, lent out, logging in).
+    pub fn open_count(&self, user: &str) -> usize {
+        let pool = self.shared.users().get(user).cloned();
+        pool.map(|p| p.lock().open).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn the_login_gate_lets_at_most_max_through_and_times_out_the_rest() {
+        let gate = LoginGate::new(2, Duration::from_secs(5));
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let (gate, now, most) = (gate.clone(), now.clone(), most.clone());
+                tokio::spawn(async move {
+                    gate.run("test", async {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, ImapError>(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        // A login that cannot get a slot in time is `Unavailable`.
+        let gate = LoginGate::new(1, Duration::from_millis(30));
+        let held = gate.clone();
+        let blocker = tokio::spawn(async move {
+            held.run("test", async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok::<_, ImapError>(())
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let err = gate
+            .run("test", async { Ok::<_, ImapError>(()) })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ImapError::Unavailable(_)), "{err:?}");
+        blocker.await.unwrap().unwrap();
     }
 }

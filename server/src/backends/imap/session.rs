@@ -212,6 +212,10 @@ impl Session {
         }
         let t = self.timeout;
         let started = tokio::time::Instant::now();
+        // Set for the length of the command: if the caller's future is
+        // dropped mid-command (a cancelled request), the reply is half read
+        // and the connection must not go back to the pool.
+        self.broken = true;
         let run = tokio::time::timeout(t, self.exec_inner(what, parts, on));
         let res = match crate::obs::timed(crate::obs::Category::Imap, run).await {
             Err(_) => Err(ImapError::Unavailable(format!(
@@ -219,6 +223,7 @@ impl Session {
             ))),
             Ok(r) => r,
         };
+        self.broken = false;
         tracing::debug!(
             target: "IMAP.COMMAND",
             user = %self.user,
@@ -1210,7 +1215,9 @@ impl Session {
         }
         self.ensure(raw, false).await?;
         let t = self.timeout;
+        self.broken = true; // until IDLE is done (see `exec`)
         let res = self.idle_inner(wait, t, stop).await;
+        self.broken = false;
         if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
             self.broken = true;
             self.selected = None;
@@ -1232,7 +1239,9 @@ impl Session {
     ) -> Result<IdleOutcome, ImapError> {
         self.notify_set(mailboxes).await?;
         let t = self.timeout;
+        self.broken = true; // until IDLE is done (see `exec`)
         let res = self.idle_inner(wait, t, stop).await;
+        self.broken = false;
         if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
             self.broken = true;
             self.selected = None;

@@ -1,0 +1,160 @@
+//! The IMAP pool's bounds against the real Dovecot of `scripts/stack`
+//! (127.0.0.1:1143): a warm pool under steady load logs in no more, the
+//! global cap closes the oldest idle connection of another user, a
+//! cancelled command's connection is not reused, and the Basic-auth
+//! verifier's session is adopted by the pool.
+//!
+//! Users reserved for this file: load0081–load0085 (each test its own
+//! pool, so counts are this test's alone). A missing Dovecot fails the tests.
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+
+use opush_protocol::headers::{Login, Password};
+use opush_server::backends::imap::ImapPool;
+use opush_server::config::{Config, ImapConfig, Secret};
+use opush_server::http::auth::{CredentialVerifier, Verdict};
+use opush_server::http::imap_login::ImapLoginVerifier;
+
+fn password() -> Secret {
+    Secret::new(opush_tests::demo_password())
+}
+
+fn cfg() -> ImapConfig {
+    opush_tests::require(opush_tests::DOVECOT_IMAP);
+    let mut c = Config::default().imap;
+    c.timeout_ms = 20_000;
+    c
+}
+
+#[tokio::test]
+async fn a_warm_pool_under_steady_load_logs_in_no_more() {
+    const USER: &str = "load0081@load.test";
+    let mut c = cfg();
+    c.pool_size = 4;
+    let pool = ImapPool::new(c);
+    // Three requests of the user at a time, each holding its connection
+    // for a STATUS, as no-change Syncs do.
+    let round = |pool: ImapPool| async move {
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for _ in 0..40 {
+                        let mut s = pool.get(USER, &password()).await.unwrap();
+                        s.status("INBOX").await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+    };
+    round(pool.clone()).await;
+    let warm = pool.logins();
+    assert!(
+        (1..=3).contains(&warm),
+        "{warm} logins for 3 concurrent requests"
+    );
+    assert_eq!(pool.open_count(USER), pool.idle_count(USER));
+    // The same load again: served by the connections already open.
+    round(pool.clone()).await;
+    assert_eq!(pool.logins(), warm, "a warm pool logged in again");
+    assert!(pool.open_count(USER) <= 3);
+}
+
+#[tokio::test]
+async fn the_global_cap_closes_the_oldest_idle_connection_of_another_user() {
+    const A: &str = "load0082@load.test";
+    const B: &str = "load0083@load.test";
+    let mut c = cfg();
+    c.pool_size = 2;
+    c.max_connections = 2;
+    c.pool_grow_after_ms = 0;
+    let pool = ImapPool::new(c);
+    let a1 = pool.get(A, &password()).await.unwrap();
+    let a2 = pool.get(A, &password()).await.unwrap();
+    // Both of A's in use, cap reached: B waits…
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut b = pool.get(B, &password()).await.unwrap();
+            b.noop().await.unwrap();
+            b
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "B got a connection past the cap");
+    assert_eq!(pool.open_total(), 2);
+    // …until one of A's goes idle: it is closed to make room for B.
+    drop(a1);
+    let b = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("B served once A's connection was idle")
+        .unwrap();
+    assert_eq!((pool.idle_count(A), pool.open_count(A)), (0, 1));
+    assert_eq!(pool.open_total(), 2);
+    drop((a2, b));
+    assert_eq!((pool.idle_count(A), pool.idle_count(B)), (1, 1));
+    // With both idle, a third user takes the place of the older (A's).
+    let _c = pool.get("load0081@load.test", &password()).await.unwrap();
+    assert_eq!((pool.idle_count(A), pool.idle_count(B)), (0, 1));
+    assert_eq!(pool.open_total(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_whose_command_was_cancelled_is_not_reused() {
+    const USER: &str = "load0084@load.test";
+    let pool = ImapPool::new(cfg());
+    let mut s = pool.get(USER, &password()).await.unwrap();
+    s.noop().await.unwrap();
+    // The request goes away while STATUS is on the wire: its reply would
+    // be read by the next user of the connection.
+    // (Polled once: the command is written, the reply not yet read.)
+    let cancelled = s.status("INBOX").now_or_never();
+    assert!(cancelled.is_none(), "STATUS answered on its first poll");
+    assert!(!s.is_usable());
+    drop(s);
+    assert_eq!((pool.idle_count(USER), pool.open_count(USER)), (0, 0));
+    // The next request gets a fresh, working connection.
+    let mut s = pool.get(USER, &password()).await.unwrap();
+    s.status("INBOX").await.unwrap();
+    assert_eq!(pool.logins(), 2);
+}
+
+#[tokio::test]
+async fn the_verifiers_session_is_adopted_by_the_pool() {
+    const USER: &str = "load0085@load.test";
+    let pool = Arc::new(ImapPool::new(cfg()));
+    let verifier = ImapLoginVerifier::with_pool(pool.clone());
+    let login = Login::parse(USER);
+    let verdict = verifier
+        .verify(&login, &Password::new(opush_tests::demo_password()))
+        .await
+        .unwrap();
+    assert_eq!(verdict, Verdict::Accepted);
+    assert_eq!(
+        pool.idle_count(USER),
+        1,
+        "the checked session waits in the pool"
+    );
+    let mut s = pool.get(USER, &password()).await.unwrap();
+    s.noop().await.unwrap();
+    assert_eq!(
+        pool.logins(),
+        0,
+        "the request used the verifier's connection"
+    );
+    drop(s);
+    // A wrong password is refused and leaves nothing behind.
+    let verdict = verifier
+        .verify(&login, &Password::new("wrong"))
+        .await
+        .unwrap();
+    assert_eq!(verdict, Verdict::Rejected);
+    assert_eq!(pool.open_count(USER), 1);
+}
