@@ -10,6 +10,18 @@
 //! All keys are byte strings built here (`user \0 device \0 …`; ids never
 //! contain NUL). Blocking redb calls run on tokio's blocking pool; this
 //! module must not block an async worker thread.
+//!
+//! Appends are group-committed: redb commits one write transaction at a
+//! time, each with its fsync, so concurrent devices' appends would each
+//! wait for all the fsyncs before theirs. One writer thread instead takes
+//! every append queued while the previous commit ran (up to
+//! [`GROUP_MAX_APPENDS`] / [`GROUP_MAX_BYTES`]), applies them in order in
+//! one transaction — each still conditional on its device's head, seeing
+//! the earlier ones of the group — and commits once. Each caller is
+//! answered only after that commit returned, with its own outcome: a
+//! conflict or bad input fails that append alone (it wrote nothing); a
+//! failed commit, or any other error, fails every append of the group and
+//! none of them is written.
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -164,6 +176,26 @@ struct Inner {
     cfg: StorageConfig,
     /// Dropping it stops the expiry thread.
     _stop: mpsc::Sender<()>,
+    /// The group-commit writer's queue; dropping it stops the writer.
+    appends: mpsc::Sender<PendingAppend>,
+}
+
+/// Most appends committed in one transaction.
+pub const GROUP_MAX_APPENDS: usize = 256;
+/// Most event bytes committed in one transaction (a bigger single append
+/// still goes, alone).
+pub const GROUP_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// An append waiting for the group commit, and where its outcome goes.
+struct PendingAppend {
+    batch: AppendBatch,
+    done: tokio::sync::oneshot::Sender<Result<u64>>,
+}
+
+impl PendingAppend {
+    fn bytes(&self) -> usize {
+        self.batch.events.iter().map(|e| e.payload.len()).sum()
+    }
 }
 
 /// The embedded store. Cheap to clone.
@@ -201,16 +233,23 @@ impl EmbeddedStore {
                 other => backend(other),
             })?;
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (append_tx, append_rx) = mpsc::channel::<PendingAppend>();
         let inner = Arc::new(Inner {
             db,
             cfg: cfg.clone(),
             _stop: stop_tx,
+            appends: append_tx,
         });
         let weak = Arc::downgrade(&inner);
         let every = Duration::from_secs(cfg.expiry_interval_s.max(1));
         std::thread::Builder::new()
             .name("opush-storage-expiry".into())
             .spawn(move || expiry_loop(weak, stop_rx, every))
+            .map_err(backend)?;
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("opush-storage-writer".into())
+            .spawn(move || writer_loop(weak, append_rx))
             .map_err(backend)?;
         Ok(EmbeddedStore { inner })
     }
@@ -246,9 +285,17 @@ impl EmbeddedStore {
         self.run(move |i| i.head(&device)).await
     }
 
-    /// See [`crate::Store::append`].
+    /// See [`crate::Store::append`]. Answered once the group commit that
+    /// carries it is durable (see the module docs).
     pub async fn append(&self, batch: AppendBatch) -> Result<u64> {
-        self.run(move |i| i.append(&batch)).await
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.inner
+            .appends
+            .send(PendingAppend { batch, done })
+            .map_err(|_| StorageError::Backend("embedded store writer stopped".into()))?;
+        outcome
+            .await
+            .map_err(|_| StorageError::Backend("embedded store writer stopped".into()))?
     }
 
     /// See [`crate::Store::read_events`].
@@ -318,6 +365,33 @@ impl EmbeddedStore {
     /// See [`crate::Store::purge_expired`].
     pub async fn purge_expired(&self) -> Result<u64> {
         self.run(|i| i.purge_expired(now_s())).await
+    }
+}
+
+/// The group-commit writer: each turn, the appends queued so far in one
+/// transaction and one commit. Ends when the store is dropped.
+fn writer_loop(inner: Weak<Inner>, queue: mpsc::Receiver<PendingAppend>) {
+    while let Ok(first) = queue.recv() {
+        let mut bytes = first.bytes();
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX_APPENDS && bytes < GROUP_MAX_BYTES {
+            match queue.try_recv() {
+                Ok(next) => {
+                    bytes += next.bytes();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let outcomes = match inner.upgrade() {
+            Some(inner) => inner.append_group(&group),
+            None => vec![Err(StorageError::Unavailable("store closed".into())); group.len()],
+        };
+        // The store is not held while callers are answered: one that drops
+        // it right after must find it closed (a reopen would fail otherwise).
+        for (pending, outcome) in group.into_iter().zip(outcomes) {
+            let _ = pending.done.send(outcome);
+        }
     }
 }
 
@@ -543,14 +617,54 @@ impl Inner {
         Self::head_in(&heads, &device.to_bytes(), now_s())
     }
 
-    fn append(&self, batch: &AppendBatch) -> Result<u64> {
-        batch.device.validate()?;
-        let version = self.require_schema()?;
+    /// Applies `group` in order in one write transaction and commits it
+    /// once; one outcome per append (see the module docs).
+    fn append_group(&self, group: &[PendingAppend]) -> Vec<Result<u64>> {
+        let all = |e: StorageError| vec![Err(e); group.len()];
+        let version = match self.require_schema() {
+            Ok(v) => v,
+            Err(e) => return all(e),
+        };
         let layout = if version >= 2 { LAYOUT_V2 } else { LAYOUT_V1 };
         let now = now_s();
-        let expires = now + self.cfg.ttl_events_s;
+        let txn = match self.db.begin_write() {
+            Ok(t) => t,
+            Err(e) => return all(backend(e)),
+        };
+        let mut outcomes = Vec::with_capacity(group.len());
+        for pending in group {
+            match Self::append_in(&txn, &pending.batch, layout, now, self.cfg.ttl_events_s) {
+                Ok(head) => outcomes.push(Ok(head)),
+                // Found before anything of this append was written.
+                Err(e @ (StorageError::Conflict { .. } | StorageError::InvalidInput(_))) => {
+                    outcomes.push(Err(e))
+                }
+                // Anything else may have left part of it: nothing of the
+                // group is committed.
+                Err(e) => {
+                    let _ = txn.abort();
+                    return all(e);
+                }
+            }
+        }
+        match txn.commit() {
+            Ok(()) => outcomes,
+            Err(e) => all(backend(e)),
+        }
+    }
+
+    /// One conditional append inside `txn`. `Conflict` and `InvalidInput`
+    /// come before any write.
+    fn append_in(
+        txn: &WriteTransaction,
+        batch: &AppendBatch,
+        layout: u8,
+        now: u64,
+        ttl_s: u64,
+    ) -> Result<u64> {
+        batch.device.validate()?;
+        let expires = now + ttl_s;
         let dev = batch.device.to_bytes();
-        let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut heads = txn.open_table(HEADS).map_err(backend)?;
             let actual = Self::head_in(&heads, &dev, now)?;
@@ -570,7 +684,7 @@ impl Inner {
                         encode_event(layout, ev.format_version, expires, &ev.payload).as_slice(),
                     )
                     .map_err(backend)?;
-                index_expiry(&txn, expires, T_EVENT, &key)?;
+                index_expiry(txn, expires, T_EVENT, &key)?;
             }
             let mut hv = [0u8; 16];
             hv[..8].copy_from_slice(&batch.new_head().to_le_bytes());
@@ -578,9 +692,8 @@ impl Inner {
             heads
                 .insert(dev.as_slice(), hv.as_slice())
                 .map_err(backend)?;
-            index_expiry(&txn, expires, T_HEAD, &dev)?;
+            index_expiry(txn, expires, T_HEAD, &dev)?;
         }
-        txn.commit().map_err(backend)?;
         Ok(batch.new_head())
     }
 

@@ -4,8 +4,9 @@
 
 use thiserror::Error;
 
-/// What went wrong in a storage operation.
-#[derive(Debug, Error)]
+/// What went wrong in a storage operation. Clone: a group commit's one
+/// failure is every caller's in that group.
+#[derive(Debug, Clone, Error)]
 pub enum StorageError {
     /// A conditional append found another head than the one it was built on:
     /// a concurrent writer appended first. Nothing was written.

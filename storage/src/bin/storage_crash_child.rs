@@ -1,28 +1,23 @@
 //! Test helper for `tests/crash.rs`, not a tool: appends events to the
 //! embedded store at the given path forever, printing `acked <head>` after
 //! each append returns, until the test SIGKILLs it. The test then reopens
-//! the store and checks that every acknowledged event is there.
+//! the store and checks that every acknowledged event is there. With a
+//! second argument N, N devices (`device0`…) append concurrently, so their
+//! appends share group commits, and each ack reads `acked <i> <head>`.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use opush_storage::{AppendBatch, DeviceKey, StorageConfig, Store};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args()
-        .nth(1)
-        .ok_or("usage: storage_crash_child DATA_DIR")?;
-    let config = StorageConfig {
-        path: path.into(),
-        ..StorageConfig::default()
-    };
-    let store = Store::open(&config).await?;
-    if !store.schema_status().await?.is_serviceable() {
-        store.install_schema().await?;
-    }
-    let device = DeviceKey::new("crash", "device")?;
+/// Appends two-event batches to `device` forever, calling `ack` with each
+/// acknowledged head.
+async fn append_forever(
+    store: Store,
+    device: DeviceKey,
+    ack: impl Fn(u64) -> std::io::Result<()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut head = store.head(&device).await?;
-    let mut out = std::io::stdout().lock();
     loop {
         let seq = head + 1;
         let batch = AppendBatch::new(device.clone(), head)
@@ -32,7 +27,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("crash event {} (second of batch)", seq + 1).into_bytes(),
             );
         head = store.append(batch).await?;
-        writeln!(out, "acked {head}")?;
-        out.flush()?;
+        ack(head)?;
     }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let path = std::env::args()
+        .nth(1)
+        .ok_or("usage: storage_crash_child DATA_DIR [DEVICES]")?;
+    let devices: Option<usize> = std::env::args().nth(2).map(|n| n.parse()).transpose()?;
+    let config = StorageConfig {
+        path: path.into(),
+        ..StorageConfig::default()
+    };
+    let store = Store::open(&config).await?;
+    if !store.schema_status().await?.is_serviceable() {
+        store.install_schema().await?;
+    }
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let Some(n) = devices else {
+        let device = DeviceKey::new("crash", "device")?;
+        return append_forever(store, device, move |head| {
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            writeln!(out, "acked {head}")?;
+            out.flush()
+        })
+        .await;
+    };
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let device = DeviceKey::new("crash", format!("device{i}"))?;
+        let (store, out) = (store.clone(), out.clone());
+        tasks.push(tokio::spawn(append_forever(store, device, move |head| {
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            writeln!(out, "acked {i} {head}")?;
+            out.flush()
+        })));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
 }
