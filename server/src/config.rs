@@ -249,6 +249,9 @@ pub struct ImapConfig {
     /// Maximum logins in flight to the IMAP server at once (pool and
     /// Basic-auth checks); the others queue.
     pub max_logins_in_flight: usize,
+    /// Largest message fetched whole (for rendering, attachments, drafts);
+    /// bigger ones are sent without body, their attachments refused.
+    pub max_message_bytes: u64,
     /// Use CONDSTORE/QRESYNC when the server offers them (false: always full listings).
     pub use_condstore: bool,
     /// Push: STATUS polling period when IDLE/NOTIFY are not used, seconds.
@@ -276,6 +279,7 @@ impl Default for ImapConfig {
             pool_grow_after_ms: 20,
             max_connections: 4096,
             max_logins_in_flight: 8,
+            max_message_bytes: 32 * 1024 * 1024,
             use_condstore: true,
             poll_interval_s: 60,
         }
@@ -734,6 +738,9 @@ impl Config {
         if self.imap.max_logins_in_flight == 0 || self.imap.max_logins_in_flight > 1024 {
             return invalid("imap.max_logins_in_flight", "must be 1-1024");
         }
+        if !(1024..=1 << 31).contains(&self.imap.max_message_bytes) {
+            return invalid("imap.max_message_bytes", "must be 1024-2147483648 (2 GiB)");
+        }
         if self.imap.master_user.is_some() != self.imap.master_password.is_some() {
             return invalid(
                 "imap.master_user",
@@ -1107,6 +1114,14 @@ mod tests {
         assert_eq!(
             key("[imap]\nmax_logins_in_flight = 0"),
             Some("imap.max_logins_in_flight")
+        );
+        assert_eq!(
+            key("[imap]\nmax_message_bytes = 1023"),
+            Some("imap.max_message_bytes")
+        );
+        assert_eq!(
+            key("[imap]\nmax_message_bytes = 2147483649"),
+            Some("imap.max_message_bytes")
         );
         let ok = Config::from_toml(
             "[imap]\npool_size = 2\npool_grow_after_ms = 0\nmax_connections = 2\nmax_logins_in_flight = 1",

@@ -34,7 +34,7 @@ use opush_protocol::commands::items::{ApplicationData, Email};
 use opush_protocol::commands::sync::{ClientCommand, SyncCollectionRequest};
 
 use crate::backends::imap::{Flag, PooledSession};
-use crate::commands::sync::{observed, MAX_MESSAGE_BYTES};
+use crate::commands::sync::observed;
 
 /// Whether a Change of a Drafts item edits the draft itself (recipients,
 /// subject or body) rather than only its flags.
@@ -187,7 +187,8 @@ pub async fn replace_draft(
     from: &str,
     change: &Email,
 ) -> EffectOutcome {
-    let old = match imap.fetch_message(raw, uid, MAX_MESSAGE_BYTES).await {
+    let limit = imap.config().max_message_bytes;
+    let old = match imap.fetch_message(raw, uid, limit).await {
         Ok(b) => b,
         Err(_) => return EffectOutcome::Failed,
     };

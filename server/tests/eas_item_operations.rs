@@ -1,9 +1,10 @@
 //! ItemOperations against the real Dovecot of the test stack and the
 //! embedded store: Fetch by ServerId (HTML body), Fetch of an attachment by
 //! the FileReference a Sync listed (whole and by byte Range), unknown items
-//! and EmptyFolderContents.
+//! and EmptyFolderContents; `[imap] max_message_bytes`: a bigger message is
+//! synced without body and its attachment refused with Status 11.
 //!
-//! Reserved Dovecot user: load0034.
+//! Reserved Dovecot users: load0034, load0083 (the size limit).
 
 #![allow(
     clippy::unwrap_used,
@@ -210,5 +211,102 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
     assert!(
         matches!(cmds.as_slice(), [ServerCommand::Delete { .. }]),
         "{cmds:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_syncs_without_body_and_its_attachment_is_refused() {
+    const USER: &str = "load0083@load.test";
+    const DEVICE: &str = "DEVSIZE";
+    let version = ProtocolVersion::V14_1;
+    let mut raw = RawImap::login(USER);
+    raw.cmd("SELECT INBOX");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    raw.cmd("EXPUNGE");
+    let tag = unique("size");
+    let message = |subject: &str, attachment: &[u8]| {
+        let data = base64::engine::general_purpose::STANDARD.encode(attachment);
+        format!(
+            "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=B1\r\n\r\n--B1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+hello\r\n--B1\r\nContent-Type: application/octet-stream; name=a.bin\r\n\
+Content-Disposition: attachment; filename=a.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+{data}\r\n--B1--\r\n"
+        )
+    };
+    // Limit 4 KiB: one message well under it, one (an 8 KiB attachment) over.
+    for msg in [
+        message(&format!("{tag} small"), &[7u8; 100]),
+        message(&format!("{tag} big"), &[9u8; 8192]),
+    ] {
+        let (_, ok) = raw.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
+        assert!(ok.starts_with("OK"), "{ok}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = services(&dir).await;
+    let mut imap = eas.imap.config().clone();
+    imap.max_message_bytes = 4096;
+    eas.imap = std::sync::Arc::new(opush_server::backends::imap::ImapPool::new(imap));
+    let me = caller(USER, DEVICE);
+    let inbox = first_folder_sync(&eas, &me).await.of_type(2);
+    let r0 = sync(&sync_req(&inbox, "0"), version, &me, &eas)
+        .await
+        .unwrap();
+    let k1 = r0.collections[0].sync_key.0.clone();
+    let r1 = sync(&sync_req(&inbox, &k1), version, &me, &eas)
+        .await
+        .unwrap();
+    assert_eq!(r1.collections[0].status.map(|s| s.code()), Some(1));
+    let commands = r1.collections[0].commands.clone().unwrap();
+    let emails: Vec<_> = commands
+        .iter()
+        .map(|c| match c {
+            ServerCommand::Add {
+                server_id,
+                application_data: ApplicationData::Email(email),
+            } => (server_id.0.clone(), email.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(emails.len(), 2, "both messages reach the device");
+    let small = emails
+        .iter()
+        .find(|(_, e)| e.subject.as_deref() == Some(format!("{tag} small").as_str()))
+        .expect("the small message rendered");
+    let big = emails.iter().find(|(id, _)| *id != small.0).unwrap();
+    assert!(
+        big.1.attachments.is_empty(),
+        "the big one is sent without its body"
+    );
+    let small_ref = small.1.attachments[0].file_reference.clone().unwrap();
+
+    let req = ItemOperationsRequest {
+        operations: [small_ref, format!("{}:0", big.0)]
+            .into_iter()
+            .map(|fref| {
+                fetch(
+                    FetchTarget {
+                        file_reference: Some(fref),
+                        ..FetchTarget::default()
+                    },
+                    FetchOptions::default(),
+                )
+            })
+            .collect(),
+    };
+    let res = item_operations(&req, version, &me, &eas).await.unwrap();
+    let statuses: Vec<u16> = res
+        .results
+        .iter()
+        .map(|r| match r {
+            OperationResult::Fetch { status, .. } => status.code(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [1, 11],
+        "the big message's attachment: data too large"
     );
 }

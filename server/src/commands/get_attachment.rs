@@ -10,7 +10,7 @@ use opush_protocol::commands::get_attachment::GetAttachmentRequest;
 use opush_protocol::query::Command;
 use opush_protocol::version::ProtocolVersion;
 
-use super::sync::{uid_of, MAX_MESSAGE_BYTES};
+use super::sync::uid_of;
 use super::{CommandContext, CommandError, EasResponse};
 use crate::email::{attachment_content, AttachmentContent, FileReference};
 use crate::session::{imap_error, Caller, EasServices};
@@ -71,7 +71,8 @@ pub async fn get_attachment(
         return Ok(None);
     };
     let mut imap = eas.imap_for(caller).await?;
-    let bytes = match imap.fetch_message(&raw, uid, MAX_MESSAGE_BYTES).await {
+    let limit = imap.config().max_message_bytes;
+    let bytes = match imap.fetch_message(&raw, uid, limit).await {
         Ok(b) => b,
         Err(e) if e.is_retryable() => return Err(imap_error(e)),
         Err(_) => return Ok(None),

@@ -21,9 +21,9 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::{airsyncbase as asb, itemoperations as io};
 use opush_protocol::wbxml::{encode_to_vec, Element};
 
-use super::sync::{full_email, uid_of, MAX_MESSAGE_BYTES};
+use super::sync::{full_email, uid_of};
 use super::{CommandContext, CommandError, EasResponse};
-use crate::backends::imap::PooledSession;
+use crate::backends::imap::{ImapError, PooledSession};
 use crate::email::{attachment_content, FileReference};
 use crate::session::{imap_error, Caller, EasServices};
 
@@ -254,9 +254,18 @@ async fn fetch(
                 None,
             ));
         };
-        let bytes = match imap.fetch_message(&raw, uid, MAX_MESSAGE_BYTES).await {
+        let limit = imap.config().max_message_bytes;
+        let bytes = match imap.fetch_message(&raw, uid, limit).await {
             Ok(b) => b,
             Err(e) if e.is_retryable() => return Err(imap_error(e)),
+            // Its message is bigger than `[imap] max_message_bytes`.
+            Err(ImapError::TooLarge { .. }) => {
+                return Ok(fetch_result(
+                    ItemOperationsStatus::DataTooLarge,
+                    target,
+                    None,
+                ))
+            }
             Err(_) => {
                 return Ok(fetch_result(
                     ItemOperationsStatus::ObjectNotFound,

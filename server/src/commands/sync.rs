@@ -45,9 +45,6 @@ use crate::email::body::rendered_estimate;
 use crate::email::{to_email, MessageInfo};
 use crate::session::{imap_error, session_error, Caller, EasServices, Recorder};
 
-/// Largest message fetched for rendering; bigger ones are sent without body.
-pub const MAX_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
-
 /// Handles `Cmd=Sync`.
 pub async fn handle_sync(
     ctx: &CommandContext<'_>,
@@ -1073,7 +1070,9 @@ pub(crate) async fn full_email(
     let meta = meta_of(imap, raw, uid).await?;
     // A message that vanished or is too big is still sent (empty body):
     // one bad message must not block the collection.
-    let bytes = match imap.fetch_message(raw, uid, MAX_MESSAGE_BYTES).await {
+    // Bigger than `[imap] max_message_bytes`: sent without body.
+    let limit = imap.config().max_message_bytes;
+    let bytes = match imap.fetch_message(raw, uid, limit).await {
         Ok(b) => b,
         Err(e) if e.is_retryable() => return Err(imap_error(e)),
         Err(_) => Vec::new(),
@@ -1185,7 +1184,7 @@ impl<'r> Prefetch<'r> {
                 self.next += 1;
                 continue;
             };
-            if size > MAX_MESSAGE_BYTES {
+            if size > imap.config().max_message_bytes {
                 self.next += 1;
                 continue;
             }

@@ -262,6 +262,11 @@ impl DerefMut for PooledSession {
 }
 
 impl PooledSession {
+    /// The `[imap]` configuration of the pool it came from.
+    pub fn config(&self) -> &ImapConfig {
+        &self.shared.cfg
+    }
+
     /// Drops the session instead of returning it to the pool.
     pub fn discard(mut self) {
         self.session = None;
