@@ -75,7 +75,7 @@ impl CredentialVerifier for ImapLoginVerifier {
                 match res {
                     Ok(session) => {
                         let session = match &self.pool {
-                            Some(pool) => pool.adopt(&user, &secret, session).err(),
+                            Some(pool) => pool.adopt(&user, &secret, session),
                             None => Some(session),
                         };
                         if let Some(session) = session {

@@ -314,6 +314,10 @@ fn random_key() -> Digest {
 }
 
 /// What a checkout decided under the user's lock.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made and matched at once, never stored"
+)]
 enum Step {
     Reuse(Session),
     /// A slot is reserved: log in now and hand the session to the caller.
@@ -420,16 +424,16 @@ impl ImapPool {
 
     /// Takes `session`, just logged in as `user` with `password` (the
     /// Basic-auth verifier's), into the pool when the user's requests would
-    /// use it and there is room; otherwise gives it back (to log out).
-    pub fn adopt(&self, user: &str, password: &Secret, session: Session) -> Result<(), Session> {
+    /// use it and there is room; otherwise hands it back (`Some`: log it out).
+    pub fn adopt(&self, user: &str, password: &Secret, session: Session) -> Option<Session> {
         if self.shared.cfg.master_for_requests || !session.is_usable() {
-            return Err(session);
+            return Some(session);
         }
         let digest = self.digest(password);
         let pool = self.user_pool(user);
         let mut st = pool.lock();
         if st.open >= self.shared.cfg.pool_size || !self.shared.reserve_global() {
-            return Err(session);
+            return Some(session);
         }
         st.open += 1;
         st.idle.push(Idle {
@@ -439,7 +443,7 @@ impl ImapPool {
         });
         drop(st);
         pool.returned.notify_one();
-        Ok(())
+        None
     }
 
     async fn checkout<F, Fut>(
