@@ -16,7 +16,7 @@
 //! order, then the added ones; the answer gives each added attachment's
 //! ClientId with its FileReference (`<ServerId>:<index>`, the index among
 //! the message's attachments, as ItemOperations reads it). A draft larger
-//! than `MAX_MESSAGE_BYTES` once rebuilt is refused (the device's command
+//! than `[imap] max_message_bytes` once rebuilt is refused (the device's command
 //! fails; nothing is written).
 
 use std::borrow::Cow;
@@ -213,7 +213,7 @@ pub async fn replace_draft(
         .unwrap_or_else(|| old_flags.keywords.clone());
     flags.extend(keywords.into_iter().map(Flag::Keyword));
     let message = edited_draft(from, &old, change, server_id);
-    if message.len() as u64 > MAX_MESSAGE_BYTES {
+    if message.len() as u64 > imap.config().max_message_bytes {
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, bytes = message.len(), "edited draft too large, not replaced");
         return EffectOutcome::Failed;
     }
@@ -314,7 +314,8 @@ pub async fn attachment_refs(
     if change.attachments_add.is_empty() {
         return None;
     }
-    let bytes = imap.fetch_message(raw, uid, MAX_MESSAGE_BYTES).await.ok()?;
+    let limit = imap.config().max_message_bytes;
+    let bytes = imap.fetch_message(raw, uid, limit).await.ok()?;
     let count = MessageParser::default()
         .parse(&bytes)?
         .attachments()

@@ -752,7 +752,7 @@ async fn perform(
                 return EffectOutcome::Failed;
             }
             let message = crate::draft::new_draft(from, email);
-            if message.len() as u64 > MAX_MESSAGE_BYTES {
+            if message.len() as u64 > imap.config().max_message_bytes {
                 tracing::warn!(target: "MAIL.DATA", folder = raw, bytes = message.len(), "new draft too large, not added");
                 return EffectOutcome::Failed;
             }
