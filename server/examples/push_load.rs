@@ -17,6 +17,10 @@
 //! before that should not be loaded; use a private one
 //! (`scripts/dovecot-private up target/tmp/load-dovecot 11531`, `--imap-port 11531`).
 //!
+//! `--mode sync` parks long-poll Syncs (`HeartbeatInterval` = `--heartbeat`,
+//! the INBOX at its current SyncKey) instead of Pings: an answer with the
+//! new message counts as Ping's Status 2, the empty Sync response as 1.
+//!
 //! `--set section.key=value` adds a key to the generated `opush.toml`;
 //! `--in-process true` runs the server inside this process (on the system
 //! allocator, at most ~8,000 Pings under the 20,000 fd limit since both
@@ -151,6 +155,8 @@ struct Args {
     sets: Vec<(String, String)>,
     /// Run the server in this process and count its live heap bytes.
     in_process: bool,
+    /// Park long-poll Syncs instead of Pings (`--mode sync`).
+    sync: bool,
 }
 
 fn args() -> Args {
@@ -168,6 +174,7 @@ fn args() -> Args {
         imap_port: 1143,
         sets: Vec::new(),
         in_process: false,
+        sync: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -189,6 +196,7 @@ fn args() -> Args {
             "--park-rate" => a.park_rate = n().clamp(10, 100_000),
             "--imap-port" => a.imap_port = v.parse().expect("a port"),
             "--in-process" => a.in_process = v == "true",
+            "--mode" => a.sync = v == "sync",
             "--set" => {
                 let (k, val) = v.split_once('=').expect("--set section.key=value");
                 a.sets.push((k.to_owned(), val.to_owned()));
@@ -334,8 +342,8 @@ Content-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: {}\r\n\r\n",
     }
 }
 
-/// FolderSync + Sync the INBOX to its end; returns the INBOX id.
-async fn prepare(http: &mut Http) -> String {
+/// FolderSync + Sync the INBOX to its end; returns the INBOX id and its SyncKey.
+async fn prepare(http: &mut Http) -> (String, String) {
     let body = encode_to_vec(
         &FolderSyncRequest {
             sync_key: SyncKey("0".into()),
@@ -374,7 +382,7 @@ async fn prepare(http: &mut Http) -> String {
             break;
         }
     }
-    inbox
+    (inbox, key)
 }
 
 /// Answers of parked Pings: user → when each device's Ping answered.
@@ -452,8 +460,10 @@ async fn main() {
     let total = a.users * a.devices;
     let fds = raise_fd_limit((total as u64) * 2 + 4096);
     println!(
-        "push_load: {} users × {} devices = {total} Pings; fd limit {fds}",
-        a.users, a.devices
+        "push_load: {} users × {} devices = {total} {}; fd limit {fds}",
+        a.users,
+        a.devices,
+        if a.sync { "long-poll Syncs" } else { "Pings" }
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("opush.toml");
@@ -548,8 +558,8 @@ level = "warn"
             tasks.push(tokio::spawn(async move {
                 let _p = gate.acquire_owned().await.unwrap();
                 let mut http = Http::new(port, n, &user, &format!("LOAD{u:04}D{d:02}")).await;
-                let inbox = prepare(&mut http).await;
-                (http, inbox)
+                let (inbox, key) = prepare(&mut http).await;
+                (http, inbox, key)
             }));
         }
     }
@@ -581,35 +591,56 @@ level = "warn"
     let per_tick = (a.park_rate / 10).max(1);
     let mut order: Vec<usize> = (0..total).collect();
     order.sort_by_key(|n| (n % a.devices, n / a.devices));
-    let mut slots: Vec<Option<(Http, String)>> = conns.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<(Http, String, String)>> = conns.into_iter().map(Some).collect();
+    let sync_mode = a.sync;
     for (i, n) in order.into_iter().enumerate() {
-        let Some((mut http, inbox)) = slots[n].take() else {
+        let Some((mut http, inbox, key)) = slots[n].take() else {
             continue;
         };
         if i > 0 && i % per_tick == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let body = encode_to_vec(
-            &PingRequest {
+        if sync_mode {
+            let req = SyncRequest {
+                collections: vec![SyncCollectionRequest {
+                    sync_key: SyncKey(key),
+                    collection_id: CollectionId(inbox),
+                    window_size: Some(512),
+                    ..SyncCollectionRequest::default()
+                }],
                 heartbeat_interval: Some(a.heartbeat),
-                folders: Some(vec![PingFolder {
-                    id: CollectionId(inbox),
-                    class: "Email".into(),
-                }]),
-            }
-            .to_element(V),
-        );
-        http.send("Ping", &body).await;
+                ..SyncRequest::default()
+            };
+            http.send("Sync", &encode_to_vec(&req.to_element(V))).await;
+        } else {
+            let body = encode_to_vec(
+                &PingRequest {
+                    heartbeat_interval: Some(a.heartbeat),
+                    folders: Some(vec![PingFolder {
+                        id: CollectionId(inbox),
+                        class: "Email".into(),
+                    }]),
+                }
+                .to_element(V),
+            );
+            http.send("Ping", &body).await;
+        }
         let answers = answers.clone();
         waiting.push(tokio::spawn(async move {
             let (status, body) = http.recv().await;
             let at = Instant::now();
-            let code = if status == 200 {
-                PingResponse::from_element(&decode(&body).expect("wbxml"), V)
+            let code = match (status, sync_mode) {
+                // The empty Sync response: the interval ended.
+                (200, true) if body.is_empty() => 1,
+                // A Sync answer carrying the new message.
+                (200, true) => SyncResponse::from_element(&decode(&body).expect("wbxml"), V)
+                    .ok()
+                    .filter(|r| r.collections.iter().any(|c| c.commands.is_some()))
+                    .map_or(0, |_| 2),
+                (200, false) => PingResponse::from_element(&decode(&body).expect("wbxml"), V)
                     .map(|r| r.status.code())
-                    .unwrap_or(0)
-            } else {
-                0
+                    .unwrap_or(0),
+                _ => 0,
             };
             answers
                 .lock()
