@@ -7,7 +7,10 @@
 //! FileReference and adding another rebuilds the IMAP message with the
 //! kept and the new one, and the new FileReference fetches the new content.
 //!
-//! Reserved Dovecot user: load0089.
+//! Also: with `[imap] max_message_bytes` small, a draft whose attachments
+//! would make it larger is refused (Add and Change fail, IMAP unchanged).
+//!
+//! Reserved Dovecot users: load0089, load0090 (size limit).
 
 #![allow(
     clippy::unwrap_used,
@@ -210,5 +213,113 @@ async fn a_draft_gains_and_loses_attachments() {
     assert!(text.contains("notes.txt"), "{text}");
     assert!(text.contains(&format!("Subject: {marker}")), "{text}");
     assert_eq!(fetch_reference(&mut c, &format!("{sid}:1")).await, notes);
+    opush.stop().await;
+}
+
+// [MS-ASCMD] 2.2.3.177.17 Sync Status (per command): a draft that would
+// exceed the message size limit once its attachment is added is refused;
+// the IMAP side keeps what it had.
+#[tokio::test]
+async fn a_draft_over_the_size_limit_is_refused() {
+    let user = "load0090@load.test";
+    let marker = unique("draftbig");
+    let mut imap = RawImap::login(user);
+    imap.cmd("SELECT Drafts");
+    imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    imap.cmd("EXPUNGE");
+    let opush = start(Options {
+        imap_toml: "max_message_bytes = 4096\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = opush.client(user, "DRAFTBIG161", V);
+    let fs = folder_sync(
+        &c.post_xml(
+            "FolderSync",
+            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
+        )
+        .await,
+    );
+    let drafts = fs
+        .changes
+        .iter()
+        .flatten()
+        .find_map(|ch| match ch {
+            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 3 => {
+                Some(f.server_id.0.clone())
+            }
+            _ => None,
+        })
+        .expect("a Drafts folder");
+    let res = c.post_xml("Sync", &sync_xml(&drafts, "0", 0, "")).await;
+    let key = sync_response(&res, V).collections[0].sync_key.0.clone();
+    let (key, _) = sync_all(&mut c, V, &drafts, key, 100).await;
+    let draft = |client_id: &str, subject: &str, attachment: String| {
+        format!(
+            "<Commands><Add><ClientId>{client_id}</ClientId><ApplicationData>\
+             <email:Subject>{subject}</email:Subject>\
+             <airsyncbase:Attachments>{attachment}</airsyncbase:Attachments>\
+             </ApplicationData></Add></Commands>"
+        )
+    };
+    let big = vec![b'x'; 6000];
+    let small = vec![b'y'; 100];
+
+    // Too large from the start: the Add fails, nothing is stored.
+    let add = draft(
+        "d-big",
+        &format!("{marker} big"),
+        attachment_add("a", "big.bin", &big, None),
+    );
+    let res = c
+        .post_xml("Sync", &sync_xml(&drafts, &key, 100, &add))
+        .await;
+    let r = sync_response(&res, V);
+    let col = &r.collections[0];
+    let refused = col.responses.iter().flatten().any(|resp| {
+        matches!(resp, opush_protocol::commands::sync::CommandResponse::Add { status, .. }
+            if status.code() != 1)
+    });
+    assert!(refused, "{}", res.xml());
+    assert!(imap
+        .search_subject("Drafts", &format!("{marker} big"))
+        .is_empty());
+    let key = col.sync_key.0.clone();
+
+    // A small draft, then a Change that would make it too large: refused,
+    // the stored draft is the small one still.
+    let add = draft(
+        "d-small",
+        &format!("{marker} small"),
+        attachment_add("b", "small.bin", &small, None),
+    );
+    let res = c
+        .post_xml("Sync", &sync_xml(&drafts, &key, 100, &add))
+        .await;
+    let root = status_1(&res);
+    let sid = find_text(&root, "ServerId").expect("the small draft's ServerId");
+    let key = sync_response(&res, V).collections[0].sync_key.0.clone();
+    let before = imap.search_subject("Drafts", &format!("{marker} small"));
+    assert_eq!(before.len(), 1);
+    let change = format!(
+        "<Commands><Change><ServerId>{sid}</ServerId><ApplicationData>\
+         <airsyncbase:Attachments>{}</airsyncbase:Attachments></ApplicationData></Change></Commands>",
+        attachment_add("c", "big.bin", &big, None),
+    );
+    let res = c
+        .post_xml("Sync", &sync_xml(&drafts, &key, 100, &change))
+        .await;
+    let r = sync_response(&res, V);
+    let refused = r.collections[0].responses.iter().flatten().any(|resp| {
+        matches!(resp, opush_protocol::commands::sync::CommandResponse::Change { status, .. }
+            if status.code() != 1)
+    });
+    assert!(refused, "{}", res.xml());
+    assert_eq!(
+        imap.search_subject("Drafts", &format!("{marker} small")),
+        before
+    );
+    let text = imap.fetch_message(before[0]);
+    assert!(!text.contains("big.bin"), "{text}");
     opush.stop().await;
 }

@@ -39,6 +39,8 @@ pub struct Options {
     /// More configuration, appended to the file (whole sections, e.g.
     /// `"[devices]\nheartbeat_min_s = 1\n"`).
     pub extra_toml: String,
+    /// More keys of the `[imap]` section (e.g. `"max_message_bytes = 4096\n"`).
+    pub imap_toml: String,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             imap_port: 1143,
             require_provisioning: false,
             extra_toml: String::new(),
+            imap_toml: String::new(),
         }
     }
 }
@@ -116,11 +119,12 @@ pub async fn start(opts: Options) -> Opush {
          max_in_flight = 256\n\
          [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
          [imap]\nhost = \"127.0.0.1\"\nport = {}\n\
-         master_user = \"opush-master\"\nmaster_password = \"{}\"\n\
+         master_user = \"opush-master\"\nmaster_password = \"{}\"\n{}\
          [policy]\nrequire_provisioning = {}\n{}",
         dir.path().display(),
         opts.imap_port,
         demo_password(),
+        opts.imap_toml,
         opts.require_provisioning,
         opts.extra_toml,
     ))
