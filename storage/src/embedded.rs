@@ -21,7 +21,8 @@
 //! answered only after that commit returned, with its own outcome: a
 //! conflict or bad input fails that append alone (it wrote nothing); a
 //! failed commit, or any other error, fails every append of the group and
-//! none of them is written.
+//! none of them is written. Device-registry rows (written on a request's
+//! path too) join the same groups.
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -177,7 +178,7 @@ struct Inner {
     /// Dropping it stops the expiry thread.
     _stop: mpsc::Sender<()>,
     /// The group-commit writer's queue; dropping it stops the writer.
-    appends: mpsc::Sender<PendingAppend>,
+    writes: mpsc::Sender<PendingWrite>,
 }
 
 /// Most appends committed in one transaction.
@@ -186,15 +187,25 @@ pub const GROUP_MAX_APPENDS: usize = 256;
 /// still goes, alone).
 pub const GROUP_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// An append waiting for the group commit, and where its outcome goes.
-struct PendingAppend {
-    batch: AppendBatch,
+/// A write the group commit carries.
+enum Write {
+    Append(AppendBatch),
+    Device(DeviceRecord),
+}
+
+/// A write waiting for the group commit, and where its outcome goes (an
+/// append's new head; 0 for a device row).
+struct PendingWrite {
+    write: Write,
     done: tokio::sync::oneshot::Sender<Result<u64>>,
 }
 
-impl PendingAppend {
+impl PendingWrite {
     fn bytes(&self) -> usize {
-        self.batch.events.iter().map(|e| e.payload.len()).sum()
+        match &self.write {
+            Write::Append(batch) => batch.events.iter().map(|e| e.payload.len()).sum(),
+            Write::Device(_) => 0,
+        }
     }
 }
 
@@ -233,12 +244,12 @@ impl EmbeddedStore {
                 other => backend(other),
             })?;
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let (append_tx, append_rx) = mpsc::channel::<PendingAppend>();
+        let (append_tx, append_rx) = mpsc::channel::<PendingWrite>();
         let inner = Arc::new(Inner {
             db,
             cfg: cfg.clone(),
             _stop: stop_tx,
-            appends: append_tx,
+            writes: append_tx,
         });
         let weak = Arc::downgrade(&inner);
         let every = Duration::from_secs(cfg.expiry_interval_s.max(1));
@@ -288,10 +299,15 @@ impl EmbeddedStore {
     /// See [`crate::Store::append`]. Answered once the group commit that
     /// carries it is durable (see the module docs).
     pub async fn append(&self, batch: AppendBatch) -> Result<u64> {
+        self.group_write(Write::Append(batch)).await
+    }
+
+    /// Queues `write` for the group commit; its outcome once committed.
+    async fn group_write(&self, write: Write) -> Result<u64> {
         let (done, outcome) = tokio::sync::oneshot::channel();
         self.inner
-            .appends
-            .send(PendingAppend { batch, done })
+            .writes
+            .send(PendingWrite { write, done })
             .map_err(|_| StorageError::Backend("embedded store writer stopped".into()))?;
         outcome
             .await
@@ -324,9 +340,9 @@ impl EmbeddedStore {
             .await
     }
 
-    /// See [`crate::Store::put_device`].
+    /// See [`crate::Store::put_device`] (group-committed, like appends).
     pub async fn put_device(&self, rec: DeviceRecord) -> Result<()> {
-        self.run(move |i| i.put_device(&rec)).await
+        self.group_write(Write::Device(rec)).await.map(|_| ())
     }
 
     /// See [`crate::Store::get_device`].
@@ -370,7 +386,7 @@ impl EmbeddedStore {
 
 /// The group-commit writer: each turn, the appends queued so far in one
 /// transaction and one commit. Ends when the store is dropped.
-fn writer_loop(inner: Weak<Inner>, queue: mpsc::Receiver<PendingAppend>) {
+fn writer_loop(inner: Weak<Inner>, queue: mpsc::Receiver<PendingWrite>) {
     while let Ok(first) = queue.recv() {
         let mut bytes = first.bytes();
         let mut group = vec![first];
@@ -619,7 +635,7 @@ impl Inner {
 
     /// Applies `group` in order in one write transaction and commits it
     /// once; one outcome per append (see the module docs).
-    fn append_group(&self, group: &[PendingAppend]) -> Vec<Result<u64>> {
+    fn append_group(&self, group: &[PendingWrite]) -> Vec<Result<u64>> {
         let all = |e: StorageError| vec![Err(e); group.len()];
         let version = match self.require_schema() {
             Ok(v) => v,
@@ -633,7 +649,15 @@ impl Inner {
         };
         let mut outcomes = Vec::with_capacity(group.len());
         for pending in group {
-            match Self::append_in(&txn, &pending.batch, layout, now, self.cfg.ttl_events_s) {
+            let outcome = match &pending.write {
+                Write::Append(batch) => {
+                    Self::append_in(&txn, batch, layout, now, self.cfg.ttl_events_s)
+                }
+                Write::Device(rec) => {
+                    Self::put_device_in(&txn, rec, now + self.cfg.ttl_devices_s).map(|()| 0)
+                }
+            };
+            match outcome {
                 Ok(head) => outcomes.push(Ok(head)),
                 // Found before anything of this append was written.
                 Err(e @ (StorageError::Conflict { .. } | StorageError::InvalidInput(_))) => {
@@ -775,20 +799,17 @@ impl Inner {
         }))
     }
 
-    fn put_device(&self, rec: &DeviceRecord) -> Result<()> {
+    /// One device row inside `txn`; `InvalidInput` before any write.
+    fn put_device_in(txn: &WriteTransaction, rec: &DeviceRecord, expires: u64) -> Result<()> {
         rec.key.validate()?;
-        self.require_schema()?;
-        let expires = now_s() + self.cfg.ttl_devices_s;
         let key = rec.key.to_bytes();
         let mut v = expires.to_le_bytes().to_vec();
-        serde_json::to_writer(&mut v, rec).map_err(backend)?;
-        let txn = self.db.begin_write().map_err(backend)?;
-        {
-            let mut t = txn.open_table(DEVICES).map_err(backend)?;
-            t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
-            index_expiry(&txn, expires, T_DEVICE, &key)?;
-        }
-        txn.commit().map_err(backend)
+        serde_json::to_writer(&mut v, rec)
+            .map_err(|e| StorageError::InvalidInput(format!("device row: {e}")))?;
+        let mut t = txn.open_table(DEVICES).map_err(backend)?;
+        t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+        drop(t);
+        index_expiry(txn, expires, T_DEVICE, &key)
     }
 
     fn decode_device(v: &[u8], now: u64) -> Result<Option<DeviceRecord>> {

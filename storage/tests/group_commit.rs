@@ -2,13 +2,16 @@
 //! devices appending at once (so their appends share commits), with racing
 //! writers on one device among them, lose nothing acknowledged, store
 //! nothing twice, store nothing refused, and every acknowledged head is
-//! found again after the store is closed and reopened.
+//! found again after the store is closed and reopened; device-registry rows
+//! written among them too.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 
-use opush_storage::{digest, AppendBatch, DeviceKey, StorageConfig, StorageError, Store};
+use opush_storage::{
+    digest, AppendBatch, DeviceKey, DeviceRecord, DeviceState, StorageConfig, StorageError, Store,
+};
 
 fn payload(device: &DeviceKey, seq: u64) -> Vec<u8> {
     format!("event {seq} of {device}").into_bytes()
@@ -35,6 +38,19 @@ async fn concurrent_appends_are_all_durable_once_and_in_order() {
         tasks.push(tokio::spawn(async move {
             let mut head = 0;
             for round in 0..15u64 {
+                if round == 7 {
+                    // The registry row, written on a request's path.
+                    let rec = DeviceRecord {
+                        key: d.clone(),
+                        device_type: "iPhone".into(),
+                        first_seen_ms: 1_700_000_000_000,
+                        last_seen_ms: 1_700_000_100_000,
+                        policy_key: None,
+                        state: DeviceState::Allowed,
+                        info: [("round".to_owned(), round.to_string())].into(),
+                    };
+                    s.put_device(rec).await.unwrap();
+                }
                 let n = 1 + (i as u64 + round) % 3;
                 let mut batch = AppendBatch::new(d.clone(), head);
                 for k in 1..=n {
@@ -87,6 +103,12 @@ async fn concurrent_appends_are_all_durable_once_and_in_order() {
     // Reopened: every acknowledged event, once, in order, intact.
     let store = Store::open(&cfg).await.unwrap();
     for (d, head) in &acked {
+        let rec = store
+            .get_device(d)
+            .await
+            .unwrap()
+            .expect("its registry row");
+        assert_eq!(rec.info.get("round").map(String::as_str), Some("7"));
         assert_eq!(store.head(d).await.unwrap(), *head, "{d}");
         let events = store.read_events(d, 1).await.unwrap();
         assert_eq!(events.len() as u64, *head, "{d}");
