@@ -218,7 +218,7 @@ pub fn render() -> String {
     }
     let _ = writeln!(
         o,
-        "# HELP opush_parked_pings Ping requests currently parked."
+        "# HELP opush_parked_pings Ping requests and long-poll Syncs currently parked."
     );
     let _ = writeln!(o, "# TYPE opush_parked_pings gauge");
     let _ = writeln!(
