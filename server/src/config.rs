@@ -184,6 +184,12 @@ pub struct ServerConfig {
     /// Most threads of the blocking pool (embedded store calls): each
     /// keeps allocator pages of its own, so fewer threads hold less memory.
     pub blocking_threads: usize,
+    /// A request head must arrive within this many seconds of its first
+    /// byte (slow senders are closed with 408); a body or an answer must
+    /// make progress within it.
+    pub header_timeout_s: u64,
+    /// An idle keep-alive connection is closed after this many seconds.
+    pub keep_alive_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -201,6 +207,8 @@ impl Default for ServerConfig {
             loop_max_repeats: 30,
             loop_window_s: 60,
             blocking_threads: 16,
+            header_timeout_s: 30,
+            keep_alive_s: 600,
         }
     }
 }
@@ -767,6 +775,12 @@ impl Config {
         }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be >= 1");
+        }
+        if !(1..=3_600).contains(&self.server.header_timeout_s) {
+            return invalid("server.header_timeout_s", "must be in 1..=3600");
+        }
+        if !(1..=86_400).contains(&self.server.keep_alive_s) {
+            return invalid("server.keep_alive_s", "must be in 1..=86400");
         }
         if !(1..=86_400).contains(&self.server.retry_after_s) {
             return invalid("server.retry_after_s", "must be in 1..=86400");

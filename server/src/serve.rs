@@ -62,6 +62,10 @@ pub fn http_settings(cfg: &Config) -> HttpSettings {
         auth_cache_max_entries: cfg.server.auth_cache_max_entries,
         loop_window: Duration::from_secs(cfg.server.loop_window_s),
         loop_max_repeats: cfg.server.loop_max_repeats,
+        timeouts: crate::http::conn::ConnTimeouts {
+            header: Duration::from_secs(cfg.server.header_timeout_s),
+            keep_alive: Duration::from_secs(cfg.server.keep_alive_s),
+        },
     }
 }
 

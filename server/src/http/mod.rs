@@ -1,4 +1,5 @@
-//! The HTTP front end (warp): routes `/Microsoft-Server-ActiveSync` (and
+//! The HTTP front end (served by our own HTTP/1.1 connection loop, `conn`,
+//! which keeps no buffer per waiting connection): routes `/Microsoft-Server-ActiveSync` (and
 //! `/opush/ActiveSyncServlet/`), `/autodiscover/autodiscover.xml` (any case,
 //! and `/opush/Autodiscover/`), and carries every request through the
 //! lifecycle's first steps: in-flight limit, request line and headers, Basic
@@ -14,6 +15,7 @@
 
 pub mod auth;
 mod autodiscover;
+pub mod conn;
 pub mod imap_login;
 pub mod limits;
 
@@ -35,8 +37,7 @@ use opush_protocol::wbxml;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use warp::Filter;
+use warp::http::{HeaderMap, Method};
 
 use crate::commands::{self, body_is_wbxml, CommandContext, EasResponse};
 use crate::device::{DeviceAccess, DeviceRegistry, DeviceSeen, ProvisionVerdict};
@@ -70,6 +71,9 @@ pub struct HttpSettings {
     pub loop_max_repeats: u32,
     /// Basic realm.
     pub realm: String,
+    /// Header and keep-alive timeouts of the connection loop
+    /// (`[server] header_timeout_s`, `keep_alive_s`).
+    pub timeouts: conn::ConnTimeouts,
 }
 
 impl Default for HttpSettings {
@@ -86,6 +90,7 @@ impl Default for HttpSettings {
             loop_window: Duration::from_secs(60),
             loop_max_repeats: 30,
             realm: "opush".into(),
+            timeouts: conn::ConnTimeouts::default(),
         }
     }
 }
@@ -200,51 +205,26 @@ impl AppState {
     }
 }
 
-/// The warp filter answering every request (never rejects).
-pub fn routes(
-    app: Arc<AppState>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::any()
-        .map(move || app.clone())
-        .and(warp::addr::remote())
-        .and(warp::method())
-        .and(warp::path::full())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
-        .then(
-            |app: Arc<AppState>,
-             remote: Option<std::net::SocketAddr>,
-             method: Method,
-             path: warp::path::FullPath,
-             query: String,
-             headers: HeaderMap,
-             body| async move {
-                let scope = crate::obs::RequestScope::new();
-                let req = Request {
-                    remote,
-                    method,
-                    path: path.as_str().to_owned(),
-                    query,
-                    headers,
-                };
-                crate::obs::scope::run(scope.clone(), handle(app, &scope, req, body)).await
-            },
-        )
+/// Answers one request in its own observability scope (the connection
+/// loop, `conn`, calls it for every request).
+async fn respond<S, B, E>(app: Arc<AppState>, req: Request, body: S) -> EasResponse
+where
+    S: Stream<Item = Result<B, E>> + Send,
+    B: Buf,
+    E: std::fmt::Display,
+{
+    let scope = crate::obs::RequestScope::new();
+    crate::obs::scope::run(scope.clone(), handle(app, &scope, req, body)).await
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish.
+/// requests finish (the connection loop: `conn`).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(app))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    conn::serve(listener, app, shutdown).await;
 }
 
 /// Which endpoint a path names.
@@ -292,15 +272,16 @@ struct Request {
     headers: HeaderMap,
 }
 
-async fn handle<S, B>(
+async fn handle<S, B, E>(
     app: Arc<AppState>,
     scope: &crate::obs::RequestScope,
     req: Request,
     body: S,
-) -> warp::reply::Response
+) -> EasResponse
 where
-    S: Stream<Item = Result<B, warp::Error>> + Send,
+    S: Stream<Item = Result<B, E>> + Send,
     B: Buf,
+    E: std::fmt::Display,
 {
     let started = Instant::now();
     let unix_ms = SystemTime::now()
@@ -379,7 +360,7 @@ where
         });
     }
     crate::obs::log_request_end(scope, access.ctx.command);
-    into_warp(res)
+    res
 }
 
 /// Full-capture mode: stores the exchange when its device is captured.
@@ -476,28 +457,7 @@ fn log_response(res: &EasResponse) {
     tracing::debug!(target: "REQUEST.FULL", status = res.http_status, "response {body}");
 }
 
-fn into_warp(res: EasResponse) -> warp::reply::Response {
-    let mut out = warp::reply::Response::new(res.body.into());
-    *out.status_mut() = StatusCode::from_u16(res.http_status).unwrap_or(StatusCode::BAD_REQUEST);
-    let h = out.headers_mut();
-    if let Some(ct) = res.content_type {
-        h.insert(
-            warp::http::header::CONTENT_TYPE,
-            HeaderValue::from_static(ct),
-        );
-    }
-    for (name, value) in res.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            h.append(name, value);
-        }
-    }
-    out
-}
-
-async fn process<S, B>(
+async fn process<S, B, E>(
     app: &AppState,
     access: &mut Access,
     method: &Method,
@@ -507,8 +467,9 @@ async fn process<S, B>(
     body: S,
 ) -> Result<EasResponse, ServerError>
 where
-    S: Stream<Item = Result<B, warp::Error>> + Send,
+    S: Stream<Item = Result<B, E>> + Send,
     B: Buf,
+    E: std::fmt::Display,
 {
     let endpoint = Endpoint::of(path).ok_or_else(|| ServerError::NotFound(path.to_owned()))?;
     // Held until the answer is built (the body is read under it), unless
@@ -609,7 +570,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
     }
 }
 
-async fn active_sync<S, B>(
+async fn active_sync<S, B, E>(
     app: &AppState,
     access: &mut Access,
     query: &str,
@@ -618,8 +579,9 @@ async fn active_sync<S, B>(
     in_flight: &limits::InFlightPermit,
 ) -> Result<EasResponse, ServerError>
 where
-    S: Stream<Item = Result<B, warp::Error>> + Send,
+    S: Stream<Item = Result<B, E>> + Send,
     B: Buf,
+    E: std::fmt::Display,
 {
     // 1. Request line and headers.
     let request = RequestLine::parse(query)?;
@@ -771,10 +733,11 @@ where
     Ok(commands::dispatch(ctx).await?)
 }
 
-async fn read_body<S, B>(body: S, limit: u64, headers: &HeaderMap) -> Result<Bytes, ServerError>
+async fn read_body<S, B, E>(body: S, limit: u64, headers: &HeaderMap) -> Result<Bytes, ServerError>
 where
-    S: Stream<Item = Result<B, warp::Error>> + Send,
+    S: Stream<Item = Result<B, E>> + Send,
     B: Buf,
+    E: std::fmt::Display,
 {
     let declared = header_str(headers, "Content-Length")?
         .map(|v| {
