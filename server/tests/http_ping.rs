@@ -2,8 +2,9 @@
 //! stack's Dovecot): a parked Ping gives back its `[server] max_in_flight`
 //! permit (with `max_in_flight = 1` other requests still get through), the
 //! parked Pings have their own bound (`[push] max_parked = 1`: the next one
-//! gets 503 + Retry-After), and any other request of the same device ends
-//! its parked Ping at once with Status 1.
+//! gets 503 + Retry-After), any other request of the same device ends
+//! its parked Ping at once with Status 1, and a device that closes its
+//! connection while parked frees its parked slot.
 //!
 //! Reserved Dovecot user: load0027.
 
@@ -149,26 +150,15 @@ async fn a_parked_ping_frees_its_in_flight_slot_and_ends_on_the_next_request() {
     // itself is refused (503) if it arrives while another request holds the
     // only slot: it is sent alone, and again until it is not refused.
     let body = ping_body(&inbox);
-    let auth = basic(USER, PASSWORD);
     let mut parked = None;
     for _ in 0..20 {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut bytes = head(
-            "POST",
-            &target("Ping", "HTTPPING1"),
-            &[("Authorization", &auth), ("MS-ASProtocolVersion", "14.1")],
-            Some(body.len()),
-        );
-        bytes.extend_from_slice(&body);
-        s.write_all(&bytes).await.unwrap();
-        let task = tokio::spawn(async move { read_response(&mut s).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if !task.is_finished() {
-            parked = Some(task);
-            break;
+        match try_park(addr, "HTTPPING1", &body).await {
+            Ok(task) => {
+                parked = Some(task);
+                break;
+            }
+            Err(early) => assert_eq!(early.status, 503, "the Ping answered instead of parking"),
         }
-        let early = task.await.unwrap();
-        assert_eq!(early.status, 503, "the Ping answered instead of parking");
     }
     let parked = parked.expect("the Ping parks");
 
@@ -211,6 +201,59 @@ async fn a_parked_ping_frees_its_in_flight_slot_and_ends_on_the_next_request() {
     let ping = PingResponse::from_element(&decode(&answer.body).unwrap(), V).unwrap();
     assert_eq!(ping.status.code(), 1);
 
+    // A device that goes away while its Ping is parked frees the parked
+    // slot (max_parked = 1): the other device's Ping then parks.
+    let gone = park_raw(addr, "HTTPPING1", &body).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(gone);
+    let mut other = None;
+    for _ in 0..50 {
+        match try_park(addr, "HTTPPING2", &ping_body(&inbox2)).await {
+            Ok(task) => {
+                other = Some(task);
+                break;
+            }
+            Err(early) => assert_eq!(early.status, 503, "the Ping answered instead of parking"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        other.is_some(),
+        "a closed connection's Ping still holds the parked slot"
+    );
+
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
+
+/// Sends a Ping on a connection of its own; returns the connection.
+async fn park_raw(addr: SocketAddr, device: &str, body: &[u8]) -> TcpStream {
+    let auth = basic(USER, PASSWORD);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = head(
+        "POST",
+        &target("Ping", device),
+        &[("Authorization", &auth), ("MS-ASProtocolVersion", "14.1")],
+        Some(body.len()),
+    );
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes).await.unwrap();
+    s
+}
+
+/// Sends a Ping; if it has no answer after 300 ms it is parked (the task
+/// reads its answer), else the early answer.
+async fn try_park(
+    addr: SocketAddr,
+    device: &str,
+    body: &[u8],
+) -> Result<tokio::task::JoinHandle<Resp>, Resp> {
+    let mut s = park_raw(addr, device, body).await;
+    let task = tokio::spawn(async move { read_response(&mut s).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if task.is_finished() {
+        Err(task.await.unwrap())
+    } else {
+        Ok(task)
+    }
 }
