@@ -15,7 +15,9 @@ mod http_support;
 use std::time::Duration;
 
 use http_support::*;
-use opush_protocol::autodiscover::{AutodiscoverRequest, AutodiscoverResponse, MOBILESYNC_RESPONSE_SCHEMA};
+use opush_protocol::autodiscover::{
+    AutodiscoverRequest, AutodiscoverResponse, MOBILESYNC_RESPONSE_SCHEMA,
+};
 use opush_server::http::conn::ConnTimeouts;
 use opush_server::http::HttpSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,7 +49,10 @@ async fn read_one(s: &mut TcpStream, pending: &mut Vec<u8>) -> (u16, String, Vec
             }
             let mut buf = [0u8; 4096];
             let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "connection closed before a whole response: {pending:?}");
+            assert!(
+                n > 0,
+                "connection closed before a whole response: {pending:?}"
+            );
             pending.extend_from_slice(&buf[..n]);
         }
     })
@@ -108,7 +113,10 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
         s.write_all(options(&a, false).as_bytes()).await.unwrap();
         let (status, head, _) = read_one(&mut s, &mut pending).await;
         assert_eq!(status, 200, "{head}");
-        assert!(!head.to_ascii_lowercase().contains("connection: close"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
         assert!(head.to_ascii_lowercase().contains("\r\ndate: "), "{head}");
     }
     // Three at once: a 401, a 200, then one asking to close.
@@ -126,7 +134,10 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     assert_eq!(statuses, [401, 200]);
     let (status, head, _) = read_one(&mut s, &mut pending).await;
     assert_eq!(status, 200);
-    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
     assert!(closed(&mut s, Duration::from_secs(5)).await.is_empty());
     srv.stop().await;
 }
@@ -152,7 +163,10 @@ async fn chunked_bodies_are_decoded_and_expect_continue_is_answered() {
     let mut pending = Vec::new();
     let (status, head, answer) = read_one(&mut s, &mut pending).await;
     assert_eq!(status, 200, "{head}");
-    assert_eq!(AutodiscoverResponse::parse(&answer).unwrap().email_address, ALICE);
+    assert_eq!(
+        AutodiscoverResponse::parse(&answer).unwrap().email_address,
+        ALICE
+    );
 
     // Expect: 100-continue on the same connection: the interim answer
     // comes before the body is sent.
@@ -170,7 +184,10 @@ async fn chunked_bodies_are_decoded_and_expect_continue_is_answered() {
     s.write_all(body.as_bytes()).await.unwrap();
     let (status, _, answer) = read_one(&mut s, &mut pending).await;
     assert_eq!(status, 200);
-    assert_eq!(AutodiscoverResponse::parse(&answer).unwrap().email_address, ALICE);
+    assert_eq!(
+        AutodiscoverResponse::parse(&answer).unwrap().email_address,
+        ALICE
+    );
 
     // A stranger's body is never asked for: 401 without 100 Continue, and
     // the connection closes (its body was not read).
@@ -185,7 +202,10 @@ async fn chunked_bodies_are_decoded_and_expect_continue_is_answered() {
     let (status, head, _) = read_one(&mut s, &mut pending).await;
     assert_eq!(status, 401, "{head}");
     assert!(!String::from_utf8_lossy(&pending).contains("100 Continue"));
-    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
     closed(&mut s, Duration::from_secs(5)).await;
 
     // A broken chunk size is a clean 400 from the handler's body read.
@@ -232,7 +252,10 @@ async fn bad_heads_get_a_4xx_and_the_connection_closes() {
             text.starts_with(&format!("HTTP/1.1 {want} ")),
             "{name}: {text}"
         );
-        assert!(text.to_ascii_lowercase().contains("connection: close"), "{name}: {text}");
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{name}: {text}"
+        );
     }
     let log = logs();
     assert!(log.contains("refused: request head too large"), "{log}");

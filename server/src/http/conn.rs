@@ -272,8 +272,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     };
     // With both Transfer-Encoding and Content-Length the message may be a
     // smuggling attempt: read it by its chunks, then close (RFC 9112 6.3).
-    let keep_alive = keep_alive
-        && !(framing == Framing::Chunked && headers.contains_key("content-length"));
+    let keep_alive =
+        keep_alive && !(framing == Framing::Chunked && headers.contains_key("content-length"));
     let expect_continue = !http10 && tokens("expect").iter().any(|t| t == "100-continue");
     Ok(Some((
         Head {
@@ -485,21 +485,19 @@ impl<'a> BodyReader<'a> {
                         self.fill(2).await?;
                     }
                 }
-                BodyState::Chunked(Chunk::Trailers) => {
-                    match memchr::memchr(b'\n', self.buf) {
-                        Some(end) => {
-                            let empty = end == 0 || (end == 1 && self.buf[0] == b'\r');
-                            self.buf.advance(end + 1);
-                            if empty {
-                                *self.state = BodyState::Done;
-                            }
+                BodyState::Chunked(Chunk::Trailers) => match memchr::memchr(b'\n', self.buf) {
+                    Some(end) => {
+                        let empty = end == 0 || (end == 1 && self.buf[0] == b'\r');
+                        self.buf.advance(end + 1);
+                        if empty {
+                            *self.state = BodyState::Done;
                         }
-                        None if self.buf.len() > MAX_CHUNK_LINE => {
-                            return Err(BodyError::Framing("trailer line too long".into()));
-                        }
-                        None => self.fill(HEAD_READ as u64).await?,
                     }
-                }
+                    None if self.buf.len() > MAX_CHUNK_LINE => {
+                        return Err(BodyError::Framing("trailer line too long".into()));
+                    }
+                    None => self.fill(HEAD_READ as u64).await?,
+                },
             }
         }
     }
@@ -509,7 +507,9 @@ impl<'a> BodyReader<'a> {
         if self.buf.is_empty() {
             return None;
         }
-        let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+        let n = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
         Some(self.buf.split_to(n).freeze())
     }
 
@@ -525,14 +525,11 @@ impl<'a> BodyReader<'a> {
     async fn fill(&mut self, want: u64) -> Result<(), BodyError> {
         if self.expect_continue {
             self.expect_continue = false;
-            write_all_progress(
-                self.stream,
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                self.timeout,
-            )
-            .await?;
+            write_all_progress(self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", self.timeout).await?;
         }
-        let want = usize::try_from(want).unwrap_or(BODY_READ).clamp(1, BODY_READ);
+        let want = usize::try_from(want)
+            .unwrap_or(BODY_READ)
+            .clamp(1, BODY_READ);
         self.buf.reserve(want);
         tokio::time::timeout(self.timeout, read_some(self.stream, self.buf))
             .await
@@ -915,7 +912,9 @@ mod tests {
         assert!(!ka("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
         assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
         assert!(ka("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
-        assert!(!ka("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"));
+        assert!(!ka(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        ));
         assert!(
             head("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
                 .unwrap()
@@ -949,8 +948,14 @@ mod tests {
             HeadError::Malformed(_)
         ));
         assert_eq!(err("GET / HTTP/2.0\r\n\r\n"), HeadError::Version);
-        assert!(matches!(err("GET x HTTP/1.1\r\n\r\n"), HeadError::Malformed(_)));
-        assert!(matches!(err("G\0T / HTTP/1.1\r\n\r\n"), HeadError::Malformed(_)));
+        assert!(matches!(
+            err("GET x HTTP/1.1\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+        assert!(matches!(
+            err("G\0T / HTTP/1.1\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
         // Equal repeated lengths are one length.
         let (h, _) = head("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n")
             .unwrap()
