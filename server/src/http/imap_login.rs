@@ -7,7 +7,7 @@
 //! passed as `user@domain` and the backend applies `[imap] login_with_domain`.
 //!
 //! With the request pool attached ([`ImapLoginVerifier::with_pool`]) the
-//! login waits its turn at the pool's [`LoginGate`] and the session it opened
+//! login waits its turn at the pool's `LoginGate` (`backends::imap::pool`) and the session it opened
 //! is handed to the pool instead of logged out: the request that follows
 //! needs a connection of that user anyway, and a login is the expensive
 //! part (a password hash on the server).
