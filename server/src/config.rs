@@ -505,6 +505,12 @@ pub struct PushConfig {
     /// round): how soon a folder created or deleted on the IMAP side ends
     /// a parked Ping with Status 7.
     pub hierarchy_check_s: u64,
+    /// A watcher of a single folder waits with NOTIFY and folder events
+    /// instead of IDLE (where the server has NOTIFY): a folder created on
+    /// the IMAP side ends the parked Ping with Status 7 at once instead of
+    /// at the next hierarchy check, but Dovecot keeps an imap process for
+    /// each such watcher (it cannot hibernate NOTIFY connections).
+    pub notify_hierarchy: bool,
 }
 
 impl Default for PushConfig {
@@ -517,6 +523,7 @@ impl Default for PushConfig {
             max_pings_per_minute: 20,
             use_notify: true,
             hierarchy_check_s: 300,
+            notify_hierarchy: false,
         }
     }
 }

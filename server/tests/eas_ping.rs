@@ -8,9 +8,10 @@
 //!
 //! Also: several folders watched through IMAP NOTIFY (and STATUS polling
 //! when it is switched off), and Status 7 when the folder hierarchy
-//! changes on the IMAP side (before the Ping or while it is parked).
+//! changes on the IMAP side (before the Ping or while it is parked; at once
+//! where NOTIFY reports folder events).
 //!
-//! Reserved Dovecot users: load0021–load0030, load0061–load0065. Waits are bounded so a broken
+//! Reserved Dovecot users: load0021–load0030, load0061–load0065, load0071–load0072. Waits are bounded so a broken
 //! hub fails the test instead of hanging it; they assert behaviour, not speed.
 
 #![allow(
@@ -558,4 +559,64 @@ async fn a_ping_on_a_folder_deleted_before_it_answers_status_7() {
     .await;
     assert_eq!(res.status.code(), 7);
     assert_eq!(eas.push.parked_count(), 0);
+}
+
+// [MS-ASCMD] 2.2.3.177.11 Ping Status 7 as soon as the server says a folder
+// appeared: NOTIFY with the personal namespace's folder events, for a
+// single-folder watcher with `[push] notify_hierarchy` and for every
+// several-folder watcher. The hierarchy check (the LIST fallback) and
+// STATUS polling are an hour apart here, so only a notification answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_created_while_parked_answers_status_7_at_once_through_notify() {
+    for (user, device, names, single) in [
+        ("load0071@load.test", "TREE71", &["INBOX"][..], true),
+        (
+            "load0072@load.test",
+            "TREE72",
+            &["INBOX", "late-sub"][..],
+            false,
+        ),
+    ] {
+        let mut raw = RawImap::login(user);
+        empty(&mut raw, "INBOX");
+        delete(&mut raw, "late-new");
+        if !single {
+            folders(&mut raw, &["late-sub"]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let eas = services_with(&dir, None, |s| {
+            s.hierarchy_check = Duration::from_secs(3600);
+            s.poll_interval = Duration::from_secs(3600);
+            s.notify_hierarchy = single;
+        })
+        .await;
+        let park = |ids_: &[String]| {
+            let armed: Vec<&str> = ids_.iter().map(String::as_str).collect();
+            spawn_ping(&eas, user, device, request(Some(300), &armed))
+        };
+        let ids_ = prepare(&eas, user, device, names).await;
+        let parked = park(&ids_);
+        wait_until("the Ping subscribes", || {
+            eas.push.watcher(user).is_some_and(|w| w.subscribers() == 1)
+        })
+        .await;
+        let watcher = eas.push.watcher(user).unwrap();
+        wait_until("the watcher waits", || {
+            watcher.kind() != WatcherKind::Starting
+        })
+        .await;
+        assert_eq!(watcher.kind(), WatcherKind::Notify, "{user}");
+        folders(&mut raw, &["late-new"]);
+        assert_eq!(answer(parked).await.status.code(), 7, "{user}");
+
+        // After a FolderSync, the same NOTIFY still reports messages.
+        let ids_ = prepare(&eas, user, device, names).await;
+        let parked = park(&ids_);
+        wait_until("the Ping parks", || eas.push.parked_count() == 1).await;
+        append(&mut raw, "INBOX", &unique("late"));
+        let res = answer(parked).await;
+        assert_eq!(res.status.code(), 2, "{user}");
+        assert_eq!(ids(&res), vec![ids_[0].as_str()], "{user}");
+        delete(&mut raw, "late-new");
+    }
 }

@@ -8,8 +8,12 @@
 //! is due, and publishes the marks, then waits ([`super::WatcherKind`]):
 //! IDLE on the mailbox when exactly one is watched and the server has IDLE;
 //! NOTIFY (RFC 5465, `[push] use_notify`) on all of them when several are
-//! watched and the server has it (Dovecot advertises it after login); else
-//! `[imap] poll_interval_s`. NOTIFY and IDLE only say *that* something
+//! watched and the server has it (Dovecot advertises it after login), or
+//! for a single one with `[push] notify_hierarchy`; else
+//! `[imap] poll_interval_s`. A NOTIFY watcher that watches the hierarchy
+//! also asks for the personal namespace's folder events: a LIST
+//! notification makes the next round LIST the folders at once (the
+//! periodic `[push] hierarchy_check_s` LIST stays as the fallback). NOTIFY and IDLE only say *that* something
 //! happened: the marks always come from the next round's own STATUS, so a
 //! notification never has to be parsed for figures. A change in the
 //! watched set ends the wait at once (IDLE is ended with DONE). DAV
@@ -23,7 +27,7 @@
 //! timeout, every wait a deadline. Must not log passwords (the login is in
 //! memory only) nor decide anything about EAS.
 
-use crate::backends::imap::{ImapClient, ImapError, Session};
+use crate::backends::imap::{IdleOutcome, ImapClient, ImapError, Session};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,22 +129,26 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
             })
             .collect();
         let has_dav = keys.iter().any(|k| matches!(k, WatchKey::Dav(_)));
+        let hierarchy = keys.contains(&WatchKey::Hierarchy);
+        let notify_ok = |s: &Session| settings.use_notify && s.has("NOTIFY") && s.has("IDLE");
         let kind = match session.as_ref() {
-            Some(s) if mail.len() == 1 && !has_dav && settings.use_idle && s.has("IDLE") => {
+            Some(s)
+                if mail.len() == 1
+                    && !has_dav
+                    && settings.use_idle
+                    && s.has("IDLE")
+                    && !(settings.notify_hierarchy && hierarchy && notify_ok(s)) =>
+            {
                 WatcherKind::Idle
             }
-            Some(s)
-                if !mail.is_empty() && settings.use_notify && s.has("NOTIFY") && s.has("IDLE") =>
-            {
-                WatcherKind::Notify
-            }
+            Some(s) if !mail.is_empty() && notify_ok(s) => WatcherKind::Notify,
             _ => WatcherKind::Poll,
         };
         let list_due = kind == WatcherKind::Poll
             || last_list.is_none_or(|t: Instant| t.elapsed() >= settings.hierarchy_check);
         let round = match session.as_mut() {
             // NOTIFY first, so what changes during the round is reported.
-            Some(s) if kind == WatcherKind::Notify => match s.notify_set(&mail).await {
+            Some(s) if kind == WatcherKind::Notify => match s.notify_set(&mail, hierarchy).await {
                 Ok(()) => status_round(&hub, &watch, s, list_due).await,
                 Err(e) => Err(e),
             },
@@ -182,9 +190,14 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
                     .map(|_| ())
             }
             (WatcherKind::Notify, Some(s)) => s
-                .notify_wait_until(&mail, wait, watch.replanned())
+                .notify_wait_until(&mail, hierarchy, wait, watch.replanned())
                 .await
-                .map(|_| ()),
+                .map(|outcome| {
+                    // The server named a folder: LIST in the next round.
+                    if outcome == IdleOutcome::Hierarchy {
+                        last_list = None;
+                    }
+                }),
             _ => {
                 let _ = tokio::time::timeout(settings.poll_interval, watch.replanned()).await;
                 Ok(())

@@ -60,6 +60,11 @@ pub struct PushSettings {
     /// Longest time between two LISTs of a watcher that waits in IDLE or
     /// NOTIFY (hierarchy changes; a polling watcher LISTs every round).
     pub hierarchy_check: Duration,
+    /// A single-folder watcher waits with NOTIFY (with folder events)
+    /// instead of IDLE where the server has NOTIFY, so a folder created
+    /// while a Ping is parked ends it at once (Dovecot cannot hibernate a
+    /// NOTIFY connection).
+    pub notify_hierarchy: bool,
 }
 
 impl Default for PushSettings {
@@ -82,6 +87,7 @@ impl PushSettings {
             max_pings_per_minute: push.max_pings_per_minute,
             use_notify: push.use_notify,
             hierarchy_check: Duration::from_secs(push.hierarchy_check_s.max(1)),
+            notify_hierarchy: push.notify_hierarchy,
         }
     }
 }

@@ -409,6 +409,9 @@ pub enum IdleOutcome {
     Changed,
     /// Nothing happened before the deadline.
     Timeout,
+    /// A folder was created, deleted, renamed or (un)subscribed (NOTIFY
+    /// with folder events), possibly besides message changes.
+    Hierarchy,
 }
 
 /// Result of a conditional STORE.

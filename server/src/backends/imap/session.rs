@@ -91,8 +91,9 @@ pub struct Session {
     selected: Option<Selected>,
     broken: bool,
     folder_names: [(SpecialUse, String); 3],
-    /// The mailboxes of the NOTIFY SET in force, if any.
-    notify_set: Option<Vec<String>>,
+    /// The mailboxes of the NOTIFY SET in force (and whether it asks for
+    /// hierarchy events), if any.
+    notify_set: Option<(Vec<String>, bool)>,
     /// Tags of the commands this module writes itself (`O1`, `O2`, …;
     /// `async-imap`'s own are `A0001`…).
     tags: u64,
@@ -1226,18 +1227,21 @@ impl Session {
     }
 
     /// NOTIFY ([RFC 5465]) on `mailboxes` (new and expunged messages, flag
-    /// changes), then IDLE without a selected mailbox until the server
-    /// reports an event, `wait` passes or `stop` resolves. The NOTIFY SET
-    /// is sent only when `mailboxes` differ from the one in force, so a
+    /// changes) and, with `hierarchy`, on the personal namespace's folder
+    /// names and subscriptions, then IDLE without a selected mailbox until
+    /// the server reports an event, `wait` passes or `stop` resolves. The
+    /// NOTIFY SET is sent only when it differs from the one in force, so a
     /// change between two waits is reported by the server at the next IDLE.
-    /// `Unsupported` when the server lacks NOTIFY or IDLE.
+    /// A folder event is [`IdleOutcome::Hierarchy`]. `Unsupported` when the
+    /// server lacks NOTIFY or IDLE.
     pub async fn notify_wait_until(
         &mut self,
         mailboxes: &[String],
+        hierarchy: bool,
         wait: Duration,
         stop: impl std::future::Future<Output = ()> + Send,
     ) -> Result<IdleOutcome, ImapError> {
-        self.notify_set(mailboxes).await?;
+        self.notify_set(mailboxes, hierarchy).await?;
         let t = self.timeout;
         self.broken = true; // until IDLE is done (see `exec`)
         let res = self.idle_inner(wait, t, stop).await;
@@ -1249,9 +1253,15 @@ impl Session {
         res
     }
 
-    /// Sends `NOTIFY SET` for `mailboxes` unless it is already in force
-    /// (call it before reading the marks a wait starts from).
-    pub async fn notify_set(&mut self, mailboxes: &[String]) -> Result<(), ImapError> {
+    /// Sends `NOTIFY SET` for `mailboxes` (and, with `hierarchy`, folder
+    /// name and subscription events of the personal namespace) unless it is
+    /// already in force (call it before reading the marks a wait starts
+    /// from).
+    pub async fn notify_set(
+        &mut self,
+        mailboxes: &[String],
+        hierarchy: bool,
+    ) -> Result<(), ImapError> {
         if !self.has("NOTIFY") || !self.has("IDLE") {
             return Err(ImapError::Unsupported("NOTIFY not available".into()));
         }
@@ -1260,25 +1270,34 @@ impl Session {
         }
         // Events of the selected mailbox would need the `selected` filter.
         self.unselect().await?;
-        if self.notify_set.as_deref() == Some(mailboxes) {
+        if self
+            .notify_set
+            .as_ref()
+            .is_some_and(|(m, h)| m.as_slice() == mailboxes && *h == hierarchy)
+        {
             return Ok(());
         }
         let mut names = Vec::with_capacity(mailboxes.len());
         for m in mailboxes {
             names.push(quote(m)?);
         }
-        // One `mailboxes` filter only: Dovecot 2.3 sends no message events
-        // for a mailbox that a `personal` filter also covers (hierarchy
-        // changes are found by the watcher's LIST instead).
+        // The `mailboxes` filter comes first: a mailbox named by both keeps
+        // its message events (checked against Dovecot 2.3.19 in
+        // server/tests/eas_ping.rs).
+        let folders = if hierarchy {
+            " (personal (MailboxName SubscriptionChange))"
+        } else {
+            ""
+        };
         self.simple(
             "NOTIFY",
             format!(
-                "NOTIFY SET (mailboxes ({}) (MessageNew MessageExpunge FlagChange))",
+                "NOTIFY SET (mailboxes ({}) (MessageNew MessageExpunge FlagChange)){folders}",
                 names.join(" ")
             ),
         )
         .await?;
-        self.notify_set = Some(mailboxes.to_vec());
+        self.notify_set = Some((mailboxes.to_vec(), hierarchy));
         Ok(())
     }
 
@@ -1294,6 +1313,9 @@ impl Session {
             .map_err(|_| ImapError::Unavailable("IDLE timed out".into()))?
             .map_err(|e| ImapError::Unavailable(format!("IDLE: {e}")))?;
         let mut changed = false;
+        // A LIST under NOTIFY: a folder was created, deleted, renamed or
+        // (un)subscribed.
+        let mut folders = false;
         // The continuation request (pending news may come first).
         loop {
             let r = tokio::time::timeout(t, read_next!(self.inner))
@@ -1307,7 +1329,10 @@ impl Session {
                     let info = outcome.information.as_deref().unwrap_or("");
                     return Err(no_error("IDLE", status, None, info));
                 }
-                other => changed |= is_change(other),
+                other => {
+                    changed |= is_change(other);
+                    folders |= is_folder_event(other);
+                }
             }
         }
         let deadline = tokio::time::Instant::now() + wait;
@@ -1329,7 +1354,10 @@ impl Session {
                                 "server closed the connection during IDLE".into(),
                             ));
                         }
-                        other => changed |= is_change(other),
+                        other => {
+                            changed |= is_change(other);
+                            folders |= is_folder_event(other);
+                        }
                     }
                 }
             }
@@ -1354,13 +1382,20 @@ impl Session {
                     }
                     break;
                 }
-                other => changed |= is_change(other),
+                other => {
+                    changed |= is_change(other);
+                    folders |= is_folder_event(other);
+                }
             }
         }
         if changed {
             // EXISTS/UIDNEXT cached from SELECT are stale.
             self.selected = None;
-            Ok(IdleOutcome::Changed)
+            Ok(if folders {
+                IdleOutcome::Hierarchy
+            } else {
+                IdleOutcome::Changed
+            })
         } else {
             Ok(IdleOutcome::Timeout)
         }
@@ -1373,6 +1408,10 @@ fn io_error(e: std::io::Error) -> ImapError {
     } else {
         ImapError::Unavailable(format!("read: {e}"))
     }
+}
+
+fn is_folder_event(r: &Response<'_>) -> bool {
+    matches!(r, Response::MailboxData(MailboxDatum::List(_)))
 }
 
 fn is_change(r: &Response<'_>) -> bool {
