@@ -535,29 +535,10 @@ pub async fn sync(
         let pool = eas.imap.clone();
         let (user, password) = (caller.user.to_owned(), caller.password.clone());
         let connect = async move {
-            let get = || async {
-                if pool.config().master_for_requests {
-                    pool.get_master(&user).await
-                } else {
-                    pool.get(&user, &password).await
-                }
-            };
-            let first = get().await?;
-            if pool.idle_count(&user) > 0 {
-                return Ok(first);
-            }
-            // This was the user's last idle session, and the device's next
-            // Sync (a millisecond away) wants one while this fetch runs:
-            // the pool would make it wait for this one (a login costs more
-            // than most waits), serializing the read-ahead and the window
-            // it is for. So the pool grows by one now, once per user (the
-            // next read-ahead finds two idle), and `first` goes back.
-            match tokio::time::timeout(AHEAD_GROW_WAIT, get()).await {
-                Ok(Ok(second)) => {
-                    drop(first);
-                    Ok(second)
-                }
-                _ => Ok(first),
+            if pool.config().master_for_requests {
+                pool.get_master(&user).await
+            } else {
+                pool.get(&user, &password).await
             }
         };
         ahead
@@ -571,11 +552,6 @@ pub async fn sync(
         collections,
     })
 }
-
-/// Longest a read-ahead holds the user's last idle session while the pool
-/// grows by one for it (the pool's own wait for a busy session, then a
-/// login).
-const AHEAD_GROW_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Message metadata by UID, fetched once per window.
 type Metas = std::collections::HashMap<u32, MessageMeta>;
