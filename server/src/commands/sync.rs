@@ -369,12 +369,13 @@ pub async fn sync(
         .await
         .map_err(session_error)?;
     let mut rec = Recorder::exclusive(&mut session, eas, Command::Sync);
-    let mut imap = eas.imap_for(caller).await?;
     let ahead = Ahead {
         cache: eas.imap.read_ahead(),
         device: caller.device_key()?.to_string(),
         wait: std::time::Duration::from_millis(eas.imap.config().timeout_ms),
     };
+    ahead.cache.settled(&ahead.device, ahead.wait).await;
+    let mut imap = eas.imap_for(caller).await?;
     // The Trash folder, looked up (LIST) only when a delete moves a message.
     let mut trash: Option<Option<String>> = None;
     let at = rec.at();

@@ -203,6 +203,23 @@ impl ReadAhead {
             .collect()
     }
 
+    /// Waits (at most `wait`) until `device`'s read-ahead, if one is
+    /// fetching, is done, leaving its entry for [`ReadAhead::take`] (one
+    /// still waiting for a connection is not waited for: the connection it
+    /// waits for may be the one the caller is about to take). A Sync of
+    /// the device calls it before taking an IMAP session: the read-ahead's
+    /// session then comes back to the pool for it, and the two do not run
+    /// against the same mailbox at once (on a busy server a SELECT and a
+    /// FETCH of the same mailbox on two sessions slowed each other more
+    /// than running them one after the other).
+    pub async fn settled(&self, device: &str, wait: Duration) {
+        let phase = self.lock().get(device).map(|e| e.phase.clone());
+        if let Some(mut phase) = phase.filter(|p| matches!(*p.borrow(), Phase::Fetching)) {
+            let _ =
+                tokio::time::timeout(wait, phase.wait_for(|p| !matches!(p, Phase::Fetching))).await;
+        }
+    }
+
     /// Drops entries older than [`MAX_AGE`].
     fn sweep(&self) {
         let now = Instant::now();
