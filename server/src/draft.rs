@@ -14,8 +14,11 @@
 //! ContentId) and, for a Change, `Attachments/Delete` by FileReference. The
 //! rebuilt message keeps the old attachments that are not deleted, in
 //! order, then the added ones; the answer gives each added attachment's
-//! ClientId with its FileReference (`<ServerId>:<index>`, the index among
-//! the message's attachments, as ItemOperations reads it). A draft larger
+//! ClientId with its FileReference (`<ServerId>:<number>`). Each attachment
+//! part carries its number (`X-Opush-Attachment`) and the draft the next one
+//! to hand out (`X-Opush-Next-Attachment`): deleting an attachment leaves the
+//! others' references true, and no number is ever reused, so a reference
+//! the device still holds never names another attachment. A draft larger
 //! than `[imap] max_message_bytes` once rebuilt is refused (the device's command
 //! fails; nothing is written).
 
@@ -35,6 +38,9 @@ use opush_protocol::commands::sync::{ClientCommand, SyncCollectionRequest};
 
 use crate::backends::imap::{Flag, PooledSession};
 use crate::commands::sync::observed;
+use crate::email::{
+    attachment_numbers, next_attachment_number, ATTACHMENT_NUMBER, NEXT_ATTACHMENT_NUMBER,
+};
 
 /// Whether a Change of a Drafts item edits the draft itself (recipients,
 /// subject or body) rather than only its flags.
@@ -104,17 +110,28 @@ pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> 
         .filter(|f| f.server_id == server_id)
         .map(|f| f.index)
         .collect();
+    // Every attachment keeps its number (the FileReference the device
+    // holds); added ones get numbers never used before in this draft.
     let mut attachments: Vec<MimePart<'_>> = parsed
         .as_ref()
         .map(|m| {
             m.attachments()
-                .enumerate()
-                .filter(|(i, _)| !deleted.contains(&(*i as u32)))
-                .filter_map(|(_, part)| crate::reply::attachment(part))
+                .zip(attachment_numbers(m))
+                .filter(|(_, n)| !deleted.contains(n))
+                .filter_map(|(part, n)| {
+                    crate::reply::attachment(part)
+                        .map(|p| p.header(ATTACHMENT_NUMBER, Raw::new(n.to_string())))
+                })
                 .collect()
         })
         .unwrap_or_default();
-    attachments.extend(change.attachments_add.iter().map(added_part));
+    let next = parsed.as_ref().map_or(0, next_attachment_number);
+    let mut after = next;
+    for add in &change.attachments_add {
+        attachments.push(added_part(add).header(ATTACHMENT_NUMBER, Raw::new(after.to_string())));
+        after = after.saturating_add(1);
+    }
+    builder = builder.header(NEXT_ATTACHMENT_NUMBER, Raw::new(after.to_string()));
     builder = if attachments.is_empty() {
         builder.body(body)
     } else {
@@ -301,7 +318,7 @@ pub fn added_attachments<'r>(
 /// The answer's `ApplicationData` for a draft whose Add or Change added
 /// attachments: each added attachment's ClientId with its FileReference.
 /// The added attachments are the last ones of the stored message (`uid`),
-/// so their indexes are counted from the message as it is now; a retried
+/// so their numbers are read from the message as it is now; a retried
 /// request reads the same message and gets the same answer. `None` when
 /// nothing was added or the message cannot be read.
 pub async fn attachment_refs(
@@ -316,21 +333,18 @@ pub async fn attachment_refs(
     }
     let limit = imap.config().max_message_bytes;
     let bytes = imap.fetch_message(raw, uid, limit).await.ok()?;
-    let count = MessageParser::default()
-        .parse(&bytes)?
-        .attachments()
-        .count();
-    let first = count.checked_sub(change.attachments_add.len())?;
+    let numbers = attachment_numbers(&MessageParser::default().parse(&bytes)?);
+    let first = numbers.len().checked_sub(change.attachments_add.len())?;
     let attachments = change
         .attachments_add
         .iter()
-        .enumerate()
-        .map(|(i, add)| Attachment {
+        .zip(&numbers[first..])
+        .map(|(add, number)| Attachment {
             client_id: Some(add.client_id.clone()),
             file_reference: Some(
                 crate::email::FileReference {
                     server_id: server_id.to_owned(),
-                    index: (first + i) as u32,
+                    index: *number,
                 }
                 .to_string(),
             ),
@@ -443,6 +457,94 @@ mod tests {
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.attachment_count(), 0);
         assert_eq!(m.body_text(0).unwrap().trim(), "First draft");
+    }
+
+    /// The FileReference numbers of `raw`'s attachments, by name.
+    fn numbered(raw: &[u8]) -> Vec<(u32, String)> {
+        let email = crate::email::to_email(
+            raw,
+            &crate::email::MessageInfo {
+                server_id: "5:1".to_owned(),
+                internal_date: 0,
+                seen: false,
+                flagged: false,
+                keywords: Vec::new(),
+            },
+            &[],
+            opush_protocol::version::ProtocolVersion::V16_1,
+        );
+        email
+            .attachments
+            .iter()
+            .map(|a| {
+                let r = crate::email::FileReference::parse(a.file_reference.as_deref().unwrap());
+                (r.unwrap().index, a.display_name.clone().unwrap())
+            })
+            .collect()
+    }
+
+    // A deleted attachment must not shift the others: the device still
+    // holds their FileReferences, and a later Delete or Fetch by them must
+    // name the same attachment. Numbers are never reused.
+    #[test]
+    fn references_stay_true_when_an_earlier_attachment_is_deleted() {
+        let three = Email {
+            attachments_add: vec![
+                add("c0", "a.txt", b"alpha"),
+                add("c1", "b.txt", b"bravo"),
+                add("c2", "c.txt", b"charlie"),
+            ],
+            ..Email::default()
+        };
+        let v1 = new_draft("alice@example.test", &three);
+        assert_eq!(
+            numbered(&v1),
+            vec![
+                (0, "a.txt".into()),
+                (1, "b.txt".into()),
+                (2, "c.txt".into())
+            ]
+        );
+        let drop_first = Email {
+            attachments_delete: vec!["5:1:0".to_owned()],
+            ..Email::default()
+        };
+        let v2 = edited_draft("alice@example.test", &v1, &drop_first, "5:1");
+        assert_eq!(
+            numbered(&v2),
+            vec![(1, "b.txt".into()), (2, "c.txt".into())]
+        );
+        assert_eq!(
+            crate::email::attachment_content(&v2, 2).unwrap().data,
+            b"charlie"
+        );
+        assert!(
+            crate::email::attachment_content(&v2, 0).is_none(),
+            "deleted"
+        );
+        // The last one deleted, then one added: it does not take number 2.
+        let swap = Email {
+            attachments_delete: vec!["5:1:2".to_owned()],
+            attachments_add: vec![add("c3", "d.txt", b"delta")],
+            ..Email::default()
+        };
+        let v3 = edited_draft("alice@example.test", &v2, &swap, "5:1");
+        assert_eq!(
+            numbered(&v3),
+            vec![(1, "b.txt".into()), (3, "d.txt".into())]
+        );
+        assert!(crate::email::attachment_content(&v3, 2).is_none());
+        assert_eq!(
+            crate::email::attachment_content(&v3, 1).unwrap().data,
+            b"bravo"
+        );
+        // A stale reference to a deleted attachment deletes nothing else.
+        let stale = Email {
+            attachments_delete: vec!["5:1:0".to_owned(), "5:1:2".to_owned()],
+            ..Email::default()
+        };
+        let v4 = edited_draft("alice@example.test", &v3, &stale, "5:1");
+        assert_eq!(numbered(&v4), numbered(&v3));
     }
 
     #[test]

@@ -200,8 +200,8 @@ async fn a_draft_gains_and_loses_attachments() {
     let root = status_1(&res);
     assert_eq!(
         references(&root),
-        vec![("att-notes".to_owned(), format!("{sid}:1"))],
-        "the image is now first, the new file second: {}",
+        vec![("att-notes".to_owned(), format!("{sid}:2"))],
+        "the new file gets a number never used in this draft: {}",
         res.xml()
     );
     let new_uids = imap.search_subject("Drafts", &marker);
@@ -212,7 +212,9 @@ async fn a_draft_gains_and_loses_attachments() {
     assert!(text.contains("<logo@device>"), "the image is kept: {text}");
     assert!(text.contains("notes.txt"), "{text}");
     assert!(text.contains(&format!("Subject: {marker}")), "{text}");
-    assert_eq!(fetch_reference(&mut c, &format!("{sid}:1")).await, notes);
+    assert_eq!(fetch_reference(&mut c, &format!("{sid}:2")).await, notes);
+    // The image kept the reference the device got when it added it.
+    assert_eq!(fetch_reference(&mut c, &format!("{sid}:1")).await, png);
     opush.stop().await;
 }
 

@@ -42,8 +42,10 @@ pub struct MessageInfo {
 }
 
 /// Identifies one attachment for ItemOperations Fetch and GetAttachment:
-/// `"<collection>:<n>:<index>"`, the index counting the message's
-/// attachments in MIME order from 0.
+/// `"<collection>:<n>:<index>"`, the index being the attachment's number
+/// ([`attachment_numbers`]): its place among the message's attachments in
+/// MIME order from 0, or, in a draft opush built, the number it was given
+/// when added, which stays the same when other attachments are deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileReference {
     /// The item's ServerId (`"<collection>:<n>"`).
@@ -165,10 +167,59 @@ pub fn to_email(
     email
 }
 
-/// The content of attachment `index` (MIME order, as listed by [`to_email`]).
+/// A part header of the drafts opush builds (server/src/draft.rs): the
+/// attachment's number, which its FileReference carries. Positions would
+/// shift when an earlier attachment is deleted, and a device still holding
+/// the old references would then fetch or delete the wrong attachment.
+pub const ATTACHMENT_NUMBER: &str = "X-Opush-Attachment";
+
+/// A message header of the drafts opush builds: the number the next added
+/// attachment gets (numbers are never reused, so a deleted attachment's
+/// reference never names another one).
+pub const NEXT_ATTACHMENT_NUMBER: &str = "X-Opush-Next-Attachment";
+
+/// The numbers of `msg`'s attachments, in MIME order: each part's
+/// [`ATTACHMENT_NUMBER`] when every attachment carries a distinct one (a
+/// draft opush built), else their positions 0, 1, 2…
+pub fn attachment_numbers(msg: &mail_parser::Message<'_>) -> Vec<u32> {
+    let raw = msg.raw_message();
+    let numbered: Option<Vec<u32>> = msg
+        .attachments()
+        .map(|part| {
+            let h = part
+                .headers()
+                .iter()
+                .find(|h| h.name.as_str().eq_ignore_ascii_case(ATTACHMENT_NUMBER))?;
+            let text = raw.get(h.offset_start as usize..h.offset_end as usize)?;
+            std::str::from_utf8(text).ok()?.trim().parse().ok()
+        })
+        .collect();
+    match numbered {
+        Some(n) if n.iter().collect::<std::collections::HashSet<_>>().len() == n.len() => n,
+        _ => (0..msg.attachment_count() as u32).collect(),
+    }
+}
+
+/// The number the next attachment added to `msg` gets: past every number
+/// in use and past [`NEXT_ATTACHMENT_NUMBER`].
+pub fn next_attachment_number(msg: &mail_parser::Message<'_>) -> u32 {
+    let recorded = msg
+        .header_raw(NEXT_ATTACHMENT_NUMBER)
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    let in_use = attachment_numbers(msg)
+        .into_iter()
+        .max()
+        .map_or(0, |n| n.saturating_add(1));
+    recorded.max(in_use)
+}
+
+/// The content of the attachment numbered `index` (as listed by
+/// [`to_email`]: see [`attachment_numbers`]).
 pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
     let msg = MessageParser::default().parse(raw)?;
-    let part = msg.attachments().nth(index as usize)?;
+    let position = attachment_numbers(&msg).iter().position(|n| *n == index)?;
+    let part = msg.attachments().nth(position)?;
     let content_type = part
         .content_type()
         .map(|ct| match ct.subtype() {
@@ -184,9 +235,11 @@ pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
 }
 
 fn attachments(msg: &mail_parser::Message<'_>, server_id: &str) -> Vec<Attachment> {
+    let numbers = attachment_numbers(msg);
     msg.attachments()
+        .zip(numbers)
         .enumerate()
-        .map(|(idx, part)| {
+        .map(|(idx, (part, number))| {
             let is_message = matches!(part.body, PartType::Message(_));
             let name = part
                 .attachment_name()
@@ -204,7 +257,7 @@ fn attachments(msg: &mail_parser::Message<'_>, server_id: &str) -> Vec<Attachmen
                 file_reference: Some(
                     FileReference {
                         server_id: server_id.to_owned(),
-                        index: idx as u32,
+                        index: number,
                     }
                     .to_string(),
                 ),
