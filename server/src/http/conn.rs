@@ -716,6 +716,10 @@ impl Connection {
                     failed: false,
                 }
                 .into_stream();
+                // Boxed: the handler's future keeps room for its arguments
+                // while it waits, and the stream (with its read state) is
+                // needed only until the body is read.
+                let body = Box::pin(body);
                 let handler = Box::pin(super::respond(app.clone(), req, body));
                 Parked {
                     handler,
