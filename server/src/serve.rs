@@ -133,6 +133,12 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
     let store = Store::open(&storage)
         .await
         .map_err(|e| ServeError::Storage(format!("storage unavailable: {e}")))?;
+    let imap = Arc::new(ImapPool::new(cfg.imap.clone()));
+    let push = crate::push::PushHub::new(
+        crate::push::PushSettings::from_config(&cfg.push, &cfg.imap),
+        cfg.imap.clone(),
+    );
+    push.set_login_gate(imap.login_gate().clone());
     Ok(EasServices {
         sessions: Sessions::new(
             Arc::new(store),
@@ -145,11 +151,8 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
         ),
         engine: engine_config(cfg),
         policy: crate::commands::provision::policy_from_config(&cfg.policy),
-        imap: Arc::new(ImapPool::new(cfg.imap.clone())),
-        push: crate::push::PushHub::new(
-            crate::push::PushSettings::from_config(&cfg.push, &cfg.imap),
-            cfg.imap.clone(),
-        ),
+        imap,
+        push,
         send: crate::commands::compose::SendSettings::from_config(cfg),
     })
 }

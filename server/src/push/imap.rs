@@ -36,10 +36,20 @@ use tokio::time::Instant;
 use super::{hierarchy_mark, Inner, Mark, UserWatch, WatchKey, WatchLogin, WatcherKind};
 
 async fn login(hub: &Inner, watch: &UserWatch) -> Result<Session, ImapError> {
-    crate::obs::metrics::imap_login("push");
-    match watch.login() {
-        Some(WatchLogin::Password(p)) => ImapClient::login(hub.imap(), watch.user(), &p).await,
-        Some(WatchLogin::Master) | None => ImapClient::login_master(hub.imap(), watch.user()).await,
+    let login = async {
+        match watch.login() {
+            Some(WatchLogin::Password(p)) => ImapClient::login(hub.imap(), watch.user(), &p).await,
+            Some(WatchLogin::Master) | None => {
+                ImapClient::login_master(hub.imap(), watch.user()).await
+            }
+        }
+    };
+    match hub.login_gate() {
+        Some(gate) => gate.run("push", login).await,
+        None => {
+            crate::obs::metrics::imap_login("push");
+            login.await
+        }
     }
 }
 

@@ -295,6 +295,9 @@ pub(crate) struct Inner {
     parked: Arc<Semaphore>,
     next_ticket: std::sync::atomic::AtomicU64,
     dav: Mutex<Option<Arc<dyn dav::TokenSource>>>,
+    /// The request pool's login gate, so watchers' logins count against
+    /// `[imap] max_logins_in_flight` too (none: not gated).
+    login_gate: std::sync::OnceLock<crate::backends::imap::pool::LoginGate>,
 }
 
 /// The hub; cheap to clone (shared).
@@ -329,8 +332,15 @@ impl PushHub {
                 devices: Mutex::new(HashMap::new()),
                 next_ticket: std::sync::atomic::AtomicU64::new(1),
                 dav: Mutex::new(None),
+                login_gate: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Watchers' logins wait their turn at `gate` (the request pool's), so
+    /// a reconnect storm shares `[imap] max_logins_in_flight` with requests.
+    pub fn set_login_gate(&self, gate: crate::backends::imap::pool::LoginGate) {
+        let _ = self.inner.login_gate.set(gate);
     }
 
     /// The settings.
@@ -519,6 +529,10 @@ impl Inner {
 
     pub(crate) fn imap(&self) -> &ImapConfig {
         &self.imap
+    }
+
+    pub(crate) fn login_gate(&self) -> Option<&crate::backends::imap::pool::LoginGate> {
+        self.login_gate.get()
     }
 
     pub(crate) fn dav(&self) -> Option<Arc<dyn dav::TokenSource>> {

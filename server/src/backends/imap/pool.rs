@@ -19,7 +19,8 @@
 //! `pool_size` sessions per user and `max_connections` over all users
 //! (past it, the oldest idle session of any user is closed to make room;
 //! with none idle the request waits), at most `max_logins_in_flight`
-//! logins at once to the server ([`LoginGate`], shared with the verifier:
+//! logins at once to the server ([`LoginGate`], shared with the verifier
+//! and the push watchers:
 //! a login storm after a restart queues here instead of swamping the
 //! server's password hashing), idle sessions closed after
 //! `pool_idle_timeout_s`. Every wait ends at `timeout_ms` with
@@ -76,7 +77,8 @@ impl UserPool {
 }
 
 /// Bounds the logins in flight to the IMAP server (`[imap]
-/// max_logins_in_flight`). Shared by the pool and the Basic-auth verifier.
+/// max_logins_in_flight`). Shared by the pool, the Basic-auth verifier and
+/// the push hub's watchers.
 #[derive(Clone, Debug)]
 pub struct LoginGate {
     permits: Arc<Semaphore>,
