@@ -107,16 +107,18 @@ async fn fetch_reference(c: &mut EasClient, file_reference: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_draft_gains_and_loses_attachments() {
-    let marker = unique("draftatt");
-    let mut imap = RawImap::login(USER);
+/// `user`'s Drafts emptied on the IMAP side; the connection kept for checks.
+fn empty_drafts(user: &str) -> RawImap {
+    let mut imap = RawImap::login(user);
     imap.cmd("SELECT Drafts");
     imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
     imap.cmd("EXPUNGE");
+    imap
+}
 
-    let opush = start(Options::default()).await;
-    let mut c = opush.client(USER, "DRAFTATT161", V);
+/// FolderSync, then the Drafts folder synced to its end: its
+/// CollectionId and the SyncKey to go on with.
+async fn drafts_synced(c: &mut EasClient) -> (String, String) {
     let fs = folder_sync(
         &c.post_xml(
             "FolderSync",
@@ -137,7 +139,18 @@ async fn a_draft_gains_and_loses_attachments() {
         .expect("a Drafts folder");
     let res = c.post_xml("Sync", &sync_xml(&drafts, "0", 0, "")).await;
     let key = sync_response(&res, V).collections[0].sync_key.0.clone();
-    let (key, _) = sync_all(&mut c, V, &drafts, key, 100).await;
+    let (key, _) = sync_all(c, V, &drafts, key, 100).await;
+    (drafts, key)
+}
+
+#[tokio::test]
+async fn a_draft_gains_and_loses_attachments() {
+    let marker = unique("draftatt");
+    let mut imap = empty_drafts(USER);
+
+    let opush = start(Options::default()).await;
+    let mut c = opush.client(USER, "DRAFTATT161", V);
+    let (drafts, key) = drafts_synced(&mut c).await;
 
     // Add: a draft with an attachment and an inline image.
     let pdf = b"%PDF-1.4 pretend plan".to_vec();
@@ -225,37 +238,14 @@ async fn a_draft_gains_and_loses_attachments() {
 async fn a_draft_over_the_size_limit_is_refused() {
     let user = "load0090@load.test";
     let marker = unique("draftbig");
-    let mut imap = RawImap::login(user);
-    imap.cmd("SELECT Drafts");
-    imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
-    imap.cmd("EXPUNGE");
+    let mut imap = empty_drafts(user);
     let opush = start(Options {
         imap_toml: "max_message_bytes = 4096\n".into(),
         ..Options::default()
     })
     .await;
     let mut c = opush.client(user, "DRAFTBIG161", V);
-    let fs = folder_sync(
-        &c.post_xml(
-            "FolderSync",
-            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
-        )
-        .await,
-    );
-    let drafts = fs
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|ch| match ch {
-            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 3 => {
-                Some(f.server_id.0.clone())
-            }
-            _ => None,
-        })
-        .expect("a Drafts folder");
-    let res = c.post_xml("Sync", &sync_xml(&drafts, "0", 0, "")).await;
-    let key = sync_response(&res, V).collections[0].sync_key.0.clone();
-    let (key, _) = sync_all(&mut c, V, &drafts, key, 100).await;
+    let (drafts, key) = drafts_synced(&mut c).await;
     let draft = |client_id: &str, subject: &str, attachment: String| {
         format!(
             "<Commands><Add><ClientId>{client_id}</ClientId><ApplicationData>\
