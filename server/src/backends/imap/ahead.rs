@@ -118,16 +118,7 @@ impl ReadAhead {
         {
             let mut entries = self.lock();
             let now = Instant::now();
-            let stale: Vec<String> = entries
-                .iter()
-                .filter(|(_, e)| now.duration_since(e.since) > MAX_AGE)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in stale {
-                if let Some(e) = entries.remove(&k) {
-                    self.release(&e);
-                }
-            }
+            self.drop_stale(&mut entries, now);
             let entry = Entry {
                 mailbox: mailbox.clone(),
                 uidvalidity,
@@ -222,18 +213,20 @@ impl ReadAhead {
 
     /// Drops entries older than [`MAX_AGE`].
     fn sweep(&self) {
-        let now = Instant::now();
         let mut entries = self.lock();
-        let stale: Vec<String> = entries
-            .iter()
-            .filter(|(_, e)| now.duration_since(e.since) > MAX_AGE)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in stale {
-            if let Some(e) = entries.remove(&k) {
-                self.release(&e);
+        self.drop_stale(&mut entries, Instant::now());
+    }
+
+    /// Drops the entries of `entries` (held locked) older than [`MAX_AGE`]
+    /// at `now`, giving their reservations back.
+    fn drop_stale(&self, entries: &mut HashMap<String, Entry>, now: Instant) {
+        entries.retain(|_, e| {
+            let keep = now.duration_since(e.since) <= MAX_AGE;
+            if !keep {
+                self.release(e);
             }
-        }
+            keep
+        });
     }
 }
 

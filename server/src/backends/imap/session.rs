@@ -1215,6 +1215,17 @@ impl Session {
             return Err(ImapError::Unavailable("connection already failed".into()));
         }
         self.ensure(raw, false).await?;
+        self.idle_guarded(wait, stop).await
+    }
+
+    /// IDLE until an event, `wait` or `stop`, the connection marked broken
+    /// meanwhile (a cancelled wait leaves it so: see `exec`) and after a
+    /// failure that leaves its state unknown.
+    async fn idle_guarded(
+        &mut self,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<IdleOutcome, ImapError> {
         let t = self.timeout;
         self.broken = true; // until IDLE is done (see `exec`)
         let res = self.idle_inner(wait, t, stop).await;
@@ -1242,15 +1253,7 @@ impl Session {
         stop: impl std::future::Future<Output = ()> + Send,
     ) -> Result<IdleOutcome, ImapError> {
         self.notify_set(mailboxes, hierarchy).await?;
-        let t = self.timeout;
-        self.broken = true; // until IDLE is done (see `exec`)
-        let res = self.idle_inner(wait, t, stop).await;
-        self.broken = false;
-        if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
-            self.broken = true;
-            self.selected = None;
-        }
-        res
+        self.idle_guarded(wait, stop).await
     }
 
     /// Sends `NOTIFY SET` for `mailboxes` (and, with `hierarchy`, folder
