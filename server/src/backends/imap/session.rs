@@ -312,26 +312,17 @@ impl Session {
                 let id = imap_proto::RequestId(format!("O{}", self.tags));
                 text.insert(0, ' ');
                 text.insert_str(0, &id.0);
-                text.push_str("\r\n");
-                self.write_raw(text.as_bytes()).await?;
-                self.inner
-                    .get_mut()
-                    .flush()
-                    .await
-                    .map_err(|e| ImapError::Unavailable(format!("flush: {e}")))?;
                 id
             }
-            Some(id) => {
-                text.push_str("\r\n");
-                self.write_raw(text.as_bytes()).await?;
-                self.inner
-                    .get_mut()
-                    .flush()
-                    .await
-                    .map_err(|e| ImapError::Unavailable(format!("flush: {e}")))?;
-                id
-            }
+            Some(id) => id,
         };
+        text.push_str("\r\n");
+        self.write_raw(text.as_bytes()).await?;
+        self.inner
+            .get_mut()
+            .flush()
+            .await
+            .map_err(|e| ImapError::Unavailable(format!("flush: {e}")))?;
         loop {
             let r = read_next!(self.inner).await?;
             match r.parsed() {
