@@ -19,6 +19,7 @@ pub mod pool;
 mod session;
 pub mod stream;
 pub mod utf7;
+mod wire;
 
 use std::time::Duration;
 
@@ -518,13 +519,9 @@ impl ImapClient {
                 async_imap::Client::new(tls)
             }
         };
-        let inner =
-            match tokio::time::timeout(timeout, client.login(login, password.expose())).await {
-                Err(_) => return Err(ImapError::Unavailable("LOGIN timed out".into())),
-                Ok(Ok(s)) => s,
-                Ok(Err((e, _))) => return Err(classify_login_error(e, user)),
-            };
-        Session::start(inner, cfg, user.to_string()).await
+        // `async-imap` read the greeting (and STARTTLS) and left nothing
+        // unread: the server sends nothing more until asked.
+        Session::login(client.into_inner(), cfg, login, password, user.to_string()).await
     }
 }
 
@@ -553,21 +550,5 @@ pub fn login_name(cfg: &ImapConfig, user: &str) -> String {
         user.to_string()
     } else {
         user.split('@').next().unwrap_or(user).to_string()
-    }
-}
-
-fn classify_login_error(e: AsyncImapError, user: &str) -> ImapError {
-    match e {
-        // RFC 5530: UNAVAILABLE / SERVERBUG mean "could not check", not "wrong password".
-        AsyncImapError::No(text) if text.contains("UNAVAILABLE") || text.contains("SERVERBUG") => {
-            ImapError::Unavailable(format!("LOGIN: {text}"))
-        }
-        AsyncImapError::No(_) | AsyncImapError::Validate(_) => ImapError::Auth {
-            user: user.to_string(),
-        },
-        AsyncImapError::Bad(text) => ImapError::Protocol(format!("LOGIN: {text}")),
-        AsyncImapError::Io(e) => ImapError::Unavailable(format!("LOGIN: {e}")),
-        AsyncImapError::ConnectionLost => ImapError::Unavailable("LOGIN: connection lost".into()),
-        other => ImapError::Protocol(format!("LOGIN: {other}")),
     }
 }

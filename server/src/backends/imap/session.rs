@@ -8,30 +8,29 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use async_imap::imap_proto;
-use async_imap::imap_proto::{
-    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, StatusAttribute,
-};
-use tokio::io::AsyncWriteExt;
-
 use super::parse::{self, quote, uid_set};
 use super::stream::ImapStream;
 use super::utf7;
+use super::wire;
 use super::{
     Changes, Flag, Flags, Folder, FolderStatus, IdleOutcome, ImapError, MailboxState,
     MessageHeaders, MessageMeta, SearchQuery, SpecialUse, StoreOutcome, HEADER_FIELDS,
 };
-use crate::config::ImapConfig;
+use crate::config::{ImapConfig, Secret};
+use async_imap::imap_proto;
+use async_imap::imap_proto::{
+    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, StatusAttribute,
+};
 
 /// Most UIDs accepted in one server-sent set (VANISHED, COPYUID, MODIFIED).
 const MAX_UID_SET: usize = 10_000_000;
 
-/// Reads one response (an async block: `async_imap`'s response type is not
-/// nameable outside the crate). I/O problems are `Unavailable`, unparsable data `Protocol`.
+/// Reads one response ([`wire::Conn::next`]). I/O problems are
+/// `Unavailable`, unparsable data `Protocol`.
 macro_rules! read_next {
     ($inner:expr) => {
         async {
-            match $inner.read_response().await {
+            match $inner.next().await {
                 Ok(Some(r)) => Ok(r),
                 Ok(None) => Err(ImapError::Unavailable("connection closed by server".into())),
                 Err(e) => Err(io_error(e)),
@@ -82,7 +81,7 @@ struct Selected {
 
 /// An authenticated IMAP connection (see the module docs for the rules).
 pub struct Session {
-    inner: async_imap::Session<ImapStream>,
+    inner: wire::Conn,
     user: String,
     timeout: Duration,
     caps: HashSet<String>,
@@ -94,8 +93,8 @@ pub struct Session {
     /// The mailboxes of the NOTIFY SET in force (and whether it asks for
     /// hierarchy events), if any.
     notify_set: Option<(Vec<String>, bool)>,
-    /// Tags of the commands this module writes itself (`O1`, `O2`, …;
-    /// `async-imap`'s own are `A0001`…).
+    /// Tags of the commands sent since login (`O1`, `O2`, …; `async-imap`
+    /// used `A0001`… for the login).
     tags: u64,
 }
 
@@ -111,13 +110,18 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(super) async fn start(
-        inner: async_imap::Session<ImapStream>,
+    /// LOGIN as `login` (for `user`) on a connection past its greeting,
+    /// then CAPABILITY and ENABLE. The password goes out quoted, or as a
+    /// literal when it is not printable ASCII; it is never logged.
+    pub(super) async fn login(
+        stream: ImapStream,
         cfg: &ImapConfig,
+        login: &str,
+        password: &Secret,
         user: String,
     ) -> Result<Session, ImapError> {
         let mut s = Session {
-            inner,
+            inner: wire::Conn::new(stream),
             user,
             timeout: Duration::from_millis(cfg.timeout_ms),
             caps: HashSet::new(),
@@ -133,6 +137,30 @@ impl Session {
             ],
             notify_set: None,
         };
+        let pass = password.expose();
+        if [login, pass].iter().any(|v| v.contains(['\r', '\n', '\0'])) {
+            // Cannot be sent (the old client refused it the same way).
+            return Err(ImapError::Auth { user: s.user });
+        }
+        let mut parts = vec![Part::Text("LOGIN ".into())];
+        for (i, v) in [login, pass].into_iter().enumerate() {
+            if i > 0 {
+                parts.push(Part::Text(" ".into()));
+            }
+            match quote(v) {
+                Ok(q) => parts.push(Part::Text(q)),
+                Err(_) => parts.push(Part::Literal(v.as_bytes())),
+            }
+        }
+        match s.exec("LOGIN", parts, &mut ignore).await {
+            Ok(_) => {}
+            // A NO is a credential failure, unless it says the server could
+            // not check (RFC 5530 UNAVAILABLE / SERVERBUG): `no_error`.
+            Err(
+                ImapError::Rejected { .. } | ImapError::NotFound(_) | ImapError::AlreadyExists(_),
+            ) => return Err(ImapError::Auth { user: s.user }),
+            Err(e) => return Err(e),
+        }
         let mut caps = HashSet::new();
         s.simple_with("CAPABILITY", "CAPABILITY".into(), &mut |r| {
             if let Response::Capabilities(list) = r {
@@ -225,6 +253,7 @@ impl Session {
             Ok(r) => r,
         };
         self.broken = false;
+        self.inner.release();
         tracing::debug!(
             target: "IMAP.COMMAND",
             user = %self.user,
@@ -241,10 +270,21 @@ impl Session {
 
     async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ImapError> {
         self.inner
-            .get_mut()
             .write_all(bytes)
             .await
             .map_err(|e| ImapError::Unavailable(format!("write: {e}")))
+    }
+
+    async fn flush(&mut self) -> Result<(), ImapError> {
+        self.inner
+            .flush()
+            .await
+            .map_err(|e| ImapError::Unavailable(format!("flush: {e}")))
+    }
+
+    fn next_tag(&mut self) -> imap_proto::RequestId {
+        self.tags += 1;
+        imap_proto::RequestId(format!("O{}", self.tags))
     }
 
     async fn exec_inner(
@@ -266,15 +306,15 @@ impl Session {
                         if literal_plus { "+" } else { "" }
                     ));
                     if tag.is_none() {
-                        let id = self
-                            .inner
-                            .run_command(&text)
-                            .await
-                            .map_err(|e| ImapError::Unavailable(format!("{what}: {e}")))?;
+                        let id = self.next_tag();
+                        text.insert(0, ' ');
+                        text.insert_str(0, &id.0);
                         tag = Some(id);
-                    } else {
-                        text.push_str("\r\n");
-                        self.write_raw(text.as_bytes()).await?;
+                    }
+                    text.push_str("\r\n");
+                    self.write_raw(text.as_bytes()).await?;
+                    if !literal_plus {
+                        self.flush().await?;
                     }
                     text.clear();
                     if !literal_plus {
@@ -304,12 +344,10 @@ impl Session {
         }
         let id = match tag {
             None => {
-                // One write for the whole line: `run_command` writes the
-                // tag, the space, the command and CRLF separately, and each
-                // piece wakes the server for nothing (~0.5 ms per command
-                // on a busy machine).
-                self.tags += 1;
-                let id = imap_proto::RequestId(format!("O{}", self.tags));
+                // One write for the whole line: each piece written apart
+                // would wake the server for nothing (~0.5 ms per command on
+                // a busy machine).
+                let id = self.next_tag();
                 text.insert(0, ' ');
                 text.insert_str(0, &id.0);
                 id
@@ -318,11 +356,7 @@ impl Session {
         };
         text.push_str("\r\n");
         self.write_raw(text.as_bytes()).await?;
-        self.inner
-            .get_mut()
-            .flush()
-            .await
-            .map_err(|e| ImapError::Unavailable(format!("flush: {e}")))?;
+        self.flush().await?;
         loop {
             let r = read_next!(self.inner).await?;
             match r.parsed() {
@@ -1221,6 +1255,7 @@ impl Session {
         self.broken = true; // until IDLE is done (see `exec`)
         let res = self.idle_inner(wait, t, stop).await;
         self.broken = false;
+        self.inner.release();
         if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
             self.broken = true;
             self.selected = None;
@@ -1302,10 +1337,14 @@ impl Session {
         stop: impl std::future::Future<Output = ()> + Send,
     ) -> Result<IdleOutcome, ImapError> {
         let mut stop = std::pin::pin!(stop);
-        let id = tokio::time::timeout(t, self.inner.run_command("IDLE"))
-            .await
-            .map_err(|_| ImapError::Unavailable("IDLE timed out".into()))?
-            .map_err(|e| ImapError::Unavailable(format!("IDLE: {e}")))?;
+        let id = self.next_tag();
+        let line = format!("{} IDLE\r\n", id.0);
+        tokio::time::timeout(t, async {
+            self.write_raw(line.as_bytes()).await?;
+            self.flush().await
+        })
+        .await
+        .map_err(|_| ImapError::Unavailable("IDLE timed out".into()))??;
         let mut changed = false;
         // A LIST under NOTIFY: a folder was created, deleted, renamed or
         // (un)subscribed.
@@ -1356,10 +1395,12 @@ impl Session {
                 }
             }
         }
-        tokio::time::timeout(t, self.inner.run_command_untagged("DONE"))
-            .await
-            .map_err(|_| ImapError::Unavailable("DONE timed out".into()))?
-            .map_err(|e| ImapError::Unavailable(format!("DONE: {e}")))?;
+        tokio::time::timeout(t, async {
+            self.write_raw(b"DONE\r\n").await?;
+            self.flush().await
+        })
+        .await
+        .map_err(|_| ImapError::Unavailable("DONE timed out".into()))??;
         loop {
             let r = tokio::time::timeout(t, read_next!(self.inner))
                 .await
