@@ -455,10 +455,15 @@ pub async fn sync(
             reason: format!("sync: {e}"),
         };
         let mut decision = decide_sync(rec.state(), &input, at, &eas.engine).map_err(mismatch)?;
+        // What was read ahead for this window (waiting for a fetch under
+        // way): bodies as they are, metadata only where current.
+        let (mut metas, bodies) = match prepared.raw.as_deref() {
+            Some(raw) => take_read_ahead(&ahead, raw, &decision.response).await,
+            None => Default::default(),
+        };
         // A window whose messages exceed the bytes budget is decided again,
         // smaller (the engine then answers MoreAvailable). The metadata
         // fetched for the sizes serves the rendering too.
-        let mut metas = Metas::new();
         if let Some(raw) = prepared.raw.as_deref() {
             let budget = eas.engine.max_window_bytes;
             let prefs = body_preferences(wire);
@@ -476,22 +481,27 @@ pub async fn sync(
             }
         }
         let response = rec.decided(DecisionInput::Sync(input), decision);
-        answers.push((wire, Some(prepared.raw), Some((response, metas))));
+        // 8. The next window is decided by the next Sync, but its likely
+        // messages are known now: read them ahead on another connection
+        // while this window is rendered, recorded and read by the device
+        // (a cache of IMAP data: see `backends::imap::ahead`).
+        if let (true, Some(raw)) = (
+            response.more_available && response.status == EngineStatus::Success,
+            prepared.raw.as_deref(),
+        ) {
+            read_ahead_next(&ahead, rec.state(), &response, raw, caller, eas);
+        }
+        answers.push((wire, Some(prepared.raw), Some((response, (metas, bodies)))));
     }
     // 5. Record before answering, and 7. fetch and render meanwhile: the
     // append waits on the disk, the rendering on IMAP and the CPU; the
     // answer leaves only once both are done (a new SyncKey is never sent
     // before its events are durable).
-    // Windows followed by more: the next one is read ahead (below).
-    let more: Vec<(CollectionId, String, usize)> = answers
-        .iter()
-        .filter_map(|(_, raw, response)| {
-            let (r, _) = response.as_ref()?;
-            let raw = raw.as_ref()?.as_ref()?;
-            (r.more_available && r.status == EngineStatus::Success)
-                .then(|| (r.collection, raw.clone(), r.changes.len()))
-        })
-        .collect();
+    let more = answers.iter().any(|(_, _, response)| {
+        response
+            .as_ref()
+            .is_some_and(|(r, _)| r.more_available && r.status == EngineStatus::Success)
+    });
     // 16.x drafts that gained attachments: the answer names their FileReferences.
     let drafts: Vec<crate::draft::AddedAttachments<'_>> = answers
         .iter()
@@ -503,7 +513,7 @@ pub async fn sync(
     let render_all = async {
         let mut collections = Vec::with_capacity(answers.len());
         for ((wire, raw, response), drafts) in answers.into_iter().zip(drafts) {
-            let Some((r, metas)) = response else {
+            let Some((r, (metas, bodies))) = response else {
                 collections.push(SyncCollectionResponse {
                     sync_key: WireKey(String::new()),
                     collection_id: wire.collection_id.clone(),
@@ -520,7 +530,7 @@ pub async fn sync(
                     Source {
                         raw: raw.flatten().as_deref(),
                         metas,
-                        ahead: Some(&ahead),
+                        bodies,
                         drafts,
                     },
                     &prefs,
@@ -535,34 +545,13 @@ pub async fn sync(
     let (committed, rendered) = tokio::join!(session.commit_request(rec), render_all);
     committed.map_err(session_error)?;
     let collections = rendered?;
-    // 8. While the device reads this window, fetch the messages its next
-    // one will most likely carry (a cache of IMAP data: the engine still
-    // decides the next window; see `backends::imap::ahead`).
     // A caught-up device's next Sync most likely finds nothing: its folder
     // is left (off the answer's path) so that Sync is one STATUS, not a
     // SELECT (see `observe_after`). Only with UNSELECT: CLOSE would expunge.
-    if more.is_empty() && imap.selected_mailbox().is_some() && imap.has("UNSELECT") {
+    if !more && imap.selected_mailbox().is_some() && imap.has("UNSELECT") {
         tokio::spawn(async move {
             let _ = imap.unselect().await;
         });
-    }
-    let spare_connection = eas.imap.config().pool_size > 1;
-    for (collection, raw, window) in more.into_iter().filter(|_| spare_connection) {
-        let Some((validity, uids)) = next_window_guess(session.state(), collection, window) else {
-            continue;
-        };
-        let pool = eas.imap.clone();
-        let (user, password) = (caller.user.to_owned(), caller.password.clone());
-        let connect = async move {
-            if pool.config().master_for_requests {
-                pool.get_master(&user).await
-            } else {
-                pool.get(&user, &password).await
-            }
-        };
-        ahead
-            .cache
-            .start(ahead.device.clone(), raw, validity, uids, connect);
     }
     drop(session);
     Ok(SyncResponse {
@@ -574,6 +563,8 @@ pub async fn sync(
 
 /// Message metadata by UID, fetched once per window.
 type Metas = std::collections::HashMap<u32, MessageMeta>;
+/// Whole messages by UID.
+type Bodies = std::collections::HashMap<u32, Vec<u8>>;
 
 /// Where a window's rendering looks for messages read ahead.
 struct Ahead<'a> {
@@ -581,6 +572,79 @@ struct Ahead<'a> {
     device: String,
     /// Longest wait for a read-ahead still running (the IMAP timeout).
     wait: std::time::Duration,
+}
+
+/// What was read ahead for the window `r` adds, waiting for a fetch still
+/// under way: every body (a message's content never changes under one
+/// UIDVALIDITY), and the metadata of the messages whose flags are still
+/// those the engine decided to send (`version_of` equals the Add's
+/// version, learnt by this Sync's observation). Flags changed since the
+/// read-ahead are fetched again, so they are sent as the engine recorded
+/// them.
+async fn take_read_ahead(
+    ahead: &Ahead<'_>,
+    raw: &str,
+    r: &opush_engine::SyncResponse,
+) -> (Metas, Bodies) {
+    let mut validity = None;
+    let mut versions = std::collections::HashMap::new();
+    for change in &r.changes {
+        if let ServerChange::Add { id, version, .. } = change {
+            if let Some((v, uid)) = uid_of(id) {
+                if *validity.get_or_insert(v) == v {
+                    versions.insert(uid, *version);
+                }
+            }
+        }
+    }
+    let Some(validity) = validity else {
+        return Default::default();
+    };
+    let uids: Vec<u32> = versions.keys().copied().collect();
+    let mut got = ahead
+        .cache
+        .take(&ahead.device, raw, validity, &uids, ahead.wait)
+        .await;
+    got.metas
+        .retain(|uid, m| versions.get(uid) == Some(&version_of(&m.flags)));
+    (got.metas, got.bodies)
+}
+
+/// Starts reading ahead the next window of `r`'s collection (folder
+/// `raw`), guessed from `state` (the state with `r` decided), on another
+/// pooled connection of the caller's user. Not when the user may have only
+/// one connection: the read-ahead would hold the one the device's next
+/// Sync needs.
+fn read_ahead_next(
+    ahead: &Ahead<'_>,
+    state: &opush_engine::DeviceState,
+    r: &opush_engine::SyncResponse,
+    raw: &str,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+) {
+    if eas.imap.config().pool_size < 2 {
+        return;
+    }
+    let Some((validity, uids)) = next_window_guess(state, r.collection, r.changes.len()) else {
+        return;
+    };
+    let pool = eas.imap.clone();
+    let (user, password) = (caller.user.to_owned(), caller.password.clone());
+    let connect = async move {
+        if pool.config().master_for_requests {
+            pool.get_master(&user).await
+        } else {
+            pool.get(&user, &password).await
+        }
+    };
+    ahead.cache.start(
+        ahead.device.clone(),
+        (raw.to_owned(), validity),
+        uids,
+        eas.imap.config().max_message_bytes,
+        connect,
+    );
 }
 
 /// The UIDs (and their UIDVALIDITY) the next window of `collection` will
@@ -627,7 +691,8 @@ fn next_window_guess(
 /// Email adds is estimated from its RFC822.SIZE and the body preference
 /// (`email::body::rendered_estimate`: a truncated body counts its
 /// truncation size, a MIME body the whole message): no body is fetched.
-/// The metadata it fetched is left in `metas` (the rendering uses it).
+/// Metadata already in `metas` (read ahead) is used; what it fetched is
+/// left there (the rendering uses it).
 async fn window_cut(
     imap: &mut PooledSession,
     raw: &str,
@@ -644,8 +709,16 @@ async fn window_cut(
     if budget == 0 || uids.len() < 2 {
         return Ok(None);
     }
-    for m in imap.fetch_meta(raw, &uids).await.map_err(imap_error)? {
-        metas.insert(m.uid, m);
+    // Those read ahead (and current) are not asked again.
+    let missing: Vec<u32> = uids
+        .iter()
+        .copied()
+        .filter(|u| !metas.contains_key(u))
+        .collect();
+    if !missing.is_empty() {
+        for m in imap.fetch_meta(raw, &missing).await.map_err(imap_error)? {
+            metas.insert(m.uid, m);
+        }
     }
     let mut total = 0u64;
     for (i, change) in r.changes.iter().enumerate() {
@@ -936,12 +1009,12 @@ fn change_for<'r>(
         })
 }
 
-/// Where a window's messages come from: the folder, the metadata fetched
-/// already, the read-ahead cache.
+/// Where a window's messages come from: the folder, the metadata and
+/// messages fetched already (the window cut, the read-ahead).
 struct Source<'a> {
     raw: Option<&'a str>,
     metas: Metas,
-    ahead: Option<&'a Ahead<'a>>,
+    bodies: Bodies,
     /// Drafts whose Add/Change added attachments (`crate::draft`).
     drafts: crate::draft::AddedAttachments<'a>,
 }
@@ -952,7 +1025,7 @@ async fn render(
     Source {
         raw,
         metas,
-        ahead,
+        bodies,
         drafts,
     }: Source<'_>,
     prefs: &[BodyPreference],
@@ -962,7 +1035,7 @@ async fn render(
     crate::obs::summary::sync(&r);
     let collection = r.collection;
     let sid = |n: u32| WireServerId(ServerId { collection, n }.to_string());
-    let mut pf = Prefetch::new(imap, raw, &r, metas, ahead).await?;
+    let mut pf = Prefetch::new(imap, raw, &r, metas, bodies).await?;
     let mut commands = Vec::new();
     for change in &r.changes {
         commands.push(match change {
@@ -1112,10 +1185,12 @@ const PREFETCH_MESSAGES: usize = 100;
 const PREFETCH_BYTES: u64 = 8 * 1024 * 1024;
 
 /// What rendering a window needs from IMAP, fetched in few round trips: the
-/// metadata of every message the window names in one `UID FETCH`, then the
-/// messages to send in full in batches bounded by count and bytes, in the
-/// order they are rendered (one round trip per message made a window of 100
-/// cost ~100 round trips; a batch costs about one).
+/// metadata of every message the window names that the window cut or the
+/// read-ahead did not bring, in one `UID FETCH`, then the messages to send
+/// in full that were not read ahead, in batches bounded by count and bytes,
+/// in the order they are rendered (one round trip per message made a window
+/// of 100 cost ~100 round trips; a batch costs about one). A window read
+/// ahead whole costs no round trip.
 struct Prefetch<'r> {
     raw: Option<&'r str>,
     metas: std::collections::HashMap<u32, MessageMeta>,
@@ -1132,7 +1207,7 @@ impl<'r> Prefetch<'r> {
         raw: Option<&'r str>,
         r: &opush_engine::SyncResponse,
         mut metas: Metas,
-        ahead: Option<&Ahead<'_>>,
+        bodies: Bodies,
     ) -> Result<Prefetch<'r>, CommandError> {
         let mut order = Vec::new();
         let mut wanted = Vec::new();
@@ -1162,18 +1237,6 @@ impl<'r> Prefetch<'r> {
             for m in imap.fetch_meta(raw, &wanted).await.map_err(imap_error)? {
                 metas.insert(m.uid, m);
             }
-        }
-        // Messages read ahead while the device handled the last window.
-        let mut bodies = std::collections::HashMap::new();
-        let validity = r.changes.iter().find_map(|c| match c {
-            ServerChange::Add { id, .. } => uid_of(id).map(|(v, _)| v),
-            _ => None,
-        });
-        if let (Some(raw), Some(ahead), Some(validity)) = (raw, ahead, validity) {
-            bodies = ahead
-                .cache
-                .take(&ahead.device, raw, validity, &order, ahead.wait)
-                .await;
         }
         Ok(Prefetch {
             raw,

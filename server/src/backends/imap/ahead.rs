@@ -1,22 +1,31 @@
-//! Message bodies read ahead for a device's next Sync window.
+//! Messages read ahead for a device's next Sync window.
 //!
-//! During an initial sync a device asks window after window; while it
-//! reads one answer, the server can already fetch the messages the next
-//! window will most likely carry. This is only a cache of IMAP data: an
-//! entry holds whole messages (`BODY.PEEK[]`) keyed by device, mailbox,
-//! UIDVALIDITY and UID — and a message's content never changes under one
-//! UIDVALIDITY (RFC 3501 2.3.1.1), so a cached body is always the one a
-//! fetch would return. Flags are never cached (each window fetches them),
-//! and which items a window carries is still decided by the engine: the
-//! guess only decides what is fetched early; a message it missed is
-//! fetched as usual and a guess the window does not use is dropped.
+//! During an initial sync a device asks window after window. As soon as
+//! the engine has decided one window, the server can fetch the messages
+//! the next window will most likely carry, on a second pooled connection,
+//! while it renders and records this one and the device reads it. This is
+//! only a cache of IMAP data: an entry holds, keyed by device, mailbox,
+//! UIDVALIDITY and UID, each message's metadata (`UID FLAGS MODSEQ
+//! INTERNALDATE RFC822.SIZE`) and whole body (`BODY.PEEK[]`). A message's
+//! content, size and INTERNALDATE never change under one UIDVALIDITY (RFC
+//! 3501 2.3.1.1), so a cached body is always the one a fetch would return;
+//! its flags may change, so a window uses cached flags only when their
+//! version is the one the engine decided to send (`commands::sync`), and
+//! fetches them otherwise. Which items a window carries is still decided by
+//! the engine: the guess only decides what is fetched early; a message it
+//! missed is fetched as usual and a guess the window does not use is
+//! dropped.
 //!
 //! Bounds: one entry per device (a new guess replaces the old), each at
-//! most [`MAX_ENTRY_BYTES`] (RFC822.SIZE, checked before the fetch), all
-//! together at most [`MAX_TOTAL_BYTES`] (no new read-ahead beyond it), and
-//! an entry not used within [`MAX_AGE`] is dropped. Must not: block a
-//! request on a read-ahead for longer than the IMAP timeout, or log
-//! message content.
+//! most [`MAX_ENTRY_BYTES`] (RFC822.SIZE, asked before the bodies; a
+//! message above the caller's size limit is not read ahead), all together
+//! at most [`MAX_TOTAL_BYTES`] (an entry reserves the most it may hold
+//! until its sizes are known, then what it holds; no new read-ahead beyond
+//! the total), and an entry not used within [`MAX_AGE`] is dropped. The
+//! fetching task gives its connection back to the pool before it reports
+//! the fetch done, so the device's next read-ahead finds it idle. Must
+//! not: block a request on a read-ahead for longer than the IMAP timeout,
+//! or log message content.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{ImapError, PooledSession};
+use super::{ImapError, MessageMeta, PooledSession};
 
 /// Most bytes (RFC822.SIZE) one device's read-ahead holds.
 pub const MAX_ENTRY_BYTES: u64 = 8 * 1024 * 1024;
@@ -34,6 +43,17 @@ pub const MAX_ENTRY_BYTES: u64 = 8 * 1024 * 1024;
 pub const MAX_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
 /// An entry not taken within this is dropped.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
+
+/// What a read-ahead fetched: metadata and whole messages by UID. A UID
+/// may have its metadata without its body (cut by the bounds); a UID
+/// missing from both vanished or was never asked.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Metadata by UID, as fetched (flags possibly stale by now).
+    pub metas: HashMap<u32, MessageMeta>,
+    /// Whole messages (`BODY.PEEK[]`) by UID.
+    pub bodies: HashMap<u32, Vec<u8>>,
+}
 
 /// Where a read-ahead is.
 #[derive(Clone)]
@@ -43,8 +63,8 @@ enum Phase {
     Connecting,
     /// Fetching: a request waits for it.
     Fetching,
-    /// Done: bodies by UID.
-    Done(Arc<Mutex<HashMap<u32, Vec<u8>>>>),
+    /// Done (its connection is back in the pool).
+    Done(Arc<Mutex<Fetched>>),
 }
 
 struct Entry {
@@ -52,8 +72,10 @@ struct Entry {
     uidvalidity: u32,
     uids: Vec<u32>,
     since: Instant,
-    /// Bytes reserved against [`MAX_TOTAL_BYTES`] (released on drop of the entry).
-    reserved: u64,
+    /// Bytes reserved against [`MAX_TOTAL_BYTES`]: the most the entry may
+    /// hold until its sizes are known, then what it holds. Shared with the
+    /// fetching task, which lowers it; given back (swapped to 0) once.
+    reserved: Arc<AtomicU64>,
     phase: watch::Receiver<Phase>,
 }
 
@@ -80,7 +102,8 @@ impl ReadAhead {
     }
 
     fn release(&self, entry: &Entry) {
-        self.total.fetch_sub(entry.reserved, Ordering::Relaxed);
+        let bytes = entry.reserved.swap(0, Ordering::Relaxed);
+        self.total.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Bytes reserved by the entries now held.
@@ -91,15 +114,16 @@ impl ReadAhead {
     /// Starts reading ahead, for `device`, the messages `uids` of `mailbox`
     /// (UIDVALIDITY `uidvalidity`) in a background task, on the session
     /// `connect` gives (one of this device's user, from the pool: the task
-    /// waits for it, the caller does not). Their sizes are asked first: the
-    /// batch is cut at [`MAX_ENTRY_BYTES`]. Nothing starts when the cache is
-    /// full. Replaces the device's previous entry.
+    /// waits for it, the caller does not). Their metadata is asked first:
+    /// messages above `max_message_bytes` are left out and the bodies are
+    /// cut at [`MAX_ENTRY_BYTES`]. Nothing starts when the cache is full.
+    /// Replaces the device's previous entry.
     pub fn start<C>(
         &self,
         device: String,
-        mailbox: String,
-        uidvalidity: u32,
+        (mailbox, uidvalidity): (String, u32),
         uids: Vec<u32>,
+        max_message_bytes: u64,
         connect: C,
     ) where
         C: std::future::Future<Output = Result<PooledSession, ImapError>> + Send + 'static,
@@ -107,13 +131,15 @@ impl ReadAhead {
         if uids.is_empty() {
             return;
         }
-        // Each entry reserves the most it may hold.
-        let reserved = MAX_ENTRY_BYTES;
-        if self.total.fetch_add(reserved, Ordering::Relaxed) + reserved > MAX_TOTAL_BYTES {
-            self.total.fetch_sub(reserved, Ordering::Relaxed);
+        // Each entry reserves the most it may hold until its sizes are known.
+        if self.total.fetch_add(MAX_ENTRY_BYTES, Ordering::Relaxed) + MAX_ENTRY_BYTES
+            > MAX_TOTAL_BYTES
+        {
+            self.total.fetch_sub(MAX_ENTRY_BYTES, Ordering::Relaxed);
             self.sweep();
             return;
         }
+        let reserved = Arc::new(AtomicU64::new(MAX_ENTRY_BYTES));
         let (tx, rx) = watch::channel(Phase::Connecting);
         {
             let mut entries = self.lock();
@@ -124,36 +150,43 @@ impl ReadAhead {
                 uidvalidity,
                 uids: uids.clone(),
                 since: now,
-                reserved,
+                reserved: reserved.clone(),
                 phase: rx,
             };
             if let Some(old) = entries.insert(device, entry) {
                 self.release(&old);
             }
         }
+        let total = self.total.clone();
         tokio::spawn(async move {
             let fetched = match connect.await {
                 Ok(mut imap) => {
                     let _ = tx.send(Phase::Fetching);
-                    fetch_bounded(&mut imap, &mailbox, uidvalidity, &uids).await
+                    let limits = Limits {
+                        max_message_bytes,
+                        reserved: &reserved,
+                        total: &total,
+                    };
+                    let res = fetch_bounded(&mut imap, &mailbox, uidvalidity, &uids, limits).await;
+                    // Back to the pool before anyone hears of it.
+                    drop(imap);
+                    res
                 }
                 Err(e) => Err(e),
             };
-            let bodies = match fetched {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!(target: "BACKEND", error = %e, "read-ahead failed");
-                    HashMap::new()
-                }
-            };
-            let _ = tx.send(Phase::Done(Arc::new(Mutex::new(bodies))));
+            let fetched = fetched.unwrap_or_else(|e| {
+                tracing::debug!(target: "BACKEND", error = %e, "read-ahead failed");
+                Fetched::default()
+            });
+            let _ = tx.send(Phase::Done(Arc::new(Mutex::new(fetched))));
         });
     }
 
-    /// The bodies read ahead for `device` among `uids` of `mailbox` under
+    /// What was read ahead for `device` among `uids` of `mailbox` under
     /// `uidvalidity`, waiting (at most `wait`) for a fetch still running,
     /// not for one still waiting for a connection. The device's entry is
-    /// consumed; bodies of other UIDs are dropped.
+    /// consumed when it holds any of `uids`; what it holds of other UIDs is
+    /// dropped.
     pub async fn take(
         &self,
         device: &str,
@@ -161,7 +194,7 @@ impl ReadAhead {
         uidvalidity: u32,
         uids: &[u32],
         wait: Duration,
-    ) -> HashMap<u32, Vec<u8>> {
+    ) -> Fetched {
         let entry = {
             let mut entries = self.lock();
             let fits = entries.get(device).is_some_and(|e| {
@@ -170,28 +203,35 @@ impl ReadAhead {
                     && uids.iter().any(|u| e.uids.contains(u))
             });
             if !fits {
-                return HashMap::new();
+                return Fetched::default();
             }
             match entries.remove(device) {
                 Some(e) => e,
-                None => return HashMap::new(),
+                None => return Fetched::default(),
             }
         };
         self.release(&entry);
         let mut phase = entry.phase;
         let ready =
             tokio::time::timeout(wait, phase.wait_for(|p| !matches!(p, Phase::Fetching))).await;
-        let bodies = match ready {
+        let done = match ready {
             Ok(Ok(p)) => match &*p {
-                Phase::Done(b) => b.clone(),
-                Phase::Connecting | Phase::Fetching => return HashMap::new(),
+                Phase::Done(f) => f.clone(),
+                Phase::Connecting | Phase::Fetching => return Fetched::default(),
             },
-            _ => return HashMap::new(),
+            _ => return Fetched::default(),
         };
-        let mut all = bodies.lock().unwrap_or_else(|e| e.into_inner());
-        uids.iter()
-            .filter_map(|u| all.remove(u).map(|b| (*u, b)))
-            .collect()
+        let mut all = done.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Fetched::default();
+        for uid in uids {
+            if let Some(m) = all.metas.remove(uid) {
+                out.metas.insert(*uid, m);
+            }
+            if let Some(b) = all.bodies.remove(uid) {
+                out.bodies.insert(*uid, b);
+            }
+        }
+        out
     }
 
     /// Waits (at most `wait`) until `device`'s read-ahead, if one is
@@ -209,6 +249,34 @@ impl ReadAhead {
             let _ =
                 tokio::time::timeout(wait, phase.wait_for(|p| !matches!(p, Phase::Fetching))).await;
         }
+    }
+
+    /// The UIDs whose metadata and body `device`'s read-ahead holds, once
+    /// it is done (waiting at most `wait`, whatever its phase), sorted;
+    /// empty when it has none or is not done by then. The entry stays.
+    /// For tests and diagnostics.
+    pub async fn held(&self, device: &str, wait: Duration) -> Vec<u32> {
+        let phase = self.lock().get(device).map(|e| e.phase.clone());
+        let Some(mut phase) = phase else {
+            return Vec::new();
+        };
+        let done = tokio::time::timeout(wait, phase.wait_for(|p| matches!(p, Phase::Done(_))));
+        let fetched = match done.await {
+            Ok(Ok(p)) => match &*p {
+                Phase::Done(f) => f.clone(),
+                Phase::Connecting | Phase::Fetching => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
+        let f = fetched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut uids: Vec<u32> = f
+            .bodies
+            .keys()
+            .filter(|u| f.metas.contains_key(u))
+            .copied()
+            .collect();
+        uids.sort_unstable();
+        uids
     }
 
     /// Drops entries older than [`MAX_AGE`].
@@ -230,30 +298,58 @@ impl ReadAhead {
     }
 }
 
-/// Sizes first, then the leading messages that fit in [`MAX_ENTRY_BYTES`]
-/// (at least one below it), in one `UID FETCH`; checks UIDVALIDITY.
+/// The bounds of one read-ahead's fetch.
+struct Limits<'a> {
+    /// `[imap] max_message_bytes`: bigger messages are sent without body,
+    /// so they are not read ahead.
+    max_message_bytes: u64,
+    /// The entry's reservation, lowered to what it holds once the sizes are known.
+    reserved: &'a AtomicU64,
+    /// The cache's total.
+    total: &'a AtomicU64,
+}
+
+/// Metadata first, then the leading messages that fit in
+/// [`MAX_ENTRY_BYTES`] in one `UID FETCH`; checks UIDVALIDITY.
 async fn fetch_bounded(
     imap: &mut PooledSession,
     mailbox: &str,
     uidvalidity: u32,
     uids: &[u32],
-) -> Result<HashMap<u32, Vec<u8>>, ImapError> {
+    limits: Limits<'_>,
+) -> Result<Fetched, ImapError> {
     let metas = imap.fetch_meta(mailbox, uids).await?;
     if imap.selected_uidvalidity(mailbox) != Some(uidvalidity) {
-        return Ok(HashMap::new());
+        return Ok(Fetched::default());
     }
-    let sizes: HashMap<u32, u64> = metas.iter().map(|m| (m.uid, u64::from(m.size))).collect();
+    let metas: HashMap<u32, MessageMeta> = metas.into_iter().map(|m| (m.uid, m)).collect();
     let mut batch = Vec::new();
     let mut bytes = 0u64;
     for uid in uids {
-        let Some(size) = sizes.get(uid).copied() else {
+        let Some(size) = metas.get(uid).map(|m| u64::from(m.size)) else {
             continue;
         };
+        if size > limits.max_message_bytes {
+            continue;
+        }
         if bytes + size > MAX_ENTRY_BYTES {
             break;
         }
         bytes += size;
         batch.push(*uid);
     }
-    imap.fetch_messages(mailbox, &batch).await
+    // Keep reserved only what the entry will hold (unless already released:
+    // the entry was taken or replaced meanwhile, and gave its bytes back).
+    let lowered = limits
+        .reserved
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+            (r > 0).then_some(bytes.min(r))
+        });
+    if let Ok(was) = lowered {
+        limits
+            .total
+            .fetch_sub(was - bytes.min(was), Ordering::Relaxed);
+    }
+    let bodies = imap.fetch_messages(mailbox, &batch).await?;
+    Ok(Fetched { metas, bodies })
 }

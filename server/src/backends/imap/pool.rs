@@ -355,7 +355,7 @@ impl ImapPool {
         }
     }
 
-    /// Message bodies read ahead for devices' next Sync windows.
+    /// Messages read ahead for devices' next Sync windows.
     pub fn read_ahead(&self) -> &super::ahead::ReadAhead {
         &self.read_ahead
     }
