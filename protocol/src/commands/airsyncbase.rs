@@ -4,7 +4,7 @@
 //! Exists so every command reads and writes bodies the same way. It must not
 //! fetch or convert content; it only carries what the wire carries.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::CommandError;
 use crate::wbxml::tags::airsyncbase as asb;
 use crate::wbxml::Element;
@@ -34,7 +34,7 @@ impl BodyPreference {
     }
 
     /// Builds the element named `tag` (`BodyPreference` or `BodyPartPreference`).
-    pub fn to_element(&self, tag: crate::wbxml::Tag) -> Owned {
+    pub fn to_element(&self, tag: crate::wbxml::Tag) -> Element<'_> {
         let mut el = Element::new(tag);
         el.push(tree::text_el(asb::TYPE, self.body_type));
         tree::push_opt(&mut el, asb::TRUNCATION_SIZE, self.truncation_size);
@@ -71,14 +71,14 @@ impl Body {
         })
     }
 
-    /// Builds the `Body` element.
-    pub fn to_element(&self) -> Owned {
+    /// Builds the `Body` element (borrowing the data and preview).
+    pub fn to_element(&self) -> Element<'_> {
         let mut el = Element::new(asb::BODY);
         el.push(tree::text_el(asb::TYPE, self.body_type));
         tree::push_opt(&mut el, asb::ESTIMATED_DATA_SIZE, self.estimated_data_size);
         tree::push_bool(&mut el, asb::TRUNCATED, self.truncated);
-        tree::push_opt(&mut el, asb::DATA, self.data.as_deref());
-        tree::push_opt(&mut el, asb::PREVIEW, self.preview.as_deref());
+        tree::push_str(&mut el, asb::DATA, self.data.as_deref());
+        tree::push_str(&mut el, asb::PREVIEW, self.preview.as_deref());
         el
     }
 }
@@ -120,16 +120,16 @@ impl Attachment {
         })
     }
 
-    /// Builds the `Attachment` element.
-    pub fn to_element(&self) -> Owned {
+    /// Builds the `Attachment` element (borrowing its strings).
+    pub fn to_element(&self) -> Element<'_> {
         let mut el = Element::new(asb::ATTACHMENT);
-        tree::push_opt(&mut el, asb::CLIENT_ID, self.client_id.as_deref());
-        tree::push_opt(&mut el, asb::DISPLAY_NAME, self.display_name.as_deref());
-        tree::push_opt(&mut el, asb::FILE_REFERENCE, self.file_reference.as_deref());
+        tree::push_str(&mut el, asb::CLIENT_ID, self.client_id.as_deref());
+        tree::push_str(&mut el, asb::DISPLAY_NAME, self.display_name.as_deref());
+        tree::push_str(&mut el, asb::FILE_REFERENCE, self.file_reference.as_deref());
         tree::push_opt(&mut el, asb::METHOD, self.method);
         tree::push_opt(&mut el, asb::ESTIMATED_DATA_SIZE, self.estimated_data_size);
-        tree::push_opt(&mut el, asb::CONTENT_ID, self.content_id.as_deref());
-        tree::push_opt(
+        tree::push_str(&mut el, asb::CONTENT_ID, self.content_id.as_deref());
+        tree::push_str(
             &mut el,
             asb::CONTENT_LOCATION,
             self.content_location.as_deref(),
@@ -201,7 +201,7 @@ impl AttachmentAdd {
     }
 
     /// Builds the `Add` element.
-    pub fn to_element(&self) -> Owned {
+    pub fn to_element(&self) -> Element<'_> {
         let mut el = Element::new(asb::ADD);
         el.push(tree::text_el(asb::CLIENT_ID, &self.client_id));
         el.push(Element::with_opaque(asb::CONTENT, self.content.clone()));
@@ -243,18 +243,18 @@ pub fn attachments_from(el: &Element<'_>) -> Result<Vec<Attachment>, CommandErro
 }
 
 /// Builds an `Attachments` element (none when the list is empty).
-pub fn attachments_to(list: &[Attachment]) -> Option<Owned> {
+pub fn attachments_to(list: &[Attachment]) -> Option<Element<'_>> {
     attachments_with_edits(list, &[], &[])
 }
 
 /// Builds an `Attachments` element with `Attachment`s and the 16.x request
 /// edits (`Add`s, then a `Delete` per FileReference); none when all are
 /// empty.
-pub fn attachments_with_edits(
-    list: &[Attachment],
-    adds: &[AttachmentAdd],
-    deletes: &[String],
-) -> Option<Owned> {
+pub fn attachments_with_edits<'a>(
+    list: &'a [Attachment],
+    adds: &'a [AttachmentAdd],
+    deletes: &'a [String],
+) -> Option<Element<'a>> {
     if list.is_empty() && adds.is_empty() && deletes.is_empty() {
         return None;
     }

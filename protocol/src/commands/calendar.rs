@@ -171,13 +171,13 @@ impl EventFields {
     }
 
     /// Writes the fields that come before `EndTime` in Exchange's order.
-    fn write_head(&self, el: &mut Owned) {
+    fn write_head<'a>(&'a self, el: &mut Element<'a>) {
         tree::push_opt(el, cal::DT_STAMP, self.dt_stamp.as_deref());
         tree::push_opt(el, cal::START_TIME, self.start_time.as_deref());
         tree::push_opt(el, cal::SUBJECT, self.subject.as_deref());
     }
 
-    fn write_attendees_location_end(&self, el: &mut Owned) {
+    fn write_attendees_location_end<'a>(&'a self, el: &mut Element<'a>) {
         if let Some(list) = &self.attendees {
             let mut a = Element::new(cal::ATTENDEES);
             for x in list {
@@ -194,7 +194,12 @@ impl EventFields {
         tree::push_opt(el, cal::END_TIME, self.end_time.as_deref());
     }
 
-    fn write_tail(&self, el: &mut Owned, v: ProtocolVersion, exceptions: Option<&Owned>) {
+    fn write_tail<'a>(
+        &'a self,
+        el: &mut Element<'a>,
+        v: ProtocolVersion,
+        exceptions: Option<&Element<'a>>,
+    ) {
         if v.has_airsyncbase() {
             if let Some(b) = &self.body {
                 el.push(b.to_element());
@@ -235,7 +240,7 @@ impl Recurrence {
         })
     }
 
-    fn to_element(&self) -> Owned {
+    fn to_element(&self) -> Element<'_> {
         let mut el = Element::new(cal::RECURRENCE);
         el.push(tree::text_el(cal::TYPE, self.recurrence_type));
         tree::push_opt(&mut el, cal::OCCURRENCES, self.occurrences);
@@ -269,7 +274,7 @@ impl Exception {
         Ok(x)
     }
 
-    fn to_element(&self, v: ProtocolVersion) -> Owned {
+    fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(cal::EXCEPTION);
         tree::push_bool(&mut el, cal::DELETED, self.deleted);
         self.fields.write_head(&mut el);
@@ -323,7 +328,7 @@ impl Calendar {
 
     /// Builds the properties inside an element named `tag`, in the order
     /// Exchange writes them.
-    pub fn to_element_as(&self, tag: Tag, v: ProtocolVersion) -> Owned {
+    pub fn to_element_as(&self, tag: Tag, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(tag);
         tree::push_opt(&mut el, cal::TIME_ZONE, self.time_zone.as_deref());
         self.fields.write_head(&mut el);

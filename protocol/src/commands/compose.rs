@@ -5,7 +5,7 @@
 //! Exists so the three commands share one model. It must not parse or
 //! rewrite the MIME message: it carries the bytes.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::{require_version, Command, CommandError};
 use crate::query::RequestLine;
 use crate::status::ComposeMailStatus;
@@ -95,7 +95,7 @@ impl ComposeRequest {
         })
     }
 
-    pub(crate) fn to_element_for(&self, v: ProtocolVersion, root: Tag) -> Owned {
+    pub(crate) fn to_element_for(&self, v: ProtocolVersion, root: Tag) -> Element<'_> {
         let mut el = Element::new(root);
         tree::push_opt(&mut el, cm::CLIENT_ID, self.client_id.as_deref());
         if let Some(s) = &self.source {
@@ -174,7 +174,7 @@ impl ComposeResponse {
         })
     }
 
-    pub(crate) fn to_element_for(&self, root: Tag) -> Owned {
+    pub(crate) fn to_element_for(&self, root: Tag) -> Element<'_> {
         Element::new(root).with(tree::text_el(cm::STATUS, self.status.code()))
     }
 }
@@ -204,7 +204,7 @@ macro_rules! compose_command {
             pub fn to_element(
                 &self,
                 v: $crate::version::ProtocolVersion,
-            ) -> $crate::wbxml::Element<'static> {
+            ) -> $crate::wbxml::Element<'_> {
                 self.0.to_element_for(v, $root)
             }
         }
@@ -222,7 +222,7 @@ macro_rules! compose_command {
             pub fn to_element(
                 &self,
                 _v: $crate::version::ProtocolVersion,
-            ) -> $crate::wbxml::Element<'static> {
+            ) -> $crate::wbxml::Element<'_> {
                 self.0.to_element_for($root)
             }
         }

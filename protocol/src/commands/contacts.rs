@@ -47,7 +47,7 @@ macro_rules! contact {
                 Ok(true)
             }
 
-            fn write_text(&self, el: &mut Owned) {
+            fn write_text<'a>(&'a self, el: &mut Element<'a>) {
                 $(tree::push_opt(el, ct::$tag, self.$field.as_deref());)*
             }
         }
@@ -113,7 +113,7 @@ fn list(el: &Element<'_>, item: Tag) -> Result<Vec<String>, CommandError> {
     el.children_with(item).map(tree::content).collect()
 }
 
-fn push_list(el: &mut Owned, tag: Tag, item: Tag, values: &Option<Vec<String>>) {
+fn push_list(el: &mut Element<'_>, tag: Tag, item: Tag, values: &Option<Vec<String>>) {
     if let Some(values) = values {
         let mut l = Element::new(tag);
         for v in values {
@@ -148,7 +148,7 @@ impl Contact {
     }
 
     /// Builds the properties inside an element named `tag`.
-    pub fn to_element_as(&self, tag: Tag, v: ProtocolVersion) -> Owned {
+    pub fn to_element_as(&self, tag: Tag, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(tag);
         if v.has_airsyncbase() {
             if let Some(b) = &self.body {

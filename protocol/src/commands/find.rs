@@ -61,7 +61,7 @@ impl FindRequest {
     }
 
     /// Builds the `Find` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(fd::FIND);
         el.push(tree::text_el(fd::SEARCH_ID, &self.search_id));
         if let Some(x) = &self.execute_search {
@@ -103,7 +103,7 @@ impl FindResponse {
     }
 
     /// Builds the `Find` response element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(fd::FIND);
         el.push(tree::text_el(fd::STATUS, self.status.code()));
         if let Some(st) = self.response_status {

@@ -2,7 +2,7 @@
 //!
 //! Exists to type the request and response; it must not create anything.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::{eas_document, CommandError, ServerId, SyncKey};
 use crate::status::FolderCreateStatus;
 use crate::version::ProtocolVersion;
@@ -46,7 +46,7 @@ impl FolderCreateRequest {
     }
 
     /// Builds the `FolderCreate` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         Element::new(fh::FOLDER_CREATE)
             .with(tree::text_el(fh::SYNC_KEY, &self.sync_key))
             .with(tree::text_el(fh::PARENT_ID, &self.parent_id))
@@ -67,7 +67,7 @@ impl FolderCreateResponse {
     }
 
     /// Builds the `FolderCreate` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(fh::FOLDER_CREATE);
         el.push(tree::text_el(fh::STATUS, self.status.code()));
         tree::push_opt(&mut el, fh::SYNC_KEY, self.sync_key.as_ref());

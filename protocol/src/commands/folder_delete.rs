@@ -2,7 +2,7 @@
 //!
 //! Exists to type the request and response; it must not delete anything.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::{eas_document, CommandError, ServerId, SyncKey};
 use crate::status::FolderDeleteStatus;
 use crate::version::ProtocolVersion;
@@ -38,7 +38,7 @@ impl FolderDeleteRequest {
     }
 
     /// Builds the `FolderDelete` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         Element::new(fh::FOLDER_DELETE)
             .with(tree::text_el(fh::SYNC_KEY, &self.sync_key))
             .with(tree::text_el(fh::SERVER_ID, &self.server_id))
@@ -56,7 +56,7 @@ impl FolderDeleteResponse {
     }
 
     /// Builds the `FolderDelete` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(fh::FOLDER_DELETE);
         el.push(tree::text_el(fh::STATUS, self.status.code()));
         tree::push_opt(&mut el, fh::SYNC_KEY, self.sync_key.as_ref());

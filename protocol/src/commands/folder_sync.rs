@@ -4,7 +4,7 @@
 //! Exists so the engine computes hierarchy changes on typed values. It must
 //! not assign folder ids or keys: that is the engine's decision.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::{eas_document, CommandError, ServerId, SyncKey};
 use crate::status::FolderSyncStatus;
 use crate::version::ProtocolVersion;
@@ -65,7 +65,7 @@ impl Folder {
         })
     }
 
-    fn to_element(&self, tag: crate::wbxml::Tag) -> Owned {
+    fn to_element(&self, tag: crate::wbxml::Tag) -> Element<'_> {
         Element::new(tag)
             .with(tree::text_el(fh::SERVER_ID, &self.server_id))
             .with(tree::text_el(fh::PARENT_ID, &self.parent_id))
@@ -84,7 +84,7 @@ impl FolderSyncRequest {
     }
 
     /// Builds the `FolderSync` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         Element::new(fh::FOLDER_SYNC).with(tree::text_el(fh::SYNC_KEY, &self.sync_key))
     }
 }
@@ -119,7 +119,7 @@ impl FolderSyncResponse {
     }
 
     /// Builds the `FolderSync` response element; `Count` is computed.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(fh::FOLDER_SYNC);
         el.push(tree::text_el(fh::STATUS, self.status.code()));
         tree::push_opt(&mut el, fh::SYNC_KEY, self.sync_key.as_ref());

@@ -2,7 +2,7 @@
 //!
 //! Exists to type the request and response; it must not change anything.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::{eas_document, CommandError, ServerId, SyncKey};
 use crate::status::FolderUpdateStatus;
 use crate::version::ProtocolVersion;
@@ -44,7 +44,7 @@ impl FolderUpdateRequest {
     }
 
     /// Builds the `FolderUpdate` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         Element::new(fh::FOLDER_UPDATE)
             .with(tree::text_el(fh::SYNC_KEY, &self.sync_key))
             .with(tree::text_el(fh::SERVER_ID, &self.server_id))
@@ -64,7 +64,7 @@ impl FolderUpdateResponse {
     }
 
     /// Builds the `FolderUpdate` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(fh::FOLDER_UPDATE);
         el.push(tree::text_el(fh::STATUS, self.status.code()));
         tree::push_opt(&mut el, fh::SYNC_KEY, self.sync_key.as_ref());

@@ -5,7 +5,7 @@
 //! directly; from 12.1 `SyncKey` and `Options` (AirSync page) are used.
 
 use super::sync::SyncOptions;
-use super::tree::{self, Owned};
+use super::tree;
 use super::{eas_document, CollectionId, CommandError, SyncKey};
 use crate::status::GetItemEstimateStatus;
 use crate::version::ProtocolVersion;
@@ -83,7 +83,7 @@ impl GetItemEstimateRequest {
     }
 
     /// Builds the `GetItemEstimate` request element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut cs = Element::new(gie::COLLECTIONS);
         for c in &self.collections {
             let mut ce = Element::new(gie::COLLECTION);
@@ -138,7 +138,7 @@ impl GetItemEstimateResponse {
     }
 
     /// Builds the `GetItemEstimate` response element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(gie::GET_ITEM_ESTIMATE);
         for r in &self.responses {
             let mut re = Element::new(gie::RESPONSE);

@@ -45,7 +45,7 @@ impl FetchTarget {
         })
     }
 
-    fn write(&self, el: &mut Owned) {
+    fn write<'a>(&'a self, el: &mut Element<'a>) {
         tree::push_opt(el, s::COLLECTION_ID, self.collection_id.as_deref());
         tree::push_opt(el, s::SERVER_ID, self.server_id.as_deref());
         tree::push_opt(el, search::LONG_ID, self.long_id.as_deref());
@@ -175,7 +175,7 @@ impl FetchOptions {
         })
     }
 
-    fn write(&self) -> Owned {
+    fn write(&self) -> Element<'_> {
         let mut el = Element::new(io::OPTIONS);
         if let Some(x) = &self.schema {
             el.push(x.clone());
@@ -241,7 +241,7 @@ impl ItemOperationsRequest {
     }
 
     /// Builds the `ItemOperations` request element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(io::ITEM_OPERATIONS);
         for op in &self.operations {
             match op {
@@ -330,7 +330,7 @@ impl ItemOperationsResponse {
     }
 
     /// Builds the `ItemOperations` response element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(io::ITEM_OPERATIONS);
         el.push(tree::text_el(io::STATUS, self.status.code()));
         if !self.results.is_empty() {

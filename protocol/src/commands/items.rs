@@ -103,12 +103,13 @@ impl ApplicationData {
     }
 
     /// Builds the `ApplicationData` element.
-    pub fn to_element(&self, version: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, version: ProtocolVersion) -> Element<'_> {
         self.to_element_as(airsync::APPLICATION_DATA, version)
     }
 
-    /// Builds the properties inside an element named `tag`.
-    pub fn to_element_as(&self, tag: Tag, version: ProtocolVersion) -> Owned {
+    /// Builds the properties inside an element named `tag` (an email's
+    /// strings are borrowed, not copied).
+    pub fn to_element_as(&self, tag: Tag, version: ProtocolVersion) -> Element<'_> {
         match self {
             ApplicationData::Email(e) => e.to_element_as(tag, version),
             ApplicationData::Calendar(c) => c.to_element_as(tag, version),
@@ -153,14 +154,14 @@ impl Flag {
         Ok(flag)
     }
 
-    fn to_element(&self) -> Owned {
+    fn to_element(&self) -> Element<'_> {
         let mut el = Element::new(email::FLAG);
         tree::push_opt(&mut el, email::STATUS, self.status);
-        tree::push_opt(&mut el, email::FLAG_TYPE, self.flag_type.as_deref());
+        tree::push_str(&mut el, email::FLAG_TYPE, self.flag_type.as_deref());
         for p in &self.task_properties {
             el.push(p.clone());
         }
-        tree::push_opt(&mut el, email::COMPLETE_TIME, self.complete_time.as_deref());
+        tree::push_str(&mut el, email::COMPLETE_TIME, self.complete_time.as_deref());
         el
     }
 }
@@ -227,7 +228,7 @@ impl MeetingRequest {
         Ok(m)
     }
 
-    fn to_element(&self) -> Owned {
+    fn to_element(&self) -> Element<'_> {
         let mut el = Element::new(email::MEETING_REQUEST);
         tree::push_bool(&mut el, email::ALL_DAY_EVENT, self.all_day_event);
         tree::push_opt(&mut el, email::START_TIME, self.start_time.as_deref());
@@ -396,23 +397,24 @@ impl Email {
 
     /// Builds the `ApplicationData` element for `version` (AirSyncBase
     /// properties are left out before 12.0, Email2 ones before 14.0).
-    pub fn to_element(&self, version: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, version: ProtocolVersion) -> Element<'_> {
         self.to_element_as(airsync::APPLICATION_DATA, version)
     }
 
-    /// Builds the properties inside an element named `tag`.
-    pub fn to_element_as(&self, tag: Tag, version: ProtocolVersion) -> Owned {
+    /// Builds the properties inside an element named `tag`, borrowing the
+    /// strings (a window of hundreds of emails is not copied to be encoded).
+    pub fn to_element_as(&self, tag: Tag, version: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(tag);
         let asb_ok = version.has_airsyncbase();
         let e2_ok = version >= ProtocolVersion::V14_0;
-        tree::push_opt(&mut el, email::TO, self.to.as_deref());
-        tree::push_opt(&mut el, email::CC, self.cc.as_deref());
-        tree::push_opt(&mut el, email::FROM, self.from.as_deref());
-        tree::push_opt(&mut el, email::SUBJECT, self.subject.as_deref());
-        tree::push_opt(&mut el, email::REPLY_TO, self.reply_to.as_deref());
-        tree::push_opt(&mut el, email::DATE_RECEIVED, self.date_received.as_deref());
-        tree::push_opt(&mut el, email::DISPLAY_TO, self.display_to.as_deref());
-        tree::push_opt(&mut el, email::THREAD_TOPIC, self.thread_topic.as_deref());
+        tree::push_str(&mut el, email::TO, self.to.as_deref());
+        tree::push_str(&mut el, email::CC, self.cc.as_deref());
+        tree::push_str(&mut el, email::FROM, self.from.as_deref());
+        tree::push_str(&mut el, email::SUBJECT, self.subject.as_deref());
+        tree::push_str(&mut el, email::REPLY_TO, self.reply_to.as_deref());
+        tree::push_str(&mut el, email::DATE_RECEIVED, self.date_received.as_deref());
+        tree::push_str(&mut el, email::DISPLAY_TO, self.display_to.as_deref());
+        tree::push_str(&mut el, email::THREAD_TOPIC, self.thread_topic.as_deref());
         tree::push_opt(&mut el, email::IMPORTANCE, self.importance);
         tree::push_bool(&mut el, email::READ, self.read);
         if asb_ok {
@@ -427,22 +429,22 @@ impl Email {
                 el.push(b.to_element());
             }
         }
-        tree::push_opt(&mut el, email::MESSAGE_CLASS, self.message_class.as_deref());
+        tree::push_str(&mut el, email::MESSAGE_CLASS, self.message_class.as_deref());
         if let Some(m) = &self.meeting_request {
             el.push(m.to_element());
         }
-        tree::push_opt(&mut el, email::INTERNET_CPID, self.internet_cpid.as_deref());
+        tree::push_str(&mut el, email::INTERNET_CPID, self.internet_cpid.as_deref());
         if let Some(f) = &self.flag {
             el.push(f.to_element());
         }
-        tree::push_opt(&mut el, email::CONTENT_CLASS, self.content_class.as_deref());
+        tree::push_str(&mut el, email::CONTENT_CLASS, self.content_class.as_deref());
         if asb_ok {
             tree::push_opt(&mut el, asb::NATIVE_BODY_TYPE, self.native_body_type);
         }
         if let Some(cats) = &self.categories {
             let mut c = Element::new(email::CATEGORIES);
             for cat in cats {
-                c.push(tree::text_el(email::CATEGORY, cat));
+                c.push(tree::str_el(email::CATEGORY, cat));
             }
             el.push(c);
         }

@@ -78,7 +78,7 @@ impl MeetingResponseRequest {
     }
 
     /// Builds the `MeetingResponse` request element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(mr::MEETING_RESPONSE);
         for r in &self.requests {
             let mut re = Element::new(mr::REQUEST);
@@ -119,7 +119,7 @@ impl MeetingResponseResponse {
     }
 
     /// Builds the `MeetingResponse` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(mr::MEETING_RESPONSE);
         for r in &self.results {
             let mut re = Element::new(mr::RESULT);

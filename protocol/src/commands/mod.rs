@@ -110,8 +110,9 @@ pub trait EasDocument: Sized {
     /// Reads the typed value from a decoded tree.
     fn from_element(el: &Element<'_>, version: ProtocolVersion) -> Result<Self, CommandError>;
 
-    /// Builds the tree for `version` (elements that version lacks are left out).
-    fn to_element(&self, version: ProtocolVersion) -> Element<'static>;
+    /// Builds the tree for `version` (elements that version lacks are left
+    /// out); it may borrow the value's strings.
+    fn to_element(&self, version: ProtocolVersion) -> Element<'_>;
 
     /// Decodes WBXML bytes.
     fn decode(bytes: &[u8], version: ProtocolVersion) -> Result<Self, CommandError> {
@@ -142,7 +143,7 @@ macro_rules! eas_document {
             fn to_element(
                 &self,
                 version: $crate::version::ProtocolVersion,
-            ) -> $crate::wbxml::Element<'static> {
+            ) -> $crate::wbxml::Element<'_> {
                 <$ty>::to_element(self, version)
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! Exists to type the request and response; moving is the backends' job.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::{eas_document, CollectionId, CommandError, ServerId};
 use crate::status::MoveItemsStatus;
 use crate::version::ProtocolVersion;
@@ -63,7 +63,7 @@ impl MoveItemsRequest {
     }
 
     /// Builds the `MoveItems` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(mv::MOVE_ITEMS);
         for m in &self.moves {
             el.push(
@@ -95,7 +95,7 @@ impl MoveItemsResponse {
     }
 
     /// Builds the `MoveItems` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(mv::MOVE_ITEMS);
         for r in &self.responses {
             let mut re = Element::new(mv::RESPONSE);

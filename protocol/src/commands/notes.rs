@@ -51,7 +51,7 @@ impl Note {
     }
 
     /// Builds the properties inside an element named `tag`.
-    pub fn to_element_as(&self, tag: Tag, v: ProtocolVersion) -> Owned {
+    pub fn to_element_as(&self, tag: Tag, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(tag);
         tree::push_opt(&mut el, nt::SUBJECT, self.subject.as_deref());
         if v.has_airsyncbase() {

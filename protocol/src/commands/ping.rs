@@ -5,7 +5,7 @@
 //! watch anything: the push hub in `server/` does. An empty Ping body
 //! ("same as last time") never reaches this module.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::{eas_document, CollectionId, CommandError};
 use crate::status::PingStatus;
 use crate::version::ProtocolVersion;
@@ -67,7 +67,7 @@ impl PingRequest {
     }
 
     /// Builds the `Ping` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(p::PING);
         tree::push_opt(&mut el, p::HEARTBEAT_INTERVAL, self.heartbeat_interval);
         if let Some(folders) = &self.folders {
@@ -105,7 +105,7 @@ impl PingResponse {
     }
 
     /// Builds the `Ping` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(p::PING);
         el.push(tree::text_el(p::STATUS, self.status.code()));
         if !self.folders.is_empty() {

@@ -131,7 +131,7 @@ impl ProvisionRequest {
     }
 
     /// Builds the `Provision` request element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(pv::PROVISION);
         if v >= ProtocolVersion::V14_1 {
             if let Some(d) = &self.device_information {
@@ -194,7 +194,7 @@ impl ProvisionResponse {
     }
 
     /// Builds the `Provision` response element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(pv::PROVISION);
         el.push(tree::text_el(pv::STATUS, self.status.code()));
         if v >= ProtocolVersion::V14_1 {

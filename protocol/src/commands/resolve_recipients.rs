@@ -70,7 +70,7 @@ impl ResolveRecipientsRequest {
     }
 
     /// Builds the `ResolveRecipients` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(rr::RESOLVE_RECIPIENTS);
         for t in &self.to {
             el.push(tree::text_el(rr::TO, t));
@@ -123,7 +123,7 @@ impl ResolveRecipientsResponse {
     }
 
     /// Builds the `ResolveRecipients` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(rr::RESOLVE_RECIPIENTS);
         el.push(tree::text_el(rr::STATUS, self.status.code()));
         for r in &self.responses {

@@ -108,7 +108,7 @@ impl SearchRequest {
     }
 
     /// Builds the `Search` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut store = Element::new(se::STORE);
         store.push(tree::text_el(se::NAME, &self.name));
         if let Some(q) = &self.query {
@@ -173,7 +173,7 @@ impl SearchResponse {
     }
 
     /// Builds the `Search` response element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(se::SEARCH);
         el.push(tree::text_el(se::STATUS, self.status.code()));
         if let Some(st) = self.store_status {

@@ -53,7 +53,7 @@ impl DeviceInformation {
     }
 
     /// Builds `DeviceInformation/Set`.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut set = Element::new(st::SET);
         tree::push_opt(&mut set, st::MODEL, self.model.as_deref());
         tree::push_opt(&mut set, st::IMEI, self.imei.as_deref());
@@ -150,7 +150,7 @@ impl OofSettings {
         })
     }
 
-    fn to_element(&self, tag: crate::wbxml::Tag) -> Owned {
+    fn to_element(&self, tag: crate::wbxml::Tag) -> Element<'_> {
         let mut el = Element::new(tag);
         tree::push_opt(&mut el, st::OOF_STATE, self.state);
         tree::push_opt(&mut el, st::START_TIME, self.start_time.as_deref());
@@ -280,7 +280,7 @@ impl SettingsRequest {
     }
 
     /// Builds the `Settings` request element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(st::SETTINGS);
         match &self.oof {
             None => {}
@@ -364,7 +364,7 @@ impl SettingsResponse {
     }
 
     /// Builds the `Settings` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let status_el = |s: SettingsStatus| tree::text_el(st::STATUS, s.code());
         let mut el = Element::new(st::SETTINGS);
         el.push(status_el(self.status));

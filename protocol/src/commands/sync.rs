@@ -256,9 +256,9 @@ fn class_before_12_1(el: &Element<'_>, v: ProtocolVersion) -> Result<Option<Stri
     tree::opt_text(el, s::CLASS)
 }
 
-fn push_class(el: &mut Owned, class: &Option<String>, v: ProtocolVersion) {
+fn push_class<'a>(el: &mut Element<'a>, class: &'a Option<String>, v: ProtocolVersion) {
     if v < V12_1 {
-        tree::push_opt(el, s::CLASS, class.as_deref());
+        tree::push_str(el, s::CLASS, class.as_deref());
     }
 }
 
@@ -297,7 +297,7 @@ impl SyncOptions {
     }
 
     /// Builds the `Options` element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(s::OPTIONS);
         if v >= V14_0 {
             tree::push_opt(&mut el, s::CLASS, self.class.as_deref());
@@ -350,7 +350,7 @@ impl ClientCommand {
         }))
     }
 
-    fn to_element(&self, v: ProtocolVersion) -> Owned {
+    fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         match self {
             ClientCommand::Add {
                 class,
@@ -423,7 +423,7 @@ impl SyncCollectionRequest {
         })
     }
 
-    fn to_element(&self, v: ProtocolVersion) -> Owned {
+    fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(s::COLLECTION);
         push_class(&mut el, &self.class, v);
         el.push(tree::text_el(s::SYNC_KEY, &self.sync_key));
@@ -480,7 +480,7 @@ impl SyncRequest {
     }
 
     /// Builds the `Sync` request element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(s::SYNC);
         if !self.collections.is_empty() {
             let mut cs = Element::new(s::COLLECTIONS);
@@ -547,7 +547,7 @@ impl CommandResponse {
         }))
     }
 
-    fn to_element(&self, v: ProtocolVersion) -> Owned {
+    fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         match self {
             CommandResponse::Add {
                 class,
@@ -637,7 +637,7 @@ impl ServerCommand {
         }))
     }
 
-    fn to_element(&self, v: ProtocolVersion) -> Owned {
+    fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         match self {
             ServerCommand::Add {
                 server_id,
@@ -700,7 +700,7 @@ impl SyncCollectionResponse {
         })
     }
 
-    fn to_element(&self, v: ProtocolVersion) -> Owned {
+    fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(s::COLLECTION);
         push_class(&mut el, &self.class, v);
         // An empty key (an error answer without one) is left out.
@@ -747,7 +747,7 @@ impl SyncResponse {
     }
 
     /// Builds the `Sync` response element.
-    pub fn to_element(&self, v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(s::SYNC);
         tree::push_opt(&mut el, s::STATUS, self.status.map(SyncStatus::code));
         tree::push_opt(&mut el, s::LIMIT, self.limit);

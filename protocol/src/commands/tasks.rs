@@ -88,7 +88,7 @@ impl Task {
     }
 
     /// Builds the properties inside an element named `tag` (MS-ASTASK order).
-    pub fn to_element_as(&self, tag: Tag, v: ProtocolVersion) -> Owned {
+    pub fn to_element_as(&self, tag: Tag, v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(tag);
         if v.has_airsyncbase() {
             if let Some(b) = &self.body {

@@ -126,15 +126,33 @@ pub(crate) fn text_el(tag: Tag, value: impl Display) -> Owned {
     }
 }
 
+/// A text element borrowing its text (no copy: a response's strings stay
+/// where the typed value holds them until the tree is encoded); empty
+/// gives `<tag/>` as [`text_el`] does.
+pub(crate) fn str_el(tag: Tag, value: &str) -> Element<'_> {
+    if value.is_empty() {
+        Element::new(tag)
+    } else {
+        Element::with_text(tag, value)
+    }
+}
+
+/// Appends `<tag>value</tag>` borrowing `value`, when present.
+pub(crate) fn push_str<'a>(parent: &mut Element<'a>, tag: Tag, value: Option<&'a str>) {
+    if let Some(v) = value {
+        parent.push(str_el(tag, v));
+    }
+}
+
 /// Appends `<tag>value</tag>` when `value` is present.
-pub(crate) fn push_opt<T: Display>(parent: &mut Owned, tag: Tag, value: Option<T>) {
+pub(crate) fn push_opt<T: Display>(parent: &mut Element<'_>, tag: Tag, value: Option<T>) {
     if let Some(v) = value {
         parent.push(text_el(tag, v));
     }
 }
 
 /// Appends `<tag>1</tag>`/`<tag>0</tag>` when present.
-pub(crate) fn push_bool(parent: &mut Owned, tag: Tag, value: Option<bool>) {
+pub(crate) fn push_bool(parent: &mut Element<'_>, tag: Tag, value: Option<bool>) {
     if let Some(v) = value {
         parent.push(text_el(tag, if v { "1" } else { "0" }));
     }
@@ -142,7 +160,7 @@ pub(crate) fn push_bool(parent: &mut Owned, tag: Tag, value: Option<bool>) {
 
 /// Appends `<tag/>` for true and `<tag>0</tag>` for false, when present
 /// (the form devices use for `GetChanges` and `DeletesAsMoves`).
-pub(crate) fn push_bool_empty_true(parent: &mut Owned, tag: Tag, value: Option<bool>) {
+pub(crate) fn push_bool_empty_true(parent: &mut Element<'_>, tag: Tag, value: Option<bool>) {
     match value {
         Some(true) => parent.push(Element::new(tag)),
         Some(false) => parent.push(text_el(tag, "0")),
@@ -151,16 +169,16 @@ pub(crate) fn push_bool_empty_true(parent: &mut Owned, tag: Tag, value: Option<b
 }
 
 /// Appends `<tag/>` when `flag` is set.
-pub(crate) fn push_flag(parent: &mut Owned, tag: Tag, flag: bool) {
+pub(crate) fn push_flag(parent: &mut Element<'_>, tag: Tag, flag: bool) {
     if flag {
         parent.push(Element::new(tag));
     }
 }
 
 /// Appends an opaque element when present.
-pub(crate) fn push_opaque(parent: &mut Owned, tag: Tag, value: Option<&Vec<u8>>) {
+pub(crate) fn push_opaque<'a>(parent: &mut Element<'a>, tag: Tag, value: Option<&'a Vec<u8>>) {
     if let Some(v) = value {
-        parent.push(Element::with_opaque(tag, v.clone()));
+        parent.push(Element::with_opaque(tag, v.as_slice()));
     }
 }
 

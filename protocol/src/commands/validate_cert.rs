@@ -3,7 +3,7 @@
 //! Exists to type the request and response; it must not validate anything.
 //! Certificates are carried as their base64 text, unchanged.
 
-use super::tree::{self, Owned};
+use super::tree;
 use super::{eas_document, CommandError};
 use crate::status::ValidateCertStatus;
 use crate::version::ProtocolVersion;
@@ -52,7 +52,7 @@ impl ValidateCertRequest {
     }
 
     /// Builds the `ValidateCert` request element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(vc::VALIDATE_CERT);
         for (tag, list) in [
             (vc::CERTIFICATE_CHAIN, &self.certificate_chain),
@@ -85,7 +85,7 @@ impl ValidateCertResponse {
     }
 
     /// Builds the `ValidateCert` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Owned {
+    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
         let mut el = Element::new(vc::VALIDATE_CERT);
         el.push(tree::text_el(vc::STATUS, self.status.code()));
         for s in &self.certificates {

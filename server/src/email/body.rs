@@ -8,6 +8,8 @@
 //! a text part gets an empty body, never an error. It must not fetch
 //! anything; the caller bounds the size of what it passes in.
 
+use std::borrow::Cow;
+
 use opush_protocol::commands::airsyncbase::{Body, BodyPreference};
 use opush_protocol::version::ProtocolVersion;
 
@@ -44,26 +46,28 @@ impl BodySource<'_> {
         }
     }
 
-    fn plain(&self) -> String {
+    // Renditions borrow what the message already holds: a body is copied
+    // once, when it is cut to its truncated size or handed over whole.
+    fn plain(&self) -> Cow<'_, str> {
         match (self.text, self.html) {
-            (Some(t), _) => t.to_owned(),
-            (None, Some(h)) => strip_tags(h),
-            (None, None) => String::new(),
+            (Some(t), _) => Cow::Borrowed(t),
+            (None, Some(h)) => Cow::Owned(strip_tags(h)),
+            (None, None) => Cow::Borrowed(""),
         }
     }
 
-    fn html(&self) -> String {
+    fn html(&self) -> Cow<'_, str> {
         match (self.html, self.text) {
-            (Some(h), _) => h.to_owned(),
-            (None, Some(t)) => text_to_html(t),
-            (None, None) => String::new(),
+            (Some(h), _) => Cow::Borrowed(h),
+            (None, Some(t)) => Cow::Owned(text_to_html(t)),
+            (None, None) => Cow::Borrowed(""),
         }
     }
 
-    fn render(&self, body_type: u8) -> String {
+    fn render(&self, body_type: u8) -> Cow<'_, str> {
         match body_type {
             TYPE_HTML => self.html(),
-            TYPE_MIME => String::from_utf8_lossy(self.mime).into_owned(),
+            TYPE_MIME => String::from_utf8_lossy(self.mime),
             _ => self.plain(),
         }
     }
@@ -143,11 +147,17 @@ pub fn build_body(
                 (Some(truncate_utf8(&full, max as usize).to_owned()), true)
             }
         }
-        _ => (Some(full), false),
+        _ => (Some(full.to_string()), false),
     };
     let preview = match pref.preview {
         Some(n) if n > 0 && version >= ProtocolVersion::V14_0 => {
-            Some(preview(src, n.min(MAX_PREVIEW) as usize))
+            let max_chars = n.min(MAX_PREVIEW) as usize;
+            // The plain rendition is the body already when plain was chosen.
+            Some(if pref.body_type == TYPE_PLAIN {
+                preview_of(&full, max_chars)
+            } else {
+                preview(src, max_chars)
+            })
         }
         _ => None,
     };
@@ -162,7 +172,11 @@ pub fn build_body(
 
 /// The first `max_chars` characters of the plain text, whitespace collapsed.
 pub fn preview(src: &BodySource<'_>, max_chars: usize) -> String {
-    let plain = src.plain();
+    preview_of(&src.plain(), max_chars)
+}
+
+/// [`preview`] of a plain text.
+fn preview_of(plain: &str, max_chars: usize) -> String {
     let mut out = String::new();
     let mut n_chars = 0;
     for word in plain.split_whitespace() {
