@@ -19,7 +19,7 @@ pub mod pool;
 mod session;
 pub mod stream;
 pub mod utf7;
-mod wire;
+pub mod wire;
 
 use std::time::Duration;
 
