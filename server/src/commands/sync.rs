@@ -392,7 +392,6 @@ pub async fn sync(
         device: caller.device_key()?.to_string(),
         wait: std::time::Duration::from_millis(eas.imap.config().timeout_ms),
     };
-    ahead.cache.settled(&ahead.device, ahead.wait).await;
     let mut imap = eas.imap_for(caller).await?;
     // The Trash folder, looked up (LIST) only when a delete moves a message.
     let mut trash: Option<Option<String>> = None;
@@ -481,10 +480,10 @@ pub async fn sync(
             }
         }
         let response = rec.decided(DecisionInput::Sync(input), decision);
-        // 8. The next window is decided by the next Sync, but its likely
-        // messages are known now: read them ahead on another connection
-        // while this window is rendered, recorded and read by the device
-        // (a cache of IMAP data: see `backends::imap::ahead`).
+        // 8. The next windows are decided by the next Syncs, but their
+        // likely messages are known now: read them ahead on other
+        // connections while this window is rendered, recorded and read by
+        // the device (a cache of IMAP data: see `backends::imap::ahead`).
         if let (true, Some(raw)) = (
             response.more_available && response.status == EngineStatus::Success,
             prepared.raw.as_deref(),
@@ -610,11 +609,13 @@ async fn take_read_ahead(
     (got.metas, got.bodies)
 }
 
-/// Starts reading ahead the next window of `r`'s collection (folder
-/// `raw`), guessed from `state` (the state with `r` decided), on another
-/// pooled connection of the caller's user. Not when the user may have only
-/// one connection: the read-ahead would hold the one the device's next
-/// Sync needs.
+/// Starts reading ahead the next windows of `r`'s collection (folder
+/// `raw`), guessed from `state` (the state with `r` decided), as many as
+/// the cache holds per device (`ahead::DEPTH`), each window the size of
+/// `r`'s on its own pooled connection of the caller's user; messages
+/// already being read ahead are not asked again. Not when the user may
+/// have only one connection: a read-ahead would hold the one the device's
+/// next Sync needs.
 fn read_ahead_next(
     ahead: &Ahead<'_>,
     state: &opush_engine::DeviceState,
@@ -623,28 +624,34 @@ fn read_ahead_next(
     caller: &Caller<'_>,
     eas: &EasServices,
 ) {
+    use crate::backends::imap::ahead::DEPTH;
     if eas.imap.config().pool_size < 2 {
         return;
     }
-    let Some((validity, uids)) = next_window_guess(state, r.collection, r.changes.len()) else {
+    let window = r.changes.len().max(1);
+    let Some((validity, uids)) = next_window_guess(state, r.collection, DEPTH * window) else {
         return;
     };
-    let pool = eas.imap.clone();
-    let (user, password) = (caller.user.to_owned(), caller.password.clone());
-    let connect = async move {
-        if pool.config().master_for_requests {
-            pool.get_master(&user).await
-        } else {
-            pool.get(&user, &password).await
-        }
-    };
-    ahead.cache.start(
-        ahead.device.clone(),
-        (raw.to_owned(), validity),
-        uids,
-        eas.imap.config().max_message_bytes,
-        connect,
-    );
+    let (covered, held) = ahead.cache.covered(&ahead.device, raw, validity);
+    let fresh: Vec<u32> = uids.into_iter().filter(|u| !covered.contains(u)).collect();
+    for chunk in fresh.chunks(window).take(DEPTH.saturating_sub(held)) {
+        let pool = eas.imap.clone();
+        let (user, password) = (caller.user.to_owned(), caller.password.clone());
+        let connect = async move {
+            if pool.config().master_for_requests {
+                pool.get_master(&user).await
+            } else {
+                pool.get(&user, &password).await
+            }
+        };
+        ahead.cache.start(
+            ahead.device.clone(),
+            (raw.to_owned(), validity),
+            chunk.to_vec(),
+            eas.imap.config().max_message_bytes,
+            connect,
+        );
+    }
 }
 
 /// The UIDs (and their UIDVALIDITY) the next window of `collection` will

@@ -2,7 +2,8 @@
 //!
 //! During an initial sync a device asks window after window. As soon as
 //! the engine has decided one window, the server can fetch the messages
-//! the next window will most likely carry, on a second pooled connection,
+//! the next windows will most likely carry ([`DEPTH`] windows ahead, each
+//! on a pooled connection of its own, so Dovecot fetches them in parallel),
 //! while it renders and records this one and the device reads it. This is
 //! only a cache of IMAP data: an entry holds, keyed by device, mailbox,
 //! UIDVALIDITY and UID, each message's metadata (`UID FLAGS MODSEQ
@@ -16,8 +17,8 @@
 //! missed is fetched as usual and a guess the window does not use is
 //! dropped.
 //!
-//! Bounds: one entry per device (a new guess replaces the old), each at
-//! most [`MAX_ENTRY_BYTES`] (RFC822.SIZE, asked before the bodies; a
+//! Bounds: at most [`DEPTH`] entries per device (a new guess beyond them
+//! replaces the oldest), each at most [`MAX_ENTRY_BYTES`] (RFC822.SIZE, asked before the bodies; a
 //! message above the caller's size limit is not read ahead), all together
 //! at most [`MAX_TOTAL_BYTES`] (an entry reserves the most it may hold
 //! until its sizes are known, then what it holds; no new read-ahead beyond
@@ -37,7 +38,9 @@ use tokio::time::Instant;
 
 use super::{ImapError, MessageMeta, PooledSession};
 
-/// Most bytes (RFC822.SIZE) one device's read-ahead holds.
+/// Windows read ahead per device: entries held (or fetching) at once.
+pub const DEPTH: usize = 2;
+/// Most bytes (RFC822.SIZE) one read-ahead entry holds.
 pub const MAX_ENTRY_BYTES: u64 = 8 * 1024 * 1024;
 /// Most bytes all read-aheads hold together.
 pub const MAX_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
@@ -82,7 +85,8 @@ struct Entry {
 /// The read-ahead cache (shared by every request; cheap to clone).
 #[derive(Clone, Default)]
 pub struct ReadAhead {
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    /// Entries by device, oldest first, at most [`DEPTH`] each.
+    entries: Arc<Mutex<HashMap<String, Vec<Entry>>>>,
     total: Arc<AtomicU64>,
 }
 
@@ -95,7 +99,7 @@ impl std::fmt::Debug for ReadAhead {
 }
 
 impl ReadAhead {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Entry>>> {
         // A poisoned map only means a request panicked while holding this
         // short lock; the map itself is consistent.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
@@ -111,13 +115,36 @@ impl ReadAhead {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// The UIDs of `mailbox` (under `uidvalidity`) that `device`'s entries
+    /// read ahead or are reading ahead, and how many entries it has (of
+    /// any mailbox): what a new guess need not start again, and whether
+    /// there is room for one.
+    pub fn covered(
+        &self,
+        device: &str,
+        mailbox: &str,
+        uidvalidity: u32,
+    ) -> (std::collections::HashSet<u32>, usize) {
+        let entries = self.lock();
+        let Some(list) = entries.get(device) else {
+            return Default::default();
+        };
+        let uids = list
+            .iter()
+            .filter(|e| e.mailbox == mailbox && e.uidvalidity == uidvalidity)
+            .flat_map(|e| e.uids.iter().copied())
+            .collect();
+        (uids, list.len())
+    }
+
     /// Starts reading ahead, for `device`, the messages `uids` of `mailbox`
     /// (UIDVALIDITY `uidvalidity`) in a background task, on the session
     /// `connect` gives (one of this device's user, from the pool: the task
     /// waits for it, the caller does not). Their metadata is asked first:
     /// messages above `max_message_bytes` are left out and the bodies are
     /// cut at [`MAX_ENTRY_BYTES`]. Nothing starts when the cache is full.
-    /// Replaces the device's previous entry.
+    /// Beside the device's other entries; the oldest is dropped when it
+    /// has [`DEPTH`] already.
     pub fn start<C>(
         &self,
         device: String,
@@ -145,17 +172,19 @@ impl ReadAhead {
             let mut entries = self.lock();
             let now = Instant::now();
             self.drop_stale(&mut entries, now);
-            let entry = Entry {
+            let list = entries.entry(device).or_default();
+            while list.len() >= DEPTH {
+                let old = list.remove(0);
+                self.release(&old);
+            }
+            list.push(Entry {
                 mailbox: mailbox.clone(),
                 uidvalidity,
                 uids: uids.clone(),
                 since: now,
                 reserved: reserved.clone(),
                 phase: rx,
-            };
-            if let Some(old) = entries.insert(device, entry) {
-                self.release(&old);
-            }
+            });
         }
         let total = self.total.clone();
         tokio::spawn(async move {
@@ -183,10 +212,10 @@ impl ReadAhead {
     }
 
     /// What was read ahead for `device` among `uids` of `mailbox` under
-    /// `uidvalidity`, waiting (at most `wait`) for a fetch still running,
-    /// not for one still waiting for a connection. The device's entry is
-    /// consumed when it holds any of `uids`; what it holds of other UIDs is
-    /// dropped.
+    /// `uidvalidity`, waiting (at most `wait` in all) for fetches still
+    /// running, not for those still waiting for a connection. Every entry
+    /// of the device that holds any of `uids` is consumed (what it holds of
+    /// other UIDs is dropped); the others stay for later windows.
     pub async fn take(
         &self,
         device: &str,
@@ -195,86 +224,80 @@ impl ReadAhead {
         uids: &[u32],
         wait: Duration,
     ) -> Fetched {
-        let entry = {
+        let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+        let taken: Vec<Entry> = {
             let mut entries = self.lock();
-            let fits = entries.get(device).is_some_and(|e| {
-                e.mailbox == mailbox
-                    && e.uidvalidity == uidvalidity
-                    && uids.iter().any(|u| e.uids.contains(u))
-            });
-            if !fits {
+            let Some(list) = entries.get_mut(device) else {
                 return Fetched::default();
+            };
+            let (fit, rest): (Vec<Entry>, Vec<Entry>) =
+                std::mem::take(list).into_iter().partition(|e| {
+                    e.mailbox == mailbox
+                        && e.uidvalidity == uidvalidity
+                        && e.uids.iter().any(|u| wanted.contains(u))
+                });
+            if rest.is_empty() {
+                entries.remove(device);
+            } else {
+                *list = rest;
             }
-            match entries.remove(device) {
-                Some(e) => e,
-                None => return Fetched::default(),
-            }
+            fit
         };
-        self.release(&entry);
-        let mut phase = entry.phase;
-        let ready =
-            tokio::time::timeout(wait, phase.wait_for(|p| !matches!(p, Phase::Fetching))).await;
-        let done = match ready {
-            Ok(Ok(p)) => match &*p {
-                Phase::Done(f) => f.clone(),
-                Phase::Connecting | Phase::Fetching => return Fetched::default(),
-            },
-            _ => return Fetched::default(),
-        };
-        let mut all = done.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + wait;
         let mut out = Fetched::default();
-        for uid in uids {
-            if let Some(m) = all.metas.remove(uid) {
-                out.metas.insert(*uid, m);
-            }
-            if let Some(b) = all.bodies.remove(uid) {
-                out.bodies.insert(*uid, b);
+        for entry in taken {
+            self.release(&entry);
+            let mut phase = entry.phase;
+            let ready = tokio::time::timeout_at(
+                deadline,
+                phase.wait_for(|p| !matches!(p, Phase::Fetching)),
+            )
+            .await;
+            let done = match ready {
+                Ok(Ok(p)) => match &*p {
+                    Phase::Done(f) => f.clone(),
+                    Phase::Connecting | Phase::Fetching => continue,
+                },
+                _ => continue,
+            };
+            let mut all = done.lock().unwrap_or_else(|e| e.into_inner());
+            for uid in uids {
+                if let Some(m) = all.metas.remove(uid) {
+                    out.metas.insert(*uid, m);
+                }
+                if let Some(b) = all.bodies.remove(uid) {
+                    out.bodies.insert(*uid, b);
+                }
             }
         }
         out
     }
 
-    /// Waits (at most `wait`) until `device`'s read-ahead, if one is
-    /// fetching, is done, leaving its entry for [`ReadAhead::take`] (one
-    /// still waiting for a connection is not waited for: the connection it
-    /// waits for may be the one the caller is about to take). A Sync of
-    /// the device calls it before taking an IMAP session: the read-ahead's
-    /// session then comes back to the pool for it, and the two do not run
-    /// against the same mailbox at once (on a busy server a SELECT and a
-    /// FETCH of the same mailbox on two sessions slowed each other more
-    /// than running them one after the other).
-    pub async fn settled(&self, device: &str, wait: Duration) {
-        let phase = self.lock().get(device).map(|e| e.phase.clone());
-        if let Some(mut phase) = phase.filter(|p| matches!(*p.borrow(), Phase::Fetching)) {
-            let _ =
-                tokio::time::timeout(wait, phase.wait_for(|p| !matches!(p, Phase::Fetching))).await;
-        }
-    }
-
     /// The UIDs whose metadata and body `device`'s read-ahead holds, once
-    /// it is done (waiting at most `wait`, whatever its phase), sorted;
-    /// empty when it has none or is not done by then. The entry stays.
-    /// For tests and diagnostics.
+    /// its entries are done (waiting at most `wait` in all, whatever their
+    /// phase), sorted; those of an entry not done by then are left out.
+    /// The entries stay. For tests and diagnostics.
     pub async fn held(&self, device: &str, wait: Duration) -> Vec<u32> {
-        let phase = self.lock().get(device).map(|e| e.phase.clone());
-        let Some(mut phase) = phase else {
-            return Vec::new();
-        };
-        let done = tokio::time::timeout(wait, phase.wait_for(|p| matches!(p, Phase::Done(_))));
-        let fetched = match done.await {
-            Ok(Ok(p)) => match &*p {
-                Phase::Done(f) => f.clone(),
-                Phase::Connecting | Phase::Fetching => return Vec::new(),
-            },
-            _ => return Vec::new(),
-        };
-        let f = fetched.lock().unwrap_or_else(|e| e.into_inner());
-        let mut uids: Vec<u32> = f
-            .bodies
-            .keys()
-            .filter(|u| f.metas.contains_key(u))
-            .copied()
-            .collect();
+        let phases: Vec<watch::Receiver<Phase>> = self
+            .lock()
+            .get(device)
+            .map(|list| list.iter().map(|e| e.phase.clone()).collect())
+            .unwrap_or_default();
+        let deadline = Instant::now() + wait;
+        let mut uids = Vec::new();
+        for mut phase in phases {
+            let done =
+                tokio::time::timeout_at(deadline, phase.wait_for(|p| matches!(p, Phase::Done(_))));
+            let fetched = match done.await {
+                Ok(Ok(p)) => match &*p {
+                    Phase::Done(f) => f.clone(),
+                    Phase::Connecting | Phase::Fetching => continue,
+                },
+                _ => continue,
+            };
+            let f = fetched.lock().unwrap_or_else(|e| e.into_inner());
+            uids.extend(f.bodies.keys().filter(|u| f.metas.contains_key(u)));
+        }
         uids.sort_unstable();
         uids
     }
@@ -287,13 +310,16 @@ impl ReadAhead {
 
     /// Drops the entries of `entries` (held locked) older than [`MAX_AGE`]
     /// at `now`, giving their reservations back.
-    fn drop_stale(&self, entries: &mut HashMap<String, Entry>, now: Instant) {
-        entries.retain(|_, e| {
-            let keep = now.duration_since(e.since) <= MAX_AGE;
-            if !keep {
-                self.release(e);
-            }
-            keep
+    fn drop_stale(&self, entries: &mut HashMap<String, Vec<Entry>>, now: Instant) {
+        entries.retain(|_, list| {
+            list.retain(|e| {
+                let keep = now.duration_since(e.since) <= MAX_AGE;
+                if !keep {
+                    self.release(e);
+                }
+                keep
+            });
+            !list.is_empty()
         });
     }
 }
