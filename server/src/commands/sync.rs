@@ -444,6 +444,14 @@ pub async fn sync(
             outcomes.push(outcome);
         }
         // 4. Decide.
+        // The device's next windows: after this one (MoreAvailable) or,
+        // after SyncKey 0, its first ones, of the size it asks.
+        let window = prepared
+            .request
+            .window_size
+            .unwrap_or(eas.engine.default_window)
+            .clamp(1, eas.engine.max_window.max(1)) as usize;
+        let first = prepared.request.sync_key == EngineKey::ZERO;
         let mut input = SyncInput {
             request: prepared.request,
             outcomes,
@@ -484,11 +492,10 @@ pub async fn sync(
         // likely messages are known now: read them ahead on other
         // connections while this window is rendered, recorded and read by
         // the device (a cache of IMAP data: see `backends::imap::ahead`).
-        if let (true, Some(raw)) = (
-            response.more_available && response.status == EngineStatus::Success,
-            prepared.raw.as_deref(),
-        ) {
-            read_ahead_next(&ahead, rec.state(), &response, raw, caller, eas);
+        let next = (response.more_available || first) && response.status == EngineStatus::Success;
+        if let (true, Some(raw)) = (next, prepared.raw.as_deref()) {
+            let to = (response.collection, raw, window);
+            read_ahead_next(&ahead, rec.state(), to, caller, eas);
         }
         answers.push((wire, Some(prepared.raw), Some((response, (metas, bodies)))));
     }
@@ -609,18 +616,17 @@ async fn take_read_ahead(
     (got.metas, got.bodies)
 }
 
-/// Starts reading ahead the next windows of `r`'s collection (folder
-/// `raw`), guessed from `state` (the state with `r` decided), as many as
-/// the cache holds per device (`ahead::DEPTH`), each window the size of
-/// `r`'s on its own pooled connection of the caller's user; messages
-/// already being read ahead are not asked again. Not when the user may
-/// have only one connection: a read-ahead would hold the one the device's
-/// next Sync needs.
+/// Starts reading ahead the next windows (of `window` items) of
+/// `collection` (folder `raw`), guessed from `state` (the state with this
+/// window decided), as many as the cache holds per device
+/// (`ahead::DEPTH`), each on its own pooled connection of the caller's
+/// user; messages already being read ahead are not asked again. Not when
+/// the user may have only one connection: a read-ahead would hold the one
+/// the device's next Sync needs.
 fn read_ahead_next(
     ahead: &Ahead<'_>,
     state: &opush_engine::DeviceState,
-    r: &opush_engine::SyncResponse,
-    raw: &str,
+    (collection, raw, window): (CollectionId, &str, usize),
     caller: &Caller<'_>,
     eas: &EasServices,
 ) {
@@ -628,8 +634,7 @@ fn read_ahead_next(
     if eas.imap.config().pool_size < 2 {
         return;
     }
-    let window = r.changes.len().max(1);
-    let Some((validity, uids)) = next_window_guess(state, r.collection, DEPTH * window) else {
+    let Some((validity, uids)) = next_window_guess(state, collection, DEPTH * window) else {
         return;
     };
     let (covered, held) = ahead.cache.covered(&ahead.device, raw, validity);
