@@ -620,9 +620,9 @@ async fn take_read_ahead(
 /// `collection` (folder `raw`), guessed from `state` (the state with this
 /// window decided), as many as the cache holds per device
 /// (`ahead::DEPTH`), each on its own pooled connection of the caller's
-/// user; messages already being read ahead are not asked again. Not when
-/// the user may have only one connection: a read-ahead would hold the one
-/// the device's next Sync needs.
+/// user; messages already being read ahead are not asked again. At most
+/// one fewer than the user's connections (`[imap] pool_size`): a
+/// read-ahead must not hold the one the device's next Sync needs.
 fn read_ahead_next(
     ahead: &Ahead<'_>,
     state: &opush_engine::DeviceState,
@@ -630,16 +630,16 @@ fn read_ahead_next(
     caller: &Caller<'_>,
     eas: &EasServices,
 ) {
-    use crate::backends::imap::ahead::DEPTH;
-    if eas.imap.config().pool_size < 2 {
+    let depth = crate::backends::imap::ahead::DEPTH.min(eas.imap.config().pool_size - 1);
+    if depth == 0 {
         return;
     }
-    let Some((validity, uids)) = next_window_guess(state, collection, DEPTH * window) else {
+    let Some((validity, uids)) = next_window_guess(state, collection, depth * window) else {
         return;
     };
     let (covered, held) = ahead.cache.covered(&ahead.device, raw, validity);
     let fresh: Vec<u32> = uids.into_iter().filter(|u| !covered.contains(u)).collect();
-    for chunk in fresh.chunks(window).take(DEPTH.saturating_sub(held)) {
+    for chunk in fresh.chunks(window).take(depth.saturating_sub(held)) {
         let pool = eas.imap.clone();
         let (user, password) = (caller.user.to_owned(), caller.password.clone());
         let connect = async move {
