@@ -243,17 +243,25 @@ pub fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
 /// `None` when the folder holds nothing the device state does not already
 /// say (a no-change Sync then writes nothing).
 ///
-/// With CONDSTORE/QRESYNC (`[imap] use_condstore`, server support) and an
-/// earlier observation under the same UIDVALIDITY: a `STATUS` whose
-/// UIDVALIDITY and HIGHESTMODSEQ are the recorded ones proves nothing
-/// changed (no SELECT, no listing: one round trip, asked now, so a change
-/// made before this request is always seen) — or, when the connection has
-/// the folder selected already (the windows of an initial sync), a SELECT,
-/// which is as fresh and keeps it selected for the fetches that follow;
-/// otherwise the changes and VANISHED UIDs since the recorded modseq are a
-/// `Delta`.
-/// Otherwise (no CONDSTORE, first look, UIDVALIDITY changed: a resync) a
-/// `Full` UID + FLAGS listing.
+/// Freshness first, asked now (so a change made before this request is
+/// always seen):
+/// - when the connection has the folder selected already (the windows of
+///   an initial sync), a NOOP brings the session's view of it up to date
+///   (`Session::refresh`): no new SELECT, which on Dovecot would also make
+///   the window's first FETCH several times slower. A view whose
+///   HIGHESTMODSEQ the NOOP left unknown is SELECTed again;
+/// - otherwise, with CONDSTORE/QRESYNC (`[imap] use_condstore`, server
+///   support) and an earlier observation under the same UIDVALIDITY, a
+///   `STATUS` (one round trip; the caller's, for Ping) whose UIDVALIDITY and
+///   HIGHESTMODSEQ are the recorded ones proves nothing changed; else a
+///   SELECT.
+///
+/// Then, with CONDSTORE and a recorded cursor under the same UIDVALIDITY:
+/// nothing when the HIGHESTMODSEQ is the cursor, else the changes and
+/// VANISHED UIDs since it, on the same selection, are a `Delta` (VANISHED
+/// kept for the items the device state knows, whatever UIDNEXT the session
+/// saw). Otherwise (no CONDSTORE, first look, UIDVALIDITY changed: a
+/// resync) a `Full` UID + FLAGS listing.
 pub async fn observe(
     imap: &mut PooledSession,
     raw: &str,
@@ -277,21 +285,33 @@ pub async fn observe_after(
     status: Option<&FolderStatus>,
 ) -> Result<Option<Event>, CommandError> {
     let known = state.collections.get(&collection);
-    let selected = imap.selected_mailbox() == Some(raw);
-    if let (true, Some(c), false) = (imap.condstore(), known, selected) {
-        if c.validity.is_some() && c.cursor > 0 {
-            let fresh = match status {
-                Some(st) => *st,
-                None => imap.status(raw).await.map_err(imap_error)?,
-            };
-            if c.validity == Some(u64::from(fresh.uidvalidity))
-                && fresh.highestmodseq == Some(c.cursor)
-            {
-                return Ok(None);
+    let use_condstore = imap.condstore();
+    let live = imap
+        .refresh(raw)
+        .await
+        .map_err(imap_error)?
+        .filter(|v| v.highestmodseq.is_some() || !use_condstore);
+    let mailbox = match live {
+        Some(view) => view,
+        None => {
+            let selected = imap.selected_mailbox() == Some(raw);
+            if let (true, Some(c), false) = (use_condstore, known, selected) {
+                if c.validity.is_some() && c.cursor > 0 {
+                    let fresh = match status {
+                        Some(st) => *st,
+                        None => imap.status(raw).await.map_err(imap_error)?,
+                    };
+                    if c.validity == Some(u64::from(fresh.uidvalidity))
+                        && fresh.highestmodseq == Some(c.cursor)
+                    {
+                        return Ok(None);
+                    }
+                }
             }
+            imap.select(raw).await.map_err(imap_error)?;
+            imap.selected_view(raw).unwrap_or_default()
         }
-    }
-    let mailbox = imap.select(raw).await.map_err(imap_error)?;
+    };
     let validity = u64::from(mailbox.uidvalidity);
     let event = |observation: Observation| Event::BackendObserved {
         req_id,
@@ -299,7 +319,6 @@ pub async fn observe_after(
         at,
         observation,
     };
-    let use_condstore = imap.condstore();
     if let (true, Some(c), Some(highest)) = (use_condstore, known, mailbox.highestmodseq) {
         if c.validity == Some(validity) && c.cursor > 0 {
             if highest == c.cursor {
@@ -316,12 +335,7 @@ pub async fn observe_after(
                             .iter()
                             .map(|m| observed(mailbox.uidvalidity, m))
                             .collect(),
-                        vanished: changes
-                            .vanished
-                            .iter()
-                            .map(|uid| item_id(mailbox.uidvalidity, *uid))
-                            .filter(|id| c.items.get(id).is_some_and(|i| i.server.is_some()))
-                            .collect(),
+                        vanished: vanished_known(c, mailbox.uidvalidity, &changes.vanished),
                     };
                     return Ok((!is_noop(c, &observation)).then(|| event(observation)));
                 }
@@ -346,6 +360,47 @@ pub async fn observe_after(
         Some(c) if is_noop(c, &observation) => None,
         _ => Some(event(observation)),
     })
+}
+
+/// The items of `c` on the server (under `uidvalidity`) whose UIDs the
+/// VANISHED `ranges` (sorted, disjoint) name, by UID. The server's ranges may cover UIDs that
+/// never existed (`1:4000000000`), so the cheaper side is walked: the
+/// ranges' UIDs looked up when they are fewer than the items, otherwise
+/// the items tested against the ranges.
+fn vanished_known(
+    c: &opush_engine::CollectionState,
+    uidvalidity: u32,
+    ranges: &[std::ops::RangeInclusive<u32>],
+) -> Vec<BackendItemId> {
+    let on_server = |id: &BackendItemId| c.items.get(id).is_some_and(|i| i.server.is_some());
+    let total: u64 = ranges
+        .iter()
+        .map(|r| u64::from(r.end() - r.start()) + 1)
+        .sum();
+    let mut uids: Vec<u32> = if total <= c.items.len() as u64 {
+        ranges
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter(|uid| on_server(&item_id(uidvalidity, *uid)))
+            .collect()
+    } else {
+        c.items
+            .iter()
+            .filter(|(_, i)| i.server.is_some())
+            .filter_map(|(id, _)| uid_of(id))
+            .filter(|(v, uid)| {
+                // Sorted and disjoint: the one range that may hold `uid`.
+                let i = ranges.partition_point(|r| r.start() <= uid);
+                *v == uidvalidity && i > 0 && ranges[i - 1].contains(uid)
+            })
+            .map(|(_, uid)| uid)
+            .collect()
+    };
+    uids.sort_unstable();
+    uids.dedup();
+    uids.into_iter()
+        .map(|uid| item_id(uidvalidity, uid))
+        .collect()
 }
 
 /// True when folding `obs` would change nothing in `c`.

@@ -13,7 +13,9 @@
 //! `opush_backend_errors_total{backend,kind}`, `opush_retries_total{what}`,
 //! `opush_imap_logins_total{purpose}` (`pool`: a request's connection,
 //! `verify`: a Basic-auth check, `push`: a watcher),
-//! `opush_imap_pooled_connections`.
+//! `opush_imap_pooled_connections`, `opush_imap_mailbox_opens_total`
+//! (SELECT and EXAMINE commands sent: a Sync window on a connection that
+//! has its folder selected sends none).
 //! Other modules update them with the functions below (one call each).
 
 use std::collections::BTreeMap;
@@ -69,6 +71,7 @@ static TABLES: Mutex<Tables> = Mutex::new(Tables {
 static PARKED_PINGS: AtomicI64 = AtomicI64::new(0);
 static DEVICES: AtomicI64 = AtomicI64::new(0);
 static IMAP_POOLED: AtomicI64 = AtomicI64::new(0);
+static IMAP_MAILBOX_OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn tables() -> std::sync::MutexGuard<'static, Tables> {
     // Poisoned only if a metrics call panicked; the numbers stay usable.
@@ -160,6 +163,11 @@ pub fn imap_login(purpose: &'static str) {
     *tables().imap_logins.entry(purpose).or_default() += 1;
 }
 
+/// An IMAP SELECT or EXAMINE is about to be sent.
+pub fn imap_mailbox_open() {
+    IMAP_MAILBOX_OPENS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Connections open in the IMAP pool, over all users.
 pub fn set_imap_pooled(n: usize) {
     IMAP_POOLED.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
@@ -229,6 +237,16 @@ pub fn render() -> String {
     let _ = writeln!(
         o,
         "# HELP opush_devices Devices registered in the store (recounted hourly, new ones added as they come)."
+    );
+    let _ = writeln!(
+        o,
+        "# HELP opush_imap_mailbox_opens_total IMAP SELECT and EXAMINE commands sent."
+    );
+    let _ = writeln!(o, "# TYPE opush_imap_mailbox_opens_total counter");
+    let _ = writeln!(
+        o,
+        "opush_imap_mailbox_opens_total {}",
+        IMAP_MAILBOX_OPENS.load(Ordering::Relaxed)
     );
     let _ = writeln!(o, "# TYPE opush_devices gauge");
     let _ = writeln!(o, "opush_devices {}", DEVICES.load(Ordering::Relaxed));

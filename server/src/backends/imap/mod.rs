@@ -20,6 +20,7 @@ mod session;
 pub mod stream;
 pub mod utf7;
 pub mod wire;
+mod view;
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use stream::ImapStream;
 pub use parse::{format_date_time, format_search_date, parse_internal_date};
 pub use pool::{ImapPool, PooledSession};
 pub use session::Session;
+pub use view::MailboxView;
 
 /// Everything that can go wrong talking to the IMAP server.
 #[derive(Debug, Error)]
@@ -284,12 +286,14 @@ pub struct MessageMeta {
 /// What changed in a mailbox since a MODSEQ.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Changes {
-    /// State at the time of the query (highestmodseq raised to the largest MODSEQ seen).
-    pub state: MailboxState,
+    /// The mailbox as the query saw it (its highest mod-sequence, when
+    /// known, raised to the largest MODSEQ in `changed`).
+    pub state: MailboxView,
     /// New or changed messages.
     pub changed: Vec<MessageMeta>,
-    /// UIDs expunged since (QRESYNC VANISHED), sorted.
-    pub vanished: Vec<u32>,
+    /// UIDs expunged since (QRESYNC `VANISHED (EARLIER)`), as the server's
+    /// ranges sorted by start: they may name UIDs that never existed.
+    pub vanished: Vec<std::ops::RangeInclusive<u32>>,
 }
 
 /// One MIME part from BODYSTRUCTURE.

@@ -133,6 +133,8 @@ struct Shared {
     gate: LoginGate,
     /// Logins the pool did itself (tests and the load tool read it).
     logins: AtomicU64,
+    /// SELECT/EXAMINE commands sent on lent sessions, counted as they come back.
+    opens: AtomicU64,
 }
 
 impl Shared {
@@ -237,6 +239,8 @@ pub struct PooledSession {
     user_pool: Arc<UserPool>,
     shared: Arc<Shared>,
     digest: Digest,
+    /// The session's SELECT/EXAMINE count when lent (see [`ImapPool::mailbox_opens`]).
+    opens_at: u64,
 }
 
 impl std::fmt::Debug for PooledSession {
@@ -277,6 +281,10 @@ impl PooledSession {
 
 impl Drop for PooledSession {
     fn drop(&mut self) {
+        if let Some(s) = &self.session {
+            let opens = s.mailbox_opens().saturating_sub(self.opens_at);
+            self.shared.opens.fetch_add(opens, Ordering::Relaxed);
+        }
         match self.session.take() {
             Some(session) if session.is_usable() => {
                 self.user_pool.lock().idle.push(Idle {
@@ -350,6 +358,7 @@ impl ImapPool {
                 },
                 gate,
                 logins: AtomicU64::new(0),
+                opens: AtomicU64::new(0),
             }),
             read_ahead: super::ahead::ReadAhead::default(),
         }
@@ -373,6 +382,13 @@ impl ImapPool {
     /// Logins the pool has done since it was created (not the verifier's).
     pub fn logins(&self) -> u64 {
         self.shared.logins.load(Ordering::Relaxed)
+    }
+
+    /// SELECT and EXAMINE commands its sessions sent while lent out,
+    /// counted when each comes back (tests read it: a Sync window on a
+    /// connection that has its folder selected sends none).
+    pub fn mailbox_opens(&self) -> u64 {
+        self.shared.opens.load(Ordering::Relaxed)
     }
 
     /// Connections open over all users (idle, lent out, logging in).
@@ -620,6 +636,7 @@ impl ImapPool {
 
     fn lend(&self, user_pool: Arc<UserPool>, session: Session, digest: Digest) -> PooledSession {
         PooledSession {
+            opens_at: session.mailbox_opens(),
             session: Some(session),
             user_pool,
             shared: self.shared.clone(),

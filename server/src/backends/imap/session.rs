@@ -6,12 +6,14 @@
 //! user typed), panic on a server reply, allocate from unchecked server counts.
 
 use std::collections::HashSet;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::parse::{self, quote, uid_set};
 use super::stream::ImapStream;
 use super::utf7;
 use super::wire;
+use super::view::{MailboxView, OwnChange, Tracker};
 use super::{
     Changes, Flag, Flags, Folder, FolderStatus, IdleOutcome, ImapError, MailboxState,
     MessageHeaders, MessageMeta, SearchQuery, SpecialUse, StoreOutcome, HEADER_FIELDS,
@@ -76,7 +78,11 @@ fn copy_uids(code: Option<&ResponseCode<'_>>, limit: usize) -> Result<Vec<(u32, 
 struct Selected {
     raw: String,
     read_only: bool,
-    state: MailboxState,
+    /// The mailbox as this session knows it, from every response read.
+    track: Tracker,
+    /// No command ran since the SELECT or NOOP that brought the view up to
+    /// date (see [`Session::current`]).
+    synced: bool,
 }
 
 /// An authenticated IMAP connection (see the module docs for the rules).
@@ -96,6 +102,8 @@ pub struct Session {
     /// Tags of the commands sent since login (`O1`, `O2`, …; `async-imap`
     /// used `A0001`… for the login).
     tags: u64,
+    /// SELECT and EXAMINE commands sent (tests and the pool count them).
+    opens: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -130,6 +138,7 @@ impl Session {
             selected: None,
             broken: false,
             tags: 0,
+            opens: 0,
             folder_names: [
                 (SpecialUse::Drafts, cfg.folder_drafts.clone()),
                 (SpecialUse::Sent, cfg.folder_sent.clone()),
@@ -217,10 +226,22 @@ impl Session {
 
     /// UIDVALIDITY of `raw` when it is the selected mailbox.
     pub fn selected_uidvalidity(&self, raw: &str) -> Option<u32> {
+        self.selected_view(raw).map(|v| v.uidvalidity)
+    }
+
+    /// What this session knows of `raw` when it is the selected mailbox,
+    /// as of the last response read (see [`Session::refresh`] for a view
+    /// that is current).
+    pub fn selected_view(&self, raw: &str) -> Option<MailboxView> {
         self.selected
             .as_ref()
             .filter(|s| s.raw == raw)
-            .map(|s| s.state.uidvalidity)
+            .map(|s| s.track.view())
+    }
+
+    /// SELECT and EXAMINE commands this session has sent.
+    pub fn mailbox_opens(&self) -> u64 {
+        self.opens
     }
 
     /// False once a timeout or I/O error left the connection in an unknown state.
@@ -238,6 +259,9 @@ impl Session {
     ) -> Result<Done, ImapError> {
         if self.broken {
             return Err(ImapError::Unavailable("connection already failed".into()));
+        }
+        if let Some(s) = self.selected.as_mut() {
+            s.synced = false;
         }
         let t = self.timeout;
         let started = tokio::time::Instant::now();
@@ -334,7 +358,10 @@ impl Session {
                                         info,
                                     ));
                                 }
-                                other => on(other)?,
+                                other => {
+                                    track(&mut self.selected, other);
+                                    on(other)?
+                                }
                             }
                         }
                     }
@@ -369,6 +396,9 @@ impl Session {
                     if *status != imap_proto::Status::Ok {
                         return Err(no_error(what, status, outcome.code.as_ref(), info));
                     }
+                    if let Some(s) = self.selected.as_mut() {
+                        s.track.done(outcome.code.as_ref());
+                    }
                     let append_uid = match &outcome.code {
                         Some(ResponseCode::AppendUid(_, uids)) => {
                             parse::expand_uid_set(uids, 1)?.first().copied()
@@ -390,7 +420,10 @@ impl Session {
                         "server closed the connection: {info}"
                     )));
                 }
-                other => on(other)?,
+                other => {
+                    track(&mut self.selected, other);
+                    on(other)?
+                }
             }
         }
     }
@@ -635,6 +668,8 @@ impl Session {
     async fn open(&mut self, raw: &str, read_only: bool) -> Result<MailboxState, ImapError> {
         let verb = if read_only { "EXAMINE" } else { "SELECT" };
         self.selected = None;
+        self.opens += 1;
+        crate::obs::metrics::imap_mailbox_open();
         let condstore = self.condstore;
         let mut st = MailboxState::default();
         self.simple_with(verb, format!("{verb} {}", quote(raw)?), &mut |r| {
@@ -654,15 +689,78 @@ impl Session {
         self.selected = Some(Selected {
             raw: raw.to_string(),
             read_only,
-            state: st,
+            track: Tracker::new(&st, condstore),
+            synced: true,
         });
         Ok(st)
     }
 
-    async fn ensure(&mut self, raw: &str, writable: bool) -> Result<MailboxState, ImapError> {
+    /// The view of the selected mailbox (call only while one is selected).
+    fn view(&self) -> MailboxView {
+        self.selected
+            .as_ref()
+            .map(|s| s.track.view())
+            .unwrap_or_default()
+    }
+
+    /// `raw` selected, as it is (the view as of the last response read):
+    /// a selection of it is kept (a read-only one too unless `writable`),
+    /// otherwise it is SELECTed (read-write: one mode for every caller, so
+    /// a window never flips between SELECT and EXAMINE).
+    async fn ensure(&mut self, raw: &str, writable: bool) -> Result<MailboxView, ImapError> {
         match &self.selected {
-            Some(s) if s.raw == raw && (!writable || !s.read_only) => Ok(s.state),
-            _ => self.open(raw, !writable).await,
+            Some(s) if s.raw == raw && (!writable || !s.read_only) => Ok(s.track.view()),
+            _ => {
+                self.open(raw, false).await?;
+                Ok(self.view())
+            }
+        }
+    }
+
+    /// `raw` selected and its view current: kept as it is right after the
+    /// SELECT or NOOP that brought it up to date, refreshed with a NOOP if
+    /// another command ran since, SELECTed if another mailbox (or none) is
+    /// selected.
+    async fn current(&mut self, raw: &str) -> Result<MailboxView, ImapError> {
+        match &self.selected {
+            Some(s) if s.raw == raw && s.synced => Ok(s.track.view()),
+            Some(s) if s.raw == raw => {
+                self.noop().await?;
+                Ok(self.view())
+            }
+            _ => {
+                self.open(raw, false).await?;
+                Ok(self.view())
+            }
+        }
+    }
+
+    /// Brings the view of `raw` up to date when it is the selected mailbox
+    /// (a NOOP: the server reports every change made meanwhile, by any
+    /// session, and the view folds them in) and returns it; `None` when
+    /// another mailbox, or none, is selected. Its
+    /// [`MailboxView::highestmodseq`], when known, is the mailbox's
+    /// HIGHESTMODSEQ now (see `view`); unknown, a SELECT tells it.
+    pub async fn refresh(&mut self, raw: &str) -> Result<Option<MailboxView>, ImapError> {
+        if self.selected_mailbox() != Some(raw) {
+            return Ok(None);
+        }
+        self.noop().await?;
+        Ok(self.selected_view(raw))
+    }
+
+    /// Marks the start of a change this session makes to `raw`, when it is
+    /// the selected mailbox (see [`Tracker::begin_own`]).
+    fn begin_own(&mut self, raw: &str, change: OwnChange) {
+        if let Some(s) = self.selected.as_mut().filter(|s| s.raw == raw) {
+            s.track.begin_own(change);
+        }
+    }
+
+    /// The change begun with [`Session::begin_own`] is answered (or failed).
+    fn end_own(&mut self) {
+        if let Some(s) = self.selected.as_mut() {
+            s.track.end_own();
         }
     }
 
@@ -682,33 +780,33 @@ impl Session {
         Ok(())
     }
 
-    /// Changes since `modseq` (QRESYNC): `UID FETCH 1:* (…) (CHANGEDSINCE n VANISHED)`.
-    /// `Unsupported` without QRESYNC: use [`Session::list_messages`] then.
+    /// Changes since `modseq` (QRESYNC): `UID FETCH 1:* (…) (CHANGEDSINCE n
+    /// VANISHED)` on the current view of `raw` (see [`Session::current`]:
+    /// no SELECT when it is selected already). VANISHED comes as the
+    /// server's ranges, unbounded by UIDNEXT (the caller intersects them
+    /// with the UIDs it knows). `Unsupported` without QRESYNC: use
+    /// [`Session::list_messages`] then.
     pub async fn changes_since(&mut self, raw: &str, modseq: u64) -> Result<Changes, ImapError> {
         if !self.qresync {
             return Err(ImapError::Unsupported("QRESYNC not available".into()));
         }
-        let mut state = self.open(raw, true).await?;
+        let mut state = self.current(raw).await?;
         let mut changed = Vec::new();
         let mut vanished = Vec::new();
-        let max_uid = state.uidnext.saturating_sub(1);
         self.simple_with(
             "UID FETCH",
             format!("UID FETCH 1:* (UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE) (CHANGEDSINCE {modseq} VANISHED)"),
             &mut |r| {
                 match r {
-                    Response::Fetch(_, attrs) => changed.extend(meta_of(attrs)),
-                    Response::Vanished { uids, .. } => {
-                        for range in uids {
-                            let (a, b) = (*range.start(), (*range.end()).min(max_uid));
-                            if a > b {
-                                continue;
-                            }
-                            if vanished.len() + (b - a) as usize + 1 > MAX_UID_SET {
-                                return Err(ImapError::Protocol("VANISHED set too large".into()));
-                            }
-                            vanished.extend(a..=b);
+                    // Only the answers: an unsolicited FETCH (a flag change
+                    // reported meanwhile) lacks the size; its MODSEQ is above
+                    // the view's, so the next look finds it.
+                    Response::Fetch(_, attrs) if has_size(attrs) => changed.extend(meta_of(attrs)),
+                    Response::Vanished { earlier: true, uids } => {
+                        if vanished.len() + uids.len() > MAX_UID_SET {
+                            return Err(ImapError::Protocol("VANISHED set too large".into()));
                         }
+                        vanished.extend(uids.iter().cloned());
                     }
                     _ => {}
                 }
@@ -716,11 +814,13 @@ impl Session {
             },
         )
         .await?;
-        vanished.sort_unstable();
-        vanished.dedup();
+        let vanished = merged(vanished);
         changed.sort_by_key(|m: &MessageMeta| m.uid);
+        changed.dedup_by_key(|m| m.uid);
+        // The view before the FETCH: every change above it is in this
+        // answer or found by the next look.
         if let Some(m) = changed.iter().filter_map(|m| m.modseq).max() {
-            state.highestmodseq = Some(state.highestmodseq.unwrap_or(0).max(m));
+            state.highestmodseq = state.highestmodseq.map(|h| h.max(m));
         }
         Ok(Changes {
             state,
@@ -776,8 +876,8 @@ impl Session {
         raw: &str,
         since: Option<i64>,
     ) -> Result<Vec<MessageMeta>, ImapError> {
-        let state = self.open(raw, true).await?;
-        if state.exists == 0 {
+        let state = self.current(raw).await?;
+        if state.exists == Some(0) {
             return Ok(Vec::new());
         }
         let set = match since {
@@ -854,7 +954,7 @@ impl Session {
         raw: &str,
     ) -> Result<Vec<MessageHeaders>, ImapError> {
         let state = self.ensure(raw, false).await?;
-        if state.exists == 0 {
+        if state.exists == Some(0) {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
@@ -1026,6 +1126,9 @@ impl Session {
         };
         self.ensure(raw, true).await?;
         let sign = if add { '+' } else { '-' };
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
+        self.begin_own(raw, OwnChange::Store(sorted));
         let done = self
             .simple(
                 "UID STORE",
@@ -1034,7 +1137,9 @@ impl Session {
                     names.join(" ")
                 ),
             )
-            .await?;
+            .await;
+        self.end_own();
+        let done = done?;
         Ok(StoreOutcome {
             modified: parse::parse_modified(&done.text, MAX_UID_SET)?,
         })
@@ -1056,6 +1161,7 @@ impl Session {
         let limit = uids.len();
         let mut pairs = Vec::new();
         if self.has("MOVE") {
+            self.begin_own(raw, OwnChange::Expunge);
             let done = self
                 .simple_with("UID MOVE", format!("UID MOVE {set} {qd}"), &mut |r| {
                     if let Response::Data { outcome, .. } = r {
@@ -1063,31 +1169,43 @@ impl Session {
                     }
                     Ok(())
                 })
-                .await?;
-            pairs.extend(done.copy_uids);
+                .await;
+            self.end_own();
+            pairs.extend(done?.copy_uids);
         } else {
+            self.begin_own(dest, OwnChange::Append);
             let done = self
                 .simple("UID COPY", format!("UID COPY {set} {qd}"))
-                .await?;
-            pairs.extend(done.copy_uids);
-            self.simple(
-                "UID STORE",
-                format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
-            )
-            .await?;
-            self.expunge_set(&set).await?;
+                .await;
+            self.end_own();
+            pairs.extend(done?.copy_uids);
+            self.delete_set(raw, uids, &set).await?;
         }
         Ok(pairs)
     }
 
-    async fn expunge_set(&mut self, set: &str) -> Result<(), ImapError> {
-        if self.has("UIDPLUS") {
+    /// Marks `\Deleted` and expunges `uids` (`set`) of the selected `raw`.
+    async fn delete_set(&mut self, raw: &str, uids: &[u32], set: &str) -> Result<(), ImapError> {
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
+        self.begin_own(raw, OwnChange::Store(sorted));
+        let stored = self
+            .simple(
+                "UID STORE",
+                format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+            )
+            .await;
+        self.end_own();
+        stored?;
+        self.begin_own(raw, OwnChange::Expunge);
+        let expunged = if self.has("UIDPLUS") {
             self.simple("UID EXPUNGE", format!("UID EXPUNGE {set}"))
-                .await?;
+                .await
         } else {
-            self.simple("EXPUNGE", "EXPUNGE".into()).await?;
-        }
-        Ok(())
+            self.simple("EXPUNGE", "EXPUNGE".into()).await
+        };
+        self.end_own();
+        expunged.map(|_| ())
     }
 
     /// Marks `\Deleted` and expunges exactly these UIDs (UIDPLUS; plain EXPUNGE otherwise).
@@ -1096,12 +1214,7 @@ impl Session {
             return Ok(());
         };
         self.ensure(raw, true).await?;
-        self.simple(
-            "UID STORE",
-            format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
-        )
-        .await?;
-        self.expunge_set(&set).await
+        self.delete_set(raw, uids, &set).await
     }
 
     /// APPEND; returns the new UID when the server reports APPENDUID (UIDPLUS).
@@ -1124,18 +1237,16 @@ impl Session {
             head.push_str(&format!(" \"{}\"", parse::format_date_time(t)));
         }
         head.push(' ');
+        self.begin_own(raw, OwnChange::Append);
         let done = self
             .exec(
                 "APPEND",
                 vec![Part::Text(head), Part::Literal(message)],
                 &mut ignore,
             )
-            .await?;
-        if self.selected.as_ref().is_some_and(|s| s.raw == raw) {
-            // The cached EXISTS/UIDNEXT are stale now.
-            self.selected = None;
-        }
-        Ok(done.append_uid)
+            .await;
+        self.end_own();
+        Ok(done?.append_uid)
     }
 
     /// `UID SEARCH CHARSET UTF-8 …`: UIDs matching every given criterion, ascending.
@@ -1202,9 +1313,14 @@ impl Session {
         Ok(st.exists)
     }
 
-    /// NOOP (keeps the connection alive, checks it).
+    /// NOOP (keeps the connection alive, checks it, and brings the view of
+    /// the selected mailbox up to date: see [`Session::refresh`]).
     pub async fn noop(&mut self) -> Result<(), ImapError> {
-        self.simple("NOOP", "NOOP".into()).await.map(|_| ())
+        self.simple("NOOP", "NOOP".into()).await?;
+        if let Some(s) = self.selected.as_mut() {
+            s.synced = true;
+        }
+        Ok(())
     }
 
     /// LOGOUT (best effort) and close.
@@ -1435,6 +1551,39 @@ impl Session {
             Ok(IdleOutcome::Timeout)
         }
     }
+}
+
+/// `ranges` sorted by start, overlapping or adjacent ones merged.
+fn merged(mut ranges: Vec<RangeInclusive<u32>>) -> Vec<RangeInclusive<u32>> {
+    ranges.retain(|r| r.start() <= r.end());
+    ranges.sort_unstable_by_key(|r| *r.start());
+    let mut out: Vec<RangeInclusive<u32>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start().saturating_sub(1) <= *last.end() => {
+                if r.end() > last.end() {
+                    *last = *last.start()..=*r.end();
+                }
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Folds an untagged response into the view of the selected mailbox, if any.
+fn track(selected: &mut Option<Selected>, r: &Response<'_>) {
+    if let Some(s) = selected {
+        s.track.seen(r);
+    }
+}
+
+/// Whether a FETCH response carries RFC822.SIZE (an answer to a metadata
+/// FETCH, not an unsolicited flag report).
+fn has_size(attrs: &[AttributeValue<'_>]) -> bool {
+    attrs
+        .iter()
+        .any(|a| matches!(a, AttributeValue::Rfc822Size(_)))
 }
 
 fn io_error(e: std::io::Error) -> ImapError {

@@ -1,0 +1,428 @@
+//! What a session knows of the mailbox it has selected, kept current from
+//! every response it reads, so a device's next Sync window can learn the
+//! mailbox's freshness from a NOOP on the selected session instead of a new
+//! SELECT (on Dovecot, the first FETCH after any SELECT of a big mailbox is
+//! several times slower than the next ones).
+//!
+//! The one fact a caller relies on: after a NOOP, a known
+//! [`MailboxView::highestmodseq`] is the mailbox's HIGHESTMODSEQ. It holds
+//! because a server reports every change of the selected mailbox by the end
+//! of a NOOP (RFC 3501 6.1.2, 7.4.1), and each report is folded here:
+//! a `HIGHESTMODSEQ` response code (untagged or in a tagged OK) sets it; an
+//! untagged FETCH with MODSEQ (RFC 7162 3.2: sent with every unsolicited
+//! FETCH once CONDSTORE is enabled) raises it to that MODSEQ; a change whose
+//! mod-sequence cannot be read from the report — a new EXISTS count,
+//! EXPUNGE, VANISHED, a UIDVALIDITY change, flags without MODSEQ — makes it
+//! unknown until the next code. This session's own changes count too: a
+//! mutation ([`Tracker::begin_own`]) leaves it unknown unless the server
+//! reported its result (the MODSEQ of a stored UID, or a code). Unknown
+//! means the caller falls back to a SELECT.
+//!
+//! Pure bookkeeping (no I/O): unit-tested on parsed server lines below.
+
+use std::ops::RangeInclusive;
+
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, ResponseCode, Status};
+
+use super::MailboxState;
+
+/// A session's view of its selected mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailboxView {
+    /// UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// EXISTS, when the count is known.
+    pub exists: Option<u32>,
+    /// UIDNEXT, when known (it is not after new messages arrived).
+    pub uidnext: Option<u32>,
+    /// HIGHESTMODSEQ, when known (see the module docs); `None` without CONDSTORE.
+    pub highestmodseq: Option<u64>,
+}
+
+impl MailboxView {
+    /// The view right after SELECT/EXAMINE answered `st`.
+    pub fn opened(st: &MailboxState) -> MailboxView {
+        MailboxView {
+            uidvalidity: st.uidvalidity,
+            exists: Some(st.exists),
+            uidnext: Some(st.uidnext),
+            highestmodseq: st.highestmodseq,
+        }
+    }
+}
+
+/// A change this session is making to its selected mailbox, until the
+/// server's answer shows its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnChange {
+    /// `UID STORE` of these UIDs (sorted): a FETCH with MODSEQ for one of
+    /// them reports it.
+    Store(Vec<u32>),
+    /// EXPUNGE or MOVE out of the selected mailbox: reported by a
+    /// `HIGHESTMODSEQ` code (the count follows the EXPUNGE/VANISHED
+    /// responses the command must send).
+    Expunge,
+    /// APPEND to the selected mailbox: reported by a `HIGHESTMODSEQ` code;
+    /// the count and UIDNEXT are unknown until an EXISTS says it.
+    Append,
+}
+
+/// Keeps a [`MailboxView`] current (see the module docs for the rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracker {
+    view: MailboxView,
+    /// Whether the highest mod-sequence is tracked at all (CONDSTORE on).
+    condstore: bool,
+    own: Option<OwnChange>,
+}
+
+impl Tracker {
+    /// Tracking from a fresh SELECT/EXAMINE answer.
+    pub fn new(st: &MailboxState, condstore: bool) -> Tracker {
+        let mut view = MailboxView::opened(st);
+        if !condstore {
+            view.highestmodseq = None;
+        }
+        Tracker {
+            view,
+            condstore,
+            own: None,
+        }
+    }
+
+    /// The view now.
+    pub fn view(&self) -> MailboxView {
+        self.view
+    }
+
+    /// Folds one untagged response read while the mailbox is selected.
+    pub fn seen(&mut self, r: &Response<'_>) {
+        match r {
+            Response::MailboxData(MailboxDatum::Exists(n)) => {
+                if self.view.exists != Some(*n) {
+                    if self.view.exists.is_none_or(|e| *n > e) {
+                        self.view.uidnext = None;
+                    }
+                    self.view.exists = Some(*n);
+                    self.unknown();
+                }
+            }
+            Response::Expunge(_) => {
+                self.view.exists = self.view.exists.and_then(|e| e.checked_sub(1));
+                self.unknown();
+            }
+            // VANISHED (EARLIER) answers a CHANGEDSINCE: history, not news.
+            Response::Vanished {
+                earlier: false,
+                uids,
+            } => {
+                let gone = uids.iter().map(range_len).sum::<u64>();
+                self.view.exists = self
+                    .view
+                    .exists
+                    .and_then(|e| u32::try_from(u64::from(e).checked_sub(gone)?).ok());
+                self.unknown();
+            }
+            Response::Fetch(_, attrs) => self.fetched(attrs),
+            Response::Data {
+                status: Status::Ok,
+                outcome,
+            } => self.code(outcome.code.as_ref()),
+            _ => {}
+        }
+    }
+
+    /// Folds the response code of the command's tagged OK.
+    pub fn done(&mut self, code: Option<&ResponseCode<'_>>) {
+        self.code(code);
+    }
+
+    /// This session starts changing its selected mailbox.
+    pub fn begin_own(&mut self, change: OwnChange) {
+        if change == OwnChange::Append {
+            self.view.exists = None;
+            self.view.uidnext = None;
+        }
+        self.own = Some(change);
+    }
+
+    /// The own change is answered (or failed): unless the server reported
+    /// its result, the highest mod-sequence is unknown now.
+    pub fn end_own(&mut self) {
+        if self.own.take().is_some() {
+            self.unknown();
+        }
+    }
+
+    fn unknown(&mut self) {
+        self.view.highestmodseq = None;
+    }
+
+    fn fetched(&mut self, attrs: &[AttributeValue<'_>]) {
+        let mut uid = None;
+        let mut modseq = None;
+        let mut flags = false;
+        for a in attrs {
+            match a {
+                AttributeValue::Uid(u) => uid = Some(*u),
+                AttributeValue::ModSeq(m) => modseq = Some(*m),
+                AttributeValue::Flags(_) => flags = true,
+                _ => {}
+            }
+        }
+        match modseq {
+            Some(m) => {
+                self.view.highestmodseq = self.view.highestmodseq.map(|h| h.max(m));
+                if let (Some(OwnChange::Store(uids)), Some(u)) = (&self.own, uid) {
+                    if uids.binary_search(&u).is_ok() {
+                        self.own = None;
+                    }
+                }
+            }
+            // Flags changed somewhere and the server did not say when.
+            None if flags && self.condstore => self.unknown(),
+            None => {}
+        }
+    }
+
+    fn code(&mut self, code: Option<&ResponseCode<'_>>) {
+        match code {
+            Some(ResponseCode::HighestModSeq(n)) if self.condstore => {
+                self.view.highestmodseq = Some(*n);
+                self.own = None;
+            }
+            Some(ResponseCode::UidNext(n)) => self.view.uidnext = Some(*n),
+            Some(ResponseCode::UidValidity(v)) if *v != self.view.uidvalidity => {
+                self.view = MailboxView {
+                    uidvalidity: *v,
+                    ..MailboxView::default()
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+fn range_len(r: &RangeInclusive<u32>) -> u64 {
+    if r.start() > r.end() {
+        0
+    } else {
+        u64::from(*r.end() - *r.start()) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+    use super::*;
+
+    fn opened() -> Tracker {
+        Tracker::new(
+            &MailboxState {
+                uidvalidity: 7,
+                uidnext: 11,
+                highestmodseq: Some(40),
+                exists: 10,
+            },
+            true,
+        )
+    }
+
+    /// Folds server lines (CRLF added) as `Session::exec` does: untagged
+    /// ones with `seen`, the tagged one's code with `done`.
+    fn feed(t: &mut Tracker, lines: &[&str]) {
+        for line in lines {
+            let bytes = format!("{line}\r\n").into_bytes();
+            let (rest, r) = Response::parse(&bytes).unwrap();
+            assert!(rest.is_empty(), "{line}");
+            match r {
+                Response::Done { outcome, .. } => t.done(outcome.code.as_ref()),
+                other => t.seen(&other),
+            }
+        }
+    }
+
+    #[test]
+    fn a_quiet_noop_keeps_everything_known() {
+        let mut t = opened();
+        feed(&mut t, &["* 3 RECENT", "O1 OK NOOP completed"]);
+        assert_eq!(
+            t.view(),
+            MailboxView {
+                uidvalidity: 7,
+                exists: Some(10),
+                uidnext: Some(11),
+                highestmodseq: Some(40)
+            }
+        );
+    }
+
+    #[test]
+    fn a_flag_change_by_another_session_raises_the_modseq() {
+        let mut t = opened();
+        feed(
+            &mut t,
+            &[
+                "* 4 FETCH (UID 5 MODSEQ (43) FLAGS (\\Flagged))",
+                "* 2 FETCH (UID 2 MODSEQ (41) FLAGS (\\Seen))",
+                "O2 OK NOOP completed",
+            ],
+        );
+        assert_eq!(t.view().highestmodseq, Some(43));
+        assert_eq!(t.view().exists, Some(10));
+    }
+
+    #[test]
+    fn solicited_fetches_below_the_highest_change_nothing() {
+        let mut t = opened();
+        feed(
+            &mut t,
+            &[
+                "* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (3) RFC822.SIZE 10)",
+                "* 2 FETCH (UID 2 BODY[] {2}\r\nhi)",
+                "O3 OK Fetch completed",
+            ],
+        );
+        assert_eq!(t.view().highestmodseq, Some(40));
+    }
+
+    #[test]
+    fn flags_without_modseq_make_it_unknown() {
+        let mut t = opened();
+        feed(&mut t, &["* 4 FETCH (FLAGS (\\Seen))"]);
+        assert_eq!(t.view().highestmodseq, None);
+        // … and a later FETCH with MODSEQ does not guess it back.
+        feed(&mut t, &["* 4 FETCH (UID 5 MODSEQ (50) FLAGS (\\Seen))"]);
+        assert_eq!(t.view().highestmodseq, None);
+    }
+
+    #[test]
+    fn new_messages_are_unknown_until_the_code_that_follows() {
+        let mut t = opened();
+        feed(&mut t, &["* 12 EXISTS"]);
+        assert_eq!(t.view().highestmodseq, None);
+        assert_eq!(t.view().exists, Some(12));
+        assert_eq!(t.view().uidnext, None);
+        feed(&mut t, &["O4 OK [HIGHESTMODSEQ 44] NOOP completed"]);
+        assert_eq!(t.view().highestmodseq, Some(44));
+        // The same count again is no news.
+        feed(&mut t, &["* 12 EXISTS"]);
+        assert_eq!(t.view().highestmodseq, Some(44));
+        feed(&mut t, &["* OK [UIDNEXT 15] Predicted next UID"]);
+        assert_eq!(t.view().uidnext, Some(15));
+    }
+
+    #[test]
+    fn expunges_count_down_and_wait_for_a_code() {
+        let mut t = opened();
+        feed(&mut t, &["* VANISHED 3:4,8"]);
+        assert_eq!(t.view().exists, Some(7));
+        assert_eq!(t.view().highestmodseq, None);
+        feed(&mut t, &["* OK [HIGHESTMODSEQ 47] Highest"]);
+        assert_eq!(t.view().highestmodseq, Some(47));
+        feed(&mut t, &["* 2 EXPUNGE"]);
+        assert_eq!(t.view().exists, Some(6));
+        assert_eq!(t.view().highestmodseq, None);
+        // More vanished than known: the count is unknown, not negative.
+        feed(&mut t, &["* VANISHED 1:100"]);
+        assert_eq!(t.view().exists, None);
+    }
+
+    #[test]
+    fn vanished_earlier_is_history() {
+        let mut t = opened();
+        feed(&mut t, &["* VANISHED (EARLIER) 1:9", "O5 OK Fetch completed"]);
+        assert_eq!(t.view().highestmodseq, Some(40));
+        assert_eq!(t.view().exists, Some(10));
+    }
+
+    #[test]
+    fn an_own_store_is_known_only_when_reported() {
+        let mut t = opened();
+        t.begin_own(OwnChange::Store(vec![5]));
+        feed(
+            &mut t,
+            &["* 4 FETCH (UID 5 MODSEQ (41))", "O6 OK Store completed"],
+        );
+        t.end_own();
+        assert_eq!(t.view().highestmodseq, Some(41));
+
+        // Another message's report is not this store's.
+        t.begin_own(OwnChange::Store(vec![6]));
+        feed(
+            &mut t,
+            &["* 4 FETCH (UID 5 MODSEQ (42))", "O7 OK Store completed"],
+        );
+        t.end_own();
+        assert_eq!(t.view().highestmodseq, None);
+    }
+
+    #[test]
+    fn an_own_expunge_or_append_needs_the_code() {
+        let mut t = opened();
+        t.begin_own(OwnChange::Expunge);
+        feed(
+            &mut t,
+            &["* VANISHED 3", "O8 OK [HIGHESTMODSEQ 45] Expunge completed"],
+        );
+        t.end_own();
+        assert_eq!(t.view().highestmodseq, Some(45));
+        assert_eq!(t.view().exists, Some(9));
+
+        t.begin_own(OwnChange::Expunge);
+        feed(&mut t, &["* VANISHED 4", "O9 OK Expunge completed"]);
+        t.end_own();
+        assert_eq!(t.view().highestmodseq, None);
+        assert_eq!(t.view().exists, Some(8));
+
+        // An APPEND reported in full (Dovecot) …
+        let mut t = opened();
+        t.begin_own(OwnChange::Append);
+        feed(
+            &mut t,
+            &[
+                "* 11 EXISTS",
+                "* OK [HIGHESTMODSEQ 46] Highest",
+                "O10 OK [APPENDUID 7 11] Append completed",
+            ],
+        );
+        t.end_own();
+        assert_eq!(t.view().highestmodseq, Some(46));
+        assert_eq!(t.view().exists, Some(11));
+        // … and one not reported at all.
+        t.begin_own(OwnChange::Append);
+        feed(&mut t, &["O11 OK [APPENDUID 7 12] Append completed"]);
+        t.end_own();
+        assert_eq!(t.view().highestmodseq, None);
+        assert_eq!(t.view().exists, None);
+    }
+
+    #[test]
+    fn a_new_uidvalidity_forgets_everything() {
+        let mut t = opened();
+        feed(&mut t, &["* OK [UIDVALIDITY 8] UIDs valid"]);
+        assert_eq!(
+            t.view(),
+            MailboxView {
+                uidvalidity: 8,
+                ..MailboxView::default()
+            }
+        );
+    }
+
+    #[test]
+    fn without_condstore_nothing_claims_a_modseq() {
+        let mut t = Tracker::new(
+            &MailboxState {
+                uidvalidity: 7,
+                uidnext: 11,
+                highestmodseq: Some(40),
+                exists: 10,
+            },
+            false,
+        );
+        feed(&mut t, &["O1 OK [HIGHESTMODSEQ 45] NOOP completed"]);
+        assert_eq!(t.view().highestmodseq, None);
+    }
+}
