@@ -563,6 +563,11 @@ pub async fn sync(
             .as_ref()
             .is_some_and(|(r, _)| r.more_available && r.status == EngineStatus::Success)
     });
+    // Only SyncKey 0 requests: nothing was synced yet.
+    let initial = req
+        .collections
+        .iter()
+        .all(|c| c.sync_key.0 == "0" || c.sync_key.0.is_empty());
     // 16.x drafts that gained attachments: the answer names their FileReferences.
     let drafts: Vec<crate::draft::AddedAttachments<'_>> = answers
         .iter()
@@ -609,7 +614,9 @@ pub async fn sync(
     // A caught-up device's next Sync most likely finds nothing: its folder
     // is left (off the answer's path) so that Sync is one STATUS, not a
     // SELECT (see `observe_after`). Only with UNSELECT: CLOSE would expunge.
-    if !more && imap.selected_mailbox().is_some() && imap.has("UNSELECT") {
+    // Not after SyncKey 0 alone: the device asks its first window next
+    // (and another device's windows may be using this selection).
+    if !more && !initial && imap.selected_mailbox().is_some() && imap.has("UNSELECT") {
         tokio::spawn(async move {
             let _ = imap.unselect().await;
         });

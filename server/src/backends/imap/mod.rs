@@ -19,8 +19,8 @@ pub mod pool;
 mod session;
 pub mod stream;
 pub mod utf7;
-pub mod wire;
 mod view;
+pub mod wire;
 
 use std::time::Duration;
 

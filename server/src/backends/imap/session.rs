@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::parse::{self, quote, uid_set};
 use super::stream::ImapStream;
 use super::utf7;
-use super::wire;
 use super::view::{MailboxView, OwnChange, Tracker};
+use super::wire;
 use super::{
     Changes, Flag, Flags, Folder, FolderStatus, IdleOutcome, ImapError, MailboxState,
     MessageHeaders, MessageMeta, SearchQuery, SpecialUse, StoreOutcome, HEADER_FIELDS,

@@ -98,14 +98,13 @@ impl Tracker {
     /// Folds one untagged response read while the mailbox is selected.
     pub fn seen(&mut self, r: &Response<'_>) {
         match r {
-            Response::MailboxData(MailboxDatum::Exists(n)) => {
-                if self.view.exists != Some(*n) {
-                    if self.view.exists.is_none_or(|e| *n > e) {
-                        self.view.uidnext = None;
-                    }
-                    self.view.exists = Some(*n);
-                    self.unknown();
+            // The same count again is no news.
+            Response::MailboxData(MailboxDatum::Exists(n)) if self.view.exists != Some(*n) => {
+                if self.view.exists.is_none_or(|e| *n > e) {
+                    self.view.uidnext = None;
                 }
+                self.view.exists = Some(*n);
+                self.unknown();
             }
             Response::Expunge(_) => {
                 self.view.exists = self.view.exists.and_then(|e| e.checked_sub(1));
@@ -332,7 +331,10 @@ mod tests {
     #[test]
     fn vanished_earlier_is_history() {
         let mut t = opened();
-        feed(&mut t, &["* VANISHED (EARLIER) 1:9", "O5 OK Fetch completed"]);
+        feed(
+            &mut t,
+            &["* VANISHED (EARLIER) 1:9", "O5 OK Fetch completed"],
+        );
         assert_eq!(t.view().highestmodseq, Some(40));
         assert_eq!(t.view().exists, Some(10));
     }
