@@ -286,7 +286,8 @@ impl Drop for PooledSession {
             self.shared.opens.fetch_add(opens, Ordering::Relaxed);
         }
         match self.session.take() {
-            Some(session) if session.is_usable() => {
+            Some(mut session) if session.is_usable() => {
+                session.unsynced();
                 self.user_pool.lock().idle.push(Idle {
                     session,
                     since: Instant::now(),

@@ -239,6 +239,15 @@ impl Session {
             .map(|s| s.track.view())
     }
 
+    /// Forgets that the view of the selected mailbox was just brought up to
+    /// date, so the next [`Session::current`] refreshes it (the pool calls
+    /// it when the session comes back: it may wait there for minutes).
+    pub(super) fn unsynced(&mut self) {
+        if let Some(s) = self.selected.as_mut() {
+            s.synced = false;
+        }
+    }
+
     /// SELECT and EXAMINE commands this session has sent.
     pub fn mailbox_opens(&self) -> u64 {
         self.opens
@@ -1368,6 +1377,7 @@ impl Session {
         stop: impl std::future::Future<Output = ()> + Send,
     ) -> Result<IdleOutcome, ImapError> {
         let t = self.timeout;
+        self.unsynced();
         self.broken = true; // until IDLE is done (see `exec`)
         let res = self.idle_inner(wait, t, stop).await;
         self.broken = false;
