@@ -233,10 +233,16 @@ impl Session {
     /// as of the last response read (see [`Session::refresh`] for a view
     /// that is current).
     pub fn selected_view(&self, raw: &str) -> Option<MailboxView> {
+        self.trusted(raw).map(|s| s.track.view())
+    }
+
+    /// The selection of `raw`, unless the server said it went wrong (see
+    /// `Tracker::lost`: the server still has it selected, so a STATUS or
+    /// a new SELECT must treat it as selected, but its view is void).
+    fn trusted(&self, raw: &str) -> Option<&Selected> {
         self.selected
             .as_ref()
-            .filter(|s| s.raw == raw)
-            .map(|s| s.track.view())
+            .filter(|s| s.raw == raw && !s.track.lost())
     }
 
     /// Forgets that the view of the selected mailbox was just brought up to
@@ -717,8 +723,8 @@ impl Session {
     /// otherwise it is SELECTed (read-write: one mode for every caller, so
     /// a window never flips between SELECT and EXAMINE).
     async fn ensure(&mut self, raw: &str, writable: bool) -> Result<MailboxView, ImapError> {
-        match &self.selected {
-            Some(s) if s.raw == raw && (!writable || !s.read_only) => Ok(s.track.view()),
+        match self.trusted(raw) {
+            Some(s) if !writable || !s.read_only => Ok(s.track.view()),
             _ => {
                 self.open(raw, false).await?;
                 Ok(self.view())
@@ -731,9 +737,9 @@ impl Session {
     /// another command ran since, SELECTed if another mailbox (or none) is
     /// selected.
     async fn current(&mut self, raw: &str) -> Result<MailboxView, ImapError> {
-        match &self.selected {
-            Some(s) if s.raw == raw && s.synced => Ok(s.track.view()),
-            Some(s) if s.raw == raw => {
+        match self.trusted(raw) {
+            Some(s) if s.synced => Ok(s.track.view()),
+            Some(_) => {
                 self.noop().await?;
                 Ok(self.view())
             }
@@ -747,11 +753,12 @@ impl Session {
     /// Brings the view of `raw` up to date when it is the selected mailbox
     /// (a NOOP: the server reports every change made meanwhile, by any
     /// session, and the view folds them in) and returns it; `None` when
-    /// another mailbox, or none, is selected. Its
+    /// another mailbox, or none, is selected, or when the server said the
+    /// selection went wrong (then a SELECT opens it again). Its
     /// [`MailboxView::highestmodseq`], when known, is the mailbox's
     /// HIGHESTMODSEQ now (see `view`); unknown, a SELECT tells it.
     pub async fn refresh(&mut self, raw: &str) -> Result<Option<MailboxView>, ImapError> {
-        if self.selected_mailbox() != Some(raw) {
+        if self.trusted(raw).is_none() {
             return Ok(None);
         }
         self.noop().await?;
@@ -850,8 +857,10 @@ impl Session {
         let items = self.meta_items();
         let mut out = Vec::new();
         self.simple_with("UID FETCH", format!("UID FETCH {set} {items}"), &mut |r| {
-            if let Response::Fetch(_, attrs) = r {
-                out.extend(meta_of(attrs));
+            // Not an unsolicited flag report (no size, no date) meanwhile.
+            match r {
+                Response::Fetch(_, attrs) if has_size(attrs) => out.extend(meta_of(attrs)),
+                _ => {}
             }
             Ok(())
         })

@@ -74,6 +74,11 @@ pub struct Tracker {
     /// Whether the highest mod-sequence is tracked at all (CONDSTORE on).
     condstore: bool,
     own: Option<OwnChange>,
+    /// The server said something went wrong with the mailbox (an untagged
+    /// NO or BAD: Dovecot answers so, then serves the old view, when the
+    /// selected mailbox was deleted and created again). The selection is
+    /// not to be trusted any more.
+    lost: bool,
 }
 
 impl Tracker {
@@ -87,12 +92,19 @@ impl Tracker {
             view,
             condstore,
             own: None,
+            lost: false,
         }
     }
 
     /// The view now.
     pub fn view(&self) -> MailboxView {
         self.view
+    }
+
+    /// Whether the selection is not to be trusted any more (see `lost`):
+    /// the session leaves it and SELECTs again.
+    pub fn lost(&self) -> bool {
+        self.lost
     }
 
     /// Folds one untagged response read while the mailbox is selected.
@@ -127,6 +139,13 @@ impl Tracker {
                 status: Status::Ok,
                 outcome,
             } => self.code(outcome.code.as_ref()),
+            Response::Data {
+                status: Status::No | Status::Bad,
+                ..
+            } => {
+                self.lost = true;
+                self.view.highestmodseq = None;
+            }
             _ => {}
         }
     }
@@ -411,6 +430,23 @@ mod tests {
                 ..MailboxView::default()
             }
         );
+    }
+
+    #[test]
+    fn an_untagged_no_loses_the_selection() {
+        let mut t = opened();
+        feed(&mut t, &["* 3 RECENT", "O1 OK NOOP completed"]);
+        assert!(!t.lost());
+        // What Dovecot says when the selected mailbox was deleted and created again.
+        feed(
+            &mut t,
+            &[
+                "* NO Internal error occurred. Refer to server log for more information.",
+                "O2 OK NOOP completed",
+            ],
+        );
+        assert!(t.lost());
+        assert_eq!(t.view().highestmodseq, None);
     }
 
     #[test]
