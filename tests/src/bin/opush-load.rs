@@ -180,8 +180,8 @@ impl Server {
         }
     }
 
-    /// IMAP logins the server sent so far, by purpose (its `/metrics`).
-    fn imap_logins(&self) -> Logins {
+    /// The server's `/metrics` text (empty when it cannot be read).
+    fn metrics(&self) -> String {
         use std::io::{Read, Write};
         let mut text = String::new();
         if let Ok(mut c) = std::net::TcpStream::connect(self.admin) {
@@ -189,6 +189,23 @@ impl Server {
             let _ = c.write_all(b"GET /metrics HTTP/1.0\r\nHost: opush\r\n\r\n");
             let _ = c.read_to_string(&mut text);
         }
+        text
+    }
+
+    /// IMAP SELECT/EXAMINE commands the server sent so far (`None`: a
+    /// server without that metric).
+    fn imap_mailbox_opens(&self) -> Option<u64> {
+        self.metrics().lines().find_map(|l| {
+            l.strip_prefix("opush_imap_mailbox_opens_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// IMAP logins the server sent so far, by purpose (its `/metrics`).
+    fn imap_logins(&self) -> Logins {
+        let text = self.metrics();
         let count = |purpose: &str| {
             let series = format!("opush_imap_logins_total{{purpose=\"{purpose}\"}} ");
             text.lines()
@@ -454,17 +471,22 @@ fn main() {
             })
         };
         let rss_before = proc.status_kb("VmRSS:");
+        let opens0 = server.imap_mailbox_opens();
         let cpu0 = proc.cpu_seconds();
         let t = Instant::now();
         let (key, items, requests) = sync_to_end(&mut c, v, &inbox, a.window, a.messages).await;
         let took = t.elapsed();
         let cpu = proc.cpu_seconds() - cpu0;
+        let opens = match (opens0, server.imap_mailbox_opens()) {
+            (Some(a), Some(b)) => format!("{}", b.saturating_sub(a)),
+            _ => "n/a".to_owned(),
+        };
         sampling.store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = sampler.await;
         assert_eq!(items, a.messages, "every message once");
         println!(
             "initial sync over HTTP: {items} messages in {requests} windows, {:.3} s = {:.0} msg/s ({:.2}x the raw IMAP time); \
-             server CPU {cpu:.2} s ({:.0}% of one core); server RSS {} MB before, peak {} MB during",
+             server CPU {cpu:.2} s ({:.0}% of one core); server RSS {} MB before, peak {} MB during; IMAP SELECT/EXAMINE {opens}",
             took.as_secs_f64(),
             items as f64 / took.as_secs_f64(),
             took.as_secs_f64() / raw_time.as_secs_f64(),
