@@ -580,6 +580,78 @@ mod tests {
             })
     }
 
+    /// Responses written in pieces of every size (a byte at a time, across
+    /// literals, several at once) are read back one by one, as imap-proto
+    /// reads them from the whole stream; a connection closed in the middle
+    /// of a response is an error, between responses `None`, and `release`
+    /// then keeps at most a small buffer.
+    #[tokio::test]
+    async fn responses_in_pieces_come_back_whole() {
+        let mut wire = Vec::new();
+        for i in 1..=40u32 {
+            let body = "x".repeat((i as usize * 997) % 5000);
+            wire.extend(
+                format!(
+                    "* {i} FETCH (UID {} BODY[] {{{}}}\r\n{body})\r\n",
+                    100 + i,
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            wire.extend(format!("* {i} FETCH (FLAGS (\\Seen) UID {})\r\n", 100 + i).as_bytes());
+        }
+        wire.extend(b"* 3 EXISTS\r\n* OK [ALERT] text {3}\r\nO1 OK done\r\n* 4 EXPUNGE\r\n");
+        let mut expected = Vec::new();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            let (r, resp) = Response::parse(rest).unwrap();
+            expected.push(resp);
+            rest = r;
+        }
+        for piece in [1usize, 7, 1000, 70_000] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let bytes = wire.clone();
+            let writer = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                for chunk in bytes.chunks(piece) {
+                    s.write_all(chunk).await.unwrap();
+                    s.flush().await.unwrap();
+                    if piece < 10 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                // A last response cut short, then the close.
+                s.write_all(b"* 5 FETCH (UID 9 BODY[] {10}\r\nabc")
+                    .await
+                    .unwrap();
+            });
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut conn = Conn::new(ImapStream::Plain(tcp));
+            for want in &expected {
+                let got = conn.next().await.unwrap().unwrap();
+                assert_eq!(got.parsed(), want, "pieces of {piece}");
+            }
+            writer.await.unwrap();
+            let err = conn.next().await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        }
+        // Closed between responses.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"O2 OK bye\r\n").await.unwrap();
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut conn = Conn::new(ImapStream::Plain(tcp));
+        assert!(conn.next().await.unwrap().is_some());
+        writer.await.unwrap();
+        assert!(conn.next().await.unwrap().is_none());
+        conn.release();
+        assert!(conn.buf.capacity() <= MIN_READ);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
