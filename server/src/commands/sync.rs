@@ -500,13 +500,16 @@ pub async fn sync(
         }
         // 4. Decide.
         // The device's next windows: after this one (MoreAvailable) or,
-        // after SyncKey 0, its first ones, of the size it asks.
-        let window = prepared
-            .request
-            .window_size
-            .unwrap_or(eas.engine.default_window)
-            .clamp(1, eas.engine.max_window.max(1)) as usize;
+        // after SyncKey 0, its first ones, of the size it asks — at
+        // SyncKey 0 devices mostly ask none: then the largest window
+        // (what a smaller window leaves stays read ahead for the next).
         let first = prepared.request.sync_key == EngineKey::ZERO;
+        let window = match prepared.request.window_size {
+            Some(n) => n,
+            None if first => eas.engine.max_window.min(FIRST_READ_AHEAD),
+            None => eas.engine.default_window,
+        }
+        .clamp(1, eas.engine.max_window.max(1)) as usize;
         let mut input = SyncInput {
             request: prepared.request,
             outcomes,
@@ -547,10 +550,16 @@ pub async fn sync(
         // likely messages are known now: read them ahead on other
         // connections while this window is rendered, recorded and read by
         // the device (a cache of IMAP data: see `backends::imap::ahead`).
+        // A window that ends the sync: what is still read ahead will not
+        // be asked for.
         let next = (response.more_available || first) && response.status == EngineStatus::Success;
-        if let (true, Some(raw)) = (next, prepared.raw.as_deref()) {
-            let to = (response.collection, raw, window);
-            read_ahead_next(&ahead, rec.state(), to, caller, eas);
+        match (next, prepared.raw.as_deref()) {
+            (true, Some(raw)) => {
+                let to = (response.collection, raw, window);
+                read_ahead_next(&ahead, rec.state(), to, caller, eas);
+            }
+            (false, Some(raw)) => ahead.cache.forget(&ahead.device, raw),
+            (_, None) => {}
         }
         answers.push((wire, Some(prepared.raw), Some((response, (metas, bodies)))));
     }
@@ -628,6 +637,10 @@ pub async fn sync(
         collections,
     })
 }
+
+/// Most messages read ahead per window after a SyncKey 0 that names no
+/// WindowSize (the engine's largest window by default).
+const FIRST_READ_AHEAD: u32 = 512;
 
 /// Message metadata by UID, fetched once per window.
 type Metas = std::collections::HashMap<u32, MessageMeta>;

@@ -129,11 +129,20 @@ impl ReadAhead {
         let Some(list) = entries.get(device) else {
             return Default::default();
         };
-        let uids = list
+        let mut uids = std::collections::HashSet::new();
+        for e in list
             .iter()
             .filter(|e| e.mailbox == mailbox && e.uidvalidity == uidvalidity)
-            .flat_map(|e| e.uids.iter().copied())
-            .collect();
+        {
+            match &*e.phase.borrow() {
+                // Done: what it holds (the bounds may have left some out).
+                Phase::Done(f) => {
+                    let f = f.lock().unwrap_or_else(|e| e.into_inner());
+                    uids.extend(f.bodies.keys().copied());
+                }
+                Phase::Connecting | Phase::Fetching => uids.extend(e.uids.iter().copied()),
+            }
+        }
         (uids, list.len())
     }
 
@@ -214,8 +223,10 @@ impl ReadAhead {
     /// What was read ahead for `device` among `uids` of `mailbox` under
     /// `uidvalidity`, waiting (at most `wait` in all) for fetches still
     /// running, not for those still waiting for a connection. Every entry
-    /// of the device that holds any of `uids` is consumed (what it holds of
-    /// other UIDs is dropped); the others stay for later windows.
+    /// of the device that holds any of `uids` gives them up; the messages
+    /// it holds beyond them stay, as an entry of their own, for the next
+    /// windows (a window smaller than the guess, or cut by bytes), and the
+    /// device's other entries stay as they are.
     pub async fn take(
         &self,
         device: &str,
@@ -260,17 +271,83 @@ impl ReadAhead {
                 },
                 _ => continue,
             };
-            let mut all = done.lock().unwrap_or_else(|e| e.into_inner());
-            for uid in uids {
-                if let Some(m) = all.metas.remove(uid) {
-                    out.metas.insert(*uid, m);
+            let rest = {
+                let mut all = done.lock().unwrap_or_else(|e| e.into_inner());
+                for uid in uids {
+                    if let Some(m) = all.metas.remove(uid) {
+                        out.metas.insert(*uid, m);
+                    }
+                    if let Some(b) = all.bodies.remove(uid) {
+                        out.bodies.insert(*uid, b);
+                    }
                 }
-                if let Some(b) = all.bodies.remove(uid) {
-                    out.bodies.insert(*uid, b);
-                }
+                let bodies = std::mem::take(&mut all.bodies);
+                let metas = std::mem::take(&mut all.metas)
+                    .into_iter()
+                    .filter(|(uid, _)| bodies.contains_key(uid))
+                    .collect();
+                Fetched { metas, bodies }
+            };
+            if !rest.bodies.is_empty() {
+                self.put_back(device, &entry.mailbox, uidvalidity, entry.since, rest);
             }
         }
         out
+    }
+
+    /// Drops `device`'s entries of `mailbox` (its sync of it is done: what
+    /// they still hold will not be asked for).
+    pub fn forget(&self, device: &str, mailbox: &str) {
+        let mut entries = self.lock();
+        let Some(list) = entries.get_mut(device) else {
+            return;
+        };
+        list.retain(|e| {
+            let keep = e.mailbox != mailbox;
+            if !keep {
+                self.release(e);
+            }
+            keep
+        });
+        if list.is_empty() {
+            entries.remove(device);
+        }
+    }
+
+    /// Keeps `rest`, the messages of a taken entry its window did not use,
+    /// as the device's oldest entry (its age counted from the original
+    /// start), reserving the bytes it holds.
+    fn put_back(
+        &self,
+        device: &str,
+        mailbox: &str,
+        uidvalidity: u32,
+        since: Instant,
+        rest: Fetched,
+    ) {
+        let bytes: u64 = rest.bodies.values().map(|b| b.len() as u64).sum();
+        let mut uids: Vec<u32> = rest.bodies.keys().copied().collect();
+        uids.sort_unstable();
+        let (tx, rx) = watch::channel(Phase::Done(Arc::new(Mutex::new(rest))));
+        // The receiver keeps the last value: nothing more will be sent.
+        drop(tx);
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+        let entry = Entry {
+            mailbox: mailbox.to_owned(),
+            uidvalidity,
+            uids,
+            since,
+            reserved: Arc::new(AtomicU64::new(bytes)),
+            phase: rx,
+        };
+        let mut entries = self.lock();
+        let list = entries.entry(device.to_owned()).or_default();
+        list.insert(0, entry);
+        while list.len() > DEPTH {
+            if let Some(newest) = list.pop() {
+                self.release(&newest);
+            }
+        }
     }
 
     /// The UIDs whose metadata and body `device`'s read-ahead holds, once
