@@ -96,6 +96,9 @@ pub fn rfc5322_date(unix: i64) -> String {
 /// Parses an IMAP `date-time` (`"28-Nov-2026 21:15:56 +0100"`, day may be
 /// space-padded) into Unix seconds (UTC).
 pub fn parse_imap_date_time(s: &str) -> Option<i64> {
+    if let Some(t) = parse_canonical_date_time(s.as_bytes()) {
+        return Some(t);
+    }
     let s = s.trim();
     let (date, rest) = s.split_once(' ')?;
     let (time, zone) = rest.trim_start().split_once(' ')?;
@@ -126,9 +129,90 @@ pub fn parse_imap_date_time(s: &str) -> Option<i64> {
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se - offset)
 }
 
+/// The form servers send for every INTERNALDATE (`DD-Mon-YYYY HH:MM:SS
+/// +HHMM`, 26 bytes, the day zero- or space-padded) read byte by byte: the
+/// metadata of every message goes through here. `None` for anything else
+/// (the general parser then decides).
+fn parse_canonical_date_time(b: &[u8]) -> Option<i64> {
+    let &[d1, d2, b'-', m1, m2, m3, b'-', y1, y2, y3, y4, b' ', h1, h2, b':', i1, i2, b':', s1, s2, b' ', zs, z1, z2, z3, z4] =
+        b
+    else {
+        return None;
+    };
+    let digit = |c: u8| c.is_ascii_digit().then(|| i64::from(c - b'0'));
+    let two = |a: u8, b: u8| Some(digit(a)? * 10 + digit(b)?);
+    let day = if d1 == b' ' { digit(d2)? } else { two(d1, d2)? };
+    let month = MONTHS
+        .iter()
+        .position(|m| m.as_bytes().eq_ignore_ascii_case(&[m1, m2, m3]))? as u32
+        + 1;
+    let year = two(y1, y2)? * 100 + two(y3, y4)?;
+    let (h, mi, se) = (two(h1, h2)?, two(i1, i2)?, two(s1, s2)?);
+    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let sign = match zs {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let offset = sign * (two(z1, z2)? * 3600 + two(z3, z4)? * 60);
+    Some(days_from_civil(year, month, day as u32) * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The general parser alone (as it was before the canonical fast path).
+    fn general(s: &str) -> Option<i64> {
+        let s = s.trim();
+        let (date, rest) = s.split_once(' ')?;
+        let (time, zone) = rest.trim_start().split_once(' ')?;
+        let mut dparts = date.split('-');
+        let day: u32 = dparts.next()?.trim().parse().ok()?;
+        let mon = dparts.next()?;
+        let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon))? as u32 + 1;
+        let year: i64 = dparts.next()?.parse().ok()?;
+        let mut tparts = time.split(':');
+        let h: i64 = tparts.next()?.parse().ok()?;
+        let mi: i64 = tparts.next()?.parse().ok()?;
+        let se: i64 = tparts.next()?.parse().ok()?;
+        if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        let zone = zone.trim();
+        if zone.len() != 5 {
+            return None;
+        }
+        let sign = match zone.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let zh: i64 = zone.get(1..3)?.parse().ok()?;
+        let zm: i64 = zone.get(3..5)?.parse().ok()?;
+        let offset = sign * (zh * 3600 + zm * 60);
+        Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se - offset)
+    }
+
+    proptest! {
+        /// The fast path answers as the general parser for dates of the
+        /// canonical shape (valid or not) and for near misses.
+        #[test]
+        fn canonical_fast_path_agrees(
+            day in "[ 0-3][0-9]",
+            mon in "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec|jan|DEC|Foo)",
+            year in "[0-9]{4}",
+            h in "[0-2][0-9]", mi in "[0-6][0-9]", se in "[0-6][0-9]",
+            sign in "[-+x]", zone in "[0-9]{4}",
+            noise in "( ?)",
+        ) {
+            let s = format!("{day}-{mon}-{year} {h}:{mi}:{se} {sign}{zone}{noise}");
+            prop_assert_eq!(parse_imap_date_time(&s), general(&s), "{}", s);
+        }
+    }
 
     #[test]
     fn civil_round_trips_across_eras() {
