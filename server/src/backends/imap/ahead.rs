@@ -198,6 +198,13 @@ impl ReadAhead {
         let total = self.total.clone();
         tokio::spawn(async move {
             let fetched = match connect.await {
+                // Taken or dropped while it waited for the connection (the
+                // window did not wait for it, or the sync ended): nobody
+                // will read what it would fetch.
+                Ok(imap) if tx.is_closed() => {
+                    drop(imap);
+                    return;
+                }
                 Ok(mut imap) => {
                     let _ = tx.send(Phase::Fetching);
                     let limits = Limits {
