@@ -500,16 +500,15 @@ pub async fn sync(
         }
         // 4. Decide.
         // The device's next windows: after this one (MoreAvailable) or,
-        // after SyncKey 0, its first ones, of the size it asks — at
-        // SyncKey 0 devices mostly ask none: then the largest window
-        // (what a smaller window leaves stays read ahead for the next).
+        // after SyncKey 0, its first ones, of the size it asks (at SyncKey
+        // 0 devices mostly ask none: the default then; a larger guess cost
+        // more than it saved at WindowSize 100, see docs/BENCHMARKS.md).
         let first = prepared.request.sync_key == EngineKey::ZERO;
-        let window = match prepared.request.window_size {
-            Some(n) => n,
-            None if first => eas.engine.max_window.min(FIRST_READ_AHEAD),
-            None => eas.engine.default_window,
-        }
-        .clamp(1, eas.engine.max_window.max(1)) as usize;
+        let window = prepared
+            .request
+            .window_size
+            .unwrap_or(eas.engine.default_window)
+            .clamp(1, eas.engine.max_window.max(1)) as usize;
         let mut input = SyncInput {
             request: prepared.request,
             outcomes,
@@ -637,10 +636,6 @@ pub async fn sync(
         collections,
     })
 }
-
-/// Most messages read ahead per window after a SyncKey 0 that names no
-/// WindowSize (the engine's largest window by default).
-const FIRST_READ_AHEAD: u32 = 512;
 
 /// Message metadata by UID, fetched once per window.
 type Metas = std::collections::HashMap<u32, MessageMeta>;
