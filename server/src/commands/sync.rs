@@ -375,7 +375,7 @@ fn vanished_known(
     let on_server = |id: &BackendItemId| c.items.get(id).is_some_and(|i| i.server.is_some());
     let total: u64 = ranges
         .iter()
-        .map(|r| u64::from(r.end() - r.start()) + 1)
+        .map(|r| u64::from(r.start().abs_diff(*r.end())) + 1)
         .sum();
     let mut uids: Vec<u32> = if total <= c.items.len() as u64 {
         ranges
@@ -1450,6 +1450,50 @@ mod tests {
             let flags = Flags { seen, flagged, answered, keywords, ..Flags::default() };
             prop_assert_eq!(version_of(&flags), version_by_string(&flags));
         }
+    }
+
+    /// A collection holding UIDs `on_server` (under UIDVALIDITY 7), plus
+    /// UID 50 known as vanished already and UID 60 under UIDVALIDITY 6.
+    fn collection(on_server: &[u32]) -> opush_engine::CollectionState {
+        let mut c = opush_engine::CollectionState::new(opush_engine::FolderType::Inbox);
+        let side = Some(opush_engine::ServerSide {
+            version: ItemVersion(1),
+            received_at: Timestamp(0),
+        });
+        for uid in on_server {
+            let item = opush_engine::Item {
+                server: side,
+                ..opush_engine::Item::default()
+            };
+            c.items.insert(item_id(7, *uid), item);
+        }
+        c.items
+            .insert(item_id(7, 50), opush_engine::Item::default());
+        let old = opush_engine::Item {
+            server: side,
+            ..opush_engine::Item::default()
+        };
+        c.items.insert(item_id(6, 60), old);
+        c
+    }
+
+    #[test]
+    fn vanished_keeps_the_known_items_whatever_the_ranges_cover() {
+        let c = collection(&[3, 4, 9, 10, 11, 1000]);
+        let ids = |uids: &[u32]| uids.iter().map(|u| item_id(7, *u)).collect::<Vec<_>>();
+        // Few UIDs in the ranges: looked up one by one.
+        assert_eq!(
+            vanished_known(&c, 7, &[2..=4, 10..=10, 50..=50]),
+            ids(&[3, 4, 10])
+        );
+        // Ranges far wider than the items (UIDs that never existed, far
+        // above any UIDNEXT a session saw): the items are walked instead.
+        assert_eq!(
+            vanished_known(&c, 7, &[1..=9, 11..=4_000_000_000]),
+            ids(&[3, 4, 9, 11, 1000])
+        );
+        assert_eq!(vanished_known(&c, 7, &[60..=60]), Vec::new());
+        assert_eq!(vanished_known(&c, 7, &[]), Vec::new());
     }
 
     #[test]

@@ -1572,9 +1572,16 @@ impl Session {
     }
 }
 
-/// `ranges` sorted by start, overlapping or adjacent ones merged.
-fn merged(mut ranges: Vec<RangeInclusive<u32>>) -> Vec<RangeInclusive<u32>> {
-    ranges.retain(|r| r.start() <= r.end());
+/// `ranges` sorted by start, overlapping or adjacent ones merged (a
+/// reversed one, `8:7`, is the same as `7:8`: RFC 3501 9, seq-range).
+fn merged(ranges: Vec<RangeInclusive<u32>>) -> Vec<RangeInclusive<u32>> {
+    let mut ranges: Vec<RangeInclusive<u32>> = ranges
+        .into_iter()
+        .map(|r| {
+            let (a, b) = r.into_inner();
+            a.min(b)..=a.max(b)
+        })
+        .collect();
     ranges.sort_unstable_by_key(|r| *r.start());
     let mut out: Vec<RangeInclusive<u32>> = Vec::with_capacity(ranges.len());
     for r in ranges {
@@ -1740,4 +1747,27 @@ fn message_headers(attrs: &[AttributeValue<'_>]) -> MessageHeaders {
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vanished_ranges_are_sorted_and_merged() {
+        assert_eq!(
+            merged(vec![
+                9..=12,
+                1..=3,
+                4..=4,
+                11..=20,
+                30..=31,
+                // `8:7` as a parser may hand it over: the same as `7:8`.
+                RangeInclusive::new(8, 7),
+            ]),
+            vec![1..=4, 7..=20, 30..=31]
+        );
+        assert_eq!(merged(vec![5..=u32::MAX, 1..=2]), vec![1..=2, 5..=u32::MAX]);
+        assert!(merged(Vec::new()).is_empty());
+    }
 }

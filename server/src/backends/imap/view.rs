@@ -221,12 +221,9 @@ impl Tracker {
     }
 }
 
+/// The UIDs in `r` (`8:7` is the same as `7:8`).
 fn range_len(r: &RangeInclusive<u32>) -> u64 {
-    if r.start() > r.end() {
-        0
-    } else {
-        u64::from(*r.end() - *r.start()) + 1
-    }
+    u64::from(r.start().abs_diff(*r.end())) + 1
 }
 
 #[cfg(test)]
