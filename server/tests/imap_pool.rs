@@ -2,9 +2,9 @@
 //! (127.0.0.1:1143): a warm pool under steady load logs in no more, the
 //! global cap closes the oldest idle connection of another user, a
 //! cancelled command's connection is not reused, and the Basic-auth
-//! verifier's session is adopted by the pool.
+//! verifier's session is adopted by the pool, and a read-ahead grows the pool at once.
 //!
-//! Users reserved for this file: load0081–load0085 (each test its own
+//! Users reserved for this file: load0081–load0085, load0098 (each test its own
 //! pool, so counts are this test's alone). A missing Dovecot fails the tests.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
@@ -179,4 +179,43 @@ async fn the_verifiers_session_is_adopted_by_the_pool() {
         .unwrap();
     assert_eq!(verdict, Verdict::Rejected);
     assert_eq!(pool.open_count(USER), 1);
+}
+
+#[tokio::test]
+async fn a_read_ahead_gets_its_own_connection_without_waiting_to_grow() {
+    const USER: &str = "load0098@load.test";
+    // A user's first login ever (its mailbox created) may be slow: not
+    // under this test's short timeout.
+    ImapPool::new(cfg())
+        .get(USER, &password())
+        .await
+        .unwrap()
+        .status("INBOX")
+        .await
+        .unwrap();
+    let mut c = cfg();
+    c.pool_size = 2;
+    // A request would wait this long for the busy session before growing:
+    // longer than the timeout, so it never grows.
+    c.pool_grow_after_ms = 600_000;
+    c.timeout_ms = 5_000;
+    let pool = ImapPool::new(c);
+    let mut held = pool.get(USER, &password()).await.unwrap();
+    held.status("INBOX").await.unwrap();
+    // With the only session busy, a request waits for it (and times out).
+    let waited = pool.get(USER, &password()).await;
+    assert!(
+        waited.is_err(),
+        "a request grew the pool before pool_grow_after_ms"
+    );
+    assert_eq!(pool.logins(), 1);
+    // Work beside the request (a read-ahead) logs in its own at once.
+    let mut own = pool.get_eager(USER, &password()).await.unwrap();
+    own.status("INBOX").await.unwrap();
+    assert_eq!(pool.logins(), 2);
+    // Within pool_size: a third, eager or not, has to wait.
+    assert!(pool.get_eager(USER, &password()).await.is_err());
+    assert_eq!(pool.logins(), 2);
+    drop(own);
+    drop(held);
 }

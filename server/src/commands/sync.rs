@@ -713,10 +713,12 @@ fn read_ahead_next(
         let pool = eas.imap.clone();
         let (user, password) = (caller.user.to_owned(), caller.password.clone());
         let connect = async move {
+            // Its own connection at once: waiting `pool_grow_after_ms` for
+            // one to come back would leave it behind the window it prepares.
             if pool.config().master_for_requests {
-                pool.get_master(&user).await
+                pool.get_master_eager(&user).await
             } else {
-                pool.get(&user, &password).await
+                pool.get_eager(&user, &password).await
             }
         };
         ahead.cache.start(

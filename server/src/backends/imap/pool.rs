@@ -324,6 +324,17 @@ fn random_key() -> Digest {
     key
 }
 
+/// When a checkout that finds none of the user's sessions idle logs in
+/// another one (up to `pool_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grow {
+    /// After `pool_grow_after_ms` of waiting for one to come back: a
+    /// request's default (steady traffic reuses, never logs in).
+    AfterWait,
+    /// At once: work that runs beside the user's own request.
+    Now,
+}
+
 /// What a checkout decided under the user's lock.
 #[allow(
     clippy::large_enum_variant,
@@ -421,9 +432,31 @@ impl ImapPool {
     /// A session for `user` authenticated with `password` (reused or new).
     /// A wrong password is `Auth` even if a session for another password is idle.
     pub async fn get(&self, user: &str, password: &Secret) -> Result<PooledSession, ImapError> {
+        self.get_with(user, password, Grow::AfterWait).await
+    }
+
+    /// [`ImapPool::get`] for work that wants a connection of its own (a
+    /// read-ahead beside the device's Sync): with none of the user's
+    /// sessions idle it grows the pool at once instead of first waiting
+    /// `pool_grow_after_ms` for one to come back — within the same bounds
+    /// (`pool_size`, `max_connections`, the login gate).
+    pub async fn get_eager(
+        &self,
+        user: &str,
+        password: &Secret,
+    ) -> Result<PooledSession, ImapError> {
+        self.get_with(user, password, Grow::Now).await
+    }
+
+    async fn get_with(
+        &self,
+        user: &str,
+        password: &Secret,
+        grow: Grow,
+    ) -> Result<PooledSession, ImapError> {
         let digest = self.digest(password);
         let (shared, u, p) = (self.shared.clone(), user.to_string(), password.clone());
-        self.checkout(user, digest, move || {
+        self.checkout(user, digest, grow, move || {
             let (shared, u, p) = (shared.clone(), u.clone(), p.clone());
             async move { ImapClient::login(&shared.cfg, &u, &p).await }
         })
@@ -432,9 +465,18 @@ impl ImapPool {
 
     /// A session for `user` through the master user (background push).
     pub async fn get_master(&self, user: &str) -> Result<PooledSession, ImapError> {
+        self.get_master_with(user, Grow::AfterWait).await
+    }
+
+    /// [`ImapPool::get_master`] growing at once, as [`ImapPool::get_eager`].
+    pub async fn get_master_eager(&self, user: &str) -> Result<PooledSession, ImapError> {
+        self.get_master_with(user, Grow::Now).await
+    }
+
+    async fn get_master_with(&self, user: &str, grow: Grow) -> Result<PooledSession, ImapError> {
         let digest = self.master_digest();
         let (shared, u) = (self.shared.clone(), user.to_string());
-        self.checkout(user, digest, move || {
+        self.checkout(user, digest, grow, move || {
             let (shared, u) = (shared.clone(), u.clone());
             async move { ImapClient::login_master(&shared.cfg, &u).await }
         })
@@ -469,6 +511,7 @@ impl ImapPool {
         &self,
         user: &str,
         digest: Digest,
+        grow: Grow,
         login: F,
     ) -> Result<PooledSession, ImapError>
     where
@@ -479,7 +522,10 @@ impl ImapPool {
         let pool = self.user_pool(user);
         let start = Instant::now();
         let deadline = start + Duration::from_millis(cfg.timeout_ms);
-        let grow_at = start + Duration::from_millis(cfg.pool_grow_after_ms);
+        let grow_at = match grow {
+            Grow::AfterWait => start + Duration::from_millis(cfg.pool_grow_after_ms),
+            Grow::Now => start,
+        };
         let max_idle = Duration::from_secs(cfg.pool_idle_timeout_s);
         loop {
             // Registered before looking, so a return in between is not missed.
