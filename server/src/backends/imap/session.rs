@@ -797,7 +797,7 @@ impl Session {
     }
 
     /// Changes since `modseq` (QRESYNC): `UID FETCH 1:* (…) (CHANGEDSINCE n
-    /// VANISHED)` on the current view of `raw` (see [`Session::current`]:
+    /// VANISHED)` on the current view of `raw` (see `Session::current`:
     /// no SELECT when it is selected already). VANISHED comes as the
     /// server's ranges, unbounded by UIDNEXT (the caller intersects them
     /// with the UIDs it knows). `Unsupported` without QRESYNC: use

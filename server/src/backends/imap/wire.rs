@@ -68,7 +68,7 @@ impl Conn {
 
     /// Frees a big read buffer once everything read was handed out (call it
     /// between commands: a connection parked in the pool or in IDLE keeps
-    /// at most [`MIN_READ`] bytes).
+    /// at most `MIN_READ` bytes).
     pub fn release(&mut self) {
         self.consume();
         if self.start == self.buf.len() {
