@@ -224,38 +224,30 @@ pub fn render() -> String {
             h.count
         );
     }
-    let _ = writeln!(
+    single(
         o,
-        "# HELP opush_parked_pings Ping requests and long-poll Syncs currently parked."
+        ("opush_parked_pings", "gauge"),
+        "Ping requests and long-poll Syncs currently parked.",
+        PARKED_PINGS.load(Ordering::Relaxed),
     );
-    let _ = writeln!(o, "# TYPE opush_parked_pings gauge");
-    let _ = writeln!(
+    single(
         o,
-        "opush_parked_pings {}",
-        PARKED_PINGS.load(Ordering::Relaxed)
+        ("opush_devices", "gauge"),
+        "Devices registered in the store (recounted hourly, new ones added as they come).",
+        DEVICES.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
+    single(
         o,
-        "# HELP opush_devices Devices registered in the store (recounted hourly, new ones added as they come)."
+        ("opush_devices_created_total", "counter"),
+        "Devices registered (first request) by this process.",
+        t.devices_created,
     );
-    let _ = writeln!(
+    single(
         o,
-        "# HELP opush_imap_mailbox_opens_total IMAP SELECT and EXAMINE commands sent."
+        ("opush_imap_mailbox_opens_total", "counter"),
+        "IMAP SELECT and EXAMINE commands sent.",
+        IMAP_MAILBOX_OPENS.load(Ordering::Relaxed),
     );
-    let _ = writeln!(o, "# TYPE opush_imap_mailbox_opens_total counter");
-    let _ = writeln!(
-        o,
-        "opush_imap_mailbox_opens_total {}",
-        IMAP_MAILBOX_OPENS.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(o, "# TYPE opush_devices gauge");
-    let _ = writeln!(o, "opush_devices {}", DEVICES.load(Ordering::Relaxed));
-    let _ = writeln!(
-        o,
-        "# HELP opush_devices_created_total Devices registered (first request) by this process."
-    );
-    let _ = writeln!(o, "# TYPE opush_devices_created_total counter");
-    let _ = writeln!(o, "opush_devices_created_total {}", t.devices_created);
     let _ = writeln!(
         o,
         "# HELP opush_storage_errors_total Store operations that failed: requests answered with a retry, and writes done without (snapshot, request trace, capture, device count)."
@@ -289,17 +281,26 @@ pub fn render() -> String {
     for (p, n) in &t.imap_logins {
         let _ = writeln!(o, "opush_imap_logins_total{{purpose=\"{p}\"}} {n}");
     }
-    let _ = writeln!(
+    single(
         o,
-        "# HELP opush_imap_pooled_connections IMAP connections open in the request pool (idle, in use, logging in)."
-    );
-    let _ = writeln!(o, "# TYPE opush_imap_pooled_connections gauge");
-    let _ = writeln!(
-        o,
-        "opush_imap_pooled_connections {}",
-        IMAP_POOLED.load(Ordering::Relaxed)
+        ("opush_imap_pooled_connections", "gauge"),
+        "IMAP connections open in the request pool (idle, in use, logging in).",
+        IMAP_POOLED.load(Ordering::Relaxed),
     );
     out
+}
+
+/// A family of one unlabelled sample: its HELP, TYPE and value together
+/// (the exposition format wants a family's lines contiguous).
+fn single(
+    o: &mut impl std::fmt::Write,
+    (name, kind): (&str, &str),
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+    let _ = writeln!(o, "{name} {value}");
 }
 
 #[cfg(test)]
@@ -309,6 +310,47 @@ mod tests {
     fn value(text: &str, series: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Every family is one block: `# HELP name`, `# TYPE name`, then only
+    /// samples of `name` (histograms: `name_bucket`, `_sum`, `_count`).
+    #[test]
+    fn each_family_is_help_type_then_its_samples() {
+        request_done("UnitTestFamily", 200, Some(1), Duration::from_millis(3));
+        backend_error("imap", "unit_test");
+        retry("unit_test");
+        let text = render();
+        let mut family: Option<String> = None;
+        let mut lines = text.lines().peekable();
+        let mut families = 0;
+        while let Some(line) = lines.next() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default().to_owned();
+                let ty = lines.next().unwrap_or_default();
+                assert!(
+                    ty.starts_with(&format!("# TYPE {name} ")),
+                    "{name}: HELP not followed by its TYPE but {ty:?}"
+                );
+                family = Some(name);
+                families += 1;
+                continue;
+            }
+            let name = family
+                .as_deref()
+                .unwrap_or_else(|| panic!("{line:?} before any HELP"));
+            let metric = line.split(['{', ' ']).next().unwrap_or_default();
+            let own = [
+                name.to_owned(),
+                format!("{name}_bucket"),
+                format!("{name}_sum"),
+                format!("{name}_count"),
+            ];
+            assert!(
+                own.iter().any(|m| m == metric),
+                "{line:?} inside the family {name}"
+            );
+        }
+        assert!(families >= 10, "{families} families");
     }
 
     #[test]
