@@ -1144,9 +1144,7 @@ impl Session {
         };
         self.ensure(raw, true).await?;
         let sign = if add { '+' } else { '-' };
-        let mut sorted = uids.to_vec();
-        sorted.sort_unstable();
-        self.begin_own(raw, OwnChange::Store(sorted));
+        self.begin_own(raw, OwnChange::store(uids));
         let done = self
             .simple(
                 "UID STORE",
@@ -1204,9 +1202,7 @@ impl Session {
 
     /// Marks `\Deleted` and expunges `uids` (`set`) of the selected `raw`.
     async fn delete_set(&mut self, raw: &str, uids: &[u32], set: &str) -> Result<(), ImapError> {
-        let mut sorted = uids.to_vec();
-        sorted.sort_unstable();
-        self.begin_own(raw, OwnChange::Store(sorted));
+        self.begin_own(raw, OwnChange::store(uids));
         let stored = self
             .simple(
                 "UID STORE",

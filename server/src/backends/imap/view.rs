@@ -67,6 +67,15 @@ pub enum OwnChange {
     Append,
 }
 
+impl OwnChange {
+    /// `UID STORE` of `uids` (any order).
+    pub fn store(uids: &[u32]) -> OwnChange {
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
+        OwnChange::Store(sorted)
+    }
+}
+
 /// Keeps a [`MailboxView`] current (see the module docs for the rules).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracker {
