@@ -7,7 +7,10 @@
 //! and a sync in windows with changes made between them ends with exactly
 //! what the mailbox holds.
 //!
-//! Reserved Dovecot users: load0076, load0095–load0097.
+//! The first windows are read ahead from the SyncKey 0 listing itself,
+//! before the device asks for them.
+//!
+//! Reserved Dovecot users: load0076, load0093, load0095–load0097.
 
 #![allow(
     clippy::unwrap_used,
@@ -400,5 +403,63 @@ async fn a_sync_in_windows_read_ahead_ends_with_exactly_the_mailbox() {
         .any(|(s, seen, _)| s.ends_with("late") && *seen));
     assert_eq!(device, mailbox);
     assert_eq!(dev.view.len(), mailbox.len(), "no duplicates");
+    assert_eq!(eas.imap.read_ahead().bytes(), 0);
+}
+
+/// The UIDs of `uids` in the engine's candidate order at SyncKey 0: the
+/// order of the item ids `"<uidvalidity>/<uid>"`, i.e. the UIDs' decimal
+/// strings.
+fn engine_order(uids: &[u32]) -> Vec<u32> {
+    let mut by_id: Vec<(String, u32)> = uids.iter().map(|u| (u.to_string(), *u)).collect();
+    by_id.sort();
+    by_id.into_iter().map(|(_, u)| u).collect()
+}
+
+#[tokio::test]
+async fn sync_key_0_reads_the_first_windows_ahead_from_its_listing() {
+    opush_tests::require(opush_tests::DOVECOT_IMAP);
+    const USER: &str = "load0093@load.test";
+    let tag = unique("aheadfirst");
+    let (_raw, uids) = fill_inbox(USER, &tag, MESSAGES);
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = services(&dir).await;
+    // A device asking no WindowSize at SyncKey 0 (most do not): its first
+    // read-ahead is a default window, the second one up to the largest.
+    eas.engine.default_window = 4;
+    eas.engine.max_window = 11;
+    let who = caller(USER, "DEVAHEADFIRST");
+    let inbox = first_folder_sync(&eas, &who).await.of_type(2);
+    let mut first = sync_req(&inbox, "0");
+    first.collections[0].window_size = None;
+    let res = sync(&first, ProtocolVersion::V14_1, &who, &eas)
+        .await
+        .unwrap();
+    let mut dev = Device {
+        key: res.collections[0].sync_key.0.clone(),
+        eas: &eas,
+        who,
+        inbox,
+        view: DeviceView::new(),
+    };
+    // Read ahead from the listing: the first 4 + 7 messages, in the order
+    // the engine sends them (whatever UIDs happen to sort first as ids).
+    let held = dev.read_ahead().await;
+    let mut expected: Vec<u32> = engine_order(&uids).into_iter().take(11).collect();
+    expected.sort_unstable();
+    assert_eq!(held, expected, "read ahead after SyncKey 0");
+    // The device then syncs in windows of 10: every message exactly once,
+    // and nothing stays reserved.
+    let mut added = Vec::new();
+    loop {
+        let (window, more) = dev.window().await;
+        added.extend(window.into_iter().filter_map(|e| e.subject));
+        if !more {
+            break;
+        }
+        assert!(added.len() < 2 * MESSAGES, "the sync did not end");
+    }
+    let distinct: BTreeSet<&String> = added.iter().collect();
+    assert_eq!(added.len(), MESSAGES, "every message once: {added:?}");
+    assert_eq!(distinct.len(), MESSAGES);
     assert_eq!(eas.imap.read_ahead().bytes(), 0);
 }

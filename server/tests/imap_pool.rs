@@ -2,9 +2,10 @@
 //! (127.0.0.1:1143): a warm pool under steady load logs in no more, the
 //! global cap closes the oldest idle connection of another user, a
 //! cancelled command's connection is not reused, and the Basic-auth
-//! verifier's session is adopted by the pool, and a read-ahead grows the pool at once.
+//! verifier's session is adopted by the pool, and a read-ahead grows the pool at once,
+//! two read-aheads side by side.
 //!
-//! Users reserved for this file: load0081–load0085, load0098 (each test its own
+//! Users reserved for this file: load0081–load0085, load0094, load0098 (each test its own
 //! pool, so counts are this test's alone). A missing Dovecot fails the tests.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
@@ -218,4 +219,45 @@ async fn a_read_ahead_gets_its_own_connection_without_waiting_to_grow() {
     assert_eq!(pool.logins(), 2);
     drop(own);
     drop(held);
+}
+
+#[tokio::test]
+async fn two_read_aheads_log_in_side_by_side_and_no_more() {
+    const USER: &str = "load0094@load.test";
+    ImapPool::new(cfg())
+        .get(USER, &password())
+        .await
+        .unwrap()
+        .status("INBOX")
+        .await
+        .unwrap();
+    let mut c = cfg();
+    c.pool_size = 4;
+    c.pool_grow_after_ms = 600_000;
+    c.timeout_ms = 5_000;
+    let pool = Arc::new(ImapPool::new(c));
+    let held = pool.get(USER, &password()).await.unwrap();
+    // The two read-aheads of an initial sync ask at once: both logins are
+    // under way together (neither waits for the other's to finish).
+    let eager =
+        |pool: Arc<ImapPool>| tokio::spawn(async move { pool.get_eager(USER, &password()).await });
+    let (a, b) = (eager(pool.clone()), eager(pool.clone()));
+    for _ in 0..20 {
+        if pool.open_count(USER) == 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        pool.open_count(USER),
+        3,
+        "the second read-ahead waited for the first login"
+    );
+    let (mut a, mut b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    a.status("INBOX").await.unwrap();
+    b.status("INBOX").await.unwrap();
+    // One login each: growing at once never logs in more than it takes.
+    assert_eq!(pool.logins(), 3);
+    assert_eq!(pool.open_count(USER), 3);
+    drop((a, b, held));
 }

@@ -459,10 +459,49 @@ pub async fn sync(
             answers.push((wire, None, None));
             continue;
         };
+        let first = prepared.request.sync_key == EngineKey::ZERO;
+        let window = prepared
+            .request
+            .window_size
+            .unwrap_or(eas.engine.default_window)
+            .clamp(1, eas.engine.max_window.max(1)) as usize;
+        // An initial sync: the connections its first read-aheads will use
+        // log in and select the folder now, beside this Sync's listing.
+        let mut opened = match (&prepared.raw, first) {
+            (Some(raw), true) => open_ahead(raw, caller, eas),
+            _ => Vec::new(),
+        };
         // 2. Observe.
         if let Some(raw) = &prepared.raw {
             let collection = prepared.request.collection;
             if let Some(ev) = observe(&mut imap, raw, collection, rec.state(), req_id, at).await? {
+                // A full listing at SyncKey 0 names the first windows' messages
+                // already: read them ahead while it is folded and recorded.
+                if first {
+                    let filter = prepared
+                        .request
+                        .filter
+                        .or_else(|| rec.state().collections.get(&collection).map(|c| c.filter));
+                    // Its first window of the size asked; a device that
+                    // asks none now (most do not at SyncKey 0) gets the
+                    // default first, then up to the largest window, so
+                    // that a device asking large windows finds its first
+                    // one read ahead whole, and one asking small ones its
+                    // next few (a read-ahead a window does not use waits
+                    // for the next ones).
+                    let sizes = match prepared.request.window_size {
+                        Some(_) => (window, window),
+                        None => {
+                            let max = eas.engine.max_window.max(1) as usize;
+                            (window, max.saturating_sub(window).max(window))
+                        }
+                    };
+                    let most = sizes.0 + sizes.1 * ahead_depth(eas).saturating_sub(1);
+                    if let Some(guess) = initial_guess(&ev, filter, at, most) {
+                        let to = (raw.as_str(), sizes);
+                        start_read_ahead(&ahead, guess, to, &mut opened, caller, eas);
+                    }
+                }
                 rec.observed(ev);
             }
         }
@@ -499,16 +538,11 @@ pub async fn sync(
             outcomes.push(outcome);
         }
         // 4. Decide.
-        // The device's next windows: after this one (MoreAvailable) or,
-        // after SyncKey 0, its first ones, of the size it asks (at SyncKey
-        // 0 devices mostly ask none: the default then; a larger guess cost
-        // more than it saved at WindowSize 100, see docs/BENCHMARKS.md).
-        let first = prepared.request.sync_key == EngineKey::ZERO;
-        let window = prepared
-            .request
-            .window_size
-            .unwrap_or(eas.engine.default_window)
-            .clamp(1, eas.engine.max_window.max(1)) as usize;
+        // The device's next windows (`window` above): after this one
+        // (MoreAvailable) or, after SyncKey 0, its first ones, of the size
+        // it asks (at SyncKey 0 devices mostly ask none: the default then;
+        // a larger guess cost more than it saved at WindowSize 100, see
+        // docs/BENCHMARKS.md).
         let mut input = SyncInput {
             request: prepared.request,
             outcomes,
@@ -555,7 +589,7 @@ pub async fn sync(
         match (next, prepared.raw.as_deref()) {
             (true, Some(raw)) => {
                 let to = (response.collection, raw, window);
-                read_ahead_next(&ahead, rec.state(), to, caller, eas);
+                read_ahead_next(&ahead, rec.state(), to, &mut opened, caller, eas);
             }
             (false, Some(raw)) => ahead.cache.forget(&ahead.device, raw),
             (_, None) => {}
@@ -686,46 +720,165 @@ async fn take_read_ahead(
     (got.metas, got.bodies)
 }
 
+/// How many windows a device's read-ahead holds: [`ahead::DEPTH`], and
+/// at most one fewer than the user's connections (`[imap] pool_size`): a
+/// read-ahead must not hold the one the device's next Sync needs.
+///
+/// [`ahead::DEPTH`]: crate::backends::imap::ahead::DEPTH
+fn ahead_depth(eas: &EasServices) -> usize {
+    crate::backends::imap::ahead::DEPTH.min(eas.imap.config().pool_size.saturating_sub(1))
+}
+
+/// A connection of the caller's user opened for a read-ahead, or being
+/// opened.
+type Opening = tokio::task::JoinHandle<Result<PooledSession, crate::backends::imap::ImapError>>;
+
+/// Opens, in the background, the connections an initial sync's first
+/// read-aheads will use ([`ahead_depth`] of them), each logged in, with
+/// `raw` selected and its first message opened
+/// (`Session::open_first_message`), so the read-ahead that follows the
+/// SyncKey 0 listing starts fetching at once, at full speed. Each is its own pooled connection (growing the
+/// pool at once, within its bounds); one not used goes back to the pool
+/// idle when its handle is dropped. Opened only when no read-ahead of this
+/// device is held (a device repeating SyncKey 0 has its connections).
+fn open_ahead(raw: &str, caller: &Caller<'_>, eas: &EasServices) -> Vec<Opening> {
+    let depth = ahead_depth(eas);
+    let Ok(device) = caller.device_key() else {
+        return Vec::new();
+    };
+    if depth == 0 || eas.imap.read_ahead().entries(&device.to_string()) > 0 {
+        return Vec::new();
+    }
+    (0..depth)
+        .map(|_| {
+            let pool = eas.imap.clone();
+            let (user, password) = (caller.user.to_owned(), caller.password.clone());
+            let raw = raw.to_owned();
+            tokio::spawn(async move {
+                let mut imap = if pool.config().master_for_requests {
+                    pool.get_master_eager(&user).await?
+                } else {
+                    pool.get_eager(&user, &password).await?
+                };
+                // Selects it unless this (pooled) connection has it already.
+                imap.open_first_message(&raw).await?;
+                Ok(imap)
+            })
+        })
+        .collect()
+}
+
+/// The messages a SyncKey 0's first windows will carry (their UIDVALIDITY
+/// and UIDs, `most` at most), from the full listing `ev` observed, before
+/// it is folded: after a SyncKey 0 every listed message the `filter`
+/// window keeps is due, in the engine's candidate order (the order of the
+/// item ids). A guess only, as [`next_window_guess`]: `None` for anything
+/// but a full listing.
+fn initial_guess(
+    ev: &Event,
+    filter: Option<FilterType>,
+    at: Timestamp,
+    most: usize,
+) -> Option<(u32, Vec<u32>)> {
+    let Event::BackendObserved { observation, .. } = ev else {
+        return None;
+    };
+    if observation.kind != ObservationKind::Full || most == 0 {
+        return None;
+    }
+    let cutoff = filter.and_then(|f| f.cutoff(at));
+    let mut due: Vec<&ObservedItem> = observation
+        .changed
+        .iter()
+        .filter(|o| cutoff.is_none_or(|c| o.received_at >= c))
+        .collect();
+    if due.len() > most {
+        due.select_nth_unstable_by(most - 1, |a, b| a.id.cmp(&b.id));
+        due.truncate(most);
+    }
+    due.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let mut validity = None;
+    let uids: Vec<u32> = due
+        .iter()
+        .filter_map(|o| uid_of(&o.id))
+        .filter(|(v, _)| *validity.get_or_insert(*v) == *v)
+        .map(|(_, u)| u)
+        .collect();
+    Some((validity?, uids)).filter(|(_, u)| !u.is_empty())
+}
+
 /// Starts reading ahead the next windows (of `window` items) of
 /// `collection` (folder `raw`), guessed from `state` (the state with this
-/// window decided), as many as the cache holds per device
-/// (`ahead::DEPTH`), each on its own pooled connection of the caller's
-/// user; messages already being read ahead are not asked again. At most
-/// one fewer than the user's connections (`[imap] pool_size`): a
-/// read-ahead must not hold the one the device's next Sync needs.
+/// window decided): [`start_read_ahead`].
 fn read_ahead_next(
     ahead: &Ahead<'_>,
     state: &opush_engine::DeviceState,
     (collection, raw, window): (CollectionId, &str, usize),
+    opened: &mut Vec<Opening>,
     caller: &Caller<'_>,
     eas: &EasServices,
 ) {
-    let depth = crate::backends::imap::ahead::DEPTH.min(eas.imap.config().pool_size - 1);
+    let depth = ahead_depth(eas);
     if depth == 0 {
         return;
     }
-    let Some((validity, uids)) = next_window_guess(state, collection, depth * window) else {
-        return;
-    };
+    if let Some(guess) = next_window_guess(state, collection, depth * window) {
+        start_read_ahead(ahead, guess, (raw, (window, window)), opened, caller, eas);
+    }
+}
+
+/// Starts reading ahead `uids` (under `validity`) of folder `raw`, in
+/// entries of `first` messages, then `rest` each, as many as the cache
+/// holds per device ([`ahead_depth`]), each on its own pooled connection
+/// of the caller's user (one of `opened` while any is left); messages
+/// already being read ahead are not asked again.
+fn start_read_ahead(
+    ahead: &Ahead<'_>,
+    (validity, uids): (u32, Vec<u32>),
+    (raw, (first, rest)): (&str, (usize, usize)),
+    opened: &mut Vec<Opening>,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+) {
+    let depth = ahead_depth(eas);
     let (covered, held) = ahead.cache.covered(&ahead.device, raw, validity);
     let fresh: Vec<u32> = uids.into_iter().filter(|u| !covered.contains(u)).collect();
-    for chunk in fresh.chunks(window).take(depth.saturating_sub(held)) {
-        let pool = eas.imap.clone();
-        let (user, password) = (caller.user.to_owned(), caller.password.clone());
-        let connect = async move {
-            // Its own connection at once: waiting `pool_grow_after_ms` for
-            // one to come back would leave it behind the window it prepares.
-            if pool.config().master_for_requests {
-                pool.get_master_eager(&user).await
-            } else {
-                pool.get_eager(&user, &password).await
+    let (head, tail) = fresh.split_at(first.max(1).min(fresh.len()));
+    let chunks = std::iter::once(head)
+        .chain(tail.chunks(rest.max(1)))
+        .filter(|c| !c.is_empty());
+    for chunk in chunks.take(depth.saturating_sub(held)) {
+        let opening = opened.pop();
+        let ready = opening.is_some();
+        let connect: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match opening
+        {
+            Some(opening) => Box::pin(async move {
+                opening.await.unwrap_or_else(|e| {
+                    Err(crate::backends::imap::ImapError::Protocol(format!(
+                        "read-ahead connection: {e}"
+                    )))
+                })
+            }),
+            None => {
+                let pool = eas.imap.clone();
+                let (user, password) = (caller.user.to_owned(), caller.password.clone());
+                // Its own connection at once: waiting `pool_grow_after_ms`
+                // for one to come back would leave it behind the window it
+                // prepares.
+                Box::pin(async move {
+                    if pool.config().master_for_requests {
+                        pool.get_master_eager(&user).await
+                    } else {
+                        pool.get_eager(&user, &password).await
+                    }
+                })
             }
         };
         ahead.cache.start(
             ahead.device.clone(),
             (raw.to_owned(), validity),
             chunk.to_vec(),
-            eas.imap.config().max_message_bytes,
+            (eas.imap.config().max_message_bytes, ready),
             connect,
         );
     }
@@ -1439,6 +1592,62 @@ mod tests {
         let mut b = [0u8; 8];
         b.copy_from_slice(&d.as_bytes()[..8]);
         ItemVersion(u64::from_le_bytes(b))
+    }
+
+    fn listing(kind: ObservationKind, items: &[(u32, u64)]) -> Event {
+        Event::BackendObserved {
+            req_id: 1,
+            collection: CollectionId(1),
+            at: Timestamp(0),
+            observation: Observation {
+                validity: 7,
+                cursor: 0,
+                kind,
+                changed: items
+                    .iter()
+                    .map(|(uid, at)| ObservedItem {
+                        id: item_id(7, *uid),
+                        version: ItemVersion(0),
+                        received_at: Timestamp(*at),
+                        digest: None,
+                    })
+                    .collect(),
+                vanished: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn initial_guess_takes_the_first_ids_the_filter_keeps() {
+        const DAY: u64 = 86_400_000;
+        let now = Timestamp(100 * DAY);
+        // UIDs 1..=12, received one a day, the newest last.
+        let items: Vec<(u32, u64)> = (1..=12).map(|u| (u, (88 + u64::from(u)) * DAY)).collect();
+        let full = listing(ObservationKind::Full, &items);
+        // Every message: ids in order ("7/1" < "7/10" < "7/11" < "7/12" < "7/2" …).
+        assert_eq!(
+            initial_guess(&full, None, now, 5),
+            Some((7, vec![1, 10, 11, 12, 2]))
+        );
+        assert_eq!(
+            initial_guess(&full, Some(FilterType::All), now, 100).map(|(_, u)| u.len()),
+            Some(12)
+        );
+        // Three days: only what was received since day 97 (UIDs 9..=12).
+        assert_eq!(
+            initial_guess(&full, Some(FilterType::ThreeDays), now, 3),
+            Some((7, vec![10, 11, 12]))
+        );
+        // Nothing in the window, nothing asked, or not a full listing: no guess.
+        assert_eq!(
+            initial_guess(&full, Some(FilterType::OneDay), Timestamp(400 * DAY), 5),
+            None
+        );
+        assert_eq!(initial_guess(&full, None, now, 0), None);
+        assert_eq!(
+            initial_guess(&listing(ObservationKind::Delta, &items), None, now, 5),
+            None
+        );
     }
 
     proptest! {

@@ -115,6 +115,11 @@ impl ReadAhead {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// How many entries `device` has (held or fetching), of any mailbox.
+    pub fn entries(&self, device: &str) -> usize {
+        self.lock().get(device).map_or(0, Vec::len)
+    }
+
     /// The UIDs of `mailbox` (under `uidvalidity`) that `device`'s entries
     /// read ahead or are reading ahead, and how many entries it has (of
     /// any mailbox): what a new guess need not start again, and whether
@@ -153,13 +158,15 @@ impl ReadAhead {
     /// messages above `max_message_bytes` are left out and the bodies are
     /// cut at [`MAX_ENTRY_BYTES`]. Nothing starts when the cache is full.
     /// Beside the device's other entries; the oldest is dropped when it
-    /// has [`DEPTH`] already.
+    /// has [`DEPTH`] already. With `opened`, `connect` gives a connection
+    /// opened for this purpose beforehand (not one a request may be
+    /// holding), so a request waits for the entry from the start.
     pub fn start<C>(
         &self,
         device: String,
         (mailbox, uidvalidity): (String, u32),
         uids: Vec<u32>,
-        max_message_bytes: u64,
+        (max_message_bytes, opened): (u64, bool),
         connect: C,
     ) where
         C: std::future::Future<Output = Result<PooledSession, ImapError>> + Send + 'static,
@@ -176,7 +183,11 @@ impl ReadAhead {
             return;
         }
         let reserved = Arc::new(AtomicU64::new(MAX_ENTRY_BYTES));
-        let (tx, rx) = watch::channel(Phase::Connecting);
+        let (tx, rx) = watch::channel(if opened {
+            Phase::Fetching
+        } else {
+            Phase::Connecting
+        });
         {
             let mut entries = self.lock();
             let now = Instant::now();

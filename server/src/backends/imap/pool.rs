@@ -331,7 +331,9 @@ enum Grow {
     /// After `pool_grow_after_ms` of waiting for one to come back: a
     /// request's default (steady traffic reuses, never logs in).
     AfterWait,
-    /// At once: work that runs beside the user's own request.
+    /// At once, even while another of the user's sessions is logging in:
+    /// work that runs beside the user's own request (read-aheads, which
+    /// come in twos and would otherwise log in one after the other).
     Now,
 }
 
@@ -527,6 +529,9 @@ impl ImapPool {
             Grow::Now => start,
         };
         let max_idle = Duration::from_secs(cfg.pool_idle_timeout_s);
+        // This checkout has a login of its own under way (`Grow::Now` then
+        // waits for it like everybody else instead of starting another).
+        let mut started = false;
         loop {
             // Registered before looking, so a return in between is not missed.
             let mut returned = Box::pin(pool.returned.notified());
@@ -555,7 +560,9 @@ impl ImapPool {
                     Step::Reuse(it.session)
                 } else if st.open >= cfg.pool_size {
                     Step::Wait
-                } else if st.open == 0 || (st.growing == 0 && now >= grow_at) {
+                } else if st.open == 0
+                    || ((st.growing == 0 || (grow == Grow::Now && !started)) && now >= grow_at)
+                {
                     if self.shared.reserve_global() {
                         st.open += 1;
                         if st.open == 1 {
@@ -582,6 +589,7 @@ impl ImapPool {
                 }
                 Step::LoginBehind => {
                     self.login_behind(pool.clone(), user, digest, login());
+                    started = true;
                     continue;
                 }
                 Step::Evict => {

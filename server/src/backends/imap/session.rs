@@ -780,6 +780,23 @@ impl Session {
         }
     }
 
+    /// Opens the first message of `raw` (selecting it if need be) by
+    /// reading its first byte: what a session's first access to any
+    /// message costs the server is paid now, not by the fetch that follows.
+    /// On Dovecot's maildir that first access reads the folder's UID list
+    /// (~14 ms at 10,000 messages, once per session and folder); a
+    /// read-ahead connection opened beside an initial sync's listing pays
+    /// it there. Nothing to do in an empty folder.
+    pub async fn open_first_message(&mut self, raw: &str) -> Result<(), ImapError> {
+        let view = self.ensure(raw, false).await?;
+        if view.exists.unwrap_or(0) == 0 {
+            return Ok(());
+        }
+        self.simple("FETCH", "FETCH 1 (BODY.PEEK[]<0.1>)".into())
+            .await
+            .map(|_| ())
+    }
+
     /// Leaves the selected mailbox (UNSELECT, or CLOSE when the server
     /// lacks it — which expunges `\Deleted` messages of a read-write
     /// selection). Nothing to do when none is selected.
