@@ -219,3 +219,104 @@ fn version_1_events_still_decode() {
         assert_eq!(&decode_event(&bytes).unwrap(), expected);
     }
 }
+
+/// A state with every per-collection map filled: items on both sides and
+/// on the server only, ServerId numbers, a pending batch, a soft-delete
+/// index, content digests, a device-created item, a quarantined item.
+fn snapshot_state() -> DeviceState {
+    let c = CollectionId(1);
+    let now = Timestamp(1_700_000_100_000);
+    let mut s = DeviceState::default();
+    fold(
+        &mut s,
+        &[
+            Event::HierarchyObserved {
+                folders: vec![BackendFolder {
+                    id: BackendFolderId("INBOX".into()),
+                    name: "Inbox".into(),
+                    parent: None,
+                    folder_type: FolderType::Inbox,
+                }],
+            },
+            Event::BackendObserved {
+                req_id: 1,
+                collection: c,
+                at: now,
+                observation: Observation {
+                    validity: 7,
+                    cursor: 40,
+                    kind: ObservationKind::Full,
+                    // Numeric and string order differ from 10 on.
+                    changed: (1..=25).map(sample_item).collect(),
+                    vanished: vec![],
+                },
+            },
+        ],
+    );
+    let cfg = EngineConfig::default();
+    let mut key = SyncKey::ZERO;
+    for _ in 0..3 {
+        let input = SyncInput {
+            request: SyncRequest {
+                collection: c,
+                sync_key: key,
+                window_size: Some(7),
+                filter: None,
+                conflict: None,
+                get_changes: true,
+                commands: vec![],
+            },
+            outcomes: vec![],
+        };
+        let d = decide_sync(&s, &input, now, &cfg).unwrap();
+        fold(&mut s, &d.events);
+        key = d.response.sync_key.unwrap();
+    }
+    fold(
+        &mut s,
+        &[
+            Event::ClientChangeApplied {
+                collection: c,
+                n: 99,
+                id: BackendItemId("7/500".into()),
+                change: AppliedChange::Added {
+                    client_id: ClientId("client-1".into()),
+                    item: sample_item(500),
+                },
+            },
+            Event::ItemQuarantined {
+                collection: c,
+                id: BackendItemId("7/24".into()),
+            },
+        ],
+    );
+    s
+}
+
+fn snapshot_golden() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/codec/snapshot.hex")
+}
+
+/// Snapshots outlive the binary that wrote them too: one written by the
+/// layout in force since format version 2 (`sent` included) decodes to
+/// the same state, and today's encoder still writes exactly those bytes
+/// (the in-memory maps may change; the archived layout may not without a
+/// version bump and a reader of the old form). `UPDATE_SNAPSHOT_EXPECT=1`
+/// rewrites the golden file: only right when a new layout is introduced.
+#[test]
+fn snapshots_keep_their_layout() {
+    let state = snapshot_state();
+    let c = &state.collections[&CollectionId(1)];
+    assert!(c.pending.is_some() && !c.on_device.is_empty() && !c.dirty.is_empty());
+    assert!(!c.digests.is_empty() && !c.client_ids.is_empty() && !c.quarantined.is_empty());
+    if std::env::var_os("UPDATE_SNAPSHOT_EXPECT").is_some() {
+        let bytes = encode_snapshot(&state).unwrap();
+        std::fs::write(snapshot_golden(), hex(&bytes) + "\n").unwrap();
+    }
+    let golden = unhex(std::fs::read_to_string(snapshot_golden()).unwrap().trim());
+    assert_eq!(decode_snapshot(&golden).unwrap(), state);
+    assert!(
+        encode_snapshot(&state).unwrap() == golden,
+        "the snapshot layout changed"
+    );
+}
