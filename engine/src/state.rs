@@ -261,6 +261,8 @@ impl CollectionState {
         }
         self.validity = Some(obs.validity);
         match obs.kind {
+            // Nothing known yet (a first listing): nothing can be gone.
+            ObservationKind::Full if self.items.is_empty() => {}
             ObservationKind::Full => {
                 let present: BTreeSet<&BackendItemId> = obs.changed.iter().map(|i| &i.id).collect();
                 let gone: Vec<BackendItemId> = self
@@ -296,15 +298,26 @@ impl CollectionState {
         self.quarantined.clear();
         self.client_ids.clear();
         let cutoff = self.cutoff(at);
-        let ids: Vec<BackendItemId> = self.items.keys().cloned().collect();
-        for id in &ids {
-            if let Some(item) = self.items.get_mut(id) {
-                item.device = None;
-                item.filtered_out = match item.server {
-                    Some(s) => cutoff.is_some_and(|c| s.received_at < c),
-                    None => false,
-                };
+        // What `refresh` would do to each item, in one pass in key order:
+        // with no device side and no pending batch, an item is either due
+        // (dirty: the set is then built in one go from the sorted ids),
+        // settled, or gone from both sides (dropped).
+        let mut dirty = Vec::new();
+        let mut gone = Vec::new();
+        for (id, item) in self.items.iter_mut() {
+            item.device = None;
+            item.filtered_out = match item.server {
+                Some(s) => cutoff.is_some_and(|c| s.received_at < c),
+                None => false,
+            };
+            if Self::needs_attention(item) {
+                dirty.push(id.clone());
+            } else if item.server.is_none() {
+                gone.push(id.clone());
             }
+        }
+        self.dirty = dirty.into_iter().collect();
+        for id in &gone {
             self.refresh(id);
         }
     }

@@ -210,7 +210,8 @@ fn classify(c: Option<&CollectionState>, key: SyncKey) -> KeyUse {
 /// Item sides as they will be once the events of this decision are applied.
 pub(crate) struct Overlay<'a> {
     c: &'a CollectionState,
-    device: BTreeMap<BackendItemId, Option<DeviceSide>>,
+    /// Keys borrowed from the pending batch.
+    device: BTreeMap<&'a BackendItemId, Option<DeviceSide>>,
     /// Items handled by client commands in this request: not sent back.
     claimed: BTreeSet<BackendItemId>,
 }
@@ -245,14 +246,14 @@ impl<'a> Overlay<'a> {
                     }
                     ServerChange::Delete { .. } | ServerChange::SoftDelete { .. } => None,
                 };
-                ov.device.insert(ch.id().clone(), dev);
+                ov.device.insert(ch.id(), dev);
             }
         }
         ov
     }
 
     pub(crate) fn device_of(&self, id: &BackendItemId) -> Option<DeviceSide> {
-        match self.device.get(id) {
+        match self.device.get(&id) {
             Some(d) => *d,
             None => self.c.items.get(id).and_then(|i| i.device),
         }
@@ -266,7 +267,7 @@ impl<'a> Overlay<'a> {
             return None;
         }
         let item = self.c.items.get(id)?;
-        let dev = match self.device.get(id) {
+        let dev = match self.device.get(&id) {
             Some(d) => *d,
             None => item.device,
         };
@@ -283,7 +284,7 @@ impl<'a> Overlay<'a> {
         let in_window = |s: ServerSide| cutoff.is_none_or(|c| s.received_at >= c);
         match (item.server, dev) {
             (Some(s), None) if in_window(s) && !item.filtered_out => Some(Action::Add(s.version)),
-            (Some(s), None) if in_window(s) && self.device.contains_key(id) => {
+            (Some(s), None) if in_window(s) && self.device.contains_key(&id) => {
                 // Deleted/soft-deleted by the batch being confirmed, back in window.
                 Some(Action::Add(s.version))
             }
