@@ -546,6 +546,7 @@ pub enum CodecError {
     Encode(String),
 }
 
+#[cfg(test)]
 pub(crate) fn with_header(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + payload.len());
     out.extend_from_slice(magic);
@@ -580,11 +581,53 @@ pub(crate) fn payload(
     Ok(aligned)
 }
 
+/// `magic`, the format version, then `value`'s archive, written in place
+/// into one buffer of `capacity` bytes to start with: no second copy of
+/// the archive (a large observation or snapshot). The archive's bytes are
+/// those `rkyv::to_bytes` gives: the 8-byte header keeps every position at
+/// the same alignment (nothing archived here is aligned to more than 8,
+/// which `archive_follows_the_header_unchanged` checks).
+pub(crate) fn encode_with_header<T>(
+    magic: &[u8; 4],
+    value: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, CodecError>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            Vec<u8>,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    let mut out = Vec::with_capacity(capacity.max(64));
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, out)
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
 /// Encodes one event for the log.
 pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(event)
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
-    Ok(with_header(EVENT_MAGIC, &bytes))
+    encode_with_header(EVENT_MAGIC, event, event_size_hint(event))
+}
+
+/// A first guess of an event's encoded size: what the items of an
+/// observation or a batch take (about 48 bytes each), else a little.
+fn event_size_hint(event: &Event) -> usize {
+    let items = match event {
+        Event::BackendObserved { observation, .. } => {
+            observation.changed.len() + observation.vanished.len()
+        }
+        Event::SyncKeyIssued { batch, .. } => batch.changes.len() + batch.replies.len(),
+        Event::Decided { record, .. } => match &record.output {
+            crate::record::DecisionOutput::Sync(r) => 2 * r.changes.len() + r.replies.len(),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    256 + items.saturating_mul(48)
 }
 
 /// Decodes one event; rejects newer versions and corrupt bytes.
@@ -602,5 +645,59 @@ mod tests {
     #[test]
     fn the_archived_event_keeps_its_size() {
         assert_eq!(std::mem::size_of::<super::ArchivedEvent>(), 104);
+    }
+
+    /// Written after the 8-byte header, an archive keeps the bytes it has
+    /// alone: nothing in it needs more than 8-byte alignment, and the
+    /// header-first encoder gives what `rkyv::to_bytes` gives.
+    #[test]
+    #[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    fn archive_follows_the_header_unchanged() {
+        use super::*;
+        assert!(std::mem::align_of::<ArchivedEvent>() <= 8);
+        assert!(std::mem::align_of::<crate::state::ArchivedDeviceState>() <= 8);
+        let item = |i: u32| ObservedItem {
+            id: BackendItemId(format!("1700000000/{i}")),
+            version: ItemVersion(u64::from(i) * 7),
+            received_at: Timestamp(1_000 + u64::from(i)),
+            digest: (i % 3 == 0).then(|| Digest::of(&i.to_le_bytes())),
+        };
+        let events = [
+            Event::PolicyChanged,
+            Event::BackendObserved {
+                req_id: 3,
+                collection: CollectionId(2),
+                at: Timestamp(9),
+                observation: Observation {
+                    validity: 1_700_000_000,
+                    cursor: 77,
+                    kind: ObservationKind::Full,
+                    changed: (1..=3000).map(item).collect(),
+                    vanished: vec![BackendItemId("1700000000/9999".into())],
+                },
+            },
+            Event::SyncKeyIssued {
+                collection: CollectionId(2),
+                batch: Batch {
+                    key: SyncKey(5),
+                    changes: (1..=600)
+                        .map(|n| ServerChange::Add {
+                            n,
+                            id: item(n).id,
+                            version: ItemVersion(u64::from(n)),
+                        })
+                        .collect(),
+                    replies: vec![],
+                    more_available: true,
+                },
+            },
+        ];
+        for e in &events {
+            let alone = rkyv::to_bytes::<rkyv::rancor::Error>(e).unwrap();
+            let encoded = encode_event(e).unwrap();
+            assert_eq!(&encoded[..8], &with_header(EVENT_MAGIC, &[])[..]);
+            assert_eq!(&encoded[8..], alone.as_slice());
+            assert_eq!(&decode_event(&encoded).unwrap(), e);
+        }
     }
 }

@@ -144,7 +144,7 @@ pub use record::{redecide, DecisionInput, DecisionOutput, DecisionRecord};
 pub use send::{
     check_send, decide_sent, MailAccepted, SendCheck, SendRequest, MAX_SENT_CLIENT_IDS,
 };
-pub use snapshot::{check_snapshot, decode_snapshot, encode_snapshot};
+pub use snapshot::{check_snapshot, decode_snapshot, encode_snapshot, snapshot_size_hint};
 pub use state::{
     apply, fold, CollectionState, DeviceFolder, DeviceSide, DeviceState, Folder, Hierarchy, Item,
     Pending, PolicyState, ServerSide, WipeState,
