@@ -458,7 +458,9 @@ pub struct DevicesConfig {
     /// Bound on the estimated size of those states, MiB.
     pub max_cached_states_mb: u64,
     /// A snapshot of a device's state is written every this many events
-    /// (0: never; a state is then folded from its whole log).
+    /// (0: never; a state is then folded from its whole log); for a large
+    /// state, later, once the events since the last one outweigh it (at
+    /// most 16 times this many events apart: see `session::snapshot_due`).
     pub snapshot_every: u64,
 }
 

@@ -1,7 +1,9 @@
 //! Loading a device's sync state and recording its decisions: the latest
 //! snapshot plus the events after it, folded by `engine`; events appended
 //! conditionally on the device head; one writer per device within the
-//! process; a snapshot every `snapshot_every` events.
+//! process; a snapshot every `snapshot_every` events, or later while the
+//! events since the last one are smaller than a snapshot of the state (see
+//! [`snapshot_due`]).
 //!
 //! Exists so every command handler follows lifecycle steps 3 and 5 of
 //! `docs/DESIGN.md` the same way, and records its request the same way: a
@@ -104,7 +106,44 @@ impl SessionError {
 struct Loaded {
     state: Arc<DeviceState>,
     head: u64,
-    snapshot_seq: u64,
+    snapshot: SnapshotMark,
+}
+
+/// Where the last snapshot is and what was appended since.
+#[derive(Debug, Clone, Copy, Default)]
+struct SnapshotMark {
+    /// The head it was taken at (0: none).
+    seq: u64,
+    /// Encoded bytes of the events appended after it.
+    bytes_since: u64,
+}
+
+/// At most this many times `snapshot_every` events between two snapshots,
+/// however small the events (an event folds in at most O(state)).
+const SNAPSHOT_MAX_SPACING: u64 = 16;
+
+/// States whose snapshot would be smaller than this (a few hundred items)
+/// are snapshotted at the plain cadence: cheap either way.
+const SNAPSHOT_SMALL_BYTES: usize = 64 * 1024;
+
+/// Whether a snapshot is due at `head`: `every` events since the last one
+/// (0: never), and, since writing one costs about what its size says,
+/// only once the events since then weigh at least that much (or after
+/// [`SNAPSHOT_MAX_SPACING`] × `every` events). Loading a device then reads
+/// at most about twice a snapshot's bytes (the snapshot, then the events
+/// after it), and snapshots cost at most about what the appends did: a
+/// large state synced window after window is no longer written whole every
+/// `every` events. Small states ([`SNAPSHOT_SMALL_BYTES`]) keep the plain
+/// cadence.
+fn snapshot_due(every: u64, head: u64, mark: SnapshotMark, state: &DeviceState) -> bool {
+    let events = head.saturating_sub(mark.seq);
+    if every == 0 || events < every {
+        return false;
+    }
+    let size = opush_engine::snapshot_size_hint(state);
+    size < SNAPSHOT_SMALL_BYTES
+        || events >= every.saturating_mul(SNAPSHOT_MAX_SPACING)
+        || mark.bytes_since >= size as u64
 }
 
 #[derive(Debug, Default)]
@@ -416,7 +455,7 @@ impl Sessions {
                 Ok(state) => {
                     loaded.state = Arc::new(state);
                     loaded.head = snap.seq;
-                    loaded.snapshot_seq = snap.seq;
+                    loaded.snapshot.seq = snap.seq;
                 }
                 // A snapshot of an older layout is only a stale cache: fold
                 // the whole log instead (the next commit writes a new one).
@@ -443,6 +482,7 @@ impl Sessions {
                 })?,
             );
             loaded.head = ev.seq;
+            loaded.snapshot.bytes_since += ev.payload.len() as u64;
         }
         if !events.is_empty() {
             fold(Arc::make_mut(&mut loaded.state), &events);
@@ -598,8 +638,10 @@ impl DeviceSession<'_> {
         }
         let head = self.head();
         let mut batch = AppendBatch::new(self.device.clone(), head);
+        let mut appended = 0u64;
         for ev in pending.iter().chain(events) {
             let bytes = encode_event(ev).map_err(|e| SessionError::Encode(e.to_string()))?;
+            appended += bytes.len() as u64;
             batch = batch.event(FORMAT_VERSION_U16, bytes);
         }
         let new_head = match timed(Category::Storage, self.sessions.store.append(batch)).await {
@@ -627,8 +669,9 @@ impl DeviceSession<'_> {
             }
         }
         loaded.head = new_head;
+        loaded.snapshot.bytes_since += appended;
         let every = self.sessions.snapshot_every;
-        if every > 0 && new_head.saturating_sub(loaded.snapshot_seq) >= every {
+        if snapshot_due(every, new_head, loaded.snapshot, &loaded.state) {
             match encode_snapshot(&loaded.state) {
                 Ok(payload) => {
                     let snap = Snapshot {
@@ -643,7 +686,12 @@ impl DeviceSession<'_> {
                         .store
                         .put_snapshot(&self.device, SNAPSHOT_NAME, snap);
                     match timed(Category::Storage, put).await {
-                        Ok(()) => loaded.snapshot_seq = new_head,
+                        Ok(()) => {
+                            loaded.snapshot = SnapshotMark {
+                                seq: new_head,
+                                bytes_since: 0,
+                            }
+                        }
                         Err(e) => {
                             crate::obs::metrics::storage_error();
                             tracing::warn!(device = %self.device, error = %e, "snapshot not written")
@@ -680,14 +728,14 @@ impl DeviceSession<'_> {
         // The recorder's state replaces the session's only if it grew from
         // it: the session folded nothing since (every fold counts in
         // `applied`), else its events are folded again as usual.
-        if let Some((head, snapshot_seq)) = lent {
+        if let Some((head, snapshot)) = lent {
             // The session lent its state for the request: it comes back
             // with the request's events folded (no copy was made).
             let all_trace = events.iter().all(is_trace);
             self.guard.loaded = Some(Loaded {
                 state: Arc::clone(&state),
                 head,
-                snapshot_seq,
+                snapshot,
             });
             if all_trace {
                 drop(state);
@@ -850,8 +898,8 @@ pub struct Recorder {
     /// `applied` of the session's state when recording started.
     base_applied: u64,
     /// Set when the session lent its state ([`Recorder::exclusive`]): the
-    /// head and snapshot sequence it goes back with.
-    lent: Option<(u64, u64)>,
+    /// head and snapshot mark it goes back with.
+    lent: Option<(u64, SnapshotMark)>,
 }
 
 impl Recorder {
@@ -902,7 +950,7 @@ impl Recorder {
     ) -> Recorder {
         let mut rec = Recorder::new(session, eas, command);
         if let Some(loaded) = session.guard.loaded.take() {
-            rec.lent = Some((loaded.head, loaded.snapshot_seq));
+            rec.lent = Some((loaded.head, loaded.snapshot));
             // The only other reference is the one just taken from the session.
             rec.state = loaded.state;
         }
@@ -1269,6 +1317,42 @@ mod tests {
             cache.touch(name, Some(1000));
         }
         cache
+    }
+
+    /// A state with `items` synced-looking items in one collection.
+    fn state_with(items: u32) -> DeviceState {
+        let mut state = DeviceState::default();
+        let mut c = opush_engine::CollectionState::new(opush_engine::FolderType::Inbox);
+        for i in 0..items {
+            c.items.insert(
+                opush_engine::BackendItemId(format!("1700000000/{i}")),
+                opush_engine::Item::default(),
+            );
+        }
+        state.collections.insert(opush_engine::CollectionId(1), c);
+        state
+    }
+
+    #[test]
+    fn large_states_are_snapshotted_once_the_events_outweigh_them() {
+        let mark = |seq, bytes_since| SnapshotMark { seq, bytes_since };
+        let small = state_with(10);
+        let large = state_with(10_000);
+        let size = opush_engine::snapshot_size_hint(&large) as u64;
+        assert!(size > 1_000_000, "{size}");
+        // Never with 0, never before `every` events.
+        assert!(!snapshot_due(0, 500, mark(0, u64::MAX), &small));
+        assert!(!snapshot_due(100, 99, mark(0, u64::MAX), &large));
+        // A small state: every `every` events, whatever their size.
+        assert!(snapshot_due(100, 100, mark(0, 10), &small));
+        assert!(snapshot_due(100, 250, mark(150, 0), &small));
+        // A large one: once the events since weigh a snapshot...
+        assert!(!snapshot_due(100, 100, mark(0, size - 1), &large));
+        assert!(snapshot_due(100, 100, mark(0, size), &large));
+        assert!(!snapshot_due(100, 1_000, mark(100, size / 2), &large));
+        // ...or after 16 times `every` events.
+        assert!(!snapshot_due(100, 1_699, mark(100, 0), &large));
+        assert!(snapshot_due(100, 1_700, mark(100, 0), &large));
     }
 
     fn has_state(cache: &SlotCache, name: &str) -> bool {
