@@ -1,6 +1,7 @@
 //! Criterion benches of the engine's hot paths on a 100,000-item collection:
 //! a no-change Sync decide, the per-page cost of an initial sync in windows
-//! of 100, and snapshot encode/decode. Also prints the state size.
+//! of 100, the fold and encoding of a first full listing (SyncKey 0), and
+//! snapshot encode/decode. Also prints the state size.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -205,6 +206,35 @@ fn benches(c: &mut Criterion) {
             },
             criterion::BatchSize::PerIteration,
         )
+    });
+    group.finish();
+
+    // SyncKey 0 of a large folder: fold the first full listing, decide the
+    // reset and fold it; and encode that listing for the log.
+    let listing = Event::BackendObserved {
+        req_id: 1,
+        collection: COL,
+        at: now,
+        observation: observation(),
+    };
+    let mut group = c.benchmark_group("first_listing");
+    group.sample_size(10);
+    group.bench_function("fold_listing_and_reset_100k", |b| {
+        let mut empty = DeviceState::default();
+        apply(&mut empty, &hierarchy());
+        b.iter_batched(
+            || empty.clone(),
+            |mut s| {
+                apply(&mut s, &listing);
+                let d = decide_sync(&s, &request(SyncKey::ZERO), now, &cfg).unwrap();
+                fold(&mut s, &d.events);
+                s
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("encode_listing_event_100k", |b| {
+        b.iter(|| encode_event(black_box(&listing)).unwrap())
     });
     group.finish();
 
