@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the message → Email conversion that every Sync
 //! Add and ItemOperations Fetch runs: a small plain message, a multipart
-//! HTML message with attachments, and a 1 MiB HTML body truncated to 32 KiB.
+//! HTML message with attachments, a 1 MiB HTML body truncated to 32 KiB, and
+//! the 1.5 KB plain message opush-load syncs (tests/src/fill.rs).
 //! Pure CPU (no IMAP): what opush adds on top of the fetch.
 
 #![allow(
@@ -67,9 +68,21 @@ fn bench(c: &mut Criterion) {
         all_or_none: None,
         preview: None,
     }];
+    // What opush-load's devices ask for: plain text cut at 500 bytes.
+    let load_pref = vec![BodyPreference {
+        body_type: 1,
+        truncation_size: Some(500),
+        all_or_none: None,
+        preview: None,
+    }];
     let mut group = c.benchmark_group("to_email");
     for (name, msg, prefs) in [
         ("small_plain", small(), &plain_pref),
+        (
+            "load_text_1_5KB_as_plain_truncated_500",
+            opush_tests::fill::text_message("bench", 42).into_bytes(),
+            &load_pref,
+        ),
         ("multipart_html_2_attachments", multipart(), &html_pref),
         ("html_1MiB_as_plain_truncated", large_html(), &plain_pref),
         (

@@ -93,6 +93,28 @@ pub fn to_email(
     prefs: &[BodyPreference],
     version: ProtocolVersion,
 ) -> Email {
+    render(raw, info, prefs, version, true)
+}
+
+/// [`to_email`] with every message parsed whole (no [`single_text_body`]
+/// shortcut): the reference the shortcut is tested against.
+#[cfg(test)]
+pub(crate) fn to_email_parsed_whole(
+    raw: &[u8],
+    info: &MessageInfo,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+) -> Email {
+    render(raw, info, prefs, version, false)
+}
+
+fn render(
+    raw: &[u8],
+    info: &MessageInfo,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+    shortcut: bool,
+) -> Email {
     tracing::debug!(target: "MAIL.DATA", bytes = raw.len(), version = version.as_str(), "message to Email");
     let mut email = Email {
         date_received: Some(format_date(info.internal_date)),
@@ -105,7 +127,20 @@ pub fn to_email(
         categories: Some(info.keywords.clone()),
         ..Email::default()
     };
-    let parsed = MessageParser::default().parse(raw);
+    let parser = MessageParser::default();
+    // A one-part plain-text message (most mail a load or a mailing list
+    // brings) needs only its headers parsed: its body is the rest of the
+    // bytes. Anything else is parsed whole.
+    let (parsed, plain) = match shortcut
+        .then(|| may_be_single_text(raw))
+        .unwrap_or(false)
+        .then(|| parser.parse_headers(raw))
+        .flatten()
+        .and_then(|head| single_text_body(raw, &head).map(|text| (head, text)))
+    {
+        Some((head, text)) => (Some(head), Some(text)),
+        None => (parser.parse(raw), None),
+    };
     let Some(msg) = parsed else {
         // Not a message at all: still an item, with an empty body.
         email.subject = Some(String::new());
@@ -148,6 +183,18 @@ pub fn to_email(
         email.message_class = Some("IPM.Note.SMIME.MultipartSigned".to_owned());
     }
     if version.has_airsyncbase() {
+        if let Some(text) = plain {
+            // What the whole parse gives such a message: its one part as
+            // the text body, no HTML, no attachment.
+            let src = BodySource {
+                text: Some(text),
+                html: None,
+                mime: raw,
+            };
+            email.native_body_type = Some(src.native_type());
+            email.body = Some(build_body(&src, prefs, version));
+            return email;
+        }
         let text = msg.body_text(0);
         let html =
             if msg.html_body_count() > 0 && msg.html_part(0).is_some_and(|p| p.is_text_html()) {
@@ -165,6 +212,96 @@ pub fn to_email(
         email.attachments = attachments(&msg, &info.server_id);
     }
     email
+}
+
+/// A cheap look at the header block, before any parsing: false when it
+/// names a multipart type or a transfer encoding, so such a message is
+/// parsed once, whole, instead of headers first and then again. Only a
+/// guess (a header may merely mention the words): [`single_text_body`]
+/// decides.
+fn may_be_single_text(raw: &[u8]) -> bool {
+    let end = [&b"\n\r\n"[..], b"\n\n"]
+        .into_iter()
+        .filter_map(|sep| memchr::memmem::find(raw, sep))
+        .min()
+        .unwrap_or(raw.len());
+    let head = &raw[..end];
+    let mentions = |word: &[u8]| {
+        memchr::memchr2_iter(
+            word[0].to_ascii_lowercase(),
+            word[0].to_ascii_uppercase(),
+            head,
+        )
+        .any(|at| {
+            head.get(at..at + word.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        })
+    };
+    !mentions(b"multipart") && !mentions(b"base64") && !mentions(b"quoted-printable")
+}
+
+/// The body of `raw` when mail-parser, parsing it whole, would make it one
+/// inline text/plain part decoded as UTF-8 without a copy, `head` being
+/// `raw`'s headers ([`MessageParser::parse_headers`]); `None` for anything
+/// else. Each test mirrors a step of `MessageParser::parse` (mail-parser
+/// 0.11) for a message's first part: the Content-Type (none, or
+/// text/plain), no base64 or quoted-printable transfer encoding, a charset
+/// it has no decoder for (UTF-8 or none), no attachment disposition, then
+/// where it finds the end of the header block, and a body that is valid
+/// UTF-8 (its lossy decoding then borrows it unchanged). The whole message
+/// from there on is the part's body. The equivalence is tested on every
+/// sample message and on generated ones (email/tests.rs).
+pub(crate) fn single_text_body<'a>(
+    raw: &'a [u8],
+    head: &mail_parser::Message<'_>,
+) -> Option<&'a str> {
+    use mail_parser::{GetHeader, HeaderName, HeaderValue};
+    let [part] = head.parts.as_slice() else {
+        return None;
+    };
+    let headers = &part.headers;
+    let content_type = headers
+        .header_value(&HeaderName::ContentType)
+        .and_then(|c| c.as_content_type());
+    if let Some(ct) = content_type {
+        if ct.ctype() != "text" || ct.subtype() != Some("plain") {
+            return None;
+        }
+        if ct
+            .attribute("charset")
+            .and_then(|c| mail_parser::decoders::charsets::map::charset_decoder(c.as_bytes()))
+            .is_some()
+        {
+            return None;
+        }
+    }
+    if let Some(HeaderValue::Text(encoding)) =
+        headers.header_value(&HeaderName::ContentTransferEncoding)
+    {
+        if encoding.eq_ignore_ascii_case("base64")
+            || encoding.eq_ignore_ascii_case("quoted-printable")
+        {
+            return None;
+        }
+    }
+    if headers
+        .header_value(&HeaderName::ContentDisposition)
+        .is_some_and(|d| d.as_content_type().is_some_and(|ct| ct.is_attachment()))
+    {
+        return None;
+    }
+    // The header block ends where the header loop, after the last header's
+    // value, meets a line holding only white space; anything else there (a
+    // line it skips as not a header) is left to the whole parse.
+    let mut at = headers.last()?.offset_end as usize;
+    loop {
+        match raw.get(at)? {
+            b'\n' => break,
+            b if b.is_ascii_whitespace() => at += 1,
+            _ => return None,
+        }
+    }
+    std::str::from_utf8(raw.get(at + 1..)?).ok()
 }
 
 /// A part header of the drafts opush builds (server/src/draft.rs): the

@@ -199,3 +199,167 @@ fn conversation_id_from_14_0_joins_a_reply_to_its_original() {
     let old = to_email(original, &info(), &plain_pref(), ProtocolVersion::V12_1);
     assert_eq!(old.conversation_id, None, "Email2 is 14.0+");
 }
+
+/// Messages at the edges of the one-part plain-text shortcut
+/// ([`single_text_body`]): each must render exactly as the whole parse
+/// renders it, taken or not.
+fn shortcut_edges() -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![
+        ENCODED.to_vec(),
+        WITH_ATTACHMENTS.to_vec(),
+        b"".to_vec(),
+        b"no headers at all".to_vec(),
+        b"Subject: only headers\r\n".to_vec(),
+        b"Subject: only headers, ended\r\n\r\n".to_vec(),
+        b"Subject: bare LF\n\nbody\nline 2\n".to_vec(),
+        b"Subject: blank line with spaces\r\n  \t\r\nbody\r\n".to_vec(),
+        b"Subject: folded\r\n  on two lines\r\nTo: a@example.test\r\n\r\nbody\r\n".to_vec(),
+        b"Subject: a line that is no header\r\nnot a header\r\n\r\nbody\r\n".to_vec(),
+        b"Subject: latin-1 bytes\r\n\r\ncaf\xe9\r\n".to_vec(),
+        b"Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9\r\n".to_vec(),
+        b"Subject: x\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nplain\r\n".to_vec(),
+        // Valid UTF-8 that the named charset reads otherwise.
+        b"Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nh\xc3\xa9\r\n".to_vec(),
+        b"Subject: x\r\nContent-Type: TEXT/PLAIN; charset=UTF-8\r\n\r\nh\xc3\xa9\r\n".to_vec(),
+        b"Subject: x\r\nContent-Type: text/plain; charset=\"utf8\"\r\n\r\nh\xc3\xa9\r\n".to_vec(),
+        b"Subject: x\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>hi</p>\r\n".to_vec(),
+        b"Subject: x\r\nContent-Type: text/enriched\r\n\r\nhi\r\n".to_vec(),
+        b"Subject: x\r\nContent-Type: application/pdf\r\n\r\n%PDF\r\n".to_vec(),
+        b"Subject: x\r\nContent-Type: multipart/mixed\r\n\r\nno boundary\r\n".to_vec(),
+        b"Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\naMOpbGxv\r\n".to_vec(),
+        b"Subject: x\r\nContent-Transfer-Encoding: Quoted-Printable\r\n\r\nh=C3=A9\r\n".to_vec(),
+        b"Subject: x\r\nContent-Transfer-Encoding: 8bit\r\n\r\nh\xc3\xa9\r\n".to_vec(),
+        b"Subject: x\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nhi\r\n".to_vec(),
+        b"Subject: x\r\nContent-Disposition: inline\r\n\r\nhi\r\n".to_vec(),
+        b"Subject: mentions multipart\r\n\r\nbody\r\n".to_vec(),
+        b"Subject: x\r\n\r\n".to_vec(),
+        b"Subject: x\r\n\r\n\r\n\r\nafter blank lines\r\n".to_vec(),
+        b"\r\nbody with no headers\r\n".to_vec(),
+        b"Content-Type: text/plain\r\nContent-Type: text/html\r\n\r\n<b>two types</b>\r\n".to_vec(),
+        b"Subject: x\r\nX-Opush-Attachment: 3\r\n\r\nbody\r\n".to_vec(),
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\nMessage-ID: <a@b>\r\nImportance: low\r\n\r\n\xc3\xa9t\xc3\xa9\r\n"
+            .to_vec(),
+    ];
+    // The load tool's message shape (tests/src/fill.rs).
+    out.push(opush_tests::fill::text_message("shape", 7).into_bytes());
+    out
+}
+
+fn all_prefs() -> Vec<Vec<BodyPreference>> {
+    let p = |body_type, truncation_size, preview| BodyPreference {
+        body_type,
+        truncation_size,
+        all_or_none: None,
+        preview,
+    };
+    vec![
+        vec![],
+        plain_pref(),
+        vec![p(1, Some(500), None)],
+        vec![p(1, Some(3), Some(100))],
+        vec![p(2, Some(20), Some(255))],
+        vec![p(4, None, None)],
+        vec![p(1, Some(5), None), p(2, None, Some(10))],
+    ]
+}
+
+const VERSIONS: [ProtocolVersion; 4] = [
+    ProtocolVersion::V2_5,
+    ProtocolVersion::V12_1,
+    ProtocolVersion::V14_1,
+    ProtocolVersion::V16_1,
+];
+
+#[test]
+fn the_plain_text_shortcut_renders_as_the_whole_parse() {
+    let mut taken = 0;
+    for raw in shortcut_edges() {
+        let head = MessageParser::default().parse_headers(&raw[..]);
+        if head
+            .as_ref()
+            .and_then(|h| single_text_body(&raw, h))
+            .is_some()
+        {
+            taken += 1;
+        }
+        for prefs in all_prefs() {
+            for v in VERSIONS {
+                assert_eq!(
+                    to_email(&raw, &info(), &prefs, v),
+                    to_email_parsed_whole(&raw, &info(), &prefs, v),
+                    "{:?} {prefs:?} {v:?}",
+                    String::from_utf8_lossy(&raw)
+                );
+            }
+        }
+    }
+    // The shortcut is taken where it should be, not nowhere.
+    assert!(taken >= 12, "shortcut taken {taken} times");
+}
+
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Header lines a message may carry, each at the edges the shortcut
+    /// tests: types, charsets, encodings, dispositions, folding, odd case.
+    fn header() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("Subject: hello\r\n".to_owned()),
+            Just("Subject: =?UTF-8?B?w4AgYmllbnTDtHQ=?=\r\n".to_owned()),
+            Just("From: \"A\" <a@example.test>\r\n".to_owned()),
+            Just("To: b@example.test, \"C, D\" <c@example.test>\r\n".to_owned()),
+            Just("Message-ID: <m@example.test>\r\n".to_owned()),
+            Just("Content-Type: text/plain\r\n".to_owned()),
+            Just("Content-Type: text/plain; charset=utf-8\r\n".to_owned()),
+            Just("Content-Type: Text/Plain; Charset=\"UTF-8\"\r\n".to_owned()),
+            Just("Content-Type: text/plain; charset=windows-1252\r\n".to_owned()),
+            Just("Content-Type: text/plain; charset=x-unknown\r\n".to_owned()),
+            Just("Content-Type: text/html\r\n".to_owned()),
+            Just("Content-Type: multipart/alternative; boundary=b\r\n".to_owned()),
+            Just("Content-Type: message/rfc822\r\n".to_owned()),
+            Just("Content-Transfer-Encoding: 7bit\r\n".to_owned()),
+            Just("Content-Transfer-Encoding: BASE64\r\n".to_owned()),
+            Just("Content-Transfer-Encoding: quoted-printable\r\n".to_owned()),
+            Just("Content-Disposition: attachment\r\n".to_owned()),
+            Just("Content-Disposition: inline; filename=x.txt\r\n".to_owned()),
+            Just("X-Folded: one\r\n two\r\n".to_owned()),
+            Just("X-Bare: lf\n".to_owned()),
+            Just("not a header line\r\n".to_owned()),
+            Just(" \r\n".to_owned()),
+        ]
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"".to_vec()),
+            Just(b"plain\r\n".to_vec()),
+            Just(b"h\xc3\xa9 \xe2\x82\xac\r\n".to_vec()),
+            Just(b"h\xc3\xa9 \xe2\x82\xac\r\n".to_vec()),
+            Just(b"caf\xe9\r\n".to_vec()),
+            Just(b"--b\r\nContent-Type: text/plain\r\n\r\npart\r\n--b--\r\n".to_vec()),
+            Just(b"aMOpbGxv\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn the_shortcut_renders_as_the_whole_parse(
+            headers in proptest::collection::vec(header(), 0..6),
+            blank in prop_oneof![Just("\r\n"), Just("\n"), Just(""), Just(" \r\n")],
+            body in body(),
+            prefs in proptest::sample::select(all_prefs()),
+            v in proptest::sample::select(VERSIONS.to_vec()),
+        ) {
+            let mut raw = headers.concat().into_bytes();
+            raw.extend_from_slice(blank.as_bytes());
+            raw.extend_from_slice(&body);
+            prop_assert_eq!(
+                to_email(&raw, &info(), &prefs, v),
+                to_email_parsed_whole(&raw, &info(), &prefs, v)
+            );
+        }
+    }
+}
