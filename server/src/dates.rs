@@ -56,7 +56,35 @@ fn month_name(m: u32) -> &'static str {
 /// `YYYY-MM-DDTHH:MM:SS.000Z` ([MS-ASDTYPE] 2.3) for Unix seconds.
 pub fn eas_date(unix: i64) -> String {
     let ((y, m, d), (h, mi, s)) = split(unix);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000Z")
+    // Every message of a Sync carries one: years 0–9999 are written digit
+    // by digit into one allocation, the rest (never seen in mail) formatted.
+    let Ok(year) = u16::try_from(y) else {
+        return format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000Z");
+    };
+    if year > 9999 {
+        return format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000Z");
+    }
+    let digit = |v: u32| char::from(b'0' + (v % 10) as u8);
+    let two = |out: &mut String, v: u32| {
+        out.push(digit(v / 10));
+        out.push(digit(v));
+    };
+    let mut out = String::with_capacity(24);
+    two(&mut out, u32::from(year) / 100);
+    two(&mut out, u32::from(year));
+    out.push('-');
+    two(&mut out, m);
+    out.push('-');
+    two(&mut out, d);
+    out.push('T');
+    // split() gives 0..24, 0..60 and 0..60.
+    two(&mut out, h as u32);
+    out.push(':');
+    two(&mut out, mi as u32);
+    out.push(':');
+    two(&mut out, s as u32);
+    out.push_str(".000Z");
+    out
 }
 
 /// `dd/Mon/yyyy:HH:MM:SS +0000` (Apache access log) of Unix milliseconds.
@@ -168,6 +196,20 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// The digit-by-digit EAS date is the formatted one, across and
+        /// beyond years 0–9999.
+        #[test]
+        fn eas_date_is_the_formatted_date(unix in prop_oneof![
+            -62_200_000_000i64..253_500_000_000,
+            -1_000_000_000_000i64..1_000_000_000_000,
+        ]) {
+            let ((y, m, d), (h, mi, s)) = split(unix);
+            prop_assert_eq!(
+                eas_date(unix),
+                format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000Z")
+            );
+        }
+
         /// The fast path answers as the general parser for dates of the
         /// canonical shape (valid or not) and for near misses.
         #[test]

@@ -404,7 +404,12 @@ impl Email {
     /// Builds the properties inside an element named `tag`, borrowing the
     /// strings (a window of hundreds of emails is not copied to be encoded).
     pub fn to_element_as(&self, tag: Tag, version: ProtocolVersion) -> Element<'_> {
-        let mut el = Element::new(tag);
+        // Room for the usual properties at once: a window of hundreds of
+        // emails would otherwise regrow (and copy) each list four times.
+        let mut el = Element {
+            tag,
+            children: Vec::with_capacity(20),
+        };
         let asb_ok = version.has_airsyncbase();
         let e2_ok = version >= ProtocolVersion::V14_0;
         tree::push_str(&mut el, email::TO, self.to.as_deref());

@@ -131,9 +131,7 @@ fn render(
     // A one-part plain-text message (most mail a load or a mailing list
     // brings) needs only its headers parsed: its body is the rest of the
     // bytes. Anything else is parsed whole.
-    let (parsed, plain) = match shortcut
-        .then(|| may_be_single_text(raw))
-        .unwrap_or(false)
+    let (parsed, plain) = match (shortcut && may_be_single_text(raw))
         .then(|| parser.parse_headers(raw))
         .flatten()
         .and_then(|head| single_text_body(raw, &head).map(|text| (head, text)))
@@ -220,11 +218,11 @@ fn render(
 /// guess (a header may merely mention the words): [`single_text_body`]
 /// decides.
 fn may_be_single_text(raw: &[u8]) -> bool {
-    let end = [&b"\n\r\n"[..], b"\n\n"]
-        .into_iter()
-        .filter_map(|sep| memchr::memmem::find(raw, sep))
-        .min()
-        .unwrap_or(raw.len());
+    // The header block ends at the first empty line, CRLF or bare LF: the
+    // bare-LF search only looks before the CRLF one (most mail has no
+    // "\n\n" at all, and searching the whole message for it costs).
+    let crlf = memchr::memmem::find(raw, b"\n\r\n").unwrap_or(raw.len());
+    let end = memchr::memmem::find(&raw[..crlf], b"\n\n").unwrap_or(crlf);
     let head = &raw[..end];
     let mentions = |word: &[u8]| {
         memchr::memchr2_iter(
@@ -423,31 +421,55 @@ fn flag_of(flagged: bool) -> Flag {
 }
 
 /// `"Name" <addr>, <addr2>` — the form EAS devices display and reply to.
+/// Written into one string (no string per address, no join).
 fn render_addresses(addr: &Address<'_>) -> String {
-    addr.iter()
-        .filter_map(|a| {
-            let address = a.address.as_deref()?;
-            Some(match a.name.as_deref().filter(|n| !n.is_empty()) {
-                Some(name) => format!("\"{}\" <{address}>", name.replace('"', "'")),
-                None => format!("<{address}>"),
-            })
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::new();
+    let mut first = true;
+    for a in addr.iter() {
+        let Some(address) = a.address.as_deref() else {
+            continue;
+        };
+        if !std::mem::take(&mut first) {
+            out.push_str(", ");
+        }
+        match a.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => {
+                out.push('"');
+                for (i, piece) in name.split('"').enumerate() {
+                    if i > 0 {
+                        out.push('\'');
+                    }
+                    out.push_str(piece);
+                }
+                out.push_str("\" <");
+            }
+            None => out.push('<'),
+        }
+        out.push_str(address);
+        out.push('>');
+    }
+    out
 }
 
 /// DisplayTo: the names of the To recipients (address when nameless).
 fn display_names(addr: &Address<'_>) -> String {
-    addr.iter()
-        .filter_map(|a| {
-            a.name
-                .as_deref()
-                .filter(|n| !n.is_empty())
-                .or(a.address.as_deref())
-                .map(str::to_owned)
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    let mut out = String::new();
+    let mut first = true;
+    for a in addr.iter() {
+        let Some(shown) = a
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or(a.address.as_deref())
+        else {
+            continue;
+        };
+        if !std::mem::take(&mut first) {
+            out.push_str("; ");
+        }
+        out.push_str(shown);
+    }
+    out
 }
 
 /// Importance 0 (low), 1 (normal), 2 (high) from `Importance` or `X-Priority`.

@@ -270,6 +270,58 @@ const VERSIONS: [ProtocolVersion; 4] = [
     ProtocolVersion::V16_1,
 ];
 
+/// The address lists as first written: one string per address, joined.
+fn addresses_joined(addr: &Address<'_>) -> (String, String) {
+    let rendered = addr
+        .iter()
+        .filter_map(|a| {
+            let address = a.address.as_deref()?;
+            Some(match a.name.as_deref().filter(|n| !n.is_empty()) {
+                Some(name) => format!("\"{}\" <{address}>", name.replace('"', "'")),
+                None => format!("<{address}>"),
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = addr
+        .iter()
+        .filter_map(|a| {
+            a.name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .or(a.address.as_deref())
+                .map(str::to_owned)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    (rendered, names)
+}
+
+#[test]
+fn address_lists_are_written_as_when_joined() {
+    for to in [
+        "a@example.test",
+        "\"Bob\" <bob@example.test>, carol@example.test",
+        "\"quo\\\"ted\" <q@example.test>",
+        "=?UTF-8?Q?Ren=C3=A9e?= <r@example.test>, <>, \"\" <e@example.test>",
+        "group: a@example.test, \"B\" <b@example.test>;, c@example.test",
+        "undisclosed-recipients:;",
+        "no address here",
+        ", , ,",
+    ] {
+        let raw = format!("To: {to}\r\n\r\nbody\r\n");
+        let msg = MessageParser::default().parse(raw.as_bytes()).unwrap();
+        let Some(addr) = msg.to() else {
+            continue;
+        };
+        assert_eq!(
+            (render_addresses(addr), display_names(addr)),
+            addresses_joined(addr),
+            "{to:?}"
+        );
+    }
+}
+
 #[test]
 fn the_plain_text_shortcut_renders_as_the_whole_parse() {
     let mut taken = 0;
