@@ -71,6 +71,17 @@ impl Body {
         })
     }
 
+    /// Writes the element [`Body::to_element`] builds, straight to WBXML.
+    pub fn write(&self, w: &mut crate::wbxml::Writer<'_>) {
+        w.start(asb::BODY);
+        tree::write_num(w, asb::TYPE, Some(u64::from(self.body_type)));
+        tree::write_num(w, asb::ESTIMATED_DATA_SIZE, self.estimated_data_size);
+        tree::write_bool(w, asb::TRUNCATED, self.truncated);
+        tree::write_str(w, asb::DATA, self.data.as_deref());
+        tree::write_str(w, asb::PREVIEW, self.preview.as_deref());
+        w.end();
+    }
+
     /// Builds the `Body` element (borrowing the data and preview).
     pub fn to_element(&self) -> Element<'_> {
         let mut el = Element::new(asb::BODY);

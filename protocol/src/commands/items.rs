@@ -19,7 +19,7 @@ use super::tree::{self, Owned};
 use super::CommandError;
 use crate::version::ProtocolVersion;
 use crate::wbxml::tags::{airsync, airsyncbase as asb, email, email2};
-use crate::wbxml::{Element, Tag};
+use crate::wbxml::{Element, Tag, Writer};
 
 /// The content of an `ApplicationData` element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +105,15 @@ impl ApplicationData {
     /// Builds the `ApplicationData` element.
     pub fn to_element(&self, version: ProtocolVersion) -> Element<'_> {
         self.to_element_as(airsync::APPLICATION_DATA, version)
+    }
+
+    /// Writes what [`ApplicationData::to_element_as`] builds, an email
+    /// straight to WBXML (no tree), other classes from their tree.
+    pub fn write_as(&self, w: &mut Writer<'_>, tag: Tag, version: ProtocolVersion) {
+        match self {
+            ApplicationData::Email(e) => e.write_as(w, tag, version),
+            other => w.element(&other.to_element_as(tag, version)),
+        }
     }
 
     /// Builds the properties inside an element named `tag` (an email's
@@ -399,6 +408,113 @@ impl Email {
     /// properties are left out before 12.0, Email2 ones before 14.0).
     pub fn to_element(&self, version: ProtocolVersion) -> Element<'_> {
         self.to_element_as(airsync::APPLICATION_DATA, version)
+    }
+
+    /// Writes, straight to WBXML, the element [`Email::to_element_as`]
+    /// builds: the same bytes without a node per property (a Sync window
+    /// writes hundreds of emails). Keep the two in step: a test compares
+    /// them on generated emails (protocol/tests/writer.rs).
+    pub fn write_as(&self, w: &mut Writer<'_>, tag: Tag, version: ProtocolVersion) {
+        let asb_ok = version.has_airsyncbase();
+        let e2_ok = version >= ProtocolVersion::V14_0;
+        w.start(tag);
+        tree::write_str(w, email::TO, self.to.as_deref());
+        tree::write_str(w, email::CC, self.cc.as_deref());
+        tree::write_str(w, email::FROM, self.from.as_deref());
+        tree::write_str(w, email::SUBJECT, self.subject.as_deref());
+        tree::write_str(w, email::REPLY_TO, self.reply_to.as_deref());
+        tree::write_str(w, email::DATE_RECEIVED, self.date_received.as_deref());
+        tree::write_str(w, email::DISPLAY_TO, self.display_to.as_deref());
+        tree::write_str(w, email::THREAD_TOPIC, self.thread_topic.as_deref());
+        tree::write_num(w, email::IMPORTANCE, self.importance.map(u64::from));
+        tree::write_bool(w, email::READ, self.read);
+        if asb_ok {
+            if let Some(a) = airsyncbase::attachments_with_edits(
+                &self.attachments,
+                &self.attachments_add,
+                &self.attachments_delete,
+            ) {
+                w.element(&a);
+            }
+            if let Some(b) = &self.body {
+                b.write(w);
+            }
+        }
+        tree::write_str(w, email::MESSAGE_CLASS, self.message_class.as_deref());
+        if let Some(m) = &self.meeting_request {
+            w.element(&m.to_element());
+        }
+        tree::write_str(w, email::INTERNET_CPID, self.internet_cpid.as_deref());
+        if let Some(f) = &self.flag {
+            w.element(&f.to_element());
+        }
+        tree::write_str(w, email::CONTENT_CLASS, self.content_class.as_deref());
+        if asb_ok {
+            tree::write_num(
+                w,
+                asb::NATIVE_BODY_TYPE,
+                self.native_body_type.map(u64::from),
+            );
+        }
+        if let Some(cats) = &self.categories {
+            w.start(email::CATEGORIES);
+            for cat in cats {
+                tree::write_str(w, email::CATEGORY, Some(cat));
+            }
+            w.end();
+        }
+        if e2_ok {
+            tree::write_opaque(w, email2::CONVERSATION_ID, self.conversation_id.as_ref());
+            tree::write_opaque(
+                w,
+                email2::CONVERSATION_INDEX,
+                self.conversation_index.as_ref(),
+            );
+            tree::write_num(
+                w,
+                email2::LAST_VERB_EXECUTED,
+                self.last_verb_executed.map(u64::from),
+            );
+            tree::write_str(
+                w,
+                email2::LAST_VERB_EXECUTION_TIME,
+                self.last_verb_execution_time.as_deref(),
+            );
+            tree::write_bool(w, email2::RECEIVED_AS_BCC, self.received_as_bcc);
+            tree::write_str(w, email2::SENDER, self.sender.as_deref());
+        }
+        for x in &self.extra {
+            w.element(x);
+        }
+        w.end();
+    }
+
+    /// About the bytes [`Email::write_as`] writes (the buffer of a
+    /// response is sized from it; a short guess only costs a regrowth).
+    pub fn encoded_len_hint(&self) -> usize {
+        let texts = [
+            &self.to,
+            &self.cc,
+            &self.from,
+            &self.subject,
+            &self.reply_to,
+            &self.date_received,
+            &self.display_to,
+            &self.thread_topic,
+            &self.message_class,
+            &self.internet_cpid,
+            &self.content_class,
+        ];
+        let body = self.body.as_ref().map_or(0, |b| {
+            b.data.as_ref().map_or(0, String::len) + b.preview.as_ref().map_or(0, String::len)
+        });
+        texts
+            .iter()
+            .map(|t| t.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+            + body
+            + 160
+            + 100 * self.attachments.len()
     }
 
     /// Builds the properties inside an element named `tag`, borrowing the

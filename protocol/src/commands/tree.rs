@@ -9,7 +9,7 @@ use std::fmt::Display;
 use std::str::FromStr;
 
 use super::CommandError;
-use crate::wbxml::{Element, Node, Tag};
+use crate::wbxml::{Element, Node, Tag, Writer};
 
 /// An element that owns its data, as typed values produce.
 pub type Owned = Element<'static>;
@@ -179,6 +179,57 @@ pub(crate) fn push_flag(parent: &mut Element<'_>, tag: Tag, flag: bool) {
 pub(crate) fn push_opaque<'a>(parent: &mut Element<'a>, tag: Tag, value: Option<&'a Vec<u8>>) {
     if let Some(v) = value {
         parent.push(Element::with_opaque(tag, v.as_slice()));
+    }
+}
+
+// The same shapes written straight to WBXML ([`Writer`]): each writes
+// exactly what its `push_*` twin adds to a tree.
+
+/// [`push_str`] to a writer: `<tag>value</tag>`, `<tag/>` when empty.
+pub(crate) fn write_str(w: &mut Writer<'_>, tag: Tag, value: Option<&str>) {
+    match value {
+        Some("") => w.empty(tag),
+        Some(v) => w.text(tag, v),
+        None => {}
+    }
+}
+
+/// [`push_opt`] of a number to a writer, formatted without an allocation.
+pub(crate) fn write_num(w: &mut Writer<'_>, tag: Tag, value: Option<u64>) {
+    if let Some(mut v) = value {
+        let mut buf = [0u8; 20];
+        let mut at = buf.len();
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        // Only ASCII digits were written.
+        w.text(tag, std::str::from_utf8(&buf[at..]).unwrap_or_default());
+    }
+}
+
+/// [`push_opt`] to a writer.
+pub(crate) fn write_opt<T: Display>(w: &mut Writer<'_>, tag: Tag, value: Option<T>) {
+    if let Some(v) = value {
+        write_str(w, tag, Some(&v.to_string()));
+    }
+}
+
+/// [`push_bool`] to a writer.
+pub(crate) fn write_bool(w: &mut Writer<'_>, tag: Tag, value: Option<bool>) {
+    if let Some(v) = value {
+        w.text(tag, if v { "1" } else { "0" });
+    }
+}
+
+/// [`push_opaque`] to a writer.
+pub(crate) fn write_opaque(w: &mut Writer<'_>, tag: Tag, value: Option<&Vec<u8>>) {
+    if let Some(v) = value {
+        w.opaque(tag, v);
     }
 }
 

@@ -3,7 +3,7 @@
 //! always OPAQUE; SWITCH_PAGE only when the page changes. It does not
 //! recurse, so a deep tree cannot overflow the stack.
 
-use super::{Element, Node};
+use super::{Element, Node, Tag};
 
 /// WBXML 1.3, unknown public id (0x01), UTF-8 (106 = 0x6A), empty string table.
 const HEADER: [u8; 4] = [0x03, 0x01, 0x6A, 0x00];
@@ -15,9 +15,15 @@ const HEADER: [u8; 4] = [0x03, 0x01, 0x6A, 0x00];
 pub fn encode(root: &Element<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&HEADER);
     let mut page: u8 = 0;
+    encode_element(root, &mut page, out);
+}
+
+/// One element and its subtree, from the code page `page` the output is
+/// in (updated to the page it ends in).
+fn encode_element(root: &Element<'_>, page: &mut u8, out: &mut Vec<u8>) {
     // Each frame: the element's children and the index of the next one.
-    let mut stack: Vec<(&[Node<'_>], usize)> = Vec::with_capacity(16);
-    open(root, &mut page, out, &mut stack);
+    let mut stack: Vec<(&[Node<'_>], usize)> = Vec::new();
+    open(root, page, out, &mut stack);
     while let Some((children, idx)) = stack.last_mut() {
         let Some(node) = children.get(*idx) else {
             out.push(0x01); // END
@@ -26,15 +32,96 @@ pub fn encode(root: &Element<'_>, out: &mut Vec<u8>) {
         };
         *idx += 1;
         match node {
-            Node::Element(el) => open(el, &mut page, out, &mut stack),
+            Node::Element(el) => open(el, page, out, &mut stack),
             Node::Text(text) => write_str_i(text.as_bytes(), out),
-            Node::Opaque(bytes) => {
-                out.push(0xC3);
-                write_mb_u_int32(bytes.len(), out);
-                out.extend_from_slice(bytes);
-            }
+            Node::Opaque(bytes) => write_opaque(bytes, out),
         }
     }
+}
+
+/// Writes a document as it is built, without a tree: the bytes are those
+/// [`encode`] gives for the tree the same calls would have built (an
+/// element left without content is written `<Tag/>`, as an element
+/// without children is). For responses of hundreds of items, where
+/// building the tree costs as much as encoding it; any part may still be
+/// written from a tree ([`Writer::element`]).
+#[derive(Debug)]
+pub struct Writer<'b> {
+    out: &'b mut Vec<u8>,
+    page: u8,
+    /// Where the token of each open element is.
+    open: Vec<usize>,
+}
+
+impl<'b> Writer<'b> {
+    /// Starts a document at the end of `out` (the WBXML header).
+    pub fn new(out: &'b mut Vec<u8>) -> Self {
+        out.extend_from_slice(&HEADER);
+        Writer {
+            out,
+            page: 0,
+            open: Vec::with_capacity(16),
+        }
+    }
+
+    fn token(&mut self, tag: Tag, content: bool) {
+        if tag.page != self.page {
+            self.out.push(0x00);
+            self.out.push(tag.page);
+            self.page = tag.page;
+        }
+        let token = tag.token & 0x3F;
+        self.out.push(if content { token | 0x40 } else { token });
+    }
+
+    /// Opens `tag`; [`Writer::end`] closes it.
+    pub fn start(&mut self, tag: Tag) {
+        self.token(tag, true);
+        self.open.push(self.out.len() - 1);
+    }
+
+    /// Closes the innermost open element (`<Tag/>` when nothing was
+    /// written in it).
+    pub fn end(&mut self) {
+        let Some(at) = self.open.pop() else {
+            return;
+        };
+        if self.out.len() == at + 1 {
+            self.out[at] &= !0x40;
+        } else {
+            self.out.push(0x01); // END
+        }
+    }
+
+    /// `<tag/>`.
+    pub fn empty(&mut self, tag: Tag) {
+        self.token(tag, false);
+    }
+
+    /// `<tag>text</tag>`, always with its text (even empty).
+    pub fn text(&mut self, tag: Tag, text: &str) {
+        self.token(tag, true);
+        write_str_i(text.as_bytes(), self.out);
+        self.out.push(0x01);
+    }
+
+    /// `<tag>bytes</tag>` as opaque data.
+    pub fn opaque(&mut self, tag: Tag, bytes: &[u8]) {
+        self.token(tag, true);
+        write_opaque(bytes, self.out);
+        self.out.push(0x01);
+    }
+
+    /// An element written from its tree.
+    pub fn element(&mut self, el: &Element<'_>) {
+        encode_element(el, &mut self.page, self.out);
+    }
+}
+
+fn write_opaque(bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(0xC3);
+    write_mb_u_int32(bytes.len(), out);
+    out.extend_from_slice(bytes);
 }
 
 /// The WBXML encoding of the document rooted at `root`, in a new buffer
@@ -119,7 +206,6 @@ fn write_mb_u_int32(value: usize, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wbxml::Tag;
 
     /// The size estimate is never below the encoding, so the buffer is
     /// allocated once: page switches on every level, text with NULs left

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 pub use decode::{decode, first_status, DecodeError, MAX_DEPTH};
 pub(crate) use decode::{decode_into, Sink};
-pub use encode::{encode, encode_to_vec};
+pub use encode::{encode, encode_to_vec, Writer};
 pub use pages::{code_page, code_page_by_namespace, tag_by_name, tags, CodePage, CODE_PAGES};
 
 /// One element name: a code page and a token (the low six bits of a WBXML tag

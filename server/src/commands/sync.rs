@@ -64,26 +64,21 @@ pub async fn handle_sync(
     // only what the wait needs, not the steps' state (see `sync_wait`).
     let req = match Box::pin(resolve_request(wire, &ctx.caller(), eas)).await? {
         Ok(req) => req,
-        Err(answer) => {
-            return Ok(EasResponse::wbxml(encode_to_vec(
-                &answer.to_element(ctx.version),
-            )))
-        }
+        Err(answer) => return Ok(EasResponse::wbxml(answer.to_wbxml(ctx.version))),
     };
     if super::sync_wait::wants_wait(&req) {
         let release = || ctx.in_flight.release();
         let waited =
             super::sync_wait::sync_waiting(&req, ctx.version, &ctx.caller(), eas, release).await?;
         return Ok(match waited {
-            Some(res) => EasResponse::wbxml(encode_to_vec(&res.to_element(ctx.version))),
+            Some(res) => EasResponse::wbxml(res.to_wbxml(ctx.version)),
             // [MS-ASCMD] 2.2.1.21.2: the empty Sync response.
             None => EasResponse::empty(),
         });
     }
     let res = Box::pin(sync(&req, ctx.version, &ctx.caller(), eas)).await?;
-    Ok(EasResponse::wbxml(encode_to_vec(
-        &res.to_element(ctx.version),
-    )))
+    // Written without the response tree: a window of hundreds of emails.
+    Ok(EasResponse::wbxml(res.to_wbxml(ctx.version)))
 }
 
 /// Version the remembered request is encoded with (the richest form).
