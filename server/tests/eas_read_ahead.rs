@@ -420,7 +420,7 @@ async fn sync_key_0_reads_the_first_windows_ahead_from_its_listing() {
     opush_tests::require(opush_tests::DOVECOT_IMAP);
     const USER: &str = "load0093@load.test";
     let tag = unique("aheadfirst");
-    let (_raw, uids) = fill_inbox(USER, &tag, MESSAGES);
+    let (mut raw, uids) = fill_inbox(USER, &tag, MESSAGES);
     let dir = tempfile::tempdir().unwrap();
     let mut eas = services(&dir).await;
     // A device asking no WindowSize at SyncKey 0 (most do not): its first
@@ -447,19 +447,57 @@ async fn sync_key_0_reads_the_first_windows_ahead_from_its_listing() {
     let mut expected: Vec<u32> = engine_order(&uids).into_iter().take(11).collect();
     expected.sort_unstable();
     assert_eq!(held, expected, "read ahead after SyncKey 0");
-    // The device then syncs in windows of 10: every message exactly once,
-    // and nothing stays reserved.
+    // Read ahead with the listing's metadata; then, before the first
+    // window, IMAP flags two of those messages, expunges a third, and flags
+    // one not read ahead (the rest of the listing is kept for the next
+    // read-aheads).
+    let order = engine_order(&uids);
+    let (flag, gone, later) = ([order[0], order[5]], order[2], order[20]);
+    let (_, ok) = raw.cmd(&format!(
+        "UID STORE {},{},{later} +FLAGS.SILENT (\\Seen \\Flagged)",
+        flag[0], flag[1]
+    ));
+    assert!(ok.starts_with("OK"), "{ok}");
+    raw.cmd(&format!("UID STORE {gone} +FLAGS.SILENT (\\Deleted)"));
+    let (_, ok) = raw.cmd(&format!("UID EXPUNGE {gone}"));
+    assert!(ok.starts_with("OK"), "{ok}");
+    let subject_of = |uid: u32| {
+        let i = uids.iter().position(|u| *u == uid).unwrap();
+        format!("{tag} {i:02}")
+    };
+    let marked: Vec<String> = [flag[0], flag[1], later]
+        .into_iter()
+        .map(subject_of)
+        .collect();
+    // The device then syncs in windows of 10: every message still there
+    // exactly once, with its flags as they are now, and nothing stays
+    // reserved.
     let mut added = Vec::new();
     loop {
         let (window, more) = dev.window().await;
-        added.extend(window.into_iter().filter_map(|e| e.subject));
+        added.extend(window);
         if !more {
             break;
         }
         assert!(added.len() < 2 * MESSAGES, "the sync did not end");
     }
-    let distinct: BTreeSet<&String> = added.iter().collect();
-    assert_eq!(added.len(), MESSAGES, "every message once: {added:?}");
-    assert_eq!(distinct.len(), MESSAGES);
+    let subjects: Vec<String> = added.iter().filter_map(|e| e.subject.clone()).collect();
+    let distinct: BTreeSet<&String> = subjects.iter().collect();
+    assert_eq!(
+        subjects.len(),
+        MESSAGES - 1,
+        "every message once: {subjects:?}"
+    );
+    assert_eq!(distinct.len(), MESSAGES - 1);
+    assert!(
+        !distinct.contains(&subject_of(gone)),
+        "an expunged message was sent"
+    );
+    for e in &added {
+        let subject = e.subject.clone().unwrap_or_default();
+        let changed = marked.contains(&subject);
+        assert_eq!(e.read == Some(true), changed, "Read of {subject}");
+        assert_eq!(flagged(e), changed, "Flag of {subject}");
+    }
     assert_eq!(eas.imap.read_ahead().bytes(), 0);
 }

@@ -279,6 +279,20 @@ pub async fn observe_after(
     at: Timestamp,
     status: Option<&FolderStatus>,
 ) -> Result<Option<Event>, CommandError> {
+    let at_req = (req_id, at);
+    observe_keeping(imap, raw, (collection, state), at_req, status, None).await
+}
+
+/// [`observe_after`], handing a full listing's messages to `keep` (an
+/// initial sync reads its first windows ahead with their metadata).
+async fn observe_keeping(
+    imap: &mut PooledSession,
+    raw: &str,
+    (collection, state): (CollectionId, &opush_engine::DeviceState),
+    (req_id, at): (u64, Timestamp),
+    status: Option<&FolderStatus>,
+    keep: Option<&mut Vec<MessageMeta>>,
+) -> Result<Option<Event>, CommandError> {
     let known = state.collections.get(&collection);
     let use_condstore = imap.condstore();
     let live = imap
@@ -351,6 +365,9 @@ pub async fn observe_after(
             .collect(),
         vanished: Vec::new(),
     };
+    if let Some(keep) = keep {
+        *keep = list;
+    }
     Ok(match known {
         Some(c) if is_noop(c, &observation) => None,
         _ => Some(event(observation)),
@@ -469,7 +486,18 @@ pub async fn sync(
         // 2. Observe.
         if let Some(raw) = &prepared.raw {
             let collection = prepared.request.collection;
-            if let Some(ev) = observe(&mut imap, raw, collection, rec.state(), req_id, at).await? {
+            let mut listed = Vec::new();
+            let keep = first.then_some(&mut listed);
+            let observed = observe_keeping(
+                &mut imap,
+                raw,
+                (collection, rec.state()),
+                (req_id, at),
+                None,
+                keep,
+            )
+            .await?;
+            if let Some(ev) = observed {
                 // A full listing at SyncKey 0 names the first windows' messages
                 // already: read them ahead while it is folded and recorded.
                 if first {
@@ -492,6 +520,18 @@ pub async fn sync(
                         }
                     };
                     let most = sizes.0 + sizes.1 * ahead_depth(eas).saturating_sub(1);
+                    if let (Event::BackendObserved { observation, .. }, false) =
+                        (&ev, listed.is_empty())
+                    {
+                        // Their metadata is known: the read-aheads fetch
+                        // only the bodies.
+                        let validity = u32::try_from(observation.validity).unwrap_or(0);
+                        let listing = (raw.clone(), validity);
+                        let device = ahead.device.clone();
+                        ahead
+                            .cache
+                            .keep_listing(device, listing, std::mem::take(&mut listed));
+                    }
                     if let Some(guess) = initial_guess(&ev, filter, at, most) {
                         let to = (raw.as_str(), sizes);
                         start_read_ahead(&ahead, guess, to, &mut opened, caller, eas);

@@ -17,6 +17,13 @@
 //! missed is fetched as usual and a guess the window does not use is
 //! dropped.
 //!
+//! An initial sync's SyncKey 0 lists the whole folder (`UID FLAGS MODSEQ
+//! INTERNALDATE RFC822.SIZE`); that listing is kept per device (one, at
+//! most [`MAX_LISTED`] messages, counted against [`MAX_TOTAL_BYTES`],
+//! dropped with the sync's end or unused for [`MAX_AGE`]), and a
+//! read-ahead whose messages it all lists fetches only their bodies: the
+//! same rule as for any cached metadata applies to its flags.
+//!
 //! Bounds: at most [`DEPTH`] entries per device (a new guess beyond them
 //! replaces the oldest), each at most [`MAX_ENTRY_BYTES`] (RFC822.SIZE, asked before the bodies; a
 //! message above the caller's size limit is not read ahead), all together
@@ -46,6 +53,10 @@ pub const MAX_ENTRY_BYTES: u64 = 8 * 1024 * 1024;
 pub const MAX_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
 /// An entry not taken within this is dropped.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
+/// Most messages a kept listing holds (a bigger one is not kept).
+pub const MAX_LISTED: usize = 200_000;
+/// What one message of a kept listing counts against [`MAX_TOTAL_BYTES`].
+const LISTED_BYTES: u64 = 128;
 
 /// What a read-ahead fetched: metadata and whole messages by UID. A UID
 /// may have its metadata without its body (cut by the bounds); a UID
@@ -82,12 +93,28 @@ struct Entry {
     phase: watch::Receiver<Phase>,
 }
 
+/// The metadata of every message of a mailbox, as an initial sync's
+/// SyncKey 0 listed it: what its read-aheads need not fetch again (flags
+/// possibly stale by now: used as any read-ahead metadata, see the module
+/// docs).
+struct Listing {
+    mailbox: String,
+    uidvalidity: u32,
+    metas: Arc<HashMap<u32, MessageMeta>>,
+    /// Last used.
+    since: Instant,
+    /// Counted against [`MAX_TOTAL_BYTES`].
+    bytes: u64,
+}
+
 /// The read-ahead cache (shared by every request; cheap to clone).
 #[derive(Clone, Default)]
 pub struct ReadAhead {
     /// Entries by device, oldest first, at most [`DEPTH`] each.
     entries: Arc<Mutex<HashMap<String, Vec<Entry>>>>,
     total: Arc<AtomicU64>,
+    /// Listings by device, one each.
+    listings: Arc<Mutex<HashMap<String, Listing>>>,
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -110,9 +137,78 @@ impl ReadAhead {
         self.total.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Bytes reserved by the entries now held.
+    /// Bytes reserved by the entries and listings now held.
     pub fn bytes(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    fn lock_listings(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listing>> {
+        self.listings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `metas`, the full listing of `mailbox` under `uidvalidity`
+    /// just observed for `device`, for its next read-aheads (they then
+    /// fetch the bodies alone), in place of the device's previous one.
+    /// Not kept beyond [`MAX_LISTED`] messages or when the cache is full.
+    pub fn keep_listing(
+        &self,
+        device: String,
+        (mailbox, uidvalidity): (String, u32),
+        metas: Vec<MessageMeta>,
+    ) {
+        let old = self.lock_listings().remove(&device);
+        if let Some(old) = old {
+            self.total.fetch_sub(old.bytes, Ordering::Relaxed);
+        }
+        if metas.len() > MAX_LISTED {
+            return;
+        }
+        let bytes = metas.len() as u64 * LISTED_BYTES;
+        if self.total.fetch_add(bytes, Ordering::Relaxed) + bytes > MAX_TOTAL_BYTES {
+            self.total.fetch_sub(bytes, Ordering::Relaxed);
+            return;
+        }
+        let listing = Listing {
+            mailbox,
+            uidvalidity,
+            metas: Arc::new(metas.into_iter().map(|m| (m.uid, m)).collect()),
+            since: Instant::now(),
+            bytes,
+        };
+        let replaced = self.lock_listings().insert(device, listing);
+        if let Some(old) = replaced {
+            self.total.fetch_sub(old.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// `device`'s kept listing of `mailbox` under `uidvalidity`, if any.
+    fn listed(
+        &self,
+        device: &str,
+        mailbox: &str,
+        uidvalidity: u32,
+    ) -> Option<Arc<HashMap<u32, MessageMeta>>> {
+        let mut listings = self.lock_listings();
+        let l = listings
+            .get_mut(device)
+            .filter(|l| l.mailbox == mailbox && l.uidvalidity == uidvalidity)?;
+        l.since = Instant::now();
+        Some(l.metas.clone())
+    }
+
+    /// Drops the listings unused for [`MAX_AGE`] and, with `of`, that
+    /// device's listing of that mailbox.
+    fn drop_listings(&self, of: Option<(&str, &str)>, now: Instant) {
+        let mut freed = 0;
+        self.lock_listings().retain(|d, l| {
+            let gone = of.is_some_and(|(device, mailbox)| d == device && l.mailbox == mailbox)
+                || now.duration_since(l.since) > MAX_AGE;
+            if gone {
+                freed += l.bytes;
+            }
+            !gone
+        });
+        self.total.fetch_sub(freed, Ordering::Relaxed);
     }
 
     /// How many entries `device` has (held or fetching), of any mailbox.
@@ -182,6 +278,7 @@ impl ReadAhead {
             self.sweep();
             return;
         }
+        let listed = self.listed(&device, &mailbox, uidvalidity);
         let reserved = Arc::new(AtomicU64::new(MAX_ENTRY_BYTES));
         let (tx, rx) = watch::channel(if opened {
             Phase::Fetching
@@ -223,7 +320,8 @@ impl ReadAhead {
                         reserved: &reserved,
                         total: &total,
                     };
-                    let res = fetch_bounded(&mut imap, &mailbox, uidvalidity, &uids, limits).await;
+                    let what = (mailbox.as_str(), uidvalidity, uids.as_slice());
+                    let res = fetch_bounded(&mut imap, what, listed.as_deref(), limits).await;
                     // Back to the pool before anyone hears of it.
                     drop(imap);
                     res
@@ -316,6 +414,7 @@ impl ReadAhead {
     /// Drops `device`'s entries of `mailbox` (its sync of it is done: what
     /// they still hold will not be asked for).
     pub fn forget(&self, device: &str, mailbox: &str) {
+        self.drop_listings(Some((device, mailbox)), Instant::now());
         let mut entries = self.lock();
         let Some(list) = entries.get_mut(device) else {
             return;
@@ -399,6 +498,7 @@ impl ReadAhead {
 
     /// Drops entries older than [`MAX_AGE`].
     fn sweep(&self) {
+        self.drop_listings(None, Instant::now());
         let mut entries = self.lock();
         self.drop_stale(&mut entries, Instant::now());
     }
@@ -430,20 +530,29 @@ struct Limits<'a> {
     total: &'a AtomicU64,
 }
 
-/// Metadata first, then the leading messages that fit in
-/// [`MAX_ENTRY_BYTES`] in one `UID FETCH`; checks UIDVALIDITY.
+/// Metadata first (from `listed`, the device's kept listing, when it has
+/// every UID: then no FETCH), then the leading messages that fit in
+/// [`MAX_ENTRY_BYTES`] in one `UID FETCH`; checks UIDVALIDITY. A listed
+/// message whose body does not come back was expunged since: left out.
 async fn fetch_bounded(
     imap: &mut PooledSession,
-    mailbox: &str,
-    uidvalidity: u32,
-    uids: &[u32],
+    (mailbox, uidvalidity, uids): (&str, u32, &[u32]),
+    listed: Option<&HashMap<u32, MessageMeta>>,
     limits: Limits<'_>,
 ) -> Result<Fetched, ImapError> {
-    let metas = imap.fetch_meta(mailbox, uids).await?;
-    if imap.selected_uidvalidity(mailbox) != Some(uidvalidity) {
-        return Ok(Fetched::default());
-    }
-    let metas: HashMap<u32, MessageMeta> = metas.into_iter().map(|m| (m.uid, m)).collect();
+    let known: Option<HashMap<u32, MessageMeta>> =
+        listed.and_then(|l| uids.iter().map(|u| Some((*u, l.get(u)?.clone()))).collect());
+    let from_listing = known.is_some();
+    let mut metas = match known {
+        Some(metas) => metas,
+        None => {
+            let metas = imap.fetch_meta(mailbox, uids).await?;
+            if imap.selected_uidvalidity(mailbox) != Some(uidvalidity) {
+                return Ok(Fetched::default());
+            }
+            metas.into_iter().map(|m| (m.uid, m)).collect()
+        }
+    };
     let mut batch = Vec::new();
     let mut bytes = 0u64;
     for uid in uids {
@@ -472,5 +581,67 @@ async fn fetch_bounded(
             .fetch_sub(was - bytes.min(was), Ordering::Relaxed);
     }
     let bodies = imap.fetch_messages(mailbox, &batch).await?;
+    if imap.selected_uidvalidity(mailbox) != Some(uidvalidity) {
+        return Ok(Fetched::default());
+    }
+    if from_listing {
+        let asked: std::collections::HashSet<&u32> = batch.iter().collect();
+        metas.retain(|uid, _| bodies.contains_key(uid) || !asked.contains(uid));
+    }
     Ok(Fetched { metas, bodies })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metas(n: u32) -> Vec<MessageMeta> {
+        (1..=n)
+            .map(|uid| MessageMeta {
+                uid,
+                size: 100,
+                ..MessageMeta::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kept_listing_is_counted_replaced_and_forgotten() {
+        let cache = ReadAhead::default();
+        cache.keep_listing("d1".into(), ("INBOX".into(), 7), metas(10));
+        assert_eq!(cache.bytes(), 10 * LISTED_BYTES);
+        assert_eq!(cache.listed("d1", "INBOX", 7).map(|l| l.len()), Some(10));
+        // Another mailbox or UIDVALIDITY, another device: not this listing.
+        assert!(cache.listed("d1", "INBOX", 8).is_none());
+        assert!(cache.listed("d1", "Sent", 7).is_none());
+        assert!(cache.listed("d2", "INBOX", 7).is_none());
+        // A device's next listing replaces its previous one.
+        cache.keep_listing("d1".into(), ("INBOX".into(), 7), metas(4));
+        assert_eq!(cache.bytes(), 4 * LISTED_BYTES);
+        cache.keep_listing("d2".into(), ("INBOX".into(), 7), metas(3));
+        assert_eq!(cache.bytes(), 7 * LISTED_BYTES);
+        // The end of a device's sync of the mailbox drops its listing only.
+        cache.forget("d1", "Sent");
+        assert_eq!(cache.bytes(), 7 * LISTED_BYTES);
+        cache.forget("d1", "INBOX");
+        assert_eq!(cache.bytes(), 3 * LISTED_BYTES);
+        assert!(cache.listed("d1", "INBOX", 7).is_none());
+        assert!(cache.listed("d2", "INBOX", 7).is_some());
+    }
+
+    #[test]
+    fn a_listing_beyond_the_bounds_is_not_kept() {
+        let cache = ReadAhead::default();
+        let too_many = MAX_LISTED as u32 + 1;
+        cache.keep_listing("d1".into(), ("INBOX".into(), 7), metas(too_many));
+        assert_eq!(cache.bytes(), 0);
+        assert!(cache.listed("d1", "INBOX", 7).is_none());
+        // Nor one that would take the cache past its total.
+        cache
+            .total
+            .store(MAX_TOTAL_BYTES - LISTED_BYTES, Ordering::Relaxed);
+        cache.keep_listing("d1".into(), ("INBOX".into(), 7), metas(2));
+        assert!(cache.listed("d1", "INBOX", 7).is_none());
+        assert_eq!(cache.bytes(), MAX_TOTAL_BYTES - LISTED_BYTES);
+    }
 }
