@@ -348,7 +348,8 @@ async fn sync_once(
             res.body.len()
         );
     }
-    let el = opush_protocol::wbxml::decode(&res.body).unwrap_or_else(|e| panic!("Sync answer: {e}"));
+    let el =
+        opush_protocol::wbxml::decode(&res.body).unwrap_or_else(|e| panic!("Sync answer: {e}"));
     let named = |e: &'_ opush_protocol::wbxml::Element<'_>, name: &str| e.tag.name() == Some(name);
     let collection = el
         .elements()
