@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the request line and typed commands: parsing the
-//! plain and base64 queries, and WBXML ⇄ typed Sync for real corpus bodies.
+//! plain and base64 queries, and WBXML ⇄ typed Sync for real corpus bodies
+//! (responses also through the streamed writer the server uses).
 //! Figures go to docs/BENCHMARKS.md ("protocol: request line and typed
 //! commands"). The corpus must be present at /work/shared/corpus.
 #![allow(
@@ -76,6 +77,11 @@ fn sync(c: &mut Criterion) {
             });
             group.bench_function(format!("{name}/encode_typed"), |b| {
                 b.iter(|| black_box(&typed).encode(v))
+            });
+            // What the server sends: written without the tree.
+            assert_eq!(typed.to_wbxml(v), typed.encode(v));
+            group.bench_function(format!("{name}/write_streamed"), |b| {
+                b.iter(|| black_box(&typed).to_wbxml(v))
             });
         }
     }

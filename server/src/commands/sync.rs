@@ -182,7 +182,23 @@ pub fn item_id(uidvalidity: u32, uid: u32) -> BackendItemId {
 /// The UID of an item id (`None` when not an IMAP id).
 pub fn uid_of(id: &BackendItemId) -> Option<(u32, u32)> {
     let (v, u) = id.0.split_once('/')?;
-    Some((v.parse().ok()?, u.parse().ok()?))
+    Some((decimal_u32(v)?, decimal_u32(u)?))
+}
+
+/// `s.parse::<u32>()` (an optional `+`, then digits) without its generic
+/// machinery: a Sync reads the UID of every item id several times.
+fn decimal_u32(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix('+').unwrap_or(s).as_bytes();
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u32::from(b - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// The version of a message: a digest of the flags a device sees.
@@ -1610,6 +1626,19 @@ fn flags_only(info: &MessageInfo) -> Email {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The UID reader agrees with `str::parse` on ids of every shape.
+        #[test]
+        fn uid_of_reads_as_parse(
+            v in prop_oneof!["[0-9]{1,11}", "\\+?[0-9]{0,3}", "[+0-9a-z -]{0,6}", Just("4294967295".to_owned()), Just("4294967296".to_owned())],
+            u in prop_oneof!["[0-9]{1,11}", "\\+?[0-9]{0,3}", "[+0-9a-z /-]{0,6}"],
+        ) {
+            let id = BackendItemId(format!("{v}/{u}"));
+            let by_parse = id.0.split_once('/').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+            prop_assert_eq!(uid_of(&id), by_parse);
+        }
+    }
 
     /// The digest as first defined: one formatted string, hashed whole.
     /// Versions are recorded in the log, so this must never change.

@@ -18,7 +18,7 @@ pub mod html;
 
 use std::fmt;
 
-use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, HeaderName, MessageParser, MimeHeaders, PartType};
 use opush_protocol::commands::airsyncbase::{Attachment, BodyPreference};
 use opush_protocol::commands::items::{Email, Flag};
 use opush_protocol::version::ProtocolVersion;
@@ -162,15 +162,15 @@ fn render(
     email.thread_topic = msg.thread_name().map(str::to_owned);
     if version >= ProtocolVersion::V14_0 {
         email.conversation_id = conversation::conversation_id(
-            msg.header_raw("References"),
-            msg.header_raw("In-Reply-To"),
-            msg.header_raw("Message-ID"),
+            header_raw(&msg, &RAW_HEADERS[0]),
+            header_raw(&msg, &RAW_HEADERS[1]),
+            header_raw(&msg, &RAW_HEADERS[2]),
         )
         .map(|id| id.to_vec());
     }
     email.importance = Some(importance(
-        msg.header_raw("Importance"),
-        msg.header_raw("X-Priority"),
+        header_raw(&msg, &RAW_HEADERS[3]),
+        header_raw(&msg, &RAW_HEADERS[4]),
     ));
     if msg.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
@@ -218,25 +218,62 @@ fn render(
 /// guess (a header may merely mention the words): [`single_text_body`]
 /// decides.
 fn may_be_single_text(raw: &[u8]) -> bool {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
     // The header block ends at the first empty line, CRLF or bare LF: the
     // bare-LF search only looks before the CRLF one (most mail has no
     // "\n\n" at all, and searching the whole message for it costs).
-    let crlf = memchr::memmem::find(raw, b"\n\r\n").unwrap_or(raw.len());
-    let end = memchr::memmem::find(&raw[..crlf], b"\n\n").unwrap_or(crlf);
+    static CRLF_BLANK: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+    static LF_BLANK: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+    // The words without their first letter, in lower and in upper case:
+    // "Multipart", "BASE64", "Quoted-Printable"… (a mixed case that slips
+    // through only costs the header parse done twice).
+    static WORDS: LazyLock<[Finder<'static>; 6]> = LazyLock::new(|| {
+        [
+            Finder::new(b"ultipart"),
+            Finder::new(b"ULTIPART"),
+            Finder::new(b"ase64"),
+            Finder::new(b"ASE64"),
+            Finder::new(b"uoted-printable"),
+            Finder::new(b"UOTED-PRINTABLE"),
+        ]
+    });
+    let crlf = CRLF_BLANK.find(raw).unwrap_or(raw.len());
+    let end = LF_BLANK.find(&raw[..crlf]).unwrap_or(crlf);
     let head = &raw[..end];
-    let mentions = |word: &[u8]| {
-        memchr::memchr2_iter(
-            word[0].to_ascii_lowercase(),
-            word[0].to_ascii_uppercase(),
-            head,
-        )
-        .any(|at| {
-            head.get(at..at + word.len())
-                .is_some_and(|w| w.eq_ignore_ascii_case(word))
-        })
-    };
-    !mentions(b"multipart") && !mentions(b"base64") && !mentions(b"quoted-printable")
+    !WORDS.iter().any(|w| w.find(head).is_some())
 }
+
+/// `msg`'s raw header `name` (the last one), as `Message::header_raw`
+/// gives it, from a name parsed once ([`RAW_HEADERS`]) rather than on
+/// every call.
+fn header_raw<'m>(msg: &'m mail_parser::Message<'_>, name: &HeaderName<'_>) -> Option<&'m str> {
+    let h = msg
+        .parts
+        .first()?
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.name == *name)?;
+    std::str::from_utf8(
+        msg.raw_message
+            .get(h.offset_start as usize..h.offset_end as usize)?,
+    )
+    .ok()
+}
+
+/// The raw headers [`to_email`] reads: References, In-Reply-To,
+/// Message-ID, Importance, X-Priority.
+static RAW_HEADERS: std::sync::LazyLock<[HeaderName<'static>; 5]> =
+    std::sync::LazyLock::new(|| {
+        [
+            HeaderName::from("References"),
+            HeaderName::from("In-Reply-To"),
+            HeaderName::from("Message-ID"),
+            HeaderName::from("Importance"),
+            HeaderName::from("X-Priority"),
+        ]
+    });
 
 /// The body of `raw` when mail-parser, parsing it whole, would make it one
 /// inline text/plain part decoded as UTF-8 without a copy, `head` being

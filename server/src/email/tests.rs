@@ -323,6 +323,34 @@ fn address_lists_are_written_as_when_joined() {
 }
 
 #[test]
+fn raw_headers_are_read_as_mail_parser_reads_them() {
+    let raw = b"Message-ID: <a@x>\r\nimportance: low\r\nX-PRIORITY: 1\r\n\
+References: <r1@x>\r\n  <r2@x>\r\nIn-Reply-To: <r2@x>\r\nImportance: High\r\n\r\nbody\r\n";
+    let msg = MessageParser::default().parse(&raw[..]).unwrap();
+    for (i, name) in [
+        "References",
+        "In-Reply-To",
+        "Message-ID",
+        "Importance",
+        "X-Priority",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(
+            header_raw(&msg, &RAW_HEADERS[i]),
+            msg.header_raw(name),
+            "{name}"
+        );
+        assert!(msg.header_raw(name).is_some(), "{name}");
+    }
+    let bare = MessageParser::default()
+        .parse(&b"Subject: x\r\n\r\nb"[..])
+        .unwrap();
+    assert_eq!(header_raw(&bare, &RAW_HEADERS[0]), None);
+}
+
+#[test]
 fn the_plain_text_shortcut_renders_as_the_whole_parse() {
     let mut taken = 0;
     for raw in shortcut_edges() {
