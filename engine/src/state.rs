@@ -281,10 +281,70 @@ impl CollectionState {
                 }
             }
         }
-        for it in &obs.changed {
-            self.upsert_server(it, at);
+        if !(self.items.is_empty() && self.insert_first(at, &obs.changed)) {
+            for it in &obs.changed {
+                self.upsert_server(it, at);
+            }
         }
         self.cursor = obs.cursor;
+    }
+
+    /// The upserts of `changed` into a collection that has no items yet
+    /// (a first listing: 10,000 messages at a device's SyncKey 0), done in
+    /// bulk: the items and the dirty set are built from the sorted ids in
+    /// one go instead of inserted one by one. The result is the one
+    /// `upsert_server` gives item after item (tested); a listing that
+    /// names one id twice is left to it (false, nothing done).
+    fn insert_first(&mut self, at: Timestamp, changed: &[ObservedItem]) -> bool {
+        let cutoff = self.cutoff(at);
+        let mut rows: Vec<(BackendItemId, Item)> = changed
+            .iter()
+            .map(|o| {
+                let item = Item {
+                    n: 0,
+                    server: Some(ServerSide {
+                        version: o.version,
+                        received_at: o.received_at,
+                    }),
+                    device: None,
+                    filtered_out: cutoff.is_some_and(|c| o.received_at < c),
+                };
+                (o.id.clone(), item)
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if rows.windows(2).any(|w| w[0].0 == w[1].0) {
+            return false;
+        }
+        // What `refresh` does to each: due unless filtered out, and a
+        // filtered-out one stays dirty while the pending batch names it.
+        let pending = self.pending.as_ref();
+        let mut due = Vec::with_capacity(rows.len());
+        for (id, item) in &rows {
+            let named = || pending.is_some_and(|p| p.batch.changes.iter().any(|c| c.id() == id));
+            if !item.filtered_out || named() {
+                due.push(id.clone());
+            } else {
+                self.dirty.remove(id);
+            }
+        }
+        if !self.quarantined.is_empty() {
+            for (id, _) in &rows {
+                self.quarantined.remove(id);
+            }
+        }
+        for o in changed {
+            if let Some(d) = o.digest {
+                self.digests.insert(d, o.id.clone());
+            }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = due.into_iter().collect();
+        } else {
+            self.dirty.extend(due);
+        }
+        self.items = rows.into_iter().collect();
+        true
     }
 
     fn reset(&mut self, key: SyncKey, filter: FilterType, at: Timestamp) {
@@ -294,15 +354,15 @@ impl CollectionState {
         self.last_key = self.last_key.max(key);
         self.pending = None;
         self.on_device.clear();
-        self.dirty.clear();
         self.quarantined.clear();
         self.client_ids.clear();
         let cutoff = self.cutoff(at);
         // What `refresh` would do to each item, in one pass in key order:
         // with no device side and no pending batch, an item is either due
-        // (dirty: the set is then built in one go from the sorted ids),
-        // settled, or gone from both sides (dropped).
-        let mut dirty = Vec::new();
+        // (dirty), settled, or gone from both sides (dropped). The dirty
+        // set is kept when it already is the due items (a first listing
+        // just made it so), else built in one go from the sorted ids.
+        let mut due: Vec<&BackendItemId> = Vec::with_capacity(self.dirty.len());
         let mut gone = Vec::new();
         for (id, item) in self.items.iter_mut() {
             item.device = None;
@@ -311,12 +371,16 @@ impl CollectionState {
                 None => false,
             };
             if Self::needs_attention(item) {
-                dirty.push(id.clone());
+                due.push(id);
             } else if item.server.is_none() {
                 gone.push(id.clone());
             }
         }
-        self.dirty = dirty.into_iter().collect();
+        let same =
+            due.len() == self.dirty.len() && due.iter().zip(&self.dirty).all(|(a, b)| *a == b);
+        if !same {
+            self.dirty = due.into_iter().cloned().collect();
+        }
         for id in &gone {
             self.refresh(id);
         }
@@ -836,5 +900,84 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
 pub fn fold<'a>(state: &mut DeviceState, events: impl IntoIterator<Item = &'a Event>) {
     for e in events {
         apply(state, e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Observation, ServerChange};
+
+    fn item(uid: u32, received_at: u64) -> ObservedItem {
+        ObservedItem {
+            id: BackendItemId(format!("7/{uid}")),
+            version: ItemVersion(u64::from(uid) * 5),
+            received_at: Timestamp(received_at),
+            digest: (uid % 4 == 0).then(|| Digest::of(&uid.to_le_bytes())),
+        }
+    }
+
+    /// A collection with no items but with leftovers the bulk path must
+    /// treat as `upsert_server` does: a FilterType window, a pending batch
+    /// naming one filtered-out item, a stale dirty id and a quarantined one.
+    fn empty_collection() -> CollectionState {
+        let mut c = CollectionState::new(FolderType::Inbox);
+        c.filter = FilterType::OneDay;
+        c.pending = Some(Pending {
+            batch: Batch {
+                key: SyncKey(3),
+                changes: vec![ServerChange::SoftDelete {
+                    n: 4,
+                    id: BackendItemId("7/2".into()),
+                }],
+                replies: vec![],
+                more_available: false,
+            },
+            retries: 0,
+        });
+        c.dirty.insert(BackendItemId("7/1".into()));
+        c.dirty.insert(BackendItemId("9/9".into()));
+        c.quarantined.insert(BackendItemId("7/12".into()));
+        c
+    }
+
+    // A first listing folded in bulk gives exactly the state the item by
+    // item upserts give; one naming an id twice takes the item by item path.
+    #[test]
+    fn a_first_listing_in_bulk_is_the_same_as_item_by_item() {
+        let at = Timestamp(10 * Timestamp::DAY_MS);
+        let old = at.minus_days(3).0;
+        let listing: Vec<ObservedItem> = (1..=40)
+            .rev()
+            .map(|uid| item(uid, if uid % 3 == 1 { old } else { at.0 }))
+            .collect();
+        let mut twice = listing.clone();
+        twice.push(item(5, old));
+        for changed in [listing, twice] {
+            let obs = Observation {
+                validity: 7,
+                cursor: 3,
+                kind: ObservationKind::Full,
+                changed: changed.clone(),
+                vanished: vec![],
+            };
+            let mut bulk = empty_collection();
+            bulk.observe(at, &obs);
+            let mut one_by_one = empty_collection();
+            one_by_one.validity = Some(7);
+            for it in &changed {
+                one_by_one.upsert_server(it, at);
+            }
+            one_by_one.cursor = 3;
+            assert_eq!(bulk, one_by_one);
+            assert!(bulk.dirty.contains(&BackendItemId("7/2".into())));
+            assert!(!bulk.dirty.contains(&BackendItemId("7/1".into())));
+            // And the reset that follows keeps or rebuilds the same set.
+            let mut again = one_by_one.clone();
+            bulk.reset(SyncKey(4), FilterType::OneDay, at);
+            again.dirty.insert(BackendItemId("7/1".into()));
+            again.reset(SyncKey(4), FilterType::OneDay, at);
+            assert_eq!(bulk, again);
+        }
     }
 }
