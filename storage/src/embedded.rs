@@ -115,6 +115,17 @@ fn check_part(what: &str, s: &str) -> Result<()> {
 
 fn index_expiry(txn: &WriteTransaction, expires: u64, table: u8, key: &[u8]) -> Result<()> {
     let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
+    index_expiry_in(&mut ix, expires, table, key)
+}
+
+/// [`index_expiry`] into an expiry table already open (an append opens it
+/// once for all its rows).
+fn index_expiry_in(
+    ix: &mut redb::Table<'_, &'static [u8], ()>,
+    expires: u64,
+    table: u8,
+    key: &[u8],
+) -> Result<()> {
     let mut k = Vec::with_capacity(9 + key.len());
     k.extend_from_slice(&expires.to_be_bytes());
     k.push(table);
@@ -700,6 +711,7 @@ impl Inner {
                 });
             }
             let mut events = txn.open_table(EVENTS).map_err(backend)?;
+            let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
             for (i, ev) in batch.events.iter().enumerate() {
                 let key = event_key(&batch.device, batch.expected_head + 1 + i as u64);
                 events
@@ -708,7 +720,7 @@ impl Inner {
                         encode_event(layout, ev.format_version, expires, &ev.payload).as_slice(),
                     )
                     .map_err(backend)?;
-                index_expiry(txn, expires, T_EVENT, &key)?;
+                index_expiry_in(&mut ix, expires, T_EVENT, &key)?;
             }
             let mut hv = [0u8; 16];
             hv[..8].copy_from_slice(&batch.new_head().to_le_bytes());
@@ -716,7 +728,7 @@ impl Inner {
             heads
                 .insert(dev.as_slice(), hv.as_slice())
                 .map_err(backend)?;
-            index_expiry(txn, expires, T_HEAD, &dev)?;
+            index_expiry_in(&mut ix, expires, T_HEAD, &dev)?;
         }
         Ok(batch.new_head())
     }
