@@ -1324,7 +1324,7 @@ async fn render(
     let collection = r.collection;
     let sid = |n: u32| WireServerId(ServerId { collection, n }.to_string());
     let mut pf = Prefetch::new(imap, raw, &r, metas, bodies).await?;
-    let mut commands = Vec::new();
+    let mut commands = Vec::with_capacity(r.changes.len());
     for change in &r.changes {
         commands.push(match change {
             ServerChange::Add { n, id, .. } => ServerCommand::Add {

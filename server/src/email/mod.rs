@@ -460,7 +460,15 @@ fn flag_of(flagged: bool) -> Flag {
 /// `"Name" <addr>, <addr2>` — the form EAS devices display and reply to.
 /// Written into one string (no string per address, no join).
 fn render_addresses(addr: &Address<'_>) -> String {
-    let mut out = String::new();
+    // Sized once: each address adds at most its name, its address and
+    // seven more bytes (two quotes, ` <`, `>` and the list's `, `).
+    let mut out = String::with_capacity(
+        addr.iter()
+            .map(|a| {
+                a.name.as_deref().map_or(0, str::len) + a.address.as_deref().map_or(0, str::len) + 7
+            })
+            .sum(),
+    );
     let mut first = true;
     for a in addr.iter() {
         let Some(address) = a.address.as_deref() else {
