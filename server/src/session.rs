@@ -3,7 +3,7 @@
 //! conditionally on the device head; one writer per device within the
 //! process; a snapshot every `snapshot_every` events, or later while the
 //! events since the last one are smaller than a snapshot of the state (see
-//! [`snapshot_due`]).
+//! `snapshot_due`).
 //!
 //! Exists so every command handler follows lifecycle steps 3 and 5 of
 //! `docs/DESIGN.md` the same way, and records its request the same way: a
