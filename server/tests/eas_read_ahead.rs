@@ -229,9 +229,21 @@ impl Device<'_> {
 }
 
 async fn device<'a>(eas: &'a EasServices, user: &'a str, id: &'a str) -> Device<'a> {
+    device_asking(eas, user, id, Some(50)).await
+}
+
+/// [`device`] whose SyncKey 0 asks `window` (`None`: no WindowSize).
+async fn device_asking<'a>(
+    eas: &'a EasServices,
+    user: &'a str,
+    id: &'a str,
+    window: Option<u32>,
+) -> Device<'a> {
     let who = caller(user, id);
     let inbox = first_folder_sync(eas, &who).await.of_type(2);
-    let res = sync(&sync_req(&inbox, "0"), ProtocolVersion::V14_1, &who, eas)
+    let mut first = sync_req(&inbox, "0");
+    first.collections[0].window_size = window;
+    let res = sync(&first, ProtocolVersion::V14_1, &who, eas)
         .await
         .unwrap();
     let key = res.collections[0].sync_key.0.clone();
@@ -427,20 +439,7 @@ async fn sync_key_0_reads_the_first_windows_ahead_from_its_listing() {
     // read-ahead is a default window, the second one up to the largest.
     eas.engine.default_window = 4;
     eas.engine.max_window = 11;
-    let who = caller(USER, "DEVAHEADFIRST");
-    let inbox = first_folder_sync(&eas, &who).await.of_type(2);
-    let mut first = sync_req(&inbox, "0");
-    first.collections[0].window_size = None;
-    let res = sync(&first, ProtocolVersion::V14_1, &who, &eas)
-        .await
-        .unwrap();
-    let mut dev = Device {
-        key: res.collections[0].sync_key.0.clone(),
-        eas: &eas,
-        who,
-        inbox,
-        view: DeviceView::new(),
-    };
+    let mut dev = device_asking(&eas, USER, "DEVAHEADFIRST", None).await;
     // Read ahead from the listing: the first 4 + 7 messages, in the order
     // the engine sends them (whatever UIDs happen to sort first as ids).
     let held = dev.read_ahead().await;

@@ -182,25 +182,29 @@ async fn the_verifiers_session_is_adopted_by_the_pool() {
     assert_eq!(pool.open_count(USER), 1);
 }
 
-#[tokio::test]
-async fn a_read_ahead_gets_its_own_connection_without_waiting_to_grow() {
-    const USER: &str = "load0098@load.test";
-    // A user's first login ever (its mailbox created) may be slow: not
-    // under this test's short timeout.
+/// A pool configuration of `pool_size` whose requests never grow the pool
+/// (they would wait for a busy session longer than the 5 s timeout), once
+/// `user` has logged in once (a user's first login ever, its mailbox
+/// created, may be slow: not under that short timeout).
+async fn never_growing(user: &str, pool_size: usize) -> ImapConfig {
     ImapPool::new(cfg())
-        .get(USER, &password())
+        .get(user, &password())
         .await
         .unwrap()
         .status("INBOX")
         .await
         .unwrap();
     let mut c = cfg();
-    c.pool_size = 2;
-    // A request would wait this long for the busy session before growing:
-    // longer than the timeout, so it never grows.
+    c.pool_size = pool_size;
     c.pool_grow_after_ms = 600_000;
     c.timeout_ms = 5_000;
-    let pool = ImapPool::new(c);
+    c
+}
+
+#[tokio::test]
+async fn a_read_ahead_gets_its_own_connection_without_waiting_to_grow() {
+    const USER: &str = "load0098@load.test";
+    let pool = ImapPool::new(never_growing(USER, 2).await);
     let mut held = pool.get(USER, &password()).await.unwrap();
     held.status("INBOX").await.unwrap();
     // With the only session busy, a request waits for it (and times out).
@@ -224,18 +228,7 @@ async fn a_read_ahead_gets_its_own_connection_without_waiting_to_grow() {
 #[tokio::test]
 async fn two_read_aheads_log_in_side_by_side_and_no_more() {
     const USER: &str = "load0094@load.test";
-    ImapPool::new(cfg())
-        .get(USER, &password())
-        .await
-        .unwrap()
-        .status("INBOX")
-        .await
-        .unwrap();
-    let mut c = cfg();
-    c.pool_size = 4;
-    c.pool_grow_after_ms = 600_000;
-    c.timeout_ms = 5_000;
-    let pool = Arc::new(ImapPool::new(c));
+    let pool = Arc::new(ImapPool::new(never_growing(USER, 4).await));
     let held = pool.get(USER, &password()).await.unwrap();
     // The two read-aheads of an initial sync ask at once: both logins are
     // under way together (neither waits for the other's to finish).
