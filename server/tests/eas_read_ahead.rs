@@ -10,7 +10,11 @@
 //! The first windows are read ahead from the SyncKey 0 listing itself,
 //! before the device asks for them.
 //!
-//! Reserved Dovecot users: load0076, load0093, load0095–load0097.
+//! With the user's connections all taken, an initial sync still carries
+//! every message once: its read-aheads give up a connection they cannot
+//! get instead of holding the windows up.
+//!
+//! Reserved Dovecot users: load0076, load0093, load0095–load0097, load0099.
 
 #![allow(
     clippy::unwrap_used,
@@ -499,4 +503,37 @@ async fn sync_key_0_reads_the_first_windows_ahead_from_its_listing() {
         assert_eq!(flagged(e), changed, "Flag of {subject}");
     }
     assert_eq!(eas.imap.read_ahead().bytes(), 0);
+}
+
+#[tokio::test]
+async fn an_initial_sync_with_every_connection_taken_still_carries_every_message_once() {
+    opush_tests::require(opush_tests::DOVECOT_IMAP);
+    const USER: &str = "load0099@load.test";
+    let tag = unique("aheadbusy");
+    let (_raw, _) = fill_inbox(USER, &tag, MESSAGES);
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = services(&dir).await;
+    // Two connections per user: the device's Sync takes one, another
+    // request of the user the other, so no read-ahead can have its own.
+    let mut cfg = eas.imap.config().clone();
+    cfg.pool_size = 2;
+    eas.imap = std::sync::Arc::new(opush_server::backends::imap::ImapPool::new(cfg));
+    let password = opush_server::config::Secret::new(opush_tests::demo_password());
+    let mut other = eas.imap.get(USER, &password).await.unwrap();
+    other.status("INBOX").await.unwrap();
+    let mut dev = device_asking(&eas, USER, "DEVAHEADBUSY", None).await;
+    let mut added = Vec::new();
+    loop {
+        let (window, more) = dev.window().await;
+        added.extend(window.into_iter().filter_map(|e| e.subject));
+        if !more {
+            break;
+        }
+        assert!(added.len() < 2 * MESSAGES, "the sync did not end");
+    }
+    let distinct: BTreeSet<&String> = added.iter().collect();
+    assert_eq!(added.len(), MESSAGES, "every message once: {added:?}");
+    assert_eq!(distinct.len(), MESSAGES);
+    assert!(added.iter().all(|s| s.starts_with(&tag)));
+    drop(other);
 }

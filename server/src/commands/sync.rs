@@ -784,6 +784,10 @@ fn ahead_depth(eas: &EasServices) -> usize {
 /// opened.
 type Opening = tokio::task::JoinHandle<Result<PooledSession, crate::backends::imap::ImapError>>;
 
+/// Longest wait for a pool slot when opening a read-ahead connection at
+/// SyncKey 0 (a login itself takes milliseconds).
+const OPEN_AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Opens, in the background, the connections an initial sync's first
 /// read-aheads will use ([`ahead_depth`] of them), each logged in, with
 /// `raw` selected and its first message opened
@@ -806,11 +810,23 @@ fn open_ahead(raw: &str, caller: &Caller<'_>, eas: &EasServices) -> Vec<Opening>
             let (user, password) = (caller.user.to_owned(), caller.password.clone());
             let raw = raw.to_owned();
             tokio::spawn(async move {
-                let mut imap = if pool.config().master_for_requests {
-                    pool.get_master_eager(&user).await?
-                } else {
-                    pool.get_eager(&user, &password).await?
+                let checkout = async {
+                    if pool.config().master_for_requests {
+                        pool.get_master_eager(&user).await
+                    } else {
+                        pool.get_eager(&user, &password).await
+                    }
                 };
+                // A window waits for this connection from the start: not
+                // for a pool slot the user's other work holds (the window
+                // then fetches its messages itself).
+                let mut imap = tokio::time::timeout(OPEN_AHEAD_WAIT, checkout)
+                    .await
+                    .map_err(|_| {
+                        crate::backends::imap::ImapError::Unavailable(
+                            "no IMAP connection free for a read-ahead".into(),
+                        )
+                    })??;
                 // Selects it unless this (pooled) connection has it already.
                 imap.open_first_message(&raw).await?;
                 Ok(imap)
