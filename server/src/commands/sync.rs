@@ -514,44 +514,15 @@ pub async fn sync(
             )
             .await?;
             if let Some(ev) = observed {
-                // A full listing at SyncKey 0 names the first windows' messages
-                // already: read them ahead while it is folded and recorded.
                 if first {
                     let filter = prepared
                         .request
                         .filter
                         .or_else(|| rec.state().collections.get(&collection).map(|c| c.filter));
-                    // Its first window of the size asked; a device that
-                    // asks none now (most do not at SyncKey 0) gets the
-                    // default first, then up to the largest window, so
-                    // that a device asking large windows finds its first
-                    // one read ahead whole, and one asking small ones its
-                    // next few (a read-ahead a window does not use waits
-                    // for the next ones).
-                    let sizes = match prepared.request.window_size {
-                        Some(_) => (window, window),
-                        None => {
-                            let max = eas.engine.max_window.max(1) as usize;
-                            (window, max.saturating_sub(window).max(window))
-                        }
-                    };
-                    let most = sizes.0 + sizes.1 * ahead_depth(eas).saturating_sub(1);
-                    if let (Event::BackendObserved { observation, .. }, false) =
-                        (&ev, listed.is_empty())
-                    {
-                        // Their metadata is known: the read-aheads fetch
-                        // only the bodies.
-                        let validity = u32::try_from(observation.validity).unwrap_or(0);
-                        let listing = (raw.clone(), validity);
-                        let device = ahead.device.clone();
-                        ahead
-                            .cache
-                            .keep_listing(device, listing, std::mem::take(&mut listed));
-                    }
-                    if let Some(guess) = initial_guess(&ev, filter, at, most) {
-                        let to = (raw.as_str(), sizes);
-                        start_read_ahead(&ahead, guess, to, &mut opened, caller, eas);
-                    }
+                    let request = (filter, prepared.request.window_size, window);
+                    let listing = (raw.as_str(), listed);
+                    let to = (&ahead, &mut opened, caller);
+                    read_ahead_first(&ev, listing, request, at, to, eas);
                 }
                 rec.observed(ev);
             }
@@ -833,6 +804,43 @@ fn open_ahead(raw: &str, caller: &Caller<'_>, eas: &EasServices) -> Vec<Opening>
             })
         })
         .collect()
+}
+
+/// A full listing at SyncKey 0 (`ev`, its messages `listed`) names the
+/// first windows' messages already: they are read ahead while it is
+/// folded and recorded, and the listing is kept so those read-aheads fetch
+/// only the bodies. The first window of the size asked (`asked`, `window`
+/// when the device named one); a device that asks none at SyncKey 0 (most
+/// do not) gets the default first, then up to the largest window, so that
+/// a device asking large windows finds its first one read ahead whole, and
+/// one asking small ones its next few (a read-ahead a window does not use
+/// waits for the next ones).
+fn read_ahead_first(
+    ev: &Event,
+    (raw, listed): (&str, Vec<MessageMeta>),
+    (filter, asked, window): (Option<FilterType>, Option<u32>, usize),
+    at: Timestamp,
+    (ahead, opened, caller): (&Ahead<'_>, &mut Vec<Opening>, &Caller<'_>),
+    eas: &EasServices,
+) {
+    let sizes = match asked {
+        Some(_) => (window, window),
+        None => {
+            let max = eas.engine.max_window.max(1) as usize;
+            (window, max.saturating_sub(window).max(window))
+        }
+    };
+    let most = sizes.0 + sizes.1 * ahead_depth(eas).saturating_sub(1);
+    if let (Event::BackendObserved { observation, .. }, false) = (ev, listed.is_empty()) {
+        let validity = u32::try_from(observation.validity).unwrap_or(0);
+        let listing = (raw.to_owned(), validity);
+        ahead
+            .cache
+            .keep_listing(ahead.device.clone(), listing, listed);
+    }
+    if let Some(guess) = initial_guess(ev, filter, at, most) {
+        start_read_ahead(ahead, guess, (raw, sizes), opened, caller, eas);
+    }
 }
 
 /// The messages a SyncKey 0's first windows will carry (their UIDVALIDITY
