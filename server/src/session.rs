@@ -1250,10 +1250,22 @@ impl EasServices {
         &self,
         caller: &Caller<'_>,
     ) -> Result<crate::backends::imap::PooledSession, crate::commands::CommandError> {
+        self.imap_selecting(caller, &[]).await
+    }
+
+    /// [`EasServices::imap_for`], preferring an idle session that has one
+    /// of `mailboxes` selected (see `ImapPool::get_selecting`).
+    pub async fn imap_selecting(
+        &self,
+        caller: &Caller<'_>,
+        mailboxes: &[String],
+    ) -> Result<crate::backends::imap::PooledSession, crate::commands::CommandError> {
         let res = if self.imap.config().master_for_requests {
-            self.imap.get_master(caller.user).await
+            self.imap.get_master_selecting(caller.user, mailboxes).await
         } else {
-            self.imap.get(caller.user, caller.password).await
+            self.imap
+                .get_selecting(caller.user, caller.password, mailboxes)
+                .await
         };
         res.map_err(|e| match e {
             crate::backends::imap::ImapError::Auth { user } => {

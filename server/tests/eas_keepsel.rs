@@ -340,7 +340,7 @@ async fn scenario(user: &str, use_condstore: bool) {
     }
     // The windows kept the selection: each connection the pool logged in
     // (the windows', a read-ahead's, the other device's) selected INBOX
-    // once at most. (The last window's connection comes back after its UNSELECT.)
+    // once at most.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let opens = eas.imap.mailbox_opens();
     let connections = eas.imap.logins();

@@ -3,9 +3,10 @@
 //! global cap closes the oldest idle connection of another user, a
 //! cancelled command's connection is not reused, and the Basic-auth
 //! verifier's session is adopted by the pool, and a read-ahead grows the pool at once,
-//! two read-aheads side by side.
+//! two read-aheads side by side; a request that names its folders gets the idle
+//! connection that has one of them selected.
 //!
-//! Users reserved for this file: load0081–load0085, load0094, load0098 (each test its own
+//! Users reserved for this file: load0081–load0085, load0094, load0098, load0060 (each test its own
 //! pool, so counts are this test's alone). A missing Dovecot fails the tests.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
@@ -253,4 +254,33 @@ async fn two_read_aheads_log_in_side_by_side_and_no_more() {
     assert_eq!(pool.logins(), 3);
     assert_eq!(pool.open_count(USER), 3);
     drop((a, b, held));
+}
+
+#[tokio::test]
+async fn a_request_gets_the_idle_connection_that_has_its_folder_selected() {
+    const USER: &str = "load0060@load.test";
+    let pool = ImapPool::new(cfg());
+    // Two connections: A selects INBOX, B (returned after A, so the most
+    // recent) has nothing selected.
+    let mut a = pool.get(USER, &password()).await.unwrap();
+    let mut b = pool.get_eager(USER, &password()).await.unwrap();
+    a.select("INBOX").await.unwrap();
+    b.list_folders(false).await.unwrap();
+    drop(a);
+    drop(b);
+    assert_eq!(pool.logins(), 2);
+    let inbox = ["INBOX".to_owned()];
+    for _ in 0..3 {
+        let s = pool.get_selecting(USER, &password(), &inbox).await.unwrap();
+        assert_eq!(s.selected_mailbox(), Some("INBOX"));
+    }
+    // Without a preference: the most recently returned one.
+    let s = pool.get(USER, &password()).await.unwrap();
+    assert_eq!(s.selected_mailbox(), Some("INBOX"));
+    drop(s);
+    // A folder nobody has selected: still a connection, no new login.
+    let other = ["Sent".to_owned()];
+    let s = pool.get_selecting(USER, &password(), &other).await.unwrap();
+    drop(s);
+    assert_eq!(pool.logins(), 2);
 }

@@ -475,7 +475,15 @@ pub async fn sync(
         device: caller.device_key()?.to_string(),
         wait: std::time::Duration::from_millis(eas.imap.config().timeout_ms),
     };
-    let mut imap = eas.imap_for(caller).await?;
+    // A connection that kept one of these folders selected (a device's
+    // last Sync) answers a no-change Sync with a NOOP (see the end).
+    let folders: Vec<String> = req
+        .collections
+        .iter()
+        .filter_map(|w| CollectionId::parse(&w.collection_id.0))
+        .filter_map(|c| rec.state().hierarchy.ids.get(&c).map(|b| b.0.clone()))
+        .collect();
+    let mut imap = eas.imap_selecting(caller, &folders).await?;
     // The Trash folder, looked up (LIST) only when a delete moves a message.
     let mut trash: Option<Option<String>> = None;
     let at = rec.at();
@@ -622,16 +630,6 @@ pub async fn sync(
     // append waits on the disk, the rendering on IMAP and the CPU; the
     // answer leaves only once both are done (a new SyncKey is never sent
     // before its events are durable).
-    let more = answers.iter().any(|(_, _, response)| {
-        response
-            .as_ref()
-            .is_some_and(|(r, _)| r.more_available && r.status == EngineStatus::Success)
-    });
-    // Only SyncKey 0 requests: nothing was synced yet.
-    let initial = req
-        .collections
-        .iter()
-        .all(|c| c.sync_key.0 == "0" || c.sync_key.0.is_empty());
     // 16.x drafts that gained attachments: the answer names their FileReferences.
     let drafts: Vec<crate::draft::AddedAttachments<'_>> = answers
         .iter()
@@ -675,16 +673,12 @@ pub async fn sync(
     let (committed, rendered) = tokio::join!(session.commit_request(rec), render_all);
     committed.map_err(session_error)?;
     let collections = rendered?;
-    // A caught-up device's next Sync most likely finds nothing: its folder
-    // is left (off the answer's path) so that Sync is one STATUS, not a
-    // SELECT (see `observe_after`). Only with UNSELECT: CLOSE would expunge.
-    // Not after SyncKey 0 alone: the device asks its first window next
-    // (and another device's windows may be using this selection).
-    if !more && !initial && imap.selected_mailbox().is_some() && imap.has("UNSELECT") {
-        tokio::spawn(async move {
-            let _ = imap.unselect().await;
-        });
-    }
+    // The folder stays selected on this connection (no UNSELECT once the
+    // device is caught up): its next, most likely no-change, Sync is a
+    // NOOP there (`Session::refresh`). A STATUS instead costs Dovecot
+    // (maildir, mailbox list index) a read of the whole UID list for INBOX
+    // once the connection has the list index open: 2-9 ms at 10,000
+    // messages (docs/BENCHMARKS.md, "Session 7: no-change STATUS").
     drop(session);
     Ok(SyncResponse {
         status: None,

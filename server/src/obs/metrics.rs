@@ -15,7 +15,9 @@
 //! `verify`: a Basic-auth check, `push`: a watcher),
 //! `opush_imap_pooled_connections`, `opush_imap_mailbox_opens_total`
 //! (SELECT and EXAMINE commands sent: a Sync window on a connection that
-//! has its folder selected sends none).
+//! has its folder selected sends none), `opush_imap_statuses_total` (STATUS
+//! commands sent: a caught-up device's no-change Sync on the connection
+//! that keeps its folder selected sends none).
 //! Other modules update them with the functions below (one call each).
 
 use std::collections::BTreeMap;
@@ -72,6 +74,7 @@ static PARKED_PINGS: AtomicI64 = AtomicI64::new(0);
 static DEVICES: AtomicI64 = AtomicI64::new(0);
 static IMAP_POOLED: AtomicI64 = AtomicI64::new(0);
 static IMAP_MAILBOX_OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static IMAP_STATUSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn tables() -> std::sync::MutexGuard<'static, Tables> {
     // Poisoned only if a metrics call panicked; the numbers stay usable.
@@ -168,6 +171,11 @@ pub fn imap_mailbox_open() {
     IMAP_MAILBOX_OPENS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// An IMAP STATUS is about to be sent.
+pub fn imap_status() {
+    IMAP_STATUSES.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Connections open in the IMAP pool, over all users.
 pub fn set_imap_pooled(n: usize) {
     IMAP_POOLED.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
@@ -247,6 +255,12 @@ pub fn render() -> String {
         ("opush_imap_mailbox_opens_total", "counter"),
         "IMAP SELECT and EXAMINE commands sent.",
         IMAP_MAILBOX_OPENS.load(Ordering::Relaxed),
+    );
+    single(
+        o,
+        ("opush_imap_statuses_total", "counter"),
+        "IMAP STATUS commands sent.",
+        IMAP_STATUSES.load(Ordering::Relaxed),
     );
     let _ = writeln!(
         o,

@@ -135,6 +135,8 @@ struct Shared {
     logins: AtomicU64,
     /// SELECT/EXAMINE commands sent on lent sessions, counted as they come back.
     opens: AtomicU64,
+    /// STATUS commands sent on lent sessions, counted as they come back.
+    statuses: AtomicU64,
 }
 
 impl Shared {
@@ -241,6 +243,8 @@ pub struct PooledSession {
     digest: Digest,
     /// The session's SELECT/EXAMINE count when lent (see [`ImapPool::mailbox_opens`]).
     opens_at: u64,
+    /// The session's STATUS count when lent (see [`ImapPool::statuses`]).
+    statuses_at: u64,
 }
 
 impl std::fmt::Debug for PooledSession {
@@ -284,6 +288,8 @@ impl Drop for PooledSession {
         if let Some(s) = &self.session {
             let opens = s.mailbox_opens().saturating_sub(self.opens_at);
             self.shared.opens.fetch_add(opens, Ordering::Relaxed);
+            let statuses = s.statuses().saturating_sub(self.statuses_at);
+            self.shared.statuses.fetch_add(statuses, Ordering::Relaxed);
         }
         match self.session.take() {
             Some(mut session) if session.is_usable() => {
@@ -373,6 +379,7 @@ impl ImapPool {
                 gate,
                 logins: AtomicU64::new(0),
                 opens: AtomicU64::new(0),
+                statuses: AtomicU64::new(0),
             }),
             read_ahead: super::ahead::ReadAhead::default(),
         }
@@ -405,6 +412,13 @@ impl ImapPool {
         self.shared.opens.load(Ordering::Relaxed)
     }
 
+    /// STATUS commands its sessions sent while lent out, counted when each
+    /// comes back (tests read it: a caught-up device's no-change Sync on
+    /// the connection that keeps its folder selected sends none).
+    pub fn statuses(&self) -> u64 {
+        self.shared.statuses.load(Ordering::Relaxed)
+    }
+
     /// Connections open over all users (idle, lent out, logging in).
     pub fn open_total(&self) -> usize {
         *self.shared.global_open()
@@ -434,7 +448,21 @@ impl ImapPool {
     /// A session for `user` authenticated with `password` (reused or new).
     /// A wrong password is `Auth` even if a session for another password is idle.
     pub async fn get(&self, user: &str, password: &Secret) -> Result<PooledSession, ImapError> {
-        self.get_with(user, password, Grow::AfterWait).await
+        self.get_with(user, password, Grow::AfterWait, &[]).await
+    }
+
+    /// [`ImapPool::get`], taking among the idle sessions, when one has, the
+    /// most recently returned that has one of `mailboxes` selected: a Sync
+    /// of that folder is then a NOOP on the kept selection instead of a
+    /// STATUS or a SELECT (see `commands::sync`).
+    pub async fn get_selecting(
+        &self,
+        user: &str,
+        password: &Secret,
+        mailboxes: &[String],
+    ) -> Result<PooledSession, ImapError> {
+        self.get_with(user, password, Grow::AfterWait, mailboxes)
+            .await
     }
 
     /// [`ImapPool::get`] for work that wants a connection of its own (a
@@ -447,7 +475,7 @@ impl ImapPool {
         user: &str,
         password: &Secret,
     ) -> Result<PooledSession, ImapError> {
-        self.get_with(user, password, Grow::Now).await
+        self.get_with(user, password, Grow::Now, &[]).await
     }
 
     async fn get_with(
@@ -455,10 +483,11 @@ impl ImapPool {
         user: &str,
         password: &Secret,
         grow: Grow,
+        prefer: &[String],
     ) -> Result<PooledSession, ImapError> {
         let digest = self.digest(password);
         let (shared, u, p) = (self.shared.clone(), user.to_string(), password.clone());
-        self.checkout(user, digest, grow, move || {
+        self.checkout(user, digest, (grow, prefer), move || {
             let (shared, u, p) = (shared.clone(), u.clone(), p.clone());
             async move { ImapClient::login(&shared.cfg, &u, &p).await }
         })
@@ -467,18 +496,33 @@ impl ImapPool {
 
     /// A session for `user` through the master user (background push).
     pub async fn get_master(&self, user: &str) -> Result<PooledSession, ImapError> {
-        self.get_master_with(user, Grow::AfterWait).await
+        self.get_master_with(user, Grow::AfterWait, &[]).await
+    }
+
+    /// [`ImapPool::get_master`] preferring a session that has one of
+    /// `mailboxes` selected, as [`ImapPool::get_selecting`].
+    pub async fn get_master_selecting(
+        &self,
+        user: &str,
+        mailboxes: &[String],
+    ) -> Result<PooledSession, ImapError> {
+        self.get_master_with(user, Grow::AfterWait, mailboxes).await
     }
 
     /// [`ImapPool::get_master`] growing at once, as [`ImapPool::get_eager`].
     pub async fn get_master_eager(&self, user: &str) -> Result<PooledSession, ImapError> {
-        self.get_master_with(user, Grow::Now).await
+        self.get_master_with(user, Grow::Now, &[]).await
     }
 
-    async fn get_master_with(&self, user: &str, grow: Grow) -> Result<PooledSession, ImapError> {
+    async fn get_master_with(
+        &self,
+        user: &str,
+        grow: Grow,
+        prefer: &[String],
+    ) -> Result<PooledSession, ImapError> {
         let digest = self.master_digest();
         let (shared, u) = (self.shared.clone(), user.to_string());
-        self.checkout(user, digest, grow, move || {
+        self.checkout(user, digest, (grow, prefer), move || {
             let (shared, u) = (shared.clone(), u.clone());
             async move { ImapClient::login_master(&shared.cfg, &u).await }
         })
@@ -513,7 +557,7 @@ impl ImapPool {
         &self,
         user: &str,
         digest: Digest,
-        grow: Grow,
+        (grow, prefer): (Grow, &[String]),
         login: F,
     ) -> Result<PooledSession, ImapError>
     where
@@ -555,8 +599,19 @@ impl ImapPool {
                     }
                 }
                 st.open -= before - st.idle.len();
-                // The most recently returned one: its connection is warm.
-                let step = if let Some(it) = st.idle.pop() {
+                // The most recently returned one that has one of the
+                // preferred mailboxes selected, else the most recently
+                // returned one: its connection is warm.
+                let preferred = st.idle.iter().rposition(|it| {
+                    it.session
+                        .selected_mailbox()
+                        .is_some_and(|m| prefer.iter().any(|p| p == m))
+                });
+                let taken = match preferred {
+                    Some(i) => Some(st.idle.remove(i)),
+                    None => st.idle.pop(),
+                };
+                let step = if let Some(it) = taken {
                     Step::Reuse(it.session)
                 } else if st.open >= cfg.pool_size {
                     Step::Wait
@@ -692,6 +747,7 @@ impl ImapPool {
     fn lend(&self, user_pool: Arc<UserPool>, session: Session, digest: Digest) -> PooledSession {
         PooledSession {
             opens_at: session.mailbox_opens(),
+            statuses_at: session.statuses(),
             session: Some(session),
             user_pool,
             shared: self.shared.clone(),

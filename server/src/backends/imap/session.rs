@@ -104,6 +104,8 @@ pub struct Session {
     tags: u64,
     /// SELECT and EXAMINE commands sent (tests and the pool count them).
     opens: u64,
+    /// STATUS commands sent (tests and the pool count them).
+    statuses: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -139,6 +141,7 @@ impl Session {
             broken: false,
             tags: 0,
             opens: 0,
+            statuses: 0,
             folder_names: [
                 (SpecialUse::Drafts, cfg.folder_drafts.clone()),
                 (SpecialUse::Sent, cfg.folder_sent.clone()),
@@ -257,6 +260,11 @@ impl Session {
     /// SELECT and EXAMINE commands this session has sent.
     pub fn mailbox_opens(&self) -> u64 {
         self.opens
+    }
+
+    /// STATUS commands this session has sent.
+    pub fn statuses(&self) -> u64 {
+        self.statuses
     }
 
     /// False once a timeout or I/O error left the connection in an unknown state.
@@ -650,6 +658,8 @@ impl Session {
         } else {
             "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
         };
+        self.statuses += 1;
+        crate::obs::metrics::imap_status();
         let mut found = None;
         self.simple_with(
             "STATUS",

@@ -1,0 +1,243 @@
+//! A caught-up device's no-change Sync costs Dovecot next to nothing, and
+//! still sees every change. Its connection keeps the folder selected after
+//! the last window, so the next Sync is a NOOP there: no STATUS and no
+//! SELECT. A STATUS of INBOX would make Dovecot (maildir, mailbox list
+//! index, as in the stack) re-read the folder's whole UID list once the
+//! connection has the list index open, which a FolderSync's LIST on the
+//! same pooled connection does: 2-9 ms at 10,000 messages, on every Sync
+//! (docs/BENCHMARKS.md, "Session 7: no-change STATUS"). This test counts
+//! the commands, never the time.
+//!
+//! Against the real Dovecot. After the no-change Syncs, another connection
+//! flags, expunges and appends, and the next Sync on the kept selection
+//! reports each exactly once. A retried SyncKey answers the same. Then the
+//! device is caught up and quiet again.
+//!
+//! Reserved Dovecot user: load0059.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod eas_support;
+use eas_support::{caller, first_folder_sync, services};
+
+use std::collections::BTreeMap;
+
+use opush_protocol::commands::items::ApplicationData;
+use opush_protocol::commands::sync::{
+    ServerCommand, SyncCollectionRequest, SyncCollectionResponse, SyncRequest,
+};
+use opush_protocol::commands::{CollectionId, SyncKey};
+use opush_protocol::version::ProtocolVersion;
+use opush_server::commands::sync::sync;
+use opush_server::session::EasServices;
+use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
+
+const USER: &str = "load0059@load.test";
+const DEVICE: &str = "DEVNOCHANGE";
+
+fn ok(raw: &mut RawImap, cmd: &str) {
+    let (_, status) = raw.cmd(cmd);
+    assert!(status.starts_with("OK"), "{cmd}: {status}");
+}
+
+fn append(raw: &mut RawImap, subject: &str) {
+    let msg = format!(
+        "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\
+         Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\nbody of {subject}\r\n"
+    );
+    let (_, status) = raw.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
+    assert!(status.starts_with("OK"), "append: {status}");
+}
+
+fn uid(raw: &mut RawImap, subject: &str) -> u32 {
+    let uids = raw.search_subject("INBOX", subject);
+    assert_eq!(uids.len(), 1, "{subject}: {uids:?}");
+    uids[0]
+}
+
+fn request(inbox: &str, key: &str) -> SyncRequest {
+    SyncRequest {
+        collections: vec![SyncCollectionRequest {
+            sync_key: SyncKey(key.to_owned()),
+            collection_id: CollectionId(inbox.to_owned()),
+            window_size: Some(10),
+            ..SyncCollectionRequest::default()
+        }],
+        ..SyncRequest::default()
+    }
+}
+
+async fn one(eas: &EasServices, inbox: &str, key: &str) -> SyncCollectionResponse {
+    let mut res = sync(
+        &request(inbox, key),
+        ProtocolVersion::V14_1,
+        &caller(USER, DEVICE),
+        eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.collections.len(), 1);
+    let r = res.collections.remove(0);
+    assert_eq!(r.status.map(|s| s.code()), Some(1), "{r:?}");
+    r
+}
+
+/// The device's INBOX: ServerId → (subject, flagged).
+#[derive(Default)]
+struct Device(BTreeMap<String, (String, bool)>);
+
+impl Device {
+    /// Folds an answer in; returns (adds, changes, deletes).
+    fn apply(&mut self, r: &SyncCollectionResponse) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        for c in r.commands.iter().flatten() {
+            match c {
+                ServerCommand::Add {
+                    server_id,
+                    application_data: ApplicationData::Email(e),
+                } => {
+                    let flagged = e.flag.as_ref().and_then(|f| f.status) == Some(2);
+                    let subject = e.subject.clone().unwrap();
+                    let old = self.0.insert(server_id.0.clone(), (subject, flagged));
+                    assert!(old.is_none(), "ServerId {} added twice", server_id.0);
+                    n.0 += 1;
+                }
+                ServerCommand::Change {
+                    server_id,
+                    application_data: ApplicationData::Email(e),
+                } => {
+                    let item = self
+                        .0
+                        .get_mut(&server_id.0)
+                        .unwrap_or_else(|| panic!("Change of unknown {}", server_id.0));
+                    item.1 = e.flag.as_ref().and_then(|f| f.status) == Some(2);
+                    n.1 += 1;
+                }
+                ServerCommand::Delete { server_id, .. }
+                | ServerCommand::SoftDelete { server_id } => {
+                    assert!(
+                        self.0.remove(&server_id.0).is_some(),
+                        "Delete of unknown {}",
+                        server_id.0
+                    );
+                    n.2 += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        n
+    }
+
+    fn flagged(&self, subject: &str) -> Option<bool> {
+        self.0.values().find(|(s, _)| s == subject).map(|v| v.1)
+    }
+}
+
+/// (STATUS, SELECT/EXAMINE) the pool's connections have sent so far.
+fn costs(eas: &EasServices) -> (u64, u64) {
+    (eas.imap.statuses(), eas.imap.mailbox_opens())
+}
+
+/// `rounds` no-change Syncs: each answers nothing new and keeps the key's
+/// meaning; returns the last key.
+async fn quiet(eas: &EasServices, inbox: &str, mut key: String, rounds: usize) -> String {
+    for _ in 0..rounds {
+        let r = one(eas, inbox, &key).await;
+        assert!(r.commands.as_ref().is_none_or(|c| c.is_empty()), "{r:?}");
+        assert!(!r.more_available);
+        key = r.sync_key.0;
+    }
+    key
+}
+
+#[tokio::test]
+async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change() {
+    require(DOVECOT_IMAP);
+    let tag = unique("nc");
+    let mut raw = RawImap::login(USER);
+    ok(&mut raw, "SELECT INBOX");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    ok(&mut raw, "EXPUNGE");
+    let m = |i: u32| format!("{tag} m{i:02}");
+    for i in 0..25 {
+        append(&mut raw, &m(i));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    // The FolderSync's LIST runs on the pooled connection the Syncs then
+    // use: Dovecot's list index is open there, as in production.
+    let inbox = first_folder_sync(&eas, &caller(USER, DEVICE))
+        .await
+        .of_type(2);
+    let mut device = Device::default();
+    let mut key = one(&eas, &inbox, "0").await.sync_key.0;
+    let mut windows = 0;
+    loop {
+        let r = one(&eas, &inbox, &key).await;
+        device.apply(&r);
+        key = r.sync_key.0.clone();
+        windows += 1;
+        assert!(windows < 10, "the initial sync does not end");
+        if !r.more_available {
+            break;
+        }
+    }
+    assert_eq!(device.0.len(), 25);
+    // Whatever runs in the background after a window (read-ahead) is back.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Caught up: the no-change Syncs send neither STATUS nor SELECT (each
+    // is a NOOP on the selection the last window kept).
+    let before = costs(&eas);
+    key = quiet(&eas, &inbox, key, 5).await;
+    assert_eq!(
+        costs(&eas),
+        before,
+        "(STATUS, SELECT/EXAMINE) sent by 5 no-change Syncs of a caught-up device"
+    );
+
+    // Changes made by another session reach the device through that
+    // selection, each once: a flag, an expunge, a new message.
+    let flag = m(3);
+    let gone = m(7);
+    let u = uid(&mut raw, &flag);
+    ok(&mut raw, &format!("UID STORE {u} +FLAGS (\\Flagged)"));
+    let u = uid(&mut raw, &gone);
+    ok(
+        &mut raw,
+        &format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"),
+    );
+    ok(&mut raw, &format!("UID EXPUNGE {u}"));
+    let new = format!("{tag} new");
+    append(&mut raw, &new);
+    let first = one(&eas, &inbox, &key).await;
+    // A lost answer: the same key answers the same.
+    let again = one(&eas, &inbox, &key).await;
+    assert_eq!(again, first, "a retried SyncKey answers the same");
+    assert_eq!(device.apply(&first), (1, 1, 1), "{first:?}");
+    assert!(!first.more_available);
+    key = first.sync_key.0.clone();
+    assert_eq!(device.flagged(&flag), Some(true));
+    assert_eq!(device.flagged(&gone), None);
+    assert_eq!(device.flagged(&new), Some(false));
+    assert_eq!(device.0.len(), 25);
+
+    // Caught up again: quiet and cheap again.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = costs(&eas);
+    quiet(&eas, &inbox, key, 5).await;
+    assert_eq!(
+        costs(&eas),
+        before,
+        "(STATUS, SELECT/EXAMINE) sent by 5 no-change Syncs after a change"
+    );
+
+    ok(&mut raw, "SELECT INBOX");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    raw.cmd("EXPUNGE");
+}
