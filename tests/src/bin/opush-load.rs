@@ -194,12 +194,20 @@ impl Server {
     /// IMAP SELECT/EXAMINE commands the server sent so far (`None`: a
     /// server without that metric).
     fn imap_mailbox_opens(&self) -> Option<u64> {
-        self.metrics().lines().find_map(|l| {
-            l.strip_prefix("opush_imap_mailbox_opens_total ")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        self.counter("opush_imap_mailbox_opens_total")
+    }
+
+    /// IMAP STATUS commands the server sent so far (`None`: a server
+    /// without that metric).
+    fn imap_statuses(&self) -> Option<u64> {
+        self.counter("opush_imap_statuses_total")
+    }
+
+    /// The value of the unlabelled counter `name` in `/metrics`.
+    fn counter(&self, name: &str) -> Option<u64> {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// IMAP logins the server sent so far, by purpose (its `/metrics`).
@@ -526,6 +534,7 @@ fn main() {
         // 3a. No-change Sync on the big INBOX, one device.
         let mut lat = Vec::with_capacity(a.rounds);
         let mut key = key;
+        let imap0 = (server.imap_statuses(), server.imap_mailbox_opens());
         for _ in 0..a.rounds {
             let t = Instant::now();
             let (k, n, _) = sync_once(&mut c, v, &inbox, &key, a.window).await;
@@ -534,8 +543,14 @@ fn main() {
             key = k;
         }
         lat.sort();
+        let imap = match (imap0, (server.imap_statuses(), server.imap_mailbox_opens())) {
+            ((Some(s0), Some(o0)), (Some(s), Some(o))) => {
+                format!("; IMAP STATUS {}, SELECT/EXAMINE {}", s.saturating_sub(s0), o.saturating_sub(o0))
+            }
+            _ => String::new(),
+        };
         println!(
-            "no-change Sync, 1 device, {}-message INBOX: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} syncs)",
+            "no-change Sync, 1 device, {}-message INBOX: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} syncs){imap}",
             a.messages,
             ms(percentile(&lat, 0.5)),
             ms(percentile(&lat, 0.99)),
