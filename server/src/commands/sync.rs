@@ -630,6 +630,16 @@ pub async fn sync(
     // append waits on the disk, the rendering on IMAP and the CPU; the
     // answer leaves only once both are done (a new SyncKey is never sent
     // before its events are durable).
+    let more = answers.iter().any(|(_, _, response)| {
+        response
+            .as_ref()
+            .is_some_and(|(r, _)| r.more_available && r.status == EngineStatus::Success)
+    });
+    // Only SyncKey 0 requests: nothing was synced yet.
+    let initial = req
+        .collections
+        .iter()
+        .all(|c| c.sync_key.0 == "0" || c.sync_key.0.is_empty());
     // 16.x drafts that gained attachments: the answer names their FileReferences.
     let drafts: Vec<crate::draft::AddedAttachments<'_>> = answers
         .iter()
@@ -673,12 +683,28 @@ pub async fn sync(
     let (committed, rendered) = tokio::join!(session.commit_request(rec), render_all);
     committed.map_err(session_error)?;
     let collections = rendered?;
-    // The folder stays selected on this connection (no UNSELECT once the
-    // device is caught up): its next, most likely no-change, Sync is a
-    // NOOP there (`Session::refresh`). A STATUS instead costs Dovecot
-    // (maildir, mailbox list index) a read of the whole UID list for INBOX
-    // once the connection has the list index open: 2-9 ms at 10,000
-    // messages (docs/BENCHMARKS.md, "Session 7: no-change STATUS").
+    // A caught-up device's next Sync most likely finds nothing. INBOX
+    // stays selected on this connection, and that Sync is a NOOP there
+    // (`Session::refresh`; the pool hands it this connection, see
+    // `imap_selecting`). A STATUS of INBOX costs Dovecot (maildir,
+    // mailbox list index) a read of the whole UID list once the connection
+    // has the list index open: 2-9 ms at 10,000 messages
+    // (docs/BENCHMARKS.md, "Session 7: no-change STATUS"). Any other
+    // folder is left, off the answer's path, so that Sync is one STATUS
+    // (Dovecot answers it from the list index) and the folder can be
+    // deleted elsewhere without ending this connection (Dovecot says BYE
+    // to a session whose selected mailbox was deleted; INBOX cannot be).
+    // Only with UNSELECT: CLOSE would expunge. Not after SyncKey 0 alone:
+    // the device asks its first window next (and another device's windows
+    // may be using this selection).
+    let leave = imap
+        .selected_mailbox()
+        .is_some_and(|m| !m.eq_ignore_ascii_case("INBOX"));
+    if !more && !initial && leave && imap.has("UNSELECT") {
+        tokio::spawn(async move {
+            let _ = imap.unselect().await;
+        });
+    }
     drop(session);
     Ok(SyncResponse {
         status: None,
