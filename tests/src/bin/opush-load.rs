@@ -108,6 +108,24 @@ impl Proc {
     }
 }
 
+/// The whole machine's busy and total CPU time since boot, in seconds
+/// (`/proc/stat`'s first line): how much of the cores a phase left idle.
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = ticks.iter().take(8).sum();
+    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
+}
+
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -508,11 +526,14 @@ fn main() {
         let cpu0 = proc.cpu_seconds();
         let me = Proc(std::process::id());
         let client0 = me.cpu_seconds();
+        let machine0 = machine_cpu();
         let t = Instant::now();
         let (key, items, requests) = sync_to_end(&mut c, v, &inbox, a.window, a.messages).await;
         let took = t.elapsed();
         let cpu = proc.cpu_seconds() - cpu0;
         let client_cpu = me.cpu_seconds() - client0;
+        let machine1 = machine_cpu();
+        let (busy, all) = (machine1.0 - machine0.0, machine1.1 - machine0.1);
         let opens = match (opens0, server.imap_mailbox_opens()) {
             (Some(a), Some(b)) => format!("{}", b.saturating_sub(a)),
             _ => "n/a".to_owned(),
@@ -522,11 +543,13 @@ fn main() {
         assert_eq!(items, a.messages, "every message once");
         println!(
             "initial sync over HTTP: {items} messages in {requests} windows, {:.3} s = {:.0} msg/s ({:.2}x the raw IMAP time); \
-             server CPU {cpu:.2} s ({:.0}% of one core); this client's CPU {client_cpu:.2} s; server RSS {} MB before, peak {} MB during; IMAP SELECT/EXAMINE {opens}",
+             server CPU {cpu:.2} s ({:.0}% of one core); this client's CPU {client_cpu:.2} s; \
+             the machine's CPU {busy:.2} s busy of {all:.2} s ({:.0}% busy); server RSS {} MB before, peak {} MB during; IMAP SELECT/EXAMINE {opens}",
             took.as_secs_f64(),
             items as f64 / took.as_secs_f64(),
             took.as_secs_f64() / raw_time.as_secs_f64(),
             100.0 * cpu / took.as_secs_f64(),
+            100.0 * busy / all.max(0.01),
             rss_before / 1024,
             rss_peak.load(std::sync::atomic::Ordering::Relaxed) / 1024
         );
