@@ -364,6 +364,40 @@ async fn append_flags_changedsince_vanished_and_uidvalidity() {
 }
 
 #[tokio::test]
+async fn uid_ranges_list_only_their_uids() {
+    let mut s = login().await;
+    let f = unique("ranges");
+    s.create_folder(&f).await.unwrap();
+    let mut uids = Vec::new();
+    for i in 0..5 {
+        let m = message(&format!("range {i}"), "x@y.test", "r");
+        uids.push(s.append(&f, &[], None, &m).await.unwrap().unwrap());
+    }
+    // A gap: UIDs need not follow the sequence numbers.
+    s.expunge(&f, &[uids[1]]).await.unwrap();
+    let left: Vec<u32> = [0, 2, 3, 4].iter().map(|&i| uids[i]).collect();
+    assert_eq!(s.uid_at(&f, 2).await.unwrap(), Some(left[1]));
+    assert_eq!(s.uid_at(&f, 4).await.unwrap(), Some(left[3]));
+    assert_eq!(s.uid_at(&f, 5).await.unwrap(), None);
+    assert_eq!(s.uid_at(&f, 0).await.unwrap(), None);
+    let listed = |v: Vec<opush_server::backends::imap::MessageMeta>| -> Vec<u32> {
+        v.iter().map(|m| m.uid).collect()
+    };
+    let lower = s.list_uid_range(&f, 1, Some(left[1])).await.unwrap();
+    let upper = s.list_uid_range(&f, left[1] + 1, None).await.unwrap();
+    assert_eq!(listed(lower), left[..2].to_vec());
+    assert_eq!(listed(upper.clone()), left[2..].to_vec());
+    // Every item of a listing is there, as in the whole folder's.
+    let all = s.list_messages(&f, None).await.unwrap();
+    assert_eq!(upper[..], all[2..]);
+    // `n:*` above every UID names the last message: left out.
+    let past = s.list_uid_range(&f, left[3] + 1, None).await.unwrap();
+    assert!(past.is_empty(), "{past:?}");
+    assert!(s.list_uid_range(&f, 9, Some(3)).await.unwrap().is_empty());
+    s.delete_folder(&f).await.unwrap();
+}
+
+#[tokio::test]
 async fn move_between_folders_and_empty() {
     let mut s = login().await;
     let a = unique("move-a");

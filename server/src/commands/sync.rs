@@ -299,6 +299,21 @@ pub async fn observe_after(
     observe_keeping(imap, raw, (collection, state), at_req, status, None).await
 }
 
+/// What an initial sync's observation keeps, and may use to list a big
+/// folder faster (see [`list_split`]).
+struct Keep<'a> {
+    /// A full listing's messages: the first windows are read ahead with
+    /// their metadata.
+    listed: &'a mut Vec<MessageMeta>,
+    /// A connection of the caller's user being opened with the folder
+    /// selected (`open_ahead`), to list part of the folder; taken when it
+    /// does.
+    helper: &'a mut Option<Opening>,
+    /// Where the helper goes once the listing is made: the read-ahead
+    /// connections.
+    opened: &'a mut Vec<Opening>,
+}
+
 /// [`observe_after`], handing a full listing's messages to `keep` (an
 /// initial sync reads its first windows ahead with their metadata).
 async fn observe_keeping(
@@ -307,7 +322,7 @@ async fn observe_keeping(
     (collection, state): (CollectionId, &opush_engine::DeviceState),
     (req_id, at): (u64, Timestamp),
     status: Option<&FolderStatus>,
-    keep: Option<&mut Vec<MessageMeta>>,
+    mut keep: Option<Keep<'_>>,
 ) -> Result<Option<Event>, CommandError> {
     let known = state.collections.get(&collection);
     let use_condstore = imap.condstore();
@@ -370,7 +385,13 @@ async fn observe_keeping(
             }
         }
     }
-    let list = imap.list_messages(raw, None).await.map_err(imap_error)?;
+    let helper = keep
+        .as_mut()
+        .and_then(|k| k.helper.take().map(|h| (h, &mut *k.opened)));
+    let list = match helper {
+        Some((helper, opened)) => list_split(imap, raw, &mailbox, helper, opened).await?,
+        None => imap.list_messages(raw, None).await.map_err(imap_error)?,
+    };
     let observation = Observation {
         validity,
         cursor: mailbox.highestmodseq.filter(|_| use_condstore).unwrap_or(0),
@@ -382,12 +403,116 @@ async fn observe_keeping(
         vanished: Vec::new(),
     };
     if let Some(keep) = keep {
-        *keep = list;
+        *keep.listed = list;
     }
     Ok(match known {
         Some(c) if is_noop(c, &observation) => None,
         _ => Some(event(observation)),
     })
+}
+
+/// Folders with fewer messages are listed on one connection: the second
+/// would not be logged in before the first is done.
+const SPLIT_LISTING_FROM: u32 = 2_000;
+
+/// The full listing of `raw` (selected on `imap`, as `view`) made on two
+/// connections at once when the folder is big: Dovecot lists a folder on
+/// one core per connection, and at 10,000 messages the listing is most of
+/// an initial sync's SyncKey 0. `imap` lists the lower three fifths of the
+/// messages (up to the UID at that position), `helper` (a connection of the
+/// same user being opened with the folder selected: `open_ahead`) the UIDs
+/// above, if it is ready by the time `imap` is done with its part and its
+/// UIDVALIDITY is `view`'s; otherwise `imap` lists them too. The helper
+/// then goes to `opened` (ready, or still opening).
+///
+/// The union is a full listing as of `view` or later, which is what the
+/// observation's cursor (`view`'s HIGHESTMODSEQ) needs: every UID at or
+/// below the split is `imap`'s answer, every UID above is one answer, a
+/// message expunged before its part was listed is absent (vanished), and a
+/// change made after `view` (flags, expunge, new message) has a MODSEQ
+/// above the cursor, so the next look reports it again, whichever part
+/// saw it.
+async fn list_split(
+    imap: &mut PooledSession,
+    raw: &str,
+    view: &crate::backends::imap::MailboxView,
+    helper: Opening,
+    opened: &mut Vec<Opening>,
+) -> Result<Vec<MessageMeta>, CommandError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let n = view.exists.unwrap_or(0);
+    let split = match n >= SPLIT_LISTING_FROM {
+        true => imap.uid_at(raw, n / 5 * 3).await.map_err(imap_error)?,
+        false => None,
+    };
+    let Some(split) = split else {
+        opened.push(helper);
+        return imap.list_messages(raw, None).await.map_err(imap_error);
+    };
+    // Whoever sets it first lists the UIDs above `split`.
+    let claimed = std::sync::Arc::new(AtomicBool::new(false));
+    let upper = {
+        let (claimed, raw, validity) = (claimed.clone(), raw.to_owned(), view.uidvalidity);
+        tokio::spawn(async move {
+            let mut helper = helper.await.unwrap_or_else(|e| {
+                Err(crate::backends::imap::ImapError::Protocol(format!(
+                    "listing connection: {e}"
+                )))
+            })?;
+            let same = helper
+                .selected_view(&raw)
+                .is_some_and(|v| v.uidvalidity == validity);
+            if !same || claimed.swap(true, Ordering::SeqCst) {
+                return Ok((helper, None));
+            }
+            let list = helper
+                .list_uid_range(&raw, split.saturating_add(1), None)
+                .await;
+            if list.is_ok() {
+                helper.count_split_listing();
+            }
+            Ok::<_, crate::backends::imap::ImapError>((helper, Some(list)))
+        })
+    };
+    let mut list = imap
+        .list_uid_range(raw, 1, Some(split))
+        .await
+        .map_err(imap_error)?;
+    let rest = if claimed.swap(true, Ordering::SeqCst) {
+        // The helper took them (or found another UIDVALIDITY): its answer.
+        match upper.await {
+            Ok(Ok((helper, Some(Ok(rest))))) => {
+                opened.push(tokio::spawn(async move { Ok(helper) }));
+                Some(rest)
+            }
+            Ok(Ok((helper, None))) => {
+                opened.push(tokio::spawn(async move { Ok(helper) }));
+                None
+            }
+            // A connection that failed is not reused.
+            _ => None,
+        }
+    } else {
+        opened.push(tokio::spawn(async move {
+            match upper.await {
+                Ok(Ok((helper, _))) => Ok(helper),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(crate::backends::imap::ImapError::Protocol(format!(
+                    "listing connection: {e}"
+                ))),
+            }
+        }));
+        None
+    };
+    let rest = match rest {
+        Some(rest) => rest,
+        None => imap
+            .list_uid_range(raw, split.saturating_add(1), None)
+            .await
+            .map_err(imap_error)?,
+    };
+    list.extend(rest);
+    Ok(list)
 }
 
 /// The items of `c` on the server (under `uidvalidity`) whose UIDs the
@@ -503,15 +628,20 @@ pub async fn sync(
             .clamp(1, eas.engine.max_window.max(1)) as usize;
         // An initial sync: the connections its first read-aheads will use
         // log in and select the folder now, beside this Sync's listing.
-        let mut opened = match (&prepared.raw, first) {
+        // One of them may first list part of a big folder (`list_split`).
+        let (mut helper, mut opened) = match (&prepared.raw, first) {
             (Some(raw), true) => open_ahead(raw, caller, eas),
-            _ => Vec::new(),
+            _ => (None, Vec::new()),
         };
         // 2. Observe.
         if let Some(raw) = &prepared.raw {
             let collection = prepared.request.collection;
             let mut listed = Vec::new();
-            let keep = first.then_some(&mut listed);
+            let keep = first.then_some(Keep {
+                listed: &mut listed,
+                helper: &mut helper,
+                opened: &mut opened,
+            });
             let observed = observe_keeping(
                 &mut imap,
                 raw,
@@ -521,6 +651,7 @@ pub async fn sync(
                 keep,
             )
             .await?;
+            opened.extend(helper.take());
             if let Some(ev) = observed {
                 if first {
                     let filter = prepared
@@ -780,22 +911,31 @@ type Opening = tokio::task::JoinHandle<Result<PooledSession, crate::backends::im
 const OPEN_AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens, in the background, the connections an initial sync's first
-/// read-aheads will use ([`ahead_depth`] of them), each logged in, with
-/// `raw` selected and its first message opened
-/// (`Session::open_first_message`), so the read-ahead that follows the
-/// SyncKey 0 listing starts fetching at once, at full speed. Each is its own pooled connection (growing the
-/// pool at once, within its bounds); one not used goes back to the pool
-/// idle when its handle is dropped. Opened only when no read-ahead of this
-/// device is held (a device repeating SyncKey 0 has its connections).
-fn open_ahead(raw: &str, caller: &Caller<'_>, eas: &EasServices) -> Vec<Opening> {
+/// read-aheads will use ([`ahead_depth`] of them), each logged in with
+/// `raw` selected, so the read-ahead that follows the SyncKey 0 listing
+/// starts fetching at once. The first (returned apart) is the listing's
+/// helper ([`list_split`]) before it reads ahead. Nothing more is done on
+/// them meanwhile: on Dovecot's maildir a session's first access to a
+/// message loads the folder's UID list (~14 ms of its CPU at 10,000
+/// messages), and paid here it slowed the listing more than it saved the
+/// first read-aheads (two cores; docs/BENCHMARKS.md, session 7). Each is
+/// its own pooled connection (growing the pool at once, within its
+/// bounds); one not used goes back to the pool idle when its handle is
+/// dropped. Opened only when no read-ahead of this device is held (a
+/// device repeating SyncKey 0 has its connections).
+fn open_ahead(
+    raw: &str,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+) -> (Option<Opening>, Vec<Opening>) {
     let depth = ahead_depth(eas);
     let Ok(device) = caller.device_key() else {
-        return Vec::new();
+        return (None, Vec::new());
     };
     if depth == 0 || eas.imap.read_ahead().entries(&device.to_string()) > 0 {
-        return Vec::new();
+        return (None, Vec::new());
     }
-    (0..depth)
+    let mut opened: Vec<Opening> = (0..depth)
         .map(|_| {
             let pool = eas.imap.clone();
             let (user, password) = (caller.user.to_owned(), caller.password.clone());
@@ -819,11 +959,15 @@ fn open_ahead(raw: &str, caller: &Caller<'_>, eas: &EasServices) -> Vec<Opening>
                         )
                     })??;
                 // Selects it unless this (pooled) connection has it already.
-                imap.open_first_message(&raw).await?;
+                if imap.selected_view(&raw).is_none() {
+                    imap.select(&raw).await?;
+                }
                 Ok(imap)
             })
         })
-        .collect()
+        .collect();
+    let helper = (!opened.is_empty()).then(|| opened.remove(0));
+    (helper, opened)
 }
 
 /// A full listing at SyncKey 0 (`ev`, its messages `listed`) names the

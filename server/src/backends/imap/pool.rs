@@ -137,6 +137,8 @@ struct Shared {
     opens: AtomicU64,
     /// STATUS commands sent on lent sessions, counted as they come back.
     statuses: AtomicU64,
+    /// Folder listings whose upper part another connection made.
+    split_listings: AtomicU64,
 }
 
 impl Shared {
@@ -272,6 +274,12 @@ impl DerefMut for PooledSession {
 }
 
 impl PooledSession {
+    /// Counts a listing this session made the upper part of (see
+    /// [`ImapPool::split_listings`]).
+    pub fn count_split_listing(&self) {
+        self.shared.split_listings.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The `[imap]` configuration of the pool it came from.
     pub fn config(&self) -> &ImapConfig {
         &self.shared.cfg
@@ -380,6 +388,7 @@ impl ImapPool {
                 logins: AtomicU64::new(0),
                 opens: AtomicU64::new(0),
                 statuses: AtomicU64::new(0),
+                split_listings: AtomicU64::new(0),
             }),
             read_ahead: super::ahead::ReadAhead::default(),
         }
@@ -417,6 +426,12 @@ impl ImapPool {
     /// the connection that keeps its folder selected sends none).
     pub fn statuses(&self) -> u64 {
         self.shared.statuses.load(Ordering::Relaxed)
+    }
+
+    /// Full folder listings made on two connections at once (an initial
+    /// sync's, `commands::sync::list_split`); tests read it.
+    pub fn split_listings(&self) -> u64 {
+        self.shared.split_listings.load(Ordering::Relaxed)
     }
 
     /// Connections open over all users (idle, lent out, logging in).

@@ -790,23 +790,6 @@ impl Session {
         }
     }
 
-    /// Opens the first message of `raw` (selecting it if need be) by
-    /// reading its first byte: what a session's first access to any
-    /// message costs the server is paid now, not by the fetch that follows.
-    /// On Dovecot's maildir that first access reads the folder's UID list
-    /// (~14 ms at 10,000 messages, once per session and folder); a
-    /// read-ahead connection opened beside an initial sync's listing pays
-    /// it there. Nothing to do in an empty folder.
-    pub async fn open_first_message(&mut self, raw: &str) -> Result<(), ImapError> {
-        let view = self.ensure(raw, false).await?;
-        if view.exists.unwrap_or(0) == 0 {
-            return Ok(());
-        }
-        self.simple("FETCH", "FETCH 1 (BODY.PEEK[]<0.1>)".into())
-            .await
-            .map(|_| ())
-    }
-
     /// Leaves the selected mailbox (UNSELECT, or CLOSE when the server
     /// lacks it — which expunges `\Deleted` messages of a read-write
     /// selection). Nothing to do when none is selected.
@@ -941,6 +924,52 @@ impl Session {
             }
         };
         self.fetch_metas(&set).await
+    }
+
+    /// The UID of the `seq`-th message of `raw` (`FETCH seq (UID)`, on the
+    /// view as it is: no NOOP), `None` past the last one.
+    pub async fn uid_at(&mut self, raw: &str, seq: u32) -> Result<Option<u32>, ImapError> {
+        let view = self.ensure(raw, false).await?;
+        if seq == 0 || view.exists.is_some_and(|n| seq > n) {
+            return Ok(None);
+        }
+        let mut found = None;
+        self.simple_with("FETCH", format!("FETCH {seq} (UID)"), &mut |r| {
+            if let Response::Fetch(n, attrs) = r {
+                if *n == seq {
+                    found = attrs.iter().find_map(|a| match a {
+                        AttributeValue::Uid(u) => Some(*u),
+                        _ => None,
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// [`Session::list_messages`] of the messages whose UIDs are `from` or
+    /// above, and `to` or below when given, on the view as it is (no NOOP).
+    /// Only UIDs in the range: `n:*` names the last message even below `n`
+    /// (RFC 3501 6.4.8), which is left out.
+    pub async fn list_uid_range(
+        &mut self,
+        raw: &str,
+        from: u32,
+        to: Option<u32>,
+    ) -> Result<Vec<MessageMeta>, ImapError> {
+        let view = self.ensure(raw, false).await?;
+        if view.exists == Some(0) || to.is_some_and(|t| t < from) {
+            return Ok(Vec::new());
+        }
+        let set = match to {
+            Some(t) => format!("{}:{t}", from.max(1)),
+            None => format!("{}:*", from.max(1)),
+        };
+        let mut list = self.fetch_metas(&set).await?;
+        list.retain(|m| m.uid >= from && to.is_none_or(|t| m.uid <= t));
+        Ok(list)
     }
 
     /// Metadata of the given UIDs (absent UIDs are skipped).
