@@ -207,6 +207,30 @@ fn decimal_u32(s: &str) -> Option<u32> {
 /// (`0`/`1` each), fed to blake3 piece by piece: no string is built for
 /// each of the thousands of messages a window observes.
 pub fn version_of(flags: &Flags) -> ItemVersion {
+    use std::sync::LazyLock;
+    // Most messages carry no keyword: their eight versions are digested
+    // once, not once per message observed or read ahead.
+    static PLAIN: LazyLock<[ItemVersion; 8]> = LazyLock::new(|| {
+        std::array::from_fn(|i| {
+            digest_version(&Flags {
+                seen: i & 1 != 0,
+                flagged: i & 2 != 0,
+                answered: i & 4 != 0,
+                ..Flags::default()
+            })
+        })
+    });
+    if flags.keywords.is_empty() {
+        let i = usize::from(flags.seen)
+            | usize::from(flags.flagged) << 1
+            | usize::from(flags.answered) << 2;
+        return PLAIN[i];
+    }
+    digest_version(flags)
+}
+
+/// [`version_of`] computed: the digest itself.
+fn digest_version(flags: &Flags) -> ItemVersion {
     let mut h = blake3::Hasher::new();
     let bit = |b: bool| if b { b'1' } else { b'0' };
     h.update(&[
@@ -845,9 +869,9 @@ pub async fn sync(
 }
 
 /// Message metadata by UID, fetched once per window.
-type Metas = std::collections::HashMap<u32, MessageMeta>;
+type Metas = crate::backends::imap::UidMap<MessageMeta>;
 /// Whole messages by UID.
-type Bodies = std::collections::HashMap<u32, Vec<u8>>;
+type Bodies = crate::backends::imap::UidMap<Vec<u8>>;
 
 /// Where a window's rendering looks for messages read ahead.
 struct Ahead<'a> {
@@ -870,7 +894,7 @@ async fn take_read_ahead(
     r: &opush_engine::SyncResponse,
 ) -> (Metas, Bodies) {
     let mut validity = None;
-    let mut versions = std::collections::HashMap::new();
+    let mut versions = crate::backends::imap::UidMap::default();
     for change in &r.changes {
         if let ServerChange::Add { id, version, .. } = change {
             if let Some((v, uid)) = uid_of(id) {
@@ -1134,7 +1158,7 @@ fn next_window_guess(
     window: usize,
 ) -> Option<(u32, Vec<u32>)> {
     let c = state.collections.get(&collection)?;
-    let issued: std::collections::HashSet<&BackendItemId> = c
+    let issued: std::collections::HashSet<&BackendItemId, foldhash::fast::RandomState> = c
         .pending
         .iter()
         .flat_map(|p| p.batch.changes.iter().map(ServerChange::id))
@@ -1515,12 +1539,14 @@ async fn render(
     let mut commands = Vec::with_capacity(r.changes.len());
     for change in &r.changes {
         commands.push(match change {
-            ServerChange::Add { n, id, .. } => ServerCommand::Add {
-                server_id: sid(*n),
-                application_data: ApplicationData::Email(Box::new(
-                    pf.email(imap, id, &sid(*n).0, prefs, version).await?,
-                )),
-            },
+            ServerChange::Add { n, id, .. } => {
+                let server_id = sid(*n);
+                let email = pf.email(imap, id, &server_id.0, prefs, version).await?;
+                ServerCommand::Add {
+                    server_id,
+                    application_data: ApplicationData::Email(Box::new(email)),
+                }
+            }
             ServerChange::Change { n, id, .. } => ServerCommand::Change {
                 server_id: sid(*n),
                 application_data: ApplicationData::Email(Box::new(pf.flags_email(id))),
@@ -1669,12 +1695,12 @@ const PREFETCH_BYTES: u64 = 8 * 1024 * 1024;
 /// ahead whole costs no round trip.
 struct Prefetch<'r> {
     raw: Option<&'r str>,
-    metas: std::collections::HashMap<u32, MessageMeta>,
+    metas: crate::backends::imap::UidMap<MessageMeta>,
     /// UIDs whose whole message is rendered, in render order.
     order: Vec<u32>,
     /// Index in `order` of the first UID not fetched yet.
     next: usize,
-    bodies: std::collections::HashMap<u32, Vec<u8>>,
+    bodies: crate::backends::imap::UidMap<Vec<u8>>,
 }
 
 impl<'r> Prefetch<'r> {
@@ -1971,5 +1997,23 @@ mod tests {
             ..f.clone()
         };
         assert_eq!(version_of(&f), version_of(&sorted));
+    }
+
+    /// The versions of keyword-less flags come from a table: every one of
+    /// them, whatever the flags the digest leaves out, is the digest.
+    #[test]
+    fn version_of_every_keyword_less_flag_set() {
+        for bits in 0..64u8 {
+            let f = Flags {
+                seen: bits & 1 != 0,
+                flagged: bits & 2 != 0,
+                answered: bits & 4 != 0,
+                deleted: bits & 8 != 0,
+                draft: bits & 16 != 0,
+                forwarded: bits & 32 != 0,
+                keywords: Vec::new(),
+            };
+            assert_eq!(version_of(&f), version_by_string(&f), "{f:?}");
+        }
     }
 }

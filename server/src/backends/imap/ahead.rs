@@ -64,9 +64,9 @@ const LISTED_BYTES: u64 = 128;
 #[derive(Debug, Default)]
 pub struct Fetched {
     /// Metadata by UID, as fetched (flags possibly stale by now).
-    pub metas: HashMap<u32, MessageMeta>,
+    pub metas: super::UidMap<MessageMeta>,
     /// Whole messages (`BODY.PEEK[]`) by UID.
-    pub bodies: HashMap<u32, Vec<u8>>,
+    pub bodies: super::UidMap<Vec<u8>>,
 }
 
 /// Where a read-ahead is.
@@ -100,7 +100,7 @@ struct Entry {
 struct Listing {
     mailbox: String,
     uidvalidity: u32,
-    metas: Arc<HashMap<u32, MessageMeta>>,
+    metas: Arc<super::UidMap<MessageMeta>>,
     /// Last used.
     since: Instant,
     /// Counted against [`MAX_TOTAL_BYTES`].
@@ -187,7 +187,7 @@ impl ReadAhead {
         device: &str,
         mailbox: &str,
         uidvalidity: u32,
-    ) -> Option<Arc<HashMap<u32, MessageMeta>>> {
+    ) -> Option<Arc<super::UidMap<MessageMeta>>> {
         let mut listings = self.lock_listings();
         let l = listings
             .get_mut(device)
@@ -220,17 +220,12 @@ impl ReadAhead {
     /// read ahead or are reading ahead, and how many entries it has (of
     /// any mailbox): what a new guess need not start again, and whether
     /// there is room for one.
-    pub fn covered(
-        &self,
-        device: &str,
-        mailbox: &str,
-        uidvalidity: u32,
-    ) -> (std::collections::HashSet<u32>, usize) {
+    pub fn covered(&self, device: &str, mailbox: &str, uidvalidity: u32) -> (super::UidSet, usize) {
         let entries = self.lock();
         let Some(list) = entries.get(device) else {
             return Default::default();
         };
-        let mut uids = std::collections::HashSet::new();
+        let mut uids = super::UidSet::default();
         for e in list
             .iter()
             .filter(|e| e.mailbox == mailbox && e.uidvalidity == uidvalidity)
@@ -351,7 +346,7 @@ impl ReadAhead {
         uids: &[u32],
         wait: Duration,
     ) -> Fetched {
-        let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+        let wanted: super::UidSet = uids.iter().copied().collect();
         let taken: Vec<Entry> = {
             let mut entries = self.lock();
             let Some(list) = entries.get_mut(device) else {
@@ -537,10 +532,10 @@ struct Limits<'a> {
 async fn fetch_bounded(
     imap: &mut PooledSession,
     (mailbox, uidvalidity, uids): (&str, u32, &[u32]),
-    listed: Option<&HashMap<u32, MessageMeta>>,
+    listed: Option<&super::UidMap<MessageMeta>>,
     limits: Limits<'_>,
 ) -> Result<Fetched, ImapError> {
-    let known: Option<HashMap<u32, MessageMeta>> =
+    let known: Option<super::UidMap<MessageMeta>> =
         listed.and_then(|l| uids.iter().map(|u| Some((*u, l.get(u)?.clone()))).collect());
     let from_listing = known.is_some();
     let mut metas = match known {
@@ -585,7 +580,7 @@ async fn fetch_bounded(
         return Ok(Fetched::default());
     }
     if from_listing {
-        let asked: std::collections::HashSet<&u32> = batch.iter().collect();
+        let asked: super::UidSet = batch.iter().copied().collect();
         metas.retain(|uid, _| bodies.contains_key(uid) || !asked.contains(uid));
     }
     Ok(Fetched { metas, bodies })

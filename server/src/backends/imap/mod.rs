@@ -37,6 +37,16 @@ pub use pool::{ImapPool, PooledSession};
 pub use session::Session;
 pub use view::MailboxView;
 
+/// A map keyed by UID: the sync path builds and probes several per window
+/// (metadata, bodies, a listing of the whole mailbox), and SipHash, the
+/// standard map's hasher, cost more than the lookups themselves. UIDs
+/// come from the user's own IMAP server, and foldhash is still seeded per
+/// process.
+pub type UidMap<V> = std::collections::HashMap<u32, V, foldhash::fast::RandomState>;
+
+/// A set of UIDs ([`UidMap`]'s hasher).
+pub type UidSet = std::collections::HashSet<u32, foldhash::fast::RandomState>;
+
 /// Everything that can go wrong talking to the IMAP server.
 #[derive(Debug, Error)]
 pub enum ImapError {

@@ -1098,8 +1098,8 @@ impl Session {
         &mut self,
         raw: &str,
         uids: &[u32],
-    ) -> Result<std::collections::HashMap<u32, Vec<u8>>, ImapError> {
-        let mut out = std::collections::HashMap::with_capacity(uids.len());
+    ) -> Result<crate::backends::imap::UidMap<Vec<u8>>, ImapError> {
+        let mut out = super::UidMap::with_capacity_and_hasher(uids.len(), Default::default());
         let Some(set) = uid_set(uids) else {
             return Ok(out);
         };
