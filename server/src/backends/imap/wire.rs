@@ -135,7 +135,15 @@ impl Conn {
         let want = min
             .saturating_sub(self.buf.len())
             .clamp(self.chunk, MAX_READ);
-        self.buf.reserve(want);
+        if self.buf.capacity() - self.buf.len() < want {
+            // A bigger buffer holding only the unread bytes: growing in
+            // place (`realloc`) would copy the whole old capacity, up to
+            // 256 KB, for the few bytes of a partial response.
+            let mut bigger =
+                Vec::with_capacity((self.buf.len() + want).max(2 * self.buf.capacity()));
+            bigger.extend_from_slice(&self.buf);
+            self.buf = bigger;
+        }
         let spare = self.buf.capacity() - self.buf.len();
         let n = self.stream.read_buf(&mut self.buf).await?;
         if n == spare && self.chunk < MAX_READ {
