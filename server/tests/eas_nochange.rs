@@ -13,7 +13,11 @@
 //! reports each exactly once. A retried SyncKey answers the same. Then the
 //! device is caught up and quiet again.
 //!
-//! Reserved Dovecot user: load0059.
+//! A STATUS of the mailbox a connection has selected (Ping's and a
+//! waiting Sync's check) is a NOOP then that STATUS, current and keeping
+//! the selection.
+//!
+//! Reserved Dovecot users: load0059, load0060.
 
 #![allow(
     clippy::unwrap_used,
@@ -240,4 +244,45 @@ async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change(
     ok(&mut raw, "SELECT INBOX");
     raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
     raw.cmd("EXPUNGE");
+}
+
+#[tokio::test]
+async fn a_status_of_the_selected_mailbox_is_current_and_keeps_the_selection() {
+    const OTHER: &str = "load0060@load.test";
+    require(DOVECOT_IMAP);
+    let tag = unique("ncs");
+    let mut raw = RawImap::login(OTHER);
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let password = opush_server::config::Secret::new(opush_tests::demo_password());
+    let mut s = eas.imap.get(OTHER, &password).await.unwrap();
+    s.list_folders(false).await.unwrap();
+    s.select("INBOX").await.unwrap();
+    let before = s.status("INBOX").await.unwrap();
+    // Another session appends, then marks the new message read.
+    append(&mut raw, &format!("{tag} a"));
+    let added = s.status("INBOX").await.unwrap();
+    assert_eq!(
+        added.messages,
+        before.messages + 1,
+        "{before:?} → {added:?}"
+    );
+    assert_eq!(added.uidnext, before.uidnext + 1);
+    assert_eq!(added.unseen, before.unseen + 1);
+    assert!(added.highestmodseq > before.highestmodseq);
+    let u = uid(&mut raw, &format!("{tag} a"));
+    ok(&mut raw, &format!("UID STORE {u} +FLAGS (\\Seen)"));
+    let seen = s.status("INBOX").await.unwrap();
+    assert_eq!(seen.unseen, before.unseen, "{added:?} → {seen:?}");
+    assert!(seen.highestmodseq > added.highestmodseq);
+    // Still selected, never selected again.
+    assert_eq!(s.selected_mailbox(), Some("INBOX"));
+    assert_eq!(s.mailbox_opens(), 1);
+    drop(s);
+    ok(&mut raw, "SELECT INBOX");
+    ok(
+        &mut raw,
+        &format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"),
+    );
+    ok(&mut raw, &format!("UID EXPUNGE {u}"));
 }

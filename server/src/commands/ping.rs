@@ -127,10 +127,16 @@ async fn check(
     let at = now();
     let mut imap = None;
     let mut gone = false;
+    // The connection that kept one of these folders selected, if one is
+    // idle: its STATUS is a NOOP and a STATUS of the selected mailbox.
+    let selecting: Vec<String> = folders
+        .iter()
+        .filter_map(|c| rec.state().hierarchy.ids.get(c).map(|b| b.0.clone()))
+        .collect();
     // The folder list first (before the mailboxes' marks): on the first
     // look, and when the watcher saw it change.
     if only.is_none_or(|keys| keys.contains(&WatchKey::Hierarchy)) {
-        let session = imap.insert(eas.imap_for(caller).await?);
+        let session = imap.insert(eas.imap_selecting(caller, &selecting).await?);
         let list = session.list_folders(false).await.map_err(imap_error)?;
         if let Some(marks) = marks.as_deref_mut() {
             marks.push((WatchKey::Hierarchy, Some(hierarchy_mark(&list))));
@@ -152,7 +158,7 @@ async fn check(
             continue;
         }
         if imap.is_none() {
-            imap = Some(eas.imap_for(caller).await?);
+            imap = Some(eas.imap_selecting(caller, &selecting).await?);
         }
         let Some(session) = imap.as_mut() else {
             continue;

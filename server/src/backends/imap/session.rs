@@ -640,13 +640,19 @@ impl Session {
     /// STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN \[HIGHESTMODSEQ\]): the cheap poll.
     ///
     /// Always the server's current figures: STATUS of the mailbox this
-    /// session has selected would answer with the session's own view, which
-    /// misses what other sessions changed since (RFC 3501 6.3.10: "SHOULD
-    /// NOT" be used on the selected mailbox), so that mailbox is first
-    /// unselected (UNSELECT; without it, re-EXAMINEd: never CLOSE, which
-    /// would expunge).
+    /// session has selected answers with the session's own view, which
+    /// misses what other sessions changed since its last sync (RFC 3501
+    /// 6.3.10: "SHOULD NOT" be used on the selected mailbox). So a NOOP
+    /// first brings that view up to date and the selection is kept (a
+    /// caught-up device's INBOX: its next Sync is a NOOP there, and on
+    /// Dovecot a STATUS of a selected INBOX is cheap where an unselected
+    /// one re-reads the UID list, see `commands::sync`). A selection the
+    /// server said went wrong is left instead (UNSELECT; without it,
+    /// re-EXAMINEd: never CLOSE, which would expunge).
     pub async fn status(&mut self, raw: &str) -> Result<FolderStatus, ImapError> {
-        if self.selected.as_ref().is_some_and(|s| s.raw == raw) {
+        if self.trusted(raw).is_some() {
+            self.noop().await?;
+        } else if self.selected.as_ref().is_some_and(|s| s.raw == raw) {
             if self.has("UNSELECT") {
                 self.unselect().await?;
             } else {
