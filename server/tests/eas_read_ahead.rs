@@ -14,7 +14,11 @@
 //! every message once: its read-aheads give up a connection they cannot
 //! get instead of holding the windows up.
 //!
-//! Reserved Dovecot users: load0076, load0093, load0095–load0097, load0099.
+//! A device's first FolderSync logs its initial sync's read-ahead
+//! connections in beforehand: its SyncKey 0 logs in none.
+//!
+//! Reserved Dovecot users: load0067, load0076, load0093, load0095–load0097,
+//! load0099.
 
 #![allow(
     clippy::unwrap_used,
@@ -536,4 +540,61 @@ async fn an_initial_sync_with_every_connection_taken_still_carries_every_message
     assert_eq!(distinct.len(), MESSAGES);
     assert!(added.iter().all(|s| s.starts_with(&tag)));
     drop(other);
+}
+
+#[tokio::test]
+async fn a_first_folder_sync_logs_in_the_initial_sync_connections_beforehand() {
+    opush_tests::require(opush_tests::DOVECOT_IMAP);
+    const USER: &str = "load0067@load.test";
+    let tag = unique("prewarm");
+    let (_raw, _) = fill_inbox(USER, &tag, MESSAGES);
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let who = caller(USER, "DEVPREWARM");
+    let before = eas.imap.logins();
+    let inbox = first_folder_sync(&eas, &who).await.of_type(2);
+    // The FolderSync's own connection, then the read-ahead ones (pool_size
+    // 4: two), logged in in the background.
+    let expected = before + 3;
+    for _ in 0..200 {
+        if eas.imap.logins() >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(eas.imap.logins(), expected, "logins after FolderSync 0");
+    // Their SELECT of INBOX, after the login, then back to the pool idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The initial sync uses them: its SyncKey 0 (listing, read-aheads of
+    // the first windows) logs in none.
+    let res = sync(&sync_req(&inbox, "0"), ProtocolVersion::V14_1, &who, &eas)
+        .await
+        .unwrap();
+    assert_eq!(eas.imap.logins(), expected, "logins after SyncKey 0");
+    let mut key = res.collections[0].sync_key.0.clone();
+    let mut added = 0;
+    loop {
+        let res = sync(&sync_req(&inbox, &key), ProtocolVersion::V14_1, &who, &eas)
+            .await
+            .unwrap();
+        let c = &res.collections[0];
+        added += c.commands.as_ref().map_or(0, Vec::len);
+        key = c.sync_key.0.clone();
+        if !c.more_available {
+            break;
+        }
+        assert!(added <= MESSAGES, "the sync did not end");
+    }
+    assert_eq!(added, MESSAGES);
+    let logins = eas.imap.logins();
+    // A FolderSync that is not the first logs in nothing ahead.
+    use opush_protocol::commands::folder_sync::FolderSyncRequest;
+    let again = FolderSyncRequest {
+        sync_key: opush_protocol::commands::SyncKey("1".to_owned()),
+    };
+    opush_server::commands::folder_sync::folder_sync(&again, &who, &eas)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(eas.imap.logins(), logins, "logins after FolderSync 1");
 }

@@ -80,6 +80,10 @@ pub async fn folder_sync(
     };
     let folders = {
         let mut imap = eas.imap_for(caller).await?;
+        // A device's first hierarchy: its initial Syncs follow at once.
+        if key == SyncKey::ZERO {
+            super::sync::prewarm_initial_sync(caller, eas);
+        }
         imap.list_folders(false).await.map_err(imap_error)?
     };
     let observed = backend_folders(&folders);

@@ -994,6 +994,20 @@ fn open_ahead(
     (helper, opened)
 }
 
+/// Logs in, in the background, the connections a device's initial sync of
+/// INBOX reads ahead on ([`open_ahead`]: INBOX selected), when the device
+/// asks for its folder hierarchy from scratch (FolderSync with SyncKey 0):
+/// its Syncs of SyncKey 0 follow at once, and a login (~10 ms on Dovecot:
+/// a process started, the password checked) is then made before that
+/// Sync's listing instead of beside it, so the listing's helper
+/// ([`list_split`]) is ready in time. They wait in the pool as idle
+/// connections, closed after `[imap] pool_idle_timeout_s` when unused.
+pub(crate) fn prewarm_initial_sync(caller: &Caller<'_>, eas: &EasServices) {
+    // Detached: each connection goes back to the pool when its task ends.
+    let (helper, opened) = open_ahead("INBOX", caller, eas);
+    drop((helper, opened));
+}
+
 /// A full listing at SyncKey 0 (`ev`, its messages `listed`) names the
 /// first windows' messages already: they are read ahead while it is
 /// folded and recorded, and the listing is kept so those read-aheads fetch
