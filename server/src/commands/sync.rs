@@ -442,8 +442,9 @@ const SPLIT_LISTING_FROM: u32 = 2_000;
 /// The full listing of `raw` (selected on `imap`, as `view`) made on two
 /// connections at once when the folder is big: Dovecot lists a folder on
 /// one core per connection, and at 10,000 messages the listing is most of
-/// an initial sync's SyncKey 0. `imap` lists the lower three fifths of the
-/// messages (up to the UID at that position), `helper` (a connection of the
+/// an initial sync's SyncKey 0. `imap` lists the lower half of the messages
+/// (three fifths when the helper is still logging in; up to the UID at that
+/// position), `helper` (a connection of the
 /// same user being opened with the folder selected: `open_ahead`) the UIDs
 /// above, if it is ready by the time `imap` is done with its part and its
 /// UIDVALIDITY is `view`'s; otherwise `imap` lists them too. The helper
@@ -465,8 +466,14 @@ async fn list_split(
 ) -> Result<Vec<MessageMeta>, CommandError> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let n = view.exists.unwrap_or(0);
+    // Half each when the helper is ready now (it was idle in the pool);
+    // else it starts later (a login): three fifths here.
+    let at = match helper.is_finished() {
+        true => n / 2,
+        false => n / 5 * 3,
+    };
     let split = match n >= SPLIT_LISTING_FROM {
-        true => imap.uid_at(raw, n / 5 * 3).await.map_err(imap_error)?,
+        true => imap.uid_at(raw, at).await.map_err(imap_error)?,
         false => None,
     };
     let Some(split) = split else {
