@@ -523,6 +523,11 @@ fn not_found<'a>(kind: ReplyKind, sid: &ServerId) -> Planned<'a> {
 /// retried request (its commands were already carried out), for SyncKey 0
 /// and for an invalid key.
 pub fn plan_sync(state: &DeviceState, req: &SyncRequest) -> Vec<BackendEffect> {
+    if req.commands.is_empty() {
+        // Effects come only from client commands: no overlay to build (a
+        // window of an initial sync would build it for nothing).
+        return Vec::new();
+    }
     let c = state.collections.get(&req.collection);
     match (classify(c, req.sync_key), c) {
         (KeyUse::Advance { confirm }, Some(c)) => {
