@@ -452,11 +452,12 @@ const SPLIT_LISTING_FROM: u32 = 2_000;
 ///
 /// The union is a full listing as of `view` or later, which is what the
 /// observation's cursor (`view`'s HIGHESTMODSEQ) needs: every UID at or
-/// below the split is `imap`'s answer, every UID above is one answer, a
-/// message expunged before its part was listed is absent (vanished), and a
-/// change made after `view` (flags, expunge, new message) has a MODSEQ
-/// above the cursor, so the next look reports it again, whichever part
-/// saw it.
+/// below the split is `imap`'s answer, every UID above is the helper's,
+/// listed after a NOOP that follows `view` (the helper starts once the
+/// split is known), a message expunged before its part was listed is
+/// absent (vanished), and a change made after `view` (flags, expunge, new
+/// message) has a MODSEQ above the cursor, so the next look reports it
+/// again, whichever part saw it.
 async fn list_split(
     imap: &mut PooledSession,
     raw: &str,
@@ -490,15 +491,24 @@ async fn list_split(
                     "listing connection: {e}"
                 )))
             })?;
-            let same = helper
-                .selected_view(&raw)
-                .is_some_and(|v| v.uidvalidity == validity);
-            if !same || claimed.swap(true, Ordering::SeqCst) {
+            if claimed.swap(true, Ordering::SeqCst) {
                 return Ok((helper, None));
             }
-            let list = helper
-                .list_uid_range(&raw, split.saturating_add(1), None)
-                .await;
+            // Its view brought up to date first (a NOOP): it was selected
+            // before the request's own look, maybe long before (idle in the
+            // pool), and a message added or expunged meanwhile, below the
+            // cursor, would otherwise never be seen.
+            let list = match helper.refresh(&raw).await {
+                Ok(Some(v)) if v.uidvalidity == validity => {
+                    helper
+                        .list_uid_range(&raw, split.saturating_add(1), None)
+                        .await
+                }
+                Ok(_) => Err(crate::backends::imap::ImapError::Protocol(
+                    "listing connection: another UIDVALIDITY".into(),
+                )),
+                Err(e) => Err(e),
+            };
             if list.is_ok() {
                 helper.count_split_listing();
             }
