@@ -1,9 +1,12 @@
 //! Resync cases against the real Dovecot and the embedded store: a
 //! UIDVALIDITY change (folder deleted and recreated under the same name)
 //! becomes Deletes then Adds, and a 2,000-message INBOX is sent in windows
-//! with MoreAvailable, each item exactly once.
+//! with MoreAvailable, each item exactly once. A message added and one
+//! expunged after the connections that list the upper part of a big folder
+//! were opened (at the device's first FolderSync) are seen as they are.
 //!
-//! Reserved Dovecot users: load0035 (UIDVALIDITY), load0036 (2,000 messages).
+//! Reserved Dovecot users: load0035 (UIDVALIDITY), load0036 (2,000 messages),
+//! load0068 (2,000 messages changed between FolderSync and SyncKey 0).
 
 #![allow(
     clippy::unwrap_used,
@@ -176,4 +179,122 @@ async fn initial_sync_in_windows(eas: &EasServices, user: &str, device: &str, n_
     }
     assert_eq!(seen.len(), n_messages);
     assert_eq!(n_rounds, 4);
+}
+
+#[tokio::test]
+async fn changes_after_the_listing_connections_were_opened_are_listed() {
+    let user = "load0068@load.test";
+    let n_messages = 2_000;
+    let mut raw = RawImap::login(user);
+    raw.cmd("SELECT INBOX");
+    let uids = |raw: &mut RawImap| -> Vec<u32> {
+        let (lines, _) = raw.cmd("UID SEARCH ALL");
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("* SEARCH"))
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|u| u.parse().ok())
+            .collect()
+    };
+    if uids(&mut raw).len() != n_messages {
+        raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+        raw.cmd("EXPUNGE");
+        for i in 0..n_messages {
+            append(&mut raw, "INBOX", &format!("split {i:04}"));
+        }
+    }
+    // Whether the helper is ready before the request's own connection has
+    // listed its half is a race (a SELECT against a FETCH): devices try
+    // until one split listing, each checked.
+    let mut splits = 0;
+    for attempt in 0..6 {
+        splits += changed_between_folder_sync_and_sync_key_0(&mut raw, user, attempt).await;
+        if splits > 0 {
+            break;
+        }
+    }
+    assert!(splits > 0, "no split listing in 6 initial syncs");
+}
+
+/// A new device's FolderSync, then another session adds a message and
+/// expunges the last one (both in the upper part of the folder), then the
+/// device's initial sync: every message once, the added one, not the
+/// expunged one. Returns how many split listings it made.
+async fn changed_between_folder_sync_and_sync_key_0(
+    raw: &mut RawImap,
+    user: &str,
+    attempt: usize,
+) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let device = format!("DEVSPLIT{attempt}");
+    let before = eas.imap.logins();
+    let inbox = collection_named(&eas, user, &device, "INBOX").await;
+    // The FolderSync's connection and the two it logs in ahead (INBOX
+    // selected), idle in the pool once they have selected it.
+    for _ in 0..200 {
+        if eas.imap.logins() >= before + 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (lines, _) = raw.cmd("UID SEARCH ALL");
+    let last: u32 = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("* SEARCH"))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|u| u.parse().ok())
+        .max()
+        .unwrap();
+    let (lines, _) = raw.cmd(&format!(
+        "UID FETCH {last} (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+    ));
+    let all = lines.concat();
+    let gone = all
+        .split("Subject: ")
+        .nth(1)
+        .and_then(|r| r.split('\r').next())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let added = format!("split added {} {attempt}", std::process::id());
+    append(raw, "INBOX", &added);
+    raw.cmd(&format!("UID STORE {last} +FLAGS.SILENT (\\Deleted)"));
+    let (_, ok) = raw.cmd(&format!("UID EXPUNGE {last}"));
+    assert!(ok.starts_with("OK"), "{ok}");
+    let version = ProtocolVersion::V16_1;
+    let who = caller(user, &device);
+    let r0 = sync(&req(&inbox, "0", 512), version, &who, &eas)
+        .await
+        .unwrap();
+    let mut key = r0.collections[0].sync_key.0.clone();
+    let mut subjects = BTreeSet::new();
+    for _ in 0..10 {
+        let r = sync(&req(&inbox, &key, 512), version, &who, &eas)
+            .await
+            .unwrap();
+        let c = &r.collections[0];
+        for cmd in c.commands.clone().unwrap_or_default() {
+            let ServerCommand::Add {
+                application_data, ..
+            } = cmd
+            else {
+                panic!("{cmd:?}");
+            };
+            let subject = match application_data {
+                opush_protocol::commands::items::ApplicationData::Email(e) => e.subject,
+                other => panic!("{other:?}"),
+            };
+            assert!(subjects.insert(subject.clone()), "sent twice: {subject:?}");
+        }
+        key = c.sync_key.0.clone();
+        if !c.more_available {
+            break;
+        }
+    }
+    assert_eq!(subjects.len(), 2_000, "every message once");
+    assert!(subjects.contains(&Some(added)), "the added message");
+    assert!(!subjects.contains(&Some(gone)), "the expunged message");
+    eas.imap.split_listings()
 }
