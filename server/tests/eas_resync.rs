@@ -34,6 +34,21 @@ fn append(imap: &mut RawImap, mailbox: &str, subject: &str) {
     assert!(ok.starts_with("OK"), "append: {ok}");
 }
 
+/// `user`'s INBOX holding `n` messages (made of `tag` and a number when it
+/// holds another count), selected on the connection returned.
+fn inbox_of(user: &str, n: usize, tag: &str) -> RawImap {
+    let mut raw = RawImap::login(user);
+    raw.cmd("SELECT INBOX");
+    if raw.uid_search("ALL").len() != n {
+        raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+        raw.cmd("EXPUNGE");
+        for i in 0..n {
+            append(&mut raw, "INBOX", &format!("{tag} {i:04}"));
+        }
+    }
+    raw
+}
+
 fn req(collection: &str, key: &str, window: u32) -> SyncRequest {
     SyncRequest {
         collections: vec![SyncCollectionRequest {
@@ -115,21 +130,7 @@ async fn a_uidvalidity_change_is_deletes_then_adds() {
 async fn a_two_thousand_message_inbox_is_sent_in_windows() {
     let user = "load0036@load.test";
     let n_messages = 2_000;
-    let mut raw = RawImap::login(user);
-    raw.cmd("SELECT INBOX");
-    let (lines, _) = raw.cmd("UID SEARCH ALL");
-    let present = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("* SEARCH"))
-        .flat_map(|l| l.split_whitespace())
-        .count();
-    if present != n_messages {
-        raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
-        raw.cmd("EXPUNGE");
-        for i in 0..n_messages {
-            append(&mut raw, "INBOX", &format!("bulk {i:04}"));
-        }
-    }
+    let _raw = inbox_of(user, n_messages, "bulk");
 
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir).await;
@@ -185,24 +186,7 @@ async fn initial_sync_in_windows(eas: &EasServices, user: &str, device: &str, n_
 async fn changes_after_the_listing_connections_were_opened_are_listed() {
     let user = "load0068@load.test";
     let n_messages = 2_000;
-    let mut raw = RawImap::login(user);
-    raw.cmd("SELECT INBOX");
-    let uids = |raw: &mut RawImap| -> Vec<u32> {
-        let (lines, _) = raw.cmd("UID SEARCH ALL");
-        lines
-            .iter()
-            .filter_map(|l| l.strip_prefix("* SEARCH"))
-            .flat_map(|l| l.split_whitespace())
-            .filter_map(|u| u.parse().ok())
-            .collect()
-    };
-    if uids(&mut raw).len() != n_messages {
-        raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
-        raw.cmd("EXPUNGE");
-        for i in 0..n_messages {
-            append(&mut raw, "INBOX", &format!("split {i:04}"));
-        }
-    }
+    let mut raw = inbox_of(user, n_messages, "split");
     // Whether the helper is ready before the request's own connection has
     // listed its half is a race (a SELECT against a FETCH): devices try
     // until one split listing, each checked.
@@ -239,14 +223,7 @@ async fn changed_between_folder_sync_and_sync_key_0(
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (lines, _) = raw.cmd("UID SEARCH ALL");
-    let last: u32 = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("* SEARCH"))
-        .flat_map(|l| l.split_whitespace())
-        .filter_map(|u| u.parse().ok())
-        .max()
-        .unwrap();
+    let last = raw.uid_search("ALL").into_iter().max().unwrap();
     let (lines, _) = raw.cmd(&format!(
         "UID FETCH {last} (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
     ));

@@ -165,7 +165,12 @@ impl RawImap {
     pub fn search_subject(&mut self, mailbox: &str, needle: &str) -> Vec<u32> {
         let (_, ok) = self.cmd(&format!("SELECT \"{mailbox}\""));
         assert!(ok.starts_with("OK"), "select {mailbox}: {ok}");
-        let (found, _) = self.cmd(&format!("UID SEARCH SUBJECT \"{needle}\""));
+        self.uid_search(&format!("SUBJECT \"{needle}\""))
+    }
+
+    /// `UID SEARCH criteria` in the selected mailbox: the UIDs found.
+    pub fn uid_search(&mut self, criteria: &str) -> Vec<u32> {
+        let (found, _) = self.cmd(&format!("UID SEARCH {criteria}"));
         found
             .iter()
             .filter_map(|l| l.strip_prefix("* SEARCH"))
