@@ -520,17 +520,14 @@ async fn list_split(
         .await
         .map_err(imap_error)?;
     let rest = if claimed.swap(true, Ordering::SeqCst) {
-        // The helper took them (or found another UIDVALIDITY): its answer.
+        // The helper took them: its answer.
         match upper.await {
             Ok(Ok((helper, Some(Ok(rest))))) => {
                 opened.push(tokio::spawn(async move { Ok(helper) }));
                 Some(rest)
             }
-            Ok(Ok((helper, None))) => {
-                opened.push(tokio::spawn(async move { Ok(helper) }));
-                None
-            }
-            // A connection that failed is not reused.
+            // Its listing failed (or saw another UIDVALIDITY): the rest is
+            // listed here, and that connection is not reused.
             _ => None,
         }
     } else {
