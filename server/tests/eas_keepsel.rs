@@ -39,15 +39,6 @@ use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
 
 const MOVES: &str = "keepsel-moves";
 
-fn append(raw: &mut RawImap, subject: &str) {
-    let msg = format!(
-        "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\
-         Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\nbody of {subject}\r\n"
-    );
-    let (_, ok) = raw.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
-    assert!(ok.starts_with("OK"), "append: {ok}");
-}
-
 fn ok(raw: &mut RawImap, cmd: &str) {
     let (_, status) = raw.cmd(cmd);
     assert!(status.starts_with("OK"), "{cmd}: {status}");
@@ -216,7 +207,7 @@ async fn scenario(user: &str, use_condstore: bool) {
     raw.cmd(&format!("SUBSCRIBE {MOVES}"));
     let m = |i: u32| format!("{tag} m{i:02}");
     for i in 0..40 {
-        append(&mut raw, &m(i));
+        raw.append_to_inbox(&m(i));
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -264,8 +255,8 @@ async fn scenario(user: &str, use_condstore: bool) {
                     );
                     ok(&mut raw, &format!("UID EXPUNGE {u}"));
                 }
-                append(&mut raw, &format!("{tag} n00"));
-                append(&mut raw, &format!("{tag} n01"));
+                raw.append_to_inbox(&format!("{tag} n00"));
+                raw.append_to_inbox(&format!("{tag} n01"));
                 for moved in [m(3), m(22)] {
                     let u = uid(&mut raw, &moved);
                     ok(&mut raw, &format!("UID MOVE {u} {MOVES}"));

@@ -48,15 +48,6 @@ fn ok(raw: &mut RawImap, cmd: &str) {
     assert!(status.starts_with("OK"), "{cmd}: {status}");
 }
 
-fn append(raw: &mut RawImap, subject: &str) {
-    let msg = format!(
-        "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\
-         Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\nbody of {subject}\r\n"
-    );
-    let (_, status) = raw.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
-    assert!(status.starts_with("OK"), "append: {status}");
-}
-
 fn uid(raw: &mut RawImap, subject: &str) -> u32 {
     let uids = raw.search_subject("INBOX", subject);
     assert_eq!(uids.len(), 1, "{subject}: {uids:?}");
@@ -168,7 +159,7 @@ async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change(
     ok(&mut raw, "EXPUNGE");
     let m = |i: u32| format!("{tag} m{i:02}");
     for i in 0..25 {
-        append(&mut raw, &m(i));
+        raw.append_to_inbox(&m(i));
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -218,7 +209,7 @@ async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change(
     );
     ok(&mut raw, &format!("UID EXPUNGE {u}"));
     let new = format!("{tag} new");
-    append(&mut raw, &new);
+    raw.append_to_inbox(&new);
     let first = one(&eas, &inbox, &key).await;
     // A lost answer: the same key answers the same.
     let again = one(&eas, &inbox, &key).await;
@@ -260,7 +251,7 @@ async fn a_status_of_the_selected_mailbox_is_current_and_keeps_the_selection() {
     s.select("INBOX").await.unwrap();
     let before = s.status("INBOX").await.unwrap();
     // Another session appends, then marks the new message read.
-    append(&mut raw, &format!("{tag} a"));
+    raw.append_to_inbox(&format!("{tag} a"));
     let added = s.status("INBOX").await.unwrap();
     assert_eq!(
         added.messages,

@@ -161,6 +161,17 @@ impl RawImap {
         }
     }
 
+    /// APPENDs to INBOX a small plain-text message with `subject` (and a
+    /// fixed Date), asserting the server took it.
+    pub fn append_to_inbox(&mut self, subject: &str) {
+        let msg = format!(
+            "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\
+             Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\nbody of {subject}\r\n"
+        );
+        let (_, ok) = self.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
+        assert!(ok.starts_with("OK"), "append: {ok}");
+    }
+
     /// UIDs in `mailbox` whose Subject contains `needle`.
     pub fn search_subject(&mut self, mailbox: &str, needle: &str) -> Vec<u32> {
         let (_, ok) = self.cmd(&format!("SELECT \"{mailbox}\""));
