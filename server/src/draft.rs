@@ -28,7 +28,7 @@ use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
-use mail_parser::MessageParser;
+use mail_parser::{MessageParser, MimeHeaders, PartType};
 use std::collections::HashMap;
 
 use opush_engine::{EffectOutcome, ReplyKind};
@@ -96,13 +96,12 @@ pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> 
     if let Some(subject) = subject {
         builder = builder.subject(subject);
     }
-    let body = match change.body.as_ref().and_then(|b| b.data.clone()) {
-        Some(text) if change.body.as_ref().is_some_and(|b| b.body_type == 2) => {
-            MimePart::new(utf8("text/html"), BodyPart::Text(text.into()))
-        }
-        Some(text) => MimePart::new(utf8("text/plain"), BodyPart::Text(text.into())),
-        None => old_body(parsed.as_ref()),
-    };
+    let new_body = change.body.as_ref().and_then(|b| {
+        let text = b.data.clone()?;
+        let html = b.body_type == 2;
+        let mime = if html { "text/html" } else { "text/plain" };
+        Some((MimePart::new(utf8(mime), BodyPart::Text(text.into())), html))
+    });
     let deleted: Vec<u32> = change
         .attachments_delete
         .iter()
@@ -110,36 +109,68 @@ pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> 
         .filter(|f| f.server_id == server_id)
         .map(|f| f.index)
         .collect();
-    // Every attachment keeps its number (the FileReference the device
-    // holds); added ones get numbers never used before in this draft.
-    let mut attachments: Vec<MimePart<'_>> = parsed
+    // The old draft's parts as they were, whatever their nesting, but for
+    // the body the device replaced and the attachments it deleted; every
+    // attachment keeps its number (the FileReference the device holds).
+    let html = new_body.as_ref().map(|(_, html)| *html);
+    let mut body = new_body.map(|(part, _)| part);
+    let kept = parsed
         .as_ref()
-        .map(|m| {
-            m.attachments()
-                .zip(attachment_numbers(m))
-                .filter(|(_, n)| !deleted.contains(n))
-                .filter_map(|(part, n)| {
-                    crate::reply::attachment(part)
-                        .map(|p| p.header(ATTACHMENT_NUMBER, Raw::new(n.to_string())))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .and_then(|m| OldTree::new(m, &deleted, html).keep(0, true, &mut body));
+    // A new body with no old one to take the place of goes first.
+    let root = match (kept, body) {
+        (Some(kept), None) => kept,
+        (
+            Some(Kept {
+                mut part,
+                mixed: true,
+            }),
+            Some(body),
+        ) => {
+            if let BodyPart::Multipart(children) = &mut part.contents {
+                children.insert(0, body);
+            }
+            Kept { part, mixed: true }
+        }
+        (Some(Kept { part, .. }), Some(body)) => Kept {
+            part: MimePart::new("multipart/mixed", vec![body, part]),
+            mixed: true,
+        },
+        (None, body) => Kept {
+            part: body
+                .unwrap_or_else(|| MimePart::new(utf8("text/plain"), BodyPart::Text("".into()))),
+            mixed: false,
+        },
+    };
     let next = parsed.as_ref().map_or(0, next_attachment_number);
     let mut after = next;
+    let mut added = Vec::with_capacity(change.attachments_add.len());
     for add in &change.attachments_add {
-        attachments.push(added_part(add).header(ATTACHMENT_NUMBER, Raw::new(after.to_string())));
+        added.push(added_part(add).header(ATTACHMENT_NUMBER, Raw::new(after.to_string())));
         after = after.saturating_add(1);
     }
     builder = builder.header(NEXT_ATTACHMENT_NUMBER, Raw::new(after.to_string()));
-    builder = if attachments.is_empty() {
-        builder.body(body)
-    } else {
-        let mut parts = Vec::with_capacity(attachments.len() + 1);
-        parts.push(body);
-        parts.extend(attachments);
-        builder.body(MimePart::new("multipart/mixed", parts))
+    // Added attachments come last: in the draft's multipart/mixed when it
+    // is one, else in a new one around it.
+    let body = match root {
+        Kept { part, .. } if added.is_empty() => part,
+        Kept {
+            mut part,
+            mixed: true,
+        } => {
+            if let BodyPart::Multipart(children) = &mut part.contents {
+                children.extend(added);
+            }
+            part
+        }
+        Kept { part, .. } => {
+            let mut parts = Vec::with_capacity(added.len() + 1);
+            parts.push(part);
+            parts.extend(added);
+            MimePart::new("multipart/mixed", parts)
+        }
     };
+    builder = builder.body(body);
     let mut out = Vec::new();
     // Writing to a Vec cannot fail.
     let _ = builder.write_to(&mut out);
@@ -175,22 +206,207 @@ fn utf8(mime: &str) -> ContentType<'_> {
     ContentType::new(mime).attribute("charset", "utf-8")
 }
 
-/// The old draft's body: its HTML when it has one, else its text.
-fn old_body<'a>(old: Option<&'a mail_parser::Message<'a>>) -> MimePart<'a> {
-    let html = old.and_then(|m| {
-        (m.html_body_count() > 0 && m.html_part(0).is_some_and(|p| p.is_text_html()))
-            .then(|| m.body_html(0))
-            .flatten()
-    });
-    match html {
-        Some(h) => MimePart::new(utf8("text/html"), BodyPart::Text(h)),
-        None => {
-            let text = old
-                .and_then(|m| m.body_text(0))
-                .unwrap_or(Cow::Borrowed(""));
-            MimePart::new(utf8("text/plain"), BodyPart::Text(text))
+/// A part of the rebuilt draft, and whether it is a multipart/mixed (where
+/// a body or attachments can be added).
+struct Kept<'x> {
+    part: MimePart<'x>,
+    mixed: bool,
+}
+
+/// The old draft's MIME tree, read to be written again: which part the
+/// device's new body replaces, which it makes stale, which attachments go
+/// and the number each kept one carries.
+struct OldTree<'m> {
+    msg: &'m mail_parser::Message<'m>,
+    /// Part id → the attachment's number ([`attachment_numbers`]).
+    numbers: HashMap<u32, u32>,
+    /// Part ids of the attachments the device deleted.
+    deleted: Vec<u32>,
+    /// The body part the device's new body takes the place of.
+    replaced: Option<u32>,
+    /// The other form of the body the device saw (the HTML of a new plain
+    /// text body, or the other way round): it would be out of date.
+    stale: Option<u32>,
+}
+
+impl<'m> OldTree<'m> {
+    /// `deleted`: the attachment numbers the device deleted; `html`: the
+    /// type of the device's new body (`None`: the body is not changed).
+    fn new(msg: &'m mail_parser::Message<'m>, deleted: &[u32], html: Option<bool>) -> Self {
+        let numbers: HashMap<u32, u32> = msg
+            .attachments
+            .iter()
+            .copied()
+            .zip(attachment_numbers(msg))
+            .collect();
+        let deleted = numbers
+            .iter()
+            .filter(|(_, n)| deleted.contains(n))
+            .map(|(id, _)| *id)
+            .collect();
+        // The parts the device got as its body (email::to_email): the first
+        // text one and the first HTML one, when they are not attachments.
+        let shown = |ids: &[u32], want_html: bool| {
+            ids.first().copied().filter(|id| {
+                !msg.attachments.contains(id)
+                    && msg.parts.get(*id as usize).is_some_and(|p| match p.body {
+                        PartType::Html(_) => true,
+                        PartType::Text(_) => !want_html,
+                        _ => false,
+                    })
+            })
+        };
+        let text = shown(&msg.text_body, false);
+        let html_part = shown(&msg.html_body, true);
+        let (replaced, other) = match html {
+            None => (None, None),
+            Some(true) => (html_part.or(text), text.or(html_part)),
+            Some(false) => (text.or(html_part), html_part.or(text)),
+        };
+        OldTree {
+            msg,
+            numbers,
+            deleted,
+            replaced,
+            stale: other.filter(|o| Some(*o) != replaced),
         }
     }
+
+    /// Part `id` as it goes into the rebuilt draft (`None`: it goes away):
+    /// the replaced body part becomes `body` (taken), a multipart is
+    /// written again with its kept parts (its own headers kept, a new
+    /// boundary), any other part is copied byte for byte (its number
+    /// header put first). `root`: the message itself, whose headers other
+    /// than `Content-*` are written anew, not copied.
+    fn keep<'x>(&self, id: u32, root: bool, body: &mut Option<MimePart<'x>>) -> Option<Kept<'x>> {
+        let part = self.msg.parts.get(id as usize)?;
+        if Some(id) == self.replaced {
+            return body.take().map(|part| Kept { part, mixed: false });
+        }
+        if Some(id) == self.stale || self.deleted.contains(&id) {
+            return None;
+        }
+        let raw = self.msg.raw_message();
+        let head = raw
+            .get(part.offset_header as usize..part.offset_body as usize)
+            .unwrap_or_default();
+        let PartType::Multipart(children) = &part.body else {
+            let content = raw
+                .get(part.offset_body as usize..part.offset_end as usize)
+                .unwrap_or_default();
+            let number = self.numbers.get(&id).copied();
+            let bytes = leaf_bytes(head, content, root, number);
+            return Some(Kept {
+                part: MimePart::raw(BodyPart::Binary(bytes.into())),
+                mixed: false,
+            });
+        };
+        let parts: Vec<MimePart<'x>> = children
+            .iter()
+            .filter_map(|c| self.keep(*c, false, body))
+            .map(|k| k.part)
+            .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        let (ctype, subtype) = part
+            .content_type()
+            .map(|ct| {
+                (
+                    ct.ctype().to_owned(),
+                    ct.subtype().unwrap_or("mixed").to_owned(),
+                )
+            })
+            .unwrap_or_else(|| ("multipart".to_owned(), "mixed".to_owned()));
+        let mut content_type = ContentType::new(format!("{ctype}/{subtype}"));
+        for attr in part
+            .content_type()
+            .and_then(|ct| ct.attributes())
+            .unwrap_or_default()
+        {
+            if !attr.name.eq_ignore_ascii_case("boundary") {
+                content_type =
+                    content_type.attribute(attr.name.to_string(), attr.value.to_string());
+            }
+        }
+        let mut out = MimePart::new(content_type, BodyPart::Multipart(parts));
+        for field in header_fields(head) {
+            let (name, value) = split_field(field);
+            if !name.eq_ignore_ascii_case("Content-Type")
+                && !name.eq_ignore_ascii_case(ATTACHMENT_NUMBER)
+                && (!root || is_content_header(name))
+            {
+                out = out.header(name.to_owned(), Raw::new(value));
+            }
+        }
+        Some(Kept {
+            part: out,
+            mixed: subtype.eq_ignore_ascii_case("mixed"),
+        })
+    }
+}
+
+/// A kept leaf part, byte for byte: its header fields (only the
+/// `Content-*` ones for the message itself; its old number left out, the
+/// one it keeps put first), the empty line, its content as it was encoded.
+fn leaf_bytes(head: &[u8], content: &[u8], root: bool, number: Option<u32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + content.len() + 32);
+    if let Some(n) = number {
+        out.extend_from_slice(format!("{ATTACHMENT_NUMBER}: {n}\r\n").as_bytes());
+    }
+    for field in header_fields(head) {
+        let (name, _) = split_field(field);
+        if !name.eq_ignore_ascii_case(ATTACHMENT_NUMBER) && (!root || is_content_header(name)) {
+            out.extend_from_slice(field);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(content);
+    out
+}
+
+/// The header fields of a header block, each with its folded lines and
+/// line ends, up to the empty line that ends the block.
+fn header_fields(head: &[u8]) -> Vec<&[u8]> {
+    let mut fields: Vec<&[u8]> = Vec::new();
+    let mut start = None;
+    let mut at = 0;
+    for line in head.split_inclusive(|b| *b == b'\n') {
+        let blank = line.iter().all(|b| b.is_ascii_whitespace());
+        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if blank || !folded {
+            if let Some(s) = start.take() {
+                fields.push(&head[s..at]);
+            }
+            if blank {
+                return fields;
+            }
+            start = Some(at);
+        }
+        at += line.len();
+    }
+    if let Some(s) = start {
+        fields.push(&head[s..at]);
+    }
+    fields
+}
+
+/// A header field's name and its value unfolded (line breaks taken out),
+/// as text; a field that is not valid UTF-8 is read lossily.
+fn split_field(field: &[u8]) -> (&str, String) {
+    let colon = field.iter().position(|b| *b == b':').unwrap_or(field.len());
+    let name = std::str::from_utf8(&field[..colon]).unwrap_or("").trim();
+    let value = String::from_utf8_lossy(field.get(colon + 1..).unwrap_or_default())
+        .replace(['\r', '\n'], "")
+        .trim()
+        .to_owned();
+    (name, value)
+}
+
+/// Whether a header of the message itself describes its content (and is
+/// kept with it): the `Content-*` ones.
+fn is_content_header(name: &str) -> bool {
+    name.len() > 8 && name[..8].eq_ignore_ascii_case("Content-")
 }
 
 /// Replaces draft `uid` of `raw` by its edit: APPEND the new message with
@@ -583,5 +799,329 @@ mod tests {
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.subject(), Some("Hello"));
         assert!(m.body_html(0).unwrap().contains("<p>Hi</p>"));
+    }
+
+    /// A draft as a mail program may leave it: an HTML body with an inline
+    /// image (multipart/related) beside its plain text, a forwarded message
+    /// whose body is multipart, and a multipart/mixed attached as a whole
+    /// holding a binary file and a Latin-1 text file.
+    pub(crate) const NESTED: &str = "From: alice@example.test\n\
+To: bob@example.test\n\
+Subject: Forward with parts\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"outer\"\n\
+\n\
+--outer\n\
+Content-Type: multipart/alternative; boundary=\"alt\"\n\
+\n\
+--alt\n\
+Content-Type: text/plain; charset=utf-8\n\
+\n\
+See the logo.\n\
+--alt\n\
+Content-Type: multipart/related; boundary=\"rel\"; type=\"text/html\"\n\
+\n\
+--rel\n\
+Content-Type: text/html; charset=utf-8\n\
+\n\
+<p>See the <img src=\"cid:logo@draft\"></p>\n\
+--rel\n\
+Content-Type: image/png\n\
+Content-ID: <logo@draft>\n\
+Content-Transfer-Encoding: base64\n\
+\n\
+iVBORw0KGgo=\n\
+--rel--\n\
+--alt--\n\
+--outer\n\
+Content-Type: message/rfc822\n\
+Content-Disposition: attachment; filename=\"forwarded.eml\"\n\
+\n\
+From: carol@example.test\n\
+Subject: Original\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"fwd\"\n\
+\n\
+--fwd\n\
+Content-Type: text/plain\n\
+\n\
+Original text\n\
+--fwd\n\
+Content-Type: application/pdf; name=\"inner.pdf\"\n\
+Content-Disposition: attachment; filename=\"inner.pdf\"\n\
+Content-Transfer-Encoding: base64\n\
+\n\
+JVBERi0xLjQK\n\
+--fwd--\n\
+--outer\n\
+Content-Type: multipart/mixed; boundary=\"sub\"\n\
+Content-Disposition: attachment\n\
+\n\
+--sub\n\
+Content-Type: application/octet-stream\n\
+Content-Disposition: attachment; filename=\"nested.bin\"\n\
+Content-Transfer-Encoding: base64\n\
+\n\
+AAECAwQF\n\
+--sub\n\
+Content-Type: text/csv; charset=iso-8859-1\n\
+Content-Disposition: attachment; filename=\"table.csv\"\n\
+Content-Transfer-Encoding: quoted-printable\n\
+\n\
+caf=E9,1\n\
+--sub--\n\
+--outer--\n";
+
+    fn nested() -> Vec<u8> {
+        NESTED.replace('\n', "\r\n").into_bytes()
+    }
+
+    /// Each attachment of `raw` by number: (Content-Type, decoded content,
+    /// name, Content-ID, disposition).
+    #[allow(clippy::type_complexity, reason = "a test's expected rows")]
+    fn parts_of(
+        raw: &[u8],
+    ) -> Vec<(
+        u32,
+        String,
+        Vec<u8>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> {
+        let m = MessageParser::default().parse(raw).unwrap();
+        m.attachments()
+            .zip(attachment_numbers(&m))
+            .map(|(part, n)| {
+                let content = crate::email::attachment_content(raw, n).unwrap();
+                (
+                    n,
+                    content.content_type,
+                    content.data,
+                    part.attachment_name().map(str::to_owned),
+                    part.content_id().map(str::to_owned),
+                    part.content_disposition().map(|d| d.ctype().to_owned()),
+                )
+            })
+            .collect()
+    }
+
+    // The bug this module had: a rebuilt draft lost the inline image's
+    // Content-ID, re-encoded a Latin-1 attachment as UTF-8 without its
+    // charset and flattened a multipart attached as a whole. Every part
+    // not changed must come back as it was, whatever its nesting.
+    #[test]
+    fn an_edit_keeps_nested_parts_as_they_were() {
+        let old = nested();
+        let before = parts_of(&old);
+        assert_eq!(before.len(), 4, "image, message, bin, csv: {before:?}");
+        let change = Email {
+            subject: Some("Forward, v2".to_owned()),
+            attachments_add: vec![add("c1", "notes.txt", b"hello notes")],
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", &old, &change, "5:1");
+        let after = parts_of(&out);
+        assert_eq!(after[..4], before[..], "{}", String::from_utf8_lossy(&out));
+        assert_eq!(after[4].0, 4, "the added one gets the next number");
+        assert_eq!(after[4].2, b"hello notes");
+        // Every old leaf is there byte for byte, the body's two forms too.
+        let text = String::from_utf8_lossy(&out);
+        for leaf in [
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nSee the logo.",
+            "Content-Type: text/html; charset=utf-8\r\n\r\n<p>See the <img src=\"cid:logo@draft\"></p>",
+            "Content-Type: image/png\r\nContent-ID: <logo@draft>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=",
+            "Content-Type: text/csv; charset=iso-8859-1\r\nContent-Disposition: attachment; filename=\"table.csv\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9,1",
+        ] {
+            assert!(text.contains(leaf), "{leaf:?} not in {text}");
+        }
+        let fwd = &old[NESTED.replace('\n', "\r\n").find("From: carol").unwrap()..];
+        let fwd = &fwd[..fwd.windows(7).position(|w| w == b"--fwd--").unwrap() + 7];
+        assert!(
+            out.windows(fwd.len()).any(|w| w == fwd),
+            "the forwarded message, byte for byte"
+        );
+        // The structure: the image stays in its multipart/related, the
+        // attached multipart keeps its disposition.
+        let m = MessageParser::default().parse(&out).unwrap();
+        let kinds: Vec<String> = m
+            .parts
+            .iter()
+            .filter_map(|p| p.content_type())
+            .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "multipart/mixed",
+                "multipart/alternative",
+                "text/plain",
+                "multipart/related",
+                "text/html",
+                "image/png",
+                "message/rfc822",
+                "multipart/mixed",
+                "application/octet-stream",
+                "text/csv",
+                "application/octet-stream"
+            ]
+        );
+        assert!(m.parts[7]
+            .content_disposition()
+            .is_some_and(|d| d.is_attachment()));
+        assert_eq!(m.subject(), Some("Forward, v2"));
+        assert_eq!(m.body_text(0).unwrap().trim(), "See the logo.");
+        // Edited again: the same parts, no drift.
+        let again = edited_draft(
+            "alice@example.test",
+            &out,
+            &Email {
+                subject: Some("v3".into()),
+                ..Email::default()
+            },
+            "5:1",
+        );
+        assert_eq!(parts_of(&again), after);
+    }
+
+    // A new HTML body takes the place of the old HTML (in its
+    // multipart/related, beside the image it shows); the old plain text is
+    // out of date and goes. A new plain body does the converse.
+    #[test]
+    fn a_new_body_replaces_the_one_the_device_saw() {
+        let old = nested();
+        let html = Email {
+            body: Some(Body {
+                body_type: 2,
+                data: Some("<p>New <img src=\"cid:logo@draft\"></p>".to_owned()),
+                ..Body::default()
+            }),
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", &old, &html, "5:1");
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert!(m.body_html(0).unwrap().contains("<p>New"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("See the logo."), "{text}");
+        let related = m
+            .parts
+            .iter()
+            .find(|p| {
+                p.content_type()
+                    .is_some_and(|ct| ct.subtype() == Some("related"))
+            })
+            .unwrap();
+        let PartType::Multipart(children) = &related.body else {
+            panic!("{text}")
+        };
+        let kinds: Vec<_> = children
+            .iter()
+            .map(|c| {
+                m.parts[*c as usize]
+                    .content_type()
+                    .unwrap()
+                    .subtype()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(kinds, ["html", "png"]);
+        assert_eq!(parts_of(&out), parts_of(&old));
+
+        let plain = Email {
+            body: Some(Body {
+                body_type: 1,
+                data: Some("Plain now".to_owned()),
+                ..Body::default()
+            }),
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", &old, &plain, "5:1");
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(m.body_text(0).unwrap().trim(), "Plain now");
+        assert!(!String::from_utf8_lossy(&out).contains("<p>See the"));
+        assert_eq!(
+            parts_of(&out),
+            parts_of(&old),
+            "the image is kept without its HTML"
+        );
+    }
+
+    // Deleting nested attachments leaves the others' numbers; a multipart
+    // left with no part goes with its last one.
+    #[test]
+    fn nested_attachments_are_deleted_by_reference() {
+        let old = nested();
+        let before = parts_of(&old);
+        let change = Email {
+            attachments_delete: vec!["5:1:1".to_owned(), "5:1:2".to_owned()],
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", &old, &change, "5:1");
+        assert_eq!(parts_of(&out), vec![before[0].clone(), before[3].clone()]);
+        let change = Email {
+            attachments_delete: vec!["5:1:3".to_owned()],
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", &out, &change, "5:1");
+        assert_eq!(parts_of(&out), vec![before[0].clone()]);
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(
+            m.parts
+                .iter()
+                .filter(|p| p.content_type().is_some_and(|ct| ct.ctype() == "multipart"))
+                .count(),
+            3,
+            "mixed, alternative, related: the emptied one is gone"
+        );
+        let add_one = Email {
+            attachments_add: vec![add("c9", "x.bin", b"x")],
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", &out, &add_one, "5:1");
+        assert_eq!(
+            parts_of(&out).last().unwrap().0,
+            4,
+            "numbers are never reused"
+        );
+    }
+
+    // A one-part draft keeps its own content headers (not its message
+    // headers twice) when an attachment is added to it.
+    #[test]
+    fn a_one_part_draft_keeps_its_body_when_it_gains_an_attachment() {
+        let old = b"From: alice@example.test\r\nSubject: Hi\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n";
+        let change = Email {
+            attachments_add: vec![add("c1", "a.bin", b"abc")],
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", old, &change, "5:1");
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(m.body_text(0).unwrap().trim(), "café");
+        assert_eq!(m.subject(), Some("Hi"));
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("Subject:").count(), 1, "{text}");
+        assert_eq!(numbered(&out), vec![(0, "a.bin".into())]);
+    }
+
+    #[test]
+    fn header_fields_keep_folds_and_stop_at_the_empty_line() {
+        let head =
+            b"Content-Type: text/plain;\r\n\tcharset=utf-8\r\nX-A: 1\nContent-ID: <a>\r\n\r\n";
+        let fields = header_fields(head);
+        assert_eq!(
+            fields,
+            [
+                &b"Content-Type: text/plain;\r\n\tcharset=utf-8\r\n"[..],
+                b"X-A: 1\n",
+                b"Content-ID: <a>\r\n"
+            ]
+        );
+        assert_eq!(
+            split_field(fields[0]),
+            ("Content-Type", "text/plain;\tcharset=utf-8".to_owned())
+        );
+        assert!(header_fields(b"\r\n").is_empty());
+        assert_eq!(header_fields(b"A: b"), [&b"A: b"[..]]);
     }
 }
