@@ -915,6 +915,9 @@ caf=E9,1\n\
         let old = nested();
         let before = parts_of(&old);
         assert_eq!(before.len(), 4, "image, message, bin, csv: {before:?}");
+        // A text file is given as it was, in its own charset.
+        assert_eq!(before[3].1, "text/csv; charset=iso-8859-1");
+        assert_eq!(before[3].2, b"caf\xe9,1");
         let change = Email {
             subject: Some("Forward, v2".to_owned()),
             attachments_add: vec![add("c1", "notes.txt", b"hello notes")],

@@ -10,7 +10,15 @@
 //! Also: with `[imap] max_message_bytes` small, a draft whose attachments
 //! would make it larger is refused (Add and Change fail, IMAP unchanged).
 //!
-//! Reserved Dovecot users: load0089, load0090 (size limit).
+//! A draft that came from elsewhere (APPENDed over IMAP) with nested parts
+//! (an inline image in a multipart/related, a forwarded message whose body
+//! is multipart, a multipart attached as a whole) keeps every part it had,
+//! byte for byte with its MIME headers, when the device edits its subject
+//! and body and adds an attachment; the references the device holds still
+//! fetch the same content, and another device sees the same attachments.
+//!
+//! Reserved Dovecot users: load0089, load0090 (size limit), load0069
+//! (nested parts).
 
 #![allow(
     clippy::unwrap_used,
@@ -119,6 +127,18 @@ fn empty_drafts(user: &str) -> RawImap {
 /// FolderSync, then the Drafts folder synced to its end: its
 /// CollectionId and the SyncKey to go on with.
 async fn drafts_synced(c: &mut EasClient) -> (String, String) {
+    let (drafts, key, _) = drafts_synced_with(c).await;
+    (drafts, key)
+}
+
+/// [`drafts_synced`], with the commands the sync brought.
+async fn drafts_synced_with(
+    c: &mut EasClient,
+) -> (
+    String,
+    String,
+    Vec<opush_protocol::commands::sync::ServerCommand>,
+) {
     let fs = folder_sync(
         &c.post_xml(
             "FolderSync",
@@ -139,8 +159,8 @@ async fn drafts_synced(c: &mut EasClient) -> (String, String) {
         .expect("a Drafts folder");
     let res = c.post_xml("Sync", &sync_xml(&drafts, "0", 0, "")).await;
     let key = sync_response(&res, V).collections[0].sync_key.0.clone();
-    let (key, _) = sync_all(c, V, &drafts, key, 100).await;
-    (drafts, key)
+    let (key, commands) = sync_all(c, V, &drafts, key, 100).await;
+    (drafts, key, commands)
 }
 
 #[tokio::test]
@@ -313,5 +333,268 @@ async fn a_draft_over_the_size_limit_is_refused() {
     );
     let text = imap.fetch_message(before[0]);
     assert!(!text.contains("big.bin"), "{text}");
+    opush.stop().await;
+}
+
+/// A draft another mail program left in Drafts: plain text beside HTML
+/// with an inline image (multipart/related), a forwarded message whose
+/// body is multipart, and a multipart/mixed attached as a whole holding a
+/// binary file and a Latin-1 text file.
+fn nested_draft(subject: &str) -> String {
+    [
+        "From: load0069@load.test",
+        "To: bob@example.test",
+        &format!("Subject: {subject}"),
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/mixed; boundary=\"top\"",
+        "",
+        "--top",
+        "Content-Type: multipart/alternative; boundary=\"alt\"",
+        "",
+        "--alt",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        "Look at the chart.",
+        "--alt",
+        "Content-Type: multipart/related; boundary=\"rel\"; type=\"text/html\"",
+        "",
+        "--rel",
+        "Content-Type: text/html; charset=utf-8",
+        "",
+        "<p>Look at the <img src=\"cid:chart@nested\"></p>",
+        "--rel",
+        "Content-Type: image/gif",
+        "Content-ID: <chart@nested>",
+        "Content-Disposition: inline",
+        "Content-Transfer-Encoding: base64",
+        "",
+        "R0lGODlhAQABAAAAACw=",
+        "--rel--",
+        "--alt--",
+        "--top",
+        "Content-Type: message/rfc822",
+        "Content-Disposition: attachment; filename=\"earlier.eml\"",
+        "",
+        "From: carol@example.test",
+        "Subject: The earlier one",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/mixed; boundary=\"fwd\"",
+        "",
+        "--fwd",
+        "Content-Type: text/plain",
+        "",
+        "What carol wrote",
+        "--fwd",
+        "Content-Type: application/pdf; name=\"carol.pdf\"",
+        "Content-Disposition: attachment; filename=\"carol.pdf\"",
+        "Content-Transfer-Encoding: base64",
+        "",
+        "JVBERi0xLjcK",
+        "--fwd--",
+        "--top",
+        "Content-Type: multipart/mixed; boundary=\"sub\"",
+        "Content-Disposition: attachment",
+        "",
+        "--sub",
+        "Content-Type: application/octet-stream",
+        "Content-Disposition: attachment; filename=\"data.bin\"",
+        "Content-Transfer-Encoding: base64",
+        "",
+        "AP8BAgM=",
+        "--sub",
+        "Content-Type: text/csv; charset=iso-8859-1",
+        "Content-Disposition: attachment; filename=\"prices.csv\"",
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        "caf=E9,2",
+        "--sub--",
+        "--top--",
+        "",
+    ]
+    .join("\r\n")
+}
+
+/// `BODY[section]` of message `uid` in the selected mailbox, as Dovecot
+/// (not opush) cuts it out.
+fn section(imap: &mut RawImap, uid: u32, section: &str) -> String {
+    let (lines, ok) = imap.cmd(&format!("UID FETCH {uid} BODY.PEEK[{section}]"));
+    assert!(ok.starts_with("OK"), "fetch {section}: {ok}");
+    let all = lines.concat();
+    let at = all
+        .find(&format!("BODY[{section}] {{"))
+        .unwrap_or_else(|| panic!("no section {section}: {all}"));
+    let rest = &all[at..];
+    let open = rest.find('{').unwrap();
+    let close = rest.find("}\r\n").unwrap();
+    let n: usize = rest[open + 1..close].parse().unwrap();
+    rest[close + 3..close + 3 + n].to_owned()
+}
+
+/// A part's MIME header without the number opush gives it.
+fn without_number(mime: &str) -> String {
+    mime.split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("X-Opush-Attachment:"))
+        .collect()
+}
+
+/// (name, number, ContentId) of the device's attachments of a draft.
+fn listed(email: &opush_protocol::commands::items::Email) -> Vec<(String, String, Option<String>)> {
+    email
+        .attachments
+        .iter()
+        .map(|a| {
+            let r = a.file_reference.clone().unwrap_or_default();
+            let number = r.rsplit(':').next().unwrap_or_default().to_owned();
+            (
+                a.display_name.clone().unwrap_or_default(),
+                number,
+                a.content_id.clone(),
+            )
+        })
+        .collect()
+}
+
+// The data-loss bug of sessions 4-7: rebuilding a draft dropped or
+// altered the parts it did not change when they were nested.
+#[tokio::test]
+async fn a_rebuilt_draft_keeps_its_nested_parts() {
+    let user = "load0069@load.test";
+    let marker = unique("draftnest");
+    let mut imap = empty_drafts(user);
+    let msg = nested_draft(&marker);
+    let (_, ok) = imap.cmd(&format!(
+        "APPEND Drafts (\\Draft) {{{}+}}\r\n{msg}",
+        msg.len()
+    ));
+    assert!(ok.starts_with("OK"), "append: {ok}");
+    let old = imap.search_subject("Drafts", &marker);
+    assert_eq!(old.len(), 1);
+    // The kept leaves' sections before, and after a plain-text body
+    // replaced the HTML beside the image (which moves up one place).
+    let sections = [
+        ("1.2.2", "1.2.1"),
+        ("2", "2"),
+        ("3.1", "3.1"),
+        ("3.2", "3.2"),
+    ];
+    let before: Vec<(String, String)> = sections
+        .iter()
+        .map(|(s, _)| {
+            (
+                section(&mut imap, old[0], &format!("{s}.MIME")),
+                section(&mut imap, old[0], s),
+            )
+        })
+        .collect();
+    assert!(
+        before[0].0.contains("Content-ID: <chart@nested>"),
+        "{before:?}"
+    );
+
+    let opush = start(Options::default()).await;
+    let mut c = opush.client(user, "DRAFTNEST161", V);
+    let (drafts, key, commands) = drafts_synced_with(&mut c).await;
+    let (sid, email) = commands
+        .iter()
+        .find_map(|cmd| match cmd {
+            opush_protocol::commands::sync::ServerCommand::Add {
+                server_id,
+                application_data: opush_protocol::commands::items::ApplicationData::Email(e),
+            } => Some((server_id.0.clone(), e.clone())),
+            _ => None,
+        })
+        .expect("the draft is synced");
+    let seen = listed(&email);
+    assert_eq!(
+        seen.iter().map(|(_, n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["0", "1", "2", "3"],
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].2.as_deref(), Some("chart@nested"));
+    assert_eq!(seen[1].0, "earlier.eml");
+    assert_eq!(seen[2].0, "data.bin");
+    assert_eq!(seen[3].0, "prices.csv");
+    let mut fetched = Vec::new();
+    for n in 0..4 {
+        fetched.push(fetch_reference(&mut c, &format!("{sid}:{n}")).await);
+    }
+    assert_eq!(fetched[2], [0, 255, 1, 2, 3]);
+    assert_eq!(fetched[3], b"caf\xe9,2");
+
+    // The device edits the subject and the body and adds a file.
+    let notes = b"the notes".to_vec();
+    let change = format!(
+        "<Commands><Change><ServerId>{sid}</ServerId><ApplicationData>\
+         <email:Subject>{marker} v2</email:Subject>\
+         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:Data>Edited text</airsyncbase:Data></airsyncbase:Body>\
+         <airsyncbase:Attachments>{}</airsyncbase:Attachments>\
+         </ApplicationData></Change></Commands>",
+        attachment_add("att-notes", "notes.txt", &notes, None),
+    );
+    let res = c
+        .post_xml("Sync", &sync_xml(&drafts, &key, 100, &change))
+        .await;
+    let root = status_1(&res);
+    assert_eq!(
+        references(&root),
+        vec![("att-notes".to_owned(), format!("{sid}:4"))],
+        "{}",
+        res.xml()
+    );
+    let new = imap.search_subject("Drafts", &format!("{marker} v2"));
+    assert_eq!(new.len(), 1, "one draft");
+    assert_ne!(new, old, "rebuilt");
+    assert_eq!(
+        imap.search_subject("Drafts", &marker),
+        new,
+        "the old one is gone"
+    );
+
+    // Dovecot finds every kept part where the structure puts it, with the
+    // same MIME header (but for opush's number) and the same bytes.
+    for ((_, after), (mime, body)) in sections.iter().zip(&before) {
+        let now_mime = section(&mut imap, new[0], &format!("{after}.MIME"));
+        assert_eq!(&without_number(&now_mime), mime, "part {after}");
+        assert_eq!(&section(&mut imap, new[0], after), body, "part {after}");
+    }
+    assert!(
+        section(&mut imap, new[0], "3.MIME").contains("Content-Disposition: attachment"),
+        "the attached multipart keeps its disposition"
+    );
+    assert!(section(&mut imap, new[0], "1.1").contains("Edited text"));
+    assert!(section(&mut imap, new[0], "4.MIME").contains("notes.txt"));
+    let whole = imap.fetch_message(new[0]);
+    assert!(
+        !whole.contains("Look at the"),
+        "the old body's two forms are replaced: {whole}"
+    );
+
+    // The references the device holds fetch what they did.
+    for (n, data) in fetched.iter().enumerate() {
+        assert_eq!(
+            &fetch_reference(&mut c, &format!("{sid}:{n}")).await,
+            data,
+            "{sid}:{n}"
+        );
+    }
+    assert_eq!(fetch_reference(&mut c, &format!("{sid}:4")).await, notes);
+
+    // Another device sees the same attachments under the same numbers.
+    let mut other = opush.client(user, "DRAFTNEST2", V);
+    let (_, _, commands) = drafts_synced_with(&mut other).await;
+    let email = commands
+        .iter()
+        .find_map(|cmd| match cmd {
+            opush_protocol::commands::sync::ServerCommand::Add {
+                application_data: opush_protocol::commands::items::ApplicationData::Email(e),
+                ..
+            } => Some(e.clone()),
+            _ => None,
+        })
+        .expect("the rebuilt draft");
+    let mut expected = seen.clone();
+    expected.push(("notes.txt".to_owned(), "4".to_owned(), None));
+    assert_eq!(listed(&email), expected);
     opush.stop().await;
 }

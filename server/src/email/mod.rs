@@ -392,7 +392,7 @@ pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
     let msg = MessageParser::default().parse(raw)?;
     let position = attachment_numbers(&msg).iter().position(|n| *n == index)?;
     let part = msg.attachments().nth(position)?;
-    let content_type = part
+    let mut content_type = part
         .content_type()
         .map(|ct| match ct.subtype() {
             Some(sub) => format!("{}/{}", ct.ctype(), sub),
@@ -401,9 +401,33 @@ pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
         .unwrap_or_else(|| "application/octet-stream".to_owned());
     let data = match &part.body {
         PartType::Message(inner) => inner.raw_message().to_vec(),
+        // mail-parser hands text over converted to UTF-8: a file is given
+        // as it was (only its transfer encoding undone), with its charset.
+        PartType::Text(_) | PartType::Html(_) => match transfer_decoded(raw, part) {
+            Some(bytes) => {
+                if let Some(charset) = part.content_type().and_then(|ct| ct.attribute("charset")) {
+                    content_type = format!("{content_type}; charset={charset}");
+                }
+                bytes
+            }
+            None => part.contents().to_vec(),
+        },
         _ => part.contents().to_vec(),
     };
     Some(AttachmentContent { content_type, data })
+}
+
+/// A leaf part's content with only its transfer encoding undone; `None`
+/// when it does not decode.
+fn transfer_decoded(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Option<Vec<u8>> {
+    let content = raw.get(part.offset_body as usize..part.offset_end as usize)?;
+    match part.encoding {
+        mail_parser::Encoding::Base64 => mail_parser::decoders::base64::base64_decode(content),
+        mail_parser::Encoding::QuotedPrintable => {
+            mail_parser::decoders::quoted_printable::quoted_printable_decode(content)
+        }
+        mail_parser::Encoding::None => Some(content.to_vec()),
+    }
 }
 
 fn attachments(msg: &mail_parser::Message<'_>, server_id: &str) -> Vec<Attachment> {
