@@ -12,8 +12,11 @@
 //! Attachments ([MS-ASAIRS] 2.2.2.2 `Add`, 2.2.2.21 `Delete`, 16.0+): an
 //! Add or Change may carry `Attachments/Add` (content, name, type, inline
 //! ContentId) and, for a Change, `Attachments/Delete` by FileReference. The
-//! rebuilt message keeps the old attachments that are not deleted, in
-//! order, then the added ones; the answer gives each added attachment's
+//! rebuilt message is the old MIME tree written again (`OldTree`): every
+//! part the edit does not replace or delete is kept where it was, a leaf
+//! byte for byte (inline images in their multipart/related, a forwarded
+//! message, a multipart attached as a whole), and the added attachments
+//! come last; the answer gives each added attachment's
 //! ClientId with its FileReference (`<ServerId>:<number>`). Each attachment
 //! part carries its number (`X-Opush-Attachment`) and the draft the next one
 //! to hand out (`X-Opush-Next-Attachment`): deleting an attachment leaves the
