@@ -63,7 +63,7 @@ pub fn new_draft(from: &str, email: &Email) -> Vec<u8> {
 }
 
 /// The edited draft: what the device's Change carries, the rest (To, Cc,
-/// Subject, body, threading headers, attachments) kept from `old`.
+/// Subject, body, the other header fields, every part) kept from `old`.
 /// `server_id` is the draft's ServerId: a deleted FileReference names an
 /// attachment of this item (`<server_id>:<index>`); others are ignored.
 pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> Vec<u8> {
@@ -72,24 +72,37 @@ pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> 
     } else {
         MessageParser::default().parse(old)
     };
+    // The old draft's own header fields, unfolded.
+    let old_fields: Vec<(&str, String)> = parsed
+        .as_ref()
+        .and_then(|m| m.parts.first())
+        .and_then(|root| old.get(..root.offset_body as usize))
+        .map(|head| header_fields(head).into_iter().map(split_field).collect())
+        .unwrap_or_default();
     let old_raw = |name: &str| {
-        parsed
-            .as_ref()
-            .and_then(|m| m.header_raw(name))
-            .map(|v| v.trim().to_owned())
+        old_fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     };
     let mut builder = MessageBuilder::new().from(from);
     let to = change.to.clone().or_else(|| old_raw("To"));
     if let Some(to) = to.filter(|t| !t.trim().is_empty()) {
-        builder = builder.header("To", Raw::new(to));
+        builder = builder.header("To", Raw::new(unfolded(&to)));
     }
     let cc = change.cc.clone().or_else(|| old_raw("Cc"));
     if let Some(cc) = cc.filter(|t| !t.trim().is_empty()) {
-        builder = builder.header("Cc", Raw::new(cc));
+        builder = builder.header("Cc", Raw::new(unfolded(&cc)));
     }
-    for name in ["In-Reply-To", "References"] {
-        if let Some(v) = old_raw(name).filter(|v| !v.is_empty()) {
-            builder = builder.header(name, Raw::new(v));
+    // The rest of the old header (Bcc, Reply-To, threading, importance, a
+    // mail program's own fields) is the draft's too; the edit writes
+    // From, To, Cc, Subject, Date and Message-ID anew, and the content's.
+    for (name, value) in &old_fields {
+        let rebuilt =
+            REBUILT_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) || is_content_header(name);
+        if !rebuilt && !name.is_empty() && !value.is_empty() {
+            builder = builder.header(name.to_string(), Raw::new(value.clone()));
         }
     }
     let subject = change
@@ -207,6 +220,25 @@ fn added_part(add: &AttachmentAdd) -> MimePart<'_> {
 
 fn utf8(mime: &str) -> ContentType<'_> {
     ContentType::new(mime).attribute("charset", "utf-8")
+}
+
+/// The draft's header fields an edit writes anew rather than copies (with
+/// the `Content-*` ones, which go with the content).
+const REBUILT_HEADERS: [&str; 8] = [
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    NEXT_ATTACHMENT_NUMBER,
+];
+
+/// A header value on one line: a device's To or Cc may carry line breaks,
+/// which the header writer would fold again into an empty line.
+fn unfolded(value: &str) -> String {
+    value.replace(['\r', '\n'], "")
 }
 
 /// A part of the rebuilt draft, and whether it is a multipart/mixed (where
@@ -609,6 +641,43 @@ mod tests {
         );
         assert_eq!(m.attachment_count(), 1);
         assert_eq!(m.attachment(0).unwrap().attachment_name(), Some("plan.pdf"));
+    }
+
+    // What the device cannot see or edit is the draft's still: Bcc,
+    // Reply-To, a mail program's fields; a long folded To stays one field.
+    #[test]
+    fn an_edit_keeps_the_header_fields_it_does_not_write() {
+        let old = b"From: alice@example.test\r\nTo: bob@example.test,\r\n carol@example.test,\r\n dave@example.test, erin@example.test, frank@example.test, grace@example.test\r\nBcc: hidden@example.test\r\nReply-To: replies@example.test\r\nX-Mozilla-Draft-Info: internal/draft; vcard=0\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <old@example.test>\r\nSubject: Hidden\r\nX-Opush-Next-Attachment: 3\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nBody\r\n";
+        let change = Email {
+            subject: Some("Shown".to_owned()),
+            ..Email::default()
+        };
+        let out = edited_draft("alice@example.test", old, &change, "5:1");
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(
+            m.header_raw("Bcc").map(str::trim),
+            Some("hidden@example.test")
+        );
+        assert_eq!(
+            m.header_raw("Reply-To").map(str::trim),
+            Some("replies@example.test")
+        );
+        assert!(m.header_raw("X-Mozilla-Draft-Info").is_some());
+        assert_eq!(m.to().map(|a| a.iter().count()), Some(6));
+        assert_eq!(m.subject(), Some("Shown"));
+        assert_eq!(m.body_text(0).unwrap().trim(), "Body");
+        let text = String::from_utf8_lossy(&out);
+        for field in [
+            "Date:",
+            "Message-ID:",
+            "MIME-Version:",
+            "Subject:",
+            "X-Opush-Next-Attachment:",
+        ] {
+            assert_eq!(text.matches(field).count(), 1, "{field} in {text}");
+        }
+        assert!(!text.contains("<old@example.test>"), "{text}");
+        assert!(text.contains("X-Opush-Next-Attachment: 3"), "{text}");
     }
 
     #[test]
