@@ -405,7 +405,18 @@ pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
         // as it was (only its transfer encoding undone), with its charset.
         PartType::Text(_) | PartType::Html(_) => match transfer_decoded(raw, part) {
             Some(bytes) => {
-                if let Some(charset) = part.content_type().and_then(|ct| ct.attribute("charset")) {
+                // A charset name is a token (RFC 2978): anything else is
+                // left out rather than written into a header or a type.
+                let charset = part
+                    .content_type()
+                    .and_then(|ct| ct.attribute("charset"))
+                    .filter(|c| {
+                        !c.is_empty()
+                            && c.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || b"!#$%&'+-^_`{}~.:".contains(&b)
+                            })
+                    });
+                if let Some(charset) = charset {
                     content_type = format!("{content_type}; charset={charset}");
                 }
                 bytes

@@ -443,3 +443,17 @@ mod generated {
         }
     }
 }
+
+// A text file is fetched as it was stored (only its transfer encoding
+// undone), with its charset, not converted to UTF-8 the way mail-parser
+// hands text over; a charset that is not a token is left out of the type.
+#[test]
+fn a_text_attachment_is_fetched_in_its_own_charset() {
+    let raw = b"From: a@example.test\r\nSubject: t\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b\r\nContent-Type: text/csv; charset=iso-8859-1\r\nContent-Disposition: attachment; filename=\"a.csv\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n--b\r\nContent-Type: text/plain; charset=\"x; y\"\r\nContent-Disposition: attachment; filename=\"b.txt\"\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n--b--\r\n";
+    let csv = attachment_content(raw, 0).unwrap();
+    assert_eq!(csv.content_type, "text/csv; charset=iso-8859-1");
+    assert_eq!(csv.data, b"caf\xe9");
+    let txt = attachment_content(raw, 1).unwrap();
+    assert_eq!(txt.content_type, "text/plain");
+    assert_eq!(txt.data, b"hi");
+}
