@@ -41,6 +41,9 @@ use opush_protocol::commands::sync::{ClientCommand, SyncCollectionRequest};
 
 use crate::backends::imap::{Flag, PooledSession};
 use crate::commands::sync::observed;
+use crate::email::parts::{
+    head_and_content, header_fields, is_content_header, part_bytes, split_field,
+};
 use crate::email::{
     attachment_numbers, next_attachment_number, ATTACHMENT_NUMBER, NEXT_ATTACHMENT_NUMBER,
 };
@@ -321,17 +324,9 @@ impl<'m> OldTree<'m> {
         if Some(id) == self.stale || self.deleted.contains(&id) {
             return None;
         }
-        let raw = self.msg.raw_message();
-        // A part cut short by the end of the message ends there.
-        let cut = |from: u32, to: u32| {
-            let to = (to as usize).min(raw.len());
-            raw.get(from as usize..to).unwrap_or_default()
-        };
-        let head = cut(part.offset_header, part.offset_body);
         let PartType::Multipart(children) = &part.body else {
-            let content = cut(part.offset_body, part.offset_end);
             let number = self.numbers.get(&id).copied();
-            let bytes = leaf_bytes(head, content, root, number);
+            let bytes = part_bytes(self.msg, id, number)?;
             return Some(Kept {
                 part: MimePart::raw(BodyPart::Binary(bytes.into())),
                 mixed: false,
@@ -366,6 +361,7 @@ impl<'m> OldTree<'m> {
             }
         }
         let mut out = MimePart::new(content_type, BodyPart::Multipart(parts));
+        let (head, _) = head_and_content(self.msg, part);
         for field in header_fields(head) {
             let (name, value) = split_field(field);
             if !name.eq_ignore_ascii_case("Content-Type")
@@ -380,69 +376,6 @@ impl<'m> OldTree<'m> {
             mixed: subtype.eq_ignore_ascii_case("mixed"),
         })
     }
-}
-
-/// A kept leaf part, byte for byte: its header fields (only the
-/// `Content-*` ones for the message itself; its old number left out, the
-/// one it keeps put first), the empty line, its content as it was encoded.
-fn leaf_bytes(head: &[u8], content: &[u8], root: bool, number: Option<u32>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(head.len() + content.len() + 32);
-    if let Some(n) = number {
-        out.extend_from_slice(format!("{ATTACHMENT_NUMBER}: {n}\r\n").as_bytes());
-    }
-    for field in header_fields(head) {
-        let (name, _) = split_field(field);
-        if !name.eq_ignore_ascii_case(ATTACHMENT_NUMBER) && (!root || is_content_header(name)) {
-            out.extend_from_slice(field);
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(content);
-    out
-}
-
-/// The header fields of a header block, each with its folded lines and
-/// line ends, up to the empty line that ends the block.
-fn header_fields(head: &[u8]) -> Vec<&[u8]> {
-    let mut fields: Vec<&[u8]> = Vec::new();
-    let mut start = None;
-    let mut at = 0;
-    for line in head.split_inclusive(|b| *b == b'\n') {
-        let blank = line.iter().all(|b| b.is_ascii_whitespace());
-        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if blank || !folded {
-            if let Some(s) = start.take() {
-                fields.push(&head[s..at]);
-            }
-            if blank {
-                return fields;
-            }
-            start = Some(at);
-        }
-        at += line.len();
-    }
-    if let Some(s) = start {
-        fields.push(&head[s..at]);
-    }
-    fields
-}
-
-/// A header field's name and its value unfolded (line breaks taken out),
-/// as text; a field that is not valid UTF-8 is read lossily.
-fn split_field(field: &[u8]) -> (&str, String) {
-    let colon = field.iter().position(|b| *b == b':').unwrap_or(field.len());
-    let name = std::str::from_utf8(&field[..colon]).unwrap_or("").trim();
-    let value = String::from_utf8_lossy(field.get(colon + 1..).unwrap_or_default())
-        .replace(['\r', '\n'], "")
-        .trim()
-        .to_owned();
-    (name, value)
-}
-
-/// Whether a header of the message itself describes its content (and is
-/// kept with it): the `Content-*` ones.
-fn is_content_header(name: &str) -> bool {
-    name.len() > 8 && name[..8].eq_ignore_ascii_case("Content-")
 }
 
 /// Replaces draft `uid` of `raw` by its edit: APPEND the new message with
@@ -1178,27 +1111,6 @@ caf=E9,1\n\
         let text = String::from_utf8_lossy(&out);
         assert_eq!(text.matches("Subject:").count(), 1, "{text}");
         assert_eq!(numbered(&out), vec![(0, "a.bin".into())]);
-    }
-
-    #[test]
-    fn header_fields_keep_folds_and_stop_at_the_empty_line() {
-        let head =
-            b"Content-Type: text/plain;\r\n\tcharset=utf-8\r\nX-A: 1\nContent-ID: <a>\r\n\r\n";
-        let fields = header_fields(head);
-        assert_eq!(
-            fields,
-            [
-                &b"Content-Type: text/plain;\r\n\tcharset=utf-8\r\n"[..],
-                b"X-A: 1\n",
-                b"Content-ID: <a>\r\n"
-            ]
-        );
-        assert_eq!(
-            split_field(fields[0]),
-            ("Content-Type", "text/plain;\tcharset=utf-8".to_owned())
-        );
-        assert!(header_fields(b"\r\n").is_empty());
-        assert_eq!(header_fields(b"A: b"), [&b"A: b"[..]]);
     }
 }
 

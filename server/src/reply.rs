@@ -98,7 +98,7 @@ pub fn build(
             "content-disposition",
         ]
     };
-    for field in header_fields(head) {
+    for field in crate::email::parts::header_fields(head) {
         let name = field_name(field);
         if replaced.iter().any(|r| name.eq_ignore_ascii_case(r)) {
             continue;
@@ -203,9 +203,9 @@ fn body<'a>(kind: SmartKind, device: &'a Message<'a>, original: &'a Message<'a>)
         text_part
     };
 
-    let mut attachments: Vec<MimePart<'a>> = device.attachments().filter_map(attachment).collect();
+    let mut attachments = attachments_of(device);
     if kind == SmartKind::Forward {
-        attachments.extend(original.attachments().filter_map(attachment));
+        attachments.extend(attachments_of(original));
     }
     if attachments.is_empty() {
         alternative
@@ -217,44 +217,15 @@ fn body<'a>(kind: SmartKind, device: &'a Message<'a>, original: &'a Message<'a>)
     }
 }
 
-/// One attachment, kept as it was (type, name, decoded content).
-pub(crate) fn attachment<'a>(part: &'a MessagePart<'a>) -> Option<MimePart<'a>> {
-    let ct = part.content_type();
-    let mime = match ct {
-        Some(ct) => match ct.subtype() {
-            Some(sub) => format!("{}/{sub}", ct.ctype()),
-            None => ct.ctype().to_owned(),
-        },
-        None => "application/octet-stream".to_owned(),
-    };
-    let name = part.attachment_name().unwrap_or("attachment").to_owned();
-    let data: Cow<'a, [u8]> = match &part.body {
-        PartType::Message(m) => Cow::Borrowed(m.raw_message()),
-        PartType::Multipart(_) => return None,
-        _ => Cow::Borrowed(part.contents()),
-    };
-    let mut mp = MimePart::new(BuiltContentType::new(mime), BodyPart::Binary(data));
-    if part.is_inline_disposition() {
-        mp = mp.inline();
-        if let Some(cid) = part.content_id() {
-            mp = mp.cid(cid.to_owned());
-        }
-    } else {
-        mp = mp.attachment(name);
-    }
-    Some(mp)
-}
-
-trait Disposition {
-    fn is_inline_disposition(&self) -> bool;
-}
-
-impl Disposition for MessagePart<'_> {
-    fn is_inline_disposition(&self) -> bool {
-        self.content_disposition()
-            .is_some_and(|d| d.ctype().eq_ignore_ascii_case("inline"))
-            && self.content_id().is_some()
-    }
+/// `m`'s attachments as they were, byte for byte (header fields and
+/// encoded content): an inline image keeps its Content-ID, a text file its
+/// charset and bytes, a forwarded message its MIME.
+fn attachments_of<'a>(m: &Message<'_>) -> Vec<MimePart<'a>> {
+    m.attachments
+        .iter()
+        .filter_map(|id| crate::email::parts::part_bytes(m, *id, None))
+        .map(|bytes| MimePart::raw(BodyPart::Binary(bytes.into())))
+        .collect()
 }
 
 /// The "From / Sent / To / Cc / Subject" block above the quoted original.
@@ -363,30 +334,6 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// The header fields of a header section, each with its continuation lines.
-fn header_fields(head: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < head.len() {
-        let Some(nl) = memchr::memchr(b'\n', &head[i..]) else {
-            break;
-        };
-        let end = i + nl + 1;
-        let next = head.get(end);
-        if !matches!(next, Some(b' ' | b'\t')) {
-            let field = &head[start..end];
-            if field.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                break;
-            }
-            out.push(field);
-            start = end;
-        }
-        i = end;
-    }
-    out
-}
-
 fn field_name(field: &[u8]) -> Cow<'_, str> {
     let end = memchr::memchr(b':', field).unwrap_or(0);
     String::from_utf8_lossy(field[..end].trim_ascii())
@@ -452,6 +399,25 @@ mod tests {
             text.contains("\r\nFirst line\r\n"),
             "not quoted on forward: {text}"
         );
+    }
+
+    // A forward carries the original's attachments as they were: the
+    // image its HTML shows keeps its Content-ID (it had no disposition), a
+    // Latin-1 file its charset and bytes, a forwarded message its MIME.
+    #[test]
+    fn forward_keeps_attachments_byte_for_byte() {
+        let original = b"From: bob@example.test\r\nTo: alice@example.test\r\nSubject: Files\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: multipart/related; boundary=\"r\"\r\n\r\n--r\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p><img src=\"cid:pic@x\"></p>\r\n--r\r\nContent-Type: image/png; name=\"pic.png\"\r\nContent-ID: <pic@x>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--r--\r\n--m\r\nContent-Type: text/csv; charset=iso-8859-1\r\nContent-Disposition: attachment; filename=\"p.csv\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n--m\r\nContent-Type: message/rfc822\r\n\r\nFrom: carol@example.test\r\nSubject: Inner\r\n\r\ninner text\r\n--m--\r\n";
+        let device = b"To: carol@example.test\r\nSubject: FW: Files\r\nContent-Type: text/plain\r\n\r\nsee\r\n";
+        let out = build(SmartKind::Forward, device, original, false).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        for part in [
+            "Content-Type: image/png; name=\"pic.png\"\r\nContent-ID: <pic@x>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=",
+            "Content-Type: text/csv; charset=iso-8859-1\r\nContent-Disposition: attachment; filename=\"p.csv\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9",
+            "Content-Type: message/rfc822\r\n\r\nFrom: carol@example.test\r\nSubject: Inner\r\n\r\ninner text",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+        assert_eq!(parse(&out).attachment_count(), 3);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod body;
 pub mod conversation;
 pub mod html;
+pub(crate) mod parts;
 
 use std::fmt;
 
