@@ -62,24 +62,36 @@ pub fn edits_content(change: &Email) -> bool {
 /// The RFC 5322 form of a draft the device added: From the user, its To,
 /// Cc, Subject and body (HTML when the device sent Type 2).
 pub fn new_draft(from: &str, email: &Email) -> Vec<u8> {
-    edited_draft(from, b"", email, "")
+    rebuild(from, None, email, "")
 }
 
 /// The edited draft: what the device's Change carries, the rest (To, Cc,
 /// Subject, body, the other header fields, every part) kept from `old`.
 /// `server_id` is the draft's ServerId: a deleted FileReference names an
 /// attachment of this item (`<server_id>:<index>`); others are ignored.
-pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> Vec<u8> {
-    let parsed = if old.is_empty() {
-        None
-    } else {
-        MessageParser::default().parse(old)
-    };
+/// `None` when `old` is not empty but not a message either (not one
+/// header field): rebuilt from the Change alone, its content would be lost.
+pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> Option<Vec<u8>> {
+    if old.is_empty() {
+        return Some(rebuild(from, None, change, server_id));
+    }
+    let parsed = MessageParser::default().parse(old)?;
+    Some(rebuild(from, Some(&parsed), change, server_id))
+}
+
+/// [`new_draft`] (`parsed`: `None`) or [`edited_draft`].
+fn rebuild(
+    from: &str,
+    parsed: Option<&mail_parser::Message<'_>>,
+    change: &Email,
+    server_id: &str,
+) -> Vec<u8> {
     // The old draft's own header fields, unfolded.
     let old_fields: Vec<(&str, String)> = parsed
-        .as_ref()
-        .and_then(|m| m.parts.first())
-        .and_then(|root| old.get(..root.offset_body as usize))
+        .and_then(|m| {
+            let root = m.parts.first()?;
+            m.raw_message().get(..root.offset_body as usize)
+        })
         .map(|head| header_fields(head).into_iter().map(split_field).collect())
         .unwrap_or_default();
     let old_raw = |name: &str| {
@@ -111,7 +123,7 @@ pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> 
     let subject = change
         .subject
         .clone()
-        .or_else(|| parsed.as_ref().and_then(|m| m.subject().map(str::to_owned)));
+        .or_else(|| parsed.and_then(|m| m.subject().map(str::to_owned)));
     if let Some(subject) = subject {
         builder = builder.subject(subject);
     }
@@ -161,7 +173,7 @@ pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> 
             mixed: false,
         },
     };
-    let next = parsed.as_ref().map_or(0, next_attachment_number);
+    let next = parsed.map_or(0, next_attachment_number);
     let mut after = next;
     let mut added = Vec::with_capacity(change.attachments_add.len());
     for add in &change.attachments_add {
@@ -414,7 +426,10 @@ pub async fn replace_draft(
         .clone()
         .unwrap_or_else(|| old_flags.keywords.clone());
     flags.extend(keywords.into_iter().map(Flag::Keyword));
-    let message = edited_draft(from, &old, change, server_id);
+    let Some(message) = edited_draft(from, &old, change, server_id) else {
+        tracing::warn!(target: "MAIL.DATA", folder = raw, uid, "draft is not a message (no header field), not replaced");
+        return EffectOutcome::Failed;
+    };
     if message.len() as u64 > imap.config().max_message_bytes {
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, bytes = message.len(), "edited draft too large, not replaced");
         return EffectOutcome::Failed;
@@ -563,7 +578,7 @@ mod tests {
             }),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", OLD, &change, "5:1");
+        let out = edited_draft("alice@example.test", OLD, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.subject(), Some("Plans, v2"));
         assert_eq!(m.body_text(0).unwrap().trim(), "Second draft");
@@ -585,7 +600,7 @@ mod tests {
             subject: Some("Shown".to_owned()),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", old, &change, "5:1");
+        let out = edited_draft("alice@example.test", old, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
             m.header_raw("Bcc").map(str::trim),
@@ -613,6 +628,23 @@ mod tests {
         assert!(text.contains("X-Opush-Next-Attachment: 3"), "{text}");
     }
 
+    // Bytes with no header field are no message mail-parser can read:
+    // rebuilt from the Change alone they would be lost, so there is no
+    // rebuild (the Change fails, the draft stays).
+    #[test]
+    fn a_draft_that_is_no_message_is_not_rebuilt() {
+        let change = Email {
+            subject: Some("x".to_owned()),
+            ..Email::default()
+        };
+        assert_eq!(
+            edited_draft("alice@example.test", b"just some words\r\n", &change, "5:1"),
+            None
+        );
+        assert!(edited_draft("alice@example.test", b"", &change, "5:1").is_some());
+        assert!(edited_draft("alice@example.test", b"Subject: y\r\n", &change, "5:1").is_some());
+    }
+
     #[test]
     fn recipients_can_change_and_flags_only_changes_are_not_edits() {
         let change = Email {
@@ -620,7 +652,7 @@ mod tests {
             ..Email::default()
         };
         assert!(edits_content(&change));
-        let out = edited_draft("alice@example.test", OLD, &change, "5:1");
+        let out = edited_draft("alice@example.test", OLD, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
             m.header_raw("To").map(str::trim),
@@ -656,7 +688,7 @@ mod tests {
             ..Email::default()
         };
         assert!(edits_content(&change));
-        let out = edited_draft("alice@example.test", OLD, &change, "5:1");
+        let out = edited_draft("alice@example.test", OLD, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
             m.attachment_count(),
@@ -675,7 +707,7 @@ mod tests {
             attachments_delete: vec!["5:1:0".to_owned()],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", OLD, &delete, "5:1");
+        let out = edited_draft("alice@example.test", OLD, &delete, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.attachment_count(), 0);
         assert_eq!(m.body_text(0).unwrap().trim(), "First draft");
@@ -731,7 +763,7 @@ mod tests {
             attachments_delete: vec!["5:1:0".to_owned()],
             ..Email::default()
         };
-        let v2 = edited_draft("alice@example.test", &v1, &drop_first, "5:1");
+        let v2 = edited_draft("alice@example.test", &v1, &drop_first, "5:1").unwrap();
         assert_eq!(
             numbered(&v2),
             vec![(1, "b.txt".into()), (2, "c.txt".into())]
@@ -750,7 +782,7 @@ mod tests {
             attachments_add: vec![add("c3", "d.txt", b"delta")],
             ..Email::default()
         };
-        let v3 = edited_draft("alice@example.test", &v2, &swap, "5:1");
+        let v3 = edited_draft("alice@example.test", &v2, &swap, "5:1").unwrap();
         assert_eq!(
             numbered(&v3),
             vec![(1, "b.txt".into()), (3, "d.txt".into())]
@@ -765,7 +797,7 @@ mod tests {
             attachments_delete: vec!["5:1:0".to_owned(), "5:1:2".to_owned()],
             ..Email::default()
         };
-        let v4 = edited_draft("alice@example.test", &v3, &stale, "5:1");
+        let v4 = edited_draft("alice@example.test", &v3, &stale, "5:1").unwrap();
         assert_eq!(numbered(&v4), numbered(&v3));
     }
 
@@ -929,7 +961,7 @@ caf=E9,1\n\
             attachments_add: vec![add("c1", "notes.txt", b"hello notes")],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &old, &change, "5:1");
+        let out = edited_draft("alice@example.test", &old, &change, "5:1").unwrap();
         let after = parts_of(&out);
         assert_eq!(after[..4], before[..], "{}", String::from_utf8_lossy(&out));
         assert_eq!(after[4].0, 4, "the added one gets the next number");
@@ -989,7 +1021,8 @@ caf=E9,1\n\
                 ..Email::default()
             },
             "5:1",
-        );
+        )
+        .unwrap();
         assert_eq!(parts_of(&again), after);
     }
 
@@ -1007,7 +1040,7 @@ caf=E9,1\n\
             }),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &old, &html, "5:1");
+        let out = edited_draft("alice@example.test", &old, &html, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert!(m.body_html(0).unwrap().contains("<p>New"));
         let text = String::from_utf8_lossy(&out);
@@ -1045,7 +1078,7 @@ caf=E9,1\n\
             }),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &old, &plain, "5:1");
+        let out = edited_draft("alice@example.test", &old, &plain, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.body_text(0).unwrap().trim(), "Plain now");
         assert!(!String::from_utf8_lossy(&out).contains("<p>See the"));
@@ -1066,13 +1099,13 @@ caf=E9,1\n\
             attachments_delete: vec!["5:1:1".to_owned(), "5:1:2".to_owned()],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &old, &change, "5:1");
+        let out = edited_draft("alice@example.test", &old, &change, "5:1").unwrap();
         assert_eq!(parts_of(&out), vec![before[0].clone(), before[3].clone()]);
         let change = Email {
             attachments_delete: vec!["5:1:3".to_owned()],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &out, &change, "5:1");
+        let out = edited_draft("alice@example.test", &out, &change, "5:1").unwrap();
         assert_eq!(parts_of(&out), vec![before[0].clone()]);
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
@@ -1087,7 +1120,7 @@ caf=E9,1\n\
             attachments_add: vec![add("c9", "x.bin", b"x")],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &out, &add_one, "5:1");
+        let out = edited_draft("alice@example.test", &out, &add_one, "5:1").unwrap();
         assert_eq!(
             parts_of(&out).last().unwrap().0,
             4,
@@ -1104,7 +1137,7 @@ caf=E9,1\n\
             attachments_add: vec![add("c1", "a.bin", b"abc")],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", old, &change, "5:1");
+        let out = edited_draft("alice@example.test", old, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.body_text(0).unwrap().trim(), "café");
         assert_eq!(m.subject(), Some("Hi"));
@@ -1263,12 +1296,12 @@ mod tree_props {
         fn an_edit_keeps_every_part_it_does_not_touch(root in node(), pick in any::<prop::sample::Index>()) {
             let old = draft(&root);
             let subject = Email { subject: Some("edited".to_owned()), ..Email::default() };
-            let out = edited_draft("alice@example.test", &old, &subject, "5:1");
+            let out = edited_draft("alice@example.test", &old, &subject, "5:1").unwrap();
             let before = parts_of(&old);
             prop_assert_eq!(&parts_of(&out), &before);
             prop_assert_eq!(seen(&out), seen(&old));
             // Again: nothing drifts.
-            let again = edited_draft("alice@example.test", &out, &subject, "5:1");
+            let again = edited_draft("alice@example.test", &out, &subject, "5:1").unwrap();
             prop_assert_eq!(&parts_of(&again), &before);
 
             // One attachment deleted: only that one goes, the others keep
@@ -1281,7 +1314,7 @@ mod tree_props {
                     attachments_delete: vec![format!("5:1:{gone}")],
                     ..Email::default()
                 };
-                let out = edited_draft("alice@example.test", &old, &delete, "5:1");
+                let out = edited_draft("alice@example.test", &old, &delete, "5:1").unwrap();
                 let expected: Vec<_> = before.iter().filter(|p| p.0 != gone).cloned().collect();
                 prop_assert_eq!(parts_of(&out), expected);
             }
