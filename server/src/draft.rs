@@ -16,14 +16,14 @@
 //! part the edit does not replace or delete is kept where it was, a leaf
 //! byte for byte (inline images in their multipart/related, a forwarded
 //! message, a multipart attached as a whole), and the added attachments
-//! come last; the answer gives each added attachment's
-//! ClientId with its FileReference (`<ServerId>:<number>`). Each attachment
-//! part carries its number (`X-Opush-Attachment`) and the draft the next one
-//! to hand out (`X-Opush-Next-Attachment`): deleting an attachment leaves the
-//! others' references true, and no number is ever reused, so a reference
-//! the device still holds never names another attachment. A draft larger
-//! than `[imap] max_message_bytes` once rebuilt is refused (the device's command
-//! fails; nothing is written).
+//! come last; the answer gives each added attachment's ClientId with its
+//! FileReference (`<ServerId>:<number>`). Each attachment part carries its
+//! number (`X-Opush-Attachment`) and the draft the next one to hand out
+//! (`X-Opush-Next-Attachment`): deleting an attachment leaves the others'
+//! references true, and no number is ever reused, so a reference the
+//! device still holds never names another attachment. A draft larger than
+//! `[imap] max_message_bytes` once rebuilt is refused, and so is one that
+//! is no message at all (the device's command fails; nothing is written).
 
 use std::borrow::Cow;
 
