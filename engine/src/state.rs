@@ -130,6 +130,16 @@ impl CollectionState {
         }
     }
 
+    /// Whether an item the backend holds has no date yet
+    /// ([`Timestamp::UNDATED`]): a filter window needs the folder listed
+    /// with dates before it takes effect. O(items): asked when a device
+    /// changes its FilterType, not per Sync.
+    pub fn has_undated(&self) -> bool {
+        self.items
+            .values()
+            .any(|i| i.server.is_some_and(|s| !s.received_at.is_dated()))
+    }
+
     /// Whether `item` needs attention, ignoring time (used to keep `dirty`).
     fn needs_attention(item: &Item) -> bool {
         match (item.server, item.device) {
@@ -222,9 +232,20 @@ impl CollectionState {
     fn upsert_server(&mut self, obs: &ObservedItem, at: Timestamp) {
         let cutoff = self.cutoff(at);
         let item = self.items.entry(obs.id.clone()).or_default();
+        // An undated observation keeps the date known already.
+        let received_at = match item.server {
+            Some(s) if !obs.received_at.is_dated() => s.received_at,
+            _ => obs.received_at,
+        };
+        // A date observed for an item the device holds undated: its
+        // soft-delete index entry moves to the date.
+        let redated = item
+            .device
+            .filter(|d| !d.received_at.is_dated() && received_at.is_dated())
+            .map(|d| DeviceSide { received_at, ..d });
         let new_side = Some(ServerSide {
             version: obs.version,
-            received_at: obs.received_at,
+            received_at,
         });
         let changed = item.server != new_side;
         let version_changed = item.server.map(|s| s.version) != Some(obs.version);
@@ -234,11 +255,13 @@ impl CollectionState {
             self.quarantined.remove(&obs.id);
         }
         if changed {
-            item.filtered_out =
-                item.device.is_none() && cutoff.is_some_and(|c| obs.received_at < c);
+            item.filtered_out = item.device.is_none() && cutoff.is_some_and(|c| received_at < c);
         }
         if let Some(d) = obs.digest {
             self.digests.insert(d, obs.id.clone());
+        }
+        if let Some(d) = redated {
+            self.set_device(&obs.id, Some(d));
         }
         if changed {
             self.refresh(&obs.id);
@@ -979,5 +1002,45 @@ mod tests {
             again.reset(SyncKey(4), FilterType::OneDay, at);
             assert_eq!(bulk, again);
         }
+    }
+
+    // An undated listing never erases a date; a dated one dates the items,
+    // and an item the device holds undated moves in the soft-delete index.
+    #[test]
+    fn undated_observations_keep_dates_and_dated_ones_move_the_index() {
+        let at = Timestamp(10 * Timestamp::DAY_MS);
+        let mut c = CollectionState::new(FolderType::Inbox);
+        let undated = |uid| ObservedItem {
+            received_at: Timestamp::UNDATED,
+            ..item(uid, 0)
+        };
+        c.upsert_server(&undated(1), at);
+        c.upsert_server(&item(2, 5), at);
+        assert!(c.has_undated());
+        let id = |uid: u32| BackendItemId(format!("7/{uid}"));
+        // The device gets both while 1 is undated.
+        for uid in [1, 2] {
+            let received_at = c.items[&id(uid)].server.unwrap().received_at;
+            c.set_device(
+                &id(uid),
+                Some(DeviceSide {
+                    version: item(uid, 0).version,
+                    received_at,
+                    stale: false,
+                }),
+            );
+        }
+        assert!(c.on_device.contains(&(Timestamp::UNDATED, id(1))));
+        // Undated again: 2 keeps its date, nothing moves.
+        c.upsert_server(&undated(2), at);
+        assert_eq!(c.items[&id(2)].server.unwrap().received_at, Timestamp(5));
+        assert!(c.on_device.contains(&(Timestamp(5), id(2))));
+        // Dated: 1 gets its date on both sides and in the index.
+        c.upsert_server(&item(1, 7), at);
+        assert!(!c.has_undated());
+        assert_eq!(c.items[&id(1)].server.unwrap().received_at, Timestamp(7));
+        assert_eq!(c.items[&id(1)].device.unwrap().received_at, Timestamp(7));
+        let index: Vec<_> = c.on_device.iter().cloned().collect();
+        assert_eq!(index, vec![(Timestamp(5), id(2)), (Timestamp(7), id(1))]);
     }
 }

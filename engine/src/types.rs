@@ -31,6 +31,21 @@ impl Timestamp {
     /// One day in milliseconds.
     pub const DAY_MS: u64 = 86_400_000;
 
+    /// An item's date not observed yet: a listing made without dates (an
+    /// email folder whose FilterType has no window does not need them at
+    /// SyncKey 0, and Dovecot's INTERNALDATE is most of a listing's cost).
+    /// It sorts after every date, so an undated item is inside any filter
+    /// window and never soft-deleted by one; a later observation with the
+    /// date replaces it (never the other way round), and the server lists
+    /// the folder with dates before a window takes effect
+    /// (`CollectionState::has_undated`).
+    pub const UNDATED: Timestamp = Timestamp(u64::MAX);
+
+    /// Whether this is a date (not [`Timestamp::UNDATED`]).
+    pub fn is_dated(self) -> bool {
+        self != Self::UNDATED
+    }
+
     /// `self - days`, saturating at the epoch.
     pub fn minus_days(self, days: u64) -> Timestamp {
         Timestamp(self.0.saturating_sub(days.saturating_mul(Self::DAY_MS)))

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use opush_server::backends::imap::{
-    utf7, Flag, IdleOutcome, ImapClient, ImapError, ImapPool, SearchQuery, Session, SpecialUse,
+    utf7, Flag, IdleOutcome, ImapClient, ImapError, ImapPool, MessageMeta, SearchQuery, Session,
+    SpecialUse,
 };
 use opush_server::config::{Config, ImapConfig, Secret, TlsMode};
 
@@ -280,7 +281,7 @@ async fn append_flags_changedsince_vanished_and_uidvalidity() {
     assert!(st.uidvalidity > 0);
     let modseq0 = st.highestmodseq.expect("CONDSTORE HIGHESTMODSEQ");
 
-    let list = s.list_messages(&folder, None).await.unwrap();
+    let list = s.list_messages(&folder, None, true).await.unwrap();
     assert_eq!(
         list.iter().map(|m| m.uid).collect::<Vec<_>>(),
         vec![u1, u2, u3]
@@ -291,9 +292,27 @@ async fn append_flags_changedsince_vanished_and_uidvalidity() {
     assert!(list[1].flags.forwarded && !list[1].flags.seen);
     assert_eq!(list[1].flags.keywords, vec!["Work".to_string()]);
     assert!(list.iter().all(|m| m.modseq.is_some()));
+    // Without dates: the same listing, INTERNALDATE not asked; the bodies
+    // then bring them.
+    let undated = s.list_messages(&folder, None, false).await.unwrap();
+    assert!(undated.iter().all(|m| !m.is_dated()));
+    let same = |m: &MessageMeta| (m.uid, m.flags.clone(), m.size, m.modseq);
+    assert_eq!(
+        undated.iter().map(same).collect::<Vec<_>>(),
+        list.iter().map(same).collect::<Vec<_>>()
+    );
+    let (bodies, dates) = s
+        .fetch_messages_dated(&folder, &[u1, u3], true)
+        .await
+        .unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(dates.get(&u1), Some(&1_700_000_000));
+    assert_eq!(dates.get(&u3), Some(&list[2].internal_date));
+    let (_, none) = s.fetch_messages_dated(&folder, &[u1], false).await.unwrap();
+    assert!(none.is_empty());
     // FilterType window: only messages on/after 2023-11-14 + 1 day → the one appended now.
     let recent = s
-        .list_messages(&folder, Some(1_700_000_000 + 86_400))
+        .list_messages(&folder, Some(1_700_000_000 + 86_400), true)
         .await
         .unwrap();
     assert_eq!(recent.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![u3]);
@@ -383,17 +402,30 @@ async fn uid_ranges_list_only_their_uids() {
     let listed = |v: Vec<opush_server::backends::imap::MessageMeta>| -> Vec<u32> {
         v.iter().map(|m| m.uid).collect()
     };
-    let lower = s.list_uid_range(&f, 1, Some(left[1])).await.unwrap();
-    let upper = s.list_uid_range(&f, left[1] + 1, None).await.unwrap();
+    let lower = s
+        .list_uid_range(&f, (1, Some(left[1])), true)
+        .await
+        .unwrap();
+    let upper = s
+        .list_uid_range(&f, (left[1] + 1, None), true)
+        .await
+        .unwrap();
     assert_eq!(listed(lower), left[..2].to_vec());
     assert_eq!(listed(upper.clone()), left[2..].to_vec());
     // Every item of a listing is there, as in the whole folder's.
-    let all = s.list_messages(&f, None).await.unwrap();
+    let all = s.list_messages(&f, None, true).await.unwrap();
     assert_eq!(upper[..], all[2..]);
     // `n:*` above every UID names the last message: left out.
-    let past = s.list_uid_range(&f, left[3] + 1, None).await.unwrap();
+    let past = s
+        .list_uid_range(&f, (left[3] + 1, None), true)
+        .await
+        .unwrap();
     assert!(past.is_empty(), "{past:?}");
-    assert!(s.list_uid_range(&f, 9, Some(3)).await.unwrap().is_empty());
+    assert!(s
+        .list_uid_range(&f, (9, Some(3)), true)
+        .await
+        .unwrap()
+        .is_empty());
     s.delete_folder(&f).await.unwrap();
 }
 
@@ -417,8 +449,8 @@ async fn move_between_folders_and_empty() {
     let pairs = s.move_messages(&a, &[u1, u2], &b).await.unwrap();
     assert_eq!(pairs.len(), 2);
     assert_eq!(pairs.iter().map(|p| p.0).collect::<Vec<_>>(), vec![u1, u2]);
-    assert!(s.list_messages(&a, None).await.unwrap().is_empty());
-    let in_b = s.list_messages(&b, None).await.unwrap();
+    assert!(s.list_messages(&a, None, true).await.unwrap().is_empty());
+    let in_b = s.list_messages(&b, None, true).await.unwrap();
     assert_eq!(
         in_b.iter().map(|m| m.uid).collect::<Vec<_>>(),
         pairs.iter().map(|p| p.1).collect::<Vec<_>>()
@@ -649,7 +681,14 @@ async fn idle_wakes_on_append_from_another_connection() {
         .unwrap();
     assert_eq!(out.unwrap(), IdleOutcome::Changed);
     // The session is usable after IDLE and sees the new message.
-    assert_eq!(watcher.list_messages(&folder, None).await.unwrap().len(), 1);
+    assert_eq!(
+        watcher
+            .list_messages(&folder, None, true)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     watcher.delete_folder(&folder).await.unwrap();
 }
 

@@ -295,6 +295,10 @@ pub struct Pair {
     pub server: Server,
     pub device: Device,
     pub req_id: u64,
+    /// Lists without dates (`Timestamp::UNDATED`) whenever the FilterType
+    /// in force (the request's, else the collection's) has no window, as
+    /// the server does for email: the rule the engine relies on.
+    pub undated: bool,
 }
 
 impl Pair {
@@ -303,6 +307,7 @@ impl Pair {
             server: Server::new(config),
             device: Device::default(),
             req_id: 0,
+            undated: false,
         }
     }
 
@@ -355,7 +360,17 @@ impl Pair {
         lose: bool,
     ) -> Round {
         self.req_id += 1;
-        let obs = backend.folders[&col].observation();
+        let mut obs = backend.folders[&col].observation();
+        if self.undated {
+            let asked = self.device.filters.get(&col).copied();
+            let in_force = self.server.state.collections.get(&col).map(|c| c.filter);
+            let filter = asked.or(in_force).unwrap_or_default();
+            if filter.cutoff(Timestamp(now)).is_none() {
+                for it in &mut obs.changed {
+                    it.received_at = Timestamp::UNDATED;
+                }
+            }
+        }
         self.server.append(&[Event::BackendObserved {
             req_id: self.req_id,
             collection: col,

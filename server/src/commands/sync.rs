@@ -262,14 +262,18 @@ fn digest_version(flags: &Flags) -> ItemVersion {
 
 /// The observed form of a listed message.
 pub fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
-    ObservedItem {
-        id: item_id(uidvalidity, m.uid),
-        version: version_of(&m.flags),
-        received_at: Timestamp(
+    let received_at = match m.is_dated() {
+        true => Timestamp(
             u64::try_from(m.internal_date.max(0))
                 .unwrap_or(0)
                 .saturating_mul(1000),
         ),
+        false => Timestamp::UNDATED,
+    };
+    ObservedItem {
+        id: item_id(uidvalidity, m.uid),
+        version: version_of(&m.flags),
+        received_at,
         digest: None,
     }
 }
@@ -320,7 +324,19 @@ pub async fn observe_after(
     status: Option<&FolderStatus>,
 ) -> Result<Option<Event>, CommandError> {
     let at_req = (req_id, at);
-    observe_keeping(imap, raw, (collection, state), at_req, status, None).await
+    let look = Look {
+        filter: None,
+        status,
+    };
+    observe_keeping(imap, raw, (collection, state), at_req, look, None).await
+}
+
+/// What a Sync brings to an observation beyond the folder.
+struct Look<'a> {
+    /// The request's FilterType (None: the collection's stays).
+    filter: Option<FilterType>,
+    /// The folder's `STATUS`, just asked by the caller (Ping).
+    status: Option<&'a FolderStatus>,
 }
 
 /// What an initial sync's observation keeps, and may use to list a big
@@ -345,11 +361,20 @@ async fn observe_keeping(
     raw: &str,
     (collection, state): (CollectionId, &opush_engine::DeviceState),
     (req_id, at): (u64, Timestamp),
-    status: Option<&FolderStatus>,
+    Look { filter, status }: Look<'_>,
     mut keep: Option<Keep<'_>>,
 ) -> Result<Option<Event>, CommandError> {
     let known = state.collections.get(&collection);
     let use_condstore = imap.condstore();
+    // Dates are listed only when the FilterType in force has a window:
+    // without one the engine needs none (`Timestamp::UNDATED`), and they
+    // are most of a listing's cost on Dovecot. A window about to take
+    // effect over undated items first lists the folder again, with dates,
+    // whatever CONDSTORE says: the engine applies it to what it knows.
+    let in_force = filter.or(known.map(|c| c.filter)).unwrap_or_default();
+    let time_filtered = known.is_none_or(|c| c.folder_type.is_time_filtered());
+    let dated = time_filtered && in_force.cutoff(at).is_some();
+    let redate = dated && known.is_some_and(|c| c.filter != in_force && c.has_undated());
     let live = imap
         .refresh(raw)
         .await
@@ -359,7 +384,7 @@ async fn observe_keeping(
         Some(view) => view,
         None => {
             let selected = imap.selected_mailbox() == Some(raw);
-            if let (true, Some(c), false) = (use_condstore, known, selected) {
+            if let (true, Some(c), false, false) = (use_condstore, known, selected, redate) {
                 if c.validity.is_some() && c.cursor > 0 {
                     let fresh = match status {
                         Some(st) => *st,
@@ -384,7 +409,7 @@ async fn observe_keeping(
         observation,
     };
     if let (true, Some(c), Some(highest)) = (use_condstore, known, mailbox.highestmodseq) {
-        if c.validity == Some(validity) && c.cursor > 0 {
+        if c.validity == Some(validity) && c.cursor > 0 && !redate {
             if highest == c.cursor {
                 return Ok(None);
             }
@@ -413,8 +438,11 @@ async fn observe_keeping(
         .as_mut()
         .and_then(|k| k.helper.take().map(|h| (h, &mut *k.opened)));
     let list = match helper {
-        Some((helper, opened)) => list_split(imap, raw, &mailbox, helper, opened).await?,
-        None => imap.list_messages(raw, None).await.map_err(imap_error)?,
+        Some((helper, opened)) => list_split(imap, (raw, dated), &mailbox, helper, opened).await?,
+        None => imap
+            .list_messages(raw, None, dated)
+            .await
+            .map_err(imap_error)?,
     };
     let observation = Observation {
         validity,
@@ -460,7 +488,7 @@ const SPLIT_LISTING_FROM: u32 = 2_000;
 /// again, whichever part saw it.
 async fn list_split(
     imap: &mut PooledSession,
-    raw: &str,
+    (raw, dated): (&str, bool),
     view: &crate::backends::imap::MailboxView,
     helper: Opening,
     opened: &mut Vec<Opening>,
@@ -479,7 +507,10 @@ async fn list_split(
     };
     let Some(split) = split else {
         opened.push(helper);
-        return imap.list_messages(raw, None).await.map_err(imap_error);
+        return imap
+            .list_messages(raw, None, dated)
+            .await
+            .map_err(imap_error);
     };
     // Whoever sets it first lists the UIDs above `split`.
     let claimed = std::sync::Arc::new(AtomicBool::new(false));
@@ -501,7 +532,7 @@ async fn list_split(
             let list = match helper.refresh(&raw).await {
                 Ok(Some(v)) if v.uidvalidity == validity => {
                     helper
-                        .list_uid_range(&raw, split.saturating_add(1), None)
+                        .list_uid_range(&raw, (split.saturating_add(1), None), dated)
                         .await
                 }
                 Ok(_) => Err(crate::backends::imap::ImapError::Protocol(
@@ -516,7 +547,7 @@ async fn list_split(
         })
     };
     let mut list = imap
-        .list_uid_range(raw, 1, Some(split))
+        .list_uid_range(raw, (1, Some(split)), dated)
         .await
         .map_err(imap_error)?;
     let rest = if claimed.swap(true, Ordering::SeqCst) {
@@ -545,7 +576,7 @@ async fn list_split(
     let rest = match rest {
         Some(rest) => rest,
         None => imap
-            .list_uid_range(raw, split.saturating_add(1), None)
+            .list_uid_range(raw, (split.saturating_add(1), None), dated)
             .await
             .map_err(imap_error)?,
     };
@@ -600,10 +631,9 @@ fn is_noop(c: &opush_engine::CollectionState, obs: &Observation) -> bool {
         return false;
     }
     let same = obs.changed.iter().all(|o| {
-        c.items
-            .get(&o.id)
-            .and_then(|i| i.server)
-            .is_some_and(|s| s.version == o.version && s.received_at == o.received_at)
+        c.items.get(&o.id).and_then(|i| i.server).is_some_and(|s| {
+            s.version == o.version && (s.received_at == o.received_at || !o.received_at.is_dated())
+        })
     });
     match obs.kind {
         ObservationKind::Delta => same,
@@ -685,7 +715,10 @@ pub async fn sync(
                 raw,
                 (collection, rec.state()),
                 (req_id, at),
-                None,
+                Look {
+                    filter: prepared.request.filter,
+                    status: None,
+                },
                 keep,
             )
             .await?;
@@ -1761,8 +1794,9 @@ impl<'r> Prefetch<'r> {
                 }
             }
         }
-        // Those the window cut fetched already are not asked again.
-        wanted.retain(|uid| !metas.contains_key(uid));
+        // Those the window cut fetched already are not asked again; those
+        // of a listing made without dates are (DateReceived).
+        wanted.retain(|uid| !metas.get(uid).is_some_and(MessageMeta::is_dated));
         if let (Some(raw), false) = (raw, wanted.is_empty()) {
             for m in imap.fetch_meta(raw, &wanted).await.map_err(imap_error)? {
                 metas.insert(m.uid, m);

@@ -18,11 +18,13 @@
 //! dropped.
 //!
 //! An initial sync's SyncKey 0 lists the whole folder (`UID FLAGS MODSEQ
-//! INTERNALDATE RFC822.SIZE`); that listing is kept per device (one, at
+//! RFC822.SIZE`, and INTERNALDATE when a FilterType window needs it: see
+//! `commands::sync::observe`); that listing is kept per device (one, at
 //! most [`MAX_LISTED`] messages, counted against [`MAX_TOTAL_BYTES`],
 //! dropped with the sync's end or unused for [`MAX_AGE`]), and a
-//! read-ahead whose messages it all lists fetches only their bodies: the
-//! same rule as for any cached metadata applies to its flags.
+//! read-ahead whose messages it all lists fetches only their bodies (with
+//! their INTERNALDATE when the listing had none): the same rule as for any
+//! cached metadata applies to its flags.
 //!
 //! Bounds: at most [`DEPTH`] entries per device (a new guess beyond them
 //! replaces the oldest), each at most [`MAX_ENTRY_BYTES`] (RFC822.SIZE, asked before the bodies; a
@@ -575,9 +577,18 @@ async fn fetch_bounded(
             .total
             .fetch_sub(was - bytes.min(was), Ordering::Relaxed);
     }
-    let bodies = imap.fetch_messages(mailbox, &batch).await?;
+    // A listing made without dates: the bodies come with them.
+    let dated = batch
+        .iter()
+        .any(|u| metas.get(u).is_some_and(|m| !m.is_dated()));
+    let (bodies, dates) = imap.fetch_messages_dated(mailbox, &batch, dated).await?;
     if imap.selected_uidvalidity(mailbox) != Some(uidvalidity) {
         return Ok(Fetched::default());
+    }
+    for (uid, date) in dates {
+        if let Some(m) = metas.get_mut(&uid) {
+            m.internal_date = date;
+        }
     }
     if from_listing {
         let asked: super::UidSet = batch.iter().copied().collect();

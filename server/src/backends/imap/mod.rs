@@ -285,12 +285,25 @@ pub struct MessageMeta {
     pub uid: u32,
     /// Flags.
     pub flags: Flags,
-    /// INTERNALDATE, Unix seconds.
+    /// INTERNALDATE, Unix seconds ([`MessageMeta::UNDATED`]: not asked).
     pub internal_date: i64,
     /// RFC822.SIZE.
     pub size: u32,
     /// MODSEQ (CONDSTORE).
     pub modseq: Option<u64>,
+}
+
+impl MessageMeta {
+    /// `internal_date` of a listing made without INTERNALDATE (Dovecot
+    /// formats each one with a `localtime()` that, without `TZ` in its
+    /// environment, stats /etc/localtime: two thirds of a 10,000-message
+    /// listing's time).
+    pub const UNDATED: i64 = i64::MIN;
+
+    /// Whether `internal_date` was fetched.
+    pub fn is_dated(&self) -> bool {
+        self.internal_date != Self::UNDATED
+    }
 }
 
 /// What changed in a mailbox since a MODSEQ.

@@ -861,21 +861,31 @@ impl Session {
         })
     }
 
-    fn meta_items(&self) -> &'static str {
-        if self.condstore {
-            "(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE)"
-        } else {
-            "(UID FLAGS INTERNALDATE RFC822.SIZE)"
+    fn meta_items(&self, dated: bool) -> &'static str {
+        match (self.condstore, dated) {
+            (true, true) => "(UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE)",
+            (false, true) => "(UID FLAGS INTERNALDATE RFC822.SIZE)",
+            (true, false) => "(UID FLAGS MODSEQ RFC822.SIZE)",
+            (false, false) => "(UID FLAGS RFC822.SIZE)",
         }
     }
 
-    async fn fetch_metas(&mut self, set: &str) -> Result<Vec<MessageMeta>, ImapError> {
-        let items = self.meta_items();
+    /// Metadata of the UIDs in `set`; without `dated`, no INTERNALDATE
+    /// (`MessageMeta::UNDATED`).
+    async fn fetch_metas(&mut self, set: &str, dated: bool) -> Result<Vec<MessageMeta>, ImapError> {
+        let items = self.meta_items(dated);
         let mut out = Vec::new();
         self.simple_with("UID FETCH", format!("UID FETCH {set} {items}"), &mut |r| {
             // Not an unsolicited flag report (no size, no date) meanwhile.
             match r {
-                Response::Fetch(_, attrs) if has_size(attrs) => out.extend(meta_of(attrs)),
+                Response::Fetch(_, attrs) if has_size(attrs) => {
+                    out.extend(meta_of(attrs).map(|mut m| {
+                        if !dated {
+                            m.internal_date = MessageMeta::UNDATED;
+                        }
+                        m
+                    }))
+                }
                 _ => {}
             }
             Ok(())
@@ -904,11 +914,13 @@ impl Session {
     }
 
     /// Full listing (the fallback without CONDSTORE), optionally only messages
-    /// with INTERNALDATE on or after the day of `since` (FilterType window).
+    /// with INTERNALDATE on or after the day of `since` (FilterType window);
+    /// without `dated`, no INTERNALDATE (`MessageMeta::UNDATED`).
     pub async fn list_messages(
         &mut self,
         raw: &str,
         since: Option<i64>,
+        dated: bool,
     ) -> Result<Vec<MessageMeta>, ImapError> {
         let state = self.current(raw).await?;
         if state.exists == Some(0) {
@@ -929,7 +941,7 @@ impl Session {
                 }
             }
         };
-        self.fetch_metas(&set).await
+        self.fetch_metas(&set, dated).await
     }
 
     /// The UID of the `seq`-th message of `raw` (`FETCH seq (UID)`, on the
@@ -962,8 +974,8 @@ impl Session {
     pub async fn list_uid_range(
         &mut self,
         raw: &str,
-        from: u32,
-        to: Option<u32>,
+        (from, to): (u32, Option<u32>),
+        dated: bool,
     ) -> Result<Vec<MessageMeta>, ImapError> {
         let view = self.ensure(raw, false).await?;
         if view.exists == Some(0) || to.is_some_and(|t| t < from) {
@@ -973,7 +985,7 @@ impl Session {
             Some(t) => format!("{}:{t}", from.max(1)),
             None => format!("{}:*", from.max(1)),
         };
-        let mut list = self.fetch_metas(&set).await?;
+        let mut list = self.fetch_metas(&set, dated).await?;
         list.retain(|m| m.uid >= from && to.is_none_or(|t| m.uid <= t));
         Ok(list)
     }
@@ -988,7 +1000,7 @@ impl Session {
             return Ok(Vec::new());
         };
         self.ensure(raw, false).await?;
-        self.fetch_metas(&set).await
+        self.fetch_metas(&set, true).await
     }
 
     // ----- content ------------------------------------------------------------
@@ -1105,35 +1117,60 @@ impl Session {
         raw: &str,
         uids: &[u32],
     ) -> Result<crate::backends::imap::UidMap<Vec<u8>>, ImapError> {
+        Ok(self.fetch_messages_dated(raw, uids, false).await?.0)
+    }
+
+    /// [`Session::fetch_messages`], with each message's INTERNALDATE too
+    /// when `dated` (for messages listed without it), by UID.
+    pub async fn fetch_messages_dated(
+        &mut self,
+        raw: &str,
+        uids: &[u32],
+        dated: bool,
+    ) -> Result<
+        (
+            crate::backends::imap::UidMap<Vec<u8>>,
+            crate::backends::imap::UidMap<i64>,
+        ),
+        ImapError,
+    > {
         let mut out = super::UidMap::with_capacity_and_hasher(uids.len(), Default::default());
+        let mut dates = super::UidMap::default();
         let Some(set) = uid_set(uids) else {
-            return Ok(out);
+            return Ok((out, dates));
         };
         self.ensure(raw, false).await?;
-        self.simple_with(
-            "UID FETCH",
-            format!("UID FETCH {set} (UID BODY.PEEK[])"),
-            &mut |r| {
-                if let Response::Fetch(_, attrs) = r {
-                    let uid = attrs.iter().find_map(|a| match a {
-                        AttributeValue::Uid(u) => Some(*u),
-                        _ => None,
-                    });
-                    let body = attrs.iter().find_map(|a| match a {
+        let items = if dated {
+            "(UID INTERNALDATE BODY.PEEK[])"
+        } else {
+            "(UID BODY.PEEK[])"
+        };
+        self.simple_with("UID FETCH", format!("UID FETCH {set} {items}"), &mut |r| {
+            if let Response::Fetch(_, attrs) = r {
+                let mut uid = None;
+                let mut body = None;
+                let mut date = None;
+                for a in attrs {
+                    match a {
+                        AttributeValue::Uid(u) => uid = Some(*u),
                         AttributeValue::BodySection { data, .. } => {
-                            Some(data.as_deref().map(<[u8]>::to_vec).unwrap_or_default())
+                            body = Some(data.as_deref().map(<[u8]>::to_vec).unwrap_or_default())
                         }
-                        _ => None,
-                    });
-                    if let (Some(uid), Some(body)) = (uid, body) {
-                        out.insert(uid, body);
+                        AttributeValue::InternalDate(d) => date = parse::parse_internal_date(d),
+                        _ => {}
                     }
                 }
-                Ok(())
-            },
-        )
+                if let (Some(uid), Some(body)) = (uid, body) {
+                    out.insert(uid, body);
+                    if let Some(d) = date {
+                        dates.insert(uid, d);
+                    }
+                }
+            }
+            Ok(())
+        })
         .await?;
-        Ok(out)
+        Ok((out, dates))
     }
 
     async fn fetch_section(
