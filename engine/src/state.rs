@@ -1007,6 +1007,7 @@ mod tests {
     // An undated listing never erases a date; a dated one dates the items,
     // and an item the device holds undated moves in the soft-delete index.
     #[test]
+    #[allow(clippy::unwrap_used, reason = "a test: a missing side is a failure")]
     fn undated_observations_keep_dates_and_dated_ones_move_the_index() {
         let at = Timestamp(10 * Timestamp::DAY_MS);
         let mut c = CollectionState::new(FolderType::Inbox);

@@ -69,7 +69,18 @@ fn imap_reference(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("uid_fetch_meta_10k", |b| {
         b.iter(|| {
-            let list = rt.block_on(s.list_messages(FOLDER, None)).expect("fetch");
+            let list = rt
+                .block_on(s.list_messages(FOLDER, None, true))
+                .expect("fetch");
+            assert_eq!(list.len(), N as usize);
+        })
+    });
+    // The listing of a folder with no FilterType window: no INTERNALDATE.
+    g.bench_function("uid_fetch_meta_undated_10k", |b| {
+        b.iter(|| {
+            let list = rt
+                .block_on(s.list_messages(FOLDER, None, false))
+                .expect("fetch");
             assert_eq!(list.len(), N as usize);
         })
     });
