@@ -118,6 +118,27 @@ fn index_expiry(txn: &WriteTransaction, expires: u64, table: u8, key: &[u8]) -> 
     index_expiry_in(&mut ix, expires, table, key)
 }
 
+/// The expiry index row of a row rewritten in place (a device's head, its
+/// registry row, a snapshot): the row's previous expiry `old` (read from
+/// the row being replaced) is dropped from the index, so the index keeps
+/// one entry per row, not one per write until the old ones expire.
+fn reindex_expiry_in(
+    ix: &mut redb::Table<'_, &'static [u8], ()>,
+    old: Option<u64>,
+    expires: u64,
+    table: u8,
+    key: &[u8],
+) -> Result<()> {
+    if let Some(old) = old.filter(|o| *o != expires) {
+        let mut k = Vec::with_capacity(9 + key.len());
+        k.extend_from_slice(&old.to_be_bytes());
+        k.push(table);
+        k.extend_from_slice(key);
+        ix.remove(k.as_slice()).map_err(backend)?;
+    }
+    index_expiry_in(ix, expires, table, key)
+}
+
 /// [`index_expiry`] into an expiry table already open (an append opens it
 /// once for all its rows).
 fn index_expiry_in(
@@ -703,6 +724,10 @@ impl Inner {
         {
             let mut heads = txn.open_table(HEADS).map_err(backend)?;
             let actual = Self::head_in(&heads, &dev, now)?;
+            let old_expiry = heads
+                .get(dev.as_slice())
+                .map_err(backend)?
+                .and_then(|v| u64_at(v.value(), 8));
             if actual != batch.expected_head {
                 return Err(StorageError::Conflict {
                     device: batch.device.to_string(),
@@ -728,7 +753,7 @@ impl Inner {
             heads
                 .insert(dev.as_slice(), hv.as_slice())
                 .map_err(backend)?;
-            index_expiry_in(&mut ix, expires, T_HEAD, &dev)?;
+            reindex_expiry_in(&mut ix, old_expiry, expires, T_HEAD, &dev)?;
         }
         Ok(batch.new_head())
     }
@@ -776,8 +801,12 @@ impl Inner {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut t = txn.open_table(SNAPSHOTS).map_err(backend)?;
-            t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
-            index_expiry(&txn, expires, T_SNAPSHOT, &key)?;
+            let old = t
+                .insert(key.as_slice(), v.as_slice())
+                .map_err(backend)?
+                .and_then(|o| u64_at(o.value(), 10));
+            let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
+            reindex_expiry_in(&mut ix, old, expires, T_SNAPSHOT, &key)?;
         }
         txn.commit().map_err(backend)
     }
@@ -819,9 +848,13 @@ impl Inner {
         serde_json::to_writer(&mut v, rec)
             .map_err(|e| StorageError::InvalidInput(format!("device row: {e}")))?;
         let mut t = txn.open_table(DEVICES).map_err(backend)?;
-        t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+        let old = t
+            .insert(key.as_slice(), v.as_slice())
+            .map_err(backend)?
+            .and_then(|o| u64_at(o.value(), 0));
         drop(t);
-        index_expiry(txn, expires, T_DEVICE, &key)
+        let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
+        reindex_expiry_in(&mut ix, old, expires, T_DEVICE, &key)
     }
 
     fn decode_device(v: &[u8], now: u64) -> Result<Option<DeviceRecord>> {
@@ -1014,4 +1047,54 @@ pub fn open_path(path: &Path) -> Result<EmbeddedStore> {
         path: path.to_path_buf(),
         ..StorageConfig::default()
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+
+    fn expiry_rows(db: &Database) -> Vec<Vec<u8>> {
+        let txn = db.begin_read().unwrap();
+        let ix = txn.open_table(EXPIRY).unwrap();
+        ix.iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_vec())
+            .collect()
+    }
+
+    // A row rewritten in place (the head, the registry row) keeps one
+    // expiry index entry, at its latest expiry; each event has its own.
+    #[test]
+    fn rewritten_rows_keep_one_expiry_index_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let device = DeviceKey::new("alice@example.test", "DEV1").unwrap();
+        let record = DeviceRecord {
+            key: device.clone(),
+            device_type: "iPhone".into(),
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            policy_key: None,
+            state: crate::DeviceState::Allowed,
+            info: Default::default(),
+        };
+        for (i, now) in [1_000u64, 2_000, 3_000].into_iter().enumerate() {
+            let txn = db.begin_write().unwrap();
+            let batch = AppendBatch::new(device.clone(), i as u64).event(1, b"e".to_vec());
+            Inner::append_in(&txn, &batch, LAYOUT_V2, now, 10_000).unwrap();
+            Inner::put_device_in(&txn, &record, now + 50).unwrap();
+            txn.commit().unwrap();
+        }
+        let rows = expiry_rows(&db);
+        let tagged = |tag: u8| {
+            rows.iter()
+                .filter(|k| k[8] == tag)
+                .map(|k| u64::from_be_bytes(k[..8].try_into().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tagged(T_HEAD), vec![13_000]);
+        assert_eq!(tagged(T_DEVICE), vec![3_050]);
+        assert_eq!(tagged(T_EVENT), vec![11_000, 12_000, 13_000]);
+    }
 }
