@@ -713,9 +713,9 @@ mod tests {
         assert_eq!(m.body_text(0).unwrap().trim(), "First draft");
     }
 
-    /// The FileReference numbers of `raw`'s attachments, by name.
-    fn numbered(raw: &[u8]) -> Vec<(u32, String)> {
-        let email = crate::email::to_email(
+    /// `raw` as a 16.1 device gets it (draft 5:1, no body preference).
+    pub(super) fn device_email(raw: &[u8]) -> Email {
+        crate::email::to_email(
             raw,
             &crate::email::MessageInfo {
                 server_id: "5:1".to_owned(),
@@ -726,7 +726,12 @@ mod tests {
             },
             &[],
             opush_protocol::version::ProtocolVersion::V16_1,
-        );
+        )
+    }
+
+    /// The FileReference numbers of `raw`'s attachments, by name.
+    fn numbered(raw: &[u8]) -> Vec<(u32, String)> {
+        let email = device_email(raw);
         email
             .attachments
             .iter()
@@ -1153,7 +1158,7 @@ caf=E9,1\n\
 mod tree_props {
     #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
-    use super::tests::parts_of;
+    use super::tests::{device_email, parts_of};
     use super::*;
     use base64::Engine as _;
     use proptest::prelude::*;
@@ -1267,18 +1272,7 @@ mod tree_props {
         Vec<(Option<String>, Option<bool>, Option<String>)>,
     ) {
         let m = MessageParser::default().parse(raw).unwrap();
-        let email = crate::email::to_email(
-            raw,
-            &crate::email::MessageInfo {
-                server_id: "5:1".to_owned(),
-                internal_date: 0,
-                seen: false,
-                flagged: false,
-                keywords: Vec::new(),
-            },
-            &[],
-            opush_protocol::version::ProtocolVersion::V16_1,
-        );
+        let email = device_email(raw);
         (
             m.body_text(0).map(|t| t.into_owned()),
             m.body_html(0).map(|t| t.into_owned()),
