@@ -4,7 +4,8 @@
 # Postfix submission. Users: alice@ and bob@example.test, 1100 load users
 # loadNNNN@load.test (OPUSH_STACK_LOAD_USERS to change), and a master user
 # `opush-master` (login as `user*opush-master`) for background push.
-# Passwords: $OPUSH_DEMO_PASSWORD (default opush-demo).
+# Passwords: $OPUSH_DEMO_PASSWORD (default opush-demo), except the
+# utf8pw* users of DOVECOT_SPECIAL_USERS below.
 
 DOVECOT_DIR="$STACK_DIR/dovecot"
 DOVECOT_CONF="$DOVECOT_DIR/dovecot.conf"
@@ -16,29 +17,51 @@ dovecot_install() {
   apt_install dovecot-imapd dovecot-lmtpd
 }
 
+# Users whose passwords need more than a quoted ASCII IMAP string (non-ASCII,
+# quotes, backslash, space, `%`, `:`): user, then password, in pairs. The
+# tests know the same pairs (tests/src/lib.rs SPECIAL_PASSWORD_USERS).
+# utf8pw1's password is Latin-1 representable (a Latin-1 Basic credential
+# test); utf8pw3's is not (Cyrillic, CJK, an emoji).
+DOVECOT_SPECIAL_USERS=(
+  utf8pw1@example.test 'Grüße-2026 100%'
+  utf8pw2@example.test 'p@ss "quoted" \ back:slash'
+  utf8pw3@example.test 'пароль 密码🔑'
+)
+
+# _dovecot_hash FILE USER PASSWORD: USER's hash in FILE when it still matches
+# PASSWORD, else a new SHA512-CRYPT hash of PASSWORD.
+_dovecot_hash() {
+  local file=$1 user=$2 pass=$3 old=""
+  if [ -f "$file" ]; then
+    old=$(awk -F: -v u="$user" '$1 == u { print $2; exit }' "$file")
+    if [ -n "$old" ] && doveadm -c /dev/null pw -t "$old" -p "$pass" >/dev/null 2>&1; then
+      echo "$old"
+      return
+    fi
+  fi
+  doveadm -c /dev/null pw -s SHA512-CRYPT -p "$pass" 2>/dev/null \
+    || doveadm pw -s SHA512-CRYPT -p "$pass"
+}
+
 # _dovecot_write_users DIR: writes DIR/users (alice, bob, and
 # OPUSH_STACK_LOAD_USERS load users, default 1100: load0001-0100 for the tests,
-# load0101-1100 for the push load tool) and prints the password hash used.
+# load0101-1100 for the push load tool, and DOVECOT_SPECIAL_USERS) and prints
+# the demo password hash used.
 # Idempotent: an existing hash that still matches the password is reused and
 # the file is replaced only when its content changes, so running it against a
 # live Dovecot (which re-reads a changed passwd-file) is harmless.
 _dovecot_write_users() {
-  local dir=$1 hash="" old
-  if [ -f "$dir/users" ]; then
-    old=$(sed -n 's/^alice@example.test:\([^:]*\):.*/\1/p' "$dir/users")
-    if [ -n "$old" ] && doveadm -c /dev/null pw -t "$old" -p "$OPUSH_DEMO_PASSWORD" >/dev/null 2>&1; then
-      hash=$old
-    fi
-  fi
-  if [ -z "$hash" ]; then
-    hash=$(doveadm -c /dev/null pw -s SHA512-CRYPT -p "$OPUSH_DEMO_PASSWORD" 2>/dev/null \
-      || doveadm pw -s SHA512-CRYPT -p "$OPUSH_DEMO_PASSWORD")
-  fi
+  local dir=$1 hash
+  hash=$(_dovecot_hash "$dir/users" alice@example.test "$OPUSH_DEMO_PASSWORD")
   local tmp="$dir/users.new" n=${OPUSH_STACK_LOAD_USERS:-1100} i
   {
     echo "alice@example.test:$hash::::::"
     echo "bob@example.test:$hash::::::"
     for ((i = 1; i <= n; i++)); do printf 'load%04d@load.test:%s::::::\n' "$i" "$hash"; done
+    for ((i = 0; i < ${#DOVECOT_SPECIAL_USERS[@]}; i += 2)); do
+      printf '%s:%s::::::\n' "${DOVECOT_SPECIAL_USERS[i]}" \
+        "$(_dovecot_hash "$dir/users" "${DOVECOT_SPECIAL_USERS[i]}" "${DOVECOT_SPECIAL_USERS[i + 1]}")"
+    done
   } >"$tmp"
   chmod 640 "$tmp"
   chgrp dovecot "$tmp"
