@@ -45,6 +45,10 @@ pub enum HeaderError {
     /// `Authorization` is not `Basic <base64>` of `user:password`.
     #[error("Authorization is not valid Basic credentials")]
     Authorization,
+    /// The Basic credentials hold a NUL, CR or LF, which no IMAP LOGIN or
+    /// SMTP AUTH could carry.
+    #[error("Authorization credentials contain a NUL, CR or LF")]
+    AuthorizationControl,
     /// `Authorization` uses another scheme (e.g. Bearer).
     #[error("unsupported Authorization scheme {0:?}")]
     UnsupportedScheme(String),
@@ -142,6 +146,21 @@ impl Login {
     }
 }
 
+/// The text of decoded Basic credentials: UTF-8 (RFC 7617 `charset=UTF-8`,
+/// what current devices send), or, when the bytes are not valid UTF-8, ISO
+/// 8859-1 (older Android and Windows clients encode `user:password` in
+/// Latin-1, and Exchange/IIS accept it). Latin-1 maps each byte to the code
+/// point of the same value, so `Grüße` sent as Latin-1 becomes the same
+/// text as `Grüße` sent as UTF-8. Bytes that happen to be valid UTF-8 are
+/// always read as UTF-8 (a Latin-1 password that is also valid UTF-8, like
+/// `Ã¼`, is read as `ü`; such passwords are implausible).
+pub fn decode_credentials(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => e.into_bytes().into_iter().map(char::from).collect(),
+    }
+}
+
 /// `Authorization: Basic …` credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicCredentials {
@@ -168,10 +187,13 @@ impl BasicCredentials {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(rest)
             .map_err(|_| HeaderError::Authorization)?;
-        let text = String::from_utf8(decoded).map_err(|_| HeaderError::Authorization)?;
+        let text = decode_credentials(decoded);
         let (user, password) = text.split_once(':').ok_or(HeaderError::Authorization)?;
         if user.is_empty() {
             return Err(HeaderError::Authorization);
+        }
+        if text.contains(['\0', '\r', '\n']) {
+            return Err(HeaderError::AuthorizationControl);
         }
         Ok(BasicCredentials {
             login: Login::parse(user),
@@ -278,6 +300,79 @@ mod tests {
         assert_eq!(back.login.user, "exta");
         assert_eq!(back.login.email_form(), "exta@exchange.lyn.lng");
         assert_eq!(back.password.expose(), "p:w");
+    }
+
+    fn basic_of(bytes: &[u8]) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    }
+
+    #[test]
+    fn special_passwords_round_trip_as_utf8() {
+        for pw in [
+            "Grüße-2026 100%",
+            r#"p@ss "quoted" \ back:slash"#,
+            "пароль 密码🔑",
+            " leading and trailing ",
+            "",
+        ] {
+            let creds = BasicCredentials {
+                login: Login::parse("u@example.test"),
+                password: Password::new(pw),
+            };
+            let back = BasicCredentials::parse(&creds.to_header_value()).unwrap();
+            assert_eq!(back.password.expose(), pw);
+            assert_eq!(back.login.email_form(), "u@example.test");
+        }
+    }
+
+    #[test]
+    fn latin1_credentials_are_read_as_latin1() {
+        // "Grüße" in ISO 8859-1 (0xfc 0xdf): not valid UTF-8.
+        let latin1 = b"u@example.test:Gr\xfc\xdfe-2026 100%";
+        let creds = BasicCredentials::parse(&basic_of(latin1)).unwrap();
+        assert_eq!(creds.password.expose(), "Grüße-2026 100%");
+        assert_eq!(creds.login.raw, "u@example.test");
+        // The same password in UTF-8 gives the same text.
+        let utf8 = "u@example.test:Grüße-2026 100%".as_bytes();
+        assert_eq!(BasicCredentials::parse(&basic_of(utf8)).unwrap(), creds);
+        // A login in Latin-1 too.
+        let creds = BasicCredentials::parse(&basic_of(b"j\xf6rg@example.test:pw")).unwrap();
+        assert_eq!(creds.login.user, "jörg");
+        // Every byte maps to the code point of its value.
+        assert_eq!(decode_credentials(vec![0xff, b'a', 0x80]), "\u{ff}a\u{80}");
+        assert_eq!(decode_credentials("é".as_bytes().to_vec()), "é");
+    }
+
+    #[test]
+    fn credentials_with_nul_cr_or_lf_are_refused() {
+        for bad in [
+            &b"u@example.test:a\0b"[..],
+            b"u@example.test:a\rb",
+            b"u@example.test:a\nb",
+            b"u@example.test:pw\r\n",
+            b"u\r\n@example.test:pw",
+            b"u@example.test:\xe9\0",
+        ] {
+            assert_eq!(
+                BasicCredentials::parse(&basic_of(bad)),
+                Err(HeaderError::AuthorizationControl),
+                "{bad:?}"
+            );
+        }
+        // The error text names the problem, not the password.
+        let e = BasicCredentials::parse(&basic_of(b"u:secret\0")).unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        // Not base64, no colon, no login.
+        for bad in ["Basic @@@@", "Basic dXNlcg==", "Basic OnB3", "Basic"] {
+            assert_eq!(
+                BasicCredentials::parse(bad),
+                Err(HeaderError::Authorization),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

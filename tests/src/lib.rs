@@ -48,6 +48,15 @@ pub fn demo_password() -> String {
     std::env::var("OPUSH_DEMO_PASSWORD").unwrap_or_else(|_| "opush-demo".to_owned())
 }
 
+/// The stack users whose passwords need more than a quoted ASCII IMAP
+/// string, with their passwords: the same pairs as `DOVECOT_SPECIAL_USERS`
+/// in scripts/stack.d/dovecot.sh. The first is Latin-1 representable.
+pub const SPECIAL_PASSWORD_USERS: [(&str, &str); 3] = [
+    ("utf8pw1@example.test", "Grüße-2026 100%"),
+    ("utf8pw2@example.test", r#"p@ss "quoted" \ back:slash"#),
+    ("utf8pw3@example.test", "пароль 密码🔑"),
+];
+
 /// Fails the calling test unless `svc` accepts a TCP connection.
 pub fn require(svc: Service) -> SocketAddr {
     let addr: SocketAddr = match svc.addr.parse() {

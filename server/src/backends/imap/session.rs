@@ -42,9 +42,37 @@ macro_rules! read_next {
 }
 
 /// A piece of a command: text, or a literal (`{n}` + bytes).
+#[derive(Debug, PartialEq, Eq)]
 enum Part<'a> {
     Text(String),
     Literal(&'a [u8]),
+}
+
+/// The pieces of `LOGIN login password` (RFC 3501 `astring`s): a quoted
+/// string (`"` and `\` escaped) for printable ASCII, otherwise a literal of
+/// the UTF-8 bytes (non-ASCII, controls such as TAB). A literal is sent
+/// synchronizing (`{n}`, then the bytes after the server's `+`): LOGIN runs
+/// before CAPABILITY, so LITERAL+ is never assumed and a server without it
+/// works too. `None` when a NUL, CR or LF makes the value impossible to
+/// send (RFC 3501: no string may carry NUL; CR/LF would be taken apart).
+fn login_command<'a>(login: &'a str, password: &'a str) -> Option<Vec<Part<'a>>> {
+    if [login, password]
+        .iter()
+        .any(|v| v.contains(['\r', '\n', '\0']))
+    {
+        return None;
+    }
+    let mut parts = vec![Part::Text("LOGIN ".into())];
+    for (i, v) in [login, password].into_iter().enumerate() {
+        if i > 0 {
+            parts.push(Part::Text(" ".into()));
+        }
+        match quote(v) {
+            Ok(q) => parts.push(Part::Text(q)),
+            Err(_) => parts.push(Part::Literal(v.as_bytes())),
+        }
+    }
+    Some(parts)
 }
 
 /// Owned summary of a command's tagged OK.
@@ -149,21 +177,11 @@ impl Session {
             ],
             notify_set: None,
         };
-        let pass = password.expose();
-        if [login, pass].iter().any(|v| v.contains(['\r', '\n', '\0'])) {
-            // Cannot be sent (the old client refused it the same way).
+        let Some(parts) = login_command(login, password.expose()) else {
+            // Cannot be sent (the old client refused it the same way); the
+            // HTTP layer already refuses such Basic credentials.
             return Err(ImapError::Auth { user: s.user });
-        }
-        let mut parts = vec![Part::Text("LOGIN ".into())];
-        for (i, v) in [login, pass].into_iter().enumerate() {
-            if i > 0 {
-                parts.push(Part::Text(" ".into()));
-            }
-            match quote(v) {
-                Ok(q) => parts.push(Part::Text(q)),
-                Err(_) => parts.push(Part::Literal(v.as_bytes())),
-            }
-        }
+        };
         match s.exec("LOGIN", parts, &mut ignore).await {
             Ok(_) => {}
             // A NO is a credential failure, unless it says the server could
@@ -1847,6 +1865,51 @@ fn message_headers(attrs: &[AttributeValue<'_>]) -> MessageHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_arguments_are_quoted_or_literal() {
+        let text = |s: &str| Part::Text(s.to_owned());
+        assert_eq!(
+            login_command("u@example.test", r#"p@ss "quoted" \ back:slash 100%"#),
+            Some(vec![
+                text("LOGIN "),
+                text(r#""u@example.test""#),
+                text(" "),
+                text(r#""p@ss \"quoted\" \\ back:slash 100%""#),
+            ])
+        );
+        let pw = "Grüße пароль 密码🔑";
+        assert_eq!(
+            login_command("u@example.test", pw),
+            Some(vec![
+                text("LOGIN "),
+                text(r#""u@example.test""#),
+                text(" "),
+                Part::Literal(pw.as_bytes()),
+            ])
+        );
+        // A non-ASCII login and a TAB go as literals too.
+        assert_eq!(
+            login_command("jörg", "a\tb"),
+            Some(vec![
+                text("LOGIN "),
+                Part::Literal("jörg".as_bytes()),
+                text(" "),
+                Part::Literal(b"a\tb"),
+            ])
+        );
+        assert_eq!(
+            login_command("u", "")
+                .unwrap()
+                .last()
+                .map(|p| matches!(p, Part::Text(t) if t == r#""""#)),
+            Some(true)
+        );
+        for bad in ["a\rb", "a\nb", "a\0b"] {
+            assert_eq!(login_command("u", bad), None, "{bad:?}");
+            assert_eq!(login_command(bad, "pw"), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn vanished_ranges_are_sorted_and_merged() {
