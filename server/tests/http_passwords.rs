@@ -187,7 +187,11 @@ async fn special_passwords_work_end_to_end() {
         let good = basic(user, password);
         let wrong = one_off(password);
         let bad = basic(user, &wrong);
-        assert_eq!(options_as(srv.addr, &good).await.status, 200, "{user}");
+        assert_eq!(
+            options_as(srv.addr, &good).await.status,
+            200,
+            "{user} refused: is the stack's users file up to date? (`scripts/stack up dovecot`)"
+        );
         // One character off: refused, although the right password is cached.
         let res = options_as(srv.addr, &bad).await;
         assert_eq!(res.status, 401, "{user}: {res:?}");

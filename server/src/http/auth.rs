@@ -427,6 +427,36 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn unusable_credentials_never_reach_the_backend() {
+        use base64::Engine as _;
+        let slow = Arc::new(Slow(Default::default(), Verdict::Accepted));
+        let auth = Authenticator::new(slow.clone(), Duration::from_secs(60), 10);
+        let b64 = |b: &[u8]| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            )
+        };
+        for bad in [
+            b64(b"alice@example.test:pw\r\n"),
+            b64(b"alice@example.test:p\0w"),
+            b64(b"alice@example.test\n:pw"),
+            "Basic ***".to_owned(),
+        ] {
+            let res = auth.authenticate(Some(&bad)).await;
+            assert!(matches!(res, Err(AuthError::Malformed(_))), "{res:?}");
+        }
+        assert_eq!(slow.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A Latin-1 credential reaches the backend as text.
+        let user = auth
+            .authenticate(Some(&b64(b"alice@example.test:Gr\xfc\xdfe")))
+            .await
+            .unwrap();
+        assert_eq!(user.password.expose(), "Grüße");
+        assert_eq!(slow.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn zero_ttl_caches_nothing() {
         let c = AuthCache::new(Duration::ZERO, 10);
