@@ -1,6 +1,7 @@
 //! SMTP submission against the real Postfix of the test stack, checked on the
 //! Dovecot side: a prepared message arrives once with the user's identity and
-//! without its Bcc header; refusals and outages get their own typed errors.
+//! without its Bcc header; refusals and outages get their own typed errors;
+//! SMTP AUTH carries non-ASCII and special-character passwords.
 
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use opush_server::backends::smtp::{
     submit, SmtpError, SmtpLogin, SmtpSettings, SmtpTls, Submission,
 };
 use opush_server::outgoing::{prepare, Sender, Stamp};
-use opush_tests::{demo_password, require, unique, RawImap, POSTFIX_SMTP, POSTFIX_SUBMISSION};
+use opush_tests::{
+    demo_password, require, unique, RawImap, POSTFIX_SMTP, POSTFIX_SUBMISSION,
+    SPECIAL_PASSWORD_USERS,
+};
 
 fn relay(port: u16) -> SmtpSettings {
     SmtpSettings {
@@ -113,6 +117,47 @@ async fn authenticated_submission_and_bad_credentials() {
     .await
     .expect("submit with auth");
     assert_eq!(imap.wait_for_subject("INBOX", &marker).len(), 1);
+}
+
+/// SMTP AUTH with the passwords of the stack's utf8pw users (non-ASCII,
+/// quotes, backslash, space, `%`, `:`) is accepted as is, and refused one
+/// character off (so the bytes really are compared). Recipient: load0075.
+#[tokio::test]
+async fn special_passwords_authenticate_on_submission() {
+    require(POSTFIX_SUBMISSION);
+    let mut imap = RawImap::login("load0075@load.test");
+    for (user, password) in SPECIAL_PASSWORD_USERS {
+        let marker = unique("smtp-special-pw");
+        let mime = format!("To: load0075@load.test\r\nSubject: {marker}\r\n\r\nbody\r\n");
+        let sender = Sender {
+            display_name: "Special".into(),
+            address: user.into(),
+        };
+        let out = prepare(mime.as_bytes(), &sender, &stamp(&marker), 10 << 20).expect("prepare");
+        let sub = Submission {
+            envelope_from: &out.envelope_from,
+            recipients: &out.recipients,
+            message: &out.message,
+        };
+        let mut off: Vec<char> = password.chars().collect();
+        let last = off.len() - 1;
+        off[last] = if off[last] == 'x' { 'y' } else { 'x' };
+        let off: String = off.into_iter().collect();
+        let bad = submit(
+            &relay(1587),
+            Some(&SmtpLogin {
+                user,
+                password: &off,
+            }),
+            &sub,
+        )
+        .await;
+        assert!(matches!(bad, Err(SmtpError::Auth(_))), "{user}: {bad:?}");
+        submit(&relay(1587), Some(&SmtpLogin { user, password }), &sub)
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e:?}"));
+        assert_eq!(imap.wait_for_subject("INBOX", &marker).len(), 1, "{user}");
+    }
 }
 
 #[tokio::test]
