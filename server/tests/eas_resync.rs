@@ -19,7 +19,9 @@ use eas_support::{caller, first_folder_sync, services};
 
 use std::collections::BTreeSet;
 
-use opush_protocol::commands::sync::{ServerCommand, SyncCollectionRequest, SyncRequest};
+use opush_protocol::commands::sync::{
+    ServerCommand, SyncCollectionRequest, SyncOptions, SyncRequest,
+};
 use opush_protocol::commands::{CollectionId, SyncKey};
 use opush_protocol::version::ProtocolVersion;
 use opush_server::commands::sync::sync;
@@ -35,11 +37,21 @@ fn append(imap: &mut RawImap, mailbox: &str, subject: &str) {
 }
 
 /// `user`'s INBOX holding `n` messages (made of `tag` and a number when it
-/// holds another count), selected on the connection returned.
+/// holds another count, or when one is older than 20 days: the split
+/// listings are asked with a month's FilterType window, see [`req_dated`]),
+/// selected on the connection returned.
 fn inbox_of(user: &str, n: usize, tag: &str) -> RawImap {
     let mut raw = RawImap::login(user);
     raw.cmd("SELECT INBOX");
-    if raw.uid_search("ALL").len() != n {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let old = format!(
+        "BEFORE {}",
+        opush_server::dates::imap_date(now - 20 * 86_400)
+    );
+    if raw.uid_search("ALL").len() != n || !raw.uid_search(&old).is_empty() {
         raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
         raw.cmd("EXPUNGE");
         for i in 0..n {
@@ -59,6 +71,18 @@ fn req(collection: &str, key: &str, window: u32) -> SyncRequest {
         }],
         ..SyncRequest::default()
     }
+}
+
+/// [`req`] with FilterType 5 (one month): the folder is listed with its
+/// messages' dates, as `list_split` splits from 2,000 messages (without a
+/// window, from 10,000).
+fn req_dated(collection: &str, key: &str, window: u32) -> SyncRequest {
+    let mut r = req(collection, key, window);
+    r.collections[0].options = vec![SyncOptions {
+        filter_type: Some(5),
+        ..SyncOptions::default()
+    }];
+    r
 }
 
 async fn collection_named(eas: &EasServices, user: &str, device: &str, name: &str) -> String {
@@ -149,18 +173,28 @@ async fn a_two_thousand_message_inbox_is_sent_in_windows() {
 async fn initial_sync_in_windows(eas: &EasServices, user: &str, device: &str, n_messages: usize) {
     let version = ProtocolVersion::V16_1;
     let inbox = collection_named(eas, user, device, "INBOX").await;
-    let r0 = sync(&req(&inbox, "0", 512), version, &caller(user, device), eas)
-        .await
-        .unwrap();
+    let r0 = sync(
+        &req_dated(&inbox, "0", 512),
+        version,
+        &caller(user, device),
+        eas,
+    )
+    .await
+    .unwrap();
     let mut key = r0.collections[0].sync_key.0.clone();
     let mut seen = BTreeSet::new();
     let mut n_rounds = 0;
     loop {
         n_rounds += 1;
         assert!(n_rounds <= 10, "too many rounds");
-        let r = sync(&req(&inbox, &key, 512), version, &caller(user, device), eas)
-            .await
-            .unwrap();
+        let r = sync(
+            &req_dated(&inbox, &key, 512),
+            version,
+            &caller(user, device),
+            eas,
+        )
+        .await
+        .unwrap();
         let c = &r.collections[0];
         let cmds = c.commands.clone().unwrap_or_default();
         assert!(cmds.len() <= 512);
@@ -242,13 +276,13 @@ async fn changed_between_folder_sync_and_sync_key_0(
     assert!(ok.starts_with("OK"), "{ok}");
     let version = ProtocolVersion::V16_1;
     let who = caller(user, &device);
-    let r0 = sync(&req(&inbox, "0", 512), version, &who, &eas)
+    let r0 = sync(&req_dated(&inbox, "0", 512), version, &who, &eas)
         .await
         .unwrap();
     let mut key = r0.collections[0].sync_key.0.clone();
     let mut subjects = BTreeSet::new();
     for _ in 0..10 {
-        let r = sync(&req(&inbox, &key, 512), version, &who, &eas)
+        let r = sync(&req_dated(&inbox, &key, 512), version, &who, &eas)
             .await
             .unwrap();
         let c = &r.collections[0];
