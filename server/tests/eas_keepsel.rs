@@ -39,18 +39,6 @@ use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
 
 const MOVES: &str = "keepsel-moves";
 
-fn ok(raw: &mut RawImap, cmd: &str) {
-    let (_, status) = raw.cmd(cmd);
-    assert!(status.starts_with("OK"), "{cmd}: {status}");
-}
-
-/// The UID of the INBOX message whose subject is exactly `subject`.
-fn uid(raw: &mut RawImap, subject: &str) -> u32 {
-    let uids = raw.search_subject("INBOX", subject);
-    assert_eq!(uids.len(), 1, "{subject}: {uids:?}");
-    uids[0]
-}
-
 /// What a device shows of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Shown {
@@ -61,7 +49,7 @@ struct Shown {
 
 /// The INBOX as IMAP has it: subject → (read, flagged).
 fn inbox(raw: &mut RawImap) -> BTreeMap<String, (bool, bool)> {
-    ok(raw, "SELECT INBOX");
+    raw.ok("SELECT INBOX");
     let (lines, status) = raw.cmd("UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
     assert!(status.starts_with("OK"), "{status}");
     let mut out = BTreeMap::new();
@@ -200,9 +188,9 @@ async fn scenario(user: &str, use_condstore: bool) {
     require(DOVECOT_IMAP);
     let tag = unique("ks");
     let mut raw = RawImap::login(user);
-    ok(&mut raw, "SELECT INBOX");
+    raw.ok("SELECT INBOX");
     raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
-    ok(&mut raw, "EXPUNGE");
+    raw.ok("EXPUNGE");
     raw.cmd(&format!("CREATE {MOVES}"));
     raw.cmd(&format!("SUBSCRIBE {MOVES}"));
     let m = |i: u32| format!("{tag} m{i:02}");
@@ -239,36 +227,30 @@ async fn scenario(user: &str, use_condstore: bool) {
                 // Between two windows: flags on a message the device has
                 // and on one it has not got yet, expunges, new messages,
                 // moves out of INBOX.
-                ok(&mut raw, "SELECT INBOX");
-                let on_device = uid(&mut raw, &m(1));
-                let later = uid(&mut raw, &m(20));
-                ok(
-                    &mut raw,
-                    &format!("UID STORE {on_device} +FLAGS (\\Flagged)"),
-                );
-                ok(&mut raw, &format!("UID STORE {later} +FLAGS (\\Seen)"));
+                raw.ok("SELECT INBOX");
+                let on_device = raw.inbox_uid(&m(1));
+                let later = raw.inbox_uid(&m(20));
+                raw.ok(&format!("UID STORE {on_device} +FLAGS (\\Flagged)"));
+                raw.ok(&format!("UID STORE {later} +FLAGS (\\Seen)"));
                 for gone in [m(2), m(21)] {
-                    let u = uid(&mut raw, &gone);
-                    ok(
-                        &mut raw,
-                        &format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"),
-                    );
-                    ok(&mut raw, &format!("UID EXPUNGE {u}"));
+                    let u = raw.inbox_uid(&gone);
+                    raw.ok(&format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"));
+                    raw.ok(&format!("UID EXPUNGE {u}"));
                 }
                 raw.append_to_inbox(&format!("{tag} n00"));
                 raw.append_to_inbox(&format!("{tag} n01"));
                 for moved in [m(3), m(22)] {
-                    let u = uid(&mut raw, &moved);
-                    ok(&mut raw, &format!("UID MOVE {u} {MOVES}"));
+                    let u = raw.inbox_uid(&moved);
+                    raw.ok(&format!("UID MOVE {u} {MOVES}"));
                 }
             }
             5 => {
                 // A lost answer: the same key gets the same answer, even
                 // after a change made meanwhile (seen by the next window).
                 let first = one(&eas, user, "DEVKS", request(&inbox_id, &key, 5, None)).await;
-                ok(&mut raw, "SELECT INBOX");
-                let u = uid(&mut raw, &m(4));
-                ok(&mut raw, &format!("UID STORE {u} +FLAGS (\\Seen)"));
+                raw.ok("SELECT INBOX");
+                let u = raw.inbox_uid(&m(4));
+                raw.ok(&format!("UID STORE {u} +FLAGS (\\Seen)"));
                 let again = one(&eas, user, "DEVKS", request(&inbox_id, &key, 5, None)).await;
                 assert_eq!(again, first, "a retried SyncKey answers the same");
                 device.apply(&first);
@@ -361,7 +343,7 @@ async fn scenario(user: &str, use_condstore: bool) {
     assert!(r.commands.is_none(), "missed by the windows: {r:?}");
 
     // Clean up the moved messages.
-    ok(&mut raw, &format!("SELECT {MOVES}"));
+    raw.ok(&format!("SELECT {MOVES}"));
     raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
     raw.cmd("EXPUNGE");
 }

@@ -43,17 +43,6 @@ use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
 const USER: &str = "load0059@load.test";
 const DEVICE: &str = "DEVNOCHANGE";
 
-fn ok(raw: &mut RawImap, cmd: &str) {
-    let (_, status) = raw.cmd(cmd);
-    assert!(status.starts_with("OK"), "{cmd}: {status}");
-}
-
-fn uid(raw: &mut RawImap, subject: &str) -> u32 {
-    let uids = raw.search_subject("INBOX", subject);
-    assert_eq!(uids.len(), 1, "{subject}: {uids:?}");
-    uids[0]
-}
-
 fn request(inbox: &str, key: &str) -> SyncRequest {
     SyncRequest {
         collections: vec![SyncCollectionRequest {
@@ -154,9 +143,9 @@ async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change(
     require(DOVECOT_IMAP);
     let tag = unique("nc");
     let mut raw = RawImap::login(USER);
-    ok(&mut raw, "SELECT INBOX");
+    raw.ok("SELECT INBOX");
     raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
-    ok(&mut raw, "EXPUNGE");
+    raw.ok("EXPUNGE");
     let m = |i: u32| format!("{tag} m{i:02}");
     for i in 0..25 {
         raw.append_to_inbox(&m(i));
@@ -200,14 +189,11 @@ async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change(
     // selection, each once: a flag, an expunge, a new message.
     let flag = m(3);
     let gone = m(7);
-    let u = uid(&mut raw, &flag);
-    ok(&mut raw, &format!("UID STORE {u} +FLAGS (\\Flagged)"));
-    let u = uid(&mut raw, &gone);
-    ok(
-        &mut raw,
-        &format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"),
-    );
-    ok(&mut raw, &format!("UID EXPUNGE {u}"));
+    let u = raw.inbox_uid(&flag);
+    raw.ok(&format!("UID STORE {u} +FLAGS (\\Flagged)"));
+    let u = raw.inbox_uid(&gone);
+    raw.ok(&format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"));
+    raw.ok(&format!("UID EXPUNGE {u}"));
     let new = format!("{tag} new");
     raw.append_to_inbox(&new);
     let first = one(&eas, &inbox, &key).await;
@@ -232,7 +218,7 @@ async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change(
         "(STATUS, SELECT/EXAMINE) sent by 5 no-change Syncs after a change"
     );
 
-    ok(&mut raw, "SELECT INBOX");
+    raw.ok("SELECT INBOX");
     raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
     raw.cmd("EXPUNGE");
 }
@@ -261,8 +247,8 @@ async fn a_status_of_the_selected_mailbox_is_current_and_keeps_the_selection() {
     assert_eq!(added.uidnext, before.uidnext + 1);
     assert_eq!(added.unseen, before.unseen + 1);
     assert!(added.highestmodseq > before.highestmodseq);
-    let u = uid(&mut raw, &format!("{tag} a"));
-    ok(&mut raw, &format!("UID STORE {u} +FLAGS (\\Seen)"));
+    let u = raw.inbox_uid(&format!("{tag} a"));
+    raw.ok(&format!("UID STORE {u} +FLAGS (\\Seen)"));
     let seen = s.status("INBOX").await.unwrap();
     assert_eq!(seen.unseen, before.unseen, "{added:?} → {seen:?}");
     assert!(seen.highestmodseq > added.highestmodseq);
@@ -270,10 +256,7 @@ async fn a_status_of_the_selected_mailbox_is_current_and_keeps_the_selection() {
     assert_eq!(s.selected_mailbox(), Some("INBOX"));
     assert_eq!(s.mailbox_opens(), 1);
     drop(s);
-    ok(&mut raw, "SELECT INBOX");
-    ok(
-        &mut raw,
-        &format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"),
-    );
-    ok(&mut raw, &format!("UID EXPUNGE {u}"));
+    raw.ok("SELECT INBOX");
+    raw.ok(&format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"));
+    raw.ok(&format!("UID EXPUNGE {u}"));
 }

@@ -170,6 +170,20 @@ impl RawImap {
         }
     }
 
+    /// Sends a command that must succeed (the test fails on anything but OK).
+    pub fn ok(&mut self, c: &str) {
+        let (_, status) = self.cmd(c);
+        assert!(status.starts_with("OK"), "{c}: {status}");
+    }
+
+    /// The UID of the one INBOX message whose subject contains `subject`
+    /// (the test fails if there is none or more than one).
+    pub fn inbox_uid(&mut self, subject: &str) -> u32 {
+        let uids = self.search_subject("INBOX", subject);
+        assert_eq!(uids.len(), 1, "{subject}: {uids:?}");
+        uids[0]
+    }
+
     /// APPENDs to INBOX a small plain-text message with `subject` (and a
     /// fixed Date), asserting the server took it.
     pub fn append_to_inbox(&mut self, subject: &str) {
