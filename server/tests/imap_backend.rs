@@ -1,8 +1,9 @@
 //! The IMAP connector against the real Dovecot of `scripts/stack` (127.0.0.1:1143).
 //!
 //! Each test works in its own `opush-test-…` folder of a user reserved for
-//! this file (`load0047@load.test`), or on alice through the master user, and
-//! deletes what it created. A missing Dovecot fails the tests (never skips).
+//! this file (`load0047@load.test`; `load0028@load.test` for the view of
+//! a kept selection), or on alice through the master user, and deletes
+//! what it created. A missing Dovecot fails the tests (never skips).
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::time::Duration;
@@ -380,6 +381,70 @@ async fn append_flags_changedsince_vanished_and_uidvalidity() {
         Err(ImapError::NotFound(_))
     ));
     s.delete_folder(&folder).await.unwrap();
+}
+
+/// A kept selection whose HIGHESTMODSEQ another session's changes made
+/// unknown — read during a body FETCH, an expunge then a flag change, so
+/// Dovecot sends no `HIGHESTMODSEQ` code (the flag change's MODSEQ is the
+/// highest) and a NOOP after it has nothing to add — is brought up to date
+/// by `refresh` without a new SELECT, to the mailbox's HIGHESTMODSEQ (the
+/// second SELECT an initial sync's window made on a read-ahead's
+/// connection under load, server/tests/eas_keepsel.rs).
+#[tokio::test]
+async fn refresh_learns_a_modseq_the_changes_left_unknown_without_a_select() {
+    require_dovecot().await;
+    const VIEW_USER: &str = "load0028@load.test";
+    let mut kept = ImapClient::login(&cfg(), VIEW_USER, &password())
+        .await
+        .unwrap();
+    let mut other = ImapClient::login(&cfg(), VIEW_USER, &password())
+        .await
+        .unwrap();
+    assert!(kept.qresync(), "Dovecot enables QRESYNC");
+    let folder = unique("view");
+    other.create_folder(&folder).await.unwrap();
+    let mut uids = Vec::new();
+    for i in 0..4 {
+        let m = message(&format!("view {i}"), "alice@example.test", "body");
+        uids.push(other.append(&folder, &[], None, &m).await.unwrap().unwrap());
+    }
+    kept.select(&folder).await.unwrap();
+    let opens = kept.mailbox_opens();
+    let statuses = kept.statuses();
+
+    other.expunge(&folder, &[uids[1]]).await.unwrap();
+    other
+        .store_flags(&folder, &[uids[2]], &[Flag::Seen], true, None)
+        .await
+        .unwrap();
+    let bodies = kept.fetch_messages(&folder, &[uids[3]]).await.unwrap();
+    assert_eq!(bodies.len(), 1);
+    let seen = kept.selected_view(&folder).expect("still selected");
+    assert_eq!(
+        seen.highestmodseq, None,
+        "Dovecot sent a HIGHESTMODSEQ code: this no longer makes the view unknown"
+    );
+    assert_eq!(seen.exists, Some(3));
+
+    let view = kept
+        .refresh(&folder)
+        .await
+        .unwrap()
+        .expect("the selection is kept");
+    other.unselect().await.unwrap();
+    let truth = other.status(&folder).await.unwrap();
+    assert_eq!(view.highestmodseq, truth.highestmodseq);
+    assert!(view.highestmodseq.is_some());
+    assert_eq!(view.exists, Some(truth.messages));
+    assert_eq!(kept.mailbox_opens(), opens, "no SELECT");
+    assert_eq!(kept.statuses(), statuses + 1, "one STATUS");
+    // Known now: the next refresh is a NOOP alone.
+    let again = kept.refresh(&folder).await.unwrap().unwrap();
+    assert_eq!(again.highestmodseq, truth.highestmodseq);
+    assert_eq!(kept.statuses(), statuses + 1);
+
+    kept.logout().await;
+    other.delete_folder(&folder).await.unwrap();
 }
 
 #[tokio::test]

@@ -288,7 +288,8 @@ pub fn observed(uidvalidity: u32, m: &MessageMeta) -> ObservedItem {
 ///   an initial sync), a NOOP brings the session's view of it up to date
 ///   (`Session::refresh`): no new SELECT, which on Dovecot would also make
 ///   the window's first FETCH several times slower. A view whose
-///   HIGHESTMODSEQ the NOOP left unknown is SELECTed again;
+///   HIGHESTMODSEQ the NOOP left unknown is completed by a STATUS of the
+///   selected mailbox, and SELECTed again only if that fails too;
 /// - otherwise, with CONDSTORE/QRESYNC (`[imap] use_condstore`, server
 ///   support) and an earlier observation under the same UIDVALIDITY, a
 ///   `STATUS` (one round trip; the caller's, for Ping) whose UIDVALIDITY and

@@ -677,6 +677,12 @@ impl Session {
                 self.open(raw, true).await?;
             }
         }
+        self.send_status(raw).await
+    }
+
+    /// The STATUS command itself (of the selected mailbox too: see
+    /// [`Session::status`] and [`Session::refresh`]).
+    async fn send_status(&mut self, raw: &str) -> Result<FolderStatus, ImapError> {
         let items = if self.condstore {
             "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"
         } else {
@@ -790,12 +796,23 @@ impl Session {
     /// another mailbox, or none, is selected, or when the server said the
     /// selection went wrong (then a SELECT opens it again). Its
     /// [`MailboxView::highestmodseq`], when known, is the mailbox's
-    /// HIGHESTMODSEQ now (see `view`); unknown, a SELECT tells it.
+    /// HIGHESTMODSEQ now (see `view`). With CONDSTORE, one the NOOP leaves
+    /// unknown — changes reported earlier without a `HIGHESTMODSEQ` code,
+    /// which Dovecot leaves out when the last FETCH MODSEQ it sent is the
+    /// highest — is asked with a STATUS of the selected mailbox, answered
+    /// from the view just brought up to date (`Tracker::status`); still
+    /// unknown after it, a SELECT tells it.
     pub async fn refresh(&mut self, raw: &str) -> Result<Option<MailboxView>, ImapError> {
         if self.trusted(raw).is_none() {
             return Ok(None);
         }
         self.noop().await?;
+        let unknown = self
+            .selected_view(raw)
+            .is_some_and(|v| v.highestmodseq.is_none());
+        if self.condstore && unknown {
+            self.send_status(raw).await?;
+        }
         Ok(self.selected_view(raw))
     }
 
@@ -1710,10 +1727,18 @@ fn merged(ranges: Vec<RangeInclusive<u32>>) -> Vec<RangeInclusive<u32>> {
     out
 }
 
-/// Folds an untagged response into the view of the selected mailbox, if any.
+/// Folds an untagged response into the view of the selected mailbox, if
+/// any (a STATUS only when it is of that mailbox).
 fn track(selected: &mut Option<Selected>, r: &Response<'_>) {
     if let Some(s) = selected {
-        s.track.seen(r);
+        match r {
+            Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+                if *mailbox == s.raw {
+                    s.track.status(status);
+                }
+            }
+            other => s.track.seen(other),
+        }
     }
 }
 

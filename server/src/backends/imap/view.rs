@@ -16,13 +16,26 @@
 //! unknown until the next code. This session's own changes count too: a
 //! mutation ([`Tracker::begin_own`]) leaves it unknown unless the server
 //! reported its result (the MODSEQ of a stored UID, or a code). Unknown
-//! means the caller falls back to a SELECT.
+//! is learnt again from a STATUS of the selected mailbox, which Dovecot
+//! answers from the session's view, not from the mailbox as it is now
+//! ([`Tracker::status`]: taken only when its counts are the view's); only
+//! when that fails does the caller fall back to a SELECT.
+//!
+//! Why unknown happens without anything going wrong: Dovecot sends no
+//! `HIGHESTMODSEQ` code after changes when the highest mod-sequence is the
+//! MODSEQ of a FETCH it has sent meanwhile (RFC 7162 3.2 lets a client
+//! raise its HIGHESTMODSEQ from them). So a session that reads another
+//! session's expunges and then its flag change during one of its own
+//! commands (a read-ahead's body FETCH between two windows) has its view
+//! unknown, and the NOOP after it, with nothing new, says nothing more.
 //!
 //! Pure bookkeeping (no I/O): unit-tested on parsed server lines below.
 
 use std::ops::RangeInclusive;
 
-use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, ResponseCode, Status};
+use async_imap::imap_proto::{
+    AttributeValue, MailboxDatum, Response, ResponseCode, Status, StatusAttribute,
+};
 
 use super::MailboxState;
 
@@ -156,6 +169,44 @@ impl Tracker {
                 self.view.highestmodseq = None;
             }
             _ => {}
+        }
+    }
+
+    /// Folds a STATUS response of the selected mailbox itself, read at
+    /// this point of the response stream: a server that answers it from
+    /// the session's view (Dovecot: the selected mailbox's STATUS is not
+    /// synchronized first) tells the HIGHESTMODSEQ of that view. It is
+    /// taken only while unknown, with CONDSTORE, and when the answer's
+    /// UIDVALIDITY, MESSAGES and UIDNEXT are those the view knows (a
+    /// server answering with the mailbox as it is now, with changes the
+    /// session has not been told of, shows them there mostly: not taken).
+    /// A change read after it makes it unknown again, as any.
+    pub fn status(&mut self, attrs: &[StatusAttribute]) {
+        let (mut highest, mut messages, mut validity, mut uidnext) = (None, None, None, None);
+        for a in attrs {
+            match a {
+                StatusAttribute::HighestModSeq(n) => highest = Some(*n),
+                StatusAttribute::Messages(n) => messages = Some(*n),
+                StatusAttribute::UidValidity(v) => validity = Some(*v),
+                StatusAttribute::UidNext(n) => uidnext = Some(*n),
+                _ => {}
+            }
+        }
+        let agrees = validity.is_none_or(|v| v == self.view.uidvalidity)
+            && messages.is_some()
+            && messages == self.view.exists
+            && self
+                .view
+                .uidnext
+                .is_none_or(|u| uidnext.is_none_or(|n| n == u));
+        if !self.condstore || self.lost || self.own.is_some() || !agrees {
+            return;
+        }
+        if self.view.highestmodseq.is_none() {
+            self.view.highestmodseq = highest;
+        }
+        if self.view.uidnext.is_none() {
+            self.view.uidnext = uidnext;
         }
     }
 
@@ -452,6 +503,88 @@ mod tests {
             ],
         );
         assert!(t.lost());
+        assert_eq!(t.view().highestmodseq, None);
+    }
+
+    /// Folds a `* STATUS` line as `Session::exec` does for the selected mailbox.
+    fn status_line(t: &mut Tracker, line: &str) {
+        let bytes = format!("{line}\r\n").into_bytes();
+        let (_, r) = Response::parse(&bytes).unwrap();
+        match r {
+            Response::MailboxData(MailboxDatum::Status { status, .. }) => t.status(&status),
+            other => panic!("not a STATUS: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_status_of_the_view_tells_an_unknown_modseq() {
+        // What Dovecot sends a session that reads another session's
+        // expunge and then its flag change during a body FETCH: no code
+        // (the last MODSEQ is the highest), so unknown after it, and a
+        // NOOP with nothing new says nothing more.
+        let mut t = opened();
+        feed(
+            &mut t,
+            &[
+                "* 6 FETCH (UID 6 BODY[] {2}\r\nhi)",
+                "* VANISHED 3",
+                "* 4 FETCH (UID 5 MODSEQ (44) FLAGS (\\Seen))",
+                "O3 OK Fetch completed",
+                "O4 OK NOOP completed",
+            ],
+        );
+        assert_eq!(t.view().highestmodseq, None);
+        assert_eq!(t.view().exists, Some(9));
+        // Another count than the view's: changes not told yet, not taken.
+        status_line(
+            &mut t,
+            "* STATUS INBOX (MESSAGES 8 UIDNEXT 11 UIDVALIDITY 7 HIGHESTMODSEQ 46)",
+        );
+        assert_eq!(t.view().highestmodseq, None);
+        // Another UIDVALIDITY: not taken.
+        status_line(
+            &mut t,
+            "* STATUS INBOX (MESSAGES 9 UIDNEXT 11 UIDVALIDITY 8 HIGHESTMODSEQ 44)",
+        );
+        assert_eq!(t.view().highestmodseq, None);
+        status_line(
+            &mut t,
+            "* STATUS INBOX (MESSAGES 9 UIDNEXT 11 UIDVALIDITY 7 HIGHESTMODSEQ 44)",
+        );
+        assert_eq!(t.view().highestmodseq, Some(44));
+        // A change read after it: unknown again.
+        feed(&mut t, &["* 10 EXISTS"]);
+        assert_eq!(t.view().highestmodseq, None);
+    }
+
+    #[test]
+    fn a_status_leaves_a_known_modseq_and_a_lost_selection_alone() {
+        let mut t = opened();
+        status_line(
+            &mut t,
+            "* STATUS INBOX (MESSAGES 10 UIDNEXT 11 UIDVALIDITY 7 HIGHESTMODSEQ 99)",
+        );
+        assert_eq!(t.view().highestmodseq, Some(40));
+        feed(&mut t, &["* NO Internal error occurred."]);
+        status_line(
+            &mut t,
+            "* STATUS INBOX (MESSAGES 10 UIDNEXT 11 UIDVALIDITY 7 HIGHESTMODSEQ 40)",
+        );
+        assert_eq!(t.view().highestmodseq, None);
+        // Without CONDSTORE nothing claims one either.
+        let mut t = Tracker::new(
+            &MailboxState {
+                uidvalidity: 7,
+                uidnext: 11,
+                highestmodseq: None,
+                exists: 10,
+            },
+            false,
+        );
+        status_line(
+            &mut t,
+            "* STATUS INBOX (MESSAGES 10 UIDNEXT 11 UIDVALIDITY 7 HIGHESTMODSEQ 40)",
+        );
         assert_eq!(t.view().highestmodseq, None);
     }
 
