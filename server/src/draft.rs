@@ -40,13 +40,16 @@ use opush_protocol::commands::items::{ApplicationData, Email};
 use opush_protocol::commands::sync::{ClientCommand, SyncCollectionRequest};
 
 use crate::backends::imap::{Flag, PooledSession};
+use crate::commands::compose::SendSettings;
 use crate::commands::sync::observed;
 use crate::email::parts::{
     head_and_content, header_fields, is_content_header, part_bytes, split_field,
 };
 use crate::email::{
-    attachment_numbers, next_attachment_number, ATTACHMENT_NUMBER, NEXT_ATTACHMENT_NUMBER,
+    attachment_numbers, next_attachment_number, numbers_of, Shown, ATTACHMENT_NUMBER,
+    NEXT_ATTACHMENT_NUMBER,
 };
+use crate::outgoing::{format_mailbox, Sender};
 
 /// Whether a Change of a Drafts item edits the draft itself (recipients,
 /// subject or body) rather than only its flags.
@@ -59,10 +62,46 @@ pub fn edits_content(change: &Email) -> bool {
         || !change.attachments_delete.is_empty()
 }
 
-/// The RFC 5322 form of a draft the device added: From the user, its To,
-/// Cc, Subject and body (HTML when the device sent Type 2).
-pub fn new_draft(from: &str, email: &Email) -> Vec<u8> {
-    rebuild(from, None, email, "")
+/// Who writes the user's drafts: the identity a draft is from when
+/// neither the device nor the draft names one of the user's addresses,
+/// and those addresses (the ones Settings UserInformation reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// The user's identity (`[identity]`), the From of last resort.
+    pub sender: Sender,
+    /// Every address of the user, compared without regard to case.
+    pub addresses: Vec<String>,
+}
+
+impl Author {
+    /// The author of `user`'s drafts under `send`'s identities.
+    pub fn of(send: &SendSettings, user: &str) -> Author {
+        Author {
+            sender: send.sender(user),
+            addresses: send.addresses(user),
+        }
+    }
+
+    /// Whether `addr` names the user and no one else (every address of a
+    /// list or group is one of the user's).
+    fn owns(&self, addr: Option<&mail_parser::Address<'_>>) -> bool {
+        let mut all = addr.into_iter().flat_map(|a| a.iter()).peekable();
+        all.peek().is_some()
+            && all.all(|a| {
+                a.address.as_deref().is_some_and(|a| {
+                    self.addresses
+                        .iter()
+                        .any(|mine| mine.eq_ignore_ascii_case(a.trim()))
+                })
+            })
+    }
+}
+
+/// The RFC 5322 form of a draft the device added: From the user (or what
+/// the device sent), its To, Cc, Subject and body (HTML when the device
+/// sent Type 2).
+pub fn new_draft(author: &Author, email: &Email) -> Vec<u8> {
+    rebuild(author, None, email, "")
 }
 
 /// The edited draft: what the device's Change carries, the rest (To, Cc,
@@ -71,17 +110,22 @@ pub fn new_draft(from: &str, email: &Email) -> Vec<u8> {
 /// attachment of this item (`<server_id>:<index>`); others are ignored.
 /// `None` when `old` is not empty but not a message either (not one
 /// header field): rebuilt from the Change alone, its content would be lost.
-pub fn edited_draft(from: &str, old: &[u8], change: &Email, server_id: &str) -> Option<Vec<u8>> {
+pub fn edited_draft(
+    author: &Author,
+    old: &[u8],
+    change: &Email,
+    server_id: &str,
+) -> Option<Vec<u8>> {
     if old.is_empty() {
-        return Some(rebuild(from, None, change, server_id));
+        return Some(rebuild(author, None, change, server_id));
     }
     let parsed = MessageParser::default().parse(old)?;
-    Some(rebuild(from, Some(&parsed), change, server_id))
+    Some(rebuild(author, Some(&parsed), change, server_id))
 }
 
 /// [`new_draft`] (`parsed`: `None`) or [`edited_draft`].
 fn rebuild(
-    from: &str,
+    author: &Author,
     parsed: Option<&mail_parser::Message<'_>>,
     change: &Email,
     server_id: &str,
@@ -101,7 +145,20 @@ fn rebuild(
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    let mut builder = MessageBuilder::new().from(from);
+    // From (and Sender): what the device sent, else the draft's own when
+    // it names the user (an alias, a display name), else the user.
+    let device = |v: &Option<String>| v.as_deref().map(unfolded).filter(|v| !v.trim().is_empty());
+    let own = |name: &str, addr: Option<&mail_parser::Address<'_>>| {
+        old_raw(name).filter(|v| !v.is_empty() && author.owns(addr))
+    };
+    let from = device(&change.from)
+        .or_else(|| own("From", parsed.and_then(|m| m.from())))
+        .unwrap_or_else(|| format_mailbox(&author.sender));
+    let mut builder = MessageBuilder::new().header("From", Raw::new(from));
+    let sender = device(&change.sender).or_else(|| own("Sender", parsed.and_then(|m| m.sender())));
+    if let Some(sender) = sender {
+        builder = builder.header("Sender", Raw::new(sender));
+    }
     let to = change.to.clone().or_else(|| old_raw("To"));
     if let Some(to) = to.filter(|t| !t.trim().is_empty()) {
         builder = builder.header("To", Raw::new(unfolded(&to)));
@@ -239,8 +296,9 @@ fn utf8(mime: &str) -> ContentType<'_> {
 
 /// The draft's header fields an edit writes anew rather than copies (with
 /// the `Content-*` ones, which go with the content).
-const REBUILT_HEADERS: [&str; 8] = [
+const REBUILT_HEADERS: [&str; 9] = [
     "From",
+    "Sender",
     "To",
     "Cc",
     "Subject",
@@ -283,31 +341,25 @@ impl<'m> OldTree<'m> {
     /// `deleted`: the attachment numbers the device deleted; `html`: the
     /// type of the device's new body (`None`: the body is not changed).
     fn new(msg: &'m mail_parser::Message<'m>, deleted: &[u32], html: Option<bool>) -> Self {
-        let numbers: HashMap<u32, u32> = msg
+        let shown = Shown::of(msg);
+        let numbers: HashMap<u32, u32> = shown
             .attachments
             .iter()
             .copied()
-            .zip(attachment_numbers(msg))
+            .zip(numbers_of(msg, &shown.attachments))
             .collect();
         let deleted = numbers
             .iter()
             .filter(|(_, n)| deleted.contains(n))
             .map(|(id, _)| *id)
             .collect();
-        // The parts the device got as its body (email::to_email): the first
-        // text one and the first HTML one, when they are not attachments.
-        let shown = |ids: &[u32], want_html: bool| {
-            ids.first().copied().filter(|id| {
-                !msg.attachments.contains(id)
-                    && msg.parts.get(*id as usize).is_some_and(|p| match p.body {
-                        PartType::Html(_) => true,
-                        PartType::Text(_) => !want_html,
-                        _ => false,
-                    })
-            })
-        };
-        let text = shown(&msg.text_body, false);
-        let html_part = shown(&msg.html_body, true);
+        // The parts the device got as its body (email::to_email).
+        let text = shown.text_id(msg).filter(|id| {
+            msg.parts
+                .get(*id as usize)
+                .is_some_and(|p| matches!(p.body, PartType::Html(_) | PartType::Text(_)))
+        });
+        let html_part = shown.html_id(msg);
         let (replaced, other) = match html {
             None => (None, None),
             Some(true) => (html_part.or(text), text.or(html_part)),
@@ -398,7 +450,7 @@ pub async fn replace_draft(
     imap: &mut PooledSession,
     raw: &str,
     (uid, server_id): (u32, &str),
-    from: &str,
+    author: &Author,
     change: &Email,
 ) -> EffectOutcome {
     let limit = imap.config().max_message_bytes;
@@ -426,7 +478,7 @@ pub async fn replace_draft(
         .clone()
         .unwrap_or_else(|| old_flags.keywords.clone());
     flags.extend(keywords.into_iter().map(Flag::Keyword));
-    let Some(message) = edited_draft(from, &old, change, server_id) else {
+    let Some(message) = edited_draft(author, &old, change, server_id) else {
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, "draft is not a message (no header field), not replaced");
         return EffectOutcome::Failed;
     };
@@ -565,6 +617,17 @@ mod tests {
     use mail_parser::{MessageParser, MimeHeaders};
     use opush_protocol::commands::airsyncbase::Body;
 
+    /// The author of alice@example.test's drafts (no display name).
+    pub(super) fn alice() -> Author {
+        Author {
+            sender: Sender {
+                display_name: String::new(),
+                address: "alice@example.test".to_owned(),
+            },
+            addresses: vec!["alice@example.test".to_owned()],
+        }
+    }
+
     const OLD: &[u8] = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: Plans\r\nIn-Reply-To: <root@example.test>\r\nReferences: <root@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nFirst draft\r\n--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"plan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfs\r\n--b1--\r\n";
 
     #[test]
@@ -578,7 +641,7 @@ mod tests {
             }),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", OLD, &change, "5:1").unwrap();
+        let out = edited_draft(&alice(), OLD, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.subject(), Some("Plans, v2"));
         assert_eq!(m.body_text(0).unwrap().trim(), "Second draft");
@@ -600,7 +663,7 @@ mod tests {
             subject: Some("Shown".to_owned()),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", old, &change, "5:1").unwrap();
+        let out = edited_draft(&alice(), old, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
             m.header_raw("Bcc").map(str::trim),
@@ -638,11 +701,11 @@ mod tests {
             ..Email::default()
         };
         assert_eq!(
-            edited_draft("alice@example.test", b"just some words\r\n", &change, "5:1"),
+            edited_draft(&alice(), b"just some words\r\n", &change, "5:1"),
             None
         );
-        assert!(edited_draft("alice@example.test", b"", &change, "5:1").is_some());
-        assert!(edited_draft("alice@example.test", b"Subject: y\r\n", &change, "5:1").is_some());
+        assert!(edited_draft(&alice(), b"", &change, "5:1").is_some());
+        assert!(edited_draft(&alice(), b"Subject: y\r\n", &change, "5:1").is_some());
     }
 
     #[test]
@@ -652,7 +715,7 @@ mod tests {
             ..Email::default()
         };
         assert!(edits_content(&change));
-        let out = edited_draft("alice@example.test", OLD, &change, "5:1").unwrap();
+        let out = edited_draft(&alice(), OLD, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
             m.header_raw("To").map(str::trim),
@@ -688,7 +751,7 @@ mod tests {
             ..Email::default()
         };
         assert!(edits_content(&change));
-        let out = edited_draft("alice@example.test", OLD, &change, "5:1").unwrap();
+        let out = edited_draft(&alice(), OLD, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
             m.attachment_count(),
@@ -707,7 +770,7 @@ mod tests {
             attachments_delete: vec!["5:1:0".to_owned()],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", OLD, &delete, "5:1").unwrap();
+        let out = edited_draft(&alice(), OLD, &delete, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.attachment_count(), 0);
         assert_eq!(m.body_text(0).unwrap().trim(), "First draft");
@@ -755,7 +818,7 @@ mod tests {
             ],
             ..Email::default()
         };
-        let v1 = new_draft("alice@example.test", &three);
+        let v1 = new_draft(&alice(), &three);
         assert_eq!(
             numbered(&v1),
             vec![
@@ -768,7 +831,7 @@ mod tests {
             attachments_delete: vec!["5:1:0".to_owned()],
             ..Email::default()
         };
-        let v2 = edited_draft("alice@example.test", &v1, &drop_first, "5:1").unwrap();
+        let v2 = edited_draft(&alice(), &v1, &drop_first, "5:1").unwrap();
         assert_eq!(
             numbered(&v2),
             vec![(1, "b.txt".into()), (2, "c.txt".into())]
@@ -787,7 +850,7 @@ mod tests {
             attachments_add: vec![add("c3", "d.txt", b"delta")],
             ..Email::default()
         };
-        let v3 = edited_draft("alice@example.test", &v2, &swap, "5:1").unwrap();
+        let v3 = edited_draft(&alice(), &v2, &swap, "5:1").unwrap();
         assert_eq!(
             numbered(&v3),
             vec![(1, "b.txt".into()), (3, "d.txt".into())]
@@ -802,7 +865,7 @@ mod tests {
             attachments_delete: vec!["5:1:0".to_owned(), "5:1:2".to_owned()],
             ..Email::default()
         };
-        let v4 = edited_draft("alice@example.test", &v3, &stale, "5:1").unwrap();
+        let v4 = edited_draft(&alice(), &v3, &stale, "5:1").unwrap();
         assert_eq!(numbered(&v4), numbered(&v3));
     }
 
@@ -817,7 +880,7 @@ mod tests {
             attachments_add: vec![add("c1", "a.bin", &[0, 1, 2, 255]), inline],
             ..Email::default()
         };
-        let out = new_draft("alice@example.test", &email);
+        let out = new_draft(&alice(), &email);
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.attachment_count(), 2);
         assert_eq!(m.attachment(0).unwrap().contents(), &[0, 1, 2, 255]);
@@ -838,7 +901,7 @@ mod tests {
             }),
             ..Email::default()
         };
-        let out = new_draft("alice@example.test", &email);
+        let out = new_draft(&alice(), &email);
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.subject(), Some("Hello"));
         assert!(m.body_html(0).unwrap().contains("<p>Hi</p>"));
@@ -933,7 +996,10 @@ caf=E9,1\n\
         Option<String>,
     )> {
         let m = MessageParser::default().parse(raw).unwrap();
-        m.attachments()
+        Shown::of(&m)
+            .attachments
+            .iter()
+            .map(|id| &m.parts[*id as usize])
             .zip(attachment_numbers(&m))
             .map(|(part, n)| {
                 let content = crate::email::attachment_content(raw, n).unwrap();
@@ -966,7 +1032,7 @@ caf=E9,1\n\
             attachments_add: vec![add("c1", "notes.txt", b"hello notes")],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &old, &change, "5:1").unwrap();
+        let out = edited_draft(&alice(), &old, &change, "5:1").unwrap();
         let after = parts_of(&out);
         assert_eq!(after[..4], before[..], "{}", String::from_utf8_lossy(&out));
         assert_eq!(after[4].0, 4, "the added one gets the next number");
@@ -1019,7 +1085,7 @@ caf=E9,1\n\
         assert_eq!(m.body_text(0).unwrap().trim(), "See the logo.");
         // Edited again: the same parts, no drift.
         let again = edited_draft(
-            "alice@example.test",
+            &alice(),
             &out,
             &Email {
                 subject: Some("v3".into()),
@@ -1045,7 +1111,7 @@ caf=E9,1\n\
             }),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &old, &html, "5:1").unwrap();
+        let out = edited_draft(&alice(), &old, &html, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert!(m.body_html(0).unwrap().contains("<p>New"));
         let text = String::from_utf8_lossy(&out);
@@ -1083,7 +1149,7 @@ caf=E9,1\n\
             }),
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &old, &plain, "5:1").unwrap();
+        let out = edited_draft(&alice(), &old, &plain, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.body_text(0).unwrap().trim(), "Plain now");
         assert!(!String::from_utf8_lossy(&out).contains("<p>See the"));
@@ -1104,13 +1170,13 @@ caf=E9,1\n\
             attachments_delete: vec!["5:1:1".to_owned(), "5:1:2".to_owned()],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &old, &change, "5:1").unwrap();
+        let out = edited_draft(&alice(), &old, &change, "5:1").unwrap();
         assert_eq!(parts_of(&out), vec![before[0].clone(), before[3].clone()]);
         let change = Email {
             attachments_delete: vec!["5:1:3".to_owned()],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &out, &change, "5:1").unwrap();
+        let out = edited_draft(&alice(), &out, &change, "5:1").unwrap();
         assert_eq!(parts_of(&out), vec![before[0].clone()]);
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(
@@ -1125,7 +1191,7 @@ caf=E9,1\n\
             attachments_add: vec![add("c9", "x.bin", b"x")],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", &out, &add_one, "5:1").unwrap();
+        let out = edited_draft(&alice(), &out, &add_one, "5:1").unwrap();
         assert_eq!(
             parts_of(&out).last().unwrap().0,
             4,
@@ -1142,13 +1208,189 @@ caf=E9,1\n\
             attachments_add: vec![add("c1", "a.bin", b"abc")],
             ..Email::default()
         };
-        let out = edited_draft("alice@example.test", old, &change, "5:1").unwrap();
+        let out = edited_draft(&alice(), old, &change, "5:1").unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.body_text(0).unwrap().trim(), "café");
         assert_eq!(m.subject(), Some("Hi"));
         let text = String::from_utf8_lossy(&out);
         assert_eq!(text.matches("Subject:").count(), 1, "{text}");
         assert_eq!(numbered(&out), vec![(0, "a.bin".into())]);
+    }
+
+    /// The From and Sender fields of a message, as written.
+    fn from_and_sender(raw: &[u8]) -> (Option<String>, Option<String>) {
+        let m = MessageParser::default().parse(raw).unwrap();
+        (
+            m.header_raw("From").map(|v| v.trim().to_owned()),
+            m.header_raw("Sender").map(|v| v.trim().to_owned()),
+        )
+    }
+
+    // The draft's own From (a display name, an address in another case)
+    // and Sender stay when they name the user; a From that names someone
+    // else gives way to the user's identity, and its Sender goes with it.
+    #[test]
+    fn an_edit_keeps_the_users_own_from_and_sender() {
+        let subject = Email {
+            subject: Some("edited".to_owned()),
+            ..Email::default()
+        };
+        let mine = b"From: \"Alice Example\" <Alice@Example.test>\r\nSender: alice@example.test\r\nSubject: s\r\n\r\nbody\r\n";
+        let out = edited_draft(&alice(), mine, &subject, "5:1").unwrap();
+        assert_eq!(
+            from_and_sender(&out),
+            (
+                Some("\"Alice Example\" <Alice@Example.test>".to_owned()),
+                Some("alice@example.test".to_owned())
+            )
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("From:").count(), 1, "{text}");
+        assert_eq!(text.matches("Sender:").count(), 1, "{text}");
+
+        let theirs = b"From: mallory@example.test\r\nSender: mallory@example.test\r\nSubject: s\r\n\r\nbody\r\n";
+        let out = edited_draft(&alice(), theirs, &subject, "5:1").unwrap();
+        assert_eq!(
+            from_and_sender(&out),
+            (Some("<alice@example.test>".to_owned()), None)
+        );
+        // A list naming the user and someone else is not the user's.
+        let shared =
+            b"From: alice@example.test, mallory@example.test\r\nSubject: s\r\n\r\nbody\r\n";
+        let out = edited_draft(&alice(), shared, &subject, "5:1").unwrap();
+        assert_eq!(
+            from_and_sender(&out).0.as_deref(),
+            Some("<alice@example.test>")
+        );
+        // The user's display name from `[identity]` when the draft has none.
+        let named = Author {
+            sender: Sender {
+                display_name: "Alice Example".to_owned(),
+                address: "alice@example.test".to_owned(),
+            },
+            ..alice()
+        };
+        let out = edited_draft(&named, theirs, &subject, "5:1").unwrap();
+        assert_eq!(
+            from_and_sender(&out).0.as_deref(),
+            Some("\"Alice Example\" <alice@example.test>")
+        );
+    }
+
+    // [MS-ASEMAIL] From and Sender in a Change or Add: what the device
+    // sends wins over the draft's and the user's.
+    #[test]
+    fn a_from_the_device_sends_wins() {
+        let change = Email {
+            from: Some("\"Work\" <alice.work@example.test>".to_owned()),
+            sender: Some("alice@example.test".to_owned()),
+            ..Email::default()
+        };
+        let mine = b"From: \"Alice\" <alice@example.test>\r\nSubject: s\r\n\r\nbody\r\n";
+        let out = edited_draft(&alice(), mine, &change, "5:1").unwrap();
+        assert_eq!(
+            from_and_sender(&out),
+            (
+                Some("\"Work\" <alice.work@example.test>".to_owned()),
+                Some("alice@example.test".to_owned())
+            )
+        );
+        let out = new_draft(&alice(), &change);
+        assert_eq!(
+            from_and_sender(&out).0.as_deref(),
+            Some("\"Work\" <alice.work@example.test>")
+        );
+        let out = new_draft(&alice(), &Email::default());
+        assert_eq!(
+            from_and_sender(&out),
+            (Some("<alice@example.test>".to_owned()), None)
+        );
+    }
+
+    /// The body a device is shown of `raw`, as plain text or as HTML.
+    pub(super) fn shown_body(raw: &[u8], html: bool) -> String {
+        let pref = opush_protocol::commands::airsyncbase::BodyPreference {
+            body_type: if html { 2 } else { 1 },
+            ..Default::default()
+        };
+        let email = crate::email::to_email(
+            raw,
+            &crate::email::MessageInfo {
+                server_id: "5:1".to_owned(),
+                ..Default::default()
+            },
+            &[pref],
+            opush_protocol::version::ProtocolVersion::V16_1,
+        );
+        email
+            .body
+            .and_then(|b| b.data)
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    /// A draft from elsewhere: a text attachment, a text part with only a
+    /// name (mail-parser's attachment by its place, not its first part),
+    /// then the body, all of type `ty`.
+    fn text_attachments_then_body(ty: &str, body: &str) -> Vec<u8> {
+        format!(
+            "From: alice@example.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/{ty}; charset=utf-8\r\n\
+             Content-Disposition: attachment; filename=\"first.{ty}\"\r\n\r\nfirst file\r\n\
+             --b\r\nContent-Type: text/{ty}; charset=utf-8; name=\"second.{ty}\"\r\n\
+             Content-Disposition: inline; filename=\"second.{ty}\"\r\n\r\nsecond file\r\n\
+             --b\r\nContent-Type: text/{ty}; charset=utf-8\r\n\r\n{body}\r\n--b--\r\n"
+        )
+        .into_bytes()
+    }
+
+    // The bug: deleting the first text attachment moved the second one to
+    // the front of the multipart, where mail-parser takes a text part for
+    // the body; the device was shown the file as its body.
+    #[test]
+    fn deleting_a_text_attachment_leaves_the_body_the_body() {
+        for (ty, body, html) in [
+            ("plain", "the real body", false),
+            ("html", "<p>the real body</p>", true),
+        ] {
+            let old = text_attachments_then_body(ty, body);
+            assert_eq!(shown_body(&old, html), body, "{ty}");
+            let names = |raw: &[u8]| -> Vec<(u32, String)> { numbered(raw) };
+            assert_eq!(
+                names(&old),
+                [(0, format!("first.{ty}")), (1, format!("second.{ty}"))]
+            );
+            let delete = Email {
+                attachments_delete: vec!["5:1:0".to_owned()],
+                ..Email::default()
+            };
+            let out = edited_draft(&alice(), &old, &delete, "5:1").unwrap();
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains("first file"), "{text}");
+            assert_eq!(shown_body(&out, html), body, "{ty}: {text}");
+            assert_eq!(names(&out), [(1, format!("second.{ty}"))], "{text}");
+            let content = crate::email::attachment_content(&out, 1).unwrap();
+            assert_eq!(content.data, b"second file");
+            // A new body then takes the body's place, not the file's.
+            let edit = Email {
+                body: Some(Body {
+                    body_type: if html { 2 } else { 1 },
+                    data: Some("new words".to_owned()),
+                    ..Body::default()
+                }),
+                ..Email::default()
+            };
+            let again = edited_draft(&alice(), &out, &edit, "5:1").unwrap();
+            let text = String::from_utf8_lossy(&again);
+            assert!(
+                text.contains("second file") && !text.contains("the real body"),
+                "{text}"
+            );
+            assert_eq!(names(&again), [(1, format!("second.{ty}"))], "{text}");
+            assert!(shown_body(&again, html).contains("new words"), "{text}");
+        }
     }
 }
 
@@ -1158,7 +1400,7 @@ caf=E9,1\n\
 mod tree_props {
     #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
-    use super::tests::{device_email, parts_of};
+    use super::tests::{alice, device_email, parts_of, shown_body};
     use super::*;
     use base64::Engine as _;
     use proptest::prelude::*;
@@ -1172,6 +1414,10 @@ mod tree_props {
         Inline(Vec<u8>),
         /// A text part.
         Text(String),
+        /// A text file: a text part with a name, and with
+        /// `Content-Disposition: attachment` when `true` (without, it is
+        /// an attachment only where it is not the first part).
+        TextFile(String, bool),
         /// A message/rfc822 part holding a message whose body is the node.
         Message(Box<Node>),
         /// A multipart of this subtype.
@@ -1184,6 +1430,7 @@ mod tree_props {
             bytes.clone().prop_map(Node::File),
             bytes.prop_map(Node::Inline),
             "[a-z ]{0,30}".prop_map(Node::Text),
+            ("[a-z ]{0,10}", any::<bool>()).prop_map(|(t, d)| Node::TextFile(t, d)),
         ];
         leaf.prop_recursive(4, 24, 4, |inner| {
             prop_oneof![
@@ -1232,6 +1479,14 @@ mod tree_props {
             Node::Text(t) => out.push_str(&format!(
                 "Content-Type: text/plain; charset=utf-8\r\n\r\ntext {k} {t}"
             )),
+            Node::TextFile(t, disposition) => out.push_str(&format!(
+                "Content-Type: text/plain; charset=utf-8; name=\"t{k}.txt\"\r\n{}\r\nfile {k} {t}",
+                if *disposition {
+                    "Content-Disposition: attachment\r\n"
+                } else {
+                    ""
+                }
+            )),
             Node::Message(inner) => {
                 out.push_str(&format!(
                     "Content-Type: message/rfc822\r\n\
@@ -1271,11 +1526,10 @@ mod tree_props {
         Option<String>,
         Vec<(Option<String>, Option<bool>, Option<String>)>,
     ) {
-        let m = MessageParser::default().parse(raw).unwrap();
         let email = device_email(raw);
         (
-            m.body_text(0).map(|t| t.into_owned()),
-            m.body_html(0).map(|t| t.into_owned()),
+            Some(shown_body(raw, false)),
+            Some(shown_body(raw, true)),
             email
                 .attachments
                 .into_iter()
@@ -1290,27 +1544,28 @@ mod tree_props {
         fn an_edit_keeps_every_part_it_does_not_touch(root in node(), pick in any::<prop::sample::Index>()) {
             let old = draft(&root);
             let subject = Email { subject: Some("edited".to_owned()), ..Email::default() };
-            let out = edited_draft("alice@example.test", &old, &subject, "5:1").unwrap();
+            let out = edited_draft(&alice(), &old, &subject, "5:1").unwrap();
             let before = parts_of(&old);
             prop_assert_eq!(&parts_of(&out), &before);
             prop_assert_eq!(seen(&out), seen(&old));
             // Again: nothing drifts.
-            let again = edited_draft("alice@example.test", &out, &subject, "5:1").unwrap();
+            let again = edited_draft(&alice(), &out, &subject, "5:1").unwrap();
             prop_assert_eq!(&parts_of(&again), &before);
 
-            // One attachment deleted: only that one goes, the others keep
-            // their numbers. (Not a text one: which text parts mail-parser
-            // takes for the body depends on the text parts before them.)
-            let files: Vec<u32> = before.iter().filter(|p| !p.1.starts_with("text/")).map(|p| p.0).collect();
-            if !files.is_empty() {
-                let gone = files[pick.index(files.len())];
+            // One attachment deleted, a text one too: only that one goes,
+            // the others keep their numbers, the body stays the body.
+            if !before.is_empty() {
+                let gone = before[pick.index(before.len())].0;
                 let delete = Email {
                     attachments_delete: vec![format!("5:1:{gone}")],
                     ..Email::default()
                 };
-                let out = edited_draft("alice@example.test", &old, &delete, "5:1").unwrap();
+                let out = edited_draft(&alice(), &old, &delete, "5:1").unwrap();
                 let expected: Vec<_> = before.iter().filter(|p| p.0 != gone).cloned().collect();
                 prop_assert_eq!(parts_of(&out), expected);
+                // (As text: a draft left with no part gets an empty text
+                // body, which as HTML is an empty document.)
+                prop_assert_eq!(shown_body(&out, false), shown_body(&old, false));
             }
         }
 
@@ -1321,7 +1576,7 @@ mod tree_props {
                 attachments_delete: vec!["5:1:0".to_owned()],
                 ..Email::default()
             };
-            let _ = edited_draft("alice@example.test", &raw, &change, "5:1");
+            let _ = edited_draft(&alice(), &raw, &change, "5:1");
         }
     }
 }

@@ -157,6 +157,19 @@ impl SendSettings {
     }
 }
 
+impl SendSettings {
+    /// Every address of `user` (Settings UserInformation, the drafts'
+    /// From): the one [`SendSettings::sender`] gives, when it is one.
+    pub fn addresses(&self, user: &str) -> Vec<String> {
+        let address = self.sender(user).address;
+        if address.contains('@') {
+            vec![address]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 impl Default for SendSettings {
     fn default() -> Self {
         SendSettings::from_config(&Config::default())

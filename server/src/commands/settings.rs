@@ -51,18 +51,18 @@ pub async fn settings(
         None => None,
         Some(info) => Some(store_device_information(caller, device_type, info, eas).await?),
     };
-    let user = caller.user;
     let user_information = req.user_information_get.then(|| {
-        let address = user.contains('@').then(|| user.to_owned());
+        // The same addresses a draft's From is checked against (draft.rs).
+        let addresses = eas.send.addresses(caller.user);
         let info = if version >= ProtocolVersion::V14_1 {
             UserInformation {
-                smtp_addresses: address.iter().cloned().collect(),
-                primary_smtp_address: address,
+                primary_smtp_address: addresses.first().cloned(),
+                smtp_addresses: addresses,
                 accounts: None,
             }
         } else {
             UserInformation {
-                smtp_addresses: address.into_iter().collect(),
+                smtp_addresses: addresses,
                 primary_smtp_address: None,
                 accounts: None,
             }

@@ -749,6 +749,7 @@ pub async fn sync(
         // 3. Carry out the device's changes.
         let effects = plan_sync(rec.state(), &prepared.request);
         let mut outcomes = Vec::with_capacity(effects.len());
+        let author = crate::draft::Author::of(&eas.send, caller.user);
         for effect in &effects {
             let moves = prepared.wire.deletes_as_moves.unwrap_or(true);
             if trash.is_none() && moves && matches!(effect, BackendEffect::Delete { .. }) {
@@ -761,7 +762,7 @@ pub async fn sync(
                 rec.state(),
                 trash.as_ref().and_then(|t| t.as_deref()),
                 version,
-                caller.user,
+                &author,
             )
             .await;
             // `[receipt] read`: a message the device marked read may ask for a receipt.
@@ -1390,7 +1391,7 @@ async fn perform(
     state: &opush_engine::DeviceState,
     trash: Option<&str>,
     version: ProtocolVersion,
-    from: &str,
+    author: &crate::draft::Author,
 ) -> EffectOutcome {
     let Some(raw) = prepared.raw.as_deref() else {
         return EffectOutcome::Failed;
@@ -1413,7 +1414,7 @@ async fn perform(
             if !drafts || version < ProtocolVersion::V16_0 {
                 return EffectOutcome::Failed;
             }
-            let message = crate::draft::new_draft(from, email);
+            let message = crate::draft::new_draft(author, email);
             if message.len() as u64 > imap.config().max_message_bytes {
                 tracing::warn!(target: "MAIL.DATA", folder = raw, bytes = message.len(), "new draft too large, not added");
                 return EffectOutcome::Failed;
@@ -1459,7 +1460,7 @@ async fn perform(
                     })
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                return crate::draft::replace_draft(imap, raw, (uid, &sid), from, email).await;
+                return crate::draft::replace_draft(imap, raw, (uid, &sid), author, email).await;
             }
             let mut set = Vec::new();
             let mut clear = Vec::new();

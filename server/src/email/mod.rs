@@ -194,13 +194,9 @@ fn render(
             email.body = Some(build_body(&src, prefs, version));
             return email;
         }
-        let text = msg.body_text(0);
-        let html =
-            if msg.html_body_count() > 0 && msg.html_part(0).is_some_and(|p| p.is_text_html()) {
-                msg.body_html(0)
-            } else {
-                None
-            };
+        let shown = Shown::of(&msg);
+        let text = shown.text.and_then(|pos| msg.body_text(pos));
+        let html = shown.html.and_then(|pos| msg.body_html(pos));
         let src = BodySource {
             text: text.as_deref(),
             html: html.as_deref(),
@@ -208,7 +204,7 @@ fn render(
         };
         email.native_body_type = Some(src.native_type());
         email.body = Some(build_body(&src, prefs, version));
-        email.attachments = attachments(&msg, &info.server_id);
+        email.attachments = attachments(&msg, &shown.attachments, &info.server_id);
     }
     email
 }
@@ -351,25 +347,95 @@ pub const ATTACHMENT_NUMBER: &str = "X-Opush-Attachment";
 /// reference never names another one).
 pub const NEXT_ATTACHMENT_NUMBER: &str = "X-Opush-Next-Attachment";
 
-/// The numbers of `msg`'s attachments, in MIME order: each part's
-/// [`ATTACHMENT_NUMBER`] when every attachment carries a distinct one (a
-/// draft opush built), else their positions 0, 1, 2…
+/// What a device is shown of a parsed message: which parts are its
+/// attachments and which of mail-parser's body parts is its body.
+///
+/// mail-parser decides from a part's place whether a text part is body or
+/// attachment (a text part first in its multipart is body, a later one
+/// with a name is not), so deleting an attachment from a draft could turn
+/// the text attachment after it into the body. A part opush numbered as an
+/// attachment ([`ATTACHMENT_NUMBER`]) stays one wherever it moves, and the
+/// body is the first body part that is no attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shown {
+    /// Part ids of the attachments, in MIME order.
+    pub attachments: Vec<u32>,
+    /// Position in `text_body` of the text body (`Message::body_text`).
+    pub text: Option<usize>,
+    /// Position in `html_body` of the HTML body, when it is real HTML.
+    pub html: Option<usize>,
+}
+
+impl Shown {
+    /// What `msg` shows.
+    pub(crate) fn of(msg: &mail_parser::Message<'_>) -> Shown {
+        let mut attachments = msg.attachments.clone();
+        // The root is left out: a message whose one part is numbered is an
+        // attachment to mail-parser already (opush numbers only those).
+        for (id, part) in msg.parts.iter().enumerate().skip(1) {
+            let id = id as u32;
+            let leaf = !matches!(part.body, PartType::Multipart(_));
+            if leaf && number_header(msg, part).is_some() && !attachments.contains(&id) {
+                attachments.push(id);
+            }
+        }
+        attachments.sort_unstable();
+        let body = |ids: &[u32]| ids.iter().position(|id| !attachments.contains(id));
+        let text = body(&msg.text_body);
+        let html = body(&msg.html_body)
+            .filter(|pos| msg.html_part(*pos as u32).is_some_and(|p| p.is_text_html()));
+        Shown {
+            attachments,
+            text,
+            html,
+        }
+    }
+
+    /// Part id of the text body.
+    pub(crate) fn text_id(&self, msg: &mail_parser::Message<'_>) -> Option<u32> {
+        msg.text_body.get(self.text?).copied()
+    }
+
+    /// Part id of the HTML body.
+    pub(crate) fn html_id(&self, msg: &mail_parser::Message<'_>) -> Option<u32> {
+        msg.html_body.get(self.html?).copied()
+    }
+}
+
+/// The value of `part`'s [`ATTACHMENT_NUMBER`] field, when it has one.
+fn number_header<'m>(
+    msg: &'m mail_parser::Message<'_>,
+    part: &mail_parser::MessagePart<'_>,
+) -> Option<&'m str> {
+    let h = part
+        .headers()
+        .iter()
+        .find(|h| h.name.as_str().eq_ignore_ascii_case(ATTACHMENT_NUMBER))?;
+    let text = msg
+        .raw_message()
+        .get(h.offset_start as usize..h.offset_end as usize)?;
+    std::str::from_utf8(text).ok()
+}
+
+/// The numbers of `msg`'s attachments ([`Shown::attachments`]), in MIME
+/// order: each part's [`ATTACHMENT_NUMBER`] when every attachment carries
+/// a distinct one (a draft opush built), else their positions 0, 1, 2…
 pub fn attachment_numbers(msg: &mail_parser::Message<'_>) -> Vec<u32> {
-    let raw = msg.raw_message();
-    let numbered: Option<Vec<u32>> = msg
-        .attachments()
-        .map(|part| {
-            let h = part
-                .headers()
-                .iter()
-                .find(|h| h.name.as_str().eq_ignore_ascii_case(ATTACHMENT_NUMBER))?;
-            let text = raw.get(h.offset_start as usize..h.offset_end as usize)?;
-            std::str::from_utf8(text).ok()?.trim().parse().ok()
+    numbers_of(msg, &Shown::of(msg).attachments)
+}
+
+/// [`attachment_numbers`] of the attachments `ids`.
+pub(crate) fn numbers_of(msg: &mail_parser::Message<'_>, ids: &[u32]) -> Vec<u32> {
+    let numbered: Option<Vec<u32>> = ids
+        .iter()
+        .map(|id| {
+            let part = msg.parts.get(*id as usize)?;
+            number_header(msg, part)?.trim().parse().ok()
         })
         .collect();
     match numbered {
         Some(n) if n.iter().collect::<std::collections::HashSet<_>>().len() == n.len() => n,
-        _ => (0..msg.attachment_count() as u32).collect(),
+        _ => (0..ids.len() as u32).collect(),
     }
 }
 
@@ -391,8 +457,9 @@ pub fn next_attachment_number(msg: &mail_parser::Message<'_>) -> u32 {
 /// [`to_email`]: see [`attachment_numbers`]).
 pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
     let msg = MessageParser::default().parse(raw)?;
-    let position = attachment_numbers(&msg).iter().position(|n| *n == index)?;
-    let part = msg.attachments().nth(position)?;
+    let ids = Shown::of(&msg).attachments;
+    let position = numbers_of(&msg, &ids).iter().position(|n| *n == index)?;
+    let part = msg.parts.get(*ids.get(position)? as usize)?;
     let mut content_type = part
         .content_type()
         .map(|ct| match ct.subtype() {
@@ -442,9 +509,10 @@ fn transfer_decoded(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Option<V
     }
 }
 
-fn attachments(msg: &mail_parser::Message<'_>, server_id: &str) -> Vec<Attachment> {
-    let numbers = attachment_numbers(msg);
-    msg.attachments()
+fn attachments(msg: &mail_parser::Message<'_>, ids: &[u32], server_id: &str) -> Vec<Attachment> {
+    let numbers = numbers_of(msg, ids);
+    ids.iter()
+        .filter_map(|id| msg.parts.get(*id as usize))
         .zip(numbers)
         .enumerate()
         .map(|(idx, (part, number))| {
