@@ -380,6 +380,12 @@ impl<'m> OldTree<'m> {
     /// boundary), any other part is copied byte for byte (its number
     /// header put first). `root`: the message itself, whose headers other
     /// than `Content-*` are written anew, not copied.
+    ///
+    /// A multipart/signed (RFC 1847, S/MIME) becomes its first part, the
+    /// signed content, without the signature: an edit changes what was
+    /// signed, and a signature kept would be one that no longer verifies
+    /// (the sending mail program signs again). Only a content edit is a
+    /// rebuild; a change of flags leaves the message as it was.
     fn keep<'x>(&self, id: u32, root: bool, body: &mut Option<MimePart<'x>>) -> Option<Kept<'x>> {
         let part = self.msg.parts.get(id as usize)?;
         if Some(id) == self.replaced {
@@ -387,6 +393,9 @@ impl<'m> OldTree<'m> {
         }
         if Some(id) == self.stale || self.deleted.contains(&id) {
             return None;
+        }
+        if let (PartType::Multipart(children), true) = (&part.body, is_signed(part)) {
+            return self.keep(*children.first()?, root, body);
         }
         let PartType::Multipart(children) = &part.body else {
             let number = self.numbers.get(&id).copied();
@@ -440,6 +449,16 @@ impl<'m> OldTree<'m> {
             mixed: subtype.eq_ignore_ascii_case("mixed"),
         })
     }
+}
+
+/// Whether `part` is a multipart/signed.
+fn is_signed(part: &mail_parser::MessagePart<'_>) -> bool {
+    part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("signed"))
+    })
 }
 
 /// Replaces draft `uid` of `raw` by its edit: APPEND the new message with
@@ -1305,6 +1324,88 @@ caf=E9,1\n\
             from_and_sender(&out),
             (Some("<alice@example.test>".to_owned()), None)
         );
+    }
+
+    /// A signed draft (S/MIME, RFC 8551 3.5.3): the signed content is a
+    /// multipart/mixed with a body and a PDF; the signature is the last part.
+    pub(super) const SIGNED: &str = "From: alice@example.test\r\nSubject: Signed\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"s\"\r\n\r\n\
+This is an S/MIME signed message\r\n\
+--s\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n\
+--m\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSigned words\r\n\
+--m\r\nContent-Type: application/pdf; name=\"plan.pdf\"\r\nContent-Disposition: attachment; filename=\"plan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n\
+--m--\r\n\
+--s\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n\
+--s--\r\n";
+
+    // An edit of a signed draft changes what was signed: the rebuilt draft
+    // is the signed content alone (no multipart/signed, no signature left
+    // dangling), its parts and their numbers kept. A change of flags only
+    // is no edit of the content: the message is not rebuilt at all.
+    #[test]
+    fn an_edit_of_a_signed_draft_drops_the_signature_cleanly() {
+        let old = SIGNED.as_bytes();
+        let before = parts_of(old);
+        assert_eq!(
+            before
+                .iter()
+                .map(|p| p.3.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["plan.pdf", "smime.p7s"]
+        );
+        assert_eq!(
+            device_email(old).message_class.as_deref(),
+            Some("IPM.Note.SMIME.MultipartSigned")
+        );
+        for change in [
+            Email {
+                body: Some(Body {
+                    body_type: 1,
+                    data: Some("New words".to_owned()),
+                    ..Body::default()
+                }),
+                ..Email::default()
+            },
+            Email {
+                subject: Some("Signed, v2".to_owned()),
+                ..Email::default()
+            },
+        ] {
+            let out = edited_draft(&alice(), old, &change, "5:1").unwrap();
+            let text = String::from_utf8_lossy(&out);
+            for gone in [
+                "multipart/signed",
+                "pkcs7-signature",
+                "smime.p7s",
+                "S/MIME signed",
+            ] {
+                assert!(!text.contains(gone), "{gone} in {text}");
+            }
+            let m = MessageParser::default().parse(&out).unwrap();
+            let root = m.content_type().unwrap();
+            assert_eq!((root.ctype(), root.subtype()), ("multipart", Some("mixed")));
+            assert_eq!(parts_of(&out), before[..1], "{text}");
+            let email = device_email(&out);
+            assert_eq!(email.message_class.as_deref(), Some("IPM.Note"));
+            let body = if change.body.is_some() {
+                "New words"
+            } else {
+                "Signed words"
+            };
+            assert_eq!(shown_body(&out, false), body, "{text}");
+            assert_eq!(text.matches("MIME-Version:").count(), 1, "{text}");
+        }
+        // Read, flag and categories are set on the IMAP message as it is.
+        let flags_only = Email {
+            read: Some(true),
+            flag: Some(opush_protocol::commands::items::Flag {
+                status: Some(2),
+                ..Default::default()
+            }),
+            categories: Some(vec!["Blue".to_owned()]),
+            ..Email::default()
+        };
+        assert!(!edits_content(&flags_only));
     }
 
     /// The body a device is shown of `raw`, as plain text or as HTML.
