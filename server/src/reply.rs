@@ -72,12 +72,8 @@ pub fn build(
     original_mime: &[u8],
     replace_mime: bool,
 ) -> Result<Vec<u8>, ReplyError> {
-    let device = MessageParser::new()
-        .parse(device_mime)
-        .ok_or(ReplyError::DeviceMime)?;
-    let original = MessageParser::new()
-        .parse(original_mime)
-        .ok_or(ReplyError::Original)?;
+    let device = crate::email::parse_whole(device_mime).ok_or(ReplyError::DeviceMime)?;
+    let original = crate::email::parse_whole(original_mime).ok_or(ReplyError::Original)?;
     let (in_reply_to, references) = threading(&original);
     let body_start = device.root_part().raw_body_offset() as usize;
     let head = device_mime

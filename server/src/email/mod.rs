@@ -16,6 +16,7 @@ pub mod body;
 pub mod conversation;
 pub mod html;
 pub(crate) mod parts;
+pub(crate) mod shape;
 
 use std::fmt;
 
@@ -138,6 +139,11 @@ fn render(
         .and_then(|head| single_text_body(raw, &head).map(|text| (head, text)))
     {
         Some((head, text)) => (Some(head), Some(text)),
+        // A shape mail-parser cannot read whole: its header is shown.
+        None if shape::nests_message_in_message(raw) => {
+            tracing::warn!(target: "MAIL.DATA", item = %info.server_id, "message in a message: shown without its body");
+            (parser.parse_headers(raw), None)
+        }
         None => (parser.parse(raw), None),
     };
     let Some(msg) = parsed else {
@@ -207,6 +213,17 @@ fn render(
         email.attachments = attachments(&msg, &shown.attachments, &info.server_id);
     }
     email
+}
+
+/// mail-parser's parse of `raw` whole, its parts taken apart; `None` when
+/// it is no message, or one of a shape mail-parser cannot read
+/// ([`shape::nests_message_in_message`]), which the caller must then not
+/// take apart (nor rebuild).
+pub(crate) fn parse_whole(raw: &[u8]) -> Option<mail_parser::Message<'_>> {
+    if shape::nests_message_in_message(raw) {
+        return None;
+    }
+    MessageParser::default().parse(raw)
 }
 
 /// A cheap look at the header block, before any parsing: false when it
@@ -456,7 +473,7 @@ pub fn next_attachment_number(msg: &mail_parser::Message<'_>) -> u32 {
 /// The content of the attachment numbered `index` (as listed by
 /// [`to_email`]: see [`attachment_numbers`]).
 pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
-    let msg = MessageParser::default().parse(raw)?;
+    let msg = parse_whole(raw)?;
     let ids = Shown::of(&msg).attachments;
     let position = numbers_of(&msg, &ids).iter().position(|n| *n == index)?;
     let part = msg.parts.get(*ids.get(position)? as usize)?;
