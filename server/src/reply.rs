@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 use mail_builder::headers::content_type::ContentType as BuiltContentType;
 use mail_builder::mime::{BodyPart, MimePart};
-use mail_parser::{Address, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Address, Message, MessagePart, MimeHeaders, PartType};
 
 /// Which Smart command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,7 +343,7 @@ mod tests {
     const ORIGINAL: &[u8] = b"From: Bob Stone <bob@example.test>\r\nTo: alice@example.test\r\nSubject: Plans\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <orig-1@example.test>\r\nReferences: <root@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nFirst line\r\nSecond line \xc3\xa9\r\n--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"plan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfs\r\n--b1--\r\n";
 
     fn parse(b: &[u8]) -> Message<'_> {
-        MessageParser::new().parse(b).unwrap()
+        mail_parser::MessageParser::new().parse(b).unwrap()
     }
 
     #[test]
