@@ -139,28 +139,7 @@ async fn drafts_synced_with(
     String,
     Vec<opush_protocol::commands::sync::ServerCommand>,
 ) {
-    let fs = folder_sync(
-        &c.post_xml(
-            "FolderSync",
-            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
-        )
-        .await,
-    );
-    let drafts = fs
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|ch| match ch {
-            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 3 => {
-                Some(f.server_id.0.clone())
-            }
-            _ => None,
-        })
-        .expect("a Drafts folder");
-    let res = c.post_xml("Sync", &sync_xml(&drafts, "0", 0, "")).await;
-    let key = sync_response(&res, V).collections[0].sync_key.0.clone();
-    let (key, commands) = sync_all(c, V, &drafts, key, 100).await;
-    (drafts, key, commands)
+    synced_folder_of_type(c, V, 3).await
 }
 
 #[tokio::test]
@@ -434,23 +413,6 @@ fn section(imap: &mut RawImap, uid: u32, section: &str) -> String {
 fn without_number(mime: &str) -> String {
     mime.split_inclusive("\r\n")
         .filter(|l| !l.starts_with("X-Opush-Attachment:"))
-        .collect()
-}
-
-/// (name, number, ContentId) of the device's attachments of a draft.
-fn listed(email: &opush_protocol::commands::items::Email) -> Vec<(String, String, Option<String>)> {
-    email
-        .attachments
-        .iter()
-        .map(|a| {
-            let r = a.file_reference.clone().unwrap_or_default();
-            let number = r.rsplit(':').next().unwrap_or_default().to_owned();
-            (
-                a.display_name.clone().unwrap_or_default(),
-                number,
-                a.content_id.clone(),
-            )
-        })
         .collect()
 }
 

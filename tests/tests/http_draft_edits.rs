@@ -33,12 +33,16 @@ const V: &str = "16.1";
 
 /// `user`'s Drafts holding only `message` (its lines joined with CRLF),
 /// and the IMAP connection, Drafts selected.
-fn drafts_with(user: &str, message: &[&str]) -> RawImap {
+fn drafts_with(user: &str, message: &[impl AsRef<str>]) -> RawImap {
     let mut imap = RawImap::login(user);
     imap.cmd("SELECT Drafts");
     imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
     imap.cmd("EXPUNGE");
-    let msg = message.join("\r\n");
+    let msg = message
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
+        .join("\r\n");
     let (_, ok) = imap.cmd(&format!(
         "APPEND Drafts (\\Draft) {{{}+}}\r\n{msg}",
         msg.len()
@@ -51,26 +55,7 @@ fn drafts_with(user: &str, message: &[&str]) -> RawImap {
 /// FolderSync, then Drafts synced to its end: its CollectionId, the
 /// SyncKey and the one draft's ServerId and Email.
 async fn the_draft(c: &mut EasClient) -> (String, String, String, Email) {
-    let res = c
-        .post_xml(
-            "FolderSync",
-            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
-        )
-        .await;
-    let drafts = folder_sync(&res)
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|ch| match ch {
-            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 3 => {
-                Some(f.server_id.0.clone())
-            }
-            _ => None,
-        })
-        .expect("a Drafts folder");
-    let res = c.post_xml("Sync", &sync_xml(&drafts, "0", 0, "")).await;
-    let key = sync_response(&res, V).collections[0].sync_key.0.clone();
-    let (key, commands) = sync_all(c, V, &drafts, key, 100).await;
+    let (drafts, key, commands) = synced_folder_of_type(c, V, 3).await;
     let (sid, email) = commands
         .iter()
         .find_map(|cmd| match cmd {
@@ -123,16 +108,30 @@ fn body_of(email: &Email) -> String {
         .to_owned()
 }
 
+/// (name, number) of the attachments of a draft.
 fn names(email: &Email) -> Vec<(String, String)> {
-    email
-        .attachments
-        .iter()
-        .map(|a| {
-            let r = a.file_reference.clone().unwrap_or_default();
-            let number = r.rsplit(':').next().unwrap_or_default().to_owned();
-            (a.display_name.clone().unwrap_or_default(), number)
-        })
+    listed(email)
+        .into_iter()
+        .map(|(name, number, _)| (name, number))
         .collect()
+}
+
+/// A draft of `user`'s, from them, a multipart/mixed of `parts` (each
+/// part's lines: its header fields, an empty line, its content).
+fn mixed_draft(user: &str, marker: &str, parts: &[&[&str]]) -> Vec<String> {
+    let mut lines = vec![
+        format!("From: {user}"),
+        format!("Subject: {marker}"),
+        "MIME-Version: 1.0".to_owned(),
+        "Content-Type: multipart/mixed; boundary=\"b\"".to_owned(),
+        String::new(),
+    ];
+    for part in parts {
+        lines.push("--b".to_owned());
+        lines.extend(part.iter().map(|l| (*l).to_owned()));
+    }
+    lines.extend(["--b--".to_owned(), String::new()]);
+    lines
 }
 
 // RFC 8551 3.5.3 (multipart/signed), [MS-ASCMD] 2.2.3.24 Change.
@@ -263,33 +262,30 @@ async fn a_signed_draft_keeps_its_bytes_for_flags_and_loses_its_signature_on_edi
 async fn deleting_a_text_attachment_leaves_the_body_the_body() {
     let user = "load0077@load.test";
     let marker = unique("drafttextatt");
-    let subject = format!("Subject: {marker}");
-    let mut imap = drafts_with(
+    let draft = mixed_draft(
         user,
+        &marker,
         &[
-            "From: load0077@load.test",
-            &subject,
-            "MIME-Version: 1.0",
-            "Content-Type: multipart/mixed; boundary=\"b\"",
-            "",
-            "--b",
-            "Content-Type: text/plain; charset=utf-8",
-            "Content-Disposition: attachment; filename=\"first.txt\"",
-            "",
-            "first file",
-            "--b",
-            "Content-Type: text/plain; charset=utf-8; name=\"second.txt\"",
-            "Content-Disposition: inline; filename=\"second.txt\"",
-            "",
-            "second file",
-            "--b",
-            "Content-Type: text/plain; charset=utf-8",
-            "",
-            "the real body",
-            "--b--",
-            "",
+            &[
+                "Content-Type: text/plain; charset=utf-8",
+                "Content-Disposition: attachment; filename=\"first.txt\"",
+                "",
+                "first file",
+            ],
+            &[
+                "Content-Type: text/plain; charset=utf-8; name=\"second.txt\"",
+                "Content-Disposition: inline; filename=\"second.txt\"",
+                "",
+                "second file",
+            ],
+            &[
+                "Content-Type: text/plain; charset=utf-8",
+                "",
+                "the real body",
+            ],
         ],
     );
+    let mut imap = drafts_with(user, &draft);
     let opush = start(Options::default()).await;
     let mut c = opush.client(user, "DRAFTTEXTATT161", V);
     let (drafts, key, sid, email) = the_draft(&mut c).await;
@@ -329,33 +325,29 @@ async fn deleting_a_text_attachment_leaves_the_body_the_body() {
 async fn a_message_straight_in_a_message_is_synced_and_its_edit_refused() {
     let user = "load0078@load.test";
     let marker = unique("draftmsgmsg");
-    let subject = format!("Subject: {marker}");
-    let mut imap = drafts_with(
+    let draft = mixed_draft(
         user,
+        &marker,
         &[
-            "From: load0078@load.test",
-            &subject,
-            "MIME-Version: 1.0",
-            "Content-Type: multipart/mixed; boundary=\"b\"",
-            "",
-            "--b",
-            "Content-Type: text/plain; charset=utf-8",
-            "",
-            "see the message",
-            "--b",
-            "Content-Type: message/rfc822",
-            "",
-            "From: carol@example.test",
-            "Content-Type: message/rfc822",
-            "",
-            "From: dave@example.test",
-            "Subject: deepest",
-            "",
-            "deep body",
-            "--b--",
-            "",
+            &[
+                "Content-Type: text/plain; charset=utf-8",
+                "",
+                "see the message",
+            ],
+            &[
+                "Content-Type: message/rfc822",
+                "",
+                "From: carol@example.test",
+                "Content-Type: message/rfc822",
+                "",
+                "From: dave@example.test",
+                "Subject: deepest",
+                "",
+                "deep body",
+            ],
         ],
     );
+    let mut imap = drafts_with(user, &draft);
     let old = imap.search_subject("Drafts", &marker);
     let old_bytes = imap.fetch_message(old[0]);
     let opush = start(Options::default()).await;

@@ -37,32 +37,6 @@ fn email_of(c: &ServerCommand) -> Option<&Email> {
     }
 }
 
-/// The ServerId of the folder of EAS type `folder_type`.
-fn of_type(
-    fs: &opush_protocol::commands::folder_sync::FolderSyncResponse,
-    folder_type: u8,
-) -> Option<String> {
-    fs.changes.iter().flatten().find_map(|ch| match ch {
-        opush_protocol::commands::folder_sync::FolderChange::Add(f)
-            if f.folder_type == folder_type =>
-        {
-            Some(f.server_id.0.clone())
-        }
-        _ => None,
-    })
-}
-
-/// FolderSync 0: every folder.
-async fn folders(c: &mut EasClient) -> opush_protocol::commands::folder_sync::FolderSyncResponse {
-    let res = c
-        .post_xml(
-            "FolderSync",
-            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
-        )
-        .await;
-    folder_sync(&res)
-}
-
 /// Sync 0 then Syncs of `collection` to the end: the key and the items.
 async fn initial(c: &mut EasClient, collection: &str) -> (String, Vec<ServerCommand>) {
     let res = c.post_xml("Sync", &sync_xml(collection, "0", 0, "")).await;
@@ -98,7 +72,7 @@ async fn a_draft_edited_by_the_device_replaces_the_imap_message() {
     let opush = start(Options::default()).await;
     let mut c = opush.client(user, "DRAFTEDIT161", V);
     let fs = folders(&mut c).await;
-    let drafts = of_type(&fs, 3).expect("a Drafts folder");
+    let drafts = folder_of_type(&fs, 3).expect("a Drafts folder");
     let (key, items) = initial(&mut c, &drafts).await;
     let sid = items
         .iter()
@@ -234,7 +208,7 @@ async fn item_operations_moves_a_conversation() {
     let opush = start(Options::default()).await;
     let mut c = opush.client(user, "CONVMOVE161", V);
     let fs = folders(&mut c).await;
-    let inbox = of_type(&fs, 2).unwrap();
+    let inbox = folder_of_type(&fs, 2).unwrap();
     let src_id = folder_named(&fs, src).unwrap().0;
     let dst_id = folder_named(&fs, dst).unwrap().0;
     let conversation = |items: &[ServerCommand], n: &str| {

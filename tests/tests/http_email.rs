@@ -203,17 +203,7 @@ async fn scenario(v: &str) {
             .unwrap_or_else(|| panic!("no folder {name:?} in {}", res.xml()))
             .0
     };
-    let inbox = fs
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|c| match c {
-            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 2 => {
-                Some(f.server_id.0.clone())
-            }
-            _ => None,
-        })
-        .expect("no Inbox (Type 2)");
+    let inbox = folder_of_type(&fs, 2).expect("no Inbox (Type 2)");
     let (bulk, mine_id, moved_id, big, intl) =
         (id(BULK), id(&mine), id(&moved), id(BIG), id(INTL_NAME));
     assert_ne!(inbox, bulk);

@@ -156,19 +156,7 @@ async fn a_stopped_dovecot_gets_503_then_service_resumes() {
         let mut c = opush.client(USER, &format!("E2E503{}", v.replace('.', "")), v);
         let res = c.post_xml("FolderSync", FOLDER_SYNC_0).await;
         let fs = folder_sync(&res);
-        let inbox = fs
-            .changes
-            .iter()
-            .flatten()
-            .find_map(|ch| match ch {
-                opush_protocol::commands::folder_sync::FolderChange::Add(f)
-                    if f.folder_type == 2 =>
-                {
-                    Some(f.server_id.0.clone())
-                }
-                _ => None,
-            })
-            .unwrap();
+        let inbox = folder_of_type(&fs, 2).unwrap();
         let res = c.post_xml("Sync", &sync_xml(&inbox, "0", 0, "")).await;
         let key = sync_response(&res, v).collections[0].sync_key.0.clone();
         devices.push((v, c, inbox, key));

@@ -49,27 +49,7 @@ async fn started() -> Opush {
 
 /// FolderSync, then INBOX synced to its end: (INBOX id, SyncKey).
 async fn caught_up(c: &mut EasClient, v: &str) -> (String, String) {
-    let res = c
-        .post_xml(
-            "FolderSync",
-            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
-        )
-        .await;
-    let fs = folder_sync(&res);
-    let inbox = fs
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|ch| match ch {
-            opush_protocol::commands::folder_sync::FolderChange::Add(f) if f.folder_type == 2 => {
-                Some(f.server_id.0.clone())
-            }
-            _ => None,
-        })
-        .expect("an INBOX");
-    let res = c.post_xml("Sync", &sync_xml(&inbox, "0", 0, "")).await;
-    let key = sync_response(&res, v).collections[0].sync_key.0.clone();
-    let (key, _) = sync_all(c, v, &inbox, key, 100).await;
+    let (inbox, key, _) = synced_folder_of_type(c, v, 2).await;
     (inbox, key)
 }
 

@@ -174,6 +174,63 @@ pub fn folder_sync(res: &HttpResponse) -> FolderSyncResponse {
     r
 }
 
+/// FolderSync from SyncKey 0: every folder.
+pub async fn folders(c: &mut EasClient) -> FolderSyncResponse {
+    let res = c
+        .post_xml(
+            "FolderSync",
+            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
+        )
+        .await;
+    folder_sync(&res)
+}
+
+/// The ServerId of the first folder of EAS type `folder_type` (2 Inbox,
+/// 3 Drafts, 5 Sent Items…).
+pub fn folder_of_type(r: &FolderSyncResponse, folder_type: u8) -> Option<String> {
+    r.changes.iter().flatten().find_map(|c| match c {
+        FolderChange::Add(f) if f.folder_type == folder_type => Some(f.server_id.0.clone()),
+        _ => None,
+    })
+}
+
+/// [`folders`], then the folder of EAS type `folder_type` synced from
+/// SyncKey 0 to its end: its CollectionId, the SyncKey to go on with and
+/// every command it brought.
+pub async fn synced_folder_of_type(
+    c: &mut EasClient,
+    v: &str,
+    folder_type: u8,
+) -> (String, String, Vec<ServerCommand>) {
+    let fs = folders(c).await;
+    let id = folder_of_type(&fs, folder_type)
+        .unwrap_or_else(|| panic!("no folder of type {folder_type}: {fs:?}"));
+    let res = c.post_xml("Sync", &sync_xml(&id, "0", 0, "")).await;
+    let key = sync_response(&res, v).collections[0].sync_key.0.clone();
+    let (key, commands) = sync_all(c, v, &id, key, 100).await;
+    (id, key, commands)
+}
+
+/// (name, number, ContentId) of the attachments of an Email, the number
+/// being the last field of the FileReference.
+pub fn listed(
+    email: &opush_protocol::commands::items::Email,
+) -> Vec<(String, String, Option<String>)> {
+    email
+        .attachments
+        .iter()
+        .map(|a| {
+            let r = a.file_reference.clone().unwrap_or_default();
+            let number = r.rsplit(':').next().unwrap_or_default().to_owned();
+            (
+                a.display_name.clone().unwrap_or_default(),
+                number,
+                a.content_id.clone(),
+            )
+        })
+        .collect()
+}
+
 /// `(ServerId, Type)` of the folder whose DisplayName is `name`.
 pub fn folder_named(r: &FolderSyncResponse, name: &str) -> Option<(String, u8)> {
     r.changes.iter().flatten().find_map(|c| match c {
