@@ -6,7 +6,16 @@
 //! its parked Ping at once with Status 1, and a device that closes its
 //! connection while parked frees its parked slot.
 //!
-//! Reserved Dovecot user: load0027.
+//! The Ping statuses on the wire, for 12.1, 14.1 and 16.1 ([MS-ASCMD]
+//! 2.2.3.177.11): 3 when a parameter is neither given nor remembered, 4
+//! for a request that does not follow the schema, 5 with the bound the
+//! interval crossed (`[devices] heartbeat_min_s`/`heartbeat_max_s`) in
+//! HeartbeatInterval, 6 with MaxFolders, 7 for a folder the device does
+//! not know; a server failure (IMAP down: a PRIVATE Dovecot,
+//! `scripts/dovecot-private`, port 11640) is the common Status 111 from
+//! 14.0 and HTTP 503 + Retry-After before (server/src/error.rs).
+//!
+//! Reserved Dovecot users: load0027; load0029 for the statuses.
 
 #![allow(
     clippy::unwrap_used,
@@ -35,16 +44,34 @@ const USER: &str = "load0027@load.test";
 const V: ProtocolVersion = ProtocolVersion::V14_1;
 
 fn target(cmd: &str, device: &str) -> String {
-    format!("/Microsoft-Server-ActiveSync?Cmd={cmd}&User={USER}&DeviceId={device}&DeviceType=Test")
+    target_of(USER, cmd, device)
+}
+
+fn target_of(user: &str, cmd: &str, device: &str) -> String {
+    format!("/Microsoft-Server-ActiveSync?Cmd={cmd}&User={user}&DeviceId={device}&DeviceType=Test")
 }
 
 async fn call(addr: SocketAddr, cmd: &str, device: &str, body: &[u8]) -> Resp {
-    let auth = basic(USER, PASSWORD);
+    call_as(addr, (USER, V), cmd, device, body).await
+}
+
+/// A request of `user` speaking `version`.
+async fn call_as(
+    addr: SocketAddr,
+    (user, version): (&str, ProtocolVersion),
+    cmd: &str,
+    device: &str,
+    body: &[u8],
+) -> Resp {
+    let auth = basic(user, PASSWORD);
     request(
         addr,
         "POST",
-        &target(cmd, device),
-        &[("Authorization", &auth), ("MS-ASProtocolVersion", "14.1")],
+        &target_of(user, cmd, device),
+        &[
+            ("Authorization", &auth),
+            ("MS-ASProtocolVersion", version.as_str()),
+        ],
         body,
     )
     .await
@@ -61,7 +88,12 @@ fn folder_sync_body() -> Vec<u8> {
 
 /// FolderSync + Sync of INBOX to its end; returns the INBOX id.
 async fn prepare(addr: SocketAddr, device: &str) -> String {
-    let res = call(addr, "FolderSync", device, &folder_sync_body()).await;
+    prepare_as(addr, (USER, V), device).await
+}
+
+/// [`prepare`] for `user` speaking `version`.
+async fn prepare_as(addr: SocketAddr, who: (&str, ProtocolVersion), device: &str) -> String {
+    let res = call_as(addr, who, "FolderSync", device, &folder_sync_body()).await;
     assert_eq!(res.status, 200);
     let fs = FolderSyncResponse::from_element(&decode(&res.body).unwrap(), V).unwrap();
     let inbox = fs
@@ -84,7 +116,14 @@ async fn prepare(addr: SocketAddr, device: &str) -> String {
             }],
             ..SyncRequest::default()
         };
-        let res = call(addr, "Sync", device, &encode_to_vec(&req.to_element(V))).await;
+        let res = call_as(
+            addr,
+            who,
+            "Sync",
+            device,
+            &encode_to_vec(&req.to_element(V)),
+        )
+        .await;
         assert_eq!(res.status, 200);
         let sr = SyncResponse::from_element(&decode(&res.body).unwrap(), V).unwrap();
         let c = &sr.collections[0];
@@ -256,4 +295,263 @@ async fn try_park(
     } else {
         Ok(task)
     }
+}
+
+const STATUS_USER: &str = "load0029@load.test";
+/// The versions whose Ping statuses are checked.
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V12_1,
+    ProtocolVersion::V14_1,
+    ProtocolVersion::V16_1,
+];
+
+/// `opush serve` in-process on an embedded store in `dir`, against the
+/// Dovecot on `imap_port`, with `server` TOML keys of `[server]` and
+/// `extra` TOML appended; its address and what stops it.
+async fn serve(
+    dir: &tempfile::TempDir,
+    imap_port: u16,
+    (server, extra): (&str, &str),
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), opush_server::serve::ServeError>>,
+) {
+    let port = closed_port().await;
+    let cfg = Config::from_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{server}\
+         [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
+         [imap]\nport = {imap_port}\ntimeout_ms = 5000\nmaster_user = \"opush-master\"\nmaster_password = \"{PASSWORD}\"\n\
+         [policy]\nrequire_provisioning = false\n{extra}",
+        dir.path().display()
+    ))
+    .unwrap();
+    {
+        let store = opush_storage::Store::open(
+            &serde::Deserialize::deserialize(toml::Value::Table(cfg.storage.clone())).unwrap(),
+        )
+        .await
+        .unwrap();
+        store.install_schema().await.unwrap();
+    }
+    let addr = cfg.server.listen;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run_with(cfg, async move {
+        let _ = rx.await;
+    }));
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    (addr, tx, server)
+}
+
+/// A Ping request of `heartbeat` and `folders` (Email).
+fn ping_of(heartbeat: Option<u32>, folders: Option<&[&str]>) -> Vec<u8> {
+    encode_to_vec(
+        &PingRequest {
+            heartbeat_interval: heartbeat,
+            folders: folders.map(|f| {
+                f.iter()
+                    .map(|id| PingFolder {
+                        id: CollectionId((*id).to_owned()),
+                        class: "Email".into(),
+                    })
+                    .collect()
+            }),
+        }
+        .to_element(V),
+    )
+}
+
+/// The Ping answer of a 200 response.
+fn ping_answer(res: &Resp, what: &str) -> PingResponse {
+    assert_eq!(res.status, 200, "{what}: HTTP {}", res.status);
+    let doc = decode(&res.body).unwrap_or_else(|e| panic!("{what}: not WBXML: {e}"));
+    PingResponse::from_element(&doc, V).unwrap_or_else(|e| panic!("{what}: {e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_statuses_on_the_wire_for_each_version() {
+    use opush_protocol::wbxml::tags::ping as p;
+    use opush_protocol::wbxml::Element;
+    require_dovecot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, stop, server) = serve(
+        &dir,
+        IMAP_PORT,
+        (
+            "",
+            "[devices]\nheartbeat_min_s = 30\nheartbeat_max_s = 1200\n[push]\nmax_pings_per_minute = 0\n",
+        ),
+    )
+    .await;
+    for version in VERSIONS {
+        let who = (STATUS_USER, version);
+        let device = format!("PINGST{}", version.as_str().replace('.', ""));
+        let device = device.as_str();
+        let ping = |body: Vec<u8>| async move { call_as(addr, who, "Ping", device, &body).await };
+        let v = version.as_str();
+
+        // 3: nothing remembered yet, and a parameter not given.
+        let inbox = prepare_as(addr, who, device).await;
+        let a = ping_answer(&ping(Vec::new()).await, "empty Ping");
+        assert_eq!(a.status.code(), 3, "{v}: empty Ping, nothing remembered");
+        let a = ping_answer(&ping(ping_of(Some(300), None)).await, "no folders");
+        assert_eq!(a.status.code(), 3, "{v}: heartbeat without folders");
+        let a = ping_answer(&ping(ping_of(None, Some(&[&inbox]))).await, "no heartbeat");
+        assert_eq!(a.status.code(), 3, "{v}: folders without heartbeat");
+
+        // 4: not the schema.
+        let not_a_number =
+            Element::new(p::PING).with(Element::with_text(p::HEARTBEAT_INTERVAL, "soon"));
+        let no_id = Element::new(p::PING)
+            .with(Element::with_text(p::HEARTBEAT_INTERVAL, "300"))
+            .with(
+                Element::new(p::FOLDERS)
+                    .with(Element::new(p::FOLDER).with(Element::with_text(p::CLASS, "Email"))),
+            );
+        for (what, body) in [
+            (
+                "a heartbeat that is no number",
+                encode_to_vec(&not_a_number),
+            ),
+            ("a folder without Id", encode_to_vec(&no_id)),
+            ("a FolderSync document", folder_sync_body()),
+        ] {
+            let a = ping_answer(&ping(body).await, what);
+            assert_eq!(a.status.code(), 4, "{v}: {what}");
+            assert!(a.heartbeat_interval.is_none() && a.max_folders.is_none());
+        }
+
+        // 5: the bound crossed, from the configuration.
+        let a = ping_answer(&ping(ping_of(Some(10), Some(&[&inbox]))).await, "short");
+        assert_eq!(
+            (a.status.code(), a.heartbeat_interval),
+            (5, Some(30)),
+            "{v}"
+        );
+        let a = ping_answer(&ping(ping_of(Some(5000), Some(&[&inbox]))).await, "long");
+        assert_eq!(
+            (a.status.code(), a.heartbeat_interval),
+            (5, Some(1200)),
+            "{v}"
+        );
+        assert!(a.max_folders.is_none());
+
+        // 6: more folders than allowed, with the most allowed.
+        let many = vec![inbox.as_str(); 301];
+        let a = ping_answer(&ping(ping_of(Some(300), Some(&many))).await, "too many");
+        assert_eq!((a.status.code(), a.max_folders), (6, Some(300)), "{v}");
+        assert!(a.heartbeat_interval.is_none());
+
+        // 7: a folder this device was not given (an id of this server's
+        // form, and one of no form it hands out).
+        for id in ["999", "not-an-id"] {
+            let a = ping_answer(&ping(ping_of(Some(300), Some(&[id]))).await, id);
+            assert_eq!(a.status.code(), 7, "{v}: folder {id}");
+        }
+
+        // None of these was remembered: still nothing to reuse.
+        let a = ping_answer(&ping(Vec::new()).await, "empty Ping again");
+        assert_eq!(a.status.code(), 3, "{v}: a refused Ping is not remembered");
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
+
+/// A private Dovecot for the outage; stopped again when dropped.
+struct PrivateDovecot {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateDovecot {
+    fn run(&self, action: &str) {
+        let status =
+            std::process::Command::new(opush_tests::repo_root().join("scripts/dovecot-private"))
+                .arg(action)
+                .arg(&self.dir)
+                .arg(self.port.to_string())
+                .status()
+                .expect("run scripts/dovecot-private");
+        assert!(status.success(), "dovecot-private {action} failed");
+    }
+}
+
+impl Drop for PrivateDovecot {
+    fn drop(&mut self) {
+        let _ =
+            std::process::Command::new(opush_tests::repo_root().join("scripts/dovecot-private"))
+                .arg("down")
+                .arg(&self.dir)
+                .arg(self.port.to_string())
+                .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_failure_answers_111_from_14_0_and_503_before() {
+    opush_tests::require(opush_tests::DOVECOT_IMAP);
+    let dovecot = PrivateDovecot {
+        dir: opush_tests::repo_root().join("target/tmp/http-ping-private-dovecot"),
+        port: 11640,
+    };
+    dovecot.run("up");
+    let dir = tempfile::tempdir().unwrap();
+    // The credentials checked by FolderSync stay cached through the outage.
+    let (addr, stop, server) = serve(
+        &dir,
+        dovecot.port,
+        (
+            "auth_cache_ttl_s = 600\n",
+            "[devices]\nheartbeat_min_s = 1\n[push]\nmax_pings_per_minute = 0\n",
+        ),
+    )
+    .await;
+    let mut devices = Vec::new();
+    for version in VERSIONS {
+        let device = format!("PINGDOWN{}", version.as_str().replace('.', ""));
+        let inbox = prepare_as(addr, (STATUS_USER, version), &device).await;
+        devices.push((version, device, inbox));
+    }
+
+    dovecot.run("down");
+    for (version, device, inbox) in &devices {
+        let who = (STATUS_USER, *version);
+        let res = call_as(
+            addr,
+            who,
+            "Ping",
+            device,
+            &ping_of(Some(60), Some(&[inbox])),
+        )
+        .await;
+        if *version >= ProtocolVersion::V14_0 {
+            let a = ping_answer(&res, "IMAP down");
+            assert_eq!(a.status.code(), 111, "{}", version.as_str());
+        } else {
+            assert_eq!(res.status, 503, "{}", version.as_str());
+            assert!(res.header("Retry-After").is_some());
+            assert!(res.body.is_empty());
+        }
+    }
+
+    // Back up: the same Ping is answered as usual (the heartbeat ends).
+    dovecot.run("up");
+    let (version, device, inbox) = &devices[0];
+    let res = call_as(
+        addr,
+        (STATUS_USER, *version),
+        "Ping",
+        device,
+        &ping_of(Some(1), Some(&[inbox])),
+    )
+    .await;
+    let a = ping_answer(&res, "IMAP back");
+    assert!(matches!(a.status.code(), 1 | 2), "{a:?}");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }

@@ -30,7 +30,9 @@
 //! them by a keyed blake3 digest of the password (random per-process key,
 //! memory only, never logged). A session that hit a timeout or I/O error,
 //! or whose request was cancelled mid-command, is dropped, so the next
-//! request reconnects.
+//! request reconnects; so is an idle one the server ended meanwhile (a
+//! `BYE` or a close waiting on its socket, looked at before it is lent:
+//! after an IMAP server restart no request fails on a dead connection).
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -616,15 +618,29 @@ impl ImapPool {
                 st.open -= before - st.idle.len();
                 // The most recently returned one that has one of the
                 // preferred mailboxes selected, else the most recently
-                // returned one: its connection is warm.
-                let preferred = st.idle.iter().rposition(|it| {
-                    it.session
-                        .selected_mailbox()
-                        .is_some_and(|m| prefer.iter().any(|p| p == m))
-                });
-                let taken = match preferred {
-                    Some(i) => Some(st.idle.remove(i)),
-                    None => st.idle.pop(),
+                // returned one: its connection is warm. One the server
+                // ended meanwhile (a restart) is closed, and the next one
+                // looked at.
+                let taken = loop {
+                    let preferred = st.idle.iter().rposition(|it| {
+                        it.session
+                            .selected_mailbox()
+                            .is_some_and(|m| prefer.iter().any(|p| p == m))
+                    });
+                    let candidate = match preferred {
+                        Some(i) => Some(st.idle.remove(i)),
+                        None => st.idle.pop(),
+                    };
+                    match candidate {
+                        Some(mut it) => {
+                            if !it.session.ended_by_server() {
+                                break Some(it);
+                            }
+                            st.open -= 1;
+                            closed.push(it);
+                        }
+                        None => break None,
+                    }
                 };
                 let step = if let Some(it) = taken {
                     Step::Reuse(it.session)

@@ -290,6 +290,19 @@ impl Session {
         !self.broken
     }
 
+    /// Whether the server ended this connection while it waited between
+    /// commands (an IMAP server restart or idle logout: `* BYE`, then the
+    /// close), looked at without waiting; such a session is broken from
+    /// then on. The pool asks before it lends an idle session: otherwise
+    /// the request it goes to fails on its first command.
+    pub(super) fn ended_by_server(&mut self) -> bool {
+        if !self.broken && self.inner.ended_by_server() {
+            self.broken = true;
+            self.selected = None;
+        }
+        self.broken
+    }
+
     // ----- command plumbing -------------------------------------------------
 
     async fn exec(

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::io;
 
 use async_imap::imap_proto::{AttributeValue, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::stream::ImapStream;
 
@@ -118,6 +118,34 @@ impl Conn {
             Ok((_, r)) => Ok(Some(Parsed(r))),
             Err(e) => Err(unparsable(&e, bytes)),
         }
+    }
+
+    /// Whether the server ended the connection while nothing was asked of
+    /// it (a restart or an idle logout: a `BYE`, then EOF), looked at
+    /// without waiting: what has arrived is read once, never waited for.
+    /// Bytes read that are not a `BYE` stay for the next [`Conn::next`].
+    pub fn ended_by_server(&mut self) -> bool {
+        use std::task::{Context, Poll, Waker};
+        self.consume();
+        let mut chunk = [0u8; 1024];
+        let mut read = tokio::io::ReadBuf::new(&mut chunk);
+        let mut cx = Context::from_waker(Waker::noop());
+        match std::pin::Pin::new(&mut self.stream).poll_read(&mut cx, &mut read) {
+            Poll::Pending => {}
+            Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(())) if read.filled().is_empty() => return true,
+            Poll::Ready(Ok(())) => self.buf.extend_from_slice(read.filled()),
+        }
+        // A BYE among the whole responses read so far.
+        let mut at = self.start;
+        while let Ok(Framed::Complete { len, .. }) = frame(&self.buf[at..]) {
+            let response = &self.buf[at..at + len];
+            if response.len() >= 5 && response[..5].eq_ignore_ascii_case(b"* BYE") {
+                return true;
+            }
+            at += len;
+        }
+        false
     }
 
     /// Reads more, aiming for at least `min` unread bytes. False at EOF.
@@ -658,6 +686,42 @@ mod tests {
         assert!(conn.next().await.unwrap().is_none());
         conn.release();
         assert!(conn.buf.capacity() <= MIN_READ);
+    }
+
+    /// A connection waiting between commands: alive while the server sends
+    /// nothing (or something else than a BYE, kept for the next read),
+    /// ended by a BYE or a close.
+    #[tokio::test]
+    async fn a_bye_or_a_close_between_commands_ends_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut conn = Conn::new(ImapStream::Plain(tcp));
+        assert!(!conn.ended_by_server(), "nothing sent");
+        server.write_all(b"* 4 EXISTS\r\n").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!conn.ended_by_server(), "news, not an end");
+        let kept = conn.next().await.unwrap().unwrap();
+        assert_eq!(
+            kept.parsed(),
+            &Response::MailboxData(async_imap::imap_proto::MailboxDatum::Exists(4))
+        );
+        server
+            .write_all(b"* BYE Server shutting down.\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(conn.ended_by_server(), "BYE");
+
+        // Closed without a word.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut conn = Conn::new(ImapStream::Plain(tcp));
+        assert!(!conn.ended_by_server());
+        drop(server);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(conn.ended_by_server(), "EOF");
     }
 
     proptest! {
