@@ -600,7 +600,8 @@ proptest! {
     #[test]
     fn ping_round_trips(
         heartbeat in of(60u32..3540),
-        folders in of(vec((word(), word()), 0..4)),
+        // One Folder at least: `Folders` without one is refused (schema).
+        folders in of(vec((word(), word()), 1..4)),
         status in status(PingStatus::from_code),
         changed in vec(word(), 0..4),
         max_folders in of(any::<u32>()),
@@ -838,6 +839,32 @@ fn malformed_commands_are_typed_errors() {
         PingRequest::from_element(&bad_number, V),
         Err(CommandError::InvalidValue { .. })
     ));
+    // An integer out of u32 either way is no syntax error: it comes out
+    // as the nearest u32, which the server answers with Status 5.
+    let heartbeat = |text: &str| {
+        let el = Element::new(tags::ping::PING)
+            .with(Element::with_text(tags::ping::HEARTBEAT_INTERVAL, text));
+        PingRequest::from_element(&el, V).map(|r| r.heartbeat_interval)
+    };
+    assert_eq!(heartbeat(" 480 "), Ok(Some(480)));
+    assert_eq!(heartbeat("+480"), Ok(Some(480)));
+    assert_eq!(heartbeat("-5"), Ok(Some(0)));
+    assert_eq!(
+        heartbeat("99999999999999999999999999999999999999999"),
+        Ok(Some(u32::MAX))
+    );
+    for bad in ["", "-", "4e2", "48O", "--5"] {
+        assert!(
+            matches!(heartbeat(bad), Err(CommandError::InvalidValue { .. })),
+            "{bad:?}"
+        );
+    }
+    // `Folders` without a `Folder` is not the schema (6.29).
+    let no_folder = Element::new(tags::ping::PING).with(Element::new(tags::ping::FOLDERS));
+    assert_eq!(
+        PingRequest::from_element(&no_folder, V),
+        Err(CommandError::Missing(tags::ping::FOLDER))
+    );
     assert!(matches!(
         SyncRequest::decode(&[0x03, 0x01], V),
         Err(CommandError::Wbxml(_))

@@ -8,9 +8,10 @@
 //!
 //! The Ping statuses on the wire, for 12.1, 14.1 and 16.1 ([MS-ASCMD]
 //! 2.2.3.177.11): 3 when a parameter is neither given nor remembered, 4
-//! for a request that does not follow the schema, 5 with the bound the
-//! interval crossed (`[devices] heartbeat_min_s`/`heartbeat_max_s`) in
-//! HeartbeatInterval, 6 with MaxFolders, 7 for a folder the device does
+//! for a request that does not follow the schema (`Folders` without a
+//! `Folder` too), 5 with the bound the interval crossed (`[devices]
+//! heartbeat_min_s`/`heartbeat_max_s`) in HeartbeatInterval (an integer
+//! beyond any `u32` too), 6 with MaxFolders, 7 for a folder the device does
 //! not know; a server failure (IMAP down: a PRIVATE Dovecot,
 //! `scripts/dovecot-private`, port 11640) is the common Status 111 from
 //! 14.0 and HTTP 503 + Retry-After before (server/src/error.rs).
@@ -413,12 +414,16 @@ async fn ping_statuses_on_the_wire_for_each_version() {
                 Element::new(p::FOLDERS)
                     .with(Element::new(p::FOLDER).with(Element::with_text(p::CLASS, "Email"))),
             );
+        let no_folder = Element::new(p::PING)
+            .with(Element::with_text(p::HEARTBEAT_INTERVAL, "300"))
+            .with(Element::new(p::FOLDERS));
         for (what, body) in [
             (
                 "a heartbeat that is no number",
                 encode_to_vec(&not_a_number),
             ),
             ("a folder without Id", encode_to_vec(&no_id)),
+            ("Folders without a Folder", encode_to_vec(&no_folder)),
             ("a FolderSync document", folder_sync_body()),
         ] {
             let a = ping_answer(&ping(body).await, what);
@@ -440,6 +445,24 @@ async fn ping_statuses_on_the_wire_for_each_version() {
             "{v}"
         );
         assert!(a.max_folders.is_none());
+        // An integer out of any u32 is out of bounds too, not a syntax error.
+        for (text, bound) in [("-5", 30), ("99999999999999999999", 1200)] {
+            let body = Element::new(p::PING)
+                .with(Element::with_text(p::HEARTBEAT_INTERVAL, text))
+                .with(
+                    Element::new(p::FOLDERS).with(
+                        Element::new(p::FOLDER)
+                            .with(Element::with_text(p::ID, inbox.as_str()))
+                            .with(Element::with_text(p::CLASS, "Email")),
+                    ),
+                );
+            let a = ping_answer(&ping(encode_to_vec(&body)).await, text);
+            assert_eq!(
+                (a.status.code(), a.heartbeat_interval),
+                (5, Some(bound)),
+                "{v}: {text}"
+            );
+        }
 
         // 6: more folders than allowed, with the most allowed.
         let many = vec![inbox.as_str(); 301];

@@ -49,19 +49,29 @@ impl PingRequest {
         tree::expect_tag(el, p::PING)?;
         let folders = match el.child(p::FOLDERS) {
             None => None,
-            Some(f) => Some(
-                f.children_with(p::FOLDER)
+            Some(f) => {
+                let list: Vec<PingFolder> = f
+                    .children_with(p::FOLDER)
                     .map(|f| {
                         Ok(PingFolder {
                             id: CollectionId(tree::req_text(f, p::ID)?),
                             class: tree::req_text(f, p::CLASS)?,
                         })
                     })
-                    .collect::<Result<_, CommandError>>()?,
-            ),
+                    .collect::<Result<_, CommandError>>()?;
+                // The schema asks one Folder at least (6.29).
+                if list.is_empty() {
+                    return Err(CommandError::Missing(p::FOLDER));
+                }
+                Some(list)
+            }
+        };
+        let heartbeat_interval = match el.child(p::HEARTBEAT_INTERVAL) {
+            None => None,
+            Some(h) => Some(heartbeat(&tree::content(h)?)?),
         };
         Ok(PingRequest {
-            heartbeat_interval: tree::opt_num(el, p::HEARTBEAT_INTERVAL)?,
+            heartbeat_interval,
             folders,
         })
     }
@@ -83,6 +93,29 @@ impl PingRequest {
         }
         el
     }
+}
+
+/// A HeartbeatInterval (an `xs:integer`): an integer beyond `u32` either
+/// way is taken as the nearest `u32` (0 or `u32::MAX`), so it is answered
+/// as out of bounds (Status 5 and the bound), not as a syntax error;
+/// anything that is no integer is [`CommandError::InvalidValue`].
+fn heartbeat(text: &str) -> Result<u32, CommandError> {
+    let t = text.trim();
+    let (negative, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CommandError::InvalidValue {
+            tag: p::HEARTBEAT_INTERVAL,
+            value: t.chars().take(64).collect(),
+        });
+    }
+    Ok(match negative {
+        true => 0,
+        false => digits.parse().unwrap_or(u32::MAX),
+    })
 }
 
 impl PingResponse {
