@@ -434,7 +434,7 @@ fn number_header<'m>(
     std::str::from_utf8(text).ok()
 }
 
-/// The numbers of `msg`'s attachments ([`Shown::attachments`]), in MIME
+/// The numbers of `msg`'s attachments (`Shown::attachments`), in MIME
 /// order: each part's [`ATTACHMENT_NUMBER`] when every attachment carries
 /// a distinct one (a draft opush built), else their positions 0, 1, 2…
 pub fn attachment_numbers(msg: &mail_parser::Message<'_>) -> Vec<u32> {
