@@ -346,6 +346,25 @@ mod tests {
         mail_parser::MessageParser::new().parse(b).unwrap()
     }
 
+    // mail-parser 0.11 panics (debug) or loses parts (release) on a
+    // message straight in a message: such an original is refused
+    // (SendFailure::ReplyFailed, an EAS status), never parsed.
+    #[test]
+    fn an_original_with_a_message_straight_in_a_message_is_refused() {
+        let original = b"From: bob@example.test\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\nSubject: deep\r\n\r\nx\r\n--b--\r\n";
+        let device = b"To: carol@example.test\r\nSubject: FW: s\r\n\r\nsee below\r\n";
+        for kind in [SmartKind::Forward, SmartKind::Reply] {
+            assert_eq!(
+                build(kind, device, original, false),
+                Err(ReplyError::Original)
+            );
+            assert_eq!(
+                build(kind, original, ORIGINAL, false),
+                Err(ReplyError::DeviceMime)
+            );
+        }
+    }
+
     #[test]
     fn reply_quotes_the_original_and_threads() {
         let device = b"To: bob@example.test\r\nSubject: RE: Plans\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSounds good \xe2\x9c\x93\r\n";

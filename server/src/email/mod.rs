@@ -16,7 +16,7 @@ pub mod body;
 pub mod conversation;
 pub mod html;
 pub(crate) mod parts;
-pub(crate) mod shape;
+pub mod shape;
 
 use std::fmt;
 

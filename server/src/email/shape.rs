@@ -17,7 +17,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 
 /// Whether `raw` holds a message part whose content is straight away
 /// another message part (see the module doc).
-pub(crate) fn nests_message_in_message(raw: &[u8]) -> bool {
+pub fn nests_message_in_message(raw: &[u8]) -> bool {
     // The inner part's header names its type: look only around those
     // names, most messages have none.
     let mut last: Option<(usize, Begin)> = None;
@@ -149,18 +149,31 @@ fn mentions_digest(raw: &[u8]) -> bool {
 
 /// Offsets of `message/rfc822` and `message/global`, in any case.
 fn message_type_names(raw: &[u8]) -> Vec<usize> {
-    let ends_with = |end: usize, word: &[u8]| {
-        end >= word.len() && raw[end - word.len()..end].eq_ignore_ascii_case(word)
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    // A part of each name that has no letter to vary, or two forms: built
+    // once (a search builds its tables, which costs more than the search
+    // itself on a message of a few KB).
+    static PIECES: LazyLock<[Finder<'static>; 3]> =
+        LazyLock::new(|| [Finder::new(b"822"), Finder::new(b"/g"), Finder::new(b"/G")]);
+    let word_at = |at: usize, word: &[u8]| {
+        raw.get(at..at + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
     };
-    let mut out: Vec<usize> = memchr::memmem::find_iter(raw, b"822")
-        .filter(|at| ends_with(*at, b"message/rfc"))
-        .map(|at| at - b"message/rfc".len())
-        .collect();
-    for tail in [&b"lobal"[..], b"LOBAL"] {
+    let mut out = Vec::new();
+    let [rfc822, global, global_upper] = &*PIECES;
+    out.extend(
+        rfc822
+            .find_iter(raw)
+            .filter_map(|at| at.checked_sub(b"message/rfc".len()))
+            .filter(|start| word_at(*start, b"message/rfc822")),
+    );
+    for piece in [global, global_upper] {
         out.extend(
-            memchr::memmem::find_iter(raw, tail)
-                .filter(|at| ends_with(*at, b"message/g"))
-                .map(|at| at - b"message/g".len()),
+            piece
+                .find_iter(raw)
+                .filter_map(|at| at.checked_sub(b"message".len()))
+                .filter(|start| word_at(*start, b"message/global")),
         );
     }
     out.sort_unstable();
