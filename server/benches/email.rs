@@ -1,8 +1,11 @@
 //! Criterion benchmarks of the message → Email conversion that every Sync
 //! Add and ItemOperations Fetch runs: a small plain message, a multipart
 //! HTML message with attachments, a 1 MiB HTML body truncated to 32 KiB, and
-//! the 1.5 KB plain message opush-load syncs (tests/src/fill.rs).
-//! Pure CPU (no IMAP): what opush adds on top of the fetch.
+//! the 1.5 KB plain message opush-load syncs (tests/src/fill.rs); and the
+//! scan for a message straight in a message (`email::shape`) that every
+//! message parsed whole goes through first, on the same messages and on
+//! one with a forwarded message. Pure CPU (no IMAP): what opush adds on
+//! top of the fetch.
 
 #![allow(
     missing_docs,
@@ -12,6 +15,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use opush_protocol::commands::airsyncbase::BodyPreference;
 use opush_protocol::version::ProtocolVersion;
+use opush_server::email::shape::nests_message_in_message;
 use opush_server::email::{to_email, MessageInfo};
 
 fn info() -> MessageInfo {
@@ -40,6 +44,18 @@ Content-Type: multipart/mixed; boundary=B1\r\n\r\n--B1\r\nContent-Type: multipar
 --B2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>See <b>attached</b>.</p></body></html>\r\n\
 --B2--\r\n--B1\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}\
 --B1\r\nContent-Type: image/png; name=b.png\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}--B1--\r\n"
+    )
+    .into_bytes()
+}
+
+/// A reply with the message it answers attached (message/rfc822).
+fn forwarded() -> Vec<u8> {
+    let text = "A line of the original, long enough to look like mail.\r\n".repeat(40);
+    format!(
+        "From: a@example.test\r\nTo: b@example.test\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=B1\r\n\r\n--B1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+See below.\r\n--B1\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n\
+From: c@example.test\r\nSubject: original\r\nContent-Type: text/plain\r\n\r\n{text}--B1--\r\n"
     )
     .into_bytes()
 }
@@ -84,6 +100,7 @@ fn bench(c: &mut Criterion) {
             &load_pref,
         ),
         ("multipart_html_2_attachments", multipart(), &html_pref),
+        ("multipart_forwarded_message", forwarded(), &plain_pref),
         ("html_1MiB_as_plain_truncated", large_html(), &plain_pref),
         (
             "html_1MiB_as_html_truncated_with_preview",
@@ -94,6 +111,20 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(msg.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| to_email(black_box(&msg), &info(), prefs, ProtocolVersion::V16_1))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("shape");
+    for (name, msg) in [
+        ("small_plain", small()),
+        ("multipart_html_2_attachments", multipart()),
+        ("multipart_forwarded_message", forwarded()),
+        ("html_1MiB", large_html()),
+    ] {
+        group.throughput(Throughput::Bytes(msg.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| nests_message_in_message(black_box(&msg)))
         });
     }
     group.finish();
