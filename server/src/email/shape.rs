@@ -7,7 +7,7 @@
 //! parts after it into the nested message, so a draft rebuilt from that
 //! tree would lose them. mail-parser 1.0, which may read it, needs rustc
 //! 1.98 and this workspace builds on 1.95 (Cargo.toml). Callers do not
-//! parse such a message whole ([`super::parse_whole`]); it is shown from
+//! parse such a message whole (`email::parse_whole`); it is shown from
 //! its header alone and not rebuilt.
 //!
 //! Pure byte scanning, no I/O. It errs on the side of finding the shape:
