@@ -20,6 +20,8 @@ use mail_builder::headers::content_type::ContentType as BuiltContentType;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_parser::{Address, Message, MessagePart, MimeHeaders, PartType};
 
+use crate::email::Shown;
+
 /// Which Smart command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmartKind {
@@ -217,7 +219,8 @@ fn body<'a>(kind: SmartKind, device: &'a Message<'a>, original: &'a Message<'a>)
 /// encoded content): an inline image keeps its Content-ID, a text file its
 /// charset and bytes, a forwarded message its MIME.
 fn attachments_of<'a>(m: &Message<'_>) -> Vec<MimePart<'a>> {
-    m.attachments
+    Shown::of(m)
+        .attachments
         .iter()
         .filter_map(|id| crate::email::parts::part_bytes(m, *id, None))
         .map(|bytes| MimePart::raw(BodyPart::Binary(bytes.into())))
@@ -261,20 +264,22 @@ fn addresses(a: &Address<'_>) -> String {
     }
 }
 
-/// The message's plain text (from its HTML when it has no text part).
+/// The message's plain text (from its HTML when it has no text part):
+/// its body as a device is shown it ([`Shown`]).
 fn text_body<'a>(m: &'a Message<'a>) -> Cow<'a, str> {
-    match m.text_part(0) {
+    let Some(pos) = Shown::of(m).text else {
+        return Cow::Borrowed("");
+    };
+    match m.text_part(pos as u32) {
         Some(p) if !p.is_text_html() => part_text(m, p),
-        _ => m.body_text(0).unwrap_or_default(),
+        _ => m.body_text(pos).unwrap_or_default(),
     }
 }
 
 /// The message's HTML, only when it has a real `text/html` part.
 fn html_body<'a>(m: &'a Message<'a>) -> Option<Cow<'a, str>> {
-    match m.html_part(0) {
-        Some(p) if p.is_text_html() => Some(part_text(m, p)),
-        _ => None,
-    }
+    let p = m.html_part(Shown::of(m).html? as u32)?;
+    Some(part_text(m, p))
 }
 
 /// A text part's content; 8-bit text without a charset that is not UTF-8
@@ -363,6 +368,25 @@ mod tests {
                 Err(ReplyError::DeviceMime)
             );
         }
+    }
+
+    // An opush draft whose first text attachment was deleted: the second,
+    // now first in its multipart, is still an attachment (its number says
+    // so), and the body quoted is the body.
+    #[test]
+    fn forward_quotes_the_body_and_attaches_a_numbered_text_part() {
+        let original = b"From: alice@example.test\r\nSubject: s\r\nX-Opush-Next-Attachment: 2\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nX-Opush-Attachment: 1\r\nContent-Type: text/plain; charset=utf-8; name=\"second.txt\"\r\nContent-Disposition: inline; filename=\"second.txt\"\r\n\r\nsecond file\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nthe real body\r\n--b--\r\n";
+        let device = b"To: carol@example.test\r\nSubject: FW: s\r\n\r\nsee below\r\n";
+        let out = build(SmartKind::Forward, device, original, false).unwrap();
+        let m = parse(&out);
+        let body = m.body_text(0).unwrap();
+        assert!(body.contains("the real body"), "{body}");
+        assert!(!body.contains("second file"), "{body}");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("name=\"second.txt\"\r\nContent-Disposition: inline; filename=\"second.txt\"\r\n\r\nsecond file"),
+            "{text}"
+        );
     }
 
     #[test]
