@@ -51,10 +51,12 @@ use crate::email::{
 };
 use crate::outgoing::{format_mailbox, Sender};
 
-/// Whether a Change of a Drafts item edits the draft itself (recipients,
-/// subject or body) rather than only its flags.
+/// Whether a Change of a Drafts item edits the draft itself (sender,
+/// recipients, subject, body or attachments) rather than only its flags.
 pub fn edits_content(change: &Email) -> bool {
-    change.to.is_some()
+    change.from.is_some()
+        || change.sender.is_some()
+        || change.to.is_some()
         || change.cc.is_some()
         || change.subject.is_some()
         || change.body.as_ref().is_some_and(|b| b.data.is_some())
@@ -1321,6 +1323,19 @@ caf=E9,1\n\
             from_and_sender(&out).0.as_deref(),
             Some("\"Work\" <alice.work@example.test>")
         );
+        // A Change of the From alone is an edit of the draft, not of flags.
+        for only in [
+            Email {
+                from: change.from.clone(),
+                ..Email::default()
+            },
+            Email {
+                sender: change.sender.clone(),
+                ..Email::default()
+            },
+        ] {
+            assert!(edits_content(&only), "{only:?}");
+        }
         let out = new_draft(&alice(), &Email::default());
         assert_eq!(
             from_and_sender(&out),
