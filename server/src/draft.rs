@@ -46,7 +46,7 @@ use crate::email::parts::{
     head_and_content, header_fields, is_content_header, part_bytes, split_field,
 };
 use crate::email::{
-    attachment_numbers, next_attachment_number, numbers_of, Shown, ATTACHMENT_NUMBER,
+    attachment_numbers, is_signed, next_attachment_number, numbers_of, Shown, ATTACHMENT_NUMBER,
     NEXT_ATTACHMENT_NUMBER,
 };
 use crate::outgoing::{format_mailbox, Sender};
@@ -453,16 +453,6 @@ impl<'m> OldTree<'m> {
             mixed: subtype.eq_ignore_ascii_case("mixed"),
         })
     }
-}
-
-/// Whether `part` is a multipart/signed.
-fn is_signed(part: &mail_parser::MessagePart<'_>) -> bool {
-    part.content_type().is_some_and(|ct| {
-        ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct
-                .subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("signed"))
-    })
 }
 
 /// Replaces draft `uid` of `raw` by its edit: APPEND the new message with

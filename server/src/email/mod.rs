@@ -179,12 +179,7 @@ fn render(
         header_raw(&msg, &RAW_HEADERS[3]),
         header_raw(&msg, &RAW_HEADERS[4]),
     ));
-    if msg.content_type().is_some_and(|ct| {
-        ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct
-                .subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("signed"))
-    }) {
+    if is_signed(&msg) {
         email.message_class = Some("IPM.Note.SMIME.MultipartSigned".to_owned());
     }
     if version.has_airsyncbase() {
@@ -213,6 +208,17 @@ fn render(
         email.attachments = attachments(&msg, &shown.attachments, &info.server_id);
     }
     email
+}
+
+/// Whether a message or part is a multipart/signed (RFC 1847: S/MIME,
+/// PGP/MIME).
+pub(crate) fn is_signed<'x>(part: &impl MimeHeaders<'x>) -> bool {
+    part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("signed"))
+    })
 }
 
 /// mail-parser's parse of `raw` whole, its parts taken apart; `None` when
