@@ -16,8 +16,20 @@
 use mail_parser::{MessageParser, MimeHeaders};
 
 /// Whether `raw` holds a message part whose content is straight away
-/// another message part (see the module doc).
+/// another message part (see the module doc), also inside a message part
+/// sent in base64 or quoted-printable (mail-parser decodes it and parses
+/// the result the same way).
 pub fn nests_message_in_message(raw: &[u8]) -> bool {
+    nested_within(raw, MAX_ENCODED_DEPTH)
+}
+
+/// How deep mail-parser 0.11 parses encoded messages in encoded messages
+/// (its `MAX_NESTED_ENCODED`), and one more.
+const MAX_ENCODED_DEPTH: usize = 4;
+
+/// [`nests_message_in_message`], looking into at most `depth` levels of
+/// encoded message parts.
+fn nested_within(raw: &[u8], depth: usize) -> bool {
     // The inner part's header names its type: look only around those
     // names, most messages have none.
     let mut last: Option<(usize, Begin)> = None;
@@ -28,21 +40,39 @@ pub fn nests_message_in_message(raw: &[u8]) -> bool {
             _ => block_begin(raw, line, last),
         };
         last = Some((line, begin));
-        // The inner header follows an empty line (the end of the outer
-        // header), not a boundary, and it is not the message's own.
-        let Begin::AfterBlank { start, blank } = begin else {
+        let (start, after_blank) = match begin {
+            Begin::Root => (0, None),
+            Begin::AfterBlank { start, blank } => (start, Some(blank)),
+            Begin::AfterBoundary(start) => (start, None),
+        };
+        let Some((kind, end)) = header_kind(raw, start, false) else {
             continue;
         };
-        if !is_message_header(raw, start, Some(at), false) {
+        if at >= end {
+            // The name is in a body, not in this header.
             continue;
         }
+        // An encoded message is parsed apart, once decoded.
+        if let Kind::Encoded(encoding) = kind {
+            if depth > 0
+                && decoded_body(raw, end, encoding).is_some_and(|b| nested_within(&b, depth - 1))
+            {
+                return true;
+            }
+            continue;
+        }
+        // The inner header follows an empty line (the end of the outer
+        // header), not a boundary, and it is not the message's own.
+        let (Kind::Message, Some(blank)) = (kind, after_blank) else {
+            continue;
+        };
         let (outer, in_multipart) = match block_begin(raw, blank, None) {
             Begin::Root => (0, false),
             Begin::AfterBlank { start, .. } => (start, false),
             Begin::AfterBoundary(start) => (start, true),
         };
         let outer_is_message = if outer < blank {
-            is_message_header(raw, outer, None, in_multipart)
+            header_kind(raw, outer, in_multipart).is_some_and(|(k, _)| k == Kind::Message)
         } else {
             // An empty header: a message in a digest; anywhere else the
             // empty line is the first of a body, not a nested message.
@@ -53,6 +83,40 @@ pub fn nests_message_in_message(raw: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// What a header block makes its part to mail-parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Not a message part.
+    Other,
+    /// A message part, its content parsed in place.
+    Message,
+    /// A message part in base64 or quoted-printable.
+    Encoded(mail_parser::Encoding),
+}
+
+/// The content of the part whose header ends at `end`, decoded: up to the
+/// next line that starts with `--` (a boundary) or the end.
+fn decoded_body(raw: &[u8], end: usize, encoding: mail_parser::Encoding) -> Option<Vec<u8>> {
+    let body = raw.get(end..)?;
+    let mut stop = body.len();
+    let mut at = 0;
+    for line in body.split_inclusive(|b| *b == b'\n') {
+        if line.starts_with(b"--") {
+            stop = at;
+            break;
+        }
+        at += line.len();
+    }
+    let body = &body[..stop];
+    match encoding {
+        mail_parser::Encoding::Base64 => mail_parser::decoders::base64::base64_decode(body),
+        mail_parser::Encoding::QuotedPrintable => {
+            mail_parser::decoders::quoted_printable::quoted_printable_decode(body)
+        }
+        mail_parser::Encoding::None => Some(body.to_vec()),
+    }
 }
 
 /// Where a header block begins, found by walking back from one of its
@@ -101,45 +165,49 @@ fn line_start(raw: &[u8], at: usize) -> usize {
     memchr::memrchr(b'\n', &raw[..at]).map_or(0, |n| n + 1)
 }
 
-/// Whether the header block at `start` makes its part a message to
-/// mail-parser: Content-Type `message/rfc822` or `message/global` (with
-/// `name_at`, the name found, inside the block), not base64 or
-/// quoted-printable (an encoded one is decoded and parsed apart, which it
-/// reads well). `bare_in_digest`: the block is a part of a multipart, and
-/// no Content-Type counts too when the message has a multipart/digest,
-/// whose parts are messages by default.
-fn is_message_header(
-    raw: &[u8],
-    start: usize,
-    name_at: Option<usize>,
-    bare_in_digest: bool,
-) -> bool {
-    let Some(head) = raw
-        .get(start..)
-        .and_then(|rest| MessageParser::default().parse_headers(rest))
-    else {
-        return false;
-    };
-    let Some(part) = head.parts.first() else {
-        return false;
-    };
-    let end = start + part.offset_body as usize;
-    if name_at.is_some_and(|at| at >= end) {
-        return false;
+/// What the header block at `start` makes its part ([`Kind`]), and where
+/// the block ends: Content-Type `message/rfc822` or `message/global` is a
+/// message. `bare_in_digest`: the block is a part of a multipart, and no
+/// Content-Type makes a message too when the message has a
+/// multipart/digest, whose parts are messages by default.
+fn header_kind(raw: &[u8], start: usize, bare_in_digest: bool) -> Option<(Kind, usize)> {
+    let head = MessageParser::default().parse_headers(raw.get(start..)?)?;
+    let part = head.parts.first()?;
+    // (Its offset_body is the end of the input: parse_headers reads no
+    // body.) The block ends with its first line holding only white space.
+    let mut end = raw.len();
+    let mut at = start;
+    for line in raw[start..].split_inclusive(|b| *b == b'\n') {
+        at += line.len();
+        if line.iter().all(u8::is_ascii_whitespace) {
+            end = at;
+            break;
+        }
     }
-    let encoded = part.content_transfer_encoding().is_some_and(|e| {
-        e.eq_ignore_ascii_case("base64") || e.eq_ignore_ascii_case("quoted-printable")
-    });
-    match part.content_type() {
+    let message = match part.content_type() {
         Some(ct) => {
             ct.ctype().eq_ignore_ascii_case("message")
                 && ct.subtype().is_some_and(|s| {
                     s.eq_ignore_ascii_case("rfc822") || s.eq_ignore_ascii_case("global")
                 })
-                && !encoded
         }
-        None => bare_in_digest && !encoded && mentions_digest(raw),
-    }
+        None => bare_in_digest && mentions_digest(raw),
+    };
+    let encoding = part.content_transfer_encoding().and_then(|e| {
+        if e.eq_ignore_ascii_case("base64") {
+            Some(mail_parser::Encoding::Base64)
+        } else if e.eq_ignore_ascii_case("quoted-printable") {
+            Some(mail_parser::Encoding::QuotedPrintable)
+        } else {
+            None
+        }
+    });
+    let kind = match (message, encoding) {
+        (false, _) => Kind::Other,
+        (true, None) => Kind::Message,
+        (true, Some(e)) => Kind::Encoded(e),
+    };
+    Some((kind, end))
 }
 
 /// Whether `raw` says `digest` anywhere (in any case).
@@ -220,6 +288,14 @@ mod tests {
         // The message itself is one, holding one straight away.
         let raw = format!("Subject: s\r\nContent-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n{inner}");
         assert!(nests_message_in_message(raw.as_bytes()));
+        // The same shape inside a message part sent in base64.
+        let inner = "Content-Type: multipart/mixed; boundary=\"i\"\r\n\r\n--i\r\nContent-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\ny\r\n--i--\r\n";
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(inner);
+        let raw = mixed(&format!(
+            "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}"
+        ));
+        assert!(nests_message_in_message(raw.as_bytes()), "{raw}");
         // A part of a digest is a message without saying so.
         for part_header in ["", "X-Note: bare\r\n"] {
             let raw = format!("Subject: s\r\nContent-Type: multipart/digest; boundary=\"d\"\r\n\r\n--d\r\n{part_header}\r\nContent-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\ny\r\n--d--\r\n");
