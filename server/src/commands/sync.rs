@@ -207,26 +207,53 @@ fn decimal_u32(s: &str) -> Option<u32> {
 /// (`0`/`1` each), fed to blake3 piece by piece: no string is built for
 /// each of the thousands of messages a window observes.
 pub fn version_of(flags: &Flags) -> ItemVersion {
-    use std::sync::LazyLock;
-    // Most messages carry no keyword: their eight versions are digested
-    // once, not once per message observed or read ahead.
-    static PLAIN: LazyLock<[ItemVersion; 8]> = LazyLock::new(|| {
-        std::array::from_fn(|i| {
-            digest_version(&Flags {
-                seen: i & 1 != 0,
-                flagged: i & 2 != 0,
-                answered: i & 4 != 0,
-                ..Flags::default()
-            })
-        })
-    });
     if flags.keywords.is_empty() {
         let i = usize::from(flags.seen)
             | usize::from(flags.flagged) << 1
             | usize::from(flags.answered) << 2;
-        return PLAIN[i];
+        return PLAIN_VERSIONS[i];
     }
     digest_version(flags)
+}
+
+/// The versions of the eight keyword-less flag sets, by
+/// `seen | flagged << 1 | answered << 2`. Most messages carry no keyword:
+/// their versions are digested once, not once per message observed or read
+/// ahead, and such a version tells its flags back ([`decided_flags`]).
+static PLAIN_VERSIONS: std::sync::LazyLock<[ItemVersion; 8]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|i| {
+        digest_version(&Flags {
+            seen: i & 1 != 0,
+            flagged: i & 2 != 0,
+            answered: i & 4 != 0,
+            ..Flags::default()
+        })
+    })
+});
+
+/// Gives `meta` the flags of `version`, the one the engine decided to send
+/// for it: a window sends what its recorded decision says, whatever the
+/// message's flags are when it is rendered, so that a retried SyncKey (its
+/// window rendered again, later) answers the same and the device holds the
+/// version the engine records for it (a newer one is sent as a Change
+/// after the next look). True when `meta` now has those flags: they were
+/// its own, or `version` is one of a keyword-less set
+/// ([`PLAIN_VERSIONS`]), the `\Seen`, `\Flagged` and `\Answered` of
+/// which it then takes (its other flags, not versioned, stay). False for a
+/// version with keywords that `meta` does not have: a digest cannot be read
+/// back.
+fn decided_flags(meta: &mut MessageMeta, version: ItemVersion) -> bool {
+    if version_of(&meta.flags) == version {
+        return true;
+    }
+    let Some(i) = PLAIN_VERSIONS.iter().position(|v| *v == version) else {
+        return false;
+    };
+    meta.flags.seen = i & 1 != 0;
+    meta.flags.flagged = i & 2 != 0;
+    meta.flags.answered = i & 4 != 0;
+    meta.flags.keywords.clear();
+    true
 }
 
 /// [`version_of`] computed: the digest itself.
@@ -940,16 +967,37 @@ struct Ahead<'a> {
 
 /// What was read ahead for the window `r` adds, waiting for a fetch still
 /// under way: every body (a message's content never changes under one
-/// UIDVALIDITY), and the metadata of the messages whose flags are still
-/// those the engine decided to send (`version_of` equals the Add's
-/// version, learnt by this Sync's observation). Flags changed since the
-/// read-ahead are fetched again, so they are sent as the engine recorded
-/// them.
+/// UIDVALIDITY), and the metadata of the messages with the flags the
+/// engine decided to send (`decided_flags`: their own when their version
+/// is the Add's, learnt by the look this window was decided on, or those
+/// the version tells). Metadata whose flags cannot be told (keywords
+/// changed since) is fetched again.
 async fn take_read_ahead(
     ahead: &Ahead<'_>,
     raw: &str,
     r: &opush_engine::SyncResponse,
 ) -> (Metas, Bodies) {
+    let versions = added_versions(r);
+    let validity = r.changes.iter().find_map(|c| match c {
+        ServerChange::Add { id, .. } => uid_of(id).map(|(v, _)| v),
+        _ => None,
+    });
+    let Some(validity) = validity else {
+        return Default::default();
+    };
+    let uids: Vec<u32> = versions.keys().copied().collect();
+    let mut got = ahead
+        .cache
+        .take(&ahead.device, raw, validity, &uids, ahead.wait)
+        .await;
+    got.metas
+        .retain(|uid, m| versions.get(uid).is_some_and(|v| decided_flags(m, *v)));
+    (got.metas, got.bodies)
+}
+
+/// The version each message `r` adds is sent at, by UID (those of the
+/// first Add's UIDVALIDITY).
+fn added_versions(r: &opush_engine::SyncResponse) -> crate::backends::imap::UidMap<ItemVersion> {
     let mut validity = None;
     let mut versions = crate::backends::imap::UidMap::default();
     for change in &r.changes {
@@ -961,17 +1009,7 @@ async fn take_read_ahead(
             }
         }
     }
-    let Some(validity) = validity else {
-        return Default::default();
-    };
-    let uids: Vec<u32> = versions.keys().copied().collect();
-    let mut got = ahead
-        .cache
-        .take(&ahead.device, raw, validity, &uids, ahead.wait)
-        .await;
-    got.metas
-        .retain(|uid, m| versions.get(uid) == Some(&version_of(&m.flags)));
-    (got.metas, got.bodies)
+    versions
 }
 
 /// How many windows a device's read-ahead holds: [`ahead::DEPTH`], and
@@ -1812,6 +1850,21 @@ impl<'r> Prefetch<'r> {
                 metas.insert(m.uid, m);
             }
         }
+        // Every message is sent with the flags decided for it when they
+        // can be told (`decided_flags`), else with those it has now.
+        let mut decided = added_versions(r);
+        for change in &r.changes {
+            if let ServerChange::Change { id, version, .. } = change {
+                if let Some((_, uid)) = uid_of(id) {
+                    decided.insert(uid, *version);
+                }
+            }
+        }
+        for (uid, v) in decided.iter() {
+            if let Some(m) = metas.get_mut(uid) {
+                decided_flags(m, *v);
+            }
+        }
         Ok(Prefetch {
             raw,
             metas,
@@ -1924,6 +1977,57 @@ mod tests {
             let by_parse = id.0.split_once('/').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
             prop_assert_eq!(uid_of(&id), by_parse);
         }
+    }
+
+    fn meta(flags: Flags) -> MessageMeta {
+        MessageMeta {
+            uid: 7,
+            flags,
+            internal_date: 1_700_000_000,
+            size: 1234,
+            modseq: Some(9),
+        }
+    }
+
+    /// A version of keyword-less flags gives them back, whatever flags the
+    /// message has now (keywords dropped, unversioned flags kept); a
+    /// version with keywords gives back only the message's own.
+    #[test]
+    fn decided_flags_tells_keyword_less_versions_back() {
+        let now = Flags {
+            seen: true,
+            flagged: false,
+            answered: true,
+            draft: true,
+            keywords: vec!["$label1".to_owned()],
+            ..Flags::default()
+        };
+        for i in 0..8 {
+            let decided = Flags {
+                seen: i & 1 != 0,
+                flagged: i & 2 != 0,
+                answered: i & 4 != 0,
+                ..Flags::default()
+            };
+            let mut m = meta(now.clone());
+            assert!(decided_flags(&mut m, version_of(&decided)));
+            assert_eq!(version_of(&m.flags), version_of(&decided), "{i}");
+            assert!(m.flags.draft, "unversioned flags stay");
+            assert!(m.flags.keywords.is_empty());
+            assert_eq!((m.uid, m.size, m.internal_date), (7, 1234, 1_700_000_000));
+        }
+        // The message's own version: unchanged.
+        let mut m = meta(now.clone());
+        assert!(decided_flags(&mut m, version_of(&now)));
+        assert_eq!(m.flags, now);
+        // Another keyword set cannot be told back: left as it is.
+        let other = Flags {
+            keywords: vec!["$label2".to_owned()],
+            ..Flags::default()
+        };
+        let mut m = meta(now.clone());
+        assert!(!decided_flags(&mut m, version_of(&other)));
+        assert_eq!(m.flags, now);
     }
 
     /// The digest as first defined: one formatted string, hashed whole.
