@@ -140,6 +140,21 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// With `OPUSH_LOAD_BREAKDOWN` set: the server logs each request's
+/// BREAKDOWN timing tree to a log file beside its directory (printed).
+fn breakdown(dir: &std::path::Path) -> String {
+    if std::env::var_os("OPUSH_LOAD_BREAKDOWN").is_none() {
+        return String::new();
+    }
+    // Outside the server's directory, which is removed at the end.
+    let log = dir.with_extension("log");
+    println!("breakdown: {}", log.display());
+    format!(
+        "file = \"{}\"\nloggers = {{ BREAKDOWN = \"debug\" }}\n",
+        log.display()
+    )
+}
+
 impl Server {
     fn start(opush: &PathBuf) -> Server {
         let port = free_port();
@@ -156,9 +171,10 @@ impl Server {
                  max_in_flight = 1024\n[storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
                  [imap]\nhost = \"127.0.0.1\"\nport = 1143\n\
                  master_user = \"opush-master\"\nmaster_password = \"{}\"\n\
-                 [policy]\nrequire_provisioning = false\n[logging]\nlevel = \"warn\"\n",
+                 [policy]\nrequire_provisioning = false\n[logging]\nlevel = \"warn\"\n{}",
                 dir.join("store").display(),
-                demo_password()
+                demo_password(),
+                breakdown(&dir)
             ),
         )
         .expect("write config");
