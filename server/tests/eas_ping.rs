@@ -11,7 +11,7 @@
 //! changes on the IMAP side (before the Ping or while it is parked; at once
 //! where NOTIFY reports folder events).
 //!
-//! Reserved Dovecot users: load0021–load0030, load0061–load0065, load0071–load0072. Waits are bounded so a broken
+//! Reserved Dovecot users: load0021–load0026, load0061–load0064, load0071–load0072 (load0027 is http_ping's, load0028 imap_backend's, load0029 http_ping's). Waits are bounded so a broken
 //! hub fails the test instead of hanging it; they assert behaviour, not speed.
 
 #![allow(
