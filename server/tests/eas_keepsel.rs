@@ -31,9 +31,7 @@ use opush_protocol::commands::sync::{
     SyncRequest,
 };
 use opush_protocol::commands::{CollectionId, ServerId, SyncKey};
-use opush_protocol::version::ProtocolVersion;
 use opush_server::backends::imap::ImapPool;
-use opush_server::commands::sync::sync;
 use opush_server::session::EasServices;
 use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
 
@@ -175,13 +173,7 @@ async fn one(
     device: &str,
     req: SyncRequest,
 ) -> SyncCollectionResponse {
-    let mut res = sync(&req, ProtocolVersion::V14_1, &caller(user, device), eas)
-        .await
-        .unwrap();
-    assert_eq!(res.collections.len(), 1);
-    let r = res.collections.remove(0);
-    assert_eq!(r.status.map(|s| s.code()), Some(1), "{r:?}");
-    r
+    eas_support::sync_one(eas, &caller(user, device), &req).await
 }
 
 async fn scenario(user: &str, use_condstore: bool) {

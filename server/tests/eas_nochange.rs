@@ -35,8 +35,6 @@ use opush_protocol::commands::sync::{
     ServerCommand, SyncCollectionRequest, SyncCollectionResponse, SyncRequest,
 };
 use opush_protocol::commands::{CollectionId, SyncKey};
-use opush_protocol::version::ProtocolVersion;
-use opush_server::commands::sync::sync;
 use opush_server::session::EasServices;
 use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
 
@@ -56,18 +54,7 @@ fn request(inbox: &str, key: &str) -> SyncRequest {
 }
 
 async fn one(eas: &EasServices, inbox: &str, key: &str) -> SyncCollectionResponse {
-    let mut res = sync(
-        &request(inbox, key),
-        ProtocolVersion::V14_1,
-        &caller(USER, DEVICE),
-        eas,
-    )
-    .await
-    .unwrap();
-    assert_eq!(res.collections.len(), 1);
-    let r = res.collections.remove(0);
-    assert_eq!(r.status.map(|s| s.code()), Some(1), "{r:?}");
-    r
+    eas_support::sync_one(eas, &caller(USER, DEVICE), &request(inbox, key)).await
 }
 
 /// The device's INBOX: ServerId → (subject, flagged).

@@ -23,8 +23,6 @@ use opush_protocol::commands::sync::{
     ServerCommand, SyncCollectionRequest, SyncCollectionResponse, SyncOptions, SyncRequest,
 };
 use opush_protocol::commands::{CollectionId, SyncKey};
-use opush_protocol::version::ProtocolVersion;
-use opush_server::commands::sync::sync;
 use opush_server::session::EasServices;
 use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
 
@@ -50,19 +48,7 @@ fn request(inbox: &str, key: &str) -> SyncRequest {
 }
 
 async fn one(eas: &EasServices, user: &str, key: &str, inbox: &str) -> SyncCollectionResponse {
-    let req = request(inbox, key);
-    let mut res = sync(
-        &req,
-        ProtocolVersion::V14_1,
-        &caller(user, "DEVRETRYFLAGS"),
-        eas,
-    )
-    .await
-    .unwrap();
-    assert_eq!(res.collections.len(), 1);
-    let r = res.collections.remove(0);
-    assert_eq!(r.status.map(|s| s.code()), Some(1), "{r:?}");
-    r
+    eas_support::sync_one(eas, &caller(user, "DEVRETRYFLAGS"), &request(inbox, key)).await
 }
 
 /// What the device holds: ServerId → (subject, read).

@@ -126,3 +126,21 @@ pub fn sync_req(collection: &str, key: &str) -> opush_protocol::commands::sync::
         ..SyncRequest::default()
     }
 }
+
+/// `req` (one collection) sent by `caller` at 14.1; its collection's answer,
+/// which must have Status 1.
+#[allow(dead_code, reason = "not every test binary using this module calls it")]
+pub async fn sync_one(
+    eas: &EasServices,
+    caller: &Caller<'_>,
+    req: &opush_protocol::commands::sync::SyncRequest,
+) -> opush_protocol::commands::sync::SyncCollectionResponse {
+    let version = opush_protocol::version::ProtocolVersion::V14_1;
+    let mut res = opush_server::commands::sync::sync(req, version, caller, eas)
+        .await
+        .unwrap();
+    assert_eq!(res.collections.len(), 1);
+    let r = res.collections.remove(0);
+    assert_eq!(r.status.map(|s| s.code()), Some(1), "{r:?}");
+    r
+}
