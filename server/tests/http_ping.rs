@@ -154,36 +154,15 @@ fn ping_body(inbox: &str) -> Vec<u8> {
 async fn a_parked_ping_frees_its_in_flight_slot_and_ends_on_the_next_request() {
     require_dovecot().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = closed_port().await;
-    let cfg = Config::from_toml(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_in_flight = 1\n\
-         [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
-         [imap]\nport = {IMAP_PORT}\nmaster_user = \"opush-master\"\nmaster_password = \"{PASSWORD}\"\n\
-         [devices]\nheartbeat_min_s = 1\n\
-         [policy]\nrequire_provisioning = false\n\
-         [push]\nmax_parked = 1\n",
-        dir.path().display()
-    ))
-    .unwrap();
-    {
-        let store = opush_storage::Store::open(
-            &serde::Deserialize::deserialize(toml::Value::Table(cfg.storage.clone())).unwrap(),
-        )
-        .await
-        .unwrap();
-        store.install_schema().await.unwrap();
-    }
-    let addr = cfg.server.listen;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run_with(cfg, async move {
-        let _ = rx.await;
-    }));
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (addr, tx, server) = serve(
+        &dir,
+        IMAP_PORT,
+        (
+            "max_in_flight = 1\n",
+            "[devices]\nheartbeat_min_s = 1\n[push]\nmax_parked = 1\n",
+        ),
+    )
+    .await;
     let inbox = prepare(addr, "HTTPPING1").await;
 
     // Park a Ping on its own connection. With max_in_flight = 1 the Ping
