@@ -17,6 +17,9 @@
 //! 127.0.0.1 and stops the server it started. Mailboxes are filled once and
 //! reused (`opush_tests::fill`). Users: load0001 (big INBOX), load0002–load0020.
 //! Figures go to stdout; docs/BENCHMARKS.md records them with the command.
+//! With `OPUSH_LOAD_TRACE=1` each Sync of the initial sync prints its time;
+//! with `OPUSH_LOAD_BREAKDOWN=1` the server logs each request's BREAKDOWN
+//! timing tree to a file beside its directory (the path is printed).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
