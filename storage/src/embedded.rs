@@ -21,8 +21,9 @@
 //! answered only after that commit returned, with its own outcome: a
 //! conflict or bad input fails that append alone (it wrote nothing); a
 //! failed commit, or any other error, fails every append of the group and
-//! none of them is written. Device-registry rows (written on a request's
-//! path too) join the same groups.
+//! none of them is written. Device-registry rows, snapshots and captures
+//! (written on a request's path too) join the same groups: none takes a
+//! write transaction of its own, which would hold the groups back.
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -219,10 +220,31 @@ pub const GROUP_MAX_APPENDS: usize = 256;
 /// still goes, alone).
 pub const GROUP_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// A write the group commit carries.
+/// A write the group commit carries: appends, and the other rows a request
+/// writes (device registry, snapshots, captures), so that none of them
+/// takes a write transaction of its own (redb has one at a time: each would
+/// hold the group commits back) or a commit of its own.
 enum Write {
     Append(AppendBatch),
     Device(DeviceRecord),
+    Snapshot(Box<SnapshotWrite>),
+    Capture(Box<CaptureWrite>),
+}
+
+/// A snapshot to put ([`crate::Store::put_snapshot`]).
+struct SnapshotWrite {
+    device: DeviceKey,
+    collection: String,
+    snap: Snapshot,
+}
+
+/// A capture to put ([`crate::Store::put_capture`]).
+struct CaptureWrite {
+    device: DeviceKey,
+    req_id: String,
+    kind: String,
+    bytes: Vec<u8>,
+    ttl: Duration,
 }
 
 /// A write waiting for the group commit, and where its outcome goes (an
@@ -237,6 +259,8 @@ impl PendingWrite {
         match &self.write {
             Write::Append(batch) => batch.events.iter().map(|e| e.payload.len()).sum(),
             Write::Device(_) => 0,
+            Write::Snapshot(w) => w.snap.payload.len(),
+            Write::Capture(w) => w.bytes.len(),
         }
     }
 }
@@ -358,8 +382,14 @@ impl EmbeddedStore {
         collection: String,
         snap: Snapshot,
     ) -> Result<()> {
-        self.run(move |i| i.put_snapshot(&device, &collection, &snap))
+        let w = SnapshotWrite {
+            device,
+            collection,
+            snap,
+        };
+        self.group_write(Write::Snapshot(Box::new(w)))
             .await
+            .map(|_| ())
     }
 
     /// See [`crate::Store::get_snapshot`].
@@ -396,8 +426,16 @@ impl EmbeddedStore {
         bytes: Vec<u8>,
         ttl: Duration,
     ) -> Result<()> {
-        self.run(move |i| i.put_capture(&device, &req_id, &kind, &bytes, ttl))
+        let w = CaptureWrite {
+            device,
+            req_id,
+            kind,
+            bytes,
+            ttl,
+        };
+        self.group_write(Write::Capture(Box::new(w)))
             .await
+            .map(|_| ())
     }
 
     /// See [`crate::Store::get_captures`].
@@ -688,6 +726,11 @@ impl Inner {
                 Write::Device(rec) => {
                     Self::put_device_in(&txn, rec, now + self.cfg.ttl_devices_s).map(|()| 0)
                 }
+                Write::Snapshot(w) => {
+                    let expires = now + self.cfg.ttl_snapshots_s;
+                    Self::put_snapshot_in(&txn, w, expires).map(|()| 0)
+                }
+                Write::Capture(w) => Self::put_capture_in(&txn, w, now).map(|()| 0),
             };
             match outcome {
                 Ok(head) => outcomes.push(Ok(head)),
@@ -786,11 +829,16 @@ impl Inner {
         Ok(out)
     }
 
-    fn put_snapshot(&self, device: &DeviceKey, collection: &str, snap: &Snapshot) -> Result<()> {
+    /// One snapshot put inside `txn` (group-committed). `InvalidInput`
+    /// comes before any write.
+    fn put_snapshot_in(txn: &WriteTransaction, w: &SnapshotWrite, expires: u64) -> Result<()> {
+        let SnapshotWrite {
+            device,
+            collection,
+            snap,
+        } = w;
         device.validate()?;
         check_part("collection id", collection)?;
-        self.require_schema()?;
-        let expires = now_s() + self.cfg.ttl_snapshots_s;
         let mut key = device_prefix(device);
         key.extend_from_slice(collection.as_bytes());
         let mut v = Vec::with_capacity(18 + snap.payload.len());
@@ -798,17 +846,13 @@ impl Inner {
         v.extend_from_slice(&snap.format_version.to_le_bytes());
         v.extend_from_slice(&expires.to_le_bytes());
         v.extend_from_slice(&snap.payload);
-        let txn = self.db.begin_write().map_err(backend)?;
-        {
-            let mut t = txn.open_table(SNAPSHOTS).map_err(backend)?;
-            let old = t
-                .insert(key.as_slice(), v.as_slice())
-                .map_err(backend)?
-                .and_then(|o| u64_at(o.value(), 10));
-            let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
-            reindex_expiry_in(&mut ix, old, expires, T_SNAPSHOT, &key)?;
-        }
-        txn.commit().map_err(backend)
+        let mut t = txn.open_table(SNAPSHOTS).map_err(backend)?;
+        let old = t
+            .insert(key.as_slice(), v.as_slice())
+            .map_err(backend)?
+            .and_then(|o| u64_at(o.value(), 10));
+        let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
+        reindex_expiry_in(&mut ix, old, expires, T_SNAPSHOT, &key)
     }
 
     fn get_snapshot(&self, device: &DeviceKey, collection: &str) -> Result<Option<Snapshot>> {
@@ -912,19 +956,20 @@ impl Inner {
         Ok(out)
     }
 
-    fn put_capture(
-        &self,
-        device: &DeviceKey,
-        req_id: &str,
-        kind: &str,
-        bytes: &[u8],
-        ttl: Duration,
-    ) -> Result<()> {
+    /// One capture put inside `txn` (group-committed) at `now`.
+    /// `InvalidInput` comes before any write.
+    fn put_capture_in(txn: &WriteTransaction, w: &CaptureWrite, now: u64) -> Result<()> {
+        let CaptureWrite {
+            device,
+            req_id,
+            kind,
+            bytes,
+            ttl,
+        } = w;
         device.validate()?;
         check_part("request id", req_id)?;
         check_part("capture kind", kind)?;
-        self.require_schema()?;
-        let expires = now_s() + ttl.as_secs().max(1);
+        let expires = now + ttl.as_secs().max(1);
         let mut key = device_prefix(device);
         key.extend_from_slice(req_id.as_bytes());
         key.push(0);
@@ -934,13 +979,9 @@ impl Inner {
         v.extend_from_slice(&now_ms().to_le_bytes());
         v.extend_from_slice(&digest(bytes));
         v.extend_from_slice(bytes);
-        let txn = self.db.begin_write().map_err(backend)?;
-        {
-            let mut t = txn.open_table(CAPTURES).map_err(backend)?;
-            t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
-            index_expiry(&txn, expires, T_CAPTURE, &key)?;
-        }
-        txn.commit().map_err(backend)
+        let mut t = txn.open_table(CAPTURES).map_err(backend)?;
+        t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+        index_expiry(txn, expires, T_CAPTURE, &key)
     }
 
     fn get_captures(&self, device: &DeviceKey) -> Result<Vec<Capture>> {
@@ -1096,5 +1137,62 @@ mod tests {
         assert_eq!(tagged(T_HEAD), vec![13_000]);
         assert_eq!(tagged(T_DEVICE), vec![3_050]);
         assert_eq!(tagged(T_EVENT), vec![11_000, 12_000, 13_000]);
+    }
+
+    // Snapshots, captures, appends and device rows queued together ride
+    // the same group commits (no write transaction of their own): each is
+    // answered with its own outcome, a bad one fails alone, and what the
+    // good ones wrote reads back, with one expiry entry per snapshot row.
+    #[tokio::test]
+    async fn snapshots_and_captures_join_the_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_path(dir.path()).unwrap();
+        store
+            .install_schema_version(crate::LATEST_SCHEMA)
+            .await
+            .unwrap();
+        let device = DeviceKey::new("alice@example.test", "DEV1").unwrap();
+        let snap = |seq: u64| Snapshot {
+            seq,
+            format_version: 1,
+            payload: vec![seq as u8; 1000],
+        };
+        let append = store.append(AppendBatch::new(device.clone(), 0).event(1, b"e".to_vec()));
+        let first = store.put_snapshot(device.clone(), "state".into(), snap(1));
+        let bad = store.put_snapshot(device.clone(), "bad\0id".into(), snap(2));
+        let capture = store.put_capture(
+            device.clone(),
+            "r1".into(),
+            "request".into(),
+            b"body".to_vec(),
+            Duration::from_secs(60),
+        );
+        let bad_capture = store.put_capture(
+            device.clone(),
+            String::new(),
+            "request".into(),
+            b"x".to_vec(),
+            Duration::from_secs(60),
+        );
+        let second = store.put_snapshot(device.clone(), "state".into(), snap(2));
+        let (a, f, b, c, bc, s) = tokio::join!(append, first, bad, capture, bad_capture, second);
+        assert_eq!(a.unwrap(), 1);
+        f.unwrap();
+        assert!(matches!(b, Err(StorageError::InvalidInput(_))), "{b:?}");
+        c.unwrap();
+        assert!(matches!(bc, Err(StorageError::InvalidInput(_))), "{bc:?}");
+        s.unwrap();
+        let got = store
+            .get_snapshot(device.clone(), "state".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((got.seq, got.payload), (2, vec![2u8; 1000]));
+        let captures = store.get_captures(device.clone()).await.unwrap();
+        assert_eq!(captures.len(), 1);
+        assert_eq!(store.head(device.clone()).await.unwrap(), 1);
+        let rows = expiry_rows(&store.inner.db);
+        assert_eq!(rows.iter().filter(|k| k[8] == T_SNAPSHOT).count(), 1);
+        assert_eq!(rows.iter().filter(|k| k[8] == T_CAPTURE).count(), 1);
     }
 }
