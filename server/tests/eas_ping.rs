@@ -37,7 +37,7 @@ use opush_server::commands::sync::sync;
 use opush_server::config::ImapConfig;
 use opush_server::push::{PushHub, PushSettings, WatcherKind};
 use opush_server::session::EasServices;
-use opush_tests::{repo_root, unique, RawImap};
+use opush_tests::{repo_root, unique, PrivateDovecot, RawImap};
 
 const V: ProtocolVersion = ProtocolVersion::V14_1;
 
@@ -343,41 +343,11 @@ async fn a_new_request_of_the_device_ends_its_parked_ping() {
     assert_eq!(eas.push.parked_count(), 0);
 }
 
-struct PrivateDovecot {
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl PrivateDovecot {
-    fn run(&self, action: &str) {
-        let status = std::process::Command::new(repo_root().join("scripts/dovecot-private"))
-            .arg(action)
-            .arg(&self.dir)
-            .arg(self.port.to_string())
-            .status()
-            .expect("run scripts/dovecot-private");
-        assert!(status.success(), "dovecot-private {action} failed");
-    }
-}
-
-impl Drop for PrivateDovecot {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(repo_root().join("scripts/dovecot-private"))
-            .arg("down")
-            .arg(&self.dir)
-            .arg(self.port.to_string())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_while_imap_is_down_is_reported_after_reconnection() {
     opush_tests::require(opush_tests::DOVECOT_IMAP);
     let user = "load0026@load.test";
-    let dovecot = PrivateDovecot {
-        dir: repo_root().join("target/tmp/ping-private-dovecot"),
-        port: 11520,
-    };
+    let dovecot = PrivateDovecot::new(repo_root().join("target/tmp/ping-private-dovecot"), 11520);
     dovecot.run("up");
     let dir = tempfile::tempdir().unwrap();
     let imap = ImapConfig {

@@ -464,43 +464,13 @@ async fn ping_statuses_on_the_wire_for_each_version() {
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }
 
-/// A private Dovecot for the outage; stopped again when dropped.
-struct PrivateDovecot {
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl PrivateDovecot {
-    fn run(&self, action: &str) {
-        let status =
-            std::process::Command::new(opush_tests::repo_root().join("scripts/dovecot-private"))
-                .arg(action)
-                .arg(&self.dir)
-                .arg(self.port.to_string())
-                .status()
-                .expect("run scripts/dovecot-private");
-        assert!(status.success(), "dovecot-private {action} failed");
-    }
-}
-
-impl Drop for PrivateDovecot {
-    fn drop(&mut self) {
-        let _ =
-            std::process::Command::new(opush_tests::repo_root().join("scripts/dovecot-private"))
-                .arg("down")
-                .arg(&self.dir)
-                .arg(self.port.to_string())
-                .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_failure_answers_111_from_14_0_and_503_before() {
     opush_tests::require(opush_tests::DOVECOT_IMAP);
-    let dovecot = PrivateDovecot {
-        dir: opush_tests::repo_root().join("target/tmp/http-ping-private-dovecot"),
-        port: 11640,
-    };
+    let dovecot = opush_tests::PrivateDovecot::new(
+        opush_tests::repo_root().join("target/tmp/http-ping-private-dovecot"),
+        11640,
+    );
     dovecot.run("up");
     let dir = tempfile::tempdir().unwrap();
     // The credentials checked by FolderSync stay cached through the outage.

@@ -245,3 +245,56 @@ pub fn unique(prefix: &str) -> String {
         .unwrap_or(0);
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
+
+/// A private Dovecot (IMAP only, the stack's users and passwords, its own
+/// mail store in `dir`) on `127.0.0.1:port`, for tests that stop and start
+/// the IMAP server (`scripts/dovecot-private`): the shared one is never
+/// stopped. Stopped when dropped, even when the test fails.
+#[derive(Debug)]
+pub struct PrivateDovecot {
+    /// Its state and mail store.
+    pub dir: PathBuf,
+    /// Its IMAP port.
+    pub port: u16,
+}
+
+impl PrivateDovecot {
+    /// Describes the instance (nothing is started yet).
+    pub fn new(dir: PathBuf, port: u16) -> PrivateDovecot {
+        PrivateDovecot { dir, port }
+    }
+
+    /// `scripts/dovecot-private ACTION DIR PORT` (`up`, `down`), which must
+    /// succeed. The daemon's output goes nowhere: it inherits the
+    /// descriptors, and a pipe would never reach EOF.
+    pub fn run(&self, action: &str) {
+        let script = repo_root().join("scripts/dovecot-private");
+        let status = self
+            .command(action)
+            .status()
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        assert!(
+            status.success(),
+            "dovecot-private {action} failed; see {}/dovecot.log",
+            self.dir.display()
+        );
+    }
+
+    fn command(&self, action: &str) -> std::process::Command {
+        use std::process::Stdio;
+        let mut c = std::process::Command::new(repo_root().join("scripts/dovecot-private"));
+        c.arg(action)
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+}
+
+impl Drop for PrivateDovecot {
+    fn drop(&mut self) {
+        let _ = self.command("down").status();
+    }
+}

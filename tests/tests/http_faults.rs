@@ -16,10 +16,8 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-
 use opush_tests::eas::{find_text, EasClient};
-use opush_tests::{repo_root, RawImap};
+use opush_tests::{repo_root, PrivateDovecot, RawImap};
 use support::*;
 
 const USER: &str = "load0040@load.test";
@@ -95,48 +93,13 @@ async fn a_wrong_password_gets_401() {
     opush.stop().await;
 }
 
-fn private_dovecot(action: &str, dir: &std::path::Path, port: u16) {
-    let script = repo_root().join("scripts/dovecot-private");
-    // The daemon inherits stdout/stderr: pipes would never reach EOF.
-    let status = Command::new(&script)
-        .arg(action)
-        .arg(dir)
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "dovecot-private {action} failed; see {}/dovecot.log",
-        dir.display()
-    );
-}
-
-/// Stops the private Dovecot even when the test fails.
-struct PrivateDovecot(std::path::PathBuf, u16);
-
-impl Drop for PrivateDovecot {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/dovecot-private"))
-            .arg("down")
-            .arg(&self.0)
-            .arg(self.1.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_dovecot_gets_503_then_service_resumes() {
     const PORT: u16 = 11501;
     let dir = repo_root().join("target/tmp/e2e-dovecot-11501");
     std::fs::create_dir_all(&dir).unwrap();
-    private_dovecot("up", &dir, PORT);
-    let _guard = PrivateDovecot(dir.clone(), PORT);
+    let dovecot = PrivateDovecot::new(dir, PORT);
+    dovecot.run("up");
     let addr = format!("127.0.0.1:{PORT}").parse().unwrap();
     // A message to see, on the private server.
     let mut imap = RawImap::login_to(addr, USER);
@@ -162,7 +125,7 @@ async fn a_stopped_dovecot_gets_503_then_service_resumes() {
         devices.push((v, c, inbox, key));
     }
 
-    private_dovecot("down", &dir, PORT);
+    dovecot.run("down");
     // The backend is out, the credentials are not wrong: 503 + Retry-After
     // (before 14.0), Status 111 "retry later" in the answer from 14.0
     // ([MS-ASCMD] 2.2.2), never 401 nor 500.
@@ -194,7 +157,7 @@ async fn a_stopped_dovecot_gets_503_then_service_resumes() {
     );
     assert!(res.header("Retry-After").is_some());
 
-    private_dovecot("up", &dir, PORT);
+    dovecot.run("up");
     // Same server process: the next Sync is served, with the 3 messages.
     for (v, c, inbox, key) in &mut devices {
         let res = c.post_xml("Sync", &sync_xml(inbox, key, 50, "")).await;
