@@ -1,5 +1,6 @@
 //! Storage benchmarks (criterion), per backend: conditional appends per
-//! second for 1 and 100 concurrent devices, reading back a 10,000-event
+//! second for 1 and 100 concurrent devices, one Sync window's append (100
+//! and 512 messages), reading back a 10,000-event
 //! device log, and loading a snapshot of a 100,000-item collection (~4 MB).
 //!
 //! `STORE=embedded` (default), `STORE=cassandra` or `STORE=both`; the
@@ -120,9 +121,41 @@ fn bench_storage(c: &mut Criterion) {
                 heads = new_heads;
             })
         });
+
+        // 3. One Sync window's append: the six events a window of 100 or 512
+        // new messages records (RequestReceived, BackendObserved, Decided,
+        // SyncKeyConfirmed, SyncKeyIssued, and a trace), with the sizes the
+        // server writes (8.7 KB and 45 KB in all): the append a window's
+        // answer waits for.
+        for (window, sizes) in [
+            (100u32, [60usize, 250, 4_300, 40, 4_000, 60]),
+            (512, [60, 250, 23_000, 40, 22_000, 60]),
+        ] {
+            let dev = DeviceKey::new("bench", format!("window{window}")).unwrap();
+            let events: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    (0..*n)
+                        .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8))
+                        .collect()
+                })
+                .collect();
+            let mut head = 0u64;
+            g.throughput(Throughput::Elements(1));
+            g.bench_function(BenchmarkId::new(b, format!("window_{window}")), |bench| {
+                bench.iter(|| {
+                    let mut batch = AppendBatch::new(dev.clone(), head);
+                    for e in &events {
+                        batch = batch.event(1, e.clone());
+                    }
+                    head = rt.block_on(store.append(batch)).unwrap();
+                })
+            });
+        }
         g.finish();
 
-        // 3. Reading back a 10,000-event log.
+        // 4. Reading back a 10,000-event log.
         let log = DeviceKey::new("bench", "log10k").unwrap();
         rt.block_on(async {
             let mut h = 0;
@@ -144,7 +177,7 @@ fn bench_storage(c: &mut Criterion) {
         });
         g.finish();
 
-        // 4. Loading the snapshot of a 100,000-item collection (40 bytes an item).
+        // 5. Loading the snapshot of a 100,000-item collection (40 bytes an item).
         let snap_dev = DeviceKey::new("bench", "snapshot").unwrap();
         let payload: Vec<u8> = (0..100_000u32)
             .flat_map(|i| {
