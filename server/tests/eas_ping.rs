@@ -3,15 +3,17 @@
 //! devices prepared with FolderSync + Sync, changes made with a plain IMAP
 //! client. Covers a change in INBOX and in a subfolder, the heartbeat
 //! expiring, bounds, two devices of one user sharing one watcher, a device
-//! superseding its own Ping, and an IMAP restart while parked (on a PRIVATE
-//! Dovecot, `scripts/dovecot-private`, port 11520, never the shared one).
+//! superseding its own Ping, an IMAP restart while parked (on a PRIVATE
+//! Dovecot, `scripts/dovecot-private`, port 11520, never the shared one),
+//! and a watcher whose sessions the server ended (kicked, private Dovecot
+//! on port 11641) pausing before it logs in again.
 //!
 //! Also: several folders watched through IMAP NOTIFY (and STATUS polling
 //! when it is switched off), and Status 7 when the folder hierarchy
 //! changes on the IMAP side (before the Ping or while it is parked; at once
 //! where NOTIFY reports folder events).
 //!
-//! Reserved Dovecot users: load0021–load0026, load0061–load0064, load0071–load0072 (load0027 is http_ping's, load0028 imap_backend's, load0029 http_ping's). Waits are bounded so a broken
+//! Reserved Dovecot users: load0021–load0026, load0061–load0064, load0071–load0072, load0082 (load0027 is http_ping's, load0028 imap_backend's, load0029 http_ping's). Waits are bounded so a broken
 //! hub fails the test instead of hanging it; they assert behaviour, not speed.
 
 #![allow(
@@ -381,6 +383,67 @@ async fn a_change_made_while_imap_is_down_is_reported_after_reconnection() {
     std::fs::write(new.join(format!("{subject}.opush-test")), message(&subject)).unwrap();
     assert!(!parked.is_finished(), "the Ping waits through the outage");
     dovecot.run("up");
+    let res = answer(parked).await;
+    assert_eq!(res.status.code(), 2);
+    assert_eq!(ids(&res), vec![inbox.as_str()]);
+}
+
+// A server going down says BYE to every session and may still accept a
+// login for a moment (a session that then outlives it). A watcher whose
+// connection the server ended pauses (`[push]` reconnect backoff) before it
+// logs in again, then carries on: the parked Ping still hears of a change.
+// Private Dovecot on port 11641, user load0082.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_the_server_disconnects_pauses_before_it_logs_in_again() {
+    opush_tests::require(opush_tests::DOVECOT_IMAP);
+    let user = "load0082@load.test";
+    let dovecot = PrivateDovecot::new(
+        repo_root().join("target/tmp/ping-kick-private-dovecot"),
+        11641,
+    );
+    dovecot.run("up");
+    let dir = tempfile::tempdir().unwrap();
+    let imap = ImapConfig {
+        port: dovecot.port,
+        timeout_ms: 5_000,
+        ..eas_support::services(&dir).await.imap.config().clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services_with(&dir, Some(imap.clone()), |s| {
+        s.reconnect_min = Duration::from_secs(3);
+        s.reconnect_max = Duration::from_secs(3);
+    })
+    .await;
+    {
+        let mut s = opush_server::backends::imap::ImapClient::login_master(&imap, user)
+            .await
+            .unwrap();
+        s.empty_folder("INBOX").await.unwrap();
+        s.logout().await;
+    }
+    let inbox = prepare(&eas, user, "KICK1", &["INBOX"]).await.remove(0);
+
+    let parked = spawn_ping(&eas, user, "KICK1", request(Some(120), &[&inbox]));
+    wait_until("the Ping parks", || eas.push.parked_count() == 1).await;
+    let watcher = eas.push.watcher(user).unwrap();
+    wait_until("the watcher connects", || watcher.connected()).await;
+    assert_eq!(watcher.logins(), 1);
+
+    dovecot.run("kick");
+    wait_until("the watcher notices", || {
+        !watcher.connected() || watcher.logins() > 1
+    })
+    .await;
+    // Well within the 3 s pause: no new login yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(watcher.logins(), 1, "the watcher logged in again at once");
+    assert!(!parked.is_finished());
+
+    wait_until("the watcher reconnects", || watcher.connected()).await;
+    let new = dovecot.dir.join("mail/load.test/load0082/new");
+    std::fs::create_dir_all(&new).unwrap();
+    let subject = unique("ping-kick");
+    std::fs::write(new.join(format!("{subject}.opush-test")), message(&subject)).unwrap();
     let res = answer(parked).await;
     assert_eq!(res.status.code(), 2);
     assert_eq!(ids(&res), vec![inbox.as_str()]);

@@ -264,7 +264,7 @@ impl PrivateDovecot {
         PrivateDovecot { dir, port }
     }
 
-    /// `scripts/dovecot-private ACTION DIR PORT` (`up`, `down`), which must
+    /// `scripts/dovecot-private ACTION DIR PORT` (`up`, `down`, `kick`), which must
     /// succeed. The daemon's output goes nowhere: it inherits the
     /// descriptors, and a pipe would never reach EOF.
     pub fn run(&self, action: &str) {

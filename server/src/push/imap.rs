@@ -21,7 +21,9 @@
 //! the same round (a watcher with DAV keys waits at most the poll interval).
 //!
 //! On any IMAP failure the connection is dropped and re-opened after a
-//! pause that doubles up to `[push] reconnect_max_s`; marks are kept, so
+//! pause that doubles up to `[push] reconnect_max_s` (a connection the
+//! server ended during IDLE or NOTIFY too: a server going down says BYE and
+//! may still accept a login for a moment); marks are kept, so
 //! the first STATUS after the outage reveals what changed during it. No
 //! loop here is unbounded in time: every IMAP step has the `[imap]`
 //! timeout, every wait a deadline. Must not log passwords (the login is in
@@ -119,6 +121,7 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
                 Ok(s) => {
                     session = Some(s);
                     watch.set_connected(true);
+                    watch.logged_in();
                 }
                 Err(e) => {
                     tracing::warn!(user = %watch.user(), error = %e, retry_in = ?backoff, "push watcher cannot log in");
@@ -219,9 +222,16 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
                 // E.g. the mailbox went away: poll instead of waiting again at once.
                 let _ = tokio::time::timeout(settings.poll_interval, watch.replanned()).await;
             } else {
+                // The connection is lost (a server going down says BYE
+                // first): pause before logging in again, as after any other
+                // failure. A login at once lands on the server still going
+                // down, on a session that may outlive it (Dovecot 2.3 keeps
+                // such an imap process after its master exited).
                 session = None;
                 watch.set_connected(false);
                 watch.set_kind(WatcherKind::Starting);
+                let _ = tokio::time::timeout(backoff, watch.replanned()).await;
+                backoff = (backoff * 2).min(settings.reconnect_max);
             }
         }
         // A session used for hours is still good; one that failed is dropped above.

@@ -190,6 +190,7 @@ struct WatchState {
     subscribers: usize,
     running: bool,
     connected: bool,
+    logins: u64,
     kind: WatcherKind,
     login: Option<WatchLogin>,
 }
@@ -261,6 +262,16 @@ impl UserWatch {
     /// Whether the watcher is connected to its backend.
     pub fn connected(&self) -> bool {
         self.lock().connected
+    }
+
+    /// Counts one IMAP login of the watcher.
+    pub fn logged_in(&self) {
+        self.lock().logins += 1;
+    }
+
+    /// How many times the watcher logged in to IMAP (for logs and tests).
+    pub fn logins(&self) -> u64 {
+        self.lock().logins
     }
 
     /// Records how the watcher waits now.
