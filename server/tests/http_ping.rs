@@ -14,9 +14,12 @@
 //! beyond any `u32` too), 6 with MaxFolders, 7 for a folder the device does
 //! not know; a server failure (IMAP down: a PRIVATE Dovecot,
 //! `scripts/dovecot-private`, port 11640) is the common Status 111 from
-//! 14.0 and HTTP 503 + Retry-After before (server/src/error.rs).
+//! 14.0 and HTTP 503 + Retry-After before (server/src/error.rs). The
+//! `[push] max_pings_per_minute` damping does not count a refused Ping
+//! unless the device repeats it.
 //!
-//! Reserved Dovecot users: load0027; load0029 for the statuses.
+//! Reserved Dovecot users: load0027; load0029 for the statuses; load0081
+//! for the damping of refused Pings.
 
 #![allow(
     clippy::unwrap_used,
@@ -524,6 +527,82 @@ async fn a_server_failure_answers_111_from_14_0_and_503_before() {
     .await;
     let a = ping_answer(&res, "IMAP back");
     assert!(matches!(a.status.code(), 1 | 2), "{a:?}");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
+
+const DAMP_USER: &str = "load0081@load.test";
+
+/// 503 + Retry-After + `X-MS-ASThrottle` (the Ping damping).
+fn assert_damped(res: &Resp, what: &str) {
+    assert_eq!(res.status, 503, "{what}: HTTP {}", res.status);
+    assert!(res.header("Retry-After").is_some(), "{what}");
+    assert_eq!(
+        res.header("X-MS-ASThrottle"),
+        Some("CommandFrequency"),
+        "{what}"
+    );
+}
+
+// [MS-ASCMD] 2.2.3.177.11: after Status 3, 5, 6 or 7 the device corrects
+// its Ping (after a FolderSync for 7) and sends it again at once. The
+// damping of `[push] max_pings_per_minute` must not slow it for the
+// refused ones; a device sending the same refused Ping again and again is
+// still damped (503 + Retry-After + X-MS-ASThrottle, [MS-ASHTTP] 3.1.5.2.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_pings_do_not_count_against_the_damping_unless_repeated() {
+    require_dovecot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, stop, server) = serve(
+        &dir,
+        IMAP_PORT,
+        (
+            "",
+            "[devices]\nheartbeat_min_s = 1\nheartbeat_max_s = 1200\n[push]\nmax_pings_per_minute = 3\n",
+        ),
+    )
+    .await;
+    let who = (DAMP_USER, V);
+    let ping = |device: &'static str, body: Vec<u8>| async move {
+        call_as(addr, who, "Ping", device, &body).await
+    };
+
+    // Refused four ways, each corrected by the next Ping.
+    let inbox = prepare_as(addr, who, "DAMP1").await;
+    let many = vec![inbox.as_str(); 301];
+    for (what, body, status) in [
+        ("nothing remembered", Vec::new(), 3),
+        ("too long", ping_of(Some(5000), Some(&[&inbox])), 5),
+        ("too many folders", ping_of(Some(60), Some(&many)), 6),
+        ("unknown folder", ping_of(Some(60), Some(&["999"])), 7),
+        ("too short", ping_of(Some(0), Some(&[&inbox])), 5),
+    ] {
+        let a = ping_answer(&ping("DAMP1", body).await, what);
+        assert_eq!(a.status.code(), status, "{what}");
+    }
+    // The corrected Ping is served, as often as the damping allows.
+    for i in 0..3 {
+        let a = ping_answer(
+            &ping("DAMP1", ping_of(Some(1), Some(&[&inbox]))).await,
+            &format!("corrected Ping {i}"),
+        );
+        assert!(matches!(a.status.code(), 1 | 2), "{a:?}");
+    }
+    assert_damped(
+        &ping("DAMP1", ping_of(Some(1), Some(&[&inbox]))).await,
+        "a fourth Ping within the minute",
+    );
+
+    // The same refused Ping in a loop: the first refusal is free, the
+    // repeats count.
+    let inbox = prepare_as(addr, who, "DAMP2").await;
+    let looping = ping_of(Some(5000), Some(&[&inbox]));
+    for i in 0..4 {
+        let a = ping_answer(&ping("DAMP2", looping.clone()).await, "refused again");
+        assert_eq!(a.status.code(), 5, "refused Ping {i}");
+    }
+    assert_damped(&ping("DAMP2", looping).await, "the fifth same refused Ping");
+
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }

@@ -18,7 +18,10 @@
 //! connection. A newer request of the same device ends it with Status 1
 //! (nothing to report: the device is busy elsewhere and pings again). A
 //! device pinging faster than `[push] max_pings_per_minute` gets 503 +
-//! Retry-After. No Ping is answered later than its heartbeat.
+//! Retry-After; a Ping refused before it parks (Status 3, 5, 6, 7) does
+//! not count, so the corrected Ping the status asks for is served, unless
+//! it repeats the device's last refused Ping (a device stuck sending the
+//! same wrong Ping is damped). No Ping is answered later than its heartbeat.
 
 use std::time::Duration;
 
@@ -96,6 +99,47 @@ fn from_model(model: &Model) -> PingResponse {
         },
         Model::HierarchyOutOfDate => answer(PingStatus::FolderSyncRequired),
     }
+}
+
+/// `res`, a refusal before parking (Status 3, 5, 6, 7): the damping takes
+/// back the Ping counted at `arrived` unless the device repeats its last
+/// refused Ping.
+fn refused(
+    eas: &EasServices,
+    caller: &Caller<'_>,
+    req: &PingRequest,
+    arrived: Instant,
+    res: PingResponse,
+) -> PingResponse {
+    let what = refusal(req, &res);
+    eas.push
+        .refused(caller.user, caller.device_id, arrived, what);
+    res
+}
+
+/// What identifies a refused Ping for the damping: the request as sent
+/// and the answer's status.
+fn refusal(req: &PingRequest, res: &PingResponse) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&[u8::from(req.heartbeat_interval.is_some())]);
+    h.update(&req.heartbeat_interval.unwrap_or(0).to_le_bytes());
+    match &req.folders {
+        None => {
+            h.update(&[0]);
+        }
+        Some(folders) => {
+            h.update(&[1]);
+            h.update(&(folders.len() as u64).to_le_bytes());
+            for f in folders {
+                for part in [f.id.0.as_bytes(), f.class.as_bytes()] {
+                    h.update(&(part.len() as u64).to_le_bytes());
+                    h.update(part);
+                }
+            }
+        }
+    }
+    h.update(&res.status.code().to_le_bytes());
+    *h.finalize().as_bytes()
 }
 
 /// What a look at the backends found.
@@ -233,7 +277,8 @@ pub async fn ping(
     } else {
         WatchLogin::Password(caller.password.clone())
     };
-    if let Some(wait) = eas.push.damp(user, device_id, Instant::now()) {
+    let arrived = Instant::now();
+    if let Some(wait) = eas.push.damp(user, device_id, arrived) {
         return Err(CommandError::Throttled(wait));
     }
     let folders = match &req.folders {
@@ -244,7 +289,10 @@ pub async fn ping(
                 match CollectionId::parse(&f.id.0) {
                     Some(id) => ids.push(id),
                     // Not an id this server hands out: the device's hierarchy is stale.
-                    None => return Ok(answer(PingStatus::FolderSyncRequired)),
+                    None => {
+                        let res = answer(PingStatus::FolderSyncRequired);
+                        return Ok(refused(eas, caller, req, arrived, res));
+                    }
                 }
             }
             Some(ids)
@@ -276,12 +324,15 @@ pub async fn ping(
         } => (folders.clone(), *heartbeat),
         // Already pending before any new observation.
         Model::Changes(c) => return Ok(changes(c)),
-        _ => return Ok(from_model(&decision)),
+        _ => return Ok(refused(eas, caller, req, arrived, from_model(&decision))),
     };
     let deadline = Instant::now() + Duration::from_secs(u64::from(heartbeat));
     let mut marks = Vec::new();
     match Box::pin(check(caller, eas, &folders, None, Some(&mut marks))).await? {
-        Check::Gone => return Ok(answer(PingStatus::FolderSyncRequired)),
+        Check::Gone => {
+            let res = answer(PingStatus::FolderSyncRequired);
+            return Ok(refused(eas, caller, req, arrived, res));
+        }
         Check::Changes(c) if !c.is_empty() => return Ok(changes(&c)),
         Check::Changes(_) => {}
     }

@@ -296,6 +296,8 @@ struct DeviceSlot {
     parked: Option<(u64, Arc<Notify>)>,
     /// When its last Pings arrived (damping).
     answers: VecDeque<Instant>,
+    /// Its last refused Ping, as [`PushHub::refused`] was told it.
+    refused: Option<[u8; 32]>,
 }
 
 pub(crate) struct Inner {
@@ -399,8 +401,10 @@ impl PushHub {
         }
     }
 
-    /// Counts one Ping of `device`; `Some(wait)` when the device is over
-    /// `max_pings_per_minute` and should come back after `wait`.
+    /// Counts one Ping of `device` arriving at `now`; `Some(wait)` when the
+    /// device is over `max_pings_per_minute` and should come back after
+    /// `wait`. A Ping then refused before it parks is taken back by
+    /// [`PushHub::refused`] unless it repeats the device's last refusal.
     pub fn damp(&self, user: &str, device: &str, now: Instant) -> Option<Duration> {
         let max = self.inner.settings.max_pings_per_minute;
         if max == 0 {
@@ -430,6 +434,26 @@ impl PushHub {
         }
         slot.answers.push_back(now);
         None
+    }
+
+    /// The Ping of `device` counted by [`PushHub::damp`] at `at` was
+    /// refused before it parked (Status 3, 5, 6 or 7; `what` identifies the
+    /// request and its answer). The device is expected to correct it and
+    /// Ping again at once ([MS-ASCMD] 2.2.3.177.11), so it does not count,
+    /// unless it is the same refusal as the device's last one: a device
+    /// sending the same refused Ping in a loop is still damped.
+    pub fn refused(&self, user: &str, device: &str, at: Instant, what: [u8; 32]) {
+        if self.inner.settings.max_pings_per_minute == 0 {
+            return;
+        }
+        let mut devices = self.inner.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = devices.entry(device_name(user, device)).or_default();
+        if slot.refused.replace(what) == Some(what) {
+            return;
+        }
+        if let Some(i) = slot.answers.iter().rposition(|t| *t == at) {
+            slot.answers.remove(i);
+        }
     }
 
     /// Parks a Ping of `device`: takes a parked slot (or fails when
@@ -582,7 +606,7 @@ impl Drop for Parked {
         if let Some(slot) = devices.get_mut(&self.device) {
             if slot.parked.as_ref().is_some_and(|(t, _)| *t == self.ticket) {
                 slot.parked = None;
-                if slot.answers.is_empty() {
+                if slot.answers.is_empty() && slot.refused.is_none() {
                     devices.remove(&self.device);
                 }
             }
@@ -742,6 +766,35 @@ mod tests {
         assert_eq!(hub.damp("u", "other", t0), None);
         assert_eq!(hub.damp("u", "d", t0 + Duration::from_secs(61)), None);
         assert_eq!(self::hub(0).damp("u", "d", t0), None);
+    }
+
+    #[test]
+    fn a_refused_ping_counts_only_when_it_repeats_the_last_refusal() {
+        let hub = hub(2);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Refused three ways, each corrected: none of them counts.
+        for (i, what) in [[5u8; 32], [3; 32], [7; 32]].into_iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(hub.damp("u", "d", at(i)), None);
+            hub.refused("u", "d", at(i), what);
+        }
+        // Two served Pings fill the minute.
+        assert_eq!(hub.damp("u", "d", at(3)), None);
+        assert_eq!(hub.damp("u", "d", at(4)), None);
+        assert_eq!(hub.damp("u", "d", at(5)), Some(Duration::from_secs(58)));
+
+        // The same refusal again and again: counted from the second on.
+        let hub = self::hub(2);
+        for i in 0..3 {
+            assert_eq!(hub.damp("u", "d", at(i)), None, "Ping {i}");
+            hub.refused("u", "d", at(i), [5; 32]);
+        }
+        assert_eq!(hub.damp("u", "d", at(3)), Some(Duration::from_secs(58)));
+        // Damping off: nothing is kept.
+        let off = self::hub(0);
+        off.refused("u", "d", at(0), [5; 32]);
+        assert!(off.inner.devices.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
