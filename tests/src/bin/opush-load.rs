@@ -19,7 +19,12 @@
 //! Figures go to stdout; docs/BENCHMARKS.md records them with the command.
 //! With `OPUSH_LOAD_TRACE=1` each Sync of the initial sync prints its time;
 //! with `OPUSH_LOAD_BREAKDOWN=1` the server logs each request's BREAKDOWN
-//! timing tree to a file beside its directory (the path is printed).
+//! timing tree to a file beside its directory (the path is printed), and
+//! `OPUSH_LOAD_LOGGERS` adds loggers to that file (e.g.
+//! `OPUSH_LOAD_LOGGERS='"IMAP.COMMAND" = "debug"'`: each IMAP command's
+//! time). The raw fetch and the initial sync also print the CPU the
+//! stack's Dovecot spent on each (all its processes, found from its
+//! listener on 127.0.0.1:1143; left out when /proc does not tell).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -111,6 +116,82 @@ impl Proc {
     }
 }
 
+/// The stack's Dovecot: its master process, which holds the listener on
+/// 127.0.0.1:1143 (and hands it to its imap-login processes). Its CPU counts every process it runs
+/// (logins, auth, one imap process per connection): the raw fetch's and
+/// opush's alike, so the two phases can be compared on Dovecot's side too.
+struct Dovecot(u32);
+
+impl Dovecot {
+    /// `None` when the listener or its parent cannot be read (not root,
+    /// another kind of server on the port).
+    fn find() -> Option<Dovecot> {
+        let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+        // local_address 127.0.0.1:1143 in /proc's hex, state 0A (LISTEN).
+        let inode = tcp.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"0100007F:0477") && f.get(3) == Some(&"0A"))
+                .then(|| f.get(9).map(|i| format!("socket:[{i}]")))
+                .flatten()
+        })?;
+        let holders: Vec<u32> = pids()
+            .filter(|pid| {
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|fd| {
+                        std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == inode.as_str())
+                    })
+            })
+            .collect();
+        // The one holder whose parent does not hold it.
+        holders
+            .iter()
+            .find(|p| parent(**p).is_none_or(|pp| !holders.contains(&pp)))
+            .map(|p| Dovecot(*p))
+    }
+
+    /// CPU seconds of the master and its processes: the live ones from
+    /// their scheduler time, the ended ones from the master's
+    /// children-times (in clock ticks).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime, stime, cutime, cstime: fields 14-17.
+        let master = (ticks(11) + ticks(12) + ticks(13) + ticks(14)) / 100.0;
+        let live: f64 = pids()
+            .filter(|p| parent(*p) == Some(self.0))
+            .map(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+                    / 1e9
+            })
+            .sum();
+        master + live
+    }
+}
+
+/// The pids in /proc.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+/// The parent of `pid`.
+fn parent(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("PPid:")?.trim().parse().ok())
+}
+
 /// The whole machine's busy and total CPU time since boot, in seconds
 /// (`/proc/stat`'s first line): how much of the cores a phase left idle.
 fn machine_cpu() -> (f64, f64) {
@@ -152,8 +233,12 @@ fn breakdown(dir: &std::path::Path) -> String {
     // Outside the server's directory, which is removed at the end.
     let log = dir.with_extension("log");
     println!("breakdown: {}", log.display());
+    // More loggers, e.g. OPUSH_LOAD_LOGGERS='"IMAP.COMMAND" = "debug"'.
+    let more = std::env::var("OPUSH_LOAD_LOGGERS")
+        .map(|l| format!(", {l}"))
+        .unwrap_or_default();
     format!(
-        "file = \"{}\"\nloggers = {{ BREAKDOWN = \"debug\" }}\n",
+        "file = \"{}\"\nloggers = {{ BREAKDOWN = \"debug\"{more} }}\n",
         log.display()
     )
 }
@@ -502,14 +587,21 @@ fn main() {
     // 1. The raw reference: one IMAP connection, every message.
     let (_, ok) = imap.cmd("EXAMINE INBOX");
     assert!(ok.starts_with("OK"), "{ok}");
+    let dovecot = Dovecot::find();
+    let dovecot_cpu = || dovecot.as_ref().map(Dovecot::cpu_seconds);
+    let dovecot0 = dovecot_cpu();
     let t = Instant::now();
     let (lines, ok) = imap.cmd("UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])");
     let raw_time = t.elapsed();
+    let raw_dovecot = match (dovecot0, dovecot_cpu()) {
+        (Some(a), Some(b)) => format!("; Dovecot CPU {:.3} s", b - a),
+        _ => String::new(),
+    };
     assert!(ok.starts_with("OK"), "{ok}");
     let raw_bytes: usize = lines.iter().map(String::len).sum();
     let raw_n = lines.iter().filter(|l| l.starts_with("* ")).count();
     println!(
-        "raw IMAP: {raw_n} messages, {:.1} MB in {:.3} s = {:.0} msg/s",
+        "raw IMAP: {raw_n} messages, {:.1} MB in {:.3} s = {:.0} msg/s{raw_dovecot}",
         raw_bytes as f64 / 1e6,
         raw_time.as_secs_f64(),
         raw_n as f64 / raw_time.as_secs_f64()
@@ -546,12 +638,17 @@ fn main() {
         let me = Proc(std::process::id());
         let client0 = me.cpu_seconds();
         let machine0 = machine_cpu();
+        let dovecot0 = dovecot_cpu();
         let t = Instant::now();
         let (key, items, requests) = sync_to_end(&mut c, v, &inbox, a.window, a.messages).await;
         let took = t.elapsed();
         let cpu = proc.cpu_seconds() - cpu0;
         let client_cpu = me.cpu_seconds() - client0;
         let machine1 = machine_cpu();
+        let dovecot_sync = match (dovecot0, dovecot_cpu()) {
+            (Some(a), Some(b)) => format!("; Dovecot CPU {:.3} s", b - a),
+            _ => String::new(),
+        };
         let (busy, all) = (machine1.0 - machine0.0, machine1.1 - machine0.1);
         let opens = match (opens0, server.imap_mailbox_opens()) {
             (Some(a), Some(b)) => format!("{}", b.saturating_sub(a)),
@@ -563,7 +660,7 @@ fn main() {
         println!(
             "initial sync over HTTP: {items} messages in {requests} windows, {:.3} s = {:.0} msg/s ({:.2}x the raw IMAP time); \
              server CPU {cpu:.2} s ({:.0}% of one core); this client's CPU {client_cpu:.2} s; \
-             the machine's CPU {busy:.2} s busy of {all:.2} s ({:.0}% busy); server RSS {} MB before, peak {} MB during; IMAP SELECT/EXAMINE {opens}",
+             the machine's CPU {busy:.2} s busy of {all:.2} s ({:.0}% busy); server RSS {} MB before, peak {} MB during; IMAP SELECT/EXAMINE {opens}{dovecot_sync}",
             took.as_secs_f64(),
             items as f64 / took.as_secs_f64(),
             took.as_secs_f64() / raw_time.as_secs_f64(),
