@@ -6,7 +6,10 @@
 //! two read-aheads side by side; a request that names its folders gets the idle
 //! connection that has one of them selected.
 //!
-//! Users reserved for this file: load0081–load0085, load0094, load0098, load0060 (each test its own
+//! Read-aheads that ask while connections opened ahead for them are logging in wait
+//! for those logins.
+//!
+//! Users reserved for this file: load0081–load0085, load0094, load0098, load0060, load0079 (each test its own
 //! pool, so counts are this test's alone). A missing Dovecot fails the tests.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
@@ -283,4 +286,41 @@ async fn a_request_gets_the_idle_connection_that_has_its_folder_selected() {
     let s = pool.get_selecting(USER, &password(), &other).await.unwrap();
     drop(s);
     assert_eq!(pool.logins(), 2);
+}
+
+#[tokio::test]
+async fn read_aheads_take_the_spare_logins_under_way_and_log_in_no_more() {
+    const USER: &str = "load0079@load.test";
+    let pool = Arc::new(ImapPool::new(never_growing(USER, 4).await));
+    let held = pool.get(USER, &password()).await.unwrap();
+    // A device's first FolderSync opens two connections ahead (spare),
+    // dropped at once like `prewarm_initial_sync`'s; its SyncKey 0 asks
+    // for two read-ahead connections while those logins are under way:
+    // they wait for them instead of logging in more.
+    let spare = |pool: Arc<ImapPool>| {
+        tokio::spawn(async move { drop(pool.get_spare(USER, &password()).await) })
+    };
+    let spares = (spare(pool.clone()), spare(pool.clone()));
+    for _ in 0..20 {
+        if pool.open_count(USER) == 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.open_count(USER), 3, "the spare logins are under way");
+    let eager =
+        |pool: Arc<ImapPool>| tokio::spawn(async move { pool.get_eager(USER, &password()).await });
+    let (a, b) = (eager(pool.clone()), eager(pool.clone()));
+    let (mut a, mut b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    a.status("INBOX").await.unwrap();
+    b.status("INBOX").await.unwrap();
+    spares.0.await.unwrap();
+    spares.1.await.unwrap();
+    assert_eq!(
+        pool.logins(),
+        3,
+        "a read-ahead logged in beside a spare login"
+    );
+    assert_eq!(pool.open_count(USER), 3);
+    drop((a, b, held));
 }

@@ -60,8 +60,11 @@ struct UserState {
     /// Sessions of this user that exist or are being logged in: idle,
     /// lent out, or reserved for a login (`<= pool_size`).
     open: usize,
-    /// Background logins under way for this user (0 or 1).
+    /// Background logins under way for this user.
     growing: usize,
+    /// `Grow::Now` checkouts of this user waiting for a session: a login
+    /// under way serves one of them before another login starts.
+    eager: usize,
 }
 
 struct UserPool {
@@ -349,8 +352,32 @@ enum Grow {
     AfterWait,
     /// At once, even while another of the user's sessions is logging in:
     /// work that runs beside the user's own request (read-aheads, which
-    /// come in twos and would otherwise log in one after the other).
+    /// come in twos and would otherwise log in one after the other) —
+    /// unless the logins under way are as many as such checkouts waiting
+    /// (connections opened ahead for them, `Spare`): then it waits for one.
     Now,
+    /// As `Now`, for a connection opened ahead of work that may follow
+    /// (an initial sync's read-aheads, opened at the device's first
+    /// FolderSync): its login counts for the `Now` checkouts that come
+    /// while it is under way.
+    Spare,
+}
+
+/// A `Grow::Now` checkout counted in its user's `eager` while it lasts.
+struct Eager(Arc<UserPool>);
+
+impl Eager {
+    fn new(pool: Arc<UserPool>) -> Eager {
+        pool.lock().eager += 1;
+        Eager(pool)
+    }
+}
+
+impl Drop for Eager {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.eager = st.eager.saturating_sub(1);
+    }
 }
 
 /// What a checkout decided under the user's lock.
@@ -495,6 +522,17 @@ impl ImapPool {
         self.get_with(user, password, Grow::Now, &[]).await
     }
 
+    /// [`ImapPool::get_eager`] for a connection opened ahead of work that
+    /// may follow: a `get_eager` that comes while its login is under way
+    /// waits for that login instead of starting one more.
+    pub async fn get_spare(
+        &self,
+        user: &str,
+        password: &Secret,
+    ) -> Result<PooledSession, ImapError> {
+        self.get_with(user, password, Grow::Spare, &[]).await
+    }
+
     async fn get_with(
         &self,
         user: &str,
@@ -529,6 +567,11 @@ impl ImapPool {
     /// [`ImapPool::get_master`] growing at once, as [`ImapPool::get_eager`].
     pub async fn get_master_eager(&self, user: &str) -> Result<PooledSession, ImapError> {
         self.get_master_with(user, Grow::Now, &[]).await
+    }
+
+    /// [`ImapPool::get_master`] as [`ImapPool::get_spare`].
+    pub async fn get_master_spare(&self, user: &str) -> Result<PooledSession, ImapError> {
+        self.get_master_with(user, Grow::Spare, &[]).await
     }
 
     async fn get_master_with(
@@ -587,8 +630,10 @@ impl ImapPool {
         let deadline = start + Duration::from_millis(cfg.timeout_ms);
         let grow_at = match grow {
             Grow::AfterWait => start + Duration::from_millis(cfg.pool_grow_after_ms),
-            Grow::Now => start,
+            Grow::Now | Grow::Spare => start,
         };
+        // Counted among the user's eager checkouts while it waits.
+        let _eager = (grow == Grow::Now).then(|| Eager::new(pool.clone()));
         let max_idle = Duration::from_secs(cfg.pool_idle_timeout_s);
         // This checkout has a login of its own under way (`Grow::Now` then
         // waits for it like everybody else instead of starting another).
@@ -647,7 +692,10 @@ impl ImapPool {
                 } else if st.open >= cfg.pool_size {
                     Step::Wait
                 } else if st.open == 0
-                    || ((st.growing == 0 || (grow == Grow::Now && !started)) && now >= grow_at)
+                    || ((st.growing == 0
+                        || (grow == Grow::Spare && !started)
+                        || (grow == Grow::Now && !started && st.growing < st.eager))
+                        && now >= grow_at)
                 {
                     if self.shared.reserve_global() {
                         st.open += 1;
@@ -700,6 +748,10 @@ impl ImapPool {
             }
             let wake = if now < grow_at {
                 grow_at.min(deadline)
+            } else if grow == Grow::Now && !started {
+                // Waiting for a login under way: if another checkout takes
+                // it, this one logs in its own after a short while.
+                (now + Duration::from_millis(cfg.pool_grow_after_ms)).min(deadline)
             } else {
                 deadline
             };
