@@ -130,6 +130,11 @@ pub struct StorageConfig {
     /// Page cache of the embedded store, MiB (redb's own default is 1 GiB,
     /// which a busy server fills: most of its resident memory).
     pub cache_mb: u64,
+    /// How long, at most, the embedded store keeps acknowledged writes in
+    /// its journal only before a checkpoint writes them to the redb file
+    /// (they are durable either way; a longer interval means fewer, larger
+    /// redb commits and a longer replay after a crash).
+    pub checkpoint_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -154,6 +159,7 @@ impl Default for StorageConfig {
             migration_page_size: 1_000,
             expiry_interval_s: 60,
             cache_mb: DEFAULT_CACHE_MB,
+            checkpoint_ms: 1_000,
         }
     }
 }

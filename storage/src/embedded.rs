@@ -1,19 +1,25 @@
-//! The embedded backend: one redb file in a data directory, zero set-up.
+//! The embedded backend: one redb file and its journal in a data directory,
+//! zero set-up.
 //!
-//! Why redb: it is durable by default (one fsync per commit, checksummed
-//! pages), which gives "an acknowledged append survives `kill -9`" without a
-//! persistence policy to get right, and its B-tree makes the per-device range
-//! scans cheap (see docs/STORAGE.md). redb has no TTL, so every row carries
-//! its expiry time, reads skip expired rows, and a background thread deletes
-//! them through an index keyed by expiry time.
+//! Why redb: its commits are atomic and checksummed, and its B-tree makes
+//! the per-device range scans cheap (see docs/STORAGE.md). redb has no TTL,
+//! so every row carries its expiry time, reads skip expired rows, and a
+//! background thread deletes them through an index keyed by expiry time.
+//!
+//! Durability comes from the journal ([`crate::journal`]): a group's rows
+//! are appended to `opush.journal` and synced before the group is committed
+//! in redb without durability and answered, and a checkpoint (a durable
+//! redb commit) empties the journal every [`StorageConfig::checkpoint_ms`]
+//! or [`CHECKPOINT_BYTES`]. "An acknowledged append survives `kill -9`"
+//! holds through the journal's replay at the next open.
 //!
 //! All keys are byte strings built here (`user \0 device \0 …`; ids never
 //! contain NUL). Blocking redb calls run on tokio's blocking pool; this
 //! module must not block an async worker thread.
 //!
-//! Appends are group-committed: redb commits one write transaction at a
-//! time, each with its fsync, so concurrent devices' appends would each
-//! wait for all the fsyncs before theirs. One writer thread instead takes
+//! Appends are group-committed: redb has one write transaction at a
+//! time, and each group costs a journal sync, so concurrent devices'
+//! appends would each wait for all the syncs before theirs. One writer thread instead takes
 //! every append queued while the previous commit ran (up to
 //! [`GROUP_MAX_APPENDS`] / [`GROUP_MAX_BYTES`]), applies them in order in
 //! one transaction — each still conditional on its device's head, seeing
@@ -27,10 +33,14 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+
+use crate::journal::{Journal, Row, Rows};
 
 use crate::model::{digest, now_ms};
 use crate::schema::{
@@ -59,6 +69,8 @@ const T_EVENT: u8 = 2;
 const T_SNAPSHOT: u8 = 3;
 const T_DEVICE: u8 = 4;
 const T_CAPTURE: u8 = 5;
+/// The expiry index itself (journal rows only).
+const T_EXPIRY: u8 = 6;
 
 /// Event row layouts: 1 = schema v1 (no digest), 2 = schema v2 (digest).
 const LAYOUT_V1: u8 = 1;
@@ -114,9 +126,15 @@ fn check_part(what: &str, s: &str) -> Result<()> {
     Ok(())
 }
 
-fn index_expiry(txn: &WriteTransaction, expires: u64, table: u8, key: &[u8]) -> Result<()> {
+fn index_expiry(
+    txn: &WriteTransaction,
+    rows: &mut Rows,
+    expires: u64,
+    table: u8,
+    key: &[u8],
+) -> Result<()> {
     let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
-    index_expiry_in(&mut ix, expires, table, key)
+    index_expiry_in(&mut ix, rows, expires, table, key)
 }
 
 /// The expiry index row of a row rewritten in place (a device's head, its
@@ -125,6 +143,7 @@ fn index_expiry(txn: &WriteTransaction, expires: u64, table: u8, key: &[u8]) -> 
 /// one entry per row, not one per write until the old ones expire.
 fn reindex_expiry_in(
     ix: &mut redb::Table<'_, &'static [u8], ()>,
+    rows: &mut Rows,
     old: Option<u64>,
     expires: u64,
     table: u8,
@@ -136,14 +155,16 @@ fn reindex_expiry_in(
         k.push(table);
         k.extend_from_slice(key);
         ix.remove(k.as_slice()).map_err(backend)?;
+        rows.remove(T_EXPIRY, &k);
     }
-    index_expiry_in(ix, expires, table, key)
+    index_expiry_in(ix, rows, expires, table, key)
 }
 
 /// [`index_expiry`] into an expiry table already open (an append opens it
 /// once for all its rows).
 fn index_expiry_in(
     ix: &mut redb::Table<'_, &'static [u8], ()>,
+    rows: &mut Rows,
     expires: u64,
     table: u8,
     key: &[u8],
@@ -153,6 +174,7 @@ fn index_expiry_in(
     k.push(table);
     k.extend_from_slice(key);
     ix.insert(k.as_slice(), ()).map_err(backend)?;
+    rows.put(T_EXPIRY, &k, &[]);
     Ok(())
 }
 
@@ -207,6 +229,9 @@ fn decode_event(seq: u64, v: &[u8], now: u64) -> Result<Option<StoredEvent>> {
 
 struct Inner {
     db: Database,
+    /// Held by every write transaction: the group commit (which appends to
+    /// it) and the durable ones (which empty it). See [`crate::journal`].
+    journal: Mutex<Journal>,
     cfg: StorageConfig,
     /// Dropping it stops the expiry thread.
     _stop: mpsc::Sender<()>,
@@ -219,6 +244,11 @@ pub const GROUP_MAX_APPENDS: usize = 256;
 /// Most event bytes committed in one transaction (a bigger single append
 /// still goes, alone).
 pub const GROUP_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Journal size beyond which the writer checkpoints (a durable redb commit)
+/// whatever [`StorageConfig::checkpoint_ms`] says: bounds the journal, the
+/// memory redb holds for commits not yet on disk, and a replay after a
+/// crash.
+pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A write the group commit carries: appends, and the other rows a request
 /// writes (device registry, snapshots, captures), so that none of them
@@ -299,10 +329,12 @@ impl EmbeddedStore {
                 )),
                 other => backend(other),
             })?;
+        let journal = replay_journal(&db, &cfg.path.join("opush.journal"))?;
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (append_tx, append_rx) = mpsc::channel::<PendingWrite>();
         let inner = Arc::new(Inner {
             db,
+            journal: Mutex::new(journal),
             cfg: cfg.clone(),
             _stop: stop_tx,
             writes: append_tx,
@@ -314,9 +346,10 @@ impl EmbeddedStore {
             .spawn(move || expiry_loop(weak, stop_rx, every))
             .map_err(backend)?;
         let weak = Arc::downgrade(&inner);
+        let checkpoint_every = Duration::from_millis(cfg.checkpoint_ms.max(1));
         std::thread::Builder::new()
             .name("opush-storage-writer".into())
-            .spawn(move || writer_loop(weak, append_rx))
+            .spawn(move || writer_loop(weak, append_rx, checkpoint_every))
             .map_err(backend)?;
         Ok(EmbeddedStore { inner })
     }
@@ -456,8 +489,20 @@ impl EmbeddedStore {
 
 /// The group-commit writer: each turn, the appends queued so far in one
 /// transaction and one commit. Ends when the store is dropped.
-fn writer_loop(inner: Weak<Inner>, queue: mpsc::Receiver<PendingWrite>) {
-    while let Ok(first) = queue.recv() {
+fn writer_loop(inner: Weak<Inner>, queue: mpsc::Receiver<PendingWrite>, every: Duration) {
+    loop {
+        // Idle with records in the journal: checkpoint once they are
+        // `every` old, so a quiet store has its redb file up to date.
+        let first = match queue.recv_timeout(every) {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(inner) = inner.upgrade() {
+                    inner.checkpoint_if_due(every);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         let mut bytes = first.bytes();
         let mut group = vec![first];
         while group.len() < GROUP_MAX_APPENDS && bytes < GROUP_MAX_BYTES {
@@ -470,13 +515,109 @@ fn writer_loop(inner: Weak<Inner>, queue: mpsc::Receiver<PendingWrite>) {
             }
         }
         let outcomes = match inner.upgrade() {
-            Some(inner) => inner.append_group(&group),
+            Some(inner) => {
+                let outcomes = inner.append_group(&group);
+                inner.checkpoint_if_due(every);
+                outcomes
+            }
             None => vec![Err(StorageError::Unavailable("store closed".into())); group.len()],
         };
         // The store is not held while callers are answered: one that drops
         // it right after must find it closed (a reopen would fail otherwise).
         for (pending, outcome) in group.into_iter().zip(outcomes) {
             let _ = pending.done.send(outcome);
+        }
+    }
+}
+
+/// Opens the journal beside the redb file and replays its records into
+/// redb in one durable commit (a crash or `kill -9` left groups that were
+/// acknowledged but not yet written to the redb file), then empties it.
+fn replay_journal(db: &Database, path: &Path) -> Result<Journal> {
+    let io = |e: std::io::Error| StorageError::Backend(format!("journal {}: {e}", path.display()));
+    let (mut journal, records) = Journal::open(path).map_err(io)?;
+    if records.is_empty() {
+        return Ok(journal);
+    }
+    let txn = db.begin_write().map_err(backend)?;
+    let mut applied = 0u64;
+    {
+        let open = |def| txn.open_table(def).map_err(backend);
+        let mut tables = [
+            open(HEADS)?,
+            open(EVENTS)?,
+            open(SNAPSHOTS)?,
+            open(DEVICES)?,
+            open(CAPTURES)?,
+        ];
+        let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+        for record in &records {
+            for row in crate::journal::rows(record).map_err(StorageError::Corrupt)? {
+                let tag = match row {
+                    Row::Put { table, .. } | Row::Remove { table, .. } => table,
+                };
+                // Tags 1-5 are the tables above, in order.
+                let table = match tag {
+                    T_HEAD | T_EVENT | T_SNAPSHOT | T_DEVICE | T_CAPTURE => {
+                        tables.get_mut(usize::from(tag - T_HEAD))
+                    }
+                    _ => None,
+                };
+                match (row, table) {
+                    (
+                        Row::Put {
+                            table: T_EXPIRY,
+                            key,
+                            ..
+                        },
+                        _,
+                    ) => {
+                        expiry.insert(key, ()).map_err(backend)?;
+                    }
+                    (
+                        Row::Remove {
+                            table: T_EXPIRY,
+                            key,
+                        },
+                        _,
+                    ) => {
+                        expiry.remove(key).map_err(backend)?;
+                    }
+                    (Row::Put { key, value, .. }, Some(t)) => {
+                        t.insert(key, value).map_err(backend)?;
+                    }
+                    (Row::Remove { key, .. }, Some(t)) => {
+                        t.remove(key).map_err(backend)?;
+                    }
+                    (_, None) => {
+                        return Err(StorageError::Corrupt(format!(
+                            "journal: unknown table {tag}"
+                        )))
+                    }
+                }
+                applied += 1;
+            }
+        }
+    }
+    txn.commit().map_err(backend)?;
+    journal.reset().map_err(io)?;
+    tracing::info!(
+        target: "storage",
+        records = records.len(),
+        rows = applied,
+        "journal replayed (the store was not closed cleanly)"
+    );
+    Ok(journal)
+}
+
+impl Drop for Inner {
+    /// A clean close leaves the redb file complete and the journal empty.
+    fn drop(&mut self) {
+        let inner: &Inner = self;
+        if let Ok(mut journal) = inner.journal.lock() {
+            if let Err(e) = inner.checkpoint(&mut journal) {
+                tracing::warn!(target: "storage", error = %e, "checkpoint at close failed; the journal is replayed at the next open");
+            }
         }
     }
 }
@@ -524,6 +665,10 @@ impl Inner {
     }
 
     fn destroy(&self) -> Result<()> {
+        self.durable_write(|| self.destroy_now())
+    }
+
+    fn destroy_now(&self) -> Result<()> {
         let txn = self.db.begin_write().map_err(backend)?;
         for t in [HEADS, EVENTS, SNAPSHOTS, DEVICES, CAPTURES] {
             txn.delete_table(t).map_err(backend)?;
@@ -565,6 +710,12 @@ impl Inner {
                 "schema version {v} already installed"
             )));
         }
+        self.durable_write(|| self.install_now(version))?;
+        tracing::info!(target: "MIGRATION", version, "embedded schema installed");
+        Ok(())
+    }
+
+    fn install_now(&self, version: u32) -> Result<()> {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             for t in [HEADS, EVENTS, SNAPSHOTS, DEVICES, CAPTURES] {
@@ -577,9 +728,7 @@ impl Inner {
             meta.insert(META_INSTALLED, now_ms().to_le_bytes().as_slice())
                 .map_err(backend)?;
         }
-        txn.commit().map_err(backend)?;
-        tracing::info!(target: "MIGRATION", version, "embedded schema installed");
-        Ok(())
+        txn.commit().map_err(backend)
     }
 
     fn update(&self, opts: MigrationOptions) -> Result<MigrationReport> {
@@ -606,6 +755,7 @@ impl Inner {
                     complete: false,
                 });
             }
+            let journal = self.lock_journal()?;
             let txn = self.db.begin_write().map_err(backend)?;
             let (n, done) = {
                 let mut meta = txn.open_table(META).map_err(backend)?;
@@ -664,6 +814,9 @@ impl Inner {
                 (n, !more)
             };
             txn.commit().map_err(backend)?;
+            let mut journal = journal;
+            journal.reset().map_err(backend)?;
+            drop(journal);
             rows += n;
             steps += 1;
             tracing::info!(target: "MIGRATION", step = steps, rows_in_step = n, rows, "v1->v2 progress");
@@ -713,24 +866,34 @@ impl Inner {
         };
         let layout = if version >= 2 { LAYOUT_V2 } else { LAYOUT_V1 };
         let now = now_s();
-        let txn = match self.db.begin_write() {
+        let mut journal = match self.lock_journal() {
+            Ok(j) => j,
+            Err(e) => return all(e),
+        };
+        let mut txn = match self.db.begin_write() {
             Ok(t) => t,
             Err(e) => return all(backend(e)),
         };
+        // Durable through the journal, not through redb (module docs).
+        if let Err(e) = txn.set_durability(Durability::None) {
+            return all(backend(e));
+        }
+        let mut rows = Rows::default();
         let mut outcomes = Vec::with_capacity(group.len());
         for pending in group {
+            let r = &mut rows;
             let outcome = match &pending.write {
                 Write::Append(batch) => {
-                    Self::append_in(&txn, batch, layout, now, self.cfg.ttl_events_s)
+                    Self::append_in(&txn, r, batch, layout, now, self.cfg.ttl_events_s)
                 }
                 Write::Device(rec) => {
-                    Self::put_device_in(&txn, rec, now + self.cfg.ttl_devices_s).map(|()| 0)
+                    Self::put_device_in(&txn, r, rec, now + self.cfg.ttl_devices_s).map(|()| 0)
                 }
                 Write::Snapshot(w) => {
                     let expires = now + self.cfg.ttl_snapshots_s;
-                    Self::put_snapshot_in(&txn, w, expires).map(|()| 0)
+                    Self::put_snapshot_in(&txn, r, w, expires).map(|()| 0)
                 }
-                Write::Capture(w) => Self::put_capture_in(&txn, w, now).map(|()| 0),
+                Write::Capture(w) => Self::put_capture_in(&txn, r, w, now).map(|()| 0),
             };
             match outcome {
                 Ok(head) => outcomes.push(Ok(head)),
@@ -746,16 +909,78 @@ impl Inner {
                 }
             }
         }
+        if rows.is_empty() {
+            // Only refusals: nothing to write.
+            let _ = txn.abort();
+            return outcomes;
+        }
+        // The journal record first: once it is synced the group is
+        // durable, and only then is it committed (visible) and answered.
+        let start = journal.len();
+        if let Err(e) = journal.append(&rows) {
+            let _ = txn.abort();
+            return all(backend(format!("journal write failed: {e}")));
+        }
         match txn.commit() {
             Ok(()) => outcomes,
-            Err(e) => all(backend(e)),
+            Err(e) => {
+                // Not committed: the record must not be replayed either.
+                journal.rollback(start);
+                all(backend(e))
+            }
         }
+    }
+
+    /// The journal lock (see [`Inner::journal`]).
+    fn lock_journal(&self) -> Result<MutexGuard<'_, Journal>> {
+        self.journal
+            .lock()
+            .map_err(|_| StorageError::Backend("embedded store journal lock poisoned".into()))
+    }
+
+    /// A durable redb commit of everything committed so far, then an empty
+    /// journal, when the journal's oldest record is `every` old or the
+    /// journal is over [`CHECKPOINT_BYTES`]. A failure is logged: the
+    /// records stay in the journal, nothing is lost.
+    fn checkpoint_if_due(&self, every: Duration) {
+        let Ok(mut journal) = self.lock_journal() else {
+            return;
+        };
+        let due = journal.len() >= CHECKPOINT_BYTES || journal.age().is_some_and(|a| a >= every);
+        if due {
+            if let Err(e) = self.checkpoint(&mut journal) {
+                tracing::warn!(target: "storage", error = %e, "checkpoint failed; the journal keeps the writes");
+            }
+        }
+    }
+
+    /// A durable redb commit (it writes the earlier non-durable ones too),
+    /// then the journal emptied. The caller holds the journal lock.
+    fn checkpoint(&self, journal: &mut Journal) -> Result<()> {
+        if journal.len() == 0 {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        journal.reset().map_err(backend)
+    }
+
+    /// Runs `f`, a durable write transaction of its own (schema changes,
+    /// expiry passes), under the journal lock, and empties the journal
+    /// after it: its durable commit wrote every earlier group to the redb
+    /// file.
+    fn durable_write<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let mut journal = self.lock_journal()?;
+        let out = f()?;
+        journal.reset().map_err(backend)?;
+        Ok(out)
     }
 
     /// One conditional append inside `txn`. `Conflict` and `InvalidInput`
     /// come before any write.
     fn append_in(
         txn: &WriteTransaction,
+        rows: &mut Rows,
         batch: &AppendBatch,
         layout: u8,
         now: u64,
@@ -782,13 +1007,12 @@ impl Inner {
             let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
             for (i, ev) in batch.events.iter().enumerate() {
                 let key = event_key(&batch.device, batch.expected_head + 1 + i as u64);
+                let row = encode_event(layout, ev.format_version, expires, &ev.payload);
                 events
-                    .insert(
-                        key.as_slice(),
-                        encode_event(layout, ev.format_version, expires, &ev.payload).as_slice(),
-                    )
+                    .insert(key.as_slice(), row.as_slice())
                     .map_err(backend)?;
-                index_expiry_in(&mut ix, expires, T_EVENT, &key)?;
+                rows.put(T_EVENT, &key, &row);
+                index_expiry_in(&mut ix, rows, expires, T_EVENT, &key)?;
             }
             let mut hv = [0u8; 16];
             hv[..8].copy_from_slice(&batch.new_head().to_le_bytes());
@@ -796,7 +1020,8 @@ impl Inner {
             heads
                 .insert(dev.as_slice(), hv.as_slice())
                 .map_err(backend)?;
-            reindex_expiry_in(&mut ix, old_expiry, expires, T_HEAD, &dev)?;
+            rows.put(T_HEAD, &dev, &hv);
+            reindex_expiry_in(&mut ix, rows, old_expiry, expires, T_HEAD, &dev)?;
         }
         Ok(batch.new_head())
     }
@@ -831,7 +1056,12 @@ impl Inner {
 
     /// One snapshot put inside `txn` (group-committed). `InvalidInput`
     /// comes before any write.
-    fn put_snapshot_in(txn: &WriteTransaction, w: &SnapshotWrite, expires: u64) -> Result<()> {
+    fn put_snapshot_in(
+        txn: &WriteTransaction,
+        rows: &mut Rows,
+        w: &SnapshotWrite,
+        expires: u64,
+    ) -> Result<()> {
         let SnapshotWrite {
             device,
             collection,
@@ -851,8 +1081,9 @@ impl Inner {
             .insert(key.as_slice(), v.as_slice())
             .map_err(backend)?
             .and_then(|o| u64_at(o.value(), 10));
+        rows.put(T_SNAPSHOT, &key, &v);
         let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
-        reindex_expiry_in(&mut ix, old, expires, T_SNAPSHOT, &key)
+        reindex_expiry_in(&mut ix, rows, old, expires, T_SNAPSHOT, &key)
     }
 
     fn get_snapshot(&self, device: &DeviceKey, collection: &str) -> Result<Option<Snapshot>> {
@@ -885,7 +1116,12 @@ impl Inner {
     }
 
     /// One device row inside `txn`; `InvalidInput` before any write.
-    fn put_device_in(txn: &WriteTransaction, rec: &DeviceRecord, expires: u64) -> Result<()> {
+    fn put_device_in(
+        txn: &WriteTransaction,
+        rows: &mut Rows,
+        rec: &DeviceRecord,
+        expires: u64,
+    ) -> Result<()> {
         rec.key.validate()?;
         let key = rec.key.to_bytes();
         let mut v = expires.to_le_bytes().to_vec();
@@ -897,8 +1133,9 @@ impl Inner {
             .map_err(backend)?
             .and_then(|o| u64_at(o.value(), 0));
         drop(t);
+        rows.put(T_DEVICE, &key, &v);
         let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
-        reindex_expiry_in(&mut ix, old, expires, T_DEVICE, &key)
+        reindex_expiry_in(&mut ix, rows, old, expires, T_DEVICE, &key)
     }
 
     fn decode_device(v: &[u8], now: u64) -> Result<Option<DeviceRecord>> {
@@ -958,7 +1195,12 @@ impl Inner {
 
     /// One capture put inside `txn` (group-committed) at `now`.
     /// `InvalidInput` comes before any write.
-    fn put_capture_in(txn: &WriteTransaction, w: &CaptureWrite, now: u64) -> Result<()> {
+    fn put_capture_in(
+        txn: &WriteTransaction,
+        rows: &mut Rows,
+        w: &CaptureWrite,
+        now: u64,
+    ) -> Result<()> {
         let CaptureWrite {
             device,
             req_id,
@@ -981,7 +1223,8 @@ impl Inner {
         v.extend_from_slice(bytes);
         let mut t = txn.open_table(CAPTURES).map_err(backend)?;
         t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
-        index_expiry(txn, expires, T_CAPTURE, &key)
+        rows.put(T_CAPTURE, &key, &v);
+        index_expiry(txn, rows, expires, T_CAPTURE, &key)
     }
 
     fn get_captures(&self, device: &DeviceKey) -> Result<Vec<Capture>> {
@@ -1036,6 +1279,9 @@ impl Inner {
         }
         let mut deleted = 0;
         loop {
+            // Each pass is a durable commit of its own, under the journal
+            // lock (it writes the groups before it too: the journal empties).
+            let mut journal = self.lock_journal()?;
             let txn = self.db.begin_write().map_err(backend)?;
             let done = {
                 let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
@@ -1075,6 +1321,8 @@ impl Inner {
                 keys.len() < 1000
             };
             txn.commit().map_err(backend)?;
+            journal.reset().map_err(backend)?;
+            drop(journal);
             if done {
                 return Ok(deleted);
             }
@@ -1123,8 +1371,9 @@ mod tests {
         for (i, now) in [1_000u64, 2_000, 3_000].into_iter().enumerate() {
             let txn = db.begin_write().unwrap();
             let batch = AppendBatch::new(device.clone(), i as u64).event(1, b"e".to_vec());
-            Inner::append_in(&txn, &batch, LAYOUT_V2, now, 10_000).unwrap();
-            Inner::put_device_in(&txn, &record, now + 50).unwrap();
+            let rows = &mut Rows::default();
+            Inner::append_in(&txn, rows, &batch, LAYOUT_V2, now, 10_000).unwrap();
+            Inner::put_device_in(&txn, rows, &record, now + 50).unwrap();
             txn.commit().unwrap();
         }
         let rows = expiry_rows(&db);

@@ -14,6 +14,7 @@ mod config;
 mod dispatch;
 pub mod embedded;
 mod error;
+mod journal;
 mod model;
 pub mod schema;
 
