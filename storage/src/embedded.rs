@@ -6,7 +6,7 @@
 //! so every row carries its expiry time, reads skip expired rows, and a
 //! background thread deletes them through an index keyed by expiry time.
 //!
-//! Durability comes from the journal ([`crate::journal`]): a group's rows
+//! Durability comes from the journal (`journal.rs`): a group's rows
 //! are appended to `opush.journal` and synced before the group is committed
 //! in redb without durability and answered, and a checkpoint (a durable
 //! redb commit) empties the journal every [`StorageConfig::checkpoint_ms`]
