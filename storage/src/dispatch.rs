@@ -103,6 +103,11 @@ impl Store {
     }
 
     /// Replaces the latest snapshot of one collection of a device.
+    ///
+    /// A snapshot is a cache of what the device's events fold to, and the
+    /// embedded store treats it as one: it is visible once this returns,
+    /// but durable only at the next checkpoint (a crash before it keeps the
+    /// previous snapshot, and a load folds the events after that one).
     pub async fn put_snapshot(
         &self,
         device: &DeviceKey,

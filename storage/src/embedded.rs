@@ -879,6 +879,9 @@ impl Inner {
             return all(backend(e));
         }
         let mut rows = Rows::default();
+        // Snapshots are caches: their rows stay out of the journal (below).
+        let mut unjournaled = Rows::default();
+        let mut wrote = false;
         let mut outcomes = Vec::with_capacity(group.len());
         for pending in group {
             let r = &mut rows;
@@ -891,12 +894,15 @@ impl Inner {
                 }
                 Write::Snapshot(w) => {
                     let expires = now + self.cfg.ttl_snapshots_s;
-                    Self::put_snapshot_in(&txn, r, w, expires).map(|()| 0)
+                    Self::put_snapshot_in(&txn, &mut unjournaled, w, expires).map(|()| 0)
                 }
                 Write::Capture(w) => Self::put_capture_in(&txn, r, w, now).map(|()| 0),
             };
             match outcome {
-                Ok(head) => outcomes.push(Ok(head)),
+                Ok(head) => {
+                    wrote = true;
+                    outcomes.push(Ok(head));
+                }
                 // Found before anything of this append was written.
                 Err(e @ (StorageError::Conflict { .. } | StorageError::InvalidInput(_))) => {
                     outcomes.push(Err(e))
@@ -909,17 +915,22 @@ impl Inner {
                 }
             }
         }
-        if rows.is_empty() {
+        if !wrote {
             // Only refusals: nothing to write.
             let _ = txn.abort();
             return outcomes;
         }
         // The journal record first: once it is synced the group is
         // durable, and only then is it committed (visible) and answered.
+        // A group of snapshots only has nothing to journal: it is
+        // committed at once, and on disk at the next checkpoint (a crash
+        // before it keeps the previous snapshot: a load folds more events).
         let start = journal.len();
-        if let Err(e) = journal.append(&rows) {
-            let _ = txn.abort();
-            return all(backend(format!("journal write failed: {e}")));
+        if !rows.is_empty() {
+            if let Err(e) = journal.append(&rows) {
+                let _ = txn.abort();
+                return all(backend(format!("journal write failed: {e}")));
+            }
         }
         match txn.commit() {
             Ok(()) => outcomes,

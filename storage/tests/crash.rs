@@ -5,7 +5,8 @@
 //! appends share group commits. Acknowledged writes live in the journal
 //! until a checkpoint writes them to the redb file: the first two tests
 //! kill before any checkpoint (only the journal's replay recovers them),
-//! the third with checkpoints every 2 ms, and snapshots beside the appends.
+//! the third with checkpoints every 2 ms, and snapshots beside the appends
+//! (caches, not journaled: only those of a checkpoint survive).
 
 #![allow(clippy::unwrap_used)]
 
@@ -126,6 +127,7 @@ async fn acknowledged_writes_survive_kill_9_across_checkpoints() {
     const DEVICES: usize = 8;
     let dir = tempfile::tempdir().unwrap();
     let mut acked = [0u64; DEVICES];
+    let mut snapshots = 0;
     for round in 0..3 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_storage_crash_child"))
             .arg(dir.path())
@@ -172,19 +174,23 @@ async fn acknowledged_writes_survive_kill_9_across_checkpoints() {
                 assert_eq!(e.seq, k as u64 + 1);
                 assert_eq!(e.digest, Some(digest(&e.payload)));
             }
-            // The snapshot of the last acknowledged head (or of the one
-            // after it, written but not yet acknowledged) is there.
-            let snap = store.get_snapshot(&device, "state").await.unwrap().unwrap();
-            assert!(
-                snap.seq == *last || snap.seq == head,
-                "round {round}: device {i} snapshot at {} (acked {last}, head {head})",
-                snap.seq
-            );
-            assert_eq!(
-                snap.payload,
-                format!("snapshot at {}", snap.seq).into_bytes()
-            );
+            // Snapshots are caches, not journaled: one written since the
+            // last checkpoint may be lost, never torn or ahead of the log.
+            if let Some(snap) = store.get_snapshot(&device, "state").await.unwrap() {
+                assert!(
+                    snap.seq <= head && snap.seq % 2 == 0,
+                    "round {round}: device {i} snapshot at {} (head {head})",
+                    snap.seq
+                );
+                assert_eq!(
+                    snap.payload,
+                    format!("snapshot at {}", snap.seq).into_bytes()
+                );
+                snapshots += 1;
+            }
         }
         drop(store);
     }
+    // Checkpoints ran: snapshots reached the redb file.
+    assert!(snapshots > 0, "no snapshot survived any round");
 }
