@@ -68,112 +68,94 @@ async fn acknowledged_appends_survive_kill_9() {
     }
 }
 
+/// Runs the child with `devices` devices (and `checkpoint_ms`, if any)
+/// until `acks` acknowledgements, recording each device's last acked head
+/// in `acked`, then SIGKILLs it.
+fn run_child_and_kill(
+    dir: &std::path::Path,
+    acked: &mut [u64],
+    checkpoint_ms: Option<&str>,
+    acks: usize,
+    round: usize,
+) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_storage_crash_child"));
+    cmd.arg(dir)
+        .arg(acked.len().to_string())
+        .stdout(Stdio::piped());
+    if let Some(ms) = checkpoint_ms {
+        cmd.env("OPUSH_CRASH_CHECKPOINT_MS", ms);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut n = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let mut f = line.strip_prefix("acked ").unwrap().split(' ');
+        let i: usize = f.next().unwrap().parse().unwrap();
+        let head: u64 = f.next().unwrap().parse().unwrap();
+        assert!(head > acked[i], "round {round}: device {i} went back");
+        acked[i] = head;
+        n += 1;
+        if n == acks {
+            break;
+        }
+    }
+    assert_eq!(n, acks, "round {round}: child stopped early");
+    child.kill().unwrap(); // SIGKILL: no destructor, no flush
+    child.wait().unwrap();
+}
+
+/// Reopens the store and checks every device's log: each acknowledged
+/// head is there, no batch torn, every event intact and in order. Returns
+/// the store and each device's head.
+async fn check_logs(dir: &std::path::Path, acked: &[u64], round: usize) -> (Store, Vec<u64>) {
+    let config = StorageConfig {
+        path: dir.to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let store = Store::open(&config).await.unwrap();
+    let mut heads = Vec::with_capacity(acked.len());
+    for (i, last) in acked.iter().enumerate() {
+        let device = DeviceKey::new("crash", format!("device{i}")).unwrap();
+        let head = store.head(&device).await.unwrap();
+        assert!(
+            head >= *last,
+            "round {round}: device {i} head {head} lost acked {last}"
+        );
+        assert_eq!(head % 2, 0, "round {round}: device {i}: a batch was torn");
+        let events = store.read_events(&device, 1).await.unwrap();
+        assert_eq!(events.len() as u64, head);
+        for (k, e) in events.iter().enumerate() {
+            assert_eq!(e.seq, k as u64 + 1);
+            assert_eq!(e.digest, Some(digest(&e.payload)));
+        }
+        heads.push(head);
+    }
+    (store, heads)
+}
+
 #[tokio::test]
 async fn acknowledged_group_commits_survive_kill_9() {
-    const DEVICES: usize = 16;
     let dir = tempfile::tempdir().unwrap();
-    let mut acked = [0u64; DEVICES];
+    let mut acked = [0u64; 16];
     for round in 0..2 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_storage_crash_child"))
-            .arg(dir.path())
-            .arg(DEVICES.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut n = 0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let mut f = line.strip_prefix("acked ").unwrap().split(' ');
-            let i: usize = f.next().unwrap().parse().unwrap();
-            let head: u64 = f.next().unwrap().parse().unwrap();
-            assert!(head > acked[i], "round {round}: device {i} went back");
-            acked[i] = head;
-            n += 1;
-            if n == 400 {
-                break;
-            }
-        }
-        assert_eq!(n, 400, "round {round}: child stopped early");
-        child.kill().unwrap();
-        child.wait().unwrap();
-
-        let config = StorageConfig {
-            path: dir.path().to_path_buf(),
-            ..StorageConfig::default()
-        };
-        let store = Store::open(&config).await.unwrap();
-        for (i, last) in acked.iter().enumerate() {
-            let device = DeviceKey::new("crash", format!("device{i}")).unwrap();
-            let head = store.head(&device).await.unwrap();
-            assert!(
-                head >= *last,
-                "round {round}: device {i} head {head} lost acked {last}"
-            );
-            assert_eq!(head % 2, 0, "round {round}: device {i}: a batch was torn");
-            let events = store.read_events(&device, 1).await.unwrap();
-            assert_eq!(events.len() as u64, head);
-            for (k, e) in events.iter().enumerate() {
-                assert_eq!(e.seq, k as u64 + 1);
-                assert_eq!(e.digest, Some(digest(&e.payload)));
-            }
-        }
+        run_child_and_kill(dir.path(), &mut acked, None, 400, round);
+        let (store, _) = check_logs(dir.path(), &acked, round).await;
         drop(store);
     }
 }
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9_across_checkpoints() {
-    const DEVICES: usize = 8;
     let dir = tempfile::tempdir().unwrap();
-    let mut acked = [0u64; DEVICES];
+    let mut acked = [0u64; 8];
     let mut snapshots = 0;
     for round in 0..3 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_storage_crash_child"))
-            .arg(dir.path())
-            .arg(DEVICES.to_string())
-            .env("OPUSH_CRASH_CHECKPOINT_MS", "2")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut n = 0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let mut f = line.strip_prefix("acked ").unwrap().split(' ');
-            let i: usize = f.next().unwrap().parse().unwrap();
-            let head: u64 = f.next().unwrap().parse().unwrap();
-            assert!(head > acked[i], "round {round}: device {i} went back");
-            acked[i] = head;
-            n += 1;
-            // A different moment each round.
-            if n == 150 + 97 * round {
-                break;
-            }
-        }
-        assert_eq!(n, 150 + 97 * round, "round {round}: child stopped early");
-        child.kill().unwrap();
-        child.wait().unwrap();
-
-        let config = StorageConfig {
-            path: dir.path().to_path_buf(),
-            ..StorageConfig::default()
-        };
-        let store = Store::open(&config).await.unwrap();
-        for (i, last) in acked.iter().enumerate() {
+        // A different moment each round.
+        run_child_and_kill(dir.path(), &mut acked, Some("2"), 150 + 97 * round, round);
+        let (store, heads) = check_logs(dir.path(), &acked, round).await;
+        for (i, head) in heads.into_iter().enumerate() {
             let device = DeviceKey::new("crash", format!("device{i}")).unwrap();
-            let head = store.head(&device).await.unwrap();
-            assert!(
-                head >= *last,
-                "round {round}: device {i} head {head} lost acked {last}"
-            );
-            assert_eq!(head % 2, 0, "round {round}: device {i}: a batch was torn");
-            let events = store.read_events(&device, 1).await.unwrap();
-            assert_eq!(events.len() as u64, head);
-            for (k, e) in events.iter().enumerate() {
-                assert_eq!(e.seq, k as u64 + 1);
-                assert_eq!(e.digest, Some(digest(&e.payload)));
-            }
             // Snapshots are caches, not journaled: one written since the
             // last checkpoint may be lost, never torn or ahead of the log.
             if let Some(snap) = store.get_snapshot(&device, "state").await.unwrap() {
