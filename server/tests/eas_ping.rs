@@ -345,42 +345,61 @@ async fn a_new_request_of_the_device_ends_its_parked_ping() {
     assert_eq!(eas.push.parked_count(), 0);
 }
 
+/// The IMAP settings of the stack, pointed at a private Dovecot.
+async fn private_imap(dovecot: &PrivateDovecot) -> ImapConfig {
+    let dir = tempfile::tempdir().unwrap();
+    ImapConfig {
+        port: dovecot.port,
+        timeout_ms: 5_000,
+        ..eas_support::services(&dir).await.imap.config().clone()
+    }
+}
+
+/// Empties `user`'s INBOX on `imap`, then `device` parks a Ping on it and
+/// the user's watcher connects: the parked Ping, the watcher, the INBOX id.
+async fn park_on_empty_inbox(
+    eas: &Arc<EasServices>,
+    imap: &ImapConfig,
+    user: &str,
+    device: &str,
+) -> (Answer, Arc<opush_server::push::UserWatch>, String) {
+    let mut s = opush_server::backends::imap::ImapClient::login_master(imap, user)
+        .await
+        .unwrap();
+    s.empty_folder("INBOX").await.unwrap();
+    s.logout().await;
+    let inbox = prepare(eas, user, device, &["INBOX"]).await.remove(0);
+    let parked = spawn_ping(eas, user, device, request(Some(120), &[&inbox]));
+    wait_until("the Ping parks", || eas.push.parked_count() == 1).await;
+    let watcher = eas.push.watcher(user).unwrap();
+    wait_until("the watcher connects", || watcher.connected()).await;
+    (parked, watcher, inbox)
+}
+
+/// A new message straight into `local`'s INBOX maildir on the private
+/// Dovecot (works while it is down).
+fn deliver_to_maildir(dovecot: &PrivateDovecot, local: &str, subject: &str) {
+    let new = dovecot.dir.join(format!("mail/load.test/{local}/new"));
+    std::fs::create_dir_all(&new).unwrap();
+    let subject = unique(subject);
+    std::fs::write(new.join(format!("{subject}.opush-test")), message(&subject)).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_while_imap_is_down_is_reported_after_reconnection() {
     opush_tests::require(opush_tests::DOVECOT_IMAP);
     let user = "load0026@load.test";
     let dovecot = PrivateDovecot::new(repo_root().join("target/tmp/ping-private-dovecot"), 11520);
     dovecot.run("up");
-    let dir = tempfile::tempdir().unwrap();
-    let imap = ImapConfig {
-        port: dovecot.port,
-        timeout_ms: 5_000,
-        ..eas_support::services(&dir).await.imap.config().clone()
-    };
+    let imap = private_imap(&dovecot).await;
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir, Some(imap.clone())).await;
-    // Start from an empty INBOX on the private instance.
-    {
-        let mut s = opush_server::backends::imap::ImapClient::login_master(&imap, user)
-            .await
-            .unwrap();
-        s.empty_folder("INBOX").await.unwrap();
-        s.logout().await;
-    }
-    let inbox = prepare(&eas, user, "PING6", &["INBOX"]).await.remove(0);
-
-    let parked = spawn_ping(&eas, user, "PING6", request(Some(120), &[&inbox]));
-    wait_until("the Ping parks", || eas.push.parked_count() == 1).await;
-    let watcher = eas.push.watcher(user).unwrap();
-    wait_until("the watcher connects", || watcher.connected()).await;
+    let (parked, watcher, inbox) = park_on_empty_inbox(&eas, &imap, user, "PING6").await;
 
     dovecot.run("down");
     wait_until("the watcher notices", || !watcher.connected()).await;
     // Deliver straight into the maildir while the server is down.
-    let new = dovecot.dir.join("mail/load.test/load0026/new");
-    std::fs::create_dir_all(&new).unwrap();
-    let subject = unique("ping-outage");
-    std::fs::write(new.join(format!("{subject}.opush-test")), message(&subject)).unwrap();
+    deliver_to_maildir(&dovecot, "load0026", "ping-outage");
     assert!(!parked.is_finished(), "the Ping waits through the outage");
     dovecot.run("up");
     let res = answer(parked).await;
@@ -402,31 +421,14 @@ async fn a_watcher_the_server_disconnects_pauses_before_it_logs_in_again() {
         11641,
     );
     dovecot.run("up");
-    let dir = tempfile::tempdir().unwrap();
-    let imap = ImapConfig {
-        port: dovecot.port,
-        timeout_ms: 5_000,
-        ..eas_support::services(&dir).await.imap.config().clone()
-    };
+    let imap = private_imap(&dovecot).await;
     let dir = tempfile::tempdir().unwrap();
     let eas = services_with(&dir, Some(imap.clone()), |s| {
         s.reconnect_min = Duration::from_secs(3);
         s.reconnect_max = Duration::from_secs(3);
     })
     .await;
-    {
-        let mut s = opush_server::backends::imap::ImapClient::login_master(&imap, user)
-            .await
-            .unwrap();
-        s.empty_folder("INBOX").await.unwrap();
-        s.logout().await;
-    }
-    let inbox = prepare(&eas, user, "KICK1", &["INBOX"]).await.remove(0);
-
-    let parked = spawn_ping(&eas, user, "KICK1", request(Some(120), &[&inbox]));
-    wait_until("the Ping parks", || eas.push.parked_count() == 1).await;
-    let watcher = eas.push.watcher(user).unwrap();
-    wait_until("the watcher connects", || watcher.connected()).await;
+    let (parked, watcher, inbox) = park_on_empty_inbox(&eas, &imap, user, "KICK1").await;
     assert_eq!(watcher.logins(), 1);
 
     dovecot.run("kick");
@@ -440,10 +442,7 @@ async fn a_watcher_the_server_disconnects_pauses_before_it_logs_in_again() {
     assert!(!parked.is_finished());
 
     wait_until("the watcher reconnects", || watcher.connected()).await;
-    let new = dovecot.dir.join("mail/load.test/load0082/new");
-    std::fs::create_dir_all(&new).unwrap();
-    let subject = unique("ping-kick");
-    std::fs::write(new.join(format!("{subject}.opush-test")), message(&subject)).unwrap();
+    deliver_to_maildir(&dovecot, "load0082", "ping-kick");
     let res = answer(parked).await;
     assert_eq!(res.status.code(), 2);
     assert_eq!(ids(&res), vec![inbox.as_str()]);
