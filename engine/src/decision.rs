@@ -38,10 +38,36 @@ pub struct EngineConfig {
     pub require_provisioning: bool,
     /// Accept a policy acknowledgement with status 2 (partially applied).
     pub allow_partial_compliance: bool,
+    /// The order in which due items are paged to the device. Archived in
+    /// what was padding before format version 6 (the archived size is
+    /// unchanged, `record.rs` checks it), so a decision recorded by an
+    /// older engine, whose padding is zero, reads as [`PageOrder::ById`]
+    /// and replays in the order it was decided in.
+    pub page_order: PageOrder,
     /// Bytes budget of one Sync window (0: none). The engine counts items;
     /// the shell, which knows item sizes, asks again with a smaller
     /// WindowSize when a window's content would exceed this.
     pub max_window_bytes: u64,
+}
+
+/// The order in which a Sync pages the items due in a collection (after
+/// the SoftDeletes a FilterType window asks for, which go oldest first).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+#[repr(u8)]
+pub enum PageOrder {
+    /// In the byte order of the backend ids (`7/1`, `7/10`, `7/100`, `7/2`
+    /// …): what engines before format version 6 did, kept so their
+    /// recorded decisions replay. It scatters an IMAP mailbox: a phone's
+    /// first windows hold old mail and today's comes last.
+    ById = 0,
+    /// Newest first: IMAP ids (`<uidvalidity>/<uid>`) by UID descending,
+    /// which is arrival order, so the first window holds the latest mail
+    /// as Exchange sends it, and each window's UIDs are one contiguous
+    /// range for the body FETCH. Ids of an older UIDVALIDITY (Deletes after
+    /// a reset) come before the newer's Adds. Other ids (DAV hrefs) follow
+    /// in byte order.
+    NewestFirst = 1,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +82,7 @@ impl Default for EngineConfig {
             max_ping_folders: 300,
             require_provisioning: true,
             allow_partial_compliance: true,
+            page_order: PageOrder::NewestFirst,
             max_window_bytes: 8 * 1024 * 1024,
         }
     }

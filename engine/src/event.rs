@@ -40,6 +40,12 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   provisioning gate's per-request check without a copy of the whole
 ///   configuration; older logs keep their `Decided` form, which still
 ///   replays).
+/// * 6: adds `EngineConfig::page_order` (new decisions page newest first,
+///   [`crate::PageOrder`]) in what was padding of the archived
+///   `EngineConfig`: archived sizes unchanged, and an older record, whose
+///   padding is zero, reads as `PageOrder::ById`, the order it was
+///   decided in (`tests/replay/email-v3.bundle` replays). A version-5
+///   binary refuses version-6 records as newer.
 ///
 /// `Event::Decided` embeds [`crate::DecisionRecord`], hence `EngineConfig`
 /// and the input/response types of every `decide_*`: a field added to any
@@ -47,7 +53,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///
 /// New variants go at the end of [`Event`] and keep their inline size small
 /// (box large payloads) so the archived size of `Event` does not grow.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 const EVENT_MAGIC: &[u8; 4] = b"OPEV";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";

@@ -25,8 +25,10 @@
 //! Each collection keeps, per item, the backend side and the device side
 //! (what the device confirmed) plus a `dirty` set of items whose sides may
 //! differ, so a no-change Sync visits nothing. Pages are taken from `dirty`
-//! in order; the soft-delete scan walks the items on the device ordered by
-//! `received_at` only below the window cutoff.
+//! in [`EngineConfig::page_order`]: newest first (IMAP UIDs descending), or
+//! in id order for decisions recorded before format 6 ([`DirtySet`] keeps
+//! both walks); the soft-delete scan walks the items on the device ordered
+//! by `received_at` only below the window cutoff.
 //!
 //! # SyncKeys and acknowledgement
 //! Keys are decimal counters per collection that never repeat (a reset
@@ -109,6 +111,7 @@
 //!   is observed again.
 
 mod decision;
+mod dirty;
 mod event;
 mod folder_sync;
 mod move_items;
@@ -122,7 +125,8 @@ mod sync;
 mod sync_wait;
 mod types;
 
-pub use decision::{Decision, EngineConfig, StepError};
+pub use decision::{Decision, EngineConfig, PageOrder, StepError};
+pub use dirty::{DirtySet, InOrder, PageKey};
 pub use event::{
     decode_event, encode_event, AppliedChange, BackendFolder, Batch, ClientReply, CodecError,
     Event, FolderChange, Observation, ObservationKind, ObservedItem, ReplyKind, ServerChange,

@@ -308,5 +308,45 @@ mod tests {
         assert_eq!(std::mem::size_of::<super::ArchivedDecisionInput>(), 96);
         assert_eq!(std::mem::size_of::<super::ArchivedDecisionOutput>(), 64);
         assert_eq!(std::mem::size_of::<super::ArchivedDecisionRecord>(), 208);
+        assert_eq!(
+            std::mem::size_of::<crate::decision::ArchivedEngineConfig>(),
+            40
+        );
+    }
+
+    /// Format 6's `page_order` sits in what older engines wrote as zeroed
+    /// padding, and zero is `ById`: their records read as decided in id
+    /// order. The one byte that differs between the two orders is that
+    /// padding byte, 30 bytes into the archived configuration.
+    #[test]
+    #[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    fn page_order_lives_in_former_padding() {
+        use crate::decision::{EngineConfig, PageOrder};
+        let encode = |page_order| {
+            let config = EngineConfig {
+                page_order,
+                ..EngineConfig::default()
+            };
+            rkyv::to_bytes::<rkyv::rancor::Error>(&config)
+                .unwrap()
+                .to_vec()
+        };
+        let (by_id, newest) = (encode(PageOrder::ById), encode(PageOrder::NewestFirst));
+        assert_eq!(by_id.len(), 40);
+        let differ: Vec<usize> = (0..40).filter(|&i| by_id[i] != newest[i]).collect();
+        assert_eq!(differ, [30]);
+        assert_eq!(by_id[30], 0);
+        // The bytes before format 6 had zero there: they read as ById.
+        let mut old = newest.clone();
+        old[30] = 0;
+        let back = rkyv::from_bytes::<EngineConfig, rkyv::rancor::Error>(&old).unwrap();
+        assert_eq!(back.page_order, PageOrder::ById);
+        assert_eq!(
+            back,
+            EngineConfig {
+                page_order: PageOrder::ById,
+                ..EngineConfig::default()
+            }
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! per-collection maps are rebuilt from the validated archive in key order
 //! (bulk-built), which is several times faster than inserting one by one.
 
+use crate::dirty::DirtySet;
 use crate::event::{encode_with_header, payload, CodecError, SNAPSHOT_MAGIC};
 use crate::state::{CollectionState, DeviceState};
 use crate::types::{BackendItemId, Timestamp};
@@ -58,7 +59,7 @@ fn collection(a: &Archived<CollectionState>) -> Result<CollectionState, CodecErr
         .iter()
         .map(|t| (Timestamp(t.0 .0.to_native()), id(&t.1)))
         .collect();
-    let dirty = a.dirty.iter().map(id).collect();
+    let dirty = DirtySet::from_sorted_ids(a.dirty.ids().map(id).collect());
     let quarantined = a.quarantined.iter().map(id).collect();
     Ok(CollectionState {
         folder_type: rkyv::deserialize::<_, RkyvError>(&a.folder_type).map_err(corrupt)?,

@@ -7,6 +7,7 @@
 //! ordered (BTreeMap) so iteration, and therefore every decision, is
 //! deterministic.
 
+use crate::dirty::DirtySet;
 use crate::event::{
     AppliedChange, BackendFolder, Batch, Event, FolderChange, ObservationKind, ObservedItem,
     ServerChange,
@@ -78,8 +79,8 @@ pub struct CollectionState {
     pub by_n: BTreeMap<u32, BackendItemId>,
     /// Items on the device ordered by `received_at` (soft-delete scan).
     pub on_device: BTreeSet<(Timestamp, BackendItemId)>,
-    /// Items that may need sending.
-    pub dirty: BTreeSet<BackendItemId>,
+    /// Items that may need sending, walkable in either page order.
+    pub dirty: DirtySet,
     /// Next ServerId number.
     pub next_n: u32,
     /// Whether the device bootstrapped this collection (SyncKey 0).
@@ -109,7 +110,7 @@ impl CollectionState {
             items: BTreeMap::new(),
             by_n: BTreeMap::new(),
             on_device: BTreeSet::new(),
-            dirty: BTreeSet::new(),
+            dirty: DirtySet::new(),
             next_n: 1,
             synced: false,
             current: SyncKey::ZERO,
@@ -156,7 +157,7 @@ impl CollectionState {
             return;
         };
         if Self::needs_attention(item) {
-            self.dirty.insert(id.clone());
+            self.dirty.insert(id);
             return;
         }
         // Looks settled — unless the device may hold it from the unconfirmed
@@ -166,7 +167,7 @@ impl CollectionState {
             .as_ref()
             .is_some_and(|p| p.batch.changes.iter().any(|c| c.id() == id));
         if in_pending {
-            self.dirty.insert(id.clone());
+            self.dirty.insert(id);
             return;
         }
         if item.server.is_none() && item.device.is_none() {
@@ -399,8 +400,8 @@ impl CollectionState {
                 gone.push(id.clone());
             }
         }
-        let same =
-            due.len() == self.dirty.len() && due.iter().zip(&self.dirty).all(|(a, b)| *a == b);
+        let same = due.len() == self.dirty.len()
+            && due.iter().zip(self.dirty.iter()).all(|(a, b)| *a == b);
         if !same {
             self.dirty = due.into_iter().cloned().collect();
         }
@@ -929,6 +930,7 @@ pub fn fold<'a>(state: &mut DeviceState, events: impl IntoIterator<Item = &'a Ev
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::PageOrder;
     use crate::event::{Observation, ServerChange};
 
     fn item(uid: u32, received_at: u64) -> ObservedItem {
@@ -958,8 +960,8 @@ mod tests {
             },
             retries: 0,
         });
-        c.dirty.insert(BackendItemId("7/1".into()));
-        c.dirty.insert(BackendItemId("9/9".into()));
+        c.dirty.insert(&BackendItemId("7/1".into()));
+        c.dirty.insert(&BackendItemId("9/9".into()));
         c.quarantined.insert(BackendItemId("7/12".into()));
         c
     }
@@ -993,14 +995,19 @@ mod tests {
             }
             one_by_one.cursor = 3;
             assert_eq!(bulk, one_by_one);
+            let newest = |c: &CollectionState| -> Vec<BackendItemId> {
+                c.dirty.iter_in(PageOrder::NewestFirst).cloned().collect()
+            };
+            assert_eq!(newest(&bulk), newest(&one_by_one));
             assert!(bulk.dirty.contains(&BackendItemId("7/2".into())));
             assert!(!bulk.dirty.contains(&BackendItemId("7/1".into())));
             // And the reset that follows keeps or rebuilds the same set.
             let mut again = one_by_one.clone();
             bulk.reset(SyncKey(4), FilterType::OneDay, at);
-            again.dirty.insert(BackendItemId("7/1".into()));
+            again.dirty.insert(&BackendItemId("7/1".into()));
             again.reset(SyncKey(4), FilterType::OneDay, at);
             assert_eq!(bulk, again);
+            assert_eq!(newest(&bulk), newest(&again));
         }
     }
 

@@ -7,7 +7,7 @@
 //! soft-delete index range below the window cutoff and the (bounded) pending
 //! batch are visited. This module must not mutate state; it returns events.
 
-use crate::decision::{Decision, EngineConfig, StepError};
+use crate::decision::{Decision, EngineConfig, PageOrder, StepError};
 use crate::event::{
     AppliedChange, Batch, ClientReply, Event, ObservedItem, ReplyKind, ServerChange,
 };
@@ -297,10 +297,12 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    /// Visits candidate ids in response order: soft deletes first, then dirty.
+    /// Visits candidate ids in response order: soft deletes first (oldest
+    /// first), then dirty in `order`.
     fn for_each_candidate(
         &self,
         cutoff: Option<Timestamp>,
+        order: PageOrder,
         mut f: impl FnMut(&BackendItemId, Action, u32) -> bool,
     ) {
         let mut seen: BTreeSet<&BackendItemId> = BTreeSet::new();
@@ -317,7 +319,7 @@ impl<'a> Overlay<'a> {
                 }
             }
         }
-        for id in &self.c.dirty {
+        for id in self.c.dirty.iter_in(order) {
             if seen.contains(id) {
                 continue;
             }
@@ -332,7 +334,8 @@ impl<'a> Overlay<'a> {
     /// Counts what the next Sync would send (GetItemEstimate, Ping).
     pub(crate) fn count(&self, cutoff: Option<Timestamp>, limit: usize) -> usize {
         let mut n = 0usize;
-        self.for_each_candidate(cutoff, |_, _, _| {
+        // Any order counts the same.
+        self.for_each_candidate(cutoff, PageOrder::ById, |_, _, _| {
             n += 1;
             n < limit
         });
@@ -351,13 +354,13 @@ enum Action {
 /// Computes one page of changes.
 fn page(
     ov: &Overlay<'_>,
-    cutoff: Option<Timestamp>,
+    (cutoff, order): (Option<Timestamp>, PageOrder),
     window: usize,
     next_n: &mut u32,
 ) -> (Vec<ServerChange>, bool) {
     let mut changes = Vec::new();
     let mut more = false;
-    ov.for_each_candidate(cutoff, |id, action, item_n| {
+    ov.for_each_candidate(cutoff, order, |id, action, item_n| {
         if changes.len() >= window {
             more = true;
             return false;
@@ -882,7 +885,7 @@ fn decide_advance(
         .unwrap_or(config.default_window)
         .clamp(1, config.max_window.max(1)) as usize;
     let (changes, mut more) = if req.get_changes {
-        page(&ov, cutoff, window, &mut next_n)
+        page(&ov, (cutoff, config.page_order), window, &mut next_n)
     } else {
         (Vec::new(), false)
     };

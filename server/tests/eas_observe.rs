@@ -128,15 +128,21 @@ async fn scenario(use_condstore: bool) {
     let r0 = sync_once(&eas, device, &coll, "0").await;
     let r1 = sync_once(&eas, device, &coll, &r0.sync_key.0).await;
     assert_eq!(r1.commands.as_ref().map(Vec::len), Some(3), "{r1:?}");
-    let ids: Vec<String> = r1
+    // ServerIds by subject: ids[i] is message m{i} (they arrive newest first).
+    let mut by_subject: Vec<(String, String)> = r1
         .commands
         .iter()
         .flatten()
         .map(|c| match c {
-            ServerCommand::Add { server_id, .. } => server_id.0.clone(),
+            ServerCommand::Add {
+                server_id,
+                application_data: ApplicationData::Email(e),
+            } => (e.subject.clone().unwrap_or_default(), server_id.0.clone()),
             other => panic!("{other:?}"),
         })
         .collect();
+    by_subject.sort();
+    let ids: Vec<String> = by_subject.into_iter().map(|(_, id)| id).collect();
     // Confirms the batch; nothing new.
     let r2 = sync_once(&eas, device, &coll, &r1.sync_key.0).await;
     assert!(r2.commands.is_none(), "{r2:?}");

@@ -426,13 +426,12 @@ async fn a_sync_in_windows_read_ahead_ends_with_exactly_the_mailbox() {
     assert_eq!(eas.imap.read_ahead().bytes(), 0);
 }
 
-/// The UIDs of `uids` in the engine's candidate order at SyncKey 0: the
-/// order of the item ids `"<uidvalidity>/<uid>"`, i.e. the UIDs' decimal
-/// strings.
+/// The UIDs of `uids` in the engine's candidate order at SyncKey 0:
+/// newest first, i.e. UID descending (one UIDVALIDITY).
 fn engine_order(uids: &[u32]) -> Vec<u32> {
-    let mut by_id: Vec<(String, u32)> = uids.iter().map(|u| (u.to_string(), *u)).collect();
-    by_id.sort();
-    by_id.into_iter().map(|(_, u)| u).collect()
+    let mut order = uids.to_vec();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    order
 }
 
 #[tokio::test]
@@ -449,7 +448,7 @@ async fn sync_key_0_reads_the_first_windows_ahead_from_its_listing() {
     eas.engine.max_window = 11;
     let mut dev = device_asking(&eas, USER, "DEVAHEADFIRST", None).await;
     // Read ahead from the listing: the first 4 + 7 messages, in the order
-    // the engine sends them (whatever UIDs happen to sort first as ids).
+    // the engine sends them (the newest first).
     let held = dev.read_ahead().await;
     let mut expected: Vec<u32> = engine_order(&uids).into_iter().take(11).collect();
     expected.sort_unstable();

@@ -169,7 +169,9 @@ async fn a_two_thousand_message_inbox_is_sent_in_windows() {
 }
 
 /// Syncs a new device's INBOX of `n_messages` from SyncKey 0 in windows of
-/// 512: every message once, in 4 windows.
+/// 512: every message once, in 4 windows, newest first (message `i` of
+/// the fill is the `i`-th appended, so UID order: the first window holds
+/// the last 512, in descending order, and so on).
 async fn initial_sync_in_windows(eas: &EasServices, user: &str, device: &str, n_messages: usize) {
     let version = ProtocolVersion::V16_1;
     let inbox = collection_named(eas, user, device, "INBOX").await;
@@ -183,6 +185,7 @@ async fn initial_sync_in_windows(eas: &EasServices, user: &str, device: &str, n_
     .unwrap();
     let mut key = r0.collections[0].sync_key.0.clone();
     let mut seen = BTreeSet::new();
+    let mut order = Vec::with_capacity(n_messages);
     let mut n_rounds = 0;
     loop {
         n_rounds += 1;
@@ -199,13 +202,25 @@ async fn initial_sync_in_windows(eas: &EasServices, user: &str, device: &str, n_
         let cmds = c.commands.clone().unwrap_or_default();
         assert!(cmds.len() <= 512);
         for cmd in &cmds {
-            let ServerCommand::Add { server_id, .. } = cmd else {
+            let ServerCommand::Add {
+                server_id,
+                application_data,
+                ..
+            } = cmd
+            else {
                 panic!("{cmd:?}");
             };
             assert!(
                 seen.insert(server_id.0.clone()),
                 "sent twice: {server_id:?}"
             );
+            let opush_protocol::commands::items::ApplicationData::Email(e) = application_data
+            else {
+                panic!("{application_data:?}");
+            };
+            let subject = e.subject.clone().unwrap_or_default();
+            let i: usize = subject.rsplit(' ').next().unwrap().parse().unwrap();
+            order.push(i);
         }
         key = c.sync_key.0.clone();
         if !c.more_available {
@@ -214,6 +229,12 @@ async fn initial_sync_in_windows(eas: &EasServices, user: &str, device: &str, n_
     }
     assert_eq!(seen.len(), n_messages);
     assert_eq!(n_rounds, 4);
+    let newest_first: Vec<usize> = (0..n_messages).rev().collect();
+    assert!(
+        order == newest_first,
+        "not newest first: sent {:?}…",
+        &order[..order.len().min(12)]
+    );
 }
 
 #[tokio::test]

@@ -168,8 +168,12 @@ async fn scenario(user: &str, version: ProtocolVersion) {
         .iter()
         .map(|c| email(c).subject.clone().unwrap())
         .collect();
-    assert!(subjects.contains(&format!("Été ☀ {tag}")), "{subjects:?}");
-    let first = email(all[0]);
+    // Newest first: the last appended comes first.
+    let newest_first: Vec<String> = std::iter::once(format!("Été ☀ {tag}"))
+        .chain((0..4).rev().map(|i| format!("{tag} plain {i}")))
+        .collect();
+    assert_eq!(subjects, newest_first);
+    let first = email(all[1]);
     assert_eq!(first.read, Some(false));
     let body = first.body.clone().unwrap();
     assert_eq!(body.truncated, Some(true));

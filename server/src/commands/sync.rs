@@ -22,8 +22,9 @@
 use opush_engine::{
     decide_sync, plan_sync, BackendEffect, BackendItemId, ClientCommand as EngineCommand,
     CollectionId, Conflict, DecisionInput, Digest, EffectOutcome, Event, FilterType, ItemVersion,
-    Observation, ObservationKind, ObservedItem, ReplyKind, ServerChange, ServerId, SyncInput,
-    SyncKey as EngineKey, SyncRequest as EngineRequest, SyncStatus as EngineStatus, Timestamp,
+    Observation, ObservationKind, ObservedItem, PageKey, PageOrder, ReplyKind, ServerChange,
+    ServerId, SyncInput, SyncKey as EngineKey, SyncRequest as EngineRequest,
+    SyncStatus as EngineStatus, Timestamp,
 };
 use opush_protocol::commands::airsyncbase::BodyPreference;
 use opush_protocol::commands::items::{ApplicationData, Email};
@@ -1142,7 +1143,7 @@ fn read_ahead_first(
             .cache
             .keep_listing(ahead.device.clone(), listing, listed);
     }
-    if let Some(guess) = initial_guess(ev, filter, at, most) {
+    if let Some(guess) = initial_guess(ev, (filter, eas.engine.page_order), at, most) {
         start_read_ahead(ahead, guess, (raw, sizes), opened, caller, eas);
     }
 }
@@ -1150,12 +1151,12 @@ fn read_ahead_first(
 /// The messages a SyncKey 0's first windows will carry (their UIDVALIDITY
 /// and UIDs, `most` at most), from the full listing `ev` observed, before
 /// it is folded: after a SyncKey 0 every listed message the `filter`
-/// window keeps is due, in the engine's candidate order (the order of the
-/// item ids). A guess only, as [`next_window_guess`]: `None` for anything
+/// window keeps is due, in the engine's candidate order (`order`, newest
+/// first as the server decides). A guess only, as [`next_window_guess`]: `None` for anything
 /// but a full listing.
 fn initial_guess(
     ev: &Event,
-    filter: Option<FilterType>,
+    (filter, order): (Option<FilterType>, PageOrder),
     at: Timestamp,
     most: usize,
 ) -> Option<(u32, Vec<u32>)> {
@@ -1166,20 +1167,21 @@ fn initial_guess(
         return None;
     }
     let cutoff = filter.and_then(|f| f.cutoff(at));
-    let mut due: Vec<&ObservedItem> = observation
+    let mut due: Vec<(PageKey<'_>, &ObservedItem)> = observation
         .changed
         .iter()
         .filter(|o| cutoff.is_none_or(|c| o.received_at >= c))
+        .map(|o| (order.key(&o.id), o))
         .collect();
     if due.len() > most {
-        due.select_nth_unstable_by(most - 1, |a, b| a.id.cmp(&b.id));
+        due.select_nth_unstable_by(most - 1, |a, b| a.0.cmp(&b.0));
         due.truncate(most);
     }
-    due.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut validity = None;
     let uids: Vec<u32> = due
         .iter()
-        .filter_map(|o| uid_of(&o.id))
+        .filter_map(|(_, o)| uid_of(&o.id))
         .filter(|(v, _)| *validity.get_or_insert(*v) == *v)
         .map(|(_, u)| u)
         .collect();
@@ -1201,7 +1203,9 @@ fn read_ahead_next(
     if depth == 0 {
         return;
     }
-    if let Some(guess) = next_window_guess(state, collection, depth * window) {
+    if let Some(guess) =
+        next_window_guess(state, (collection, eas.engine.page_order), depth * window)
+    {
         start_read_ahead(ahead, guess, (raw, (window, window)), opened, caller, eas);
     }
 }
@@ -1270,7 +1274,7 @@ fn start_read_ahead(
 /// what is sent.
 fn next_window_guess(
     state: &opush_engine::DeviceState,
-    collection: CollectionId,
+    (collection, order): (CollectionId, PageOrder),
     window: usize,
 ) -> Option<(u32, Vec<u32>)> {
     let c = state.collections.get(&collection)?;
@@ -1281,7 +1285,7 @@ fn next_window_guess(
         .collect();
     let mut validity = None;
     let mut uids = Vec::with_capacity(window);
-    for id in &c.dirty {
+    for id in c.dirty.iter_in(order) {
         if uids.len() >= window {
             break;
         }
@@ -2085,28 +2089,45 @@ mod tests {
         // UIDs 1..=12, received one a day, the newest last.
         let items: Vec<(u32, u64)> = (1..=12).map(|u| (u, (88 + u64::from(u)) * DAY)).collect();
         let full = listing(ObservationKind::Full, &items);
-        // Every message: ids in order ("7/1" < "7/10" < "7/11" < "7/12" < "7/2" …).
+        let newest = PageOrder::NewestFirst;
+        // Every message, newest first (UID descending).
         assert_eq!(
-            initial_guess(&full, None, now, 5),
+            initial_guess(&full, (None, newest), now, 5),
+            Some((7, vec![12, 11, 10, 9, 8]))
+        );
+        // In id order ("7/1" < "7/10" < "7/11" < "7/12" < "7/2" …), as
+        // engines before format 6 paged.
+        assert_eq!(
+            initial_guess(&full, (None, PageOrder::ById), now, 5),
             Some((7, vec![1, 10, 11, 12, 2]))
         );
         assert_eq!(
-            initial_guess(&full, Some(FilterType::All), now, 100).map(|(_, u)| u.len()),
+            initial_guess(&full, (Some(FilterType::All), newest), now, 100).map(|(_, u)| u.len()),
             Some(12)
         );
         // Three days: only what was received since day 97 (UIDs 9..=12).
         assert_eq!(
-            initial_guess(&full, Some(FilterType::ThreeDays), now, 3),
-            Some((7, vec![10, 11, 12]))
+            initial_guess(&full, (Some(FilterType::ThreeDays), newest), now, 3),
+            Some((7, vec![12, 11, 10]))
         );
         // Nothing in the window, nothing asked, or not a full listing: no guess.
         assert_eq!(
-            initial_guess(&full, Some(FilterType::OneDay), Timestamp(400 * DAY), 5),
+            initial_guess(
+                &full,
+                (Some(FilterType::OneDay), newest),
+                Timestamp(400 * DAY),
+                5
+            ),
             None
         );
-        assert_eq!(initial_guess(&full, None, now, 0), None);
+        assert_eq!(initial_guess(&full, (None, newest), now, 0), None);
         assert_eq!(
-            initial_guess(&listing(ObservationKind::Delta, &items), None, now, 5),
+            initial_guess(
+                &listing(ObservationKind::Delta, &items),
+                (None, newest),
+                now,
+                5
+            ),
             None
         );
     }
