@@ -22,7 +22,8 @@
 //! timing tree to a file beside its directory (the path is printed), and
 //! `OPUSH_LOAD_LOGGERS` adds loggers to that file (e.g.
 //! `OPUSH_LOAD_LOGGERS='"IMAP.COMMAND" = "debug"'`: each IMAP command's
-//! time). The raw fetch and the initial sync also print the CPU the
+//! time). `OPUSH_LOAD_IMAP` adds keys to the server's `[imap]` section
+//! (e.g. `OPUSH_LOAD_IMAP='pool_size = 2'`). The raw fetch and the initial sync also print the CPU the
 //! stack's Dovecot spent on each (all its processes, found from its
 //! listener on 127.0.0.1:1143; left out when /proc does not tell).
 
@@ -258,10 +259,11 @@ impl Server {
                  admin_listen = \"127.0.0.1:{admin_port}\"\n\
                  max_in_flight = 1024\n[storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
                  [imap]\nhost = \"127.0.0.1\"\nport = 1143\n\
-                 master_user = \"opush-master\"\nmaster_password = \"{}\"\n\
+                 master_user = \"opush-master\"\nmaster_password = \"{}\"\n{}\n\
                  [policy]\nrequire_provisioning = false\n[logging]\nlevel = \"warn\"\n{}",
                 dir.join("store").display(),
                 demo_password(),
+                std::env::var("OPUSH_LOAD_IMAP").unwrap_or_default(),
                 breakdown(&dir)
             ),
         )
