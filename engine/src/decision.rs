@@ -63,10 +63,13 @@ pub enum PageOrder {
     ById = 0,
     /// Newest first: IMAP ids (`<uidvalidity>/<uid>`) by UID descending,
     /// which is arrival order, so the first window holds the latest mail
-    /// as Exchange sends it, and each window's UIDs are one contiguous
-    /// range for the body FETCH. Ids of an older UIDVALIDITY (Deletes after
-    /// a reset) come before the newer's Adds. Other ids (DAV hrefs) follow
-    /// in byte order.
+    /// and a phone shows today's mail while older mail is still coming;
+    /// each window's UIDs are one contiguous range for the body FETCH. Ids
+    /// of an older UIDVALIDITY (Deletes after a reset) come before the
+    /// newer's Adds. Other ids (DAV hrefs) follow in byte order.
+    /// [MS-ASCMD] sets no order; the Exchange 2010 captures in the corpus
+    /// page oldest first (devices sort by date whatever the order), which
+    /// leaves a phone without its recent mail until the last window.
     NewestFirst = 1,
 }
 
