@@ -17,20 +17,17 @@ use crate::decision::PageOrder;
 use crate::types::BackendItemId;
 use rkyv::{Archive, Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// An id in newest-first order: ids of the IMAP form `<validity>/<uid>`
-/// (both decimal) by validity ascending, then UID descending; then every
-/// other id in byte order. Validity ascending: after a UIDVALIDITY change
-/// (usually to a larger value) the Deletes of the old ids come before the
-/// Adds of the new ones, so a device resyncing a large folder never shows
-/// both copies. Equal numbers written differently ("7/01", "7/1") are told
-/// apart by their bytes, so the order is total and agrees with `==`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct NewestFirst {
-    rank: Rank,
-    id: BackendItemId,
-}
+/// Newest first: ids of the IMAP form `<validity>/<uid>` (both canonical
+/// decimal: digits, no leading zero) by validity ascending, then UID
+/// descending; then every other id in byte order. Validity ascending:
+/// after a UIDVALIDITY change (usually to a larger value) the Deletes of
+/// the old ids come before the Adds of the new ones, so a device resyncing
+/// a large folder never shows both copies. A canonical IMAP id is named by
+/// its two numbers, so the index is keyed by them (no string compared or
+/// built to find one).
+type NewestKey = (u64, Reverse<u64>);
 
 /// Where an id ranks before its bytes are compared (derived order: the
 /// fields in turn).
@@ -64,15 +61,6 @@ impl Rank {
     }
 }
 
-impl NewestFirst {
-    fn new(id: BackendItemId) -> NewestFirst {
-        NewestFirst {
-            rank: Rank::of(PageOrder::NewestFirst, &id),
-            id,
-        }
-    }
-}
-
 /// The sort key of an id in a [`PageOrder`]: ids sorted by it come in the
 /// order a [`DirtySet`] walks them in. Computed once per id, so sorting a
 /// 10,000-message listing parses each id once.
@@ -92,14 +80,25 @@ impl PageOrder {
     }
 }
 
-/// `(validity, uid)` of an id of the form `<validity>/<uid>`.
+/// `(validity, uid)` of an id of the form `<validity>/<uid>`, both in
+/// canonical decimal (digits, no leading zero, within u64): exactly one
+/// string has those two numbers.
 fn imap_uid(id: &BackendItemId) -> Option<(u64, u64)> {
     let (v, u) = id.0.split_once('/')?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !(digits(v) && digits(u)) {
+    let canonical = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s.len() == 1 || !s.starts_with('0'))
+    };
+    if !(canonical(v) && canonical(u)) {
         return None;
     }
     Some((v.parse().ok()?, u.parse().ok()?))
+}
+
+/// The index key of a canonical IMAP id.
+fn newest_key(id: &BackendItemId) -> Option<NewestKey> {
+    imap_uid(id).map(|(v, u)| (v, Reverse(u)))
 }
 
 /// The ids of the items that may need sending, walkable in either
@@ -108,9 +107,10 @@ fn imap_uid(id: &BackendItemId) -> Option<(u64, u64)> {
 pub struct DirtySet {
     /// The set, in id order (the archived part).
     ids: BTreeSet<BackendItemId>,
-    /// The same ids newest first; not archived, derived from `ids`.
+    /// The canonical IMAP ids of `ids`, newest first ([`NewestKey`]); not
+    /// archived, derived from `ids`. The other ids are walked in `ids`.
     #[rkyv(with = rkyv::with::Skip)]
-    newest: BTreeSet<NewestFirst>,
+    newest: BTreeMap<NewestKey, BackendItemId>,
 }
 
 impl PartialEq for DirtySet {
@@ -131,24 +131,26 @@ impl DirtySet {
     /// The set of `ids`, which are in id order without repeats (an archived
     /// set's walk): both orders are bulk-built.
     pub fn from_sorted_ids(ids: Vec<BackendItemId>) -> DirtySet {
-        let newest = ids.iter().cloned().map(NewestFirst::new).collect();
-        DirtySet {
-            ids: ids.into_iter().collect(),
-            newest,
-        }
+        let ids: BTreeSet<BackendItemId> = ids.into_iter().collect();
+        let newest = index(&ids);
+        DirtySet { ids, newest }
     }
 
     /// Adds `id` (no-op if present).
     pub fn insert(&mut self, id: &BackendItemId) {
         if self.ids.insert(id.clone()) {
-            self.newest.insert(NewestFirst::new(id.clone()));
+            if let Some(key) = newest_key(id) {
+                self.newest.insert(key, id.clone());
+            }
         }
     }
 
     /// Removes `id` (no-op if absent).
     pub fn remove(&mut self, id: &BackendItemId) {
         if self.ids.remove(id) {
-            self.newest.remove(&NewestFirst::new(id.clone()));
+            if let Some(key) = newest_key(id) {
+                self.newest.remove(&key);
+            }
         }
     }
 
@@ -176,7 +178,11 @@ impl DirtySet {
     pub fn iter_in(&self, order: PageOrder) -> InOrder<'_> {
         match order {
             PageOrder::ById => InOrder(Walk::ById(self.ids.iter())),
-            PageOrder::NewestFirst => InOrder(Walk::Newest(self.newest.iter())),
+            PageOrder::NewestFirst => InOrder(Walk::Newest {
+                imap: self.newest.values(),
+                other: self.ids.iter(),
+                others_left: self.ids.len() - self.newest.len(),
+            }),
         }
     }
 
@@ -198,9 +204,16 @@ impl ArchivedDirtySet {
 impl FromIterator<BackendItemId> for DirtySet {
     fn from_iter<I: IntoIterator<Item = BackendItemId>>(iter: I) -> Self {
         let ids: BTreeSet<BackendItemId> = iter.into_iter().collect();
-        let newest = ids.iter().cloned().map(NewestFirst::new).collect();
+        let newest = index(&ids);
         DirtySet { ids, newest }
     }
+}
+
+/// The newest-first index of `ids`.
+fn index(ids: &BTreeSet<BackendItemId>) -> BTreeMap<NewestKey, BackendItemId> {
+    ids.iter()
+        .filter_map(|id| Some((newest_key(id)?, id.clone())))
+        .collect()
 }
 
 /// A walk of a [`DirtySet`] in one [`PageOrder`].
@@ -208,7 +221,13 @@ pub struct InOrder<'a>(Walk<'a>);
 
 enum Walk<'a> {
     ById(std::collections::btree_set::Iter<'a, BackendItemId>),
-    Newest(std::collections::btree_set::Iter<'a, NewestFirst>),
+    /// The IMAP ids, then the others (those of `other` that are no
+    /// canonical IMAP id; none left to find: the walk of `other` stops).
+    Newest {
+        imap: std::collections::btree_map::Values<'a, NewestKey, BackendItemId>,
+        other: std::collections::btree_set::Iter<'a, BackendItemId>,
+        others_left: usize,
+    },
 }
 
 impl<'a> Iterator for InOrder<'a> {
@@ -217,7 +236,21 @@ impl<'a> Iterator for InOrder<'a> {
     fn next(&mut self) -> Option<&'a BackendItemId> {
         match &mut self.0 {
             Walk::ById(it) => it.next(),
-            Walk::Newest(it) => it.next().map(|n| &n.id),
+            Walk::Newest {
+                imap,
+                other,
+                others_left,
+            } => {
+                if let Some(id) = imap.next() {
+                    return Some(id);
+                }
+                if *others_left == 0 {
+                    return None;
+                }
+                let id = other.find(|id| newest_key(id).is_none())?;
+                *others_left -= 1;
+                Some(id)
+            }
         }
     }
 }
@@ -293,7 +326,8 @@ mod tests {
         set.insert(&BackendItemId("7/1".into()));
         set.insert(&BackendItemId("7/01".into()));
         assert_eq!(set.len(), 2);
-        assert_eq!(walk(&set, PageOrder::NewestFirst), ["7/01", "7/1"]);
+        // "7/01" is no canonical IMAP id: it comes after, in byte order.
+        assert_eq!(walk(&set, PageOrder::NewestFirst), ["7/1", "7/01"]);
         set.remove(&BackendItemId("7/1".into()));
         assert_eq!(walk(&set, PageOrder::NewestFirst), ["7/01"]);
         assert_eq!(walk(&set, PageOrder::ById), ["7/01"]);
