@@ -336,12 +336,19 @@ mod tests {
     #[test]
     fn both_orders_hold_the_same_ids_after_inserts_and_removes() {
         let mut set = DirtySet::new();
+        // IMAP ids, and others among them in byte order ("7/05", hrefs).
+        let id = |i: u32| match i % 5 {
+            0 => BackendItemId(format!("/dav/{i}.ics")),
+            1 => BackendItemId(format!("7/0{i}")),
+            _ => BackendItemId(format!("7/{i}")),
+        };
         for i in 0..50u32 {
-            set.insert(&BackendItemId(format!("7/{}", i * 7 % 50)));
+            set.insert(&id(i * 7 % 50));
             if i % 3 == 0 {
-                set.remove(&BackendItemId(format!("7/{}", i % 11)));
+                set.remove(&id(i % 11));
             }
         }
+        set.insert(&BackendItemId("7/3".into()));
         set.insert(&BackendItemId("7/3".into()));
         let mut a: Vec<&str> = walk(&set, PageOrder::NewestFirst);
         let b: Vec<&str> = walk(&set, PageOrder::ById);
@@ -353,5 +360,11 @@ mod tests {
             walk(&rebuilt, PageOrder::NewestFirst),
             walk(&set, PageOrder::NewestFirst)
         );
+        // And in the order `PageOrder::key` gives.
+        let order = PageOrder::NewestFirst;
+        let mut keyed: Vec<BackendItemId> = set.iter().cloned().collect();
+        keyed.sort_by(|a, b| order.key(a).cmp(&order.key(b)));
+        let keyed: Vec<&str> = keyed.iter().map(|id| id.0.as_str()).collect();
+        assert_eq!(keyed, walk(&set, order));
     }
 }
