@@ -7,11 +7,15 @@
 //! background thread deletes them through an index keyed by expiry time.
 //!
 //! Durability comes from the journal (`journal.rs`): a group's rows
-//! are appended to `opush.journal` and synced before the group is committed
+//! are appended to the journal and synced before the group is committed
 //! in redb without durability and answered, and a checkpoint (a durable
 //! redb commit) empties the journal every [`StorageConfig::checkpoint_ms`]
 //! or [`CHECKPOINT_BYTES`]. "An acknowledged append survives `kill -9`"
-//! holds through the journal's replay at the next open.
+//! holds through the journal's replay at the next open. The group commits
+//! wait only for a checkpoint's first part (its redb commit, with the page
+//! writes and the sync deferred, and a switch of journal files); the
+//! checkpoint thread writes the pages out, syncs the redb file and empties
+//! the retired journal file meanwhile (`redb_file.rs`).
 //!
 //! All keys are byte strings built here (`user \0 device \0 …`; ids never
 //! contain NUL). Blocking redb calls run on tokio's blocking pool; this
@@ -31,9 +35,11 @@
 //! (written on a request's path too) join the same groups: none takes a
 //! write transaction of its own, which would hold the groups back.
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::{
@@ -41,6 +47,7 @@ use redb::{
 };
 
 use crate::journal::{Journal, Row, Rows};
+use crate::redb_file::{RedbFile, SyncHandle};
 
 use crate::model::{digest, now_ms};
 use crate::schema::{
@@ -231,7 +238,17 @@ struct Inner {
     db: Database,
     /// Held by every write transaction: the group commit (which appends to
     /// it) and the durable ones (which empty it). See [`crate::journal`].
-    journal: Mutex<Journal>,
+    /// Shared with the checkpoint thread, which takes it only to record
+    /// that it emptied the retired file.
+    journal: Arc<Mutex<Journal>>,
+    /// Defers a checkpoint's sync of the redb file, and performs it.
+    sync: SyncHandle,
+    /// The checkpoint thread's queue: the retired journal file of each
+    /// checkpoint, to empty once the redb file is synced. Taken (closed)
+    /// when the store is dropped.
+    checkpoints: Option<mpsc::Sender<Arc<File>>>,
+    /// The checkpoint thread, joined when the store is dropped.
+    checkpointer: Option<JoinHandle<()>>,
     cfg: StorageConfig,
     /// Dropping it stops the expiry thread.
     _stop: mpsc::Sender<()>,
@@ -319,9 +336,18 @@ impl EmbeddedStore {
         })?;
         let cache =
             usize::try_from(cfg.cache_mb.max(1).saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let redb_path = cfg.path.join("opush.redb");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&redb_path)
+            .map_err(|e| StorageError::Backend(format!("{}: {e}", redb_path.display())))?;
+        let (redb_file, sync) = RedbFile::new(file).map_err(backend)?;
         let db = Database::builder()
             .set_cache_size(cache)
-            .create(cfg.path.join("opush.redb"))
+            .create_with_backend(redb_file)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Unavailable(format!(
                     "{} is open in another process",
@@ -329,12 +355,23 @@ impl EmbeddedStore {
                 )),
                 other => backend(other),
             })?;
-        let journal = replay_journal(&db, &cfg.path.join("opush.journal"))?;
+        let journal = Arc::new(Mutex::new(replay_journal(&db, &cfg.path)?));
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (append_tx, append_rx) = mpsc::channel::<PendingWrite>();
+        let (ckpt_tx, ckpt_rx) = mpsc::channel::<Arc<File>>();
+        let checkpointer = {
+            let (sync, journal) = (sync.clone(), journal.clone());
+            std::thread::Builder::new()
+                .name("opush-storage-checkpoint".into())
+                .spawn(move || checkpoint_loop(ckpt_rx, sync, journal))
+                .map_err(backend)?
+        };
         let inner = Arc::new(Inner {
             db,
-            journal: Mutex::new(journal),
+            journal,
+            sync,
+            checkpoints: Some(ckpt_tx),
+            checkpointer: Some(checkpointer),
             cfg: cfg.clone(),
             _stop: stop_tx,
             writes: append_tx,
@@ -530,12 +567,46 @@ fn writer_loop(inner: Weak<Inner>, queue: mpsc::Receiver<PendingWrite>, every: D
     }
 }
 
-/// Opens the journal beside the redb file and replays its records into
-/// redb in one durable commit (a crash or `kill -9` left groups that were
-/// acknowledged but not yet written to the redb file), then empties it.
-fn replay_journal(db: &Database, path: &Path) -> Result<Journal> {
-    let io = |e: std::io::Error| StorageError::Backend(format!("journal {}: {e}", path.display()));
-    let (mut journal, records) = Journal::open(path).map_err(io)?;
+/// The checkpoint thread: for each checkpoint, once its commit is in the
+/// redb file (written, maybe not yet synced), syncs the file and empties
+/// the journal file the commit made redundant; the group commits go on
+/// meanwhile. Ends when the store is dropped. A failure is logged and
+/// leaves the retired file as it is (its records are replayed at the next
+/// open; no later checkpoint can move the appends to it).
+fn checkpoint_loop(
+    jobs: mpsc::Receiver<Arc<File>>,
+    sync: SyncHandle,
+    journal: Arc<Mutex<Journal>>,
+) {
+    while let Ok(retired) = jobs.recv() {
+        finish_checkpoint(&sync, &journal, &retired);
+    }
+}
+
+/// A checkpoint's second part (see [`Inner::checkpoint_if_due`]): the
+/// redb file synced, then the retired journal file emptied, in that order.
+fn finish_checkpoint(sync: &SyncHandle, journal: &Mutex<Journal>, retired: &File) {
+    if let Err(e) = sync.sync_pending() {
+        tracing::error!(target: "storage", error = %e, "checkpoint: cannot sync the redb file; the journal keeps the writes");
+        return;
+    }
+    if let Err(e) = crate::journal::empty_file(retired) {
+        tracing::error!(target: "storage", error = %e, "checkpoint: cannot empty the retired journal file");
+        return;
+    }
+    if let Ok(mut j) = journal.lock() {
+        j.retired_emptied();
+    }
+}
+
+/// Opens the journal in `dir` and replays its records into redb in one
+/// durable commit (a crash or `kill -9` left groups that were acknowledged
+/// but not yet written to the redb file, or not yet synced there), then
+/// empties it.
+fn replay_journal(db: &Database, dir: &Path) -> Result<Journal> {
+    let io =
+        |e: std::io::Error| StorageError::Backend(format!("journal in {}: {e}", dir.display()));
+    let (mut journal, records) = Journal::open(dir).map_err(io)?;
     if records.is_empty() {
         return Ok(journal);
     }
@@ -613,6 +684,13 @@ fn replay_journal(db: &Database, path: &Path) -> Result<Journal> {
 impl Drop for Inner {
     /// A clean close leaves the redb file complete and the journal empty.
     fn drop(&mut self) {
+        // The checkpoint thread finishes its work and stops first: it must
+        // not empty a journal file after this store is gone (a store opened
+        // next on the same directory appends to it).
+        drop(self.checkpoints.take());
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
+        }
         let inner: &Inner = self;
         if let Ok(mut journal) = inner.journal.lock() {
             if let Err(e) = inner.checkpoint(&mut journal) {
@@ -949,24 +1027,49 @@ impl Inner {
             .map_err(|_| StorageError::Backend("embedded store journal lock poisoned".into()))
     }
 
-    /// A durable redb commit of everything committed so far, then an empty
-    /// journal, when the journal's oldest record is `every` old or the
-    /// journal is over [`CHECKPOINT_BYTES`]. A failure is logged: the
-    /// records stay in the journal, nothing is lost.
+    /// A checkpoint, when the journal's oldest record is `every` old or the
+    /// journal is over [`CHECKPOINT_BYTES`], and the previous checkpoint is
+    /// done (its retired journal file emptied). On the writer's path only
+    /// its first part: a redb commit, durable but with its sync deferred
+    /// (it writes the earlier non-durable ones too: their pages and the
+    /// header), and the appends moved to the other journal file. The
+    /// checkpoint thread then syncs the redb file and empties the retired
+    /// journal file, while group commits go on (see `redb_file.rs`). A
+    /// failure is logged: the records stay in the journal, nothing is lost.
     fn checkpoint_if_due(&self, every: Duration) {
         let Ok(mut journal) = self.lock_journal() else {
             return;
         };
-        let due = journal.len() >= CHECKPOINT_BYTES || journal.age().is_some_and(|a| a >= every);
-        if due {
-            if let Err(e) = self.checkpoint(&mut journal) {
-                tracing::warn!(target: "storage", error = %e, "checkpoint failed; the journal keeps the writes");
+        if let Some(retired) = self.checkpoint_begin(&mut journal, every) {
+            if let Some(jobs) = &self.checkpoints {
+                let _ = jobs.send(retired);
             }
         }
     }
 
+    /// A checkpoint's first part, if one is due: the deferred-sync commit
+    /// and the switch of journal files. Returns the retired file, for
+    /// [`finish_checkpoint`]. The caller holds the journal lock.
+    fn checkpoint_begin(&self, journal: &mut Journal, every: Duration) -> Option<Arc<File>> {
+        let due = journal.len() >= CHECKPOINT_BYTES || journal.age().is_some_and(|a| a >= every);
+        if !due || journal.len() == 0 || journal.retired() {
+            return None;
+        }
+        let committed = self
+            .db
+            .begin_write()
+            .map_err(backend)
+            .and_then(|txn| self.sync.deferred(|| txn.commit()).map_err(backend));
+        if let Err(e) = committed {
+            tracing::warn!(target: "storage", error = %e, "checkpoint failed; the journal keeps the writes");
+            return None;
+        }
+        journal.switch()
+    }
+
     /// A durable redb commit (it writes the earlier non-durable ones too),
-    /// then the journal emptied. The caller holds the journal lock.
+    /// synced before it returns, then the journal emptied (at close). The
+    /// caller holds the journal lock.
     fn checkpoint(&self, journal: &mut Journal) -> Result<()> {
         if journal.len() == 0 {
             return Ok(());
@@ -1454,5 +1557,97 @@ mod tests {
         let rows = expiry_rows(&store.inner.db);
         assert_eq!(rows.iter().filter(|k| k[8] == T_SNAPSHOT).count(), 1);
         assert_eq!(rows.iter().filter(|k| k[8] == T_CAPTURE).count(), 1);
+    }
+
+    /// Opens a copy of a store's files as a crash would leave them: the
+    /// redb file's bytes `redb`, the journal files as they are now in
+    /// `live`. Returns each device's head and checks its events.
+    async fn open_crashed(live: &Path, redb: &[u8], devices: &[DeviceKey]) -> Vec<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("opush.redb"), redb).unwrap();
+        for f in crate::journal::FILES {
+            std::fs::copy(live.join(f), dir.path().join(f)).unwrap();
+        }
+        let store = open_path(dir.path()).unwrap();
+        let mut heads = Vec::new();
+        for d in devices {
+            let head = store.head(d.clone()).await.unwrap();
+            let events = store.read_events(d.clone(), 1).await.unwrap();
+            let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (1..=head).collect::<Vec<_>>(), "{d}");
+            for e in &events {
+                assert_eq!(e.payload, format!("{d} {}", e.seq).into_bytes());
+            }
+            heads.push(head);
+        }
+        heads
+    }
+
+    // A checkpoint's second part runs off the group commit's path: after
+    // its first part (the redb commit, deferred: pages staged in memory,
+    // sync noted) the appends go to the other journal file, and only once
+    // the checkpoint thread has written the pages out and synced is the
+    // retired file emptied. A crash (kill -9 or power cut) before that
+    // leaves the redb file as the previous durable commit left it, with the
+    // records since then split over the two journal files: every
+    // acknowledged append must come back, oldest records first; and after
+    // the second part, from the redb file and the new journal file alone.
+    #[tokio::test]
+    async fn a_crash_in_either_part_of_a_checkpoint_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&StorageConfig {
+            path: dir.path().to_path_buf(),
+            checkpoint_ms: 3_600_000,
+            ..StorageConfig::default()
+        })
+        .unwrap();
+        store
+            .install_schema_version(crate::LATEST_SCHEMA)
+            .await
+            .unwrap();
+        let devices: Vec<DeviceKey> = (0..2)
+            .map(|i| DeviceKey::new("alice@example.test", format!("DEV{i}")).unwrap())
+            .collect();
+        let append = |n: usize, mut heads: Vec<u64>| {
+            let (store, devices) = (store.clone(), devices.clone());
+            async move {
+                for _ in 0..n {
+                    for (d, h) in devices.iter().zip(heads.iter_mut()) {
+                        let batch = AppendBatch::new(d.clone(), *h)
+                            .event(1, format!("{d} {}", *h + 1).into_bytes())
+                            .event(1, format!("{d} {}", *h + 2).into_bytes());
+                        *h = store.append(batch).await.unwrap();
+                    }
+                }
+                heads
+            }
+        };
+        let heads = append(3, vec![0; devices.len()]).await;
+        // What the last durable commit (the schema's) left on disk: the
+        // groups since are in redb's memory and the journal only.
+        let synced = std::fs::read(dir.path().join("opush.redb")).unwrap();
+        let inner = store.inner.clone();
+        let retired = {
+            let mut journal = inner.lock_journal().unwrap();
+            inner
+                .checkpoint_begin(&mut journal, Duration::ZERO)
+                .unwrap()
+        };
+        let heads = append(2, heads).await;
+        assert_eq!(heads, vec![10, 10]);
+        // A crash before the second part: the redb file as last synced, or
+        // as it is now (the same, while the pages are staged; were they
+        // written, a kill -9 would find them).
+        assert_eq!(open_crashed(dir.path(), &synced, &devices).await, heads);
+        let written = std::fs::read(dir.path().join("opush.redb")).unwrap();
+        assert_eq!(open_crashed(dir.path(), &written, &devices).await, heads);
+        // The second part: synced, the retired file emptied; the records
+        // since the switch are still needed.
+        finish_checkpoint(&inner.sync, &inner.journal, &retired);
+        assert!(!inner.lock_journal().unwrap().retired());
+        let synced = std::fs::read(dir.path().join("opush.redb")).unwrap();
+        assert_eq!(open_crashed(dir.path(), &synced, &devices).await, heads);
+        drop(inner);
+        drop(store);
     }
 }

@@ -16,6 +16,7 @@ pub mod embedded;
 mod error;
 mod journal;
 mod model;
+mod redb_file;
 pub mod schema;
 
 pub use config::{BackendKind, ConsistencyLevel, Password, RetryPolicyKind, StorageConfig};
