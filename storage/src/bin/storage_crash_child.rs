@@ -7,6 +7,9 @@
 //! With `OPUSH_CRASH_CHECKPOINT_MS` set, the store checkpoints that often
 //! (so the kill can land before, during or after a checkpoint), and each
 //! device also puts a snapshot of its new head before acknowledging it.
+//! With `OPUSH_CRASH_PAD` set, each event carries that many more bytes (a
+//! checkpoint then has megabytes of pages to write out and sync, so that
+//! the kill lands in its second part more often).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -19,16 +22,22 @@ async fn append_forever(
     store: Store,
     device: DeviceKey,
     snapshots: bool,
+    pad: usize,
     ack: impl Fn(u64) -> std::io::Result<()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut head = store.head(&device).await?;
+    let padded = |s: String| {
+        let mut b = s.into_bytes();
+        b.resize(b.len() + pad, b'.');
+        b
+    };
     loop {
         let seq = head + 1;
         let batch = AppendBatch::new(device.clone(), head)
-            .event(1, format!("crash event {seq}").into_bytes())
+            .event(1, padded(format!("crash event {seq}")))
             .event(
                 1,
-                format!("crash event {} (second of batch)", seq + 1).into_bytes(),
+                padded(format!("crash event {} (second of batch)", seq + 1)),
             );
         head = store.append(batch).await?;
         if snapshots {
@@ -54,6 +63,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .map(|n| n.parse())
         .transpose()?;
     let snapshots = checkpoint_ms.is_some();
+    let pad: usize = std::env::var("OPUSH_CRASH_PAD")
+        .ok()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(0);
     let config = StorageConfig {
         path: path.into(),
         checkpoint_ms: checkpoint_ms.unwrap_or(StorageConfig::default().checkpoint_ms),
@@ -66,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let Some(n) = devices else {
         let device = DeviceKey::new("crash", "device")?;
-        return append_forever(store, device, snapshots, move |head| {
+        return append_forever(store, device, snapshots, pad, move |head| {
             let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
             writeln!(out, "acked {head}")?;
             out.flush()
@@ -81,6 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             store,
             device,
             snapshots,
+            pad,
             move |head| {
                 let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                 writeln!(out, "acked {i} {head}")?;
