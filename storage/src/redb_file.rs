@@ -3,7 +3,7 @@
 //! later, off the group commit's path.
 //!
 //! Why: a durable redb commit writes the pages the last second's groups
-//! touched (1–5 MB: one `pwrite` per 4 KiB page) and syncs the file, 5–18
+//! touched (1–5 MB: one `pwrite` per 4 KiB page) and syncs the file, 7–18
 //! ms in all on this machine (docs/BENCHMARKS.md, "Session 11:
 //! checkpoint"), and holds redb's only write transaction meanwhile, so
 //! every group commit queued behind it waited. A checkpoint's commit now
