@@ -586,6 +586,7 @@ fn checkpoint_loop(
 /// A checkpoint's second part (see [`Inner::checkpoint_if_due`]): the
 /// redb file synced, then the retired journal file emptied, in that order.
 fn finish_checkpoint(sync: &SyncHandle, journal: &Mutex<Journal>, retired: &File) {
+    let started = std::time::Instant::now();
     if let Err(e) = sync.sync_pending() {
         tracing::error!(target: "storage", error = %e, "checkpoint: cannot sync the redb file; the journal keeps the writes");
         return;
@@ -597,6 +598,7 @@ fn finish_checkpoint(sync: &SyncHandle, journal: &Mutex<Journal>, retired: &File
     if let Ok(mut j) = journal.lock() {
         j.retired_emptied();
     }
+    tracing::debug!(target: "storage", us = started.elapsed().as_micros() as u64, "checkpoint: redb file written out and synced, retired journal file emptied");
 }
 
 /// Opens the journal in `dir` and replays its records into redb in one
@@ -1055,6 +1057,7 @@ impl Inner {
         if !due || journal.len() == 0 || journal.retired() {
             return None;
         }
+        let (started, journal_bytes) = (std::time::Instant::now(), journal.len());
         let committed = self
             .db
             .begin_write()
@@ -1064,6 +1067,13 @@ impl Inner {
             tracing::warn!(target: "storage", error = %e, "checkpoint failed; the journal keeps the writes");
             return None;
         }
+        tracing::debug!(
+            target: "storage",
+            us = started.elapsed().as_micros() as u64,
+            journal_bytes,
+            staged_bytes = self.sync.staged_bytes(),
+            "checkpoint: redb commit staged (the group commits waited this long)"
+        );
         journal.switch()
     }
 

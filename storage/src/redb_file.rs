@@ -170,6 +170,11 @@ impl SyncHandle {
         out
     }
 
+    /// Bytes staged by a deferred commit, not yet written out.
+    pub(crate) fn staged_bytes(&self) -> usize {
+        self.0.staged.read().map_or(0, |s| s.bytes.len())
+    }
+
     /// Writes out and syncs a deferred commit, if any. Once this returns
     /// `Ok`, every commit made so far is on disk.
     pub(crate) fn sync_pending(&self) -> io::Result<()> {
