@@ -567,10 +567,10 @@ fn writer_loop(inner: Weak<Inner>, queue: mpsc::Receiver<PendingWrite>, every: D
     }
 }
 
-/// The checkpoint thread: for each checkpoint, once its commit is in the
-/// redb file (written, maybe not yet synced), syncs the file and empties
-/// the journal file the commit made redundant; the group commits go on
-/// meanwhile. Ends when the store is dropped. A failure is logged and
+/// The checkpoint thread: for each checkpoint, once its commit is staged
+/// (see [`Inner::checkpoint_if_due`]), writes it out to the redb file,
+/// syncs, and empties the journal file the commit made redundant; the
+/// group commits go on meanwhile. Ends when the store is dropped. A failure is logged and
 /// leaves the retired file as it is (its records are replayed at the next
 /// open; no later checkpoint can move the appends to it).
 fn checkpoint_loop(
@@ -584,7 +584,8 @@ fn checkpoint_loop(
 }
 
 /// A checkpoint's second part (see [`Inner::checkpoint_if_due`]): the
-/// redb file synced, then the retired journal file emptied, in that order.
+/// staged commit written out to the redb file and synced, then the retired
+/// journal file emptied, in that order.
 fn finish_checkpoint(sync: &SyncHandle, journal: &Mutex<Journal>, retired: &File) {
     let started = std::time::Instant::now();
     if let Err(e) = sync.sync_pending() {
@@ -1032,12 +1033,13 @@ impl Inner {
     /// A checkpoint, when the journal's oldest record is `every` old or the
     /// journal is over [`CHECKPOINT_BYTES`], and the previous checkpoint is
     /// done (its retired journal file emptied). On the writer's path only
-    /// its first part: a redb commit, durable but with its sync deferred
-    /// (it writes the earlier non-durable ones too: their pages and the
-    /// header), and the appends moved to the other journal file. The
-    /// checkpoint thread then syncs the redb file and empties the retired
-    /// journal file, while group commits go on (see `redb_file.rs`). A
-    /// failure is logged: the records stay in the journal, nothing is lost.
+    /// its first part: a durable redb commit run deferred (the pages and
+    /// header it writes, the earlier non-durable commits' too, are staged
+    /// in memory and its sync is noted), and the appends moved to the
+    /// other journal file. The checkpoint thread then writes the staged
+    /// pages out, syncs the redb file and empties the retired journal file,
+    /// while group commits go on (see `redb_file.rs`). A failure is logged:
+    /// the records stay in the journal, nothing is lost.
     fn checkpoint_if_due(&self, every: Duration) {
         let Ok(mut journal) = self.lock_journal() else {
             return;
@@ -1049,8 +1051,8 @@ impl Inner {
         }
     }
 
-    /// A checkpoint's first part, if one is due: the deferred-sync commit
-    /// and the switch of journal files. Returns the retired file, for
+    /// A checkpoint's first part, if one is due: the deferred commit and
+    /// the switch of journal files. Returns the retired file, for
     /// [`finish_checkpoint`]. The caller holds the journal lock.
     fn checkpoint_begin(&self, journal: &mut Journal, every: Duration) -> Option<Arc<File>> {
         let due = journal.len() >= CHECKPOINT_BYTES || journal.age().is_some_and(|a| a >= every);
