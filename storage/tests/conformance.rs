@@ -61,6 +61,7 @@ conformance!(
     rows_expire_after_their_ttl,
     schema_lifecycle,
     interrupted_migration_resumes,
+    schema_changes_reach_the_same_store,
 );
 
 async fn append_and_read_in_order(backend: Backend) {
@@ -450,6 +451,37 @@ async fn schema_lifecycle(backend: Backend) {
     let report = s.update_schema(opts).await.unwrap();
     assert!(report.complete && report.rows == 0 && report.to == LATEST_SCHEMA);
     assert_eq!(append_n(s, &d, 1).await, 1);
+    t.cleanup().await;
+}
+
+/// A store that checked the schema version (every request does) sees each
+/// later change of it made through itself: an update's new row layout at
+/// the next append, a destroyed schema at the next request, a new install.
+async fn schema_changes_reach_the_same_store(backend: Backend) {
+    let t = TestStore::fresh_with(backend, |_| {}).await;
+    let s = &t.store;
+    let d = dev("kate", "dev1");
+    s.install_schema_version(1).await.unwrap();
+    assert_eq!(append_n(s, &d, 2).await, 2);
+    let events = s.read_events(&d, 0).await.unwrap();
+    assert!(events.iter().all(|e| e.digest.is_none()), "v1 rows");
+    let opts = MigrationOptions {
+        batch_size: 10,
+        page_size: 10,
+        max_batches: None,
+    };
+    assert!(s.update_schema(opts).await.unwrap().complete);
+    assert_eq!(append_n(s, &d, 1).await, 3);
+    let last = s.read_events(&d, 3).await.unwrap();
+    assert_eq!(last[0].digest, Some(digest(&last[0].payload)), "v2 row after the update");
+    if backend == Backend::Embedded {
+        s.destroy().await.unwrap();
+        let err = s.head(&d).await.unwrap_err();
+        assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+        s.install_schema().await.unwrap();
+        assert_eq!(s.head(&d).await.unwrap(), 0);
+        assert_eq!(append_n(s, &d, 1).await, 1);
+    }
     t.cleanup().await;
 }
 

@@ -22,7 +22,8 @@
 //! timing tree to a file beside its directory (the path is printed), and
 //! `OPUSH_LOAD_LOGGERS` adds loggers to that file (e.g.
 //! `OPUSH_LOAD_LOGGERS='"IMAP.COMMAND" = "debug"'`: each IMAP command's
-//! time). `OPUSH_LOAD_IMAP` adds keys to the server's `[imap]` section
+//! time). `OPUSH_LOAD_PACED_TRACE=FILE` writes each paced Sync's due time
+//! and latency to FILE. `OPUSH_LOAD_IMAP` adds keys to the server's `[imap]` section
 //! (e.g. `OPUSH_LOAD_IMAP='pool_size = 2'`). The raw fetch and the initial sync also print the CPU the
 //! stack's Dovecot spent on each (all its processes, found from its
 //! listener on 127.0.0.1:1143; left out when /proc does not tell).
@@ -801,18 +802,30 @@ fn main() {
                         let due = start + offset + interval * r as u32;
                         tokio::time::sleep_until(due).await;
                         let (k, n, _) = sync_once(&mut d, v, &inbox, &key, window).await;
-                        lat.push(due.elapsed());
+                        lat.push((due - start, due.elapsed()));
                         assert_eq!(n, 0);
                         key = k;
                     }
                     lat
                 }));
             }
-            let mut all = Vec::new();
+            let mut timed = Vec::new();
             for t in tasks {
-                all.extend(t.await.expect("device task"));
+                timed.extend(t.await.expect("device task"));
             }
             let wall = t.elapsed();
+            if let Some(path) = std::env::var_os("OPUSH_LOAD_PACED_TRACE") {
+                // Each paced Sync: when it was due (ms after the start) and
+                // how long it took (ms), in due order: whether slow ones
+                // come together (a stall) or alone.
+                timed.sort();
+                let text: String = timed
+                    .iter()
+                    .map(|(at, l)| format!("{:.3} {:.3}\n", ms(*at), ms(*l)))
+                    .collect();
+                std::fs::write(&path, text).expect("OPUSH_LOAD_PACED_TRACE file");
+            }
+            let mut all: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
             let cpu = proc.cpu_seconds() - cpu0;
             all.sort();
             println!(
