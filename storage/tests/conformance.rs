@@ -473,7 +473,11 @@ async fn schema_changes_reach_the_same_store(backend: Backend) {
     assert!(s.update_schema(opts).await.unwrap().complete);
     assert_eq!(append_n(s, &d, 1).await, 3);
     let last = s.read_events(&d, 3).await.unwrap();
-    assert_eq!(last[0].digest, Some(digest(&last[0].payload)), "v2 row after the update");
+    assert_eq!(
+        last[0].digest,
+        Some(digest(&last[0].payload)),
+        "v2 row after the update"
+    );
     if backend == Backend::Embedded {
         s.destroy().await.unwrap();
         let err = s.head(&d).await.unwrap_err();
