@@ -248,20 +248,42 @@ pub fn unique(prefix: &str) -> String {
 
 /// A private Dovecot (IMAP only, the stack's users and passwords, its own
 /// mail store in `dir`) on `127.0.0.1:port`, for tests that stop and start
-/// the IMAP server (`scripts/dovecot-private`): the shared one is never
-/// stopped. Stopped when dropped, even when the test fails.
+/// the IMAP server, or need one configured unlike the shared one
+/// (`scripts/dovecot-private`): the shared one is never stopped. Stopped
+/// when dropped, even when the test fails.
 #[derive(Debug)]
 pub struct PrivateDovecot {
     /// Its state and mail store.
     pub dir: PathBuf,
     /// Its IMAP port.
     pub port: u16,
+    /// Whether it advertises LITERAL+ (Dovecot's default).
+    pub literal_plus: bool,
 }
 
 impl PrivateDovecot {
     /// Describes the instance (nothing is started yet).
     pub fn new(dir: PathBuf, port: u16) -> PrivateDovecot {
-        PrivateDovecot { dir, port }
+        PrivateDovecot {
+            dir,
+            port,
+            literal_plus: true,
+        }
+    }
+
+    /// The same instance advertising neither LITERAL+ nor LITERAL-, like
+    /// IMAP servers without them (`scripts/dovecot-private
+    /// --no-literal-plus`: Dovecot still reads a `{n+}` literal of up to
+    /// 4096 bytes, and ends the connection on a bigger one; see
+    /// [`imap_tap`] for checking what a client sent).
+    pub fn without_literal_plus(mut self) -> PrivateDovecot {
+        self.literal_plus = false;
+        self
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// `scripts/dovecot-private ACTION DIR PORT` (`up`, `down`, `kick`), which must
@@ -283,6 +305,9 @@ impl PrivateDovecot {
     fn command(&self, action: &str) -> std::process::Command {
         use std::process::Stdio;
         let mut c = std::process::Command::new(repo_root().join("scripts/dovecot-private"));
+        if !self.literal_plus {
+            c.arg("--no-literal-plus");
+        }
         c.arg(action)
             .arg(&self.dir)
             .arg(self.port.to_string())
