@@ -483,6 +483,31 @@ mod tests {
             .map(|(rest, r)| (bytes.len() - rest.len(), r))
     }
 
+    // A synchronizing literal waits for this (servers without LITERAL+):
+    // each server's wording, and the bare `+` some send against RFC 3501.
+    #[test]
+    fn continuation_requests_frame_and_parse_in_every_usual_form() {
+        let cases: &[&[u8]] = &[
+            b"+ OK\r\n",
+            b"+ go ahead\r\n",
+            b"+ Ready for additional command text.\r\n",
+            b"+ Ready for argument\r\n",
+            b"+ \r\n",
+            b"+\r\n",
+        ];
+        for &c in cases {
+            let mut buf = c.to_vec();
+            buf.extend_from_slice(b"O1 OK done\r\n");
+            match frame(&buf).unwrap() {
+                Framed::Complete { len, fetch } => assert_eq!((len, fetch), (c.len(), false)),
+                Framed::Need(n) => panic!("{:?}: needs {n}", String::from_utf8_lossy(c)),
+            }
+            let (len, r) = imap_proto_parse(c).unwrap();
+            assert_eq!(len, c.len());
+            assert!(matches!(r, Response::Continue(_)), "{r:?}");
+        }
+    }
+
     #[test]
     fn usual_fetches_take_the_lean_path_and_match_imap_proto() {
         let cases: &[&[u8]] = &[
