@@ -289,6 +289,41 @@ async fn a_request_gets_the_idle_connection_that_has_its_folder_selected() {
 }
 
 #[tokio::test]
+async fn a_read_ahead_lane_gets_its_connection_back_and_requests_take_it_last() {
+    const USER: &str = "load0080@load.test";
+    let pool = ImapPool::new(cfg());
+    // Two connections with INBOX selected; A, marked for the lane of
+    // device DEVLANE, is returned last (the most recent).
+    let mut a = pool.get(USER, &password()).await.unwrap();
+    let mut b = pool.get_eager(USER, &password()).await.unwrap();
+    a.select("INBOX").await.unwrap();
+    b.select("INBOX").await.unwrap();
+    a.mark_lane("DEVLANE");
+    drop(b);
+    drop(a);
+    let inbox = ["INBOX".to_owned()];
+    // A request takes B, though A is the most recent with INBOX.
+    let request = pool.get_selecting(USER, &password(), &inbox).await.unwrap();
+    assert_eq!(request.lane(), None, "a request takes the unmarked one");
+    drop(request);
+    // The lane takes A, though B is now the most recent.
+    let lane = pool.get_lane(USER, &password(), "DEVLANE").await.unwrap();
+    assert_eq!(lane.lane(), Some("DEVLANE"), "the lane gets its own back");
+    assert_eq!(lane.selected_mailbox(), Some("INBOX"));
+    drop(lane);
+    // Another device's lane: no preference, the most recent (A).
+    let other = pool.get_lane(USER, &password(), "DEVOTHER").await.unwrap();
+    drop(other);
+    // With B taken, a request still gets A: a lane never starves requests.
+    let first = pool.get_selecting(USER, &password(), &inbox).await.unwrap();
+    assert_eq!(first.lane(), None);
+    let second = pool.get_selecting(USER, &password(), &inbox).await.unwrap();
+    assert_eq!(second.lane(), Some("DEVLANE"));
+    drop((first, second));
+    assert_eq!(pool.logins(), 2, "no login beyond the two");
+}
+
+#[tokio::test]
 async fn read_aheads_take_the_spare_logins_under_way_and_log_in_no_more() {
     const USER: &str = "load0079@load.test";
     let pool = Arc::new(ImapPool::new(never_growing(USER, 4).await));

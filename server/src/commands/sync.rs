@@ -1030,21 +1030,23 @@ type Opening = tokio::task::JoinHandle<Result<PooledSession, crate::backends::im
 /// SyncKey 0 (a login itself takes milliseconds).
 const OPEN_AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Opens, in the background, the connections an initial sync's first
-/// read-aheads will use ([`ahead_depth`] of them), each logged in with
-/// `raw` selected, so the read-ahead that follows the SyncKey 0 listing
-/// starts fetching at once. The first (returned apart) is the listing's
-/// helper ([`list_split`]) before it reads ahead. Nothing more is done on
+/// Opens, in the background, the connection an initial sync's
+/// read-aheads will take turns on (the device's lane, see
+/// `backends::imap::ahead`), logged in with `raw` selected, so the
+/// read-ahead that follows the SyncKey 0 listing starts fetching at once.
+/// It is first (returned apart) the listing's helper ([`list_split`]).
+/// One, not one per read-ahead: each Dovecot session that reads a big
+/// folder's messages pays for its UID list again. Nothing more is done on
 /// them meanwhile: on Dovecot's maildir a session's first access to a
 /// message loads the folder's UID list (~14 ms of its CPU at 10,000
 /// messages), and paid here it slowed the listing more than it saved the
-/// first read-aheads (two cores; docs/BENCHMARKS.md, session 7). Each is
+/// first read-aheads (two cores; docs/BENCHMARKS.md, session 7). It is
 /// its own pooled connection (growing the pool at once, within its
-/// bounds); one not used goes back to the pool idle when its handle is
+/// bounds); not used, it goes back to the pool idle when its handle is
 /// dropped. Opened only when no read-ahead of this device is held (a
-/// device repeating SyncKey 0 has its connections). `spare`: opened ahead
+/// device repeating SyncKey 0 has its connection). `spare`: opened ahead
 /// of the SyncKey 0 (`prewarm_initial_sync`), whose own `open_ahead` then
-/// waits for these logins instead of starting more (each login is a
+/// waits for this login instead of starting another (each login is a
 /// Dovecot process started beside that Sync's listing: ~6 ms of its CPU).
 fn open_ahead(
     raw: &str,
@@ -1059,7 +1061,8 @@ fn open_ahead(
     if depth == 0 || eas.imap.read_ahead().entries(&device.to_string()) > 0 {
         return (None, Vec::new());
     }
-    let mut opened: Vec<Opening> = (0..depth)
+    // One lane per device, whatever the depth.
+    let mut opened: Vec<Opening> = (0..depth.min(1))
         .map(|_| {
             let pool = eas.imap.clone();
             let (user, password) = (caller.user.to_owned(), caller.password.clone());
@@ -1212,9 +1215,9 @@ fn read_ahead_next(
 
 /// Starts reading ahead `uids` (under `validity`) of folder `raw`, in
 /// entries of `first` messages, then `rest` each, as many as the cache
-/// holds per device ([`ahead_depth`]), each on its own pooled connection
-/// of the caller's user (one of `opened` while any is left); messages
-/// already being read ahead are not asked again.
+/// holds per device ([`ahead_depth`]), taking turns on the device's lane
+/// (`opened`'s connection, then the one the lane used last, from the
+/// pool); messages already being read ahead are not asked again.
 fn start_read_ahead(
     ahead: &Ahead<'_>,
     (validity, uids): (u32, Vec<u32>),
@@ -1245,14 +1248,15 @@ fn start_read_ahead(
             None => {
                 let pool = eas.imap.clone();
                 let (user, password) = (caller.user.to_owned(), caller.password.clone());
+                let lane = ahead.device.clone();
                 // Its own connection at once: waiting `pool_grow_after_ms`
                 // for one to come back would leave it behind the window it
-                // prepares.
+                // prepares. The lane's, when idle.
                 Box::pin(async move {
                     if pool.config().master_for_requests {
-                        pool.get_master_eager(&user).await
+                        pool.get_master_lane(&user, &lane).await
                     } else {
-                        pool.get_eager(&user, &password).await
+                        pool.get_lane(&user, &password, &lane).await
                     }
                 })
             }

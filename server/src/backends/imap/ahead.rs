@@ -2,9 +2,11 @@
 //!
 //! During an initial sync a device asks window after window. As soon as
 //! the engine has decided one window, the server can fetch the messages
-//! the next windows will most likely carry ([`DEPTH`] windows ahead, each
-//! on a pooled connection of its own, so Dovecot fetches them in parallel),
-//! while it renders and records this one and the device reads it. This is
+//! the next windows will most likely carry ([`DEPTH`] windows ahead, one
+//! after the other on one pooled connection, the device's lane, so Dovecot
+//! is kept busy by one session, as by a raw fetch: each further session
+//! reading a big maildir folder pays for its UID list again), while it
+//! renders and records this one and the device reads it. This is
 //! only a cache of IMAP data: an entry holds, keyed by device, mailbox,
 //! UIDVALIDITY and UID, each message's metadata (`UID FLAGS MODSEQ
 //! INTERNALDATE RFC822.SIZE`) and whole body (`BODY.PEEK[]`). A message's
@@ -32,8 +34,9 @@
 //! at most [`MAX_TOTAL_BYTES`] (an entry reserves the most it may hold
 //! until its sizes are known, then what it holds; no new read-ahead beyond
 //! the total), and an entry not used within [`MAX_AGE`] is dropped. The
-//! fetching task gives its connection back to the pool before it reports
-//! the fetch done, so the device's next read-ahead finds it idle. Must
+//! fetching task gives its connection back to the pool, marked for the
+//! device's lane, before it reports the fetch done, so the device's next
+//! read-ahead finds it idle. Must
 //! not: block a request on a read-ahead for longer than the IMAP timeout,
 //! or log message content.
 
@@ -117,6 +120,51 @@ pub struct ReadAhead {
     total: Arc<AtomicU64>,
     /// Listings by device, one each.
     listings: Arc<Mutex<HashMap<String, Listing>>>,
+    /// Lanes by device, one each (of the mailbox it reads ahead).
+    lanes: Arc<Mutex<HashMap<String, LaneSlot>>>,
+}
+
+/// The order a device's read-aheads of one mailbox fetch in: one after
+/// the other, each on the connection the one before used (the pool keeps
+/// it marked for this lane, see `ImapPool::get_lane`), so one Dovecot
+/// session serves a whole initial sync, as one does the raw fetch. On
+/// Dovecot's maildir a session's first read of a folder's messages costs
+/// it 15-25 ms of CPU at 10,000 messages (it reads the folder's UID
+/// list), so each further session reading ahead cost that again, and a
+/// login; Dovecot was the initial sync's bottleneck (docs/BENCHMARKS.md,
+/// session 12). Taking turns costs little waiting: a device asks its
+/// windows one after the other, and the next read-ahead is queued while
+/// this one is fetched. Between turns the connection is in the pool, so
+/// the user's requests can still have it when no other is idle.
+#[derive(Default)]
+struct Lane {
+    /// The end of the queue: done when the read-ahead started last is.
+    /// Each read-ahead joins the queue when it starts, so turns go in
+    /// that order.
+    tail: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+/// A read-ahead's place in its lane: what it waits for (the previous
+/// one's end; nothing for the first) and what it signals when done.
+type Turn = (
+    Option<tokio::sync::oneshot::Receiver<()>>,
+    tokio::sync::oneshot::Sender<()>,
+);
+
+impl Lane {
+    fn join(&self) -> Turn {
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, next) = tokio::sync::oneshot::channel();
+        (tail.replace(next), done)
+    }
+}
+
+struct LaneSlot {
+    mailbox: String,
+    uidvalidity: u32,
+    lane: Arc<Lane>,
+    /// Last given a read-ahead.
+    since: Instant,
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -277,6 +325,8 @@ impl ReadAhead {
         }
         let listed = self.listed(&device, &mailbox, uidvalidity);
         let reserved = Arc::new(AtomicU64::new(MAX_ENTRY_BYTES));
+        let (turn, done) = self.lane(&device, &mailbox, uidvalidity).join();
+        let lane_name = device.clone();
         let (tx, rx) = watch::channel(if opened {
             Phase::Fetching
         } else {
@@ -302,12 +352,19 @@ impl ReadAhead {
         }
         let total = self.total.clone();
         tokio::spawn(async move {
+            // This lane's turn: after the read-aheads started before (the
+            // one before ended, or was dropped), on the connection they
+            // used when it is idle.
+            if let Some(previous) = turn {
+                let _ = previous.await;
+            }
             let fetched = match connect.await {
-                // Taken or dropped while it waited for the connection (the
-                // window did not wait for it, or the sync ended): nobody
-                // will read what it would fetch.
+                // Taken or dropped while it waited (the window did not
+                // wait for it, or the sync ended): nobody will read what
+                // it would fetch.
                 Ok(imap) if tx.is_closed() => {
                     drop(imap);
+                    drop(done);
                     return;
                 }
                 Ok(mut imap) => {
@@ -319,8 +376,12 @@ impl ReadAhead {
                     };
                     let what = (mailbox.as_str(), uidvalidity, uids.as_slice());
                     let res = fetch_bounded(&mut imap, what, listed.as_deref(), limits).await;
-                    // Back to the pool before anyone hears of it.
+                    // Back to the pool, marked for the lane's next turn,
+                    // before anyone hears of it (a connection that failed
+                    // is dropped there).
+                    imap.mark_lane(&lane_name);
                     drop(imap);
+                    drop(done);
                     res
                 }
                 Err(e) => Err(e),
@@ -408,9 +469,45 @@ impl ReadAhead {
         out
     }
 
+    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, LaneSlot>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `device`'s lane for `mailbox` under `uidvalidity`, a new one in
+    /// place of any other.
+    fn lane(&self, device: &str, mailbox: &str, uidvalidity: u32) -> Arc<Lane> {
+        let now = Instant::now();
+        let mut lanes = self.lock_lanes();
+        lanes.retain(|_, l| now.duration_since(l.since) <= MAX_AGE);
+        let slot = lanes.entry(device.to_owned()).or_insert_with(|| LaneSlot {
+            mailbox: mailbox.to_owned(),
+            uidvalidity,
+            lane: Arc::default(),
+            since: now,
+        });
+        if slot.mailbox != mailbox || slot.uidvalidity != uidvalidity {
+            slot.mailbox = mailbox.to_owned();
+            slot.uidvalidity = uidvalidity;
+            slot.lane = Arc::default();
+        }
+        slot.since = now;
+        slot.lane.clone()
+    }
+
+    /// How many devices have a lane (for tests).
+    pub fn lanes(&self) -> usize {
+        self.lock_lanes().len()
+    }
+
     /// Drops `device`'s entries of `mailbox` (its sync of it is done: what
-    /// they still hold will not be asked for).
+    /// they still hold will not be asked for), and its lane.
     pub fn forget(&self, device: &str, mailbox: &str) {
+        {
+            let mut lanes = self.lock_lanes();
+            if lanes.get(device).is_some_and(|l| l.mailbox == mailbox) {
+                lanes.remove(device);
+            }
+        }
         self.drop_listings(Some((device, mailbox)), Instant::now());
         let mut entries = self.lock();
         let Some(list) = entries.get_mut(device) else {
@@ -496,6 +593,9 @@ impl ReadAhead {
     /// Drops entries older than [`MAX_AGE`].
     fn sweep(&self) {
         self.drop_listings(None, Instant::now());
+        let now = Instant::now();
+        self.lock_lanes()
+            .retain(|_, l| now.duration_since(l.since) <= MAX_AGE);
         let mut entries = self.lock();
         self.drop_stale(&mut entries, Instant::now());
     }

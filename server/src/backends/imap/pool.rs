@@ -52,6 +52,21 @@ struct Idle {
     session: Session,
     since: Instant,
     digest: Digest,
+    /// The read-ahead lane (a device) that last fetched on it, if any.
+    lane: Option<Arc<str>>,
+}
+
+/// Which idle session a checkout takes first.
+#[derive(Clone, Copy, Default)]
+struct Prefer<'a> {
+    /// One that has one of these mailboxes selected (a request: its
+    /// Sync is then a NOOP on the kept selection), among those no
+    /// read-ahead lane uses first.
+    mailboxes: &'a [String],
+    /// The one this read-ahead lane (a device) used last: that Dovecot
+    /// session has the folder's messages at hand (see
+    /// `backends::imap::ahead`).
+    lane: Option<&'a str>,
 }
 
 #[derive(Default)]
@@ -252,6 +267,8 @@ pub struct PooledSession {
     opens_at: u64,
     /// The session's STATUS count when lent (see [`ImapPool::statuses`]).
     statuses_at: u64,
+    /// The read-ahead lane it goes back to the pool marked with.
+    lane: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for PooledSession {
@@ -296,6 +313,22 @@ impl PooledSession {
     }
 }
 
+impl PooledSession {
+    /// Marks it as the read-ahead lane `lane`'s (a device): back in the
+    /// pool, that lane's next read-ahead takes it first, and requests
+    /// take it only when no other is idle.
+    pub fn mark_lane(&mut self, lane: &str) {
+        if self.lane.as_deref() != Some(lane) {
+            self.lane = Some(Arc::from(lane));
+        }
+    }
+
+    /// The read-ahead lane it is marked with, if any.
+    pub fn lane(&self) -> Option<&str> {
+        self.lane.as_deref()
+    }
+}
+
 impl Drop for PooledSession {
     fn drop(&mut self) {
         if let Some(s) = &self.session {
@@ -311,6 +344,7 @@ impl Drop for PooledSession {
                     session,
                     since: Instant::now(),
                     digest: self.digest,
+                    lane: self.lane.take(),
                 });
                 self.user_pool.returned.notify_one();
                 if self.shared.global.waiting.load(Ordering::SeqCst) > 0 {
@@ -386,7 +420,8 @@ impl Drop for Eager {
     reason = "made and matched at once, never stored"
 )]
 enum Step {
-    Reuse(Session),
+    /// An idle session (and the read-ahead lane it is marked with).
+    Reuse(Session, Option<Arc<str>>),
     /// A slot is reserved: log in now and hand the session to the caller.
     LoginHere,
     /// A slot is reserved: log in in the background, into the idle list.
@@ -492,7 +527,8 @@ impl ImapPool {
     /// A session for `user` authenticated with `password` (reused or new).
     /// A wrong password is `Auth` even if a session for another password is idle.
     pub async fn get(&self, user: &str, password: &Secret) -> Result<PooledSession, ImapError> {
-        self.get_with(user, password, Grow::AfterWait, &[]).await
+        self.get_with(user, password, Grow::AfterWait, Prefer::default())
+            .await
     }
 
     /// [`ImapPool::get`], taking among the idle sessions, when one has, the
@@ -505,8 +541,11 @@ impl ImapPool {
         password: &Secret,
         mailboxes: &[String],
     ) -> Result<PooledSession, ImapError> {
-        self.get_with(user, password, Grow::AfterWait, mailboxes)
-            .await
+        let prefer = Prefer {
+            mailboxes,
+            lane: None,
+        };
+        self.get_with(user, password, Grow::AfterWait, prefer).await
     }
 
     /// [`ImapPool::get`] for work that wants a connection of its own (a
@@ -519,7 +558,24 @@ impl ImapPool {
         user: &str,
         password: &Secret,
     ) -> Result<PooledSession, ImapError> {
-        self.get_with(user, password, Grow::Now, &[]).await
+        self.get_with(user, password, Grow::Now, Prefer::default())
+            .await
+    }
+
+    /// [`ImapPool::get_eager`] for the read-ahead lane `lane` (a device):
+    /// the idle session that lane used last, if any (see
+    /// `backends::imap::ahead`).
+    pub async fn get_lane(
+        &self,
+        user: &str,
+        password: &Secret,
+        lane: &str,
+    ) -> Result<PooledSession, ImapError> {
+        let prefer = Prefer {
+            mailboxes: &[],
+            lane: Some(lane),
+        };
+        self.get_with(user, password, Grow::Now, prefer).await
     }
 
     /// [`ImapPool::get_eager`] for a connection opened ahead of work that
@@ -530,7 +586,8 @@ impl ImapPool {
         user: &str,
         password: &Secret,
     ) -> Result<PooledSession, ImapError> {
-        self.get_with(user, password, Grow::Spare, &[]).await
+        self.get_with(user, password, Grow::Spare, Prefer::default())
+            .await
     }
 
     async fn get_with(
@@ -538,7 +595,7 @@ impl ImapPool {
         user: &str,
         password: &Secret,
         grow: Grow,
-        prefer: &[String],
+        prefer: Prefer<'_>,
     ) -> Result<PooledSession, ImapError> {
         let digest = self.digest(password);
         let (shared, u, p) = (self.shared.clone(), user.to_string(), password.clone());
@@ -551,7 +608,8 @@ impl ImapPool {
 
     /// A session for `user` through the master user (background push).
     pub async fn get_master(&self, user: &str) -> Result<PooledSession, ImapError> {
-        self.get_master_with(user, Grow::AfterWait, &[]).await
+        self.get_master_with(user, Grow::AfterWait, Prefer::default())
+            .await
     }
 
     /// [`ImapPool::get_master`] preferring a session that has one of
@@ -561,24 +619,43 @@ impl ImapPool {
         user: &str,
         mailboxes: &[String],
     ) -> Result<PooledSession, ImapError> {
-        self.get_master_with(user, Grow::AfterWait, mailboxes).await
+        let prefer = Prefer {
+            mailboxes,
+            lane: None,
+        };
+        self.get_master_with(user, Grow::AfterWait, prefer).await
     }
 
     /// [`ImapPool::get_master`] growing at once, as [`ImapPool::get_eager`].
     pub async fn get_master_eager(&self, user: &str) -> Result<PooledSession, ImapError> {
-        self.get_master_with(user, Grow::Now, &[]).await
+        self.get_master_with(user, Grow::Now, Prefer::default())
+            .await
+    }
+
+    /// [`ImapPool::get_master`] as [`ImapPool::get_lane`].
+    pub async fn get_master_lane(
+        &self,
+        user: &str,
+        lane: &str,
+    ) -> Result<PooledSession, ImapError> {
+        let prefer = Prefer {
+            mailboxes: &[],
+            lane: Some(lane),
+        };
+        self.get_master_with(user, Grow::Now, prefer).await
     }
 
     /// [`ImapPool::get_master`] as [`ImapPool::get_spare`].
     pub async fn get_master_spare(&self, user: &str) -> Result<PooledSession, ImapError> {
-        self.get_master_with(user, Grow::Spare, &[]).await
+        self.get_master_with(user, Grow::Spare, Prefer::default())
+            .await
     }
 
     async fn get_master_with(
         &self,
         user: &str,
         grow: Grow,
-        prefer: &[String],
+        prefer: Prefer<'_>,
     ) -> Result<PooledSession, ImapError> {
         let digest = self.master_digest();
         let (shared, u) = (self.shared.clone(), user.to_string());
@@ -607,6 +684,7 @@ impl ImapPool {
             session,
             since: Instant::now(),
             digest,
+            lane: None,
         });
         drop(st);
         pool.returned.notify_one();
@@ -617,7 +695,7 @@ impl ImapPool {
         &self,
         user: &str,
         digest: Digest,
-        (grow, prefer): (Grow, &[String]),
+        (grow, prefer): (Grow, Prefer<'_>),
         login: F,
     ) -> Result<PooledSession, ImapError>
     where
@@ -661,17 +739,31 @@ impl ImapPool {
                     }
                 }
                 st.open -= before - st.idle.len();
-                // The most recently returned one that has one of the
-                // preferred mailboxes selected, else the most recently
-                // returned one: its connection is warm. One the server
-                // ended meanwhile (a restart) is closed, and the next one
-                // looked at.
+                // A read-ahead lane: the one it used last. Otherwise the
+                // most recently returned one that has one of the preferred
+                // mailboxes selected, else the most recently returned one
+                // (its connection is warm), leaving those a lane used to
+                // their lane while there are others. One the server ended
+                // meanwhile (a restart) is closed, and the next one looked
+                // at.
                 let taken = loop {
-                    let preferred = st.idle.iter().rposition(|it| {
+                    let selects = |it: &Idle| {
                         it.session
                             .selected_mailbox()
-                            .is_some_and(|m| prefer.iter().any(|p| p == m))
-                    });
+                            .is_some_and(|m| prefer.mailboxes.iter().any(|p| p == m))
+                    };
+                    let preferred = match prefer.lane {
+                        Some(lane) => st
+                            .idle
+                            .iter()
+                            .rposition(|it| it.lane.as_deref() == Some(lane)),
+                        None => st
+                            .idle
+                            .iter()
+                            .rposition(|it| it.lane.is_none() && selects(it))
+                            .or_else(|| st.idle.iter().rposition(selects))
+                            .or_else(|| st.idle.iter().rposition(|it| it.lane.is_none())),
+                    };
                     let candidate = match preferred {
                         Some(i) => Some(st.idle.remove(i)),
                         None => st.idle.pop(),
@@ -688,7 +780,7 @@ impl ImapPool {
                     }
                 };
                 let step = if let Some(it) = taken {
-                    Step::Reuse(it.session)
+                    Step::Reuse(it.session, it.lane)
                 } else if st.open >= cfg.pool_size {
                     Step::Wait
                 } else if st.open == 0
@@ -715,7 +807,9 @@ impl ImapPool {
             };
             self.shared.release_global(closed);
             match step {
-                Step::Reuse(session) => return Ok(self.lend(pool.clone(), session, digest)),
+                Step::Reuse(session, lane) => {
+                    return Ok(self.lend(pool.clone(), session, digest, lane))
+                }
                 Step::LoginHere => {
                     // Not waiting: a notification goes to someone who is.
                     drop(returned);
@@ -784,7 +878,7 @@ impl ImapPool {
         self.shared.logins.fetch_add(1, Ordering::Relaxed);
         let login = self.shared.gate.run("pool", login);
         match crate::obs::timed(crate::obs::Category::Imap, login).await {
-            Ok(session) => Ok(self.lend(pool, session, digest)),
+            Ok(session) => Ok(self.lend(pool, session, digest, None)),
             Err(e) => {
                 pool.lock().open -= 1;
                 self.shared.release_global(1);
@@ -815,6 +909,7 @@ impl ImapPool {
                     session,
                     since: Instant::now(),
                     digest,
+                    lane: None,
                 }),
                 Err(e) => {
                     st.open -= 1;
@@ -827,7 +922,13 @@ impl ImapPool {
         });
     }
 
-    fn lend(&self, user_pool: Arc<UserPool>, session: Session, digest: Digest) -> PooledSession {
+    fn lend(
+        &self,
+        user_pool: Arc<UserPool>,
+        session: Session,
+        digest: Digest,
+        lane: Option<Arc<str>>,
+    ) -> PooledSession {
         PooledSession {
             opens_at: session.mailbox_opens(),
             statuses_at: session.statuses(),
@@ -835,6 +936,7 @@ impl ImapPool {
             user_pool,
             shared: self.shared.clone(),
             digest,
+            lane,
         }
     }
 
