@@ -428,6 +428,8 @@ pub async fn compose(
             Err(e) => tracing::warn!(user, error = %e, "IMAP unavailable after send"),
         }
     }
+    // The copy for Sent, saved later when it cannot be now.
+    let mut save_later = req.save_in_sent_items;
     if let Some(conn) = imap.as_mut() {
         if let (Some((raw, uid)), Some(kind)) = (&original_at, kind) {
             let flag = match kind {
@@ -440,11 +442,20 @@ pub async fn compose(
             }
         }
         if req.save_in_sent_items {
-            match save_in_sent(conn, settings, &out).await {
-                Ok(()) => sent.saved_in_sent = true,
-                Err(e) => tracing::warn!(user, error = %e, "sent copy not saved"),
+            match save_in_sent(conn, settings, &out.sent_copy()).await {
+                Ok(()) => {
+                    sent.saved_in_sent = true;
+                    save_later = false;
+                }
+                Err(e) => {
+                    tracing::warn!(user, error = %e, "sent copy not saved: retried in the background")
+                }
             }
         }
+    }
+    if save_later {
+        drop(imap);
+        save_in_sent_later(eas, caller, settings, &out);
     }
     if settings.delivery_receipt {
         if let Err(e) = delivery_receipt(settings, &sender, &out, &stamp).await {
@@ -534,15 +545,85 @@ async fn check_validity(
     Ok(())
 }
 
-/// APPENDs the sent copy (`\Seen`) to the Sent folder, creating it when the
-/// user has none.
-async fn save_in_sent(
-    conn: &mut PooledSession,
+/// Tries at most this many times, in the background, to save a sent copy
+/// that could not be saved with the send (IMAP down, or its APPEND
+/// failed), waiting 1 s, then twice as long each time up to a minute
+/// (about 5 minutes in all).
+pub const SENT_COPY_RETRIES: u32 = 10;
+const SENT_COPY_FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const SENT_COPY_LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Saves the sent copy of `out` in the Sent folder in the background: the
+/// message is out, and the user must find it in Sent even when the IMAP
+/// server was unavailable at that moment. Each try first looks for the
+/// copy by its Message-ID (an APPEND whose answer was lost may have saved
+/// it), so there is never a second one. Held in memory only: a copy still
+/// waiting when the server stops is not saved (the log says so at each
+/// failed try).
+fn save_in_sent_later(
+    eas: &EasServices,
+    caller: &Caller<'_>,
     settings: &SendSettings,
     out: &Outgoing,
-) -> Result<(), ImapError> {
+) {
+    let pool = eas.imap.clone();
+    let (user, password) = (caller.user.to_owned(), caller.password.clone());
+    let settings = settings.clone();
+    let (copy, message_id) = (out.sent_copy(), out.message_id.clone());
+    tokio::spawn(async move {
+        let mut wait = SENT_COPY_FIRST_WAIT;
+        for attempt in 1..=SENT_COPY_RETRIES {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(SENT_COPY_LONGEST_WAIT);
+            let conn = match pool.config().master_for_requests {
+                true => pool.get_master(&user).await,
+                false => pool.get(&user, &password).await,
+            };
+            let outcome = match conn {
+                Ok(mut conn) => save_once(&mut conn, &settings, &copy, &message_id).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(saved) => {
+                    let how = if saved { "saved" } else { "found there" };
+                    tracing::info!(user, attempt, "sent copy {how} in Sent on a later try");
+                    return;
+                }
+                Err(e) => tracing::warn!(user, attempt, error = %e, "sent copy still not saved"),
+            }
+        }
+        tracing::error!(
+            user,
+            tries = SENT_COPY_RETRIES,
+            "sent copy given up: not in Sent"
+        );
+    });
+}
+
+/// One later try: `Ok(false)` when the copy is in Sent already, `Ok(true)`
+/// once saved.
+async fn save_once(
+    conn: &mut PooledSession,
+    settings: &SendSettings,
+    copy: &[u8],
+    message_id: &str,
+) -> Result<bool, ImapError> {
+    if let Some(raw) = sent_folder(conn, settings).await? {
+        if conn.has_message_id(&raw, message_id).await? {
+            return Ok(false);
+        }
+    }
+    save_in_sent(conn, settings, copy).await.map(|()| true)
+}
+
+/// The Sent folder's name on the server (SPECIAL-USE `\Sent`, else the
+/// configured name), if it exists.
+async fn sent_folder(
+    conn: &mut PooledSession,
+    settings: &SendSettings,
+) -> Result<Option<String>, ImapError> {
     let folders = conn.list_folders(false).await?;
-    let existing = folders
+    Ok(folders
         .iter()
         .find(|f| f.special == Some(SpecialUse::Sent))
         .or_else(|| {
@@ -550,8 +631,17 @@ async fn save_in_sent(
                 .iter()
                 .find(|f| f.name.eq_ignore_ascii_case(&settings.sent_folder))
         })
-        .map(|f| f.raw_name.clone());
-    let raw = match existing {
+        .map(|f| f.raw_name.clone()))
+}
+
+/// APPENDs the sent copy (`\Seen`) to the Sent folder, creating it when the
+/// user has none.
+async fn save_in_sent(
+    conn: &mut PooledSession,
+    settings: &SendSettings,
+    copy: &[u8],
+) -> Result<(), ImapError> {
+    let raw = match sent_folder(conn, settings).await? {
         Some(raw) => raw,
         None => {
             let raw = utf7::encode(&settings.sent_folder);
@@ -563,7 +653,7 @@ async fn save_in_sent(
             raw
         }
     };
-    conn.append(&raw, &[Flag::Seen], None, &out.sent_copy())
+    conn.append(&raw, &[Flag::Seen], None, copy)
         .await
         .map(|_| ())
 }

@@ -1461,6 +1461,25 @@ impl Session {
         self.uid_search(parts).await
     }
 
+    /// Whether `raw` holds a message whose Message-ID is `message_id`
+    /// (without angle brackets): `UID SEARCH HEADER Message-ID`, a
+    /// substring match, so the brackets are searched for too.
+    pub async fn has_message_id(&mut self, raw: &str, message_id: &str) -> Result<bool, ImapError> {
+        let wanted = format!("<{message_id}>");
+        if wanted.chars().any(|c| c.is_control()) {
+            return Err(ImapError::InvalidInput(
+                "Message-ID contains a control character".into(),
+            ));
+        }
+        let mut parts = vec![Part::Text("UID SEARCH HEADER Message-ID ".into())];
+        match quote(&wanted) {
+            Ok(q) => parts.push(Part::Text(q)),
+            Err(_) => parts.push(Part::Literal(wanted.as_bytes())),
+        }
+        self.ensure(raw, false).await?;
+        Ok(!self.uid_search(parts).await?.is_empty())
+    }
+
     /// Deletes every message of the mailbox; returns how many there were.
     pub async fn empty_folder(&mut self, raw: &str) -> Result<u32, ImapError> {
         let st = self.open(raw, false).await?;
