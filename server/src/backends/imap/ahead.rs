@@ -142,6 +142,12 @@ struct Lane {
     /// Each read-ahead joins the queue when it starts, so turns go in
     /// that order.
     tail: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    /// Whether its turns have a connection: one opened for them, or the
+    /// last turn's (the pool keeps it for the lane). A read-ahead joining
+    /// a live lane needs no connection a request may be holding, so
+    /// requests wait for it from its start, as for one with a connection
+    /// opened for it.
+    live: std::sync::atomic::AtomicBool,
 }
 
 /// A read-ahead's place in its lane: what it waits for (the previous
@@ -301,7 +307,9 @@ impl ReadAhead {
     /// Beside the device's other entries; the oldest is dropped when it
     /// has [`DEPTH`] already. With `opened`, `connect` gives a connection
     /// opened for this purpose beforehand (not one a request may be
-    /// holding), so a request waits for the entry from the start.
+    /// holding), so a request waits for the entry from the start; so it
+    /// does when the device's lane is live (its turns have a connection:
+    /// this one waits for it, see [`Lane`]).
     pub fn start<C>(
         &self,
         device: String,
@@ -325,9 +333,14 @@ impl ReadAhead {
         }
         let listed = self.listed(&device, &mailbox, uidvalidity);
         let reserved = Arc::new(AtomicU64::new(MAX_ENTRY_BYTES));
-        let (turn, done) = self.lane(&device, &mailbox, uidvalidity).join();
+        let lane = self.lane(&device, &mailbox, uidvalidity);
+        if opened {
+            lane.live.store(true, Ordering::SeqCst);
+        }
+        let waited_for = lane.live.load(Ordering::SeqCst);
+        let (turn, done) = lane.join();
         let lane_name = device.clone();
-        let (tx, rx) = watch::channel(if opened {
+        let (tx, rx) = watch::channel(if waited_for {
             Phase::Fetching
         } else {
             Phase::Connecting
@@ -358,7 +371,9 @@ impl ReadAhead {
             if let Some(previous) = turn {
                 let _ = previous.await;
             }
-            let fetched = match connect.await {
+            let connected = connect.await;
+            lane.live.store(connected.is_ok(), Ordering::SeqCst);
+            let fetched = match connected {
                 // Taken or dropped while it waited (the window did not
                 // wait for it, or the sync ended): nobody will read what
                 // it would fetch.
