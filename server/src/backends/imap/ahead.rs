@@ -309,7 +309,7 @@ impl ReadAhead {
     /// opened for this purpose beforehand (not one a request may be
     /// holding), so a request waits for the entry from the start; so it
     /// does when the device's lane is live (its turns have a connection:
-    /// this one waits for it, see [`Lane`]).
+    /// this one waits for it, see `Lane` below).
     pub fn start<C>(
         &self,
         device: String,
