@@ -35,7 +35,6 @@
 )]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use opush_protocol::commands::compose::{ComposeRequest, Source};
 use opush_protocol::commands::send_mail::SendMailRequest;
@@ -44,14 +43,14 @@ use opush_protocol::commands::smart_reply::SmartReplyRequest;
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::{encode_to_vec, Element};
 use opush_server::config::Config;
-use opush_storage::{StorageConfig, Store};
 use opush_tests::eas::{find_all, find_text, EasClient, HttpResponse};
 use opush_tests::imap_tap::{LiteralTap, TapStats};
 use opush_tests::{
     demo_password, repo_root, require, unique, PrivateDovecot, RawImap, DOVECOT_IMAP, POSTFIX_SMTP,
     SPECIAL_PASSWORD_USERS,
 };
-use tokio::sync::oneshot;
+
+mod serve_support;
 
 /// The private Dovecot without LITERAL+, opush's IMAP relay to it, and
 /// opush itself. Dropping it stops opush's task, the relay and Dovecot.
@@ -59,8 +58,7 @@ struct Rig {
     dovecot: PrivateDovecot,
     tap: LiteralTap,
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    served: Option<serve_support::Served>,
     _store: tempfile::TempDir,
 }
 
@@ -80,10 +78,7 @@ impl Rig {
         dovecot.run("up");
         let tap = LiteralTap::start(dovecot.addr());
         let store = tempfile::tempdir().unwrap();
-        let listen = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        let listen = SocketAddr::from(([127, 0, 0, 1], serve_support::free_port()));
         let cfg = Config::from_toml(&format!(
             "[server]\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"https://mail.example.test\"\n\
              max_request_body = 1048576\n\
@@ -94,40 +89,14 @@ impl Rig {
             tap.port(),
         ))
         .unwrap();
-        {
-            let storage = StorageConfig {
-                path: store.path().to_path_buf(),
-                ..StorageConfig::default()
-            };
-            Store::open(&storage)
-                .await
-                .unwrap()
-                .install_schema()
-                .await
-                .unwrap();
+        let served = serve_support::Served::start(cfg, store.path()).await;
+        Rig {
+            dovecot,
+            tap,
+            addr: served.addr,
+            served: Some(served),
+            _store: store,
         }
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            opush_server::serve::run_with(cfg, async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("opush serve failed");
-        });
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(listen).await.is_ok() {
-                return Rig {
-                    dovecot,
-                    tap,
-                    addr: listen,
-                    stop: Some(stop),
-                    task: Some(task),
-                    _store: store,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("opush did not listen on {listen}");
     }
 
     /// A device of `user` (stack password).
@@ -149,26 +118,12 @@ impl Rig {
     /// Stops opush (gracefully: its IMAP connections log out through the
     /// relay) and checks everything it sent over its whole life.
     async fn finish(mut self) -> TapStats {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("opush did not stop within 20 s")
-                .expect("opush task panicked");
+        if let Some(served) = self.served.take() {
+            served.stop().await;
         }
         let stats = self.wire();
         stats.assert_synchronizing_only();
         stats
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

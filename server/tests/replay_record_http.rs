@@ -15,8 +15,6 @@
     reason = "test code: a panic is a test failure"
 )]
 
-use std::time::Duration;
-
 use opush_engine::{DecisionInput, DecisionOutput, Event, PolicyCheck, SendCheck};
 use opush_protocol::commands::compose::ComposeRequest;
 use opush_protocol::commands::send_mail::SendMailRequest;
@@ -26,7 +24,8 @@ use opush_server::config::Config;
 use opush_storage::{StorageConfig, Store};
 use opush_tests::eas::{find_text, EasClient};
 use opush_tests::{demo_password, require, unique, DOVECOT_IMAP, POSTFIX_SMTP};
-use tokio::sync::oneshot;
+
+mod serve_support;
 
 const USER: &str = "load0051@load.test";
 const DEVICE: &str = "PROVREC";
@@ -51,14 +50,8 @@ async fn a_provisioning_and_sendmail_session_replays_identically() {
     require(DOVECOT_IMAP);
     require(POSTFIX_SMTP);
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let admin_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = serve_support::free_port();
+    let admin_port = serve_support::free_port();
     let store_path = dir.path().join("store");
     let cfg = Config::from_toml(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
@@ -69,27 +62,8 @@ async fn a_provisioning_and_sendmail_session_replays_identically() {
         store_path.display()
     ))
     .unwrap();
-    let storage = StorageConfig {
-        path: store_path.clone(),
-        ..StorageConfig::default()
-    };
-    Store::open(&storage)
-        .await
-        .unwrap()
-        .install_schema()
-        .await
-        .unwrap();
-    let addr = cfg.server.listen;
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(opush_server::serve::run_with(cfg, async move {
-        let _ = rx.await;
-    }));
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let served = serve_support::Served::start(cfg, &store_path).await;
+    let addr = served.addr;
 
     let mut c = EasClient::new(addr, USER, &demo_password(), DEVICE, "14.1");
     // Not provisioned: Status 142.
@@ -127,12 +101,11 @@ async fn a_provisioning_and_sendmail_session_replays_identically() {
     let res = c.post("SendMail", &send_mail(&unique("big"), 5000)).await;
     assert_eq!(find_text(&res.element(), "Status").as_deref(), Some("122"));
 
-    tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    served.stop().await;
+    let storage = StorageConfig {
+        path: store_path.clone(),
+        ..StorageConfig::default()
+    };
     let store = Store::open(&storage).await.unwrap();
     let bundle = opush_replay::export(&store, USER, DEVICE, None, None)
         .await

@@ -24,24 +24,18 @@ use opush_protocol::commands::send_mail::SendMailRequest;
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::encode_to_vec;
 use opush_server::config::Config;
-use opush_storage::{StorageConfig, Store};
 use opush_tests::eas::EasClient;
 use opush_tests::{
     demo_password, repo_root, require, unique, PrivateDovecot, RawImap, DOVECOT_IMAP, POSTFIX_SMTP,
 };
-use tokio::sync::oneshot;
 
 const USER: &str = "load0094@load.test";
 
-/// opush serving against `dovecot`; stopped when `stop` is sent or dropped.
-async fn serve(
-    dovecot: &PrivateDovecot,
-    store: &std::path::Path,
-) -> (SocketAddr, oneshot::Sender<()>) {
-    let listen = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+mod serve_support;
+
+/// opush serving against `dovecot`, on an embedded store at `store`.
+async fn serve(dovecot: &PrivateDovecot, store: &std::path::Path) -> serve_support::Served {
+    let listen = SocketAddr::from(([127, 0, 0, 1], serve_support::free_port()));
     let cfg = Config::from_toml(&format!(
         "[server]\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\npublic_url = \"https://mail.example.test\"\n\
          [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
@@ -51,31 +45,7 @@ async fn serve(
         dovecot.port,
     ))
     .unwrap();
-    let storage = StorageConfig {
-        path: store.to_path_buf(),
-        ..StorageConfig::default()
-    };
-    Store::open(&storage)
-        .await
-        .unwrap()
-        .install_schema()
-        .await
-        .unwrap();
-    let (stop, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        opush_server::serve::run_with(cfg, async move {
-            let _ = rx.await;
-        })
-        .await
-        .expect("opush serve failed");
-    });
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(listen).await.is_ok() {
-            return (listen, stop);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("opush did not listen on {listen}");
+    serve_support::Served::start(cfg, store).await
 }
 
 /// The UIDs of Sent (on the private Dovecot) whose Subject contains `needle`.
@@ -90,8 +60,8 @@ async fn a_sent_copy_missed_while_imap_was_down_is_saved_once_it_is_back() {
     let dovecot = PrivateDovecot::new(repo_root().join("target/tmp/sent-copy-retry"), 11648);
     dovecot.run("up");
     let store = tempfile::tempdir().unwrap();
-    let (addr, _stop) = serve(&dovecot, store.path()).await;
-    let mut c = EasClient::new(addr, USER, &demo_password(), "SENTRETRY", "14.1");
+    let served = serve(&dovecot, store.path()).await;
+    let mut c = EasClient::new(served.addr, USER, &demo_password(), "SENTRETRY", "14.1");
     // Credentials checked (and cached) and the folders known while IMAP is up.
     let res = c
         .post_xml(
@@ -137,5 +107,6 @@ async fn a_sent_copy_missed_while_imap_was_down_is_saved_once_it_is_back() {
     // No later try adds a second one (the next waits have passed by then).
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(in_sent(&dovecot, &subject).len(), 1, "still once");
+    served.stop().await;
     dovecot.run("down");
 }
