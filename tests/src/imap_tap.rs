@@ -267,12 +267,52 @@ fn command_of(line: &[u8]) -> String {
     }
 }
 
-/// The client's side: lines and literals of the commands it sends.
-#[derive(Debug)]
-struct ClientScan {
+/// One direction of an IMAP stream cut into lines, literal bytes skipped.
+#[derive(Debug, Default)]
+struct Framer {
     line: Vec<u8>,
     /// Literal bytes still to come.
     literal_left: u64,
+}
+
+impl Framer {
+    /// Takes bytes of `data` from `*at` on, skipping literal bytes, until a
+    /// line is complete: the line (CRLF removed, kept until
+    /// the next call), or `None` once `data` is used up
+    /// (a partial line is kept for the next chunk).
+    fn line(&mut self, data: &[u8], at: &mut usize) -> Option<&[u8]> {
+        if self.line.ends_with(b"\r\n") {
+            self.line.clear();
+        }
+        while *at < data.len() {
+            if self.literal_left > 0 {
+                let take = usize::try_from(self.literal_left)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len() - *at);
+                self.literal_left -= take as u64;
+                *at += take;
+                continue;
+            }
+            self.line.push(data[*at]);
+            *at += 1;
+            if self.line.ends_with(b"\r\n") {
+                return Some(&self.line[..self.line.len() - 2]);
+            }
+        }
+        None
+    }
+
+    /// Drops what is gathered and any literal still expected.
+    fn reset(&mut self) {
+        self.line.clear();
+        self.literal_left = 0;
+    }
+}
+
+/// The client's side: lines and literals of the commands it sends.
+#[derive(Debug)]
+struct ClientScan {
+    framer: Framer,
     /// The next line starts a command.
     at_command_start: bool,
     /// The command being sent.
@@ -285,8 +325,7 @@ struct ClientScan {
 impl Default for ClientScan {
     fn default() -> Self {
         ClientScan {
-            line: Vec::new(),
-            literal_left: 0,
+            framer: Framer::default(),
             at_command_start: true,
             command: String::new(),
             awaiting: None,
@@ -306,8 +345,7 @@ impl ClientScan {
                         // The server ended the command instead: what
                         // follows is the next command.
                         stats.refused_literals += 1;
-                        self.literal_left = 0;
-                        self.line.clear();
+                        self.framer.reset();
                         self.at_command_start = true;
                     } else {
                         stats.violations.push(format!(
@@ -317,21 +355,9 @@ impl ClientScan {
                     }
                 }
             }
-            if self.literal_left > 0 {
-                let take = usize::try_from(self.literal_left)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len() - i);
-                self.literal_left -= take as u64;
-                i += take;
-                continue;
-            }
-            let b = data[i];
-            i += 1;
-            self.line.push(b);
-            if !self.line.ends_with(b"\r\n") {
-                continue;
-            }
-            let line = &self.line[..self.line.len() - 2];
+            let Some(line) = self.framer.line(data, &mut i) else {
+                break;
+            };
             if self.at_command_start {
                 self.command = command_of(line);
             }
@@ -344,12 +370,11 @@ impl ClientScan {
                         &mut stats.sync_literals
                     };
                     *counts.entry(self.command.clone()).or_default() += 1;
-                    self.literal_left = n;
+                    self.framer.literal_left = n;
                     self.at_command_start = false;
                 }
                 None => self.at_command_start = true,
             }
-            self.line.clear();
         }
     }
 }
@@ -364,16 +389,14 @@ struct Found {
 /// The server's side: lines and literals of its responses.
 #[derive(Debug)]
 struct ServerScan {
-    line: Vec<u8>,
-    literal_left: u64,
+    framer: Framer,
     at_response_start: bool,
 }
 
 impl Default for ServerScan {
     fn default() -> Self {
         ServerScan {
-            line: Vec::new(),
-            literal_left: 0,
+            framer: Framer::default(),
             at_response_start: true,
         }
     }
@@ -383,22 +406,7 @@ impl ServerScan {
     fn feed(&mut self, data: &[u8], stats: &mut TapStats) -> Found {
         let mut found = Found::default();
         let mut i = 0;
-        while i < data.len() {
-            if self.literal_left > 0 {
-                let take = usize::try_from(self.literal_left)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len() - i);
-                self.literal_left -= take as u64;
-                i += take;
-                continue;
-            }
-            let b = data[i];
-            i += 1;
-            self.line.push(b);
-            if !self.line.ends_with(b"\r\n") {
-                continue;
-            }
-            let line = &self.line[..self.line.len() - 2];
+        while let Some(line) = self.framer.line(data, &mut i) {
             if self.at_response_start {
                 if line.starts_with(b"+") {
                     found.continuations += 1;
@@ -425,12 +433,11 @@ impl ServerScan {
             }
             match literal_at_end(line) {
                 Some((n, _)) => {
-                    self.literal_left = n;
+                    self.framer.literal_left = n;
                     self.at_response_start = false;
                 }
                 None => self.at_response_start = true,
             }
-            self.line.clear();
         }
         found
     }
