@@ -121,6 +121,9 @@ pub struct StorageConfig {
     pub ttl_snapshots_s: u64,
     /// TTL of device registry rows.
     pub ttl_devices_s: u64,
+    /// TTL of a sent message's copy waiting for the Sent folder (counted
+    /// from the send): a copy not saved by then is given up.
+    pub ttl_sent_copies_s: u64,
     /// Rows rewritten per migration step (progress is saved after each).
     pub migration_batch_size: u32,
     /// Rows fetched per page while a migration reads.
@@ -155,6 +158,7 @@ impl Default for StorageConfig {
             ttl_events_s: 90 * 24 * 3600,
             ttl_snapshots_s: 90 * 24 * 3600,
             ttl_devices_s: 365 * 24 * 3600,
+            ttl_sent_copies_s: 7 * 24 * 3600,
             migration_batch_size: 500,
             migration_page_size: 1_000,
             expiry_interval_s: 60,
@@ -168,15 +172,18 @@ impl StorageConfig {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> crate::Result<()> {
         let err = |m: &str| Err(crate::StorageError::Config(m.to_owned()));
-        if self.ttl_events_s == 0 || self.ttl_snapshots_s == 0 || self.ttl_devices_s == 0 {
+        let ttls = [
+            self.ttl_events_s,
+            self.ttl_snapshots_s,
+            self.ttl_devices_s,
+            self.ttl_sent_copies_s,
+        ];
+        if ttls.contains(&0) {
             return err("TTLs must be at least one second");
         }
         // Cassandra's TTL limit is 20 years.
         let max_ttl = 20 * 365 * 24 * 3600;
-        if self.ttl_events_s > max_ttl
-            || self.ttl_snapshots_s > max_ttl
-            || self.ttl_devices_s > max_ttl
-        {
+        if ttls.iter().any(|t| *t > max_ttl) {
             return err("TTLs must be at most 20 years (630720000 s)");
         }
         if self.migration_batch_size == 0 || self.migration_page_size == 0 {

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use crate::cassandra::CassandraStore;
 use crate::embedded::EmbeddedStore;
+use crate::model::validate_sent_copy_key;
 use crate::schema::{MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA};
 use crate::{
-    AppendBatch, BackendKind, Capture, DeviceKey, DeviceRecord, Result, Snapshot, StorageConfig,
-    StoredEvent,
+    AppendBatch, BackendKind, Capture, DeviceKey, DeviceRecord, Result, SentCopy, Snapshot,
+    StorageConfig, StoredEvent,
 };
 
 /// The storage of opush. Cheap to clone; share one per process.
@@ -202,6 +203,67 @@ impl Store {
         match self {
             Store::Embedded(s) => s.get_captures(device.clone()).await,
             Store::Cassandra(s) => s.get_captures(device).await,
+        }
+    }
+
+    /// Creates or replaces a pending Sent copy (user + Message-ID), with
+    /// the `ttl_sent_copies_s` TTL counted from now. Needs schema v3
+    /// (`SchemaMismatch` before).
+    pub async fn put_sent_copy(&self, copy: SentCopy) -> Result<()> {
+        copy.validate()?;
+        match self {
+            Store::Embedded(s) => s.put_sent_copy(copy).await,
+            Store::Cassandra(s) => s.put_sent_copy(&copy).await,
+        }
+    }
+
+    /// The live pending Sent copies of `user`, by Message-ID.
+    pub async fn sent_copies(&self, user: &str) -> Result<Vec<SentCopy>> {
+        validate_sent_copy_key(user, "-")?;
+        match self {
+            Store::Embedded(s) => s.sent_copies(Some(user.to_owned())).await,
+            Store::Cassandra(s) => s.sent_copies(Some(user)).await,
+        }
+    }
+
+    /// Every live pending Sent copy of the server, by user then Message-ID.
+    pub async fn all_sent_copies(&self) -> Result<Vec<SentCopy>> {
+        match self {
+            Store::Embedded(s) => s.sent_copies(None).await,
+            Store::Cassandra(s) => s.sent_copies(None).await,
+        }
+    }
+
+    /// Records a failed try of a pending Sent copy: its `tries` and
+    /// `last_try_ms` (its TTL unchanged). `false` when there is no such
+    /// live row (saved and deleted meanwhile, or expired): nothing written.
+    pub async fn sent_copy_tried(
+        &self,
+        user: &str,
+        message_id: &str,
+        tries: u32,
+        at_ms: i64,
+    ) -> Result<bool> {
+        validate_sent_copy_key(user, message_id)?;
+        match self {
+            Store::Embedded(s) => {
+                s.sent_copy_tried(user.to_owned(), message_id.to_owned(), tries, at_ms)
+                    .await
+            }
+            Store::Cassandra(s) => s.sent_copy_tried(user, message_id, tries, at_ms).await,
+        }
+    }
+
+    /// Deletes a pending Sent copy (saved, found in Sent, or given up).
+    /// Deleting one that is not there is not an error.
+    pub async fn delete_sent_copy(&self, user: &str, message_id: &str) -> Result<()> {
+        validate_sent_copy_key(user, message_id)?;
+        match self {
+            Store::Embedded(s) => {
+                s.delete_sent_copy(user.to_owned(), message_id.to_owned())
+                    .await
+            }
+            Store::Cassandra(s) => s.delete_sent_copy(user, message_id).await,
         }
     }
 

@@ -50,12 +50,13 @@ use crate::journal::{Journal, Row, Rows};
 use crate::redb_file::{RedbFile, SyncHandle};
 
 use crate::model::{digest, now_ms};
+use crate::schema::SENT_COPIES_SCHEMA;
 use crate::schema::{
     MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
 };
 use crate::{
-    AppendBatch, Capture, DeviceKey, DeviceRecord, Result, Snapshot, StorageConfig, StorageError,
-    StoredEvent,
+    AppendBatch, Capture, DeviceKey, DeviceRecord, Result, SentCopy, Snapshot, StorageConfig,
+    StorageError, StoredEvent,
 };
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -64,6 +65,9 @@ const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
 const DEVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("devices");
 const CAPTURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("captures");
+/// Pending Sent copies (schema v3): `user \0 message_id` →
+/// expires ‖ created_ms ‖ last_try_ms ‖ tries ‖ blake3 ‖ bytes.
+const SENT_COPIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sent_copies");
 const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
 
 const META_VERSION: &str = "schema_version";
@@ -78,6 +82,10 @@ const T_DEVICE: u8 = 4;
 const T_CAPTURE: u8 = 5;
 /// The expiry index itself (journal rows only).
 const T_EXPIRY: u8 = 6;
+const T_SENT_COPY: u8 = 7;
+
+/// Bytes before the copy in a `sent_copies` row.
+const SENT_HEADER: usize = 8 + 8 + 8 + 4 + 32;
 
 /// Event row layouts: 1 = schema v1 (no digest), 2 = schema v2 (digest).
 const LAYOUT_V1: u8 = 1;
@@ -122,6 +130,66 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         *last += 1;
     }
     end
+}
+
+/// `user \0 message_id`: a pending Sent copy's key.
+fn sent_key(user: &str, message_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 1 + message_id.len());
+    k.extend_from_slice(user.as_bytes());
+    k.push(0);
+    k.extend_from_slice(message_id.as_bytes());
+    k
+}
+
+fn encode_sent_copy(copy: &SentCopy, expires: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SENT_HEADER + copy.bytes.len());
+    v.extend_from_slice(&expires.to_le_bytes());
+    v.extend_from_slice(&copy.created_ms.to_le_bytes());
+    v.extend_from_slice(&copy.last_try_ms.to_le_bytes());
+    v.extend_from_slice(&copy.tries.to_le_bytes());
+    v.extend_from_slice(&digest(&copy.bytes));
+    v.extend_from_slice(&copy.bytes);
+    v
+}
+
+/// Decodes a `sent_copies` row; `None` when expired.
+fn decode_sent_copy(key: &[u8], v: &[u8], now: u64) -> Result<Option<SentCopy>> {
+    let bad = || corrupt("sent copy");
+    let expires = u64_at(v, 0).ok_or_else(bad)?;
+    if expires <= now {
+        return Ok(None);
+    }
+    let created_ms = u64_at(v, 8).ok_or_else(bad)? as i64;
+    let last_try_ms = u64_at(v, 16).ok_or_else(bad)? as i64;
+    let tries = v
+        .get(24..28)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(bad)?;
+    let dig = v.get(28..SENT_HEADER).ok_or_else(bad)?;
+    let bytes = &v[SENT_HEADER..];
+    let sep = key.iter().position(|&c| c == 0).ok_or_else(bad)?;
+    let user = String::from_utf8(key[..sep].to_vec()).map_err(|_| bad())?;
+    let message_id = String::from_utf8(key[sep + 1..].to_vec()).map_err(|_| bad())?;
+    if digest(bytes) != dig {
+        return Err(StorageError::Corrupt(format!(
+            "sent copy {message_id} of {user}: digest mismatch"
+        )));
+    }
+    Ok(Some(SentCopy {
+        user,
+        message_id,
+        created_ms,
+        last_try_ms,
+        tries,
+        bytes: bytes.to_vec(),
+    }))
+}
+
+fn sent_copies_need_v3(version: u32) -> StorageError {
+    StorageError::SchemaMismatch(format!(
+        "pending Sent copies need schema version {SENT_COPIES_SCHEMA} (this store has {version}): run `opush schema update`"
+    ))
 }
 
 fn check_part(what: &str, s: &str) -> Result<()> {
@@ -285,6 +353,22 @@ enum Write {
     Device(DeviceRecord),
     Snapshot(Box<SnapshotWrite>),
     Capture(Box<CaptureWrite>),
+    /// A pending Sent copy put (schema v3).
+    SentCopy(Box<SentCopy>),
+    /// A failed try of one recorded: `(user, message_id, tries, at_ms)`.
+    SentCopyTried(Box<(String, String, u32, i64)>),
+    /// A pending Sent copy deleted: `(user, message_id)`.
+    SentCopyDelete(Box<(String, String)>),
+}
+
+impl Write {
+    /// Whether it needs the `sent_copies` table.
+    fn needs_sent_copies(&self) -> bool {
+        matches!(
+            self,
+            Write::SentCopy(_) | Write::SentCopyTried(_) | Write::SentCopyDelete(_)
+        )
+    }
 }
 
 /// A snapshot to put ([`crate::Store::put_snapshot`]).
@@ -317,6 +401,8 @@ impl PendingWrite {
             Write::Device(_) => 0,
             Write::Snapshot(w) => w.snap.payload.len(),
             Write::Capture(w) => w.bytes.len(),
+            Write::SentCopy(c) => c.bytes.len(),
+            Write::SentCopyTried(_) | Write::SentCopyDelete(_) => 0,
         }
     }
 }
@@ -523,6 +609,37 @@ impl EmbeddedStore {
         self.run(move |i| i.get_captures(&device)).await
     }
 
+    /// See [`crate::Store::put_sent_copy`] (group-committed).
+    pub async fn put_sent_copy(&self, copy: SentCopy) -> Result<()> {
+        self.group_write(Write::SentCopy(Box::new(copy)))
+            .await
+            .map(|_| ())
+    }
+
+    /// See [`crate::Store::sent_copies`] (every user's when `None`).
+    pub async fn sent_copies(&self, user: Option<String>) -> Result<Vec<SentCopy>> {
+        self.run(move |i| i.sent_copies(user.as_deref())).await
+    }
+
+    /// See [`crate::Store::sent_copy_tried`] (group-committed).
+    pub async fn sent_copy_tried(
+        &self,
+        user: String,
+        message_id: String,
+        tries: u32,
+        at_ms: i64,
+    ) -> Result<bool> {
+        let w = Write::SentCopyTried(Box::new((user, message_id, tries, at_ms)));
+        self.group_write(w).await.map(|found| found == 1)
+    }
+
+    /// See [`crate::Store::delete_sent_copy`] (group-committed).
+    pub async fn delete_sent_copy(&self, user: String, message_id: String) -> Result<()> {
+        self.group_write(Write::SentCopyDelete(Box::new((user, message_id))))
+            .await
+            .map(|_| ())
+    }
+
     /// See [`crate::Store::destroy`].
     pub async fn destroy(&self) -> Result<()> {
         self.run(|i| i.destroy()).await
@@ -635,6 +752,9 @@ fn replay_journal(db: &Database, dir: &Path) -> Result<Journal> {
             open(CAPTURES)?,
         ];
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+        // Opened only when a record has such rows (a journal of an older
+        // schema has none, and must not create the table).
+        let mut sent: Option<redb::Table<'_, &'static [u8], &'static [u8]>> = None;
         for record in &records {
             for row in crate::journal::rows(record).map_err(StorageError::Corrupt)? {
                 let tag = match row {
@@ -644,6 +764,12 @@ fn replay_journal(db: &Database, dir: &Path) -> Result<Journal> {
                 let table = match tag {
                     T_HEAD | T_EVENT | T_SNAPSHOT | T_DEVICE | T_CAPTURE => {
                         tables.get_mut(usize::from(tag - T_HEAD))
+                    }
+                    T_SENT_COPY => {
+                        if sent.is_none() {
+                            sent = Some(txn.open_table(SENT_COPIES).map_err(backend)?);
+                        }
+                        sent.as_mut()
                     }
                     _ => None,
                 };
@@ -773,7 +899,7 @@ impl Inner {
 
     fn destroy_now(&self) -> Result<()> {
         let txn = self.db.begin_write().map_err(backend)?;
-        for t in [HEADS, EVENTS, SNAPSHOTS, DEVICES, CAPTURES] {
+        for t in [HEADS, EVENTS, SNAPSHOTS, DEVICES, CAPTURES, SENT_COPIES] {
             txn.delete_table(t).map_err(backend)?;
         }
         txn.delete_table(EXPIRY).map_err(backend)?;
@@ -841,6 +967,9 @@ impl Inner {
             for t in [HEADS, EVENTS, SNAPSHOTS, DEVICES, CAPTURES] {
                 txn.open_table(t).map_err(backend)?;
             }
+            if version >= SENT_COPIES_SCHEMA {
+                txn.open_table(SENT_COPIES).map_err(backend)?;
+            }
             txn.open_table(EXPIRY).map_err(backend)?;
             let mut meta = txn.open_table(META).map_err(backend)?;
             meta.insert(META_VERSION, version.to_le_bytes().as_slice())
@@ -868,18 +997,53 @@ impl Inner {
                 complete: true,
             });
         }
-        // v1 -> v2: add the per-event blake3 digest (row layout 1 -> 2).
+        if from < 2 {
+            match self.update_v1_v2(from, opts)? {
+                (n, true) => rows += n,
+                (n, false) => {
+                    return Ok(MigrationReport {
+                        from,
+                        to: from,
+                        rows: n,
+                        complete: false,
+                    })
+                }
+            }
+        }
+        // v2 -> v3: the pending Sent copies' table (no row to rewrite).
+        self.durable_write(|| {
+            let txn = self.db.begin_write().map_err(backend)?;
+            {
+                txn.open_table(SENT_COPIES).map_err(backend)?;
+                let mut meta = txn.open_table(META).map_err(backend)?;
+                meta.insert(META_VERSION, SENT_COPIES_SCHEMA.to_le_bytes().as_slice())
+                    .map_err(backend)?;
+                meta.insert(META_INSTALLED, now_ms().to_le_bytes().as_slice())
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)
+        })?;
+        tracing::info!(target: "MIGRATION", "v2->v3 complete (table sent_copies); schema version 3");
+        Ok(MigrationReport {
+            from,
+            to: LATEST_SCHEMA,
+            rows,
+            complete: true,
+        })
+    }
+
+    /// v1 -> v2: adds the per-event blake3 digest (row layout 1 -> 2),
+    /// `opts.batch_size` rows per durable step, resuming after the last
+    /// key a previous run recorded. Returns the rows rewritten and whether
+    /// it completed (version 2 recorded) or stopped at `opts.max_batches`.
+    fn update_v1_v2(&self, from: u32, opts: MigrationOptions) -> Result<(u64, bool)> {
+        let mut rows = 0;
         let batch = opts.batch_size.max(1) as usize;
         let mut steps = 0u64;
         loop {
             if opts.max_batches.is_some_and(|m| steps >= m) {
-                tracing::info!(target: "MIGRATION", rows, "v1->v2 interrupted; run update again to resume");
-                return Ok(MigrationReport {
-                    from,
-                    to: from,
-                    rows,
-                    complete: false,
-                });
+                tracing::info!(target: "MIGRATION", from, rows, "v1->v2 interrupted; run update again to resume");
+                return Ok((rows, false));
             }
             let journal = self.lock_journal()?;
             let txn = self.db.begin_write().map_err(backend)?;
@@ -932,7 +1096,7 @@ impl Inner {
                 }
                 if !more {
                     meta.remove(META_MIGRATION_V2).map_err(backend)?;
-                    meta.insert(META_VERSION, LATEST_SCHEMA.to_le_bytes().as_slice())
+                    meta.insert(META_VERSION, 2u32.to_le_bytes().as_slice())
                         .map_err(backend)?;
                     meta.insert(META_INSTALLED, now_ms().to_le_bytes().as_slice())
                         .map_err(backend)?;
@@ -948,12 +1112,7 @@ impl Inner {
             tracing::info!(target: "MIGRATION", step = steps, rows_in_step = n, rows, "v1->v2 progress");
             if done {
                 tracing::info!(target: "MIGRATION", rows, "v1->v2 complete; schema version 2");
-                return Ok(MigrationReport {
-                    from,
-                    to: LATEST_SCHEMA,
-                    rows,
-                    complete: true,
-                });
+                return Ok((rows, true));
             }
         }
     }
@@ -1010,6 +1169,10 @@ impl Inner {
         let mut wrote = false;
         let mut outcomes = Vec::with_capacity(group.len());
         for pending in group {
+            if pending.write.needs_sent_copies() && version < SENT_COPIES_SCHEMA {
+                outcomes.push(Err(sent_copies_need_v3(version)));
+                continue;
+            }
             let r = &mut rows;
             let outcome = match &pending.write {
                 Write::Append(batch) => {
@@ -1023,6 +1186,17 @@ impl Inner {
                     Self::put_snapshot_in(&txn, &mut unjournaled, w, expires).map(|()| 0)
                 }
                 Write::Capture(w) => Self::put_capture_in(&txn, r, w, now).map(|()| 0),
+                Write::SentCopy(c) => {
+                    let expires = now + self.cfg.ttl_sent_copies_s;
+                    Self::put_sent_copy_in(&txn, r, c, expires).map(|()| 0)
+                }
+                Write::SentCopyTried(t) => {
+                    let (user, id, tries, at_ms) = &**t;
+                    Self::sent_copy_tried_in(&txn, r, user, id, *tries, *at_ms, now).map(u64::from)
+                }
+                Write::SentCopyDelete(d) => {
+                    Self::delete_sent_copy_in(&txn, r, &d.0, &d.1).map(|()| 0)
+                }
             };
             match outcome {
                 Ok(head) => {
@@ -1442,6 +1616,134 @@ impl Inner {
         Ok(out)
     }
 
+    /// A pending Sent copy put inside `txn` (group-committed), replacing
+    /// any row of the same user and Message-ID. `InvalidInput` comes
+    /// before any write.
+    fn put_sent_copy_in(
+        txn: &WriteTransaction,
+        rows: &mut Rows,
+        copy: &SentCopy,
+        expires: u64,
+    ) -> Result<()> {
+        copy.validate()?;
+        let key = sent_key(&copy.user, &copy.message_id);
+        let v = encode_sent_copy(copy, expires);
+        let mut t = txn.open_table(SENT_COPIES).map_err(backend)?;
+        let old = t
+            .insert(key.as_slice(), v.as_slice())
+            .map_err(backend)?
+            .and_then(|o| u64_at(o.value(), 0));
+        drop(t);
+        rows.put(T_SENT_COPY, &key, &v);
+        let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
+        reindex_expiry_in(&mut ix, rows, old, expires, T_SENT_COPY, &key)
+    }
+
+    /// A failed try recorded inside `txn`: the live row rewritten with
+    /// `tries` and `at_ms`, its expiry kept. `false` (nothing written) when
+    /// there is no live row.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one row's key and new values, as the group commit holds them"
+    )]
+    fn sent_copy_tried_in(
+        txn: &WriteTransaction,
+        rows: &mut Rows,
+        user: &str,
+        message_id: &str,
+        tries: u32,
+        at_ms: i64,
+        now: u64,
+    ) -> Result<bool> {
+        crate::model::validate_sent_copy_key(user, message_id)?;
+        let key = sent_key(user, message_id);
+        let mut t = txn.open_table(SENT_COPIES).map_err(backend)?;
+        let mut v = match t.get(key.as_slice()).map_err(backend)? {
+            Some(v) => v.value().to_vec(),
+            None => return Ok(false),
+        };
+        let expires = u64_at(&v, 0).ok_or_else(|| corrupt("sent copy"))?;
+        if expires <= now || v.len() < SENT_HEADER {
+            return Ok(false);
+        }
+        v[16..24].copy_from_slice(&at_ms.to_le_bytes());
+        v[24..28].copy_from_slice(&tries.to_le_bytes());
+        t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+        rows.put(T_SENT_COPY, &key, &v);
+        Ok(true)
+    }
+
+    /// A pending Sent copy deleted inside `txn`, with its expiry index
+    /// entry. Nothing to delete is not an error.
+    fn delete_sent_copy_in(
+        txn: &WriteTransaction,
+        rows: &mut Rows,
+        user: &str,
+        message_id: &str,
+    ) -> Result<()> {
+        crate::model::validate_sent_copy_key(user, message_id)?;
+        let key = sent_key(user, message_id);
+        let mut t = txn.open_table(SENT_COPIES).map_err(backend)?;
+        let old = t
+            .remove(key.as_slice())
+            .map_err(backend)?
+            .map(|o| u64_at(o.value(), 0));
+        drop(t);
+        let Some(old) = old else {
+            return Ok(());
+        };
+        rows.remove(T_SENT_COPY, &key);
+        if let Some(old) = old {
+            let mut k = Vec::with_capacity(9 + key.len());
+            k.extend_from_slice(&old.to_be_bytes());
+            k.push(T_SENT_COPY);
+            k.extend_from_slice(&key);
+            let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
+            ix.remove(k.as_slice()).map_err(backend)?;
+            rows.remove(T_EXPIRY, &k);
+        }
+        Ok(())
+    }
+
+    /// The live pending Sent copies of `user` (every user's when `None`).
+    fn sent_copies(&self, user: Option<&str>) -> Result<Vec<SentCopy>> {
+        let version = self.require_schema()?;
+        if version < SENT_COPIES_SCHEMA {
+            return Err(sent_copies_need_v3(version));
+        }
+        let now = now_s();
+        let txn = self.db.begin_read().map_err(backend)?;
+        let t = txn.open_table(SENT_COPIES).map_err(backend)?;
+        let mut out = Vec::new();
+        let mut push = |k: &[u8], v: &[u8]| -> Result<()> {
+            if let Some(c) = decode_sent_copy(k, v, now)? {
+                out.push(c);
+            }
+            Ok(())
+        };
+        match user {
+            Some(u) => {
+                let mut lo = u.as_bytes().to_vec();
+                lo.push(0);
+                let hi = prefix_end(&lo);
+                for item in t
+                    .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                    .map_err(backend)?
+                {
+                    let (k, v) = item.map_err(backend)?;
+                    push(k.value(), v.value())?;
+                }
+            }
+            None => {
+                for item in t.iter().map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    push(k.value(), v.value())?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes rows whose expiry is at or before `now` (seconds), in passes
     /// of bounded size so that writers are not held up for long.
     fn purge_expired(&self, now: u64) -> Result<u64> {
@@ -1476,6 +1778,7 @@ impl Inner {
                         T_SNAPSHOT => (SNAPSHOTS, 10),
                         T_DEVICE => (DEVICES, 0),
                         T_CAPTURE => (CAPTURES, 0),
+                        T_SENT_COPY => (SENT_COPIES, 0),
                         _ => continue,
                     };
                     let mut t = txn.open_table(def).map_err(backend)?;
@@ -1614,6 +1917,60 @@ mod tests {
         let rows = expiry_rows(&store.inner.db);
         assert_eq!(rows.iter().filter(|k| k[8] == T_SNAPSHOT).count(), 1);
         assert_eq!(rows.iter().filter(|k| k[8] == T_CAPTURE).count(), 1);
+    }
+
+    // Pending Sent copies are journaled like appends: after a crash
+    // before any checkpoint (the redb file as the schema's install left
+    // it), the journal's replay brings back the copy, the try recorded on
+    // it and the delete of another, and their expiry index entries.
+    #[tokio::test]
+    async fn sent_copies_survive_a_crash_through_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&StorageConfig {
+            path: dir.path().to_path_buf(),
+            checkpoint_ms: 3_600_000,
+            ..StorageConfig::default()
+        })
+        .unwrap();
+        store
+            .install_schema_version(crate::LATEST_SCHEMA)
+            .await
+            .unwrap();
+        let synced = std::fs::read(dir.path().join("opush.redb")).unwrap();
+        let copy = |id: &str| SentCopy {
+            user: "alice@example.test".into(),
+            message_id: id.into(),
+            created_ms: 1,
+            last_try_ms: 2,
+            tries: 0,
+            bytes: format!("copy {id}").into_bytes(),
+        };
+        store.put_sent_copy(copy("<a@x>")).await.unwrap();
+        store.put_sent_copy(copy("<b@x>")).await.unwrap();
+        assert!(store
+            .sent_copy_tried("alice@example.test".into(), "<a@x>".into(), 3, 9)
+            .await
+            .unwrap());
+        store
+            .delete_sent_copy("alice@example.test".into(), "<b@x>".into())
+            .await
+            .unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::write(crashed.path().join("opush.redb"), &synced).unwrap();
+        for f in crate::journal::FILES {
+            std::fs::copy(dir.path().join(f), crashed.path().join(f)).unwrap();
+        }
+        let reopened = open_path(crashed.path()).unwrap();
+        let got = reopened.sent_copies(None).await.unwrap();
+        let want = SentCopy {
+            tries: 3,
+            last_try_ms: 9,
+            ..copy("<a@x>")
+        };
+        assert_eq!(got, vec![want]);
+        let rows = expiry_rows(&reopened.inner.db);
+        assert_eq!(rows.iter().filter(|k| k[8] == T_SENT_COPY).count(), 1);
+        drop(store);
     }
 
     /// Opens a copy of a store's files as a crash would leave them: the

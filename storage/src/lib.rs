@@ -1,6 +1,7 @@
-//! The per-device event log, snapshots, device registry and full-capture
-//! bodies of opush, on an embedded store (default, redb) or Apache Cassandra
-//! (scylla driver), with versioned schemas, migrations and TTLs.
+//! The per-device event log, snapshots, device registry, full-capture
+//! bodies and pending Sent copies of opush, on an embedded store (default,
+//! redb) or Apache Cassandra (scylla driver), with versioned schemas,
+//! migrations and TTLs.
 //!
 //! Entry point: [`Store`], a closed enum over the two backends with one
 //! `match` per operation (`dispatch.rs`). Writes to a device's log are an
@@ -23,9 +24,10 @@ pub use config::{BackendKind, ConsistencyLevel, Password, RetryPolicyKind, Stora
 pub use dispatch::Store;
 pub use error::{Result, StorageError};
 pub use model::{
-    digest, AppendBatch, Capture, DeviceKey, DeviceRecord, DeviceState, NewEvent, Snapshot,
-    StoredEvent, MAX_ID_LEN,
+    digest, validate_sent_copy_key, AppendBatch, Capture, DeviceKey, DeviceRecord, DeviceState,
+    NewEvent, SentCopy, Snapshot, StoredEvent, MAX_ID_LEN, MAX_MESSAGE_ID_LEN,
 };
 pub use schema::{
     MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
+    SENT_COPIES_SCHEMA,
 };

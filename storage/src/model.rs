@@ -203,6 +203,53 @@ pub struct Capture {
     pub bytes: Vec<u8>,
 }
 
+/// Longest Message-ID accepted for a [`SentCopy`] (bytes; a header line's limit).
+pub const MAX_MESSAGE_ID_LEN: usize = 998;
+
+/// A sent message whose copy waits to be saved in the user's Sent folder
+/// (the IMAP server was unavailable when it was sent): kept so that the
+/// copy reaches Sent even when opush restarts meanwhile. Keyed by user and
+/// Message-ID. The copy is user data the user asked to keep; no password
+/// is ever part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentCopy {
+    /// Whose Sent folder it goes to.
+    pub user: String,
+    /// The message's Message-ID (how a try finds it already in Sent).
+    pub message_id: String,
+    /// When it was sent (the row was first written), Unix milliseconds.
+    pub created_ms: i64,
+    /// When it was last tried (at first: when the send's own try failed).
+    pub last_try_ms: i64,
+    /// Background tries so far.
+    pub tries: u32,
+    /// The message as it goes in Sent.
+    pub bytes: Vec<u8>,
+}
+
+impl SentCopy {
+    /// Checks the key can be stored.
+    pub fn validate(&self) -> Result<()> {
+        validate_sent_copy_key(&self.user, &self.message_id)
+    }
+}
+
+/// Checks a sent copy's user (as a [`DeviceKey`]'s) and Message-ID
+/// (1-[`MAX_MESSAGE_ID_LEN`] bytes, no NUL).
+pub fn validate_sent_copy_key(user: &str, message_id: &str) -> Result<()> {
+    if user.is_empty() || user.len() > MAX_ID_LEN || user.contains('\0') {
+        return Err(StorageError::InvalidInput(format!(
+            "user must be 1-{MAX_ID_LEN} bytes without NUL"
+        )));
+    }
+    if message_id.is_empty() || message_id.len() > MAX_MESSAGE_ID_LEN || message_id.contains('\0') {
+        return Err(StorageError::InvalidInput(format!(
+            "Message-ID must be 1-{MAX_MESSAGE_ID_LEN} bytes without NUL"
+        )));
+    }
+    Ok(())
+}
+
 /// blake3 of a payload.
 pub fn digest(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()

@@ -6,9 +6,14 @@
 use std::fmt;
 
 /// Schema version written by `install` and reached by `update`.
-pub const LATEST_SCHEMA: u32 = 2;
+pub const LATEST_SCHEMA: u32 = 3;
 /// Oldest schema this code can serve with. Older ones need `update` first.
+/// At version 2 everything works but pending Sent copies
+/// ([`SENT_COPIES_SCHEMA`]): `update` is advised.
 pub const MIN_SUPPORTED_SCHEMA: u32 = 2;
+/// First schema with the pending Sent copies (`sent_copies`); calls on
+/// them fail with `SchemaMismatch` on an older one.
+pub const SENT_COPIES_SCHEMA: u32 = 3;
 
 /// What `schema status` finds.
 #[derive(Debug, Clone, PartialEq, Eq)]

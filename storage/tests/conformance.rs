@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{Backend, TestStore};
 use opush_storage::{
     digest, AppendBatch, DeviceKey, DeviceRecord, DeviceState, MigrationOptions, SchemaStatus,
-    Snapshot, StorageError, Store, LATEST_SCHEMA,
+    SentCopy, Snapshot, StorageError, Store, LATEST_SCHEMA,
 };
 
 fn dev(user: &str, id: &str) -> DeviceKey {
@@ -62,6 +62,8 @@ conformance!(
     schema_lifecycle,
     interrupted_migration_resumes,
     schema_changes_reach_the_same_store,
+    sent_copies_round_trip,
+    a_v2_store_gains_sent_copies_on_update,
 );
 
 async fn append_and_read_in_order(backend: Backend) {
@@ -341,6 +343,7 @@ async fn rows_expire_after_their_ttl(backend: Backend) {
         c.ttl_events_s = 2;
         c.ttl_snapshots_s = 2;
         c.ttl_devices_s = 2;
+        c.ttl_sent_copies_s = 2;
         c.expiry_interval_s = 3600; // the test purges by hand
     })
     .await;
@@ -380,8 +383,18 @@ async fn rows_expire_after_their_ttl(backend: Backend) {
     )
     .await
     .unwrap();
+    s.put_sent_copy(sent_copy("gina", "<m1@x>", 0))
+        .await
+        .unwrap();
     assert_eq!(s.read_events(&d, 0).await.unwrap().len(), 3);
     assert!(s.get_snapshot(&d, "inbox").await.unwrap().is_some());
+    assert_eq!(s.sent_copies("gina").await.unwrap().len(), 1);
+    // A try recorded keeps the row's TTL: it still expires on time.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(s
+        .sent_copy_tried("gina", "<m1@x>", 1, 1_800_000_000_000)
+        .await
+        .unwrap());
 
     tokio::time::sleep(Duration::from_millis(3_200)).await;
     assert_eq!(
@@ -402,10 +415,19 @@ async fn rows_expire_after_their_ttl(backend: Backend) {
         caps.iter().map(|c| c.req_id.as_str()).collect::<Vec<_>>(),
         vec!["r2"]
     );
+    assert!(s.sent_copies("gina").await.unwrap().is_empty());
+    assert!(s.all_sent_copies().await.unwrap().is_empty());
+    assert!(
+        !s.sent_copy_tried("gina", "<m1@x>", 2, 1_800_000_000_000)
+            .await
+            .unwrap(),
+        "an expired copy is not there to try"
+    );
     let purged = s.purge_expired().await.unwrap();
     if backend == Backend::Embedded {
-        // 3 events, the head, the snapshot, the device and one capture.
-        assert_eq!(purged, 7);
+        // 3 events, the head, the snapshot, the device, one capture and
+        // the sent copy.
+        assert_eq!(purged, 8);
     }
     // The device starts over from sequence 1.
     assert_eq!(
@@ -573,5 +595,143 @@ async fn interrupted_migration_resumes(backend: Backend) {
     assert_eq!(append_n(s2, &devices[0], 1).await, 10);
     let last = s2.read_events(&devices[0], 10).await.unwrap();
     assert_eq!(last[0].digest, Some(digest(&last[0].payload)));
+    t.cleanup().await;
+}
+
+fn sent_copy(user: &str, message_id: &str, tries: u32) -> SentCopy {
+    SentCopy {
+        user: user.into(),
+        message_id: message_id.into(),
+        created_ms: 1_800_000_000_000,
+        last_try_ms: 1_800_000_000_500,
+        tries,
+        bytes: format!("Message-ID: {message_id}\r\n\r\nfor {user}\r\n").into_bytes(),
+    }
+}
+
+/// Pending Sent copies: put, listed per user and for all, a try recorded,
+/// replaced, deleted (twice: not an error), bad keys refused; a copy of a
+/// few MB comes back byte for byte.
+async fn sent_copies_round_trip(backend: Backend) {
+    let t = TestStore::installed(backend).await;
+    let s = &t.store;
+    assert!(s.sent_copies("lena").await.unwrap().is_empty());
+    let a = sent_copy("lena", "<a@example.test>", 0);
+    let b = sent_copy("lena", "<b@example.test>", 3);
+    // A user whose name starts with the other's must not mix with it.
+    let c = sent_copy("lena2", "<a@example.test>", 0);
+    for x in [&b, &a, &c] {
+        s.put_sent_copy(x.clone()).await.unwrap();
+    }
+    assert_eq!(
+        s.sent_copies("lena").await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(s.sent_copies("lena2").await.unwrap(), vec![c.clone()]);
+    let mut all = s.all_sent_copies().await.unwrap();
+    all.sort_by(|x, y| (&x.user, &x.message_id).cmp(&(&y.user, &y.message_id)));
+    assert_eq!(all, vec![a.clone(), b.clone(), c.clone()]);
+
+    assert!(s
+        .sent_copy_tried("lena", "<a@example.test>", 4, 1_800_000_009_000)
+        .await
+        .unwrap());
+    let tried = SentCopy {
+        tries: 4,
+        last_try_ms: 1_800_000_009_000,
+        ..a.clone()
+    };
+    assert_eq!(s.sent_copies("lena").await.unwrap()[0], tried);
+
+    // Put again: replaced, not doubled.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let replaced = SentCopy {
+        bytes: big,
+        ..b.clone()
+    };
+    s.put_sent_copy(replaced.clone()).await.unwrap();
+    assert_eq!(
+        s.sent_copies("lena").await.unwrap(),
+        vec![tried.clone(), replaced]
+    );
+
+    s.delete_sent_copy("lena", "<b@example.test>")
+        .await
+        .unwrap();
+    s.delete_sent_copy("lena", "<b@example.test>")
+        .await
+        .unwrap();
+    assert_eq!(s.sent_copies("lena").await.unwrap(), vec![tried]);
+    assert!(
+        !s.sent_copy_tried("lena", "<b@example.test>", 5, 1)
+            .await
+            .unwrap(),
+        "a deleted copy is not tried"
+    );
+    assert_eq!(s.sent_copies("lena").await.unwrap().len(), 1);
+    assert_eq!(s.sent_copies("lena2").await.unwrap(), vec![c]);
+
+    for (user, id) in [
+        ("", "<x@y>"),
+        ("lena", ""),
+        ("lena", "<x\0y>"),
+        ("a\0b", "<x@y>"),
+    ] {
+        let err = s.put_sent_copy(sent_copy(user, id, 0)).await.unwrap_err();
+        assert!(matches!(err, StorageError::InvalidInput(_)), "{err:?}");
+    }
+    let long = format!("<{}@y>", "x".repeat(1000));
+    let err = s.delete_sent_copy("lena", &long).await.unwrap_err();
+    assert!(matches!(err, StorageError::InvalidInput(_)), "{err:?}");
+    t.cleanup().await;
+}
+
+/// A schema v2 store (the previous release's) still serves, `update`
+/// advised; pending Sent copies are refused with `SchemaMismatch` until
+/// the update adds their table, and the events stay as they were.
+async fn a_v2_store_gains_sent_copies_on_update(backend: Backend) {
+    let t = TestStore::fresh_with(backend, |_| {}).await;
+    let s = &t.store;
+    s.install_schema_version(2).await.unwrap();
+    assert_eq!(
+        s.schema_status().await.unwrap(),
+        SchemaStatus::UpdateAdvised {
+            current: 2,
+            latest: LATEST_SCHEMA
+        }
+    );
+    assert!(s.schema_status().await.unwrap().is_serviceable());
+    let d = dev("mona", "dev1");
+    assert_eq!(append_n(s, &d, 3).await, 3);
+    let err = s
+        .put_sent_copy(sent_copy("mona", "<m@x>", 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+    let err = s.sent_copies("mona").await.unwrap_err();
+    assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+
+    let opts = MigrationOptions {
+        batch_size: 10,
+        page_size: 10,
+        max_batches: None,
+    };
+    let report = s.update_schema(opts).await.unwrap();
+    assert_eq!((report.from, report.to, report.rows), (2, LATEST_SCHEMA, 0));
+    assert!(report.complete);
+    match s.schema_status().await.unwrap() {
+        SchemaStatus::Ok { version, .. } => assert_eq!(version, LATEST_SCHEMA),
+        other => panic!("after update: {other:?}"),
+    }
+    s.put_sent_copy(sent_copy("mona", "<m@x>", 0))
+        .await
+        .unwrap();
+    assert_eq!(s.sent_copies("mona").await.unwrap().len(), 1);
+    let events = s.read_events(&d, 0).await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.digest == Some(digest(&e.payload))));
+    // A new process sees the same.
+    let t = t.reopen().await;
+    assert_eq!(t.store.sent_copies("mona").await.unwrap().len(), 1);
     t.cleanup().await;
 }

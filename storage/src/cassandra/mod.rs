@@ -29,10 +29,11 @@ use tokio::sync::Mutex;
 use crate::model::{digest, now_ms};
 use crate::schema::{
     MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
+    SENT_COPIES_SCHEMA,
 };
 use crate::{
-    AppendBatch, Capture, ConsistencyLevel, DeviceKey, DeviceRecord, DeviceState, Result, Snapshot,
-    StorageConfig, StorageError, StoredEvent,
+    AppendBatch, Capture, ConsistencyLevel, DeviceKey, DeviceRecord, DeviceState, Result, SentCopy,
+    Snapshot, StorageConfig, StorageError, StoredEvent,
 };
 
 fn consistency(c: ConsistencyLevel) -> Consistency {
@@ -364,6 +365,9 @@ impl CassandraStore {
         ] {
             self.ddl(ddl).await?;
         }
+        if version >= SENT_COPIES_SCHEMA {
+            self.ddl(self.sent_copies_ddl()).await?;
+        }
         self.agree().await?;
         self.exec(
             format!(
@@ -376,6 +380,15 @@ impl CassandraStore {
         self.inner.version.store(version, Ordering::Release);
         tracing::info!(target: "MIGRATION", version, keyspace = %ks, "cassandra schema installed");
         Ok(())
+    }
+
+    /// The pending Sent copies' table (schema v3): one partition per user.
+    fn sent_copies_ddl(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (user text, message_id text, created_ms bigint, last_try_ms bigint, \
+             tries int, digest blob, bytes blob, PRIMARY KEY (user, message_id))",
+            self.t("sent_copies")
+        )
     }
 
     /// Drops the keyspace and everything in it (tests and `schema` admin).
@@ -404,6 +417,42 @@ impl CassandraStore {
                 complete: true,
             });
         }
+        let mut rows = 0;
+        if from < 2 {
+            match self.update_v1_v2(opts).await? {
+                (n, true) => rows += n,
+                (n, false) => return Ok(self.interrupted(from, n)),
+            }
+        }
+        // v2 -> v3: the pending Sent copies' table (no row to rewrite).
+        self.ddl(self.sent_copies_ddl()).await?;
+        self.agree().await?;
+        self.exec(
+            format!(
+                "UPDATE {} SET version = ?, installed_at_ms = ? WHERE name = 'schema'",
+                self.t("meta")
+            ),
+            vec![
+                CqlValue::Int(SENT_COPIES_SCHEMA as i32),
+                CqlValue::BigInt(now_ms()),
+            ],
+        )
+        .await?;
+        self.inner.version.store(LATEST_SCHEMA, Ordering::Release);
+        tracing::info!(target: "MIGRATION", "v2->v3 complete (table sent_copies); schema version 3");
+        Ok(MigrationReport {
+            from,
+            to: LATEST_SCHEMA,
+            rows,
+            complete: true,
+        })
+    }
+
+    /// v1 -> v2: adds the per-event blake3 digest column and fills it,
+    /// resumably (progress in `meta`). Returns the rows rewritten and
+    /// whether it completed (version 2 recorded) or stopped at
+    /// `opts.max_batches`.
+    async fn update_v1_v2(&self, opts: MigrationOptions) -> Result<(u64, bool)> {
         // v1 -> v2: add the per-event blake3 digest column and fill it.
         if !self.column_exists("events", "digest").await? {
             self.ddl(format!("ALTER TABLE {} ADD digest blob", self.t("events")))
@@ -451,7 +500,7 @@ impl CassandraStore {
                 });
                 if pending.len() >= batch {
                     if opts.max_batches.is_some_and(|m| steps >= m) {
-                        return Ok(self.interrupted(from, rows));
+                        return Ok((rows, false));
                     }
                     rows += self.flush(&mut pending, &mut progress).await?;
                     steps += 1;
@@ -500,7 +549,7 @@ impl CassandraStore {
             let Some(seq) = seq else { continue }; // a partition holding only the static head
             if pending.len() >= batch {
                 if opts.max_batches.is_some_and(|m| steps >= m) {
-                    return Ok(self.interrupted(from, rows));
+                    return Ok((rows, false));
                 }
                 rows += self.flush(&mut pending, &mut progress).await?;
                 steps += 1;
@@ -517,7 +566,7 @@ impl CassandraStore {
         }
         if !pending.is_empty() {
             if opts.max_batches.is_some_and(|m| steps >= m) {
-                return Ok(self.interrupted(from, rows));
+                return Ok((rows, false));
             }
             rows += self.flush(&mut pending, &mut progress).await?;
             steps += 1;
@@ -529,17 +578,12 @@ impl CassandraStore {
                  progress_seq) VALUES ('schema', ?, ?, null, null, null, null)",
                 self.t("meta")
             ),
-            vec![CqlValue::Int(LATEST_SCHEMA as i32), CqlValue::BigInt(now_ms())],
+            vec![CqlValue::Int(2), CqlValue::BigInt(now_ms())],
         )
         .await?;
-        self.inner.version.store(LATEST_SCHEMA, Ordering::Release);
+        self.inner.version.store(2, Ordering::Release);
         tracing::info!(target: "MIGRATION", rows, "v1->v2 complete; schema version 2");
-        Ok(MigrationReport {
-            from,
-            to: LATEST_SCHEMA,
-            rows,
-            complete: true,
-        })
+        Ok((rows, true))
     }
 
     fn interrupted(&self, from: u32, rows: u64) -> MigrationReport {
@@ -1034,6 +1078,177 @@ impl CassandraStore {
             });
         }
         Ok(out)
+    }
+}
+
+impl CassandraStore {
+    /// The schema version, which must have the `sent_copies` table. A
+    /// cached older version is read again first: another process may have
+    /// run `opush schema update` since.
+    async fn require_sent_copies(&self) -> Result<()> {
+        let mut version = self.version().await?;
+        if version < SENT_COPIES_SCHEMA {
+            self.inner.version.store(0, Ordering::Release);
+            version = self.version().await?;
+        }
+        if version < SENT_COPIES_SCHEMA {
+            return Err(StorageError::SchemaMismatch(format!(
+                "pending Sent copies need schema version {SENT_COPIES_SCHEMA} (keyspace {} has {version}): \
+                 run `opush schema update`",
+                self.inner.ks
+            )));
+        }
+        Ok(())
+    }
+
+    /// See [`crate::Store::put_sent_copy`].
+    pub async fn put_sent_copy(&self, copy: &SentCopy) -> Result<()> {
+        self.require_sent_copies().await?;
+        self.exec(
+            format!(
+                "INSERT INTO {} (user, message_id, created_ms, last_try_ms, tries, digest, bytes) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+                self.t("sent_copies")
+            ),
+            vec![
+                CqlValue::Text(copy.user.clone()),
+                CqlValue::Text(copy.message_id.clone()),
+                CqlValue::BigInt(copy.created_ms),
+                CqlValue::BigInt(copy.last_try_ms),
+                CqlValue::Int(i32::try_from(copy.tries).unwrap_or(i32::MAX)),
+                CqlValue::Blob(digest(&copy.bytes).to_vec()),
+                CqlValue::Blob(copy.bytes.clone()),
+                CqlValue::Int(ttl_i32(self.inner.cfg.ttl_sent_copies_s)),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// See [`crate::Store::sent_copies`] (every user's when `None`).
+    pub async fn sent_copies(&self, user: Option<&str>) -> Result<Vec<SentCopy>> {
+        self.require_sent_copies().await?;
+        let cols = "user, message_id, created_ms, last_try_ms, tries, digest, bytes";
+        let (cql, values) = match user {
+            Some(u) => (
+                format!(
+                    "SELECT {cols} FROM {} WHERE user = ?",
+                    self.t("sent_copies")
+                ),
+                vec![CqlValue::Text(u.to_owned())],
+            ),
+            None => (
+                format!("SELECT {cols} FROM {}", self.t("sent_copies")),
+                vec![],
+            ),
+        };
+        let s = self.session().await?;
+        let mut st = Statement::new(cql);
+        st.set_page_size(100);
+        let mut stream = s
+            .execute_iter(st, values)
+            .await
+            .map_err(map_any)?
+            .rows_stream::<(
+                String,
+                String,
+                Option<i64>,
+                Option<i64>,
+                Option<i32>,
+                Option<Vec<u8>>,
+                Option<Vec<u8>>,
+            )>()
+            .map_err(map_any)?;
+        let mut out = Vec::new();
+        while let Some((user, message_id, created, last_try, tries, dig, bytes)) =
+            stream.try_next().await.map_err(map_any)?
+        {
+            // A row without its copy is what a try recorded on a row
+            // deleted meanwhile left (it expires): not a pending copy.
+            let (Some(dig), Some(bytes)) = (dig, bytes) else {
+                continue;
+            };
+            if digest(&bytes).as_slice() != dig.as_slice() {
+                return Err(StorageError::Corrupt(format!(
+                    "sent copy {message_id} of {user}: digest mismatch"
+                )));
+            }
+            out.push(SentCopy {
+                user,
+                message_id,
+                created_ms: created.unwrap_or(0),
+                last_try_ms: last_try.unwrap_or(0),
+                tries: tries.unwrap_or(0).max(0) as u32,
+                bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// See [`crate::Store::sent_copy_tried`]: the row's remaining TTL is
+    /// read, then its two columns rewritten with it.
+    pub async fn sent_copy_tried(
+        &self,
+        user: &str,
+        message_id: &str,
+        tries: u32,
+        at_ms: i64,
+    ) -> Result<bool> {
+        self.require_sent_copies().await?;
+        let key = vec![
+            CqlValue::Text(user.to_owned()),
+            CqlValue::Text(message_id.to_owned()),
+        ];
+        let r = self
+            .exec(
+                format!(
+                    "SELECT TTL(bytes) FROM {} WHERE user = ? AND message_id = ?",
+                    self.t("sent_copies")
+                ),
+                key.clone(),
+            )
+            .await?;
+        let rows = r.into_rows_result().map_err(map_any)?;
+        let ttl = rows
+            .maybe_first_row::<(Option<i32>,)>()
+            .map_err(map_any)?
+            .and_then(|(t,)| t)
+            .filter(|t| *t > 0);
+        let Some(ttl) = ttl else {
+            return Ok(false);
+        };
+        let mut values = vec![
+            CqlValue::Int(ttl),
+            CqlValue::Int(i32::try_from(tries).unwrap_or(i32::MAX)),
+            CqlValue::BigInt(at_ms),
+        ];
+        values.extend(key);
+        self.exec(
+            format!(
+                "UPDATE {} USING TTL ? SET tries = ?, last_try_ms = ? WHERE user = ? AND message_id = ?",
+                self.t("sent_copies")
+            ),
+            values,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// See [`crate::Store::delete_sent_copy`].
+    pub async fn delete_sent_copy(&self, user: &str, message_id: &str) -> Result<()> {
+        self.require_sent_copies().await?;
+        self.exec(
+            format!(
+                "DELETE FROM {} WHERE user = ? AND message_id = ?",
+                self.t("sent_copies")
+            ),
+            vec![
+                CqlValue::Text(user.to_owned()),
+                CqlValue::Text(message_id.to_owned()),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 }
 
