@@ -70,6 +70,7 @@ async fn main() {
         imap: Arc::new(ImapPool::new(imap.clone())),
         push: PushHub::new(PushSettings::default(), imap),
         send: SendSettings::default(),
+        sent_copies: opush_server::sent_copy::SentCopies::default(),
     });
     let password = Secret::new(std::env::var("OPUSH_DEMO_PASSWORD").unwrap_or("opush-demo".into()));
     let run = format!("{}", std::process::id());

@@ -19,5 +19,6 @@ pub mod outgoing;
 pub mod push;
 pub mod receipt;
 pub mod reply;
+pub mod sent_copy;
 pub mod serve;
 pub mod session;

@@ -101,6 +101,14 @@ pub async fn storage_mode(cfg: &Config) -> ServeMode {
         }
     };
     match store.schema_status().await {
+        Ok(status @ SchemaStatus::UpdateAdvised { .. }) => {
+            tracing::warn!(
+                target: "MIGRATION",
+                "storage schema {status}: Sent copies waiting for IMAP are kept in memory only \
+                 (lost if opush stops) until `opush schema update`"
+            );
+            ServeMode::Ready
+        }
         Ok(status) if status.is_serviceable() => ServeMode::Ready,
         Ok(status @ SchemaStatus::InstallRequired { .. }) => ServeMode::AdminOnly(format!(
             "storage schema not installed ({status}); run `opush schema install`"
@@ -139,6 +147,8 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
         cfg.imap.clone(),
     );
     push.set_login_gate(imap.login_gate().clone());
+    let sent_copies =
+        crate::sent_copy::SentCopies::new(Duration::from_secs(storage.ttl_sent_copies_s));
     Ok(EasServices {
         sessions: Sessions::new(
             Arc::new(store),
@@ -154,6 +164,7 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
         imap,
         push,
         send: crate::commands::compose::SendSettings::from_config(cfg),
+        sent_copies,
     })
 }
 
@@ -199,6 +210,12 @@ pub async fn run_with(
         Some(registry) => registry,
         None => Arc::new(MemoryDeviceRegistry::new(1)),
     };
+    if let Some(eas) = &eas {
+        // Sent copies a previous run left waiting for IMAP: all of them now
+        // when IMAP is reached as the master user; else each user's at
+        // their next request.
+        eas.sent_copies.resume_at_start(eas);
+    }
     if let Some(eas) = &eas {
         // Idle pooled IMAP connections close after `[imap] pool_idle_timeout_s`
         // even for users who never come back (the pool only prunes on use).
@@ -298,6 +315,9 @@ pub async fn run_with(
         let _ = task.await;
     }
     if let Some(eas) = flush_at_exit {
+        // Pending sent copies stay in the store for the next start; their
+        // resumers let go of it.
+        eas.sent_copies.stop().await;
         // Requests that changed nothing left their trace in memory.
         eas.sessions.flush().await;
     }

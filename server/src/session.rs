@@ -1077,6 +1077,9 @@ pub struct EasServices {
     pub send: crate::commands::compose::SendSettings,
     /// The push hub parked Pings wait on.
     pub push: crate::push::PushHub,
+    /// Sent copies waiting for the IMAP server, kept in the store and
+    /// saved in the background (`crate::sent_copy`).
+    pub sent_copies: crate::sent_copy::SentCopies,
 }
 
 /// Whom a command acts for: the authenticated user, the device, and the

@@ -47,6 +47,7 @@ fn services(store: Arc<Store>, snapshot_every: u64) -> EasServices {
             ImapConfig::default(),
         ),
         send: opush_server::commands::compose::SendSettings::default(),
+        sent_copies: opush_server::sent_copy::SentCopies::default(),
     }
 }
 

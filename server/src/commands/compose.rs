@@ -13,8 +13,9 @@
 //! 5. record `MailSent` for the ClientId (after the relay accepted: a failed
 //!    submission leaves nothing, so the retry goes out);
 //! 6. best effort, never failing the send: flag the original `\Answered` /
-//!    `$Forwarded`, save a copy in Sent (created when missing), send the
-//!    delivery receipt if configured.
+//!    `$Forwarded`, save a copy in Sent (created when missing; when that
+//!    fails, kept in the store and saved later by `crate::sent_copy`), send
+//!    the delivery receipt if configured.
 //!
 //! Each failure is a [`SendFailure`]; `crate::error` maps it to its Status
 //! and logs it. This module never logs a password.
@@ -455,7 +456,11 @@ pub async fn compose(
     }
     if save_later {
         drop(imap);
-        save_in_sent_later(eas, caller, settings, &out);
+        // Kept in the store before the device is answered, then saved in
+        // the background (`crate::sent_copy`).
+        eas.sent_copies
+            .save_later(eas, user, caller.password, &out.message_id, out.sent_copy())
+            .await;
     }
     if settings.delivery_receipt {
         if let Err(e) = delivery_receipt(settings, &sender, &out, &stamp).await {
@@ -545,80 +550,9 @@ async fn check_validity(
     Ok(())
 }
 
-/// Tries at most this many times, in the background, to save a sent copy
-/// that could not be saved with the send (IMAP down, or its APPEND
-/// failed), waiting 1 s, then twice as long each time up to a minute
-/// (about 5 minutes in all).
-pub const SENT_COPY_RETRIES: u32 = 10;
-const SENT_COPY_FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-const SENT_COPY_LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Saves the sent copy of `out` in the Sent folder in the background: the
-/// message is out, and the user must find it in Sent even when the IMAP
-/// server was unavailable at that moment. Each try first looks for the
-/// copy by its Message-ID (an APPEND whose answer was lost may have saved
-/// it), so there is never a second one. Held in memory only: a copy still
-/// waiting when the server stops is not saved (the log says so at each
-/// failed try).
-fn save_in_sent_later(
-    eas: &EasServices,
-    caller: &Caller<'_>,
-    settings: &SendSettings,
-    out: &Outgoing,
-) {
-    let pool = eas.imap.clone();
-    let (user, password) = (caller.user.to_owned(), caller.password.clone());
-    let settings = settings.clone();
-    let (copy, message_id) = (out.sent_copy(), out.message_id.clone());
-    tokio::spawn(async move {
-        let mut wait = SENT_COPY_FIRST_WAIT;
-        for attempt in 1..=SENT_COPY_RETRIES {
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(SENT_COPY_LONGEST_WAIT);
-            let conn = match pool.config().master_for_requests {
-                true => pool.get_master(&user).await,
-                false => pool.get(&user, &password).await,
-            };
-            let outcome = match conn {
-                Ok(mut conn) => save_once(&mut conn, &settings, &copy, &message_id).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(saved) => {
-                    let how = if saved { "saved" } else { "found there" };
-                    tracing::info!(user, attempt, "sent copy {how} in Sent on a later try");
-                    return;
-                }
-                Err(e) => tracing::warn!(user, attempt, error = %e, "sent copy still not saved"),
-            }
-        }
-        tracing::error!(
-            user,
-            tries = SENT_COPY_RETRIES,
-            "sent copy given up: not in Sent"
-        );
-    });
-}
-
-/// One later try: `Ok(false)` when the copy is in Sent already, `Ok(true)`
-/// once saved.
-async fn save_once(
-    conn: &mut PooledSession,
-    settings: &SendSettings,
-    copy: &[u8],
-    message_id: &str,
-) -> Result<bool, ImapError> {
-    if let Some(raw) = sent_folder(conn, settings).await? {
-        if conn.has_message_id(&raw, message_id).await? {
-            return Ok(false);
-        }
-    }
-    save_in_sent(conn, settings, copy).await.map(|()| true)
-}
-
 /// The Sent folder's name on the server (SPECIAL-USE `\Sent`, else the
 /// configured name), if it exists.
-async fn sent_folder(
+pub(crate) async fn sent_folder(
     conn: &mut PooledSession,
     settings: &SendSettings,
 ) -> Result<Option<String>, ImapError> {
@@ -636,7 +570,7 @@ async fn sent_folder(
 
 /// APPENDs the sent copy (`\Seen`) to the Sent folder, creating it when the
 /// user has none.
-async fn save_in_sent(
+pub(crate) async fn save_in_sent(
     conn: &mut PooledSession,
     settings: &SendSettings,
     copy: &[u8],

@@ -537,6 +537,11 @@ async fn authenticate(
     let user = app.auth.authenticate(value).await?;
     crate::obs::scope::set_user(&user.user);
     access.user = Some(user.user.clone());
+    if let Some(eas) = app.eas.as_deref() {
+        // Sent copies a previous run left waiting for IMAP resume with the
+        // password of the user's request (no I/O on its path).
+        eas.sent_copies.on_request(eas, &user.user, &user.password);
+    }
     Ok(user)
 }
 

@@ -42,6 +42,7 @@ pub async fn services(dir: &tempfile::TempDir) -> EasServices {
         imap: Arc::new(ImapPool::new(imap.clone())),
         push: PushHub::new(PushSettings::default(), imap),
         send: opush_server::commands::compose::SendSettings::default(),
+        sent_copies: opush_server::sent_copy::SentCopies::default(),
     }
 }
 
