@@ -7,9 +7,9 @@
 //! start-up when IMAP is reached as the master user).
 //!
 //! Set-up: a private Dovecot per test (`scripts/dovecot-private`, ports
-//! 11653-11655, their own mail stores) behind opush (`serve::run_with`,
+//! 11653-11656, their own mail stores) behind opush (`serve::run_with`,
 //! embedded store), the stack's Postfix for SMTP. Each test's sender
-//! (load0089-load0091) is in its private Dovecot; the mail itself goes
+//! (load0089-load0092) is in its private Dovecot; the mail itself goes
 //! through Postfix to the sender's INBOX on the stack's Dovecot, which no
 //! other test reads.
 
@@ -38,6 +38,7 @@ const USER: &str = "load0089@load.test";
 /// The sender of the restart tests.
 const RESTART_USER: &str = "load0090@load.test";
 const MASTER_USER: &str = "load0091@load.test";
+const V2_USER: &str = "load0092@load.test";
 
 mod serve_support;
 
@@ -259,5 +260,35 @@ async fn with_the_master_user_a_sent_copy_waiting_when_opush_stops_is_saved_at_t
         0,
         "the row is deleted"
     );
+    dovecot.run("down");
+}
+
+/// A store still at schema v2 (not updated since the previous opush) has
+/// no room for the copy: it is retried from memory, and still reaches
+/// Sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_schema_v2_store_the_copy_is_retried_from_memory() {
+    require(DOVECOT_IMAP);
+    require(POSTFIX_SMTP);
+    let dovecot = PrivateDovecot::new(repo_root().join("target/tmp/sent-copy-v2"), 11656);
+    dovecot.run("up");
+    let store = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        path: store.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    Store::open(&cfg)
+        .await
+        .unwrap()
+        .install_schema_version(2)
+        .await
+        .unwrap();
+    let served = serve(&dovecot, store.path()).await;
+    let mut c = EasClient::new(served.addr, V2_USER, &demo_password(), "SENTDURV2", "14.1");
+    folder_sync(&mut c).await;
+    let subject = send_while_imap_is_down(&mut c, &dovecot, V2_USER).await;
+    dovecot.run("up");
+    in_sent_once(&dovecot, V2_USER, &subject, Duration::from_secs(40)).await;
+    served.stop().await;
     dovecot.run("down");
 }
