@@ -22,6 +22,7 @@ pub mod utf7;
 mod view;
 pub mod wire;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_imap::error::Error as AsyncImapError;
@@ -507,22 +508,24 @@ impl ImapClient {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
-        let client = match cfg.tls {
+        let (client, greeting_caps) = match cfg.tls {
             TlsMode::None => {
                 let mut client = async_imap::Client::new(ImapStream::Plain(tcp));
-                read_greeting(&mut client, timeout).await?;
-                client
+                let caps = read_greeting(&mut client, timeout).await?;
+                (client, caps)
             }
             TlsMode::Tls => {
                 let tls = tokio::time::timeout(timeout, stream::tls_handshake(cfg, tcp))
                     .await
                     .map_err(|_| ImapError::Unavailable("TLS handshake timed out".into()))??;
                 let mut client = async_imap::Client::new(tls);
-                read_greeting(&mut client, timeout).await?;
-                client
+                let caps = read_greeting(&mut client, timeout).await?;
+                (client, caps)
             }
             TlsMode::Starttls => {
                 let mut plain = async_imap::Client::new(ImapStream::Plain(tcp));
+                // Its capabilities are void after STARTTLS (RFC 3501
+                // 6.2.1): LOGIN then goes without them.
                 read_greeting(&mut plain, timeout).await?;
                 let starttls = plain.run_command_and_check_ok("STARTTLS", None);
                 match tokio::time::timeout(timeout, starttls).await {
@@ -543,19 +546,29 @@ impl ImapClient {
                 let tls = tokio::time::timeout(timeout, stream::tls_handshake(cfg, tcp))
                     .await
                     .map_err(|_| ImapError::Unavailable("TLS handshake timed out".into()))??;
-                async_imap::Client::new(tls)
+                (async_imap::Client::new(tls), HashSet::new())
             }
         };
         // `async-imap` read the greeting (and STARTTLS) and left nothing
         // unread: the server sends nothing more until asked.
-        Session::login(client.into_inner(), cfg, login, password, user.to_string()).await
+        Session::login(
+            client.into_inner(),
+            cfg,
+            greeting_caps,
+            login,
+            password,
+            user.to_string(),
+        )
+        .await
     }
 }
 
+/// Reads the server's greeting: the capabilities it lists (`* OK
+/// [CAPABILITY …]`, empty when it lists none), or an error for a BYE.
 async fn read_greeting(
     client: &mut async_imap::Client<ImapStream>,
     timeout: Duration,
-) -> Result<(), ImapError> {
+) -> Result<HashSet<String>, ImapError> {
     let greeting = tokio::time::timeout(timeout, client.read_response())
         .await
         .map_err(|_| ImapError::Unavailable("no IMAP greeting before timeout".into()))?
@@ -568,7 +581,13 @@ async fn read_greeting(
     {
         return Err(ImapError::Unavailable("server greeted with BYE".into()));
     }
-    Ok(())
+    Ok(match greeting.parsed() {
+        imap_proto::Response::Data { outcome, .. } => match &outcome.code {
+            Some(imap_proto::ResponseCode::Capabilities(list)) => session::capability_names(list),
+            _ => HashSet::new(),
+        },
+        _ => HashSet::new(),
+    })
 }
 
 /// The login name for `user` under `login_with_domain`.

@@ -48,11 +48,64 @@ enum Part<'a> {
     Literal(&'a [u8]),
 }
 
+/// The largest literal a LITERAL- server takes non-synchronizing (RFC 7888
+/// §4: bigger ones must wait for the `+`; Dovecot ends the connection with
+/// `* BYE [TOOBIG]` on a bigger `{n+}`).
+const LITERAL_MINUS_MAX: usize = 4096;
+
+/// How the server takes literals (RFC 7888), from its capabilities: every
+/// literal a command carries goes by this (`Part::Literal` in
+/// `Session::exec_inner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LiteralMode {
+    /// Neither LITERAL+ nor LITERAL-: `{n}`, bytes after the server's `+`.
+    Sync,
+    /// LITERAL- only: `{n+}` up to [`LITERAL_MINUS_MAX`] bytes, `{n}` above.
+    Minus,
+    /// LITERAL+ (it wins when both are advertised): always `{n+}`.
+    Plus,
+}
+
+impl LiteralMode {
+    /// The mode a server with capabilities `caps` (upper case) allows.
+    fn of(caps: &HashSet<String>) -> LiteralMode {
+        if caps.contains("LITERAL+") {
+            LiteralMode::Plus
+        } else if caps.contains("LITERAL-") {
+            LiteralMode::Minus
+        } else {
+            LiteralMode::Sync
+        }
+    }
+
+    /// Whether a literal of `len` bytes goes non-synchronizing (`{n+}`,
+    /// the bytes right after the line, no round trip).
+    fn non_synchronizing(self, len: usize) -> bool {
+        match self {
+            LiteralMode::Plus => true,
+            LiteralMode::Minus => len <= LITERAL_MINUS_MAX,
+            LiteralMode::Sync => false,
+        }
+    }
+}
+
+/// A capability list as names in upper case (`AUTH=PLAIN`, `LITERAL-` …).
+pub(super) fn capability_names(list: &[imap_proto::Capability<'_>]) -> HashSet<String> {
+    list.iter()
+        .map(|c| match c {
+            imap_proto::Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+            imap_proto::Capability::Auth(a) => format!("AUTH={}", a.to_ascii_uppercase()),
+            imap_proto::Capability::Atom(a) => a.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
 /// The pieces of `LOGIN login password` (RFC 3501 `astring`s): a quoted
 /// string (`"` and `\` escaped) for printable ASCII, otherwise a literal of
-/// the UTF-8 bytes (non-ASCII, controls such as TAB). A literal is sent
-/// synchronizing (`{n}`, then the bytes after the server's `+`): LOGIN runs
-/// before CAPABILITY, so LITERAL+ is never assumed and a server without it
+/// the UTF-8 bytes (non-ASCII, controls such as TAB). A literal goes as the
+/// capabilities of the server's greeting allow (LITERAL+ or LITERAL-:
+/// `{n+}`, no round trip); without them (none in the greeting, or after
+/// STARTTLS, which voids them) synchronizing, so a server without either
 /// works too. `None` when a NUL, CR or LF makes the value impossible to
 /// send (RFC 3501: no string may carry NUL; CR/LF would be taken apart).
 fn login_command<'a>(login: &'a str, password: &'a str) -> Option<Vec<Part<'a>>> {
@@ -151,9 +204,13 @@ impl Session {
     /// LOGIN as `login` (for `user`) on a connection past its greeting,
     /// then CAPABILITY and ENABLE. The password goes out quoted, or as a
     /// literal when it is not printable ASCII; it is never logged.
+    /// `greeting_caps`: the capabilities the greeting listed (empty when it
+    /// listed none, or after STARTTLS), which LOGIN's literals go by; the
+    /// CAPABILITY after LOGIN replaces them.
     pub(super) async fn login(
         stream: ImapStream,
         cfg: &ImapConfig,
+        greeting_caps: HashSet<String>,
         login: &str,
         password: &Secret,
         user: String,
@@ -162,7 +219,7 @@ impl Session {
             inner: wire::Conn::new(stream),
             user,
             timeout: Duration::from_millis(cfg.timeout_ms),
-            caps: HashSet::new(),
+            caps: greeting_caps,
             condstore: false,
             qresync: false,
             selected: None,
@@ -191,18 +248,13 @@ impl Session {
             ) => return Err(ImapError::Auth { user: s.user }),
             Err(e) => return Err(e),
         }
+        // The capabilities after login (RFC 3501 6.2.2: they may differ
+        // from the greeting's, LITERAL+/LITERAL- included); every later
+        // literal goes by these.
         let mut caps = HashSet::new();
         s.simple_with("CAPABILITY", "CAPABILITY".into(), &mut |r| {
             if let Response::Capabilities(list) = r {
-                for c in list {
-                    caps.insert(match c {
-                        imap_proto::Capability::Imap4rev1 => "IMAP4REV1".to_string(),
-                        imap_proto::Capability::Auth(a) => {
-                            format!("AUTH={}", a.to_ascii_uppercase())
-                        }
-                        imap_proto::Capability::Atom(a) => a.to_ascii_uppercase(),
-                    });
-                }
+                caps.extend(capability_names(list));
             }
             Ok(())
         })
@@ -371,17 +423,18 @@ impl Session {
         parts: Vec<Part<'_>>,
         on: Handler<'_>,
     ) -> Result<Done, ImapError> {
-        let literal_plus = self.has("LITERAL+");
+        let mode = LiteralMode::of(&self.caps);
         let mut tag = None;
         let mut text = String::new();
         for part in parts {
             match part {
                 Part::Text(t) => text.push_str(&t),
                 Part::Literal(bytes) => {
+                    let non_sync = mode.non_synchronizing(bytes.len());
                     text.push_str(&format!(
                         "{{{}{}}}",
                         bytes.len(),
-                        if literal_plus { "+" } else { "" }
+                        if non_sync { "+" } else { "" }
                     ));
                     if tag.is_none() {
                         let id = self.next_tag();
@@ -391,11 +444,11 @@ impl Session {
                     }
                     text.push_str("\r\n");
                     self.write_raw(text.as_bytes()).await?;
-                    if !literal_plus {
+                    if !non_sync {
                         self.flush().await?;
                     }
                     text.clear();
-                    if !literal_plus {
+                    if !non_sync {
                         // Wait for the continuation request.
                         loop {
                             let r = read_next!(self.inner).await?;
@@ -1922,6 +1975,51 @@ fn message_headers(attrs: &[AttributeValue<'_>]) -> MessageHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn caps(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn the_literal_mode_comes_from_the_capabilities() {
+        assert_eq!(LiteralMode::of(&caps(&["IMAP4REV1"])), LiteralMode::Sync);
+        assert_eq!(LiteralMode::of(&caps(&[])), LiteralMode::Sync);
+        assert_eq!(LiteralMode::of(&caps(&["LITERAL-"])), LiteralMode::Minus);
+        assert_eq!(LiteralMode::of(&caps(&["LITERAL+"])), LiteralMode::Plus);
+        // Both advertised: LITERAL+ wins (RFC 7888 §4).
+        assert_eq!(
+            LiteralMode::of(&caps(&["LITERAL-", "LITERAL+"])),
+            LiteralMode::Plus
+        );
+    }
+
+    #[test]
+    fn literal_minus_is_non_synchronizing_up_to_4096_bytes() {
+        for (len, plus, minus) in [
+            (0, true, true),
+            (1, true, true),
+            (4096, true, true),
+            (4097, true, false),
+            (10 << 20, true, false),
+        ] {
+            assert_eq!(LiteralMode::Plus.non_synchronizing(len), plus, "{len}");
+            assert_eq!(LiteralMode::Minus.non_synchronizing(len), minus, "{len}");
+            assert!(!LiteralMode::Sync.non_synchronizing(len), "{len}");
+        }
+    }
+
+    #[test]
+    fn capability_names_are_upper_case() {
+        let list = [
+            imap_proto::Capability::Imap4rev1,
+            imap_proto::Capability::Auth("plain".into()),
+            imap_proto::Capability::Atom("literal-".into()),
+        ];
+        assert_eq!(
+            capability_names(&list),
+            caps(&["IMAP4REV1", "AUTH=PLAIN", "LITERAL-"])
+        );
+    }
 
     #[test]
     fn login_arguments_are_quoted_or_literal() {
