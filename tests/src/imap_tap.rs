@@ -1,14 +1,18 @@
 //! A recording relay between an IMAP client (opush) and a real IMAP server,
 //! for tests about literals: it forwards every byte both ways unchanged and
-//! checks, on the client's side of the wire, that every literal the client
-//! sends is synchronizing (`{n}`, never `{n+}`) and that its bytes follow
-//! the server's continuation request (`+ …`) instead of being sent along.
+//! records, on the client's side of the wire, every literal the client
+//! sends: its size, whether it was non-synchronizing (`{n+}`), and whether
+//! its bytes followed the server's continuation request (`+ …`) or were
+//! sent along. [`TapStats::assert_synchronizing_only`] checks them against
+//! a server without LITERAL+ and LITERAL-, [`TapStats::assert_literal_minus`]
+//! against one with LITERAL- only (RFC 7888).
 //!
 //! Why: Dovecot, the test stack's server, reads a `{n+}` literal even when
 //! it does not advertise LITERAL+ (it refuses only those over 4096 bytes
 //! with `imap_literal_minus = yes`), so the server accepting a command does
-//! not show the client would work with a server that lacks LITERAL+. The
-//! relay sees what the client sent and when.
+//! not show the client would work with a server that lacks LITERAL+; nor
+//! would it show that a client used LITERAL- where it could. The relay
+//! sees what the client sent and when.
 //!
 //! A continuation request is handed on 20 ms after it arrives, so that
 //! literal bytes a client sent without waiting reach the relay first and
@@ -24,6 +28,26 @@ use std::time::Duration;
 /// How long a continuation request is held before it is handed on.
 const CONTINUATION_DELAY: Duration = Duration::from_millis(20);
 
+/// The largest non-synchronizing literal a LITERAL- server takes (RFC 7888 §4).
+pub const LITERAL_MINUS_MAX: u64 = 4096;
+
+/// One literal the client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiteralSeen {
+    /// The command it belongs to (`LOGIN`, `APPEND`, `UID SEARCH` …).
+    pub command: String,
+    /// Its announced size in bytes.
+    pub size: u64,
+    /// Non-synchronizing (`{n+}`) rather than `{n}`.
+    pub non_sync: bool,
+    /// Its bytes came after a continuation request the server sent for it
+    /// (false for one sent along, as a `{n+}` literal is).
+    pub waited: bool,
+    /// The server ended the command at its announcement (a tagged NO or
+    /// BAD instead of `+`) and no bytes were sent.
+    pub refused: bool,
+}
+
 /// What the relay saw on all its connections so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TapStats {
@@ -34,13 +58,17 @@ pub struct TapStats {
     pub sync_literals: BTreeMap<String, usize>,
     /// Non-synchronizing literals (`{n+}`) sent by the client, by command.
     pub non_sync_literals: BTreeMap<String, usize>,
+    /// Every literal the client sent, in order.
+    pub literals: Vec<LiteralSeen>,
     /// Continuation requests (`+ …`) the server sent.
     pub continuations: usize,
     /// Server responses carrying a capability list (`* CAPABILITY` or a
     /// `[CAPABILITY …]` response code).
     pub capability_lists: usize,
-    /// Whether any capability list named LITERAL+ or LITERAL-.
+    /// Whether any capability list named LITERAL+.
     pub literal_plus_advertised: bool,
+    /// Whether any capability list named LITERAL-.
+    pub literal_minus_advertised: bool,
     /// Synchronizing literals the server refused (a tagged NO or BAD
     /// instead of the continuation request), whose bytes were not sent.
     pub refused_literals: usize,
@@ -48,8 +76,8 @@ pub struct TapStats {
     /// sent literal bytes the server did not ask for gets them, as the
     /// server reads those bytes as commands.
     pub bad_responses: Vec<String>,
-    /// Everything the client did that a server without LITERAL+ would not
-    /// accept, in order.
+    /// Literal data the client sent before the server asked for it, in
+    /// order (no server takes that).
     pub violations: Vec<String>,
 }
 
@@ -57,6 +85,19 @@ impl TapStats {
     /// Synchronizing literals sent with `command` (e.g. `"APPEND"`).
     pub fn sync(&self, command: &str) -> usize {
         self.sync_literals.get(command).copied().unwrap_or(0)
+    }
+
+    /// Non-synchronizing literals sent with `command`.
+    pub fn non_sync(&self, command: &str) -> usize {
+        self.non_sync_literals.get(command).copied().unwrap_or(0)
+    }
+
+    /// The literals sent with `command`, in order.
+    pub fn literals_of(&self, command: &str) -> Vec<&LiteralSeen> {
+        self.literals
+            .iter()
+            .filter(|l| l.command == command)
+            .collect()
     }
 
     /// Fails the calling test if the client sent a non-synchronizing
@@ -68,13 +109,62 @@ impl TapStats {
             "the relay saw no capability list: {self:?}"
         );
         assert!(
-            !self.literal_plus_advertised,
+            !self.literal_plus_advertised && !self.literal_minus_advertised,
             "the IMAP server advertised LITERAL+ or LITERAL- (start it with \
              `scripts/dovecot-private --no-literal-plus`): {self:?}"
         );
         assert!(
             self.violations.is_empty() && self.non_sync_literals.is_empty(),
             "the client sent literals a server without LITERAL+ refuses: {self:?}"
+        );
+        assert!(
+            self.bad_responses.is_empty(),
+            "the server answered BAD: {self:?}"
+        );
+    }
+
+    /// Fails the calling test unless the client used LITERAL- as RFC 7888
+    /// §4 has it with a server that advertises LITERAL- and not LITERAL+
+    /// (the set-up is checked too): every literal of at most 4096 bytes
+    /// non-synchronizing (`{n+}`, not waiting: the round trip LITERAL- is
+    /// for), every bigger one synchronizing (`{n+}` there is refused) with
+    /// its bytes sent after the server's `+`, or not at all when the server
+    /// refused the command.
+    pub fn assert_literal_minus(&self) {
+        assert!(
+            self.capability_lists > 0,
+            "the relay saw no capability list: {self:?}"
+        );
+        assert!(
+            self.literal_minus_advertised && !self.literal_plus_advertised,
+            "the IMAP server must advertise LITERAL- and not LITERAL+ (start it \
+             with `scripts/dovecot-private --literal-minus`): {self:?}"
+        );
+        for l in &self.literals {
+            if l.size <= LITERAL_MINUS_MAX {
+                assert!(
+                    l.non_sync && !l.waited,
+                    "a {}-byte literal of {} was synchronizing: LITERAL- ignored: {self:?}",
+                    l.size,
+                    l.command
+                );
+            } else {
+                assert!(
+                    !l.non_sync,
+                    "a {}-byte literal of {} was sent `{{n+}}` to a LITERAL- server: {self:?}",
+                    l.size, l.command
+                );
+                assert!(
+                    l.waited || l.refused,
+                    "a {}-byte literal of {} did not wait for `+`: {self:?}",
+                    l.size,
+                    l.command
+                );
+            }
+        }
+        assert!(
+            self.violations.is_empty(),
+            "the client sent literal data before the server asked: {self:?}"
         );
         assert!(
             self.bad_responses.is_empty(),
@@ -318,8 +408,9 @@ struct ClientScan {
     /// The command being sent.
     command: String,
     /// After a synchronizing literal's announcement: the server's
-    /// (continuations, completions) counts at that moment.
-    awaiting: Option<(u64, u64)>,
+    /// (continuations, completions) counts at that moment, and the
+    /// literal's place in [`TapStats::literals`].
+    awaiting: Option<(u64, u64, usize)>,
 }
 
 impl Default for ClientScan {
@@ -339,20 +430,26 @@ impl ClientScan {
     fn feed(&mut self, data: &[u8], seen: (u64, u64), stats: &mut TapStats) {
         let mut i = 0;
         while i < data.len() {
-            if let Some((conts, dones)) = self.awaiting.take() {
-                if seen.0 == conts {
-                    if seen.1 > dones {
-                        // The server ended the command instead: what
-                        // follows is the next command.
-                        stats.refused_literals += 1;
-                        self.framer.reset();
-                        self.at_command_start = true;
-                    } else {
-                        stats.violations.push(format!(
-                            "{}: literal data sent before the server's continuation request",
-                            self.command
-                        ));
+            if let Some((conts, dones, at)) = self.awaiting.take() {
+                let literal = stats.literals.get_mut(at);
+                if seen.0 > conts {
+                    if let Some(l) = literal {
+                        l.waited = true;
                     }
+                } else if seen.1 > dones {
+                    // The server ended the command instead: what
+                    // follows is the next command.
+                    if let Some(l) = literal {
+                        l.refused = true;
+                    }
+                    stats.refused_literals += 1;
+                    self.framer.reset();
+                    self.at_command_start = true;
+                } else {
+                    stats.violations.push(format!(
+                        "{}: literal data sent before the server's continuation request",
+                        self.command
+                    ));
                 }
             }
             let Some(line) = self.framer.line(data, &mut i) else {
@@ -366,10 +463,17 @@ impl ClientScan {
                     let counts = if non_sync {
                         &mut stats.non_sync_literals
                     } else {
-                        self.awaiting = Some(seen);
+                        self.awaiting = Some((seen.0, seen.1, stats.literals.len()));
                         &mut stats.sync_literals
                     };
                     *counts.entry(self.command.clone()).or_default() += 1;
+                    stats.literals.push(LiteralSeen {
+                        command: self.command.clone(),
+                        size: n,
+                        non_sync,
+                        waited: false,
+                        refused: false,
+                    });
                     self.framer.literal_left = n;
                     self.at_command_start = false;
                 }
@@ -424,11 +528,12 @@ impl ServerScan {
             let text = String::from_utf8_lossy(line).to_ascii_uppercase();
             if text.starts_with("* CAPABILITY ") || text.contains("[CAPABILITY ") {
                 stats.capability_lists += 1;
-                if text
-                    .split([' ', ']'])
-                    .any(|c| c == "LITERAL+" || c == "LITERAL-")
-                {
-                    stats.literal_plus_advertised = true;
+                for c in text.split([' ', ']']) {
+                    match c {
+                        "LITERAL+" => stats.literal_plus_advertised = true,
+                        "LITERAL-" => stats.literal_minus_advertised = true,
+                        _ => {}
+                    }
                 }
             }
             match literal_at_end(line) {
@@ -503,6 +608,83 @@ mod tests {
     }
 
     #[test]
+    fn each_literal_is_recorded_with_its_size_kind_and_wait() {
+        let seen = |command: &str, size, non_sync, waited, refused| LiteralSeen {
+            command: command.to_owned(),
+            size,
+            non_sync,
+            waited,
+            refused,
+        };
+        let s = client(&[
+            // `{n+}` sent along; then `{n}` waiting for the `+`.
+            (b"O1 LOGIN {3+}\r\nj\xc3\xb6 {2}\r\n", (0, 0)),
+            (b"pw\r\nO2 APPEND Sent {1}\r\n", (1, 1)),
+            // Not waited for: a violation.
+            (b"x\r\nO3 APPEND Nowhere {5000}\r\n", (1, 1)),
+            // Refused (a tagged NO instead of `+`): the next command.
+            (b"O4 NOOP\r\n", (1, 2)),
+        ]);
+        assert_eq!(
+            s.literals,
+            vec![
+                seen("LOGIN", 3, true, false, false),
+                seen("LOGIN", 2, false, true, false),
+                seen("APPEND", 1, false, false, false),
+                seen("APPEND", 5000, false, false, true),
+            ]
+        );
+        assert_eq!(s.violations.len(), 1, "{s:?}");
+        assert_eq!((s.non_sync("LOGIN"), s.sync("LOGIN")), (1, 1));
+        assert_eq!(s.literals_of("APPEND").len(), 2);
+    }
+
+    fn minus_server(literals: Vec<LiteralSeen>) -> TapStats {
+        TapStats {
+            capability_lists: 2,
+            literal_minus_advertised: true,
+            literals,
+            ..TapStats::default()
+        }
+    }
+
+    fn literal(size: u64, non_sync: bool, waited: bool) -> LiteralSeen {
+        LiteralSeen {
+            command: "APPEND".to_owned(),
+            size,
+            non_sync,
+            waited,
+            refused: false,
+        }
+    }
+
+    #[test]
+    fn literal_minus_use_is_checked_at_4096_bytes() {
+        minus_server(vec![
+            literal(0, true, false),
+            literal(4096, true, false),
+            literal(4097, false, true),
+        ])
+        .assert_literal_minus();
+        for wrong in [
+            // LITERAL- ignored.
+            literal(4096, false, true),
+            // `{n+}` over 4096.
+            literal(4097, true, false),
+            // `{n}` without waiting for the `+`.
+            literal(4097, false, false),
+        ] {
+            let stats = minus_server(vec![wrong.clone()]);
+            let failed = std::panic::catch_unwind(|| stats.assert_literal_minus());
+            assert!(failed.is_err(), "{wrong:?} passed");
+        }
+        // A server that also advertises LITERAL+ is the wrong set-up.
+        let mut both = minus_server(Vec::new());
+        both.literal_plus_advertised = true;
+        assert!(std::panic::catch_unwind(|| both.assert_literal_minus()).is_err());
+    }
+
+    #[test]
     fn a_refused_command_ends_the_wait() {
         let s = client(&[(b"O1 LOGIN {3}\r\n", (0, 0)), (b"O2 NOOP\r\n", (0, 1))]);
         assert!(s.violations.is_empty(), "{s:?}");
@@ -530,6 +712,9 @@ mod tests {
         assert!(!stats.literal_plus_advertised);
         scan.feed(b"O2 OK [CAPABILITY IMAP4rev1 LITERAL+] in\r\n", &mut stats);
         assert!(stats.literal_plus_advertised);
+        assert!(!stats.literal_minus_advertised);
+        scan.feed(b"* OK [CAPABILITY IMAP4rev1 LITERAL-] hi\r\n", &mut stats);
+        assert!(stats.literal_minus_advertised);
         assert!(stats.bad_responses.is_empty());
         scan.feed(
             b"* BAD Error in IMAP command\r\nFrom: BAD x\r\n",

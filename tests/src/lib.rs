@@ -258,8 +258,19 @@ pub struct PrivateDovecot {
     pub dir: PathBuf,
     /// Its IMAP port.
     pub port: u16,
-    /// Whether it advertises LITERAL+ (Dovecot's default).
-    pub literal_plus: bool,
+    /// Which non-synchronizing literals it advertises.
+    pub literals: Literals,
+}
+
+/// The non-synchronizing literals (RFC 7888) a [`PrivateDovecot`] advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Literals {
+    /// LITERAL+, Dovecot's default.
+    Plus,
+    /// LITERAL- only (`scripts/dovecot-private --literal-minus`).
+    Minus,
+    /// Neither (`scripts/dovecot-private --no-literal-plus`).
+    None,
 }
 
 impl PrivateDovecot {
@@ -268,7 +279,7 @@ impl PrivateDovecot {
         PrivateDovecot {
             dir,
             port,
-            literal_plus: true,
+            literals: Literals::Plus,
         }
     }
 
@@ -278,7 +289,16 @@ impl PrivateDovecot {
     /// 4096 bytes, and ends the connection on a bigger one; see
     /// [`imap_tap`] for checking what a client sent).
     pub fn without_literal_plus(mut self) -> PrivateDovecot {
-        self.literal_plus = false;
+        self.literals = Literals::None;
+        self
+    }
+
+    /// The same instance advertising LITERAL- and not LITERAL+, like Gmail
+    /// (`scripts/dovecot-private --literal-minus`: Dovecot reads a `{n+}`
+    /// literal of up to 4096 bytes and ends the connection on a bigger
+    /// one, `* BYE [TOOBIG]`).
+    pub fn with_literal_minus(mut self) -> PrivateDovecot {
+        self.literals = Literals::Minus;
         self
     }
 
@@ -306,8 +326,14 @@ impl PrivateDovecot {
     fn command(&self, action: &str) -> std::process::Command {
         use std::process::Stdio;
         let mut c = std::process::Command::new(repo_root().join("scripts/dovecot-private"));
-        if !self.literal_plus {
-            c.arg("--no-literal-plus");
+        match self.literals {
+            Literals::Plus => {}
+            Literals::Minus => {
+                c.arg("--literal-minus");
+            }
+            Literals::None => {
+                c.arg("--no-literal-plus");
+            }
         }
         c.arg(action)
             .arg(&self.dir)
