@@ -3,6 +3,10 @@
 //! after the server's `+`), as such servers require (some Cyrus and Courier
 //! set-ups, hosted IMAP services). Every other test talks to the stack's
 //! Dovecot, which advertises LITERAL+, so this path is met here only.
+//! The `literal_minus_*` tests at the end do the same against a server
+//! that advertises LITERAL- only (RFC 7888 §4, as Gmail does): literals of
+//! at most 4096 bytes must go `{n+}` without a round trip, bigger ones
+//! `{n}` after the `+` (see the section there).
 //!
 //! Set-up per test: a private Dovecot started with `scripts/dovecot-private
 //! --no-literal-plus` (neither capability advertised, before or after
@@ -22,11 +26,12 @@
 //! quoted modified UTF-7, no literal). These are every command opush sends
 //! a literal with (`Part::Literal` in server/src/backends/imap/session.rs).
 //!
-//! Private Dovecot ports 11642–11647; users load0084–load0090, in the
-//! private Dovecots' own mail stores (other files reserve the same users
-//! on the stack's Dovecot). On the stack's Dovecot only the sent mail
-//! arrives, through Postfix, in load0084's INBOX (imap_pool.rs only
-//! checks its STATUS); the utf8pw* users log in to a private one only.
+//! Private Dovecot ports 11642–11647 and 11649–11652 (LITERAL-); users
+//! load0084–load0090, in the private Dovecots' own mail stores (other
+//! files reserve the same users on the stack's Dovecot). On the stack's
+//! Dovecot only the sent mail arrives, through Postfix, in load0084's
+//! INBOX (imap_pool.rs only checks its STATUS); the utf8pw* users log in
+//! to a private one only.
 
 #![allow(
     clippy::unwrap_used,
@@ -44,18 +49,20 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::{encode_to_vec, Element};
 use opush_server::config::Config;
 use opush_tests::eas::{find_all, find_text, EasClient, HttpResponse};
-use opush_tests::imap_tap::{LiteralTap, TapStats};
+use opush_tests::imap_tap::{LiteralTap, TapStats, LITERAL_MINUS_MAX};
 use opush_tests::{
-    demo_password, repo_root, require, unique, PrivateDovecot, RawImap, DOVECOT_IMAP, POSTFIX_SMTP,
-    SPECIAL_PASSWORD_USERS,
+    demo_password, repo_root, require, unique, Literals, PrivateDovecot, RawImap, DOVECOT_IMAP,
+    POSTFIX_SMTP, SPECIAL_PASSWORD_USERS,
 };
 
 mod serve_support;
 
-/// The private Dovecot without LITERAL+, opush's IMAP relay to it, and
-/// opush itself. Dropping it stops opush's task, the relay and Dovecot.
+/// The private Dovecot without LITERAL+ (and without LITERAL-, or with it),
+/// opush's IMAP relay to it, and opush itself. Dropping it stops opush's
+/// task, the relay and Dovecot.
 struct Rig {
     dovecot: PrivateDovecot,
+    literals: Literals,
     tap: LiteralTap,
     addr: SocketAddr,
     served: Option<serve_support::Served>,
@@ -63,18 +70,31 @@ struct Rig {
 }
 
 impl Rig {
+    /// Neither LITERAL+ nor LITERAL- advertised.
     async fn start(name: &str, port: u16) -> Rig {
+        Rig::start_with(name, port, Literals::None).await
+    }
+
+    /// `literals`: [`Literals::None`] or [`Literals::Minus`].
+    async fn start_with(name: &str, port: u16, literals: Literals) -> Rig {
         // The script installs Dovecot when missing and writes the stack's
         // users into the private instance; the stack itself must be up as
         // for every server test (scripts/test starts it): missing, the
         // test fails.
         require(DOVECOT_IMAP);
         init_logs();
-        let dovecot = PrivateDovecot::new(
-            repo_root().join(format!("target/tmp/no-literal-plus-{name}")),
-            port,
-        )
-        .without_literal_plus();
+        let dovecot = match literals {
+            Literals::Minus => PrivateDovecot::new(
+                repo_root().join(format!("target/tmp/literal-minus-{name}")),
+                port,
+            )
+            .with_literal_minus(),
+            Literals::None | Literals::Plus => PrivateDovecot::new(
+                repo_root().join(format!("target/tmp/no-literal-plus-{name}")),
+                port,
+            )
+            .without_literal_plus(),
+        };
         dovecot.run("up");
         let tap = LiteralTap::start(dovecot.addr());
         let store = tempfile::tempdir().unwrap();
@@ -92,6 +112,7 @@ impl Rig {
         let served = serve_support::Served::start(cfg, store.path()).await;
         Rig {
             dovecot,
+            literals,
             tap,
             addr: served.addr,
             served: Some(served),
@@ -116,13 +137,17 @@ impl Rig {
     }
 
     /// Stops opush (gracefully: its IMAP connections log out through the
-    /// relay) and checks everything it sent over its whole life.
+    /// relay) and checks everything it sent over its whole life against
+    /// what the server advertised.
     async fn finish(mut self) -> TapStats {
         if let Some(served) = self.served.take() {
             served.stop().await;
         }
         let stats = self.wire();
-        stats.assert_synchronizing_only();
+        match self.literals {
+            Literals::Minus => stats.assert_literal_minus(),
+            Literals::None | Literals::Plus => stats.assert_synchronizing_only(),
+        }
         stats
     }
 }
@@ -257,8 +282,9 @@ fn body_has(imap: &mut RawImap, uid: u32, text: &str) -> bool {
     imap.uid_search(&criteria) == vec![uid]
 }
 
-// LOGIN runs before CAPABILITY: opush never assumes LITERAL+ there, and a
-// password that is not printable ASCII goes as a synchronizing literal.
+// LOGIN goes by the greeting's capabilities, which list neither LITERAL+
+// nor LITERAL- here: a password that is not printable ASCII goes as a
+// synchronizing literal.
 // utf8pw1 (Latin-1 representable) and utf8pw3 (Cyrillic, CJK, an emoji)
 // need one; utf8pw2 (quotes, backslash) goes as an escaped quoted string.
 // A wrong password is refused (401) after its literal was asked for.
@@ -643,4 +669,281 @@ async fn a_refused_literal_is_not_sent_and_the_session_goes_on() {
     assert_eq!(wire.sync("APPEND"), 2, "{wire:?}");
     assert_eq!(wire.sync("UID SEARCH"), 4, "{wire:?}");
     assert_eq!(wire.refused_literals, 1, "{wire:?}");
+}
+
+// ----- LITERAL- only (RFC 7888 §4, as Gmail advertises it) -----------------
+//
+// A private Dovecot started with `scripts/dovecot-private --literal-minus`
+// lists LITERAL- and not LITERAL+, in its greeting and after login. opush
+// must send every literal of at most 4096 bytes non-synchronizing (`{n+}`,
+// no round trip) and every bigger one synchronizing, its bytes after the
+// server's `+` (Dovecot ends the connection on a bigger `{n+}`: `* BYE
+// [TOOBIG]`). `TapStats::assert_literal_minus` (run by `Rig::finish`)
+// checks each literal on the wire.
+
+/// A message from `a@example.test` to `user` of exactly `size` bytes: the
+/// body says "Grüße aus {subject}", then lines of `x`.
+fn sized_message(user: &str, subject: &str, size: usize) -> Vec<u8> {
+    let mut m = mime(
+        "a@example.test",
+        user,
+        subject,
+        &format!("Grüße aus {subject}\r\n"),
+    )
+    .into_bytes();
+    assert!(m.len() + 3 <= size, "{} bytes of headers", m.len());
+    while m.len() < size {
+        let left = size - m.len();
+        // A line of 3 to 78 bytes (CRLF included), the last one exact.
+        let line = if left > 78 {
+            left.min(78).min(left - 3)
+        } else {
+            left
+        };
+        m.extend(std::iter::repeat_n(b'x', line - 2));
+        m.extend_from_slice(b"\r\n");
+    }
+    assert_eq!(m.len(), size);
+    m
+}
+
+// The greeting lists LITERAL-: a password that needs a literal (utf8pw1,
+// utf8pw3) goes `{n+}` with LOGIN, no continuation asked for; a wrong one
+// is read and refused (401); a plain password is a quoted string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literal_minus_logins_send_their_passwords_without_waiting() {
+    let rig = Rig::start_with("login", 11649, Literals::Minus).await;
+    for (user, password) in SPECIAL_PASSWORD_USERS {
+        let mut c = EasClient::new(rig.addr, user, password, "LITMINPW", "14.1");
+        let res = c.options().await;
+        assert_eq!(
+            res.status,
+            200,
+            "{user} refused (see {}/dovecot.log)",
+            rig.dovecot.dir.display()
+        );
+        let (_, list) = folders(&mut c).await;
+        of_type(&list, "2");
+    }
+    let (user, password) = SPECIAL_PASSWORD_USERS[0];
+    let mut wrong = EasClient::new(rig.addr, user, &format!("{password}x"), "LITMINPW", "14.1");
+    assert_eq!(wrong.options().await.status, 401, "{user}");
+    let mut c = rig.client("load0084@load.test", "LITMINPW", "14.1");
+    assert_eq!(c.options().await.status, 200);
+
+    let wire = rig.finish().await;
+    let logins = wire.literals_of("LOGIN");
+    // utf8pw1 and utf8pw3 (one literal each), and the wrong password.
+    assert!(logins.len() >= 3, "{wire:?}");
+    assert!(logins.iter().all(|l| l.non_sync && !l.waited), "{wire:?}");
+    // No command of this test waited for a `+`.
+    assert_eq!(wire.continuations, 0, "{wire:?}");
+}
+
+// SendMail with SaveInSentItems: a Sent copy over 4096 bytes goes `{n}`
+// and waits for the `+`; a small one goes `{n+}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literal_minus_sent_copies_over_4096_bytes_wait_for_the_continuation() {
+    require(POSTFIX_SMTP);
+    let user = "load0085@load.test";
+    // On the stack's Dovecot, as in sent_copies_are_appended_with_synchronizing_literals.
+    let rcpt = "load0084@load.test";
+    let rig = Rig::start_with("send", 11650, Literals::Minus).await;
+    let mut c = rig.client(user, "LITMINSEND", "14.1");
+    let mut imap = rig.imap(user);
+    folders(&mut c).await;
+
+    let big = unique("litmin-big");
+    let small = unique("litmin-small");
+    let texts = [
+        (&big, long_text(&big)),
+        (&small, format!("kurz: Grüße aus {small}\r\n")),
+    ];
+    for (marker, text) in &texts {
+        let body = encode_to_vec(
+            &SendMailRequest(ComposeRequest {
+                client_id: Some(unique("cid")),
+                save_in_sent_items: true,
+                mime: mime(user, rcpt, marker, text).into_bytes(),
+                ..ComposeRequest::default()
+            })
+            .to_element(ProtocolVersion::V14_1),
+        );
+        let res = c.post("SendMail", &body).await;
+        assert_eq!(res.status, 200, "SendMail: {res:?}");
+        assert!(res.body.is_empty(), "SendMail status: {}", res.xml());
+    }
+    for (marker, text) in &texts {
+        let uids = imap.search_subject("Sent", marker);
+        assert_eq!(uids.len(), 1, "{marker} in Sent");
+        let last = text.lines().last().unwrap_or_default().to_owned();
+        assert!(body_has(&mut imap, uids[0], &last), "{last:?} not in Sent");
+    }
+
+    let wire = rig.finish().await;
+    let appends = wire.literals_of("APPEND");
+    assert_eq!(appends.len(), 2, "{wire:?}");
+    assert!(
+        appends[0].size > LITERAL_MINUS_MAX && !appends[0].non_sync && appends[0].waited,
+        "{wire:?}"
+    );
+    assert!(
+        appends[1].size <= LITERAL_MINUS_MAX && appends[1].non_sync,
+        "{wire:?}"
+    );
+    assert_eq!(wire.continuations, 1, "{wire:?}");
+}
+
+// [MS-ASCMD] 16.x drafts: a small draft added by Sync goes `{n+}`, no wait;
+// its edit to over 4096 bytes goes `{n}` and waits for the `+`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literal_minus_small_drafts_go_without_waiting() {
+    let user = "load0086@load.test";
+    let rig = Rig::start_with("drafts", 11651, Literals::Minus).await;
+    let mut c = rig.client(user, "LITMINDRAFT", "16.1");
+    let mut imap = rig.imap(user);
+    let (_, list) = folders(&mut c).await;
+    let drafts = of_type(&list, "3");
+    let (key, _) = sync_to_end(&mut c, &drafts).await;
+
+    let marker = unique("litmin-draft");
+    let short = format!("kurzer Entwurf, Grüße aus Köln {marker}");
+    let add = format!(
+        "<Commands><Add><ClientId>{marker}</ClientId><ApplicationData>\
+         <email:To>bob@example.test</email:To><email:Subject>Entwurf {marker}</email:Subject>\
+         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:Data>{short}</airsyncbase:Data></airsyncbase:Body>\
+         </ApplicationData></Add></Commands>"
+    );
+    let res = c.post_xml("Sync", &sync_xml(&drafts, &key, &add)).await;
+    let root = all_status_1(&res, "Sync Add");
+    let sid = find_text(&root, "ServerId").expect("the draft's ServerId");
+    let key = find_text(&root, "SyncKey").expect("SyncKey");
+    let uids = imap.search_subject("Drafts", &marker);
+    assert_eq!(uids.len(), 1, "one draft");
+    assert!(
+        body_has(&mut imap, uids[0], &short),
+        "{short:?} not in the draft"
+    );
+    let added = rig.wire();
+
+    let change = format!(
+        "<Commands><Change><ServerId>{sid}</ServerId><ApplicationData>\
+         <email:Subject>Entwurf {marker} zwei</email:Subject>\
+         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:Data>zweite Fassung, {}</airsyncbase:Data></airsyncbase:Body>\
+         </ApplicationData></Change></Commands>",
+        long_text(&marker)
+    );
+    let res = c.post_xml("Sync", &sync_xml(&drafts, &key, &change)).await;
+    all_status_1(&res, "Sync Change");
+    let new_uids = imap.search_subject("Drafts", &marker);
+    assert_eq!(new_uids.len(), 1, "still one draft");
+    assert_ne!(new_uids, uids, "the message was replaced");
+    let second = format!("Zeile 79 von {marker}: Grüße aus Köln");
+    assert!(
+        body_has(&mut imap, new_uids[0], &second),
+        "{second:?} not in the draft"
+    );
+
+    let wire = rig.finish().await;
+    let first = added.literals_of("APPEND");
+    assert_eq!(first.len(), 1, "{added:?}");
+    assert!(
+        first[0].non_sync && first[0].size <= LITERAL_MINUS_MAX,
+        "{added:?}"
+    );
+    assert_eq!(added.continuations, 0, "{added:?}");
+    let appends = wire.literals_of("APPEND");
+    assert_eq!(appends.len(), 2, "{wire:?}");
+    assert!(
+        appends[1].size > LITERAL_MINUS_MAX && !appends[1].non_sync && appends[1].waited,
+        "{wire:?}"
+    );
+}
+
+// The IMAP client itself, through the relay, at the limit: an APPEND of
+// exactly 4096 bytes goes `{4096+}`, one of 4097 `{4097}` and waits; to a
+// mailbox that does not exist the first is read and refused, the second
+// refused at its announcement, and the session goes on either way; SEARCH
+// with two non-ASCII strings sends both `{n+}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literal_minus_is_used_up_to_4096_bytes_exactly() {
+    use opush_server::backends::imap::{ImapClient, ImapError, SearchQuery};
+    use opush_server::config::{ImapConfig, Secret};
+
+    require(DOVECOT_IMAP);
+    let user = "load0087@load.test";
+    let dovecot = PrivateDovecot::new(repo_root().join("target/tmp/literal-minus-client"), 11652)
+        .with_literal_minus();
+    dovecot.run("up");
+    let tap = LiteralTap::start(dovecot.addr());
+    let cfg = ImapConfig {
+        port: tap.port(),
+        timeout_ms: 10_000,
+        ..ImapConfig::default()
+    };
+    let mut s = ImapClient::login(&cfg, user, &Secret::new(demo_password()))
+        .await
+        .unwrap();
+    let marker = unique("litmin-client");
+    let limit = format!("limit {marker}");
+    let over = format!("over {marker}");
+    let at_limit = sized_message(user, &limit, 4096);
+    let past_limit = sized_message(user, &over, 4097);
+
+    s.append("INBOX", &[], None, &at_limit).await.unwrap();
+    s.append("INBOX", &[], None, &past_limit).await.unwrap();
+    let missing = format!("Nirgendwo-{marker}");
+    for message in [&at_limit, &past_limit] {
+        let err = s.append(&missing, &[], None, message).await.unwrap_err();
+        assert!(matches!(err, ImapError::NotFound(_)), "{err:?}");
+        assert!(s.is_usable(), "the server ended the command only");
+    }
+    s.select("INBOX").await.unwrap();
+    for subject in [&limit, &over] {
+        let query = SearchQuery {
+            subject: Some(format!("Grüße {subject}")),
+            body: Some(format!("Grüße aus {subject}")),
+            ..SearchQuery::default()
+        };
+        let found = s.search("INBOX", &query).await.unwrap();
+        assert_eq!(found.len(), 1, "{subject}: {found:?}");
+    }
+    s.logout().await;
+
+    let wire = tap.stats();
+    wire.assert_literal_minus();
+    let appends: Vec<_> = wire
+        .literals_of("APPEND")
+        .iter()
+        .map(|l| (l.size, l.non_sync, l.waited, l.refused))
+        .collect();
+    assert_eq!(
+        appends,
+        vec![
+            (4096, true, false, false),
+            (4097, false, true, false),
+            (4096, true, false, false),
+            (4097, false, false, true),
+        ],
+        "{wire:?}"
+    );
+    let searches = wire.literals_of("UID SEARCH");
+    assert_eq!(searches.len(), 4, "{wire:?}");
+    assert!(searches.iter().all(|l| l.non_sync), "{wire:?}");
+    assert_eq!(wire.continuations, 1, "{wire:?}");
+    // Straight to Dovecot: both messages whole.
+    let mut imap = RawImap::login_to(dovecot.addr(), user);
+    for (subject, size) in [(&limit, 4096), (&over, 4097)] {
+        let uids = imap.search_subject("INBOX", subject);
+        assert_eq!(uids.len(), 1, "{subject}");
+        let (lines, _) = imap.cmd(&format!("UID FETCH {} RFC822.SIZE", uids[0]));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("RFC822.SIZE {size}"))),
+            "{lines:?}"
+        );
+    }
 }
