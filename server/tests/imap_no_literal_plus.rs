@@ -933,6 +933,13 @@ async fn literal_minus_is_used_up_to_4096_bytes_exactly() {
     assert_eq!(searches.len(), 4, "{wire:?}");
     assert!(searches.iter().all(|l| l.non_sync), "{wire:?}");
     assert_eq!(wire.continuations, 1, "{wire:?}");
+    // The capabilities after login came with LOGIN's OK: no CAPABILITY
+    // command, and the literals above went by them.
+    assert_eq!(
+        (wire.sent("LOGIN"), wire.sent("CAPABILITY")),
+        (1, 0),
+        "{wire:?}"
+    );
     // Straight to Dovecot: both messages whole.
     let mut imap = RawImap::login_to(dovecot.addr(), user);
     for (subject, size) in [(&limit, 4096), (&over, 4097)] {

@@ -60,6 +60,8 @@ pub struct TapStats {
     pub non_sync_literals: BTreeMap<String, usize>,
     /// Every literal the client sent, in order.
     pub literals: Vec<LiteralSeen>,
+    /// Commands the client sent, by command (`LOGIN`, `CAPABILITY` …).
+    pub commands: BTreeMap<String, usize>,
     /// Continuation requests (`+ …`) the server sent.
     pub continuations: usize,
     /// Server responses carrying a capability list (`* CAPABILITY` or a
@@ -85,6 +87,11 @@ impl TapStats {
     /// Synchronizing literals sent with `command` (e.g. `"APPEND"`).
     pub fn sync(&self, command: &str) -> usize {
         self.sync_literals.get(command).copied().unwrap_or(0)
+    }
+
+    /// How many times the client sent `command` (e.g. `"CAPABILITY"`).
+    pub fn sent(&self, command: &str) -> usize {
+        self.commands.get(command).copied().unwrap_or(0)
     }
 
     /// Non-synchronizing literals sent with `command`.
@@ -457,6 +464,7 @@ impl ClientScan {
             };
             if self.at_command_start {
                 self.command = command_of(line);
+                *stats.commands.entry(self.command.clone()).or_default() += 1;
             }
             match literal_at_end(line) {
                 Some((n, non_sync)) => {
@@ -636,6 +644,10 @@ mod tests {
         );
         assert_eq!(s.violations.len(), 1, "{s:?}");
         assert_eq!((s.non_sync("LOGIN"), s.sync("LOGIN")), (1, 1));
+        assert_eq!(
+            (s.sent("LOGIN"), s.sent("APPEND"), s.sent("NOOP")),
+            (1, 2, 1)
+        );
         assert_eq!(s.literals_of("APPEND").len(), 2);
     }
 

@@ -134,6 +134,9 @@ struct Done {
     text: String,
     append_uid: Option<u32>,
     copy_uids: Vec<(u32, u32)>,
+    /// A `[CAPABILITY …]` response code (LOGIN's OK carries one on most
+    /// servers: the capabilities after login).
+    caps: Option<HashSet<String>>,
 }
 
 /// Receives each untagged response of a command as it arrives.
@@ -202,11 +205,12 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// LOGIN as `login` (for `user`) on a connection past its greeting,
-    /// then CAPABILITY and ENABLE. The password goes out quoted, or as a
-    /// literal when it is not printable ASCII; it is never logged.
+    /// then CAPABILITY (unless LOGIN's answer listed them) and ENABLE. The
+    /// password goes out quoted, or as a literal when it is not printable
+    /// ASCII; it is never logged.
     /// `greeting_caps`: the capabilities the greeting listed (empty when it
-    /// listed none, or after STARTTLS), which LOGIN's literals go by; the
-    /// CAPABILITY after LOGIN replaces them.
+    /// listed none, or after STARTTLS), which LOGIN's literals go by; those
+    /// after login replace them.
     pub(super) async fn login(
         stream: ImapStream,
         cfg: &ImapConfig,
@@ -239,27 +243,43 @@ impl Session {
             // HTTP layer already refuses such Basic credentials.
             return Err(ImapError::Auth { user: s.user });
         };
-        match s.exec("LOGIN", parts, &mut ignore).await {
-            Ok(_) => {}
+        // The capabilities after login (RFC 3501 6.2.2: they may differ
+        // from the greeting's, LITERAL+/LITERAL- included): in LOGIN's OK
+        // (`[CAPABILITY …]`) or an untagged CAPABILITY on most servers,
+        // which spares the CAPABILITY command's round trip.
+        let mut untagged = None;
+        let logged_in = s
+            .exec("LOGIN", parts, &mut |r| {
+                if let Response::Capabilities(list) = r {
+                    untagged = Some(capability_names(list));
+                }
+                Ok(())
+            })
+            .await;
+        let sent_caps = match logged_in {
+            Ok(done) => done.caps.or(untagged),
             // A NO is a credential failure, unless it says the server could
             // not check (RFC 5530 UNAVAILABLE / SERVERBUG): `no_error`.
             Err(
                 ImapError::Rejected { .. } | ImapError::NotFound(_) | ImapError::AlreadyExists(_),
             ) => return Err(ImapError::Auth { user: s.user }),
             Err(e) => return Err(e),
-        }
-        // The capabilities after login (RFC 3501 6.2.2: they may differ
-        // from the greeting's, LITERAL+/LITERAL- included); every later
-        // literal goes by these.
-        let mut caps = HashSet::new();
-        s.simple_with("CAPABILITY", "CAPABILITY".into(), &mut |r| {
-            if let Response::Capabilities(list) = r {
-                caps.extend(capability_names(list));
+        };
+        // Every later literal goes by these.
+        s.caps = match sent_caps {
+            Some(caps) => caps,
+            None => {
+                let mut caps = HashSet::new();
+                s.simple_with("CAPABILITY", "CAPABILITY".into(), &mut |r| {
+                    if let Response::Capabilities(list) = r {
+                        caps.extend(capability_names(list));
+                    }
+                    Ok(())
+                })
+                .await?;
+                caps
             }
-            Ok(())
-        })
-        .await?;
-        s.caps = caps;
+        };
         if cfg.use_condstore {
             if s.has("QRESYNC") {
                 s.simple("ENABLE", "ENABLE QRESYNC".into()).await?;
@@ -512,10 +532,15 @@ impl Session {
                         }
                         _ => None,
                     };
+                    let caps = match &outcome.code {
+                        Some(ResponseCode::Capabilities(list)) => Some(capability_names(list)),
+                        _ => None,
+                    };
                     return Ok(Done {
                         text: info.to_string(),
                         append_uid,
                         copy_uids: copy_uids(outcome.code.as_ref(), MAX_UID_SET)?,
+                        caps,
                     });
                 }
                 Response::Data {
