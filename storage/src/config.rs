@@ -214,3 +214,52 @@ impl StorageConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `storage.*` rows of docs/CONFIGURATION.md: (key, documented default).
+    fn documented() -> Vec<(String, String)> {
+        let doc = include_str!("../../docs/CONFIGURATION.md");
+        doc.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("| `storage.")?;
+                let (key, rest) = rest.split_once('`')?;
+                let default = rest.split('`').nth(1)?;
+                Some((key.to_owned(), default.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn documented_keys_and_defaults_are_the_model_s() {
+        let rows = documented();
+        assert!(rows.len() > 10, "no [storage] table found: {rows:?}");
+        // Each documented key exists, and its documented default is the
+        // default (set explicitly, it changes nothing).
+        for (key, default) in &rows {
+            let set: Result<StorageConfig, _> = toml::from_str(&format!("{key} = {default}"));
+            match set {
+                Ok(c) => assert_eq!(c, StorageConfig::default(), "storage.{key} = {default}"),
+                Err(e) => panic!("documented storage.{key} = {default}: {e}"),
+            }
+        }
+        // Each key of the model is documented: serde names them all when
+        // it refuses an unknown one.
+        let refused = toml::from_str::<StorageConfig>("not_a_key = 1")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let (_, expected) = refused
+            .split_once("expected one of")
+            .unwrap_or_else(|| panic!("unexpected error: {refused}"));
+        let model: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert!(model.len() > 10, "fields not named: {refused}");
+        let missing: Vec<&&str> = model
+            .iter()
+            .filter(|k| !rows.iter().any(|(d, _)| d == *k))
+            .collect();
+        assert!(missing.is_empty(), "undocumented storage keys: {missing:?}");
+    }
+}
