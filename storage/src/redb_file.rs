@@ -63,12 +63,14 @@ impl Staged {
         self.bytes.extend_from_slice(data);
     }
 
+    /// Empties it for the next checkpoint, keeping up to
+    /// [`KEEP_STAGED_BYTES`] of the buffer (a burst's bigger one shrinks to
+    /// that, not to nothing: the next checkpoint would grow it again).
     fn clear(&mut self) {
-        if self.bytes.capacity() > KEEP_STAGED_BYTES {
-            *self = Staged::default();
-        }
         self.bytes.clear();
         self.writes.clear();
+        self.bytes.shrink_to(KEEP_STAGED_BYTES);
+        self.writes.shrink_to(KEEP_STAGED_BYTES / 4096);
     }
 }
 
@@ -262,5 +264,39 @@ impl StorageBackend for RedbFile {
 
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.0.file.query_lock_range(start, end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cleared_staging_buffer_keeps_at_most_its_bound_and_never_less_than_it_had_below_it() {
+        let mut big = Staged::default();
+        let page = vec![7u8; 4096];
+        for i in 0..(20 * 256) {
+            big.push(i * 4096, &page);
+        }
+        let grown = big.bytes.capacity();
+        assert!(grown >= 20 * 1024 * 1024);
+        big.clear();
+        assert!(big.bytes.is_empty() && big.writes.is_empty());
+        assert!(
+            (KEEP_STAGED_BYTES..grown).contains(&big.bytes.capacity()),
+            "kept {} of {grown}",
+            big.bytes.capacity()
+        );
+
+        let mut small = Staged::default();
+        small.push(0, &[1u8; 1024 * 1024]);
+        let had = small.bytes.capacity();
+        small.clear();
+        assert_eq!(
+            small.bytes.capacity(),
+            had,
+            "a buffer under the bound stays whole"
+        );
+        assert_eq!(small.iter().count(), 0);
     }
 }
