@@ -161,6 +161,7 @@ radicale_up() {
     "$RADICALE_PYTHON" -m radicale --config "$RADICALE_CONF" \
     </dev/null >>"$RADICALE_DIR/radicale.log" 2>&1 &
   echo $! >"$RADICALE_DIR/radicale.pid"
+  sha256sum <"$RADICALE_CONF" >"$RADICALE_DIR/config.sha256"
   if ! wait_port 127.0.0.1 $RADICALE_PORT 30; then
     tail -20 "$RADICALE_DIR/radicale.log" >&2
     die "radicale did not open port $RADICALE_PORT (see $RADICALE_DIR/radicale.log)"
@@ -168,11 +169,17 @@ radicale_up() {
 }
 
 # radicale_refresh: called by `scripts/stack up` when Radicale already runs:
-# users file and seed collections up to date (no restart needed).
+# users file and seed collections up to date (Radicale re-reads both), and a
+# restart when the config changed.
 radicale_refresh() {
   _radicale_write_config
   _radicale_write_users
   _radicale_seed
+  if [ "$(sha256sum <"$RADICALE_CONF")" != "$(cat "$RADICALE_DIR/config.sha256" 2>/dev/null)" ]; then
+    log "radicale: config changed, restarting"
+    radicale_down
+    radicale_up
+  fi
 }
 
 radicale_down() {

@@ -179,6 +179,7 @@ slapd_up() {
   # daemonised slapd logs nowhere.
   setsid slapd -f "$SLAPD_CONF" -h "$SLAPD_URL/" -u openldap -g openldap -n opush-slapd -d stats \
     </dev/null >>"$SLAPD_DIR/slapd.log" 2>&1 &
+  sha256sum <"$SLAPD_CONF" >"$SLAPD_DIR/conf.sha256"
   if ! wait_port 127.0.0.1 $SLAPD_PORT 30; then
     tail -20 "$SLAPD_DIR/slapd.log" >&2
     die "slapd did not open port $SLAPD_PORT (see $SLAPD_DIR/slapd.log)"
@@ -186,12 +187,13 @@ slapd_up() {
 }
 
 # slapd_refresh: called by `scripts/stack up` when slapd already runs: when the
-# seed changed (password, SLAPD_EXTRA_PEOPLE, this script), reload it (restart).
+# seed or the config changed (password, SLAPD_EXTRA_PEOPLE, this script),
+# restart it (reloading the directory when the seed changed).
 slapd_refresh() {
   _slapd_write_config
   _slapd_write_seed
-  if _slapd_seed_stale; then
-    log "slapd: seed changed, reloading the directory"
+  if _slapd_seed_stale || [ "$(sha256sum <"$SLAPD_CONF")" != "$(cat "$SLAPD_DIR/conf.sha256" 2>/dev/null)" ]; then
+    log "slapd: seed or config changed, restarting"
     slapd_down
     slapd_up
   fi
