@@ -44,6 +44,22 @@ pub const CASSANDRA: Service = Service {
     addr: "127.0.0.1:9042",
 };
 
+/// OpenLDAP slapd, the global address list (scripts/stack.d/slapd.sh).
+pub const SLAPD_LDAP: Service = Service {
+    name: "slapd",
+    addr: "127.0.0.1:3389",
+};
+/// The stack directory's suffix; people are under `ou=people`.
+pub const LDAP_SUFFIX: &str = "dc=example,dc=test";
+/// The read-only DN opush binds as (password: [`demo_password`]).
+pub const LDAP_BIND_DN: &str = "cn=opush,dc=example,dc=test";
+/// Radicale 3, CalDAV and CardDAV (scripts/stack.d/radicale.sh): each user
+/// has `/<user>/calendar/` and `/<user>/contacts/`.
+pub const RADICALE_DAV: Service = Service {
+    name: "radicale",
+    addr: "127.0.0.1:5232",
+};
+
 /// The password of every user of the test stack (`OPUSH_DEMO_PASSWORD`).
 pub fn demo_password() -> String {
     std::env::var("OPUSH_DEMO_PASSWORD").unwrap_or_else(|_| "opush-demo".to_owned())
