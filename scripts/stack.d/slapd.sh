@@ -22,7 +22,7 @@ SLAPD_SUFFIX="dc=example,dc=test"
 SLAPD_EXTRA_PEOPLE=${SLAPD_EXTRA_PEOPLE:-50}
 
 slapd_install() {
-  apt_install slapd ldap-utils
+  apt_install slapd ldap-utils openssl
   # The package's own instance (ldap:/// = every address, port 389): never
   # started by us (apt_install's policy-rc.d), stopped if something else
   # started it, and kept from starting at boot. Best effort, idempotent.
