@@ -149,7 +149,10 @@ pub fn reload_on_sighup(
 
 /// The configuration as `section.key = value` pairs for the CONFIGURATION
 /// logger, every secret (by key name, in every section, the free-form
-/// `[storage]` table included) as `*`.
+/// `[storage]` table included) as `*`. A number or a boolean is never a
+/// secret, whatever its key says: the device-password policy
+/// (`policy.min_device_password_length = 4`) is printed for whoever
+/// supports the device.
 pub fn masked_config(cfg: &Config) -> String {
     fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
         match v {
@@ -160,7 +163,11 @@ pub fn masked_config(cfg: &Config) -> String {
                     } else {
                         format!("{prefix}.{k}")
                     };
-                    if layer::is_secret_field(k) {
+                    let plain = matches!(
+                        v,
+                        toml::Value::Boolean(_) | toml::Value::Integer(_) | toml::Value::Float(_)
+                    );
+                    if layer::is_secret_field(k) && !plain {
                         out.push(format!("{key} = *"));
                     } else {
                         walk(&key, v, out);
@@ -231,5 +238,32 @@ pub fn log_request_end(scope: &RequestScope, command: Option<Command>) {
     if counted || command.is_some_and(is_data_command) {
         tracing::info!(target: "SUMMARY.IN", "{input}");
         tracing::info!(target: "SUMMARY.OUT", "{output}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn the_configuration_prints_secrets_as_a_star_and_the_password_policy_as_it_is() {
+        let mut cfg = Config::default();
+        cfg.imap.master_password = Some(Secret::new("hunter2-master"));
+        cfg.ldap.bind_password = Some(Secret::new("hunter2-ldap"));
+        cfg.policy.device_password_enabled = true;
+        cfg.policy.min_device_password_length = 6;
+        let text = masked_config(&cfg);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("imap.master_password = *"), "{text}");
+        assert!(text.contains("ldap.bind_password = *"), "{text}");
+        assert!(
+            text.contains("policy.device_password_enabled = true"),
+            "{text}"
+        );
+        assert!(
+            text.contains("policy.min_device_password_length = 6"),
+            "{text}"
+        );
     }
 }
