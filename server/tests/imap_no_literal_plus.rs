@@ -282,6 +282,34 @@ fn body_has(imap: &mut RawImap, uid: u32, text: &str) -> bool {
     imap.uid_search(&criteria) == vec![uid]
 }
 
+/// Changes draft `sid` (in `drafts`, at `key`) to a second version whose
+/// body is [`long_text`] (over 4096 bytes): the draft is replaced by one
+/// message (its UID not among `uids`) whose body holds `expect`.
+async fn change_to_a_long_draft(
+    (c, imap): (&mut EasClient, &mut RawImap),
+    (drafts, key, sid): (&str, &str, &str),
+    (marker, uids): (&str, &[u32]),
+    expect: &str,
+) {
+    let change = format!(
+        "<Commands><Change><ServerId>{sid}</ServerId><ApplicationData>\
+         <email:Subject>Entwurf {marker} zwei</email:Subject>\
+         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:Data>zweite Fassung, {}</airsyncbase:Data></airsyncbase:Body>\
+         </ApplicationData></Change></Commands>",
+        long_text(marker)
+    );
+    let res = c.post_xml("Sync", &sync_xml(drafts, key, &change)).await;
+    all_status_1(&res, "Sync Change");
+    let new_uids = imap.search_subject("Drafts", marker);
+    assert_eq!(new_uids.len(), 1, "still one draft");
+    assert_ne!(new_uids, uids, "the message was replaced");
+    assert!(
+        body_has(imap, new_uids[0], expect),
+        "{expect:?} not in the draft"
+    );
+}
+
 // LOGIN goes by the greeting's capabilities, which list neither LITERAL+
 // nor LITERAL- here: a password that is not printable ASCII goes as a
 // synchronizing literal.
@@ -463,24 +491,13 @@ async fn drafts_are_appended_with_synchronizing_literals() {
         "{whole:?} not in the draft"
     );
 
-    let change = format!(
-        "<Commands><Change><ServerId>{sid}</ServerId><ApplicationData>\
-         <email:Subject>Entwurf {marker} zwei</email:Subject>\
-         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
-         <airsyncbase:Data>zweite Fassung, {}</airsyncbase:Data></airsyncbase:Body>\
-         </ApplicationData></Change></Commands>",
-        long_text(&marker)
-    );
-    let res = c.post_xml("Sync", &sync_xml(&drafts, &key, &change)).await;
-    all_status_1(&res, "Sync Change");
-    let new_uids = imap.search_subject("Drafts", &marker);
-    assert_eq!(new_uids.len(), 1, "still one draft");
-    assert_ne!(new_uids, uids, "the message was replaced");
-    let second = format!("zweite Fassung, Zeile 0 von {marker}: Grüße");
-    assert!(
-        body_has(&mut imap, new_uids[0], &second),
-        "{second:?} not in the draft"
-    );
+    change_to_a_long_draft(
+        (&mut c, &mut imap),
+        (&drafts, &key, &sid),
+        (&marker, &uids),
+        &format!("zweite Fassung, Zeile 0 von {marker}: Grüße"),
+    )
+    .await;
 
     let wire = rig.finish().await;
     assert!(wire.sync("APPEND") >= 2, "{wire:?}");
@@ -827,24 +844,13 @@ async fn literal_minus_small_drafts_go_without_waiting() {
     );
     let added = rig.wire();
 
-    let change = format!(
-        "<Commands><Change><ServerId>{sid}</ServerId><ApplicationData>\
-         <email:Subject>Entwurf {marker} zwei</email:Subject>\
-         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
-         <airsyncbase:Data>zweite Fassung, {}</airsyncbase:Data></airsyncbase:Body>\
-         </ApplicationData></Change></Commands>",
-        long_text(&marker)
-    );
-    let res = c.post_xml("Sync", &sync_xml(&drafts, &key, &change)).await;
-    all_status_1(&res, "Sync Change");
-    let new_uids = imap.search_subject("Drafts", &marker);
-    assert_eq!(new_uids.len(), 1, "still one draft");
-    assert_ne!(new_uids, uids, "the message was replaced");
-    let second = format!("Zeile 79 von {marker}: Grüße aus Köln");
-    assert!(
-        body_has(&mut imap, new_uids[0], &second),
-        "{second:?} not in the draft"
-    );
+    change_to_a_long_draft(
+        (&mut c, &mut imap),
+        (&drafts, &key, &sid),
+        (&marker, &uids),
+        &format!("Zeile 79 von {marker}: Grüße aus Köln"),
+    )
+    .await;
 
     let wire = rig.finish().await;
     let first = added.literals_of("APPEND");
