@@ -276,6 +276,8 @@ pub struct PrivateDovecot {
     pub port: u16,
     /// Which non-synchronizing literals it advertises.
     pub literals: Literals,
+    /// `login_trusted_networks = 127.0.0.0/8` (`--trusted-loopback`).
+    pub trusted_loopback: bool,
 }
 
 /// The non-synchronizing literals (RFC 7888) a [`PrivateDovecot`] advertises.
@@ -296,7 +298,55 @@ impl PrivateDovecot {
             dir,
             port,
             literals: Literals::Plus,
+            trusted_loopback: false,
         }
+    }
+
+    /// The same instance trusting loopback clients
+    /// (`login_trusted_networks = 127.0.0.0/8`, `scripts/dovecot-private
+    /// --trusted-loopback`), as a Dovecot behind opush is set up: the
+    /// address an ID command names (`x-originating-ip`) is then the
+    /// client's, in its log (`rip=`) and its auth penalty. The penalty
+    /// stays on.
+    pub fn with_trusted_loopback(mut self) -> PrivateDovecot {
+        self.trusted_loopback = true;
+        self
+    }
+
+    /// Its configuration file (for `doveadm -c`).
+    pub fn conf(&self) -> PathBuf {
+        self.dir.join("dovecot.conf")
+    }
+
+    /// Its log (`log_path`), empty when it has none yet.
+    pub fn log(&self) -> String {
+        std::fs::read(self.dir.join("dovecot.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The addresses its auth penalty (anvil) holds, with their penalty
+    /// counts (`doveadm penalty`).
+    pub fn penalties(&self) -> Vec<(String, u32)> {
+        let out = std::process::Command::new("doveadm")
+            .arg("-c")
+            .arg(self.conf())
+            .arg("penalty")
+            .output()
+            .unwrap_or_else(|e| panic!("doveadm penalty: {e}"));
+        assert!(
+            out.status.success(),
+            "doveadm penalty: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
+            })
+            .collect()
     }
 
     /// The same instance advertising neither LITERAL+ nor LITERAL-, like
@@ -350,6 +400,9 @@ impl PrivateDovecot {
             Literals::None => {
                 c.arg("--no-literal-plus");
             }
+        }
+        if self.trusted_loopback {
+            c.arg("--trusted-loopback");
         }
         c.arg(action)
             .arg(&self.dir)
