@@ -62,7 +62,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     let record = AccessRecord {
-        remote: "127.0.0.1:5555".parse().ok(),
+        remote: "127.0.0.1".parse().ok(),
         user: Some("bob@example.test"),
         unix_ms: 1_795_957_509_042,
         method: "POST",

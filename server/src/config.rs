@@ -190,6 +190,10 @@ pub struct ServerConfig {
     pub header_timeout_s: u64,
     /// An idle keep-alive connection is closed after this many seconds.
     pub keep_alive_s: u64,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For`
+    /// names the device's address; from any other peer the header is
+    /// ignored. Empty: the TCP peer is the device.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -209,6 +213,7 @@ impl Default for ServerConfig {
             blocking_threads: 16,
             header_timeout_s: 30,
             keep_alive_s: 600,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -264,6 +269,12 @@ pub struct ImapConfig {
     pub use_condstore: bool,
     /// Push: STATUS polling period when IDLE/NOTIFY are not used, seconds.
     pub poll_interval_s: u64,
+    /// Name the device's address to the IMAP server before a login made
+    /// for its request (RFC 2971 ID `x-originating-ip`/`-port`, when the
+    /// server advertises ID), so a server that trusts opush (Dovecot's
+    /// `login_trusted_networks`) logs it and keeps its auth penalty per
+    /// device. Harmless to a server that does not trust opush.
+    pub forward_client_ip: bool,
 }
 
 impl Default for ImapConfig {
@@ -290,6 +301,7 @@ impl Default for ImapConfig {
             max_message_bytes: 32 * 1024 * 1024,
             use_condstore: true,
             poll_interval_s: 60,
+            forward_client_ip: true,
         }
     }
 }
@@ -782,6 +794,9 @@ impl Config {
         if self.smtp.port == 0 {
             return invalid("smtp.port", "must not be 0");
         }
+        if let Err(e) = crate::origin::TrustedProxies::parse(&self.server.trusted_proxies) {
+            return invalid("server.trusted_proxies", &e);
+        }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be >= 1");
         }
@@ -1033,6 +1048,14 @@ mod tests {
             ),
             ("[server]\nloop_window_s = 0", "server.loop_window_s"),
             (
+                "[server]\ntrusted_proxies = [\"10.1.2.3/8\"]",
+                "server.trusted_proxies",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"proxy.example\"]",
+                "server.trusted_proxies",
+            ),
+            (
                 "[devices]\nregistry_write_every_s = 0",
                 "devices.registry_write_every_s",
             ),
@@ -1046,6 +1069,15 @@ mod tests {
                 other => panic!("{toml}: {other:?}"),
             }
         }
+        // Trusted proxies: addresses and networks, IPv4 and IPv6; the HTTP
+        // layer gets them parsed.
+        let c =
+            Config::from_toml("[server]\ntrusted_proxies = [\"10.0.0.5\", \"fd00::/8\"]").unwrap();
+        let proxies = crate::serve::http_settings(&c).trusted_proxies;
+        assert!(proxies.trusts("10.0.0.5".parse().unwrap()));
+        assert!(proxies.trusts("fd00::1".parse().unwrap()));
+        assert!(!proxies.trusts("10.0.0.6".parse().unwrap()));
+        assert!(Config::default().imap.forward_client_ip);
         // The loop detector may be off with any window.
         assert!(Config::from_toml("[server]\nloop_max_repeats = 0\nloop_window_s = 0").is_ok());
     }

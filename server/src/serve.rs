@@ -66,6 +66,9 @@ pub fn http_settings(cfg: &Config) -> HttpSettings {
             header: Duration::from_secs(cfg.server.header_timeout_s),
             keep_alive: Duration::from_secs(cfg.server.keep_alive_s),
         },
+        // Checked by `Config::validate`; an unchecked config trusts no proxy.
+        trusted_proxies: crate::origin::TrustedProxies::parse(&cfg.server.trusted_proxies)
+            .unwrap_or_default(),
     }
 }
 

@@ -1067,7 +1067,7 @@ fn open_ahead(
             let pool = eas.imap.clone();
             let (user, password) = (caller.user.to_owned(), caller.password.clone());
             let raw = raw.to_owned();
-            tokio::spawn(async move {
+            tokio::spawn(crate::origin::carry(async move {
                 let checkout = async {
                     match (pool.config().master_for_requests, spare) {
                         (true, false) => pool.get_master_eager(&user).await,
@@ -1091,7 +1091,7 @@ fn open_ahead(
                     imap.select(&raw).await?;
                 }
                 Ok(imap)
-            })
+            }))
         })
         .collect();
     let helper = (!opened.is_empty()).then(|| opened.remove(0));

@@ -64,7 +64,9 @@ impl CredentialVerifier for ImapLoginVerifier {
             let user = login.email_form();
             let secret = Secret::new(password.expose());
             let attempt = async {
-                let login = ImapClient::login(&self.imap, &user, &secret);
+                // For the device of the request being authenticated.
+                let login =
+                    ImapClient::login_for(&self.imap, &user, &secret, crate::origin::current());
                 let res = match self.pool.as_ref().map(|p| p.login_gate()) {
                     Some(gate) => gate.run("verify", login).await,
                     None => {

@@ -74,6 +74,8 @@ pub struct HttpSettings {
     /// Header and keep-alive timeouts of the connection loop
     /// (`[server] header_timeout_s`, `keep_alive_s`).
     pub timeouts: conn::ConnTimeouts,
+    /// Peers whose `X-Forwarded-For` is believed (`[server] trusted_proxies`).
+    pub trusted_proxies: crate::origin::TrustedProxies,
 }
 
 impl Default for HttpSettings {
@@ -91,6 +93,7 @@ impl Default for HttpSettings {
             loop_max_repeats: 30,
             realm: "opush".into(),
             timeouts: conn::ConnTimeouts::default(),
+            trusted_proxies: crate::origin::TrustedProxies::default(),
         }
     }
 }
@@ -214,7 +217,16 @@ where
     E: std::fmt::Display,
 {
     let scope = crate::obs::RequestScope::new();
-    crate::obs::scope::run(scope.clone(), handle(app, &scope, req, body)).await
+    // The device's address (behind a trusted proxy, the one it forwarded):
+    // IMAP logins made for the request name it (`crate::origin`).
+    let client = req
+        .remote
+        .map(|peer| app.settings.trusted_proxies.client_of(peer, &req.headers));
+    let run = crate::obs::scope::run(scope.clone(), handle(app, &scope, req, client, body));
+    match client {
+        Some(c) => crate::origin::scope(c, run).await,
+        None => run.await,
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets in-flight
@@ -276,6 +288,7 @@ async fn handle<S, B, E>(
     app: Arc<AppState>,
     scope: &crate::obs::RequestScope,
     req: Request,
+    client: Option<crate::origin::ClientAddr>,
     body: S,
 ) -> EasResponse
 where
@@ -288,7 +301,7 @@ where
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
     let Request {
-        remote,
+        remote: _,
         method,
         path,
         query,
@@ -348,7 +361,7 @@ where
             format!("{path}?{query}")
         };
         log.write(&crate::obs::access::AccessRecord {
-            remote,
+            remote: client.map(|c| c.ip),
             user: access.user.as_deref(),
             unix_ms,
             method: method.as_str(),

@@ -7,7 +7,7 @@
 //! header values are escaped as Apache does.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::rotate::RotatingFile;
@@ -15,8 +15,9 @@ use super::rotate::RotatingFile;
 /// What one access line says.
 #[derive(Debug, Clone, Default)]
 pub struct AccessRecord<'a> {
-    /// The client address, if known.
-    pub remote: Option<SocketAddr>,
+    /// The device's address, if known: the TCP peer's, or behind a trusted
+    /// proxy the one it forwarded (`crate::origin`).
+    pub remote: Option<IpAddr>,
     /// The authenticated user, if any.
     pub user: Option<&'a str>,
     /// Unix time of the request, milliseconds.
@@ -64,7 +65,7 @@ pub fn combined_line(r: &AccessRecord<'_>) -> String {
     let mut out = String::with_capacity(160);
     match r.remote {
         Some(a) => {
-            let _ = write!(out, "{}", a.ip());
+            let _ = write!(out, "{a}");
         }
         None => out.push('-'),
     }
@@ -133,7 +134,7 @@ mod tests {
     #[test]
     fn combined_format() {
         let r = AccessRecord {
-            remote: "127.0.0.1:5555".parse().ok(),
+            remote: "127.0.0.1".parse().ok(),
             user: Some("bob@example.test"),
             unix_ms: 1_795_957_509_042,
             method: "POST",

@@ -364,7 +364,8 @@ impl ReadAhead {
             });
         }
         let total = self.total.clone();
-        tokio::spawn(async move {
+        // On behalf of the request's device (a login it makes names it).
+        tokio::spawn(crate::origin::carry(async move {
             // This lane's turn: after the read-aheads started before (the
             // one before ended, or was dropped), on the connection they
             // used when it is idle.
@@ -406,7 +407,7 @@ impl ReadAhead {
                 Fetched::default()
             });
             let _ = tx.send(Phase::Done(Arc::new(Mutex::new(fetched))));
-        });
+        }));
     }
 
     /// What was read ahead for `device` among `uids` of `mailbox` under

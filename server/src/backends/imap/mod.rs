@@ -31,6 +31,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 
 use crate::config::{ImapConfig, Secret, TlsMode};
+use crate::origin::ClientAddr;
 use stream::ImapStream;
 
 pub use parse::{format_date_time, format_search_date, parse_internal_date};
@@ -464,8 +465,20 @@ impl ImapClient {
         user: &str,
         password: &Secret,
     ) -> Result<Session, ImapError> {
+        Self::login_for(cfg, user, password, None).await
+    }
+
+    /// [`ImapClient::login`] for a request of the device at `client`: with
+    /// `[imap] forward_client_ip` and a server that advertises ID, an ID
+    /// command naming that address goes before LOGIN (`session::id_command`).
+    pub async fn login_for(
+        cfg: &ImapConfig,
+        user: &str,
+        password: &Secret,
+        client: Option<ClientAddr>,
+    ) -> Result<Session, ImapError> {
         let name = login_name(cfg, user);
-        Self::login_as(cfg, &name, password, user).await
+        Self::login_as(cfg, &name, password, user, client).await
     }
 
     /// Logs in as `user` through the configured master user (`user*master`).
@@ -481,7 +494,9 @@ impl ImapClient {
             cfg.master_separator,
             master
         );
-        Self::login_as(cfg, &name, password, user).await
+        // The master user is opush's own identity: its logins (background
+        // work, or requests under `master_for_requests`) name no device.
+        Self::login_as(cfg, &name, password, user, None).await
     }
 
     async fn login_as(
@@ -489,6 +504,7 @@ impl ImapClient {
         login: &str,
         password: &Secret,
         user: &str,
+        client: Option<ClientAddr>,
     ) -> Result<Session, ImapError> {
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let addr = (cfg.host.as_str(), cfg.port);
@@ -508,25 +524,32 @@ impl ImapClient {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
-        let (client, greeting_caps) = match cfg.tls {
+        // Whether the server takes ID (RFC 2971): from the greeting's
+        // capabilities; a greeting that lists none gets no ID (it would
+        // cost a CAPABILITY round trip).
+        let (conn, greeting_caps, id_ok) = match cfg.tls {
             TlsMode::None => {
-                let mut client = async_imap::Client::new(ImapStream::Plain(tcp));
-                let caps = read_greeting(&mut client, timeout).await?;
-                (client, caps)
+                let mut conn = async_imap::Client::new(ImapStream::Plain(tcp));
+                let caps = read_greeting(&mut conn, timeout).await?;
+                let id_ok = caps.contains("ID");
+                (conn, caps, id_ok)
             }
             TlsMode::Tls => {
                 let tls = tokio::time::timeout(timeout, stream::tls_handshake(cfg, tcp))
                     .await
                     .map_err(|_| ImapError::Unavailable("TLS handshake timed out".into()))??;
-                let mut client = async_imap::Client::new(tls);
-                let caps = read_greeting(&mut client, timeout).await?;
-                (client, caps)
+                let mut conn = async_imap::Client::new(tls);
+                let caps = read_greeting(&mut conn, timeout).await?;
+                let id_ok = caps.contains("ID");
+                (conn, caps, id_ok)
             }
             TlsMode::Starttls => {
                 let mut plain = async_imap::Client::new(ImapStream::Plain(tcp));
                 // Its capabilities are void after STARTTLS (RFC 3501
-                // 6.2.1): LOGIN then goes without them.
-                read_greeting(&mut plain, timeout).await?;
+                // 6.2.1): LOGIN then goes without them. Whether it takes
+                // ID is still known from them: an attacker who removed it
+                // would only make opush skip the ID.
+                let id_ok = read_greeting(&mut plain, timeout).await?.contains("ID");
                 let starttls = plain.run_command_and_check_ok("STARTTLS", None);
                 match tokio::time::timeout(timeout, starttls).await {
                     Err(_) => return Err(ImapError::Unavailable("STARTTLS timed out".into())),
@@ -546,18 +569,22 @@ impl ImapClient {
                 let tls = tokio::time::timeout(timeout, stream::tls_handshake(cfg, tcp))
                     .await
                     .map_err(|_| ImapError::Unavailable("TLS handshake timed out".into()))??;
-                (async_imap::Client::new(tls), HashSet::new())
+                (async_imap::Client::new(tls), HashSet::new(), id_ok)
             }
         };
+        let id = client
+            .filter(|_| cfg.forward_client_ip && id_ok)
+            .map(session::id_command);
         // `async-imap` read the greeting (and STARTTLS) and left nothing
         // unread: the server sends nothing more until asked.
         Session::login(
-            client.into_inner(),
+            conn.into_inner(),
             cfg,
             greeting_caps,
             login,
             password,
             user.to_string(),
+            id,
         )
         .await
     }

@@ -599,9 +599,14 @@ impl ImapPool {
     ) -> Result<PooledSession, ImapError> {
         let digest = self.digest(password);
         let (shared, u, p) = (self.shared.clone(), user.to_string(), password.clone());
+        // A login this checkout starts (here or behind) is made for the
+        // device of the request asking, if any (`crate::origin`). The
+        // session may later serve another device of the user: the address
+        // only matters at login.
+        let client = crate::origin::current();
         self.checkout(user, digest, (grow, prefer), move || {
             let (shared, u, p) = (shared.clone(), u.clone(), p.clone());
-            async move { ImapClient::login(&shared.cfg, &u, &p).await }
+            async move { ImapClient::login_for(&shared.cfg, &u, &p, client).await }
         })
         .await
     }

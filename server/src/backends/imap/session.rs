@@ -19,6 +19,7 @@ use super::{
     MessageHeaders, MessageMeta, SearchQuery, SpecialUse, StoreOutcome, HEADER_FIELDS,
 };
 use crate::config::{ImapConfig, Secret};
+use crate::origin::ClientAddr;
 use async_imap::imap_proto;
 use async_imap::imap_proto::{
     AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, StatusAttribute,
@@ -128,6 +129,33 @@ fn login_command<'a>(login: &'a str, password: &'a str) -> Option<Vec<Part<'a>>>
     Some(parts)
 }
 
+/// `ID ("x-originating-ip" "<ip>" "x-originating-port" "<port>")` (RFC
+/// 2971; the port only when known) naming the device a login is made for:
+/// an IMAP server that trusts opush (Dovecot's `login_trusted_networks`)
+/// then logs that address and keeps its per-IP auth penalty for it instead
+/// of for opush's address. Servers that do not trust opush ignore the
+/// fields. IPv6 addresses go without brackets, as Dovecot parses them.
+pub(super) fn id_command(client: ClientAddr) -> String {
+    let mut cmd = String::with_capacity(96);
+    cmd.push_str("ID (\"x-originating-ip\" ");
+    // An IP address is printable ASCII without `"` or `\`: quoted as is.
+    push_quoted(&mut cmd, &client.ip.to_string());
+    if let Some(port) = client.port {
+        cmd.push_str(" \"x-originating-port\" ");
+        push_quoted(&mut cmd, &port.to_string());
+    }
+    cmd.push(')');
+    cmd
+}
+
+fn push_quoted(out: &mut String, v: &str) {
+    match quote(v) {
+        Ok(q) => out.push_str(&q),
+        // Not reached for an address or a number; NIL keeps the command valid.
+        Err(_) => out.push_str("NIL"),
+    }
+}
+
 /// Owned summary of a command's tagged OK.
 #[derive(Debug, Default)]
 struct Done {
@@ -211,6 +239,7 @@ impl Session {
     /// `greeting_caps`: the capabilities the greeting listed (empty when it
     /// listed none, or after STARTTLS), which LOGIN's literals go by; those
     /// after login replace them.
+    /// `id`: an ID command ([`id_command`]) sent just before LOGIN.
     pub(super) async fn login(
         stream: ImapStream,
         cfg: &ImapConfig,
@@ -218,6 +247,7 @@ impl Session {
         login: &str,
         password: &Secret,
         user: String,
+        id: Option<String>,
     ) -> Result<Session, ImapError> {
         let mut s = Session {
             inner: wire::Conn::new(stream),
@@ -243,6 +273,16 @@ impl Session {
             // HTTP layer already refuses such Basic credentials.
             return Err(ImapError::Auth { user: s.user });
         };
+        if let Some(id) = id {
+            // Pipelined before LOGIN, no round trip of its own (RFC 3501
+            // 5.5: ID changes no state LOGIN depends on). Its answer (an
+            // untagged ID, then OK, or NO/BAD from a server that will not
+            // take it) comes first and LOGIN's read loop skips it: a
+            // refused ID never fails the login.
+            let tag = s.next_tag();
+            s.write_raw(format!("{} {id}\r\n", tag.0).as_bytes())
+                .await?;
+        }
         // The capabilities after login (RFC 3501 6.2.2: they may differ
         // from the greeting's, LITERAL+/LITERAL- included): in LOGIN's OK
         // (`[CAPABILITY …]`) or an untagged CAPABILITY on most servers,
@@ -474,9 +514,14 @@ impl Session {
                             let r = read_next!(self.inner).await?;
                             match r.parsed() {
                                 Response::Continue(_) => break,
+                                // Only this command's own answer ends it (a
+                                // command pipelined before it, ID before
+                                // LOGIN, answers first).
                                 Response::Done {
-                                    status, outcome, ..
-                                } => {
+                                    tag: done,
+                                    status,
+                                    outcome,
+                                } if Some(done) == tag.as_ref() => {
                                     let info = outcome.information.as_deref().unwrap_or("");
                                     return Err(no_error(
                                         what,
@@ -1998,11 +2043,50 @@ fn message_headers(attrs: &[AttributeValue<'_>]) -> MessageHeaders {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 mod tests {
     use super::*;
 
     fn caps(names: &[&str]) -> HashSet<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn the_id_command_names_the_client_quoted() {
+        let v4 = ClientAddr {
+            ip: "192.0.2.10".parse().unwrap(),
+            port: Some(4711),
+        };
+        assert_eq!(
+            id_command(v4),
+            r#"ID ("x-originating-ip" "192.0.2.10" "x-originating-port" "4711")"#
+        );
+        // IPv6: no brackets, `::` kept; no port behind a proxy.
+        let v6 = ClientAddr {
+            ip: "2001:db8::1".parse().unwrap(),
+            port: None,
+        };
+        assert_eq!(id_command(v6), r#"ID ("x-originating-ip" "2001:db8::1")"#);
+        // An IPv4-mapped peer is named by its IPv4 address.
+        let mapped = ClientAddr::from(
+            "[::ffff:198.51.100.3]:993"
+                .parse::<std::net::SocketAddr>()
+                .unwrap(),
+        );
+        assert_eq!(
+            id_command(mapped),
+            r#"ID ("x-originating-ip" "198.51.100.3" "x-originating-port" "993")"#
+        );
+        // What the server reads back is what was meant (imap-proto parses
+        // an ID parameter list the same way as the response's).
+        let line = format!("* {}\r\n", id_command(v6));
+        match Response::parse(line.as_bytes()) {
+            Ok((_, Response::Id(Some(map)))) => {
+                let ip = map.iter().find(|(k, _)| k.as_ref() == "x-originating-ip");
+                assert_eq!(ip.map(|(_, v)| v.as_ref()), Some("2001:db8::1"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
