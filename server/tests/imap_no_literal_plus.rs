@@ -282,6 +282,32 @@ fn body_has(imap: &mut RawImap, uid: u32, text: &str) -> bool {
     imap.uid_search(&criteria) == vec![uid]
 }
 
+/// `dovecot` started, a [`LiteralTap`] in front of it, and opush's IMAP
+/// client logged in as `user` through the tap (the tests of the client
+/// itself, without HTTP).
+async fn tapped_client(
+    dovecot: PrivateDovecot,
+    user: &str,
+) -> (
+    PrivateDovecot,
+    LiteralTap,
+    opush_server::backends::imap::Session,
+) {
+    use opush_server::backends::imap::ImapClient;
+    use opush_server::config::{ImapConfig, Secret};
+    dovecot.run("up");
+    let tap = LiteralTap::start(dovecot.addr());
+    let cfg = ImapConfig {
+        port: tap.port(),
+        timeout_ms: 10_000,
+        ..ImapConfig::default()
+    };
+    let s = ImapClient::login(&cfg, user, &Secret::new(demo_password()))
+        .await
+        .unwrap();
+    (dovecot, tap, s)
+}
+
 /// Changes draft `sid` (in `drafts`, at `key`) to a second version whose
 /// body is [`long_text`] (over 4096 bytes): the draft is replaced by one
 /// message (its UID not among `uids`) whose body holds `expect`.
@@ -630,23 +656,16 @@ async fn non_ascii_folder_names_work_without_literal_plus() {
 // literals (SEARCH SUBJECT and BODY, both non-ASCII) waits before each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_literal_is_not_sent_and_the_session_goes_on() {
-    use opush_server::backends::imap::{Flag, ImapClient, ImapError, SearchQuery};
-    use opush_server::config::{ImapConfig, Secret};
+    use opush_server::backends::imap::{Flag, ImapError, SearchQuery};
 
     require(DOVECOT_IMAP);
     let user = "load0090@load.test";
-    let dovecot = PrivateDovecot::new(repo_root().join("target/tmp/no-literal-plus-client"), 11647)
-        .without_literal_plus();
-    dovecot.run("up");
-    let tap = LiteralTap::start(dovecot.addr());
-    let cfg = ImapConfig {
-        port: tap.port(),
-        timeout_ms: 10_000,
-        ..ImapConfig::default()
-    };
-    let mut s = ImapClient::login(&cfg, user, &Secret::new(demo_password()))
-        .await
-        .unwrap();
+    let (_dovecot, tap, mut s) = tapped_client(
+        PrivateDovecot::new(repo_root().join("target/tmp/no-literal-plus-client"), 11647)
+            .without_literal_plus(),
+        user,
+    )
+    .await;
     let marker = unique("nolit-client");
     let body = long_text(&marker);
     let message = mime("a@example.test", user, &marker, &body);
@@ -875,23 +894,16 @@ async fn literal_minus_small_drafts_go_without_waiting() {
 // with two non-ASCII strings sends both `{n+}`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn literal_minus_is_used_up_to_4096_bytes_exactly() {
-    use opush_server::backends::imap::{ImapClient, ImapError, SearchQuery};
-    use opush_server::config::{ImapConfig, Secret};
+    use opush_server::backends::imap::{ImapError, SearchQuery};
 
     require(DOVECOT_IMAP);
     let user = "load0087@load.test";
-    let dovecot = PrivateDovecot::new(repo_root().join("target/tmp/literal-minus-client"), 11652)
-        .with_literal_minus();
-    dovecot.run("up");
-    let tap = LiteralTap::start(dovecot.addr());
-    let cfg = ImapConfig {
-        port: tap.port(),
-        timeout_ms: 10_000,
-        ..ImapConfig::default()
-    };
-    let mut s = ImapClient::login(&cfg, user, &Secret::new(demo_password()))
-        .await
-        .unwrap();
+    let (dovecot, tap, mut s) = tapped_client(
+        PrivateDovecot::new(repo_root().join("target/tmp/literal-minus-client"), 11652)
+            .with_literal_minus(),
+        user,
+    )
+    .await;
     let marker = unique("litmin-client");
     let limit = format!("limit {marker}");
     let over = format!("over {marker}");
