@@ -29,9 +29,14 @@
 //!   not updated yet) the copy is still retried, from memory only (a WARN
 //!   line says it would be lost if opush stopped).
 //!
-//! Several opush processes on one Cassandra each run their own resumers:
-//! two of them resuming the same user at the same moment could both miss
-//! the copy in Sent and both APPEND it (see docs/ARCHITECTURE.md).
+//! Several opush processes on one Cassandra each run their own resumers.
+//! Each try is claimed in the store first
+//! (`Store::claim_sent_copy_try`: a compare-and-set of the copy's last try,
+//! a lightweight transaction on Cassandra), and only the process whose
+//! claim lands looks in Sent and APPENDs; the others read the row again
+//! and wait for the next try's time (by then it is saved, or theirs to
+//! claim). A store error while claiming leaves the try to be made anyway
+//! (logged): the one case two processes could both APPEND.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -445,11 +450,46 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
             let Some((job, at)) = jobs.get_mut(&id) else {
                 continue;
             };
+            let attempt = job.copy.tries + 1;
+            let at_ms = now_ms();
+            // The try is claimed in the store first: of several opush
+            // processes resuming this copy (one Cassandra behind them), only
+            // the one whose claim lands looks in Sent and APPENDs.
+            if job.stored {
+                let claim = backends
+                    .store
+                    .claim_sent_copy_try(&user, &id, job.copy.last_try_ms, (attempt, at_ms))
+                    .await;
+                match claim {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Another process claimed it, saved it, or it expired:
+                        // what the store holds now says which.
+                        match pending_in_store(&backends.store, &user, &id).await {
+                            Some(copy) => {
+                                tracing::info!(user, message_id = %id, tries = copy.tries, "sent copy's try taken by another process");
+                                job.copy.tries = copy.tries;
+                                job.copy.last_try_ms = copy.last_try_ms;
+                                *at = job.due();
+                            }
+                            None => {
+                                tracing::info!(user, message_id = %id, "sent copy no longer pending in the store");
+                                jobs.remove(&id);
+                            }
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(user, message_id = %id, error = %e, "sent copy's try not claimed in the store: tried anyway")
+                    }
+                }
+            }
+            job.copy.tries = attempt;
+            job.copy.last_try_ms = at_ms;
             let outcome = match conn.as_mut() {
                 Ok(c) => save_once(c, &backends.settings, &job.copy.bytes, &id).await,
                 Err(e) => Err(e.to_string()),
             };
-            let attempt = job.copy.tries + 1;
             match outcome {
                 Ok(saved) => {
                     let how = if saved { "saved" } else { "found there" };
@@ -458,8 +498,6 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                     jobs.remove(&id);
                 }
                 Err(e) => {
-                    job.copy.tries = attempt;
-                    job.copy.last_try_ms = now_ms();
                     let age = now_ms().saturating_sub(job.copy.created_ms);
                     let too_old = u128::try_from(age).unwrap_or(0) >= shared.ttl.as_millis();
                     if attempt >= SENT_COPY_RETRIES || too_old {
@@ -469,27 +507,22 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                         continue;
                     }
                     tracing::warn!(user, message_id = %id, attempt, error = %e, "sent copy still not saved");
-                    if job.stored {
-                        match backends
-                            .store
-                            .sent_copy_tried(&user, &id, attempt, job.copy.last_try_ms)
-                            .await
-                        {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                // Saved by another process, or expired.
-                                tracing::info!(user, message_id = %id, "sent copy no longer pending in the store");
-                                jobs.remove(&id);
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::warn!(user, message_id = %id, error = %e, "sent copy's try not recorded")
-                            }
-                        }
-                    }
                     *at = job.due();
                 }
             }
+        }
+    }
+}
+
+/// The copy `message_id` of `user` as the store holds it now (`None`:
+/// not there any more, or the store could not be read: the copy is then
+/// left to whoever holds it, and to the user's next look in the store).
+async fn pending_in_store(store: &Store, user: &str, message_id: &str) -> Option<SentCopy> {
+    match store.sent_copies(user).await {
+        Ok(rows) => rows.into_iter().find(|c| c.message_id == message_id),
+        Err(e) => {
+            tracing::warn!(user, message_id, error = %e, "pending sent copies not read from the store");
+            None
         }
     }
 }

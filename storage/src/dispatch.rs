@@ -234,23 +234,30 @@ impl Store {
         }
     }
 
-    /// Records a failed try of a pending Sent copy: its `tries` and
-    /// `last_try_ms` (its TTL unchanged). `false` when there is no such
-    /// live row (saved and deleted meanwhile, or expired): nothing written.
-    pub async fn sent_copy_tried(
+    /// Claims the next try of a pending Sent copy: sets its `tries` and
+    /// `last_try_ms` (its TTL unchanged) only while its `last_try_ms` is
+    /// still `seen`, the value the caller read. Of several opush processes
+    /// resuming the same copy (one Cassandra behind them), one wins each
+    /// try, and only it looks in Sent and APPENDs: never two copies.
+    /// `false` (nothing written) when another process claimed it first, or
+    /// there is no such live row (saved and deleted meanwhile, or expired).
+    pub async fn claim_sent_copy_try(
         &self,
         user: &str,
         message_id: &str,
-        tries: u32,
-        at_ms: i64,
+        seen: i64,
+        (tries, at_ms): (u32, i64),
     ) -> Result<bool> {
         validate_sent_copy_key(user, message_id)?;
         match self {
             Store::Embedded(s) => {
-                s.sent_copy_tried(user.to_owned(), message_id.to_owned(), tries, at_ms)
+                s.claim_sent_copy_try(user.to_owned(), message_id.to_owned(), seen, tries, at_ms)
                     .await
             }
-            Store::Cassandra(s) => s.sent_copy_tried(user, message_id, tries, at_ms).await,
+            Store::Cassandra(s) => {
+                s.claim_sent_copy_try(user, message_id, seen, (tries, at_ms))
+                    .await
+            }
         }
     }
 

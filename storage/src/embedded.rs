@@ -356,7 +356,7 @@ enum Write {
     /// A pending Sent copy put (schema v3).
     SentCopy(Box<SentCopy>),
     /// A failed try of one recorded: `(user, message_id, tries, at_ms)`.
-    SentCopyTried(Box<(String, String, u32, i64)>),
+    SentCopyTried(Box<(String, String, i64, u32, i64)>),
     /// A pending Sent copy deleted: `(user, message_id)`.
     SentCopyDelete(Box<(String, String)>),
 }
@@ -621,15 +621,16 @@ impl EmbeddedStore {
         self.run(move |i| i.sent_copies(user.as_deref())).await
     }
 
-    /// See [`crate::Store::sent_copy_tried`] (group-committed).
-    pub async fn sent_copy_tried(
+    /// See [`crate::Store::claim_sent_copy_try`] (group-committed).
+    pub async fn claim_sent_copy_try(
         &self,
         user: String,
         message_id: String,
+        seen: i64,
         tries: u32,
         at_ms: i64,
     ) -> Result<bool> {
-        let w = Write::SentCopyTried(Box::new((user, message_id, tries, at_ms)));
+        let w = Write::SentCopyTried(Box::new((user, message_id, seen, tries, at_ms)));
         self.group_write(w).await.map(|found| found == 1)
     }
 
@@ -1191,8 +1192,9 @@ impl Inner {
                     Self::put_sent_copy_in(&txn, r, c, expires).map(|()| 0)
                 }
                 Write::SentCopyTried(t) => {
-                    let (user, id, tries, at_ms) = &**t;
-                    Self::sent_copy_tried_in(&txn, r, user, id, *tries, *at_ms, now).map(u64::from)
+                    let (user, id, seen, tries, at_ms) = &**t;
+                    let claim = (*seen, *tries, *at_ms);
+                    Self::claim_sent_copy_try_in(&txn, r, user, id, claim, now).map(u64::from)
                 }
                 Write::SentCopyDelete(d) => {
                     Self::delete_sent_copy_in(&txn, r, &d.0, &d.1).map(|()| 0)
@@ -1639,20 +1641,16 @@ impl Inner {
         reindex_expiry_in(&mut ix, rows, old, expires, T_SENT_COPY, &key)
     }
 
-    /// A failed try recorded inside `txn`: the live row rewritten with
-    /// `tries` and `at_ms`, its expiry kept. `false` (nothing written) when
-    /// there is no live row.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one row's key and new values, as the group commit holds them"
-    )]
-    fn sent_copy_tried_in(
+    /// A try claimed inside `txn`: the live row whose `last_try_ms` is
+    /// still `seen` rewritten with `tries` and `at_ms`, its expiry kept.
+    /// `false` (nothing written) when there is no live row or its last try
+    /// is not `seen` any more.
+    fn claim_sent_copy_try_in(
         txn: &WriteTransaction,
         rows: &mut Rows,
         user: &str,
         message_id: &str,
-        tries: u32,
-        at_ms: i64,
+        (seen, tries, at_ms): (i64, u32, i64),
         now: u64,
     ) -> Result<bool> {
         crate::model::validate_sent_copy_key(user, message_id)?;
@@ -1664,6 +1662,13 @@ impl Inner {
         };
         let expires = u64_at(&v, 0).ok_or_else(|| corrupt("sent copy"))?;
         if expires <= now || v.len() < SENT_HEADER {
+            return Ok(false);
+        }
+        let last = v
+            .get(16..24)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_le_bytes);
+        if last != Some(seen) {
             return Ok(false);
         }
         v[16..24].copy_from_slice(&at_ms.to_le_bytes());
@@ -1948,7 +1953,7 @@ mod tests {
         store.put_sent_copy(copy("<a@x>")).await.unwrap();
         store.put_sent_copy(copy("<b@x>")).await.unwrap();
         assert!(store
-            .sent_copy_tried("alice@example.test".into(), "<a@x>".into(), 3, 9)
+            .claim_sent_copy_try("alice@example.test".into(), "<a@x>".into(), 2, 3, 9)
             .await
             .unwrap());
         store

@@ -395,7 +395,7 @@ async fn rows_expire_after_their_ttl(backend: Backend) {
     // A try recorded keeps the row's TTL: it still expires on time.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert!(s
-        .sent_copy_tried("gina", "<m1@x>", 1, 1_800_000_000_000)
+        .claim_sent_copy_try("gina", "<m1@x>", 1_800_000_000_500, (1, 1_800_000_000_000))
         .await
         .unwrap());
 
@@ -421,7 +421,7 @@ async fn rows_expire_after_their_ttl(backend: Backend) {
     assert!(s.sent_copies("gina").await.unwrap().is_empty());
     assert!(s.all_sent_copies().await.unwrap().is_empty());
     assert!(
-        !s.sent_copy_tried("gina", "<m1@x>", 2, 1_800_000_000_000)
+        !s.claim_sent_copy_try("gina", "<m1@x>", 1_800_000_000_000, (2, 1_800_000_001_000))
             .await
             .unwrap(),
         "an expired copy is not there to try"
@@ -635,13 +635,38 @@ async fn sent_copies_round_trip(backend: Backend) {
     all.sort_by(|x, y| (&x.user, &x.message_id).cmp(&(&y.user, &y.message_id)));
     assert_eq!(all, vec![a.clone(), b.clone(), c.clone()]);
 
+    // A try is claimed against the last try read: of two processes that
+    // read the same row, the second claim finds it changed and is refused.
+    let seen = a.last_try_ms;
     assert!(s
-        .sent_copy_tried("lena", "<a@example.test>", 4, 1_800_000_009_000)
+        .claim_sent_copy_try("lena", "<a@example.test>", seen, (4, 1_800_000_009_000))
         .await
         .unwrap());
+    assert!(
+        !s.claim_sent_copy_try("lena", "<a@example.test>", seen, (4, 1_800_000_009_001))
+            .await
+            .unwrap(),
+        "a try claimed twice from the same reading"
+    );
     let tried = SentCopy {
         tries: 4,
         last_try_ms: 1_800_000_009_000,
+        ..a.clone()
+    };
+    assert_eq!(s.sent_copies("lena").await.unwrap()[0], tried);
+    // Claimed against what is there now, the next try is.
+    assert!(s
+        .claim_sent_copy_try(
+            "lena",
+            "<a@example.test>",
+            tried.last_try_ms,
+            (5, 1_800_000_019_000)
+        )
+        .await
+        .unwrap());
+    let tried = SentCopy {
+        tries: 5,
+        last_try_ms: 1_800_000_019_000,
         ..a.clone()
     };
     assert_eq!(s.sent_copies("lena").await.unwrap()[0], tried);
@@ -666,7 +691,7 @@ async fn sent_copies_round_trip(backend: Backend) {
         .unwrap();
     assert_eq!(s.sent_copies("lena").await.unwrap(), vec![tried]);
     assert!(
-        !s.sent_copy_tried("lena", "<b@example.test>", 5, 1)
+        !s.claim_sent_copy_try("lena", "<b@example.test>", b.last_try_ms, (5, 1))
             .await
             .unwrap(),
         "a deleted copy is not tried"

@@ -1185,14 +1185,16 @@ impl CassandraStore {
         Ok(out)
     }
 
-    /// See [`crate::Store::sent_copy_tried`]: the row's remaining TTL is
-    /// read, then its two columns rewritten with it.
-    pub async fn sent_copy_tried(
+    /// See [`crate::Store::claim_sent_copy_try`]: the row's remaining TTL
+    /// and last try are read, then a lightweight transaction (Paxos, at
+    /// the session's serial consistency) rewrites the two columns with that
+    /// TTL only if `last_try_ms` is still `seen`.
+    pub async fn claim_sent_copy_try(
         &self,
         user: &str,
         message_id: &str,
-        tries: u32,
-        at_ms: i64,
+        seen: i64,
+        (tries, at_ms): (u32, i64),
     ) -> Result<bool> {
         self.require_sent_copies().await?;
         let key = vec![
@@ -1202,20 +1204,19 @@ impl CassandraStore {
         let r = self
             .exec(
                 format!(
-                    "SELECT TTL(bytes) FROM {} WHERE user = ? AND message_id = ?",
+                    "SELECT TTL(bytes), last_try_ms FROM {} WHERE user = ? AND message_id = ?",
                     self.t("sent_copies")
                 ),
                 key.clone(),
             )
             .await?;
         let rows = r.into_rows_result().map_err(map_any)?;
-        let ttl = rows
-            .maybe_first_row::<(Option<i32>,)>()
-            .map_err(map_any)?
-            .and_then(|(t,)| t)
-            .filter(|t| *t > 0);
-        let Some(ttl) = ttl else {
-            return Ok(false);
+        let found = rows
+            .maybe_first_row::<(Option<i32>, Option<i64>)>()
+            .map_err(map_any)?;
+        let ttl = match found {
+            Some((Some(ttl), Some(last))) if ttl > 0 && last == seen => ttl,
+            _ => return Ok(false),
         };
         let mut values = vec![
             CqlValue::Int(ttl),
@@ -1223,15 +1224,28 @@ impl CassandraStore {
             CqlValue::BigInt(at_ms),
         ];
         values.extend(key);
-        self.exec(
-            format!(
-                "UPDATE {} USING TTL ? SET tries = ?, last_try_ms = ? WHERE user = ? AND message_id = ?",
-                self.t("sent_copies")
-            ),
-            values,
-        )
-        .await?;
-        Ok(true)
+        values.push(CqlValue::BigInt(seen));
+        let r = self
+            .exec(
+                format!(
+                    "UPDATE {} USING TTL ? SET tries = ?, last_try_ms = ? \
+                     WHERE user = ? AND message_id = ? IF last_try_ms = ?",
+                    self.t("sent_copies")
+                ),
+                values,
+            )
+            .await?;
+        // The first column of a conditional update's row is `[applied]`;
+        // when not applied the row's current `last_try_ms` follows. Requests
+        // are retried (idempotent): a retry of a claim that was applied
+        // finds `at_ms` there, this claim's own.
+        let rows = r.into_rows_result().map_err(map_any)?;
+        let row = rows.first_row::<scylla::value::Row>().map_err(map_any)?;
+        Ok(match row.columns.as_slice() {
+            [Some(CqlValue::Boolean(true)), ..] => true,
+            [_, Some(CqlValue::BigInt(last)), ..] => *last == at_ms,
+            _ => false,
+        })
     }
 
     /// See [`crate::Store::delete_sent_copy`].
