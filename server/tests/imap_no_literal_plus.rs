@@ -282,6 +282,31 @@ fn body_has(imap: &mut RawImap, uid: u32, text: &str) -> bool {
     imap.uid_search(&criteria) == vec![uid]
 }
 
+/// Each special-password user logs in (OPTIONS) and lists its folders as
+/// device `device`, then `SPECIAL_PASSWORD_USERS[wrong]`'s password with
+/// an `x` added is refused (401), then a plain password (a quoted string,
+/// no literal) logs in.
+async fn log_in_each_special_user(rig: &Rig, device: &str, wrong: usize) {
+    for (user, password) in SPECIAL_PASSWORD_USERS {
+        let mut c = EasClient::new(rig.addr, user, password, device, "14.1");
+        let res = c.options().await;
+        assert_eq!(
+            res.status,
+            200,
+            "{user} refused (see {}/dovecot.log)",
+            rig.dovecot.dir.display()
+        );
+        // The handlers reach the mailbox as the user with that password.
+        let (_, list) = folders(&mut c).await;
+        of_type(&list, "2");
+    }
+    let (user, password) = SPECIAL_PASSWORD_USERS[wrong];
+    let mut refused = EasClient::new(rig.addr, user, &format!("{password}x"), device, "14.1");
+    assert_eq!(refused.options().await.status, 401, "{user}");
+    let mut c = rig.client("load0084@load.test", device, "14.1");
+    assert_eq!(c.options().await.status, 200);
+}
+
 /// `dovecot` started, a [`LiteralTap`] in front of it, and opush's IMAP
 /// client logged in as `user` through the tap (the tests of the client
 /// itself, without HTTP).
@@ -345,27 +370,9 @@ async fn change_to_a_long_draft(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_logins_send_their_passwords_as_synchronizing_literals() {
     let rig = Rig::start("login", 11642).await;
-    for (user, password) in SPECIAL_PASSWORD_USERS {
-        let mut c = EasClient::new(rig.addr, user, password, "NOLITPW", "14.1");
-        let res = c.options().await;
-        assert_eq!(
-            res.status,
-            200,
-            "{user} refused (see {}/dovecot.log)",
-            rig.dovecot.dir.display()
-        );
-        // The handlers reach the mailbox as the user with that password.
-        let (_, list) = folders(&mut c).await;
-        of_type(&list, "2");
-    }
     // A wrong password (once: Dovecot delays each failed login from an
     // address more than the one before) is asked for, then refused.
-    let (user, password) = SPECIAL_PASSWORD_USERS[2];
-    let mut wrong = EasClient::new(rig.addr, user, &format!("{password}x"), "NOLITPW", "14.1");
-    assert_eq!(wrong.options().await.status, 401, "{user}");
-    // A plain password: a quoted string, no literal.
-    let mut c = rig.client("load0084@load.test", "NOLITPW", "14.1");
-    assert_eq!(c.options().await.status, 200);
+    log_in_each_special_user(&rig, "NOLITPW", 2).await;
 
     let wire = rig.finish().await;
     // utf8pw1 and utf8pw3 (one literal each), and the wrong password.
@@ -749,23 +756,7 @@ fn sized_message(user: &str, subject: &str, size: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn literal_minus_logins_send_their_passwords_without_waiting() {
     let rig = Rig::start_with("login", 11649, Literals::Minus).await;
-    for (user, password) in SPECIAL_PASSWORD_USERS {
-        let mut c = EasClient::new(rig.addr, user, password, "LITMINPW", "14.1");
-        let res = c.options().await;
-        assert_eq!(
-            res.status,
-            200,
-            "{user} refused (see {}/dovecot.log)",
-            rig.dovecot.dir.display()
-        );
-        let (_, list) = folders(&mut c).await;
-        of_type(&list, "2");
-    }
-    let (user, password) = SPECIAL_PASSWORD_USERS[0];
-    let mut wrong = EasClient::new(rig.addr, user, &format!("{password}x"), "LITMINPW", "14.1");
-    assert_eq!(wrong.options().await.status, 401, "{user}");
-    let mut c = rig.client("load0084@load.test", "LITMINPW", "14.1");
-    assert_eq!(c.options().await.status, 200);
+    log_in_each_special_user(&rig, "LITMINPW", 0).await;
 
     let wire = rig.finish().await;
     let logins = wire.literals_of("LOGIN");
