@@ -40,13 +40,6 @@ pub enum VersionError {
 /// Value of the `MS-ASProtocolVersions` header of an OPTIONS response.
 pub const PROTOCOL_VERSIONS_HEADER: &str = "2.5,12.0,12.1,14.0,14.1,16.0,16.1";
 
-/// Value of the `MS-ASProtocolCommands` header of an OPTIONS response: every
-/// command of [`crate::query::Command::ALL`], comma separated.
-pub const PROTOCOL_COMMANDS_HEADER: &str = "Sync,SendMail,SmartForward,SmartReply,GetAttachment,\
-GetHierarchy,CreateCollection,DeleteCollection,MoveCollection,FolderSync,FolderCreate,\
-FolderDelete,FolderUpdate,MoveItems,GetItemEstimate,MeetingResponse,Search,Settings,Ping,\
-ItemOperations,Provision,ResolveRecipients,ValidateCert,Find";
-
 impl ProtocolVersion {
     /// Every version, oldest first.
     pub const ALL: [ProtocolVersion; 7] = [

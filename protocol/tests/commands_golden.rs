@@ -773,14 +773,13 @@ fn search_and_recipients() {
         V16_1,
         FindRequest {
             search_id: "6e0c7ab0-1d0a-4a28-9b5c-3c1f0f6c1a11".into(),
-            execute_search: Some(
-                Element::new(tags::find::EXECUTE_SEARCH).with(
-                    Element::new(tags::find::MAIL_BOX_SEARCH_CRITERION).with(
-                        Element::new(tags::find::QUERY)
-                            .with(Element::with_text(tags::find::FREE_TEXT, "lunch")),
-                    ),
-                ),
-            ),
+            criterion: Some(FindCriterion::Mailbox(MailboxSearch {
+                free_text: Some("lunch".into()),
+                class: Some("Email".into()),
+                collection_id: Some("2".into()),
+                deep_traversal: true,
+                range: Some("0-99".into()),
+            })),
         },
     );
     check(
@@ -789,18 +788,30 @@ fn search_and_recipients() {
         V16_1,
         FindResponse {
             status: FindStatus::Success,
-            response_status: Some(FindStatus::Success),
-            results: vec![FindResult {
-                class: Some("Email".into()),
-                server_id: Some("2:10".into()),
-                collection_id: Some("2".into()),
-                properties: Some(ApplicationData::Email(Box::new(Email {
-                    subject: Some("Lunch?".into()),
-                    ..Email::default()
-                }))),
-            }],
-            range: Some("0-0".into()),
-            total: Some(1),
+            response: Some(FindStoreResponse {
+                store: "Mailbox".into(),
+                status: FindStatus::Success,
+                results: vec![FindResult {
+                    class: Some("Email".into()),
+                    server_id: Some("2:10".into()),
+                    collection_id: Some("2".into()),
+                    properties: Some(FindProperties {
+                        subject: Some("Lunch?".into()),
+                        date_received: Some("2026-11-28T12:00:00.000Z".into()),
+                        display_to: Some("Ann".into()),
+                        display_cc: Some("Carl".into()),
+                        importance: Some(1),
+                        read: Some(false),
+                        is_draft: Some(false),
+                        preview: Some("Shall we meet at noon?".into()),
+                        has_attachments: Some(true),
+                        from: Some("\"Bob\" <bob@example.org>".into()),
+                        ..FindProperties::default()
+                    }),
+                }],
+                range: Some("0-0".into()),
+                total: Some(1),
+            }),
         },
     );
 }

@@ -759,7 +759,7 @@ fn find_only_in_16_1() {
     use opush_protocol::commands::find::FindRequest;
     let req = FindRequest {
         search_id: "abc".into(),
-        execute_search: None,
+        criterion: None,
     };
     let bytes = req.encode(ProtocolVersion::V16_1);
     assert_eq!(

@@ -181,6 +181,11 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             // [MS-ASCMD] 2.2.2: 137 CommandNotSupported (14.0+); 400 before.
             status_or(ctx, 137, || http(400, vec![]))
         }
+        ServerError::Command(CommandError::VersionNotSupported { .. }) => {
+            tracing::warn!(cmd, error = %err, "command not in the request's protocol version");
+            // [MS-ASCMD] 2.2.2: 138 VersionNotSupported (14.0+); 400 before.
+            status_or(ctx, 138, || http(400, vec![]))
+        }
         ServerError::Command(CommandError::InvalidRequest { .. }) => {
             tracing::warn!(cmd, error = %err, "invalid command request");
             // [MS-ASCMD] 2.2.2: 103 InvalidXML (14.0+); 400 before.

@@ -23,7 +23,7 @@ fn auth() -> String {
     basic(ALICE, PASSWORD)
 }
 
-// [MS-ASHTTP] 2.2.4: OPTIONS lists versions and commands.
+// [MS-ASHTTP] 2.2.4: OPTIONS lists versions and the commands implemented.
 #[tokio::test]
 async fn options_advertises_versions_and_commands() {
     let srv = start(settings()).await;
@@ -47,10 +47,27 @@ async fn options_advertises_versions_and_commands() {
             "Ping",
             "ItemOperations",
             "Settings",
+            "Search",
+            "Find",
         ] {
             assert!(
                 commands.split(',').any(|x| x == c),
                 "{c} missing in {commands}"
+            );
+        }
+        // [MS-ASHTTP] 2.2.4.1.2.1: only the commands the server supports.
+        for c in [
+            "MeetingResponse",
+            "ResolveRecipients",
+            "ValidateCert",
+            "GetHierarchy",
+            "CreateCollection",
+            "DeleteCollection",
+            "MoveCollection",
+        ] {
+            assert!(
+                !commands.split(',').any(|x| x == c),
+                "{c} advertised in {commands} but not implemented"
             );
         }
         assert!(res.header("MS-Server-ActiveSync").is_some());

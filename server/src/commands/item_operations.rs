@@ -1,5 +1,5 @@
 //! `handle_item_operations` ([MS-ASCMD] 2.2.1.10) for the mailbox store:
-//! Fetch of a whole message by ServerId, Fetch of an attachment by
+//! Fetch of a whole message by ServerId (or LongId), Fetch of an attachment by
 //! FileReference (with an optional byte `Range`), EmptyFolderContents and
 //! the conversation `Move` (14.0+).
 //!
@@ -322,6 +322,11 @@ async fn fetch(
         ));
     };
     let Some((raw, id)) = locate(state, server_id) else {
+        // A Find result the device does not hold from Sync carries the
+        // LongId form as its ServerId (`commands/find.rs`).
+        if server_id.contains('/') {
+            return fetch_long_id(imap, state, target, server_id, prefs, version).await;
+        }
         return Ok(fetch_result(
             ItemOperationsStatus::ObjectNotFound,
             target,
@@ -337,7 +342,8 @@ async fn fetch(
 }
 
 /// Fetch of a Search result by its LongId (`"<CollectionId>:<UIDVALIDITY>/<UID>"`,
-/// as `commands/search.rs` makes them): the message must still be there
+/// as `commands/search.rs` makes them; a Find result's ServerId may have
+/// that form too): the message must still be there
 /// under the same UIDVALIDITY, else ObjectNotFound.
 async fn fetch_long_id(
     imap: &mut PooledSession,

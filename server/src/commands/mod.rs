@@ -13,6 +13,7 @@
 //! answers 400 — that is the "unknown" arm of the dispatch.
 
 pub mod compose;
+pub mod find;
 pub mod folder_create;
 pub mod folder_delete;
 pub mod folder_sync;
@@ -40,6 +41,7 @@ use opush_protocol::wbxml::Element;
 use crate::device::DeviceRecord;
 use crate::http::auth::AuthenticatedUser;
 use crate::http::AppState;
+use crate::session::EasServices;
 
 /// Everything a handler may use for one request.
 pub struct CommandContext<'a> {
@@ -137,6 +139,15 @@ pub enum CommandError {
     /// The command is routed but has no handler yet.
     #[error("command {0} is not implemented by this server")]
     NotImplemented(Command),
+    /// The command does not exist in the request's protocol version (Find
+    /// before 16.1).
+    #[error("command {command} is not in protocol version {version}")]
+    VersionNotSupported {
+        /// The command.
+        command: Command,
+        /// The request's version.
+        version: ProtocolVersion,
+    },
     /// The request is well-formed WBXML but not a valid request for the command.
     #[error("invalid {command} request: {reason}")]
     InvalidRequest {
@@ -184,48 +195,83 @@ type HandlerFuture<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<EasResponse, CommandError>> + Send + 'a>,
 >;
 
-/// Routes a request to its command handler.
-pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandError> {
-    let command = ctx.request.command;
-    // Every command is listed so that adding a handler is a one-line change
-    // and the compiler points at this match when `Command` grows.
-    let Some(eas) = ctx.app.eas.as_deref() else {
-        return Err(CommandError::NotImplemented(command));
-    };
-    // Any request of a device ends its parked Ping (MS-ASCMD: a device is
-    // never stuck behind its own old Ping).
-    eas.push.supersede(&ctx.user.user, &ctx.request.device_id);
-    // Each handler future is boxed: the request path is one long chain of
-    // futures, and naming every handler's type in it overflows the
-    // compiler's query depth in the crates that embed the server.
-    let handler: HandlerFuture<'_> = match command {
-        Command::Provision => Box::pin(provision::handle_provision(&ctx, eas)),
-        Command::FolderSync => Box::pin(folder_sync::handle_folder_sync(&ctx, eas)),
-        Command::FolderCreate => Box::pin(folder_create::handle_folder_create(&ctx, eas)),
-        Command::FolderDelete => Box::pin(folder_delete::handle_folder_delete(&ctx, eas)),
-        Command::FolderUpdate => Box::pin(folder_update::handle_folder_update(&ctx, eas)),
-        Command::Sync => Box::pin(sync::handle_sync(&ctx, eas)),
+/// A command handler: `handle_<command>` of `commands/<command>.rs`, its
+/// future boxed.
+pub type Handler = for<'a> fn(&'a CommandContext<'a>, &'a EasServices) -> HandlerFuture<'a>;
+
+/// The handler of `command`; `None` for the commands this server does not
+/// implement (answered 137 / HTTP 400). The one list of what is
+/// implemented: [`dispatch`] routes by it and OPTIONS advertises what it
+/// holds ([`protocol_commands_header`]), so the two cannot disagree.
+///
+/// Every command is listed so that adding a handler is a one-line change
+/// and the compiler points at this match when `Command` grows. Each
+/// handler future is boxed: the request path is one long chain of
+/// futures, and naming every handler's type in it overflows the compiler's
+/// query depth in the crates that embed the server.
+pub fn handler(command: Command) -> Option<Handler> {
+    let handler: Handler = match command {
+        Command::Provision => |c, e| Box::pin(provision::handle_provision(c, e)),
+        Command::FolderSync => |c, e| Box::pin(folder_sync::handle_folder_sync(c, e)),
+        Command::FolderCreate => |c, e| Box::pin(folder_create::handle_folder_create(c, e)),
+        Command::FolderDelete => |c, e| Box::pin(folder_delete::handle_folder_delete(c, e)),
+        Command::FolderUpdate => |c, e| Box::pin(folder_update::handle_folder_update(c, e)),
+        Command::Sync => |c, e| Box::pin(sync::handle_sync(c, e)),
         Command::GetItemEstimate => {
-            Box::pin(get_item_estimate::handle_get_item_estimate(&ctx, eas))
+            |c, e| Box::pin(get_item_estimate::handle_get_item_estimate(c, e))
         }
-        Command::ItemOperations => Box::pin(item_operations::handle_item_operations(&ctx, eas)),
-        Command::MoveItems => Box::pin(move_items::handle_move_items(&ctx, eas)),
-        Command::Settings => Box::pin(settings::handle_settings(&ctx, eas)),
-        Command::Search => Box::pin(search::handle_search(&ctx, eas)),
-        Command::GetAttachment => Box::pin(get_attachment::handle_get_attachment(&ctx, eas)),
-        Command::Ping => Box::pin(ping::handle_ping(&ctx, eas)),
-        Command::SendMail => Box::pin(send_mail::handle_send_mail(&ctx, eas)),
-        Command::SmartReply => Box::pin(smart_reply::handle_smart_reply(&ctx, eas)),
-        Command::SmartForward => Box::pin(smart_forward::handle_smart_forward(&ctx, eas)),
+        Command::ItemOperations => |c, e| Box::pin(item_operations::handle_item_operations(c, e)),
+        Command::MoveItems => |c, e| Box::pin(move_items::handle_move_items(c, e)),
+        Command::Settings => |c, e| Box::pin(settings::handle_settings(c, e)),
+        Command::Search => |c, e| Box::pin(search::handle_search(c, e)),
+        Command::Find => |c, e| Box::pin(find::handle_find(c, e)),
+        Command::GetAttachment => |c, e| Box::pin(get_attachment::handle_get_attachment(c, e)),
+        Command::Ping => |c, e| Box::pin(ping::handle_ping(c, e)),
+        Command::SendMail => |c, e| Box::pin(send_mail::handle_send_mail(c, e)),
+        Command::SmartReply => |c, e| Box::pin(smart_reply::handle_smart_reply(c, e)),
+        Command::SmartForward => |c, e| Box::pin(smart_forward::handle_smart_forward(c, e)),
         Command::GetHierarchy
         | Command::CreateCollection
         | Command::DeleteCollection
         | Command::MoveCollection
         | Command::MeetingResponse
         | Command::ResolveRecipients
-        | Command::ValidateCert
-        | Command::Find => return Err(CommandError::NotImplemented(command)),
+        | Command::ValidateCert => return None,
     };
+    Some(handler)
+}
+
+/// The commands this server implements, in command-code order.
+pub fn implemented() -> impl Iterator<Item = Command> {
+    Command::ALL.into_iter().filter(|c| handler(*c).is_some())
+}
+
+/// The `MS-ASProtocolCommands` header of the OPTIONS answer ([MS-ASHTTP]
+/// 2.2.4.1.2.1: the commands the server supports): [`implemented`],
+/// comma separated.
+pub fn protocol_commands_header() -> &'static str {
+    static HEADER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        implemented()
+            .map(Command::name)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    &HEADER
+}
+
+/// Routes a request to its command handler.
+pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandError> {
+    let command = ctx.request.command;
+    let Some(eas) = ctx.app.eas.as_deref() else {
+        return Err(CommandError::NotImplemented(command));
+    };
+    let Some(handle) = handler(command) else {
+        return Err(CommandError::NotImplemented(command));
+    };
+    // Any request of a device ends its parked Ping (MS-ASCMD: a device is
+    // never stuck behind its own old Ping).
+    eas.push.supersede(&ctx.user.user, &ctx.request.device_id);
+    let handler = handle(&ctx, eas);
     // Every request runs as a recorded request: handlers that record a
     // decision (`session::Recorder`) log `RequestReceived` with it, and
     // `ResponseSent` follows once the answer is known.
@@ -337,6 +383,40 @@ mod tests {
             }
         }
         assert_eq!(n_roots, 17);
+    }
+
+    // [MS-ASHTTP] 2.2.4.1.2.1: OPTIONS lists the commands the server
+    // supports: each one advertised has a handler, and the ones without
+    // (answered "not implemented") are not advertised.
+    #[test]
+    fn advertised_commands_are_the_dispatched_ones() {
+        let advertised: Vec<&str> = protocol_commands_header().split(',').collect();
+        for name in &advertised {
+            let command = Command::ALL
+                .into_iter()
+                .find(|c| c.name() == *name)
+                .unwrap_or_else(|| panic!("{name} is no command"));
+            assert!(
+                handler(command).is_some(),
+                "{name} advertised, not dispatched"
+            );
+        }
+        for command in Command::ALL {
+            assert_eq!(
+                advertised.contains(&command.name()),
+                handler(command).is_some(),
+                "{command}"
+            );
+        }
+        assert!(advertised.contains(&"Find"));
+        for absent in [
+            "MeetingResponse",
+            "ResolveRecipients",
+            "ValidateCert",
+            "GetHierarchy",
+        ] {
+            assert!(!advertised.contains(&absent), "{absent} advertised");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `LongId` is `"<CollectionId>:<UIDVALIDITY>/<UID>"`. Other stores and
 //! queries without FreeText answer a clean status, never an error.
 
-use opush_engine::{BackendItemId, CollectionId};
+use opush_engine::{BackendItemId, CollectionId, DeviceState, FolderType};
 use opush_protocol::commands::items::ApplicationData;
 use opush_protocol::commands::search::{SearchRequest, SearchResponse, SearchResult};
 use opush_protocol::commands::Owned;
@@ -20,7 +20,7 @@ use opush_protocol::wbxml::tags::{airsync, search as se};
 use super::item_operations::parse_range;
 use super::sync::{full_email, item_id};
 use super::{CommandContext, CommandError, EasResponse};
-use crate::backends::imap::SearchQuery;
+use crate::backends::imap::{ImapError, PooledSession, SearchQuery};
 use crate::session::{imap_error, Caller, EasServices};
 
 /// Most results returned by one Search (the default `Range` is 0-99).
@@ -55,6 +55,38 @@ fn status_only(status: SearchStatus) -> SearchResponse {
     }
 }
 
+/// The device's INBOX: its CollectionId and IMAP name.
+pub(crate) fn inbox(state: &DeviceState) -> Option<(CollectionId, String)> {
+    state
+        .hierarchy
+        .folders
+        .iter()
+        .find(|(_, f)| f.folder_type == FolderType::Inbox)
+        .map(|(b, f)| (f.id, b.0.clone()))
+}
+
+/// The messages of folder `raw` whose headers or body contain `text`
+/// (IMAP `UID SEARCH CHARSET UTF-8 TEXT`), newest (highest UID) first,
+/// with the folder's UIDVALIDITY. Shared by Search and Find.
+pub(crate) async fn matching_uids(
+    imap: &mut PooledSession,
+    raw: &str,
+    text: &str,
+) -> Result<(u32, Vec<u32>), ImapError> {
+    let mailbox = imap.select(raw).await?;
+    let mut uids = imap
+        .search(
+            raw,
+            &SearchQuery {
+                text: Some(text.to_owned()),
+                ..SearchQuery::default()
+            },
+        )
+        .await?;
+    uids.sort_unstable_by(|a, b| b.cmp(a));
+    Ok((mailbox.uidvalidity, uids))
+}
+
 /// Search without HTTP.
 pub async fn search(
     req: &SearchRequest,
@@ -80,30 +112,14 @@ pub async fn search(
             Some(b) => (c, b.0.clone()),
             None => return Ok(status_only(SearchStatus::from_code(11))),
         },
-        None => {
-            let inbox = state
-                .hierarchy
-                .folders
-                .iter()
-                .find(|(_, f)| f.folder_type == opush_engine::FolderType::Inbox);
-            match inbox {
-                Some((b, f)) => (f.id, b.0.clone()),
-                None => return Ok(status_only(SearchStatus::from_code(11))),
-            }
-        }
+        None => match inbox(&state) {
+            Some(found) => found,
+            None => return Ok(status_only(SearchStatus::from_code(11))),
+        },
     };
-    let mailbox = imap.select(&raw).await.map_err(imap_error)?;
-    let mut uids = imap
-        .search(
-            &raw,
-            &SearchQuery {
-                text: Some(text),
-                ..SearchQuery::default()
-            },
-        )
+    let (uidvalidity, uids) = matching_uids(&mut imap, &raw, &text)
         .await
         .map_err(imap_error)?;
-    uids.sort_unstable_by(|a, b| b.cmp(a));
     let total = uids.len();
     let range = req.options.as_ref().and_then(|o| o.range.clone());
     let (start, end) = match range.as_deref().map(|r| parse_range(r, total)) {
@@ -119,7 +135,7 @@ pub async fn search(
         .unwrap_or_default();
     let mut results = Vec::new();
     for uid in uids.get(start..end).unwrap_or_default() {
-        let id: BackendItemId = item_id(mailbox.uidvalidity, *uid);
+        let id: BackendItemId = item_id(uidvalidity, *uid);
         let long_id = format!("{collection}:{}", id.0);
         let email = full_email(&mut imap, Some(&raw), &id, &long_id, &prefs, version).await?;
         results.push(SearchResult {

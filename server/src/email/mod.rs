@@ -6,8 +6,8 @@
 //! per `BodyPreference` ([`body`]) and the attachments with their
 //! [`FileReference`].
 //!
-//! Exists so every command that returns mail (Sync, ItemOperations, Search)
-//! renders it the same way. Conversion never fails: a message that does not
+//! Exists so every command that returns mail (Sync, ItemOperations, Search,
+//! Find) renders it the same way. Conversion never fails: a message that does not
 //! parse, a body without a charset or a broken calendar part gives an item
 //! with what could be read — one bad message must never block a Sync. It
 //! must not do I/O; the caller fetches the bytes (bounded) and the flags.
@@ -22,6 +22,7 @@ use std::fmt;
 
 use mail_parser::{Address, HeaderName, MessageParser, MimeHeaders, PartType};
 use opush_protocol::commands::airsyncbase::{Attachment, BodyPreference};
+use opush_protocol::commands::find::FindProperties;
 use opush_protocol::commands::items::{Email, Flag};
 use opush_protocol::version::ProtocolVersion;
 
@@ -96,6 +97,37 @@ pub fn to_email(
     version: ProtocolVersion,
 ) -> Email {
     render(raw, info, prefs, version, true)
+}
+
+/// The `Properties` of a Find result ([MS-ASCMD] 2.2.3.139.1): the fields
+/// [`to_email`] renders for Sync (Subject, DateReceived, DisplayTo,
+/// Importance, Read, From, the attachments) and the body preview of Sync's
+/// `Preview` ([`body::MAX_PREVIEW`] characters), plus the display names of
+/// Cc and Bcc and the IMAP `\Draft` flag as IsDraft.
+pub fn find_properties(raw: &[u8], info: &MessageInfo, draft: bool) -> FindProperties {
+    let prefs = [BodyPreference {
+        body_type: body::TYPE_PLAIN,
+        truncation_size: Some(0),
+        all_or_none: Some(true),
+        preview: Some(body::MAX_PREVIEW),
+    }];
+    let email = to_email(raw, info, &prefs, ProtocolVersion::V16_1);
+    let head = MessageParser::default().parse_headers(raw);
+    let names = |addr: Option<&Address<'_>>| addr.map(display_names).filter(|s| !s.is_empty());
+    FindProperties {
+        display_cc: head.as_ref().and_then(|m| names(m.cc())),
+        display_bcc: head.as_ref().and_then(|m| names(m.bcc())),
+        has_attachments: Some(!email.attachments.is_empty()),
+        preview: email.body.and_then(|b| b.preview),
+        subject: email.subject,
+        date_received: email.date_received,
+        display_to: email.display_to.filter(|s| !s.is_empty()),
+        importance: email.importance,
+        read: email.read,
+        is_draft: Some(draft),
+        from: email.from,
+        extra: Vec::new(),
+    }
 }
 
 /// [`to_email`] with every message parsed whole (no [`single_text_body`]

@@ -30,9 +30,7 @@ use opush_protocol::headers::{
     MS_AS_PROTOCOL_VERSIONS, MS_SERVER_ACTIVESYNC, X_MS_POLICY_KEY,
 };
 use opush_protocol::query::{QueryForm, RequestLine};
-use opush_protocol::version::{
-    ProtocolVersion, PROTOCOL_COMMANDS_HEADER, PROTOCOL_VERSIONS_HEADER,
-};
+use opush_protocol::version::{ProtocolVersion, PROTOCOL_VERSIONS_HEADER};
 use opush_protocol::wbxml;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -571,7 +569,10 @@ fn options() -> EasResponse {
                 ProtocolVersion::LATEST.as_str().to_owned(),
             ),
             (MS_AS_PROTOCOL_VERSIONS, PROTOCOL_VERSIONS_HEADER.to_owned()),
-            (MS_AS_PROTOCOL_COMMANDS, PROTOCOL_COMMANDS_HEADER.to_owned()),
+            (
+                MS_AS_PROTOCOL_COMMANDS,
+                commands::protocol_commands_header().to_owned(),
+            ),
             ("Cache-Control", "private".to_owned()),
         ],
         body: Vec::new(),

@@ -200,12 +200,13 @@ pub fn command_category(command: Command) -> Category {
             Category::Device
         }
         Command::MeetingResponse => Category::Calendar,
-        Command::ResolveRecipients | Command::Find => Category::Ldap,
+        Command::ResolveRecipients => Category::Ldap,
         Command::Sync
         | Command::GetItemEstimate
         | Command::ItemOperations
         | Command::MoveItems
         | Command::Search
+        | Command::Find
         | Command::GetAttachment
         | Command::SendMail
         | Command::SmartForward

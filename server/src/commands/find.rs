@@ -1,0 +1,408 @@
+//! `handle_find` ([MS-ASCMD] 2.2.1.2, EAS 16.1): mailbox search by
+//! `FreeText`, matched by IMAP `UID SEARCH CHARSET UTF-8 TEXT` (subject,
+//! addresses and body) through the code Search uses
+//! ([`super::search::matching_uids`]).
+//!
+//! The folders searched: the query's `CollectionId`, with its subfolders
+//! when `DeepTraversal` is set; every mail folder of the device's hierarchy
+//! when the query names none. Results come newest first: each folder's
+//! matches by UID, descending, merged across folders by INTERNALDATE. At
+//! most [`MAX_RESULTS`] results per answer, within the requested `Range`
+//! (`0-99` when absent, indexes up to 999); `Total` counts every match.
+//! Each result's `Properties` are rendered by [`crate::email::find_properties`],
+//! the code Sync renders mail with, its `Preview` being Sync's.
+//!
+//! A result's `ServerId` is the one the device holds from Sync when it has
+//! the message, else `"<CollectionId>:<UIDVALIDITY>/<UID>"` (the LongId form
+//! of Search), which ItemOperations Fetch accepts too.
+//!
+//! Read-only: results are read from IMAP at request time and nothing is
+//! decided by the engine. The request is recorded as every request is (the
+//! provisioning gate's `RequestReceived` + `PolicyChecked`, then
+//! `ResponseSent` with the answer's digest), which `opush replay` re-runs.
+//!
+//! Statuses ([MS-ASCMD] 2.2.3.177.2): 2 (invalid request) for a Find
+//! without a mailbox criterion — the GAL criterion included, not offered
+//! yet —, without FreeText or with an unusable one, for another Class than
+//! Email, or a malformed Range; 3 (FolderSync required) before the first
+//! FolderSync or for a CollectionId the device's hierarchy does not hold.
+//! The failure status is both the global and the `Response` one. IMAP
+//! down is the common 111 (retry later), as for every command. Before 16.1
+//! the command is refused with the common 138 (VersionNotSupported).
+
+use std::collections::BTreeSet;
+
+use opush_engine::{BackendFolderId, BackendItemId, CollectionId, DeviceState, FolderType};
+use opush_protocol::commands::find::{
+    FindCriterion, FindRequest, FindResponse, FindResult, FindStoreResponse, MailboxSearch,
+};
+use opush_protocol::query::Command;
+use opush_protocol::status::FindStatus;
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::encode_to_vec;
+
+use super::search::matching_uids;
+use super::sync::item_id;
+use super::{CommandContext, CommandError, EasResponse};
+use crate::backends::imap::{MessageMeta, PooledSession};
+use crate::email::{find_properties, MessageInfo};
+use crate::session::{imap_error, Caller, EasServices};
+
+/// Most results in one Find answer (each one is a message fetched).
+pub const MAX_RESULTS: usize = 100;
+
+/// Highest index a Find `Range` may name ([MS-ASCMD] 2.2.3.143.1:
+/// `0 ≤ m ≤ n ≤ 999`).
+pub const MAX_RANGE_INDEX: usize = 999;
+
+/// The `Range` of a request without one.
+pub const DEFAULT_RANGE: (usize, usize) = (0, 99);
+
+/// Longest `FreeText` searched, in characters.
+pub const MAX_FREE_TEXT_CHARS: usize = 256;
+
+/// Handles `Cmd=Find`.
+pub async fn handle_find(
+    ctx: &CommandContext<'_>,
+    eas: &EasServices,
+) -> Result<EasResponse, CommandError> {
+    if ctx.version < ProtocolVersion::V16_1 {
+        return Err(CommandError::VersionNotSupported {
+            command: Command::Find,
+            version: ctx.version,
+        });
+    }
+    let req = ctx.request(Command::Find, FindRequest::from_element)?;
+    let res = find(&req, &ctx.caller(), eas).await?;
+    Ok(EasResponse::wbxml(encode_to_vec(
+        &res.to_element(ctx.version),
+    )))
+}
+
+/// A mailbox answer with `status` and no result.
+fn failed(status: FindStatus) -> FindResponse {
+    FindResponse {
+        status,
+        response: Some(FindStoreResponse {
+            store: "Mailbox".to_owned(),
+            status,
+            results: Vec::new(),
+            range: None,
+            total: None,
+        }),
+    }
+}
+
+/// `"m-n"` with `0 ≤ m ≤ n ≤ 999` ([MS-ASCMD] 2.2.3.143.1), else `None`.
+pub fn parse_find_range(range: &str) -> Option<(usize, usize)> {
+    let (a, b) = range.trim().split_once('-')?;
+    let digits = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<usize>().ok())
+            .flatten()
+    };
+    let (a, b) = (digits(a)?, digits(b)?);
+    (a <= b && b <= MAX_RANGE_INDEX).then_some((a, b))
+}
+
+/// What the query's text must be to be searched: not empty once trimmed,
+/// no control character (IMAP cannot carry it), at most
+/// [`MAX_FREE_TEXT_CHARS`].
+fn usable_text(m: &MailboxSearch) -> Option<&str> {
+    let text = m.free_text.as_deref()?.trim();
+    let ok = !text.is_empty()
+        && !text.chars().any(char::is_control)
+        && text.chars().count() <= MAX_FREE_TEXT_CHARS;
+    ok.then_some(text)
+}
+
+fn is_mail(t: FolderType) -> bool {
+    matches!(
+        t,
+        FolderType::Inbox
+            | FolderType::Drafts
+            | FolderType::DeletedItems
+            | FolderType::SentItems
+            | FolderType::Outbox
+            | FolderType::UserMail
+    )
+}
+
+/// One folder to search.
+struct Folder {
+    collection: CollectionId,
+    raw: String,
+}
+
+/// The folders a query names, in CollectionId order; `None` when its
+/// CollectionId is not a mail folder of the device's hierarchy.
+fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Option<Vec<Folder>> {
+    let h = &state.hierarchy;
+    let mail: Vec<(CollectionId, &BackendFolderId)> = h
+        .ids
+        .iter()
+        .filter(|(_, raw)| h.folders.get(*raw).is_some_and(|f| is_mail(f.folder_type)))
+        .map(|(c, raw)| (*c, raw))
+        .collect();
+    let chosen: Vec<(CollectionId, &BackendFolderId)> = match m.collection_id.as_deref() {
+        None => mail,
+        Some(c) => {
+            let top = CollectionId::parse(c.trim())?;
+            let (_, top_raw) = mail.iter().find(|(id, _)| *id == top)?;
+            let mut wanted: BTreeSet<&BackendFolderId> = BTreeSet::from([*top_raw]);
+            if m.deep_traversal {
+                // Descendants: any folder whose parent chain reaches `top`.
+                let under_top = |raw: &BackendFolderId| {
+                    let mut at = h.folders.get(raw).and_then(|f| f.parent.as_ref());
+                    let mut hops = 0;
+                    while let Some(p) = at {
+                        if p == *top_raw {
+                            return true;
+                        }
+                        hops += 1;
+                        if hops > h.folders.len() {
+                            return false;
+                        }
+                        at = h.folders.get(p).and_then(|f| f.parent.as_ref());
+                    }
+                    false
+                };
+                wanted.extend(mail.iter().map(|(_, raw)| *raw).filter(|r| under_top(r)));
+            }
+            mail.into_iter()
+                .filter(|(_, raw)| wanted.contains(raw))
+                .collect()
+        }
+    };
+    Some(
+        chosen
+            .into_iter()
+            .map(|(collection, raw)| Folder {
+                collection,
+                raw: raw.0.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The matches of one folder: newest (highest UID) first.
+struct Matches {
+    folder: usize,
+    uidvalidity: u32,
+    metas: Vec<MessageMeta>,
+}
+
+/// The first `n` matches of all folders, newest first: each folder's list
+/// (newest UID first) merged by INTERNALDATE, ties to the lower folder.
+/// The first `n` depend only on each folder's first `n`, so pages of one
+/// search agree with each other.
+fn merge(lists: &[Matches], n: usize) -> Vec<(usize, &MessageMeta)> {
+    let mut heads = vec![0usize; lists.len()];
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let next = lists
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.metas.get(heads[i]).map(|m| (i, m)))
+            .max_by(|(i, a), (j, b)| a.internal_date.cmp(&b.internal_date).then(j.cmp(i)));
+        let Some((i, meta)) = next else {
+            break;
+        };
+        heads[i] += 1;
+        out.push((i, meta));
+    }
+    out
+}
+
+/// The ServerId of a result: the device's own when it holds the message
+/// from Sync, else the LongId form `"<CollectionId>:<UIDVALIDITY>/<UID>"`.
+fn server_id_of(state: &DeviceState, collection: CollectionId, id: &BackendItemId) -> String {
+    let held = state
+        .collections
+        .get(&collection)
+        .and_then(|c| c.items.get(id))
+        .filter(|item| item.n != 0 && item.device.is_some());
+    match held {
+        Some(item) => format!("{}:{}", collection.0, item.n),
+        None => format!("{}:{}", collection.0, id.0),
+    }
+}
+
+/// Find without HTTP.
+pub async fn find(
+    req: &FindRequest,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+) -> Result<FindResponse, CommandError> {
+    let m = match &req.criterion {
+        Some(FindCriterion::Mailbox(m)) => m,
+        // GAL search is not offered yet; no criterion is a bad request.
+        Some(FindCriterion::Gal(_)) | None => {
+            return Ok(FindResponse::status_only(FindStatus::InvalidRequest))
+        }
+    };
+    let Some(text) = usable_text(m) else {
+        return Ok(failed(FindStatus::InvalidRequest));
+    };
+    if m.class
+        .as_deref()
+        .is_some_and(|c| !c.trim().eq_ignore_ascii_case("Email"))
+    {
+        return Ok(failed(FindStatus::InvalidRequest));
+    }
+    let (start, last) = match m.range.as_deref() {
+        None => DEFAULT_RANGE,
+        Some(r) => match parse_find_range(r) {
+            Some(r) => r,
+            None => return Ok(failed(FindStatus::InvalidRequest)),
+        },
+    };
+    let state = eas.device_state(caller).await?;
+    if !state.hierarchy.synced {
+        return Ok(failed(FindStatus::FolderSyncRequired));
+    }
+    let Some(folders) = folders_of(&state, m) else {
+        return Ok(failed(FindStatus::FolderSyncRequired));
+    };
+    let mut imap = eas.imap_for(caller).await?;
+    // Results past `start + MAX_RESULTS` are never shown.
+    let end = last
+        .saturating_add(1)
+        .min(start.saturating_add(MAX_RESULTS));
+    let mut total = 0usize;
+    let mut lists = Vec::with_capacity(folders.len());
+    for (i, f) in folders.iter().enumerate() {
+        let (uidvalidity, uids) = match matching_uids(&mut imap, &f.raw, text).await {
+            Ok(found) => found,
+            Err(e) if e.is_retryable() => return Err(imap_error(e)),
+            // A folder that vanished since the last FolderSync holds nothing.
+            Err(e) => {
+                tracing::debug!(target: "MAIL.DATA", folder = f.raw, error = %e, "folder not searched");
+                continue;
+            }
+        };
+        total += uids.len();
+        let newest = &uids[..uids.len().min(end)];
+        let mut metas = match imap.fetch_meta(&f.raw, newest).await {
+            Ok(metas) => metas,
+            Err(e) if e.is_retryable() => return Err(imap_error(e)),
+            Err(_) => continue,
+        };
+        metas.sort_unstable_by_key(|m| std::cmp::Reverse(m.uid));
+        lists.push(Matches {
+            folder: i,
+            uidvalidity,
+            metas,
+        });
+    }
+    let merged = merge(&lists, end);
+    let limit = imap.config().max_message_bytes;
+    let mut results = Vec::new();
+    for (list, meta) in merged.into_iter().skip(start) {
+        let Matches {
+            folder,
+            uidvalidity,
+            ..
+        } = lists[list];
+        let f = &folders[folder];
+        let id = item_id(uidvalidity, meta.uid);
+        let server_id = server_id_of(&state, f.collection, &id);
+        let bytes = fetch_bytes(&mut imap, &f.raw, meta.uid, limit).await?;
+        let info = MessageInfo {
+            server_id: server_id.clone(),
+            internal_date: meta.internal_date,
+            seen: meta.flags.seen,
+            flagged: meta.flags.flagged,
+            keywords: meta.flags.keywords.clone(),
+        };
+        results.push(FindResult {
+            class: Some("Email".to_owned()),
+            server_id: Some(server_id),
+            collection_id: Some(f.collection.to_string()),
+            properties: Some(find_properties(&bytes, &info, meta.flags.draft)),
+        });
+    }
+    crate::obs::summary::search(results.len());
+    Ok(FindResponse {
+        status: FindStatus::Success,
+        response: Some(FindStoreResponse {
+            store: "Mailbox".to_owned(),
+            status: FindStatus::Success,
+            range: (!results.is_empty()).then(|| format!("{start}-{}", start + results.len() - 1)),
+            total: Some(u32::try_from(total).unwrap_or(u32::MAX)),
+            results,
+        }),
+    })
+}
+
+/// The message's bytes; empty when it vanished or is bigger than
+/// `[imap] max_message_bytes` (its headers-less result still shows), as
+/// Sync does.
+async fn fetch_bytes(
+    imap: &mut PooledSession,
+    raw: &str,
+    uid: u32,
+    limit: u64,
+) -> Result<Vec<u8>, CommandError> {
+    match imap.fetch_message(raw, uid, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) if e.is_retryable() => Err(imap_error(e)),
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // [MS-ASCMD] 2.2.3.143.1: 0 ≤ m ≤ n ≤ 999.
+    #[test]
+    fn find_ranges() {
+        assert_eq!(parse_find_range("0-99"), Some((0, 99)));
+        assert_eq!(parse_find_range(" 2-3 "), Some((2, 3)));
+        assert_eq!(parse_find_range("0-999"), Some((0, 999)));
+        assert_eq!(parse_find_range("0-1000"), None);
+        assert_eq!(parse_find_range("5-2"), None);
+        assert_eq!(parse_find_range("-3"), None);
+        assert_eq!(parse_find_range("+1-3"), None);
+        assert_eq!(parse_find_range("a-b"), None);
+        assert_eq!(parse_find_range("7"), None);
+    }
+
+    fn meta(uid: u32, date: i64) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: Default::default(),
+            internal_date: date,
+            size: 0,
+            modseq: None,
+        }
+    }
+
+    #[test]
+    fn merge_is_newest_first_and_pages_agree() {
+        let lists = [
+            Matches {
+                folder: 0,
+                uidvalidity: 1,
+                metas: vec![meta(9, 50), meta(8, 30), meta(7, 10)],
+            },
+            Matches {
+                folder: 1,
+                uidvalidity: 1,
+                metas: vec![meta(4, 40), meta(3, 30), meta(2, 20)],
+            },
+        ];
+        let order: Vec<(usize, u32)> = merge(&lists, 6)
+            .into_iter()
+            .map(|(l, m)| (l, m.uid))
+            .collect();
+        assert_eq!(order, vec![(0, 9), (1, 4), (0, 8), (1, 3), (1, 2), (0, 7)]);
+        let short: Vec<(usize, u32)> = merge(&lists, 2)
+            .into_iter()
+            .map(|(l, m)| (l, m.uid))
+            .collect();
+        assert_eq!(short, order[..2]);
+    }
+}
