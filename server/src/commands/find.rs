@@ -1,7 +1,7 @@
 //! `handle_find` ([MS-ASCMD] 2.2.1.2, EAS 16.1): mailbox search by
 //! `FreeText`, matched by IMAP `UID SEARCH CHARSET UTF-8 TEXT` (subject,
 //! addresses and body) through the code Search uses
-//! ([`super::search::matching_uids`]).
+//! (`search::matching_uids`).
 //!
 //! The folders searched: the query's `CollectionId`, with its subfolders
 //! when `DeepTraversal` is set; every mail folder of the device's hierarchy
