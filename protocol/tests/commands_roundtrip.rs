@@ -884,3 +884,51 @@ fn fetch_password_is_masked_in_debug() {
     };
     assert!(!format!("{op:?}").contains("hunter2"));
 }
+
+// [MS-ASCMD] 2.2.1.2: the Find documents of test_data/wbxml/libwbxml (a
+// mailbox request and response, a GAL request and response) decode into
+// the typed Find, and the mailbox ones and the GAL response encode back to
+// the same bytes (a GAL request's Picture options are not kept).
+#[test]
+fn find_documents_decode_and_encode_back() {
+    use opush_protocol::commands::find::{FindCriterion, FindRequest, FindResponse, GalSearch};
+    let v = ProtocolVersion::V16_1;
+    let bytes = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("test_data/wbxml/libwbxml")
+                .join(format!("{name}.wbxml")),
+        )
+        .unwrap()
+    };
+    let req = bytes("073-Find-request-mailbox");
+    let find = FindRequest::decode(&req, v).unwrap();
+    let Some(FindCriterion::Mailbox(m)) = &find.criterion else {
+        panic!("{find:?}");
+    };
+    assert_eq!(m.free_text.as_deref(), Some("invoice"));
+    assert_eq!(m.collection_id.as_deref(), Some("1"));
+    assert!(m.deep_traversal);
+    assert_eq!(find.encode(v), req);
+    for name in ["074-Find-response-mailbox", "076-Find-response-gal"] {
+        let res = bytes(name);
+        let found = FindResponse::decode(&res, v).unwrap();
+        assert_eq!(found.encode(v), res, "{name}");
+    }
+    let mailbox = FindResponse::decode(&bytes("074-Find-response-mailbox"), v).unwrap();
+    let store = mailbox.response.unwrap();
+    assert_eq!(store.store, "Mailbox");
+    let p = store.results[0].properties.clone().unwrap();
+    assert_eq!(p.display_cc.as_deref(), Some("Carol"));
+    assert_eq!(p.is_draft, Some(false));
+    assert_eq!(p.has_attachments, Some(true));
+    assert_eq!(p.preview.as_deref(), Some("Please find"));
+    let gal = FindRequest::decode(&bytes("075-Find-request-gal"), v).unwrap();
+    assert_eq!(
+        gal.criterion,
+        Some(FindCriterion::Gal(GalSearch {
+            query: Some("bob".into()),
+            range: Some("0-9".into()),
+        }))
+    );
+}
