@@ -462,6 +462,24 @@ mod tests {
         assert!(count() > before, "{}", crate::obs::metrics::render());
     }
 
+    // [MS-ASCMD] 2.2.2: a command of a later protocol version (Find before
+    // 16.1) is 138 VersionNotSupported from 14.0, HTTP 400 before.
+    #[test]
+    fn command_of_a_later_version_gets_138_or_400() {
+        let err = ServerError::Command(CommandError::VersionNotSupported {
+            command: Command::Find,
+            version: ProtocolVersion::V14_1,
+        });
+        let res = respond(&err, ctx(Command::Find, ProtocolVersion::V14_1), SETTINGS);
+        assert_eq!(res.http_status, 200);
+        let doc = decode(&res.body).unwrap();
+        assert_eq!(doc.tag, tags::find::FIND);
+        assert_eq!(doc.child_text(tags::find::STATUS), Some("138"));
+        let res = respond(&err, ctx(Command::Find, ProtocolVersion::V12_1), SETTINGS);
+        assert_eq!(res.http_status, 400);
+        assert!(res.body.is_empty());
+    }
+
     #[test]
     fn throttled_device_gets_503_with_throttle_header() {
         let res = respond(
@@ -521,6 +539,10 @@ mod tests {
             ServerError::AdminOnly("schema missing".into()),
             ServerError::Registry(RegistryError::Full(1)),
             ServerError::Command(CommandError::NotImplemented(Command::Sync)),
+            ServerError::Command(CommandError::VersionNotSupported {
+                command: Command::Find,
+                version: ProtocolVersion::V14_1,
+            }),
             ServerError::Command(CommandError::StorageUnavailable("secret detail".into())),
         ];
         for err in &errors {

@@ -24,8 +24,9 @@
 //! Statuses ([MS-ASCMD] 2.2.3.177.2): 2 (invalid request) for a Find
 //! without a mailbox criterion — the GAL criterion included, not offered
 //! yet —, without FreeText or with an unusable one, for another Class than
-//! Email, or a malformed Range; 3 (FolderSync required) before the first
-//! FolderSync or for a CollectionId the device's hierarchy does not hold.
+//! Email, a CollectionId that is no mail folder, or a malformed Range; 3
+//! (FolderSync required) before the first FolderSync or for a CollectionId
+//! the device's hierarchy does not hold.
 //! The failure status is both the global and the `Response` one. IMAP
 //! down is the common 111 (retry later), as for every command. Before 16.1
 //! the command is refused with the common 138 (VersionNotSupported).
@@ -135,9 +136,10 @@ struct Folder {
     raw: String,
 }
 
-/// The folders a query names, in CollectionId order; `None` when its
-/// CollectionId is not a mail folder of the device's hierarchy.
-fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Option<Vec<Folder>> {
+/// The folders a query names, in CollectionId order, or the status to
+/// answer: 3 (FolderSync required) for a CollectionId the device's
+/// hierarchy does not hold, 2 for one that is no mail folder.
+fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Result<Vec<Folder>, FindStatus> {
     let h = &state.hierarchy;
     let mail: Vec<(CollectionId, &BackendFolderId)> = h
         .ids
@@ -148,8 +150,13 @@ fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Option<Vec<Folder>> {
     let chosen: Vec<(CollectionId, &BackendFolderId)> = match m.collection_id.as_deref() {
         None => mail,
         Some(c) => {
-            let top = CollectionId::parse(c.trim())?;
-            let (_, top_raw) = mail.iter().find(|(id, _)| *id == top)?;
+            let top = CollectionId::parse(c.trim())
+                .filter(|id| h.ids.contains_key(id))
+                .ok_or(FindStatus::FolderSyncRequired)?;
+            let (_, top_raw) = mail
+                .iter()
+                .find(|(id, _)| *id == top)
+                .ok_or(FindStatus::InvalidRequest)?;
             let mut wanted: BTreeSet<&BackendFolderId> = BTreeSet::from([*top_raw]);
             if m.deep_traversal {
                 // Descendants: any folder whose parent chain reaches `top`.
@@ -175,15 +182,13 @@ fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Option<Vec<Folder>> {
                 .collect()
         }
     };
-    Some(
-        chosen
-            .into_iter()
-            .map(|(collection, raw)| Folder {
-                collection,
-                raw: raw.0.clone(),
-            })
-            .collect(),
-    )
+    Ok(chosen
+        .into_iter()
+        .map(|(collection, raw)| Folder {
+            collection,
+            raw: raw.0.clone(),
+        })
+        .collect())
 }
 
 /// The matches of one folder: newest (highest UID) first.
@@ -262,8 +267,9 @@ pub async fn find(
     if !state.hierarchy.synced {
         return Ok(failed(FindStatus::FolderSyncRequired));
     }
-    let Some(folders) = folders_of(&state, m) else {
-        return Ok(failed(FindStatus::FolderSyncRequired));
+    let folders = match folders_of(&state, m) {
+        Ok(folders) => folders,
+        Err(status) => return Ok(failed(status)),
     };
     let mut imap = eas.imap_for(caller).await?;
     // Results past `start + MAX_RESULTS` are never shown.
