@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # Dovecot: IMAP on 127.0.0.1:1143 (CONDSTORE/QRESYNC, SPECIAL-USE, NOTIFY, IDLE),
-# LMTP on 127.0.0.1:1024 for Postfix, and SASL auth on 127.0.0.1:1026 for
-# Postfix submission. Users: alice@ and bob@example.test, 1200 load users
+# LMTP on 127.0.0.1:1024 for Postfix, SASL auth on 127.0.0.1:1026 for
+# Postfix submission, and ManageSieve (RFC 5804) on 127.0.0.1:1190 with the
+# Pigeonhole Sieve plug-in run by LMTP delivery (vacation replies, the
+# out-of-office opush sets, go out through Postfix on 127.0.0.1:1025). Users: alice@ and bob@example.test, 1200 load users
 # loadNNNN@load.test (OPUSH_STACK_LOAD_USERS to change), and a master user
 # `opush-master` (login as `user*opush-master`) for background push.
 # Passwords: $OPUSH_DEMO_PASSWORD (default opush-demo), except the
@@ -12,9 +14,45 @@ DOVECOT_CONF="$DOVECOT_DIR/dovecot.conf"
 DOVECOT_IMAP_PORT=1143
 DOVECOT_LMTP_PORT=1024
 DOVECOT_AUTH_PORT=1026
+DOVECOT_SIEVE_PORT=1190
+# Where Sieve vacation/redirect sends mail: the stack's Postfix relay
+# (scripts/stack.d/postfix.sh), which takes loopback clients without auth.
+DOVECOT_SUBMISSION_HOST=127.0.0.1:1025
 
 dovecot_install() {
-  apt_install dovecot-imapd dovecot-lmtpd
+  apt_install dovecot-imapd dovecot-lmtpd dovecot-sieve dovecot-managesieved
+}
+
+# _dovecot_sieve_config SIEVE_PORT: the Sieve part of a configuration (LMTP
+# runs the user's active script at delivery, ManageSieve on
+# 127.0.0.1:SIEVE_PORT edits the scripts). Vacation replies go to Postfix
+# over SMTP (`submission_host`) rather than through `sendmail_path`: the
+# relay is named by host and port like everything else in the stack, works
+# the same for a Dovecot that does not share a machine (or a Postfix
+# instance) with the relay, and needs no setgid postdrop from the mail user.
+_dovecot_sieve_config() {
+  local sieve_port=$1
+  cat <<CONF
+# Sieve (Pigeonhole): scripts under ~/sieve, the active one linked from
+# ~/dovecot.sieve (no leading dot: home is the Maildir++ root, where a
+# dot name is a folder); run by LMTP at delivery.
+protocol lmtp {
+  mail_plugins = \$mail_plugins sieve
+}
+plugin {
+  sieve = file:~/sieve;active=~/dovecot.sieve
+  # A vacation reply at most once a day per sender (RFC 5230's default
+  # minimum, which opush's scripts ask for).
+  sieve_vacation_min_period = 1d
+}
+submission_host = $DOVECOT_SUBMISSION_HOST
+service managesieve-login {
+  inet_listener sieve {
+    address = 127.0.0.1
+    port = $sieve_port
+  }
+}
+CONF
 }
 
 # Users whose passwords need more than a quoted ASCII IMAP string (non-ASCII,
@@ -85,15 +123,23 @@ dovecot_refresh() {
   fi
 }
 
-# _dovecot_write_config [DIR IMAP_PORT [INSTANCE]]: the shared instance by
-# default; with arguments, a private IMAP-only instance (scripts/dovecot-private)
-# that a test may stop and start without disturbing anyone else.
+# _dovecot_write_config [DIR IMAP_PORT [INSTANCE [LMTP_PORT SIEVE_PORT]]]: the
+# shared instance by default; with arguments, a private instance
+# (scripts/dovecot-private) that a test may stop and start without disturbing
+# anyone else: IMAP only, or with LMTP_PORT and SIEVE_PORT also LMTP delivery
+# running Sieve and ManageSieve.
 _dovecot_write_config() {
   local DOVECOT_DIR=${1:-$DOVECOT_DIR} DOVECOT_IMAP_PORT=${2:-$DOVECOT_IMAP_PORT}
   local instance=${3:-opush-dovecot} DOVECOT_CONF=${1:+$1/dovecot.conf}
   DOVECOT_CONF=${DOVECOT_CONF:-$DOVECOT_DIR/dovecot.conf}
-  local protocols="imap lmtp"
-  if [ -n "${1:-}" ]; then protocols="imap"; fi
+  local lmtp_port=${4:-} sieve_port=${5:-}
+  local protocols="imap lmtp sieve"
+  if [ -n "${1:-}" ]; then
+    protocols="imap"
+    if [ -n "$sieve_port" ]; then protocols="imap lmtp sieve"; fi
+  else
+    lmtp_port=$DOVECOT_LMTP_PORT sieve_port=$DOVECOT_SIEVE_PORT
+  fi
   mkdir -p "$DOVECOT_DIR/run" "$DOVECOT_DIR/mail"
   chown mail:mail "$DOVECOT_DIR/mail"
   local hash
@@ -200,14 +246,19 @@ default_vsz_limit = 512M
 # watchers their default limit of 1000 clients stalls new logins.
 default_client_limit = 20000
 CONF
-  if [ -z "${1:-}" ]; then
+  if [ -n "$sieve_port" ]; then
     cat >>"$DOVECOT_CONF" <<CONF
 service lmtp {
   inet_listener lmtp {
     address = 127.0.0.1
-    port = $DOVECOT_LMTP_PORT
+    port = $lmtp_port
   }
 }
+CONF
+    _dovecot_sieve_config "$sieve_port" >>"$DOVECOT_CONF"
+  fi
+  if [ -z "${1:-}" ]; then
+    cat >>"$DOVECOT_CONF" <<CONF
 service auth {
   inet_listener {
     address = 127.0.0.1
@@ -246,6 +297,7 @@ dovecot_up() {
     { cat "$DOVECOT_DIR/dovecot-start.log" >&2; die "dovecot failed to start (see $DOVECOT_DIR/dovecot.log)"; }
   wait_port 127.0.0.1 $DOVECOT_IMAP_PORT 30 || die "dovecot IMAP did not open port $DOVECOT_IMAP_PORT"
   wait_port 127.0.0.1 $DOVECOT_LMTP_PORT 30 || die "dovecot LMTP did not open port $DOVECOT_LMTP_PORT"
+  wait_port 127.0.0.1 $DOVECOT_SIEVE_PORT 30 || die "dovecot ManageSieve did not open port $DOVECOT_SIEVE_PORT"
 }
 
 dovecot_down() {
