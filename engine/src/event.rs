@@ -46,6 +46,11 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   padding is zero, reads as `PageOrder::ById`, the order it was
 ///   decided in (`tests/replay/email-v3.bundle` replays). A version-5
 ///   binary refuses version-6 records as newer.
+/// * 7: adds `Oof` at the end of [`crate::DecisionInput`] and
+///   [`crate::DecisionOutput`] (Settings out-of-office, [`crate::decide_oof`]);
+///   archived sizes unchanged (`record.rs` checks them), so version-6
+///   records decode as they are; a version-6 binary refuses version-7
+///   records as newer.
 ///
 /// `Event::Decided` embeds [`crate::DecisionRecord`], hence `EngineConfig`
 /// and the input/response types of every `decide_*`: a field added to any
@@ -53,7 +58,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///
 /// New variants go at the end of [`Event`] and keep their inline size small
 /// (box large payloads) so the archived size of `Event` does not grow.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 const EVENT_MAGIC: &[u8; 4] = b"OPEV";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";

@@ -87,7 +87,8 @@
 //!   [`ping_changes`] each time the watcher fires. GetItemEstimate:
 //!   [`decide_get_item_estimate`] (no events). SendMail/SmartReply/
 //!   SmartForward: [`check_send`] before submitting, [`decide_sent`] after
-//!   the relay accepted (ClientId dedupe).
+//!   the relay accepted (ClientId dedupe). Settings `Oof`: [`decide_oof`]
+//!   once the Sieve script is written or read.
 //! * `RequestReceived` and `ResponseSent` are written by the server around
 //!   each request, and `Decided` (a [`DecisionRecord`]: input, `now`,
 //!   configuration, response) right before the events of each decision.
@@ -115,6 +116,7 @@ mod dirty;
 mod event;
 mod folder_sync;
 mod move_items;
+mod oof;
 mod ping;
 mod provision;
 mod record;
@@ -137,6 +139,7 @@ pub use folder_sync::{
     FolderEffect, FolderOp, FolderOpResponse, FolderOutcome, FolderSyncResponse,
 };
 pub use move_items::{decide_move, plan_move, MoveEffect, MoveOutcome, MoveRequest, MoveResponse};
+pub use oof::{decide_oof, OofDecision, OofOutcome, OofRequest};
 pub use ping::{
     decide_get_item_estimate, decide_ping, has_changes, ping_changes, EstimateRequest,
     EstimateResponse, PingRequest, PingResponse,

@@ -15,6 +15,7 @@ use crate::folder_sync::{
     FolderOutcome, FolderSyncResponse,
 };
 use crate::move_items::{decide_move, plan_move, MoveOutcome, MoveRequest, MoveResponse};
+use crate::oof::{decide_oof, OofDecision, OofRequest};
 use crate::ping::{
     decide_get_item_estimate, decide_ping, ping_changes, EstimateRequest, EstimateResponse,
     PingRequest, PingResponse,
@@ -95,6 +96,9 @@ pub enum DecisionInput {
     /// [`decide_sync_wait`]: a Sync's `Wait`/`HeartbeatInterval` (format
     /// version 4).
     SyncWait(SyncWaitRequest),
+    /// [`decide_oof`]: a Settings `Oof` Get or Set and its outcome (format
+    /// version 7).
+    Oof(OofRequest),
 }
 
 impl DecisionInput {
@@ -117,6 +121,7 @@ impl DecisionInput {
             DecisionInput::SendCheck(_) => "SendCheck",
             DecisionInput::Sent { .. } => "Sent",
             DecisionInput::SyncWait(_) => "SyncWait",
+            DecisionInput::Oof(_) => "Oof",
         }
     }
 }
@@ -149,6 +154,8 @@ pub enum DecisionOutput {
     Sent(MailAccepted),
     /// The long-poll decision of a Sync (format version 4).
     SyncWait(SyncWaitResponse),
+    /// The status of a Settings `Oof` (format version 7).
+    Oof(OofDecision),
 }
 
 /// One decision as the log keeps it.
@@ -254,6 +261,7 @@ pub fn redecide(
             decide_sync_wait(request, now, config),
             DecisionOutput::SyncWait,
         ),
+        DecisionInput::Oof(request) => plain(DecisionOutput::Oof(decide_oof(request))),
     })
 }
 
@@ -287,6 +295,7 @@ output_from! {
     SendCheck => SendCheck,
     MailAccepted => Sent,
     SyncWaitResponse => SyncWait,
+    OofDecision => Oof,
 }
 
 /// A recorded outcome that does not fit the plan: an accepted plan needs one
