@@ -71,6 +71,7 @@ async fn main() {
         push: PushHub::new(PushSettings::default(), imap),
         send: SendSettings::default(),
         sent_copies: opush_server::sent_copy::SentCopies::default(),
+        oof: opush_server::oof::OofService::default(),
     });
     let password = Secret::new(std::env::var("OPUSH_DEMO_PASSWORD").unwrap_or("opush-demo".into()));
     let run = format!("{}", std::process::id());

@@ -150,6 +150,52 @@ pub struct Config {
     pub receipt: ReceiptConfig,
     /// `[capture]`
     pub capture: CaptureConfig,
+    /// `[sieve]`
+    pub sieve: SieveConfig,
+}
+
+/// `[sieve]`: out-of-office (Settings `Oof`) as a Sieve vacation script,
+/// managed over ManageSieve (RFC 5804). Off unless enabled: without it
+/// Settings `Oof` is refused (Status 7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SieveConfig {
+    /// Manage out-of-office over ManageSieve.
+    pub enabled: bool,
+    /// ManageSieve host name or address.
+    pub host: String,
+    /// ManageSieve port (4190 is the standard one).
+    pub port: u16,
+    /// Transport security: `none` or `starttls` (ManageSieve has no
+    /// implicit-TLS port).
+    pub tls: TlsMode,
+    /// Extra CA certificates (PEM) trusted for STARTTLS.
+    pub ca_file: Option<PathBuf>,
+    /// Send passwords without TLS to a host that is not loopback.
+    pub allow_plaintext: bool,
+    /// Timeout of every network operation, milliseconds.
+    pub timeout_ms: u64,
+    /// The name of the script opush owns for each user.
+    pub script: String,
+    /// Domains whose senders get the internal message; empty: the domains
+    /// of the user's own addresses.
+    pub internal_domains: Vec<String>,
+}
+
+impl Default for SieveConfig {
+    fn default() -> Self {
+        SieveConfig {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 4190,
+            tls: TlsMode::None,
+            ca_file: None,
+            allow_plaintext: false,
+            timeout_ms: 30_000,
+            script: "opush-oof".into(),
+            internal_domains: Vec::new(),
+        }
+    }
 }
 
 /// `[server]`: the HTTP front end.
@@ -794,6 +840,47 @@ impl Config {
         if self.smtp.port == 0 {
             return invalid("smtp.port", "must not be 0");
         }
+        if self.sieve.port == 0 {
+            return invalid("sieve.port", "must not be 0");
+        }
+        if self.sieve.timeout_ms == 0 {
+            return invalid("sieve.timeout_ms", "must be > 0");
+        }
+        if self.sieve.tls == TlsMode::Tls {
+            return invalid(
+                "sieve.tls",
+                "ManageSieve has no implicit TLS: none or starttls",
+            );
+        }
+        if self.sieve.script.is_empty()
+            || self
+                .sieve
+                .script
+                .chars()
+                .any(|c| c.is_control() || c == '/' || c == '"' || c == '\\')
+        {
+            return invalid(
+                "sieve.script",
+                "must be non-empty, without control characters, slashes, quotes or backslashes",
+            );
+        }
+        if self.sieve.enabled && self.sieve.tls == TlsMode::None && !self.sieve.allow_plaintext {
+            let settings = crate::backends::sieve::SieveSettings {
+                host: self.sieve.host.clone(),
+                port: self.sieve.port,
+                starttls: false,
+                ca_file: None,
+                allow_plaintext: false,
+                timeout: std::time::Duration::from_millis(self.sieve.timeout_ms),
+            };
+            if !settings.host_is_loopback() {
+                return invalid(
+                    "sieve.tls",
+                    "passwords would go in clear to a host that is not loopback: \
+                     set tls = \"starttls\" (or allow_plaintext = true)",
+                );
+            }
+        }
         if let Err(e) = crate::origin::TrustedProxies::parse(&self.server.trusted_proxies) {
             return invalid("server.trusted_proxies", &e);
         }
@@ -907,6 +994,7 @@ fn optional_key(section: &str, key: &str) -> bool {
     matches!(
         (section, key),
         ("imap", "master_user" | "master_password" | "ca_file")
+            | ("sieve", "ca_file")
             | ("dav", "url" | "timeout_ms")
             | ("ldap", "url" | "bind_dn" | "bind_password")
             | ("console", "host_key")
@@ -1200,6 +1288,7 @@ mod tests {
         c.imap.master_user = Some(String::new());
         c.imap.master_password = Some(Secret::default());
         c.imap.ca_file = Some(PathBuf::new());
+        c.sieve.ca_file = Some(PathBuf::new());
         c.dav.url = Some(String::new());
         c.dav.timeout_ms = Some(0);
         c.ldap.url = Some(String::new());

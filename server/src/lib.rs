@@ -15,6 +15,7 @@ pub mod email;
 pub mod error;
 pub mod http;
 pub mod obs;
+pub mod oof;
 pub mod origin;
 pub mod outgoing;
 pub mod push;

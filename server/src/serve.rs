@@ -168,6 +168,7 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
         push,
         send: crate::commands::compose::SendSettings::from_config(cfg),
         sent_copies,
+        oof: crate::oof::OofService::from_config(cfg),
     })
 }
 

@@ -1080,6 +1080,8 @@ pub struct EasServices {
     /// Sent copies waiting for the IMAP server, kept in the store and
     /// saved in the background (`crate::sent_copy`).
     pub sent_copies: crate::sent_copy::SentCopies,
+    /// Out-of-office over ManageSieve (`[sieve]`; refused when off).
+    pub oof: crate::oof::OofService,
 }
 
 /// Whom a command acts for: the authenticated user, the device, and the

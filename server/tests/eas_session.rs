@@ -48,6 +48,7 @@ fn services(store: Arc<Store>, snapshot_every: u64) -> EasServices {
         ),
         send: opush_server::commands::compose::SendSettings::default(),
         sent_copies: opush_server::sent_copy::SentCopies::default(),
+        oof: opush_server::oof::OofService::default(),
     }
 }
 

@@ -278,6 +278,9 @@ pub struct PrivateDovecot {
     pub literals: Literals,
     /// `login_trusted_networks = 127.0.0.0/8` (`--trusted-loopback`).
     pub trusted_loopback: bool,
+    /// LMTP on `port + 1` running Sieve, ManageSieve on `port + 2`
+    /// (`--sieve`).
+    pub sieve: bool,
 }
 
 /// The non-synchronizing literals (RFC 7888) a [`PrivateDovecot`] advertises.
@@ -299,7 +302,28 @@ impl PrivateDovecot {
             port,
             literals: Literals::Plus,
             trusted_loopback: false,
+            sieve: false,
         }
+    }
+
+    /// The same instance with LMTP delivery on `port + 1` running the
+    /// Pigeonhole Sieve plug-in and ManageSieve (RFC 5804) on `port + 2`
+    /// (`scripts/dovecot-private --sieve`): vacation replies go out through
+    /// the stack's Postfix, which delivers load.test and example.test mail
+    /// into the shared instance. Three consecutive ports are used.
+    pub fn with_sieve(mut self) -> PrivateDovecot {
+        self.sieve = true;
+        self
+    }
+
+    /// Its LMTP address (with [`PrivateDovecot::with_sieve`]).
+    pub fn lmtp_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port + 1))
+    }
+
+    /// Its ManageSieve address (with [`PrivateDovecot::with_sieve`]).
+    pub fn sieve_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port + 2))
     }
 
     /// The same instance trusting loopback clients
@@ -403,6 +427,9 @@ impl PrivateDovecot {
         }
         if self.trusted_loopback {
             c.arg("--trusted-loopback");
+        }
+        if self.sieve {
+            c.arg("--sieve");
         }
         c.arg(action)
             .arg(&self.dir)

@@ -1,15 +1,20 @@
 //! `handle_settings` ([MS-ASCMD] 2.2.1.18): DeviceInformation kept in the
 //! device registry of the store, UserInformation with the user's address,
-//! DevicePassword acknowledged (never stored), and a clean "denied" status
-//! for Oof, which this server does not manage.
+//! DevicePassword acknowledged (never stored), and Oof (out-of-office) as a
+//! Sieve vacation script over ManageSieve (`crate::oof`) when `[sieve]` is
+//! enabled, a clean "denied" status (7) otherwise. Every Oof request is
+//! recorded as a decision (`opush_engine::decide_oof`) for `opush replay`;
+//! a ManageSieve outage is the usual retry answer (111 / 503) and a
+//! refused password a 401, with nothing recorded.
 //!
 //! It must not store or log the DevicePassword, and only the device
 //! information fields (model, OS, user agent…) reach the registry.
 
 use std::collections::BTreeMap;
 
+use opush_engine::{Decision, DecisionInput, OofOutcome};
 use opush_protocol::commands::settings::{
-    DeviceInformation, OofResponse, SettingsRequest, SettingsResponse, UserInformation,
+    DeviceInformation, OofRequest, OofResponse, SettingsRequest, SettingsResponse, UserInformation,
 };
 use opush_protocol::query::Command;
 use opush_protocol::status::SettingsStatus;
@@ -18,7 +23,9 @@ use opush_protocol::wbxml::encode_to_vec;
 use opush_storage::{DeviceRecord, DeviceState};
 
 use super::{CommandContext, CommandError, EasResponse};
-use crate::session::{Caller, EasServices};
+use crate::backends::sieve::{SieveError, SieveLogin};
+use crate::oof::OofInvalid;
+use crate::session::{session_error, Caller, EasServices, Recorder};
 
 /// Handles `Cmd=Settings`.
 pub async fn handle_settings(
@@ -69,13 +76,13 @@ pub async fn settings(
         };
         (SettingsStatus::Success, Some(info))
     });
+    let oof = match &req.oof {
+        None => None,
+        Some(o) => Some(oof(o, caller, eas).await?),
+    };
     Ok(SettingsResponse {
         status: SettingsStatus::Success,
-        // Out-of-office is not managed here (no Sieve vacation yet).
-        oof: req.oof.as_ref().map(|_| OofResponse {
-            status: SettingsStatus::DeniedByPolicy,
-            get: None,
-        }),
+        oof,
         device_password_status: req
             .device_password
             .as_ref()
@@ -84,6 +91,107 @@ pub async fn settings(
         device_information_status,
         rights_management: None,
     })
+}
+
+/// Oof Get or Set: the script read or written over ManageSieve, then the
+/// decision recorded.
+async fn oof(
+    req: &OofRequest,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+) -> Result<OofResponse, CommandError> {
+    let service = &eas.oof;
+    let set = matches!(req, OofRequest::Set(_));
+    let (outcome, get) = match &service.sieve {
+        None => (OofOutcome::NotConfigured, None),
+        Some(sieve) => {
+            let login_name = if service.login_with_domain {
+                caller.user.to_owned()
+            } else {
+                caller
+                    .user
+                    .split('@')
+                    .next()
+                    .unwrap_or(caller.user)
+                    .to_owned()
+            };
+            let login = SieveLogin {
+                user: &login_name,
+                password: caller.password.expose(),
+            };
+            let done = match req {
+                OofRequest::Get { body_type } => {
+                    Ok(crate::oof::get(service, sieve, &login, body_type)
+                        .await
+                        .map_err(|e| sieve_error(e, caller.user))?)
+                }
+                OofRequest::Set(settings) => match crate::oof::validate(settings) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let addresses = eas.send.addresses(caller.user);
+                        crate::oof::set(service, sieve, &login, settings, &addresses)
+                            .await
+                            .map_err(|e| sieve_error(e, caller.user))?
+                    }
+                },
+            };
+            match done {
+                Ok(d) => (
+                    OofOutcome::Done {
+                        script: d
+                            .script
+                            .as_deref()
+                            .map(|t| opush_engine::Digest::of(t.as_bytes())),
+                    },
+                    d.settings,
+                ),
+                Err(e) => {
+                    tracing::info!(user = caller.user, error = %e, "out-of-office refused");
+                    (
+                        OofOutcome::Invalid {
+                            conflicting: matches!(e, OofInvalid::Conflicting(_)),
+                        },
+                        None,
+                    )
+                }
+            }
+        }
+    };
+    let mut session = eas
+        .sessions
+        .open(caller.device_key()?)
+        .await
+        .map_err(session_error)?;
+    let mut rec = Recorder::new(&session, eas, Command::Settings);
+    let request = opush_engine::OofRequest { set, outcome };
+    let decision = Decision {
+        response: opush_engine::decide_oof(&request),
+        events: Vec::new(),
+    };
+    let r = rec.decided(DecisionInput::Oof(request), decision);
+    session.commit_request(rec).await.map_err(session_error)?;
+    let status = SettingsStatus::from_code(r.status.into());
+    Ok(OofResponse {
+        get: if status == SettingsStatus::Success {
+            get
+        } else {
+            None
+        },
+        status,
+    })
+}
+
+/// A ManageSieve failure as the command's error: a refused password is a
+/// 401, anything else the retry answer.
+fn sieve_error(e: SieveError, user: &str) -> CommandError {
+    match e {
+        SieveError::Auth { .. } => CommandError::CredentialsRejected(user.to_owned()),
+        e => CommandError::BackendFailed {
+            backend: "sieve",
+            kind: e.kind(),
+            reason: e.to_string(),
+        },
+    }
 }
 
 async fn store_device_information(

@@ -43,6 +43,7 @@ pub async fn services(dir: &tempfile::TempDir) -> EasServices {
         push: PushHub::new(PushSettings::default(), imap),
         send: opush_server::commands::compose::SendSettings::default(),
         sent_copies: opush_server::sent_copy::SentCopies::default(),
+        oof: opush_server::oof::OofService::default(),
     }
 }
 

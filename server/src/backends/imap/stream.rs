@@ -78,19 +78,28 @@ pub(super) async fn tls_handshake(
     cfg: &ImapConfig,
     tcp: TcpStream,
 ) -> Result<ImapStream, ImapError> {
+    tls_connect(&cfg.host, cfg.ca_file.as_deref(), "imap", tcp).await
+}
+
+/// TLS handshake over `tcp` for `host`, trusting the webpki roots and the
+/// certificates of `ca_file` (the `ca_file` key of config section
+/// `section`, named in errors). Shared with the ManageSieve client.
+pub(crate) async fn tls_connect(
+    host: &str,
+    ca_file: Option<&std::path::Path>,
+    section: &str,
+    tcp: TcpStream,
+) -> Result<ImapStream, ImapError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &cfg.ca_file {
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
-            ImapError::InvalidInput(format!("[imap] ca_file {}: {e}", path.display()))
-        })?;
+    if let Some(path) = ca_file {
+        let bad = |e: &dyn std::fmt::Display| {
+            ImapError::InvalidInput(format!("[{section}] ca_file {}: {e}", path.display()))
+        };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))?;
         for cert in certs {
-            let cert = cert.map_err(|e| {
-                ImapError::InvalidInput(format!("[imap] ca_file {}: {e}", path.display()))
-            })?;
-            roots.add(cert).map_err(|e| {
-                ImapError::InvalidInput(format!("[imap] ca_file {}: {e}", path.display()))
-            })?;
+            let cert = cert.map_err(|e| bad(&e))?;
+            roots.add(cert).map_err(|e| bad(&e))?;
         }
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
@@ -99,12 +108,12 @@ pub(super) async fn tls_handshake(
         .map_err(|e| ImapError::Unavailable(format!("TLS setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = ServerName::try_from(cfg.host.clone()).map_err(|e| {
-        ImapError::InvalidInput(format!("[imap] host {:?} as TLS name: {e}", cfg.host))
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+        ImapError::InvalidInput(format!("[{section}] host {host:?} as TLS name: {e}"))
     })?;
     let tls = TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| ImapError::Unavailable(format!("TLS handshake with {}: {e}", cfg.host)))?;
+        .map_err(|e| ImapError::Unavailable(format!("TLS handshake with {host}: {e}")))?;
     Ok(ImapStream::Tls(Box::new(tls)))
 }

@@ -1,0 +1,695 @@
+//! Out-of-office (Settings `Oof`, [MS-ASCMD] 2.2.3.119) as a Sieve vacation
+//! script on the user's mail server, managed over ManageSieve
+//! ([`crate::backends::sieve`]).
+//!
+//! opush owns one script per user (`[sieve] script`, default `opush-oof`).
+//! A Set rewrites it whole: a header of comments that keeps the settings
+//! exactly as the device sent them (state, start and end times, each
+//! audience's Enabled, ReplyMessage and BodyType), then the Sieve that acts
+//! on them:
+//! * state 1 (global) or 2 (time-based, a `currentdate` window in UTC):
+//!   `vacation :days 1 :subject … :from <primary address> :addresses [<all
+//!   the user's addresses>]` with the text of the audience the sender
+//!   belongs to. Internal: the envelope sender's domain is one of the
+//!   user's own domains (or `[sieve] internal_domains`). External: the
+//!   AppliesToExternalUnknown message when enabled. opush cannot tell a
+//!   "known" external sender (one in the user's contacts) from an unknown
+//!   one, so an AppliesToExternalKnown message alone is kept and returned
+//!   by Get but answers nobody. An HTML message is sent as text
+//!   (tags dropped).
+//! * The user's own filters keep running: when another script was active
+//!   (a webmail's filters), opush's script `include`s it (`:optional`, so
+//!   that script being deleted later does not break delivery) after the
+//!   vacation action and becomes the active script; the previous name is
+//!   kept in the header. State 0 re-activates that previous script (or
+//!   deactivates opush's when there was none) and leaves opush's script in
+//!   place, inactive, with the settings for the next Get.
+//!
+//! Get reads only opush's own script's header; the state is 0 when that
+//! script is not the active one (someone activated another since).
+//!
+//! Order of a Set: PUTSCRIPT (the server compiles it; nothing changes when
+//! it does not), then SETACTIVE. A failure between the two leaves the old
+//! active script running and opush's script updated but inactive: the
+//! device gets the outage answer and its retry completes it.
+
+use std::fmt::Write as _;
+
+use opush_protocol::commands::settings::{OofAudience, OofMessage, OofSettings};
+
+use crate::backends::sieve::{SieveClient, SieveError, SieveLogin, SieveSettings};
+
+/// Longest ReplyMessage accepted, bytes (a Sieve script is small; Dovecot's
+/// default `sieve_max_script_size` is 1 MiB).
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// First line of every script opush writes.
+const MAGIC: &str = "# opush-oof 1";
+
+/// What `[sieve]` configures, ready for requests.
+#[derive(Debug, Clone, Default)]
+pub struct OofService {
+    /// The ManageSieve server; `None`: out-of-office is refused (Status 7).
+    pub sieve: Option<SieveSettings>,
+    /// The name of opush's script.
+    pub script: String,
+    /// Domains whose senders get the internal message; empty: the domains
+    /// of the user's own addresses.
+    pub internal_domains: Vec<String>,
+    /// Log in with `user@domain` (as `[imap] login_with_domain`).
+    pub login_with_domain: bool,
+}
+
+impl OofService {
+    /// The service of a configuration.
+    pub fn from_config(cfg: &crate::config::Config) -> OofService {
+        let s = &cfg.sieve;
+        OofService {
+            sieve: s.enabled.then(|| SieveSettings {
+                host: s.host.clone(),
+                port: s.port,
+                starttls: s.tls == crate::config::TlsMode::Starttls,
+                ca_file: s.ca_file.clone(),
+                allow_plaintext: s.allow_plaintext,
+                timeout: std::time::Duration::from_millis(s.timeout_ms),
+            }),
+            script: s.script.clone(),
+            internal_domains: s.internal_domains.clone(),
+            login_with_domain: cfg.imap.login_with_domain,
+        }
+    }
+}
+
+/// Why a Set cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OofInvalid {
+    /// A malformed value (Status 5).
+    #[error("invalid out-of-office setting: {0}")]
+    Invalid(String),
+    /// Values that contradict each other (Status 6).
+    #[error("conflicting out-of-office settings: {0}")]
+    Conflicting(String),
+}
+
+/// What opush's script remembers besides the device's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredOof {
+    /// The settings exactly as the device sent them.
+    pub settings: OofSettings,
+    /// The script that was active before opush's (and is included by it).
+    pub previous: Option<String>,
+}
+
+/// Who the script is for.
+#[derive(Debug, Clone)]
+pub struct ScriptUser<'a> {
+    /// The user's addresses, the primary first (Settings UserInformation's).
+    pub addresses: &'a [String],
+    /// Domains whose senders are internal.
+    pub internal_domains: &'a [String],
+}
+
+/// An EAS time (`2026-11-30T09:00:00.000Z`) as the `iso8601` date part
+/// Pigeonhole gives for `:zone "+0000"` (`2026-11-30T09:00:00Z`), which
+/// compares as a string.
+fn sieve_time(eas: &str) -> Result<String, OofInvalid> {
+    let bad = || OofInvalid::Invalid(format!("time {eas:?}"));
+    let b = eas.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let shape = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape {
+        return Err(bad());
+    }
+    let rest = &eas[19..];
+    let frac_ok = match rest.strip_suffix('Z') {
+        Some("") => true,
+        Some(f) => f.len() >= 2 && f.starts_with('.') && f[1..].bytes().all(|c| c.is_ascii_digit()),
+        None => false,
+    };
+    if !frac_ok {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| eas[r].parse::<u32>().unwrap_or(99);
+    if !(1..=12).contains(&num(5..7))
+        || !(1..=31).contains(&num(8..10))
+        || num(11..13) > 23
+        || num(14..16) > 59
+        || num(17..19) > 60
+    {
+        return Err(bad());
+    }
+    Ok(format!("{}Z", &eas[..19]))
+}
+
+/// Checks a Set before anything is written.
+pub fn validate(settings: &OofSettings) -> Result<(), OofInvalid> {
+    let state = settings
+        .state
+        .ok_or_else(|| OofInvalid::Invalid("no OofState".into()))?;
+    if state > 2 {
+        return Err(OofInvalid::Invalid(format!("OofState {state}")));
+    }
+    let start = settings.start_time.as_deref().map(sieve_time).transpose()?;
+    let end = settings.end_time.as_deref().map(sieve_time).transpose()?;
+    if state == 2 {
+        match (&start, &end) {
+            (Some(s), Some(e)) if s >= e => {
+                return Err(OofInvalid::Conflicting(
+                    "EndTime is not after StartTime".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {}
+            _ => {
+                return Err(OofInvalid::Invalid(
+                    "OofState 2 needs StartTime and EndTime".into(),
+                ))
+            }
+        }
+    }
+    for m in &settings.messages {
+        if m.reply_message
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_REPLY_BYTES)
+        {
+            return Err(OofInvalid::Invalid(format!(
+                "ReplyMessage over {MAX_REPLY_BYTES} bytes"
+            )));
+        }
+        if let Some(t) = &m.body_type {
+            if !t.eq_ignore_ascii_case("text") && !t.eq_ignore_ascii_case("html") {
+                return Err(OofInvalid::Invalid(format!("BodyType {t:?}")));
+            }
+        }
+    }
+    let audiences: Vec<_> = settings.messages.iter().map(|m| m.audience).collect();
+    for (i, a) in audiences.iter().enumerate() {
+        if audiences[..i].contains(a) {
+            return Err(OofInvalid::Conflicting(format!("two messages for {a:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn hex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for b in s.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// A Sieve quoted string.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+fn string_list(items: &[String]) -> String {
+    let q: Vec<String> = items.iter().map(|s| quoted(s)).collect();
+    format!("[{}]", q.join(", "))
+}
+
+fn audience_name(a: OofAudience) -> &'static str {
+    match a {
+        OofAudience::Internal => "internal",
+        OofAudience::ExternalKnown => "external-known",
+        OofAudience::ExternalUnknown => "external-unknown",
+    }
+}
+
+fn audience_of(name: &str) -> Option<OofAudience> {
+    Some(match name {
+        "internal" => OofAudience::Internal,
+        "external-known" => OofAudience::ExternalKnown,
+        "external-unknown" => OofAudience::ExternalUnknown,
+        _ => return None,
+    })
+}
+
+/// The text a reply carries: HTML reduced to text.
+fn reply_text(m: &OofMessage) -> String {
+    let text = m.reply_message.clone().unwrap_or_default();
+    if m.body_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("html"))
+    {
+        crate::email::html::strip_tags(&text).trim().to_owned()
+    } else {
+        text
+    }
+}
+
+/// The message of `audience` when it is enabled and has a text.
+fn enabled(settings: &OofSettings, audience: OofAudience) -> Option<&OofMessage> {
+    settings.messages.iter().find(|m| {
+        m.audience == audience
+            && m.enabled == Some(true)
+            && m.reply_message
+                .as_deref()
+                .is_some_and(|r| !r.trim().is_empty())
+    })
+}
+
+/// The whole script for `stored` (already [`validate`]d).
+pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofInvalid> {
+    let s = &stored.settings;
+    let mut out = String::new();
+    let _ = writeln!(out, "{MAGIC}");
+    out.push_str(
+        "# Out-of-office set from an Exchange ActiveSync device, written by opush.\n\
+         # opush rewrites this script whole at every change: edit it from the device.\n",
+    );
+    let _ = writeln!(out, "# state {}", s.state.unwrap_or(0));
+    if let Some(t) = &s.start_time {
+        let _ = writeln!(out, "# start {}", hex(t));
+    }
+    if let Some(t) = &s.end_time {
+        let _ = writeln!(out, "# end {}", hex(t));
+    }
+    if let Some(p) = &stored.previous {
+        let _ = writeln!(out, "# previous {}", hex(p));
+    }
+    for m in &s.messages {
+        let enabled = match m.enabled {
+            None => "-",
+            Some(true) => "1",
+            Some(false) => "0",
+        };
+        let _ = writeln!(
+            out,
+            "# message {} {enabled} {} {}",
+            audience_name(m.audience),
+            m.body_type.as_deref().map_or("-".to_owned(), hex),
+            m.reply_message.as_deref().map_or("-".to_owned(), hex),
+        );
+    }
+    let state = s.state.unwrap_or(0);
+    let internal = enabled(s, OofAudience::Internal);
+    let external = enabled(s, OofAudience::ExternalUnknown);
+    let replies = state != 0 && (internal.is_some() || external.is_some());
+    let mut require = Vec::new();
+    if replies {
+        require.extend(["vacation", "envelope"]);
+        if state == 2 {
+            require.extend(["date", "relational"]);
+        }
+    }
+    if stored.previous.is_some() && state != 0 {
+        require.push("include");
+    }
+    if !require.is_empty() {
+        let r: Vec<String> = require.iter().map(|r| (*r).to_owned()).collect();
+        let _ = writeln!(out, "require {};", string_list(&r));
+    }
+    if replies {
+        let primary = user
+            .addresses
+            .first()
+            .ok_or_else(|| OofInvalid::Invalid("the user has no address".into()))?;
+        let vacation = |m: &OofMessage| {
+            format!(
+                "vacation :days 1 :subject \"Automatic reply\" :from {} :addresses {} {};",
+                quoted(primary),
+                string_list(user.addresses),
+                quoted(&reply_text(m))
+            )
+        };
+        let mut body = String::new();
+        match (internal, external) {
+            (Some(i), Some(e)) => {
+                let _ = write!(
+                    body,
+                    "if envelope :domain :is \"from\" {} {{\n  {}\n}} else {{\n  {}\n}}\n",
+                    string_list(user.internal_domains),
+                    vacation(i),
+                    vacation(e)
+                );
+            }
+            (Some(i), None) => {
+                let _ = write!(
+                    body,
+                    "if envelope :domain :is \"from\" {} {{\n  {}\n}}\n",
+                    string_list(user.internal_domains),
+                    vacation(i)
+                );
+            }
+            (None, Some(e)) => {
+                let _ = write!(
+                    body,
+                    "if not envelope :domain :is \"from\" {} {{\n  {}\n}}\n",
+                    string_list(user.internal_domains),
+                    vacation(e)
+                );
+            }
+            (None, None) => {}
+        }
+        if state == 2 {
+            let start = sieve_time(s.start_time.as_deref().unwrap_or_default())?;
+            let end = sieve_time(s.end_time.as_deref().unwrap_or_default())?;
+            let _ = write!(
+                out,
+                "if allof (currentdate :zone \"+0000\" :value \"ge\" \"iso8601\" {},\n          currentdate :zone \"+0000\" :value \"lt\" \"iso8601\" {}) {{\n{}}}\n",
+                quoted(&start),
+                quoted(&end),
+                body.lines().map(|l| format!("  {l}\n")).collect::<String>()
+            );
+        } else {
+            out.push_str(&body);
+        }
+    }
+    if let (Some(p), true) = (&stored.previous, state != 0) {
+        let _ = writeln!(
+            out,
+            "# The filters that were active before out-of-office:\ninclude :personal :optional {};",
+            quoted(p)
+        );
+    }
+    Ok(out)
+}
+
+/// Reads the header of a script opush wrote; `None` for any other script.
+pub fn parse(text: &str) -> Option<StoredOof> {
+    let mut lines = text.lines();
+    if lines.next()? != MAGIC {
+        return None;
+    }
+    let mut stored = StoredOof::default();
+    for line in lines {
+        let Some(rest) = line.strip_prefix("# ") else {
+            break;
+        };
+        let mut f = rest.split(' ');
+        match f.next() {
+            Some("state") => stored.settings.state = f.next()?.parse().ok(),
+            Some("start") => stored.settings.start_time = Some(unhex(f.next()?)?),
+            Some("end") => stored.settings.end_time = Some(unhex(f.next()?)?),
+            Some("previous") => stored.previous = Some(unhex(f.next()?)?),
+            Some("message") => {
+                let audience = audience_of(f.next()?)?;
+                let enabled = match f.next()? {
+                    "1" => Some(true),
+                    "0" => Some(false),
+                    _ => None,
+                };
+                let opt = |v: &str| {
+                    if v == "-" {
+                        Some(None)
+                    } else {
+                        unhex(v).map(Some)
+                    }
+                };
+                let body_type = opt(f.next()?)?;
+                let reply_message = opt(f.next()?)?;
+                stored.settings.messages.push(OofMessage {
+                    audience,
+                    enabled,
+                    reply_message,
+                    body_type,
+                });
+            }
+            _ => {}
+        }
+    }
+    Some(stored)
+}
+
+/// The settings a Get answers, the ReplyMessages in `body_type` (as set
+/// when the device asks for the type it set them in).
+pub fn for_get(stored: Option<StoredOof>, active: bool, body_type: &str) -> OofSettings {
+    let Some(stored) = stored else {
+        return OofSettings {
+            state: Some(0),
+            start_time: None,
+            end_time: None,
+            messages: [
+                OofAudience::Internal,
+                OofAudience::ExternalKnown,
+                OofAudience::ExternalUnknown,
+            ]
+            .into_iter()
+            .map(|audience| OofMessage {
+                audience,
+                enabled: Some(false),
+                reply_message: None,
+                body_type: Some(body_type.to_owned()),
+            })
+            .collect(),
+        };
+    };
+    let mut s = stored.settings;
+    if !active {
+        s.state = Some(0);
+    }
+    for m in &mut s.messages {
+        let set_as = m.body_type.clone().unwrap_or_else(|| "Text".to_owned());
+        if set_as.eq_ignore_ascii_case(body_type) {
+            continue;
+        }
+        if let Some(r) = &m.reply_message {
+            if body_type.eq_ignore_ascii_case("html") {
+                m.reply_message = Some(format!(
+                    "<html><body>{}</body></html>",
+                    html_escape(r).replace('\n', "<br>")
+                ));
+            } else {
+                m.reply_message = Some(crate::email::html::strip_tags(r).trim().to_owned());
+            }
+            m.body_type = Some(body_type.to_owned());
+        }
+    }
+    s
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What a Get or Set did, for the decision record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OofDone {
+    /// The settings (Get) or `None` (Set).
+    pub settings: Option<OofSettings>,
+    /// The script written or read.
+    pub script: Option<String>,
+}
+
+/// Reads opush's script (Get).
+pub async fn get(
+    service: &OofService,
+    sieve: &SieveSettings,
+    login: &SieveLogin<'_>,
+    body_type: &str,
+) -> Result<OofDone, SieveError> {
+    let mut c = SieveClient::connect(sieve, login).await?;
+    let scripts = c.list_scripts().await?;
+    let active = scripts.iter().any(|s| s.active && s.name == service.script);
+    let text = if scripts.iter().any(|s| s.name == service.script) {
+        c.get_script(&service.script).await?
+    } else {
+        None
+    };
+    c.logout().await;
+    let stored = text.as_deref().and_then(parse);
+    Ok(OofDone {
+        settings: Some(for_get(stored, active, body_type)),
+        script: text,
+    })
+}
+
+/// Writes opush's script and activates (or deactivates) it (Set;
+/// `settings` already [`validate`]d).
+pub async fn set(
+    service: &OofService,
+    sieve: &SieveSettings,
+    login: &SieveLogin<'_>,
+    settings: &OofSettings,
+    addresses: &[String],
+) -> Result<Result<OofDone, OofInvalid>, SieveError> {
+    let mut c = SieveClient::connect(sieve, login).await?;
+    let scripts = c.list_scripts().await?;
+    let active = scripts.iter().find(|s| s.active).map(|s| s.name.clone());
+    let ours_active = active.as_deref() == Some(service.script.as_str());
+    let previous = if ours_active {
+        // Still the one recorded when opush's script was activated.
+        match c.get_script(&service.script).await? {
+            Some(text) => parse(&text).and_then(|s| s.previous),
+            None => None,
+        }
+    } else {
+        active
+    };
+    let previous = previous.filter(|p| scripts.iter().any(|s| &s.name == p));
+    let mut domains = service.internal_domains.clone();
+    if domains.is_empty() {
+        for a in addresses {
+            if let Some((_, d)) = a.rsplit_once('@') {
+                let d = d.to_ascii_lowercase();
+                if !domains.contains(&d) {
+                    domains.push(d);
+                }
+            }
+        }
+    }
+    let stored = StoredOof {
+        settings: settings.clone(),
+        previous: previous.clone(),
+    };
+    let user = ScriptUser {
+        addresses,
+        internal_domains: &domains,
+    };
+    let text = match compose(&stored, &user) {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(e)),
+    };
+    c.put_script(&service.script, &text).await?;
+    let state = settings.state.unwrap_or(0);
+    if state != 0 {
+        if !ours_active {
+            c.set_active(&service.script).await?;
+        }
+    } else if ours_active {
+        c.set_active(previous.as_deref().unwrap_or("")).await?;
+    }
+    c.logout().await;
+    Ok(Ok(OofDone {
+        settings: None,
+        script: Some(text),
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+
+    fn msg(audience: OofAudience, on: bool, text: &str, body_type: &str) -> OofMessage {
+        OofMessage {
+            audience,
+            enabled: Some(on),
+            reply_message: Some(text.into()),
+            body_type: Some(body_type.into()),
+        }
+    }
+
+    fn timed() -> OofSettings {
+        OofSettings {
+            state: Some(2),
+            start_time: Some("2026-11-30T09:00:00.000Z".into()),
+            end_time: Some("2026-12-04T18:00:00.000Z".into()),
+            messages: vec![
+                msg(
+                    OofAudience::Internal,
+                    true,
+                    "Back on \"Friday\" \\o/\nAsk Bob.",
+                    "Text",
+                ),
+                msg(OofAudience::ExternalKnown, false, "known", "Text"),
+                msg(
+                    OofAudience::ExternalUnknown,
+                    true,
+                    "<p>Away &amp; out</p>",
+                    "HTML",
+                ),
+            ],
+        }
+    }
+
+    fn user() -> (Vec<String>, Vec<String>) {
+        (vec!["u@load.test".into()], vec!["load.test".into()])
+    }
+
+    #[test]
+    fn a_script_keeps_the_settings_exactly() {
+        let (addresses, domains) = user();
+        let stored = StoredOof {
+            settings: timed(),
+            previous: Some("roundcube \"filters\"".into()),
+        };
+        validate(&stored.settings).unwrap();
+        let text = compose(
+            &stored,
+            &ScriptUser {
+                addresses: &addresses,
+                internal_domains: &domains,
+            },
+        )
+        .unwrap();
+        assert_eq!(parse(&text).unwrap(), stored);
+        assert!(text.contains(r#""2026-11-30T09:00:00Z""#), "{text}");
+        assert!(text.contains(r#"Back on \"Friday\" \\o/"#), "{text}");
+        assert!(text.contains(r#""Away & out""#), "{text}");
+        assert!(text.contains(r#"include :personal :optional "roundcube \"filters\"""#));
+        assert!(parse("require \"vacation\";").is_none());
+    }
+
+    #[test]
+    fn a_get_answers_in_the_type_asked() {
+        let stored = StoredOof {
+            settings: timed(),
+            previous: None,
+        };
+        let g = for_get(Some(stored.clone()), true, "Text");
+        assert_eq!(g.messages[0], stored.settings.messages[0]);
+        assert_eq!(g.messages[2].reply_message.as_deref(), Some("Away & out"));
+        assert_eq!(for_get(Some(stored), false, "Text").state, Some(0));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let mut s = timed();
+        s.end_time = Some("2026-11-30T08:00:00.000Z".into());
+        assert!(matches!(validate(&s), Err(OofInvalid::Conflicting(_))));
+        s.end_time = Some("tomorrow".into());
+        assert!(matches!(validate(&s), Err(OofInvalid::Invalid(_))));
+        s.end_time = None;
+        assert!(matches!(validate(&s), Err(OofInvalid::Invalid(_))));
+        let mut s = timed();
+        s.state = Some(3);
+        assert!(validate(&s).is_err());
+        let mut s = timed();
+        s.messages[0].body_type = Some("RTF".into());
+        assert!(validate(&s).is_err());
+    }
+}

@@ -1,0 +1,611 @@
+//! Out-of-office from the device (Settings `Oof`) as a Sieve vacation
+//! script over ManageSieve, against a private Dovecot with LMTP, Pigeonhole
+//! Sieve and ManageSieve (`scripts/dovecot-private --sieve`: IMAP 11695,
+//! LMTP 11696, ManageSieve 11697). Replies really go out: a message is
+//! delivered over LMTP to the user on the private instance, Dovecot's
+//! vacation action sends the reply through the stack's Postfix, which
+//! delivers it into the sender's INBOX on the shared Dovecot.
+//!
+//! Users: load1171, 1173, 1175, 1177, 1179 and 1180 live on the private
+//! instance (out-of-office set there); load1172, 1174, 1176 and 1178 send
+//! and receive the replies on the shared one. The tests share the private
+//! instance one at a time (`LOCK`), each starting from an empty home.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use opush_protocol::commands::settings::{
+    OofAudience, OofMessage, OofRequest, OofSettings, SettingsRequest, SettingsResponse,
+};
+use opush_protocol::wbxml::encode_to_vec;
+use opush_server::backends::sieve::{SieveClient, SieveError, SieveLogin, SieveSettings};
+use opush_tests::eas::EasClient;
+use opush_tests::{
+    demo_password, repo_root, require, unique, PrivateDovecot, RawImap, DOVECOT_IMAP, POSTFIX_SMTP,
+};
+use support::{version, Options};
+
+/// The private instance's IMAP port (LMTP +1, ManageSieve +2).
+const PORT: u16 = 11695;
+/// A port in this file's range where nothing listens (ManageSieve "down").
+const CLOSED_PORT: u16 = 11698;
+/// The port of the tap that cuts ManageSieve connections.
+const TAP_PORT: u16 = 11699;
+
+/// One test at a time on the private instance.
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The private instance, up, with `users`' homes (mail and scripts) emptied.
+fn dovecot(users: &[&str]) -> PrivateDovecot {
+    require(DOVECOT_IMAP);
+    require(POSTFIX_SMTP);
+    let d = PrivateDovecot::new(repo_root().join("target/tmp/oof-sieve"), PORT).with_sieve();
+    d.run("up");
+    for u in users {
+        let (local, domain) = u.split_once('@').unwrap();
+        let home = d.dir.join("mail").join(domain).join(local);
+        if home.exists() {
+            std::fs::remove_dir_all(&home).unwrap();
+        }
+    }
+    d
+}
+
+/// opush against the private instance, `[sieve]` on `sieve_port`.
+async fn opush(sieve_port: u16, sieve_extra: &str) -> support::Opush {
+    support::start(Options {
+        imap_port: PORT,
+        extra_toml: format!(
+            "[sieve]\nenabled = true\nhost = \"127.0.0.1\"\nport = {sieve_port}\ntimeout_ms = 5000\n{sieve_extra}"
+        ),
+        ..Options::default()
+    })
+    .await
+}
+
+fn message(audience: OofAudience, enabled: bool, text: &str, body_type: &str) -> OofMessage {
+    OofMessage {
+        audience,
+        enabled: Some(enabled),
+        reply_message: Some(text.to_owned()),
+        body_type: Some(body_type.to_owned()),
+    }
+}
+
+/// A Settings request carrying `oof`; the HTTP answer.
+async fn settings(c: &mut EasClient, oof: OofRequest) -> opush_tests::eas::HttpResponse {
+    let v = version(&c.version);
+    let req = SettingsRequest {
+        oof: Some(oof),
+        ..SettingsRequest::default()
+    };
+    c.post("Settings", &encode_to_vec(&req.to_element(v))).await
+}
+
+/// Settings Oof Set, which must succeed.
+async fn set(c: &mut EasClient, s: &OofSettings) {
+    let res = settings(c, OofRequest::Set(s.clone())).await;
+    assert_eq!(res.status, 200, "Settings: {res:?}");
+    let r = SettingsResponse::from_element(&res.element(), version(&c.version)).unwrap();
+    assert_eq!(r.status.code(), 1, "{}", res.xml());
+    assert_eq!(r.oof.unwrap().status.code(), 1, "Oof Set: {}", res.xml());
+}
+
+/// Settings Oof Get (text bodies), which must succeed.
+async fn get(c: &mut EasClient) -> OofSettings {
+    let res = settings(
+        c,
+        OofRequest::Get {
+            body_type: "Text".to_owned(),
+        },
+    )
+    .await;
+    assert_eq!(res.status, 200, "Settings: {res:?}");
+    let r = SettingsResponse::from_element(&res.element(), version(&c.version)).unwrap();
+    let oof = r.oof.unwrap();
+    assert_eq!(oof.status.code(), 1, "Oof Get: {}", res.xml());
+    oof.get.unwrap()
+}
+
+/// `user` on ManageSieve at `port` (the stack password).
+async fn manage_sieve(port: u16, user: &str) -> SieveClient {
+    let password = demo_password();
+    SieveClient::connect(
+        &sieve_settings(port),
+        &SieveLogin {
+            user,
+            password: &password,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn sieve_settings(port: u16) -> SieveSettings {
+    SieveSettings {
+        host: "127.0.0.1".into(),
+        port,
+        starttls: false,
+        ca_file: None,
+        allow_plaintext: false,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+/// The name of `user`'s active script, if any.
+async fn active_script(user: &str) -> Option<String> {
+    let mut c = manage_sieve(PORT + 2, user).await;
+    let scripts = c.list_scripts().await.unwrap();
+    scripts.into_iter().find(|s| s.active).map(|s| s.name)
+}
+
+/// Delivers a message from `from` to `to` over the private instance's
+/// LMTP; returns its Message-ID.
+fn deliver(d: &PrivateDovecot, from: &str, to: &str, subject: &str) -> String {
+    let id = format!("{}@load.test", unique("oof-msg"));
+    let mut w = TcpStream::connect(d.lmtp_addr()).unwrap();
+    w.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = BufReader::new(w.try_clone().unwrap());
+    fn expect(r: &mut BufReader<TcpStream>, code: &str) {
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            assert!(l.starts_with(code), "LMTP: expected {code}, got {l:?}");
+            if l.as_bytes().get(3) == Some(&b' ') {
+                return;
+            }
+        }
+    }
+    expect(&mut r, "220");
+    for (line, code) in [
+        ("LHLO tests.load.test".to_owned(), "250"),
+        (format!("MAIL FROM:<{from}>"), "250"),
+        (format!("RCPT TO:<{to}>"), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        write!(w, "{line}\r\n").unwrap();
+        expect(&mut r, code);
+    }
+    write!(
+        w,
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n\
+         Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nHello.\r\n.\r\n"
+    )
+    .unwrap();
+    expect(&mut r, "250");
+    write!(w, "QUIT\r\n").unwrap();
+    id
+}
+
+/// Waits (up to 30 s) for a message in `user`'s INBOX on the shared
+/// Dovecot whose body contains `needle`; returns it whole.
+fn reply_in_inbox(user: &str, needle: &str) -> String {
+    let mut imap = RawImap::login(user);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        imap.ok("SELECT INBOX");
+        let uids = imap.uid_search(&format!("BODY \"{needle}\""));
+        if let Some(uid) = uids.first() {
+            return imap.fetch_message(*uid);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no auto-reply containing {needle:?} reached {user}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What the private instance logged about the delivery of `msgid`, once
+/// it logged where the message was stored (Dovecot's log process writes
+/// shortly after LMTP answers).
+fn delivery_log(d: &PrivateDovecot, msgid: &str) -> Vec<String> {
+    let marker = format!("msgid=<{msgid}>");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = d
+            .log()
+            .lines()
+            .filter(|l| l.contains(&marker))
+            .map(str::to_owned)
+            .collect();
+        if lines.iter().any(|l| l.contains("stored mail into mailbox")) || Instant::now() > deadline
+        {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// Global out-of-office with internal and external texts (14.1): the script
+// is opush's and active, Get answers exactly what was set, an internal
+// sender gets the internal text through Postfix, and every Oof request is
+// recorded and replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_out_of_office_replies_and_reads_back_as_set_14_1() {
+    let _one = LOCK.lock().await;
+    let (user, sender) = ("load1171@load.test", "load1172@load.test");
+    let d = dovecot(&[user]);
+    let opush = opush(PORT + 2, "").await;
+    let mut c = opush.client(user, "OOF141", "14.1");
+    let internal = unique("internal-text");
+    let external = unique("external-text");
+    let s = OofSettings {
+        state: Some(1),
+        start_time: None,
+        end_time: None,
+        messages: vec![
+            message(
+                OofAudience::Internal,
+                true,
+                &format!("{internal}\nBack Monday \"for sure\" \\o/"),
+                "Text",
+            ),
+            message(OofAudience::ExternalKnown, false, "known-text", "Text"),
+            message(
+                OofAudience::ExternalUnknown,
+                true,
+                &format!("<p>{external} &amp; more</p>"),
+                "HTML",
+            ),
+        ],
+    };
+    set(&mut c, &s).await;
+    assert_eq!(active_script(user).await.as_deref(), Some("opush-oof"));
+    let mut back = get(&mut c).await;
+    // HTML asked back as text is the text of the HTML; the rest is as set.
+    assert_eq!(
+        back.messages[2].reply_message.as_deref(),
+        Some(format!("{external} & more").as_str())
+    );
+    back.messages[2] = s.messages[2].clone();
+    assert_eq!(back, s);
+
+    // A message from a colleague (same domain) gets the internal text.
+    let msgid = deliver(&d, sender, user, &unique("hello"));
+    let reply = reply_in_inbox(sender, &internal);
+    assert!(reply.contains("Back Monday \"for sure\" \\o/"), "{reply}");
+    assert!(
+        reply.contains(&format!("<{msgid}>")),
+        "In-Reply-To: {reply}"
+    );
+    assert!(reply.contains("Auto-Submitted: auto-replied"), "{reply}");
+    assert!(!reply.contains(&external), "{reply}");
+    // The original is kept in the user's INBOX.
+    assert_eq!(
+        RawImap::login_to(d.addr(), user)
+            .search_subject("INBOX", "hello")
+            .len(),
+        1
+    );
+
+    // Recorded: both requests are Oof decisions, and the session replays.
+    let store_dir = opush.stop_keeping_store().await;
+    let store = opush_storage::Store::open(&opush_storage::StorageConfig {
+        path: store_dir.path().to_path_buf(),
+        ..opush_storage::StorageConfig::default()
+    })
+    .await
+    .unwrap();
+    let bundle = opush_replay::export(&store, user, "OOF141", None, None)
+        .await
+        .unwrap();
+    let report = opush_replay::run(&bundle).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let oofs = bundle
+        .decoded()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| {
+            matches!(e, opush_engine::Event::Decided { record, .. }
+                if matches!(record.input, opush_engine::DecisionInput::Oof(_)))
+        })
+        .count();
+    assert_eq!(oofs, 2, "the Set and the Get recorded");
+}
+
+// An external sender gets the external text, the HTML sent as text (16.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_sender_gets_the_external_text_16_1() {
+    let _one = LOCK.lock().await;
+    let (user, sender) = ("load1173@load.test", "load1174@load.test");
+    let d = dovecot(&[user]);
+    // load.test senders count as external for this server.
+    let opush = opush(PORT + 2, "internal_domains = [\"example.test\"]\n").await;
+    let mut c = opush.client(user, "OOF161", "16.1");
+    let internal = unique("internal-text");
+    let external = unique("external-text");
+    let s = OofSettings {
+        state: Some(1),
+        start_time: None,
+        end_time: None,
+        messages: vec![
+            message(OofAudience::Internal, true, &internal, "Text"),
+            message(
+                OofAudience::ExternalUnknown,
+                true,
+                &format!("<html><body><b>{external}</b> &lt;away&gt;</body></html>"),
+                "HTML",
+            ),
+        ],
+    };
+    set(&mut c, &s).await;
+    deliver(&d, sender, user, &unique("question"));
+    let reply = reply_in_inbox(sender, &external);
+    assert!(reply.contains(&format!("{external} <away>")), "{reply}");
+    assert!(!reply.contains("<b>"), "HTML sent as text: {reply}");
+    assert!(!reply.contains(&internal), "{reply}");
+    // Get in HTML gives back the HTML exactly as set.
+    let res = settings(
+        &mut c,
+        OofRequest::Get {
+            body_type: "HTML".to_owned(),
+        },
+    )
+    .await;
+    let r = SettingsResponse::from_element(&res.element(), version("16.1")).unwrap();
+    let back = r.oof.unwrap().get.unwrap();
+    assert_eq!(back.messages[1], s.messages[1]);
+    opush.stop().await;
+}
+
+// Time-based (12.1): outside the window nothing is sent, inside it the
+// reply goes out; Get answers the window as set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_based_out_of_office_replies_only_within_its_window_12_1() {
+    let _one = LOCK.lock().await;
+    let (user, sender) = ("load1175@load.test", "load1176@load.test");
+    let d = dovecot(&[user]);
+    let opush = opush(PORT + 2, "").await;
+    let mut c = opush.client(user, "OOF121", "12.1");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let eas_time = |secs: u64| opush_server::dates::eas_date(i64::try_from(secs).unwrap());
+    let later = unique("later-text");
+    let future = OofSettings {
+        state: Some(2),
+        start_time: Some(eas_time(now + 86_400)),
+        end_time: Some(eas_time(now + 3 * 86_400)),
+        messages: vec![message(OofAudience::Internal, true, &later, "Text")],
+    };
+    set(&mut c, &future).await;
+    assert_eq!(get(&mut c).await, future);
+    let msgid = deliver(&d, sender, user, &unique("too-early"));
+    // The delivery is logged when LMTP answers: stored, no vacation action.
+    let log = delivery_log(&d, &msgid);
+    assert!(
+        log.iter().any(|l| l.contains("stored mail into mailbox")),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("vacation")), "{log:?}");
+
+    let now_text = unique("now-text");
+    let current = OofSettings {
+        state: Some(2),
+        start_time: Some(eas_time(now - 3600)),
+        end_time: Some(eas_time(now + 3600)),
+        messages: vec![message(OofAudience::Internal, true, &now_text, "Text")],
+    };
+    set(&mut c, &current).await;
+    assert_eq!(get(&mut c).await, current);
+    deliver(&d, sender, user, &unique("in-time"));
+    reply_in_inbox(sender, &now_text);
+
+    // An end before the start: Status 6, nothing changed.
+    let mut backwards = current.clone();
+    backwards.end_time = Some(eas_time(now - 7200));
+    let res = settings(&mut c, OofRequest::Set(backwards)).await;
+    let r = SettingsResponse::from_element(&res.element(), version("12.1")).unwrap();
+    assert_eq!(r.oof.unwrap().status.code(), 6, "{}", res.xml());
+    assert_eq!(get(&mut c).await, current);
+    opush.stop().await;
+}
+
+// The user's own filter (another active script) keeps filing mail while
+// out-of-office is on, and is the active script again once it is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_own_filters_keep_running_and_come_back_14_1() {
+    let _one = LOCK.lock().await;
+    let (user, sender) = ("load1177@load.test", "load1178@load.test");
+    let d = dovecot(&[user]);
+    let mut ms = manage_sieve(PORT + 2, user).await;
+    ms.put_script(
+        "my filters",
+        "require [\"fileinto\", \"mailbox\"];\nif header :contains \"subject\" \"file-me\" {\n  fileinto :create \"Filed\";\n}\n",
+    )
+    .await
+    .unwrap();
+    ms.set_active("my filters").await.unwrap();
+    ms.logout().await;
+
+    let opush = opush(PORT + 2, "").await;
+    let mut c = opush.client(user, "OOFKEEP", "14.1");
+    let text = unique("away-text");
+    let on = OofSettings {
+        state: Some(1),
+        start_time: None,
+        end_time: None,
+        messages: vec![message(OofAudience::Internal, true, &text, "Text")],
+    };
+    set(&mut c, &on).await;
+    assert_eq!(active_script(user).await.as_deref(), Some("opush-oof"));
+    // Setting it again keeps the user's script as the one to come back to.
+    set(&mut c, &on).await;
+
+    let subject = unique("file-me");
+    deliver(&d, sender, user, &subject);
+    reply_in_inbox(sender, &text);
+    assert_eq!(
+        RawImap::login_to(d.addr(), user)
+            .search_subject("Filed", &subject)
+            .len(),
+        1,
+        "the user's filter filed the message"
+    );
+
+    let off = OofSettings {
+        state: Some(0),
+        ..on.clone()
+    };
+    set(&mut c, &off).await;
+    assert_eq!(active_script(user).await.as_deref(), Some("my filters"));
+    assert_eq!(get(&mut c).await, off);
+    // The user's script is untouched.
+    let mut ms = manage_sieve(PORT + 2, user).await;
+    let mine = ms.get_script("my filters").await.unwrap().unwrap();
+    assert!(mine.contains("fileinto :create \"Filed\""), "{mine}");
+    opush.stop().await;
+}
+
+/// A tap in front of ManageSieve that forwards everything and cuts both
+/// connections when the client sends a line starting with `cut_at`.
+async fn cutting_tap(
+    listen: u16,
+    to: SocketAddr,
+    cut_at: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", listen))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = l.accept().await {
+            let mut server = tokio::net::TcpStream::connect(to).await.unwrap();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let up = async {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = cr.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 || buf[..n].starts_with(cut_at.as_bytes()) {
+                            return;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                };
+                tokio::select! { () = up => {}, () = down => {} }
+            });
+        }
+    })
+}
+
+// ManageSieve down: the device gets the retry answer (111 from 14.0, 503
+// before) and nothing changes; cut between writing the script and
+// activating it, the user's filters stay active and the retry completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manage_sieve_outage_is_a_retry_and_writes_nothing_half_way() {
+    let _one = LOCK.lock().await;
+    let user = "load1179@load.test";
+    let d = dovecot(&[user]);
+    let mut ms = manage_sieve(PORT + 2, user).await;
+    ms.put_script("mine", "keep;\n").await.unwrap();
+    ms.set_active("mine").await.unwrap();
+    ms.logout().await;
+    let on = OofSettings {
+        state: Some(1),
+        start_time: None,
+        end_time: None,
+        messages: vec![message(OofAudience::Internal, true, &unique("t"), "Text")],
+    };
+
+    // Nothing listens.
+    let down = opush(CLOSED_PORT, "").await;
+    let mut c = down.client(user, "OOFDOWN", "14.1");
+    let res = settings(&mut c, OofRequest::Set(on.clone())).await;
+    assert_eq!(res.status, 200, "{res:?}");
+    assert!(res.xml().contains("<Status>111</Status>"), "{}", res.xml());
+    let mut old = down.client(user, "OOFDOWN12", "12.1");
+    let res = settings(&mut old, OofRequest::Set(on.clone())).await;
+    assert_eq!(res.status, 503, "{res:?}");
+    assert!(res.header("Retry-After").is_some(), "{res:?}");
+    down.stop().await;
+    assert_eq!(active_script(user).await.as_deref(), Some("mine"));
+    let mut ms = manage_sieve(PORT + 2, user).await;
+    assert_eq!(ms.get_script("opush-oof").await.unwrap(), None);
+    ms.logout().await;
+
+    // Cut after PUTSCRIPT, before SETACTIVE.
+    let tap = cutting_tap(TAP_PORT, d.sieve_addr(), "SETACTIVE").await;
+    let cut = opush(TAP_PORT, "").await;
+    let mut c = cut.client(user, "OOFCUT", "14.1");
+    let res = settings(&mut c, OofRequest::Set(on.clone())).await;
+    assert!(res.xml().contains("<Status>111</Status>"), "{}", res.xml());
+    cut.stop().await;
+    tap.abort();
+    assert_eq!(active_script(user).await.as_deref(), Some("mine"));
+
+    // The device's retry completes it, the user's script still included.
+    let up = opush(PORT + 2, "").await;
+    let mut c = up.client(user, "OOFCUT", "14.1");
+    assert_eq!(get(&mut c).await.state, Some(0), "not active yet");
+    set(&mut c, &on).await;
+    assert_eq!(get(&mut c).await, on);
+    assert_eq!(active_script(user).await.as_deref(), Some("opush-oof"));
+    let mut ms = manage_sieve(PORT + 2, user).await;
+    let ours = ms.get_script("opush-oof").await.unwrap().unwrap();
+    assert!(
+        ours.contains("include :personal :optional \"mine\""),
+        "{ours}"
+    );
+    up.stop().await;
+}
+
+// A wrong password: 401 and no script (the device's credentials are the
+// ones ManageSieve sees); ManageSieve itself refuses it as `Auth`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_writes_nothing() {
+    let _one = LOCK.lock().await;
+    let user = "load1180@load.test";
+    let _d = dovecot(&[user]);
+    let opush = opush(PORT + 2, "").await;
+    let mut c = EasClient::new(opush.addr, user, "not-the-password", "OOFPW", "14.1");
+    let res = settings(
+        &mut c,
+        OofRequest::Set(OofSettings {
+            state: Some(1),
+            start_time: None,
+            end_time: None,
+            messages: vec![message(OofAudience::Internal, true, "x", "Text")],
+        }),
+    )
+    .await;
+    assert_eq!(res.status, 401, "{res:?}");
+    opush.stop().await;
+    // The failed logins cost an auth penalty (private instances keep it):
+    // Dovecot answers this one late.
+    let mut slow = sieve_settings(PORT + 2);
+    slow.timeout = Duration::from_secs(40);
+    let err = SieveClient::connect(
+        &slow,
+        &SieveLogin {
+            user,
+            password: "not-the-password",
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        SieveError::Auth {
+            user: user.to_owned()
+        }
+    );
+    assert_eq!(active_script(user).await, None);
+}
