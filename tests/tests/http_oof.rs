@@ -567,29 +567,81 @@ async fn a_manage_sieve_outage_is_a_retry_and_writes_nothing_half_way() {
     up.stop().await;
 }
 
-// A wrong password: 401 and no script (the device's credentials are the
-// ones ManageSieve sees); ManageSieve itself refuses it as `Auth`.
+/// `user`'s password on the private instance becomes `password` (its
+/// passwd-file, which Dovecot re-reads when it changes); `dovecot()` puts
+/// the stack password back.
+fn change_password(d: &PrivateDovecot, user: &str, password: &str) {
+    let out = std::process::Command::new("doveadm")
+        .args([
+            "-c",
+            "/dev/null",
+            "pw",
+            "-s",
+            "SHA512-CRYPT",
+            "-p",
+            password,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "doveadm pw");
+    let hash = String::from_utf8(out.stdout).unwrap();
+    let file = d.dir.join("users");
+    let users = std::fs::read_to_string(&file).unwrap();
+    let prefix = format!("{user}:");
+    let changed: String = users
+        .lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                format!("{user}:{}::::::\n", hash.trim())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(users, changed, "{user} in {}", file.display());
+    std::fs::write(&file, changed).unwrap();
+    // Dovecot notices a change by mtime (seconds) and size, and the size
+    // is the same: another mtime than the file had when it was read. It
+    // looks at most once a second.
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+// The password changed since opush remembered the login: ManageSieve
+// refuses the device's credentials, the device gets 401 and nothing is
+// written. A wrong password is refused before (401), and ManageSieve
+// itself answers it as `Auth`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_writes_nothing() {
+async fn a_refused_password_is_a_401_and_writes_nothing() {
     let _one = LOCK.lock().await;
     let user = "load1180@load.test";
-    let _d = dovecot(&[user]);
+    let d = dovecot(&[user]);
     let opush = opush(PORT + 2, "").await;
-    let mut c = EasClient::new(opush.addr, user, "not-the-password", "OOFPW", "14.1");
-    let res = settings(
-        &mut c,
-        OofRequest::Set(OofSettings {
-            state: Some(1),
-            start_time: None,
-            end_time: None,
-            messages: vec![message(OofAudience::Internal, true, "x", "Text")],
-        }),
-    )
-    .await;
+    let mut c = opush.client(user, "OOFPW", "14.1");
+    // The login is checked and remembered (`[server] auth_cache_ttl_s`).
+    assert_eq!(get(&mut c).await.state, Some(0));
+    change_password(&d, user, "a-new-password");
+    let on = OofSettings {
+        state: Some(1),
+        start_time: None,
+        end_time: None,
+        messages: vec![message(OofAudience::Internal, true, "x", "Text")],
+    };
+    let res = settings(&mut c, OofRequest::Set(on.clone())).await;
+    assert_eq!(res.status, 401, "{res:?}");
+    assert!(res.header("WWW-Authenticate").is_some(), "{res:?}");
+    let mut wrong = EasClient::new(opush.addr, user, "not-the-password", "OOFPW2", "14.1");
+    let res = settings(&mut wrong, OofRequest::Set(on)).await;
     assert_eq!(res.status, 401, "{res:?}");
     opush.stop().await;
-    // The failed logins cost an auth penalty (private instances keep it):
-    // Dovecot answers this one late.
+
+    // Each refused login costs an auth penalty (private instances keep
+    // it): Dovecot answers late.
     let mut slow = sieve_settings(PORT + 2);
     slow.timeout = Duration::from_secs(40);
     let err = SieveClient::connect(
@@ -607,5 +659,18 @@ async fn a_wrong_password_writes_nothing() {
             user: user.to_owned()
         }
     );
-    assert_eq!(active_script(user).await, None);
+    // The stack password back: no script was written.
+    let _d = dovecot(&[]);
+    let password = demo_password();
+    let mut ms = SieveClient::connect(
+        &slow,
+        &SieveLogin {
+            user,
+            password: &password,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ms.list_scripts().await.unwrap(), []);
+    ms.logout().await;
 }
