@@ -1281,6 +1281,32 @@ mod tests {
     }
 
     #[test]
+    fn sieve_is_off_by_default_and_keeps_passwords_off_the_network_in_clear() {
+        let c = Config::default();
+        assert!(!c.sieve.enabled);
+        let c = Config::from_toml("[sieve]\nenabled = true\nport = 1190\n").unwrap();
+        assert_eq!((c.sieve.host.as_str(), c.sieve.port), ("127.0.0.1", 1190));
+        let invalid = |toml: &str| match Config::from_toml(toml) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{toml}: {other:?}"),
+        };
+        assert_eq!(
+            invalid("[sieve]\nenabled = true\nhost = \"mail.example.org\"\n"),
+            "sieve.tls"
+        );
+        assert_eq!(invalid("[sieve]\ntls = \"tls\"\n"), "sieve.tls");
+        assert_eq!(invalid("[sieve]\nscript = \"a/b\"\n"), "sieve.script");
+        assert_eq!(invalid("[sieve]\ntimeout_ms = 0\n"), "sieve.timeout_ms");
+        for ok in [
+            "[sieve]\nenabled = true\nhost = \"mail.example.org\"\ntls = \"starttls\"\n",
+            "[sieve]\nenabled = true\nhost = \"10.0.0.2\"\nallow_plaintext = true\n",
+            "[sieve]\nenabled = true\nhost = \"::1\"\n",
+        ] {
+            Config::from_toml(ok).unwrap();
+        }
+    }
+
+    #[test]
     fn documented_keys_match_the_model() {
         // Every key of the model appears in docs/CONFIGURATION.md as `section.key`.
         let doc = include_str!("../../docs/CONFIGURATION.md");

@@ -28,6 +28,12 @@ pub const DOVECOT_IMAP: Service = Service {
     name: "dovecot",
     addr: "127.0.0.1:1143",
 };
+/// Dovecot ManageSieve (RFC 5804, Pigeonhole): the users' Sieve scripts,
+/// run at LMTP delivery (vacation replies go out through Postfix).
+pub const DOVECOT_MANAGESIEVE: Service = Service {
+    name: "dovecot",
+    addr: "127.0.0.1:1190",
+};
 /// Postfix relay for loopback clients, delivering into Dovecot over LMTP.
 pub const POSTFIX_SMTP: Service = Service {
     name: "postfix",

@@ -8,7 +8,8 @@
 //!
 //! Users: load1171, 1173, 1175, 1177, 1179 and 1180 live on the private
 //! instance (out-of-office set there); load1172, 1174, 1176 and 1178 send
-//! and receive the replies on the shared one. The tests share the private
+//! and receive the replies on the shared one (load1176 also has a home on
+//! the private instance, for the client's own test). The tests share the private
 //! instance one at a time (`LOCK`), each starting from an empty home.
 
 #![allow(
@@ -673,4 +674,80 @@ async fn a_refused_password_is_a_401_and_writes_nothing() {
     .unwrap();
     assert_eq!(ms.list_scripts().await.unwrap(), []);
     ms.logout().await;
+}
+
+// The ManageSieve client against Dovecot's: scripts and names round-trip
+// (UTF-8 literals, quotes), refusals carry the server's code, a missing
+// script is `None`, STARTTLS and clear-text passwords are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manage_sieve_client_round_trips_scripts_and_types_refusals() {
+    let _one = LOCK.lock().await;
+    // A user of the shared instance, with its own home on the private one.
+    let user = "load1176@load.test";
+    let _d = dovecot(&[user]);
+    let mut c = manage_sieve(PORT + 2, user).await;
+    assert!(c.extensions().iter().any(|e| e == "vacation"));
+    assert_eq!(c.list_scripts().await.unwrap(), []);
+    assert_eq!(c.get_script("nope").await.unwrap(), None);
+    let text = "# café ☕ \"quoted\" \\ back\r\nkeep;\r\n";
+    let name = "a \"quoted\" name";
+    c.put_script(name, text).await.unwrap();
+    assert_eq!(c.get_script(name).await.unwrap().as_deref(), Some(text));
+    c.set_active(name).await.unwrap();
+    let scripts = c.list_scripts().await.unwrap();
+    assert_eq!(scripts.len(), 1);
+    assert!(scripts[0].active && scripts[0].name == name, "{scripts:?}");
+    // Does not compile: refused, the stored script unchanged.
+    let err = c.put_script(name, "vacation;").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            SieveError::Rejected {
+                command: "PUTSCRIPT",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(c.get_script(name).await.unwrap().as_deref(), Some(text));
+    assert!(c.check_script("keep;").await.is_ok());
+    assert!(c.check_script("fileinto \"x\";").await.is_err());
+    let err = c.set_active("nope").await.unwrap_err();
+    assert!(
+        matches!(&err, SieveError::Rejected { code, .. } if code == "NONEXISTENT"),
+        "{err:?}"
+    );
+    assert!(matches!(
+        c.put_script("a\r\nLOGOUT", "keep;").await,
+        Err(SieveError::InvalidInput(_))
+    ));
+    c.set_active("").await.unwrap();
+    assert!(c.list_scripts().await.unwrap().iter().all(|s| !s.active));
+    c.logout().await;
+
+    let password = demo_password();
+    let login = SieveLogin {
+        user,
+        password: &password,
+    };
+    // The stack's ManageSieve has no TLS: STARTTLS asked is refused before
+    // any password is sent.
+    let mut tls = sieve_settings(PORT + 2);
+    tls.starttls = true;
+    assert!(matches!(
+        SieveClient::connect(&tls, &login).await,
+        Err(SieveError::Protocol(_))
+    ));
+    // No password in clear to a host that is not loopback.
+    let mut remote = sieve_settings(4190);
+    remote.host = "mail.example.org".into();
+    assert!(matches!(
+        SieveClient::connect(&remote, &login).await,
+        Err(SieveError::InvalidInput(_))
+    ));
+    // Nothing listening: an outage.
+    assert!(matches!(
+        SieveClient::connect(&sieve_settings(CLOSED_PORT), &login).await,
+        Err(SieveError::Unavailable(_))
+    ));
 }

@@ -1,5 +1,6 @@
 //! The test stack itself works: Dovecot authenticates and announces the IMAP
-//! extensions opush relies on, a message handed to Postfix arrives in the
+//! extensions opush relies on, offers ManageSieve with the Sieve extensions
+//! of opush's out-of-office script, a message handed to Postfix arrives in the
 //! recipient's Dovecot INBOX, OpenLDAP slapd answers GAL searches for its
 //! bind DN only, and Radicale serves each user's calendar and address book
 //! (with alice's seeded events and contacts) to that user only. Plain
@@ -14,8 +15,8 @@ use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry};
 use opush_tests::eas::basic;
 use opush_tests::{
-    demo_password, require, unique, RawImap, LDAP_BIND_DN, LDAP_SUFFIX, POSTFIX_SMTP, RADICALE_DAV,
-    SLAPD_LDAP,
+    demo_password, require, unique, RawImap, DOVECOT_MANAGESIEVE, LDAP_BIND_DN, LDAP_SUFFIX,
+    POSTFIX_SMTP, RADICALE_DAV, SLAPD_LDAP,
 };
 
 #[test]
@@ -45,6 +46,42 @@ fn dovecot_authenticates_and_announces_extensions() {
     for special in ["\\Drafts", "\\Sent", "\\Trash"] {
         assert!(list.contains(special), "no {special} folder in {list}");
     }
+}
+
+#[test]
+fn dovecot_offers_manage_sieve_with_vacation() {
+    let addr = require(DOVECOT_MANAGESIEVE);
+    let s = TcpStream::connect(addr).expect("connect ManageSieve");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut r = BufReader::new(s);
+    let mut greeting = Vec::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).expect("read ManageSieve greeting");
+        assert!(!l.is_empty(), "ManageSieve closed: {greeting:?}");
+        let done = l.starts_with("OK");
+        greeting.push(l);
+        if done {
+            break;
+        }
+    }
+    let sieve = greeting
+        .iter()
+        .find_map(|l| l.strip_prefix("\"SIEVE\" "))
+        .unwrap_or_else(|| panic!("no SIEVE capability: {greeting:?}"));
+    for ext in ["vacation", "date", "relational", "envelope", "include"] {
+        assert!(
+            sieve.trim().trim_matches('"').split(' ').any(|e| e == ext),
+            "missing {ext} in {sieve}"
+        );
+    }
+    assert!(
+        greeting
+            .iter()
+            .any(|l| l.starts_with("\"SASL\"") && l.contains("PLAIN")),
+        "{greeting:?}"
+    );
 }
 
 #[test]

@@ -487,7 +487,12 @@ fn completion(kind: String, rest: &[Token]) -> Completion {
         match t {
             Token::Open => in_code = true,
             Token::Close => in_code = false,
-            Token::Atom(a) | Token::Str(a) if in_code => code.push(a.to_ascii_uppercase()),
+            // The code's name upper-cased, its arguments as they are.
+            Token::Atom(a) | Token::Str(a) if in_code => code.push(if code.is_empty() {
+                a.to_ascii_uppercase()
+            } else {
+                a.clone()
+            }),
             Token::Str(s) => text = s.clone(),
             Token::Atom(a) => {
                 if !text.is_empty() {
@@ -497,7 +502,6 @@ fn completion(kind: String, rest: &[Token]) -> Completion {
             }
         }
     }
-    // Only the code's name is upper-cased; its arguments keep their case.
     Completion { kind, code, text }
 }
 

@@ -170,7 +170,7 @@ pub enum CommandError {
     /// `backend` and `kind` labels.
     #[error("{backend} failed ({kind}): {reason}")]
     BackendFailed {
-        /// Which backend: `imap`, `smtp`, `dav`, `ldap`, or `engine` / `os`
+        /// Which backend: `imap`, `smtp`, `sieve`, `dav`, `ldap`, or `engine` / `os`
         /// for the server's own failures.
         backend: &'static str,
         /// What kind of failure (`unavailable`, `protocol`, …).

@@ -149,7 +149,7 @@ pub fn storage_error() {
     tables().storage_errors += 1;
 }
 
-/// A backend (`imap`, `smtp`, `dav`, `ldap`, `auth`; `engine` and `os`
+/// A backend (`imap`, `smtp`, `sieve`, `dav`, `ldap`, `auth`; `engine` and `os`
 /// for the server's own failures) failed, with the `kind` of failure
 /// (`unavailable`, `protocol`, `rejected`, …).
 pub fn backend_error(backend: &'static str, kind: &'static str) {
