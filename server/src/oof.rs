@@ -5,8 +5,9 @@
 //! opush owns one script per user (`[sieve] script`, default `opush-oof`).
 //! A Set rewrites it whole: a header of comments that keeps the settings
 //! exactly as the device sent them (state, start and end times, each
-//! audience's Enabled, ReplyMessage and BodyType), then the Sieve that acts
-//! on them:
+//! audience's Enabled, ReplyMessage and BodyType; what a Set leaves out is
+//! carried over from the script, [`merge`]), then the Sieve that acts on
+//! them:
 //! * state 1 (global) or 2 (time-based, a `currentdate` window in UTC):
 //!   `vacation :days 1 :subject … :from <primary address> :addresses [<all
 //!   the user's addresses>]` with the text of the audience the sender
@@ -153,39 +154,38 @@ fn sieve_time(eas: &str) -> Result<String, OofInvalid> {
     Ok(format!("{}Z", &eas[..19]))
 }
 
-/// Checks a Set before anything is written.
+/// Checks the values of a Set before anything is read or written: their
+/// form, not whether they are complete (a Set may change only some
+/// settings, [`merge`]).
 pub fn validate(settings: &OofSettings) -> Result<(), OofInvalid> {
-    let state = settings
-        .state
-        .ok_or_else(|| OofInvalid::Invalid("no OofState".into()))?;
-    if state > 2 {
-        return Err(OofInvalid::Invalid(format!("OofState {state}")));
+    if let Some(state) = settings.state {
+        if state > 2 {
+            return Err(OofInvalid::Invalid(format!("OofState {state}")));
+        }
     }
     let start = settings.start_time.as_deref().map(sieve_time).transpose()?;
     let end = settings.end_time.as_deref().map(sieve_time).transpose()?;
-    if state == 2 {
-        match (&start, &end) {
-            (Some(s), Some(e)) if s >= e => {
-                return Err(OofInvalid::Conflicting(
-                    "EndTime is not after StartTime".into(),
-                ))
-            }
-            (Some(_), Some(_)) => {}
-            _ => {
-                return Err(OofInvalid::Invalid(
-                    "OofState 2 needs StartTime and EndTime".into(),
-                ))
-            }
+    if let (Some(s), Some(e), Some(2)) = (&start, &end, settings.state) {
+        if s >= e {
+            return Err(OofInvalid::Conflicting(
+                "EndTime is not after StartTime".into(),
+            ));
         }
     }
     for m in &settings.messages {
-        if m.reply_message
-            .as_ref()
-            .is_some_and(|r| r.len() > MAX_REPLY_BYTES)
-        {
-            return Err(OofInvalid::Invalid(format!(
-                "ReplyMessage over {MAX_REPLY_BYTES} bytes"
-            )));
+        if let Some(r) = &m.reply_message {
+            if r.len() > MAX_REPLY_BYTES {
+                return Err(OofInvalid::Invalid(format!(
+                    "ReplyMessage over {MAX_REPLY_BYTES} bytes"
+                )));
+            }
+            if r.chars()
+                .any(|c| c.is_control() && !matches!(c, '\r' | '\n' | '\t'))
+            {
+                return Err(OofInvalid::Invalid(
+                    "ReplyMessage with control characters".into(),
+                ));
+            }
         }
         if let Some(t) = &m.body_type {
             if !t.eq_ignore_ascii_case("text") && !t.eq_ignore_ascii_case("html") {
@@ -200,6 +200,63 @@ pub fn validate(settings: &OofSettings) -> Result<(), OofInvalid> {
         }
     }
     Ok(())
+}
+
+/// The settings after a Set: what the Set carries over what opush's script
+/// held (`stored`, whose state counts only while `active`). [MS-ASCMD]
+/// 2.2.3.124: OofState is optional; StartTime and EndTime are kept only
+/// with OofState 2. An OofMessage replaces the stored one of its audience;
+/// audiences the Set leaves out keep theirs.
+pub fn merge(request: &OofSettings, stored: Option<&OofSettings>, active: bool) -> OofSettings {
+    let state = request.state.unwrap_or_else(|| match stored {
+        Some(s) if active => s.state.unwrap_or(0),
+        _ => 0,
+    });
+    let (start_time, end_time) = if state == 2 {
+        (
+            request
+                .start_time
+                .clone()
+                .or_else(|| stored.and_then(|s| s.start_time.clone())),
+            request
+                .end_time
+                .clone()
+                .or_else(|| stored.and_then(|s| s.end_time.clone())),
+        )
+    } else {
+        (None, None)
+    };
+    let mut messages = request.messages.clone();
+    for m in stored.map(|s| s.messages.as_slice()).unwrap_or_default() {
+        if !messages.iter().any(|r| r.audience == m.audience) {
+            messages.push(m.clone());
+        }
+    }
+    OofSettings {
+        state: Some(state),
+        start_time,
+        end_time,
+        messages,
+    }
+}
+
+/// Checks the merged settings are complete: a time-based state has its
+/// window, the end after the start.
+pub fn check_complete(settings: &OofSettings) -> Result<(), OofInvalid> {
+    if settings.state != Some(2) {
+        return Ok(());
+    }
+    let start = settings.start_time.as_deref().map(sieve_time).transpose()?;
+    let end = settings.end_time.as_deref().map(sieve_time).transpose()?;
+    match (start, end) {
+        (Some(s), Some(e)) if s >= e => Err(OofInvalid::Conflicting(
+            "EndTime is not after StartTime".into(),
+        )),
+        (Some(_), Some(_)) => Ok(()),
+        _ => Err(OofInvalid::Invalid(
+            "OofState 2 needs StartTime and EndTime".into(),
+        )),
+    }
 }
 
 fn hex(s: &str) -> String {
@@ -538,24 +595,35 @@ pub async fn get(
 }
 
 /// Writes opush's script and activates (or deactivates) it (Set;
-/// `settings` already [`validate`]d).
+/// `request` already [`validate`]d, then [`merge`]d over the stored
+/// settings and [`check_complete`]d).
 pub async fn set(
     service: &OofService,
     sieve: &SieveSettings,
     login: &SieveLogin<'_>,
-    settings: &OofSettings,
+    request: &OofSettings,
     addresses: &[String],
 ) -> Result<Result<OofDone, OofInvalid>, SieveError> {
     let mut c = SieveClient::connect(sieve, login).await?;
     let scripts = c.list_scripts().await?;
     let active = scripts.iter().find(|s| s.active).map(|s| s.name.clone());
     let ours_active = active.as_deref() == Some(service.script.as_str());
+    let ours = if scripts.iter().any(|s| s.name == service.script) {
+        c.get_script(&service.script)
+            .await?
+            .as_deref()
+            .and_then(parse)
+    } else {
+        None
+    };
+    let settings = merge(request, ours.as_ref().map(|o| &o.settings), ours_active);
+    if let Err(e) = check_complete(&settings) {
+        c.logout().await;
+        return Ok(Err(e));
+    }
     let previous = if ours_active {
         // Still the one recorded when opush's script was activated.
-        match c.get_script(&service.script).await? {
-            Some(text) => parse(&text).and_then(|s| s.previous),
-            None => None,
-        }
+        ours.and_then(|o| o.previous)
     } else {
         active
     };
@@ -572,7 +640,7 @@ pub async fn set(
         }
     }
     let stored = StoredOof {
-        settings: settings.clone(),
+        settings,
         previous: previous.clone(),
     };
     let user = ScriptUser {
@@ -581,11 +649,13 @@ pub async fn set(
     };
     let text = match compose(&stored, &user) {
         Ok(t) => t,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => {
+            c.logout().await;
+            return Ok(Err(e));
+        }
     };
     c.put_script(&service.script, &text).await?;
-    let state = settings.state.unwrap_or(0);
-    if state != 0 {
+    if stored.settings.state.unwrap_or(0) != 0 {
         if !ours_active {
             c.set_active(&service.script).await?;
         }
@@ -681,15 +751,57 @@ mod tests {
         let mut s = timed();
         s.end_time = Some("2026-11-30T08:00:00.000Z".into());
         assert!(matches!(validate(&s), Err(OofInvalid::Conflicting(_))));
+        assert!(matches!(
+            check_complete(&s),
+            Err(OofInvalid::Conflicting(_))
+        ));
         s.end_time = Some("tomorrow".into());
         assert!(matches!(validate(&s), Err(OofInvalid::Invalid(_))));
         s.end_time = None;
-        assert!(matches!(validate(&s), Err(OofInvalid::Invalid(_))));
+        validate(&s).unwrap();
+        assert!(matches!(
+            check_complete(&merge(&s, None, false)),
+            Err(OofInvalid::Invalid(_))
+        ));
+        let mut s = timed();
+        s.messages[0].reply_message = Some("nul \0 inside".into());
+        assert!(validate(&s).is_err());
         let mut s = timed();
         s.state = Some(3);
         assert!(validate(&s).is_err());
         let mut s = timed();
         s.messages[0].body_type = Some("RTF".into());
         assert!(validate(&s).is_err());
+    }
+
+    // [MS-ASCMD] 2.2.3.124: OofState optional, times kept with state 2 only;
+    // audiences left out keep their messages.
+    #[test]
+    fn a_set_changes_what_it_carries() {
+        let stored = timed();
+        let only_state = OofSettings {
+            state: Some(1),
+            start_time: Some("2026-11-30T09:00:00.000Z".into()),
+            end_time: Some("2026-12-30T09:00:00.000Z".into()),
+            messages: Vec::new(),
+        };
+        let m = merge(&only_state, Some(&stored), true);
+        assert_eq!((m.state, m.start_time, m.end_time), (Some(1), None, None));
+        assert_eq!(m.messages, stored.messages);
+        let new_internal = OofSettings {
+            state: None,
+            start_time: None,
+            end_time: None,
+            messages: vec![msg(OofAudience::Internal, false, "new", "Text")],
+        };
+        let m = merge(&new_internal, Some(&stored), true);
+        assert_eq!(m.state, Some(2));
+        assert_eq!(m.start_time, stored.start_time);
+        assert_eq!(m.messages[0].reply_message.as_deref(), Some("new"));
+        assert_eq!(m.messages.len(), 3);
+        // Not active: the stored state no longer holds.
+        assert_eq!(merge(&new_internal, Some(&stored), false).state, Some(0));
+        // A complete Set is kept exactly.
+        assert_eq!(merge(&stored, None, false), stored);
     }
 }

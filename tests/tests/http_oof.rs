@@ -455,12 +455,23 @@ async fn the_users_own_filters_keep_running_and_come_back_14_1() {
         "the user's filter filed the message"
     );
 
+    // Off, the state alone ([MS-ASCMD] 2.2.3.124): the messages stay for
+    // the next time.
+    set(
+        &mut c,
+        &OofSettings {
+            state: Some(0),
+            start_time: None,
+            end_time: None,
+            messages: Vec::new(),
+        },
+    )
+    .await;
+    assert_eq!(active_script(user).await.as_deref(), Some("my filters"));
     let off = OofSettings {
         state: Some(0),
         ..on.clone()
     };
-    set(&mut c, &off).await;
-    assert_eq!(active_script(user).await.as_deref(), Some("my filters"));
     assert_eq!(get(&mut c).await, off);
     // The user's script is untouched.
     let mut ms = manage_sieve(PORT + 2, user).await;
