@@ -121,6 +121,19 @@ dovecot_refresh() {
     log "dovecot: configuration changed, reloading"
     doveadm -c "$DOVECOT_CONF" reload || die "dovecot did not reload $DOVECOT_CONF"
   fi
+  # A master that cannot take the configuration keeps the old one and only
+  # logs it (e.g. `protocols = … sieve` when Pigeonhole was installed after
+  # the master started: "Unknown protocol: sieve"), so check every listener
+  # and restart when one is missing.
+  local port
+  for port in $DOVECOT_IMAP_PORT $DOVECOT_LMTP_PORT $DOVECOT_SIEVE_PORT; do
+    if ! wait_port 127.0.0.1 "$port" 5; then
+      log "dovecot: nothing listens on $port after the reload, restarting"
+      dovecot_down
+      dovecot_up
+      return
+    fi
+  done
 }
 
 # _dovecot_write_config [DIR IMAP_PORT [INSTANCE [LMTP_PORT SIEVE_PORT]]]: the
