@@ -129,6 +129,16 @@ impl EasClient {
         }
     }
 
+    /// Sends the next requests to `addr` on a connection of their own: the
+    /// device behind a load balancer, now reaching another opush of the
+    /// same store.
+    pub fn switch_to(&mut self, addr: SocketAddr) {
+        if self.addr != addr {
+            self.addr = addr;
+            self.conn = None;
+        }
+    }
+
     /// The plain request line for `cmd` plus `extra` (`&Name=value…`).
     pub fn plain_query(&self, cmd: &str, extra: &str) -> String {
         format!(

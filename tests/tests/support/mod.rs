@@ -41,6 +41,9 @@ pub struct Options {
     pub extra_toml: String,
     /// More keys of the `[imap]` section (e.g. `"max_message_bytes = 4096\n"`).
     pub imap_toml: String,
+    /// The keys of the `[storage]` section when not a fresh embedded
+    /// store (e.g. [`Keyspace::toml`]: the schema is then the caller's).
+    pub storage_toml: Option<String>,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             require_provisioning: false,
             extra_toml: String::new(),
             imap_toml: String::new(),
+            storage_toml: None,
         }
     }
 }
@@ -114,14 +118,19 @@ pub async fn start(opts: Options) -> Opush {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let storage = opts.storage_toml.clone().unwrap_or_else(|| {
+        format!(
+            "backend = \"embedded\"\npath = \"{}\"\n",
+            dir.path().display()
+        )
+    });
     let cfg = Config::from_toml(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://mail.example.test\"\n\
          max_in_flight = 256\n\
-         [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
+         [storage]\n{storage}\
          [imap]\nhost = \"127.0.0.1\"\nport = {}\n\
          master_user = \"opush-master\"\nmaster_password = \"{}\"\n{}\
          [policy]\nrequire_provisioning = {}\n{}",
-        dir.path().display(),
         opts.imap_port,
         demo_password(),
         opts.imap_toml,
@@ -129,7 +138,7 @@ pub async fn start(opts: Options) -> Opush {
         opts.extra_toml,
     ))
     .unwrap();
-    {
+    if opts.storage_toml.is_none() {
         let storage = StorageConfig {
             path: dir.path().to_path_buf(),
             ..StorageConfig::default()
@@ -158,6 +167,62 @@ pub async fn start(opts: Options) -> Opush {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("opush did not listen on {addr}");
+}
+
+/// A fresh keyspace `<prefix>_<random>` on the stack's Cassandra node
+/// with the latest schema, for opush processes started with
+/// [`Options::storage_toml`] = [`Keyspace::toml`]; [`Keyspace::drop`]
+/// removes it. Fails the test when Cassandra does not answer.
+pub struct Keyspace {
+    /// The storage settings (as the servers read them).
+    pub config: StorageConfig,
+    /// The same as the keys of a `[storage]` section.
+    pub toml: String,
+}
+
+impl Keyspace {
+    /// Creates it and installs the schema.
+    pub async fn fresh(prefix: &str) -> Keyspace {
+        require(opush_tests::CASSANDRA);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("{prefix}_{:x}{:x}", std::process::id(), nanos % (1 << 40));
+        let password =
+            std::env::var("OPUSH_CASSANDRA_PASSWORD").unwrap_or_else(|_| "opush-test".into());
+        let config = StorageConfig {
+            backend: opush_storage::BackendKind::Cassandra,
+            seeds: vec!["127.0.0.1".into()],
+            port: 9042,
+            keyspace: name.clone(),
+            user: "opush".into(),
+            password: opush_storage::Password::new(password.clone()),
+            read_timeout_ms: 10_000,
+            ..StorageConfig::default()
+        };
+        let toml = format!(
+            "backend = \"cassandra\"\nseeds = [\"127.0.0.1\"]\nport = 9042\nkeyspace = \"{name}\"\n\
+             user = \"opush\"\npassword = \"{password}\"\nread_timeout_ms = 10000\n"
+        );
+        Store::open(&config)
+            .await
+            .unwrap()
+            .install_schema()
+            .await
+            .unwrap();
+        Keyspace { config, toml }
+    }
+
+    /// The store, opened as a third process would (`opush device …`).
+    pub async fn open(&self) -> Store {
+        Store::open(&self.config).await.unwrap()
+    }
+
+    /// Drops the keyspace.
+    pub async fn drop(self) {
+        self.open().await.destroy().await.unwrap();
+    }
 }
 
 /// The typed protocol version of "12.1" etc.

@@ -1,0 +1,685 @@
+//! opush scaled out: two opush processes (in-process servers, each with
+//! its own sessions, caches and push watchers) on one Cassandra keyspace,
+//! and one device whose requests a load balancer spreads over both —
+//! alternating, in bursts, and a request retried on the other node after
+//! its answer was lost. What each test checks at the end is what Dovecot
+//! holds: no item lost, none twice, each device change applied once.
+//!
+//! The mechanism under test: a device's events are appended conditionally
+//! on its head, and a process reloads a cached state whose head the store
+//! no longer has (`server/src/session.rs`). docs/DEPLOYMENT.md says what
+//! several processes on one store guarantee.
+//!
+//! Needs Dovecot, Postfix and Cassandra (`scripts/stack up`); fails, never
+//! skips, without them. Users: load1151–load1155; keyspaces `twonode_*`
+//! (each test its own, dropped at its end).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use opush_protocol::commands::compose::ComposeRequest;
+use opush_protocol::commands::items::{ApplicationData, Email};
+use opush_protocol::commands::send_mail::SendMailRequest;
+use opush_protocol::commands::sync::ServerCommand;
+use opush_protocol::version::ProtocolVersion;
+use opush_protocol::wbxml::encode_to_vec;
+use opush_tests::eas::{find_text, EasClient};
+use opush_tests::{fill, require, unique, RawImap, POSTFIX_SMTP};
+use support::*;
+
+const V: &str = "14.1";
+
+/// Two opush processes on one fresh keyspace.
+struct TwoNodes {
+    a: Opush,
+    b: Opush,
+    keyspace: Keyspace,
+}
+
+impl TwoNodes {
+    async fn start(opts: Options) -> TwoNodes {
+        let keyspace = Keyspace::fresh("twonode").await;
+        let opts = Options {
+            storage_toml: Some(keyspace.toml.clone()),
+            ..opts
+        };
+        let a = start(opts.clone()).await;
+        let b = start(opts).await;
+        TwoNodes { a, b, keyspace }
+    }
+
+    /// Node `i % 2` (0: A, 1: B).
+    fn node(&self, i: usize) -> SocketAddr {
+        if i % 2 == 0 {
+            self.a.addr
+        } else {
+            self.b.addr
+        }
+    }
+
+    async fn stop(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+        self.keyspace.drop().await;
+    }
+}
+
+/// An empty, subscribed mailbox `name` of the user `imap` is logged in as.
+fn fresh_mailbox(imap: &mut RawImap, name: &str) {
+    imap.cmd("UNSELECT");
+    imap.cmd(&format!("DELETE \"{name}\""));
+    let (_, ok) = imap.cmd(&format!("CREATE \"{name}\""));
+    assert!(ok.starts_with("OK"), "{ok}");
+    imap.cmd(&format!("SUBSCRIBE \"{name}\""));
+}
+
+fn small_message(subject: &str) -> String {
+    format!(
+        "From: Sender <sender@example.test>\r\nTo: Reader <reader@load.test>\r\n\
+         Subject: {subject}\r\nMessage-ID: <{}@opush.test>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello {subject}.\r\n",
+        subject.replace(' ', "-")
+    )
+}
+
+fn email_of(c: &ServerCommand) -> Option<&Email> {
+    match c {
+        ServerCommand::Add {
+            application_data: ApplicationData::Email(e),
+            ..
+        }
+        | ServerCommand::Change {
+            application_data: ApplicationData::Email(e),
+            ..
+        } => Some(e),
+        _ => None,
+    }
+}
+
+fn subject_of(c: &ServerCommand) -> String {
+    email_of(c)
+        .and_then(|e| e.subject.clone())
+        .unwrap_or_default()
+}
+
+/// One Sync of `collection` from `key` on the client's current node: the
+/// answer's bytes, new key, commands and MoreAvailable.
+async fn sync_once(
+    c: &mut EasClient,
+    collection: &str,
+    key: &str,
+    window: u32,
+    extra: &str,
+) -> (Vec<u8>, String, Vec<ServerCommand>, bool) {
+    let res = c
+        .post_xml("Sync", &sync_xml(collection, key, window, extra))
+        .await;
+    let r = sync_response(&res, V);
+    assert_eq!(r.collections.len(), 1, "{}", res.xml());
+    let col = &r.collections[0];
+    assert_eq!(col.status.map(|s| s.code()), Some(1), "{}", res.xml());
+    (
+        res.body.clone(),
+        col.sync_key.0.clone(),
+        col.commands.clone().unwrap_or_default(),
+        col.more_available,
+    )
+}
+
+/// The SyncKey after `0` for `collection`, on the client's current node.
+async fn first_key(c: &mut EasClient, collection: &str) -> String {
+    let res = c.post_xml("Sync", &sync_xml(collection, "0", 0, "")).await;
+    sync_response(&res, V).collections[0].sync_key.0.clone()
+}
+
+/// Every Add of a full sync of `collection` from SyncKey 0, each request
+/// on the node `route(i)` picks: (subjects → ServerId, the last key).
+async fn full_sync(
+    c: &mut EasClient,
+    nodes: &TwoNodes,
+    collection: &str,
+    window: u32,
+    route: impl Fn(usize) -> usize,
+) -> (BTreeMap<String, String>, String) {
+    c.switch_to(nodes.node(route(0)));
+    let mut key = first_key(c, collection).await;
+    let mut items = BTreeMap::new();
+    for i in 1..1000 {
+        c.switch_to(nodes.node(route(i)));
+        let (_, k, cmds, more) = sync_once(c, collection, &key, window, "").await;
+        for cmd in &cmds {
+            assert!(matches!(cmd, ServerCommand::Add { .. }), "{cmd:?}");
+            let id = server_id(cmd).to_owned();
+            assert!(
+                items.insert(subject_of(cmd), id).is_none(),
+                "an item sent twice: {cmd:?}"
+            );
+        }
+        key = k;
+        if !more {
+            return (items, key);
+        }
+    }
+    panic!("the sync of {collection} never ended");
+}
+
+const BULK: &str = "twonode-bulk";
+const BULK_N: usize = 300;
+const BULK_MARKER: &str = "twonode-bulk-v1";
+
+/// FolderSync, the initial sync of 300 messages in windows, server-side
+/// changes and device changes, with the device's requests alternating
+/// between the two nodes, in bursts, and retried on the other node; then
+/// what the device holds is what Dovecot holds, each change applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_sync_spread_over_two_nodes_matches_imap() {
+    const USER: &str = "load1151@load.test";
+    let mut imap = RawImap::login(USER);
+    fill::ensure(&mut imap, BULK, BULK_N, BULK_MARKER, |i| {
+        fill::text_message(BULK_MARKER, i)
+    });
+    imap.cmd(&format!("SUBSCRIBE \"{BULK}\""));
+    let (mine, moved) = ("twonode-mine", "twonode-moved");
+    fresh_mailbox(&mut imap, mine);
+    fresh_mailbox(&mut imap, moved);
+    let tag = unique("twonode");
+    fill::append_all(
+        &mut imap,
+        mine,
+        (0..5).map(|i| small_message(&format!("{tag} m{i}"))),
+    );
+
+    let nodes = TwoNodes::start(Options::default()).await;
+    let mut c = nodes.a.client(USER, "TWONODE1", V);
+
+    // FolderSync on A, then its key used on B: nothing new.
+    let fs = folders(&mut c).await;
+    let id = |name: &str| {
+        folder_named(&fs, name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .0
+    };
+    let (bulk, mine_id, moved_id) = (id(BULK), id(mine), id(moved));
+    c.switch_to(nodes.b.addr);
+    let res = c
+        .post_xml(
+            "FolderSync",
+            &format!(
+                "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>{}</SyncKey></FolderSync>",
+                fs.sync_key.as_ref().unwrap().0
+            ),
+        )
+        .await;
+    let again = folder_sync(&res);
+    assert!(
+        again.changes.iter().flatten().next().is_none(),
+        "B knows A's hierarchy: {}",
+        res.xml()
+    );
+
+    // The initial sync, each window on the other node; the third one's
+    // answer is lost and the device retries it on the node after.
+    c.switch_to(nodes.a.addr);
+    let mut key = first_key(&mut c, &bulk).await;
+    let mut seen = BTreeSet::new();
+    for window in 1..100 {
+        c.switch_to(nodes.node(window));
+        let (body, k, cmds, more) = sync_once(&mut c, &bulk, &key, 50, "").await;
+        if window == 3 {
+            c.switch_to(nodes.node(window + 1));
+            let (again, k2, _, _) = sync_once(&mut c, &bulk, &key, 50, "").await;
+            assert!(
+                again == body,
+                "a Sync retried on the other node answers the same"
+            );
+            assert_eq!(k2, k);
+        }
+        assert!(cmds.len() <= 50);
+        for cmd in &cmds {
+            assert!(matches!(cmd, ServerCommand::Add { .. }), "{cmd:?}");
+            assert!(seen.insert(subject_of(cmd)), "sent twice: {cmd:?}");
+        }
+        key = k;
+        if !more {
+            break;
+        }
+    }
+    let want: BTreeSet<String> = (0..BULK_N).map(|i| format!("{BULK_MARKER} {i}")).collect();
+    assert_eq!(seen, want, "every message exactly once");
+    // Nothing changed: empty on both nodes.
+    for n in 0..2 {
+        c.switch_to(nodes.node(n));
+        let (_, k, cmds, more) = sync_once(&mut c, &bulk, &key, 50, "").await;
+        assert!(cmds.is_empty() && !more, "{cmds:?}");
+        key = k;
+    }
+
+    // The small folder: a burst on A (its first windows), then B.
+    let (items, mut key) = full_sync(&mut c, &nodes, &mine_id, 2, |i| usize::from(i >= 2)).await;
+    assert_eq!(items.len(), 5);
+    let m = |i: usize| items[&format!("{tag} m{i}")].clone();
+
+    // Server side: APPEND m5, \Seen on m0, expunge m1; seen by B's Sync.
+    fill::append_all(
+        &mut imap,
+        mine,
+        std::iter::once(small_message(&format!("{tag} m5"))),
+    );
+    imap.cmd(&format!("SELECT \"{mine}\""));
+    let uid = |imap: &mut RawImap, i: usize| {
+        let u = imap.search_subject(mine, &format!("{tag} m{i}"));
+        assert_eq!(u.len(), 1, "m{i}");
+        u[0]
+    };
+    let (u0, u1) = (uid(&mut imap, 0), uid(&mut imap, 1));
+    imap.ok(&format!("UID STORE {u0} +FLAGS (\\Seen)"));
+    imap.ok(&format!("UID STORE {u1} +FLAGS (\\Deleted)"));
+    imap.ok(&format!("UID EXPUNGE {u1}"));
+    imap.cmd("UNSELECT");
+    c.switch_to(nodes.b.addr);
+    let (_, k, changes, more) = sync_once(&mut c, &mine_id, &key, 50, "").await;
+    assert!(!more);
+    key = k;
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    let mut deleted = Vec::new();
+    for ch in &changes {
+        match ch {
+            ServerCommand::Add { .. } => added.push(subject_of(ch)),
+            ServerCommand::Change { server_id, .. } => {
+                changed.push((server_id.0.clone(), email_of(ch).and_then(|e| e.read)))
+            }
+            ServerCommand::Delete { server_id, .. } => deleted.push(server_id.0.clone()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(added, vec![format!("{tag} m5")], "{changes:?}");
+    assert_eq!(changed, vec![(m(0), Some(true))], "{changes:?}");
+    assert_eq!(deleted, vec![m(1)], "{changes:?}");
+    // The same changes are not sent again by A.
+    c.switch_to(nodes.a.addr);
+    let (_, k, nothing, _) = sync_once(&mut c, &mine_id, &key, 50, "").await;
+    assert!(nothing.is_empty(), "A repeats B's changes: {nothing:?}");
+    key = k;
+
+    // Device side on A: m3 read + flagged, m4 deleted; the answer is lost
+    // and the same request is retried on B.
+    let change = format!(
+        "<Commands><Change><ServerId>{}</ServerId><ApplicationData>\
+         <email:Read>1</email:Read><email:Flag><email:Status>2</email:Status>\
+         <email:FlagType>Follow up</email:FlagType></email:Flag></ApplicationData></Change>\
+         <Delete><ServerId>{}</ServerId></Delete></Commands>",
+        m(3),
+        m(4)
+    );
+    let (body, k, _, _) = sync_once(&mut c, &mine_id, &key, 50, &change).await;
+    c.switch_to(nodes.b.addr);
+    let (again, k2, _, _) = sync_once(&mut c, &mine_id, &key, 50, &change).await;
+    assert!(again == body, "the retried change answers the same");
+    assert_eq!(k2, k);
+    key = k;
+    // Move m0 on B, then the folders' next Syncs on A.
+    let res = c
+        .post_xml(
+            "MoveItems",
+            &format!(
+                "<MoveItems xmlns=\"Move:\"><Move><SrcMsgId>{}</SrcMsgId><SrcFldId>{mine_id}</SrcFldId>\
+                 <DstFldId>{moved_id}</DstFldId></Move></MoveItems>",
+                m(0)
+            ),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        find_text(&res.element(), "Status").as_deref(),
+        Some("3"),
+        "{}",
+        res.xml()
+    );
+    c.switch_to(nodes.a.addr);
+    let (_, _, after, _) = sync_once(&mut c, &mine_id, &key, 50, "").await;
+    assert!(
+        after
+            .iter()
+            .all(|c| !matches!(c, ServerCommand::Add { .. })),
+        "{after:?}"
+    );
+
+    // IMAP: each change applied once.
+    let flags = |imap: &mut RawImap, folder: &str, i: usize| {
+        let uids = imap.search_subject(folder, &format!("{tag} m{i}"));
+        uids.len()
+    };
+    assert_eq!(flags(&mut imap, mine, 4), 0, "m4 left the folder");
+    assert_eq!(flags(&mut imap, "Trash", 4), 1, "m4 in Trash once");
+    assert_eq!(flags(&mut imap, mine, 0), 0, "m0 moved");
+    assert_eq!(flags(&mut imap, moved, 0), 1, "m0 in the target once");
+    imap.cmd(&format!("EXAMINE \"{mine}\""));
+    let u3 = imap.search_subject(mine, &format!("{tag} m3"));
+    assert_eq!(u3.len(), 1);
+    let (lines, _) = imap.cmd(&format!("UID FETCH {} (FLAGS)", u3[0]));
+    let f = lines.concat();
+    assert!(f.contains("\\Seen") && f.contains("\\Flagged"), "{f}");
+    imap.cmd("UNSELECT");
+
+    // A fresh full sync on B, alternating, is exactly what Dovecot holds.
+    let (now, _) = full_sync(&mut c, &nodes, &mine_id, 1, |i| i + 1).await;
+    let want: BTreeSet<String> = [2, 3, 5].iter().map(|i| format!("{tag} m{i}")).collect();
+    assert_eq!(now.keys().cloned().collect::<BTreeSet<_>>(), want);
+    let (in_moved, _) = full_sync(&mut c, &nodes, &moved_id, 5, |i| i).await;
+    assert_eq!(
+        in_moved.keys().cloned().collect::<Vec<_>>(),
+        vec![format!("{tag} m0")]
+    );
+    nodes.stop().await;
+}
+
+fn ping_body(folder: &str, heartbeat: u32) -> String {
+    format!(
+        "<Ping xmlns=\"Ping:\"><HeartbeatInterval>{heartbeat}</HeartbeatInterval><Folders>\
+         <Folder><Id>{folder}</Id><Class>Email</Class></Folder></Folders></Ping>"
+    )
+}
+
+fn ping_status(res: &opush_tests::eas::HttpResponse) -> String {
+    assert_eq!(res.status, 200, "Ping HTTP status");
+    find_text(&res.element(), "Status").unwrap_or_default()
+}
+
+/// A Ping parked on A while the device's next requests go to B: B cannot
+/// end it (no cross-node superseding); it ends by the change or its
+/// heartbeat, and the device's state stays one: A then neither repeats
+/// what B sent nor reports it as a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_parked_on_one_node_while_the_device_syncs_on_the_other() {
+    const USER: &str = "load1152@load.test";
+    let folder = "twonode-ping";
+    let mut imap = RawImap::login(USER);
+    fresh_mailbox(&mut imap, folder);
+    let tag = unique("twoping");
+    fill::append_all(
+        &mut imap,
+        folder,
+        std::iter::once(small_message(&format!("{tag} p0"))),
+    );
+    let nodes = TwoNodes::start(Options {
+        extra_toml: "[devices]\nheartbeat_min_s = 1\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = nodes.a.client(USER, "TWOPING1", V);
+    let fs = folders(&mut c).await;
+    let id = folder_named(&fs, folder).unwrap().0;
+    let (items, key) = full_sync(&mut c, &nodes, &id, 10, |_| 0).await;
+    assert_eq!(items.len(), 1);
+
+    // The Ping on A (its own connection), then the device goes to B.
+    let heartbeat = 8;
+    let mut pinger = nodes.a.client(USER, "TWOPING1", V);
+    let body = ping_body(&id, heartbeat);
+    let ping = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        let res = pinger.post_xml("Ping", &body).await;
+        (res, t.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    fill::append_all(
+        &mut imap,
+        folder,
+        std::iter::once(small_message(&format!("{tag} p1"))),
+    );
+    c.switch_to(nodes.b.addr);
+    let (_, key, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
+    assert_eq!(
+        cmds.iter().map(subject_of).collect::<Vec<_>>(),
+        vec![format!("{tag} p1")]
+    );
+    let (res, took) = ping.await.unwrap();
+    let status = ping_status(&res);
+    assert!(
+        status == "1" || status == "2",
+        "A's Ping ends by its heartbeat or the change: Status {status}"
+    );
+    assert!(
+        took < Duration::from_secs(u64::from(heartbeat) + 5),
+        "A's Ping outlived its heartbeat: {took:?}"
+    );
+
+    // Another change synced on B (A's Ping is over: nothing on A moved
+    // since), then back on A: B's key is good there, nothing is sent
+    // again, and a Ping finds nothing to report (A's state is B's, not
+    // its cached one).
+    fill::append_all(
+        &mut imap,
+        folder,
+        std::iter::once(small_message(&format!("{tag} p2"))),
+    );
+    c.switch_to(nodes.b.addr);
+    let (_, key, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
+    assert_eq!(
+        cmds.iter().map(subject_of).collect::<Vec<_>>(),
+        vec![format!("{tag} p2")]
+    );
+    c.switch_to(nodes.a.addr);
+    let (_, _key, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
+    assert!(cmds.is_empty(), "A repeats what B sent: {cmds:?}");
+    let res = c.post_xml("Ping", &ping_body(&id, 2)).await;
+    assert_eq!(ping_status(&res), "1", "nothing new: {}", res.xml());
+    nodes.stop().await;
+}
+
+/// Two devices of one user, one on each node, see every message once;
+/// a SendMail whose answer was lost is retried on the other node with
+/// the same ClientId: one submission (the recipient's INBOX holds it
+/// once) and the retry answers Status 118.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_and_a_sendmail_retried_on_the_other_node() {
+    require(POSTFIX_SMTP);
+    const USER: &str = "load1153@load.test";
+    const RCPT: &str = "load1154@load.test";
+    let folder = "twonode-two";
+    let mut imap = RawImap::login(USER);
+    fresh_mailbox(&mut imap, folder);
+    let tag = unique("twodev");
+    fill::append_all(
+        &mut imap,
+        folder,
+        (0..20).map(|i| small_message(&format!("{tag} d{i}"))),
+    );
+    let nodes = TwoNodes::start(Options::default()).await;
+    let mut one = nodes.a.client(USER, "TWODEV1", V);
+    let mut two = nodes.b.client(USER, "TWODEV2", V);
+    let id1 = folder_named(&folders(&mut one).await, folder).unwrap().0;
+    let id2 = folder_named(&folders(&mut two).await, folder).unwrap().0;
+    let (k1, k2) = (
+        first_key(&mut one, &id1).await,
+        first_key(&mut two, &id2).await,
+    );
+    // Interleaved windows, each device on its own node.
+    let (mut k1, mut k2) = (k1, k2);
+    let (mut s1, mut s2) = (BTreeSet::new(), BTreeSet::new());
+    let mut ids1 = BTreeMap::new();
+    let (mut more1, mut more2) = (true, true);
+    while more1 || more2 {
+        if more1 {
+            let (_, k, cmds, m) = sync_once(&mut one, &id1, &k1, 3, "").await;
+            for c in &cmds {
+                assert!(s1.insert(subject_of(c)), "twice: {c:?}");
+                ids1.insert(subject_of(c), server_id(c).to_owned());
+            }
+            (k1, more1) = (k, m);
+        }
+        if more2 {
+            let (_, k, cmds, m) = sync_once(&mut two, &id2, &k2, 4, "").await;
+            for c in &cmds {
+                assert!(s2.insert(subject_of(c)), "twice: {c:?}");
+            }
+            (k2, more2) = (k, m);
+        }
+    }
+    let want: BTreeSet<String> = (0..20).map(|i| format!("{tag} d{i}")).collect();
+    assert_eq!(s1, want);
+    assert_eq!(s2, want);
+    // Device one deletes d0 on A; device two sees that on B, once.
+    let d0 = ids1[&format!("{tag} d0")].clone();
+    let del = format!("<Commands><Delete><ServerId>{d0}</ServerId></Delete></Commands>");
+    let (_, k, _, _) = sync_once(&mut one, &id1, &k1, 10, &del).await;
+    k1 = k;
+    let (_, _, cmds, _) = sync_once(&mut two, &id2, &k2, 10, "").await;
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(matches!(cmds[0], ServerCommand::Delete { .. }), "{cmds:?}");
+    // On B: B now holds device one's state too.
+    one.switch_to(nodes.b.addr);
+    let (_, _, cmds, _) = sync_once(&mut one, &id1, &k1, 10, "").await;
+    assert!(
+        cmds.is_empty(),
+        "the deleting device is not told again: {cmds:?}"
+    );
+    one.switch_to(nodes.a.addr);
+    assert_eq!(imap.search_subject("Trash", &format!("{tag} d0")).len(), 1);
+    assert!(imap.search_subject(folder, &format!("{tag} d0")).is_empty());
+
+    // SendMail from device one on A, retried on B.
+    let marker = unique("twosend");
+    let cid = unique("cid");
+    let mime = format!("To: {RCPT}\r\nSubject: {marker}\r\n\r\nsent once\r\n");
+    let body = encode_to_vec(
+        &SendMailRequest(ComposeRequest {
+            client_id: Some(cid.clone()),
+            mime: mime.into_bytes(),
+            ..ComposeRequest::default()
+        })
+        .to_element(ProtocolVersion::V14_1),
+    );
+    let res = one.post("SendMail", &body).await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    assert!(res.body.is_empty(), "success has no body: {}", res.xml());
+    one.switch_to(nodes.b.addr);
+    let res = one.post("SendMail", &body).await;
+    assert_eq!(res.status, 200);
+    assert!(!res.body.is_empty(), "the retry on B was sent again");
+    assert_eq!(
+        find_text(&res.element(), "Status").as_deref(),
+        Some("118"),
+        "the retry on B is known as sent: {}",
+        res.xml()
+    );
+    let mut rcpt = RawImap::login(RCPT);
+    assert_eq!(rcpt.wait_for_subject("INBOX", &marker).len(), 1);
+    // A second copy would have arrived by now (Postfix delivers in
+    // milliseconds on loopback); check again after a pause.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rcpt.search_subject("INBOX", &marker).len(),
+        1,
+        "one submission"
+    );
+    nodes.stop().await;
+}
+
+const PROVISION_0: &str = "<Provision xmlns=\"Provision:\"><Policies><Policy>\
+    <PolicyType>MS-EAS-Provisioning-WBXML</PolicyType></Policy></Policies></Provision>";
+
+fn provision_ack(key: &str) -> String {
+    format!(
+        "<Provision xmlns=\"Provision:\"><Policies><Policy><PolicyType>MS-EAS-Provisioning-WBXML</PolicyType>\
+         <PolicyKey>{key}</PolicyKey><Status>1</Status></Policy></Policies></Provision>"
+    )
+}
+
+fn refused(res: &opush_tests::eas::HttpResponse, status: &str) -> bool {
+    res.status == 449
+        || (res.status == 200 && find_text(&res.element(), "Status").as_deref() == Some(status))
+}
+
+/// Provision on A, then requests on B with the key A gave; a remote wipe
+/// recorded by a third process on the store (as `opush device wipe` does
+/// with Cassandra) reaches the device on B, and its acknowledgement on B
+/// is known to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_on_one_node_and_a_wipe_while_on_the_other() {
+    const USER: &str = "load1155@load.test";
+    let nodes = TwoNodes::start(Options {
+        require_provisioning: true,
+        ..Options::default()
+    })
+    .await;
+    let mut c = nodes.a.client(USER, "TWOPROV1", V);
+    let fs0 = "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>";
+    assert!(refused(&c.post_xml("FolderSync", fs0).await, "142"));
+    let res = c.post_xml("Provision", PROVISION_0).await;
+    let temp = find_text(&res.element(), "PolicyKey").expect("temporary key");
+    c.policy_key = Some(temp.clone());
+    // The acknowledgement goes to B.
+    c.switch_to(nodes.b.addr);
+    let res = c.post_xml("Provision", &provision_ack(&temp)).await;
+    assert_eq!(res.status, 200);
+    let key = find_text(&res.element(), "PolicyKey").expect("final key");
+    assert_ne!(key, temp);
+    c.policy_key = Some(key.clone());
+    // Served on both nodes with B's key; the temporary key on neither.
+    for n in [0, 1, 0] {
+        c.switch_to(nodes.node(n));
+        folder_sync(&c.post_xml("FolderSync", fs0).await);
+    }
+    for n in [0, 1] {
+        c.switch_to(nodes.node(n));
+        c.policy_key = Some(temp.clone());
+        assert!(
+            refused(&c.post_xml("FolderSync", fs0).await, "144"),
+            "node {n}"
+        );
+        c.policy_key = Some(key.clone());
+    }
+
+    // The wipe, recorded by a third process while the device is on B.
+    c.switch_to(nodes.b.addr);
+    folder_sync(&c.post_xml("FolderSync", fs0).await);
+    let store = std::sync::Arc::new(nodes.keyspace.open().await);
+    let admin = opush_server::session::Sessions::new(store, 0, 16);
+    let outcome = opush_server::admin::request_wipe(&admin, USER, "TWOPROV1")
+        .await
+        .unwrap();
+    assert_eq!(outcome, opush_server::admin::WipeOutcome::Requested);
+    assert!(
+        refused(&c.post_xml("FolderSync", fs0).await, "140"),
+        "B tells the device about the wipe"
+    );
+    c.switch_to(nodes.a.addr);
+    assert!(
+        refused(&c.post_xml("FolderSync", fs0).await, "140"),
+        "so does A"
+    );
+    c.switch_to(nodes.b.addr);
+    let res = c.post_xml("Provision", PROVISION_0).await;
+    assert!(res.xml().contains("RemoteWipe"), "{}", res.xml());
+    let res = c
+        .post_xml(
+            "Provision",
+            "<Provision xmlns=\"Provision:\"><RemoteWipe><Status>1</Status></RemoteWipe></Provision>",
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.xml());
+    // A knows the wipe was acknowledged: a second one is recorded anew.
+    let admin_a = opush_server::session::Sessions::new(
+        std::sync::Arc::new(nodes.keyspace.open().await),
+        0,
+        16,
+    );
+    assert_eq!(
+        opush_server::admin::request_wipe(&admin_a, USER, "TWOPROV1")
+            .await
+            .unwrap(),
+        opush_server::admin::WipeOutcome::RequestedAgain
+    );
+    nodes.stop().await;
+}
