@@ -166,6 +166,12 @@ struct Slot {
     /// times its handlers open the session (a request that waits, a parked
     /// Ping, checks again after [`HEAD_CHECK_REUSE`]).
     checked_in: Option<(u64, std::time::Instant)>,
+    /// This process changed the remembered Sync request, a row beside the
+    /// log: until an append succeeds, trace events are not deferred, so
+    /// the head moves and every other process on the store drops what it
+    /// cached of the device (its remembered request included) on the
+    /// device's next request there.
+    flush_next: bool,
 }
 
 /// The store row (a named snapshot) holding a device's last full Sync
@@ -585,6 +591,7 @@ impl DeviceSession<'_> {
             return Err(e.into());
         }
         self.guard.sync_request = Some(Some(request));
+        self.guard.flush_next = true;
         Ok(())
     }
 
@@ -599,12 +606,14 @@ impl DeviceSession<'_> {
     /// [`MAX_PENDING_AGE`] old, or at shutdown. A request that changes
     /// nothing (a no-change Sync, a Ping that finds nothing) then costs no
     /// durable write; a crash loses only the trace of such requests, never
-    /// a decision that changed the device's state.
+    /// a decision that changed the device's state. A request that changed
+    /// the remembered Sync request appends them at once instead (other
+    /// processes on the store see the head move and re-read that row).
     pub async fn commit(&mut self, events: &[Event]) -> Result<(), SessionError> {
         if events.is_empty() {
             return Ok(());
         }
-        if self.guard.loaded.is_some() && events.iter().all(is_trace) {
+        if self.guard.loaded.is_some() && !self.guard.flush_next && events.iter().all(is_trace) {
             let slot = &mut *self.guard;
             slot.pending.extend_from_slice(events);
             let since = *slot
@@ -651,6 +660,7 @@ impl DeviceSession<'_> {
                 return Err(e.into());
             }
         };
+        self.guard.flush_next = false;
         let Some(loaded) = self.guard.loaded.as_mut() else {
             return Ok(());
         };

@@ -11,7 +11,7 @@
 //! several processes on one store guarantee.
 //!
 //! Needs Dovecot, Postfix and Cassandra (`scripts/stack up`); fails, never
-//! skips, without them. Users: load1151–load1155; keyspaces `twonode_*`
+//! skips, without them. Users: load1151–load1156; keyspaces `twonode_*`
 //! (each test its own, dropped at its end).
 
 #![allow(
@@ -583,6 +583,84 @@ async fn two_devices_and_a_sendmail_retried_on_the_other_node() {
         1,
         "one submission"
     );
+    nodes.stop().await;
+}
+
+/// An empty Sync repeats the device's last full Sync request ([MS-ASCMD]
+/// 2.2.1.21), whichever node that request reached: after a full Sync of
+/// folder Y on B, an empty Sync on A syncs Y, not the folder A last saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_sync_repeats_the_request_the_other_node_received() {
+    const USER: &str = "load1156@load.test";
+    let (x, y) = ("twonode-x", "twonode-y");
+    let mut imap = RawImap::login(USER);
+    fresh_mailbox(&mut imap, x);
+    fresh_mailbox(&mut imap, y);
+    let tag = unique("twoempty");
+    fill::append_all(
+        &mut imap,
+        x,
+        std::iter::once(small_message(&format!("{tag} x0"))),
+    );
+    fill::append_all(
+        &mut imap,
+        y,
+        std::iter::once(small_message(&format!("{tag} y0"))),
+    );
+    let nodes = TwoNodes::start(Options::default()).await;
+    let mut c = nodes.a.client(USER, "TWOEMPTY1", V);
+    let fs = folders(&mut c).await;
+    let (xid, yid) = (
+        folder_named(&fs, x).unwrap().0,
+        folder_named(&fs, y).unwrap().0,
+    );
+    // Both folders synced on A; A's last full request names X.
+    let (_, ky) = full_sync(&mut c, &nodes, &yid, 10, |_| 0).await;
+    let (_, kx) = full_sync(&mut c, &nodes, &xid, 10, |_| 0).await;
+    // Their last keys confirmed, X last.
+    let (_, ky, cmds, _) = sync_once(&mut c, &yid, &ky, 10, "").await;
+    assert!(cmds.is_empty());
+    let (_, kx, cmds, _) = sync_once(&mut c, &xid, &kx, 10, "").await;
+    assert!(cmds.is_empty());
+    // The device's next full Sync names Y and goes to B: nothing new,
+    // nothing changes in the device's state.
+    let store = nodes.keyspace.open().await;
+    let device = opush_storage::DeviceKey::new(USER, "TWOEMPTY1").unwrap();
+    let head = store.head(&device).await.unwrap();
+    c.switch_to(nodes.b.addr);
+    let (_, ky, cmds, _) = sync_once(&mut c, &yid, &ky, 10, "").await;
+    assert!(cmds.is_empty());
+    assert!(
+        store.head(&device).await.unwrap() > head,
+        "B's change of the remembered request moves the head, so A re-reads it"
+    );
+    // A new message in Y; the device's empty Sync reaches A.
+    fill::append_all(
+        &mut imap,
+        y,
+        std::iter::once(small_message(&format!("{tag} y1"))),
+    );
+    c.switch_to(nodes.a.addr);
+    let res = c.post("Sync", b"").await;
+    let r = sync_response(&res, V);
+    let ids: Vec<&str> = r
+        .collections
+        .iter()
+        .map(|c| c.collection_id.0.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![yid.as_str()],
+        "the last request named Y: {}",
+        res.xml()
+    );
+    let cmds = r.collections[0].commands.clone().unwrap_or_default();
+    assert_eq!(
+        cmds.iter().map(subject_of).collect::<Vec<_>>(),
+        vec![format!("{tag} y1")]
+    );
+    assert_ne!(r.collections[0].sync_key.0, ky);
+    let _ = kx;
     nodes.stop().await;
 }
 
