@@ -1,6 +1,8 @@
 //! `opush-load`: the load tool of issue #5 "Speed". It starts a real `opush
-//! serve` (a release binary, embedded store in a fresh directory) against
-//! the stack's Dovecot and measures, over loopback HTTP:
+//! serve` (a release binary, embedded store in a fresh directory, or with
+//! `--store cassandra` a fresh keyspace on the stack's Cassandra node,
+//! dropped at the end) against the stack's Dovecot and measures, over
+//! loopback HTTP:
 //!
 //! 1. the raw reference: one IMAP connection fetching every message of a
 //!    10,000-message INBOX (`UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[])`);
@@ -15,7 +17,8 @@
 //!
 //! Every loop is bounded (windows, rounds, deadline); it talks only to
 //! 127.0.0.1 and stops the server it started. Mailboxes are filled once and
-//! reused (`opush_tests::fill`). Users: load0001 (big INBOX), load0002–load0020.
+//! reused (`opush_tests::fill`). Users: load0001 (big INBOX), load0002–load0020;
+//! `--user-base N --small-users K`: loadN (big INBOX) and the K users after it.
 //! Figures go to stdout; docs/BENCHMARKS.md records them with the command.
 //! With `OPUSH_LOAD_TRACE=1` each Sync of the initial sync prints its time;
 //! with `OPUSH_LOAD_BREAKDOWN=1` the server logs each request's BREAKDOWN
@@ -26,7 +29,9 @@
 //! and latency to FILE. `OPUSH_LOAD_IMAP` adds keys to the server's `[imap]` section
 //! (e.g. `OPUSH_LOAD_IMAP='pool_size = 2'`). The raw fetch and the initial sync also print the CPU the
 //! stack's Dovecot spent on each (all its processes, found from its
-//! listener on 127.0.0.1:1143; left out when /proc does not tell).
+//! listener on 127.0.0.1:1143; left out when /proc does not tell), and on
+//! Cassandra the initial sync and the N-device rounds print the CPU the
+//! stack's Cassandra node spent (its listener on 127.0.0.1:9042).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,7 +43,6 @@ use opush_protocol::version::ProtocolVersion;
 use opush_tests::eas::{find_text, EasClient};
 use opush_tests::{demo_password, fill, RawImap};
 
-const BIG_USER: &str = "load0001@load.test";
 const BIG_MARKER: &str = "load-v1";
 const SMALL_MARKER: &str = "load-small-v1";
 
@@ -53,14 +57,32 @@ struct Args {
     version: String,
     /// Paced no-change rounds: total syncs/s over all devices (0: none).
     rate: f64,
+    /// The user with the big INBOX is `load<user_base>`.
+    user_base: usize,
+    /// Users with small INBOXes, the ones after it.
+    small_users: usize,
+    /// `embedded` or `cassandra`.
+    store: String,
+    /// The Cassandra keyspace (created, then dropped).
+    keyspace: String,
+}
+
+impl Args {
+    fn big_user(&self) -> String {
+        format!("load{:04}@load.test", self.user_base)
+    }
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: opush-load [--opush PATH] [--messages N] [--small N] [--devices N] [--rounds N] [--window N] [--version V] [--rate R]\n\
+         \x20                 [--user-base N] [--small-users K] [--store embedded|cassandra] [--keyspace NAME]\n\
          defaults: target/release/opush, 10000 messages, 100 per small INBOX, 100 devices, 25 rounds (the loop detector slows a device past 30 identical requests a minute), window 100, 14.1;\n\
          --rate R adds a paced run after the closed-loop one: the same devices send R no-change Syncs per second in all, evenly spread\n\
-         (latency counted from each request's scheduled time, so a late answer delays nothing unmeasured)"
+         (latency counted from each request's scheduled time, so a late answer delays nothing unmeasured);\n\
+         --user-base 1 --small-users 19: load0001 has the big INBOX, load0002-load0020 the small ones;\n\
+         --store cassandra: the server's store is a new keyspace (default opush_load_<pid>) on the stack's node 127.0.0.1:9042,\n\
+         user opush, password $OPUSH_CASSANDRA_PASSWORD (default opush-test), dropped at the end (scripts/cassandra/cql.py)"
     );
     std::process::exit(2)
 }
@@ -75,6 +97,10 @@ fn args() -> Args {
         window: 100,
         version: "14.1".to_owned(),
         rate: 0.0,
+        user_base: 1,
+        small_users: 19,
+        store: "embedded".to_owned(),
+        keyspace: format!("opush_load_{}", std::process::id()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -89,6 +115,19 @@ fn args() -> Args {
             "--window" => a.window = u32::try_from(num()).unwrap_or(100).clamp(1, 512),
             "--version" => a.version = value.clone(),
             "--rate" => a.rate = value.parse::<f64>().unwrap_or_else(|_| usage()).max(0.0),
+            "--user-base" => a.user_base = num().clamp(1, 9999),
+            "--small-users" => a.small_users = num().clamp(1, 9998),
+            "--store" if value == "embedded" || value == "cassandra" => a.store = value.clone(),
+            "--keyspace"
+                if !value.is_empty()
+                    && value.len() <= 48
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && value.as_bytes()[0].is_ascii_alphabetic() =>
+            {
+                a.keyspace = value.clone()
+            }
             _ => usage(),
         }
     }
@@ -128,11 +167,19 @@ impl Dovecot {
     /// `None` when the listener or its parent cannot be read (not root,
     /// another kind of server on the port).
     fn find() -> Option<Dovecot> {
+        Dovecot::listening_on("0477")
+    }
+
+    /// The process listening on 127.0.0.1:`port_hex` (the port in
+    /// /proc/net/tcp's hex: "2352" is Cassandra's 9042), whose CPU counts
+    /// the same way (a JVM has no child processes: its own CPU).
+    fn listening_on(port_hex: &str) -> Option<Dovecot> {
+        let local = format!("0100007F:{port_hex}");
         let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
         // local_address 127.0.0.1:1143 in /proc's hex, state 0A (LISTEN).
         let inode = tcp.lines().skip(1).find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&"0100007F:0477") && f.get(3) == Some(&"0A"))
+            (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
                 .then(|| f.get(9).map(|i| format!("socket:[{i}]")))
                 .flatten()
         })?;
@@ -217,6 +264,29 @@ struct Server {
     addr: SocketAddr,
     admin: SocketAddr,
     dir: PathBuf,
+    /// The Cassandra keyspace to drop when it stops.
+    keyspace: Option<String>,
+}
+
+/// The stack's Cassandra password for the `opush` role.
+fn cassandra_password() -> String {
+    std::env::var("OPUSH_CASSANDRA_PASSWORD").unwrap_or_else(|_| "opush-test".to_owned())
+}
+
+/// Drops `keyspace` on the stack's node with the stack's own CQL client
+/// (the tool does not link the driver).
+fn drop_keyspace(keyspace: &str) {
+    let cql = opush_tests::repo_root().join("scripts/cassandra/cql.py");
+    let done = Command::new("python3")
+        .arg(&cql)
+        .args(["127.0.0.1", "9042", "opush", &cassandra_password()])
+        .arg(format!("DROP KEYSPACE IF EXISTS {keyspace}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !done {
+        eprintln!("opush-load: keyspace {keyspace} NOT dropped: drop it by hand");
+    }
 }
 
 fn free_port() -> u16 {
@@ -246,23 +316,36 @@ fn breakdown(dir: &std::path::Path) -> String {
 }
 
 impl Server {
-    fn start(opush: &PathBuf) -> Server {
+    fn start(opush: &PathBuf, a: &Args) -> Server {
         let port = free_port();
         let admin_port = free_port();
         let dir =
             opush_tests::repo_root().join(format!("target/tmp/opush-load-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("load dir");
         let config = dir.join("opush.toml");
+        let cassandra = a.store == "cassandra";
+        let storage = if cassandra {
+            format!(
+                "backend = \"cassandra\"\nseeds = [\"127.0.0.1\"]\nport = 9042\nkeyspace = \"{}\"\n\
+                 user = \"opush\"\npassword = \"{}\"\n",
+                a.keyspace,
+                cassandra_password()
+            )
+        } else {
+            format!(
+                "backend = \"embedded\"\npath = \"{}\"\n",
+                dir.join("store").display()
+            )
+        };
         std::fs::write(
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
                  admin_listen = \"127.0.0.1:{admin_port}\"\n\
-                 max_in_flight = 1024\n[storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
+                 max_in_flight = 1024\n[storage]\n{storage}\
                  [imap]\nhost = \"127.0.0.1\"\nport = 1143\n\
                  master_user = \"opush-master\"\nmaster_password = \"{}\"\n{}\n\
                  [policy]\nrequire_provisioning = false\n[logging]\nlevel = \"warn\"\n{}",
-                dir.join("store").display(),
                 demo_password(),
                 std::env::var("OPUSH_LOAD_IMAP").unwrap_or_default(),
                 breakdown(&dir)
@@ -280,6 +363,9 @@ impl Server {
                     opush.display()
                 )
             });
+        if !status.success() && cassandra {
+            drop_keyspace(&a.keyspace);
+        }
         assert!(status.success(), "opush schema install failed");
         let child = Command::new(opush)
             .args(["serve", "--config"])
@@ -290,18 +376,22 @@ impl Server {
             .spawn()
             .expect("opush serve");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+        // Built before it listens, so that a server that never does (its
+        // port taken meanwhile) is stopped and its keyspace dropped too.
+        let server = Server {
+            child,
+            addr,
+            admin,
+            dir,
+            keyspace: cassandra.then(|| a.keyspace.clone()),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "opush serve did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
-        Server {
-            child,
-            addr,
-            admin,
-            dir,
-        }
+        server
     }
 
     /// The server's `/metrics` text (empty when it cannot be read).
@@ -364,6 +454,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             let _ = std::fs::remove_dir_all(&self.dir);
+            if let Some(k) = &self.keyspace {
+                drop_keyspace(k);
+            }
             return;
         }
         let _ = Command::new("kill")
@@ -383,6 +476,9 @@ impl Drop for Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(k) = &self.keyspace {
+            drop_keyspace(k);
+        }
     }
 }
 
@@ -557,22 +653,31 @@ fn main() {
     let v = opush_protocol::headers::parse_protocol_version(&a.version).unwrap_or_else(|_| usage());
     opush_tests::require(opush_tests::DOVECOT_IMAP);
     println!(
-        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}; load average {}",
+        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}, {} store{}; load average {}",
         a.messages,
         a.devices,
         a.rounds,
         a.window,
         a.version,
+        a.store,
+        if a.store == "cassandra" {
+            format!(" (keyspace {})", a.keyspace)
+        } else {
+            String::new()
+        },
         load_average()
     );
 
     // Data, filled once.
     let t = Instant::now();
-    let mut imap = RawImap::login(BIG_USER);
+    let big_user = a.big_user();
+    let mut imap = RawImap::login(&big_user);
     let filled = fill::ensure(&mut imap, "INBOX", a.messages, BIG_MARKER, |i| {
         fill::text_message(BIG_MARKER, i)
     });
-    let users: Vec<String> = (2..=20).map(|n| format!("load{n:04}@load.test")).collect();
+    let users: Vec<String> = (a.user_base + 1..=a.user_base + a.small_users)
+        .map(|n| format!("load{n:04}@load.test"))
+        .collect();
     if a.devices > 0 {
         for u in &users {
             let mut im = RawImap::login(u);
@@ -591,6 +696,11 @@ fn main() {
     let (_, ok) = imap.cmd("EXAMINE INBOX");
     assert!(ok.starts_with("OK"), "{ok}");
     let dovecot = Dovecot::find();
+    // The stack's Cassandra node, when the server stores there.
+    let cassandra = (a.store == "cassandra")
+        .then(|| Dovecot::listening_on("2352"))
+        .flatten();
+    let cassandra_cpu = || cassandra.as_ref().map(Dovecot::cpu_seconds);
     let dovecot_cpu = || dovecot.as_ref().map(Dovecot::cpu_seconds);
     let dovecot0 = dovecot_cpu();
     let t = Instant::now();
@@ -611,7 +721,7 @@ fn main() {
     );
     drop(lines);
 
-    let server = Server::start(&a.opush);
+    let server = Server::start(&a.opush, &a);
     let proc = server.proc();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -621,7 +731,7 @@ fn main() {
     let addr = server.addr;
     rt.block_on(async {
         // 2. Initial sync of the big INBOX.
-        let mut c = EasClient::new(addr, BIG_USER, &demo_password(), "LOADBIG", &a.version);
+        let mut c = EasClient::new(addr, &big_user, &demo_password(), "LOADBIG", &a.version);
         let inbox = inbox_of(&mut c).await;
         let rss_peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -642,16 +752,20 @@ fn main() {
         let client0 = me.cpu_seconds();
         let machine0 = machine_cpu();
         let dovecot0 = dovecot_cpu();
+        let cassandra0 = cassandra_cpu();
         let t = Instant::now();
         let (key, items, requests) = sync_to_end(&mut c, v, &inbox, a.window, a.messages).await;
         let took = t.elapsed();
         let cpu = proc.cpu_seconds() - cpu0;
         let client_cpu = me.cpu_seconds() - client0;
         let machine1 = machine_cpu();
-        let dovecot_sync = match (dovecot0, dovecot_cpu()) {
+        let mut dovecot_sync = match (dovecot0, dovecot_cpu()) {
             (Some(a), Some(b)) => format!("; Dovecot CPU {:.3} s", b - a),
             _ => String::new(),
         };
+        if let (Some(a), Some(b)) = (cassandra0, cassandra_cpu()) {
+            dovecot_sync.push_str(&format!("; Cassandra CPU {:.3} s", b - a));
+        }
         let (busy, all) = (machine1.0 - machine0.0, machine1.1 - machine0.1);
         let opens = match (opens0, server.imap_mailbox_opens()) {
             (Some(a), Some(b)) => format!("{}", b.saturating_sub(a)),
@@ -724,6 +838,7 @@ fn main() {
             println!("{} devices synced; no-change rounds start", a.devices);
             let logins0 = server.imap_logins();
             let cpu0 = proc.cpu_seconds();
+            let cassandra0 = cassandra_cpu();
             let t = Instant::now();
             let mut tasks = Vec::new();
             for (mut d, inbox, mut key) in ready {
@@ -751,6 +866,10 @@ fn main() {
             }
             let wall = t.elapsed();
             let cpu = proc.cpu_seconds() - cpu0;
+            let cassandra_used = match (cassandra0, cassandra_cpu()) {
+                (Some(a), Some(b)) => format!("; Cassandra CPU {:.2} s", b - a),
+                _ => String::new(),
+            };
             all.sort();
             later.sort();
             println!(
@@ -763,7 +882,7 @@ fn main() {
             );
             println!(
                 "no-change Sync, {} devices at once ({}-message INBOXes): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-                 {} syncs in {:.2} s = {:.0} syncs/s; server CPU {cpu:.2} s; server RSS {} MB; {}",
+                 {} syncs in {:.2} s = {:.0} syncs/s; server CPU {cpu:.2} s{cassandra_used}; server RSS {} MB; {}",
                 a.devices,
                 a.small,
                 ms(percentile(&all, 0.5)),
