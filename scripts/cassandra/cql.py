@@ -5,6 +5,7 @@ Why: the scripts must wait until password authentication works and create the
 `opush` role, and no cqlsh is installed. This speaks just enough of the
 protocol (STARTUP, AUTH_RESPONSE, QUERY) to log in and run statements.
 It must not be used by the server or by tests: they use the scylla driver.
+(opush-load, which does not link the driver, drops its keyspace with it.)
 
 Usage: cql.py HOST PORT USER PASSWORD [STATEMENT...]
 Exit 0 when login (and every statement) succeeded, 1 otherwise.
