@@ -69,7 +69,7 @@ impl TwoNodes {
     async fn stop(self) {
         self.a.stop().await;
         self.b.stop().await;
-        self.keyspace.drop().await;
+        self.keyspace.remove().await;
     }
 }
 

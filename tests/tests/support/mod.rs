@@ -171,13 +171,15 @@ pub async fn start(opts: Options) -> Opush {
 
 /// A fresh keyspace `<prefix>_<random>` on the stack's Cassandra node
 /// with the latest schema, for opush processes started with
-/// [`Options::storage_toml`] = [`Keyspace::toml`]; [`Keyspace::drop`]
-/// removes it. Fails the test when Cassandra does not answer.
+/// [`Options::storage_toml`] = [`Keyspace::toml`]; [`Keyspace::remove`]
+/// removes it, and so does dropping it (a test that failed before).
+/// Fails the test when Cassandra does not answer.
 pub struct Keyspace {
     /// The storage settings (as the servers read them).
     pub config: StorageConfig,
     /// The same as the keys of a `[storage]` section.
     pub toml: String,
+    removed: bool,
 }
 
 impl Keyspace {
@@ -211,7 +213,11 @@ impl Keyspace {
             .install_schema()
             .await
             .unwrap();
-        Keyspace { config, toml }
+        Keyspace {
+            config,
+            toml,
+            removed: false,
+        }
     }
 
     /// The store, opened as a third process would (`opush device …`).
@@ -220,8 +226,32 @@ impl Keyspace {
     }
 
     /// Drops the keyspace.
-    pub async fn drop(self) {
+    pub async fn remove(mut self) {
         self.open().await.destroy().await.unwrap();
+        self.removed = true;
+    }
+}
+
+impl Drop for Keyspace {
+    /// A test that panicked before [`Keyspace::remove`]: the keyspace is
+    /// dropped from a thread of its own (no runtime to await on here).
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let config = self.config.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(store) = Store::open(&config).await {
+                    let _ = store.destroy().await;
+                }
+            });
+        })
+        .join();
     }
 }
 
