@@ -167,10 +167,11 @@ struct Slot {
     /// Ping, checks again after [`HEAD_CHECK_REUSE`]).
     checked_in: Option<(u64, std::time::Instant)>,
     /// This process changed the remembered Sync request, a row beside the
-    /// log: until an append succeeds, trace events are not deferred, so
-    /// the head moves and every other process on the store drops what it
-    /// cached of the device (its remembered request included) on the
-    /// device's next request there.
+    /// log, on a store other processes share (Cassandra): until an append
+    /// succeeds, trace events are not deferred, so the head moves and
+    /// every other process on the store drops what it cached of the device
+    /// (its remembered request included) on the device's next request
+    /// there.
     flush_next: bool,
 }
 
@@ -591,7 +592,8 @@ impl DeviceSession<'_> {
             return Err(e.into());
         }
         self.guard.sync_request = Some(Some(request));
-        self.guard.flush_next = true;
+        // One process holds an embedded store: nobody else caches the row.
+        self.guard.flush_next = !matches!(*self.sessions.store, Store::Embedded(_));
         Ok(())
     }
 
@@ -606,9 +608,10 @@ impl DeviceSession<'_> {
     /// [`MAX_PENDING_AGE`] old, or at shutdown. A request that changes
     /// nothing (a no-change Sync, a Ping that finds nothing) then costs no
     /// durable write; a crash loses only the trace of such requests, never
-    /// a decision that changed the device's state. A request that changed
-    /// the remembered Sync request appends them at once instead (other
-    /// processes on the store see the head move and re-read that row).
+    /// a decision that changed the device's state. On Cassandra, a request
+    /// that changed the remembered Sync request appends them at once
+    /// instead (other processes on the store see the head move and re-read
+    /// that row).
     pub async fn commit(&mut self, events: &[Event]) -> Result<(), SessionError> {
         if events.is_empty() {
             return Ok(());
