@@ -620,10 +620,10 @@ async fn an_empty_sync_repeats_the_request_the_other_node_received() {
     // Their last keys confirmed, X last.
     let (_, ky, cmds, _) = sync_once(&mut c, &yid, &ky, 10, "").await;
     assert!(cmds.is_empty());
-    let (_, kx, cmds, _) = sync_once(&mut c, &xid, &kx, 10, "").await;
+    let (_, _, cmds, _) = sync_once(&mut c, &xid, &kx, 10, "").await;
     assert!(cmds.is_empty());
-    // The device's next full Sync names Y and goes to B: nothing new,
-    // nothing changes in the device's state.
+    // The device's next full Sync names Y and goes to B: nothing new, no
+    // sync state changes; only the remembered request does.
     let store = nodes.keyspace.open().await;
     let device = opush_storage::DeviceKey::new(USER, "TWOEMPTY1").unwrap();
     let head = store.head(&device).await.unwrap();
@@ -660,7 +660,6 @@ async fn an_empty_sync_repeats_the_request_the_other_node_received() {
         vec![format!("{tag} y1")]
     );
     assert_ne!(r.collections[0].sync_key.0, ky);
-    let _ = kx;
     nodes.stop().await;
 }
 
