@@ -228,9 +228,15 @@ async fn bad_heads_get_a_4xx_and_the_connection_closes() {
         "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(70 * 1024)
     );
-    let cases: [(&str, &[u8], u16); 5] = [
+    let cases: [(&str, &[u8], u16); 6] = [
         ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\r\n\r\n", 400),
         ("bad target", b"GET nowhere HTTP/1.1\r\n\r\n", 400),
+        // Once 505, as if the version were unsupported.
+        (
+            "space in the target",
+            b"POST /Microsoft-Server-ActiveSync?@@@not base64@@@ HTTP/1.1\r\n\r\n",
+            400,
+        ),
         ("huge head", huge.as_bytes(), 431),
         (
             "gzip coding",

@@ -214,7 +214,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             }
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        // httparse says "version" for any request line it cannot split in
+        // three (a space in the target, say): only a real `HTTP/x.y` other
+        // than 1.x is a version the server does not support (505).
+        Err(httparse::Error::Version) => return Err(version_error(&buf[skip..])),
         Err(e) => return Err(HeadError::Malformed(e.to_string())),
     };
     if len > MAX_HEAD {
@@ -288,6 +291,28 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         },
         len,
     )))
+}
+
+/// The error for a request line httparse refused for its version: 505 when
+/// it is `method SP target SP HTTP/<digits and dots>`, else malformed (400).
+fn version_error(buf: &[u8]) -> HeadError {
+    let line = &buf[..memchr::memchr(b'\n', buf).unwrap_or(buf.len())];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    let real_version = match parts.as_slice() {
+        [_, _, version] => version
+            .strip_prefix(b"HTTP/")
+            .is_some_and(|v| !v.is_empty() && v.iter().all(|b| b.is_ascii_digit() || *b == b'.')),
+        _ => false,
+    };
+    if real_version {
+        HeadError::Version
+    } else {
+        HeadError::Malformed(format!(
+            "request line {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(200)])
+        ))
+    }
 }
 
 fn framing(headers: &HeaderMap, http10: bool) -> Result<Framing, HeadError> {
@@ -893,6 +918,28 @@ mod tests {
             .unwrap();
         assert_eq!((h.path.as_str(), h.query.as_str()), ("/a/b", "q=1"));
         assert!(h.keep_alive && !h.http10 && !h.expect_continue);
+    }
+
+    #[test]
+    fn only_a_real_other_version_is_505() {
+        assert_eq!(
+            head("GET / HTTP/2.0\r\n\r\n").unwrap_err(),
+            HeadError::Version
+        );
+        assert_eq!(
+            head("GET / HTTP/3\r\n\r\n").unwrap_err(),
+            HeadError::Version
+        );
+        // A space in the target, a missing version, junk: malformed (400).
+        for raw in [
+            "POST /Microsoft-Server-ActiveSync?@@@not base64@@@ HTTP/1.1\r\n\r\n",
+            "POST /a b HTTP/1.1\r\n\r\n",
+            "GET / HTTX/1.1\r\n\r\n",
+            "GET / HTTP/\r\n\r\n",
+        ] {
+            let err = head(raw).unwrap_err();
+            assert!(matches!(err, HeadError::Malformed(_)), "{raw:?}: {err:?}");
+        }
     }
 
     #[test]
