@@ -249,6 +249,24 @@ impl EasClient {
     }
 }
 
+/// Sends `bytes` (a whole request, head and body, as they are) on a new
+/// connection and reads one answer, for requests [`EasClient`] would not
+/// write (bad heads, chunked or cut bodies); an error when the server
+/// closes without answering or gives no answer within `timeout`.
+pub async fn raw_exchange(
+    addr: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> io::Result<HttpResponse> {
+    let mut conn = BufReader::new(TcpStream::connect(addr).await?);
+    // The server may answer (and close) before reading all of a refused
+    // request: a failed write still leaves its answer to read.
+    let _ = conn.get_mut().write_all(bytes).await;
+    tokio::time::timeout(timeout, read_response(&mut conn))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))?
+}
+
 /// `Authorization: Basic …` for a login and password.
 pub fn basic(login: &str, password: &str) -> String {
     BasicCredentials {

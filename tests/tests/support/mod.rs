@@ -44,6 +44,8 @@ pub struct Options {
     /// The keys of the `[storage]` section when not a fresh embedded
     /// store (e.g. [`Keyspace::toml`]: the schema is then the caller's).
     pub storage_toml: Option<String>,
+    /// More keys of the `[server]` section (e.g. `"header_timeout_s = 2\n"`).
+    pub server_toml: String,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             extra_toml: String::new(),
             imap_toml: String::new(),
             storage_toml: None,
+            server_toml: String::new(),
         }
     }
 }
@@ -126,11 +129,12 @@ pub async fn start(opts: Options) -> Opush {
     });
     let cfg = Config::from_toml(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://mail.example.test\"\n\
-         max_in_flight = 256\n\
+         max_in_flight = 256\n{}\
          [storage]\n{storage}\
          [imap]\nhost = \"127.0.0.1\"\nport = {}\n\
          master_user = \"opush-master\"\nmaster_password = \"{}\"\n{}\
          [policy]\nrequire_provisioning = {}\n{}",
+        opts.server_toml,
         opts.imap_port,
         demo_password(),
         opts.imap_toml,
