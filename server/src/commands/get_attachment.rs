@@ -2,9 +2,12 @@
 //! bytes of the attachment named by `AttachmentName`, which is the
 //! FileReference a Sync listed.
 //!
-//! Read-only: nothing is recorded. An unknown or malformed reference is
-//! HTTP 500 with no body, which is what the protocol specifies for a failed
-//! GetAttachment; a backend outage is a retryable error.
+//! Read-only: nothing is recorded. A name that is not a FileReference at
+//! all is a bad request (HTTP 400, the reason in the log); a well-formed
+//! reference to an attachment that is not there (any more) is HTTP 500 with
+//! no body, which is what the protocol specifies for a failed GetAttachment
+//! (MS-ASCMD 2.2.1.8), logged with its reason; a backend outage is a
+//! retryable error.
 
 use opush_protocol::commands::get_attachment::GetAttachmentRequest;
 use opush_protocol::query::Command;
@@ -26,7 +29,22 @@ pub async fn handle_get_attachment(
             reason: e.to_string(),
         }
     })?;
+    let malformed = |what: &str| CommandError::InvalidRequest {
+        command: Command::GetAttachment,
+        reason: format!("AttachmentName is not a FileReference ({what})"),
+    };
+    let fref = FileReference::parse(&req.attachment_name)
+        .ok_or_else(|| malformed("collection:item:attachment expected"))?;
+    if opush_engine::ServerId::parse(&fref.server_id).is_none() {
+        return Err(malformed("bad item id"));
+    }
     let found = get_attachment(&req.attachment_name, ctx.version, &ctx.caller(), eas).await?;
+    if found.is_none() {
+        tracing::info!(
+            attachment = %fref,
+            "GetAttachment of an attachment that is not there: HTTP 500 (MS-ASCMD 2.2.1.8)"
+        );
+    }
     Ok(match found {
         Some(att) => EasResponse {
             http_status: 200,
