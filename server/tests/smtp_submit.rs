@@ -194,6 +194,41 @@ async fn refused_recipient_sends_to_nobody() {
     );
 }
 
+/// A message to many refused recipients is refused for good, quickly: it
+/// once asked the relay about every one of them until Postfix slowed down
+/// and hung up ("421 too many errors"), which read as an outage (503 /
+/// Status 111, the device retrying forever a message that can never go).
+#[tokio::test]
+async fn many_refused_recipients_are_refused_not_an_outage() {
+    require(POSTFIX_SMTP);
+    let marker = unique("smtp-many-refused");
+    let to = (0..60)
+        .map(|i| format!("u{i}@nowhere.invalid"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mime = format!("To: load1134@load.test, {to}\r\nSubject: {marker}\r\n\r\nbody\r\n");
+    let out = prepare(mime.as_bytes(), &alice(), &stamp(&marker), 10 << 20).expect("prepare");
+    let res = submit(
+        &relay(1025),
+        None,
+        &Submission {
+            envelope_from: &out.envelope_from,
+            recipients: &out.recipients,
+            message: &out.message,
+        },
+    )
+    .await;
+    match res {
+        Err(SmtpError::InvalidRecipients(refused)) => {
+            assert!(!refused.is_empty() && refused.len() <= 10, "{refused:?}");
+            assert!(refused.iter().all(|(a, _)| a.ends_with("@nowhere.invalid")));
+        }
+        other => panic!("expected InvalidRecipients, got {other:?}"),
+    }
+    let mut imap = RawImap::login("load1134@load.test");
+    assert!(imap.search_subject("INBOX", &marker).is_empty());
+}
+
 #[tokio::test]
 async fn relay_outage_is_retryable() {
     // Nothing listens on this loopback port: an outage, not a refusal.

@@ -9,7 +9,10 @@
 //! a 4xx answer — as [`SmtpError::Unavailable`], which the device may retry.
 //! When any recipient is refused the transaction is abandoned (RSET): either
 //! the message goes to every recipient or to none, so a retry after fixing
-//! the address cannot deliver twice to the others.
+//! the address cannot deliver twice to the others. Once a recipient is
+//! refused for good the message is refused for good, even if the relay then
+//! fails for a while (it slows down and hangs up on a client that piles up
+//! refused recipients): a retry could never send it.
 //!
 //! This module never logs a password; credentials are only handed to lettre.
 
@@ -223,6 +226,10 @@ async fn step<T>(
         .map_err(|_| SmtpError::Unavailable(format!("{what}: timed out")))
 }
 
+/// Recipients refused for good after which a submission stops asking
+/// about the others (Postfix's `smtpd_soft_error_limit` is 10).
+const MAX_REFUSED: usize = 10;
+
 async fn transaction(
     conn: &mut AsyncSmtpConnection,
     settings: &SmtpSettings,
@@ -261,7 +268,18 @@ async fn transaction(
     for rcpt in rcpts {
         match step(t, "RCPT", conn.command(Rcpt::new(rcpt.clone(), vec![]))).await? {
             Ok(_) => {}
-            Err(e) if e.is_permanent() => refused.push((rcpt.to_string(), e.to_string())),
+            Err(e) if e.is_permanent() => {
+                refused.push((rcpt.to_string(), e.to_string()));
+                // The message can no longer go (all or none): asking about
+                // more only makes a relay slow down, then hang up (Postfix's
+                // error limits), which would read as an outage.
+                if refused.len() >= MAX_REFUSED {
+                    break;
+                }
+            }
+            // A temporary failure after a recipient refused for good: the
+            // message will never go as it is, however often it is retried.
+            Err(_) if !refused.is_empty() => break,
             Err(e) => {
                 let _ = step(t, "RSET", conn.command(Rset)).await;
                 return Err(SmtpError::Unavailable(format!("RCPT TO:<{rcpt}>: {e}")));
