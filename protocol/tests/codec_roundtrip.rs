@@ -76,7 +76,12 @@ fn eas_tree() -> impl Strategy<Value = Element<'static>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        // An explicit count overrides PROPTEST_CASES: read it here.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn encode_then_decode_is_identity(tree in any_tree()) {

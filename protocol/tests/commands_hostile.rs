@@ -1,7 +1,8 @@
 //! Hostile input: arbitrary element trees (any EAS tag, any nesting, odd
 //! text) given to every command's `from_element`, at every protocol version,
 //! must give a value or a typed error — never a panic. Whatever decodes must
-//! also re-encode and decode again to the same value.
+//! also re-encode and decode again to the same value. `PROPTEST_CASES`
+//! raises the case count.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::fmt::Debug;
@@ -14,6 +15,14 @@ use opush_protocol::commands::{
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::{code_page, Element, Node, Tag};
 use proptest::prelude::*;
+
+/// `PROPTEST_CASES` when set (an explicit count would override it), else `ci`.
+fn cases(ci: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci)
+}
 
 fn tag() -> impl Strategy<Value = Tag> {
     (0u8..26, 5u8..64).prop_filter_map("tag defined by its page", |(page, token)| {
@@ -69,7 +78,7 @@ fn try_all<T: EasDocument + PartialEq + Debug>(el: &Element<'_>) -> Result<(), T
 macro_rules! hostile {
     ($name:ident, $($ty:ty),+) => {
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(128))]
+            #![proptest_config(ProptestConfig::with_cases(cases(128)))]
             #[test]
             fn $name(el in prop_oneof![tree(), $(rooted(<$ty>::ROOT)),+]) {
                 $(try_all::<$ty>(&el)?;)+
@@ -86,7 +95,9 @@ hostile!(
     folder_create::FolderCreateRequest,
     folder_create::FolderCreateResponse,
     folder_delete::FolderDeleteRequest,
-    folder_update::FolderUpdateRequest
+    folder_delete::FolderDeleteResponse,
+    folder_update::FolderUpdateRequest,
+    folder_update::FolderUpdateResponse
 );
 hostile!(
     ping_provision_settings_never_panic,
@@ -111,8 +122,11 @@ hostile!(
 hostile!(
     mail_search_never_panic,
     send_mail::SendMailRequest,
+    send_mail::SendMailResponse,
     smart_reply::SmartReplyRequest,
+    smart_reply::SmartReplyResponse,
     smart_forward::SmartForwardRequest,
+    smart_forward::SmartForwardResponse,
     search::SearchRequest,
     search::SearchResponse,
     resolve_recipients::ResolveRecipientsRequest,
@@ -128,10 +142,13 @@ fn corpus() -> &'static [(String, Element<'static>)] {
     static CORPUS: std::sync::OnceLock<Vec<(String, Element<'static>)>> =
         std::sync::OnceLock::new();
     CORPUS.get_or_init(|| {
-        let dir = std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/corpus/real-devices"
-        ));
+        // A clone has shared/ beside it; a worktree under wt/ one level up.
+        let here = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let dir = ["../../shared", "../../../shared"]
+            .iter()
+            .map(|up| here.join(up).join("corpus/real-devices"))
+            .find(|d| d.is_dir())
+            .unwrap_or_else(|| here.join("../../shared/corpus/real-devices"));
         let mut out = Vec::new();
         for session in std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("corpus missing at {}: {e}", dir.display()))
@@ -191,7 +208,7 @@ fn mutate(el: &mut Element<'static>, n: &mut usize, op: u8, text: &str) -> bool 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
     #[test]
     fn mutated_corpus_bodies_never_panic(
         idx in any::<prop::sample::Index>(),
