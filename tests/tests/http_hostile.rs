@@ -1651,3 +1651,64 @@ async fn get_attachment_of_a_malformed_name_is_400_with_a_reason() {
     assert!(log.contains("not there"), "{log}");
     opush.stop().await;
 }
+
+/// A Sync listing one collection many times at its previous key was
+/// answered once per copy with the whole remembered answer: a 20 KB request
+/// gave 63 MB. Now Status 4 (a semantic error), and the device goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_listing_a_collection_twice_is_status_4() {
+    capture_logs();
+    let mut imap = RawImap::login(REGRESSION_USER);
+    opush_tests::fill::ensure(&mut imap, "INBOX", 3, "hostile-reg-v1", |i| {
+        opush_tests::fill::text_message("hostile-reg-v1", i)
+    });
+    let opush = start(Options {
+        server_toml: "loop_max_repeats = 0\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = opush.client(REGRESSION_USER, "HOSTILEREG2", "14.1");
+    let (inbox, key, commands) = synced_folder_of_type(&mut c, "14.1", 2).await;
+    assert_eq!(commands.len(), 3);
+    let item = server_id(&commands[0]).to_owned();
+    // An answer worth repeating: the item fetched 100 times.
+    let fetch = format!("<Fetch><ServerId>{item}</ServerId></Fetch>").repeat(100);
+    let res = c
+        .post_xml(
+            "Sync",
+            &sync_xml(&inbox, &key, 100, &format!("<Commands>{fetch}</Commands>")),
+        )
+        .await;
+    let fetched = res.body.len();
+    let next = sync_response(&res, "14.1").collections[0]
+        .sync_key
+        .0
+        .clone();
+    // The same collection 50 times at the previous key.
+    let one = format!(
+        "<Collection><SyncKey>{key}</SyncKey><CollectionId>{inbox}</CollectionId><GetChanges/></Collection>"
+    );
+    let mark = log_len();
+    let res = c
+        .post_xml(
+            "Sync",
+            &format!(
+                "<Sync xmlns=\"AirSync:\"><Collections>{}</Collections></Sync>",
+                one.repeat(50)
+            ),
+        )
+        .await;
+    let log = log_since(mark);
+    assert!(
+        res.body.len() < fetched,
+        "{} bytes answered (one answer is {fetched})",
+        res.body.len()
+    );
+    let r = sync_response(&res, "14.1");
+    assert_eq!(r.status.map(|s| s.code()), Some(4), "{}", res.xml());
+    assert!(log.contains("more than once"), "{log}");
+    // The device goes on from its last good key: nothing new, nothing lost.
+    let (_, more) = sync_all(&mut c, "14.1", &inbox, next, 100).await;
+    assert!(more.is_empty(), "{more:?}");
+    opush.stop().await;
+}

@@ -61,6 +61,20 @@ pub async fn handle_sync(
         }
         None => None,
     };
+    if let Some(twice) = wire.as_ref().and_then(repeated_collection) {
+        // Each copy would be answered in full (a copy at the previous key
+        // gets the whole remembered answer again): one small request could
+        // ask for the same large answer thousands of times.
+        tracing::warn!(collection = %twice, "Sync lists a collection more than once: Status 4");
+        return Ok(EasResponse::wbxml(
+            SyncResponse {
+                status: Some(SyncStatus::from_code(4)),
+                limit: None,
+                collections: Vec::new(),
+            }
+            .to_wbxml(ctx.version),
+        ));
+    }
     // Boxed: a long-poll Sync keeps this future while parked, so it holds
     // only what the wait needs, not the steps' state (see `sync_wait`).
     let req = match Box::pin(resolve_request(wire, &ctx.caller(), eas)).await? {
@@ -80,6 +94,16 @@ pub async fn handle_sync(
     let res = Box::pin(sync(&req, ctx.version, &ctx.caller(), eas)).await?;
     // Written without the response tree: a window of hundreds of emails.
     Ok(EasResponse::wbxml(res.to_wbxml(ctx.version)))
+}
+
+/// A CollectionId the request lists more than once ([MS-ASCMD] Sync
+/// Status 4, a semantic error in the request).
+fn repeated_collection(req: &SyncRequest) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(req.collections.len());
+    req.collections
+        .iter()
+        .map(|c| c.collection_id.0.as_str())
+        .find(|id| !seen.insert(*id))
 }
 
 /// Version the remembered request is encoded with (the richest form).
