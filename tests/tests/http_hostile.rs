@@ -1712,3 +1712,55 @@ async fn a_sync_listing_a_collection_twice_is_status_4() {
     assert!(more.is_empty(), "{more:?}");
     opush.stop().await;
 }
+
+/// ItemOperations answered every Fetch of a request, however many: one
+/// Fetch of an item repeated 2000 times answered 3.5 MB (a big message
+/// repeated: gigabytes). Past `[devices] max_window_bytes` the other
+/// Fetches are now DataTooLarge; the first is always served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_operations_answers_at_most_a_window_of_bytes() {
+    capture_logs();
+    let mut imap = RawImap::login(REGRESSION_USER);
+    opush_tests::fill::ensure(&mut imap, "INBOX", 3, "hostile-reg-v1", |i| {
+        opush_tests::fill::text_message("hostile-reg-v1", i)
+    });
+    let opush = start(Options {
+        server_toml: "loop_max_repeats = 0\n".into(),
+        extra_toml: "[devices]\nmax_window_bytes = 20000\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = opush.client(REGRESSION_USER, "HOSTILEREG3", "14.1");
+    let (inbox, _, commands) = synced_folder_of_type(&mut c, "14.1", 2).await;
+    let item = server_id(&commands[0]).to_owned();
+    let fetch = format!(
+        "<Fetch><Store>Mailbox</Store><airsync:CollectionId>{inbox}</airsync:CollectionId>\
+         <airsync:ServerId>{item}</airsync:ServerId><Options><airsyncbase:BodyPreference>\
+         <airsyncbase:Type>4</airsyncbase:Type></airsyncbase:BodyPreference></Options></Fetch>"
+    );
+    let mark = log_len();
+    let res = c
+        .post_xml(
+            "ItemOperations",
+            &format!(
+                "<ItemOperations xmlns=\"ItemOperations:\" xmlns:airsync=\"AirSync:\" \
+                 xmlns:airsyncbase=\"AirSyncBase:\">{}</ItemOperations>",
+                fetch.repeat(200)
+            ),
+        )
+        .await;
+    let log = log_since(mark);
+    assert_eq!(res.status, 200);
+    let root = res.element();
+    let statuses: Vec<String> = opush_tests::eas::find_all(&root, "Status")
+        .iter()
+        .filter_map(|s| s.text().map(str::to_owned))
+        .collect();
+    assert_eq!(statuses.len(), 201, "{statuses:?}");
+    // The global Status, then the first Fetch served.
+    assert_eq!(&statuses[..2], ["1", "1"]);
+    assert!(statuses.iter().any(|s| s == "11"), "{statuses:?}");
+    assert!(res.body.len() < 60_000, "{} bytes", res.body.len());
+    assert!(log.contains("DataTooLarge"), "{log}");
+    opush.stop().await;
+}

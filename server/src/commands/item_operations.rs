@@ -6,7 +6,9 @@
 //! Content is read from IMAP at request time and never stored. The
 //! attachment bytes go inline, base64, in `Data` (the multipart answer is
 //! not offered). Document libraries answer a clean failure status, never
-//! an error.
+//! an error. One answer holds about `[devices] max_window_bytes` of fetched
+//! content: past it, the other Fetches of the request are answered
+//! DataTooLarge (the first is always served whole).
 
 use base64::Engine as _;
 use opush_engine::{BackendItemId, DeviceState, ServerId};
@@ -50,6 +52,13 @@ pub async fn item_operations(
     let state = eas.device_state(caller).await?;
     let mut imap = eas.imap_for(caller).await?;
     let mut results = Vec::with_capacity(req.operations.len());
+    // Bytes of fetched content in the answer so far: past the budget, the
+    // other Fetches are answered DataTooLarge (the device asks again for
+    // them), so a request repeating one Fetch cannot make an answer of
+    // gigabytes. The first Fetch is always served whole.
+    let budget = eas.engine.max_window_bytes;
+    let mut fetched: u64 = 0;
+    let mut refused = 0usize;
     for op in &req.operations {
         results.push(match op {
             Operation::Fetch {
@@ -64,8 +73,14 @@ pub async fn item_operations(
                 let range = options.as_ref().and_then(|o| o.range.clone());
                 if !store.eq_ignore_ascii_case("Mailbox") {
                     fetch_result(ItemOperationsStatus::UnknownStore, target, None)
+                } else if budget > 0 && fetched > budget {
+                    refused += 1;
+                    fetch_result(ItemOperationsStatus::DataTooLarge, target, None)
                 } else {
-                    fetch(&mut imap, &state, target, &prefs, range.as_deref(), version).await?
+                    let result =
+                        fetch(&mut imap, &state, target, &prefs, range.as_deref(), version).await?;
+                    fetched = fetched.saturating_add(fetched_bytes(&result));
+                    result
                 }
             }
             Operation::EmptyFolderContents { collection_id, .. } => {
@@ -101,6 +116,13 @@ pub async fn item_operations(
                 conversation_id: Some(conversation_id.clone()),
             },
         });
+    }
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            budget,
+            "ItemOperations answer over [devices] max_window_bytes: the other Fetches are DataTooLarge"
+        );
     }
     crate::obs::summary::item_operations(&req.operations, &results);
     Ok(ItemOperationsResponse {
@@ -196,6 +218,27 @@ async fn move_conversation(
     } else {
         ItemOperationsStatus::Success
     })
+}
+
+/// About how many bytes a Fetch result adds to the answer (its content;
+/// the fixed part of an item counts 1 KB).
+fn fetched_bytes(result: &OperationResult) -> u64 {
+    let OperationResult::Fetch { properties, .. } = result else {
+        return 0;
+    };
+    let content = match properties {
+        None => 0,
+        Some(ApplicationData::Properties(props)) => {
+            props.iter().filter_map(|p| p.text()).map(str::len).sum()
+        }
+        Some(ApplicationData::Email(email)) => email
+            .body
+            .as_ref()
+            .and_then(|b| b.data.as_ref())
+            .map_or(0, String::len),
+        Some(_) => 0,
+    };
+    content as u64 + 1024
 }
 
 fn fetch_result(
