@@ -241,15 +241,37 @@ struct Fields {
 }
 
 impl Fields {
+    /// The text form: the message, then `key=value` fields, each value on
+    /// the line (its control characters escaped). Values carry what
+    /// devices sent (an ItemId, a CollectionId, a reason quoting them): a
+    /// newline in one must not start a line of its own that reads as the
+    /// server's. The message is the code's own text and may span lines
+    /// (REQUEST.FULL).
     fn text(&self) -> String {
         let mut out = self.message.clone();
         for (k, v) in &self.rest {
             if !out.is_empty() {
                 out.push(' ');
             }
-            let _ = write!(out, "{k}={v}");
+            let _ = write!(out, "{k}=");
+            escape_controls(&mut out, v);
         }
         out
+    }
+}
+
+/// `s` with `\n`, `\r` and the other control characters but tab escaped.
+fn escape_controls(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
     }
 }
 
@@ -347,6 +369,28 @@ mod tests {
             "login user=bob password=*",
         );
         assert!(!out.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_field_value_cannot_start_a_line_of_its_own() {
+        static LEVELS: Levels = Levels::new(LoggerLevel::Info);
+        // What a device may put in an ItemId (percent-encoded) or a
+        // CollectionId: once a second line forged as the server's.
+        let forged = "2:1\n00:00:00.000 [ERROR] {BACKEND} [t1/c-/r-/-] forged\r\x1b[2J";
+        let out = capture(&LEVELS, Format::Text, || {
+            tracing::warn!(error = %format!("original message not found: {forged}"), "not sent");
+            tracing::warn!(collection = forged, "twice");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        check_line(
+            lines[0],
+            "WARN",
+            "CONTAINER",
+            "c-/r-/-",
+            "not sent error=original message not found: 2:1\\n00:00:00.000 [ERROR] {BACKEND} [t1/c-/r-/-] forged\\r\\u{1b}[2J",
+        );
+        assert!(lines[1].ends_with("twice collection=2:1\\n00:00:00.000 [ERROR] {BACKEND} [t1/c-/r-/-] forged\\r\\u{1b}[2J"), "{out}");
     }
 
     #[test]
