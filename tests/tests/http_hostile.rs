@@ -989,7 +989,27 @@ async fn mutated_requests_never_break_the_server_or_the_device_state() {
         }
     }
     eprintln!("{sent_total} hostile requests, {appended} messages appended");
-    opush.stop().await;
+    // What each device's log recorded, garbage and all, replays to the same
+    // decisions.
+    let store_dir = opush.stop_keeping_store().await;
+    let store = opush_storage::Store::open(&opush_storage::StorageConfig {
+        path: store_dir.path().to_path_buf(),
+        ..opush_storage::StorageConfig::default()
+    })
+    .await
+    .unwrap();
+    for d in &devices {
+        match opush_replay::export(&store, USER, &d.client.device_id, None, None).await {
+            Ok(bundle) => match opush_replay::run(&bundle) {
+                Ok(r) if r.is_ok() => {}
+                other => failures.push(format!(
+                    "{}: the device log does not replay: {other:?}",
+                    d.v
+                )),
+            },
+            Err(e) => failures.push(format!("{}: export failed: {e}", d.v)),
+        }
+    }
     report(&failures);
 }
 
