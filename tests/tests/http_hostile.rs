@@ -1784,3 +1784,46 @@ async fn item_operations_answers_at_most_a_window_of_bytes() {
     assert!(log.contains("DataTooLarge"), "{log}");
     opush.stop().await;
 }
+
+/// Settings DeviceInformation values were stored whole: a device could
+/// keep megabytes in its registry row (read with every request, and past
+/// what one Cassandra mutation takes). Values are kept up to the 1024
+/// characters MS-ASCMD allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_information_is_kept_to_1024_characters() {
+    capture_logs();
+    let opush = start(Options::default()).await;
+    let mut c = opush.client(REGRESSION_USER, "HOSTILEREG4", "14.1");
+    folders(&mut c).await;
+    let big = "é".repeat(300_000);
+    let res = c
+        .post_xml(
+            "Settings",
+            &format!(
+                "<Settings xmlns=\"Settings:\"><DeviceInformation><Set><Model>{big}</Model>\
+                 <FriendlyName>phone</FriendlyName></Set></DeviceInformation></Settings>"
+            ),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        opush_tests::eas::find_text(&res.element(), "Status").as_deref(),
+        Some("1")
+    );
+    folders(&mut c).await;
+    let dir = opush.stop_keeping_store().await;
+    let store = opush_storage::Store::open(&opush_storage::StorageConfig {
+        path: dir.path().to_path_buf(),
+        ..opush_storage::StorageConfig::default()
+    })
+    .await
+    .unwrap();
+    let key = opush_storage::DeviceKey::new(REGRESSION_USER, "HOSTILEREG4").unwrap();
+    let record = store
+        .get_device(&key)
+        .await
+        .unwrap()
+        .expect("the device's row");
+    assert_eq!(record.info["Model"].chars().count(), 1024);
+    assert_eq!(record.info["FriendlyName"], "phone");
+}

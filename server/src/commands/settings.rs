@@ -194,6 +194,12 @@ fn sieve_error(e: SieveError, user: &str) -> CommandError {
     }
 }
 
+/// Longest DeviceInformation value kept, in characters: MS-ASCMD gives
+/// each (Model, IMEI, FriendlyName, …) up to 1024. A device could otherwise
+/// store most of a request body in its registry row, read with every
+/// request and too big for one Cassandra mutation.
+const MAX_INFO_CHARS: usize = 1024;
+
 async fn store_device_information(
     caller: &Caller<'_>,
     device_type: &str,
@@ -229,7 +235,19 @@ async fn store_device_information(
     ];
     for (name, value) in fields {
         if let Some(v) = value {
-            record.info.insert(name.to_owned(), v.clone());
+            let kept = match v.char_indices().nth(MAX_INFO_CHARS) {
+                // Longer than the protocol allows: the rest is not kept.
+                Some((cut, _)) => {
+                    tracing::warn!(
+                        field = name,
+                        chars = v.chars().count(),
+                        "DeviceInformation value over {MAX_INFO_CHARS} characters: truncated"
+                    );
+                    &v[..cut]
+                }
+                None => v.as_str(),
+            };
+            record.info.insert(name.to_owned(), kept.to_owned());
         }
     }
     store
