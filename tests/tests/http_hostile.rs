@@ -1827,3 +1827,50 @@ async fn device_information_is_kept_to_1024_characters() {
     assert_eq!(record.info["Model"].chars().count(), 1024);
     assert_eq!(record.info["FriendlyName"], "phone");
 }
+
+/// A SendMail ClientId went into the device's state as sent (the last 256
+/// are kept for the dedupe, and read with every request): 256 ClientIds of
+/// a megabyte each were 256 MB of state. A long one is now remembered by
+/// its digest, and its retry is still caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_client_id_does_not_swell_the_device_state() {
+    capture_logs();
+    let opush = start(Options {
+        server_toml: "loop_max_repeats = 0\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = opush.client(REGRESSION_USER, "HOSTILEREG5", "14.1");
+    folders(&mut c).await;
+    let client_id = "c".repeat(200_000);
+    let mime = b64(format!("To: {SINK}\r\nSubject: long ClientId\r\n\r\nbody\r\n").as_bytes());
+    let xml = format!(
+        "<SendMail xmlns=\"ComposeMail:\"><ClientId>{client_id}</ClientId><Mime>{mime}</Mime></SendMail>"
+    );
+    let first = c.post_xml("SendMail", &xml).await;
+    assert_eq!(first.status, 200);
+    assert!(first.body.is_empty(), "sent: {}", first.xml());
+    let again = c.post_xml("SendMail", &xml).await;
+    assert_eq!(
+        opush_tests::eas::find_text(&again.element(), "Status").as_deref(),
+        Some("118"),
+        "the retry is recognised"
+    );
+    let dir = opush.stop_keeping_store().await;
+    let store = opush_storage::Store::open(&opush_storage::StorageConfig {
+        path: dir.path().to_path_buf(),
+        ..opush_storage::StorageConfig::default()
+    })
+    .await
+    .unwrap();
+    let bundle = opush_replay::export(&store, REGRESSION_USER, "HOSTILEREG5", None, None)
+        .await
+        .unwrap();
+    for (seq, e) in bundle.decoded().unwrap() {
+        let shown = format!("{e:?}");
+        assert!(
+            !shown.contains(&client_id),
+            "event {seq} holds the whole ClientId"
+        );
+    }
+}

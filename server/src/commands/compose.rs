@@ -267,7 +267,7 @@ pub async fn compose(
         .client_id
         .as_deref()
         .filter(|c| !c.is_empty())
-        .map(|c| ClientId(c.to_owned()));
+        .map(bounded_client_id);
     // The size limit and the ClientId dedupe, recorded as a decision.
     let request = SendRequest {
         client_id: client_id.clone(),
@@ -771,9 +771,35 @@ fn unique_id() -> String {
     format!("{}.{hex}", now().0)
 }
 
+/// Longest ClientId kept as sent, in bytes (MS-ASCMD gives a ComposeMail
+/// ClientId up to 40 characters; a Sync one up to 64).
+const MAX_CLIENT_ID: usize = 64;
+
+/// The ClientId the device state remembers for the dedupe: as sent, or for
+/// a longer one its digest, so a device cannot make its state (the last
+/// 256 ClientIds, read with every request) megabytes large; the same long
+/// ClientId still gives the same digest, so its retry is still caught.
+fn bounded_client_id(sent: &str) -> ClientId {
+    if sent.len() <= MAX_CLIENT_ID {
+        ClientId(sent.to_owned())
+    } else {
+        ClientId(format!("blake3:{}", blake3::hash(sent.as_bytes()).to_hex()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_client_id_is_remembered_by_its_digest() {
+        assert_eq!(bounded_client_id("send-1"), ClientId("send-1".to_owned()));
+        let long = "x".repeat(1 << 20);
+        let a = bounded_client_id(&long);
+        assert!(a.0.len() < 80, "{} bytes remembered", a.0.len());
+        assert_eq!(bounded_client_id(&long), a, "a retry must be recognised");
+        assert_ne!(bounded_client_id(&format!("{long}y")), a);
+    }
 
     #[test]
     fn host_of_urls() {
