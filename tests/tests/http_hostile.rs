@@ -1874,3 +1874,50 @@ async fn a_long_client_id_does_not_swell_the_device_state() {
         );
     }
 }
+
+/// The Sync request a device sent last is kept (without its commands) for
+/// its empty and Partial Syncs: a request of 2 MB was kept whole in the
+/// device's row. Over 1 MiB nothing is kept, and an empty Sync then gets
+/// Status 13 (resend the whole request) instead of the 2 MB request again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_sync_request_is_not_remembered() {
+    capture_logs();
+    let opush = start(Options {
+        server_toml: "loop_max_repeats = 0\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = opush.client(REGRESSION_USER, "HOSTILEREG6", "14.1");
+    let (inbox, key, _) = synced_folder_of_type(&mut c, "14.1", 2).await;
+    // The Inbox, then 60000 collections that do not exist (1.3 MB).
+    let mut collections = format!(
+        "<Collection><SyncKey>{key}</SyncKey><CollectionId>{inbox}</CollectionId></Collection>"
+    );
+    for i in 0..60_000 {
+        collections.push_str(&format!(
+            "<Collection><SyncKey>1</SyncKey><CollectionId>nope{i}</CollectionId></Collection>"
+        ));
+    }
+    let res = c
+        .post_xml(
+            "Sync",
+            &format!("<Sync xmlns=\"AirSync:\"><Collections>{collections}</Collections></Sync>"),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    let empty = c.post("Sync", b"").await;
+    assert_eq!(empty.status, 200);
+    assert!(
+        empty.body.len() < 10_000,
+        "the empty Sync answered {} bytes",
+        empty.body.len()
+    );
+    let r = sync_response(&empty, "14.1");
+    assert_eq!(r.status.map(|s| s.code()), Some(13), "{}", empty.xml());
+    // A request of usual size is remembered again.
+    let res = c.post_xml("Sync", &sync_xml(&inbox, &key, 10, "")).await;
+    assert_eq!(res.status, 200);
+    let empty = c.post("Sync", b"").await;
+    assert_eq!(empty.status, 200);
+    opush.stop().await;
+}

@@ -196,8 +196,23 @@ fn remembered_form(req: &SyncRequest) -> Vec<u8> {
         c.commands = None;
         c.sync_key = WireKey("0".to_owned());
     }
-    encode_to_vec(&r.to_element(REMEMBERED_VERSION))
+    let bytes = encode_to_vec(&r.to_element(REMEMBERED_VERSION));
+    if bytes.len() > MAX_REMEMBERED_BYTES {
+        // Nothing is remembered (an empty form does not decode): an empty
+        // or Partial Sync then gets Status 13, resend the whole request.
+        tracing::warn!(
+            bytes = bytes.len(),
+            "Sync request over {MAX_REMEMBERED_BYTES} bytes without its commands: not remembered"
+        );
+        return Vec::new();
+    }
+    bytes
 }
+
+/// Largest Sync request (without its commands) kept for the empty and
+/// Partial Syncs that follow: a device's request of hundreds of folders
+/// takes tens of KB; more would let one device keep megabytes in its row.
+const MAX_REMEMBERED_BYTES: usize = 1 << 20;
 
 /// The IMAP item id of a message.
 pub fn item_id(uidvalidity: u32, uid: u32) -> BackendItemId {
