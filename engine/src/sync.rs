@@ -408,6 +408,27 @@ fn lookup_on_device<'a>(
     lookup(ov.c, sid, collection).filter(|id| ov.device_of(id).is_some())
 }
 
+/// An item the device still holds whose server side vanished (deleted or
+/// moved in the backend, the device not told yet): a Delete of it has
+/// nothing left to do and succeeds. This is also what a Delete retried
+/// after its backend effect was carried out, but never recorded (opush
+/// stopped in between), finds.
+fn vanished_on_device<'a>(
+    ov: &Overlay<'a>,
+    sid: &ServerId,
+    collection: CollectionId,
+) -> Option<&'a BackendItemId> {
+    if sid.collection != collection {
+        return None;
+    }
+    let id = ov.c.by_n.get(&sid.n)?;
+    ov.c.items
+        .get(id)
+        .filter(|i| i.server.is_none())
+        .filter(|_| ov.device_of(id).is_some())
+        .map(|_| id)
+}
+
 fn is_conflict(ov: &Overlay<'_>, id: &BackendItemId) -> bool {
     let server = ov.c.items.get(id).and_then(|i| i.server);
     matches!((server, ov.device_of(id)), (Some(s), Some(d)) if s.version != d.version || d.stale)
@@ -424,6 +445,8 @@ enum Planned<'a> {
     },
     /// Needs this effect.
     Effect(BackendEffect),
+    /// A Delete of an item already gone from the backend: success, no effect.
+    Gone(BackendItemId),
 }
 
 fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest) -> Vec<Planned<'a>> {
@@ -485,11 +508,14 @@ fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest) -> Vec<Planned<'a>>
             }
             ClientCommand::Delete { server_id } => {
                 match lookup_on_device(ov, server_id, req.collection) {
-                    None => not_found(ReplyKind::Delete, server_id),
                     Some(id) => Planned::Effect(BackendEffect::Delete {
                         collection: req.collection,
                         id: id.clone(),
                     }),
+                    None => match vanished_on_device(ov, server_id, req.collection) {
+                        Some(id) => Planned::Gone(id.clone()),
+                        None => not_found(ReplyKind::Delete, server_id),
+                    },
                 }
             }
             ClientCommand::Fetch { server_id } => match lookup(c, server_id, req.collection) {
@@ -786,6 +812,23 @@ fn decide_advance(
                         client_id: client_id.clone(),
                         item: obs,
                     },
+                });
+            }
+            Planned::Gone(id) => {
+                let n = c.items.get(&id).map_or(0, |i| i.n);
+                ov.claimed.insert(id.clone());
+                replies.push(ClientReply {
+                    kind: ReplyKind::Delete,
+                    client_id: None,
+                    server_id: Some(ServerId { collection: col, n }),
+                    status: SyncStatus::Success.code(),
+                    backend: None,
+                });
+                events.push(Event::ClientChangeApplied {
+                    collection: col,
+                    n,
+                    id,
+                    change: AppliedChange::Deleted,
                 });
             }
             Planned::Effect(effect) => {
