@@ -9,7 +9,7 @@ use crate::decision::{Decision, StepError};
 use crate::event::{Event, ObservedItem};
 use crate::state::DeviceState;
 use crate::sync::Overlay;
-use crate::types::{BackendFolderId, BackendItemId, CollectionId, ServerId};
+use crate::types::{BackendFolderId, BackendItemId, ClientId, CollectionId, ServerId};
 
 /// One `<Move>` of a MoveItems request.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -52,7 +52,31 @@ pub struct MoveResponse {
     pub dst: Option<ServerId>,
 }
 
-/// Step 1: the effect to perform, or the failure status.
+/// The key under which the destination collection remembers that the
+/// device moved `src` there (in `CollectionState::client_ids`, beside the
+/// ClientIds of the device's Adds: a device's ClientId never starts with
+/// a NUL). Kept until that collection is reset, like the ClientIds.
+pub(crate) fn moved_key(src: ServerId) -> ClientId {
+    ClientId(format!("\0moved {src}"))
+}
+
+/// Where the device moved `req.src` to `req.dst` before (a MoveItems
+/// recorded, whose answer the device did not get), while the device still
+/// holds it there.
+fn moved_to(state: &DeviceState, req: &MoveRequest) -> Option<ServerId> {
+    let d = state.collections.get(&req.dst)?;
+    let n = *d.client_ids.get(&moved_key(req.src))?;
+    let id = d.by_n.get(&n)?;
+    d.items.get(id)?.device?;
+    Some(ServerId {
+        collection: req.dst,
+        n,
+    })
+}
+
+/// Step 1: the effect to perform, or the answer when there is none to
+/// perform: a failure status, or Status 3 for a move made already (the
+/// retry of a MoveItems whose answer was lost gets the same DstMsgId).
 pub fn plan_move(state: &DeviceState, req: &MoveRequest) -> Result<MoveEffect, MoveResponse> {
     let fail = |status| MoveResponse {
         status,
@@ -60,11 +84,22 @@ pub fn plan_move(state: &DeviceState, req: &MoveRequest) -> Result<MoveEffect, M
         dst: None,
     };
     let src_col = req.src.collection;
-    let c = state.collections.get(&src_col).ok_or_else(|| fail(1))?;
-    let id = c.by_n.get(&req.src.n).ok_or_else(|| fail(1))?;
-    if c.items.get(id).is_none_or(|i| i.server.is_none()) {
-        return Err(fail(1));
-    }
+    let live = state.collections.get(&src_col).and_then(|c| {
+        let id = c.by_n.get(&req.src.n)?;
+        c.items.get(id)?.server?;
+        Some(id)
+    });
+    let Some(id) = live else {
+        return Err(match moved_to(state, req) {
+            // Moved by this device already: a retry whose answer was lost.
+            Some(dst) => MoveResponse {
+                status: 3,
+                src: req.src,
+                dst: Some(dst),
+            },
+            None => fail(1),
+        });
+    };
     let dst_folder = state.hierarchy.ids.get(&req.dst).ok_or_else(|| fail(2))?;
     if req.dst == src_col {
         return Err(fail(4));

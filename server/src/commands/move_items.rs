@@ -73,7 +73,12 @@ pub async fn move_items(
                         events: Vec::new(),
                     },
                 );
-                responses.push(fail(r.status.into()));
+                // Status 3 here is a retried move made already: its DstMsgId.
+                responses.push(MoveResult {
+                    src_msg_id: m.src_msg_id.clone(),
+                    status: MoveItemsStatus::from_code(r.status.into()),
+                    dst_msg_id: r.dst.map(|d| WireServerId(d.to_string())),
+                });
                 continue;
             }
             Ok(effect) => {
