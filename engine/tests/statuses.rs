@@ -598,6 +598,95 @@ fn move_items_statuses_and_no_echo() {
     }
 }
 
+// A MoveItems retried after its answer was lost (the move recorded, e.g.
+// opush killed before answering) gets the first answer again: Status 3 and
+// the same DstMsgId, with nothing to carry out (not Status 1, after which
+// the device would keep a stale copy in the source and miss the moved one).
+#[test]
+fn a_retried_move_items_gets_its_first_answer() {
+    let (mut backend, mut pair) = world();
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    for col in [INBOX, ARCHIVE] {
+        pair.sync(&mut backend, col, 10, NOW, false);
+        pair.sync(&mut backend, col, 10, NOW, false);
+    }
+    let sid = *pair.device.items.keys().next().unwrap();
+    let req = MoveRequest {
+        src: sid,
+        dst: ARCHIVE,
+    };
+    let f = backend.folders.get_mut(&INBOX).unwrap();
+    let (_, r, c) = f.items.pop_first().unwrap().1;
+    let a = backend.folders.get_mut(&ARCHIVE).unwrap();
+    let uid = a.add(r, c);
+    let item = ObservedItem {
+        id: a.id(uid),
+        version: ItemVersion(1),
+        received_at: Timestamp(r),
+        digest: None,
+    };
+    let first = decide_move(&pair.server.state, &req, &MoveOutcome::Moved(item)).unwrap();
+    assert_eq!(first.response.status, 3);
+    pair.server.append(&first.events);
+    let s = &pair.server.state;
+    let again = plan_move(s, &req).expect_err("nothing to carry out again");
+    assert_eq!(again, first.response);
+    let d = decide_move(s, &req, &MoveOutcome::Failed).unwrap();
+    assert_eq!(d.response, first.response);
+    assert!(d.events.is_empty());
+    // Another destination is not where it went.
+    let other = MoveRequest {
+        src: sid,
+        dst: INBOX,
+    };
+    assert_eq!(plan_move(s, &other).err().map(|r| r.status), Some(1));
+}
+
+// A Delete of an item the backend no longer has (deleted or moved there,
+// or by this very Delete, carried out before opush was killed and not
+// recorded) succeeds with nothing to carry out, and the item is not sent
+// back to the device as a Delete.
+#[test]
+fn a_delete_of_an_item_gone_from_the_backend_succeeds() {
+    let (mut backend, mut pair) = world();
+    let uid = backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let sid = *pair.device.items.keys().next().unwrap();
+    let f = backend.folders.get_mut(&INBOX).unwrap();
+    f.items.remove(&uid);
+    f.cursor += 1;
+    pair.server.append(&[Event::BackendObserved {
+        req_id: 9,
+        collection: INBOX,
+        at: Timestamp(NOW),
+        observation: backend.folders[&INBOX].observation(),
+    }]);
+    let key = pair.device.keys[&INBOX];
+    let input = sync_req(INBOX, key, vec![ClientCommand::Delete { server_id: sid }]);
+    assert!(plan_sync(&pair.server.state, &input.request).is_empty());
+    let d = decide_sync(
+        &pair.server.state,
+        &input,
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    let statuses: Vec<u8> = d.response.replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![1]);
+    assert!(d.response.changes.is_empty(), "{:?}", d.response.changes);
+    pair.server.append(&d.events);
+    let next = d.response.sync_key.unwrap_or(key);
+    let d = decide_sync(
+        &pair.server.state,
+        &sync_req(INBOX, next, vec![]),
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    assert!(d.response.changes.is_empty(), "{:?}", d.response.changes);
+}
+
 // Contacts created twice with new ClientIds (some Android versions) are deduplicated.
 #[test]
 fn contacts_add_dedupe_by_digest() {
