@@ -1,11 +1,17 @@
 //! Sent copies that could not be saved in Sent with their send (the IMAP
-//! server unavailable at that moment, or its APPEND failed): kept in the
-//! store (`opush_storage::SentCopy`, schema v3) and saved later, so the
-//! user finds every sent mail in Sent even when opush stops meanwhile.
+//! server unavailable at that moment, or its APPEND failed, or opush
+//! killed before it was made): kept in the store
+//! (`opush_storage::SentCopy`, schema v3) and saved later, so the user
+//! finds every sent mail in Sent even when opush stops meanwhile.
 //!
-//! - SendMail/SmartReply/SmartForward ([`SentCopies::save_later`]) write
-//!   the row (the message as it goes in Sent, never the password) before
-//!   the request is answered, then hand it to the user's resumer.
+//! - SendMail/SmartReply/SmartForward ([`SentCopies::keep`]) write the
+//!   row (the message as it goes in Sent, never the password) as soon as
+//!   the relay accepted the message, before the send is recorded and the
+//!   copy APPENDed; once the copy is in Sent the row is deleted
+//!   ([`SentCopies::settled`]), else it is handed to the user's resumer
+//!   ([`SentCopies::save_later`]) before the request is answered. A kill
+//!   anywhere after the relay's acceptance thus leaves the row for the
+//!   next opush (`server/tests/crash_kill.rs`).
 //! - One resumer task per user at a time works through the user's pending
 //!   copies: at most [`SENT_COPY_RETRIES`] tries each, waiting 1 s after the
 //!   send, then twice as long after each failed try, up to a minute (about
@@ -131,6 +137,19 @@ struct Resumer {
     task: Option<JoinHandle<()>>,
 }
 
+/// A sent copy kept in the store ([`SentCopies::keep`]) until it is in
+/// Sent.
+pub struct KeptCopy(Job);
+
+impl std::fmt::Debug for KeptCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptCopy")
+            .field("message_id", &self.0.copy.message_id)
+            .field("stored", &self.0.stored)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One pending copy, and whether its row is in the store.
 struct Job {
     copy: SentCopy,
@@ -178,17 +197,20 @@ impl SentCopies {
         }
     }
 
-    /// Keeps the copy of a message just sent (`message_id`) that could not
-    /// be saved in Sent, in the store first (awaited: the device's answer
-    /// waits for it), and hands it to the user's resumer.
-    pub async fn save_later(
+    /// Keeps the copy of a message the relay just accepted (`message_id`)
+    /// in the store (awaited), before the send is recorded and the copy is
+    /// APPENDed: if opush stops before the copy is in Sent, the row is
+    /// resumed by the next opush (which looks for the copy by its
+    /// Message-ID first, so it is never saved twice). Then either
+    /// [`SentCopies::settled`] (saved in Sent at once) or
+    /// [`SentCopies::save_later`].
+    pub async fn keep(
         &self,
         eas: &EasServices,
         user: &str,
-        password: &Secret,
         message_id: &str,
         copy: Vec<u8>,
-    ) {
+    ) -> KeptCopy {
         let at = now_ms();
         let copy = SentCopy {
             user: user.to_owned(),
@@ -206,7 +228,26 @@ impl SentCopies {
                 false
             }
         };
-        self.hand_over(eas, user, Some(password), Some(Job { copy, stored }));
+        KeptCopy(Job { copy, stored })
+    }
+
+    /// The kept copy is in Sent: its row is deleted, in the background (a
+    /// row left by a crash meanwhile is found in Sent by the next resumer,
+    /// and deleted then).
+    pub fn settled(&self, eas: &EasServices, kept: KeptCopy) {
+        let KeptCopy(job) = kept;
+        if !job.stored {
+            return;
+        }
+        let store = eas.sessions.store().clone();
+        tokio::spawn(async move { forget(&store, &job).await });
+    }
+
+    /// The kept copy could not be saved in Sent now: hands it to the
+    /// user's resumer.
+    pub fn save_later(&self, eas: &EasServices, user: &str, password: &Secret, kept: KeptCopy) {
+        let KeptCopy(job) = kept;
+        self.hand_over(eas, user, Some(password), Some(job));
     }
 
     /// An authenticated request of `user`: a running resumer gets its

@@ -10,12 +10,19 @@
 //!    FolderId, or LongId) and build the full message (`crate::reply`);
 //! 4. `crate::outgoing::prepare` (From = the user's identity, Bcc out of the
 //!    message, Date / Message-ID), then SMTP submission;
-//! 5. record `MailSent` for the ClientId (after the relay accepted: a failed
+//! 5. keep the Sent copy in the store (`crate::sent_copy`), then record
+//!    `MailSent` for the ClientId (both after the relay accepted: a failed
 //!    submission leaves nothing, so the retry goes out);
 //! 6. best effort, never failing the send: flag the original `\Answered` /
-//!    `$Forwarded`, save a copy in Sent (created when missing; when that
-//!    fails, kept in the store and saved later by `crate::sent_copy`), send
-//!    the delivery receipt if configured.
+//!    `$Forwarded`, save the copy in Sent (created when missing) and drop
+//!    its row, or, when that fails, leave the row to be saved later by
+//!    `crate::sent_copy`; send the delivery receipt if configured.
+//!
+//! A kill of opush between the relay's acceptance and step 5's record is
+//! the one place a retry sends the message again (nothing can tell
+//! whether the relay got it); after the record the retry gets Status 118
+//! and the kept row brings the copy to Sent once (docs/ARCHITECTURE.md,
+//! invariants).
 //!
 //! Each failure is a [`SendFailure`]; `crate::error` maps it to its Status
 //! and logs it. This module never logs a password.
@@ -400,7 +407,18 @@ pub async fn compose(
         "message sent"
     );
 
-    // The message is out: from here on nothing may fail the request.
+    // The message is out: from here on nothing may fail the request. Its
+    // Sent copy is kept in the store first, so that a kill before the copy
+    // is in Sent leaves it to the next opush (`crate::sent_copy`).
+    let kept = if req.save_in_sent_items {
+        Some(
+            eas.sent_copies
+                .keep(eas, user, &out.message_id, out.sent_copy())
+                .await,
+        )
+    } else {
+        None
+    };
     let mut rec = Recorder::new(&session, eas, command);
     rec.decided(
         DecisionInput::Sent {
@@ -430,7 +448,6 @@ pub async fn compose(
         }
     }
     // The copy for Sent, saved later when it cannot be now.
-    let mut save_later = req.save_in_sent_items;
     if let Some(conn) = imap.as_mut() {
         if let (Some((raw, uid)), Some(kind)) = (&original_at, kind) {
             let flag = match kind {
@@ -444,23 +461,21 @@ pub async fn compose(
         }
         if req.save_in_sent_items {
             match save_in_sent(conn, settings, &out.sent_copy()).await {
-                Ok(()) => {
-                    sent.saved_in_sent = true;
-                    save_later = false;
-                }
+                Ok(()) => sent.saved_in_sent = true,
                 Err(e) => {
                     tracing::warn!(user, error = %e, "sent copy not saved: retried in the background")
                 }
             }
         }
     }
-    if save_later {
+    if let Some(kept) = kept {
         drop(imap);
-        // Kept in the store before the device is answered, then saved in
-        // the background (`crate::sent_copy`).
-        eas.sent_copies
-            .save_later(eas, user, caller.password, &out.message_id, out.sent_copy())
-            .await;
+        if sent.saved_in_sent {
+            eas.sent_copies.settled(eas, kept);
+        } else {
+            // Kept in the store already; saved in the background.
+            eas.sent_copies.save_later(eas, user, caller.password, kept);
+        }
     }
     if settings.delivery_receipt {
         if let Err(e) = delivery_receipt(settings, &sender, &out, &stamp).await {
