@@ -223,6 +223,12 @@ impl Journal {
     pub(crate) fn open(dir: &Path) -> io::Result<(Journal, Vec<Vec<u8>>)> {
         let (a, mut ra) = Segment::open(&dir.join(FILES[0]))?;
         let (b, mut rb) = Segment::open(&dir.join(FILES[1]))?;
+        // The files just created (and `opush.redb`, created before) are
+        // entries of the directory: synced, so that a power loss right
+        // after the first open cannot lose a journal file whose records
+        // were synced (docs/STORAGE.md, "Crashes").
+        #[cfg(unix)]
+        std::fs::File::open(dir)?.sync_all()?;
         // The older file first: the one whose first record is older. Within
         // a file, records are in order.
         let first = |r: &[(u64, Vec<u8>)]| r.first().map(|(seq, _)| *seq);
