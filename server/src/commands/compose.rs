@@ -20,9 +20,10 @@
 //!
 //! A kill of opush between the relay's acceptance and step 5's record is
 //! the one place a retry sends the message again (nothing can tell
-//! whether the relay got it); after the record the retry gets Status 118
-//! and the kept row brings the copy to Sent once (docs/ARCHITECTURE.md,
-//! invariants).
+//! whether the relay got it), under the same Message-ID (derived from the
+//! ClientId when the device gave none, `message_unique`); after the
+//! record the retry gets Status 118 and the kept row brings the copy to
+//! Sent once (docs/ARCHITECTURE.md, invariants).
 //!
 //! Each failure is a [`SendFailure`]; `crate::error` maps it to its Status
 //! and logs it. This module never logs a password.
@@ -361,7 +362,7 @@ pub async fn compose(
     let sender = settings.sender(user);
     let stamp = Stamp {
         date: rfc5322_date(i64::try_from(now().0 / 1000).unwrap_or(0)),
-        unique: unique_id(),
+        unique: message_unique(user, caller.device_id, client_id.as_ref()),
         host: settings.host.clone(),
     };
     let out = prepare(&mime, &sender, &stamp, settings.max_message_size).map_err(|e| match e {
@@ -773,6 +774,29 @@ fn read_template(settings: &SendSettings, name: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(name)).ok()
 }
 
+/// The left part of the Message-ID opush gives a message the device sent
+/// without one. With a ClientId it is the same on every try of that send
+/// (a digest of user, device and ClientId): a send retried after a kill
+/// between the relay's acceptance and the ClientId's record goes out again
+/// (nothing tells whether the relay got it), and both deliveries then
+/// carry one Message-ID, by which receivers can tell them as one (and a
+/// Sent copy kept by the first try is recognised in Sent by the resumer).
+/// Without a ClientId, random.
+fn message_unique(user: &str, device_id: &str, client_id: Option<&ClientId>) -> String {
+    match client_id {
+        Some(c) => {
+            let mut h = blake3::Hasher::new();
+            for part in [user, device_id, c.0.as_str()] {
+                h.update(&(part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+            let hex = h.finalize().to_hex();
+            format!("c.{}", &hex[..32])
+        }
+        None => unique_id(),
+    }
+}
+
 /// A unique left part for a Message-ID.
 fn unique_id() -> String {
     let mut b = [0u8; 12];
@@ -814,6 +838,25 @@ mod tests {
         assert!(a.0.len() < 80, "{} bytes remembered", a.0.len());
         assert_eq!(bounded_client_id(&long), a, "a retry must be recognised");
         assert_ne!(bounded_client_id(&format!("{long}y")), a);
+    }
+
+    #[test]
+    fn a_client_id_gives_its_send_one_message_id() {
+        let id = |c: &str| ClientId(c.to_owned());
+        let a = message_unique("u@x", "DEV", Some(&id("c1")));
+        assert_eq!(a, message_unique("u@x", "DEV", Some(&id("c1"))));
+        assert_ne!(a, message_unique("u@x", "DEV", Some(&id("c2"))));
+        assert_ne!(a, message_unique("u@x", "DEV2", Some(&id("c1"))));
+        assert_ne!(a, message_unique("v@x", "DEV", Some(&id("c1"))));
+        // Parts are length-prefixed: no two splits of one string collide.
+        assert_ne!(
+            message_unique("u@x", "DEVc", Some(&id("1"))),
+            message_unique("u@x", "DEV", Some(&id("c1")))
+        );
+        assert_ne!(
+            message_unique("u@x", "DEV", None),
+            message_unique("u@x", "DEV", None)
+        );
     }
 
     #[test]
