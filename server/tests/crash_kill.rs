@@ -28,10 +28,11 @@
 //! a MoveItems carried out but not recorded is answered Status 5 and the
 //! next Syncs show the move (a Delete in the source, an Add in the
 //! destination); a send killed between the relay's acceptance and its
-//! record goes out twice (docs/ARCHITECTURE.md, invariants).
+//! record goes out twice (docs/ARCHITECTURE.md, invariants), under one
+//! Message-ID (random ones before) and with one copy in Sent.
 //!
 //! Services: the stack's Dovecot (127.0.0.1:1143) and Postfix (1025).
-//! Users load1111-load1125 (load1111-load1130 are this file's).
+//! Users load1111-load1126 (load1111-load1130 are this file's).
 
 #![allow(
     clippy::unwrap_used,
@@ -1103,4 +1104,78 @@ async fn a_send_cut_by_a_kill_and_retried_goes_out_once_with_one_sent_copy() {
         "{:?}",
         phone.server_errors
     );
+}
+
+/// The Message-IDs of the messages of `mailbox` whose Subject contains
+/// `subject`.
+fn message_ids(imap: &mut RawImap, mailbox: &str, subject: &str) -> Vec<String> {
+    let uids = imap.search_subject(mailbox, subject);
+    uids.iter()
+        .map(|uid| {
+            let (lines, ok) = imap.cmd(&format!(
+                "UID FETCH {uid} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
+            ));
+            assert!(ok.starts_with("OK"), "{ok}");
+            let text = lines.concat();
+            text.split_once("Message-ID:")
+                .or_else(|| text.split_once("Message-Id:"))
+                .map(|(_, r)| r.split('\r').next().unwrap_or("").trim().to_owned())
+                .unwrap_or_else(|| panic!("no Message-ID in {text:?}"))
+        })
+        .collect()
+}
+
+/// The one window left: a SendMail killed after the relay accepted the
+/// message (its answer to the end of DATA held back) and before opush
+/// recorded the ClientId. Nothing tells the retry whether the relay got
+/// it, so it goes out again rather than risk losing it; both deliveries
+/// carry the same Message-ID (derived from the ClientId), so receivers can
+/// tell them as one, and Sent holds one copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_cut_after_the_relay_accepted_it_goes_again_under_one_message_id() {
+    let user = "load1126@load.test";
+    let tag = unique("crashdata");
+    let mut imap = RawImap::login(user);
+    let dir = tempfile::tempdir().unwrap();
+    let postfix = Gate::start(direct(POSTFIX_SMTP));
+    let mut opush = Opush::new(dir.path(), direct(DOVECOT_IMAP), postfix.addr, "");
+    opush.start().await;
+    let mut phone = Phone::new(opush.addr, user, "CRASHDATA");
+    phone.folder_sync().await;
+    let subject = format!("{tag} sent");
+    let body = encode_to_vec(
+        &SendMailRequest(ComposeRequest {
+            client_id: Some(format!("{tag}-1")),
+            save_in_sent_items: true,
+            mime: format!(
+                "To: {user}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\r\naccepted, then killed\r\n"
+            )
+            .into_bytes(),
+            ..ComposeRequest::default()
+        })
+        .to_element(PV),
+    );
+    postfix.arm(Way::Up, "\r\n.\r\n", Trip::Forward);
+    let (res, ()) = tokio::join!(phone.post("SendMail", &body), async {
+        postfix.tripped().await;
+        // Delivered: the relay had accepted it.
+        RawImap::login(user).wait_for_subject("INBOX", &subject);
+        opush.restart().await;
+    });
+    assert_eq!(res.status, 200);
+    assert!(res.body.is_empty(), "SendMail: {}", res.xml());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (imap.search_subject("INBOX", &subject).len() < 2
+        || imap.search_subject("Sent", &subject).is_empty())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delivered = message_ids(&mut imap, "INBOX", &subject);
+    assert_eq!(delivered.len(), 2, "sent again on the retry: {delivered:?}");
+    assert_eq!(delivered[0], delivered[1], "one Message-ID for both tries");
+    let sent = message_ids(&mut imap, "Sent", &subject);
+    assert_eq!(sent, vec![delivered[0].clone()], "one copy in Sent");
 }
