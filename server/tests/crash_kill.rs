@@ -810,9 +810,17 @@ async fn devices_killed_amid_checkpoints_go_on_with_their_keys() {
         );
         retried += phone.retries;
     }
-    eprintln!("checkpoint burst: {} kills, {retried} retries", opush.kills);
+    // A restart that finds records in the journal (written and
+    // acknowledged since the last checkpoint) says so in its log.
+    let log = std::fs::read_to_string(dir.path().join("opush.log")).unwrap();
+    let replays = log.matches("journal replayed").count();
+    eprintln!(
+        "checkpoint burst: {} kills, {retried} retries, {replays} journal replays",
+        opush.kills
+    );
     assert_eq!(opush.kills, 5);
     assert!(retried > 0, "no device was cut off by a kill");
+    assert!(replays > 0, "no kill left writes for the journal to replay");
 }
 
 // ---------------------------------------------------------------------------
