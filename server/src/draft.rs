@@ -101,9 +101,25 @@ impl Author {
 
 /// The RFC 5322 form of a draft the device added: From the user (or what
 /// the device sent), its To, Cc, Subject and body (HTML when the device
-/// sent Type 2).
-pub fn new_draft(author: &Author, email: &Email) -> Vec<u8> {
-    rebuild(author, None, email, "")
+/// sent Type 2), and `message_id` (without angle brackets; see
+/// [`new_draft_id`]).
+pub fn new_draft(author: &Author, email: &Email, message_id: &str) -> Vec<u8> {
+    rebuild(author, None, email, "", Some(message_id))
+}
+
+/// The Message-ID of the draft a device adds with `client_id`: the same
+/// on every try of that Add (a digest of user, device and ClientId), so a
+/// retried Add whose APPEND was made when opush was killed, before the Add
+/// was recorded, finds that draft by its Message-ID instead of saving a
+/// second one (`commands::sync`).
+pub fn new_draft_id(user: &str, device_id: &str, client_id: &str, host: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    for part in ["draft", user, device_id, client_id] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let hex = h.finalize().to_hex();
+    format!("d.{}@{host}", &hex[..32])
 }
 
 /// The edited draft: what the device's Change carries, the rest (To, Cc,
@@ -121,10 +137,10 @@ pub fn edited_draft(
     server_id: &str,
 ) -> Option<Vec<u8>> {
     if old.is_empty() {
-        return Some(rebuild(author, None, change, server_id));
+        return Some(rebuild(author, None, change, server_id, None));
     }
     let parsed = crate::email::parse_whole(old)?;
-    Some(rebuild(author, Some(&parsed), change, server_id))
+    Some(rebuild(author, Some(&parsed), change, server_id, None))
 }
 
 /// [`new_draft`] (`parsed`: `None`) or [`edited_draft`].
@@ -133,6 +149,7 @@ fn rebuild(
     parsed: Option<&mail_parser::Message<'_>>,
     change: &Email,
     server_id: &str,
+    message_id: Option<&str>,
 ) -> Vec<u8> {
     // The old draft's own header fields, unfolded.
     let old_fields: Vec<(&str, String)> = parsed
@@ -159,6 +176,9 @@ fn rebuild(
         .or_else(|| own("From", parsed.and_then(|m| m.from())))
         .unwrap_or_else(|| format_mailbox(&author.sender));
     let mut builder = MessageBuilder::new().header("From", Raw::new(from));
+    if let Some(id) = message_id {
+        builder = builder.message_id(id.to_owned());
+    }
     let sender = device(&change.sender).or_else(|| own("Sender", parsed.and_then(|m| m.sender())));
     if let Some(sender) = sender {
         builder = builder.header("Sender", Raw::new(sender));
@@ -831,7 +851,7 @@ mod tests {
             ],
             ..Email::default()
         };
-        let v1 = new_draft(&alice(), &three);
+        let v1 = new_draft(&alice(), &three, "d.1@opush.test");
         assert_eq!(
             numbered(&v1),
             vec![
@@ -883,6 +903,18 @@ mod tests {
     }
 
     #[test]
+    fn a_new_draft_has_the_message_id_of_its_client_id() {
+        let id = new_draft_id("u@x", "DEV", "c1", "opush.test");
+        assert_eq!(id, new_draft_id("u@x", "DEV", "c1", "opush.test"));
+        assert_ne!(id, new_draft_id("u@x", "DEV", "c2", "opush.test"));
+        assert_ne!(id, new_draft_id("u@x", "DEV2", "c1", "opush.test"));
+        assert!(id.starts_with("d.") && id.ends_with("@opush.test"), "{id}");
+        let out = new_draft(&alice(), &Email::default(), &id);
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(m.message_id(), Some(id.as_str()));
+    }
+
+    #[test]
     fn a_new_draft_carries_inline_and_attached_parts() {
         let mut inline = add("c2", "logo.png", &[0x89, b'P', b'N', b'G']);
         inline.content_type = Some("image/png".to_owned());
@@ -893,7 +925,7 @@ mod tests {
             attachments_add: vec![add("c1", "a.bin", &[0, 1, 2, 255]), inline],
             ..Email::default()
         };
-        let out = new_draft(&alice(), &email);
+        let out = new_draft(&alice(), &email, "d.1@opush.test");
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.attachment_count(), 2);
         assert_eq!(m.attachment(0).unwrap().contents(), &[0, 1, 2, 255]);
@@ -914,7 +946,7 @@ mod tests {
             }),
             ..Email::default()
         };
-        let out = new_draft(&alice(), &email);
+        let out = new_draft(&alice(), &email, "d.1@opush.test");
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.subject(), Some("Hello"));
         assert!(m.body_html(0).unwrap().contains("<p>Hi</p>"));
@@ -1308,7 +1340,7 @@ caf=E9,1\n\
                 Some("alice@example.test".to_owned())
             )
         );
-        let out = new_draft(&alice(), &change);
+        let out = new_draft(&alice(), &change, "d.1@opush.test");
         assert_eq!(
             from_and_sender(&out).0.as_deref(),
             Some("\"Work\" <alice.work@example.test>")
@@ -1326,7 +1358,7 @@ caf=E9,1\n\
         ] {
             assert!(edits_content(&only), "{only:?}");
         }
-        let out = new_draft(&alice(), &Email::default());
+        let out = new_draft(&alice(), &Email::default(), "d.1@opush.test");
         assert_eq!(
             from_and_sender(&out),
             (Some("<alice@example.test>".to_owned()), None)

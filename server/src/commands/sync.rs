@@ -816,7 +816,13 @@ pub async fn sync(
         // 3. Carry out the device's changes.
         let effects = plan_sync(rec.state(), &prepared.request);
         let mut outcomes = Vec::with_capacity(effects.len());
-        let author = crate::draft::Author::of(&eas.send, caller.user);
+        let draft_author = crate::draft::Author::of(&eas.send, caller.user);
+        let author = DraftAuthor {
+            author: &draft_author,
+            user: caller.user,
+            device_id: caller.device_id,
+            host: &eas.send.host,
+        };
         for effect in &effects {
             let moves = prepared.wire.deletes_as_moves.unwrap_or(true);
             if trash.is_none() && moves && matches!(effect, BackendEffect::Delete { .. }) {
@@ -1476,6 +1482,15 @@ async fn trash_folder(imap: &mut PooledSession) -> Result<Option<String>, Comman
 }
 
 /// Carries out one planned effect; a failure is an outcome, not an error.
+/// Who adds or edits a draft: the user's identities, and the device (a new
+/// draft's Message-ID names user, device and ClientId).
+struct DraftAuthor<'a> {
+    author: &'a crate::draft::Author,
+    user: &'a str,
+    device_id: &'a str,
+    host: &'a str,
+}
+
 async fn perform(
     imap: &mut PooledSession,
     effect: &BackendEffect,
@@ -1483,7 +1498,7 @@ async fn perform(
     state: &opush_engine::DeviceState,
     trash: Option<&str>,
     version: ProtocolVersion,
-    author: &crate::draft::Author,
+    author: &DraftAuthor<'_>,
 ) -> EffectOutcome {
     let Some(raw) = prepared.raw.as_deref() else {
         return EffectOutcome::Failed;
@@ -1506,17 +1521,32 @@ async fn perform(
             if !drafts || version < ProtocolVersion::V16_0 {
                 return EffectOutcome::Failed;
             }
-            let message = crate::draft::new_draft(author, email);
+            let message_id = crate::draft::new_draft_id(
+                author.user,
+                author.device_id,
+                &client_id.0,
+                author.host,
+            );
+            let message = crate::draft::new_draft(author.author, email, &message_id);
             if message.len() as u64 > imap.config().max_message_bytes {
                 tracing::warn!(target: "MAIL.DATA", folder = raw, bytes = message.len(), "new draft too large, not added");
                 return EffectOutcome::Failed;
             }
-            let uid = match imap
-                .append(raw, &[Flag::Draft, Flag::Seen], None, &message)
-                .await
-            {
-                Ok(Some(uid)) => uid,
-                _ => return EffectOutcome::Failed,
+            // A retried Add whose APPEND was made but not recorded (opush
+            // killed in between) finds its draft instead of adding another.
+            let found = match imap.with_message_id(raw, &message_id).await {
+                Ok(uids) => uids.into_iter().max(),
+                Err(_) => return EffectOutcome::Failed,
+            };
+            let uid = match found {
+                Some(uid) => uid,
+                None => match imap
+                    .append(raw, &[Flag::Draft, Flag::Seen], None, &message)
+                    .await
+                {
+                    Ok(Some(uid)) => uid,
+                    _ => return EffectOutcome::Failed,
+                },
             };
             let Ok(mailbox) = imap.select(raw).await else {
                 return EffectOutcome::Failed;
@@ -1552,7 +1582,8 @@ async fn perform(
                     })
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                return crate::draft::replace_draft(imap, raw, (uid, &sid), author, email).await;
+                return crate::draft::replace_draft(imap, raw, (uid, &sid), author.author, email)
+                    .await;
             }
             let mut set = Vec::new();
             let mut clear = Vec::new();

@@ -1588,6 +1588,16 @@ impl Session {
     /// (without angle brackets): `UID SEARCH HEADER Message-ID`, a
     /// substring match, so the brackets are searched for too.
     pub async fn has_message_id(&mut self, raw: &str, message_id: &str) -> Result<bool, ImapError> {
+        Ok(!self.with_message_id(raw, message_id).await?.is_empty())
+    }
+
+    /// The UIDs of `raw`'s messages whose Message-ID is `message_id`
+    /// (without angle brackets), as [`Session::has_message_id`] finds them.
+    pub async fn with_message_id(
+        &mut self,
+        raw: &str,
+        message_id: &str,
+    ) -> Result<Vec<u32>, ImapError> {
         let wanted = format!("<{message_id}>");
         if wanted.chars().any(|c| c.is_control()) {
             return Err(ImapError::InvalidInput(
@@ -1600,7 +1610,7 @@ impl Session {
             Err(_) => parts.push(Part::Literal(wanted.as_bytes())),
         }
         self.ensure(raw, false).await?;
-        Ok(!self.uid_search(parts).await?.is_empty())
+        self.uid_search(parts).await
     }
 
     /// Deletes every message of the mailbox; returns how many there were.
