@@ -22,7 +22,10 @@
 //! success); a MoveItems retried after its answer was lost got Status 1
 //! and the device kept a stale copy (the retry now gets the first answer);
 //! a send killed between its record and its Sent copy's APPEND never had
-//! its copy saved (the copy is kept in the store first). Known and
+//! its copy saved (the copy is kept in the store first); a 16.x draft Add
+//! retried after its APPEND was made but not recorded saved a second draft
+//! (a new draft's Message-ID now comes from its ClientId, and the retry
+//! finds it). Known and
 //! accepted: a flag change carried out but not recorded comes back on the
 //! retry as Status 7 with the server's version, which is the device's own;
 //! a MoveItems carried out but not recorded is answered Status 5 and the
@@ -32,7 +35,7 @@
 //! Message-ID (random ones before) and with one copy in Sent.
 //!
 //! Services: the stack's Dovecot (127.0.0.1:1143) and Postfix (1025).
-//! Users load1111-load1126 (load1111-load1130 are this file's).
+//! Users load1111-load1127 (load1111-load1130 are this file's).
 
 #![allow(
     clippy::unwrap_used,
@@ -204,9 +207,10 @@ enum Way {
 /// What happens to the bytes that carry the armed pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trip {
-    /// They go on (the server gets the command), nothing after them does.
+    /// They go on, and so does the rest of the request (the server gets the
+    /// whole command, an APPEND's literal too); no answer goes back.
     Forward,
-    /// They are dropped, and nothing after them goes.
+    /// They are dropped, and nothing after them goes either way.
     Swallow,
 }
 
@@ -217,8 +221,8 @@ struct GateState {
 }
 
 /// A TCP relay that, once armed with a pattern, freezes the connection the
-/// pattern crosses: from then on nothing is relayed on it either way (the
-/// client waits for an answer that never comes) until one side closes.
+/// pattern crosses ([`Trip`]): from then on no answer is relayed on it (the
+/// client waits for one that never comes) until one side closes.
 struct Gate {
     addr: SocketAddr,
     state: Arc<GateState>,
@@ -236,7 +240,8 @@ impl Gate {
                 let Ok(server) = TcpStream::connect(upstream) else {
                     continue;
                 };
-                let frozen = Arc::new(AtomicBool::new(false));
+                // Whether each way (up, down) is frozen.
+                let frozen = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
                 for (from, to, way) in [
                     (
                         client.try_clone().unwrap(),
@@ -277,7 +282,14 @@ impl Gate {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, way: Way, st: &GateState, frozen: &AtomicBool) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    way: Way,
+    st: &GateState,
+    frozen: &[AtomicBool; 2],
+) {
+    let mine = usize::from(way == Way::Down);
     let mut buf = vec![0u8; 64 * 1024];
     let mut tail: Vec<u8> = Vec::new();
     loop {
@@ -285,7 +297,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, way: Way, st: &GateState, frozen
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if frozen.load(Ordering::SeqCst) {
+        if frozen[mine].load(Ordering::SeqCst) {
             continue;
         }
         let chunk = &buf[..n];
@@ -298,8 +310,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, way: Way, st: &GateState, frozen
                     seen.extend_from_slice(chunk);
                     if seen.windows(pattern.len()).any(|x| x == pattern.as_slice()) {
                         hit = Some(*trip);
+                        // No answer goes back; with Swallow, nothing more
+                        // goes either way.
+                        frozen[1].store(true, Ordering::SeqCst);
+                        if *trip == Trip::Swallow {
+                            frozen[0].store(true, Ordering::SeqCst);
+                        }
                         *armed = None;
-                        frozen.store(true, Ordering::SeqCst);
                     } else {
                         let keep = pattern.len().saturating_sub(1).min(seen.len());
                         tail = seen[seen.len() - keep..].to_vec();
@@ -345,6 +362,8 @@ struct Folder {
 /// A device keeping its own state, retrying what got no answer.
 struct Phone {
     name: String,
+    /// Its protocol version.
+    pv: ProtocolVersion,
     c: EasClient,
     /// CollectionId of each folder, by display name.
     folders: BTreeMap<String, String>,
@@ -358,9 +377,14 @@ struct Phone {
 
 impl Phone {
     fn new(addr: SocketAddr, user: &str, device_id: &str) -> Phone {
+        Phone::with_version(addr, user, device_id, V)
+    }
+
+    fn with_version(addr: SocketAddr, user: &str, device_id: &str, version: &str) -> Phone {
         Phone {
             name: format!("{user}/{device_id}"),
-            c: EasClient::new(addr, user, &demo_password(), device_id, V),
+            pv: opush_protocol::headers::parse_protocol_version(version).unwrap(),
+            c: EasClient::new(addr, user, &demo_password(), device_id, version),
             folders: BTreeMap::new(),
             synced: BTreeMap::new(),
             retries: 0,
@@ -410,7 +434,7 @@ impl Phone {
             )
             .await;
         assert_eq!(res.status, 200, "{}: FolderSync", self.name);
-        let r = FolderSyncResponse::from_element(&res.element(), PV).unwrap();
+        let r = FolderSyncResponse::from_element(&res.element(), self.pv).unwrap();
         assert_eq!(
             r.status.code(),
             1,
@@ -456,7 +480,7 @@ impl Phone {
         );
         let res = self.post("Sync", &wbxml_of(&xml)).await;
         assert_eq!(res.status, 200, "{}: Sync HTTP status", self.name);
-        let r = SyncResponse::from_element(&res.element(), PV)
+        let r = SyncResponse::from_element(&res.element(), self.pv)
             .unwrap_or_else(|e| panic!("{}: Sync answer ({e}): {}", self.name, res.xml()));
         let c = r
             .collections
@@ -1186,4 +1210,62 @@ async fn a_send_cut_after_the_relay_accepted_it_goes_again_under_one_message_id(
     assert_eq!(delivered[0], delivered[1], "one Message-ID for both tries");
     let sent = message_ids(&mut imap, "Sent", &subject);
     assert_eq!(sent, vec![delivered[0].clone()], "one copy in Sent");
+}
+
+/// A 16.1 draft Add whose APPEND Dovecot made, opush killed before the
+/// Add was recorded, retried with its ClientId: the retry finds the draft
+/// (by the Message-ID its ClientId gives) instead of saving a second one,
+/// and the device ends with exactly the Drafts folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_add_cut_by_a_kill_and_retried_is_saved_once() {
+    let user = "load1127@load.test";
+    let tag = unique("crashdraft");
+    let mut imap = RawImap::login(user);
+    empty(&mut imap, "Drafts");
+    let dir = tempfile::tempdir().unwrap();
+    let dovecot = Gate::start(direct(DOVECOT_IMAP));
+    let mut opush = Opush::new(dir.path(), dovecot.addr, direct(POSTFIX_SMTP), "");
+    opush.start().await;
+    let mut phone = Phone::with_version(opush.addr, user, "CRASHDRAFT", "16.1");
+    phone.folder_sync().await;
+    let drafts = phone.folder("Drafts");
+    phone.sync_to_end(&drafts, 50).await;
+    let add = format!(
+        "<Commands><Add><ClientId>{tag}-d</ClientId><ApplicationData>\
+         <email:To>bob@example.test</email:To><email:Subject>{tag}</email:Subject>\
+         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:Data>draft</airsyncbase:Data></airsyncbase:Body>\
+         </ApplicationData></Add></Commands>"
+    );
+    dovecot.arm(Way::Up, "APPEND", Trip::Forward);
+    let (r, ()) = tokio::join!(phone.sync(&drafts, 50, &add), async {
+        dovecot.tripped().await;
+        until("the draft in IMAP", || {
+            !imap.search_subject("Drafts", &tag).is_empty()
+        })
+        .await;
+        opush.restart().await;
+    });
+    check_replies(&r, &[1], "draft Add, kill before recording");
+    let Some(CommandResponse::Add {
+        server_id: Some(id),
+        ..
+    }) = r.responses.iter().flatten().next()
+    else {
+        panic!("no ServerId for the draft: {r:?}");
+    };
+    phone.synced.get_mut(&drafts).unwrap().items.insert(
+        id.0.clone(),
+        Mail {
+            subject: tag.clone(),
+            read: true,
+        },
+    );
+    assert_eq!(
+        imap.search_subject("Drafts", &tag).len(),
+        1,
+        "the draft saved once"
+    );
+    phone.sync_to_end(&drafts, 50).await;
+    assert_same(&phone, &drafts, &mut imap, "Drafts");
 }
