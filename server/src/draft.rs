@@ -136,11 +136,54 @@ pub fn edited_draft(
     change: &Email,
     server_id: &str,
 ) -> Option<Vec<u8>> {
+    edited_draft_as(author, old, change, server_id, None)
+}
+
+/// [`edited_draft`] with this Message-ID (else a new random one).
+fn edited_draft_as(
+    author: &Author,
+    old: &[u8],
+    change: &Email,
+    server_id: &str,
+    message_id: Option<&str>,
+) -> Option<Vec<u8>> {
     if old.is_empty() {
-        return Some(rebuild(author, None, change, server_id, None));
+        return Some(rebuild(author, None, change, server_id, message_id));
     }
     let parsed = crate::email::parse_whole(old)?;
-    Some(rebuild(author, Some(&parsed), change, server_id, None))
+    Some(rebuild(
+        author,
+        Some(&parsed),
+        change,
+        server_id,
+        message_id,
+    ))
+}
+
+/// The Message-ID of a draft edit: the same on every try of that Change
+/// (a digest of user, device, the draft's ServerId and the Change's content
+/// digest), so a retried Change whose APPEND was made when opush was
+/// killed finds that message instead of saving a second one.
+pub fn edited_draft_id(
+    user: &str,
+    device_id: &str,
+    server_id: &str,
+    change_digest: &[u8],
+    host: &str,
+) -> String {
+    let mut h = blake3::Hasher::new();
+    for part in [
+        b"edit".as_slice(),
+        user.as_bytes(),
+        device_id.as_bytes(),
+        server_id.as_bytes(),
+        change_digest,
+    ] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let hex = h.finalize().to_hex();
+    format!("e.{}@{host}", &hex[..32])
 }
 
 /// [`new_draft`] (`parsed`: `None`) or [`edited_draft`].
@@ -476,15 +519,20 @@ impl<'m> OldTree<'m> {
 }
 
 /// Replaces draft `uid` of `raw` by its edit: APPEND the new message with
-/// the old flags (plus the Change's Read), expunge the old one. Any failure
-/// before the APPEND leaves the old draft as it was (`Failed`); a failed
-/// expunge after it is logged (the old draft comes back as a new item).
+/// the old flags (plus the Change's Read) and `message_id`
+/// ([`edited_draft_id`]), expunge the old one. Any failure before the
+/// APPEND leaves the old draft as it was (`Failed`); a failed expunge after
+/// it is logged (the old draft comes back as a new item). A message with
+/// `message_id` in the folder already (other than the old draft) is this
+/// edit saved by a try cut short by a kill: it is kept instead of a second
+/// APPEND.
 pub async fn replace_draft(
     imap: &mut PooledSession,
     raw: &str,
     (uid, server_id): (u32, &str),
     author: &Author,
     change: &Email,
+    message_id: &str,
 ) -> EffectOutcome {
     let limit = imap.config().max_message_bytes;
     let old = match imap.fetch_message(raw, uid, limit).await {
@@ -511,7 +559,7 @@ pub async fn replace_draft(
         .clone()
         .unwrap_or_else(|| old_flags.keywords.clone());
     flags.extend(keywords.into_iter().map(Flag::Keyword));
-    let Some(message) = edited_draft(author, &old, change, server_id) else {
+    let Some(message) = edited_draft_as(author, &old, change, server_id, Some(message_id)) else {
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, "draft is not a message (no header field) or has a message straight in a message, not replaced");
         return EffectOutcome::Failed;
     };
@@ -519,9 +567,16 @@ pub async fn replace_draft(
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, bytes = message.len(), "edited draft too large, not replaced");
         return EffectOutcome::Failed;
     }
-    let new_uid = match imap.append(raw, &flags, None, &message).await {
-        Ok(Some(u)) => u,
-        _ => return EffectOutcome::Failed,
+    let saved = match imap.with_message_id(raw, message_id).await {
+        Ok(uids) => uids.into_iter().filter(|u| *u != uid).max(),
+        Err(_) => return EffectOutcome::Failed,
+    };
+    let new_uid = match saved {
+        Some(u) => u,
+        None => match imap.append(raw, &flags, None, &message).await {
+            Ok(Some(u)) => u,
+            _ => return EffectOutcome::Failed,
+        },
     };
     if let Err(e) = imap.expunge(raw, &[uid]).await {
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, error = %e, "edited draft: the old message stays");
@@ -910,6 +965,26 @@ mod tests {
         assert_ne!(id, new_draft_id("u@x", "DEV2", "c1", "opush.test"));
         assert!(id.starts_with("d.") && id.ends_with("@opush.test"), "{id}");
         let out = new_draft(&alice(), &Email::default(), &id);
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(m.message_id(), Some(id.as_str()));
+    }
+
+    #[test]
+    fn an_edit_has_the_message_id_of_its_content() {
+        let id = edited_draft_id("u@x", "DEV", "5:1", &[1; 32], "opush.test");
+        assert_eq!(
+            id,
+            edited_draft_id("u@x", "DEV", "5:1", &[1; 32], "opush.test")
+        );
+        assert_ne!(
+            id,
+            edited_draft_id("u@x", "DEV", "5:1", &[2; 32], "opush.test")
+        );
+        assert_ne!(
+            id,
+            edited_draft_id("u@x", "DEV", "5:2", &[1; 32], "opush.test")
+        );
+        let out = edited_draft_as(&alice(), OLD, &Email::default(), "5:1", Some(&id)).unwrap();
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.message_id(), Some(id.as_str()));
     }

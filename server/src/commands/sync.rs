@@ -1559,7 +1559,11 @@ async fn perform(
                 Err(_) => EffectOutcome::Failed,
             }
         }
-        BackendEffect::Update { collection, id, .. } => {
+        BackendEffect::Update {
+            collection,
+            id,
+            digest,
+        } => {
             let Some((_, uid)) = uid_of(id) else {
                 return EffectOutcome::Failed;
             };
@@ -1582,8 +1586,22 @@ async fn perform(
                     })
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                return crate::draft::replace_draft(imap, raw, (uid, &sid), author.author, email)
-                    .await;
+                let message_id = crate::draft::edited_draft_id(
+                    author.user,
+                    author.device_id,
+                    &sid,
+                    &digest.0,
+                    author.host,
+                );
+                return crate::draft::replace_draft(
+                    imap,
+                    raw,
+                    (uid, &sid),
+                    author.author,
+                    email,
+                    &message_id,
+                )
+                .await;
             }
             let mut set = Vec::new();
             let mut clear = Vec::new();
