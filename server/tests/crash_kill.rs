@@ -23,9 +23,10 @@
 //! and the device kept a stale copy (the retry now gets the first answer);
 //! a send killed between its record and its Sent copy's APPEND never had
 //! its copy saved (the copy is kept in the store first); a 16.x draft Add
-//! retried after its APPEND was made but not recorded saved a second draft
-//! (a new draft's Message-ID now comes from its ClientId, and the retry
-//! finds it). Known and
+//! or edit retried after its APPEND was made but not recorded saved a
+//! second draft (their Message-IDs now come from the ClientId, or from the
+//! ServerId and the Change's content, and the retry finds the message).
+//! Known and
 //! accepted: a flag change carried out but not recorded comes back on the
 //! retry as Status 7 with the server's version, which is the device's own;
 //! a MoveItems carried out but not recorded is answered Status 5 and the
@@ -35,7 +36,7 @@
 //! Message-ID (random ones before) and with one copy in Sent.
 //!
 //! Services: the stack's Dovecot (127.0.0.1:1143) and Postfix (1025).
-//! Users load1111-load1127 (load1111-load1130 are this file's).
+//! Users load1111-load1128 (load1111-load1130 are this file's).
 
 #![allow(
     clippy::unwrap_used,
@@ -1265,6 +1266,67 @@ async fn a_draft_add_cut_by_a_kill_and_retried_is_saved_once() {
         imap.search_subject("Drafts", &tag).len(),
         1,
         "the draft saved once"
+    );
+    phone.sync_to_end(&drafts, 50).await;
+    assert_same(&phone, &drafts, &mut imap, "Drafts");
+}
+
+/// A 16.1 draft Change (a replacement: APPEND of the edit, then EXPUNGE
+/// of the old draft) whose APPEND Dovecot made, opush killed before the
+/// EXPUNGE and the record, retried: the retry finds the edit by the
+/// Message-ID its content gives instead of saving a second one, and the
+/// device ends with exactly the Drafts folder: one draft, the edited one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_change_cut_by_a_kill_and_retried_leaves_one_draft() {
+    let user = "load1128@load.test";
+    let tag = unique("crashedit");
+    let (v1, v2) = (format!("{tag} v1"), format!("{tag} v2"));
+    let mut imap = RawImap::login(user);
+    empty(&mut imap, "Drafts");
+    let msg = format!("From: {user}\r\nTo: bob@example.test\r\nSubject: {v1}\r\n\r\nfirst\r\n");
+    fill::append_all(&mut imap, "Drafts", std::iter::once(msg));
+    let dir = tempfile::tempdir().unwrap();
+    let dovecot = Gate::start(direct(DOVECOT_IMAP));
+    let mut opush = Opush::new(dir.path(), dovecot.addr, direct(POSTFIX_SMTP), "");
+    opush.start().await;
+    let mut phone = Phone::with_version(opush.addr, user, "CRASHEDIT", "16.1");
+    phone.folder_sync().await;
+    let drafts = phone.folder("Drafts");
+    phone.sync_to_end(&drafts, 50).await;
+    let id = phone.server_id(&drafts, &v1);
+    let change = format!(
+        "<Commands><Change><ServerId>{id}</ServerId><ApplicationData>\
+         <email:Subject>{v2}</email:Subject>\
+         <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
+         <airsyncbase:Data>second</airsyncbase:Data></airsyncbase:Body>\
+         </ApplicationData></Change></Commands>"
+    );
+    dovecot.arm(Way::Up, "APPEND", Trip::Forward);
+    let (r, ()) = tokio::join!(phone.sync(&drafts, 50, &change), async {
+        dovecot.tripped().await;
+        until("v2 in IMAP", || {
+            !imap.search_subject("Drafts", &v2).is_empty()
+        })
+        .await;
+        opush.restart().await;
+    });
+    check_replies(&r, &[1], "draft Change, kill before recording");
+    phone
+        .synced
+        .get_mut(&drafts)
+        .unwrap()
+        .items
+        .get_mut(&id)
+        .unwrap()
+        .subject = v2.clone();
+    assert_eq!(
+        imap.search_subject("Drafts", &v2).len(),
+        1,
+        "the edit saved once"
+    );
+    assert!(
+        imap.search_subject("Drafts", &v1).is_empty(),
+        "the old draft gone"
     );
     phone.sync_to_end(&drafts, 50).await;
     assert_same(&phone, &drafts, &mut imap, "Drafts");
