@@ -1,7 +1,8 @@
 //! The HTTP/1.1 connection loop (server/src/http/conn.rs) against the real
 //! server and Dovecot, over raw TCP: keep-alive and pipelined requests,
 //! chunked bodies, `Expect: 100-continue` (answered only when the body is
-//! read), malformed and oversized heads, slow heads (408), idle keep-alive
+//! read), malformed and oversized heads, slow heads (408), bodies slower than
+//! the minimum rate, idle keep-alive
 //! connections closed, shutdown with an idle connection open.
 
 #![allow(
@@ -293,6 +294,42 @@ async fn slow_heads_and_idle_connections_are_closed() {
     let mut pending = Vec::new();
     assert_eq!(read_one(&mut used, &mut pending).await.0, 200);
     assert!(closed(&mut used, Duration::from_secs(10)).await.is_empty());
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_trickling_in_is_cut_off() {
+    // One byte every 300 ms: always within the 1 s per-read timeout, far
+    // below the minimum body rate. Without that rate the request would
+    // hold its connection (and in-flight slot) for the 60,000 bytes it
+    // announced, i.e. for hours.
+    let srv = start(timeouts(1, 600)).await;
+    let a = basic(ALICE, PASSWORD);
+    let s = TcpStream::connect(srv.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head = format!(
+        "POST /autodiscover/autodiscover.xml HTTP/1.1\r\nHost: x\r\nAuthorization: {a}\r\nContent-Type: text/xml\r\nContent-Length: 60000\r\n\r\n<"
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if wr.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), rd.read_to_end(&mut rest))
+        .await
+        .expect("a body trickling in at 3 B/s was still being read after 15 s")
+        .ok();
+    trickle.abort();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 400 "),
+        "{text}"
+    );
     srv.stop().await;
 }
 

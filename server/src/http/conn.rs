@@ -16,7 +16,8 @@
 //! 100-continue` is answered when it does), keep-alive (HTTP/1.1 by default,
 //! HTTP/1.0 on request), pipelined requests in order, a client that closes
 //! its connection while its request is parked cancels the request, a head
-//! that dribbles in slower than `[server] header_timeout_s` and a
+//! that dribbles in slower than `[server] header_timeout_s`, a body with no
+//! byte for that long or slower than [`MIN_BODY_RATE`] after it, and a
 //! connection idle longer than `[server] keep_alive_s` are closed, and on
 //! shutdown idle connections close while requests in progress finish.
 //! Malformed requests get a 4xx/5xx answer and a log line with the reason,
@@ -53,6 +54,13 @@ const BODY_READ: usize = 64 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Responses up to this size go out in one write with their head.
 const ONE_WRITE: usize = 16 * 1024;
+/// Slowest body accepted, bytes per second beyond the first
+/// `header_timeout_s`: each byte received extends the body's deadline by
+/// 1/`MIN_BODY_RATE` s. Without it a client sending one byte just within
+/// every `header_timeout_s` holds its request (and its `max_in_flight`
+/// slot) for as long as its `Content-Length` lasts. 500 B/s is a phone on
+/// the worst link that still syncs (a 10 MB attachment in under 6 hours).
+pub const MIN_BODY_RATE: f64 = 500.0;
 
 /// Timeouts of the connection loop (`[server] header_timeout_s`,
 /// `keep_alive_s`).
@@ -435,7 +443,8 @@ pub enum BodyError {
     /// Bad chunked framing.
     #[error("{0}")]
     Framing(String),
-    /// No byte of the body for `header_timeout_s`.
+    /// No byte of the body for `header_timeout_s`, or the body slower
+    /// than [`MIN_BODY_RATE`] after its first `header_timeout_s`.
     #[error("body timed out")]
     Timeout,
     /// The socket failed.
@@ -455,6 +464,10 @@ struct BodyReader<'a> {
     done: &'a AtomicBool,
     timeout: Duration,
     failed: bool,
+    /// When the body's reading started ([`MIN_BODY_RATE`]).
+    started: tokio::time::Instant,
+    /// Body bytes read from the socket so far.
+    received: u64,
 }
 
 impl<'a> BodyReader<'a> {
@@ -556,11 +569,20 @@ impl<'a> BodyReader<'a> {
             .unwrap_or(BODY_READ)
             .clamp(1, BODY_READ);
         self.buf.reserve(want);
-        tokio::time::timeout(self.timeout, read_some(self.stream, self.buf))
+        let earned = Duration::from_secs_f64(self.received as f64 / MIN_BODY_RATE);
+        let deadline = self.started + self.timeout + earned;
+        let wait = self
+            .timeout
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let n = tokio::time::timeout(wait, read_some(self.stream, self.buf))
             .await
             .map_err(|_| BodyError::Timeout)?
-            .map_err(BodyError::Io)
-            .and_then(|n| if n == 0 { Err(BodyError::Eof) } else { Ok(()) })
+            .map_err(BodyError::Io)?;
+        if n == 0 {
+            return Err(BodyError::Eof);
+        }
+        self.received += n as u64;
+        Ok(())
     }
 
     fn into_stream(self) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'a {
@@ -739,6 +761,8 @@ impl Connection {
                     done: &body_done,
                     timeout: timeouts.header,
                     failed: false,
+                    started: tokio::time::Instant::now(),
+                    received: 0,
                 }
                 .into_stream();
                 // Boxed: the handler's future keeps room for its arguments
