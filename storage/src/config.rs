@@ -138,6 +138,12 @@ pub struct StorageConfig {
     /// (they are durable either way; a longer interval means fewer, larger
     /// redb commits and a longer replay after a crash).
     pub checkpoint_ms: u64,
+    /// Lifetime of a device lease (Cassandra: a request with backend
+    /// effects holds one so that two processes never carry out one
+    /// device's changes at once). The holder renews it every third of it
+    /// while its request runs, so it only bounds how long a crashed
+    /// holder's lease keeps the device answering "retry later".
+    pub lease_ttl_s: u64,
 }
 
 impl Default for StorageConfig {
@@ -164,6 +170,7 @@ impl Default for StorageConfig {
             expiry_interval_s: 60,
             cache_mb: DEFAULT_CACHE_MB,
             checkpoint_ms: 1_000,
+            lease_ttl_s: 30,
         }
     }
 }
@@ -185,6 +192,9 @@ impl StorageConfig {
         let max_ttl = 20 * 365 * 24 * 3600;
         if ttls.iter().any(|t| *t > max_ttl) {
             return err("TTLs must be at most 20 years (630720000 s)");
+        }
+        if !(3..=3600).contains(&self.lease_ttl_s) {
+            return err("lease_ttl_s must be 3-3600 seconds");
         }
         if self.migration_batch_size == 0 || self.migration_page_size == 0 {
             return err("migration_batch_size and migration_page_size must be positive");

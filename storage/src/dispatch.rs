@@ -274,6 +274,64 @@ impl Store {
         }
     }
 
+    /// Whether other processes may serve the same devices from this store
+    /// (Cassandra), so a request with backend effects must hold the
+    /// device's lease ([`Store::take_lease`]). The embedded store is one
+    /// process's: its session lock serializes a device already.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Cassandra(_))
+    }
+
+    /// Takes the device's lease for `holder` (a per-process id plus the
+    /// request's) for `ttl`: `true` when taken (or already `holder`'s: a
+    /// retried take), `false` (nothing written) while another holder's
+    /// lease lives. On Cassandra a lightweight transaction on the
+    /// `device_leases` row (`INSERT … IF NOT EXISTS USING TTL`; TTLs count
+    /// whole seconds, rounded up), schema v4 (`SchemaMismatch` before); on
+    /// the embedded store a map in memory (no I/O, any schema).
+    pub async fn take_lease(
+        &self,
+        device: &DeviceKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        device.validate()?;
+        validate_holder(holder)?;
+        match self {
+            Store::Embedded(s) => Ok(s.take_lease(device, holder, ttl)),
+            Store::Cassandra(s) => s.take_lease(device, holder, ttl).await,
+        }
+    }
+
+    /// Extends `holder`'s live lease to `ttl` from now: `false` (nothing
+    /// written) when the device has no live lease of `holder` (it expired,
+    /// or another holder took it since).
+    pub async fn renew_lease(
+        &self,
+        device: &DeviceKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        device.validate()?;
+        validate_holder(holder)?;
+        match self {
+            Store::Embedded(s) => Ok(s.renew_lease(device, holder, ttl)),
+            Store::Cassandra(s) => s.renew_lease(device, holder, ttl).await,
+        }
+    }
+
+    /// Ends `holder`'s lease: `true` when the device holds no lease of
+    /// `holder` any more (released now, or it had expired), `false`
+    /// (nothing written) while another holder's lease lives.
+    pub async fn release_lease(&self, device: &DeviceKey, holder: &str) -> Result<bool> {
+        device.validate()?;
+        validate_holder(holder)?;
+        match self {
+            Store::Embedded(s) => Ok(s.release_lease(device, holder)),
+            Store::Cassandra(s) => s.release_lease(device, holder).await,
+        }
+    }
+
     /// Deletes expired rows now (the embedded store also does it in the
     /// background; Cassandra expires rows itself). Returns rows deleted.
     pub async fn purge_expired(&self) -> Result<u64> {
@@ -291,4 +349,15 @@ impl Store {
             Store::Cassandra(s) => s.drop_keyspace().await,
         }
     }
+}
+
+/// A lease holder: 1 to [`crate::MAX_ID_LEN`] bytes, no NUL.
+fn validate_holder(holder: &str) -> Result<()> {
+    if holder.is_empty() || holder.len() > crate::MAX_ID_LEN || holder.contains('\0') {
+        return Err(crate::StorageError::InvalidInput(format!(
+            "bad lease holder ({} bytes)",
+            holder.len()
+        )));
+    }
+    Ok(())
 }

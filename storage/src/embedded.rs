@@ -35,6 +35,7 @@
 //! (written on a request's path too) join the same groups: none takes a
 //! write transaction of its own, which would hold the groups back.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -303,6 +304,10 @@ fn decode_event(seq: u64, v: &[u8], now: u64) -> Result<Option<StoredEvent>> {
 }
 
 struct Inner {
+    /// Device leases (`user \0 device` → holder and end), in memory: one
+    /// process holds the file, and its session lock already serializes a
+    /// device, so they are never written (nothing to recover after a crash).
+    leases: Mutex<HashMap<String, (String, std::time::Instant)>>,
     db: Database,
     /// Held by every write transaction: the group commit (which appends to
     /// it) and the durable ones (which empty it). See [`crate::journal`].
@@ -471,6 +476,7 @@ impl EmbeddedStore {
             _stop: stop_tx,
             writes: append_tx,
             schema: std::sync::atomic::AtomicU64::new(0),
+            leases: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         let every = Duration::from_secs(cfg.expiry_interval_s.max(1));
@@ -639,6 +645,50 @@ impl EmbeddedStore {
         self.group_write(Write::SentCopyDelete(Box::new((user, message_id))))
             .await
             .map(|_| ())
+    }
+
+    /// The lease table, however a panicking holder left it.
+    fn leases(&self) -> MutexGuard<'_, HashMap<String, (String, std::time::Instant)>> {
+        self.inner.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// See [`crate::Store::take_lease`] (in memory, no I/O).
+    pub fn take_lease(&self, device: &DeviceKey, holder: &str, ttl: Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut leases = self.leases();
+        match leases.get(&device.to_string()) {
+            Some((h, until)) if *until > now && h != holder => false,
+            _ => {
+                leases.insert(device.to_string(), (holder.to_owned(), now + ttl));
+                true
+            }
+        }
+    }
+
+    /// See [`crate::Store::renew_lease`] (in memory, no I/O).
+    pub fn renew_lease(&self, device: &DeviceKey, holder: &str, ttl: Duration) -> bool {
+        let now = std::time::Instant::now();
+        match self.leases().get_mut(&device.to_string()) {
+            Some((h, until)) if *until > now && h == holder => {
+                *until = now + ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// See [`crate::Store::release_lease`] (in memory, no I/O).
+    pub fn release_lease(&self, device: &DeviceKey, holder: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut leases = self.leases();
+        let key = device.to_string();
+        match leases.get(&key) {
+            Some((h, until)) if *until > now && h != holder => false,
+            _ => {
+                leases.remove(&key);
+                true
+            }
+        }
     }
 
     /// See [`crate::Store::destroy`].
@@ -1017,14 +1067,20 @@ impl Inner {
             {
                 txn.open_table(SENT_COPIES).map_err(backend)?;
                 let mut meta = txn.open_table(META).map_err(backend)?;
-                meta.insert(META_VERSION, SENT_COPIES_SCHEMA.to_le_bytes().as_slice())
+                meta.insert(META_VERSION, LATEST_SCHEMA.to_le_bytes().as_slice())
                     .map_err(backend)?;
                 meta.insert(META_INSTALLED, now_ms().to_le_bytes().as_slice())
                     .map_err(backend)?;
             }
             txn.commit().map_err(backend)
         })?;
-        tracing::info!(target: "MIGRATION", "v2->v3 complete (table sent_copies); schema version 3");
+        // v3 -> v4 adds nothing here: the embedded store's device leases
+        // live in memory (one process holds the file).
+        tracing::info!(
+            target: "MIGRATION",
+            from,
+            "update complete (table sent_copies); schema version {LATEST_SCHEMA}"
+        );
         Ok(MigrationReport {
             from,
             to: LATEST_SCHEMA,

@@ -1,5 +1,5 @@
 //! The per-device event log, snapshots, device registry, full-capture
-//! bodies and pending Sent copies of opush, on an embedded store (default,
+//! bodies, pending Sent copies and device leases of opush, on an embedded store (default,
 //! redb) or Apache Cassandra (scylla driver), with versioned schemas,
 //! migrations and TTLs.
 //!
@@ -28,6 +28,6 @@ pub use model::{
     NewEvent, SentCopy, Snapshot, StoredEvent, MAX_ID_LEN, MAX_MESSAGE_ID_LEN,
 };
 pub use schema::{
-    MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
-    SENT_COPIES_SCHEMA,
+    MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, LEASES_SCHEMA,
+    MIN_SUPPORTED_SCHEMA, SENT_COPIES_SCHEMA,
 };

@@ -6,14 +6,20 @@
 use std::fmt;
 
 /// Schema version written by `install` and reached by `update`.
-pub const LATEST_SCHEMA: u32 = 3;
+pub const LATEST_SCHEMA: u32 = 4;
 /// Oldest schema this code can serve with. Older ones need `update` first.
 /// At version 2 everything works but pending Sent copies
-/// ([`SENT_COPIES_SCHEMA`]): `update` is advised.
+/// ([`SENT_COPIES_SCHEMA`]) and device leases; at version 3 everything but
+/// device leases ([`LEASES_SCHEMA`]): `update` is advised.
 pub const MIN_SUPPORTED_SCHEMA: u32 = 2;
 /// First schema with the pending Sent copies (`sent_copies`); calls on
 /// them fail with `SchemaMismatch` on an older one.
 pub const SENT_COPIES_SCHEMA: u32 = 3;
+/// First schema with the device leases (`device_leases`, Cassandra): on
+/// an older one, taking a lease fails with `SchemaMismatch` (the server
+/// then serves without, as before, and says so). The embedded store keeps
+/// its leases in memory at any version.
+pub const LEASES_SCHEMA: u32 = 4;
 
 /// What `schema status` finds.
 #[derive(Debug, Clone, PartialEq, Eq)]

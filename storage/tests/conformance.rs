@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{Backend, TestStore};
 use opush_storage::{
     digest, AppendBatch, DeviceKey, DeviceRecord, DeviceState, MigrationOptions, SchemaStatus,
-    SentCopy, Snapshot, StorageError, Store, LATEST_SCHEMA,
+    SentCopy, Snapshot, StorageError, Store, LATEST_SCHEMA, LEASES_SCHEMA,
 };
 
 fn dev(user: &str, id: &str) -> DeviceKey {
@@ -64,6 +64,8 @@ conformance!(
     schema_changes_reach_the_same_store,
     sent_copies_round_trip,
     a_v2_store_gains_sent_copies_on_update,
+    device_leases,
+    a_v3_store_gains_leases_on_update,
 );
 
 async fn append_and_read_in_order(backend: Backend) {
@@ -761,5 +763,120 @@ async fn a_v2_store_gains_sent_copies_on_update(backend: Backend) {
     // A new process sees the same.
     let t = t.reopen().await;
     assert_eq!(t.store.sent_copies("mona").await.unwrap().len(), 1);
+    t.cleanup().await;
+}
+
+/// A device lease: taken by one holder, refused to another while it
+/// lives (a retried take by the holder succeeds), renewed only by its
+/// holder, released only by its holder, and ended by its TTL.
+async fn device_leases(backend: Backend) {
+    let t = TestStore::fresh_with(backend, |_| {}).await;
+    let s = &t.store;
+    s.install_schema().await.unwrap();
+    let (d, other) = (dev("nina", "dev1"), dev("nina", "dev2"));
+    let long = Duration::from_secs(60);
+    assert!(s.take_lease(&d, "p1:r1", long).await.unwrap(), "taken");
+    assert!(
+        s.take_lease(&d, "p1:r1", long).await.unwrap(),
+        "a retried take by the holder"
+    );
+    assert!(
+        !s.take_lease(&d, "p2:r9", long).await.unwrap(),
+        "refused while held"
+    );
+    assert!(
+        s.take_lease(&other, "p2:r9", long).await.unwrap(),
+        "another device's lease is its own"
+    );
+    assert!(!s.renew_lease(&d, "p2:r9", long).await.unwrap());
+    assert!(s.renew_lease(&d, "p1:r1", long).await.unwrap());
+    assert!(
+        !s.release_lease(&d, "p2:r9").await.unwrap(),
+        "a non-holder's release is refused"
+    );
+    assert!(
+        !s.take_lease(&d, "p3:r1", long).await.unwrap(),
+        "still held after the refused release"
+    );
+    assert!(s.release_lease(&d, "p1:r1").await.unwrap(), "released");
+    assert!(
+        s.release_lease(&d, "p1:r1").await.unwrap(),
+        "a retried release: nothing held any more"
+    );
+    assert!(!s.renew_lease(&d, "p1:r1", long).await.unwrap());
+    assert!(s.take_lease(&d, "p3:r1", long).await.unwrap(), "free again");
+    assert!(s.release_lease(&d, "p3:r1").await.unwrap());
+
+    // A holder that never releases (crashed): its lease ends with its TTL
+    // (Cassandra counts whole seconds).
+    assert!(s
+        .take_lease(&d, "p4:r1", Duration::from_secs(1))
+        .await
+        .unwrap());
+    assert!(!s.take_lease(&d, "p5:r1", long).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert!(
+        !s.renew_lease(&d, "p4:r1", long).await.unwrap(),
+        "an expired lease is not renewed"
+    );
+    assert!(
+        s.take_lease(&d, "p5:r1", long).await.unwrap(),
+        "taken once the crashed holder's lease expired"
+    );
+    assert!(s.release_lease(&d, "p4:r1").await.is_ok_and(|ok| !ok));
+    assert!(s.release_lease(&d, "p5:r1").await.unwrap());
+
+    for bad in ["", "a\0b"] {
+        let err = s.take_lease(&d, bad, long).await.unwrap_err();
+        assert!(matches!(err, StorageError::InvalidInput(_)), "{err:?}");
+    }
+    t.cleanup().await;
+}
+
+/// A schema v3 store still serves; on Cassandra taking a device lease is
+/// refused with `SchemaMismatch` (the server then serves without one)
+/// until `update` adds the `device_leases` table. The embedded store's
+/// leases are in memory, at any version.
+async fn a_v3_store_gains_leases_on_update(backend: Backend) {
+    let t = TestStore::fresh_with(backend, |_| {}).await;
+    let s = &t.store;
+    s.install_schema_version(LEASES_SCHEMA - 1).await.unwrap();
+    assert_eq!(
+        s.schema_status().await.unwrap(),
+        SchemaStatus::UpdateAdvised {
+            current: 3,
+            latest: LATEST_SCHEMA
+        }
+    );
+    let d = dev("olga", "dev1");
+    assert_eq!(append_n(s, &d, 2).await, 2);
+    let ttl = Duration::from_secs(60);
+    match backend {
+        Backend::Cassandra => {
+            let err = s.take_lease(&d, "p1:r1", ttl).await.unwrap_err();
+            assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+        }
+        Backend::Embedded => {
+            assert!(s.take_lease(&d, "p1:r1", ttl).await.unwrap());
+            assert!(s.release_lease(&d, "p1:r1").await.unwrap());
+        }
+    }
+    let opts = MigrationOptions {
+        batch_size: 10,
+        page_size: 10,
+        max_batches: None,
+    };
+    let report = s.update_schema(opts).await.unwrap();
+    assert_eq!((report.from, report.to, report.rows), (3, LATEST_SCHEMA, 0));
+    assert!(s.take_lease(&d, "p1:r1", ttl).await.unwrap());
+    assert!(!s.take_lease(&d, "p2:r1", ttl).await.unwrap());
+    assert_eq!(s.read_events(&d, 0).await.unwrap().len(), 2);
+    // Another process: on Cassandra it sees the lease; the embedded
+    // store's leases were its process's memory only.
+    let t = t.reopen().await;
+    assert_eq!(
+        t.store.take_lease(&d, "p2:r1", ttl).await.unwrap(),
+        backend == Backend::Embedded
+    );
     t.cleanup().await;
 }

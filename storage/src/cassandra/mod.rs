@@ -28,8 +28,8 @@ use tokio::sync::Mutex;
 
 use crate::model::{digest, now_ms};
 use crate::schema::{
-    MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
-    SENT_COPIES_SCHEMA,
+    MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, LEASES_SCHEMA,
+    MIN_SUPPORTED_SCHEMA, SENT_COPIES_SCHEMA,
 };
 use crate::{
     AppendBatch, Capture, ConsistencyLevel, DeviceKey, DeviceRecord, DeviceState, Result, SentCopy,
@@ -91,6 +91,12 @@ fn map_exec(e: ExecutionError) -> StorageError {
 
 fn map_any<E: std::fmt::Display>(e: E) -> StorageError {
     classify_text(e.to_string())
+}
+
+/// A lease's TTL in whole seconds (rounded up, at least 1).
+fn lease_ttl(ttl: Duration) -> i32 {
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    ttl_i32(secs.max(1))
 }
 
 fn ttl_i32(secs: u64) -> i32 {
@@ -368,6 +374,9 @@ impl CassandraStore {
         if version >= SENT_COPIES_SCHEMA {
             self.ddl(self.sent_copies_ddl()).await?;
         }
+        if version >= LEASES_SCHEMA {
+            self.ddl(self.leases_ddl()).await?;
+        }
         self.agree().await?;
         self.exec(
             format!(
@@ -388,6 +397,16 @@ impl CassandraStore {
             "CREATE TABLE IF NOT EXISTS {} (user text, message_id text, created_ms bigint, last_try_ms bigint, \
              tries int, digest blob, bytes blob, PRIMARY KEY (user, message_id))",
             self.t("sent_copies")
+        )
+    }
+
+    /// The device leases' table (schema v4): one row per device, written
+    /// only with lightweight transactions, each with a TTL.
+    fn leases_ddl(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (user text, device_id text, holder text, \
+             PRIMARY KEY ((user, device_id)))",
+            self.t("device_leases")
         )
     }
 
@@ -424,8 +443,10 @@ impl CassandraStore {
                 (n, false) => return Ok(self.interrupted(from, n)),
             }
         }
-        // v2 -> v3: the pending Sent copies' table (no row to rewrite).
+        // v2 -> v3: the pending Sent copies' table; v3 -> v4: the device
+        // leases' table (no row to rewrite in either).
         self.ddl(self.sent_copies_ddl()).await?;
+        self.ddl(self.leases_ddl()).await?;
         self.agree().await?;
         self.exec(
             format!(
@@ -433,13 +454,17 @@ impl CassandraStore {
                 self.t("meta")
             ),
             vec![
-                CqlValue::Int(SENT_COPIES_SCHEMA as i32),
+                CqlValue::Int(LATEST_SCHEMA as i32),
                 CqlValue::BigInt(now_ms()),
             ],
         )
         .await?;
         self.inner.version.store(LATEST_SCHEMA, Ordering::Release);
-        tracing::info!(target: "MIGRATION", "v2->v3 complete (table sent_copies); schema version 3");
+        tracing::info!(
+            target: "MIGRATION",
+            from,
+            "update complete (tables sent_copies, device_leases); schema version {LATEST_SCHEMA}"
+        );
         Ok(MigrationReport {
             from,
             to: LATEST_SCHEMA,
@@ -1263,6 +1288,119 @@ impl CassandraStore {
         )
         .await?;
         Ok(())
+    }
+
+    /// The schema version, which must have the `device_leases` table (a
+    /// cached older version is read again first, like
+    /// `require_sent_copies`).
+    async fn require_leases(&self) -> Result<()> {
+        let mut version = self.version().await?;
+        if version < LEASES_SCHEMA {
+            self.inner.version.store(0, Ordering::Release);
+            version = self.version().await?;
+        }
+        if version < LEASES_SCHEMA {
+            return Err(StorageError::SchemaMismatch(format!(
+                "device leases need schema version {LEASES_SCHEMA} (keyspace {} has {version}): \
+                 run `opush schema update`",
+                self.inner.ks
+            )));
+        }
+        Ok(())
+    }
+
+    /// The outcome of a conditional write on `device_leases`: applied, or
+    /// the holder the row has (`None` when there is no live row). A
+    /// statement retried after it was applied finds its own holder there.
+    fn lease_outcome(
+        r: scylla::response::query_result::QueryResult,
+    ) -> Result<(bool, Option<String>)> {
+        let rows = r.into_rows_result().map_err(map_any)?;
+        let row = rows.first_row::<scylla::value::Row>().map_err(map_any)?;
+        Ok(match row.columns.as_slice() {
+            [Some(CqlValue::Boolean(true)), ..] => (true, None),
+            [_, .., Some(CqlValue::Text(holder))] => (false, Some(holder.clone())),
+            _ => (false, None),
+        })
+    }
+
+    /// See [`crate::Store::take_lease`]: `INSERT … IF NOT EXISTS USING
+    /// TTL` (Paxos, at the session's serial consistency).
+    pub async fn take_lease(
+        &self,
+        device: &DeviceKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        self.require_leases().await?;
+        let mut values = Self::key_values(device);
+        values.push(CqlValue::Text(holder.to_owned()));
+        values.push(CqlValue::Int(lease_ttl(ttl)));
+        let r = self
+            .exec(
+                format!(
+                    "INSERT INTO {} (user, device_id, holder) VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?",
+                    self.t("device_leases")
+                ),
+                values,
+            )
+            .await?;
+        Ok(match Self::lease_outcome(r)? {
+            (true, _) => true,
+            (false, found) => found.as_deref() == Some(holder),
+        })
+    }
+
+    /// See [`crate::Store::renew_lease`]: `UPDATE … USING TTL … IF holder = ?`.
+    pub async fn renew_lease(
+        &self,
+        device: &DeviceKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        self.require_leases().await?;
+        let mut values = vec![
+            CqlValue::Int(lease_ttl(ttl)),
+            CqlValue::Text(holder.to_owned()),
+        ];
+        values.extend(Self::key_values(device));
+        values.push(CqlValue::Text(holder.to_owned()));
+        let r = self
+            .exec(
+                format!(
+                    "UPDATE {} USING TTL ? SET holder = ? WHERE user = ? AND device_id = ? IF holder = ?",
+                    self.t("device_leases")
+                ),
+                values,
+            )
+            .await?;
+        // A retry of an applied renewal finds its own holder: still held.
+        Ok(match Self::lease_outcome(r)? {
+            (true, _) => true,
+            (false, found) => found.as_deref() == Some(holder),
+        })
+    }
+
+    /// See [`crate::Store::release_lease`]: `DELETE … IF holder = ?`.
+    pub async fn release_lease(&self, device: &DeviceKey, holder: &str) -> Result<bool> {
+        self.require_leases().await?;
+        let mut values = Self::key_values(device);
+        values.push(CqlValue::Text(holder.to_owned()));
+        let r = self
+            .exec(
+                format!(
+                    "DELETE FROM {} WHERE user = ? AND device_id = ? IF holder = ?",
+                    self.t("device_leases")
+                ),
+                values,
+            )
+            .await?;
+        // Not applied: another holder's row (refused), or no live row (it
+        // expired, or a retry of this release already deleted it).
+        Ok(match Self::lease_outcome(r)? {
+            (true, _) => true,
+            (false, found) => found.is_none(),
+        })
     }
 }
 
