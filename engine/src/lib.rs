@@ -65,7 +65,10 @@
 //!    [`Event::BackendObserved`] / [`Event::HierarchyObserved`].
 //! 3. For commands that change the backend (Sync `<Commands>`, MoveItems,
 //!    Folder*): `plan_*` returns the backend effects; perform them in order
-//!    and collect their outcomes.
+//!    and collect their outcomes. On a store shared by several server
+//!    processes the server holds the device's lease from before this step
+//!    until after step 5, so no other process performs the device's
+//!    effects meanwhile.
 //! 4. `decide_*` with the outcomes: response model + events.
 //! 5. Append all events of steps 2-4 atomically. A new SyncKey reaches the
 //!    device only after the events creating it are durable; if the append

@@ -204,6 +204,11 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
                 ],
             )
         }
+        ServerError::Command(CommandError::DeviceBusy) => {
+            tracing::warn!(cmd, error = %err, "device busy on another node, device will retry");
+            // [MS-ASCMD] 2.2.2: 111 ServerErrorRetryLater (14.0+); 503 before.
+            status_or(ctx, 111, || http(503, vec![retry(settings.retry_after)]))
+        }
         ServerError::Command(CommandError::Send(failure)) => {
             send_failure(failure, err, ctx, settings)
         }
@@ -460,6 +465,26 @@ mod tests {
         let res = respond(&err, ctx(Command::Sync, ProtocolVersion::V14_1), SETTINGS);
         assert_eq!(status_of(&res), "111");
         assert!(count() > before, "{}", crate::obs::metrics::render());
+    }
+
+    // A device busy on another opush process (its lease held there):
+    // retry later, 111 from 14.0 (in the command's own answer), 503 +
+    // Retry-After before; not counted as a storage error.
+    #[test]
+    fn device_busy_is_retry_later() {
+        let err = ServerError::Command(CommandError::DeviceBusy);
+        let res = respond(&err, ctx(Command::Sync, ProtocolVersion::V14_1), SETTINGS);
+        assert_eq!(status_of(&res), "111");
+        let res = respond(
+            &err,
+            ctx(Command::SendMail, ProtocolVersion::V16_1),
+            SETTINGS,
+        );
+        let doc = decode(&res.body).unwrap();
+        assert_eq!(doc.child_text(tags::composemail::STATUS), Some("111"));
+        let res = respond(&err, ctx(Command::Sync, ProtocolVersion::V12_1), SETTINGS);
+        assert_eq!(res.http_status, 503);
+        assert_eq!(header(&res, "Retry-After"), Some("30"));
     }
 
     // [MS-ASCMD] 2.2.2: a command of a later protocol version (Find before

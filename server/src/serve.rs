@@ -104,12 +104,24 @@ pub async fn storage_mode(cfg: &Config) -> ServeMode {
         }
     };
     match store.schema_status().await {
-        Ok(status @ SchemaStatus::UpdateAdvised { .. }) => {
-            tracing::warn!(
-                target: "MIGRATION",
-                "storage schema {status}: Sent copies waiting for IMAP are kept in memory only \
-                 (lost if opush stops) until `opush schema update`"
-            );
+        Ok(status @ SchemaStatus::UpdateAdvised { current, .. }) => {
+            if current < opush_storage::SENT_COPIES_SCHEMA {
+                tracing::warn!(
+                    target: "MIGRATION",
+                    "storage schema {status}: Sent copies waiting for IMAP are kept in memory only \
+                     (lost if opush stops) until `opush schema update`"
+                );
+            }
+            if store.is_shared() {
+                tracing::warn!(
+                    target: "MIGRATION",
+                    "storage schema {status}: no device leases until `opush schema update`: \
+                     concurrent requests of one device on two opush processes may both carry \
+                     out its changes"
+                );
+            } else {
+                tracing::warn!(target: "MIGRATION", "storage schema {status}: run `opush schema update`");
+            }
             ServeMode::Ready
         }
         Ok(status) if status.is_serviceable() => ServeMode::Ready,
@@ -161,7 +173,8 @@ async fn eas_services(cfg: &Config) -> Result<EasServices, ServeError> {
         .with_max_cached_bytes(
             usize::try_from(cfg.devices.max_cached_states_mb.saturating_mul(1024 * 1024))
                 .unwrap_or(usize::MAX),
-        ),
+        )
+        .with_lease_ttl(Duration::from_secs(storage.lease_ttl_s)),
         engine: engine_config(cfg),
         policy: crate::commands::provision::policy_from_config(&cfg.policy),
         imap,

@@ -276,6 +276,8 @@ impl SlotCache {
 /// The per-process registry of device sessions over one [`Store`].
 pub struct Sessions {
     store: Arc<Store>,
+    /// Lifetime of a device lease ([`DeviceSession::lease`]).
+    lease_ttl: std::time::Duration,
     snapshot_every: u64,
     max_cached: usize,
     max_cached_bytes: usize,
@@ -298,6 +300,7 @@ impl Sessions {
     pub fn new(store: Arc<Store>, snapshot_every: u64, max_cached: usize) -> Sessions {
         Sessions {
             store,
+            lease_ttl: std::time::Duration::from_secs(30),
             snapshot_every,
             max_cached: max_cached.max(1),
             max_cached_bytes: usize::MAX,
@@ -309,6 +312,13 @@ impl Sessions {
     /// (`[devices] max_cached_states_mb`).
     pub fn with_max_cached_bytes(mut self, bytes: usize) -> Sessions {
         self.max_cached_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets the lifetime of the device leases requests take on a shared
+    /// store (`[storage] lease_ttl_s`; they are renewed every third of it).
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Sessions {
+        self.lease_ttl = ttl.max(std::time::Duration::from_secs(1));
         self
     }
 
@@ -498,6 +508,114 @@ impl Sessions {
     }
 }
 
+/// This process's id in lease holders (`<process>:<request id>`): random,
+/// so two processes never share one (a restarted one gets a new id).
+fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut b = [0u8; 8];
+        if getrandom::fill(&mut b).is_err() {
+            // Still distinct from the other processes: pid and start time.
+            return format!("{}-{}", std::process::id(), now().0);
+        }
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    })
+}
+
+/// A device lease held by one request ([`DeviceSession::lease`]), renewed
+/// in the background every third of its TTL while held. Released by
+/// [`DeviceLease::release`] after the request's append; dropped unreleased
+/// (an error on the way), it is released in the background. Empty (holds
+/// nothing) on the embedded store.
+#[derive(Debug)]
+#[must_use = "release the lease after the append"]
+pub struct DeviceLease {
+    held: Option<HeldLease>,
+}
+
+#[derive(Debug)]
+struct HeldLease {
+    store: Arc<Store>,
+    device: DeviceKey,
+    holder: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl DeviceLease {
+    fn hold(
+        store: Arc<Store>,
+        device: DeviceKey,
+        holder: String,
+        ttl: std::time::Duration,
+    ) -> DeviceLease {
+        let renew = {
+            let (store, device, holder) = (store.clone(), device.clone(), holder.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match store.renew_lease(&device, &holder, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(
+                                device = %device,
+                                "device lease lost while its request runs (expired: the store was \
+                                 unreachable for longer than lease_ttl_s)"
+                            );
+                            return;
+                        }
+                        // Tried again at the next third: the lease lives
+                        // until its TTL.
+                        Err(e) => {
+                            tracing::warn!(device = %device, error = %e, "device lease not renewed")
+                        }
+                    }
+                }
+            })
+        };
+        DeviceLease {
+            held: Some(HeldLease {
+                store,
+                device,
+                holder,
+                renew,
+            }),
+        }
+    }
+
+    /// Ends the lease (after the request's append). A failure is logged:
+    /// the lease then ends with its TTL.
+    pub async fn release(mut self) {
+        if let Some(h) = self.held.take() {
+            h.renew.abort();
+            release_logged(&h.store, &h.device, &h.holder).await;
+        }
+    }
+}
+
+async fn release_logged(store: &Store, device: &DeviceKey, holder: &str) {
+    match timed(Category::Storage, store.release_lease(device, holder)).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            device = %device,
+            "device lease had expired and another request holds it now"
+        ),
+        Err(e) => {
+            tracing::warn!(device = %device, error = %e, "device lease not released: it ends with its TTL")
+        }
+    }
+}
+
+impl Drop for DeviceLease {
+    fn drop(&mut self) {
+        if let Some(h) = self.held.take() {
+            h.renew.abort();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { release_logged(&h.store, &h.device, &h.holder).await });
+            }
+        }
+    }
+}
+
 /// One request's exclusive access to a device's state.
 pub struct DeviceSession<'a> {
     sessions: &'a Sessions,
@@ -553,6 +671,75 @@ impl DeviceSession<'_> {
     /// The device.
     pub fn device(&self) -> &DeviceKey {
         &self.device
+    }
+
+    /// Takes the device's lease across processes, for a request with
+    /// backend effects: called once the request has its session (so this
+    /// process's other requests of the device wait for the session lock,
+    /// as before), before it observes or carries out anything, and
+    /// released ([`DeviceLease::release`]) after its append. While the
+    /// request runs, no other opush process on the store carries out this
+    /// device's changes: theirs answer "retry later"
+    /// ([`crate::commands::CommandError::DeviceBusy`]) without doing
+    /// anything. Once taken, the device's head is read again and a state
+    /// another process moved is reloaded: the request decides on what the
+    /// previous holder appended (a SendMail retried on another node then
+    /// finds its ClientId sent, a Delete finds the item gone).
+    ///
+    /// On the embedded store (one process: the session lock serializes a
+    /// device already) it does nothing and costs nothing. A Cassandra
+    /// keyspace still at schema v3 has no lease table: the request goes on
+    /// without a lease, as before v4 (WARN once; `opush schema update`).
+    pub async fn lease(&mut self) -> Result<DeviceLease, crate::commands::CommandError> {
+        let store = self.sessions.store.clone();
+        if !store.is_shared() {
+            return Ok(DeviceLease { held: None });
+        }
+        let ttl = self.sessions.lease_ttl;
+        let request = crate::obs::scope::with_current(|s| s.id()).unwrap_or_else(new_request_id);
+        let holder = format!("{}:{request}", process_id());
+        match timed(
+            Category::Storage,
+            store.take_lease(&self.device, &holder, ttl),
+        )
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Err(crate::commands::CommandError::DeviceBusy),
+            Err(StorageError::SchemaMismatch(m)) => {
+                static WARNED: AtomicBool = AtomicBool::new(false);
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "MIGRATION",
+                        error = %m,
+                        "no device leases on this store: concurrent requests of one device on \
+                         two opush processes may both carry out its changes (run `opush schema update`)"
+                    );
+                }
+                return Ok(DeviceLease { held: None });
+            }
+            Err(e) => return Err(session_error(e.into())),
+        }
+        let lease = DeviceLease::hold(store.clone(), self.device.clone(), holder, ttl);
+        // Dropped on an error below: released in the background.
+        self.refresh().await.map_err(session_error)?;
+        Ok(lease)
+    }
+
+    /// Reads the device's head from the store and reloads the state when
+    /// another writer moved it (or a failed append dropped it): the
+    /// session then holds what the store has.
+    pub async fn refresh(&mut self) -> Result<(), SessionError> {
+        let head = timed(Category::Storage, self.sessions.store.head(&self.device)).await?;
+        if self.guard.loaded.as_ref().map(|l| l.head) != Some(head) {
+            let guard = &mut *self.guard;
+            guard.loaded = None;
+            guard.sync_request = None;
+            drop_pending(guard, "another writer moved the head");
+            let loaded = timed(Category::Storage, self.sessions.load(&self.device)).await?;
+            self.guard.loaded = Some(loaded);
+        }
+        Ok(())
     }
 
     /// The device's remembered Sync request (encoded), if any: read from
@@ -1245,6 +1432,24 @@ impl EasServices {
             .map_err(session_error)?;
         let rec = Recorder::new(&session, self, command);
         Ok((session, rec))
+    }
+
+    /// [`EasServices::open_recorded`] for a command with backend effects:
+    /// the device's lease is taken ([`DeviceSession::lease`]) before the
+    /// recorder copies the state. Release the lease after the append.
+    pub async fn open_leased(
+        &self,
+        caller: &Caller<'_>,
+        command: opush_protocol::query::Command,
+    ) -> Result<(DeviceSession<'_>, DeviceLease, Recorder), crate::commands::CommandError> {
+        let mut session = self
+            .sessions
+            .open(caller.device_key()?)
+            .await
+            .map_err(session_error)?;
+        let lease = session.lease().await?;
+        let rec = Recorder::new(&session, self, command);
+        Ok((session, lease, rec))
     }
 
     /// The caller's device state, shared (no copy), for a read-only

@@ -6,13 +6,14 @@
 //! holds: no item lost, none twice, each device change applied once.
 //!
 //! The mechanism under test: a device's events are appended conditionally
-//! on its head, and a process reloads a cached state whose head the store
-//! no longer has (`server/src/session.rs`). docs/DEPLOYMENT.md says what
+//! on its head, a process reloads a cached state whose head the store no
+//! longer has, and a request with backend effects holds the device's
+//! lease across processes (`server/src/session.rs`). docs/DEPLOYMENT.md says what
 //! several processes on one store guarantee.
 //!
 //! Needs Dovecot, Postfix and Cassandra (`scripts/stack up`); fails, never
-//! skips, without them. Users: load1151–load1156 and load1158; keyspaces `twonode_*`
-//! (each test its own, dropped at its end).
+//! skips, without them. Users: load1151–load1156, load1181–load1183;
+//! keyspaces `twonode_*` (each test its own, dropped at its end).
 
 #![allow(
     clippy::unwrap_used,
@@ -664,20 +665,16 @@ async fn an_empty_sync_repeats_the_request_the_other_node_received() {
 }
 
 /// The same Sync, with device changes, reaching both nodes at once (a
-/// load balancer retrying a request that is still running): one append
-/// wins, the other request answers "retry later" or, if it came after,
-/// the winner's answer; the device goes on from the key it got, nothing
-/// is sent to it twice, and the changes are in Dovecot.
-///
-/// Not checked, because it does not hold: that the delete reached Dovecot
-/// once. Both nodes carry out the device's changes before their append
-/// (the engine's effect order), and two Dovecot sessions MOVEing the same
-/// UID at once both copy it: Trash may hold the message twice. Closing
-/// that needs a lease on the device across processes (docs/ARCHITECTURE.md,
-/// "Several opush processes on one Cassandra").
+/// load balancer retrying a request that is still running): one request
+/// holds the device's lease, the other answers "retry later" or, if it
+/// came after, the winner's answer; the device goes on from the key it
+/// got, nothing is sent to it twice, and the changes reached Dovecot once:
+/// one copy of the deleted message in Trash. (Without the lease both
+/// nodes carried out the changes before their appends raced, and two
+/// Dovecot sessions MOVEing the same UID at once both copied it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_sync_on_both_nodes_at_once() {
-    const USER: &str = "load1158@load.test";
+    const USER: &str = "load1181@load.test";
     let folder = "twonode-race";
     let mut imap = RawImap::login(USER);
     fresh_mailbox(&mut imap, folder);
@@ -685,72 +682,189 @@ async fn the_same_sync_on_both_nodes_at_once() {
     fill::append_all(
         &mut imap,
         folder,
-        (0..4).map(|i| small_message(&format!("{tag} r{i}"))),
+        (0..6).map(|i| small_message(&format!("{tag} r{i}"))),
     );
     let nodes = TwoNodes::start(Options::default()).await;
     let mut c = nodes.a.client(USER, "TWORACE1", V);
     let id = folder_named(&folders(&mut c).await, folder).unwrap().0;
-    let (items, key) = full_sync(&mut c, &nodes, &id, 10, |i| i).await;
+    let (items, mut key) = full_sync(&mut c, &nodes, &id, 10, |i| i).await;
     let r = |i: usize| items[&format!("{tag} r{i}")].clone();
-    let change = format!(
-        "<Commands><Change><ServerId>{}</ServerId><ApplicationData>\
-         <email:Read>1</email:Read><email:Flag><email:Status>2</email:Status>\
-         <email:FlagType>Follow up</email:FlagType></email:Flag></ApplicationData></Change>\
-         <Delete><ServerId>{}</ServerId></Delete></Commands>",
-        r(0),
-        r(1)
-    );
-    let req = sync_xml(&id, &key, 10, &change);
     let mut on_a = nodes.a.client(USER, "TWORACE1", V);
     let mut on_b = nodes.b.client(USER, "TWORACE1", V);
-    let (ra, rb) = tokio::join!(on_a.post_xml("Sync", &req), on_b.post_xml("Sync", &req));
-    // Each answer: the collection's (Status 1) or retry later (503, or
-    // 14.0+'s Status 111).
-    let ok = |res: &opush_tests::eas::HttpResponse| -> Option<String> {
-        if res.status == 503 {
-            return None;
-        }
-        let r = sync_response(res, V);
-        if r.collections.is_empty() {
-            assert_eq!(r.status.map(|s| s.code()), Some(111), "{}", res.xml());
-            return None;
-        }
-        assert_eq!(
-            r.collections[0].status.map(|s| s.code()),
-            Some(1),
-            "{}",
-            res.xml()
+    // Three races, B's copy leaving 0, 15 and 40 ms after A's: r1 deleted
+    // (and r0 changed), then r2, then r3.
+    for (round, delay_ms) in [(1usize, 0u64), (2, 15), (3, 40)] {
+        let change = if round == 1 {
+            format!(
+                "<Change><ServerId>{}</ServerId><ApplicationData>\
+                 <email:Read>1</email:Read><email:Flag><email:Status>2</email:Status>\
+                 <email:FlagType>Follow up</email:FlagType></email:Flag></ApplicationData></Change>",
+                r(0)
+            )
+        } else {
+            String::new()
+        };
+        let commands = format!(
+            "<Commands>{change}<Delete><ServerId>{}</ServerId></Delete></Commands>",
+            r(round)
         );
-        Some(r.collections[0].sync_key.0.clone())
-    };
-    let (ka, kb) = (ok(&ra), ok(&rb));
-    assert!(ka.is_some() || kb.is_some(), "one of the two is served");
-    if let (Some(_), Some(_)) = (&ka, &kb) {
-        assert!(ra.body == rb.body, "both served: the same answer");
+        let req = sync_xml(&id, &key, 10, &commands);
+        let (ra, rb) = tokio::join!(on_a.post_xml("Sync", &req), async {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            on_b.post_xml("Sync", &req).await
+        });
+        // Each answer: the collection's (Status 1) or retry later (503, or
+        // 14.0+'s Status 111).
+        let ok = |res: &opush_tests::eas::HttpResponse| -> Option<String> {
+            if res.status == 503 {
+                return None;
+            }
+            let r = sync_response(res, V);
+            if r.collections.is_empty() {
+                assert_eq!(r.status.map(|s| s.code()), Some(111), "{}", res.xml());
+                return None;
+            }
+            assert_eq!(
+                r.collections[0].status.map(|s| s.code()),
+                Some(1),
+                "{}",
+                res.xml()
+            );
+            Some(r.collections[0].sync_key.0.clone())
+        };
+        let (ka, kb) = (ok(&ra), ok(&rb));
+        assert!(ka.is_some() || kb.is_some(), "one of the two is served");
+        if let (Some(_), Some(_)) = (&ka, &kb) {
+            assert!(ra.body == rb.body, "both served: the same answer");
+        }
+        key = match ka.or(kb) {
+            Some(k) => k,
+            None => unreachable!(),
+        };
+        // The device goes on (B) from the key it got; nothing is sent twice.
+        c.switch_to(nodes.b.addr);
+        let (_, k, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
+        assert!(cmds.is_empty(), "{cmds:?}");
+        key = k;
+        // Dovecot: the deleted message in Trash once.
+        let deleted = format!("{tag} r{round}");
+        assert!(imap.search_subject(folder, &deleted).is_empty());
+        assert_eq!(
+            imap.search_subject("Trash", &deleted).len(),
+            1,
+            "the delete reached Dovecot once (B +{delay_ms} ms)"
+        );
     }
-    let key = match ka.or(kb) {
-        Some(k) => k,
-        None => unreachable!(),
-    };
-    // The device goes on (B) from the key it got; nothing is sent twice.
-    c.switch_to(nodes.b.addr);
-    let (_, _, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
-    assert!(cmds.is_empty(), "{cmds:?}");
-    // Dovecot: r1 in Trash (once, or twice: see above), r0 read and flagged.
-    assert!(imap.search_subject(folder, &format!("{tag} r1")).is_empty());
-    assert!(!imap
-        .search_subject("Trash", &format!("{tag} r1"))
-        .is_empty());
+    // r0 read and flagged.
     imap.cmd(&format!("EXAMINE \"{folder}\""));
     let u0 = imap.search_subject(folder, &format!("{tag} r0"));
     let (lines, _) = imap.cmd(&format!("UID FETCH {} (FLAGS)", u0[0]));
     let f = lines.concat();
     assert!(f.contains("\\Seen") && f.contains("\\Flagged"), "{f}");
     imap.cmd("UNSELECT");
-    // A fresh full sync over both nodes: r0, r2, r3, once each.
+    // A fresh full sync over both nodes: r0, r4, r5, once each.
     let (now, _) = full_sync(&mut c, &nodes, &id, 1, |i| i).await;
-    let want: BTreeSet<String> = [0, 2, 3].iter().map(|i| format!("{tag} r{i}")).collect();
+    let want: BTreeSet<String> = [0, 4, 5].iter().map(|i| format!("{tag} r{i}")).collect();
     assert_eq!(now.keys().cloned().collect::<BTreeSet<_>>(), want);
+    nodes.stop().await;
+}
+
+/// The same SendMail (same ClientId) reaching both nodes at once: one
+/// node holds the device's lease while the relay takes the message, the
+/// other answers "retry later" without sending; retried, it finds the
+/// ClientId sent (Status 118). One message in the recipient's INBOX, one
+/// copy in Sent. (Without the lease both nodes submitted it: the
+/// ClientId is recorded only once the relay accepted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_sendmail_on_both_nodes_at_once() {
+    require(POSTFIX_SMTP);
+    const USER: &str = "load1182@load.test";
+    const RCPT: &str = "load1183@load.test";
+    let nodes = TwoNodes::start(Options::default()).await;
+    let mut on_a = nodes.a.client(USER, "TWORACESEND1", V);
+    let mut on_b = nodes.b.client(USER, "TWORACESEND1", V);
+    // The device is known on both nodes before the race.
+    folders(&mut on_a).await;
+    let mut rcpt = RawImap::login(RCPT);
+    let mut sender = RawImap::login(USER);
+    // B's copy leaves 0-150 ms after A's: at the same instant, and while
+    // A's is being submitted (the message is a few MiB, so the relay
+    // takes a while).
+    for delay_ms in [0u64, 20, 60, 150] {
+        let marker = unique("tworacesend");
+        let cid = unique("cid");
+        let filler = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstu\r\n"
+            .repeat(40_000);
+        let mime = format!(
+            "To: {RCPT}\r\nSubject: {marker}\r\nContent-Type: text/plain\r\n\r\nsent once\r\n{filler}"
+        );
+        let body = encode_to_vec(
+            &SendMailRequest(ComposeRequest {
+                client_id: Some(cid.clone()),
+                mime: mime.into_bytes(),
+                save_in_sent_items: true,
+                ..ComposeRequest::default()
+            })
+            .to_element(ProtocolVersion::V14_1),
+        );
+        let started = std::time::Instant::now();
+        let (ra, rb) = tokio::join!(on_a.post("SendMail", &body), async {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            on_b.post("SendMail", &body).await
+        });
+        eprintln!(
+            "race at +{delay_ms} ms: both answered in {:?}",
+            started.elapsed()
+        );
+        // Sent (200, no body), retry later (503, or Status 111), or already
+        // sent (Status 118).
+        let status = |res: &opush_tests::eas::HttpResponse| -> &'static str {
+            if res.status == 503 {
+                return "retry";
+            }
+            assert_eq!(res.status, 200, "{:?}", res.body);
+            if res.body.is_empty() {
+                return "sent";
+            }
+            match find_text(&res.element(), "Status").as_deref() {
+                Some("111") => "retry",
+                Some("118") => "known",
+                other => panic!("unexpected SendMail answer {other:?}: {}", res.xml()),
+            }
+        };
+        let (sa, sb) = (status(&ra), status(&rb));
+        let mut answers = [sa, sb];
+        answers.sort_unstable();
+        assert!(
+            answers == ["retry", "sent"] || answers == ["known", "sent"],
+            "one node sends, the other does not (B +{delay_ms} ms): A {sa}, B {sb}"
+        );
+        // The loser retries on its node: the ClientId is known as sent.
+        let loser = if sa == "sent" { &mut on_b } else { &mut on_a };
+        let res = loser.post("SendMail", &body).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(
+            find_text(&res.element(), "Status").as_deref(),
+            Some("118"),
+            "the retry is known as sent: {}",
+            res.xml()
+        );
+        assert_eq!(rcpt.wait_for_subject("INBOX", &marker).len(), 1);
+        assert_eq!(sender.wait_for_subject("Sent", &marker).len(), 1);
+        // A second copy would have arrived by now (Postfix delivers in
+        // milliseconds on loopback); check again after a pause.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            rcpt.search_subject("INBOX", &marker).len(),
+            1,
+            "one submission (B +{delay_ms} ms)"
+        );
+        assert_eq!(
+            sender.search_subject("Sent", &marker).len(),
+            1,
+            "one copy in Sent (B +{delay_ms} ms)"
+        );
+    }
     nodes.stop().await;
 }
 

@@ -271,6 +271,11 @@ pub async fn compose(
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
+    // The device's lease, held until its `MailSent` is appended: a retry
+    // of this request on another opush process (a load balancer retrying
+    // it while the relay is still taking it) answers "retry later", then,
+    // once this one is recorded, finds its ClientId sent (118).
+    let lease = session.lease().await?;
     let client_id = req
         .client_id
         .as_deref()
@@ -292,20 +297,22 @@ pub async fn compose(
     );
     let at = rec.at();
     session.commit_request(rec).await.map_err(session_error)?;
-    match check {
-        SendCheck::Send => {}
-        SendCheck::TooLarge => {
-            return Err(SendFailure::TooLarge {
+    let refused: Option<CommandError> = match check {
+        SendCheck::Send => None,
+        SendCheck::TooLarge => Some(
+            SendFailure::TooLarge {
                 size: req.mime.len(),
                 limit: settings.max_message_size,
             }
-            .into())
-        }
-        SendCheck::AlreadySent => {
-            return Err(
-                SendFailure::PreviouslySent(client_id.map(|c| c.0).unwrap_or_default()).into(),
-            )
-        }
+            .into(),
+        ),
+        SendCheck::AlreadySent => Some(
+            SendFailure::PreviouslySent(client_id.clone().map(|c| c.0).unwrap_or_default()).into(),
+        ),
+    };
+    if let Some(e) = refused {
+        lease.release().await;
+        return Err(e);
     }
 
     let kind = match command {
@@ -420,19 +427,36 @@ pub async fn compose(
     } else {
         None
     };
-    let mut rec = Recorder::new(&session, eas, command);
-    rec.decided(
-        DecisionInput::Sent {
-            client_id: client_id.clone(),
-        },
-        Decision {
-            response: MailAccepted,
-            events: decide_sent(client_id.as_ref(), at),
-        },
-    );
-    if let Err(e) = session.commit_request(rec).await {
-        tracing::error!(user, error = %e, "sent ClientId not recorded: a retry would send again");
+    // The device's lease keeps other processes from carrying out this
+    // device's changes, not from appending (a Sync that only brings new
+    // mail): on a conflict the state is read again and `MailSent` appended
+    // after theirs.
+    for attempt in 1..=3 {
+        let mut rec = Recorder::new(&session, eas, command);
+        rec.decided(
+            DecisionInput::Sent {
+                client_id: client_id.clone(),
+            },
+            Decision {
+                response: MailAccepted,
+                events: decide_sent(client_id.as_ref(), at),
+            },
+        );
+        match session.commit_request(rec).await {
+            Ok(()) => break,
+            Err(e) if attempt < 3 && e.is_retryable() => {
+                tracing::warn!(user, error = %e, attempt, "sent ClientId not recorded yet, trying again");
+                if let Err(e) = session.refresh().await {
+                    tracing::warn!(user, error = %e, "device state not read again");
+                }
+            }
+            Err(e) => {
+                tracing::error!(user, error = %e, "sent ClientId not recorded: a retry would send again");
+                break;
+            }
+        }
     }
+    lease.release().await;
     drop(session);
 
     let mut sent = Sent {

@@ -189,9 +189,11 @@ pub(crate) async fn folder_op(
     eas: &EasServices,
 ) -> Result<opush_engine::FolderOpResponse, CommandError> {
     use opush_engine::{decide_folder_op, plan_folder_op, FolderEffect, FolderOutcome};
+    // The device's lease first: the listing and the change are then this
+    // request's alone among the opush processes on the store.
+    let (mut session, lease, mut rec) = eas.open_leased(caller, folder_command(op)).await?;
     let mut imap = eas.imap_for(caller).await?;
     let listed = imap.list_folders(false).await.map_err(imap_error)?;
-    let (mut session, mut rec) = eas.open_recorded(caller, folder_command(op)).await?;
     rec.observed(Event::HierarchyObserved {
         folders: backend_folders(&listed),
     });
@@ -210,6 +212,7 @@ pub(crate) async fn folder_op(
                 },
             );
             session.commit_request(rec).await.map_err(session_error)?;
+            lease.release().await;
             return Ok(res);
         }
     };
@@ -259,6 +262,7 @@ pub(crate) async fn folder_op(
     };
     let res = rec.decided(input, decision);
     session.commit_request(rec).await.map_err(session_error)?;
+    lease.release().await;
     Ok(res)
 }
 

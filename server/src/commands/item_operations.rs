@@ -48,8 +48,27 @@ pub async fn item_operations(
     caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<ItemOperationsResponse, CommandError> {
-    // Read-only: the state is looked at, nothing is recorded.
-    let state = eas.device_state(caller).await?;
+    // The state is looked at, nothing is recorded. A Move or an
+    // EmptyFolderContents changes the mailbox: it holds the device's
+    // session and lease (no other opush process carries out this device's
+    // changes meanwhile) until the end.
+    let effects = req.operations.iter().any(|op| {
+        matches!(
+            op,
+            Operation::Move { .. } | Operation::EmptyFolderContents { .. }
+        )
+    });
+    let (state, held) = if effects {
+        let mut session = eas
+            .sessions
+            .open(caller.device_key()?)
+            .await
+            .map_err(crate::session::session_error)?;
+        let lease = session.lease().await?;
+        (session.shared_state(), Some((session, lease)))
+    } else {
+        (eas.device_state(caller).await?, None)
+    };
     let mut imap = eas.imap_for(caller).await?;
     let mut results = Vec::with_capacity(req.operations.len());
     // Bytes of fetched content in the answer so far: past the budget, the
@@ -123,6 +142,10 @@ pub async fn item_operations(
             budget,
             "ItemOperations answer over [devices] max_window_bytes: the other Fetches are DataTooLarge"
         );
+    }
+    if let Some((session, lease)) = held {
+        lease.release().await;
+        drop(session);
     }
     crate::obs::summary::item_operations(&req.operations, &results);
     Ok(ItemOperationsResponse {

@@ -188,6 +188,11 @@ pub enum CommandError {
     /// SendMail/SmartReply/SmartForward did not send the message.
     #[error("message not sent: {0}")]
     Send(compose::SendFailure),
+    /// Another opush process holds the device's lease (a request of the
+    /// device with backend effects runs there): nothing was done, the
+    /// device retries (503 + Retry-After, or Status 111 from 14.0).
+    #[error("the device's lease is held by a request on another opush process")]
+    DeviceBusy,
 }
 
 /// A command handler's answer, type-erased.

@@ -39,7 +39,7 @@ pub async fn move_items(
     caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<MoveItemsResponse, CommandError> {
-    let (mut session, mut rec) = eas.open_recorded(caller, Command::MoveItems).await?;
+    let (mut session, lease, mut rec) = eas.open_leased(caller, Command::MoveItems).await?;
     let mut imap = eas.imap_for(caller).await?;
     let mut responses = Vec::with_capacity(req.moves.len());
     for m in &req.moves {
@@ -115,6 +115,7 @@ pub async fn move_items(
         });
     }
     session.commit_request(rec).await.map_err(session_error)?;
+    lease.release().await;
     let res = MoveItemsResponse { responses };
     crate::obs::summary::move_items(req, &res);
     Ok(res)

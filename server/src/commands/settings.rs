@@ -102,6 +102,20 @@ async fn oof(
 ) -> Result<OofResponse, CommandError> {
     let service = &eas.oof;
     let set = matches!(req, OofRequest::Set(_));
+    // A Set writes the user's Sieve script: under the device's session
+    // and lease, so no other opush process writes it for this device at
+    // once (a Get takes neither before it is recorded).
+    let held = if set {
+        let mut session = eas
+            .sessions
+            .open(caller.device_key()?)
+            .await
+            .map_err(session_error)?;
+        let lease = session.lease().await?;
+        Some((session, lease))
+    } else {
+        None
+    };
     let (outcome, get) = match &service.sieve {
         None => (OofOutcome::NotConfigured, None),
         Some(sieve) => {
@@ -157,11 +171,16 @@ async fn oof(
             }
         }
     };
-    let mut session = eas
-        .sessions
-        .open(caller.device_key()?)
-        .await
-        .map_err(session_error)?;
+    let (mut session, lease) = match held {
+        Some((session, lease)) => (session, Some(lease)),
+        None => (
+            eas.sessions
+                .open(caller.device_key()?)
+                .await
+                .map_err(session_error)?,
+            None,
+        ),
+    };
     let mut rec = Recorder::new(&session, eas, Command::Settings);
     let request = opush_engine::OofRequest { set, outcome };
     let decision = Decision {
@@ -170,6 +189,9 @@ async fn oof(
     };
     let r = rec.decided(DecisionInput::Oof(request), decision);
     session.commit_request(rec).await.map_err(session_error)?;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     let status = SettingsStatus::from_code(r.status.into());
     Ok(OofResponse {
         get: if status == SettingsStatus::Success {

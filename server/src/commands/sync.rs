@@ -738,6 +738,18 @@ pub async fn sync(
         .open(caller.device_key()?)
         .await
         .map_err(session_error)?;
+    // Device changes are carried out on IMAP (step 3) before the append:
+    // the device's lease keeps another opush process from doing the same
+    // at once (a no-change Sync takes none: no cost there).
+    let changes = req
+        .collections
+        .iter()
+        .any(|c| c.commands.as_ref().is_some_and(|cmds| !cmds.is_empty()));
+    let lease = if changes {
+        Some(session.lease().await?)
+    } else {
+        None
+    };
     let mut rec = Recorder::exclusive(&mut session, eas, Command::Sync);
     let ahead = Ahead {
         cache: eas.imap.read_ahead(),
@@ -967,6 +979,9 @@ pub async fn sync(
     };
     let (committed, rendered) = tokio::join!(session.commit_request(rec), render_all);
     committed.map_err(session_error)?;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     let collections = rendered?;
     // A caught-up device's next Sync most likely finds nothing. INBOX
     // stays selected on this connection, and that Sync is a NOOP there
