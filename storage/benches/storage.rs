@@ -1,7 +1,9 @@
 //! Storage benchmarks (criterion), per backend: conditional appends per
 //! second for 1 and 100 concurrent devices, one Sync window's append (100
 //! and 512 messages), reading back a 10,000-event
-//! device log, and loading a snapshot of a 100,000-item collection (~4 MB).
+//! device log, loading a snapshot of a 100,000-item collection (~4 MB), and
+//! a device lease taken, the head read and the lease released (what a
+//! request with backend effects adds on a shared store).
 //!
 //! `STORE=embedded` (default), `STORE=cassandra` or `STORE=both`; the
 //! Cassandra runs need `scripts/stack up cassandra` and use a fresh keyspace
@@ -209,6 +211,31 @@ fn bench_storage(c: &mut Criterion) {
                     .unwrap();
                 assert_eq!(s.payload.len() as u64, bytes);
             })
+        });
+        g.finish();
+
+        // 6. The device lease around a request with backend effects: what a
+        // Sync with Commands (MoveItems, SendMail…) adds on a shared store,
+        // in sequence on its path: take (an LWT), the head read again,
+        // release (an LWT). Beside it, the head read alone.
+        let mut g = c.benchmark_group("storage_lease");
+        g.throughput(Throughput::Elements(1));
+        let leased = DeviceKey::new("bench", "leased").unwrap();
+        let ttl = Duration::from_secs(30);
+        let mut n = 0u64;
+        g.bench_function(BenchmarkId::new(b, "take_head_release"), |bench| {
+            bench.iter(|| {
+                n += 1;
+                let holder = format!("bench:{n}");
+                rt.block_on(async {
+                    assert!(store.take_lease(&leased, &holder, ttl).await.unwrap());
+                    store.head(&leased).await.unwrap();
+                    assert!(store.release_lease(&leased, &holder).await.unwrap());
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new(b, "head"), |bench| {
+            bench.iter(|| rt.block_on(store.head(&leased)).unwrap())
         });
         g.finish();
 
