@@ -12,7 +12,7 @@
 //! several processes on one store guarantee.
 //!
 //! Needs Dovecot, Postfix and Cassandra (`scripts/stack up`); fails, never
-//! skips, without them. Users: load1151–load1156, load1181–load1183;
+//! skips, without them. Users: load1151–load1156, load1181–load1184;
 //! keyspaces `twonode_*` (each test its own, dropped at its end).
 
 #![allow(
@@ -865,6 +865,89 @@ async fn the_same_sendmail_on_both_nodes_at_once() {
             "one copy in Sent (B +{delay_ms} ms)"
         );
     }
+    nodes.stop().await;
+}
+
+/// While another process holds the device's lease (taken here on the
+/// store, as a node in the middle of a request would): requests without
+/// backend effects are served as usual and take none (a no-change Sync,
+/// FolderSync, a Ping), and a Sync with a Delete answers "retry later"
+/// having done nothing in Dovecot; once the lease is released the same
+/// Sync is served and the delete done once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lease_refuses_only_requests_with_backend_effects() {
+    const USER: &str = "load1184@load.test";
+    let folder = "twonode-held";
+    let mut imap = RawImap::login(USER);
+    fresh_mailbox(&mut imap, folder);
+    let tag = unique("twoheld");
+    fill::append_all(
+        &mut imap,
+        folder,
+        (0..2).map(|i| small_message(&format!("{tag} h{i}"))),
+    );
+    let nodes = TwoNodes::start(Options {
+        extra_toml: "[devices]\nheartbeat_min_s = 1\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = nodes.a.client(USER, "TWOHELD1", V);
+    let id = folder_named(&folders(&mut c).await, folder).unwrap().0;
+    let (items, key) = full_sync(&mut c, &nodes, &id, 10, |i| i).await;
+    let h1 = items[&format!("{tag} h1")].clone();
+    let store = nodes.keyspace.open().await;
+    let device = opush_storage::DeviceKey::new(USER, "TWOHELD1").unwrap();
+    let elsewhere = "another-node:1";
+    assert!(store
+        .take_lease(&device, elsewhere, Duration::from_secs(120))
+        .await
+        .unwrap());
+    // Served on both nodes: they take no lease.
+    for node in [nodes.a.addr, nodes.b.addr] {
+        c.switch_to(node);
+        let (_, _, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
+        assert!(cmds.is_empty(), "{cmds:?}");
+        folders(&mut c).await;
+        let res = c.post_xml("Ping", &ping_body(&id, 1)).await;
+        assert_eq!(ping_status(&res), "1", "{}", res.xml());
+    }
+    // A Sync with a Delete: retry later, nothing done.
+    let del = format!("<Commands><Delete><ServerId>{h1}</ServerId></Delete></Commands>");
+    let req = sync_xml(&id, &key, 10, &del);
+    for node in [nodes.a.addr, nodes.b.addr] {
+        c.switch_to(node);
+        let res = c.post_xml("Sync", &req).await;
+        if res.status != 503 {
+            let r = sync_response(&res, V);
+            assert!(r.collections.is_empty(), "{}", res.xml());
+            assert_eq!(r.status.map(|s| s.code()), Some(111), "{}", res.xml());
+        }
+        assert_eq!(
+            imap.search_subject(folder, &format!("{tag} h1")).len(),
+            1,
+            "nothing done while the lease is held elsewhere"
+        );
+        assert!(imap
+            .search_subject("Trash", &format!("{tag} h1"))
+            .is_empty());
+    }
+    assert!(
+        !store.release_lease(&device, "some-node:9").await.unwrap(),
+        "not its holder"
+    );
+    assert!(store.release_lease(&device, elsewhere).await.unwrap());
+    // Released: the same Sync is served, the delete done once.
+    let (_, _, _, _) = sync_once(&mut c, &id, &key, 10, &del).await;
+    assert!(imap.search_subject(folder, &format!("{tag} h1")).is_empty());
+    assert_eq!(imap.search_subject("Trash", &format!("{tag} h1")).len(), 1);
+    assert!(
+        store
+            .take_lease(&device, elsewhere, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        "the node released its lease after the append"
+    );
+    assert!(store.release_lease(&device, elsewhere).await.unwrap());
     nodes.stop().await;
 }
 
