@@ -1631,4 +1631,43 @@ mod tests {
         assert!(!cache.map.contains_key("x"));
         assert_eq!(cache.bytes, 2000);
     }
+
+    /// A held lease is renewed while its request runs (here three TTLs
+    /// long), so no other holder takes it meanwhile; released, it is free.
+    /// The embedded store's leases (in memory) stand in for Cassandra's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_lease_is_renewed_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = opush_storage::StorageConfig {
+            path: dir.path().to_path_buf(),
+            ..opush_storage::StorageConfig::default()
+        };
+        let store = Arc::new(Store::open(&cfg).await.unwrap());
+        store.install_schema().await.unwrap();
+        let device = DeviceKey::new("ann@example.test", "DEV1").unwrap();
+        let ttl = std::time::Duration::from_millis(600);
+        assert!(store.take_lease(&device, "p:1", ttl).await.unwrap());
+        let lease = DeviceLease::hold(store.clone(), device.clone(), "p:1".into(), ttl);
+        for _ in 0..6 {
+            tokio::time::sleep(ttl / 2).await;
+            assert!(
+                !store.take_lease(&device, "q:1", ttl).await.unwrap(),
+                "renewed: still held"
+            );
+        }
+        lease.release().await;
+        assert!(store.take_lease(&device, "q:1", ttl).await.unwrap());
+        // Dropped unreleased (an error on the way): released in the
+        // background.
+        assert!(store.release_lease(&device, "q:1").await.unwrap());
+        assert!(store.take_lease(&device, "p:2", ttl).await.unwrap());
+        drop(DeviceLease::hold(
+            store.clone(),
+            device.clone(),
+            "p:2".into(),
+            ttl,
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(store.take_lease(&device, "q:2", ttl).await.unwrap());
+    }
 }
