@@ -771,7 +771,7 @@ async fn an_initial_sync_killed_around_and_inside_windows_ends_with_the_mailbox(
 // Many devices, checkpoints all the time
 
 /// Eight devices of six users sync at once while opush checkpoints every
-/// 2 ms and is killed five times at random moments (fixed seed): every
+/// 2 ms and is killed at random moments while they do (fixed seed): every
 /// device goes on with the key it holds (no Status 3 for a key the server
 /// answered), or retries a lost one, and ends with exactly its INBOX.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -817,9 +817,13 @@ async fn devices_killed_amid_checkpoints_go_on_with_their_keys() {
             (phone, inbox)
         }));
     }
+    // Kills at random moments (fixed seed) for as long as devices sync, at
+    // least five and at most twenty: on a fast machine the devices can be
+    // done before a kill at fixed times lands, and nothing is then cut.
     let mut rng = Seeded(0x5eed_0002);
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(150 + rng.below(300))).await;
+    let devices_n = u32::try_from(devices.len()).unwrap();
+    while opush.kills < 5 || (done.load(Ordering::SeqCst) < devices_n && opush.kills < 20) {
+        tokio::time::sleep(Duration::from_millis(30 + rng.below(120))).await;
         opush.restart().await;
     }
     let mut retried = 0;
@@ -843,7 +847,7 @@ async fn devices_killed_amid_checkpoints_go_on_with_their_keys() {
         "checkpoint burst: {} kills, {retried} retries, {replays} journal replays",
         opush.kills
     );
-    assert_eq!(opush.kills, 5);
+    assert!(opush.kills >= 5);
     assert!(retried > 0, "no device was cut off by a kill");
     assert!(replays > 0, "no kill left writes for the journal to replay");
 }
