@@ -39,6 +39,7 @@ use std::fmt::Write as _;
 use opush_protocol::commands::settings::{OofAudience, OofMessage, OofSettings};
 
 use crate::backends::sieve::{SieveClient, SieveError, SieveLogin, SieveSettings};
+use crate::email::html::escape_text;
 
 /// Longest ReplyMessage accepted, bytes (a Sieve script is small; Dovecot's
 /// default `sieve_max_script_size` is 1 MiB).
@@ -537,7 +538,7 @@ pub fn for_get(stored: Option<StoredOof>, active: bool, body_type: &str) -> OofS
             if body_type.eq_ignore_ascii_case("html") {
                 m.reply_message = Some(format!(
                     "<html><body>{}</body></html>",
-                    html_escape(r).replace('\n', "<br>")
+                    escape_text(r).replace('\n', "<br>")
                 ));
             } else {
                 m.reply_message = Some(crate::email::html::strip_tags(r).trim().to_owned());
@@ -546,20 +547,6 @@ pub fn for_get(stored: Option<StoredOof>, active: bool, body_type: &str) -> OofS
         }
     }
     s
-}
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// What a Get or Set did, for the decision record.

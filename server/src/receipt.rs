@@ -12,6 +12,7 @@
 //! lambdas and delimiter changes are not supported and render as nothing.
 //! Pure: reading the template files and sending are the caller's job.
 
+use crate::email::html::escape_text;
 use std::collections::BTreeMap;
 
 /// A value a template can show.
@@ -156,7 +157,7 @@ fn render_into(
             }
             Some('/') => return Err(TemplateError::Section(tag[1..].trim().to_owned())),
             Some('>' | '=') => {}
-            _ => out.push_str(&escape(
+            _ => out.push_str(&escape_text(
                 &lookup(stack, tag).map(Value::text).unwrap_or_default(),
             )),
         }
@@ -236,20 +237,6 @@ fn lookup<'a>(stack: &[&'a Value], name: &str) -> Option<&'a Value> {
         };
     }
     Some(value)
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A receipt message: `from` to `to`, subject `subject`, in reply to

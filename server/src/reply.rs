@@ -20,6 +20,7 @@ use mail_builder::headers::content_type::ContentType as BuiltContentType;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_parser::{Address, Message, MessagePart, MimeHeaders, PartType};
 
+use crate::email::html::escape_text;
 use crate::email::Shown;
 
 /// Which Smart command.
@@ -168,19 +169,19 @@ fn body<'a>(kind: SmartKind, device: &'a Message<'a>, original: &'a Message<'a>)
             Some(h) => html.push_str(&inner_body(&h)),
             None => html.push_str(&format!(
                 "<div style=\"white-space:pre-wrap\">{}</div>",
-                escape(new_text.trim_end())
+                escape_text(new_text.trim_end())
             )),
         }
         html.push_str("<hr>");
         for (name, value) in &header {
-            html.push_str(&format!("<b>{name}:</b> {}<br>", escape(value)));
+            html.push_str(&format!("<b>{name}:</b> {}<br>", escape_text(value)));
         }
         html.push_str("<br>");
         let quoted = match orig_html {
             Some(h) => inner_body(&h).into_owned(),
             None => format!(
                 "<div style=\"white-space:pre-wrap\">{}</div>",
-                escape(&orig_text)
+                escape_text(&orig_text)
             ),
         };
         if kind == SmartKind::Reply {
@@ -319,20 +320,6 @@ fn inner_body<'a>(html: &'a str) -> Cow<'a, str> {
         (Some(s), None) => Cow::Owned(html[s..].to_owned()),
         _ => Cow::Borrowed(html),
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn field_name(field: &[u8]) -> Cow<'_, str> {

@@ -1,6 +1,7 @@
 //! HTML → plain text for previews and for plain-text bodies of HTML-only
 //! messages: tags dropped, `<script>`/`<style>` content dropped, block tags
-//! turned into line breaks, the common character entities decoded.
+//! turned into line breaks, the common character entities decoded; and the
+//! other way, text escaped to go inside HTML ([`escape_text`]).
 //!
 //! Exists because devices show Preview and Type 1 bodies as text, and raw
 //! markup there is unreadable. It is a best-effort text extractor for
@@ -24,6 +25,23 @@ const BLOCKS: [&str; 12] = [
     "blockquote",
     "hr",
 ];
+
+/// `text` with `&`, `<`, `>` and `"` escaped, to go inside an HTML element
+/// or a quoted attribute (the HTML bodies opush writes: replies, receipts,
+/// out-of-office messages).
+pub fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// Extracts the text of an HTML document.
 pub fn strip_tags(html: &str) -> String {
@@ -166,7 +184,15 @@ fn tidy_lines(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_tags;
+    use super::{escape_text, strip_tags};
+
+    #[test]
+    fn escaped_text_reads_back_as_itself() {
+        let text = "a < b && \"c\" > d, é";
+        let html = escape_text(text);
+        assert_eq!(html, "a &lt; b &amp;&amp; &quot;c&quot; &gt; d, é");
+        assert_eq!(strip_tags(&html), text);
+    }
 
     #[test]
     fn tags_scripts_and_comments_are_dropped() {
