@@ -815,21 +815,9 @@ fn decide_advance(
                 });
             }
             Planned::Gone(id) => {
-                let n = c.items.get(&id).map_or(0, |i| i.n);
-                ov.claimed.insert(id.clone());
-                replies.push(ClientReply {
-                    kind: ReplyKind::Delete,
-                    client_id: None,
-                    server_id: Some(ServerId { collection: col, n }),
-                    status: SyncStatus::Success.code(),
-                    backend: None,
-                });
-                events.push(Event::ClientChangeApplied {
-                    collection: col,
-                    n,
-                    id,
-                    change: AppliedChange::Deleted,
-                });
+                let (reply, event) = device_delete_done(c, col, &mut ov, id);
+                replies.push(reply);
+                events.push(event);
             }
             Planned::Effect(effect) => {
                 let Some((index, outcome)) = outcomes.next() else {
@@ -902,21 +890,9 @@ fn decide_advance(
                         });
                     }
                     (BackendEffect::Delete { id, .. }, EffectOutcome::Deleted) => {
-                        let n = c.items.get(&id).map_or(0, |i| i.n);
-                        ov.claimed.insert(id.clone());
-                        replies.push(ClientReply {
-                            kind: ReplyKind::Delete,
-                            client_id: None,
-                            server_id: Some(ServerId { collection: col, n }),
-                            status: SyncStatus::Success.code(),
-                            backend: None,
-                        });
-                        events.push(Event::ClientChangeApplied {
-                            collection: col,
-                            n,
-                            id,
-                            change: AppliedChange::Deleted,
-                        });
+                        let (reply, event) = device_delete_done(c, col, &mut ov, id);
+                        replies.push(reply);
+                        events.push(event);
                     }
                     _ => return Err(StepError::OutcomeKind { index }),
                 }
@@ -958,6 +934,32 @@ fn decide_advance(
         response: resp,
         events,
     })
+}
+
+/// A device's Delete done (carried out, or the item already gone from the
+/// backend): the success reply and the event that forgets the item.
+fn device_delete_done(
+    c: &CollectionState,
+    col: CollectionId,
+    ov: &mut Overlay<'_>,
+    id: BackendItemId,
+) -> (ClientReply, Event) {
+    let n = c.items.get(&id).map_or(0, |i| i.n);
+    ov.claimed.insert(id.clone());
+    let reply = ClientReply {
+        kind: ReplyKind::Delete,
+        client_id: None,
+        server_id: Some(ServerId { collection: col, n }),
+        status: SyncStatus::Success.code(),
+        backend: None,
+    };
+    let event = Event::ClientChangeApplied {
+        collection: col,
+        n,
+        id,
+        change: AppliedChange::Deleted,
+    };
+    (reply, event)
 }
 
 fn failed_reply(c: &CollectionState, col: CollectionId, effect: &BackendEffect) -> ClientReply {
