@@ -38,6 +38,14 @@ pub enum MoveOutcome {
     Moved(ObservedItem),
     /// The backend failed.
     Failed,
+    /// The source message is no longer in its folder (expunged or moved
+    /// by another client since the device last synced it; or moved by a
+    /// try of this very MoveItems that was not recorded): nothing moved.
+    /// Answered Status 1, which per MS-ASCMD covers an item "previously
+    /// moved out of the folder" (the device stops retrying; its next Sync
+    /// of the folder removes the item). Recorded from format 8; older
+    /// records only hold `Moved` and `Failed`.
+    Gone,
 }
 
 /// MoveItems Response for one move ([MS-ASCMD] 2.2.3.177.9).
@@ -131,6 +139,16 @@ pub fn decide_move(
             return Ok(Decision {
                 response: MoveResponse {
                     status: 5,
+                    src: req.src,
+                    dst: None,
+                },
+                events: vec![],
+            })
+        }
+        MoveOutcome::Gone => {
+            return Ok(Decision {
+                response: MoveResponse {
+                    status: 1,
                     src: req.src,
                     dst: None,
                 },

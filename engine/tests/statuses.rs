@@ -883,3 +883,31 @@ fn sync_change_replaced_on_the_backend_keeps_the_server_id() {
     assert_eq!(pair.device.items.len(), 2);
     assert_eq!(pair.device.items[&sid].1, 10);
 }
+
+// A MoveItems of an item the backend no longer has in the source (expunged
+// or moved by another client, the device not told yet) is Status 1, as
+// MS-ASCMD says for an item moved out of its folder (Status 5 would have
+// the device retry a move that can never succeed), and records nothing:
+// the device's next Sync of the source removes the item.
+#[test]
+fn a_move_of_an_item_gone_from_the_backend_is_status_1() {
+    let (mut backend, mut pair) = world();
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    for col in [INBOX, ARCHIVE] {
+        pair.sync(&mut backend, col, 10, NOW, false);
+        pair.sync(&mut backend, col, 10, NOW, false);
+    }
+    let sid = *pair.device.items.keys().next().unwrap();
+    let req = MoveRequest {
+        src: sid,
+        dst: ARCHIVE,
+    };
+    let s = &pair.server.state;
+    plan_move(s, &req).expect("the device holds it: a move to carry out");
+    let d = decide_move(s, &req, &MoveOutcome::Gone).unwrap();
+    assert_eq!(d.response.status, 1);
+    assert_eq!(d.response.dst, None);
+    assert!(d.events.is_empty());
+    let failed = decide_move(s, &req, &MoveOutcome::Failed).unwrap();
+    assert_eq!(failed.response.status, 5, "a backend failure stays retryable");
+}

@@ -29,7 +29,7 @@
 //! Known and
 //! accepted: a flag change carried out but not recorded comes back on the
 //! retry as Status 7 with the server's version, which is the device's own;
-//! a MoveItems carried out but not recorded is answered Status 5 and the
+//! a MoveItems carried out but not recorded is answered Status 1 and the
 //! next Syncs show the move (a Delete in the source, an Add in the
 //! destination); a send killed between the relay's acceptance and its
 //! record goes out twice (docs/ARCHITECTURE.md, invariants), under one

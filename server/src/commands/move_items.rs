@@ -132,10 +132,13 @@ async fn perform(
     };
     let moved = match imap.move_messages(src_raw, &[uid], dst_raw).await {
         Ok(pairs) => pairs,
-        Err(_) => return MoveOutcome::Failed,
+        Err(_) => return gone_or_failed(imap, src_raw, uid).await,
     };
     let Some(&(_, new_uid)) = moved.iter().find(|(old, _)| *old == uid) else {
-        return MoveOutcome::Failed;
+        // Nothing moved: the message is gone from the source (a MOVE of a
+        // UID the folder no longer has moves nothing), or the server did
+        // not say where it went.
+        return gone_or_failed(imap, src_raw, uid).await;
     };
     let Ok(status) = imap.status(dst_raw).await else {
         return MoveOutcome::Failed;
@@ -157,4 +160,14 @@ async fn perform(
         ),
         digest: None,
     })
+}
+
+/// After a MOVE that moved nothing (or failed): `Gone` when `uid` is no
+/// longer in `src_raw` (looked up again), else `Failed` (including when
+/// the lookup fails: then the device retries).
+async fn gone_or_failed(imap: &mut PooledSession, src_raw: &str, uid: u32) -> MoveOutcome {
+    match imap.fetch_meta(src_raw, &[uid]).await {
+        Ok(found) if found.iter().all(|m| m.uid != uid) => MoveOutcome::Gone,
+        _ => MoveOutcome::Failed,
+    }
 }
