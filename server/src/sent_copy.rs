@@ -20,8 +20,16 @@
 //!   there is never a second one; a saved or found copy's row is deleted,
 //!   a failed try is recorded in it (`tries`, `last_try_ms`). After the
 //!   last try, or once the row is older than `[storage]
-//!   ttl_sent_copies_s`, the copy is given up: an ERROR line, the row
-//!   deleted.
+//!   ttl_sent_copies_s`, the copy is delivered to the user's INBOX through
+//!   the relay instead, with a note (no password needed), and the row
+//!   deleted: a WARN line, never a silent loss.
+//! - Exactly one copy in Sent, however a resumer and a new send of the
+//!   same message meet (the same ClientId sent again after a kill between
+//!   the relay's acceptance and its record): a send finding a row of its
+//!   Message-ID takes it over instead of overwriting it; every save — the
+//!   send's own ([`SentCopies::save_now`]) and each resumer try — is made
+//!   by the one owner of the Message-ID in this process, claims its try in
+//!   the store, and looks in Sent before it APPENDs.
 //! - After a restart: passwords are not stored, so with `[imap]
 //!   master_for_requests` (IMAP reached as the master user) every pending
 //!   copy is resumed at start-up ([`SentCopies::resume_at_start`]);
@@ -31,6 +39,11 @@
 //!   most once per [`RECHECK`] per user). A resumer's waits go on from the
 //!   tries recorded: a copy whose next try was due while opush was stopped
 //!   is tried at once.
+//! - Each process sweeps the store's pending copies at start-up and every
+//!   [`sweep_every`]: the `opush_sent_copies_waiting` gauge; with the
+//!   master user every user's copies resumed; without it a WARN line per
+//!   copy waiting for its user, and a copy still waiting at
+//!   [`give_up_age`] delivered to the INBOX as above.
 //! - When the store cannot keep the row (unavailable, or a schema v2 store
 //!   not updated yet) the copy is still retried, from memory only (a WARN
 //!   line says it would be lost if opush stopped).
@@ -54,7 +67,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backends::imap::{ImapError, ImapPool, PooledSession};
-use crate::commands::compose::{save_in_sent, sent_folder, SendSettings};
+use crate::commands::compose::{save_in_sent, SendSettings};
 use crate::config::Secret;
 use crate::session::EasServices;
 
@@ -109,6 +122,10 @@ struct Shared {
     /// `[storage] ttl_sent_copies_s`: a copy older than this is given up.
     ttl: Duration,
     state: Mutex<State>,
+    /// The owner of each copy's save in this process (user, Message-ID):
+    /// the send's own save and the user's resumer take turns, each looking
+    /// in Sent before it APPENDs ([`Owner`]).
+    owners: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Default)]
@@ -117,8 +134,11 @@ struct State {
     resumers: HashMap<String, Resumer>,
     /// When each user's pending copies were last looked for in the store.
     checked: HashMap<String, std::time::Instant>,
-    /// The start-up resume (master user), while it runs.
+    /// The start-up resume (master user), while it runs, or the sweep of
+    /// copies waiting for their users (without it).
     startup: Option<JoinHandle<()>>,
+    /// Copies already reported waiting for their user (one WARN each).
+    warned: std::collections::HashSet<(String, String)>,
     /// Set by [`SentCopies::stop`]: nothing starts any more.
     stopped: bool,
 }
@@ -150,10 +170,64 @@ impl std::fmt::Debug for KeptCopy {
     }
 }
 
+/// What [`SentCopies::save_now`] did.
+#[derive(Debug)]
+pub enum SaveNow {
+    /// APPENDed to Sent.
+    Saved,
+    /// In Sent already (found by its Message-ID), or saved by another
+    /// process meanwhile (its row gone).
+    Settled,
+    /// Another try of it is under way (a resumer's): left to the resumers.
+    LeftToResumer,
+    /// The try failed: left to the resumers.
+    Failed(String),
+}
+
 /// One pending copy, and whether its row is in the store.
 struct Job {
     copy: SentCopy,
     stored: bool,
+    /// Its row was kept by an earlier send of the same message.
+    taken_over: bool,
+}
+
+/// The owner of one copy's save in this process: held from the claim to
+/// the end of the APPEND; the next owner then finds the copy in Sent.
+struct Owner {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    shared: Arc<Shared>,
+    key: (String, String),
+}
+
+impl Owner {
+    async fn take(shared: &Arc<Shared>, user: &str, message_id: &str) -> Owner {
+        let key = (user.to_owned(), message_id.to_owned());
+        let lock = shared
+            .owners()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        let guard = lock.lock_owned().await;
+        Owner {
+            guard: Some(guard),
+            shared: shared.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut owners = self.shared.owners();
+        if owners
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            owners.remove(&self.key);
+        }
+    }
 }
 
 impl Job {
@@ -193,6 +267,7 @@ impl SentCopies {
             shared: Arc::new(Shared {
                 ttl,
                 state: Mutex::new(State::default()),
+                owners: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -201,9 +276,15 @@ impl SentCopies {
     /// in the store (awaited), before the send is recorded and the copy is
     /// APPENDed: if opush stops before the copy is in Sent, the row is
     /// resumed by the next opush (which looks for the copy by its
-    /// Message-ID first, so it is never saved twice). Then either
-    /// [`SentCopies::settled`] (saved in Sent at once) or
+    /// Message-ID first, so it is never saved twice). Then
+    /// [`SentCopies::save_now`], and [`SentCopies::settled`] or
     /// [`SentCopies::save_later`].
+    ///
+    /// A row already kept under this Message-ID (a send of the same
+    /// ClientId cut by a kill after the relay accepted it, now sent again)
+    /// is taken over as it is, never overwritten: a resumer (of this
+    /// process or another) may be trying it, and its claim in the row is
+    /// what keeps the two from both APPENDing.
     pub async fn keep(
         &self,
         eas: &EasServices,
@@ -212,7 +293,8 @@ impl SentCopies {
         copy: Vec<u8>,
     ) -> KeptCopy {
         let at = now_ms();
-        let copy = SentCopy {
+        let store = eas.sessions.store();
+        let mut copy = SentCopy {
             user: user.to_owned(),
             message_id: message_id.to_owned(),
             created_ms: at,
@@ -220,7 +302,23 @@ impl SentCopies {
             tries: 0,
             bytes: copy,
         };
-        let stored = match eas.sessions.store().put_sent_copy(copy.clone()).await {
+        if let Some(there) = pending_in_store(store, user, message_id).await {
+            tracing::info!(
+                user,
+                message_id,
+                tries = there.tries,
+                "sent copy of this Message-ID already pending: taken over"
+            );
+            copy.created_ms = there.created_ms;
+            copy.last_try_ms = there.last_try_ms;
+            copy.tries = there.tries;
+            return KeptCopy(Job {
+                copy,
+                stored: true,
+                taken_over: true,
+            });
+        }
+        let stored = match store.put_sent_copy(copy.clone()).await {
             Ok(()) => true,
             Err(e) => {
                 crate::obs::metrics::storage_error();
@@ -228,7 +326,66 @@ impl SentCopies {
                 false
             }
         };
-        KeptCopy(Job { copy, stored })
+        KeptCopy(Job {
+            copy,
+            stored,
+            taken_over: false,
+        })
+    }
+
+    /// The send's own try to save its kept copy in Sent, on the request's
+    /// IMAP session: as the copy's owner in this process (a resumer of the
+    /// same user waits its turn), with the try claimed in the store (a
+    /// resumer of another process then leaves it), and only when the copy
+    /// is not in Sent yet (looked for by its Message-ID: an earlier send of
+    /// the same ClientId may have saved it). A taken-over row whose last
+    /// try is still running elsewhere (claimed, its next try not due yet)
+    /// is left to its resumer.
+    pub async fn save_now(
+        &self,
+        eas: &EasServices,
+        conn: &mut PooledSession,
+        kept: &mut KeptCopy,
+    ) -> SaveNow {
+        let job = &mut kept.0;
+        let user = job.copy.user.clone();
+        let id = job.copy.message_id.clone();
+        let _owner = Owner::take(&self.shared, &user, &id).await;
+        let store = eas.sessions.store();
+        if job.stored {
+            if job.taken_over && job.due() > Instant::now() {
+                return SaveNow::LeftToResumer;
+            }
+            let at_ms = now_ms().max(job.copy.last_try_ms.saturating_add(1));
+            match store
+                .claim_sent_copy_try(&user, &id, job.copy.last_try_ms, (job.copy.tries, at_ms))
+                .await
+            {
+                Ok(true) => job.copy.last_try_ms = at_ms,
+                Ok(false) => {
+                    return match pending_in_store(store, &user, &id).await {
+                        Some(there) => {
+                            job.copy.last_try_ms = there.last_try_ms;
+                            job.copy.tries = there.tries;
+                            SaveNow::LeftToResumer
+                        }
+                        None => SaveNow::Settled,
+                    };
+                }
+                Err(e) => {
+                    crate::obs::metrics::storage_error();
+                    tracing::warn!(user, message_id = %id, error = %e, "sent copy's try not claimed in the store: tried anyway");
+                }
+            }
+        }
+        match save_once(conn, &eas.send, &job.copy.bytes, &id).await {
+            Ok(true) => SaveNow::Saved,
+            Ok(false) => {
+                tracing::info!(user, message_id = %id, "sent copy already in Sent (an earlier send of it)");
+                SaveNow::Settled
+            }
+            Err(e) => SaveNow::Failed(e),
+        }
     }
 
     /// The kept copy is in Sent: its row is deleted, in the background (a
@@ -276,13 +433,16 @@ impl SentCopies {
         self.hand_over(eas, user, Some(password), None);
     }
 
-    /// With `[imap] master_for_requests`: resumes every pending copy of
-    /// the store, in the background (no password needed). Without it,
-    /// does nothing: copies wait for their user's next request.
+    /// Starts the sweep of the store's pending copies (at start-up, then
+    /// every [`sweep_every`]): with `[imap] master_for_requests` every
+    /// user's copies are resumed (the master user logs in); without it,
+    /// a copy waits for its user's next request ([`SentCopies::on_request`]):
+    /// a WARN line says so once, and a copy still waiting at
+    /// [`give_up_age`] (shortly before the store's TTL would drop it) is
+    /// delivered to the user's INBOX instead, with a note, through the
+    /// relay (no password needed), so it is never lost silently. The
+    /// sweep also sets the `opush_sent_copies_waiting` gauge.
     pub fn resume_at_start(&self, eas: &EasServices) {
-        if !eas.imap.config().master_for_requests {
-            return;
-        }
         let mut state = self.shared.lock();
         if state.stopped {
             return;
@@ -290,29 +450,92 @@ impl SentCopies {
         let this = SentCopies {
             shared: self.shared.clone(),
         };
-        let backends = Backends::of(eas);
-        let services = Arc::new(backends);
+        let services = Arc::new(Backends::of(eas));
+        let master = eas.imap.config().master_for_requests;
+        let every = sweep_every(self.shared.ttl);
         let task = tokio::spawn(async move {
-            match services.store.all_sent_copies().await {
-                Ok(all) => {
-                    let users: std::collections::BTreeSet<String> =
-                        all.into_iter().map(|c| c.user).collect();
-                    if !users.is_empty() {
-                        tracing::info!(
-                            users = users.len(),
-                            "resuming pending sent copies at start-up"
-                        );
-                    }
-                    for user in users {
-                        this.spawn_or_wake(&services, &user, None, None);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pending sent copies not resumed at start-up: each user's next request resumes them")
-                }
+            loop {
+                this.sweep(&services, master).await;
+                tokio::time::sleep(every).await;
             }
         });
         state.startup = Some(task);
+    }
+
+    /// One look at every pending copy of the store (see
+    /// [`SentCopies::resume_at_start`]).
+    async fn sweep(&self, backends: &Arc<Backends>, master: bool) {
+        let all = match backends.store.all_sent_copies().await {
+            Ok(all) => all,
+            // A schema v2 store keeps none.
+            Err(opush_storage::StorageError::SchemaMismatch(_)) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "pending sent copies not read from the store: looked at again later");
+                return;
+            }
+        };
+        crate::obs::metrics::set_sent_copies_waiting(all.len());
+        let give_up_at =
+            i64::try_from(give_up_age(self.shared.ttl).as_millis()).unwrap_or(i64::MAX);
+        let mut resumed = std::collections::BTreeSet::new();
+        for copy in all {
+            if self.shared.lock().resumers.contains_key(&copy.user) {
+                continue;
+            }
+            if master {
+                if resumed.insert(copy.user.clone()) {
+                    self.spawn_or_wake(backends, &copy.user, None, None);
+                }
+                continue;
+            }
+            let age = now_ms().saturating_sub(copy.created_ms);
+            if age >= give_up_at {
+                let job = Job {
+                    copy,
+                    stored: true,
+                    taken_over: false,
+                };
+                let _owner = Owner::take(&self.shared, &job.copy.user, &job.copy.message_id).await;
+                let claimed = backends
+                    .store
+                    .claim_sent_copy_try(
+                        &job.copy.user,
+                        &job.copy.message_id,
+                        job.copy.last_try_ms,
+                        (
+                            job.copy.tries,
+                            now_ms().max(job.copy.last_try_ms.saturating_add(1)),
+                        ),
+                    )
+                    .await;
+                if matches!(claimed, Ok(true)) {
+                    give_up(
+                        backends,
+                        &job,
+                        "its user made no request to save it with (no IMAP master user)",
+                    )
+                    .await;
+                }
+                continue;
+            }
+            let mut state = self.shared.lock();
+            if state.warned.len() >= MAX_CHECKED {
+                state.warned.clear();
+            }
+            if state
+                .warned
+                .insert((copy.user.clone(), copy.message_id.clone()))
+            {
+                drop(state);
+                tracing::warn!(
+                    user = %copy.user,
+                    message_id = %copy.message_id,
+                    waiting_s = age / 1000,
+                    give_up_in_s = give_up_at.saturating_sub(age) / 1000,
+                    "sent copy waits for its user's next request to be saved in Sent (no IMAP master user); else delivered to the user's INBOX"
+                );
+            }
+        }
     }
 
     /// Stops every resumer (at shutdown): their copies stay in the store
@@ -415,6 +638,10 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn owners(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A user's resumer: tries each pending copy when due until none is left.
@@ -437,7 +664,11 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                 Ok(rows) => {
                     for copy in rows {
                         jobs.entry(copy.message_id.clone()).or_insert_with(|| {
-                            let job = Job { copy, stored: true };
+                            let job = Job {
+                                copy,
+                                stored: true,
+                                taken_over: false,
+                            };
                             let due = job.due();
                             (job, due)
                         });
@@ -491,8 +722,11 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
             let Some((job, at)) = jobs.get_mut(&id) else {
                 continue;
             };
+            // This process's send of the same message may be saving it:
+            // one owner at a time, the next finds it in Sent.
+            let _owner = Owner::take(&shared, &user, &id).await;
             let attempt = job.copy.tries + 1;
-            let at_ms = now_ms();
+            let at_ms = now_ms().max(job.copy.last_try_ms.saturating_add(1));
             // The try is claimed in the store first: of several opush
             // processes resuming this copy (one Cassandra behind them), only
             // the one whose claim lands looks in Sent and APPENDs.
@@ -542,8 +776,8 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                     let age = now_ms().saturating_sub(job.copy.created_ms);
                     let too_old = u128::try_from(age).unwrap_or(0) >= shared.ttl.as_millis();
                     if attempt >= SENT_COPY_RETRIES || too_old {
-                        tracing::error!(user, message_id = %id, tries = attempt, error = %e, "sent copy given up: not in Sent");
-                        forget(&backends.store, job).await;
+                        let why = format!("not saved in Sent after {attempt} tries: {e}");
+                        give_up(&backends, job, &why).await;
                         jobs.remove(&id);
                         continue;
                     }
@@ -600,6 +834,113 @@ async fn forget(store: &Store, job: &Job) {
     }
 }
 
+/// How often each process looks at every pending copy of the store: a
+/// quarter of the TTL, at most [`RECHECK`], at least a second.
+pub fn sweep_every(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_secs(1), RECHECK)
+}
+
+/// The age at which a copy still not in Sent is delivered to its user's
+/// INBOX instead: two sweeps before the store's TTL would drop it.
+pub fn give_up_age(ttl: Duration) -> Duration {
+    ttl.saturating_sub(sweep_every(ttl).saturating_mul(2))
+}
+
+/// A copy that cannot be saved in Sent: delivered to the user's INBOX
+/// through the relay instead (null envelope sender, as a delivery
+/// receipt; no password), wrapped with a note saying why, and its row
+/// deleted. When the relay refuses it too, the row stays (tried again by
+/// a later sweep or resume, until the store's TTL drops it): an ERROR line.
+async fn give_up(backends: &Backends, job: &Job, why: &str) {
+    let user = &job.copy.user;
+    let message_id = &job.copy.message_id;
+    let to = backends.settings.sender(user);
+    let note = inbox_note(&backends.settings, &to, &job.copy, why);
+    let rcpt = [to.address.clone()];
+    let delivered = crate::backends::smtp::submit(
+        &backends.settings.smtp,
+        None,
+        &crate::backends::smtp::Submission {
+            envelope_from: "",
+            recipients: &rcpt,
+            message: &note,
+        },
+    )
+    .await;
+    match delivered {
+        Ok(_) => {
+            crate::obs::metrics::sent_copy_to_inbox();
+            tracing::warn!(
+                user,
+                message_id,
+                why,
+                "sent copy not saved in Sent: delivered to the user's INBOX instead, with a note"
+            );
+            forget(&backends.store, job).await;
+        }
+        Err(e) => {
+            tracing::error!(user, message_id, why, error = %e, "sent copy neither in Sent nor delivered to the INBOX: tried again later while the store keeps it");
+        }
+    }
+}
+
+/// The message delivered to the INBOX for a copy that could not be saved
+/// in Sent: a short note, and the sent message attached as it is
+/// (`message/rfc822`). Its Message-ID derives from the sent one, so a
+/// second delivery of it is recognisably the same.
+fn inbox_note(
+    settings: &SendSettings,
+    to: &crate::outgoing::Sender,
+    copy: &SentCopy,
+    why: &str,
+) -> Vec<u8> {
+    let subject = crate::commands::compose::subject_of(&copy.bytes);
+    let mut boundary = format!("opush-sent-copy-{}", copy.created_ms);
+    while copy
+        .bytes
+        .windows(boundary.len())
+        .any(|w| w == boundary.as_bytes())
+    {
+        boundary.push('x');
+    }
+    let date = crate::dates::rfc5322_date(now_ms() / 1000);
+    let sent = crate::dates::rfc5322_date(copy.created_ms / 1000);
+    let clean = |s: &str| s.replace(['\r', '\n'], " ");
+    let mut out = format!(
+        "From: Mail Delivery System <postmaster@{host}>\r\n\
+         To: <{to}>\r\n\
+         Subject: Not saved in Sent: {subject}\r\n\
+         Date: {date}\r\n\
+         Message-ID: <inbox-copy.{id}>\r\n\
+         Auto-Submitted: auto-generated\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n\
+         The message attached was sent on {sent}, but could not be saved in\r\n\
+         your Sent folder ({why}).\r\n\
+         It is delivered here instead so that you keep a copy: move it to Sent if\r\n\
+         you like. Its recipients received it as usual.\r\n\r\n\
+         --{boundary}\r\n\
+         Content-Type: message/rfc822\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         Content-Disposition: attachment; filename=\"sent-message.eml\"\r\n\r\n",
+        host = clean(&settings.host),
+        to = clean(&to.address),
+        subject = clean(&subject),
+        id = clean(&copy.message_id),
+        why = clean(why),
+    )
+    .into_bytes();
+    out.extend_from_slice(&copy.bytes);
+    if !copy.bytes.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
 /// One later try: `Ok(false)` when the copy is in Sent already, `Ok(true)`
 /// once saved.
 async fn save_once(
@@ -608,15 +949,9 @@ async fn save_once(
     copy: &[u8],
     message_id: &str,
 ) -> Result<bool, String> {
-    let tried = async {
-        if let Some(raw) = sent_folder(conn, settings).await? {
-            if conn.has_message_id(&raw, message_id).await? {
-                return Ok(false);
-            }
-        }
-        save_in_sent(conn, settings, copy).await.map(|()| true)
-    };
-    tried.await.map_err(|e: ImapError| e.to_string())
+    save_in_sent(conn, settings, copy, message_id)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

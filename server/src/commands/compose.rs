@@ -14,8 +14,10 @@
 //!    `MailSent` for the ClientId (both after the relay accepted: a failed
 //!    submission leaves nothing, so the retry goes out);
 //! 6. best effort, never failing the send: flag the original `\Answered` /
-//!    `$Forwarded`, save the copy in Sent (created when missing) and drop
-//!    its row, or, when that fails, leave the row to be saved later by
+//!    `$Forwarded`, save the copy in Sent (created when missing; unless
+//!    found there by its Message-ID, as the one owner of its save, its try
+//!    claimed in the store: `SentCopies::save_now`) and drop its row, or,
+//!    when that fails, leave the row to be saved later by
 //!    `crate::sent_copy`; send the delivery receipt if configured.
 //!
 //! A kill of opush between the relay's acceptance and step 5's record is
@@ -49,6 +51,7 @@ use crate::backends::smtp::{submit, SmtpError, SmtpLogin, SmtpSettings, SmtpTls,
 use crate::config::{Config, IdentityConfig, TlsMode};
 use crate::outgoing::{prepare, rfc5322_date, Outgoing, OutgoingError, Sender, Stamp};
 use crate::reply::{self, ReplyError, SmartKind};
+use crate::sent_copy::SaveNow;
 use crate::session::{imap_error, now, session_error, Caller, EasServices, Recorder};
 
 /// Why a message was not sent. Every variant has its own Status
@@ -418,7 +421,7 @@ pub async fn compose(
     // The message is out: from here on nothing may fail the request. Its
     // Sent copy is kept in the store first, so that a kill before the copy
     // is in Sent leaves it to the next opush (`crate::sent_copy`).
-    let kept = if req.save_in_sent_items {
+    let mut kept = if req.save_in_sent_items {
         Some(
             eas.sent_copies
                 .keep(eas, user, &out.message_id, out.sent_copy())
@@ -484,10 +487,18 @@ pub async fn compose(
                 Err(e) => tracing::warn!(user, error = %e, "original not flagged"),
             }
         }
-        if req.save_in_sent_items {
-            match save_in_sent(conn, settings, &out.sent_copy()).await {
-                Ok(()) => sent.saved_in_sent = true,
-                Err(e) => {
+        // Looked for by its Message-ID first, as this message's owner in
+        // this process and with its try claimed in the store: an earlier
+        // send of the same ClientId (cut by a kill after the relay took
+        // it) may have left a copy in Sent, or a resumer trying to save
+        // one (`crate::sent_copy`).
+        if let Some(kept) = kept.as_mut() {
+            match eas.sent_copies.save_now(eas, conn, kept).await {
+                SaveNow::Saved | SaveNow::Settled => sent.saved_in_sent = true,
+                SaveNow::LeftToResumer => {
+                    tracing::info!(user, message_id = %out.message_id, "sent copy being saved by a resumer")
+                }
+                SaveNow::Failed(e) => {
                     tracing::warn!(user, error = %e, "sent copy not saved: retried in the background")
                 }
             }
@@ -609,14 +620,21 @@ pub(crate) async fn sent_folder(
 }
 
 /// APPENDs the sent copy (`\Seen`) to the Sent folder, creating it when the
-/// user has none.
+/// user has none, unless a message of its Message-ID is there already
+/// (`Ok(false)`; one LIST, one SEARCH, one APPEND).
 pub(crate) async fn save_in_sent(
     conn: &mut PooledSession,
     settings: &SendSettings,
     copy: &[u8],
-) -> Result<(), ImapError> {
+    message_id: &str,
+) -> Result<bool, ImapError> {
     let raw = match sent_folder(conn, settings).await? {
-        Some(raw) => raw,
+        Some(raw) => {
+            if conn.has_message_id(&raw, message_id).await? {
+                return Ok(false);
+            }
+            raw
+        }
         None => {
             let raw = utf7::encode(&settings.sent_folder);
             match conn.create_folder(&raw).await {
@@ -629,7 +647,7 @@ pub(crate) async fn save_in_sent(
     };
     conn.append(&raw, &[Flag::Seen], None, copy)
         .await
-        .map(|_| ())
+        .map(|_| true)
 }
 
 /// Sends the sender a delivery receipt rendered from
@@ -786,7 +804,7 @@ async fn try_read_receipt(
 }
 
 /// The decoded Subject of a message (empty when it has none).
-fn subject_of(message: &[u8]) -> String {
+pub(crate) fn subject_of(message: &[u8]) -> String {
     mail_parser::MessageParser::new()
         .parse_headers(message)
         .and_then(|m| m.subject().map(str::to_owned))

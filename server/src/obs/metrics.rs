@@ -17,7 +17,10 @@
 //! (SELECT and EXAMINE commands sent: a Sync window on a connection that
 //! has its folder selected sends none), `opush_imap_statuses_total` (STATUS
 //! commands sent: a caught-up device's no-change Sync on the connection
-//! that keeps its folder selected sends none).
+//! that keeps its folder selected sends none), `opush_sent_copies_waiting`
+//! (pending Sent copies in the store, counted by each sweep of
+//! `crate::sent_copy`), `opush_sent_copies_to_inbox_total` (copies
+//! delivered to their user's INBOX because they could not be saved in Sent).
 //! Other modules update them with the functions below (one call each).
 
 use std::collections::BTreeMap;
@@ -73,6 +76,8 @@ static TABLES: Mutex<Tables> = Mutex::new(Tables {
 static PARKED_PINGS: AtomicI64 = AtomicI64::new(0);
 static DEVICES: AtomicI64 = AtomicI64::new(0);
 static IMAP_POOLED: AtomicI64 = AtomicI64::new(0);
+static SENT_COPIES_WAITING: AtomicI64 = AtomicI64::new(0);
+static SENT_COPIES_TO_INBOX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static IMAP_MAILBOX_OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static IMAP_STATUSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -137,6 +142,18 @@ pub fn device_created<T>(at: T) -> T {
 /// [`device_registered`]).
 pub fn set_devices(n: usize) {
     DEVICES.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+}
+
+/// The pending Sent copies the store holds (each sweep of
+/// `crate::sent_copy` counts them).
+pub fn set_sent_copies_waiting(n: usize) {
+    SENT_COPIES_WAITING.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+}
+
+/// A Sent copy that could not be saved in Sent was delivered to its
+/// user's INBOX instead.
+pub fn sent_copy_to_inbox() {
+    SENT_COPIES_TO_INBOX.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A device was written to the store's registry for the first time.
@@ -249,6 +266,18 @@ pub fn render() -> String {
         ("opush_devices_created_total", "counter"),
         "Devices registered (first request) by this process.",
         t.devices_created,
+    );
+    single(
+        o,
+        ("opush_sent_copies_waiting", "gauge"),
+        "Sent copies pending in the store, not in Sent yet (counted at start-up and every sweep).",
+        SENT_COPIES_WAITING.load(Ordering::Relaxed),
+    );
+    single(
+        o,
+        ("opush_sent_copies_to_inbox_total", "counter"),
+        "Sent copies that could not be saved in Sent, delivered to their user's INBOX instead by this process.",
+        SENT_COPIES_TO_INBOX.load(Ordering::Relaxed),
     );
     single(
         o,
