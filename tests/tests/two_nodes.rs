@@ -12,7 +12,8 @@
 //! several processes on one store guarantee.
 //!
 //! Needs Dovecot, Postfix and Cassandra (`scripts/stack up`); fails, never
-//! skips, without them. Users: load1151–load1156, load1181–load1184;
+//! skips, without them. Users: load1151–load1156, load1181–load1184,
+//! load1234–load1235;
 //! keyspaces `twonode_*` (each test its own, dropped at its end).
 
 #![allow(
@@ -865,6 +866,192 @@ async fn the_same_sendmail_on_both_nodes_at_once() {
             "one copy in Sent (B +{delay_ms} ms)"
         );
     }
+    nodes.stop().await;
+}
+
+/// A relay in front of Postfix that holds the end of the first message's
+/// DATA (`\r\n.\r\n`) until `release` is notified, having said so on
+/// `held`: the sending node then waits in its submission as long as the
+/// test wants. Later connections pass through.
+struct HeldRelay {
+    addr: SocketAddr,
+    held: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl HeldRelay {
+    async fn start() -> HeldRelay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = require(POSTFIX_SMTP);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = std::sync::Arc::new(tokio::sync::Notify::new());
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (h, r) = (held.clone(), release.clone());
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let (down, _) = listener.accept().await.unwrap();
+                let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let (mut down_r, mut down_w) = down.into_split();
+                let (mut up_r, mut up_w) = up.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut up_r, &mut down_w).await;
+                });
+                let hold = std::mem::take(&mut first);
+                let (h, r) = (h.clone(), r.clone());
+                tokio::spawn(async move {
+                    // The last bytes already passed on: the end of DATA may
+                    // straddle two reads.
+                    let mut tail: Vec<u8> = Vec::new();
+                    let mut waiting = hold;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match down_r.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        if waiting {
+                            let mut window = std::mem::take(&mut tail);
+                            let carry = window.len();
+                            window.extend_from_slice(chunk);
+                            if let Some(pos) = window.windows(5).position(|w| w == b"\r\n.\r\n") {
+                                // What comes before the end of DATA goes on;
+                                // the end waits for the release.
+                                let split = pos.saturating_sub(carry);
+                                if up_w.write_all(&chunk[..split]).await.is_err() {
+                                    break;
+                                }
+                                waiting = false;
+                                let released = r.notified();
+                                h.notify_one();
+                                released.await;
+                                if up_w.write_all(&chunk[split..]).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            tail = window[window.len().saturating_sub(4)..].to_vec();
+                        }
+                        if up_w.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = up_w.shutdown().await;
+                });
+            }
+        });
+        HeldRelay {
+            addr,
+            held,
+            release,
+        }
+    }
+}
+
+/// A leased SendMail whose `MailSent` append meets a head another node
+/// moved meanwhile: the device's Sync on node B brings new mail (no
+/// lease needed) while node A holds the device's lease and waits for the
+/// relay's answer to the end of DATA (held). A's append then conflicts;
+/// it reads the state again and appends after B's events, so its
+/// ClientId is recorded: the device's retry (on either node) is answered
+/// Status 118, the message delivered once and in Sent once, and B's Sync
+/// key still good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sendmail_whose_record_meets_the_other_nodes_append_is_recorded_once() {
+    const USER: &str = "load1234@load.test";
+    const RCPT: &str = "load1235@load.test";
+    let folder = "twonode-mailsent";
+    let mut imap = RawImap::login(USER);
+    fresh_mailbox(&mut imap, folder);
+    let tag = unique("twomailsent");
+    fill::append_all(
+        &mut imap,
+        folder,
+        std::iter::once(small_message(&format!("{tag} m0"))),
+    );
+    let relay = HeldRelay::start().await;
+    let nodes = TwoNodes::start(Options {
+        extra_toml: format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {}\n",
+            relay.addr.port()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let mut c = nodes.a.client(USER, "TWOMAILSENT1", V);
+    let id = folder_named(&folders(&mut c).await, folder).unwrap().0;
+    let (items, key) = full_sync(&mut c, &nodes, &id, 10, |_| 0).await;
+    assert_eq!(items.len(), 1);
+    let mut on_b = nodes.b.client(USER, "TWOMAILSENT1", V);
+
+    let marker = unique("twomailsent-send");
+    let body = encode_to_vec(
+        &SendMailRequest(ComposeRequest {
+            client_id: Some(unique("cid")),
+            mime: format!(
+                "To: {RCPT}\r\nSubject: {marker}\r\nContent-Type: text/plain\r\n\r\nrecorded once\r\n"
+            )
+            .into_bytes(),
+            save_in_sent_items: true,
+            ..ComposeRequest::default()
+        })
+        .to_element(ProtocolVersion::V14_1),
+    );
+    let held = relay.held.notified();
+    let (sent, new_key) = tokio::join!(c.post("SendMail", &body), async {
+        // A is in the relay's DATA, holding the lease: new mail, and the
+        // device's Sync on B appends its events under the device's head.
+        held.await;
+        fill::append_all(
+            &mut imap,
+            folder,
+            std::iter::once(small_message(&format!("{tag} m1"))),
+        );
+        let (_, k, cmds, _) = sync_once(&mut on_b, &id, &key, 10, "").await;
+        assert_eq!(cmds.len(), 1, "B brought the new mail: {cmds:?}");
+        assert_eq!(subject_of(&cmds[0]), format!("{tag} m1"));
+        relay.release.notify_one();
+        k
+    });
+    assert_eq!(sent.status, 200, "{sent:?}");
+    assert!(sent.body.is_empty(), "sent: {}", sent.xml());
+    // The device retries (its answer lost, say) on either node: known as
+    // sent, not sent again.
+    for node in [nodes.a.addr, nodes.b.addr] {
+        on_b.switch_to(node);
+        let res = on_b.post("SendMail", &body).await;
+        assert_eq!(res.status, 200);
+        assert!(
+            !res.body.is_empty(),
+            "the retry was sent again: its ClientId was not recorded"
+        );
+        assert_eq!(
+            find_text(&res.element(), "Status").as_deref(),
+            Some("118"),
+            "the retry is known as sent: {}",
+            res.xml()
+        );
+    }
+    let mut rcpt = RawImap::login(RCPT);
+    assert_eq!(rcpt.wait_for_subject("INBOX", &marker).len(), 1);
+    assert_eq!(imap.wait_for_subject("Sent", &marker).len(), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rcpt.search_subject("INBOX", &marker).len(),
+        1,
+        "delivered once"
+    );
+    assert_eq!(
+        imap.search_subject("Sent", &marker).len(),
+        1,
+        "one copy in Sent"
+    );
+    // B's key goes on (A appended after B's events, not over them).
+    on_b.switch_to(nodes.b.addr);
+    let (_, _, cmds, _) = sync_once(&mut on_b, &id, &new_key, 10, "").await;
+    assert!(cmds.is_empty(), "{cmds:?}");
     nodes.stop().await;
 }
 
