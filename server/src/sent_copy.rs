@@ -125,8 +125,11 @@ struct Shared {
     /// The owner of each copy's save in this process (user, Message-ID):
     /// the send's own save and the user's resumer take turns, each looking
     /// in Sent before it APPENDs ([`Owner`]).
-    owners: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    owners: Mutex<Owners>,
 }
+
+/// Each (user, Message-ID) being saved in this process, and its owner's lock.
+type Owners = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 
 #[derive(Default)]
 struct State {
@@ -639,7 +642,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn owners(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>> {
+    fn owners(&self) -> MutexGuard<'_, Owners> {
         self.owners.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
