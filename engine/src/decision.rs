@@ -6,7 +6,7 @@
 //! response model, not errors; `StepError` means the caller broke the
 //! plan/decide contract. A failed step returns no events: nothing changes.
 
-use crate::event::Event;
+use crate::event::{Event, FORMAT_VERSION};
 
 /// The result of a decision: what to answer and what to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +88,67 @@ impl Default for EngineConfig {
             page_order: PageOrder::NewestFirst,
             max_window_bytes: 8 * 1024 * 1024,
         }
+    }
+}
+
+/// The decision rules of one engine format version: a decision answers as
+/// the format that recorded it did, so a recorded session replays byte for
+/// byte whatever engine recorded it. The live server decides with
+/// [`Rules::CURRENT`]; replay takes the format from each recorded event's
+/// header ([`crate::event_format`]) and passes [`Rules::of`] it to
+/// [`crate::redecide`].
+///
+/// The rule (docs/ARCHITECTURE.md, "Replay"): a change of what a decision
+/// returns, or of the events it produces, for the same state and input
+/// bumps [`FORMAT_VERSION`] and keeps the old behaviour behind a method
+/// here, asked where the decision branches. Changes so far:
+/// * format 6: a Sync pages newest first. Gated by the recorded
+///   configuration ([`EngineConfig::page_order`]), not here: older records
+///   read as [`PageOrder::ById`].
+/// * format 8: [`Rules::delete_of_vanished_succeeds`] and
+///   [`Rules::retried_move_answered`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rules {
+    format: u32,
+}
+
+impl Rules {
+    /// The rules of this engine's [`FORMAT_VERSION`]: what the server
+    /// decides with.
+    pub const CURRENT: Rules = Rules {
+        format: FORMAT_VERSION,
+    };
+
+    /// The rules a decision recorded at `format` was decided under. A
+    /// format newer than this engine's reads as the current one (the
+    /// decoder refuses such records before they get here).
+    pub fn of(format: u32) -> Rules {
+        Rules {
+            format: format.min(FORMAT_VERSION),
+        }
+    }
+
+    /// The format version these rules are those of.
+    pub fn format(self) -> u32 {
+        self.format
+    }
+
+    /// From format 8, a device's Delete of an item it holds whose backend
+    /// side vanished (deleted or moved in IMAP, the device not told yet;
+    /// or the effect of a killed try of the same Delete) succeeds with
+    /// nothing to carry out. Formats 2-7 answered it Status 8 (object not
+    /// found).
+    pub fn delete_of_vanished_succeeds(self) -> bool {
+        self.format >= 8
+    }
+
+    /// From format 8, a MoveItems the device sends again after its answer
+    /// was lost gets its first answer (Status 3, the same DstMsgId), and a
+    /// move records [`Event::MoveRemembered`] for that. Formats 2-7
+    /// answered the retry Status 1 (invalid source) and recorded only
+    /// [`Event::ItemMovedByDevice`].
+    pub fn retried_move_answered(self) -> bool {
+        self.format >= 8
     }
 }
 

@@ -51,6 +51,22 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   archived sizes unchanged (`record.rs` checks them), so version-6
 ///   records decode as they are; a version-6 binary refuses version-7
 ///   records as newer.
+/// * 8: decisions change, gated by [`crate::Rules`] so that older records
+///   replay as decided: a device's Delete of an item gone from the backend
+///   succeeds (was Status 8), and a MoveItems retried after its answer was
+///   lost gets its first answer (was Status 1), for which a move records
+///   [`Event::MoveRemembered`] (added at the end of [`Event`], archived
+///   size unchanged). The layout of every older event is unchanged, so
+///   version-7 records decode as they are (`tests/replay/retries-v7.bundle`
+///   replays with the old answers); a version-7 binary refuses version-8
+///   records as newer. Records written by builds between the two changes
+///   (session 14) and this version say format 7 but hold the new answers:
+///   those diverge under replay.
+///
+/// Every change of what a decision returns or records for the same state
+/// and input bumps this version and is gated in [`crate::Rules`]
+/// (docs/ARCHITECTURE.md, "Replay"); `replay/tests/bundles.rs` replays a
+/// golden bundle of every format that changed a decision.
 ///
 /// `Event::Decided` embeds [`crate::DecisionRecord`], hence `EngineConfig`
 /// and the input/response types of every `decide_*`: a field added to any
@@ -58,7 +74,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///
 /// New variants go at the end of [`Event`] and keep their inline size small
 /// (box large payloads) so the archived size of `Event` does not grow.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 const EVENT_MAGIC: &[u8; 4] = b"OPEV";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";
@@ -488,6 +504,17 @@ pub enum Event {
         /// The verdict.
         check: crate::PolicyCheck,
     },
+    /// The device moved `src` to `dst` (format version 8, right after the
+    /// move's [`Event::ItemMovedByDevice`]): the destination remembers it,
+    /// so the same MoveItems sent again (its answer lost) gets the same
+    /// DstMsgId ([`crate::plan_move`]). Moves recorded before format 8
+    /// have no such event: their retries answer as format 7 did.
+    MoveRemembered {
+        /// The ServerId the device moved.
+        src: ServerId,
+        /// The ServerId it got in the destination.
+        dst: ServerId,
+    },
 }
 
 impl Event {
@@ -566,27 +593,30 @@ pub(crate) fn with_header(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Checks the header: the format version it names.
+fn header_version(magic: &[u8; 4], what: &'static str, bytes: &[u8]) -> Result<u32, CodecError> {
+    if bytes.len() < 8 || &bytes[..4] != magic {
+        return Err(CodecError::BadHeader(what));
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&bytes[4..8]);
+    match u32::from_le_bytes(v) {
+        0 => Err(CodecError::UnsupportedVersion(0)),
+        found if found > FORMAT_VERSION => Err(CodecError::NewerVersion {
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        version => Ok(version),
+    }
+}
+
 /// Checks the header and returns an aligned copy of the payload.
 pub(crate) fn payload(
     magic: &[u8; 4],
     what: &'static str,
     bytes: &[u8],
 ) -> Result<rkyv::util::AlignedVec<16>, CodecError> {
-    if bytes.len() < 8 || &bytes[..4] != magic {
-        return Err(CodecError::BadHeader(what));
-    }
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&bytes[4..8]);
-    let version = u32::from_le_bytes(v);
-    if version > FORMAT_VERSION {
-        return Err(CodecError::NewerVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if version == 0 {
-        return Err(CodecError::UnsupportedVersion(version));
-    }
+    header_version(magic, what, bytes)?;
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len() - 8);
     aligned.extend_from_slice(&bytes[8..]);
     Ok(aligned)
@@ -639,6 +669,13 @@ fn event_size_hint(event: &Event) -> usize {
         _ => 0,
     };
     256 + items.saturating_mul(48)
+}
+
+/// The format version an encoded event was written at (its header), the
+/// version whose [`crate::Rules`] a decision it records was decided under.
+/// Rejects what [`decode_event`] rejects for its header.
+pub fn event_format(bytes: &[u8]) -> Result<u32, CodecError> {
+    header_version(EVENT_MAGIC, "event", bytes)
 }
 
 /// Decodes one event; rejects newer versions and corrupt bytes.

@@ -130,12 +130,12 @@ mod sync;
 mod sync_wait;
 mod types;
 
-pub use decision::{Decision, EngineConfig, PageOrder, StepError};
+pub use decision::{Decision, EngineConfig, PageOrder, Rules, StepError};
 pub use dirty::{DirtySet, InOrder, PageKey};
 pub use event::{
-    decode_event, encode_event, AppliedChange, BackendFolder, Batch, ClientReply, CodecError,
-    Event, FolderChange, Observation, ObservationKind, ObservedItem, ReplyKind, ServerChange,
-    FORMAT_VERSION,
+    decode_event, encode_event, event_format, AppliedChange, BackendFolder, Batch, ClientReply,
+    CodecError, Event, FolderChange, Observation, ObservationKind, ObservedItem, ReplyKind,
+    ServerChange, FORMAT_VERSION,
 };
 pub use folder_sync::{
     decide_folder_op, decide_folder_sync, device_folders, hierarchy_out_of_date, plan_folder_op,

@@ -5,7 +5,7 @@
 //!
 //! Two-step like Sync commands; nothing here mutates state.
 
-use crate::decision::{Decision, StepError};
+use crate::decision::{Decision, Rules, StepError};
 use crate::event::{Event, ObservedItem};
 use crate::state::DeviceState;
 use crate::sync::Overlay;
@@ -86,6 +86,15 @@ fn moved_to(state: &DeviceState, req: &MoveRequest) -> Option<ServerId> {
 /// perform: a failure status, or Status 3 for a move made already (the
 /// retry of a MoveItems whose answer was lost gets the same DstMsgId).
 pub fn plan_move(state: &DeviceState, req: &MoveRequest) -> Result<MoveEffect, MoveResponse> {
+    plan_move_as(state, req, Rules::CURRENT)
+}
+
+/// [`plan_move`] as the format of `rules` decided it (replay).
+pub(crate) fn plan_move_as(
+    state: &DeviceState,
+    req: &MoveRequest,
+    rules: Rules,
+) -> Result<MoveEffect, MoveResponse> {
     let fail = |status| MoveResponse {
         status,
         src: req.src,
@@ -98,7 +107,8 @@ pub fn plan_move(state: &DeviceState, req: &MoveRequest) -> Result<MoveEffect, M
         Some(id)
     });
     let Some(id) = live else {
-        return Err(match moved_to(state, req) {
+        let moved = moved_to(state, req).filter(|_| rules.retried_move_answered());
+        return Err(match moved {
             // Moved by this device already: a retry whose answer was lost.
             Some(dst) => MoveResponse {
                 status: 3,
@@ -125,7 +135,17 @@ pub fn decide_move(
     req: &MoveRequest,
     outcome: &MoveOutcome,
 ) -> Result<Decision<MoveResponse>, StepError> {
-    let effect = match plan_move(state, req) {
+    decide_move_as(state, req, outcome, Rules::CURRENT)
+}
+
+/// [`decide_move`] as the format of `rules` decided it (replay).
+pub(crate) fn decide_move_as(
+    state: &DeviceState,
+    req: &MoveRequest,
+    outcome: &MoveOutcome,
+    rules: Rules,
+) -> Result<Decision<MoveResponse>, StepError> {
+    let effect = match plan_move_as(state, req, rules) {
         Ok(e) => e,
         Err(r) => {
             return Ok(Decision {
@@ -178,19 +198,23 @@ pub fn decide_move(
             _ => true,
         }
     });
+    let mut events = vec![Event::ItemMovedByDevice {
+        src: effect.src,
+        src_id: effect.id,
+        dst: req.dst,
+        dst_n,
+        item: item.clone(),
+        stale,
+    }];
+    if rules.retried_move_answered() {
+        events.push(Event::MoveRemembered { src: req.src, dst });
+    }
     Ok(Decision {
         response: MoveResponse {
             status: 3,
             src: req.src,
             dst: Some(dst),
         },
-        events: vec![Event::ItemMovedByDevice {
-            src: effect.src,
-            src_id: effect.id,
-            dst: req.dst,
-            dst_n,
-            item: item.clone(),
-            stale,
-        }],
+        events,
     })
 }

@@ -8,13 +8,13 @@
 //! same `decide_*` function again on the state folded up to that point.
 //! This module decides nothing itself and must not mutate state.
 
-use crate::decision::{Decision, EngineConfig, StepError};
+use crate::decision::{Decision, EngineConfig, Rules, StepError};
 use crate::event::Event;
 use crate::folder_sync::{
     decide_folder_op, decide_folder_sync, plan_folder_op, FolderOp, FolderOpResponse,
     FolderOutcome, FolderSyncResponse,
 };
-use crate::move_items::{decide_move, plan_move, MoveOutcome, MoveRequest, MoveResponse};
+use crate::move_items::{decide_move_as, plan_move_as, MoveOutcome, MoveRequest, MoveResponse};
 use crate::oof::{decide_oof, OofDecision, OofRequest};
 use crate::ping::{
     decide_get_item_estimate, decide_ping, ping_changes, EstimateRequest, EstimateResponse,
@@ -25,7 +25,7 @@ use crate::provision::{
 };
 use crate::send::{check_send, decide_sent, MailAccepted, SendCheck, SendRequest};
 use crate::state::DeviceState;
-use crate::sync::{decide_sync, plan_sync, SyncInput, SyncResponse};
+use crate::sync::{decide_sync_as, plan_sync_as, SyncInput, SyncResponse};
 use crate::sync_wait::{decide_sync_wait, SyncWaitRequest, SyncWaitResponse};
 use crate::types::{
     ClientId, CollectionId, Command, PolicyKey, ProtocolVersion, SyncKey, Timestamp,
@@ -36,7 +36,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// everything it takes besides the state, `now` and the configuration.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum DecisionInput {
-    /// [`decide_sync`] for one collection (the effects' outcomes included).
+    /// [`decide_sync`](crate::decide_sync) for one collection (the effects' outcomes included).
     Sync(SyncInput),
     /// [`decide_folder_sync`] with the SyncKey presented.
     FolderSync {
@@ -52,8 +52,8 @@ pub enum DecisionInput {
         /// The effect's outcome.
         outcome: Option<FolderOutcome>,
     },
-    /// One `<Move>`: [`decide_move`] with the outcome, or `None` when
-    /// [`plan_move`] refused it.
+    /// One `<Move>`: [`decide_move`](crate::decide_move) with the outcome, or `None` when
+    /// [`plan_move`](crate::plan_move) refused it.
     Move {
         /// The move.
         request: MoveRequest,
@@ -184,11 +184,14 @@ impl DecisionRecord {
 }
 
 /// Runs the decision described by `record` again on `state` (the state
-/// folded up to the `Decided` event): the response model and the events, to
-/// compare with what was recorded. Pure, like every `decide_*`.
+/// folded up to the `Decided` event) under `rules`, those of the format
+/// the record was written at (`Rules::of(event_format(bytes))`): the
+/// response model and the events, to compare with what was recorded. Pure,
+/// like every `decide_*`.
 pub fn redecide(
     state: &DeviceState,
     record: &DecisionRecord,
+    rules: Rules,
 ) -> Result<Decision<DecisionOutput>, StepError> {
     let now = record.at;
     let config = &record.config;
@@ -198,7 +201,7 @@ pub fn redecide(
     };
     Ok(match &record.input {
         DecisionInput::Sync(input) => {
-            let planned = plan_sync(state, &input.request).len();
+            let planned = plan_sync_as(state, &input.request, rules).len();
             if planned != input.outcomes.len() {
                 return Err(StepError::OutcomeMismatch {
                     expected: planned,
@@ -206,7 +209,7 @@ pub fn redecide(
                 });
             }
             map(
-                decide_sync(state, input, now, config)?,
+                decide_sync_as(state, input, now, config, rules)?,
                 DecisionOutput::Sync,
             )
         }
@@ -220,11 +223,16 @@ pub fn redecide(
             // A refused plan never has an outcome and an accepted one always does.
             (o, plan) => return Err(outcome_mismatch(plan.is_ok(), o.is_some())),
         },
-        DecisionInput::Move { request, outcome } => match (outcome, plan_move(state, request)) {
-            (Some(o), Ok(_)) => map(decide_move(state, request, o)?, DecisionOutput::Move),
-            (None, Err(r)) => plain(DecisionOutput::Move(r)),
-            (o, plan) => return Err(outcome_mismatch(plan.is_ok(), o.is_some())),
-        },
+        DecisionInput::Move { request, outcome } => {
+            match (outcome, plan_move_as(state, request, rules)) {
+                (Some(o), Ok(_)) => map(
+                    decide_move_as(state, request, o, rules)?,
+                    DecisionOutput::Move,
+                ),
+                (None, Err(r)) => plain(DecisionOutput::Move(r)),
+                (o, plan) => return Err(outcome_mismatch(plan.is_ok(), o.is_some())),
+            }
+        }
         DecisionInput::Provision { request, new_key } => map(
             decide_provision(state, request, *new_key, now, config),
             DecisionOutput::Provision,

@@ -14,7 +14,7 @@ use crate::event::{
 };
 use crate::types::{
     BackendFolderId, BackendItemId, ClientId, CollectionId, Digest, FilterType, FolderType,
-    ItemVersion, PolicyKey, ServerId, SyncKey, Timestamp,
+    ItemVersion, PolicyKey, SyncKey, Timestamp,
 };
 use rkyv::{Archive, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -820,9 +820,7 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
             item,
             stale,
         } => {
-            let mut src_n = 0;
             if let Some(c) = state.collections.get_mut(src) {
-                src_n = c.items.get(src_id).map_or(0, |i| i.n);
                 c.forget(src_id);
             }
             let d = state.collection_mut(*dst);
@@ -835,22 +833,19 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
                 },
             );
             d.client_ids.remove(&ClientId(String::new()));
-            if src_n != 0 {
-                // A retry of this move is answered with the same DstMsgId
-                // (`move_items::plan_move`).
-                d.client_ids.insert(
-                    crate::move_items::moved_key(ServerId {
-                        collection: *src,
-                        n: src_n,
-                    }),
-                    *dst_n,
-                );
-            }
             if *stale {
                 if let Some(dev) = d.items.get_mut(&item.id).and_then(|i| i.device.as_mut()) {
                     dev.stale = true;
                 }
                 d.refresh(&item.id);
+            }
+        }
+        Event::MoveRemembered { src, dst } => {
+            // A retry of this move is answered with the same DstMsgId
+            // (`move_items::plan_move`).
+            if let Some(d) = state.collections.get_mut(&dst.collection) {
+                d.client_ids
+                    .insert(crate::move_items::moved_key(*src), dst.n);
             }
         }
         Event::HierarchyObserved { folders } => state.hierarchy.observe(folders),

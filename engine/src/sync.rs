@@ -7,7 +7,7 @@
 //! soft-delete index range below the window cutoff and the (bounded) pending
 //! batch are visited. This module must not mutate state; it returns events.
 
-use crate::decision::{Decision, EngineConfig, PageOrder, StepError};
+use crate::decision::{Decision, EngineConfig, PageOrder, Rules, StepError};
 use crate::event::{
     AppliedChange, Batch, ClientReply, Event, ObservedItem, ReplyKind, ServerChange,
 };
@@ -449,7 +449,7 @@ enum Planned<'a> {
     Gone(BackendItemId),
 }
 
-fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest) -> Vec<Planned<'a>> {
+fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest, rules: Rules) -> Vec<Planned<'a>> {
     let c = ov.c;
     let conflict = req.conflict.unwrap_or_default();
     let mut out = Vec::with_capacity(req.commands.len());
@@ -512,7 +512,9 @@ fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest) -> Vec<Planned<'a>>
                         collection: req.collection,
                         id: id.clone(),
                     }),
-                    None => match vanished_on_device(ov, server_id, req.collection) {
+                    None => match vanished_on_device(ov, server_id, req.collection)
+                        .filter(|_| rules.delete_of_vanished_succeeds())
+                    {
                         Some(id) => Planned::Gone(id.clone()),
                         None => not_found(ReplyKind::Delete, server_id),
                     },
@@ -552,6 +554,15 @@ fn not_found<'a>(kind: ReplyKind, sid: &ServerId) -> Planned<'a> {
 /// retried request (its commands were already carried out), for SyncKey 0
 /// and for an invalid key.
 pub fn plan_sync(state: &DeviceState, req: &SyncRequest) -> Vec<BackendEffect> {
+    plan_sync_as(state, req, Rules::CURRENT)
+}
+
+/// [`plan_sync`] as the format of `rules` decided it (replay).
+pub(crate) fn plan_sync_as(
+    state: &DeviceState,
+    req: &SyncRequest,
+    rules: Rules,
+) -> Vec<BackendEffect> {
     if req.commands.is_empty() {
         // Effects come only from client commands: no overlay to build (a
         // window of an initial sync would build it for nothing).
@@ -565,7 +576,7 @@ pub fn plan_sync(state: &DeviceState, req: &SyncRequest) -> Vec<BackendEffect> {
             } else {
                 Overlay::new(c)
             };
-            plan_commands(&ov, req)
+            plan_commands(&ov, req, rules)
                 .into_iter()
                 .filter_map(|p| match p {
                     Planned::Effect(e) => Some(e),
@@ -608,6 +619,17 @@ pub fn decide_sync(
     now: Timestamp,
     config: &EngineConfig,
 ) -> Result<Decision<SyncResponse>, StepError> {
+    decide_sync_as(state, input, now, config, Rules::CURRENT)
+}
+
+/// [`decide_sync`] as the format of `rules` decided it (replay).
+pub(crate) fn decide_sync_as(
+    state: &DeviceState,
+    input: &SyncInput,
+    now: Timestamp,
+    config: &EngineConfig,
+    rules: Rules,
+) -> Result<Decision<SyncResponse>, StepError> {
     let req = &input.request;
     let col = req.collection;
     if !state.hierarchy.ids.contains_key(&col) {
@@ -635,7 +657,9 @@ pub fn decide_sync(
             })
         }
         (KeyUse::Retry, Some(c)) => Ok(decide_retry(c, req, config)),
-        (KeyUse::Advance { confirm }, Some(c)) => decide_advance(c, input, confirm, now, config),
+        (KeyUse::Advance { confirm }, Some(c)) => {
+            decide_advance(c, input, confirm, now, config, rules)
+        }
         _ => Ok(Decision {
             response: response(col, SyncStatus::InvalidSyncKey),
             events: vec![],
@@ -724,6 +748,7 @@ fn decide_advance(
     confirm: bool,
     now: Timestamp,
     config: &EngineConfig,
+    rules: Rules,
 ) -> Result<Decision<SyncResponse>, StepError> {
     let req = &input.request;
     let col = req.collection;
@@ -732,7 +757,7 @@ fn decide_advance(
     } else {
         Overlay::new(c)
     };
-    let planned = plan_commands(&ov, req);
+    let planned = plan_commands(&ov, req, rules);
     let n_effects = planned
         .iter()
         .filter(|p| matches!(p, Planned::Effect(_)))

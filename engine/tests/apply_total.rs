@@ -136,6 +136,16 @@ fn event() -> impl Strategy<Value = Event> {
                 }
             }
         ),
+        (col(), 0u32..8, col(), 0u32..8).prop_map(|(sc, sn, dc, dn)| Event::MoveRemembered {
+            src: ServerId {
+                collection: sc,
+                n: sn
+            },
+            dst: ServerId {
+                collection: dc,
+                n: dn
+            },
+        }),
         (0u32..3).prop_map(|n| Event::HierarchyObserved {
             folders: (0..n)
                 .map(|i| BackendFolder {

@@ -20,7 +20,8 @@ fn rerun(log: &[Event]) -> Result<(usize, DeviceState), String> {
     while i < log.len() {
         if let Event::Decided { events, record, .. } = &log[i] {
             let n = *events as usize;
-            let again = redecide(&state, record).map_err(|e| format!("#{i}: {e}"))?;
+            let again =
+                redecide(&state, record, Rules::CURRENT).map_err(|e| format!("#{i}: {e}"))?;
             if again.response != record.output {
                 return Err(format!("#{i}: response differs"));
             }

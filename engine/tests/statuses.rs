@@ -625,7 +625,9 @@ fn a_retried_move_items_gets_its_first_answer() {
         received_at: Timestamp(r),
         digest: None,
     };
-    let first = decide_move(&pair.server.state, &req, &MoveOutcome::Moved(item)).unwrap();
+    let moved = MoveOutcome::Moved(item);
+    let before = pair.server.state.clone();
+    let first = decide_move(&before, &req, &moved).unwrap();
     assert_eq!(first.response.status, 3);
     pair.server.append(&first.events);
     let s = &pair.server.state;
@@ -634,6 +636,37 @@ fn a_retried_move_items_gets_its_first_answer() {
     let d = decide_move(s, &req, &MoveOutcome::Failed).unwrap();
     assert_eq!(d.response, first.response);
     assert!(d.events.is_empty());
+    // Formats before 8 answered the retry Status 1 and recorded no
+    // MoveRemembered: their records replay so.
+    let record = |state: &DeviceState, outcome: Option<MoveOutcome>, rules| {
+        let input = DecisionInput::Move {
+            request: req.clone(),
+            outcome,
+        };
+        let record = DecisionRecord {
+            at: Timestamp(NOW),
+            config: EngineConfig::default(),
+            input,
+            output: DecisionOutput::Move(first.response.clone()),
+        };
+        redecide(state, &record, rules).unwrap()
+    };
+    let old = record(&before, Some(moved.clone()), Rules::of(7));
+    assert_eq!(old.response, DecisionOutput::Move(first.response.clone()));
+    assert_eq!(old.events, first.events[..1]);
+    assert!(matches!(first.events[1], Event::MoveRemembered { .. }));
+    let now = record(&before, Some(moved), Rules::CURRENT);
+    assert_eq!(now.events, first.events);
+    let old_retry = record(s, None, Rules::of(7));
+    assert!(
+        matches!(&old_retry.response, DecisionOutput::Move(r) if r.status == 1 && r.dst.is_none()),
+        "{:?}",
+        old_retry.response
+    );
+    assert_eq!(
+        record(s, None, Rules::CURRENT).response,
+        DecisionOutput::Move(first.response.clone())
+    );
     // Another destination is not where it went.
     let other = MoveRequest {
         src: sid,
@@ -675,6 +708,23 @@ fn a_delete_of_an_item_gone_from_the_backend_succeeds() {
     let statuses: Vec<u8> = d.response.replies.iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![1]);
     assert!(d.response.changes.is_empty(), "{:?}", d.response.changes);
+    // Formats before 8 answered it Status 8 (object not found): their
+    // records replay so.
+    let record = DecisionRecord {
+        at: Timestamp(NOW),
+        config: EngineConfig::default(),
+        input: DecisionInput::Sync(input.clone()),
+        output: DecisionOutput::Sync(d.response.clone()),
+    };
+    let old = redecide(&pair.server.state, &record, Rules::of(7)).unwrap();
+    let DecisionOutput::Sync(old_response) = &old.response else {
+        panic!("{:?}", old.response)
+    };
+    let old_statuses: Vec<u8> = old_response.replies.iter().map(|r| r.status).collect();
+    assert_eq!(old_statuses, vec![8]);
+    let now = redecide(&pair.server.state, &record, Rules::CURRENT).unwrap();
+    assert_eq!(now.response, record.output);
+    assert_eq!(now.events, d.events);
     pair.server.append(&d.events);
     let next = d.response.sync_key.unwrap_or(key);
     let d = decide_sync(

@@ -9,7 +9,8 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use opush_engine::{
-    decode_event, decode_snapshot, encode_snapshot, fold, DeviceState, Event, FORMAT_VERSION,
+    decode_event, decode_snapshot, encode_snapshot, event_format, fold, DeviceState, Event,
+    FORMAT_VERSION,
 };
 use opush_storage::{DeviceKey, Store};
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,15 @@ impl BundleEvent {
             .decode(&self.payload)
             .map_err(|e| BundleError::Invalid(format!("event {}: {e}", self.seq)))?;
         decode_event(&bytes).map_err(|e| BundleError::Invalid(format!("event {}: {e}", self.seq)))
+    }
+
+    /// The engine format version the event was written at (its header):
+    /// a decision it records is replayed under that format's rules.
+    pub fn format_version(&self) -> Result<u32, BundleError> {
+        let bytes = B64
+            .decode(&self.payload)
+            .map_err(|e| BundleError::Invalid(format!("event {}: {e}", self.seq)))?;
+        event_format(&bytes).map_err(|e| BundleError::Invalid(format!("event {}: {e}", self.seq)))
     }
 }
 

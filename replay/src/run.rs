@@ -1,11 +1,13 @@
 //! `opush replay run`: folds a bundle's events from its start state and,
 //! at every `Decided` event, runs the recorded decision again
-//! (`engine::redecide`) on the state folded so far. The response and the
-//! events it produces must equal the recorded ones, and the final state the
-//! exporting binary folded; the first difference is reported.
+//! (`engine::redecide`) on the state folded so far, under the rules of the
+//! format that event was written at (`engine::Rules`): a decision answers
+//! as the engine that recorded it did. The response and the events it
+//! produces must equal the recorded ones, and the final state the exporting
+//! binary folded; the first difference is reported.
 
 use crate::bundle::{Bundle, BundleError};
-use opush_engine::{apply, redecide, Event};
+use opush_engine::{apply, redecide, Event, Rules};
 
 /// What a replay went through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +60,9 @@ pub fn run(bundle: &Bundle) -> Result<Result<Report, Box<Divergence>>, BundleErr
         requests: 0,
         decisions: 0,
     };
-    for (i, (seq, event)) in events.iter().enumerate() {
+    for (i, ((seq, event), stored)) in events.iter().zip(&bundle.events).enumerate() {
         if let Some((req_id, n, record)) = event.decision() {
+            let rules = Rules::of(stored.format_version()?);
             let req_id = &req_id;
             let n = &n;
             let record = record.as_ref();
@@ -73,7 +76,7 @@ pub fn run(bundle: &Bundle) -> Result<Result<Report, Box<Divergence>>, BundleErr
                     got,
                 })
             };
-            let again = match redecide(&state, record) {
+            let again = match redecide(&state, record, rules) {
                 Ok(d) => d,
                 Err(e) => {
                     return Ok(Err(div(
