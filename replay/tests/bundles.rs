@@ -1,13 +1,24 @@
 //! Replays every bundle checked in under `tests/replay/` (recorded against
-//! the real Dovecot by `server/tests/replay_record.rs`; re-record on purpose
-//! with `UPDATE_REPLAY=1`). No service is needed. An intentional change of
-//! behaviour shows up here as a divergence. Also: an altered bundle
-//! diverges, and a bundle from a newer engine format is refused clearly.
+//! the real Dovecot by `server/tests/replay_record*.rs`). No service is
+//! needed. Also: an altered bundle diverges, and a bundle from a newer
+//! engine format is refused clearly.
+//!
+//! Two kinds of golden: `<name>.bundle` holds the current format's
+//! answers and is re-recorded on purpose (`UPDATE_REPLAY=1`) when the
+//! current behaviour changes; `<name>-v<N>.bundle` was recorded by a
+//! format-N engine and is never re-recorded. A change of what a decision
+//! of format N answers makes a `-v<N>` golden diverge here: the change
+//! must bump `FORMAT_VERSION` and keep the old answer behind
+//! `opush_engine::Rules` (docs/ARCHITECTURE.md, "Replay"), and each such
+//! gate is listed in [`GATES`] with a golden that exercises it.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use opush_engine::{decode_event, encode_event, DecisionOutput, Event, SyncKey, FORMAT_VERSION};
+use opush_engine::{
+    apply, decode_event, encode_event, redecide, DecisionOutput, DeviceState, Event, Rules,
+    SyncKey, FORMAT_VERSION,
+};
 use opush_replay::{run, show, Bundle, BundleError};
 use std::path::PathBuf;
 
@@ -30,11 +41,22 @@ fn every_checked_in_bundle_replays_identically() {
     for (path, bundle) in bundles() {
         let report = match run(&bundle).unwrap() {
             Ok(r) => r,
-            Err(div) => panic!(
-                "{}: {div}\n(an intended change of behaviour? re-record with UPDATE_REPLAY=1 \
-                 cargo test -p opush-server --test replay_record)",
-                path.display()
-            ),
+            Err(div) => match versioned(&path) {
+                Some(v) => panic!(
+                    "{}: {div}\n(a decision of format {v} answers differently now: bump \
+                     FORMAT_VERSION and keep the format-{v} answer behind opush_engine::Rules; \
+                     never re-record a versioned golden)",
+                    path.display()
+                ),
+                None => panic!(
+                    "{}: {div}\n(an intended change of behaviour? gate the old answer in \
+                     opush_engine::Rules under a new FORMAT_VERSION, keep this bundle as \
+                     <name>-v{}.bundle, then re-record with UPDATE_REPLAY=1 \
+                     cargo test -p opush-server --test replay_record)",
+                    path.display(),
+                    bundle.engine_format_version
+                ),
+            },
         };
         assert!(report.decisions > 0, "{}: no decision", path.display());
         let text = show(&bundle, None).unwrap();
@@ -92,4 +114,112 @@ fn a_bundle_from_a_newer_engine_is_refused_clearly() {
     let msg = err.to_string();
     assert!(msg.contains("newer than this opush"), "{msg}");
     assert!(msg.contains(&(FORMAT_VERSION + 1).to_string()), "{msg}");
+}
+
+/// The format a golden's name says it was recorded at (`<name>-v<N>.bundle`).
+fn versioned(path: &std::path::Path) -> Option<u32> {
+    let stem = path.file_stem()?.to_str()?;
+    stem.rsplit_once("-v")?.1.parse().ok()
+}
+
+/// A `-v<N>` golden holds what a format-N engine recorded: every event's
+/// header says N (re-recording it with a newer engine would make it test
+/// nothing old).
+#[test]
+fn versioned_goldens_keep_their_format() {
+    let mut seen = 0;
+    for (path, bundle) in bundles() {
+        let Some(v) = versioned(&path) else { continue };
+        seen += 1;
+        assert_eq!(bundle.engine_format_version, v, "{}", path.display());
+        for e in &bundle.events {
+            assert_eq!(
+                e.format_version().unwrap(),
+                v,
+                "{} event {}",
+                path.display(),
+                e.seq
+            );
+        }
+    }
+    assert!(seen >= 3, "versioned goldens: {seen}");
+}
+
+/// Every decision change gated in `opush_engine::Rules`: the format that
+/// introduced it and the decisions (by `DecisionInput::name`) it changed.
+/// A new gate adds a row here and a golden recorded by the format before it
+/// (`<name>-v<N-1>.bundle`) holding those decisions.
+const GATES: &[(u32, &[&str])] = &[
+    // A Delete of a vanished item succeeds; a retried MoveItems gets its
+    // first answer (tests/replay/retries-v7.bundle).
+    (8, &["Sync", "MoveItems"]),
+];
+
+/// Each gate is exercised by a golden: some golden recorded before the
+/// gate's format holds each decision the gate changed, and deciding it
+/// under the gate's format answers differently. Without that golden,
+/// removing the gate would go unnoticed.
+#[test]
+fn every_gate_is_exercised_by_an_older_golden() {
+    let goldens = bundles();
+    for (format, names) in GATES {
+        assert!(*format <= FORMAT_VERSION);
+        let mut changed = std::collections::BTreeSet::new();
+        for (_, bundle) in goldens
+            .iter()
+            .filter(|(_, b)| b.engine_format_version < *format)
+        {
+            let mut state: DeviceState = bundle.start().unwrap();
+            for (stored, (_, event)) in bundle.events.iter().zip(bundle.decoded().unwrap()) {
+                if let Some((_, _, record)) = event.decision() {
+                    let own = Rules::of(stored.format_version().unwrap());
+                    let then = redecide(&state, &record, own).unwrap();
+                    if let Ok(now) = redecide(&state, &record, Rules::of(*format)) {
+                        if now != then {
+                            changed.insert(record.input.name());
+                        }
+                    }
+                }
+                apply(&mut state, &event);
+            }
+        }
+        for name in *names {
+            assert!(
+                changed.contains(name),
+                "no golden older than format {format} holds a {name} decision it changed \
+                 (changed: {changed:?})"
+            );
+        }
+    }
+}
+
+/// The format-7 golden replays only because each decision is re-run under
+/// the rules of the format that recorded it: under the current rules its
+/// Delete of a vanished item is the first divergence.
+#[test]
+fn the_format_7_golden_needs_its_rules() {
+    let (_, bundle) = bundles()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("retries-v7.bundle"))
+        .unwrap();
+    assert!(run(&bundle).unwrap().is_ok());
+    let mut state = bundle.start().unwrap();
+    for (_, event) in bundle.decoded().unwrap() {
+        if let Some((_, _, record)) = event.decision() {
+            let now = redecide(&state, &record, Rules::CURRENT).unwrap();
+            if now.response != record.output {
+                assert_eq!(record.input.name(), "Sync", "{:?}", record.input);
+                let DecisionOutput::Sync(old) = &record.output else {
+                    panic!("{:?}", record.output)
+                };
+                assert_eq!(
+                    old.replies.iter().map(|r| r.status).collect::<Vec<_>>(),
+                    [8]
+                );
+                return;
+            }
+        }
+        apply(&mut state, &event);
+    }
+    panic!("the format-7 golden replays identically under the current rules");
 }
