@@ -36,6 +36,11 @@ pub enum AutodiscoverError {
     /// The root element is not `Autodiscover`.
     #[error("autodiscover root element is {0:?}")]
     UnexpectedRoot(String),
+    /// `Request/EMailAddress` holds a control character (or one XML 1.0
+    /// cannot carry at all, even escaped): it could not be answered in a
+    /// well-formed document.
+    #[error("autodiscover EMailAddress holds a control character")]
+    InvalidEmailAddress,
 }
 
 /// A parsed Autodiscover request.
@@ -81,6 +86,15 @@ impl AutodiscoverRequest {
         let email_address = email_address
             .filter(|e| !e.is_empty())
             .ok_or(AutodiscoverError::MissingEmailAddress)?;
+        // The address is echoed in the answer: a control character (a
+        // `&#1;` reference decodes to one) has no place in an address, and
+        // most of them no XML 1.0 form at all.
+        if email_address
+            .chars()
+            .any(|c| c.is_control() || !is_xml_char(c))
+        {
+            return Err(AutodiscoverError::InvalidEmailAddress);
+        }
         Ok(AutodiscoverRequest {
             email_address,
             acceptable_response_schema: schema,
@@ -305,11 +319,29 @@ pub fn action_error_response_xml(
     out
 }
 
+/// Whether XML 1.0 can carry `c` (its `Char` production): not the C0
+/// controls but tab, line feed and carriage return, nor U+FFFE and U+FFFF.
+/// Not even as a character reference.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{fffd}' | '\u{10000}'..)
+}
+
 fn text_element(out: &mut String, name: &str, text: &str) {
     out.push('<');
     out.push_str(name);
     out.push('>');
-    out.push_str(&quick_xml::escape::escape(text));
+    // Every document written here stays well-formed: a character XML
+    // cannot carry (none should arrive: see `AutodiscoverRequest::parse`)
+    // is written as U+FFFD.
+    if text.chars().all(is_xml_char) {
+        out.push_str(&quick_xml::escape::escape(text));
+    } else {
+        let clean: String = text
+            .chars()
+            .map(|c| if is_xml_char(c) { c } else { '\u{fffd}' })
+            .collect();
+        out.push_str(&quick_xml::escape::escape(&clean));
+    }
     out.push_str("</");
     out.push_str(name);
     out.push('>');
@@ -412,6 +444,51 @@ mod tests {
             AutodiscoverRequest::parse(&vec![b' '; MAX_REQUEST_BYTES + 1]),
             Err(AutodiscoverError::TooLarge)
         );
+    }
+
+    #[test]
+    fn control_characters_in_the_address_are_refused() {
+        // Raw, and as the character references a device may send: XML 1.0
+        // has no form for most of them, so they could not be echoed.
+        for address in [
+            "a\u{1}b@example.test",
+            "a&#1;b@example.test",
+            "a&#x1b;[2Jb@example.test",
+            "a&#10;b@example.test",
+            "a\tb@example.test",
+            "a\u{7f}@example.test",
+            "a\u{85}@example.test",
+            "a&#xFFFE;@example.test",
+        ] {
+            let body = REQUEST.replace("exta@exchange.lyn.lng", address);
+            assert_eq!(
+                AutodiscoverRequest::parse(body.as_bytes()),
+                Err(AutodiscoverError::InvalidEmailAddress),
+                "{address:?}"
+            );
+        }
+        // Non-ASCII letters are no control characters.
+        let body = REQUEST.replace("exta@exchange.lyn.lng", "jürgen@exämple.test");
+        let req = AutodiscoverRequest::parse(body.as_bytes()).unwrap();
+        assert_eq!(req.email_address, "jürgen@exämple.test");
+    }
+
+    #[test]
+    fn what_xml_cannot_carry_is_never_written() {
+        let xml = AutodiscoverResponse::mobile_sync(
+            "a\u{1}b\u{ffff}",
+            "c\u{1b}d@x",
+            "https://mail.example.org/Microsoft-Server-ActiveSync",
+        )
+        .to_xml();
+        assert!(
+            !xml.chars().any(|c| !is_xml_char(c)),
+            "{:?}",
+            xml.escape_debug()
+        );
+        let res = AutodiscoverResponse::parse(xml.as_bytes()).unwrap();
+        assert_eq!(res.display_name, "a\u{fffd}b\u{fffd}");
+        assert_eq!(res.email_address, "c\u{fffd}d@x");
     }
 
     #[test]

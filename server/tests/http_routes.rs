@@ -186,6 +186,65 @@ async fn autodiscover_answers_mobilesync_on_every_path_spelling() {
     srv.stop().await;
 }
 
+// XML 1.0 has no form for most control characters, not even a character
+// reference: an address holding one is Autodiscover error 600, never echoed.
+#[tokio::test]
+async fn autodiscover_never_echoes_control_characters() {
+    let srv = start(settings()).await;
+    let a = auth();
+    let request_with = |address: &str| {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
+             <Autodiscover xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/mobilesync/requestschema/2006\">\
+             <Request><EMailAddress>{address}</EMailAddress>\
+             <AcceptableResponseSchema>{MOBILESYNC_RESPONSE_SCHEMA}</AcceptableResponseSchema>\
+             </Request></Autodiscover>"
+        )
+    };
+    for address in [
+        "alice&#1;@example.test",
+        "alice\u{1}@example.test",
+        "alice&#x1b;[2J@example.test",
+        "alice&#10;@example.test",
+    ] {
+        let res = request(
+            srv.addr,
+            "POST",
+            "/autodiscover/autodiscover.xml",
+            &[("Authorization", &a), ("Content-Type", "text/xml")],
+            request_with(address).as_bytes(),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{address:?}");
+        let text = String::from_utf8(res.body).unwrap();
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')),
+            "{address:?}: a control character in {:?}",
+            text.escape_debug()
+        );
+        assert!(!text.contains("alice"), "{address:?} echoed: {text}");
+        assert!(
+            text.contains("<ErrorCode>600</ErrorCode>"),
+            "{address:?}: {text}"
+        );
+    }
+    // A non-ASCII address is no control character: answered as usual.
+    let res = request(
+        srv.addr,
+        "POST",
+        "/autodiscover/autodiscover.xml",
+        &[("Authorization", &a), ("Content-Type", "text/xml")],
+        request_with("jürgen@exämple.test").as_bytes(),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let parsed = AutodiscoverResponse::parse(&res.body).unwrap();
+    assert_eq!(parsed.email_address, "jürgen@exämple.test");
+    srv.stop().await;
+}
+
 fn root_name(body: &[u8]) -> String {
     let doc = decode(body).unwrap();
     doc.tag.name().unwrap().to_owned()

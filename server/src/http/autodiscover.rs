@@ -38,6 +38,11 @@ pub fn answer(
             tracing::warn!("autodiscover request without EMailAddress");
             return Ok(xml(error_document(AutodiscoverErrorCode::InvalidRequest)));
         }
+        Err(AutodiscoverError::InvalidEmailAddress) => {
+            // Not echoed: the answer would not be well-formed XML.
+            tracing::warn!("autodiscover EMailAddress holds a control character");
+            return Ok(xml(error_document(AutodiscoverErrorCode::InvalidRequest)));
+        }
         Err(e) => return Err(ServerError::BadRequest(format!("autodiscover: {e}"))),
     };
     if !request.accepts_mobilesync() {
