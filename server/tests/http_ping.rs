@@ -18,8 +18,12 @@
 //! `[push] max_pings_per_minute` damping does not count a refused Ping
 //! unless the device repeats it.
 //!
+//! `<Ping/>` (a body with neither HeartbeatInterval nor Folders) is
+//! Status 3 even when the last ones are remembered (MS-ASCMD 2.2.1.13);
+//! a Ping without a body still reuses them.
+//!
 //! Reserved Dovecot users: load0027; load0029 for the statuses; load0081
-//! for the damping of refused Pings.
+//! for the damping of refused Pings; load1246 for `<Ping/>`.
 
 #![allow(
     clippy::unwrap_used,
@@ -464,6 +468,83 @@ async fn ping_statuses_on_the_wire_for_each_version() {
         // None of these was remembered: still nothing to reuse.
         let a = ping_answer(&ping(Vec::new()).await, "empty Ping again");
         assert_eq!(a.status.code(), 3, "{v}: a refused Ping is not remembered");
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
+
+/// Reserved for the empty Ping element.
+const EMPTY_ELEMENT_USER: &str = "load1246@load.test";
+
+/// Sends a Ping of `who` in a task of its own; fails unless it parks
+/// (no answer within 500 ms). The task reads its answer.
+async fn park_as(
+    addr: SocketAddr,
+    who: (&'static str, ProtocolVersion),
+    device: &str,
+    body: Vec<u8>,
+) -> tokio::task::JoinHandle<Resp> {
+    let device = device.to_owned();
+    let task = tokio::spawn(async move { call_as(addr, who, "Ping", &device, &body).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if task.is_finished() {
+        let early = task.await.unwrap();
+        let xml = opush_protocol::xml::wbxml_to_xml(&early.body).unwrap_or_default();
+        panic!(
+            "the Ping answered instead of parking: HTTP {} {xml}",
+            early.status
+        );
+    }
+    task
+}
+
+// [MS-ASCMD] 2.2.1.13: a Ping element MUST carry HeartbeatInterval,
+// Folders or both; only a Ping without a body is "same as last time"
+// (3.1.5.8). `<Ping/>` is Status 3 even with parameters remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_ping_element_is_status_3_and_an_empty_body_reuses_the_last() {
+    use opush_protocol::wbxml::tags::ping as p;
+    use opush_protocol::wbxml::Element;
+    require_dovecot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, stop, server) = serve(&dir, IMAP_PORT, ("", "")).await;
+    let empty_element = encode_to_vec(&Element::new(p::PING));
+    for version in VERSIONS {
+        let who = (EMPTY_ELEMENT_USER, version);
+        let v = version.as_str();
+        let device = format!("PINGEL{}", v.replace('.', ""));
+        let device = device.as_str();
+        let inbox = prepare_as(addr, who, device).await;
+        // Remembered: the Inbox, 300 s.
+        let parked = park_as(addr, who, device, ping_of(Some(300), Some(&[&inbox]))).await;
+
+        // `<Ping/>`: Status 3 at once, not the remembered Ping parked again.
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            call_as(addr, who, "Ping", device, &empty_element),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{v}: <Ping/> parked like a Ping without a body"));
+        let a = ping_answer(&res, "<Ping/>");
+        assert_eq!(a.status.code(), 3, "{v}: <Ping/>");
+        assert!(a.heartbeat_interval.is_none() && a.max_folders.is_none() && a.folders.is_empty());
+        // It is a request of the device: the parked Ping ended with 1.
+        let ended = tokio::time::timeout(Duration::from_secs(10), parked)
+            .await
+            .expect("the parked Ping ends")
+            .unwrap();
+        assert_eq!(ping_answer(&ended, "parked").status.code(), 1, "{v}");
+
+        // A Ping without a body still reuses the remembered ones: it parks,
+        // until the next `<Ping/>` (Status 3 again) ends it.
+        let parked = park_as(addr, who, device, Vec::new()).await;
+        let res = call_as(addr, who, "Ping", device, &empty_element).await;
+        assert_eq!(ping_answer(&res, "<Ping/> again").status.code(), 3, "{v}");
+        let ended = tokio::time::timeout(Duration::from_secs(10), parked)
+            .await
+            .expect("the parked Ping ends")
+            .unwrap();
+        assert_eq!(ping_answer(&ended, "empty body").status.code(), 1, "{v}");
     }
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

@@ -3,6 +3,10 @@
 //! park on the user's push watcher until a change, the heartbeat, or the
 //! device's next request.
 //!
+//! A body-less Ping reuses the last parameters; a `<Ping/>` element with
+//! neither HeartbeatInterval nor Folders is Status 3 (MS-ASCMD 2.2.1.13:
+//! an XML body MUST carry one of them), whatever is remembered.
+//!
 //! Steps: `engine::decide_ping` validates (heartbeat bounds → 5, folder
 //! count → 6, unknown folders or an out-of-date hierarchy → 7, nothing
 //! given and nothing remembered → 3) and records `PingArmed`. Then, per
@@ -52,6 +56,18 @@ pub async fn handle_ping(
     let req = match ctx.document {
         None => PingRequest::default(),
         Some(doc) => match PingRequest::from_element(doc, ctx.version) {
+            // A Ping element, though, MUST carry HeartbeatInterval, Folders
+            // or both (2.2.1.13): `<Ping/>` omits the required parameters.
+            Ok(r) if r.heartbeat_interval.is_none() && r.folders.is_none() => {
+                tracing::warn!("Ping element with neither HeartbeatInterval nor Folders");
+                let arrived = Instant::now();
+                let caller = ctx.caller();
+                if let Some(wait) = eas.push.damp(caller.user, caller.device_id, arrived) {
+                    return Err(CommandError::Throttled(wait));
+                }
+                let res = answer(PingStatus::MissingParameters);
+                return Ok(render(ctx, refused(eas, &caller, &r, arrived, res)));
+            }
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "Ping request does not follow the schema");
