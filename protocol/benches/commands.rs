@@ -2,7 +2,7 @@
 //! plain and base64 queries, and WBXML ⇄ typed Sync for real corpus bodies
 //! (responses also through the streamed writer the server uses).
 //! Figures go to docs/BENCHMARKS.md ("protocol: request line and typed
-//! commands"). The corpus must be present at /work/shared/corpus.
+//! commands"). The corpus must be present (`tests/find_corpus/mod.rs` says where).
 #![allow(
     clippy::unwrap_used,
     reason = "benchmark setup: a panic is a setup failure"
@@ -17,14 +17,12 @@ use opush_protocol::commands::EasDocument;
 use opush_protocol::query::RequestLine;
 use opush_protocol::version::ProtocolVersion;
 
-const CORPUS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/corpus/real-devices"
-);
+#[path = "../tests/find_corpus/mod.rs"]
+mod find_corpus;
 
 fn corpus_file(rel: &str) -> Vec<u8> {
-    let path = format!("{CORPUS}/{rel}");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("corpus file {path}: {e}"))
+    let path = find_corpus::real_devices().join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("corpus file {}: {e}", path.display()))
 }
 
 fn query(c: &mut Criterion) {

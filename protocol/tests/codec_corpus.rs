@@ -1,16 +1,15 @@
 //! Real traffic golden test: every WBXML body captured from real devices and
-//! Exchange (`shared/corpus/real-devices/`, beside the clone) decodes, and
+//! Exchange (`shared/corpus/real-devices/`, see `find_corpus/mod.rs`) decodes, and
 //! re-encodes to the same bytes (or, for a body that used a string table or
 //! split strings, to a document that decodes equal). A missing corpus fails.
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+mod find_corpus;
 
 use std::path::{Path, PathBuf};
 
 use opush_protocol::wbxml::{decode, encode_to_vec};
 use opush_protocol::xml::{element_to_xml, wbxml_to_xml, xml_to_wbxml};
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/real-devices")
-}
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     let entries = std::fs::read_dir(dir)
@@ -27,12 +26,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// All `.wbxml` files of the corpus, sorted.
 pub fn corpus_files() -> Vec<PathBuf> {
-    let dir = corpus_dir();
-    assert!(
-        dir.is_dir(),
-        "the real-device corpus is missing: expected {} (shared/corpus beside the clone)",
-        dir.display()
-    );
+    let dir = find_corpus::real_devices();
     let mut files = Vec::new();
     collect(&dir, &mut files);
     files.sort();
@@ -117,4 +111,32 @@ fn every_real_document_round_trips_through_xml() {
             path.display()
         );
     }
+}
+
+/// From a clone (`<root>/opush/protocol`) and from a worktree
+/// (`<root>/wt/<name>/protocol`) the corpus is `<root>/shared/corpus`;
+/// with none above, or `$OPUSH_CORPUS` naming no corpus, the caller fails.
+#[test]
+fn the_corpus_is_found_from_a_clone_and_a_worktree() {
+    let root = std::env::temp_dir().join(format!("opush-corpus-find-{}", std::process::id()));
+    let corpus = root.join("shared/corpus");
+    std::fs::create_dir_all(corpus.join("real-devices")).unwrap();
+    for crate_dir in ["opush/protocol", "wt/hygiene/protocol"] {
+        let start = root.join(crate_dir);
+        std::fs::create_dir_all(&start).unwrap();
+        assert_eq!(
+            find_corpus::find(None, &start),
+            Ok(corpus.clone()),
+            "{crate_dir}"
+        );
+    }
+    let given = Some(root.join("wt"));
+    assert!(find_corpus::find(given, &root).is_err());
+    assert_eq!(
+        find_corpus::find(Some(corpus.clone()), Path::new("/")),
+        Ok(corpus.clone())
+    );
+    std::fs::remove_dir_all(corpus.join("real-devices")).unwrap();
+    assert!(find_corpus::find(None, &root.join("wt/hygiene/protocol")).is_err());
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -15,9 +15,10 @@
 
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
+mod find_corpus;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::PathBuf;
 
 use opush_protocol::commands::dispatch::Request;
 use opush_protocol::query::{Command, RequestLine};
@@ -251,13 +252,7 @@ fn token_document() -> impl Strategy<Value = Vec<u8>> {
 fn corpus() -> &'static [Vec<u8>] {
     static CORPUS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
     CORPUS.get_or_init(|| {
-        // A clone has shared/ beside it; a worktree under wt/ one level up.
-        let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = ["../../shared", "../../../shared"]
-            .iter()
-            .map(|up| here.join(up).join("corpus/real-devices"))
-            .find(|d| d.is_dir())
-            .unwrap_or_else(|| here.join("../../shared/corpus/real-devices"));
+        let dir = find_corpus::real_devices();
         let mut out = Vec::new();
         for session in std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("corpus missing at {}: {e}", dir.display()))

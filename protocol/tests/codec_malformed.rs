@@ -2,6 +2,8 @@
 //! without a panic or a large allocation. Also replays every file in
 //! `test_data/fuzz-failures/` (inputs that once broke the decoder).
 
+mod find_corpus;
+
 use std::path::Path;
 
 use opush_protocol::wbxml::{decode, encode_to_vec, DecodeError, MAX_DEPTH};
@@ -16,8 +18,7 @@ fn doc(body: &[u8]) -> Vec<u8> {
 }
 
 fn real_document() -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus/real-devices/gs3-exchange-create-contacts");
+    let path = find_corpus::real_devices().join("gs3-exchange-create-contacts");
     let mut files: Vec<_> = std::fs::read_dir(&path)
         .unwrap_or_else(|e| panic!("real-device corpus missing at {}: {e}", path.display()))
         .map(|e| e.expect("entry").path())

@@ -1,5 +1,5 @@
 //! Every request and response body of the real-device corpus
-//! (`/work/shared/corpus/real-devices/*/NNN-<Cmd>-{request,response}.wbxml`)
+//! (`shared/corpus/real-devices/*/NNN-<Cmd>-{request,response}.wbxml`)
 //! decodes into the typed model of its command, and re-encodes to WBXML that
 //! decodes back to an equal typed value. Byte-identical re-encodings are
 //! counted and the differences listed (the typed model normalises booleans
@@ -8,6 +8,8 @@
 //! (`SyncResponse::to_wbxml`), which must give the tree encoder's bytes.
 //! The corpus must be present: a missing corpus fails the test.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+mod find_corpus;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -26,16 +28,7 @@ use opush_protocol::wbxml::{self, tags};
 use serde_json::Value;
 
 fn corpus_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/corpus/real-devices"
-    ));
-    assert!(
-        dir.is_dir(),
-        "corpus missing at {} (the EAS corpus must be at /work/shared/corpus)",
-        dir.display()
-    );
-    dir
+    find_corpus::real_devices()
 }
 
 /// Decodes, checks the typed round trip, and tells whether the bytes match.

@@ -5,6 +5,8 @@
 //! raises the case count.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
+mod find_corpus;
+
 use std::fmt::Debug;
 
 use opush_protocol::commands::{
@@ -144,13 +146,7 @@ fn corpus() -> &'static [(String, Element<'static>)] {
     static CORPUS: std::sync::OnceLock<Vec<(String, Element<'static>)>> =
         std::sync::OnceLock::new();
     CORPUS.get_or_init(|| {
-        // A clone has shared/ beside it; a worktree under wt/ one level up.
-        let here = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = ["../../shared", "../../../shared"]
-            .iter()
-            .map(|up| here.join(up).join("corpus/real-devices"))
-            .find(|d| d.is_dir())
-            .unwrap_or_else(|| here.join("../../shared/corpus/real-devices"));
+        let dir = find_corpus::real_devices();
         let mut out = Vec::new();
         for session in std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("corpus missing at {}: {e}", dir.display()))

@@ -1,10 +1,12 @@
 //! Checks the request-line parser against every exchange of the real-device
-//! captures (`/work/shared/corpus/real-devices/*/session.json`): base64
+//! captures (`shared/corpus/real-devices/*/session.json`, see `find_corpus/mod.rs`): base64
 //! queries against their `query_decoded` vectors (MS-ASHTTP 2.2.1.1.1.1),
 //! plain queries against the recorded `cmd`, `user`, `device_id`,
 //! `device_type`. Plus a property test of the base64 encoder.
 //! The corpus must be present: a missing corpus fails the test.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+mod find_corpus;
 
 use std::path::PathBuf;
 
@@ -16,16 +18,9 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 fn corpus_sessions() -> Vec<(PathBuf, Value)> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/corpus/real-devices"
-    ));
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!(
-            "corpus missing at {}: {e} (the EAS corpus must be at /work/shared/corpus)",
-            dir.display()
-        )
-    });
+    let dir = find_corpus::real_devices();
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the corpus at {}: {e}", dir.display()));
     let mut sessions = Vec::new();
     for entry in entries {
         let path = entry

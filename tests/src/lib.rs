@@ -104,19 +104,26 @@ pub fn repo_root() -> PathBuf {
     dir.join("..")
 }
 
-/// The real-device traffic corpus in `../shared/corpus`, beside the clone.
-/// Fails the calling test when it is missing.
+/// The real-device traffic corpus: `real-devices/` of `$OPUSH_CORPUS` when
+/// set, else of the first `shared/corpus` found walking up from the clone
+/// (`shared/` beside a clone, or beside the parent of a worktree under
+/// `wt/`), as `protocol/tests/find_corpus/mod.rs` finds it. Fails the calling
+/// test when it is missing (in CI too: never a skip).
 pub fn corpus_dir() -> PathBuf {
-    // A clone has shared/ beside it; a worktree under wt/ two levels up.
-    let near = repo_root().join("../shared/corpus/real-devices");
-    let dir = if near.is_dir() {
-        near
-    } else {
-        repo_root().join("../../shared/corpus/real-devices")
+    let dir = match std::env::var_os("OPUSH_CORPUS") {
+        Some(given) => PathBuf::from(given).join("real-devices"),
+        None => {
+            let root = repo_root();
+            root.ancestors()
+                .map(|up| up.join("shared/corpus/real-devices"))
+                .find(|d| d.is_dir())
+                .unwrap_or_else(|| root.join("../shared/corpus/real-devices"))
+        }
     };
     assert!(
         dir.is_dir(),
-        "the traffic corpus is missing at {}",
+        "the traffic corpus is missing at {} (set OPUSH_CORPUS to the corpus \
+         directory, or put shared/corpus beside the clone)",
         dir.display()
     );
     dir

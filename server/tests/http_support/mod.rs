@@ -39,13 +39,14 @@ pub const WP8_QUERY: &str = "jAkMBBCkufmbxGcztuQus5kI+d1IBG1/bn0DV1A4";
 /// The device id inside [`WP8_QUERY`].
 pub const WP8_DEVICE_ID: &str = "a4b9f99bc46733b6e42eb39908f9dd48";
 /// The corpus directory of that capture.
-pub const WP8_DIR: &str =
-    "/work/shared/corpus/real-devices/wp8-exchange-contact-create-modify-delete";
+pub fn wp8_dir() -> std::path::PathBuf {
+    opush_tests::corpus_dir().join("wp8-exchange-contact-create-modify-delete")
+}
 
 /// The first FolderSync request body of the wp8 capture.
 pub fn wp8_folder_sync_body() -> Vec<u8> {
-    std::fs::read(format!("{WP8_DIR}/001-FolderSync-request.wbxml"))
-        .expect("the real-device corpus is missing (/work/shared/corpus)")
+    let path = wp8_dir().join("001-FolderSync-request.wbxml");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Panics with the fix when Dovecot is not listening.
