@@ -168,16 +168,17 @@ fn context() -> String {
     out
 }
 
-/// One text line, newline included.
+/// One text line, newline included. Control characters are escaped (the
+/// context's user too); a `message` that spans lines goes on to lines
+/// that start with [`CONTINUATION`], so that what a device sent cannot
+/// start a line that reads as the server's.
 pub fn text_line(unix_ms: u64, level: &Level, logger: Logger, message: &str) -> String {
-    format!(
-        "{} [{}] {{{}}} [{}] {}\n",
-        clock(unix_ms),
-        level,
-        logger.name(),
-        context(),
-        message
-    )
+    let mut out = format!("{} [{}] {{{}}} [", clock(unix_ms), level, logger.name());
+    escape_controls(&mut out, &context());
+    out.push_str("] ");
+    escape_message(&mut out, message);
+    out.push('\n');
+    out
 }
 
 fn json_line(unix_ms: u64, level: &Level, logger: Logger, fields: &Fields) -> String {
@@ -245,8 +246,9 @@ impl Fields {
     /// the line (its control characters escaped). Values carry what
     /// devices sent (an ItemId, a CollectionId, a reason quoting them): a
     /// newline in one must not start a line of its own that reads as the
-    /// server's. The message is the code's own text and may span lines
-    /// (REQUEST.FULL).
+    /// server's. The message may span lines (REQUEST.FULL: headers and
+    /// the body as XML, whose text is the device's); the text line writes
+    /// it with every line after the first behind [`CONTINUATION`].
     fn text(&self) -> String {
         let mut out = self.message.clone();
         for (k, v) in &self.rest {
@@ -260,18 +262,42 @@ impl Fields {
     }
 }
 
+/// What a text line's message writes at the start of each line it spans
+/// after its first. A log line starts with its time (a digit): no text a
+/// device sent, wherever it ends up in a message, can start one.
+pub const CONTINUATION: &str = "  ";
+
 /// `s` with `\n`, `\r` and the other control characters but tab escaped.
 fn escape_controls(out: &mut String, s: &str) {
     for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push('\t'),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
+        escape_char(out, c);
+    }
+}
+
+/// A message: as [`escape_controls`], but a line feed goes on to a line
+/// that starts with [`CONTINUATION`]; line feeds at the end are dropped.
+/// A message is the code's text, but it often quotes what devices sent
+/// (REQUEST.FULL's XML, a `{}` in a format string).
+fn escape_message(out: &mut String, s: &str) {
+    for c in s.trim_end_matches('\n').chars() {
+        if c == '\n' {
+            out.push('\n');
+            out.push_str(CONTINUATION);
+        } else {
+            escape_char(out, c);
         }
+    }
+}
+
+fn escape_char(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push('\t'),
+        c if c.is_control() => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
     }
 }
 
@@ -391,6 +417,61 @@ mod tests {
             "not sent error=original message not found: 2:1\\n00:00:00.000 [ERROR] {BACKEND} [t1/c-/r-/-] forged\\r\\u{1b}[2J",
         );
         assert!(lines[1].ends_with("twice collection=2:1\\n00:00:00.000 [ERROR] {BACKEND} [t1/c-/r-/-] forged\\r\\u{1b}[2J"), "{out}");
+    }
+
+    #[test]
+    fn device_text_in_a_message_cannot_start_a_line_of_its_own() {
+        static LEVELS: Levels = Levels::new(LoggerLevel::Debug);
+        // A Sync whose Subject a device wrote, printed by REQUEST.FULL as
+        // XML (a line feed stays raw in XML text), and a message that
+        // quotes device text through its format string.
+        let forged = "00:00:00.000 [ERROR] {BACKEND} [t1/c-/r-/-] forged";
+        let xml = format!(
+            "<?xml version=\"1.0\"?>\n<Sync>\n  <Subject>hi\n{forged}\r\u{1b}[2J</Subject>\n</Sync>\n"
+        );
+        let out = capture(&LEVELS, Format::Text, || {
+            tracing::debug!(target: "REQUEST.FULL", "request Cmd=Sync\n  user-agent: x\n{xml}");
+            tracing::warn!("no such folder: {}", format!("7\n{forged}"));
+        });
+        let starts: Vec<&str> = out
+            .lines()
+            .filter(|l| l.as_bytes().first().is_some_and(u8::is_ascii_digit))
+            .collect();
+        assert_eq!(starts.len(), 2, "{out}");
+        assert!(starts[0].contains("{REQUEST.FULL}") && starts[1].contains("{CONTAINER}"));
+        for line in out.lines().filter(|l| !starts.contains(l)) {
+            assert!(line.starts_with(CONTINUATION), "{line:?} in {out}");
+        }
+        assert!(out.contains(&format!(
+            "\n{CONTINUATION}{forged}\\r\\u{{1b}}[2J</Subject>\n"
+        )));
+        assert!(!out.contains('\r') && !out.contains('\u{1b}'), "{out:?}");
+        // Each line ends where it did: no blank line after the XML.
+        assert!(out.contains(&format!("\n{CONTINUATION}</Sync>\n")), "{out}");
+        assert!(
+            out.ends_with(&format!("\n{CONTINUATION}{forged}\n")),
+            "{out}"
+        );
+        assert_eq!(out.lines().count(), 9, "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_user_with_a_line_feed_stays_on_the_line() {
+        static LEVELS: Levels = Levels::new(LoggerLevel::Info);
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let layer = LogLayer::new(&LEVELS, Output::Memory(buf.clone()), Format::Text);
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        scope::run(scope::RequestScope::new(), async {
+            scope::set_user("bob\n00:00:00.000 [ERROR] x");
+            tracing::info!(target: "SUMMARY.IN", "CHANGE: 1");
+        })
+        .await;
+        let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(
+            out.contains("/bob\\n00:00:00.000 [ERROR] x] CHANGE: 1"),
+            "{out}"
+        );
     }
 
     #[test]
