@@ -304,7 +304,9 @@ pub async fn run_with(
     // port is an ERROR line, not a refusal to start.
     let admin = match TcpListener::bind(cfg.server.admin_listen).await {
         Ok(l) => {
-            tracing::info!(target: "CONTAINER", admin_listen = %cfg.server.admin_listen, "admin address: /metrics, /loggers, /capture, /devices");
+            // The bound address: port 0 in the configuration is the system's choice.
+            let bound = l.local_addr().unwrap_or(cfg.server.admin_listen);
+            tracing::info!(target: "CONTAINER", admin_listen = %bound, "admin address: /metrics, /loggers, /capture, /devices");
             Some(tokio::spawn(crate::obs::admin::serve(
                 l,
                 capture,

@@ -306,7 +306,7 @@ async fn serve(
 ) {
     let port = closed_port().await;
     let cfg = Config::from_toml(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n{server}\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n{server}\
          [storage]\nbackend = \"embedded\"\npath = \"{}\"\n\
          [imap]\nport = {imap_port}\ntimeout_ms = 5000\nmaster_user = \"opush-master\"\nmaster_password = \"{PASSWORD}\"\n\
          [policy]\nrequire_provisioning = false\n{extra}",

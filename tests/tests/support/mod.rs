@@ -45,6 +45,7 @@ pub struct Options {
     /// store (e.g. [`Keyspace::toml`]: the schema is then the caller's).
     pub storage_toml: Option<String>,
     /// More keys of the `[server]` section (e.g. `"header_timeout_s = 2\n"`).
+    /// Without `admin_listen` here the admin address is on port 0.
     pub server_toml: String,
 }
 
@@ -127,9 +128,17 @@ pub async fn start(opts: Options) -> Opush {
             dir.path().display()
         )
     });
+    // The admin address on a port of the system's choosing, unless the
+    // test names one: servers of tests running at once must not all try
+    // the production default (8083), where only one gets it.
+    let admin = if opts.server_toml.contains("admin_listen") {
+        ""
+    } else {
+        "admin_listen = \"127.0.0.1:0\"\n"
+    };
     let cfg = Config::from_toml(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://mail.example.test\"\n\
-         max_in_flight = 256\n{}\
+         max_in_flight = 256\n{admin}{}\
          [storage]\n{storage}\
          [imap]\nhost = \"127.0.0.1\"\nport = {}\n\
          master_user = \"opush-master\"\nmaster_password = \"{}\"\n{}\
