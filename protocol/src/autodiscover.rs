@@ -481,11 +481,7 @@ mod tests {
             "https://mail.example.org/Microsoft-Server-ActiveSync",
         )
         .to_xml();
-        assert!(
-            !xml.chars().any(|c| !is_xml_char(c)),
-            "{:?}",
-            xml.escape_debug()
-        );
+        assert!(!xml.chars().any(|c| !is_xml_char(c)), "{xml:?}");
         let res = AutodiscoverResponse::parse(xml.as_bytes()).unwrap();
         assert_eq!(res.display_name, "a\u{fffd}b\u{fffd}");
         assert_eq!(res.email_address, "c\u{fffd}d@x");
