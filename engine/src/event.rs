@@ -59,7 +59,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   size unchanged). The layout of every older event is unchanged, so
 ///   version-7 records decode as they are (`tests/replay/retries-v7.bundle`
 ///   replays with the old answers); a version-7 binary refuses version-8
-///   records as newer. Records written by builds between the two changes
+///   records as newer. Also in 8: `FetchSized` at the end of
+///   [`crate::ClientCommand`] (a Sync `<Fetch>` with its estimated size,
+///   under the window's bytes budget; the archived command keeps its size
+///   and alignment, `sync.rs` checks them). Records written by builds between the two changes
 ///   (session 14) and this version say format 7 but hold the new answers:
 ///   those diverge under replay.
 ///

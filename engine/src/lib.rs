@@ -161,7 +161,7 @@ pub use state::{
 };
 pub use sync::{
     decide_sync, plan_sync, BackendEffect, ClientCommand, Conflict, EffectOutcome, SyncInput,
-    SyncRequest, SyncResponse, SyncStatus,
+    SyncRequest, SyncResponse, SyncStatus, FETCH_DEFERRED,
 };
 pub use sync_wait::{
     decide_sync_wait, wait_bounds, SyncWaitRequest, SyncWaitResponse, MAX_WAIT_MINUTES,

@@ -83,12 +83,34 @@ pub enum ClientCommand {
         /// ServerId.
         server_id: ServerId,
     },
-    /// `<Fetch>`.
+    /// `<Fetch>`, answered whatever its size (what engines before format
+    /// version 8 recorded; the shell sends [`ClientCommand::FetchSized`]).
     Fetch {
         /// ServerId.
         server_id: ServerId,
     },
+    /// `<Fetch>` with the bytes its answer would add, as the shell
+    /// estimated them from the message's size and the BodyPreference
+    /// (format version 8). The Fetches of one request share
+    /// [`EngineConfig::max_window_bytes`]: in request order, the first one
+    /// found is answered whatever its size, each next one only while the
+    /// total stays within the budget; the rest are answered
+    /// [`FETCH_DEFERRED`] without content, and the device fetches them
+    /// again in a later request. A `u32` (saturated) so the archived
+    /// command keeps its size and alignment (`archived_command_size`).
+    FetchSized {
+        /// ServerId.
+        server_id: ServerId,
+        /// Estimated bytes of the rendered item.
+        bytes: u32,
+    },
 }
+
+/// The Sync Status of a Fetch left out of an answer for its size (see
+/// [`ClientCommand::FetchSized`]): 5, "server error ... frequently a
+/// transient condition; retry" ([MS-ASCMD] 2.2.3.177.17), the status every
+/// protocol version knows and devices retry; the item is unchanged.
+pub const FETCH_DEFERRED: u8 = 5;
 
 /// One collection of a Sync request, in engine terms.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -449,8 +471,17 @@ enum Planned<'a> {
     Gone(BackendItemId),
 }
 
-fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest, rules: Rules) -> Vec<Planned<'a>> {
+/// Plans the commands of `req` under `rules`; `budget` bounds the bytes
+/// of the sized Fetches answered (0: none; see [`ClientCommand::FetchSized`]).
+fn plan_commands<'a>(
+    ov: &Overlay<'a>,
+    req: &'a SyncRequest,
+    rules: Rules,
+    budget: u64,
+) -> Vec<Planned<'a>> {
     let c = ov.c;
+    // Bytes of the sized Fetches answered so far, and whether one was.
+    let mut fetched: Option<u64> = None;
     let conflict = req.conflict.unwrap_or_default();
     let mut out = Vec::with_capacity(req.commands.len());
     let mut seen_client_ids: BTreeSet<&ClientId> = BTreeSet::new();
@@ -530,6 +561,29 @@ fn plan_commands<'a>(ov: &Overlay<'a>, req: &'a SyncRequest, rules: Rules) -> Ve
                     backend: Some(id.clone()),
                 }),
             },
+            ClientCommand::FetchSized { server_id, bytes } => {
+                match lookup(c, server_id, req.collection) {
+                    None => not_found(ReplyKind::Fetch, server_id),
+                    Some(id) => {
+                        let total = fetched.map_or(0, |f| f).saturating_add(u64::from(*bytes));
+                        let fits = budget == 0 || fetched.is_none() || total <= budget;
+                        if fits {
+                            fetched = Some(total);
+                        }
+                        Planned::Reply(ClientReply {
+                            kind: ReplyKind::Fetch,
+                            client_id: None,
+                            server_id: Some(*server_id),
+                            status: if fits {
+                                SyncStatus::Success.code()
+                            } else {
+                                FETCH_DEFERRED
+                            },
+                            backend: fits.then(|| id.clone()),
+                        })
+                    }
+                }
+            }
         };
         if let ClientCommand::Add { client_id, .. } = cmd {
             seen_client_ids.insert(client_id);
@@ -576,7 +630,8 @@ pub(crate) fn plan_sync_as(
             } else {
                 Overlay::new(c)
             };
-            plan_commands(&ov, req, rules)
+            // Fetches are answers, never effects: no budget needed here.
+            plan_commands(&ov, req, rules, 0)
                 .into_iter()
                 .filter_map(|p| match p {
                     Planned::Effect(e) => Some(e),
@@ -757,7 +812,7 @@ fn decide_advance(
     } else {
         Overlay::new(c)
     };
-    let planned = plan_commands(&ov, req, rules);
+    let planned = plan_commands(&ov, req, rules, config.max_window_bytes);
     let n_effects = planned
         .iter()
         .filter(|p| matches!(p, Planned::Effect(_)))
@@ -1005,5 +1060,18 @@ fn failed_reply(c: &CollectionState, col: CollectionId, effect: &BackendEffect) 
         server_id,
         status: SyncStatus::ServerError.code(),
         backend: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Format version 8 added `FetchSized` at the end of `ClientCommand`:
+    /// the archived command must keep the size and alignment of version 7,
+    /// so that the commands recorded before read as they are.
+    #[test]
+    fn archived_command_size() {
+        // Measured on the version-7 layout.
+        assert_eq!(std::mem::size_of::<super::ArchivedClientCommand>(), 44);
+        assert_eq!(std::mem::align_of::<super::ArchivedClientCommand>(), 4);
     }
 }

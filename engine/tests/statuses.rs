@@ -119,6 +119,73 @@ fn sync_status_8_object_not_found() {
     assert_eq!(statuses, vec![8, 8, 8]);
 }
 
+// Sync Status 5 on the sized Fetches past the bytes budget
+// (`ClientCommand::FetchSized`): in request order, the first found one is
+// answered whatever its size, the next ones while the total fits; the
+// others carry no content, the device asks them again.
+#[test]
+fn sync_status_5_fetches_past_the_bytes_budget() {
+    let (mut backend, mut pair) = world();
+    for _ in 0..5 {
+        backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    }
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    pair.sync(&mut backend, INBOX, 10, NOW, false);
+    let key = pair.device.keys[&INBOX];
+    let mut sids: Vec<ServerId> = pair.device.items.keys().copied().collect();
+    sids.sort_by_key(|s| s.n);
+    let missing = ServerId {
+        collection: INBOX,
+        n: 4242,
+    };
+    let sized = |server_id: ServerId, bytes: u32| ClientCommand::FetchSized { server_id, bytes };
+    let input = sync_req(
+        INBOX,
+        key,
+        vec![
+            sized(missing, 10),
+            sized(sids[0], 700),
+            sized(sids[1], 200),
+            sized(sids[2], 200),
+            sized(sids[3], 50),
+            ClientCommand::Fetch { server_id: sids[4] },
+        ],
+    );
+    let config = EngineConfig {
+        max_window_bytes: 1_000,
+        ..EngineConfig::default()
+    };
+    assert!(plan_sync(&pair.server.state, &input.request).is_empty());
+    let d = decide_sync(&pair.server.state, &input, Timestamp(NOW), &config).unwrap();
+    let statuses: Vec<u8> = d.response.replies.iter().map(|r| r.status).collect();
+    // 700 + 200 fit, 200 more would not, 50 still does; an unsized Fetch
+    // (recorded before format version 8) is always answered.
+    assert_eq!(statuses, vec![8, 1, 1, FETCH_DEFERRED, 1, 1]);
+    let with_content: Vec<bool> = d
+        .response
+        .replies
+        .iter()
+        .map(|r| r.backend.is_some())
+        .collect();
+    assert_eq!(with_content, vec![false, true, true, false, true, true]);
+    // The first one is answered however big it is; no budget, all are.
+    let big = sync_req(
+        INBOX,
+        key,
+        vec![sized(sids[0], u32::MAX), sized(sids[1], 1)],
+    );
+    let d = decide_sync(&pair.server.state, &big, Timestamp(NOW), &config).unwrap();
+    let statuses: Vec<u8> = d.response.replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![1, FETCH_DEFERRED]);
+    let unbounded = EngineConfig {
+        max_window_bytes: 0,
+        ..EngineConfig::default()
+    };
+    let d = decide_sync(&pair.server.state, &big, Timestamp(NOW), &unbounded).unwrap();
+    let statuses: Vec<u8> = d.response.replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![1, 1]);
+}
+
 // [MS-ASCMD] Sync Status 7: the server object replaces the client's (Conflict 1, default).
 #[test]
 fn sync_status_7_conflict_server_wins() {
@@ -959,5 +1026,8 @@ fn a_move_of_an_item_gone_from_the_backend_is_status_1() {
     assert_eq!(d.response.dst, None);
     assert!(d.events.is_empty());
     let failed = decide_move(s, &req, &MoveOutcome::Failed).unwrap();
-    assert_eq!(failed.response.status, 5, "a backend failure stays retryable");
+    assert_eq!(
+        failed.response.status, 5,
+        "a backend failure stays retryable"
+    );
 }

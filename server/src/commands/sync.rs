@@ -772,7 +772,7 @@ pub async fn sync(
     let mut answers = Vec::new();
     for wire in &req.collections {
         let prepared = prepare(wire, rec.state(), req.window_size);
-        let Some(prepared) = prepared else {
+        let Some(mut prepared) = prepared else {
             answers.push((wire, None, None));
             continue;
         };
@@ -825,6 +825,16 @@ pub async fn sync(
                 rec.observed(ev);
             }
         }
+        // The sizes of the messages the device Fetches, for the engine's
+        // bytes budget (their metadata serves the rendering too).
+        let prefs = body_preferences(wire);
+        let fetched = match prepared.raw.as_deref() {
+            Some(raw) => {
+                let to = (&mut prepared.request, (prefs.as_slice(), version));
+                size_fetches(&mut imap, raw, rec.state(), to).await?
+            }
+            None => Metas::default(),
+        };
         // 3. Carry out the device's changes.
         let effects = plan_sync(rec.state(), &prepared.request);
         let mut outcomes = Vec::with_capacity(effects.len());
@@ -888,10 +898,24 @@ pub async fn sync(
         };
         // A window whose messages exceed the bytes budget is decided again,
         // smaller (the engine then answers MoreAvailable). The metadata
-        // fetched for the sizes serves the rendering too.
+        // fetched for the sizes serves the rendering too. The Fetches the
+        // engine answered come first: the window gets what they left (its
+        // first message goes whatever its size).
         if let Some(raw) = prepared.raw.as_deref() {
-            let budget = eas.engine.max_window_bytes;
-            let prefs = body_preferences(wire);
+            let max_message = imap.config().max_message_bytes;
+            let spent: u64 = decision
+                .response
+                .replies
+                .iter()
+                .filter(|r| r.kind == ReplyKind::Fetch && r.status == 1)
+                .filter_map(|r| r.backend.as_ref().and_then(uid_of))
+                .filter_map(|(_, uid)| fetched.get(&uid))
+                .map(|m| fetch_estimate(m, max_message, (&prefs, version)))
+                .sum();
+            let budget = match eas.engine.max_window_bytes {
+                0 => 0,
+                b => b.saturating_sub(spent).max(1),
+            };
             let cut = window_cut(
                 &mut imap,
                 raw,
@@ -920,6 +944,9 @@ pub async fn sync(
             }
             (false, Some(raw)) => ahead.cache.forget(&ahead.device, raw),
             (_, None) => {}
+        }
+        for (uid, m) in fetched.into_iter() {
+            metas.entry(uid).or_insert(m);
         }
         answers.push((wire, Some(prepared.raw), Some((response, (metas, bodies)))));
     }
@@ -1414,6 +1441,82 @@ async fn window_cut(
         }
     }
     Ok(None)
+}
+
+/// What the answer to a Fetch of a message is estimated to add: the
+/// rendered Email for the BodyPreference (`rendered_estimate`), a message
+/// over `[imap] max_message_bytes` counting as its header only (it is sent
+/// without a body).
+fn fetch_estimate(
+    m: &MessageMeta,
+    max_message: u64,
+    (prefs, version): (&[BodyPreference], ProtocolVersion),
+) -> u64 {
+    let size = u64::from(m.size);
+    let size = if size > max_message { 0 } else { size };
+    rendered_estimate(size, prefs, version)
+}
+
+/// Turns each `<Fetch>` of `request` into a `FetchSized` with the bytes
+/// its answer is estimated to add (`fetch_estimate` of the message's
+/// RFC822.SIZE, which never changes under a UID), so that the engine keeps
+/// the Fetches of one answer within `[engine] max_window_bytes` and
+/// answers the rest Status 5 (`opush_engine::FETCH_DEFERRED`), which the
+/// device asks again. The sizes come in one `UID FETCH`; the metadata is
+/// returned for the rendering. A Fetch of an item the folder does not
+/// hold stays as it is (the engine answers it 8), as does one whose
+/// message vanished (0 bytes: it is sent without a body).
+async fn size_fetches(
+    imap: &mut PooledSession,
+    raw: &str,
+    state: &opush_engine::DeviceState,
+    (request, (prefs, version)): (&mut EngineRequest, (&[BodyPreference], ProtocolVersion)),
+) -> Result<Metas, CommandError> {
+    let mut metas = Metas::default();
+    let collection = request.collection;
+    let Some(c) = state.collections.get(&collection) else {
+        return Ok(metas);
+    };
+    let uid_for = |sid: &ServerId| {
+        let id = c
+            .by_n
+            .get(&sid.n)
+            .filter(|_| sid.collection == collection)?;
+        uid_of(id).map(|(_, uid)| uid)
+    };
+    let mut uids: Vec<u32> = request
+        .commands
+        .iter()
+        .filter_map(|cmd| match cmd {
+            EngineCommand::Fetch { server_id } => uid_for(server_id),
+            _ => None,
+        })
+        .collect();
+    if uids.is_empty() {
+        return Ok(metas);
+    }
+    uids.sort_unstable();
+    uids.dedup();
+    for m in imap.fetch_meta(raw, &uids).await.map_err(imap_error)? {
+        metas.insert(m.uid, m);
+    }
+    let max_message = imap.config().max_message_bytes;
+    for cmd in &mut request.commands {
+        let EngineCommand::Fetch { server_id } = cmd else {
+            continue;
+        };
+        let Some(uid) = uid_for(server_id) else {
+            continue;
+        };
+        let bytes = metas
+            .get(&uid)
+            .map_or(0, |m| fetch_estimate(m, max_message, (prefs, version)));
+        *cmd = EngineCommand::FetchSized {
+            server_id: *server_id,
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+        };
+    }
+    Ok(metas)
 }
 
 fn prepare<'r>(
@@ -1928,6 +2031,9 @@ struct Prefetch<'r> {
     /// Index in `order` of the first UID not fetched yet.
     next: usize,
     bodies: crate::backends::imap::UidMap<Vec<u8>>,
+    /// How many more times each message of `order` is rendered: a request
+    /// may Fetch one item more than once, and each answer gets its body.
+    uses: crate::backends::imap::UidMap<u32>,
 }
 
 impl<'r> Prefetch<'r> {
@@ -1983,12 +2089,17 @@ impl<'r> Prefetch<'r> {
                 decided_flags(m, *v);
             }
         }
+        let mut uses = crate::backends::imap::UidMap::default();
+        for uid in &order {
+            *uses.entry(*uid).or_insert(0) += 1;
+        }
         Ok(Prefetch {
             raw,
             metas,
             order,
             next: 0,
             bodies,
+            uses,
         })
     }
 
@@ -2002,8 +2113,8 @@ impl<'r> Prefetch<'r> {
         let mut batch = Vec::new();
         let mut bytes = 0u64;
         while let Some(&uid) = self.order.get(self.next) {
-            if self.bodies.contains_key(&uid) {
-                // Read ahead already.
+            if self.bodies.contains_key(&uid) || batch.contains(&uid) {
+                // Read ahead already, or asked twice.
                 self.next += 1;
                 continue;
             }
@@ -2053,7 +2164,18 @@ impl<'r> Prefetch<'r> {
         while !self.bodies.contains_key(&uid) && self.order[self.next..].contains(&uid) {
             self.fetch_next(imap, raw).await?;
         }
-        let bytes = self.bodies.remove(&uid).unwrap_or_default();
+        // The last rendering of a message takes its body; an earlier one
+        // (the same item fetched twice) a copy.
+        let left = self.uses.get_mut(&uid).map_or(0, |n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        let bytes = if left > 0 {
+            self.bodies.get(&uid).cloned()
+        } else {
+            self.bodies.remove(&uid)
+        }
+        .unwrap_or_default();
         Ok(to_email(
             &bytes,
             &info_of(server_id, self.metas.get(&uid)),
