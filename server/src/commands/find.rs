@@ -8,9 +8,15 @@
 //! when the query names none. Results come newest first: each folder's
 //! matches by UID, descending, merged across folders by INTERNALDATE. At
 //! most [`MAX_RESULTS`] results per answer, within the requested `Range`
-//! (`0-99` when absent, indexes up to 999); `Total` counts every match.
+//! (`0-99` when absent, indexes up to 999), and while the answer stays
+//! within `[devices] max_window_bytes` (the first result always; the
+//! answer's `Range` says how many came, and the device asks the next page
+//! from there); `Total` counts every match of the folders searched. A Find
+//! without a `CollectionId` searches at most [`MAX_FIND_FOLDERS`] folders.
 //! Each result's `Properties` are rendered by [`crate::email::find_properties`],
-//! the code Sync renders mail with, its `Preview` being Sync's.
+//! the code Sync renders mail with, its `Preview` being Sync's, from the
+//! message's header and the first [`RESULT_PREFIX_BYTES`] of its body
+//! only: a page costs what it shows, not the size of the messages.
 //!
 //! A result's `ServerId` is the one the device holds from Sync when it has
 //! the message, else `"<CollectionId>:<UIDVALIDITY>/<UID>"` (the LongId form
@@ -61,6 +67,23 @@ pub const DEFAULT_RANGE: (usize, usize) = (0, 99);
 
 /// Longest `FreeText` searched, in characters.
 pub const MAX_FREE_TEXT_CHARS: usize = 256;
+
+/// Most mail folders a Find without a `CollectionId` searches (one IMAP
+/// SEARCH each): INBOX, Sent and Drafts first, then the others in
+/// CollectionId order. Past it the other folders are not searched: their
+/// matches are neither shown nor counted in `Total` (Find has no status
+/// saying so; a device searches a folder by naming it).
+pub const MAX_FIND_FOLDERS: usize = 30;
+
+/// Bytes of a message's body read to render its result
+/// (`BODY.PEEK[TEXT]<0.n>`): the start of its body, which the Preview (255
+/// characters) is taken from. `HasAttachments` of a longer message comes
+/// from its BODYSTRUCTURE.
+pub const RESULT_PREFIX_BYTES: u32 = 64 * 1024;
+
+/// Bytes of a message's header read to render its result
+/// (`BODY.PEEK[HEADER]<0.n>`): the fields past it are not shown.
+pub const RESULT_HEADER_BYTES: u32 = 1024 * 1024;
 
 /// Handles `Cmd=Find`.
 pub async fn handle_find(
@@ -148,7 +171,28 @@ fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Result<Vec<Folder>, Fin
         .map(|(c, raw)| (*c, raw))
         .collect();
     let chosen: Vec<(CollectionId, &BackendFolderId)> = match m.collection_id.as_deref() {
-        None => mail,
+        None => {
+            // INBOX, Sent, Drafts first, then by CollectionId; at most
+            // MAX_FIND_FOLDERS (kept in CollectionId order for the merge).
+            let rank = |raw: &BackendFolderId| match h.folders.get(raw).map(|f| f.folder_type) {
+                Some(FolderType::Inbox) => 0,
+                Some(FolderType::SentItems) => 1,
+                Some(FolderType::Drafts) => 2,
+                _ => 3,
+            };
+            let mut by_rank = mail;
+            by_rank.sort_by_key(|(c, raw)| (rank(raw), *c));
+            if by_rank.len() > MAX_FIND_FOLDERS {
+                tracing::info!(
+                    folders = by_rank.len(),
+                    searched = MAX_FIND_FOLDERS,
+                    "Find without a CollectionId: the first folders only"
+                );
+                by_rank.truncate(MAX_FIND_FOLDERS);
+            }
+            by_rank.sort_by_key(|(c, _)| *c);
+            by_rank
+        }
         Some(c) => {
             let top = CollectionId::parse(c.trim())
                 .filter(|id| h.ids.contains_key(id))
@@ -303,7 +347,10 @@ pub async fn find(
         });
     }
     let merged = merge(&lists, end);
-    let limit = imap.config().max_message_bytes;
+    // The answer's bytes: results are added while they fit (the first
+    // always), the Range saying how many were.
+    let budget = eas.engine.max_window_bytes;
+    let mut spent = 0u64;
     let mut results = Vec::new();
     for (list, meta) in merged.into_iter().skip(start) {
         let Matches {
@@ -314,7 +361,7 @@ pub async fn find(
         let f = &folders[folder];
         let id = item_id(uidvalidity, meta.uid);
         let server_id = server_id_of(&state, f.collection, &id);
-        let bytes = fetch_bytes(&mut imap, &f.raw, meta.uid, limit).await?;
+        let bytes = fetch_prefix(&mut imap, &f.raw, meta.uid).await?;
         let info = MessageInfo {
             server_id: server_id.clone(),
             internal_date: meta.internal_date,
@@ -322,12 +369,28 @@ pub async fn find(
             flagged: meta.flags.flagged,
             keywords: meta.flags.keywords.clone(),
         };
-        results.push(FindResult {
+        let mut properties = find_properties(&bytes, &info, meta.flags.draft);
+        // Attachments past the prefix: the BODYSTRUCTURE tells.
+        if meta.size > RESULT_PREFIX_BYTES && properties.has_attachments == Some(false) {
+            properties.has_attachments = Some(has_attachment(&mut imap, &f.raw, meta.uid).await?);
+        }
+        let result = FindResult {
             class: Some("Email".to_owned()),
             server_id: Some(server_id),
             collection_id: Some(f.collection.to_string()),
-            properties: Some(find_properties(&bytes, &info, meta.flags.draft)),
-        });
+            properties: Some(properties),
+        };
+        let size = result_bytes(&result);
+        if budget > 0 && !results.is_empty() && spent.saturating_add(size) > budget {
+            tracing::info!(
+                results = results.len(),
+                bytes = spent,
+                "Find answer cut at the bytes budget"
+            );
+            break;
+        }
+        spent = spent.saturating_add(size);
+        results.push(result);
     }
     crate::obs::summary::search(results.len());
     Ok(FindResponse {
@@ -342,20 +405,69 @@ pub async fn find(
     })
 }
 
-/// The message's bytes; empty when it vanished or is bigger than
-/// `[imap] max_message_bytes` (its headers-less result still shows), as
-/// Sync does.
-async fn fetch_bytes(
+/// The message's header (its first [`RESULT_HEADER_BYTES`]) and the first
+/// [`RESULT_PREFIX_BYTES`] of its body, as one message to render; empty
+/// when it vanished (its result still shows, headers-less).
+async fn fetch_prefix(
     imap: &mut PooledSession,
     raw: &str,
     uid: u32,
-    limit: u64,
 ) -> Result<Vec<u8>, CommandError> {
-    match imap.fetch_message(raw, uid, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) if e.is_retryable() => Err(imap_error(e)),
-        Err(_) => Ok(Vec::new()),
+    let mut out = Vec::new();
+    for (section, len) in [
+        ("HEADER", RESULT_HEADER_BYTES),
+        ("TEXT", RESULT_PREFIX_BYTES),
+    ] {
+        match imap.fetch_partial(raw, uid, section, 0, len).await {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) if e.is_retryable() => return Err(imap_error(e)),
+            Err(_) => return Ok(Vec::new()),
+        }
     }
+    Ok(out)
+}
+
+/// Whether the message's BODYSTRUCTURE has a part that is an attachment
+/// (disposition `attachment`, or a file name on a part that is no inline
+/// one), for a message longer than the prefix its result was rendered from.
+async fn has_attachment(
+    imap: &mut PooledSession,
+    raw: &str,
+    uid: u32,
+) -> Result<bool, CommandError> {
+    let headers = match imap.fetch_headers(raw, &[uid]).await {
+        Ok(h) => h,
+        Err(e) if e.is_retryable() => return Err(imap_error(e)),
+        Err(_) => return Ok(false),
+    };
+    Ok(headers.iter().any(|h| {
+        h.body
+            .leaves()
+            .iter()
+            .any(|p| match p.disposition.as_deref() {
+                Some("attachment") => true,
+                Some("inline") => false,
+                _ => p.filename().is_some(),
+            })
+    }))
+}
+
+/// What a result adds to the answer, about: its text fields (the WBXML
+/// around them is a few bytes a field).
+fn result_bytes(r: &FindResult) -> u64 {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let fixed = 64 + text(&r.server_id) + text(&r.collection_id);
+    let props = r.properties.as_ref().map_or(0, |p| {
+        text(&p.subject)
+            + text(&p.date_received)
+            + text(&p.display_to)
+            + text(&p.display_cc)
+            + text(&p.display_bcc)
+            + text(&p.from)
+            + text(&p.preview)
+            + 64
+    });
+    u64::try_from(fixed + props).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

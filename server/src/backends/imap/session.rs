@@ -1266,7 +1266,8 @@ impl Session {
     }
 
     /// A byte range of a section (`""` = whole message, `"1.2"` = a part, as
-    /// encoded on the wire): `BODY.PEEK[section]<offset.len>`. Reading past
+    /// encoded on the wire, `"HEADER"` or `"TEXT"` = the message's header or
+    /// body): `BODY.PEEK[section]<offset.len>`. Reading past
     /// the end gives fewer (or zero) bytes.
     pub async fn fetch_partial(
         &mut self,
@@ -1351,7 +1352,9 @@ impl Session {
         section: &str,
         range: Option<(u32, u32)>,
     ) -> Result<Vec<u8>, ImapError> {
-        if !section.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // A part number, or the top-level HEADER or TEXT.
+        let named = matches!(section, "HEADER" | "TEXT");
+        if !named && !section.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
             return Err(ImapError::InvalidInput(format!("bad section {section:?}")));
         }
         self.ensure(raw, false).await?;
