@@ -1,7 +1,10 @@
 //! `handle_search` ([MS-ASCMD] 2.2.1.16) of the `Mailbox` store: the
 //! `FreeText` of the query is searched with IMAP `SEARCH TEXT` (subject,
 //! addresses and body) in the folder named by the query's `CollectionId`
-//! (INBOX when absent); results come newest first within `Range`.
+//! (INBOX when absent); results come newest first within `Range`, at
+//! most [`MAX_RESULTS`] and, past the first, while their estimated Emails
+//! stay within `[devices] max_window_bytes` (the answer's `Range` says how
+//! many came).
 //!
 //! Results are read from IMAP at request time; nothing is recorded. The
 //! `LongId` is `"<CollectionId>:<UIDVALIDITY>/<UID>"`. Other stores and
@@ -21,6 +24,7 @@ use super::item_operations::parse_range;
 use super::sync::{full_email, item_id};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{ImapError, PooledSession, SearchQuery};
+use crate::email::body::rendered_estimate;
 use crate::session::{imap_error, Caller, EasServices};
 
 /// Most results returned by one Search (the default `Range` is 0-99).
@@ -133,8 +137,37 @@ pub async fn search(
         .as_ref()
         .map(|o| o.body_preferences.clone())
         .unwrap_or_default();
+    // The answer's bytes: results are added while their estimated Emails
+    // (`rendered_estimate` of RFC822.SIZE for the BodyPreference) fit in
+    // `[devices] max_window_bytes`, the first always; the Range says how
+    // many came.
+    let page = uids.get(start..end).unwrap_or_default();
+    let sizes: std::collections::HashMap<u32, u64> = if page.is_empty() {
+        Default::default()
+    } else {
+        imap.fetch_meta(&raw, page)
+            .await
+            .map_err(imap_error)?
+            .into_iter()
+            .map(|m| (m.uid, u64::from(m.size)))
+            .collect()
+    };
+    let budget = eas.engine.max_window_bytes;
+    let max_message = imap.config().max_message_bytes;
+    let mut spent = 0u64;
     let mut results = Vec::new();
-    for uid in uids.get(start..end).unwrap_or_default() {
+    for uid in page {
+        let size = sizes.get(uid).copied().unwrap_or(0);
+        let size = if size > max_message { 0 } else { size };
+        let estimate = rendered_estimate(size, &prefs, version);
+        if budget > 0 && !results.is_empty() && spent.saturating_add(estimate) > budget {
+            tracing::info!(
+                results = results.len(),
+                "Search answer cut at the bytes budget"
+            );
+            break;
+        }
+        spent = spent.saturating_add(estimate);
         let id: BackendItemId = item_id(uidvalidity, *uid);
         let long_id = format!("{collection}:{}", id.0);
         let email = full_email(&mut imap, Some(&raw), &id, &long_id, &prefs, version).await?;
