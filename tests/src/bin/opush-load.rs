@@ -15,6 +15,12 @@
 //!    law N / throughput), and with `--rate R` the same number of fresh
 //!    devices paced at R syncs/s in all (latency at a given load).
 //!
+//! `--fetch-big N` runs only a memory check instead: load<user-base>'s
+//! INBOX holds N messages of 5 MB, one Sync Fetches them all with MIME
+//! bodies, the deferred ones (Status 5, past `max_window_bytes`) are asked
+//! again until every one came, and the server's peak RSS (VmHWM) and the
+//! largest answer are printed.
+//!
 //! Every loop is bounded (windows, rounds, deadline); it talks only to
 //! 127.0.0.1 and stops the server it started. Mailboxes are filled once and
 //! reused (`opush_tests::fill`). Users: load0001 (big INBOX), load0002–load0020;
@@ -65,6 +71,8 @@ struct Args {
     store: String,
     /// The Cassandra keyspace (created, then dropped).
     keyspace: String,
+    /// `--fetch-big N`: only the Sync Fetch memory run (N messages of 5 MB).
+    fetch_big: usize,
 }
 
 impl Args {
@@ -81,6 +89,8 @@ fn usage() -> ! {
          --rate R adds a paced run after the closed-loop one: the same devices send R no-change Syncs per second in all, evenly spread\n\
          (latency counted from each request's scheduled time, so a late answer delays nothing unmeasured);\n\
          --user-base 1 --small-users 19: load0001 has the big INBOX, load0002-load0020 the small ones;\n\
+         --fetch-big N: only the Sync Fetch memory run: load<user-base>'s INBOX holds N messages of 5 MB, one Sync Fetches them all\n\
+         (MIME bodies), the deferred ones are asked again until every one came; prints the server's peak RSS (VmHWM);\n\
          --store cassandra: the server's store is a new keyspace (default opush_load_<pid>) on the stack's node 127.0.0.1:9042,\n\
          user opush, password $OPUSH_CASSANDRA_PASSWORD (default opush-test), dropped at the end (scripts/cassandra/cql.py)"
     );
@@ -101,6 +111,7 @@ fn args() -> Args {
         small_users: 19,
         store: "embedded".to_owned(),
         keyspace: format!("opush_load_{}", std::process::id()),
+        fetch_big: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -116,6 +127,7 @@ fn args() -> Args {
             "--version" => a.version = value.clone(),
             "--rate" => a.rate = value.parse::<f64>().unwrap_or_else(|_| usage()).max(0.0),
             "--user-base" => a.user_base = num().clamp(1, 9999),
+            "--fetch-big" => a.fetch_big = num().clamp(1, 200),
             "--small-users" => a.small_users = num().clamp(1, 9998),
             "--store" if value == "embedded" || value == "cassandra" => a.store = value.clone(),
             "--keyspace"
@@ -652,6 +664,10 @@ fn main() {
     let a = args();
     let v = opush_protocol::headers::parse_protocol_version(&a.version).unwrap_or_else(|_| usage());
     opush_tests::require(opush_tests::DOVECOT_IMAP);
+    if a.fetch_big > 0 {
+        fetch_big(&a, v);
+        return;
+    }
     println!(
         "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}, {} store{}; load average {}",
         a.messages,
@@ -967,5 +983,131 @@ fn main() {
         proc.status_kb("VmHWM:") / 1024,
         load_average()
     );
+    server.stop();
+}
+
+const FETCH_BIG_MARKER: &str = "load-big5m-v1";
+
+/// Message `i` of the `--fetch-big` INBOX: about 5 MB of text.
+fn big_text_message(i: usize) -> String {
+    let line =
+        format!("Line of big message {i:03}: the quick brown fox jumps over the lazy dog.\r\n");
+    let mut body = String::with_capacity(5_000_000 + line.len());
+    while body.len() < 5_000_000 {
+        body.push_str(&line);
+    }
+    format!(
+        "From: Filler <filler@example.test>\r\nTo: Reader <reader@load.test>\r\n\
+Subject: {FETCH_BIG_MARKER} {i}\r\nMessage-ID: <{FETCH_BIG_MARKER}-{i}@opush.test>\r\n\
+Date: Sat, 28 Nov 2026 11:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    )
+}
+
+/// `--fetch-big N`: the server's peak RSS when one Sync Fetches N messages
+/// of 5 MB with whole MIME bodies (then the deferred ones, as a phone asks
+/// them again), and the largest answer. Memory, not time.
+fn fetch_big(a: &Args, v: ProtocolVersion) {
+    let user = a.big_user();
+    let mut imap = RawImap::login(&user);
+    let t = Instant::now();
+    let filled = fill::ensure(
+        &mut imap,
+        "INBOX",
+        a.fetch_big,
+        FETCH_BIG_MARKER,
+        big_text_message,
+    );
+    println!(
+        "# opush-load --fetch-big {}: {user}, data ready in {:.1} s ({}); load average {}",
+        a.fetch_big,
+        t.elapsed().as_secs_f64(),
+        if filled { "filled now" } else { "reused" },
+        load_average()
+    );
+    drop(imap);
+    let server = Server::start(&a.opush, a);
+    let proc = server.proc();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = server.addr;
+    rt.block_on(async {
+        let mut c = EasClient::new(addr, &user, &demo_password(), "LOADFETCH", &a.version);
+        let inbox = inbox_of(&mut c).await;
+        let typed = |res: &opush_tests::eas::HttpResponse| {
+            opush_protocol::commands::sync::SyncResponse::from_element(&res.element(), v)
+                .expect("Sync answer")
+        };
+        // The listing with small bodies: the ServerIds.
+        let mut key = "0".to_owned();
+        let mut sids = Vec::new();
+        for round in 0..a.fetch_big + 10 {
+            let res = c.post_xml("Sync", &sync_xml(&inbox, &key, 100)).await;
+            let r = typed(&res);
+            let col = &r.collections[0];
+            key = col.sync_key.0.clone();
+            for cmd in col.commands.iter().flatten() {
+                if let opush_protocol::commands::sync::ServerCommand::Add { server_id, .. } = cmd {
+                    sids.push(server_id.0.clone());
+                }
+            }
+            if round > 0 && !col.more_available {
+                break;
+            }
+        }
+        assert_eq!(sids.len(), a.fetch_big, "every message listed");
+        let rss_before = proc.status_kb("VmRSS:");
+        let hwm_before = proc.status_kb("VmHWM:");
+        let mut pending: std::collections::BTreeSet<String> = sids.into_iter().collect();
+        let (mut requests, mut largest, mut total) = (0, 0usize, 0usize);
+        let t = Instant::now();
+        while !pending.is_empty() && requests < 10 * a.fetch_big {
+            let fetches: String = pending
+                .iter()
+                .map(|s| format!("<Fetch><ServerId>{s}</ServerId></Fetch>"))
+                .collect();
+            let xml = format!(
+                "<Sync xmlns=\"AirSync:\" xmlns:airsyncbase=\"AirSyncBase:\"><Collections><Collection>\
+                 <SyncKey>{key}</SyncKey><CollectionId>{inbox}</CollectionId><GetChanges>0</GetChanges>\
+                 <Options><airsyncbase:BodyPreference><airsyncbase:Type>4</airsyncbase:Type>\
+                 </airsyncbase:BodyPreference></Options><Commands>{fetches}</Commands></Collection>\
+                 </Collections></Sync>"
+            );
+            let res = c.post_xml("Sync", &xml).await;
+            assert_eq!(res.status, 200, "Sync HTTP status");
+            requests += 1;
+            largest = largest.max(res.body.len());
+            total += res.body.len();
+            let r = typed(&res);
+            let col = &r.collections[0];
+            key = col.sync_key.0.clone();
+            for resp in col.responses.iter().flatten() {
+                if let opush_protocol::commands::sync::CommandResponse::Fetch {
+                    server_id, status, ..
+                } = resp
+                {
+                    if status.code() == 1 {
+                        pending.remove(&server_id.0);
+                    }
+                }
+            }
+        }
+        assert!(pending.is_empty(), "never fetched: {pending:?}");
+        println!(
+            "Sync Fetch of {} messages of 5 MB (MIME): {requests} requests, largest answer {:.1} MB, {:.1} MB in all, {:.1} s; \
+             server RSS {} MB before, peak (VmHWM) {} MB before the Fetches, {} MB after; load average {}",
+            a.fetch_big,
+            largest as f64 / 1e6,
+            total as f64 / 1e6,
+            t.elapsed().as_secs_f64(),
+            rss_before / 1024,
+            hwm_before / 1024,
+            proc.status_kb("VmHWM:") / 1024,
+            load_average()
+        );
+    });
     server.stop();
 }
