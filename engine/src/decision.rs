@@ -105,8 +105,10 @@ impl Default for EngineConfig {
 /// * format 6: a Sync pages newest first. Gated by the recorded
 ///   configuration ([`EngineConfig::page_order`]), not here: older records
 ///   read as [`PageOrder::ById`].
-/// * format 8: [`Rules::delete_of_vanished_succeeds`] and
-///   [`Rules::retried_move_answered`].
+/// * format 8: [`Rules::delete_of_vanished_succeeds`],
+///   [`Rules::retried_move_answered`],
+///   [`Rules::move_judges_copy_by_moved_flags`] and
+///   [`Rules::refused_change_refreshes_copy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rules {
     format: u32,
@@ -148,6 +150,29 @@ impl Rules {
     /// answered the retry Status 1 (invalid source) and recorded only
     /// [`Event::ItemMovedByDevice`].
     pub fn retried_move_answered(self) -> bool {
+        self.format >= 8
+    }
+
+    /// From format 8, the device's copy of an item it moves (MoveItems)
+    /// is judged against the moved message's flags as IMAP reports them
+    /// right after the MOVE, not only against the flags opush last
+    /// observed: flags changed by another client since the device's last
+    /// Sync of the source make the copy stale, so the destination's next
+    /// Sync sends the device a Change. Formats 2-7 compared with what opush
+    /// had observed only, and a device that moved an item it showed with
+    /// outdated flags kept them.
+    pub fn move_judges_copy_by_moved_flags(self) -> bool {
+        self.format >= 8
+    }
+
+    /// From format 8, a Change the server refuses (Status 7, the server's
+    /// version wins a conflict) or fails to carry out records
+    /// [`Event::DeviceCopyStale`]: the device applied its change to its
+    /// copy already, so the server owes it its own version, sent by a later
+    /// window if not this one, even when the flags the server knows come
+    /// back to those the device had before. Formats 2-7 recorded nothing,
+    /// and such a device could keep its refused change for good.
+    pub fn refused_change_refreshes_copy(self) -> bool {
         self.format >= 8
     }
 }

@@ -62,7 +62,12 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   records as newer. Also in 8: `FetchSized` at the end of
 ///   [`crate::ClientCommand`] (a Sync `<Fetch>` with its estimated size,
 ///   under the window's bytes budget; the archived command keeps its size
-///   and alignment, `sync.rs` checks them). Records written by builds between the two changes
+///   and alignment, `sync.rs` checks them); `MoveOutcome::Gone` at the
+///   end of [`crate::MoveOutcome`] (a MoveItems of a message no longer in
+///   its folder: Status 1); a device's moved copy judged against the
+///   moved message's flags, and a refused or failed Change recording
+///   [`Event::DeviceCopyStale`] (added at the end of [`Event`]), both
+///   gated in [`crate::Rules`]. Records written by builds between the two changes
 ///   (session 14) and this version say format 7 but hold the new answers:
 ///   those diverge under replay.
 ///
@@ -517,6 +522,17 @@ pub enum Event {
         src: ServerId,
         /// The ServerId it got in the destination.
         dst: ServerId,
+    },
+    /// The device's copy of `id` is not what the server last sent it
+    /// (format version 8): the server refused or failed a Change the
+    /// device had already applied to its copy. The server's version is
+    /// sent to it again, whatever the versions say
+    /// ([`crate::Rules::refused_change_refreshes_copy`]).
+    DeviceCopyStale {
+        /// The collection.
+        collection: CollectionId,
+        /// The item.
+        id: BackendItemId,
     },
 }
 

@@ -189,12 +189,18 @@ pub(crate) fn decide_move_as(
         n: dst_n,
     };
     // The device's copy, assuming it received the pending batch (it names
-    // the item by a ServerId, so it has it).
+    // the item by a ServerId, so it has it): stale when it differs from
+    // what opush knows of the source or, from format 8, from the moved
+    // message's flags as IMAP reported them after the MOVE (another client
+    // may have changed them since opush last looked).
+    let by_moved = rules.move_judges_copy_by_moved_flags();
     let stale = state.collections.get(&effect.src).is_none_or(|c| {
         let ov = Overlay::confirmed(c);
         let server = c.items.get(&effect.id).and_then(|i| i.server);
         match (server, ov.device_of(&effect.id)) {
-            (Some(s), Some(d)) => s.version != d.version || d.stale,
+            (Some(s), Some(d)) => {
+                s.version != d.version || d.stale || (by_moved && d.version != item.version)
+            }
             _ => true,
         }
     });

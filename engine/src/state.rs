@@ -840,6 +840,14 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
                 d.refresh(&item.id);
             }
         }
+        Event::DeviceCopyStale { collection, id } => {
+            if let Some(c) = state.collections.get_mut(collection) {
+                if let Some(dev) = c.items.get_mut(id).and_then(|i| i.device.as_mut()) {
+                    dev.stale = true;
+                }
+                c.refresh(id);
+            }
+        }
         Event::MoveRemembered { src, dst } => {
             // A retry of this move is answered with the same DstMsgId
             // (`move_items::plan_move`).

@@ -469,6 +469,14 @@ enum Planned<'a> {
     Effect(BackendEffect),
     /// A Delete of an item already gone from the backend: success, no effect.
     Gone(BackendItemId),
+    /// A Change refused: the server's version wins (Status 7); the device's
+    /// copy of `id` holds the refused change.
+    Conflict {
+        /// The answer.
+        reply: ClientReply,
+        /// The item.
+        id: BackendItemId,
+    },
 }
 
 /// Plans the commands of `req` under `rules`; `budget` bounds the bytes
@@ -522,13 +530,16 @@ fn plan_commands<'a>(
                 match lookup_on_device(ov, server_id, req.collection) {
                     None => not_found(ReplyKind::Change, server_id),
                     Some(id) if conflict == Conflict::ServerWins && is_conflict(ov, id) => {
-                        Planned::Reply(ClientReply {
-                            kind: ReplyKind::Change,
-                            client_id: None,
-                            server_id: Some(*server_id),
-                            status: SyncStatus::Conflict.code(),
-                            backend: None,
-                        })
+                        Planned::Conflict {
+                            reply: ClientReply {
+                                kind: ReplyKind::Change,
+                                client_id: None,
+                                server_id: Some(*server_id),
+                                status: SyncStatus::Conflict.code(),
+                                backend: None,
+                            },
+                            id: id.clone(),
+                        }
                     }
                     Some(id) => Planned::Effect(BackendEffect::Update {
                         collection: req.collection,
@@ -851,6 +862,15 @@ fn decide_advance(
     for p in planned {
         match p {
             Planned::Reply(r) => replies.push(r),
+            Planned::Conflict { reply, id } => {
+                replies.push(reply);
+                if rules.refused_change_refreshes_copy() {
+                    events.push(Event::DeviceCopyStale {
+                        collection: col,
+                        id,
+                    });
+                }
+            }
             Planned::Dedupe { client_id, id } => {
                 let Some((item, s)) = c.items.get(&id).and_then(|i| i.server.map(|s| (i, s)))
                 else {
@@ -907,7 +927,19 @@ fn decide_advance(
                     });
                 };
                 match (effect, outcome) {
-                    (effect, EffectOutcome::Failed) => replies.push(failed_reply(c, col, &effect)),
+                    (effect, EffectOutcome::Failed) => {
+                        replies.push(failed_reply(c, col, &effect));
+                        // The device changed its copy; the change did not
+                        // happen: it gets the server's version back.
+                        if let BackendEffect::Update { id, .. } = effect {
+                            if rules.refused_change_refreshes_copy() {
+                                events.push(Event::DeviceCopyStale {
+                                    collection: col,
+                                    id,
+                                });
+                            }
+                        }
+                    }
                     (
                         BackendEffect::Create {
                             client_id, digest, ..

@@ -146,6 +146,7 @@ fn event() -> impl Strategy<Value = Event> {
                 n: dn
             },
         }),
+        (col(), id()).prop_map(|(collection, id)| Event::DeviceCopyStale { collection, id }),
         (0u32..3).prop_map(|n| Event::HierarchyObserved {
             folders: (0..n)
                 .map(|i| BackendFolder {

@@ -1031,3 +1031,188 @@ fn a_move_of_an_item_gone_from_the_backend_is_status_1() {
         "a backend failure stays retryable"
     );
 }
+
+/// The backend id a server change is about.
+fn change_id(c: &ServerChange) -> &BackendItemId {
+    match c {
+        ServerChange::Add { id, .. }
+        | ServerChange::Change { id, .. }
+        | ServerChange::Delete { id, .. }
+        | ServerChange::SoftDelete { id, .. } => id,
+    }
+}
+
+// A Change refused by the conflict rule (the server's version wins: Status
+// 7) leaves the device holding its own change. From format 8 that copy is
+// marked stale (`DeviceCopyStale`), so the server's version reaches the
+// device even when the window that answered the 7 had no room for it and
+// the backend's flags meanwhile came back to those the device had before;
+// format 7 recorded nothing and such a device kept its refused change.
+#[test]
+fn a_conflict_refused_change_is_sent_back_even_after_the_server_flips_back() {
+    let (mut backend, mut pair) = world();
+    let f = backend.folders.get_mut(&INBOX).unwrap();
+    let uids: Vec<u64> = (0..3).map(|i| f.add(NOW + i, 1)).collect();
+    for _ in 0..3 {
+        pair.sync(&mut backend, INBOX, 10, NOW, false);
+    }
+    // Another client changes all three; opush observes it.
+    let f = backend.folders.get_mut(&INBOX).unwrap();
+    for uid in &uids {
+        f.change(*uid, 2);
+    }
+    pair.server.append(&[Event::BackendObserved {
+        req_id: 90,
+        collection: INBOX,
+        at: Timestamp(NOW),
+        observation: backend.folders[&INBOX].observation(),
+    }]);
+    let key = pair.device.keys[&INBOX];
+    let state = pair.server.state.clone();
+    let config = EngineConfig::default();
+    // The item a one-item window does not carry: the device changes it.
+    let mut dry = sync_req(INBOX, key, vec![]);
+    dry.request.window_size = Some(1);
+    let first = decide_sync(&state, &dry, Timestamp(NOW), &config).unwrap();
+    let carried = change_id(&first.response.changes[0]).clone();
+    let (sid, (x, _)) = pair
+        .device
+        .items
+        .iter()
+        .find(|(_, (id, _))| *id != carried)
+        .map(|(s, v)| (*s, v.clone()))
+        .unwrap();
+    let mut input = sync_req(
+        INBOX,
+        key,
+        vec![ClientCommand::Change {
+            server_id: sid,
+            digest: Digest::of(b"the device's own flags"),
+        }],
+    );
+    input.request.window_size = Some(1);
+    let now = decide_sync(&state, &input, Timestamp(NOW), &config).unwrap();
+    assert_eq!(now.response.replies[0].status, 7);
+    assert!(now.response.changes.iter().all(|c| *change_id(c) != x));
+    assert!(now.events.contains(&Event::DeviceCopyStale {
+        collection: INBOX,
+        id: x.clone(),
+    }));
+    let record = DecisionRecord {
+        at: Timestamp(NOW),
+        config: config.clone(),
+        input: DecisionInput::Sync(input.clone()),
+        output: DecisionOutput::Sync(now.response.clone()),
+    };
+    let old = redecide(&state, &record, Rules::of(7)).unwrap();
+    assert_eq!(old.response, DecisionOutput::Sync(now.response.clone()));
+    assert!(!old
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::DeviceCopyStale { .. })));
+    // The other client puts X's flags back as the device had them before
+    // its change; then the device syncs on (confirming the window).
+    // (IMAP versions are digests of the flags: the same flags, the same
+    // version as the device had.)
+    let uid = backend.folders[&INBOX].uid_of(&x).unwrap();
+    let f = backend.folders.get_mut(&INBOX).unwrap();
+    f.change(uid, 1);
+    f.items.get_mut(&uid).unwrap().0 = 1;
+    let next = now.response.sync_key.unwrap();
+    let sends_x = |events: &[Event]| {
+        let mut st = state.clone();
+        fold(&mut st, events);
+        fold(
+            &mut st,
+            &[Event::BackendObserved {
+                req_id: 91,
+                collection: INBOX,
+                at: Timestamp(NOW),
+                observation: backend.folders[&INBOX].observation(),
+            }],
+        );
+        let d = decide_sync(&st, &sync_req(INBOX, next, vec![]), Timestamp(NOW), &config).unwrap();
+        d.response.changes.iter().any(|c| *change_id(c) == x)
+    };
+    assert!(
+        sends_x(&now.events),
+        "format 8: the server's version goes back"
+    );
+    assert!(
+        !sends_x(&old.events),
+        "format 7 kept the device's refused change"
+    );
+}
+
+// A device moves an item it shows with flags another client has changed
+// since (opush has not observed the change): the moved copy is the
+// device's, with the old flags. From format 8 it is judged against the
+// moved message's flags as IMAP reports them after the MOVE, so it is
+// stale and the destination's next Sync sends a Change; format 7 judged it
+// against what opush had observed, and the device kept the old flags.
+#[test]
+fn a_moved_copy_with_outdated_flags_gets_the_moved_messages_flags() {
+    let (mut backend, mut pair) = world();
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    for col in [INBOX, ARCHIVE] {
+        for _ in 0..3 {
+            pair.sync(&mut backend, col, 10, NOW, false);
+        }
+    }
+    let sid = *pair.device.items.keys().next().unwrap();
+    let req = MoveRequest {
+        src: sid,
+        dst: ARCHIVE,
+    };
+    // The message moves with flags changed behind opush's back (content 2).
+    let f = backend.folders.get_mut(&INBOX).unwrap();
+    let (_, r, _) = f.items.pop_first().unwrap().1;
+    let a = backend.folders.get_mut(&ARCHIVE).unwrap();
+    let uid = a.add(r, 2);
+    let item = ObservedItem {
+        id: a.id(uid),
+        version: ItemVersion(2),
+        received_at: Timestamp(r),
+        digest: None,
+    };
+    let state = pair.server.state.clone();
+    let moved = MoveOutcome::Moved(item);
+    let now = decide_move(&state, &req, &moved).unwrap();
+    assert_eq!(now.response.status, 3);
+    let stale_of = |events: &[Event]| {
+        events.iter().find_map(|e| match e {
+            Event::ItemMovedByDevice { stale, .. } => Some(*stale),
+            _ => None,
+        })
+    };
+    assert_eq!(stale_of(&now.events), Some(true));
+    let record = DecisionRecord {
+        at: Timestamp(NOW),
+        config: EngineConfig::default(),
+        input: DecisionInput::Move {
+            request: req.clone(),
+            outcome: Some(moved),
+        },
+        output: DecisionOutput::Move(now.response.clone()),
+    };
+    let old = redecide(&state, &record, Rules::of(7)).unwrap();
+    assert_eq!(stale_of(&old.events), Some(false));
+    // The destination's next Sync sends the moved copy a Change.
+    pair.server.append(&now.events);
+    let key = pair.device.keys[&ARCHIVE];
+    let d = decide_sync(
+        &pair.server.state,
+        &sync_req(ARCHIVE, key, vec![]),
+        Timestamp(NOW),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+    assert!(
+        d.response
+            .changes
+            .iter()
+            .any(|c| matches!(c, ServerChange::Change { n, .. } if Some(*n) == now.response.dst.map(|s| s.n))),
+        "{:?}",
+        d.response.changes
+    );
+}
