@@ -15,7 +15,7 @@
 //!    law N / throughput), and with `--rate R` the same number of fresh
 //!    devices paced at R syncs/s in all (latency at a given load).
 //!
-//! `--fetch-big N` runs only a memory check instead: load<user-base>'s
+//! `--fetch-big N` runs only a memory check instead: `load<user-base>`'s
 //! INBOX holds N messages of 5 MB, one Sync Fetches them all with MIME
 //! bodies, the deferred ones (Status 5, past `max_window_bytes`) are asked
 //! again until every one came, and the server's peak RSS (VmHWM) and the
