@@ -856,15 +856,13 @@ async fn session(seed: u64, steps: usize) {
                                 *tally.entry("device mark conflict").or_default() += 1;
                             }
                             s => {
-                                let about = |l: &&String| l.contains(&item.subject);
-                                let steps: Vec<&String> = journal.iter().filter(about).collect();
-                                let heard: Vec<&String> = d.heard.iter().filter(about).collect();
                                 panic!(
-                                    "{}\nsteps: {steps:#?}\nthe device heard: {heard:#?}",
+                                    "{}\n{}",
                                     ctx(&format!(
                                         "{}: a mark change of {} ({}), current, changed since: {changed_since}, got Status {s}",
                                         d.name, server_id, item.subject
-                                    ))
+                                    )),
+                                    history(&journal, &d.heard, &[item.subject.as_str()])
                                 )
                             }
                         }
@@ -975,15 +973,14 @@ async fn session(seed: u64, steps: usize) {
                     .chain(&extra)
                     .map(|(s, _)| s.as_str())
                     .collect();
-                let about = |l: &&String| subjects.iter().any(|s| l.contains(s));
-                let steps: Vec<&String> = journal.iter().filter(about).collect();
-                let heard: Vec<&String> = d.heard.iter().filter(about).collect();
+                let subjects: Vec<&str> = subjects.into_iter().collect();
                 panic!(
                     "seed {seed}: {} shows {f} ({} items) unlike IMAP ({}): missing {missing:?}, \
-                     extra or stale {extra:?}; tally {tally:?}\nsteps: {steps:#?}\nthe device heard: {heard:#?}",
+                     extra or stale {extra:?}; tally {tally:?}\n{}",
                     d.name,
                     shows.len(),
-                    imap.len()
+                    imap.len(),
+                    history(&journal, &d.heard, &subjects)
                 );
             }
         }
@@ -993,6 +990,15 @@ async fn session(seed: u64, steps: usize) {
         server.empty(f);
     }
     opush.stop().await;
+}
+
+/// The steps of the session and what the device heard that name one of
+/// `subjects`, for a failure message.
+fn history(journal: &[String], heard: &[String], subjects: &[&str]) -> String {
+    let about = |l: &&String| subjects.iter().any(|s| l.contains(s));
+    let steps: Vec<&String> = journal.iter().filter(about).collect();
+    let heard: Vec<&String> = heard.iter().filter(about).collect();
+    format!("steps: {steps:#?}\nthe device heard: {heard:#?}")
 }
 
 fn seeds() -> Vec<u64> {
