@@ -20,8 +20,12 @@
 //! state). A repeated request must get the answer the lost one carried.
 //!
 //! `OPUSH_MODEL_SEEDS` (default `1,2,3`) and `OPUSH_MODEL_STEPS` (default
-//! 150) give longer runs. Reserved Dovecot users: load1261–load1275 (one
-//! per seed, by seed modulo 15). Needs the stack's Dovecot.
+//! 150) give longer runs. The second test runs the same sessions on two
+//! opush processes sharing one Cassandra keyspace, each device request
+//! (and the repeat of a lost one) going to either at random. Reserved
+//! Dovecot users: load1261–load1275 (one per seed, by seed modulo 15) and
+//! load1276–load1285 (the two-node test). Needs the stack's Dovecot and,
+//! for the second test, Cassandra.
 
 #![allow(
     clippy::unwrap_used,
@@ -275,6 +279,9 @@ struct Device {
     cols: BTreeMap<&'static str, Collection>,
     /// What the server told this device, item by item (printed on failure).
     heard: Vec<String>,
+    /// Every opush node (one, or two on one Cassandra keyspace): a request
+    /// whose answer was lost is sent again to the other one.
+    nodes: Vec<std::net::SocketAddr>,
 }
 
 /// A device-side change sent within a Sync.
@@ -302,6 +309,15 @@ impl Device {
             ids: BTreeMap::new(),
             cols: BTreeMap::new(),
             heard: Vec::new(),
+            nodes: vec![addr],
+        }
+    }
+
+    /// Sends the next requests to the other node, when there are two (a
+    /// device behind a load balancer).
+    fn other_node(&mut self) {
+        if let Some(a) = self.nodes.iter().copied().find(|a| *a != self.c.addr) {
+            self.c.switch_to(a);
         }
     }
 
@@ -426,6 +442,7 @@ impl Device {
         let mut res = self.post("Sync", &body).await;
         if lose {
             let first = res.body.clone();
+            self.other_node();
             res = self.post("Sync", &body).await;
             assert!(
                 res.body == first,
@@ -574,6 +591,7 @@ impl Device {
         let mut res = self.post("MoveItems", &body).await;
         if lose {
             let first = res.body.clone();
+            self.other_node();
             res = self.post("MoveItems", &body).await;
             assert!(
                 res.body == first,
@@ -629,10 +647,30 @@ impl Device {
 // ---------------------------------------------------------------------------
 // The session
 
-/// Runs one seeded session against a fresh opush and checks it.
-async fn session(seed: u64, steps: usize) {
-    let user = format!("load{:04}@load.test", 1261 + (seed % 15));
-    let opush = support::start(support::Options::default()).await;
+/// Runs one seeded session against a fresh opush (embedded store), or two
+/// opush nodes on a fresh Cassandra keyspace (`nodes` 2: each device
+/// request goes to either, at random), and checks it.
+async fn session(seed: u64, steps: usize, nodes: usize) {
+    let user = if nodes > 1 {
+        format!("load{:04}@load.test", 1276 + (seed % 10))
+    } else {
+        format!("load{:04}@load.test", 1261 + (seed % 15))
+    };
+    let keyspace = if nodes > 1 {
+        Some(support::Keyspace::fresh("model").await)
+    } else {
+        None
+    };
+    let opts = support::Options {
+        storage_toml: keyspace.as_ref().map(|k| k.toml.clone()),
+        ..support::Options::default()
+    };
+    let mut servers = Vec::new();
+    for _ in 0..nodes.max(1) {
+        servers.push(support::start(opts.clone()).await);
+    }
+    let addrs: Vec<std::net::SocketAddr> = servers.iter().map(|o| o.addr).collect();
+    let opush_addr = addrs[0];
     let mut server = ServerSide {
         imap: RawImap::login(&user),
         appended: 0,
@@ -647,11 +685,12 @@ async fn session(seed: u64, steps: usize) {
         model.add(&s, "INBOX");
     }
     let mut devices = vec![
-        Device::new(opush.addr, &user, &format!("MODEL{seed}A"), "12.1"),
-        Device::new(opush.addr, &user, &format!("MODEL{seed}B"), "14.1"),
-        Device::new(opush.addr, &user, &format!("MODEL{seed}C"), "16.1"),
+        Device::new(opush_addr, &user, &format!("MODEL{seed}A"), "12.1"),
+        Device::new(opush_addr, &user, &format!("MODEL{seed}B"), "14.1"),
+        Device::new(opush_addr, &user, &format!("MODEL{seed}C"), "16.1"),
     ];
     for d in &mut devices {
+        d.nodes = addrs.clone();
         d.folder_sync().await;
     }
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -723,6 +762,12 @@ async fn session(seed: u64, steps: usize) {
             continue;
         }
         let di = rng.below(devices.len());
+        if addrs.len() > 1 {
+            let a = addrs[rng.below(addrs.len())];
+            if a != devices[di].c.addr {
+                devices[di].c.switch_to(a);
+            }
+        }
         if roll < 32 {
             // A device empties Trash.
             let d = &mut devices[di];
@@ -989,7 +1034,12 @@ async fn session(seed: u64, steps: usize) {
     for f in FOLDERS {
         server.empty(f);
     }
-    opush.stop().await;
+    for o in servers {
+        o.stop().await;
+    }
+    if let Some(k) = keyspace {
+        k.remove().await;
+    }
 }
 
 /// The steps of the session and what the device heard that name one of
@@ -1019,6 +1069,16 @@ fn steps() -> usize {
 async fn devices_and_the_server_side_taking_turns_end_where_the_model_says() {
     require(DOVECOT_IMAP);
     for seed in seeds() {
-        session(seed, steps()).await;
+        session(seed, steps(), 1).await;
+    }
+}
+
+/// The same on two opush processes sharing one Cassandra keyspace, each
+/// device request (and the repeat of a lost one) going to either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_switching_between_two_nodes_on_cassandra_end_where_the_model_says() {
+    require(DOVECOT_IMAP);
+    for seed in seeds() {
+        session(seed, steps(), 2).await;
     }
 }
