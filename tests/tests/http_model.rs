@@ -327,6 +327,26 @@ impl Device {
         res
     }
 
+    /// POSTs `cmd`; with `lose`, its answer is lost and the same request
+    /// goes again (to the other node, when there are two), whose answer
+    /// must be the very same bytes.
+    async fn post_losing(&mut self, cmd: &str, body: &[u8], lose: bool) -> HttpResponse {
+        let res = self.post(cmd, body).await;
+        if !lose {
+            return res;
+        }
+        self.other_node();
+        let again = self.post(cmd, body).await;
+        assert!(
+            again.body == res.body,
+            "{}: a repeated {cmd} got another answer:\nfirst: {}\nagain: {}",
+            self.name,
+            res.xml(),
+            again.xml()
+        );
+        again
+    }
+
     async fn folder_sync(&mut self) {
         let res = self
             .post(
@@ -439,23 +459,7 @@ impl Device {
         lose: bool,
     ) -> (BTreeMap<String, u16>, bool) {
         let body = self.sync_body(folder, window, changes);
-        let mut res = self.post("Sync", &body).await;
-        if lose {
-            let first = res.body.clone();
-            self.other_node();
-            res = self.post("Sync", &body).await;
-            assert!(
-                res.body == first,
-                "{}: a repeated Sync of {folder} got another answer:\nfirst: {}\nagain: {}",
-                self.name,
-                HttpResponse {
-                    body: first,
-                    ..res.clone()
-                }
-                .xml(),
-                res.xml()
-            );
-        }
+        let res = self.post_losing("Sync", &body, lose).await;
         let r = SyncResponse::from_element(&res.element(), self.pv)
             .unwrap_or_else(|e| panic!("{}: Sync answer ({e}): {}", self.name, res.xml()));
         let c = r.collections.into_iter().next().unwrap_or_else(|| {
@@ -588,18 +592,7 @@ impl Device {
              <DstFldId>{}</DstFldId></Move></MoveItems>",
             self.ids[from], self.ids[to]
         ));
-        let mut res = self.post("MoveItems", &body).await;
-        if lose {
-            let first = res.body.clone();
-            self.other_node();
-            res = self.post("MoveItems", &body).await;
-            assert!(
-                res.body == first,
-                "{}: a repeated MoveItems got another answer: {}",
-                self.name,
-                res.xml()
-            );
-        }
+        let res = self.post_losing("MoveItems", &body, lose).await;
         let r = MoveItemsResponse::from_element(&res.element(), self.pv).unwrap();
         let reply = &r.responses[0];
         (
