@@ -16,6 +16,20 @@ fn world() -> (Backend, Pair) {
     (backend, pair)
 }
 
+/// One INBOX message, INBOX and Archive each synced `syncs` times: the
+/// world, and the ServerId under which the device holds the message.
+fn one_message_synced(syncs: usize) -> (Backend, Pair, ServerId) {
+    let (mut backend, mut pair) = world();
+    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
+    for col in [INBOX, ARCHIVE] {
+        for _ in 0..syncs {
+            pair.sync(&mut backend, col, 10, NOW, false);
+        }
+    }
+    let sid = *pair.device.items.keys().next().unwrap();
+    (backend, pair, sid)
+}
+
 fn sync_req(col: CollectionId, key: SyncKey, commands: Vec<ClientCommand>) -> SyncInput {
     SyncInput {
         request: SyncRequest {
@@ -603,14 +617,8 @@ fn get_item_estimate_statuses() {
 // MoveItems: 1 invalid source, 2 invalid destination, 4 same folder, 5 failure, 3 success without echo.
 #[test]
 fn move_items_statuses_and_no_echo() {
-    let (mut backend, mut pair) = world();
-    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
-    for col in [INBOX, ARCHIVE] {
-        pair.sync(&mut backend, col, 10, NOW, false);
-        pair.sync(&mut backend, col, 10, NOW, false);
-    }
+    let (mut backend, mut pair, sid) = one_message_synced(2);
     let s = &pair.server.state;
-    let sid = *pair.device.items.keys().next().unwrap();
     let st = |src, dst| {
         plan_move(s, &MoveRequest { src, dst })
             .err()
@@ -671,13 +679,7 @@ fn move_items_statuses_and_no_echo() {
 // the device would keep a stale copy in the source and miss the moved one).
 #[test]
 fn a_retried_move_items_gets_its_first_answer() {
-    let (mut backend, mut pair) = world();
-    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
-    for col in [INBOX, ARCHIVE] {
-        pair.sync(&mut backend, col, 10, NOW, false);
-        pair.sync(&mut backend, col, 10, NOW, false);
-    }
-    let sid = *pair.device.items.keys().next().unwrap();
+    let (mut backend, mut pair, sid) = one_message_synced(2);
     let req = MoveRequest {
         src: sid,
         dst: ARCHIVE,
@@ -1008,13 +1010,7 @@ fn sync_change_replaced_on_the_backend_keeps_the_server_id() {
 // the device's next Sync of the source removes the item.
 #[test]
 fn a_move_of_an_item_gone_from_the_backend_is_status_1() {
-    let (mut backend, mut pair) = world();
-    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
-    for col in [INBOX, ARCHIVE] {
-        pair.sync(&mut backend, col, 10, NOW, false);
-        pair.sync(&mut backend, col, 10, NOW, false);
-    }
-    let sid = *pair.device.items.keys().next().unwrap();
+    let (_, pair, sid) = one_message_synced(2);
     let req = MoveRequest {
         src: sid,
         dst: ARCHIVE,
@@ -1152,14 +1148,7 @@ fn a_conflict_refused_change_is_sent_back_even_after_the_server_flips_back() {
 // against what opush had observed, and the device kept the old flags.
 #[test]
 fn a_moved_copy_with_outdated_flags_gets_the_moved_messages_flags() {
-    let (mut backend, mut pair) = world();
-    backend.folders.get_mut(&INBOX).unwrap().add(NOW, 1);
-    for col in [INBOX, ARCHIVE] {
-        for _ in 0..3 {
-            pair.sync(&mut backend, col, 10, NOW, false);
-        }
-    }
-    let sid = *pair.device.items.keys().next().unwrap();
+    let (mut backend, mut pair, sid) = one_message_synced(3);
     let req = MoveRequest {
         src: sid,
         dst: ARCHIVE,

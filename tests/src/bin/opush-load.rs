@@ -660,6 +660,15 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The client side's runtime: two workers, as many as the machine's cores.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn main() {
     let a = args();
     let v = opush_protocol::headers::parse_protocol_version(&a.version).unwrap_or_else(|_| usage());
@@ -739,11 +748,7 @@ fn main() {
 
     let server = Server::start(&a.opush, &a);
     let proc = server.proc();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let addr = server.addr;
     rt.block_on(async {
         // 2. Initial sync of the big INBOX.
@@ -1028,11 +1033,7 @@ fn fetch_big(a: &Args, v: ProtocolVersion) {
     drop(imap);
     let server = Server::start(&a.opush, a);
     let proc = server.proc();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let addr = server.addr;
     rt.block_on(async {
         let mut c = EasClient::new(addr, &user, &demo_password(), "LOADFETCH", &a.version);
