@@ -3,17 +3,24 @@
 //! Three devices of one user (EAS 12.1, 14.1 and 16.1) and a second IMAP
 //! client acting as "the server side" (another mail program, a filter, an
 //! administrator) take turns at random: the server side APPENDs, toggles
-//! `\Seen`, expunges and MOVEs; the devices sync in small windows (so
-//! server changes land between the windows of one sync), mark read, delete
-//! (DeletesAsMoves: to Trash) and MoveItems, and now and then lose an
-//! answer and send the same request again, as phones do. The steps run
+//! `\Seen` and `\Flagged`, expunges and MOVEs, and creates and deletes a
+//! folder (`Projects`, created again under the same name: a new
+//! UIDVALIDITY, UIDs from 1); the devices sync the hierarchy and sync in
+//! small windows (so server changes land between the windows of one
+//! sync), mark read and flag, delete (DeletesAsMoves: to Trash), MoveItems,
+//! empty Trash, Fetch an item (ItemOperations: that very message, or "not
+//! found" once it is gone) and ask GetItemEstimate (exactly what the next
+//! Sync brings); now and then they lose an answer and send the same
+//! request again, as phones do, and they retry a transient failure. Every
+//! Add's body must be the one of the message its subject names. The steps run
 //! one after the other, so a model (the oracle below) knows at each step
 //! what the mailbox must hold; every device-side change is checked to
 //! take effect exactly once or to be refused for a reason the model
 //! allows (the message is gone, or — server wins, the default `Conflict`
 //! — the server changed it since the device last saw it).
 //!
-//! At the end every device syncs every folder to the end, and then:
+//! At the end every device syncs the hierarchy and every folder to the
+//! end, and then: each shows IMAP's folders,
 //! IMAP holds exactly what the model says (no lost change, no change made
 //! twice, no message lost or duplicated), and each device shows exactly
 //! what IMAP holds (no missing, stale or duplicated item, the same read
@@ -37,8 +44,11 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use opush_protocol::commands::airsyncbase::Body;
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncResponse};
-use opush_protocol::commands::items::ApplicationData;
+use opush_protocol::commands::get_item_estimate::GetItemEstimateResponse;
+use opush_protocol::commands::item_operations::{ItemOperationsResponse, OperationResult};
+use opush_protocol::commands::items::{ApplicationData, Email};
 use opush_protocol::commands::move_items::MoveItemsResponse;
 use opush_protocol::commands::sync::{CommandResponse, ServerCommand, SyncResponse};
 use opush_protocol::version::ProtocolVersion;
@@ -46,8 +56,15 @@ use opush_tests::eas::{wbxml_of, EasClient, HttpResponse};
 use opush_tests::{require, RawImap, DOVECOT_IMAP};
 
 /// The folders the session uses (IMAP names; special-use Archive and Trash
-/// exist for every stack user).
-const FOLDERS: [&str; 3] = ["INBOX", "Archive", "Trash"];
+/// exist for every stack user; `Projects` comes and goes, created and
+/// deleted by the server side).
+const FOLDERS: [&str; 4] = ["INBOX", "Archive", "Trash", "Projects"];
+
+/// The folders that always exist.
+const FIXED: [&str; 3] = ["INBOX", "Archive", "Trash"];
+
+/// The folder the server side creates and deletes.
+const PROJECTS: &str = "Projects";
 
 // ---------------------------------------------------------------------------
 // The model
@@ -77,6 +94,8 @@ struct Marks {
 struct Model {
     by_subject: BTreeMap<String, Known>,
     next_incarnation: u64,
+    /// Whether `Projects` exists now.
+    projects: bool,
 }
 
 impl Model {
@@ -111,6 +130,15 @@ impl Model {
         self.by_subject
             .get(&item.subject)
             .filter(|k| Some(k.incarnation) == item.incarnation)
+    }
+
+    /// The folders that exist now.
+    fn folders(&self) -> Vec<&'static str> {
+        FOLDERS
+            .iter()
+            .copied()
+            .filter(|f| *f != PROJECTS || self.projects)
+            .collect()
     }
 
     /// What `folder` must hold: (subject, marks), sorted.
@@ -157,11 +185,65 @@ impl Rng {
 
 struct ServerSide {
     imap: RawImap,
+    user: String,
     appended: u32,
     tag: String,
 }
 
 impl ServerSide {
+    /// One IMAP command: its untagged lines, or `Err` when Dovecot says
+    /// `SERVERBUG` (see [`ServerSide::again`]); any other failure fails
+    /// the test.
+    fn try_ok(&mut self, command: &str) -> Result<Vec<String>, String> {
+        let (lines, ok) = self.imap.cmd(command);
+        if ok.starts_with("OK") {
+            return Ok(lines);
+        }
+        if ok.contains("SERVERBUG") {
+            return Err(format!("{command}: {ok}"));
+        }
+        panic!("{command}: {ok}")
+    }
+
+    /// Runs `op` until it gets through, in a new session after a pause
+    /// while Dovecot fails it with `SERVERBUG`. Dovecot's maildir does
+    /// when a folder is deleted and created again under the same name
+    /// while other sessions (opush's, this one) still hold the old one's
+    /// index ("Corrupted transaction log ... indexid changed", "duplicate
+    /// transaction log sequence"), until it has repaired the index. Each
+    /// `op` looks first whether an earlier try got through after all.
+    fn again<T>(&mut self, mut op: impl FnMut(&mut Self) -> Result<T, String>) -> T {
+        let mut last = String::new();
+        for _ in 0..30 {
+            match op(self) {
+                Ok(t) => return t,
+                Err(e) => last = e,
+            }
+            self.relogin();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("kept failing: {last}")
+    }
+
+    /// A new session (see [`ServerSide::again`]).
+    fn relogin(&mut self) {
+        self.imap = RawImap::login(&self.user);
+    }
+
+    /// The UIDs of `folder`'s messages with this subject.
+    fn uids(&mut self, folder: &str, subject: &str) -> Result<Vec<u32>, String> {
+        self.try_ok(&format!("SELECT \"{folder}\""))?;
+        let lines = self.try_ok(&format!("UID SEARCH SUBJECT \"{subject}\""))?;
+        let uids: Vec<u32> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("* SEARCH"))
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|u| u.parse().ok())
+            .collect();
+        assert!(uids.len() <= 1, "{subject} in {folder}: {uids:?}");
+        Ok(uids)
+    }
+
     fn append(&mut self, folder: &str) -> String {
         self.appended += 1;
         let subject = format!("{} m{:04}", self.tag, self.appended);
@@ -172,51 +254,66 @@ impl ServerSide {
             self.tag.replace(' ', "-"),
             self.appended
         );
-        let (_, ok) = self
-            .imap
-            .cmd(&format!("APPEND \"{folder}\" {{{}+}}\r\n{msg}", msg.len()));
-        assert!(ok.starts_with("OK"), "append: {ok}");
+        let mut first = true;
+        self.again(|s| {
+            if !std::mem::take(&mut first) && !s.uids(folder, &subject)?.is_empty() {
+                return Ok(());
+            }
+            s.try_ok(&format!("APPEND \"{folder}\" {{{}+}}\r\n{msg}", msg.len()))?;
+            Ok(())
+        });
         subject
-    }
-
-    /// The UID of the one message of `folder` with this subject.
-    fn uid(&mut self, folder: &str, subject: &str) -> u32 {
-        let uids = self.imap.search_subject(folder, subject);
-        assert_eq!(uids.len(), 1, "{subject} in {folder}: {uids:?}");
-        uids[0]
     }
 
     /// Sets (`on`) or clears the IMAP `flag` (`\\Seen`, `\\Flagged`).
     fn set_flag(&mut self, folder: &str, subject: &str, flag: &str, on: bool) {
-        let uid = self.uid(folder, subject);
         let op = if on { "+" } else { "-" };
-        self.imap
-            .ok(&format!("UID STORE {uid} {op}FLAGS.SILENT ({flag})"));
-        self.imap.ok("UNSELECT");
+        self.again(|s| {
+            let uid = s.uids(folder, subject)?;
+            assert_eq!(uid.len(), 1, "{subject} in {folder}");
+            s.try_ok(&format!("UID STORE {} {op}FLAGS.SILENT ({flag})", uid[0]))?;
+            s.try_ok("UNSELECT")?;
+            Ok(())
+        });
     }
 
     fn expunge(&mut self, folder: &str, subject: &str) {
-        let uid = self.uid(folder, subject);
-        self.imap
-            .ok(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"));
-        self.imap.ok(&format!("UID EXPUNGE {uid}"));
-        self.imap.ok("UNSELECT");
+        let mut first = true;
+        self.again(|s| {
+            let uid = s.uids(folder, subject)?;
+            let first = std::mem::take(&mut first);
+            assert!(!first || uid.len() == 1, "{subject} in {folder}");
+            if let Some(uid) = uid.first() {
+                s.try_ok(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))?;
+                s.try_ok(&format!("UID EXPUNGE {uid}"))?;
+            }
+            s.try_ok("UNSELECT")?;
+            Ok(())
+        });
     }
 
     fn move_to(&mut self, from: &str, subject: &str, to: &str) {
-        let uid = self.uid(from, subject);
-        self.imap.ok(&format!("UID MOVE {uid} \"{to}\""));
-        self.imap.ok("UNSELECT");
+        let mut first = true;
+        self.again(|s| {
+            let uid = s.uids(from, subject)?;
+            let first = std::mem::take(&mut first);
+            assert!(!first || uid.len() == 1, "{subject} in {from}");
+            if let Some(uid) = uid.first() {
+                s.try_ok(&format!("UID MOVE {uid} \"{to}\""))?;
+            }
+            s.try_ok("UNSELECT")?;
+            Ok(())
+        });
     }
 
     /// Every message of `folder`: (subject, marks), sorted.
     fn holds(&mut self, folder: &str) -> Vec<(String, Marks)> {
-        self.imap.ok(&format!("SELECT \"{folder}\""));
-        let (lines, ok) = self
-            .imap
-            .cmd("UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
-        assert!(ok.starts_with("OK"), "{ok}");
-        self.imap.ok("UNSELECT");
+        let lines = self.again(|s| {
+            s.try_ok(&format!("SELECT \"{folder}\""))?;
+            let lines = s.try_ok("UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")?;
+            s.try_ok("UNSELECT")?;
+            Ok(lines)
+        });
         let mut v: Vec<(String, Marks)> = lines
             .iter()
             .filter(|l| l.contains(" FETCH "))
@@ -237,11 +334,52 @@ impl ServerSide {
         v
     }
 
+    /// Whether `folder` exists.
+    fn try_exists(&mut self, folder: &str) -> Result<bool, String> {
+        let (_, ok) = self.imap.cmd(&format!("STATUS \"{folder}\" (MESSAGES)"));
+        if ok.contains("SERVERBUG") {
+            return Err(ok);
+        }
+        Ok(ok.starts_with("OK"))
+    }
+
+    fn exists(&mut self, folder: &str) -> bool {
+        self.again(|s| s.try_exists(folder))
+    }
+
+    /// Creates and subscribes `folder`.
+    fn create(&mut self, folder: &str) {
+        self.again(|s| {
+            if !s.try_exists(folder)? {
+                s.try_ok(&format!("CREATE \"{folder}\""))?;
+            }
+            s.try_ok(&format!("SUBSCRIBE \"{folder}\""))?;
+            Ok(())
+        });
+        self.relogin();
+    }
+
+    /// Deletes `folder` with what it holds (unsubscribed too); a folder
+    /// that does not exist is fine.
+    fn delete(&mut self, folder: &str) {
+        self.again(|s| {
+            s.imap.cmd(&format!("UNSUBSCRIBE \"{folder}\""));
+            if s.try_exists(folder)? {
+                s.try_ok(&format!("DELETE \"{folder}\""))?;
+            }
+            Ok(())
+        });
+        self.relogin();
+    }
+
     fn empty(&mut self, folder: &str) {
-        self.imap.ok(&format!("SELECT \"{folder}\""));
-        self.imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
-        self.imap.ok("EXPUNGE");
-        self.imap.ok("UNSELECT");
+        self.again(|s| {
+            s.try_ok(&format!("SELECT \"{folder}\""))?;
+            s.imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+            s.try_ok("EXPUNGE")?;
+            s.try_ok("UNSELECT")?;
+            Ok(())
+        });
     }
 }
 
@@ -282,6 +420,10 @@ struct Device {
     /// Every opush node (one, or two on one Cassandra keyspace): a request
     /// whose answer was lost is sent again to the other one.
     nodes: Vec<std::net::SocketAddr>,
+    /// The hierarchy's SyncKey.
+    folder_key: String,
+    /// How many commands (Add, Change, Delete) the last Sync brought.
+    last_commands: usize,
 }
 
 /// A device-side change sent within a Sync.
@@ -310,6 +452,8 @@ impl Device {
             cols: BTreeMap::new(),
             heard: Vec::new(),
             nodes: vec![addr],
+            folder_key: "0".into(),
+            last_commands: 0,
         }
     }
 
@@ -321,10 +465,28 @@ impl Device {
         }
     }
 
+    /// POSTs `cmd`; a transient failure (HTTP 503, or the top-level
+    /// Status 111 "retry later") is retried as phones do: nothing the
+    /// request asked for may then have happened twice.
     async fn post(&mut self, cmd: &str, body: &[u8]) -> HttpResponse {
-        let res = self.c.post(cmd, body).await;
-        assert_eq!(res.status, 200, "{}: {cmd}: HTTP {}", self.name, res.status);
-        res
+        for _ in 0..10 {
+            let res = self.c.post(cmd, body).await;
+            let transient = res.status == 503
+                || (res.status == 200
+                    && !res.body.is_empty()
+                    && res.element().elements().any(|e| {
+                        e.tag.name() == Some("Status") && e.text_concat().as_deref() == Some("111")
+                    }));
+            if transient {
+                self.heard
+                    .push(format!("{cmd}: transient failure, retried"));
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+            assert_eq!(res.status, 200, "{}: {cmd}: HTTP {}", self.name, res.status);
+            return res;
+        }
+        panic!("{}: {cmd} kept failing", self.name)
     }
 
     /// POSTs `cmd`; with `lose`, its answer is lost and the same request
@@ -347,45 +509,86 @@ impl Device {
         again
     }
 
-    async fn folder_sync(&mut self) {
-        let res = self
-            .post(
-                "FolderSync",
-                &wbxml_of(
-                    "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
-                ),
-            )
-            .await;
+    /// FolderSync from the device's hierarchy key (0 the first time): an
+    /// added folder starts a collection at SyncKey 0 (a folder added again
+    /// under the same ServerId starts over), a deleted one is forgotten
+    /// with its items. Returns what changed, for the journal.
+    async fn folder_sync(&mut self) -> Vec<String> {
+        let body = wbxml_of(&format!(
+            "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>{}</SyncKey></FolderSync>",
+            self.folder_key
+        ));
+        let res = self.post("FolderSync", &body).await;
         let r = FolderSyncResponse::from_element(&res.element(), self.pv).unwrap();
         assert_eq!(r.status.code(), 1, "{}: {}", self.name, res.xml());
+        self.folder_key = r.sync_key.as_ref().map(|k| k.0.clone()).unwrap();
+        let mut seen = Vec::new();
         for ch in r.changes.iter().flatten() {
-            if let FolderChange::Add(f) = ch {
-                let imap = match f.folder_type {
-                    2 => "INBOX",
-                    4 => "Trash",
-                    _ => match f.display_name.as_str() {
-                        "Archive" => "Archive",
-                        _ => continue,
-                    },
-                };
-                self.ids.insert(imap, f.server_id.0.clone());
+            match ch {
+                FolderChange::Add(f) | FolderChange::Update(f) => {
+                    let imap = match f.folder_type {
+                        2 => "INBOX",
+                        4 => "Trash",
+                        _ => match f.display_name.as_str() {
+                            "Archive" => "Archive",
+                            PROJECTS => PROJECTS,
+                            _ => continue,
+                        },
+                    };
+                    let add = matches!(ch, FolderChange::Add(_));
+                    seen.push(format!(
+                        "{} {imap} as {}",
+                        if add { "add" } else { "update" },
+                        f.server_id.0
+                    ));
+                    let same = self.ids.get(imap) == Some(&f.server_id.0);
+                    assert!(
+                        add || same,
+                        "{}: an update of {imap} under another id: {}",
+                        self.name,
+                        res.xml()
+                    );
+                    if let Some((old, _)) = self
+                        .ids
+                        .iter()
+                        .find(|(n, id)| **n != imap && **id == f.server_id.0)
+                    {
+                        panic!(
+                            "{}: {imap} given the ServerId of {old}: {}",
+                            self.name,
+                            res.xml()
+                        );
+                    }
+                    self.ids.insert(imap, f.server_id.0.clone());
+                    if add || !self.cols.contains_key(imap) {
+                        self.cols.insert(
+                            imap,
+                            Collection {
+                                key: "0".into(),
+                                ..Collection::default()
+                            },
+                        );
+                    }
+                }
+                FolderChange::Delete(id) => {
+                    let name = self.ids.iter().find(|(_, v)| **v == id.0).map(|(n, _)| *n);
+                    if let Some(name) = name {
+                        seen.push(format!("delete {name} ({})", id.0));
+                        self.ids.remove(name);
+                        self.cols.remove(name);
+                    }
+                }
             }
         }
-        for f in FOLDERS {
+        for f in FIXED {
             assert!(
                 self.ids.contains_key(f),
                 "{}: no {f}: {}",
                 self.name,
                 res.xml()
             );
-            self.cols.insert(
-                f,
-                Collection {
-                    key: "0".into(),
-                    ..Collection::default()
-                },
-            );
         }
+        seen
     }
 
     fn sync_body(&self, folder: &str, window: u32, changes: &[Change]) -> Vec<u8> {
@@ -457,7 +660,7 @@ impl Device {
         window: u32,
         changes: &[Change],
         lose: bool,
-    ) -> (BTreeMap<String, u16>, bool) {
+    ) -> (BTreeMap<String, u16>, bool, u16) {
         let body = self.sync_body(folder, window, changes);
         let res = self.post_losing("Sync", &body, lose).await;
         let r = SyncResponse::from_element(&res.element(), self.pv)
@@ -466,13 +669,34 @@ impl Device {
             panic!("{}: no collection: {}", self.name, res.xml());
         });
         let key = self.cols[folder].key.clone();
-        assert_eq!(
-            c.status.map(|s| s.code()),
-            Some(1),
-            "{}: Sync of {folder} with key {key}: {}",
-            self.name,
-            res.xml()
-        );
+        let status = c.status.map_or(1, |s| s.code());
+        match status {
+            1 => {}
+            // The folder is gone or was replaced (hierarchy changed, or a
+            // SyncKey the server no longer honours): as phones do, the
+            // device syncs the hierarchy and starts the collection over.
+            // Nothing the request carried was carried out.
+            3 | 12 => {
+                self.heard
+                    .push(format!("{folder}: Status {status} for key {key}"));
+                if let Some(col) = self.cols.get_mut(folder) {
+                    *col = Collection {
+                        key: "0".into(),
+                        ..Collection::default()
+                    };
+                }
+                if status == 12 {
+                    let seen = self.folder_sync().await;
+                    self.heard.push(format!("hierarchy: {seen:?}"));
+                }
+                return (BTreeMap::new(), false, status);
+            }
+            s => panic!(
+                "{}: Sync of {folder} with key {key}: Status {s}: {}",
+                self.name,
+                res.xml()
+            ),
+        }
         let mut replies = BTreeMap::new();
         for reply in c.responses.iter().flatten() {
             match reply {
@@ -488,6 +712,7 @@ impl Device {
             }
         }
         let name = self.name.clone();
+        self.last_commands = c.commands.iter().flatten().count();
         let col = self.cols.get_mut(folder).unwrap();
         col.key = c.sync_key.0.clone();
         for cmd in c.commands.iter().flatten() {
@@ -497,6 +722,7 @@ impl Device {
                     application_data: ApplicationData::Email(e),
                 } => {
                     let subject = e.subject.clone().unwrap_or_default();
+                    check_body(&name, folder, &subject, e.body.as_ref());
                     let known = model
                         .by_subject
                         .get(&subject)
@@ -566,12 +792,16 @@ impl Device {
                 other => panic!("{name}: unexpected {other:?}"),
             }
         }
-        (replies, c.more_available)
+        (replies, c.more_available, 1)
     }
 
     async fn sync_to_end(&mut self, model: &Model, folder: &'static str) {
         for _ in 0..1000 {
-            if !self.sync(model, folder, 25, &[], false).await.1 {
+            if !self.cols.contains_key(folder) {
+                return;
+            }
+            let (_, more, status) = self.sync(model, folder, 25, &[], false).await;
+            if !more && status == 1 {
                 return;
             }
         }
@@ -625,6 +855,57 @@ impl Device {
         );
     }
 
+    /// ItemOperations Fetch of one item by ServerId: its Status, and the
+    /// subject and body it came with.
+    async fn fetch(&mut self, folder: &str, id: &str) -> (u16, Option<Email>) {
+        let body = wbxml_of(&format!(
+            "<ItemOperations xmlns=\"ItemOperations:\" xmlns:airsync=\"AirSync:\" \
+             xmlns:airsyncbase=\"AirSyncBase:\"><Fetch><Store>Mailbox</Store>\
+             <airsync:CollectionId>{}</airsync:CollectionId><airsync:ServerId>{id}</airsync:ServerId>\
+             <Options><airsyncbase:BodyPreference><airsyncbase:Type>1</airsyncbase:Type>\
+             </airsyncbase:BodyPreference></Options></Fetch></ItemOperations>",
+            self.ids[folder]
+        ));
+        let res = self.post("ItemOperations", &body).await;
+        let r = ItemOperationsResponse::from_element(&res.element(), self.pv)
+            .unwrap_or_else(|e| panic!("{}: ItemOperations ({e}): {}", self.name, res.xml()));
+        assert_eq!(r.status.code(), 1, "{}: {}", self.name, res.xml());
+        match r.results.into_iter().next() {
+            Some(OperationResult::Fetch {
+                status, properties, ..
+            }) => {
+                let email = match properties {
+                    Some(ApplicationData::Email(e)) => Some(*e),
+                    _ => None,
+                };
+                (status.code(), email)
+            }
+            other => panic!("{}: ItemOperations answered {other:?}", self.name),
+        }
+    }
+
+    /// GetItemEstimate of one synced collection: its Status and estimate.
+    async fn estimate(&mut self, folder: &str) -> (u16, Option<u32>) {
+        let body = wbxml_of(&format!(
+            "<GetItemEstimate xmlns=\"GetItemEstimate:\" xmlns:airsync=\"AirSync:\"><Collections>\
+             <Collection><airsync:SyncKey>{}</airsync:SyncKey><CollectionId>{}</CollectionId>\
+             <airsync:Options><airsync:FilterType>0</airsync:FilterType></airsync:Options>\
+             </Collection></Collections></GetItemEstimate>",
+            self.cols[folder].key, self.ids[folder]
+        ));
+        let res = self.post("GetItemEstimate", &body).await;
+        let r = GetItemEstimateResponse::from_element(&res.element(), self.pv)
+            .unwrap_or_else(|e| panic!("{}: GetItemEstimate ({e}): {}", self.name, res.xml()));
+        let one = r.responses.first().unwrap_or_else(|| {
+            panic!(
+                "{}: GetItemEstimate without a Response: {}",
+                self.name,
+                res.xml()
+            )
+        });
+        (one.status.code(), one.estimate)
+    }
+
     /// What the device shows in `folder`: (subject, marks), sorted.
     fn shows(&self, folder: &str) -> Vec<(String, Marks)> {
         let mut v: Vec<(String, Marks)> = self.cols[folder]
@@ -666,12 +947,14 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
     let opush_addr = addrs[0];
     let mut server = ServerSide {
         imap: RawImap::login(&user),
+        user: user.clone(),
         appended: 0,
         tag: format!("model s{seed} {}", opush_tests::unique("r")),
     };
-    for f in FOLDERS {
+    for f in FIXED {
         server.empty(f);
     }
+    server.delete(PROJECTS);
     let mut model = Model::default();
     for _ in 0..12 {
         let s = server.append("INBOX");
@@ -696,15 +979,23 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
         if roll < 30 {
             // The server side changes something.
             let subjects: Vec<String> = model.by_subject.keys().cloned().collect();
-            match rng.below(5) {
-                0 | 1 => {
-                    let folder = *rng.pick(&FOLDERS[..2]).unwrap();
+            match rng.below(10) {
+                0..=3 => {
+                    let targets: Vec<&'static str> = model
+                        .folders()
+                        .into_iter()
+                        .filter(|f| *f != "Trash")
+                        .collect();
+                    let folder = *rng.pick(&targets).unwrap();
                     let s = server.append(folder);
                     model.add(&s, folder);
-                    journal.push(format!("{step}: server appends {s} to {folder}"));
+                    note(
+                        &mut journal,
+                        format!("{step}: server appends {s} to {folder}"),
+                    );
                     *tally.entry("server append").or_default() += 1;
                 }
-                2 => {
+                4 | 5 => {
                     if let Some(s) = rng.pick(&subjects) {
                         let flagged = rng.chance(40);
                         let k = model.by_subject.get_mut(s).unwrap();
@@ -718,19 +1009,56 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
                         k.flag_changes += 1;
                         let folder = k.folder;
                         server.set_flag(folder, s, flag, on);
-                        journal.push(format!(
-                            "{step}: server sets {flag} {on} on {s} in {folder}"
-                        ));
+                        note(
+                            &mut journal,
+                            format!("{step}: server sets {flag} {on} on {s} in {folder}"),
+                        );
                         *tally.entry("server flag").or_default() += 1;
                     }
                 }
-                3 => {
+                6 => {
                     if let Some(s) = rng.pick(&subjects) {
                         let folder = model.by_subject[s].folder;
                         server.expunge(folder, s);
                         model.by_subject.remove(s);
-                        journal.push(format!("{step}: server expunges {s} from {folder}"));
+                        note(
+                            &mut journal,
+                            format!("{step}: server expunges {s} from {folder}"),
+                        );
                         *tally.entry("server expunge").or_default() += 1;
+                    }
+                }
+                9 => {
+                    // Projects comes and goes: deleted with what it holds,
+                    // or created (again: a new UIDVALIDITY, UIDs from 1).
+                    if model.projects {
+                        server.delete(PROJECTS);
+                        model.projects = false;
+                        let gone: Vec<String> = model
+                            .by_subject
+                            .iter()
+                            .filter(|(_, k)| k.folder == PROJECTS)
+                            .map(|(s, _)| s.clone())
+                            .collect();
+                        for s in &gone {
+                            model.by_subject.remove(s);
+                        }
+                        note(
+                            &mut journal,
+                            format!("{step}: server deletes {PROJECTS}: {gone:?}"),
+                        );
+                        *tally.entry("server deletes folder").or_default() += 1;
+                    } else if brought_back(&mut server, &mut model) {
+                        note(
+                            &mut journal,
+                            format!("{step}: Dovecot brought {PROJECTS} back"),
+                        );
+                        *tally.entry("dovecot brought the folder back").or_default() += 1;
+                    } else {
+                        server.create(PROJECTS);
+                        model.projects = true;
+                        note(&mut journal, format!("{step}: server creates {PROJECTS}"));
+                        *tally.entry("server creates folder").or_default() += 1;
                     }
                 }
                 _ => {
@@ -738,16 +1066,19 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
                         let from = model.by_subject[s].folder;
                         let to = *rng
                             .pick(
-                                &FOLDERS
-                                    .iter()
-                                    .copied()
+                                &model
+                                    .folders()
+                                    .into_iter()
                                     .filter(|f| *f != from)
                                     .collect::<Vec<_>>(),
                             )
                             .unwrap();
                         server.move_to(from, s, to);
                         model.move_to(s, to);
-                        journal.push(format!("{step}: server moves {s} from {from} to {to}"));
+                        note(
+                            &mut journal,
+                            format!("{step}: server moves {s} from {from} to {to}"),
+                        );
                         *tally.entry("server move").or_default() += 1;
                     }
                 }
@@ -774,13 +1105,116 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
             for s in &gone {
                 model.by_subject.remove(s);
             }
-            journal.push(format!("{step}: {} empties Trash: {gone:?}", d.name));
+            note(
+                &mut journal,
+                format!("{step}: {} empties Trash: {gone:?}", d.name),
+            );
             *tally.entry("device empties trash").or_default() += 1;
             continue;
         }
-        let folder = *rng.pick(&FOLDERS).unwrap();
+        if roll < 35 {
+            // A device syncs the hierarchy.
+            let d = &mut devices[di];
+            let seen = d.folder_sync().await;
+            note(
+                &mut journal,
+                format!("{step}: {} syncs the hierarchy: {seen:?}", d.name),
+            );
+            *tally.entry("device folder sync").or_default() += 1;
+            continue;
+        }
         let d = &mut devices[di];
+        let known: Vec<&'static str> = d.cols.keys().copied().collect();
+        let folder = *rng.pick(&known).unwrap();
         let synced = d.cols[folder].key != "0";
+        if roll < 39 {
+            // A device fetches one item it shows (ItemOperations): that
+            // message, or "not found" when it is gone.
+            let ids: Vec<String> = d.cols[folder].items.keys().cloned().collect();
+            let Some(id) = rng.pick(&ids).cloned() else {
+                continue;
+            };
+            let item = d.cols[folder].items[&id].clone();
+            let current = model.current(&item).is_some();
+            let (status, email) = d.fetch(folder, &id).await;
+            note(
+                &mut journal,
+                format!(
+                    "{step}: {} fetches {id} ({}) of {folder}: Status {status}",
+                    d.name, item.subject
+                ),
+            );
+            match (status, current) {
+                (1, true) => {
+                    let e = email.unwrap_or_else(|| panic!("{}", ctx("a Fetch without Properties")));
+                    assert_eq!(
+                        e.subject.as_deref(),
+                        Some(item.subject.as_str()),
+                        "{}",
+                        ctx(&format!("{}: {id} fetched another message", d.name))
+                    );
+                    check_body(&d.name, folder, &item.subject, e.body.as_ref());
+                    *tally.entry("device fetch").or_default() += 1;
+                }
+                (6, false) => {
+                    *tally.entry("device fetch of gone").or_default() += 1;
+                }
+                (s, current) => panic!(
+                    "{}\n{}",
+                    ctx(&format!(
+                        "{}: Fetch of {id} ({}) in {folder}: Status {s}, the message is {}; got {email:?}",
+                        d.name,
+                        item.subject,
+                        if current { "current" } else { "gone" }
+                    )),
+                    history(&journal, &d.heard, &[item.subject.as_str()])
+                ),
+            }
+            continue;
+        }
+        if roll < 43 {
+            // GetItemEstimate, then a Sync big enough for everything.
+            if !synced {
+                continue;
+            }
+            let (status, estimate) = d.estimate(folder).await;
+            let (_, more, sync_status) = d.sync(&model, folder, 100, &[], false).await;
+            let commands = d.last_commands;
+            note(&mut journal, format!(
+                "{step}: {} estimates {folder}: Status {status}, {estimate:?}; the Sync: Status {sync_status}, {commands} commands",
+                d.name
+            ));
+            match status {
+                1 if sync_status == 1 && !more => {
+                    let estimate = estimate.unwrap_or_else(|| panic!("{}", ctx("no Estimate")));
+                    // Nothing happens between the two: the estimate is
+                    // exactly what the Sync brings.
+                    assert_eq!(
+                        estimate as usize,
+                        commands,
+                        "{}",
+                        ctx(&format!(
+                            "{}: {folder} estimated {estimate}, the Sync then had {commands} commands",
+                            d.name
+                        ))
+                    );
+                    *tally.entry("device estimate").or_default() += 1;
+                }
+                1 => {}
+                // The collection is gone (Projects deleted).
+                2 if folder == PROJECTS => {
+                    *tally.entry("device estimate of gone folder").or_default() += 1;
+                }
+                s => panic!(
+                    "{}",
+                    ctx(&format!(
+                        "{}: GetItemEstimate of {folder}: Status {s}",
+                        d.name
+                    ))
+                ),
+            }
+            continue;
+        }
         // A repeated SyncKey 0 starts over; only later requests are lost.
         let lose = synced && rng.chance(15);
         let candidates: Vec<String> = d.cols[folder].items.keys().cloned().collect();
@@ -859,9 +1293,20 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
                 }
             }
             let window = 1 + rng.below(8) as u32;
-            let (replies, _) = d.sync(&model, folder, window, &changes, lose).await;
+            let (replies, _, status) = d.sync(&model, folder, window, &changes, lose).await;
+            if status != 1 {
+                note(
+                    &mut journal,
+                    format!(
+                    "{step}: {} syncs {folder} (window {window}) with {desc:?}: Status {status}",
+                    d.name
+                ),
+                );
+                *tally.entry("device sync of changed folder").or_default() += 1;
+                continue;
+            }
             *tally.entry("device sync").or_default() += 1;
-            journal.push(format!(
+            note(&mut journal, format!(
                 "{step}: {} syncs {folder} (window {window}, repeated {lose}) with {desc:?}: replies {replies:?}",
                 d.name
             ));
@@ -946,9 +1391,19 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
             let id = rng.pick(&candidates).unwrap().clone();
             let item = d.cols[folder].items[&id].clone();
             let current = model.current(&item).cloned();
-            let (status, new_id) = d.move_item(folder, &id, to, lose).await;
+            let (mut status, mut new_id) = d.move_item(folder, &id, to, lose).await;
+            // Status 5 (the move failed, try again: e.g. Dovecot closed
+            // the session whose folder another client deleted): phones
+            // send the move again.
+            for _ in 0..3 {
+                if status != 5 {
+                    break;
+                }
+                *tally.entry("device move retried after 5").or_default() += 1;
+                (status, new_id) = d.move_item(folder, &id, to, false).await;
+            }
             *tally.entry("device move").or_default() += 1;
-            journal.push(format!(
+            note(&mut journal, format!(
                 "{step}: {} moves {id} ({}) from {folder} to {to} (repeated {lose}): Status {status}, {new_id:?}",
                 d.name, item.subject
             ));
@@ -987,14 +1442,30 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
         }
     }
     // Quiet: every device syncs every folder to the end, twice.
+    if brought_back(&mut server, &mut model) {
+        note(
+            &mut journal,
+            format!("end: Dovecot brought {PROJECTS} back"),
+        );
+        *tally.entry("dovecot brought the folder back").or_default() += 1;
+    }
     for d in &mut devices {
+        d.folder_sync().await;
         for _ in 0..2 {
             for f in FOLDERS {
                 d.sync_to_end(&model, f).await;
             }
         }
+        let shows: Vec<&str> = d.cols.keys().copied().collect();
+        let mut want = model.folders();
+        want.sort();
+        assert_eq!(
+            shows, want,
+            "seed {seed}: {} shows other folders than IMAP holds",
+            d.name
+        );
     }
-    for f in FOLDERS {
+    for f in model.folders() {
         let want = model.holds(f);
         let imap = server.holds(f);
         assert_eq!(
@@ -1024,15 +1495,51 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
         }
     }
     eprintln!("seed {seed}: {steps} steps, {tally:?}");
-    for f in FOLDERS {
+    for f in FIXED {
         server.empty(f);
     }
+    server.delete(PROJECTS);
     for o in servers {
         o.stop().await;
     }
     if let Some(k) = keyspace {
         k.remove().await;
     }
+}
+
+/// An Add's body (plain text, truncated to 64 bytes) must be the one of
+/// the message its subject names: the ServerId stands for that message.
+fn check_body(device: &str, folder: &str, subject: &str, body: Option<&Body>) {
+    let want = format!("body of {subject}");
+    let data = body.and_then(|b| b.data.as_deref()).unwrap_or_default();
+    let got = data.trim_end();
+    assert!(
+        got == want || (!got.is_empty() && want.starts_with(got)),
+        "{device}: {folder}: {subject} came with the body {data:?}"
+    );
+}
+
+/// Whether Dovecot brought `Projects` back after the server side deleted
+/// it (the model then says it exists, empty). Dovecot's maildir can: a
+/// session that had the folder open when it was deleted writes its index
+/// into the folder's directory again, and the next access repairs that
+/// directory into a mailbox (seen with opush's connections holding the
+/// folder selected; messages are not brought back).
+fn brought_back(server: &mut ServerSide, model: &mut Model) -> bool {
+    if model.projects || !server.exists(PROJECTS) {
+        return false;
+    }
+    model.projects = true;
+    true
+}
+
+/// Adds a step to the journal (printed as it happens with
+/// `OPUSH_MODEL_VERBOSE` set).
+fn note(journal: &mut Vec<String>, step: String) {
+    if std::env::var_os("OPUSH_MODEL_VERBOSE").is_some() {
+        eprintln!("{step}");
+    }
+    journal.push(step);
 }
 
 /// The steps of the session and what the device heard that name one of

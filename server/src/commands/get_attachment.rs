@@ -13,7 +13,6 @@ use opush_protocol::commands::get_attachment::GetAttachmentRequest;
 use opush_protocol::query::Command;
 use opush_protocol::version::ProtocolVersion;
 
-use super::sync::uid_of;
 use super::{CommandContext, CommandError, EasResponse};
 use crate::email::{attachment_content, AttachmentContent, FileReference};
 use crate::session::{imap_error, Caller, EasServices};
@@ -85,10 +84,13 @@ pub async fn get_attachment(
         .get(&sid.collection)
         .and_then(|c| c.by_n.get(&sid.n))
         .cloned();
-    let (Some(raw), Some((_, uid))) = (raw, id.as_ref().and_then(uid_of)) else {
+    let (Some(raw), Some(id)) = (raw, id) else {
         return Ok(None);
     };
     let mut imap = eas.imap_for(caller).await?;
+    let Some(uid) = super::item_operations::still_there(&mut imap, &raw, &id).await? else {
+        return Ok(None);
+    };
     let limit = imap.config().max_message_bytes;
     let bytes = match imap.fetch_message(&raw, uid, limit).await {
         Ok(b) => b,

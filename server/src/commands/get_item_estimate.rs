@@ -76,10 +76,24 @@ pub async fn get_item_estimate(
                     imap = Some(eas.imap_for(caller).await?);
                 }
                 if let Some(session) = imap.as_mut() {
-                    let ev =
-                        observe(session, &raw, collection, rec.state(), rec.req_id(), at).await?;
-                    if let Some(ev) = ev {
-                        rec.observed(ev);
+                    match observe(session, &raw, collection, rec.state(), rec.req_id(), at).await {
+                        Ok(Some(ev)) => rec.observed(ev),
+                        Ok(None) => {}
+                        // Deleted by another client since the device's
+                        // last FolderSync: an invalid collection (Status
+                        // 2; the device syncs the hierarchy), not a
+                        // failure the device would retry for ever.
+                        Err(e) if e.is_mailbox_missing() => {
+                            tracing::info!(folder = %raw, "the folder is gone: Status 2");
+                            responses.push(EstimateResponse {
+                                status: GetItemEstimateStatus::from_code(2),
+                                class: None,
+                                collection_id: Some(c.collection_id.clone()),
+                                estimate: None,
+                            });
+                            continue;
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
             }

@@ -110,6 +110,8 @@ pub async fn item_operations(
                     Some(raw) => match imap.empty_folder(&raw).await {
                         Ok(_) => ItemOperationsStatus::Success,
                         Err(e) if e.is_retryable() => return Err(imap_error(e)),
+                        // Deleted by another client.
+                        Err(ImapError::NotFound(_)) => ItemOperationsStatus::ObjectNotFound,
                         Err(_) => ItemOperationsStatus::ServerError,
                     },
                     None => ItemOperationsStatus::ObjectNotFound,
@@ -313,7 +315,7 @@ async fn fetch(
                 None,
             ));
         };
-        let Some((_, uid)) = uid_of(&id) else {
+        let Some(uid) = still_there(imap, &raw, &id).await? else {
             return Ok(fetch_result(
                 ItemOperationsStatus::ObjectNotFound,
                 target,
@@ -399,12 +401,7 @@ async fn fetch(
             None,
         ));
     };
-    let email = full_email(imap, Some(&raw), &id, server_id, prefs, version).await?;
-    Ok(fetch_result(
-        ItemOperationsStatus::Success,
-        target,
-        Some(ApplicationData::Email(Box::new(email))),
-    ))
+    fetch_email(imap, target, (&raw, &id), server_id, prefs, version).await
 }
 
 /// Fetch of a Search result by its LongId (`"<CollectionId>:<UIDVALIDITY>/<UID>"`,
@@ -429,24 +426,59 @@ async fn fetch_long_id(
         let (validity, uid) = uid_of(&id)?;
         Some((raw, id, validity, uid))
     });
-    let Some((raw, id, validity, uid)) = located else {
+    let Some((raw, id, _, _)) = located else {
         return Ok(not_found());
     };
-    let mailbox = match imap.select(&raw).await {
+    fetch_email(imap, target, (&raw, &id), long_id, prefs, version).await
+}
+
+/// Whether the message `id` names is still in `raw` (the same UIDVALIDITY,
+/// the UID still there); `None` when not (a retryable IMAP failure is an
+/// error). A folder deleted and created again reuses UIDs from 1: without
+/// the UIDVALIDITY check another message would be served under the old
+/// item's ServerId.
+pub(crate) async fn still_there(
+    imap: &mut PooledSession,
+    raw: &str,
+    id: &BackendItemId,
+) -> Result<Option<u32>, CommandError> {
+    let Some((validity, uid)) = uid_of(id) else {
+        return Ok(None);
+    };
+    let mailbox = match imap.select(raw).await {
         Ok(m) => m,
         Err(e) if e.is_retryable() => return Err(imap_error(e)),
-        Err(_) => return Ok(not_found()),
+        Err(_) => return Ok(None),
     };
     if mailbox.uidvalidity != validity {
-        return Ok(not_found());
+        return Ok(None);
     }
-    match imap.fetch_meta(&raw, &[uid]).await {
-        Ok(metas) if !metas.is_empty() => {}
-        Ok(_) => return Ok(not_found()),
-        Err(e) if e.is_retryable() => return Err(imap_error(e)),
-        Err(_) => return Ok(not_found()),
+    match imap.fetch_meta(raw, &[uid]).await {
+        Ok(metas) if !metas.is_empty() => Ok(Some(uid)),
+        Ok(_) => Ok(None),
+        Err(e) if e.is_retryable() => Err(imap_error(e)),
+        Err(_) => Ok(None),
     }
-    let email = full_email(imap, Some(&raw), &id, long_id, prefs, version).await?;
+}
+
+/// Fetch of a whole message by its ServerId (`shown_id`, as the device
+/// names it): ObjectNotFound when it is no longer there.
+async fn fetch_email(
+    imap: &mut PooledSession,
+    target: &FetchTarget,
+    (raw, id): (&str, &BackendItemId),
+    shown_id: &str,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+) -> Result<OperationResult, CommandError> {
+    if still_there(imap, raw, id).await?.is_none() {
+        return Ok(fetch_result(
+            ItemOperationsStatus::ObjectNotFound,
+            target,
+            None,
+        ));
+    }
+    let email = full_email(imap, Some(raw), id, shown_id, prefs, version).await?;
     Ok(fetch_result(
         ItemOperationsStatus::Success,
         target,

@@ -195,6 +195,21 @@ pub enum CommandError {
     DeviceBusy,
 }
 
+impl CommandError {
+    /// Whether IMAP said the mailbox does not exist (`NONEXISTENT`,
+    /// `TRYCREATE`): a folder another client deleted or renamed.
+    pub fn is_mailbox_missing(&self) -> bool {
+        matches!(
+            self,
+            CommandError::BackendFailed {
+                backend: "imap",
+                kind: "not_found",
+                ..
+            }
+        )
+    }
+}
+
 /// A command handler's answer, type-erased.
 type HandlerFuture<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<EasResponse, CommandError>> + Send + 'a>,

@@ -18,7 +18,7 @@ use opush_protocol::wbxml::encode_to_vec;
 
 use super::sync::{item_id, uid_of, version_of};
 use super::{CommandContext, CommandError, EasResponse};
-use crate::backends::imap::PooledSession;
+use crate::backends::imap::{ImapError, PooledSession};
 use crate::session::{session_error, Caller, EasServices};
 
 /// Handles `Cmd=MoveItems`.
@@ -127,9 +127,17 @@ async fn perform(
     id: &opush_engine::BackendItemId,
     dst_raw: &str,
 ) -> MoveOutcome {
-    let Some((_, uid)) = uid_of(id) else {
+    let Some((validity, uid)) = uid_of(id) else {
         return MoveOutcome::Failed;
     };
+    // The source deleted by another client, or deleted and created again
+    // (its UIDs start over: this UID may now be another message): the
+    // message the device moves is gone, and nothing is moved.
+    match imap.writable_uidvalidity(src_raw).await {
+        Ok(now) if now == validity => {}
+        Ok(_) | Err(ImapError::NotFound(_)) => return MoveOutcome::Gone,
+        Err(_) => return MoveOutcome::Failed,
+    }
     let moved = match imap.move_messages(src_raw, &[uid], dst_raw).await {
         Ok(pairs) => pairs,
         Err(_) => return gone_or_failed(imap, src_raw, uid).await,
@@ -168,6 +176,8 @@ async fn perform(
 async fn gone_or_failed(imap: &mut PooledSession, src_raw: &str, uid: u32) -> MoveOutcome {
     match imap.fetch_meta(src_raw, &[uid]).await {
         Ok(found) if found.iter().all(|m| m.uid != uid) => MoveOutcome::Gone,
+        // The source folder itself is gone.
+        Err(ImapError::NotFound(_)) => MoveOutcome::Gone,
         _ => MoveOutcome::Failed,
     }
 }

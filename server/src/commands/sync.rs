@@ -809,7 +809,22 @@ pub async fn sync(
                 },
                 keep,
             )
-            .await?;
+            .await;
+            let observed = match observed {
+                Ok(observed) => observed,
+                // The folder was deleted (or renamed) by another client
+                // since the device's last FolderSync: this collection is
+                // answered Status 12 (the hierarchy changed, [MS-ASCMD]
+                // 2.2.3.177.17), nothing it carries is carried out, and
+                // the other collections go on. A transient error instead
+                // would have the device retry for ever.
+                Err(e) if e.is_mailbox_missing() => {
+                    tracing::info!(folder = %raw, "the folder is gone: Status 12");
+                    answers.push((wire, None, None));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             opened.extend(helper.take());
             if let Some(ev) = observed {
                 if first {

@@ -908,6 +908,14 @@ impl Session {
         }
     }
 
+    /// The UIDVALIDITY of `raw`, selected for writing (a kept selection as
+    /// it is): a caller about to change a message by a UID it recorded
+    /// checks it first, since a folder deleted and created again under
+    /// the same name numbers its messages from 1 again.
+    pub async fn writable_uidvalidity(&mut self, raw: &str) -> Result<u32, ImapError> {
+        Ok(self.ensure(raw, true).await?.uidvalidity)
+    }
+
     /// `raw` selected and its view current: kept as it is right after the
     /// SELECT or NOOP that brought it up to date, refreshed with a NOOP if
     /// another command ran since, SELECTed if another mailbox (or none) is
@@ -2020,7 +2028,12 @@ fn no_error(
         }
         _ if upper.contains("UNAVAILABLE")
             || upper.contains("SERVERBUG")
-            || upper.contains("INUSE") =>
+            || upper.contains("INUSE")
+            // Dovecot, to a session that had a folder open when another
+            // client deleted it: this session's view is stale (it answers
+            // so to every later command), so it is dropped and the
+            // request retried on a new one.
+            || upper.contains("DELETED UNDER US") =>
         {
             ImapError::Unavailable(format!("{what}: {info}"))
         }
@@ -2062,6 +2075,24 @@ mod tests {
 
     fn caps(names: &[&str]) -> HashSet<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_folder_deleted_under_a_session_is_retried_and_a_missing_one_is_not_found() {
+        let no = imap_proto::Status::No;
+        // A stale session: dropped, the request retried on a new one.
+        let stale = no_error(
+            "STATUS",
+            &no,
+            None,
+            "Mailbox was deleted under us (0.001 secs).",
+        );
+        assert!(stale.is_retryable(), "{stale:?}");
+        // A new session then learns the folder is gone.
+        let gone = no_error("STATUS", &no, None, "Mailbox doesn't exist: Projects");
+        assert!(matches!(gone, ImapError::NotFound(_)), "{gone:?}");
+        let other = no_error("STORE", &no, None, "Permission denied");
+        assert!(matches!(other, ImapError::Rejected { .. }), "{other:?}");
     }
 
     #[test]
