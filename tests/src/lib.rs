@@ -171,16 +171,29 @@ impl RawImap {
     /// Sends a command; returns (untagged lines, tagged status line without the tag).
     /// Literals in responses are read into the line that announced them.
     pub fn cmd(&mut self, c: &str) -> (Vec<String>, String) {
+        self.try_cmd(c)
+            .unwrap_or_else(|e| panic!("{e} during {}", c.lines().next().unwrap_or(c)))
+    }
+
+    /// [`RawImap::cmd`], with an error when the connection fails or the
+    /// server closes it (Dovecot does after `* BYE`, e.g. "IMAP session
+    /// state is inconsistent"); the session is unusable after one.
+    pub fn try_cmd(&mut self, c: &str) -> std::io::Result<(Vec<String>, String)> {
         self.n += 1;
         let tag = format!("t{}", self.n);
-        write!(self.w, "{tag} {c}\r\n").expect("write");
+        write!(self.w, "{tag} {c}\r\n")?;
         let mut lines = Vec::new();
         loop {
             let mut l = String::new();
-            self.r.read_line(&mut l).expect("read");
-            assert!(!l.is_empty(), "connection closed during {c}");
+            self.r.read_line(&mut l)?;
+            if l.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("connection closed (last: {:?})", lines.last()),
+                ));
+            }
             if let Some(rest) = l.strip_prefix(&format!("{tag} ")) {
-                return (lines, rest.trim_end().to_owned());
+                return Ok((lines, rest.trim_end().to_owned()));
             }
             // `{n}` at the end of a line announces n bytes of literal.
             if let Some(n) = l
@@ -190,10 +203,10 @@ impl RawImap {
                 .and_then(|(_, n)| n.parse::<usize>().ok())
             {
                 let mut lit = vec![0u8; n];
-                self.r.read_exact(&mut lit).expect("literal");
+                self.r.read_exact(&mut lit)?;
                 l.push_str(&String::from_utf8_lossy(&lit));
                 let mut tail = String::new();
-                self.r.read_line(&mut tail).expect("read");
+                self.r.read_line(&mut tail)?;
                 l.push_str(&tail);
             }
             lines.push(l);

@@ -8,9 +8,11 @@
 //! UIDVALIDITY, UIDs from 1); the devices sync the hierarchy and sync in
 //! small windows (so server changes land between the windows of one
 //! sync), mark read and flag, delete (DeletesAsMoves: to Trash), MoveItems,
-//! empty Trash, Fetch an item (ItemOperations: that very message, or "not
-//! found" once it is gone) and ask GetItemEstimate (exactly what the next
-//! Sync brings); now and then they lose an answer and send the same
+//! empty Trash, create and delete `Projects` themselves (FolderCreate,
+//! FolderDelete), Fetch an item (ItemOperations: that very message, or "not
+//! found" once it is gone), ask GetItemEstimate (exactly what the next
+//! Sync brings) and Ping (naming at once every folder whose items differ
+//! from IMAP's); now and then they lose an answer and send the same
 //! request again, as phones do, and they retry a transient failure. Every
 //! Add's body must be the one of the message its subject names. The steps run
 //! one after the other, so a model (the oracle below) knows at each step
@@ -45,11 +47,14 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use opush_protocol::commands::airsyncbase::Body;
+use opush_protocol::commands::folder_create::FolderCreateResponse;
+use opush_protocol::commands::folder_delete::FolderDeleteResponse;
 use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncResponse};
 use opush_protocol::commands::get_item_estimate::GetItemEstimateResponse;
 use opush_protocol::commands::item_operations::{ItemOperationsResponse, OperationResult};
 use opush_protocol::commands::items::{ApplicationData, Email};
 use opush_protocol::commands::move_items::MoveItemsResponse;
+use opush_protocol::commands::ping::PingResponse;
 use opush_protocol::commands::sync::{CommandResponse, ServerCommand, SyncResponse};
 use opush_protocol::version::ProtocolVersion;
 use opush_tests::eas::{wbxml_of, EasClient, HttpResponse};
@@ -195,7 +200,12 @@ impl ServerSide {
     /// `SERVERBUG` (see [`ServerSide::again`]); any other failure fails
     /// the test.
     fn try_ok(&mut self, command: &str) -> Result<Vec<String>, String> {
-        let (lines, ok) = self.imap.cmd(command);
+        // A session Dovecot closed ("IMAP session state is inconsistent,
+        // please relogin": the same index trouble) is retried as well.
+        let (lines, ok) = self
+            .imap
+            .try_cmd(command)
+            .map_err(|e| format!("{command}: {e}"))?;
         if ok.starts_with("OK") {
             return Ok(lines);
         }
@@ -336,7 +346,10 @@ impl ServerSide {
 
     /// Whether `folder` exists.
     fn try_exists(&mut self, folder: &str) -> Result<bool, String> {
-        let (_, ok) = self.imap.cmd(&format!("STATUS \"{folder}\" (MESSAGES)"));
+        let (_, ok) = self
+            .imap
+            .try_cmd(&format!("STATUS \"{folder}\" (MESSAGES)"))
+            .map_err(|e| format!("STATUS {folder}: {e}"))?;
         if ok.contains("SERVERBUG") {
             return Err(ok);
         }
@@ -363,7 +376,9 @@ impl ServerSide {
     /// that does not exist is fine.
     fn delete(&mut self, folder: &str) {
         self.again(|s| {
-            s.imap.cmd(&format!("UNSUBSCRIBE \"{folder}\""));
+            s.imap
+                .try_cmd(&format!("UNSUBSCRIBE \"{folder}\""))
+                .map_err(|e| e.to_string())?;
             if s.try_exists(folder)? {
                 s.try_ok(&format!("DELETE \"{folder}\""))?;
             }
@@ -375,7 +390,9 @@ impl ServerSide {
     fn empty(&mut self, folder: &str) {
         self.again(|s| {
             s.try_ok(&format!("SELECT \"{folder}\""))?;
-            s.imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+            s.imap
+                .try_cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)")
+                .map_err(|e| e.to_string())?;
             s.try_ok("EXPUNGE")?;
             s.try_ok("UNSELECT")?;
             Ok(())
@@ -855,6 +872,90 @@ impl Device {
         );
     }
 
+    /// FolderCreate of `Projects` at the top: its Status (on success the
+    /// device holds the new folder, at SyncKey 0).
+    async fn create_projects(&mut self) -> u16 {
+        let body = wbxml_of(&format!(
+            "<FolderCreate xmlns=\"FolderHierarchy:\"><SyncKey>{}</SyncKey><ParentId>0</ParentId>\
+             <DisplayName>{PROJECTS}</DisplayName><Type>12</Type></FolderCreate>",
+            self.folder_key
+        ));
+        let res = self.post("FolderCreate", &body).await;
+        let r = FolderCreateResponse::from_element(&res.element(), self.pv)
+            .unwrap_or_else(|e| panic!("{}: FolderCreate ({e}): {}", self.name, res.xml()));
+        let status = r.status.code();
+        if status == 1 {
+            self.folder_key = r.sync_key.map(|k| k.0).unwrap();
+            let id = r.server_id.map(|k| k.0).unwrap();
+            if let Some((old, _)) = self.ids.iter().find(|(_, v)| **v == id) {
+                panic!(
+                    "{}: {PROJECTS} created as {id}, the ServerId of {old}",
+                    self.name
+                );
+            }
+            self.ids.insert(PROJECTS, id);
+            self.cols.insert(
+                PROJECTS,
+                Collection {
+                    key: "0".into(),
+                    ..Collection::default()
+                },
+            );
+        }
+        status
+    }
+
+    /// FolderDelete of `Projects` as the device holds it: its Status (on
+    /// success the device forgets it).
+    async fn delete_projects(&mut self) -> u16 {
+        let body = wbxml_of(&format!(
+            "<FolderDelete xmlns=\"FolderHierarchy:\"><SyncKey>{}</SyncKey><ServerId>{}</ServerId>\
+             </FolderDelete>",
+            self.folder_key, self.ids[PROJECTS]
+        ));
+        let res = self.post("FolderDelete", &body).await;
+        let r = FolderDeleteResponse::from_element(&res.element(), self.pv)
+            .unwrap_or_else(|e| panic!("{}: FolderDelete ({e}): {}", self.name, res.xml()));
+        let status = r.status.code();
+        if status == 1 {
+            self.folder_key = r.sync_key.map(|k| k.0).unwrap();
+            self.ids.remove(PROJECTS);
+            self.cols.remove(PROJECTS);
+        }
+        status
+    }
+
+    /// Ping of `folders` (a heartbeat of 1 s): its Status and the folders
+    /// it names (by IMAP name).
+    async fn ping(&mut self, folders: &[&'static str]) -> (u16, Vec<&'static str>) {
+        let list: String = folders
+            .iter()
+            .map(|f| {
+                format!(
+                    "<Folder><Id>{}</Id><Class>Email</Class></Folder>",
+                    self.ids[f]
+                )
+            })
+            .collect();
+        let body = wbxml_of(&format!(
+            "<Ping xmlns=\"Ping:\"><HeartbeatInterval>1</HeartbeatInterval><Folders>{list}</Folders></Ping>"
+        ));
+        let res = self.post("Ping", &body).await;
+        let r = PingResponse::from_element(&res.element(), self.pv)
+            .unwrap_or_else(|e| panic!("{}: Ping ({e}): {}", self.name, res.xml()));
+        let named = r
+            .folders
+            .iter()
+            .filter_map(|id| {
+                self.ids
+                    .iter()
+                    .find(|(_, v)| **v == id.0)
+                    .map(|(name, _)| *name)
+            })
+            .collect();
+        (r.status.code(), named)
+    }
+
     /// ItemOperations Fetch of one item by ServerId: its Status, and the
     /// subject and body it came with.
     async fn fetch(&mut self, folder: &str, id: &str) -> (u16, Option<Email>) {
@@ -937,6 +1038,8 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
     };
     let opts = support::Options {
         storage_toml: keyspace.as_ref().map(|k| k.toml.clone()),
+        // Pings with a heartbeat of 1 s (never waited out: see the Ping step).
+        extra_toml: "[devices]\nheartbeat_min_s = 1\n".into(),
         ..support::Options::default()
     };
     let mut servers = Vec::new();
@@ -1123,11 +1226,127 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
             *tally.entry("device folder sync").or_default() += 1;
             continue;
         }
+        if roll < 37 {
+            // A device creates Projects, or deletes it, as it sees it.
+            let d = &mut devices[di];
+            if d.cols.contains_key(PROJECTS) {
+                let status = d.delete_projects().await;
+                note(
+                    &mut journal,
+                    format!("{step}: {} deletes {PROJECTS}: Status {status}", d.name),
+                );
+                match (status, model.projects) {
+                    (1, true) => {
+                        model.projects = false;
+                        let gone: Vec<String> = model
+                            .by_subject
+                            .iter()
+                            .filter(|(_, k)| k.folder == PROJECTS)
+                            .map(|(s, _)| s.clone())
+                            .collect();
+                        for s in &gone {
+                            model.by_subject.remove(s);
+                        }
+                        *tally.entry("device deletes folder").or_default() += 1;
+                    }
+                    // Gone already (the server side deleted it), or the
+                    // device's hierarchy is behind: it syncs it.
+                    (4 | 9, _) => {
+                        d.folder_sync().await;
+                        *tally.entry("device deletes folder, refused").or_default() += 1;
+                    }
+                    (s, exists) => panic!(
+                        "{}",
+                        ctx(&format!(
+                            "{}: FolderDelete of {PROJECTS}: Status {s}, the folder exists: {exists}",
+                            d.name
+                        ))
+                    ),
+                }
+            } else {
+                let status = d.create_projects().await;
+                note(
+                    &mut journal,
+                    format!("{step}: {} creates {PROJECTS}: Status {status}", d.name),
+                );
+                match (status, model.projects) {
+                    (1, false) => {
+                        model.projects = true;
+                        *tally.entry("device creates folder").or_default() += 1;
+                    }
+                    // It exists already (the server side created it), or
+                    // the device's hierarchy is behind: it syncs it.
+                    (2 | 9, _) => {
+                        d.folder_sync().await;
+                        *tally.entry("device creates folder, refused").or_default() += 1;
+                    }
+                    (s, exists) => panic!(
+                        "{}",
+                        ctx(&format!(
+                            "{}: FolderCreate of {PROJECTS}: Status {s}, the folder exists: {exists}",
+                            d.name
+                        ))
+                    ),
+                }
+            }
+            continue;
+        }
+        if roll < 49 {
+            // A device Pings the folders it has synced: each one whose
+            // items differ from IMAP's (something to sync) must be named
+            // at once (Status 2). Pings with nothing to sync are not
+            // sent: they would wait out their heartbeat.
+            let d = &mut devices[di];
+            let synced: Vec<&'static str> = FIXED
+                .iter()
+                .copied()
+                .filter(|f| d.cols[f].key != "0")
+                .collect();
+            let behind: Vec<&'static str> = synced
+                .iter()
+                .copied()
+                .filter(|f| d.shows(f) != model.holds(f))
+                .collect();
+            if behind.is_empty() {
+                continue;
+            }
+            let (status, named) = d.ping(&synced).await;
+            note(
+                &mut journal,
+                format!(
+                    "{step}: {} pings {synced:?} (behind in {behind:?}): Status {status}, {named:?}",
+                    d.name
+                ),
+            );
+            if status == 7 {
+                // The hierarchy changed since the device's last FolderSync
+                // (Projects came or went): FolderSync first.
+                d.folder_sync().await;
+                *tally.entry("device ping: folder sync first").or_default() += 1;
+                continue;
+            }
+            assert_eq!(status, 2, "{}", ctx(&format!("{}: Ping", d.name)));
+            for f in &behind {
+                assert!(
+                    named.contains(f),
+                    "{}\n{}",
+                    ctx(&format!(
+                        "{}: Ping did not name {f}, whose items differ from IMAP's: {named:?}\nshows {:?}\nIMAP {:?}",
+                        d.name,
+                        d.shows(f),
+                        model.holds(f)
+                    )),
+                    history(&journal, &d.heard, &[])
+                );
+            }
+            *tally.entry("device ping").or_default() += 1;
+            continue;
+        }
         let d = &mut devices[di];
         let known: Vec<&'static str> = d.cols.keys().copied().collect();
         let folder = *rng.pick(&known).unwrap();
         let synced = d.cols[folder].key != "0";
-        if roll < 39 {
+        if roll < 41 {
             // A device fetches one item it shows (ItemOperations): that
             // message, or "not found" when it is gone.
             let ids: Vec<String> = d.cols[folder].items.keys().cloned().collect();
@@ -1172,7 +1391,7 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
             }
             continue;
         }
-        if roll < 43 {
+        if roll < 45 {
             // GetItemEstimate, then a Sync big enough for everything.
             if !synced {
                 continue;

@@ -90,9 +90,23 @@ pub async fn move_items(
                     .map(|b| b.0.clone());
                 match src_raw {
                     Some(src_raw) => {
-                        perform(&mut imap, &src_raw, &effect.id, &effect.dst_folder.0).await
+                        let dst_raw = &effect.dst_folder.0;
+                        let mut outcome = perform(&mut imap, &src_raw, &effect.id, dst_raw).await;
+                        if matches!(outcome, MoveOutcome::Failed) && !imap.is_usable() {
+                            // The connection broke (a session Dovecot says
+                            // had a folder "deleted under" it): once more on
+                            // a new one rather than Status 5 for every stale
+                            // connection of the pool in turn.
+                            imap = eas.imap_for(caller).await?;
+                            outcome = perform(&mut imap, &src_raw, &effect.id, dst_raw).await;
+                        }
+                        outcome
                     }
-                    None => MoveOutcome::Failed,
+                    // The source folder is gone from the hierarchy opush
+                    // observed (deleted by another client): the item is
+                    // gone with it (Status 1, invalid source), not a
+                    // failure the device would retry for ever.
+                    None => MoveOutcome::Gone,
                 }
             }
         };

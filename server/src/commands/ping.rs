@@ -1,5 +1,6 @@
-//! `handle_ping` ([MS-ASCMD] 2.2.1.13): answer at once when a folder the
-//! device watches already has something its next Sync would send, else
+//! `handle_ping` ([MS-ASCMD] 2.2.1.13): answer at once, naming every
+//! watched folder with changes, when one already has something its next
+//! Sync would send, else
 //! park on the user's push watcher until a change, the heartbeat, or the
 //! device's next request.
 //!
@@ -329,17 +330,43 @@ pub async fn ping(
         let mut rec = Recorder::new(&session, eas, Command::Ping);
         let d = decide_ping(rec.state(), &engine_req, rec.at(), &eas.engine);
         let decision = rec.decided(DecisionInput::Ping(engine_req), d);
+        // The folders this Ping watches (given, or remembered).
+        let watched = rec
+            .state()
+            .ping
+            .as_ref()
+            .map(|p| p.0.clone())
+            .unwrap_or_default();
         // Recorded (PingArmed included) before anything is answered.
         session.commit_request(rec).await.map_err(session_error)?;
-        Ok::<_, CommandError>(decision)
+        Ok::<_, CommandError>((decision, watched))
     })
     .await?;
+    let (decision, watched) = decision;
     let (folders, heartbeat) = match &decision {
         Model::Wait {
             folders, heartbeat, ..
         } => (folders.clone(), *heartbeat),
-        // Already pending before any new observation.
-        Model::Changes(c) => return Ok(changes(c)),
+        // Already pending before any new observation (a window the device
+        // has not fetched yet): answered at once, naming as well the other
+        // watched folders that changed meanwhile, so that the device syncs
+        // them in the same round rather than after one more Ping.
+        Model::Changes(c) => {
+            let others: Vec<CollectionId> =
+                watched.into_iter().filter(|f| !c.contains(f)).collect();
+            let mut all = c.clone();
+            if !others.is_empty() {
+                match Box::pin(check(caller, eas, &others, None, None)).await {
+                    Ok(Check::Changes(more)) => all.extend(more),
+                    // Reported by the next Ping (FolderSync first).
+                    Ok(Check::Gone) => {}
+                    Err(e) => {
+                        tracing::warn!(user, device = device_id, error = %e, "Ping: other folders not looked at");
+                    }
+                }
+            }
+            return Ok(changes(&all));
+        }
         _ => return Ok(refused(eas, caller, req, arrived, from_model(&decision))),
     };
     let deadline = Instant::now() + Duration::from_secs(u64::from(heartbeat));
