@@ -54,8 +54,13 @@
 //! a lightweight transaction on Cassandra), and only the process whose
 //! claim lands looks in Sent and APPENDs; the others read the row again
 //! and wait for the next try's time (by then it is saved, or theirs to
-//! claim). A store error while claiming leaves the try to be made anyway
-//! (logged): the one case two processes could both APPEND.
+//! claim). A claim lasts as long as its try can: the try is bounded
+//! ([`try_bound`], twice `[imap] timeout_ms`; cut there, its connection
+//! dropped) and the claim writes its end ([`claim_until`]: the bound plus
+//! [`CLAIM_MARGIN`]) as the copy's `last_try_ms`, so no other process
+//! tries the copy while an APPEND of it may still be under way. A store
+//! error while claiming leaves the try to be made anyway (logged): the
+//! one case two processes could both APPEND.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,6 +94,28 @@ pub fn wait_after(tries: u32) -> Duration {
     FIRST_WAIT
         .saturating_mul(1u32 << tries.min(6))
         .min(LONGEST_WAIT)
+}
+
+/// How long a try may take at most: twice `[imap] timeout_ms` (it LISTs
+/// and SEARCHes, then APPENDs; one IMAP command gets `timeout_ms`). A try
+/// still running then is given up (its connection dropped).
+pub fn try_bound(imap: &crate::config::ImapConfig) -> Duration {
+    Duration::from_millis(imap.timeout_ms.saturating_mul(2))
+}
+
+/// What a claim adds to its try's bound: the wall clocks of opush
+/// processes may differ a little, and a dropped connection's last bytes
+/// may still reach the IMAP server.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(3);
+
+/// Until when a claim made now reserves a copy (Unix ms, stored as the
+/// copy's `last_try_ms`): the end of its try's [`try_bound`] plus
+/// [`CLAIM_MARGIN`]. Another process tries the copy only [`wait_after`]
+/// its tries after that; the claimant itself, once its try ended (not cut
+/// by the bound), goes by its own clock ([`Job::due`]).
+fn claim_until(bound: Duration) -> i64 {
+    let hold = i64::try_from((bound + CLAIM_MARGIN).as_millis()).unwrap_or(i64::MAX);
+    now_ms().saturating_add(hold)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -193,6 +220,10 @@ struct Job {
     stored: bool,
     /// Its row was kept by an earlier send of the same message.
     taken_over: bool,
+    /// This process's own last try of it ended then, with no APPEND left
+    /// under way (not cut by its bound, no connection lost mid-command):
+    /// its next try goes by this instead of the claim's end.
+    ended: Option<Instant>,
 }
 
 /// The owner of one copy's save in this process: held from the claim to
@@ -234,9 +265,25 @@ impl Drop for Owner {
 }
 
 impl Job {
+    /// A copy as the store holds it.
+    fn stored(copy: SentCopy) -> Job {
+        Job {
+            copy,
+            stored: true,
+            taken_over: false,
+            ended: None,
+        }
+    }
+
     /// When its next try is due: [`wait_after`] its tries, counted from
-    /// its last one (at once when that time has passed).
+    /// the end of its last claim (`last_try_ms`, [`claim_until`]: another
+    /// process's try may run until then), or from the end of this
+    /// process's own last try when that ended for sure (at once when that
+    /// time has passed).
     fn due(&self) -> Instant {
+        if let Some(end) = self.ended {
+            return end + wait_after(self.copy.tries);
+        }
         let due_ms = self
             .copy
             .last_try_ms
@@ -251,6 +298,8 @@ struct Backends {
     store: Arc<Store>,
     pool: Arc<ImapPool>,
     settings: SendSettings,
+    /// [`try_bound`].
+    bound: Duration,
 }
 
 impl Backends {
@@ -259,6 +308,7 @@ impl Backends {
             store: eas.sessions.store().clone(),
             pool: eas.imap.clone(),
             settings: eas.send.clone(),
+            bound: try_bound(eas.imap.config()),
         }
     }
 }
@@ -301,7 +351,8 @@ impl SentCopies {
             user: user.to_owned(),
             message_id: message_id.to_owned(),
             created_ms: at,
-            last_try_ms: at,
+            // Reserved for the send's own try ([`SentCopies::save_now`]).
+            last_try_ms: claim_until(try_bound(eas.imap.config())),
             tries: 0,
             bytes: copy,
         };
@@ -319,6 +370,7 @@ impl SentCopies {
                 copy,
                 stored: true,
                 taken_over: true,
+                ended: None,
             });
         }
         let stored = match store.put_sent_copy(copy.clone()).await {
@@ -333,6 +385,7 @@ impl SentCopies {
             copy,
             stored,
             taken_over: false,
+            ended: None,
         })
     }
 
@@ -359,7 +412,8 @@ impl SentCopies {
             if job.taken_over && job.due() > Instant::now() {
                 return SaveNow::LeftToResumer;
             }
-            let at_ms = now_ms().max(job.copy.last_try_ms.saturating_add(1));
+            let until = claim_until(try_bound(eas.imap.config()));
+            let at_ms = until.max(job.copy.last_try_ms.saturating_add(1));
             match store
                 .claim_sent_copy_try(&user, &id, job.copy.last_try_ms, (job.copy.tries, at_ms))
                 .await
@@ -381,13 +435,17 @@ impl SentCopies {
                 }
             }
         }
-        match save_once(conn, &eas.send, &job.copy.bytes, &id).await {
+        let bound = try_bound(eas.imap.config());
+        match save_once(conn, &eas.send, &job.copy.bytes, &id, bound).await {
             Ok(true) => SaveNow::Saved,
             Ok(false) => {
                 tracing::info!(user, message_id = %id, "sent copy already in Sent (an earlier send of it)");
                 SaveNow::Settled
             }
-            Err(e) => SaveNow::Failed(e),
+            Err(e) => {
+                job.ended = (!e.uncertain).then(Instant::now);
+                SaveNow::Failed(e.reason)
+            }
         }
     }
 
@@ -493,11 +551,7 @@ impl SentCopies {
             }
             let age = now_ms().saturating_sub(copy.created_ms);
             if age >= give_up_at {
-                let job = Job {
-                    copy,
-                    stored: true,
-                    taken_over: false,
-                };
+                let job = Job::stored(copy);
                 let _owner = Owner::take(&self.shared, &job.copy.user, &job.copy.message_id).await;
                 let claimed = backends
                     .store
@@ -507,7 +561,7 @@ impl SentCopies {
                         job.copy.last_try_ms,
                         (
                             job.copy.tries,
-                            now_ms().max(job.copy.last_try_ms.saturating_add(1)),
+                            claim_until(backends.bound).max(job.copy.last_try_ms.saturating_add(1)),
                         ),
                     )
                     .await;
@@ -667,11 +721,7 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                 Ok(rows) => {
                     for copy in rows {
                         jobs.entry(copy.message_id.clone()).or_insert_with(|| {
-                            let job = Job {
-                                copy,
-                                stored: true,
-                                taken_over: false,
-                            };
+                            let job = Job::stored(copy);
                             let due = job.due();
                             (job, due)
                         });
@@ -729,7 +779,7 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
             // one owner at a time, the next finds it in Sent.
             let _owner = Owner::take(&shared, &user, &id).await;
             let attempt = job.copy.tries + 1;
-            let at_ms = now_ms().max(job.copy.last_try_ms.saturating_add(1));
+            let at_ms = claim_until(backends.bound).max(job.copy.last_try_ms.saturating_add(1));
             // The try is claimed in the store first: of several opush
             // processes resuming this copy (one Cassandra behind them), only
             // the one whose claim lands looks in Sent and APPENDs.
@@ -748,6 +798,7 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                                 tracing::info!(user, message_id = %id, tries = copy.tries, "sent copy's try taken by another process");
                                 job.copy.tries = copy.tries;
                                 job.copy.last_try_ms = copy.last_try_ms;
+                                job.ended = None;
                                 *at = job.due();
                             }
                             None => {
@@ -765,8 +816,14 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
             job.copy.tries = attempt;
             job.copy.last_try_ms = at_ms;
             let outcome = match conn.as_mut() {
-                Ok(c) => save_once(c, &backends.settings, &job.copy.bytes, &id).await,
-                Err(e) => Err(e.to_string()),
+                Ok(c) => {
+                    save_once(c, &backends.settings, &job.copy.bytes, &id, backends.bound).await
+                }
+                // No connection: nothing was tried.
+                Err(e) => Err(TryFailed {
+                    reason: e.to_string(),
+                    uncertain: false,
+                }),
             };
             match outcome {
                 Ok(saved) => {
@@ -775,7 +832,11 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                     forget(&backends.store, job).await;
                     jobs.remove(&id);
                 }
-                Err(e) => {
+                Err(TryFailed {
+                    reason: e,
+                    uncertain,
+                }) => {
+                    job.ended = (!uncertain).then(Instant::now);
                     let age = now_ms().saturating_sub(job.copy.created_ms);
                     let too_old = u128::try_from(age).unwrap_or(0) >= shared.ttl.as_millis();
                     if attempt >= SENT_COPY_RETRIES || too_old {
@@ -944,17 +1005,36 @@ fn inbox_note(
     out
 }
 
-/// One later try: `Ok(false)` when the copy is in Sent already, `Ok(true)`
-/// once saved.
+/// A try that did not save the copy.
+struct TryFailed {
+    reason: String,
+    /// Its APPEND may still land (cut by the try's bound, or the
+    /// connection lost mid-command): the next try waits for the end of
+    /// the claim ([`Job::due`]).
+    uncertain: bool,
+}
+
+/// One try, bounded by `bound` ([`try_bound`]; a try still running then is
+/// dropped, and its connection with it): `Ok(false)` when the copy is in
+/// Sent already, `Ok(true)` once saved.
 async fn save_once(
     conn: &mut PooledSession,
     settings: &SendSettings,
     copy: &[u8],
     message_id: &str,
-) -> Result<bool, String> {
-    save_in_sent(conn, settings, copy, message_id)
-        .await
-        .map_err(|e| e.to_string())
+    bound: Duration,
+) -> Result<bool, TryFailed> {
+    match tokio::time::timeout(bound, save_in_sent(conn, settings, copy, message_id)).await {
+        Ok(Ok(saved)) => Ok(saved),
+        Ok(Err(e)) => Err(TryFailed {
+            uncertain: matches!(e, ImapError::Unavailable(_) | ImapError::Protocol(_)),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(TryFailed {
+            reason: format!("the try took longer than {bound:?}: given up"),
+            uncertain: true,
+        }),
+    }
 }
 
 #[cfg(test)]
