@@ -209,6 +209,12 @@ pub fn respond(err: &ServerError, ctx: ErrorContext, settings: ErrorSettings<'_>
             // [MS-ASCMD] 2.2.2: 111 ServerErrorRetryLater (14.0+); 503 before.
             status_or(ctx, 111, || http(503, vec![retry(settings.retry_after)]))
         }
+        ServerError::Command(CommandError::LeaseLost(_)) => {
+            crate::obs::metrics::storage_error();
+            tracing::error!(target: "BACKEND", cmd, error = %err, "device lease not proven: backend effect fenced, device will retry");
+            // [MS-ASCMD] 2.2.2: 111 ServerErrorRetryLater (14.0+); 503 before.
+            status_or(ctx, 111, || http(503, vec![retry(settings.retry_after)]))
+        }
         ServerError::Command(CommandError::Send(failure)) => {
             send_failure(failure, err, ctx, settings)
         }

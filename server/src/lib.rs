@@ -13,6 +13,7 @@ pub mod device;
 pub mod draft;
 pub mod email;
 pub mod error;
+pub mod fence;
 pub mod http;
 pub mod obs;
 pub mod oof;

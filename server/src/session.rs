@@ -81,6 +81,10 @@ pub enum SessionError {
     /// An event could not be encoded (a bug, reported instead of a panic).
     #[error("event encoding failed: {0}")]
     Encode(String),
+    /// The request did not carry out a backend effect because its device's
+    /// lease was not proven ([`crate::fence`]): it records nothing.
+    #[error("not recorded: {0}")]
+    Fenced(crate::fence::Fenced),
 }
 
 impl SessionError {
@@ -90,7 +94,9 @@ impl SessionError {
             SessionError::Storage(e) => {
                 e.is_retryable() || matches!(e, StorageError::Conflict { .. })
             }
-            SessionError::Corrupt { .. } | SessionError::Encode(_) => false,
+            SessionError::Corrupt { .. } | SessionError::Encode(_) | SessionError::Fenced(_) => {
+                false
+            }
         }
     }
 }
@@ -539,27 +545,54 @@ struct HeldLease {
     device: DeviceKey,
     holder: String,
     renew: tokio::task::JoinHandle<()>,
+    /// Its proof, and the request's fencing state it was installed in
+    /// ([`crate::fence`]).
+    clock: Arc<crate::fence::LeaseClock>,
+    slot: Option<Arc<crate::fence::FenceSlot>>,
+}
+
+impl HeldLease {
+    /// Stops renewing and fencing (the lease itself is released apart).
+    fn stop(&self) {
+        self.renew.abort();
+        if let Some(slot) = &self.slot {
+            slot.released(&self.clock);
+        }
+    }
 }
 
 impl DeviceLease {
+    /// A lease taken by a request sent at `taken`: renewed in the
+    /// background, and the current request's backend effects fenced by
+    /// its proof ([`crate::fence`]).
     fn hold(
         store: Arc<Store>,
         device: DeviceKey,
         holder: String,
         ttl: std::time::Duration,
+        taken: tokio::time::Instant,
     ) -> DeviceLease {
+        let clock = crate::fence::LeaseClock::new(ttl, taken);
+        let slot = RequestMeta::fence_slot();
+        if let Some(slot) = &slot {
+            slot.hold(clock.clone());
+        }
         let renew = {
             let (store, device, holder) = (store.clone(), device.clone(), holder.clone());
+            let clock = clock.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
+                    let sent = tokio::time::Instant::now();
                     match store.renew_lease(&device, &holder, ttl).await {
-                        Ok(true) => {}
+                        Ok(true) => clock.renewed(sent),
                         Ok(false) => {
+                            clock.lost();
                             tracing::warn!(
                                 device = %device,
                                 "device lease lost while its request runs (expired: the store was \
-                                 unreachable for longer than lease_ttl_s)"
+                                 unreachable for longer than lease_ttl_s); its further backend \
+                                 effects are fenced"
                             );
                             return;
                         }
@@ -578,6 +611,8 @@ impl DeviceLease {
                 device,
                 holder,
                 renew,
+                clock,
+                slot,
             }),
         }
     }
@@ -586,7 +621,7 @@ impl DeviceLease {
     /// the lease then ends with its TTL.
     pub async fn release(mut self) {
         if let Some(h) = self.held.take() {
-            h.renew.abort();
+            h.stop();
             release_logged(&h.store, &h.device, &h.holder).await;
         }
     }
@@ -608,7 +643,7 @@ async fn release_logged(store: &Store, device: &DeviceKey, holder: &str) {
 impl Drop for DeviceLease {
     fn drop(&mut self) {
         if let Some(h) = self.held.take() {
-            h.renew.abort();
+            h.stop();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move { release_logged(&h.store, &h.device, &h.holder).await });
             }
@@ -698,6 +733,7 @@ impl DeviceSession<'_> {
         let ttl = self.sessions.lease_ttl;
         let request = crate::obs::scope::with_current(|s| s.id()).unwrap_or_else(new_request_id);
         let holder = format!("{}:{request}", process_id());
+        let taken = tokio::time::Instant::now();
         match timed(
             Category::Storage,
             store.take_lease(&self.device, &holder, ttl),
@@ -720,7 +756,7 @@ impl DeviceSession<'_> {
             }
             Err(e) => return Err(session_error(e.into())),
         }
-        let lease = DeviceLease::hold(store.clone(), self.device.clone(), holder, ttl);
+        let lease = DeviceLease::hold(store.clone(), self.device.clone(), holder, ttl, taken);
         // Dropped on an error below: released in the background.
         self.refresh().await.map_err(session_error)?;
         Ok(lease)
@@ -916,6 +952,16 @@ impl DeviceSession<'_> {
     /// becomes the session's state, so nothing is folded twice. A state
     /// lent by [`Recorder::exclusive`] comes back here.
     pub async fn commit_request(&mut self, rec: Recorder) -> Result<(), SessionError> {
+        // A request that did not carry out one of its effects (its lease not
+        // proven) records nothing: what it did is what a kill at that
+        // point leaves, found done by the device's retry. The session's
+        // state is read again by the next request.
+        if let Some(fenced) = rec.meta.fenced() {
+            self.guard.loaded = None;
+            self.guard.sync_request = None;
+            drop_pending(&mut self.guard, "the request was fenced");
+            return Err(SessionError::Fenced(fenced));
+        }
         let Recorder {
             meta,
             state,
@@ -1006,6 +1052,9 @@ pub struct RequestMeta {
     /// blake3 of the request body as received.
     pub request: Digest,
     recorded: Arc<AtomicBool>,
+    /// Its lease's proof, checked before each backend effect
+    /// ([`crate::fence`]).
+    fence: Arc<crate::fence::FenceSlot>,
 }
 
 impl RequestMeta {
@@ -1023,6 +1072,7 @@ impl RequestMeta {
             protocol_version: engine_version(version),
             request: Digest::of(body),
             recorded: Arc::new(AtomicBool::new(false)),
+            fence: Arc::default(),
         }
     }
 
@@ -1034,6 +1084,19 @@ impl RequestMeta {
     /// The request of the current task, if it runs inside [`RequestMeta::scope`].
     pub fn current() -> Option<RequestMeta> {
         REQUEST.try_with(Clone::clone).ok()
+    }
+
+    /// The fencing state of the current task's request, if it runs inside
+    /// [`RequestMeta::scope`] ([`crate::fence::check`]).
+    pub fn fence_slot() -> Option<Arc<crate::fence::FenceSlot>> {
+        REQUEST.try_with(|m| m.fence.clone()).ok()
+    }
+
+    /// The backend effect this request did not carry out because its
+    /// device's lease was not proven, if any: it then records nothing more
+    /// and answers "retry later" ([`crate::fence`]).
+    pub fn fenced(&self) -> Option<crate::fence::Fenced> {
+        self.fence.refused()
     }
 
     /// Whether a handler committed this request's `RequestReceived`.
@@ -1501,6 +1564,9 @@ impl EasServices {
 
 /// Maps an IMAP failure to the handler error (the device retries).
 pub fn imap_error(e: crate::backends::imap::ImapError) -> crate::commands::CommandError {
+    if let crate::backends::imap::ImapError::Fenced(f) = e {
+        return crate::commands::CommandError::LeaseLost(f);
+    }
     crate::commands::CommandError::BackendFailed {
         backend: "imap",
         kind: e.kind(),
@@ -1526,6 +1592,9 @@ pub fn now() -> opush_engine::Timestamp {
 
 /// Maps a session failure to the handler error (`crate::error` renders it).
 pub fn session_error(e: SessionError) -> crate::commands::CommandError {
+    if let SessionError::Fenced(f) = e {
+        return crate::commands::CommandError::LeaseLost(f);
+    }
     crate::commands::CommandError::StorageUnavailable(e.to_string())
 }
 
@@ -1633,8 +1702,10 @@ mod tests {
     }
 
     /// A held lease is renewed while its request runs (here three TTLs
-    /// long), so no other holder takes it meanwhile; released, it is free.
-    /// The embedded store's leases (in memory) stand in for Cassandra's.
+    /// long), so no other holder takes it meanwhile, and the request's
+    /// effects are not fenced; released, it is free. A lease a renewal
+    /// finds gone fences the request's effects. The embedded store's
+    /// leases (in memory) stand in for Cassandra's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_held_lease_is_renewed_until_released() {
         let dir = tempfile::tempdir().unwrap();
@@ -1646,28 +1717,51 @@ mod tests {
         store.install_schema().await.unwrap();
         let device = DeviceKey::new("ann@example.test", "DEV1").unwrap();
         let ttl = std::time::Duration::from_millis(600);
-        assert!(store.take_lease(&device, "p:1", ttl).await.unwrap());
-        let lease = DeviceLease::hold(store.clone(), device.clone(), "p:1".into(), ttl);
-        for _ in 0..6 {
-            tokio::time::sleep(ttl / 2).await;
-            assert!(
-                !store.take_lease(&device, "q:1", ttl).await.unwrap(),
-                "renewed: still held"
-            );
-        }
-        lease.release().await;
-        assert!(store.take_lease(&device, "q:1", ttl).await.unwrap());
-        // Dropped unreleased (an error on the way): released in the
-        // background.
-        assert!(store.release_lease(&device, "q:1").await.unwrap());
-        assert!(store.take_lease(&device, "p:2", ttl).await.unwrap());
-        drop(DeviceLease::hold(
-            store.clone(),
-            device.clone(),
-            "p:2".into(),
-            ttl,
-        ));
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert!(store.take_lease(&device, "q:2", ttl).await.unwrap());
+        let meta = RequestMeta::new(
+            opush_protocol::query::Command::Sync,
+            opush_protocol::version::ProtocolVersion::V14_1,
+            b"",
+        );
+        let now = tokio::time::Instant::now;
+        meta.clone()
+            .scope(async {
+                assert!(store.take_lease(&device, "p:1", ttl).await.unwrap());
+                let lease =
+                    DeviceLease::hold(store.clone(), device.clone(), "p:1".into(), ttl, now());
+                for _ in 0..6 {
+                    tokio::time::sleep(ttl / 2).await;
+                    assert!(
+                        !store.take_lease(&device, "q:1", ttl).await.unwrap(),
+                        "renewed: still held"
+                    );
+                    crate::fence::check("APPEND").unwrap();
+                }
+                lease.release().await;
+                assert!(store.take_lease(&device, "q:1", ttl).await.unwrap());
+                // Dropped unreleased (an error on the way): released in the
+                // background.
+                assert!(store.release_lease(&device, "q:1").await.unwrap());
+                assert!(store.take_lease(&device, "p:2", ttl).await.unwrap());
+                drop(DeviceLease::hold(
+                    store.clone(),
+                    device.clone(),
+                    "p:2".into(),
+                    ttl,
+                    now(),
+                ));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                assert!(store.take_lease(&device, "q:2", ttl).await.unwrap());
+                crate::fence::check("APPEND").unwrap();
+                assert!(meta.fenced().is_none());
+                // Held by another holder before the renewal: lost, fenced.
+                let lease =
+                    DeviceLease::hold(store.clone(), device.clone(), "p:3".into(), ttl, now());
+                tokio::time::sleep(ttl / 2).await;
+                assert!(crate::fence::check("APPEND").is_err());
+                assert_eq!(meta.fenced().unwrap().what, "APPEND");
+                lease.release().await;
+                crate::fence::check("APPEND").unwrap();
+            })
+            .await;
     }
 }

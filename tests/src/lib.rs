@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod eas;
 pub mod fill;
 pub mod imap_tap;
+pub mod relay;
 
 /// A service of the test stack: its name in `scripts/stack` and its address.
 #[derive(Debug, Clone, Copy)]

@@ -62,6 +62,10 @@ pub enum SieveError {
     /// client refuses (a password in clear to a remote host).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A command that changes the user's scripts was not sent: the request
+    /// could not prove it still holds its device's lease (`crate::fence`).
+    #[error("ManageSieve {0}")]
+    Fenced(crate::fence::Fenced),
 }
 
 impl SieveError {
@@ -78,6 +82,7 @@ impl SieveError {
             SieveError::Protocol(_) => "protocol",
             SieveError::Rejected { .. } => "rejected",
             SieveError::InvalidInput(_) => "invalid_input",
+            SieveError::Fenced(_) => "fenced",
         }
     }
 }
@@ -348,6 +353,7 @@ impl SieveClient {
     /// `PUTSCRIPT`: stores (or replaces) the script `name`. The server
     /// compiles it first and keeps the old version when it does not.
     pub async fn put_script(&mut self, name: &str, text: &str) -> Result<(), SieveError> {
+        crate::fence::check("PUTSCRIPT").map_err(SieveError::Fenced)?;
         let mut line = b"PUTSCRIPT ".to_vec();
         push_quoted(&mut line, name)?;
         line.push(b' ');
@@ -360,6 +366,7 @@ impl SieveClient {
 
     /// `SETACTIVE`: makes `name` the active script; `""` deactivates all.
     pub async fn set_active(&mut self, name: &str) -> Result<(), SieveError> {
+        crate::fence::check("SETACTIVE").map_err(SieveError::Fenced)?;
         let mut line = b"SETACTIVE ".to_vec();
         push_quoted(&mut line, name)?;
         line.extend_from_slice(b"\r\n");

@@ -113,6 +113,10 @@ pub enum SmtpError {
     /// The submission had no recipient.
     #[error("no recipient")]
     NoRecipient,
+    /// Not submitted: the request could not prove it still holds its
+    /// device's lease (`crate::fence`); nothing was sent.
+    #[error("SMTP {0}")]
+    Fenced(crate::fence::Fenced),
 }
 
 impl SmtpError {
@@ -165,6 +169,9 @@ async fn submit_now(
     if sub.recipients.is_empty() {
         return Err(SmtpError::NoRecipient);
     }
+    // The one guard of a leased request's submissions (`crate::fence`):
+    // here, and again before the message's bytes go.
+    crate::fence::check("SMTP submission").map_err(SmtpError::Fenced)?;
     let from = if sub.envelope_from.is_empty() {
         None
     } else {
@@ -289,6 +296,12 @@ async fn transaction(
     if !refused.is_empty() {
         let _ = step(t, "RSET", conn.command(Rset)).await;
         return Err(SmtpError::InvalidRecipients(refused));
+    }
+    // Nothing is sent before the end of DATA: the lease proven once more
+    // (the relay may have been slow to answer so far).
+    if let Err(f) = crate::fence::check("SMTP submission") {
+        let _ = step(t, "RSET", conn.command(Rset)).await;
+        return Err(SmtpError::Fenced(f));
     }
     step(t, "DATA", conn.command(Data))
         .await?

@@ -398,16 +398,9 @@ pub async fn compose(
     )
     .await
     .map_err(|e| match e {
-        SmtpError::Unavailable(m) => SendFailure::RelayUnavailable(m),
-        SmtpError::InvalidRecipients(_) | SmtpError::BadAddress(_) => {
-            SendFailure::RecipientsRefused(e.to_string())
-        }
-        SmtpError::NoRecipient => SendFailure::NoRecipient,
-        SmtpError::Refused { code: 552, .. } => SendFailure::TooLarge {
-            size: out.message.len(),
-            limit: settings.max_message_size,
-        },
-        SmtpError::Refused { .. } | SmtpError::Auth(_) => SendFailure::Refused(e.to_string()),
+        // Not sent: the device's lease not proven (`crate::fence`).
+        SmtpError::Fenced(f) => CommandError::LeaseLost(f),
+        e => send_failure(e, out.message.len(), settings.max_message_size).into(),
     })?;
     tracing::info!(
         user,
@@ -519,6 +512,20 @@ pub async fn compose(
         }
     }
     Ok(sent)
+}
+
+/// What a submission's failure means to the device.
+fn send_failure(e: SmtpError, size: usize, limit: usize) -> SendFailure {
+    match e {
+        SmtpError::Unavailable(m) => SendFailure::RelayUnavailable(m),
+        SmtpError::InvalidRecipients(_) | SmtpError::BadAddress(_) => {
+            SendFailure::RecipientsRefused(e.to_string())
+        }
+        SmtpError::NoRecipient => SendFailure::NoRecipient,
+        SmtpError::Refused { code: 552, .. } => SendFailure::TooLarge { size, limit },
+        SmtpError::Refused { .. } | SmtpError::Auth(_) => SendFailure::Refused(e.to_string()),
+        SmtpError::Fenced(f) => SendFailure::RelayUnavailable(f.to_string()),
+    }
 }
 
 /// The IMAP folder and UID of the original: `ItemId` (a ServerId the device

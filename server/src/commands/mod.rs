@@ -193,6 +193,12 @@ pub enum CommandError {
     /// device retries (503 + Retry-After, or Status 111 from 14.0).
     #[error("the device's lease is held by a request on another opush process")]
     DeviceBusy,
+    /// The request did not carry out a backend effect because it could not
+    /// prove it still held the device's lease (the store unreachable for
+    /// most of `lease_ttl_s`, `crate::fence`): it recorded nothing, and the
+    /// device retries (503 + Retry-After, or Status 111 from 14.0).
+    #[error("{0}")]
+    LeaseLost(crate::fence::Fenced),
 }
 
 impl CommandError {
@@ -303,6 +309,12 @@ pub async fn dispatch(ctx: CommandContext<'_>) -> Result<EasResponse, CommandErr
             handler,
         ))
         .await;
+    // A backend effect refused by the fence (`crate::fence`): whatever the
+    // handler made of it, the device retries.
+    let res = match meta.fenced() {
+        Some(fenced) => Err(CommandError::LeaseLost(fenced)),
+        None => res,
+    };
     if meta.was_recorded() {
         if let Ok(device) = crate::session::device_key(&ctx.user.user, &ctx.request.device_id) {
             let (status, body) = match &res {

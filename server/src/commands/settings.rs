@@ -208,6 +208,7 @@ async fn oof(
 fn sieve_error(e: SieveError, user: &str) -> CommandError {
     match e {
         SieveError::Auth { .. } => CommandError::CredentialsRejected(user.to_owned()),
+        SieveError::Fenced(f) => CommandError::LeaseLost(f),
         e => CommandError::BackendFailed {
             backend: "sieve",
             kind: e.kind(),

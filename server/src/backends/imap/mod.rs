@@ -93,6 +93,10 @@ pub enum ImapError {
     /// The caller passed a value that cannot be sent (bad keyword, CRLF in a name…).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A command that changes the mailbox was not sent: the request could
+    /// not prove it still holds its device's lease (`crate::fence`).
+    #[error("IMAP {0}")]
+    Fenced(crate::fence::Fenced),
 }
 
 impl ImapError {
@@ -113,6 +117,7 @@ impl ImapError {
             ImapError::TooLarge { .. } => "too_large",
             ImapError::Unsupported(_) => "unsupported",
             ImapError::InvalidInput(_) => "invalid_input",
+            ImapError::Fenced(_) => "fenced",
         }
     }
 }

@@ -170,6 +170,26 @@ struct Done {
 /// Receives each untagged response of a command as it arrives.
 type Handler<'h> = &'h mut (dyn FnMut(&Response<'_>) -> Result<(), ImapError> + Send);
 
+/// Whether the command `what` (as `Session::exec` names it) changes a
+/// mailbox: the backend effects fenced by a request's device lease.
+fn changes_mailbox(what: &str) -> bool {
+    matches!(
+        what,
+        "APPEND"
+            | "STORE"
+            | "UID STORE"
+            | "UID MOVE"
+            | "UID COPY"
+            | "EXPUNGE"
+            | "UID EXPUNGE"
+            | "CREATE"
+            | "DELETE"
+            | "RENAME"
+            | "SUBSCRIBE"
+            | "UNSUBSCRIBE"
+    )
+}
+
 fn ignore(_: &Response<'_>) -> Result<(), ImapError> {
     Ok(())
 }
@@ -425,6 +445,11 @@ impl Session {
     ) -> Result<Done, ImapError> {
         if self.broken {
             return Err(ImapError::Unavailable("connection already failed".into()));
+        }
+        // The one guard of every IMAP change a leased request makes: not
+        // sent once its device's lease is not proven (`crate::fence`).
+        if changes_mailbox(what) {
+            crate::fence::check(what).map_err(ImapError::Fenced)?;
         }
         if let Some(s) = self.selected.as_mut() {
             s.synced = false;
