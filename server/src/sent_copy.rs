@@ -56,7 +56,7 @@
 //! and wait for the next try's time (by then it is saved, or theirs to
 //! claim). A claim lasts as long as its try can: the try is bounded
 //! ([`try_bound`], twice `[imap] timeout_ms`; cut there, its connection
-//! dropped) and the claim writes its end ([`claim_until`]: the bound plus
+//! dropped) and the claim writes its end (the bound plus
 //! [`CLAIM_MARGIN`]) as the copy's `last_try_ms`, so no other process
 //! tries the copy while an APPEND of it may still be under way. A store
 //! error while claiming leaves the try to be made anyway (logged): the
