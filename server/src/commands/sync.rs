@@ -622,6 +622,13 @@ async fn list_split(
             Ok::<_, crate::backends::imap::ImapError>((helper, Some(list)))
         })
     };
+    if imap.holds_listing_for_helper() {
+        // Test hook (`ImapPool::hold_listings_for_helper`): the helper takes
+        // the upper part first, every time.
+        while !claimed.load(Ordering::SeqCst) && !upper.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
     let mut list = imap
         .list_uid_range(raw, (1, Some(split)), dated)
         .await

@@ -159,6 +159,9 @@ struct Shared {
     statuses: AtomicU64,
     /// Folder listings whose upper part another connection made.
     split_listings: AtomicU64,
+    /// Test hook ([`ImapPool::hold_listings_for_helper`]): off unless a
+    /// test sets it.
+    hold_listings: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -300,6 +303,12 @@ impl PooledSession {
     /// [`ImapPool::split_listings`]).
     pub fn count_split_listing(&self) {
         self.shared.split_listings.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a split listing on this session waits for its helper
+    /// connection to take the upper part ([`ImapPool::hold_listings_for_helper`]).
+    pub fn holds_listing_for_helper(&self) -> bool {
+        self.shared.hold_listings.load(Ordering::Relaxed)
     }
 
     /// The `[imap]` configuration of the pool it came from.
@@ -453,6 +462,7 @@ impl ImapPool {
                 opens: AtomicU64::new(0),
                 statuses: AtomicU64::new(0),
                 split_listings: AtomicU64::new(0),
+                hold_listings: std::sync::atomic::AtomicBool::new(false),
             }),
             read_ahead: super::ahead::ReadAhead::default(),
         }
@@ -496,6 +506,16 @@ impl ImapPool {
     /// sync's, `commands::sync::list_split`); tests read it.
     pub fn split_listings(&self) -> u64 {
         self.shared.split_listings.load(Ordering::Relaxed)
+    }
+
+    /// Test hook, inert unless called: from now on a split folder listing
+    /// (`commands::sync::list_split`) lists the request's own part only
+    /// once the helper connection has taken the upper part (or failed), so
+    /// every big initial listing is split, whatever the timing. Production
+    /// never calls it: there the request lists at once and the helper takes
+    /// the upper part only if it is ready in time.
+    pub fn hold_listings_for_helper(&self) {
+        self.shared.hold_listings.store(true, Ordering::Relaxed);
     }
 
     /// Connections open over all users (idle, lent out, logging in).
