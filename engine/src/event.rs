@@ -70,6 +70,13 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///   gated in [`crate::Rules`]. Records written by builds between the two changes
 ///   (session 14) and this version say format 7 but hold the new answers:
 ///   those diverge under replay.
+/// * 9: adds [`Event::Displaced`] at the end of [`Event`] (archived size
+///   unchanged): trace events of requests that changed nothing, deferred
+///   by one opush process while another appended to the same device's log,
+///   are stored after the other's events behind this marker instead of
+///   being dropped, and replay re-decides them on the state they were
+///   decided on. No decision changes; version-8 records decode and replay
+///   as they are; a version-8 binary refuses version-9 records as newer.
 ///
 /// Every change of what a decision returns or records for the same state
 /// and input bumps this version and is gated in [`crate::Rules`]
@@ -82,7 +89,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///
 /// New variants go at the end of [`Event`] and keep their inline size small
 /// (box large payloads) so the archived size of `Event` does not grow.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 
 const EVENT_MAGIC: &[u8; 4] = b"OPEV";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"OPSN";
@@ -533,6 +540,21 @@ pub enum Event {
         collection: CollectionId,
         /// The item.
         id: BackendItemId,
+    },
+    /// The next `events` events (format version 9) trace requests that
+    /// changed nothing (`RequestReceived`, `Decided`, `PolicyChecked`,
+    /// `ResponseSent`) and were decided on the device's state as of stored
+    /// event `base`, not on the state folded up to here: an opush process
+    /// deferred them in memory on that head while another process on the
+    /// same store appended after it, so they are stored after that
+    /// process's events. Replay re-decides them on the state folded up to
+    /// `base`. Changes no sync state.
+    Displaced {
+        /// The sequence of the last stored event of the state they were
+        /// decided on (0: the empty log).
+        base: u64,
+        /// How many events follow that were decided there.
+        events: u32,
     },
 }
 

@@ -750,7 +750,8 @@ pub fn apply(state: &mut DeviceState, event: &Event) {
         Event::RequestReceived { .. }
         | Event::ResponseSent { .. }
         | Event::Decided { .. }
-        | Event::PolicyChecked { .. } => {}
+        | Event::PolicyChecked { .. }
+        | Event::Displaced { .. } => {}
         Event::BackendObserved {
             collection,
             at,

@@ -147,6 +147,7 @@ fn event() -> impl Strategy<Value = Event> {
             },
         }),
         (col(), id()).prop_map(|(collection, id)| Event::DeviceCopyStale { collection, id }),
+        (0u64..8, 0u32..8).prop_map(|(base, events)| Event::Displaced { base, events }),
         (0u32..3).prop_map(|n| Event::HierarchyObserved {
             folders: (0..n)
                 .map(|i| BackendFolder {

@@ -161,15 +161,36 @@ pub async fn export(
     let mut logged = std::collections::BTreeSet::new();
     let mut started = since.is_none();
     let mut last_time = 0;
-    for ev in stored.iter().filter(|e| e.seq > base_seq) {
+    // Events left in the displaced group being read (`Event::Displaced`).
+    let mut displaced = 0u32;
+    for (i, ev) in stored.iter().enumerate().filter(|(_, e)| e.seq > base_seq) {
         let event = decode_event(&ev.payload)
             .map_err(|e| BundleError::Invalid(format!("stored event {}: {e}", ev.seq)))?;
         if let Event::RequestReceived { req_id, .. } = &event {
             logged.insert(req_id.to_string());
         }
-        // Cut only at a request's start, so no decision is split.
-        if let (Event::RequestReceived { at, .. }, false) = (&event, started) {
-            if since.is_some_and(|s| at.0 >= s) {
+        // Cut only at a request's start, so no decision is split, and not
+        // inside a displaced group (its marker would be left out): at the
+        // marker instead, when the group's first request is in the stretch.
+        let cut_at = match &event {
+            Event::RequestReceived { at, .. } if displaced == 0 => Some(at.0),
+            Event::Displaced { events, .. } => stored
+                .iter()
+                .skip(i + 1)
+                .take(*events as usize)
+                .filter_map(|e| decode_event(&e.payload).ok())
+                .find_map(|e| match e {
+                    Event::RequestReceived { at, .. } => Some(at.0),
+                    _ => None,
+                }),
+            _ => None,
+        };
+        displaced = match &event {
+            Event::Displaced { events, .. } => *events,
+            _ => displaced.saturating_sub(1),
+        };
+        if let (Some(at), false) = (cut_at, started) {
+            if since.is_some_and(|s| at >= s) {
                 started = true;
                 start_state = state.clone();
                 start_seq = ev.seq - 1;

@@ -5,9 +5,18 @@
 //! as the engine that recorded it did. The response and the events it
 //! produces must equal the recorded ones, and the final state the exporting
 //! binary folded; the first difference is reported.
+//!
+//! Trace events behind an `Event::Displaced` marker (requests that changed
+//! nothing, deferred by one opush process while another appended to the
+//! same log) were decided on the state as of the marker's `base`, not on
+//! the state folded up to them: their decisions are re-run on that state
+//! (kept while folding), with the group's own events folded on top. A
+//! group whose base is before the bundle's start cannot be re-run: its
+//! decisions are counted as unchecked.
 
 use crate::bundle::{Bundle, BundleError};
-use opush_engine::{apply, redecide, Event, Rules};
+use opush_engine::{apply, redecide, DeviceState, Event, Rules};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a replay went through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +27,9 @@ pub struct Report {
     pub requests: usize,
     /// Decisions re-run.
     pub decisions: usize,
+    /// Displaced decisions whose state is before the bundle's start (an
+    /// export cut after it): not re-run.
+    pub unchecked: usize,
 }
 
 /// The first place where the replay differs from the recording.
@@ -59,9 +71,33 @@ pub fn run(bundle: &Bundle) -> Result<Result<Report, Box<Divergence>>, BundleErr
         events: 0,
         requests: 0,
         decisions: 0,
+        unchecked: 0,
     };
+    // The states displaced groups were decided on, kept as the fold passes
+    // them.
+    let bases: BTreeSet<u64> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Displaced { base, .. } => Some(*base),
+            _ => None,
+        })
+        .collect();
+    let mut at: BTreeMap<u64, DeviceState> = BTreeMap::new();
+    if bases.contains(&bundle.start_seq) {
+        at.insert(bundle.start_seq, state.clone());
+    }
+    // Inside a displaced group: the state it was decided on (None: before
+    // the bundle) and how many of its events are left.
+    let mut group: Option<(Option<DeviceState>, u32)> = None;
     for (i, ((seq, event), stored)) in events.iter().zip(&bundle.events).enumerate() {
-        if let Some((req_id, n, record)) = event.decision() {
+        let decided_on = match &group {
+            Some((shadow, _)) => shadow.as_ref(),
+            None => Some(&state),
+        };
+        if let (Some(_), None) = (event.decision(), decided_on) {
+            report.unchecked += 1;
+        }
+        if let (Some((req_id, n, record)), Some(decided_on)) = (event.decision(), decided_on) {
             let rules = Rules::of(stored.format_version()?);
             let req_id = &req_id;
             let n = &n;
@@ -76,7 +112,7 @@ pub fn run(bundle: &Bundle) -> Result<Result<Report, Box<Divergence>>, BundleErr
                     got,
                 })
             };
-            let again = match redecide(&state, record, rules) {
+            let again = match redecide(decided_on, record, rules) {
                 Ok(d) => d,
                 Err(e) => {
                     return Ok(Err(div(
@@ -110,6 +146,21 @@ pub fn run(bundle: &Bundle) -> Result<Result<Report, Box<Divergence>>, BundleErr
         }
         apply(&mut state, event);
         report.events += 1;
+        if let Some((shadow, left)) = &mut group {
+            if let Some(shadow) = shadow {
+                apply(shadow, event);
+            }
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                group = None;
+            }
+        }
+        if let Event::Displaced { base, events } = event {
+            group = (*events > 0).then(|| (at.get(base).cloned(), *events));
+        }
+        if bases.contains(seq) {
+            at.insert(*seq, state.clone());
+        }
     }
     let end = bundle.end()?;
     if state != end {

@@ -119,6 +119,17 @@ pub fn show(bundle: &Bundle, request: Option<usize>) -> Result<String, BundleErr
             }
             continue;
         }
+        if let Event::Displaced { base, events } = &event {
+            // Before the requests it is about: shown with the whole transcript.
+            if request.is_none() {
+                let _ = writeln!(
+                    out,
+                    "\n  [{seq}] the next {events} events were decided on the state after \
+                     event {base} (deferred while another opush process appended)"
+                );
+            }
+            continue;
+        }
         if !shown {
             continue;
         }

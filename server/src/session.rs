@@ -45,18 +45,47 @@ fn is_trace(e: &Event) -> bool {
             | Event::Decided { .. }
             | Event::ResponseSent { .. }
             | Event::PolicyChecked { .. }
+            | Event::Displaced { .. }
     )
 }
 
-fn drop_pending(slot: &mut Slot, why: &str) {
+/// Puts a state just read from the store in the slot, the deferred trace
+/// events (marked as displaced when decided on another head) folded on
+/// top: they are not in the store yet but count in `applied` once
+/// appended, as they did in the state they were folded into before.
+fn reloaded(slot: &mut Slot, mut loaded: Loaded) {
+    displace_pending(slot, loaded.head);
     if !slot.pending.is_empty() {
-        tracing::debug!(
-            events = slot.pending.len(),
-            "deferred trace events dropped: {why}"
-        );
+        fold(Arc::make_mut(&mut loaded.state), &slot.pending);
     }
-    slot.pending.clear();
-    slot.pending_since = None;
+    slot.loaded = Some(loaded);
+}
+
+/// The slot's state was (re)loaded from the store at `head`: deferred trace
+/// events decided on another head (another writer appended meanwhile, or
+/// this process's append failed on a conflict) are marked as decided there
+/// (`Event::Displaced`), so replay re-decides them on that state although
+/// they are stored after the other writer's events.
+fn displace_pending(slot: &mut Slot, head: u64) {
+    let open = slot.pending.len().saturating_sub(slot.pending_open);
+    if open == 0 || slot.pending_base == head {
+        return;
+    }
+    tracing::debug!(
+        events = open,
+        base = slot.pending_base,
+        head,
+        "deferred trace events displaced: another writer moved the head"
+    );
+    let events = u32::try_from(open).unwrap_or(u32::MAX);
+    slot.pending.insert(
+        slot.pending_open,
+        Event::Displaced {
+            base: slot.pending_base,
+            events,
+        },
+    );
+    slot.pending_open = slot.pending.len();
 }
 
 /// The snapshot row name used for a whole device state.
@@ -164,6 +193,12 @@ struct Slot {
     pending: Vec<Event>,
     /// When the oldest pending event was deferred.
     pending_since: Option<std::time::Instant>,
+    /// Where in `pending` the events decided on `pending_base` start (the
+    /// earlier ones are behind an `Event::Displaced` already).
+    pending_open: usize,
+    /// The head the state was folded up to when `pending[pending_open]`
+    /// was deferred: the state those events were decided on.
+    pending_base: u64,
     /// The device's remembered Sync request, once read from the store
     /// (`Some(None)`: read, there is none).
     sync_request: Option<Option<Vec<u8>>>,
@@ -382,22 +417,12 @@ impl Sessions {
             if timed(Category::Storage, self.store.head(&device)).await? != loaded.head {
                 guard.loaded = None;
                 guard.sync_request = None;
-                // Appended after another writer's events they would be out
-                // of order for replay: dropped (they only traced requests
-                // that changed nothing).
-                drop_pending(&mut guard, "another writer moved the head");
             }
         }
         guard.device = Some(device.clone());
         if guard.loaded.is_none() {
-            let mut loaded = timed(Category::Storage, self.load(&device)).await?;
-            // Trace events still deferred (a request that failed while its
-            // recorder held the state) are not in the store yet but count
-            // in `applied` once appended: folded now, as they were before.
-            if !guard.pending.is_empty() {
-                fold(Arc::make_mut(&mut loaded.state), &guard.pending);
-            }
-            guard.loaded = Some(loaded);
+            let loaded = timed(Category::Storage, self.load(&device)).await?;
+            reloaded(&mut guard, loaded);
         }
         if !checked {
             guard.checked_in = request.map(|r| (r, std::time::Instant::now()));
@@ -448,9 +473,27 @@ impl Sessions {
             device,
             guard,
         };
-        if let Err(e) = session.append(&[]).await {
+        // Another process may have appended since they were deferred (or
+        // the state was dropped): read its events and append these after
+        // them, marked as displaced (`DeviceSession::refresh`).
+        let mut tries = 0;
+        loop {
+            let e = match session.append(&[]).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            tries += 1;
+            let conflict = matches!(e, SessionError::Storage(StorageError::Conflict { .. }));
+            let e = match conflict && tries < 3 {
+                true => match session.refresh().await {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                },
+                false => e,
+            };
             tracing::warn!(device = %session.device, error = %e, "deferred trace events not written");
             crate::obs::metrics::storage_error();
+            return;
         }
     }
 
@@ -771,9 +814,8 @@ impl DeviceSession<'_> {
             let guard = &mut *self.guard;
             guard.loaded = None;
             guard.sync_request = None;
-            drop_pending(guard, "another writer moved the head");
             let loaded = timed(Category::Storage, self.sessions.load(&self.device)).await?;
-            self.guard.loaded = Some(loaded);
+            reloaded(&mut self.guard, loaded);
         }
         Ok(())
     }
@@ -841,6 +883,9 @@ impl DeviceSession<'_> {
         }
         if self.guard.loaded.is_some() && !self.guard.flush_next && events.iter().all(is_trace) {
             let slot = &mut *self.guard;
+            if slot.pending_open == slot.pending.len() {
+                slot.pending_base = slot.loaded.as_ref().map_or(0, |l| l.head);
+            }
             slot.pending.extend_from_slice(events);
             let since = *slot
                 .pending_since
@@ -867,7 +912,10 @@ impl DeviceSession<'_> {
     /// instead of folding them a second time.
     async fn append_then(&mut self, events: &[Event], folded: Folded) -> Result<(), SessionError> {
         let pending = std::mem::take(&mut self.guard.pending);
-        self.guard.pending_since = None;
+        let (pending_since, pending_open) = (
+            self.guard.pending_since.take(),
+            std::mem::take(&mut self.guard.pending_open),
+        );
         if pending.is_empty() && events.is_empty() {
             return Ok(());
         }
@@ -883,6 +931,16 @@ impl DeviceSession<'_> {
             Ok(h) => h,
             Err(e) => {
                 self.guard.loaded = None;
+                if matches!(e, StorageError::Conflict { .. }) {
+                    // Nothing was written: the deferred trace events wait
+                    // for the next append, marked as displaced when the
+                    // state is reloaded (`displace_pending`). The failed
+                    // request's own events are not kept: it answers "retry
+                    // later" and the device sends it again.
+                    self.guard.pending = pending;
+                    self.guard.pending_since = pending_since;
+                    self.guard.pending_open = pending_open;
+                }
                 return Err(e.into());
             }
         };

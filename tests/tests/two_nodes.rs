@@ -13,7 +13,7 @@
 //!
 //! Needs Dovecot, Postfix and Cassandra (`scripts/stack up`); fails, never
 //! skips, without them. Users: load1151–load1156, load1181–load1184,
-//! load1234–load1235;
+//! load1234–load1235, load1198;
 //! keyspaces `twonode_*` (each test its own, dropped at its end).
 
 #![allow(
@@ -1234,4 +1234,127 @@ async fn provisioning_on_one_node_and_a_wipe_while_on_the_other() {
         opush_server::admin::WipeOutcome::RequestedAgain
     );
     nodes.stop().await;
+}
+
+/// A device's no-change requests on A (FolderSync with its key,
+/// GetItemEstimate: their trace events deferred in A's memory) while B
+/// appends the device's Sync of new mail: A no longer drops them when it
+/// finds the head moved (on the device's next request there, or at its
+/// stop, where its append meets B's). They are appended after B's events
+/// behind an `Event::Displaced` marker (engine format 9), and the
+/// device's exported log holds every request it made, each decision
+/// re-run by replay on the state it was decided on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_change_requests_deferred_on_one_node_are_kept_when_the_other_appends() {
+    const USER: &str = "load1198@load.test";
+    const DEVICE: &str = "TWODISPLACED";
+    let folder = "twonode-displaced";
+    let mut imap = RawImap::login(USER);
+    fresh_mailbox(&mut imap, folder);
+    let tag = unique("twodisp");
+    fill::append_all(
+        &mut imap,
+        folder,
+        (0..2).map(|i| small_message(&format!("{tag} {i}"))),
+    );
+    let nodes = TwoNodes::start(Options::default()).await;
+    let mut c = nodes.a.client(USER, DEVICE, V);
+    let mut requests = 0;
+    let fs = folders(&mut c).await;
+    requests += 1;
+    let fkey = fs.sync_key.clone().unwrap().0;
+    let id = folder_named(&fs, folder).unwrap().0;
+    let (items, mut key) = full_sync(&mut c, &nodes, &id, 10, |_| 0).await;
+    assert_eq!(items.len(), 2);
+    requests += 2;
+    // The key confirmed: nothing new.
+    let (_, k, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
+    requests += 1;
+    assert!(cmds.is_empty());
+    key = k;
+    let folder_sync_again =
+        format!("<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>{fkey}</SyncKey></FolderSync>");
+    let estimate = |key: &str| {
+        format!(
+            "<GetItemEstimate xmlns=\"GetItemEstimate:\" xmlns:airsync=\"AirSync:\"><Collections>\
+             <Collection><airsync:SyncKey>{key}</airsync:SyncKey><CollectionId>{id}</CollectionId>\
+             <airsync:Options><airsync:FilterType>0</airsync:FilterType></airsync:Options>\
+             </Collection></Collections></GetItemEstimate>"
+        )
+    };
+    let store = nodes.keyspace.open().await;
+    let device = opush_storage::DeviceKey::new(USER, DEVICE).unwrap();
+    // The last Sync changed the remembered request: A's next request is
+    // appended at once (so the other node re-reads that row); the two
+    // after it are deferred, the head does not move.
+    let res = c.post_xml("FolderSync", &folder_sync_again).await;
+    assert!(folder_sync(&res).changes.unwrap_or_default().is_empty());
+    requests += 1;
+    let head = store.head(&device).await.unwrap();
+    let res = c.post_xml("FolderSync", &folder_sync_again).await;
+    assert!(folder_sync(&res).changes.unwrap_or_default().is_empty());
+    let res = c.post_xml("GetItemEstimate", &estimate(&key)).await;
+    assert_eq!(res.status, 200);
+    requests += 2;
+    assert_eq!(store.head(&device).await.unwrap(), head, "deferred on A");
+    // New mail; the device's Sync on B appends it.
+    fill::append_all(
+        &mut imap,
+        folder,
+        std::iter::once(small_message(&format!("{tag} 2"))),
+    );
+    c.switch_to(nodes.b.addr);
+    let (_, k, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
+    requests += 1;
+    assert_eq!(cmds.len(), 1);
+    key = k;
+    assert!(store.head(&device).await.unwrap() > head);
+    // Back on A: it finds the head moved (its next append carries its
+    // deferred events after B's), then defers one more on B's head.
+    c.switch_to(nodes.a.addr);
+    let res = c.post_xml("FolderSync", &folder_sync_again).await;
+    assert!(folder_sync(&res).changes.unwrap_or_default().is_empty());
+    requests += 1;
+    // B appends again (the key confirmed, an estimate, a Sync finding
+    // another new message) …
+    c.switch_to(nodes.b.addr);
+    fill::append_all(
+        &mut imap,
+        folder,
+        std::iter::once(small_message(&format!("{tag} 3"))),
+    );
+    let (_, _, cmds, _) = sync_once(&mut c, &id, &key, 10, "").await;
+    requests += 1;
+    assert_eq!(cmds.len(), 1);
+    // … and A's stop meets B's events: its deferred ones follow them.
+    let before_stop = store.head(&device).await.unwrap();
+    nodes.a.stop().await;
+    assert!(
+        store.head(&device).await.unwrap() > before_stop,
+        "A appended its deferred events at its stop"
+    );
+    nodes.b.stop().await;
+
+    let bundle = opush_replay::export(&store, USER, DEVICE, None, None)
+        .await
+        .unwrap();
+    let displaced = bundle
+        .decoded()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| matches!(e, opush_engine::Event::Displaced { .. }))
+        .count();
+    // A's two groups (found on its FolderSync, then at its stop), and B's
+    // last ResponseSent (deferred on B, appended at B's stop after A's).
+    assert!(
+        displaced >= 2,
+        "{}",
+        opush_replay::show(&bundle, None).unwrap()
+    );
+    let report = opush_replay::run(&bundle)
+        .unwrap()
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(report.requests, requests, "every request in the log");
+    assert_eq!(report.unchecked, 0);
+    nodes.keyspace.remove().await;
 }

@@ -96,6 +96,13 @@ pub fn run(args: Vec<String>) -> ExitCode {
                         "ok: {} requests, {} decisions re-run, {} events, final state matches",
                         report.requests, report.decisions, report.events
                     );
+                    if report.unchecked > 0 {
+                        println!(
+                            "({} decisions not re-run: decided on a state before the bundle's \
+                             start; export from earlier to check them)",
+                            report.unchecked
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
             },
