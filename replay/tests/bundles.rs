@@ -10,14 +10,14 @@
 //! of format N answers makes a `-v<N>` golden diverge here: the change
 //! must bump `FORMAT_VERSION` and keep the old answer behind
 //! `opush_engine::Rules` (docs/ARCHITECTURE.md, "Replay"), and each such
-//! gate is listed in [`GATES`] with a golden that exercises it.
+//! gate is listed in [`GATES`] with the golden that exercises it.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use opush_engine::{
-    apply, decode_event, encode_event, redecide, DecisionOutput, DeviceState, Event, Rules,
-    SyncKey, FORMAT_VERSION,
+    apply, decode_event, encode_event, redecide, Decision, DecisionOutput, DeviceState, Event,
+    Rules, SyncKey, FORMAT_VERSION,
 };
 use opush_replay::{run, show, Bundle, BundleError};
 use std::path::PathBuf;
@@ -145,51 +145,140 @@ fn versioned_goldens_keep_their_format() {
     assert!(seen >= 3, "versioned goldens: {seen}");
 }
 
-/// Every decision change gated in `opush_engine::Rules`: the format that
-/// introduced it and the decisions (by `DecisionInput::name`) it changed.
-/// A new gate adds a row here and a golden recorded by the format before it
-/// (`<name>-v<N-1>.bundle`) holding those decisions.
-const GATES: &[(u32, &[&str])] = &[
-    // A Delete of a vanished item succeeds; a retried MoveItems gets its
-    // first answer (tests/replay/retries-v7.bundle).
-    (8, &["Sync", "MoveItems"]),
+/// One decision change gated in `opush_engine::Rules`.
+struct Gate {
+    /// The format that introduced it.
+    format: u32,
+    /// The `Rules` method that keeps the old answer.
+    rule: &'static str,
+    /// The golden, recorded by the format before, that holds a decision it
+    /// changed.
+    golden: &'static str,
+    /// Whether a decision answers differently because of this gate: what
+    /// the golden's format decided, then what the gate's format decides.
+    changed: fn(&Decision<DecisionOutput>, &Decision<DecisionOutput>) -> bool,
+}
+
+/// A Sync's reply statuses.
+fn sync_statuses(d: &Decision<DecisionOutput>) -> Option<Vec<u8>> {
+    match &d.response {
+        DecisionOutput::Sync(r) => Some(r.replies.iter().map(|r| r.status).collect()),
+        _ => None,
+    }
+}
+
+/// A MoveItems answer's status.
+fn move_status(d: &Decision<DecisionOutput>) -> Option<u8> {
+    match &d.response {
+        DecisionOutput::Move(r) => Some(r.status),
+        _ => None,
+    }
+}
+
+/// The `stale` flag of a move's `ItemMovedByDevice`.
+fn moved_stale(d: &Decision<DecisionOutput>) -> Option<bool> {
+    d.events.iter().find_map(|e| match e {
+        Event::ItemMovedByDevice { stale, .. } => Some(*stale),
+        _ => None,
+    })
+}
+
+/// How many `DeviceCopyStale` a decision records.
+fn copies_stale(d: &Decision<DecisionOutput>) -> usize {
+    d.events
+        .iter()
+        .filter(|e| matches!(e, Event::DeviceCopyStale { .. }))
+        .count()
+}
+
+/// Every decision change gated in `opush_engine::Rules`, each with the
+/// golden that exercises it. A new gate adds a row here and a golden
+/// recorded by the format before it (`<name>-v<N-1>.bundle`).
+const GATES: &[Gate] = &[
+    // A Delete of a vanished item succeeds (was Status 8).
+    Gate {
+        format: 8,
+        rule: "delete_of_vanished_succeeds",
+        golden: "retries-v7.bundle",
+        changed: |then, now| {
+            sync_statuses(then).is_some_and(|s| s.contains(&8))
+                && sync_statuses(now) != sync_statuses(then)
+        },
+    },
+    // A retried MoveItems gets its first answer (was Status 1): a move
+    // records `MoveRemembered` for it (a format-7 log has none, so its
+    // retry still answers 1 under format 8).
+    Gate {
+        format: 8,
+        rule: "retried_move_answered",
+        golden: "retries-v7.bundle",
+        changed: |then, now| {
+            let remembered = |d: &Decision<DecisionOutput>| {
+                d.events
+                    .iter()
+                    .any(|e| matches!(e, Event::MoveRemembered { .. }))
+            };
+            move_status(then) == Some(3) && !remembered(then) && remembered(now)
+        },
+    },
+    // A moved copy is judged by the moved message's flags.
+    Gate {
+        format: 8,
+        rule: "move_judges_copy_by_moved_flags",
+        golden: "stale-move-v7.bundle",
+        changed: |then, now| moved_stale(then) == Some(false) && moved_stale(now) == Some(true),
+    },
+    // A Change refused with Status 7 marks the device's copy stale.
+    Gate {
+        format: 8,
+        rule: "refused_change_refreshes_copy",
+        golden: "refused-change-v7.bundle",
+        changed: |then, now| {
+            sync_statuses(then).is_some_and(|s| s.contains(&7))
+                && copies_stale(then) == 0
+                && copies_stale(now) > 0
+        },
+    },
 ];
 
-/// Each gate is exercised by a golden: some golden recorded before the
-/// gate's format holds each decision the gate changed, and deciding it
-/// under the gate's format answers differently. Without that golden,
-/// removing the gate would go unnoticed.
+/// Each gate is exercised by its golden: the golden was recorded before the
+/// gate's format, and one of its decisions, decided under the gate's
+/// format, answers differently in the way the gate says. Without that
+/// golden, losing the gate's old answer would go unnoticed (the golden's
+/// replay is what fails then).
 #[test]
 fn every_gate_is_exercised_by_an_older_golden() {
     let goldens = bundles();
-    for (format, names) in GATES {
-        assert!(*format <= FORMAT_VERSION);
-        let mut changed = std::collections::BTreeSet::new();
-        for (_, bundle) in goldens
+    for gate in GATES {
+        assert!(gate.format <= FORMAT_VERSION);
+        let (_, bundle) = goldens
             .iter()
-            .filter(|(_, b)| b.engine_format_version < *format)
-        {
-            let mut state: DeviceState = bundle.start().unwrap();
-            for (stored, (_, event)) in bundle.events.iter().zip(bundle.decoded().unwrap()) {
-                if let Some((_, _, record)) = event.decision() {
-                    let own = Rules::of(stored.format_version().unwrap());
-                    let then = redecide(&state, &record, own).unwrap();
-                    if let Ok(now) = redecide(&state, &record, Rules::of(*format)) {
-                        if now != then {
-                            changed.insert(record.input.name());
-                        }
-                    }
+            .find(|(p, _)| p.ends_with(gate.golden))
+            .unwrap_or_else(|| panic!("{}: no golden {}", gate.rule, gate.golden));
+        assert!(
+            bundle.engine_format_version < gate.format,
+            "{}: {} is not older than format {}",
+            gate.rule,
+            gate.golden,
+            gate.format
+        );
+        let mut state: DeviceState = bundle.start().unwrap();
+        let mut exercised = false;
+        for (stored, (_, event)) in bundle.events.iter().zip(bundle.decoded().unwrap()) {
+            if let Some((_, _, record)) = event.decision() {
+                let own = Rules::of(stored.format_version().unwrap());
+                let then = redecide(&state, &record, own).unwrap();
+                if let Ok(now) = redecide(&state, &record, Rules::of(gate.format)) {
+                    exercised |= (gate.changed)(&then, &now);
                 }
-                apply(&mut state, &event);
             }
+            apply(&mut state, &event);
         }
-        for name in *names {
-            assert!(
-                changed.contains(name),
-                "no golden older than format {format} holds a {name} decision it changed \
-                 (changed: {changed:?})"
-            );
-        }
+        assert!(
+            exercised,
+            "{}: no decision of {} answers differently under format {}",
+            gate.rule, gate.golden, gate.format
+        );
     }
 }
 
