@@ -1017,7 +1017,8 @@ impl DeviceSession<'_> {
         if let Some(fenced) = rec.meta.fenced() {
             self.guard.loaded = None;
             self.guard.sync_request = None;
-            drop_pending(&mut self.guard, "the request was fenced");
+            // Earlier requests' deferred trace events stay: the next load
+            // marks them displaced when the head moved meanwhile.
             return Err(SessionError::Fenced(fenced));
         }
         let Recorder {
