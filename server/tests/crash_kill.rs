@@ -1123,9 +1123,12 @@ async fn a_send_cut_by_a_kill_and_retried_goes_out_once_with_one_sent_copy() {
     }
 
     // Each message once in the INBOX (through Postfix) and once in Sent.
+    // A copy whose try the kill cut is claimed until that try's bound
+    // (twice `timeout_ms` + 3 s: 23 s here), which the restarted process
+    // waits out before its own try: the killed try may still be on its way.
     for s in [&subject, &reply_subject] {
         imap.wait_for_subject("INBOX", s);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(90);
         while count(&mut imap, "Sent", s) == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
