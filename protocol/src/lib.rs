@@ -8,6 +8,7 @@
 pub mod autodiscover;
 pub mod commands;
 pub mod headers;
+pub mod multipart;
 pub mod query;
 pub mod status;
 pub mod version;

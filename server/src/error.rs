@@ -312,6 +312,7 @@ fn http(status: u16, headers: Vec<(&'static str, String)>) -> EasResponse {
         content_type: None,
         headers,
         body: Vec::new(),
+        tail: None,
     }
 }
 

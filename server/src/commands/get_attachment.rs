@@ -2,19 +2,24 @@
 //! bytes of the attachment named by `AttachmentName`, which is the
 //! FileReference a Sync listed.
 //!
-//! Read-only: nothing is recorded. A name that is not a FileReference at
-//! all is a bad request (HTTP 400, the reason in the log); a well-formed
-//! reference to an attachment that is not there (any more) is HTTP 500 with
-//! no body, which is what the protocol specifies for a failed GetAttachment
-//! (MS-ASCMD 2.2.1.8), logged with its reason; a backend outage is a
-//! retryable error.
+//! The bytes are streamed from IMAP as they go out
+//! ([`super::attachment`]): the message is read twice, a chunk at a time,
+//! never held. Read-only: nothing is recorded. A name that is not a
+//! FileReference at all is a bad request (HTTP 400, the reason in the
+//! log); a well-formed reference to an attachment that is not there (any
+//! more) is HTTP 500 with no body, which is what the protocol specifies
+//! for a failed GetAttachment (MS-ASCMD 2.2.1.8), logged with its reason;
+//! a backend outage is a retryable error. An IMAP failure once the answer
+//! has begun closes the connection (fewer bytes than `Content-Length`).
 
 use opush_protocol::commands::get_attachment::GetAttachmentRequest;
 use opush_protocol::query::Command;
 use opush_protocol::version::ProtocolVersion;
 
-use super::{CommandContext, CommandError, EasResponse};
-use crate::email::{attachment_content, AttachmentContent, FileReference};
+use super::attachment::{self, Located, Piece, Segment};
+use super::{CommandContext, CommandError, EasResponse, Tail};
+use crate::backends::imap::{ImapError, PooledSession};
+use crate::email::{AttachmentContent, FileReference};
 use crate::session::{imap_error, Caller, EasServices};
 
 /// Handles `Cmd=GetAttachment`.
@@ -37,36 +42,62 @@ pub async fn handle_get_attachment(
     if opush_engine::ServerId::parse(&fref.server_id).is_none() {
         return Err(malformed("bad item id"));
     }
-    let found = get_attachment(&req.attachment_name, ctx.version, &ctx.caller(), eas).await?;
-    if found.is_none() {
+    let found = planned(&req.attachment_name, &ctx.caller(), eas).await?;
+    let Some((imap, piece)) = found else {
         tracing::info!(
             attachment = %fref,
             "GetAttachment of an attachment that is not there: HTTP 500 (MS-ASCMD 2.2.1.8)"
         );
-    }
-    Ok(match found {
-        Some(att) => EasResponse {
-            http_status: 200,
-            content_type: None,
-            headers: vec![("Content-Type", att.content_type)],
-            body: att.data,
-        },
-        None => EasResponse {
+        return Ok(EasResponse {
             http_status: 500,
             content_type: None,
             headers: Vec::new(),
             body: Vec::new(),
-        },
+            tail: None,
+        });
+    };
+    let content_type = piece.place.content_type.clone();
+    let len = piece.len();
+    Ok(EasResponse {
+        http_status: 200,
+        content_type: None,
+        headers: vec![("Content-Type", content_type)],
+        body: Vec::new(),
+        tail: Some(Tail::new(
+            len,
+            attachment::stream(imap, vec![Segment::Piece(piece)]),
+        )),
     })
 }
 
-/// The attachment named by a FileReference, `None` when there is none.
+/// The attachment named by a FileReference, read whole; `None` when there
+/// is none. (The HTTP handler streams it instead.)
 pub async fn get_attachment(
     attachment_name: &str,
     _version: ProtocolVersion,
     caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<Option<AttachmentContent>, CommandError> {
+    let Some((imap, piece)) = planned(attachment_name, caller, eas).await? else {
+        return Ok(None);
+    };
+    let content_type = piece.place.content_type.clone();
+    let data = attachment::read_all(imap, vec![Segment::Piece(piece)])
+        .await
+        .map_err(|reason| CommandError::BackendFailed {
+            backend: "imap",
+            kind: "unavailable",
+            reason,
+        })?;
+    Ok(Some(AttachmentContent { content_type, data }))
+}
+
+/// The first pass: the IMAP session and the attachment to stream.
+async fn planned(
+    attachment_name: &str,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+) -> Result<Option<(PooledSession, Piece)>, CommandError> {
     let Some(fref) = FileReference::parse(attachment_name) else {
         return Ok(None);
     };
@@ -92,10 +123,22 @@ pub async fn get_attachment(
         return Ok(None);
     };
     let limit = imap.config().max_message_bytes;
-    let bytes = match imap.fetch_message(&raw, uid, limit).await {
-        Ok(b) => b,
+    let place = match attachment::locate(&mut imap, &raw, uid, fref.index, limit).await {
+        Ok(Located::Found(place)) => place,
+        Ok(Located::NoAttachment) => return Ok(None),
         Err(e) if e.is_retryable() => return Err(imap_error(e)),
-        Err(_) => return Ok(None),
+        Err(ImapError::TooLarge { .. }) | Err(_) => return Ok(None),
     };
-    Ok(attachment_content(&bytes, fref.index))
+    let take = place.size;
+    Ok(Some((
+        imap,
+        Piece {
+            raw,
+            uid,
+            place,
+            skip: 0,
+            take,
+            base64: false,
+        },
+    )))
 }

@@ -3,14 +3,20 @@
 //! FileReference (with an optional byte `Range`), EmptyFolderContents and
 //! the conversation `Move` (14.0+).
 //!
-//! Content is read from IMAP at request time and never stored. The
-//! attachment bytes go inline, base64, in `Data` (the multipart answer is
-//! not offered). Document libraries answer a clean failure status, never
-//! an error. One answer holds about `[devices] max_window_bytes` of fetched
-//! content: past it, the other Fetches of the request are answered
-//! DataTooLarge (the first is always served whole).
+//! Content is read from IMAP at request time and never stored. An
+//! attachment is streamed from IMAP as the answer goes out
+//! ([`super::attachment`]: its message read twice a chunk at a time, never
+//! held): inline, base64 in `Data` (the WBXML `Data` is an inline string,
+//! so its bytes follow the WBXML before it as they come), or, when the
+//! device accepts it (`MS-ASAcceptMultiPart: T` or `AcceptMultiPart=T`),
+//! as a raw part of the multipart answer ([MS-ASCMD] 2.2.1.10.1.1), the
+//! `Data` replaced by `Part`. A whole message's Fetch is built in memory
+//! and stays in the WBXML part. Document libraries answer a clean failure
+//! status, never an error. One answer holds about `[devices]
+//! max_window_bytes` of fetched messages: past it, the other Fetches of
+//! the request are answered DataTooLarge (the first is always served
+//! whole); streamed attachments are not counted, never being held.
 
-use base64::Engine as _;
 use opush_engine::{BackendItemId, DeviceState, ServerId};
 use opush_protocol::commands::airsyncbase::BodyPreference;
 use opush_protocol::commands::item_operations::{
@@ -23,10 +29,11 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::{airsyncbase as asb, itemoperations as io};
 use opush_protocol::wbxml::{encode_to_vec, Element};
 
+use super::attachment::{self, Located, Piece, Segment};
 use super::sync::{full_email, uid_of};
-use super::{CommandContext, CommandError, EasResponse};
+use super::{CommandContext, CommandError, EasResponse, Tail};
 use crate::backends::imap::{ImapError, PooledSession};
-use crate::email::{attachment_content, FileReference};
+use crate::email::FileReference;
 use crate::session::{imap_error, Caller, EasServices};
 
 /// Handles `Cmd=ItemOperations`.
@@ -35,19 +42,137 @@ pub async fn handle_item_operations(
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
     let req = ctx.request(Command::ItemOperations, ItemOperationsRequest::from_element)?;
-    let res = item_operations(&req, ctx.version, &ctx.caller(), eas).await?;
-    Ok(EasResponse::wbxml(encode_to_vec(
-        &res.to_element(ctx.version),
-    )))
+    let multipart = ctx.accept_multi_part;
+    let planned = plan(&req, ctx.version, &ctx.caller(), eas, multipart).await?;
+    let wbxml = encode_to_vec(&planned.response.to_element(ctx.version));
+    let engine_error = |reason: String| CommandError::BackendFailed {
+        backend: "engine",
+        kind: "protocol",
+        reason,
+    };
+    let (body, segments) = if multipart {
+        let mut lengths = vec![wbxml.len() as u64];
+        lengths.extend(planned.pieces.iter().map(Piece::len));
+        let mut body =
+            opush_protocol::multipart::head(&lengths).map_err(|e| engine_error(e.to_string()))?;
+        body.extend_from_slice(&wbxml);
+        let segments = planned.pieces.into_iter().map(Segment::Piece).collect();
+        (body, segments)
+    } else if planned.pieces.is_empty() {
+        (wbxml, Vec::new())
+    } else {
+        // Each inline `Data` is a marker in the WBXML: the bytes before it
+        // go first, the attachment's base64 streams in its place.
+        let mut segments = Vec::new();
+        let mut rest = wbxml.as_slice();
+        let mut body = None;
+        for (i, piece) in planned.pieces.into_iter().enumerate() {
+            let mark = marker(i);
+            let at = memchr::memmem::find(rest, mark.as_bytes())
+                .ok_or_else(|| engine_error("inline Data marker not found".to_owned()))?;
+            let before = rest[..at].to_vec();
+            match body {
+                None => body = Some(before),
+                Some(_) => segments.push(Segment::Bytes(before)),
+            }
+            segments.push(Segment::Piece(piece));
+            rest = &rest[at + mark.len()..];
+        }
+        segments.push(Segment::Bytes(rest.to_vec()));
+        (body.unwrap_or_default(), segments)
+    };
+    let tail = match (segments.is_empty(), planned.imap) {
+        (false, Some(imap)) => {
+            let len = segments.iter().map(Segment::len).sum();
+            Some(Tail::new(len, attachment::stream(imap, segments)))
+        }
+        _ => None,
+    };
+    Ok(EasResponse {
+        http_status: 200,
+        content_type: Some(if multipart {
+            opush_protocol::multipart::CONTENT_TYPE_MULTIPART
+        } else {
+            opush_protocol::headers::CONTENT_TYPE_WBXML
+        }),
+        headers: Vec::new(),
+        body,
+        tail,
+    })
 }
 
-/// ItemOperations without HTTP.
+/// The text standing in an inline `Data` for the `i`th attachment until
+/// it is streamed (U+FFFF is no character any text holds).
+fn marker(i: usize) -> String {
+    format!("\u{FFFF}opush-data-{i}\u{FFFF}")
+}
+
+/// An answer whose attachments are still to be read.
+struct Planned {
+    response: ItemOperationsResponse,
+    /// The attachments, in the order of their `Data` (or `Part` 1, 2…).
+    pieces: Vec<Piece>,
+    /// The session to read them with.
+    imap: Option<PooledSession>,
+    /// For each piece, the index of its Fetch result.
+    results: Vec<usize>,
+}
+
+/// ItemOperations without HTTP: the attachments read whole, base64 in
+/// their `Data`.
 pub async fn item_operations(
     req: &ItemOperationsRequest,
     version: ProtocolVersion,
     caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<ItemOperationsResponse, CommandError> {
+    let planned = plan(req, version, caller, eas, false).await?;
+    let mut response = planned.response;
+    let Some(imap) = planned.imap else {
+        return Ok(response);
+    };
+    // One piece at a time on the one session.
+    let mut imap = Some(imap);
+    for (i, (piece, result)) in planned.pieces.into_iter().zip(planned.results).enumerate() {
+        let session = match imap.take() {
+            Some(s) => s,
+            None => eas.imap_for(caller).await?,
+        };
+        let data = attachment::read_all(session, vec![Segment::Piece(piece)])
+            .await
+            .map_err(|reason| CommandError::BackendFailed {
+                backend: "imap",
+                kind: "unavailable",
+                reason,
+            })?;
+        let mark = marker(i);
+        if let Some(OperationResult::Fetch {
+            properties: Some(ApplicationData::Properties(props)),
+            ..
+        }) = response.results.get_mut(result)
+        {
+            for p in props.iter_mut() {
+                if p.tag == io::DATA && p.text() == Some(mark.as_str()) {
+                    *p = Element::with_text(
+                        io::DATA,
+                        String::from_utf8(data.clone()).unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(response)
+}
+
+/// The answer, its attachments left to read: with `multipart`, each
+/// attachment's `Data` is a `Part`, else a marker ([`marker`]).
+async fn plan(
+    req: &ItemOperationsRequest,
+    version: ProtocolVersion,
+    caller: &Caller<'_>,
+    eas: &EasServices,
+    multipart: bool,
+) -> Result<Planned, CommandError> {
     // The state is looked at, nothing is recorded. A Move or an
     // EmptyFolderContents changes the mailbox: it holds the device's
     // session and lease (no other opush process carries out this device's
@@ -78,6 +203,8 @@ pub async fn item_operations(
     let budget = eas.engine.max_window_bytes;
     let mut fetched: u64 = 0;
     let mut refused = 0usize;
+    let mut pieces = Vec::new();
+    let mut piece_results = Vec::new();
     for op in &req.operations {
         results.push(match op {
             Operation::Fetch {
@@ -96,9 +223,19 @@ pub async fn item_operations(
                     refused += 1;
                     fetch_result(ItemOperationsStatus::DataTooLarge, target, None)
                 } else {
-                    let result =
-                        fetch(&mut imap, &state, target, &prefs, range.as_deref(), version).await?;
+                    let before = pieces.len();
+                    let wanted = Wanted {
+                        range: range.as_deref(),
+                        multipart,
+                        pieces: &mut pieces,
+                    };
+                    let result = fetch(&mut imap, &state, target, &prefs, wanted, version).await?;
                     fetched = fetched.saturating_add(fetched_bytes(&result));
+                    // Streamed attachments do not count: they are never
+                    // held whole.
+                    for _ in &pieces[before..] {
+                        piece_results.push(results.len());
+                    }
                     result
                 }
             }
@@ -150,10 +287,26 @@ pub async fn item_operations(
         drop(session);
     }
     crate::obs::summary::item_operations(&req.operations, &results);
-    Ok(ItemOperationsResponse {
-        status: ItemOperationsStatus::Success,
-        results,
+    Ok(Planned {
+        response: ItemOperationsResponse {
+            status: ItemOperationsStatus::Success,
+            results,
+        },
+        imap: Some(imap),
+        pieces,
+        results: piece_results,
     })
+}
+
+/// What a Fetch by FileReference is to give, and where its attachment
+/// goes.
+struct Wanted<'a> {
+    /// `Options/Range`.
+    range: Option<&'a str>,
+    /// A multipart answer: `Part`, not `Data`.
+    multipart: bool,
+    /// The attachments to stream, in order.
+    pieces: &'a mut Vec<Piece>,
 }
 
 /// [MS-ASCMD] 2.2.3.117.1 ItemOperations `Move`: every message of the
@@ -297,9 +450,10 @@ async fn fetch(
     state: &DeviceState,
     target: &FetchTarget,
     prefs: &[BodyPreference],
-    range: Option<&str>,
+    wanted: Wanted<'_>,
     version: ProtocolVersion,
 ) -> Result<OperationResult, CommandError> {
+    let range = wanted.range;
     if let Some(fref) = target.file_reference.as_deref() {
         let Some(fref) = FileReference::parse(fref) else {
             return Ok(fetch_result(
@@ -322,11 +476,19 @@ async fn fetch(
                 None,
             ));
         };
+        // The skeleton of a message of very many parts is bounded like
+        // a message read whole.
         let limit = imap.config().max_message_bytes;
-        let bytes = match imap.fetch_message(&raw, uid, limit).await {
-            Ok(b) => b,
+        let place = match attachment::locate(imap, &raw, uid, fref.index, limit).await {
+            Ok(Located::Found(place)) => place,
+            Ok(Located::NoAttachment) => {
+                return Ok(fetch_result(
+                    ItemOperationsStatus::InvalidAttachment,
+                    target,
+                    None,
+                ))
+            }
             Err(e) if e.is_retryable() => return Err(imap_error(e)),
-            // Its message is bigger than `[imap] max_message_bytes`.
             Err(ImapError::TooLarge { .. }) => {
                 return Ok(fetch_result(
                     ItemOperationsStatus::DataTooLarge,
@@ -342,14 +504,7 @@ async fn fetch(
                 ))
             }
         };
-        let Some(att) = attachment_content(&bytes, fref.index) else {
-            return Ok(fetch_result(
-                ItemOperationsStatus::InvalidAttachment,
-                target,
-                None,
-            ));
-        };
-        let total = att.data.len();
+        let total = place.size;
         let (start, end) = match range.map(|r| parse_range(r, total)) {
             None => (0, total),
             Some(Some(r)) => r,
@@ -361,7 +516,10 @@ async fn fetch(
                 ))
             }
         };
-        let mut props = vec![Element::with_text(asb::CONTENT_TYPE, att.content_type)];
+        let mut props = vec![Element::with_text(
+            asb::CONTENT_TYPE,
+            place.content_type.clone(),
+        )];
         if range.is_some() {
             props.push(Element::with_text(
                 io::RANGE,
@@ -369,10 +527,21 @@ async fn fetch(
             ));
             props.push(Element::with_text(io::TOTAL, total.to_string()));
         }
-        props.push(Element::with_text(
-            io::DATA,
-            base64::engine::general_purpose::STANDARD.encode(&att.data[start..end]),
-        ));
+        let n = wanted.pieces.len();
+        props.push(if wanted.multipart {
+            // Part 0 is the WBXML itself.
+            Element::with_text(io::PART, (n + 1).to_string())
+        } else {
+            Element::with_text(io::DATA, marker(n))
+        });
+        wanted.pieces.push(Piece {
+            raw,
+            uid,
+            place,
+            skip: start,
+            take: end - start,
+            base64: !wanted.multipart,
+        });
         return Ok(fetch_result(
             ItemOperationsStatus::Success,
             target,
@@ -487,10 +656,10 @@ async fn fetch_email(
 }
 
 /// `"a-b"` (inclusive) → `[a, b+1)` clipped to `total`; `None` when invalid.
-pub fn parse_range(range: &str, total: usize) -> Option<(usize, usize)> {
+pub fn parse_range(range: &str, total: u64) -> Option<(u64, u64)> {
     let (a, b) = range.trim().split_once('-')?;
-    let a: usize = a.parse().ok()?;
-    let b: usize = b.parse().ok()?;
+    let a: u64 = a.parse().ok()?;
+    let b: u64 = b.parse().ok()?;
     if a > b || (a >= total && total > 0) {
         return None;
     }

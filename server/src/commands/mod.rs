@@ -12,6 +12,7 @@
 //! parser reports it (`QueryError::UnknownCommand`) and the HTTP layer
 //! answers 400 — that is the "unknown" arm of the dispatch.
 
+pub mod attachment;
 pub mod compose;
 pub mod find;
 pub mod folder_create;
@@ -56,6 +57,9 @@ pub struct CommandContext<'a> {
     pub version: ProtocolVersion,
     /// The parsed request line (command, device, parameters).
     pub request: &'a RequestLine,
+    /// The device accepts a multipart ItemOperations answer
+    /// (`MS-ASAcceptMultiPart: T` or `AcceptMultiPart=T`).
+    pub accept_multi_part: bool,
     /// The policy key the device sent, if any.
     pub policy_key: Option<u32>,
     /// The raw request body (already bounded by `[server] max_request_body`).
@@ -108,9 +112,69 @@ pub struct EasResponse {
     pub headers: Vec<(&'static str, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// More body, streamed after `body` (an attachment read from IMAP as
+    /// it goes out): `Content-Length` counts it.
+    pub tail: Option<Tail>,
 }
 
+/// The stream of a [`Tail`]: chunks, or why it broke off.
+pub type TailStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// The streamed end of an answer's body: exactly `len` bytes, written by
+/// the connection loop as they come. A stream that fails, or ends short or
+/// long, makes the loop close the connection: the device sees the length
+/// mismatch, never a truncated answer that looks whole.
+#[derive(Clone)]
+pub struct Tail {
+    len: u64,
+    source: std::sync::Arc<std::sync::Mutex<Option<TailStream>>>,
+}
+
+impl Tail {
+    /// A tail of `len` bytes read from `stream`.
+    pub fn new(len: u64, stream: TailStream) -> Tail {
+        Tail {
+            len,
+            source: std::sync::Arc::new(std::sync::Mutex::new(Some(stream))),
+        }
+    }
+
+    /// The bytes it announces.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when it announces no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Its stream, once (`None` when taken already).
+    pub fn take(&self) -> Option<TailStream> {
+        self.source.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tail({} bytes)", self.len)
+    }
+}
+
+impl PartialEq for Tail {
+    fn eq(&self, other: &Tail) -> bool {
+        std::sync::Arc::ptr_eq(&self.source, &other.source)
+    }
+}
+
+impl Eq for Tail {}
+
 impl EasResponse {
+    /// The body's length, the streamed tail included.
+    pub fn body_len(&self) -> u64 {
+        self.body.len() as u64 + self.tail.as_ref().map_or(0, Tail::len)
+    }
+
     /// A 200 answer with a WBXML body.
     pub fn wbxml(body: Vec<u8>) -> Self {
         EasResponse {
@@ -118,6 +182,7 @@ impl EasResponse {
             content_type: Some(CONTENT_TYPE_WBXML),
             headers: Vec::new(),
             body,
+            tail: None,
         }
     }
 
@@ -128,6 +193,7 @@ impl EasResponse {
             content_type: None,
             headers: Vec::new(),
             body: Vec::new(),
+            tail: None,
         }
     }
 }

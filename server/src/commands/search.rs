@@ -126,9 +126,9 @@ pub async fn search(
         .map_err(imap_error)?;
     let total = uids.len();
     let range = req.options.as_ref().and_then(|o| o.range.clone());
-    let (start, end) = match range.as_deref().map(|r| parse_range(r, total)) {
+    let (start, end) = match range.as_deref().map(|r| parse_range(r, total as u64)) {
         None => (0, total),
-        Some(Some(r)) => r,
+        Some(Some((a, b))) => (a as usize, b as usize),
         Some(None) => (0, 0),
     };
     let end = end.min(start + MAX_RESULTS);

@@ -17,6 +17,8 @@ pub mod conversation;
 pub mod html;
 pub(crate) mod parts;
 pub mod shape;
+pub mod skeleton;
+pub mod transfer;
 
 use std::fmt;
 
@@ -512,9 +514,40 @@ pub fn next_attachment_number(msg: &mail_parser::Message<'_>) -> u32 {
 /// [`to_email`]: see [`attachment_numbers`]).
 pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
     let msg = parse_whole(raw)?;
-    let ids = Shown::of(&msg).attachments;
-    let position = numbers_of(&msg, &ids).iter().position(|n| *n == index)?;
-    let part = msg.parts.get(*ids.get(position)? as usize)?;
+    let part = attachment_part(&msg, index)?;
+    let mut content_type = attachment_type(part);
+    let data = match &part.body {
+        PartType::Message(inner) => inner.raw_message().to_vec(),
+        // mail-parser hands text over converted to UTF-8: a file is given
+        // as it was (only its transfer encoding undone), with its charset.
+        PartType::Text(_) | PartType::Html(_) => match transfer_decoded(raw, part) {
+            Some(bytes) => bytes,
+            None => {
+                // Converted to UTF-8 after all: no charset to name.
+                if let Some((ct, _)) = content_type.split_once("; charset=") {
+                    content_type = ct.to_owned();
+                }
+                part.contents().to_vec()
+            }
+        },
+        _ => part.contents().to_vec(),
+    };
+    Some(AttachmentContent { content_type, data })
+}
+
+/// The part of the attachment numbered `index`.
+fn attachment_part<'m>(
+    msg: &'m mail_parser::Message<'m>,
+    index: u32,
+) -> Option<&'m mail_parser::MessagePart<'m>> {
+    let ids = Shown::of(msg).attachments;
+    let position = numbers_of(msg, &ids).iter().position(|n| *n == index)?;
+    msg.parts.get(*ids.get(position)? as usize)
+}
+
+/// The Content-Type an attachment is served with: its type, and the
+/// charset of a text one (its bytes are given as they are).
+fn attachment_type(part: &mail_parser::MessagePart<'_>) -> String {
     let mut content_type = part
         .content_type()
         .map(|ct| match ct.subtype() {
@@ -522,33 +555,72 @@ pub fn attachment_content(raw: &[u8], index: u32) -> Option<AttachmentContent> {
             None => ct.ctype().to_owned(),
         })
         .unwrap_or_else(|| "application/octet-stream".to_owned());
-    let data = match &part.body {
-        PartType::Message(inner) => inner.raw_message().to_vec(),
-        // mail-parser hands text over converted to UTF-8: a file is given
-        // as it was (only its transfer encoding undone), with its charset.
-        PartType::Text(_) | PartType::Html(_) => match transfer_decoded(raw, part) {
-            Some(bytes) => {
-                // A charset name is a token (RFC 2978): anything else is
-                // left out rather than written into a header or a type.
-                let charset = part
-                    .content_type()
-                    .and_then(|ct| ct.attribute("charset"))
-                    .filter(|c| {
-                        !c.is_empty()
-                            && c.bytes().all(|b| {
-                                b.is_ascii_alphanumeric() || b"!#$%&'+-^_`{}~.:".contains(&b)
-                            })
-                    });
-                if let Some(charset) = charset {
-                    content_type = format!("{content_type}; charset={charset}");
-                }
-                bytes
-            }
-            None => part.contents().to_vec(),
+    if matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
+        // A charset name is a token (RFC 2978): anything else is left out
+        // rather than written into a header or a type.
+        let charset = part
+            .content_type()
+            .and_then(|ct| ct.attribute("charset"))
+            .filter(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-^_`{}~.:".contains(&b))
+            });
+        if let Some(charset) = charset {
+            content_type = format!("{content_type}; charset={charset}");
+        }
+    }
+    content_type
+}
+
+/// Where an attachment lies in its message, found from the message's
+/// skeleton ([`skeleton`]), for reading it again from there alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentPlace {
+    /// Its Content-Type (as [`attachment_content`] gives it).
+    pub content_type: String,
+    /// Its body's first byte in the message.
+    pub start: u64,
+    /// Past its body's last byte.
+    pub end: u64,
+    /// The transfer encoding to undo.
+    pub encoding: transfer::Encoding,
+    /// Its size once decoded.
+    pub size: u64,
+}
+
+/// The place of the attachment numbered `index`, from the skeleton and the
+/// leaves [`skeleton::Scanner`] gave; `None` when there is none.
+pub fn locate_attachment(
+    skel: &[u8],
+    leaves: &[skeleton::Leaf],
+    index: u32,
+) -> Option<AttachmentPlace> {
+    let msg = parse_whole(skel)?;
+    let part = attachment_part(&msg, index)?;
+    let at = part.offset_body as usize;
+    // Its leaf: the last one starting at or before its body (a nested
+    // message's own leaves start after its header).
+    let leaf = leaves
+        .iter()
+        .filter(|l| l.skel_start <= at && at <= l.skel_end)
+        .max_by_key(|l| l.skel_start)?;
+    if matches!(part.body, PartType::Message(_)) != leaf.container
+        && leaf.encoding == transfer::Encoding::Identity
+    {
+        return None;
+    }
+    Some(AttachmentPlace {
+        content_type: attachment_type(part),
+        start: leaf.real_start,
+        end: leaf.real_end,
+        encoding: if leaf.container {
+            transfer::Encoding::Identity
+        } else {
+            leaf.encoding
         },
-        _ => part.contents().to_vec(),
-    };
-    Some(AttachmentContent { content_type, data })
+        size: leaf.decoded_len,
+    })
 }
 
 /// A leaf part's content with only its transfer encoding undone; `None`

@@ -68,6 +68,7 @@ fn xml(text: String) -> EasResponse {
         content_type: Some(CONTENT_TYPE_XML),
         headers: Vec::new(),
         body: text.into_bytes(),
+        tail: None,
     }
 }
 

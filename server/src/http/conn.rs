@@ -855,7 +855,7 @@ fn response_head(res: &EasResponse, keep: bool, http10: bool) -> Vec<u8> {
     }
     let bodiless = matches!(status.as_u16(), 100..=199 | 204 | 304);
     if !bodiless {
-        let _ = write!(h, "content-length: {}\r\n", res.body.len());
+        let _ = write!(h, "content-length: {}\r\n", res.body_len());
     }
     if !keep {
         h.push_str("connection: close\r\n");
@@ -880,11 +880,51 @@ async fn write_response(
         write_progress(stream, &head, timeouts).await
     } else if res.body.len() <= ONE_WRITE {
         head.extend_from_slice(&res.body);
-        write_progress(stream, &head, timeouts).await
+        write_progress(stream, &head, timeouts).await?;
+        write_tail(stream, res, timeouts).await
     } else {
         write_progress(stream, &head, timeouts).await?;
-        write_progress(stream, &res.body, timeouts).await
+        write_progress(stream, &res.body, timeouts).await?;
+        write_tail(stream, res, timeouts).await
     }
+}
+
+/// Writes an answer's streamed tail, each chunk as it comes and within the
+/// header timeout (a device that stops reading holds one chunk, then its
+/// connection is closed). A tail that fails or does not give exactly the
+/// bytes announced is an error: the caller closes the connection, so the
+/// device sees fewer bytes than `Content-Length`.
+async fn write_tail(
+    stream: &mut TcpStream,
+    res: &EasResponse,
+    timeouts: ConnTimeouts,
+) -> io::Result<()> {
+    use futures::StreamExt as _;
+    let Some(tail) = res.tail.as_ref() else {
+        return Ok(());
+    };
+    let broken = |why: String| io::Error::other(why);
+    let mut source = tail
+        .take()
+        .ok_or_else(|| broken("answer tail already written".to_owned()))?;
+    let mut sent: u64 = 0;
+    while let Some(chunk) = source.next().await {
+        let chunk = chunk.map_err(|e| {
+            tracing::warn!(target: "REQUEST.TRIMMED", sent, announced = tail.len(), "answer broken off: {e}");
+            broken(e)
+        })?;
+        sent += chunk.len() as u64;
+        if sent > tail.len() {
+            tracing::warn!(target: "REQUEST.TRIMMED", sent, announced = tail.len(), "answer longer than announced: broken off");
+            return Err(broken("answer longer than announced".to_owned()));
+        }
+        write_progress(stream, &chunk, timeouts).await?;
+    }
+    if sent != tail.len() {
+        tracing::warn!(target: "REQUEST.TRIMMED", sent, announced = tail.len(), "answer shorter than announced: broken off");
+        return Err(broken("answer shorter than announced".to_owned()));
+    }
+    Ok(())
 }
 
 /// Writes `bytes`, each 64 KiB within the header timeout.
@@ -913,6 +953,7 @@ async fn write_plain(
         content_type: Some("text/plain; charset=utf-8"),
         headers: Vec::new(),
         body: format!("{reason}\n").into_bytes(),
+        tail: None,
     };
     write_response(stream, &res, false, false, false, timeouts).await?;
     stream.shutdown().await
@@ -1057,6 +1098,7 @@ mod tests {
             content_type: Some("application/vnd.ms-sync.wbxml"),
             headers: vec![("MS-Server-ActiveSync", "14.1".to_owned())],
             body: vec![1, 2, 3],
+            tail: None,
         };
         let h = String::from_utf8(response_head(&res, true, false)).unwrap();
         assert!(h.starts_with("HTTP/1.1 200 OK\r\n"), "{h}");

@@ -344,7 +344,7 @@ where
         target: "REQUEST.TRIMMED",
         device = access.device.as_deref().unwrap_or("-"),
         status = res.http_status,
-        bytes = res.body.len(),
+        bytes = res.body_len(),
         duration_ms = took.as_millis() as u64,
         "{method} {path} {cmd}"
     );
@@ -365,7 +365,7 @@ where
             method: method.as_str(),
             target: &target,
             status: res.http_status,
-            bytes: res.body.len(),
+            bytes: res.body_len() as usize,
             referer: headers.get("Referer").and_then(|v| v.to_str().ok()),
             user_agent: headers.get("User-Agent").and_then(|v| v.to_str().ok()),
         });
@@ -576,6 +576,7 @@ fn options() -> EasResponse {
             ("Cache-Control", "private".to_owned()),
         ],
         body: Vec::new(),
+        tail: None,
     }
 }
 
@@ -736,8 +737,16 @@ where
     } else {
         None
     };
+    // The multipart ItemOperations answer, asked for by header or query.
+    let accept_multi_part = request.params.accept_multi_part
+        || match header_str(headers, opush_protocol::headers::MS_AS_ACCEPT_MULTI_PART)? {
+            Some(v) => opush_protocol::headers::parse_accept_multi_part(v)
+                .map_err(|e| ServerError::BadRequest(e.to_string()))?,
+            None => false,
+        };
     // 6. The command.
     let ctx = CommandContext {
+        accept_multi_part,
         app,
         user: &user,
         device: &device,

@@ -14,7 +14,7 @@
 //! [`Folder::raw_name`]; use [`utf7::encode`] to build new ones.
 
 pub mod ahead;
-mod parse;
+pub(crate) mod parse;
 pub mod pool;
 mod session;
 pub mod stream;

@@ -1,0 +1,359 @@
+//! Attachments streamed from IMAP over HTTP against the stack's Dovecot:
+//! ItemOperations Fetch by FileReference inline (base64 `Data`) and as the
+//! multipart answer (`MS-ASAcceptMultiPart: T` header, `AcceptMultiPart=T`
+//! query), whole and in ranges, several in one answer; GetAttachment
+//! (12.1); a range past the end; an attachment whose message vanished.
+//! The bytes must equal what was APPENDed, through base64,
+//! quoted-printable and 7bit parts. The multipart answer is read with
+//! this file's own parser, not the server's.
+//!
+//! Reserved Dovecot user: load1191.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod support;
+
+use base64::Engine as _;
+use opush_protocol::commands::items::{ApplicationData, Email};
+use opush_protocol::commands::sync::ServerCommand;
+use opush_tests::eas::{find_all, find_text, EasClient, HttpResponse};
+use opush_tests::{fill, RawImap};
+use support::*;
+
+const USER: &str = "load1191@load.test";
+const FOLDER: &str = "stream-att";
+const MARKER: &str = "stream-att-v1";
+const VANISH: &str = "stream-vanish";
+const SIZE: usize = 10 * 1024 * 1024;
+const QP_TEXT: &str = "Caf\u{e9} cr\u{e8}me = 100%\r\nA line long enough to be cut by a soft break somewhere in its middle, really.\r\n";
+
+/// The 10 MB attachment: a fixed, position-dependent pattern.
+fn big() -> Vec<u8> {
+    (0..SIZE)
+        .map(|i| (i.wrapping_mul(131) ^ (i >> 9)) as u8)
+        .collect()
+}
+
+fn wrapped_base64(bytes: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 38);
+    for chunk in b64.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// `QP_TEXT` (UTF-8) in quoted-printable, with a soft line break.
+fn qp() -> String {
+    let mut out = String::new();
+    for b in QP_TEXT.bytes() {
+        match b {
+            b'\r' | b'\n' => out.push(b as char),
+            b'=' => out.push_str("=3D"),
+            b if b >= 0x80 => out.push_str(&format!("={b:02X}")),
+            b => out.push(b as char),
+        }
+    }
+    out.replacen("cut by", "cut=\r\n by", 1)
+}
+
+fn message(marker: &str, i: usize) -> String {
+    format!(
+        "From: a@example.test\r\nTo: {USER}\r\nSubject: {marker} {i}\r\n\
+Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"=_S\"\r\n\r\nThe preamble.\r\n--=_S\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\nThree files attached.\r\n--=_S\r\n\
+Content-Type: application/octet-stream; name=big.bin\r\n\
+Content-Disposition: attachment; filename=big.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+{}--=_S\r\n\
+Content-Type: text/plain; charset=utf-8; name=notes.txt\r\n\
+Content-Disposition: attachment; filename=notes.txt\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+{}\r\n--=_S\r\n\
+Content-Type: text/csv; name=plain.csv\r\nContent-Disposition: attachment; filename=plain.csv\r\n\r\n\
+a,b\r\n1,2\r\n--=_S--\r\nThe epilogue.\r\n",
+        wrapped_base64(&big()),
+        qp()
+    )
+}
+
+fn email_of(c: &ServerCommand) -> &Email {
+    match c {
+        ServerCommand::Add {
+            application_data: ApplicationData::Email(e),
+            ..
+        } => e,
+        other => panic!("not an email Add: {other:?}"),
+    }
+}
+
+/// The FileReferences of the one message of `folder`, by file name.
+async fn references(c: &mut EasClient, v: &str, folder: &str) -> Vec<(String, String)> {
+    let folders = folders(c).await;
+    let (id, _) = folder_named(&folders, folder).expect("folder listed");
+    let res = c.post_xml("Sync", &sync_xml(&id, "0", 0, "")).await;
+    let key = sync_response(&res, v).collections[0].sync_key.0.clone();
+    let (_, items) = sync_all(c, v, &id, key, 5).await;
+    assert_eq!(items.len(), 1);
+    email_of(&items[0])
+        .attachments
+        .iter()
+        .map(|a| {
+            (
+                a.display_name.clone().unwrap_or_default(),
+                a.file_reference.clone().expect("FileReference"),
+            )
+        })
+        .collect()
+}
+
+fn fetch_xml(fetches: &[(&str, Option<&str>)]) -> String {
+    let mut xml = String::from(
+        "<ItemOperations xmlns=\"ItemOperations:\" xmlns:airsyncbase=\"AirSyncBase:\">",
+    );
+    for (fref, range) in fetches {
+        xml.push_str(&format!(
+            "<Fetch><Store>Mailbox</Store><airsyncbase:FileReference>{fref}</airsyncbase:FileReference>"
+        ));
+        if let Some(r) = range {
+            xml.push_str(&format!("<Options><Range>{r}</Range></Options>"));
+        }
+        xml.push_str("</Fetch>");
+    }
+    xml.push_str("</ItemOperations>");
+    xml
+}
+
+/// ItemOperations with `MS-ASAcceptMultiPart: T`.
+async fn post_multipart(c: &mut EasClient, xml: &str) -> HttpResponse {
+    let headers = vec![
+        ("Authorization".to_owned(), basic_of(USER)),
+        (
+            "Content-Type".to_owned(),
+            "application/vnd.ms-sync.wbxml".to_owned(),
+        ),
+        ("MS-ASProtocolVersion".to_owned(), "14.1".to_owned()),
+        ("MS-ASAcceptMultiPart".to_owned(), "T".to_owned()),
+    ];
+    let target = format!(
+        "/Microsoft-Server-ActiveSync?{}",
+        c.plain_query("ItemOperations", "")
+    );
+    c.send("POST", &target, &headers, &opush_tests::eas::wbxml_of(xml))
+        .await
+}
+
+fn basic_of(user: &str) -> String {
+    opush_tests::eas::basic(user, &opush_tests::demo_password())
+}
+
+/// This test's own reading of a multipart body ([MS-ASCMD] 2.2.1.10.1.1):
+/// count, (offset, length) pairs, little-endian 32-bit.
+fn parts(body: &[u8]) -> Vec<&[u8]> {
+    let int = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap()) as usize;
+    let n = int(0);
+    let mut out = Vec::new();
+    let mut expected_offset = 4 + 8 * n;
+    for i in 0..n {
+        let (offset, len) = (int(4 + 8 * i), int(8 + 8 * i));
+        assert_eq!(offset, expected_offset, "parts follow each other");
+        expected_offset += len;
+        out.push(&body[offset..offset + len]);
+    }
+    assert_eq!(
+        expected_offset,
+        body.len(),
+        "the body ends with the last part"
+    );
+    out
+}
+
+fn statuses(root: &opush_protocol::wbxml::Element<'_>) -> Vec<String> {
+    find_all(root, "Response")
+        .iter()
+        .flat_map(|r| find_all(r, "Fetch"))
+        .map(|f| find_text(f, "Status").unwrap_or_default())
+        .collect()
+}
+
+fn inline_data(root: &opush_protocol::wbxml::Element<'_>) -> Vec<Vec<u8>> {
+    find_all(root, "Data")
+        .iter()
+        .map(|d| {
+            base64::engine::general_purpose::STANDARD
+                .decode(d.text_concat().unwrap_or_default().as_bytes())
+                .expect("Data is base64")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_stream_inline_multipart_and_raw() {
+    let mut imap = RawImap::login(USER);
+    fill::ensure(&mut imap, FOLDER, 1, MARKER, |i| message(MARKER, i));
+    fill::ensure(&mut imap, VANISH, 1, "stream-vanish-v1", |i| {
+        message("stream-vanish-v1", i)
+    });
+    let opush = start(Options::default()).await;
+    let mut c = opush.client(USER, "streamdev1", "14.1");
+    let refs = references(&mut c, "14.1", FOLDER).await;
+    let fref = |name: &str| {
+        refs.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, f)| f.clone())
+            .unwrap_or_else(|| panic!("{name} not listed in {refs:?}"))
+    };
+    let (big_ref, qp_ref, csv_ref) = (fref("big.bin"), fref("notes.txt"), fref("plain.csv"));
+    let want = big();
+
+    // Inline, whole: the three attachments in one answer.
+    let res = c
+        .post_xml(
+            "ItemOperations",
+            &fetch_xml(&[(&big_ref, None), (&qp_ref, None), (&csv_ref, None)]),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("Content-Type"),
+        Some("application/vnd.ms-sync.wbxml")
+    );
+    let root = res.element();
+    assert_eq!(statuses(&root), ["1", "1", "1"]);
+    let data = inline_data(&root);
+    assert_eq!(data.len(), 3);
+    assert!(data[0] == want, "big.bin inline differs");
+    assert_eq!(data[1], QP_TEXT.as_bytes());
+    assert_eq!(data[2], b"a,b\r\n1,2");
+    let types: Vec<String> = find_all(&root, "ContentType")
+        .iter()
+        .map(|e| e.text_concat().unwrap_or_default().into_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/octet-stream",
+            "text/plain; charset=utf-8",
+            "text/csv"
+        ]
+    );
+
+    // Inline, a range in the middle.
+    let res = c
+        .post_xml(
+            "ItemOperations",
+            &fetch_xml(&[(&big_ref, Some("1000001-3000000"))]),
+        )
+        .await;
+    let root = res.element();
+    assert_eq!(statuses(&root), ["1"]);
+    assert_eq!(find_text(&root, "Total"), Some(SIZE.to_string()));
+    assert!(inline_data(&root)[0] == want[1_000_001..=3_000_000]);
+
+    // Multipart (header), whole: Part 1 and 2 instead of Data.
+    let res = post_multipart(&mut c, &fetch_xml(&[(&big_ref, None), (&qp_ref, None)])).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("Content-Type"),
+        Some("application/vnd.ms-sync.multipart")
+    );
+    let p = parts(&res.body);
+    assert_eq!(p.len(), 3);
+    let root = opush_protocol::wbxml::decode(p[0]).unwrap().into_owned();
+    assert_eq!(statuses(&root), ["1", "1"]);
+    assert!(find_all(&root, "Data").is_empty());
+    let part_numbers: Vec<String> = find_all(&root, "Part")
+        .iter()
+        .map(|e| e.text_concat().unwrap_or_default().into_owned())
+        .collect();
+    assert_eq!(part_numbers, ["1", "2"]);
+    assert!(p[1] == want.as_slice(), "big.bin multipart differs");
+    assert_eq!(p[2], QP_TEXT.as_bytes());
+
+    // Multipart (query), ranges: the end clipped to the size.
+    let query = c.plain_query("ItemOperations", "&AcceptMultiPart=T");
+    let xml = fetch_xml(&[
+        (&big_ref, Some("0-0")),
+        (&big_ref, Some(&format!("{}-{}", SIZE - 10, SIZE + 50))),
+        (&csv_ref, Some("2-3")),
+    ]);
+    let res = c
+        .post_query(&query, true, &opush_tests::eas::wbxml_of(&xml))
+        .await;
+    let p = parts(&res.body);
+    assert_eq!(p.len(), 4);
+    let root = opush_protocol::wbxml::decode(p[0]).unwrap().into_owned();
+    assert_eq!(statuses(&root), ["1", "1", "1"]);
+    assert_eq!(p[1], &want[..1]);
+    assert_eq!(p[2], &want[SIZE - 10..]);
+    assert_eq!(p[3], b"b\r");
+    let ranges: Vec<String> = find_all(&root, "Range")
+        .iter()
+        .map(|e| e.text_concat().unwrap_or_default().into_owned())
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            "0-0".to_owned(),
+            format!("{}-{}", SIZE - 10, SIZE - 1),
+            "2-3".to_owned()
+        ]
+    );
+
+    // A range past the end: InvalidByteRange, nothing streamed.
+    let res = c
+        .post_xml(
+            "ItemOperations",
+            &fetch_xml(&[(&big_ref, Some(&format!("{SIZE}-{}", SIZE + 10)))]),
+        )
+        .await;
+    assert_eq!(statuses(&res.element()), ["8"]);
+
+    // GetAttachment (12.1): the raw bytes, with the attachment's type.
+    let mut old = opush.client(USER, "streamdev2", "12.1");
+    let old_refs = references(&mut old, "12.1", FOLDER).await;
+    let old_big = &old_refs.iter().find(|(n, _)| n == "big.bin").unwrap().1;
+    let query = old.plain_query(
+        "GetAttachment",
+        &format!("&AttachmentName={}", percent(old_big)),
+    );
+    let res = old.post_query(&query, true, b"").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("Content-Type"), Some("application/octet-stream"));
+    assert!(res.body == want, "GetAttachment differs");
+
+    // The message vanishes: ObjectNotFound, and HTTP 500 for GetAttachment.
+    let gone = references(&mut c, "14.1", VANISH).await;
+    let gone_old = references(&mut old, "12.1", VANISH).await;
+    imap.cmd(&format!("SELECT \"{VANISH}\""));
+    imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    imap.cmd("EXPUNGE");
+    imap.cmd("UNSELECT");
+    let res = post_multipart(&mut c, &fetch_xml(&[(&gone[0].1, None)])).await;
+    let p = parts(&res.body);
+    assert_eq!(p.len(), 1);
+    let root = opush_protocol::wbxml::decode(p[0]).unwrap().into_owned();
+    assert_eq!(statuses(&root), ["6"]);
+    let query = old.plain_query(
+        "GetAttachment",
+        &format!("&AttachmentName={}", percent(&gone_old[0].1)),
+    );
+    assert_eq!(old.post_query(&query, true, b"").await.status, 500);
+    opush.stop().await;
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
