@@ -73,6 +73,8 @@ struct Args {
     keyspace: String,
     /// `--fetch-big N`: only the Sync Fetch memory run (N messages of 5 MB).
     fetch_big: usize,
+    /// `--fetch-attachment MB`: only the attachment memory run.
+    fetch_attachment: usize,
 }
 
 impl Args {
@@ -89,6 +91,8 @@ fn usage() -> ! {
          --rate R adds a paced run after the closed-loop one: the same devices send R no-change Syncs per second in all, evenly spread\n\
          (latency counted from each request's scheduled time, so a late answer delays nothing unmeasured);\n\
          --user-base 1 --small-users 19: load0001 has the big INBOX, load0002-load0020 the small ones;\n\
+         --fetch-attachment MB: only the attachment memory run: the INBOX of load<user-base> (and the next users, two devices each) holds one message with an attachment of MB megabytes,\n\
+         \x20 --devices devices fetch it at once with ItemOperations, inline then multipart (set OPUSH_LOAD_IMAP=\"max_message_bytes = ...\" above its size)\n\
          --fetch-big N: only the Sync Fetch memory run: load<user-base>'s INBOX holds N messages of 5 MB, one Sync Fetches them all\n\
          (MIME bodies), the deferred ones are asked again until every one came; prints the server's peak RSS (VmHWM);\n\
          --store cassandra: the server's store is a new keyspace (default opush_load_<pid>) on the stack's node 127.0.0.1:9042,\n\
@@ -112,6 +116,7 @@ fn args() -> Args {
         store: "embedded".to_owned(),
         keyspace: format!("opush_load_{}", std::process::id()),
         fetch_big: 0,
+        fetch_attachment: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -128,6 +133,7 @@ fn args() -> Args {
             "--rate" => a.rate = value.parse::<f64>().unwrap_or_else(|_| usage()).max(0.0),
             "--user-base" => a.user_base = num().clamp(1, 9999),
             "--fetch-big" => a.fetch_big = num().clamp(1, 200),
+            "--fetch-attachment" => a.fetch_attachment = num().clamp(1, 1000),
             "--small-users" => a.small_users = num().clamp(1, 9998),
             "--store" if value == "embedded" || value == "cassandra" => a.store = value.clone(),
             "--keyspace"
@@ -677,6 +683,10 @@ fn main() {
         fetch_big(&a, v);
         return;
     }
+    if a.fetch_attachment > 0 {
+        fetch_attachment(&a);
+        return;
+    }
     println!(
         "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}, {} store{}; load average {}",
         a.messages,
@@ -1109,6 +1119,163 @@ fn fetch_big(a: &Args, v: ProtocolVersion) {
             proc.status_kb("VmHWM:") / 1024,
             load_average()
         );
+    });
+    server.stop();
+}
+
+/// The `--fetch-attachment` attachment of `mb` megabytes: a fixed pattern.
+fn attachment_bytes(mb: usize) -> Vec<u8> {
+    (0..mb * 1_000_000)
+        .map(|i| (i.wrapping_mul(131) ^ (i >> 9)) as u8)
+        .collect()
+}
+
+fn attachment_marker(mb: usize) -> String {
+    format!("load-att{mb}m-v1")
+}
+
+fn attachment_message(mb: usize) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(attachment_bytes(mb));
+    let mut wrapped = String::with_capacity(b64.len() + b64.len() / 38);
+    for chunk in b64.as_bytes().chunks(76) {
+        wrapped.push_str(std::str::from_utf8(chunk).unwrap_or(""));
+        wrapped.push_str("\r\n");
+    }
+    format!(
+        "From: Filler <filler@example.test>\r\nTo: Reader <reader@load.test>\r\n\
+Subject: {} 0\r\nDate: Mon, 30 Nov 2026 11:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=ATT\r\n\r\n--ATT\r\nContent-Type: text/plain\r\n\r\n\
+One attachment.\r\n--ATT\r\nContent-Type: application/octet-stream; name=big.bin\r\n\
+Content-Disposition: attachment; filename=big.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+{wrapped}--ATT--\r\n",
+        attachment_marker(mb)
+    )
+}
+
+/// `--fetch-attachment MB`: the server's peak RSS while `--devices`
+/// devices (two per user from `--user-base`) fetch one attachment of MB megabytes at once with
+/// ItemOperations, multipart, inline, multipart again. Each device
+/// syncs the INBOX first (which reads the message whole: Sync's path);
+/// the peak is reset (`/proc/PID/clear_refs`) before each fetch round.
+fn fetch_attachment(a: &Args) {
+    let mb = a.fetch_attachment;
+    // Two devices per user (a user's IMAP connections are few, and each
+    // streamed answer holds one while it is sent).
+    let user_of = |d: usize| format!("load{:04}@load.test", a.user_base + d / 2);
+    let marker = attachment_marker(mb);
+    let t = Instant::now();
+    let mut filled = false;
+    for d in (0..a.devices).step_by(2) {
+        let mut imap = RawImap::login(&user_of(d));
+        filled |= fill::ensure(&mut imap, "INBOX", 1, &marker, |_| attachment_message(mb));
+    }
+    println!(
+        "# opush-load --fetch-attachment {mb} --devices {}: {} to {}, data ready in {:.1} s ({}); load average {}",
+        a.devices,
+        user_of(0),
+        user_of(a.devices.saturating_sub(1)),
+        t.elapsed().as_secs_f64(),
+        if filled { "filled now" } else { "reused" },
+        load_average()
+    );
+    let want = attachment_bytes(mb);
+    let server = Server::start(&a.opush, a);
+    let proc = server.proc();
+    let rt = runtime();
+    let addr = server.addr;
+    rt.block_on(async {
+        // Every device syncs the INBOX: its FileReference.
+        let mut devices = Vec::new();
+        for d in 0..a.devices {
+            let mut c = EasClient::new(
+                addr,
+                &user_of(d),
+                &demo_password(),
+                &format!("LOADATT{d}"),
+                "14.1",
+            );
+            let inbox = inbox_of(&mut c).await;
+            let mut key = "0".to_owned();
+            let mut fref = None;
+            for _ in 0..5 {
+                let res = c.post_xml("Sync", &sync_xml(&inbox, &key, 10)).await;
+                assert_eq!(res.status, 200, "Sync");
+                let root = res.element();
+                key = find_text(&root, "SyncKey").expect("SyncKey");
+                if let Some(f) = find_text(&root, "FileReference") {
+                    fref = Some(f);
+                    break;
+                }
+            }
+            devices.push((c, fref.expect("the attachment listed")));
+        }
+        println!(
+            "after the Syncs: server RSS {} MB, peak {} MB",
+            proc.status_kb("VmRSS:") / 1024,
+            proc.status_kb("VmHWM:") / 1024
+        );
+        for multipart in [true, false, true] {
+            // What the Syncs (or the last round) freed goes back first.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = std::fs::write(format!("/proc/{}/clear_refs", proc.0), "5");
+            let rss_before = proc.status_kb("VmRSS:");
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for (mut c, fref) in std::mem::take(&mut devices) {
+                let want_len = want.len();
+                tasks.push(tokio::spawn(async move {
+                    let xml = format!(
+                        "<ItemOperations xmlns=\"ItemOperations:\" xmlns:airsyncbase=\"AirSyncBase:\">\
+                         <Fetch><Store>Mailbox</Store><airsyncbase:FileReference>{fref}</airsyncbase:FileReference>\
+                         </Fetch></ItemOperations>"
+                    );
+                    let query = c.plain_query(
+                        "ItemOperations",
+                        if multipart { "&AcceptMultiPart=T" } else { "" },
+                    );
+                    let res = c
+                        .post_query(&query, true, &opush_tests::eas::wbxml_of(&xml))
+                        .await;
+                    assert_eq!(res.status, 200, "ItemOperations");
+                    let got = if res.header("Content-Type")
+                        == Some("application/vnd.ms-sync.multipart")
+                    {
+                        let int = |at: usize| {
+                            u32::from_le_bytes([res.body[at], res.body[at + 1], res.body[at + 2], res.body[at + 3]]) as usize
+                        };
+                        let (offset, len) = (int(12), int(16));
+                        res.body[offset..offset + len].to_vec()
+                    } else {
+                        use base64::Engine as _;
+                        let data = find_text(&res.element(), "Data").expect("Data");
+                        base64::engine::general_purpose::STANDARD
+                            .decode(data.as_bytes())
+                            .expect("base64")
+                    };
+                    assert_eq!(got.len(), want_len, "attachment length");
+                    (c, fref, got, res.body.len())
+                }));
+            }
+            let mut answer = 0;
+            for task in tasks {
+                let (c, fref, got, len) = task.await.expect("device task");
+                assert!(got == want, "attachment bytes differ");
+                answer = len;
+                devices.push((c, fref));
+            }
+            println!(
+                "{} devices fetching a {mb} MB attachment at once ({}): answers of {:.1} MB, {:.1} s; \
+                 server RSS {} MB before, peak (VmHWM since reset) {} MB; load average {}",
+                a.devices,
+                if multipart { "multipart asked" } else { "inline" },
+                answer as f64 / 1e6,
+                t.elapsed().as_secs_f64(),
+                rss_before / 1024,
+                proc.status_kb("VmHWM:") / 1024,
+                load_average()
+            );
+        }
     });
     server.stop();
 }
