@@ -357,3 +357,95 @@ fn percent(s: &str) -> String {
         })
         .collect()
 }
+
+/// The IMAP server stops while an attachment is being sent: the answer
+/// was announced with its `Content-Length`, fewer bytes come and the
+/// connection closes (never an answer that looks whole). A private Dovecot
+/// (port 11740, load1193's own store there) is stopped mid-answer; the
+/// client reads slowly at first so that most of the answer is still to
+/// be read from IMAP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_stopping_mid_answer_closes_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const USER2: &str = "load1193@load.test";
+    const MB: usize = 40;
+    opush_tests::require(opush_tests::DOVECOT_IMAP);
+    let dovecot = opush_tests::PrivateDovecot::new(
+        opush_tests::repo_root().join("target/tmp/stream-mid-answer"),
+        11740,
+    );
+    dovecot.run("up");
+    let marker = "stream-mid-v1";
+    let bytes: Vec<u8> = (0..MB * 1_000_000).map(|i| (i % 251) as u8).collect();
+    let msg = format!(
+        "From: a@example.test\r\nTo: {USER2}\r\nSubject: {marker} 0\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=M\r\n\r\n--M\r\nContent-Type: text/plain\r\n\r\nbig\r\n--M\r\n\
+Content-Type: application/octet-stream; name=mid.bin\r\nContent-Disposition: attachment; filename=mid.bin\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n{}--M--\r\n",
+        wrapped_base64(&bytes)
+    );
+    let mut imap = RawImap::login_to(dovecot.addr(), USER2);
+    fill::ensure(&mut imap, FOLDER, 1, marker, |_| msg.clone());
+    drop(imap);
+    let opush = start(Options {
+        imap_port: 11740,
+        imap_toml: "max_message_bytes = 100000000\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = opush.client(USER2, "streammid", "14.1");
+    let refs = references(&mut c, "14.1", FOLDER).await;
+    let fref = &refs.iter().find(|(n, _)| n == "mid.bin").unwrap().1;
+    let body = opush_tests::eas::wbxml_of(&fetch_xml(&[(fref, None)]));
+    let mut head = format!(
+        "POST /Microsoft-Server-ActiveSync?{} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
+         MS-ASProtocolVersion: 14.1\r\nMS-ASAcceptMultiPart: T\r\n\
+         Content-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: {}\r\n\r\n",
+        c.plain_query("ItemOperations", ""),
+        basic_of(USER2),
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&body);
+    let mut conn = tokio::net::TcpStream::connect(opush.addr).await.unwrap();
+    conn.write_all(&head).await.unwrap();
+    // The head, and the first bytes.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let length: usize = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("Content-Length");
+    let head_len = text.find("\r\n\r\n").unwrap() + 4;
+    assert!(length > MB * 1_000_000, "the whole attachment announced");
+    dovecot.run("down");
+    // Then everything, until the server closes.
+    let read_all = async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), read_all)
+        .await
+        .expect("the server closes the connection");
+    let received = got.len() - head_len;
+    assert!(
+        received < length,
+        "only part of the answer comes ({received} of {length} bytes)"
+    );
+    opush.stop().await;
+}
