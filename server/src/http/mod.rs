@@ -737,12 +737,18 @@ where
     } else {
         None
     };
-    // The multipart ItemOperations answer, asked for by header or query.
+    // The multipart ItemOperations answer, asked for by header or query;
+    // a header value other than T or F asks for nothing (logged), rather
+    // than failing every command of the device.
     let accept_multi_part = request.params.accept_multi_part
-        || match header_str(headers, opush_protocol::headers::MS_AS_ACCEPT_MULTI_PART)? {
-            Some(v) => opush_protocol::headers::parse_accept_multi_part(v)
-                .map_err(|e| ServerError::BadRequest(e.to_string()))?,
-            None => false,
+        || match header_str(headers, opush_protocol::headers::MS_AS_ACCEPT_MULTI_PART) {
+            Ok(Some(v)) => {
+                opush_protocol::headers::parse_accept_multi_part(v).unwrap_or_else(|e| {
+                    tracing::debug!(target: "REQUEST.TRIMMED", "{e}: a WBXML answer");
+                    false
+                })
+            }
+            _ => false,
         };
     // 6. The command.
     let ctx = CommandContext {
