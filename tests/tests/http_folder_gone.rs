@@ -60,6 +60,19 @@ fn recreate(folder: &str) -> RawImap {
     RawImap::login(USER)
 }
 
+/// The subjects of the messages `cmds` add.
+fn added_subjects(cmds: &[ServerCommand]) -> Vec<String> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            ServerCommand::Add {
+                application_data: ApplicationData::Email(e),
+                ..
+            } => e.subject.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
 /// ItemOperations Fetch of `server_id`: its Status and the subject fetched.
 async fn fetch(c: &mut EasClient, collection: &str, server_id: &str) -> (u16, Option<String>) {
     let res = c
@@ -193,29 +206,13 @@ async fn a_folder_deleted_or_created_again_never_serves_or_moves_another_message
                 "the old item again: {}",
                 res.xml()
             );
-            cmds.iter()
-                .filter_map(|c| match c {
-                    ServerCommand::Add {
-                        application_data: ApplicationData::Email(e),
-                        ..
-                    } => e.subject.clone(),
-                    _ => None,
-                })
-                .collect()
+            added_subjects(&cmds)
         }
         Some(3) => {
             let res = c.post_xml("Sync", &sync_xml(&gone_id, "0", 0, "")).await;
             let key = sync_response(&res, V).collections[0].sync_key.0.clone();
             let (_, cmds) = sync_all(&mut c, V, &gone_id, key, 10).await;
-            cmds.iter()
-                .filter_map(|c| match c {
-                    ServerCommand::Add {
-                        application_data: ApplicationData::Email(e),
-                        ..
-                    } => e.subject.clone(),
-                    _ => None,
-                })
-                .collect()
+            added_subjects(&cmds)
         }
         s => panic!(
             "Sync of the folder created again: Status {s:?}: {}",

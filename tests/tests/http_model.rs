@@ -137,6 +137,21 @@ impl Model {
             .filter(|k| Some(k.incarnation) == item.incarnation)
     }
 
+    /// Forgets every message of `folder` (emptied or deleted); their
+    /// subjects.
+    fn empty(&mut self, folder: &str) -> Vec<String> {
+        let gone: Vec<String> = self
+            .by_subject
+            .iter()
+            .filter(|(_, k)| k.folder == folder)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in &gone {
+            self.by_subject.remove(s);
+        }
+        gone
+    }
+
     /// The folders that exist now.
     fn folders(&self) -> Vec<&'static str> {
         FOLDERS
@@ -1137,15 +1152,7 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
                     if model.projects {
                         server.delete(PROJECTS);
                         model.projects = false;
-                        let gone: Vec<String> = model
-                            .by_subject
-                            .iter()
-                            .filter(|(_, k)| k.folder == PROJECTS)
-                            .map(|(s, _)| s.clone())
-                            .collect();
-                        for s in &gone {
-                            model.by_subject.remove(s);
-                        }
+                        let gone = model.empty(PROJECTS);
                         note(
                             &mut journal,
                             format!("{step}: server deletes {PROJECTS}: {gone:?}"),
@@ -1199,15 +1206,7 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
             // A device empties Trash.
             let d = &mut devices[di];
             d.empty_folder("Trash").await;
-            let gone: Vec<String> = model
-                .by_subject
-                .iter()
-                .filter(|(_, k)| k.folder == "Trash")
-                .map(|(s, _)| s.clone())
-                .collect();
-            for s in &gone {
-                model.by_subject.remove(s);
-            }
+            let gone = model.empty("Trash");
             note(
                 &mut journal,
                 format!("{step}: {} empties Trash: {gone:?}", d.name),
@@ -1238,15 +1237,8 @@ async fn session(seed: u64, steps: usize, nodes: usize) {
                 match (status, model.projects) {
                     (1, true) => {
                         model.projects = false;
-                        let gone: Vec<String> = model
-                            .by_subject
-                            .iter()
-                            .filter(|(_, k)| k.folder == PROJECTS)
-                            .map(|(s, _)| s.clone())
-                            .collect();
-                        for s in &gone {
-                            model.by_subject.remove(s);
-                        }
+                        let gone = model.empty(PROJECTS);
+                        note(&mut journal, format!("{step}: {PROJECTS} held {gone:?}"));
                         *tally.entry("device deletes folder").or_default() += 1;
                     }
                     // Gone already (the server side deleted it), or the

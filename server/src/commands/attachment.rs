@@ -290,14 +290,20 @@ pub fn stream(imap: PooledSession, pieces: Vec<Segment>) -> TailStream {
     }))
 }
 
-/// Reads `pieces` whole into memory (for callers without HTTP, such as
-/// the in-process tests of `item_operations`).
-pub async fn read_all(imap: PooledSession, pieces: Vec<Segment>) -> Result<Vec<u8>, String> {
+/// Reads one attachment whole into memory (for callers without HTTP, such
+/// as the in-process tests of `item_operations`); a failure of the
+/// stream is an IMAP failure the device retries.
+pub async fn read_all(imap: PooledSession, piece: Piece) -> Result<Vec<u8>, super::CommandError> {
     use futures::StreamExt as _;
-    let mut s = stream(imap, pieces);
+    let mut s = stream(imap, vec![Segment::Piece(piece)]);
     let mut out = Vec::new();
     while let Some(chunk) = s.next().await {
-        out.extend_from_slice(&chunk?);
+        let chunk = chunk.map_err(|reason| super::CommandError::BackendFailed {
+            backend: "imap",
+            kind: "unavailable",
+            reason,
+        })?;
+        out.extend_from_slice(&chunk);
     }
     Ok(out)
 }

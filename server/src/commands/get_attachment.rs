@@ -82,13 +82,7 @@ pub async fn get_attachment(
         return Ok(None);
     };
     let content_type = piece.place.content_type.clone();
-    let data = attachment::read_all(imap, vec![Segment::Piece(piece)])
-        .await
-        .map_err(|reason| CommandError::BackendFailed {
-            backend: "imap",
-            kind: "unavailable",
-            reason,
-        })?;
+    let data = attachment::read_all(imap, piece).await?;
     Ok(Some(AttachmentContent { content_type, data }))
 }
 

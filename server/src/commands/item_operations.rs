@@ -138,13 +138,7 @@ pub async fn item_operations(
             Some(s) => s,
             None => eas.imap_for(caller).await?,
         };
-        let data = attachment::read_all(session, vec![Segment::Piece(piece)])
-            .await
-            .map_err(|reason| CommandError::BackendFailed {
-                backend: "imap",
-                kind: "unavailable",
-                reason,
-            })?;
+        let data = attachment::read_all(session, piece).await?;
         let mark = marker(i);
         if let Some(OperationResult::Fetch {
             properties: Some(ApplicationData::Properties(props)),
