@@ -3,7 +3,7 @@
 # LMTP on 127.0.0.1:1024 for Postfix, SASL auth on 127.0.0.1:1026 for
 # Postfix submission, and ManageSieve (RFC 5804) on 127.0.0.1:1190 with the
 # Pigeonhole Sieve plug-in run by LMTP delivery (vacation replies, the
-# out-of-office opush sets, go out through Postfix on 127.0.0.1:1025). Users: alice@ and bob@example.test, 1300 load users
+# out-of-office opush sets, go out through Postfix on 127.0.0.1:1025). Users: alice@ and bob@example.test, 1400 load users
 # loadNNNN@load.test (OPUSH_STACK_LOAD_USERS to change), and a master user
 # `opush-master` (login as `user*opush-master`) for background push.
 # Passwords: $OPUSH_DEMO_PASSWORD (default opush-demo), except the
@@ -82,7 +82,7 @@ _dovecot_hash() {
 }
 
 # _dovecot_write_users DIR: writes DIR/users (alice, bob, and
-# OPUSH_STACK_LOAD_USERS load users, default 1300: load0001-0100 and load1101-1300 for the tests,
+# OPUSH_STACK_LOAD_USERS load users, default 1400: load0001-0100 and load1101-1400 for the tests,
 # load0101-1100 for the push load tool, and DOVECOT_SPECIAL_USERS) and prints
 # the demo password hash used.
 # Idempotent: an existing hash that still matches the password is reused and
@@ -91,7 +91,7 @@ _dovecot_hash() {
 _dovecot_write_users() {
   local dir=$1 hash
   hash=$(_dovecot_hash "$dir/users" alice@example.test "$OPUSH_DEMO_PASSWORD")
-  local tmp="$dir/users.new" n=${OPUSH_STACK_LOAD_USERS:-1300} i
+  local tmp="$dir/users.new" n=${OPUSH_STACK_LOAD_USERS:-1400} i
   {
     echo "alice@example.test:$hash::::::"
     echo "bob@example.test:$hash::::::"
