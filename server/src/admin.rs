@@ -12,7 +12,9 @@
 //! to the device or to a backend.
 
 use opush_engine::{Event, WipeState};
-use opush_storage::{DeviceKey, DeviceRecord, DeviceState as RegistryState, StorageError, Store};
+use opush_storage::{
+    DeviceChange, DeviceKey, DeviceRecord, DeviceState as RegistryState, StorageError, Store,
+};
 
 use crate::session::{now, SessionError, Sessions};
 
@@ -70,7 +72,7 @@ pub async fn request_wipe(
             device: device.to_owned(),
         });
     }
-    let mut session = sessions.open(key).await?;
+    let mut session = sessions.open(key.clone()).await?;
     let outcome = match session.state().wipe {
         WipeState::Requested => WipeOutcome::AlreadyPending,
         WipeState::Acknowledged => WipeOutcome::RequestedAgain,
@@ -82,11 +84,11 @@ pub async fn request_wipe(
             .await?;
     }
     drop(session);
-    if let Some(mut record) = record {
-        if record.state != RegistryState::WipeRequested {
-            record.state = RegistryState::WipeRequested;
-            store.put_device(record).await?;
-        }
+    if record.is_some() {
+        // The registry's mirror of the wipe (the log holds the wipe itself).
+        let mut change = DeviceChange::new(key);
+        change.state = Some(RegistryState::WipeRequested);
+        store.change_device(change).await?;
     }
     Ok(outcome)
 }
@@ -99,19 +101,19 @@ pub async fn set_access(
     allowed: bool,
 ) -> Result<DeviceRecord, AdminError> {
     let key = key(user, device)?;
-    let Some(mut record) = store.get_device(&key).await? else {
-        return Err(AdminError::UnknownDevice {
-            user: user.to_owned(),
-            device: device.to_owned(),
-        });
-    };
-    record.state = if allowed {
+    let mut change = DeviceChange::new(key);
+    change.state = Some(if allowed {
         RegistryState::Allowed
     } else {
         RegistryState::Quarantined
-    };
-    store.put_device(record.clone()).await?;
-    Ok(record)
+    });
+    match store.change_device(change).await? {
+        Some(record) => Ok(record),
+        None => Err(AdminError::UnknownDevice {
+            user: user.to_owned(),
+            device: device.to_owned(),
+        }),
+    }
 }
 
 /// The devices of `user` (every device when `None`), ordered by user and id.

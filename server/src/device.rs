@@ -203,8 +203,10 @@ impl DeviceRegistry for MemoryDeviceRegistry {
 /// is that precise); the same period bounds how long an administrator's
 /// change of an allowed device takes to apply. A device that is not allowed
 /// is re-read on each of its requests, so allowing it applies at once.
-/// Rows are read-modify-written, keeping what Settings and administrators
-/// put there (device information, wipe state).
+/// Each write changes only what the request saw (type, agent, version,
+/// time) on the row as stored ([`opush_storage::Store::change_device`]), so
+/// what Settings, administrators and other processes put there (device
+/// information, access, wipe state) is kept.
 pub struct StoreDeviceRegistry {
     store: std::sync::Arc<opush_storage::Store>,
     write_every: std::time::Duration,
@@ -297,38 +299,47 @@ impl StoreDeviceRegistry {
         let key = opush_storage::DeviceKey::new(&seen.user, &seen.device_id)
             .map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let at = millis(seen.at);
-        let stored = self.store.get_device(&key).await.map_err(unavailable)?;
-        let new_device = stored.is_none();
-        let mut row = match stored {
-            Some(row) => row,
-            None => opush_storage::DeviceRecord {
-                first_seen_ms: crate::obs::metrics::device_created(at),
-                key,
-                device_type: seen.device_type.clone(),
-                last_seen_ms: at,
-                policy_key: None,
-                state: if allow_unknown {
-                    Row::Allowed
-                } else {
-                    Row::Quarantined
-                },
-                info: std::collections::BTreeMap::new(),
+        let new_device = self
+            .store
+            .get_device(&key)
+            .await
+            .map_err(unavailable)?
+            .is_none();
+        // Only what this request saw is changed, on the row as stored: an
+        // administrator's change or another process's made meanwhile is kept.
+        let mut change = opush_storage::DeviceChange::new(key.clone());
+        change.create = Some(opush_storage::DeviceRecord {
+            first_seen_ms: at,
+            key,
+            device_type: seen.device_type.clone(),
+            last_seen_ms: at,
+            policy_key: None,
+            state: if allow_unknown {
+                Row::Allowed
+            } else {
+                Row::Quarantined
             },
-        };
-        row.device_type = seen.device_type.clone();
-        row.last_seen_ms = row.last_seen_ms.max(at);
-        row.info.insert(
+            info: std::collections::BTreeMap::new(),
+        });
+        change.device_type = Some(seen.device_type.clone());
+        change.seen_ms = Some(at);
+        change.info.insert(
             INFO_PROTOCOL_VERSION.to_owned(),
             seen.protocol_version.as_str().to_owned(),
         );
         if let Some(agent) = &seen.user_agent {
-            row.info.insert(INFO_USER_AGENT.to_owned(), agent.clone());
+            change
+                .info
+                .insert(INFO_USER_AGENT.to_owned(), agent.clone());
         }
-        self.store
-            .put_device(row.clone())
+        let row = self
+            .store
+            .change_device(change)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+            .ok_or_else(|| RegistryError::Unavailable("device row not written".into()))?;
         if new_device {
+            crate::obs::metrics::device_created(());
             crate::obs::metrics::device_registered();
         }
         let record = DeviceRecord {

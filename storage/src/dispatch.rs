@@ -9,8 +9,8 @@ use crate::embedded::EmbeddedStore;
 use crate::model::validate_sent_copy_key;
 use crate::schema::{MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA};
 use crate::{
-    AppendBatch, BackendKind, Capture, DeviceKey, DeviceRecord, Result, SentCopy, Snapshot,
-    StorageConfig, StoredEvent,
+    AppendBatch, BackendKind, Capture, DeviceChange, DeviceKey, DeviceRecord, Result, SentCopy,
+    Snapshot, StorageConfig, StorageError, StoredEvent,
 };
 
 /// The storage of opush. Cheap to clone; share one per process.
@@ -144,6 +144,25 @@ impl Store {
         match self {
             Store::Embedded(s) => s.put_device(record).await,
             Store::Cassandra(s) => s.put_device(&record).await,
+        }
+    }
+
+    /// Changes a device registry row as stored when the change is written
+    /// (see [`DeviceChange`]); the row afterwards (`None`: there is none, and
+    /// the change created none). Concurrent changes of one row by several
+    /// processes all take effect.
+    pub async fn change_device(&self, change: DeviceChange) -> Result<Option<DeviceRecord>> {
+        change.key.validate()?;
+        if let Some(create) = &change.create {
+            if create.key != change.key {
+                return Err(StorageError::InvalidInput(
+                    "device change: the row to create has another key".into(),
+                ));
+            }
+        }
+        match self {
+            Store::Embedded(s) => s.change_device(change).await,
+            Store::Cassandra(s) => s.change_device(&change).await,
         }
     }
 

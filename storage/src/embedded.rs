@@ -56,8 +56,8 @@ use crate::schema::{
     MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
 };
 use crate::{
-    AppendBatch, Capture, DeviceKey, DeviceRecord, Result, SentCopy, Snapshot, StorageConfig,
-    StorageError, StoredEvent,
+    AppendBatch, Capture, DeviceChange, DeviceKey, DeviceRecord, Result, SentCopy, Snapshot,
+    StorageConfig, StorageError, StoredEvent,
 };
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -356,6 +356,8 @@ pub const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 enum Write {
     Append(AppendBatch),
     Device(DeviceRecord),
+    /// A device row changed as stored ([`crate::Store::change_device`]).
+    DeviceChange(Box<DeviceChange>),
     Snapshot(Box<SnapshotWrite>),
     Capture(Box<CaptureWrite>),
     /// A pending Sent copy put (schema v3).
@@ -403,7 +405,7 @@ impl PendingWrite {
     fn bytes(&self) -> usize {
         match &self.write {
             Write::Append(batch) => batch.events.iter().map(|e| e.payload.len()).sum(),
-            Write::Device(_) => 0,
+            Write::Device(_) | Write::DeviceChange(_) => 0,
             Write::Snapshot(w) => w.snap.payload.len(),
             Write::Capture(w) => w.bytes.len(),
             Write::SentCopy(c) => c.bytes.len(),
@@ -577,6 +579,15 @@ impl EmbeddedStore {
     /// See [`crate::Store::put_device`] (group-committed, like appends).
     pub async fn put_device(&self, rec: DeviceRecord) -> Result<()> {
         self.group_write(Write::Device(rec)).await.map(|_| ())
+    }
+
+    /// See [`crate::Store::change_device`]: applied inside the group
+    /// commit's write transaction, to the row as it is there.
+    pub async fn change_device(&self, change: DeviceChange) -> Result<Option<DeviceRecord>> {
+        let key = change.key.clone();
+        self.group_write(Write::DeviceChange(Box::new(change)))
+            .await?;
+        self.get_device(key).await
     }
 
     /// See [`crate::Store::get_device`].
@@ -1238,6 +1249,9 @@ impl Inner {
                 Write::Device(rec) => {
                     Self::put_device_in(&txn, r, rec, now + self.cfg.ttl_devices_s).map(|()| 0)
                 }
+                Write::DeviceChange(change) => {
+                    Self::change_device_in(&txn, r, change, now, self.cfg.ttl_devices_s).map(|()| 0)
+                }
                 Write::Snapshot(w) => {
                     let expires = now + self.cfg.ttl_snapshots_s;
                     Self::put_snapshot_in(&txn, &mut unjournaled, w, expires).map(|()| 0)
@@ -1539,6 +1553,31 @@ impl Inner {
         rows.put(T_DEVICE, &key, &v);
         let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
         reindex_expiry_in(&mut ix, rows, old, expires, T_DEVICE, &key)
+    }
+
+    /// One device row changed inside `txn`, from the row as it is there
+    /// (earlier writes of the same group included).
+    fn change_device_in(
+        txn: &WriteTransaction,
+        rows: &mut Rows,
+        change: &DeviceChange,
+        now: u64,
+        ttl: u64,
+    ) -> Result<()> {
+        change.key.validate()?;
+        let current = {
+            let t = txn.open_table(DEVICES).map_err(backend)?;
+            let v = t.get(change.key.to_bytes().as_slice()).map_err(backend)?;
+            match v {
+                Some(v) => Self::decode_device(v.value(), now)?,
+                None => None,
+            }
+        };
+        // Written even when unchanged: a write refreshes the row's expiry.
+        match change.apply(current) {
+            Some(row) => Self::put_device_in(txn, rows, &row, now + ttl),
+            None => Ok(()),
+        }
     }
 
     fn decode_device(v: &[u8], now: u64) -> Result<Option<DeviceRecord>> {

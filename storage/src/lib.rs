@@ -24,8 +24,8 @@ pub use config::{BackendKind, ConsistencyLevel, Password, RetryPolicyKind, Stora
 pub use dispatch::Store;
 pub use error::{Result, StorageError};
 pub use model::{
-    digest, validate_sent_copy_key, AppendBatch, Capture, DeviceKey, DeviceRecord, DeviceState,
-    NewEvent, SentCopy, Snapshot, StoredEvent, MAX_ID_LEN, MAX_MESSAGE_ID_LEN,
+    digest, validate_sent_copy_key, AppendBatch, Capture, DeviceChange, DeviceKey, DeviceRecord,
+    DeviceState, NewEvent, SentCopy, Snapshot, StoredEvent, MAX_ID_LEN, MAX_MESSAGE_ID_LEN,
 };
 pub use schema::{
     MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, LEASES_SCHEMA,

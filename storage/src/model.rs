@@ -188,6 +188,66 @@ pub struct DeviceRecord {
     pub info: BTreeMap<String, String>,
 }
 
+/// A change to one device registry row, applied to the row *as stored when
+/// it is written*: the embedded store applies it inside its write
+/// transaction, Cassandra with a compare-and-set (a lightweight transaction
+/// retried on a lost race). Two processes (or a request and an
+/// administrator) changing different fields of one row at the same time
+/// therefore both keep their change, where writing back a whole row read
+/// earlier lost the other's (a quarantine or a wipe mark undone by a
+/// request's last-seen update).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceChange {
+    /// Whose row.
+    pub key: DeviceKey,
+    /// The row to create when there is none; without it a change to a
+    /// missing row writes nothing.
+    pub create: Option<DeviceRecord>,
+    /// A new EAS DeviceType.
+    pub device_type: Option<String>,
+    /// A request seen at this time (Unix ms): the last-seen time becomes the
+    /// later of the two, never earlier.
+    pub seen_ms: Option<i64>,
+    /// A new registry state.
+    pub state: Option<DeviceState>,
+    /// Device information entries set (others are kept).
+    pub info: BTreeMap<String, String>,
+}
+
+impl DeviceChange {
+    /// A change of the row of `key` that changes nothing yet.
+    pub fn new(key: DeviceKey) -> Self {
+        DeviceChange {
+            key,
+            create: None,
+            device_type: None,
+            seen_ms: None,
+            state: None,
+            info: BTreeMap::new(),
+        }
+    }
+
+    /// The row after this change, from the row as stored (`None`: the row
+    /// does not exist, and stays so unless [`DeviceChange::create`] is set).
+    pub fn apply(&self, current: Option<DeviceRecord>) -> Option<DeviceRecord> {
+        let mut row = current.or_else(|| self.create.clone())?;
+        row.key = self.key.clone();
+        if let Some(t) = &self.device_type {
+            row.device_type = t.clone();
+        }
+        if let Some(at) = self.seen_ms {
+            row.last_seen_ms = row.last_seen_ms.max(at);
+        }
+        if let Some(state) = self.state {
+            row.state = state;
+        }
+        for (k, v) in &self.info {
+            row.info.insert(k.clone(), v.clone());
+        }
+        Some(row)
+    }
+}
+
 /// A request or response body kept by the full-capture mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capture {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{Backend, TestStore};
 use opush_storage::{
-    digest, AppendBatch, DeviceKey, DeviceRecord, DeviceState, MigrationOptions, SchemaStatus,
-    SentCopy, Snapshot, StorageError, Store, LATEST_SCHEMA, LEASES_SCHEMA,
+    digest, AppendBatch, DeviceChange, DeviceKey, DeviceRecord, DeviceState, MigrationOptions,
+    SchemaStatus, SentCopy, Snapshot, StorageError, Store, LATEST_SCHEMA, LEASES_SCHEMA,
 };
 
 fn dev(user: &str, id: &str) -> DeviceKey {
@@ -57,6 +57,7 @@ conformance!(
     stale_head_and_bad_input_are_rejected,
     snapshots_keep_the_latest,
     device_registry,
+    concurrent_device_changes_all_take_effect,
     captures_round_trip,
     rows_expire_after_their_ttl,
     schema_lifecycle,
@@ -293,6 +294,100 @@ async fn device_registry(backend: Backend) {
         .insert("UserAgent".into(), "Apple-iPhone/2101".into());
     s.put_device(updated.clone()).await.unwrap();
     assert_eq!(s.get_device(&a1.key).await.unwrap(), Some(updated));
+    t.cleanup().await;
+}
+
+/// Changes of one registry row made at once (a request's last-seen update,
+/// Settings' device information, an administrator's quarantine) all take
+/// effect: each is applied to the row as stored, not to a copy read before
+/// the others were written.
+async fn concurrent_device_changes_all_take_effect(backend: Backend) {
+    let t = TestStore::installed(backend).await;
+    let key = dev("gina", "phone");
+    let created = record("gina", "phone", DeviceState::Allowed);
+
+    // A change of a missing row without a row to create writes nothing.
+    let mut change = DeviceChange::new(key.clone());
+    change.state = Some(DeviceState::Quarantined);
+    assert_eq!(t.store.change_device(change.clone()).await.unwrap(), None);
+    assert_eq!(t.store.get_device(&key).await.unwrap(), None);
+    // A row to create under another key is refused.
+    let mut wrong = DeviceChange::new(key.clone());
+    wrong.create = Some(record("gina", "tablet", DeviceState::Allowed));
+    assert!(matches!(
+        t.store.change_device(wrong).await,
+        Err(StorageError::InvalidInput(_))
+    ));
+
+    let mut first = DeviceChange::new(key.clone());
+    first.create = Some(created.clone());
+    assert_eq!(
+        t.store.change_device(first).await.unwrap(),
+        Some(created.clone())
+    );
+
+    let mut tasks = Vec::new();
+    for i in 0..4i64 {
+        for kind in ["request", "settings"] {
+            let s = t.store.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = DeviceChange::new(key);
+                c.info.insert(format!("{kind}{i}"), format!("value {i}"));
+                if kind == "request" {
+                    c.seen_ms = Some(created.last_seen_ms + 10 + i);
+                }
+                s.change_device(c).await.unwrap()
+            }));
+        }
+        if i == 1 {
+            let (s, c) = (t.store.clone(), change.clone());
+            tasks.push(tokio::spawn(
+                async move { s.change_device(c).await.unwrap() },
+            ));
+        }
+    }
+    for task in tasks {
+        let row = task.await.unwrap().expect("the row exists");
+        assert_eq!(row.key, key);
+    }
+    let row = t.store.get_device(&key).await.unwrap().unwrap();
+    let keys: Vec<&str> = row.info.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "Model",
+            "OS",
+            "request0",
+            "request1",
+            "request2",
+            "request3",
+            "settings0",
+            "settings1",
+            "settings2",
+            "settings3"
+        ],
+        "every change's entry is kept"
+    );
+    assert_eq!(
+        row.state,
+        DeviceState::Quarantined,
+        "the quarantine is kept"
+    );
+    assert_eq!(
+        row.last_seen_ms,
+        created.last_seen_ms + 13,
+        "the latest request"
+    );
+    assert_eq!(row.first_seen_ms, created.first_seen_ms);
+
+    // Last seen never goes back.
+    let mut older = DeviceChange::new(key.clone());
+    older.seen_ms = Some(created.last_seen_ms);
+    older.state = Some(DeviceState::Allowed);
+    let row = t.store.change_device(older).await.unwrap().unwrap();
+    assert_eq!(row.last_seen_ms, created.last_seen_ms + 13);
+    assert_eq!(row.state, DeviceState::Allowed);
     t.cleanup().await;
 }
 

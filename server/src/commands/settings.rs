@@ -20,7 +20,7 @@ use opush_protocol::query::Command;
 use opush_protocol::status::SettingsStatus;
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::encode_to_vec;
-use opush_storage::{DeviceRecord, DeviceState};
+use opush_storage::{DeviceChange, DeviceRecord, DeviceState};
 
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::sieve::{SieveError, SieveLogin};
@@ -232,11 +232,10 @@ async fn store_device_information(
     let key = caller.device_key()?;
     let store = eas.sessions.store();
     let now_ms = i64::try_from(crate::session::now().0).unwrap_or(i64::MAX);
-    let existing = store
-        .get_device(&key)
-        .await
-        .map_err(|e| CommandError::StorageUnavailable(e.to_string()))?;
-    let mut record = existing.unwrap_or_else(|| DeviceRecord {
+    // Only the device information (and the time) is changed, on the row as
+    // stored: its access and wipe state stay what they are there.
+    let mut change = DeviceChange::new(key.clone());
+    change.create = Some(DeviceRecord {
         key: key.clone(),
         device_type: device_type.to_owned(),
         first_seen_ms: now_ms,
@@ -245,7 +244,7 @@ async fn store_device_information(
         state: DeviceState::Allowed,
         info: BTreeMap::new(),
     });
-    record.last_seen_ms = now_ms;
+    change.seen_ms = Some(now_ms);
     let fields = [
         ("Model", &info.model),
         ("IMEI", &info.imei),
@@ -270,11 +269,11 @@ async fn store_device_information(
                 }
                 None => v.as_str(),
             };
-            record.info.insert(name.to_owned(), kept.to_owned());
+            change.info.insert(name.to_owned(), kept.to_owned());
         }
     }
     store
-        .put_device(record)
+        .change_device(change)
         .await
         .map_err(|e| CommandError::StorageUnavailable(e.to_string()))?;
     Ok(SettingsStatus::Success)

@@ -32,8 +32,8 @@ use crate::schema::{
     MIN_SUPPORTED_SCHEMA, SENT_COPIES_SCHEMA,
 };
 use crate::{
-    AppendBatch, Capture, ConsistencyLevel, DeviceKey, DeviceRecord, DeviceState, Result, SentCopy,
-    Snapshot, StorageConfig, StorageError, StoredEvent,
+    AppendBatch, Capture, ConsistencyLevel, DeviceChange, DeviceKey, DeviceRecord, DeviceState,
+    Result, SentCopy, Snapshot, StorageConfig, StorageError, StoredEvent,
 };
 
 fn consistency(c: ConsistencyLevel) -> Consistency {
@@ -938,23 +938,9 @@ impl CassandraStore {
     /// See [`crate::Store::put_device`].
     pub async fn put_device(&self, rec: &DeviceRecord) -> Result<()> {
         self.version().await?;
-        let info = CqlValue::Map(
-            rec.info
-                .iter()
-                .map(|(k, v)| (CqlValue::Text(k.clone()), CqlValue::Text(v.clone())))
-                .collect(),
-        );
         let mut v = Self::key_values(&rec.key);
-        v.extend([
-            CqlValue::Text(rec.device_type.clone()),
-            CqlValue::BigInt(rec.first_seen_ms),
-            CqlValue::BigInt(rec.last_seen_ms),
-            // -1 = not provisioned yet (policy keys are u32).
-            CqlValue::BigInt(rec.policy_key.map_or(-1, i64::from)),
-            CqlValue::Text(rec.state.as_str().to_owned()),
-            info,
-            CqlValue::Int(ttl_i32(self.inner.cfg.ttl_devices_s)),
-        ]);
+        v.extend(Self::device_values(rec));
+        v.push(CqlValue::Int(ttl_i32(self.inner.cfg.ttl_devices_s)));
         self.exec(
             format!(
                 "INSERT INTO {} (user, device_id, device_type, first_seen_ms, last_seen_ms, policy_key, state, info) \
@@ -965,6 +951,116 @@ impl CassandraStore {
         )
         .await?;
         Ok(())
+    }
+
+    /// See [`crate::Store::change_device`]: the row is read, changed, and
+    /// written back with a lightweight transaction (Paxos, at the session's
+    /// serial consistency) only if every column is still as read (`IF NOT
+    /// EXISTS` for a new row); a lost race reads again. The whole row is
+    /// written, so its TTL is refreshed like [`Self::put_device`]'s.
+    pub async fn change_device(&self, change: &DeviceChange) -> Result<Option<DeviceRecord>> {
+        self.version().await?;
+        for _ in 0..DEVICE_CHANGE_TRIES {
+            let r = self
+                .exec(
+                    format!(
+                        "SELECT {DEVICE_COLS} FROM {} WHERE user = ? AND device_id = ?",
+                        self.t("devices")
+                    ),
+                    Self::key_values(&change.key),
+                )
+                .await?;
+            let rows = r.into_rows_result().map_err(map_any)?;
+            let raw = rows.maybe_first_row::<DeviceRow>().map_err(map_any)?;
+            let current = raw.clone().map(Self::device_from_row).transpose()?;
+            let Some(new) = change.apply(current.clone()) else {
+                return Ok(None);
+            };
+            if current.as_ref() == Some(&new) {
+                // Nothing to change (a retried change that was applied
+                // finds its own row here).
+                return Ok(Some(new));
+            }
+            let mut v = Self::key_values(&change.key);
+            let cols = Self::device_values(&new);
+            let r = match raw {
+                None => {
+                    v.extend(cols);
+                    v.push(CqlValue::Int(ttl_i32(self.inner.cfg.ttl_devices_s)));
+                    self.exec(
+                        format!(
+                            "INSERT INTO {} ({DEVICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                             IF NOT EXISTS USING TTL ?",
+                            self.t("devices")
+                        ),
+                        v,
+                    )
+                    .await?
+                }
+                Some((_, _, device_type, first, last, policy, state, info)) => {
+                    let mut values = vec![CqlValue::Int(ttl_i32(self.inner.cfg.ttl_devices_s))];
+                    values.extend(cols);
+                    values.extend(v);
+                    // Each column as read: `= null` where it had no value.
+                    let mut conds = Vec::with_capacity(6);
+                    let mut cond = |name: &str, value: Option<CqlValue>| match value {
+                        Some(value) => {
+                            conds.push(format!("{name} = ?"));
+                            values.push(value);
+                        }
+                        None => conds.push(format!("{name} = null")),
+                    };
+                    cond("device_type", device_type.map(CqlValue::Text));
+                    cond("first_seen_ms", first.map(CqlValue::BigInt));
+                    cond("last_seen_ms", last.map(CqlValue::BigInt));
+                    cond("policy_key", policy.map(CqlValue::BigInt));
+                    cond("state", state.map(CqlValue::Text));
+                    cond("info", info.map(|m| Self::info_value(&m)));
+                    self.exec(
+                        format!(
+                            "UPDATE {} USING TTL ? SET device_type = ?, first_seen_ms = ?, \
+                             last_seen_ms = ?, policy_key = ?, state = ?, info = ? \
+                             WHERE user = ? AND device_id = ? IF {}",
+                            self.t("devices"),
+                            conds.join(" AND ")
+                        ),
+                        values,
+                    )
+                    .await?
+                }
+            };
+            let rows = r.into_rows_result().map_err(map_any)?;
+            let row = rows.first_row::<scylla::value::Row>().map_err(map_any)?;
+            if let [Some(CqlValue::Boolean(true)), ..] = row.columns.as_slice() {
+                return Ok(Some(new));
+            }
+        }
+        Err(StorageError::Unavailable(format!(
+            "device row of {} kept changing under {DEVICE_CHANGE_TRIES} tries",
+            change.key
+        )))
+    }
+
+    /// The stored form of a device's information.
+    fn info_value(info: &BTreeMap<String, String>) -> CqlValue {
+        CqlValue::Map(
+            info.iter()
+                .map(|(k, v)| (CqlValue::Text(k.clone()), CqlValue::Text(v.clone())))
+                .collect(),
+        )
+    }
+
+    /// A row's columns after its key, in [`DEVICE_COLS`] order.
+    fn device_values(rec: &DeviceRecord) -> Vec<CqlValue> {
+        vec![
+            CqlValue::Text(rec.device_type.clone()),
+            CqlValue::BigInt(rec.first_seen_ms),
+            CqlValue::BigInt(rec.last_seen_ms),
+            // -1 = not provisioned yet (policy keys are u32).
+            CqlValue::BigInt(rec.policy_key.map_or(-1, i64::from)),
+            CqlValue::Text(rec.state.as_str().to_owned()),
+            Self::info_value(&rec.info),
+        ]
     }
 
     fn device_from_row(row: DeviceRow) -> Result<DeviceRecord> {
@@ -1403,6 +1499,9 @@ impl CassandraStore {
         })
     }
 }
+
+/// Tries of a device row change that keeps losing its compare-and-set.
+const DEVICE_CHANGE_TRIES: usize = 16;
 
 const DEVICE_COLS: &str =
     "user, device_id, device_type, first_seen_ms, last_seen_ms, policy_key, state, info";
