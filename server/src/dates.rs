@@ -121,6 +121,36 @@ pub fn rfc5322_date(unix: i64) -> String {
     )
 }
 
+/// Parses an EAS date-time (MS-ASDTYPE 2.3: `2026-11-28T21:15:56.000Z`,
+/// the fraction optional) into Unix seconds (UTC); `None` for anything else.
+pub fn parse_eas_date(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix('z'))?;
+    let (date, time) = s.split_once(['T', 't'])?;
+    let mut d = date.split('-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    let time = time.split_once('.').map_or(time, |(whole, fraction)| {
+        if fraction.bytes().all(|c| c.is_ascii_digit()) {
+            whole
+        } else {
+            ""
+        }
+    });
+    let mut t = time.split(':');
+    let h: i64 = t.next()?.parse().ok()?;
+    let mi: i64 = t.next()?.parse().ok()?;
+    let se: i64 = t.next()?.parse().ok()?;
+    if d.next().is_some() || t.next().is_some() {
+        return None;
+    }
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
 /// Parses an IMAP `date-time` (`"28-Nov-2026 21:15:56 +0100"`, day may be
 /// space-padded) into Unix seconds (UTC).
 pub fn parse_imap_date_time(s: &str) -> Option<i64> {
@@ -194,6 +224,27 @@ fn parse_canonical_date_time(b: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn eas_dates_parse() {
+        assert_eq!(parse_eas_date("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(parse_eas_date("2026-11-28T21:15:56Z"), Some(1_795_900_556));
+        assert_eq!(
+            parse_eas_date(&eas_date(1_795_900_556)),
+            Some(1_795_900_556)
+        );
+        for bad in [
+            "",
+            "2026-11-28",
+            "2026-11-28T21:15:56",
+            "2026-13-28T21:15:56Z",
+            "2026-11-28T24:15:56Z",
+            "2026-11-28T21:15Z",
+            "2026-11-28T21:15:56.x1Z",
+        ] {
+            assert_eq!(parse_eas_date(bad), None, "{bad:?}");
+        }
+    }
 
     proptest! {
         /// The digit-by-digit EAS date is the formatted one, across and

@@ -3,7 +3,7 @@
 //! messages rendered like Sync renders them; a result fetched again by its
 //! LongId (ItemOperations).
 //!
-//! Reserved Dovecot user: load0038.
+//! Reserved Dovecot users: load0038, load1331.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,6 +14,7 @@
 mod eas_support;
 use eas_support::{caller, services};
 
+use opush_protocol::commands::folder_sync::FolderChange;
 use opush_protocol::commands::folder_sync::FolderSyncRequest;
 use opush_protocol::commands::item_operations::{
     FetchTarget, ItemOperationsRequest, Operation, OperationResult,
@@ -22,7 +23,7 @@ use opush_protocol::commands::items::ApplicationData;
 use opush_protocol::commands::search::{SearchOptions, SearchRequest};
 use opush_protocol::commands::SyncKey;
 use opush_protocol::version::ProtocolVersion;
-use opush_protocol::wbxml::tags::search as se;
+use opush_protocol::wbxml::tags::{airsync, email, search as se};
 use opush_protocol::wbxml::Element;
 use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::item_operations::item_operations;
@@ -160,4 +161,259 @@ async fn free_text_matches_subject_and_body_newest_first() {
             "{bad}: {res:?}"
         );
     }
+}
+
+/// A query naming folders (several, or one with `DeepTraversal` for its
+/// subfolders, or none with `DeepTraversal` for every mail folder) and
+/// dates (`GreaterThan` / `LessThan` of `DateReceived`): the matches of
+/// those folders only, newest (by INTERNALDATE) first across them.
+#[tokio::test]
+async fn folders_subfolders_and_dates() {
+    const USER2: &str = "load1331@load.test";
+    const DEVICE2: &str = "DEVSEARCH2";
+    let mut raw = RawImap::login(USER2);
+    let word = unique("needle").replace('-', "");
+    // Fresh folders each run (the word is new too, so older runs' messages
+    // do not match).
+    let top = format!("S{}", unique("top").replace('-', ""));
+    let child = format!("{top}/Child");
+    let other = format!("O{}", unique("other").replace('-', ""));
+    for f in [&top, &child, &other] {
+        let (_, ok) = raw.cmd(&format!("CREATE \"{f}\""));
+        assert!(ok.starts_with("OK"), "create {f}: {ok}");
+        let (_, ok) = raw.cmd(&format!("SUBSCRIBE \"{f}\""));
+        assert!(ok.starts_with("OK"), "subscribe {f}: {ok}");
+    }
+    let put = |raw: &mut RawImap, folder: &str, date: &str, subject: &str| {
+        let msg = format!(
+            "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\r\nabout {word}\r\n"
+        );
+        let (_, ok) = raw.cmd(&format!(
+            "APPEND \"{folder}\" \"{date}\" {{{}+}}\r\n{msg}",
+            msg.len()
+        ));
+        assert!(ok.starts_with("OK"), "append: {ok}");
+    };
+    put(
+        &mut raw,
+        "INBOX",
+        "01-Jan-2020 10:00:00 +0000",
+        "in inbox 2020",
+    );
+    put(&mut raw, &top, "01-Jun-2021 10:00:00 +0000", "in top 2021");
+    put(
+        &mut raw,
+        &child,
+        "01-Mar-2022 10:00:00 +0000",
+        "in child 2022",
+    );
+    put(
+        &mut raw,
+        &other,
+        "01-Jan-2023 10:00:00 +0000",
+        "in other 2023",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let who = caller(USER2, DEVICE2);
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        &who,
+        &eas,
+    )
+    .await
+    .unwrap();
+    let id_of = |name: &str| -> String {
+        fs.changes
+            .iter()
+            .flatten()
+            .find_map(|c| match c {
+                FolderChange::Add(f) if f.display_name == name => Some(f.server_id.0.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{name} in {fs:?}"))
+    };
+    let inbox = fs
+        .changes
+        .iter()
+        .flatten()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let (top_id, child_id, other_id) = (id_of(&top), id_of("Child"), id_of(&other));
+
+    let ask = |ids: &[&str], deep: bool, dates: &[(bool, &str)], class: Option<&str>| {
+        let mut and = Element::new(se::AND);
+        if let Some(c) = class {
+            and = and.with(Element::with_text(airsync::CLASS, c.to_owned()));
+        }
+        for id in ids {
+            and = and.with(Element::with_text(airsync::COLLECTION_ID, (*id).to_owned()));
+        }
+        and = and.with(Element::with_text(se::FREE_TEXT, word.clone()));
+        for (greater, value) in dates {
+            let mut cmp = Element::new(if *greater {
+                se::GREATER_THAN
+            } else {
+                se::LESS_THAN
+            })
+            .with(Element::new(email::DATE_RECEIVED));
+            if !value.is_empty() {
+                cmp = cmp.with(Element::with_text(se::VALUE, (*value).to_owned()));
+            }
+            and = and.with(cmp);
+        }
+        SearchRequest {
+            name: "Mailbox".to_owned(),
+            query: Some(Element::new(se::QUERY).with(and)),
+            options: Some(SearchOptions {
+                range: Some("0-9".to_owned()),
+                deep_traversal: deep,
+                ..SearchOptions::default()
+            }),
+        }
+    };
+    let run = |req: SearchRequest| {
+        let eas = &eas;
+        let who = &who;
+        async move {
+            let res = search(&req, ProtocolVersion::V14_1, who, eas)
+                .await
+                .unwrap();
+            let found: Vec<(String, String)> = res
+                .results
+                .iter()
+                .map(|r| match r.properties.as_ref().unwrap() {
+                    ApplicationData::Email(e) => {
+                        (r.collection_id.clone().unwrap(), e.subject.clone().unwrap())
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            (res.store_status.map(|s| s.code()), res.total, found)
+        }
+    };
+    let pair = |id: &str, s: &str| (id.to_owned(), s.to_owned());
+
+    // One folder: its own match only.
+    assert_eq!(
+        run(ask(&[&top_id], false, &[], None)).await,
+        (Some(1), Some(1), vec![pair(&top_id, "in top 2021")])
+    );
+    // With DeepTraversal: and its subfolder's, newest first.
+    assert_eq!(
+        run(ask(&[&top_id], true, &[], None)).await,
+        (
+            Some(1),
+            Some(2),
+            vec![
+                pair(&child_id, "in child 2022"),
+                pair(&top_id, "in top 2021")
+            ]
+        )
+    );
+    // Two folders named.
+    assert_eq!(
+        run(ask(&[&inbox, &other_id], false, &[], Some("Email"))).await,
+        (
+            Some(1),
+            Some(2),
+            vec![
+                pair(&other_id, "in other 2023"),
+                pair(&inbox, "in inbox 2020")
+            ]
+        )
+    );
+    // None named, DeepTraversal: every mail folder.
+    let (_, total, all) = run(ask(&[], true, &[], None)).await;
+    assert_eq!(total, Some(4));
+    assert_eq!(
+        all.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        [
+            "in other 2023",
+            "in child 2022",
+            "in top 2021",
+            "in inbox 2020"
+        ]
+    );
+    // None named, no DeepTraversal: INBOX.
+    assert_eq!(
+        run(ask(&[], false, &[], None)).await,
+        (Some(1), Some(1), vec![pair(&inbox, "in inbox 2020")])
+    );
+    // Dates: after mid-2021's first day, before the end of 2022.
+    assert_eq!(
+        run(ask(
+            &[],
+            true,
+            &[
+                (true, "2021-06-01T09:59:59.000Z"),
+                (false, "2022-12-31T00:00:00.000Z")
+            ],
+            None
+        ))
+        .await,
+        (
+            Some(1),
+            Some(2),
+            vec![
+                pair(&child_id, "in child 2022"),
+                pair(&top_id, "in top 2021")
+            ]
+        )
+    );
+    // Exclusive: a message received at the very second is not after it.
+    assert_eq!(
+        run(ask(
+            &[&top_id],
+            false,
+            &[(true, "2021-06-01T10:00:00.000Z")],
+            None
+        ))
+        .await
+        .1,
+        Some(0)
+    );
+    // A comparison without its Value is a protocol error (2); another
+    // Class finds nothing; an unknown CollectionId asks for FolderSync.
+    assert_eq!(
+        run(ask(&[&top_id], false, &[(true, "")], None)).await.0,
+        Some(2)
+    );
+    assert_eq!(
+        run(ask(&[&top_id], false, &[], Some("Contacts"))).await,
+        (Some(1), Some(0), vec![])
+    );
+    assert_eq!(run(ask(&["9999"], false, &[], None)).await.0, Some(11));
+
+    // Pages: a later page comes from the matches the first page found; a
+    // first page (or RebuildResults) searches again.
+    put(&mut raw, &top, "01-Jul-2021 10:00:00 +0000", "in top later");
+    let paged = |range: &str, rebuild: bool| {
+        let mut req = ask(&[&top_id], false, &[], None);
+        let o = req.options.as_mut().unwrap();
+        o.range = Some(range.to_owned());
+        o.rebuild_results = rebuild;
+        req
+    };
+    let (_, total, page) = run(paged("1-9", false)).await;
+    assert_eq!(total, Some(1), "the first page's matches: {page:?}");
+    assert!(page.is_empty(), "{page:?}");
+    let (_, total, page) = run(paged("1-9", true)).await;
+    assert_eq!(
+        (total, page),
+        (Some(2), vec![pair(&top_id, "in top 2021")]),
+        "RebuildResults searches again"
+    );
+    let (_, total, page) = run(paged("0-0", false)).await;
+    assert_eq!(
+        (total, page),
+        (Some(2), vec![pair(&top_id, "in top later")]),
+        "a first page searches again"
+    );
 }

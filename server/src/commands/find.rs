@@ -154,15 +154,37 @@ fn is_mail(t: FolderType) -> bool {
 }
 
 /// One folder to search.
-struct Folder {
-    collection: CollectionId,
-    raw: String,
+pub(crate) struct Folder {
+    pub(crate) collection: CollectionId,
+    pub(crate) raw: String,
 }
 
-/// The folders a query names, in CollectionId order, or the status to
-/// answer: 3 (FolderSync required) for a CollectionId the device's
-/// hierarchy does not hold, 2 for one that is no mail folder.
-fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Result<Vec<Folder>, FindStatus> {
+/// Why a query's folders cannot be searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unsearchable {
+    /// A CollectionId the device's hierarchy does not hold.
+    Unknown,
+    /// A CollectionId that is no mail folder.
+    NotMail,
+}
+
+impl From<Unsearchable> for FindStatus {
+    fn from(u: Unsearchable) -> Self {
+        match u {
+            Unsearchable::Unknown => FindStatus::FolderSyncRequired,
+            Unsearchable::NotMail => FindStatus::InvalidRequest,
+        }
+    }
+}
+
+/// The folders a query names (`ids`; each with its subfolders when `deep`),
+/// in CollectionId order; every mail folder of the hierarchy (at most
+/// [`MAX_FIND_FOLDERS`]) when it names none.
+pub(crate) fn folders_of(
+    state: &DeviceState,
+    ids: &[&str],
+    deep: bool,
+) -> Result<Vec<Folder>, Unsearchable> {
     let h = &state.hierarchy;
     let mail: Vec<(CollectionId, &BackendFolderId)> = h
         .ids
@@ -170,8 +192,8 @@ fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Result<Vec<Folder>, Fin
         .filter(|(_, raw)| h.folders.get(*raw).is_some_and(|f| is_mail(f.folder_type)))
         .map(|(c, raw)| (*c, raw))
         .collect();
-    let chosen: Vec<(CollectionId, &BackendFolderId)> = match m.collection_id.as_deref() {
-        None => {
+    let chosen: Vec<(CollectionId, &BackendFolderId)> = match ids {
+        [] => {
             // INBOX, Sent, Drafts first, then by CollectionId; at most
             // MAX_FIND_FOLDERS (kept in CollectionId order for the merge).
             let rank = |raw: &BackendFolderId| match h.folders.get(raw).map(|f| f.folder_type) {
@@ -193,16 +215,20 @@ fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Result<Vec<Folder>, Fin
             by_rank.sort_by_key(|(c, _)| *c);
             by_rank
         }
-        Some(c) => {
-            let top = CollectionId::parse(c.trim())
-                .filter(|id| h.ids.contains_key(id))
-                .ok_or(FindStatus::FolderSyncRequired)?;
-            let (_, top_raw) = mail
-                .iter()
-                .find(|(id, _)| *id == top)
-                .ok_or(FindStatus::InvalidRequest)?;
-            let mut wanted: BTreeSet<&BackendFolderId> = BTreeSet::from([*top_raw]);
-            if m.deep_traversal {
+        ids => {
+            let mut wanted: BTreeSet<&BackendFolderId> = BTreeSet::new();
+            for c in ids {
+                let top = CollectionId::parse(c.trim())
+                    .filter(|id| h.ids.contains_key(id))
+                    .ok_or(Unsearchable::Unknown)?;
+                let (_, top_raw) = mail
+                    .iter()
+                    .find(|(id, _)| *id == top)
+                    .ok_or(Unsearchable::NotMail)?;
+                wanted.insert(*top_raw);
+                if !deep {
+                    continue;
+                }
                 // Descendants: any folder whose parent chain reaches `top`.
                 let under_top = |raw: &BackendFolderId| {
                     let mut at = h.folders.get(raw).and_then(|f| f.parent.as_ref());
@@ -236,17 +262,203 @@ fn folders_of(state: &DeviceState, m: &MailboxSearch) -> Result<Vec<Folder>, Fin
 }
 
 /// The matches of one folder: newest (highest UID) first.
-struct Matches {
+pub(crate) struct Matches {
+    /// Index of the folder in the list searched.
+    pub(crate) folder: usize,
+    pub(crate) uidvalidity: u32,
+    pub(crate) metas: Vec<MessageMeta>,
+}
+
+/// What a mailbox search looks for: `text` in headers or body (IMAP
+/// `TEXT`), received after `after` and before `before` (Unix seconds,
+/// both exclusive: Search's `GreaterThan` / `LessThan` of `DateReceived`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct MailQuery {
+    pub(crate) text: String,
+    pub(crate) after: Option<i64>,
+    pub(crate) before: Option<i64>,
+}
+
+impl MailQuery {
+    /// Whether a message received at `date` (Unix seconds) is in the
+    /// query's dates.
+    fn in_dates(&self, date: i64) -> bool {
+        self.after.is_none_or(|a| date > a) && self.before.is_none_or(|b| date < b)
+    }
+}
+
+/// How long a search's matches serve its later pages.
+pub const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// Most searches whose matches are kept (all devices of the process).
+pub const MAX_SNAPSHOTS: usize = 256;
+/// Most UIDs one kept search may hold (a bigger one is searched again for
+/// each page).
+pub const MAX_SNAPSHOT_UIDS: usize = 100_000;
+
+/// Which search a page belongs to: the device, the folders, the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchScope {
+    pub(crate) user: String,
+    pub(crate) device: String,
+    pub(crate) folders: Vec<String>,
+    pub(crate) query: MailQuery,
+}
+
+/// The UIDs one folder matched, newest first (only those in the query's
+/// dates when it has dates).
+#[derive(Debug)]
+struct FolderUids {
     folder: usize,
     uidvalidity: u32,
-    metas: Vec<MessageMeta>,
+    uids: Vec<u32>,
+}
+
+/// One kept search: its scope, when it was made, its matches.
+type Kept = (
+    SearchScope,
+    tokio::time::Instant,
+    std::sync::Arc<Vec<FolderUids>>,
+);
+
+/// The matches of recent searches, so that the later pages of a search
+/// (a `Range` not starting at 0) are cut from the matches its first page
+/// found instead of searching every folder again (IMAP `SEARCH TEXT` reads
+/// every message of a folder without a full-text index). A search's first
+/// page always searches (a new search sees new mail); its pages then agree
+/// with each other. Process memory, bounded by [`MAX_SNAPSHOTS`] and
+/// [`MAX_SNAPSHOT_UIDS`], each kept [`SNAPSHOT_TTL`].
+static SNAPSHOTS: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
+
+fn snapshots() -> std::sync::MutexGuard<'static, Vec<Kept>> {
+    // Entries are replaced whole; a poisoned lock holds consistent data.
+    SNAPSHOTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A recent search's matches, if kept.
+fn kept(scope: &SearchScope) -> Option<std::sync::Arc<Vec<FolderUids>>> {
+    let now = tokio::time::Instant::now();
+    let mut all = snapshots();
+    all.retain(|(_, at, _)| now.duration_since(*at) < SNAPSHOT_TTL);
+    all.iter()
+        .find(|(s, _, _)| s == scope)
+        .map(|(_, _, lists)| lists.clone())
+}
+
+/// Keeps a search's matches (replacing the same search's, the oldest
+/// going first past [`MAX_SNAPSHOTS`]).
+fn keep(scope: SearchScope, lists: std::sync::Arc<Vec<FolderUids>>) {
+    if lists.iter().map(|l| l.uids.len()).sum::<usize>() > MAX_SNAPSHOT_UIDS {
+        return;
+    }
+    let mut all = snapshots();
+    all.retain(|(s, _, _)| *s != scope);
+    if all.len() >= MAX_SNAPSHOTS {
+        all.remove(0);
+    }
+    all.push((scope, tokio::time::Instant::now(), lists));
+}
+
+/// Searches `folders` for `q`: how many messages match in all, and each
+/// folder's newest `end` matches with their metadata. IMAP's `SINCE` /
+/// `BEFORE` compare days, so dates are asked a day wider and each match's
+/// INTERNALDATE decides; a query with dates therefore reads the metadata
+/// of every match (its `Total` counts exactly). A folder that vanished
+/// since the last FolderSync holds nothing; IMAP down is the caller's
+/// 111. A later page (`first_page` false) of a search kept by `scope`
+/// takes the first page's matches (see [`SNAPSHOT_TTL`]); a match expunged
+/// since is left out of the page.
+pub(crate) async fn search_folders(
+    imap: &mut PooledSession,
+    folders: &[Folder],
+    q: &MailQuery,
+    end: usize,
+    scope: &SearchScope,
+    first_page: bool,
+) -> Result<(usize, Vec<Matches>), CommandError> {
+    let found = match (!first_page).then(|| kept(scope)).flatten() {
+        Some(found) => found,
+        None => {
+            let found = std::sync::Arc::new(matching_in(imap, folders, q).await?);
+            keep(scope.clone(), found.clone());
+            found
+        }
+    };
+    let total = found.iter().map(|f| f.uids.len()).sum();
+    let mut lists = Vec::with_capacity(found.len());
+    for f in found.iter() {
+        let raw = &folders[f.folder].raw;
+        let newest = &f.uids[..f.uids.len().min(end)];
+        let mut metas = if newest.is_empty() {
+            Vec::new()
+        } else {
+            match imap.fetch_meta(raw, newest).await {
+                Ok(metas) => metas,
+                Err(e) if e.is_retryable() => return Err(imap_error(e)),
+                Err(_) => continue,
+            }
+        };
+        metas.sort_unstable_by_key(|m| std::cmp::Reverse(m.uid));
+        lists.push(Matches {
+            folder: f.folder,
+            uidvalidity: f.uidvalidity,
+            metas,
+        });
+    }
+    Ok((total, lists))
+}
+
+/// Every match of `q` in each of `folders`, newest first.
+async fn matching_in(
+    imap: &mut PooledSession,
+    folders: &[Folder],
+    q: &MailQuery,
+) -> Result<Vec<FolderUids>, CommandError> {
+    const DAY: i64 = 86_400;
+    let query = crate::backends::imap::SearchQuery {
+        text: Some(q.text.clone()),
+        since: q.after.map(|a| a.saturating_sub(DAY)),
+        before: q.before.map(|b| b.saturating_add(2 * DAY)),
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(folders.len());
+    for (i, f) in folders.iter().enumerate() {
+        let (uidvalidity, mut uids) = match matching_uids(imap, &f.raw, &query).await {
+            Ok(found) => found,
+            Err(e) if e.is_retryable() => return Err(imap_error(e)),
+            Err(e) => {
+                tracing::debug!(target: "MAIL.DATA", folder = f.raw, error = %e, "folder not searched");
+                continue;
+            }
+        };
+        if (q.after.is_some() || q.before.is_some()) && !uids.is_empty() {
+            let metas = match imap.fetch_meta(&f.raw, &uids).await {
+                Ok(metas) => metas,
+                Err(e) if e.is_retryable() => return Err(imap_error(e)),
+                Err(_) => continue,
+            };
+            uids = metas
+                .iter()
+                .filter(|m| q.in_dates(m.internal_date))
+                .map(|m| m.uid)
+                .collect();
+            uids.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        out.push(FolderUids {
+            folder: i,
+            uidvalidity,
+            uids,
+        });
+    }
+    Ok(out)
 }
 
 /// The first `n` matches of all folders, newest first: each folder's list
 /// (newest UID first) merged by INTERNALDATE, ties to the lower folder.
 /// The first `n` depend only on each folder's first `n`, so pages of one
 /// search agree with each other.
-fn merge(lists: &[Matches], n: usize) -> Vec<(usize, &MessageMeta)> {
+pub(crate) fn merge(lists: &[Matches], n: usize) -> Vec<(usize, &MessageMeta)> {
     let mut heads = vec![0usize; lists.len()];
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -311,41 +523,28 @@ pub async fn find(
     if !state.hierarchy.synced {
         return Ok(failed(FindStatus::FolderSyncRequired));
     }
-    let folders = match folders_of(&state, m) {
+    let ids: Vec<&str> = m.collection_id.as_deref().into_iter().collect();
+    let folders = match folders_of(&state, &ids, m.deep_traversal) {
         Ok(folders) => folders,
-        Err(status) => return Ok(failed(status)),
+        Err(u) => return Ok(failed(u.into())),
     };
     let mut imap = eas.imap_for(caller).await?;
     // Results past `start + MAX_RESULTS` are never shown.
     let end = last
         .saturating_add(1)
         .min(start.saturating_add(MAX_RESULTS));
-    let mut total = 0usize;
-    let mut lists = Vec::with_capacity(folders.len());
-    for (i, f) in folders.iter().enumerate() {
-        let (uidvalidity, uids) = match matching_uids(&mut imap, &f.raw, text).await {
-            Ok(found) => found,
-            Err(e) if e.is_retryable() => return Err(imap_error(e)),
-            // A folder that vanished since the last FolderSync holds nothing.
-            Err(e) => {
-                tracing::debug!(target: "MAIL.DATA", folder = f.raw, error = %e, "folder not searched");
-                continue;
-            }
-        };
-        total += uids.len();
-        let newest = &uids[..uids.len().min(end)];
-        let mut metas = match imap.fetch_meta(&f.raw, newest).await {
-            Ok(metas) => metas,
-            Err(e) if e.is_retryable() => return Err(imap_error(e)),
-            Err(_) => continue,
-        };
-        metas.sort_unstable_by_key(|m| std::cmp::Reverse(m.uid));
-        lists.push(Matches {
-            folder: i,
-            uidvalidity,
-            metas,
-        });
-    }
+    let q = MailQuery {
+        text: text.to_owned(),
+        after: None,
+        before: None,
+    };
+    let scope = SearchScope {
+        user: caller.user.to_owned(),
+        device: caller.device_id.to_owned(),
+        folders: folders.iter().map(|f| f.raw.clone()).collect(),
+        query: q.clone(),
+    };
+    let (total, lists) = search_folders(&mut imap, &folders, &q, end, &scope, start == 0).await?;
     let merged = merge(&lists, end);
     // The answer's bytes: results are added while they fit (the first
     // always), the Range saying how many were.

@@ -1,14 +1,27 @@
 //! `handle_search` ([MS-ASCMD] 2.2.1.16) of the `Mailbox` store: the
 //! `FreeText` of the query is searched with IMAP `SEARCH TEXT` (subject,
-//! addresses and body) in the folder named by the query's `CollectionId`
-//! (INBOX when absent); results come newest first within `Range`, at
-//! most [`MAX_RESULTS`] and, past the first, while their estimated Emails
-//! stay within `[devices] max_window_bytes` (the answer's `Range` says how
-//! many came).
+//! addresses and body) in the folders the query names — every
+//! airsync:`CollectionId` under its `And`, each with its subfolders when the
+//! options hold `DeepTraversal`; INBOX when it names none, or every mail
+//! folder (as Find) when it names none under `DeepTraversal` — and, when it
+//! has them, within its `GreaterThan` / `LessThan` of `DateReceived`
+//! (exclusive, to the second; a comparison without a readable `Value` or of
+//! another property is Status 2). A query for another `Class` than Email
+//! finds nothing. Results come newest first (each folder by UID, merged
+//! across folders by INTERNALDATE, the code Find uses), within `Range`
+//! (`0-99` when absent), at most [`MAX_RESULTS`] and, past the first, while
+//! their estimated Emails stay within `[devices] max_window_bytes` (the
+//! answer's `Range` says how many came).
 //!
-//! Results are read from IMAP at request time; nothing is recorded. The
+//! Results are read from IMAP at request time; nothing is recorded. A
+//! later page (a `Range` not starting at 0, without `RebuildResults`) is
+//! cut from the matches the search's first page found
+//! ([`crate::commands::find::SNAPSHOT_TTL`]), so its pages agree and IMAP
+//! is not searched again for each. The
 //! `LongId` is `"<CollectionId>:<UIDVALIDITY>/<UID>"`. Other stores and
-//! queries without FreeText answer a clean status, never an error.
+//! queries without FreeText answer a clean status, never an error; a
+//! CollectionId the device's hierarchy does not hold is 11 (FolderSync
+//! required).
 
 use opush_engine::{BackendItemId, CollectionId, DeviceState, FolderType};
 use opush_protocol::commands::items::ApplicationData;
@@ -18,14 +31,17 @@ use opush_protocol::query::Command;
 use opush_protocol::status::SearchStatus;
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::encode_to_vec;
-use opush_protocol::wbxml::tags::{airsync, search as se};
+use opush_protocol::wbxml::tags::{airsync, email, search as se};
 
+use super::find::{
+    folders_of, merge, search_folders, Folder, MailQuery, SearchScope, Unsearchable,
+};
 use super::item_operations::parse_range;
 use super::sync::{full_email, item_id};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{ImapError, PooledSession, SearchQuery};
 use crate::email::body::rendered_estimate;
-use crate::session::{imap_error, Caller, EasServices};
+use crate::session::{Caller, EasServices};
 
 /// Most results returned by one Search (the default `Range` is 0-99).
 pub const MAX_RESULTS: usize = 100;
@@ -69,26 +85,76 @@ pub(crate) fn inbox(state: &DeviceState) -> Option<(CollectionId, String)> {
         .map(|(b, f)| (f.id, b.0.clone()))
 }
 
-/// The messages of folder `raw` whose headers or body contain `text`
-/// (IMAP `UID SEARCH CHARSET UTF-8 TEXT`), newest (highest UID) first,
-/// with the folder's UIDVALIDITY. Shared by Search and Find.
+/// The messages of folder `raw` that match `query` (IMAP `UID SEARCH
+/// CHARSET UTF-8`), newest (highest UID) first, with the folder's
+/// UIDVALIDITY. Shared by Search and Find.
 pub(crate) async fn matching_uids(
     imap: &mut PooledSession,
     raw: &str,
-    text: &str,
+    query: &SearchQuery,
 ) -> Result<(u32, Vec<u32>), ImapError> {
     let mailbox = imap.select(raw).await?;
-    let mut uids = imap
-        .search(
-            raw,
-            &SearchQuery {
-                text: Some(text.to_owned()),
-                ..SearchQuery::default()
-            },
-        )
-        .await?;
+    let mut uids = imap.search(raw, query).await?;
     uids.sort_unstable_by(|a, b| b.cmp(a));
     Ok((mailbox.uidvalidity, uids))
+}
+
+/// What a `Mailbox` query asks, read from its tree.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct MailboxQuery {
+    /// Every airsync:`CollectionId` (folders searched together).
+    ids: Vec<String>,
+    /// The `FreeText`.
+    text: Option<String>,
+    /// `GreaterThan` / `LessThan` of `DateReceived`, Unix seconds.
+    after: Option<i64>,
+    before: Option<i64>,
+    /// airsync:`Class` values.
+    classes: Vec<String>,
+    /// A `DeepTraversal` inside the query.
+    deep: bool,
+}
+
+/// Reads a query; `Err(2)` for a date comparison without a readable
+/// `Value` or on another property than `DateReceived`.
+fn mailbox_query(query: &Owned) -> Result<MailboxQuery, SearchStatus> {
+    fn walk(el: &Owned, q: &mut MailboxQuery) -> Result<(), SearchStatus> {
+        let protocol_error = SearchStatus::from_code(2);
+        match el.tag {
+            t if t == airsync::COLLECTION_ID => {
+                q.ids.extend(el.text().map(|c| c.trim().to_owned()));
+            }
+            t if t == airsync::CLASS => q.classes.extend(el.text().map(str::to_owned)),
+            t if t == se::DEEP_TRAVERSAL => q.deep = true,
+            t if t == se::FREE_TEXT => {
+                if q.text.is_none() {
+                    q.text = el.text().map(str::to_owned);
+                }
+            }
+            t if t == se::GREATER_THAN || t == se::LESS_THAN => {
+                if !el.elements().any(|c| c.tag == email::DATE_RECEIVED) {
+                    return Err(protocol_error);
+                }
+                let at = find_text(el, se::VALUE)
+                    .and_then(|v| crate::dates::parse_eas_date(&v))
+                    .ok_or(protocol_error)?;
+                if t == se::GREATER_THAN {
+                    q.after = Some(q.after.map_or(at, |a| a.max(at)));
+                } else {
+                    q.before = Some(q.before.map_or(at, |b| b.min(at)));
+                }
+            }
+            _ => {
+                for c in el.elements() {
+                    walk(c, q)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut q = MailboxQuery::default();
+    walk(query, &mut q)?;
+    Ok(q)
 }
 
 /// Search without HTTP.
@@ -104,34 +170,77 @@ pub async fn search(
     let Some(query) = &req.query else {
         return Ok(status_only(SearchStatus::from_code(2)));
     };
-    let Some(text) = find_text(query, se::FREE_TEXT).filter(|t| !t.trim().is_empty()) else {
+    let q = match mailbox_query(query) {
+        Ok(q) => q,
+        Err(status) => return Ok(status_only(status)),
+    };
+    let Some(text) = q.text.as_deref().filter(|t| !t.trim().is_empty()) else {
         return Ok(status_only(SearchStatus::from_code(8)));
     };
+    // Only mail is searched here: a query for other classes finds nothing.
+    let mail_class = q.classes.is_empty()
+        || q.classes
+            .iter()
+            .any(|c| c.trim().eq_ignore_ascii_case("Email"));
+    // DeepTraversal belongs in Options; some clients put it in the query.
+    let deep = q.deep || req.options.as_ref().is_some_and(|o| o.deep_traversal);
+    // A later page comes from the matches the first page found, unless the
+    // device asks to rebuild them.
+    let first_page = req.options.as_ref().is_some_and(|o| o.rebuild_results);
     let state = eas.device_state(caller).await?;
-    let mut imap = eas.imap_for(caller).await?;
-    // The folder: the query's CollectionId, else INBOX.
-    let wanted = find_text(query, airsync::COLLECTION_ID).and_then(|c| CollectionId::parse(&c));
-    let (collection, raw) = match wanted {
-        Some(c) => match state.hierarchy.ids.get(&c) {
-            Some(b) => (c, b.0.clone()),
+    // The folders: the query's CollectionIds (with their subfolders under
+    // DeepTraversal); without one, INBOX, or every mail folder under
+    // DeepTraversal (as Find).
+    let ids: Vec<&str> = q.ids.iter().map(String::as_str).collect();
+    let folders = if ids.is_empty() && !deep {
+        match inbox(&state) {
+            Some((collection, raw)) => vec![Folder { collection, raw }],
             None => return Ok(status_only(SearchStatus::from_code(11))),
-        },
-        None => match inbox(&state) {
-            Some(found) => found,
-            None => return Ok(status_only(SearchStatus::from_code(11))),
-        },
+        }
+    } else {
+        match folders_of(&state, &ids, deep) {
+            Ok(folders) => folders,
+            Err(Unsearchable::Unknown) => return Ok(status_only(SearchStatus::from_code(11))),
+            Err(Unsearchable::NotMail) => return Ok(status_only(SearchStatus::from_code(2))),
+        }
     };
-    let (uidvalidity, uids) = matching_uids(&mut imap, &raw, &text)
-        .await
-        .map_err(imap_error)?;
-    let total = uids.len();
     let range = req.options.as_ref().and_then(|o| o.range.clone());
-    let (start, end) = match range.as_deref().map(|r| parse_range(r, total as u64)) {
-        None => (0, total),
-        Some(Some((a, b))) => (a as usize, b as usize),
-        Some(None) => (0, 0),
+    // The Range's bounds before the total is known (then clipped to it).
+    let (start, end) = match range.as_deref().map(|r| parse_range(r, u64::MAX)) {
+        None => (0, MAX_RESULTS),
+        Some(Some((a, b))) => (
+            usize::try_from(a).unwrap_or(usize::MAX),
+            usize::try_from(b).unwrap_or(usize::MAX),
+        ),
+        Some(None) => return Ok(status_only(SearchStatus::from_code(2))),
     };
-    let end = end.min(start + MAX_RESULTS);
+    let end = end.min(start.saturating_add(MAX_RESULTS));
+    let mut imap = eas.imap_for(caller).await?;
+    let mail_query = MailQuery {
+        text: text.to_owned(),
+        after: q.after,
+        before: q.before,
+    };
+    let scope = SearchScope {
+        user: caller.user.to_owned(),
+        device: caller.device_id.to_owned(),
+        folders: folders.iter().map(|f| f.raw.clone()).collect(),
+        query: mail_query.clone(),
+    };
+    let (total, lists) = if mail_class {
+        search_folders(
+            &mut imap,
+            &folders,
+            &mail_query,
+            end,
+            &scope,
+            first_page || start == 0,
+        )
+        .await?
+    } else {
+        (0, Vec::new())
+    };
+    let merged = merge(&lists, end);
     let prefs = req
         .options
         .as_ref()
@@ -141,23 +250,20 @@ pub async fn search(
     // (`rendered_estimate` of RFC822.SIZE for the BodyPreference) fit in
     // `[devices] max_window_bytes`, the first always; the Range says how
     // many came.
-    let page = uids.get(start..end).unwrap_or_default();
-    let sizes: std::collections::HashMap<u32, u64> = if page.is_empty() {
-        Default::default()
-    } else {
-        imap.fetch_meta(&raw, page)
-            .await
-            .map_err(imap_error)?
-            .into_iter()
-            .map(|m| (m.uid, u64::from(m.size)))
-            .collect()
-    };
+    let page: Vec<(&Folder, u32, &crate::backends::imap::MessageMeta)> = merged
+        .into_iter()
+        .skip(start)
+        .map(|(list, meta)| {
+            let m = &lists[list];
+            (&folders[m.folder], m.uidvalidity, meta)
+        })
+        .collect();
     let budget = eas.engine.max_window_bytes;
     let max_message = imap.config().max_message_bytes;
     let mut spent = 0u64;
     let mut results = Vec::new();
-    for uid in page {
-        let size = sizes.get(uid).copied().unwrap_or(0);
+    for (folder, uidvalidity, meta) in page {
+        let size = u64::from(meta.size);
         let size = if size > max_message { 0 } else { size };
         let estimate = rendered_estimate(size, &prefs, version);
         if budget > 0 && !results.is_empty() && spent.saturating_add(estimate) > budget {
@@ -168,13 +274,14 @@ pub async fn search(
             break;
         }
         spent = spent.saturating_add(estimate);
-        let id: BackendItemId = item_id(uidvalidity, *uid);
-        let long_id = format!("{collection}:{}", id.0);
-        let email = full_email(&mut imap, Some(&raw), &id, &long_id, &prefs, version).await?;
+        let id: BackendItemId = item_id(uidvalidity, meta.uid);
+        let long_id = format!("{}:{}", folder.collection, id.0);
+        let email =
+            full_email(&mut imap, Some(&folder.raw), &id, &long_id, &prefs, version).await?;
         results.push(SearchResult {
             class: Some("Email".to_owned()),
             long_id: Some(long_id),
-            collection_id: Some(collection.to_string()),
+            collection_id: Some(folder.collection.to_string()),
             properties: Some(ApplicationData::Email(Box::new(email))),
         });
     }
