@@ -686,6 +686,22 @@ async fn refused_pings_do_not_count_against_the_damping_unless_repeated() {
     }
     assert_damped(&ping("DAMP2", looping).await, "the fifth same refused Ping");
 
+    // A Ping that does not follow the schema (Status 4) cannot be corrected
+    // by the status: each one counts.
+    let malformed = encode_to_vec(
+        &opush_protocol::wbxml::Element::new(opush_protocol::wbxml::tags::ping::PING).with(
+            opush_protocol::wbxml::Element::with_text(
+                opush_protocol::wbxml::tags::ping::HEARTBEAT_INTERVAL,
+                "soon",
+            ),
+        ),
+    );
+    for i in 0..3 {
+        let a = ping_answer(&ping("DAMP3", malformed.clone()).await, "malformed");
+        assert_eq!(a.status.code(), 4, "malformed Ping {i}");
+    }
+    assert_damped(&ping("DAMP3", malformed).await, "a fourth malformed Ping");
+
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }

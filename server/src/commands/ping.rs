@@ -26,7 +26,8 @@
 //! Retry-After; a Ping refused before it parks (Status 3, 5, 6, 7) does
 //! not count, so the corrected Ping the status asks for is served, unless
 //! it repeats the device's last refused Ping (a device stuck sending the
-//! same wrong Ping is damped). No Ping is answered later than its heartbeat.
+//! same wrong Ping is damped); one that does not follow the schema (Status
+//! 4) always counts. No Ping is answered later than its heartbeat.
 
 use std::time::Duration;
 
@@ -72,6 +73,12 @@ pub async fn handle_ping(
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "Ping request does not follow the schema");
+                // No status tells how to correct it: each one counts
+                // towards the damping (a device looping on it is slowed).
+                let caller = ctx.caller();
+                if let Some(wait) = eas.push.damp(caller.user, caller.device_id, Instant::now()) {
+                    return Err(CommandError::Throttled(wait));
+                }
                 return Ok(render(ctx, answer(PingStatus::SyntaxError)));
             }
         },
