@@ -16,8 +16,10 @@
 //!   AppliesToExternalUnknown message when enabled. opush cannot tell a
 //!   "known" external sender (one in the user's contacts) from an unknown
 //!   one, so an AppliesToExternalKnown message alone is kept and returned
-//!   by Get but answers nobody. An HTML message is sent as text
-//!   (tags dropped).
+//!   by Get but answers nobody. The reply's subject is "Automatic reply: "
+//!   and the original's (Sieve `variables`); an HTML message goes as
+//!   multipart/alternative (`vacation :mime`: its text, tags dropped, and
+//!   the HTML as set).
 //! * The user's own filters keep running: when another script was active
 //!   (a webmail's filters), opush's script `include`s it (`:optional`, so
 //!   that script being deleted later does not break delivery) after the
@@ -328,6 +330,41 @@ fn reply_text(m: &OofMessage) -> String {
     }
 }
 
+/// An HTML reply as the MIME entity `vacation :mime` sends: the text
+/// (tags dropped) and the HTML as set, as multipart/alternative, so that a
+/// mail program shows the HTML and any other the text. `None` for a text
+/// reply.
+fn reply_mime(m: &OofMessage) -> Option<String> {
+    let html = m.reply_message.as_deref()?;
+    if !m
+        .body_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("html"))
+    {
+        return None;
+    }
+    let text = reply_text(m);
+    // A boundary that is in neither part.
+    let digest = blake3::hash(format!("{text}\0{html}").as_bytes());
+    let boundary = format!("=_opush-oof-{}", &digest.to_hex()[..24]);
+    let lines = |s: &str| s.lines().collect::<Vec<_>>().join("\r\n");
+    Some(format!(
+        "MIME-Version: 1.0\r\n\
+         Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n\
+         {}\r\n\
+         --{boundary}\r\n\
+         Content-Type: text/html; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n\
+         {}\r\n\
+         --{boundary}--\r\n",
+        lines(&text),
+        lines(html)
+    ))
+}
+
 /// The message of `audience` when it is enabled and has a text.
 fn enabled(settings: &OofSettings, audience: OofAudience) -> Option<&OofMessage> {
     settings.messages.iter().find(|m| {
@@ -378,7 +415,7 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
     let replies = state != 0 && (internal.is_some() || external.is_some());
     let mut require = Vec::new();
     if replies {
-        require.extend(["vacation", "envelope"]);
+        require.extend(["vacation", "envelope", "variables"]);
         if state == 2 {
             require.extend(["date", "relational"]);
         }
@@ -395,12 +432,31 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
             .addresses
             .first()
             .ok_or_else(|| OofInvalid::Invalid("the user has no address".into()))?;
+        // The reply's subject is the original's after "Automatic reply: "
+        // (as Exchange words it), read at delivery into a variable. With
+        // "variables", every string of the script is expanded, so a "${"
+        // in the user's text is written as "${dollar}{" (expansion is not
+        // recursive: it comes out as "${").
+        out.push_str(
+            "set \"dollar\" \"$\";\n\
+             set \"oof_subject\" \"Automatic reply\";\n\
+             if header :matches \"subject\" \"?*\" {\n  set \"oof_subject\" \"Automatic reply: ${0}\";\n}\n",
+        );
+        let lit = |s: &str| quoted(&s.replace("${", "${dollar}{"));
+        let list = |items: &[String]| {
+            let q: Vec<String> = items.iter().map(|s| lit(s)).collect();
+            format!("[{}]", q.join(", "))
+        };
         let vacation = |m: &OofMessage| {
+            let (mime, reason) = match reply_mime(m) {
+                Some(entity) => (":mime ", entity),
+                None => ("", reply_text(m)),
+            };
             format!(
-                "vacation :days 1 :subject \"Automatic reply\" :from {} :addresses {} {};",
-                quoted(primary),
-                string_list(user.addresses),
-                quoted(&reply_text(m))
+                "vacation :days 1 :subject \"${{oof_subject}}\" :from {} :addresses {} {mime}{};",
+                lit(primary),
+                list(user.addresses),
+                lit(&reason)
             )
         };
         let mut body = String::new();
@@ -409,7 +465,7 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
                 let _ = write!(
                     body,
                     "if envelope :domain :is \"from\" {} {{\n  {}\n}} else {{\n  {}\n}}\n",
-                    string_list(user.internal_domains),
+                    list(user.internal_domains),
                     vacation(i),
                     vacation(e)
                 );
@@ -418,7 +474,7 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
                 let _ = write!(
                     body,
                     "if envelope :domain :is \"from\" {} {{\n  {}\n}}\n",
-                    string_list(user.internal_domains),
+                    list(user.internal_domains),
                     vacation(i)
                 );
             }
@@ -426,7 +482,7 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
                 let _ = write!(
                     body,
                     "if not envelope :domain :is \"from\" {} {{\n  {}\n}}\n",
-                    string_list(user.internal_domains),
+                    list(user.internal_domains),
                     vacation(e)
                 );
             }
@@ -440,7 +496,10 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
                 "if allof (currentdate :zone \"+0000\" :value \"ge\" \"iso8601\" {},\n          currentdate :zone \"+0000\" :value \"lt\" \"iso8601\" {}) {{\n{}}}\n",
                 quoted(&start),
                 quoted(&end),
-                body.lines().map(|l| format!("  {l}\n")).collect::<String>()
+                // As it is: indenting its lines would change the texts
+                // (a multi-line string's later lines, a MIME entity's
+                // header lines).
+                body
             );
         } else {
             out.push_str(&body);
@@ -450,7 +509,11 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
         let _ = writeln!(
             out,
             "# The filters that were active before out-of-office:\ninclude :personal :optional {};",
-            quoted(p)
+            if replies {
+                quoted(&p.replace("${", "${dollar}{"))
+            } else {
+                quoted(p)
+            }
         );
     }
     Ok(out)
@@ -716,9 +779,45 @@ mod tests {
         assert_eq!(parse(&text).unwrap(), stored);
         assert!(text.contains(r#""2026-11-30T09:00:00Z""#), "{text}");
         assert!(text.contains(r#"Back on \"Friday\" \\o/"#), "{text}");
-        assert!(text.contains(r#""Away & out""#), "{text}");
+        // A multi-line text inside the time window's block is as written.
+        assert!(text.contains("\\\\o/\nAsk Bob.\";"), "{text}");
+        // The HTML one goes as both forms; the subject is the original's.
+        assert!(text.contains(":mime \"MIME-Version: 1.0\r\n"), "{text}");
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert!(text.contains("\r\n\r\nAway & out\r\n"), "{text}");
+        assert!(text.contains("\r\n\r\n<p>Away &amp; out</p>\r\n"), "{text}");
+        assert!(text.contains(r#":subject "${oof_subject}""#), "{text}");
+        assert!(
+            text.contains(r#"set "oof_subject" "Automatic reply: ${0}";"#),
+            "{text}"
+        );
         assert!(text.contains(r#"include :personal :optional "roundcube \"filters\"""#));
         assert!(parse("require \"vacation\";").is_none());
+    }
+
+    /// With `variables`, every string is expanded at delivery: a `${` the
+    /// user wrote must come out as written, not as a variable.
+    #[test]
+    fn a_dollar_brace_in_the_text_is_not_a_variable() {
+        let (addresses, domains) = user();
+        let mut settings = timed();
+        settings.messages[0].reply_message = Some("costs ${1} or ${price}".into());
+        let text = compose(
+            &StoredOof {
+                settings,
+                previous: None,
+            },
+            &ScriptUser {
+                addresses: &addresses,
+                internal_domains: &domains,
+            },
+        )
+        .unwrap();
+        assert!(
+            text.contains(r#""costs ${dollar}{1} or ${dollar}{price}""#),
+            "{text}"
+        );
+        assert!(text.contains("set \"dollar\" \"$\";"), "{text}");
     }
 
     #[test]

@@ -271,10 +271,16 @@ async fn a_global_out_of_office_replies_and_reads_back_as_set_14_1() {
     back.messages[2] = s.messages[2].clone();
     assert_eq!(back, s);
 
-    // A message from a colleague (same domain) gets the internal text.
-    let msgid = deliver(&d, sender, user, &unique("hello"));
+    // A message from a colleague (same domain) gets the internal text,
+    // under the original's subject.
+    let subject = unique("hello");
+    let msgid = deliver(&d, sender, user, &subject);
     let reply = reply_in_inbox(sender, &internal);
     assert!(reply.contains("Back Monday \"for sure\" \\o/"), "{reply}");
+    assert!(
+        reply.contains(&format!("Subject: Automatic reply: {subject}\r\n")),
+        "{reply}"
+    );
     assert!(
         reply.contains(&format!("<{msgid}>")),
         "In-Reply-To: {reply}"
@@ -342,8 +348,13 @@ async fn an_external_sender_gets_the_external_text_16_1() {
     set(&mut c, &s).await;
     deliver(&d, sender, user, &unique("question"));
     let reply = reply_in_inbox(sender, &external);
+    // The HTML as set, and its text for mail programs without HTML.
+    assert!(reply.contains("multipart/alternative"), "{reply}");
     assert!(reply.contains(&format!("{external} <away>")), "{reply}");
-    assert!(!reply.contains("<b>"), "HTML sent as text: {reply}");
+    assert!(
+        reply.contains(&format!("<b>{external}</b> &lt;away&gt;")),
+        "{reply}"
+    );
     assert!(!reply.contains(&internal), "{reply}");
     // Get in HTML gives back the HTML exactly as set.
     let res = settings(
@@ -396,12 +407,22 @@ async fn a_time_based_out_of_office_replies_only_within_its_window_12_1() {
         state: Some(2),
         start_time: Some(eas_time(now - 3600)),
         end_time: Some(eas_time(now + 3600)),
-        messages: vec![message(OofAudience::Internal, true, &now_text, "Text")],
+        messages: vec![message(
+            OofAudience::Internal,
+            true,
+            &format!("{now_text}\nSecond line, ${{1}} as written."),
+            "Text",
+        )],
     };
     set(&mut c, &current).await;
     assert_eq!(get(&mut c).await, current);
     deliver(&d, sender, user, &unique("in-time"));
-    reply_in_inbox(sender, &now_text);
+    // Every line as written (the time window's block indents nothing).
+    let reply = reply_in_inbox(sender, &now_text);
+    assert!(
+        reply.contains(&format!("{now_text}\r\nSecond line, ${{1}} as written.")),
+        "{reply}"
+    );
 
     // An end before the start: Status 6, nothing changed.
     let mut backwards = current.clone();
