@@ -311,6 +311,11 @@ pub struct ImapConfig {
     /// Largest message fetched whole (for rendering, attachments, drafts);
     /// bigger ones are sent without body, their attachments refused.
     pub max_message_bytes: u64,
+    /// Bytes of a message read per IMAP command when an attachment is
+    /// streamed (ItemOperations, GetAttachment): each such read takes a
+    /// pooled connection and gives it back; a streamed answer holds about
+    /// three of them in memory.
+    pub stream_chunk_bytes: u32,
     /// Use CONDSTORE/QRESYNC when the server offers them (false: always full listings).
     pub use_condstore: bool,
     /// Push: STATUS polling period when IDLE/NOTIFY are not used, seconds.
@@ -345,6 +350,7 @@ impl Default for ImapConfig {
             max_connections: 4096,
             max_logins_in_flight: 8,
             max_message_bytes: 32 * 1024 * 1024,
+            stream_chunk_bytes: 4 * 1024 * 1024,
             use_condstore: true,
             poll_interval_s: 60,
             forward_client_ip: true,
@@ -816,6 +822,12 @@ impl Config {
         if !(1024..=1 << 31).contains(&self.imap.max_message_bytes) {
             return invalid("imap.max_message_bytes", "must be 1024-2147483648 (2 GiB)");
         }
+        if !(64 * 1024..=64 << 20).contains(&self.imap.stream_chunk_bytes) {
+            return invalid(
+                "imap.stream_chunk_bytes",
+                "must be 65536-67108864 (64 KiB-64 MiB)",
+            );
+        }
         if self.imap.master_user.is_some() != self.imap.master_password.is_some() {
             return invalid(
                 "imap.master_user",
@@ -1261,6 +1273,10 @@ mod tests {
         assert_eq!(
             key("[imap]\nmax_message_bytes = 1023"),
             Some("imap.max_message_bytes")
+        );
+        assert_eq!(
+            key("[imap]\nstream_chunk_bytes = 1000"),
+            Some("imap.stream_chunk_bytes")
         );
         assert_eq!(
             key("[imap]\nmax_message_bytes = 2147483649"),

@@ -9,7 +9,10 @@
 //! Read-aheads that ask while connections opened ahead for them are logging in wait
 //! for those logins.
 //!
-//! Users reserved for this file: load0081–load0085, load0094, load0098, load0060, load0079 (each test its own
+//! A folder another client deletes makes each idle connection that has it
+//! selected stale: the first that fails closes the others.
+//!
+//! Users reserved for this file: load0081–load0085, load0094, load0098, load0060, load0079, load1312 (each test its own
 //! pool, so counts are this test's alone). A missing Dovecot fails the tests.
 #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
@@ -358,4 +361,58 @@ async fn read_aheads_take_the_spare_logins_under_way_and_log_in_no_more() {
     );
     assert_eq!(pool.open_count(USER), 3);
     drop((a, b, held));
+}
+
+/// Another client deletes a folder that three idle connections of the
+/// user have selected. A device's Sync of it takes the connection that
+/// has it selected and refreshes it (a NOOP), as `commands::sync` does:
+/// on a stale connection that fails once ("Mailbox was deleted under
+/// us", a retryable error: Status 111 for the device). The first such
+/// failure closes the other idle connections that have it selected, so
+/// the device's retry learns that the folder is gone instead of failing
+/// again on the next stale one (three failures in a row before).
+#[tokio::test]
+async fn a_deleted_folder_fails_one_stale_connection_not_each() {
+    const USER: &str = "load1312@load.test";
+    const FOLDER: &str = "pool-gone";
+    let mut raw = opush_tests::RawImap::login(USER);
+    raw.try_cmd(&format!("DELETE \"{FOLDER}\"")).ok();
+    raw.cmd(&format!("CREATE \"{FOLDER}\""));
+    let mut c = cfg();
+    c.pool_size = 4;
+    let pool = ImapPool::new(c);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = pool.get_eager(USER, &password()).await.unwrap();
+        s.select(FOLDER).await.unwrap();
+        held.push(s);
+    }
+    drop(held);
+    assert_eq!(pool.idle_count(USER), 3);
+    raw.cmd(&format!("DELETE \"{FOLDER}\""));
+    let wanted = [FOLDER.to_owned()];
+    let mut failures = 0;
+    let mut gone = false;
+    for _ in 0..5 {
+        let mut s = pool
+            .get_selecting(USER, &password(), &wanted)
+            .await
+            .unwrap();
+        let res = match s.refresh(FOLDER).await {
+            Ok(Some(_)) => Ok(()),
+            // Not selected (a new connection): a Sync SELECTs it.
+            Ok(None) => s.select(FOLDER).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match res {
+            Err(e) if e.is_retryable() => failures += 1,
+            Err(opush_server::backends::imap::ImapError::NotFound(_)) => {
+                gone = true;
+                break;
+            }
+            other => panic!("a deleted folder: {other:?}"),
+        }
+    }
+    assert!(gone, "the folder is never found gone");
+    assert_eq!(failures, 1, "stale connections failed once each");
 }

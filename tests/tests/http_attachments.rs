@@ -449,3 +449,216 @@ Content-Transfer-Encoding: base64\r\n\r\n{}--M--\r\n",
     );
     opush.stop().await;
 }
+
+/// A message of `marker` with one base64 attachment `file` of `bytes`.
+fn one_attachment(user: &str, marker: &str, file: &str, bytes: &[u8]) -> String {
+    format!(
+        "From: a@example.test\r\nTo: {user}\r\nSubject: {marker} 0\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=M\r\n\r\n--M\r\nContent-Type: text/plain\r\n\r\nbig\r\n--M\r\n\
+Content-Type: application/octet-stream; name={file}\r\nContent-Disposition: attachment; filename={file}\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n{}--M--\r\n",
+        wrapped_base64(bytes)
+    )
+}
+
+/// An answer being downloaded by hand: the connection, what came so far,
+/// where the body starts and the announced length.
+struct Download {
+    conn: tokio::net::TcpStream,
+    got: Vec<u8>,
+    head_len: usize,
+    length: usize,
+}
+
+impl Download {
+    /// Sends a multipart ItemOperations Fetch of `fref` and reads the
+    /// answer's head (and what comes with it), no more.
+    async fn start(opush: &Opush, c: &EasClient, user: &str, fref: &str) -> Download {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = opush_tests::eas::wbxml_of(&fetch_xml(&[(fref, None)]));
+        let mut head = format!(
+            "POST /Microsoft-Server-ActiveSync?{} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
+             MS-ASProtocolVersion: 14.1\r\nMS-ASAcceptMultiPart: T\r\n\
+             Content-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: {}\r\n\r\n",
+            c.plain_query("ItemOperations", ""),
+            basic_of(user),
+            body.len()
+        )
+        .into_bytes();
+        head.extend_from_slice(&body);
+        let mut conn = tokio::net::TcpStream::connect(opush.addr).await.unwrap();
+        conn.write_all(&head).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let length = text
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("Content-Length");
+        let head_len = text.find("\r\n\r\n").unwrap() + 4;
+        Download {
+            conn,
+            got,
+            head_len,
+            length,
+        }
+    }
+
+    /// Reads until the server closes (or the whole answer came); the body.
+    async fn finish(mut self) -> (Vec<u8>, usize) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        let read_all = async {
+            while self.got.len() - self.head_len < self.length {
+                match self.conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(120), read_all)
+            .await
+            .expect("the answer ends");
+        (self.got.split_off(self.head_len), self.length)
+    }
+}
+
+/// The attachment part of a multipart body, as far as it came (the body
+/// of one Fetch: the table, the WBXML, then the attachment).
+fn attachment_part(body: &[u8]) -> &[u8] {
+    let int = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!(int(0), 2, "two parts");
+    let offset = int(12);
+    &body[offset.min(body.len())..]
+}
+
+/// A device downloading slowly holds none of its user's IMAP connections:
+/// with `pool_size = 1`, the user's other requests are served while an
+/// answer of 24 MB waits on its reader (before, the stream held the one
+/// connection until the download ended and the Sync waited for it in
+/// vain: "no IMAP connection free"). The download then ends whole and
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_download_holds_no_imap_connection() {
+    const USER3: &str = "load1311@load.test";
+    const SLOW: &str = "stream-slow";
+    let bytes: Vec<u8> = (0..24_000_000usize)
+        .map(|i| (i.wrapping_mul(7) ^ (i >> 11)) as u8)
+        .collect();
+    let mut imap = RawImap::login(USER3);
+    fill::ensure(&mut imap, SLOW, 1, "stream-slow-v1", |_| {
+        one_attachment(USER3, "stream-slow-v1", "slow.bin", &bytes)
+    });
+    drop(imap);
+    let opush = start(Options {
+        imap_toml: "max_message_bytes = 100000000\npool_size = 1\ntimeout_ms = 5000\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = opush.client(USER3, "streamslow", "14.1");
+    let refs = references(&mut c, "14.1", SLOW).await;
+    let fref = refs
+        .iter()
+        .find(|(n, _)| n == "slow.bin")
+        .unwrap()
+        .1
+        .clone();
+    let download = Download::start(&opush, &c, USER3, &fref).await;
+    // The reader waits; socket buffers fill and the stream stops.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for _ in 0..3 {
+        let res = c
+            .post_xml(
+                "FolderSync",
+                "<FolderSync xmlns=\"FolderHierarchy:\"><SyncKey>0</SyncKey></FolderSync>",
+            )
+            .await;
+        assert_eq!(res.status, 200, "FolderSync during the download");
+        assert_eq!(
+            find_text(&res.element(), "Status").as_deref(),
+            Some("1"),
+            "FolderSync during the download"
+        );
+    }
+    let (body, length) = download.finish().await;
+    assert_eq!(body.len(), length, "the whole answer came");
+    assert!(
+        attachment_part(&body) == bytes.as_slice(),
+        "slow.bin differs"
+    );
+    opush.stop().await;
+}
+
+/// The folder is deleted and created again, under the same name, with a
+/// message of the same shape at the same UID, while its attachment is
+/// downloaded: the rest is not read from the new message (each chunk's
+/// connection checks the folder's UIDVALIDITY), the answer is broken off
+/// short of its `Content-Length`, and what came is the old attachment's.
+/// With `pool_size = 1`, a Sync of INBOX meanwhile leaves the user's one
+/// connection with INBOX selected (or a new one, if the server ended the
+/// stale one): the next chunk's connection SELECTs the new folder, whose
+/// messages only the UIDVALIDITY tells apart from the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_created_again_mid_download_breaks_the_answer_off() {
+    const USER4: &str = "load1313@load.test";
+    const AGAIN: &str = "stream-again";
+    let old: Vec<u8> = (0..24_000_000usize).map(|i| (i % 253) as u8).collect();
+    let new: Vec<u8> = (0..24_000_000usize).map(|i| (i % 241) as u8).collect();
+    let mut imap = RawImap::login(USER4);
+    fill::ensure(&mut imap, AGAIN, 1, "stream-again-old", |_| {
+        one_attachment(USER4, "stream-again-old", "again.bin", &old)
+    });
+    let opush = start(Options {
+        imap_toml: "max_message_bytes = 100000000\npool_size = 1\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let mut c = opush.client(USER4, "streamagain", "14.1");
+    let refs = references(&mut c, "14.1", AGAIN).await;
+    let folders = folders(&mut c).await;
+    let inbox = folder_of_type(&folders, 2).expect("Inbox listed");
+    let res = c.post_xml("Sync", &sync_xml(&inbox, "0", 0, "")).await;
+    let inbox_key = sync_response(&res, "14.1").collections[0]
+        .sync_key
+        .0
+        .clone();
+    let fref = refs
+        .iter()
+        .find(|(n, _)| n == "again.bin")
+        .unwrap()
+        .1
+        .clone();
+    let download = Download::start(&opush, &c, USER4, &fref).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // The same shape and size, other bytes, at UID 1 again.
+    fill::ensure(&mut imap, AGAIN, 1, "stream-again-new", |_| {
+        one_attachment(USER4, "stream-again-new", "again.bin", &new)
+    });
+    let res = c
+        .post_xml("Sync", &sync_xml(&inbox, &inbox_key, 5, ""))
+        .await;
+    assert_eq!(res.status, 200, "Sync of INBOX during the download");
+    let (body, length) = download.finish().await;
+    assert!(
+        body.len() < length,
+        "the answer is broken off ({} of {length} bytes)",
+        body.len()
+    );
+    let part = attachment_part(&body);
+    assert!(!part.is_empty(), "some of the attachment came first");
+    assert!(
+        part == &old[..part.len()],
+        "bytes of another message were served"
+    );
+    opush.stop().await;
+}

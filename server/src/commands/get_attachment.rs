@@ -3,8 +3,8 @@
 //! FileReference a Sync listed.
 //!
 //! The bytes are streamed from IMAP as they go out
-//! ([`super::attachment`]): the message is read twice, a chunk at a time,
-//! never held. Read-only: nothing is recorded. A name that is not a
+//! ([`super::attachment`]): the message is read twice, a chunk at a time
+//! (each on a pooled connection taken for it alone), never held. Read-only: nothing is recorded. A name that is not a
 //! FileReference at all is a bad request (HTTP 400, the reason in the
 //! log); a well-formed reference to an attachment that is not there (any
 //! more) is HTTP 500 with no body, which is what the protocol specifies
@@ -16,9 +16,9 @@ use opush_protocol::commands::get_attachment::GetAttachmentRequest;
 use opush_protocol::query::Command;
 use opush_protocol::version::ProtocolVersion;
 
-use super::attachment::{self, Located, Piece, Segment};
+use super::attachment::{self, Located, Piece, Segment, Source};
 use super::{CommandContext, CommandError, EasResponse, Tail};
-use crate::backends::imap::{ImapError, PooledSession};
+use crate::backends::imap::ImapError;
 use crate::email::{AttachmentContent, FileReference};
 use crate::session::{imap_error, Caller, EasServices};
 
@@ -43,7 +43,7 @@ pub async fn handle_get_attachment(
         return Err(malformed("bad item id"));
     }
     let found = planned(&req.attachment_name, &ctx.caller(), eas).await?;
-    let Some((imap, piece)) = found else {
+    let Some((source, piece)) = found else {
         tracing::info!(
             attachment = %fref,
             "GetAttachment of an attachment that is not there: HTTP 500 (MS-ASCMD 2.2.1.8)"
@@ -65,7 +65,7 @@ pub async fn handle_get_attachment(
         body: Vec::new(),
         tail: Some(Tail::new(
             len,
-            attachment::stream(imap, vec![Segment::Piece(piece)]),
+            attachment::stream(source, vec![Segment::Piece(piece)]),
         )),
     })
 }
@@ -78,20 +78,21 @@ pub async fn get_attachment(
     caller: &Caller<'_>,
     eas: &EasServices,
 ) -> Result<Option<AttachmentContent>, CommandError> {
-    let Some((imap, piece)) = planned(attachment_name, caller, eas).await? else {
+    let Some((source, piece)) = planned(attachment_name, caller, eas).await? else {
         return Ok(None);
     };
     let content_type = piece.place.content_type.clone();
-    let data = attachment::read_all(imap, piece).await?;
+    let data = attachment::read_all(source, piece).await?;
     Ok(Some(AttachmentContent { content_type, data }))
 }
 
-/// The first pass: the IMAP session and the attachment to stream.
+/// The first pass: the attachment to stream, and where its chunks' IMAP
+/// connections come from (the first pass's goes back to the pool).
 async fn planned(
     attachment_name: &str,
     caller: &Caller<'_>,
     eas: &EasServices,
-) -> Result<Option<(PooledSession, Piece)>, CommandError> {
+) -> Result<Option<(Source, Piece)>, CommandError> {
     let Some(fref) = FileReference::parse(attachment_name) else {
         return Ok(None);
     };
@@ -112,6 +113,9 @@ async fn planned(
     let (Some(raw), Some(id)) = (raw, id) else {
         return Ok(None);
     };
+    let Some((uidvalidity, _)) = super::sync::uid_of(&id) else {
+        return Ok(None);
+    };
     let mut imap = eas.imap_for(caller).await?;
     let Some(uid) = super::item_operations::still_there(&mut imap, &raw, &id).await? else {
         return Ok(None);
@@ -123,11 +127,13 @@ async fn planned(
         Err(e) if e.is_retryable() => return Err(imap_error(e)),
         Err(ImapError::TooLarge { .. }) | Err(_) => return Ok(None),
     };
+    drop(imap);
     let take = place.size;
     Ok(Some((
-        imap,
+        Source::of(eas, caller),
         Piece {
             raw,
+            uidvalidity,
             uid,
             place,
             skip: 0,

@@ -5,8 +5,8 @@
 //!
 //! Content is read from IMAP at request time and never stored. An
 //! attachment is streamed from IMAP as the answer goes out
-//! ([`super::attachment`]: its message read twice a chunk at a time, never
-//! held): inline, base64 in `Data` (the WBXML `Data` is an inline string,
+//! ([`super::attachment`]: its message read twice a chunk at a time, each
+//! chunk on a pooled connection taken for it alone, never held): inline, base64 in `Data` (the WBXML `Data` is an inline string,
 //! so its bytes follow the WBXML before it as they come), or, when the
 //! device accepts it (`MS-ASAcceptMultiPart: T` or `AcceptMultiPart=T`),
 //! as a raw part of the multipart answer ([MS-ASCMD] 2.2.1.10.1.1), the
@@ -29,7 +29,7 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::{airsyncbase as asb, itemoperations as io};
 use opush_protocol::wbxml::{encode_to_vec, Element};
 
-use super::attachment::{self, Located, Piece, Segment};
+use super::attachment::{self, Located, Piece, Segment, Source};
 use super::sync::{full_email, uid_of};
 use super::{CommandContext, CommandError, EasResponse, Tail};
 use crate::backends::imap::{ImapError, PooledSession};
@@ -81,12 +81,12 @@ pub async fn handle_item_operations(
         segments.push(Segment::Bytes(rest.to_vec()));
         (body.unwrap_or_default(), segments)
     };
-    let tail = match (segments.is_empty(), planned.imap) {
-        (false, Some(imap)) => {
-            let len = segments.iter().map(Segment::len).sum();
-            Some(Tail::new(len, attachment::stream(imap, segments)))
-        }
-        _ => None,
+    let tail = if segments.is_empty() {
+        None
+    } else {
+        let len = segments.iter().map(Segment::len).sum();
+        let source = Source::of(eas, &ctx.caller());
+        Some(Tail::new(len, attachment::stream(source, segments)))
     };
     Ok(EasResponse {
         http_status: 200,
@@ -112,8 +112,6 @@ struct Planned {
     response: ItemOperationsResponse,
     /// The attachments, in the order of their `Data` (or `Part` 1, 2…).
     pieces: Vec<Piece>,
-    /// The session to read them with.
-    imap: Option<PooledSession>,
     /// For each piece, the index of its Fetch result.
     results: Vec<usize>,
 }
@@ -128,17 +126,9 @@ pub async fn item_operations(
 ) -> Result<ItemOperationsResponse, CommandError> {
     let planned = plan(req, version, caller, eas, false).await?;
     let mut response = planned.response;
-    let Some(imap) = planned.imap else {
-        return Ok(response);
-    };
-    // One piece at a time on the one session.
-    let mut imap = Some(imap);
+    let source = Source::of(eas, caller);
     for (i, (piece, result)) in planned.pieces.into_iter().zip(planned.results).enumerate() {
-        let session = match imap.take() {
-            Some(s) => s,
-            None => eas.imap_for(caller).await?,
-        };
-        let data = attachment::read_all(session, piece).await?;
+        let data = attachment::read_all(source.clone(), piece).await?;
         let mark = marker(i);
         if let Some(OperationResult::Fetch {
             properties: Some(ApplicationData::Properties(props)),
@@ -286,7 +276,6 @@ async fn plan(
             status: ItemOperationsStatus::Success,
             results,
         },
-        imap: Some(imap),
         pieces,
         results: piece_results,
     })
@@ -463,7 +452,9 @@ async fn fetch(
                 None,
             ));
         };
-        let Some(uid) = still_there(imap, &raw, &id).await? else {
+        let (Some(uid), Some((uidvalidity, _))) =
+            (still_there(imap, &raw, &id).await?, uid_of(&id))
+        else {
             return Ok(fetch_result(
                 ItemOperationsStatus::ObjectNotFound,
                 target,
@@ -530,6 +521,7 @@ async fn fetch(
         });
         wanted.pieces.push(Piece {
             raw,
+            uidvalidity,
             uid,
             place,
             skip: start,

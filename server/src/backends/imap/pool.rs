@@ -323,6 +323,33 @@ impl PooledSession {
 }
 
 impl PooledSession {
+    /// Closes the user's idle sessions that have `raw` selected (the
+    /// server said it is gone: each of them is stale).
+    fn close_idle_selecting(&self, raw: &str) {
+        let closed: Vec<Idle> = {
+            let mut st = self.user_pool.lock();
+            let (stale, kept): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(|it| it.session.selected_mailbox() == Some(raw));
+            st.idle = kept;
+            st.open -= stale.len();
+            stale
+        };
+        if closed.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            target: "IMAP.COMMAND",
+            mailbox = raw,
+            closed = closed.len(),
+            "mailbox gone: idle sessions that had it selected closed"
+        );
+        let n = closed.len();
+        drop(closed);
+        self.shared.release_global(n);
+        self.user_pool.returned.notify_one();
+    }
+
     /// Marks it as the read-ahead lane `lane`'s (a device): back in the
     /// pool, that lane's next read-ahead takes it first, and requests
     /// take it only when no other is idle.
@@ -340,11 +367,18 @@ impl PooledSession {
 
 impl Drop for PooledSession {
     fn drop(&mut self) {
-        if let Some(s) = &self.session {
+        let mut gone = None;
+        if let Some(s) = &mut self.session {
             let opens = s.mailbox_opens().saturating_sub(self.opens_at);
             self.shared.opens.fetch_add(opens, Ordering::Relaxed);
             let statuses = s.statuses().saturating_sub(self.statuses_at);
             self.shared.statuses.fetch_add(statuses, Ordering::Relaxed);
+            gone = s.take_gone();
+        }
+        if let Some(raw) = gone {
+            // Another client deleted it: every idle session of the user
+            // that has it selected would fail its next command once.
+            self.close_idle_selecting(&raw);
         }
         match self.session.take() {
             Some(mut session) if session.is_usable() => {

@@ -238,6 +238,10 @@ pub struct Session {
     opens: u64,
     /// STATUS commands sent (tests and the pool count them).
     statuses: u64,
+    /// A mailbox the server said is gone (deleted under this session
+    /// while selected, or not there when opened): the pool closes its
+    /// other idle sessions that have it selected ([`Session::take_gone`]).
+    gone: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -281,6 +285,7 @@ impl Session {
             tags: 0,
             opens: 0,
             statuses: 0,
+            gone: None,
             folder_names: [
                 (SpecialUse::Drafts, cfg.folder_drafts.clone()),
                 (SpecialUse::Sent, cfg.folder_sent.clone()),
@@ -407,6 +412,14 @@ impl Session {
         }
     }
 
+    /// The mailbox the server last said is gone, if any (once): deleted
+    /// under this session while it had it selected, or not there when
+    /// this session opened it. Other sessions of the user that have it
+    /// selected are stale: each would fail its next command.
+    pub(super) fn take_gone(&mut self) -> Option<String> {
+        self.gone.take()
+    }
+
     /// SELECT and EXAMINE commands this session has sent.
     pub fn mailbox_opens(&self) -> u64 {
         self.opens
@@ -477,6 +490,9 @@ impl Session {
             "{what}"
         );
         if matches!(res, Err(ImapError::Unavailable(_) | ImapError::Protocol(_))) {
+            if matches!(&res, Err(ImapError::Unavailable(m)) if deleted_under_us(m)) {
+                self.gone = self.selected.as_ref().map(|s| s.raw.clone());
+            }
             self.broken = true;
             self.selected = None;
         }
@@ -883,25 +899,35 @@ impl Session {
 
     async fn open(&mut self, raw: &str, read_only: bool) -> Result<MailboxState, ImapError> {
         let verb = if read_only { "EXAMINE" } else { "SELECT" };
-        self.selected = None;
+        // The mailbox it leaves: the one a "deleted under us" is about.
+        let left = self.selected.take().map(|s| s.raw);
         self.opens += 1;
         crate::obs::metrics::imap_mailbox_open();
         let condstore = self.condstore;
         let mut st = MailboxState::default();
-        self.simple_with(verb, format!("{verb} {}", quote(raw)?), &mut |r| {
-            match r {
-                Response::MailboxData(MailboxDatum::Exists(n)) => st.exists = *n,
-                Response::Data { outcome, .. } => match outcome.code {
-                    Some(ResponseCode::UidValidity(v)) => st.uidvalidity = v,
-                    Some(ResponseCode::UidNext(v)) => st.uidnext = v,
-                    Some(ResponseCode::HighestModSeq(v)) if condstore => st.highestmodseq = Some(v),
+        let opened = self
+            .simple_with(verb, format!("{verb} {}", quote(raw)?), &mut |r| {
+                match r {
+                    Response::MailboxData(MailboxDatum::Exists(n)) => st.exists = *n,
+                    Response::Data { outcome, .. } => match outcome.code {
+                        Some(ResponseCode::UidValidity(v)) => st.uidvalidity = v,
+                        Some(ResponseCode::UidNext(v)) => st.uidnext = v,
+                        Some(ResponseCode::HighestModSeq(v)) if condstore => {
+                            st.highestmodseq = Some(v)
+                        }
+                        _ => {}
+                    },
                     _ => {}
-                },
-                _ => {}
-            }
-            Ok(())
-        })
-        .await?;
+                }
+                Ok(())
+            })
+            .await;
+        match &opened {
+            Err(ImapError::NotFound(_)) => self.gone = Some(raw.to_owned()),
+            Err(ImapError::Unavailable(m)) if deleted_under_us(m) => self.gone = left,
+            _ => {}
+        }
+        opened?;
         self.selected = Some(Selected {
             raw: raw.to_string(),
             read_only,
@@ -2067,6 +2093,15 @@ fn no_error(
             text: info.to_string(),
         },
     }
+}
+
+/// Whether an `Unavailable` message is Dovecot's answer to a session whose
+/// selected mailbox another client deleted: a `NO` ("Mailbox was deleted
+/// under us", [`no_error`]), or, to a NOOP, a `BYE` ("IMAP session state
+/// is inconsistent, please relogin.").
+fn deleted_under_us(message: &str) -> bool {
+    let upper = message.to_ascii_uppercase();
+    upper.contains("DELETED UNDER US") || upper.contains("STATE IS INCONSISTENT")
 }
 
 /// The UID, the fetched header fields and (when asked for) the body
