@@ -350,7 +350,7 @@ impl Default for ImapConfig {
             max_connections: 4096,
             max_logins_in_flight: 8,
             max_message_bytes: 32 * 1024 * 1024,
-            stream_chunk_bytes: 4 * 1024 * 1024,
+            stream_chunk_bytes: 1024 * 1024,
             use_condstore: true,
             poll_interval_s: 60,
             forward_client_ip: true,

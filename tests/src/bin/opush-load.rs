@@ -1160,8 +1160,8 @@ Content-Disposition: attachment; filename=big.bin\r\nContent-Transfer-Encoding: 
 /// the peak is reset (`/proc/PID/clear_refs`) before each fetch round.
 fn fetch_attachment(a: &Args) {
     let mb = a.fetch_attachment;
-    // Two devices per user (a user's IMAP connections are few, and each
-    // streamed answer holds one while it is sent).
+    // Two devices per user (a user's IMAP connections are few; until
+    // session 17 each streamed answer held one while it was sent).
     let user_of = |d: usize| format!("load{:04}@load.test", a.user_base + d / 2);
     let marker = attachment_marker(mb);
     let t = Instant::now();
