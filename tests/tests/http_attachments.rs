@@ -5,9 +5,12 @@
 //! (12.1); a range past the end; an attachment whose message vanished.
 //! The bytes must equal what was APPENDed, through base64,
 //! quoted-printable and 7bit parts. The multipart answer is read with
-//! this file's own parser, not the server's.
+//! this file's own parser, not the server's. A slow download holds none
+//! of the user's IMAP connections; a folder created again mid-download
+//! breaks the answer off, never serves the new message's bytes.
 //!
-//! Reserved Dovecot user: load1191.
+//! Reserved Dovecot users: load1191, load1193 (private Dovecot), load1311,
+//! load1313.
 
 #![allow(
     clippy::unwrap_used,
