@@ -400,13 +400,7 @@ async fn capture(
     } else {
         format!("{path}?{query}")
     };
-    let mut response_head = format!("HTTP/1.1 {}", res.http_status);
-    if let Some(ct) = res.content_type {
-        response_head.push_str(&format!("\ncontent-type: {ct}"));
-    }
-    for (name, value) in &res.headers {
-        response_head.push_str(&format!("\n{name}: {value}"));
-    }
+    let response_head = captured_head(res);
     let request_body = access.body.as_deref().unwrap_or(&[]);
     let request_wbxml = access
         .ctx
@@ -425,6 +419,26 @@ async fn capture(
     captures
         .store_and_flush(&eas.sessions, user, device, &exchange)
         .await;
+}
+
+/// An answer's status line and headers as the capture keeps them; a
+/// streamed tail (an attachment read from IMAP as it goes out) is not
+/// kept with the body: its length is named.
+fn captured_head(res: &EasResponse) -> String {
+    let mut head = format!("HTTP/1.1 {}", res.http_status);
+    if let Some(ct) = res.content_type {
+        head.push_str(&format!("\ncontent-type: {ct}"));
+    }
+    for (name, value) in &res.headers {
+        head.push_str(&format!("\n{name}: {value}"));
+    }
+    if let Some(tail) = &res.tail {
+        head.push_str(&format!(
+            "\nX-Opush-Capture-Tail: {} bytes streamed after the body, not kept",
+            tail.len()
+        ));
+    }
+    head
 }
 
 /// The request's headers for REQUEST.FULL, `Authorization` as `*`.
@@ -804,6 +818,33 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_captured_head_names_the_streamed_tail() {
+        let tail = crate::commands::Tail::new(
+            5,
+            Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(
+                b"hello",
+            ))])),
+        );
+        let res = EasResponse {
+            http_status: 200,
+            content_type: None,
+            headers: vec![("Content-Type", "text/plain".to_owned())],
+            body: Vec::new(),
+            tail: Some(tail),
+        };
+        assert_eq!(
+            captured_head(&res),
+            "HTTP/1.1 200\nContent-Type: text/plain\n\
+             X-Opush-Capture-Tail: 5 bytes streamed after the body, not kept"
+        );
+        let whole = EasResponse { tail: None, ..res };
+        assert_eq!(
+            captured_head(&whole),
+            "HTTP/1.1 200\nContent-Type: text/plain"
+        );
+    }
 
     #[test]
     fn endpoints_match_with_or_without_slash_and_any_case() {
