@@ -308,8 +308,9 @@ pub struct ImapConfig {
     /// Maximum logins in flight to the IMAP server at once (pool and
     /// Basic-auth checks); the others queue.
     pub max_logins_in_flight: usize,
-    /// Largest message fetched whole (for rendering, attachments, drafts);
-    /// bigger ones are sent without body, their attachments refused.
+    /// Most bytes of one message held: messages read whole (drafts,
+    /// originals); the skeleton of a large message rendered for Sync
+    /// (`commands::sync::large_above`) and its MIME body unless streamed.
     pub max_message_bytes: u64,
     /// Bytes of a message read per IMAP command when an attachment is
     /// streamed (ItemOperations, GetAttachment): each such read takes a

@@ -32,14 +32,14 @@ use bytes::Bytes;
 use super::TailStream;
 use crate::backends::imap::{ImapError, ImapPool, PooledSession};
 use crate::config::Secret;
-use crate::email::skeleton::Scanner;
+use crate::email::skeleton::{Leaf, Scanner};
 use crate::email::transfer::{Base64Encoder, Decoder, Encoding};
 use crate::email::{locate_attachment, AttachmentPlace};
 use crate::session::{Caller, EasServices};
 
 /// Bytes of each body kept in the skeleton (enough for mail-parser to see
 /// its part for what it is).
-const KEEP: usize = 2048;
+pub const KEEP: usize = 2048;
 
 /// What the first pass found.
 #[derive(Debug)]
@@ -53,10 +53,9 @@ pub enum Located {
 
 /// The first pass: the place of attachment `index` of message `uid` of
 /// folder `raw`. A message that is not there is `ImapError::NotFound`; a
-/// message over `max_message` bytes (`[imap] max_message_bytes`: Sync
-/// lists no attachment of such a message, so no device holds a reference
-/// to one) or a skeleton past it is `ImapError::TooLarge`. The reading
-/// itself needs no such bound.
+/// skeleton past `max_message` bytes (`[imap] max_message_bytes`: a
+/// message of very many parts) is `ImapError::TooLarge`. The message
+/// itself may be of any size: it is never held.
 pub async fn locate(
     imap: &mut PooledSession,
     raw: &str,
@@ -64,21 +63,44 @@ pub async fn locate(
     index: u32,
     max_message: u64,
 ) -> Result<Located, ImapError> {
-    let max_skeleton = max_message;
     let meta = imap.fetch_meta(raw, &[uid]).await?;
     let size = meta
         .iter()
         .find(|m| m.uid == uid)
         .map(|m| m.size)
         .ok_or_else(|| ImapError::NotFound(format!("UID {uid} in {raw}")))?;
-    if u64::from(size) > max_message {
-        return Err(ImapError::TooLarge {
-            size: u64::from(size),
-            limit: max_message,
-        });
-    }
+    let scanned = read_skeleton(imap, (raw, uid, size), Scanner::new(KEEP), max_message).await?;
+    let Some(Scanned { skel, leaves, .. }) = scanned else {
+        return Ok(Located::NoAttachment);
+    };
+    Ok(match locate_attachment(&skel, &leaves, index) {
+        Some(place) => Located::Found(place),
+        None => Located::NoAttachment,
+    })
+}
+
+/// A message read through a [`Scanner`].
+#[derive(Debug)]
+pub struct Scanned {
+    /// Its skeleton.
+    pub skel: Vec<u8>,
+    /// Its leaves.
+    pub leaves: Vec<Leaf>,
+    /// It is UTF-8 text without NUL (`Scanner::is_utf8_text`).
+    pub utf8: bool,
+}
+
+/// Reads message `uid` of `raw` (`size` bytes) a chunk at a time through
+/// `scanner`: its skeleton and leaves, `None` when it cannot be scanned
+/// (`email::skeleton::ScanError`), `ImapError::TooLarge` as soon as the
+/// skeleton passes `max_skeleton` bytes.
+pub async fn read_skeleton(
+    imap: &mut PooledSession,
+    (raw, uid, size): (&str, u32, u32),
+    mut scanner: Scanner,
+    max_skeleton: u64,
+) -> Result<Option<Scanned>, ImapError> {
     let chunk_bytes = imap.config().stream_chunk_bytes;
-    let mut scanner = Scanner::new(KEEP);
     let mut offset: u32 = 0;
     while offset < size {
         let chunk = imap
@@ -96,13 +118,11 @@ pub async fn locate(
             });
         }
     }
-    let Ok((skel, leaves)) = scanner.finish() else {
-        return Ok(Located::NoAttachment);
-    };
-    Ok(match locate_attachment(&skel, &leaves, index) {
-        Some(place) => Located::Found(place),
-        None => Located::NoAttachment,
-    })
+    let utf8 = scanner.is_utf8_text();
+    Ok(scanner
+        .finish()
+        .ok()
+        .map(|(skel, leaves)| Scanned { skel, leaves, utf8 }))
 }
 
 /// One attachment (or a byte range of one) to stream.

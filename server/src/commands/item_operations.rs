@@ -11,7 +11,13 @@
 //! device accepts it (`MS-ASAcceptMultiPart: T` or `AcceptMultiPart=T`),
 //! as a raw part of the multipart answer ([MS-ASCMD] 2.2.1.10.1.1), the
 //! `Data` replaced by `Part`. A whole message's Fetch is built in memory
-//! and stays in the WBXML part. Document libraries answer a clean failure
+//! and stays in the WBXML part; a large one's (`sync::large_above`) is
+//! rendered from its skeleton, and its whole MIME body (BodyPreference
+//! Type 4), when it is UTF-8 without NUL, streams from IMAP into its
+//! inline `Data` (an inline string: its length is the message's size)
+//! in both forms of answer; any other MIME body of a large message is
+//! read only as far as it is sent (its TruncationSize, at most `[imap]
+//! max_message_bytes`, Truncated past it). Document libraries answer a clean failure
 //! status, never an error. One answer holds about `[devices]
 //! max_window_bytes` of fetched messages: past it, the other Fetches of
 //! the request are answered DataTooLarge (the first is always served
@@ -30,10 +36,11 @@ use opush_protocol::wbxml::tags::{airsyncbase as asb, itemoperations as io};
 use opush_protocol::wbxml::{encode_to_vec, Element};
 
 use super::attachment::{self, Located, Piece, Segment, Source};
-use super::sync::{full_email, uid_of};
+use super::sync::{full_email_checked, uid_of};
 use super::{CommandContext, CommandError, EasResponse, Tail};
 use crate::backends::imap::{ImapError, PooledSession};
-use crate::email::FileReference;
+use crate::email::transfer::Encoding;
+use crate::email::{AttachmentPlace, FileReference};
 use crate::session::{imap_error, Caller, EasServices};
 
 /// Handles `Cmd=ItemOperations`.
@@ -50,36 +57,34 @@ pub async fn handle_item_operations(
         kind: "protocol",
         reason,
     };
+    // Each inline `Data` (an attachment's, a large message's MIME body) is
+    // a marker in the WBXML: the bytes before it go first, its content
+    // streams in its place.
+    let mime: Vec<(String, Piece)> = planned
+        .mime
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (mime_marker(i), p))
+        .collect();
     let (body, segments) = if multipart {
-        let mut lengths = vec![wbxml.len() as u64];
+        let (first, mut segments) = split_at_markers(&wbxml, mime).map_err(engine_error)?;
+        let part0 = first.len() as u64 + segments.iter().map(Segment::len).sum::<u64>();
+        let mut lengths = vec![part0];
         lengths.extend(planned.pieces.iter().map(Piece::len));
         let mut body =
             opush_protocol::multipart::head(&lengths).map_err(|e| engine_error(e.to_string()))?;
-        body.extend_from_slice(&wbxml);
-        let segments = planned.pieces.into_iter().map(Segment::Piece).collect();
+        body.extend_from_slice(&first);
+        segments.extend(planned.pieces.into_iter().map(Segment::Piece));
         (body, segments)
-    } else if planned.pieces.is_empty() {
-        (wbxml, Vec::new())
     } else {
-        // Each inline `Data` is a marker in the WBXML: the bytes before it
-        // go first, the attachment's base64 streams in its place.
-        let mut segments = Vec::new();
-        let mut rest = wbxml.as_slice();
-        let mut body = None;
-        for (i, piece) in planned.pieces.into_iter().enumerate() {
-            let mark = marker(i);
-            let at = memchr::memmem::find(rest, mark.as_bytes())
-                .ok_or_else(|| engine_error("inline Data marker not found".to_owned()))?;
-            let before = rest[..at].to_vec();
-            match body {
-                None => body = Some(before),
-                Some(_) => segments.push(Segment::Bytes(before)),
-            }
-            segments.push(Segment::Piece(piece));
-            rest = &rest[at + mark.len()..];
-        }
-        segments.push(Segment::Bytes(rest.to_vec()));
-        (body.unwrap_or_default(), segments)
+        let mut marked: Vec<(String, Piece)> = planned
+            .pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (marker(i), p))
+            .collect();
+        marked.extend(mime);
+        split_at_markers(&wbxml, marked).map_err(engine_error)?
     };
     let tail = if segments.is_empty() {
         None
@@ -107,11 +112,56 @@ fn marker(i: usize) -> String {
     format!("\u{FFFF}opush-data-{i}\u{FFFF}")
 }
 
+/// The text standing in the `Data` of the `i`th large message's MIME body
+/// until it is streamed.
+fn mime_marker(i: usize) -> String {
+    format!("\u{FFFF}opush-mime-{i}\u{FFFF}")
+}
+
+/// `wbxml` cut at each marker of `marked` (in the order they appear in
+/// it): its bytes up to the first, then what follows, each piece in
+/// place of its marker.
+fn split_at_markers(
+    wbxml: &[u8],
+    marked: Vec<(String, Piece)>,
+) -> Result<(Vec<u8>, Vec<Segment>), String> {
+    let mut found = Vec::with_capacity(marked.len());
+    for (mark, piece) in marked {
+        let at = memchr::memmem::find(wbxml, mark.as_bytes())
+            .ok_or_else(|| "inline Data marker not found".to_owned())?;
+        found.push((at, mark.len(), piece));
+    }
+    found.sort_by_key(|(at, _, _)| *at);
+    let mut segments = Vec::with_capacity(2 * found.len() + 1);
+    let mut first = None;
+    let mut from = 0;
+    for (at, len, piece) in found {
+        let before = wbxml[from..at].to_vec();
+        match first {
+            None => first = Some(before),
+            Some(_) => segments.push(Segment::Bytes(before)),
+        }
+        segments.push(Segment::Piece(piece));
+        from = at + len;
+    }
+    let rest = wbxml[from..].to_vec();
+    Ok(match first {
+        None => (rest, segments),
+        Some(first) => {
+            segments.push(Segment::Bytes(rest));
+            (first, segments)
+        }
+    })
+}
+
 /// An answer whose attachments are still to be read.
 struct Planned {
     response: ItemOperationsResponse,
     /// The attachments, in the order of their `Data` (or `Part` 1, 2…).
     pieces: Vec<Piece>,
+    /// The large messages whose MIME body streams in their `Data`
+    /// ([`mime_marker`]), in both forms of answer.
+    mime: Vec<Piece>,
     /// For each piece, the index of its Fetch result.
     results: Vec<usize>,
 }
@@ -141,6 +191,23 @@ pub async fn item_operations(
                         io::DATA,
                         String::from_utf8(data.clone()).unwrap_or_default(),
                     );
+                }
+            }
+        }
+    }
+    for (i, piece) in planned.mime.into_iter().enumerate() {
+        let data = attachment::read_all(source.clone(), piece).await?;
+        let mark = mime_marker(i);
+        for result in response.results.iter_mut() {
+            if let OperationResult::Fetch {
+                properties: Some(ApplicationData::Email(email)),
+                ..
+            } = result
+            {
+                if let Some(body) = email.body.as_mut() {
+                    if body.data.as_deref() == Some(mark.as_str()) {
+                        body.data = Some(String::from_utf8_lossy(&data).into_owned());
+                    }
                 }
             }
         }
@@ -188,6 +255,7 @@ async fn plan(
     let mut fetched: u64 = 0;
     let mut refused = 0usize;
     let mut pieces = Vec::new();
+    let mut mime = Vec::new();
     let mut piece_results = Vec::new();
     for op in &req.operations {
         results.push(match op {
@@ -212,6 +280,7 @@ async fn plan(
                         range: range.as_deref(),
                         multipart,
                         pieces: &mut pieces,
+                        mime: &mut mime,
                     };
                     let result = fetch(&mut imap, &state, target, &prefs, wanted, version).await?;
                     fetched = fetched.saturating_add(fetched_bytes(&result));
@@ -277,6 +346,7 @@ async fn plan(
             results,
         },
         pieces,
+        mime,
         results: piece_results,
     })
 }
@@ -290,6 +360,8 @@ struct Wanted<'a> {
     multipart: bool,
     /// The attachments to stream, in order.
     pieces: &'a mut Vec<Piece>,
+    /// The large messages' MIME bodies to stream, in order.
+    mime: &'a mut Vec<Piece>,
 }
 
 /// [MS-ASCMD] 2.2.3.117.1 ItemOperations `Move`: every message of the
@@ -535,7 +607,7 @@ async fn fetch(
         ));
     }
     if let (None, Some(long_id)) = (target.server_id.as_deref(), target.long_id.as_deref()) {
-        return fetch_long_id(imap, state, target, long_id, prefs, version).await;
+        return fetch_long_id(imap, state, target, long_id, (prefs, version), wanted.mime).await;
     }
     let Some(server_id) = target.server_id.as_deref() else {
         return Ok(fetch_result(
@@ -548,7 +620,8 @@ async fn fetch(
         // A Find result the device does not hold from Sync carries the
         // LongId form as its ServerId (`commands/find.rs`).
         if server_id.contains('/') {
-            return fetch_long_id(imap, state, target, server_id, prefs, version).await;
+            let how = (prefs, version);
+            return fetch_long_id(imap, state, target, server_id, how, wanted.mime).await;
         }
         return Ok(fetch_result(
             ItemOperationsStatus::ObjectNotFound,
@@ -556,7 +629,15 @@ async fn fetch(
             None,
         ));
     };
-    fetch_email(imap, target, (&raw, &id), server_id, prefs, version).await
+    fetch_email(
+        imap,
+        target,
+        (&raw, &id),
+        server_id,
+        (prefs, version),
+        wanted.mime,
+    )
+    .await
 }
 
 /// Fetch of a Search result by its LongId (`"<CollectionId>:<UIDVALIDITY>/<UID>"`,
@@ -568,8 +649,8 @@ async fn fetch_long_id(
     state: &DeviceState,
     target: &FetchTarget,
     long_id: &str,
-    prefs: &[BodyPreference],
-    version: ProtocolVersion,
+    how: (&[BodyPreference], ProtocolVersion),
+    mime: &mut Vec<Piece>,
 ) -> Result<OperationResult, CommandError> {
     let not_found = || fetch_result(ItemOperationsStatus::ObjectNotFound, target, None);
     let located = long_id.split_once(':').and_then(|(collection, item)| {
@@ -584,7 +665,7 @@ async fn fetch_long_id(
     let Some((raw, id, _, _)) = located else {
         return Ok(not_found());
     };
-    fetch_email(imap, target, (&raw, &id), long_id, prefs, version).await
+    fetch_email(imap, target, (&raw, &id), long_id, how, mime).await
 }
 
 /// Whether the message `id` names is still in `raw` (the same UIDVALIDITY,
@@ -617,23 +698,57 @@ pub(crate) async fn still_there(
 }
 
 /// Fetch of a whole message by its ServerId (`shown_id`, as the device
-/// names it): ObjectNotFound when it is no longer there.
+/// names it): ObjectNotFound when it is no longer there. A large message
+/// (`sync::large_above`) is rendered from its skeleton, and its whole MIME
+/// body, when that is what is asked, streams from IMAP into its `Data`
+/// (pushed on `mime`), never held; DataTooLarge when its skeleton passes
+/// `[imap] max_message_bytes` (very many parts).
 async fn fetch_email(
     imap: &mut PooledSession,
     target: &FetchTarget,
     (raw, id): (&str, &BackendItemId),
     shown_id: &str,
-    prefs: &[BodyPreference],
-    version: ProtocolVersion,
+    (prefs, version): (&[BodyPreference], ProtocolVersion),
+    mime: &mut Vec<Piece>,
 ) -> Result<OperationResult, CommandError> {
-    if still_there(imap, raw, id).await?.is_none() {
+    let Some(uid) = still_there(imap, raw, id).await? else {
         return Ok(fetch_result(
             ItemOperationsStatus::ObjectNotFound,
             target,
             None,
         ));
+    };
+    let how = (shown_id, prefs, version);
+    let (mut email, stream) = match full_email_checked(imap, Some(raw), id, how, true).await? {
+        Ok(item) => item,
+        Err(_) => {
+            return Ok(fetch_result(
+                ItemOperationsStatus::DataTooLarge,
+                target,
+                None,
+            ))
+        }
+    };
+    if let (Some(size), Some(body)) = (stream, email.body.as_mut()) {
+        let size = u64::from(size);
+        body.data = Some(mime_marker(mime.len()));
+        mime.push(Piece {
+            raw: raw.to_owned(),
+            // `still_there` checked it against the folder's.
+            uidvalidity: uid_of(id).map_or(0, |(validity, _)| validity),
+            uid,
+            place: AttachmentPlace {
+                content_type: "message/rfc822".to_owned(),
+                start: 0,
+                end: size,
+                encoding: Encoding::Identity,
+                size,
+            },
+            skip: 0,
+            take: size,
+            base64: false,
+        });
     }
-    let email = full_email(imap, Some(raw), id, shown_id, prefs, version).await?;
     Ok(fetch_result(
         ItemOperationsStatus::Success,
         target,

@@ -1374,7 +1374,9 @@ fn start_read_ahead(
             ahead.device.clone(),
             (raw.to_owned(), validity),
             chunk.to_vec(),
-            (eas.imap.config().max_message_bytes, ready),
+            // Large messages are rendered from their skeleton, not read
+            // ahead.
+            (large_above(eas.imap.config().max_message_bytes), ready),
             connect,
         );
     }
@@ -1467,16 +1469,15 @@ async fn window_cut(
 
 /// What the answer to a Fetch of a message is estimated to add: the
 /// rendered Email for the BodyPreference (`rendered_estimate`), a message
-/// over `[imap] max_message_bytes` counting as its header only (it is sent
-/// without a body).
+/// over `[imap] max_message_bytes` counting as that many bytes (its
+/// rendering from the skeleton reads no more, `large_email`).
 fn fetch_estimate(
     m: &MessageMeta,
     max_message: u64,
     (prefs, version): (&[BodyPreference], ProtocolVersion),
 ) -> u64 {
     let size = u64::from(m.size);
-    let size = if size > max_message { 0 } else { size };
-    rendered_estimate(size, prefs, version)
+    rendered_estimate(size.min(max_message), prefs, version)
 }
 
 /// Turns each `<Fetch>` of `request` into a `FetchSized` with the bytes
@@ -2010,25 +2011,171 @@ pub(crate) async fn full_email(
     prefs: &[BodyPreference],
     version: ProtocolVersion,
 ) -> Result<Email, CommandError> {
+    let item = full_email_checked(imap, raw, id, (server_id, prefs, version), false).await?;
+    Ok(item.map_or_else(|empty| empty, |(email, _)| email))
+}
+
+/// [`full_email`], telling a large message that could not be rendered
+/// (its skeleton past `[imap] max_message_bytes`: very many parts) by
+/// `Err`, which holds the item without body that Sync sends for it. With
+/// `stream_mime`, a large message's whole MIME body that can be sent as
+/// it is (UTF-8, no NUL) is left to the caller to stream: its `Data` is
+/// `None` and the message's size is given.
+pub(crate) async fn full_email_checked(
+    imap: &mut PooledSession,
+    raw: Option<&str>,
+    id: &BackendItemId,
+    (server_id, prefs, version): (&str, &[BodyPreference], ProtocolVersion),
+    stream_mime: bool,
+) -> Result<Result<(Email, Option<u32>), Email>, CommandError> {
     let (Some(raw), Some((_, uid))) = (raw, uid_of(id)) else {
-        return Ok(to_email(b"", &info_of(server_id, None), prefs, version));
+        let email = to_email(b"", &info_of(server_id, None), prefs, version);
+        return Ok(Ok((email, None)));
     };
     let meta = meta_of(imap, raw, uid).await?;
-    // A message that vanished or is too big is still sent (empty body):
-    // one bad message must not block the collection.
-    // Bigger than `[imap] max_message_bytes`: sent without body.
+    let info = info_of(server_id, meta.as_ref());
     let limit = imap.config().max_message_bytes;
+    if let Some(size) = meta.as_ref().map(|m| m.size) {
+        if u64::from(size) > large_above(limit) {
+            let how = (prefs, version, stream_mime);
+            return large_email(imap, (raw, uid, size), &info, how).await;
+        }
+    }
+    // A message that vanished is still sent (empty body): one bad message
+    // must not block the collection.
     let bytes = match imap.fetch_message(raw, uid, limit).await {
         Ok(b) => b,
         Err(e) if e.is_retryable() => return Err(imap_error(e)),
         Err(_) => Vec::new(),
     };
-    Ok(to_email(
-        &bytes,
-        &info_of(server_id, meta.as_ref()),
-        prefs,
-        version,
-    ))
+    Ok(Ok((to_email(&bytes, &info, prefs, version), None)))
+}
+
+/// Messages above this many bytes (or above `[imap] max_message_bytes`
+/// when that is lower: [`large_above`]) are rendered from their skeleton
+/// (`email::skeleton`, read a chunk at a time) rather than read and
+/// parsed whole. Read whole, a message costs about four times its size
+/// while it is rendered (the IMAP literal, mail-parser's decoded parts,
+/// the body, the WBXML): 4 MiB keeps that near 16 MB a message, about
+/// what a window of small messages costs (`PREFETCH_BYTES`), while the
+/// skeleton's four or more `UID FETCH` round trips are paid only by the
+/// few messages that big (a phone's photos, not its mail).
+pub(crate) const LARGE_MESSAGE: u64 = 4 * 1024 * 1024;
+
+/// Bytes of a text part kept in a large message's skeleton when the
+/// device asks for its whole body: a bigger text body is sent Truncated
+/// (the device reads the rest with ItemOperations, MIME).
+pub(crate) const BODY_KEEP: usize = 1024 * 1024;
+
+/// Least bytes of a text part kept in a large message's skeleton: room for
+/// a Preview of an HTML body after its markup.
+const PREVIEW_KEEP: usize = 64 * 1024;
+
+/// The size above which a message is rendered from its skeleton
+/// ([`LARGE_MESSAGE`], lower when `[imap] max_message_bytes` is).
+pub(crate) fn large_above(max_message: u64) -> u64 {
+    LARGE_MESSAGE.min(max_message)
+}
+
+/// Bytes of each text part a large message's skeleton keeps for `prefs`:
+/// what the largest TruncationSize of a text or HTML body needs once
+/// transfer-encoded (quoted-printable triples a byte at most), at least
+/// [`PREVIEW_KEEP`], at most [`BODY_KEEP`] (also when a whole body is
+/// asked), and at most a quarter of `[imap] max_message_bytes` (`limit`,
+/// the skeleton's own bound). A MIME body needs the text for its Preview
+/// only.
+fn text_keep(prefs: &[BodyPreference], limit: u64) -> usize {
+    use crate::email::body::TYPE_MIME;
+    let wanted = |p: &BodyPreference| match p.truncation_size {
+        _ if p.body_type == TYPE_MIME => PREVIEW_KEEP,
+        Some(t) => (t as usize).saturating_mul(3),
+        None => BODY_KEEP,
+    };
+    let keep = prefs
+        .iter()
+        .map(wanted)
+        .max()
+        .unwrap_or(BODY_KEEP)
+        .clamp(PREVIEW_KEEP, BODY_KEEP);
+    keep.min(usize::try_from(limit / 4).unwrap_or(usize::MAX))
+}
+
+/// The item of a large message ([`large_above`]), rendered from its
+/// skeleton (`email::to_email_large`): headers, text body as far as the
+/// device's truncation needs, attachments listed as the whole message
+/// would list them. A MIME body reads the message's first bytes only, as
+/// many as it sends (at most `[imap] max_message_bytes`: past it the
+/// body is Truncated), or, with `stream_mime`, none when the whole of it
+/// is sent and can be streamed as it is (`full_email_checked`). `Err`
+/// (the item without body) when the skeleton cannot be made.
+async fn large_email(
+    imap: &mut PooledSession,
+    (raw, uid, size): (&str, u32, u32),
+    info: &MessageInfo,
+    (prefs, version, stream_mime): (&[BodyPreference], ProtocolVersion, bool),
+) -> Result<Result<(Email, Option<u32>), Email>, CommandError> {
+    use crate::email::body::{choose_preference, TYPE_MIME};
+    use crate::email::skeleton::Scanner;
+    use crate::email::{to_email_large, Large};
+    let limit = imap.config().max_message_bytes;
+    let scanner = Scanner::with_text(super::attachment::KEEP, text_keep(prefs, limit));
+    let scanned = match super::attachment::read_skeleton(imap, (raw, uid, size), scanner, limit)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) if e.is_retryable() => return Err(imap_error(e)),
+        Err(e) => {
+            tracing::warn!(item = %info.server_id, size, error = %e, "large message without skeleton: sent without body");
+            None
+        }
+    };
+    let Some(super::attachment::Scanned { skel, leaves, utf8 }) = scanned else {
+        return Ok(Err(to_email(b"", info, prefs, version)));
+    };
+    let mut large = Large {
+        leaves: &leaves,
+        size: u64::from(size),
+        mime: &[],
+    };
+    let email = to_email_large(&skel, &large, info, prefs, version);
+    let native = email.native_body_type.unwrap_or(1);
+    let Some(pref) = email
+        .body
+        .as_ref()
+        .filter(|b| b.body_type == TYPE_MIME)
+        .and_then(|_| choose_preference(prefs, native))
+    else {
+        return Ok(Ok((email, None)));
+    };
+    let whole = pref.truncation_size.is_none_or(|t| t >= size);
+    if stream_mime && whole && utf8 {
+        let mut email = email;
+        if let Some(b) = email.body.as_mut() {
+            b.data = None;
+            b.truncated = Some(false);
+            b.estimated_data_size = Some(u64::from(size));
+        }
+        return Ok(Ok((email, Some(size))));
+    }
+    // As many bytes as the body sends, and a character's worth more (a
+    // cut in the middle of one must be seen as such).
+    let wanted = match pref.truncation_size {
+        Some(t) if pref.all_or_none == Some(true) && t < size => 0,
+        Some(t) => u64::from(t).saturating_add(4),
+        None => u64::from(size),
+    };
+    let wanted = wanted.min(u64::from(size)).min(limit) as u32;
+    if wanted == 0 {
+        return Ok(Ok((email, None)));
+    }
+    let prefix = match imap.fetch_partial(raw, uid, "", 0, wanted).await {
+        Ok(p) => p,
+        Err(e) if e.is_retryable() => return Err(imap_error(e)),
+        Err(_) => return Ok(Ok((email, None))),
+    };
+    large.mime = &prefix;
+    let email = to_email_large(&skel, &large, info, prefs, version);
+    Ok(Ok((email, None)))
 }
 
 /// Most messages fetched by one `UID FETCH` while rendering a window.
@@ -2144,7 +2291,8 @@ impl<'r> Prefetch<'r> {
                 self.next += 1;
                 continue;
             };
-            if size > imap.config().max_message_bytes {
+            if size > large_above(imap.config().max_message_bytes) {
+                // Rendered from its skeleton (`large_email`).
                 self.next += 1;
                 continue;
             }
@@ -2180,6 +2328,15 @@ impl<'r> Prefetch<'r> {
         let (Some(raw), Some((_, uid))) = (self.raw, uid_of(id)) else {
             return Ok(to_email(b"", &info_of(server_id, None), prefs, version));
         };
+        let large = large_above(imap.config().max_message_bytes);
+        if let Some(size) = self.metas.get(&uid).map(|m| m.size) {
+            if u64::from(size) > large && !self.bodies.contains_key(&uid) {
+                let info = info_of(server_id, self.metas.get(&uid));
+                let how = (prefs, version, false);
+                let item = large_email(imap, (raw, uid, size), &info, how).await?;
+                return Ok(item.map_or_else(|empty| empty, |(email, _)| email));
+            }
+        }
         // Render order is fetch order: the next batch holds the message
         // unless it vanished (then it is never found and the loop ends when
         // `next` passes it).

@@ -32,8 +32,33 @@ pub struct BodySource<'a> {
     pub text: Option<&'a str>,
     /// The text/html body, if the message has one.
     pub html: Option<&'a str>,
-    /// The whole message as stored.
+    /// The whole message as stored (or its start: see `cut`).
     pub mime: &'a [u8],
+    /// The whole sizes of the renditions given only in part.
+    pub cut: Cut,
+}
+
+/// The whole sizes of a message's renditions that a [`BodySource`] holds
+/// only the start of (a large message rendered from its skeleton,
+/// `super::skeleton`): `EstimatedDataSize` says the whole size, and the
+/// body is Truncated however much the device asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// The text body's whole size (UTF-8 bytes), when `text` is its start.
+    pub text: Option<u64>,
+    /// The HTML body's whole size, when `html` is its start.
+    pub html: Option<u64>,
+    /// The message's whole size, when `mime` is its start.
+    pub mime: Option<u64>,
+}
+
+impl Cut {
+    /// Nothing cut.
+    pub const NONE: Cut = Cut {
+        text: None,
+        html: None,
+        mime: None,
+    };
 }
 
 impl BodySource<'_> {
@@ -61,6 +86,29 @@ impl BodySource<'_> {
             (Some(h), _) => Cow::Borrowed(h),
             (None, Some(t)) => Cow::Owned(text_to_html(t)),
             (None, None) => Cow::Borrowed(""),
+        }
+    }
+
+    /// The whole size of the `body_type` rendition, `rendered` bytes of
+    /// which are at hand, and whether that is only its start. A rendition
+    /// converted from a cut one (HTML stripped to text, text escaped to
+    /// HTML) is estimated: what is at hand, scaled as the source's whole
+    /// size is to what was read of it.
+    fn whole_size(&self, body_type: u8, rendered: u64) -> (u64, bool) {
+        let scaled = |whole: Option<u64>, have: Option<&str>| {
+            let have = have.map_or(0, |h| h.len() as u64);
+            whole.map(|w| (u128::from(rendered) * u128::from(w) / u128::from(have.max(1))) as u64)
+        };
+        let whole = match body_type {
+            TYPE_MIME => self.cut.mime,
+            TYPE_HTML if self.html.is_some() => self.cut.html,
+            TYPE_HTML => scaled(self.cut.text, self.text),
+            _ if self.text.is_some() => self.cut.text,
+            _ => scaled(self.cut.html, self.html),
+        };
+        match whole {
+            Some(w) => (w.max(rendered), true),
+            None => (rendered, false),
         }
     }
 
@@ -138,15 +186,18 @@ pub fn build_body(
     };
     let pref = choose_preference(prefs, src.native_type()).unwrap_or(&default);
     let full = src.render(pref.body_type);
-    let full_size = full.len() as u64;
+    let (full_size, cut) = src.whole_size(pref.body_type, full.len() as u64);
     let (data, truncated) = match pref.truncation_size {
-        Some(max) if full.len() > max as usize => {
+        Some(max) if full_size > u64::from(max) => {
             if pref.all_or_none == Some(true) {
                 (None, true)
             } else {
                 (Some(truncate_utf8(&full, max as usize).to_owned()), true)
             }
         }
+        // All of it was asked, and only its start is at hand: that start.
+        _ if cut && pref.all_or_none == Some(true) => (None, true),
+        _ if cut => (Some(full.to_string()), true),
         _ => (Some(full.to_string()), false),
     };
     let preview = match pref.preview {
@@ -246,6 +297,7 @@ mod tests {
         text: Some("héllo wörld, a plain body"),
         html: Some("<p>héllo <b>wörld</b></p>"),
         mime: b"Subject: x\r\n\r\nbody",
+        cut: Cut::NONE,
     };
 
     #[test]
@@ -322,6 +374,7 @@ mod tests {
             text: Some("a<b\nc"),
             html: None,
             mime: b"",
+            cut: Cut::NONE,
         };
         let body = build_body(&plain_only, &[pref(2, None, None)], ProtocolVersion::V16_1);
         assert_eq!(
@@ -353,6 +406,7 @@ mod tests {
             text: Some(&text),
             html: None,
             mime: msg.as_bytes(),
+            cut: Cut::NONE,
         };
         for prefs in [&truncated[..], &mime[..], &[]] {
             let body = build_body(&src, prefs, v);

@@ -28,7 +28,7 @@ use opush_protocol::commands::find::FindProperties;
 use opush_protocol::commands::items::{Email, Flag};
 use opush_protocol::version::ProtocolVersion;
 
-use body::{build_body, BodySource};
+use body::{build_body, BodySource, Cut};
 
 /// What IMAP says about a message besides its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -98,7 +98,38 @@ pub fn to_email(
     prefs: &[BodyPreference],
     version: ProtocolVersion,
 ) -> Email {
-    render(raw, info, prefs, version, true)
+    render(raw, info, prefs, version, true, None)
+}
+
+/// A large message as its skeleton shows it ([`skeleton`]): where each of
+/// its leaves lies in the real message, and the real message's start for a
+/// MIME body.
+#[derive(Debug, Clone, Copy)]
+pub struct Large<'a> {
+    /// The leaves [`skeleton::Scanner`] gave with the skeleton.
+    pub leaves: &'a [skeleton::Leaf],
+    /// The real message's size (RFC822.SIZE).
+    pub size: u64,
+    /// Its first bytes (all of them, some, or none when no MIME body is
+    /// sent): a MIME body shorter than `size` is Truncated.
+    pub mime: &'a [u8],
+}
+
+/// [`to_email`] of a large message from its skeleton `skel`: the same
+/// headers, body (as far as the skeleton holds it: a text body cut there
+/// is Truncated, its `EstimatedDataSize` the whole decoded size) and
+/// attachments, numbered and sized as the whole message would have them
+/// (a body cut in the skeleton counts its decoded size as the scan found
+/// it). Equal to [`to_email`] of the whole message when nothing is cut
+/// (email/tests.rs).
+pub fn to_email_large(
+    skel: &[u8],
+    large: &Large<'_>,
+    info: &MessageInfo,
+    prefs: &[BodyPreference],
+    version: ProtocolVersion,
+) -> Email {
+    render(skel, info, prefs, version, false, Some(large))
 }
 
 /// The `Properties` of a Find result ([MS-ASCMD] 2.2.3.139.1): the fields
@@ -141,7 +172,7 @@ pub(crate) fn to_email_parsed_whole(
     prefs: &[BodyPreference],
     version: ProtocolVersion,
 ) -> Email {
-    render(raw, info, prefs, version, false)
+    render(raw, info, prefs, version, false, None)
 }
 
 fn render(
@@ -150,6 +181,7 @@ fn render(
     prefs: &[BodyPreference],
     version: ProtocolVersion,
     shortcut: bool,
+    large: Option<&Large<'_>>,
 ) -> Email {
     tracing::debug!(target: "MAIL.DATA", bytes = raw.len(), version = version.as_str(), "message to Email");
     let mut email = Email {
@@ -164,6 +196,11 @@ fn render(
         ..Email::default()
     };
     let parser = MessageParser::default();
+    let mime = large.map_or(raw, |l| l.mime);
+    let mime_cut = large
+        .filter(|l| (l.mime.len() as u64) < l.size)
+        .map(|l| l.size);
+    let shortcut = shortcut && large.is_none();
     // A one-part plain-text message (most mail a load or a mailing list
     // brings) needs only its headers parsed: its body is the rest of the
     // bytes. Anything else is parsed whole.
@@ -187,7 +224,11 @@ fn render(
             let src = BodySource {
                 text: None,
                 html: None,
-                mime: raw,
+                mime,
+                cut: Cut {
+                    mime: mime_cut,
+                    ..Cut::NONE
+                },
             };
             email.native_body_type = Some(src.native_type());
             email.body = Some(build_body(&src, prefs, version));
@@ -224,24 +265,84 @@ fn render(
                 text: Some(text),
                 html: None,
                 mime: raw,
+                cut: Cut::NONE,
             };
             email.native_body_type = Some(src.native_type());
             email.body = Some(build_body(&src, prefs, version));
             return email;
         }
         let shown = Shown::of(&msg);
-        let text = shown.text.and_then(|pos| msg.body_text(pos));
-        let html = shown.html.and_then(|pos| msg.body_html(pos));
+        let mut text = shown.text.and_then(|pos| msg.body_text(pos));
+        let mut html = shown.html.and_then(|pos| msg.body_html(pos));
+        let mut cut = Cut {
+            mime: mime_cut,
+            ..Cut::NONE
+        };
+        if let Some(l) = large {
+            let part = |id: Option<u32>| msg.parts.get(id? as usize);
+            if let Some(p) = part(shown.text_id(&msg)) {
+                cut.text = cut_size(p, l.leaves, &mut text, PartType::Text(Default::default()));
+            }
+            if let Some(p) = part(shown.html_id(&msg)) {
+                cut.html = cut_size(p, l.leaves, &mut html, PartType::Html(Default::default()));
+            }
+        }
         let src = BodySource {
             text: text.as_deref(),
             html: html.as_deref(),
-            mime: raw,
+            mime,
+            cut,
         };
         email.native_body_type = Some(src.native_type());
         email.body = Some(build_body(&src, prefs, version));
-        email.attachments = attachments(&msg, &shown.attachments, &info.server_id);
+        email.attachments = attachments(
+            &msg,
+            &shown.attachments,
+            &info.server_id,
+            large.map(|l| l.leaves),
+        );
     }
     email
+}
+
+/// The whole size of a body `shown` (text or HTML) from `part` of a
+/// skeleton, when the skeleton holds only its start (`None` when whole):
+/// the decoded size the scan found when the part is of the kind shown
+/// (`kind`), else (an HTML part shown as text…) what is shown plus what
+/// was not read. A cut body that ends in the middle of a character (its
+/// decoding then ends in U+FFFD) loses that end.
+fn cut_size(
+    part: &mail_parser::MessagePart<'_>,
+    leaves: &[skeleton::Leaf],
+    shown: &mut Option<std::borrow::Cow<'_, str>>,
+    kind: PartType<'_>,
+) -> Option<u64> {
+    let leaf = leaf_of(part, leaves).filter(|l| l.is_cut())?;
+    let text = shown.as_mut()?;
+    let had = part.len() as u64;
+    if text.ends_with('\u{FFFD}') {
+        *text = std::borrow::Cow::Owned(text.trim_end_matches('\u{FFFD}').to_owned());
+    }
+    Some(
+        if std::mem::discriminant(&part.body) == std::mem::discriminant(&kind) {
+            leaf.decoded_len
+        } else {
+            text.len() as u64 + leaf.decoded_len.saturating_sub(had)
+        },
+    )
+}
+
+/// The leaf of a skeleton's part: the last one starting at or before its
+/// body (a nested message's own leaves start after its header).
+fn leaf_of<'l>(
+    part: &mail_parser::MessagePart<'_>,
+    leaves: &'l [skeleton::Leaf],
+) -> Option<&'l skeleton::Leaf> {
+    let at = part.offset_body as usize;
+    leaves
+        .iter()
+        .filter(|l| l.skel_start <= at && at <= l.skel_end)
+        .max_by_key(|l| l.skel_start)
 }
 
 /// Whether a message or part is a multipart/signed (RFC 1847: S/MIME,
@@ -598,13 +699,7 @@ pub fn locate_attachment(
 ) -> Option<AttachmentPlace> {
     let msg = parse_whole(skel)?;
     let part = attachment_part(&msg, index)?;
-    let at = part.offset_body as usize;
-    // Its leaf: the last one starting at or before its body (a nested
-    // message's own leaves start after its header).
-    let leaf = leaves
-        .iter()
-        .filter(|l| l.skel_start <= at && at <= l.skel_end)
-        .max_by_key(|l| l.skel_start)?;
+    let leaf = leaf_of(part, leaves)?;
     if matches!(part.body, PartType::Message(_)) != leaf.container
         && leaf.encoding == transfer::Encoding::Identity
     {
@@ -636,7 +731,14 @@ fn transfer_decoded(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Option<V
     }
 }
 
-fn attachments(msg: &mail_parser::Message<'_>, ids: &[u32], server_id: &str) -> Vec<Attachment> {
+/// The attachments `ids` of `msg`; `leaves` when `msg` is a skeleton
+/// (an attachment cut there counts the decoded size the scan found).
+fn attachments(
+    msg: &mail_parser::Message<'_>,
+    ids: &[u32],
+    server_id: &str,
+    leaves: Option<&[skeleton::Leaf]>,
+) -> Vec<Attachment> {
     let numbers = numbers_of(msg, ids);
     ids.iter()
         .filter_map(|id| msg.parts.get(*id as usize))
@@ -665,7 +767,12 @@ fn attachments(msg: &mail_parser::Message<'_>, ids: &[u32], server_id: &str) -> 
                     .to_string(),
                 ),
                 method: Some(if is_message { 5 } else { 1 }),
-                estimated_data_size: Some(part.len() as u64),
+                estimated_data_size: Some(
+                    match leaves.and_then(|l| leaf_of(part, l)).filter(|l| l.is_cut()) {
+                        Some(leaf) => leaf.decoded_len,
+                        None => part.len() as u64,
+                    },
+                ),
                 content_id: part.content_id().map(str::to_owned),
                 content_location: part.content_location().map(str::to_owned),
                 is_inline: Some(inline),

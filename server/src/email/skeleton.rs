@@ -12,6 +12,12 @@
 //! `--boundary--` for the last) at the start of a line, white space after
 //! it allowed, and the line break before it belongs to it. A line longer
 //! than [`LONG_LINE`] cannot be a delimiter and is not held whole. No I/O.
+//!
+//! A scanner may keep more of the `text/*` leaves ([`Scanner::with_text`]):
+//! a large message is rendered for Sync from its skeleton, its text body
+//! read as far as the device's truncation needs. Such a leaf is kept in
+//! whole lines (a base64 or quoted-printable body cut mid-line would not
+//! decode), and a leaf cut in the skeleton says so ([`Leaf::is_cut`]).
 
 use super::transfer::{Decoder, Encoding};
 
@@ -38,6 +44,14 @@ pub struct Leaf {
     pub decoded_len: u64,
     /// A `message/rfc822` part: its body is a nested message.
     pub container: bool,
+}
+
+impl Leaf {
+    /// Its body is only in part in the skeleton (a leaf kept whole has
+    /// the same bytes in both).
+    pub fn is_cut(&self) -> bool {
+        ((self.skel_end - self.skel_start) as u64) < self.real_end - self.real_start
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +81,12 @@ pub enum ScanError {
 #[derive(Debug)]
 pub struct Scanner {
     keep: usize,
+    /// Bytes kept of a `text/*` leaf.
+    text_keep: usize,
+    /// Bytes kept of the current body.
+    body_keep: usize,
+    /// The current body is kept in whole lines (a text leaf).
+    whole_lines: bool,
     skel: Vec<u8>,
     line: Vec<u8>,
     /// The current line went past [`LONG_LINE`]: body until its end.
@@ -87,13 +107,72 @@ pub struct Scanner {
     decoder: Option<Decoder>,
     scratch: Vec<u8>,
     failed: Option<ScanError>,
+    text: Utf8Text,
+}
+
+/// Whether the bytes seen are UTF-8 without NUL (such a message can be
+/// sent as it is in a WBXML string), checked as they stream past.
+#[derive(Debug, Default)]
+struct Utf8Text {
+    bad: bool,
+    /// The start of a character the last bytes cut.
+    carry: Vec<u8>,
+}
+
+impl Utf8Text {
+    fn feed(&mut self, mut input: &[u8]) {
+        if self.bad {
+            return;
+        }
+        if memchr::memchr(0, input).is_some() {
+            self.bad = true;
+            return;
+        }
+        if let Some(&lead) = self.carry.first() {
+            let len = match lead {
+                0xF0.. => 4,
+                0xE0.. => 3,
+                _ => 2,
+            };
+            let take = (len - self.carry.len()).min(input.len());
+            self.carry.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.carry.len() < len {
+                return;
+            }
+            if std::str::from_utf8(&self.carry).is_err() {
+                self.bad = true;
+                return;
+            }
+            self.carry.clear();
+        }
+        if let Err(e) = std::str::from_utf8(input) {
+            match e.error_len() {
+                None => self.carry = input[e.valid_up_to()..].to_vec(),
+                Some(_) => self.bad = true,
+            }
+        }
+    }
+
+    fn ok(&self) -> bool {
+        !self.bad && self.carry.is_empty()
+    }
 }
 
 impl Scanner {
     /// A scanner keeping `keep` bytes of each body.
     pub fn new(keep: usize) -> Scanner {
+        Scanner::with_text(keep, keep)
+    }
+
+    /// A scanner keeping `keep` bytes of each body, and `text_keep` bytes
+    /// (in whole lines) of each `text/*` leaf.
+    pub fn with_text(keep: usize, text_keep: usize) -> Scanner {
         Scanner {
             keep,
+            text_keep,
+            body_keep: keep,
+            whole_lines: false,
             skel: Vec::new(),
             line: Vec::new(),
             long: false,
@@ -108,6 +187,7 @@ impl Scanner {
             decoder: None,
             scratch: Vec::new(),
             failed: None,
+            text: Utf8Text::default(),
         }
     }
 
@@ -116,8 +196,15 @@ impl Scanner {
         self.skel.len()
     }
 
+    /// Whether the message so far is UTF-8 text without NUL (its MIME can
+    /// be sent as it is in a WBXML string).
+    pub fn is_utf8_text(&self) -> bool {
+        self.text.ok()
+    }
+
     /// Scans the next bytes of the message.
     pub fn feed(&mut self, mut input: &[u8]) {
+        self.text.feed(input);
         while !input.is_empty() && self.failed.is_none() {
             match memchr::memchr(b'\n', input) {
                 Some(i) => {
@@ -161,14 +248,13 @@ impl Scanner {
                 Mode::Header => {
                     self.whole_line(&line);
                     if self.mode == Mode::Header {
-                        // A message that is all header: its (empty) body.
-                        self.whole_line(b"\r\n");
+                        self.header_ends();
                     }
                 }
                 Mode::Body(_) => self.body_bytes(&line, false),
             }
         } else if self.mode == Mode::Header {
-            self.whole_line(b"\r\n");
+            self.header_ends();
         }
         if let Some(e) = self.failed.take() {
             return Err(e);
@@ -183,6 +269,20 @@ impl Scanner {
             self.close(c, end);
         }
         Ok((self.skel, self.leaves))
+    }
+
+    /// A message (or part) that is all header: its (empty) body, with
+    /// nothing added to the skeleton (mail-parser reads it as it reads the
+    /// message).
+    fn header_ends(&mut self) {
+        let (skel, pos) = (self.skel.len(), self.pos);
+        self.whole_line(b"\r\n");
+        self.skel.truncate(skel);
+        self.pos = pos;
+        if let Some(l) = self.leaves.last_mut() {
+            l.skel_start = l.skel_start.min(skel);
+            l.real_start = l.real_start.min(pos);
+        }
     }
 
     fn whole_line(&mut self, line: &[u8]) {
@@ -225,6 +325,8 @@ impl Scanner {
                     self.frames.truncate(if last { frame } else { frame + 1 });
                     self.pos += line.len() as u64;
                     self.kept = 0;
+                    self.body_keep = self.keep;
+                    self.whole_lines = false;
                     if last {
                         // What follows is an epilogue, whose line break
                         // before the next delimiter is that delimiter's.
@@ -275,7 +377,13 @@ impl Scanner {
             }
             self.scratch.clear();
         }
-        let room = self.keep.saturating_sub(self.kept).min(bytes.len());
+        let room = self.body_keep.saturating_sub(self.kept);
+        if self.whole_lines && room < bytes.len() {
+            // A text leaf stops at the last line that fits whole.
+            self.kept = self.body_keep;
+            return;
+        }
+        let room = room.min(bytes.len());
         self.skel.extend_from_slice(&bytes[..room]);
         self.kept += room;
     }
@@ -336,6 +444,8 @@ impl Scanner {
             .to_ascii_lowercase();
         let encoding = Encoding::of_header(field("Content-Transfer-Encoding").unwrap_or(""));
         self.kept = 0;
+        self.body_keep = self.keep;
+        self.whole_lines = false;
         let boundary = boundary_of(ctype);
         match boundary {
             Some(b) if mime.starts_with("multipart/") => {
@@ -351,6 +461,10 @@ impl Scanner {
                 self.mode = Mode::Header;
             }
             _ => {
+                if mime.starts_with("text/") && self.text_keep > self.keep {
+                    self.body_keep = self.text_keep;
+                    self.whole_lines = true;
+                }
                 self.leaves.push(self.leaf(encoding, false));
                 self.decoder = (encoding != Encoding::Identity).then(|| Decoder::new(encoding));
                 self.mode = Mode::Body(Some(self.leaves.len() - 1));
@@ -464,6 +578,25 @@ mod tests {
         }
         let (_, leaves) = s.finish().unwrap();
         assert_eq!(leaves[0].decoded_len, 10 * LONG_LINE as u64);
+    }
+
+    #[test]
+    fn utf8_text_is_told_across_chunks() {
+        let check = |raw: &[u8], cut: usize| {
+            let mut s = Scanner::new(0);
+            s.feed(&raw[..cut]);
+            s.feed(&raw[cut..]);
+            s.is_utf8_text()
+        };
+        let ok = "a\u{e9}\u{20ac}\u{1F600}z".as_bytes();
+        for cut in 0..=ok.len() {
+            assert!(check(ok, cut), "{cut}");
+        }
+        for bad in [&b"a\xe9z"[..], b"a\0b", b"\xe2\x82", b"\xf0\x9f\x98"] {
+            for cut in 0..=bad.len() {
+                assert!(!check(bad, cut), "{bad:?} {cut}");
+            }
+        }
     }
 
     proptest! {

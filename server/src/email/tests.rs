@@ -457,3 +457,210 @@ fn a_text_attachment_is_fetched_in_its_own_charset() {
     assert_eq!(txt.content_type, "text/plain");
     assert_eq!(txt.data, b"hi");
 }
+
+/// A large message's rendering from its skeleton (`to_email_large`):
+/// with nothing cut it is the whole rendering; with its attachments cut
+/// (as Sync reads a large message) the attachment list is the whole
+/// rendering's, numbers and sizes included, and so is the body as long
+/// as the text parts are kept; a text body cut in the skeleton keeps its
+/// whole EstimatedDataSize and is Truncated.
+mod large {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `to_email_large` of `raw` scanned keeping `keep` bytes of each body
+    /// and `text_keep` of each text part, with `mime` its first bytes.
+    fn large(
+        raw: &[u8],
+        (keep, text_keep): (usize, usize),
+        mime: &[u8],
+        prefs: &[BodyPreference],
+        v: ProtocolVersion,
+    ) -> Email {
+        let mut s = skeleton::Scanner::with_text(keep, text_keep);
+        for c in raw.chunks(1000) {
+            s.feed(c);
+        }
+        let (skel, leaves) = s.finish().unwrap();
+        let l = Large {
+            leaves: &leaves,
+            size: raw.len() as u64,
+            mime,
+        };
+        to_email_large(&skel, &l, &info(), prefs, v)
+    }
+
+    fn base64_lines(data: &[u8]) -> String {
+        let mut enc = Vec::new();
+        let mut e = transfer::Base64Encoder::default();
+        e.feed(data, &mut enc);
+        e.finish(&mut enc);
+        enc.chunks(76)
+            .map(|l| format!("{}\r\n", String::from_utf8_lossy(l)))
+            .collect()
+    }
+
+    /// One part of a generated message (its header and body).
+    fn part() -> impl Strategy<Value = String> {
+        let text = proptest::collection::vec(
+            prop_oneof![
+                Just("hello"),
+                Just("h\u{e9}t\u{e9}"),
+                Just("\u{20ac}"),
+                Just("a<b&c")
+            ],
+            0..400,
+        )
+        .prop_map(|w| {
+            w.chunks(12)
+                .map(|l| format!("{}\r\n", l.join(" ")))
+                .collect::<String>()
+        });
+        let bytes = proptest::collection::vec(any::<u8>(), 0..6000);
+        prop_oneof![
+            text.clone()
+                .prop_map(|t| format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{t}")),
+            text.clone().prop_map(|t| format!(
+                "Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>{t}</p></body></html>\r\n"
+            )),
+            text.clone().prop_map(|t| format!(
+                "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+                base64_lines(t.as_bytes())
+            )),
+            bytes.clone().prop_map(|b| format!(
+                "Content-Type: application/octet-stream; name=\"f.bin\"\r\nContent-Disposition: attachment; filename=\"f.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+                base64_lines(&b)
+            )),
+            bytes.prop_map(|b| format!(
+                "Content-Type: image/png\r\nContent-Disposition: inline; filename=i.png\r\nContent-ID: <i@x>\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+                base64_lines(&b)
+            )),
+            text.clone().prop_map(|t| format!(
+                "Content-Type: text/csv; charset=utf-8\r\nContent-Disposition: attachment; filename=\"t.csv\"\r\n\r\n{t}"
+            )),
+            text.prop_map(|t| format!(
+                "Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: i@example.test\r\nContent-Type: multipart/mixed; boundary=\"in\"\r\n\r\n--in\r\nContent-Type: text/plain\r\n\r\n{t}\r\n--in\r\nContent-Type: application/pdf; name=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--in--\r\n"
+            )),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        (proptest::collection::vec(part(), 1..6), any::<bool>()).prop_map(|(parts, alt)| {
+            let mut m = String::from("From: \"A\" <a@example.test>\r\nTo: b@example.test\r\nSubject: big\r\nMessage-ID: <big@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\npreamble\r\n");
+            if alt {
+                m.push_str("--outer\r\nContent-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n--alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nthe text\r\n--alt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>the <b>text</b></p>\r\n--alt--\r\n");
+            }
+            for p in parts {
+                m.push_str("--outer\r\n");
+                m.push_str(&p);
+                m.push_str("\r\n");
+            }
+            m.push_str("--outer--\r\n");
+            m.into_bytes()
+        })
+    }
+
+    fn messages() -> Vec<Vec<u8>> {
+        let mut out = shortcut_edges();
+        out.push(b"From: a@x\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\nworld\r\n--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAwQFBgcICQ==\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n--b2\r\n\r\ninner text\r\n--b2--\r\n--b1--\r\nepilogue\r\n".to_vec());
+        out
+    }
+
+    #[test]
+    fn with_nothing_cut_it_is_the_whole_rendering() {
+        for raw in messages() {
+            for prefs in all_prefs() {
+                for v in VERSIONS {
+                    let whole = to_email(&raw, &info(), &prefs, v);
+                    let keep = raw.len() + 1;
+                    assert_eq!(
+                        large(&raw, (keep, keep), &raw, &prefs, v),
+                        whole,
+                        "{}",
+                        String::from_utf8_lossy(&raw)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_text_body_keeps_its_size_and_is_truncated() {
+        let text = "h\u{e9}llo w\u{f6}rld\r\n".repeat(5000);
+        let raw = format!(
+            "Subject: t\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--b--\r\n",
+            base64_lines(text.as_bytes())
+        );
+        let raw = raw.as_bytes();
+        for prefs in all_prefs() {
+            let whole = to_email(raw, &info(), &prefs, ProtocolVersion::V16_1);
+            let cut = large(raw, (16, 4096), b"", &prefs, ProtocolVersion::V16_1);
+            let (w, c) = (whole.body.unwrap(), cut.body.unwrap());
+            if w.body_type == body::TYPE_MIME {
+                continue;
+            }
+            let (we, ce) = (
+                w.estimated_data_size.unwrap(),
+                c.estimated_data_size.unwrap(),
+            );
+            if w.body_type == body::TYPE_PLAIN {
+                assert_eq!(ce, we);
+            } else {
+                // HTML made of the text: estimated.
+                assert!(ce.abs_diff(we) < we / 100, "{ce} {we}");
+            }
+            assert_eq!(c.truncated, Some(true));
+            assert_eq!(c.preview, w.preview);
+            let (wd, cd) = (w.data.unwrap_or_default(), c.data.unwrap_or_default());
+            assert!(wd.starts_with(&cd), "{prefs:?}");
+            if w.truncated == Some(true) {
+                assert_eq!(cd, wd, "{prefs:?}");
+            } else {
+                assert!(cd.len() > 1000, "{prefs:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_mime_body_reads_only_its_start() {
+        let raw = WITH_ATTACHMENTS;
+        let p = |t| {
+            vec![BodyPreference {
+                body_type: body::TYPE_MIME,
+                truncation_size: t,
+                all_or_none: None,
+                preview: None,
+            }]
+        };
+        let v = ProtocolVersion::V14_1;
+        let whole = to_email(raw, &info(), &p(Some(100)), v);
+        let cut = large(raw, (16, 16), &raw[..104], &p(Some(100)), v);
+        assert_eq!(cut, whole);
+        // Only a start when all was asked: Truncated, the whole size.
+        let b = large(raw, (16, 16), &raw[..104], &p(None), v).body.unwrap();
+        assert_eq!(b.estimated_data_size, Some(raw.len() as u64));
+        assert_eq!(b.truncated, Some(true));
+        assert_eq!(b.data.as_deref(), std::str::from_utf8(&raw[..104]).ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn attachments_are_listed_as_the_whole_message_lists_them(
+            raw in message(),
+            prefs in proptest::sample::select(all_prefs()),
+            v in proptest::sample::select(VERSIONS.to_vec()),
+            keep in 0usize..64,
+        ) {
+            let whole = to_email(&raw, &info(), &prefs, v);
+            // Binary bodies cut, text kept: all the same.
+            let cut = large(&raw, (keep, raw.len() + 1), &raw, &prefs, v);
+            prop_assert_eq!(&cut, &whole);
+            // Text cut too: the same attachments.
+            let cut = large(&raw, (keep, keep), b"", &prefs, v);
+            prop_assert_eq!(&cut.attachments, &whole.attachments);
+            prop_assert_eq!(&cut.subject, &whole.subject);
+            prop_assert_eq!(cut.native_body_type, whole.native_body_type);
+        }
+    }
+}

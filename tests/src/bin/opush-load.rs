@@ -1156,8 +1156,10 @@ Content-Disposition: attachment; filename=big.bin\r\nContent-Transfer-Encoding: 
 /// `--fetch-attachment MB`: the server's peak RSS while `--devices`
 /// devices (two per user from `--user-base`) fetch one attachment of MB megabytes at once with
 /// ItemOperations, multipart, inline, multipart again. Each device
-/// syncs the INBOX first (which reads the message whole: Sync's path);
-/// the peak is reset (`/proc/PID/clear_refs`) before each fetch round.
+/// syncs the INBOX first (the peak after the Syncs is theirs), then
+/// fetches the whole message as MIME (ItemOperations by ServerId, Type
+/// 4), one device after the other; the peak is reset
+/// (`/proc/PID/clear_refs`) before each fetch round.
 fn fetch_attachment(a: &Args) {
     let mb = a.fetch_attachment;
     // Two devices per user (a user's IMAP connections are few; until
@@ -1187,6 +1189,7 @@ fn fetch_attachment(a: &Args) {
     rt.block_on(async {
         // Every device syncs the INBOX: its FileReference.
         let mut devices = Vec::new();
+        let mut items = Vec::new();
         for d in 0..a.devices {
             let mut c = EasClient::new(
                 addr,
@@ -1203,18 +1206,59 @@ fn fetch_attachment(a: &Args) {
                 assert_eq!(res.status, 200, "Sync");
                 let root = res.element();
                 key = find_text(&root, "SyncKey").expect("SyncKey");
+                if let Some(sid) = find_text(&root, "ServerId") {
+                    items.push((inbox.clone(), sid));
+                }
                 if let Some(f) = find_text(&root, "FileReference") {
                     fref = Some(f);
                     break;
                 }
             }
-            devices.push((c, fref.expect("the attachment listed")));
+            if fref.is_none() {
+                println!("# the attachment was not listed by Sync (the message is sent without it)");
+            }
+            devices.push((c, fref.unwrap_or_default()));
         }
         println!(
             "after the Syncs: server RSS {} MB, peak {} MB",
             proc.status_kb("VmRSS:") / 1024,
             proc.status_kb("VmHWM:") / 1024
         );
+        // The whole message as MIME (ItemOperations by ServerId, Type 4),
+        // one device after the other.
+        let message_len = attachment_message(mb).len();
+        for (d, (collection, sid)) in items.iter().enumerate().take(a.devices) {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = std::fs::write(format!("/proc/{}/clear_refs", proc.0), "5");
+            let rss_before = proc.status_kb("VmRSS:");
+            let t = Instant::now();
+            let c = &mut devices[d].0;
+            let xml = format!(
+                "<ItemOperations xmlns=\"ItemOperations:\" xmlns:airsync=\"AirSync:\" xmlns:airsyncbase=\"AirSyncBase:\">\
+                 <Fetch><Store>Mailbox</Store><airsync:CollectionId>{collection}</airsync:CollectionId>\
+                 <airsync:ServerId>{sid}</airsync:ServerId><Options><airsyncbase:BodyPreference>\
+                 <airsyncbase:Type>4</airsyncbase:Type></airsyncbase:BodyPreference></Options></Fetch></ItemOperations>"
+            );
+            let res = c.post_xml("ItemOperations", &xml).await;
+            assert_eq!(res.status, 200, "ItemOperations MIME");
+            let root = res.element();
+            let data = find_text(&root, "Data").unwrap_or_default();
+            println!(
+                "device {d} fetching the message as MIME: status {}, Data of {:.1} MB (message {:.1} MB, {}), {:.1} s; \
+                 server RSS {} MB before, peak (VmHWM since reset) {} MB; load average {}",
+                find_text(&root, "Status").unwrap_or_default(),
+                data.len() as f64 / 1e6,
+                message_len as f64 / 1e6,
+                if data.len() == message_len { "whole" } else { "NOT whole" },
+                t.elapsed().as_secs_f64(),
+                rss_before / 1024,
+                proc.status_kb("VmHWM:") / 1024,
+                load_average()
+            );
+        }
+        if devices.iter().any(|(_, f)| f.is_empty()) {
+            return;
+        }
         for multipart in [true, false, true] {
             // What the Syncs (or the last round) freed goes back first.
             tokio::time::sleep(Duration::from_secs(3)).await;

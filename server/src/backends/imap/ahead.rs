@@ -302,7 +302,8 @@ impl ReadAhead {
     /// (UIDVALIDITY `uidvalidity`) in a background task, on the session
     /// `connect` gives (one of this device's user, from the pool: the task
     /// waits for it, the caller does not). Their metadata is asked first:
-    /// messages above `max_message_bytes` are left out and the bodies are
+    /// messages above `max_message_bytes` (the caller gives Sync's large
+    /// message size) are left out and the bodies are
     /// cut at [`MAX_ENTRY_BYTES`]. Nothing starts when the cache is full.
     /// Beside the device's other entries; the oldest is dropped when it
     /// has [`DEPTH`] already. With `opened`, `connect` gives a connection
@@ -634,8 +635,9 @@ impl ReadAhead {
 
 /// The bounds of one read-ahead's fetch.
 struct Limits<'a> {
-    /// `[imap] max_message_bytes`: bigger messages are sent without body,
-    /// so they are not read ahead.
+    /// Bigger messages are not read ahead: Sync renders them from their
+    /// skeleton, read a chunk at a time (`commands::sync::large_above`,
+    /// lower than `[imap] max_message_bytes`).
     max_message_bytes: u64,
     /// The entry's reservation, lowered to what it holds once the sizes are known.
     reserved: &'a AtomicU64,
