@@ -215,7 +215,7 @@ MDEyMzQ1Njc4OWFiY2RlZg==\r\n--B1--\r\n"
 }
 
 #[tokio::test]
-async fn a_message_over_the_size_limit_syncs_without_body_and_its_attachment_is_refused() {
+async fn a_message_over_the_size_limit_is_rendered_from_its_skeleton_unless_its_parts_pass_it() {
     const USER: &str = "load0083@load.test";
     const DEVICE: &str = "DEVSIZE";
     let version = ProtocolVersion::V14_1;
@@ -234,10 +234,25 @@ Content-Disposition: attachment; filename=a.bin\r\nContent-Transfer-Encoding: ba
 {data}\r\n--B1--\r\n"
         )
     };
-    // Limit 4 KiB: one message well under it, one (an 8 KiB attachment) over.
+    // So many parts that its skeleton alone passes the limit.
+    let parts: String = (0..40)
+        .map(|i| {
+            format!(
+                "--B1\r\nContent-Type: text/plain; name=p{i}.txt\r\n\
+Content-Disposition: attachment; filename=p{i}.txt\r\n\r\npart {i}\r\n"
+            )
+        })
+        .collect();
+    let many = format!(
+        "From: a@example.test\r\nTo: b@load.test\r\nSubject: {tag} many\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=B1\r\n\r\n{parts}--B1--\r\n"
+    );
+    // Limit 4 KiB: one message well under it, one (an 8 KiB attachment)
+    // over, one of 40 parts.
     for msg in [
         message(&format!("{tag} small"), &[7u8; 100]),
         message(&format!("{tag} big"), &[9u8; 8192]),
+        many,
     ] {
         let (_, ok) = raw.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
         assert!(ok.starts_with("OK"), "{ok}");
@@ -269,20 +284,31 @@ Content-Disposition: attachment; filename=a.bin\r\nContent-Transfer-Encoding: ba
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(emails.len(), 2, "both messages reach the device");
-    let small = emails
+    assert_eq!(emails.len(), 3, "every message reaches the device");
+    let named = |name: &str| {
+        let subject = format!("{tag} {name}");
+        emails
+            .iter()
+            .find(|(_, e)| e.subject.as_deref() == Some(subject.as_str()))
+            .unwrap_or_else(|| panic!("{subject} not rendered"))
+    };
+    let (small, big) = (named("small"), named("big"));
+    // The big one is rendered from its skeleton: its text, its attachment.
+    let body = big.1.body.as_ref().unwrap();
+    assert_eq!(body.data.as_deref(), Some("hello"));
+    assert_eq!(big.1.attachments.len(), 1);
+    assert_eq!(big.1.attachments[0].estimated_data_size, Some(8192));
+    // The one of many parts: its skeleton passes the limit, sent without.
+    let many = emails
         .iter()
-        .find(|(_, e)| e.subject.as_deref() == Some(format!("{tag} small").as_str()))
-        .expect("the small message rendered");
-    let big = emails.iter().find(|(id, _)| *id != small.0).unwrap();
-    assert!(
-        big.1.attachments.is_empty(),
-        "the big one is sent without its body"
-    );
+        .find(|(id, _)| *id != small.0 && *id != big.0)
+        .unwrap();
+    assert!(many.1.attachments.is_empty(), "{:?}", many.1);
     let small_ref = small.1.attachments[0].file_reference.clone().unwrap();
+    let big_ref = big.1.attachments[0].file_reference.clone().unwrap();
 
     let req = ItemOperationsRequest {
-        operations: [small_ref, format!("{}:0", big.0)]
+        operations: [small_ref, big_ref, format!("{}:0", many.0)]
             .into_iter()
             .map(|fref| {
                 fetch(
@@ -306,7 +332,7 @@ Content-Disposition: attachment; filename=a.bin\r\nContent-Transfer-Encoding: ba
         .collect();
     assert_eq!(
         statuses,
-        [1, 11],
-        "the big message's attachment: data too large"
+        [1, 1, 11],
+        "the big message's attachment is served; the many parts: data too large"
     );
 }

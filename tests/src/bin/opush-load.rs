@@ -92,7 +92,7 @@ fn usage() -> ! {
          (latency counted from each request's scheduled time, so a late answer delays nothing unmeasured);\n\
          --user-base 1 --small-users 19: load0001 has the big INBOX, load0002-load0020 the small ones;\n\
          --fetch-attachment MB: only the attachment memory run: the INBOX of load<user-base> (and the next users, two devices each) holds one message with an attachment of MB megabytes,\n\
-         \x20 --devices devices fetch it at once with ItemOperations, inline then multipart (set OPUSH_LOAD_IMAP=\"max_message_bytes = ...\" above its size)\n\
+         \x20 each device syncs it and fetches the whole message as MIME, then --devices devices fetch the attachment at once with ItemOperations, multipart, inline, multipart\n\
          --fetch-big N: only the Sync Fetch memory run: load<user-base>'s INBOX holds N messages of 5 MB, one Sync Fetches them all\n\
          (MIME bodies), the deferred ones are asked again until every one came; prints the server's peak RSS (VmHWM);\n\
          --store cassandra: the server's store is a new keyspace (default opush_load_<pid>) on the stack's node 127.0.0.1:9042,\n\
