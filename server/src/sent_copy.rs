@@ -18,7 +18,9 @@
 //!   5 minutes in all). Each try first looks for the copy by its
 //!   Message-ID (an APPEND whose answer was lost may have saved it), so
 //!   there is never a second one; a saved or found copy's row is deleted,
-//!   a failed try is recorded in it (`tries`, `last_try_ms`). After the
+//!   a failed try is recorded in it (`tries`, `last_try_ms`; then its
+//!   error and next try, [`SentCopies::note_failure`], which an
+//!   administrator lists: `opush sent list`, `crate::admin`). After the
 //!   last try, or once the row is older than `[storage]
 //!   ttl_sent_copies_s`, the copy is delivered to the user's INBOX through
 //!   the relay instead, with a note (no password needed), and the row
@@ -44,9 +46,13 @@
 //!   master user every user's copies resumed; without it a WARN line per
 //!   copy waiting for its user, and a copy still waiting at
 //!   [`give_up_age`] delivered to the INBOX as above.
-//! - When the store cannot keep the row (unavailable, or a schema v2 store
-//!   not updated yet) the copy is still retried, from memory only (a WARN
-//!   line says it would be lost if opush stopped).
+//! - The store's listing of copies (`Store::sent_copies`) leaves their
+//!   messages out: resumers and the sweep hold a copy's message only
+//!   while they try it (read with `Store::sent_copy` then), so memory does
+//!   not grow with the copies waiting (docs/BENCHMARKS.md, session 17).
+//! - When the store cannot keep the row (unavailable, or a store of schema
+//!   v4 or older not updated yet) the copy is still retried, from memory
+//!   only (a WARN line says it would be lost if opush stopped).
 //!
 //! Several opush processes on one Cassandra each run their own resumers.
 //! Each try is claimed in the store first
@@ -66,7 +72,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use opush_storage::{SentCopy, Store};
+use opush_storage::{SentCopy, SentCopyInfo, SentCopyNote, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -119,7 +125,7 @@ fn claim_until(bound: Duration) -> i64 {
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     i64::try_from(crate::session::now().0).unwrap_or(i64::MAX)
 }
 
@@ -182,6 +188,9 @@ struct Resumer {
     incoming: Vec<Job>,
     /// Look for the user's copies in the store.
     rescan: bool,
+    /// Copies an administrator asked to retry now: read again from the
+    /// store (where their next try is now).
+    retry: Vec<String>,
     /// Wakes the resumer when something was handed over.
     wake: Arc<Notify>,
     task: Option<JoinHandle<()>>,
@@ -190,6 +199,17 @@ struct Resumer {
 /// A sent copy kept in the store ([`SentCopies::keep`]) until it is in
 /// Sent.
 pub struct KeptCopy(Job);
+
+/// What an administrator's "retry now" found ([`retry_now_in_store`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryNow {
+    /// Due now: the next look at it tries it.
+    Due,
+    /// No such copy waits (saved, dropped, or expired).
+    Gone,
+    /// A try of it is claimed until then (Unix ms): asked again after it.
+    Trying(i64),
+}
 
 impl std::fmt::Debug for KeptCopy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -216,7 +236,11 @@ pub enum SaveNow {
 
 /// One pending copy, and whether its row is in the store.
 struct Job {
-    copy: SentCopy,
+    copy: SentCopyInfo,
+    /// Its message: held from the send while the send's own try runs, and
+    /// for a copy the store could not keep; else read from the store for
+    /// each try ([`Job::load`]) and dropped after it.
+    bytes: Option<Vec<u8>>,
     stored: bool,
     /// Its row was kept by an earlier send of the same message.
     taken_over: bool,
@@ -265,14 +289,44 @@ impl Drop for Owner {
 }
 
 impl Job {
-    /// A copy as the store holds it.
-    fn stored(copy: SentCopy) -> Job {
+    /// A copy as the store lists it (its message read when tried).
+    fn stored(copy: SentCopyInfo) -> Job {
         Job {
             copy,
+            bytes: None,
             stored: true,
             taken_over: false,
             ended: None,
         }
+    }
+
+    /// Its message, read from the store when not held (`Ok(None)`: the
+    /// copy is no longer in the store).
+    async fn load(&mut self, store: &Store) -> Result<Option<&[u8]>, String> {
+        if self.bytes.is_none() {
+            match store
+                .sent_copy(&self.copy.user, &self.copy.message_id)
+                .await
+            {
+                Ok(Some(c)) => self.bytes = Some(c.bytes),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("sent copy not read from the store: {e}")),
+            }
+        }
+        Ok(self.bytes.as_deref())
+    }
+
+    /// After a try: a stored copy's message is not held between tries.
+    fn unload(&mut self) {
+        if self.stored {
+            self.bytes = None;
+        }
+    }
+
+    /// [`Job::due`] as Unix ms (what the store's `next_try_ms` says).
+    fn due_ms(&self) -> i64 {
+        let wait = self.due().saturating_duration_since(Instant::now());
+        now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// When its next try is due: [`wait_after`] its tries, counted from
@@ -342,18 +396,29 @@ impl SentCopies {
         &self,
         eas: &EasServices,
         user: &str,
+        device_id: &str,
         message_id: &str,
         copy: Vec<u8>,
     ) -> KeptCopy {
         let at = now_ms();
         let store = eas.sessions.store();
-        let mut copy = SentCopy {
+        let subject = crate::commands::compose::subject_of(&copy).replace(['\r', '\n', '\0'], " ");
+        let copy = SentCopy {
             user: user.to_owned(),
             message_id: message_id.to_owned(),
+            device_id: if device_id.len() <= opush_storage::MAX_ID_LEN {
+                device_id.replace('\0', " ")
+            } else {
+                String::new()
+            },
+            subject: opush_storage::cut_to(&subject, opush_storage::MAX_SENT_SUBJECT_LEN)
+                .to_owned(),
             created_ms: at,
             // Reserved for the send's own try ([`SentCopies::save_now`]).
             last_try_ms: claim_until(try_bound(eas.imap.config())),
             tries: 0,
+            next_try_ms: 0,
+            last_error: None,
             bytes: copy,
         };
         if let Some(there) = pending_in_store(store, user, message_id).await {
@@ -363,11 +428,10 @@ impl SentCopies {
                 tries = there.tries,
                 "sent copy of this Message-ID already pending: taken over"
             );
-            copy.created_ms = there.created_ms;
-            copy.last_try_ms = there.last_try_ms;
-            copy.tries = there.tries;
+            let bytes = copy.bytes;
             return KeptCopy(Job {
-                copy,
+                copy: there,
+                bytes: Some(bytes),
                 stored: true,
                 taken_over: true,
                 ended: None,
@@ -381,8 +445,10 @@ impl SentCopies {
                 false
             }
         };
+        let info = copy.info();
         KeptCopy(Job {
-            copy,
+            copy: info,
+            bytes: Some(copy.bytes),
             stored,
             taken_over: false,
             ended: None,
@@ -422,8 +488,7 @@ impl SentCopies {
                 Ok(false) => {
                     return match pending_in_store(store, &user, &id).await {
                         Some(there) => {
-                            job.copy.last_try_ms = there.last_try_ms;
-                            job.copy.tries = there.tries;
+                            job.copy = there;
                             SaveNow::LeftToResumer
                         }
                         None => SaveNow::Settled,
@@ -436,7 +501,8 @@ impl SentCopies {
             }
         }
         let bound = try_bound(eas.imap.config());
-        match save_once(conn, &eas.send, &job.copy.bytes, &id, bound).await {
+        let bytes = job.bytes.as_deref().unwrap_or_default();
+        match save_once(conn, &eas.send, bytes, &id, bound).await {
             Ok(true) => SaveNow::Saved,
             Ok(false) => {
                 tracing::info!(user, message_id = %id, "sent copy already in Sent (an earlier send of it)");
@@ -444,6 +510,7 @@ impl SentCopies {
             }
             Err(e) => {
                 job.ended = (!e.uncertain).then(Instant::now);
+                note_failure(store, job, &e.reason).await;
                 SaveNow::Failed(e.reason)
             }
         }
@@ -492,6 +559,29 @@ impl SentCopies {
         }
         drop(state);
         self.hand_over(eas, user, Some(password), None);
+    }
+
+    /// An administrator's "retry now" of a copy, made due in the store
+    /// already ([`retry_now_in_store`]): this process's resumer of the
+    /// user reads it again and tries it at once; without one, one starts
+    /// with the IMAP master user (`[imap] master_for_requests`), else the
+    /// user's next request starts it (no password is kept).
+    pub fn retry_now(&self, eas: &EasServices, user: &str, message_id: &str) {
+        let mut state = self.shared.lock();
+        if state.stopped {
+            return;
+        }
+        if let Some(r) = state.resumers.get_mut(user) {
+            r.retry.push(message_id.to_owned());
+            r.rescan = true;
+            r.wake.notify_one();
+            return;
+        }
+        state.checked.remove(user);
+        drop(state);
+        if eas.imap.config().master_for_requests {
+            self.hand_over(eas, user, None, None);
+        }
     }
 
     /// Starts the sweep of the store's pending copies (at start-up, then
@@ -551,7 +641,7 @@ impl SentCopies {
             }
             let age = now_ms().saturating_sub(copy.created_ms);
             if age >= give_up_at {
-                let job = Job::stored(copy);
+                let mut job = Job::stored(copy);
                 let _owner = Owner::take(&self.shared, &job.copy.user, &job.copy.message_id).await;
                 let claimed = backends
                     .store
@@ -568,7 +658,7 @@ impl SentCopies {
                 if matches!(claimed, Ok(true)) {
                     give_up(
                         backends,
-                        &job,
+                        &mut job,
                         "its user made no request to save it with (no IMAP master user)",
                     )
                     .await;
@@ -676,6 +766,7 @@ impl SentCopies {
                 password: password.cloned(),
                 incoming: job.into_iter().collect(),
                 rescan: true,
+                retry: Vec::new(),
                 wake: Arc::new(Notify::new()),
                 task: None,
             },
@@ -705,7 +796,7 @@ impl Shared {
 async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
     let mut jobs: BTreeMap<String, (Job, Instant)> = BTreeMap::new();
     loop {
-        let (incoming, rescan, wake) = {
+        let (incoming, rescan, retry, wake) = {
             let mut state = shared.lock();
             let Some(r) = state.resumers.get_mut(&user) else {
                 return;
@@ -713,9 +804,22 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
             (
                 std::mem::take(&mut r.incoming),
                 std::mem::take(&mut r.rescan),
+                std::mem::take(&mut r.retry),
                 r.wake.clone(),
             )
         };
+        // Read again below, due now in the store; a copy the store does
+        // not keep (memory only) is due now as it is.
+        for id in retry {
+            let Some((mut job, _)) = jobs.remove(&id) else {
+                continue;
+            };
+            if !job.stored {
+                tracing::info!(user, message_id = %id, "sent copy not in the store: retried now from memory");
+                job.ended = None;
+                jobs.insert(id, (job, Instant::now()));
+            }
+        }
         if rescan {
             match backends.store.sent_copies(&user).await {
                 Ok(rows) => {
@@ -796,9 +900,9 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                         match pending_in_store(&backends.store, &user, &id).await {
                             Some(copy) => {
                                 tracing::info!(user, message_id = %id, tries = copy.tries, "sent copy's try taken by another process");
-                                job.copy.tries = copy.tries;
-                                job.copy.last_try_ms = copy.last_try_ms;
+                                job.copy = copy;
                                 job.ended = None;
+                                job.unload();
                                 *at = job.due();
                             }
                             None => {
@@ -815,10 +919,23 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
             }
             job.copy.tries = attempt;
             job.copy.last_try_ms = at_ms;
+            job.copy.next_try_ms = 0;
             let outcome = match conn.as_mut() {
-                Ok(c) => {
-                    save_once(c, &backends.settings, &job.copy.bytes, &id, backends.bound).await
-                }
+                Ok(c) => match job.load(&backends.store).await {
+                    Ok(Some(bytes)) => {
+                        save_once(c, &backends.settings, bytes, &id, backends.bound).await
+                    }
+                    Ok(None) => {
+                        tracing::info!(user, message_id = %id, "sent copy no longer pending in the store");
+                        jobs.remove(&id);
+                        continue;
+                    }
+                    // Nothing was tried.
+                    Err(reason) => Err(TryFailed {
+                        reason,
+                        uncertain: false,
+                    }),
+                },
                 // No connection: nothing was tried.
                 Err(e) => Err(TryFailed {
                     reason: e.to_string(),
@@ -841,11 +958,15 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
                     let too_old = u128::try_from(age).unwrap_or(0) >= shared.ttl.as_millis();
                     if attempt >= SENT_COPY_RETRIES || too_old {
                         let why = format!("not saved in Sent after {attempt} tries: {e}");
-                        give_up(&backends, job, &why).await;
+                        if !give_up(&backends, job, &why).await {
+                            note_failure(&backends.store, job, &e).await;
+                        }
                         jobs.remove(&id);
                         continue;
                     }
                     tracing::warn!(user, message_id = %id, attempt, error = %e, "sent copy still not saved");
+                    note_failure(&backends.store, job, &e).await;
+                    job.unload();
                     *at = job.due();
                 }
             }
@@ -853,10 +974,10 @@ async fn resume(shared: Arc<Shared>, backends: Arc<Backends>, user: String) {
     }
 }
 
-/// The copy `message_id` of `user` as the store holds it now (`None`:
+/// The copy `message_id` of `user` as the store lists it now (`None`:
 /// not there any more, or the store could not be read: the copy is then
 /// left to whoever holds it, and to the user's next look in the store).
-async fn pending_in_store(store: &Store, user: &str, message_id: &str) -> Option<SentCopy> {
+async fn pending_in_store(store: &Store, user: &str, message_id: &str) -> Option<SentCopyInfo> {
     match store.sent_copies(user).await {
         Ok(rows) => rows.into_iter().find(|c| c.message_id == message_id),
         Err(e) => {
@@ -882,6 +1003,98 @@ async fn connect(
             user: user.to_owned(),
         }),
     }
+}
+
+/// The error a failed try leaves in the store: the IMAP server's answer or
+/// the connection's error (never a password: [`crate::backends::imap`]
+/// errors name the user at most), on one line, cut to
+/// `MAX_SENT_ERROR_LEN` bytes.
+pub fn error_text(reason: &str) -> String {
+    let line: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    opush_storage::cut_to(line.trim(), opush_storage::MAX_SENT_ERROR_LEN).to_owned()
+}
+
+/// Notes a failed try of a stored copy in its row: the error, and when the
+/// next try is due ([`Job::due`]) when the try ended for sure (else 0: its
+/// APPEND may still land until its claim ends, and no "retry now" may meet
+/// it, [`retry_now_in_store`]). Written only while the row still holds
+/// this try's claim (`Store::note_sent_copy_try`); a failure to write it
+/// is logged (the listing then shows the previous try's).
+async fn note_failure(store: &Store, job: &mut Job, reason: &str) {
+    if !job.stored {
+        return;
+    }
+    let note = SentCopyNote {
+        last_try_ms: job.copy.last_try_ms,
+        next_try_ms: if job.ended.is_some() { job.due_ms() } else { 0 },
+        last_error: Some(error_text(reason)),
+    };
+    match store
+        .note_sent_copy_try(
+            &job.copy.user,
+            &job.copy.message_id,
+            job.copy.last_try_ms,
+            note.clone(),
+        )
+        .await
+    {
+        Ok(true) => {
+            job.copy.next_try_ms = note.next_try_ms;
+            job.copy.last_error = note.last_error;
+        }
+        Ok(false) => {
+            tracing::debug!(user = %job.copy.user, message_id = %job.copy.message_id, "sent copy's failed try not noted: claimed again or gone meanwhile");
+        }
+        Err(e) => {
+            tracing::warn!(user = %job.copy.user, message_id = %job.copy.message_id, error = %e, "sent copy's failed try not noted in the store");
+        }
+    }
+}
+
+/// An administrator's "retry now" in the store: a copy whose last try is
+/// over — its claim ended, or its claimant noted that the try ended for
+/// sure ([`note_failure`]: `next_try_ms` set) — is made due now for every
+/// process (its `last_try_ms` set back so that [`wait_after`] its tries
+/// ends now, its `next_try_ms` now; a compare-and-set like a claim, so a
+/// claim landing meanwhile wins). A copy whose try is claimed and may
+/// still run is left alone ([`RetryNow::Trying`]): a second APPEND must
+/// never meet it.
+pub async fn retry_now_in_store(
+    store: &Store,
+    user: &str,
+    message_id: &str,
+) -> Result<RetryNow, opush_storage::StorageError> {
+    for _ in 0..3 {
+        let Some(copy) = store
+            .sent_copies(user)
+            .await?
+            .into_iter()
+            .find(|c| c.message_id == message_id)
+        else {
+            return Ok(RetryNow::Gone);
+        };
+        let now = now_ms();
+        if copy.last_try_ms > now && copy.next_try_ms == 0 {
+            return Ok(RetryNow::Trying(copy.last_try_ms));
+        }
+        let wait = i64::try_from(wait_after(copy.tries).as_millis()).unwrap_or(0);
+        let note = SentCopyNote {
+            last_try_ms: now.saturating_sub(wait).min(copy.last_try_ms),
+            next_try_ms: now,
+            last_error: copy.last_error.clone(),
+        };
+        if store
+            .note_sent_copy_try(user, message_id, copy.last_try_ms, note)
+            .await?
+        {
+            return Ok(RetryNow::Due);
+        }
+    }
+    // Claimed again each time: a try is under way.
+    Ok(RetryNow::Trying(now_ms()))
 }
 
 /// Deletes a settled copy's row (when it has one). A failure leaves the
@@ -914,12 +1127,22 @@ pub fn give_up_age(ttl: Duration) -> Duration {
 /// through the relay instead (null envelope sender, as a delivery
 /// receipt; no password), wrapped with a note saying why, and its row
 /// deleted. When the relay refuses it too, the row stays (tried again by
-/// a later sweep or resume, until the store's TTL drops it): an ERROR line.
-async fn give_up(backends: &Backends, job: &Job, why: &str) {
+/// a later sweep or resume, until the store's TTL drops it): an ERROR
+/// line. Whether it was delivered.
+async fn give_up(backends: &Backends, job: &mut Job, why: &str) -> bool {
+    let bytes = match job.load(&backends.store).await {
+        Ok(Some(b)) => b.to_vec(),
+        Ok(None) => return true,
+        Err(e) => {
+            tracing::error!(user = %job.copy.user, message_id = %job.copy.message_id, why, error = %e, "sent copy neither in Sent nor delivered to the INBOX: tried again later while the store keeps it");
+            return false;
+        }
+    };
+    job.unload();
     let user = &job.copy.user;
     let message_id = &job.copy.message_id;
     let to = backends.settings.sender(user);
-    let note = inbox_note(&backends.settings, &to, &job.copy, why);
+    let note = inbox_note(&backends.settings, &to, &job.copy, &bytes, why);
     let rcpt = [to.address.clone()];
     let delivered = crate::backends::smtp::submit(
         &backends.settings.smtp,
@@ -941,9 +1164,11 @@ async fn give_up(backends: &Backends, job: &Job, why: &str) {
                 "sent copy not saved in Sent: delivered to the user's INBOX instead, with a note"
             );
             forget(&backends.store, job).await;
+            true
         }
         Err(e) => {
             tracing::error!(user, message_id, why, error = %e, "sent copy neither in Sent nor delivered to the INBOX: tried again later while the store keeps it");
+            false
         }
     }
 }
@@ -955,13 +1180,13 @@ async fn give_up(backends: &Backends, job: &Job, why: &str) {
 fn inbox_note(
     settings: &SendSettings,
     to: &crate::outgoing::Sender,
-    copy: &SentCopy,
+    copy: &SentCopyInfo,
+    bytes: &[u8],
     why: &str,
 ) -> Vec<u8> {
-    let subject = crate::commands::compose::subject_of(&copy.bytes);
+    let subject = crate::commands::compose::subject_of(bytes);
     let mut boundary = format!("opush-sent-copy-{}", copy.created_ms);
-    while copy
-        .bytes
+    while bytes
         .windows(boundary.len())
         .any(|w| w == boundary.as_bytes())
     {
@@ -997,8 +1222,8 @@ fn inbox_note(
         why = clean(why),
     )
     .into_bytes();
-    out.extend_from_slice(&copy.bytes);
-    if !copy.bytes.ends_with(b"\r\n") {
+    out.extend_from_slice(bytes);
+    if !bytes.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());

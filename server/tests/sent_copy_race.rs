@@ -99,6 +99,7 @@ async fn kept_by_a_killed_send(
         last_try_ms: at,
         tries: 0,
         bytes: bytes.as_bytes().to_vec(),
+        ..SentCopy::default()
     })
     .await
     .unwrap();

@@ -10,7 +10,7 @@ use crate::model::validate_sent_copy_key;
 use crate::schema::{MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA};
 use crate::{
     AppendBatch, BackendKind, Capture, DeviceChange, DeviceKey, DeviceRecord, Result, SentCopy,
-    Snapshot, StorageConfig, StorageError, StoredEvent,
+    SentCopyInfo, SentCopyNote, Snapshot, StorageConfig, StorageError, StoredEvent,
 };
 
 /// The storage of opush. Cheap to clone; share one per process.
@@ -226,8 +226,8 @@ impl Store {
     }
 
     /// Creates or replaces a pending Sent copy (user + Message-ID), with
-    /// the `ttl_sent_copies_s` TTL counted from now. Needs schema v3
-    /// (`SchemaMismatch` before).
+    /// the `ttl_sent_copies_s` TTL counted from now. The sent-copy calls
+    /// need schema v5 (`SchemaMismatch` before).
     pub async fn put_sent_copy(&self, copy: SentCopy) -> Result<()> {
         copy.validate()?;
         match self {
@@ -236,8 +236,9 @@ impl Store {
         }
     }
 
-    /// The live pending Sent copies of `user`, by Message-ID.
-    pub async fn sent_copies(&self, user: &str) -> Result<Vec<SentCopy>> {
+    /// The live pending Sent copies of `user`, by Message-ID, without
+    /// their messages (read by [`Store::sent_copy`] only).
+    pub async fn sent_copies(&self, user: &str) -> Result<Vec<SentCopyInfo>> {
         validate_sent_copy_key(user, "-")?;
         match self {
             Store::Embedded(s) => s.sent_copies(Some(user.to_owned())).await,
@@ -245,11 +246,48 @@ impl Store {
         }
     }
 
-    /// Every live pending Sent copy of the server, by user then Message-ID.
-    pub async fn all_sent_copies(&self) -> Result<Vec<SentCopy>> {
+    /// Every live pending Sent copy of the server, by user then
+    /// Message-ID, without their messages.
+    pub async fn all_sent_copies(&self) -> Result<Vec<SentCopyInfo>> {
         match self {
             Store::Embedded(s) => s.sent_copies(None).await,
             Store::Cassandra(s) => s.sent_copies(None).await,
+        }
+    }
+
+    /// One live pending Sent copy with its message (blake3-checked), or
+    /// `None` when there is none (saved and deleted, or expired).
+    pub async fn sent_copy(&self, user: &str, message_id: &str) -> Result<Option<SentCopy>> {
+        validate_sent_copy_key(user, message_id)?;
+        match self {
+            Store::Embedded(s) => s.sent_copy(user.to_owned(), message_id.to_owned()).await,
+            Store::Cassandra(s) => s.sent_copy(user, message_id).await,
+        }
+    }
+
+    /// Notes the outcome of a try of a pending Sent copy (or an
+    /// administrator's "retry now"): writes `note` (its `last_try_ms`,
+    /// `next_try_ms` and `last_error`; TTL unchanged) only while the copy's
+    /// `last_try_ms` is still `seen` — the claim of the try being noted,
+    /// so only its claimant writes it, as [`Store::claim_sent_copy_try`].
+    /// `false` (nothing written) when the copy was claimed again, saved,
+    /// or expired meanwhile. `InvalidInput` for an error longer than
+    /// `MAX_SENT_ERROR_LEN` bytes or holding a NUL.
+    pub async fn note_sent_copy_try(
+        &self,
+        user: &str,
+        message_id: &str,
+        seen: i64,
+        note: SentCopyNote,
+    ) -> Result<bool> {
+        validate_sent_copy_key(user, message_id)?;
+        crate::model::validate_sent_texts("", "", note.last_error.as_deref())?;
+        match self {
+            Store::Embedded(s) => {
+                s.note_sent_copy_try(user.to_owned(), message_id.to_owned(), seen, note)
+                    .await
+            }
+            Store::Cassandra(s) => s.note_sent_copy_try(user, message_id, seen, &note).await,
         }
     }
 

@@ -51,13 +51,13 @@ use crate::journal::{Journal, Row, Rows};
 use crate::redb_file::{RedbFile, SyncHandle};
 
 use crate::model::{digest, now_ms};
-use crate::schema::SENT_COPIES_SCHEMA;
 use crate::schema::{
     MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, MIN_SUPPORTED_SCHEMA,
 };
+use crate::schema::{SENT_COPIES_SCHEMA, SENT_COPY_INFO_SCHEMA};
 use crate::{
-    AppendBatch, Capture, DeviceChange, DeviceKey, DeviceRecord, Result, SentCopy, Snapshot,
-    StorageConfig, StorageError, StoredEvent,
+    AppendBatch, Capture, DeviceChange, DeviceKey, DeviceRecord, Result, SentCopy, SentCopyInfo,
+    SentCopyNote, Snapshot, StorageConfig, StorageError, StoredEvent,
 };
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -67,8 +67,14 @@ const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots
 const DEVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("devices");
 const CAPTURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("captures");
 /// Pending Sent copies (schema v3): `user \0 message_id` →
-/// expires ‖ created_ms ‖ last_try_ms ‖ tries ‖ blake3 ‖ bytes.
+/// expires ‖ created_ms ‖ last_try_ms ‖ tries ‖ blake3 ‖ bytes. From
+/// schema v5 the message only: its `created_ms`, `last_try_ms` and `tries`
+/// are those of the put, [`SENT_INFO`] holds the current ones.
 const SENT_COPIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sent_copies");
+/// What a pending Sent copy's listing and tries read without its message
+/// (schema v5), same key: see [`encode_sent_info`]. Claims and notes of
+/// tries rewrite this row only (never the message's).
+const SENT_INFO: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sent_copy_info");
 const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
 
 const META_VERSION: &str = "schema_version";
@@ -84,6 +90,9 @@ const T_CAPTURE: u8 = 5;
 /// The expiry index itself (journal rows only).
 const T_EXPIRY: u8 = 6;
 const T_SENT_COPY: u8 = 7;
+/// `sent_copy_info` (schema v5): expires with its `sent_copies` row (the
+/// expiry index has the latter's entry only).
+const T_SENT_INFO: u8 = 8;
 
 /// Bytes before the copy in a `sent_copies` row.
 const SENT_HEADER: usize = 8 + 8 + 8 + 4 + 32;
@@ -153,43 +162,147 @@ fn encode_sent_copy(copy: &SentCopy, expires: u64) -> Vec<u8> {
     v
 }
 
-/// Decodes a `sent_copies` row; `None` when expired.
-fn decode_sent_copy(key: &[u8], v: &[u8], now: u64) -> Result<Option<SentCopy>> {
+/// The message of a `sent_copies` row, its digest checked; `None` when
+/// expired.
+fn decode_sent_bytes<'a>(info: &SentCopyInfo, v: &'a [u8], now: u64) -> Result<Option<&'a [u8]>> {
     let bad = || corrupt("sent copy");
     let expires = u64_at(v, 0).ok_or_else(bad)?;
     if expires <= now {
         return Ok(None);
     }
-    let created_ms = u64_at(v, 8).ok_or_else(bad)? as i64;
-    let last_try_ms = u64_at(v, 16).ok_or_else(bad)? as i64;
+    let dig = v.get(28..SENT_HEADER).ok_or_else(bad)?;
+    let bytes = &v[SENT_HEADER..];
+    if digest(bytes) != dig {
+        return Err(StorageError::Corrupt(format!(
+            "sent copy {} of {}: digest mismatch",
+            info.message_id, info.user
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+/// Bytes before the texts in a `sent_copy_info` row.
+const INFO_HEADER: usize = 8 + 8 + 8 + 4 + 8 + 8;
+
+/// A `sent_copy_info` row: expires ‖ created_ms ‖ last_try_ms ‖ tries ‖
+/// next_try_ms ‖ size, then the device id, the subject and the last error,
+/// each a u16 length and its bytes (the error's length `u16::MAX` when
+/// there is none).
+fn encode_sent_info(info: &SentCopyInfo, expires: u64) -> Vec<u8> {
+    let err = info.last_error.as_deref();
+    let mut v = Vec::with_capacity(
+        INFO_HEADER + 6 + info.device_id.len() + info.subject.len() + err.map_or(0, str::len),
+    );
+    v.extend_from_slice(&expires.to_le_bytes());
+    v.extend_from_slice(&info.created_ms.to_le_bytes());
+    v.extend_from_slice(&info.last_try_ms.to_le_bytes());
+    v.extend_from_slice(&info.tries.to_le_bytes());
+    v.extend_from_slice(&info.next_try_ms.to_le_bytes());
+    v.extend_from_slice(&info.size.to_le_bytes());
+    // Lengths are bounded by `validate_sent_texts` (at most 500 bytes).
+    for text in [
+        Some(info.device_id.as_str()),
+        Some(info.subject.as_str()),
+        err,
+    ] {
+        match text {
+            Some(t) => {
+                v.extend_from_slice(&(t.len().min(usize::from(u16::MAX - 1)) as u16).to_le_bytes());
+                v.extend_from_slice(t.as_bytes());
+            }
+            None => v.extend_from_slice(&u16::MAX.to_le_bytes()),
+        }
+    }
+    v
+}
+
+/// The user and Message-ID of a `user \0 message_id` key.
+fn split_sent_key(key: &[u8]) -> Result<(String, String)> {
+    let bad = || corrupt("sent copy");
+    let sep = key.iter().position(|&c| c == 0).ok_or_else(bad)?;
+    let user = String::from_utf8(key[..sep].to_vec()).map_err(|_| bad())?;
+    let message_id = String::from_utf8(key[sep + 1..].to_vec()).map_err(|_| bad())?;
+    Ok((user, message_id))
+}
+
+/// Decodes a `sent_copy_info` row; `None` when expired.
+fn decode_sent_info(key: &[u8], v: &[u8], now: u64) -> Result<Option<SentCopyInfo>> {
+    let bad = || corrupt("sent copy info");
+    let expires = u64_at(v, 0).ok_or_else(bad)?;
+    if expires <= now {
+        return Ok(None);
+    }
+    let (user, message_id) = split_sent_key(key)?;
+    let i64_at = |at| u64_at(v, at).map(|x| x as i64).ok_or_else(bad);
     let tries = v
         .get(24..28)
         .and_then(|s| s.try_into().ok())
         .map(u32::from_le_bytes)
         .ok_or_else(bad)?;
-    let dig = v.get(28..SENT_HEADER).ok_or_else(bad)?;
-    let bytes = &v[SENT_HEADER..];
-    let sep = key.iter().position(|&c| c == 0).ok_or_else(bad)?;
-    let user = String::from_utf8(key[..sep].to_vec()).map_err(|_| bad())?;
-    let message_id = String::from_utf8(key[sep + 1..].to_vec()).map_err(|_| bad())?;
-    if digest(bytes) != dig {
-        return Err(StorageError::Corrupt(format!(
-            "sent copy {message_id} of {user}: digest mismatch"
-        )));
-    }
-    Ok(Some(SentCopy {
+    let mut at = INFO_HEADER;
+    let mut text = || -> Result<Option<String>> {
+        let len = v
+            .get(at..at + 2)
+            .and_then(|s| s.try_into().ok())
+            .map(u16::from_le_bytes)
+            .ok_or_else(bad)?;
+        at += 2;
+        if len == u16::MAX {
+            return Ok(None);
+        }
+        let end = at + usize::from(len);
+        let t = v.get(at..end).ok_or_else(bad)?;
+        at = end;
+        String::from_utf8(t.to_vec()).map(Some).map_err(|_| bad())
+    };
+    let device_id = text()?.unwrap_or_default();
+    let subject = text()?.unwrap_or_default();
+    let last_error = text()?;
+    Ok(Some(SentCopyInfo {
         user,
         message_id,
-        created_ms,
-        last_try_ms,
+        device_id,
+        subject,
+        size: u64_at(v, 36).ok_or_else(bad)?,
+        created_ms: i64_at(8)?,
+        last_try_ms: i64_at(16)?,
         tries,
-        bytes: bytes.to_vec(),
+        next_try_ms: i64_at(28)?,
+        last_error,
     }))
 }
 
-fn sent_copies_need_v3(version: u32) -> StorageError {
+/// The `sent_copy_info` row a migration to v5 makes of a `sent_copies`
+/// row of v3/v4 (its header, and the message's size).
+fn info_of_v4_row(key: &[u8], v: &[u8]) -> Result<(u64, SentCopyInfo)> {
+    let bad = || corrupt("sent copy");
+    let expires = u64_at(v, 0).ok_or_else(bad)?;
+    if v.len() < SENT_HEADER {
+        return Err(bad());
+    }
+    let (user, message_id) = split_sent_key(key)?;
+    let tries = v
+        .get(24..28)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(bad)?;
+    Ok((
+        expires,
+        SentCopyInfo {
+            user,
+            message_id,
+            size: (v.len() - SENT_HEADER) as u64,
+            created_ms: u64_at(v, 8).ok_or_else(bad)? as i64,
+            last_try_ms: u64_at(v, 16).ok_or_else(bad)? as i64,
+            tries,
+            ..SentCopyInfo::default()
+        },
+    ))
+}
+
+fn sent_copies_need_v5(version: u32) -> StorageError {
     StorageError::SchemaMismatch(format!(
-        "pending Sent copies need schema version {SENT_COPIES_SCHEMA} (this store has {version}): run `opush schema update`"
+        "pending Sent copies need schema version {SENT_COPY_INFO_SCHEMA} (this store has {version}): run `opush schema update`"
     ))
 }
 
@@ -362,8 +475,10 @@ enum Write {
     Capture(Box<CaptureWrite>),
     /// A pending Sent copy put (schema v3).
     SentCopy(Box<SentCopy>),
-    /// A failed try of one recorded: `(user, message_id, tries, at_ms)`.
+    /// A try claimed: `(user, message_id, seen, tries, at_ms)`.
     SentCopyTried(Box<(String, String, i64, u32, i64)>),
+    /// A try's outcome noted: `(user, message_id, seen, note)`.
+    SentCopyNoted(Box<(String, String, i64, SentCopyNote)>),
     /// A pending Sent copy deleted: `(user, message_id)`.
     SentCopyDelete(Box<(String, String)>),
 }
@@ -373,7 +488,10 @@ impl Write {
     fn needs_sent_copies(&self) -> bool {
         matches!(
             self,
-            Write::SentCopy(_) | Write::SentCopyTried(_) | Write::SentCopyDelete(_)
+            Write::SentCopy(_)
+                | Write::SentCopyTried(_)
+                | Write::SentCopyNoted(_)
+                | Write::SentCopyDelete(_)
         )
     }
 }
@@ -409,7 +527,7 @@ impl PendingWrite {
             Write::Snapshot(w) => w.snap.payload.len(),
             Write::Capture(w) => w.bytes.len(),
             Write::SentCopy(c) => c.bytes.len(),
-            Write::SentCopyTried(_) | Write::SentCopyDelete(_) => 0,
+            Write::SentCopyTried(_) | Write::SentCopyNoted(_) | Write::SentCopyDelete(_) => 0,
         }
     }
 }
@@ -634,8 +752,25 @@ impl EmbeddedStore {
     }
 
     /// See [`crate::Store::sent_copies`] (every user's when `None`).
-    pub async fn sent_copies(&self, user: Option<String>) -> Result<Vec<SentCopy>> {
+    pub async fn sent_copies(&self, user: Option<String>) -> Result<Vec<SentCopyInfo>> {
         self.run(move |i| i.sent_copies(user.as_deref())).await
+    }
+
+    /// See [`crate::Store::sent_copy`].
+    pub async fn sent_copy(&self, user: String, message_id: String) -> Result<Option<SentCopy>> {
+        self.run(move |i| i.sent_copy(&user, &message_id)).await
+    }
+
+    /// See [`crate::Store::note_sent_copy_try`] (group-committed).
+    pub async fn note_sent_copy_try(
+        &self,
+        user: String,
+        message_id: String,
+        seen: i64,
+        note: SentCopyNote,
+    ) -> Result<bool> {
+        let w = Write::SentCopyNoted(Box::new((user, message_id, seen, note)));
+        self.group_write(w).await.map(|found| found == 1)
     }
 
     /// See [`crate::Store::claim_sent_copy_try`] (group-committed).
@@ -817,6 +952,7 @@ fn replay_journal(db: &Database, dir: &Path) -> Result<Journal> {
         // Opened only when a record has such rows (a journal of an older
         // schema has none, and must not create the table).
         let mut sent: Option<redb::Table<'_, &'static [u8], &'static [u8]>> = None;
+        let mut info: Option<redb::Table<'_, &'static [u8], &'static [u8]>> = None;
         for record in &records {
             for row in crate::journal::rows(record).map_err(StorageError::Corrupt)? {
                 let tag = match row {
@@ -832,6 +968,12 @@ fn replay_journal(db: &Database, dir: &Path) -> Result<Journal> {
                             sent = Some(txn.open_table(SENT_COPIES).map_err(backend)?);
                         }
                         sent.as_mut()
+                    }
+                    T_SENT_INFO => {
+                        if info.is_none() {
+                            info = Some(txn.open_table(SENT_INFO).map_err(backend)?);
+                        }
+                        info.as_mut()
                     }
                     _ => None,
                 };
@@ -961,7 +1103,15 @@ impl Inner {
 
     fn destroy_now(&self) -> Result<()> {
         let txn = self.db.begin_write().map_err(backend)?;
-        for t in [HEADS, EVENTS, SNAPSHOTS, DEVICES, CAPTURES, SENT_COPIES] {
+        for t in [
+            HEADS,
+            EVENTS,
+            SNAPSHOTS,
+            DEVICES,
+            CAPTURES,
+            SENT_COPIES,
+            SENT_INFO,
+        ] {
             txn.delete_table(t).map_err(backend)?;
         }
         txn.delete_table(EXPIRY).map_err(backend)?;
@@ -1032,6 +1182,9 @@ impl Inner {
             if version >= SENT_COPIES_SCHEMA {
                 txn.open_table(SENT_COPIES).map_err(backend)?;
             }
+            if version >= SENT_COPY_INFO_SCHEMA {
+                txn.open_table(SENT_INFO).map_err(backend)?;
+            }
             txn.open_table(EXPIRY).map_err(backend)?;
             let mut meta = txn.open_table(META).map_err(backend)?;
             meta.insert(META_VERSION, version.to_le_bytes().as_slice())
@@ -1072,25 +1225,26 @@ impl Inner {
                 }
             }
         }
-        // v2 -> v3: the pending Sent copies' table (no row to rewrite).
-        self.durable_write(|| {
-            let txn = self.db.begin_write().map_err(backend)?;
-            {
-                txn.open_table(SENT_COPIES).map_err(backend)?;
-                let mut meta = txn.open_table(META).map_err(backend)?;
-                meta.insert(META_VERSION, LATEST_SCHEMA.to_le_bytes().as_slice())
-                    .map_err(backend)?;
-                meta.insert(META_INSTALLED, now_ms().to_le_bytes().as_slice())
-                    .map_err(backend)?;
-            }
-            txn.commit().map_err(backend)
-        })?;
+        // v2 -> v3: the pending Sent copies' table (no row to rewrite);
         // v3 -> v4 adds nothing here: the embedded store's device leases
-        // live in memory (one process holds the file).
+        // live in memory (one process holds the file); v4 -> v5: a
+        // `sent_copy_info` row for every pending copy.
+        match self.update_v4_v5(from, opts)? {
+            (n, true) => rows += n,
+            (n, false) => {
+                return Ok(MigrationReport {
+                    from,
+                    to: from,
+                    rows: rows + n,
+                    complete: false,
+                })
+            }
+        }
         tracing::info!(
             target: "MIGRATION",
             from,
-            "update complete (table sent_copies); schema version {LATEST_SCHEMA}"
+            rows,
+            "update complete (tables sent_copies, sent_copy_info); schema version {LATEST_SCHEMA}"
         );
         Ok(MigrationReport {
             from,
@@ -1098,6 +1252,65 @@ impl Inner {
             rows,
             complete: true,
         })
+    }
+
+    /// v2/v3/v4 -> v5: creates `sent_copies` and `sent_copy_info`, then
+    /// writes the info row of every pending copy that has none yet,
+    /// `opts.batch_size` per durable step (a resumed run skips those
+    /// written: no progress key needed), reading each message's size from
+    /// its row's length (the message is not copied). Records version 5 in
+    /// the last step. Returns the rows written and whether it completed.
+    fn update_v4_v5(&self, from: u32, opts: MigrationOptions) -> Result<(u64, bool)> {
+        let batch = opts.batch_size.max(1) as usize;
+        let mut rows = 0;
+        let mut steps = 0u64;
+        loop {
+            if opts.max_batches.is_some_and(|m| steps >= m) {
+                tracing::info!(target: "MIGRATION", from, rows, "v4->v5 interrupted; run update again to resume");
+                return Ok((rows, false));
+            }
+            let journal = self.lock_journal()?;
+            let txn = self.db.begin_write().map_err(backend)?;
+            let (n, done) = {
+                let copies = txn.open_table(SENT_COPIES).map_err(backend)?;
+                let mut info = txn.open_table(SENT_INFO).map_err(backend)?;
+                let mut todo = Vec::with_capacity(batch);
+                let mut more = false;
+                for item in copies.iter().map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    if info.get(k.value()).map_err(backend)?.is_some() {
+                        continue;
+                    }
+                    if todo.len() >= batch {
+                        more = true;
+                        break;
+                    }
+                    let (expires, i) = info_of_v4_row(k.value(), v.value())?;
+                    todo.push((k.value().to_vec(), encode_sent_info(&i, expires)));
+                }
+                for (k, v) in &todo {
+                    info.insert(k.as_slice(), v.as_slice()).map_err(backend)?;
+                }
+                if !more {
+                    let mut meta = txn.open_table(META).map_err(backend)?;
+                    meta.insert(META_VERSION, LATEST_SCHEMA.to_le_bytes().as_slice())
+                        .map_err(backend)?;
+                    meta.insert(META_INSTALLED, now_ms().to_le_bytes().as_slice())
+                        .map_err(backend)?;
+                }
+                (todo.len() as u64, !more)
+            };
+            txn.commit().map_err(backend)?;
+            let mut journal = journal;
+            journal.reset().map_err(backend)?;
+            drop(journal);
+            rows += n;
+            steps += 1;
+            tracing::info!(target: "MIGRATION", step = steps, rows_in_step = n, rows, "v4->v5 progress");
+            if done {
+                return Ok((rows, true));
+            }
+        }
     }
 
     /// v1 -> v2: adds the per-event blake3 digest (row layout 1 -> 2),
@@ -1237,8 +1450,8 @@ impl Inner {
         let mut wrote = false;
         let mut outcomes = Vec::with_capacity(group.len());
         for pending in group {
-            if pending.write.needs_sent_copies() && version < SENT_COPIES_SCHEMA {
-                outcomes.push(Err(sent_copies_need_v3(version)));
+            if pending.write.needs_sent_copies() && version < SENT_COPY_INFO_SCHEMA {
+                outcomes.push(Err(sent_copies_need_v5(version)));
                 continue;
             }
             let r = &mut rows;
@@ -1265,6 +1478,10 @@ impl Inner {
                     let (user, id, seen, tries, at_ms) = &**t;
                     let claim = (*seen, *tries, *at_ms);
                     Self::claim_sent_copy_try_in(&txn, r, user, id, claim, now).map(u64::from)
+                }
+                Write::SentCopyNoted(n) => {
+                    let (user, id, seen, note) = &**n;
+                    Self::note_sent_copy_try_in(&txn, r, user, id, *seen, note, now).map(u64::from)
                 }
                 Write::SentCopyDelete(d) => {
                     Self::delete_sent_copy_in(&txn, r, &d.0, &d.1).map(|()| 0)
@@ -1714,7 +1931,8 @@ impl Inner {
     }
 
     /// A pending Sent copy put inside `txn` (group-committed), replacing
-    /// any row of the same user and Message-ID. `InvalidInput` comes
+    /// any row of the same user and Message-ID: its message in
+    /// `sent_copies`, the rest in `sent_copy_info`. `InvalidInput` comes
     /// before any write.
     fn put_sent_copy_in(
         txn: &WriteTransaction,
@@ -1725,21 +1943,47 @@ impl Inner {
         copy.validate()?;
         let key = sent_key(&copy.user, &copy.message_id);
         let v = encode_sent_copy(copy, expires);
+        let info = encode_sent_info(&copy.info(), expires);
         let mut t = txn.open_table(SENT_COPIES).map_err(backend)?;
         let old = t
             .insert(key.as_slice(), v.as_slice())
             .map_err(backend)?
             .and_then(|o| u64_at(o.value(), 0));
         drop(t);
+        let mut t = txn.open_table(SENT_INFO).map_err(backend)?;
+        t.insert(key.as_slice(), info.as_slice()).map_err(backend)?;
+        drop(t);
         rows.put(T_SENT_COPY, &key, &v);
+        rows.put(T_SENT_INFO, &key, &info);
         let mut ix = txn.open_table(EXPIRY).map_err(backend)?;
         reindex_expiry_in(&mut ix, rows, old, expires, T_SENT_COPY, &key)
     }
 
-    /// A try claimed inside `txn`: the live row whose `last_try_ms` is
-    /// still `seen` rewritten with `tries` and `at_ms`, its expiry kept.
-    /// `false` (nothing written) when there is no live row or its last try
-    /// is not `seen` any more.
+    /// The live `sent_copy_info` row of a key whose `last_try_ms` is
+    /// `seen`, as bytes (`None`: no live row, or another last try).
+    fn info_row_if(
+        t: &redb::Table<'_, &'static [u8], &'static [u8]>,
+        key: &[u8],
+        seen: i64,
+        now: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(v) = t.get(key).map_err(backend)? else {
+            return Ok(None);
+        };
+        let v = v.value().to_vec();
+        let expires = u64_at(&v, 0).ok_or_else(|| corrupt("sent copy info"))?;
+        if expires <= now || v.len() < INFO_HEADER {
+            return Ok(None);
+        }
+        let last = u64_at(&v, 16).map(|l| l as i64);
+        Ok((last == Some(seen)).then_some(v))
+    }
+
+    /// A try claimed inside `txn`: the live info row whose `last_try_ms` is
+    /// still `seen` rewritten with `tries` and `at_ms` (`next_try_ms` 0),
+    /// its expiry kept
+    /// (the message's row is not touched). `false` (nothing written) when
+    /// there is no live row or its last try is not `seen` any more.
     fn claim_sent_copy_try_in(
         txn: &WriteTransaction,
         rows: &mut Rows,
@@ -1750,31 +1994,52 @@ impl Inner {
     ) -> Result<bool> {
         crate::model::validate_sent_copy_key(user, message_id)?;
         let key = sent_key(user, message_id);
-        let mut t = txn.open_table(SENT_COPIES).map_err(backend)?;
-        let mut v = match t.get(key.as_slice()).map_err(backend)? {
-            Some(v) => v.value().to_vec(),
-            None => return Ok(false),
+        let mut t = txn.open_table(SENT_INFO).map_err(backend)?;
+        let Some(mut v) = Self::info_row_if(&t, &key, seen, now)? else {
+            return Ok(false);
         };
-        let expires = u64_at(&v, 0).ok_or_else(|| corrupt("sent copy"))?;
-        if expires <= now || v.len() < SENT_HEADER {
-            return Ok(false);
-        }
-        let last = v
-            .get(16..24)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(i64::from_le_bytes);
-        if last != Some(seen) {
-            return Ok(false);
-        }
         v[16..24].copy_from_slice(&at_ms.to_le_bytes());
         v[24..28].copy_from_slice(&tries.to_le_bytes());
+        // The next try is unknown until this one is noted.
+        v[28..36].copy_from_slice(&0i64.to_le_bytes());
         t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
-        rows.put(T_SENT_COPY, &key, &v);
+        rows.put(T_SENT_INFO, &key, &v);
         Ok(true)
     }
 
-    /// A pending Sent copy deleted inside `txn`, with its expiry index
-    /// entry. Nothing to delete is not an error.
+    /// A try's outcome noted inside `txn`: like a claim, on the live info
+    /// row whose `last_try_ms` is still `seen`.
+    fn note_sent_copy_try_in(
+        txn: &WriteTransaction,
+        rows: &mut Rows,
+        user: &str,
+        message_id: &str,
+        seen: i64,
+        note: &SentCopyNote,
+        now: u64,
+    ) -> Result<bool> {
+        crate::model::validate_sent_copy_key(user, message_id)?;
+        crate::model::validate_sent_texts("", "", note.last_error.as_deref())?;
+        let key = sent_key(user, message_id);
+        let mut t = txn.open_table(SENT_INFO).map_err(backend)?;
+        let Some(v) = Self::info_row_if(&t, &key, seen, now)? else {
+            return Ok(false);
+        };
+        let expires = u64_at(&v, 0).ok_or_else(|| corrupt("sent copy info"))?;
+        let Some(mut info) = decode_sent_info(&key, &v, now)? else {
+            return Ok(false);
+        };
+        info.last_try_ms = note.last_try_ms;
+        info.next_try_ms = note.next_try_ms;
+        info.last_error = note.last_error.clone();
+        let v = encode_sent_info(&info, expires);
+        t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+        rows.put(T_SENT_INFO, &key, &v);
+        Ok(true)
+    }
+
+    /// A pending Sent copy deleted inside `txn` (both rows), with its
+    /// expiry index entry. Nothing to delete is not an error.
     fn delete_sent_copy_in(
         txn: &WriteTransaction,
         rows: &mut Rows,
@@ -1783,6 +2048,12 @@ impl Inner {
     ) -> Result<()> {
         crate::model::validate_sent_copy_key(user, message_id)?;
         let key = sent_key(user, message_id);
+        let mut t = txn.open_table(SENT_INFO).map_err(backend)?;
+        let had_info = t.remove(key.as_slice()).map_err(backend)?.is_some();
+        drop(t);
+        if had_info {
+            rows.remove(T_SENT_INFO, &key);
+        }
         let mut t = txn.open_table(SENT_COPIES).map_err(backend)?;
         let old = t
             .remove(key.as_slice())
@@ -1805,18 +2076,25 @@ impl Inner {
         Ok(())
     }
 
-    /// The live pending Sent copies of `user` (every user's when `None`).
-    fn sent_copies(&self, user: Option<&str>) -> Result<Vec<SentCopy>> {
+    /// The schema version, which must have `sent_copy_info`.
+    fn require_sent_info(&self) -> Result<()> {
         let version = self.require_schema()?;
-        if version < SENT_COPIES_SCHEMA {
-            return Err(sent_copies_need_v3(version));
+        if version < SENT_COPY_INFO_SCHEMA {
+            return Err(sent_copies_need_v5(version));
         }
+        Ok(())
+    }
+
+    /// The live pending Sent copies of `user` (every user's when `None`),
+    /// from `sent_copy_info` only (no message is read).
+    fn sent_copies(&self, user: Option<&str>) -> Result<Vec<SentCopyInfo>> {
+        self.require_sent_info()?;
         let now = now_s();
         let txn = self.db.begin_read().map_err(backend)?;
-        let t = txn.open_table(SENT_COPIES).map_err(backend)?;
+        let t = txn.open_table(SENT_INFO).map_err(backend)?;
         let mut out = Vec::new();
         let mut push = |k: &[u8], v: &[u8]| -> Result<()> {
-            if let Some(c) = decode_sent_copy(k, v, now)? {
+            if let Some(c) = decode_sent_info(k, v, now)? {
                 out.push(c);
             }
             Ok(())
@@ -1844,12 +2122,39 @@ impl Inner {
         Ok(out)
     }
 
+    /// One live pending Sent copy with its message (digest checked).
+    fn sent_copy(&self, user: &str, message_id: &str) -> Result<Option<SentCopy>> {
+        self.require_sent_info()?;
+        let now = now_s();
+        let key = sent_key(user, message_id);
+        let txn = self.db.begin_read().map_err(backend)?;
+        let info = {
+            let t = txn.open_table(SENT_INFO).map_err(backend)?;
+            let Some(v) = t.get(key.as_slice()).map_err(backend)? else {
+                return Ok(None);
+            };
+            let Some(info) = decode_sent_info(&key, v.value(), now)? else {
+                return Ok(None);
+            };
+            info
+        };
+        let t = txn.open_table(SENT_COPIES).map_err(backend)?;
+        let Some(v) = t.get(key.as_slice()).map_err(backend)? else {
+            return Ok(None);
+        };
+        let bytes = match decode_sent_bytes(&info, v.value(), now)? {
+            Some(b) => b.to_vec(),
+            None => return Ok(None),
+        };
+        Ok(Some(info.with_bytes(bytes)))
+    }
+
     /// Deletes rows whose expiry is at or before `now` (seconds), in passes
     /// of bounded size so that writers are not held up for long.
     fn purge_expired(&self, now: u64) -> Result<u64> {
-        if self.installed()?.is_none() {
+        let Some((version, _)) = self.installed()? else {
             return Ok(0);
-        }
+        };
         let mut deleted = 0;
         loop {
             // Each pass is a durable commit of its own, under the journal
@@ -1890,6 +2195,14 @@ impl Inner {
                     if expired {
                         t.remove(row).map_err(backend)?;
                         deleted += 1;
+                        if tag == T_SENT_COPY {
+                            drop(t);
+                            // Its info row goes with it (a v3/v4 store has none).
+                            if version >= SENT_COPY_INFO_SCHEMA {
+                                let mut info = txn.open_table(SENT_INFO).map_err(backend)?;
+                                info.remove(row).map_err(backend)?;
+                            }
+                        }
                     }
                 }
                 keys.len() < 1000
@@ -1924,6 +2237,101 @@ mod tests {
             .unwrap()
             .map(|r| r.unwrap().0.value().to_vec())
             .collect()
+    }
+
+    // A schema v4 store's pending copies (one row each, the message and
+    // its header together) gain their info rows on `update`, one batch per
+    // step and resumably; until then the sent-copy calls are refused. They
+    // load afterwards with the size of their message, and expire with it.
+    #[tokio::test]
+    async fn v4_sent_copies_load_after_the_update_to_v5() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_path(dir.path()).unwrap();
+        store.install_schema_version(4).await.unwrap();
+        let copies: Vec<SentCopy> = (0..3)
+            .map(|i| SentCopy {
+                user: "olga@example.test".into(),
+                message_id: format!("<m{i}@example.test>"),
+                created_ms: 1_800_000_000_000 + i,
+                last_try_ms: 1_800_000_001_000 + i,
+                tries: 2,
+                bytes: vec![b'x'; 1000 + i as usize],
+                ..SentCopy::default()
+            })
+            .collect();
+        {
+            // As a session-16 binary writes them.
+            let txn = store.inner.db.begin_write().unwrap();
+            let expires = now_s() + 2;
+            let mut rows = Rows::default();
+            for c in &copies {
+                let key = sent_key(&c.user, &c.message_id);
+                let mut t = txn.open_table(SENT_COPIES).unwrap();
+                t.insert(key.as_slice(), encode_sent_copy(c, expires).as_slice())
+                    .unwrap();
+                drop(t);
+                index_expiry(&txn, &mut rows, expires, T_SENT_COPY, &key).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = store.sent_copies(None).await.unwrap_err();
+        assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+        let opts = MigrationOptions {
+            batch_size: 2,
+            page_size: 10,
+            max_batches: Some(1),
+        };
+        let first = store.update_schema(opts).await.unwrap();
+        assert_eq!(
+            (first.from, first.to, first.rows, first.complete),
+            (4, 4, 2, false)
+        );
+        assert!(matches!(
+            store.sent_copies(None).await.unwrap_err(),
+            StorageError::SchemaMismatch(_)
+        ));
+        let rest = store
+            .update_schema(MigrationOptions {
+                max_batches: None,
+                ..opts
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (rest.from, rest.to, rest.rows, rest.complete),
+            (4, 5, 1, true)
+        );
+        let listed = store.sent_copies(None).await.unwrap();
+        assert_eq!(
+            listed,
+            copies.iter().map(SentCopy::info).collect::<Vec<_>>()
+        );
+        assert_eq!(listed[2].size, 1002);
+        for c in &copies {
+            let got = store
+                .sent_copy(c.user.clone(), c.message_id.clone())
+                .await
+                .unwrap();
+            assert_eq!(got.as_ref(), Some(c));
+        }
+        // Tried and noted as a v5 row is.
+        assert!(store
+            .claim_sent_copy_try(
+                copies[0].user.clone(),
+                copies[0].message_id.clone(),
+                copies[0].last_try_ms,
+                3,
+                1_800_000_009_000
+            )
+            .await
+            .unwrap());
+        // Expired with their messages (no info row left behind).
+        tokio::time::sleep(Duration::from_millis(3_100)).await;
+        assert!(store.sent_copies(None).await.unwrap().is_empty());
+        store.purge_expired().await.unwrap();
+        let txn = store.inner.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(SENT_INFO).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(SENT_COPIES).unwrap().len().unwrap(), 0);
     }
 
     // A row rewritten in place (the head, the registry row) keeps one

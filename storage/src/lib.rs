@@ -24,10 +24,12 @@ pub use config::{BackendKind, ConsistencyLevel, Password, RetryPolicyKind, Stora
 pub use dispatch::Store;
 pub use error::{Result, StorageError};
 pub use model::{
-    digest, validate_sent_copy_key, AppendBatch, Capture, DeviceChange, DeviceKey, DeviceRecord,
-    DeviceState, NewEvent, SentCopy, Snapshot, StoredEvent, MAX_ID_LEN, MAX_MESSAGE_ID_LEN,
+    cut_to, digest, validate_sent_copy_key, validate_sent_texts, AppendBatch, Capture,
+    DeviceChange, DeviceKey, DeviceRecord, DeviceState, NewEvent, SentCopy, SentCopyInfo,
+    SentCopyNote, Snapshot, StoredEvent, MAX_ID_LEN, MAX_MESSAGE_ID_LEN, MAX_SENT_ERROR_LEN,
+    MAX_SENT_SUBJECT_LEN,
 };
 pub use schema::{
     MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, LEASES_SCHEMA,
-    MIN_SUPPORTED_SCHEMA, SENT_COPIES_SCHEMA,
+    MIN_SUPPORTED_SCHEMA, SENT_COPIES_SCHEMA, SENT_COPY_INFO_SCHEMA,
 };

@@ -266,32 +266,159 @@ pub struct Capture {
 /// Longest Message-ID accepted for a [`SentCopy`] (bytes; a header line's limit).
 pub const MAX_MESSAGE_ID_LEN: usize = 998;
 
+/// Longest `last_error` kept for a [`SentCopy`] (bytes): a longer one is
+/// cut (at a character boundary) by the store's callers.
+pub const MAX_SENT_ERROR_LEN: usize = 500;
+/// Longest `subject` kept for a [`SentCopy`] (bytes).
+pub const MAX_SENT_SUBJECT_LEN: usize = 200;
+
 /// A sent message whose copy waits to be saved in the user's Sent folder
 /// (the IMAP server was unavailable when it was sent): kept so that the
 /// copy reaches Sent even when opush restarts meanwhile. Keyed by user and
 /// Message-ID. The copy is user data the user asked to keep; no password
-/// is ever part of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// is ever part of it (nor of `last_error`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SentCopy {
     /// Whose Sent folder it goes to.
     pub user: String,
     /// The message's Message-ID (how a try finds it already in Sent).
     pub message_id: String,
+    /// The device that sent it (schema v5; empty in rows from before).
+    pub device_id: String,
+    /// Its Subject, for listings (schema v5; at most
+    /// [`MAX_SENT_SUBJECT_LEN`] bytes; empty in rows from before).
+    pub subject: String,
     /// When it was sent (the row was first written), Unix milliseconds.
     pub created_ms: i64,
-    /// When it was last tried (at first: when the send's own try failed).
+    /// The end of its latest claimed try, Unix milliseconds (see
+    /// `Store::claim_sent_copy_try`).
     pub last_try_ms: i64,
     /// Background tries so far.
     pub tries: u32,
+    /// When the process holding it plans its next try, Unix milliseconds
+    /// (schema v5; 0 = not recorded: due `wait_after(tries)` after
+    /// `last_try_ms`).
+    pub next_try_ms: i64,
+    /// Why the latest try failed (schema v5): the IMAP server's answer or
+    /// the connection's error, never a password; at most
+    /// [`MAX_SENT_ERROR_LEN`] bytes.
+    pub last_error: Option<String>,
     /// The message as it goes in Sent.
     pub bytes: Vec<u8>,
 }
 
 impl SentCopy {
-    /// Checks the key can be stored.
+    /// Checks the key and the texts can be stored.
     pub fn validate(&self) -> Result<()> {
-        validate_sent_copy_key(&self.user, &self.message_id)
+        validate_sent_copy_key(&self.user, &self.message_id)?;
+        validate_sent_texts(&self.device_id, &self.subject, self.last_error.as_deref())
     }
+
+    /// Everything but the message (what listings and the sweep read).
+    pub fn info(&self) -> SentCopyInfo {
+        SentCopyInfo {
+            user: self.user.clone(),
+            message_id: self.message_id.clone(),
+            device_id: self.device_id.clone(),
+            subject: self.subject.clone(),
+            size: self.bytes.len() as u64,
+            created_ms: self.created_ms,
+            last_try_ms: self.last_try_ms,
+            tries: self.tries,
+            next_try_ms: self.next_try_ms,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// A pending Sent copy without its message: what `Store::sent_copies`
+/// and `Store::all_sent_copies` read (the message's bytes are read by
+/// `Store::sent_copy` only, when a try needs them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentCopyInfo {
+    /// See [`SentCopy::user`].
+    pub user: String,
+    /// See [`SentCopy::message_id`].
+    pub message_id: String,
+    /// See [`SentCopy::device_id`].
+    pub device_id: String,
+    /// See [`SentCopy::subject`].
+    pub subject: String,
+    /// The message's size in bytes.
+    pub size: u64,
+    /// See [`SentCopy::created_ms`].
+    pub created_ms: i64,
+    /// See [`SentCopy::last_try_ms`].
+    pub last_try_ms: i64,
+    /// See [`SentCopy::tries`].
+    pub tries: u32,
+    /// See [`SentCopy::next_try_ms`].
+    pub next_try_ms: i64,
+    /// See [`SentCopy::last_error`].
+    pub last_error: Option<String>,
+}
+
+impl SentCopyInfo {
+    /// The copy, with its message.
+    pub fn with_bytes(self, bytes: Vec<u8>) -> SentCopy {
+        SentCopy {
+            user: self.user,
+            message_id: self.message_id,
+            device_id: self.device_id,
+            subject: self.subject,
+            created_ms: self.created_ms,
+            last_try_ms: self.last_try_ms,
+            tries: self.tries,
+            next_try_ms: self.next_try_ms,
+            last_error: self.last_error,
+            bytes,
+        }
+    }
+}
+
+/// What `Store::note_sent_copy_try` writes: the outcome of a try (or an
+/// administrator's "retry now").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentCopyNote {
+    /// The new `last_try_ms`.
+    pub last_try_ms: i64,
+    /// The new `next_try_ms`.
+    pub next_try_ms: i64,
+    /// The new `last_error`.
+    pub last_error: Option<String>,
+}
+
+/// Checks a sent copy's device id (at most [`MAX_ID_LEN`] bytes), subject
+/// and error (at most [`MAX_SENT_SUBJECT_LEN`] / [`MAX_SENT_ERROR_LEN`]
+/// bytes); none may hold a NUL.
+pub fn validate_sent_texts(device_id: &str, subject: &str, error: Option<&str>) -> Result<()> {
+    let bad = |what: &str, max: usize| {
+        Err(StorageError::InvalidInput(format!(
+            "sent copy {what} must be at most {max} bytes without NUL"
+        )))
+    };
+    if device_id.len() > MAX_ID_LEN || device_id.contains('\0') {
+        return bad("device id", MAX_ID_LEN);
+    }
+    if subject.len() > MAX_SENT_SUBJECT_LEN || subject.contains('\0') {
+        return bad("subject", MAX_SENT_SUBJECT_LEN);
+    }
+    if error.is_some_and(|e| e.len() > MAX_SENT_ERROR_LEN || e.contains('\0')) {
+        return bad("error", MAX_SENT_ERROR_LEN);
+    }
+    Ok(())
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn cut_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Checks a sent copy's user (as a [`DeviceKey`]'s) and Message-ID

@@ -6,11 +6,13 @@
 use std::fmt;
 
 /// Schema version written by `install` and reached by `update`.
-pub const LATEST_SCHEMA: u32 = 4;
+pub const LATEST_SCHEMA: u32 = 5;
 /// Oldest schema this code can serve with. Older ones need `update` first.
 /// At version 2 everything works but pending Sent copies
 /// ([`SENT_COPIES_SCHEMA`]) and device leases; at version 3 everything but
-/// device leases ([`LEASES_SCHEMA`]): `update` is advised.
+/// device leases ([`LEASES_SCHEMA`]); at version 4 everything but pending
+/// Sent copies, whose rows gained their listing fields in
+/// [`SENT_COPY_INFO_SCHEMA`]: `update` is advised.
 pub const MIN_SUPPORTED_SCHEMA: u32 = 2;
 /// First schema with the pending Sent copies (`sent_copies`); calls on
 /// them fail with `SchemaMismatch` on an older one.
@@ -20,6 +22,13 @@ pub const SENT_COPIES_SCHEMA: u32 = 3;
 /// then serves without, as before, and says so). The embedded store keeps
 /// its leases in memory at any version.
 pub const LEASES_SCHEMA: u32 = 4;
+/// First schema whose pending Sent copies carry what an administrator
+/// lists (device, subject, size, next try, last error) apart from the
+/// message's bytes (embedded: the `sent_copy_info` table; Cassandra: more
+/// columns of `sent_copies`). The sent-copy calls need it: on an older
+/// store they fail with `SchemaMismatch` (the server then retries a copy
+/// from memory only) until `opush schema update`.
+pub const SENT_COPY_INFO_SCHEMA: u32 = 5;
 
 /// What `schema status` finds.
 #[derive(Debug, Clone, PartialEq, Eq)]

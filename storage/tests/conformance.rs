@@ -14,7 +14,8 @@ use std::time::Duration;
 use common::{Backend, TestStore};
 use opush_storage::{
     digest, AppendBatch, DeviceChange, DeviceKey, DeviceRecord, DeviceState, MigrationOptions,
-    SchemaStatus, SentCopy, Snapshot, StorageError, Store, LATEST_SCHEMA, LEASES_SCHEMA,
+    SchemaStatus, SentCopy, SentCopyNote, Snapshot, StorageError, Store, LATEST_SCHEMA,
+    LEASES_SCHEMA,
 };
 
 fn dev(user: &str, id: &str) -> DeviceKey {
@@ -67,6 +68,7 @@ conformance!(
     a_v2_store_gains_sent_copies_on_update,
     device_leases,
     a_v3_store_gains_leases_on_update,
+    a_v4_store_gains_sent_copy_info_on_update,
 );
 
 async fn append_and_read_in_order(backend: Backend) {
@@ -702,16 +704,22 @@ fn sent_copy(user: &str, message_id: &str, tries: u32) -> SentCopy {
     SentCopy {
         user: user.into(),
         message_id: message_id.into(),
+        device_id: "ApplDEV1".into(),
+        subject: format!("for {user}"),
         created_ms: 1_800_000_000_000,
         last_try_ms: 1_800_000_000_500,
         tries,
+        next_try_ms: 0,
+        last_error: None,
         bytes: format!("Message-ID: {message_id}\r\n\r\nfor {user}\r\n").into_bytes(),
     }
 }
 
-/// Pending Sent copies: put, listed per user and for all, a try recorded,
-/// replaced, deleted (twice: not an error), bad keys refused; a copy of a
-/// few MB comes back byte for byte.
+/// Pending Sent copies: put, listed per user and for all (without their
+/// messages), read one by one with it, a try claimed and its failure
+/// noted (only by the claim it names), replaced, deleted (twice: not an
+/// error), bad keys and texts refused; a copy of a few MB comes back byte
+/// for byte.
 async fn sent_copies_round_trip(backend: Backend) {
     let t = TestStore::installed(backend).await;
     let s = &t.store;
@@ -725,12 +733,17 @@ async fn sent_copies_round_trip(backend: Backend) {
     }
     assert_eq!(
         s.sent_copies("lena").await.unwrap(),
-        vec![a.clone(), b.clone()]
+        vec![a.info(), b.info()]
     );
-    assert_eq!(s.sent_copies("lena2").await.unwrap(), vec![c.clone()]);
+    assert_eq!(s.sent_copies("lena2").await.unwrap(), vec![c.info()]);
     let mut all = s.all_sent_copies().await.unwrap();
     all.sort_by(|x, y| (&x.user, &x.message_id).cmp(&(&y.user, &y.message_id)));
-    assert_eq!(all, vec![a.clone(), b.clone(), c.clone()]);
+    assert_eq!(all, vec![a.info(), b.info(), c.info()]);
+    assert_eq!(
+        s.sent_copy("lena", "<a@example.test>").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(s.sent_copy("lena", "<z@example.test>").await.unwrap(), None);
 
     // A try is claimed against the last try read: of two processes that
     // read the same row, the second claim finds it changed and is refused.
@@ -750,8 +763,47 @@ async fn sent_copies_round_trip(backend: Backend) {
         last_try_ms: 1_800_000_009_000,
         ..a.clone()
     };
-    assert_eq!(s.sent_copies("lena").await.unwrap()[0], tried);
-    // Claimed against what is there now, the next try is.
+    assert_eq!(s.sent_copies("lena").await.unwrap()[0], tried.info());
+    // The try failed: its claimant notes why and when the next is due;
+    // a note naming another claim is refused.
+    let note = SentCopyNote {
+        last_try_ms: 1_800_000_009_000,
+        next_try_ms: 1_800_000_011_000,
+        last_error: Some("IMAP server refused APPEND: [OVERQUOTA] Quota exceeded".into()),
+    };
+    assert!(!s
+        .note_sent_copy_try("lena", "<a@example.test>", seen, note.clone())
+        .await
+        .unwrap());
+    assert!(s
+        .note_sent_copy_try("lena", "<a@example.test>", tried.last_try_ms, note.clone())
+        .await
+        .unwrap());
+    let tried = SentCopy {
+        next_try_ms: note.next_try_ms,
+        last_error: note.last_error.clone(),
+        ..tried
+    };
+    assert_eq!(s.sent_copies("lena").await.unwrap()[0], tried.info());
+    assert_eq!(
+        s.sent_copy("lena", "<a@example.test>").await.unwrap(),
+        Some(tried.clone())
+    );
+    let err = s
+        .note_sent_copy_try(
+            "lena",
+            "<a@example.test>",
+            tried.last_try_ms,
+            SentCopyNote {
+                last_error: Some("x".repeat(opush_storage::MAX_SENT_ERROR_LEN + 1)),
+                ..note.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::InvalidInput(_)), "{err:?}");
+    // Claimed against what is there now, the next try is (its error kept
+    // until noted again; its next try no longer known).
     assert!(s
         .claim_sent_copy_try(
             "lena",
@@ -764,9 +816,10 @@ async fn sent_copies_round_trip(backend: Backend) {
     let tried = SentCopy {
         tries: 5,
         last_try_ms: 1_800_000_019_000,
-        ..a.clone()
+        next_try_ms: 0,
+        ..tried
     };
-    assert_eq!(s.sent_copies("lena").await.unwrap()[0], tried);
+    assert_eq!(s.sent_copies("lena").await.unwrap()[0], tried.info());
 
     // Put again: replaced, not doubled.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -777,7 +830,12 @@ async fn sent_copies_round_trip(backend: Backend) {
     s.put_sent_copy(replaced.clone()).await.unwrap();
     assert_eq!(
         s.sent_copies("lena").await.unwrap(),
-        vec![tried.clone(), replaced]
+        vec![tried.info(), replaced.info()]
+    );
+    assert_eq!(s.sent_copies("lena").await.unwrap()[1].size, 3_000_000);
+    assert_eq!(
+        s.sent_copy("lena", "<b@example.test>").await.unwrap(),
+        Some(replaced)
     );
 
     s.delete_sent_copy("lena", "<b@example.test>")
@@ -786,7 +844,8 @@ async fn sent_copies_round_trip(backend: Backend) {
     s.delete_sent_copy("lena", "<b@example.test>")
         .await
         .unwrap();
-    assert_eq!(s.sent_copies("lena").await.unwrap(), vec![tried]);
+    assert_eq!(s.sent_copies("lena").await.unwrap(), vec![tried.info()]);
+    assert_eq!(s.sent_copy("lena", "<b@example.test>").await.unwrap(), None);
     assert!(
         !s.claim_sent_copy_try("lena", "<b@example.test>", b.last_try_ms, (5, 1))
             .await
@@ -794,7 +853,7 @@ async fn sent_copies_round_trip(backend: Backend) {
         "a deleted copy is not tried"
     );
     assert_eq!(s.sent_copies("lena").await.unwrap().len(), 1);
-    assert_eq!(s.sent_copies("lena2").await.unwrap(), vec![c]);
+    assert_eq!(s.sent_copies("lena2").await.unwrap(), vec![c.info()]);
 
     for (user, id) in [
         ("", "<x@y>"),
@@ -803,6 +862,19 @@ async fn sent_copies_round_trip(backend: Backend) {
         ("a\0b", "<x@y>"),
     ] {
         let err = s.put_sent_copy(sent_copy(user, id, 0)).await.unwrap_err();
+        assert!(matches!(err, StorageError::InvalidInput(_)), "{err:?}");
+    }
+    for bad in [
+        SentCopy {
+            subject: "s".repeat(opush_storage::MAX_SENT_SUBJECT_LEN + 1),
+            ..sent_copy("lena", "<t@y>", 0)
+        },
+        SentCopy {
+            last_error: Some("a\0b".into()),
+            ..sent_copy("lena", "<t@y>", 0)
+        },
+    ] {
+        let err = s.put_sent_copy(bad).await.unwrap_err();
         assert!(matches!(err, StorageError::InvalidInput(_)), "{err:?}");
     }
     let long = format!("<{}@y>", "x".repeat(1000));
@@ -972,6 +1044,118 @@ async fn a_v3_store_gains_leases_on_update(backend: Backend) {
     assert_eq!(
         t.store.take_lease(&d, "p2:r1", ttl).await.unwrap(),
         backend == Backend::Embedded
+    );
+    t.cleanup().await;
+}
+
+/// A schema v4 store (session 16's) still serves, `update` advised; the
+/// sent-copy calls are refused with `SchemaMismatch` until the update to
+/// v5. Copies kept before it (Cassandra: rows written as session 16 wrote
+/// them, without the new columns) load after it, with their message's
+/// size, no device, subject or error, and are tried, noted and deleted as
+/// new ones. (The embedded store's v4 rows: `embedded::tests` in the
+/// crate, which writes them in its redb file.)
+async fn a_v4_store_gains_sent_copy_info_on_update(backend: Backend) {
+    let t = TestStore::fresh_with(backend, |_| {}).await;
+    let s = &t.store;
+    s.install_schema_version(4).await.unwrap();
+    assert_eq!(
+        s.schema_status().await.unwrap(),
+        SchemaStatus::UpdateAdvised {
+            current: 4,
+            latest: LATEST_SCHEMA
+        }
+    );
+    let err = s
+        .put_sent_copy(sent_copy("pia", "<new@x>", 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+    let err = s.all_sent_copies().await.unwrap_err();
+    assert!(matches!(err, StorageError::SchemaMismatch(_)), "{err:?}");
+    let old = SentCopy {
+        device_id: String::new(),
+        subject: String::new(),
+        ..sent_copy("pia", "<old@x>", 2)
+    };
+    if backend == Backend::Cassandra {
+        let cfg = &t.config;
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node(format!("{}:{}", cfg.seeds[0], cfg.port))
+            .user(cfg.user.clone(), cfg.password.expose().to_owned())
+            .build()
+            .await
+            .unwrap();
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {}.sent_copies (user, message_id, created_ms, last_try_ms, tries, \
+                     digest, bytes) VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL 3600",
+                    cfg.keyspace
+                ),
+                (
+                    &old.user,
+                    &old.message_id,
+                    old.created_ms,
+                    old.last_try_ms,
+                    old.tries as i32,
+                    digest(&old.bytes).to_vec(),
+                    &old.bytes,
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let opts = MigrationOptions {
+        batch_size: 10,
+        page_size: 10,
+        max_batches: None,
+    };
+    let report = s.update_schema(opts).await.unwrap();
+    assert_eq!((report.from, report.to), (4, LATEST_SCHEMA));
+    assert!(report.complete);
+    s.put_sent_copy(sent_copy("pia", "<new@x>", 0))
+        .await
+        .unwrap();
+    let listed = s.sent_copies("pia").await.unwrap();
+    if backend == Backend::Cassandra {
+        assert_eq!(report.rows, 1, "the old row's size written");
+        assert_eq!(
+            listed,
+            vec![sent_copy("pia", "<new@x>", 0).info(), old.info()]
+        );
+        assert_eq!(
+            s.sent_copy("pia", "<old@x>").await.unwrap(),
+            Some(old.clone())
+        );
+        assert!(s
+            .claim_sent_copy_try("pia", "<old@x>", old.last_try_ms, (3, 1_800_000_009_000))
+            .await
+            .unwrap());
+        let note = SentCopyNote {
+            last_try_ms: 1_800_000_009_000,
+            next_try_ms: 1_800_000_012_000,
+            last_error: Some("IMAP server unavailable: connection refused".into()),
+        };
+        assert!(s
+            .note_sent_copy_try("pia", "<old@x>", 1_800_000_009_000, note.clone())
+            .await
+            .unwrap());
+        let after = s.sent_copies("pia").await.unwrap();
+        assert_eq!(after[1].last_error, note.last_error);
+        assert_eq!(
+            (after[1].tries, after[1].next_try_ms),
+            (3, note.next_try_ms)
+        );
+        s.delete_sent_copy("pia", "<old@x>").await.unwrap();
+    } else {
+        assert_eq!(listed, vec![sent_copy("pia", "<new@x>", 0).info()]);
+    }
+    // A new process sees the same.
+    let t = t.reopen().await;
+    assert_eq!(
+        t.store.sent_copies("pia").await.unwrap(),
+        vec![sent_copy("pia", "<new@x>", 0).info()]
     );
     t.cleanup().await;
 }

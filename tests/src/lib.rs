@@ -308,6 +308,8 @@ pub struct PrivateDovecot {
     /// LMTP on `port + 1` running Sieve, ManageSieve on `port + 2`
     /// (`--sieve`).
     pub sieve: bool,
+    /// Each user's mail store limited to this many KiB (`--quota-kb`).
+    pub quota_kb: Option<u32>,
 }
 
 /// The non-synchronizing literals (RFC 7888) a [`PrivateDovecot`] advertises.
@@ -330,7 +332,18 @@ impl PrivateDovecot {
             literals: Literals::Plus,
             trusted_loopback: false,
             sieve: false,
+            quota_kb: None,
         }
+    }
+
+    /// The same instance with each user's mail store limited to `kb` KiB
+    /// (`scripts/dovecot-private --quota-kb`): an APPEND over it is refused
+    /// with `NO [OVERQUOTA] Quota exceeded (mailbox for user is full)`
+    /// (`None`: no limit; `run("up")` again applies a change to a running
+    /// instance, whose sessions keep the old limit until kicked).
+    pub fn with_quota_kb(mut self, kb: Option<u32>) -> PrivateDovecot {
+        self.quota_kb = kb;
+        self
     }
 
     /// The same instance with LMTP delivery on `port + 1` running the
@@ -457,6 +470,9 @@ impl PrivateDovecot {
         }
         if self.sieve {
             c.arg("--sieve");
+        }
+        if let Some(kb) = self.quota_kb {
+            c.arg("--quota-kb").arg(kb.to_string());
         }
         c.arg(action)
             .arg(&self.dir)

@@ -8,7 +8,7 @@
 //! typical document does (docs/BENCHMARKS.md, "WBXML codec"). This binary
 //! links only `std` and `opush_protocol`, converts those itself, and
 //! replaces itself (`exec`, same process id) with `opush-server` for every
-//! other command line — `serve`, `schema`, `device`, `replay`, `--help`,
+//! other command line — `serve`, `schema`, `device`, `sent`, `replay`, `--help`,
 //! and any `wbxml` form it does not recognise, so that the server's own
 //! parser gives the usual messages.
 //!

@@ -91,7 +91,7 @@ pub fn run(action: Action) -> ExitCode {
     })
 }
 
-fn with_newline(mut s: String) -> String {
+pub(crate) fn with_newline(mut s: String) -> String {
     if !s.is_empty() && !s.ends_with('\n') {
         s.push('\n');
     }
@@ -99,14 +99,14 @@ fn with_newline(mut s: String) -> String {
 }
 
 /// Where the command reaches the devices.
-enum Via {
+pub(crate) enum Via {
     /// The store itself.
     Store(Arc<Store>),
     /// A running server's admin address (the store was held).
     Server(SocketAddr),
 }
 
-async fn reach(config: Option<&Path>) -> Result<Via, String> {
+pub(crate) async fn reach(config: Option<&Path>) -> Result<Via, String> {
     let cfg = match config {
         Some(p) => Config::load(p),
         None => Config::from_env(),
@@ -175,7 +175,7 @@ async fn run_async(action: &Action) -> Result<String, String> {
 }
 
 /// Percent-encodes a path segment (everything but RFC 3986 unreserved).
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -189,7 +189,7 @@ fn encode(s: &str) -> String {
 
 /// One HTTP/1.1 request to the admin address; the body on 200, else an
 /// error with the status line and body.
-async fn http(addr: SocketAddr, method: &str, path: &str) -> Result<String, String> {
+pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str) -> Result<String, String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let req = format!(

@@ -6,6 +6,7 @@
 pub mod device;
 pub mod replay;
 pub mod schema;
+pub mod sent;
 pub mod wbxml;
 pub mod wbxml_io;
 
@@ -55,6 +56,13 @@ pub enum Command {
         #[command(subcommand)]
         action: device::Action,
     },
+    /// Sent copies waiting to be saved in their users' Sent folders: list,
+    /// drop, retry now.
+    Sent {
+        /// list, drop or retry.
+        #[command(subcommand)]
+        action: sent::Action,
+    },
     /// Replay a recorded session.
     Replay {
         /// Arguments of the replay command.
@@ -70,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Wbxml { action } => wbxml::run(action),
         Command::Schema { action, config } => schema::run(&action, config.as_deref()),
         Command::Device { action } => device::run(action),
+        Command::Sent { action } => sent::run(action),
         Command::Replay { args } => replay::run(args),
     }
 }

@@ -417,7 +417,13 @@ pub async fn compose(
     let mut kept = if req.save_in_sent_items {
         Some(
             eas.sent_copies
-                .keep(eas, user, &out.message_id, out.sent_copy())
+                .keep(
+                    eas,
+                    user,
+                    caller.device_id,
+                    &out.message_id,
+                    out.sent_copy(),
+                )
                 .await,
         )
     } else {

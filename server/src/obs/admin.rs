@@ -16,6 +16,12 @@
 //!   404 for an unknown device, 400 for a bad name, 503 when the store
 //!   fails or no device traffic is served. `opush device` uses these when
 //!   the server holds the store.
+//! - `GET /sent-copies` (every user's) or `GET /sent-copies/USER`: the Sent
+//!   copies waiting to be saved, one per line (`crate::admin::describe_sent`);
+//!   `POST /sent-copies/USER/MESSAGE-ID/ACTION` (`drop`, `retry`; the
+//!   Message-ID %-encoded): 200 with the sentence, 404 for no such copy,
+//!   409 while a try of it is under way, 400 for a bad name, 503 as above.
+//!   `opush sent` uses these when the server holds the store.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +32,7 @@ use warp::http::StatusCode;
 use warp::Filter;
 
 use super::logger::{Logger, LoggerLevel};
-use crate::admin::{Action, AdminError, DeviceAdmin};
+use crate::admin::{Action, AdminError, DeviceAdmin, SentAction};
 use crate::capture::{percent_decode, Captures};
 
 fn text(status: StatusCode, body: String) -> warp::reply::Response {
@@ -168,6 +174,64 @@ pub async fn device_request(
     }
 }
 
+/// Answers a Sent copy administration request (`action` None: a listing).
+pub async fn sent_request(
+    devices: Option<&DeviceAdmin>,
+    user: Option<&str>,
+    message_id: Option<&str>,
+    action: Option<&str>,
+) -> (StatusCode, String) {
+    let decode = |s: Option<&str>| match s {
+        None => Ok(None),
+        Some(s) => percent_decode(s).map(Some).ok_or(()),
+    };
+    let (Ok(user), Ok(message_id)) = (decode(user), decode(message_id)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "bad %-escape in the user or Message-ID\n".to_owned(),
+        );
+    };
+    let action = match action.map(|name| (name, SentAction::parse(name))) {
+        None => None,
+        Some((_, Some(action))) => Some(action),
+        Some((name, None)) => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("unknown action {name:?}: expected drop or retry\n"),
+            )
+        }
+    };
+    let Some(devices) = devices else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no device traffic is served (admin-only mode): no store\n".to_owned(),
+        );
+    };
+    let res = match (action, user.as_deref(), message_id.as_deref()) {
+        (None, user, None) => devices.list_sent(user).await,
+        (Some(action), Some(user), Some(id)) => devices
+            .sent_action(action, user, id)
+            .await
+            .map(|line| format!("{line}\n")),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "no such sent-copies route\n".to_owned(),
+            )
+        }
+    };
+    match res {
+        Ok(text) => (StatusCode::OK, text),
+        Err(e @ AdminError::UnknownSentCopy { .. }) => (StatusCode::NOT_FOUND, format!("{e}\n")),
+        Err(e @ AdminError::SentCopyBusy { .. }) => (StatusCode::CONFLICT, format!("{e}\n")),
+        Err(e @ AdminError::InvalidDevice(_)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => {
+            tracing::warn!(target: "CONFIGURATION", error = %e, "sent copy administration failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
+        }
+    }
+}
+
 fn known() -> String {
     Logger::ALL.map(Logger::name).join(", ")
 }
@@ -234,6 +298,39 @@ pub fn routes(
                 text(status, msg)
             }
         });
+    let listed_sent = devices.clone();
+    let list_sent = warp::get()
+        .and(warp::path("sent-copies"))
+        .and(
+            warp::path::param::<String>()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(warp::path::end())
+        .then(move |user: Option<String>| {
+            let devices = listed_sent.clone();
+            async move {
+                let (status, msg) =
+                    sent_request(devices.as_deref(), user.as_deref(), None, None).await;
+                text(status, msg)
+            }
+        });
+    let sent_devices = devices.clone();
+    let sent_action = warp::post()
+        .and(warp::path("sent-copies"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .then(move |user: String, id: String, action: String| {
+            let devices = sent_devices.clone();
+            async move {
+                let (status, msg) =
+                    sent_request(devices.as_deref(), Some(&user), Some(&id), Some(&action)).await;
+                text(status, msg)
+            }
+        });
     let device_action = warp::post()
         .and(warp::path("devices"))
         .and(warp::path::param::<String>())
@@ -260,6 +357,10 @@ pub fn routes(
         .unify()
         .or(device_action)
         .unify()
+        .or(list_sent)
+        .unify()
+        .or(sent_action)
+        .unify()
         .or(put)
         .unify()
         .or(list_capture)
@@ -271,7 +372,8 @@ pub fn routes(
                 StatusCode::NOT_FOUND,
                 "admin address: GET /metrics, GET /loggers, PUT /loggers/NAME, GET /capture, \
                  PUT|DELETE /capture/USER/DEVICE, GET /devices[/USER], \
-                 POST /devices/USER/DEVICE/wipe|allow|quarantine\n"
+                 POST /devices/USER/DEVICE/wipe|allow|quarantine, GET /sent-copies[/USER], \
+                 POST /sent-copies/USER/MESSAGE-ID/drop|retry\n"
                     .to_owned(),
             ))
         })

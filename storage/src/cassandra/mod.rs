@@ -29,12 +29,22 @@ use tokio::sync::Mutex;
 use crate::model::{digest, now_ms};
 use crate::schema::{
     MigrationOptions, MigrationReport, SchemaStatus, LATEST_SCHEMA, LEASES_SCHEMA,
-    MIN_SUPPORTED_SCHEMA, SENT_COPIES_SCHEMA,
+    MIN_SUPPORTED_SCHEMA, SENT_COPIES_SCHEMA, SENT_COPY_INFO_SCHEMA,
 };
 use crate::{
     AppendBatch, Capture, ConsistencyLevel, DeviceChange, DeviceKey, DeviceRecord, DeviceState,
-    Result, SentCopy, Snapshot, StorageConfig, StorageError, StoredEvent,
+    Result, SentCopy, SentCopyInfo, SentCopyNote, Snapshot, StorageConfig, StorageError,
+    StoredEvent,
 };
+
+/// The columns schema v5 adds to `sent_copies`, and their types.
+const SENT_INFO_COLUMNS: [(&str, &str); 5] = [
+    ("device_id", "text"),
+    ("subject", "text"),
+    ("size", "bigint"),
+    ("next_try_ms", "bigint"),
+    ("last_error", "text"),
+];
 
 fn consistency(c: ConsistencyLevel) -> Consistency {
     match c {
@@ -372,7 +382,7 @@ impl CassandraStore {
             self.ddl(ddl).await?;
         }
         if version >= SENT_COPIES_SCHEMA {
-            self.ddl(self.sent_copies_ddl()).await?;
+            self.ddl(self.sent_copies_ddl(version)).await?;
         }
         if version >= LEASES_SCHEMA {
             self.ddl(self.leases_ddl()).await?;
@@ -391,11 +401,20 @@ impl CassandraStore {
         Ok(())
     }
 
-    /// The pending Sent copies' table (schema v3): one partition per user.
-    fn sent_copies_ddl(&self) -> String {
+    /// The pending Sent copies' table (schema v3): one partition per
+    /// user; from v5 with [`SENT_INFO_COLUMNS`] too.
+    fn sent_copies_ddl(&self, version: u32) -> String {
+        let more: String = if version >= SENT_COPY_INFO_SCHEMA {
+            SENT_INFO_COLUMNS
+                .iter()
+                .map(|(c, t)| format!("{c} {t}, "))
+                .collect()
+        } else {
+            String::new()
+        };
         format!(
             "CREATE TABLE IF NOT EXISTS {} (user text, message_id text, created_ms bigint, last_try_ms bigint, \
-             tries int, digest blob, bytes blob, PRIMARY KEY (user, message_id))",
+             tries int, digest blob, bytes blob, {more}PRIMARY KEY (user, message_id))",
             self.t("sent_copies")
         )
     }
@@ -444,10 +463,24 @@ impl CassandraStore {
             }
         }
         // v2 -> v3: the pending Sent copies' table; v3 -> v4: the device
-        // leases' table (no row to rewrite in either).
-        self.ddl(self.sent_copies_ddl()).await?;
+        // leases' table (no row to rewrite in either); v4 -> v5: the
+        // listing columns of `sent_copies`, and the size of each copy
+        // kept before.
+        self.ddl(self.sent_copies_ddl(LATEST_SCHEMA)).await?;
         self.ddl(self.leases_ddl()).await?;
         self.agree().await?;
+        for (column, ty) in SENT_INFO_COLUMNS {
+            if !self.column_exists("sent_copies", column).await? {
+                self.ddl(format!(
+                    "ALTER TABLE {} ADD {column} {ty}",
+                    self.t("sent_copies")
+                ))
+                .await?;
+                self.agree().await?;
+                tracing::info!(target: "MIGRATION", column, "v4->v5: column sent_copies.{column} added");
+            }
+        }
+        rows += self.fill_sent_sizes(opts).await?;
         self.exec(
             format!(
                 "UPDATE {} SET version = ?, installed_at_ms = ? WHERE name = 'schema'",
@@ -463,7 +496,7 @@ impl CassandraStore {
         tracing::info!(
             target: "MIGRATION",
             from,
-            "update complete (tables sent_copies, device_leases); schema version {LATEST_SCHEMA}"
+            "update complete (tables sent_copies, device_leases; sent_copies listing columns); schema version {LATEST_SCHEMA}"
         );
         Ok(MigrationReport {
             from,
@@ -471,6 +504,54 @@ impl CassandraStore {
             rows,
             complete: true,
         })
+    }
+
+    /// v4 -> v5: writes the `size` of every pending copy kept without one
+    /// (reading its message, `opts.page_size` rows per page: copies are
+    /// few, and this runs once), with the row's remaining TTL. Rerun, it
+    /// skips the rows done. Returns the rows written.
+    async fn fill_sent_sizes(&self, opts: MigrationOptions) -> Result<u64> {
+        let mut st = Statement::new(format!(
+            "SELECT user, message_id, size, TTL(digest), bytes FROM {}",
+            self.t("sent_copies")
+        ));
+        st.set_page_size(opts.page_size.clamp(1, 100) as i32);
+        let s = self.session().await?;
+        let mut stream = s
+            .execute_iter(st, Vec::<CqlValue>::new())
+            .await
+            .map_err(map_any)?
+            .rows_stream::<(String, String, Option<i64>, Option<i32>, Option<Vec<u8>>)>()
+            .map_err(map_any)?;
+        let mut rows = 0;
+        while let Some((user, message_id, size, ttl, bytes)) =
+            stream.try_next().await.map_err(map_any)?
+        {
+            let (None, Some(ttl), Some(bytes)) = (size, ttl, bytes) else {
+                continue;
+            };
+            if ttl <= 0 {
+                continue;
+            }
+            self.exec(
+                format!(
+                    "UPDATE {} USING TTL ? SET size = ? WHERE user = ? AND message_id = ? IF EXISTS",
+                    self.t("sent_copies")
+                ),
+                vec![
+                    CqlValue::Int(ttl),
+                    CqlValue::BigInt(i64::try_from(bytes.len()).unwrap_or(i64::MAX)),
+                    CqlValue::Text(user),
+                    CqlValue::Text(message_id),
+                ],
+            )
+            .await?;
+            rows += 1;
+        }
+        if rows > 0 {
+            tracing::info!(target: "MIGRATION", rows, "v4->v5: sizes of pending sent copies written");
+        }
+        Ok(rows)
     }
 
     /// v1 -> v2: adds the per-event blake3 digest column and fills it,
@@ -1203,18 +1284,18 @@ impl CassandraStore {
 }
 
 impl CassandraStore {
-    /// The schema version, which must have the `sent_copies` table. A
-    /// cached older version is read again first: another process may have
-    /// run `opush schema update` since.
+    /// The schema version, which must have the `sent_copies` table with
+    /// its v5 columns. A cached older version is read again first: another
+    /// process may have run `opush schema update` since.
     async fn require_sent_copies(&self) -> Result<()> {
         let mut version = self.version().await?;
-        if version < SENT_COPIES_SCHEMA {
+        if version < SENT_COPY_INFO_SCHEMA {
             self.inner.version.store(0, Ordering::Release);
             version = self.version().await?;
         }
-        if version < SENT_COPIES_SCHEMA {
+        if version < SENT_COPY_INFO_SCHEMA {
             return Err(StorageError::SchemaMismatch(format!(
-                "pending Sent copies need schema version {SENT_COPIES_SCHEMA} (keyspace {} has {version}): \
+                "pending Sent copies need schema version {SENT_COPY_INFO_SCHEMA} (keyspace {} has {version}): \
                  run `opush schema update`",
                 self.inner.ks
             )));
@@ -1227,8 +1308,9 @@ impl CassandraStore {
         self.require_sent_copies().await?;
         self.exec(
             format!(
-                "INSERT INTO {} (user, message_id, created_ms, last_try_ms, tries, digest, bytes) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+                "INSERT INTO {} (user, message_id, created_ms, last_try_ms, tries, digest, bytes, \
+                 device_id, subject, size, next_try_ms, last_error) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
                 self.t("sent_copies")
             ),
             vec![
@@ -1239,6 +1321,11 @@ impl CassandraStore {
                 CqlValue::Int(i32::try_from(copy.tries).unwrap_or(i32::MAX)),
                 CqlValue::Blob(digest(&copy.bytes).to_vec()),
                 CqlValue::Blob(copy.bytes.clone()),
+                CqlValue::Text(copy.device_id.clone()),
+                CqlValue::Text(copy.subject.clone()),
+                CqlValue::BigInt(i64::try_from(copy.bytes.len()).unwrap_or(i64::MAX)),
+                CqlValue::BigInt(copy.next_try_ms),
+                CqlValue::Text(copy.last_error.clone().unwrap_or_default()),
                 CqlValue::Int(ttl_i32(self.inner.cfg.ttl_sent_copies_s)),
             ],
         )
@@ -1246,10 +1333,13 @@ impl CassandraStore {
         Ok(())
     }
 
-    /// See [`crate::Store::sent_copies`] (every user's when `None`).
-    pub async fn sent_copies(&self, user: Option<&str>) -> Result<Vec<SentCopy>> {
+    /// See [`crate::Store::sent_copies`] (every user's when `None`): the
+    /// rows' columns but the message (a row without a digest — what an
+    /// update of a row deleted meanwhile would leave — is no copy).
+    pub async fn sent_copies(&self, user: Option<&str>) -> Result<Vec<SentCopyInfo>> {
         self.require_sent_copies().await?;
-        let cols = "user, message_id, created_ms, last_try_ms, tries, digest, bytes";
+        let cols = "user, message_id, created_ms, last_try_ms, tries, digest, device_id, subject, \
+                    size, next_try_ms, last_error";
         let (cql, values) = match user {
             Some(u) => (
                 format!(
@@ -1265,45 +1355,129 @@ impl CassandraStore {
         };
         let s = self.session().await?;
         let mut st = Statement::new(cql);
-        st.set_page_size(100);
+        st.set_page_size(1000);
         let mut stream = s
             .execute_iter(st, values)
             .await
             .map_err(map_any)?
-            .rows_stream::<(
+            .rows_stream::<SentInfoRow>()
+            .map_err(map_any)?;
+        let mut out = Vec::new();
+        while let Some(row) = stream.try_next().await.map_err(map_any)? {
+            if let Some(info) = sent_info(row) {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// See [`crate::Store::sent_copy`].
+    pub async fn sent_copy(&self, user: &str, message_id: &str) -> Result<Option<SentCopy>> {
+        self.require_sent_copies().await?;
+        let r = self
+            .exec(
+                format!(
+                    "SELECT user, message_id, created_ms, last_try_ms, tries, digest, device_id, subject, \
+                     size, next_try_ms, last_error, bytes FROM {} WHERE user = ? AND message_id = ?",
+                    self.t("sent_copies")
+                ),
+                vec![
+                    CqlValue::Text(user.to_owned()),
+                    CqlValue::Text(message_id.to_owned()),
+                ],
+            )
+            .await?;
+        let rows = r.into_rows_result().map_err(map_any)?;
+        let Some((a, b, c, d, e, dig, f, g, h, i, j, bytes)) = rows
+            .maybe_first_row::<(
                 String,
                 String,
                 Option<i64>,
                 Option<i64>,
                 Option<i32>,
                 Option<Vec<u8>>,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Option<i64>,
+                Option<String>,
                 Option<Vec<u8>>,
             )>()
-            .map_err(map_any)?;
-        let mut out = Vec::new();
-        while let Some((user, message_id, created, last_try, tries, dig, bytes)) =
-            stream.try_next().await.map_err(map_any)?
-        {
-            // A row without its copy is what a try recorded on a row
-            // deleted meanwhile left (it expires): not a pending copy.
-            let (Some(dig), Some(bytes)) = (dig, bytes) else {
-                continue;
-            };
-            if digest(&bytes).as_slice() != dig.as_slice() {
-                return Err(StorageError::Corrupt(format!(
-                    "sent copy {message_id} of {user}: digest mismatch"
-                )));
-            }
-            out.push(SentCopy {
-                user,
-                message_id,
-                created_ms: created.unwrap_or(0),
-                last_try_ms: last_try.unwrap_or(0),
-                tries: tries.unwrap_or(0).max(0) as u32,
-                bytes,
-            });
+            .map_err(map_any)?
+        else {
+            return Ok(None);
+        };
+        let (Some(want), Some(bytes)) = (dig.clone(), bytes) else {
+            return Ok(None);
+        };
+        if digest(&bytes).as_slice() != want.as_slice() {
+            return Err(StorageError::Corrupt(format!(
+                "sent copy {b} of {a}: digest mismatch"
+            )));
         }
-        Ok(out)
+        Ok(sent_info((a, b, c, d, e, dig, f, g, h, i, j)).map(|info| info.with_bytes(bytes)))
+    }
+
+    /// See [`crate::Store::note_sent_copy_try`]: like a claim, a
+    /// lightweight transaction on `last_try_ms`, the row's TTL kept.
+    pub async fn note_sent_copy_try(
+        &self,
+        user: &str,
+        message_id: &str,
+        seen: i64,
+        note: &SentCopyNote,
+    ) -> Result<bool> {
+        self.require_sent_copies().await?;
+        let key = vec![
+            CqlValue::Text(user.to_owned()),
+            CqlValue::Text(message_id.to_owned()),
+        ];
+        let Some(ttl) = self.sent_ttl_if(&key, seen).await? else {
+            return Ok(false);
+        };
+        let mut values = vec![
+            CqlValue::Int(ttl),
+            CqlValue::BigInt(note.last_try_ms),
+            CqlValue::BigInt(note.next_try_ms),
+            // No error: an empty text (a null would need unset values).
+            CqlValue::Text(note.last_error.clone().unwrap_or_default()),
+        ];
+        values.extend(key);
+        values.push(CqlValue::BigInt(seen));
+        let r = self
+            .exec(
+                format!(
+                    "UPDATE {} USING TTL ? SET last_try_ms = ?, next_try_ms = ?, last_error = ? \
+                     WHERE user = ? AND message_id = ? IF last_try_ms = ?",
+                    self.t("sent_copies")
+                ),
+                values,
+            )
+            .await?;
+        applied_or_own(r, note.last_try_ms)
+    }
+
+    /// The remaining TTL of a live copy whose `last_try_ms` is `seen`
+    /// (`None`: none such). Read from `digest`, written with the message
+    /// (the message itself is not read).
+    async fn sent_ttl_if(&self, key: &[CqlValue], seen: i64) -> Result<Option<i32>> {
+        let r = self
+            .exec(
+                format!(
+                    "SELECT TTL(digest), last_try_ms FROM {} WHERE user = ? AND message_id = ?",
+                    self.t("sent_copies")
+                ),
+                key.to_vec(),
+            )
+            .await?;
+        let rows = r.into_rows_result().map_err(map_any)?;
+        let found = rows
+            .maybe_first_row::<(Option<i32>, Option<i64>)>()
+            .map_err(map_any)?;
+        Ok(match found {
+            Some((Some(ttl), Some(last))) if ttl > 0 && last == seen => Some(ttl),
+            _ => None,
+        })
     }
 
     /// See [`crate::Store::claim_sent_copy_try`]: the row's remaining TTL
@@ -1322,22 +1496,8 @@ impl CassandraStore {
             CqlValue::Text(user.to_owned()),
             CqlValue::Text(message_id.to_owned()),
         ];
-        let r = self
-            .exec(
-                format!(
-                    "SELECT TTL(bytes), last_try_ms FROM {} WHERE user = ? AND message_id = ?",
-                    self.t("sent_copies")
-                ),
-                key.clone(),
-            )
-            .await?;
-        let rows = r.into_rows_result().map_err(map_any)?;
-        let found = rows
-            .maybe_first_row::<(Option<i32>, Option<i64>)>()
-            .map_err(map_any)?;
-        let ttl = match found {
-            Some((Some(ttl), Some(last))) if ttl > 0 && last == seen => ttl,
-            _ => return Ok(false),
+        let Some(ttl) = self.sent_ttl_if(&key, seen).await? else {
+            return Ok(false);
         };
         let mut values = vec![
             CqlValue::Int(ttl),
@@ -1349,24 +1509,14 @@ impl CassandraStore {
         let r = self
             .exec(
                 format!(
-                    "UPDATE {} USING TTL ? SET tries = ?, last_try_ms = ? \
+                    "UPDATE {} USING TTL ? SET tries = ?, last_try_ms = ?, next_try_ms = 0 \
                      WHERE user = ? AND message_id = ? IF last_try_ms = ?",
                     self.t("sent_copies")
                 ),
                 values,
             )
             .await?;
-        // The first column of a conditional update's row is `[applied]`;
-        // when not applied the row's current `last_try_ms` follows. Requests
-        // are retried (idempotent): a retry of a claim that was applied
-        // finds `at_ms` there, this claim's own.
-        let rows = r.into_rows_result().map_err(map_any)?;
-        let row = rows.first_row::<scylla::value::Row>().map_err(map_any)?;
-        Ok(match row.columns.as_slice() {
-            [Some(CqlValue::Boolean(true)), ..] => true,
-            [_, Some(CqlValue::BigInt(last)), ..] => *last == at_ms,
-            _ => false,
-        })
+        applied_or_own(r, at_ms)
     }
 
     /// See [`crate::Store::delete_sent_copy`].
@@ -1531,4 +1681,51 @@ struct MigRow {
     seq: i64,
     payload: Option<Vec<u8>>,
     ttl: Option<i32>,
+}
+
+/// The columns `sent_copies` lists (all but the message).
+type SentInfoRow = (
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i32>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+/// A listed `sent_copies` row (`None`: no digest, so no copy).
+fn sent_info(row: SentInfoRow) -> Option<SentCopyInfo> {
+    let (user, message_id, created, last_try, tries, dig, device, subject, size, next, error) = row;
+    dig?;
+    Some(SentCopyInfo {
+        user,
+        message_id,
+        device_id: device.unwrap_or_default(),
+        subject: subject.unwrap_or_default(),
+        size: size.unwrap_or(0).max(0) as u64,
+        created_ms: created.unwrap_or(0),
+        last_try_ms: last_try.unwrap_or(0),
+        tries: tries.unwrap_or(0).max(0) as u32,
+        next_try_ms: next.unwrap_or(0),
+        last_error: error.filter(|e| !e.is_empty()),
+    })
+}
+
+/// Whether a conditional update on `last_try_ms` (a claim, a note) took:
+/// the first column of its row is `[applied]`; when not applied the row's
+/// current `last_try_ms` follows. Requests are retried (idempotent): a
+/// retry of an update that was applied finds `written` there, its own.
+fn applied_or_own(r: scylla::response::query_result::QueryResult, written: i64) -> Result<bool> {
+    let rows = r.into_rows_result().map_err(map_any)?;
+    let row = rows.first_row::<scylla::value::Row>().map_err(map_any)?;
+    Ok(match row.columns.as_slice() {
+        [Some(CqlValue::Boolean(true)), ..] => true,
+        [_, Some(CqlValue::BigInt(last)), ..] => *last == written,
+        _ => false,
+    })
 }
