@@ -2329,6 +2329,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(3_100)).await;
         assert!(store.sent_copies(None).await.unwrap().is_empty());
         store.purge_expired().await.unwrap();
+        use redb::ReadableTableMetadata as _;
         let txn = store.inner.db.begin_read().unwrap();
         assert_eq!(txn.open_table(SENT_INFO).unwrap().len().unwrap(), 0);
         assert_eq!(txn.open_table(SENT_COPIES).unwrap().len().unwrap(), 0);
@@ -2452,6 +2453,7 @@ mod tests {
             last_try_ms: 2,
             tries: 0,
             bytes: format!("copy {id}").into_bytes(),
+            ..SentCopy::default()
         };
         store.put_sent_copy(copy("<a@x>")).await.unwrap();
         store.put_sent_copy(copy("<b@x>")).await.unwrap();
@@ -2475,7 +2477,14 @@ mod tests {
             last_try_ms: 9,
             ..copy("<a@x>")
         };
-        assert_eq!(got, vec![want]);
+        assert_eq!(got, vec![want.info()]);
+        assert_eq!(
+            reopened
+                .sent_copy("alice@example.test".into(), "<a@x>".into())
+                .await
+                .unwrap(),
+            Some(want)
+        );
         let rows = expiry_rows(&reopened.inner.db);
         assert_eq!(rows.iter().filter(|k| k[8] == T_SENT_COPY).count(), 1);
         drop(store);
