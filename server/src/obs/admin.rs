@@ -429,6 +429,22 @@ mod tests {
         assert!(msg.contains("erase"), "{msg}");
     }
 
+    #[tokio::test]
+    async fn sent_copy_routes_refuse_what_they_cannot_serve() {
+        let (status, msg) =
+            sent_request(None, Some("a@b.test"), Some("m%40x"), Some("retry")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{msg}");
+        assert_eq!(
+            sent_request(None, None, None, None).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let bad_escape = sent_request(None, Some("a"), Some("m%4"), Some("drop")).await;
+        assert_eq!(bad_escape.0, StatusCode::BAD_REQUEST);
+        let (status, msg) = sent_request(None, Some("a"), Some("m"), Some("resend")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(msg.contains("resend"), "{msg}");
+    }
+
     #[test]
     fn capture_switch_validates_and_answers() {
         let c = Captures::default();
