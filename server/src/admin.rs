@@ -330,7 +330,7 @@ impl SentAction {
 /// Carries out `action` on a waiting Sent copy in the store and returns
 /// the sentence the administrator reads. A running server's resumers see
 /// a dropped copy gone at their next try, and a copy to retry due at their
-/// next look ([`SentAdmin`] tells this process's at once).
+/// next look ([`DeviceAdmin::sent_action`] tells this process's at once).
 pub async fn sent_action(
     store: &Store,
     action: SentAction,

@@ -19,7 +19,7 @@
 //!   Message-ID (an APPEND whose answer was lost may have saved it), so
 //!   there is never a second one; a saved or found copy's row is deleted,
 //!   a failed try is recorded in it (`tries`, `last_try_ms`; then its
-//!   error and next try, [`SentCopies::note_failure`], which an
+//!   error and next try, which an
 //!   administrator lists: `opush sent list`, `crate::admin`). After the
 //!   last try, or once the row is older than `[storage]
 //!   ttl_sent_copies_s`, the copy is delivered to the user's INBOX through
@@ -1056,7 +1056,7 @@ async fn note_failure(store: &Store, job: &mut Job, reason: &str) {
 
 /// An administrator's "retry now" in the store: a copy whose last try is
 /// over — its claim ended, or its claimant noted that the try ended for
-/// sure ([`note_failure`]: `next_try_ms` set) — is made due now for every
+/// sure (`next_try_ms` set) — is made due now for every
 /// process (its `last_try_ms` set back so that [`wait_after`] its tries
 /// ends now, its `next_try_ms` now; a compare-and-set like a claim, so a
 /// claim landing meanwhile wins). A copy whose try is claimed and may
