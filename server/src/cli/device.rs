@@ -67,24 +67,33 @@ pub struct Listing {
 
 /// Runs one device action and returns the exit code.
 pub fn run(action: Action) -> ExitCode {
+    block_on("opush device", run_async(&action))
+}
+
+/// Runs an administration command's future on a runtime of its own: what
+/// it returns printed on stdout (success) or stderr after `name` (failure).
+pub(crate) fn block_on(
+    name: &str,
+    command: impl std::future::Future<Output = Result<String, String>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("opush device: cannot start the async runtime: {e}");
+            eprintln!("{name}: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     runtime.block_on(async {
-        match run_async(&action).await {
+        match command.await {
             Ok(message) => {
                 print!("{}", with_newline(message));
                 ExitCode::SUCCESS
             }
             Err(message) => {
-                eprint!("opush device: {}", with_newline(message));
+                eprint!("{name}: {}", with_newline(message));
                 ExitCode::FAILURE
             }
         }

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use opush_server::admin::{self, SentAction};
 
-use super::device::{encode, http, reach, with_newline, Via};
+use super::device::{block_on, encode, http, reach, Via};
 
 /// What to do with the waiting Sent copies.
 #[derive(Debug, Subcommand)]
@@ -58,28 +58,7 @@ pub struct Target {
 
 /// Runs one `opush sent` action and returns the exit code.
 pub fn run(action: Action) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("opush sent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        match run_async(&action).await {
-            Ok(message) => {
-                print!("{}", with_newline(message));
-                ExitCode::SUCCESS
-            }
-            Err(message) => {
-                eprint!("opush sent: {}", with_newline(message));
-                ExitCode::FAILURE
-            }
-        }
-    })
+    block_on("opush sent", run_async(&action))
 }
 
 async fn run_async(action: &Action) -> Result<String, String> {

@@ -119,6 +119,64 @@ pub fn switch_capture(
     }
 }
 
+/// What tells two administration routes apart in their answers.
+struct Route {
+    /// What the path's second segment names.
+    second: &'static str,
+    /// The actions the route knows, for the answer to an unknown one.
+    expected: &'static str,
+    /// What is missing in admin-only mode.
+    no_store: &'static str,
+}
+
+/// An administration request as read: the store it acts on, its two path
+/// segments (%-decoded) and its action.
+type RouteRead<'a, A> = (&'a DeviceAdmin, Option<String>, Option<String>, Option<A>);
+
+impl Route {
+    /// Reads a request's `/USER/SECOND/ACTION` path; `Err` is the answer
+    /// refusing it (400 for a bad %-escape, 404 for an unknown action, 503
+    /// in admin-only mode).
+    fn read<'a, A>(
+        &self,
+        devices: Option<&'a DeviceAdmin>,
+        (user, second): (Option<&str>, Option<&str>),
+        action: Option<&str>,
+        parse: fn(&str) -> Option<A>,
+    ) -> Result<RouteRead<'a, A>, (StatusCode, String)> {
+        let decode = |s: Option<&str>| match s {
+            None => Ok(None),
+            Some(s) => percent_decode(s).map(Some).ok_or(()),
+        };
+        let (Ok(user), Ok(second)) = (decode(user), decode(second)) else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("bad %-escape in the user or {}\n", self.second),
+            ));
+        };
+        let action = match action.map(|name| (name, parse(name))) {
+            None => None,
+            Some((_, Some(action))) => Some(action),
+            Some((name, None)) => {
+                return Err((
+                    StatusCode::NOT_FOUND,
+                    format!("unknown action {name:?}: expected {}\n", self.expected),
+                ))
+            }
+        };
+        let Some(devices) = devices else {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "no device traffic is served (admin-only mode): {}\n",
+                    self.no_store
+                ),
+            ));
+        };
+        Ok((devices, user, second, action))
+    }
+}
+
 /// Answers a device administration request (`action` None: a listing).
 pub async fn device_request(
     devices: Option<&DeviceAdmin>,
@@ -126,32 +184,16 @@ pub async fn device_request(
     device: Option<&str>,
     action: Option<&str>,
 ) -> (StatusCode, String) {
-    let decode = |s: Option<&str>| match s {
-        None => Ok(None),
-        Some(s) => percent_decode(s).map(Some).ok_or(()),
+    let route = Route {
+        second: "device",
+        expected: "wipe, allow or quarantine",
+        no_store: "no device store",
     };
-    let (Ok(user), Ok(device)) = (decode(user), decode(device)) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "bad %-escape in the user or device\n".to_owned(),
-        );
-    };
-    let action = match action.map(|name| (name, Action::parse(name))) {
-        None => None,
-        Some((_, Some(action))) => Some(action),
-        Some((name, None)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("unknown action {name:?}: expected wipe, allow or quarantine\n"),
-            )
-        }
-    };
-    let Some(devices) = devices else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no device traffic is served (admin-only mode): no device store\n".to_owned(),
-        );
-    };
+    let (devices, user, device, action) =
+        match route.read(devices, (user, device), action, Action::parse) {
+            Ok(read) => read,
+            Err(answer) => return answer,
+        };
     let res = match (action, user.as_deref(), device.as_deref()) {
         (None, user, None) => devices.list(user).await,
         (Some(action), Some(user), Some(device)) => {
@@ -181,32 +223,16 @@ pub async fn sent_request(
     message_id: Option<&str>,
     action: Option<&str>,
 ) -> (StatusCode, String) {
-    let decode = |s: Option<&str>| match s {
-        None => Ok(None),
-        Some(s) => percent_decode(s).map(Some).ok_or(()),
+    let route = Route {
+        second: "Message-ID",
+        expected: "drop or retry",
+        no_store: "no store",
     };
-    let (Ok(user), Ok(message_id)) = (decode(user), decode(message_id)) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "bad %-escape in the user or Message-ID\n".to_owned(),
-        );
-    };
-    let action = match action.map(|name| (name, SentAction::parse(name))) {
-        None => None,
-        Some((_, Some(action))) => Some(action),
-        Some((name, None)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("unknown action {name:?}: expected drop or retry\n"),
-            )
-        }
-    };
-    let Some(devices) = devices else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no device traffic is served (admin-only mode): no store\n".to_owned(),
-        );
-    };
+    let (devices, user, message_id, action) =
+        match route.read(devices, (user, message_id), action, SentAction::parse) {
+            Ok(read) => read,
+            Err(answer) => return answer,
+        };
     let res = match (action, user.as_deref(), message_id.as_deref()) {
         (None, user, None) => devices.list_sent(user).await,
         (Some(action), Some(user), Some(id)) => devices
