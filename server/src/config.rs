@@ -578,6 +578,15 @@ pub struct PushConfig {
     /// at the next hierarchy check, but Dovecot keeps an imap process for
     /// each such watcher (it cannot hibernate NOTIFY connections).
     pub notify_hierarchy: bool,
+    /// Seconds a user's watcher keeps watching a mail folder after a Sync
+    /// of it (0: off). While the watcher waits in IDLE or NOTIFY with
+    /// nothing reported, a Sync without commands whose folder the watcher
+    /// saw as the device last synced it is answered without an IMAP round
+    /// trip. The price: a change another client made reaches such a Sync
+    /// once the IMAP server has told the watcher (Dovecot: within about
+    /// half a second), and a user who Syncs without Pinging keeps a watcher
+    /// connection for this long.
+    pub sync_watch_s: u64,
 }
 
 impl Default for PushConfig {
@@ -591,6 +600,7 @@ impl Default for PushConfig {
             use_notify: true,
             hierarchy_check_s: 300,
             notify_hierarchy: false,
+            sync_watch_s: 0,
         }
     }
 }

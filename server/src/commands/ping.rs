@@ -285,6 +285,17 @@ async fn check(
     })
 }
 
+/// How the user's watcher logs in for `caller`: through `[imap]
+/// master_user` when one is configured, else with the caller's password
+/// (held in memory by the watcher only).
+pub(crate) fn watch_login(caller: &Caller<'_>, eas: &EasServices) -> WatchLogin {
+    if eas.imap.config().master_user.is_some() {
+        WatchLogin::Master
+    } else {
+        WatchLogin::Password(caller.password.clone())
+    }
+}
+
 /// Ping without HTTP. `on_park` runs once, when the Ping parks (the HTTP
 /// layer releases its in-flight permit there). The user's watcher logs in
 /// through `[imap] master_user` when one is configured, else with the
@@ -296,11 +307,7 @@ pub async fn ping(
     on_park: impl FnOnce(),
 ) -> Result<PingResponse, CommandError> {
     let (user, device_id) = (caller.user, caller.device_id);
-    let login = if eas.imap.config().master_user.is_some() {
-        WatchLogin::Master
-    } else {
-        WatchLogin::Password(caller.password.clone())
-    };
+    let login = watch_login(caller, eas);
     let arrived = Instant::now();
     if let Some(wait) = eas.push.damp(user, device_id, arrived) {
         return Err(CommandError::Throttled(wait));

@@ -708,6 +708,25 @@ fn vanished_known(
         .collect()
 }
 
+/// Whether the watcher's `status` of a folder shows it as the device last
+/// synced it into `c` (`[push] sync_watch_s`): the same UIDVALIDITY, and
+/// its HIGHESTMODSEQ the collection's cursor, with the collection's
+/// FilterType kept (a new one may list the folder again). What a STATUS
+/// of the folder equal to these would mean in [`observe_keeping`].
+fn unchanged_since(
+    status: Option<FolderStatus>,
+    c: Option<&opush_engine::CollectionState>,
+    filter: Option<FilterType>,
+) -> bool {
+    let (Some(st), Some(c)) = (status, c) else {
+        return false;
+    };
+    c.cursor > 0
+        && c.validity == Some(u64::from(st.uidvalidity))
+        && st.highestmodseq == Some(c.cursor)
+        && filter.is_none_or(|f| f == c.filter)
+}
+
 /// True when folding `obs` would change nothing in `c`.
 fn is_noop(c: &opush_engine::CollectionState, obs: &Observation) -> bool {
     if c.validity != Some(obs.validity) || c.cursor != obs.cursor || !obs.vanished.is_empty() {
@@ -796,27 +815,42 @@ pub async fn sync(
             (Some(raw), true) => open_ahead(raw, caller, eas, false),
             _ => (None, Vec::new()),
         };
-        // 2. Observe.
+        // 2. Observe: not when the user's watcher shows the folder as the
+        // device last synced it (`[push] sync_watch_s`) and nothing else
+        // needs IMAP.
+        let commands = wire.commands.as_ref().is_some_and(|c| !c.is_empty());
         if let Some(raw) = &prepared.raw {
             let collection = prepared.request.collection;
+            let quiet = !first
+                && !commands
+                && unchanged_since(
+                    eas.push.quiet_status(caller.user, raw),
+                    rec.state().collections.get(&collection),
+                    prepared.request.filter,
+                );
             let mut listed = Vec::new();
             let keep = first.then_some(Keep {
                 listed: &mut listed,
                 helper: &mut helper,
                 opened: &mut opened,
             });
-            let observed = observe_keeping(
-                &mut imap,
-                raw,
-                (collection, rec.state()),
-                (req_id, at),
-                Look {
-                    filter: prepared.request.filter,
-                    status: None,
-                },
-                keep,
-            )
-            .await;
+            let observed = if quiet {
+                crate::obs::metrics::sync_from_watcher();
+                Ok(None)
+            } else {
+                observe_keeping(
+                    &mut imap,
+                    raw,
+                    (collection, rec.state()),
+                    (req_id, at),
+                    Look {
+                        filter: prepared.request.filter,
+                        status: None,
+                    },
+                    keep,
+                )
+                .await
+            };
             let observed = match observed {
                 Ok(observed) => observed,
                 // The folder was deleted (or renamed) by another client
@@ -952,6 +986,14 @@ pub async fn sync(
             }
         }
         let response = rec.decided(DecisionInput::Sync(input), decision);
+        // A device caught up on a mail folder: the user's watcher keeps
+        // watching it, for the next no-change Syncs (`[push] sync_watch_s`;
+        // not during an initial sync, whose windows it would slow down).
+        if let (false, false, Some(raw)) = (first, response.more_available, prepared.raw.as_deref())
+        {
+            let login = super::ping::watch_login(caller, eas);
+            eas.push.keep_watching(caller.user, login, raw);
+        }
         // 8. The next windows are decided by the next Syncs, but their
         // likely messages are known now: read them ahead on other
         // connections while this window is rendered, recorded and read by

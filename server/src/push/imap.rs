@@ -100,6 +100,9 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
     let mut last_list: Option<Instant> = None;
     tracing::debug!(user = %watch.user(), "push watcher started");
     loop {
+        // Whatever the watcher does next, its marks may fall behind until
+        // it waits again on a fresh round.
+        watch.unsettle();
         if watch.subscribers() == 0 {
             if let Some(s) = session.take() {
                 s.logout().await;
@@ -159,14 +162,33 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
         };
         let list_due = kind == WatcherKind::Poll
             || last_list.is_none_or(|t: Instant| t.elapsed() >= settings.hierarchy_check);
-        let round = match session.as_mut() {
-            // NOTIFY first, so what changes during the round is reported.
-            Some(s) if kind == WatcherKind::Notify => match s.notify_set(&mail, hierarchy).await {
-                Ok(()) => status_round(&hub, &watch, s, list_due).await,
+        // Read before the round: opush's own changes after it make the
+        // marks of this wait stand for nothing (`PushHub::quiet_status`).
+        let opush_changes = super::changes_by_opush(watch.user());
+        let round_began = Instant::now();
+        // IDLE: the mailbox is selected first, so its STATUS is read on the
+        // selection and a change after it is told when the IDLE starts.
+        let selected = match (kind, session.as_mut(), mail.first()) {
+            (WatcherKind::Idle, Some(s), Some(raw)) => match s.select_for_idle(raw).await {
+                Ok(()) => Ok(true),
+                // Marked gone by the round; the IDLE fails and the watcher polls.
+                Err(ImapError::NotFound(_)) => Ok(false),
                 Err(e) => Err(e),
             },
-            Some(s) => status_round(&hub, &watch, s, list_due).await,
-            None => Ok(()),
+            _ => Ok(kind == WatcherKind::Notify),
+        };
+        let settles = matches!(selected, Ok(true));
+        let round = match (selected, session.as_mut()) {
+            (Err(e), _) => Err(e),
+            // NOTIFY first, so what changes during the round is reported.
+            (Ok(_), Some(s)) if kind == WatcherKind::Notify => {
+                match s.notify_set(&mail, hierarchy).await {
+                    Ok(()) => status_round(&hub, &watch, s, list_due).await,
+                    Err(e) => Err(e),
+                }
+            }
+            (Ok(_), Some(s)) => status_round(&hub, &watch, s, list_due).await,
+            (Ok(_), None) => Ok(()),
         };
         if let Err(e) = round {
             tracing::warn!(user = %watch.user(), error = %e, retry_in = ?backoff, "push watcher lost IMAP");
@@ -191,9 +213,17 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
         } else {
             settings.idle_max
         };
+        // Marks that stand for STATUS (`PushHub::quiet_status`) are read
+        // again at least this often, news or not.
+        if !settings.sync_watch.is_zero() {
+            wait = wait.min(super::SYNC_WATCH_REFRESH);
+        }
         if keys.contains(&WatchKey::Hierarchy) {
             let since = last_list.map_or(Duration::ZERO, |t| t.elapsed());
             wait = wait.min(settings.hierarchy_check.saturating_sub(since));
+        }
+        if settles && !has_dav {
+            watch.settle(opush_changes, round_began);
         }
         let waited = match (kind, session.as_mut()) {
             (WatcherKind::Idle, Some(s)) => {
@@ -216,6 +246,7 @@ pub(crate) async fn run(hub: Arc<Inner>, watch: Arc<UserWatch>) {
                 Ok(())
             }
         };
+        watch.unsettle();
         if let Err(e) = waited {
             tracing::warn!(user = %watch.user(), error = %e, ?kind, "push watcher wait failed");
             if session.as_ref().is_some_and(Session::is_usable) {

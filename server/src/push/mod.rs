@@ -16,6 +16,17 @@
 //! keep their marks across reconnections, so a change made while the IMAP
 //! server was down shows up as soon as STATUS works again.
 //!
+//! With `[push] sync_watch_s`, a Sync keeps its mail folder watched for
+//! that long ([`PushHub::keep_watching`]), and a Sync without commands asks
+//! the watcher first ([`PushHub::quiet_status`]): while the watcher waits
+//! in IDLE or NOTIFY with nothing reported since its last round, and opush
+//! itself changed none of the user's mailboxes since that round began
+//! ([`changed_by_opush`]), its figures stand for a STATUS, and a folder
+//! the device already has as it is needs no IMAP round trip. What that
+//! trades: a change another client makes reaches such a Sync only once the
+//! server told the watcher (Dovecot batches its IDLE and NOTIFY news for
+//! about half a second); a Ping or a later Sync sees it then.
+//!
 //! This module also keeps the per-device bookkeeping of Ping: the one parked
 //! Ping of a device (a newer request ends it), the bound on parked Pings
 //! (`[push] max_parked`, separate from `[server] max_in_flight`) and the
@@ -26,6 +37,7 @@ pub mod dav;
 pub mod imap;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -65,6 +77,9 @@ pub struct PushSettings {
     /// while a Ping is parked ends it at once (Dovecot cannot hibernate a
     /// NOTIFY connection).
     pub notify_hierarchy: bool,
+    /// How long a Sync keeps its folder watched (`[push] sync_watch_s`;
+    /// zero: Syncs neither watch nor use the watchers).
+    pub sync_watch: Duration,
 }
 
 impl Default for PushSettings {
@@ -88,9 +103,49 @@ impl PushSettings {
             use_notify: push.use_notify,
             hierarchy_check: Duration::from_secs(push.hierarchy_check_s.max(1)),
             notify_hierarchy: push.notify_hierarchy,
+            sync_watch: Duration::from_secs(push.sync_watch_s),
         }
     }
 }
+
+/// Mailbox changes opush itself carried out, counted per user (hashed into
+/// a fixed table: users sharing a slot only cost each other answers from
+/// their watchers). A watcher's marks stand for a STATUS only while the
+/// user's count is what it was when the watcher's round began: a device
+/// that moved a message and then Syncs the folder it moved it to finds it
+/// there, even before the IMAP server told the watcher.
+static OPUSH_CHANGES: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+
+fn change_slot(user: &str) -> usize {
+    // FNV-1a over the name, case folded.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user.bytes() {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % OPUSH_CHANGES.len() as u64) as usize
+}
+
+/// Counts a mailbox change opush carried out for `user` (the IMAP session
+/// calls it after each command that changes a mailbox, whatever its
+/// outcome).
+pub fn changed_by_opush(user: &str) {
+    OPUSH_CHANGES[change_slot(user)].fetch_add(1, Ordering::SeqCst);
+}
+
+/// The count of [`changed_by_opush`] for `user` now.
+pub(crate) fn changes_by_opush(user: &str) -> u64 {
+    OPUSH_CHANGES[change_slot(user)].load(Ordering::SeqCst)
+}
+
+/// With `[push] sync_watch_s`, the longest a watcher waits between two
+/// rounds: its marks are read again at least this often, news or not.
+pub const SYNC_WATCH_REFRESH: Duration = Duration::from_secs(60);
+
+/// The oldest round whose marks [`PushHub::quiet_status`] takes: a
+/// watcher whose server stopped telling it anything (a connection dead
+/// without a word) stands for IMAP no longer than this.
+const SYNC_WATCH_TRUST: Duration = Duration::from_secs(90);
 
 /// What is watched in one folder.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -193,6 +248,10 @@ struct WatchState {
     logins: u64,
     kind: WatcherKind,
     login: Option<WatchLogin>,
+    /// While the watcher waits in IDLE or NOTIFY with nothing reported
+    /// since its last round: [`changes_by_opush`] as that round began, and
+    /// when it began.
+    settled: Option<(u64, Instant)>,
 }
 
 /// One user's watcher: shared state between its task and the subscriptions.
@@ -254,6 +313,25 @@ impl UserWatch {
         }
     }
 
+    /// The watcher waits in IDLE or NOTIFY on marks it read in a round
+    /// that began at `began`, when [`changes_by_opush`] was `opush_changes`.
+    pub fn settle(&self, opush_changes: u64, began: Instant) {
+        self.lock().settled = Some((opush_changes, began));
+    }
+
+    /// The watcher's marks may be behind: it stopped waiting (news, a
+    /// re-plan, a failure) or has not waited yet.
+    pub fn unsettle(&self) {
+        self.lock().settled = None;
+    }
+
+    /// Whether the watcher waits on current marks (for tests).
+    pub fn settled(&self) -> bool {
+        self.lock().settled.is_some_and(|(n, began)| {
+            n == changes_by_opush(&self.user) && began.elapsed() <= SYNC_WATCH_TRUST
+        })
+    }
+
     /// Records whether the watcher is connected (for logs and tests).
     pub fn set_connected(&self, connected: bool) {
         self.lock().connected = connected;
@@ -308,6 +386,8 @@ pub(crate) struct Inner {
     parked: Arc<Semaphore>,
     next_ticket: std::sync::atomic::AtomicU64,
     dav: Mutex<Option<Arc<dyn dav::TokenSource>>>,
+    /// The folders Syncs keep watched, until when ([`PushHub::keep_watching`]).
+    interests: Mutex<HashMap<(String, WatchKey), Interest>>,
     /// The request pool's login gate, so watchers' logins count against
     /// `[imap] max_logins_in_flight` too (none: not gated).
     login_gate: std::sync::OnceLock<crate::backends::imap::pool::LoginGate>,
@@ -345,6 +425,7 @@ impl PushHub {
                 devices: Mutex::new(HashMap::new()),
                 next_ticket: std::sync::atomic::AtomicU64::new(1),
                 dav: Mutex::new(None),
+                interests: Mutex::new(HashMap::new()),
                 login_gate: std::sync::OnceLock::new(),
             }),
         }
@@ -535,6 +616,123 @@ impl PushHub {
             watch,
             marks,
             generation,
+        }
+    }
+}
+
+/// A folder a Sync keeps watched: its subscription, and until when.
+struct Interest {
+    _subscription: Subscription,
+    until: Instant,
+}
+
+impl PushHub {
+    /// A Sync of `user`'s mail folder `raw` keeps it watched for `[push]
+    /// sync_watch_s` from now (nothing when that is zero), starting the
+    /// user's watcher when none runs. The watcher is not widened from
+    /// IDLE on another folder to NOTIFY (Dovecot cannot hibernate a NOTIFY
+    /// connection): such a folder's Syncs keep asking IMAP. At most
+    /// `[push] max_parked` folders are kept watched this way.
+    pub fn keep_watching(&self, user: &str, login: WatchLogin, raw: &str) {
+        let keep = self.inner.settings.sync_watch;
+        if keep.is_zero() {
+            return;
+        }
+        let until = Instant::now() + keep;
+        let key = WatchKey::Mail(raw.to_owned());
+        let name = (user.to_owned(), key.clone());
+        {
+            let mut interests = self
+                .inner
+                .interests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = interests.get_mut(&name) {
+                i.until = until;
+                return;
+            }
+            if interests.len() >= self.inner.settings.max_parked {
+                return;
+            }
+        }
+        if let Some(w) = self.watcher(user) {
+            let st = w.lock();
+            let mail = st
+                .folders
+                .keys()
+                .filter(|k| matches!(k, WatchKey::Mail(_)))
+                .count();
+            if mail == 1 && !st.folders.contains_key(&key) {
+                return;
+            }
+        }
+        let subscription = self.subscribe(user, login, vec![(key, None)]);
+        let mut interests = self
+            .inner
+            .interests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = interests.get_mut(&name) {
+            // Another Sync got there first: this subscription goes.
+            i.until = until;
+            return;
+        }
+        interests.insert(
+            name.clone(),
+            Interest {
+                _subscription: subscription,
+                until,
+            },
+        );
+        drop(interests);
+        let hub = self.inner.clone();
+        tokio::spawn(async move {
+            let mut until = until;
+            loop {
+                tokio::time::sleep_until(until).await;
+                let mut interests = hub.interests.lock().unwrap_or_else(|p| p.into_inner());
+                match interests.get(&name) {
+                    Some(i) if i.until > Instant::now() => until = i.until,
+                    _ => {
+                        let gone = interests.remove(&name);
+                        drop(interests);
+                        drop(gone);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The figures of `user`'s mail folder `raw` that may stand for its
+    /// STATUS now (`[push] sync_watch_s`): those of the user's watcher
+    /// while it waits in IDLE or NOTIFY with nothing reported since the
+    /// round that read them, that round began at most 90 s ago, and opush
+    /// changed none of the user's mailboxes since. `None` otherwise; when only such
+    /// a change stands in the way, the watcher is woken to read them again.
+    pub fn quiet_status(&self, user: &str, raw: &str) -> Option<FolderStatus> {
+        if self.inner.settings.sync_watch.is_zero() {
+            return None;
+        }
+        let watch = self.watcher(user)?;
+        let st = watch.lock();
+        let (settled, began) = st.settled?;
+        if began.elapsed() > SYNC_WATCH_TRUST {
+            return None;
+        }
+        if settled != changes_by_opush(user) {
+            drop(st);
+            watch.replan.notify_one();
+            return None;
+        }
+        match st
+            .folders
+            .get(&WatchKey::Mail(raw.to_owned()))?
+            .mark
+            .as_ref()?
+        {
+            Mark::Mail(status) => Some(*status),
+            _ => None,
         }
     }
 }
@@ -795,6 +993,66 @@ mod tests {
         let off = self::hub(0);
         off.refused("u", "d", at(0), [5; 32]);
         assert!(off.inner.devices.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn quiet_status_needs_a_settled_recent_watcher_and_no_change_by_opush() {
+        let settings = PushSettings {
+            sync_watch: Duration::from_secs(300),
+            ..PushSettings::default()
+        };
+        let hub = PushHub::new(settings, ImapConfig::default());
+        let user = "quiet-status-unit";
+        let st = FolderStatus {
+            messages: 3,
+            uidnext: 4,
+            uidvalidity: 9,
+            highestmodseq: Some(17),
+            ..FolderStatus::default()
+        };
+        // No watcher: nothing to go by.
+        assert_eq!(hub.quiet_status(user, "INBOX"), None);
+        // No IMAP server on this port: the watcher task never settles by
+        // itself, and this current-thread test does not let it run between
+        // the steps below.
+        hub.keep_watching(user, WatchLogin::Master, "INBOX");
+        let watch = hub.watcher(user).unwrap();
+        watch.observe(&WatchKey::Mail("INBOX".into()), Mark::Mail(st));
+        assert_eq!(hub.quiet_status(user, "INBOX"), None, "not waiting yet");
+        watch.settle(changes_by_opush(user), Instant::now());
+        assert_eq!(hub.quiet_status(user, "INBOX"), Some(st));
+        assert_eq!(hub.quiet_status(user, "Other"), None, "not watched");
+        // opush changed one of the user's mailboxes: marks of before stand
+        // for nothing until a round reads them again.
+        changed_by_opush(user);
+        assert_eq!(hub.quiet_status(user, "INBOX"), None);
+        watch.settle(changes_by_opush(user), Instant::now());
+        assert_eq!(hub.quiet_status(user, "INBOX"), Some(st));
+        // A round too old (a server that stopped telling anything).
+        let old = Instant::now()
+            .checked_sub(SYNC_WATCH_TRUST + Duration::from_secs(1))
+            .unwrap();
+        watch.settle(changes_by_opush(user), old);
+        assert_eq!(hub.quiet_status(user, "INBOX"), None);
+        watch.settle(changes_by_opush(user), Instant::now());
+        watch.unsettle();
+        assert_eq!(hub.quiet_status(user, "INBOX"), None);
+        // Off: never.
+        let off = hub_off_quiet(user, st);
+        assert_eq!(off, None);
+    }
+
+    fn hub_off_quiet(user: &str, st: FolderStatus) -> Option<FolderStatus> {
+        let hub = PushHub::new(PushSettings::default(), ImapConfig::default());
+        let sub = hub.subscribe(
+            user,
+            WatchLogin::Master,
+            vec![(WatchKey::Mail("INBOX".into()), None)],
+        );
+        sub.watcher()
+            .observe(&WatchKey::Mail("INBOX".into()), Mark::Mail(st));
+        sub.watcher().settle(changes_by_opush(user), Instant::now());
+        hub.quiet_status(user, "INBOX")
     }
 
     #[tokio::test]

@@ -75,6 +75,8 @@ struct Args {
     fetch_big: usize,
     /// `--fetch-attachment MB`: only the attachment memory run.
     fetch_attachment: usize,
+    /// `--sync-watch S`: the server's `[push] sync_watch_s` (0: off, its default).
+    sync_watch_s: u64,
 }
 
 impl Args {
@@ -86,10 +88,11 @@ impl Args {
 fn usage() -> ! {
     eprintln!(
         "usage: opush-load [--opush PATH] [--messages N] [--small N] [--devices N] [--rounds N] [--window N] [--version V] [--rate R]\n\
-         \x20                 [--user-base N] [--small-users K] [--store embedded|cassandra] [--keyspace NAME]\n\
+         \x20                 [--user-base N] [--small-users K] [--store embedded|cassandra] [--keyspace NAME] [--sync-watch S]\n\
          defaults: target/release/opush, 10000 messages, 100 per small INBOX, 100 devices, 25 rounds (the loop detector slows a device past 30 identical requests a minute), window 100, 14.1;\n\
          --rate R adds a paced run after the closed-loop one: the same devices send R no-change Syncs per second in all, evenly spread\n\
          (latency counted from each request's scheduled time, so a late answer delays nothing unmeasured);\n\
+         --sync-watch S: the server's [push] sync_watch_s (default 0, off): caught-up devices' no-change Syncs answered from the users' push watchers;\n\
          --user-base 1 --small-users 19: load0001 has the big INBOX, load0002-load0020 the small ones;\n\
          --fetch-attachment MB: only the attachment memory run: the INBOX of load<user-base> (and the next users, two devices each) holds one message with an attachment of MB megabytes,\n\
          \x20 each device syncs it and fetches the whole message as MIME, then --devices devices fetch the attachment at once with ItemOperations, multipart, inline, multipart\n\
@@ -117,6 +120,7 @@ fn args() -> Args {
         keyspace: format!("opush_load_{}", std::process::id()),
         fetch_big: 0,
         fetch_attachment: 0,
+        sync_watch_s: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -135,6 +139,7 @@ fn args() -> Args {
             "--fetch-big" => a.fetch_big = num().clamp(1, 200),
             "--fetch-attachment" => a.fetch_attachment = num().clamp(1, 1000),
             "--small-users" => a.small_users = num().clamp(1, 9998),
+            "--sync-watch" => a.sync_watch_s = num() as u64,
             "--store" if value == "embedded" || value == "cassandra" => a.store = value.clone(),
             "--keyspace"
                 if !value.is_empty()
@@ -363,9 +368,11 @@ impl Server {
                  max_in_flight = 1024\n[storage]\n{storage}\
                  [imap]\nhost = \"127.0.0.1\"\nport = 1143\n\
                  master_user = \"opush-master\"\nmaster_password = \"{}\"\n{}\n\
+                 [push]\nsync_watch_s = {}\n\
                  [policy]\nrequire_provisioning = false\n[logging]\nlevel = \"warn\"\n{}",
                 demo_password(),
                 std::env::var("OPUSH_LOAD_IMAP").unwrap_or_default(),
+                a.sync_watch_s,
                 breakdown(&dir)
             ),
         )
@@ -688,7 +695,7 @@ fn main() {
         return;
     }
     println!(
-        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}, {} store{}; load average {}",
+        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}, {} store{}, sync_watch_s {}; load average {}",
         a.messages,
         a.devices,
         a.rounds,
@@ -700,6 +707,7 @@ fn main() {
         } else {
             String::new()
         },
+        a.sync_watch_s,
         load_average()
     );
 

@@ -231,6 +231,10 @@ pub struct Session {
     /// The mailboxes of the NOTIFY SET in force (and whether it asks for
     /// hierarchy events), if any.
     notify_set: Option<(Vec<String>, bool)>,
+    /// A change of another watched mailbox the server reported (under
+    /// NOTIFY) while this session asked for something else: the next
+    /// IDLE answers it at once ([`Session::idle_wait_until`]).
+    news: bool,
     /// Tags of the commands sent since login (`O1`, `O2`, …; `async-imap`
     /// used `A0001`… for the login).
     tags: u64,
@@ -292,6 +296,7 @@ impl Session {
                 (SpecialUse::Trash, cfg.folder_trash.clone()),
             ],
             notify_set: None,
+            news: false,
         };
         let Some(parts) = login_command(login, password.expose()) else {
             // Cannot be sent (the old client refused it the same way); the
@@ -482,6 +487,11 @@ impl Session {
         };
         self.broken = false;
         self.inner.release();
+        // Whatever the outcome: the push hub stops taking its watcher's
+        // figures for current (`crate::push::changed_by_opush`).
+        if changes_mailbox(what) {
+            crate::push::changed_by_opush(&self.user);
+        }
         tracing::debug!(
             target: "IMAP.COMMAND",
             user = %self.user,
@@ -868,20 +878,27 @@ impl Session {
         self.statuses += 1;
         crate::obs::metrics::imap_status();
         let mut found = None;
+        let mut other = false;
         self.simple_with(
             "STATUS",
             format!("STATUS {} {items}", quote(raw)?),
             &mut |r| {
-                // Under NOTIFY other mailboxes' STATUS may arrive meanwhile.
+                // Under NOTIFY other mailboxes' STATUS may arrive meanwhile:
+                // news for the next IDLE, not this answer.
                 if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = r {
                     if mailbox == raw {
                         found = Some(folder_status(status));
+                    } else {
+                        other = true;
                     }
                 }
                 Ok(())
             },
         )
         .await?;
+        if other && self.notify_set.is_some() {
+            self.news = true;
+        }
         found.ok_or_else(|| ImapError::Protocol("STATUS without a STATUS response".into()))
     }
 
@@ -1734,6 +1751,15 @@ impl Session {
         self.idle_guarded(wait, stop).await
     }
 
+    /// Selects `raw` for an IDLE to come, so that a [`Session::status`]
+    /// before it is a NOOP and STATUS on the selection: a change made
+    /// after them is then reported when the IDLE starts (one made between
+    /// a STATUS of an unselected mailbox and its SELECT would be told by
+    /// neither).
+    pub async fn select_for_idle(&mut self, raw: &str) -> Result<(), ImapError> {
+        self.ensure(raw, false).await.map(|_| ())
+    }
+
     /// IDLE until an event, `wait` or `stop`, the connection marked broken
     /// meanwhile (a cancelled wait leaves it so: see `exec`) and after a
     /// failure that leaves its state unknown.
@@ -1742,6 +1768,10 @@ impl Session {
         wait: Duration,
         stop: impl std::future::Future<Output = ()> + Send,
     ) -> Result<IdleOutcome, ImapError> {
+        // A change the server reported before: answered without waiting.
+        if std::mem::take(&mut self.news) {
+            return Ok(IdleOutcome::Changed);
+        }
         let t = self.timeout;
         self.unsynced();
         self.broken = true; // until IDLE is done (see `exec`)

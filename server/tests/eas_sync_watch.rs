@@ -1,0 +1,266 @@
+//! `[push] sync_watch_s`: a caught-up device's no-change Sync is answered
+//! from the user's push watcher, with no IMAP round trip, and still sees
+//! every change: another client's once the IMAP server has told the
+//! watcher, and opush's own (another device of the user marking a message
+//! read) in the very next Sync, before the server tells the watcher
+//! anything (Dovecot holds its IDLE news for about half a second).
+//!
+//! Against the real Dovecot. The watcher is the hub's own IMAP connection;
+//! the no-change Syncs are counted by `opush_sync_folders_from_watcher_total`
+//! and by the pool's STATUS and SELECT counters.
+//!
+//! Reserved Dovecot users: load1296.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod eas_support;
+use eas_support::{caller, first_folder_sync, sync_req};
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use opush_protocol::commands::items::{ApplicationData, Email};
+use opush_protocol::commands::sync::{ClientCommand, ServerCommand, SyncCollectionResponse};
+use opush_protocol::commands::ServerId;
+use opush_server::obs::metrics::syncs_from_watcher;
+use opush_server::push::{PushHub, PushSettings};
+use opush_server::session::EasServices;
+use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
+
+const USER: &str = "load1296@load.test";
+
+/// The device's INBOX: ServerId → (subject, read).
+#[derive(Default)]
+struct Device(BTreeMap<String, (String, bool)>);
+
+impl Device {
+    /// Folds an answer in; returns (adds, changes, deletes).
+    fn apply(&mut self, r: &SyncCollectionResponse) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        for c in r.commands.iter().flatten() {
+            match c {
+                ServerCommand::Add {
+                    server_id,
+                    application_data: ApplicationData::Email(e),
+                } => {
+                    let item = (e.subject.clone().unwrap(), e.read == Some(true));
+                    let old = self.0.insert(server_id.0.clone(), item);
+                    assert!(old.is_none(), "ServerId {} added twice", server_id.0);
+                    n.0 += 1;
+                }
+                ServerCommand::Change {
+                    server_id,
+                    application_data: ApplicationData::Email(e),
+                } => {
+                    let item = self
+                        .0
+                        .get_mut(&server_id.0)
+                        .unwrap_or_else(|| panic!("Change of unknown {}", server_id.0));
+                    if let Some(read) = e.read {
+                        item.1 = read;
+                    }
+                    n.1 += 1;
+                }
+                ServerCommand::Delete { server_id, .. }
+                | ServerCommand::SoftDelete { server_id } => {
+                    assert!(
+                        self.0.remove(&server_id.0).is_some(),
+                        "Delete of unknown {}",
+                        server_id.0
+                    );
+                    n.2 += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        n
+    }
+
+    fn server_id(&self, subject: &str) -> String {
+        self.0
+            .iter()
+            .find(|(_, (s, _))| s == subject)
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| panic!("{subject} not on the device"))
+    }
+
+    fn read(&self, subject: &str) -> Option<bool> {
+        self.0.values().find(|(s, _)| s == subject).map(|v| v.1)
+    }
+}
+
+async fn services(dir: &tempfile::TempDir) -> EasServices {
+    let mut eas = eas_support::services(dir).await;
+    let settings = PushSettings {
+        sync_watch: Duration::from_secs(300),
+        linger: Duration::from_millis(500),
+        ..PushSettings::default()
+    };
+    eas.push = PushHub::new(settings, eas.imap.config().clone());
+    eas
+}
+
+async fn one(eas: &EasServices, device: &str, inbox: &str, key: &str) -> SyncCollectionResponse {
+    eas_support::sync_one(eas, &caller(USER, device), &sync_req(inbox, key)).await
+}
+
+/// FolderSync and Sync INBOX to its end; the device and its last key.
+async fn catch_up(eas: &EasServices, device_id: &str) -> (String, Device, String) {
+    let inbox = first_folder_sync(eas, &caller(USER, device_id))
+        .await
+        .of_type(2);
+    let mut device = Device::default();
+    let mut key = one(eas, device_id, &inbox, "0").await.sync_key.0;
+    for _ in 0..10 {
+        let r = one(eas, device_id, &inbox, &key).await;
+        device.apply(&r);
+        key = r.sync_key.0.clone();
+        if !r.more_available {
+            return (inbox, device, key);
+        }
+    }
+    panic!("the initial sync does not end");
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Syncs until an answer carries something (within 10 s: the watcher hears
+/// of another client's change within about half a second on Dovecot).
+async fn until_news(
+    eas: &EasServices,
+    (device_id, inbox): (&str, &str),
+    key: &mut String,
+    device: &mut Device,
+) -> (usize, usize, usize) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        let r = one(eas, device_id, inbox, key).await;
+        *key = r.sync_key.0.clone();
+        let n = device.apply(&r);
+        if n != (0, 0, 0) {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no change reached the device within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
+    require(DOVECOT_IMAP);
+    let tag = unique("sw");
+    let mut raw = RawImap::login(USER);
+    raw.ok("SELECT INBOX");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    raw.ok("EXPUNGE");
+    let m = |i: u32| format!("{tag} m{i:02}");
+    for i in 0..5 {
+        raw.append_to_inbox(&m(i));
+    }
+    raw.ok("UNSELECT");
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let (inbox, mut a, mut key_a) = catch_up(&eas, "DEVWATCHA").await;
+    let (_, mut b, key_b) = catch_up(&eas, "DEVWATCHB").await;
+    assert_eq!(a.0.len(), 5);
+    assert_eq!(b.0.len(), 5);
+    wait_until("the user's watcher waits on INBOX", || {
+        eas.push.watcher(USER).is_some_and(|w| w.settled())
+    })
+    .await;
+
+    // Caught up: no-change Syncs, none of them asking IMAP.
+    let from_watcher = syncs_from_watcher();
+    let costs = (eas.imap.statuses(), eas.imap.mailbox_opens());
+    for _ in 0..10 {
+        let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
+        assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
+        key_a = r.sync_key.0;
+    }
+    assert!(
+        syncs_from_watcher() >= from_watcher + 10,
+        "10 no-change Syncs answered by the watcher: {} counted",
+        syncs_from_watcher() - from_watcher
+    );
+    assert_eq!((eas.imap.statuses(), eas.imap.mailbox_opens()), costs);
+
+    // Another client's changes reach the device, each once.
+    raw.append_to_inbox(&format!("{tag} new"));
+    let n = until_news(&eas, ("DEVWATCHA", &inbox), &mut key_a, &mut a).await;
+    assert_eq!(n, (1, 0, 0));
+    assert_eq!(a.read(&format!("{tag} new")), Some(false));
+    raw.ok("SELECT INBOX");
+    let u = raw.inbox_uid(&m(1));
+    raw.ok(&format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"));
+    raw.ok(&format!("UID EXPUNGE {u}"));
+    raw.ok("UNSELECT");
+    let n = until_news(&eas, ("DEVWATCHA", &inbox), &mut key_a, &mut a).await;
+    assert_eq!(n, (0, 0, 1));
+    assert_eq!(a.read(&m(1)), None);
+    assert_eq!(a.0.len(), 5);
+
+    // Quiet again: back to the watcher.
+    wait_until("the watcher waits again", || {
+        eas.push.watcher(USER).is_some_and(|w| w.settled())
+    })
+    .await;
+    let from_watcher = syncs_from_watcher();
+    let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
+    assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
+    key_a = r.sync_key.0;
+    assert!(syncs_from_watcher() > from_watcher);
+
+    // opush's own change: the other device marks m02 read. The next Sync
+    // of this device carries it, before Dovecot has told the watcher.
+    let sid = b.server_id(&m(2));
+    let mut req = sync_req(&inbox, &key_b);
+    req.collections[0].commands = Some(vec![ClientCommand::Change {
+        class: None,
+        server_id: ServerId(sid),
+        application_data: ApplicationData::Email(Box::new(Email {
+            read: Some(true),
+            ..Email::default()
+        })),
+    }]);
+    let r = eas_support::sync_one(&eas, &caller(USER, "DEVWATCHB"), &req).await;
+    b.apply(&r);
+    let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
+    assert_eq!(
+        a.apply(&r),
+        (0, 1, 0),
+        "the other device's change, in the next Sync: {r:?}"
+    );
+    assert_eq!(a.read(&m(2)), Some(true));
+    // A lost answer: the same key answers the same.
+    let again = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
+    assert_eq!(again, r, "a retried SyncKey answers the same");
+    key_a = r.sync_key.0.clone();
+
+    // And the watcher takes over again once it read the change.
+    wait_until("the watcher waits after opush's change", || {
+        eas.push.watcher(USER).is_some_and(|w| w.settled())
+    })
+    .await;
+    let from_watcher = syncs_from_watcher();
+    let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
+    assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
+    assert!(syncs_from_watcher() > from_watcher);
+    assert_eq!(a.0.len(), 5);
+
+    raw.ok("SELECT INBOX");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    raw.cmd("EXPUNGE");
+}
