@@ -368,11 +368,16 @@ impl Server {
                  max_in_flight = 1024\n[storage]\n{storage}\
                  [imap]\nhost = \"127.0.0.1\"\nport = 1143\n\
                  master_user = \"opush-master\"\nmaster_password = \"{}\"\n{}\n\
-                 [push]\nsync_watch_s = {}\n\
+                 {}\
                  [policy]\nrequire_provisioning = false\n[logging]\nlevel = \"warn\"\n{}",
                 demo_password(),
                 std::env::var("OPUSH_LOAD_IMAP").unwrap_or_default(),
-                a.sync_watch_s,
+                // Only when on: a build from before the key takes the config too.
+                if a.sync_watch_s > 0 {
+                    format!("[push]\nsync_watch_s = {}\n", a.sync_watch_s)
+                } else {
+                    String::new()
+                },
                 breakdown(&dir)
             ),
         )
