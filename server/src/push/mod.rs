@@ -314,7 +314,8 @@ impl UserWatch {
     }
 
     /// The watcher waits in IDLE or NOTIFY on marks it read in a round
-    /// that began at `began`, when [`changes_by_opush`] was `opush_changes`.
+    /// that began at `began`, when the user's count of mailbox changes by
+    /// opush (`changes_by_opush`) was `opush_changes`.
     pub fn settle(&self, opush_changes: u64, began: Instant) {
         self.lock().settled = Some((opush_changes, began));
     }
