@@ -417,3 +417,200 @@ async fn folders_subfolders_and_dates() {
         "a first page searches again"
     );
 }
+
+#[tokio::test]
+async fn a_conversation_across_folders() {
+    const USER3: &str = "load1297@load.test";
+    const DEVICE3: &str = "DEVSEARCH3";
+    let mut raw = RawImap::login(USER3);
+    let t = unique("conv").replace('-', "");
+    let folder = format!("C{t}");
+    let (_, ok) = raw.cmd(&format!("CREATE \"{folder}\""));
+    assert!(ok.starts_with("OK"), "create: {ok}");
+    let (_, ok) = raw.cmd(&format!("SUBSCRIBE \"{folder}\""));
+    assert!(ok.starts_with("OK"), "subscribe: {ok}");
+    let put = |raw: &mut RawImap,
+               folder: &str,
+               date: &str,
+               headers: &str,
+               subject: &str,
+               body: &str| {
+        let msg = format!(
+            "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n{headers}\r\n{body} {t}\r\n"
+        );
+        let (_, ok) = raw.cmd(&format!(
+            "APPEND \"{folder}\" \"{date}\" {{{}+}}\r\n{msg}",
+            msg.len()
+        ));
+        assert!(ok.starts_with("OK"), "append: {ok}");
+    };
+    let root = format!("<root-{t}@example.test>");
+    let r1 = format!("<r1-{t}@example.test>");
+    put(
+        &mut raw,
+        "INBOX",
+        "01-Jan-2024 10:00:00 +0000",
+        &format!("Message-ID: {root}\r\n"),
+        "root",
+        "alpha",
+    );
+    put(
+        &mut raw,
+        "INBOX",
+        "02-Jan-2024 10:00:00 +0000",
+        &format!("Message-ID: {r1}\r\nIn-Reply-To: {root}\r\nReferences: {root}\r\n"),
+        "Re: root",
+        "beta",
+    );
+    put(
+        &mut raw,
+        &folder,
+        "03-Jan-2024 10:00:00 +0000",
+        &format!(
+            "Message-ID: <r2-{t}@example.test>\r\nIn-Reply-To: {r1}\r\nReferences: {root} {r1}\r\n"
+        ),
+        "Re: Re: root",
+        "alpha",
+    );
+    // Not of the conversation: its own thread, and one whose root is
+    // another message though it names this one's root later.
+    put(
+        &mut raw,
+        "INBOX",
+        "04-Jan-2024 10:00:00 +0000",
+        &format!("Message-ID: <x-{t}@example.test>\r\n"),
+        "other",
+        "alpha",
+    );
+    put(
+        &mut raw,
+        &folder,
+        "05-Jan-2024 10:00:00 +0000",
+        &format!("Message-ID: <y-{t}@example.test>\r\nReferences: <z-{t}@example.test> {root}\r\n"),
+        "Re: elsewhere",
+        "alpha",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let who = caller(USER3, DEVICE3);
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: SyncKey("0".to_owned()),
+        },
+        &who,
+        &eas,
+    )
+    .await
+    .unwrap();
+    let inbox = fs
+        .changes
+        .iter()
+        .flatten()
+        .find_map(|c| match c {
+            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let version = ProtocolVersion::V14_1;
+    let subjects = |r: &opush_protocol::commands::search::SearchResponse| -> Vec<String> {
+        r.results
+            .iter()
+            .map(|r| match r.properties.as_ref().unwrap() {
+                ApplicationData::Email(e) => e.subject.clone().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    // The device has the reply (here from a search of its text) and its
+    // ConversationId.
+    let beta = search(&query(&format!("beta {t}"), "0-9"), version, &who, &eas)
+        .await
+        .unwrap();
+    assert_eq!(subjects(&beta), vec!["Re: root".to_owned()]);
+    let ApplicationData::Email(reply) = beta.results[0].properties.as_ref().unwrap() else {
+        panic!("not an email");
+    };
+    let id = reply
+        .conversation_id
+        .clone()
+        .expect("a ConversationId at 14.1");
+    assert_eq!(id.len(), 16);
+
+    let ask = |children: Vec<Element<'static>>, version: ProtocolVersion| {
+        let mut and = Element::new(se::AND);
+        for c in children {
+            and = and.with(c);
+        }
+        let req = SearchRequest {
+            name: "Mailbox".to_owned(),
+            query: Some(Element::new(se::QUERY).with(and)),
+            options: Some(SearchOptions {
+                range: Some("0-9".to_owned()),
+                ..SearchOptions::default()
+            }),
+        };
+        let (eas, who) = (&eas, &who);
+        async move { search(&req, version, who, eas).await.unwrap() }
+    };
+    let conv = || Element::with_opaque(se::CONVERSATION_ID, id.clone());
+
+    // Every mail folder: the three messages, newest first.
+    let all = ask(vec![conv()], version).await;
+    assert_eq!(all.store_status.map(|s| s.code()), Some(1));
+    assert_eq!(all.total, Some(3));
+    assert_eq!(subjects(&all), vec!["Re: Re: root", "Re: root", "root"]);
+    let folders: Vec<&str> = all
+        .results
+        .iter()
+        .map(|r| r.collection_id.as_deref().unwrap())
+        .collect();
+    assert_ne!(folders[0], inbox);
+    assert_eq!(&folders[1..], [inbox.as_str(), inbox.as_str()]);
+    // Each result carries the same ConversationId.
+    for r in &all.results {
+        let ApplicationData::Email(e) = r.properties.as_ref().unwrap() else {
+            panic!("not an email");
+        };
+        assert_eq!(e.conversation_id.as_deref(), Some(id.as_slice()));
+    }
+    // Only INBOX; with FreeText too.
+    let in_inbox = ask(
+        vec![
+            Element::with_text(airsync::COLLECTION_ID, inbox.clone()),
+            conv(),
+        ],
+        version,
+    )
+    .await;
+    assert_eq!(subjects(&in_inbox), vec!["Re: root", "root"]);
+    let alpha = ask(
+        vec![
+            Element::with_text(se::FREE_TEXT, format!("alpha {t}")),
+            conv(),
+        ],
+        version,
+    )
+    .await;
+    assert_eq!(subjects(&alpha), vec!["Re: Re: root", "root"]);
+    assert_eq!(alpha.total, Some(2));
+    // A ConversationId this server never handed out finds nothing.
+    let none = ask(
+        vec![Element::with_opaque(se::CONVERSATION_ID, vec![1u8, 2, 3])],
+        version,
+    )
+    .await;
+    assert_eq!(none.store_status.map(|s| s.code()), Some(1));
+    assert_eq!(none.total, Some(0));
+    assert!(none.results.is_empty());
+    // Outside And: too complex (8); before 14.0: a protocol error (2).
+    let req = SearchRequest {
+        name: "Mailbox".to_owned(),
+        query: Some(Element::new(se::QUERY).with(Element::new(se::OR).with(conv()))),
+        options: None,
+    };
+    let or = search(&req, version, &who, &eas).await.unwrap();
+    assert_eq!(or.store_status.map(|s| s.code()), Some(8));
+    let old = ask(vec![conv()], ProtocolVersion::V12_1).await;
+    assert_eq!(old.store_status.map(|s| s.code()), Some(2));
+}

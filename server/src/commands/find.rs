@@ -270,11 +270,14 @@ pub(crate) struct Matches {
 }
 
 /// What a mailbox search looks for: `text` in headers or body (IMAP
-/// `TEXT`), received after `after` and before `before` (Unix seconds,
-/// both exclusive: Search's `GreaterThan` / `LessThan` of `DateReceived`).
+/// `TEXT`), the messages of `conversation` (Search's `ConversationId`, see
+/// [`crate::email::conversation`]), received after `after` and before
+/// `before` (Unix seconds, both exclusive: Search's `GreaterThan` /
+/// `LessThan` of `DateReceived`). A text, a conversation or both.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct MailQuery {
-    pub(crate) text: String,
+    pub(crate) text: Option<String>,
+    pub(crate) conversation: Option<[u8; crate::email::conversation::CONVERSATION_ID_LEN]>,
     pub(crate) after: Option<i64>,
     pub(crate) before: Option<i64>,
 }
@@ -417,14 +420,18 @@ async fn matching_in(
 ) -> Result<Vec<FolderUids>, CommandError> {
     const DAY: i64 = 86_400;
     let query = crate::backends::imap::SearchQuery {
-        text: Some(q.text.clone()),
+        text: q.text.clone(),
         since: q.after.map(|a| a.saturating_sub(DAY)),
         before: q.before.map(|b| b.saturating_add(2 * DAY)),
         ..Default::default()
     };
     let mut out = Vec::with_capacity(folders.len());
     for (i, f) in folders.iter().enumerate() {
-        let (uidvalidity, mut uids) = match matching_uids(imap, &f.raw, &query).await {
+        let found = match &q.conversation {
+            None => matching_uids(imap, &f.raw, &query).await,
+            Some(id) => in_conversation(imap, &f.raw, id, q.text.is_some().then_some(&query)).await,
+        };
+        let (uidvalidity, mut uids) = match found {
             Ok(found) => found,
             Err(e) if e.is_retryable() => return Err(imap_error(e)),
             Err(e) => {
@@ -452,6 +459,56 @@ async fn matching_in(
         });
     }
     Ok(out)
+}
+
+/// The messages of folder `raw` in conversation `id` (and matching `also`,
+/// an IMAP SEARCH, when given), newest (highest UID) first, with the
+/// folder's UIDVALIDITY. The threading headers of every message are read:
+/// the id is a digest of the thread's root Message-ID, which no IMAP
+/// SEARCH can look for.
+async fn in_conversation(
+    imap: &mut PooledSession,
+    raw: &str,
+    id: &[u8; crate::email::conversation::CONVERSATION_ID_LEN],
+    also: Option<&crate::backends::imap::SearchQuery>,
+) -> Result<(u32, Vec<u32>), crate::backends::imap::ImapError> {
+    let (uidvalidity, searched) = match also {
+        Some(query) => {
+            let (v, uids) = matching_uids(imap, raw, query).await?;
+            (
+                v,
+                Some(uids.into_iter().collect::<std::collections::HashSet<u32>>()),
+            )
+        }
+        None => (imap.select(raw).await?.uidvalidity, None),
+    };
+    let headers = imap.fetch_thread_headers(raw).await?;
+    let mut uids: Vec<u32> = conversation_uids(&headers, id)
+        .into_iter()
+        .filter(|u| searched.as_ref().is_none_or(|s| s.contains(u)))
+        .collect();
+    uids.sort_unstable_by(|a, b| b.cmp(a));
+    Ok((uidvalidity, uids))
+}
+
+/// The UIDs of the messages (by their threading headers, from
+/// `Session::fetch_thread_headers`) that belong to conversation `id`.
+pub(crate) fn conversation_uids(
+    headers: &[crate::backends::imap::MessageHeaders],
+    id: &[u8],
+) -> Vec<u32> {
+    headers
+        .iter()
+        .filter(|h| {
+            crate::email::conversation::conversation_id(
+                h.get("References"),
+                h.get("In-Reply-To"),
+                h.get("Message-ID"),
+            )
+            .is_some_and(|c| c.as_slice() == id)
+        })
+        .map(|h| h.uid)
+        .collect()
 }
 
 /// The first `n` matches of all folders, newest first: each folder's list
@@ -534,7 +591,8 @@ pub async fn find(
         .saturating_add(1)
         .min(start.saturating_add(MAX_RESULTS));
     let q = MailQuery {
-        text: text.to_owned(),
+        text: Some(text.to_owned()),
+        conversation: None,
         after: None,
         before: None,
     };

@@ -421,18 +421,7 @@ async fn move_conversation(
             // A folder that vanished meanwhile holds nothing to move.
             Err(_) => continue,
         };
-        let uids: Vec<u32> = headers
-            .iter()
-            .filter(|h| {
-                crate::email::conversation::conversation_id(
-                    h.get("References"),
-                    h.get("In-Reply-To"),
-                    h.get("Message-ID"),
-                )
-                .is_some_and(|id| id.as_slice() == conversation_id)
-            })
-            .map(|h| h.uid)
-            .collect();
+        let uids = super::find::conversation_uids(&headers, conversation_id);
         if uids.is_empty() {
             continue;
         }

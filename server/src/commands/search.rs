@@ -13,13 +13,21 @@
 //! their estimated Emails stay within `[devices] max_window_bytes` (the
 //! answer's `Range` says how many came).
 //!
+//! A `ConversationId` under the query's `And` (14.0+) finds the messages of
+//! that conversation ([`crate::email::conversation`]), in every mail folder
+//! unless the query names CollectionIds, with its FreeText and dates when it
+//! has them too. A ConversationId anywhere else is Status 8 (too complex,
+//! [MS-ASCMD] 2.2.3.36.2), before 14.0 Status 2; one of another length than
+//! the 16 bytes this server hands out finds nothing.
+//!
 //! Results are read from IMAP at request time; nothing is recorded. A
 //! later page (a `Range` not starting at 0, without `RebuildResults`) is
 //! cut from the matches the search's first page found
 //! ([`crate::commands::find::SNAPSHOT_TTL`]), so its pages agree and IMAP
 //! is not searched again for each. The
 //! `LongId` is `"<CollectionId>:<UIDVALIDITY>/<UID>"`. Other stores and
-//! queries without FreeText answer a clean status, never an error; a
+//! queries with neither FreeText nor ConversationId answer a clean status,
+//! never an error; a
 //! CollectionId the device's hierarchy does not hold is 11 (FolderSync
 //! required).
 
@@ -30,8 +38,8 @@ use opush_protocol::commands::Owned;
 use opush_protocol::query::Command;
 use opush_protocol::status::SearchStatus;
 use opush_protocol::version::ProtocolVersion;
-use opush_protocol::wbxml::encode_to_vec;
 use opush_protocol::wbxml::tags::{airsync, email, search as se};
+use opush_protocol::wbxml::{encode_to_vec, Tag};
 
 use super::find::{
     folders_of, merge, search_folders, Folder, MailQuery, SearchScope, Unsearchable,
@@ -41,6 +49,7 @@ use super::sync::{full_email, item_id};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::{ImapError, PooledSession, SearchQuery};
 use crate::email::body::rendered_estimate;
+use crate::email::conversation::CONVERSATION_ID_LEN;
 use crate::session::{Caller, EasServices};
 
 /// Most results returned by one Search (the default `Range` is 0-99).
@@ -63,6 +72,17 @@ fn find_text(el: &Owned, tag: opush_protocol::wbxml::Tag) -> Option<String> {
         return el.text().map(str::to_owned);
     }
     el.elements().find_map(|c| find_text(c, tag))
+}
+
+/// A search that found nothing.
+fn no_results() -> SearchResponse {
+    SearchResponse {
+        status: SearchStatus::Success,
+        store_status: Some(SearchStatus::Success),
+        results: Vec::new(),
+        range: None,
+        total: Some(0),
+    }
 }
 
 fn status_only(status: SearchStatus) -> SearchResponse {
@@ -113,14 +133,29 @@ struct MailboxQuery {
     classes: Vec<String>,
     /// A `DeepTraversal` inside the query.
     deep: bool,
+    /// The `ConversationId` (bytes as sent) under the query's `And`.
+    conversation: Option<Vec<u8>>,
 }
 
 /// Reads a query; `Err(2)` for a date comparison without a readable
-/// `Value` or on another property than `DateReceived`.
+/// `Value` or on another property than `DateReceived`, `Err(8)` for a
+/// `ConversationId` that is not a child of `And`.
 fn mailbox_query(query: &Owned) -> Result<MailboxQuery, SearchStatus> {
-    fn walk(el: &Owned, q: &mut MailboxQuery) -> Result<(), SearchStatus> {
+    fn walk(el: &Owned, parent: Option<Tag>, q: &mut MailboxQuery) -> Result<(), SearchStatus> {
         let protocol_error = SearchStatus::from_code(2);
         match el.tag {
+            t if t == se::CONVERSATION_ID => {
+                if parent != Some(se::AND) {
+                    return Err(SearchStatus::from_code(8));
+                }
+                if q.conversation.is_none() {
+                    let bytes = match el.opaque() {
+                        Some(b) => b.to_vec(),
+                        None => el.text().unwrap_or_default().as_bytes().to_vec(),
+                    };
+                    q.conversation = Some(bytes);
+                }
+            }
             t if t == airsync::COLLECTION_ID => {
                 q.ids.extend(el.text().map(|c| c.trim().to_owned()));
             }
@@ -146,14 +181,14 @@ fn mailbox_query(query: &Owned) -> Result<MailboxQuery, SearchStatus> {
             }
             _ => {
                 for c in el.elements() {
-                    walk(c, q)?;
+                    walk(c, Some(el.tag), q)?;
                 }
             }
         }
         Ok(())
     }
     let mut q = MailboxQuery::default();
-    walk(query, &mut q)?;
+    walk(query, None, &mut q)?;
     Ok(q)
 }
 
@@ -174,16 +209,33 @@ pub async fn search(
         Ok(q) => q,
         Err(status) => return Ok(status_only(status)),
     };
-    let Some(text) = q.text.as_deref().filter(|t| !t.trim().is_empty()) else {
-        return Ok(status_only(SearchStatus::from_code(8)));
+    let text = q.text.as_deref().filter(|t| !t.trim().is_empty());
+    if q.conversation.is_some() && version < ProtocolVersion::V14_0 {
+        return Ok(status_only(SearchStatus::from_code(2)));
+    }
+    // A conversation this server never named (not 16 bytes) holds nothing.
+    let conversation = match q
+        .conversation
+        .as_deref()
+        .map(<[u8; CONVERSATION_ID_LEN]>::try_from)
+    {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return Ok(no_results()),
     };
+    if text.is_none() && conversation.is_none() {
+        return Ok(status_only(SearchStatus::from_code(8)));
+    }
     // Only mail is searched here: a query for other classes finds nothing.
     let mail_class = q.classes.is_empty()
         || q.classes
             .iter()
             .any(|c| c.trim().eq_ignore_ascii_case("Email"));
-    // DeepTraversal belongs in Options; some clients put it in the query.
-    let deep = q.deep || req.options.as_ref().is_some_and(|o| o.deep_traversal);
+    // DeepTraversal belongs in Options; some clients put it in the query. A
+    // conversation without CollectionIds is looked for in every mail folder.
+    let deep = q.deep
+        || req.options.as_ref().is_some_and(|o| o.deep_traversal)
+        || (conversation.is_some() && q.ids.is_empty());
     // A later page comes from the matches the first page found, unless the
     // device asks to rebuild them.
     let first_page = req.options.as_ref().is_some_and(|o| o.rebuild_results);
@@ -217,7 +269,8 @@ pub async fn search(
     let end = end.min(start.saturating_add(MAX_RESULTS));
     let mut imap = eas.imap_for(caller).await?;
     let mail_query = MailQuery {
-        text: text.to_owned(),
+        text: text.map(str::to_owned),
+        conversation,
         after: q.after,
         before: q.before,
     };
