@@ -2090,6 +2090,7 @@ fn no_error(
     code: Option<&ResponseCode<'_>>,
     info: &str,
 ) -> ImapError {
+    let info = without_timing(info);
     let upper = info.to_ascii_uppercase();
     match status {
         imap_proto::Status::Bad => ImapError::Protocol(format!("{what}: BAD {info}")),
@@ -2122,6 +2123,33 @@ fn no_error(
             command: what,
             text: info.to_string(),
         },
+    }
+}
+
+/// `info` without the time Dovecot appends to its answers (`Quota exceeded
+/// (0.001 + 0.000 secs).`), so that an error text kept for an
+/// administrator (a Sent copy's last error) reads the same from one try to
+/// the next.
+fn without_timing(info: &str) -> &str {
+    let t = info.trim_end();
+    let Some(body) = t
+        .strip_suffix(" secs).")
+        .or_else(|| t.strip_suffix(" secs)"))
+    else {
+        return info;
+    };
+    let Some(open) = body.rfind(" (") else {
+        return info;
+    };
+    let figures = &body[open + 2..];
+    if !figures.is_empty()
+        && figures
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '+' | ' '))
+    {
+        &info[..open]
+    } else {
+        info
     }
 }
 
@@ -2165,6 +2193,43 @@ mod tests {
 
     fn caps(names: &[&str]) -> HashSet<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn dovecot_timings_are_left_out_of_error_texts() {
+        assert_eq!(
+            without_timing(
+                "Quota exceeded (mailbox for user is full) (0.002 + 0.000 + 0.001 secs)."
+            ),
+            "Quota exceeded (mailbox for user is full)"
+        );
+        assert_eq!(
+            without_timing("Mailbox was deleted under us (0.001 secs)."),
+            "Mailbox was deleted under us"
+        );
+        // Not a timing: kept as it is.
+        assert_eq!(
+            without_timing("Permission denied (see the log)."),
+            "Permission denied (see the log)."
+        );
+        assert_eq!(without_timing("Done (1 secs)."), "Done");
+        assert_eq!(without_timing("(0.1 secs)."), "(0.1 secs).");
+        let rejected = no_error(
+            "APPEND",
+            &imap_proto::Status::No,
+            None,
+            "[OVERQUOTA] Quota exceeded (mailbox for user is full) (0.002 + 0.000 secs).",
+        );
+        match rejected {
+            ImapError::Rejected { command, text } => {
+                assert_eq!(command, "APPEND");
+                assert_eq!(
+                    text,
+                    "[OVERQUOTA] Quota exceeded (mailbox for user is full)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
