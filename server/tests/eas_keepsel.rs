@@ -27,8 +27,7 @@ use std::collections::BTreeMap;
 use opush_protocol::commands::airsyncbase::BodyPreference;
 use opush_protocol::commands::items::{ApplicationData, Email, Flag};
 use opush_protocol::commands::sync::{
-    ClientCommand, ServerCommand, SyncCollectionRequest, SyncCollectionResponse, SyncOptions,
-    SyncRequest,
+    ClientCommand, SyncCollectionRequest, SyncCollectionResponse, SyncOptions, SyncRequest,
 };
 use opush_protocol::commands::{CollectionId, ServerId, SyncKey};
 use opush_server::backends::imap::ImapPool;
@@ -36,14 +35,6 @@ use opush_server::session::EasServices;
 use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
 
 const MOVES: &str = "keepsel-moves";
-
-/// What a device shows of a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Shown {
-    subject: String,
-    read: bool,
-    flagged: bool,
-}
 
 /// The INBOX as IMAP has it: subject → (read, flagged).
 fn inbox(raw: &mut RawImap) -> BTreeMap<String, (bool, bool)> {
@@ -70,75 +61,7 @@ fn inbox(raw: &mut RawImap) -> BTreeMap<String, (bool, bool)> {
     out
 }
 
-fn flagged(e: &Email) -> bool {
-    e.flag.as_ref().and_then(|f| f.status) == Some(2)
-}
-
-/// A device's copy of the folder, by ServerId, folded from the answers it got.
-#[derive(Debug, Default)]
-struct Device {
-    items: BTreeMap<String, Shown>,
-}
-
-impl Device {
-    fn apply(&mut self, r: &SyncCollectionResponse) {
-        for c in r.commands.iter().flatten() {
-            match c {
-                ServerCommand::Add {
-                    server_id,
-                    application_data: ApplicationData::Email(e),
-                } => {
-                    let shown = Shown {
-                        subject: e.subject.clone().unwrap(),
-                        read: e.read == Some(true),
-                        flagged: flagged(e),
-                    };
-                    let old = self.items.insert(server_id.0.clone(), shown);
-                    assert!(old.is_none(), "ServerId {} added twice", server_id.0);
-                }
-                ServerCommand::Change {
-                    server_id,
-                    application_data: ApplicationData::Email(e),
-                } => {
-                    let item = self
-                        .items
-                        .get_mut(&server_id.0)
-                        .unwrap_or_else(|| panic!("Change of unknown {}", server_id.0));
-                    if let Some(read) = e.read {
-                        item.read = read;
-                    }
-                    item.flagged = flagged(e);
-                }
-                ServerCommand::Delete { server_id, .. }
-                | ServerCommand::SoftDelete { server_id } => {
-                    assert!(
-                        self.items.remove(&server_id.0).is_some(),
-                        "Delete of unknown {}",
-                        server_id.0
-                    );
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    fn subjects(&self) -> BTreeMap<String, (bool, bool)> {
-        let mut out = BTreeMap::new();
-        for s in self.items.values() {
-            let dup = out.insert(s.subject.clone(), (s.read, s.flagged));
-            assert!(dup.is_none(), "{} shown twice", s.subject);
-        }
-        out
-    }
-
-    fn id_of(&self, subject: &str) -> String {
-        self.items
-            .iter()
-            .find(|(_, s)| s.subject == subject)
-            .map(|(id, _)| id.clone())
-            .unwrap_or_else(|| panic!("{subject} not on the device"))
-    }
-}
+use eas_support::DeviceFolder as Device;
 
 fn request(
     inbox: &str,

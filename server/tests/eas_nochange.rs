@@ -28,12 +28,7 @@
 mod eas_support;
 use eas_support::{caller, first_folder_sync, services};
 
-use std::collections::BTreeMap;
-
-use opush_protocol::commands::items::ApplicationData;
-use opush_protocol::commands::sync::{
-    ServerCommand, SyncCollectionRequest, SyncCollectionResponse, SyncRequest,
-};
+use opush_protocol::commands::sync::{SyncCollectionRequest, SyncCollectionResponse, SyncRequest};
 use opush_protocol::commands::{CollectionId, SyncKey};
 use opush_server::session::EasServices;
 use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
@@ -57,56 +52,7 @@ async fn one(eas: &EasServices, inbox: &str, key: &str) -> SyncCollectionRespons
     eas_support::sync_one(eas, &caller(USER, DEVICE), &request(inbox, key)).await
 }
 
-/// The device's INBOX: ServerId → (subject, flagged).
-#[derive(Default)]
-struct Device(BTreeMap<String, (String, bool)>);
-
-impl Device {
-    /// Folds an answer in; returns (adds, changes, deletes).
-    fn apply(&mut self, r: &SyncCollectionResponse) -> (usize, usize, usize) {
-        let mut n = (0, 0, 0);
-        for c in r.commands.iter().flatten() {
-            match c {
-                ServerCommand::Add {
-                    server_id,
-                    application_data: ApplicationData::Email(e),
-                } => {
-                    let flagged = e.flag.as_ref().and_then(|f| f.status) == Some(2);
-                    let subject = e.subject.clone().unwrap();
-                    let old = self.0.insert(server_id.0.clone(), (subject, flagged));
-                    assert!(old.is_none(), "ServerId {} added twice", server_id.0);
-                    n.0 += 1;
-                }
-                ServerCommand::Change {
-                    server_id,
-                    application_data: ApplicationData::Email(e),
-                } => {
-                    let item = self
-                        .0
-                        .get_mut(&server_id.0)
-                        .unwrap_or_else(|| panic!("Change of unknown {}", server_id.0));
-                    item.1 = e.flag.as_ref().and_then(|f| f.status) == Some(2);
-                    n.1 += 1;
-                }
-                ServerCommand::Delete { server_id, .. }
-                | ServerCommand::SoftDelete { server_id } => {
-                    assert!(
-                        self.0.remove(&server_id.0).is_some(),
-                        "Delete of unknown {}",
-                        server_id.0
-                    );
-                    n.2 += 1;
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        n
-    }
-
-    fn flagged(&self, subject: &str) -> Option<bool> {
-        self.0.values().find(|(s, _)| s == subject).map(|v| v.1)
-    }
-}
+use eas_support::DeviceFolder as Device;
 
 /// (STATUS, SELECT/EXAMINE) the pool's connections have sent so far.
 fn costs(eas: &EasServices) -> (u64, u64) {
@@ -158,7 +104,7 @@ async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change(
             break;
         }
     }
-    assert_eq!(device.0.len(), 25);
+    assert_eq!(device.items.len(), 25);
     // Whatever runs in the background after a window (read-ahead) is back.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
@@ -190,10 +136,10 @@ async fn a_caught_up_sync_is_a_noop_on_the_kept_selection_and_sees_every_change(
     assert_eq!(device.apply(&first), (1, 1, 1), "{first:?}");
     assert!(!first.more_available);
     key = first.sync_key.0.clone();
-    assert_eq!(device.flagged(&flag), Some(true));
-    assert_eq!(device.flagged(&gone), None);
-    assert_eq!(device.flagged(&new), Some(false));
-    assert_eq!(device.0.len(), 25);
+    assert_eq!(device.shown(&flag).map(|s| s.flagged), Some(true));
+    assert_eq!(device.shown(&gone).map(|s| s.flagged), None);
+    assert_eq!(device.shown(&new).map(|s| s.flagged), Some(false));
+    assert_eq!(device.items.len(), 25);
 
     // Caught up again: quiet and cheap again.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -52,49 +52,15 @@ async fn one(eas: &EasServices, user: &str, key: &str, inbox: &str) -> SyncColle
 }
 
 /// What the device holds: ServerId → (subject, read).
-#[derive(Default)]
-struct Device(BTreeMap<String, (String, bool)>);
+use eas_support::DeviceFolder as Device;
 
-impl Device {
-    fn apply(&mut self, r: &SyncCollectionResponse) {
-        for c in r.commands.iter().flatten() {
-            match c {
-                ServerCommand::Add {
-                    server_id,
-                    application_data: ApplicationData::Email(e),
-                } => {
-                    let old = self.0.insert(
-                        server_id.0.clone(),
-                        (e.subject.clone().unwrap_or_default(), e.read == Some(true)),
-                    );
-                    assert!(old.is_none(), "{} added twice", server_id.0);
-                }
-                ServerCommand::Change {
-                    server_id,
-                    application_data: ApplicationData::Email(e),
-                } => {
-                    let item = self
-                        .0
-                        .get_mut(&server_id.0)
-                        .expect("a change of a known item");
-                    if let Some(read) = e.read {
-                        item.1 = read;
-                    }
-                }
-                ServerCommand::Delete { server_id, .. } => {
-                    self.0
-                        .remove(&server_id.0)
-                        .expect("a delete of a known item");
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    /// Subject → read.
-    fn shown(&self) -> BTreeMap<String, bool> {
-        self.0.values().map(|(s, r)| (s.clone(), *r)).collect()
-    }
+/// Subject → read.
+fn shown(device: &Device) -> BTreeMap<String, bool> {
+    device
+        .subjects()
+        .into_iter()
+        .map(|(s, (read, _))| (s, read))
+        .collect()
 }
 
 /// `user`'s INBOX emptied and filled with `n` messages `<tag> mNN`.
@@ -197,5 +163,5 @@ async fn a_retried_window_keeps_the_flags_it_was_decided_with() {
     }
     let want = inbox(&mut raw);
     assert_eq!(want.get(&target), Some(&true));
-    assert_eq!(device.shown(), want, "the device holds exactly the INBOX");
+    assert_eq!(shown(&device), want, "the device holds exactly the INBOX");
 }

@@ -12,9 +12,8 @@
 )]
 
 mod eas_support;
-use eas_support::{caller, services};
+use eas_support::{caller, first_folder_sync, services};
 
-use opush_protocol::commands::folder_sync::FolderChange;
 use opush_protocol::commands::folder_sync::FolderSyncRequest;
 use opush_protocol::commands::item_operations::{
     FetchTarget, ItemOperationsRequest, Operation, OperationResult,
@@ -217,35 +216,13 @@ async fn folders_subfolders_and_dates() {
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir).await;
     let who = caller(USER2, DEVICE2);
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &who,
-        &eas,
-    )
-    .await
-    .unwrap();
-    let id_of = |name: &str| -> String {
-        fs.changes
-            .iter()
-            .flatten()
-            .find_map(|c| match c {
-                FolderChange::Add(f) if f.display_name == name => Some(f.server_id.0.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("{name} in {fs:?}"))
-    };
-    let inbox = fs
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .unwrap();
-    let (top_id, child_id, other_id) = (id_of(&top), id_of("Child"), id_of(&other));
+    let folders = first_folder_sync(&eas, &who).await;
+    let inbox = folders.of_type(2);
+    let (top_id, child_id, other_id) = (
+        folders.named(&top),
+        folders.named("Child"),
+        folders.named(&other),
+    );
 
     let ask = |ids: &[&str], deep: bool, dates: &[(bool, &str)], class: Option<&str>| {
         let mut and = Element::new(se::AND);
@@ -494,24 +471,7 @@ async fn a_conversation_across_folders() {
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir).await;
     let who = caller(USER3, DEVICE3);
-    let fs = folder_sync(
-        &FolderSyncRequest {
-            sync_key: SyncKey("0".to_owned()),
-        },
-        &who,
-        &eas,
-    )
-    .await
-    .unwrap();
-    let inbox = fs
-        .changes
-        .iter()
-        .flatten()
-        .find_map(|c| match c {
-            FolderChange::Add(f) if f.folder_type == 2 => Some(f.server_id.0.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let inbox = first_folder_sync(&eas, &who).await.of_type(2);
     let version = ProtocolVersion::V14_1;
     let subjects = |r: &opush_protocol::commands::search::SearchResponse| -> Vec<String> {
         r.results

@@ -20,11 +20,10 @@
 mod eas_support;
 use eas_support::{caller, first_folder_sync, sync_req};
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use opush_protocol::commands::items::{ApplicationData, Email};
-use opush_protocol::commands::sync::{ClientCommand, ServerCommand, SyncCollectionResponse};
+use opush_protocol::commands::sync::{ClientCommand, SyncCollectionResponse};
 use opush_protocol::commands::ServerId;
 use opush_server::obs::metrics::syncs_from_watcher;
 use opush_server::push::{PushHub, PushSettings};
@@ -33,65 +32,7 @@ use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
 
 const USER: &str = "load1296@load.test";
 
-/// The device's INBOX: ServerId → (subject, read).
-#[derive(Default)]
-struct Device(BTreeMap<String, (String, bool)>);
-
-impl Device {
-    /// Folds an answer in; returns (adds, changes, deletes).
-    fn apply(&mut self, r: &SyncCollectionResponse) -> (usize, usize, usize) {
-        let mut n = (0, 0, 0);
-        for c in r.commands.iter().flatten() {
-            match c {
-                ServerCommand::Add {
-                    server_id,
-                    application_data: ApplicationData::Email(e),
-                } => {
-                    let item = (e.subject.clone().unwrap(), e.read == Some(true));
-                    let old = self.0.insert(server_id.0.clone(), item);
-                    assert!(old.is_none(), "ServerId {} added twice", server_id.0);
-                    n.0 += 1;
-                }
-                ServerCommand::Change {
-                    server_id,
-                    application_data: ApplicationData::Email(e),
-                } => {
-                    let item = self
-                        .0
-                        .get_mut(&server_id.0)
-                        .unwrap_or_else(|| panic!("Change of unknown {}", server_id.0));
-                    if let Some(read) = e.read {
-                        item.1 = read;
-                    }
-                    n.1 += 1;
-                }
-                ServerCommand::Delete { server_id, .. }
-                | ServerCommand::SoftDelete { server_id } => {
-                    assert!(
-                        self.0.remove(&server_id.0).is_some(),
-                        "Delete of unknown {}",
-                        server_id.0
-                    );
-                    n.2 += 1;
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        n
-    }
-
-    fn server_id(&self, subject: &str) -> String {
-        self.0
-            .iter()
-            .find(|(_, (s, _))| s == subject)
-            .map(|(id, _)| id.clone())
-            .unwrap_or_else(|| panic!("{subject} not on the device"))
-    }
-
-    fn read(&self, subject: &str) -> Option<bool> {
-        self.0.values().find(|(s, _)| s == subject).map(|v| v.1)
-    }
-}
+use eas_support::DeviceFolder as Device;
 
 async fn services(dir: &tempfile::TempDir) -> EasServices {
     let mut eas = eas_support::services(dir).await;
@@ -175,8 +116,8 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     let eas = services(&dir).await;
     let (inbox, mut a, mut key_a) = catch_up(&eas, "DEVWATCHA").await;
     let (_, mut b, key_b) = catch_up(&eas, "DEVWATCHB").await;
-    assert_eq!(a.0.len(), 5);
-    assert_eq!(b.0.len(), 5);
+    assert_eq!(a.items.len(), 5);
+    assert_eq!(b.items.len(), 5);
     wait_until("the user's watcher waits on INBOX", || {
         eas.push.watcher(USER).is_some_and(|w| w.settled())
     })
@@ -201,7 +142,7 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     raw.append_to_inbox(&format!("{tag} new"));
     let n = until_news(&eas, ("DEVWATCHA", &inbox), &mut key_a, &mut a).await;
     assert_eq!(n, (1, 0, 0));
-    assert_eq!(a.read(&format!("{tag} new")), Some(false));
+    assert_eq!(a.shown(&format!("{tag} new")).map(|s| s.read), Some(false));
     raw.ok("SELECT INBOX");
     let u = raw.inbox_uid(&m(1));
     raw.ok(&format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"));
@@ -209,8 +150,8 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     raw.ok("UNSELECT");
     let n = until_news(&eas, ("DEVWATCHA", &inbox), &mut key_a, &mut a).await;
     assert_eq!(n, (0, 0, 1));
-    assert_eq!(a.read(&m(1)), None);
-    assert_eq!(a.0.len(), 5);
+    assert_eq!(a.shown(&m(1)).map(|s| s.read), None);
+    assert_eq!(a.items.len(), 5);
 
     // Quiet again: back to the watcher.
     wait_until("the watcher waits again", || {
@@ -225,7 +166,7 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
 
     // opush's own change: the other device marks m02 read. The next Sync
     // of this device carries it, before Dovecot has told the watcher.
-    let sid = b.server_id(&m(2));
+    let sid = b.id_of(&m(2));
     let mut req = sync_req(&inbox, &key_b);
     req.collections[0].commands = Some(vec![ClientCommand::Change {
         class: None,
@@ -243,7 +184,7 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
         (0, 1, 0),
         "the other device's change, in the next Sync: {r:?}"
     );
-    assert_eq!(a.read(&m(2)), Some(true));
+    assert_eq!(a.shown(&m(2)).map(|s| s.read), Some(true));
     // A lost answer: the same key answers the same.
     let again = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
     assert_eq!(again, r, "a retried SyncKey answers the same");
@@ -258,7 +199,7 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
     assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
     assert!(syncs_from_watcher() > from_watcher);
-    assert_eq!(a.0.len(), 5);
+    assert_eq!(a.items.len(), 5);
 
     raw.ok("SELECT INBOX");
     raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");

@@ -643,11 +643,7 @@ impl PushHub {
         let key = WatchKey::Mail(raw.to_owned());
         let name = (user.to_owned(), key.clone());
         {
-            let mut interests = self
-                .inner
-                .interests
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut interests = self.inner.interests();
             if let Some(i) = interests.get_mut(&name) {
                 i.until = until;
                 return;
@@ -668,11 +664,7 @@ impl PushHub {
             }
         }
         let subscription = self.subscribe(user, login, vec![(key, None)]);
-        let mut interests = self
-            .inner
-            .interests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut interests = self.inner.interests();
         if let Some(i) = interests.get_mut(&name) {
             // Another Sync got there first: this subscription goes.
             i.until = until;
@@ -691,7 +683,7 @@ impl PushHub {
             let mut until = until;
             loop {
                 tokio::time::sleep_until(until).await;
-                let mut interests = hub.interests.lock().unwrap_or_else(|p| p.into_inner());
+                let mut interests = hub.interests();
                 match interests.get(&name) {
                     Some(i) if i.until > Instant::now() => until = i.until,
                     _ => {
@@ -739,6 +731,11 @@ impl PushHub {
 }
 
 impl Inner {
+    /// The folders Syncs keep watched.
+    fn interests(&self) -> MutexGuard<'_, HashMap<(String, WatchKey), Interest>> {
+        self.interests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Called by a watcher task with no subscribers after its linger: the
     /// watcher leaves the hub (true) unless someone subscribed meanwhile.
     pub(crate) fn retire(&self, watch: &Arc<UserWatch>) -> bool {

@@ -146,3 +146,107 @@ pub async fn sync_one(
     assert_eq!(r.status.map(|s| s.code()), Some(1), "{r:?}");
     r
 }
+
+/// What a device shows of one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    dead_code,
+    reason = "not every test binary using this module reads each field"
+)]
+pub struct Shown {
+    pub subject: String,
+    pub read: bool,
+    pub flagged: bool,
+}
+
+/// A device's copy of one mail folder, by ServerId, folded from the Sync
+/// answers it got. An Add of a ServerId it holds, or a Change or Delete of
+/// one it does not, fails the test (a duplicated or lost message).
+#[derive(Debug, Default)]
+#[allow(dead_code, reason = "not every test binary using this module uses it")]
+pub struct DeviceFolder {
+    pub items: std::collections::BTreeMap<String, Shown>,
+}
+
+#[allow(
+    dead_code,
+    reason = "not every test binary using this module calls each"
+)]
+impl DeviceFolder {
+    /// Folds an answer in; returns how many (adds, changes, deletes) it held.
+    pub fn apply(
+        &mut self,
+        r: &opush_protocol::commands::sync::SyncCollectionResponse,
+    ) -> (usize, usize, usize) {
+        use opush_protocol::commands::items::{ApplicationData, Email};
+        use opush_protocol::commands::sync::ServerCommand;
+        let flagged = |e: &Email| e.flag.as_ref().and_then(|f| f.status) == Some(2);
+        let mut n = (0, 0, 0);
+        for c in r.commands.iter().flatten() {
+            match c {
+                ServerCommand::Add {
+                    server_id,
+                    application_data: ApplicationData::Email(e),
+                } => {
+                    let shown = Shown {
+                        subject: e.subject.clone().unwrap_or_default(),
+                        read: e.read == Some(true),
+                        flagged: flagged(e),
+                    };
+                    let old = self.items.insert(server_id.0.clone(), shown);
+                    assert!(old.is_none(), "ServerId {} added twice", server_id.0);
+                    n.0 += 1;
+                }
+                ServerCommand::Change {
+                    server_id,
+                    application_data: ApplicationData::Email(e),
+                } => {
+                    let item = self
+                        .items
+                        .get_mut(&server_id.0)
+                        .unwrap_or_else(|| panic!("Change of unknown {}", server_id.0));
+                    if let Some(read) = e.read {
+                        item.read = read;
+                    }
+                    item.flagged = flagged(e);
+                    n.1 += 1;
+                }
+                ServerCommand::Delete { server_id, .. }
+                | ServerCommand::SoftDelete { server_id } => {
+                    assert!(
+                        self.items.remove(&server_id.0).is_some(),
+                        "Delete of unknown {}",
+                        server_id.0
+                    );
+                    n.2 += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        n
+    }
+
+    /// Subject → (read, flagged); a subject shown twice fails the test.
+    pub fn subjects(&self) -> std::collections::BTreeMap<String, (bool, bool)> {
+        let mut out = std::collections::BTreeMap::new();
+        for s in self.items.values() {
+            let dup = out.insert(s.subject.clone(), (s.read, s.flagged));
+            assert!(dup.is_none(), "{} shown twice", s.subject);
+        }
+        out
+    }
+
+    /// The item showing `subject`, if any.
+    pub fn shown(&self, subject: &str) -> Option<&Shown> {
+        self.items.values().find(|s| s.subject == subject)
+    }
+
+    /// The ServerId of the item showing `subject`.
+    pub fn id_of(&self, subject: &str) -> String {
+        self.items
+            .iter()
+            .find(|(_, s)| s.subject == subject)
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| panic!("{subject} not on the device"))
+    }
+}
