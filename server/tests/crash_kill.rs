@@ -130,41 +130,59 @@ impl Opush {
         }
     }
 
-    /// Starts `opush serve` and waits (20 s at most) until it listens.
+    /// Starts `opush serve` and waits (20 s at most) until it listens. The
+    /// port is the one the previous process had: an outgoing connection of
+    /// another test may hold it for a moment after a kill, so a start that
+    /// found it in use is tried again (a few times); any other early exit
+    /// fails with the end of the server's log.
     async fn start(&mut self) {
         assert!(self.child.is_none(), "opush runs already");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("opush.log"))
-            .unwrap();
-        let mut child = Command::new(OPUSH)
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                break;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "opush serve ended ({status}) before it listened; see {}/opush.log",
-                    self.dir.display()
+        let log_path = self.dir.join("opush.log");
+        let mut tries = 0;
+        let child = loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .unwrap();
+            let logged = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+            let mut child = Command::new(OPUSH)
+                .arg("serve")
+                .arg("--config")
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let exited = loop {
+                if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                    break None;
+                }
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "opush did not listen on {}",
+                    self.addr
                 );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let Some(status) = exited else {
+                break child;
+            };
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            let text =
+                String::from_utf8_lossy(&text[(logged as usize).min(text.len())..]).into_owned();
+            tries += 1;
+            if tries < 10 && text.to_ascii_lowercase().contains("in use") {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
-            assert!(
-                Instant::now() < deadline,
-                "opush did not listen on {}",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            panic!("opush serve ended ({status}) before it listened:\n{text}");
+        };
         self.child = Some(child);
     }
 
