@@ -6,8 +6,11 @@
 //! anything (Dovecot holds its IDLE news for about half a second).
 //!
 //! Against the real Dovecot. The watcher is the hub's own IMAP connection;
-//! the no-change Syncs are counted by `opush_sync_folders_from_watcher_total`
+//! the no-change Syncs are counted by `opush_folders_from_watcher_total`
 //! and by the pool's STATUS and SELECT counters.
+//!
+//! A Ping of such a folder reads no STATUS: it starts from the watcher's
+//! figures and is woken by the next change.
 //!
 //! Reserved Dovecot users: load1296.
 
@@ -23,9 +26,12 @@ use eas_support::{caller, first_folder_sync, sync_req};
 use std::time::{Duration, Instant};
 
 use opush_protocol::commands::items::{ApplicationData, Email};
+use opush_protocol::commands::ping::{PingFolder, PingRequest};
 use opush_protocol::commands::sync::{ClientCommand, SyncCollectionResponse};
-use opush_protocol::commands::ServerId;
-use opush_server::obs::metrics::syncs_from_watcher;
+use opush_protocol::commands::{CollectionId, ServerId};
+use opush_protocol::status::PingStatus;
+use opush_server::commands::ping::ping;
+use opush_server::obs::metrics::folders_from_watcher;
 use opush_server::push::{PushHub, PushSettings};
 use opush_server::session::EasServices;
 use opush_tests::{require, unique, RawImap, DOVECOT_IMAP};
@@ -41,6 +47,7 @@ async fn services(dir: &tempfile::TempDir) -> EasServices {
         linger: Duration::from_millis(500),
         ..PushSettings::default()
     };
+    eas.engine.min_heartbeat = 1;
     eas.push = PushHub::new(settings, eas.imap.config().clone());
     eas
 }
@@ -124,7 +131,7 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     .await;
 
     // Caught up: no-change Syncs, none of them asking IMAP.
-    let from_watcher = syncs_from_watcher();
+    let from_watcher = folders_from_watcher();
     let costs = (eas.imap.statuses(), eas.imap.mailbox_opens());
     for _ in 0..10 {
         let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
@@ -132,9 +139,9 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
         key_a = r.sync_key.0;
     }
     assert!(
-        syncs_from_watcher() >= from_watcher + 10,
+        folders_from_watcher() >= from_watcher + 10,
         "10 no-change Syncs answered by the watcher: {} counted",
-        syncs_from_watcher() - from_watcher
+        folders_from_watcher() - from_watcher
     );
     assert_eq!((eas.imap.statuses(), eas.imap.mailbox_opens()), costs);
 
@@ -158,11 +165,11 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
         eas.push.watcher(USER).is_some_and(|w| w.settled())
     })
     .await;
-    let from_watcher = syncs_from_watcher();
+    let from_watcher = folders_from_watcher();
     let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
     assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
     key_a = r.sync_key.0;
-    assert!(syncs_from_watcher() > from_watcher);
+    assert!(folders_from_watcher() > from_watcher);
 
     // opush's own change: the other device marks m02 read. The next Sync
     // of this device carries it, before Dovecot has told the watcher.
@@ -195,11 +202,45 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
         eas.push.watcher(USER).is_some_and(|w| w.settled())
     })
     .await;
-    let from_watcher = syncs_from_watcher();
+    let from_watcher = folders_from_watcher();
     let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
     assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
-    assert!(syncs_from_watcher() > from_watcher);
+    key_a = r.sync_key.0;
+    assert!(folders_from_watcher() > from_watcher);
     assert_eq!(a.items.len(), 5);
+
+    // A Ping of the caught-up folder reads no STATUS either: it starts from
+    // the watcher's figures, and the next change wakes it.
+    let costs = (eas.imap.statuses(), eas.imap.mailbox_opens());
+    let from_watcher = folders_from_watcher();
+    let req = PingRequest {
+        heartbeat_interval: Some(60),
+        folders: Some(vec![PingFolder {
+            id: CollectionId(inbox.clone()),
+            class: "Email".to_owned(),
+        }]),
+    };
+    let who = caller(USER, "DEVWATCHA");
+    let pinged = ping(&req, &who, &eas, || {});
+    let poke = async {
+        wait_until("the Ping parks", || eas.push.parked_count() == 1).await;
+        assert_eq!(
+            (eas.imap.statuses(), eas.imap.mailbox_opens()),
+            costs,
+            "(STATUS, SELECT) of a Ping whose folder the watcher has"
+        );
+        assert!(folders_from_watcher() > from_watcher);
+        raw.append_to_inbox(&format!("{tag} pinged"));
+    };
+    let (answer, ()) = tokio::join!(
+        async { tokio::time::timeout(Duration::from_secs(30), pinged).await },
+        poke
+    );
+    let answer = answer.expect("the Ping answered within 30 s").unwrap();
+    assert_eq!(answer.status, PingStatus::ChangesOccurred, "{answer:?}");
+    assert_eq!(answer.folders, vec![CollectionId(inbox.clone())]);
+    let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
+    assert_eq!(a.apply(&r), (1, 0, 0), "{r:?}");
 
     raw.ok("SELECT INBOX");
     raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");

@@ -43,7 +43,7 @@ use opush_protocol::wbxml::encode_to_vec;
 use tokio::time::Instant;
 
 use super::folder_sync::{backend_folders, differs_from_log};
-use super::sync::observe_after;
+use super::sync::{observe_after, unchanged_since};
 use super::{CommandContext, CommandError, EasResponse};
 use crate::backends::imap::ImapError;
 use crate::push::{hierarchy_mark, Mark, Wake, WatchKey, WatchLogin};
@@ -224,6 +224,20 @@ async fn check(
         let key = WatchKey::Mail(raw.clone());
         if only.is_some_and(|keys| !keys.contains(&key)) {
             continue;
+        }
+        // With `[push] sync_watch_s`: the user's watcher's figures stand for
+        // the STATUS when they show the folder as the device last synced it
+        // (`PushHub::quiet_status`). The Ping starts from them; a later
+        // change moves the watcher's mark and wakes it.
+        if let Some(st) = eas.push.quiet_status(caller.user, &raw) {
+            let col = rec.state().collections.get(c);
+            if col.is_some_and(|col| col.synced) && unchanged_since(Some(st), col, None) {
+                crate::obs::metrics::folder_from_watcher();
+                if let Some(marks) = marks.as_deref_mut() {
+                    marks.push((key, Some(Mark::Mail(st))));
+                }
+                continue;
+            }
         }
         if imap.is_none() {
             imap = Some(eas.imap_selecting(caller, &selecting).await?);

@@ -713,7 +713,7 @@ fn vanished_known(
 /// its HIGHESTMODSEQ the collection's cursor, with the collection's
 /// FilterType kept (a new one may list the folder again). What a STATUS
 /// of the folder equal to these would mean in [`observe_keeping`].
-fn unchanged_since(
+pub(crate) fn unchanged_since(
     status: Option<FolderStatus>,
     c: Option<&opush_engine::CollectionState>,
     filter: Option<FilterType>,
@@ -835,7 +835,7 @@ pub async fn sync(
                 opened: &mut opened,
             });
             let observed = if quiet {
-                crate::obs::metrics::sync_from_watcher();
+                crate::obs::metrics::folder_from_watcher();
                 Ok(None)
             } else {
                 observe_keeping(

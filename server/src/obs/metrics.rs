@@ -80,7 +80,7 @@ static SENT_COPIES_WAITING: AtomicI64 = AtomicI64::new(0);
 static SENT_COPIES_TO_INBOX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static IMAP_MAILBOX_OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static IMAP_STATUSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static SYNCS_FROM_WATCHER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FOLDERS_FROM_WATCHER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn tables() -> std::sync::MutexGuard<'static, Tables> {
     // Poisoned only if a metrics call panicked; the numbers stay usable.
@@ -194,15 +194,15 @@ pub fn imap_status() {
     IMAP_STATUSES.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A Sync's folder was taken as unchanged from its user's push watcher,
-/// without asking IMAP (`[push] sync_watch_s`).
-pub fn sync_from_watcher() {
-    SYNCS_FROM_WATCHER.fetch_add(1, Ordering::Relaxed);
+/// A Sync's or Ping's folder was taken as unchanged from its user's push
+/// watcher, without asking IMAP (`[push] sync_watch_s`).
+pub fn folder_from_watcher() {
+    FOLDERS_FROM_WATCHER.fetch_add(1, Ordering::Relaxed);
 }
 
-/// How many times [`sync_from_watcher`] was counted (tests).
-pub fn syncs_from_watcher() -> u64 {
-    SYNCS_FROM_WATCHER.load(Ordering::Relaxed)
+/// How many times [`folder_from_watcher`] was counted (tests).
+pub fn folders_from_watcher() -> u64 {
+    FOLDERS_FROM_WATCHER.load(Ordering::Relaxed)
 }
 
 /// Connections open in the IMAP pool, over all users.
@@ -305,9 +305,9 @@ pub fn render() -> String {
     );
     single(
         o,
-        ("opush_sync_folders_from_watcher_total", "counter"),
-        "Sync collections taken as unchanged from the user's push watcher, without an IMAP round trip.",
-        SYNCS_FROM_WATCHER.load(Ordering::Relaxed),
+        ("opush_folders_from_watcher_total", "counter"),
+        "Sync collections and Ping folders taken as unchanged from the user's push watcher, without an IMAP round trip.",
+        FOLDERS_FROM_WATCHER.load(Ordering::Relaxed),
     );
     let _ = writeln!(
         o,
