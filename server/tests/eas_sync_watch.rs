@@ -105,6 +105,28 @@ async fn until_news(
     panic!("no change reached the device within 10 s");
 }
 
+/// Once the user's watcher waits again, one no-change Sync of DEVWATCHA:
+/// answered by the watcher, nothing in it; the next key.
+async fn answered_by_watcher(
+    eas: &EasServices,
+    inbox: &str,
+    key: &str,
+    device: &mut Device,
+) -> String {
+    wait_until("the watcher waits", || {
+        eas.push.watcher(USER).is_some_and(|w| w.settled())
+    })
+    .await;
+    let from_watcher = folders_from_watcher();
+    let r = one(eas, "DEVWATCHA", inbox, key).await;
+    assert_eq!(device.apply(&r), (0, 0, 0), "{r:?}");
+    assert!(
+        folders_from_watcher() > from_watcher,
+        "not from the watcher"
+    );
+    r.sync_key.0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     require(DOVECOT_IMAP);
@@ -161,15 +183,7 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     assert_eq!(a.items.len(), 5);
 
     // Quiet again: back to the watcher.
-    wait_until("the watcher waits again", || {
-        eas.push.watcher(USER).is_some_and(|w| w.settled())
-    })
-    .await;
-    let from_watcher = folders_from_watcher();
-    let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
-    assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
-    key_a = r.sync_key.0;
-    assert!(folders_from_watcher() > from_watcher);
+    key_a = answered_by_watcher(&eas, &inbox, &key_a, &mut a).await;
 
     // opush's own change: the other device marks m02 read. The next Sync
     // of this device carries it, before Dovecot has told the watcher.
@@ -198,15 +212,7 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     key_a = r.sync_key.0.clone();
 
     // And the watcher takes over again once it read the change.
-    wait_until("the watcher waits after opush's change", || {
-        eas.push.watcher(USER).is_some_and(|w| w.settled())
-    })
-    .await;
-    let from_watcher = folders_from_watcher();
-    let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
-    assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
-    key_a = r.sync_key.0;
-    assert!(folders_from_watcher() > from_watcher);
+    key_a = answered_by_watcher(&eas, &inbox, &key_a, &mut a).await;
     assert_eq!(a.items.len(), 5);
 
     // A Ping of the caught-up folder reads no STATUS either: it starts from

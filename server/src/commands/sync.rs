@@ -989,8 +989,13 @@ pub async fn sync(
         // A device caught up on a mail folder: the user's watcher keeps
         // watching it, for the next no-change Syncs (`[push] sync_watch_s`;
         // not during an initial sync, whose windows it would slow down).
-        if let (false, false, Some(raw)) = (first, response.more_available, prepared.raw.as_deref())
-        {
+        let watching = !eas.push.settings().sync_watch.is_zero();
+        if let (true, false, false, Some(raw)) = (
+            watching,
+            first,
+            response.more_available,
+            prepared.raw.as_deref(),
+        ) {
             let login = super::ping::watch_login(caller, eas);
             eas.push.keep_watching(caller.user, login, raw);
         }
