@@ -448,6 +448,12 @@ impl Server {
         self.counter("opush_imap_statuses_total")
     }
 
+    /// Folders the server took as unchanged from its push watchers so far
+    /// (`[push] sync_watch_s`; `None`: a server without that metric).
+    fn folders_from_watcher(&self) -> Option<u64> {
+        self.counter("opush_folders_from_watcher_total")
+    }
+
     /// The value of the unlabelled counter `name` in `/metrics`.
     fn counter(&self, name: &str) -> Option<u64> {
         self.metrics()
@@ -953,6 +959,7 @@ fn main() {
             );
             let logins0 = server.imap_logins();
             let cpu0 = proc.cpu_seconds();
+            let watched0 = server.folders_from_watcher();
             let t = Instant::now();
             let start = tokio::time::Instant::now() + Duration::from_millis(50);
             let mut tasks = Vec::new();
@@ -991,9 +998,13 @@ fn main() {
             let mut all: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
             let cpu = proc.cpu_seconds() - cpu0;
             all.sort();
+            let watched = match (watched0, server.folders_from_watcher()) {
+                (Some(a), Some(b)) => format!("; {} answered by the push watcher", b - a),
+                _ => String::new(),
+            };
             println!(
                 "no-change Sync, {} devices paced at {:.0} syncs/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-                 {} syncs in {:.2} s; server CPU {cpu:.2} s ({:.0} us per sync); {}",
+                 {} syncs in {:.2} s; server CPU {cpu:.2} s ({:.0} us per sync); {}{watched}",
                 a.devices,
                 a.rate,
                 ms(percentile(&all, 0.5)),
