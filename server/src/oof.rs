@@ -31,6 +31,18 @@
 //! Get reads only opush's own script's header; the state is 0 when that
 //! script is not the active one (someone activated another since).
 //!
+//! The same script files the later messages of conversations a device moved
+//! with ItemOperations `Move` and `MoveAlways` ([MS-ASCMD] 2.2.3.118): one
+//! rule per conversation, kept in the header as `# conversation` lines
+//! (root Message-ID, folder, last day) and acted on by `fileinto` after the
+//! vacation part — a message whose thread root ([`crate::email::conversation::root`])
+//! is the conversation's goes to the folder, and nothing else (the user's
+//! own filters included) files it. A rule lasts [`RULE_DAYS`] from its last
+//! Move (a `currentdate` test, and dropped at the next rewrite), at most
+//! [`MAX_RULES`] of them (the oldest go first). The script stays active
+//! while it holds a rule, whatever the out-of-office state, and then
+//! `include`s the previous script as it does for out-of-office.
+//!
 //! Order of a Set: PUTSCRIPT (the server compiles it; nothing changes when
 //! it does not), then SETACTIVE. A failure between the two leaves the old
 //! active script running and opush's script updated but inactive: the
@@ -49,6 +61,13 @@ pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 /// First line of every script opush writes.
 const MAGIC: &str = "# opush-oof 1";
+
+/// Days a conversation rule files messages after its last Move.
+pub const RULE_DAYS: i64 = 30;
+
+/// Most conversation rules kept in the script (the oldest dropped first):
+/// Dovecot reads the script at every delivery.
+pub const MAX_RULES: usize = 200;
 
 /// What `[sieve]` configures, ready for requests.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +101,15 @@ impl OofService {
             login_with_domain: cfg.imap.login_with_domain,
         }
     }
+
+    /// The ManageSieve login of `user` (as IMAP's: with or without the
+    /// domain).
+    pub fn login_name(&self, user: &str) -> String {
+        match self.login_with_domain {
+            true => user.to_owned(),
+            false => user.split('@').next().unwrap_or(user).to_owned(),
+        }
+    }
 }
 
 /// Why a Set cannot be written.
@@ -102,6 +130,89 @@ pub struct StoredOof {
     pub settings: OofSettings,
     /// The script that was active before opush's (and is included by it).
     pub previous: Option<String>,
+    /// Conversations whose later messages are filed into a folder.
+    pub rules: Vec<ConversationRule>,
+}
+
+impl StoredOof {
+    /// Whether the script must be the active one: out-of-office is on or a
+    /// conversation rule is kept.
+    pub fn runs(&self) -> bool {
+        self.settings.state.unwrap_or(0) != 0 || !self.rules.is_empty()
+    }
+}
+
+/// A conversation moved with `MoveAlways`: its later messages go to
+/// `folder`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRule {
+    /// The thread's root Message-ID, without its brackets.
+    pub root: String,
+    /// The folder, as Sieve's `fileinto` names it (UTF-8).
+    pub folder: String,
+    /// The last day the rule files messages (UTC, `YYYY-MM-DD`).
+    pub until: String,
+}
+
+/// A day (UTC, `YYYY-MM-DD`) of a Unix time.
+pub fn utc_day(unix: i64) -> String {
+    let (y, m, d) = crate::dates::civil_from_days(unix.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Adds (or renews) the rule filing conversation `root` into `folder` as
+/// of day `today` ([`utc_day`]), and drops the rules past their last day
+/// and the oldest beyond [`MAX_RULES`].
+pub fn file_conversation(stored: &mut StoredOof, root: &str, folder: &str, today_unix: i64) {
+    stored.rules.retain(|r| r.root != root);
+    stored.rules.push(ConversationRule {
+        root: root.to_owned(),
+        folder: folder.to_owned(),
+        until: utc_day(today_unix + RULE_DAYS * 86_400),
+    });
+    prune_rules(&mut stored.rules, &utc_day(today_unix));
+}
+
+/// Drops the rules whose last day is before `today`, then the ones that
+/// end first beyond [`MAX_RULES`] (the order of the others kept).
+pub fn prune_rules(rules: &mut Vec<ConversationRule>, today: &str) {
+    rules.retain(|r| r.until.as_str() >= today);
+    if rules.len() > MAX_RULES {
+        let mut ends: Vec<&str> = rules.iter().map(|r| r.until.as_str()).collect();
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        let cut = ends[MAX_RULES - 1].to_owned();
+        // The newest MAX_RULES: those after the cut, then as many ending
+        // on it as fit, the later-added first.
+        let above = rules.iter().filter(|r| r.until > cut).count();
+        let mut room = MAX_RULES - above;
+        let mut keep = vec![false; rules.len()];
+        for (i, r) in rules.iter().enumerate().rev() {
+            if r.until > cut {
+                keep[i] = true;
+            } else if r.until == cut && room > 0 {
+                keep[i] = true;
+                room -= 1;
+            }
+        }
+        let mut i = 0;
+        rules.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+    }
+}
+
+/// `s` as a Sieve `:matches` pattern matching itself only (`*`, `?` and
+/// backslash escaped).
+fn literal_pattern(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Who the script is for.
@@ -395,6 +506,15 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
     if let Some(p) = &stored.previous {
         let _ = writeln!(out, "# previous {}", hex(p));
     }
+    for r in &stored.rules {
+        let _ = writeln!(
+            out,
+            "# conversation {} {} {}",
+            hex(&r.root),
+            hex(&r.folder),
+            hex(&r.until)
+        );
+    }
     for m in &s.messages {
         let enabled = match m.enabled {
             None => "-",
@@ -413,6 +533,7 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
     let internal = enabled(s, OofAudience::Internal);
     let external = enabled(s, OofAudience::ExternalUnknown);
     let replies = state != 0 && (internal.is_some() || external.is_some());
+    let runs = stored.runs();
     let mut require = Vec::new();
     if replies {
         require.extend(["vacation", "envelope", "variables"]);
@@ -420,11 +541,19 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
             require.extend(["date", "relational"]);
         }
     }
-    if stored.previous.is_some() && state != 0 {
+    if !stored.rules.is_empty() {
+        require.extend(["fileinto", "date", "relational"]);
+    }
+    if stored.previous.is_some() && runs {
         require.push("include");
     }
-    if !require.is_empty() {
-        let r: Vec<String> = require.iter().map(|r| (*r).to_owned()).collect();
+    let mut r: Vec<String> = Vec::with_capacity(require.len());
+    for name in require {
+        if !r.iter().any(|n| n == name) {
+            r.push(name.to_owned());
+        }
+    }
+    if !r.is_empty() {
         let _ = writeln!(out, "require {};", string_list(&r));
     }
     if replies {
@@ -505,10 +634,37 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
             out.push_str(&body);
         }
     }
-    if let (Some(p), true) = (&stored.previous, state != 0) {
+    if !stored.rules.is_empty() {
+        // With "variables" every string is expanded: "${" as in the texts.
+        let text = |s: &str| match replies {
+            true => quoted(&s.replace("${", "${dollar}{")),
+            false => quoted(s),
+        };
+        out.push_str(
+            "# Conversations moved from a device with MoveAlways: their later\n\
+             # messages go where the conversation went.\n",
+        );
+        for rule in &stored.rules {
+            let first = text(&format!("<{}>*", literal_pattern(&rule.root)));
+            let _ = write!(
+                out,
+                "if allof (currentdate :zone \"+0000\" :value \"le\" \"date\" {},\n\
+                 \x20         anyof (header :matches \"references\" {first},\n\
+                 \x20                allof (not exists \"references\", header :matches \"in-reply-to\" {first}),\n\
+                 \x20                allof (not exists \"references\", not exists \"in-reply-to\",\n\
+                 \x20                       header :is \"message-id\" {}))) {{\n\
+                 \x20 fileinto {};\n\
+                 \x20 stop;\n}}\n",
+                text(&rule.until),
+                text(&format!("<{}>", rule.root)),
+                text(&rule.folder),
+            );
+        }
+    }
+    if let (Some(p), true) = (&stored.previous, runs) {
         let _ = writeln!(
             out,
-            "# The filters that were active before out-of-office:\ninclude :personal :optional {};",
+            "# The filters that were active before opush's script:\ninclude :personal :optional {};",
             if replies {
                 quoted(&p.replace("${", "${dollar}{"))
             } else {
@@ -536,6 +692,11 @@ pub fn parse(text: &str) -> Option<StoredOof> {
             Some("start") => stored.settings.start_time = Some(unhex(f.next()?)?),
             Some("end") => stored.settings.end_time = Some(unhex(f.next()?)?),
             Some("previous") => stored.previous = Some(unhex(f.next()?)?),
+            Some("conversation") => stored.rules.push(ConversationRule {
+                root: unhex(f.next()?)?,
+                folder: unhex(f.next()?)?,
+                until: unhex(f.next()?)?,
+            }),
             Some("message") => {
                 let audience = audience_of(f.next()?)?;
                 let enabled = match f.next()? {
@@ -644,40 +805,54 @@ pub async fn get(
     })
 }
 
-/// Writes opush's script and activates (or deactivates) it (Set;
-/// `request` already [`validate`]d, then [`merge`]d over the stored
-/// settings and [`check_complete`]d).
-pub async fn set(
-    service: &OofService,
-    sieve: &SieveSettings,
-    login: &SieveLogin<'_>,
-    request: &OofSettings,
-    addresses: &[String],
-) -> Result<Result<OofDone, OofInvalid>, SieveError> {
-    let mut c = SieveClient::connect(sieve, login).await?;
-    let scripts = c.list_scripts().await?;
-    let active = scripts.iter().find(|s| s.active).map(|s| s.name.clone());
-    let ours_active = active.as_deref() == Some(service.script.as_str());
-    let ours = if scripts.iter().any(|s| s.name == service.script) {
-        c.get_script(&service.script)
-            .await?
-            .as_deref()
-            .and_then(parse)
-    } else {
-        None
-    };
-    let settings = merge(request, ours.as_ref().map(|o| &o.settings), ours_active);
-    if let Err(e) = check_complete(&settings) {
-        c.logout().await;
-        return Ok(Err(e));
+/// opush's script as the server holds it, read before a rewrite.
+struct Current {
+    /// Every script's name.
+    names: Vec<String>,
+    /// The active script's name.
+    active: Option<String>,
+    /// opush's script is the active one.
+    ours_active: bool,
+    /// opush's script's header, when it has one.
+    ours: Option<StoredOof>,
+}
+
+impl Current {
+    async fn read(c: &mut SieveClient, service: &OofService) -> Result<Current, SieveError> {
+        let scripts = c.list_scripts().await?;
+        let active = scripts.iter().find(|s| s.active).map(|s| s.name.clone());
+        let ours_active = active.as_deref() == Some(service.script.as_str());
+        let ours = if scripts.iter().any(|s| s.name == service.script) {
+            c.get_script(&service.script)
+                .await?
+                .as_deref()
+                .and_then(parse)
+        } else {
+            None
+        };
+        Ok(Current {
+            names: scripts.into_iter().map(|s| s.name).collect(),
+            active,
+            ours_active,
+            ours,
+        })
     }
-    let previous = if ours_active {
-        // Still the one recorded when opush's script was activated.
-        ours.and_then(|o| o.previous)
-    } else {
-        active
-    };
-    let previous = previous.filter(|p| scripts.iter().any(|s| &s.name == p));
+
+    /// The script opush's includes (and gives back the active place to):
+    /// the one recorded when opush's was activated, else the one active
+    /// now; only if it still exists.
+    fn previous(&self) -> Option<String> {
+        let previous = match self.ours_active {
+            true => self.ours.as_ref().and_then(|o| o.previous.clone()),
+            false => self.active.clone(),
+        };
+        previous.filter(|p| self.names.iter().any(|n| n == p))
+    }
+}
+
+/// The domains whose senders are internal: `[sieve] internal_domains`, or
+/// those of the user's `addresses`.
+fn internal_domains(service: &OofService, addresses: &[String]) -> Vec<String> {
     let mut domains = service.internal_domains.clone();
     if domains.is_empty() {
         for a in addresses {
@@ -689,34 +864,105 @@ pub async fn set(
             }
         }
     }
-    let stored = StoredOof {
-        settings,
-        previous: previous.clone(),
-    };
+    domains
+}
+
+/// Writes `stored` as opush's script, then makes it the active one when it
+/// [runs](StoredOof::runs) or gives the active place back to the previous
+/// script when it no longer does. The script's text, or why it cannot be
+/// written (nothing written then).
+async fn write(
+    c: &mut SieveClient,
+    service: &OofService,
+    (stored, ours_active): (&StoredOof, bool),
+    addresses: &[String],
+) -> Result<Result<String, OofInvalid>, SieveError> {
+    let domains = internal_domains(service, addresses);
     let user = ScriptUser {
         addresses,
         internal_domains: &domains,
     };
-    let text = match compose(&stored, &user) {
+    let text = match compose(stored, &user) {
         Ok(t) => t,
-        Err(e) => {
-            c.logout().await;
-            return Ok(Err(e));
-        }
+        Err(e) => return Ok(Err(e)),
     };
     c.put_script(&service.script, &text).await?;
-    if stored.settings.state.unwrap_or(0) != 0 {
+    if stored.runs() {
         if !ours_active {
             c.set_active(&service.script).await?;
         }
     } else if ours_active {
-        c.set_active(previous.as_deref().unwrap_or("")).await?;
+        c.set_active(stored.previous.as_deref().unwrap_or(""))
+            .await?;
     }
+    Ok(Ok(text))
+}
+
+/// Writes opush's script and activates (or deactivates) it (Set;
+/// `request` already [`validate`]d, then [`merge`]d over the stored
+/// settings and [`check_complete`]d). The conversation rules are kept
+/// (those past their last day, `now` a Unix time, dropped).
+pub async fn set(
+    service: &OofService,
+    sieve: &SieveSettings,
+    login: &SieveLogin<'_>,
+    request: &OofSettings,
+    (addresses, now): (&[String], i64),
+) -> Result<Result<OofDone, OofInvalid>, SieveError> {
+    let mut c = SieveClient::connect(sieve, login).await?;
+    let current = Current::read(&mut c, service).await?;
+    let settings = merge(
+        request,
+        current.ours.as_ref().map(|o| &o.settings),
+        current.ours_active,
+    );
+    if let Err(e) = check_complete(&settings) {
+        c.logout().await;
+        return Ok(Err(e));
+    }
+    let mut rules = current
+        .ours
+        .as_ref()
+        .map(|o| o.rules.clone())
+        .unwrap_or_default();
+    prune_rules(&mut rules, &utc_day(now));
+    let stored = StoredOof {
+        settings,
+        previous: current.previous(),
+        rules,
+    };
+    let written = write(&mut c, service, (&stored, current.ours_active), addresses).await?;
     c.logout().await;
-    Ok(Ok(OofDone {
+    Ok(written.map(|text| OofDone {
         settings: None,
         script: Some(text),
     }))
+}
+
+/// Adds (or renews) the rule that files the later messages of the
+/// conversation rooted at `root` into `folder` (ItemOperations `Move` with
+/// `MoveAlways`; `now` a Unix time), the out-of-office settings kept as
+/// they are in force (state 0 when opush's script is not the active one).
+/// The script's text.
+pub async fn file_conversation_always(
+    service: &OofService,
+    sieve: &SieveSettings,
+    login: &SieveLogin<'_>,
+    (root, folder): (&str, &str),
+    (addresses, now): (&[String], i64),
+) -> Result<Result<String, OofInvalid>, SieveError> {
+    let mut c = SieveClient::connect(sieve, login).await?;
+    let current = Current::read(&mut c, service).await?;
+    let previous = current.previous();
+    let mut stored = current.ours.clone().unwrap_or_default();
+    if !current.ours_active {
+        stored.settings.state = Some(0);
+    }
+    stored.previous = previous;
+    file_conversation(&mut stored, root, folder, now);
+    let written = write(&mut c, service, (&stored, current.ours_active), addresses).await?;
+    c.logout().await;
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -766,6 +1012,7 @@ mod tests {
         let stored = StoredOof {
             settings: timed(),
             previous: Some("roundcube \"filters\"".into()),
+            rules: Vec::new(),
         };
         validate(&stored.settings).unwrap();
         let text = compose(
@@ -806,6 +1053,7 @@ mod tests {
             &StoredOof {
                 settings,
                 previous: None,
+                rules: Vec::new(),
             },
             &ScriptUser {
                 addresses: &addresses,
@@ -825,6 +1073,7 @@ mod tests {
         let stored = StoredOof {
             settings: timed(),
             previous: None,
+            rules: Vec::new(),
         };
         let g = for_get(Some(stored.clone()), true, "Text");
         assert_eq!(g.messages[0], stored.settings.messages[0]);
@@ -889,5 +1138,122 @@ mod tests {
         assert_eq!(merge(&new_internal, Some(&stored), false).state, Some(0));
         // A complete Set is kept exactly.
         assert_eq!(merge(&stored, None, false), stored);
+    }
+
+    fn rule(root: &str, until: &str) -> ConversationRule {
+        ConversationRule {
+            root: root.into(),
+            folder: "Archive/2026".into(),
+            until: until.into(),
+        }
+    }
+
+    /// 2026-11-30 00:00 UTC.
+    const NOV_30: i64 = 1_795_996_800;
+
+    #[test]
+    fn conversation_rules_are_kept_in_the_header_and_filed_into() {
+        let (addresses, domains) = user();
+        let user = ScriptUser {
+            addresses: &addresses,
+            internal_domains: &domains,
+        };
+        // Out-of-office on (variables): a "${" and wildcards in the root
+        // are matched literally.
+        let mut stored = StoredOof {
+            settings: timed(),
+            previous: Some("webmail".into()),
+            rules: Vec::new(),
+        };
+        file_conversation(
+            &mut stored,
+            "a*b?c${x}@example.test",
+            "Archive/2026",
+            NOV_30,
+        );
+        file_conversation(&mut stored, "plain@example.test", "Trash", NOV_30);
+        assert_eq!(stored.rules[0].until, "2026-12-30");
+        let text = compose(&stored, &user).unwrap();
+        assert_eq!(parse(&text).unwrap(), stored);
+        assert!(
+            text.contains(r#"require ["vacation", "envelope", "variables", "date", "relational", "fileinto", "include"];"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"header :matches "references" "<a\\*b\\?c${dollar}{x}@example.test>*""#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"fileinto "Archive/2026";"#), "{text}");
+        assert!(
+            text.contains(r#":value "le" "date" "2026-12-30""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"header :is "message-id" "<plain@example.test>""#),
+            "{text}"
+        );
+        // The rules come after the vacation part, the user's filters last.
+        let (vacation, filing, include) = (
+            text.find("vacation :days").unwrap(),
+            text.find("fileinto \"Trash\"").unwrap(),
+            text.find("include :personal").unwrap(),
+        );
+        assert!(vacation < filing && filing < include, "{text}");
+
+        // Out-of-office off: the script still runs for its rules, with the
+        // previous filters, and without "variables" the strings are plain.
+        stored.settings.state = Some(0);
+        assert!(stored.runs());
+        let text = compose(&stored, &user).unwrap();
+        assert!(!text.contains("vacation :days"), "{text}");
+        assert!(
+            text.contains(r#""<a\\*b\\?c${x}@example.test>*""#),
+            "{text}"
+        );
+        assert!(
+            text.contains("include :personal :optional \"webmail\";"),
+            "{text}"
+        );
+        stored.rules.clear();
+        assert!(!stored.runs());
+        assert!(!compose(&stored, &user).unwrap().contains("include"));
+    }
+
+    #[test]
+    fn conversation_rules_end_and_are_bounded() {
+        let mut stored = StoredOof::default();
+        file_conversation(&mut stored, "old@x", "A", NOV_30);
+        // Renewed: one rule, the later day.
+        file_conversation(&mut stored, "old@x", "B", NOV_30 + 86_400);
+        assert_eq!(
+            stored.rules,
+            vec![ConversationRule {
+                folder: "B".into(),
+                ..rule("old@x", "2026-12-31")
+            }]
+        );
+        // Past its last day it goes at the next rewrite.
+        file_conversation(&mut stored, "new@x", "A", NOV_30 + 32 * 86_400);
+        assert_eq!(stored.rules.len(), 1);
+        assert_eq!(stored.rules[0].root, "new@x");
+
+        let mut rules: Vec<ConversationRule> = (0..MAX_RULES + 3)
+            .map(|i| {
+                rule(
+                    &format!("r{i}@x"),
+                    if i < 5 { "2027-01-01" } else { "2027-02-01" },
+                )
+            })
+            .collect();
+        prune_rules(&mut rules, "2026-12-01");
+        assert_eq!(rules.len(), MAX_RULES);
+        // The three that end first went; the order of the others is kept.
+        assert_eq!(rules[0].root, "r3@x");
+        assert_eq!(rules[2].root, "r5@x");
+        prune_rules(&mut rules, "2027-01-02");
+        assert_eq!(rules.len(), MAX_RULES - 2);
+        assert_eq!(utc_day(NOV_30), "2026-11-30");
     }
 }

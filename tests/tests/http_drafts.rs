@@ -15,12 +15,9 @@
 
 mod support;
 
-use opush_protocol::commands::item_operations::{
-    ItemOperationsRequest, ItemOperationsResponse, Operation, OperationResult,
-};
+use opush_protocol::commands::item_operations::Operation;
 use opush_protocol::commands::items::{ApplicationData, Email};
 use opush_protocol::commands::sync::{CommandResponse, ServerCommand};
-use opush_protocol::wbxml::encode_to_vec;
 use opush_tests::eas::EasClient;
 use opush_tests::{fill, unique, RawImap};
 use support::*;
@@ -141,26 +138,6 @@ Content-Type: text/plain; charset=utf-8\r\n\r\nbody {n}\r\n"
     )
 }
 
-async fn item_operations(c: &mut EasClient, op: Operation) -> (u16, Option<Vec<u8>>) {
-    let req = ItemOperationsRequest {
-        operations: vec![op],
-    };
-    let v = version(V);
-    let res = c
-        .post("ItemOperations", &encode_to_vec(&req.to_element(v)))
-        .await;
-    assert_eq!(res.status, 200);
-    let r = ItemOperationsResponse::from_element(&res.element(), v)
-        .unwrap_or_else(|e| panic!("ItemOperations answer ({e}): {}", res.xml()));
-    match r.results.first() {
-        Some(OperationResult::Move {
-            status,
-            conversation_id,
-        }) => (status.code(), conversation_id.clone()),
-        other => panic!("not a Move result: {other:?}"),
-    }
-}
-
 // [MS-ASCMD] 2.2.3.117.1 ItemOperations Move: the conversation's messages
 // (root in one folder, reply in another) go to DstFldId; another thread and
 // the copy in Sent stay. [MS-ASCMD] 2.2.3.118: no MoveAlways → Status 155.
@@ -231,15 +208,18 @@ async fn item_operations_moves_a_conversation() {
         dst_fld_id: dst.to_owned(),
         move_always: always,
     };
-    assert_eq!(item_operations(&mut c, mv(&dst_id, false)).await.0, 155);
-    assert_eq!(item_operations(&mut c, mv("9999", true)).await.0, 156);
+    assert_eq!(
+        move_conversation(&mut c, V, mv(&dst_id, false)).await.0,
+        155
+    );
+    assert_eq!(move_conversation(&mut c, V, mv("9999", true)).await.0, 156);
     assert_eq!(
         imap.search_subject("INBOX", &format!("{marker} root"))
             .len(),
         1
     );
 
-    let (status, echoed) = item_operations(&mut c, mv(&dst_id, true)).await;
+    let (status, echoed) = move_conversation(&mut c, V, mv(&dst_id, true)).await;
     assert_eq!((status, echoed), (1, Some(conv.clone())));
     assert_eq!(
         imap.search_subject(dst, &marker).len(),
@@ -274,7 +254,7 @@ async fn item_operations_moves_a_conversation() {
         .count();
     assert_eq!(deletes, 1, "{}", res.xml());
     // Nothing left of the thread outside the destination: ObjectNotFound.
-    assert_eq!(item_operations(&mut c, mv(&dst_id, true)).await.0, 6);
+    assert_eq!(move_conversation(&mut c, V, mv(&dst_id, true)).await.0, 6);
     for f in ["Sent", "INBOX"] {
         for u in imap.search_subject(f, &marker) {
             imap.cmd(&format!("UID STORE {u} +FLAGS.SILENT (\\Deleted)"));

@@ -1,14 +1,16 @@
 //! Out-of-office from the device (Settings `Oof`) as a Sieve vacation
-//! script over ManageSieve, against a private Dovecot with LMTP, Pigeonhole
+//! script over ManageSieve, and the conversation rules of ItemOperations
+//! `Move` with `MoveAlways` in the same script, against a private Dovecot with LMTP, Pigeonhole
 //! Sieve and ManageSieve (`scripts/dovecot-private --sieve`: IMAP 11695,
 //! LMTP 11696, ManageSieve 11697). Replies really go out: a message is
 //! delivered over LMTP to the user on the private instance, Dovecot's
 //! vacation action sends the reply through the stack's Postfix, which
 //! delivers it into the sender's INBOX on the shared Dovecot.
 //!
-//! Users: load1171, 1173, 1175, 1177, 1179 and 1180 live on the private
-//! instance (out-of-office set there); load1172, 1174, 1176 and 1178 send
-//! and receive the replies on the shared one (load1176 also has a home on
+//! Users: load1171, 1173, 1175, 1177, 1179, 1180 and 1298 live on the
+//! private instance (out-of-office and conversation rules set there);
+//! load1172, 1174, 1176, 1178 and 1299 send and receive the replies on the
+//! shared one (load1176 also has a home on
 //! the private instance, for the client's own test). The tests share the private
 //! instance one at a time (`LOCK`), each starting from an empty home.
 
@@ -153,6 +155,18 @@ async fn active_script(user: &str) -> Option<String> {
 /// LMTP; returns its Message-ID.
 fn deliver(d: &PrivateDovecot, from: &str, to: &str, subject: &str) -> String {
     let id = format!("{}@load.test", unique("oof-msg"));
+    deliver_with(d, (from, to), (subject, &id, ""));
+    id
+}
+
+/// [`deliver`] with Message-ID `id` and more header lines (`headers`,
+/// each ending in CRLF); LMTP answers once the message is stored (or
+/// filed).
+fn deliver_with(
+    d: &PrivateDovecot,
+    (from, to): (&str, &str),
+    (subject, id, headers): (&str, &str, &str),
+) {
     let mut w = TcpStream::connect(d.lmtp_addr()).unwrap();
     w.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut r = BufReader::new(w.try_clone().unwrap());
@@ -178,13 +192,12 @@ fn deliver(d: &PrivateDovecot, from: &str, to: &str, subject: &str) -> String {
     }
     write!(
         w,
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n\
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{headers}\
          Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nHello.\r\n.\r\n"
     )
     .unwrap();
     expect(&mut r, "250");
     write!(w, "QUIT\r\n").unwrap();
-    id
 }
 
 /// Waits (up to 30 s) for a message in `user`'s INBOX on the shared
@@ -782,4 +795,171 @@ async fn the_manage_sieve_client_round_trips_scripts_and_types_refusals() {
         SieveClient::connect(&sieve_settings(CLOSED_PORT), &login).await,
         Err(SieveError::Unavailable(_))
     ));
+}
+
+// ItemOperations Move with MoveAlways (14.1, [MS-ASCMD] 2.2.3.118): the
+// conversation's messages move now, and its later ones are filed into the
+// same folder as they are delivered (a rule in opush's Sieve script),
+// out-of-office on or off; another thread, and a message that names the
+// root only later in its References, stay in INBOX. A retried Move (its
+// answer lost) renews the rule. Users: load1298 (private), load1299 (the
+// colleague writing, who gets the out-of-office replies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
+    use opush_protocol::commands::item_operations::Operation;
+    let _one = LOCK.lock().await;
+    let (user, sender) = ("load1298@load.test", "load1299@load.test");
+    let d = dovecot(&[user]);
+    let mut imap = RawImap::login_to(d.addr(), user);
+    let folder = "Ignored stuff";
+    for cmd in [
+        format!("CREATE \"{folder}\""),
+        format!("SUBSCRIBE \"{folder}\""),
+    ] {
+        let (_, ok) = imap.cmd(&cmd);
+        assert!(ok.starts_with("OK"), "{cmd}: {ok}");
+    }
+    let marker = unique("thread");
+    // A root with wildcards in its id: matched as written.
+    let root = format!("{marker}*r?t@load.test");
+    let id = |n: &str| format!("{marker}-{n}@load.test");
+    let to = (sender, user);
+    let refs = |ids: &[&str]| {
+        let list: Vec<String> = ids.iter().map(|i| format!("<{i}>")).collect();
+        format!("References: {}\r\n", list.join("\r\n "))
+    };
+    deliver_with(&d, to, (&format!("{marker} root"), &root, ""));
+    deliver_with(
+        &d,
+        to,
+        (
+            &format!("{marker} reply1"),
+            &id("reply1"),
+            &format!("In-Reply-To: <{root}>\r\n{}", refs(&[&root])),
+        ),
+    );
+    deliver_with(&d, to, (&format!("{marker} other"), &id("other"), ""));
+
+    let opush = opush(PORT + 2, "").await;
+    let mut c = opush.client(user, "CONVRULE141", "14.1");
+    let oof = OofSettings {
+        state: Some(1),
+        start_time: None,
+        end_time: None,
+        messages: vec![message(
+            OofAudience::Internal,
+            true,
+            &unique("away"),
+            "Text",
+        )],
+    };
+    set(&mut c, &oof).await;
+    let fs = support::folders(&mut c).await;
+    let dst = support::folder_named(&fs, folder).unwrap().0;
+    let conversation =
+        opush_server::email::conversation::conversation_id(None, None, Some(&format!("<{root}>")))
+            .unwrap()
+            .to_vec();
+    let mv = || Operation::Move {
+        conversation_id: conversation.clone(),
+        dst_fld_id: dst.clone(),
+        move_always: true,
+    };
+    let (status, _) = support::move_conversation(&mut c, "14.1", mv()).await;
+    assert_eq!(status, 1);
+    let subjects = |imap: &mut RawImap, f: &str| {
+        let mut s: Vec<String> = imap
+            .search_subject(f, &marker)
+            .into_iter()
+            .map(|uid| {
+                let m = imap.fetch_message(uid);
+                m.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(&format!("Subject: {marker} "))
+                            .map(|s| s.trim().to_owned())
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(subjects(&mut imap, folder), ["reply1", "root"]);
+    assert_eq!(subjects(&mut imap, "INBOX"), ["other"]);
+    // Out-of-office is as it was.
+    assert_eq!(get(&mut c).await.state, Some(1));
+
+    // Later messages of the thread go to the folder on delivery; one that
+    // names the root only after another id stays in INBOX.
+    deliver_with(
+        &d,
+        to,
+        (
+            &format!("{marker} reply2"),
+            &id("reply2"),
+            &refs(&[&root, &id("reply1")]),
+        ),
+    );
+    deliver_with(
+        &d,
+        to,
+        (
+            &format!("{marker} bare"),
+            &id("bare"),
+            &format!("In-Reply-To: <{root}>\r\n"),
+        ),
+    );
+    deliver_with(
+        &d,
+        to,
+        (
+            &format!("{marker} elsewhere"),
+            &id("elsewhere"),
+            &refs(&[&id("x"), &root]),
+        ),
+    );
+    assert_eq!(
+        subjects(&mut imap, folder),
+        ["bare", "reply1", "reply2", "root"]
+    );
+    assert_eq!(subjects(&mut imap, "INBOX"), ["elsewhere", "other"]);
+
+    // Out-of-office off: the script stays active for the rule.
+    set(
+        &mut c,
+        &OofSettings {
+            state: Some(0),
+            ..oof.clone()
+        },
+    )
+    .await;
+    assert_eq!(get(&mut c).await.state, Some(0));
+    assert_eq!(active_script(user).await.as_deref(), Some("opush-oof"));
+    deliver_with(
+        &d,
+        to,
+        (
+            &format!("{marker} reply3"),
+            &id("reply3"),
+            &refs(&[&root, &id("reply2")]),
+        ),
+    );
+    assert_eq!(
+        subjects(&mut imap, folder),
+        ["bare", "reply1", "reply2", "reply3", "root"]
+    );
+
+    // The Move again (its answer lost): all of the thread is there
+    // already, the rule is renewed, still one.
+    let (status, _) = support::move_conversation(&mut c, "14.1", mv()).await;
+    assert_eq!(status, 1);
+    let mut ms = manage_sieve(PORT + 2, user).await;
+    let script = ms.get_script("opush-oof").await.unwrap().unwrap();
+    assert_eq!(script.matches("\n# conversation ").count(), 1, "{script}");
+    assert!(
+        script.contains(&format!("fileinto \"{folder}\";")),
+        "{script}"
+    );
+    assert_eq!(active_script(user).await.as_deref(), Some("opush-oof"));
+    opush.stop().await;
 }

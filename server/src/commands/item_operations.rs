@@ -319,9 +319,8 @@ async fn plan(
                 status: move_conversation(
                     &mut imap,
                     &state,
-                    conversation_id,
-                    dst_fld_id,
-                    *move_always,
+                    (conversation_id, dst_fld_id, *move_always),
+                    (caller, eas),
                 )
                 .await?,
                 conversation_id: Some(conversation_id.clone()),
@@ -370,16 +369,21 @@ struct Wanted<'a> {
 /// destination itself — is moved (IMAP `UID MOVE`) to `DstFldId`. The
 /// device learns of the moves by its next Sync of those folders.
 ///
-/// `MoveAlways` is required (Status 155 without it, [MS-ASCMD] 2.2.3.118);
-/// its "future messages too" part needs a server-side rule and is not
-/// carried out. An unknown destination is Status 156, a conversation with
-/// no message left ObjectNotFound.
+/// `MoveAlways` is required (Status 155 without it, [MS-ASCMD] 2.2.3.118):
+/// with `[sieve]` on, the conversation's later messages go to the same
+/// folder as they are delivered (a rule in opush's Sieve script,
+/// [`crate::oof`]). The rule is written before anything moves, so a
+/// ManageSieve outage moves nothing and the device's retry does it all; a
+/// retry after the moves (the answer lost) finds the conversation in the
+/// destination only and writes the rule again (Success). Without `[sieve]`
+/// the messages there are moved and the later ones are not. An unknown
+/// destination is Status 156, a conversation with no message left
+/// ObjectNotFound.
 async fn move_conversation(
     imap: &mut PooledSession,
     state: &DeviceState,
-    conversation_id: &[u8],
-    dst_fld_id: &str,
-    move_always: bool,
+    (conversation_id, dst_fld_id, move_always): (&[u8], &str, bool),
+    (caller, eas): (&Caller<'_>, &EasServices),
 ) -> Result<ItemOperationsStatus, CommandError> {
     use opush_engine::FolderType;
     use opush_protocol::status::CommonStatus;
@@ -413,7 +417,9 @@ async fn move_conversation(
         })
         .map(|raw| raw.0.as_str())
         .collect();
-    let mut moved = 0usize;
+    // 1. Where the conversation's messages are, and its root.
+    let mut found: Vec<(&str, Vec<u32>)> = Vec::new();
+    let mut root: Option<String> = None;
     for raw in sources {
         let headers = match imap.fetch_thread_headers(raw).await {
             Ok(h) => h,
@@ -425,6 +431,60 @@ async fn move_conversation(
         if uids.is_empty() {
             continue;
         }
+        if root.is_none() {
+            root = conversation_root(&headers, &uids);
+        }
+        found.push((raw, uids));
+    }
+    // 2. The rule for its later messages.
+    let mut ruled = false;
+    if let Some(sieve) = &eas.oof.sieve {
+        if root.is_none() {
+            // All of it in the destination already: a Move done before.
+            root = match imap.fetch_thread_headers(&dest.0).await {
+                Ok(headers) => {
+                    let uids = super::find::conversation_uids(&headers, conversation_id);
+                    conversation_root(&headers, &uids)
+                }
+                Err(e) if e.is_retryable() => return Err(imap_error(e)),
+                Err(_) => None,
+            };
+        }
+        if let Some(root) = &root {
+            let folder =
+                crate::backends::imap::utf7::decode(&dest.0).unwrap_or_else(|_| dest.0.clone());
+            let login_name = eas.oof.login_name(caller.user);
+            let login = crate::backends::sieve::SieveLogin {
+                user: &login_name,
+                password: caller.password.expose(),
+            };
+            let addresses = eas.send.addresses(caller.user);
+            let now = i64::try_from(crate::session::now().0 / 1000).unwrap_or(0);
+            let written = crate::oof::file_conversation_always(
+                &eas.oof,
+                sieve,
+                &login,
+                (root, &folder),
+                (&addresses, now),
+            )
+            .await
+            .map_err(|e| super::settings::sieve_error(e, caller.user))?;
+            match written {
+                Ok(_) => {
+                    ruled = true;
+                    tracing::info!(target: "MAIL.DATA", folder = %folder, "conversation filed always: Sieve rule written");
+                }
+                // The out-of-office part cannot be written again (the
+                // user has no address any more): the messages there still move.
+                Err(e) => {
+                    tracing::warn!(target: "MAIL.DATA", error = %e, "conversation rule not written");
+                }
+            }
+        }
+    }
+    // 3. The messages there.
+    let mut moved = 0usize;
+    for (raw, uids) in found {
         match imap.move_messages(raw, &uids, &dest.0).await {
             Ok(_) => moved += uids.len(),
             Err(e) if e.is_retryable() => return Err(imap_error(e)),
@@ -434,12 +494,31 @@ async fn move_conversation(
             }
         }
     }
-    tracing::debug!(target: "MAIL.DATA", moved, always = move_always, "conversation moved");
-    Ok(if moved == 0 {
+    tracing::debug!(target: "MAIL.DATA", moved, ruled, "conversation moved");
+    Ok(if moved == 0 && !ruled {
         ItemOperationsStatus::ObjectNotFound
     } else {
         ItemOperationsStatus::Success
     })
+}
+
+/// The root Message-ID of the conversation of the messages `uids` (of
+/// `headers`), from the first that names one.
+fn conversation_root(
+    headers: &[crate::backends::imap::MessageHeaders],
+    uids: &[u32],
+) -> Option<String> {
+    headers
+        .iter()
+        .filter(|h| uids.contains(&h.uid))
+        .find_map(|h| {
+            crate::email::conversation::root(
+                h.get("References"),
+                h.get("In-Reply-To"),
+                h.get("Message-ID"),
+            )
+        })
+        .map(str::to_owned)
 }
 
 /// About how many bytes a Fetch result adds to the answer (its content;

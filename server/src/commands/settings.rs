@@ -119,16 +119,7 @@ async fn oof(
     let (outcome, get) = match &service.sieve {
         None => (OofOutcome::NotConfigured, None),
         Some(sieve) => {
-            let login_name = if service.login_with_domain {
-                caller.user.to_owned()
-            } else {
-                caller
-                    .user
-                    .split('@')
-                    .next()
-                    .unwrap_or(caller.user)
-                    .to_owned()
-            };
+            let login_name = service.login_name(caller.user);
             let login = SieveLogin {
                 user: &login_name,
                 password: caller.password.expose(),
@@ -143,7 +134,9 @@ async fn oof(
                     Err(e) => Err(e),
                     Ok(()) => {
                         let addresses = eas.send.addresses(caller.user);
-                        crate::oof::set(service, sieve, &login, settings, &addresses)
+                        let now = crate::session::now().0 / 1000;
+                        let to = (addresses.as_slice(), i64::try_from(now).unwrap_or(0));
+                        crate::oof::set(service, sieve, &login, settings, to)
                             .await
                             .map_err(|e| sieve_error(e, caller.user))?
                     }
@@ -205,7 +198,9 @@ async fn oof(
 
 /// A ManageSieve failure as the command's error: a refused password is a
 /// 401, anything else the retry answer.
-fn sieve_error(e: SieveError, user: &str) -> CommandError {
+/// A ManageSieve failure as the command's error (one place for Settings
+/// and ItemOperations).
+pub(crate) fn sieve_error(e: SieveError, user: &str) -> CommandError {
     match e {
         SieveError::Auth { .. } => CommandError::CredentialsRejected(user.to_owned()),
         SieveError::Fenced(f) => CommandError::LeaseLost(f),

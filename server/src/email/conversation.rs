@@ -19,14 +19,24 @@ pub fn conversation_id(
     in_reply_to: Option<&str>,
     message_id: Option<&str>,
 ) -> Option<[u8; CONVERSATION_ID_LEN]> {
-    let root = [references, in_reply_to, message_id]
-        .into_iter()
-        .flatten()
-        .find_map(first_msg_id)?;
+    let root = root(references, in_reply_to, message_id)?;
     let digest = blake3::hash(root.as_bytes());
     let mut id = [0u8; CONVERSATION_ID_LEN];
     id.copy_from_slice(&digest.as_bytes()[..CONVERSATION_ID_LEN]);
     Some(id)
+}
+
+/// The root Message-ID (without brackets) that names a message's thread:
+/// the first of `References`, else of `In-Reply-To`, else `Message-ID`.
+pub fn root<'a>(
+    references: Option<&'a str>,
+    in_reply_to: Option<&'a str>,
+    message_id: Option<&'a str>,
+) -> Option<&'a str> {
+    [references, in_reply_to, message_id]
+        .into_iter()
+        .flatten()
+        .find_map(first_msg_id)
 }
 
 /// The first `<…>` of a header value (without the brackets), or the trimmed
@@ -60,6 +70,10 @@ mod tests {
         assert!(original.is_some());
         assert_eq!(original, reply);
         assert_eq!(original, only_in_reply_to);
+        assert_eq!(
+            root(Some(" <root@example.test> <b@x>"), Some("<b@x>"), None),
+            Some("root@example.test")
+        );
     }
 
     #[test]

@@ -407,3 +407,35 @@ pub async fn sync_all(
     }
     panic!("Sync of {collection} never ended");
 }
+
+/// ItemOperations with the one conversation `Move` `op` (protocol `v`):
+/// its Status and echoed ConversationId.
+pub async fn move_conversation(
+    c: &mut EasClient,
+    v: &str,
+    op: opush_protocol::commands::item_operations::Operation,
+) -> (u16, Option<Vec<u8>>) {
+    use opush_protocol::commands::item_operations::{
+        ItemOperationsRequest, ItemOperationsResponse, OperationResult,
+    };
+    let req = ItemOperationsRequest {
+        operations: vec![op],
+    };
+    let v = version(v);
+    let res = c
+        .post(
+            "ItemOperations",
+            &opush_protocol::wbxml::encode_to_vec(&req.to_element(v)),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    let r = ItemOperationsResponse::from_element(&res.element(), v)
+        .unwrap_or_else(|e| panic!("ItemOperations answer ({e}): {}", res.xml()));
+    match r.results.first() {
+        Some(OperationResult::Move {
+            status,
+            conversation_id,
+        }) => (status.code(), conversation_id.clone()),
+        other => panic!("not a Move result: {other:?}"),
+    }
+}
