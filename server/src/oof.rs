@@ -81,6 +81,29 @@ pub struct OofService {
     pub internal_domains: Vec<String>,
     /// Log in with `user@domain` (as `[imap] login_with_domain`).
     pub login_with_domain: bool,
+    /// One rewrite of a user's script at a time in this process: an Oof
+    /// Set and a conversation Move (or two Moves) from the user's devices
+    /// each read the script, change their part and write it whole, and
+    /// the second would undo the first.
+    pub writers: std::sync::Arc<ScriptWriters>,
+}
+
+/// Locks serializing the rewrites of a user's script (striped by user).
+#[derive(Debug)]
+pub struct ScriptWriters(Vec<tokio::sync::Mutex<()>>);
+
+impl Default for ScriptWriters {
+    fn default() -> Self {
+        ScriptWriters((0..64).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+}
+
+impl ScriptWriters {
+    /// Held while `user`'s script is read, changed and written.
+    pub async fn lock(&self, user: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = blake3::hash(user.as_bytes()).as_bytes()[0] as usize % self.0.len();
+        self.0[stripe].lock().await
+    }
 }
 
 impl OofService {
@@ -99,6 +122,7 @@ impl OofService {
             script: s.script.clone(),
             internal_domains: s.internal_domains.clone(),
             login_with_domain: cfg.imap.login_with_domain,
+            writers: Default::default(),
         }
     }
 
@@ -909,6 +933,7 @@ pub async fn set(
     request: &OofSettings,
     (addresses, now): (&[String], i64),
 ) -> Result<Result<OofDone, OofInvalid>, SieveError> {
+    let _one = service.writers.lock(login.user).await;
     let mut c = SieveClient::connect(sieve, login).await?;
     let current = Current::read(&mut c, service).await?;
     let settings = merge(
@@ -951,6 +976,7 @@ pub async fn file_conversation_always(
     (root, folder): (&str, &str),
     (addresses, now): (&[String], i64),
 ) -> Result<Result<String, OofInvalid>, SieveError> {
+    let _one = service.writers.lock(login.user).await;
     let mut c = SieveClient::connect(sieve, login).await?;
     let current = Current::read(&mut c, service).await?;
     let previous = current.previous();

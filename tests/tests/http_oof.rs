@@ -963,3 +963,77 @@ async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
     assert_eq!(active_script(user).await.as_deref(), Some("opush-oof"));
     opush.stop().await;
 }
+
+// Five devices of one user each move a conversation with MoveAlways at
+// the same moment: each Move reads opush's script, adds its rule and
+// writes it whole, and all five rules are kept. opush makes the rewrites of
+// a user's script take turns (`oof::ScriptWriters`); here Dovecot's
+// ManageSieve logins also come a few ms apart, so without the turns a
+// rule is lost only when two read-modify-writes still overlap, not on
+// every run. Users: load1314 (private), load1315.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_from_several_devices_at_once_keep_every_rule_16_1() {
+    use opush_protocol::commands::item_operations::Operation;
+    let _one = LOCK.lock().await;
+    let (user, sender) = ("load1314@load.test", "load1315@load.test");
+    let d = dovecot(&[user]);
+    let mut imap = RawImap::login_to(d.addr(), user);
+    for cmd in ["CREATE Ignored", "SUBSCRIBE Ignored"] {
+        let (_, ok) = imap.cmd(cmd);
+        assert!(ok.starts_with("OK"), "{cmd}: {ok}");
+    }
+    let marker = unique("five");
+    let roots: Vec<String> = (0..5).map(|i| format!("{marker}-{i}@load.test")).collect();
+    for (i, root) in roots.iter().enumerate() {
+        deliver_with(&d, (sender, user), (&format!("{marker} {i}"), root, ""));
+    }
+    // Each device's FolderSync, then its Move, all at once: a busy
+    // user's IMAP pool grows at once, so the Moves overlap.
+    let opush = support::start(Options {
+        imap_port: PORT,
+        imap_toml: "pool_size = 8\npool_grow_after_ms = 0\n".into(),
+        extra_toml: format!(
+            "[sieve]\nenabled = true\nhost = \"127.0.0.1\"\nport = {}\ntimeout_ms = 5000\n",
+            PORT + 2
+        ),
+        ..Options::default()
+    })
+    .await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(roots.len()));
+    let moves: Vec<_> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, root)| {
+            let mut c = opush.client(user, &format!("FIVE{i}"), "16.1");
+            let conversation = opush_server::email::conversation::conversation_id(
+                None,
+                None,
+                Some(&format!("<{root}>")),
+            )
+            .unwrap()
+            .to_vec();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let fs = support::folders(&mut c).await;
+                let dst = support::folder_named(&fs, "Ignored").unwrap().0;
+                barrier.wait().await;
+                let op = Operation::Move {
+                    conversation_id: conversation,
+                    dst_fld_id: dst,
+                    move_always: true,
+                };
+                support::move_conversation(&mut c, "16.1", op).await.0
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for m in moves {
+        statuses.push(m.await.unwrap());
+    }
+    assert_eq!(statuses, [1; 5]);
+    let mut ms = manage_sieve(PORT + 2, user).await;
+    let script = ms.get_script("opush-oof").await.unwrap().unwrap();
+    assert_eq!(script.matches("\n# conversation ").count(), 5, "{script}");
+    assert_eq!(imap.search_subject("Ignored", &marker).len(), 5);
+    opush.stop().await;
+}
