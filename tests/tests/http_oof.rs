@@ -811,7 +811,8 @@ async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
     let (user, sender) = ("load1298@load.test", "load1299@load.test");
     let d = dovecot(&[user]);
     let mut imap = RawImap::login_to(d.addr(), user);
-    let folder = "Ignored stuff";
+    // A non-ASCII name: IMAP's modified UTF-7, Sieve's UTF-8.
+    let (name, folder) = ("Ignorés stuff", "Ignor&AOk-s stuff");
     for cmd in [
         format!("CREATE \"{folder}\""),
         format!("SUBSCRIBE \"{folder}\""),
@@ -855,7 +856,7 @@ async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
     };
     set(&mut c, &oof).await;
     let fs = support::folders(&mut c).await;
-    let dst = support::folder_named(&fs, folder).unwrap().0;
+    let dst = support::folder_named(&fs, name).unwrap().0;
     let conversation =
         opush_server::email::conversation::conversation_id(None, None, Some(&format!("<{root}>")))
             .unwrap()
@@ -957,7 +958,7 @@ async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
     let script = ms.get_script("opush-oof").await.unwrap().unwrap();
     assert_eq!(script.matches("\n# conversation ").count(), 1, "{script}");
     assert!(
-        script.contains(&format!("fileinto \"{folder}\";")),
+        script.contains(&format!("fileinto \"{name}\";")),
         "{script}"
     );
     assert_eq!(active_script(user).await.as_deref(), Some("opush-oof"));
