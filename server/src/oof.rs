@@ -659,6 +659,12 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
         }
     }
     if !stored.rules.is_empty() {
+        // A header that is absent or empty names no root
+        // (`email::conversation::root` skips it).
+        const NO_REFERENCES: &str =
+            "anyof (not exists \"references\", header :is \"references\" \"\")";
+        const NO_IN_REPLY_TO: &str =
+            "anyof (not exists \"in-reply-to\", header :is \"in-reply-to\" \"\")";
         // With "variables" every string is expanded: "${" as in the texts.
         let text = |s: &str| match replies {
             true => quoted(&s.replace("${", "${dollar}{")),
@@ -674,8 +680,8 @@ pub fn compose(stored: &StoredOof, user: &ScriptUser<'_>) -> Result<String, OofI
                 out,
                 "if allof (currentdate :zone \"+0000\" :value \"le\" \"date\" {},\n\
                  \x20         anyof (header :matches \"references\" {first},\n\
-                 \x20                allof (not exists \"references\", header :matches \"in-reply-to\" {first}),\n\
-                 \x20                allof (not exists \"references\", not exists \"in-reply-to\",\n\
+                 \x20                allof ({NO_REFERENCES}, header :matches \"in-reply-to\" {first}),\n\
+                 \x20                allof ({NO_REFERENCES}, {NO_IN_REPLY_TO},\n\
                  \x20                       header :is \"message-id\" {}))) {{\n\
                  \x20 fileinto {};\n\
                  \x20 stop;\n}}\n",
@@ -1218,6 +1224,11 @@ mod tests {
         );
         assert!(
             text.contains(r#"header :is "message-id" "<plain@example.test>""#),
+            "{text}"
+        );
+        // An empty References names no root: In-Reply-To's counts.
+        assert!(
+            text.contains(r#"allof (anyof (not exists "references", header :is "references" ""), header :matches "in-reply-to""#),
             "{text}"
         );
         // The rules come after the vacation part, the user's filters last.

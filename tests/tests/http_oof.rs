@@ -910,6 +910,16 @@ async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
             &format!("In-Reply-To: <{root}>\r\n"),
         ),
     );
+    // An empty References names no root: In-Reply-To's counts.
+    deliver_with(
+        &d,
+        to,
+        (
+            &format!("{marker} empty-refs"),
+            &id("empty-refs"),
+            &format!("References: \r\nIn-Reply-To: <{root}>\r\n"),
+        ),
+    );
     deliver_with(
         &d,
         to,
@@ -921,7 +931,7 @@ async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
     );
     assert_eq!(
         subjects(&mut imap, folder),
-        ["bare", "reply1", "reply2", "root"]
+        ["bare", "empty-refs", "reply1", "reply2", "root"]
     );
     assert_eq!(subjects(&mut imap, "INBOX"), ["elsewhere", "other"]);
 
@@ -947,7 +957,7 @@ async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
     );
     assert_eq!(
         subjects(&mut imap, folder),
-        ["bare", "reply1", "reply2", "reply3", "root"]
+        ["bare", "empty-refs", "reply1", "reply2", "reply3", "root"]
     );
 
     // The Move again (its answer lost): all of the thread is there
