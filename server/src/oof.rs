@@ -835,6 +835,66 @@ pub async fn get(
     })
 }
 
+/// The rules' folders after the user's folder `old` was renamed to `new`
+/// (`None`: deleted), its subfolders (below `delimiter`) with it: the
+/// rules filing into a deleted folder are dropped (Dovecot would file
+/// into INBOX). Whether any rule changed.
+pub fn refile_rules(
+    rules: &mut Vec<ConversationRule>,
+    (old, new): (&str, Option<&str>),
+    delimiter: Option<char>,
+) -> bool {
+    let under = |folder: &str| -> Option<usize> {
+        if folder == old {
+            return Some(old.len());
+        }
+        let d = delimiter?;
+        let rest = folder.strip_prefix(old)?;
+        rest.starts_with(d).then_some(old.len())
+    };
+    let before = rules.clone();
+    rules.retain_mut(|r| match (under(&r.folder), new) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(at), Some(new)) => {
+            r.folder = format!("{new}{}", &r.folder[at..]);
+            true
+        }
+    });
+    *rules != before
+}
+
+/// After the device renamed (or deleted) folder `old` (UTF-8, as Sieve
+/// names it): the conversation rules that file into it (or its
+/// subfolders) follow it ([`refile_rules`]). Nothing is written when no
+/// rule names it. Whether the script was rewritten.
+pub async fn refile_conversations(
+    service: &OofService,
+    sieve: &SieveSettings,
+    login: &SieveLogin<'_>,
+    (old, new, delimiter): (&str, Option<&str>, Option<char>),
+    addresses: &[String],
+) -> Result<bool, SieveError> {
+    let _one = service.writers.lock(login.user).await;
+    let mut c = SieveClient::connect(sieve, login).await?;
+    let current = Current::read(&mut c, service).await?;
+    let Some(mut stored) = current.ours.clone() else {
+        c.logout().await;
+        return Ok(false);
+    };
+    if !refile_rules(&mut stored.rules, (old, new), delimiter) {
+        c.logout().await;
+        return Ok(false);
+    }
+    if !current.ours_active {
+        stored.settings.state = Some(0);
+    }
+    stored.previous = current.previous();
+    let written = write(&mut c, service, (&stored, current.ours_active), addresses).await?;
+    c.logout().await;
+    Ok(written.is_ok())
+}
+
 /// opush's script as the server holds it, read before a rewrite.
 struct Current {
     /// Every script's name.
@@ -1292,5 +1352,34 @@ mod tests {
         prune_rules(&mut rules, "2027-01-02");
         assert_eq!(rules.len(), MAX_RULES - 2);
         assert_eq!(utc_day(NOV_30), "2026-11-30");
+    }
+
+    #[test]
+    fn rules_follow_a_renamed_folder_and_go_with_a_deleted_one() {
+        let mut rules = vec![
+            ConversationRule {
+                folder: "Archive".into(),
+                ..rule("a@x", "2027-01-01")
+            },
+            ConversationRule {
+                folder: "Archive/2026".into(),
+                ..rule("b@x", "2027-01-01")
+            },
+            ConversationRule {
+                folder: "Archived".into(),
+                ..rule("c@x", "2027-01-01")
+            },
+        ];
+        assert!(refile_rules(
+            &mut rules,
+            ("Archive", Some("Old/Archive")),
+            Some('/')
+        ));
+        let folders: Vec<&str> = rules.iter().map(|r| r.folder.as_str()).collect();
+        assert_eq!(folders, ["Old/Archive", "Old/Archive/2026", "Archived"]);
+        assert!(!refile_rules(&mut rules, ("Elsewhere", None), Some('/')));
+        assert!(refile_rules(&mut rules, ("Old/Archive", None), Some('/')));
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].folder, "Archived");
     }
 }

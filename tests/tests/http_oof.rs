@@ -26,6 +26,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use opush_protocol::commands::folder_delete::FolderDeleteResponse;
+use opush_protocol::commands::folder_update::FolderUpdateResponse;
 use opush_protocol::commands::settings::{
     OofAudience, OofMessage, OofRequest, OofSettings, SettingsRequest, SettingsResponse,
 };
@@ -972,6 +974,57 @@ async fn a_conversation_moved_always_takes_its_later_messages_14_1() {
         "{script}"
     );
     assert_eq!(active_script(user).await.as_deref(), Some("opush-oof"));
+    drop(ms);
+
+    // The device renames the folder: the rule follows it.
+    let renamed = "Renamed";
+    let xml = format!(
+        "<FolderUpdate xmlns=\"FolderHierarchy:\"><SyncKey>{}</SyncKey><ServerId>{dst}</ServerId>\
+         <ParentId>0</ParentId><DisplayName>{renamed}</DisplayName></FolderUpdate>",
+        fs.sync_key.as_ref().unwrap().0
+    );
+    let res = c.post_xml("FolderUpdate", &xml).await;
+    let r = FolderUpdateResponse::from_element(&res.element(), support::version("14.1")).unwrap();
+    assert_eq!(r.status.code(), 1, "{}", res.xml());
+    let key = r.sync_key.unwrap().0;
+    deliver_with(
+        &d,
+        to,
+        (
+            &format!("{marker} reply4"),
+            &id("reply4"),
+            &refs(&[&root, &id("reply3")]),
+        ),
+    );
+    assert_eq!(subjects(&mut imap, renamed).len(), 7);
+    assert_eq!(subjects(&mut imap, "INBOX"), ["elsewhere", "other"]);
+
+    // It deletes the folder: the rule goes (the later messages stay in
+    // INBOX), and opush's script, with nothing left to do, is no longer
+    // the active one.
+    let xml = format!(
+        "<FolderDelete xmlns=\"FolderHierarchy:\"><SyncKey>{key}</SyncKey><ServerId>{dst}</ServerId></FolderDelete>"
+    );
+    let res = c.post_xml("FolderDelete", &xml).await;
+    let r = FolderDeleteResponse::from_element(&res.element(), support::version("14.1")).unwrap();
+    assert_eq!(r.status.code(), 1, "{}", res.xml());
+    let mut ms = manage_sieve(PORT + 2, user).await;
+    let script = ms.get_script("opush-oof").await.unwrap().unwrap();
+    assert!(!script.contains("# conversation "), "{script}");
+    assert_eq!(active_script(user).await, None);
+    deliver_with(
+        &d,
+        to,
+        (
+            &format!("{marker} reply5"),
+            &id("reply5"),
+            &refs(&[&root, &id("reply4")]),
+        ),
+    );
+    assert_eq!(
+        subjects(&mut imap, "INBOX"),
+        ["elsewhere", "other", "reply5"]
+    );
     opush.stop().await;
 }
 

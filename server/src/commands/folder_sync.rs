@@ -255,6 +255,30 @@ pub(crate) async fn folder_op(
             finish(&mut imap, done, &raw).await
         }
     };
+    // The conversation rules of opush's Sieve script follow the folder.
+    if let (
+        FolderOutcome::Done(_),
+        FolderEffect::Update {
+            folder,
+            parent,
+            name,
+        },
+    ) = (&outcome, &effect)
+    {
+        let delimiter = listed
+            .iter()
+            .find(|f| f.raw_name == folder.0)
+            .and_then(|f| f.delimiter);
+        let new = raw_under(parent, name);
+        refile_conversations(caller, eas, (&folder.0, Some(&new), delimiter)).await;
+    }
+    if let (FolderOutcome::Done(_), FolderEffect::Delete { folder }) = (&outcome, &effect) {
+        let delimiter = listed
+            .iter()
+            .find(|f| f.raw_name == folder.0)
+            .and_then(|f| f.delimiter);
+        refile_conversations(caller, eas, (&folder.0, None, delimiter)).await;
+    }
     let decision = decide_folder_op(rec.state(), op, &outcome);
     let input = DecisionInput::FolderOp {
         op: op.clone(),
@@ -264,6 +288,41 @@ pub(crate) async fn folder_op(
     session.commit_request(rec).await.map_err(session_error)?;
     lease.release().await;
     Ok(res)
+}
+
+/// After folder `old` (raw IMAP name) was renamed to `new` or deleted
+/// (`None`): the conversation rules filing into it follow
+/// (`oof::refile_conversations`), when `[sieve]` is on. The folder
+/// operation is done whatever happens here: a failure is logged, and the
+/// later messages of those conversations go to INBOX until the device
+/// moves the conversation again.
+async fn refile_conversations(
+    caller: &Caller<'_>,
+    eas: &EasServices,
+    (old, new, delimiter): (&str, Option<&str>, Option<char>),
+) {
+    let Some(sieve) = &eas.oof.sieve else {
+        return;
+    };
+    let utf8 =
+        |raw: &str| crate::backends::imap::utf7::decode(raw).unwrap_or_else(|_| raw.to_owned());
+    let (old, new) = (utf8(old), new.map(utf8));
+    let login_name = eas.oof.login_name(caller.user);
+    let login = crate::backends::sieve::SieveLogin {
+        user: &login_name,
+        password: caller.password.expose(),
+    };
+    let addresses = eas.send.addresses(caller.user);
+    let to = (old.as_str(), new.as_deref(), delimiter);
+    match crate::oof::refile_conversations(&eas.oof, sieve, &login, to, &addresses).await {
+        Ok(true) => {
+            tracing::info!(target: "MAIL.DATA", folder = %old, "conversation rules follow the folder")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(target: "MAIL.DATA", folder = %old, error = %e, "conversation rules not updated for the folder")
+        }
+    }
 }
 
 /// The wire command of a folder operation.
