@@ -202,21 +202,12 @@ pub fn file_conversation(stored: &mut StoredOof, root: &str, folder: &str, today
 pub fn prune_rules(rules: &mut Vec<ConversationRule>, today: &str) {
     rules.retain(|r| r.until.as_str() >= today);
     if rules.len() > MAX_RULES {
-        let mut ends: Vec<&str> = rules.iter().map(|r| r.until.as_str()).collect();
-        ends.sort_unstable_by(|a, b| b.cmp(a));
-        let cut = ends[MAX_RULES - 1].to_owned();
-        // The newest MAX_RULES: those after the cut, then as many ending
-        // on it as fit, the later-added first.
-        let above = rules.iter().filter(|r| r.until > cut).count();
-        let mut room = MAX_RULES - above;
+        // The MAX_RULES that end last, the later-added first among equals.
+        let mut order: Vec<usize> = (0..rules.len()).collect();
+        order.sort_by(|&a, &b| rules[b].until.cmp(&rules[a].until).then(b.cmp(&a)));
         let mut keep = vec![false; rules.len()];
-        for (i, r) in rules.iter().enumerate().rev() {
-            if r.until > cut {
-                keep[i] = true;
-            } else if r.until == cut && room > 0 {
-                keep[i] = true;
-                room -= 1;
-            }
+        for &i in &order[..MAX_RULES] {
+            keep[i] = true;
         }
         let mut i = 0;
         rules.retain(|_| {

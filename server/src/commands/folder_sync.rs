@@ -256,28 +256,24 @@ pub(crate) async fn folder_op(
         }
     };
     // The conversation rules of opush's Sieve script follow the folder.
-    if let (
-        FolderOutcome::Done(_),
-        FolderEffect::Update {
-            folder,
-            parent,
-            name,
-        },
-    ) = (&outcome, &effect)
-    {
+    let followed = match (&outcome, &effect) {
+        (
+            FolderOutcome::Done(_),
+            FolderEffect::Update {
+                folder,
+                parent,
+                name,
+            },
+        ) => Some((folder, Some(raw_under(parent, name)))),
+        (FolderOutcome::Done(_), FolderEffect::Delete { folder }) => Some((folder, None)),
+        _ => None,
+    };
+    if let Some((folder, new)) = followed {
         let delimiter = listed
             .iter()
             .find(|f| f.raw_name == folder.0)
             .and_then(|f| f.delimiter);
-        let new = raw_under(parent, name);
-        refile_conversations(caller, eas, (&folder.0, Some(&new), delimiter)).await;
-    }
-    if let (FolderOutcome::Done(_), FolderEffect::Delete { folder }) = (&outcome, &effect) {
-        let delimiter = listed
-            .iter()
-            .find(|f| f.raw_name == folder.0)
-            .and_then(|f| f.delimiter);
-        refile_conversations(caller, eas, (&folder.0, None, delimiter)).await;
+        refile_conversations(caller, eas, (&folder.0, new.as_deref(), delimiter)).await;
     }
     let decision = decide_folder_op(rec.state(), op, &outcome);
     let input = DecisionInput::FolderOp {
