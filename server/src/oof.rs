@@ -178,6 +178,48 @@ pub struct ConversationRule {
     pub until: String,
 }
 
+/// The user a request writes the script for: the ManageSieve login (the
+/// request's credentials), the user's addresses and the request's time.
+pub struct ScriptOwner<'a> {
+    login_name: String,
+    password: &'a str,
+    /// The user's addresses, the primary first (Settings UserInformation's).
+    pub addresses: Vec<String>,
+    /// The request's Unix time.
+    pub now: i64,
+}
+
+impl<'a> ScriptOwner<'a> {
+    /// The owner of `user`'s script, logging in with `password`.
+    pub fn new(
+        service: &OofService,
+        (user, password): (&str, &'a str),
+        addresses: Vec<String>,
+        now: i64,
+    ) -> ScriptOwner<'a> {
+        ScriptOwner {
+            login_name: service.login_name(user),
+            password,
+            addresses,
+            now,
+        }
+    }
+
+    /// The ManageSieve login.
+    pub fn login(&self) -> SieveLogin<'_> {
+        SieveLogin {
+            user: &self.login_name,
+            password: self.password,
+        }
+    }
+}
+
+/// A folder as Sieve's `fileinto` names it (UTF-8) from its raw IMAP name
+/// (modified UTF-7; as it is when it does not decode).
+pub fn sieve_folder(raw: &str) -> String {
+    crate::backends::imap::utf7::decode(raw).unwrap_or_else(|_| raw.to_owned())
+}
+
 /// A day (UTC, `YYYY-MM-DD`) of a Unix time.
 pub fn utc_day(unix: i64) -> String {
     let (y, m, d) = crate::dates::civil_from_days(unix.div_euclid(86_400));

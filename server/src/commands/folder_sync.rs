@@ -300,17 +300,15 @@ async fn refile_conversations(
     let Some(sieve) = &eas.oof.sieve else {
         return;
     };
-    let utf8 =
-        |raw: &str| crate::backends::imap::utf7::decode(raw).unwrap_or_else(|_| raw.to_owned());
-    let (old, new) = (utf8(old), new.map(utf8));
-    let login_name = eas.oof.login_name(caller.user);
-    let login = crate::backends::sieve::SieveLogin {
-        user: &login_name,
-        password: caller.password.expose(),
-    };
-    let addresses = eas.send.addresses(caller.user);
+    let (old, new) = (
+        crate::oof::sieve_folder(old),
+        new.map(crate::oof::sieve_folder),
+    );
+    let owner = super::settings::script_owner(caller, eas);
     let to = (old.as_str(), new.as_deref(), delimiter);
-    match crate::oof::refile_conversations(&eas.oof, sieve, &login, to, &addresses).await {
+    match crate::oof::refile_conversations(&eas.oof, sieve, &owner.login(), to, &owner.addresses)
+        .await
+    {
         Ok(true) => {
             tracing::info!(target: "MAIL.DATA", folder = %old, "conversation rules follow the folder")
         }

@@ -451,21 +451,14 @@ async fn move_conversation(
             };
         }
         if let Some(root) = &root {
-            let folder =
-                crate::backends::imap::utf7::decode(&dest.0).unwrap_or_else(|_| dest.0.clone());
-            let login_name = eas.oof.login_name(caller.user);
-            let login = crate::backends::sieve::SieveLogin {
-                user: &login_name,
-                password: caller.password.expose(),
-            };
-            let addresses = eas.send.addresses(caller.user);
-            let now = i64::try_from(crate::session::now().0 / 1000).unwrap_or(0);
+            let folder = crate::oof::sieve_folder(&dest.0);
+            let owner = super::settings::script_owner(caller, eas);
             let written = crate::oof::file_conversation_always(
                 &eas.oof,
                 sieve,
-                &login,
+                &owner.login(),
                 (root, &folder),
-                (&addresses, now),
+                (&owner.addresses, owner.now),
             )
             .await
             .map_err(|e| super::settings::sieve_error(e, caller.user))?;

@@ -23,7 +23,7 @@ use opush_protocol::wbxml::encode_to_vec;
 use opush_storage::{DeviceChange, DeviceRecord, DeviceState};
 
 use super::{CommandContext, CommandError, EasResponse};
-use crate::backends::sieve::{SieveError, SieveLogin};
+use crate::backends::sieve::SieveError;
 use crate::oof::OofInvalid;
 use crate::session::{session_error, Caller, EasServices, Recorder};
 
@@ -119,11 +119,8 @@ async fn oof(
     let (outcome, get) = match &service.sieve {
         None => (OofOutcome::NotConfigured, None),
         Some(sieve) => {
-            let login_name = service.login_name(caller.user);
-            let login = SieveLogin {
-                user: &login_name,
-                password: caller.password.expose(),
-            };
+            let owner = script_owner(caller, eas);
+            let login = owner.login();
             let done = match req {
                 OofRequest::Get { body_type } => {
                     Ok(crate::oof::get(service, sieve, &login, body_type)
@@ -133,9 +130,7 @@ async fn oof(
                 OofRequest::Set(settings) => match crate::oof::validate(settings) {
                     Err(e) => Err(e),
                     Ok(()) => {
-                        let addresses = eas.send.addresses(caller.user);
-                        let now = crate::session::now().0 / 1000;
-                        let to = (addresses.as_slice(), i64::try_from(now).unwrap_or(0));
+                        let to = (owner.addresses.as_slice(), owner.now);
                         crate::oof::set(service, sieve, &login, settings, to)
                             .await
                             .map_err(|e| sieve_error(e, caller.user))?
@@ -196,10 +191,23 @@ async fn oof(
     })
 }
 
+/// The owner of the caller's Sieve script (Settings, ItemOperations,
+/// FolderUpdate and FolderDelete write it).
+pub(crate) fn script_owner<'a>(
+    caller: &'a Caller<'_>,
+    eas: &EasServices,
+) -> crate::oof::ScriptOwner<'a> {
+    let now = i64::try_from(crate::session::now().0 / 1000).unwrap_or(0);
+    crate::oof::ScriptOwner::new(
+        &eas.oof,
+        (caller.user, caller.password.expose()),
+        eas.send.addresses(caller.user),
+        now,
+    )
+}
+
 /// A ManageSieve failure as the command's error: a refused password is a
-/// 401, anything else the retry answer.
-/// A ManageSieve failure as the command's error (one place for Settings
-/// and ItemOperations).
+/// 401, anything else the retry answer (Settings, ItemOperations).
 pub(crate) fn sieve_error(e: SieveError, user: &str) -> CommandError {
     match e {
         SieveError::Auth { .. } => CommandError::CredentialsRejected(user.to_owned()),
