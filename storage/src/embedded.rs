@@ -416,7 +416,72 @@ fn decode_event(seq: u64, v: &[u8], now: u64) -> Result<Option<StoredEvent>> {
     }))
 }
 
+/// Most devices whose head rows [`HeadCache`] keeps; past it, it starts
+/// over (each device's next request reads its row again).
+const HEAD_CACHE_MAX: usize = 100_000;
+
+/// The heads rows (head, expiry in seconds) of the devices seen lately,
+/// so a request's head check reads no redb table.
+///
+/// Exact, not a guess: redb locks the file to this process, and every
+/// change of a heads row is made here — the group commit writes the rows
+/// it committed before answering anyone, the expiry thread only removes
+/// rows already expired (which read as head 0 here too, from their
+/// expiry), and a schema change or a destroy clears the cache. A row read
+/// from redb is put in only if no commit put one since the read began
+/// (commits overwrite; reads only fill gaps) and the cache was not
+/// cleared meanwhile (`generation`).
+#[derive(Default)]
+struct HeadCache {
+    rows: HashMap<Vec<u8>, (u64, u64)>,
+    /// Counts the clears: a read begun before one is not put in.
+    generation: u64,
+}
+
+impl HeadCache {
+    /// A row's head at `now`: 0 once it expired (as [`Inner::head_in`]).
+    fn live((head, expires): (u64, u64), now: u64) -> u64 {
+        if expires <= now {
+            0
+        } else {
+            head
+        }
+    }
+
+    fn get(&self, key: &[u8], now: u64) -> Option<u64> {
+        self.rows.get(key).map(|row| Self::live(*row, now))
+    }
+
+    /// A row a commit wrote.
+    fn committed(&mut self, key: Vec<u8>, row: (u64, u64)) {
+        self.make_room();
+        self.rows.insert(key, row);
+    }
+
+    /// A row read from redb by a read that began at `generation`.
+    fn remember(&mut self, key: Vec<u8>, row: (u64, u64), generation: u64) {
+        if generation == self.generation {
+            self.make_room();
+            self.rows.entry(key).or_insert(row);
+        }
+    }
+
+    fn make_room(&mut self) {
+        if self.rows.len() >= HEAD_CACHE_MAX {
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.generation += 1;
+    }
+}
+
 struct Inner {
+    /// Each device's head row as last committed or read here (see
+    /// [`HeadCache`]).
+    heads: Mutex<HeadCache>,
     /// Device leases (`user \0 device` → holder and end), in memory: one
     /// process holds the file, and its session lock already serializes a
     /// device, so they are never written (nothing to recover after a crash).
@@ -596,6 +661,7 @@ impl EmbeddedStore {
             _stop: stop_tx,
             writes: append_tx,
             schema: std::sync::atomic::AtomicU64::new(0),
+            heads: Mutex::new(HeadCache::default()),
             leases: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
@@ -640,8 +706,25 @@ impl EmbeddedStore {
     }
 
     /// See [`crate::Store::head`].
+    ///
+    /// Every request reads its device's head (the session's check that no
+    /// other writer moved it), so it is answered from [`HeadCache`] when it
+    /// can: the blocking pool's hand-off costs two thread wake-ups, most of
+    /// a paced no-change Sync's storage time.
     pub async fn head(&self, device: DeviceKey) -> Result<u64> {
-        self.run(move |i| i.head(&device)).await
+        device.validate()?;
+        let key = device.to_bytes();
+        let now = now_s();
+        let generation = {
+            let heads = self.inner.lock_heads();
+            if let Some(head) = heads.get(&key, now) {
+                return Ok(head);
+            }
+            heads.generation
+        };
+        let row = self.run(move |i| i.head_row(&device)).await?;
+        self.inner.lock_heads().remember(key, row, generation);
+        Ok(HeadCache::live(row, now))
     }
 
     /// See [`crate::Store::append`]. Answered once the group commit that
@@ -1094,6 +1177,8 @@ impl Inner {
     /// Clears the cached schema version: the next check reads it.
     fn forget_schema(&self) {
         use std::sync::atomic::Ordering;
+        // The tables may have been dropped or rebuilt with the schema.
+        self.lock_heads().clear();
         let _ = self
             .schema
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
@@ -1414,12 +1499,26 @@ impl Inner {
         }
     }
 
-    fn head(&self, device: &DeviceKey) -> Result<u64> {
+    /// The device's head row as stored: (head, expiry in seconds); (0, 0)
+    /// when it has none.
+    fn head_row(&self, device: &DeviceKey) -> Result<(u64, u64)> {
         device.validate()?;
         self.require_schema()?;
         let txn = self.db.begin_read().map_err(backend)?;
         let heads = txn.open_table(HEADS).map_err(backend)?;
-        Self::head_in(&heads, &device.to_bytes(), now_s())
+        match heads.get(device.to_bytes().as_slice()).map_err(backend)? {
+            Some(v) => {
+                let v = v.value();
+                let head = u64_at(v, 0).ok_or_else(|| corrupt("head"))?;
+                let expires = u64_at(v, 8).ok_or_else(|| corrupt("head"))?;
+                Ok((head, expires))
+            }
+            None => Ok((0, 0)),
+        }
+    }
+
+    fn lock_heads(&self) -> MutexGuard<'_, HeadCache> {
+        self.heads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Applies `group` in order in one write transaction and commits it
@@ -1449,6 +1548,8 @@ impl Inner {
         let mut unjournaled = Rows::default();
         let mut wrote = false;
         let mut outcomes = Vec::with_capacity(group.len());
+        // The heads rows this group writes, in order (for `HeadCache`).
+        let mut moved = Vec::new();
         for pending in group {
             if pending.write.needs_sent_copies() && version < SENT_COPY_INFO_SCHEMA {
                 outcomes.push(Err(sent_copies_need_v5(version)));
@@ -1457,7 +1558,12 @@ impl Inner {
             let r = &mut rows;
             let outcome = match &pending.write {
                 Write::Append(batch) => {
-                    Self::append_in(&txn, r, batch, layout, now, self.cfg.ttl_events_s)
+                    let ttl = self.cfg.ttl_events_s;
+                    let head = Self::append_in(&txn, r, batch, layout, now, ttl);
+                    if let Ok(h) = head {
+                        moved.push((batch.device.to_bytes(), (h, now + ttl)));
+                    }
+                    head
                 }
                 Write::Device(rec) => {
                     Self::put_device_in(&txn, r, rec, now + self.cfg.ttl_devices_s).map(|()| 0)
@@ -1522,7 +1628,15 @@ impl Inner {
             }
         }
         match txn.commit() {
-            Ok(()) => outcomes,
+            Ok(()) => {
+                // Before anyone is answered: a caller's next head read
+                // finds its own append.
+                let mut heads = self.lock_heads();
+                for (key, row) in moved {
+                    heads.committed(key, row);
+                }
+                outcomes
+            }
             Err(e) => {
                 // Not committed: the record must not be replayed either.
                 journal.rollback(start);
@@ -2580,5 +2694,59 @@ mod tests {
         assert_eq!(open_crashed(dir.path(), &synced, &devices).await, heads);
         drop(inner);
         drop(store);
+    }
+
+    // A read that began before a commit never puts back the head the
+    // commit replaced, and one that began before a clear is not kept.
+    #[test]
+    fn a_head_read_does_not_undo_a_commit_or_a_clear() {
+        let mut cache = HeadCache::default();
+        let key = b"u\0d".to_vec();
+        let g = cache.generation;
+        cache.committed(key.clone(), (5, 100));
+        cache.remember(key.clone(), (4, 100), g);
+        assert_eq!(cache.get(&key, 10), Some(5));
+        assert_eq!(cache.get(&key, 100), Some(0), "expired: head 0");
+        let g = cache.generation;
+        cache.clear();
+        cache.remember(key.clone(), (4, 100), g);
+        assert_eq!(cache.get(&key, 10), None);
+        cache.remember(key.clone(), (4, 100), cache.generation);
+        assert_eq!(cache.get(&key, 10), Some(4));
+    }
+
+    // The head read through the cache is the stored one: after appends,
+    // after a conflict (nothing written), and after the schema is dropped
+    // and installed again.
+    #[tokio::test]
+    async fn heads_from_the_cache_follow_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_path(dir.path()).unwrap();
+        store.install_schema_version(LATEST_SCHEMA).await.unwrap();
+        let device = DeviceKey::new("alice@example.test", "DEV1").unwrap();
+        let stored = |store: &EmbeddedStore| {
+            let (head, _) = store.inner.head_row(&device).unwrap();
+            head
+        };
+        assert_eq!(store.head(device.clone()).await.unwrap(), 0);
+        let batch = AppendBatch::new(device.clone(), 0)
+            .event(1, b"a".to_vec())
+            .event(1, b"b".to_vec());
+        assert_eq!(store.append(batch).await.unwrap(), 2);
+        assert_eq!(store.head(device.clone()).await.unwrap(), 2);
+        let stale = AppendBatch::new(device.clone(), 1).event(1, b"c".to_vec());
+        assert!(matches!(
+            store.append(stale).await,
+            Err(StorageError::Conflict { .. })
+        ));
+        assert_eq!(store.head(device.clone()).await.unwrap(), 2);
+        assert_eq!(stored(&store), 2);
+        store.destroy().await.unwrap();
+        store.install_schema_version(LATEST_SCHEMA).await.unwrap();
+        assert_eq!(store.head(device.clone()).await.unwrap(), 0, "a new store");
+        let batch = AppendBatch::new(device.clone(), 0).event(1, b"a".to_vec());
+        assert_eq!(store.append(batch).await.unwrap(), 1);
+        assert_eq!(store.head(device.clone()).await.unwrap(), 1);
+        assert_eq!(stored(&store), 1);
     }
 }
