@@ -925,7 +925,11 @@ pub async fn sync(
                 if let (true, Some(raw), Some((_, uid))) =
                     (read, prepared.raw.as_deref(), uid_of(id))
                 {
-                    super::compose::read_receipt(&mut imap, raw, uid, &eas.send, caller.user).await;
+                    // Boxed: an SMTP submission's futures would otherwise
+                    // size every Sync's (copied whole on each request).
+                    let receipt =
+                        super::compose::read_receipt(&mut imap, raw, uid, &eas.send, caller.user);
+                    Box::pin(receipt).await;
                 }
             }
             outcomes.push(outcome);

@@ -872,7 +872,10 @@ impl ImapPool {
                 Step::LoginHere => {
                     // Not waiting: a notification goes to someone who is.
                     drop(returned);
-                    return self.login_here(pool.clone(), digest, login()).await;
+                    // Boxed: a login's futures are kilobytes, and every
+                    // checkout (mostly a reuse) would otherwise carry them.
+                    let here = self.login_here(pool.clone(), digest, login());
+                    return Box::pin(here).await;
                 }
                 Step::LoginBehind => {
                     self.login_behind(pool.clone(), user, digest, login());
