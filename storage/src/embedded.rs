@@ -708,7 +708,7 @@ impl EmbeddedStore {
     /// See [`crate::Store::head`].
     ///
     /// Every request reads its device's head (the session's check that no
-    /// other writer moved it), so it is answered from [`HeadCache`] when it
+    /// other writer moved it), so it is answered from `HeadCache` when it
     /// can: the blocking pool's hand-off costs two thread wake-ups, most of
     /// a paced no-change Sync's storage time.
     pub async fn head(&self, device: DeviceKey) -> Result<u64> {
