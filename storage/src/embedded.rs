@@ -1488,14 +1488,22 @@ impl Inner {
         dev: &[u8],
         now: u64,
     ) -> Result<u64> {
+        Self::head_row_in(heads, dev).map(|row| HeadCache::live(row, now))
+    }
+
+    /// A heads row: (head, expiry in seconds); (0, 0) when there is none.
+    fn head_row_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        heads: &T,
+        dev: &[u8],
+    ) -> Result<(u64, u64)> {
         match heads.get(dev).map_err(backend)? {
             Some(v) => {
                 let v = v.value();
                 let head = u64_at(v, 0).ok_or_else(|| corrupt("head"))?;
                 let expires = u64_at(v, 8).ok_or_else(|| corrupt("head"))?;
-                Ok(if expires <= now { 0 } else { head })
+                Ok((head, expires))
             }
-            None => Ok(0),
+            None => Ok((0, 0)),
         }
     }
 
@@ -1506,15 +1514,7 @@ impl Inner {
         self.require_schema()?;
         let txn = self.db.begin_read().map_err(backend)?;
         let heads = txn.open_table(HEADS).map_err(backend)?;
-        match heads.get(device.to_bytes().as_slice()).map_err(backend)? {
-            Some(v) => {
-                let v = v.value();
-                let head = u64_at(v, 0).ok_or_else(|| corrupt("head"))?;
-                let expires = u64_at(v, 8).ok_or_else(|| corrupt("head"))?;
-                Ok((head, expires))
-            }
-            None => Ok((0, 0)),
-        }
+        Self::head_row_in(&heads, &device.to_bytes())
     }
 
     fn lock_heads(&self) -> MutexGuard<'_, HeadCache> {
