@@ -7,7 +7,8 @@
 //!
 //! Against the real Dovecot. The watcher is the hub's own IMAP connection;
 //! the no-change Syncs are counted by `opush_folders_from_watcher_total`
-//! and by the pool's STATUS and SELECT counters.
+//! and by the pool's STATUS, SELECT and lending counters (they borrow no
+//! pooled connection).
 //!
 //! A Ping of such a folder reads no STATUS: it starts from the watcher's
 //! figures and is woken by the next change.
@@ -152,9 +153,11 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
     })
     .await;
 
-    // Caught up: no-change Syncs, none of them asking IMAP.
+    // Caught up: no-change Syncs, none of them asking IMAP, nor borrowing
+    // a connection from the pool.
     let from_watcher = folders_from_watcher();
     let costs = (eas.imap.statuses(), eas.imap.mailbox_opens());
+    let lends = eas.imap.lends();
     for _ in 0..10 {
         let r = one(&eas, "DEVWATCHA", &inbox, &key_a).await;
         assert_eq!(a.apply(&r), (0, 0, 0), "{r:?}");
@@ -166,6 +169,7 @@ async fn caught_up_syncs_are_answered_by_the_watcher_and_see_every_change() {
         folders_from_watcher() - from_watcher
     );
     assert_eq!((eas.imap.statuses(), eas.imap.mailbox_opens()), costs);
+    assert_eq!(eas.imap.lends(), lends, "a pooled connection was borrowed");
 
     // Another client's changes reach the device, each once.
     raw.append_to_inbox(&format!("{tag} new"));

@@ -790,7 +790,12 @@ pub async fn sync(
         .filter_map(|w| CollectionId::parse(&w.collection_id.0))
         .filter_map(|c| rec.state().hierarchy.ids.get(&c).map(|b| b.0.clone()))
         .collect();
-    let mut imap = eas.imap_selecting(caller, &folders).await?;
+    let mut imap = Conn {
+        eas,
+        caller,
+        folders,
+        session: None,
+    };
     // The Trash folder, looked up (LIST) only when a delete moves a message.
     let mut trash: Option<Option<String>> = None;
     let at = rec.at();
@@ -839,7 +844,7 @@ pub async fn sync(
                 Ok(None)
             } else {
                 observe_keeping(
-                    &mut imap,
+                    imap.get().await?,
                     raw,
                     (collection, rec.state()),
                     (req_id, at),
@@ -903,11 +908,12 @@ pub async fn sync(
         };
         for effect in &effects {
             let moves = prepared.wire.deletes_as_moves.unwrap_or(true);
+            let imap = imap.get().await?;
             if trash.is_none() && moves && matches!(effect, BackendEffect::Delete { .. }) {
-                trash = Some(trash_folder(&mut imap).await?);
+                trash = Some(trash_folder(imap).await?);
             }
             let outcome = perform(
-                &mut imap,
+                imap,
                 effect,
                 &prepared,
                 rec.state(),
@@ -928,7 +934,7 @@ pub async fn sync(
                     // Boxed: an SMTP submission's futures would otherwise
                     // size every Sync's (copied whole on each request).
                     let receipt =
-                        super::compose::read_receipt(&mut imap, raw, uid, &eas.send, caller.user);
+                        super::compose::read_receipt(imap, raw, uid, &eas.send, caller.user);
                     Box::pin(receipt).await;
                 }
             }
@@ -962,7 +968,7 @@ pub async fn sync(
         // engine answered come first: the window gets what they left (its
         // first message goes whatever its size).
         if let Some(raw) = prepared.raw.as_deref() {
-            let max_message = imap.config().max_message_bytes;
+            let max_message = eas.imap.config().max_message_bytes;
             let spent: u64 = decision
                 .response
                 .replies
@@ -1097,13 +1103,16 @@ pub async fn sync(
     // Only with UNSELECT: CLOSE would expunge. Not after SyncKey 0 alone:
     // the device asks its first window next (and another device's windows
     // may be using this selection).
-    let leave = imap
-        .selected_mailbox()
-        .is_some_and(|m| !m.eq_ignore_ascii_case("INBOX"));
-    if !more && !initial && leave && imap.has("UNSELECT") {
-        tokio::spawn(async move {
-            let _ = imap.unselect().await;
-        });
+    // (A Sync that needed no connection has none to leave.)
+    if let Some(mut imap) = imap.session.take() {
+        let leave = imap
+            .selected_mailbox()
+            .is_some_and(|m| !m.eq_ignore_ascii_case("INBOX"));
+        if !more && !initial && leave && imap.has("UNSELECT") {
+            tokio::spawn(async move {
+                let _ = imap.unselect().await;
+            });
+        }
     }
     drop(session);
     Ok(SyncResponse {
@@ -1111,6 +1120,33 @@ pub async fn sync(
         limit: None,
         collections,
     })
+}
+
+/// The Sync's pooled IMAP connection, checked out when first needed (the
+/// pool hands one that has the request's folders selected, see
+/// `EasServices::imap_selecting`). A no-change Sync that the user's
+/// watcher answers (`[push] sync_watch_s`) reads and carries out nothing
+/// on IMAP: it takes no connection, and a user whose devices Sync without
+/// changes leaves the pool's connections to expire.
+struct Conn<'a, 'c> {
+    eas: &'a EasServices,
+    caller: &'a Caller<'c>,
+    /// The mail folders of the request, for the pool's choice.
+    folders: Vec<String>,
+    session: Option<PooledSession>,
+}
+
+impl Conn<'_, '_> {
+    /// The connection, checked out now if it was not yet (boxed: the pool's
+    /// checkout would otherwise size every Sync's future, copied whole on
+    /// each request).
+    async fn get(&mut self) -> Result<&mut PooledSession, CommandError> {
+        let session = match self.session.take() {
+            Some(session) => session,
+            None => Box::pin(self.eas.imap_selecting(self.caller, &self.folders)).await?,
+        };
+        Ok(self.session.insert(session))
+    }
 }
 
 /// Message metadata by UID, fetched once per window.
@@ -1480,7 +1516,7 @@ fn next_window_guess(
 /// Metadata already in `metas` (read ahead) is used; what it fetched is
 /// left there (the rendering uses it).
 async fn window_cut(
-    imap: &mut PooledSession,
+    imap: &mut Conn<'_, '_>,
     raw: &str,
     r: &opush_engine::SyncResponse,
     budget: u64,
@@ -1502,6 +1538,7 @@ async fn window_cut(
         .filter(|u| !metas.contains_key(u))
         .collect();
     if !missing.is_empty() {
+        let imap = imap.get().await?;
         for m in imap.fetch_meta(raw, &missing).await.map_err(imap_error)? {
             metas.insert(m.uid, m);
         }
@@ -1541,7 +1578,7 @@ fn fetch_estimate(
 /// hold stays as it is (the engine answers it 8), as does one whose
 /// message vanished (0 bytes: it is sent without a body).
 async fn size_fetches(
-    imap: &mut PooledSession,
+    imap: &mut Conn<'_, '_>,
     raw: &str,
     state: &opush_engine::DeviceState,
     (request, (prefs, version)): (&mut EngineRequest, (&[BodyPreference], ProtocolVersion)),
@@ -1571,6 +1608,7 @@ async fn size_fetches(
     }
     uids.sort_unstable();
     uids.dedup();
+    let imap = imap.get().await?;
     for m in imap.fetch_meta(raw, &uids).await.map_err(imap_error)? {
         metas.insert(m.uid, m);
     }
@@ -1924,7 +1962,7 @@ struct Source<'a> {
 }
 
 async fn render(
-    imap: &mut PooledSession,
+    imap: &mut Conn<'_, '_>,
     r: opush_engine::SyncResponse,
     Source {
         raw,
@@ -1945,7 +1983,9 @@ async fn render(
         commands.push(match change {
             ServerChange::Add { n, id, .. } => {
                 let server_id = sid(*n);
-                let email = pf.email(imap, id, &server_id.0, prefs, version).await?;
+                let email = pf
+                    .email(imap.get().await?, id, &server_id.0, prefs, version)
+                    .await?;
                 ServerCommand::Add {
                     server_id,
                     application_data: ApplicationData::Email(Box::new(email)),
@@ -1970,7 +2010,7 @@ async fn render(
         let added = match (raw, reply.server_id.and_then(|s| drafts.get(&s.n))) {
             (Some(raw), Some((uid, email))) => {
                 let sid = server_id.as_ref().map_or("", |s| s.0.as_str());
-                crate::draft::attachment_refs(imap, raw, *uid, sid, email).await
+                crate::draft::attachment_refs(imap.get().await?, raw, *uid, sid, email).await
             }
             _ => None,
         };
@@ -2004,9 +2044,12 @@ async fn render(
             }),
             ReplyKind::Fetch => {
                 let data = match (&reply.backend, &server_id) {
-                    (Some(id), Some(s)) if reply.status == 1 => Some(ApplicationData::Email(
-                        Box::new(pf.email(imap, id, &s.0, prefs, version).await?),
-                    )),
+                    (Some(id), Some(s)) if reply.status == 1 => {
+                        Some(ApplicationData::Email(Box::new(
+                            pf.email(imap.get().await?, id, &s.0, prefs, version)
+                                .await?,
+                        )))
+                    }
                     _ => None,
                 };
                 responses.push(CommandResponse::Fetch {
@@ -2258,7 +2301,7 @@ struct Prefetch<'r> {
 
 impl<'r> Prefetch<'r> {
     async fn new(
-        imap: &mut PooledSession,
+        imap: &mut Conn<'_, '_>,
         raw: Option<&'r str>,
         r: &opush_engine::SyncResponse,
         mut metas: Metas,
@@ -2290,6 +2333,7 @@ impl<'r> Prefetch<'r> {
         // of a listing made without dates are (DateReceived).
         wanted.retain(|uid| !metas.get(uid).is_some_and(MessageMeta::is_dated));
         if let (Some(raw), false) = (raw, wanted.is_empty()) {
+            let imap = imap.get().await?;
             for m in imap.fetch_meta(raw, &wanted).await.map_err(imap_error)? {
                 metas.insert(m.uid, m);
             }

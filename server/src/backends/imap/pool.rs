@@ -157,6 +157,8 @@ struct Shared {
     opens: AtomicU64,
     /// STATUS commands sent on lent sessions, counted as they come back.
     statuses: AtomicU64,
+    /// Sessions lent out.
+    lends: AtomicU64,
     /// Folder listings whose upper part another connection made.
     split_listings: AtomicU64,
     /// Test hook ([`ImapPool::hold_listings_for_helper`]): off unless a
@@ -495,6 +497,7 @@ impl ImapPool {
                 logins: AtomicU64::new(0),
                 opens: AtomicU64::new(0),
                 statuses: AtomicU64::new(0),
+                lends: AtomicU64::new(0),
                 split_listings: AtomicU64::new(0),
                 hold_listings: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -534,6 +537,12 @@ impl ImapPool {
     /// the connection that keeps its folder selected sends none).
     pub fn statuses(&self) -> u64 {
         self.shared.statuses.load(Ordering::Relaxed)
+    }
+
+    /// Sessions lent out since the pool was created (tests read it: a
+    /// no-change Sync that the user's watcher answers borrows none).
+    pub fn lends(&self) -> u64 {
+        self.shared.lends.load(Ordering::Relaxed)
     }
 
     /// Full folder listings made on two connections at once (an initial
@@ -991,6 +1000,7 @@ impl ImapPool {
         digest: Digest,
         lane: Option<Arc<str>>,
     ) -> PooledSession {
+        self.shared.lends.fetch_add(1, Ordering::Relaxed);
         PooledSession {
             opens_at: session.mailbox_opens(),
             statuses_at: session.statuses(),
