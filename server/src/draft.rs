@@ -554,10 +554,13 @@ pub async fn replace_draft(
     if flagged {
         flags.push(Flag::Flagged);
     }
-    let keywords = change
-        .categories
-        .clone()
-        .unwrap_or_else(|| old_flags.keywords.clone());
+    // The device's categories replace the draft's; other keywords stay.
+    let mut keywords = old_flags.keywords.clone();
+    if let Some(categories) = &change.categories {
+        let (remove, add) = crate::email::categories::replace(&keywords, categories);
+        keywords.retain(|k| !remove.contains(k));
+        keywords.extend(add);
+    }
     flags.extend(keywords.into_iter().map(Flag::Keyword));
     let Some(message) = edited_draft_as(author, &old, change, server_id, Some(message_id)) else {
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, "draft is not a message (no header field) or has a message straight in a message, not replaced");

@@ -1849,20 +1849,19 @@ async fn perform(
                     clear.push(Flag::Flagged)
                 }
             }
+            // The device's list replaces the message's categories; other
+            // keywords (other clients' `$MDNSent`, `NonJunk`…) stay.
             if let Some(categories) = &email.categories {
                 let current = imap
                     .fetch_meta(raw, &[uid])
                     .await
                     .ok()
-                    .and_then(|m| m.into_iter().next());
-                if let Some(meta) = current {
-                    for k in &meta.flags.keywords {
-                        if !categories.contains(k) {
-                            clear.push(Flag::Keyword(k.clone()));
-                        }
-                    }
-                }
-                set.extend(categories.iter().map(|c| Flag::Keyword(c.clone())));
+                    .and_then(|m| m.into_iter().next())
+                    .map(|m| m.flags.keywords)
+                    .unwrap_or_default();
+                let (remove, add) = crate::email::categories::replace(&current, categories);
+                clear.extend(remove.into_iter().map(Flag::Keyword));
+                set.extend(add.into_iter().map(Flag::Keyword));
             }
             if !set.is_empty()
                 && imap

@@ -13,6 +13,7 @@
 //! must not do I/O; the caller fetches the bytes (bounded) and the flags.
 
 pub mod body;
+pub mod categories;
 pub mod conversation;
 pub mod html;
 pub(crate) mod parts;
@@ -42,7 +43,8 @@ pub struct MessageInfo {
     pub seen: bool,
     /// `\Flagged`.
     pub flagged: bool,
-    /// IMAP keywords shown as Categories (system flags excluded by the caller).
+    /// IMAP keywords (system flags excluded by the caller); those that are
+    /// categories are shown as Categories ([`categories`]).
     pub keywords: Vec<String>,
 }
 
@@ -192,7 +194,7 @@ fn render(
         internet_cpid: Some("65001".to_owned()),
         content_class: Some("urn:content-classes:message".to_owned()),
         flag: Some(flag_of(info.flagged)),
-        categories: Some(info.keywords.clone()),
+        categories: Some(categories::categories_of(&info.keywords)),
         ..Email::default()
     };
     let parser = MessageParser::default();

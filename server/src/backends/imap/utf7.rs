@@ -40,10 +40,19 @@ fn b64_value(c: u8) -> Option<u32> {
 
 /// Encodes a Unicode mailbox name to modified UTF-7.
 pub fn encode(name: &str) -> String {
+    encode_shifting(name, |_, _| false)
+}
+
+/// [`encode`], also putting in base64 every printable ASCII character
+/// for which `shift(position, character)` is true (position in
+/// characters). Such text is read back by [`decode_lenient`] only: the
+/// RFC forbids it in mailbox names, which [`decode`] checks. What IMAP
+/// keywords use (`email::categories`), whose atoms allow no space.
+pub fn encode_shifting(name: &str, shift: impl Fn(usize, char) -> bool) -> String {
     let mut out = String::with_capacity(name.len());
     let mut pending: Vec<u16> = Vec::new();
-    for ch in name.chars() {
-        if (' '..='~').contains(&ch) {
+    for (i, ch) in name.chars().enumerate() {
+        if (' '..='~').contains(&ch) && !shift(i, ch) {
             flush_shift(&mut out, &mut pending);
             if ch == '&' {
                 out.push_str("&-");
@@ -83,6 +92,16 @@ fn flush_shift(out: &mut String, pending: &mut Vec<u16>) {
 
 /// Decodes a modified UTF-7 mailbox name to Unicode.
 pub fn decode(raw: &str) -> Result<String, Utf7Error> {
+    decode_with(raw, true)
+}
+
+/// [`decode`], accepting printable ASCII inside shift sequences (the
+/// output of [`encode_shifting`]).
+pub fn decode_lenient(raw: &str) -> Result<String, Utf7Error> {
+    decode_with(raw, false)
+}
+
+fn decode_with(raw: &str, strict: bool) -> Result<String, Utf7Error> {
     let bytes = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
     let mut i = 0;
@@ -125,7 +144,7 @@ pub fn decode(raw: &str) -> Result<String, Utf7Error> {
             }
             let decoded = String::from_utf16(&units).map_err(|_| Utf7Error::BadShift(start))?;
             // A shift sequence must not encode printable ASCII (RFC 3501 §5.1.3).
-            if decoded.chars().any(|c| (' '..='~').contains(&c)) {
+            if strict && decoded.chars().any(|c| (' '..='~').contains(&c)) {
                 return Err(Utf7Error::BadShift(start));
             }
             out.push_str(&decoded);
@@ -144,6 +163,22 @@ mod tests {
     fn ascii_is_unchanged() {
         assert_eq!(encode("INBOX/Sent Items"), "INBOX/Sent Items");
         assert_eq!(decode("INBOX/Sent Items").unwrap(), "INBOX/Sent Items");
+    }
+
+    #[test]
+    fn shifted_ascii_reads_back_leniently_only() {
+        let raw = encode_shifting("Red category", |_, c| c == ' ');
+        assert_eq!(raw, "Red&ACA-category");
+        assert_eq!(decode_lenient(&raw).unwrap(), "Red category");
+        assert!(decode(&raw).is_err());
+        let first = encode_shifting("Junk", |i, _| i == 0);
+        assert_eq!(decode_lenient(&first).unwrap(), "Junk");
+        assert_ne!(first, "Junk");
+        // Without shifting, the two encoders agree.
+        assert_eq!(
+            encode_shifting("Réunions & co", |_, _| false),
+            encode("Réunions & co")
+        );
     }
 
     #[test]
