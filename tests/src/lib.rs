@@ -310,6 +310,8 @@ pub struct PrivateDovecot {
     pub sieve: bool,
     /// Each user's mail store limited to this many KiB (`--quota-kb`).
     pub quota_kb: Option<u32>,
+    /// No `Trash` mailbox configured (`--no-trash`).
+    pub no_trash: bool,
 }
 
 /// The non-synchronizing literals (RFC 7888) a [`PrivateDovecot`] advertises.
@@ -333,7 +335,17 @@ impl PrivateDovecot {
             trusted_loopback: false,
             sieve: false,
             quota_kb: None,
+            no_trash: false,
         }
+    }
+
+    /// The same instance without a configured `Trash` mailbox
+    /// (`scripts/dovecot-private --no-trash`): its users have no Trash
+    /// folder (none marked `\Trash`, none created on access) until a
+    /// client CREATEs one.
+    pub fn without_trash(mut self) -> PrivateDovecot {
+        self.no_trash = true;
+        self
     }
 
     /// The same instance with each user's mail store limited to `kb` KiB
@@ -473,6 +485,9 @@ impl PrivateDovecot {
         }
         if let Some(kb) = self.quota_kb {
             c.arg("--quota-kb").arg(kb.to_string());
+        }
+        if self.no_trash {
+            c.arg("--no-trash");
         }
         c.arg(action)
             .arg(&self.dir)

@@ -1,8 +1,9 @@
 //! `handle_sync` for email collections ([MS-ASCMD] 2.2.1.21): observe the
 //! IMAP folder (CONDSTORE/QRESYNC delta, or a UID + flags listing, which
 //! works on every server; nothing recorded when nothing changed), carry
-//! out the device's Read/Flag changes, deletes (moved to Trash or
-//! expunged per `DeletesAsMoves`) and, from 16.0, drafts it adds to or
+//! out the device's Read/Flag changes, deletes (moved to Trash, created
+//! for a user without one, or expunged per `DeletesAsMoves`; never
+//! expunged for want of a Trash) and, from 16.0, drafts it adds to or
 //! edits in Drafts (`crate::draft`: IMAP APPEND with `\Draft`, an edit
 //! replaces the message and keeps the ServerId, attachments added or
 //! deleted, their FileReferences in the answer; a retried request is
@@ -910,7 +911,7 @@ pub async fn sync(
             let moves = prepared.wire.deletes_as_moves.unwrap_or(true);
             let imap = imap.get().await?;
             if trash.is_none() && moves && matches!(effect, BackendEffect::Delete { .. }) {
-                trash = Some(trash_folder(imap).await?);
+                trash = Some(trash_for_deletes(imap).await?);
             }
             let outcome = perform(
                 imap,
@@ -1711,6 +1712,33 @@ async fn trash_folder(imap: &mut PooledSession) -> Result<Option<String>, Comman
         .map(|f| f.raw_name))
 }
 
+/// Where the device's deletes go under `DeletesAsMoves`: the Trash folder
+/// ([`trash_folder`]), created (`[imap] folder_trash`, subscribed) for a
+/// user who has none, since the device shows the message in Deleted Items
+/// and must find it there. `None`: there is none and it could not be
+/// created; each delete then fails and the message stays where it is
+/// (never expunged in place of the move).
+async fn trash_for_deletes(imap: &mut PooledSession) -> Result<Option<String>, CommandError> {
+    if let Some(trash) = trash_folder(imap).await? {
+        return Ok(Some(trash));
+    }
+    match imap.create_special_folder(SpecialUse::Trash).await {
+        Ok(name) => {
+            tracing::info!(target: "MAIL.DATA", folder = %name, "no Trash folder: created it for the device's deletes");
+            Ok(Some(name))
+        }
+        Err(e) if e.is_retryable() => Err(imap_error(e)),
+        Err(e) => {
+            // Another client may have created one meanwhile.
+            let found = trash_folder(imap).await?;
+            if found.is_none() {
+                tracing::warn!(target: "MAIL.DATA", error = %e, "no Trash folder and it cannot be created: the device's deletes fail");
+            }
+            Ok(found)
+        }
+    }
+}
+
 /// Carries out one planned effect; a failure is an outcome, not an error.
 /// Who adds or edits a draft: the user's identities, and the device (a new
 /// draft's Message-ID names user, device and ClientId).
@@ -1891,11 +1919,16 @@ async fn perform(
             let Some((_, uid)) = uid_of(id) else {
                 return EffectOutcome::Failed;
             };
+            // DeletesAsMoves (the default): to Trash; a delete in Trash
+            // itself, or without DeletesAsMoves, is for good. Without a
+            // Trash folder (none could be created) the delete fails: the
+            // device believes the message went to Deleted Items.
             let as_moves = prepared.wire.deletes_as_moves.unwrap_or(true);
             let done = match trash {
                 Some(t) if as_moves && t != raw => {
                     imap.move_messages(raw, &[uid], t).await.map(|_| ())
                 }
+                None if as_moves => return EffectOutcome::Failed,
                 _ => imap.expunge(raw, &[uid]).await,
             };
             match done {

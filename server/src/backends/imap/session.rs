@@ -798,6 +798,55 @@ impl Session {
         self.subscribe(raw).await
     }
 
+    /// The configured name (`[imap] folder_drafts` / `folder_sent` /
+    /// `folder_trash`) that stands in for `role` when no folder is marked
+    /// with it; `None` for the roles without one.
+    pub fn configured_folder(&self, role: SpecialUse) -> Option<&str> {
+        self.folder_names
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, name)| name.as_str())
+    }
+
+    /// CREATE the configured folder for `role` ([`Session::configured_folder`])
+    /// and SUBSCRIBE it; returns its name. Marked with the role in the same
+    /// command (`CREATE name (USE (\Trash))`, RFC 6154) when the server
+    /// advertises CREATE-SPECIAL-USE; a server that refuses the mark gets a
+    /// plain CREATE. One created meanwhile by another client is `Ok` too.
+    pub async fn create_special_folder(&mut self, role: SpecialUse) -> Result<String, ImapError> {
+        let attr = match role {
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Archive => "\\Archive",
+            SpecialUse::Inbox => {
+                return Err(ImapError::InvalidInput("INBOX cannot be created".into()))
+            }
+        };
+        let name = self
+            .configured_folder(role)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ImapError::InvalidInput(format!("no folder name for {attr}")))?;
+        let q = quote(&name)?;
+        let mut created = Err(ImapError::Unsupported("CREATE-SPECIAL-USE".into()));
+        if self.has("CREATE-SPECIAL-USE") {
+            created = self
+                .simple("CREATE", format!("CREATE {q} (USE ({attr}))"))
+                .await;
+        }
+        if let Err(ImapError::Rejected { .. } | ImapError::Unsupported(_)) = created {
+            created = self.simple("CREATE", format!("CREATE {q}")).await;
+        }
+        match created {
+            Ok(_) | Err(ImapError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.subscribe(&name).await?;
+        Ok(name)
+    }
+
     /// UNSUBSCRIBE (best effort) and DELETE.
     pub async fn delete_folder(&mut self, raw: &str) -> Result<(), ImapError> {
         let q = quote(raw)?;
