@@ -1,10 +1,12 @@
 //! ItemOperations against the real Dovecot of the test stack and the
 //! embedded store: Fetch by ServerId (HTML body), Fetch of an attachment by
 //! the FileReference a Sync listed (whole and by byte Range), unknown items
-//! and EmptyFolderContents; `[imap] max_message_bytes`: a bigger message is
-//! synced without body and its attachment refused with Status 11.
+//! and EmptyFolderContents (with and without DeleteSubFolders); `[imap]
+//! max_message_bytes`: a bigger message is synced without body and its
+//! attachment refused with Status 11.
 //!
-//! Reserved Dovecot users: load0034, load0083 (the size limit).
+//! Reserved Dovecot users: load0034, load0083 (the size limit), load1339
+//! (DeleteSubFolders).
 
 #![allow(
     clippy::unwrap_used,
@@ -17,6 +19,7 @@ use eas_support::{caller, first_folder_sync, services, sync_req};
 
 use base64::Engine as _;
 use opush_protocol::commands::airsyncbase::BodyPreference;
+use opush_protocol::commands::folder_sync::{FolderChange, FolderSyncRequest};
 use opush_protocol::commands::item_operations::{
     FetchOptions, FetchTarget, ItemOperationsRequest, Operation, OperationResult,
 };
@@ -24,6 +27,7 @@ use opush_protocol::commands::items::ApplicationData;
 use opush_protocol::commands::sync::ServerCommand;
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::itemoperations as io;
+use opush_server::commands::folder_sync::folder_sync;
 use opush_server::commands::get_attachment::get_attachment;
 use opush_server::commands::item_operations::item_operations;
 use opush_server::commands::sync::sync;
@@ -335,4 +339,138 @@ Content-Type: multipart/mixed; boundary=B1\r\n\r\n{parts}--B1--\r\n"
         [1, 1, 11],
         "the big message's attachment is served; the many parts: data too large"
     );
+}
+
+/// FolderSync of `caller` from `key`: its new key and changes.
+async fn folder_changes(
+    eas: &opush_server::session::EasServices,
+    caller: &opush_server::session::Caller<'_>,
+    key: &str,
+) -> (String, Vec<FolderChange>) {
+    let fs = folder_sync(
+        &FolderSyncRequest {
+            sync_key: opush_protocol::commands::SyncKey(key.to_owned()),
+        },
+        caller,
+        eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs.status.code(), 1, "{fs:?}");
+    (fs.sync_key.unwrap().0, fs.changes.unwrap_or_default())
+}
+
+/// Empties `collection_id` (with `delete_sub_folders`): its Status.
+async fn empty(
+    eas: &opush_server::session::EasServices,
+    caller: &opush_server::session::Caller<'_>,
+    collection_id: &str,
+    delete_sub_folders: bool,
+) -> u16 {
+    let req = ItemOperationsRequest {
+        operations: vec![Operation::EmptyFolderContents {
+            collection_id: collection_id.to_owned(),
+            delete_sub_folders,
+        }],
+    };
+    let res = item_operations(&req, ProtocolVersion::V14_1, caller, eas)
+        .await
+        .unwrap();
+    match &res.results[..] {
+        [OperationResult::EmptyFolderContents { status, .. }] => status.code(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// APPENDs a small message with `subject` to `mailbox`.
+fn append_to(raw: &mut RawImap, mailbox: &str, subject: &str) {
+    let msg = format!(
+        "From: a@example.test\r\nTo: b@load.test\r\nSubject: {subject}\r\n\
+         Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n"
+    );
+    let (_, ok) = raw.cmd(&format!("APPEND \"{mailbox}\" {{{}+}}\r\n{msg}", msg.len()));
+    assert!(ok.starts_with("OK"), "append to {mailbox}: {ok}");
+}
+
+/// The mailboxes LIST shows.
+fn mailbox_names(raw: &mut RawImap) -> Vec<String> {
+    let (lines, ok) = raw.cmd("LIST \"\" \"*\"");
+    assert!(ok.starts_with("OK"), "{ok}");
+    lines
+        .iter()
+        .filter_map(|l| l.trim_end().rsplit(' ').next())
+        .map(|n| n.trim_matches('"').to_owned())
+        .collect()
+}
+
+// [MS-ASCMD] 2.2.3.58 EmptyFolderContents, 2.2.3.44 DeleteSubFolders:
+// without it the subfolders of the emptied folder stay (and keep their
+// messages); with it they are deleted too, and the device's next
+// FolderSync reports them deleted.
+#[tokio::test]
+async fn empty_deleted_items_deletes_its_subfolders_only_with_delete_sub_folders() {
+    const USER: &str = "load1339@load.test";
+    let device = caller(USER, "DEVEMPTYSUB");
+    let mut raw = RawImap::login(USER);
+    // A previous run may have left them.
+    raw.cmd("DELETE \"Trash/a/b\"");
+    raw.cmd("DELETE \"Trash/a\"");
+    for name in ["Trash/a", "Trash/a/b"] {
+        raw.ok(&format!("CREATE \"{name}\""));
+        raw.ok(&format!("SUBSCRIBE \"{name}\""));
+    }
+    raw.ok("SELECT Trash");
+    raw.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    raw.ok("EXPUNGE");
+    raw.ok("UNSELECT");
+    let tag = unique("emptysub");
+    for mailbox in ["Trash", "Trash/a", "Trash/a/b"] {
+        append_to(&mut raw, mailbox, &format!("{tag} in {mailbox}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let (key, added) = folder_changes(&eas, &device, "0").await;
+    let id_of = |name: &str| {
+        added
+            .iter()
+            .find_map(|c| match c {
+                FolderChange::Add(f) if f.display_name == name => Some(f.server_id.0.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no folder {name} in {added:?}"))
+    };
+    let (trash, a, b) = (id_of("Trash"), id_of("a"), id_of("b"));
+
+    // Without DeleteSubFolders: Trash emptied, its subfolders kept whole.
+    assert_eq!(empty(&eas, &device, &trash, false).await, 1);
+    assert!(raw.search_subject("Trash", &tag).is_empty());
+    assert_eq!(raw.search_subject("Trash/a", &tag).len(), 1);
+    assert_eq!(raw.search_subject("Trash/a/b", &tag).len(), 1);
+    raw.ok("UNSELECT");
+    let (key, changes) = folder_changes(&eas, &device, &key).await;
+    assert!(changes.is_empty(), "{changes:?}");
+
+    // With it: the subfolders go too, Trash stays.
+    append_to(&mut raw, "Trash", &format!("{tag} again"));
+    assert_eq!(empty(&eas, &device, &trash, true).await, 1);
+    assert!(raw.search_subject("Trash", &tag).is_empty());
+    raw.ok("UNSELECT");
+    let names = mailbox_names(&mut raw);
+    assert!(names.iter().any(|n| n == "Trash"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("Trash/")),
+        "subfolders left: {names:?}"
+    );
+    let (_, changes) = folder_changes(&eas, &device, &key).await;
+    let mut deleted: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            FolderChange::Delete(id) => id.0.clone(),
+            other => panic!("only Deletes expected: {changes:?} ({other:?})"),
+        })
+        .collect();
+    deleted.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(deleted, expected);
 }

@@ -1,7 +1,8 @@
 //! `handle_item_operations` ([MS-ASCMD] 2.2.1.10) for the mailbox store:
 //! Fetch of a whole message by ServerId (or LongId), Fetch of an attachment by
-//! FileReference (with an optional byte `Range`), EmptyFolderContents and
-//! the conversation `Move` (14.0+).
+//! FileReference (with an optional byte `Range`), EmptyFolderContents
+//! (with `DeleteSubFolders`, the subfolders too, special folders spared)
+//! and the conversation `Move` (14.0+).
 //!
 //! Content is read from IMAP at request time and never stored. An
 //! attachment is streamed from IMAP as the answer goes out
@@ -38,7 +39,7 @@ use opush_protocol::wbxml::{encode_to_vec, Element};
 use super::attachment::{self, Located, Piece, Segment, Source};
 use super::sync::{full_email_checked, uid_of};
 use super::{CommandContext, CommandError, EasResponse, Tail};
-use crate::backends::imap::{ImapError, PooledSession};
+use crate::backends::imap::{Folder as ImapFolder, ImapError, PooledSession};
 use crate::email::transfer::Encoding;
 use crate::email::{AttachmentPlace, FileReference};
 use crate::session::{imap_error, Caller, EasServices};
@@ -292,12 +293,15 @@ async fn plan(
                     result
                 }
             }
-            Operation::EmptyFolderContents { collection_id, .. } => {
+            Operation::EmptyFolderContents {
+                collection_id,
+                delete_sub_folders,
+            } => {
                 let raw = opush_engine::CollectionId::parse(collection_id)
                     .and_then(|c| state.hierarchy.ids.get(&c))
                     .map(|b| b.0.clone());
                 let status = match raw {
-                    Some(raw) => match imap.empty_folder(&raw).await {
+                    Some(raw) => match empty_folder(&mut imap, &raw, *delete_sub_folders).await {
                         Ok(_) => ItemOperationsStatus::Success,
                         Err(e) if e.is_retryable() => return Err(imap_error(e)),
                         // Deleted by another client.
@@ -348,6 +352,75 @@ async fn plan(
         mime,
         results: piece_results,
     })
+}
+
+/// [MS-ASCMD] 2.2.3.58 EmptyFolderContents: every message of `raw` is
+/// deleted (expunged: the device empties a folder, Deleted Items mostly,
+/// it does not move its contents) and, with `DeleteSubFolders`
+/// (2.2.3.44), its subfolders too ([`subfolders_to_delete`]), deepest
+/// first. The device learns of the folders gone at its next FolderSync
+/// (the listing no longer has them). A subfolder another client deleted
+/// meanwhile is no failure; any other failure to delete one is, once the
+/// others were tried.
+async fn empty_folder(
+    imap: &mut PooledSession,
+    raw: &str,
+    delete_sub_folders: bool,
+) -> Result<(), ImapError> {
+    imap.empty_folder(raw).await?;
+    if !delete_sub_folders {
+        return Ok(());
+    }
+    let listed = imap.list_folders(false).await?;
+    let mut failed = None;
+    for sub in subfolders_to_delete(&listed, raw) {
+        match imap.delete_folder(sub).await {
+            Ok(()) | Err(ImapError::NotFound(_)) => {}
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => {
+                tracing::warn!(target: "MAIL.DATA", folder = sub, error = %e, "subfolder of an emptied folder not deleted");
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// The subfolders of `raw` (at any depth) that emptying it with
+/// DeleteSubFolders deletes, deepest first. A special folder (INBOX,
+/// Drafts, Sent, Trash, Junk, Archive) is never one, even as a child of
+/// the emptied folder (a server may put them all under INBOX): emptying
+/// Deleted Items must not take the user's Sent mail with it; nor is a
+/// folder holding one (it cannot go without it).
+fn subfolders_to_delete<'f>(listed: &'f [ImapFolder], raw: &str) -> Vec<&'f str> {
+    let below = |f: &ImapFolder| {
+        f.delimiter.is_some_and(|d| {
+            f.raw_name
+                .strip_prefix(raw)
+                .is_some_and(|rest| rest.starts_with(d) && rest.len() > d.len_utf8())
+        })
+    };
+    let subfolders: Vec<&ImapFolder> = listed.iter().filter(|f| below(f)).collect();
+    let kept: Vec<&ImapFolder> = subfolders
+        .iter()
+        .copied()
+        .filter(|f| f.special.is_some())
+        .collect();
+    let holds = |f: &ImapFolder, k: &ImapFolder| {
+        f.delimiter.is_some_and(|d| {
+            k.raw_name
+                .strip_prefix(f.raw_name.as_str())
+                .is_some_and(|rest| rest.starts_with(d))
+        })
+    };
+    let mut out: Vec<&str> = subfolders
+        .into_iter()
+        .filter(|f| f.special.is_none() && !kept.iter().any(|k| holds(f, k)))
+        .map(|f| f.raw_name.as_str())
+        .collect();
+    // A child's name is its parent's and more: longest first is deepest first.
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    out
 }
 
 /// What a Fetch by FileReference is to give, and where its attachment
@@ -830,7 +903,46 @@ pub fn parse_range(range: &str, total: u64) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{parse_range, subfolders_to_delete};
+    use crate::backends::imap::{Folder, SpecialUse};
+
+    fn folder(raw: &str, special: Option<SpecialUse>) -> Folder {
+        Folder {
+            name: raw.to_owned(),
+            raw_name: raw.to_owned(),
+            delimiter: Some('/'),
+            special,
+            parent: raw.rsplit_once('/').map(|(p, _)| p.to_owned()),
+            attributes: Vec::new(),
+            subscribed: true,
+            selectable: true,
+            status: None,
+        }
+    }
+
+    // [MS-ASCMD] 2.2.3.44 DeleteSubFolders: the emptied folder's
+    // subfolders go, deepest first; special folders (and the folders
+    // holding one) stay, as do the folder itself and its namesakes.
+    #[test]
+    fn subfolders_to_delete_spare_the_special_folders() {
+        let listed = vec![
+            folder("INBOX", Some(SpecialUse::Inbox)),
+            folder("INBOX/a", None),
+            folder("INBOX/a/b", None),
+            folder("INBOX/Trash", Some(SpecialUse::Trash)),
+            folder("INBOX/Old", None),
+            folder("INBOX/Old/Sent", Some(SpecialUse::Sent)),
+            folder("INBOX/Old/x", None),
+            folder("INBOXES", None),
+            folder("Trash", Some(SpecialUse::Trash)),
+        ];
+        assert_eq!(
+            subfolders_to_delete(&listed, "INBOX"),
+            vec!["INBOX/Old/x", "INBOX/a/b", "INBOX/a"]
+        );
+        assert!(subfolders_to_delete(&listed, "Trash").is_empty());
+        assert_eq!(subfolders_to_delete(&listed, "INBOX/a"), vec!["INBOX/a/b"]);
+    }
 
     #[test]
     fn ranges_are_inclusive_and_clipped() {
