@@ -40,7 +40,7 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::{tags, Element};
 use opush_protocol::xml;
 
-use ProtocolVersion::{V12_1, V14_1, V16_1};
+use ProtocolVersion::{V12_1, V14_0, V14_1, V16_1};
 
 fn check<T: EasDocument + PartialEq + Debug>(dir: &str, case: &str, v: ProtocolVersion, value: T) {
     let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/commands"))
@@ -483,14 +483,47 @@ fn ping_provision_settings() {
             user_information: Some((
                 SettingsStatus::Success,
                 Some(UserInformation {
-                    smtp_addresses: vec!["ann@example.org".into()],
-                    ..UserInformation::default()
+                    accounts: vec![Account {
+                        smtp_addresses: vec!["ann@example.org".into()],
+                        primary_smtp_address: Some("ann@example.org".into()),
+                        ..Account::default()
+                    }],
                 }),
             )),
             device_information_status: None,
             rights_management: None,
         },
     );
+    // [MS-ASCMD] 2.2.3.57: EmailAddresses is a child of Get before 14.1,
+    // of Accounts/Account from 14.1.
+    for v in [V14_0, V16_1] {
+        check(
+            "settings",
+            "response-user-information",
+            v,
+            SettingsResponse {
+                status: SettingsStatus::Success,
+                oof: None,
+                device_password_status: None,
+                user_information: Some((
+                    SettingsStatus::Success,
+                    Some(UserInformation {
+                        accounts: vec![Account {
+                            user_display_name: (v >= V14_1).then(|| "Ann".into()),
+                            smtp_addresses: vec![
+                                "ann@example.org".into(),
+                                "ann.other@example.org".into(),
+                            ],
+                            primary_smtp_address: (v >= V14_1).then(|| "ann@example.org".into()),
+                            ..Account::default()
+                        }],
+                    }),
+                )),
+                device_information_status: None,
+                rights_management: None,
+            },
+        );
+    }
 }
 
 #[test]

@@ -270,7 +270,7 @@ async fn settings_store_device_information_and_answer_user_information() {
     let (status, info) = res.user_information.unwrap();
     assert_eq!(status.code(), 1);
     assert_eq!(
-        info.unwrap().primary_smtp_address.as_deref(),
+        info.unwrap().accounts[0].primary_smtp_address.as_deref(),
         Some("alice@example.test")
     );
     let record = store.get_device(&key()).await.unwrap().unwrap();
@@ -283,6 +283,78 @@ async fn settings_store_device_information_and_answer_user_information() {
         Some("Android 16")
     );
     assert_eq!(record.device_type, "Android");
+}
+
+// [MS-ASCMD] 2.2.3.57 EmailAddresses: under UserInformation/Get in 14.0,
+// under Get/Accounts/Account from 14.1 (with 2.2.3.138 PrimarySmtpAddress),
+// in the WBXML the handler sends.
+#[tokio::test]
+async fn settings_user_information_where_each_version_puts_it() {
+    use opush_protocol::commands::settings::SettingsRequest;
+    use opush_protocol::wbxml::tags::settings as st;
+    use opush_protocol::wbxml::{decode, encode_to_vec, Element, Tag};
+    use opush_server::commands::settings::settings;
+    fn at<'e>(el: &'e Element<'static>, path: &[Tag]) -> Option<&'e Element<'static>> {
+        path.iter().try_fold(el, |e, t| e.child(*t))
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut eas = services(store(&dir).await, 10);
+    eas.send.identity.default_domain = "example.test".to_owned();
+    eas.send
+        .identity
+        .names
+        .insert("alice@example.test".to_owned(), "Alice Martin".to_owned());
+    let req = SettingsRequest {
+        user_information_get: true,
+        ..SettingsRequest::default()
+    };
+    let get = [st::USER_INFORMATION, st::GET];
+    for version in [ProtocolVersion::V14_0, ProtocolVersion::V16_1] {
+        let res = settings(
+            &req,
+            version,
+            &Caller::new("alice", "DEV1", &password()),
+            "Android",
+            &eas,
+        )
+        .await
+        .unwrap();
+        let doc = decode(&encode_to_vec(&res.to_element(version)))
+            .unwrap()
+            .into_owned();
+        assert_eq!(
+            at(&doc, &[st::USER_INFORMATION, st::STATUS])
+                .unwrap()
+                .text(),
+            Some("1")
+        );
+        let g = at(&doc, &get).unwrap();
+        let ea = if version >= ProtocolVersion::V14_1 {
+            assert!(g.child(st::EMAIL_ADDRESSES).is_none(), "{version}");
+            let account = at(g, &[st::ACCOUNTS, st::ACCOUNT]).unwrap();
+            assert_eq!(
+                account.child_text(st::USER_DISPLAY_NAME),
+                Some("Alice Martin")
+            );
+            assert!(account.child(st::ACCOUNT_ID).is_none());
+            let ea = account.child(st::EMAIL_ADDRESSES).unwrap();
+            assert_eq!(
+                ea.child_text(st::PRIMARY_SMTP_ADDRESS),
+                Some("alice@example.test")
+            );
+            ea
+        } else {
+            assert!(g.child(st::ACCOUNTS).is_none(), "{version}");
+            let ea = g.child(st::EMAIL_ADDRESSES).unwrap();
+            assert!(ea.child(st::PRIMARY_SMTP_ADDRESS).is_none());
+            ea
+        };
+        let smtp: Vec<_> = ea
+            .children_with(st::SMTP_ADDRESS)
+            .map(|a| a.text().unwrap())
+            .collect();
+        assert_eq!(smtp, ["alice@example.test"], "{version}");
+    }
 }
 
 #[tokio::test]

@@ -2,8 +2,15 @@
 //! out-of-office, device password, rights management templates.
 //!
 //! Exists to type these exchanges. The device password is a
-//! [`crate::headers::Password`] so it never prints. Rights-management and
-//! 14.1 `Accounts` payloads are kept as their elements for now.
+//! [`crate::headers::Password`] so it never prints. Rights-management
+//! payloads are kept as their elements for now.
+//!
+//! The user's addresses move with the version (MS-ASCMD 2.2.3.57): under
+//! `UserInformation/Get/EmailAddresses` in 12.0 to 14.0, under
+//! `Get/Accounts/Account/EmailAddresses` from 14.1. [`UserInformation`] is
+//! one model of both: the response is written in the form of its version,
+//! and read in either form (a client must not choke on a server that
+//! answers the other one).
 
 use super::tree::{self, Owned};
 use super::{eas_document, since, CommandError};
@@ -202,15 +209,138 @@ pub struct SettingsRequest {
     pub rights_management_get: bool,
 }
 
-/// `UserInformation/Get` of a response.
+/// One `Accounts/Account` of a response (14.1+); before 14.1, the user's
+/// addresses are the `EmailAddresses` of `Get`, read and written as a single
+/// account with nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UserInformation {
-    /// `EmailAddresses/SmtpAddress` (before 14.1 or outside Accounts).
+pub struct Account {
+    /// `AccountId` (14.1+; never for the primary account).
+    pub account_id: Option<String>,
+    /// `AccountName` (14.1+).
+    pub account_name: Option<String>,
+    /// `UserDisplayName` (14.1+).
+    pub user_display_name: Option<String>,
+    /// `SendDisabled` (14.1+).
+    pub send_disabled: Option<bool>,
+    /// `EmailAddresses/SMTPAddress`es.
     pub smtp_addresses: Vec<String>,
     /// `EmailAddresses/PrimarySmtpAddress` (14.1+).
     pub primary_smtp_address: Option<String>,
-    /// `Accounts` (14.1+), kept as its element.
-    pub accounts: Option<Owned>,
+}
+
+impl Account {
+    /// Reads an `EmailAddresses` element into this account.
+    fn read_email_addresses(&mut self, ea: &Element<'_>) -> Result<(), CommandError> {
+        for a in ea.children_with(st::SMTP_ADDRESS) {
+            self.smtp_addresses.push(tree::content(a)?);
+        }
+        if self.primary_smtp_address.is_none() {
+            self.primary_smtp_address = tree::opt_text(ea, st::PRIMARY_SMTP_ADDRESS)?;
+        }
+        Ok(())
+    }
+
+    /// Reads an `Account` element (14.1+).
+    fn from_element(el: &Element<'_>) -> Result<Self, CommandError> {
+        let mut account = Account {
+            account_id: tree::opt_text(el, st::ACCOUNT_ID)?,
+            account_name: tree::opt_text(el, st::ACCOUNT_NAME)?,
+            user_display_name: tree::opt_text(el, st::USER_DISPLAY_NAME)?,
+            send_disabled: tree::opt_bool(el, st::SEND_DISABLED)?,
+            ..Account::default()
+        };
+        if let Some(ea) = el.child(st::EMAIL_ADDRESSES) {
+            account.read_email_addresses(ea)?;
+        }
+        Ok(account)
+    }
+
+    /// `EmailAddresses`, with `PrimarySmtpAddress` when `primary` (14.1+);
+    /// none when there is no address to put in it.
+    fn email_addresses(&self, primary: bool) -> Option<Element<'_>> {
+        let primary = self.primary_smtp_address.as_deref().filter(|_| primary);
+        if self.smtp_addresses.is_empty() && primary.is_none() {
+            return None;
+        }
+        let mut ea = Element::new(st::EMAIL_ADDRESSES);
+        for a in &self.smtp_addresses {
+            ea.push(tree::text_el(st::SMTP_ADDRESS, a));
+        }
+        tree::push_opt(&mut ea, st::PRIMARY_SMTP_ADDRESS, primary);
+        Some(ea)
+    }
+
+    /// Builds an `Account` element (14.1+).
+    fn to_element(&self) -> Element<'_> {
+        let mut el = Element::new(st::ACCOUNT);
+        tree::push_opt(&mut el, st::ACCOUNT_ID, self.account_id.as_deref());
+        tree::push_opt(&mut el, st::ACCOUNT_NAME, self.account_name.as_deref());
+        tree::push_opt(
+            &mut el,
+            st::USER_DISPLAY_NAME,
+            self.user_display_name.as_deref(),
+        );
+        tree::push_bool(&mut el, st::SEND_DISABLED, self.send_disabled);
+        if let Some(ea) = self.email_addresses(true) {
+            el.push(ea);
+        }
+        el
+    }
+}
+
+/// `UserInformation/Get` of a response.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserInformation {
+    /// The accounts, the user's own first. Before 14.1 only the addresses
+    /// are written, every account's in one `Get/EmailAddresses`.
+    pub accounts: Vec<Account>,
+}
+
+impl UserInformation {
+    /// Reads a response's `Get`: `EmailAddresses` straight under it (before
+    /// 14.1) and `Accounts/Account` (14.1+), whichever it holds.
+    fn from_get(get: &Element<'_>) -> Result<Self, CommandError> {
+        let mut accounts = Vec::new();
+        if let Some(ea) = get.child(st::EMAIL_ADDRESSES) {
+            let mut account = Account::default();
+            account.read_email_addresses(ea)?;
+            accounts.push(account);
+        }
+        if let Some(list) = get.child(st::ACCOUNTS) {
+            for a in list.children_with(st::ACCOUNT) {
+                accounts.push(Account::from_element(a)?);
+            }
+        }
+        Ok(UserInformation { accounts })
+    }
+
+    /// Builds the response's `Get` in the form of `v`.
+    fn to_get(&self, v: ProtocolVersion) -> Element<'_> {
+        let mut get = Element::new(st::GET);
+        if v >= ProtocolVersion::V14_1 {
+            if !self.accounts.is_empty() {
+                let mut list = Element::new(st::ACCOUNTS);
+                for a in &self.accounts {
+                    list.push(a.to_element());
+                }
+                get.push(list);
+            }
+        } else {
+            let mut addresses = self
+                .accounts
+                .iter()
+                .flat_map(|a| &a.smtp_addresses)
+                .peekable();
+            if addresses.peek().is_some() {
+                let mut ea = Element::new(st::EMAIL_ADDRESSES);
+                for a in addresses {
+                    ea.push(tree::text_el(st::SMTP_ADDRESS, a));
+                }
+                get.push(ea);
+            }
+        }
+        get
+    }
 }
 
 /// Settings response.
@@ -318,24 +448,10 @@ impl SettingsResponse {
         let user_information = match el.child(st::USER_INFORMATION) {
             None => None,
             Some(u) => {
-                let get = match u.child(st::GET) {
-                    None => None,
-                    Some(g) => {
-                        let mut info = UserInformation {
-                            accounts: g.child(st::ACCOUNTS).map(tree::owned),
-                            ..UserInformation::default()
-                        };
-                        if let Some(ea) = g.child(st::EMAIL_ADDRESSES) {
-                            info.smtp_addresses = ea
-                                .children_with(st::SMTP_ADDRESS)
-                                .map(tree::content)
-                                .collect::<Result<_, _>>()?;
-                            info.primary_smtp_address =
-                                tree::opt_text(ea, st::PRIMARY_SMTP_ADDRESS)?;
-                        }
-                        Some(info)
-                    }
-                };
+                let get = u
+                    .child(st::GET)
+                    .map(UserInformation::from_get)
+                    .transpose()?;
                 Some((status_in(u)?, get))
             }
         };
@@ -364,7 +480,7 @@ impl SettingsResponse {
     }
 
     /// Builds the `Settings` response element.
-    pub fn to_element(&self, _v: ProtocolVersion) -> Element<'_> {
+    pub fn to_element(&self, v: ProtocolVersion) -> Element<'_> {
         let status_el = |s: SettingsStatus| tree::text_el(st::STATUS, s.code());
         let mut el = Element::new(st::SETTINGS);
         el.push(status_el(self.status));
@@ -381,23 +497,7 @@ impl SettingsResponse {
         if let Some((s, get)) = &self.user_information {
             let mut u = Element::new(st::USER_INFORMATION).with(status_el(*s));
             if let Some(info) = get {
-                let mut g = Element::new(st::GET);
-                if !info.smtp_addresses.is_empty() || info.primary_smtp_address.is_some() {
-                    let mut ea = Element::new(st::EMAIL_ADDRESSES);
-                    for a in &info.smtp_addresses {
-                        ea.push(tree::text_el(st::SMTP_ADDRESS, a));
-                    }
-                    tree::push_opt(
-                        &mut ea,
-                        st::PRIMARY_SMTP_ADDRESS,
-                        info.primary_smtp_address.as_deref(),
-                    );
-                    g.push(ea);
-                }
-                if let Some(a) = &info.accounts {
-                    g.push(a.clone());
-                }
-                u.push(g);
+                u.push(info.to_get(v));
             }
             el.push(u);
         }
@@ -413,3 +513,115 @@ impl SettingsResponse {
 
 eas_document!(SettingsRequest, st::SETTINGS);
 eas_document!(SettingsResponse, st::SETTINGS);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+mod tests {
+    use super::*;
+
+    /// The element at `path` under `el`, each step the first child so named.
+    fn at<'e, 'a>(el: &'e Element<'a>, path: &[crate::wbxml::Tag]) -> Option<&'e Element<'a>> {
+        path.iter().try_fold(el, |e, t| e.child(*t))
+    }
+
+    fn response(info: UserInformation) -> SettingsResponse {
+        SettingsResponse {
+            status: SettingsStatus::Success,
+            oof: None,
+            device_password_status: None,
+            user_information: Some((SettingsStatus::Success, Some(info))),
+            device_information_status: None,
+            rights_management: None,
+        }
+    }
+
+    fn ann() -> UserInformation {
+        UserInformation {
+            accounts: vec![Account {
+                user_display_name: Some("Ann".into()),
+                smtp_addresses: vec!["ann@example.org".into(), "a@example.org".into()],
+                primary_smtp_address: Some("ann@example.org".into()),
+                ..Account::default()
+            }],
+        }
+    }
+
+    // [MS-ASCMD] 2.2.3.57 EmailAddresses: a child of Get in 12.0, 12.1 and
+    // 14.0, of Accounts/Account from 14.1; 2.2.3.138 PrimarySmtpAddress and
+    // 2.2.3.2 Account's children are 14.1+ only.
+    #[test]
+    fn user_information_email_addresses_move_under_account_from_14_1() {
+        let res = response(ann());
+        let get = [st::USER_INFORMATION, st::GET];
+        for v in [ProtocolVersion::V12_1, ProtocolVersion::V14_0] {
+            let el = res.to_element(v);
+            let g = at(&el, &get).unwrap();
+            assert!(g.child(st::ACCOUNTS).is_none(), "{v}");
+            let ea = g.child(st::EMAIL_ADDRESSES).unwrap();
+            let smtp: Vec<_> = ea
+                .children_with(st::SMTP_ADDRESS)
+                .map(|a| a.text().unwrap())
+                .collect();
+            assert_eq!(smtp, ["ann@example.org", "a@example.org"], "{v}");
+            assert!(ea.child(st::PRIMARY_SMTP_ADDRESS).is_none(), "{v}");
+            assert_eq!(g.elements().count(), 1, "{v}");
+        }
+        for v in [
+            ProtocolVersion::V14_1,
+            ProtocolVersion::V16_0,
+            ProtocolVersion::V16_1,
+        ] {
+            let el = res.to_element(v);
+            let g = at(&el, &get).unwrap();
+            assert!(g.child(st::EMAIL_ADDRESSES).is_none(), "{v}");
+            let account = at(g, &[st::ACCOUNTS, st::ACCOUNT]).unwrap();
+            assert_eq!(account.child_text(st::USER_DISPLAY_NAME), Some("Ann"));
+            assert!(account.child(st::ACCOUNT_ID).is_none(), "{v}");
+            let ea = account.child(st::EMAIL_ADDRESSES).unwrap();
+            assert_eq!(
+                ea.children_with(st::SMTP_ADDRESS).count(),
+                2,
+                "{v}: every address"
+            );
+            assert_eq!(
+                ea.child_text(st::PRIMARY_SMTP_ADDRESS),
+                Some("ann@example.org"),
+                "{v}"
+            );
+        }
+    }
+
+    // A client reads either form whatever the version it asked for.
+    #[test]
+    fn user_information_is_read_in_either_form() {
+        let old = crate::xml::xml_to_element(
+            r#"<Settings xmlns="Settings:"><Status>1</Status><UserInformation><Status>1</Status><Get><EmailAddresses><SMTPAddress>ann@example.org</SMTPAddress></EmailAddresses></Get></UserInformation></Settings>"#,
+        )
+        .unwrap();
+        let new = crate::xml::xml_to_element(
+            r#"<Settings xmlns="Settings:"><Status>1</Status><UserInformation><Status>1</Status><Get><Accounts><Account><UserDisplayName>Ann</UserDisplayName><SendDisabled>0</SendDisabled><EmailAddresses><SMTPAddress>ann@example.org</SMTPAddress><PrimarySmtpAddress>ann@example.org</PrimarySmtpAddress></EmailAddresses></Account><Account><AccountId>2</AccountId><AccountName>Club</AccountName><EmailAddresses><SMTPAddress>ann@club.example</SMTPAddress></EmailAddresses></Account></Accounts></Get></UserInformation></Settings>"#,
+        )
+        .unwrap();
+        let addresses = |el: &Element<'_>, v| {
+            let res = SettingsResponse::from_element(el, v).unwrap();
+            let (_, info) = res.user_information.unwrap();
+            info.unwrap().accounts
+        };
+        for v in [ProtocolVersion::V14_0, ProtocolVersion::V16_1] {
+            let old = addresses(&old, v);
+            assert_eq!(old.len(), 1);
+            assert_eq!(old[0].smtp_addresses, ["ann@example.org"]);
+            let new = addresses(&new, v);
+            assert_eq!(new.len(), 2);
+            assert_eq!(new[0].smtp_addresses, ["ann@example.org"]);
+            assert_eq!(
+                new[0].primary_smtp_address.as_deref(),
+                Some("ann@example.org")
+            );
+            assert_eq!(new[0].send_disabled, Some(false));
+            assert_eq!(new[1].account_id.as_deref(), Some("2"));
+            assert_eq!(new[1].account_name.as_deref(), Some("Club"));
+            assert_eq!(new[1].smtp_addresses, ["ann@club.example"]);
+        }
+    }
+}

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 
 use opush_engine::{Decision, DecisionInput, OofOutcome};
 use opush_protocol::commands::settings::{
-    DeviceInformation, OofRequest, OofResponse, SettingsRequest, SettingsResponse, UserInformation,
+    Account, DeviceInformation, OofRequest, OofResponse, SettingsRequest, SettingsResponse,
+    UserInformation,
 };
 use opush_protocol::query::Command;
 use opush_protocol::status::SettingsStatus;
@@ -59,22 +60,10 @@ pub async fn settings(
         Some(info) => Some(store_device_information(caller, device_type, info, eas).await?),
     };
     let user_information = req.user_information_get.then(|| {
-        // The same addresses a draft's From is checked against (draft.rs).
-        let addresses = eas.send.addresses(caller.user);
-        let info = if version >= ProtocolVersion::V14_1 {
-            UserInformation {
-                primary_smtp_address: addresses.first().cloned(),
-                smtp_addresses: addresses,
-                accounts: None,
-            }
-        } else {
-            UserInformation {
-                smtp_addresses: addresses,
-                primary_smtp_address: None,
-                accounts: None,
-            }
-        };
-        (SettingsStatus::Success, Some(info))
+        (
+            SettingsStatus::Success,
+            Some(user_information(caller, version, eas)),
+        )
     });
     let oof = match &req.oof {
         None => None,
@@ -91,6 +80,33 @@ pub async fn settings(
         device_information_status,
         rights_management: None,
     })
+}
+
+/// UserInformation/Get: the user's addresses, the same a draft's From is
+/// checked against (draft.rs), as the one account opush knows of. From 14.1
+/// the first is also the PrimarySmtpAddress and the configured display
+/// name (`[identity]`) the UserDisplayName; an AccountId, AccountName or
+/// SendDisabled would describe other (aggregated) accounts opush has none of.
+fn user_information(
+    caller: &Caller<'_>,
+    version: ProtocolVersion,
+    eas: &EasServices,
+) -> UserInformation {
+    let addresses = eas.send.addresses(caller.user);
+    if addresses.is_empty() {
+        return UserInformation::default();
+    }
+    let since_14_1 = version >= ProtocolVersion::V14_1;
+    let display_name = eas.send.sender(caller.user).display_name;
+    let account = Account {
+        primary_smtp_address: addresses.first().cloned().filter(|_| since_14_1),
+        user_display_name: Some(display_name).filter(|n| since_14_1 && !n.trim().is_empty()),
+        smtp_addresses: addresses,
+        ..Account::default()
+    };
+    UserInformation {
+        accounts: vec![account],
+    }
 }
 
 /// Oof Get or Set: the script read or written over ManageSieve, then the
