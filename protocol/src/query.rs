@@ -426,6 +426,16 @@ fn parse_flag(value: &str, name: &'static str) -> Result<bool, QueryError> {
 
 /// Percent-decodes a query value (`+` is a space, as HTML forms encode it).
 pub fn percent_decode(value: &str) -> Result<String, QueryError> {
+    unescape(value, true)
+}
+
+/// Percent-decodes `%XX` escapes only, `+` kept: a `+` in the base64 query
+/// is a base64 digit, not a form-encoded space.
+fn unescape_base64(query: &str) -> Result<String, QueryError> {
+    unescape(query, false)
+}
+
+fn unescape(value: &str, plus_is_space: bool) -> Result<String, QueryError> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -438,7 +448,7 @@ pub fn percent_decode(value: &str) -> Result<String, QueryError> {
                 out.push(hi << 4 | lo);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -550,10 +560,13 @@ fn utf8(bytes: &[u8], field: &'static str) -> Result<String, QueryError> {
 
 impl Base64Query {
     /// Decodes the query text (standard base64, padding optional; a
-    /// percent-encoded query is decoded first).
+    /// percent-encoded query is decoded first). The base64 text is the whole
+    /// query (MS-ASHTTP 2.2.1.1.1.1), so a client may escape its `+`, `/`
+    /// and `=` (`%2B`, `%2F`, `%3D`) or leave them: both read the same, and
+    /// a `+` stays a `+` (never a form-encoded space) beside an escape.
     pub fn decode_str(query: &str) -> Result<Self, QueryError> {
         let text = if query.contains('%') {
-            percent_decode(query)?
+            unescape_base64(query)?
         } else {
             query.to_owned()
         };
@@ -759,6 +772,44 @@ mod tests {
             RequestLine::parse("Cmd=Sync&User=a%4&DeviceId=b&DeviceType=c"),
             Err(QueryError::PercentEncoding)
         );
+    }
+
+    // [MS-ASHTTP] 2.2.1.1.1.1: the base64 query is the whole query string;
+    // percent-escaping part of it (here the `=` padding) must not turn its
+    // `+` digits into spaces.
+    #[test]
+    fn base64_query_with_plus_and_escaped_padding() {
+        let q = Base64Query {
+            protocol_version: ProtocolVersion::V14_1,
+            command: Command::Sync,
+            locale: 0x0409,
+            // 0xFB 0xEF 0xBE at offset 6 is "++++" in base64; 31 bytes in
+            // all end in "==".
+            device_id: vec![0, 0xFB, 0xEF, 0xBE, 0xFB, 0xEF, 0xBE],
+            policy_key: Some(0xFFFF_FFFF),
+            device_type: "iPhone".into(),
+            user: Some("alice".into()),
+            params: QueryParams::default(),
+        };
+        let text = q.encode_str().unwrap();
+        assert!(text.contains('+') && text.ends_with('='), "{text}");
+        let escaped = text.replace('=', "%3D");
+        assert_eq!(Base64Query::decode_str(&escaped), Ok(q.clone()));
+        assert_eq!(
+            RequestLine::parse(&escaped).unwrap(),
+            RequestLine::parse(&text).unwrap()
+        );
+        // Every digit escaped, or only some: the same request.
+        let all = text
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3d");
+        assert_eq!(Base64Query::decode_str(&all), Ok(q.clone()));
+        let some = text.replacen('+', "%2B", 1).replace('=', "%3D");
+        assert_eq!(Base64Query::decode_str(&some), Ok(q));
+        // The plain form keeps reading `+` as a space.
+        let line = RequestLine::parse("Cmd=Sync&User=a+b%40c&DeviceId=d&DeviceType=e").unwrap();
+        assert_eq!(line.user.as_deref(), Some("a b@c"));
     }
 
     #[test]

@@ -201,6 +201,34 @@ proptest! {
         prop_assert_eq!(line.command, q.command);
     }
 
+    // [MS-ASHTTP] 2.2.1.1.1.1: a client may percent-escape any of the base64
+    // query's `+`, `/` and `=`, in any case; it is still the same request.
+    #[test]
+    fn base64_query_read_the_same_percent_escaped(
+        q in arb_query(),
+        escape in proptest::collection::vec(any::<(bool, bool)>(), 0..160),
+    ) {
+        let text = q.encode_str().unwrap();
+        let mut escaped = String::new();
+        for (i, c) in text.chars().enumerate() {
+            let (yes, lower) = escape.get(i).copied().unwrap_or((false, false));
+            let hex = match c {
+                '+' => "2B",
+                '/' => "2F",
+                '=' => "3D",
+                _ => "",
+            };
+            if yes && !hex.is_empty() {
+                escaped.push('%');
+                escaped.push_str(&if lower { hex.to_ascii_lowercase() } else { hex.to_owned() });
+            } else {
+                escaped.push(c);
+            }
+        }
+        prop_assert_eq!(Base64Query::decode_str(&escaped).unwrap(), q.clone());
+        prop_assert_eq!(RequestLine::parse(&escaped).unwrap(), RequestLine::parse(&text).unwrap());
+    }
+
     #[test]
     fn base64_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
         let _ = Base64Query::decode_bytes(&bytes);
