@@ -174,6 +174,7 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             &download,
             version,
             &Caller::new("bob@example.test", &device, &password()),
+            "SP",
             &eas,
         )
         .await
@@ -195,6 +196,7 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             &ack,
             version,
             &Caller::new("bob@example.test", &device, &password()),
+            "SP",
             &eas,
         )
         .await
@@ -224,6 +226,7 @@ async fn provision_two_steps_then_a_wrong_key_is_refused() {
             &wrong,
             version,
             &Caller::new("bob@example.test", &device, &password()),
+            "SP",
             &eas,
         )
         .await

@@ -28,6 +28,7 @@ use opush_protocol::commands::folder_sync::FolderSyncRequest;
 use opush_protocol::commands::provision::{
     PolicyRequest, ProvisionRequest, ProvisionResponse, POLICY_TYPE_WBXML,
 };
+use opush_protocol::commands::settings::DeviceInformation;
 use opush_protocol::commands::SyncKey;
 use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::{decode, encode_to_vec, tags};
@@ -218,4 +219,55 @@ async fn gate_provision_acknowledge_and_remote_wipe_per_version() {
     assert!(request_wipe(&eas.sessions, ALICE, "NOSUCHDEVICE")
         .await
         .is_err());
+}
+
+// [MS-ASPROV] 2.2.2.53 / [MS-ASCMD] 2.2.3.45: from 14.1 a device sends its
+// settings:DeviceInformation in its initial Provision (as iOS does); it reaches
+// the device registry as a Settings one would, and its Status says so.
+#[tokio::test]
+async fn provision_device_information_reaches_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let eas = Arc::new(eas_support::services(&dir).await);
+    let srv = start_with_eas(settings(), eas.clone()).await;
+    let dev = Device {
+        srv: &srv,
+        id: "PROVINFO141".to_owned(),
+        version: ProtocolVersion::V14_1,
+        auth: basic(ALICE, PASSWORD),
+    };
+    let res = dev
+        .provision(
+            None,
+            &ProvisionRequest {
+                device_information: Some(DeviceInformation {
+                    model: Some("iPhone17,1".to_owned()),
+                    friendly_name: Some("Alice's iPhone".to_owned()),
+                    os: Some("iOS 26.1 23B85".to_owned()),
+                    os_language: Some("fr-FR".to_owned()),
+                    user_agent: Some("Apple-iPhone17C1/2301.85".to_owned()),
+                    ..DeviceInformation::default()
+                }),
+                ..policy(None, None)
+            },
+        )
+        .await;
+    assert_eq!(res.device_information_status, Some(1));
+    assert_eq!(res.policy.unwrap().status.code(), 1);
+
+    let record = eas
+        .sessions
+        .store()
+        .get_device(&DeviceKey::new(ALICE, &dev.id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let info = |k: &str| record.info.get(k).map(String::as_str);
+    assert_eq!(info("Model"), Some("iPhone17,1"));
+    assert_eq!(info("FriendlyName"), Some("Alice's iPhone"));
+    assert_eq!(info("OS"), Some("iOS 26.1 23B85"));
+    assert_eq!(info("OSLanguage"), Some("fr-FR"));
+    assert_eq!(info("UserAgent"), Some("Apple-iPhone17C1/2301.85"));
+    assert_eq!(info("IMEI"), None);
+    assert_eq!(record.device_type, "SP");
+    srv.stop().await;
 }

@@ -1,6 +1,7 @@
 //! `handle_provision`: the two-step policy download / acknowledgement
 //! ([MS-ASPROV] 3.2.5.1), the remote wipe order and its acknowledgement,
-//! and (14.1+) the DeviceInformation sent along.
+//! and (14.1+) the DeviceInformation sent along, kept in the device
+//! registry the way Settings keeps it.
 //!
 //! The decision is `engine::decide_provision`; this module only parses,
 //! draws the new policy key, records the events (before answering) and
@@ -19,6 +20,7 @@ use opush_protocol::version::ProtocolVersion;
 use opush_protocol::wbxml::tags::provision as pv;
 use opush_protocol::wbxml::{encode_to_vec, Element};
 
+use super::settings::store_device_information;
 use super::{CommandContext, CommandError, EasResponse};
 use crate::session::{session_error, Caller, EasServices, Recorder};
 
@@ -86,20 +88,40 @@ pub async fn handle_provision(
     eas: &EasServices,
 ) -> Result<EasResponse, CommandError> {
     let req = ctx.request(Command::Provision, ProvisionRequest::from_element)?;
-    let res = provision(&req, ctx.version, &ctx.caller(), eas).await?;
+    let res = provision(
+        &req,
+        ctx.version,
+        &ctx.caller(),
+        &ctx.request.device_type,
+        eas,
+    )
+    .await?;
     Ok(EasResponse::wbxml(encode_to_vec(
         &res.to_element(ctx.version),
     )))
 }
 
-/// The Provision exchange without HTTP: loads the device, decides, records
-/// the events, returns the response model.
+/// The Provision exchange without HTTP: keeps the DeviceInformation sent
+/// along, loads the device, decides, records the events, returns the
+/// response model.
 pub async fn provision(
     req: &ProvisionRequest,
     version: ProtocolVersion,
     caller: &Caller<'_>,
+    device_type: &str,
     eas: &EasServices,
 ) -> Result<ProvisionResponse, CommandError> {
+    // Kept in the device registry as Settings keeps it (a 14.1+ device sends
+    // it in its first Provision, [MS-ASPROV] 2.2.2.53), and first: a store
+    // failure then fails the command before any policy event is recorded.
+    let device_information_status = match &req.device_information {
+        None => None,
+        Some(info) => Some(
+            store_device_information(caller, device_type, info, eas)
+                .await?
+                .code(),
+        ),
+    };
     let wanted_type = req
         .policy
         .as_ref()
@@ -130,7 +152,7 @@ pub async fn provision(
         // The decision is not used: nothing is recorded.
         return Ok(ProvisionResponse {
             status: ProvisionStatus::Success,
-            device_information_status: req.device_information.as_ref().map(|_| 1),
+            device_information_status,
             policy: Some(PolicyResponse {
                 policy_type: wanted_type,
                 status: PolicyStatus::UnknownPolicyType,
@@ -157,7 +179,7 @@ pub async fn provision(
     });
     Ok(ProvisionResponse {
         status: ProvisionStatus::from_code(r.status.into()),
-        device_information_status: req.device_information.as_ref().map(|_| 1),
+        device_information_status,
         policy,
         remote_wipe: r.remote_wipe,
         account_only_remote_wipe: false,

@@ -8,7 +8,8 @@
 //! refused password a 401, with nothing recorded.
 //!
 //! It must not store or log the DevicePassword, and only the device
-//! information fields (model, OS, user agent…) reach the registry.
+//! information fields (model, OS, user agent…) reach the registry, through
+//! the one `store_device_information` Provision uses too.
 
 use std::collections::BTreeMap;
 
@@ -242,7 +243,11 @@ pub(crate) fn sieve_error(e: SieveError, user: &str) -> CommandError {
 /// request and too big for one Cassandra mutation.
 const MAX_INFO_CHARS: usize = 1024;
 
-async fn store_device_information(
+/// Keeps a DeviceInformation in the device registry (Settings, and
+/// Provision from 14.1): only its fields, each cut at [`MAX_INFO_CHARS`],
+/// on the row as stored. The status answered for it; a store failure is the
+/// command's error.
+pub(crate) async fn store_device_information(
     caller: &Caller<'_>,
     device_type: &str,
     info: &DeviceInformation,
