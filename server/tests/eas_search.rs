@@ -65,6 +65,13 @@ async fn free_text_matches_subject_and_body_newest_first() {
     append(&mut raw, "second", &format!("the body has {word} inside"));
     append(&mut raw, "third", "unrelated");
     append(&mut raw, &format!("fourth {word}"), "x");
+    // A sender's name and address are found too (From only).
+    let sender = unique("sender").replace('-', "");
+    let msg = format!(
+        "From: Zed {sender} <{sender}@example.test>\r\nTo: b@load.test\r\nSubject: from the sender\r\n\r\nplain\r\n"
+    );
+    let (_, ok) = raw.cmd(&format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()));
+    assert!(ok.starts_with("OK"), "append: {ok}");
 
     let dir = tempfile::tempdir().unwrap();
     let eas = services(&dir).await;
@@ -114,6 +121,14 @@ async fn free_text_matches_subject_and_body_newest_first() {
     .unwrap();
     assert_eq!(none.total, Some(0));
     assert!(none.results.is_empty());
+    let by_sender = search(&query(&sender, "0-9"), version, &caller(USER, DEVICE), &eas)
+        .await
+        .unwrap();
+    assert_eq!(by_sender.total, Some(1), "{by_sender:?}");
+    match by_sender.results[0].properties.as_ref().unwrap() {
+        ApplicationData::Email(e) => assert_eq!(e.subject.as_deref(), Some("from the sender")),
+        other => panic!("{other:?}"),
+    }
 
     // [MS-ASCMD] 2.2.1.10: ItemOperations Fetch of a Search result by LongId.
     let long_id = all.results[1].long_id.clone().unwrap();
