@@ -79,6 +79,11 @@ struct Args {
     sync_watch_s: u64,
 }
 
+/// `--body TYPE:TRUNCATION`: the BodyPreference every Sync asks (set once
+/// from the arguments; plain text cut at 500 bytes unless told). Type 4
+/// (MIME, what iOS Mail asks) also sends `MIMESupport` 2.
+static BODY: std::sync::OnceLock<(u8, u32)> = std::sync::OnceLock::new();
+
 impl Args {
     fn big_user(&self) -> String {
         format!("load{:04}@load.test", self.user_base)
@@ -88,11 +93,12 @@ impl Args {
 fn usage() -> ! {
     eprintln!(
         "usage: opush-load [--opush PATH] [--messages N] [--small N] [--devices N] [--rounds N] [--window N] [--version V] [--rate R]\n\
-         \x20                 [--user-base N] [--small-users K] [--store embedded|cassandra] [--keyspace NAME] [--sync-watch S]\n\
+         \x20                 [--user-base N] [--small-users K] [--store embedded|cassandra] [--keyspace NAME] [--sync-watch S] [--body TYPE:TRUNCATION]\n\
          defaults: target/release/opush, 10000 messages, 100 per small INBOX, 100 devices, 25 rounds (the loop detector slows a device past 30 identical requests a minute), window 100, 14.1;\n\
          --rate R adds a paced run after the closed-loop one: the same devices send R no-change Syncs per second in all, evenly spread\n\
          (latency counted from each request's scheduled time, so a late answer delays nothing unmeasured);\n\
          --sync-watch S: the server's [push] sync_watch_s (default 0, off): caught-up devices' no-change Syncs answered from the users' push watchers;\n\
+         --body TYPE:TRUNCATION: the BodyPreference of every Sync (default 1:500, plain text; 4:200000 is MIME as iOS Mail asks it);\n\
          --user-base 1 --small-users 19: load0001 has the big INBOX, load0002-load0020 the small ones;\n\
          --fetch-attachment MB: only the attachment memory run: the INBOX of load<user-base> (and the next users, two devices each) holds one message with an attachment of MB megabytes,\n\
          \x20 each device syncs it and fetches the whole message as MIME, then --devices devices fetch the attachment at once with ItemOperations, multipart, inline, multipart\n\
@@ -140,6 +146,15 @@ fn args() -> Args {
             "--fetch-attachment" => a.fetch_attachment = num().clamp(1, 1000),
             "--small-users" => a.small_users = num().clamp(1, 9998),
             "--sync-watch" => a.sync_watch_s = num() as u64,
+            "--body" => {
+                let (t, n) = value.split_once(':').unwrap_or_else(|| usage());
+                let t = t.parse::<u8>().ok().filter(|t| (1..=4).contains(t));
+                let n = n.parse::<u32>().ok();
+                let (Some(t), Some(n)) = (t, n) else { usage() };
+                if BODY.set((t, n)).is_err() {
+                    usage()
+                }
+            }
             "--store" if value == "embedded" || value == "cassandra" => a.store = value.clone(),
             "--keyspace"
                 if !value.is_empty()
@@ -553,11 +568,17 @@ fn sync_xml(collection: &str, key: &str, window: u32) -> String {
     } else {
         format!("<GetChanges/><WindowSize>{window}</WindowSize>")
     };
+    let (body_type, truncation) = *BODY.get_or_init(|| (1, 500));
+    let mime = if body_type == 4 {
+        "<MIMESupport>2</MIMESupport>"
+    } else {
+        ""
+    };
     format!(
         "<Sync xmlns=\"AirSync:\" xmlns:airsyncbase=\"AirSyncBase:\"><Collections><Collection>\
          <SyncKey>{key}</SyncKey><CollectionId>{collection}</CollectionId>{more}\
-         <Options><FilterType>0</FilterType><airsyncbase:BodyPreference><airsyncbase:Type>1</airsyncbase:Type>\
-         <airsyncbase:TruncationSize>500</airsyncbase:TruncationSize></airsyncbase:BodyPreference></Options>\
+         <Options><FilterType>0</FilterType>{mime}<airsyncbase:BodyPreference><airsyncbase:Type>{body_type}</airsyncbase:Type>\
+         <airsyncbase:TruncationSize>{truncation}</airsyncbase:TruncationSize></airsyncbase:BodyPreference></Options>\
          </Collection></Collections></Sync>"
     )
 }
@@ -706,7 +727,7 @@ fn main() {
         return;
     }
     println!(
-        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}, {} store{}, sync_watch_s {}; load average {}",
+        "# opush-load: {} messages, {} devices x {} rounds, window {}, EAS {}, {} store{}, sync_watch_s {}, BodyPreference {}:{}; load average {}",
         a.messages,
         a.devices,
         a.rounds,
@@ -719,6 +740,8 @@ fn main() {
             String::new()
         },
         a.sync_watch_s,
+        BODY.get_or_init(|| (1, 500)).0,
+        BODY.get_or_init(|| (1, 500)).1,
         load_average()
     );
 
