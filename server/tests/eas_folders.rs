@@ -4,7 +4,7 @@
 //! duplicate is status 2, a special folder cannot be deleted, and the
 //! device's own changes are not sent back by the next FolderSync.
 //!
-//! Reserved Dovecot user: load0037.
+//! Reserved Dovecot users: load0037, load1345.
 
 #![allow(
     clippy::unwrap_used,
@@ -158,4 +158,90 @@ async fn create_rename_delete_with_non_ascii_names() {
     assert_eq!(again.status.code(), 1);
     assert_eq!(again.changes.map(|c| c.len()), Some(0));
     raw.cmd("DELETE eas-unsub");
+}
+
+/// A folder renamed by a device keeps its subfolders in every device's
+/// list: RENAME moves them, and opush moves their subscriptions too
+/// (Dovecot leaves them on the old names, and unsubscribed folders are
+/// hidden). Reserved Dovecot user: load1345.
+#[tokio::test]
+async fn a_renamed_folder_keeps_its_subfolders() {
+    const USER: &str = "load1345@load.test";
+    let mut raw = RawImap::login(USER);
+    for f in ["ren-b/Sub", "ren-b", "ren-a/Sub", "ren-a"] {
+        raw.cmd(&format!("UNSUBSCRIBE \"{f}\""));
+        raw.cmd(&format!("DELETE \"{f}\""));
+    }
+    for f in ["ren-a", "ren-a/Sub"] {
+        raw.ok(&format!("CREATE \"{f}\""));
+        raw.ok(&format!("SUBSCRIBE \"{f}\""));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let first = |key: &str, device: &'static str| {
+        let eas = &eas;
+        let key = SyncKey(key.to_owned());
+        async move {
+            folder_sync(
+                &FolderSyncRequest { sync_key: key },
+                &caller(USER, device),
+                eas,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let fs = first("0", "DEVRENAME").await;
+    let changes = fs.changes.clone().unwrap_or_default();
+    let id_of = |name: &str| {
+        changes
+            .iter()
+            .find_map(|c| match c {
+                FolderChange::Add(f) if f.display_name == name => Some(f.server_id.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{name} not listed: {changes:?}"))
+    };
+    let parent = id_of("ren-a");
+    id_of("Sub");
+
+    let upd = folder_update(
+        &FolderUpdateRequest {
+            sync_key: fs.sync_key.clone().unwrap(),
+            server_id: parent.clone(),
+            parent_id: ServerId("0".to_owned()),
+            display_name: "ren-b".to_owned(),
+        },
+        &caller(USER, "DEVRENAME"),
+        &eas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(upd.status.code(), 1, "{upd:?}");
+    let subscribed = listing(&mut raw, "LSUB \"\" \"*\"");
+    assert!(subscribed.contains("ren-b/Sub"), "{subscribed}");
+    assert!(!subscribed.contains("ren-a"), "{subscribed}");
+
+    // The renaming device's next FolderSync still shows the subfolder
+    // (under its new path), and so does another device's first one.
+    let next = first(&upd.sync_key.unwrap().0, "DEVRENAME").await;
+    let shown = next.changes.clone().unwrap_or_default().iter().any(
+        |c| matches!(c, FolderChange::Add(f) | FolderChange::Update(f) if f.display_name == "Sub"),
+    );
+    let deleted = next
+        .changes
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .any(|c| matches!(c, FolderChange::Delete(_)));
+    assert!(shown || !deleted, "the subfolder was dropped: {next:?}");
+    let other = first("0", "DEVRENAME2").await;
+    assert!(
+        other
+            .changes
+            .unwrap_or_default()
+            .iter()
+            .any(|c| matches!(c, FolderChange::Add(f) if f.display_name == "Sub")),
+        "the subfolder is missing for another device"
+    );
 }

@@ -226,7 +226,7 @@ async fn non_ascii_folder_create_rename_delete() {
         .delimiter
         .map(|d| format!("{parent}{d}{}", utf7::encode("Archivé ✓")))
         .unwrap();
-    s.rename_folder(&raw, &renamed).await.unwrap();
+    s.rename_folder(&raw, &renamed, &[]).await.unwrap();
     let folders = s.list_folders(false).await.unwrap();
     assert!(!folders.iter().any(|f| f.raw_name == raw));
     let f = folders

@@ -248,10 +248,21 @@ pub(crate) async fn folder_op(
             name,
         } => {
             let raw = raw_under(parent, name);
-            let done = match imap.rename_folder(&folder.0, &raw).await {
-                Ok(()) => imap.subscribe(&raw).await,
-                Err(e) => Err(e),
-            };
+            // Its subfolders move with it, and their subscriptions must too.
+            let below: Vec<String> = listed
+                .iter()
+                .find(|f| f.raw_name == folder.0)
+                .and_then(|f| f.delimiter)
+                .map(|d| {
+                    let prefix = format!("{}{d}", folder.0);
+                    listed
+                        .iter()
+                        .filter(|f| f.subscribed && f.raw_name.starts_with(&prefix))
+                        .map(|f| f.raw_name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let done = imap.rename_folder(&folder.0, &raw, &below).await;
             finish(&mut imap, done, &raw).await
         }
     };

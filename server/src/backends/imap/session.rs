@@ -864,17 +864,53 @@ impl Session {
             .map(|_| ())
     }
 
-    /// RENAME, moving the subscription along.
-    pub async fn rename_folder(&mut self, from: &str, to: &str) -> Result<(), ImapError> {
+    /// RENAME, moving the subscriptions along: the folder's, and those of
+    /// its subfolders `subscribed_below` names (their raw names under
+    /// `from`, as listed before). RENAME moves the subfolders too, but a
+    /// server need not move their subscriptions (Dovecot 2.3 leaves them
+    /// on the old names): a subfolder left unsubscribed would drop out of
+    /// every device's folder list. A subfolder's subscription that cannot
+    /// be moved is logged, not an error: the rename is done.
+    pub async fn rename_folder(
+        &mut self,
+        from: &str,
+        to: &str,
+        subscribed_below: &[String],
+    ) -> Result<(), ImapError> {
         let (qf, qt) = (quote(from)?, quote(to)?);
-        if self.selected.as_ref().is_some_and(|s| s.raw == from) {
+        // The folder or one of its subfolders selected here is renamed away
+        // (a namesake that only begins the same is left too: harmless).
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|s| s.raw.starts_with(from))
+        {
             self.unselect().await?;
         }
         self.simple("RENAME", format!("RENAME {qf} {qt}")).await?;
         let _ = self
             .simple("UNSUBSCRIBE", format!("UNSUBSCRIBE {qf}"))
             .await;
-        self.subscribe(to).await
+        if self.subscribe(to).await.is_err() && !self.broken {
+            // Once more: a renamed folder left unsubscribed is hidden.
+            self.subscribe(to).await?;
+        }
+        for below in subscribed_below {
+            let Some(rest) = below.strip_prefix(from) else {
+                continue;
+            };
+            let renamed = format!("{to}{rest}");
+            let _ = self.unsubscribe(below).await;
+            if let Err(e) = self.subscribe(&renamed).await {
+                tracing::warn!(target: "BACKEND", folder = %renamed, error = %e, "subfolder of a renamed folder left unsubscribed");
+            }
+            if self.broken {
+                return Err(ImapError::Unavailable(
+                    "connection failed moving subscriptions".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// SUBSCRIBE.
