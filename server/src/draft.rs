@@ -107,16 +107,31 @@ pub fn new_draft(author: &Author, email: &Email, message_id: &str) -> Vec<u8> {
     rebuild(author, None, email, "", Some(message_id))
 }
 
-/// The Message-ID of the draft a device adds with `client_id`: the same
-/// on every try of that Add (a digest of user, device and ClientId), so a
-/// retried Add whose APPEND was made when opush was killed, before the Add
-/// was recorded, finds that draft by its Message-ID instead of saving a
-/// second one (`commands::sync`).
-pub fn new_draft_id(user: &str, device_id: &str, client_id: &str, host: &str) -> String {
+/// The Message-ID of the draft a device adds with `client_id` and the
+/// Add's content digest: the same on every try of that Add (a digest of
+/// user, device, ClientId and content), so a retried Add whose APPEND was
+/// made when opush was killed, before the Add was recorded, finds that
+/// draft by its Message-ID instead of saving a second one
+/// (`commands::sync`). The content is in it because a device may use a
+/// ClientId again once opush no longer remembers it (after a resync): a
+/// new draft must then not be taken for the old one and dropped.
+pub fn new_draft_id(
+    user: &str,
+    device_id: &str,
+    client_id: &str,
+    content: &[u8],
+    host: &str,
+) -> String {
     let mut h = blake3::Hasher::new();
-    for part in ["draft", user, device_id, client_id] {
+    for part in [
+        b"draft".as_slice(),
+        user.as_bytes(),
+        device_id.as_bytes(),
+        client_id.as_bytes(),
+        content,
+    ] {
         h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+        h.update(part);
     }
     let hex = h.finalize().to_hex();
     format!("d.{}@{host}", &hex[..32])
@@ -962,10 +977,12 @@ mod tests {
 
     #[test]
     fn a_new_draft_has_the_message_id_of_its_client_id() {
-        let id = new_draft_id("u@x", "DEV", "c1", "opush.test");
-        assert_eq!(id, new_draft_id("u@x", "DEV", "c1", "opush.test"));
-        assert_ne!(id, new_draft_id("u@x", "DEV", "c2", "opush.test"));
-        assert_ne!(id, new_draft_id("u@x", "DEV2", "c1", "opush.test"));
+        let id = new_draft_id("u@x", "DEV", "c1", b"one", "opush.test");
+        assert_eq!(id, new_draft_id("u@x", "DEV", "c1", b"one", "opush.test"));
+        assert_ne!(id, new_draft_id("u@x", "DEV", "c2", b"one", "opush.test"));
+        assert_ne!(id, new_draft_id("u@x", "DEV2", "c1", b"one", "opush.test"));
+        // The same ClientId used again for another draft (after a resync).
+        assert_ne!(id, new_draft_id("u@x", "DEV", "c1", b"two", "opush.test"));
         assert!(id.starts_with("d.") && id.ends_with("@opush.test"), "{id}");
         let out = new_draft(&alice(), &Email::default(), &id);
         let m = MessageParser::default().parse(&out).unwrap();

@@ -5,7 +5,8 @@
 //! moved, Sent Items and other threads untouched; Status 155 without
 //! `MoveAlways`, 156 for an unknown destination).
 //!
-//! Reserved Dovecot users: load0056 (drafts), load0057 (conversations).
+//! Reserved Dovecot users: load0056 (drafts), load0057 (conversations),
+//! load1346 (a ClientId used again).
 
 #![allow(
     clippy::unwrap_used,
@@ -261,5 +262,52 @@ async fn item_operations_moves_a_conversation() {
         }
         imap.cmd("EXPUNGE");
     }
+    opush.stop().await;
+}
+
+/// A device that uses a ClientId again after a resync (opush then no
+/// longer remembers it) for another draft gets that draft saved: it is not
+/// taken for the first one, whose Message-ID named only the ClientId.
+/// Reserved Dovecot user: load1346.
+#[tokio::test]
+async fn a_client_id_used_again_after_a_resync_saves_the_new_draft() {
+    const USER: &str = "load1346@load.test";
+    let marker = unique("reuse");
+    let mut imap = RawImap::login(USER);
+    imap.cmd("SELECT Drafts");
+    imap.cmd("UID STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    imap.cmd("EXPUNGE");
+    let opush = start(Options::default()).await;
+    let mut c = opush.client(USER, "DRAFTREUSE", V);
+    let add = |subject: &str| {
+        format!(
+            "<Commands><Add><ClientId>{marker}-1</ClientId><ApplicationData>\
+             <email:To>bob@example.test</email:To><email:Subject>{subject}</email:Subject>\
+             <airsyncbase:Body><airsyncbase:Type>1</airsyncbase:Type>\
+             <airsyncbase:Data>text of {subject}</airsyncbase:Data></airsyncbase:Body>\
+             </ApplicationData></Add></Commands>"
+        )
+    };
+    for subject in [format!("{marker} first"), format!("{marker} second")] {
+        // From SyncKey 0 each time: the resync forgets the ClientIds.
+        let (drafts, key, _) = synced_folder_of_type(&mut c, V, 3).await;
+        let res = c
+            .post_xml("Sync", &sync_xml(&drafts, &key, 100, &add(&subject)))
+            .await;
+        assert_eq!(res.status, 200);
+        let xml = res.xml();
+        assert!(xml.contains("<ServerId>"), "the Add was answered: {xml}");
+    }
+    assert_eq!(
+        imap.search_subject("Drafts", &format!("{marker} first"))
+            .len(),
+        1
+    );
+    assert_eq!(
+        imap.search_subject("Drafts", &format!("{marker} second"))
+            .len(),
+        1,
+        "the second draft was not saved"
+    );
     opush.stop().await;
 }

@@ -1765,7 +1765,7 @@ async fn perform(
         BackendEffect::Create {
             collection,
             client_id,
-            ..
+            digest,
         } => {
             // [MS-ASCMD] 16.0+: a device may add drafts; other adds of mail
             // are refused.
@@ -1783,6 +1783,7 @@ async fn perform(
                 author.user,
                 author.device_id,
                 &client_id.0,
+                &digest.0,
                 author.host,
             );
             let message = crate::draft::new_draft(author.author, email, &message_id);
