@@ -6,7 +6,7 @@
 //! attachment refused with Status 11.
 //!
 //! Reserved Dovecot users: load0034, load0083 (the size limit), load1339
-//! (DeleteSubFolders).
+//! (DeleteSubFolders), load1342 (a folder created again under its name).
 
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +15,7 @@
 )]
 
 mod eas_support;
-use eas_support::{caller, first_folder_sync, services, sync_req};
+use eas_support::{caller, first_folder_sync, services, sync_one, sync_req};
 
 use base64::Engine as _;
 use opush_protocol::commands::airsyncbase::BodyPreference;
@@ -473,4 +473,74 @@ async fn empty_deleted_items_deletes_its_subfolders_only_with_delete_sub_folders
     let mut expected = vec![a, b];
     expected.sort();
     assert_eq!(deleted, expected);
+}
+
+// [MS-ASCMD] 2.2.3.58 EmptyFolderContents names the folder by its
+// CollectionId, which opush maps to an IMAP name. When another client
+// deleted the folder the device synced and created another of that name
+// since, the device asks to empty a folder it never saw: Status 6 (object
+// not found, as for a folder deleted), nothing deleted. A folder synced
+// and left alone is emptied as before.
+#[tokio::test]
+async fn empty_folder_contents_spares_a_folder_created_again_under_the_same_name() {
+    const USER: &str = "load1342@load.test";
+    let device = caller(USER, "DEVEMPTYSAME");
+    let mut raw = RawImap::login(USER);
+    let (again, kept) = ("EmptyAgain", "EmptyKept");
+    for name in [again, kept] {
+        // A previous run may have left them.
+        raw.cmd(&format!("DELETE \"{name}\""));
+        raw.ok(&format!("CREATE \"{name}\""));
+        raw.ok(&format!("SUBSCRIBE \"{name}\""));
+    }
+    let tag = unique("emptysame");
+    append_to(&mut raw, again, &format!("{tag} seen"));
+    append_to(&mut raw, kept, &format!("{tag} kept"));
+    let dir = tempfile::tempdir().unwrap();
+    let eas = services(&dir).await;
+    let folders = first_folder_sync(&eas, &device).await;
+    let (again_id, kept_id) = (folders.named(again), folders.named(kept));
+    for id in [&again_id, &kept_id] {
+        let r0 = sync_one(&eas, &device, &sync_req(id, "0")).await;
+        let r1 = sync_one(&eas, &device, &sync_req(id, &r0.sync_key.0)).await;
+        assert_eq!(r1.commands.map(|c| c.len()), Some(1), "{id}");
+    }
+
+    // Another client deletes the synced folder and creates one of the same
+    // name, with a message the device never saw.
+    let before = uidvalidity(&mut raw, again);
+    raw.ok(&format!("DELETE \"{again}\""));
+    raw.ok(&format!("CREATE \"{again}\""));
+    raw.ok(&format!("SUBSCRIBE \"{again}\""));
+    append_to(&mut raw, again, &format!("{tag} unseen"));
+    assert_ne!(uidvalidity(&mut raw, again), before);
+
+    assert_eq!(empty(&eas, &device, &again_id, true).await, 6);
+    assert_eq!(
+        raw.search_subject(again, &format!("{tag} unseen")).len(),
+        1,
+        "the new folder's message was deleted"
+    );
+    raw.ok("UNSELECT");
+
+    // The control: the folder left alone is emptied.
+    assert_eq!(empty(&eas, &device, &kept_id, false).await, 1);
+    assert!(raw.search_subject(kept, &tag).is_empty());
+    raw.ok("UNSELECT");
+    for name in [again, kept] {
+        raw.cmd(&format!("DELETE \"{name}\""));
+    }
+}
+
+/// The UIDVALIDITY of `mailbox`, as STATUS gives it.
+fn uidvalidity(raw: &mut RawImap, mailbox: &str) -> u32 {
+    let (lines, ok) = raw.cmd(&format!("STATUS \"{mailbox}\" (UIDVALIDITY)"));
+    assert!(ok.starts_with("OK"), "{ok}");
+    lines
+        .iter()
+        .find_map(|l| {
+            let rest = l.split("UIDVALIDITY ").nth(1)?;
+            rest.trim_end().trim_end_matches(')').parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no UIDVALIDITY in {lines:?}"))
 }

@@ -1,8 +1,9 @@
 //! `handle_item_operations` ([MS-ASCMD] 2.2.1.10) for the mailbox store:
 //! Fetch of a whole message by ServerId (or LongId), Fetch of an attachment by
 //! FileReference (with an optional byte `Range`), EmptyFolderContents
-//! (with `DeleteSubFolders`, the subfolders too, special folders spared)
-//! and the conversation `Move` (14.0+).
+//! (with `DeleteSubFolders`, the subfolders too, special folders spared;
+//! never a folder created again under the name of the one the device
+//! synced: its UIDVALIDITY is checked) and the conversation `Move` (14.0+).
 //!
 //! Content is read from IMAP at request time and never stored. An
 //! attachment is streamed from IMAP as the answer goes out
@@ -297,17 +298,31 @@ async fn plan(
                 collection_id,
                 delete_sub_folders,
             } => {
-                let raw = opush_engine::CollectionId::parse(collection_id)
+                let collection = opush_engine::CollectionId::parse(collection_id);
+                let raw = collection
                     .and_then(|c| state.hierarchy.ids.get(&c))
                     .map(|b| b.0.clone());
+                // The UIDVALIDITY the device's last Sync of it saw (none
+                // when it never synced it). A recorded one out of IMAP's
+                // range is no folder's: stale, as any other mismatch.
+                let seen = collection
+                    .and_then(|c| state.collections.get(&c))
+                    .and_then(|c| c.validity)
+                    .map(|v| u32::try_from(v).unwrap_or(0));
                 let status = match raw {
-                    Some(raw) => match empty_folder(&mut imap, &raw, *delete_sub_folders).await {
-                        Ok(_) => ItemOperationsStatus::Success,
-                        Err(e) if e.is_retryable() => return Err(imap_error(e)),
-                        // Deleted by another client.
-                        Err(ImapError::NotFound(_)) => ItemOperationsStatus::ObjectNotFound,
-                        Err(_) => ItemOperationsStatus::ServerError,
-                    },
+                    Some(raw) => {
+                        match empty_folder(&mut imap, &raw, seen, *delete_sub_folders).await {
+                            Ok(Emptied::Yes) => ItemOperationsStatus::Success,
+                            // Deleted and created again, or another folder
+                            // renamed to its name: not the folder the
+                            // device knows, and nothing was deleted.
+                            Ok(Emptied::NotTheSame) => ItemOperationsStatus::ObjectNotFound,
+                            Err(e) if e.is_retryable() => return Err(imap_error(e)),
+                            // Deleted by another client.
+                            Err(ImapError::NotFound(_)) => ItemOperationsStatus::ObjectNotFound,
+                            Err(_) => ItemOperationsStatus::ServerError,
+                        }
+                    }
                     None => ItemOperationsStatus::ObjectNotFound,
                 };
                 OperationResult::EmptyFolderContents {
@@ -354,6 +369,15 @@ async fn plan(
     })
 }
 
+/// Whether [`empty_folder`] emptied the folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emptied {
+    Yes,
+    /// `raw` is now another folder than the one the device synced (another
+    /// UIDVALIDITY): nothing deleted.
+    NotTheSame,
+}
+
 /// [MS-ASCMD] 2.2.3.58 EmptyFolderContents: every message of `raw` is
 /// deleted (expunged: the device empties a folder, Deleted Items mostly,
 /// it does not move its contents) and, with `DeleteSubFolders`
@@ -362,14 +386,24 @@ async fn plan(
 /// (the listing no longer has them). A subfolder another client deleted
 /// meanwhile is no failure; any other failure to delete one is, once the
 /// others were tried.
+///
+/// The CollectionId names the folder by its IMAP name only: when the
+/// device synced it (`seen`, the UIDVALIDITY it saw) and `raw` now has
+/// another (another client deleted it and created one of that name, or
+/// renamed another to it), nothing is deleted, not even its subfolders:
+/// the device never saw that folder's messages.
 async fn empty_folder(
     imap: &mut PooledSession,
     raw: &str,
+    seen: Option<u32>,
     delete_sub_folders: bool,
-) -> Result<(), ImapError> {
-    imap.empty_folder(raw).await?;
+) -> Result<Emptied, ImapError> {
+    if imap.empty_folder_of(raw, seen).await?.is_none() {
+        tracing::warn!(target: "MAIL.DATA", folder = raw, "EmptyFolderContents of a folder replaced since the device synced it: nothing deleted");
+        return Ok(Emptied::NotTheSame);
+    }
     if !delete_sub_folders {
-        return Ok(());
+        return Ok(Emptied::Yes);
     }
     let listed = imap.list_folders(false).await?;
     let mut failed = None;
@@ -383,7 +417,7 @@ async fn empty_folder(
             }
         }
     }
-    failed.map_or(Ok(()), Err)
+    failed.map_or(Ok(Emptied::Yes), Err)
 }
 
 /// The subfolders of `raw` (at any depth) that emptying it with

@@ -1779,15 +1779,32 @@ impl Session {
 
     /// Deletes every message of the mailbox; returns how many there were.
     pub async fn empty_folder(&mut self, raw: &str) -> Result<u32, ImapError> {
+        Ok(self.empty_folder_of(raw, None).await?.unwrap_or(0))
+    }
+
+    /// Like [`Session::empty_folder`], but only the folder whose
+    /// UIDVALIDITY is `validity` (when given), read from the SELECT that
+    /// opens it (no extra round trip): `None`, nothing deleted, when it
+    /// differs. A folder deleted and created again under the same name
+    /// (or another renamed to it) has another UIDVALIDITY; the caller
+    /// that saw the old one must not empty the new one it never saw.
+    pub async fn empty_folder_of(
+        &mut self,
+        raw: &str,
+        validity: Option<u32>,
+    ) -> Result<Option<u32>, ImapError> {
         let st = self.open(raw, false).await?;
+        if validity.is_some_and(|v| v != st.uidvalidity) {
+            return Ok(None);
+        }
         if st.exists == 0 {
-            return Ok(0);
+            return Ok(Some(0));
         }
         self.simple("STORE", "STORE 1:* +FLAGS.SILENT (\\Deleted)".into())
             .await?;
         self.simple("EXPUNGE", "EXPUNGE".into()).await?;
         self.selected = None;
-        Ok(st.exists)
+        Ok(Some(st.exists))
     }
 
     /// NOOP (keeps the connection alive, checks it, and brings the view of
