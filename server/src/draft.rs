@@ -536,11 +536,18 @@ impl<'m> OldTree<'m> {
 /// Replaces draft `uid` of `raw` by its edit: APPEND the new message with
 /// the old flags (plus the Change's Read) and `message_id`
 /// ([`edited_draft_id`]), expunge the old one. Any failure before the
-/// APPEND leaves the old draft as it was (`Failed`); a failed expunge after
-/// it is logged (the old draft comes back as a new item). A message with
+/// APPEND leaves the old draft as it was (`Failed`). A message with
 /// `message_id` in the folder already (other than the old draft) is this
-/// edit saved by a try cut short by a kill: it is kept instead of a second
-/// APPEND.
+/// edit saved by an earlier try (cut short by a kill, or whose expunge
+/// failed): it is kept instead of a second APPEND, and only the old draft
+/// is expunged.
+///
+/// The expunge of the old draft is tried twice; when both fail the edit is
+/// `Failed`, not `Replaced`: replaced, the engine would forget the old
+/// item while its message stays in the folder (flagged `\Deleted`, which
+/// a later delta brings to the device as a new item: a second copy of
+/// the draft). The device's retried Change finds the saved edit by its
+/// Message-ID and finishes the replacement with the expunge.
 pub async fn replace_draft(
     imap: &mut PooledSession,
     raw: &str,
@@ -549,14 +556,53 @@ pub async fn replace_draft(
     change: &Email,
     message_id: &str,
 ) -> EffectOutcome {
-    let limit = imap.config().max_message_bytes;
-    let old = match imap.fetch_message(raw, uid, limit).await {
-        Ok(b) => b,
+    // Looked for first: a retried Change whose edit is saved already
+    // only has the old draft to expunge (even if that expunge went through
+    // on the server but failed on the wire, the old draft gone).
+    let saved = match imap.with_message_id(raw, message_id).await {
+        Ok(uids) => uids.into_iter().filter(|u| *u != uid).max(),
         Err(_) => return EffectOutcome::Failed,
     };
-    let Ok(metas) = imap.fetch_meta(raw, &[uid]).await else {
+    let new_uid = match saved {
+        Some(u) => u,
+        None => match save_edit(imap, raw, (uid, server_id), author, change, message_id).await {
+            Some(u) => u,
+            None => return EffectOutcome::Failed,
+        },
+    };
+    if let Err(e) = imap.expunge(raw, &[uid]).await {
+        tracing::warn!(target: "MAIL.DATA", folder = raw, uid, error = %e, "edited draft: the old message not expunged, trying again");
+        if let Err(e) = imap.expunge(raw, &[uid]).await {
+            tracing::warn!(target: "MAIL.DATA", folder = raw, uid, new_uid, error = %e, "edited draft: the old message stays, the Change fails (its retry expunges it)");
+            return EffectOutcome::Failed;
+        }
+    }
+    let Ok(mailbox) = imap.select(raw).await else {
         return EffectOutcome::Failed;
     };
+    match imap.fetch_meta(raw, &[new_uid]).await {
+        Ok(metas) => match metas.first() {
+            Some(m) => EffectOutcome::Replaced(observed(mailbox.uidvalidity, m)),
+            None => EffectOutcome::Failed,
+        },
+        Err(_) => EffectOutcome::Failed,
+    }
+}
+
+/// The edit of draft `uid` APPENDed to `raw` ([`replace_draft`]): its new
+/// UID; `None` when it was not saved (the old draft unreadable, no
+/// message, the edit too large, the APPEND failed).
+async fn save_edit(
+    imap: &mut PooledSession,
+    raw: &str,
+    (uid, server_id): (u32, &str),
+    author: &Author,
+    change: &Email,
+    message_id: &str,
+) -> Option<u32> {
+    let limit = imap.config().max_message_bytes;
+    let old = imap.fetch_message(raw, uid, limit).await.ok()?;
+    let metas = imap.fetch_meta(raw, &[uid]).await.ok()?;
     let old_flags = metas.first().map(|m| m.flags.clone()).unwrap_or_default();
     let mut flags = vec![Flag::Draft];
     if change.read.unwrap_or(old_flags.seen) {
@@ -579,36 +625,16 @@ pub async fn replace_draft(
     flags.extend(keywords.into_iter().map(Flag::Keyword));
     let Some(message) = edited_draft_as(author, &old, change, server_id, Some(message_id)) else {
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, "draft is not a message (no header field) or has a message straight in a message, not replaced");
-        return EffectOutcome::Failed;
+        return None;
     };
     if message.len() as u64 > imap.config().max_message_bytes {
         tracing::warn!(target: "MAIL.DATA", folder = raw, uid, bytes = message.len(), "edited draft too large, not replaced");
-        return EffectOutcome::Failed;
+        return None;
     }
-    let saved = match imap.with_message_id(raw, message_id).await {
-        Ok(uids) => uids.into_iter().filter(|u| *u != uid).max(),
-        Err(_) => return EffectOutcome::Failed,
-    };
-    let new_uid = match saved {
-        Some(u) => u,
-        None => match imap.append(raw, &flags, None, &message).await {
-            Ok(Some(u)) => u,
-            _ => return EffectOutcome::Failed,
-        },
-    };
-    if let Err(e) = imap.expunge(raw, &[uid]).await {
-        tracing::warn!(target: "MAIL.DATA", folder = raw, uid, error = %e, "edited draft: the old message stays");
-    }
-    let Ok(mailbox) = imap.select(raw).await else {
-        return EffectOutcome::Failed;
-    };
-    match imap.fetch_meta(raw, &[new_uid]).await {
-        Ok(metas) => match metas.first() {
-            Some(m) => EffectOutcome::Replaced(observed(mailbox.uidvalidity, m)),
-            None => EffectOutcome::Failed,
-        },
-        Err(_) => EffectOutcome::Failed,
-    }
+    imap.append(raw, &flags, None, &message)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The drafts of one collection's answer whose Add or Change (status 1)
