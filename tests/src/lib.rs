@@ -312,6 +312,8 @@ pub struct PrivateDovecot {
     pub quota_kb: Option<u32>,
     /// No `Trash` mailbox configured (`--no-trash`).
     pub no_trash: bool,
+    /// UNSELECT not advertised (`--no-unselect`).
+    pub no_unselect: bool,
 }
 
 /// The non-synchronizing literals (RFC 7888) a [`PrivateDovecot`] advertises.
@@ -336,6 +338,7 @@ impl PrivateDovecot {
             sieve: false,
             quota_kb: None,
             no_trash: false,
+            no_unselect: false,
         }
     }
 
@@ -345,6 +348,13 @@ impl PrivateDovecot {
     /// client CREATEs one.
     pub fn without_trash(mut self) -> PrivateDovecot {
         self.no_trash = true;
+        self
+    }
+
+    /// The same instance not advertising UNSELECT after login
+    /// (`scripts/dovecot-private --no-unselect`), like older servers.
+    pub fn without_unselect(mut self) -> PrivateDovecot {
+        self.no_unselect = true;
         self
     }
 
@@ -488,6 +498,9 @@ impl PrivateDovecot {
         }
         if self.no_trash {
             c.arg("--no-trash");
+        }
+        if self.no_unselect {
+            c.arg("--no-unselect");
         }
         c.arg(action)
             .arg(&self.dir)

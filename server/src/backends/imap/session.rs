@@ -1128,19 +1128,26 @@ impl Session {
         }
     }
 
-    /// Leaves the selected mailbox (UNSELECT, or CLOSE when the server
-    /// lacks it — which expunges `\Deleted` messages of a read-write
-    /// selection). Nothing to do when none is selected.
+    /// Leaves the selected mailbox: UNSELECT, or, on a server without it,
+    /// CLOSE of a read-only selection. CLOSE of a read-write one would
+    /// expunge every `\Deleted` message there, other clients' too (RFC 3501
+    /// 6.4.2): such a selection is first EXAMINEd (which leaves it without
+    /// expunging, 6.3.2). Nothing to do when none is selected.
     pub async fn unselect(&mut self) -> Result<(), ImapError> {
-        if self.selected.is_some() {
-            let cmd = if self.has("UNSELECT") {
-                "UNSELECT"
-            } else {
-                "CLOSE"
-            };
-            self.simple("UNSELECT", cmd.into()).await?;
-            self.selected = None;
-        }
+        let Some((raw, read_only)) = self.selected.as_ref().map(|s| (s.raw.clone(), s.read_only))
+        else {
+            return Ok(());
+        };
+        let cmd = if self.has("UNSELECT") {
+            "UNSELECT"
+        } else {
+            if !read_only {
+                self.open(&raw, true).await?;
+            }
+            "CLOSE"
+        };
+        self.simple("UNSELECT", cmd.into()).await?;
+        self.selected = None;
         Ok(())
     }
 
