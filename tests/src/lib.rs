@@ -312,8 +312,8 @@ pub struct PrivateDovecot {
     pub quota_kb: Option<u32>,
     /// No `Trash` mailbox configured (`--no-trash`).
     pub no_trash: bool,
-    /// UNSELECT not advertised (`--no-unselect`).
-    pub no_unselect: bool,
+    /// Capabilities not advertised after login (`--drop-capability`).
+    pub dropped_capabilities: Vec<&'static str>,
 }
 
 /// The non-synchronizing literals (RFC 7888) a [`PrivateDovecot`] advertises.
@@ -338,7 +338,7 @@ impl PrivateDovecot {
             sieve: false,
             quota_kb: None,
             no_trash: false,
-            no_unselect: false,
+            dropped_capabilities: Vec::new(),
         }
     }
 
@@ -351,10 +351,11 @@ impl PrivateDovecot {
         self
     }
 
-    /// The same instance not advertising UNSELECT after login
-    /// (`scripts/dovecot-private --no-unselect`), like older servers.
-    pub fn without_unselect(mut self) -> PrivateDovecot {
-        self.no_unselect = true;
+    /// The same instance not advertising `capability` after login
+    /// (`scripts/dovecot-private --drop-capability`), as servers without
+    /// UNSELECT or UIDPLUS (Dovecot still answers the commands).
+    pub fn without_capability(mut self, capability: &'static str) -> PrivateDovecot {
+        self.dropped_capabilities.push(capability);
         self
     }
 
@@ -499,8 +500,8 @@ impl PrivateDovecot {
         if self.no_trash {
             c.arg("--no-trash");
         }
-        if self.no_unselect {
-            c.arg("--no-unselect");
+        for capability in &self.dropped_capabilities {
+            c.arg("--drop-capability").arg(capability);
         }
         c.arg(action)
             .arg(&self.dir)

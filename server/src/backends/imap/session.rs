@@ -1656,14 +1656,50 @@ impl Session {
         let expunged = if self.has("UIDPLUS") {
             self.simple("UID EXPUNGE", format!("UID EXPUNGE {set}"))
                 .await
+                .map(|_| ())
         } else {
-            self.simple("EXPUNGE", "EXPUNGE".into()).await
+            self.expunge_only(uids).await
         };
         self.end_own();
+        expunged
+    }
+
+    /// EXPUNGE (no UIDPLUS) of the selected mailbox removing only `uids`
+    /// (marked `\Deleted`): a plain EXPUNGE removes every `\Deleted`
+    /// message, so those another client marked lose the flag for it and
+    /// get it back after. (Another client marking one in between still
+    /// loses it: only UIDPLUS closes that gap.)
+    async fn expunge_only(&mut self, uids: &[u32]) -> Result<(), ImapError> {
+        let marked = self
+            .uid_search(vec![Part::Text("UID SEARCH DELETED".into())])
+            .await?;
+        let mut ours = uids.to_vec();
+        ours.sort_unstable();
+        let others: Vec<u32> = marked
+            .into_iter()
+            .filter(|u| ours.binary_search(u).is_err())
+            .collect();
+        let others = uid_set(&others);
+        if let Some(o) = &others {
+            self.simple(
+                "UID STORE",
+                format!("UID STORE {o} -FLAGS.SILENT (\\Deleted)"),
+            )
+            .await?;
+        }
+        let expunged = self.simple("EXPUNGE", "EXPUNGE".into()).await;
+        if let Some(o) = &others {
+            self.simple(
+                "UID STORE",
+                format!("UID STORE {o} +FLAGS.SILENT (\\Deleted)"),
+            )
+            .await?;
+        }
         expunged.map(|_| ())
     }
 
-    /// Marks `\Deleted` and expunges exactly these UIDs (UIDPLUS; plain EXPUNGE otherwise).
+    /// Marks `\Deleted` and expunges exactly these UIDs (UID EXPUNGE with
+    /// UIDPLUS; otherwise EXPUNGE with the other `\Deleted` marks lifted for it).
     pub async fn expunge(&mut self, raw: &str, uids: &[u32]) -> Result<(), ImapError> {
         let Some(set) = uid_set(uids) else {
             return Ok(());
