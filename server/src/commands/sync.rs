@@ -797,6 +797,11 @@ pub async fn sync(
         folders,
         session: None,
     };
+    // Without the user's watcher (`[push] sync_watch_s`) every Sync asks
+    // IMAP: its connection is taken at once, as always.
+    if eas.push.settings().sync_watch.is_zero() {
+        imap.get().await?;
+    }
     // The Trash folder, looked up (LIST) only when a delete moves a message.
     let mut trash: Option<Option<String>> = None;
     let at = rec.at();
@@ -817,6 +822,12 @@ pub async fn sync(
         // An initial sync: the connections its first read-aheads will use
         // log in and select the folder now, beside this Sync's listing.
         // One of them may first list part of a big folder (`list_split`).
+        // The request's own connection first: the read-aheads would
+        // otherwise take the user's last free ones, and the request would
+        // wait for them while their helper waits for its listing.
+        if first && prepared.raw.is_some() {
+            imap.get().await?;
+        }
         let (mut helper, mut opened) = match (&prepared.raw, first) {
             (Some(raw), true) => open_ahead(raw, caller, eas, false),
             _ => (None, Vec::new()),
@@ -1128,7 +1139,9 @@ pub async fn sync(
 /// `EasServices::imap_selecting`). A no-change Sync that the user's
 /// watcher answers (`[push] sync_watch_s`) reads and carries out nothing
 /// on IMAP: it takes no connection, and a user whose devices Sync without
-/// changes leaves the pool's connections to expire.
+/// changes leaves the pool's connections to expire. Without the watcher,
+/// and before an initial sync opens its read-aheads (which would take the
+/// user's last free connections), it is taken at the start.
 struct Conn<'a, 'c> {
     eas: &'a EasServices,
     caller: &'a Caller<'c>,
